@@ -1,0 +1,169 @@
+//! Problems found in flow files: each with a stable code, its place and, for unknown names,
+//! the names that would have been valid.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::node::Pos;
+
+/// Kinds of problems. The code is stable: scripts may match on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Code {
+    /// The file could not be read.
+    #[serde(rename = "E001")]
+    Io,
+    /// The text is not valid YAML.
+    #[serde(rename = "E002")]
+    Yaml,
+    /// A key the language does not have.
+    #[serde(rename = "E003")]
+    UnknownKey,
+    /// A value of the wrong type or shape, or a required key missing.
+    #[serde(rename = "E004")]
+    Invalid,
+    /// A JSONPath that does not parse.
+    #[serde(rename = "E005")]
+    JsonPath,
+    /// A Handlebars template that does not parse.
+    #[serde(rename = "E006")]
+    Template,
+    /// A cron expression or time zone that does not parse.
+    #[serde(rename = "E007")]
+    Schedule,
+    /// A reference to a system, operation, entity, field, flow or webhook that does not exist.
+    #[serde(rename = "E008")]
+    UnknownName,
+    /// A name declared twice across the project.
+    #[serde(rename = "E009")]
+    Duplicate,
+    /// `${VAR}` or `${file:…}` that cannot be resolved.
+    #[serde(rename = "E010")]
+    Secret,
+    /// Settings that contradict each other.
+    #[serde(rename = "E011")]
+    Conflict,
+}
+
+impl Code {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::Io => "E001",
+            Code::Yaml => "E002",
+            Code::UnknownKey => "E003",
+            Code::Invalid => "E004",
+            Code::JsonPath => "E005",
+            Code::Template => "E006",
+            Code::Schedule => "E007",
+            Code::UnknownName => "E008",
+            Code::Duplicate => "E009",
+            Code::Secret => "E010",
+            Code::Conflict => "E011",
+        }
+    }
+}
+
+/// One problem in a flow file.
+#[derive(Debug, Clone, Serialize)]
+pub struct Diagnostic {
+    pub code: Code,
+    pub file: PathBuf,
+    pub line: u32,
+    pub col: u32,
+    /// Path inside the document, e.g. `flows.order_export.trigger.schedule`.
+    pub path: String,
+    pub message: String,
+    /// "did you mean `x`?", when a close name exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion: Option<String>,
+    /// The valid names, for unknown keys and names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected: Vec<String>,
+}
+
+impl Diagnostic {
+    pub fn new(code: Code, file: PathBuf, pos: Pos, path: &str, message: String) -> Self {
+        Diagnostic {
+            code,
+            file,
+            line: pos.line,
+            col: pos.col,
+            path: path.to_string(),
+            message,
+            suggestion: None,
+            expected: Vec::new(),
+        }
+    }
+
+    /// Adds "did you mean" and the list of known names.
+    pub fn with_names<'a>(mut self, wrong: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut known: Vec<String> = known.into_iter().map(str::to_string).collect();
+        known.sort();
+        known.dedup();
+        self.suggestion = did_you_mean(wrong, &known).map(str::to_string);
+        self.expected = known;
+        self
+    }
+}
+
+/// The closest known name, when it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(wrong: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (strsim::damerau_levenshtein(wrong, k), k))
+        .filter(|(d, k)| *d <= (k.len().max(wrong.len()) / 3).max(1) + 1)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: error[{}]: {}",
+            self.file.display(),
+            self.line,
+            self.col,
+            self.code.as_str(),
+            self.message
+        )?;
+        if !self.path.is_empty() {
+            write!(f, "\n  at `{}`", self.path)?;
+        }
+        if let Some(s) = &self.suggestion {
+            write!(f, "\n  help: did you mean `{s}`?")?;
+        }
+        if !self.expected.is_empty() {
+            const SHOWN: usize = 12;
+            let mut list = self
+                .expected
+                .iter()
+                .take(SHOWN)
+                .map(|n| format!("`{n}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            if self.expected.len() > SHOWN {
+                list.push_str(&format!(" and {} more", self.expected.len() - SHOWN));
+            }
+            write!(f, "\n  expected one of: {list}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggestions_are_close_names_only() {
+        let known: Vec<String> = ["schedule", "timezone", "webhook"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(did_you_mean("schedul", &known), Some("schedule"));
+        assert_eq!(did_you_mean("shcedule", &known), Some("schedule"));
+        assert_eq!(did_you_mean("xyz", &known), None);
+    }
+}

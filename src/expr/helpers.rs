@@ -1,0 +1,193 @@
+//! Template helpers available to every flow file. `erpsync validate` rejects a template that
+//! calls any other.
+
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, NaiveDate, Utc};
+use handlebars::{Handlebars, handlebars_helper};
+use serde_json::Value;
+
+/// Text of a value: strings as they are, null as empty, others as JSON.
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+fn num_value(x: f64) -> Value {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        Value::from(x as i64)
+    } else {
+        serde_json::Number::from_f64(x)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
+pub(crate) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    let s = s.trim();
+    if let Ok(d) = DateTime::parse_from_rfc3339(s) {
+        return Some(d.with_timezone(&Utc));
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S",
+    ] {
+        if let Ok(d) = chrono::NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(d.and_utc());
+        }
+    }
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+}
+
+handlebars_helper!(json: |v: Value| serde_json::to_string(&v).unwrap_or_default());
+handlebars_helper!(default: |v: Value, fallback: Value| {
+    match &v { Value::Null => fallback, Value::String(s) if s.is_empty() => fallback, _ => v }
+});
+handlebars_helper!(b64: |v: Value| STANDARD.encode(text(&v)));
+handlebars_helper!(b64url: |v: Value| URL_SAFE_NO_PAD.encode(text(&v)));
+handlebars_helper!(json_b64url: |v: Value| {
+    URL_SAFE_NO_PAD.encode(serde_json::to_string(&v).unwrap_or_default())
+});
+handlebars_helper!(upper: |v: Value| text(&v).to_uppercase());
+handlebars_helper!(lower: |v: Value| text(&v).to_lowercase());
+handlebars_helper!(trim: |v: Value| text(&v).trim().to_string());
+handlebars_helper!(fixed: |v: Value, digits: u64| {
+    number(&v).map(|x| format!("{:.*}", digits as usize, x)).unwrap_or_default()
+});
+handlebars_helper!(to_str: |v: Value| text(&v));
+handlebars_helper!(num: |v: Value| number(&v).map(num_value).unwrap_or(Value::Null));
+handlebars_helper!(add: |a: Value, b: Value| num_value(number(&a).unwrap_or(0.0) + number(&b).unwrap_or(0.0)));
+handlebars_helper!(sub: |a: Value, b: Value| num_value(number(&a).unwrap_or(0.0) - number(&b).unwrap_or(0.0)));
+handlebars_helper!(mul: |a: Value, b: Value| num_value(number(&a).unwrap_or(0.0) * number(&b).unwrap_or(0.0)));
+handlebars_helper!(div: |a: Value, b: Value| {
+    match number(&b) { Some(d) if d != 0.0 => num_value(number(&a).unwrap_or(0.0) / d), _ => Value::Null }
+});
+handlebars_helper!(round: |v: Value, digits: u64| {
+    let f = 10f64.powi(digits as i32);
+    number(&v).map(|x| num_value((x * f).round() / f)).unwrap_or(Value::Null)
+});
+handlebars_helper!(date: |v: Value, fmt: str| {
+    parse_datetime(text(&v).as_str()).map(|d| d.format(fmt).to_string()).unwrap_or_default()
+});
+handlebars_helper!(now: |*_args| Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+handlebars_helper!(concat: |*args| args.iter().map(|v| text(v)).collect::<String>());
+handlebars_helper!(replace: |v: Value, from: str, to: str| text(&v).replace(from, to));
+handlebars_helper!(urlencode: |v: Value| url::form_urlencoded::byte_serialize(text(&v).as_bytes()).collect::<String>());
+handlebars_helper!(join: |v: Value, sep: str| {
+    match &v { Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(sep), other => text(other) }
+});
+handlebars_helper!(coalesce: |*args| {
+    args.iter().find(|v| !matches!(v, Value::Null) && !matches!(v, Value::String(s) if s.is_empty()))
+        .map(|v| (*v).clone()).unwrap_or(Value::Null)
+});
+
+/// Helpers handlebars itself provides.
+const BUILT_IN: &[&str] = &[
+    "if", "unless", "each", "with", "lookup", "raw", "log", "eq", "ne", "gt", "gte", "lt", "lte",
+    "and", "or", "not", "len",
+];
+
+/// Helpers erpsync adds.
+const OURS: &[&str] = &[
+    "json",
+    "default",
+    "base64",
+    "base64url",
+    "json_base64url",
+    "upper",
+    "lower",
+    "trim",
+    "fixed",
+    "str",
+    "num",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "round",
+    "date",
+    "now",
+    "concat",
+    "replace",
+    "urlencode",
+    "join",
+    "coalesce",
+];
+
+/// Every helper name a template may call.
+pub(super) fn names() -> impl Iterator<Item = &'static str> {
+    BUILT_IN.iter().chain(OURS).copied()
+}
+
+pub(super) fn register(hb: &mut Handlebars<'static>) {
+    hb.register_helper("json", Box::new(json));
+    hb.register_helper("default", Box::new(default));
+    hb.register_helper("base64", Box::new(b64));
+    hb.register_helper("base64url", Box::new(b64url));
+    hb.register_helper("json_base64url", Box::new(json_b64url));
+    hb.register_helper("upper", Box::new(upper));
+    hb.register_helper("lower", Box::new(lower));
+    hb.register_helper("trim", Box::new(trim));
+    hb.register_helper("fixed", Box::new(fixed));
+    hb.register_helper("str", Box::new(to_str));
+    hb.register_helper("num", Box::new(num));
+    hb.register_helper("add", Box::new(add));
+    hb.register_helper("sub", Box::new(sub));
+    hb.register_helper("mul", Box::new(mul));
+    hb.register_helper("div", Box::new(div));
+    hb.register_helper("round", Box::new(round));
+    hb.register_helper("date", Box::new(date));
+    hb.register_helper("now", Box::new(now));
+    hb.register_helper("concat", Box::new(concat));
+    hb.register_helper("replace", Box::new(replace));
+    hb.register_helper("urlencode", Box::new(urlencode));
+    hb.register_helper("join", Box::new(join));
+    hb.register_helper("coalesce", Box::new(coalesce));
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::expr::Template;
+    use handlebars::Context;
+    use serde_json::json;
+
+    fn r(src: &str, data: serde_json::Value) -> String {
+        Template::compile(src)
+            .unwrap()
+            .render(&Context::from(data))
+            .unwrap()
+    }
+
+    #[test]
+    fn helpers_render() {
+        let d = json!({"p": 42.5, "s": " ab ", "n": null, "dom": [["code", "=", "A"]], "t": "2026-11-26T10:00:00Z"});
+        assert_eq!(r("{{fixed p 2}}", d.clone()), "42.50");
+        assert_eq!(r("{{upper (trim s)}}", d.clone()), "AB");
+        assert_eq!(r("{{default n 'x'}}", d.clone()), "x");
+        assert_eq!(
+            r("{{json_base64url dom}}", d.clone()),
+            "W1siY29kZSIsIj0iLCJBIl1d"
+        );
+        assert_eq!(r("{{base64 'a:b'}}", d.clone()), "YTpi");
+        assert_eq!(r("{{date t '%Y-%m-%d'}}", d.clone()), "2026-11-26");
+        assert_eq!(r("{{mul p 2}}", d.clone()), "85");
+        assert_eq!(r("{{concat 'a' s 'b'}}", d.clone()), "a ab b");
+        assert_eq!(r("{{#if (eq p 42.5)}}yes{{/if}}", d), "yes");
+    }
+}

@@ -1,0 +1,9 @@
+//! Compiled expressions: JSONPath queries and Handlebars templates, parsed once at load and
+//! evaluated many times.
+
+mod helpers;
+mod path;
+mod template;
+
+pub use path::{JsonPath, JsonPathParseError, Predicate};
+pub use template::{Template, TemplateParseError, TemplateRenderError, Templates};

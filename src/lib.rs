@@ -1,0 +1,8 @@
+//! erpsync: a declarative shop <-> ERP synchronisation engine.
+//!
+//! Flow files (`config`) are compiled (`compile`) into runnable systems and flows, which the
+//! engine (`engine`) executes through the generic HTTP connector (`connector`), keeping its
+//! memory in a state store (`state`).
+
+pub mod config;
+pub mod expr;
