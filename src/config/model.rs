@@ -566,7 +566,7 @@ pub enum FieldMapConfig {
     /// Shorthand: `$.path` or a template.
     Short(String),
     /// The full form.
-    Full(FieldSpecConfig),
+    Full(Box<FieldSpecConfig>),
 }
 
 impl<'de> Deserialize<'de> for FieldMapConfig {
@@ -577,7 +577,7 @@ impl<'de> Deserialize<'de> for FieldMapConfig {
         match value {
             Value::String(s) => Ok(FieldMapConfig::Short(s)),
             other @ Value::Object(_) => FieldSpecConfig::deserialize(other)
-                .map(FieldMapConfig::Full)
+                .map(|f| FieldMapConfig::Full(Box::new(f)))
                 .map_err(serde::de::Error::custom),
             other => Err(serde::de::Error::custom(format!(
                 "expected a JSONPath, a template or a field map, found {}",
