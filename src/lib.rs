@@ -4,5 +4,7 @@
 //! engine (`engine`) executes through the generic HTTP connector (`connector`), keeping its
 //! memory in a state store (`state`).
 
+pub mod cli;
 pub mod config;
 pub mod expr;
+pub mod sim;

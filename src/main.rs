@@ -1,1 +1,5 @@
-fn main() {}
+//! The `erpsync` command: parses arguments and hands over to `erpsync::cli`.
+
+fn main() -> std::process::ExitCode {
+    erpsync::cli::main()
+}
