@@ -5,6 +5,7 @@
 //! memory in a state store (`state`).
 
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod expr;
 pub mod sim;

@@ -1,0 +1,1 @@
+//! Integration tests, in one binary so the crate is linked once: each module covers one area.
