@@ -8,4 +8,5 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod expr;
+pub mod redact;
 pub mod sim;
