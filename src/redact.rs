@@ -24,8 +24,8 @@ pub fn register(secret: &str) {
     }
 }
 
-/// The text with every registered secret (and its base64 form, as found in Basic auth
-/// headers) masked.
+/// The text with every registered secret masked. Callers register derived forms too (the
+/// connector registers the base64 of Basic credentials).
 pub fn redact(text: &str) -> Cow<'_, str> {
     let secrets = SECRETS.read().unwrap_or_else(|e| e.into_inner());
     if secrets.is_empty() || !secrets.iter().any(|s| text.contains(s.as_str())) {
