@@ -6,6 +6,7 @@
 
 pub mod cli;
 pub mod clock;
+pub mod compile;
 pub mod config;
 pub mod expr;
 pub mod redact;

@@ -1,7 +1,11 @@
 //! The flow-file language: its model, loading and diagnostics. Nothing here runs.
 
 pub mod diagnostic;
+pub mod env;
+pub mod load;
 pub mod model;
 pub mod node;
+pub mod schema_nav;
 
 pub use diagnostic::{Code, Diagnostic};
+pub use load::{Decl, ProjectConfig, load};

@@ -17,6 +17,10 @@ pub struct FileConfig {
     /// Version of the flow-file language. Only `1` exists.
     #[serde(default)]
     pub version: Option<u32>,
+    /// Other flow files or folders that belong to this project, relative to this file (e.g.
+    /// shared entity definitions and platform systems: `[../common]`).
+    #[serde(default)]
+    pub include: Vec<String>,
     /// Free values shared by every template of the project, as `{{vars.NAME}}`.
     #[serde(default)]
     pub vars: BTreeMap<String, Value>,

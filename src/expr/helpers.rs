@@ -35,7 +35,7 @@ fn num_value(x: f64) -> Value {
     }
 }
 
-pub(crate) fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     let s = s.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Some(d.with_timezone(&Utc));

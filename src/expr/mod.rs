@@ -5,5 +5,6 @@ mod helpers;
 mod path;
 mod template;
 
+pub use helpers::parse_datetime;
 pub use path::{JsonPath, JsonPathParseError, Predicate};
 pub use template::{Template, TemplateParseError, TemplateRenderError, Templates};

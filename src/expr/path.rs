@@ -149,8 +149,24 @@ fn simple_steps(src: &str) -> Option<Vec<Step>> {
     Some(steps)
 }
 
+/// The parser's report reduced to one line: what was expected and at which column.
 fn one_line(s: &str) -> String {
-    s.split_whitespace().collect::<Vec<_>>().join(" ")
+    let column = s
+        .split("-->")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|lc| lc.split(':').nth(1))
+        .map(str::to_string);
+    let what = s
+        .rsplit("= ")
+        .next()
+        .filter(|_| s.contains("= "))
+        .map(|w| w.split_whitespace().collect::<Vec<_>>().join(" "));
+    match (what, column) {
+        (Some(w), Some(c)) => format!("{w} at column {c}"),
+        (Some(w), None) => w,
+        _ => s.split_whitespace().collect::<Vec<_>>().join(" "),
+    }
 }
 
 /// A condition written as the inside of a JSONPath filter, e.g.

@@ -86,11 +86,21 @@ impl Template {
         } else if let Some(path) = single_var(source) {
             Kind::Var(path)
         } else {
-            let tpl = handlebars::Template::compile(source).map_err(|e| TemplateParseError {
-                source_text: source.to_string(),
-                reason: first_sentence(&e.reason().to_string()),
-                pos: e.pos(),
-                unknown_helper: None,
+            let tpl = handlebars::Template::compile(source).map_err(|e| {
+                let mut reason = first_sentence(&e.reason().to_string());
+                if let Some((line, col)) = e.pos() {
+                    reason = if line > 1 {
+                        format!("{reason} at line {line}, column {col}")
+                    } else {
+                        format!("{reason} at column {col}")
+                    };
+                }
+                TemplateParseError {
+                    source_text: source.to_string(),
+                    reason,
+                    pos: e.pos(),
+                    unknown_helper: None,
+                }
             })?;
             check_helpers(&tpl.elements, source)?;
             Kind::Compiled(Arc::new(tpl))

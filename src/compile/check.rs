@@ -1,0 +1,1056 @@
+//! The checker: resolves every reference, compiles every expression and collects every
+//! problem with its place.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use super::mapping::Mapping;
+use super::{CanonField, Entity, Flow, Project, Schedule, SystemDef, SystemEntity};
+use crate::config::model::{
+    AuthConfig, CanonicalFieldConfig, ConflictRule, Direction, ErrorRuleConfig, FlowConfig,
+    OperationConfig, PaginationConfig, StatusPattern, SyncMode, SystemConfig, SystemRole,
+};
+use crate::config::{Code, Decl, Diagnostic, ProjectConfig};
+use crate::expr::{JsonPath, Predicate, Template};
+
+struct Checker<'a> {
+    project: &'a ProjectConfig,
+    diags: Vec<Diagnostic>,
+}
+
+impl Checker<'_> {
+    fn at(&mut self, file: usize, code: Code, path: &str, message: String) -> &mut Diagnostic {
+        let d = self.project.at(file, code, path, message);
+        self.diags.push(d);
+        self.diags.last_mut().unwrap()
+    }
+
+    fn unknown<'n>(
+        &mut self,
+        file: usize,
+        path: &str,
+        what: &str,
+        name: &str,
+        known: impl IntoIterator<Item = &'n str>,
+    ) {
+        let d = self
+            .project
+            .at(
+                file,
+                Code::UnknownName,
+                path,
+                format!("unknown {what} `{name}`"),
+            )
+            .with_names(name, known);
+        self.diags.push(d);
+    }
+
+    fn path(&mut self, file: usize, path: &str, text: &str) -> Option<JsonPath> {
+        match JsonPath::parse(text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.at(file, Code::JsonPath, path, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn template(&mut self, file: usize, path: &str, text: &str) -> Option<Template> {
+        match Template::compile(text) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.at(file, Code::Template, path, e.to_string());
+                None
+            }
+        }
+    }
+
+    fn predicate(&mut self, file: usize, path: &str, text: &str) -> Option<Predicate> {
+        match Predicate::parse(text) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                self.at(
+                    file,
+                    Code::JsonPath,
+                    path,
+                    format!("invalid condition: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn schedule(
+        &mut self,
+        file: usize,
+        path: &str,
+        expr: &str,
+        tz: Option<&str>,
+    ) -> Option<Schedule> {
+        match Schedule::parse(expr, tz) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                self.at(file, Code::Schedule, path, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Templates in every string leaf of a JSON body.
+    fn body(&mut self, file: usize, path: &str, body: &Value) {
+        match body {
+            Value::String(s) => {
+                self.template(file, path, s);
+            }
+            Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    self.body(file, &format!("{path}.{i}"), v);
+                }
+            }
+            Value::Object(m) => {
+                for (k, v) in m {
+                    self.body(file, &format!("{path}.{k}"), v);
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn error_rules(&mut self, file: usize, path: &str, rules: &[ErrorRuleConfig]) {
+        for (i, rule) in rules.iter().enumerate() {
+            let p = format!("{path}.{i}");
+            for (j, s) in rule.status.iter().enumerate() {
+                if let StatusPattern::Pattern(text) = s
+                    && parse_status_pattern(text).is_none()
+                {
+                    self.at(
+                        file,
+                        Code::Invalid,
+                        &format!("{p}.status.{j}"),
+                        format!(
+                            "invalid status pattern `{text}`: expected a code, `4xx` or `400-499`"
+                        ),
+                    );
+                }
+            }
+            if let Some(w) = &rule.when {
+                self.predicate(file, &format!("{p}.when"), w);
+            }
+            if let Some(m) = &rule.message {
+                self.template(file, &format!("{p}.message"), m);
+            }
+        }
+    }
+
+    fn operation(&mut self, file: usize, path: &str, op: &OperationConfig) {
+        self.template(file, &format!("{path}.path"), &op.path);
+        for (k, v) in &op.query {
+            self.template(file, &format!("{path}.query.{k}"), v);
+        }
+        for (k, v) in &op.headers {
+            self.template(file, &format!("{path}.headers.{k}"), v);
+        }
+        if let Some(b) = &op.body {
+            self.body(file, &format!("{path}.body"), b);
+        }
+        if let Some(r) = &op.records {
+            self.path(file, &format!("{path}.records"), r);
+        }
+        if let Some(r) = &op.record {
+            self.path(file, &format!("{path}.record"), r);
+        }
+        match &op.paginate {
+            Some(PaginationConfig::Cursor { cursor_path, .. }) => {
+                self.path(file, &format!("{path}.paginate.cursor_path"), cursor_path);
+            }
+            Some(PaginationConfig::NextUrl { path: p }) => {
+                self.path(file, &format!("{path}.paginate.path"), p);
+            }
+            Some(PaginationConfig::Page {
+                total_pages: Some(t),
+                ..
+            }) if !t.starts_with("header:") => {
+                self.path(file, &format!("{path}.paginate.total_pages"), t);
+            }
+            _ => {}
+        }
+        if op.paginate.is_some() && op.records.is_none() {
+            self.at(
+                file,
+                Code::Conflict,
+                &format!("{path}.paginate"),
+                "a paginated operation needs `records` (where the records are in a page)".into(),
+            );
+        }
+        self.error_rules(file, &format!("{path}.errors"), &op.errors);
+    }
+
+    fn auth(&mut self, file: usize, path: &str, auth: &AuthConfig) {
+        if let AuthConfig::Login {
+            request,
+            token_path,
+            expires_in_path,
+            format,
+            ..
+        } = auth
+        {
+            self.template(file, &format!("{path}.request.path"), &request.path);
+            if let Some(b) = &request.body {
+                self.body(file, &format!("{path}.request.body"), b);
+            }
+            self.path(file, &format!("{path}.token_path"), token_path);
+            if let Some(e) = expires_in_path {
+                self.path(file, &format!("{path}.expires_in_path"), e);
+            }
+            self.template(file, &format!("{path}.format"), format);
+        }
+    }
+}
+
+/// `"5xx"` → 500..=599; `"400-404"` → 400..=404; `"418"` → 418..=418.
+pub(crate) fn parse_status_pattern(text: &str) -> Option<(u16, u16)> {
+    let t = text.trim();
+    if let Some(d) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
+        let d: u16 = d.parse().ok()?;
+        return (1..=5).contains(&d).then_some((d * 100, d * 100 + 99));
+    }
+    if let Some((a, b)) = t.split_once('-') {
+        let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
+        return (a <= b && (100..=599).contains(&a) && b <= 599).then_some((a, b));
+    }
+    let c: u16 = t.parse().ok()?;
+    (100..=599).contains(&c).then_some((c, c))
+}
+
+/// Compiles a loaded project. The project is returned only when there is no problem at all.
+pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
+    let mut ck = Checker {
+        project,
+        diags: Vec::new(),
+    };
+    let entities = compile_entities(&mut ck);
+    let systems = compile_systems(&mut ck, &entities);
+    let webhooks: Vec<String> = project
+        .daemon
+        .as_ref()
+        .map(|d| d.value.webhooks.keys().cloned().collect())
+        .unwrap_or_default();
+    if let Some(d) = &project.daemon {
+        for (name, w) in &d.value.webhooks {
+            ck.path(d.file, &format!("daemon.webhooks.{name}.key"), &w.key);
+            if let Some(t) = &w.timestamp {
+                ck.path(d.file, &format!("daemon.webhooks.{name}.timestamp"), t);
+            }
+        }
+    }
+    let flows = compile_flows(&mut ck, &entities, &systems, &webhooks);
+
+    let mut diags = ck.diags;
+    let mut seen = HashSet::new();
+    diags.retain(|d| seen.insert((d.file.clone(), d.line, d.col, d.message.clone())));
+    diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    if !diags.is_empty() {
+        return (None, diags);
+    }
+    let project = Project {
+        root: project.root.clone(),
+        vars: Value::Object(project.vars.clone()),
+        entities,
+        systems: systems
+            .into_iter()
+            .filter(|(_, s)| !s.is_abstract)
+            .map(|(k, s)| (k, s.def))
+            .collect(),
+        flows,
+        state_url: project.state.as_ref().map(|s| s.value.url.clone()),
+        daemon: project.daemon.as_ref().map(|d| d.value.clone()),
+    };
+    (Some(project), diags)
+}
+
+fn compile_entities(ck: &mut Checker) -> BTreeMap<String, Arc<Entity>> {
+    let mut out = BTreeMap::new();
+    for (name, decl) in &ck.project.entities {
+        let (file, path) = (decl.file, decl.path.clone());
+        let e = &decl.value;
+        let names: Vec<&str> = e.fields.keys().map(String::as_str).collect();
+        if !e.fields.contains_key(&e.key) {
+            ck.unknown(file, &format!("{path}.key"), "field", &e.key, names.clone());
+        }
+        if let Some(u) = &e.updated_at
+            && !e.fields.contains_key(u)
+        {
+            ck.unknown(
+                file,
+                &format!("{path}.updated_at"),
+                "field",
+                u,
+                names.clone(),
+            );
+        }
+        let fields = e
+            .fields
+            .iter()
+            .map(|(k, f)| {
+                let field = match f {
+                    CanonicalFieldConfig::Type(t) => CanonField {
+                        ty: *t,
+                        scale: None,
+                        normalize: Vec::new(),
+                        volatile: false,
+                    },
+                    CanonicalFieldConfig::Full(s) => CanonField {
+                        ty: s.field_type,
+                        scale: s.scale,
+                        normalize: s.normalize.clone(),
+                        volatile: s.volatile,
+                    },
+                };
+                (k.clone(), field)
+            })
+            .collect();
+        out.insert(
+            name.clone(),
+            Arc::new(Entity {
+                name: name.clone(),
+                key: e.key.clone(),
+                updated_at: e.updated_at.clone(),
+                fields,
+            }),
+        );
+    }
+    out
+}
+
+struct CompiledSystem {
+    is_abstract: bool,
+    def: Arc<SystemDef>,
+}
+
+/// The chain `[system, parent, grandparent…]`, or None on an unknown parent or a cycle (both
+/// reported once, at the system that declares the bad `extends`).
+fn ancestry<'a>(ck: &mut Checker<'a>, name: &'a str) -> Option<Vec<&'a str>> {
+    let systems = &ck.project.systems;
+    let mut chain = vec![name];
+    let mut current = name;
+    loop {
+        let decl = &systems[current];
+        let Some(parent) = decl.value.extends.as_deref() else {
+            return Some(chain);
+        };
+        if !systems.contains_key(parent) {
+            if current == name && !ck.project.is_broken("systems", parent) {
+                let known: Vec<&str> = systems.keys().map(String::as_str).collect();
+                ck.unknown(
+                    decl.file,
+                    &format!("{}.extends", decl.path),
+                    "system",
+                    parent,
+                    known,
+                );
+            }
+            return None;
+        }
+        if chain.contains(&parent) {
+            if current == name || parent == name {
+                ck.at(
+                    decl.file,
+                    Code::Conflict,
+                    &format!("{}.extends", decl.path),
+                    format!("`extends` forms a cycle: {} → {parent}", chain.join(" → ")),
+                );
+            }
+            return None;
+        }
+        let parent_key = systems.get_key_value(parent).map(|(k, _)| k.as_str())?;
+        chain.push(parent_key);
+        current = parent_key;
+    }
+}
+
+fn merge_systems(chain: &[&str], systems: &BTreeMap<String, Decl<SystemConfig>>) -> SystemConfig {
+    let mut merged = SystemConfig::default();
+    for name in chain.iter().rev() {
+        let c = &systems[*name].value;
+        merged.role = c.role.or(merged.role);
+        merged.base_url = c.base_url.clone().or(merged.base_url);
+        merged.auth = c.auth.clone().or(merged.auth);
+        merged.headers.extend(c.headers.clone());
+        merged.timeouts = c.timeouts.clone().or(merged.timeouts);
+        merged.rate_limit = c.rate_limit.clone().or(merged.rate_limit);
+        merged.retry = c.retry.clone().or(merged.retry);
+        // A child's rules are tried before the ones it inherits.
+        let mut errors = c.errors.clone();
+        errors.extend(std::mem::take(&mut merged.errors));
+        merged.errors = errors;
+        merged.vars.extend(c.vars.clone());
+        merged.operations.extend(c.operations.clone());
+        merged.entities.extend(c.entities.clone());
+    }
+    merged.is_abstract = systems[chain[0]].value.is_abstract;
+    merged.extends = systems[chain[0]].value.extends.clone();
+    merged
+}
+
+fn compile_systems(
+    ck: &mut Checker,
+    entities: &BTreeMap<String, Arc<Entity>>,
+) -> BTreeMap<String, CompiledSystem> {
+    let project = ck.project;
+    // What each system declares itself is checked once, at its own place.
+    for (name, decl) in &project.systems {
+        let (file, path) = (decl.file, decl.path.clone());
+        let s = &decl.value;
+        for (op_name, op) in &s.operations {
+            ck.operation(file, &format!("{path}.operations.{op_name}"), op);
+        }
+        if let Some(a) = &s.auth {
+            ck.auth(file, &format!("{path}.auth"), a);
+        }
+        for (k, v) in &s.headers {
+            ck.template(file, &format!("{path}.headers.{k}"), v);
+        }
+        ck.error_rules(file, &format!("{path}.errors"), &s.errors);
+        if let Some(r) = &s.rate_limit
+            && !(r.per_second > 0.0 && r.per_second.is_finite())
+        {
+            ck.at(
+                file,
+                Code::Invalid,
+                &format!("{path}.rate_limit.per_second"),
+                "`per_second` must be a positive number".into(),
+            );
+        }
+        let _ = name;
+    }
+
+    let mut out = BTreeMap::new();
+    let mut checked_entities: HashSet<(String, String)> = HashSet::new();
+    for (name, decl) in &project.systems {
+        let Some(chain) = ancestry(ck, name) else {
+            continue;
+        };
+        let merged = merge_systems(&chain, &project.systems);
+        if !merged.is_abstract && merged.base_url.is_none() {
+            ck.at(
+                decl.file,
+                Code::Invalid,
+                &decl.path,
+                format!("system `{name}` has no `base_url` (set it, or mark the system `abstract: true`)"),
+            );
+        }
+        let op_names: Vec<&str> = merged.operations.keys().map(String::as_str).collect();
+        let mut compiled_entities = BTreeMap::new();
+        for (entity_name, se) in &merged.entities {
+            // Report at the system that declares the entity mapping, once.
+            let owner = chain
+                .iter()
+                .find(|s| {
+                    project.systems[**s]
+                        .value
+                        .entities
+                        .contains_key(entity_name)
+                })
+                .copied()
+                .unwrap_or(name);
+            let owner_decl = &project.systems[owner];
+            let (file, base) = (
+                owner_decl.file,
+                format!("{}.entities.{entity_name}", owner_decl.path),
+            );
+            let report = checked_entities.insert((owner.to_string(), entity_name.clone()));
+            let before = ck.diags.len();
+            let canonical = entities.get(entity_name);
+            if canonical.is_none() && !project.is_broken("entities", entity_name) {
+                let known: Vec<&str> = entities.keys().map(String::as_str).collect();
+                ck.unknown(file, &base, "entity", entity_name, known);
+                if let Some(d) = ck.diags.last_mut() {
+                    let pos = project.files[file].doc.key_pos(&base);
+                    d.line = pos.line;
+                    d.col = pos.col;
+                }
+            }
+            let id = ck.path(file, &format!("{base}.id"), &se.id);
+            for (role, op) in [
+                ("list", &se.list),
+                ("lookup", &se.lookup),
+                ("get", &se.get),
+                ("create", &se.create),
+                ("update", &se.update),
+            ] {
+                if let Some(op) = op
+                    && !merged.operations.contains_key(op)
+                    && !project.is_broken(&format!("operations.{owner}"), op)
+                {
+                    ck.unknown(
+                        file,
+                        &format!("{base}.{role}"),
+                        "operation",
+                        op,
+                        op_names.clone(),
+                    );
+                }
+            }
+            for (action, op) in &se.actions {
+                if !merged.operations.contains_key(op) {
+                    ck.unknown(
+                        file,
+                        &format!("{base}.actions.{action}"),
+                        "operation",
+                        op,
+                        op_names.clone(),
+                    );
+                }
+            }
+            let (read, read_problems) = Mapping::compile(&se.read);
+            for (p, code, m) in read_problems {
+                ck.at(file, code, &format!("{base}.read.{p}"), m);
+            }
+            if let Some(c) = canonical {
+                let fields: Vec<&str> = c.fields.keys().map(String::as_str).collect();
+                for f in se.read.keys() {
+                    if !c.fields.contains_key(f) {
+                        let d = project
+                            .at_key(
+                                file,
+                                Code::UnknownName,
+                                &format!("{base}.read.{f}"),
+                                format!("`{f}` is not a field of entity `{entity_name}`"),
+                            )
+                            .with_names(f, fields.iter().copied());
+                        ck.diags.push(d);
+                    }
+                }
+            }
+            let (write, write_problems) = Mapping::compile(&se.write);
+            for (p, code, m) in write_problems {
+                ck.at(file, code, &format!("{base}.write.{p}"), m);
+            }
+            for mapping in [(&read, "read"), (&write, "write")] {
+                for (p, ent) in mapping.0.referenced_entities() {
+                    if !entities.contains_key(&ent) {
+                        let known: Vec<&str> = entities.keys().map(String::as_str).collect();
+                        ck.unknown(
+                            file,
+                            &format!("{base}.{}.{p}", mapping.1),
+                            "entity",
+                            &ent,
+                            known,
+                        );
+                    }
+                }
+                for (p, table) in mapping.0.tables() {
+                    if !matches!(project.vars.get(&table), Some(Value::Object(_))) {
+                        let known: Vec<&str> = project
+                            .vars
+                            .iter()
+                            .filter(|(_, v)| v.is_object())
+                            .map(|(k, _)| k.as_str())
+                            .collect();
+                        ck.unknown(
+                            file,
+                            &format!("{base}.{}.{p}", mapping.1),
+                            "table in `vars`",
+                            &table,
+                            known,
+                        );
+                    }
+                }
+            }
+            if !report {
+                ck.diags.truncate(before);
+            }
+            if let Some(id) = id {
+                compiled_entities.insert(
+                    entity_name.clone(),
+                    Arc::new(SystemEntity {
+                        id,
+                        list: se.list.clone(),
+                        lookup: se.lookup.clone(),
+                        get: se.get.clone(),
+                        create: se.create.clone(),
+                        update: se.update.clone(),
+                        actions: se.actions.clone(),
+                        read,
+                        write,
+                    }),
+                );
+            }
+        }
+        let def = SystemDef {
+            name: name.clone(),
+            role: merged.role,
+            operations: merged.operations.clone(),
+            entities: compiled_entities,
+            config: merged,
+        };
+        out.insert(
+            name.clone(),
+            CompiledSystem {
+                is_abstract: def.config.is_abstract,
+                def: Arc::new(def),
+            },
+        );
+    }
+    out
+}
+
+const EACH: &str = "{{each}}";
+
+fn compile_flows(
+    ck: &mut Checker,
+    entities: &BTreeMap<String, Arc<Entity>>,
+    systems: &BTreeMap<String, CompiledSystem>,
+    webhooks: &[String],
+) -> Vec<Arc<Flow>> {
+    let project = ck.project;
+    let concrete: Vec<&str> = systems
+        .iter()
+        .filter(|(_, s)| !s.is_abstract)
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let flow_names: Vec<&str> = project.flows.keys().map(String::as_str).collect();
+    let mut out = Vec::new();
+    for (name, decl) in &project.flows {
+        let (file, base) = (decl.file, decl.path.clone());
+        let f = &decl.value;
+        let entity = entities.get(&f.entity);
+        if entity.is_none() && !project.is_broken("entities", &f.entity) {
+            let known: Vec<&str> = entities.keys().map(String::as_str).collect();
+            ck.unknown(file, &format!("{base}.entity"), "entity", &f.entity, known);
+        }
+        let field_names: Vec<&str> = entity
+            .map(|e| e.fields.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        let check_field = |ck: &mut Checker, path: &str, field: &str| {
+            if let Some(e) = entity
+                && !e.fields.contains_key(field)
+            {
+                ck.unknown(
+                    file,
+                    path,
+                    &format!("field of entity `{}`", e.name),
+                    field,
+                    field_names.iter().copied(),
+                );
+            }
+        };
+
+        // Copies: one per `for_each` system, or the flow itself.
+        let copies: Vec<(Option<&str>, usize)> = if f.for_each.is_empty() {
+            if f.from.contains(EACH) || f.to.contains(EACH) {
+                ck.at(
+                    file,
+                    Code::Conflict,
+                    &format!("{base}.from"),
+                    "`{{each}}` needs a `for_each` list".into(),
+                );
+            }
+            vec![(None, 0)]
+        } else {
+            if !f.from.contains(EACH) && !f.to.contains(EACH) {
+                ck.at(
+                    file,
+                    Code::Conflict,
+                    &format!("{base}.for_each"),
+                    "`for_each` needs `{{each}}` in `from` or `to`".into(),
+                );
+            }
+            f.for_each
+                .iter()
+                .enumerate()
+                .map(|(i, s)| (Some(s.as_str()), i))
+                .collect()
+        };
+
+        let key = f
+            .match_key
+            .as_ref()
+            .and_then(|m| m.key.clone())
+            .or_else(|| entity.map(|e| e.key.clone()))
+            .unwrap_or_default();
+        if let Some(k) = f.match_key.as_ref().and_then(|m| m.key.as_deref()) {
+            check_field(ck, &format!("{base}.match.key"), k);
+        }
+        for (i, field) in f.fields.iter().enumerate() {
+            check_field(ck, &format!("{base}.fields.{i}"), field);
+        }
+        let filter = f
+            .filter
+            .as_ref()
+            .and_then(|t| ck.predicate(file, &format!("{base}.filter"), t));
+        let schedule = f.trigger.schedule.as_ref().and_then(|s| {
+            ck.schedule(
+                file,
+                &format!("{base}.trigger.schedule"),
+                s,
+                f.trigger.timezone.as_deref(),
+            )
+        });
+        if f.trigger.schedule.is_none()
+            && let Some(tz) = &f.trigger.timezone
+            && tz.parse::<chrono_tz::Tz>().is_err()
+        {
+            ck.at(
+                file,
+                Code::Schedule,
+                &format!("{base}.trigger.timezone"),
+                format!("unknown time zone `{tz}`"),
+            );
+        }
+        if let Some(s) = &f.trigger.on_status {
+            check_field(ck, &format!("{base}.trigger.on_status.field"), &s.field);
+        }
+        if let Some(t) = &f.trigger.on_transition {
+            check_field(ck, &format!("{base}.trigger.on_transition.field"), &t.field);
+        }
+        if let Some(w) = &f.trigger.webhook
+            && !webhooks.contains(w)
+        {
+            ck.unknown(
+                file,
+                &format!("{base}.trigger.webhook"),
+                "webhook (under `daemon.webhooks`)",
+                w,
+                webhooks.iter().map(String::as_str),
+            );
+        }
+        let incremental_start = f.incremental.as_ref().and_then(|inc| {
+            let parsed = crate::expr::parse_datetime(&inc.start);
+            if parsed.is_none() {
+                ck.at(
+                    file,
+                    Code::Invalid,
+                    &format!("{base}.incremental.start"),
+                    format!(
+                        "invalid start `{}`: expected RFC 3339 or YYYY-MM-DD",
+                        inc.start
+                    ),
+                );
+            }
+            parsed
+        });
+        let reconcile_schedule = f.reconcile.as_ref().and_then(|r| {
+            ck.schedule(
+                file,
+                &format!("{base}.reconcile.schedule"),
+                &r.schedule,
+                f.trigger.timezone.as_deref(),
+            )
+        });
+        if let Some(c) = &f.conflict {
+            if let Some(t) = &c.timestamp_field {
+                check_field(ck, &format!("{base}.conflict.timestamp_field"), t);
+            }
+            if c.rule == ConflictRule::NewestWins
+                && c.timestamp_field.is_none()
+                && entity.is_some_and(|e| e.updated_at.is_none())
+            {
+                ck.at(
+                    file,
+                    Code::Invalid,
+                    &format!("{base}.conflict"),
+                    "`newest_wins` needs `timestamp_field` or an entity with `updated_at`".into(),
+                );
+            }
+            for field in c.owners.keys() {
+                check_field(ck, &format!("{base}.conflict.owners.{field}"), field);
+            }
+        }
+        let then: Vec<(String, Option<JsonPath>)> = f
+            .then
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                if !project.flows.contains_key(&c.flow) {
+                    ck.unknown(
+                        file,
+                        &format!("{base}.then.{i}.flow"),
+                        "flow",
+                        &c.flow,
+                        flow_names.iter().copied(),
+                    );
+                    return None;
+                }
+                let keys = c
+                    .keys
+                    .as_ref()
+                    .and_then(|k| ck.path(file, &format!("{base}.then.{i}.keys"), k));
+                Some((c.flow.clone(), keys))
+            })
+            .collect();
+        let requires: Vec<(String, JsonPath)> = f
+            .requires
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                if !project.flows.contains_key(&r.flow) {
+                    ck.unknown(
+                        file,
+                        &format!("{base}.requires.{i}.flow"),
+                        "flow",
+                        &r.flow,
+                        flow_names.iter().copied(),
+                    );
+                    return None;
+                }
+                let p = ck.path(file, &format!("{base}.requires.{i}.record"), &r.record)?;
+                Some((r.flow.clone(), p))
+            })
+            .collect();
+
+        for (each, i) in copies {
+            let (from, to) = match each {
+                Some(s) => (f.from.replace(EACH, s), f.to.replace(EACH, s)),
+                None => (f.from.clone(), f.to.clone()),
+            };
+            let mut ok = true;
+            for (side, sys, path) in [
+                (
+                    "from",
+                    &from,
+                    if each.is_some() && f.from.contains(EACH) {
+                        format!("{base}.for_each.{i}")
+                    } else {
+                        format!("{base}.from")
+                    },
+                ),
+                (
+                    "to",
+                    &to,
+                    if each.is_some() && f.to.contains(EACH) {
+                        format!("{base}.for_each.{i}")
+                    } else {
+                        format!("{base}.to")
+                    },
+                ),
+            ] {
+                let _ = side;
+                match systems.get(sys.as_str()) {
+                    Some(s) if !s.is_abstract => {}
+                    Some(_) => {
+                        ok = false;
+                        ck.at(
+                            file,
+                            Code::Invalid,
+                            &path,
+                            format!("system `{sys}` is abstract: flows use systems that extend it"),
+                        );
+                    }
+                    None => {
+                        ok = false;
+                        if !project.is_broken("systems", sys) {
+                            ck.unknown(file, &path, "system", sys, concrete.iter().copied());
+                        }
+                    }
+                }
+            }
+            if !ok || entity.is_none() {
+                continue;
+            }
+            check_sides(ck, file, &base, f, &systems[&from].def, &systems[&to].def);
+            let id = match each {
+                Some(s) => format!("{name}.{s}"),
+                None => name.clone(),
+            };
+            let chained = then
+                .iter()
+                .map(|(target, keys)| (resolve_chained(project, target, each), keys.clone()))
+                .collect();
+            let required = requires
+                .iter()
+                .map(|(target, p)| (resolve_chained(project, target, each), p.clone()))
+                .collect();
+            out.push(Arc::new(Flow {
+                id,
+                name: name.clone(),
+                config: f.clone(),
+                from,
+                to,
+                match_key: key.clone(),
+                normalize: f
+                    .match_key
+                    .as_ref()
+                    .map(|m| m.normalize.clone())
+                    .unwrap_or_default(),
+                filter: filter.clone(),
+                schedule: schedule.clone(),
+                reconcile_schedule: reconcile_schedule.clone(),
+                incremental_start,
+                then: chained,
+                requires: required,
+            }));
+        }
+    }
+    out
+}
+
+/// A chained flow copied per shop resolves to the copy for the same shop.
+fn resolve_chained(project: &ProjectConfig, target: &str, each: Option<&str>) -> String {
+    match (each, project.flows.get(target)) {
+        (Some(s), Some(d)) if d.value.for_each.iter().any(|x| x == s) => format!("{target}.{s}"),
+        _ => target.to_string(),
+    }
+}
+
+/// The operations a flow needs exist on both sides, and the conflict rule fits the systems.
+fn check_sides(
+    ck: &mut Checker,
+    file: usize,
+    base: &str,
+    f: &FlowConfig,
+    from: &SystemDef,
+    to: &SystemDef,
+) {
+    let entity = &f.entity;
+    let need =
+        |ck: &mut Checker, sys: &SystemDef, role: &str, present: bool, why: &str, path: &str| {
+            if !present {
+                ck.at(
+                    file,
+                    Code::Invalid,
+                    path,
+                    format!(
+                        "system `{}` has no `{role}` operation for entity `{entity}`, which {why}",
+                        sys.name
+                    ),
+                );
+            }
+        };
+    let (Some(src), Some(dst)) = (from.entities.get(entity), to.entities.get(entity)) else {
+        for (sys, path) in [(from, "from"), (to, "to")] {
+            if !sys.entities.contains_key(entity) {
+                let known: Vec<&str> = sys.entities.keys().map(String::as_str).collect();
+                let d = ck
+                    .project
+                    .at(
+                        file,
+                        Code::UnknownName,
+                        &format!("{base}.{path}"),
+                        format!("system `{}` does not declare entity `{entity}`", sys.name),
+                    )
+                    .with_names(entity, known);
+                ck.diags.push(d);
+            }
+        }
+        return;
+    };
+    need(
+        ck,
+        from,
+        "list",
+        src.list.is_some(),
+        "the flow reads from",
+        &format!("{base}.from"),
+    );
+    need(
+        ck,
+        to,
+        "lookup` or `list",
+        dst.lookup.is_some() || dst.list.is_some(),
+        "matching needs",
+        &format!("{base}.to"),
+    );
+    if matches!(
+        f.mode,
+        SyncMode::Create | SyncMode::Upsert | SyncMode::CreateMissing
+    ) {
+        need(
+            ck,
+            to,
+            "create",
+            dst.create.is_some(),
+            "the flow's mode needs",
+            &format!("{base}.mode"),
+        );
+    }
+    if matches!(f.mode, SyncMode::Update | SyncMode::Upsert) {
+        need(
+            ck,
+            to,
+            "update",
+            dst.update.is_some(),
+            "the flow's mode needs",
+            &format!("{base}.mode"),
+        );
+    }
+    if f.direction == Direction::Bidirectional {
+        need(
+            ck,
+            from,
+            "update",
+            src.update.is_some(),
+            "a bidirectional flow needs",
+            &format!("{base}.direction"),
+        );
+        need(
+            ck,
+            to,
+            "list",
+            dst.list.is_some(),
+            "a bidirectional flow needs",
+            &format!("{base}.direction"),
+        );
+    }
+    for (i, a) in f.after_export.iter().enumerate() {
+        if !src.actions.contains_key(&a.action) {
+            ck.unknown(
+                file,
+                &format!("{base}.after_export.{i}.action"),
+                &format!("action of `{}`", from.name),
+                &a.action,
+                src.actions.keys().map(String::as_str),
+            );
+        }
+    }
+    if let Some(c) = &f.conflict {
+        let roles = [from.role, to.role];
+        let need_role = match c.rule {
+            ConflictRule::ErpWins => Some(SystemRole::Erp),
+            ConflictRule::ShopWins => Some(SystemRole::Shop),
+            _ => None,
+        };
+        if let Some(r) = need_role
+            && !roles.contains(&Some(r))
+        {
+            ck.at(
+                file,
+                Code::Conflict,
+                &format!("{base}.conflict.rule"),
+                format!(
+                    "neither `{}` nor `{}` has `role: {}`",
+                    from.name,
+                    to.name,
+                    if r == SystemRole::Erp { "erp" } else { "shop" }
+                ),
+            );
+        }
+        for (field, owner) in &c.owners {
+            if owner != &from.name && owner != &to.name && owner != &f.from && owner != &f.to {
+                ck.unknown(
+                    file,
+                    &format!("{base}.conflict.owners.{field}"),
+                    "owner system",
+                    owner,
+                    [from.name.as_str(), to.name.as_str()],
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_status_pattern;
+
+    #[test]
+    fn status_patterns() {
+        assert_eq!(parse_status_pattern("5xx"), Some((500, 599)));
+        assert_eq!(parse_status_pattern("400-404"), Some((400, 404)));
+        assert_eq!(parse_status_pattern("429"), Some((429, 429)));
+        assert_eq!(parse_status_pattern("9xx"), None);
+        assert_eq!(parse_status_pattern("abc"), None);
+    }
+}

@@ -1,0 +1,500 @@
+//! Compiled field mappings: native record → canonical record, and canonical record → native
+//! payload. Each field is a JSONPath, a template, a constant, a table lookup, a reference to a
+//! related record's id, or a list mapped element by element.
+
+use std::collections::BTreeMap;
+
+use handlebars::Context;
+use serde_json::{Map, Value};
+
+use super::types::{convert, key_text};
+use crate::config::Code;
+use crate::config::model::{FieldMapConfig, FieldSpecConfig, FieldType};
+use crate::expr::{JsonPath, Template};
+
+/// Finds the id, in the flow's target system, of a related record already synced.
+pub trait RefResolver {
+    fn resolve(&self, entity: &str, key: &str) -> Option<String>;
+}
+
+/// A resolver that knows nothing (mappings without `ref`).
+pub struct NoRefs;
+
+impl RefResolver for NoRefs {
+    fn resolve(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// A mapped field that could not be produced.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct FieldMapError {
+    pub field: String,
+    pub reason: String,
+}
+
+/// A problem found while compiling a mapping: relative path, kind, message.
+pub type MappingProblem = (String, Code, String);
+
+#[derive(Debug, Clone)]
+enum Expr {
+    Path(JsonPath),
+    Template(Template),
+    Const(Value),
+    Lookup {
+        table: String,
+        key: Box<Expr>,
+        required: bool,
+    },
+    Ref {
+        entity: String,
+        key: Box<Expr>,
+    },
+    Each {
+        path: JsonPath,
+        mapping: Mapping,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Field {
+    name: String,
+    target: Vec<String>,
+    expr: Expr,
+    ty: Option<FieldType>,
+    default: Option<Value>,
+}
+
+/// A compiled mapping.
+#[derive(Debug, Clone, Default)]
+pub struct Mapping {
+    fields: Vec<Field>,
+    needs_context: bool,
+}
+
+/// What a mapping may consult besides the record.
+pub struct MapEnv<'a> {
+    /// Project `vars` (lookup tables live there).
+    pub vars: &'a Value,
+    pub refs: &'a dyn RefResolver,
+}
+
+impl Mapping {
+    /// Compiles a mapping; problems carry paths relative to the mapping (`price.template`).
+    pub fn compile(map: &BTreeMap<String, FieldMapConfig>) -> (Mapping, Vec<MappingProblem>) {
+        let mut problems = Vec::new();
+        let mut fields = Vec::new();
+        for (name, cfg) in map {
+            if let Some(f) = compile_field(name, cfg, &mut problems) {
+                fields.push(f);
+            }
+        }
+        let needs_context = fields.iter().any(|f| uses_template(&f.expr));
+        (
+            Mapping {
+                fields,
+                needs_context,
+            },
+            problems,
+        )
+    }
+
+    /// Names of the fields this mapping produces (top-level names).
+    pub fn field_names(&self) -> impl Iterator<Item = &str> {
+        self.fields.iter().map(|f| f.target[0].as_str())
+    }
+
+    /// Names of the entities referenced through `ref`.
+    pub fn referenced_entities(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            collect_refs(&f.name, &f.expr, &mut out);
+        }
+        out
+    }
+
+    /// Names of the lookup tables used.
+    pub fn tables(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            collect_tables(&f.name, &f.expr, &mut out);
+        }
+        out
+    }
+
+    /// Maps one record. Only the listed fields are produced when `only` is given.
+    pub fn apply(
+        &self,
+        source: &Value,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
+        let ctx = if self.needs_context {
+            let mut data = source.clone();
+            if let Value::Object(m) = &mut data
+                && !m.contains_key("vars")
+            {
+                m.insert("vars".into(), env.vars.clone());
+            }
+            Some(Context::from(data))
+        } else {
+            None
+        };
+        let mut out = Map::new();
+        for f in &self.fields {
+            if let Some(only) = only
+                && !only.iter().any(|o| o == &f.target[0])
+            {
+                continue;
+            }
+            let mut v =
+                eval(&f.expr, source, ctx.as_ref(), env).map_err(|reason| FieldMapError {
+                    field: f.name.clone(),
+                    reason,
+                })?;
+            if v.is_null()
+                && let Some(d) = &f.default
+            {
+                v = d.clone();
+            }
+            if let Some(ty) = f.ty {
+                v = convert(v, ty, None).map_err(|e| FieldMapError {
+                    field: f.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            insert(&mut out, &f.target, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+fn uses_template(e: &Expr) -> bool {
+    match e {
+        Expr::Template(t) => !t.is_literal(),
+        Expr::Lookup { key, .. } | Expr::Ref { key, .. } => uses_template(key),
+        Expr::Each { .. } | Expr::Path(_) | Expr::Const(_) => false,
+    }
+}
+
+fn collect_refs(name: &str, e: &Expr, out: &mut Vec<(String, String)>) {
+    match e {
+        Expr::Ref { entity, .. } => out.push((format!("{name}.ref.entity"), entity.clone())),
+        Expr::Each { mapping, .. } => {
+            for f in &mapping.fields {
+                collect_refs(&format!("{name}.fields.{}", f.name), &f.expr, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn collect_tables(name: &str, e: &Expr, out: &mut Vec<(String, String)>) {
+    match e {
+        Expr::Lookup { table, .. } => out.push((format!("{name}.lookup.table"), table.clone())),
+        Expr::Each { mapping, .. } => {
+            for f in &mapping.fields {
+                collect_tables(&format!("{name}.fields.{}", f.name), &f.expr, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn insert(out: &mut Map<String, Value>, target: &[String], v: Value) {
+    match target {
+        [] => {}
+        [last] => {
+            out.insert(last.clone(), v);
+        }
+        [first, rest @ ..] => {
+            let child = out
+                .entry(first.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
+            }
+            if let Value::Object(m) = child {
+                insert(m, rest, v);
+            }
+        }
+    }
+}
+
+fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result<Value, String> {
+    match e {
+        Expr::Path(p) => Ok(p.extract(source).unwrap_or(Value::Null)),
+        Expr::Template(t) => {
+            let ctx = match ctx {
+                Some(c) => c,
+                None => return Ok(Value::String(t.source().to_string())),
+            };
+            t.render_value(ctx).map_err(|e| e.reason)
+        }
+        Expr::Const(v) => Ok(v.clone()),
+        Expr::Lookup {
+            table,
+            key,
+            required,
+        } => {
+            let k = eval(key, source, ctx, env)?;
+            let Some(k) = key_text(&k) else {
+                return if *required {
+                    Err(format!("no key to look up in table `{table}`"))
+                } else {
+                    Ok(Value::Null)
+                };
+            };
+            match env.vars.get(table).and_then(|t| t.get(&k)) {
+                Some(v) => Ok(v.clone()),
+                None if *required => Err(format!("`{k}` is not in table `{table}`")),
+                None => Ok(Value::Null),
+            }
+        }
+        Expr::Ref { entity, key } => {
+            let k = eval(key, source, ctx, env)?;
+            let Some(k) = key_text(&k) else {
+                return Ok(Value::Null);
+            };
+            match env.refs.resolve(entity, &k) {
+                Some(id) => Ok(Value::String(id)),
+                None => Err(format!("related {entity} `{k}` has not been synced yet")),
+            }
+        }
+        Expr::Each { path, mapping } => {
+            let mut items = Vec::new();
+            let selected = match path.first(source) {
+                Some(Value::Array(a)) => a.iter().collect::<Vec<_>>(),
+                _ => path.query(source),
+            };
+            for item in selected {
+                items.push(mapping.apply(item, env, None).map_err(|e| e.to_string())?);
+            }
+            Ok(Value::Array(items))
+        }
+    }
+}
+
+fn compile_expr_text(text: &str, path: &str, problems: &mut Vec<MappingProblem>) -> Option<Expr> {
+    if text.starts_with('$') {
+        match JsonPath::parse(text) {
+            Ok(p) => Some(Expr::Path(p)),
+            Err(e) => {
+                problems.push((path.to_string(), Code::JsonPath, e.to_string()));
+                None
+            }
+        }
+    } else {
+        match Template::compile(text) {
+            Ok(t) => Some(Expr::Template(t)),
+            Err(e) => {
+                problems.push((path.to_string(), Code::Template, e.to_string()));
+                None
+            }
+        }
+    }
+}
+
+fn compile_field(
+    name: &str,
+    cfg: &FieldMapConfig,
+    problems: &mut Vec<MappingProblem>,
+) -> Option<Field> {
+    let target: Vec<String> = name.split('.').map(str::to_string).collect();
+    match cfg {
+        FieldMapConfig::Short(text) => Some(Field {
+            name: name.to_string(),
+            target,
+            expr: compile_expr_text(text, name, problems)?,
+            ty: None,
+            default: None,
+        }),
+        FieldMapConfig::Full(spec) => {
+            let expr = compile_spec(name, spec, problems)?;
+            Some(Field {
+                name: name.to_string(),
+                target,
+                expr,
+                ty: spec.field_type,
+                default: spec.default.clone(),
+            })
+        }
+    }
+}
+
+fn compile_spec(
+    name: &str,
+    s: &FieldSpecConfig,
+    problems: &mut Vec<MappingProblem>,
+) -> Option<Expr> {
+    let given: Vec<&str> = [
+        ("path", s.path.is_some()),
+        ("template", s.template.is_some()),
+        ("const", s.constant.is_some()),
+        ("lookup", s.lookup.is_some()),
+        ("ref", s.reference.is_some()),
+        ("each", s.each.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(n, _)| *n)
+    .collect();
+    if given.len() != 1 {
+        problems.push((
+            name.to_string(),
+            Code::Conflict,
+            format!(
+                "a mapped field needs exactly one of `path`, `template`, `const`, `lookup`, `ref`, `each`; found {}",
+                if given.is_empty() { "none".to_string() } else { given.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ") }
+            ),
+        ));
+        return None;
+    }
+    if s.fields.is_some() && s.each.is_none() {
+        problems.push((
+            format!("{name}.fields"),
+            Code::Conflict,
+            "`fields` only goes with `each`".into(),
+        ));
+    }
+    if let Some(p) = &s.path {
+        return match JsonPath::parse(p) {
+            Ok(p) => Some(Expr::Path(p)),
+            Err(e) => {
+                problems.push((format!("{name}.path"), Code::JsonPath, e.to_string()));
+                None
+            }
+        };
+    }
+    if let Some(t) = &s.template {
+        return match Template::compile(t) {
+            Ok(t) => Some(Expr::Template(t)),
+            Err(e) => {
+                problems.push((format!("{name}.template"), Code::Template, e.to_string()));
+                None
+            }
+        };
+    }
+    if let Some(c) = &s.constant {
+        return Some(Expr::Const(c.clone()));
+    }
+    if let Some(l) = &s.lookup {
+        let key = compile_expr_text(&l.key, &format!("{name}.lookup.key"), problems)?;
+        return Some(Expr::Lookup {
+            table: l.table.clone(),
+            key: Box::new(key),
+            required: l.required,
+        });
+    }
+    if let Some(r) = &s.reference {
+        let key = compile_expr_text(&r.key, &format!("{name}.ref.key"), problems)?;
+        return Some(Expr::Ref {
+            entity: r.entity.clone(),
+            key: Box::new(key),
+        });
+    }
+    if let Some(each) = &s.each {
+        let path = match JsonPath::parse(each) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push((format!("{name}.each"), Code::JsonPath, e.to_string()));
+                return None;
+            }
+        };
+        let Some(fields) = &s.fields else {
+            problems.push((
+                name.to_string(),
+                Code::Invalid,
+                "`each` needs `fields`".into(),
+            ));
+            return None;
+        };
+        let (mapping, inner) = Mapping::compile(fields);
+        for (p, c, m) in inner {
+            problems.push((format!("{name}.fields.{p}"), c, m));
+        }
+        return Some(Expr::Each { path, mapping });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mapping(yaml_json: Value) -> Mapping {
+        let cfg: BTreeMap<String, FieldMapConfig> = serde_json::from_value(yaml_json).unwrap();
+        let (m, problems) = Mapping::compile(&cfg);
+        assert!(problems.is_empty(), "{problems:?}");
+        m
+    }
+
+    struct Refs;
+    impl RefResolver for Refs {
+        fn resolve(&self, entity: &str, key: &str) -> Option<String> {
+            (entity == "customer" && key == "a@x.ro").then(|| "C-7".to_string())
+        }
+    }
+
+    #[test]
+    fn maps_every_kind_of_field() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "price": {"path": "$.price_gross", "type": "decimal"},
+            "title": "{{upper name}} ({{sku}})",
+            "currency": {"const": "RON"},
+            "status": {"lookup": {"table": "statuses", "key": "$.shipping_status"}},
+            "customer_id": {"ref": {"entity": "customer", "key": "$.customer.email"}},
+            "client.email": "$.customer.email",
+            "lines": {"each": "$.lines", "fields": {"code": "$.sku", "qty": {"path": "$.quantity", "type": "integer"}}},
+            "note": {"path": "$.missing", "default": "-"}
+        }));
+        let vars = json!({"statuses": {"confirmed": "Confirmata"}});
+        let env = MapEnv {
+            vars: &vars,
+            refs: &Refs,
+        };
+        let src = json!({"sku": "A1", "price_gross": "50.004", "name": "bec", "shipping_status": "confirmed",
+            "customer": {"email": "a@x.ro"}, "lines": [{"sku": "A1", "quantity": "2"}]});
+        let out = m.apply(&src, &env, None).unwrap();
+        assert_eq!(
+            out,
+            json!({"client": {"email": "a@x.ro"}, "currency": "RON", "customer_id": "C-7",
+                "lines": [{"code": "A1", "qty": 2}], "note": "-", "price": 50, "sku": "A1",
+                "status": "Confirmata", "title": "BEC (A1)"})
+        );
+        let only = m.apply(&src, &env, Some(&["sku".to_string()])).unwrap();
+        assert_eq!(only, json!({"sku": "A1"}));
+    }
+
+    #[test]
+    fn unresolved_reference_fails_the_record() {
+        let m = mapping(json!({"customer_id": {"ref": {"entity": "customer", "key": "$.email"}}}));
+        let vars = json!({});
+        let env = MapEnv {
+            vars: &vars,
+            refs: &Refs,
+        };
+        let e = m
+            .apply(&json!({"email": "b@x.ro"}), &env, None)
+            .unwrap_err();
+        assert_eq!(e.field, "customer_id");
+        assert!(e.reason.contains("has not been synced"), "{}", e.reason);
+    }
+
+    #[test]
+    fn compile_problems_have_paths() {
+        let cfg: BTreeMap<String, FieldMapConfig> = serde_json::from_value(json!({
+            "a": "$.x[",
+            "b": "{{#if}}",
+            "c": {"path": "$.x", "const": 1},
+            "d": {"each": "$.l", "fields": {"e": "{{nohelper x}}"}}
+        }))
+        .unwrap();
+        let (_, problems) = Mapping::compile(&cfg);
+        let paths: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(paths, vec!["a", "b", "c", "d.fields.e"]);
+    }
+}

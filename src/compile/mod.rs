@@ -1,0 +1,111 @@
+//! Turns a loaded project into runnable values: systems with their inheritance resolved,
+//! compiled mappings, canonical entities and flows. Every reference is resolved and every
+//! expression compiled here, so a broken flow file fails `erpsync validate`, never a run.
+
+pub mod mapping;
+pub mod schedule;
+pub mod types;
+
+mod check;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use check::compile;
+pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
+pub use schedule::Schedule;
+
+use crate::config::model::{
+    DaemonConfig, FieldType, FlowConfig, Normalize, OperationConfig, SystemConfig, SystemRole,
+};
+use crate::expr::{JsonPath, Predicate};
+
+/// A compiled project, ready to run.
+#[derive(Debug)]
+pub struct Project {
+    pub root: PathBuf,
+    pub vars: Value,
+    pub entities: BTreeMap<String, Arc<Entity>>,
+    /// Systems that can be called (abstract ones are only templates).
+    pub systems: BTreeMap<String, Arc<SystemDef>>,
+    /// Flows, with `for_each` expanded (`FLOW.SYSTEM`).
+    pub flows: Vec<Arc<Flow>>,
+    pub state_url: Option<String>,
+    pub daemon: Option<DaemonConfig>,
+}
+
+impl Project {
+    pub fn flow(&self, id: &str) -> Option<&Arc<Flow>> {
+        self.flows.iter().find(|f| f.id == id)
+    }
+}
+
+/// A system with what it inherits merged in.
+#[derive(Debug)]
+pub struct SystemDef {
+    pub name: String,
+    pub role: Option<SystemRole>,
+    /// The merged configuration (operations included).
+    pub config: SystemConfig,
+    pub operations: BTreeMap<String, OperationConfig>,
+    pub entities: BTreeMap<String, Arc<SystemEntity>>,
+}
+
+/// How an entity lives in one system.
+#[derive(Debug)]
+pub struct SystemEntity {
+    pub id: JsonPath,
+    pub list: Option<String>,
+    pub lookup: Option<String>,
+    pub get: Option<String>,
+    pub create: Option<String>,
+    pub update: Option<String>,
+    pub actions: BTreeMap<String, String>,
+    pub read: Mapping,
+    pub write: Mapping,
+}
+
+/// A canonical entity.
+#[derive(Debug)]
+pub struct Entity {
+    pub name: String,
+    pub key: String,
+    pub updated_at: Option<String>,
+    pub fields: BTreeMap<String, CanonField>,
+}
+
+/// A canonical field.
+#[derive(Debug, Clone)]
+pub struct CanonField {
+    pub ty: FieldType,
+    pub scale: Option<u32>,
+    pub normalize: Vec<Normalize>,
+    pub volatile: bool,
+}
+
+/// A runnable flow.
+#[derive(Debug)]
+pub struct Flow {
+    /// `NAME`, or `NAME.SYSTEM` for a `for_each` copy.
+    pub id: String,
+    /// Name in the flow file.
+    pub name: String,
+    pub config: FlowConfig,
+    pub from: String,
+    pub to: String,
+    /// Canonical field the records are matched on.
+    pub match_key: String,
+    pub normalize: Vec<Normalize>,
+    pub filter: Option<Predicate>,
+    pub schedule: Option<Schedule>,
+    pub reconcile_schedule: Option<Schedule>,
+    pub incremental_start: Option<DateTime<Utc>>,
+    /// Chained flows (ids, resolved per copy) and the path of the keys they are scoped to.
+    pub then: Vec<(String, Option<JsonPath>)>,
+    /// Flows that must sync a related record first, and where that record is.
+    pub requires: Vec<(String, JsonPath)>,
+}

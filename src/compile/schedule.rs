@@ -1,0 +1,95 @@
+//! Cron schedules with a time zone. Both the classic five fields (`*/15 * * * *`) and six
+//! fields with seconds (`0 */15 * * * *`) are accepted.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+
+/// A cron expression or time zone that does not parse.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ScheduleParseError {
+    #[error("invalid cron expression `{expr}`: {reason}")]
+    Cron { expr: String, reason: String },
+    #[error("unknown time zone `{0}`")]
+    TimeZone(String),
+}
+
+/// A compiled schedule.
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    source: String,
+    cron: cron::Schedule,
+    tz: Tz,
+}
+
+impl Schedule {
+    pub fn parse(expr: &str, tz: Option<&str>) -> Result<Self, ScheduleParseError> {
+        let fields = expr.split_whitespace().count();
+        let full = if fields == 5 {
+            format!("0 {expr}")
+        } else {
+            expr.to_string()
+        };
+        let cron = cron::Schedule::from_str(&full).map_err(|e| {
+            // The crate's report repeats the expression with a caret; its last line says why.
+            let text = e.to_string();
+            let reason = text
+                .lines()
+                .rev()
+                .map(str::trim)
+                .find(|l| !l.is_empty() && *l != "^")
+                .unwrap_or("unparsable")
+                .to_string();
+            ScheduleParseError::Cron {
+                expr: expr.to_string(),
+                reason,
+            }
+        })?;
+        let tz = match tz {
+            Some(name) => name
+                .parse::<Tz>()
+                .map_err(|_| ScheduleParseError::TimeZone(name.to_string()))?,
+            None => Tz::UTC,
+        };
+        Ok(Schedule {
+            source: expr.to_string(),
+            cron,
+            tz,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The first firing strictly after `t`.
+    pub fn next_after(&self, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        self.cron
+            .after(&t.with_timezone(&self.tz))
+            .next()
+            .map(|d| d.with_timezone(&Utc))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn five_and_six_fields_and_time_zones() {
+        let t: DateTime<Utc> = "2026-11-26T10:07:00Z".parse().unwrap();
+        let s = Schedule::parse("*/15 * * * *", None).unwrap();
+        assert_eq!(
+            s.next_after(t).unwrap().to_rfc3339(),
+            "2026-11-26T10:15:00+00:00"
+        );
+        let s = Schedule::parse("0 0 9 * * *", Some("Europe/Bucharest")).unwrap();
+        assert_eq!(
+            s.next_after(t).unwrap().to_rfc3339(),
+            "2026-11-27T07:00:00+00:00"
+        );
+        assert!(Schedule::parse("61 * * * *", None).is_err());
+        assert!(Schedule::parse("* * * * *", Some("Mars/Olympus")).is_err());
+    }
+}

@@ -1,0 +1,555 @@
+//! Reads a project (flow files and folders of them) into one `ProjectConfig`, collecting every
+//! problem instead of stopping at the first.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::diagnostic::{Code, Diagnostic};
+use super::env::{EnvSource, substitute};
+use super::model::{DaemonConfig, EntityConfig, FileConfig, FlowConfig, StateConfig, SystemConfig};
+use super::node::{self, LocatedDoc, Pos};
+use super::schema_nav::allowed_keys;
+
+/// One file of the project.
+#[derive(Debug)]
+pub struct SourceFile {
+    pub path: PathBuf,
+    pub doc: LocatedDoc,
+}
+
+/// A declaration and where it was made.
+#[derive(Debug, Clone)]
+pub struct Decl<T> {
+    pub value: T,
+    /// Index into `ProjectConfig::files`.
+    pub file: usize,
+    /// Path of the declaration in its document, e.g. `flows.order_export`.
+    pub path: String,
+}
+
+/// Every file of a project, merged.
+#[derive(Debug, Default)]
+pub struct ProjectConfig {
+    /// Folder of the project (the first path given, or its folder when it is a file).
+    pub root: PathBuf,
+    pub files: Vec<SourceFile>,
+    pub vars: Map<String, Value>,
+    pub systems: BTreeMap<String, Decl<SystemConfig>>,
+    pub entities: BTreeMap<String, Decl<EntityConfig>>,
+    pub flows: BTreeMap<String, Decl<FlowConfig>>,
+    pub state: Option<Decl<StateConfig>>,
+    pub daemon: Option<Decl<DaemonConfig>>,
+    /// Declarations left out because they could not be read (`systems.x`); references to them
+    /// are not reported again.
+    pub broken: HashSet<String>,
+}
+
+impl ProjectConfig {
+    /// A diagnostic pointing at the value at `path` of file `file`.
+    pub fn at(&self, file: usize, code: Code, path: &str, message: String) -> Diagnostic {
+        let f = &self.files[file];
+        Diagnostic::new(code, f.path.clone(), f.doc.value_pos(path), path, message)
+    }
+
+    /// A diagnostic pointing at the key of `path`.
+    pub fn at_key(&self, file: usize, code: Code, path: &str, message: String) -> Diagnostic {
+        let f = &self.files[file];
+        Diagnostic::new(code, f.path.clone(), f.doc.key_pos(path), path, message)
+    }
+
+    /// Whether a name refers to a declaration that was dropped for its own errors.
+    pub fn is_broken(&self, section: &str, name: &str) -> bool {
+        self.broken.contains(&format!("{section}.{name}"))
+    }
+}
+
+/// Splits the given paths into projects. Files given together are one project; a folder that
+/// holds flow files itself is one project; a folder that only holds sub-folders (like `flows/`)
+/// is a collection, one project per sub-folder.
+pub fn projects(paths: &[PathBuf]) -> Vec<Vec<PathBuf>> {
+    let is_flow = |p: &Path| matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"));
+    let mut out = Vec::new();
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+                .map(|rd| rd.filter_map(|e| e.ok().map(|e| e.path())).collect())
+                .unwrap_or_default();
+            entries.sort();
+            if entries.iter().any(|e| e.is_file() && is_flow(e)) || entries.is_empty() {
+                out.push(vec![p.clone()]);
+            } else {
+                out.extend(entries.into_iter().filter(|e| e.is_dir()).map(|e| vec![e]));
+            }
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if !files.is_empty() {
+        out.insert(0, files);
+    }
+    out
+}
+
+/// Lists the flow files below the given paths: `.yaml` and `.yml` files, sorted, folders
+/// walked recursively.
+pub fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+    let mut out = Vec::new();
+    for p in paths {
+        collect(p, &mut out, true)?;
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+fn collect(
+    p: &Path,
+    out: &mut Vec<PathBuf>,
+    explicit: bool,
+) -> Result<(), (PathBuf, std::io::Error)> {
+    let meta = std::fs::metadata(p).map_err(|e| (p.to_path_buf(), e))?;
+    if meta.is_dir() {
+        let mut entries: Vec<PathBuf> = std::fs::read_dir(p)
+            .map_err(|e| (p.to_path_buf(), e))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .collect();
+        entries.sort();
+        for e in entries {
+            collect(&e, out, false)?;
+        }
+    } else if explicit
+        || matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml") | Some("yml")
+        )
+    {
+        out.push(p.to_path_buf());
+    }
+    Ok(())
+}
+
+/// Loads the project at `paths`. The result holds everything that could be read; the
+/// diagnostics say what could not.
+pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagnostic>) {
+    let mut project = ProjectConfig {
+        root: paths
+            .first()
+            .map(|p| {
+                if p.is_dir() {
+                    p.clone()
+                } else {
+                    p.parent().map(Path::to_path_buf).unwrap_or_default()
+                }
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let mut diags = Vec::new();
+    let files = match flow_files(paths) {
+        Ok(f) => f,
+        Err((path, e)) => {
+            diags.push(Diagnostic::new(
+                Code::Io,
+                path,
+                Pos { line: 1, col: 1 },
+                "",
+                format!("cannot read: {e}"),
+            ));
+            return (project, diags);
+        }
+    };
+    let mut queue: std::collections::VecDeque<PathBuf> = files.into();
+    let mut seen: HashSet<PathBuf> = HashSet::new();
+    while let Some(path) = queue.pop_front() {
+        let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+        if !seen.insert(canonical) {
+            continue;
+        }
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) => {
+                diags.push(Diagnostic::new(
+                    Code::Io,
+                    path,
+                    Pos { line: 1, col: 1 },
+                    "",
+                    format!("cannot read: {e}"),
+                ));
+                continue;
+            }
+        };
+        let doc = match node::parse(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                diags.push(Diagnostic::new(Code::Yaml, path, e.pos, "", e.message));
+                continue;
+            }
+        };
+        let index = project.files.len();
+        project.files.push(SourceFile { path, doc });
+        let includes = read_file(&mut project, index, env, &mut diags);
+        let dir = project.files[index]
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        for (i, inc) in includes.iter().enumerate() {
+            match flow_files(&[dir.join(inc)]) {
+                Ok(found) => queue.extend(found),
+                Err((p, e)) => diags.push(project.at(
+                    index,
+                    Code::Io,
+                    &format!("include.{i}"),
+                    format!("cannot include `{}`: {e}", p.display()),
+                )),
+            }
+        }
+    }
+    (project, diags)
+}
+
+/// Reads one parsed file into the project; returns its `include` list.
+fn read_file(
+    project: &mut ProjectConfig,
+    index: usize,
+    env: &dyn EnvSource,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<String> {
+    let mut value = project.files[index].doc.value.clone();
+    if !value.is_object() {
+        if value.is_null() {
+            value = Value::Object(Map::new());
+        } else {
+            diags.push(project.at(
+                index,
+                Code::Invalid,
+                "",
+                "a flow file must be a map with `systems`, `entities`, `flows`…".into(),
+            ));
+            return Vec::new();
+        }
+    }
+    let mut problems = Vec::new();
+    substitute_all(&mut value, "", env, &mut problems);
+    for (path, message) in problems {
+        diags.push(project.at(index, Code::Secret, &path, message));
+    }
+
+    let mut removed = Vec::new();
+    let file: FileConfig = loop {
+        let mut ignored = Vec::new();
+        match deserialize_tracking::<FileConfig>(&value, &mut ignored) {
+            Ok(f) => {
+                for path in ignored {
+                    let (parent, key) = match path.rsplit_once('.') {
+                        Some((p, k)) => (p.to_string(), k.to_string()),
+                        None => (String::new(), path.clone()),
+                    };
+                    let segs: Vec<&str> = parent.split('.').filter(|s| !s.is_empty()).collect();
+                    let known = allowed_keys(&value, &segs);
+                    diags.push(
+                        project
+                            .at_key(
+                                index,
+                                Code::UnknownKey,
+                                &path,
+                                format!("unknown key `{key}`"),
+                            )
+                            .with_names(&key, known.iter().map(String::as_str)),
+                    );
+                }
+                break f;
+            }
+            Err((path, message)) => {
+                diags.push(type_error(project, index, &path, &message));
+                let item = item_of(&path);
+                if item.is_empty() || !remove(&mut value, &item) || removed.len() > 64 {
+                    return Vec::new();
+                }
+                removed.push(item);
+            }
+        }
+    };
+    for item in removed {
+        let segs: Vec<&str> = item.split('.').collect();
+        match segs.as_slice() {
+            [section, name] => {
+                project.broken.insert(format!("{section}.{name}"));
+            }
+            [_, system, "operations", op] => {
+                project.broken.insert(format!("operations.{system}.{op}"));
+            }
+            [_, system, "entities", e] => {
+                project
+                    .broken
+                    .insert(format!("system_entities.{system}.{e}"));
+            }
+            _ => {}
+        }
+    }
+    let includes = file.include.clone();
+    merge(project, index, file, diags);
+    includes
+}
+
+/// Deserializes, recording unknown keys; an error comes with its document path.
+fn deserialize_tracking<T: DeserializeOwned>(
+    value: &Value,
+    ignored: &mut Vec<String>,
+) -> Result<T, (String, String)> {
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(value.clone(), &mut track);
+    let result = serde_ignored::deserialize(de, |p| ignored.push(ignored_path(&p)));
+    result.map_err(|e: serde_json::Error| (error_path(&track.path()), e.to_string()))
+}
+
+fn ignored_path(p: &serde_ignored::Path) -> String {
+    use serde_ignored::Path as P;
+    match p {
+        P::Root => String::new(),
+        P::Seq { parent, index } => node::join(&ignored_path(parent), &index.to_string()),
+        P::Map { parent, key } => node::join(&ignored_path(parent), key),
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            ignored_path(parent)
+        }
+    }
+}
+
+fn error_path(p: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in p.iter() {
+        match seg {
+            Segment::Seq { index } => out = node::join(&out, &index.to_string()),
+            Segment::Map { key } => out = node::join(&out, key),
+            Segment::Enum { .. } | Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// A serde error turned into a diagnostic, with "did you mean" where serde lists the choices.
+fn type_error(project: &ProjectConfig, index: usize, path: &str, message: &str) -> Diagnostic {
+    // serde: "unknown variant `x`, expected one of `a`, `b`" / "unknown field `x`, expected …"
+    let parse_choices = |m: &str| -> Option<(String, Vec<String>)> {
+        let start = m.find('`')? + 1;
+        let end = start + m[start..].find('`')?;
+        let wrong = m[start..end].to_string();
+        let rest = &m[end + 1..];
+        let names = rest
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect::<Vec<_>>();
+        Some((wrong, names))
+    };
+    let message = message.split(" at line ").next().unwrap_or(message);
+    if message.starts_with("unknown field")
+        && let Some((wrong, names)) = parse_choices(message)
+    {
+        let key_path = node::join(path, &wrong);
+        return project
+            .at_key(
+                index,
+                Code::UnknownKey,
+                &key_path,
+                format!("unknown key `{wrong}`"),
+            )
+            .with_names(&wrong, names.iter().map(String::as_str));
+    }
+    if message.starts_with("unknown variant")
+        && let Some((wrong, names)) = parse_choices(message)
+    {
+        return project
+            .at(
+                index,
+                Code::Invalid,
+                path,
+                format!("unknown value `{wrong}`"),
+            )
+            .with_names(&wrong, names.iter().map(String::as_str));
+    }
+    project.at(index, Code::Invalid, path, message.to_string())
+}
+
+/// The declaration that contains `path`: what is dropped when it cannot be read.
+fn item_of(path: &str) -> String {
+    let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    let depth = match segs.as_slice() {
+        ["systems", _, "operations" | "entities", _, ..] => 4,
+        ["systems" | "entities" | "flows" | "vars", _, ..] => 2,
+        ["daemon", "webhooks", _, ..] => 3,
+        _ => 1,
+    };
+    segs[..depth.min(segs.len())].join(".")
+}
+
+fn remove(value: &mut Value, path: &str) -> bool {
+    let segs: Vec<&str> = path.split('.').collect();
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut v = value;
+    for s in parents {
+        v = match v.get_mut(*s) {
+            Some(c) => c,
+            None => return false,
+        };
+    }
+    v.as_object_mut().and_then(|m| m.remove(*last)).is_some()
+}
+
+/// Keys whose values are not secrets even when they come from the environment.
+const NOT_SECRET_KEYS: &[&str] = &["base_url", "path", "listen", "url", "token_url", "start"];
+
+fn substitute_all(
+    value: &mut Value,
+    path: &str,
+    env: &dyn EnvSource,
+    problems: &mut Vec<(String, String)>,
+) {
+    match value {
+        Value::String(s) => {
+            let mut substituted = Vec::new();
+            match substitute(s, env, &mut substituted) {
+                Ok(std::borrow::Cow::Owned(new)) => {
+                    let key = path.rsplit('.').next().unwrap_or("");
+                    if !NOT_SECRET_KEYS.contains(&key) {
+                        for secret in &substituted {
+                            crate::redact::register(secret);
+                        }
+                    }
+                    *s = new;
+                }
+                Ok(_) => {}
+                Err(e) => problems.push((path.to_string(), e.to_string())),
+            }
+        }
+        Value::Array(a) => {
+            for (i, v) in a.iter_mut().enumerate() {
+                substitute_all(v, &node::join(path, &i.to_string()), env, problems);
+            }
+        }
+        Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                substitute_all(v, &node::join(path, k), env, problems);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mut Vec<Diagnostic>) {
+    fn put<T>(
+        project_files: &[SourceFile],
+        map: &mut BTreeMap<String, Decl<T>>,
+        section: &str,
+        index: usize,
+        items: BTreeMap<String, T>,
+        diags: &mut Vec<Diagnostic>,
+    ) {
+        for (name, value) in items {
+            let path = format!("{section}.{name}");
+            if let Some(prev) = map.get(&name) {
+                let f = &project_files[index];
+                diags.push(Diagnostic::new(
+                    Code::Duplicate,
+                    f.path.clone(),
+                    f.doc.key_pos(&path),
+                    &path,
+                    format!(
+                        "`{name}` is already declared in {}",
+                        project_files[prev.file].path.display()
+                    ),
+                ));
+                continue;
+            }
+            map.insert(
+                name,
+                Decl {
+                    value,
+                    file: index,
+                    path,
+                },
+            );
+        }
+    }
+    let files = std::mem::take(&mut project.files);
+    put(
+        &files,
+        &mut project.systems,
+        "systems",
+        index,
+        file.systems,
+        diags,
+    );
+    put(
+        &files,
+        &mut project.entities,
+        "entities",
+        index,
+        file.entities,
+        diags,
+    );
+    put(
+        &files,
+        &mut project.flows,
+        "flows",
+        index,
+        file.flows,
+        diags,
+    );
+    for (k, v) in file.vars {
+        if project.vars.contains_key(&k) {
+            let path = format!("vars.{k}");
+            let f = &files[index];
+            diags.push(Diagnostic::new(
+                Code::Duplicate,
+                f.path.clone(),
+                f.doc.key_pos(&path),
+                &path,
+                format!("variable `{k}` is already declared in another file"),
+            ));
+        } else {
+            project.vars.insert(k, v);
+        }
+    }
+    let f = &files[index];
+    let duplicate = |name: &str| {
+        Diagnostic::new(
+            Code::Duplicate,
+            f.path.clone(),
+            f.doc.key_pos(name),
+            name,
+            format!("`{name}` is already declared in another file"),
+        )
+    };
+    if let Some(v) = file.state {
+        if project.state.is_some() {
+            diags.push(duplicate("state"));
+        } else {
+            project.state = Some(Decl {
+                value: v,
+                file: index,
+                path: "state".into(),
+            });
+        }
+    }
+    if let Some(v) = file.daemon {
+        if project.daemon.is_some() {
+            diags.push(duplicate("daemon"));
+        } else {
+            project.daemon = Some(Decl {
+                value: v,
+                file: index,
+                path: "daemon".into(),
+            });
+        }
+    }
+    project.files = files;
+}

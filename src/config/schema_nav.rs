@@ -1,0 +1,138 @@
+//! Finds, in the flow-file JSON Schema, which keys are allowed at a place in a document, so an
+//! unknown key can be answered with the valid ones.
+
+use std::sync::LazyLock;
+
+use serde_json::Value;
+
+use super::model::FileConfig;
+
+/// The flow-file JSON Schema, as generated from the model.
+pub fn flow_schema() -> &'static Value {
+    static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
+        let schema = schemars::schema_for!(FileConfig);
+        serde_json::to_value(schema).unwrap_or(Value::Null)
+    });
+    &SCHEMA
+}
+
+/// Keys allowed in the map at `parent` (a path of segments) of `doc`.
+pub fn allowed_keys(doc: &Value, parent: &[&str]) -> Vec<String> {
+    let root = flow_schema();
+    let mut schema = root;
+    let mut value = doc;
+    for seg in parent {
+        let Some(s) = child_schema(root, schema, value, seg) else {
+            return Vec::new();
+        };
+        schema = s;
+        value = match value {
+            Value::Object(m) => m.get(*seg).unwrap_or(&Value::Null),
+            Value::Array(a) => seg
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .unwrap_or(&Value::Null),
+            _ => &Value::Null,
+        };
+    }
+    let mut keys = Vec::new();
+    for s in candidates(root, schema, value) {
+        if let Some(Value::Object(props)) = s.get("properties") {
+            keys.extend(props.keys().cloned());
+        }
+    }
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+fn resolve<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+    let mut s = schema;
+    for _ in 0..16 {
+        match s.get("$ref").and_then(Value::as_str) {
+            Some(r) => {
+                let name = r.rsplit('/').next().unwrap_or("");
+                match root.get("$defs").and_then(|d| d.get(name)) {
+                    Some(def) => s = def,
+                    None => return s,
+                }
+            }
+            None => return s,
+        }
+    }
+    s
+}
+
+/// The alternatives a value may match, with `oneOf`/`anyOf` narrowed by a `kind` tag when the
+/// document has one.
+fn candidates<'a>(root: &'a Value, schema: &'a Value, value: &Value) -> Vec<&'a Value> {
+    let s = resolve(root, schema);
+    let mut out = Vec::new();
+    let alts = s
+        .get("oneOf")
+        .or_else(|| s.get("anyOf"))
+        .and_then(Value::as_array);
+    match alts {
+        Some(alts) => {
+            let tag = value.get("kind").and_then(Value::as_str);
+            for alt in alts {
+                for c in candidates(root, alt, value) {
+                    let const_kind = c
+                        .get("properties")
+                        .and_then(|p| p.get("kind"))
+                        .and_then(|k| k.get("const"))
+                        .and_then(Value::as_str);
+                    match (tag, const_kind) {
+                        (Some(t), Some(k)) if t != k => {}
+                        _ => out.push(c),
+                    }
+                }
+            }
+        }
+        None => out.push(s),
+    }
+    out
+}
+
+fn child_schema<'a>(
+    root: &'a Value,
+    schema: &'a Value,
+    value: &Value,
+    seg: &str,
+) -> Option<&'a Value> {
+    for c in candidates(root, schema, value) {
+        if let Some(p) = c.get("properties").and_then(|p| p.get(seg)) {
+            return Some(p);
+        }
+        if let Some(ap) = c.get("additionalProperties")
+            && ap.is_object()
+        {
+            return Some(ap);
+        }
+        if let Some(items) = c.get("items")
+            && items.is_object()
+        {
+            return Some(items);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn keys_of_nested_places() {
+        let doc =
+            json!({"flows": {"f": {"trigger": {}}}, "systems": {"s": {"auth": {"kind": "basic"}}}});
+        let keys = allowed_keys(&doc, &["flows", "f", "trigger"]);
+        assert!(keys.contains(&"schedule".to_string()), "{keys:?}");
+        let keys = allowed_keys(&doc, &["systems", "s", "auth"]);
+        assert_eq!(keys, vec!["kind", "password", "username"]);
+        let keys = allowed_keys(&doc, &[]);
+        assert!(keys.contains(&"flows".to_string()));
+    }
+}
