@@ -11,3 +11,4 @@ pub mod config;
 pub mod expr;
 pub mod redact;
 pub mod sim;
+pub mod state;

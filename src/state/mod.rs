@@ -1,0 +1,223 @@
+//! erpsync's memory: bindings between the records of two systems, incremental cursors, the
+//! write journal that makes exports exactly-once, failures kept for retry, and run history.
+//! `StateStore` is the seam; SQLite is the embedded default.
+
+mod sqlite;
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+pub use sqlite::SqliteStore;
+
+/// A state operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateStoreError {
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported state url `{0}`: expected `sqlite:PATH`")]
+    Url(String),
+    #[error("cannot create state folder `{path}`: {reason}")]
+    Folder { path: String, reason: String },
+}
+
+pub type Result<T> = std::result::Result<T, StateStoreError>;
+
+/// The records of one entity shared by two systems. Both directions of a pair share one
+/// scope, so what one flow wrote is known to the flow going the other way (echo suppression).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub entity: String,
+    /// The two systems, in name order.
+    pub a: String,
+    pub b: String,
+}
+
+impl Scope {
+    pub fn new(entity: &str, x: &str, y: &str) -> Self {
+        let (a, b) = if x <= y { (x, y) } else { (y, x) };
+        Scope {
+            entity: entity.to_string(),
+            a: a.to_string(),
+            b: b.to_string(),
+        }
+    }
+
+    /// Whether `system` is side `a`.
+    pub fn is_a(&self, system: &str) -> bool {
+        self.a == system
+    }
+}
+
+/// What erpsync knows of one record on both sides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Binding {
+    pub key: String,
+    pub id_a: Option<String>,
+    pub id_b: Option<String>,
+    /// The canonical record last known to be on side `a` (what was read or written).
+    pub base_a: Option<Value>,
+    pub base_b: Option<Value>,
+    /// When the record was first written to the other side by an export-once flow.
+    pub exported_at: Option<DateTime<Utc>>,
+    /// Why the record is parked for review, if it is.
+    pub parked: Option<String>,
+}
+
+impl Binding {
+    pub fn id(&self, side_a: bool) -> Option<&str> {
+        if side_a {
+            self.id_a.as_deref()
+        } else {
+            self.id_b.as_deref()
+        }
+    }
+    pub fn set_id(&mut self, side_a: bool, id: String) {
+        if side_a {
+            self.id_a = Some(id)
+        } else {
+            self.id_b = Some(id)
+        }
+    }
+    pub fn base(&self, side_a: bool) -> Option<&Value> {
+        if side_a {
+            self.base_a.as_ref()
+        } else {
+            self.base_b.as_ref()
+        }
+    }
+    pub fn base_mut(&mut self, side_a: bool) -> &mut Option<Value> {
+        if side_a {
+            &mut self.base_a
+        } else {
+            &mut self.base_b
+        }
+    }
+}
+
+/// State of a journaled write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalState {
+    /// Intent recorded, request not yet answered.
+    Pending,
+    /// The target accepted it.
+    Done,
+    /// It failed for sure; nothing was written.
+    Failed,
+}
+
+/// A write erpsync intends to make, recorded before it is sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalEntry {
+    pub id: i64,
+    pub flow: String,
+    pub key: String,
+    pub target: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    pub payload: Value,
+    pub state: JournalState,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A record that could not be synced, kept for retry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub id: i64,
+    pub flow: String,
+    pub key: String,
+    pub source_record: Value,
+    pub payload: Option<Value>,
+    pub error: String,
+    pub status: Option<u16>,
+    pub response: Option<Value>,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One run of a flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub flow: String,
+    pub kind: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub counts: Value,
+    pub error: Option<String>,
+}
+
+/// Where erpsync keeps its state. Implementations must make each call atomic.
+pub trait StateStore: Send + Sync + std::fmt::Debug {
+    /// The bindings of the given keys that exist.
+    fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>>;
+    /// Every binding of a scope.
+    fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>>;
+    /// The binding whose id on one side is `id`.
+    fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>>;
+    /// Inserts or replaces bindings, atomically.
+    fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()>;
+
+    fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>>;
+    fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()>;
+
+    /// Records the intent of a write; returns its id.
+    fn journal_begin(&self, entry: &JournalEntry) -> Result<i64>;
+    /// Records the outcome of a write, together with the binding it produced, atomically.
+    fn journal_finish(
+        &self,
+        id: i64,
+        state: JournalState,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> Result<()>;
+    /// Writes of a flow whose outcome is not known (crash or timeout after sending).
+    fn journal_pending(&self, flow: &str) -> Result<Vec<JournalEntry>>;
+
+    /// Keeps a failed record (one per flow and key; a repeated failure updates it).
+    fn put_failure(&self, failure: &Failure) -> Result<i64>;
+    fn clear_failure(&self, flow: &str, key: &str) -> Result<()>;
+    fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>>;
+    fn failure(&self, id: i64) -> Result<Option<Failure>>;
+    fn discard_failure(&self, id: i64) -> Result<bool>;
+
+    fn run_start(&self, flow: &str, kind: &str, at: DateTime<Utc>) -> Result<i64>;
+    fn run_finish(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        status: &str,
+        counts: &Value,
+        error: Option<&str>,
+    ) -> Result<()>;
+    fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+}
+
+/// Opens the store a `state.url` names (`sqlite:PATH`, relative to `root`).
+pub fn open(url: &str, root: &std::path::Path) -> Result<SqliteStore> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StateStoreError::Url(url.to_string()))?;
+    let path = std::path::Path::new(path);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StateStoreError::Folder {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    SqliteStore::open(&path)
+}

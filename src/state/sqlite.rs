@@ -1,0 +1,541 @@
+//! The embedded SQLite state store: one file, WAL mode, every call one transaction.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{
+    Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
+    StateStoreError,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS bindings (
+    entity TEXT NOT NULL, sys_a TEXT NOT NULL, sys_b TEXT NOT NULL, key TEXT NOT NULL,
+    id_a TEXT, id_b TEXT, base_a TEXT, base_b TEXT, exported_at TEXT, parked TEXT,
+    PRIMARY KEY (entity, sys_a, sys_b, key)
+);
+CREATE INDEX IF NOT EXISTS bindings_id_a ON bindings (entity, sys_a, sys_b, id_a);
+CREATE INDEX IF NOT EXISTS bindings_id_b ON bindings (entity, sys_a, sys_b, id_b);
+CREATE TABLE IF NOT EXISTS cursors (flow TEXT PRIMARY KEY, since TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS journal (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL, key TEXT NOT NULL,
+    target TEXT NOT NULL, operation TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+    payload TEXT NOT NULL, state TEXT NOT NULL, created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS journal_pending ON journal (flow, state);
+CREATE TABLE IF NOT EXISTS failures (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL, key TEXT NOT NULL,
+    source_record TEXT NOT NULL, payload TEXT, error TEXT NOT NULL, status INTEGER,
+    response TEXT, attempts INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    UNIQUE (flow, key)
+);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL, kind TEXT NOT NULL,
+    started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, counts TEXT NOT NULL,
+    error TEXT
+);
+";
+
+/// State in one SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|d| d.with_timezone(&Utc))
+        .map_err(|e| StateStoreError::Corrupt(format!("timestamp `{s}`: {e}")))
+}
+
+fn json(s: Option<String>) -> Result<Option<Value>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StateStoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<Self> {
+        let conn = Connection::open(path)?;
+        Self::init(conn)
+    }
+
+    /// A private in-memory store (tests, dry runs without a state file).
+    pub fn in_memory() -> Result<Self> {
+        Self::init(Connection::open_in_memory()?)
+    }
+
+    fn init(conn: Connection) -> Result<Self> {
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL keeps readers (admin API) from blocking the writer; NORMAL sync is durable
+        // across process crashes, which is the failure that matters here.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(SqliteStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A binding row with its JSON and timestamp columns still as text.
+type RawBinding = (Binding, Option<String>, Option<String>, Option<String>);
+
+fn row_binding(row: &rusqlite::Row) -> rusqlite::Result<RawBinding> {
+    Ok((
+        Binding {
+            key: row.get(0)?,
+            id_a: row.get(1)?,
+            id_b: row.get(2)?,
+            base_a: None,
+            base_b: None,
+            exported_at: None,
+            parked: row.get(6)?,
+        },
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+    ))
+}
+
+fn finish_binding(parts: RawBinding) -> Result<Binding> {
+    let (mut b, base_a, base_b, exported) = parts;
+    b.base_a = json(base_a)?;
+    b.base_b = json(base_b)?;
+    b.exported_at = exported.as_deref().map(parse_ts).transpose()?;
+    Ok(b)
+}
+
+const BINDING_COLS: &str = "key, id_a, id_b, base_a, base_b, exported_at, parked";
+
+fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
+    tx.execute(
+        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, exported_at, parked)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
+           id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
+           base_b = excluded.base_b, exported_at = excluded.exported_at, parked = excluded.parked",
+        params![
+            scope.entity,
+            scope.a,
+            scope.b,
+            b.key,
+            b.id_a,
+            b.id_b,
+            b.base_a.as_ref().map(Value::to_string),
+            b.base_b.as_ref().map(Value::to_string),
+            b.exported_at.map(ts),
+            b.parked,
+        ],
+    )?;
+    Ok(())
+}
+
+fn row_failure(row: &rusqlite::Row) -> rusqlite::Result<[Option<String>; 8]> {
+    Ok([
+        row.get(3)?,
+        row.get(4)?,
+        row.get(5)?,
+        row.get(7)?,
+        row.get(9)?,
+        row.get(10)?,
+        row.get(1)?,
+        row.get(2)?,
+    ])
+}
+
+impl StateStore for SqliteStore {
+    fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+        let conn = self.conn();
+        let mut out = HashMap::with_capacity(keys.len());
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 AND key = ?4"
+        ))?;
+        for k in keys {
+            if let Some(parts) = stmt
+                .query_row(params![scope.entity, scope.a, scope.b, k], row_binding)
+                .optional()?
+            {
+                out.insert(k.clone(), finish_binding(parts)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 ORDER BY key"
+        ))?;
+        let rows = stmt.query_map(params![scope.entity, scope.a, scope.b], row_binding)?;
+        rows.map(|r| finish_binding(r?)).collect()
+    }
+
+    fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>> {
+        let conn = self.conn();
+        let col = if side_a { "id_a" } else { "id_b" };
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 AND {col} = ?4"
+        ))?;
+        stmt.query_row(params![scope.entity, scope.a, scope.b, id], row_binding)
+            .optional()?
+            .map(finish_binding)
+            .transpose()
+    }
+
+    fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        for b in bindings {
+            upsert_binding(&tx, scope, b)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
+        let conn = self.conn();
+        let s: Option<String> = conn
+            .query_row("SELECT since FROM cursors WHERE flow = ?1", [flow], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        s.as_deref().map(parse_ts).transpose()
+    }
+
+    fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO cursors (flow, since) VALUES (?1, ?2)
+             ON CONFLICT (flow) DO UPDATE SET since = excluded.since",
+            params![flow, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    fn journal_begin(&self, e: &JournalEntry) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO journal (flow, key, target, operation, idempotency_key, payload, state, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+            params![
+                e.flow,
+                e.key,
+                e.target,
+                e.operation,
+                e.idempotency_key,
+                e.payload.to_string(),
+                ts(e.created_at)
+            ],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn journal_finish(
+        &self,
+        id: i64,
+        state: JournalState,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let s = match state {
+            JournalState::Pending => "pending",
+            JournalState::Done => "done",
+            JournalState::Failed => "failed",
+        };
+        if state == JournalState::Pending {
+            tx.execute(
+                "UPDATE journal SET state = ?2 WHERE id = ?1",
+                params![id, s],
+            )?;
+        } else {
+            // Settled writes are not needed any more: keep the journal small.
+            tx.execute("DELETE FROM journal WHERE id = ?1", params![id])?;
+        }
+        if let Some((scope, b)) = binding {
+            upsert_binding(&tx, scope, b)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn journal_pending(&self, flow: &str) -> Result<Vec<JournalEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, flow, key, target, operation, idempotency_key, payload, created_at
+             FROM journal WHERE flow = ?1 AND state = 'pending' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([flow], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, String>(7)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, flow, key, target, operation, idempotency_key, payload, created) = row?;
+            out.push(JournalEntry {
+                id,
+                flow,
+                key,
+                target,
+                operation,
+                idempotency_key,
+                payload: serde_json::from_str(&payload)
+                    .map_err(|e| StateStoreError::Corrupt(e.to_string()))?,
+                state: JournalState::Pending,
+                created_at: parse_ts(&created)?,
+            });
+        }
+        Ok(out)
+    }
+
+    fn put_failure(&self, f: &Failure) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO failures (flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+             ON CONFLICT (flow, key) DO UPDATE SET source_record = excluded.source_record,
+               payload = excluded.payload, error = excluded.error, status = excluded.status,
+               response = excluded.response, attempts = failures.attempts + 1,
+               updated_at = excluded.updated_at",
+            params![
+                f.flow,
+                f.key,
+                f.source_record.to_string(),
+                f.payload.as_ref().map(Value::to_string),
+                f.error,
+                f.status,
+                f.response.as_ref().map(Value::to_string),
+                ts(f.updated_at),
+            ],
+        )?;
+        let id = conn.query_row(
+            "SELECT id FROM failures WHERE flow = ?1 AND key = ?2",
+            params![f.flow, f.key],
+            |r| r.get(0),
+        )?;
+        Ok(id)
+    }
+
+    fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM failures WHERE flow = ?1 AND key = ?2",
+            params![flow, key],
+        )?;
+        Ok(())
+    }
+
+    fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at
+             FROM failures WHERE (?1 IS NULL OR flow = ?1) ORDER BY id",
+        )?;
+        let rows = stmt.query_map([flow], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<u16>>(6)?,
+                r.get::<_, u32>(8)?,
+                row_failure(r)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (
+                id,
+                status,
+                attempts,
+                [
+                    source,
+                    payload,
+                    error,
+                    response,
+                    created,
+                    updated,
+                    flow,
+                    key,
+                ],
+            ) = row?;
+            Ok(Failure {
+                id,
+                flow: flow.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+                source_record: json(source)?.unwrap_or(Value::Null),
+                payload: json(payload)?,
+                error: error.unwrap_or_default(),
+                status,
+                response: json(response)?,
+                attempts,
+                created_at: parse_ts(created.as_deref().unwrap_or(""))?,
+                updated_at: parse_ts(updated.as_deref().unwrap_or(""))?,
+            })
+        })
+        .collect()
+    }
+
+    fn failure(&self, id: i64) -> Result<Option<Failure>> {
+        Ok(self.failures(None)?.into_iter().find(|f| f.id == id))
+    }
+
+    fn discard_failure(&self, id: i64) -> Result<bool> {
+        Ok(self
+            .conn()
+            .execute("DELETE FROM failures WHERE id = ?1", [id])?
+            > 0)
+    }
+
+    fn run_start(&self, flow: &str, kind: &str, at: DateTime<Utc>) -> Result<i64> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO runs (flow, kind, started_at, status, counts) VALUES (?1, ?2, ?3, 'running', '{}')",
+            params![flow, kind, ts(at)],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    fn run_finish(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        status: &str,
+        counts: &Value,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.conn().execute(
+            "UPDATE runs SET finished_at = ?2, status = ?3, counts = ?4, error = ?5 WHERE id = ?1",
+            params![id, ts(at), status, counts.to_string(), error],
+        )?;
+        Ok(())
+    }
+
+    fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, flow, kind, started_at, finished_at, status, counts, error FROM runs
+             WHERE (?1 IS NULL OR flow = ?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![flow, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, String>(5)?,
+                r.get::<_, String>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, flow, kind, started, finished, status, counts, error) = row?;
+            Ok(RunRecord {
+                id,
+                flow,
+                kind,
+                started_at: parse_ts(&started)?,
+                finished_at: finished.as_deref().map(parse_ts).transpose()?,
+                status,
+                counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
+                error,
+            })
+        })
+        .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bindings_survive_reopen_and_journal_is_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let scope = Scope::new("product", "shop", "erp");
+        assert_eq!((scope.a.as_str(), scope.b.as_str()), ("erp", "shop"));
+        {
+            let s = SqliteStore::open(&path).unwrap();
+            let b = Binding {
+                key: "A1".into(),
+                id_b: Some("812".into()),
+                base_b: Some(json!({"sku": "A1", "price": 50})),
+                ..Default::default()
+            };
+            let e = JournalEntry {
+                id: 0,
+                flow: "f".into(),
+                key: "A1".into(),
+                target: "erp".into(),
+                operation: "create".into(),
+                idempotency_key: "k".into(),
+                payload: json!({"x": 1}),
+                state: JournalState::Pending,
+                created_at: Utc::now(),
+            };
+            let id = s.journal_begin(&e).unwrap();
+            assert_eq!(s.journal_pending("f").unwrap().len(), 1);
+            s.journal_finish(id, JournalState::Done, Some((&scope, &b)))
+                .unwrap();
+            assert!(s.journal_pending("f").unwrap().is_empty());
+            s.set_cursor("f", "2026-11-26T10:00:00Z".parse().unwrap())
+                .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let got = s.bindings(&scope, &["A1".into(), "B2".into()]).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got["A1"].base_b, Some(json!({"sku": "A1", "price": 50})));
+        assert_eq!(
+            s.binding_by_id(&scope, false, "812").unwrap().unwrap().key,
+            "A1"
+        );
+        assert_eq!(
+            s.cursor("f").unwrap().unwrap().to_rfc3339(),
+            "2026-11-26T10:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn failures_are_kept_once_per_record_and_counted() {
+        let s = SqliteStore::in_memory().unwrap();
+        let mut f = Failure {
+            id: 0,
+            flow: "orders".into(),
+            key: "1001".into(),
+            source_record: json!({"number": "1001"}),
+            payload: Some(json!({"lines": []})),
+            error: "unknown product code".into(),
+            status: Some(200),
+            response: Some(json!({"errorText": "x"})),
+            attempts: 0,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        };
+        let id = s.put_failure(&f).unwrap();
+        f.error = "again".into();
+        assert_eq!(s.put_failure(&f).unwrap(), id);
+        let all = s.failures(Some("orders")).unwrap();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].attempts, all[0].error.as_str()), (2, "again"));
+        assert!(s.discard_failure(id).unwrap());
+        assert!(s.failures(None).unwrap().is_empty());
+    }
+}
