@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod connector;
 pub mod expr;
 pub mod redact;
 pub mod sim;
