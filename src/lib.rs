@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod compile;
 pub mod config;
+pub mod connector;
 pub mod expr;
 pub mod redact;
 pub mod sim;

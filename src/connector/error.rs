@@ -1,0 +1,103 @@
+//! Why a call failed, in the terms the engine decides on: give up on the record, look it up
+//! before trying again, wait, or fix the flow file.
+
+use serde_json::Value;
+
+/// A failed call. Every text and body in it has been through `redact`.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The system refused the request for good (4xx, or a rule classified it `fail`).
+    #[error("`{system}.{operation}` failed with status {status}: {message}")]
+    Permanent {
+        system: String,
+        operation: String,
+        status: u16,
+        message: String,
+        body: Box<Value>,
+    },
+    /// The record does not exist.
+    #[error("`{system}.{operation}` found nothing (status {status})")]
+    NotFound {
+        system: String,
+        operation: String,
+        status: u16,
+        body: Box<Value>,
+    },
+    /// A write that is not safe to repeat may or may not have been applied; it was not sent
+    /// again. The engine resolves it by a lookup before any retry.
+    #[error("`{system}.{operation}` outcome unknown, not sent again: {message}")]
+    InDoubt {
+        system: String,
+        operation: String,
+        status: Option<u16>,
+        message: String,
+    },
+    /// The system kept answering "too many requests" until the attempts ran out.
+    #[error("`{system}.{operation}` still rate limited after {attempts} attempts")]
+    RateLimited {
+        system: String,
+        operation: String,
+        attempts: u32,
+    },
+    /// The system could not be reached, or kept failing, until the attempts ran out.
+    #[error("`{system}.{operation}` failed after {attempts} attempts: {message}")]
+    Transport {
+        system: String,
+        operation: String,
+        status: Option<u16>,
+        attempts: u32,
+        message: String,
+    },
+    /// A listing would not end: a repeated page, a cursor seen before, or `max_pages`.
+    #[error("`{system}.{operation}` pagination stopped at page {page}: {message}")]
+    Pagination {
+        system: String,
+        operation: String,
+        page: u32,
+        message: String,
+    },
+    /// No token could be obtained, or the system refused the credentials.
+    #[error("system `{system}` authentication failed: {message}")]
+    Auth {
+        system: String,
+        status: Option<u16>,
+        message: String,
+    },
+    /// A template of the operation could not be rendered with this input.
+    #[error("`{system}.{operation}` could not be rendered: {message}")]
+    Render {
+        system: String,
+        operation: String,
+        message: String,
+    },
+    /// The system has no operation of that name.
+    #[error("system `{system}` has no operation `{operation}` (known: {})", known.join(", "))]
+    UnknownOperation {
+        system: String,
+        operation: String,
+        known: Vec<String>,
+    },
+}
+
+impl CallError {
+    /// The HTTP status behind the error, when there was a response.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            CallError::Permanent { status, .. } | CallError::NotFound { status, .. } => {
+                Some(*status)
+            }
+            CallError::InDoubt { status, .. }
+            | CallError::Transport { status, .. }
+            | CallError::Auth { status, .. } => *status,
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same call later may succeed without changing the flow or the data.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            CallError::RateLimited { .. } | CallError::Transport { .. }
+        )
+    }
+}

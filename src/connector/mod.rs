@@ -1,0 +1,20 @@
+//! The generic HTTP connector: operations compiled from the flow files, executed against a
+//! system's API with its auth, rate-limit budget, retry and error policy, and pagination.
+
+mod auth;
+mod decode;
+mod error;
+mod operation;
+mod paginate;
+mod ratelimit;
+mod retry;
+mod rules;
+mod stats;
+mod system;
+
+pub use error::CallError;
+pub use operation::{CompileProblem, Operation, ProblemKind};
+pub use retry::{backoff_ceiling, parse_retry_after};
+pub use rules::{StatusRange, parse_status_pattern};
+pub use stats::{ConnectorStats, StatsSnapshot};
+pub use system::{CallInput, CallOutput, HttpSystem, Page};

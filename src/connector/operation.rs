@@ -1,0 +1,378 @@
+//! An operation compiled once from its `OperationConfig`: templates, JSONPaths, rules and
+//! pagination parsed up front, so a broken expression fails `erpsync validate`, not a run.
+
+use std::fmt;
+
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, SecondsFormat, Utc};
+use handlebars::Context;
+use serde_json::{Map, Value};
+
+use super::paginate::Paginate;
+use super::rules::Rule;
+use crate::config::model::{
+    BodyFormat, DecodeRuleConfig, HttpMethod, OperationConfig, PaginationConfig,
+};
+use crate::expr::{JsonPath, Template, TemplateRenderError};
+
+/// What kind of expression a problem is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// A JSONPath (or a JSONPath filter condition) that does not parse.
+    JsonPath,
+    /// A template that does not compile.
+    Template,
+    /// Any other invalid value.
+    Invalid,
+}
+
+/// One problem in an operation or a system, at a path relative to it (`query.limit`,
+/// `body.client.name`, `errors.0.when`), so `erpsync validate` can point at the YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileProblem {
+    pub path: String,
+    pub kind: ProblemKind,
+    pub message: String,
+}
+
+impl CompileProblem {
+    pub(crate) fn new(
+        path: impl Into<String>,
+        kind: ProblemKind,
+        message: impl Into<String>,
+    ) -> Self {
+        CompileProblem {
+            path: path.into(),
+            kind,
+            message: message.into(),
+        }
+    }
+
+    /// The same problem under a parent path (`operations.list_products.` + `query.limit`).
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.path = format!("{prefix}.{}", self.path);
+        self
+    }
+}
+
+impl fmt::Display for CompileProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "`{}`: {}", self.path, self.message)
+    }
+}
+
+/// Collects problems while compiling; each helper records a failure and returns `None`.
+#[derive(Default)]
+pub(crate) struct Problems(pub Vec<CompileProblem>);
+
+impl Problems {
+    pub fn template(&mut self, path: &str, src: &str) -> Option<Template> {
+        Template::compile(src)
+            .map_err(|e| {
+                self.0.push(CompileProblem::new(
+                    path,
+                    ProblemKind::Template,
+                    e.to_string(),
+                ))
+            })
+            .ok()
+    }
+
+    pub fn path(&mut self, path: &str, src: &str) -> Option<JsonPath> {
+        JsonPath::parse(src)
+            .map_err(|e| {
+                self.0.push(CompileProblem::new(
+                    path,
+                    ProblemKind::JsonPath,
+                    e.to_string(),
+                ))
+            })
+            .ok()
+    }
+
+    pub fn invalid(&mut self, path: &str, message: impl Into<String>) {
+        self.0
+            .push(CompileProblem::new(path, ProblemKind::Invalid, message))
+    }
+
+    /// Templates of a map (`query`, `headers`), in key order.
+    pub fn template_map<'a>(
+        &mut self,
+        prefix: &str,
+        map: impl IntoIterator<Item = (&'a String, &'a String)>,
+    ) -> Vec<(String, Template)> {
+        map.into_iter()
+            .filter_map(|(k, v)| Some((k.clone(), self.template(&format!("{prefix}.{k}"), v)?)))
+            .collect()
+    }
+}
+
+/// A JSON body whose string leaves are templates.
+#[derive(Debug, Clone)]
+pub(crate) enum BodyTemplate {
+    Fixed(Value),
+    Text(Template),
+    Array(Vec<BodyTemplate>),
+    Object(Vec<(String, BodyTemplate)>),
+}
+
+impl BodyTemplate {
+    pub fn compile(value: &Value, path: &str, problems: &mut Problems) -> BodyTemplate {
+        match value {
+            Value::String(s) => match problems.template(path, s) {
+                Some(t) if !t.is_literal() => BodyTemplate::Text(t),
+                _ => BodyTemplate::Fixed(value.clone()),
+            },
+            Value::Array(items) => BodyTemplate::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| BodyTemplate::compile(v, &format!("{path}.{i}"), problems))
+                    .collect(),
+            ),
+            Value::Object(m) => BodyTemplate::Object(
+                m.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            BodyTemplate::compile(v, &format!("{path}.{k}"), problems),
+                        )
+                    })
+                    .collect(),
+            ),
+            other => BodyTemplate::Fixed(other.clone()),
+        }
+    }
+
+    pub fn render(&self, ctx: &Context) -> Result<Value, TemplateRenderError> {
+        Ok(match self {
+            BodyTemplate::Fixed(v) => v.clone(),
+            BodyTemplate::Text(t) => t.render_value(ctx)?,
+            BodyTemplate::Array(items) => Value::Array(
+                items
+                    .iter()
+                    .map(|b| b.render(ctx))
+                    .collect::<Result<_, _>>()?,
+            ),
+            BodyTemplate::Object(fields) => {
+                let mut m = Map::new();
+                for (k, b) in fields {
+                    m.insert(k.clone(), b.render(ctx)?);
+                }
+                Value::Object(m)
+            }
+        })
+    }
+}
+
+/// How `{{since}}` is written.
+#[derive(Debug, Clone)]
+pub(crate) enum SinceFormat {
+    Rfc3339,
+    Unix,
+    Chrono(String),
+}
+
+impl SinceFormat {
+    pub fn format(&self, t: DateTime<Utc>) -> Value {
+        match self {
+            SinceFormat::Rfc3339 => Value::String(t.to_rfc3339_opts(SecondsFormat::Secs, true)),
+            SinceFormat::Unix => Value::from(t.timestamp()),
+            SinceFormat::Chrono(f) => Value::String(t.format(f).to_string()),
+        }
+    }
+}
+
+/// A compiled operation.
+#[derive(Debug, Clone)]
+pub struct Operation {
+    pub(crate) method: HttpMethod,
+    pub(crate) path: Template,
+    pub(crate) query: Vec<(String, Template)>,
+    pub(crate) headers: Vec<(String, Template)>,
+    pub(crate) body: Option<BodyTemplate>,
+    pub(crate) body_format: BodyFormat,
+    pub(crate) records: Option<JsonPath>,
+    pub(crate) record: Option<JsonPath>,
+    pub(crate) paginate: Option<Paginate>,
+    pub(crate) max_pages: u32,
+    pub(crate) since_format: SinceFormat,
+    pub(crate) idempotent: Option<bool>,
+    pub(crate) idempotency_key: Option<Option<String>>,
+    pub(crate) rules: Vec<Rule>,
+    pub(crate) decode: Vec<DecodeRuleConfig>,
+}
+
+impl Operation {
+    /// Compiles an operation, collecting every problem rather than stopping at the first.
+    pub fn compile(cfg: &OperationConfig) -> Result<Operation, Vec<CompileProblem>> {
+        let mut p = Problems::default();
+        let path = p.template("path", &cfg.path);
+        let query = p.template_map("query", &cfg.query);
+        let headers = p.template_map("headers", &cfg.headers);
+        let body = cfg
+            .body
+            .as_ref()
+            .map(|b| BodyTemplate::compile(b, "body", &mut p));
+        if cfg.body_format == BodyFormat::Form && cfg.body.as_ref().is_some_and(|b| !b.is_object())
+        {
+            p.invalid("body", "a `form` body must be a map of fields");
+        }
+        let records = cfg.records.as_deref().and_then(|s| p.path("records", s));
+        let record = cfg.record.as_deref().and_then(|s| p.path("record", s));
+        let paginate = cfg
+            .paginate
+            .as_ref()
+            .and_then(|pc| Paginate::compile(pc, &mut p));
+        if cfg.paginate.is_some() && cfg.records.is_none() {
+            p.invalid(
+                "records",
+                "a paginated operation needs `records` to find each page's records",
+            );
+        }
+        if let Some(PaginationConfig::Page { size: Some(0), .. }) = &cfg.paginate {
+            p.invalid("paginate.size", "the page size must be at least 1");
+        }
+        if let Some(PaginationConfig::Offset { limit: 0, .. }) = &cfg.paginate {
+            p.invalid("paginate.limit", "the limit must be at least 1");
+        }
+        if cfg.max_pages == 0 {
+            p.invalid("max_pages", "`max_pages` must be at least 1");
+        }
+        let since_format = match cfg.since_format.as_deref() {
+            None | Some("rfc3339") => SinceFormat::Rfc3339,
+            Some("unix") => SinceFormat::Unix,
+            Some(f) => {
+                if f.is_empty() || StrftimeItems::new(f).any(|i| matches!(i, Item::Error)) {
+                    p.invalid(
+                        "since_format",
+                        format!("`{f}` is neither `rfc3339`, `unix` nor a valid chrono format"),
+                    );
+                }
+                SinceFormat::Chrono(f.to_string())
+            }
+        };
+        let rules = Rule::compile_all(&cfg.errors, "errors", &mut p.0);
+        for (i, d) in cfg.decode.iter().enumerate() {
+            if d.marker.is_empty() || d.value.is_empty() {
+                p.invalid(
+                    &format!("decode.{i}"),
+                    "`marker` and `value` must not be empty",
+                );
+            }
+        }
+        if !p.0.is_empty() {
+            return Err(p.0);
+        }
+        Ok(Operation {
+            method: cfg.method,
+            path: path.expect("no problem means the path compiled"),
+            query,
+            headers,
+            body,
+            body_format: cfg.body_format,
+            records,
+            record,
+            paginate,
+            max_pages: cfg.max_pages,
+            since_format,
+            idempotent: cfg.idempotent,
+            idempotency_key: cfg.idempotency_key.as_ref().map(|k| k.header.clone()),
+            rules,
+            decode: cfg.decode.clone(),
+        })
+    }
+
+    pub fn method(&self) -> HttpMethod {
+        self.method
+    }
+
+    /// Whether the request may be sent again after a failure with unknown outcome.
+    pub(crate) fn safe_to_repeat(&self, has_idempotency_key: bool) -> bool {
+        let by_method = matches!(
+            self.method,
+            HttpMethod::Get | HttpMethod::Put | HttpMethod::Delete
+        );
+        self.idempotent.unwrap_or(by_method)
+            || (self.idempotency_key.is_some() && has_idempotency_key)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn compile(v: Value) -> Result<Operation, Vec<CompileProblem>> {
+        Operation::compile(&serde_json::from_value(v).unwrap())
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_path() {
+        let problems = compile(json!({
+            "path": "/x/{{#if}}",
+            "query": {"limit": "{{upperr a}}", "ok": "{{a}}"},
+            "body": {"client": {"name": "{{#each}}"}, "lines": [{"sku": "{{nope x}}"}]},
+            "records": "data",
+            "paginate": {"kind": "next_url", "path": "$.meta["},
+            "since_format": "%Q",
+            "errors": [{"when": "@.a ==", "action": "fail"}]
+        }))
+        .unwrap_err();
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "path",
+                "query.limit",
+                "body.client.name",
+                "body.lines.0.sku",
+                "records",
+                "paginate.path",
+                "since_format",
+                "errors.0.when"
+            ]
+        );
+        assert_eq!(problems[1].kind, ProblemKind::Template);
+        assert_eq!(problems[4].kind, ProblemKind::JsonPath);
+    }
+
+    #[test]
+    fn paginated_operations_need_records() {
+        let problems =
+            compile(json!({"path": "/p", "paginate": {"kind": "link_header"}})).unwrap_err();
+        assert_eq!(problems[0].path, "records");
+    }
+
+    #[test]
+    fn safety_follows_method_flag_and_key() {
+        let op = |v| compile(v).unwrap();
+        assert!(op(json!({"path": "/p"})).safe_to_repeat(false));
+        assert!(op(json!({"path": "/p", "method": "PUT"})).safe_to_repeat(false));
+        let post = op(json!({"path": "/p", "method": "POST"}));
+        assert!(!post.safe_to_repeat(true));
+        let keyed = op(json!({"path": "/p", "method": "POST", "idempotency_key": {}}));
+        assert!(keyed.safe_to_repeat(true));
+        assert!(!keyed.safe_to_repeat(false));
+        assert!(
+            op(json!({"path": "/p", "method": "PATCH", "idempotent": true})).safe_to_repeat(false)
+        );
+        assert!(!op(json!({"path": "/p", "idempotent": false})).safe_to_repeat(false));
+    }
+
+    #[test]
+    fn since_formats() {
+        let t = DateTime::parse_from_rfc3339("2026-02-03T04:05:06Z")
+            .unwrap()
+            .to_utc();
+        assert_eq!(
+            SinceFormat::Rfc3339.format(t),
+            json!("2026-02-03T04:05:06Z")
+        );
+        assert_eq!(SinceFormat::Unix.format(t), json!(1770091506));
+        assert_eq!(
+            SinceFormat::Chrono("%Y-%m-%d %H:%M:%S".into()).format(t),
+            json!("2026-02-03 04:05:06")
+        );
+    }
+}

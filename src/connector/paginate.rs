@@ -1,0 +1,311 @@
+//! Pagination: where the next page of a list is, and when a list has ended. Every kind also
+//! guards against a server that would keep a listing going forever.
+
+use std::collections::HashSet;
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+use url::Url;
+
+use super::operation::Problems;
+use crate::config::model::PaginationConfig;
+use crate::expr::JsonPath;
+
+#[derive(Debug, Clone)]
+pub(crate) enum TotalPages {
+    Header(String),
+    Body(JsonPath),
+}
+
+/// A compiled `paginate` section.
+#[derive(Debug, Clone)]
+pub(crate) enum Paginate {
+    Page {
+        param: String,
+        start: u64,
+        size_param: Option<String>,
+        size: Option<u64>,
+        total_pages: Option<TotalPages>,
+    },
+    Offset {
+        offset_param: String,
+        limit_param: String,
+        limit: u64,
+    },
+    Cursor {
+        cursor_path: JsonPath,
+        param: String,
+    },
+    LinkHeader,
+    NextUrl {
+        path: JsonPath,
+    },
+}
+
+/// Where the next page is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// The operation's own request with these query parameters set.
+    Query(Vec<(String, String)>),
+    /// A URL given by the server, used verbatim.
+    Url(String),
+}
+
+/// What the pager needs to know about the page just read.
+pub(crate) struct PageSeen<'a> {
+    pub url: &'a str,
+    pub headers: &'a HeaderMap,
+    pub body: &'a Value,
+    pub records: usize,
+}
+
+/// Progress through one listing.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    page: u64,
+    offset: u64,
+    seen: HashSet<String>,
+}
+
+impl Paginate {
+    pub fn compile(cfg: &PaginationConfig, p: &mut Problems) -> Option<Paginate> {
+        Some(match cfg {
+            PaginationConfig::Page {
+                param,
+                start,
+                size_param,
+                size,
+                total_pages,
+            } => {
+                let total_pages = match total_pages.as_deref() {
+                    None => None,
+                    Some(t) => match t.strip_prefix("header:") {
+                        Some(h) if !h.trim().is_empty() => {
+                            Some(TotalPages::Header(h.trim().into()))
+                        }
+                        Some(_) => {
+                            p.invalid("paginate.total_pages", "`header:` needs a header name");
+                            return None;
+                        }
+                        None => Some(TotalPages::Body(p.path("paginate.total_pages", t)?)),
+                    },
+                };
+                Paginate::Page {
+                    param: param.clone(),
+                    start: *start,
+                    size_param: size_param.clone(),
+                    size: *size,
+                    total_pages,
+                }
+            }
+            PaginationConfig::Offset {
+                offset_param,
+                limit_param,
+                limit,
+            } => Paginate::Offset {
+                offset_param: offset_param.clone(),
+                limit_param: limit_param.clone(),
+                limit: *limit,
+            },
+            PaginationConfig::Cursor { cursor_path, param } => Paginate::Cursor {
+                cursor_path: p.path("paginate.cursor_path", cursor_path)?,
+                param: param.clone(),
+            },
+            PaginationConfig::LinkHeader {} => Paginate::LinkHeader,
+            PaginationConfig::NextUrl { path } => Paginate::NextUrl {
+                path: p.path("paginate.path", path)?,
+            },
+        })
+    }
+
+    /// Query parameters of the first page.
+    pub fn first(&self, progress: &mut Progress) -> Vec<(String, String)> {
+        match self {
+            Paginate::Page {
+                param,
+                start,
+                size_param,
+                size,
+                ..
+            } => {
+                progress.page = *start;
+                let mut q = vec![(param.clone(), start.to_string())];
+                if let (Some(sp), Some(s)) = (size_param, size) {
+                    q.push((sp.clone(), s.to_string()));
+                }
+                q
+            }
+            Paginate::Offset {
+                offset_param,
+                limit_param,
+                limit,
+            } => vec![
+                (offset_param.clone(), "0".into()),
+                (limit_param.clone(), limit.to_string()),
+            ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// The next page after `seen`, `None` at the end, or why the listing cannot go on.
+    pub fn next(&self, progress: &mut Progress, seen: &PageSeen) -> Result<Option<Next>, String> {
+        match self {
+            Paginate::Page {
+                param,
+                start,
+                size_param,
+                size,
+                total_pages,
+            } => {
+                if seen.records == 0 || size.is_some_and(|s| (seen.records as u64) < s) {
+                    return Ok(None);
+                }
+                if let Some(total) = total_pages {
+                    let total = match total {
+                        TotalPages::Header(h) => seen
+                            .headers
+                            .get(h.as_str())
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim().parse::<u64>().ok()),
+                        TotalPages::Body(path) => path.first(seen.body).and_then(as_u64),
+                    };
+                    if let Some(total) = total
+                        && progress.page + 1 >= start + total
+                    {
+                        return Ok(None);
+                    }
+                }
+                progress.page += 1;
+                let mut q = vec![(param.clone(), progress.page.to_string())];
+                if let (Some(sp), Some(s)) = (size_param, size) {
+                    q.push((sp.clone(), s.to_string()));
+                }
+                Ok(Some(Next::Query(q)))
+            }
+            Paginate::Offset {
+                offset_param,
+                limit_param,
+                limit,
+            } => {
+                if (seen.records as u64) < *limit {
+                    return Ok(None);
+                }
+                progress.offset += limit;
+                Ok(Some(Next::Query(vec![
+                    (offset_param.clone(), progress.offset.to_string()),
+                    (limit_param.clone(), limit.to_string()),
+                ])))
+            }
+            Paginate::Cursor { cursor_path, param } => {
+                let Some(cursor) = cursor_path.first(seen.body).and_then(as_text) else {
+                    return Ok(None);
+                };
+                if !progress.seen.insert(cursor.clone()) {
+                    return Err(format!("the cursor `{cursor}` was already used"));
+                }
+                Ok(Some(Next::Query(vec![(param.clone(), cursor)])))
+            }
+            Paginate::LinkHeader => {
+                let next = seen
+                    .headers
+                    .get_all(reqwest::header::LINK)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .find_map(next_link);
+                follow(progress, seen.url, next)
+            }
+            Paginate::NextUrl { path } => {
+                follow(progress, seen.url, path.first(seen.body).and_then(as_text))
+            }
+        }
+    }
+}
+
+/// A next URL, resolved against the current one, that must not lead back to a page already
+/// read.
+fn follow(
+    progress: &mut Progress,
+    current: &str,
+    next: Option<String>,
+) -> Result<Option<Next>, String> {
+    progress.seen.insert(current.to_string());
+    let Some(next) = next else { return Ok(None) };
+    let absolute = Url::parse(current)
+        .and_then(|base| base.join(&next))
+        .map_err(|e| format!("the next page URL `{next}` is not valid: {e}"))?
+        .to_string();
+    if progress.seen.contains(&absolute) {
+        return Err(format!("the next page URL `{absolute}` was already read"));
+    }
+    Ok(Some(Next::Url(absolute)))
+}
+
+fn as_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.is_empty() => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn as_u64(v: &Value) -> Option<u64> {
+    match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+/// The `rel="next"` target of one `Link` header value (RFC 8288), which may list several
+/// links: `<https://…?page_info=x>; rel="next", <…>; rel="previous"`.
+pub(crate) fn next_link(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(open) = rest.find('<') {
+        let after = &rest[open + 1..];
+        let close = after.find('>')?;
+        let target = &after[..close];
+        let params_end = after[close..].find('<').map_or(after.len(), |i| close + i);
+        let params = &after[close + 1..params_end];
+        let is_next = params.split(';').any(|p| {
+            let Some((k, v)) = p.split_once('=') else {
+                return false;
+            };
+            k.trim().eq_ignore_ascii_case("rel")
+                && v.trim()
+                    .trim_end_matches(',')
+                    .trim()
+                    .trim_matches('"')
+                    .split_whitespace()
+                    .any(|r| r.eq_ignore_ascii_case("next"))
+        });
+        if is_next {
+            return Some(target.to_string());
+        }
+        rest = &after[params_end..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn link_headers() {
+        let h = r#"<https://s/orders.json?page_info=p1&limit=50>; rel="previous", <https://s/orders.json?page_info=n2&limit=50>; rel="next""#;
+        assert_eq!(
+            next_link(h).as_deref(),
+            Some("https://s/orders.json?page_info=n2&limit=50")
+        );
+        assert_eq!(next_link(r#"<https://s/a>; rel="prev""#), None);
+        assert_eq!(
+            next_link("</p?page=2>; rel=next").as_deref(),
+            Some("/p?page=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://s/x>; rel="last next""#).as_deref(),
+            Some("https://s/x")
+        );
+        assert_eq!(next_link(""), None);
+    }
+}

@@ -1,0 +1,256 @@
+//! The error policy: response classification rules (operation's, then system's, then the
+//! built-in defaults) that turn a status and a body into an action.
+
+use handlebars::Context;
+use serde_json::{Value, json};
+
+use super::operation::{CompileProblem, ProblemKind};
+use crate::config::model::{ErrorAction, ErrorRuleConfig, StatusPattern};
+use crate::expr::{Predicate, Template};
+
+/// An inclusive range of status codes; a single code is a range of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusRange {
+    pub low: u16,
+    pub high: u16,
+}
+
+impl StatusRange {
+    pub fn contains(&self, status: u16) -> bool {
+        (self.low..=self.high).contains(&status)
+    }
+}
+
+/// Reads `404`, `"404"`, `"4xx"` or `"500-504"`.
+pub fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRange, String> {
+    let valid = |c: u16| (100..=599).contains(&c);
+    let range = match pattern {
+        StatusPattern::Code(c) => StatusRange { low: *c, high: *c },
+        StatusPattern::Pattern(p) => {
+            let p = p.trim();
+            let lower = p.to_ascii_lowercase();
+            if let Some(class) = lower.strip_suffix("xx") {
+                let d: u16 = class
+                    .parse()
+                    .ok()
+                    .filter(|d| (1..=5).contains(d) && class.len() == 1)
+                    .ok_or_else(|| format!("`{p}` is not a status class such as `4xx`"))?;
+                StatusRange {
+                    low: d * 100,
+                    high: d * 100 + 99,
+                }
+            } else if let Some((a, b)) = p.split_once('-') {
+                let parse = |s: &str| s.trim().parse::<u16>().ok();
+                match (parse(a), parse(b)) {
+                    (Some(low), Some(high)) if low <= high => StatusRange { low, high },
+                    _ => return Err(format!("`{p}` is not a status range such as `500-599`")),
+                }
+            } else {
+                let c = p
+                    .parse::<u16>()
+                    .map_err(|_| format!("`{p}` is not a status code, class or range"))?;
+                StatusRange { low: c, high: c }
+            }
+        }
+    };
+    if valid(range.low) && valid(range.high) {
+        Ok(range)
+    } else {
+        Err("status codes lie between 100 and 599".into())
+    }
+}
+
+/// A compiled classification rule.
+#[derive(Debug, Clone)]
+pub(crate) struct Rule {
+    statuses: Vec<StatusRange>,
+    when: Option<Predicate>,
+    pub action: ErrorAction,
+    message: Option<Template>,
+}
+
+/// What a response means, with the rule's message when it has one.
+#[derive(Debug, Clone)]
+pub(crate) struct Verdict {
+    pub action: ErrorAction,
+    pub message: Option<String>,
+}
+
+impl Rule {
+    /// Compiles `errors` rules; problem paths start with `prefix` (`errors`).
+    pub fn compile_all(
+        rules: &[ErrorRuleConfig],
+        prefix: &str,
+        problems: &mut Vec<CompileProblem>,
+    ) -> Vec<Rule> {
+        let mut out = Vec::new();
+        for (i, cfg) in rules.iter().enumerate() {
+            let at = format!("{prefix}.{i}");
+            let mut ok = true;
+            let mut statuses = Vec::new();
+            for (j, s) in cfg.status.iter().enumerate() {
+                match parse_status_pattern(s) {
+                    Ok(r) => statuses.push(r),
+                    Err(message) => {
+                        ok = false;
+                        problems.push(CompileProblem::new(
+                            format!("{at}.status.{j}"),
+                            ProblemKind::Invalid,
+                            message,
+                        ));
+                    }
+                }
+            }
+            let when = match cfg.when.as_deref().map(Predicate::parse).transpose() {
+                Ok(w) => w,
+                Err(e) => {
+                    ok = false;
+                    problems.push(CompileProblem::new(
+                        format!("{at}.when"),
+                        ProblemKind::JsonPath,
+                        e.to_string(),
+                    ));
+                    None
+                }
+            };
+            let message = match cfg.message.as_deref().map(Template::compile).transpose() {
+                Ok(m) => m,
+                Err(e) => {
+                    ok = false;
+                    problems.push(CompileProblem::new(
+                        format!("{at}.message"),
+                        ProblemKind::Template,
+                        e.to_string(),
+                    ));
+                    None
+                }
+            };
+            if ok {
+                out.push(Rule {
+                    statuses,
+                    when,
+                    action: cfg.action,
+                    message,
+                });
+            }
+        }
+        out
+    }
+
+    fn matches(&self, status: u16, body: &Value) -> bool {
+        (self.statuses.is_empty() || self.statuses.iter().any(|r| r.contains(status)))
+            && self.when.as_ref().is_none_or(|p| p.matches(body))
+    }
+}
+
+/// Classifies a response: the first matching operation rule, then system rule, then the
+/// defaults (2xx success, 404 not found, 409 fail, 429 rate limited, 5xx retry, else fail).
+pub(crate) fn classify(layers: &[&[Rule]], status: u16, body: &Value) -> Verdict {
+    for rule in layers.iter().flat_map(|l| l.iter()) {
+        if rule.matches(status, body) {
+            let message = rule.message.as_ref().map(|t| {
+                let ctx = Context::from(json!({"body": body, "status": status}));
+                // A message that fails to render must not hide the failure it describes.
+                t.render(&ctx).unwrap_or_else(|e| e.to_string())
+            });
+            return Verdict {
+                action: rule.action,
+                message,
+            };
+        }
+    }
+    let action = match status {
+        200..=299 => ErrorAction::Success,
+        404 => ErrorAction::NotFound,
+        429 => ErrorAction::RateLimited,
+        500..=599 => ErrorAction::Retry,
+        _ => ErrorAction::Fail,
+    };
+    Verdict {
+        action,
+        message: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pat(s: &str) -> StatusPattern {
+        StatusPattern::Pattern(s.into())
+    }
+
+    #[test]
+    fn status_patterns() {
+        let r = |low, high| Ok(StatusRange { low, high });
+        assert_eq!(parse_status_pattern(&StatusPattern::Code(404)), r(404, 404));
+        assert_eq!(parse_status_pattern(&pat("409")), r(409, 409));
+        assert_eq!(parse_status_pattern(&pat("5xx")), r(500, 599));
+        assert_eq!(parse_status_pattern(&pat("4XX")), r(400, 499));
+        assert_eq!(parse_status_pattern(&pat("500-504")), r(500, 504));
+        assert_eq!(parse_status_pattern(&pat(" 400 - 403 ")), r(400, 403));
+        for bad in ["6xx", "45xx", "504-500", "abc", "99", "1000", "x-y"] {
+            assert!(parse_status_pattern(&pat(bad)).is_err(), "{bad}");
+        }
+        assert!(parse_status_pattern(&StatusPattern::Code(42)).is_err());
+    }
+
+    fn rules(yaml: Value) -> Vec<Rule> {
+        let cfg: Vec<ErrorRuleConfig> = serde_json::from_value(yaml).unwrap();
+        let mut problems = Vec::new();
+        let rules = Rule::compile_all(&cfg, "errors", &mut problems);
+        assert!(problems.is_empty(), "{problems:?}");
+        rules
+    }
+
+    #[test]
+    fn rules_come_before_defaults_and_body_predicates_apply() {
+        let sys = rules(json!([
+            {"status": [200], "when": "@.errorText && @.errorText != ''", "action": "fail",
+             "message": "smartbill: {{body.errorText}}"},
+            {"status": ["409"], "action": "already_done"}
+        ]));
+        let v = classify(&[&[], &sys], 200, &json!({"errorText": "Seria nu exista"}));
+        assert_eq!(v.action, ErrorAction::Fail);
+        assert_eq!(v.message.as_deref(), Some("smartbill: Seria nu exista"));
+        let ok = classify(&[&sys], 200, &json!({"errorText": "", "number": "12"}));
+        assert_eq!(ok.action, ErrorAction::Success);
+        assert_eq!(
+            classify(&[&sys], 409, &Value::Null).action,
+            ErrorAction::AlreadyDone
+        );
+        let op = rules(json!([{"status": ["4xx"], "action": "retry"}]));
+        assert_eq!(
+            classify(&[&op, &sys], 409, &Value::Null).action,
+            ErrorAction::Retry
+        );
+    }
+
+    #[test]
+    fn defaults() {
+        let d = |s| classify(&[], s, &Value::Null).action;
+        assert_eq!(d(204), ErrorAction::Success);
+        assert_eq!(d(404), ErrorAction::NotFound);
+        assert_eq!(d(409), ErrorAction::Fail);
+        assert_eq!(d(429), ErrorAction::RateLimited);
+        assert_eq!(d(503), ErrorAction::Retry);
+        assert_eq!(d(400), ErrorAction::Fail);
+        assert_eq!(d(301), ErrorAction::Fail);
+    }
+
+    #[test]
+    fn broken_rules_are_reported_with_their_path() {
+        let cfg: Vec<ErrorRuleConfig> = serde_json::from_value(json!([
+            {"action": "fail"},
+            {"status": ["7xx"], "when": "@.a ==", "message": "{{#if}}", "action": "fail"}
+        ]))
+        .unwrap();
+        let mut problems = Vec::new();
+        Rule::compile_all(&cfg, "errors", &mut problems);
+        let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["errors.1.status.0", "errors.1.when", "errors.1.message"]
+        );
+    }
+}

@@ -1,0 +1,787 @@
+//! A callable system: operations executed with the system's auth, rate-limit budget, retry
+//! and error policy. One `HttpSystem` is shared (behind an `Arc`) by every flow and shop that
+//! uses it, so the budget, the pauses and the token are shared too.
+
+use std::collections::BTreeMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use handlebars::Context;
+use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, RETRY_AFTER};
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::auth::{Auth, Credentials};
+use super::decode::decode;
+use super::error::CallError;
+use super::operation::{CompileProblem, Operation, Problems};
+use super::paginate::{Next, PageSeen, Progress};
+use super::ratelimit::RateLimiter;
+use super::retry::{RetryPolicy, parse_retry_after};
+use super::rules::{Rule, classify};
+use super::stats::ConnectorStats;
+use crate::clock::SharedClock;
+use crate::config::model::{BodyFormat, ErrorAction, HttpMethod, LockoutConfig, SystemConfig};
+use crate::expr::Template;
+use crate::redact::{redact, redact_json};
+
+/// What an operation is called with; every field is offered to its templates.
+#[derive(Debug, Clone, Default)]
+pub struct CallInput {
+    /// The payload, `{{record}}`.
+    pub record: Value,
+    /// The system's id of the record, `{{id}}`.
+    pub id: Option<String>,
+    /// The match key, `{{key}}`.
+    pub key: Option<String>,
+    /// Changed-since cursor of an incremental list, `{{since}}` (see `since_format`).
+    pub since: Option<DateTime<Utc>>,
+    /// Stable key of this write, `{{idempotency_key}}`; sent in the operation's
+    /// `idempotency_key.header` when it has one.
+    pub idempotency_key: Option<String>,
+    /// Further values, each at the top level of the template context.
+    pub extra: Map<String, Value>,
+}
+
+/// A successful call.
+#[derive(Debug, Clone)]
+pub struct CallOutput {
+    pub status: u16,
+    /// The response body after the `decode` rules: JSON, the text when it is not JSON, or
+    /// null when empty.
+    pub body: Value,
+    /// What the operation's `record` path selects, when it has one and it selects something.
+    pub record: Option<Value>,
+    /// What the operation's `records` path selects (empty without one).
+    pub records: Vec<Value>,
+    /// A rule said the write had already been applied (e.g. a duplicate idempotency key).
+    pub already_done: bool,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub records: Vec<Value>,
+    /// 1 for the first page read.
+    pub number: u32,
+}
+
+/// A response, decoded.
+struct Response {
+    status: u16,
+    headers: HeaderMap,
+    body: Value,
+    url: String,
+}
+
+/// A request ready to send but for its credentials.
+struct Rendered {
+    method: reqwest::Method,
+    url: Url,
+    headers: Vec<(String, String)>,
+    body: Option<(Vec<u8>, &'static str)>,
+}
+
+/// A system built from its `SystemConfig`.
+pub struct HttpSystem {
+    pub(crate) name: String,
+    base_url: Url,
+    client: reqwest::Client,
+    auth: Auth,
+    headers: Vec<(String, Template)>,
+    rules: Vec<Rule>,
+    retry: RetryPolicy,
+    limiter: RateLimiter,
+    lockout: Option<LockoutConfig>,
+    operations: BTreeMap<String, Arc<Operation>>,
+    pub(crate) system_vars: Value,
+    pub(crate) vars: Value,
+    pub(crate) clock: SharedClock,
+    pub(crate) stats: ConnectorStats,
+}
+
+impl std::fmt::Debug for HttpSystem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpSystem")
+            .field("name", &self.name)
+            .field("base_url", &redact(self.base_url.as_str()))
+            .finish_non_exhaustive()
+    }
+}
+
+impl HttpSystem {
+    /// Builds a system from its merged config (secrets substituted, `extends` resolved) and
+    /// its compiled operations. Problem paths are relative to the system.
+    pub fn build(
+        name: &str,
+        cfg: &SystemConfig,
+        operations: BTreeMap<String, Arc<Operation>>,
+        vars: Value,
+        clock: SharedClock,
+    ) -> Result<HttpSystem, Vec<CompileProblem>> {
+        let mut p = Problems::default();
+        let base_url = match cfg.base_url.as_deref() {
+            None => {
+                p.invalid("base_url", format!("system `{name}` has no `base_url`"));
+                None
+            }
+            Some(u) => match Url::parse(u) {
+                Ok(url) if url.scheme() == "http" || url.scheme() == "https" => Some(url),
+                Ok(_) => {
+                    p.invalid("base_url", format!("`{}` is not an http(s) URL", redact(u)));
+                    None
+                }
+                Err(e) => {
+                    p.invalid(
+                        "base_url",
+                        format!("`{}` is not a valid URL: {e}", redact(u)),
+                    );
+                    None
+                }
+            },
+        };
+        for key in cfg.headers.keys() {
+            if HeaderName::from_bytes(key.as_bytes()).is_err() {
+                p.invalid(
+                    &format!("headers.{key}"),
+                    format!("`{key}` is not a valid header name"),
+                );
+            }
+        }
+        let headers = p.template_map("headers", &cfg.headers);
+        let auth = Auth::compile(cfg.auth.as_ref(), &mut p);
+        let rules = Rule::compile_all(&cfg.errors, "errors", &mut p.0);
+        if let Some(rl) = &cfg.rate_limit {
+            if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
+                p.invalid(
+                    "rate_limit.per_second",
+                    "`per_second` must be a positive number",
+                );
+            }
+            if let Some(l) = &rl.lockout
+                && !(100..=599).contains(&l.status)
+            {
+                p.invalid(
+                    "rate_limit.lockout.status",
+                    format!("`{}` is not an HTTP status", l.status),
+                );
+            }
+        }
+        if cfg.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
+            p.invalid(
+                "retry.max_attempts",
+                "`max_attempts` counts the first attempt: at least 1",
+            );
+        }
+        let (connect_ms, request_ms) = cfg
+            .timeouts
+            .as_ref()
+            .map_or((5_000, 30_000), |t| (t.connect_ms, t.request_ms));
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(connect_ms))
+            .timeout(Duration::from_millis(request_ms))
+            // A redirect means a wrong base URL (MerchantPro redirects the non-www host);
+            // following it would resend credentials and bodies to another place.
+            .redirect(reqwest::redirect::Policy::none())
+            .build();
+        let client = match client {
+            Ok(c) => Some(c),
+            Err(e) => {
+                p.invalid("timeouts", format!("cannot build the HTTP client: {e}"));
+                None
+            }
+        };
+        match (p.0.is_empty(), base_url, client) {
+            (true, Some(base_url), Some(client)) => Ok(HttpSystem {
+                name: name.to_string(),
+                base_url,
+                client,
+                auth,
+                headers,
+                rules,
+                retry: RetryPolicy::from_config(cfg.retry.as_ref()),
+                limiter: RateLimiter::new(cfg.rate_limit.as_ref()),
+                lockout: cfg.rate_limit.as_ref().and_then(|r| r.lockout.clone()),
+                operations,
+                system_vars: serde_json::to_value(&cfg.vars).unwrap_or(Value::Null),
+                vars,
+                clock,
+                stats: ConnectorStats::default(),
+            }),
+            _ => Err(p.0),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn stats(&self) -> &ConnectorStats {
+        &self.stats
+    }
+
+    /// Whether the operation only reads (GET), so a dry run may call it.
+    pub fn is_read_only_op(&self, op: &str) -> bool {
+        self.operations
+            .get(op)
+            .is_some_and(|o| o.method == HttpMethod::Get)
+    }
+
+    pub fn operation_names(&self) -> impl Iterator<Item = &str> {
+        self.operations.keys().map(String::as_str)
+    }
+
+    /// Calls an operation once (with its retries).
+    pub async fn call(&self, op_name: &str, input: &CallInput) -> Result<CallOutput, CallError> {
+        let op = self.operation(op_name)?;
+        let (resp, already_done) = self
+            .execute(op_name, op, input, &Next::Query(vec![]))
+            .await?;
+        let record = op.record.as_ref().and_then(|p| p.extract(&resp.body));
+        let records = op
+            .records
+            .as_ref()
+            .map(|p| records_at(p, &resp.body))
+            .unwrap_or_default();
+        Ok(CallOutput {
+            status: resp.status,
+            body: resp.body,
+            record,
+            records,
+            already_done,
+        })
+    }
+
+    /// Lists an operation page by page, following its `paginate` section; empty pages are
+    /// not yielded. After an error the stream ends.
+    pub fn list<'a>(
+        &'a self,
+        op_name: &str,
+        input: CallInput,
+    ) -> impl Stream<Item = Result<Page, CallError>> + 'a {
+        struct State {
+            next: Result<Option<Next>, CallError>,
+            progress: Progress,
+            number: u32,
+            last_hash: Option<u64>,
+            input: CallInput,
+        }
+        let op_name = op_name.to_string();
+        let mut progress = Progress::default();
+        let start = self.operation(&op_name).map(|op| {
+            Some(Next::Query(
+                op.paginate
+                    .as_ref()
+                    .map(|p| p.first(&mut progress))
+                    .unwrap_or_default(),
+            ))
+        });
+        let state = State {
+            next: start,
+            progress,
+            number: 0,
+            last_hash: None,
+            input,
+        };
+        futures::stream::unfold(Some(state), move |state| {
+            let op_name = op_name.clone();
+            async move {
+                let mut st = state?;
+                let target = match std::mem::replace(&mut st.next, Ok(None)) {
+                    Err(e) => return Some((Some(Err(e)), None)),
+                    Ok(None) => return None,
+                    Ok(Some(t)) => t,
+                };
+                let op = match self.operation(&op_name) {
+                    Ok(op) => op,
+                    Err(e) => return Some((Some(Err(e)), None)),
+                };
+                let pagination_error = |page: u32, message: String| CallError::Pagination {
+                    system: self.name.clone(),
+                    operation: op_name.clone(),
+                    page,
+                    message,
+                };
+                if st.number >= op.max_pages {
+                    let e = pagination_error(
+                        st.number,
+                        format!(
+                            "`max_pages` ({}) reached and the list goes on",
+                            op.max_pages
+                        ),
+                    );
+                    return Some((Some(Err(e)), None));
+                }
+                let resp = match self.execute(&op_name, op, &st.input, &target).await {
+                    Ok((resp, _)) => resp,
+                    Err(e) => return Some((Some(Err(e)), None)),
+                };
+                st.number += 1;
+                let records = op
+                    .records
+                    .as_ref()
+                    .map(|p| records_at(p, &resp.body))
+                    .unwrap_or_default();
+                if !records.is_empty() {
+                    let hash = hash_records(&records);
+                    if st.last_hash == Some(hash) {
+                        let e = pagination_error(
+                            st.number,
+                            format!("page {} repeats page {}", st.number, st.number - 1),
+                        );
+                        return Some((Some(Err(e)), None));
+                    }
+                    st.last_hash = Some(hash);
+                }
+                st.next = match &op.paginate {
+                    None => Ok(None),
+                    Some(p) => {
+                        let seen = PageSeen {
+                            url: &resp.url,
+                            headers: &resp.headers,
+                            body: &resp.body,
+                            records: records.len(),
+                        };
+                        p.next(&mut st.progress, &seen)
+                            .map_err(|m| pagination_error(st.number, redact(&m).into_owned()))
+                    }
+                };
+                let page = (!records.is_empty()).then_some(Ok(Page {
+                    records,
+                    number: st.number,
+                }));
+                Some((page, Some(st)))
+            }
+        })
+        .filter_map(futures::future::ready)
+    }
+
+    fn operation(&self, name: &str) -> Result<&Arc<Operation>, CallError> {
+        self.operations
+            .get(name)
+            .ok_or_else(|| CallError::UnknownOperation {
+                system: self.name.clone(),
+                operation: name.to_string(),
+                known: self.operations.keys().cloned().collect(),
+            })
+    }
+
+    /// The URL of a path: absolute URLs as they are, others appended to `base_url`.
+    fn url_for(&self, path: &str) -> Result<Url, String> {
+        if path.starts_with("http://") || path.starts_with("https://") {
+            return Url::parse(path).map_err(|e| format!("`{path}` is not a valid URL: {e}"));
+        }
+        let joined = format!(
+            "{}/{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            path.trim_start_matches('/')
+        );
+        Url::parse(&joined).map_err(|e| format!("`{joined}` is not a valid URL: {e}"))
+    }
+
+    fn context(&self, op: &Operation, input: &CallInput) -> Context {
+        let mut m = input.extra.clone();
+        let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
+        m.insert("record".into(), input.record.clone());
+        m.insert("id".into(), opt(&input.id));
+        m.insert("key".into(), opt(&input.key));
+        m.insert(
+            "since".into(),
+            input
+                .since
+                .map_or(Value::Null, |t| op.since_format.format(t)),
+        );
+        m.insert("idempotency_key".into(), opt(&input.idempotency_key));
+        m.insert("system".into(), self.system_vars.clone());
+        m.insert("vars".into(), self.vars.clone());
+        Context::from(Value::Object(m))
+    }
+
+    fn render(&self, op: &Operation, input: &CallInput, target: &Next) -> Result<Rendered, String> {
+        let ctx = self.context(op, input);
+        let r = |t: &Template| t.render(&ctx).map_err(|e| e.to_string());
+        let url = match target {
+            Next::Url(u) => Url::parse(u).map_err(|e| format!("`{u}` is not a valid URL: {e}"))?,
+            Next::Query(paging) => {
+                let mut url = self.url_for(&r(&op.path)?)?;
+                let mut query = Vec::new();
+                for (k, t) in &op.query {
+                    let v = r(t)?;
+                    // An empty value is left out: a first incremental run has no `since`.
+                    if !v.is_empty() && !paging.iter().any(|(pk, _)| pk == k) {
+                        query.push((k.clone(), v));
+                    }
+                }
+                query.extend(paging.iter().cloned());
+                if !query.is_empty() {
+                    url.query_pairs_mut().extend_pairs(query);
+                }
+                url
+            }
+        };
+        let mut headers: Vec<(String, String)> = Vec::new();
+        for (k, t) in self.headers.iter().chain(&op.headers) {
+            let v = r(t)?;
+            headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
+            headers.push((k.clone(), v));
+        }
+        if let (Some(Some(h)), Some(key)) = (&op.idempotency_key, &input.idempotency_key) {
+            headers.push((h.clone(), key.clone()));
+        }
+        let body = match &op.body {
+            None => None,
+            Some(b) => {
+                let value = b.render(&ctx).map_err(|e| e.to_string())?;
+                Some(encode_body(&value, op.body_format))
+            }
+        };
+        Ok(Rendered {
+            method: method(op.method),
+            url,
+            headers,
+            body,
+        })
+    }
+
+    /// Sends an operation's request with its retries; returns the response and whether a
+    /// rule called it `already_done`.
+    async fn execute(
+        &self,
+        op_name: &str,
+        op: &Operation,
+        input: &CallInput,
+        target: &Next,
+    ) -> Result<(Response, bool), CallError> {
+        let rendered = self
+            .render(op, input, target)
+            .map_err(|m| CallError::Render {
+                system: self.name.clone(),
+                operation: op_name.to_string(),
+                message: redact(&m).into_owned(),
+            })?;
+        let safe = op.safe_to_repeat(input.idempotency_key.is_some());
+        let max = self.retry.max_attempts;
+        let mut attempt = 0;
+        let mut reauthenticated = false;
+        loop {
+            attempt += 1;
+            self.wait_for_budget().await;
+            let creds = self.auth.credentials(self).await?;
+            let started = Instant::now();
+            let sent = self.send(&rendered, &creds).await;
+            let duration_ms = started.elapsed().as_millis() as u64;
+            let resp = match sent {
+                Err(e) => {
+                    self.stats.transport_error();
+                    let message = redact(&error_chain(&e)).into_owned();
+                    tracing::warn!(
+                        system = %self.name, operation = op_name, method = %rendered.method,
+                        duration_ms, attempt, error = %message, "request failed"
+                    );
+                    // A refused connection never carried the request; anything later may
+                    // have reached the system.
+                    if !safe && !e.is_connect() {
+                        return Err(self.in_doubt(op_name, None, message));
+                    }
+                    if attempt >= max {
+                        return Err(CallError::Transport {
+                            system: self.name.clone(),
+                            operation: op_name.to_string(),
+                            status: None,
+                            attempts: attempt,
+                            message,
+                        });
+                    }
+                    self.stats.retry();
+                    self.clock.sleep(self.retry.backoff(attempt)).await;
+                    continue;
+                }
+                Ok(mut resp) => {
+                    // Typed objects become plain values before rules and paths see them.
+                    decode(&mut resp.body, &op.decode);
+                    resp
+                }
+            };
+            let status = resp.status;
+            self.stats.response(status);
+            tracing::debug!(
+                system = %self.name, operation = op_name, method = %rendered.method, status,
+                duration_ms, attempt, "request sent"
+            );
+            if status == 401 && self.auth.refreshable() && !reauthenticated {
+                // The token may have been revoked or expired early: fetch one once more and
+                // resend, without using up a retry (a 401 means nothing was done).
+                reauthenticated = true;
+                self.auth.invalidate(creds.serial).await;
+                attempt -= 1;
+                continue;
+            }
+            let now = self.clock.now();
+            let retry_after = resp
+                .headers
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now));
+            let lockout = self.lockout.as_ref().filter(|l| l.status == status);
+            let verdict = if lockout.is_some() {
+                None
+            } else {
+                Some(classify(&[&op.rules, &self.rules], status, &resp.body))
+            };
+            let action = verdict
+                .as_ref()
+                .map_or(ErrorAction::RateLimited, |v| v.action);
+            let message = || {
+                let m = verdict
+                    .as_ref()
+                    .and_then(|v| v.message.clone())
+                    .unwrap_or_else(|| default_message(status, &resp.body));
+                redact(&m).into_owned()
+            };
+            match action {
+                ErrorAction::Success => return Ok((resp, false)),
+                ErrorAction::AlreadyDone => return Ok((resp, true)),
+                ErrorAction::NotFound => {
+                    return Err(CallError::NotFound {
+                        system: self.name.clone(),
+                        operation: op_name.to_string(),
+                        status,
+                        body: Box::new(redact_json(&resp.body)),
+                    });
+                }
+                ErrorAction::Fail if status == 401 => {
+                    return Err(CallError::Auth {
+                        system: self.name.clone(),
+                        status: Some(status),
+                        message: message(),
+                    });
+                }
+                ErrorAction::Fail => {
+                    return Err(CallError::Permanent {
+                        system: self.name.clone(),
+                        operation: op_name.to_string(),
+                        status,
+                        message: message(),
+                        body: Box::new(redact_json(&resp.body)),
+                    });
+                }
+                ErrorAction::RateLimited => {
+                    // The system declined the request without acting on it, so even a
+                    // non-idempotent write may be sent again.
+                    let wait = retry_after.or(lockout.map(|l| Duration::from_secs(l.seconds)));
+                    if let Some(w) = wait {
+                        // Shared: the budget is the system's, so every flow waits.
+                        self.limiter
+                            .pause_until(now + chrono::Duration::from_std(w).unwrap_or_default());
+                        tracing::info!(
+                            system = %self.name, operation = op_name, status,
+                            wait_ms = w.as_millis() as u64, lockout = lockout.is_some(),
+                            "system asked to slow down; every caller pauses"
+                        );
+                    }
+                    if attempt >= max {
+                        return Err(CallError::RateLimited {
+                            system: self.name.clone(),
+                            operation: op_name.to_string(),
+                            attempts: attempt,
+                        });
+                    }
+                    self.stats.retry();
+                    if wait.is_none() {
+                        let b = self.retry.backoff(attempt);
+                        self.stats.rate_limit_wait(b);
+                        self.clock.sleep(b).await;
+                    }
+                }
+                ErrorAction::Retry => {
+                    if !safe {
+                        return Err(self.in_doubt(op_name, Some(status), message()));
+                    }
+                    if attempt >= max {
+                        return Err(CallError::Transport {
+                            system: self.name.clone(),
+                            operation: op_name.to_string(),
+                            status: Some(status),
+                            attempts: attempt,
+                            message: message(),
+                        });
+                    }
+                    self.stats.retry();
+                    let wait = retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
+                    self.clock.sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    fn in_doubt(&self, op_name: &str, status: Option<u16>, message: String) -> CallError {
+        self.stats.in_doubt();
+        tracing::warn!(system = %self.name, operation = op_name, ?status, "write in doubt, not sent again");
+        CallError::InDoubt {
+            system: self.name.clone(),
+            operation: op_name.to_string(),
+            status,
+            message,
+        }
+    }
+
+    async fn wait_for_budget(&self) {
+        let waited = self.limiter.acquire(&self.clock).await;
+        if !waited.is_zero() {
+            self.stats.rate_limit_wait(waited);
+        }
+    }
+
+    async fn send(&self, req: &Rendered, creds: &Credentials) -> Result<Response, reqwest::Error> {
+        let mut url = req.url.clone();
+        if !creds.query.is_empty() {
+            let kept: Vec<(String, String)> = url
+                .query_pairs()
+                .filter(|(k, _)| !creds.query.iter().any(|(ck, _)| ck == k))
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect();
+            url.query_pairs_mut()
+                .clear()
+                .extend_pairs(kept)
+                .extend_pairs(&creds.query);
+        }
+        let mut b = self.client.request(req.method.clone(), url.clone());
+        for (k, v) in req.headers.iter().chain(&creds.headers) {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if let Some((bytes, content_type)) = &req.body {
+            b = b.header(CONTENT_TYPE, *content_type).body(bytes.clone());
+        }
+        let resp = b.send().await?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await?;
+        Ok(Response {
+            status,
+            headers,
+            body: parse_body(&bytes),
+            url: req.url.to_string(),
+        })
+    }
+
+    /// A token or login request (for `auth`): budgeted like any request, not retried.
+    pub(crate) async fn token_request(
+        &self,
+        method_: HttpMethod,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<&Value>,
+        format: BodyFormat,
+    ) -> Result<(u16, Value), String> {
+        let url = self.url_for(path)?;
+        self.wait_for_budget().await;
+        let mut b = self.client.request(method(method_), url);
+        for (k, v) in headers {
+            b = b.header(k.as_str(), v.as_str());
+        }
+        if let Some(v) = body {
+            let (bytes, content_type) = encode_body(v, format);
+            b = b.header(CONTENT_TYPE, content_type).body(bytes);
+        }
+        let resp = b.send().await.map_err(|e| error_chain(&e))?;
+        let status = resp.status().as_u16();
+        self.stats.response(status);
+        let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
+        Ok((status, parse_body(&bytes)))
+    }
+}
+
+fn method(m: HttpMethod) -> reqwest::Method {
+    match m {
+        HttpMethod::Get => reqwest::Method::GET,
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Put => reqwest::Method::PUT,
+        HttpMethod::Patch => reqwest::Method::PATCH,
+        HttpMethod::Delete => reqwest::Method::DELETE,
+    }
+}
+
+fn encode_body(value: &Value, format: BodyFormat) -> (Vec<u8>, &'static str) {
+    match format {
+        BodyFormat::Json => (
+            serde_json::to_vec(value).unwrap_or_default(),
+            "application/json",
+        ),
+        BodyFormat::Form => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            if let Value::Object(m) = value {
+                for (k, v) in m {
+                    match v {
+                        Value::Null => {}
+                        Value::String(s) => {
+                            form.append_pair(k, s);
+                        }
+                        other => {
+                            form.append_pair(k, &other.to_string());
+                        }
+                    }
+                }
+            }
+            (
+                form.finish().into_bytes(),
+                "application/x-www-form-urlencoded",
+            )
+        }
+    }
+}
+
+/// JSON when it parses, the text otherwise, null when empty.
+fn parse_body(bytes: &[u8]) -> Value {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// The list of records a path selects: the items of an array, one record for an object.
+fn records_at(path: &crate::expr::JsonPath, body: &Value) -> Vec<Value> {
+    match path.extract(body) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => vec![other],
+    }
+}
+
+fn hash_records(records: &[Value]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    serde_json::to_string(records)
+        .unwrap_or_default()
+        .hash(&mut h);
+    h.finish()
+}
+
+/// A message for a failure no rule described: the status and the start of the body.
+fn default_message(status: u16, body: &Value) -> String {
+    let text = match body {
+        Value::Null => return format!("status {status}"),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut short: String = text.chars().take(300).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    format!("status {status}: {short}")
+}
+
+/// An error with its causes: reqwest's own message hides whether it was a timeout.
+fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
