@@ -8,12 +8,13 @@ use serde_json::Value;
 
 use super::mapping::Mapping;
 use super::{CanonField, Entity, Flow, Project, Schedule, SystemDef, SystemEntity};
+use crate::clock::SystemClock;
 use crate::config::model::{
-    AuthConfig, CanonicalFieldConfig, ConflictRule, Direction, ErrorRuleConfig, FlowConfig,
-    OperationConfig, PaginationConfig, StatusPattern, SyncMode, SystemConfig, SystemRole,
+    CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
 };
 use crate::config::{Code, Decl, Diagnostic, ProjectConfig};
-use crate::expr::{JsonPath, Predicate, Template};
+use crate::connector::{CompileProblem, HttpSystem, Operation, ProblemKind};
+use crate::expr::{JsonPath, Predicate};
 
 struct Checker<'a> {
     project: &'a ProjectConfig,
@@ -57,16 +58,6 @@ impl Checker<'_> {
         }
     }
 
-    fn template(&mut self, file: usize, path: &str, text: &str) -> Option<Template> {
-        match Template::compile(text) {
-            Ok(t) => Some(t),
-            Err(e) => {
-                self.at(file, Code::Template, path, e.to_string());
-                None
-            }
-        }
-    }
-
     fn predicate(&mut self, file: usize, path: &str, text: &str) -> Option<Predicate> {
         match Predicate::parse(text) {
             Ok(p) => Some(p),
@@ -98,130 +89,16 @@ impl Checker<'_> {
         }
     }
 
-    /// Templates in every string leaf of a JSON body.
-    fn body(&mut self, file: usize, path: &str, body: &Value) {
-        match body {
-            Value::String(s) => {
-                self.template(file, path, s);
-            }
-            Value::Array(a) => {
-                for (i, v) in a.iter().enumerate() {
-                    self.body(file, &format!("{path}.{i}"), v);
-                }
-            }
-            Value::Object(m) => {
-                for (k, v) in m {
-                    self.body(file, &format!("{path}.{k}"), v);
-                }
-            }
-            _ => {}
+    fn problems(&mut self, file: usize, base: &str, problems: Vec<CompileProblem>) {
+        for p in problems {
+            let code = match p.kind {
+                ProblemKind::JsonPath => Code::JsonPath,
+                ProblemKind::Template => Code::Template,
+                ProblemKind::Invalid => Code::Invalid,
+            };
+            self.at(file, code, &format!("{base}.{}", p.path), p.message);
         }
     }
-
-    fn error_rules(&mut self, file: usize, path: &str, rules: &[ErrorRuleConfig]) {
-        for (i, rule) in rules.iter().enumerate() {
-            let p = format!("{path}.{i}");
-            for (j, s) in rule.status.iter().enumerate() {
-                if let StatusPattern::Pattern(text) = s
-                    && parse_status_pattern(text).is_none()
-                {
-                    self.at(
-                        file,
-                        Code::Invalid,
-                        &format!("{p}.status.{j}"),
-                        format!(
-                            "invalid status pattern `{text}`: expected a code, `4xx` or `400-499`"
-                        ),
-                    );
-                }
-            }
-            if let Some(w) = &rule.when {
-                self.predicate(file, &format!("{p}.when"), w);
-            }
-            if let Some(m) = &rule.message {
-                self.template(file, &format!("{p}.message"), m);
-            }
-        }
-    }
-
-    fn operation(&mut self, file: usize, path: &str, op: &OperationConfig) {
-        self.template(file, &format!("{path}.path"), &op.path);
-        for (k, v) in &op.query {
-            self.template(file, &format!("{path}.query.{k}"), v);
-        }
-        for (k, v) in &op.headers {
-            self.template(file, &format!("{path}.headers.{k}"), v);
-        }
-        if let Some(b) = &op.body {
-            self.body(file, &format!("{path}.body"), b);
-        }
-        if let Some(r) = &op.records {
-            self.path(file, &format!("{path}.records"), r);
-        }
-        if let Some(r) = &op.record {
-            self.path(file, &format!("{path}.record"), r);
-        }
-        match &op.paginate {
-            Some(PaginationConfig::Cursor { cursor_path, .. }) => {
-                self.path(file, &format!("{path}.paginate.cursor_path"), cursor_path);
-            }
-            Some(PaginationConfig::NextUrl { path: p }) => {
-                self.path(file, &format!("{path}.paginate.path"), p);
-            }
-            Some(PaginationConfig::Page {
-                total_pages: Some(t),
-                ..
-            }) if !t.starts_with("header:") => {
-                self.path(file, &format!("{path}.paginate.total_pages"), t);
-            }
-            _ => {}
-        }
-        if op.paginate.is_some() && op.records.is_none() {
-            self.at(
-                file,
-                Code::Conflict,
-                &format!("{path}.paginate"),
-                "a paginated operation needs `records` (where the records are in a page)".into(),
-            );
-        }
-        self.error_rules(file, &format!("{path}.errors"), &op.errors);
-    }
-
-    fn auth(&mut self, file: usize, path: &str, auth: &AuthConfig) {
-        if let AuthConfig::Login {
-            request,
-            token_path,
-            expires_in_path,
-            format,
-            ..
-        } = auth
-        {
-            self.template(file, &format!("{path}.request.path"), &request.path);
-            if let Some(b) = &request.body {
-                self.body(file, &format!("{path}.request.body"), b);
-            }
-            self.path(file, &format!("{path}.token_path"), token_path);
-            if let Some(e) = expires_in_path {
-                self.path(file, &format!("{path}.expires_in_path"), e);
-            }
-            self.template(file, &format!("{path}.format"), format);
-        }
-    }
-}
-
-/// `"5xx"` → 500..=599; `"400-404"` → 400..=404; `"418"` → 418..=418.
-pub(crate) fn parse_status_pattern(text: &str) -> Option<(u16, u16)> {
-    let t = text.trim();
-    if let Some(d) = t.strip_suffix("xx").or_else(|| t.strip_suffix("XX")) {
-        let d: u16 = d.parse().ok()?;
-        return (1..=5).contains(&d).then_some((d * 100, d * 100 + 99));
-    }
-    if let Some((a, b)) = t.split_once('-') {
-        let (a, b): (u16, u16) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-        return (a <= b && (100..=599).contains(&a) && b <= 599).then_some((a, b));
-    }
-    let c: u16 = t.parse().ok()?;
-    (100..=599).contains(&c).then_some((c, c))
 }
 
 /// Compiles a loaded project. The project is returned only when there is no problem at all.
@@ -399,31 +276,38 @@ fn compile_systems(
     entities: &BTreeMap<String, Arc<Entity>>,
 ) -> BTreeMap<String, CompiledSystem> {
     let project = ck.project;
-    // What each system declares itself is checked once, at its own place.
+    // What each system declares itself is compiled and checked once, at its own place.
+    let mut operations: BTreeMap<(String, String), Arc<Operation>> = BTreeMap::new();
     for (name, decl) in &project.systems {
         let (file, path) = (decl.file, decl.path.clone());
         let s = &decl.value;
         for (op_name, op) in &s.operations {
-            ck.operation(file, &format!("{path}.operations.{op_name}"), op);
+            match Operation::compile(op) {
+                Ok(compiled) => {
+                    operations.insert((name.clone(), op_name.clone()), Arc::new(compiled));
+                }
+                Err(problems) => {
+                    ck.problems(file, &format!("{path}.operations.{op_name}"), problems)
+                }
+            }
         }
-        if let Some(a) = &s.auth {
-            ck.auth(file, &format!("{path}.auth"), a);
+        // Auth, headers, error rules and limits: built as a system of their own, with a
+        // stand-in address where the declaration leaves it to the systems that extend it.
+        let mut own = s.clone();
+        own.operations.clear();
+        own.entities.clear();
+        if own.base_url.is_none() {
+            own.base_url = Some("http://inherited.invalid/".into());
         }
-        for (k, v) in &s.headers {
-            ck.template(file, &format!("{path}.headers.{k}"), v);
+        if let Err(problems) = HttpSystem::build(
+            name,
+            &own,
+            BTreeMap::new(),
+            Value::Object(project.vars.clone()),
+            Arc::new(SystemClock),
+        ) {
+            ck.problems(file, &path, problems);
         }
-        ck.error_rules(file, &format!("{path}.errors"), &s.errors);
-        if let Some(r) = &s.rate_limit
-            && !(r.per_second > 0.0 && r.per_second.is_finite())
-        {
-            ck.at(
-                file,
-                Code::Invalid,
-                &format!("{path}.rate_limit.per_second"),
-                "`per_second` must be a positive number".into(),
-            );
-        }
-        let _ = name;
     }
 
     let mut out = BTreeMap::new();
@@ -579,10 +463,21 @@ fn compile_systems(
                 );
             }
         }
+        let compiled_ops = merged
+            .operations
+            .keys()
+            .filter_map(|op| {
+                let owner = chain
+                    .iter()
+                    .find(|s| project.systems[**s].value.operations.contains_key(op))?;
+                let compiled = operations.get(&(owner.to_string(), op.clone()))?;
+                Some((op.clone(), compiled.clone()))
+            })
+            .collect();
         let def = SystemDef {
             name: name.clone(),
             role: merged.role,
-            operations: merged.operations.clone(),
+            operations: compiled_ops,
             entities: compiled_entities,
             config: merged,
         };
@@ -1038,19 +933,5 @@ fn check_sides(
                 );
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_status_pattern;
-
-    #[test]
-    fn status_patterns() {
-        assert_eq!(parse_status_pattern("5xx"), Some((500, 599)));
-        assert_eq!(parse_status_pattern("400-404"), Some((400, 404)));
-        assert_eq!(parse_status_pattern("429"), Some((429, 429)));
-        assert_eq!(parse_status_pattern("9xx"), None);
-        assert_eq!(parse_status_pattern("abc"), None);
     }
 }

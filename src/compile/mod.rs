@@ -20,8 +20,9 @@ pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
 
 use crate::config::model::{
-    DaemonConfig, FieldType, FlowConfig, Normalize, OperationConfig, SystemConfig, SystemRole,
+    DaemonConfig, FieldType, FlowConfig, Normalize, SystemConfig, SystemRole,
 };
+use crate::connector::Operation;
 use crate::expr::{JsonPath, Predicate};
 
 /// A compiled project, ready to run.
@@ -51,7 +52,7 @@ pub struct SystemDef {
     pub role: Option<SystemRole>,
     /// The merged configuration (operations included).
     pub config: SystemConfig,
-    pub operations: BTreeMap<String, OperationConfig>,
+    pub operations: BTreeMap<String, Arc<Operation>>,
     pub entities: BTreeMap<String, Arc<SystemEntity>>,
 }
 
