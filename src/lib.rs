@@ -9,6 +9,7 @@ pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod connector;
+pub mod engine;
 pub mod expr;
 pub mod redact;
 pub mod sim;

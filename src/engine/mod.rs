@@ -1,0 +1,126 @@
+//! The engine: runs flows. A run reads the source page by page, maps each record to the
+//! canonical record, matches it to the target, decides (create, update, skip, conflict…)
+//! and — unless it is a dry run — applies the decision: journal, send, bind. The engine knows
+//! flows, not HTTP: it talks to systems only through their operations.
+
+pub mod canonical;
+mod report;
+mod run;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+pub use report::{Counts, Decision, RecordReport, RunReport};
+
+use crate::clock::SharedClock;
+use crate::compile::Project;
+use crate::config::model::Normalize;
+use crate::connector::{CompileProblem, HttpSystem};
+use crate::state::StateStore;
+
+/// A project that cannot be turned into callable systems.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineBuildError {
+    #[error("system `{system}` cannot be built: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
+    System {
+        system: String,
+        problems: Vec<CompileProblem>,
+    },
+}
+
+/// A run that could not be carried out at all (records that fail are reported, not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineRunError {
+    #[error("unknown flow `{0}`")]
+    UnknownFlow(String),
+    #[error("flow `{0}` is disabled")]
+    Disabled(String),
+    #[error(transparent)]
+    State(#[from] crate::state::StateStoreError),
+    #[error("flow `{flow}`: reading `{system}` failed: {message}")]
+    Read {
+        flow: String,
+        system: String,
+        message: String,
+    },
+}
+
+/// What a run does.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Plan only: read live data, decide, report; write nothing anywhere.
+    pub dry_run: bool,
+    /// Compare everything on both sides and correct drift, ignoring the cursor.
+    pub reconcile: bool,
+    /// Read everything, ignoring the cursor (but without the target-side comparison).
+    pub full: bool,
+    /// Only these keys (webhooks, chained flows, retries of failures).
+    pub keys: Option<Vec<String>>,
+    /// Keep a line per record in the report (dry runs always do).
+    pub details: bool,
+    /// Run a disabled flow anyway (manual re-sync).
+    pub force: bool,
+}
+
+/// Runs the flows of a project against its systems, remembering in a state store.
+#[derive(Debug)]
+pub struct Engine {
+    pub project: Arc<Project>,
+    pub systems: BTreeMap<String, Arc<HttpSystem>>,
+    pub store: Arc<dyn StateStore>,
+    pub clock: SharedClock,
+    /// Key normalisation per entity, from the flows that sync it (used to resolve `ref`).
+    key_normalize: HashMap<String, Vec<Normalize>>,
+}
+
+impl Engine {
+    /// Builds every system of the project. Systems are shared by all flows, so a system's
+    /// rate-limit budget is shared by every flow and shop that calls it.
+    pub fn new(
+        project: Arc<Project>,
+        store: Arc<dyn StateStore>,
+        clock: SharedClock,
+    ) -> Result<Self, EngineBuildError> {
+        let mut systems = BTreeMap::new();
+        for (name, def) in &project.systems {
+            let http = HttpSystem::build(
+                name,
+                &def.config,
+                def.operations.clone(),
+                project.vars.clone(),
+                clock.clone(),
+            )
+            .map_err(|problems| EngineBuildError::System {
+                system: name.clone(),
+                problems,
+            })?;
+            systems.insert(name.clone(), Arc::new(http));
+        }
+        let mut key_normalize = HashMap::new();
+        for f in &project.flows {
+            key_normalize
+                .entry(f.config.entity.clone())
+                .or_insert_with(|| f.normalize.clone());
+        }
+        Ok(Engine {
+            project,
+            systems,
+            store,
+            clock,
+            key_normalize,
+        })
+    }
+
+    /// Runs one flow now.
+    pub async fn run(&self, flow_id: &str, opts: &RunOptions) -> Result<RunReport, EngineRunError> {
+        let flow = self
+            .project
+            .flow(flow_id)
+            .ok_or_else(|| EngineRunError::UnknownFlow(flow_id.to_string()))?
+            .clone();
+        if !flow.config.enabled && !opts.force {
+            return Err(EngineRunError::Disabled(flow_id.to_string()));
+        }
+        run::run_flow(self, &flow, opts).await
+    }
+}

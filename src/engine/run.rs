@@ -1,0 +1,1383 @@
+//! One run of one flow: read, map, match, decide, apply.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::canonical::{self, FieldChange, compared_fields, diff, overlay, same};
+use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
+use crate::compile::types::normalize;
+use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
+use crate::config::model::{ConflictRule, Direction, SyncMode, SystemRole};
+use crate::connector::{CallError, CallInput, HttpSystem};
+use crate::redact::redact_json;
+use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
+
+/// One side of a flow.
+struct Side<'e> {
+    name: &'e str,
+    ent: &'e SystemEntity,
+    http: &'e HttpSystem,
+    is_a: bool,
+    role: Option<SystemRole>,
+}
+
+/// A record read from a side, mapped.
+#[derive(Clone)]
+struct Seen {
+    key: String,
+    id: Option<String>,
+    canon: Value,
+    native: Value,
+}
+
+/// Why a record could not be synced.
+struct Fail {
+    error: String,
+    status: Option<u16>,
+    response: Option<Box<Value>>,
+    payload: Option<Box<Value>>,
+}
+
+impl Fail {
+    fn msg(error: impl Into<String>) -> Self {
+        Fail {
+            error: error.into(),
+            status: None,
+            response: None,
+            payload: None,
+        }
+    }
+    fn call(e: &CallError, payload: Option<Value>) -> Self {
+        let response = match e {
+            CallError::Permanent { body, .. } | CallError::NotFound { body, .. } => {
+                Some(body.clone())
+            }
+            _ => None,
+        };
+        Fail {
+            error: e.to_string(),
+            status: e.status(),
+            response,
+            payload: payload.map(Box::new),
+        }
+    }
+}
+
+struct Refs<'a> {
+    engine: &'a Engine,
+    from: &'a str,
+    to: &'a str,
+}
+
+impl RefResolver for Refs<'_> {
+    fn resolve(&self, entity: &str, key: &str) -> Option<String> {
+        let steps = self
+            .engine
+            .key_normalize
+            .get(entity)
+            .cloned()
+            .unwrap_or_default();
+        let key = normalize(key, &steps);
+        let scope = Scope::new(entity, self.from, self.to);
+        let found = self
+            .engine
+            .store
+            .bindings(&scope, std::slice::from_ref(&key))
+            .ok()?;
+        found
+            .get(&key)
+            .and_then(|b| b.id(scope.is_a(self.to)).map(str::to_string))
+    }
+}
+
+pub(super) async fn run_flow(
+    engine: &Engine,
+    flow: &Arc<Flow>,
+    opts: &RunOptions,
+) -> Result<RunReport, EngineRunError> {
+    let kind = if opts.reconcile {
+        "reconcile"
+    } else if opts.keys.is_some() {
+        "scoped"
+    } else {
+        "sync"
+    };
+    let started = engine.clock.now();
+    let run_id = if opts.dry_run {
+        None
+    } else {
+        Some(engine.store.run_start(&flow.id, kind, started)?)
+    };
+    let mut runner = Runner::new(engine, flow, opts, started)?;
+    runner.report.kind = kind.to_string();
+    let result = runner.execute().await;
+    let mut report = runner.report;
+    if let Err(e) = &result {
+        report.errors.push(e.to_string());
+    }
+    if let Some(id) = run_id {
+        let status = if !report.ok() {
+            "error"
+        } else if report.counts.failed > 0 {
+            "partial"
+        } else {
+            "ok"
+        };
+        let counts = serde_json::to_value(&report.counts).unwrap_or(Value::Null);
+        let error = report
+            .errors
+            .first()
+            .map(|e| crate::redact::redact(e).into_owned());
+        engine
+            .store
+            .run_finish(id, engine.clock.now(), status, &counts, error.as_deref())?;
+    }
+    tracing::info!(
+        flow = %flow.id,
+        kind,
+        dry_run = opts.dry_run,
+        created = report.counts.created,
+        updated = report.counts.updated,
+        skipped = report.counts.skipped,
+        failed = report.counts.failed,
+        "run finished"
+    );
+    Ok(report)
+}
+
+struct Runner<'e> {
+    e: &'e Engine,
+    flow: &'e Flow,
+    opts: &'e RunOptions,
+    entity: &'e Entity,
+    src: Side<'e>,
+    dst: Side<'e>,
+    scope: Scope,
+    /// Canonical fields the flow carries.
+    carried: Vec<String>,
+    /// Carried fields that take part in change detection.
+    cmp: Vec<String>,
+    started: DateTime<Utc>,
+    /// The target's records by key, when the whole target was read.
+    index: Option<HashMap<String, Seen>>,
+    /// Target records changed since the cursor (bidirectional flows).
+    dst_changes: HashMap<String, Seen>,
+    /// Keys with a stored failure, cleared when they succeed.
+    failing: HashSet<String>,
+    report: RunReport,
+}
+
+impl<'e> Runner<'e> {
+    fn new(
+        e: &'e Engine,
+        flow: &'e Flow,
+        opts: &'e RunOptions,
+        started: DateTime<Utc>,
+    ) -> Result<Self, EngineRunError> {
+        let entity: &Entity = &e.project.entities[&flow.config.entity];
+        let scope = Scope::new(&entity.name, &flow.from, &flow.to);
+        let side = |name: &'e str| -> Side<'e> {
+            let def = &e.project.systems[name];
+            Side {
+                name,
+                ent: &def.entities[&entity.name],
+                http: &e.systems[name],
+                is_a: scope.is_a(name),
+                role: def.role,
+            }
+        };
+        let carried: Vec<String> = if flow.config.fields.is_empty() {
+            entity.fields.keys().cloned().collect()
+        } else {
+            let mut f = flow.config.fields.clone();
+            if !f.contains(&flow.match_key) {
+                f.push(flow.match_key.clone());
+            }
+            f
+        };
+        let cmp = compared_fields(entity, &carried);
+        let failing = if opts.dry_run {
+            HashSet::new()
+        } else {
+            e.store
+                .failures(Some(&flow.id))?
+                .into_iter()
+                .map(|f| f.key)
+                .collect()
+        };
+        Ok(Runner {
+            e,
+            flow,
+            opts,
+            entity,
+            src: side(&flow.from),
+            dst: side(&flow.to),
+            scope,
+            carried,
+            cmp,
+            started,
+            index: None,
+            dst_changes: HashMap::new(),
+            failing,
+            report: RunReport {
+                flow: flow.id.clone(),
+                dry_run: opts.dry_run,
+                ..Default::default()
+            },
+        })
+    }
+
+    fn bidirectional(&self) -> bool {
+        self.flow.config.direction == Direction::Bidirectional
+    }
+
+    async fn execute(&mut self) -> Result<(), EngineRunError> {
+        if !self.opts.dry_run {
+            self.settle_in_doubt().await?;
+        }
+        let incremental = self.flow.config.incremental.as_ref();
+        let since = if self.opts.reconcile || self.opts.full || self.opts.keys.is_some() {
+            None
+        } else if let Some(inc) = incremental {
+            let overlap = chrono::Duration::seconds(inc.overlap_secs as i64);
+            match self.e.store.cursor(&self.flow.id)? {
+                Some(c) => Some(c - overlap),
+                None => self.flow.incremental_start,
+            }
+        } else {
+            None
+        };
+
+        if self.opts.reconcile {
+            self.index = Some(self.read_all_dst(None).await?);
+        } else if self.bidirectional() {
+            let changes = self.read_all_dst(since).await?;
+            self.dst_changes = changes;
+        }
+
+        // The source, page by page.
+        let scoped_lookup = self.opts.keys.is_some() && self.src.ent.lookup.is_some();
+        if scoped_lookup {
+            let keys = self.opts.keys.clone().unwrap_or_default();
+            for key in keys {
+                match self.lookup(true, &key).await {
+                    Ok(Some(seen)) => self.handle(seen).await?,
+                    Ok(None) => self.report.errors.push(format!(
+                        "`{}` has no {} `{key}`",
+                        self.src.name, self.entity.name
+                    )),
+                    Err(f) => self.fail(&key, &Value::Null, f)?,
+                }
+            }
+        } else {
+            let keys: Option<HashSet<String>> =
+                self.opts.keys.as_ref().map(|k| k.iter().cloned().collect());
+            let list_op = self.src.ent.list.clone().unwrap_or_default();
+            let input = CallInput {
+                since,
+                ..Default::default()
+            };
+            let http = self.src.http;
+            let mut pages = Box::pin(http.list(&list_op, input));
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| EngineRunError::Read {
+                    flow: self.flow.id.clone(),
+                    system: self.src.name.to_string(),
+                    message: e.to_string(),
+                })?;
+                for native in page.records {
+                    self.report.counts.read += 1;
+                    let seen = match self.seen(&self.src, native) {
+                        Ok(s) => s,
+                        Err(bad) => {
+                            let (key, native, f) = *bad;
+                            self.fail(&key, &native, f)?;
+                            continue;
+                        }
+                    };
+                    if let Some(k) = &keys
+                        && !k.contains(&seen.key)
+                    {
+                        continue;
+                    }
+                    self.handle(seen).await?;
+                }
+            }
+        }
+
+        if self.bidirectional() {
+            let rest: Vec<Seen> = std::mem::take(&mut self.dst_changes)
+                .into_values()
+                .collect();
+            for seen in rest {
+                self.handle_reverse(seen).await?;
+            }
+        }
+
+        if !self.opts.dry_run
+            && incremental.is_some()
+            && self.opts.keys.is_none()
+            && self.report.ok()
+        {
+            // Failed records sit in the failure store, so the cursor may move past them.
+            self.e.store.set_cursor(&self.flow.id, self.started)?;
+        }
+        Ok(())
+    }
+
+    /// Maps a native record of a side to its key, id and canonical record.
+    fn seen(&self, side: &Side, native: Value) -> Result<Seen, Box<(String, Value, Fail)>> {
+        let env = MapEnv {
+            vars: &self.e.project.vars,
+            refs: &crate::compile::NoRefs,
+        };
+        let id = side
+            .ent
+            .id
+            .first(&native)
+            .and_then(crate::compile::types::key_text);
+        let mapped = side.ent.read.apply(&native, &env, None).map_err(|e| {
+            Box::new((
+                id.clone().unwrap_or_default(),
+                native.clone(),
+                Fail::msg(e.to_string()),
+            ))
+        })?;
+        let canon = canonical::normalise(self.entity, mapped).map_err(|e| {
+            Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)))
+        })?;
+        let Some(raw_key) = canonical::field_text(&canon, &self.flow.match_key) else {
+            let shown = id.clone().unwrap_or_else(|| "?".into());
+            return Err(Box::new((
+                format!("id:{shown}"),
+                native,
+                Fail::msg(format!(
+                    "record has no `{}` to match on",
+                    self.flow.match_key
+                )),
+            )));
+        };
+        let key = normalize(&raw_key, &self.flow.normalize);
+        Ok(Seen {
+            key,
+            id,
+            canon,
+            native,
+        })
+    }
+
+    /// Reads every record of the target (or those changed since `since`).
+    async fn read_all_dst(
+        &self,
+        since: Option<DateTime<Utc>>,
+    ) -> Result<HashMap<String, Seen>, EngineRunError> {
+        let mut out = HashMap::new();
+        let Some(op) = self.dst.ent.list.clone() else {
+            return Ok(out);
+        };
+        let mut pages = Box::pin(self.dst.http.list(
+            &op,
+            CallInput {
+                since,
+                ..Default::default()
+            },
+        ));
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| EngineRunError::Read {
+                flow: self.flow.id.clone(),
+                system: self.dst.name.to_string(),
+                message: e.to_string(),
+            })?;
+            for native in page.records {
+                if let Ok(s) = self.seen(&self.dst, native) {
+                    out.insert(s.key.clone(), s);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Finds one record by key on a side (`true`: the source).
+    async fn lookup(&self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
+        let side = if source { &self.src } else { &self.dst };
+        if !source && let Some(index) = &self.index {
+            return Ok(index.get(key).cloned());
+        }
+        let Some(op) = &side.ent.lookup else {
+            return Ok(None);
+        };
+        let input = CallInput {
+            key: Some(key.to_string()),
+            ..Default::default()
+        };
+        let out = match side.http.call(op, &input).await {
+            Ok(o) => o,
+            Err(CallError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Fail::call(&e, None)),
+        };
+        let candidates: Vec<Value> = match out.record {
+            Some(Value::Array(a)) => a,
+            Some(r) => vec![r],
+            None => out.records,
+        };
+        for native in candidates {
+            if let Ok(s) = self.seen(side, native)
+                && s.key == key
+            {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
+        Ok(self
+            .e
+            .store
+            .bindings(&self.scope, std::slice::from_ref(&key.to_string()))?
+            .remove(key))
+    }
+
+    fn put_binding(&self, b: &Binding) -> Result<(), EngineRunError> {
+        if !self.opts.dry_run {
+            self.e
+                .store
+                .put_bindings(&self.scope, std::slice::from_ref(b))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a record is eligible under the flow's filter and status triggers.
+    fn eligible(&self, seen: &Seen, binding: Option<&Binding>) -> bool {
+        if let Some(f) = &self.flow.filter
+            && !f.matches(&seen.canon)
+        {
+            return false;
+        }
+        let trigger = &self.flow.config.trigger;
+        if let Some(s) = &trigger.on_status {
+            let v = canonical::field_text(&seen.canon, &s.field).unwrap_or_default();
+            if !s.values.contains(&v) {
+                return false;
+            }
+        }
+        if let Some(t) = &trigger.on_transition {
+            let now = canonical::field_text(&seen.canon, &t.field).unwrap_or_default();
+            let before = binding
+                .and_then(|b| b.base(self.src.is_a))
+                .and_then(|b| canonical::field_text(b, &t.field));
+            let moved = before.as_deref() != Some(now.as_str());
+            let from_ok = t.from.is_empty() || before.as_ref().is_some_and(|b| t.from.contains(b));
+            if !(moved && from_ok && t.to.contains(&now)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn record(
+        &mut self,
+        key: &str,
+        decision: Decision,
+        target: Option<&str>,
+        changes: Vec<FieldChange>,
+        reason: Option<String>,
+    ) {
+        self.report.count(decision);
+        if self.opts.dry_run || self.opts.details || decision == Decision::Failed {
+            self.report.records.push(RecordReport {
+                key: key.to_string(),
+                decision,
+                target: target.map(str::to_string),
+                changes,
+                reason,
+            });
+        }
+    }
+
+    fn fail(&mut self, key: &str, native: &Value, f: Fail) -> Result<(), EngineRunError> {
+        tracing::warn!(flow = %self.flow.id, key, error = %crate::redact::redact(&f.error), "record failed");
+        if !self.opts.dry_run {
+            let now = self.e.clock.now();
+            self.e.store.put_failure(&Failure {
+                id: 0,
+                flow: self.flow.id.clone(),
+                key: key.to_string(),
+                source_record: redact_json(native),
+                payload: f.payload.as_deref().map(redact_json),
+                error: crate::redact::redact(&f.error).into_owned(),
+                status: f.status,
+                response: f.response.as_deref().map(redact_json),
+                attempts: 1,
+                created_at: now,
+                updated_at: now,
+            })?;
+        }
+        let reason = crate::redact::redact(&f.error).into_owned();
+        self.record(key, Decision::Failed, None, Vec::new(), Some(reason));
+        Ok(())
+    }
+
+    fn succeeded(&mut self, key: &str) -> Result<(), EngineRunError> {
+        if self.failing.remove(key) && !self.opts.dry_run {
+            self.e.store.clear_failure(&self.flow.id, key)?;
+        }
+        Ok(())
+    }
+
+    fn idempotency_key(&self, key: &str) -> String {
+        let digest = Sha256::digest(format!("{}\u{0}{key}", self.flow.id).as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("erpsync-{hex}")
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Deciding
+
+    /// A record read from the source.
+    async fn handle(&mut self, seen: Seen) -> Result<(), EngineRunError> {
+        let key = seen.key.clone();
+        let mut binding = self.binding(&key)?;
+        if !self.eligible(&seen, binding.as_ref()) {
+            if self.flow.config.trigger.on_transition.is_some() && !self.opts.dry_run {
+                // Remember what was seen, so the next transition is recognised.
+                let b = binding.get_or_insert_with(|| Binding {
+                    key: key.clone(),
+                    ..Default::default()
+                });
+                if let Some(id) = &seen.id {
+                    b.set_id(self.src.is_a, id.clone());
+                }
+                *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                self.put_binding(b)?;
+            }
+            self.record(&key, Decision::Filtered, None, Vec::new(), None);
+            return Ok(());
+        }
+        if self.bidirectional() {
+            let other = self.dst_changes.remove(&key);
+            return self.sync_both(seen, other, binding).await;
+        }
+        let outcome = self.one_way(&seen, binding).await;
+        match outcome {
+            Ok(()) => self.succeeded(&key),
+            Err(f) => self.fail(&key, &seen.native, f),
+        }
+    }
+
+    async fn one_way(&mut self, seen: &Seen, binding: Option<Binding>) -> Result<(), Fail> {
+        let key = seen.key.clone();
+        let export_once = self.flow.config.export_once;
+        let mut b = binding.unwrap_or_else(|| Binding {
+            key: key.clone(),
+            ..Default::default()
+        });
+        if let Some(id) = &seen.id {
+            b.set_id(self.src.is_a, id.clone());
+        }
+        let dst_name = self.dst.name;
+
+        if b.id(self.dst.is_a).is_some() {
+            if export_once && !self.flow.config.allow_edit_after_export {
+                self.record(
+                    &key,
+                    Decision::Locked,
+                    None,
+                    Vec::new(),
+                    Some("already exported; edits are locked".into()),
+                );
+                return Ok(());
+            }
+            if matches!(
+                self.flow.config.mode,
+                SyncMode::Create | SyncMode::CreateMissing
+            ) {
+                self.record(
+                    &key,
+                    Decision::Skip,
+                    None,
+                    Vec::new(),
+                    Some("exists in target; mode creates only".into()),
+                );
+                return Ok(());
+            }
+            let (current, corrected) = if self.opts.reconcile {
+                match self.index.as_ref().and_then(|i| i.get(&key)).cloned() {
+                    Some(c) => (Some(c.canon), true),
+                    None => {
+                        // Bound but gone from the target: report, never delete or recreate blindly.
+                        self.record(
+                            &key,
+                            Decision::Failed,
+                            Some(dst_name),
+                            Vec::new(),
+                            Some(format!("bound record is missing in `{dst_name}`")),
+                        );
+                        return Ok(());
+                    }
+                }
+            } else {
+                (None, false)
+            };
+            let unchanged = match &current {
+                Some(cur) => same(Some(cur), Some(&seen.canon), &self.cmp),
+                None => {
+                    b.base(self.dst.is_a).is_some()
+                        && same(b.base(self.src.is_a), Some(&seen.canon), &self.cmp)
+                }
+            };
+            if unchanged {
+                if current.is_some()
+                    && !self.opts.dry_run
+                    && !same(b.base(self.dst.is_a), current.as_ref(), &self.cmp)
+                {
+                    *b.base_mut(self.dst.is_a) = current;
+                    *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                    self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
+                }
+                self.record(&key, Decision::Skip, None, Vec::new(), None);
+                return Ok(());
+            }
+            let old = current.clone().or_else(|| b.base(self.dst.is_a).cloned());
+            let changes = diff(old.as_ref(), &seen.canon, &self.cmp);
+            let mut reason = corrected.then(|| "drift corrected".to_string());
+            let watch =
+                self.flow.config.allow_edit_after_export || self.flow.config.conflict.is_some();
+            if watch && let Some(msg) = self.overwrites(&b, &seen.canon).await? {
+                self.report.counts.overwrites += 1;
+                reason = Some(msg);
+            }
+            let to_write = overlay(old.as_ref(), &seen.canon, &self.carried);
+            if !self.opts.dry_run {
+                self.update(false, &mut b, &to_write, Some(&seen.canon))
+                    .await?;
+            }
+            if corrected {
+                self.report.counts.corrected += 1;
+            }
+            self.report.touched.push(seen.canon.clone());
+            self.record(&key, Decision::Update, Some(dst_name), changes, reason);
+            return Ok(());
+        }
+
+        // Not bound yet: is it already in the target?
+        self.ensure_required(seen).await?;
+        if let Some(found) = self.lookup(false, &key).await? {
+            if let Some(id) = &found.id {
+                b.set_id(self.dst.is_a, id.clone());
+            }
+            let equal = same(Some(&found.canon), Some(&seen.canon), &self.cmp);
+            if equal
+                || matches!(
+                    self.flow.config.mode,
+                    SyncMode::Create | SyncMode::CreateMissing
+                )
+                || export_once
+            {
+                *b.base_mut(self.dst.is_a) = Some(found.canon.clone());
+                *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                if export_once && b.exported_at.is_none() {
+                    b.exported_at = Some(self.e.clock.now());
+                }
+                self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
+                self.record(
+                    &key,
+                    Decision::Adopt,
+                    Some(dst_name),
+                    Vec::new(),
+                    Some(format!("already in `{dst_name}`; linked")),
+                );
+                return Ok(());
+            }
+            let changes = diff(Some(&found.canon), &seen.canon, &self.cmp);
+            let to_write = overlay(Some(&found.canon), &seen.canon, &self.carried);
+            if !self.opts.dry_run {
+                self.update(false, &mut b, &to_write, Some(&seen.canon))
+                    .await?;
+            }
+            self.report.counts.adopted += 1;
+            self.report.touched.push(seen.canon.clone());
+            self.record(
+                &key,
+                Decision::Update,
+                Some(dst_name),
+                changes,
+                Some(format!("already in `{dst_name}`; linked and updated")),
+            );
+            return Ok(());
+        }
+        if self.flow.config.mode == SyncMode::Update {
+            self.record(
+                &key,
+                Decision::Skip,
+                None,
+                Vec::new(),
+                Some(format!("not in `{dst_name}`; mode updates only")),
+            );
+            return Ok(());
+        }
+        let changes = diff(None, &seen.canon, &self.cmp);
+        if !self.opts.dry_run {
+            self.create(false, &mut b, &seen.canon).await?;
+            self.after_export(&b).await;
+        }
+        self.report.touched.push(seen.canon.clone());
+        self.record(&key, Decision::Create, Some(dst_name), changes, None);
+        Ok(())
+    }
+
+    /// Fields the target changed since the last sync that this update replaces.
+    async fn overwrites(&self, b: &Binding, new: &Value) -> Result<Option<String>, Fail> {
+        let (Some(get), Some(id), Some(base)) = (
+            &self.dst.ent.get,
+            b.id(self.dst.is_a),
+            b.base(self.dst.is_a),
+        ) else {
+            return Ok(None);
+        };
+        let input = CallInput {
+            id: Some(id.to_string()),
+            ..Default::default()
+        };
+        let out = match self.dst.http.call(get, &input).await {
+            Ok(o) => o,
+            Err(_) => return Ok(None),
+        };
+        let native = out.record.unwrap_or(out.body);
+        let Ok(now) = self.seen(&self.dst, native) else {
+            return Ok(None);
+        };
+        let fields: Vec<String> = self
+            .cmp
+            .iter()
+            .filter(|f| now.canon.get(*f) != base.get(*f) && now.canon.get(*f) != new.get(*f))
+            .cloned()
+            .collect();
+        Ok((!fields.is_empty()).then(|| {
+            format!(
+                "overwrites edits made in `{}` to {}",
+                self.dst.name,
+                fields
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }))
+    }
+
+    /// Related records this one needs in the target (an order's customer) are synced first.
+    async fn ensure_required(&mut self, seen: &Seen) -> Result<(), Fail> {
+        for (flow_id, path) in self.flow.requires.clone() {
+            let Some(sub) = path.first(&seen.canon).cloned() else {
+                continue;
+            };
+            if sub.is_null() {
+                continue;
+            }
+            let opts = RunOptions {
+                dry_run: self.opts.dry_run,
+                ..Default::default()
+            };
+            let Some(flow) = self.e.project.flow(&flow_id).cloned() else {
+                continue;
+            };
+            let mut runner = Runner::new(self.e, &flow, &opts, self.started)
+                .map_err(|e| Fail::msg(e.to_string()))?;
+            let mapped = canonical::normalise(runner.entity, sub).map_err(Fail::msg)?;
+            let Some(raw) = canonical::field_text(&mapped, &runner.flow.match_key) else {
+                continue;
+            };
+            let key = normalize(&raw, &runner.flow.normalize);
+            let sub_seen = Seen {
+                key: key.clone(),
+                id: None,
+                canon: mapped.clone(),
+                native: mapped,
+            };
+            let binding = runner.binding(&key).map_err(|e| Fail::msg(e.to_string()))?;
+            if let Err(f) = Box::pin(runner.one_way(&sub_seen, binding)).await {
+                return Err(Fail::msg(format!(
+                    "required {} `{key}` could not be synced: {}",
+                    runner.entity.name, f.error
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Bidirectional: a record read from the source, and what the target changed, if anything.
+    async fn sync_both(
+        &mut self,
+        a: Seen,
+        b_seen: Option<Seen>,
+        binding: Option<Binding>,
+    ) -> Result<(), EngineRunError> {
+        let key = a.key.clone();
+        let result = self.merge_sides(Some(a.clone()), b_seen, binding).await;
+        match result {
+            Ok(()) => self.succeeded(&key),
+            Err(f) => self.fail(&key, &a.native, f),
+        }
+    }
+
+    /// Bidirectional: a record only the target changed.
+    async fn handle_reverse(&mut self, b_seen: Seen) -> Result<(), EngineRunError> {
+        let key = b_seen.key.clone();
+        let binding = self.binding(&key)?;
+        let native = b_seen.native.clone();
+        match self.merge_sides(None, Some(b_seen), binding).await {
+            Ok(()) => self.succeeded(&key),
+            Err(f) => self.fail(&key, &native, f),
+        }
+    }
+
+    /// Three-way merge of one record: `a` (source) and `b` (target) as read now, against
+    /// what was last synced. Sides not read this run are taken as unchanged.
+    async fn merge_sides(
+        &mut self,
+        a: Option<Seen>,
+        b: Option<Seen>,
+        binding: Option<Binding>,
+    ) -> Result<(), Fail> {
+        let key = a
+            .as_ref()
+            .or(b.as_ref())
+            .map(|s| s.key.clone())
+            .unwrap_or_default();
+        let mut bind = binding.unwrap_or_else(|| Binding {
+            key: key.clone(),
+            ..Default::default()
+        });
+        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
+        if let Some(s) = &a
+            && let Some(id) = &s.id
+        {
+            bind.set_id(src_a, id.clone());
+        }
+        if let Some(s) = &b
+            && let Some(id) = &s.id
+        {
+            bind.set_id(dst_a, id.clone());
+        }
+        // What each side holds now.
+        let mut a_now = a
+            .as_ref()
+            .map(|s| s.canon.clone())
+            .or_else(|| bind.base(src_a).cloned());
+        let mut b_now = b
+            .as_ref()
+            .map(|s| s.canon.clone())
+            .or_else(|| bind.base(dst_a).cloned());
+        if a_now.is_none()
+            && bind.id(src_a).is_none()
+            && let Some(found) = self.lookup(true, &key).await?
+        {
+            if let Some(id) = &found.id {
+                bind.set_id(src_a, id.clone());
+            }
+            a_now = Some(found.canon);
+        }
+        if b_now.is_none()
+            && bind.id(dst_a).is_none()
+            && let Some(found) = self.lookup(false, &key).await?
+        {
+            if let Some(id) = &found.id {
+                bind.set_id(dst_a, id.clone());
+            }
+            b_now = Some(found.canon);
+        }
+        match (a_now, b_now) {
+            (Some(av), None) => {
+                // Only in the source: create in the target.
+                if self.flow.config.mode == SyncMode::Update {
+                    self.record(
+                        &key,
+                        Decision::Skip,
+                        None,
+                        Vec::new(),
+                        Some(format!("not in `{}`; mode updates only", self.dst.name)),
+                    );
+                    return Ok(());
+                }
+                *bind.base_mut(src_a) = Some(av.clone());
+                if !self.opts.dry_run {
+                    self.create(false, &mut bind, &av).await?;
+                }
+                let changes = diff(None, &av, &self.cmp);
+                self.record(&key, Decision::Create, Some(self.dst.name), changes, None);
+                Ok(())
+            }
+            (None, Some(bv)) => {
+                if self.flow.config.mode == SyncMode::Update {
+                    self.record(
+                        &key,
+                        Decision::Skip,
+                        None,
+                        Vec::new(),
+                        Some(format!("not in `{}`; mode updates only", self.src.name)),
+                    );
+                    return Ok(());
+                }
+                *bind.base_mut(dst_a) = Some(bv.clone());
+                if !self.opts.dry_run {
+                    self.create(true, &mut bind, &bv).await?;
+                }
+                let changes = diff(None, &bv, &self.cmp);
+                self.record(&key, Decision::Create, Some(self.src.name), changes, None);
+                Ok(())
+            }
+            (None, None) => Ok(()),
+            (Some(av), Some(bv)) => self.three_way(&key, bind, av, bv).await,
+        }
+    }
+
+    async fn three_way(
+        &mut self,
+        key: &str,
+        mut bind: Binding,
+        av: Value,
+        bv: Value,
+    ) -> Result<(), Fail> {
+        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
+        let base_a = bind.base(src_a).cloned();
+        let base_b = bind.base(dst_a).cloned();
+        let first_sync = base_a.is_none() && base_b.is_none();
+        let mut merged = serde_json::Map::new();
+        let mut conflicts = Vec::new();
+        let mut parked = Vec::new();
+        let conflict = self.flow.config.conflict.clone();
+        for f in &self.cmp {
+            let (x, y) = (
+                av.get(f).cloned().unwrap_or(Value::Null),
+                bv.get(f).cloned().unwrap_or(Value::Null),
+            );
+            let a_changed = first_sync
+                || base_a
+                    .as_ref()
+                    .and_then(|v| v.get(f))
+                    .unwrap_or(&Value::Null)
+                    != &x;
+            let b_changed = first_sync
+                || base_b
+                    .as_ref()
+                    .and_then(|v| v.get(f))
+                    .unwrap_or(&Value::Null)
+                    != &y;
+            let value = if x == y || (a_changed && !b_changed) {
+                x
+            } else if b_changed && !a_changed {
+                y
+            } else {
+                // Both changed, differently.
+                conflicts.push(f.clone());
+                match self.resolve(f, &av, &bv, conflict.as_ref()) {
+                    Some(true) => x,
+                    Some(false) => y,
+                    None => {
+                        parked.push(f.clone());
+                        x
+                    }
+                }
+            };
+            merged.insert(f.clone(), value);
+        }
+        let merged = Value::Object(merged);
+        if !parked.is_empty() {
+            let reason = format!(
+                "both sides changed {}; parked for review",
+                parked
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            if !self.opts.dry_run {
+                bind.parked = Some(reason.clone());
+                self.put_binding(&bind)
+                    .map_err(|e| Fail::msg(e.to_string()))?;
+            }
+            self.record(
+                key,
+                Decision::Park,
+                None,
+                diff(Some(&bv), &av, &parked),
+                Some(reason),
+            );
+            return Ok(());
+        }
+        let to_b = !same(Some(&merged), Some(&bv), &self.cmp);
+        let to_a = !same(Some(&merged), Some(&av), &self.cmp);
+        let decision = if !conflicts.is_empty() {
+            Decision::Conflict
+        } else if to_a || to_b {
+            Decision::Update
+        } else if first_sync {
+            Decision::Adopt
+        } else {
+            Decision::Skip
+        };
+        let reason = (!conflicts.is_empty()).then(|| {
+            format!(
+                "both sides changed {}; resolved by `{}`",
+                conflicts
+                    .iter()
+                    .map(|f| format!("`{f}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                conflict
+                    .as_ref()
+                    .map(|c| format!("{:?}", c.rule))
+                    .unwrap_or_default()
+                    .to_lowercase()
+            )
+        });
+        let b_write = overlay(Some(&bv), &merged, &self.cmp);
+        let a_write = overlay(Some(&av), &merged, &self.cmp);
+        if !self.opts.dry_run {
+            bind.parked = None;
+            *bind.base_mut(src_a) = Some(av.clone());
+            *bind.base_mut(dst_a) = Some(bv.clone());
+            if to_b {
+                self.update(false, &mut bind, &b_write, None).await?;
+            }
+            if to_a {
+                self.update(true, &mut bind, &a_write, None).await?;
+            }
+            if !to_a && !to_b {
+                self.put_binding(&bind)
+                    .map_err(|e| Fail::msg(e.to_string()))?;
+            }
+        }
+        if to_b {
+            self.record(
+                key,
+                decision,
+                Some(self.dst.name),
+                diff(Some(&bv), &merged, &self.cmp),
+                reason.clone(),
+            );
+            if to_a {
+                // Count one decision per record; list the other side's changes as well.
+                self.report
+                    .records
+                    .extend(
+                        (self.opts.dry_run || self.opts.details).then(|| RecordReport {
+                            key: key.to_string(),
+                            decision,
+                            target: Some(self.src.name.to_string()),
+                            changes: diff(Some(&av), &merged, &self.cmp),
+                            reason: reason.clone(),
+                        }),
+                    );
+            }
+        } else if to_a {
+            self.record(
+                key,
+                decision,
+                Some(self.src.name),
+                diff(Some(&av), &merged, &self.cmp),
+                reason,
+            );
+        } else {
+            self.record(key, decision, None, Vec::new(), reason);
+        }
+        Ok(())
+    }
+
+    /// Which side wins a conflicting field: `Some(true)` the source, `Some(false)` the
+    /// target, `None` a person decides.
+    fn resolve(
+        &self,
+        field: &str,
+        av: &Value,
+        bv: &Value,
+        conflict: Option<&crate::config::model::ConflictConfig>,
+    ) -> Option<bool> {
+        let c = conflict?;
+        if let Some(owner) = c.owners.get(field) {
+            return Some(owner == self.src.name || owner == &self.flow.config.from);
+        }
+        match c.rule {
+            ConflictRule::ErpWins => Some(self.src.role == Some(SystemRole::Erp)),
+            ConflictRule::ShopWins => Some(self.src.role == Some(SystemRole::Shop)),
+            ConflictRule::NewestWins => {
+                let ts = c
+                    .timestamp_field
+                    .as_deref()
+                    .or(self.entity.updated_at.as_deref())?;
+                let t = |v: &Value| {
+                    v.get(ts)
+                        .and_then(Value::as_str)
+                        .and_then(crate::expr::parse_datetime)
+                };
+                Some(t(av) >= t(bv))
+            }
+            ConflictRule::Owner | ConflictRule::Park => None,
+        }
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Applying
+
+    fn side(&self, to_source: bool) -> &Side<'e> {
+        if to_source { &self.src } else { &self.dst }
+    }
+
+    fn payload(&self, to_source: bool, canon: &Value) -> Result<Value, Fail> {
+        let (to, from) = if to_source {
+            (self.src.name, self.dst.name)
+        } else {
+            (self.dst.name, self.src.name)
+        };
+        let refs = Refs {
+            engine: self.e,
+            from,
+            to,
+        };
+        let env = MapEnv {
+            vars: &self.e.project.vars,
+            refs: &refs,
+        };
+        self.side(to_source)
+            .ent
+            .write
+            .apply(canon, &env, None)
+            .map_err(|e| Fail::msg(e.to_string()))
+    }
+
+    /// Creates `canon` on a side, exactly once: the intent is journaled first, an
+    /// idempotency key goes with it, and an unknown outcome stays pending until a lookup
+    /// settles it.
+    async fn create(
+        &mut self,
+        to_source: bool,
+        b: &mut Binding,
+        canon: &Value,
+    ) -> Result<(), Fail> {
+        let payload = self.payload(to_source, canon)?;
+        let side = self.side(to_source);
+        let Some(op) = side.ent.create.clone() else {
+            return Err(Fail::msg(format!(
+                "`{}` cannot create {}",
+                side.name, self.entity.name
+            )));
+        };
+        let key = b.key.clone();
+        let entry = JournalEntry {
+            id: 0,
+            flow: self.flow.id.clone(),
+            key: key.clone(),
+            target: side.name.to_string(),
+            operation: op.clone(),
+            idempotency_key: self.idempotency_key(&key),
+            payload: payload.clone(),
+            state: JournalState::Pending,
+            created_at: self.e.clock.now(),
+        };
+        let journal_id = self
+            .e
+            .store
+            .journal_begin(&entry)
+            .map_err(|e| Fail::msg(e.to_string()))?;
+        let written_base = canon.clone();
+        self.send_create(to_source, journal_id, &entry, b, written_base)
+            .await
+    }
+
+    async fn send_create(
+        &mut self,
+        to_source: bool,
+        journal_id: i64,
+        entry: &JournalEntry,
+        b: &mut Binding,
+        written: Value,
+    ) -> Result<(), Fail> {
+        let side = self.side(to_source);
+        let is_a = side.is_a;
+        let input = CallInput {
+            record: entry.payload.clone(),
+            key: Some(entry.key.clone()),
+            idempotency_key: Some(entry.idempotency_key.clone()),
+            ..Default::default()
+        };
+        match side.http.call(&entry.operation, &input).await {
+            Ok(out) => {
+                let id = out
+                    .record
+                    .as_ref()
+                    .and_then(|r| side.ent.id.first(r))
+                    .or_else(|| side.ent.id.first(&out.body))
+                    .and_then(crate::compile::types::key_text);
+                let id = match id {
+                    Some(id) => Some(id),
+                    None => self
+                        .lookup(to_source, &entry.key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|s| s.id),
+                };
+                let Some(id) = id else {
+                    // Accepted but unidentifiable: stay pending so the next run looks it up.
+                    return Err(Fail::msg(format!(
+                        "`{}` accepted the record but its id could not be read; it will be looked up",
+                        side.name
+                    )));
+                };
+                b.set_id(is_a, id);
+                *b.base_mut(is_a) = Some(written);
+                if self.flow.config.export_once && b.exported_at.is_none() {
+                    b.exported_at = Some(self.e.clock.now());
+                }
+                self.e
+                    .store
+                    .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
+                    .map_err(|e| Fail::msg(e.to_string()))?;
+                Ok(())
+            }
+            Err(e @ CallError::InDoubt { .. }) => Err(Fail::call(&e, Some(entry.payload.clone()))),
+            Err(e) if e.is_transient() => {
+                // Not applied for sure? A transport failure after retries may still have been
+                // applied if the request is not idempotent; the connector reports that as in
+                // doubt. Here it was safe to retry and failed: settle as failed.
+                let _ = self
+                    .e
+                    .store
+                    .journal_finish(journal_id, JournalState::Failed, None);
+                Err(Fail::call(&e, Some(entry.payload.clone())))
+            }
+            Err(e) => {
+                let _ = self
+                    .e
+                    .store
+                    .journal_finish(journal_id, JournalState::Failed, None);
+                Err(Fail::call(&e, Some(entry.payload.clone())))
+            }
+        }
+    }
+
+    /// Updates a side with `canon` (the full canonical record to hold there).
+    async fn update(
+        &mut self,
+        to_source: bool,
+        b: &mut Binding,
+        canon: &Value,
+        source_now: Option<&Value>,
+    ) -> Result<(), Fail> {
+        let payload = self.payload(to_source, canon)?;
+        let side = self.side(to_source);
+        let Some(op) = side.ent.update.clone() else {
+            return Err(Fail::msg(format!(
+                "`{}` cannot update {}",
+                side.name, self.entity.name
+            )));
+        };
+        let Some(id) = b.id(side.is_a).map(str::to_string) else {
+            return Err(Fail::msg(format!("no `{}` id for `{}`", side.name, b.key)));
+        };
+        let input = CallInput {
+            record: payload.clone(),
+            id: Some(id),
+            key: Some(b.key.clone()),
+            idempotency_key: Some(self.idempotency_key(&b.key)),
+            ..Default::default()
+        };
+        side.http
+            .call(&op, &input)
+            .await
+            .map_err(|e| Fail::call(&e, Some(payload)))?;
+        let is_a = side.is_a;
+        *b.base_mut(is_a) = Some(canon.clone());
+        if let Some(s) = source_now {
+            let other = !is_a;
+            *b.base_mut(other) = Some(s.clone());
+        }
+        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
+    }
+
+    /// Post-actions on the source record after it was exported (e.g. lock the order).
+    async fn after_export(&mut self, b: &Binding) {
+        for action in self.flow.config.after_export.clone() {
+            let Some(op) = self.src.ent.actions.get(&action.action) else {
+                continue;
+            };
+            let Some(id) = b.id(self.src.is_a) else {
+                continue;
+            };
+            let input = CallInput {
+                id: Some(id.to_string()),
+                key: Some(b.key.clone()),
+                ..Default::default()
+            };
+            if let Err(e) = self.src.http.call(op, &input).await {
+                self.report
+                    .errors
+                    .push(format!("`{}` of `{}` failed: {e}", action.action, b.key));
+            }
+        }
+    }
+
+    /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
+    /// sent: found in the target → bound; not found → sent again with the same idempotency key.
+    async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
+        for entry in self.e.store.journal_pending(&self.flow.id)? {
+            let to_source = entry.target == self.src.name && entry.target != self.dst.name;
+            let mut b = self.binding(&entry.key)?.unwrap_or_else(|| Binding {
+                key: entry.key.clone(),
+                ..Default::default()
+            });
+            match self.lookup(to_source, &entry.key).await {
+                Ok(Some(found)) => {
+                    let side_a = self.side(to_source).is_a;
+                    if let Some(id) = found.id.clone() {
+                        b.set_id(side_a, id);
+                    }
+                    *b.base_mut(side_a) = Some(found.canon);
+                    if self.flow.config.export_once && b.exported_at.is_none() {
+                        b.exported_at = Some(self.e.clock.now());
+                    }
+                    self.e.store.journal_finish(
+                        entry.id,
+                        JournalState::Done,
+                        Some((&self.scope, &b)),
+                    )?;
+                    self.report.counts.resolved_in_doubt += 1;
+                    self.after_export(&b).await;
+                    continue;
+                }
+                Ok(None) => {}
+                Err(f) => {
+                    self.report.errors.push(format!(
+                        "in-doubt `{}` could not be checked: {}",
+                        entry.key, f.error
+                    ));
+                    continue;
+                }
+            }
+            // Not there: it was never applied. Send it again, same key.
+            match self
+                .send_create(to_source, entry.id, &entry, &mut b, entry.payload.clone())
+                .await
+            {
+                Ok(()) => {
+                    self.report.counts.resolved_in_doubt += 1;
+                    // The base must be canonical, not native: read it back.
+                    if let Ok(Some(found)) = self.lookup(to_source, &entry.key).await {
+                        *b.base_mut(self.side(to_source).is_a) = Some(found.canon);
+                        self.put_binding(&b)?;
+                    }
+                    self.after_export(&b).await;
+                    self.succeeded(&entry.key)?;
+                }
+                Err(f) => self.fail(&entry.key.clone(), &entry.payload.clone(), f)?,
+            }
+        }
+        Ok(())
+    }
+}
