@@ -264,6 +264,20 @@ async fn requests_are_rendered_from_templates() {
         sys.call("nope", &CallInput::default()).await,
         Err(CallError::UnknownOperation { .. })
     ));
+    let mut extra = serde_json::Map::new();
+    extra.insert("extra_url".into(), json!("http://[::1"));
+    let err = sys
+        .call(
+            "absolute",
+            &CallInput {
+                extra,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Render { .. }), "{err:?}");
+    assert_eq!(seen(&log).len(), 6, "nothing sent");
 }
 
 #[tokio::test]
@@ -527,6 +541,14 @@ async fn login_token_is_fetched_again_once_on_a_401() {
         serde_json::from_str::<Value>(&s[0].body).unwrap(),
         json!({"user": "admin", "pass": "login-pass-1"})
     );
+
+    // The login said 7200 s: the token is renewed a minute before that, not after a 401.
+    c.advance(Duration::from_secs(7200 - 61));
+    sys.call("get", &CallInput::default()).await.unwrap();
+    c.advance(Duration::from_secs(2));
+    sys.call("get", &CallInput::default()).await.unwrap();
+    let tail: Vec<_> = seen(&log)[5..].iter().map(|r| r.path.clone()).collect();
+    assert_eq!(tail, ["/api/orders", "/api/login", "/api/orders"]);
 
     // A 401 that a new token does not cure is an auth failure, after exactly one new login.
     let before = seen(&log).len();
@@ -1176,4 +1198,41 @@ async fn errors_in_a_200_body_and_other_rules_classify_responses() {
     ));
     let err = call("send").await.unwrap_err();
     assert!(err.to_string().ends_with("code 3 (200)"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_token_fetch() {
+    let (base, log) = serve(|s, _| {
+        if s.path == "/api/token" {
+            // Slow enough that the other callers arrive while the token is being fetched.
+            reply(
+                200,
+                json!({"access_token": "shared-token-1", "expires_in": 600}),
+            )
+            .delayed(Duration::from_millis(50))
+        } else {
+            reply(200, json!({}))
+        }
+    })
+    .await;
+    let c = clock();
+    let sys = Arc::new(system(
+        &base,
+        json!({"auth": {"kind": "oauth2_client_credentials", "token_url": "/token",
+                        "client_id": "cid", "client_secret": "shared-secret-1"}}),
+        json!({"get": {"path": "/x"}}),
+        &c,
+    ));
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let sys = sys.clone();
+            tokio::spawn(async move { sys.call("get", &CallInput::default()).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let s = seen(&log);
+    assert_eq!(s.iter().filter(|r| r.path == "/api/token").count(), 1);
+    assert_eq!(s.len(), 6);
 }
