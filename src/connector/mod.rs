@@ -14,7 +14,5 @@ mod system;
 
 pub use error::CallError;
 pub use operation::{CompileProblem, Operation, ProblemKind};
-pub use retry::{backoff_ceiling, parse_retry_after};
-pub use rules::{StatusRange, parse_status_pattern};
 pub use stats::{ConnectorStats, StatsSnapshot};
 pub use system::{CallInput, CallOutput, HttpSystem, Page};

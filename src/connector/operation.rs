@@ -209,6 +209,20 @@ impl Operation {
         let mut p = Problems::default();
         let path = p.template("path", &cfg.path);
         let query = p.template_map("query", &cfg.query);
+        for name in cfg
+            .headers
+            .keys()
+            .chain(cfg.idempotency_key.as_ref().and_then(|k| k.header.as_ref()))
+        {
+            if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                let at = if cfg.headers.contains_key(name) {
+                    format!("headers.{name}")
+                } else {
+                    "idempotency_key.header".into()
+                };
+                p.invalid(&at, format!("`{name}` is not a valid header name"));
+            }
+        }
         let headers = p.template_map("headers", &cfg.headers);
         let body = cfg
             .body
@@ -313,6 +327,7 @@ mod tests {
             "path": "/x/{{#if}}",
             "query": {"limit": "{{upperr a}}", "ok": "{{a}}"},
             "body": {"client": {"name": "{{#each}}"}, "lines": [{"sku": "{{nope x}}"}]},
+            "headers": {"Bad Name": "x"},
             "records": "data",
             "paginate": {"kind": "next_url", "path": "$.meta["},
             "since_format": "%Q",
@@ -325,6 +340,7 @@ mod tests {
             [
                 "path",
                 "query.limit",
+                "headers.Bad Name",
                 "body.client.name",
                 "body.lines.0.sku",
                 "records",
@@ -334,7 +350,7 @@ mod tests {
             ]
         );
         assert_eq!(problems[1].kind, ProblemKind::Template);
-        assert_eq!(problems[4].kind, ProblemKind::JsonPath);
+        assert_eq!(problems[5].kind, ProblemKind::JsonPath);
     }
 
     #[test]

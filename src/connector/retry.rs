@@ -53,14 +53,14 @@ impl RetryPolicy {
 }
 
 /// The longest wait before retry number `retry` (1-based): `initial · 2^(retry-1)`, capped.
-pub fn backoff_ceiling(initial: Duration, max: Duration, retry: u32) -> Duration {
+pub(crate) fn backoff_ceiling(initial: Duration, max: Duration, retry: u32) -> Duration {
     let exp = retry.saturating_sub(1).min(31);
     initial.saturating_mul(1u32 << exp).min(max)
 }
 
 /// Reads a `Retry-After` value: seconds (`120`, also fractional like `2.0`, as Shopify sends)
 /// or an HTTP date, relative to `now`. A date in the past means "now".
-pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     let value = value.trim();
     let wait = if let Ok(secs) = value.parse::<f64>() {
         if !secs.is_finite() || secs < 0.0 {

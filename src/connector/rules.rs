@@ -10,7 +10,7 @@ use crate::expr::{Predicate, Template};
 
 /// An inclusive range of status codes; a single code is a range of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StatusRange {
+pub(crate) struct StatusRange {
     pub low: u16,
     pub high: u16,
 }
@@ -22,7 +22,7 @@ impl StatusRange {
 }
 
 /// Reads `404`, `"404"`, `"4xx"` or `"500-504"`.
-pub fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRange, String> {
+pub(crate) fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRange, String> {
     let valid = |c: u16| (100..=599).contains(&c);
     let range = match pattern {
         StatusPattern::Code(c) => StatusRange { low: *c, high: *c },

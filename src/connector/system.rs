@@ -539,7 +539,7 @@ impl HttpSystem {
                 let m = verdict
                     .as_ref()
                     .and_then(|v| v.message.clone())
-                    .unwrap_or_else(|| default_message(status, &resp.body));
+                    .unwrap_or_else(|| default_message(status, &resp.headers, &resp.body));
                 redact(&m).into_owned()
             };
             match action {
@@ -761,7 +761,14 @@ fn hash_records(records: &[Value]) -> u64 {
 }
 
 /// A message for a failure no rule described: the status and the start of the body.
-fn default_message(status: u16, body: &Value) -> String {
+fn default_message(status: u16, headers: &HeaderMap, body: &Value) -> String {
+    if (300..400).contains(&status) {
+        let to = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        return format!("status {status}: redirected to `{to}`; check the system's `base_url`");
+    }
     let text = match body {
         Value::Null => return format!("status {status}"),
         Value::String(s) => s.clone(),

@@ -1,0 +1,1238 @@
+//! The generic HTTP connector against real loopback servers: auth kinds, pagination kinds and
+//! their guards, rate limits, retries, in-doubt writes and error classification. Waits go
+//! through a `ManualClock`, so nothing here sleeps for real except the timeout tests (200 ms).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use chrono::{TimeZone, Utc};
+use erpsync::clock::{Clock, ManualClock};
+use erpsync::config::model::{OperationConfig, SystemConfig};
+use erpsync::connector::{CallError, CallInput, HttpSystem, Operation, Page};
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+/// One request as the server saw it.
+#[derive(Debug, Clone)]
+struct Seen {
+    method: String,
+    path: String,
+    query: BTreeMap<String, String>,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Seen {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+    fn q(&self, name: &str) -> Option<&str> {
+        self.query.get(name).map(String::as_str)
+    }
+}
+
+/// What the server answers.
+struct Reply {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: String,
+    delay: Duration,
+}
+
+fn reply(status: u16, body: Value) -> Reply {
+    Reply {
+        status,
+        headers: vec![("content-type", "application/json".into())],
+        body: body.to_string(),
+        delay: Duration::ZERO,
+    }
+}
+
+impl Reply {
+    fn header(mut self, k: &'static str, v: impl Into<String>) -> Reply {
+        self.headers.push((k, v.into()));
+        self
+    }
+    fn delayed(mut self, d: Duration) -> Reply {
+        self.delay = d;
+        self
+    }
+}
+
+type Log = Arc<Mutex<Vec<Seen>>>;
+
+/// A loopback server that hands each request (and how many came before it) to `handler`.
+async fn serve<F>(handler: F) -> (String, Log)
+where
+    F: Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+{
+    let log: Log = Arc::default();
+    let handler = Arc::new(handler);
+    let app = Router::new().fallback({
+        let log = log.clone();
+        move |req: Request| {
+            let log = log.clone();
+            let handler = handler.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+                let seen = Seen {
+                    method: parts.method.to_string(),
+                    path: parts.uri.path().to_string(),
+                    query: url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+                        .into_owned()
+                        .collect(),
+                    headers: parts.headers,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                };
+                let n = {
+                    let mut l = log.lock().unwrap();
+                    l.push(seen.clone());
+                    l.len() - 1
+                };
+                let r = handler(&seen, n);
+                if !r.delay.is_zero() {
+                    tokio::time::sleep(r.delay).await;
+                }
+                let mut resp = Response::new(Body::from(r.body));
+                *resp.status_mut() = StatusCode::from_u16(r.status).unwrap();
+                for (k, v) in r.headers {
+                    resp.headers_mut().insert(k, v.parse().unwrap());
+                }
+                resp
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/api"), log)
+}
+
+fn seen(log: &Log) -> Vec<Seen> {
+    log.lock().unwrap().clone()
+}
+
+fn clock() -> ManualClock {
+    ManualClock::new(Utc.with_ymd_and_hms(2026, 3, 1, 12, 0, 0).unwrap())
+}
+
+/// A system named `shop` at `base` with the given settings and operations (JSON shaped like
+/// the YAML), retries without jitter unless the settings say otherwise.
+fn system(base: &str, mut settings: Value, ops: Value, clock: &ManualClock) -> HttpSystem {
+    let s = settings.as_object_mut().unwrap();
+    s.insert("base_url".into(), json!(base));
+    s.entry("retry")
+        .or_insert(json!({"initial_backoff_ms": 100, "max_backoff_ms": 1000, "jitter": false}));
+    let cfg: SystemConfig = serde_json::from_value(settings).unwrap();
+    let ops: BTreeMap<String, OperationConfig> = serde_json::from_value(ops).unwrap();
+    let ops = ops
+        .iter()
+        .map(|(k, c)| (k.clone(), Arc::new(Operation::compile(c).unwrap())))
+        .collect();
+    HttpSystem::build(
+        "shop",
+        &cfg,
+        ops,
+        json!({"company": "ACME"}),
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
+}
+
+async fn pages(sys: &HttpSystem, op: &str) -> Vec<Result<Page, CallError>> {
+    sys.list(op, CallInput::default()).collect().await
+}
+
+fn ids(pages: &[Result<Page, CallError>]) -> Vec<Vec<i64>> {
+    pages
+        .iter()
+        .filter_map(|p| p.as_ref().ok())
+        .map(|p| {
+            p.records
+                .iter()
+                .map(|r| r["id"].as_i64().unwrap())
+                .collect()
+        })
+        .collect()
+}
+
+fn recs(ids: std::ops::Range<i64>) -> Value {
+    Value::Array(ids.map(|i| json!({"id": i})).collect())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Requests from templates
+
+#[tokio::test]
+async fn requests_are_rendered_from_templates() {
+    let (base, log) = serve(|_, _| {
+        reply(
+            201,
+            json!({"data": {"id": 7, "price": {"__class__": "Decimal", "decimal": "21.50"}}}),
+        )
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"headers": {"X-Company": "{{vars.company}}"}, "vars": {"cif": "RO123"}}),
+        json!({
+            "list": {"path": "/products", "query": {"updated_after": "{{since}}", "cif": "{{system.cif}}"}},
+            "list_unix": {"path": "/products", "query": {"since": "{{since}}"}, "since_format": "unix"},
+            "update": {"method": "PUT", "path": "/products/{{id}}",
+                       "body": {"sku": "{{key}}", "stock": "{{record.qty}}", "note": "q={{record.qty}}",
+                                "shop": "{{channel}}", "fixed": 1},
+                       "record": "$.data",
+                       "decode": [{"marker": "__class__", "equals": "Decimal", "value": "decimal", "as": "number"}]},
+            "form": {"method": "POST", "path": "/form", "body_format": "form",
+                     "body": {"a": "{{record.qty}}", "b": "x y"}},
+            "absolute": {"path": "{{extra_url}}"}
+        }),
+        &c,
+    );
+    sys.call("list", &CallInput::default()).await.unwrap();
+    let since = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
+    let input = CallInput {
+        since: Some(since),
+        ..Default::default()
+    };
+    sys.call("list", &input).await.unwrap();
+    sys.call("list_unix", &input).await.unwrap();
+    let mut extra = serde_json::Map::new();
+    extra.insert("channel".into(), json!("ro"));
+    let input = CallInput {
+        record: json!({"qty": 37}),
+        id: Some("812".into()),
+        key: Some("LED-1".into()),
+        extra,
+        ..Default::default()
+    };
+    let out = sys.call("update", &input).await.unwrap();
+    assert_eq!(out.status, 201);
+    assert_eq!(out.record, Some(json!({"id": 7, "price": 21.5})));
+    sys.call("form", &input).await.unwrap();
+    let mut extra = serde_json::Map::new();
+    extra.insert("extra_url".into(), json!(format!("{base}/elsewhere?x=1")));
+    sys.call(
+        "absolute",
+        &CallInput {
+            extra,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+
+    let s = seen(&log);
+    assert_eq!(s[0].path, "/api/products");
+    assert_eq!(
+        s[0].query,
+        BTreeMap::from([("cif".into(), "RO123".into())]),
+        "empty `since` left out"
+    );
+    assert_eq!(s[0].header("x-company"), Some("ACME"));
+    assert_eq!(s[1].q("updated_after"), Some("2026-01-02T03:04:05Z"));
+    assert_eq!(s[2].q("since"), Some("1767323045"));
+    assert_eq!(
+        (s[3].method.as_str(), s[3].path.as_str()),
+        ("PUT", "/api/products/812")
+    );
+    assert_eq!(s[3].header("content-type"), Some("application/json"));
+    let body: Value = serde_json::from_str(&s[3].body).unwrap();
+    assert_eq!(
+        body,
+        json!({"sku": "LED-1", "stock": 37, "note": "q=37", "shop": "ro", "fixed": 1})
+    );
+    assert_eq!(
+        s[4].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(s[4].body, "a=37&b=x+y");
+    assert_eq!(
+        (s[5].path.as_str(), s[5].q("x")),
+        ("/api/elsewhere", Some("1"))
+    );
+    assert!(sys.is_read_only_op("list") && !sys.is_read_only_op("update"));
+    assert!(matches!(
+        sys.call("nope", &CallInput::default()).await,
+        Err(CallError::UnknownOperation { .. })
+    ));
+    let mut extra = serde_json::Map::new();
+    extra.insert("extra_url".into(), json!("http://[::1"));
+    let err = sys
+        .call(
+            "absolute",
+            &CallInput {
+                extra,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::Render { .. }), "{err:?}");
+    assert_eq!(seen(&log).len(), 6, "nothing sent");
+}
+
+#[tokio::test]
+async fn build_problems_carry_paths_relative_to_the_system() {
+    let cfg: SystemConfig = serde_json::from_value(json!({
+        "auth": {"kind": "login", "request": {"path": "/login"}, "token_path": "$.data[", "format": "{{#if}}"},
+        "headers": {"X-Bad": "{{nope x}}"},
+        "errors": [{"action": "fail"}, {"when": "@.x ==", "action": "fail"}],
+        "rate_limit": {"per_second": 0}
+    }))
+    .unwrap();
+    let problems =
+        HttpSystem::build("erp", &cfg, BTreeMap::new(), json!({}), Arc::new(clock())).unwrap_err();
+    let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "base_url",
+            "headers.X-Bad",
+            "auth.token_path",
+            "auth.format",
+            "errors.1.when",
+            "rate_limit.per_second"
+        ]
+    );
+    assert_eq!(problems[0].message, "system `erp` has no `base_url`");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Auth
+
+#[tokio::test]
+async fn fixed_credentials_basic_bearer_and_api_keys() {
+    let (base, log) = serve(|s, _| {
+        // Echo the credentials back in an error, as some APIs do: they must come back masked.
+        if s.path.ends_with("/echo") {
+            reply(
+                400,
+                json!({"error": s.header("authorization").unwrap_or("")}),
+            )
+        } else {
+            reply(200, json!({}))
+        }
+    })
+    .await;
+    let c = clock();
+    let ops = json!({"get": {"path": "/x"}, "echo": {"path": "/echo"}});
+    let basic = system(
+        &base,
+        json!({"auth": {"kind": "basic", "username": "mp-key", "password": "mp-secret-0001"}}),
+        ops.clone(),
+        &c,
+    );
+    let bearer = system(
+        &base,
+        json!({"auth": {"kind": "bearer", "token": "bearer-token-0002"}}),
+        ops.clone(),
+        &c,
+    );
+    let header_key = system(
+        &base,
+        json!({"auth": {"kind": "api_key", "name": "X-Api-Key", "value": "api-key-0003"}}),
+        ops.clone(),
+        &c,
+    );
+    let query_key = system(
+        &base,
+        json!({"auth": {"kind": "api_key", "name": "key", "value": "api-key-0004", "in": "query"}}),
+        ops.clone(),
+        &c,
+    );
+    let none = system(&base, json!({"auth": {"kind": "none"}}), ops, &c);
+    for sys in [&basic, &bearer, &header_key, &query_key, &none] {
+        sys.call("get", &CallInput::default()).await.unwrap();
+    }
+    let s = seen(&log);
+    assert_eq!(
+        s[0].header("authorization"),
+        Some("Basic bXAta2V5Om1wLXNlY3JldC0wMDAx")
+    );
+    assert_eq!(
+        s[1].header("authorization"),
+        Some("Bearer bearer-token-0002")
+    );
+    assert_eq!(s[2].header("x-api-key"), Some("api-key-0003"));
+    assert_eq!(s[3].q("key"), Some("api-key-0004"));
+    assert_eq!(s[4].header("authorization"), None);
+
+    let err = basic.call("echo", &CallInput::default()).await.unwrap_err();
+    let CallError::Permanent {
+        status,
+        body,
+        message,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(*status, 400);
+    assert_eq!(**body, json!({"error": "Basic ***"}));
+    assert!(!message.contains("bXAta2V5") && !err.to_string().contains("bXAta2V5"));
+}
+
+#[tokio::test]
+async fn oauth2_token_is_reused_then_refreshed_when_it_expires() {
+    let (base, log) = serve(|s, _| {
+        if s.path == "/api/authorize/token" {
+            let n = TOKENS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            reply(
+                200,
+                json!({"access_token": format!("oblio-token-{n}"), "token_type": "Bearer",
+                              "expires_in": 3600, "request_time": 0}),
+            )
+        } else {
+            reply(200, json!({"status": 200, "data": []}))
+        }
+    })
+    .await;
+    static TOKENS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"auth": {"kind": "oauth2_client_credentials", "token_url": "/authorize/token",
+                        "client_id": "me@example.com", "client_secret": "oblio-secret-1", "body_format": "json"}}),
+        json!({"products": {"path": "/nomenclature/products"}}),
+        &c,
+    );
+    sys.call("products", &CallInput::default()).await.unwrap();
+    c.advance(Duration::from_secs(3000));
+    sys.call("products", &CallInput::default()).await.unwrap();
+    // Within the margin before expiry: a new token.
+    c.advance(Duration::from_secs(560));
+    sys.call("products", &CallInput::default()).await.unwrap();
+
+    let s = seen(&log);
+    let paths: Vec<_> = s.iter().map(|r| r.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/authorize/token",
+            "/api/nomenclature/products",
+            "/api/nomenclature/products",
+            "/api/authorize/token",
+            "/api/nomenclature/products"
+        ]
+    );
+    let token_body: Value = serde_json::from_str(&s[0].body).unwrap();
+    assert_eq!(
+        token_body,
+        json!({"grant_type": "client_credentials", "client_id": "me@example.com", "client_secret": "oblio-secret-1"})
+    );
+    assert_eq!(s[1].header("authorization"), Some("Bearer oblio-token-1"));
+    assert_eq!(s[2].header("authorization"), Some("Bearer oblio-token-1"));
+    assert_eq!(s[4].header("authorization"), Some("Bearer oblio-token-2"));
+    assert_eq!(sys.stats().snapshot().token_fetches, 2);
+    assert_eq!(erpsync::redact::redact("got oblio-token-2"), "got ***");
+}
+
+#[tokio::test]
+async fn oauth2_form_body_and_token_endpoint_failure() {
+    let (base, log) = serve(|s, _| {
+        if s.path == "/oauth/token" {
+            if s.body.contains("scope=read") {
+                reply(
+                    200,
+                    json!({"access_token": "form-token-1", "token_type": "bearer"}),
+                )
+            } else {
+                reply(401, json!({"error": "invalid_client"}))
+            }
+        } else {
+            reply(200, json!({}))
+        }
+    })
+    .await;
+    let c = clock();
+    let cfg = |scope: &str| {
+        json!({"auth": {"kind": "oauth2_client_credentials", "token_url": format!("{base}/../oauth/token"),
+                        "client_id": "cid", "client_secret": "form-secret-1", "scope": scope, "body_format": "form"}})
+    };
+    let ok = system(&base, cfg("read"), json!({"get": {"path": "/x"}}), &c);
+    ok.call("get", &CallInput::default()).await.unwrap();
+    let s = seen(&log);
+    assert_eq!(
+        s[0].header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        s[0].body,
+        "grant_type=client_credentials&client_id=cid&client_secret=form-secret-1&scope=read"
+    );
+    assert_eq!(s[1].header("authorization"), Some("Bearer form-token-1"));
+
+    let bad = system(&base, cfg("write"), json!({"get": {"path": "/x"}}), &c);
+    let err = bad.call("get", &CallInput::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Auth {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn login_token_is_fetched_again_once_on_a_401() {
+    let (base, log) = serve(|s, _| match s.path.as_str() {
+        "/api/login" => {
+            let n = LOGINS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            reply(
+                200,
+                json!({"result": {"token": format!("session-{n}"), "ttl": 7200}}),
+            )
+        }
+        // The first session is revoked after one use.
+        _ if s.header("x-session") == Some("Token session-1")
+            && USED.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+        {
+            reply(401, json!({"error": "expired"}))
+        }
+        "/api/always401" => reply(401, json!({"error": "nope"})),
+        _ => reply(200, json!({"ok": s.header("x-session")})),
+    })
+    .await;
+    static LOGINS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    static USED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"vars": {"user": "admin"},
+               "auth": {"kind": "login", "request": {"path": "/login", "body": {"user": "{{system.user}}", "pass": "login-pass-1"}},
+                        "token_path": "$.result.token", "expires_in_path": "$.result.ttl",
+                        "header": "X-Session", "format": "Token {{token}}"}}),
+        json!({"get": {"path": "/orders"}, "post": {"method": "POST", "path": "/orders"},
+               "always401": {"path": "/always401"}}),
+        &c,
+    );
+    sys.call("get", &CallInput::default()).await.unwrap();
+    // session-1 is now refused: a new login, then the same POST once more.
+    let out = sys.call("post", &CallInput::default()).await.unwrap();
+    assert_eq!(out.body, json!({"ok": "Token session-2"}));
+    let s = seen(&log);
+    let paths: Vec<_> = s
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            ("POST", "/api/login"),
+            ("GET", "/api/orders"),
+            ("POST", "/api/orders"),
+            ("POST", "/api/login"),
+            ("POST", "/api/orders")
+        ]
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&s[0].body).unwrap(),
+        json!({"user": "admin", "pass": "login-pass-1"})
+    );
+
+    // The login said 7200 s: the token is renewed a minute before that, not after a 401.
+    c.advance(Duration::from_secs(7200 - 61));
+    sys.call("get", &CallInput::default()).await.unwrap();
+    c.advance(Duration::from_secs(2));
+    sys.call("get", &CallInput::default()).await.unwrap();
+    let tail: Vec<_> = seen(&log)[5..].iter().map(|r| r.path.clone()).collect();
+    assert_eq!(tail, ["/api/orders", "/api/login", "/api/orders"]);
+
+    // A 401 that a new token does not cure is an auth failure, after exactly one new login.
+    let before = seen(&log).len();
+    let err = sys
+        .call("always401", &CallInput::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Auth {
+                status: Some(401),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let after: Vec<_> = seen(&log)[before..]
+        .iter()
+        .map(|r| r.path.clone())
+        .collect();
+    assert_eq!(after, ["/api/always401", "/api/login", "/api/always401"]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pagination
+
+#[tokio::test]
+async fn page_numbers_with_total_pages_header_short_page_and_empty_page() {
+    let (base, log) = serve(|s, _| {
+        let page: i64 = s.q("page").unwrap().parse().unwrap();
+        match s.path.as_str() {
+            "/api/woo" => reply(200, recs(page * 10..page * 10 + 2)).header("x-wp-totalpages", "3"),
+            "/api/body_total" => reply(
+                200,
+                json!({"items": recs(page * 10..page * 10 + 2), "meta": {"pages": "2"}}),
+            ),
+            "/api/short" => reply(
+                200,
+                recs(page * 10..page * 10 + if page < 2 { 2 } else { 1 }),
+            ),
+            _ => reply(
+                200,
+                recs(page * 10..page * 10 + if page < 3 { 1 } else { 0 }),
+            ),
+        }
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({}),
+        json!({
+            "woo": {"path": "/woo", "records": "$", "query": {"per_page": "50"},
+                    "paginate": {"kind": "page", "size_param": "per_page", "size": 2, "total_pages": "header:X-WP-TotalPages"}},
+            "body_total": {"path": "/body_total", "records": "$.items",
+                           "paginate": {"kind": "page", "start": 0, "total_pages": "$.meta.pages"}},
+            "short": {"path": "/short", "records": "$", "paginate": {"kind": "page", "size": 2}},
+            "empty": {"path": "/empty", "records": "$", "paginate": {"kind": "page"}}
+        }),
+        &c,
+    );
+    let woo = pages(&sys, "woo").await;
+    assert_eq!(ids(&woo), [vec![10, 11], vec![20, 21], vec![30, 31]]);
+    assert_eq!(
+        woo.iter()
+            .map(|p| p.as_ref().unwrap().number)
+            .collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    let s = seen(&log);
+    assert_eq!(
+        s[0].query,
+        BTreeMap::from([("page".into(), "1".into()), ("per_page".into(), "2".into())])
+    );
+    assert_eq!(
+        ids(&pages(&sys, "body_total").await),
+        [vec![0, 1], vec![10, 11]]
+    );
+    assert_eq!(ids(&pages(&sys, "short").await), [vec![10, 11], vec![20]]);
+    assert_eq!(ids(&pages(&sys, "empty").await), [vec![10], vec![20]]);
+    // 3 + 2 + 2 + 3 requests: the empty page is read but not yielded.
+    assert_eq!(seen(&log).len(), 10);
+}
+
+#[tokio::test]
+async fn offset_and_limit_end_on_a_short_page() {
+    let (base, log) = serve(|s, _| {
+        let offset: i64 = s.q("offset").unwrap().parse().unwrap();
+        let n = if offset < 4 { 2 } else { 1 };
+        reply(
+            200,
+            json!({"status": 200, "data": recs(offset..offset + n)}),
+        )
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({}),
+        json!({"products": {"path": "/nomenclature/products", "records": "$.data",
+               "paginate": {"kind": "offset", "limit_param": "limitPerPage", "limit": 2}}}),
+        &c,
+    );
+    assert_eq!(
+        ids(&pages(&sys, "products").await),
+        [vec![0, 1], vec![2, 3], vec![4]]
+    );
+    let offsets: Vec<_> = seen(&log)
+        .iter()
+        .map(|s| {
+            (
+                s.q("offset").unwrap().to_string(),
+                s.q("limitPerPage").unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        offsets,
+        [
+            ("0".into(), "2".into()),
+            ("2".into(), "2".into()),
+            ("4".into(), "2".into())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn cursor_pages_end_and_a_repeated_cursor_is_an_error() {
+    let (base, _log) = serve(|s, n| {
+        let next = match (s.path.as_str(), s.q("after")) {
+            ("/api/ok", None) => json!("c2"),
+            ("/api/ok", Some("c2")) => json!("c3"),
+            ("/api/ok", _) => json!(""),
+            // A server that keeps handing out the same cursor.
+            _ => json!("stuck"),
+        };
+        reply(200, json!({"items": [{"id": n}], "next": next}))
+    })
+    .await;
+    let c = clock();
+    let op = |p: &str| json!({"path": p, "records": "$.items", "paginate": {"kind": "cursor", "cursor_path": "$.next", "param": "after"}});
+    let sys = system(
+        &base,
+        json!({}),
+        json!({"ok": op("/ok"), "stuck": op("/stuck")}),
+        &c,
+    );
+    assert_eq!(ids(&pages(&sys, "ok").await), [vec![0], vec![1], vec![2]]);
+    let stuck = pages(&sys, "stuck").await;
+    assert_eq!(ids(&stuck), [vec![3], vec![4]]);
+    let err = stuck.last().unwrap().as_ref().unwrap_err();
+    assert!(
+        matches!(err, CallError::Pagination { page: 2, .. }),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("cursor `stuck` was already used"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn link_header_and_next_url_pages() {
+    let (base, log) = serve(|s, _| {
+        let page: i64 = s.q("page_info").map_or(1, |p| p.parse().unwrap());
+        let origin = format!("http://{}", s.header("host").unwrap());
+        match s.path.as_str() {
+            "/api/orders.json" => {
+                let r = reply(200, json!({"orders": recs(page..page + 1)}));
+                if page < 3 {
+                    r.header("link", format!(r#"<{origin}/api/orders.json?page_info={}&limit=1>; rel="next", <{origin}/x>; rel="previous""#, page + 1))
+                } else {
+                    r
+                }
+            }
+            _ => {
+                // MerchantPro: an absolute next URL; also a relative one, then none.
+                let next = match page {
+                    1 => json!(format!("{origin}/api/products?page_info=2")),
+                    2 => json!("products?page_info=3"),
+                    _ => Value::Null,
+                };
+                reply(200, json!({"data": recs(page..page + 1), "meta": {"links": {"next": next}}}))
+            }
+        }
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"auth": {"kind": "api_key", "name": "X-Shopify-Access-Token", "value": "shpat-0005"}}),
+        json!({
+            "orders": {"path": "/orders.json", "query": {"limit": "1", "status": "any"}, "records": "$.orders",
+                       "paginate": {"kind": "link_header"}},
+            "products": {"path": "/products", "records": "$.data", "paginate": {"kind": "next_url", "path": "$.meta.links.next"}}
+        }),
+        &c,
+    );
+    assert_eq!(
+        ids(&pages(&sys, "orders").await),
+        [vec![1], vec![2], vec![3]]
+    );
+    let s = seen(&log);
+    assert_eq!(s[0].query.len(), 2);
+    // The next link is used verbatim: no filters added next to `page_info`.
+    assert_eq!(
+        s[1].query,
+        BTreeMap::from([
+            ("page_info".into(), "2".into()),
+            ("limit".into(), "1".into())
+        ])
+    );
+    assert!(
+        s.iter()
+            .all(|r| r.header("x-shopify-access-token") == Some("shpat-0005"))
+    );
+    assert_eq!(
+        ids(&pages(&sys, "products").await),
+        [vec![1], vec![2], vec![3]]
+    );
+    assert_eq!(seen(&log)[5].path, "/api/products");
+}
+
+#[tokio::test]
+async fn repeated_pages_next_urls_read_before_and_max_pages_stop_with_an_error() {
+    let (base, _log) = serve(|s, n| match s.path.as_str() {
+        // Ignores the page parameter: the same records every time.
+        "/api/same" => reply(200, recs(1..3)),
+        // A next URL pointing back at the first page.
+        "/api/loop" => {
+            let origin = format!("http://{}", s.header("host").unwrap());
+            reply(
+                200,
+                json!({"data": [{"id": n}], "next": format!("{origin}/api/loop")}),
+            )
+        }
+        _ => reply(200, json!([{"id": n}])),
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({}),
+        json!({
+            "same": {"path": "/same", "records": "$", "paginate": {"kind": "page"}},
+            "loop": {"path": "/loop", "records": "$.data", "paginate": {"kind": "next_url", "path": "$.next"}},
+            "endless": {"path": "/endless", "records": "$", "paginate": {"kind": "page"}, "max_pages": 3}
+        }),
+        &c,
+    );
+    let same = pages(&sys, "same").await;
+    assert_eq!(ids(&same), [vec![1, 2]]);
+    let err = same[1].as_ref().unwrap_err();
+    assert!(err.to_string().contains("page 2 repeats page 1"), "{err}");
+
+    let looped = pages(&sys, "loop").await;
+    assert_eq!(looped.len(), 2);
+    assert!(
+        matches!(looped[1], Err(CallError::Pagination { page: 1, .. })),
+        "{:?}",
+        looped[1]
+    );
+
+    let endless = pages(&sys, "endless").await;
+    assert_eq!(ids(&endless).len(), 3);
+    let err = endless[3].as_ref().unwrap_err();
+    assert!(err.to_string().contains("`max_pages` (3) reached"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits
+
+#[tokio::test]
+async fn retry_after_in_seconds_and_as_a_date_is_waited_on_the_clock() {
+    let (base, log) = serve(|s, n| match (s.path.as_str(), n) {
+        ("/api/secs", 0) => reply(429, json!({"errors": "Exceeded 2 calls per second"}))
+            .header("retry-after", "2.0"),
+        ("/api/date", 2) => {
+            reply(503, json!({})).header("retry-after", "Sun, 01 Mar 2026 12:00:07 GMT")
+        }
+        ("/api/date", 3) => {
+            reply(429, json!({})).header("retry-after", "Sun, 01 Mar 2026 12:00:09 GMT")
+        }
+        _ => reply(200, json!({"ok": true})),
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({}),
+        json!({"secs": {"path": "/secs"}, "date": {"path": "/date"}}),
+        &c,
+    );
+    sys.call("secs", &CallInput::default()).await.unwrap();
+    assert_eq!(c.sleeps(), [Duration::from_secs(2)]);
+    // Now 12:00:02; the 503 asks to wait until :07, then a 429 until :09.
+    sys.call("date", &CallInput::default()).await.unwrap();
+    assert_eq!(
+        c.sleeps(),
+        [
+            Duration::from_secs(2),
+            Duration::from_secs(5),
+            Duration::from_secs(2)
+        ]
+    );
+    assert_eq!(seen(&log).len(), 5);
+    let st = sys.stats().snapshot();
+    assert_eq!(
+        (st.retries, st.rate_limit_waits, st.rate_limit_wait_ms),
+        (3, 2, 4000)
+    );
+    assert_eq!(
+        (st.responses_2xx, st.responses_4xx, st.responses_5xx),
+        (2, 2, 1)
+    );
+}
+
+#[tokio::test]
+async fn rate_limited_until_the_attempts_run_out() {
+    let (base, log) = serve(|_, _| reply(429, json!({}))).await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"retry": {"max_attempts": 3, "initial_backoff_ms": 100, "jitter": false}}),
+        json!({"create": {"method": "POST", "path": "/invoice"}}),
+        &c,
+    );
+    let err = sys.call("create", &CallInput::default()).await.unwrap_err();
+    assert!(
+        matches!(err, CallError::RateLimited { attempts: 3, .. }),
+        "{err:?}"
+    );
+    // A 429 means the write was not done, so even a POST is sent again.
+    assert_eq!(seen(&log).len(), 3);
+    assert_eq!(
+        c.sleeps(),
+        [Duration::from_millis(100), Duration::from_millis(200)]
+    );
+}
+
+#[tokio::test]
+async fn a_lockout_pauses_every_caller_of_the_system() {
+    let (base, log) = serve(|s, n| match (s.path.as_str(), n) {
+        ("/api/invoice", 0) => reply(403, json!({"errorText": "Prea multe cereri"})),
+        _ => reply(200, json!({"errorText": ""})),
+    })
+    .await;
+    let c = clock();
+    let sys = Arc::new(system(
+        &base,
+        json!({"rate_limit": {"per_second": 3, "burst": 30, "lockout": {"status": 403, "seconds": 600}},
+               "retry": {"max_attempts": 1}}),
+        json!({"invoice": {"method": "POST", "path": "/invoice"}, "stocks": {"path": "/stocks"}}),
+        &c,
+    ));
+    let err = sys
+        .call("invoice", &CallInput::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CallError::RateLimited { .. }), "{err:?}");
+    // Another flow, another operation: it waits out the lock-out before sending anything.
+    let other = sys.clone();
+    tokio::spawn(async move { other.call("stocks", &CallInput::default()).await })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.sleeps(), [Duration::from_secs(600)]);
+    assert_eq!(seen(&log).len(), 2);
+    assert_eq!(
+        c.now(),
+        Utc.with_ymd_and_hms(2026, 3, 1, 12, 10, 0).unwrap()
+    );
+}
+
+#[tokio::test]
+async fn the_token_bucket_spaces_requests_of_all_callers() {
+    let (base, _log) = serve(|_, _| reply(200, json!({}))).await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"rate_limit": {"per_second": 4, "burst": 2}}),
+        json!({"get": {"path": "/x"}}),
+        &c,
+    );
+    for _ in 0..4 {
+        sys.call("get", &CallInput::default()).await.unwrap();
+    }
+    assert_eq!(
+        c.sleeps(),
+        [Duration::from_millis(250), Duration::from_millis(250)]
+    );
+    assert_eq!(sys.stats().snapshot().rate_limit_waits, 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retries and in-doubt writes
+
+#[tokio::test]
+async fn server_errors_are_retried_with_backoff_for_safe_requests() {
+    let (base, log) = serve(|_, n| {
+        if n < 2 {
+            reply(502, json!({}))
+        } else {
+            reply(200, json!({"id": 1}))
+        }
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({}),
+        json!({"get": {"path": "/x", "record": "$"}}),
+        &c,
+    );
+    let out = sys.call("get", &CallInput::default()).await.unwrap();
+    assert_eq!(out.record, Some(json!({"id": 1})));
+    assert_eq!(seen(&log).len(), 3);
+    assert_eq!(
+        c.sleeps(),
+        [Duration::from_millis(100), Duration::from_millis(200)]
+    );
+    assert_eq!(sys.stats().snapshot().retries, 2);
+}
+
+#[tokio::test]
+async fn server_errors_that_persist_end_as_transport_errors() {
+    let (base, log) = serve(|_, _| reply(500, json!({"message": "boom"}))).await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"retry": {"max_attempts": 2, "initial_backoff_ms": 50, "jitter": true}}),
+        json!({"get": {"path": "/x"}}),
+        &c,
+    );
+    let err = sys.call("get", &CallInput::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Transport {
+                status: Some(500),
+                attempts: 2,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_transient());
+    assert_eq!(seen(&log).len(), 2);
+    assert!(c.sleeps()[0] <= Duration::from_millis(50));
+}
+
+#[tokio::test]
+async fn a_get_that_times_out_is_sent_again() {
+    let (base, log) = serve(|_, n| {
+        let r = reply(200, json!({"data": [1]}));
+        if n == 0 {
+            r.delayed(Duration::from_secs(2))
+        } else {
+            r
+        }
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"timeouts": {"request_ms": 200}}),
+        json!({"get": {"path": "/x", "records": "$.data"}}),
+        &c,
+    );
+    let out = sys.call("get", &CallInput::default()).await.unwrap();
+    assert_eq!(out.records, [json!(1)]);
+    assert_eq!(seen(&log).len(), 2);
+    let st = sys.stats().snapshot();
+    assert_eq!((st.transport_errors, st.retries, st.in_doubt), (1, 1, 0));
+}
+
+#[tokio::test]
+async fn a_post_without_idempotency_key_that_times_out_is_in_doubt_and_not_resent() {
+    let (base, log) = serve(|_, _| reply(201, json!({})).delayed(Duration::from_secs(2))).await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"timeouts": {"request_ms": 200}}),
+        json!({"invoice": {"method": "POST", "path": "/invoice", "body": {"number": "{{record.n}}"}}}),
+        &c,
+    );
+    let input = CallInput {
+        record: json!({"n": 1}),
+        ..Default::default()
+    };
+    let err = sys.call("invoice", &input).await.unwrap_err();
+    assert!(
+        matches!(err, CallError::InDoubt { status: None, .. }),
+        "{err:?}"
+    );
+    assert_eq!(seen(&log).len(), 1);
+    assert!(c.sleeps().is_empty());
+    assert_eq!(sys.stats().snapshot().in_doubt, 1);
+}
+
+#[tokio::test]
+async fn a_post_that_gets_a_server_error_is_in_doubt_unless_it_carries_a_key() {
+    let (base, log) = serve(|s, _| {
+        let seen_before = s.header("idempotency-key").is_some()
+            && ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) > 0;
+        if seen_before {
+            reply(201, json!({"data": {"number": "0042"}}))
+        } else {
+            reply(500, json!({"error": "db"}))
+        }
+    })
+    .await;
+    static ATTEMPTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({}),
+        json!({
+            "plain": {"method": "POST", "path": "/docs/invoice"},
+            "keyed": {"method": "POST", "path": "/docs/invoice", "idempotency_key": {"header": "Idempotency-Key"},
+                      "body": {"idempotencyKey": "{{idempotency_key}}"}, "record": "$.data"}
+        }),
+        &c,
+    );
+    let err = sys.call("plain", &CallInput::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::InDoubt {
+                status: Some(500),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(seen(&log).len(), 1);
+
+    let input = CallInput {
+        idempotency_key: Some("flow-order-17".into()),
+        ..Default::default()
+    };
+    let out = sys.call("keyed", &input).await.unwrap();
+    assert_eq!(out.record, Some(json!({"number": "0042"})));
+    let s = seen(&log);
+    assert_eq!(s.len(), 3);
+    for r in &s[1..] {
+        assert_eq!(r.header("idempotency-key"), Some("flow-order-17"));
+        assert_eq!(r.body, r#"{"idempotencyKey":"flow-order-17"}"#);
+    }
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_retried_even_for_a_post() {
+    // Bind then drop a listener: nothing listens on that port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let c = clock();
+    let sys = system(
+        &format!("http://127.0.0.1:{port}"),
+        json!({"retry": {"max_attempts": 2, "initial_backoff_ms": 10, "jitter": false}}),
+        json!({"create": {"method": "POST", "path": "/x"}}),
+        &c,
+    );
+    let err = sys.call("create", &CallInput::default()).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CallError::Transport {
+                attempts: 2,
+                status: None,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error policy
+
+#[tokio::test]
+async fn errors_in_a_200_body_and_other_rules_classify_responses() {
+    let (base, _log) = serve(|s, _| match s.path.as_str() {
+        "/api/invoice" => reply(200, json!({"errorText": "Seria nu exista", "number": ""})),
+        "/api/ok" => reply(200, json!({"errorText": "", "number": "0007"})),
+        "/api/dup" => reply(409, json!({"message": "duplicate"})),
+        "/api/gone" => reply(404, json!({"message": "no such product"})),
+        "/api/odd" => reply(418, json!({"message": "teapot"})),
+        "/api/moved" => reply(301, json!({})).header("location", "https://www.example.com/api"),
+        _ => reply(200, json!({"status": {"code": 3}})),
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"errors": [
+            {"status": [200], "when": "@.errorText && @.errorText != ''", "action": "fail", "message": "SmartBill: {{body.errorText}}"},
+            {"status": ["409"], "action": "already_done"}
+        ]}),
+        json!({
+            "invoice": {"method": "POST", "path": "/invoice"},
+            "ok": {"method": "POST", "path": "/ok"},
+            "dup": {"method": "POST", "path": "/dup"},
+            "gone": {"path": "/gone"},
+            "odd": {"path": "/odd", "errors": [{"status": ["400-499"], "action": "not_found"}]},
+            "moved": {"path": "/moved"},
+            "send": {"method": "POST", "path": "/send",
+                     "errors": [{"when": "@.status.code != 0", "action": "fail", "message": "code {{body.status.code}} ({{status}})"}]}
+        }),
+        &c,
+    );
+    let call = |op: &'static str| {
+        let sys = &sys;
+        async move { sys.call(op, &CallInput::default()).await }
+    };
+    let err = call("invoice").await.unwrap_err();
+    let CallError::Permanent {
+        status,
+        message,
+        body,
+        ..
+    } = &err
+    else {
+        panic!("{err:?}")
+    };
+    assert_eq!(
+        (*status, message.as_str()),
+        (200, "SmartBill: Seria nu exista")
+    );
+    assert_eq!(body["errorText"], "Seria nu exista");
+    assert!(!call("ok").await.unwrap().already_done);
+    assert!(call("dup").await.unwrap().already_done);
+    assert!(matches!(
+        call("gone").await,
+        Err(CallError::NotFound { status: 404, .. })
+    ));
+    assert!(matches!(
+        call("odd").await,
+        Err(CallError::NotFound { status: 418, .. })
+    ));
+    assert!(matches!(
+        call("moved").await,
+        Err(CallError::Permanent { status: 301, .. })
+    ));
+    let err = call("send").await.unwrap_err();
+    assert!(err.to_string().ends_with("code 3 (200)"), "{err}");
+}
+
+#[tokio::test]
+async fn concurrent_callers_share_one_token_fetch() {
+    let (base, log) = serve(|s, _| {
+        if s.path == "/api/token" {
+            // Slow enough that the other callers arrive while the token is being fetched.
+            reply(
+                200,
+                json!({"access_token": "shared-token-1", "expires_in": 600}),
+            )
+            .delayed(Duration::from_millis(50))
+        } else {
+            reply(200, json!({}))
+        }
+    })
+    .await;
+    let c = clock();
+    let sys = Arc::new(system(
+        &base,
+        json!({"auth": {"kind": "oauth2_client_credentials", "token_url": "/token",
+                        "client_id": "cid", "client_secret": "shared-secret-1"}}),
+        json!({"get": {"path": "/x"}}),
+        &c,
+    ));
+    let calls: Vec<_> = (0..5)
+        .map(|_| {
+            let sys = sys.clone();
+            tokio::spawn(async move { sys.call("get", &CallInput::default()).await })
+        })
+        .collect();
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    let s = seen(&log);
+    assert_eq!(s.iter().filter(|r| r.path == "/api/token").count(), 1);
+    assert_eq!(s.len(), 6);
+}
