@@ -24,10 +24,21 @@ pub enum Command {
     Validate(crate::cli::validate::ValidateArgs),
     /// Write the JSON Schema of flow files, or check that the committed one is current.
     Schema(crate::cli::schema::SchemaArgs),
+    /// Run flows: once (`--once`), or as a daemon.
+    Run(run::RunArgs),
+    /// Show what a run would do, record by record, without writing anything.
+    DryRun(dry_run::DryRunArgs),
+    /// List, show, retry or discard records that could not be synced.
+    Failures(failures::FailuresArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
     Sim(crate::sim::cli::SimArgs),
 }
 
+pub mod common;
+pub mod daemon;
+pub mod dry_run;
+pub mod failures;
+pub mod run;
 pub mod schema;
 pub mod validate;
 
@@ -36,12 +47,19 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Run(args) => run::run(args),
+        Command::DryRun(args) => dry_run::run(args),
+        Command::Failures(args) => failures::run(args),
         Command::Sim(args) => crate::sim::cli::run(args),
     };
     match result {
         Ok(code) => code,
+        Err(err) if err.is::<common::InvalidProject>() => {
+            eprint!("{err}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", crate::redact::redact(&format!("{err:#}")));
             ExitCode::from(EXIT_FAILED)
         }
     }

@@ -676,6 +676,17 @@ fn compile_flows(
                 Some((c.flow.clone(), keys))
             })
             .collect();
+        for (i, a) in f.after.iter().enumerate() {
+            if !project.flows.contains_key(a) {
+                ck.unknown(
+                    file,
+                    &format!("{base}.after.{i}"),
+                    "flow",
+                    a,
+                    flow_names.iter().copied(),
+                );
+            }
+        }
         let requires: Vec<(String, JsonPath)> = f
             .requires
             .iter()

@@ -43,6 +43,45 @@ impl Project {
     pub fn flow(&self, id: &str) -> Option<&Arc<Flow>> {
         self.flows.iter().find(|f| f.id == id)
     }
+
+    /// Flows selected by name (`orders` selects `orders` and every `orders.SHOP` copy), or
+    /// all enabled flows, in run order: a flow comes after the flows in its `after` list.
+    pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, String> {
+        let mut chosen: Vec<Arc<Flow>> = Vec::new();
+        if names.is_empty() {
+            chosen.extend(self.flows.iter().filter(|f| f.config.enabled).cloned());
+        } else {
+            for n in names {
+                let hits: Vec<_> = self
+                    .flows
+                    .iter()
+                    .filter(|f| &f.id == n || &f.name == n)
+                    .cloned()
+                    .collect();
+                if hits.is_empty() {
+                    let mut known: Vec<&str> = self.flows.iter().map(|f| f.id.as_str()).collect();
+                    known.sort();
+                    return Err(format!("unknown flow `{n}` (known: {})", known.join(", ")));
+                }
+                chosen.extend(hits);
+            }
+        }
+        // Stable topological order by `after`.
+        let mut ordered: Vec<Arc<Flow>> = Vec::new();
+        let mut remaining = chosen;
+        while !remaining.is_empty() {
+            let ready = remaining.iter().position(|f| {
+                f.config
+                    .after
+                    .iter()
+                    .all(|a| !remaining.iter().any(|r| &r.name == a && r.id != f.id))
+            });
+            // A cycle cannot stop a run: take the next one as it comes.
+            let i = ready.unwrap_or(0);
+            ordered.push(remaining.remove(i));
+        }
+        Ok(ordered)
+    }
 }
 
 /// A system with what it inherits merged in.

@@ -829,6 +829,10 @@ pub struct FlowConfig {
     /// Flows to run when this one finishes, scoped to the records it touched.
     #[serde(default)]
     pub then: Vec<ChainConfig>,
+    /// Flows that run before this one when several run together (`run --once`, the same
+    /// scheduler tick), e.g. products before the orders that reference them.
+    #[serde(default)]
+    pub after: Vec<String>,
     /// Related entities that must be synced before a record of this flow (e.g. an order's
     /// customer), through the named flows.
     #[serde(default)]

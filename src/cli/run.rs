@@ -1,0 +1,84 @@
+//! `erpsync run FLOWS --once`: run flows now and exit.
+
+use std::process::ExitCode;
+
+use super::common::{ProjectArgs, engine, load_project, open_state, summary_line};
+use crate::engine::RunOptions;
+
+/// Arguments of `erpsync run`.
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub project: ProjectArgs,
+    /// Run the selected flows once and exit (without it, erpsync runs as a daemon).
+    #[arg(long)]
+    pub once: bool,
+    /// Only these flows (a name selects every per-shop copy); repeatable.
+    #[arg(long = "flow")]
+    pub flows: Vec<String>,
+    /// Full comparison of both sides, correcting drift (for flows with `reconcile`).
+    #[arg(long)]
+    pub reconcile: bool,
+    /// Ignore the incremental cursor and read everything.
+    #[arg(long)]
+    pub full: bool,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.once {
+        return super::daemon::run(args);
+    }
+    let project = load_project(&args.project.paths)?;
+    let store = open_state(&args.project, &project)?;
+    let flows = project.select(&args.flows).map_err(anyhow::Error::msg)?;
+    let engine = engine(project.clone(), store)?;
+    let rt = tokio::runtime::Runtime::new()?;
+    let opts = RunOptions {
+        reconcile: args.reconcile,
+        full: args.full,
+        force: !args.flows.is_empty(),
+        ..Default::default()
+    };
+    let mut ok = true;
+    let mut reports = Vec::new();
+    for flow in flows {
+        if args.reconcile && flow.config.reconcile.is_none() {
+            continue;
+        }
+        match rt.block_on(engine.run(&flow.id, &opts)) {
+            Ok(r) => {
+                ok &= r.ok() && r.counts.failed == 0;
+                if !args.json {
+                    println!("{}", summary_line(&r));
+                    for rec in r.records.iter().filter(|r| r.reason.is_some()) {
+                        println!(
+                            "    {:?} {}: {}",
+                            rec.decision,
+                            rec.key,
+                            rec.reason.as_deref().unwrap_or("")
+                        );
+                    }
+                    for e in &r.errors {
+                        println!("    error: {}", crate::redact::redact(e));
+                    }
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                ok = false;
+                eprintln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()));
+            }
+        }
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FAILED)
+    })
+}
