@@ -25,7 +25,7 @@ pub enum Command {
     /// Write the JSON Schema of flow files, or check that the committed one is current.
     Schema(crate::cli::schema::SchemaArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
-    Sim(crate::sim::cli::SimArgs),
+    Sim(Box<crate::sim::cli::SimArgs>),
 }
 
 pub mod schema;
@@ -36,7 +36,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
-        Command::Sim(args) => crate::sim::cli::run(args),
+        Command::Sim(args) => crate::sim::cli::run(*args),
     };
     match result {
         Ok(code) => code,
