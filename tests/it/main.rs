@@ -1,1 +1,2 @@
 //! Integration tests, in one binary so the crate is linked once: each module covers one area.
+mod sim;
