@@ -31,7 +31,7 @@ pub enum Command {
     /// List, show, retry or discard records that could not be synced.
     Failures(failures::FailuresArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
-    Sim(crate::sim::cli::SimArgs),
+    Sim(Box<crate::sim::cli::SimArgs>),
 }
 
 pub mod common;
@@ -50,7 +50,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args),
         Command::DryRun(args) => dry_run::run(args),
         Command::Failures(args) => failures::run(args),
-        Command::Sim(args) => crate::sim::cli::run(args),
+        Command::Sim(args) => crate::sim::cli::run(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,11 +1,157 @@
-//! `erpsync sim`: serve the simulators until interrupted.
+//! `erpsync sim`: serve the shop and ERP simulators, seeded, until interrupted, so flows can be
+//! tried by hand and out-of-process tests have something to talk to.
 
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
+
+use super::faults::Faults;
+use super::{ErpOptions, ErpSim, ShopOptions, ShopSim, WebhookConfig, seed_both};
 
 /// Arguments of `erpsync sim`.
 #[derive(Debug, clap::Args)]
-pub struct SimArgs {}
+pub struct SimArgs {
+    /// Address both simulators listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: IpAddr,
+    /// Port of the shop simulator.
+    #[arg(long, default_value_t = 8701)]
+    pub shop_port: u16,
+    /// Port of the ERP simulator.
+    #[arg(long, default_value_t = 8702)]
+    pub erp_port: u16,
+    /// Products seeded on both sides (same SKUs, prices and stock).
+    #[arg(long, default_value_t = 100)]
+    pub products: usize,
+    /// Orders seeded in the shop.
+    #[arg(long, default_value_t = 20)]
+    pub orders: usize,
+    /// Seed of the generated data and of the injected faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Shop API key.
+    #[arg(long, default_value = "demo-key")]
+    pub shop_key: String,
+    /// Shop API secret.
+    #[arg(long, default_value = "demo-secret")]
+    pub shop_secret: String,
+    /// ERP client id.
+    #[arg(long, default_value = "demo@erp.example")]
+    pub erp_client_id: String,
+    /// ERP client secret.
+    #[arg(long, default_value = "demo-erp-secret")]
+    pub erp_client_secret: String,
+    /// Where the shop posts order webhooks.
+    #[arg(long)]
+    pub webhook_url: Option<String>,
+    /// Secret the shop signs webhooks with.
+    #[arg(long, default_value = "demo-webhook-secret")]
+    pub webhook_secret: String,
+    /// Turn off the shop's token bucket and the ERP's burst lock-out.
+    #[arg(long)]
+    pub no_rate_limit: bool,
+    /// Share of requests answered with a 5xx (both simulators).
+    #[arg(long, default_value_t = 0.0)]
+    pub error_rate: f64,
+    /// Share of requests answered with a 429 (both simulators).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate_limit_rate: f64,
+    /// Milliseconds added to every request.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Share of requests held for `--timeout-ms` and answered 504.
+    #[arg(long, default_value_t = 0.0)]
+    pub timeout_rate: f64,
+    /// How long a timed-out request is held.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Share of writes applied and then answered with a 5xx.
+    #[arg(long, default_value_t = 0.0)]
+    pub lost_write_rate: f64,
+    /// A record changes between list pages.
+    #[arg(long)]
+    pub page_drift: bool,
+    /// Every webhook is delivered twice.
+    #[arg(long)]
+    pub duplicate_webhooks: bool,
+}
 
-pub fn run(_args: SimArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the simulators are not built yet")
+impl SimArgs {
+    fn faults(&self) -> Faults {
+        Faults {
+            error_rate: self.error_rate,
+            rate_limit_rate: self.rate_limit_rate,
+            latency_ms: self.latency_ms,
+            timeout_rate: self.timeout_rate,
+            timeout_ms: self.timeout_ms,
+            lost_write_rate: self.lost_write_rate,
+            page_drift: self.page_drift,
+            duplicate_webhooks: self.duplicate_webhooks,
+            ..Faults::default()
+        }
+    }
+}
+
+pub fn run(args: SimArgs) -> anyhow::Result<ExitCode> {
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(serve(args))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve(args: SimArgs) -> anyhow::Result<()> {
+    let mut shop_opts = ShopOptions {
+        bind: SocketAddr::new(args.host, args.shop_port),
+        api_key: args.shop_key.clone(),
+        api_secret: args.shop_secret.clone(),
+        webhook: args.webhook_url.clone().map(|url| WebhookConfig {
+            url,
+            secret: args.webhook_secret.clone(),
+        }),
+        faults: args.faults(),
+        seed: args.seed,
+        ..ShopOptions::default()
+    };
+    let mut erp_opts = ErpOptions {
+        bind: SocketAddr::new(args.host, args.erp_port),
+        client_id: args.erp_client_id.clone(),
+        client_secret: args.erp_client_secret.clone(),
+        faults: args.faults(),
+        seed: args.seed,
+        ..ErpOptions::default()
+    };
+    if args.no_rate_limit {
+        shop_opts.rate_limit = None;
+        erp_opts.burst_limit = None;
+    }
+    let shop = ShopSim::start(shop_opts).await?;
+    let erp = ErpSim::start(erp_opts).await?;
+    seed_both(&shop, &erp, args.products, args.seed);
+    shop.seed_customers(args.orders.clamp(1, 50), args.seed);
+    shop.seed_orders(args.orders, args.seed);
+    println!("shop simulator (MerchantPro-style): {}", shop.api_url());
+    println!("  basic auth: {} / {}", args.shop_key, args.shop_secret);
+    println!("ERP simulator (SmartBill/Oblio-style): {}", erp.api_url());
+    println!(
+        "  token: POST {}/api/authorize/token with client_id {} / client_secret {}",
+        erp.base_url(),
+        args.erp_client_id,
+        args.erp_client_secret
+    );
+    if let Some(url) = &args.webhook_url {
+        println!(
+            "shop webhooks go to {url}, signed with {}",
+            args.webhook_secret
+        );
+    }
+    println!(
+        "seeded {} products on both sides and {} shop orders (seed {})",
+        args.products, args.orders, args.seed
+    );
+    println!(
+        "control API on each: GET /__sim/counters, POST /__sim/faults, POST /__sim/orders/{{id}}"
+    );
+    println!("press Ctrl-C to stop");
+    tokio::signal::ctrl_c().await?;
+    shop.shutdown().await;
+    erp.shutdown().await;
+    Ok(())
 }

@@ -1,4 +1,22 @@
 //! Stateful simulators of a shop API (MerchantPro-style) and an ERP API (SmartBill/Oblio-style),
 //! served over real HTTP on loopback, for tests, benchmarks and the demo.
+//!
+//! Start one with [`ShopSim::start`] or [`ErpSim::start`]; the returned handle gives the base
+//! URL, request counters, live fault settings and direct access to the records.
 
 pub mod cli;
+pub mod counters;
+pub mod erp;
+pub mod faults;
+pub mod seed;
+mod server;
+pub mod shop;
+mod table;
+pub mod webhook;
+
+pub use counters::{Counters, RouteCount};
+pub use erp::{BurstLimit, ErpHandle, ErpOptions, ErpSim};
+pub use faults::{FailRule, FaultControl, Faults};
+pub use seed::{CatalogueItem, catalogue, seed_both};
+pub use shop::{ShopHandle, ShopOptions, ShopSim, TokenBucket};
+pub use webhook::{WebhookConfig, WebhookDelivery};

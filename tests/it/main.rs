@@ -1,3 +1,4 @@
 //! Integration tests, in one binary so the crate is linked once: each module covers one area.
 
 mod connector;
+mod sim;

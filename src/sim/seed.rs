@@ -1,0 +1,167 @@
+//! Deterministic test data: a catalogue, people and order lines generated from a seed, so both
+//! simulators can be filled with the same SKUs and a failing test or bench replays exactly.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::erp::ErpHandle;
+use super::server::cents;
+use super::shop::ShopHandle;
+
+/// One product as both sides know it: the SKU is the shop's `sku` and the ERP's `code`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogueItem {
+    pub sku: String,
+    pub name: String,
+    /// Price with VAT.
+    pub price_gross: f64,
+    pub vat_percentage: f64,
+    pub stock: i64,
+    pub weight: f64,
+}
+
+impl CatalogueItem {
+    pub fn price_net(&self) -> f64 {
+        cents(self.price_gross / (1.0 + self.vat_percentage / 100.0))
+    }
+}
+
+/// A customer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Person {
+    pub first_name: String,
+    pub last_name: String,
+    pub email: String,
+    pub phone: String,
+}
+
+const NOUNS: &[&str] = &[
+    "Banda LED",
+    "Bec",
+    "Cablu",
+    "Priza",
+    "Intrerupator",
+    "Lampa",
+    "Prelungitor",
+    "Senzor",
+    "Baterie",
+    "Incarcator",
+    "Difuzor",
+    "Ventilator",
+    "Releu",
+    "Siguranta",
+    "Adaptor",
+    "Corp",
+];
+const TRAITS: &[&str] = &[
+    "RGB",
+    "alb cald",
+    "alb rece",
+    "inteligent",
+    "IP65",
+    "exterior",
+    "USB-C",
+    "12V",
+    "230V",
+    "negru",
+    "argintiu",
+    "compact",
+    "dimabil",
+    "solar",
+    "magnetic",
+    "industrial",
+];
+const FIRST: &[&str] = &[
+    "Ana", "Ion", "Maria", "Andrei", "Elena", "Mihai", "Ioana", "Radu", "Cristina", "Vlad",
+];
+const LAST: &[&str] = &[
+    "Popescu", "Ionescu", "Popa", "Dumitru", "Stan", "Stoica", "Gheorghe", "Matei", "Ciobanu",
+    "Rusu",
+];
+
+/// The SKU of the `i`-th catalogue item (from 1).
+pub fn sku(i: usize) -> String {
+    format!("SKU-{i:06}")
+}
+
+/// `n` products with SKUs `SKU-000001`…, names, prices (19 % VAT), stock and weight.
+pub fn catalogue(n: usize, seed: u64) -> Vec<CatalogueItem> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (1..=n)
+        .map(|i| CatalogueItem {
+            sku: sku(i),
+            name: format!(
+                "{} {} {}",
+                NOUNS[rng.random_range(0..NOUNS.len())],
+                TRAITS[rng.random_range(0..TRAITS.len())],
+                i
+            ),
+            price_gross: cents(rng.random_range(5.0..500.0)),
+            vat_percentage: 19.0,
+            stock: rng.random_range(0..200),
+            weight: cents(rng.random_range(0.05..5.0)),
+        })
+        .collect()
+}
+
+/// `n` customers with unique e-mail addresses.
+pub fn people(n: usize, seed: u64) -> Vec<Person> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed_9e09_1e00);
+    (1..=n)
+        .map(|i| {
+            let first = FIRST[rng.random_range(0..FIRST.len())];
+            let last = LAST[rng.random_range(0..LAST.len())];
+            Person {
+                first_name: first.to_owned(),
+                last_name: last.to_owned(),
+                email: format!(
+                    "{}.{}{}@example.com",
+                    first.to_lowercase(),
+                    last.to_lowercase(),
+                    i
+                ),
+                phone: format!("07{:08}", rng.random_range(0..100_000_000u64)),
+            }
+        })
+        .collect()
+}
+
+/// Lines of a generated order: indexes into a catalogue of `catalogue_len` items, quantities.
+pub(crate) fn order_lines(rng: &mut StdRng, catalogue_len: usize) -> Vec<(usize, i64)> {
+    let n = rng.random_range(1..=3usize).min(catalogue_len);
+    let mut lines: Vec<(usize, i64)> = Vec::with_capacity(n);
+    while lines.len() < n {
+        let i = rng.random_range(0..catalogue_len);
+        if lines.iter().all(|(j, _)| *j != i) {
+            lines.push((i, rng.random_range(1..=4)));
+        }
+    }
+    lines
+}
+
+/// Fills both simulators with the same `n`-item catalogue (same SKUs, prices and stock): the
+/// usual start of a test or bench of product and stock flows. Returns the catalogue.
+pub fn seed_both(shop: &ShopHandle, erp: &ErpHandle, n: usize, seed: u64) -> Vec<CatalogueItem> {
+    let items = catalogue(n, seed);
+    shop.seed_catalogue(&items);
+    erp.seed_catalogue(&items);
+    items
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_seed_gives_the_same_data() {
+        assert_eq!(catalogue(50, 7), catalogue(50, 7));
+        assert_ne!(catalogue(50, 7), catalogue(50, 8));
+        let items = catalogue(3, 1);
+        assert_eq!(items[2].sku, "SKU-000003");
+        let people = people(100, 3);
+        let mut emails: Vec<_> = people.iter().map(|p| &p.email).collect();
+        emails.sort();
+        emails.dedup();
+        assert_eq!(emails.len(), 100);
+    }
+}

@@ -1,0 +1,218 @@
+//! An in-memory table whose list order is (updated_at, key), oldest first: the order the
+//! simulated list endpoints page through, so a record that changes while a client pages moves
+//! to the end, exactly as in APIs that sort by modification time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
+
+use chrono::{DateTime, Duration, Utc};
+
+/// A record that carries its own modification stamp.
+pub(crate) trait Stamped {
+    fn updated_at(&self) -> DateTime<Utc>;
+    fn set_updated_at(&mut self, t: DateTime<Utc>);
+}
+
+/// Where a filtered list starts in time.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Since {
+    /// Every record.
+    All,
+    /// Records stamped strictly after the instant.
+    After(DateTime<Utc>),
+    /// Records stamped at or after the instant.
+    AtOrAfter(DateTime<Utc>),
+}
+
+/// One page of a list and whether more records follow it.
+pub(crate) struct Page<'a, T> {
+    pub rows: Vec<(u64, &'a T)>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Table<T> {
+    rows: BTreeMap<u64, T>,
+    order: BTreeSet<(DateTime<Utc>, u64)>,
+    last_key: u64,
+}
+
+impl<T: Stamped + Clone> Table<T> {
+    pub fn new() -> Self {
+        Table {
+            rows: BTreeMap::new(),
+            order: BTreeSet::new(),
+            last_key: 0,
+        }
+    }
+
+    /// A key never handed out before (keys are never reused, like database ids).
+    pub fn next_key(&mut self) -> u64 {
+        self.last_key += 1;
+        self.last_key
+    }
+
+    pub fn insert(&mut self, key: u64, row: T) {
+        self.last_key = self.last_key.max(key);
+        self.remove(key);
+        self.order.insert((row.updated_at(), key));
+        self.rows.insert(key, row);
+    }
+
+    pub fn get(&self, key: u64) -> Option<&T> {
+        self.rows.get(&key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Rows in key (creation) order.
+    pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
+        self.rows.iter().map(|(k, v)| (*k, v))
+    }
+
+    pub fn remove(&mut self, key: u64) -> Option<T> {
+        let row = self.rows.remove(&key)?;
+        self.order.remove(&(row.updated_at(), key));
+        Some(row)
+    }
+
+    /// Applies `f` to a copy of the row and keeps the copy only when `f` succeeds, stamping it
+    /// with `now`; a rejected change leaves the row untouched.
+    pub fn try_update<R, E>(
+        &mut self,
+        key: u64,
+        now: DateTime<Utc>,
+        f: impl FnOnce(&mut T) -> Result<R, E>,
+    ) -> Option<Result<R, E>> {
+        let mut copy = self.rows.get(&key)?.clone();
+        match f(&mut copy) {
+            Ok(r) => {
+                copy.set_updated_at(now);
+                self.insert(key, copy);
+                Some(Ok(r))
+            }
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// The latest stamp in the table.
+    pub fn last_stamp(&self) -> Option<DateTime<Utc>> {
+        self.order.last().map(|(t, _)| *t)
+    }
+
+    /// Gives the row a stamp later than every other one, so it moves to the end of the list
+    /// order even when the clock stands still (a `ManualClock`).
+    pub fn bump_to_end(&mut self, key: u64, now: DateTime<Utc>) {
+        let Some(last) = self.last_stamp() else {
+            return;
+        };
+        let stamp = now.max(last + Duration::milliseconds(1));
+        if let Some(mut row) = self.remove(key) {
+            row.set_updated_at(stamp);
+            self.insert(key, row);
+        }
+    }
+
+    /// Rows in list order from `since`, keeping those `keep` accepts, skipping `offset`.
+    pub fn page(
+        &self,
+        since: Since,
+        offset: usize,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Page<'_, T> {
+        let lower = match since {
+            Since::All => Bound::Unbounded,
+            Since::After(t) => Bound::Excluded((t, u64::MAX)),
+            Since::AtOrAfter(t) => Bound::Included((t, 0)),
+        };
+        let mut hits = self
+            .order
+            .range((lower, Bound::Unbounded))
+            .map(|(_, k)| (*k, &self.rows[k]))
+            .filter(|(_, row)| keep(row))
+            .skip(offset);
+        let rows: Vec<_> = hits.by_ref().take(limit).collect();
+        let has_more = hits.next().is_some();
+        Page { rows, has_more }
+    }
+}
+
+/// The stamp the simulators give a change: whole milliseconds, because that is what the API
+/// prints, so a client that echoes a printed stamp back as a filter means the same instant.
+pub(crate) fn stamp(now: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    now.trunc_subsecs(3)
+}
+
+/// Serde format of every simulated timestamp: RFC 3339, milliseconds, `Z`.
+pub(crate) mod rfc3339 {
+    use chrono::{DateTime, SecondsFormat, Utc};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+}
+
+/// Parses a time filter given in a query string.
+pub(crate) fn parse_time(s: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Row(DateTime<Utc>);
+    impl Stamped for Row {
+        fn updated_at(&self) -> DateTime<Utc> {
+            self.0
+        }
+        fn set_updated_at(&mut self, t: DateTime<Utc>) {
+            self.0 = t;
+        }
+    }
+
+    fn t(s: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_700_000_000 + s, 0).unwrap()
+    }
+
+    #[test]
+    fn pages_in_stamp_order_and_a_bumped_row_moves_to_the_end() {
+        let mut table = Table::new();
+        for i in 0..5 {
+            let k = table.next_key();
+            table.insert(k, Row(t(i)));
+        }
+        let keys = |p: Page<'_, Row>| p.rows.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        let first = table.page(Since::All, 0, 2, |_| true);
+        assert!(first.has_more);
+        assert_eq!(keys(first), vec![1, 2]);
+        table.bump_to_end(1, t(0));
+        assert_eq!(keys(table.page(Since::All, 2, 2, |_| true)), vec![4, 5]);
+        let last = table.page(Since::After(t(3)), 0, 10, |_| true);
+        assert!(!last.has_more);
+        assert_eq!(keys(last), vec![5, 1]);
+        assert_eq!(
+            keys(table.page(Since::AtOrAfter(t(3)), 0, 10, |_| true)),
+            vec![4, 5, 1]
+        );
+    }
+
+    #[test]
+    fn a_rejected_update_leaves_the_row_alone() {
+        let mut table = Table::new();
+        table.insert(1, Row(t(0)));
+        let r: Option<Result<(), ()>> = table.try_update(1, t(9), |_| Err(()));
+        assert!(matches!(r, Some(Err(()))));
+        assert_eq!(table.get(1).unwrap().0, t(0));
+        assert!(table.try_update(1, t(9), |_| Ok::<_, ()>(())).is_some());
+        assert_eq!(table.get(1).unwrap().0, t(9));
+    }
+}

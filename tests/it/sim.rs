@@ -1,0 +1,1219 @@
+//! The shop and ERP simulators over real HTTP: auth, paging, validation, state machines,
+//! webhooks, rate limits, business errors, idempotency, faults and counters.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use chrono::{DateTime, Utc};
+use erpsync::clock::{ManualClock, SharedClock};
+use erpsync::sim::erp::{ErpOrderDraft, ErpProduct};
+use erpsync::sim::shop::{Order, Product, ProductType};
+use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
+use erpsync::sim::{
+    BurstLimit, ErpHandle, ErpOptions, ErpSim, FailRule, Faults, ShopHandle, ShopOptions, ShopSim,
+    TokenBucket, WebhookConfig,
+};
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+fn start_time() -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-03-01T09:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+}
+
+fn clock() -> (ManualClock, SharedClock) {
+    let clock = ManualClock::new(start_time());
+    (clock.clone(), Arc::new(clock))
+}
+
+fn http() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn shop_with(opts: ShopOptions) -> (ShopHandle, ManualClock) {
+    let (manual, shared) = clock();
+    let shop = ShopSim::start(opts.with_clock(shared)).await.unwrap();
+    (shop, manual)
+}
+
+async fn shop() -> (ShopHandle, ManualClock) {
+    shop_with(ShopOptions::unlimited()).await
+}
+
+async fn erp_with(opts: ErpOptions) -> (ErpHandle, ManualClock) {
+    let (manual, shared) = clock();
+    let erp = ErpSim::start(opts.with_clock(shared)).await.unwrap();
+    (erp, manual)
+}
+
+async fn erp() -> (ErpHandle, ManualClock) {
+    erp_with(ErpOptions::unlimited()).await
+}
+
+/// Sends an authenticated shop request; returns status, headers and JSON body.
+async fn shop_call(
+    shop: &ShopHandle,
+    method: Method,
+    path_or_url: &str,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, Value) {
+    let (key, secret) = shop.credentials();
+    let url = if path_or_url.starts_with("http") {
+        path_or_url.to_owned()
+    } else {
+        format!("{}{path_or_url}", shop.api_url())
+    };
+    let mut req = http().request(method, url).basic_auth(key, Some(secret));
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+async fn erp_token(erp: &ErpHandle) -> String {
+    let (id, secret) = erp.credentials();
+    let resp: Value = http()
+        .post(format!("{}/authorize/token", erp.api_url()))
+        .json(
+            &json!({"client_id": id, "client_secret": secret, "grant_type": "client_credentials"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    resp["access_token"].as_str().unwrap().to_owned()
+}
+
+async fn erp_call(
+    erp: &ErpHandle,
+    token: &str,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut req = http()
+        .request(method, format!("{}{path}", erp.api_url()))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+fn order_body(key: Option<&str>, reference: &str, code: &str) -> Value {
+    let mut body = json!({
+        "seriesName": "CMD",
+        "reference": reference,
+        "channel": "web",
+        "client": {"name": "Ana Pop", "email": "ana@example.com"},
+        "lines": [{"code": code, "quantity": 2, "price": 10.5}],
+    });
+    if let Some(k) = key {
+        body["idempotencyKey"] = json!(k);
+    }
+    body
+}
+
+// ---------------------------------------------------------------- shop
+
+#[tokio::test]
+async fn shop_answers_401_to_bad_credentials_then_403_after_the_limit() {
+    let (shop, clock) = shop_with(ShopOptions {
+        max_bad_auth: 3,
+        ..ShopOptions::unlimited()
+    })
+    .await;
+    let bad = || async {
+        http()
+            .get(format!("{}/products", shop.api_url()))
+            .basic_auth("demo-key", Some("wrong"))
+            .send()
+            .await
+            .unwrap()
+    };
+    for _ in 0..3 {
+        let resp = bad().await;
+        assert_eq!(resp.status(), 401);
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["name"], "Unauthorized");
+    }
+    assert_eq!(bad().await.status(), 403);
+    // Locked out: even good credentials are refused until the lock-out ends.
+    assert_eq!(
+        shop_call(&shop, Method::GET, "/products", None).await.0,
+        403
+    );
+    clock.advance(Duration::from_secs(901));
+    assert_eq!(
+        shop_call(&shop, Method::GET, "/products", None).await.0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn shop_pages_follow_absolute_next_links_until_absent() {
+    let (shop, _) = shop().await;
+    shop.seed_products(250, 7);
+    let mut url = format!("{}/products?limit=100", shop.api_url());
+    let mut skus = Vec::new();
+    let mut pages = 0;
+    loop {
+        let (status, _, body) = shop_call(&shop, Method::GET, &url, None).await;
+        assert_eq!(status, 200);
+        pages += 1;
+        for p in body["data"].as_array().unwrap() {
+            skus.push(p["sku"].as_str().unwrap().to_owned());
+            assert!(p.get("variants").is_none(), "variants only with include");
+        }
+        match body["meta"]["links"]["next"].as_str() {
+            Some(next) => {
+                assert!(next.starts_with(&shop.base_url()), "absolute: {next}");
+                url = next.to_owned();
+            }
+            None => break,
+        }
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(skus.len(), 250);
+    assert_eq!(skus.iter().collect::<HashSet<_>>().len(), 250);
+    let (_, _, body) = shop_call(
+        &shop,
+        Method::GET,
+        "/products?limit=5&include=variants",
+        None,
+    )
+    .await;
+    assert!(body["data"][0]["variants"].is_array());
+}
+
+#[tokio::test]
+async fn shop_rejects_a_limit_over_100() {
+    let (shop, _) = shop().await;
+    let (status, _, body) = shop_call(&shop, Method::GET, "/products?limit=101", None).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"]["name"], "ValidationError");
+    let (shop, _) = shop_with(ShopOptions {
+        clamp_limit: true,
+        ..ShopOptions::unlimited()
+    })
+    .await;
+    assert_eq!(
+        shop_call(&shop, Method::GET, "/products?limit=500", None)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn shop_rejects_a_duplicate_sku_with_the_error_shape() {
+    let (shop, _) = shop().await;
+    let body = json!({"sku": "LED-1", "name": "Banda LED", "price_gross": 50.0, "stock": 3});
+    let (status, _, created) =
+        shop_call(&shop, Method::POST, "/products", Some(body.clone())).await;
+    assert_eq!(status, 201);
+    assert_eq!(created["data"]["sku"], "LED-1");
+    let (status, _, err) = shop_call(&shop, Method::POST, "/products", Some(body)).await;
+    assert_eq!(status, 400);
+    assert_eq!(err["error"]["name"], "ValidationError");
+    assert!(err["error"]["message"].as_str().unwrap().contains("LED-1"));
+    let (status, _, found) = shop_call(&shop, Method::GET, "/products?sku=LED-1", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(found["data"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn shop_enforces_the_multi_variant_rule_and_unknown_fields() {
+    let (shop, _) = shop().await;
+    let parent = json!({
+        "type": "multi_variant", "sku": "TSHIRT", "name": "Tricou",
+        "variants": [{"sku": "TSHIRT-M", "stock": 4, "price_gross": 59.0,
+                      "variant_options": [{"name": "Marime", "value": "M"}]}]
+    });
+    let (status, _, created) = shop_call(&shop, Method::POST, "/products", Some(parent)).await;
+    assert_eq!(status, 201, "{created}");
+    let id = created["data"]["id"].as_u64().unwrap();
+    let variant_id = created["data"]["variants"][0]["id"].as_u64().unwrap();
+    let path = format!("/products/{id}");
+    let (status, _, err) = shop_call(&shop, Method::PATCH, &path, Some(json!({"stock": 5}))).await;
+    assert_eq!(status, 400);
+    assert!(err["error"]["message"].as_str().unwrap().contains("stock"));
+    let (status, _, _) = shop_call(
+        &shop,
+        Method::PATCH,
+        &path,
+        Some(json!({"price_gross": 1.0})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let ok = json!({"variants": [{"id": variant_id, "stock": 9}]});
+    let (status, _, patched) = shop_call(&shop, Method::PATCH, &path, Some(ok)).await;
+    assert_eq!(status, 200);
+    assert_eq!(patched["data"]["variants"][0]["stock"], 9);
+    // Unknown fields are refused unless the client asks to ignore them.
+    let unknown = json!({"name": "Tricou nou", "colour_hint": "red"});
+    let (status, _, _) = shop_call(&shop, Method::PATCH, &path, Some(unknown.clone())).await;
+    assert_eq!(status, 400);
+    let lenient = format!("{path}?ignore_nonexistent_fields=1");
+    let (status, _, patched) = shop_call(&shop, Method::PATCH, &lenient, Some(unknown)).await;
+    assert_eq!(status, 200);
+    assert_eq!(patched["data"]["name"], "Tricou nou");
+    assert_eq!(
+        shop.product_by_sku("TSHIRT-M").unwrap().kind,
+        ProductType::MultiVariant
+    );
+}
+
+#[tokio::test]
+async fn shop_updated_after_returns_only_later_changes() {
+    let (shop, clock) = shop().await;
+    shop.seed_products(30, 1);
+    let cursor = "2026-03-01T09:00:00.000Z";
+    let (_, _, body) = shop_call(
+        &shop,
+        Method::GET,
+        &format!("/products?updated_after={cursor}"),
+        None,
+    )
+    .await;
+    assert_eq!(body["data"].as_array().unwrap().len(), 0);
+    clock.advance(Duration::from_secs(60));
+    let changed = shop.update_product(12, |p| p.stock = Some(99)).unwrap();
+    assert_eq!(
+        changed.updated_at,
+        start_time() + chrono::Duration::seconds(60)
+    );
+    let (_, _, body) = shop_call(
+        &shop,
+        Method::GET,
+        &format!("/products?updated_after={cursor}"),
+        None,
+    )
+    .await;
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1);
+    assert_eq!(data[0]["stock"], 99);
+    assert_eq!(data[0]["updated_at"], "2026-03-01T09:01:00.000Z");
+    let (status, _, _) = shop_call(
+        &shop,
+        Method::GET,
+        "/products?updated_after=yesterday",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn shop_orders_follow_the_state_machine_and_lock_after_export() {
+    let (shop, _) = shop().await;
+    let order = shop
+        .create_order(Order::new("ana@example.com", &[("SKU-000001", 2, 10.0)]))
+        .unwrap();
+    assert_eq!(order.number, "1001");
+    assert_eq!(order.total_gross, 20.0);
+    let path = format!("/orders/{}", order.id);
+    let patch = |s: &str| json!({"shipping_status": s});
+    assert_eq!(
+        shop_call(&shop, Method::PATCH, &path, Some(patch("confirmed")))
+            .await
+            .0,
+        200
+    );
+    let (status, _, err) = shop_call(&shop, Method::PATCH, &path, Some(patch("awaiting"))).await;
+    assert_eq!(status, 400, "backwards: {err}");
+    assert_eq!(
+        shop_call(&shop, Method::PATCH, &path, Some(patch("bogus")))
+            .await
+            .0,
+        400
+    );
+    let (status, _, _) = shop_call(
+        &shop,
+        Method::PATCH,
+        &path,
+        Some(json!({"payment_status": "canceled"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _, locked) = shop_call(&shop, Method::POST, &format!("{path}/lock"), None).await;
+    assert_eq!(status, 200);
+    assert_eq!(locked["data"]["locked"], true);
+    let lines = json!({"lines": [{"sku": "SKU-000001", "quantity": 3, "unit_price_gross": 10.0}]});
+    let (status, _, err) = shop_call(&shop, Method::PATCH, &path, Some(lines)).await;
+    assert_eq!(status, 400);
+    assert!(err["error"]["message"].as_str().unwrap().contains("locked"));
+    let after_export = json!({"shipping_status": "shipped", "awb": "AWB123",
+        "invoice_number": "FCT 7", "invoice_url": "http://erp/inv/7"});
+    let (status, _, body) = shop_call(&shop, Method::PATCH, &path, Some(after_export)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["awb"], "AWB123");
+    assert_eq!(
+        shop_call(&shop, Method::PATCH, &path, Some(patch("cancelled")))
+            .await
+            .0,
+        400
+    );
+    assert_eq!(
+        shop_call(&shop, Method::PATCH, &path, Some(patch("delivered")))
+            .await
+            .0,
+        200
+    );
+    let (_, _, list) = shop_call(
+        &shop,
+        Method::GET,
+        "/orders?shipping_status=delivered",
+        None,
+    )
+    .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    // An order born elsewhere can be posted.
+    let born = json!({"channel_name": "erp", "customer": {"email": "b@example.com"},
+        "lines": [{"sku": "SKU-000002", "quantity": 1, "unit_price_gross": 5.0}]});
+    let (status, _, created) = shop_call(&shop, Method::POST, "/orders", Some(born)).await;
+    assert_eq!(status, 201);
+    assert_eq!(created["data"]["number"], "1002");
+}
+
+/// A webhook receiver that forwards (headers, body) of each delivery.
+async fn receiver() -> (String, mpsc::UnboundedReceiver<(HeaderMap, Bytes)>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |headers: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), rx)
+}
+
+#[tokio::test]
+async fn shop_webhooks_are_signed_and_can_be_delivered_twice() {
+    let (url, mut rx) = receiver().await;
+    let secret = "hook-secret";
+    let (shop, _) = shop_with(ShopOptions {
+        webhook: Some(WebhookConfig {
+            url,
+            secret: secret.to_owned(),
+        }),
+        ..ShopOptions::unlimited()
+    })
+    .await;
+    let order = shop
+        .create_order(Order::new("a@example.com", &[("SKU-1", 1, 3.0)]))
+        .unwrap();
+    shop.flush_webhooks().await;
+    let (headers, body) = rx.recv().await.unwrap();
+    let signature = headers[SIGNATURE_HEADER].to_str().unwrap();
+    assert_eq!(signature, sign(&body, secret));
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["event"], "order.created");
+    assert_eq!(payload["number"], order.number);
+    assert_eq!(payload["occurred_at"], "2026-03-01T09:00:00.000Z");
+
+    shop.faults().update(|f| f.duplicate_webhooks = true);
+    shop.set_shipping_status(&order.id, "confirmed").unwrap();
+    shop.flush_webhooks().await;
+    let (h1, b1) = rx.recv().await.unwrap();
+    let (h2, b2) = rx.recv().await.unwrap();
+    assert_eq!(b1, b2);
+    assert_eq!(h1[DELIVERY_ID_HEADER], h2[DELIVERY_ID_HEADER]);
+    let payload: Value = serde_json::from_slice(&b1).unwrap();
+    assert_eq!(payload["event"], "order.status_changed");
+    assert_eq!(payload["shipping_status"], "confirmed");
+    assert_eq!(shop.webhook_deliveries().len(), 3);
+}
+
+#[tokio::test]
+async fn shop_token_bucket_answers_429_with_retry_after() {
+    let (shop, clock) = shop_with(ShopOptions {
+        rate_limit: Some(TokenBucket {
+            rate_per_sec: 4.0,
+            burst: 4.0,
+            send_retry_after: true,
+        }),
+        ..ShopOptions::default()
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(
+            shop_call(&shop, Method::GET, "/products", None).await.0,
+            200
+        );
+    }
+    let (status, headers, body) = shop_call(&shop, Method::GET, "/products", None).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(body["error"]["name"], "TooManyRequests");
+    clock.advance(Duration::from_millis(250));
+    assert_eq!(
+        shop_call(&shop, Method::GET, "/products", None).await.0,
+        200
+    );
+    shop.set_rate_limit(Some(TokenBucket {
+        rate_per_sec: 1.0,
+        burst: 1.0,
+        send_retry_after: false,
+    }));
+    shop_call(&shop, Method::GET, "/products", None).await;
+    let (status, headers, _) = shop_call(&shop, Method::GET, "/products", None).await;
+    assert_eq!(status, 429);
+    assert!(headers.get("retry-after").is_none());
+}
+
+// ---------------------------------------------------------------- ERP
+
+#[tokio::test]
+async fn erp_tokens_expire_by_the_clock() {
+    let (erp, clock) = erp_with(ErpOptions {
+        token_ttl: Duration::from_secs(600),
+        ..ErpOptions::unlimited()
+    })
+    .await;
+    let bad = http()
+        .post(format!("{}/authorize/token", erp.api_url()))
+        .json(&json!({"client_id": "x", "client_secret": "y", "grant_type": "client_credentials"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 401);
+    let token = erp_token(&erp).await;
+    let (status, _, body) = erp_call(&erp, &token, Method::GET, "/products", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["statusMessage"], "Success");
+    assert_eq!(
+        erp_call(&erp, "nope", Method::GET, "/products", None)
+            .await
+            .0,
+        401
+    );
+    clock.advance(Duration::from_secs(600));
+    let (status, _, body) = erp_call(&erp, &token, Method::GET, "/products", None).await;
+    assert_eq!(status, 401);
+    assert_eq!(body["status"], 401);
+    let fresh = erp_token(&erp).await;
+    assert_eq!(
+        erp_call(&erp, &fresh, Method::GET, "/products", None)
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
+async fn erp_business_errors_are_http_200_with_error_text() {
+    let (erp, _) = erp().await;
+    erp.seed_products(3, 1);
+    let token = erp_token(&erp).await;
+    let mut unknown_series = order_body(None, "1001", "SKU-000001");
+    unknown_series["seriesName"] = json!("XYZ");
+    let mut missing_client = order_body(None, "1001", "SKU-000001");
+    missing_client.as_object_mut().unwrap().remove("client");
+    for (body, needle) in [
+        (unknown_series, "Seria XYZ"),
+        (order_body(None, "1001", "NOPE"), "NOPE"),
+        (missing_client, "Clientul"),
+    ] {
+        let (status, _, resp) = erp_call(&erp, &token, Method::POST, "/orders", Some(body)).await;
+        assert_eq!(status, 200);
+        assert_eq!(resp["statusMessage"], "Success");
+        assert!(resp["data"].is_null());
+        assert!(
+            resp["errorText"].as_str().unwrap().contains(needle),
+            "{resp}"
+        );
+    }
+    assert!(erp.orders().is_empty());
+    let (status, _, resp) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/orders",
+        Some(json!({"lines": 5})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(resp["status"], 400);
+}
+
+#[tokio::test]
+async fn erp_idempotency_key_returns_the_same_document_and_numbers_are_per_series() {
+    let (erp, _) = erp_with(ErpOptions {
+        series: vec!["CMD".into(), "WEB".into()],
+        ..ErpOptions::unlimited()
+    })
+    .await;
+    erp.seed_products(3, 1);
+    let token = erp_token(&erp).await;
+    let post = |body: Value| {
+        let token = token.clone();
+        let erp = &erp;
+        async move {
+            erp_call(erp, &token, Method::POST, "/orders", Some(body))
+                .await
+                .2["data"]
+                .clone()
+        }
+    };
+    let first = post(order_body(Some("shop-1001"), "1001", "SKU-000001")).await;
+    assert_eq!(first["number"], 1);
+    assert_eq!(first["duplicate"], false);
+    assert_eq!(first["status"], "new");
+    let again = post(order_body(Some("shop-1001"), "1001", "SKU-000001")).await;
+    assert_eq!(again["number"], 1);
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["duplicate"], true);
+    // Without a key a retry is a new document: the duplicate shows up.
+    assert_eq!(
+        post(order_body(None, "1002", "SKU-000002")).await["number"],
+        2
+    );
+    assert_eq!(
+        post(order_body(None, "1002", "SKU-000002")).await["number"],
+        3
+    );
+    assert_eq!(erp.orders_by_reference("1002").len(), 2);
+    let mut web = order_body(None, "1003", "SKU-000003");
+    web["seriesName"] = json!("WEB");
+    assert_eq!(post(web.clone()).await["number"], 1);
+    assert_eq!(post(web).await["number"], 2);
+    let (_, _, found) = erp_call(&erp, &token, Method::GET, "/orders?reference=1001", None).await;
+    assert_eq!(found["data"].as_array().unwrap().len(), 1);
+    let id = first["id"].as_u64().unwrap();
+    let (_, _, one) = erp_call(&erp, &token, Method::GET, &format!("/orders/{id}"), None).await;
+    assert_eq!(one["data"]["lines"][0]["quantity"], 2);
+}
+
+#[tokio::test]
+async fn erp_offset_paging_ends_with_a_short_page() {
+    let (erp, _) = erp().await;
+    erp.seed_products(260, 2);
+    let token = erp_token(&erp).await;
+    let mut codes = HashSet::new();
+    let mut offset = 0;
+    let mut pages = 0;
+    loop {
+        let path = format!("/products?offset={offset}&limitPerPage=100");
+        let (_, _, body) = erp_call(&erp, &token, Method::GET, &path, None).await;
+        let data = body["data"].as_array().unwrap();
+        pages += 1;
+        for p in data {
+            codes.insert(p["code"].as_str().unwrap().to_owned());
+            assert_eq!(p["stock"].as_array().unwrap().len(), 2);
+        }
+        if data.len() < 100 {
+            break;
+        }
+        offset += 100;
+    }
+    assert_eq!((pages, codes.len()), (3, 260));
+    let (status, _, _) = erp_call(
+        &erp,
+        &token,
+        Method::GET,
+        "/products?limitPerPage=251",
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (_, _, stock) = erp_call(
+        &erp,
+        &token,
+        Method::GET,
+        "/stock?limitPerPage=250&warehouse=Magazin",
+        None,
+    )
+    .await;
+    assert_eq!(stock["data"].as_array().unwrap().len(), 250);
+}
+
+#[tokio::test]
+async fn erp_stock_changes_carry_their_own_stamp() {
+    let (erp, clock) = erp().await;
+    erp.seed_products(10, 3);
+    let token = erp_token(&erp).await;
+    clock.advance(Duration::from_secs(30));
+    let since = "2026-03-01T09:00:30.000Z";
+    let path = format!("/stock?changedSince={since}");
+    assert_eq!(
+        erp_call(&erp, &token, Method::GET, &path, None).await.2["data"],
+        json!([])
+    );
+    let (_, _, put) = erp_call(
+        &erp,
+        &token,
+        Method::PUT,
+        "/stock/SKU-000004",
+        Some(json!({"warehouse": "Magazin", "quantity": 12})),
+    )
+    .await;
+    assert_eq!(put["data"]["quantity"], 12);
+    erp.set_stock("SKU-000005", "Depozit central", 1).unwrap();
+    let (_, _, body) = erp_call(&erp, &token, Method::GET, &path, None).await;
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["code"], "SKU-000004");
+    assert_eq!(data[0]["updatedAt"], since);
+    // The product itself did not change.
+    let (_, _, products) = erp_call(
+        &erp,
+        &token,
+        Method::GET,
+        &format!("/products?updatedAfter={}", "2026-03-01T09:00:00.000Z"),
+        None,
+    )
+    .await;
+    assert_eq!(products["data"], json!([]));
+    let (_, _, unknown) = erp_call(
+        &erp,
+        &token,
+        Method::PUT,
+        "/stock/SKU-000004",
+        Some(json!({"warehouse": "Nicaieri", "quantity": 1})),
+    )
+    .await;
+    assert!(unknown["errorText"].as_str().unwrap().contains("Nicaieri"));
+}
+
+#[tokio::test]
+async fn erp_burst_of_calls_locks_the_client_out() {
+    let (erp, clock) = erp_with(ErpOptions {
+        burst_limit: Some(BurstLimit {
+            max_calls: 5,
+            ..BurstLimit::default()
+        }),
+        ..ErpOptions::default()
+    })
+    .await;
+    let token = erp_token(&erp).await;
+    for _ in 0..4 {
+        assert_eq!(
+            erp_call(&erp, &token, Method::GET, "/clients", None)
+                .await
+                .0,
+            200
+        );
+    }
+    let (status, headers, _) = erp_call(&erp, &token, Method::GET, "/clients", None).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "600");
+    clock.advance(Duration::from_secs(300));
+    let (status, headers, _) = erp_call(&erp, &token, Method::GET, "/clients", None).await;
+    assert_eq!(status, 429);
+    assert_eq!(headers["retry-after"], "300");
+    clock.advance(Duration::from_secs(300));
+    assert_eq!(
+        erp_call(&erp, &token, Method::GET, "/clients", None)
+            .await
+            .0,
+        200
+    );
+    // Calls spread over the window never lock out.
+    erp.set_burst_limit(Some(BurstLimit {
+        max_calls: 2,
+        status: 403,
+        ..BurstLimit::default()
+    }));
+    for _ in 0..6 {
+        clock.advance(Duration::from_secs(5));
+        assert_eq!(
+            erp_call(&erp, &token, Method::GET, "/clients", None)
+                .await
+                .0,
+            200
+        );
+    }
+    erp_call(&erp, &token, Method::GET, "/clients", None).await;
+    assert_eq!(
+        erp_call(&erp, &token, Method::GET, "/clients", None)
+            .await
+            .0,
+        403
+    );
+}
+
+#[tokio::test]
+async fn erp_batch_answers_per_item_and_can_fail_in_part() {
+    let (erp, _) = erp().await;
+    let token = erp_token(&erp).await;
+    let items: Vec<Value> = (0..10)
+        .map(|i| json!({"code": format!("B-{i}"), "name": format!("Produs {i}"), "price": 10.0}))
+        .chain([json!({"name": "fara cod"})])
+        .collect();
+    let (_, _, body) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/products/batch",
+        Some(json!({"items": items})),
+    )
+    .await;
+    let results = body["data"].as_array().unwrap();
+    assert_eq!(results.len(), 11);
+    assert!(results[..10].iter().all(|r| r["ok"] == true));
+    assert_eq!(results[10]["ok"], false);
+    erp.faults().update(|f| f.batch_failure_rate = 0.5);
+    let items: Vec<Value> = (0..20)
+        .map(|i| json!({"code": format!("B-{i}"), "name": "Redenumit"}))
+        .collect();
+    let (_, _, body) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/products/batch",
+        Some(json!({"items": items})),
+    )
+    .await;
+    let results = body["data"].as_array().unwrap();
+    let failed = results.iter().filter(|r| r["ok"] == false).count();
+    assert!(failed > 0 && failed < 20, "partial: {failed}");
+    assert!(
+        results
+            .iter()
+            .filter(|r| r["ok"] == false)
+            .all(|r| r["errorText"].is_string())
+    );
+    let too_many: Vec<Value> = (0..101)
+        .map(|i| json!({"code": format!("C-{i}"), "name": "x"}))
+        .collect();
+    let (status, _, _) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/products/batch",
+        Some(json!({"items": too_many})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn erp_handle_mutations_show_in_the_api() {
+    let (erp, clock) = erp().await;
+    erp.seed_products(5, 1);
+    erp.create_product(ErpProduct::new("EXTRA", "Extra", 1.5))
+        .unwrap();
+    assert!(
+        erp.create_product(ErpProduct::new("EXTRA", "Extra", 1.5))
+            .is_err()
+    );
+    let token = erp_token(&erp).await;
+    let (_, _, created) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/orders",
+        Some(order_body(Some("k"), "1001", "SKU-000001")),
+    )
+    .await;
+    let id = created["data"]["id"].as_u64().unwrap();
+    clock.advance(Duration::from_secs(10));
+    erp.set_order_status(id, "confirmed").unwrap();
+    erp.set_awb(id, "AWB-9").unwrap();
+    let invoiced = erp.issue_invoice(id).unwrap();
+    assert_eq!(invoiced.status, "invoiced");
+    assert_eq!(invoiced.invoice.as_ref().unwrap().number, 1);
+    let phone = erp
+        .create_order(ErpOrderDraft {
+            channel: "phone".into(),
+            client_name: "Ion Pop".into(),
+            client_email: "ion@example.com".into(),
+            lines: vec![("SKU-000002".into(), 1)],
+            series: None,
+        })
+        .unwrap();
+    assert_eq!(phone.reference, None);
+    let path = "/orders?updatedAfter=2026-03-01T09:00:00.000Z";
+    let (_, _, body) = erp_call(&erp, &token, Method::GET, path, None).await;
+    let data = body["data"].as_array().unwrap();
+    assert_eq!(data.len(), 2);
+    assert_eq!(data[0]["awb"], "AWB-9");
+    assert_eq!(data[0]["invoice"]["series"], "FCT");
+    assert_eq!(data[1]["channel"], "phone");
+    let (_, _, clients) = erp_call(
+        &erp,
+        &token,
+        Method::GET,
+        "/clients?email=ion@example.com",
+        None,
+    )
+    .await;
+    assert_eq!(clients["data"][0]["name"], "Ion Pop");
+}
+
+// ---------------------------------------------------------------- faults
+
+#[tokio::test]
+async fn injected_server_errors_rate_limits_and_latency() {
+    let (shop, _) = shop_with(ShopOptions {
+        faults: Faults {
+            error_rate: 1.0,
+            ..Faults::default()
+        },
+        ..ShopOptions::unlimited()
+    })
+    .await;
+    let (status, _, body) = shop_call(&shop, Method::GET, "/products", None).await;
+    assert_eq!(status, 503);
+    assert!(body["error"]["name"].is_string());
+    shop.faults().set(Faults {
+        rate_limit_rate: 1.0,
+        retry_after_secs: Some(7),
+        ..Faults::default()
+    });
+    let (status, headers, _) = shop_call(&shop, Method::GET, "/products", None).await;
+    assert_eq!(
+        (status, &headers["retry-after"]),
+        (StatusCode::TOO_MANY_REQUESTS, &"7".parse().unwrap())
+    );
+    shop.faults().set(Faults {
+        latency_ms: 5,
+        ..Faults::default()
+    });
+    assert_eq!(
+        shop_call(&shop, Method::GET, "/products", None).await.0,
+        200
+    );
+    // A share below one fails some requests and not others.
+    shop.faults().set(Faults {
+        error_rate: 0.5,
+        ..Faults::default()
+    });
+    let mut statuses = HashSet::new();
+    for _ in 0..20 {
+        statuses.insert(shop_call(&shop, Method::GET, "/products", None).await.0);
+    }
+    assert!(
+        statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::SERVICE_UNAVAILABLE)
+    );
+}
+
+#[tokio::test]
+async fn fail_next_rules_hit_only_matching_requests() {
+    let (shop, _) = shop().await;
+    shop.seed_products(2, 1);
+    shop.faults()
+        .fail_next(FailRule::new("PATCH", "/api/v2/products", 502, 2));
+    assert_eq!(
+        shop_call(&shop, Method::GET, "/products/1", None).await.0,
+        200
+    );
+    let patch = || {
+        shop_call(
+            &shop,
+            Method::PATCH,
+            "/products/1",
+            Some(json!({"stock": 1})),
+        )
+    };
+    assert_eq!(patch().await.0, 502);
+    assert_eq!(patch().await.0, 502);
+    assert_eq!(patch().await.0, 200);
+    assert_eq!(shop.product(1).unwrap().stock, Some(1));
+}
+
+#[tokio::test]
+async fn a_held_response_trips_a_short_client_timeout() {
+    let (shop, _) = shop().await;
+    shop.faults()
+        .fail_next(FailRule::new("GET", "/api/v2/products", 504, 1).hold(Duration::from_secs(5)));
+    let (key, secret) = shop.credentials();
+    let client = Client::builder()
+        .timeout(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let err = client
+        .get(format!("{}/products", shop.api_url()))
+        .basic_auth(&key, Some(&secret))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(
+        shop_call(&shop, Method::GET, "/products", None).await.0,
+        200
+    );
+    // Random timeouts: a share of requests is held.
+    shop.faults().set(Faults {
+        timeout_rate: 1.0,
+        timeout_ms: 5_000,
+        ..Faults::default()
+    });
+    let err = client
+        .get(format!("{}/products", shop.api_url()))
+        .basic_auth(&key, Some(&secret))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+}
+
+#[tokio::test]
+async fn an_order_post_can_be_applied_and_then_lost() {
+    let (erp, _) = erp().await;
+    erp.seed_products(2, 1);
+    let token = erp_token(&erp).await;
+    erp.faults()
+        .fail_next(FailRule::new("POST", "/api/orders", 500, 1).after_apply());
+    let body = order_body(Some("shop-1001"), "1001", "SKU-000001");
+    let (status, _, _) = erp_call(&erp, &token, Method::POST, "/orders", Some(body.clone())).await;
+    assert_eq!(status, 500);
+    // The write happened although the client saw a failure; the key resolves the doubt.
+    assert_eq!(erp.orders_by_reference("1001").len(), 1);
+    let (_, _, retried) = erp_call(&erp, &token, Method::POST, "/orders", Some(body)).await;
+    assert_eq!(retried["data"]["duplicate"], true);
+    assert_eq!(erp.orders().len(), 1);
+    // Applied, then held past the client's timeout.
+    erp.faults().fail_next(
+        FailRule::new("POST", "/api/orders", 504, 1)
+            .after_apply()
+            .hold(Duration::from_secs(5)),
+    );
+    let client = Client::builder()
+        .timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let err = client
+        .post(format!("{}/orders", erp.api_url()))
+        .bearer_auth(&token)
+        .json(&order_body(None, "1002", "SKU-000002"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout());
+    assert_eq!(erp.orders_by_reference("1002").len(), 1);
+}
+
+#[tokio::test]
+async fn page_drift_makes_naive_paging_skip_one_and_repeat_one() {
+    let (shop, _) = shop().await;
+    shop.seed_products(30, 4);
+    shop.faults().update(|f| f.page_drift = true);
+    let mut url = format!("{}/products?limit=10", shop.api_url());
+    let mut seen = Vec::new();
+    loop {
+        let (_, _, body) = shop_call(&shop, Method::GET, &url, None).await;
+        seen.extend(
+            body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["sku"].as_str().unwrap().to_owned()),
+        );
+        match body["meta"]["links"]["next"].as_str() {
+            Some(next) => url = next.to_owned(),
+            None => break,
+        }
+    }
+    let unique: HashSet<_> = seen.iter().collect();
+    assert!(unique.len() < 30, "a record was skipped");
+    assert!(unique.len() < seen.len(), "a record was seen twice");
+
+    let (erp, _) = erp().await;
+    erp.seed_products(30, 4);
+    erp.faults().update(|f| f.page_drift = true);
+    let token = erp_token(&erp).await;
+    let mut codes = Vec::new();
+    for offset in (0..).step_by(10) {
+        let path = format!("/products?offset={offset}&limitPerPage=10");
+        let (_, _, body) = erp_call(&erp, &token, Method::GET, &path, None).await;
+        let data = body["data"].as_array().unwrap().clone();
+        codes.extend(data.iter().map(|p| p["code"].as_str().unwrap().to_owned()));
+        if data.len() < 10 {
+            break;
+        }
+    }
+    assert!(codes.iter().collect::<HashSet<_>>().len() < 30);
+}
+
+// ---------------------------------------------------------------- counters, control API, seeding
+
+#[tokio::test]
+async fn counters_count_by_route_template_and_skip_control_calls() {
+    let (shop, _) = shop().await;
+    shop.seed_products(3, 1);
+    shop_call(&shop, Method::GET, "/products", None).await;
+    shop_call(&shop, Method::GET, "/products/1", None).await;
+    shop_call(&shop, Method::GET, "/products/2", None).await;
+    shop_call(
+        &shop,
+        Method::PATCH,
+        "/products/2",
+        Some(json!({"stock": 4})),
+    )
+    .await;
+    let c = shop.counters();
+    assert_eq!(c.count("GET", "/api/v2/products"), 1);
+    assert_eq!(c.count("GET", "/api/v2/products/{id}"), 2);
+    assert_eq!(c.count("PATCH", "/api/v2/products/{id}"), 1);
+    assert_eq!(c.writes(), 1);
+    let control: Value = http()
+        .get(format!("{}/__sim/counters", shop.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(control["total"], 4);
+    let resp = http()
+        .post(format!("{}/__sim/orders/999", shop.base_url()))
+        .json(&json!({"shipping_status": "shipped"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(c.total(), 4);
+    c.reset();
+    assert_eq!(c.total(), 0);
+
+    let (erp, _) = erp().await;
+    let token = erp_token(&erp).await;
+    erp_call(&erp, &token, Method::GET, "/clients", None).await;
+    assert_eq!(erp.counters().count("POST", "/api/authorize/token"), 1);
+    assert_eq!(erp.counters().writes(), 0);
+}
+
+#[tokio::test]
+async fn the_control_api_drives_faults_and_mutations() {
+    let (shop, _) = shop().await;
+    let order = shop
+        .create_order(Order::new("x@example.com", &[("SKU-1", 1, 1.0)]))
+        .unwrap();
+    let base = shop.base_url();
+    let resp = http()
+        .post(format!("{base}/__sim/orders/{}", order.id))
+        .json(&json!({"shipping_status": "shipped", "awb": "A1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(shop.order(&order.id).unwrap().awb.as_deref(), Some("A1"));
+    let rule = json!({"method": "GET", "path_prefix": "/api/v2/orders", "status": 500, "count": 1});
+    http()
+        .post(format!("{base}/__sim/faults/fail-next"))
+        .json(&rule)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shop_call(&shop, Method::GET, "/orders", None).await.0, 500);
+    http()
+        .post(format!("{base}/__sim/faults"))
+        .json(&json!({"error_rate": 1.0, "error_status": 502}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(shop_call(&shop, Method::GET, "/orders", None).await.0, 502);
+
+    let (erp, _) = erp().await;
+    erp.seed_products(2, 1);
+    let resp: Value = http()
+        .post(format!("{}/__sim/orders", erp.base_url()))
+        .json(&json!({"client_name": "Ion", "client_email": "i@example.com", "lines": [["SKU-000001", 2]]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = resp["data"]["id"].as_u64().unwrap();
+    let resp: Value = http()
+        .post(format!("{}/__sim/orders/{id}", erp.base_url()))
+        .json(&json!({"status": "confirmed", "invoice": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resp["data"]["status"], "invoiced");
+}
+
+#[tokio::test]
+async fn both_sides_share_a_seeded_catalogue_and_seeding_scales() {
+    let (shop, _) = shop().await;
+    let (erp, _) = erp().await;
+    let items = erpsync::sim::seed_both(&shop, &erp, 100_000, 9);
+    assert_eq!(
+        (shop.product_count(), erp.product_count()),
+        (100_000, 100_000)
+    );
+    let item = &items[54_320];
+    let p: Product = shop.product_by_sku(&item.sku).unwrap();
+    assert_eq!(p.price_gross, Some(item.price_gross));
+    assert_eq!(p.stock, Some(item.stock));
+    let e = erp.product(&item.sku).unwrap();
+    assert_eq!(e.price, item.price_gross);
+    assert_eq!(erp.total_stock(&item.sku), item.stock);
+    let orders = shop.seed_orders(10, 9);
+    assert_eq!(orders.len(), 10);
+    assert!(
+        orders
+            .iter()
+            .all(|o| o.lines.iter().all(|l| erp.product(&l.sku).is_some()))
+    );
+    shop.seed_customers(5, 9);
+    assert_eq!(shop.customers().len(), 5);
+    erp.seed_orders(3, 9);
+    assert_eq!(erp.orders().len(), 3);
+}
+
+#[tokio::test]
+async fn shop_customers_filter_by_email_and_refuse_duplicates() {
+    let (shop, _) = shop().await;
+    let body = json!({"email": "ana@example.com", "first_name": "Ana", "last_name": "Pop"});
+    let (status, _, created) =
+        shop_call(&shop, Method::POST, "/customers", Some(body.clone())).await;
+    assert_eq!(status, 201);
+    assert_eq!(
+        shop_call(&shop, Method::POST, "/customers", Some(body))
+            .await
+            .0,
+        400
+    );
+    let id = created["data"]["id"].as_u64().unwrap();
+    let (status, _, _) = shop_call(
+        &shop,
+        Method::PATCH,
+        &format!("/customers/{id}"),
+        Some(json!({"phone": "0722"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, _, found) =
+        shop_call(&shop, Method::GET, "/customers?email=ANA@example.com", None).await;
+    assert_eq!(found["data"][0]["phone"], "0722");
+}
