@@ -395,7 +395,9 @@ fn compile_systems(
             if let Some(c) = canonical {
                 let fields: Vec<&str> = c.fields.keys().map(String::as_str).collect();
                 for f in se.read.keys() {
-                    if !c.fields.contains_key(f) {
+                    // `customer.email` fills field `customer`.
+                    let top = f.split('.').next().unwrap_or(f);
+                    if !c.fields.contains_key(top) {
                         let d = project
                             .at_key(
                                 file,

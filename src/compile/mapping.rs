@@ -123,6 +123,26 @@ impl Mapping {
         out
     }
 
+    /// Maps one record, leaving out fields computed only from source fields outside
+    /// `carried` (an update sends what the flow carries; constants and templates always go).
+    pub fn apply_carried(
+        &self,
+        source: &Value,
+        env: &MapEnv,
+        carried: &[String],
+    ) -> Result<Value, FieldMapError> {
+        let only: Vec<String> = self
+            .fields
+            .iter()
+            .filter(|f| match source_field(&f.expr) {
+                Some(src) => carried.iter().any(|c| c == src),
+                None => true,
+            })
+            .map(|f| f.target[0].clone())
+            .collect();
+        self.apply(source, env, Some(&only))
+    }
+
     /// Maps one record. Only the listed fields are produced when `only` is given.
     pub fn apply(
         &self,
@@ -167,6 +187,16 @@ impl Mapping {
             insert(&mut out, &f.target, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// The source field an expression reads, when it reads exactly one known field.
+fn source_field(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Path(p) => p.root_field(),
+        Expr::Lookup { key, .. } | Expr::Ref { key, .. } => source_field(key),
+        Expr::Each { path, .. } => path.root_field(),
+        Expr::Template(_) | Expr::Const(_) => None,
     }
 }
 
@@ -230,7 +260,11 @@ fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result
                 Some(c) => c,
                 None => return Ok(Value::String(t.source().to_string())),
             };
-            t.render_value(ctx).map_err(|e| e.reason)
+            // A template that renders nothing means "no value", like a missing path.
+            match t.render_value(ctx).map_err(|e| e.reason)? {
+                Value::String(s) if s.is_empty() => Ok(Value::Null),
+                v => Ok(v),
+            }
         }
         Expr::Const(v) => Ok(v.clone()),
         Expr::Lookup {

@@ -438,10 +438,13 @@ fn default_max_pages() -> u32 {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct IdempotencyKeyConfig {
-    /// Header that carries the key (e.g. `Idempotency-Key`); leave empty when the body template
-    /// places `{{idempotency_key}}` itself.
+    /// Header that carries the key (e.g. `Idempotency-Key`).
     #[serde(default)]
     pub header: Option<String>,
+    /// Field of the JSON body that carries the key (dotted for nested fields, e.g.
+    /// `idempotencyKey`); set on top of the rendered body.
+    #[serde(default)]
+    pub field: Option<String>,
 }
 
 /// Rewrites JSON objects that carry a type marker into a plain value.

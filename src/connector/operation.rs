@@ -199,6 +199,8 @@ pub struct Operation {
     pub(crate) since_format: SinceFormat,
     pub(crate) idempotent: Option<bool>,
     pub(crate) idempotency_key: Option<Option<String>>,
+    /// Body field that carries the idempotency key.
+    pub(crate) idempotency_field: Option<Vec<String>>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) decode: Vec<DecodeRuleConfig>,
 }
@@ -292,6 +294,11 @@ impl Operation {
             since_format,
             idempotent: cfg.idempotent,
             idempotency_key: cfg.idempotency_key.as_ref().map(|k| k.header.clone()),
+            idempotency_field: cfg
+                .idempotency_key
+                .as_ref()
+                .and_then(|k| k.field.as_ref())
+                .map(|f| f.split('.').map(str::to_string).collect()),
             rules,
             decode: cfg.decode.clone(),
         })

@@ -435,7 +435,10 @@ impl HttpSystem {
         let body = match &op.body {
             None => None,
             Some(b) => {
-                let value = b.render(&ctx).map_err(|e| e.to_string())?;
+                let mut value = b.render(&ctx).map_err(|e| e.to_string())?;
+                if let (Some(field), Some(key)) = (&op.idempotency_field, &input.idempotency_key) {
+                    set_field(&mut value, field, Value::String(key.clone()));
+                }
                 Some(encode_body(&value, op.body_format))
             }
         };
@@ -791,4 +794,25 @@ fn error_chain(e: &reqwest::Error) -> String {
         source = s.source();
     }
     out
+}
+
+/// Sets a (nested) field of a JSON object, creating the objects on the way.
+fn set_field(value: &mut Value, path: &[String], v: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = value;
+    for p in parents {
+        if !cur.get(p).is_some_and(Value::is_object) {
+            if let Value::Object(m) = cur {
+                m.insert(p.clone(), Value::Object(Default::default()));
+            } else {
+                return;
+            }
+        }
+        cur = cur.get_mut(p).expect("just ensured");
+    }
+    if let Value::Object(m) = cur {
+        m.insert(last.clone(), v);
+    }
 }

@@ -17,6 +17,9 @@ use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
 use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
 
+/// After this many single lookups in one run, the target is read in full instead.
+const BULK_LOOKUPS: usize = 50;
+
 /// One side of a flow.
 struct Side<'e> {
     name: &'e str,
@@ -169,6 +172,8 @@ struct Runner<'e> {
     dst_changes: HashMap<String, Seen>,
     /// Keys with a stored failure, cleared when they succeed.
     failing: HashSet<String>,
+    /// Target lookups made so far (see `lookup`).
+    lookups: usize,
     report: RunReport,
 }
 
@@ -224,6 +229,7 @@ impl<'e> Runner<'e> {
             index: None,
             dst_changes: HashMap::new(),
             failing,
+            lookups: 0,
             report: RunReport {
                 flow: flow.id.clone(),
                 dry_run: opts.dry_run,
@@ -402,12 +408,23 @@ impl<'e> Runner<'e> {
         Ok(out)
     }
 
-    /// Finds one record by key on a side (`true`: the source).
-    async fn lookup(&self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
-        let side = if source { &self.src } else { &self.dst };
-        if !source && let Some(index) = &self.index {
-            return Ok(index.get(key).cloned());
+    /// Finds one record by key on a side (`true`: the source). On the target, a system
+    /// without a lookup operation, or a run that has already looked up many records (a first
+    /// sync), is read once in full instead and searched in memory.
+    async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
+        if !source {
+            let lookup_op = self.dst.ent.lookup.is_some();
+            let bulk = self.lookups >= BULK_LOOKUPS;
+            if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
+                let index = self.read_all_dst(None).await.map_err(|e| Fail::msg(e.to_string()))?;
+                self.index = Some(index);
+            }
+            if let Some(index) = &self.index {
+                return Ok(index.get(key).cloned());
+            }
+            self.lookups += 1;
         }
+        let side = if source { &self.src } else { &self.dst };
         let Some(op) = &side.ent.lookup else {
             return Ok(None);
         };
@@ -1129,7 +1146,9 @@ impl<'e> Runner<'e> {
         if to_source { &self.src } else { &self.dst }
     }
 
-    fn payload(&self, to_source: bool, canon: &Value) -> Result<Value, Fail> {
+    /// The native payload for a side: everything for a create, what the flow carries for an
+    /// update.
+    fn payload(&self, to_source: bool, canon: &Value, update: bool) -> Result<Value, Fail> {
         let (to, from) = if to_source {
             (self.src.name, self.dst.name)
         } else {
@@ -1144,11 +1163,13 @@ impl<'e> Runner<'e> {
             vars: &self.e.project.vars,
             refs: &refs,
         };
-        self.side(to_source)
-            .ent
-            .write
-            .apply(canon, &env, None)
-            .map_err(|e| Fail::msg(e.to_string()))
+        let write = &self.side(to_source).ent.write;
+        let mapped = if update {
+            write.apply_carried(canon, &env, &self.carried)
+        } else {
+            write.apply(canon, &env, None)
+        };
+        mapped.map_err(|e| Fail::msg(e.to_string()))
     }
 
     /// Creates `canon` on a side, exactly once: the intent is journaled first, an
@@ -1160,7 +1181,7 @@ impl<'e> Runner<'e> {
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
-        let payload = self.payload(to_source, canon)?;
+        let payload = self.payload(to_source, canon, false)?;
         let side = self.side(to_source);
         let Some(op) = side.ent.create.clone() else {
             return Err(Fail::msg(format!(
@@ -1199,20 +1220,20 @@ impl<'e> Runner<'e> {
         written: Value,
     ) -> Result<(), Fail> {
         let side = self.side(to_source);
-        let is_a = side.is_a;
+        let (is_a, http, ent, side_name) = (side.is_a, side.http, side.ent, side.name);
         let input = CallInput {
             record: entry.payload.clone(),
             key: Some(entry.key.clone()),
             idempotency_key: Some(entry.idempotency_key.clone()),
             ..Default::default()
         };
-        match side.http.call(&entry.operation, &input).await {
+        match http.call(&entry.operation, &input).await {
             Ok(out) => {
                 let id = out
                     .record
                     .as_ref()
-                    .and_then(|r| side.ent.id.first(r))
-                    .or_else(|| side.ent.id.first(&out.body))
+                    .and_then(|r| ent.id.first(r))
+                    .or_else(|| ent.id.first(&out.body))
                     .and_then(crate::compile::types::key_text);
                 let id = match id {
                     Some(id) => Some(id),
@@ -1226,8 +1247,7 @@ impl<'e> Runner<'e> {
                 let Some(id) = id else {
                     // Accepted but unidentifiable: stay pending so the next run looks it up.
                     return Err(Fail::msg(format!(
-                        "`{}` accepted the record but its id could not be read; it will be looked up",
-                        side.name
+                        "`{side_name}` accepted the record but its id could not be read; it will be looked up"
                     )));
                 };
                 b.set_id(is_a, id);
@@ -1270,7 +1290,7 @@ impl<'e> Runner<'e> {
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        let payload = self.payload(to_source, canon)?;
+        let payload = self.payload(to_source, canon, true)?;
         let side = self.side(to_source);
         let Some(op) = side.ent.update.clone() else {
             return Err(Fail::msg(format!(

@@ -63,6 +63,24 @@ impl JsonPath {
         &self.source
     }
 
+    /// The first member a simple path reads (`$.customer.email` → `customer`), if it is
+    /// simple.
+    pub fn root_field(&self) -> Option<&str> {
+        match &self.plan {
+            Plan::Simple(steps) => match steps.first() {
+                Some(Step::Key(k)) => Some(k),
+                _ => None,
+            },
+            Plan::Full(_) => {
+                let rest = self.source.strip_prefix("$.")?;
+                let end = rest
+                    .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+                    .unwrap_or(rest.len());
+                (end > 0).then(|| &rest[..end])
+            }
+        }
+    }
+
     /// Every node the path selects.
     pub fn query<'a>(&self, value: &'a Value) -> Vec<&'a Value> {
         match &self.plan {

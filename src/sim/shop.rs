@@ -1120,9 +1120,11 @@ fn check_lines(lines: &[OrderLine]) -> Result<(), ShopError> {
     Ok(())
 }
 
-/// Applies an API change to an order, enforcing the state machine and the lock.
-fn apply_order(o: &mut Order, input: OrderInput) -> Result<(), ShopError> {
-    if o.locked {
+/// Applies an API change to an order, enforcing the state machine and the lock. The lock
+/// keeps the merchant from editing an exported order; the ERP, which owns it from then on,
+/// writes through it with `override_lock`.
+fn apply_order(o: &mut Order, input: OrderInput, override_lock: bool) -> Result<(), ShopError> {
+    if o.locked && !override_lock {
         let blocked = [
             ("lines", input.lines.as_ref().is_some_and(|l| *l != o.lines)),
             (
@@ -1381,6 +1383,7 @@ async fn create_order(
             shipping_status: None,
             ..input
         },
+        false,
     )?;
     let o = state.add_order(o)?;
     Ok((StatusCode::CREATED, Json(json!({"data": o}))).into_response())
@@ -1395,7 +1398,8 @@ async fn patch_order(
     let pairs = query_pairs(q.as_deref());
     let input = order_input(body_object(&body)?, ignore_unknown(&pairs))?;
     let key = order_key(&state.data.lock().unwrap(), &id)?;
-    let o = state.change_order(key, |o| apply_order(o, input))?;
+    let override_lock = query_get(&pairs, "override_lock").is_some_and(|v| v == "1");
+    let o = state.change_order(key, |o| apply_order(o, input, override_lock))?;
     Ok(Json(json!({"data": o})).into_response())
 }
 
