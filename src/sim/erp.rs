@@ -28,8 +28,8 @@ use super::counters::Counters;
 use super::faults::{FaultControl, Faults};
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, Server, cents, common_layer, control_routes, error_response, query_get,
-    query_pairs,
+    Core, Flavor, Server, cents, common_layer, control_routes, error_response, filter_key,
+    query_get, query_pairs,
 };
 use super::table::{Since, Stamped, Table, parse_time, rfc3339, stamp};
 use crate::clock::{SharedClock, SystemClock};
@@ -732,9 +732,13 @@ async fn list_products(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery
             .collect();
         return ok(items);
     }
-    let page = data
-        .products
-        .page(since, paging.offset, paging.limit, |_| true);
+    let page = data.products.page(
+        since,
+        &filter_key(&pairs),
+        paging.offset,
+        paging.limit,
+        |_| true,
+    );
     let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items: Vec<Value> = page
         .rows
@@ -832,9 +836,13 @@ async fn list_stock(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -
     let warehouse = query_get(&pairs, "warehouse");
     let code = query_get(&pairs, "code");
     let mut data = state.data.lock().unwrap();
-    let page = data.stock.page(since, paging.offset, paging.limit, |s| {
-        warehouse.is_none_or(|w| s.warehouse == w) && code.is_none_or(|c| s.code == c)
-    });
+    let page = data.stock.page(
+        since,
+        &filter_key(&pairs),
+        paging.offset,
+        paging.limit,
+        |s| warehouse.is_none_or(|w| s.warehouse == w) && code.is_none_or(|c| s.code == c),
+    );
     let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items: Vec<StockLevel> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
     drift(&state, &mut data.stock, first);
@@ -910,9 +918,13 @@ async fn list_clients(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery)
     let since = since(&pairs)?;
     let email = query_get(&pairs, "email").map(str::to_lowercase);
     let data = state.data.lock().unwrap();
-    let page = data.clients.page(since, paging.offset, paging.limit, |c| {
-        email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e)
-    });
+    let page = data.clients.page(
+        since,
+        &filter_key(&pairs),
+        paging.offset,
+        paging.limit,
+        |c| email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e),
+    );
     let items: Vec<Client> = page.rows.iter().map(|(_, c)| (*c).clone()).collect();
     ok(items)
 }
@@ -1073,10 +1085,16 @@ async fn list_orders(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) 
     let reference = query_get(&pairs, "reference");
     let status = query_get(&pairs, "status");
     let mut data = state.data.lock().unwrap();
-    let page = data.orders.page(since, paging.offset, paging.limit, |o| {
-        reference.is_none_or(|r| o.reference.as_deref() == Some(r))
-            && status.is_none_or(|s| o.status == s)
-    });
+    let page = data.orders.page(
+        since,
+        &filter_key(&pairs),
+        paging.offset,
+        paging.limit,
+        |o| {
+            reference.is_none_or(|r| o.reference.as_deref() == Some(r))
+                && status.is_none_or(|s| o.status == s)
+        },
+    );
     let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items: Vec<Value> = page.rows.iter().map(|(_, o)| order_json(o, None)).collect();
     drift(&state, &mut data.orders, first);

@@ -3,6 +3,14 @@
 //!
 //! Start one with [`ShopSim::start`] or [`ErpSim::start`]; the returned handle gives the base
 //! URL, request counters, live fault settings and direct access to the records.
+//!
+//! Both also answer a control API that is neither counted nor rate-limited, for people trying
+//! flows by hand and for out-of-process tests: `GET /__sim/counters`,
+//! `POST /__sim/counters/reset`, `GET|POST /__sim/faults` (a [`Faults`] document),
+//! `POST /__sim/faults/fail-next` (a [`FailRule`]), and per simulator
+//! `POST /__sim/orders/{id}` (shop: [`shop::OrderEdit`]; ERP: [`erp::SalesOrderEdit`]),
+//! `POST /__sim/products/{id}` (shop: [`shop::ProductEdit`]), `POST /__sim/orders` (ERP:
+//! [`erp::ErpOrderDraft`]) and `POST /__sim/stock/{code}` (ERP: `{warehouse, quantity}`).
 
 pub mod cli;
 pub mod counters;

@@ -208,6 +208,26 @@ pub(crate) fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<
         .map(|(_, v)| v.as_str())
 }
 
+/// What a list query filters on: every parameter except paging and projection, so two page
+/// requests of one listing share it.
+pub(crate) fn filter_key(pairs: &[(String, String)]) -> String {
+    const PAGING: &[&str] = &[
+        "page",
+        "offset",
+        "limit",
+        "limitPerPage",
+        "fields",
+        "include",
+    ];
+    let mut key: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| !PAGING.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    key.sort();
+    key.join("&")
+}
+
 /// Rounds money to cents.
 pub(crate) fn cents(x: f64) -> f64 {
     (x * 100.0).round() / 100.0

@@ -26,8 +26,8 @@ use super::counters::Counters;
 use super::faults::{FaultControl, Faults};
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, Server, cents, common_layer, control_routes, error_response, query_get,
-    query_pairs,
+    Core, Flavor, Server, cents, common_layer, control_routes, error_response, filter_key,
+    query_get, query_pairs,
 };
 use super::table::{Page, Since, Stamped, Table, parse_time, rfc3339, stamp};
 use super::webhook::{WebhookConfig, WebhookDelivery, WebhookSender};
@@ -646,14 +646,13 @@ fn drift<T: Stamped + Clone>(state: &ShopState, table: &mut Table<T>, first: Opt
     }
 }
 
+/// Renders a page and notes the key a `page_drift` fault would change.
 fn finish_page<T: Stamped + Clone>(
-    state: &ShopState,
     page: Page<'_, T>,
     render: impl Fn(&T) -> Value,
 ) -> (Vec<Value>, bool, Option<u64>) {
     let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items = page.rows.iter().map(|(_, r)| render(r)).collect();
-    let _ = state;
     (items, page.has_more, first)
 }
 
@@ -681,12 +680,14 @@ async fn list_products(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuer
             .collect();
         (items, false, None)
     } else {
-        let page = data
-            .products
-            .page(since, (paging.page - 1) * paging.limit, paging.limit, |p| {
-                status.is_none_or(|s| p.status == s)
-            });
-        finish_page(&state, page, |p| product_json(p, with_variants, fields))
+        let page = data.products.page(
+            since,
+            &filter_key(&pairs),
+            (paging.page - 1) * paging.limit,
+            paging.limit,
+            |p| status.is_none_or(|s| p.status == s),
+        );
+        finish_page(page, |p| product_json(p, with_variants, fields))
     };
     drift(&state, &mut data.products, first);
     Ok(list_body(
@@ -1333,13 +1334,17 @@ async fn list_orders(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery)
     let payment = query_get(&pairs, "payment_status");
     let fields = query_get(&pairs, "fields");
     let mut data = state.data.lock().unwrap();
-    let page = data
-        .orders
-        .page(since, (paging.page - 1) * paging.limit, paging.limit, |o| {
+    let page = data.orders.page(
+        since,
+        &filter_key(&pairs),
+        (paging.page - 1) * paging.limit,
+        paging.limit,
+        |o| {
             shipping.is_none_or(|s| s.split(',').any(|x| x == o.shipping_status))
                 && payment.is_none_or(|s| s.split(',').any(|x| x == o.payment_status))
-        });
-    let (items, has_more, first) = finish_page(&state, page, |o| {
+        },
+    );
+    let (items, has_more, first) = finish_page(page, |o| {
         project(serde_json::to_value(o).expect("orders serialize"), fields)
     });
     drift(&state, &mut data.orders, first);
@@ -1503,12 +1508,14 @@ async fn list_customers(State(state): State<Arc<ShopState>>, RawQuery(q): RawQue
     let since = since(&pairs)?;
     let email = query_get(&pairs, "email").map(str::to_lowercase);
     let mut data = state.data.lock().unwrap();
-    let page = data
-        .customers
-        .page(since, (paging.page - 1) * paging.limit, paging.limit, |c| {
-            email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e)
-        });
-    let (items, has_more, first) = finish_page(&state, page, |c| {
+    let page = data.customers.page(
+        since,
+        &filter_key(&pairs),
+        (paging.page - 1) * paging.limit,
+        paging.limit,
+        |c| email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e),
+    );
+    let (items, has_more, first) = finish_page(page, |c| {
         serde_json::to_value(c).expect("customers serialize")
     });
     drift(&state, &mut data.customers, first);

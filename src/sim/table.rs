@@ -2,8 +2,9 @@
 //! simulated list endpoints page through, so a record that changes while a client pages moves
 //! to the end, exactly as in APIs that sort by modification time.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::ops::Bound;
+use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -14,7 +15,7 @@ pub(crate) trait Stamped {
 }
 
 /// Where a filtered list starts in time.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Since {
     /// Every record.
     All,
@@ -30,19 +31,40 @@ pub(crate) struct Page<'a, T> {
     pub has_more: bool,
 }
 
-#[derive(Debug, Clone)]
+/// Rows live in a vector indexed by key (keys are dense and never reused), so the lookups a
+/// filtered page makes for every row it passes cost no tree walk.
+#[derive(Debug)]
 pub(crate) struct Table<T> {
-    rows: BTreeMap<u64, T>,
+    rows: Vec<Option<T>>,
+    live: usize,
     order: BTreeSet<(DateTime<Utc>, u64)>,
     last_key: u64,
+    /// Bumped by every change, so a remembered paging position is only reused while it is
+    /// still exactly what skipping `offset` rows would give.
+    version: u64,
+    resume: Mutex<Option<Resume>>,
+}
+
+/// Where the last page ended: lets the next page of the same list start there instead of
+/// skipping `offset` rows again (a full crawl would otherwise cost rows²/limit steps).
+#[derive(Debug)]
+struct Resume {
+    version: u64,
+    since: Since,
+    filter: String,
+    next_offset: usize,
+    after: (DateTime<Utc>, u64),
 }
 
 impl<T: Stamped + Clone> Table<T> {
     pub fn new() -> Self {
         Table {
-            rows: BTreeMap::new(),
+            rows: Vec::new(),
+            live: 0,
             order: BTreeSet::new(),
             last_key: 0,
+            version: 0,
+            resume: Mutex::new(None),
         }
     }
 
@@ -52,28 +74,43 @@ impl<T: Stamped + Clone> Table<T> {
         self.last_key
     }
 
+    /// Stores `row` under `key` (from [`Table::next_key`]), replacing any row there.
     pub fn insert(&mut self, key: u64, row: T) {
+        assert!(key > 0, "keys start at 1");
         self.last_key = self.last_key.max(key);
         self.remove(key);
+        let idx = (key - 1) as usize;
+        if self.rows.len() <= idx {
+            self.rows.resize_with(idx + 1, || None);
+        }
         self.order.insert((row.updated_at(), key));
-        self.rows.insert(key, row);
+        self.rows[idx] = Some(row);
+        self.live += 1;
+        self.version += 1;
     }
 
     pub fn get(&self, key: u64) -> Option<&T> {
-        self.rows.get(&key)
+        let idx = usize::try_from(key.checked_sub(1)?).ok()?;
+        self.rows.get(idx)?.as_ref()
     }
 
     pub fn len(&self) -> usize {
-        self.rows.len()
+        self.live
     }
 
     /// Rows in key (creation) order.
     pub fn iter(&self) -> impl Iterator<Item = (u64, &T)> {
-        self.rows.iter().map(|(k, v)| (*k, v))
+        self.rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.as_ref().map(|r| (i as u64 + 1, r)))
     }
 
     pub fn remove(&mut self, key: u64) -> Option<T> {
-        let row = self.rows.remove(&key)?;
+        let idx = usize::try_from(key.checked_sub(1)?).ok()?;
+        let row = self.rows.get_mut(idx)?.take()?;
+        self.live -= 1;
+        self.version += 1;
         self.order.remove(&(row.updated_at(), key));
         Some(row)
     }
@@ -86,7 +123,7 @@ impl<T: Stamped + Clone> Table<T> {
         now: DateTime<Utc>,
         f: impl FnOnce(&mut T) -> Result<R, E>,
     ) -> Option<Result<R, E>> {
-        let mut copy = self.rows.get(&key)?.clone();
+        let mut copy = self.get(key)?.clone();
         match f(&mut copy) {
             Ok(r) => {
                 copy.set_updated_at(now);
@@ -116,26 +153,45 @@ impl<T: Stamped + Clone> Table<T> {
     }
 
     /// Rows in list order from `since`, keeping those `keep` accepts, skipping `offset`.
+    /// `filter` names what `keep` tests (equal names, equal predicates).
     pub fn page(
         &self,
         since: Since,
+        filter: &str,
         offset: usize,
         limit: usize,
         keep: impl Fn(&T) -> bool,
     ) -> Page<'_, T> {
-        let lower = match since {
-            Since::All => Bound::Unbounded,
-            Since::After(t) => Bound::Excluded((t, u64::MAX)),
-            Since::AtOrAfter(t) => Bound::Included((t, 0)),
+        let mut resume = self.resume.lock().unwrap();
+        let resumed = resume.as_ref().and_then(|r| {
+            (r.version == self.version
+                && r.since == since
+                && r.filter == filter
+                && r.next_offset == offset)
+                .then_some(r.after)
+        });
+        let (lower, skip) = match (resumed, since) {
+            (Some(after), _) => (Bound::Excluded(after), 0),
+            (None, Since::All) => (Bound::Unbounded, offset),
+            (None, Since::After(t)) => (Bound::Excluded((t, u64::MAX)), offset),
+            (None, Since::AtOrAfter(t)) => (Bound::Included((t, 0)), offset),
         };
         let mut hits = self
             .order
             .range((lower, Bound::Unbounded))
-            .map(|(_, k)| (*k, &self.rows[k]))
-            .filter(|(_, row)| keep(row))
-            .skip(offset);
-        let rows: Vec<_> = hits.by_ref().take(limit).collect();
+            .map(|(t, k)| (*t, *k, self.get(*k).expect("indexed rows exist")))
+            .filter(|(_, _, row)| keep(row))
+            .skip(skip);
+        let found: Vec<_> = hits.by_ref().take(limit).collect();
         let has_more = hits.next().is_some();
+        *resume = found.last().map(|(t, k, _)| Resume {
+            version: self.version,
+            since,
+            filter: filter.to_owned(),
+            next_offset: offset + found.len(),
+            after: (*t, *k),
+        });
+        let rows = found.into_iter().map(|(_, k, r)| (k, r)).collect();
         Page { rows, has_more }
     }
 }
@@ -191,18 +247,42 @@ mod tests {
             table.insert(k, Row(t(i)));
         }
         let keys = |p: Page<'_, Row>| p.rows.iter().map(|(k, _)| *k).collect::<Vec<_>>();
-        let first = table.page(Since::All, 0, 2, |_| true);
+        let first = table.page(Since::All, "", 0, 2, |_| true);
         assert!(first.has_more);
         assert_eq!(keys(first), vec![1, 2]);
         table.bump_to_end(1, t(0));
-        assert_eq!(keys(table.page(Since::All, 2, 2, |_| true)), vec![4, 5]);
-        let last = table.page(Since::After(t(3)), 0, 10, |_| true);
+        assert_eq!(keys(table.page(Since::All, "", 2, 2, |_| true)), vec![4, 5]);
+        let last = table.page(Since::After(t(3)), "", 0, 10, |_| true);
         assert!(!last.has_more);
         assert_eq!(keys(last), vec![5, 1]);
         assert_eq!(
-            keys(table.page(Since::AtOrAfter(t(3)), 0, 10, |_| true)),
+            keys(table.page(Since::AtOrAfter(t(3)), "", 0, 10, |_| true)),
             vec![4, 5, 1]
         );
+    }
+
+    #[test]
+    fn a_resumed_page_equals_a_skipped_one() {
+        let mut table = Table::new();
+        for i in 0..50 {
+            let k = table.next_key();
+            table.insert(k, Row(t(i % 7)));
+        }
+        let keys = |p: Page<'_, Row>| p.rows.iter().map(|(k, _)| *k).collect::<Vec<_>>();
+        let even = |r: &Row| r.0.timestamp() % 2 == 0;
+        let mut resumed = Vec::new();
+        for offset in (0..40).step_by(5) {
+            resumed.extend(keys(table.page(Since::All, "even", offset, 5, even)));
+        }
+        let fresh = Table::new();
+        let _ = fresh.page(Since::All, "", 0, 1, |_: &Row| true);
+        let mut skipped = Vec::new();
+        for offset in (0..40).step_by(5) {
+            // A different filter name never reuses the position.
+            let _ = table.page(Since::All, "other", 0, 1, even);
+            skipped.extend(keys(table.page(Since::All, "even", offset, 5, even)));
+        }
+        assert_eq!(resumed, skipped);
     }
 
     #[test]
