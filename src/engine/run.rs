@@ -416,7 +416,10 @@ impl<'e> Runner<'e> {
             let lookup_op = self.dst.ent.lookup.is_some();
             let bulk = self.lookups >= BULK_LOOKUPS;
             if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
-                let index = self.read_all_dst(None).await.map_err(|e| Fail::msg(e.to_string()))?;
+                let index = self
+                    .read_all_dst(None)
+                    .await
+                    .map_err(|e| Fail::msg(e.to_string()))?;
                 self.index = Some(index);
             }
             if let Some(index) = &self.index {
@@ -740,6 +743,7 @@ impl<'e> Runner<'e> {
         }
         let changes = diff(None, &seen.canon, &self.cmp);
         if !self.opts.dry_run {
+            *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
             self.create(false, &mut b, &seen.canon).await?;
             self.after_export(&b).await;
         }
