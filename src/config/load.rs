@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::diagnostic::{Code, Diagnostic};
+use super::diagnostic::{Code, Diagnostic, did_you_mean};
 use super::env::{EnvSource, substitute};
 use super::model::{DaemonConfig, EntityConfig, FileConfig, FlowConfig, StateConfig, SystemConfig};
 use super::node::{self, LocatedDoc, Pos};
@@ -361,6 +361,32 @@ fn type_error(project: &ProjectConfig, index: usize, path: &str, message: &str) 
                 format!("unknown key `{wrong}`"),
             )
             .with_names(&wrong, names.iter().map(String::as_str));
+    }
+    // A required key reported missing is often a misspelt one: point at the misspelling.
+    if message.starts_with("missing field")
+        && let Some((missing, _)) = parse_choices(message)
+    {
+        let doc = &project.files[index].doc.value;
+        let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+        let here = segs.iter().try_fold(doc, |v, s| v.get(*s));
+        if let Some(Value::Object(map)) = here {
+            let known = allowed_keys(doc, &segs);
+            let candidates = vec![missing.clone()];
+            if let Some(wrong) = map
+                .keys()
+                .find(|k| !known.contains(k) && did_you_mean(k, &candidates).is_some())
+            {
+                let key_path = node::join(path, wrong);
+                return project
+                    .at_key(
+                        index,
+                        Code::UnknownKey,
+                        &key_path,
+                        format!("unknown key `{wrong}` (required key `{missing}` is missing)"),
+                    )
+                    .with_names(wrong, known.iter().map(String::as_str));
+            }
+        }
     }
     if message.starts_with("unknown variant")
         && let Some((wrong, names)) = parse_choices(message)

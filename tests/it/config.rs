@@ -1,0 +1,299 @@
+//! Flow files: the shipped flows validate, every kind of mistake is reported at its place with
+//! a stable code, all problems come out of one run, the schema is current, and no input makes
+//! the checker panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use erpsync::cli::validate::check;
+use erpsync::config::load::projects;
+use proptest::prelude::*;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn erpsync(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args(args)
+        .current_dir(root())
+        .output()
+        .expect("erpsync runs");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_shipped_flow_project_is_valid() {
+    let all = projects(&[root().join("flows")]);
+    assert!(
+        all.len() >= 3,
+        "expected several projects in flows/, found {all:?}"
+    );
+    for paths in all {
+        let (project, diags) = check(&paths);
+        let text: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert!(diags.is_empty(), "{paths:?}:\n{}", text.join("\n"));
+        assert!(project.is_some());
+    }
+    let (code, stdout, _) = erpsync(&["validate", "flows"]);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[test]
+fn five_problems_are_reported_in_one_run() {
+    let (code, stdout, stderr) = erpsync(&[
+        "validate",
+        "tests/fixtures/flows/invalid/five_problems.yaml",
+    ]);
+    assert_eq!(code, 78);
+    assert_eq!(stdout, "");
+    insta::assert_snapshot!("five_problems", stderr);
+}
+
+#[test]
+fn json_diagnostics_are_machine_readable() {
+    let (code, stdout, _) = erpsync(&[
+        "validate",
+        "--format",
+        "json",
+        "tests/fixtures/flows/invalid/five_problems.yaml",
+    ]);
+    assert_eq!(code, 78);
+    let v: serde_json::Value = serde_json::from_str(&stdout).expect("json output");
+    assert_eq!(v["valid"], false);
+    let found: Vec<(String, u64, u64)> = v["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["code"].as_str().unwrap().to_string(),
+                d["line"].as_u64().unwrap(),
+                d["col"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("E005", 15, 18),
+        ("E006", 18, 15),
+        ("E008", 30, 11),
+        ("E003", 34, 7),
+        ("E007", 41, 17),
+    ];
+    let expected: Vec<(String, u64, u64)> = expected
+        .iter()
+        .map(|(c, l, k)| (c.to_string(), *l, *k))
+        .collect();
+    assert_eq!(found, expected);
+    assert_eq!(v["diagnostics"][3]["suggestion"], "schedule");
+}
+
+/// One problem per fixture: the code, the place and a telling part of the message.
+#[test]
+fn each_kind_of_problem_is_reported_at_its_place() {
+    let table: &[(&str, &str, u32, u32, &str)] = &[
+        ("unknown_key", "E003", 4, 5, "did you mean `fields`"),
+        ("bad_jsonpath", "E005", 7, 18, "invalid JSONPath"),
+        ("bad_template", "E006", 6, 15, "invalid template"),
+        (
+            "unknown_helper",
+            "E006",
+            6,
+            15,
+            "unknown helper `uppercase`",
+        ),
+        (
+            "bad_cron",
+            "E007",
+            16,
+            26,
+            "invalid cron expression `every five minutes`",
+        ),
+        ("unknown_system", "E008", 13, 11, "did you mean `shop`"),
+        (
+            "missing_env",
+            "E010",
+            4,
+            34,
+            "`ERPSYNC_TEST_SURELY_UNSET_TOKEN` is not set",
+        ),
+        ("yaml_syntax", "E002", 2, 9, "unclosed bracket"),
+        ("wrong_type", "E004", 4, 31, "expected f64"),
+        ("unknown_auth_kind", "E004", 4, 19, "did you mean `basic`"),
+        (
+            "unknown_entity_field",
+            "E008",
+            8,
+            29,
+            "did you mean `price`",
+        ),
+        ("bad_status_pattern", "E004", 5, 20, "`9xx`"),
+    ];
+    for (name, code, line, col, needle) in table {
+        let path = root().join(format!("tests/fixtures/flows/invalid/single/{name}.yaml"));
+        let (project, diags) = check(std::slice::from_ref(&path));
+        assert!(project.is_none(), "{name}: should be invalid");
+        assert_eq!(diags.len(), 1, "{name}: {diags:#?}");
+        let d = &diags[0];
+        let rendered = d.to_string();
+        assert_eq!(
+            (d.code.as_str(), d.line, d.col),
+            (*code, *line, *col),
+            "{name}: {rendered}"
+        );
+        assert!(
+            rendered.contains(needle),
+            "{name}: `{needle}` not in:\n{rendered}"
+        );
+    }
+}
+
+#[test]
+fn secrets_never_appear_in_diagnostics() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("f.yaml");
+    std::fs::write(
+        &file,
+        "systems:\n  s:\n    base_url: http://127.0.0.1:1\n    auth: { kind: bearer, token: \"${ERPSYNC_TEST_SECRET_TOKEN}\" }\n    headers: { X-Key: \"{{#if}}${ERPSYNC_TEST_SECRET_TOKEN}\" }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args(["validate", file.to_str().unwrap()])
+        .env("ERPSYNC_TEST_SECRET_TOKEN", "tok-9f8e7d6c5b")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("invalid template"), "{stderr}");
+    assert!(!stderr.contains("tok-9f8e7d6c5b"), "{stderr}");
+    assert!(stderr.contains("***"), "{stderr}");
+}
+
+#[test]
+fn committed_schema_matches_the_model() {
+    let committed = std::fs::read_to_string(root().join("schemas/flow.schema.json")).unwrap();
+    assert!(
+        committed == erpsync::cli::schema::schema_text(),
+        "schemas/flow.schema.json is stale: run `cargo run -- schema`"
+    );
+    let (code, stdout, stderr) = erpsync(&["schema", "--check"]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    // Every property of the schema carries a description for editors.
+    let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    let mut missing = Vec::new();
+    walk_properties(&schema, "", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "properties without description: {missing:?}"
+    );
+}
+
+fn walk_properties(v: &serde_json::Value, at: &str, missing: &mut Vec<String>) {
+    if let Some(props) = v.get("properties").and_then(|p| p.as_object()) {
+        for (k, p) in props {
+            let documented =
+                p.get("description").is_some() || (k == "kind" && p.get("const").is_some());
+            if !documented {
+                missing.push(format!("{at}.{k}"));
+            }
+            walk_properties(p, &format!("{at}.{k}"), missing);
+        }
+    }
+    if let Some(obj) = v.as_object() {
+        for (k, child) in obj {
+            if k != "properties" && (child.is_object() || child.is_array()) {
+                walk_properties(child, &format!("{at}/{k}"), missing);
+            }
+        }
+    }
+    if let Some(arr) = v.as_array() {
+        for (i, child) in arr.iter().enumerate() {
+            walk_properties(child, &format!("{at}[{i}]"), missing);
+        }
+    }
+}
+
+fn check_text(dir: &Path, text: &str) {
+    let file = dir.join("fuzz.yaml");
+    std::fs::write(&file, text).unwrap();
+    let _ = check(std::slice::from_ref(&file));
+}
+
+/// YAML-ish values built from the words of the language, so the checker gets deep into the
+/// model, not just the parser.
+fn yamlish() -> impl Strategy<Value = serde_json::Value> {
+    let words = prop::sample::select(vec![
+        "systems",
+        "flows",
+        "entities",
+        "vars",
+        "auth",
+        "kind",
+        "basic",
+        "operations",
+        "path",
+        "records",
+        "paginate",
+        "next_url",
+        "entity",
+        "from",
+        "to",
+        "trigger",
+        "schedule",
+        "read",
+        "write",
+        "each",
+        "fields",
+        "ref",
+        "lookup",
+        "key",
+        "base_url",
+        "extends",
+        "$.data",
+        "{{x}}",
+        "{{#if",
+        "* * * * *",
+        "product",
+        "shop",
+        "include",
+        "..",
+        "",
+    ]);
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::Bool),
+        any::<i64>().prop_map(serde_json::Value::from),
+        words
+            .clone()
+            .prop_map(|w| serde_json::Value::String(w.to_string())),
+    ];
+    leaf.prop_recursive(5, 64, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::Array),
+            prop::collection::vec((words.clone(), inner), 0..5).prop_map(|kv| {
+                serde_json::Value::Object(kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
+            }),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 96, failure_persistence: None, ..ProptestConfig::default() })]
+
+    #[test]
+    fn no_structured_input_makes_the_checker_panic(v in yamlish()) {
+        let dir = tempfile::tempdir().unwrap();
+        let text = serde_json::to_string_pretty(&v).unwrap();
+        check_text(dir.path(), &text);
+    }
+
+    #[test]
+    fn no_text_makes_the_checker_panic(text in "[a-z:{}\\[\\]\\-\\$\\.#&*!|> \n\"']{0,200}") {
+        let dir = tempfile::tempdir().unwrap();
+        check_text(dir.path(), &text);
+    }
+}
