@@ -30,12 +30,15 @@ pub enum Command {
     DryRun(dry_run::DryRunArgs),
     /// List, show, retry or discard records that could not be synced.
     Failures(failures::FailuresArgs),
+    /// The whole sync against built-in simulators, with a final check that both sides agree.
+    Demo(demo::DemoArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
     Sim(Box<crate::sim::cli::SimArgs>),
 }
 
 pub mod common;
 pub mod daemon;
+pub mod demo;
 pub mod dry_run;
 pub mod failures;
 pub mod run;
@@ -48,6 +51,7 @@ pub fn main() -> ExitCode {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
         Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::DryRun(args) => dry_run::run(args),
         Command::Failures(args) => failures::run(args),
         Command::Sim(args) => crate::sim::cli::run(*args),

@@ -29,7 +29,15 @@ pub struct ValidateArgs {
 
 /// Loads and compiles a project, returning every problem found.
 pub fn check(paths: &[PathBuf]) -> (Option<crate::compile::Project>, Vec<Diagnostic>) {
-    let (project, mut diags) = crate::config::load(paths, &ProcessEnv);
+    check_with_env(paths, &ProcessEnv)
+}
+
+/// `check`, with `${VAR}` values from `env`.
+pub fn check_with_env(
+    paths: &[PathBuf],
+    env: &dyn crate::config::env::EnvSource,
+) -> (Option<crate::compile::Project>, Vec<Diagnostic>) {
+    let (project, mut diags) = crate::config::load(paths, env);
     let (compiled, more) = crate::compile::compile(&project);
     diags.extend(more);
     diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));

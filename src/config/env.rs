@@ -27,6 +27,16 @@ impl EnvSource for ProcessEnv {
     }
 }
 
+/// Some values set here, the rest from the process environment (the demo points the flows
+/// at the simulators it started this way).
+pub struct Overrides(pub std::collections::HashMap<String, String>);
+
+impl EnvSource for Overrides {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned().or_else(|| ProcessEnv.var(name))
+    }
+}
+
 /// Substitutes every reference in `text`. Each substituted value is returned too, so the
 /// caller can register it as a secret. `$${` writes a literal `${`.
 pub fn substitute<'a>(

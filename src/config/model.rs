@@ -801,6 +801,10 @@ pub struct FlowConfig {
     /// `stock`). Empty means every field the target's `write` mapping uses.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// Source fields that are null leave the target's value alone instead of erasing it (a
+    /// source that does not know an order's status yet must not reset it).
+    #[serde(default)]
+    pub skip_nulls: bool,
     /// Source records that do not satisfy this JSONPath filter condition on the canonical
     /// record are left alone, e.g. `@.status != 'cancelled'`.
     #[serde(default)]

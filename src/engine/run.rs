@@ -1,5 +1,6 @@
 //! One run of one flow: read, map, match, decide, apply.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -559,6 +560,25 @@ impl<'e> Runner<'e> {
     // -----------------------------------------------------------------------------------
     // Deciding
 
+    /// The compared and carried fields for one source record: with `skip_nulls`, fields the
+    /// source leaves empty are neither compared nor written.
+    fn fields_for(&self, canon: &Value) -> (Cow<'_, [String]>, Cow<'_, [String]>) {
+        if !self.flow.config.skip_nulls {
+            return (Cow::Borrowed(&self.cmp), Cow::Borrowed(&self.carried));
+        }
+        let present = |fields: &[String]| -> Vec<String> {
+            fields
+                .iter()
+                .filter(|f| canon.get(f.as_str()).is_some_and(|v| !v.is_null()))
+                .cloned()
+                .collect()
+        };
+        (
+            Cow::Owned(present(&self.cmp)),
+            Cow::Owned(present(&self.carried)),
+        )
+    }
+
     /// A record read from the source.
     async fn handle(&mut self, seen: Seen) -> Result<(), EngineRunError> {
         let key = seen.key.clone();
@@ -591,6 +611,8 @@ impl<'e> Runner<'e> {
     }
 
     async fn one_way(&mut self, seen: &Seen, binding: Option<Binding>) -> Result<(), Fail> {
+        let (cmp, carried) = self.fields_for(&seen.canon);
+        let (cmp, carried) = (cmp.into_owned(), carried.into_owned());
         let key = seen.key.clone();
         let export_once = self.flow.config.export_once;
         let mut b = binding.unwrap_or_else(|| Binding {
@@ -645,16 +667,16 @@ impl<'e> Runner<'e> {
                 (None, false)
             };
             let unchanged = match &current {
-                Some(cur) => same(Some(cur), Some(&seen.canon), &self.cmp),
+                Some(cur) => same(Some(cur), Some(&seen.canon), &cmp),
                 None => {
                     b.base(self.dst.is_a).is_some()
-                        && same(b.base(self.src.is_a), Some(&seen.canon), &self.cmp)
+                        && same(b.base(self.src.is_a), Some(&seen.canon), &cmp)
                 }
             };
             if unchanged {
                 if current.is_some()
                     && !self.opts.dry_run
-                    && !same(b.base(self.dst.is_a), current.as_ref(), &self.cmp)
+                    && !same(b.base(self.dst.is_a), current.as_ref(), &cmp)
                 {
                     *b.base_mut(self.dst.is_a) = current;
                     *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
@@ -664,7 +686,7 @@ impl<'e> Runner<'e> {
                 return Ok(());
             }
             let old = current.clone().or_else(|| b.base(self.dst.is_a).cloned());
-            let changes = diff(old.as_ref(), &seen.canon, &self.cmp);
+            let changes = diff(old.as_ref(), &seen.canon, &cmp);
             let mut reason = corrected.then(|| "drift corrected".to_string());
             let watch =
                 self.flow.config.allow_edit_after_export || self.flow.config.conflict.is_some();
@@ -672,7 +694,7 @@ impl<'e> Runner<'e> {
                 self.report.counts.overwrites += 1;
                 reason = Some(msg);
             }
-            let to_write = overlay(old.as_ref(), &seen.canon, &self.carried);
+            let to_write = overlay(old.as_ref(), &seen.canon, &carried);
             if !self.opts.dry_run {
                 self.update(false, &mut b, &to_write, Some(&seen.canon))
                     .await?;
@@ -691,7 +713,7 @@ impl<'e> Runner<'e> {
             if let Some(id) = &found.id {
                 b.set_id(self.dst.is_a, id.clone());
             }
-            let equal = same(Some(&found.canon), Some(&seen.canon), &self.cmp);
+            let equal = same(Some(&found.canon), Some(&seen.canon), &cmp);
             if equal
                 || matches!(
                     self.flow.config.mode,
@@ -714,8 +736,8 @@ impl<'e> Runner<'e> {
                 );
                 return Ok(());
             }
-            let changes = diff(Some(&found.canon), &seen.canon, &self.cmp);
-            let to_write = overlay(Some(&found.canon), &seen.canon, &self.carried);
+            let changes = diff(Some(&found.canon), &seen.canon, &cmp);
+            let to_write = overlay(Some(&found.canon), &seen.canon, &carried);
             if !self.opts.dry_run {
                 self.update(false, &mut b, &to_write, Some(&seen.canon))
                     .await?;
@@ -741,7 +763,7 @@ impl<'e> Runner<'e> {
             );
             return Ok(());
         }
-        let changes = diff(None, &seen.canon, &self.cmp);
+        let changes = diff(None, &seen.canon, &cmp);
         if !self.opts.dry_run {
             *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
             self.create(false, &mut b, &seen.canon).await?;
