@@ -853,11 +853,14 @@ fn check_sides(
         "the flow reads from",
         &format!("{base}.from"),
     );
+    // An export-once create matches through its own bindings; anything else must be able to
+    // find existing target records.
+    let create_once = f.export_once && f.mode == SyncMode::Create;
     need(
         ck,
         to,
         "lookup` or `list",
-        dst.lookup.is_some() || dst.list.is_some(),
+        create_once || dst.lookup.is_some() || dst.list.is_some(),
         "matching needs",
         &format!("{base}.to"),
     );

@@ -175,6 +175,8 @@ struct Runner<'e> {
     failing: HashSet<String>,
     /// Target lookups made so far (see `lookup`).
     lookups: usize,
+    /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
+    in_doubt: HashSet<String>,
     report: RunReport,
 }
 
@@ -231,6 +233,7 @@ impl<'e> Runner<'e> {
             dst_changes: HashMap::new(),
             failing,
             lookups: 0,
+            in_doubt: HashSet::new(),
             report: RunReport {
                 flow: flow.id.clone(),
                 dry_run: opts.dry_run,
@@ -708,6 +711,11 @@ impl<'e> Runner<'e> {
         }
 
         // Not bound yet: is it already in the target?
+        if self.in_doubt.contains(&key) {
+            return Err(Fail::msg(
+                "an earlier write of this record has an unknown outcome; not sent again until it is settled",
+            ));
+        }
         self.ensure_required(seen).await?;
         if let Some(found) = self.lookup(false, &key).await? {
             if let Some(id) = &found.id {
@@ -1378,6 +1386,25 @@ impl<'e> Runner<'e> {
                 key: entry.key.clone(),
                 ..Default::default()
             });
+            let side = self.side(to_source);
+            let (side_name, searchable) = (
+                side.name,
+                side.ent.lookup.is_some() || side.ent.list.is_some(),
+            );
+            let keyed = self.e.project.systems[side_name]
+                .operations
+                .get(&entry.operation)
+                .is_some_and(|op| op.idempotency_key.is_some());
+            if !searchable && !keyed {
+                // Neither a lookup nor an idempotency key can tell whether it was applied:
+                // sending it again could duplicate it. A person decides.
+                self.in_doubt.insert(entry.key.clone());
+                self.report.errors.push(format!(
+                    "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand; it is held back until then",
+                    entry.key
+                ));
+                continue;
+            }
             match self.lookup(to_source, &entry.key).await {
                 Ok(Some(found)) => {
                     let side_a = self.side(to_source).is_a;
@@ -1399,6 +1426,7 @@ impl<'e> Runner<'e> {
                 }
                 Ok(None) => {}
                 Err(f) => {
+                    self.in_doubt.insert(entry.key.clone());
                     self.report.errors.push(format!(
                         "in-doubt `{}` could not be checked: {}",
                         entry.key, f.error
