@@ -177,6 +177,10 @@ struct Runner<'e> {
     lookups: usize,
     /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
     in_doubt: HashSet<String>,
+    /// Whether target edits can exist that an update would overwrite: this or the opposite
+    /// flow allows editing after export, or this flow has a conflict rule. Such updates read
+    /// the target first and report what they overwrite.
+    watch_overwrites: bool,
     report: RunReport,
 }
 
@@ -234,6 +238,14 @@ impl<'e> Runner<'e> {
             failing,
             lookups: 0,
             in_doubt: HashSet::new(),
+            watch_overwrites: flow.config.allow_edit_after_export
+                || flow.config.conflict.is_some()
+                || e.project.flows.iter().any(|f| {
+                    f.config.entity == flow.config.entity
+                        && f.from == flow.to
+                        && f.to == flow.from
+                        && f.config.allow_edit_after_export
+                }),
             report: RunReport {
                 flow: flow.id.clone(),
                 dry_run: opts.dry_run,
@@ -691,9 +703,9 @@ impl<'e> Runner<'e> {
             let old = current.clone().or_else(|| b.base(self.dst.is_a).cloned());
             let changes = diff(old.as_ref(), &seen.canon, &cmp);
             let mut reason = corrected.then(|| "drift corrected".to_string());
-            let watch =
-                self.flow.config.allow_edit_after_export || self.flow.config.conflict.is_some();
-            if watch && let Some(msg) = self.overwrites(&b, &seen.canon).await? {
+            if self.watch_overwrites
+                && let Some(msg) = self.overwrites(&b, &seen.canon).await?
+            {
                 self.report.counts.overwrites += 1;
                 reason = Some(msg);
             }

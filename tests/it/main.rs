@@ -2,4 +2,5 @@
 
 mod config;
 mod connector;
+mod engine;
 mod sim;

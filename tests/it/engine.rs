@@ -1,0 +1,664 @@
+//! The engine against the simulators: creation both ways, adoption, one-way and bidirectional
+//! updates with every conflict rule, nothing written when nothing changed, incremental reads
+//! from a start date, reconciliation, dry runs, and the order flows (status triggers,
+//! transitions, lock, poll-back, ERP-only orders, failures and retry).
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use erpsync::cli::validate::check_with_env;
+use erpsync::clock::ManualClock;
+use erpsync::config::env::Overrides;
+use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
+use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
+use erpsync::sim::shop::{Order, Product};
+use erpsync::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
+use erpsync::state::{SqliteStore, StateStore};
+use serde_json::{Value, json};
+
+pub const WAREHOUSE: &str = "Depozit central";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The demo project as JSON (valid YAML), with `include` made absolute so it can be written
+/// anywhere, and the state section dropped.
+pub fn demo_project() -> Value {
+    let text = std::fs::read_to_string(repo().join("flows/demo/demo.yaml")).unwrap();
+    let mut doc = erpsync::config::node::parse(&text).unwrap().value;
+    doc["include"] = json!([repo().join("flows/common").display().to_string()]);
+    doc.as_object_mut().unwrap().remove("state");
+    doc
+}
+
+pub struct Harness {
+    pub shop: ShopHandle,
+    pub erp: ErpHandle,
+    pub clock: ManualClock,
+    pub dir: tempfile::TempDir,
+    pub store: Arc<SqliteStore>,
+    pub engine: Engine,
+}
+
+impl Harness {
+    /// Simulators on a manual clock at 2026-03-01 08:00 UTC, `n` products on both sides.
+    pub async fn new(n: usize, edit: impl FnOnce(&mut Value)) -> Harness {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let clock = ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap());
+        let shop = ShopSim::start(ShopOptions::unlimited().with_clock(Arc::new(clock.clone())))
+            .await
+            .unwrap();
+        let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
+            .await
+            .unwrap();
+        seed_both(&shop, &erp, n, 1);
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+        let engine = build(&shop, &erp, &dir, store.clone(), &clock, edit);
+        Harness {
+            shop,
+            erp,
+            clock,
+            dir,
+            store,
+            engine,
+        }
+    }
+
+    /// Reloads the project with other flow settings, keeping the state.
+    pub fn reload(&mut self, edit: impl FnOnce(&mut Value)) {
+        self.engine = build(
+            &self.shop,
+            &self.erp,
+            &self.dir,
+            self.store.clone(),
+            &self.clock,
+            edit,
+        );
+    }
+
+    pub async fn run(&self, flow: &str) -> RunReport {
+        self.run_with(
+            flow,
+            RunOptions {
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await
+    }
+
+    pub async fn run_with(&self, flow: &str, opts: RunOptions) -> RunReport {
+        self.engine
+            .run(flow, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{flow}: {e}"))
+    }
+
+    pub fn later(&self, minutes: u64) {
+        self.clock.advance(Duration::from_secs(minutes * 60));
+    }
+
+    pub fn reset_counters(&self) {
+        self.shop.counters().reset();
+        self.erp.counters().reset();
+    }
+
+    pub fn writes(&self) -> (u64, u64) {
+        (self.shop.counters().writes(), self.erp.counters().writes())
+    }
+}
+
+fn build(
+    shop: &ShopHandle,
+    erp: &ErpHandle,
+    dir: &tempfile::TempDir,
+    store: Arc<SqliteStore>,
+    clock: &ManualClock,
+    edit: impl FnOnce(&mut Value),
+) -> Engine {
+    let mut doc = demo_project();
+    edit(&mut doc);
+    let file = dir.path().join("project.yaml");
+    std::fs::write(&file, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let (key, secret) = shop.credentials();
+    let (id, client_secret) = erp.credentials();
+    let env = Overrides(HashMap::from([
+        ("SHOP_URL".into(), shop.base_url()),
+        ("ERP_URL".into(), erp.base_url()),
+        ("SHOP_API_KEY".into(), key),
+        ("SHOP_API_SECRET".into(), secret),
+        ("ERP_CLIENT_ID".into(), id),
+        ("ERP_CLIENT_SECRET".into(), client_secret),
+    ]));
+    let (project, diags) = check_with_env(&[file], &env);
+    let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+    Engine::new(Arc::new(project), store, Arc::new(clock.clone())).unwrap()
+}
+
+fn decisions(r: &RunReport) -> BTreeSet<(String, String)> {
+    r.records
+        .iter()
+        .map(|x| (x.key.clone(), format!("{:?}", x.decision)))
+        .collect()
+}
+
+fn decision_of(r: &RunReport, key: &str) -> Decision {
+    r.records
+        .iter()
+        .find(|x| x.key == key)
+        .unwrap_or_else(|| panic!("no record {key} in {:#?}", r.records))
+        .decision
+}
+
+fn shop_price(h: &Harness, sku: &str) -> f64 {
+    h.shop.product_by_sku(sku).unwrap().price_gross.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Catalog
+
+#[tokio::test]
+async fn first_sync_adopts_matches_and_creates_on_both_sides() {
+    let h = Harness::new(30, |_| {}).await;
+    h.shop
+        .create_product(Product::basic("SHOP-ONLY-1", "Doar in magazin", 59.9, 3))
+        .unwrap();
+    h.erp
+        .create_product(ErpProduct::new("ERP-ONLY-1", "Doar in ERP", 120.0))
+        .unwrap();
+    h.reset_counters();
+
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.adopted, r.counts.created, r.counts.failed),
+        (30, 2, 0),
+        "{r:#?}"
+    );
+    assert_eq!(decision_of(&r, "SHOP-ONLY-1"), Decision::Create);
+    assert_eq!(h.erp.product("SHOP-ONLY-1").unwrap().price, 59.9);
+    assert_eq!(
+        h.erp.product("SHOP-ONLY-1").unwrap().name,
+        "Doar in magazin"
+    );
+    assert_eq!(shop_price(&h, "ERP-ONLY-1"), 120.0);
+    // Adoption wrote nothing: one create on each side.
+    assert_eq!(h.writes(), (1, 1));
+
+    h.later(10);
+    h.reset_counters();
+    let again = h.run("products").await;
+    assert_eq!(again.counts.skipped, 32, "{again:#?}");
+    assert_eq!(h.writes(), (0, 0), "unchanged records must cause no write");
+}
+
+#[tokio::test]
+async fn one_way_stock_updates_only_what_changed() {
+    let h = Harness::new(40, |_| {}).await;
+    let first = h.run("stock").await;
+    assert_eq!(first.counts.adopted, 40, "{first:#?}");
+    h.later(10);
+    for (i, sku) in ["SKU-000003", "SKU-000007", "SKU-000011"]
+        .iter()
+        .enumerate()
+    {
+        h.erp.set_stock(sku, WAREHOUSE, 500 + i as i64);
+    }
+    h.later(1);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.updated, 3, "{r:#?}");
+    assert_eq!(
+        h.shop.product_by_sku("SKU-000007").unwrap().stock,
+        Some(501)
+    );
+    assert_eq!(h.writes(), (3, 0), "one PATCH per changed stock level");
+    let changes = &r
+        .records
+        .iter()
+        .find(|x| x.key == "SKU-000003")
+        .unwrap()
+        .changes;
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].field.as_str(), &changes[0].new),
+        ("quantity", &json!(500))
+    );
+
+    h.later(10);
+    h.reset_counters();
+    let quiet = h.run("stock").await;
+    assert_eq!(quiet.counts.updated, 0);
+    assert_eq!(h.writes(), (0, 0));
+}
+
+#[tokio::test]
+async fn incremental_stock_starts_at_the_configured_date() {
+    let h = Harness::new(25, |doc| {
+        doc["flows"]["stock"]["incremental"]["start"] = json!("2026-03-01T09:00:00Z");
+    })
+    .await;
+    // Seeded at 08:00, before the start: not read. Changed at 10:00: read.
+    h.clock.set("2026-03-01T10:00:00Z".parse().unwrap());
+    for (i, sku) in ["SKU-000001", "SKU-000002", "SKU-000003", "SKU-000004"]
+        .iter()
+        .enumerate()
+    {
+        let before = h.erp.stock(sku, WAREHOUSE).unwrap().quantity;
+        h.erp.set_stock(sku, WAREHOUSE, before + 70 + i as i64);
+    }
+    h.later(1);
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.read, 4, "{r:#?}");
+    assert_eq!(r.counts.updated, 4);
+    let erp4 = h.erp.stock("SKU-000004", WAREHOUSE).unwrap().quantity;
+    assert_eq!(
+        h.shop.product_by_sku("SKU-000004").unwrap().stock,
+        Some(erp4)
+    );
+    let cursor = h.store.cursor("stock").unwrap().unwrap();
+    assert_eq!(cursor.to_rfc3339(), "2026-03-01T10:01:00+00:00");
+
+    // The next run reads from the cursor less the 60 s overlap (10:00:00): the four records
+    // stamped 10:00 are read again and skipped, the new change is written, nothing older.
+    h.later(30);
+    h.erp.set_stock("SKU-000010", WAREHOUSE, 5);
+    h.later(1);
+    let next = h.run("stock").await;
+    let c = &next.counts;
+    assert_eq!((c.read, c.updated, c.skipped), (5, 1, 4), "{next:#?}");
+}
+
+#[tokio::test]
+async fn reconciliation_corrects_drift_the_incremental_run_cannot_see() {
+    let h = Harness::new(30, |_| {}).await;
+    h.run("stock").await;
+    h.later(10);
+    // Stock edited by hand in the shop: the ERP did not change, so no incremental run reads it.
+    for sku in ["SKU-000005", "SKU-000006", "SKU-000007"] {
+        let p = h.shop.product_by_sku(sku).unwrap();
+        h.shop.update_product(p.id, |p| p.stock = Some(999));
+    }
+    h.later(1);
+    let incremental = h.run("stock").await;
+    assert_eq!(incremental.counts.updated, 0);
+    assert_eq!(
+        h.shop.product_by_sku("SKU-000006").unwrap().stock,
+        Some(999)
+    );
+
+    let r = h
+        .run_with(
+            "stock",
+            RunOptions {
+                reconcile: true,
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!((r.counts.corrected, r.counts.updated), (3, 3), "{r:#?}");
+    assert_eq!(r.counts.skipped, 27);
+    let erp_stock = h.erp.stock("SKU-000006", WAREHOUSE).unwrap().quantity;
+    assert_eq!(
+        h.shop.product_by_sku("SKU-000006").unwrap().stock,
+        Some(erp_stock)
+    );
+    let line = r.records.iter().find(|x| x.key == "SKU-000005").unwrap();
+    assert_eq!(line.reason.as_deref(), Some("drift corrected"));
+    assert_eq!(line.changes[0].old, json!(999));
+}
+
+/// Changes the price of SKU-000001 on both sides: the shop first, the ERP ten minutes later.
+async fn conflicting_prices(rule: Value) -> (Harness, RunReport) {
+    let h = Harness::new(10, |doc| doc["flows"]["products"]["conflict"] = rule).await;
+    h.run("products").await;
+    h.later(10);
+    let p = h.shop.product_by_sku("SKU-000001").unwrap();
+    h.shop.update_product(p.id, |p| p.price_gross = Some(111.0));
+    let q = h.shop.product_by_sku("SKU-000002").unwrap();
+    h.shop.update_product(q.id, |p| p.name = "Nume nou".into());
+    h.later(10);
+    h.erp.update_product("SKU-000001", |p| p.price = 222.0);
+    h.later(1);
+    let r = h.run("products").await;
+    // A change on one side only is no conflict, whatever the rule.
+    assert_eq!(h.erp.product("SKU-000002").unwrap().name, "Nume nou");
+    (h, r)
+}
+
+#[tokio::test]
+async fn bidirectional_conflicts_follow_the_flow_rule() {
+    for (rule, expected) in [
+        (json!({"rule": "erp_wins"}), 222.0),
+        (json!({"rule": "shop_wins"}), 111.0),
+        (json!({"rule": "newest_wins"}), 222.0),
+        (json!({"rule": "owner", "owners": {"price": "shop"}}), 111.0),
+    ] {
+        let (h, r) = conflicting_prices(rule.clone()).await;
+        assert_eq!(decision_of(&r, "SKU-000001"), Decision::Conflict, "{rule}");
+        assert_eq!(shop_price(&h, "SKU-000001"), expected, "{rule}");
+        assert_eq!(
+            h.erp.product("SKU-000001").unwrap().price,
+            expected,
+            "{rule}"
+        );
+        assert_eq!(r.counts.conflicts, 1, "{rule}");
+        // Echo suppression: what was just written is not synced back.
+        h.later(10);
+        h.reset_counters();
+        let quiet = h.run("products").await;
+        assert_eq!(h.writes(), (0, 0), "{rule}: {quiet:#?}");
+    }
+}
+
+#[tokio::test]
+async fn newest_wins_takes_the_later_side() {
+    let h = Harness::new(5, |doc| {
+        doc["flows"]["products"]["conflict"] = json!({"rule": "newest_wins"})
+    })
+    .await;
+    h.run("products").await;
+    h.later(10);
+    h.erp.update_product("SKU-000001", |p| p.price = 222.0);
+    h.later(10);
+    let p = h.shop.product_by_sku("SKU-000001").unwrap();
+    h.shop.update_product(p.id, |p| p.price_gross = Some(111.0));
+    h.later(1);
+    h.run("products").await;
+    assert_eq!(h.erp.product("SKU-000001").unwrap().price, 111.0);
+}
+
+#[tokio::test]
+async fn park_leaves_both_sides_alone_for_review() {
+    let (h, r) = conflicting_prices(json!({"rule": "park"})).await;
+    assert_eq!(decision_of(&r, "SKU-000001"), Decision::Park);
+    assert_eq!(r.counts.parked, 1);
+    assert_eq!(shop_price(&h, "SKU-000001"), 111.0);
+    assert_eq!(h.erp.product("SKU-000001").unwrap().price, 222.0);
+    let reason = r
+        .records
+        .iter()
+        .find(|x| x.key == "SKU-000001")
+        .unwrap()
+        .reason
+        .clone();
+    assert!(reason.unwrap().contains("`price`"));
+}
+
+#[tokio::test]
+async fn dry_run_writes_nothing_and_predicts_the_run() {
+    let h = Harness::new(20, |_| {}).await;
+    h.shop
+        .create_product(Product::basic("SHOP-NEW", "Nou", 10.0, 1))
+        .unwrap();
+    h.erp.set_stock("SKU-000004", WAREHOUSE, 3);
+    h.shop.seed_orders(6, 3);
+    h.reset_counters();
+    let flows = ["products", "stock", "orders_to_erp"];
+    // Each flow is planned, then run: the run must do exactly what the plan said. (Planning
+    // every flow up front could not foresee what an earlier flow's run changes.)
+    let mut created = 0;
+    let mut total = (0, 0);
+    for f in flows {
+        h.reset_counters();
+        let plan = h
+            .run_with(
+                f,
+                RunOptions {
+                    dry_run: true,
+                    ..Default::default()
+                },
+            )
+            .await;
+        assert!(plan.dry_run);
+        assert_eq!(h.writes(), (0, 0), "{f}: a dry run sends no write");
+        assert!(
+            h.store.runs(Some(f), 10).unwrap().is_empty(),
+            "{f}: a dry run records no run"
+        );
+        assert!(
+            h.store.cursor(f).unwrap().is_none(),
+            "{f}: a dry run moves no cursor"
+        );
+        created += plan.counts.created;
+        let r = h.run(f).await;
+        assert_eq!(
+            decisions(&r),
+            decisions(&plan),
+            "{f}: the run did what the dry run said"
+        );
+        assert_eq!(r.counts, plan.counts, "{f}");
+        let w = h.writes();
+        total = (total.0 + w.0, total.1 + w.1);
+    }
+    assert!(created >= 2, "a product and orders were to be created");
+    assert!(total.0 > 0 && total.1 > 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// Orders
+
+fn place(h: &Harness, status: &str, skus: &[(&str, i64)]) -> Order {
+    let lines: Vec<(&str, i64, f64)> = skus
+        .iter()
+        .map(|(s, q)| (*s, *q, shop_price(h, s)))
+        .collect();
+    let mut o = Order::new("ana.pop@example.com", &lines);
+    o.customer.first_name = "Ana".into();
+    o.customer.last_name = "Pop".into();
+    o.shipping_status = status.into();
+    h.shop.create_order(o).unwrap()
+}
+
+fn exported(h: &Harness) -> BTreeSet<String> {
+    h.erp
+        .orders()
+        .into_iter()
+        .filter_map(|o| o.reference)
+        .collect()
+}
+
+#[tokio::test]
+async fn orders_are_exported_at_the_configured_statuses() {
+    let h = Harness::new(5, |doc| {
+        doc["flows"]["orders_to_erp"]["trigger"]["on_status"]["in"] = json!(["pending"]);
+    })
+    .await;
+    let pending = place(&h, "awaiting", &[("SKU-000001", 1)]);
+    let confirmed = place(&h, "confirmed", &[("SKU-000002", 2)]);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!(r.counts.created, 1, "{r:#?}");
+    assert_eq!(exported(&h), BTreeSet::from([pending.number.clone()]));
+
+    let mut h = h;
+    h.reload(|doc| {
+        doc["flows"]["orders_to_erp"]["trigger"]["on_status"]["in"] =
+            json!(["confirmed", "processing"]);
+    });
+    let processing = place(&h, "in_process", &[("SKU-000003", 1)]);
+    h.run("orders_to_erp").await;
+    assert_eq!(
+        exported(&h),
+        BTreeSet::from([pending.number, confirmed.number, processing.number])
+    );
+    // The customer was created in the ERP first and the order references it.
+    let client = h.erp.client_by_email("ana.pop@example.com").unwrap();
+    assert!(h.erp.orders().iter().all(|o| o.client.id == client.id));
+}
+
+#[tokio::test]
+async fn a_transition_trigger_fires_once() {
+    let h = Harness::new(5, |doc| {
+        let t = &mut doc["flows"]["orders_to_erp"]["trigger"];
+        t.as_object_mut().unwrap().remove("on_status");
+        t["on_transition"] = json!({"field": "status", "from": ["pending"], "to": ["confirmed"]});
+    })
+    .await;
+    let o = place(&h, "awaiting", &[("SKU-000001", 1)]);
+    let born_confirmed = place(&h, "confirmed", &[("SKU-000002", 1)]);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!(r.counts.created, 0, "{r:#?}");
+    h.later(5);
+    h.shop.set_shipping_status(&o.id, "confirmed");
+    h.later(1);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!(r.counts.created, 1, "{r:#?}");
+    h.later(5);
+    h.shop.set_shipping_status(&o.id, "in_process");
+    h.later(1);
+    let again = h.run("orders_to_erp").await;
+    assert_eq!(again.counts.created, 0, "{again:#?}");
+    assert_eq!(h.erp.orders_by_reference(&o.number).len(), 1);
+    assert!(h.erp.orders_by_reference(&born_confirmed.number).is_empty());
+}
+
+#[tokio::test]
+async fn exported_orders_are_locked_and_updated_back_from_the_erp() {
+    let h = Harness::new(5, |_| {}).await;
+    let o = place(&h, "confirmed", &[("SKU-000001", 1), ("SKU-000002", 3)]);
+    h.run("orders_to_erp").await;
+    let shop_order = h.shop.order(&o.id).unwrap();
+    assert!(shop_order.locked, "locked after export");
+
+    // A shop-side edit after export is not sent.
+    h.later(5);
+    h.shop
+        .update_order(&o.id, |x| x.payment_status = "paid".into());
+    h.later(1);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!(decision_of(&r, &o.number), Decision::Locked);
+
+    let erp_order = h.erp.orders_by_reference(&o.number).remove(0);
+    h.later(5);
+    h.erp.issue_invoice(erp_order.id);
+    h.erp.set_order_status(erp_order.id, "shipped");
+    h.erp.set_awb(erp_order.id, "AWB-777");
+    h.erp.set_order_lines(
+        erp_order.id,
+        vec![SalesLine {
+            code: "SKU-000001".into(),
+            name: erp_order.lines[0].name.clone(),
+            quantity: 2,
+            price: erp_order.lines[0].price,
+        }],
+    );
+    h.later(1);
+    let r = h.run("orders_from_erp").await;
+    assert_eq!(r.counts.updated, 1, "{r:#?}");
+    let back = h.shop.order(&o.id).unwrap();
+    assert_eq!(back.shipping_status, "shipped");
+    assert_eq!(back.awb.as_deref(), Some("AWB-777"));
+    let invoice = h.erp.order(erp_order.id).unwrap().invoice.unwrap();
+    assert_eq!(
+        back.invoice_number,
+        Some(format!("{}-{}", invoice.series, invoice.number))
+    );
+    assert_eq!(back.invoice_url.as_deref(), Some(invoice.url.as_str()));
+    assert_eq!(back.lines.len(), 1);
+    assert_eq!(
+        (back.lines[0].sku.as_str(), back.lines[0].quantity),
+        ("SKU-000001", 2)
+    );
+    assert_eq!(r.counts.overwrites, 0);
+}
+
+#[tokio::test]
+async fn with_edits_allowed_after_export_erp_updates_report_what_they_overwrite() {
+    let h = Harness::new(5, |doc| {
+        doc["flows"]["orders_to_erp"]["allow_edit_after_export"] = json!(true);
+    })
+    .await;
+    let o = place(&h, "confirmed", &[("SKU-000001", 1)]);
+    h.run("orders_to_erp").await;
+    h.later(5);
+    h.shop
+        .update_order(&o.id, |x| x.awb = Some("SHOP-AWB".into()));
+    let erp_order = h.erp.orders_by_reference(&o.number).remove(0);
+    h.erp.set_awb(erp_order.id, "ERP-AWB");
+    h.later(1);
+    let r = h.run("orders_from_erp").await;
+    assert_eq!(r.counts.overwrites, 1, "{r:#?}");
+    let reason = r
+        .records
+        .iter()
+        .find(|x| x.key == o.number)
+        .unwrap()
+        .reason
+        .clone()
+        .unwrap();
+    assert!(reason.contains("`awb`"), "{reason}");
+    assert_eq!(h.shop.order(&o.id).unwrap().awb.as_deref(), Some("ERP-AWB"));
+}
+
+#[tokio::test]
+async fn orders_born_in_the_erp_are_created_in_the_shop() {
+    let h = Harness::new(5, |_| {}).await;
+    let e = h
+        .erp
+        .create_order(ErpOrderDraft {
+            channel: "phone".into(),
+            client_name: "Ion Telefon".into(),
+            client_email: "ion@example.com".into(),
+            lines: vec![("SKU-000003".into(), 2)],
+            series: None,
+        })
+        .unwrap();
+    h.later(1);
+    let r = h.run("orders_from_erp").await;
+    assert_eq!(r.counts.created, 1, "{r:#?}");
+    let number = format!("{}-{}", e.series_name, e.number);
+    let o = h.shop.order_by_number(&number).unwrap();
+    assert_eq!(o.customer.email, "ion@example.com");
+    assert_eq!(
+        (o.lines[0].sku.as_str(), o.lines[0].quantity),
+        ("SKU-000003", 2)
+    );
+    // It is bound now: the export flow does not send it back to the ERP.
+    let back = h.run("orders_to_erp").await;
+    assert_eq!(back.counts.created, 0);
+    assert_eq!(h.erp.orders().len(), 1);
+}
+
+#[tokio::test]
+async fn a_permanent_failure_is_kept_and_succeeds_when_retried_after_the_fix() {
+    let h = Harness::new(5, |_| {}).await;
+    h.shop
+        .create_product(Product::basic("GHOST-1", "Nu e in ERP", 10.0, 5))
+        .unwrap();
+    let o = place(&h, "confirmed", &[("GHOST-1", 1)]);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    let failures = h.store.failures(Some("orders_to_erp")).unwrap();
+    assert_eq!(failures.len(), 1);
+    let f = &failures[0];
+    assert_eq!(f.key, o.number);
+    assert!(f.error.contains("GHOST-1"), "{}", f.error);
+    let error_text = f.response.as_ref().unwrap()["errorText"].as_str().unwrap();
+    assert!(error_text.contains("GHOST-1"), "{error_text}");
+    assert_eq!(f.payload.as_ref().unwrap()["lines"][0]["code"], "GHOST-1");
+    assert_eq!(f.source_record["number"], o.number);
+    assert!(h.erp.orders().is_empty());
+
+    // Fixed in the ERP, then retried by hand (what `erpsync failures retry` does).
+    h.erp
+        .create_product(ErpProduct::new("GHOST-1", "Acum exista", 10.0))
+        .unwrap();
+    let retry = h
+        .run_with(
+            "orders_to_erp",
+            RunOptions {
+                keys: Some(vec![o.number.clone()]),
+                force: true,
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(retry.counts.created, 1, "{retry:#?}");
+    assert!(h.store.failures(None).unwrap().is_empty());
+    assert_eq!(h.erp.orders_by_reference(&o.number).len(), 1);
+}
