@@ -177,6 +177,8 @@ struct Runner<'e> {
     lookups: usize,
     /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
     in_doubt: HashSet<String>,
+    /// Exported records whose post-actions wait for the end of the listing.
+    deferred_actions: Vec<Binding>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -238,6 +240,7 @@ impl<'e> Runner<'e> {
             failing,
             lookups: 0,
             in_doubt: HashSet::new(),
+            deferred_actions: Vec::new(),
             watch_overwrites: flow.config.allow_edit_after_export
                 || flow.config.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -330,6 +333,10 @@ impl<'e> Runner<'e> {
                     self.handle(seen).await?;
                 }
             }
+        }
+
+        for b in std::mem::take(&mut self.deferred_actions) {
+            self.after_export(b).await?;
         }
 
         if self.bidirectional() {
@@ -640,6 +647,10 @@ impl<'e> Runner<'e> {
         let dst_name = self.dst.name;
 
         if b.id(self.dst.is_a).is_some() {
+            if export_once && !b.actions_done && !self.flow.config.after_export.is_empty() {
+                // Exported, but its post-actions did not all succeed: try them again.
+                self.deferred_actions.push(b.clone());
+            }
             if export_once && !self.flow.config.allow_edit_after_export {
                 self.record(
                     &key,
@@ -787,7 +798,7 @@ impl<'e> Runner<'e> {
         if !self.opts.dry_run {
             *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
             self.create(false, &mut b, &seen.canon).await?;
-            self.after_export(&b).await;
+            self.deferred_actions.push(b.clone());
         }
         self.report.touched.push(seen.canon.clone());
         self.record(&key, Decision::Create, Some(dst_name), changes, None);
@@ -1368,7 +1379,10 @@ impl<'e> Runner<'e> {
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
-    async fn after_export(&mut self, b: &Binding) {
+    /// Runs after the source was read to the end: writing to the source while paging through
+    /// it would move records between pages and make the listing skip some.
+    async fn after_export(&mut self, b: Binding) -> Result<(), EngineRunError> {
+        let mut all_done = true;
         for action in self.flow.config.after_export.clone() {
             let Some(op) = self.src.ent.actions.get(&action.action) else {
                 continue;
@@ -1382,13 +1396,20 @@ impl<'e> Runner<'e> {
                 ..Default::default()
             };
             if let Err(e) = self.src.http.call(op, &input).await {
+                all_done = false;
                 self.report
                     .errors
                     .push(format!("`{}` of `{}` failed: {e}", action.action, b.key));
             }
         }
+        if all_done && !self.opts.dry_run {
+            // The binding may have changed since the actions were queued: mark the stored one.
+            let mut current = self.binding(&b.key)?.unwrap_or(b);
+            current.actions_done = true;
+            self.put_binding(&current)?;
+        }
+        Ok(())
     }
-
     /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
     /// sent: found in the target → bound; not found → sent again with the same idempotency key.
     async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
@@ -1433,7 +1454,7 @@ impl<'e> Runner<'e> {
                         Some((&self.scope, &b)),
                     )?;
                     self.report.counts.resolved_in_doubt += 1;
-                    self.after_export(&b).await;
+                    self.deferred_actions.push(b.clone());
                     continue;
                 }
                 Ok(None) => {}
@@ -1458,7 +1479,7 @@ impl<'e> Runner<'e> {
                         *b.base_mut(self.side(to_source).is_a) = Some(found.canon);
                         self.put_binding(&b)?;
                     }
-                    self.after_export(&b).await;
+                    self.deferred_actions.push(b.clone());
                     self.succeeded(&entry.key)?;
                 }
                 Err(f) => self.fail(&entry.key.clone(), &entry.payload.clone(), f)?,

@@ -66,6 +66,8 @@ pub struct Binding {
     pub exported_at: Option<DateTime<Utc>>,
     /// Why the record is parked for review, if it is.
     pub parked: Option<String>,
+    /// The flow's post-actions (e.g. locking the order in the shop) have run for it.
+    pub actions_done: bool,
 }
 
 impl Binding {

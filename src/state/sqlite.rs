@@ -17,6 +17,7 @@ const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bindings (
     entity TEXT NOT NULL, sys_a TEXT NOT NULL, sys_b TEXT NOT NULL, key TEXT NOT NULL,
     id_a TEXT, id_b TEXT, base_a TEXT, base_b TEXT, exported_at TEXT, parked TEXT,
+    actions_done INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (entity, sys_a, sys_b, key)
 );
 CREATE INDEX IF NOT EXISTS bindings_id_a ON bindings (entity, sys_a, sys_b, id_a);
@@ -103,6 +104,7 @@ fn row_binding(row: &rusqlite::Row) -> rusqlite::Result<RawBinding> {
             base_b: None,
             exported_at: None,
             parked: row.get(6)?,
+            actions_done: row.get(7)?,
         },
         row.get(3)?,
         row.get(4)?,
@@ -118,15 +120,16 @@ fn finish_binding(parts: RawBinding) -> Result<Binding> {
     Ok(b)
 }
 
-const BINDING_COLS: &str = "key, id_a, id_b, base_a, base_b, exported_at, parked";
+const BINDING_COLS: &str = "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done";
 
 fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
     tx.execute(
-        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, exported_at, parked)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
          ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
            id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
-           base_b = excluded.base_b, exported_at = excluded.exported_at, parked = excluded.parked",
+           base_b = excluded.base_b, exported_at = excluded.exported_at, parked = excluded.parked,
+           actions_done = excluded.actions_done",
         params![
             scope.entity,
             scope.a,
@@ -138,6 +141,7 @@ fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
             b.base_b.as_ref().map(Value::to_string),
             b.exported_at.map(ts),
             b.parked,
+            b.actions_done,
         ],
     )?;
     Ok(())

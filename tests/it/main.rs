@@ -2,5 +2,6 @@
 
 mod config;
 mod connector;
+mod crash;
 mod engine;
 mod sim;

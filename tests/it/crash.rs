@@ -1,0 +1,214 @@
+//! Exactly once under fire: the sync process is killed at random moments while it exports a
+//! few hundred orders through an ERP that fails requests, loses answers to writes it applied
+//! and is slow, then restarted until done. Every order must end up in the ERP exactly once.
+
+use std::collections::HashMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use erpsync::sim::shop::Order;
+use erpsync::sim::{ErpOptions, ErpSim, Faults, ShopOptions, ShopSim, seed_both};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::engine::demo_project;
+
+const ORDERS: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_and_restarted_exports_send_every_order_exactly_once() {
+    let shop = ShopSim::start(ShopOptions {
+        seed: 12,
+        ..ShopOptions::unlimited()
+    })
+    .await
+    .unwrap();
+    let erp = ErpSim::start(ErpOptions {
+        seed: 11,
+        ..ErpOptions::unlimited()
+    })
+    .await
+    .unwrap();
+    let items = seed_both(&shop, &erp, 20, 5);
+    for i in 0..ORDERS {
+        let a = &items[i % items.len()];
+        let b = &items[(i * 7 + 3) % items.len()];
+        let mut o = Order::new(
+            &format!("client{}@example.com", i % 25),
+            &[
+                (a.sku.as_str(), 1 + (i % 3) as i64, a.price_gross),
+                (b.sku.as_str(), 1, b.price_gross),
+            ],
+        );
+        o.customer.first_name = format!("Client{}", i % 25);
+        o.customer.last_name = "Test".into();
+        o.shipping_status = "confirmed".into();
+        shop.create_order(o).unwrap();
+    }
+
+    // The ERP de-duplicates nothing here: no idempotency key, so only the journal and the
+    // lookup before a re-send stand between a crash and a duplicate order.
+    let mut doc = demo_project();
+    let ops = &mut doc["systems"]["erp"]["operations"];
+    ops["create_order"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency_key");
+    doc["systems"]["erp"]["retry"] =
+        json!({"max_attempts": 3, "initial_backoff_ms": 5, "max_backoff_ms": 40});
+    doc["systems"]["erp"]["timeouts"] = json!({"connect_ms": 1000, "request_ms": 300});
+    doc["systems"]["erp"]
+        .as_object_mut()
+        .unwrap()
+        .remove("rate_limit");
+    doc["systems"]["shop"]["retry"] =
+        json!({"max_attempts": 3, "initial_backoff_ms": 5, "max_backoff_ms": 40});
+    doc["systems"]["shop"]["rate_limit"] = json!({"per_second": 1000.0, "burst": 1000});
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project.yaml");
+    std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
+
+    let faults = Faults {
+        error_rate: 0.04,
+        lost_write_rate: 0.04,
+        timeout_rate: 0.01,
+        timeout_ms: 600,
+        ..Faults::default()
+    };
+    erp.faults().set(faults.clone());
+    shop.faults().set(Faults {
+        error_rate: 0.02,
+        ..Faults::default()
+    });
+
+    let (key, secret) = shop.credentials();
+    let (client_id, client_secret) = erp.credentials();
+    let env: HashMap<&str, String> = HashMap::from([
+        ("SHOP_URL", shop.base_url()),
+        ("ERP_URL", erp.base_url()),
+        ("SHOP_API_KEY", key),
+        ("SHOP_API_SECRET", secret),
+        ("ERP_CLIENT_ID", client_id),
+        ("ERP_CLIENT_SECRET", client_secret),
+    ]);
+    let exported = || {
+        let mut refs: Vec<String> = erp
+            .orders()
+            .into_iter()
+            .filter_map(|o| o.reference)
+            .collect();
+        let total = refs.len();
+        refs.sort();
+        refs.dedup();
+        (refs.len(), total)
+    };
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let started = Instant::now();
+    let mut kills = 0;
+    let mut mid_export_kills = 0;
+    let mut runs = 0;
+    loop {
+        runs += 1;
+        assert!(
+            runs < 200,
+            "did not converge: {:?} exported after {runs} runs",
+            exported()
+        );
+        let mut child = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .args([
+                "run",
+                "--once",
+                "--flow",
+                "orders_to_erp",
+                "--state",
+                &state,
+            ])
+            .arg(&project)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "off")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        // Early runs are killed at a random moment; later ones may finish.
+        let kill_after = (runs <= 25).then(|| Duration::from_millis(rng.random_range(20..400)));
+        let deadline = Instant::now() + kill_after.unwrap_or(Duration::from_secs(120));
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() >= deadline {
+                child.kill().unwrap();
+                child.wait().unwrap();
+                kills += 1;
+                let (n, _) = exported();
+                if n > 0 && n < ORDERS {
+                    mid_export_kills += 1;
+                }
+                break None;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        };
+        let (distinct, total) = exported();
+        assert_eq!(
+            distinct, total,
+            "an order reached the ERP twice (run {runs})"
+        );
+        if status.is_some_and(|s| s.success()) && distinct == ORDERS {
+            break;
+        }
+        if runs > 25 && runs % 10 == 0 {
+            // Faults keep some records failing; they are retried on the next runs.
+            erp.faults().set(Faults {
+                error_rate: 0.01,
+                ..Faults::default()
+            });
+        }
+    }
+    // A last run on a healthy ERP sends nothing new.
+    erp.faults().set(Faults::default());
+    shop.faults().set(Faults::default());
+    erp.counters().reset();
+    let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args([
+            "run",
+            "--once",
+            "--flow",
+            "orders_to_erp",
+            "--state",
+            &state,
+        ])
+        .arg(&project)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(erp.counters().count("POST", "/api/orders"), 0);
+
+    for o in shop.orders() {
+        let copies = erp.orders_by_reference(&o.number);
+        assert_eq!(
+            copies.len(),
+            1,
+            "order {} is in the ERP {} times",
+            o.number,
+            copies.len()
+        );
+        let e = &copies[0];
+        assert_eq!(e.lines.len(), o.lines.len(), "order {}", o.number);
+    }
+    assert!(
+        mid_export_kills >= 3,
+        "the test must kill runs in the middle of the export ({mid_export_kills} of {kills})"
+    );
+    println!(
+        "{ORDERS} orders exported exactly once across {runs} runs, {kills} killed ({mid_export_kills} mid-export), in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+}
