@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::mapping::Mapping;
-use super::{CanonField, Entity, Flow, Project, Schedule, SystemDef, SystemEntity};
+use super::{CanonField, Entity, Flow, Project, RecordId, Schedule, SystemDef, SystemEntity};
 use crate::clock::SystemClock;
 use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
@@ -356,9 +356,21 @@ fn compile_systems(
                     d.col = pos.col;
                 }
             }
-            let id = ck.path(file, &format!("{base}.id"), &se.id);
+            let id = match RecordId::parse(&se.id) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let code = if se.id.starts_with('$') {
+                        Code::JsonPath
+                    } else {
+                        Code::Template
+                    };
+                    ck.at(file, code, &format!("{base}.id"), e);
+                    None
+                }
+            };
             for (role, op) in [
                 ("list", &se.list),
+                ("changes", &se.changes),
                 ("lookup", &se.lookup),
                 ("get", &se.get),
                 ("create", &se.create),
@@ -454,6 +466,7 @@ fn compile_systems(
                     Arc::new(SystemEntity {
                         id,
                         list: se.list.clone(),
+                        changes: se.changes.clone(),
                         lookup: se.lookup.clone(),
                         get: se.get.clone(),
                         create: se.create.clone(),

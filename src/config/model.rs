@@ -529,12 +529,21 @@ fn default_one() -> u64 {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct SystemEntityConfig {
-    /// JSONPath to the system's own id in one of its records, e.g. `$.id`.
+    /// JSONPath to the system's own id in one of its records, e.g. `$.id`; or a template over
+    /// the record that joins several ids with `/` into a composite id, e.g.
+    /// `{{template}}/{{id}}` when updates go to one record and references to another. Operations
+    /// get the composite as `{{id}}` (split it with the `part` helper); `ref` picks a part.
     #[serde(default = "default_id_path")]
     pub id: String,
     /// Operation that lists records (incremental with `{{since}}` when it uses it).
     #[serde(default)]
     pub list: Option<String>,
+    /// Operation that lists the records changed since `{{since}}`, for APIs where what changes
+    /// is found elsewhere than where the records are listed (stock levels found through the
+    /// stock moves written since). Incremental runs use it; full reads and reconciliation use
+    /// `list`.
+    #[serde(default)]
+    pub changes: Option<String>,
     /// Operation that finds one record by the match key, `{{key}}`.
     #[serde(default)]
     pub lookup: Option<String>,
@@ -661,6 +670,10 @@ pub struct RefConfig {
     pub entity: String,
     /// JSONPath (or template) of the related record's match key in the source record.
     pub key: String,
+    /// When the related entity has a composite id (an `id` template joining ids with `/`), the
+    /// part to use, counted from 0.
+    #[serde(default)]
+    pub part: Option<usize>,
 }
 
 /// Types a mapped or canonical field can have.

@@ -2,3 +2,4 @@
 
 mod connector;
 mod sim;
+mod tryton;
