@@ -263,6 +263,7 @@ fn merge_systems(chain: &[&str], systems: &BTreeMap<String, Decl<SystemConfig>>)
         errors.extend(std::mem::take(&mut merged.errors));
         merged.errors = errors;
         merged.vars.extend(c.vars.clone());
+        merged.resolve.extend(c.resolve.clone());
         merged.operations.extend(c.operations.clone());
         merged.entities.extend(c.entities.clone());
     }
@@ -326,6 +327,19 @@ fn compile_systems(
             );
         }
         let op_names: Vec<&str> = merged.operations.keys().map(String::as_str).collect();
+        for (var, r) in &decl.value.resolve {
+            if !merged.operations.contains_key(&r.operation)
+                && !project.is_broken(&format!("operations.{name}"), &r.operation)
+            {
+                ck.unknown(
+                    decl.file,
+                    &format!("{}.resolve.{var}.operation", decl.path),
+                    "operation",
+                    &r.operation,
+                    op_names.clone(),
+                );
+            }
+        }
         let mut compiled_entities = BTreeMap::new();
         for (entity_name, se) in &merged.entities {
             // Report at the system that declares the entity mapping, once.

@@ -96,6 +96,12 @@ pub struct SystemConfig {
     /// Values for this system's templates, as `{{system.NAME}}` (e.g. a company VAT code).
     #[serde(default)]
     pub vars: BTreeMap<String, Value>,
+    /// Values only the system knows, such as the database id of a warehouse or of a unit,
+    /// looked up once before the system's first request and added to its `vars`
+    /// (`{{system.NAME}}`), so flow files name records by code instead of hard-coding ids.
+    /// While they are looked up, these names are still empty in templates.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, ResolveConfig>,
     /// Named requests on this system.
     #[serde(default)]
     pub operations: BTreeMap<String, OperationConfig>,
@@ -103,6 +109,17 @@ pub struct SystemConfig {
     /// records map to and from the canonical record.
     #[serde(default)]
     pub entities: BTreeMap<String, SystemEntityConfig>,
+}
+
+/// A system value looked up by a request.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ResolveConfig {
+    /// Operation of this system that finds the value; it gets no record, id or key.
+    pub operation: String,
+    /// JSONPath to the value in the response body, e.g. `$[0].id`. Finding nothing fails every
+    /// call of the system: a missing id must not become a wrong one.
+    pub path: String,
 }
 
 /// How requests to a system authenticate. Secrets come from `${ENV_VAR}` or `${file:/path}`

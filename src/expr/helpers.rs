@@ -95,6 +95,13 @@ handlebars_helper!(join: |v: Value, sep: str| {
     match &v { Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(sep), other => text(other) }
 });
 handlebars_helper!(list: |*args| Value::Array(args.iter().map(|v| (*v).clone()).collect()));
+handlebars_helper!(object: |*args| {
+    let mut m = serde_json::Map::new();
+    for pair in args.chunks(2) {
+        m.insert(text(pair[0]), pair.get(1).map_or(Value::Null, |v| (*v).clone()));
+    }
+    Value::Object(m)
+});
 handlebars_helper!(part: |v: Value, n: u64| {
     text(&v).split(crate::compile::COMPOSITE_ID_SEPARATOR).nth(n as usize).unwrap_or_default().to_string()
 });
@@ -135,6 +142,7 @@ const OURS: &[&str] = &[
     "join",
     "coalesce",
     "list",
+    "object",
     "part",
 ];
 
@@ -168,6 +176,7 @@ pub(super) fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("join", Box::new(join));
     hb.register_helper("coalesce", Box::new(coalesce));
     hb.register_helper("list", Box::new(list));
+    hb.register_helper("object", Box::new(object));
     hb.register_helper("part", Box::new(part));
 }
 
@@ -206,6 +215,13 @@ mod tests {
             r#"["OR",["a",">",42.5]]"#
         );
         assert_eq!(r("{{part '7/12' 1}}", d.clone()), "12");
+        assert_eq!(
+            r(
+                "{{json (object 'company' 1 'locations' (list p))}}",
+                d.clone()
+            ),
+            r#"{"company":1,"locations":[42.5]}"#
+        );
         assert_eq!(r("{{part '7' 3}}", d), "");
     }
 }

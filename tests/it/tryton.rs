@@ -88,7 +88,8 @@ impl Tryton {
         query: &[(&str, String)],
         body: Option<Value>,
     ) -> Value {
-        // The same context the flows send: the company, and the warehouse for quantities.
+        // The context the flows send (company, warehouse `WH`), with the ids of the database
+        // setup.sh creates: the test reads what the flows wrote, it does not rely on them.
         let context = URL_SAFE.encode(json!({"company": 1, "locations": [5]}).to_string());
         let mut req = self
             .http
