@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::mapping::Mapping;
-use super::{CanonField, Entity, Flow, Project, Schedule, SystemDef, SystemEntity};
+use super::{CanonField, Entity, Flow, Project, RecordId, Schedule, SystemDef, SystemEntity};
 use crate::clock::SystemClock;
 use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
@@ -263,6 +263,7 @@ fn merge_systems(chain: &[&str], systems: &BTreeMap<String, Decl<SystemConfig>>)
         errors.extend(std::mem::take(&mut merged.errors));
         merged.errors = errors;
         merged.vars.extend(c.vars.clone());
+        merged.resolve.extend(c.resolve.clone());
         merged.operations.extend(c.operations.clone());
         merged.entities.extend(c.entities.clone());
     }
@@ -326,6 +327,19 @@ fn compile_systems(
             );
         }
         let op_names: Vec<&str> = merged.operations.keys().map(String::as_str).collect();
+        for (var, r) in &decl.value.resolve {
+            if !merged.operations.contains_key(&r.operation)
+                && !project.is_broken(&format!("operations.{name}"), &r.operation)
+            {
+                ck.unknown(
+                    decl.file,
+                    &format!("{}.resolve.{var}.operation", decl.path),
+                    "operation",
+                    &r.operation,
+                    op_names.clone(),
+                );
+            }
+        }
         let mut compiled_entities = BTreeMap::new();
         for (entity_name, se) in &merged.entities {
             // Report at the system that declares the entity mapping, once.
@@ -356,9 +370,21 @@ fn compile_systems(
                     d.col = pos.col;
                 }
             }
-            let id = ck.path(file, &format!("{base}.id"), &se.id);
+            let id = match RecordId::parse(&se.id) {
+                Ok(id) => Some(id),
+                Err(e) => {
+                    let code = if se.id.starts_with('$') {
+                        Code::JsonPath
+                    } else {
+                        Code::Template
+                    };
+                    ck.at(file, code, &format!("{base}.id"), e);
+                    None
+                }
+            };
             for (role, op) in [
                 ("list", &se.list),
+                ("changes", &se.changes),
                 ("lookup", &se.lookup),
                 ("get", &se.get),
                 ("create", &se.create),
@@ -454,6 +480,7 @@ fn compile_systems(
                     Arc::new(SystemEntity {
                         id,
                         list: se.list.clone(),
+                        changes: se.changes.clone(),
                         lookup: se.lookup.clone(),
                         get: se.get.clone(),
                         create: se.create.clone(),

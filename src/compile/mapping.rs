@@ -50,6 +50,7 @@ enum Expr {
     Ref {
         entity: String,
         key: Box<Expr>,
+        part: Option<usize>,
     },
     Each {
         path: JsonPath,
@@ -286,14 +287,23 @@ fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result
                 None => Ok(Value::Null),
             }
         }
-        Expr::Ref { entity, key } => {
+        Expr::Ref { entity, key, part } => {
             let k = eval(key, source, ctx, env)?;
             let Some(k) = key_text(&k) else {
                 return Ok(Value::Null);
             };
-            match env.refs.resolve(entity, &k) {
-                Some(id) => Ok(Value::String(id)),
-                None => Err(format!("related {entity} `{k}` has not been synced yet")),
+            let Some(id) = env.refs.resolve(entity, &k) else {
+                return Err(format!("related {entity} `{k}` has not been synced yet"));
+            };
+            match part {
+                None => Ok(Value::String(id)),
+                Some(n) => id
+                    .split(super::COMPOSITE_ID_SEPARATOR)
+                    .nth(*n)
+                    .map(|p| Value::String(p.to_string()))
+                    .ok_or_else(|| {
+                        format!("the id `{id}` of related {entity} `{k}` has no part {n}")
+                    }),
             }
         }
         Expr::Each { path, mapping } => {
@@ -426,6 +436,7 @@ fn compile_spec(
         return Some(Expr::Ref {
             entity: r.entity.clone(),
             key: Box::new(key),
+            part: r.part,
         });
     }
     if let Some(each) = &s.each {

@@ -23,7 +23,7 @@ use crate::config::model::{
     DaemonConfig, FieldType, FlowConfig, Normalize, SystemConfig, SystemRole,
 };
 use crate::connector::Operation;
-use crate::expr::{JsonPath, Predicate};
+use crate::expr::{JsonPath, Predicate, Template};
 
 /// A compiled project, ready to run.
 #[derive(Debug)]
@@ -95,11 +95,53 @@ pub struct SystemDef {
     pub entities: BTreeMap<String, Arc<SystemEntity>>,
 }
 
+/// Where a system's own id is in one of its records: a JSONPath, or a template that joins
+/// several ids into a composite one (`{{template}}/{{id}}`).
+#[derive(Debug)]
+pub enum RecordId {
+    Path(JsonPath),
+    Template(Template),
+}
+
+impl RecordId {
+    /// Compiles the `id` of a system entity: a text starting with `$` is a JSONPath.
+    pub fn parse(text: &str) -> Result<RecordId, String> {
+        if text.starts_with('$') {
+            JsonPath::parse(text)
+                .map(RecordId::Path)
+                .map_err(|e| e.to_string())
+        } else {
+            Template::compile(text)
+                .map(RecordId::Template)
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// The id of `record`, if it has one. A composite id with an empty part has none: a
+    /// response that lacks one of the ids must not produce a half id.
+    pub fn of(&self, record: &Value) -> Option<String> {
+        match self {
+            RecordId::Path(p) => p.first(record).and_then(types::key_text),
+            RecordId::Template(t) => {
+                let text = t.render(&handlebars::Context::from(record.clone())).ok()?;
+                let whole =
+                    !text.is_empty() && text.split(COMPOSITE_ID_SEPARATOR).all(|p| !p.is_empty());
+                whole.then_some(text)
+            }
+        }
+    }
+}
+
+/// Joins the parts of a composite id; `ref`'s `part` and the `part` helper split on it.
+pub const COMPOSITE_ID_SEPARATOR: char = '/';
+
 /// How an entity lives in one system.
 #[derive(Debug)]
 pub struct SystemEntity {
-    pub id: JsonPath,
+    pub id: RecordId,
     pub list: Option<String>,
+    /// Lists the records changed since `{{since}}`; incremental reads prefer it to `list`.
+    pub changes: Option<String>,
     pub lookup: Option<String>,
     pub get: Option<String>,
     pub create: Option<String>,

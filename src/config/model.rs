@@ -96,6 +96,12 @@ pub struct SystemConfig {
     /// Values for this system's templates, as `{{system.NAME}}` (e.g. a company VAT code).
     #[serde(default)]
     pub vars: BTreeMap<String, Value>,
+    /// Values only the system knows, such as the database id of a warehouse or of a unit,
+    /// looked up once before the system's first request and added to its `vars`
+    /// (`{{system.NAME}}`), so flow files name records by code instead of hard-coding ids.
+    /// While they are looked up, these names are still empty in templates.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, ResolveConfig>,
     /// Named requests on this system.
     #[serde(default)]
     pub operations: BTreeMap<String, OperationConfig>,
@@ -103,6 +109,17 @@ pub struct SystemConfig {
     /// records map to and from the canonical record.
     #[serde(default)]
     pub entities: BTreeMap<String, SystemEntityConfig>,
+}
+
+/// A system value looked up by a request.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct ResolveConfig {
+    /// Operation of this system that finds the value; it gets no record, id or key.
+    pub operation: String,
+    /// JSONPath to the value in the response body, e.g. `$[0].id`. Finding nothing fails every
+    /// call of the system: a missing id must not become a wrong one.
+    pub path: String,
 }
 
 /// How requests to a system authenticate. Secrets come from `${ENV_VAR}` or `${file:/path}`
@@ -529,12 +546,21 @@ fn default_one() -> u64 {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct SystemEntityConfig {
-    /// JSONPath to the system's own id in one of its records, e.g. `$.id`.
+    /// JSONPath to the system's own id in one of its records, e.g. `$.id`; or a template over
+    /// the record that joins several ids with `/` into a composite id, e.g.
+    /// `{{template}}/{{id}}` when updates go to one record and references to another. Operations
+    /// get the composite as `{{id}}` (split it with the `part` helper); `ref` picks a part.
     #[serde(default = "default_id_path")]
     pub id: String,
     /// Operation that lists records (incremental with `{{since}}` when it uses it).
     #[serde(default)]
     pub list: Option<String>,
+    /// Operation that lists the records changed since `{{since}}`, for APIs where what changes
+    /// is found elsewhere than where the records are listed (stock levels found through the
+    /// stock moves written since). Incremental runs use it; full reads and reconciliation use
+    /// `list`.
+    #[serde(default)]
+    pub changes: Option<String>,
     /// Operation that finds one record by the match key, `{{key}}`.
     #[serde(default)]
     pub lookup: Option<String>,
@@ -661,6 +687,10 @@ pub struct RefConfig {
     pub entity: String,
     /// JSONPath (or template) of the related record's match key in the source record.
     pub key: String,
+    /// When the related entity has a composite id (an `id` template joining ids with `/`), the
+    /// part to use, counted from 0.
+    #[serde(default)]
+    pub part: Option<usize>,
 }
 
 /// Types a mapped or canonical field can have.

@@ -269,7 +269,7 @@ impl Auth {
                 ("Authorization".to_string(), format!("{kind} {access}"), ttl)
             }
             Kind::Login(login) => {
-                let ctx = Context::from(json!({"system": sys.system_vars, "vars": sys.vars}));
+                let ctx = Context::from(json!({"system": sys.system_vars(), "vars": sys.vars}));
                 let render = |e: crate::expr::TemplateRenderError| fail(None, e.to_string());
                 let path = login.path.render(&ctx).map_err(render)?;
                 let body = login
@@ -323,7 +323,7 @@ impl Auth {
                     .and_then(seconds)
                     .or(Some(login.default_ttl));
                 let value_ctx = Context::from(json!({
-                    "token": token, "system": sys.system_vars, "vars": sys.vars
+                    "token": token, "system": sys.system_vars(), "vars": sys.vars
                 }));
                 let value = login.format.render(&value_ctx).map_err(render)?;
                 redact::register(&value);

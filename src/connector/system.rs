@@ -25,7 +25,7 @@ use super::rules::{Rule, classify};
 use super::stats::ConnectorStats;
 use crate::clock::SharedClock;
 use crate::config::model::{BodyFormat, ErrorAction, HttpMethod, LockoutConfig, SystemConfig};
-use crate::expr::Template;
+use crate::expr::{JsonPath, Template};
 use crate::redact::{redact, redact_json};
 
 /// What an operation is called with; every field is offered to its templates.
@@ -97,6 +97,10 @@ pub struct HttpSystem {
     limiter: RateLimiter,
     lockout: Option<LockoutConfig>,
     operations: BTreeMap<String, Arc<Operation>>,
+    /// System vars looked up by a request: name, operation, where the value is.
+    resolve: Vec<(String, String, JsonPath)>,
+    /// `system_vars` with the looked-up values, once they are known.
+    resolved: tokio::sync::OnceCell<Value>,
     pub(crate) system_vars: Value,
     pub(crate) vars: Value,
     pub(crate) clock: SharedClock,
@@ -152,6 +156,13 @@ impl HttpSystem {
             }
         }
         let headers = p.template_map("headers", &cfg.headers);
+        let mut resolve = Vec::new();
+        // That the operations exist is checked with the project, where inherited ones are known.
+        for (name, r) in &cfg.resolve {
+            if let Some(path) = p.path(&format!("resolve.{name}.path"), &r.path) {
+                resolve.push((name.clone(), r.operation.clone(), path));
+            }
+        }
         let auth = Auth::compile(cfg.auth.as_ref(), &mut p);
         let rules = Rule::compile_all(&cfg.errors, "errors", &mut p.0);
         if let Some(rl) = &cfg.rate_limit {
@@ -207,6 +218,8 @@ impl HttpSystem {
                 limiter: RateLimiter::new(cfg.rate_limit.as_ref()),
                 lockout: cfg.rate_limit.as_ref().and_then(|r| r.lockout.clone()),
                 operations,
+                resolve,
+                resolved: tokio::sync::OnceCell::new(),
                 system_vars: serde_json::to_value(&cfg.vars).unwrap_or(Value::Null),
                 vars,
                 clock,
@@ -235,8 +248,48 @@ impl HttpSystem {
         self.operations.keys().map(String::as_str)
     }
 
+    /// Looks up the `resolve` values once; every call waits for them.
+    async fn ensure_resolved(&self) -> Result<(), CallError> {
+        if self.resolve.is_empty() {
+            return Ok(());
+        }
+        self.resolved
+            .get_or_try_init(|| async {
+                let mut vars = match &self.system_vars {
+                    Value::Object(m) => m.clone(),
+                    _ => Map::new(),
+                };
+                for (name, op_name, path) in &self.resolve {
+                    let op = self.operation(op_name)?;
+                    let input = CallInput::default();
+                    let (resp, _) = self
+                        .execute(op_name, op, &input, &Next::Query(vec![]))
+                        .await?;
+                    let Some(value) = path.first(&resp.body).filter(|v| !v.is_null()) else {
+                        return Err(CallError::Permanent {
+                            system: self.name.clone(),
+                            operation: op_name.clone(),
+                            status: resp.status,
+                            message: format!("`resolve.{name}` found nothing"),
+                            body: Box::new(redact_json(&resp.body)),
+                        });
+                    };
+                    vars.insert(name.clone(), value.clone());
+                }
+                Ok(Value::Object(vars))
+            })
+            .await
+            .map(|_| ())
+    }
+
+    /// The system's vars, with the looked-up ones when they are known.
+    pub(crate) fn system_vars(&self) -> &Value {
+        self.resolved.get().unwrap_or(&self.system_vars)
+    }
+
     /// Calls an operation once (with its retries).
     pub async fn call(&self, op_name: &str, input: &CallInput) -> Result<CallOutput, CallError> {
+        self.ensure_resolved().await?;
         let op = self.operation(op_name)?;
         let (resp, already_done) = self
             .execute(op_name, op, input, &Next::Query(vec![]))
@@ -300,6 +353,9 @@ impl HttpSystem {
                     Ok(op) => op,
                     Err(e) => return Some((Some(Err(e)), None)),
                 };
+                if let Err(e) = self.ensure_resolved().await {
+                    return Some((Some(Err(e)), None));
+                }
                 let pagination_error = |page: u32, message: String| CallError::Pagination {
                     system: self.name.clone(),
                     operation: op_name.clone(),
@@ -396,7 +452,7 @@ impl HttpSystem {
                 .map_or(Value::Null, |t| op.since_format.format(t)),
         );
         m.insert("idempotency_key".into(), opt(&input.idempotency_key));
-        m.insert("system".into(), self.system_vars.clone());
+        m.insert("system".into(), self.system_vars().clone());
         m.insert("vars".into(), self.vars.clone());
         Context::from(Value::Object(m))
     }

@@ -99,6 +99,15 @@ impl RefResolver for Refs<'_> {
     }
 }
 
+/// The operation that reads a side: what changed since the cursor when the entity has a
+/// `changes` operation and the read is incremental, otherwise everything.
+fn list_operation(ent: &SystemEntity, since: Option<DateTime<Utc>>) -> Option<String> {
+    match (&ent.changes, since) {
+        (Some(changes), Some(_)) => Some(changes.clone()),
+        _ => ent.list.clone(),
+    }
+}
+
 pub(super) async fn run_flow(
     engine: &Engine,
     flow: &Arc<Flow>,
@@ -302,7 +311,7 @@ impl<'e> Runner<'e> {
         } else {
             let keys: Option<HashSet<String>> =
                 self.opts.keys.as_ref().map(|k| k.iter().cloned().collect());
-            let list_op = self.src.ent.list.clone().unwrap_or_default();
+            let list_op = list_operation(self.src.ent, since).unwrap_or_default();
             let input = CallInput {
                 since,
                 ..Default::default()
@@ -365,11 +374,7 @@ impl<'e> Runner<'e> {
             vars: &self.e.project.vars,
             refs: &crate::compile::NoRefs,
         };
-        let id = side
-            .ent
-            .id
-            .first(&native)
-            .and_then(crate::compile::types::key_text);
+        let id = side.ent.id.of(&native);
         let mapped = side.ent.read.apply(&native, &env, None).map_err(|e| {
             Box::new((
                 id.clone().unwrap_or_default(),
@@ -406,7 +411,7 @@ impl<'e> Runner<'e> {
         since: Option<DateTime<Utc>>,
     ) -> Result<HashMap<String, Seen>, EngineRunError> {
         let mut out = HashMap::new();
-        let Some(op) = self.dst.ent.list.clone() else {
+        let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok(out);
         };
         let mut pages = Box::pin(self.dst.http.list(
@@ -1289,9 +1294,8 @@ impl<'e> Runner<'e> {
                 let id = out
                     .record
                     .as_ref()
-                    .and_then(|r| ent.id.first(r))
-                    .or_else(|| ent.id.first(&out.body))
-                    .and_then(crate::compile::types::key_text);
+                    .and_then(|r| ent.id.of(r))
+                    .or_else(|| ent.id.of(&out.body));
                 let id = match id {
                     Some(id) => Some(id),
                     None => self

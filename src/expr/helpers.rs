@@ -2,7 +2,7 @@
 //! calls any other.
 
 use base64::Engine;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use chrono::{DateTime, NaiveDate, Utc};
 use handlebars::{Handlebars, handlebars_helper};
 use serde_json::Value;
@@ -60,9 +60,11 @@ handlebars_helper!(default: |v: Value, fallback: Value| {
     match &v { Value::Null => fallback, Value::String(s) if s.is_empty() => fallback, _ => v }
 });
 handlebars_helper!(b64: |v: Value| STANDARD.encode(text(&v)));
-handlebars_helper!(b64url: |v: Value| URL_SAFE_NO_PAD.encode(text(&v)));
+// Padded, as RFC 4648 §5 defines it: Python's `urlsafe_b64decode` (Tryton's `d=` domains and
+// context header) rejects a value without its `=`.
+handlebars_helper!(b64url: |v: Value| URL_SAFE.encode(text(&v)));
 handlebars_helper!(json_b64url: |v: Value| {
-    URL_SAFE_NO_PAD.encode(serde_json::to_string(&v).unwrap_or_default())
+    URL_SAFE.encode(serde_json::to_string(&v).unwrap_or_default())
 });
 handlebars_helper!(upper: |v: Value| text(&v).to_uppercase());
 handlebars_helper!(lower: |v: Value| text(&v).to_lowercase());
@@ -91,6 +93,17 @@ handlebars_helper!(replace: |v: Value, from: str, to: str| text(&v).replace(from
 handlebars_helper!(urlencode: |v: Value| url::form_urlencoded::byte_serialize(text(&v).as_bytes()).collect::<String>());
 handlebars_helper!(join: |v: Value, sep: str| {
     match &v { Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(sep), other => text(other) }
+});
+handlebars_helper!(list: |*args| Value::Array(args.iter().map(|v| (*v).clone()).collect()));
+handlebars_helper!(object: |*args| {
+    let mut m = serde_json::Map::new();
+    for pair in args.chunks(2) {
+        m.insert(text(pair[0]), pair.get(1).map_or(Value::Null, |v| (*v).clone()));
+    }
+    Value::Object(m)
+});
+handlebars_helper!(part: |v: Value, n: u64| {
+    text(&v).split(crate::compile::COMPOSITE_ID_SEPARATOR).nth(n as usize).unwrap_or_default().to_string()
 });
 handlebars_helper!(coalesce: |*args| {
     args.iter().find(|v| !matches!(v, Value::Null) && !matches!(v, Value::String(s) if s.is_empty()))
@@ -128,6 +141,9 @@ const OURS: &[&str] = &[
     "urlencode",
     "join",
     "coalesce",
+    "list",
+    "object",
+    "part",
 ];
 
 /// Every helper name a template may call.
@@ -159,6 +175,9 @@ pub(super) fn register(hb: &mut Handlebars<'static>) {
     hb.register_helper("urlencode", Box::new(urlencode));
     hb.register_helper("join", Box::new(join));
     hb.register_helper("coalesce", Box::new(coalesce));
+    hb.register_helper("list", Box::new(list));
+    hb.register_helper("object", Box::new(object));
+    hb.register_helper("part", Box::new(part));
 }
 
 #[cfg(test)]
@@ -185,9 +204,24 @@ mod tests {
             "W1siY29kZSIsIj0iLCJBIl1d"
         );
         assert_eq!(r("{{base64 'a:b'}}", d.clone()), "YTpi");
+        assert_eq!(r("{{base64url '[1]'}}", d.clone()), "WzFd");
+        assert_eq!(r("{{base64url '[10]'}}", d.clone()), "WzEwXQ==");
         assert_eq!(r("{{date t '%Y-%m-%d'}}", d.clone()), "2026-11-26");
         assert_eq!(r("{{mul p 2}}", d.clone()), "85");
         assert_eq!(r("{{concat 'a' s 'b'}}", d.clone()), "a ab b");
-        assert_eq!(r("{{#if (eq p 42.5)}}yes{{/if}}", d), "yes");
+        assert_eq!(r("{{#if (eq p 42.5)}}yes{{/if}}", d.clone()), "yes");
+        assert_eq!(
+            r("{{json (list 'OR' (list 'a' '>' p))}}", d.clone()),
+            r#"["OR",["a",">",42.5]]"#
+        );
+        assert_eq!(r("{{part '7/12' 1}}", d.clone()), "12");
+        assert_eq!(
+            r(
+                "{{json (object 'company' 1 'locations' (list p))}}",
+                d.clone()
+            ),
+            r#"{"company":1,"locations":[42.5]}"#
+        );
+        assert_eq!(r("{{part '7' 3}}", d), "");
     }
 }

@@ -5,3 +5,4 @@ mod connector;
 mod crash;
 mod engine;
 mod sim;
+mod tryton;
