@@ -466,7 +466,8 @@ impl Daemon {
                 )
             }
             Err(e) => {
-                self.metrics.run_finished(flow, Err(()), seconds);
+                let kind = if opts.reconcile { "reconcile" } else { "sync" };
+                self.metrics.run_finished(flow, Err(kind), seconds);
                 let error = redact(&e.to_string()).into_owned();
                 tracing::warn!(flow, error = %error, "run could not be carried out");
                 (
@@ -619,7 +620,8 @@ impl Daemon {
                     ConfigReloadError::Invalid { diagnostics, .. } => diagnostics.clone(),
                     other => redact(&other.to_string()).into_owned(),
                 };
-                tracing::error!(diagnostics = %detail, "{e}");
+                let message = redact(&e.to_string()).into_owned();
+                tracing::error!(diagnostics = %detail, "{message}");
             }
         }
         self.emit(DaemonEvent::Reloaded {

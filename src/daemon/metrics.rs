@@ -65,10 +65,11 @@ impl Metrics {
     }
 
     /// Counts a finished run and its records, and times it.
-    pub fn run_finished(&self, flow: &str, result: Result<&RunReport, ()>, seconds: f64) {
+    /// `Err(kind)` is a run that could not be carried out at all.
+    pub fn run_finished(&self, flow: &str, result: Result<&RunReport, &str>, seconds: f64) {
         let (kind, status) = match result {
             Ok(r) => (r.kind.as_str(), status_of(r)),
-            Err(()) => ("sync", "error"),
+            Err(kind) => (kind, "error"),
         };
         self.add(
             "erpsync_runs_total",
