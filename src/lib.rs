@@ -2,13 +2,14 @@
 //!
 //! Flow files (`config`) are compiled (`compile`) into runnable systems and flows, which the
 //! engine (`engine`) executes through the generic HTTP connector (`connector`), keeping its
-//! memory in a state store (`state`).
+//! memory in a state store (`state`); the daemon (`daemon`) runs them unattended.
 
 pub mod cli;
 pub mod clock;
 pub mod compile;
 pub mod config;
 pub mod connector;
+pub mod daemon;
 pub mod engine;
 pub mod expr;
 pub mod redact;

@@ -1,9 +1,117 @@
-//! `erpsync run FLOWS` without `--once`: the long-running scheduler.
+//! `erpsync run FLOWS` without `--once`: starts the daemon and maps process signals onto it
+//! (SIGTERM/SIGINT: graceful shutdown; SIGHUP: reload).
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use super::run::RunArgs;
+use anyhow::Context as _;
+use tracing_subscriber::EnvFilter;
 
-pub fn run(_args: RunArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("the daemon is not available yet; use `erpsync run --once`")
+use super::common::{load_project, open_state};
+use super::run::{LogFormat, RunArgs};
+use crate::clock::SystemClock;
+use crate::daemon::{Daemon, ServeOptions, serve};
+
+/// Where the daemon listens unless told otherwise: loopback, as the admin API is powerful.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if !args.flows.is_empty() || args.reconcile || args.full || args.json {
+        eprintln!("error: `--flow`, `--reconcile`, `--full` and `--json` go with `--once`");
+        return Ok(ExitCode::from(2));
+    }
+    init_logging(args.log_format);
+    let paths = args.project.paths.clone();
+    let project = load_project(&paths)?;
+    let store = open_state(&args.project, &project)?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let listen = args
+        .listen
+        .clone()
+        .or_else(|| project.daemon.as_ref().and_then(|d| d.listen.clone()))
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async move {
+        let daemon = Daemon::new(
+            paths,
+            project,
+            store,
+            Arc::new(SystemClock),
+            args.admin_token.clone(),
+        )?;
+        if daemon.admin_token().is_none() {
+            tracing::warn!("no admin token: the admin API answers 401 to everything");
+        }
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .with_context(|| format!("listening on `{listen}`"))?;
+        tracing::info!(
+            listen = %listen,
+            flows = daemon.engine().project.flows.len(),
+            "daemon started"
+        );
+        spawn_reload_on_hangup(daemon.clone())?;
+        let opts = ServeOptions {
+            scheduler: true,
+            watch_every: (!args.no_watch).then(|| Duration::from_secs(2)),
+        };
+        let exit = serve(daemon, Some(listener), opts, stop_signal()?).await;
+        Ok(if exit.drained {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(super::EXIT_FAILED)
+        })
+    })
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = EnvFilter::try_from_env("ERPSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+#[cfg(unix)]
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = which, "stop requested");
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+}
+
+#[cfg(unix)]
+fn spawn_reload_on_hangup(daemon: Arc<Daemon>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the flow files");
+            // Rejections are logged with their diagnostics by `reload`.
+            let _ = daemon.reload();
+        }
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn spawn_reload_on_hangup(_daemon: Arc<Daemon>) -> anyhow::Result<()> {
+    Ok(())
 }

@@ -25,6 +25,29 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Daemon: address of the HTTP server (webhooks, admin API, metrics); overrides
+    /// `daemon.listen` (default `127.0.0.1:8700`).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Daemon: bearer token of the admin API; overrides `daemon.admin_token`.
+    #[arg(long, env = "ERPSYNC_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Daemon: log format.
+    #[arg(long, value_enum, default_value_t)]
+    pub log_format: LogFormat,
+    /// Daemon: do not reload when the flow files change (SIGHUP still reloads).
+    #[arg(long)]
+    pub no_watch: bool,
+}
+
+/// How the daemon writes its logs (to stderr).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 mod config;
 mod connector;
 mod crash;
+mod daemon;
 mod engine;
 mod sim;
 mod tryton;

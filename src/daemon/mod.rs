@@ -1,0 +1,21 @@
+//! The long-running daemon (`erpsync run FLOWS`): flows on their cron and reconcile
+//! schedules, chained flows, incoming webhooks, the admin API, Prometheus metrics, hot reload
+//! of the flow files and graceful shutdown. `Daemon` is the core every entry point drives.
+
+mod admin;
+mod core;
+mod metrics;
+mod reload;
+mod scheduler;
+mod serve;
+mod webhook;
+
+pub use admin::router;
+pub use core::{
+    Cause, ConfigReloadError, Daemon, DaemonEvent, DaemonStartError, FlowStatus, LastRun,
+    TriggerRefusedError, Triggered,
+};
+pub use metrics::Metrics;
+pub use reload::FileWatch;
+pub use serve::{DaemonExit, ServeOptions, serve};
+pub use webhook::{DeliveryVerifyError, signature_matches};

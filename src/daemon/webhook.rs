@@ -1,0 +1,301 @@
+//! Incoming webhooks: one endpoint per `daemon.webhooks` entry. A delivery must carry the
+//! base64 HMAC-SHA256 of its raw body (checked in constant time), be recent enough when the
+//! webhook names a timestamp, and not have been seen before; then every enabled flow whose
+//! `trigger.webhook` names the webhook runs at once for the notified record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+
+use super::core::{Cause, Daemon};
+use crate::config::model::WebhookConfig;
+use crate::engine::RunOptions;
+use crate::expr::JsonPath;
+
+/// How long a delivery id is remembered, at least: senders retry for hours, not days.
+const REMEMBER_SECS: i64 = 24 * 3600;
+
+/// Deliveries already accepted, by webhook and delivery id (or signature, when the sender
+/// sends no id), with when they arrived.
+#[derive(Debug, Default)]
+pub(crate) struct Replays {
+    seen: Mutex<HashMap<(String, String), DateTime<Utc>>>,
+}
+
+impl Replays {
+    /// Remembers a delivery; false when it was seen already.
+    fn first_time(&self, webhook: &str, id: &str, now: DateTime<Utc>, keep_secs: i64) -> bool {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.retain(|_, at| (now - *at).num_seconds() <= keep_secs);
+        seen.insert((webhook.to_string(), id.to_string()), now)
+            .is_none()
+    }
+
+    fn forget(&self, webhook: &str, id: &str) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen.remove(&(webhook.to_string(), id.to_string()));
+    }
+}
+
+/// Why a delivery was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeliveryVerifyError {
+    #[error("no `{0}` header")]
+    MissingSignature(String),
+    #[error("the signature does not match the body")]
+    BadSignature,
+    #[error("the body is not JSON")]
+    NotJson,
+    #[error("no event time at `{0}`")]
+    MissingTimestamp(String),
+    #[error("the delivery is {age_secs} s away from now; at most {max_secs} s is accepted")]
+    Stale { age_secs: i64, max_secs: u64 },
+    #[error("no record key at `{0}`")]
+    MissingKey(String),
+}
+
+impl DeliveryVerifyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::MissingSignature(_) | Self::BadSignature => StatusCode::UNAUTHORIZED,
+            Self::Stale { .. } => StatusCode::FORBIDDEN,
+            Self::NotJson | Self::MissingTimestamp(_) | Self::MissingKey(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+        }
+    }
+
+    fn outcome(&self) -> &'static str {
+        match self {
+            Self::MissingSignature(_) | Self::BadSignature => "bad_signature",
+            Self::Stale { .. } => "stale",
+            _ => "invalid",
+        }
+    }
+}
+
+/// Whether `signature` (base64, optionally `sha256=`-prefixed) is the HMAC-SHA256 of `body`.
+/// `verify_slice` compares in constant time, so timing reveals nothing of the expected value.
+pub fn signature_matches(secret: &str, body: &[u8], signature: &str) -> bool {
+    let sig = signature.trim();
+    let sig = sig.strip_prefix("sha256=").unwrap_or(sig);
+    let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sig) else {
+        return false;
+    };
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    mac.verify_slice(&sig).is_ok()
+}
+
+/// A verified delivery: the record key and the id it is de-duplicated by.
+#[derive(Debug)]
+struct Delivery {
+    key: String,
+    id: String,
+}
+
+fn verify(
+    cfg: &WebhookConfig,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> Result<Delivery, DeliveryVerifyError> {
+    let signature = headers
+        .get(cfg.signature_header.as_str())
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| DeliveryVerifyError::MissingSignature(cfg.signature_header.clone()))?;
+    if !signature_matches(&cfg.secret, body, signature) {
+        return Err(DeliveryVerifyError::BadSignature);
+    }
+    let payload: Value = serde_json::from_slice(body).map_err(|_| DeliveryVerifyError::NotJson)?;
+    if let Some(path) = &cfg.timestamp {
+        let at = JsonPath::parse(path)
+            .ok()
+            .and_then(|p| p.first(&payload).and_then(event_time))
+            .ok_or_else(|| DeliveryVerifyError::MissingTimestamp(path.clone()))?;
+        let age = (now - at).num_seconds();
+        if age.unsigned_abs() > cfg.max_age_secs {
+            return Err(DeliveryVerifyError::Stale {
+                age_secs: age,
+                max_secs: cfg.max_age_secs,
+            });
+        }
+    }
+    let key = JsonPath::parse(&cfg.key)
+        .ok()
+        .and_then(|p| p.first(&payload).and_then(crate::compile::types::key_text))
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| DeliveryVerifyError::MissingKey(cfg.key.clone()))?;
+    let id = cfg
+        .delivery_id_header
+        .as_deref()
+        .and_then(|h| headers.get(h))
+        .and_then(|v| v.to_str().ok())
+        .map(|v| format!("id:{v}"))
+        .unwrap_or_else(|| format!("sig:{}", signature.trim()));
+    Ok(Delivery { key, id })
+}
+
+/// An event time: RFC 3339 text, or Unix seconds (milliseconds when that large).
+fn event_time(v: &Value) -> Option<DateTime<Utc>> {
+    match v {
+        Value::String(s) => crate::expr::parse_datetime(s),
+        Value::Number(n) => {
+            let x = n.as_i64()?;
+            if x > 100_000_000_000 {
+                DateTime::from_timestamp_millis(x)
+            } else {
+                DateTime::from_timestamp(x, 0)
+            }
+        }
+        _ => None,
+    }
+}
+
+fn answer(status: StatusCode, body: Value) -> Response {
+    (status, Json(body)).into_response()
+}
+
+/// Handles a POST to a webhook's path.
+pub(super) async fn receive(
+    daemon: Arc<Daemon>,
+    name: String,
+    cfg: WebhookConfig,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let now = daemon.clock().now();
+    let delivery = match verify(&cfg, &headers, &body, now) {
+        Ok(d) => d,
+        Err(e) => {
+            daemon.metrics.webhook(&name, e.outcome());
+            tracing::warn!(webhook = %name, reason = %e, "webhook delivery refused");
+            return answer(e.status(), json!({"error": e.to_string()}));
+        }
+    };
+    if daemon.is_stopping() {
+        // Not remembered: the sender's retry after the restart is welcome.
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the daemon is shutting down"}),
+        );
+    }
+    let keep = REMEMBER_SECS.max(cfg.max_age_secs as i64);
+    if !daemon.replays.first_time(&name, &delivery.id, now, keep) {
+        daemon.metrics.webhook(&name, "duplicate");
+        tracing::info!(webhook = %name, key = %delivery.key, "repeated delivery ignored");
+        return answer(StatusCode::OK, json!({"status": "duplicate"}));
+    }
+    let engine = daemon.engine();
+    let targets: Vec<String> = engine
+        .project
+        .flows
+        .iter()
+        .filter(|f| f.config.enabled && f.config.trigger.webhook.as_deref() == Some(&name))
+        .map(|f| f.id.clone())
+        .collect();
+    let mut flows = Vec::new();
+    for flow in targets {
+        let opts = RunOptions {
+            keys: Some(vec![delivery.key.clone()]),
+            ..Default::default()
+        };
+        let outcome = match daemon.trigger(&flow, opts, Cause::Webhook(name.clone())) {
+            Ok(t) => json!(t),
+            Err(e) => json!(e.to_string()),
+        };
+        flows.push(json!({"flow": flow, "outcome": outcome}));
+    }
+    if daemon.is_stopping() {
+        daemon.replays.forget(&name, &delivery.id);
+    }
+    daemon.metrics.webhook(&name, "accepted");
+    tracing::info!(webhook = %name, key = %delivery.key, flows = flows.len(), "webhook accepted");
+    answer(
+        StatusCode::ACCEPTED,
+        json!({"status": "accepted", "key": delivery.key, "flows": flows}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> WebhookConfig {
+        WebhookConfig {
+            path: "/hooks/orders".into(),
+            secret: "s3cret-hook".into(),
+            signature_header: "X-Webhook-Signature".into(),
+            delivery_id_header: Some("X-Webhook-Id".into()),
+            key: "$.number".into(),
+            timestamp: Some("$.occurred_at".into()),
+            max_age_secs: 300,
+        }
+    }
+
+    fn headers(sig: &str, id: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert("X-Webhook-Signature", sig.parse().unwrap());
+        h.insert("X-Webhook-Id", id.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn signed_fresh_deliveries_pass_and_others_are_refused() {
+        let now: DateTime<Utc> = "2026-05-01T10:00:00Z".parse().unwrap();
+        let body = br#"{"number":"1001","occurred_at":"2026-05-01T09:59:00Z"}"#;
+        let sig = crate::sim::webhook::sign(body, "s3cret-hook");
+        let d = verify(&cfg(), &headers(&sig, "d1"), body, now).unwrap();
+        assert_eq!((d.key.as_str(), d.id.as_str()), ("1001", "id:d1"));
+
+        let forged = crate::sim::webhook::sign(body, "guessed");
+        assert_eq!(
+            verify(&cfg(), &headers(&forged, "d1"), body, now).unwrap_err(),
+            DeliveryVerifyError::BadSignature
+        );
+        let tampered = br#"{"number":"1002","occurred_at":"2026-05-01T09:59:00Z"}"#;
+        assert_eq!(
+            verify(&cfg(), &headers(&sig, "d1"), tampered, now).unwrap_err(),
+            DeliveryVerifyError::BadSignature
+        );
+        let later = now + chrono::Duration::minutes(10);
+        assert!(matches!(
+            verify(&cfg(), &headers(&sig, "d1"), body, later),
+            Err(DeliveryVerifyError::Stale { age_secs: 660, .. })
+        ));
+        assert_eq!(
+            verify(&cfg(), &HeaderMap::new(), body, now).unwrap_err(),
+            DeliveryVerifyError::MissingSignature("X-Webhook-Signature".into())
+        );
+    }
+
+    #[test]
+    fn a_delivery_id_is_accepted_once() {
+        let r = Replays::default();
+        let now = Utc::now();
+        assert!(r.first_time("w", "id:1", now, 60));
+        assert!(!r.first_time("w", "id:1", now, 60));
+        assert!(r.first_time("other", "id:1", now, 60));
+        // Forgotten once older than what is kept.
+        assert!(r.first_time("w", "id:1", now + chrono::Duration::seconds(61), 60));
+    }
+
+    #[test]
+    fn event_times_as_text_or_unix_time() {
+        let t = event_time(&json!("2026-05-01T10:00:00Z")).unwrap();
+        assert_eq!(event_time(&json!(t.timestamp())), Some(t));
+        assert_eq!(event_time(&json!(t.timestamp_millis())), Some(t));
+        assert_eq!(event_time(&json!(true)), None);
+    }
+}

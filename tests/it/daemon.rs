@@ -1,0 +1,718 @@
+//! The daemon against the simulators: schedules and overlap, signed webhooks, the admin API,
+//! metrics, shutdown during a run, reload, and several shops against one ERP. Time is a
+//! manual clock shared by the simulators and the daemon; nothing waits for real.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use erpsync::clock::{Clock as _, ManualClock, SharedClock};
+use erpsync::daemon::{
+    Cause, ConfigReloadError, Daemon, DaemonEvent, ServeOptions, TriggerRefusedError, serve,
+};
+use erpsync::engine::RunOptions;
+use erpsync::sim::shop::Order;
+use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
+use erpsync::sim::{
+    ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, WebhookConfig,
+};
+use erpsync::state::{Failure, SqliteStore, StateStore};
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, oneshot};
+
+const TOKEN: &str = "test-admin-token-123";
+const HOOK_SECRET: &str = "demo-webhook-secret";
+
+fn start_time() -> DateTime<Utc> {
+    "2026-05-04T10:00:30Z".parse().unwrap()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `flows/demo/demo.yaml` pointed at the simulators and at a state file in `dir`.
+fn demo_yaml(shop_url: &str, erp_url: &str, dir: &Path) -> String {
+    let text = std::fs::read_to_string(repo().join("flows/demo/demo.yaml")).unwrap();
+    let common = repo().join("flows/common");
+    text.replace(
+        "include: [../common]",
+        &format!("include: [\"{}\"]", common.display()),
+    )
+    .replace(
+        "sqlite:../../target/demo/erpsync.sqlite",
+        &format!("sqlite:{}", dir.join("state.sqlite").display()),
+    )
+    .replace("${SHOP_URL:-http://127.0.0.1:8701}", shop_url)
+    .replace("${ERP_URL:-http://127.0.0.1:8702}", erp_url)
+}
+
+struct Rig {
+    _dir: tempfile::TempDir,
+    project: PathBuf,
+    clock: ManualClock,
+    shop: ShopHandle,
+    erp: ErpHandle,
+    daemon: Arc<Daemon>,
+    store: Arc<dyn StateStore>,
+}
+
+async fn sims(clock: &ManualClock) -> (ShopHandle, ErpHandle) {
+    let shared: SharedClock = Arc::new(clock.clone());
+    let shop = ShopSim::start(ShopOptions::unlimited().with_clock(shared.clone()))
+        .await
+        .unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited().with_clock(shared))
+        .await
+        .unwrap();
+    (shop, erp)
+}
+
+fn start_daemon(project: &Path, clock: &ManualClock) -> (Arc<Daemon>, Arc<dyn StateStore>) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let paths = vec![project.to_path_buf()];
+    let (compiled, diags) = erpsync::cli::validate::check(&paths);
+    let compiled = compiled.unwrap_or_else(|| {
+        panic!("{}", erpsync::cli::validate::render_text(&diags));
+    });
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    let daemon = Daemon::new(
+        paths,
+        Arc::new(compiled),
+        store.clone(),
+        Arc::new(clock.clone()),
+        Some(TOKEN.to_string()),
+    )
+    .unwrap();
+    (daemon, store)
+}
+
+/// The demo project against fresh simulators seeded with a small catalogue; `edit` changes
+/// the flow file's text first.
+async fn rig(edit: impl FnOnce(String) -> String) -> Rig {
+    let clock = ManualClock::new(start_time());
+    let (shop, erp) = sims(&clock).await;
+    erpsync::sim::seed_both(&shop, &erp, 5, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let yaml = edit(demo_yaml(&shop.base_url(), &erp.base_url(), dir.path()));
+    std::fs::write(project.join("demo.yaml"), yaml).unwrap();
+    let (daemon, store) = start_daemon(&project, &clock);
+    Rig {
+        _dir: dir,
+        project,
+        clock,
+        shop,
+        erp,
+        daemon,
+        store,
+    }
+}
+
+/// Serves the daemon's HTTP on a free port; the sender stops it.
+async fn serve_http(
+    d: &Arc<Daemon>,
+) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<bool>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (tx, rx) = oneshot::channel::<()>();
+    let opts = ServeOptions {
+        scheduler: false,
+        watch_every: None,
+    };
+    let d = d.clone();
+    let task = tokio::spawn(async move {
+        serve(d, Some(listener), opts, async {
+            let _ = rx.await;
+        })
+        .await
+        .drained
+    });
+    (url, tx, task)
+}
+
+fn http() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+/// Waits for the event `pick` accepts; a second at most (everything is local and instant).
+async fn wait_for(
+    rx: &mut broadcast::Receiver<DaemonEvent>,
+    pick: impl Fn(&DaemonEvent) -> bool,
+) -> DaemonEvent {
+    tokio::time::timeout(Duration::from_secs(1), async {
+        loop {
+            let e = rx.recv().await.expect("event stream open");
+            if pick(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the awaited event within a second")
+}
+
+fn finished(flow: &str) -> impl Fn(&DaemonEvent) -> bool + '_ {
+    move |e| matches!(e, DaemonEvent::RunFinished { flow: f, .. } if f == flow)
+}
+
+/// A confirmed order of two catalogue SKUs.
+fn confirmed_order(shop: &ShopHandle, email: &str) -> Order {
+    let skus: Vec<String> = shop.products().iter().map(|p| p.sku.clone()).collect();
+    let mut o = Order::new(email, &[(&skus[0], 1, 10.0), (&skus[1], 2, 5.0)]);
+    o.customer.first_name = "Ana".into();
+    o.customer.last_name = "Pop".into();
+    let o = shop.create_order(o).unwrap();
+    shop.set_shipping_status(&o.id, "confirmed").unwrap()
+}
+
+#[tokio::test]
+async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
+    let r = rig(|y| {
+        y.replace(
+            "  orders_from_erp:\n",
+            "  orders_from_erp:\n    enabled: false\n",
+        )
+    })
+    .await;
+    let d = &r.daemon;
+    let mut events = d.subscribe();
+    let at = |t: &str| -> DateTime<Utc> { format!("2026-05-04T{t}Z").parse().unwrap() };
+
+    // Nothing is due at the start.
+    assert!(d.tick(r.clock.now()).is_empty());
+    let status = d.flow_statuses();
+    let next = |id: &str| status.iter().find(|f| f.id == id).unwrap().next_run;
+    assert_eq!(next("orders_to_erp"), Some(at("10:02:00")));
+    assert_eq!(
+        next("orders_from_erp"),
+        None,
+        "disabled flows are not planned"
+    );
+    assert_eq!(
+        status
+            .iter()
+            .find(|f| f.id == "stock")
+            .unwrap()
+            .next_reconcile,
+        Some(at("11:00:00"))
+    );
+
+    r.clock.set(at("10:02:00"));
+    let fired = d.tick(r.clock.now());
+    assert_eq!(fired, vec![("orders_to_erp".to_string(), Cause::Schedule)]);
+    wait_for(&mut events, |e| matches!(e, DaemonEvent::RunStarted { .. })).await;
+    assert!(d.is_running("orders_to_erp"));
+    // The next firing comes while the run still goes on: skipped and counted.
+    r.clock.set(at("10:04:00"));
+    assert_eq!(d.tick(r.clock.now()).len(), 1);
+    wait_for(
+        &mut events,
+        |e| matches!(e, DaemonEvent::RunSkipped { flow } if flow == "orders_to_erp"),
+    )
+    .await;
+    wait_for(&mut events, finished("orders_to_erp")).await;
+    assert_eq!(
+        d.metrics
+            .value("erpsync_runs_skipped_total", &[("flow", "orders_to_erp")]),
+        1.0
+    );
+
+    // 10:05: stock only; the disabled flow on the same schedule does not run.
+    r.clock.set(at("10:05:00"));
+    assert_eq!(
+        d.tick(r.clock.now()),
+        vec![("stock".to_string(), Cause::Schedule)]
+    );
+    wait_for(&mut events, finished("stock")).await;
+
+    // 11:00: the reconcile stands in for the stock sync due with it; products run first.
+    r.clock.set(at("11:00:00"));
+    let fired = d.tick(r.clock.now());
+    assert!(
+        fired.contains(&("stock".to_string(), Cause::Reconcile)),
+        "{fired:?}"
+    );
+    assert!(fired.contains(&("products".to_string(), Cause::Schedule)));
+    assert!(fired.contains(&("orders_to_erp".to_string(), Cause::Schedule)));
+    assert_eq!(fired.len(), 3, "{fired:?}");
+    assert!(d.drain(Duration::from_secs(5)).await);
+    let runs = r.store.runs(Some("stock"), 10).unwrap();
+    assert_eq!(runs[0].kind, "reconcile");
+    assert!(
+        r.store
+            .runs(Some("orders_from_erp"), 10)
+            .unwrap()
+            .is_empty()
+    );
+    // Manual trigger of any flow, disabled ones included.
+    let forced = RunOptions {
+        force: true,
+        ..Default::default()
+    };
+    d.trigger("orders_from_erp", forced, Cause::Manual).unwrap();
+    assert_eq!(
+        d.trigger("orders_from_erp", RunOptions::default(), Cause::Manual),
+        Err(TriggerRefusedError::Disabled("orders_from_erp".into()))
+    );
+    assert!(d.drain(Duration::from_secs(5)).await);
+    assert_eq!(r.store.runs(Some("orders_from_erp"), 10).unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_are_refused() {
+    let r = rig(|y| y).await;
+    let (url, stop, served) = serve_http(&r.daemon).await;
+    let hook = format!("{url}/hooks/shop-orders");
+    r.shop.set_webhook(Some(WebhookConfig {
+        url: hook.clone(),
+        secret: HOOK_SECRET.into(),
+    }));
+    let mut events = r.daemon.subscribe();
+
+    let order = confirmed_order(&r.shop, "ana@example.com");
+    // The order's export, then the stock of its SKUs through `then`.
+    wait_for(&mut events, finished("orders_to_erp")).await;
+    let exported = r.erp.orders_by_reference(&order.number);
+    assert_eq!(exported.len(), 1, "order exported by the webhook");
+    assert!(r.shop.order(&order.id).unwrap().locked);
+    let chained = wait_for(
+        &mut events,
+        |e| matches!(e, DaemonEvent::RunStarted { flow, .. } if flow == "stock"),
+    )
+    .await;
+    assert_eq!(
+        chained,
+        DaemonEvent::RunStarted {
+            flow: "stock".into(),
+            cause: Cause::Chain("orders_to_erp".into())
+        }
+    );
+    wait_for(&mut events, finished("stock")).await;
+    let stock_run = &r.store.runs(Some("stock"), 1).unwrap()[0];
+    assert_eq!(stock_run.kind, "scoped");
+    // The shop sent `order.created` and `order.status_changed`: both are handled, the order
+    // is exported once.
+    r.shop.flush_webhooks().await;
+    assert!(r.daemon.drain(Duration::from_secs(1)).await);
+    let runs_before = r.store.runs(Some("orders_to_erp"), 10).unwrap().len();
+
+    let client = http();
+    let body = json!({"event": "order.status_changed", "number": order.number,
+        "occurred_at": r.clock.now().to_rfc3339()})
+    .to_string();
+    let post = |sig: String, id: &str| {
+        client
+            .post(&hook)
+            .header(SIGNATURE_HEADER, sig)
+            .header(DELIVERY_ID_HEADER, id)
+            .body(body.clone())
+            .send()
+    };
+    // Forged: signed with another secret.
+    let resp = post(sign(body.as_bytes(), "guessed-secret"), "x-1")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // Replayed: a delivery id seen before is not run again.
+    let first_id = r.shop.webhook_deliveries()[0].id.clone();
+    let resp = post(sign(body.as_bytes(), HOOK_SECRET), &first_id)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.json::<Value>().await.unwrap()["status"], "duplicate");
+    // Replayed later: too old.
+    r.clock.advance(Duration::from_secs(301));
+    let resp = post(sign(body.as_bytes(), HOOK_SECRET), "x-2")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    let m = &r.daemon.metrics;
+    assert_eq!(
+        m.value(
+            "erpsync_webhooks_total",
+            &[("webhook", "shop_orders"), ("outcome", "bad_signature")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        m.value(
+            "erpsync_webhooks_total",
+            &[("webhook", "shop_orders"), ("outcome", "stale")]
+        ),
+        1.0
+    );
+    assert!(
+        m.value(
+            "erpsync_webhooks_total",
+            &[("webhook", "shop_orders"), ("outcome", "duplicate")]
+        ) >= 1.0
+    );
+    // Nothing ran because of them.
+    assert!(r.daemon.drain(Duration::from_secs(1)).await);
+    assert_eq!(
+        r.store.runs(Some("orders_to_erp"), 10).unwrap().len(),
+        runs_before
+    );
+    assert_eq!(r.erp.orders_by_reference(&order.number).len(), 1);
+
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_token_and_shows_flows_runs_failures_and_metrics() {
+    let r = rig(|y| y).await;
+    let (url, stop, served) = serve_http(&r.daemon).await;
+    let client = http();
+    let get = |path: &str, token: Option<&str>| {
+        let mut req = client.get(format!("{url}{path}"));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+
+    assert_eq!(
+        get("/api/flows", None).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("/api/flows", Some("wrong")).await.unwrap().status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("/healthz", None).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(get("/readyz", None).await.unwrap().status(), StatusCode::OK);
+    let resp = client
+        .post(format!("{url}/api/flows/products/run"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+
+    let mut events = r.daemon.subscribe();
+    let resp = client
+        .post(format!("{url}/api/flows/products/run"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    assert_eq!(resp.json::<Value>().await.unwrap()["outcome"], "started");
+    wait_for(&mut events, finished("products")).await;
+    let resp = client
+        .post(format!("{url}/api/flows/nope/run"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    let flows: Value = get("/api/flows", Some(TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let products = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["id"] == "products")
+        .unwrap();
+    assert_eq!(products["enabled"], true);
+    assert_eq!(products["last_run"]["status"], "ok");
+    assert_eq!(products["last_run"]["counts"]["read"], 5);
+    assert_eq!(products["next_run"], "2026-05-04T10:15:00Z");
+    let runs: Value = get("/api/runs?flow=products", Some(TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["runs"].as_array().unwrap().len(), 1);
+
+    // A kept failure: listed, retried (a scoped run of its key), discarded.
+    let now = r.clock.now();
+    let id = r
+        .store
+        .put_failure(&Failure {
+            id: 0,
+            flow: "products".into(),
+            key: "NOPE-1".into(),
+            source_record: json!({"sku": "NOPE-1"}),
+            payload: None,
+            error: "boom".into(),
+            status: Some(500),
+            response: None,
+            attempts: 1,
+            created_at: now,
+            updated_at: now,
+        })
+        .unwrap();
+    let list: Value = get("/api/failures", Some(TOKEN))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["failures"][0]["key"], "NOPE-1");
+    let metrics = get("/metrics", None).await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("erpsync_failures_pending{flow=\"products\"} 1"),
+        "{metrics}"
+    );
+    let resp = client
+        .post(format!("{url}/api/failures/{id}/retry"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    wait_for(&mut events, finished("products")).await;
+    assert_eq!(r.store.runs(Some("products"), 1).unwrap()[0].kind, "scoped");
+    let resp = client
+        .post(format!("{url}/api/failures/{id}/discard"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(r.store.failure(id).unwrap().is_none());
+
+    // Metrics: runs by flow and status, records by decision, requests by system and class,
+    // retries, rate-limit waits, failures pending, durations.
+    let metrics = get("/metrics", None).await.unwrap().text().await.unwrap();
+    for line in [
+        "erpsync_runs_total{flow=\"products\",kind=\"sync\",status=\"ok\"} 1",
+        "erpsync_records_total{flow=\"products\",decision=\"adopt\"} 5",
+        "erpsync_run_duration_seconds_count{flow=\"products\"} 2",
+        "erpsync_failures_pending{flow=\"products\"} 0",
+        "# TYPE erpsync_http_retries_total counter",
+        "erpsync_http_retries_total{system=\"erp\"} 0",
+        "erpsync_rate_limit_waits_total{system=\"shop\"}",
+        "erpsync_runs_in_flight 0",
+    ] {
+        assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
+    }
+    let ok_2xx = metrics
+        .lines()
+        .find(|l| l.starts_with("erpsync_http_requests_total{system=\"erp\",class=\"2xx\"}"))
+        .unwrap();
+    assert_ne!(ok_2xx.rsplit(' ').next(), Some("0"));
+
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
+}
+
+#[tokio::test]
+async fn shutdown_during_a_run_lets_it_finish_and_loses_nothing() {
+    let r = rig(|y| y).await;
+    let orders: Vec<Order> = (0..3)
+        .map(|i| confirmed_order(&r.shop, &format!("c{i}@example.com")))
+        .collect();
+    let (_url, stop, served) = serve_http(&r.daemon).await;
+    let mut events = r.daemon.subscribe();
+    r.daemon
+        .trigger("orders_to_erp", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    wait_for(&mut events, |e| matches!(e, DaemonEvent::RunStarted { .. })).await;
+    assert!(r.daemon.is_running("orders_to_erp"));
+
+    // SIGTERM, as the CLI maps it: stop taking work, let the run finish.
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap(), "drained within the grace period");
+    assert_eq!(
+        r.daemon
+            .trigger("products", RunOptions::default(), Cause::Manual),
+        Err(TriggerRefusedError::ShuttingDown)
+    );
+    for o in &orders {
+        assert_eq!(
+            r.erp.orders_by_reference(&o.number).len(),
+            1,
+            "{} exported",
+            o.number
+        );
+    }
+    let run = &r.store.runs(Some("orders_to_erp"), 1).unwrap()[0];
+    assert_eq!(run.status, "ok");
+    assert!(run.finished_at.is_some());
+    assert!(
+        r.store.cursor("orders_to_erp").unwrap().is_some(),
+        "cursor persisted"
+    );
+    assert!(r.store.journal_pending("orders_to_erp").unwrap().is_empty());
+    assert_eq!(
+        r.daemon.tick(r.clock.now() + chrono::Duration::hours(1)),
+        vec![]
+    );
+}
+
+#[tokio::test]
+async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
+    let r = rig(|y| y).await;
+    let file = r.project.join("demo.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let schedule = |d: &Daemon| {
+        d.flow_statuses()
+            .into_iter()
+            .find(|f| f.id == "products")
+            .unwrap()
+            .schedule
+    };
+    let mut watch = erpsync::daemon::FileWatch::new(vec![r.project.clone()]);
+
+    let edited = text.replace(
+        "trigger: { schedule: \"*/15 * * * *\" }",
+        "trigger: { schedule: \"*/7 * * * *\" }",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&file, &edited).unwrap();
+    assert!(watch.changed());
+    r.daemon.reload().unwrap();
+    assert_eq!(schedule(&r.daemon).as_deref(), Some("*/7 * * * *"));
+
+    std::fs::write(&file, edited.replace("*/7 * * * *", "*/7 * * *")).unwrap();
+    assert!(watch.changed());
+    match r.daemon.reload() {
+        Err(ConfigReloadError::Invalid { count, diagnostics }) => {
+            assert_eq!(count, 1);
+            assert!(
+                diagnostics.contains("flows.products.trigger.schedule"),
+                "{diagnostics}"
+            );
+        }
+        other => panic!("expected a rejected reload, got {other:?}"),
+    }
+    assert_eq!(schedule(&r.daemon).as_deref(), Some("*/7 * * * *"));
+    let m = &r.daemon.metrics;
+    assert_eq!(
+        m.value("erpsync_reloads_total", &[("result", "accepted")]),
+        1.0
+    );
+    assert_eq!(
+        m.value("erpsync_reloads_total", &[("result", "rejected")]),
+        1.0
+    );
+    // The daemon still runs on the configuration in force.
+    let mut events = r.daemon.subscribe();
+    r.daemon
+        .trigger("products", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    let done = wait_for(&mut events, finished("products")).await;
+    assert_eq!(
+        done,
+        DaemonEvent::RunFinished {
+            flow: "products".into(),
+            status: "ok".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn two_shops_one_erp_a_shop_down_does_not_stop_the_other() {
+    let clock = ManualClock::new(start_time());
+    let (shop_ro, erp) = sims(&clock).await;
+    // The Bulgarian shop is down: nothing listens at its address.
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    erpsync::sim::seed_both(&shop_ro, &erp, 3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let demo = demo_yaml(&shop_ro.base_url(), &erp.base_url(), dir.path());
+    let systems_end = demo.find("\nflows:\n").unwrap();
+    let shops = format!(
+        "  shop_ro:\n    extends: merchantpro\n    base_url: {}/api/v2\n    auth: {{ kind: basic, username: demo-key, password: demo-secret }}\n  \
+         shop_bg:\n    extends: merchantpro\n    base_url: {down}/api/v2\n    auth: {{ kind: basic, username: demo-key, password: demo-secret }}\n",
+        shop_ro.base_url()
+    );
+    let start = demo.find("  shop:\n").unwrap();
+    let end = demo.find("  erp:\n").unwrap();
+    let mut yaml = format!("{}{}{}", &demo[..start], shops, &demo[end..systems_end]);
+    yaml.push_str(
+        r#"
+flows:
+  customers_to_erp:
+    entity: customer
+    from: "{{each}}"
+    to: erp
+    for_each: [shop_ro, shop_bg]
+    mode: create_missing
+  orders_to_erp:
+    entity: order
+    from: "{{each}}"
+    to: erp
+    for_each: [shop_ro, shop_bg]
+    mode: create
+    export_once: true
+    fields: [number, status, customer, lines, total, channel]
+    trigger:
+      schedule: "*/2 * * * *"
+      on_status: { field: status, in: [confirmed, processing] }
+    incremental: { start: "2026-01-01" }
+    requires:
+      - { flow: customers_to_erp, record: $.customer }
+    after_export:
+      - action: lock
+"#,
+    );
+    std::fs::write(project.join("shops.yaml"), yaml).unwrap();
+    let (d, store) = start_daemon(&project, &clock);
+    let order = confirmed_order(&shop_ro, "ro@example.com");
+
+    clock.set("2026-05-04T10:02:00Z".parse().unwrap());
+    let mut fired: Vec<String> = d.tick(clock.now()).into_iter().map(|f| f.0).collect();
+    fired.sort();
+    assert_eq!(
+        fired,
+        vec!["orders_to_erp.shop_bg", "orders_to_erp.shop_ro"]
+    );
+    assert!(d.drain(Duration::from_secs(5)).await);
+
+    assert_eq!(
+        erp.orders_by_reference(&order.number).len(),
+        1,
+        "the Romanian order reached the ERP"
+    );
+    let status = d.flow_statuses();
+    let of = |id: &str| status.iter().find(|f| f.id == id).unwrap().clone();
+    assert_eq!(of("orders_to_erp.shop_ro").last_run.unwrap().status, "ok");
+    let bg = of("orders_to_erp.shop_bg");
+    assert_eq!(bg.last_run.unwrap().status, "error");
+    assert!(bg.last_error.is_some());
+    assert!(store.cursor("orders_to_erp.shop_bg").unwrap().is_none());
+    assert!(store.cursor("orders_to_erp.shop_ro").unwrap().is_some());
+    // One ERP client, one rate-limit budget, shared by both shops' flows.
+    let engine = d.engine();
+    assert_eq!(engine.systems.len(), 3);
+    let m = &d.metrics;
+    assert_eq!(
+        m.value(
+            "erpsync_runs_total",
+            &[
+                ("flow", "orders_to_erp.shop_bg"),
+                ("kind", "sync"),
+                ("status", "error")
+            ]
+        ),
+        1.0
+    );
+    // The next tick runs both again: the failing shop is retried, not dropped.
+    clock.set("2026-05-04T10:04:00Z".parse().unwrap());
+    assert_eq!(d.tick(clock.now()).len(), 2);
+    assert!(d.drain(Duration::from_secs(5)).await);
+}
