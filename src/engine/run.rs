@@ -18,8 +18,11 @@ use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
 use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
 
-/// After this many single lookups in one run, the target is read in full instead.
+/// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
+/// Records a list page is taken to hold when weighing single lookups against a full read of
+/// the target: one lookup costs about one page request.
+const RECORDS_PER_PAGE: usize = 100;
 
 /// One side of a flow.
 struct Side<'e> {
@@ -192,6 +195,8 @@ struct Runner<'e> {
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
     watch_overwrites: bool,
+    /// Lookups after which the target is read in full; set at the first target lookup.
+    bulk_after: Option<usize>,
     report: RunReport,
 }
 
@@ -258,6 +263,7 @@ impl<'e> Runner<'e> {
                         && f.to == flow.from
                         && f.config.allow_edit_after_export
                 }),
+            bulk_after: None,
             report: RunReport {
                 flow: flow.id.clone(),
                 dry_run: opts.dry_run,
@@ -288,9 +294,9 @@ impl<'e> Runner<'e> {
         };
 
         if self.opts.reconcile {
-            self.index = Some(self.read_all_dst(None).await?);
+            self.index = Some(self.read_all_dst(None, false).await?);
         } else if self.bidirectional() {
-            let changes = self.read_all_dst(since).await?;
+            let changes = self.read_all_dst(since, true).await?;
             self.dst_changes = changes;
         }
 
@@ -405,10 +411,14 @@ impl<'e> Runner<'e> {
         })
     }
 
-    /// Reads every record of the target (or those changed since `since`).
+    /// Reads every record of the target (or those changed since `since`). Without
+    /// `keep_native` only the key, id and canonical record are kept: an index of a whole
+    /// catalogue is held for the rest of the run, and the native records (the bulk of it,
+    /// needed only to report a failure of that record) would multiply its size.
     async fn read_all_dst(
         &self,
         since: Option<DateTime<Utc>>,
+        keep_native: bool,
     ) -> Result<HashMap<String, Seen>, EngineRunError> {
         let mut out = HashMap::new();
         let Some(op) = list_operation(self.dst.ent, since) else {
@@ -428,7 +438,10 @@ impl<'e> Runner<'e> {
                 message: e.to_string(),
             })?;
             for native in page.records {
-                if let Ok(s) = self.seen(&self.dst, native) {
+                if let Ok(mut s) = self.seen(&self.dst, native) {
+                    if !keep_native {
+                        s.native = Value::Null;
+                    }
                     out.insert(s.key.clone(), s);
                 }
             }
@@ -439,13 +452,31 @@ impl<'e> Runner<'e> {
     /// Finds one record by key on a side (`true`: the source). On the target, a system
     /// without a lookup operation, or a run that has already looked up many records (a first
     /// sync), is read once in full instead and searched in memory.
+    ///
+    /// "Many" grows with the target: a lookup costs about what a page of its listing costs,
+    /// so the full read pays only once the lookups outnumber the target's pages (estimated
+    /// from the records bound so far). The 500 new products of a 100,000-product catalogue
+    /// are looked up one by one, instead of reading 100,000 products to find them.
     async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
         if !source {
             let lookup_op = self.dst.ent.lookup.is_some();
-            let bulk = self.lookups >= BULK_LOOKUPS;
+            let bulk_after = match self.bulk_after {
+                Some(n) => n,
+                None => {
+                    let bound = self
+                        .e
+                        .store
+                        .binding_count(&self.scope)
+                        .map_err(|e| Fail::msg(e.to_string()))?;
+                    let n = BULK_LOOKUPS.max(bound / RECORDS_PER_PAGE);
+                    self.bulk_after = Some(n);
+                    n
+                }
+            };
+            let bulk = self.lookups >= bulk_after;
             if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
                 let index = self
-                    .read_all_dst(None)
+                    .read_all_dst(None, false)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 self.index = Some(index);
@@ -576,6 +607,15 @@ impl<'e> Runner<'e> {
             self.e.store.clear_failure(&self.flow.id, key)?;
         }
         Ok(())
+    }
+
+    /// Remembers a written record for the flows chained after this one. Flows without any
+    /// keep nothing: a first sync that creates a whole catalogue would otherwise hold every
+    /// record until the run ends.
+    fn touched(&mut self, canon: &Value) {
+        if !self.flow.then.is_empty() {
+            self.report.touched.push(canon.clone());
+        }
     }
 
     fn idempotency_key(&self, key: &str) -> String {
@@ -733,7 +773,7 @@ impl<'e> Runner<'e> {
             if corrected {
                 self.report.counts.corrected += 1;
             }
-            self.report.touched.push(seen.canon.clone());
+            self.touched(&seen.canon);
             self.record(&key, Decision::Update, Some(dst_name), changes, reason);
             return Ok(());
         }
@@ -779,7 +819,7 @@ impl<'e> Runner<'e> {
                     .await?;
             }
             self.report.counts.adopted += 1;
-            self.report.touched.push(seen.canon.clone());
+            self.touched(&seen.canon);
             self.record(
                 &key,
                 Decision::Update,
@@ -805,7 +845,7 @@ impl<'e> Runner<'e> {
             self.create(false, &mut b, &seen.canon).await?;
             self.deferred_actions.push(b.clone());
         }
-        self.report.touched.push(seen.canon.clone());
+        self.touched(&seen.canon);
         self.record(&key, Decision::Create, Some(dst_name), changes, None);
         Ok(())
     }

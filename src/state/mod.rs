@@ -162,6 +162,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>>;
     /// Every binding of a scope.
     fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>>;
+    /// How many bindings a scope has (how big the synced catalogue is).
+    fn binding_count(&self, scope: &Scope) -> Result<usize>;
     /// The binding whose id on one side is `id`.
     fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>>;
     /// Inserts or replaces bindings, atomically.

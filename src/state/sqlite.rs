@@ -187,6 +187,15 @@ impl StateStore for SqliteStore {
         rows.map(|r| finish_binding(r?)).collect()
     }
 
+    fn binding_count(&self, scope: &Scope) -> Result<usize> {
+        let n: i64 = self.conn().query_row(
+            "SELECT COUNT(*) FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3",
+            params![scope.entity, scope.a, scope.b],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>> {
         let conn = self.conn();
         let col = if side_a { "id_a" } else { "id_b" };
@@ -506,6 +515,12 @@ mod tests {
         let s = SqliteStore::open(&path).unwrap();
         let got = s.bindings(&scope, &["A1".into(), "B2".into()]).unwrap();
         assert_eq!(got.len(), 1);
+        assert_eq!(s.binding_count(&scope).unwrap(), 1);
+        assert_eq!(
+            s.binding_count(&Scope::new("stock", "shop", "erp"))
+                .unwrap(),
+            0
+        );
         assert_eq!(got["A1"].base_b, Some(json!({"sku": "A1", "price": 50})));
         assert_eq!(
             s.binding_by_id(&scope, false, "812").unwrap().unwrap().key,
