@@ -37,6 +37,9 @@ pub struct DemoArgs {
     /// Where the state database goes (a fresh temporary one by default).
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Turn off the simulators' rate limits (and the flows' matching budgets) for a fast run.
+    #[arg(long)]
+    pub no_rate_limit: bool,
 }
 
 /// The ERP warehouse the demo's stock flow reads.
@@ -91,8 +94,13 @@ impl Demo {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let shop = ShopSim::start(ShopOptions::default()).await?;
-    let erp = ErpSim::start(ErpOptions::default()).await?;
+    let (shop_opts, erp_opts) = if args.no_rate_limit {
+        (ShopOptions::unlimited(), ErpOptions::unlimited())
+    } else {
+        (ShopOptions::default(), ErpOptions::default())
+    };
+    let shop = ShopSim::start(shop_opts).await?;
+    let erp = ErpSim::start(erp_opts).await?;
     let items = seed_both(&shop, &erp, args.products, args.seed);
     shop.seed_orders(args.orders, args.seed);
     println!("shop simulator: {}", shop.api_url());
@@ -120,14 +128,19 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
     let (key, secret) = shop.credentials();
     let (client_id, client_secret) = erp.credentials();
-    let env = Overrides(HashMap::from([
+    let mut vars = HashMap::from([
         ("SHOP_URL".to_string(), shop.base_url()),
         ("ERP_URL".to_string(), erp.base_url()),
         ("SHOP_API_KEY".to_string(), key),
         ("SHOP_API_SECRET".to_string(), secret),
         ("ERP_CLIENT_ID".to_string(), client_id),
         ("ERP_CLIENT_SECRET".to_string(), client_secret),
-    ]));
+    ]);
+    if args.no_rate_limit {
+        vars.insert("SHOP_REQUESTS_PER_SECOND".into(), "1000".into());
+        vars.insert("ERP_REQUESTS_PER_SECOND".into(), "1000".into());
+    }
+    let env = Overrides(vars);
     let (project, diags) = super::validate::check_with_env(std::slice::from_ref(&args.flows), &env);
     let Some(project) = project else {
         eprint!("{}", super::validate::render_text(&diags));

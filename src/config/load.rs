@@ -446,11 +446,21 @@ fn substitute_all(
                 Ok(std::borrow::Cow::Owned(new)) => {
                     let key = path.rsplit('.').next().unwrap_or("");
                     if !NOT_SECRET_KEYS.contains(&key) {
-                        for secret in &substituted {
+                        // Numbers (ports, rates) are settings, not secrets.
+                        for secret in substituted.iter().filter(|v| v.parse::<f64>().is_err()) {
                             crate::redact::register(secret);
                         }
                     }
-                    *s = new;
+                    // A value that is one whole reference takes the type of what it stands
+                    // for, so `per_second: ${RATE:-2.5}` is a number.
+                    let whole =
+                        s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+                    *value = match (whole, new.parse::<serde_json::Number>(), new.as_str()) {
+                        (true, Ok(n), _) => Value::Number(n),
+                        (true, _, "true") => Value::Bool(true),
+                        (true, _, "false") => Value::Bool(false),
+                        _ => Value::String(new),
+                    };
                 }
                 Ok(_) => {}
                 Err(e) => problems.push((path.to_string(), e.to_string())),
