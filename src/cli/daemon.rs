@@ -67,8 +67,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_env("ERPSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colours only on a terminal: a journal or a log file gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
