@@ -28,6 +28,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show what a run would do, record by record, without writing anything.
     DryRun(dry_run::DryRunArgs),
+    /// Each flow's state: schedule, last run, failures kept.
+    Status(status::StatusArgs),
     /// List, show, retry or discard records that could not be synced.
     Failures(failures::FailuresArgs),
     /// The whole sync against built-in simulators, with a final check that both sides agree.
@@ -43,6 +45,7 @@ pub mod dry_run;
 pub mod failures;
 pub mod run;
 pub mod schema;
+pub mod status;
 pub mod validate;
 
 pub fn main() -> ExitCode {
@@ -54,6 +57,7 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::DryRun(args) => dry_run::run(args),
         Command::Failures(args) => failures::run(args),
+        Command::Status(args) => status::run(args),
         Command::Sim(args) => crate::sim::cli::run(*args),
     };
     match result {

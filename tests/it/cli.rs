@@ -119,6 +119,23 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert_eq!(code, 1, "failed records make the run exit 1: {stdout}");
     assert!(stdout.contains("failed 2"), "{stdout}");
 
+    let (code, stdout, _) = run(&["status", &project, "--json"]);
+    assert_eq!(code, 0);
+    let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let orders = status
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["flow"] == "orders_to_erp")
+        .unwrap();
+    assert_eq!(
+        (
+            orders["failures"].as_u64(),
+            orders["last_run"]["status"].as_str()
+        ),
+        (Some(2), Some("partial"))
+    );
+
     let (code, stdout, _) = run(&["failures", "list", &project, "--json"]);
     assert_eq!(code, 0);
     let list: serde_json::Value = serde_json::from_str(&stdout).unwrap();
