@@ -42,6 +42,19 @@ struct Seen {
     native: Value,
 }
 
+/// The outcome of a three-way merge of one record, ready to be written.
+struct Merge {
+    key: String,
+    bind: Binding,
+    av: Value,
+    bv: Value,
+    merged: Value,
+    to_a: bool,
+    to_b: bool,
+    decision: Decision,
+    reason: Option<String>,
+}
+
 /// Why a record could not be synced.
 struct Fail {
     error: String,
@@ -191,6 +204,14 @@ struct Runner<'e> {
     in_doubt: HashSet<String>,
     /// Exported records whose post-actions wait for the end of the listing.
     deferred_actions: Vec<Binding>,
+    /// Whether the source is being paged through: writes to it now would move records
+    /// between pages (lists ordered by modification time) and make the listing skip some.
+    listing_source: bool,
+    /// Bidirectional merges that write to the source, applied once the listing is over,
+    /// with the source record (for a failure) and by key, so a record read twice is
+    /// written once, from its latest reading.
+    deferred_merges: Vec<(Merge, Value)>,
+    deferred_index: HashMap<String, usize>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -255,6 +276,9 @@ impl<'e> Runner<'e> {
             lookups: 0,
             in_doubt: HashSet::new(),
             deferred_actions: Vec::new(),
+            listing_source: false,
+            deferred_merges: Vec::new(),
+            deferred_index: HashMap::new(),
             watch_overwrites: flow.config.allow_edit_after_export
                 || flow.config.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -324,6 +348,8 @@ impl<'e> Runner<'e> {
             };
             let http = self.src.http;
             let mut pages = Box::pin(http.list(&list_op, input));
+            // Dry runs write nothing, so they have nothing to hold back.
+            self.listing_source = !self.opts.dry_run;
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| EngineRunError::Read {
                     flow: self.flow.id.clone(),
@@ -347,6 +373,16 @@ impl<'e> Runner<'e> {
                     }
                     self.handle(seen).await?;
                 }
+            }
+            self.listing_source = false;
+        }
+
+        self.deferred_index.clear();
+        for (merge, native) in std::mem::take(&mut self.deferred_merges) {
+            let key = merge.key.clone();
+            match self.apply_merge(merge).await {
+                Ok(()) => self.succeeded(&key)?,
+                Err(f) => self.fail(&key, &native, f)?,
             }
         }
 
@@ -938,10 +974,21 @@ impl<'e> Runner<'e> {
         binding: Option<Binding>,
     ) -> Result<(), EngineRunError> {
         let key = a.key.clone();
-        let result = self.merge_sides(Some(a.clone()), b_seen, binding).await;
-        match result {
-            Ok(()) => self.succeeded(&key),
-            Err(f) => self.fail(&key, &a.native, f),
+        let native = a.native.clone();
+        match self.merge_sides(Some(a), b_seen, binding).await {
+            Ok(None) => self.succeeded(&key),
+            Ok(Some(merge)) => {
+                // Read again (the pages drifted): the latest reading replaces the first.
+                match self.deferred_index.get(&key) {
+                    Some(&i) => self.deferred_merges[i] = (merge, native),
+                    None => {
+                        self.deferred_index.insert(key, self.deferred_merges.len());
+                        self.deferred_merges.push((merge, native));
+                    }
+                }
+                Ok(())
+            }
+            Err(f) => self.fail(&key, &native, f),
         }
     }
 
@@ -951,19 +998,24 @@ impl<'e> Runner<'e> {
         let binding = self.binding(&key)?;
         let native = b_seen.native.clone();
         match self.merge_sides(None, Some(b_seen), binding).await {
-            Ok(()) => self.succeeded(&key),
+            Ok(None) => self.succeeded(&key),
+            Ok(Some(merge)) => match self.apply_merge(merge).await {
+                Ok(()) => self.succeeded(&key),
+                Err(f) => self.fail(&key, &native, f),
+            },
             Err(f) => self.fail(&key, &native, f),
         }
     }
 
     /// Three-way merge of one record: `a` (source) and `b` (target) as read now, against
-    /// what was last synced. Sides not read this run are taken as unchanged.
+    /// what was last synced. Sides not read this run are taken as unchanged. A merge that
+    /// writes to the source while it is being listed is returned instead of applied.
     async fn merge_sides(
         &mut self,
         a: Option<Seen>,
         b: Option<Seen>,
         binding: Option<Binding>,
-    ) -> Result<(), Fail> {
+    ) -> Result<Option<Merge>, Fail> {
         let key = a
             .as_ref()
             .or(b.as_ref())
@@ -1022,7 +1074,7 @@ impl<'e> Runner<'e> {
                         Vec::new(),
                         Some(format!("not in `{}`; mode updates only", self.dst.name)),
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
                 *bind.base_mut(src_a) = Some(av.clone());
                 if !self.opts.dry_run {
@@ -1030,7 +1082,7 @@ impl<'e> Runner<'e> {
                 }
                 let changes = diff(None, &av, &self.cmp);
                 self.record(&key, Decision::Create, Some(self.dst.name), changes, None);
-                Ok(())
+                Ok(None)
             }
             (None, Some(bv)) => {
                 if self.flow.config.mode == SyncMode::Update {
@@ -1041,7 +1093,7 @@ impl<'e> Runner<'e> {
                         Vec::new(),
                         Some(format!("not in `{}`; mode updates only", self.src.name)),
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
                 *bind.base_mut(dst_a) = Some(bv.clone());
                 if !self.opts.dry_run {
@@ -1049,9 +1101,9 @@ impl<'e> Runner<'e> {
                 }
                 let changes = diff(None, &bv, &self.cmp);
                 self.record(&key, Decision::Create, Some(self.src.name), changes, None);
-                Ok(())
+                Ok(None)
             }
-            (None, None) => Ok(()),
+            (None, None) => Ok(None),
             (Some(av), Some(bv)) => self.three_way(&key, bind, av, bv).await,
         }
     }
@@ -1062,7 +1114,7 @@ impl<'e> Runner<'e> {
         mut bind: Binding,
         av: Value,
         bv: Value,
-    ) -> Result<(), Fail> {
+    ) -> Result<Option<Merge>, Fail> {
         let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
         let base_a = bind.base(src_a).cloned();
         let base_b = bind.base(dst_a).cloned();
@@ -1128,7 +1180,7 @@ impl<'e> Runner<'e> {
                 diff(Some(&bv), &av, &parked),
                 Some(reason),
             );
-            return Ok(());
+            return Ok(None);
         }
         let to_b = !same(Some(&merged), Some(&bv), &self.cmp);
         let to_a = !same(Some(&merged), Some(&av), &self.cmp);
@@ -1156,6 +1208,39 @@ impl<'e> Runner<'e> {
                     .to_lowercase()
             )
         });
+        let merge = Merge {
+            key: key.to_string(),
+            bind,
+            av,
+            bv,
+            merged,
+            to_a,
+            to_b,
+            decision,
+            reason,
+        };
+        if to_a && self.listing_source {
+            return Ok(Some(merge));
+        }
+        self.apply_merge(merge).await?;
+        Ok(None)
+    }
+
+    /// Writes a merged record to the sides that differ from it, binds it and reports it.
+    async fn apply_merge(&mut self, m: Merge) -> Result<(), Fail> {
+        let Merge {
+            key,
+            mut bind,
+            av,
+            bv,
+            merged,
+            to_a,
+            to_b,
+            decision,
+            reason,
+        } = m;
+        let key = key.as_str();
+        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
         let b_write = overlay(Some(&bv), &merged, &self.cmp);
         let a_write = overlay(Some(&av), &merged, &self.cmp);
         if !self.opts.dry_run {

@@ -312,6 +312,52 @@ async fn reconciliation_corrects_drift_the_incremental_run_cannot_see() {
     assert_eq!(line.changes[0].old, json!(999));
 }
 
+#[tokio::test]
+async fn bidirectional_writes_to_the_source_do_not_make_its_listing_skip_records() {
+    // The shop lists by modification time, 100 a page: a write to a record already read
+    // moves it to the end and shifts the rest, so a naive listing would skip records.
+    let h = Harness::new(250, |_| {}).await;
+    let first = h.run("products").await;
+    assert_eq!(first.counts.adopted, 250, "{first:#?}");
+    h.later(10);
+    // Every shop record changed (so the incremental listing reads all of them), and every
+    // other one has a new price in the ERP that must be written back to the shop.
+    for p in h.shop.products() {
+        h.shop
+            .update_product(p.id, |p| p.name = format!("{} nou", p.name));
+    }
+    h.later(1);
+    for (i, p) in h.shop.products().iter().enumerate() {
+        if i % 2 == 0 {
+            h.erp.update_product(&p.sku, |e| e.price += 7.0);
+        }
+    }
+    h.later(1);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.read, r.counts.failed),
+        (250, 0),
+        "{:#?}",
+        r.counts
+    );
+    assert_eq!(r.counts.updated, 250, "{:#?}", r.counts);
+    let keys: BTreeSet<&str> = r.records.iter().map(|x| x.key.as_str()).collect();
+    assert_eq!(keys.len(), 250, "every record reported");
+    for p in h.shop.products() {
+        let e = h.erp.product(&p.sku).unwrap();
+        assert_eq!(e.name, p.name, "{}: shop name reached the ERP", p.sku);
+        assert_eq!(
+            Some(e.price),
+            p.price_gross,
+            "{}: ERP price reached the shop",
+            p.sku
+        );
+    }
+    // 125 prices written to the shop, 250 names to the ERP, each once.
+    assert_eq!(h.writes(), (125, 250));
+}
+
 /// Changes the price of SKU-000001 on both sides: the shop first, the ERP ten minutes later.
 async fn conflicting_prices(rule: Value) -> (Harness, RunReport) {
     let h = Harness::new(10, |doc| doc["flows"]["products"]["conflict"] = rule).await;
