@@ -212,6 +212,12 @@ struct Runner<'e> {
     /// written once, from its latest reading.
     deferred_merges: Vec<(Merge, Value)>,
     deferred_index: HashMap<String, usize>,
+    /// Keys read so far by an incremental listing, with the `updated_at` they had then:
+    /// a key read twice shows that the pages shifted while they were read.
+    listed: HashMap<String, Option<DateTime<Utc>>>,
+    /// Whether a listing of this run shifted (see `note_reread`): `Some(Some(t))` holds
+    /// the next cursor at or before `t`; `Some(None)` keeps the cursor where it was.
+    drift: Option<Option<DateTime<Utc>>>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -279,6 +285,8 @@ impl<'e> Runner<'e> {
             listing_source: false,
             deferred_merges: Vec::new(),
             deferred_index: HashMap::new(),
+            listed: HashMap::new(),
+            drift: None,
             watch_overwrites: flow.config.allow_edit_after_export
                 || flow.config.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -366,6 +374,12 @@ impl<'e> Runner<'e> {
                             continue;
                         }
                     };
+                    if incremental.is_some() {
+                        let stamp = self.stamp(&seen);
+                        if let Some(first) = self.listed.insert(seen.key.clone(), stamp) {
+                            self.note_reread(first);
+                        }
+                    }
                     if let Some(k) = &keys
                         && !k.contains(&seen.key)
                     {
@@ -375,6 +389,7 @@ impl<'e> Runner<'e> {
                 }
             }
             self.listing_source = false;
+            self.listed = HashMap::new();
         }
 
         self.deferred_index.clear();
@@ -405,9 +420,46 @@ impl<'e> Runner<'e> {
             && self.report.ok()
         {
             // Failed records sit in the failure store, so the cursor may move past them.
-            self.e.store.set_cursor(&self.flow.id, self.started)?;
+            match self.drift {
+                None => self.e.store.set_cursor(&self.flow.id, self.started)?,
+                Some(Some(floor)) => {
+                    let at = self.started.min(floor);
+                    tracing::info!(flow = %self.flow.id, cursor = %at, "pages shifted while listing; cursor held back");
+                    self.e.store.set_cursor(&self.flow.id, at)?;
+                }
+                Some(None) => {
+                    tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The `updated_at` of a record, when its entity maps one.
+    fn stamp(&self, seen: &Seen) -> Option<DateTime<Utc>> {
+        let field = self.entity.updated_at.as_deref()?;
+        canonical::field_text(&seen.canon, field).and_then(|t| crate::expr::parse_datetime(&t))
+    }
+
+    /// A record came back a second time in one listing, so the list order changed while it
+    /// was paged through. Lists that page by position over an order by modification time
+    /// shift when a record already read is modified (it moves to the end, and that is how
+    /// it is read twice): the record that slid back across the next page boundary is never
+    /// served. That record was not modified (else it would be at the end as well), so the
+    /// next run must read from its `updated_at`, and the wall-clock start of this run is
+    /// past it. It came after the re-read record in the list order, so its stamp is at
+    /// least the one the re-read record had when first read: the next cursor is held there,
+    /// one second earlier so an exclusive filter or one that keeps whole seconds still
+    /// returns records stamped at that same instant. Without a stamp, nothing bounds it and
+    /// the cursor stays where it was. (A record that leaves the list, deleted or filtered
+    /// out by the operation, shifts it without a trace: reconciliation covers that.)
+    fn note_reread(&mut self, first_stamp: Option<DateTime<Utc>>) {
+        let floor = first_stamp.map(|t| t - chrono::Duration::seconds(1));
+        self.drift = match (self.drift, floor) {
+            (Some(None), _) | (_, None) => Some(None),
+            (None, Some(f)) => Some(Some(f)),
+            (Some(Some(d)), Some(f)) => Some(Some(d.min(f))),
+        };
     }
 
     /// Maps a native record of a side to its key, id and canonical record.
@@ -451,8 +503,11 @@ impl<'e> Runner<'e> {
     /// `keep_native` only the key, id and canonical record are kept: an index of a whole
     /// catalogue is held for the rest of the run, and the native records (the bulk of it,
     /// needed only to report a failure of that record) would multiply its size.
+    ///
+    /// A read since a cursor (the target's changes) watches for shifting pages as the
+    /// source listing does (see `note_reread`).
     async fn read_all_dst(
-        &self,
+        &mut self,
         since: Option<DateTime<Utc>>,
         keep_native: bool,
     ) -> Result<HashMap<String, Seen>, EngineRunError> {
@@ -460,7 +515,9 @@ impl<'e> Runner<'e> {
         let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok(out);
         };
-        let mut pages = Box::pin(self.dst.http.list(
+        let mut rereads = Vec::new();
+        let http = self.dst.http;
+        let mut pages = Box::pin(http.list(
             &op,
             CallInput {
                 since,
@@ -478,9 +535,16 @@ impl<'e> Runner<'e> {
                     if !keep_native {
                         s.native = Value::Null;
                     }
-                    out.insert(s.key.clone(), s);
+                    if let Some(first) = out.insert(s.key.clone(), s)
+                        && since.is_some()
+                    {
+                        rereads.push(self.stamp(&first));
+                    }
                 }
             }
+        }
+        for first in rereads {
+            self.note_reread(first);
         }
         Ok(out)
     }

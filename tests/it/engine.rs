@@ -14,7 +14,9 @@ use erpsync::config::env::Overrides;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
 use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync::sim::shop::{Order, Product};
-use erpsync::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
+use erpsync::sim::{
+    ErpHandle, ErpOptions, ErpSim, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
+};
 use erpsync::state::{SqliteStore, StateStore};
 use serde_json::{Value, json};
 
@@ -356,6 +358,48 @@ async fn bidirectional_writes_to_the_source_do_not_make_its_listing_skip_records
     }
     // 125 prices written to the shop, 250 names to the ERP, each once.
     assert_eq!(h.writes(), (125, 250));
+}
+
+#[tokio::test]
+async fn shifting_pages_never_hide_a_change_from_later_runs() {
+    // Someone else edits the shop while erpsync pages through it (`page_drift`): every page
+    // that has a successor sees its first record modified, which shifts the list by one, so
+    // a record slides across the page boundary and is not served in that run. The cursor
+    // must stay early enough that the next run reads it.
+    let h = Harness::new(250, |_| {}).await;
+    h.run("products").await;
+    h.shop.faults().set(Faults {
+        page_drift: true,
+        ..Faults::default()
+    });
+    for round in 1..=3 {
+        h.later(10);
+        for p in h.shop.products() {
+            h.shop
+                .update_product(p.id, |p| p.name = format!("{} r{round}", p.sku));
+        }
+        h.later(1);
+        let r = h.run("products").await;
+        assert!(r.ok(), "{:?}", r.errors);
+        // Whatever is not yet in the ERP must be after the cursor, where the next run reads.
+        let cursor = h.store.cursor("products").unwrap().unwrap();
+        for p in h.shop.products() {
+            if h.erp.product(&p.sku).unwrap().name != p.name {
+                assert!(
+                    p.updated_at > cursor,
+                    "round {round}: {} ({}) is behind the cursor {cursor}",
+                    p.sku,
+                    p.updated_at
+                );
+            }
+        }
+    }
+    h.shop.faults().set(Faults::default());
+    h.later(10);
+    h.run("products").await;
+    for p in h.shop.products() {
+        assert_eq!(h.erp.product(&p.sku).unwrap().name, p.name, "{}", p.sku);
+    }
 }
 
 /// Changes the price of SKU-000001 on both sides: the shop first, the ERP ten minutes later.
