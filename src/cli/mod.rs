@@ -28,7 +28,8 @@ pub enum Command {
     Run(run::RunArgs),
     /// Show what a run would do, record by record, without writing anything.
     DryRun(dry_run::DryRunArgs),
-    /// List, show, retry or discard records that could not be synced.
+    /// List, show, retry or discard records that could not be synced; settle writes of
+    /// unknown outcome.
     Failures(failures::FailuresArgs),
     /// The whole sync against built-in simulators, with a final check that both sides agree.
     Demo(demo::DemoArgs),

@@ -1606,7 +1606,7 @@ impl<'e> Runner<'e> {
     /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
     /// sent: found in the target → bound; not found → sent again with the same idempotency key.
     async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
-        for entry in self.e.store.journal_pending(&self.flow.id)? {
+        for entry in self.e.store.journal_pending(Some(&self.flow.id))? {
             let to_source = entry.target == self.src.name && entry.target != self.dst.name;
             let mut b = self.binding(&entry.key)?.unwrap_or_else(|| Binding {
                 key: entry.key.clone(),
@@ -1626,7 +1626,7 @@ impl<'e> Runner<'e> {
                 // sending it again could duplicate it. A person decides.
                 self.in_doubt.insert(entry.key.clone());
                 self.report.errors.push(format!(
-                    "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand; it is held back until then",
+                    "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand and settle it (`erpsync failures settle`); it is held back until then",
                     entry.key
                 ));
                 continue;

@@ -284,11 +284,11 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn journal_pending(&self, flow: &str) -> Result<Vec<JournalEntry>> {
+    fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, flow, key, target, operation, idempotency_key, payload, created_at
-             FROM journal WHERE flow = ?1 AND state = 'pending' ORDER BY id",
+             FROM journal WHERE (?1 IS NULL OR flow = ?1) AND state = 'pending' ORDER BY id",
         )?;
         let rows = stmt.query_map([flow], |r| {
             Ok((
@@ -319,6 +319,27 @@ impl StateStore for SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    fn journal_settle(
+        &self,
+        flow: &str,
+        key: &str,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM journal WHERE flow = ?1 AND key = ?2 AND state = 'pending'",
+            params![flow, key],
+        )?;
+        if n > 0
+            && let Some((scope, b)) = binding
+        {
+            upsert_binding(&tx, scope, b)?;
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     fn put_failure(&self, f: &Failure) -> Result<i64> {
@@ -505,10 +526,10 @@ mod tests {
                 created_at: Utc::now(),
             };
             let id = s.journal_begin(&e).unwrap();
-            assert_eq!(s.journal_pending("f").unwrap().len(), 1);
+            assert_eq!(s.journal_pending(Some("f")).unwrap().len(), 1);
             s.journal_finish(id, JournalState::Done, Some((&scope, &b)))
                 .unwrap();
-            assert!(s.journal_pending("f").unwrap().is_empty());
+            assert!(s.journal_pending(Some("f")).unwrap().is_empty());
             s.set_cursor("f", "2026-11-26T10:00:00Z".parse().unwrap())
                 .unwrap();
         }
@@ -530,6 +551,53 @@ mod tests {
             s.cursor("f").unwrap().unwrap().to_rfc3339(),
             "2026-11-26T10:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn pending_writes_are_listed_and_settled_by_hand() {
+        let s = SqliteStore::in_memory().unwrap();
+        let scope = Scope::new("order", "shop", "erp");
+        let entry = |flow: &str, key: &str| JournalEntry {
+            id: 0,
+            flow: flow.into(),
+            key: key.into(),
+            target: "erp".into(),
+            operation: "create_order".into(),
+            idempotency_key: "k".into(),
+            payload: json!({"reference": key}),
+            state: JournalState::Pending,
+            created_at: Utc::now(),
+        };
+        for (f, k) in [("orders", "A"), ("orders", "B"), ("other", "C")] {
+            s.journal_begin(&entry(f, k)).unwrap();
+        }
+        assert_eq!(s.journal_pending(None).unwrap().len(), 3);
+        assert_eq!(s.journal_pending(Some("orders")).unwrap().len(), 2);
+
+        let b = Binding {
+            key: "A".into(),
+            id_a: Some("77".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.journal_settle("orders", "A", Some((&scope, &b))).unwrap(),
+            1
+        );
+        assert_eq!(s.bindings(&scope, &["A".into()]).unwrap()["A"], b);
+        assert_eq!(s.journal_settle("orders", "B", None).unwrap(), 1);
+        assert!(s.bindings(&scope, &["B".into()]).unwrap().is_empty());
+        // Nothing pending: nothing bound.
+        let c = Binding {
+            key: "C".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.journal_settle("orders", "C", Some((&scope, &c))).unwrap(),
+            0
+        );
+        assert!(s.bindings(&scope, &["C".into()]).unwrap().is_empty());
+        let left: Vec<_> = s.journal_pending(None).unwrap();
+        assert_eq!((left.len(), left[0].key.as_str()), (1, "C"));
     }
 
     #[test]
