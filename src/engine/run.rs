@@ -218,6 +218,9 @@ struct Runner<'e> {
     /// Whether a listing of this run shifted (see `note_reread`): `Some(Some(t))` holds
     /// the next cursor at or before `t`; `Some(None)` keeps the cursor where it was.
     drift: Option<Option<DateTime<Utc>>>,
+    /// The stored bindings of the source page being handled (`None`: no binding), read in
+    /// one call; a key is dropped from it when its binding is written.
+    page_bindings: HashMap<String, Option<Binding>>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -287,6 +290,7 @@ impl<'e> Runner<'e> {
             deferred_index: HashMap::new(),
             listed: HashMap::new(),
             drift: None,
+            page_bindings: HashMap::new(),
             watch_overwrites: flow.config.allow_edit_after_export
                 || flow.config.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -364,13 +368,13 @@ impl<'e> Runner<'e> {
                     system: self.src.name.to_string(),
                     message: e.to_string(),
                 })?;
+                self.report.counts.read += page.records.len() as u64;
+                let mut mapped = Vec::with_capacity(page.records.len());
                 for native in page.records {
-                    self.report.counts.read += 1;
                     let seen = match self.seen(&self.src, native) {
                         Ok(s) => s,
                         Err(bad) => {
-                            let (key, native, f) = *bad;
-                            self.fail(&key, &native, f)?;
+                            mapped.push(Err(bad));
                             continue;
                         }
                     };
@@ -385,8 +389,31 @@ impl<'e> Runner<'e> {
                     {
                         continue;
                     }
-                    self.handle(seen).await?;
+                    mapped.push(Ok(seen));
                 }
+                // The page's bindings in one call rather than one query per record.
+                let page_keys: Vec<String> = mapped
+                    .iter()
+                    .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
+                    .collect();
+                let mut found = self.e.store.bindings(&self.scope, &page_keys)?;
+                self.page_bindings = page_keys
+                    .into_iter()
+                    .map(|k| {
+                        let b = found.remove(&k);
+                        (k, b)
+                    })
+                    .collect();
+                for m in mapped {
+                    match m {
+                        Ok(seen) => self.handle(seen).await?,
+                        Err(bad) => {
+                            let (key, native, f) = *bad;
+                            self.fail(&key, &native, f)?;
+                        }
+                    }
+                }
+                self.page_bindings.clear();
             }
             self.listing_source = false;
             self.listed = HashMap::new();
@@ -615,6 +642,9 @@ impl<'e> Runner<'e> {
     }
 
     fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
+        if let Some(b) = self.page_bindings.get(key) {
+            return Ok(b.clone());
+        }
         Ok(self
             .e
             .store
@@ -622,7 +652,8 @@ impl<'e> Runner<'e> {
             .remove(key))
     }
 
-    fn put_binding(&self, b: &Binding) -> Result<(), EngineRunError> {
+    fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
+        self.page_bindings.remove(&b.key);
         if !self.opts.dry_run {
             self.e
                 .store
@@ -1505,6 +1536,7 @@ impl<'e> Runner<'e> {
                 if self.flow.config.export_once && b.exported_at.is_none() {
                     b.exported_at = Some(self.e.clock.now());
                 }
+                self.page_bindings.remove(&b.key);
                 self.e
                     .store
                     .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
@@ -1641,6 +1673,7 @@ impl<'e> Runner<'e> {
                     if self.flow.config.export_once && b.exported_at.is_none() {
                         b.exported_at = Some(self.e.clock.now());
                     }
+                    self.page_bindings.remove(&b.key);
                     self.e.store.journal_finish(
                         entry.id,
                         JournalState::Done,

@@ -162,17 +162,22 @@ fn row_failure(row: &rusqlite::Row) -> rusqlite::Result<[Option<String>; 8]> {
 
 impl StateStore for SqliteStore {
     fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+        /// Keys per query: a page of a list is one query, far below SQLite's bound on
+        /// parameters.
+        const CHUNK: usize = 250;
         let conn = self.conn();
         let mut out = HashMap::with_capacity(keys.len());
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 AND key = ?4"
-        ))?;
-        for k in keys {
-            if let Some(parts) = stmt
-                .query_row(params![scope.entity, scope.a, scope.b, k], row_binding)
-                .optional()?
-            {
-                out.insert(k.clone(), finish_binding(parts)?);
+        for chunk in keys.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {BINDING_COLS} FROM bindings WHERE entity = ? AND sys_a = ? AND sys_b = ? AND key IN ({marks})"
+            ))?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&scope.entity, &scope.a, &scope.b];
+            args.extend(chunk.iter().map(|k| k as &dyn rusqlite::ToSql));
+            let rows = stmt.query_map(args.as_slice(), row_binding)?;
+            for parts in rows {
+                let b = finish_binding(parts?)?;
+                out.insert(b.key.clone(), b);
             }
         }
         Ok(out)
