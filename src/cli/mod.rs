@@ -30,7 +30,8 @@ pub enum Command {
     DryRun(dry_run::DryRunArgs),
     /// Each flow's state: schedule, last run, failures kept.
     Status(status::StatusArgs),
-    /// List, show, retry or discard records that could not be synced.
+    /// List, show, retry or discard records that could not be synced; settle writes of
+    /// unknown outcome.
     Failures(failures::FailuresArgs),
     /// The whole sync against built-in simulators, with a final check that both sides agree.
     Demo(demo::DemoArgs),

@@ -6,11 +6,13 @@
 pub mod canonical;
 mod report;
 mod run;
+mod settle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 pub use report::{Counts, Decision, RecordReport, RunReport};
+pub use settle::{PendingSettleError, Settlement, settle_pending};
 
 use crate::clock::SharedClock;
 use crate::compile::Project;

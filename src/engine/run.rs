@@ -42,6 +42,19 @@ struct Seen {
     native: Value,
 }
 
+/// The outcome of a three-way merge of one record, ready to be written.
+struct Merge {
+    key: String,
+    bind: Binding,
+    av: Value,
+    bv: Value,
+    merged: Value,
+    to_a: bool,
+    to_b: bool,
+    decision: Decision,
+    reason: Option<String>,
+}
+
 /// Why a record could not be synced.
 struct Fail {
     error: String,
@@ -191,6 +204,23 @@ struct Runner<'e> {
     in_doubt: HashSet<String>,
     /// Exported records whose post-actions wait for the end of the listing.
     deferred_actions: Vec<Binding>,
+    /// Whether the source is being paged through: writes to it now would move records
+    /// between pages (lists ordered by modification time) and make the listing skip some.
+    listing_source: bool,
+    /// Bidirectional merges that write to the source, applied once the listing is over,
+    /// with the source record (for a failure) and by key, so a record read twice is
+    /// written once, from its latest reading.
+    deferred_merges: Vec<(Merge, Value)>,
+    deferred_index: HashMap<String, usize>,
+    /// Keys read so far by an incremental listing, with the `updated_at` they had then:
+    /// a key read twice shows that the pages shifted while they were read.
+    listed: HashMap<String, Option<DateTime<Utc>>>,
+    /// Whether a listing of this run shifted (see `note_reread`): `Some(Some(t))` holds
+    /// the next cursor at or before `t`; `Some(None)` keeps the cursor where it was.
+    drift: Option<Option<DateTime<Utc>>>,
+    /// The stored bindings of the source page being handled (`None`: no binding), read in
+    /// one call; a key is dropped from it when its binding is written.
+    page_bindings: HashMap<String, Option<Binding>>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -255,6 +285,12 @@ impl<'e> Runner<'e> {
             lookups: 0,
             in_doubt: HashSet::new(),
             deferred_actions: Vec::new(),
+            listing_source: false,
+            deferred_merges: Vec::new(),
+            deferred_index: HashMap::new(),
+            listed: HashMap::new(),
+            drift: None,
+            page_bindings: HashMap::new(),
             watch_overwrites: flow.config.allow_edit_after_export
                 || flow.config.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -324,29 +360,71 @@ impl<'e> Runner<'e> {
             };
             let http = self.src.http;
             let mut pages = Box::pin(http.list(&list_op, input));
+            // Dry runs write nothing, so they have nothing to hold back.
+            self.listing_source = !self.opts.dry_run;
             while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| EngineRunError::Read {
                     flow: self.flow.id.clone(),
                     system: self.src.name.to_string(),
                     message: e.to_string(),
                 })?;
+                self.report.counts.read += page.records.len() as u64;
+                let mut mapped = Vec::with_capacity(page.records.len());
                 for native in page.records {
-                    self.report.counts.read += 1;
                     let seen = match self.seen(&self.src, native) {
                         Ok(s) => s,
                         Err(bad) => {
-                            let (key, native, f) = *bad;
-                            self.fail(&key, &native, f)?;
+                            mapped.push(Err(bad));
                             continue;
                         }
                     };
+                    if incremental.is_some() {
+                        let stamp = self.stamp(&seen);
+                        if let Some(first) = self.listed.insert(seen.key.clone(), stamp) {
+                            self.note_reread(first);
+                        }
+                    }
                     if let Some(k) = &keys
                         && !k.contains(&seen.key)
                     {
                         continue;
                     }
-                    self.handle(seen).await?;
+                    mapped.push(Ok(seen));
                 }
+                // The page's bindings in one call rather than one query per record.
+                let page_keys: Vec<String> = mapped
+                    .iter()
+                    .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
+                    .collect();
+                let mut found = self.e.store.bindings(&self.scope, &page_keys)?;
+                self.page_bindings = page_keys
+                    .into_iter()
+                    .map(|k| {
+                        let b = found.remove(&k);
+                        (k, b)
+                    })
+                    .collect();
+                for m in mapped {
+                    match m {
+                        Ok(seen) => self.handle(seen).await?,
+                        Err(bad) => {
+                            let (key, native, f) = *bad;
+                            self.fail(&key, &native, f)?;
+                        }
+                    }
+                }
+                self.page_bindings.clear();
+            }
+            self.listing_source = false;
+            self.listed = HashMap::new();
+        }
+
+        self.deferred_index.clear();
+        for (merge, native) in std::mem::take(&mut self.deferred_merges) {
+            let key = merge.key.clone();
+            match self.apply_merge(merge).await {
+                Ok(()) => self.succeeded(&key)?,
+                Err(f) => self.fail(&key, &native, f)?,
             }
         }
 
@@ -369,9 +447,46 @@ impl<'e> Runner<'e> {
             && self.report.ok()
         {
             // Failed records sit in the failure store, so the cursor may move past them.
-            self.e.store.set_cursor(&self.flow.id, self.started)?;
+            match self.drift {
+                None => self.e.store.set_cursor(&self.flow.id, self.started)?,
+                Some(Some(floor)) => {
+                    let at = self.started.min(floor);
+                    tracing::info!(flow = %self.flow.id, cursor = %at, "pages shifted while listing; cursor held back");
+                    self.e.store.set_cursor(&self.flow.id, at)?;
+                }
+                Some(None) => {
+                    tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
+                }
+            }
         }
         Ok(())
+    }
+
+    /// The `updated_at` of a record, when its entity maps one.
+    fn stamp(&self, seen: &Seen) -> Option<DateTime<Utc>> {
+        let field = self.entity.updated_at.as_deref()?;
+        canonical::field_text(&seen.canon, field).and_then(|t| crate::expr::parse_datetime(&t))
+    }
+
+    /// A record came back a second time in one listing, so the list order changed while it
+    /// was paged through. Lists that page by position over an order by modification time
+    /// shift when a record already read is modified (it moves to the end, and that is how
+    /// it is read twice): the record that slid back across the next page boundary is never
+    /// served. That record was not modified (else it would be at the end as well), so the
+    /// next run must read from its `updated_at`, and the wall-clock start of this run is
+    /// past it. It came after the re-read record in the list order, so its stamp is at
+    /// least the one the re-read record had when first read: the next cursor is held there,
+    /// one second earlier so an exclusive filter or one that keeps whole seconds still
+    /// returns records stamped at that same instant. Without a stamp, nothing bounds it and
+    /// the cursor stays where it was. (A record that leaves the list, deleted or filtered
+    /// out by the operation, shifts it without a trace: reconciliation covers that.)
+    fn note_reread(&mut self, first_stamp: Option<DateTime<Utc>>) {
+        let floor = first_stamp.map(|t| t - chrono::Duration::seconds(1));
+        self.drift = match (self.drift, floor) {
+            (Some(None), _) | (_, None) => Some(None),
+            (None, Some(f)) => Some(Some(f)),
+            (Some(Some(d)), Some(f)) => Some(Some(d.min(f))),
+        };
     }
 
     /// Maps a native record of a side to its key, id and canonical record.
@@ -415,8 +530,11 @@ impl<'e> Runner<'e> {
     /// `keep_native` only the key, id and canonical record are kept: an index of a whole
     /// catalogue is held for the rest of the run, and the native records (the bulk of it,
     /// needed only to report a failure of that record) would multiply its size.
+    ///
+    /// A read since a cursor (the target's changes) watches for shifting pages as the
+    /// source listing does (see `note_reread`).
     async fn read_all_dst(
-        &self,
+        &mut self,
         since: Option<DateTime<Utc>>,
         keep_native: bool,
     ) -> Result<HashMap<String, Seen>, EngineRunError> {
@@ -424,7 +542,9 @@ impl<'e> Runner<'e> {
         let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok(out);
         };
-        let mut pages = Box::pin(self.dst.http.list(
+        let mut rereads = Vec::new();
+        let http = self.dst.http;
+        let mut pages = Box::pin(http.list(
             &op,
             CallInput {
                 since,
@@ -442,9 +562,16 @@ impl<'e> Runner<'e> {
                     if !keep_native {
                         s.native = Value::Null;
                     }
-                    out.insert(s.key.clone(), s);
+                    if let Some(first) = out.insert(s.key.clone(), s)
+                        && since.is_some()
+                    {
+                        rereads.push(self.stamp(&first));
+                    }
                 }
             }
+        }
+        for first in rereads {
+            self.note_reread(first);
         }
         Ok(out)
     }
@@ -515,6 +642,9 @@ impl<'e> Runner<'e> {
     }
 
     fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
+        if let Some(b) = self.page_bindings.get(key) {
+            return Ok(b.clone());
+        }
         Ok(self
             .e
             .store
@@ -522,7 +652,8 @@ impl<'e> Runner<'e> {
             .remove(key))
     }
 
-    fn put_binding(&self, b: &Binding) -> Result<(), EngineRunError> {
+    fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
+        self.page_bindings.remove(&b.key);
         if !self.opts.dry_run {
             self.e
                 .store
@@ -938,10 +1069,21 @@ impl<'e> Runner<'e> {
         binding: Option<Binding>,
     ) -> Result<(), EngineRunError> {
         let key = a.key.clone();
-        let result = self.merge_sides(Some(a.clone()), b_seen, binding).await;
-        match result {
-            Ok(()) => self.succeeded(&key),
-            Err(f) => self.fail(&key, &a.native, f),
+        let native = a.native.clone();
+        match self.merge_sides(Some(a), b_seen, binding).await {
+            Ok(None) => self.succeeded(&key),
+            Ok(Some(merge)) => {
+                // Read again (the pages drifted): the latest reading replaces the first.
+                match self.deferred_index.get(&key) {
+                    Some(&i) => self.deferred_merges[i] = (merge, native),
+                    None => {
+                        self.deferred_index.insert(key, self.deferred_merges.len());
+                        self.deferred_merges.push((merge, native));
+                    }
+                }
+                Ok(())
+            }
+            Err(f) => self.fail(&key, &native, f),
         }
     }
 
@@ -951,19 +1093,24 @@ impl<'e> Runner<'e> {
         let binding = self.binding(&key)?;
         let native = b_seen.native.clone();
         match self.merge_sides(None, Some(b_seen), binding).await {
-            Ok(()) => self.succeeded(&key),
+            Ok(None) => self.succeeded(&key),
+            Ok(Some(merge)) => match self.apply_merge(merge).await {
+                Ok(()) => self.succeeded(&key),
+                Err(f) => self.fail(&key, &native, f),
+            },
             Err(f) => self.fail(&key, &native, f),
         }
     }
 
     /// Three-way merge of one record: `a` (source) and `b` (target) as read now, against
-    /// what was last synced. Sides not read this run are taken as unchanged.
+    /// what was last synced. Sides not read this run are taken as unchanged. A merge that
+    /// writes to the source while it is being listed is returned instead of applied.
     async fn merge_sides(
         &mut self,
         a: Option<Seen>,
         b: Option<Seen>,
         binding: Option<Binding>,
-    ) -> Result<(), Fail> {
+    ) -> Result<Option<Merge>, Fail> {
         let key = a
             .as_ref()
             .or(b.as_ref())
@@ -1022,7 +1169,7 @@ impl<'e> Runner<'e> {
                         Vec::new(),
                         Some(format!("not in `{}`; mode updates only", self.dst.name)),
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
                 *bind.base_mut(src_a) = Some(av.clone());
                 if !self.opts.dry_run {
@@ -1030,7 +1177,7 @@ impl<'e> Runner<'e> {
                 }
                 let changes = diff(None, &av, &self.cmp);
                 self.record(&key, Decision::Create, Some(self.dst.name), changes, None);
-                Ok(())
+                Ok(None)
             }
             (None, Some(bv)) => {
                 if self.flow.config.mode == SyncMode::Update {
@@ -1041,7 +1188,7 @@ impl<'e> Runner<'e> {
                         Vec::new(),
                         Some(format!("not in `{}`; mode updates only", self.src.name)),
                     );
-                    return Ok(());
+                    return Ok(None);
                 }
                 *bind.base_mut(dst_a) = Some(bv.clone());
                 if !self.opts.dry_run {
@@ -1049,9 +1196,9 @@ impl<'e> Runner<'e> {
                 }
                 let changes = diff(None, &bv, &self.cmp);
                 self.record(&key, Decision::Create, Some(self.src.name), changes, None);
-                Ok(())
+                Ok(None)
             }
-            (None, None) => Ok(()),
+            (None, None) => Ok(None),
             (Some(av), Some(bv)) => self.three_way(&key, bind, av, bv).await,
         }
     }
@@ -1062,7 +1209,7 @@ impl<'e> Runner<'e> {
         mut bind: Binding,
         av: Value,
         bv: Value,
-    ) -> Result<(), Fail> {
+    ) -> Result<Option<Merge>, Fail> {
         let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
         let base_a = bind.base(src_a).cloned();
         let base_b = bind.base(dst_a).cloned();
@@ -1128,7 +1275,7 @@ impl<'e> Runner<'e> {
                 diff(Some(&bv), &av, &parked),
                 Some(reason),
             );
-            return Ok(());
+            return Ok(None);
         }
         let to_b = !same(Some(&merged), Some(&bv), &self.cmp);
         let to_a = !same(Some(&merged), Some(&av), &self.cmp);
@@ -1156,6 +1303,39 @@ impl<'e> Runner<'e> {
                     .to_lowercase()
             )
         });
+        let merge = Merge {
+            key: key.to_string(),
+            bind,
+            av,
+            bv,
+            merged,
+            to_a,
+            to_b,
+            decision,
+            reason,
+        };
+        if to_a && self.listing_source {
+            return Ok(Some(merge));
+        }
+        self.apply_merge(merge).await?;
+        Ok(None)
+    }
+
+    /// Writes a merged record to the sides that differ from it, binds it and reports it.
+    async fn apply_merge(&mut self, m: Merge) -> Result<(), Fail> {
+        let Merge {
+            key,
+            mut bind,
+            av,
+            bv,
+            merged,
+            to_a,
+            to_b,
+            decision,
+            reason,
+        } = m;
+        let key = key.as_str();
+        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
         let b_write = overlay(Some(&bv), &merged, &self.cmp);
         let a_write = overlay(Some(&av), &merged, &self.cmp);
         if !self.opts.dry_run {
@@ -1356,6 +1536,7 @@ impl<'e> Runner<'e> {
                 if self.flow.config.export_once && b.exported_at.is_none() {
                     b.exported_at = Some(self.e.clock.now());
                 }
+                self.page_bindings.remove(&b.key);
                 self.e
                     .store
                     .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
@@ -1457,7 +1638,7 @@ impl<'e> Runner<'e> {
     /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
     /// sent: found in the target → bound; not found → sent again with the same idempotency key.
     async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
-        for entry in self.e.store.journal_pending(&self.flow.id)? {
+        for entry in self.e.store.journal_pending(Some(&self.flow.id))? {
             let to_source = entry.target == self.src.name && entry.target != self.dst.name;
             let mut b = self.binding(&entry.key)?.unwrap_or_else(|| Binding {
                 key: entry.key.clone(),
@@ -1477,7 +1658,7 @@ impl<'e> Runner<'e> {
                 // sending it again could duplicate it. A person decides.
                 self.in_doubt.insert(entry.key.clone());
                 self.report.errors.push(format!(
-                    "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand; it is held back until then",
+                    "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand and settle it (`erpsync failures settle`); it is held back until then",
                     entry.key
                 ));
                 continue;
@@ -1492,6 +1673,7 @@ impl<'e> Runner<'e> {
                     if self.flow.config.export_once && b.exported_at.is_none() {
                         b.exported_at = Some(self.e.clock.now());
                     }
+                    self.page_bindings.remove(&b.key);
                     self.e.store.journal_finish(
                         entry.id,
                         JournalState::Done,

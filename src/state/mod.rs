@@ -181,8 +181,18 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         state: JournalState,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<()>;
-    /// Writes of a flow whose outcome is not known (crash or timeout after sending).
-    fn journal_pending(&self, flow: &str) -> Result<Vec<JournalEntry>>;
+    /// Writes whose outcome is not known (crash or timeout after sending), of one flow or
+    /// of every flow, oldest first.
+    fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>>;
+    /// Settles by hand the pending writes of one record: they are removed, and `binding`,
+    /// when given (the write was applied), is stored with them, atomically. Returns how many
+    /// entries were settled.
+    fn journal_settle(
+        &self,
+        flow: &str,
+        key: &str,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> Result<usize>;
 
     /// Keeps a failed record (one per flow and key; a repeated failure updates it).
     fn put_failure(&self, failure: &Failure) -> Result<i64>;

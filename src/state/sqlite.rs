@@ -162,17 +162,22 @@ fn row_failure(row: &rusqlite::Row) -> rusqlite::Result<[Option<String>; 8]> {
 
 impl StateStore for SqliteStore {
     fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+        /// Keys per query: a page of a list is one query, far below SQLite's bound on
+        /// parameters.
+        const CHUNK: usize = 250;
         let conn = self.conn();
         let mut out = HashMap::with_capacity(keys.len());
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 AND key = ?4"
-        ))?;
-        for k in keys {
-            if let Some(parts) = stmt
-                .query_row(params![scope.entity, scope.a, scope.b, k], row_binding)
-                .optional()?
-            {
-                out.insert(k.clone(), finish_binding(parts)?);
+        for chunk in keys.chunks(CHUNK) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {BINDING_COLS} FROM bindings WHERE entity = ? AND sys_a = ? AND sys_b = ? AND key IN ({marks})"
+            ))?;
+            let mut args: Vec<&dyn rusqlite::ToSql> = vec![&scope.entity, &scope.a, &scope.b];
+            args.extend(chunk.iter().map(|k| k as &dyn rusqlite::ToSql));
+            let rows = stmt.query_map(args.as_slice(), row_binding)?;
+            for parts in rows {
+                let b = finish_binding(parts?)?;
+                out.insert(b.key.clone(), b);
             }
         }
         Ok(out)
@@ -284,11 +289,11 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn journal_pending(&self, flow: &str) -> Result<Vec<JournalEntry>> {
+    fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
             "SELECT id, flow, key, target, operation, idempotency_key, payload, created_at
-             FROM journal WHERE flow = ?1 AND state = 'pending' ORDER BY id",
+             FROM journal WHERE (?1 IS NULL OR flow = ?1) AND state = 'pending' ORDER BY id",
         )?;
         let rows = stmt.query_map([flow], |r| {
             Ok((
@@ -319,6 +324,27 @@ impl StateStore for SqliteStore {
             });
         }
         Ok(out)
+    }
+
+    fn journal_settle(
+        &self,
+        flow: &str,
+        key: &str,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> Result<usize> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let n = tx.execute(
+            "DELETE FROM journal WHERE flow = ?1 AND key = ?2 AND state = 'pending'",
+            params![flow, key],
+        )?;
+        if n > 0
+            && let Some((scope, b)) = binding
+        {
+            upsert_binding(&tx, scope, b)?;
+        }
+        tx.commit()?;
+        Ok(n)
     }
 
     fn put_failure(&self, f: &Failure) -> Result<i64> {
@@ -505,10 +531,10 @@ mod tests {
                 created_at: Utc::now(),
             };
             let id = s.journal_begin(&e).unwrap();
-            assert_eq!(s.journal_pending("f").unwrap().len(), 1);
+            assert_eq!(s.journal_pending(Some("f")).unwrap().len(), 1);
             s.journal_finish(id, JournalState::Done, Some((&scope, &b)))
                 .unwrap();
-            assert!(s.journal_pending("f").unwrap().is_empty());
+            assert!(s.journal_pending(Some("f")).unwrap().is_empty());
             s.set_cursor("f", "2026-11-26T10:00:00Z".parse().unwrap())
                 .unwrap();
         }
@@ -530,6 +556,53 @@ mod tests {
             s.cursor("f").unwrap().unwrap().to_rfc3339(),
             "2026-11-26T10:00:00+00:00"
         );
+    }
+
+    #[test]
+    fn pending_writes_are_listed_and_settled_by_hand() {
+        let s = SqliteStore::in_memory().unwrap();
+        let scope = Scope::new("order", "shop", "erp");
+        let entry = |flow: &str, key: &str| JournalEntry {
+            id: 0,
+            flow: flow.into(),
+            key: key.into(),
+            target: "erp".into(),
+            operation: "create_order".into(),
+            idempotency_key: "k".into(),
+            payload: json!({"reference": key}),
+            state: JournalState::Pending,
+            created_at: Utc::now(),
+        };
+        for (f, k) in [("orders", "A"), ("orders", "B"), ("other", "C")] {
+            s.journal_begin(&entry(f, k)).unwrap();
+        }
+        assert_eq!(s.journal_pending(None).unwrap().len(), 3);
+        assert_eq!(s.journal_pending(Some("orders")).unwrap().len(), 2);
+
+        let b = Binding {
+            key: "A".into(),
+            id_a: Some("77".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.journal_settle("orders", "A", Some((&scope, &b))).unwrap(),
+            1
+        );
+        assert_eq!(s.bindings(&scope, &["A".into()]).unwrap()["A"], b);
+        assert_eq!(s.journal_settle("orders", "B", None).unwrap(), 1);
+        assert!(s.bindings(&scope, &["B".into()]).unwrap().is_empty());
+        // Nothing pending: nothing bound.
+        let c = Binding {
+            key: "C".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            s.journal_settle("orders", "C", Some((&scope, &c))).unwrap(),
+            0
+        );
+        assert!(s.bindings(&scope, &["C".into()]).unwrap().is_empty());
+        let left: Vec<_> = s.journal_pending(None).unwrap();
+        assert_eq!((left.len(), left[0].key.as_str()), (1, "C"));
     }
 
     #[test]

@@ -552,7 +552,12 @@ async fn shutdown_during_a_run_lets_it_finish_and_loses_nothing() {
         r.store.cursor("orders_to_erp").unwrap().is_some(),
         "cursor persisted"
     );
-    assert!(r.store.journal_pending("orders_to_erp").unwrap().is_empty());
+    assert!(
+        r.store
+            .journal_pending(Some("orders_to_erp"))
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         r.daemon.tick(r.clock.now() + chrono::Duration::hours(1)),
         vec![]

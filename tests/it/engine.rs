@@ -8,14 +8,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
 use erpsync::cli::validate::check_with_env;
 use erpsync::clock::ManualClock;
 use erpsync::config::env::Overrides;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
 use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync::sim::shop::{Order, Product};
-use erpsync::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
-use erpsync::state::{SqliteStore, StateStore};
+use erpsync::sim::{
+    ErpHandle, ErpOptions, ErpSim, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
+};
+use erpsync::state::{
+    Binding, Failure, JournalEntry, JournalState, RunRecord, Scope, SqliteStore, StateStore,
+};
 use serde_json::{Value, json};
 
 pub const WAREHOUSE: &str = "Depozit central";
@@ -310,6 +315,240 @@ async fn reconciliation_corrects_drift_the_incremental_run_cannot_see() {
     let line = r.records.iter().find(|x| x.key == "SKU-000005").unwrap();
     assert_eq!(line.reason.as_deref(), Some("drift corrected"));
     assert_eq!(line.changes[0].old, json!(999));
+}
+
+#[tokio::test]
+async fn bidirectional_writes_to_the_source_do_not_make_its_listing_skip_records() {
+    // The shop lists by modification time, 100 a page: a write to a record already read
+    // moves it to the end and shifts the rest, so a naive listing would skip records.
+    let h = Harness::new(250, |_| {}).await;
+    let first = h.run("products").await;
+    assert_eq!(first.counts.adopted, 250, "{first:#?}");
+    h.later(10);
+    // Every shop record changed (so the incremental listing reads all of them), and every
+    // other one has a new price in the ERP that must be written back to the shop.
+    for p in h.shop.products() {
+        h.shop
+            .update_product(p.id, |p| p.name = format!("{} nou", p.name));
+    }
+    h.later(1);
+    for (i, p) in h.shop.products().iter().enumerate() {
+        if i % 2 == 0 {
+            h.erp.update_product(&p.sku, |e| e.price += 7.0);
+        }
+    }
+    h.later(1);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.read, r.counts.failed),
+        (250, 0),
+        "{:#?}",
+        r.counts
+    );
+    assert_eq!(r.counts.updated, 250, "{:#?}", r.counts);
+    let keys: BTreeSet<&str> = r.records.iter().map(|x| x.key.as_str()).collect();
+    assert_eq!(keys.len(), 250, "every record reported");
+    for p in h.shop.products() {
+        let e = h.erp.product(&p.sku).unwrap();
+        assert_eq!(e.name, p.name, "{}: shop name reached the ERP", p.sku);
+        assert_eq!(
+            Some(e.price),
+            p.price_gross,
+            "{}: ERP price reached the shop",
+            p.sku
+        );
+    }
+    // 125 prices written to the shop, 250 names to the ERP, each once.
+    assert_eq!(h.writes(), (125, 250));
+}
+
+#[tokio::test]
+async fn shifting_pages_never_hide_a_change_from_later_runs() {
+    // Someone else edits the shop while erpsync pages through it (`page_drift`): every page
+    // that has a successor sees its first record modified, which shifts the list by one, so
+    // a record slides across the page boundary and is not served in that run. The cursor
+    // must stay early enough that the next run reads it.
+    let h = Harness::new(250, |_| {}).await;
+    h.run("products").await;
+    h.shop.faults().set(Faults {
+        page_drift: true,
+        ..Faults::default()
+    });
+    for round in 1..=3 {
+        h.later(10);
+        for p in h.shop.products() {
+            h.shop
+                .update_product(p.id, |p| p.name = format!("{} r{round}", p.sku));
+        }
+        h.later(1);
+        let r = h.run("products").await;
+        assert!(r.ok(), "{:?}", r.errors);
+        // Whatever is not yet in the ERP must be after the cursor, where the next run reads.
+        let cursor = h.store.cursor("products").unwrap().unwrap();
+        for p in h.shop.products() {
+            if h.erp.product(&p.sku).unwrap().name != p.name {
+                assert!(
+                    p.updated_at > cursor,
+                    "round {round}: {} ({}) is behind the cursor {cursor}",
+                    p.sku,
+                    p.updated_at
+                );
+            }
+        }
+    }
+    h.shop.faults().set(Faults::default());
+    h.later(10);
+    h.run("products").await;
+    for p in h.shop.products() {
+        assert_eq!(h.erp.product(&p.sku).unwrap().name, p.name, "{}", p.sku);
+    }
+}
+
+/// A store that counts the binding reads it serves.
+#[derive(Debug)]
+struct CountingStore {
+    inner: Arc<SqliteStore>,
+    binding_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl StateStore for CountingStore {
+    fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> erpsync::state::Result<HashMap<String, Binding>> {
+        self.binding_reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.inner.bindings(scope, keys)
+    }
+    fn all_bindings(&self, scope: &Scope) -> erpsync::state::Result<Vec<Binding>> {
+        self.inner.all_bindings(scope)
+    }
+    fn binding_count(&self, scope: &Scope) -> erpsync::state::Result<usize> {
+        self.inner.binding_count(scope)
+    }
+    fn binding_by_id(
+        &self,
+        scope: &Scope,
+        side_a: bool,
+        id: &str,
+    ) -> erpsync::state::Result<Option<Binding>> {
+        self.inner.binding_by_id(scope, side_a, id)
+    }
+    fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> erpsync::state::Result<()> {
+        self.inner.put_bindings(scope, bindings)
+    }
+    fn cursor(&self, flow: &str) -> erpsync::state::Result<Option<DateTime<Utc>>> {
+        self.inner.cursor(flow)
+    }
+    fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> erpsync::state::Result<()> {
+        self.inner.set_cursor(flow, at)
+    }
+    fn journal_begin(&self, entry: &JournalEntry) -> erpsync::state::Result<i64> {
+        self.inner.journal_begin(entry)
+    }
+    fn journal_finish(
+        &self,
+        id: i64,
+        state: JournalState,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> erpsync::state::Result<()> {
+        self.inner.journal_finish(id, state, binding)
+    }
+    fn journal_pending(&self, flow: Option<&str>) -> erpsync::state::Result<Vec<JournalEntry>> {
+        self.inner.journal_pending(flow)
+    }
+    fn journal_settle(
+        &self,
+        flow: &str,
+        key: &str,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> erpsync::state::Result<usize> {
+        self.inner.journal_settle(flow, key, binding)
+    }
+    fn put_failure(&self, failure: &Failure) -> erpsync::state::Result<i64> {
+        self.inner.put_failure(failure)
+    }
+    fn clear_failure(&self, flow: &str, key: &str) -> erpsync::state::Result<()> {
+        self.inner.clear_failure(flow, key)
+    }
+    fn failures(&self, flow: Option<&str>) -> erpsync::state::Result<Vec<Failure>> {
+        self.inner.failures(flow)
+    }
+    fn failure(&self, id: i64) -> erpsync::state::Result<Option<Failure>> {
+        self.inner.failure(id)
+    }
+    fn discard_failure(&self, id: i64) -> erpsync::state::Result<bool> {
+        self.inner.discard_failure(id)
+    }
+    fn run_start(&self, flow: &str, kind: &str, at: DateTime<Utc>) -> erpsync::state::Result<i64> {
+        self.inner.run_start(flow, kind, at)
+    }
+    fn run_finish(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        status: &str,
+        counts: &Value,
+        error: Option<&str>,
+    ) -> erpsync::state::Result<()> {
+        self.inner.run_finish(id, at, status, counts, error)
+    }
+    fn runs(&self, flow: Option<&str>, limit: usize) -> erpsync::state::Result<Vec<RunRecord>> {
+        self.inner.runs(flow, limit)
+    }
+}
+
+#[tokio::test]
+async fn bindings_are_read_once_per_page() {
+    let h = Harness::new(250, |_| {}).await;
+    let store = Arc::new(CountingStore {
+        inner: h.store.clone(),
+        binding_reads: Default::default(),
+    });
+    let engine = Engine::new(
+        h.engine.project.clone(),
+        store.clone(),
+        Arc::new(h.clock.clone()),
+    )
+    .unwrap();
+    let opts = RunOptions {
+        details: true,
+        ..Default::default()
+    };
+    let reads = || {
+        store
+            .binding_reads
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    };
+    // One page of 250 stock levels in the ERP.
+    let first = engine.run("stock", &opts).await.unwrap();
+    assert_eq!(first.counts.adopted, 250, "{:#?}", first.counts);
+    assert!(reads() <= 3, "one binding read per page");
+    h.later(10);
+    for sku in ["SKU-000003", "SKU-000100", "SKU-000201"] {
+        h.erp.set_stock(sku, WAREHOUSE, 4321);
+    }
+    h.later(1);
+    let full = engine
+        .run(
+            "stock",
+            &RunOptions {
+                full: true,
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let c = &full.counts;
+    assert_eq!((c.read, c.updated, c.skipped), (250, 3, 247), "{c:#?}");
+    assert!(reads() <= 3, "one binding read per page");
+    assert_eq!(
+        h.shop.product_by_sku("SKU-000100").unwrap().stock,
+        Some(4321)
+    );
 }
 
 /// Changes the price of SKU-000001 on both sides: the shop first, the ERP ten minutes later.

@@ -6,5 +6,6 @@ mod connector;
 mod crash;
 mod daemon;
 mod engine;
+mod settle;
 mod sim;
 mod tryton;
