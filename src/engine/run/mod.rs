@@ -1,0 +1,793 @@
+//! One run of one flow: read, map, match, decide, apply. This file reads and matches;
+//! `one_way`, `both` and `write` decide and apply.
+
+mod both;
+mod one_way;
+mod write;
+
+use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::canonical::{self, FieldChange, compared_fields, diff, overlay, same};
+use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
+use crate::compile::types::normalize;
+use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
+use crate::config::model::{ConflictRule, Direction, SyncMode, SystemRole};
+use crate::connector::{CallError, CallInput, HttpSystem};
+use crate::redact::redact_json;
+use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
+
+/// After this many single lookups in one run, the target may be read in full instead.
+const BULK_LOOKUPS: usize = 50;
+/// Records a list page is taken to hold when weighing single lookups against a full read of
+/// the target: one lookup costs about one page request.
+const RECORDS_PER_PAGE: usize = 100;
+
+/// One side of a flow.
+struct Side<'e> {
+    name: &'e str,
+    ent: &'e SystemEntity,
+    http: &'e HttpSystem,
+    is_a: bool,
+    role: Option<SystemRole>,
+}
+
+/// A record read from a side, mapped.
+#[derive(Clone)]
+struct Seen {
+    key: String,
+    id: Option<String>,
+    canon: Value,
+    native: Value,
+}
+
+/// The outcome of a three-way merge of one record, ready to be written.
+struct Merge {
+    key: String,
+    bind: Binding,
+    av: Value,
+    bv: Value,
+    merged: Value,
+    to_a: bool,
+    to_b: bool,
+    decision: Decision,
+    reason: Option<String>,
+}
+
+/// Why a record could not be synced.
+struct Fail {
+    error: String,
+    status: Option<u16>,
+    response: Option<Box<Value>>,
+    payload: Option<Box<Value>>,
+}
+
+impl Fail {
+    fn msg(error: impl Into<String>) -> Self {
+        Fail {
+            error: error.into(),
+            status: None,
+            response: None,
+            payload: None,
+        }
+    }
+    fn call(e: &CallError, payload: Option<Value>) -> Self {
+        let response = match e {
+            CallError::Permanent { body, .. } | CallError::NotFound { body, .. } => {
+                Some(body.clone())
+            }
+            _ => None,
+        };
+        Fail {
+            error: e.to_string(),
+            status: e.status(),
+            response,
+            payload: payload.map(Box::new),
+        }
+    }
+}
+
+struct Refs<'a> {
+    engine: &'a Engine,
+    from: &'a str,
+    to: &'a str,
+}
+
+impl RefResolver for Refs<'_> {
+    fn resolve(&self, entity: &str, key: &str) -> Option<String> {
+        let steps = self
+            .engine
+            .key_normalize
+            .get(entity)
+            .cloned()
+            .unwrap_or_default();
+        let key = normalize(key, &steps);
+        let scope = Scope::new(entity, self.from, self.to);
+        let found = self
+            .engine
+            .store
+            .bindings(&scope, std::slice::from_ref(&key))
+            .ok()?;
+        found
+            .get(&key)
+            .and_then(|b| b.id(scope.is_a(self.to)).map(str::to_string))
+    }
+}
+
+/// The operation that reads a side: what changed since the cursor when the entity has a
+/// `changes` operation and the read is incremental, otherwise everything.
+fn list_operation(ent: &SystemEntity, since: Option<DateTime<Utc>>) -> Option<String> {
+    match (&ent.changes, since) {
+        (Some(changes), Some(_)) => Some(changes.clone()),
+        _ => ent.list.clone(),
+    }
+}
+
+pub(super) async fn run_flow(
+    engine: &Engine,
+    flow: &Arc<Flow>,
+    opts: &RunOptions,
+) -> Result<RunReport, EngineRunError> {
+    let kind = if opts.reconcile {
+        "reconcile"
+    } else if opts.keys.is_some() {
+        "scoped"
+    } else {
+        "sync"
+    };
+    let started = engine.clock.now();
+    let run_id = if opts.dry_run {
+        None
+    } else {
+        Some(engine.store.run_start(&flow.id, kind, started)?)
+    };
+    let mut runner = Runner::new(engine, flow, opts, started)?;
+    runner.report.kind = kind.to_string();
+    let result = runner.execute().await;
+    let mut report = runner.report;
+    if let Err(e) = &result {
+        report.errors.push(e.to_string());
+    }
+    if let Some(id) = run_id {
+        let status = if !report.ok() {
+            "error"
+        } else if report.counts.failed > 0 {
+            "partial"
+        } else {
+            "ok"
+        };
+        let counts = serde_json::to_value(&report.counts).unwrap_or(Value::Null);
+        let error = report
+            .errors
+            .first()
+            .map(|e| crate::redact::redact(e).into_owned());
+        engine
+            .store
+            .run_finish(id, engine.clock.now(), status, &counts, error.as_deref())?;
+    }
+    tracing::info!(
+        flow = %flow.id,
+        kind,
+        dry_run = opts.dry_run,
+        created = report.counts.created,
+        updated = report.counts.updated,
+        skipped = report.counts.skipped,
+        failed = report.counts.failed,
+        "run finished"
+    );
+    Ok(report)
+}
+
+struct Runner<'e> {
+    e: &'e Engine,
+    flow: &'e Flow,
+    opts: &'e RunOptions,
+    entity: &'e Entity,
+    src: Side<'e>,
+    dst: Side<'e>,
+    scope: Scope,
+    /// Canonical fields the flow carries.
+    carried: Vec<String>,
+    /// Carried fields that take part in change detection.
+    cmp: Vec<String>,
+    started: DateTime<Utc>,
+    /// The target's records by key, when the whole target was read.
+    index: Option<HashMap<String, Seen>>,
+    /// Target records changed since the cursor (bidirectional flows).
+    dst_changes: HashMap<String, Seen>,
+    /// Keys with a stored failure, cleared when they succeed.
+    failing: HashSet<String>,
+    /// Target lookups made so far (see `lookup`).
+    lookups: usize,
+    /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
+    in_doubt: HashSet<String>,
+    /// Exported records whose post-actions wait for the end of the listing.
+    deferred_actions: Vec<Binding>,
+    /// Whether the source is being paged through: writes to it now would move records
+    /// between pages (lists ordered by modification time) and make the listing skip some.
+    listing_source: bool,
+    /// Bidirectional merges that write to the source, applied once the listing is over,
+    /// with the source record (for a failure) and by key, so a record read twice is
+    /// written once, from its latest reading.
+    deferred_merges: Vec<(Merge, Value)>,
+    deferred_index: HashMap<String, usize>,
+    /// Keys read so far by an incremental listing, with the `updated_at` they had then:
+    /// a key read twice shows that the pages shifted while they were read.
+    listed: HashMap<String, Option<DateTime<Utc>>>,
+    /// Whether a listing of this run shifted (see `note_reread`): `Some(Some(t))` holds
+    /// the next cursor at or before `t`; `Some(None)` keeps the cursor where it was.
+    drift: Option<Option<DateTime<Utc>>>,
+    /// The stored bindings of the source page being handled (`None`: no binding), read in
+    /// one call; a key is dropped from it when its binding is written.
+    page_bindings: HashMap<String, Option<Binding>>,
+    /// Whether target edits can exist that an update would overwrite: this or the opposite
+    /// flow allows editing after export, or this flow has a conflict rule. Such updates read
+    /// the target first and report what they overwrite.
+    watch_overwrites: bool,
+    /// Lookups after which the target is read in full; set at the first target lookup.
+    bulk_after: Option<usize>,
+    report: RunReport,
+}
+
+impl<'e> Runner<'e> {
+    pub(super) fn new(
+        e: &'e Engine,
+        flow: &'e Flow,
+        opts: &'e RunOptions,
+        started: DateTime<Utc>,
+    ) -> Result<Self, EngineRunError> {
+        let entity: &Entity = &e.project.entities[&flow.config.entity];
+        let scope = Scope::new(&entity.name, &flow.from, &flow.to);
+        let side = |name: &'e str| -> Side<'e> {
+            let def = &e.project.systems[name];
+            Side {
+                name,
+                ent: &def.entities[&entity.name],
+                http: &e.systems[name],
+                is_a: scope.is_a(name),
+                role: def.role,
+            }
+        };
+        let carried: Vec<String> = if flow.config.fields.is_empty() {
+            entity.fields.keys().cloned().collect()
+        } else {
+            let mut f = flow.config.fields.clone();
+            if !f.contains(&flow.match_key) {
+                f.push(flow.match_key.clone());
+            }
+            f
+        };
+        let cmp = compared_fields(entity, &carried);
+        let failing = if opts.dry_run {
+            HashSet::new()
+        } else {
+            e.store
+                .failures(Some(&flow.id))?
+                .into_iter()
+                .map(|f| f.key)
+                .collect()
+        };
+        Ok(Runner {
+            e,
+            flow,
+            opts,
+            entity,
+            src: side(&flow.from),
+            dst: side(&flow.to),
+            scope,
+            carried,
+            cmp,
+            started,
+            index: None,
+            dst_changes: HashMap::new(),
+            failing,
+            lookups: 0,
+            in_doubt: HashSet::new(),
+            deferred_actions: Vec::new(),
+            listing_source: false,
+            deferred_merges: Vec::new(),
+            deferred_index: HashMap::new(),
+            listed: HashMap::new(),
+            drift: None,
+            page_bindings: HashMap::new(),
+            watch_overwrites: flow.config.allow_edit_after_export
+                || flow.config.conflict.is_some()
+                || e.project.flows.iter().any(|f| {
+                    f.config.entity == flow.config.entity
+                        && f.from == flow.to
+                        && f.to == flow.from
+                        && f.config.allow_edit_after_export
+                }),
+            bulk_after: None,
+            report: RunReport {
+                flow: flow.id.clone(),
+                dry_run: opts.dry_run,
+                ..Default::default()
+            },
+        })
+    }
+
+    pub(super) fn bidirectional(&self) -> bool {
+        self.flow.config.direction == Direction::Bidirectional
+    }
+
+    pub(super) async fn execute(&mut self) -> Result<(), EngineRunError> {
+        if !self.opts.dry_run {
+            self.settle_in_doubt().await?;
+        }
+        let incremental = self.flow.config.incremental.as_ref();
+        let since = if self.opts.reconcile || self.opts.full || self.opts.keys.is_some() {
+            None
+        } else if let Some(inc) = incremental {
+            let overlap = chrono::Duration::seconds(inc.overlap_secs as i64);
+            match self.e.store.cursor(&self.flow.id)? {
+                Some(c) => Some(c - overlap),
+                None => self.flow.incremental_start,
+            }
+        } else {
+            None
+        };
+
+        if self.opts.reconcile {
+            self.index = Some(self.read_all_dst(None, false).await?);
+        } else if self.bidirectional() {
+            let changes = self.read_all_dst(since, true).await?;
+            self.dst_changes = changes;
+        }
+
+        // The source, page by page.
+        let scoped_lookup = self.opts.keys.is_some() && self.src.ent.lookup.is_some();
+        if scoped_lookup {
+            let keys = self.opts.keys.clone().unwrap_or_default();
+            for key in keys {
+                match self.lookup(true, &key).await {
+                    Ok(Some(seen)) => self.handle(seen).await?,
+                    Ok(None) => self.report.errors.push(format!(
+                        "`{}` has no {} `{key}`",
+                        self.src.name, self.entity.name
+                    )),
+                    Err(f) => self.fail(&key, &Value::Null, f)?,
+                }
+            }
+        } else {
+            let keys: Option<HashSet<String>> =
+                self.opts.keys.as_ref().map(|k| k.iter().cloned().collect());
+            let list_op = list_operation(self.src.ent, since).unwrap_or_default();
+            let input = CallInput {
+                since,
+                ..Default::default()
+            };
+            let http = self.src.http;
+            let mut pages = Box::pin(http.list(&list_op, input));
+            // Dry runs write nothing, so they have nothing to hold back.
+            self.listing_source = !self.opts.dry_run;
+            while let Some(page) = pages.next().await {
+                let page = page.map_err(|e| EngineRunError::Read {
+                    flow: self.flow.id.clone(),
+                    system: self.src.name.to_string(),
+                    message: e.to_string(),
+                })?;
+                self.report.counts.read += page.records.len() as u64;
+                let mut mapped = Vec::with_capacity(page.records.len());
+                for native in page.records {
+                    let seen = match self.seen(&self.src, native) {
+                        Ok(s) => s,
+                        Err(bad) => {
+                            mapped.push(Err(bad));
+                            continue;
+                        }
+                    };
+                    if incremental.is_some() {
+                        let stamp = self.stamp(&seen);
+                        if let Some(first) = self.listed.insert(seen.key.clone(), stamp) {
+                            self.note_reread(first);
+                        }
+                    }
+                    if let Some(k) = &keys
+                        && !k.contains(&seen.key)
+                    {
+                        continue;
+                    }
+                    mapped.push(Ok(seen));
+                }
+                // The page's bindings in one call rather than one query per record.
+                let page_keys: Vec<String> = mapped
+                    .iter()
+                    .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
+                    .collect();
+                let mut found = self.e.store.bindings(&self.scope, &page_keys)?;
+                self.page_bindings = page_keys
+                    .into_iter()
+                    .map(|k| {
+                        let b = found.remove(&k);
+                        (k, b)
+                    })
+                    .collect();
+                for m in mapped {
+                    match m {
+                        Ok(seen) => self.handle(seen).await?,
+                        Err(bad) => {
+                            let (key, native, f) = *bad;
+                            self.fail(&key, &native, f)?;
+                        }
+                    }
+                }
+                self.page_bindings.clear();
+            }
+            self.listing_source = false;
+            self.listed = HashMap::new();
+        }
+
+        self.deferred_index.clear();
+        for (merge, native) in std::mem::take(&mut self.deferred_merges) {
+            let key = merge.key.clone();
+            match self.apply_merge(merge).await {
+                Ok(()) => self.succeeded(&key)?,
+                Err(f) => self.fail(&key, &native, f)?,
+            }
+        }
+
+        for b in std::mem::take(&mut self.deferred_actions) {
+            self.after_export(b).await?;
+        }
+
+        if self.bidirectional() {
+            let rest: Vec<Seen> = std::mem::take(&mut self.dst_changes)
+                .into_values()
+                .collect();
+            for seen in rest {
+                self.handle_reverse(seen).await?;
+            }
+        }
+
+        if !self.opts.dry_run
+            && incremental.is_some()
+            && self.opts.keys.is_none()
+            && self.report.ok()
+        {
+            // Failed records sit in the failure store, so the cursor may move past them.
+            match self.drift {
+                None => self.e.store.set_cursor(&self.flow.id, self.started)?,
+                Some(Some(floor)) => {
+                    let at = self.started.min(floor);
+                    tracing::info!(flow = %self.flow.id, cursor = %at, "pages shifted while listing; cursor held back");
+                    self.e.store.set_cursor(&self.flow.id, at)?;
+                }
+                Some(None) => {
+                    tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The `updated_at` of a record, when its entity maps one.
+    pub(super) fn stamp(&self, seen: &Seen) -> Option<DateTime<Utc>> {
+        let field = self.entity.updated_at.as_deref()?;
+        canonical::field_text(&seen.canon, field).and_then(|t| crate::expr::parse_datetime(&t))
+    }
+
+    /// A record came back a second time in one listing, so the list order changed while it
+    /// was paged through. Lists that page by position over an order by modification time
+    /// shift when a record already read is modified (it moves to the end, and that is how
+    /// it is read twice): the record that slid back across the next page boundary is never
+    /// served. That record was not modified (else it would be at the end as well), so the
+    /// next run must read from its `updated_at`, and the wall-clock start of this run is
+    /// past it. It came after the re-read record in the list order, so its stamp is at
+    /// least the one the re-read record had when first read: the next cursor is held there,
+    /// one second earlier so an exclusive filter or one that keeps whole seconds still
+    /// returns records stamped at that same instant. Without a stamp, nothing bounds it and
+    /// the cursor stays where it was. (A record that leaves the list, deleted or filtered
+    /// out by the operation, shifts it without a trace: reconciliation covers that.)
+    pub(super) fn note_reread(&mut self, first_stamp: Option<DateTime<Utc>>) {
+        let floor = first_stamp.map(|t| t - chrono::Duration::seconds(1));
+        self.drift = match (self.drift, floor) {
+            (Some(None), _) | (_, None) => Some(None),
+            (None, Some(f)) => Some(Some(f)),
+            (Some(Some(d)), Some(f)) => Some(Some(d.min(f))),
+        };
+    }
+
+    /// Maps a native record of a side to its key, id and canonical record.
+    pub(super) fn seen(
+        &self,
+        side: &Side,
+        native: Value,
+    ) -> Result<Seen, Box<(String, Value, Fail)>> {
+        let env = MapEnv {
+            vars: &self.e.project.vars,
+            refs: &crate::compile::NoRefs,
+        };
+        let id = side.ent.id.of(&native);
+        let mapped = side.ent.read.apply(&native, &env, None).map_err(|e| {
+            Box::new((
+                id.clone().unwrap_or_default(),
+                native.clone(),
+                Fail::msg(e.to_string()),
+            ))
+        })?;
+        let canon = canonical::normalise(self.entity, mapped).map_err(|e| {
+            Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)))
+        })?;
+        let Some(raw_key) = canonical::field_text(&canon, &self.flow.match_key) else {
+            let shown = id.clone().unwrap_or_else(|| "?".into());
+            return Err(Box::new((
+                format!("id:{shown}"),
+                native,
+                Fail::msg(format!(
+                    "record has no `{}` to match on",
+                    self.flow.match_key
+                )),
+            )));
+        };
+        let key = normalize(&raw_key, &self.flow.normalize);
+        Ok(Seen {
+            key,
+            id,
+            canon,
+            native,
+        })
+    }
+
+    /// Reads every record of the target (or those changed since `since`). Without
+    /// `keep_native` only the key, id and canonical record are kept: an index of a whole
+    /// catalogue is held for the rest of the run, and the native records (the bulk of it,
+    /// needed only to report a failure of that record) would multiply its size.
+    ///
+    /// A read since a cursor (the target's changes) watches for shifting pages as the
+    /// source listing does (see `note_reread`).
+    pub(super) async fn read_all_dst(
+        &mut self,
+        since: Option<DateTime<Utc>>,
+        keep_native: bool,
+    ) -> Result<HashMap<String, Seen>, EngineRunError> {
+        let mut out = HashMap::new();
+        let Some(op) = list_operation(self.dst.ent, since) else {
+            return Ok(out);
+        };
+        let mut rereads = Vec::new();
+        let http = self.dst.http;
+        let mut pages = Box::pin(http.list(
+            &op,
+            CallInput {
+                since,
+                ..Default::default()
+            },
+        ));
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| EngineRunError::Read {
+                flow: self.flow.id.clone(),
+                system: self.dst.name.to_string(),
+                message: e.to_string(),
+            })?;
+            for native in page.records {
+                if let Ok(mut s) = self.seen(&self.dst, native) {
+                    if !keep_native {
+                        s.native = Value::Null;
+                    }
+                    if let Some(first) = out.insert(s.key.clone(), s)
+                        && since.is_some()
+                    {
+                        rereads.push(self.stamp(&first));
+                    }
+                }
+            }
+        }
+        for first in rereads {
+            self.note_reread(first);
+        }
+        Ok(out)
+    }
+
+    /// Finds one record by key on a side (`true`: the source). On the target, a system
+    /// without a lookup operation, or a run that has already looked up many records (a first
+    /// sync), is read once in full instead and searched in memory.
+    ///
+    /// "Many" grows with the target: a lookup costs about what a page of its listing costs,
+    /// so the full read pays only once the lookups outnumber the target's pages (estimated
+    /// from the records bound so far). The 500 new products of a 100,000-product catalogue
+    /// are looked up one by one, instead of reading 100,000 products to find them.
+    pub(super) async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
+        if !source {
+            let lookup_op = self.dst.ent.lookup.is_some();
+            let bulk_after = match self.bulk_after {
+                Some(n) => n,
+                None => {
+                    let bound = self
+                        .e
+                        .store
+                        .binding_count(&self.scope)
+                        .map_err(|e| Fail::msg(e.to_string()))?;
+                    let n = BULK_LOOKUPS.max(bound / RECORDS_PER_PAGE);
+                    self.bulk_after = Some(n);
+                    n
+                }
+            };
+            let bulk = self.lookups >= bulk_after;
+            if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
+                let index = self
+                    .read_all_dst(None, false)
+                    .await
+                    .map_err(|e| Fail::msg(e.to_string()))?;
+                self.index = Some(index);
+            }
+            if let Some(index) = &self.index {
+                return Ok(index.get(key).cloned());
+            }
+            self.lookups += 1;
+        }
+        let side = if source { &self.src } else { &self.dst };
+        let Some(op) = &side.ent.lookup else {
+            return Ok(None);
+        };
+        let input = CallInput {
+            key: Some(key.to_string()),
+            ..Default::default()
+        };
+        let out = match side.http.call(op, &input).await {
+            Ok(o) => o,
+            Err(CallError::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(Fail::call(&e, None)),
+        };
+        let candidates: Vec<Value> = match out.record {
+            Some(Value::Array(a)) => a,
+            Some(r) => vec![r],
+            None => out.records,
+        };
+        for native in candidates {
+            if let Ok(s) = self.seen(side, native)
+                && s.key == key
+            {
+                return Ok(Some(s));
+            }
+        }
+        Ok(None)
+    }
+
+    pub(super) fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
+        if let Some(b) = self.page_bindings.get(key) {
+            return Ok(b.clone());
+        }
+        Ok(self
+            .e
+            .store
+            .bindings(&self.scope, std::slice::from_ref(&key.to_string()))?
+            .remove(key))
+    }
+
+    pub(super) fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
+        self.page_bindings.remove(&b.key);
+        if !self.opts.dry_run {
+            self.e
+                .store
+                .put_bindings(&self.scope, std::slice::from_ref(b))?;
+        }
+        Ok(())
+    }
+
+    /// Whether a record is eligible under the flow's filter and status triggers.
+    pub(super) fn eligible(&self, seen: &Seen, binding: Option<&Binding>) -> bool {
+        if let Some(f) = &self.flow.filter
+            && !f.matches(&seen.canon)
+        {
+            return false;
+        }
+        let trigger = &self.flow.config.trigger;
+        if let Some(s) = &trigger.on_status {
+            let v = canonical::field_text(&seen.canon, &s.field).unwrap_or_default();
+            if !s.values.contains(&v) {
+                return false;
+            }
+        }
+        if let Some(t) = &trigger.on_transition {
+            let now = canonical::field_text(&seen.canon, &t.field).unwrap_or_default();
+            let before = binding
+                .and_then(|b| b.base(self.src.is_a))
+                .and_then(|b| canonical::field_text(b, &t.field));
+            let moved = before.as_deref() != Some(now.as_str());
+            let from_ok = t.from.is_empty() || before.as_ref().is_some_and(|b| t.from.contains(b));
+            if !(moved && from_ok && t.to.contains(&now)) {
+                return false;
+            }
+        }
+        true
+    }
+
+    pub(super) fn record(
+        &mut self,
+        key: &str,
+        decision: Decision,
+        target: Option<&str>,
+        changes: Vec<FieldChange>,
+        reason: Option<String>,
+    ) {
+        self.report.count(decision);
+        if self.opts.dry_run || self.opts.details || decision == Decision::Failed {
+            self.report.records.push(RecordReport {
+                key: key.to_string(),
+                decision,
+                target: target.map(str::to_string),
+                changes,
+                reason,
+            });
+        }
+    }
+
+    pub(super) fn fail(
+        &mut self,
+        key: &str,
+        native: &Value,
+        f: Fail,
+    ) -> Result<(), EngineRunError> {
+        tracing::warn!(flow = %self.flow.id, key, error = %crate::redact::redact(&f.error), "record failed");
+        if !self.opts.dry_run {
+            let now = self.e.clock.now();
+            self.e.store.put_failure(&Failure {
+                id: 0,
+                flow: self.flow.id.clone(),
+                key: key.to_string(),
+                source_record: redact_json(native),
+                payload: f.payload.as_deref().map(redact_json),
+                error: crate::redact::redact(&f.error).into_owned(),
+                status: f.status,
+                response: f.response.as_deref().map(redact_json),
+                attempts: 1,
+                created_at: now,
+                updated_at: now,
+            })?;
+        }
+        let reason = crate::redact::redact(&f.error).into_owned();
+        self.record(key, Decision::Failed, None, Vec::new(), Some(reason));
+        Ok(())
+    }
+
+    pub(super) fn succeeded(&mut self, key: &str) -> Result<(), EngineRunError> {
+        if self.failing.remove(key) && !self.opts.dry_run {
+            self.e.store.clear_failure(&self.flow.id, key)?;
+        }
+        Ok(())
+    }
+
+    /// Remembers a written record for the flows chained after this one. Flows without any
+    /// keep nothing: a first sync that creates a whole catalogue would otherwise hold every
+    /// record until the run ends.
+    pub(super) fn touched(&mut self, canon: &Value) {
+        if !self.flow.then.is_empty() {
+            self.report.touched.push(canon.clone());
+        }
+    }
+
+    pub(super) fn idempotency_key(&self, key: &str) -> String {
+        let digest = Sha256::digest(format!("{}\u{0}{key}", self.flow.id).as_bytes());
+        let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
+        format!("erpsync-{hex}")
+    }
+
+    // -----------------------------------------------------------------------------------
+    // Deciding
+
+    /// The compared and carried fields for one source record: with `skip_nulls`, fields the
+    /// source leaves empty are neither compared nor written.
+    pub(super) fn fields_for(&self, canon: &Value) -> (Cow<'_, [String]>, Cow<'_, [String]>) {
+        if !self.flow.config.skip_nulls {
+            return (Cow::Borrowed(&self.cmp), Cow::Borrowed(&self.carried));
+        }
+        let present = |fields: &[String]| -> Vec<String> {
+            fields
+                .iter()
+                .filter(|f| canon.get(f.as_str()).is_some_and(|v| !v.is_null()))
+                .cloned()
+                .collect()
+        };
+        (
+            Cow::Owned(present(&self.cmp)),
+            Cow::Owned(present(&self.carried)),
+        )
+    }
+}

@@ -1,0 +1,302 @@
+//! Writing: payloads from the write mapping, journaled creates with idempotency keys,
+//! updates, post-actions, and the settling of writes whose outcome was unknown.
+
+use super::*;
+
+impl<'e> Runner<'e> {
+    pub(super) fn side(&self, to_source: bool) -> &Side<'e> {
+        if to_source { &self.src } else { &self.dst }
+    }
+
+    /// The native payload for a side: everything for a create, what the flow carries for an
+    /// update.
+    pub(super) fn payload(
+        &self,
+        to_source: bool,
+        canon: &Value,
+        update: bool,
+    ) -> Result<Value, Fail> {
+        let (to, from) = if to_source {
+            (self.src.name, self.dst.name)
+        } else {
+            (self.dst.name, self.src.name)
+        };
+        let refs = Refs {
+            engine: self.e,
+            from,
+            to,
+        };
+        let env = MapEnv {
+            vars: &self.e.project.vars,
+            refs: &refs,
+        };
+        let write = &self.side(to_source).ent.write;
+        let mapped = if update {
+            write.apply_carried(canon, &env, &self.carried)
+        } else {
+            write.apply(canon, &env, None)
+        };
+        mapped.map_err(|e| Fail::msg(e.to_string()))
+    }
+
+    /// Creates `canon` on a side, exactly once: the intent is journaled first, an
+    /// idempotency key goes with it, and an unknown outcome stays pending until a lookup
+    /// settles it.
+    pub(super) async fn create(
+        &mut self,
+        to_source: bool,
+        b: &mut Binding,
+        canon: &Value,
+    ) -> Result<(), Fail> {
+        let payload = self.payload(to_source, canon, false)?;
+        let side = self.side(to_source);
+        let Some(op) = side.ent.create.clone() else {
+            return Err(Fail::msg(format!(
+                "`{}` cannot create {}",
+                side.name, self.entity.name
+            )));
+        };
+        let key = b.key.clone();
+        let entry = JournalEntry {
+            id: 0,
+            flow: self.flow.id.clone(),
+            key: key.clone(),
+            target: side.name.to_string(),
+            operation: op.clone(),
+            idempotency_key: self.idempotency_key(&key),
+            payload: payload.clone(),
+            state: JournalState::Pending,
+            created_at: self.e.clock.now(),
+        };
+        let journal_id = self
+            .e
+            .store
+            .journal_begin(&entry)
+            .map_err(|e| Fail::msg(e.to_string()))?;
+        let written_base = canon.clone();
+        self.send_create(to_source, journal_id, &entry, b, written_base)
+            .await
+    }
+
+    pub(super) async fn send_create(
+        &mut self,
+        to_source: bool,
+        journal_id: i64,
+        entry: &JournalEntry,
+        b: &mut Binding,
+        written: Value,
+    ) -> Result<(), Fail> {
+        let side = self.side(to_source);
+        let (is_a, http, ent, side_name) = (side.is_a, side.http, side.ent, side.name);
+        let input = CallInput {
+            record: entry.payload.clone(),
+            key: Some(entry.key.clone()),
+            idempotency_key: Some(entry.idempotency_key.clone()),
+            ..Default::default()
+        };
+        match http.call(&entry.operation, &input).await {
+            Ok(out) => {
+                let id = out
+                    .record
+                    .as_ref()
+                    .and_then(|r| ent.id.of(r))
+                    .or_else(|| ent.id.of(&out.body));
+                let id = match id {
+                    Some(id) => Some(id),
+                    None => self
+                        .lookup(to_source, &entry.key)
+                        .await
+                        .ok()
+                        .flatten()
+                        .and_then(|s| s.id),
+                };
+                let Some(id) = id else {
+                    // Accepted but unidentifiable: stay pending so the next run looks it up.
+                    return Err(Fail::msg(format!(
+                        "`{side_name}` accepted the record but its id could not be read; it will be looked up"
+                    )));
+                };
+                b.set_id(is_a, id);
+                *b.base_mut(is_a) = Some(written);
+                if self.flow.config.export_once && b.exported_at.is_none() {
+                    b.exported_at = Some(self.e.clock.now());
+                }
+                self.page_bindings.remove(&b.key);
+                self.e
+                    .store
+                    .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
+                    .map_err(|e| Fail::msg(e.to_string()))?;
+                Ok(())
+            }
+            Err(e @ CallError::InDoubt { .. }) => Err(Fail::call(&e, Some(entry.payload.clone()))),
+            Err(e) if e.is_transient() => {
+                // Not applied for sure? A transport failure after retries may still have been
+                // applied if the request is not idempotent; the connector reports that as in
+                // doubt. Here it was safe to retry and failed: settle as failed.
+                let _ = self
+                    .e
+                    .store
+                    .journal_finish(journal_id, JournalState::Failed, None);
+                Err(Fail::call(&e, Some(entry.payload.clone())))
+            }
+            Err(e) => {
+                let _ = self
+                    .e
+                    .store
+                    .journal_finish(journal_id, JournalState::Failed, None);
+                Err(Fail::call(&e, Some(entry.payload.clone())))
+            }
+        }
+    }
+
+    /// Updates a side with `canon` (the full canonical record to hold there).
+    pub(super) async fn update(
+        &mut self,
+        to_source: bool,
+        b: &mut Binding,
+        canon: &Value,
+        source_now: Option<&Value>,
+    ) -> Result<(), Fail> {
+        let payload = self.payload(to_source, canon, true)?;
+        let side = self.side(to_source);
+        let Some(op) = side.ent.update.clone() else {
+            return Err(Fail::msg(format!(
+                "`{}` cannot update {}",
+                side.name, self.entity.name
+            )));
+        };
+        let Some(id) = b.id(side.is_a).map(str::to_string) else {
+            return Err(Fail::msg(format!("no `{}` id for `{}`", side.name, b.key)));
+        };
+        let input = CallInput {
+            record: payload.clone(),
+            id: Some(id),
+            key: Some(b.key.clone()),
+            idempotency_key: Some(self.idempotency_key(&b.key)),
+            ..Default::default()
+        };
+        side.http
+            .call(&op, &input)
+            .await
+            .map_err(|e| Fail::call(&e, Some(payload)))?;
+        let is_a = side.is_a;
+        *b.base_mut(is_a) = Some(canon.clone());
+        if let Some(s) = source_now {
+            let other = !is_a;
+            *b.base_mut(other) = Some(s.clone());
+        }
+        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
+    }
+
+    /// Post-actions on the source record after it was exported (e.g. lock the order).
+    /// Runs after the source was read to the end: writing to the source while paging through
+    /// it would move records between pages and make the listing skip some.
+    pub(super) async fn after_export(&mut self, b: Binding) -> Result<(), EngineRunError> {
+        let mut all_done = true;
+        for action in self.flow.config.after_export.clone() {
+            let Some(op) = self.src.ent.actions.get(&action.action) else {
+                continue;
+            };
+            let Some(id) = b.id(self.src.is_a) else {
+                continue;
+            };
+            let input = CallInput {
+                id: Some(id.to_string()),
+                key: Some(b.key.clone()),
+                ..Default::default()
+            };
+            if let Err(e) = self.src.http.call(op, &input).await {
+                all_done = false;
+                self.report
+                    .errors
+                    .push(format!("`{}` of `{}` failed: {e}", action.action, b.key));
+            }
+        }
+        if all_done && !self.opts.dry_run {
+            // The binding may have changed since the actions were queued: mark the stored one.
+            let mut current = self.binding(&b.key)?.unwrap_or(b);
+            current.actions_done = true;
+            self.put_binding(&current)?;
+        }
+        Ok(())
+    }
+
+    /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
+    /// sent: found in the target → bound; not found → sent again with the same idempotency key.
+    pub(super) async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
+        for entry in self.e.store.journal_pending(Some(&self.flow.id))? {
+            let to_source = entry.target == self.src.name && entry.target != self.dst.name;
+            let mut b = self.binding(&entry.key)?.unwrap_or_else(|| Binding {
+                key: entry.key.clone(),
+                ..Default::default()
+            });
+            let side = self.side(to_source);
+            let (side_name, searchable) = (
+                side.name,
+                side.ent.lookup.is_some() || side.ent.list.is_some(),
+            );
+            let keyed = self.e.project.systems[side_name]
+                .operations
+                .get(&entry.operation)
+                .is_some_and(|op| op.idempotency_key.is_some());
+            if !searchable && !keyed {
+                // Neither a lookup nor an idempotency key can tell whether it was applied:
+                // sending it again could duplicate it. A person decides.
+                self.in_doubt.insert(entry.key.clone());
+                self.report.errors.push(format!(
+                    "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand and settle it (`erpsync failures settle`); it is held back until then",
+                    entry.key
+                ));
+                continue;
+            }
+            match self.lookup(to_source, &entry.key).await {
+                Ok(Some(found)) => {
+                    let side_a = self.side(to_source).is_a;
+                    if let Some(id) = found.id.clone() {
+                        b.set_id(side_a, id);
+                    }
+                    *b.base_mut(side_a) = Some(found.canon);
+                    if self.flow.config.export_once && b.exported_at.is_none() {
+                        b.exported_at = Some(self.e.clock.now());
+                    }
+                    self.page_bindings.remove(&b.key);
+                    self.e.store.journal_finish(
+                        entry.id,
+                        JournalState::Done,
+                        Some((&self.scope, &b)),
+                    )?;
+                    self.report.counts.resolved_in_doubt += 1;
+                    self.deferred_actions.push(b.clone());
+                    continue;
+                }
+                Ok(None) => {}
+                Err(f) => {
+                    self.in_doubt.insert(entry.key.clone());
+                    self.report.errors.push(format!(
+                        "in-doubt `{}` could not be checked: {}",
+                        entry.key, f.error
+                    ));
+                    continue;
+                }
+            }
+            // Not there: it was never applied. Send it again, same key.
+            match self
+                .send_create(to_source, entry.id, &entry, &mut b, entry.payload.clone())
+                .await
+            {
+                Ok(()) => {
+                    self.report.counts.resolved_in_doubt += 1;
+                    // The base must be canonical, not native: read it back.
+                    if let Ok(Some(found)) = self.lookup(to_source, &entry.key).await {
+                        *b.base_mut(self.side(to_source).is_a) = Some(found.canon);
+                        self.put_binding(&b)?;
+                    }
+                    self.deferred_actions.push(b.clone());
+                    self.succeeded(&entry.key)?;
+                }
+                Err(f) => self.fail(&entry.key.clone(), &entry.payload.clone(), f)?,
+            }
+        }
+        Ok(())
+    }
+}
