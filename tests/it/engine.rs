@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use erpsync::cli::validate::check_with_env;
-use erpsync::clock::ManualClock;
+use erpsync::clock::{Clock, ManualClock};
 use erpsync::config::env::Overrides;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
 use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
@@ -900,4 +900,39 @@ async fn a_permanent_failure_is_kept_and_succeeds_when_retried_after_the_fix() {
     assert_eq!(retry.counts.created, 1, "{retry:#?}");
     assert!(h.store.failures(None).unwrap().is_empty());
     assert_eq!(h.erp.orders_by_reference(&o.number).len(), 1);
+}
+
+#[tokio::test]
+async fn reconciling_a_bidirectional_flow_finds_changes_the_cursor_missed() {
+    let h = Harness::new(12, |doc| {
+        doc["flows"]["products"]["reconcile"] = json!({"schedule": "0 0 * * * *"});
+    })
+    .await;
+    h.run("products").await;
+    h.later(60);
+    h.run("products").await;
+    // An ERP edit stamped before the cursor (a clock behind, an import with old dates):
+    // incremental runs cannot see it.
+    let now = h.clock.now();
+    h.clock.set(now - chrono::Duration::hours(3));
+    h.erp.update_product("SKU-000004", |p| p.price = 404.0);
+    h.clock.set(now + chrono::Duration::minutes(5));
+    let missed = h.run("products").await;
+    assert_eq!(missed.counts.updated, 0, "{missed:#?}");
+    assert_ne!(shop_price(&h, "SKU-000004"), 404.0);
+
+    let r = h
+        .run_with(
+            "products",
+            RunOptions {
+                reconcile: true,
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(r.counts.updated, 1, "{r:#?}");
+    assert_eq!(decision_of(&r, "SKU-000004"), Decision::Update);
+    assert_eq!(shop_price(&h, "SKU-000004"), 404.0);
+    assert_eq!(r.counts.read, 12);
 }

@@ -334,11 +334,13 @@ impl<'e> Runner<'e> {
             None
         };
 
-        if self.opts.reconcile {
-            self.index = Some(self.read_all_dst(None, false).await?);
-        } else if self.bidirectional() {
+        if self.bidirectional() {
+            // The target's side of the merge: what changed since the cursor, or — when
+            // reconciling, `since` is None — everything, so drift on either side is seen.
             let changes = self.read_all_dst(since, true).await?;
             self.dst_changes = changes;
+        } else if self.opts.reconcile {
+            self.index = Some(self.read_all_dst(None, false).await?);
         }
 
         // The source, page by page.
