@@ -17,7 +17,7 @@ pub struct ProjectArgs {
     /// Flow files or the project folder.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// State database (`sqlite:PATH`); overrides the project's `state.url`.
+    /// State database (`sqlite:PATH` or `postgres://…`); overrides the project's `state.url`.
     #[arg(long, env = "ERPSYNC_STATE")]
     pub state: Option<String>,
 }
@@ -56,8 +56,8 @@ pub fn state_url(args: &ProjectArgs, project: &Project) -> String {
 pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Arc<dyn StateStore>> {
     let url = state_url(args, project);
     let store = crate::state::open(&url, &project.root)
-        .with_context(|| format!("opening state `{url}`"))?;
-    Ok(Arc::new(store))
+        .with_context(|| format!("opening state `{}`", crate::state::redact_url(&url)))?;
+    Ok(Arc::from(store))
 }
 
 /// Opens the state for a dry run: an existing database is read, a missing one is not

@@ -1065,7 +1065,9 @@ pub struct RequireConfig {
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct StateConfig {
-    /// `sqlite:PATH` (default `sqlite:erpsync.sqlite`, relative to the flow folder).
+    /// `sqlite:PATH` (default `sqlite:erpsync.sqlite`, relative to the flow folder), or
+    /// `postgres://USER@HOST/DB?schema=NAME` for state shared by several nodes (keep a
+    /// password out of the file: `postgres://erp:${PG_PASSWORD}@db/erpsync`).
     pub url: String,
 }
 
@@ -1082,6 +1084,14 @@ pub struct DaemonConfig {
     /// Seconds in-flight work may take to finish after SIGTERM.
     #[serde(default)]
     pub shutdown_grace_secs: Option<u64>,
+    /// This node's name in flow leases, when several daemons share a PostgreSQL state
+    /// (default: host name and process id). Unique per node.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// Seconds a flow's lease lasts unless renewed (default 120). A running flow renews it;
+    /// a node that dies frees its flows after this long.
+    #[serde(default)]
+    pub lease_ttl_secs: Option<u64>,
     /// Incoming webhooks.
     #[serde(default)]
     pub webhooks: BTreeMap<String, WebhookConfig>,

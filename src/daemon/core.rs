@@ -1,5 +1,6 @@
 //! The daemon's core: the engine in force (swapped whole on reload), at most one run per flow
-//! at a time, keyed runs queued behind a running one, chained flows, and draining on shutdown.
+//! at a time (across nodes too: a run holds the flow's lease in the state store), keyed runs
+//! queued behind a running one, chained flows, and draining on shutdown.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -22,6 +23,10 @@ use crate::state::StateStore;
 
 /// Seconds in-flight runs get to finish after a shutdown request, unless configured.
 const DEFAULT_GRACE_SECS: u64 = 30;
+
+/// Seconds a flow's lease lasts unless renewed, unless configured. A running flow renews it
+/// every third of this, so it only runs out when the node holding it is gone.
+const DEFAULT_LEASE_TTL_SECS: u64 = 120;
 
 /// Why a run was started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -175,6 +180,8 @@ pub struct Daemon {
     work: AtomicUsize,
     idle: Notify,
     admin_token: Option<String>,
+    /// This node's name in flow leases.
+    node_id: String,
 }
 
 /// Counts accepted work until dropped, even when a run panics.
@@ -186,6 +193,40 @@ impl Drop for WorkGuard {
             self.0.idle.notify_waiters();
         }
     }
+}
+
+/// Holds a flow's lease: renewed in the background, released when dropped (also by panic).
+struct LeaseGuard {
+    daemon: Arc<Daemon>,
+    name: String,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        let d = &self.daemon;
+        if let Err(e) = d.store.release_lease(&self.name, &d.node_id) {
+            // It runs out after its ttl anyway.
+            tracing::warn!(lease = %self.name, error = %redact(&e.to_string()), "cannot release lease");
+        }
+    }
+}
+
+fn lease_name(flow: &str) -> String {
+    format!("flow:{flow}")
+}
+
+/// Host name and process id: unique per node, and a restarted daemon does not mistake the
+/// lease of its dead predecessor for its own (that one runs out).
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".to_string());
+    format!("{host}-{}", std::process::id())
 }
 
 /// Frees a flow's slot if a run ends by panic; a run that ends normally frees it under the
@@ -222,6 +263,13 @@ impl Daemon {
             crate::redact::register(t);
         }
         let (events, _) = broadcast::channel(1024);
+        let node_id = engine
+            .project
+            .daemon
+            .as_ref()
+            .and_then(|d| d.node_id.clone())
+            .filter(|n| !n.is_empty())
+            .unwrap_or_else(default_node_id);
         let now = clock.now();
         let mut plan = Plan::default();
         plan.sync(&engine.project, now);
@@ -240,6 +288,7 @@ impl Daemon {
             work: AtomicUsize::new(0),
             idle: Notify::new(),
             admin_token,
+            node_id,
         }))
     }
 
@@ -290,6 +339,68 @@ impl Daemon {
             .and_then(|d| d.shutdown_grace_secs)
             .unwrap_or(DEFAULT_GRACE_SECS);
         Duration::from_secs(secs)
+    }
+
+    /// This node's name in flow leases.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    /// How long a flow's lease lasts unless renewed.
+    fn lease_ttl(&self) -> Duration {
+        let secs = self
+            .engine()
+            .project
+            .daemon
+            .as_ref()
+            .and_then(|d| d.lease_ttl_secs)
+            .unwrap_or(DEFAULT_LEASE_TTL_SECS)
+            .max(1);
+        Duration::from_secs(secs)
+    }
+
+    /// Takes the flow's lease for this node and keeps it renewed until the guard is dropped.
+    /// None when another node runs the flow (or the state cannot say).
+    fn take_lease(self: &Arc<Self>, flow: &str) -> Option<LeaseGuard> {
+        let name = lease_name(flow);
+        let ttl = self.lease_ttl();
+        match self
+            .store
+            .try_lease(&name, &self.node_id, self.clock.now(), ttl)
+        {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                tracing::error!(flow, error = %redact(&e.to_string()), "cannot take the flow's lease");
+                return None;
+            }
+        }
+        let d = self.clone();
+        let (renew_name, renew_flow) = (name.clone(), flow.to_string());
+        // Renewal paces on wall time: it keeps the lease alive while the process really
+        // lives, whatever a test clock does.
+        let renewal = tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(ttl / 3).await;
+                match d
+                    .store
+                    .try_lease(&renew_name, &d.node_id, d.clock.now(), ttl)
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::error!(flow = %renew_flow, "lease lost to another node while running")
+                    }
+                    Err(e) => {
+                        tracing::warn!(flow = %renew_flow, error = %redact(&e.to_string()), "cannot renew the flow's lease")
+                    }
+                }
+            }
+        });
+        Some(LeaseGuard {
+            daemon: self.clone(),
+            name,
+            renewal,
+        })
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -374,9 +485,36 @@ impl Daemon {
     }
 
     /// A scheduled run: skipped, and counted, when the previous run of the flow still goes on.
-    pub(super) async fn run_scheduled(self: &Arc<Self>, flow: String, cause: Cause) {
+    /// Every node fires the same schedules; the first to claim a firing runs it.
+    pub(super) async fn run_scheduled(
+        self: &Arc<Self>,
+        flow: String,
+        cause: Cause,
+        fired: DateTime<Utc>,
+    ) {
         if self.is_stopping() {
             return;
+        }
+        let firing = format!(
+            "{flow}:{}",
+            if cause == Cause::Reconcile {
+                "reconcile"
+            } else {
+                "sync"
+            }
+        );
+        match self.store.claim_firing(&firing, fired) {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(flow, %cause, %fired, "another node took this firing");
+                self.emit(DaemonEvent::RunSkipped { flow });
+                return;
+            }
+            Err(e) => {
+                tracing::error!(flow, error = %redact(&e.to_string()), "cannot claim the firing; run skipped");
+                self.emit(DaemonEvent::RunSkipped { flow });
+                return;
+            }
         }
         match self.acquire(&flow, None, &cause) {
             Slot::Taken => {
@@ -401,11 +539,22 @@ impl Daemon {
             flow: flow.clone(),
             armed: true,
         };
+        let Some(lease) = self.take_lease(&flow) else {
+            // Keys queued meanwhile stay queued for this node's next run; the scheduled
+            // poll finds those records anyway.
+            tracing::info!(flow, %cause, "flow is running on another node; run skipped");
+            self.metrics.run_skipped(&flow);
+            self.emit(DaemonEvent::RunSkipped { flow });
+            return;
+        };
         loop {
             self.execute(&flow, &opts, &cause).await;
             let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
             let s = flows.entry(flow.clone()).or_default();
             if s.pending.is_empty() {
+                // Released before the slot is freed, under its lock: a run this node starts
+                // next must not lose the lease to this release.
+                drop(lease);
                 s.running = None;
                 slot.armed = false;
                 return;
@@ -419,6 +568,7 @@ impl Daemon {
                     keys = keys.len(),
                     "shutting down; queued keys dropped"
                 );
+                drop(lease);
                 s.running = None;
                 slot.armed = false;
                 return;

@@ -61,11 +61,12 @@ impl Plan {
 
     /// The schedules due at `now`, each planned again after `now`. Firings missed while the
     /// daemon was busy or asleep are not caught up one by one: one run covers them.
-    fn due(&mut self, now: DateTime<Utc>) -> Vec<(String, bool)> {
+    /// Each comes with the firing it stands for, which every node computes alike.
+    fn due(&mut self, now: DateTime<Utc>) -> Vec<(String, bool, DateTime<Utc>)> {
         let mut out = Vec::new();
         for ((flow, reconcile), e) in self.entries.iter_mut() {
-            if e.next.is_some_and(|t| t <= now) {
-                out.push((flow.clone(), *reconcile));
+            if let Some(t) = e.next.filter(|t| *t <= now) {
+                out.push((flow.clone(), *reconcile, t));
                 e.next = e.schedule.next_after(now);
             }
         }
@@ -94,16 +95,16 @@ impl Daemon {
         }
         let due = self.plan.lock().unwrap_or_else(|e| e.into_inner()).due(now);
         // A reconcile compares everything, so it stands in for a sync due at the same time.
-        let mut causes: BTreeMap<String, Cause> = BTreeMap::new();
-        for (flow, reconcile) in due {
+        let mut causes: BTreeMap<String, (Cause, DateTime<Utc>)> = BTreeMap::new();
+        for (flow, reconcile, fired) in due {
             let cause = if reconcile {
                 Cause::Reconcile
             } else {
                 Cause::Schedule
             };
-            let e = causes.entry(flow).or_insert(cause.clone());
+            let e = causes.entry(flow).or_insert((cause.clone(), fired));
             if cause == Cause::Reconcile {
-                *e = cause;
+                *e = (cause, fired);
             }
         }
         if causes.is_empty() {
@@ -121,7 +122,7 @@ impl Daemon {
         let mut started: HashMap<String, Shared<BoxFuture<'static, ()>>> = HashMap::new();
         let mut out = Vec::new();
         for flow in ordered {
-            let Some(cause) = causes.get(&flow.id).cloned() else {
+            let Some((cause, fired)) = causes.get(&flow.id).cloned() else {
                 continue;
             };
             // `orders.shop_ro` waits for `products.shop_ro`, or for `products` when that is
@@ -145,7 +146,7 @@ impl Daemon {
             let run = async move {
                 let _guard = guard;
                 futures::future::join_all(before).await;
-                d.run_scheduled(id, c).await;
+                d.run_scheduled(id, c, fired).await;
             }
             .boxed()
             .shared();

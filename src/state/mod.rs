@@ -1,7 +1,8 @@
 //! erpsync's memory: bindings between the records of two systems, incremental cursors, the
 //! write journal that makes exports exactly-once, failures kept for retry, and run history.
-//! `StateStore` is the seam; SQLite is the embedded default.
+//! `StateStore` is the seam; SQLite is the embedded default, PostgreSQL serves several nodes.
 
+mod postgres;
 mod sqlite;
 
 use std::collections::HashMap;
@@ -10,6 +11,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use postgres::{PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
 
 /// A state operation that failed.
@@ -17,9 +19,13 @@ pub use sqlite::SqliteStore;
 pub enum StateStoreError {
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("state database error: {0}")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("state database `{0}` is gone: its connection thread stopped")]
+    Disconnected(String),
     #[error("state data is corrupt: {0}")]
     Corrupt(String),
-    #[error("unsupported state url `{0}`: expected `sqlite:PATH`")]
+    #[error("unsupported state url `{0}`: expected `sqlite:PATH` or `postgres://…`")]
     Url(String),
     #[error("cannot create state folder `{path}`: {reason}")]
     Folder { path: String, reason: String },
@@ -211,14 +217,38 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         error: Option<&str>,
     ) -> Result<()>;
     fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+
+    /// Takes or renews the lease `name` for `holder` until `now + ttl`: true when `holder`
+    /// holds it now. A lease held by another holder is taken only once it has expired, so a
+    /// node that died frees its flows after `ttl`. Nodes must keep their clocks in step
+    /// (NTP) to well within `ttl`.
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
+    /// Gives a lease up, if `holder` still holds it.
+    fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Claims the firing of schedule `name` at `at`: true for the first node only, so a
+    /// schedule that fires on every node runs once. Later firings are claimed afresh.
+    fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool>;
 }
 
-/// Opens the store a `state.url` names (`sqlite:PATH`, relative to `root`).
-pub fn open(url: &str, root: &std::path::Path) -> Result<SqliteStore> {
+/// A store behind `open`: the one `state.url` names.
+pub type AnyStore = Box<dyn StateStore>;
+
+/// Opens the store a `state.url` names: `sqlite:PATH` (relative to `root`) or
+/// `postgres://…` / `postgresql://…` (optionally `?schema=NAME`).
+pub fn open(url: &str, root: &std::path::Path) -> Result<AnyStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(PostgresStore::open(url)?));
+    }
     let path = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))
-        .ok_or_else(|| StateStoreError::Url(url.to_string()))?;
+        .ok_or_else(|| StateStoreError::Url(redact_url(url)))?;
     let path = std::path::Path::new(path);
     let path = if path.is_absolute() {
         path.to_path_buf()
@@ -233,5 +263,5 @@ pub fn open(url: &str, root: &std::path::Path) -> Result<SqliteStore> {
             reason: e.to_string(),
         })?;
     }
-    SqliteStore::open(&path)
+    Ok(Box::new(SqliteStore::open(&path)?))
 }

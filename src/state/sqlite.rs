@@ -40,6 +40,10 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, counts TEXT NOT NULL,
     error TEXT
 );
+CREATE TABLE IF NOT EXISTS leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS firings (name TEXT PRIMARY KEY, fired_at TEXT NOT NULL);
 ";
 
 /// State in one SQLite file.
@@ -497,6 +501,45 @@ impl StateStore for SqliteStore {
             })
         })
         .collect()
+    }
+
+    // One SQLite file serves one node, but the lease still keeps two processes started on
+    // the same file (a stray second daemon) from running a flow together.
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        // Timestamps share one fixed-width UTC format, so text order is time order.
+        let n = self.conn().execute(
+            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?4)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
+               expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3",
+            params![name, holder, ts(now), ts(until)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+            params![name, holder],
+        )?;
+        Ok(())
+    }
+
+    fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {
+        let n = self.conn().execute(
+            "INSERT INTO firings (name, fired_at) VALUES (?1, ?2)
+             ON CONFLICT (name) DO UPDATE SET fired_at = excluded.fired_at
+             WHERE firings.fired_at < excluded.fired_at",
+            params![name, ts(at)],
+        )?;
+        Ok(n > 0)
     }
 }
 

@@ -34,7 +34,7 @@ fn repo() -> PathBuf {
 }
 
 /// `flows/demo/demo.yaml` pointed at the simulators and at a state file in `dir`.
-fn demo_yaml(shop_url: &str, erp_url: &str, dir: &Path) -> String {
+pub fn demo_yaml(shop_url: &str, erp_url: &str, dir: &Path) -> String {
     let text = std::fs::read_to_string(repo().join("flows/demo/demo.yaml")).unwrap();
     let common = repo().join("flows/common");
     text.replace(
@@ -59,7 +59,7 @@ struct Rig {
     store: Arc<dyn StateStore>,
 }
 
-async fn sims(clock: &ManualClock) -> (ShopHandle, ErpHandle) {
+pub async fn sims(clock: &ManualClock) -> (ShopHandle, ErpHandle) {
     let shared: SharedClock = Arc::new(clock.clone());
     let shop = ShopSim::start(ShopOptions::unlimited().with_clock(shared.clone()))
         .await

@@ -117,11 +117,12 @@ impl Harness {
     }
 }
 
-fn build(
+/// The demo project (edited) against the simulators, on any store.
+pub fn build(
     shop: &ShopHandle,
     erp: &ErpHandle,
     dir: &tempfile::TempDir,
-    store: Arc<SqliteStore>,
+    store: Arc<dyn StateStore>,
     clock: &ManualClock,
     edit: impl FnOnce(&mut Value),
 ) -> Engine {
@@ -497,6 +498,21 @@ impl StateStore for CountingStore {
     }
     fn runs(&self, flow: Option<&str>, limit: usize) -> erpsync::state::Result<Vec<RunRecord>> {
         self.inner.runs(flow, limit)
+    }
+    fn try_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> erpsync::state::Result<bool> {
+        self.inner.try_lease(name, holder, now, ttl)
+    }
+    fn release_lease(&self, name: &str, holder: &str) -> erpsync::state::Result<()> {
+        self.inner.release_lease(name, holder)
+    }
+    fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> erpsync::state::Result<bool> {
+        self.inner.claim_firing(name, at)
     }
 }
 

@@ -1,0 +1,564 @@
+//! The PostgreSQL state store: one conformance suite run against SQLite and PostgreSQL,
+//! leases between nodes, an engine run on PostgreSQL state, and two daemons sharing one
+//! database where a due flow runs on exactly one node. Each test works in a fresh schema it
+//! drops at the end. The server is `ERPSYNC_TEST_POSTGRES` (default
+//! `postgres://postgres@127.0.0.1:5432/test`); when it is not reachable the tests fail,
+//! unless `ERPSYNC_SKIP_POSTGRES=1`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use erpsync::clock::{Clock as _, ManualClock};
+use erpsync::daemon::{Daemon, DaemonEvent};
+use erpsync::engine::RunOptions;
+use erpsync::sim::seed_both;
+use erpsync::state::{
+    Binding, Failure, JournalEntry, JournalState, PostgresStore, Scope, SqliteStore, StateStore,
+};
+use serde_json::json;
+
+use crate::daemon::{demo_yaml, sims};
+
+/// A schema of its own on the test server, dropped with this value.
+struct PgSchema {
+    url: String,
+}
+
+impl PgSchema {
+    fn open(&self) -> Arc<PostgresStore> {
+        Arc::new(PostgresStore::open(&self.url).unwrap())
+    }
+}
+
+impl Drop for PgSchema {
+    fn drop(&mut self) {
+        if let Err(e) = PostgresStore::drop_schema(&self.url) {
+            eprintln!("cannot drop test schema: {e}");
+        }
+    }
+}
+
+/// A fresh schema, or None when PostgreSQL is unreachable and the caller allowed skipping.
+fn pg() -> Option<PgSchema> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let base = std::env::var("ERPSYNC_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
+    let nanos = Utc::now().timestamp_subsec_nanos();
+    let schema = format!(
+        "erpsync_t{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst)
+    );
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}schema={schema}");
+    match PostgresStore::open(&url) {
+        Ok(_) => Some(PgSchema { url }),
+        Err(e) if std::env::var("ERPSYNC_SKIP_POSTGRES").as_deref() == Ok("1") => {
+            eprintln!("skipped: PostgreSQL not reachable ({e})");
+            None
+        }
+        Err(e) => panic!(
+            "PostgreSQL is not reachable at `{}`: {e}\n\
+             start it (`pg_ctlcluster <version> main start`), point ERPSYNC_TEST_POSTGRES at \
+             one, or set ERPSYNC_SKIP_POSTGRES=1 to skip these tests",
+            erpsync::state::redact_url(&base)
+        ),
+    }
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    format!("2026-11-26T{s}Z").parse().unwrap()
+}
+
+fn entry(flow: &str, key: &str) -> JournalEntry {
+    JournalEntry {
+        id: 0,
+        flow: flow.into(),
+        key: key.into(),
+        target: "erp".into(),
+        operation: "create_order".into(),
+        idempotency_key: format!("idem-{key}"),
+        payload: json!({"reference": key, "z": 1, "a": 2}),
+        state: JournalState::Pending,
+        created_at: t("09:00:00.123456"),
+    }
+}
+
+/// What every store must do alike.
+fn conformance(s: &dyn StateStore) {
+    // Bindings: scopes are per entity and pair of systems, in name order.
+    let scope = Scope::new("product", "shop", "erp");
+    assert_eq!((scope.a.as_str(), scope.b.as_str()), ("erp", "shop"));
+    let a1 = Binding {
+        key: "A1".into(),
+        id_b: Some("812".into()),
+        // Key order is kept: records are shown as they came.
+        base_b: Some(json!({"sku": "A1", "price": 50, "attrs": {"z": 1, "a": [1, 2]}})),
+        exported_at: Some(t("10:00:00.5")),
+        parked: Some("price conflict".into()),
+        actions_done: true,
+        ..Default::default()
+    };
+    let b2 = Binding {
+        key: "B2".into(),
+        id_a: Some("7".into()),
+        ..Default::default()
+    };
+    s.put_bindings(&scope, &[a1.clone(), b2.clone()]).unwrap();
+    let got = s
+        .bindings(&scope, &["A1".into(), "B2".into(), "C3".into()])
+        .unwrap();
+    assert_eq!(
+        got,
+        HashMap::from([("A1".into(), a1.clone()), ("B2".into(), b2.clone())])
+    );
+    assert_eq!(
+        serde_json::to_string(&got["A1"].base_b).unwrap(),
+        r#"{"sku":"A1","price":50,"attrs":{"z":1,"a":[1,2]}}"#
+    );
+    assert_eq!(
+        s.all_bindings(&scope).unwrap(),
+        vec![a1.clone(), b2.clone()]
+    );
+    assert_eq!(s.binding_count(&scope).unwrap(), 2);
+    assert_eq!(
+        s.binding_count(&Scope::new("stock", "shop", "erp"))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.binding_by_id(&scope, false, "812").unwrap(),
+        Some(a1.clone())
+    );
+    assert_eq!(s.binding_by_id(&scope, true, "812").unwrap(), None);
+    let mut a1b = a1.clone();
+    a1b.parked = None;
+    a1b.id_a = Some("3".into());
+    s.put_bindings(&scope, &[a1b.clone()]).unwrap();
+    assert_eq!(
+        s.binding_by_id(&scope, true, "3").unwrap(),
+        Some(a1b.clone())
+    );
+
+    // Cursors.
+    assert_eq!(s.cursor("f").unwrap(), None);
+    s.set_cursor("f", t("10:00:00")).unwrap();
+    s.set_cursor("f", t("11:00:00.000001")).unwrap();
+    assert_eq!(s.cursor("f").unwrap(), Some(t("11:00:00.000001")));
+
+    // The journal: finishing a write stores its binding with it; pending writes are listed
+    // oldest first and settled by hand.
+    let order = Scope::new("order", "shop", "erp");
+    let id = s.journal_begin(&entry("orders", "A")).unwrap();
+    let pending = s.journal_pending(Some("orders")).unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(
+        (pending[0].id, pending[0].state, pending[0].created_at),
+        (id, JournalState::Pending, t("09:00:00.123456"))
+    );
+    assert_eq!(
+        pending[0].payload.to_string(),
+        r#"{"reference":"A","z":1,"a":2}"#
+    );
+    let bound = Binding {
+        key: "A".into(),
+        id_b: Some("o-1".into()),
+        ..Default::default()
+    };
+    s.journal_finish(id, JournalState::Pending, None).unwrap();
+    assert_eq!(s.journal_pending(None).unwrap().len(), 1);
+    s.journal_finish(id, JournalState::Done, Some((&order, &bound)))
+        .unwrap();
+    assert!(s.journal_pending(None).unwrap().is_empty());
+    assert_eq!(s.bindings(&order, &["A".into()]).unwrap()["A"], bound);
+
+    for (f, k) in [("orders", "B"), ("orders", "C"), ("other", "D")] {
+        s.journal_begin(&entry(f, k)).unwrap();
+    }
+    let keys: Vec<String> = s
+        .journal_pending(None)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.key)
+        .collect();
+    assert_eq!(keys, ["B", "C", "D"]);
+    assert_eq!(s.journal_pending(Some("orders")).unwrap().len(), 2);
+    let b = Binding {
+        key: "B".into(),
+        id_a: Some("77".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.journal_settle("orders", "B", Some((&order, &b))).unwrap(),
+        1
+    );
+    assert_eq!(s.bindings(&order, &["B".into()]).unwrap()["B"], b);
+    assert_eq!(s.journal_settle("orders", "C", None).unwrap(), 1);
+    assert!(s.bindings(&order, &["C".into()]).unwrap().is_empty());
+    // Nothing pending: nothing bound.
+    let d = Binding {
+        key: "D".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.journal_settle("orders", "D", Some((&order, &d))).unwrap(),
+        0
+    );
+    assert!(s.bindings(&order, &["D".into()]).unwrap().is_empty());
+    let failed = s.journal_begin(&entry("other", "E")).unwrap();
+    s.journal_finish(failed, JournalState::Failed, None)
+        .unwrap();
+    let left = s.journal_pending(None).unwrap();
+    assert_eq!((left.len(), left[0].key.as_str()), (1, "D"));
+
+    // Failures: one per flow and key, counted.
+    let mut f = Failure {
+        id: 0,
+        flow: "orders".into(),
+        key: "1001".into(),
+        source_record: json!({"number": "1001"}),
+        payload: Some(json!({"lines": []})),
+        error: "unknown product code".into(),
+        status: Some(200),
+        response: Some(json!({"errorText": "x"})),
+        attempts: 0,
+        created_at: t("12:00:00"),
+        updated_at: t("12:00:00"),
+    };
+    let fid = s.put_failure(&f).unwrap();
+    f.error = "again".into();
+    f.status = None;
+    f.updated_at = t("12:05:00");
+    assert_eq!(s.put_failure(&f).unwrap(), fid);
+    f.key = "1002".into();
+    let other = s.put_failure(&f).unwrap();
+    assert_ne!(other, fid);
+    let all = s.failures(Some("orders")).unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        (all[0].attempts, all[0].error.as_str(), all[0].status),
+        (2, "again", None)
+    );
+    assert_eq!(
+        (all[0].created_at, all[0].updated_at),
+        (t("12:00:00"), t("12:05:00"))
+    );
+    assert_eq!(all[0].source_record, json!({"number": "1001"}));
+    assert!(s.failures(Some("stock")).unwrap().is_empty());
+    assert_eq!(s.failure(fid).unwrap().unwrap().key, "1001");
+    assert!(s.failure(fid + 1000).unwrap().is_none());
+    s.clear_failure("orders", "1002").unwrap();
+    assert!(s.discard_failure(fid).unwrap());
+    assert!(!s.discard_failure(fid).unwrap());
+    assert!(s.failures(None).unwrap().is_empty());
+
+    // Runs, newest first.
+    let r1 = s.run_start("stock", "sync", t("13:00:00")).unwrap();
+    let r2 = s.run_start("stock", "reconcile", t("13:01:00")).unwrap();
+    s.run_start("orders", "sync", t("13:02:00")).unwrap();
+    s.run_finish(r1, t("13:00:05"), "ok", &json!({"read": 3}), None)
+        .unwrap();
+    s.run_finish(r2, t("13:01:09"), "error", &json!({}), Some("boom"))
+        .unwrap();
+    let runs = s.runs(Some("stock"), 10).unwrap();
+    assert_eq!(runs.len(), 2);
+    assert_eq!(
+        (runs[0].id, runs[0].kind.as_str(), runs[0].status.as_str()),
+        (r2, "reconcile", "error")
+    );
+    assert_eq!(runs[0].error.as_deref(), Some("boom"));
+    assert_eq!(
+        (runs[1].finished_at, runs[1].counts.clone()),
+        (Some(t("13:00:05")), json!({"read": 3}))
+    );
+    assert_eq!(s.runs(None, 2).unwrap().len(), 2);
+    assert_eq!(s.runs(None, 10).unwrap()[0].finished_at, None);
+
+    leases(s);
+}
+
+/// Leases: one holder at a time, renewed by its holder, free once expired or released.
+fn leases(s: &dyn StateStore) {
+    let ttl = Duration::from_secs(60);
+    let now = t("14:00:00");
+    assert!(s.try_lease("flow:stock", "node-a", now, ttl).unwrap());
+    assert!(!s.try_lease("flow:stock", "node-b", now, ttl).unwrap());
+    // Another flow is another lease.
+    assert!(s.try_lease("flow:orders", "node-b", now, ttl).unwrap());
+    // Renewed by its holder, it lasts from the renewal.
+    let later = now + chrono::Duration::seconds(50);
+    assert!(s.try_lease("flow:stock", "node-a", later, ttl).unwrap());
+    let after_first_ttl = now + chrono::Duration::seconds(70);
+    assert!(
+        !s.try_lease("flow:stock", "node-b", after_first_ttl, ttl)
+            .unwrap()
+    );
+    // A holder that stopped renewing (a dead node) loses it when it expires.
+    let expired = later + chrono::Duration::seconds(60);
+    assert!(s.try_lease("flow:stock", "node-b", expired, ttl).unwrap());
+    assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
+    // Only the holder releases it.
+    s.release_lease("flow:stock", "node-a").unwrap();
+    assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
+    s.release_lease("flow:stock", "node-b").unwrap();
+    assert!(s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
+
+    // A firing is claimed once; the next one afresh.
+    assert!(s.claim_firing("stock:sync", t("15:00:00")).unwrap());
+    assert!(!s.claim_firing("stock:sync", t("15:00:00")).unwrap());
+    assert!(s.claim_firing("stock:reconcile", t("15:00:00")).unwrap());
+    assert!(s.claim_firing("stock:sync", t("15:05:00")).unwrap());
+    assert!(!s.claim_firing("stock:sync", t("15:00:00")).unwrap());
+}
+
+#[test]
+fn sqlite_store_conforms() {
+    conformance(&SqliteStore::in_memory().unwrap());
+}
+
+#[test]
+fn postgres_store_conforms_and_keeps_state_across_reopen() {
+    let Some(db) = pg() else { return };
+    conformance(db.open().as_ref());
+    let again = db.open();
+    assert_eq!(
+        again
+            .binding_count(&Scope::new("product", "erp", "shop"))
+            .unwrap(),
+        2
+    );
+    assert_eq!(again.cursor("f").unwrap(), Some(t("11:00:00.000001")));
+}
+
+#[tokio::test]
+async fn postgres_store_answers_from_async_code() {
+    let Some(db) = pg() else { return };
+    // The sync driver would panic if it ran on this runtime's thread.
+    let s = db.open();
+    s.set_cursor("f", t("10:00:00")).unwrap();
+    let s2 = s.clone();
+    let got = tokio::spawn(async move { s2.cursor("f").unwrap() })
+        .await
+        .unwrap();
+    assert_eq!(got, Some(t("10:00:00")));
+}
+
+#[test]
+fn racing_nodes_get_a_lease_once() {
+    let Some(db) = pg() else { return };
+    const NODES: usize = 6;
+    let stores: Vec<_> = (0..NODES).map(|_| db.open()).collect();
+    let start = Arc::new(Barrier::new(NODES));
+    let winners = std::thread::scope(|scope| {
+        let handles: Vec<_> = stores
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let start = start.clone();
+                scope.spawn(move || {
+                    start.wait();
+                    s.try_lease(
+                        "flow:orders",
+                        &format!("node-{i}"),
+                        t("09:00:00"),
+                        Duration::from_secs(30),
+                    )
+                    .unwrap()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|won| *won)
+            .count()
+    });
+    assert_eq!(winners, 1);
+}
+
+#[test]
+fn an_unreachable_server_is_a_clear_error_without_the_password() {
+    let err = PostgresStore::open("postgres://erp:s3cret-pw@127.0.0.1:1/x?connect_timeout=2")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("state database error"), "{err}");
+    assert!(!err.contains("s3cret-pw"), "{err}");
+    let err = erpsync::state::open("mysql://erp:s3cret-pw@db/x", std::path::Path::new("."))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        err,
+        "unsupported state url `mysql://erp:***@db/x`: expected `sqlite:PATH` or `postgres://…`"
+    );
+}
+
+#[tokio::test]
+async fn the_engine_syncs_on_postgres_state() {
+    let Some(db) = pg() else { return };
+    let h = crate::engine::Harness::new(20, |_| {}).await;
+    let store: Arc<dyn StateStore> =
+        Arc::from(erpsync::state::open(&db.url, h.dir.path()).unwrap());
+    let engine = crate::engine::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, |_| {});
+    let opts = RunOptions::default();
+    let r = engine.run("products", &opts).await.unwrap();
+    assert_eq!((r.counts.adopted, r.counts.failed), (20, 0), "{r:#?}");
+    h.later(10);
+    h.reset_counters();
+    let again = engine.run("products", &opts).await.unwrap();
+    assert_eq!(again.counts.skipped, 20, "{again:#?}");
+    assert_eq!(h.writes(), (0, 0), "unchanged records must cause no write");
+    assert_eq!(store.runs(Some("products"), 10).unwrap().len(), 2);
+}
+
+/// A daemon on the demo project and a shared store, named `node` in leases.
+fn daemon(
+    dir: &std::path::Path,
+    yaml: &str,
+    node: &str,
+    store: Arc<dyn StateStore>,
+    clock: &ManualClock,
+) -> Arc<Daemon> {
+    let project = dir.join(node);
+    std::fs::create_dir(&project).unwrap();
+    let yaml = yaml.replacen("daemon:\n", &format!("daemon:\n  node_id: {node}\n"), 1);
+    std::fs::write(project.join("demo.yaml"), yaml).unwrap();
+    let paths = vec![project];
+    let (compiled, diags) = erpsync::cli::validate::check(&paths);
+    let compiled =
+        compiled.unwrap_or_else(|| panic!("{}", erpsync::cli::validate::render_text(&diags)));
+    let d = Daemon::new(
+        paths,
+        Arc::new(compiled),
+        store,
+        Arc::new(clock.clone()),
+        None,
+    )
+    .unwrap();
+    assert_eq!(d.node_id(), node);
+    d
+}
+
+/// Events until both daemons are idle.
+async fn settle(nodes: &[&Arc<Daemon>]) {
+    for d in nodes {
+        assert!(d.drain(Duration::from_secs(10)).await, "runs finish");
+    }
+}
+
+fn drained(rx: &mut tokio::sync::broadcast::Receiver<DaemonEvent>) -> Vec<DaemonEvent> {
+    std::iter::from_fn(|| rx.try_recv().ok()).collect()
+}
+
+#[tokio::test]
+async fn two_daemons_on_one_database_run_a_due_flow_once() {
+    let Some(db) = pg() else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = ManualClock::new("2026-05-04T10:00:30Z".parse().unwrap());
+    let (shop, erp) = sims(&clock).await;
+    seed_both(&shop, &erp, 5, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = demo_yaml(&shop.base_url(), &erp.base_url(), dir.path());
+    let a = daemon(dir.path(), &yaml, "node-a", db.open(), &clock);
+    let b = daemon(dir.path(), &yaml, "node-b", db.open(), &clock);
+    let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
+
+    // Both nodes plan the same schedules and fire them at the same moments.
+    for minutes in [2, 3, 5] {
+        clock.advance(Duration::from_secs(60 * minutes));
+        let now = clock.now();
+        let due_a = a.tick(now);
+        let due_b = b.tick(now);
+        assert_eq!(due_a, due_b);
+        assert!(!due_a.is_empty(), "something is due at {now}");
+        settle(&[&a, &b]).await;
+        let (on_a, on_b) = (drained(&mut ea), drained(&mut eb));
+        for (flow, _) in &due_a {
+            let started = |events: &[DaemonEvent]| {
+                events
+                    .iter()
+                    .filter(|e| matches!(e, DaemonEvent::RunStarted { flow: f, .. } if f == flow))
+                    .count()
+            };
+            assert_eq!(
+                started(&on_a) + started(&on_b),
+                1,
+                "`{flow}` at {now} runs on exactly one node\nnode a: {on_a:?}\nnode b: {on_b:?}"
+            );
+        }
+    }
+    let store = db.open();
+    let runs = store.runs(None, 100).unwrap();
+    assert!(runs.iter().all(|r| r.finished_at.is_some()), "{runs:#?}");
+    // Every lease was released after its run.
+    assert!(
+        store
+            .try_lease("flow:stock", "node-c", clock.now(), Duration::from_secs(1))
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
+    let Some(db) = pg() else { return };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = ManualClock::new("2026-05-04T10:00:30Z".parse().unwrap());
+    let (shop, erp) = sims(&clock).await;
+    seed_both(&shop, &erp, 3, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = demo_yaml(&shop.base_url(), &erp.base_url(), dir.path()).replacen(
+        "daemon:\n",
+        "daemon:\n  lease_ttl_secs: 90\n",
+        1,
+    );
+    let store = db.open();
+    // A node took the flow and died without releasing it.
+    assert!(
+        store
+            .try_lease(
+                "flow:stock",
+                "dead-node",
+                clock.now(),
+                Duration::from_secs(90)
+            )
+            .unwrap()
+    );
+    let d = daemon(dir.path(), &yaml, "node-a", store.clone(), &clock);
+    let mut events = d.subscribe();
+
+    d.trigger(
+        "stock",
+        RunOptions::default(),
+        erpsync::daemon::Cause::Manual,
+    )
+    .unwrap();
+    settle(&[&d]).await;
+    assert_eq!(
+        drained(&mut events),
+        [DaemonEvent::RunSkipped {
+            flow: "stock".into()
+        }]
+    );
+
+    clock.advance(Duration::from_secs(91));
+    d.trigger(
+        "stock",
+        RunOptions::default(),
+        erpsync::daemon::Cause::Manual,
+    )
+    .unwrap();
+    settle(&[&d]).await;
+    let got = drained(&mut events);
+    assert!(
+        matches!(
+            &got[..],
+            [
+                DaemonEvent::RunStarted { .. },
+                DaemonEvent::RunFinished { .. }
+            ]
+        ),
+        "{got:?}"
+    );
+}
