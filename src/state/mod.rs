@@ -19,8 +19,8 @@ pub use sqlite::SqliteStore;
 pub enum StateStoreError {
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    #[error("state database error: {0}")]
-    Postgres(#[from] ::postgres::Error),
+    #[error("state database error: {}", postgres_message(.0))]
+    Postgres(::postgres::Error),
     #[error("state database `{0}` is gone: its connection thread stopped")]
     Disconnected(String),
     #[error("state data is corrupt: {0}")]
@@ -29,6 +29,23 @@ pub enum StateStoreError {
     Url(String),
     #[error("cannot create state folder `{path}`: {reason}")]
     Folder { path: String, reason: String },
+}
+
+impl From<::postgres::Error> for StateStoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        StateStoreError::Postgres(e)
+    }
+}
+
+/// The driver's own message is terse ("error connecting to server"): the cause is in its
+/// source, which the message carries (the variant keeps no source, so a chain printer does
+/// not repeat it).
+fn postgres_message(e: &::postgres::Error) -> String {
+    use std::error::Error as _;
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
 }
 
 pub type Result<T> = std::result::Result<T, StateStoreError>;
