@@ -565,27 +565,26 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
             format!("`{name}` is already declared in another file"),
         )
     };
-    if let Some(v) = file.state {
-        if project.state.is_some() {
-            diags.push(duplicate("state"));
-        } else {
-            project.state = Some(Decl {
-                value: v,
-                file: index,
-                path: "state".into(),
-            });
+    // `state` and `daemon` may each be declared once across the project.
+    fn single<T>(slot: &mut Option<Decl<T>>, value: Option<T>, index: usize, name: &str) -> bool {
+        match (slot.is_some(), value) {
+            (true, Some(_)) => false,
+            (false, Some(v)) => {
+                *slot = Some(Decl {
+                    value: v,
+                    file: index,
+                    path: name.into(),
+                });
+                true
+            }
+            (_, None) => true,
         }
     }
-    if let Some(v) = file.daemon {
-        if project.daemon.is_some() {
-            diags.push(duplicate("daemon"));
-        } else {
-            project.daemon = Some(Decl {
-                value: v,
-                file: index,
-                path: "daemon".into(),
-            });
-        }
+    if !single(&mut project.state, file.state, index, "state") {
+        diags.push(duplicate("state"));
+    }
+    if !single(&mut project.daemon, file.daemon, index, "daemon") {
+        diags.push(duplicate("daemon"));
     }
     project.files = files;
 }

@@ -256,6 +256,12 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
 /// A store behind `open`: the one `state.url` names.
 pub type AnyStore = Box<dyn StateStore>;
 
+/// A JSON column stored as text (both stores keep JSON as text so key order is kept).
+pub(crate) fn json_column(s: Option<String>) -> Result<Option<serde_json::Value>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StateStoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
 /// Opens the store a `state.url` names: `sqlite:PATH` (relative to `root`) or
 /// `postgres://…` / `postgresql://…` (optionally `?schema=NAME`).
 pub fn open(url: &str, root: &std::path::Path) -> Result<AnyStore> {

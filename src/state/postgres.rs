@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use super::{
     Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
-    StateStoreError,
+    StateStoreError, json_column as json,
 };
 
 // JSON is kept as text, not `jsonb`: `jsonb` reorders keys, and records keep the order of
@@ -245,11 +245,6 @@ impl PostgresStore {
         self.jobs.send(job).map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
     }
-}
-
-fn json(s: Option<String>) -> Result<Option<Value>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StateStoreError::Corrupt(e.to_string())))
-        .transpose()
 }
 
 fn row_binding(r: &Row) -> Result<Binding> {

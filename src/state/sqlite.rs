@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{
     Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
-    StateStoreError,
+    StateStoreError, json_column as json,
 };
 
 const SCHEMA: &str = "
@@ -60,11 +60,6 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&Utc))
         .map_err(|e| StateStoreError::Corrupt(format!("timestamp `{s}`: {e}")))
-}
-
-fn json(s: Option<String>) -> Result<Option<Value>> {
-    s.map(|s| serde_json::from_str(&s).map_err(|e| StateStoreError::Corrupt(e.to_string())))
-        .transpose()
 }
 
 impl SqliteStore {
