@@ -42,6 +42,9 @@ pub struct DemoArgs {
     pub no_rate_limit: bool,
 }
 
+/// Suppliers seeded in the ERP.
+const SUPPLIERS: usize = 12;
+
 /// The ERP warehouse the demo's stock flow reads.
 const WAREHOUSE: &str = "Depozit central";
 
@@ -103,12 +106,14 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let erp = ErpSim::start(erp_opts).await?;
     let items = seed_both(&shop, &erp, args.products, args.seed);
     shop.seed_orders(args.orders, args.seed);
+    let suppliers = erp.seed_suppliers(SUPPLIERS, args.seed);
     println!("shop simulator: {}", shop.api_url());
     println!("ERP simulator:  {}", erp.api_url());
     println!(
-        "seeded {} products on both sides and {} shop orders",
+        "seeded {} products on both sides, {} shop orders and {} ERP suppliers",
         items.len(),
-        args.orders
+        args.orders,
+        suppliers.len()
     );
     // Differences a real first sync meets: products only in the shop, only in the ERP.
     for i in 0..3 {
@@ -124,6 +129,17 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
             99.0 + i as f64,
         ))?;
         erp.set_stock(&format!("ERP-NEW-{i}"), WAREHOUSE, 10 + i);
+    }
+
+    // The shop already knows one supplier, its fiscal code typed without the RO prefix and
+    // with a space: matched, not duplicated.
+    if let Some(s) = suppliers.first() {
+        let digits: String = s.vat_code.chars().filter(char::is_ascii_digit).collect();
+        shop.create_supplier(crate::sim::shop::SupplierInput {
+            name: Some(s.name.clone()),
+            vat_code: Some(format!("{} {}", &digits[..4], &digits[4..])),
+            ..Default::default()
+        })?;
     }
 
     let (key, secret) = shop.credentials();
@@ -218,6 +234,21 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         demo.erp.set_awb(o.id, &format!("AWB{:08}", o.id));
         demo.erp.issue_invoice(o.id);
     }
+    if let Some(s) = suppliers.get(1) {
+        demo.erp.update_supplier(
+            s.id,
+            crate::sim::erp::SupplierInput {
+                phone: Some("0212345678".into()),
+                ..Default::default()
+            },
+        )?;
+    }
+    demo.erp.create_supplier(crate::sim::erp::SupplierInput {
+        name: Some("Furnizor Nou SRL".into()),
+        vat_code: Some("RO49999999".into()),
+        email: Some("oferte@furnizor-nou.example.ro".into()),
+        ..Default::default()
+    })?;
     let phone = demo.erp.create_order(crate::sim::erp::ErpOrderDraft {
         channel: "phone".into(),
         client_name: "Client Telefon".into(),
@@ -233,7 +264,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     )
     .await?;
 
-    // Drift nobody told erpsync about: stock edited by hand in the shop.
+    // Drift nobody told erpsync about: stock and a supplier edited by hand in the shop.
+    if let Some(s) = demo.shop.suppliers().get(2) {
+        demo.shop.update_supplier(
+            s.id,
+            crate::sim::shop::SupplierInput {
+                name: Some(format!("{} (vechi)", s.name)),
+                ..Default::default()
+            },
+        )?;
+    }
     for item in items.iter().skip(20).take(4) {
         if let Some(p) = demo.shop.product_by_sku(&item.sku) {
             demo.shop
@@ -269,9 +309,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         println!("  disagreement: {d}");
     }
     println!(
-        "  {} products, {} orders compared: {} disagreement{}, {} failed record{}",
+        "  {} products, {} orders, {} suppliers compared: {} disagreement{}, {} failed record{}",
         demo.shop.product_count(),
         demo.shop.orders().len(),
+        demo.erp.suppliers().len(),
         disagreements.len(),
         if disagreements.len() == 1 { "" } else { "s" },
         demo.failed,
@@ -359,6 +400,22 @@ pub fn compare(shop: &ShopHandle, erp: &ErpHandle) -> Vec<String> {
             if !o.locked {
                 out.push(format!("order {} was exported but is not locked", o.number));
             }
+        }
+    }
+    for e in erp.suppliers() {
+        let Some(s) = shop.supplier_by_vat(&e.vat_code) else {
+            out.push(format!("supplier {} is in the ERP only", e.vat_code));
+            continue;
+        };
+        let status = if e.active { "active" } else { "inactive" };
+        let same = s.vat_code == e.vat_code
+            && s.name == e.name
+            && s.email == e.email
+            && s.phone == e.phone
+            && s.address == e.address
+            && s.status == status;
+        if !same {
+            out.push(format!("supplier {} differs: {s:?} vs {e:?}", e.vat_code));
         }
     }
     for e in erp.orders().iter().filter(|e| e.reference.is_none()) {

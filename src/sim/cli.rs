@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use super::faults::Faults;
 use super::{ErpOptions, ErpSim, ShopOptions, ShopSim, WebhookConfig, seed_both};
 
+/// Suppliers seeded in the ERP.
+const SUPPLIERS: usize = 10;
+
 /// Arguments of `erpsync sim`.
 #[derive(Debug, clap::Args)]
 pub struct SimArgs {
@@ -127,6 +130,7 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
     seed_both(&shop, &erp, args.products, args.seed);
     shop.seed_customers(args.orders.clamp(1, 50), args.seed);
     shop.seed_orders(args.orders, args.seed);
+    erp.seed_suppliers(SUPPLIERS, args.seed);
     println!("shop simulator (MerchantPro-style): {}", shop.api_url());
     println!("  basic auth: {} / {}", args.shop_key, args.shop_secret);
     println!("ERP simulator (SmartBill/Oblio-style): {}", erp.api_url());
@@ -143,7 +147,7 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "seeded {} products on both sides and {} shop orders (seed {})",
+        "seeded {} products on both sides, {} shop orders and {SUPPLIERS} ERP suppliers (seed {})",
         args.products, args.orders, args.seed
     );
     println!(

@@ -1,8 +1,8 @@
 //! The ERP simulator, SmartBill/Oblio-style: client-credentials tokens that expire, the
 //! `status`/`statusMessage`/`data` envelope with business errors answered as HTTP 200 and an
 //! `errorText`, offset paging without totals, per-warehouse stock with its own stamps, sales
-//! orders numbered per series with optional idempotency keys, and a burst limit that locks
-//! the client out.
+//! orders numbered per series with optional idempotency keys, suppliers keyed by fiscal code,
+//! and a burst limit that locks the client out.
 //!
 //! Lists are ordered by modification time, oldest first; `updatedAfter` is exclusive,
 //! `changedSince` inclusive.
@@ -33,6 +33,9 @@ use super::server::{
 };
 use super::table::{Since, Stamped, Table, parse_time, rfc3339, stamp};
 use crate::clock::{SharedClock, SystemClock};
+
+mod suppliers;
+pub use suppliers::{Supplier, SupplierInput};
 
 /// Route of the token endpoint (not behind the bearer check, not a write in the counters).
 pub const TOKEN_ROUTE: &str = "/api/authorize/token";
@@ -247,6 +250,9 @@ struct ErpData {
     stock_keys: HashMap<(String, String), u64>,
     clients: Table<Client>,
     client_emails: HashMap<String, u64>,
+    suppliers: Table<Supplier>,
+    /// Fiscal-code digits → supplier.
+    supplier_codes: HashMap<String, u64>,
     orders: Table<SalesOrder>,
     idempotency: HashMap<String, u64>,
     series_next: HashMap<String, u64>,
@@ -357,6 +363,8 @@ impl ErpSim {
                 stock_keys: HashMap::new(),
                 clients: Table::new(),
                 client_emails: HashMap::new(),
+                suppliers: Table::new(),
+                supplier_codes: HashMap::new(),
                 orders: Table::new(),
                 idempotency: HashMap::new(),
                 series_next: HashMap::new(),
@@ -373,6 +381,14 @@ impl ErpSim {
             .route("/api/stock", get(list_stock))
             .route("/api/stock/{code}", put(put_stock))
             .route("/api/clients", get(list_clients).post(create_client))
+            .route(
+                "/api/suppliers",
+                get(suppliers::list_suppliers).post(suppliers::create_supplier),
+            )
+            .route(
+                "/api/suppliers/{id}",
+                get(suppliers::get_supplier).put(suppliers::put_supplier),
+            )
             .route("/api/orders", get(list_orders).post(create_order))
             .route("/api/orders/{id}", get(get_order))
             .route_layer(middleware::from_fn_with_state(state.clone(), erp_layer))

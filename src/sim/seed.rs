@@ -126,6 +126,56 @@ pub fn people(n: usize, seed: u64) -> Vec<Person> {
         .collect()
 }
 
+/// A supplier company.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Company {
+    pub name: String,
+    /// Fiscal code (CUI); VAT payers write it with the `RO` prefix.
+    pub vat_code: String,
+    pub email: String,
+    pub phone: String,
+    pub address: String,
+}
+
+const COMPANY_WORDS: &[&str] = &[
+    "Electro", "Lumina", "Carpat", "Dunarea", "Nord", "Vest", "Agro", "Tehno", "Metal", "Delta",
+];
+const CITIES: &[&str] = &[
+    "Bucuresti",
+    "Cluj-Napoca",
+    "Iasi",
+    "Timisoara",
+    "Brasov",
+    "Constanta",
+];
+
+/// `n` suppliers with unique fiscal codes, about half of them VAT payers (`RO` prefix).
+pub fn companies(n: usize, seed: u64) -> Vec<Company> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xc0_4a41);
+    (1..=n)
+        .map(|i| {
+            let word = COMPANY_WORDS[rng.random_range(0..COMPANY_WORDS.len())];
+            let city = CITIES[rng.random_range(0..CITIES.len())];
+            // Unique: the index sits in the low digits.
+            let digits = 10_000_000 + rng.random_range(0..9_000u64) * 10_000 + i as u64;
+            let prefix = if rng.random_bool(0.5) { "RO" } else { "" };
+            Company {
+                name: format!("{word} Distributie {i} SRL"),
+                vat_code: format!("{prefix}{digits}"),
+                email: format!("comenzi@{}{i}.example.ro", word.to_lowercase()),
+                phone: format!("02{:08}", rng.random_range(0..100_000_000u64)),
+                address: format!("Str. Industriei {}, {city}", rng.random_range(1..200)),
+            }
+        })
+        .collect()
+}
+
+/// The digits of a fiscal code: how both simulators tell two codes apart (`RO 123` and `123`
+/// name the same company).
+pub(crate) fn fiscal_digits(code: &str) -> String {
+    code.chars().filter(char::is_ascii_digit).collect()
+}
+
 /// Lines of a generated order: indexes into a catalogue of `catalogue_len` items, quantities.
 pub(crate) fn order_lines(rng: &mut StdRng, catalogue_len: usize) -> Vec<(usize, i64)> {
     let n = rng.random_range(1..=3usize).min(catalogue_len);
@@ -163,5 +213,14 @@ mod tests {
         emails.sort();
         emails.dedup();
         assert_eq!(emails.len(), 100);
+        let companies = companies(500, 3);
+        let mut codes: Vec<_> = companies
+            .iter()
+            .map(|c| fiscal_digits(&c.vat_code))
+            .collect();
+        codes.sort();
+        codes.dedup();
+        assert_eq!(codes.len(), 500);
+        assert_eq!(fiscal_digits("RO 1234-56"), "123456");
     }
 }

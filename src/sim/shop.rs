@@ -1,6 +1,6 @@
 //! The shop simulator, MerchantPro-style: Basic auth with lock-out, products with variants,
-//! orders with a shipping state machine and locking, customers, `meta.links.next` paging with
-//! absolute URLs, a token-bucket rate limit and signed outbound webhooks.
+//! orders with a shipping state machine and locking, customers, suppliers, `meta.links.next`
+//! paging with absolute URLs, a token-bucket rate limit and signed outbound webhooks.
 //!
 //! Lists are ordered by modification time, oldest first; `updated_after` is exclusive.
 
@@ -29,6 +29,9 @@ use super::server::{
     Core, Flavor, Server, cents, common_layer, control_routes, error_response, filter_key,
     query_get, query_pairs,
 };
+mod suppliers;
+pub use suppliers::{Supplier, SupplierInput};
+
 use super::table::{Page, Since, Stamped, Table, parse_time, rfc3339, stamp};
 use super::webhook::{WebhookConfig, WebhookDelivery, WebhookSender};
 use crate::clock::{SharedClock, SystemClock};
@@ -337,6 +340,9 @@ struct ShopData {
     next_order_number: u64,
     customers: Table<Customer>,
     emails: HashMap<String, u64>,
+    suppliers: Table<Supplier>,
+    /// Fiscal-code digits → supplier.
+    supplier_codes: HashMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -440,6 +446,8 @@ impl ShopSim {
                 next_order_number: opts.first_order_number,
                 customers: Table::new(),
                 emails: HashMap::new(),
+                suppliers: Table::new(),
+                supplier_codes: HashMap::new(),
             }),
             webhooks: WebhookSender::start(opts.webhook)?,
         });
@@ -459,6 +467,14 @@ impl ShopSim {
             .route(
                 "/api/v2/customers/{id}",
                 get(get_customer).patch(patch_customer),
+            )
+            .route(
+                "/api/v2/suppliers",
+                get(suppliers::list_suppliers).post(suppliers::create_supplier),
+            )
+            .route(
+                "/api/v2/suppliers/{id}",
+                get(suppliers::get_supplier).patch(suppliers::patch_supplier),
             )
             .route_layer(middleware::from_fn_with_state(state.clone(), shop_layer))
             .route_layer(middleware::from_fn_with_state(core.clone(), common_layer))

@@ -9,4 +9,5 @@ mod engine;
 mod postgres;
 mod settle;
 mod sim;
+mod suppliers;
 mod tryton;

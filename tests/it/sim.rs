@@ -1217,3 +1217,113 @@ async fn shop_customers_filter_by_email_and_refuse_duplicates() {
         shop_call(&shop, Method::GET, "/customers?email=ANA@example.com", None).await;
     assert_eq!(found["data"][0]["phone"], "0722");
 }
+
+#[tokio::test]
+async fn suppliers_are_unique_by_fiscal_code_on_both_sides() {
+    // Shop: 400 with the error shape on a code already in use (prefix or not), a bad e-mail
+    // or an unknown field; the search ignores the prefix.
+    let (shop, _) = shop().await;
+    let (status, _, created) = shop_call(
+        &shop,
+        Method::POST,
+        "/suppliers",
+        Some(json!({"name": "Nord Distributie SRL", "vat_code": "RO12345678"})),
+    )
+    .await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["data"]["status"], "active");
+    for bad in [
+        json!({"name": "Alta firma", "vat_code": "12345678"}),
+        json!({"name": "Fara cod"}),
+        json!({"name": "Email gresit", "vat_code": "22", "email": "nu e adresa"}),
+        json!({"name": "Camp necunoscut", "vat_code": "33", "iban": "RO49AAAA"}),
+    ] {
+        let (status, _, body) = shop_call(&shop, Method::POST, "/suppliers", Some(bad)).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(body["error"]["name"], "ValidationError");
+    }
+    let (_, _, found) = shop_call(&shop, Method::GET, "/suppliers?vat_code=12345678", None).await;
+    assert_eq!(found["data"][0]["id"], created["data"]["id"]);
+    assert_eq!(shop.suppliers().len(), 1);
+
+    // ERP: business errors as HTTP 200 with `errorText`; PUT changes only what it carries.
+    let (erp, clock) = erp().await;
+    let token = erp_token(&erp).await;
+    let (status, _, first) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/suppliers",
+        Some(json!({"name": "Vest Metal SRL", "vatCode": "RO 87654321", "email": "a@vest.ro"})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(first["data"]["vatCode"], "RO 87654321");
+    for (bad, says) in [
+        (
+            json!({"name": "Dublura", "vatCode": "87654321"}),
+            "exista deja",
+        ),
+        (
+            json!({"name": "Cod gresit", "vatCode": "RO12AB"}),
+            "invalid",
+        ),
+        (
+            json!({"vatCode": "11112222"}),
+            "Numele furnizorului lipseste",
+        ),
+    ] {
+        let (status, _, body) = erp_call(&erp, &token, Method::POST, "/suppliers", Some(bad)).await;
+        assert_eq!(status, 200);
+        assert!(body["data"].is_null(), "{body}");
+        assert!(body["errorText"].as_str().unwrap().contains(says), "{body}");
+    }
+    let (_, _, other) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/suppliers",
+        Some(json!({"name": "Sud Agro SRL", "vatCode": "44556677"})),
+    )
+    .await;
+    assert_eq!(other["data"]["active"], true);
+    clock.advance(Duration::from_secs(60));
+    let id = first["data"]["id"].as_u64().unwrap();
+    let (_, _, changed) = erp_call(
+        &erp,
+        &token,
+        Method::PUT,
+        &format!("/suppliers/{id}"),
+        Some(json!({"phone": "0256000111"})),
+    )
+    .await;
+    assert_eq!(changed["data"]["email"], "a@vest.ro");
+    assert_eq!(changed["data"]["phone"], "0256000111");
+    let since = start_time() + chrono::Duration::seconds(30);
+    let (_, _, later) = erp_call(
+        &erp,
+        &token,
+        Method::GET,
+        &format!(
+            "/suppliers?updatedAfter={}",
+            since.to_rfc3339().replace('+', "%2B")
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        later["data"].as_array().unwrap().len(),
+        1,
+        "only the changed one"
+    );
+    assert_eq!(later["data"][0]["id"], id);
+    let (_, _, by_code) = erp_call(
+        &erp,
+        &token,
+        Method::GET,
+        "/suppliers?vatCode=87654321",
+        None,
+    )
+    .await;
+    assert_eq!(by_code["data"][0]["id"], id);
+}

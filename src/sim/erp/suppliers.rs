@@ -1,0 +1,254 @@
+//! Suppliers of the ERP simulator: the partners goods are bought from, known by their fiscal
+//! code (CUI, with or without the `RO` prefix of VAT payers). Listed like every other
+//! resource (modification order, `updatedAfter`, offset paging); a fiscal code is unique, and
+//! a business error (HTTP 200 with `errorText`) answers a missing name, a malformed code or a
+//! code already in use.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ErpData, ErpError, ErpHandle, ErpResult, ErpState, business, drift, json_body, now, ok, paging,
+    since,
+};
+use crate::sim::seed::{self, fiscal_digits};
+use crate::sim::server::{filter_key, query_get, query_pairs};
+use crate::sim::table::{Stamped, rfc3339};
+
+/// A supplier of the ERP.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Supplier {
+    pub id: u64,
+    pub name: String,
+    /// Fiscal code as entered, e.g. `RO12345678`.
+    pub vat_code: String,
+    /// Trade-register number (`J40/123/2020`).
+    pub reg_com: String,
+    pub address: String,
+    pub email: String,
+    pub phone: String,
+    pub iban: String,
+    pub active: bool,
+    #[serde(with = "rfc3339")]
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Stamped for Supplier {
+    fn updated_at(&self) -> DateTime<Utc> {
+        self.updated_at
+    }
+    fn set_updated_at(&mut self, t: DateTime<Utc>) {
+        self.updated_at = t;
+    }
+}
+
+/// Supplier fields of a POST or PUT; absent fields are left as they are.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupplierInput {
+    pub name: Option<String>,
+    pub vat_code: Option<String>,
+    pub reg_com: Option<String>,
+    pub address: Option<String>,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub iban: Option<String>,
+    pub active: Option<bool>,
+}
+
+impl ErpData {
+    /// Creates (`key` is `None`) or changes a supplier, keeping fiscal codes unique.
+    pub(super) fn save_supplier(
+        &mut self,
+        key: Option<u64>,
+        input: SupplierInput,
+        now: DateTime<Utc>,
+    ) -> Result<Supplier, ErpError> {
+        let mut s = match key {
+            Some(k) => self
+                .suppliers
+                .get(k)
+                .cloned()
+                .ok_or_else(|| ErpError::Http(404, format!("Furnizorul {k} nu exista")))?,
+            None => Supplier {
+                active: true,
+                ..Supplier::default()
+            },
+        };
+        let old_digits = fiscal_digits(&s.vat_code);
+        let SupplierInput {
+            name,
+            vat_code,
+            reg_com,
+            address,
+            email,
+            phone,
+            iban,
+            active,
+        } = input;
+        for (field, value) in [
+            (&mut s.name, name),
+            (&mut s.vat_code, vat_code.map(|v| v.trim().to_uppercase())),
+            (&mut s.reg_com, reg_com),
+            (&mut s.address, address),
+            (&mut s.email, email),
+            (&mut s.phone, phone),
+            (&mut s.iban, iban),
+        ] {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        if let Some(v) = active {
+            s.active = v;
+        }
+        if s.name.trim().is_empty() {
+            return Err(business("Numele furnizorului lipseste"));
+        }
+        let digits = fiscal_digits(&s.vat_code);
+        let well_formed = s.vat_code.strip_prefix("RO").unwrap_or(&s.vat_code).trim() == digits
+            && (2..=10).contains(&digits.len());
+        if !well_formed {
+            return Err(business(format!(
+                "Codul fiscal `{}` al furnizorului este invalid",
+                s.vat_code
+            )));
+        }
+        if self
+            .supplier_codes
+            .get(&digits)
+            .is_some_and(|other| Some(*other) != key)
+        {
+            return Err(business(format!(
+                "Furnizorul cu codul fiscal {} exista deja",
+                s.vat_code
+            )));
+        }
+        let key = key.unwrap_or_else(|| self.suppliers.next_key());
+        s.id = key;
+        s.updated_at = now;
+        self.supplier_codes.remove(&old_digits);
+        self.supplier_codes.insert(digits, key);
+        self.suppliers.insert(key, s.clone());
+        Ok(s)
+    }
+}
+
+pub(super) async fn list_suppliers(
+    State(state): State<Arc<ErpState>>,
+    RawQuery(q): RawQuery,
+) -> ErpResult {
+    let pairs = query_pairs(q.as_deref());
+    let paging = paging(&pairs)?;
+    let since = since(&pairs)?;
+    // Searching by fiscal code ignores the `RO` prefix, as the ERP's own search does.
+    let code = query_get(&pairs, "vatCode").map(fiscal_digits);
+    let mut data = state.data.lock().unwrap();
+    let page = data.suppliers.page(
+        since,
+        &filter_key(&pairs),
+        paging.offset,
+        paging.limit,
+        |s| {
+            code.as_ref()
+                .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
+        },
+    );
+    let first = page.rows.first().map(|(k, _)| *k);
+    let items: Vec<Supplier> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
+    drift(&state, &mut data.suppliers, first);
+    ok(items)
+}
+
+pub(super) async fn get_supplier(
+    State(state): State<Arc<ErpState>>,
+    Path(id): Path<u64>,
+) -> ErpResult {
+    let data = state.data.lock().unwrap();
+    let s = data
+        .suppliers
+        .get(id)
+        .ok_or_else(|| ErpError::Http(404, format!("Furnizorul {id} nu exista")))?;
+    ok(s)
+}
+
+pub(super) async fn create_supplier(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
+    let input: SupplierInput = json_body(&body)?;
+    let now = now(&state);
+    ok(state.data.lock().unwrap().save_supplier(None, input, now)?)
+}
+
+pub(super) async fn put_supplier(
+    State(state): State<Arc<ErpState>>,
+    Path(id): Path<u64>,
+    body: Bytes,
+) -> ErpResult {
+    let input: SupplierInput = json_body(&body)?;
+    let now = now(&state);
+    ok(state
+        .data
+        .lock()
+        .unwrap()
+        .save_supplier(Some(id), input, now)?)
+}
+
+fn anyhow_error(e: ErpError) -> anyhow::Error {
+    match e {
+        ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
+    }
+}
+
+impl ErpHandle {
+    /// Every supplier in creation order.
+    pub fn suppliers(&self) -> Vec<Supplier> {
+        let data = self.state.data.lock().unwrap();
+        data.suppliers.iter().map(|(_, s)| s.clone()).collect()
+    }
+
+    /// The supplier with this fiscal code (the `RO` prefix does not matter).
+    pub fn supplier_by_vat(&self, vat_code: &str) -> Option<Supplier> {
+        let data = self.state.data.lock().unwrap();
+        data.suppliers
+            .get(*data.supplier_codes.get(&fiscal_digits(vat_code))?)
+            .cloned()
+    }
+
+    /// Adds a supplier as a purchasing clerk would.
+    pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
+        let now = now(&self.state);
+        let mut data = self.state.data.lock().unwrap();
+        data.save_supplier(None, input, now).map_err(anyhow_error)
+    }
+
+    /// Changes a supplier, bumping `updatedAt`; fails as the API would (duplicate or malformed
+    /// fiscal code, no name).
+    pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
+        let now = now(&self.state);
+        let mut data = self.state.data.lock().unwrap();
+        data.save_supplier(Some(id), input, now)
+            .map_err(anyhow_error)
+    }
+
+    /// Adds `n` generated suppliers (fiscal codes already present are skipped).
+    pub fn seed_suppliers(&self, n: usize, seed: u64) -> Vec<Supplier> {
+        seed::companies(n, seed)
+            .into_iter()
+            .filter_map(|c| {
+                self.create_supplier(SupplierInput {
+                    name: Some(c.name),
+                    vat_code: Some(c.vat_code),
+                    address: Some(c.address),
+                    email: Some(c.email),
+                    phone: Some(c.phone),
+                    ..SupplierInput::default()
+                })
+                .ok()
+            })
+            .collect()
+    }
+}
