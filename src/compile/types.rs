@@ -29,6 +29,13 @@ pub fn convert(v: Value, ty: FieldType, scale: Option<u32>) -> Result<Value, Val
     if v.is_null() {
         return Ok(v);
     }
+    // A path with a filter or wildcard selects a list: one node is the value itself.
+    if ty != FieldType::Json
+        && let Value::Array(items) = &v
+        && items.len() == 1
+    {
+        return convert(items[0].clone(), ty, scale);
+    }
     Ok(match ty {
         FieldType::Json => v,
         FieldType::String => match v {
@@ -173,6 +180,15 @@ mod tests {
         assert_eq!(
             convert(json!(812), FieldType::String, None).unwrap(),
             json!("812")
+        );
+        assert_eq!(
+            convert(json!(["a@b.ro"]), FieldType::String, None).unwrap(),
+            json!("a@b.ro"),
+            "a filter that selected one node gives that node"
+        );
+        assert_eq!(
+            convert(json!([3]), FieldType::Json, None).unwrap(),
+            json!([3])
         );
         assert_eq!(
             convert(json!("2026-11-26 10:00:00"), FieldType::Datetime, None).unwrap(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
-use erpsync::sim::shop::{Order, Product};
+use erpsync::sim::shop::{Order, Product, SupplierInput};
 use erpsync::sim::{ShopHandle, ShopOptions, ShopSim};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
@@ -201,8 +201,67 @@ async fn flows_sync_a_shop_with_a_real_tryton() {
     order.shipping_status = "confirmed".into();
     let order = shop.create_order(order).unwrap();
 
+    // A supplier entered in Tryton: a party in the `Suppliers` category with its fiscal code.
+    // The shop knows the company already, its code typed without the RO prefix.
+    let category = tryton
+        .call(
+            Method::POST,
+            "/model/party.category",
+            &[],
+            Some(json!({"name": "Suppliers"})),
+        )
+        .await;
+    let supplier = tryton
+        .call(
+            Method::POST,
+            "/model/party.party",
+            &[],
+            Some(json!({
+                "name": "Lumina Import SRL",
+                "categories": [["add", [category["id"]]]],
+                "identifiers": [["create", [{"code": "RO18547290"}]]],
+                "contact_mechanisms": [["create", [
+                    {"type": "email", "value": "vanzari@lumina.example.ro"},
+                    {"type": "phone", "value": "0264111222"},
+                ]]],
+                "addresses": [["create", [{"street": "Str. Fabricii 3", "city": "Cluj-Napoca"}]]],
+            })),
+        )
+        .await;
+    shop.create_supplier(SupplierInput {
+        name: Some("Lumina Import".into()),
+        vat_code: Some("18547290".into()),
+        ..SupplierInput::default()
+    })
+    .unwrap();
+
     // Products, the party and the sale, in one run: `after` and `requires` order them.
     erpsync(&shop, &tryton, &state, &[]).await;
+    let copy = shop.supplier_by_vat("18547290").unwrap();
+    assert_eq!(
+        (
+            copy.name.as_str(),
+            copy.vat_code.as_str(),
+            copy.email.as_str(),
+            copy.phone.as_str(),
+            copy.address.as_str(),
+            copy.status.as_str()
+        ),
+        (
+            "Lumina Import SRL",
+            "RO18547290",
+            "vanzari@lumina.example.ro",
+            "0264111222",
+            "Str. Fabricii 3, Cluj-Napoca",
+            "active"
+        )
+    );
+    assert_eq!(shop.suppliers().len(), 1, "matched, not duplicated");
+    assert!(
+        shop.customer_by_email("alice@example.com").is_some()
+            && shop.suppliers().iter().all(|s| s.name != "Alice Smith"),
+        "customers' parties are not suppliers"
+    );
     let p = tryton.product("TS-001").await;
     assert_eq!(p["name"], "T-Shirt");
     assert_eq!(decimal(&p["list_price_used"]), "19.90");
@@ -265,6 +324,14 @@ async fn flows_sync_a_shop_with_a_real_tryton() {
     shop.update_product(shirt.id, |p| p.stock = Some(99));
     erpsync(&shop, &tryton, &state, &["--reconcile", "--flow", "stock"]).await;
     assert_eq!(shop.product_by_sku("TS-001").unwrap().stock, Some(7));
+
+    // The supplier is deactivated in Tryton: the shop follows on the next run.
+    let path = format!("/model/party.party/{}", supplier["id"]);
+    tryton
+        .call(Method::PUT, &path, &[], Some(json!({"active": false})))
+        .await;
+    erpsync(&shop, &tryton, &state, &["--flow", "suppliers"]).await;
+    assert_eq!(shop.supplier_by_vat("18547290").unwrap().status, "inactive");
 
     // A second run exports nothing again.
     erpsync(&shop, &tryton, &state, &[]).await;
