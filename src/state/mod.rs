@@ -27,6 +27,8 @@ pub enum StateStoreError {
     Corrupt(String),
     #[error("unsupported state url `{0}`: expected `sqlite:PATH` or `postgres://…`")]
     Url(String),
+    #[error("TLS to the state database: {0}")]
+    Tls(String),
     #[error("cannot create state folder `{path}`: {reason}")]
     Folder { path: String, reason: String },
 }

@@ -10,8 +10,13 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 
 use chrono::{DateTime, Utc};
-use postgres::{Client, GenericClient, NoTls, Row};
+use postgres::{Client, GenericClient, Row};
 use serde_json::Value;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+mod tls;
+
+use tls::TlsSettings;
 
 use super::{
     Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
@@ -83,6 +88,7 @@ impl std::fmt::Debug for PostgresStore {
 /// restart of PostgreSQL costs the calls made while it was down, not the daemon.
 struct Connection {
     config: postgres::Config,
+    tls: MakeRustlsConnect,
     schema: Option<String>,
     client: Option<Client>,
 }
@@ -91,7 +97,7 @@ impl Connection {
     fn client(&mut self) -> Result<&mut Client> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            self.client = Some(connect(&self.config, self.schema.as_deref())?);
+            self.client = Some(connect(&self.config, &self.tls, self.schema.as_deref())?);
         }
         self.client
             .as_mut()
@@ -99,8 +105,12 @@ impl Connection {
     }
 }
 
-fn connect(config: &postgres::Config, schema: Option<&str>) -> Result<Client> {
-    let mut client = config.connect(NoTls)?;
+fn connect(
+    config: &postgres::Config,
+    tls: &MakeRustlsConnect,
+    schema: Option<&str>,
+) -> Result<Client> {
+    let mut client = config.connect(tls.clone())?;
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
     if let Some(s) = schema {
@@ -119,15 +129,30 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// The URL without erpsync's own `schema=` parameter (the driver refuses unknown ones), and
-/// that schema.
-fn split_schema(url: &str) -> Result<(String, Option<String>)> {
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok((url.to_string(), None));
+/// A database URL taken apart: what the driver reads, and the parameters erpsync handles
+/// itself (the driver refuses unknown ones and knows fewer TLS modes).
+struct Target {
+    /// The URL without `schema=`, `sslmode=` and `sslrootcert=`.
+    url: String,
+    schema: Option<String>,
+    tls: TlsSettings,
+}
+
+fn split_url(url: &str) -> Result<Target> {
+    let mut target = Target {
+        url: url.to_string(),
+        schema: None,
+        tls: TlsSettings::default(),
     };
-    let mut schema = None;
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok(target);
+    };
     let mut rest = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let is_tls = target.tls.take(pair).map_err(StateStoreError::Tls)?;
+        if is_tls {
+            continue;
+        }
         match pair.strip_prefix("schema=") {
             Some(s) => {
                 let valid = !s.is_empty()
@@ -136,17 +161,30 @@ fn split_schema(url: &str) -> Result<(String, Option<String>)> {
                 if !valid {
                     return Err(StateStoreError::Url(redact_url(url)));
                 }
-                schema = Some(s.to_string());
+                target.schema = Some(s.to_string());
             }
             None => rest.push(pair),
         }
     }
-    let url = if rest.is_empty() {
+    target.url = if rest.is_empty() {
         base.to_string()
     } else {
         format!("{base}?{}", rest.join("&"))
     };
-    Ok((url, schema))
+    Ok(target)
+}
+
+impl Target {
+    /// The driver's configuration and the TLS connector.
+    fn config(&self, shown: &str) -> Result<(postgres::Config, MakeRustlsConnect)> {
+        let mut config: postgres::Config = self
+            .url
+            .parse()
+            .map_err(|_| StateStoreError::Url(shown.to_string()))?;
+        config.ssl_mode(self.tls.driver_mode());
+        let tls = self.tls.connector().map_err(StateStoreError::Tls)?;
+        Ok((config, tls))
+    }
 }
 
 /// A database URL fit to print: the password, in the user part or as a `password=`
@@ -182,17 +220,16 @@ impl PostgresStore {
     /// several erpsync installations (or tests) can share a database.
     pub fn open(url: &str) -> Result<Self> {
         let shown = redact_url(url);
-        let (conn_url, schema) = split_schema(url)?;
-        let config: postgres::Config = conn_url
-            .parse()
-            .map_err(|_| StateStoreError::Url(shown.clone()))?;
+        let target = split_url(url)?;
+        let (config, tls) = target.config(&shown)?;
         if let Some(p) = config.get_password() {
             crate::redact::register(&String::from_utf8_lossy(p));
         }
         let (jobs, inbox) = mpsc::channel::<Job>();
         let mut conn = Connection {
             config,
-            schema,
+            tls,
+            schema: target.schema,
             client: None,
         };
         std::thread::Builder::new()
@@ -212,16 +249,14 @@ impl PostgresStore {
 
     /// Drops the store's schema with everything in it (tests clean up with it).
     pub fn drop_schema(url: &str) -> Result<()> {
-        let (conn_url, schema) = split_schema(url)?;
-        let Some(schema) = schema else {
+        let target = split_url(url)?;
+        let Some(schema) = target.schema.clone() else {
             return Ok(());
         };
-        let config: postgres::Config = conn_url
-            .parse()
-            .map_err(|_| StateStoreError::Url(redact_url(url)))?;
+        let (config, tls) = target.config(&redact_url(url))?;
         // On a thread of its own for the same reason as the store: callers may be async.
         std::thread::spawn(move || -> Result<()> {
-            let mut client = config.connect(NoTls)?;
+            let mut client = config.connect(tls)?;
             client.batch_execute(&format!(
                 "DROP SCHEMA IF EXISTS {} CASCADE",
                 quote_ident(&schema)
@@ -230,6 +265,26 @@ impl PostgresStore {
         })
         .join()
         .map_err(|_| StateStoreError::Disconnected(redact_url(url)))?
+    }
+
+    /// Whether the session to the server is encrypted (`sslmode` and the server decide).
+    pub fn encrypted(&self) -> Result<bool> {
+        self.call(|c| {
+            let row = c.query_one(
+                "SELECT coalesce((SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()), false)",
+                &[],
+            )?;
+            Ok(row.try_get(0)?)
+        })
+    }
+
+    /// A server setting, as `SHOW` gives it.
+    pub fn setting(&self, name: &str) -> Result<String> {
+        let name = name.to_string();
+        self.call(move |c| {
+            let row = c.query_one("SELECT current_setting($1)", &[&name])?;
+            Ok(row.try_get(0)?)
+        })
     }
 
     /// Runs `f` on the connection thread and waits for its answer.
@@ -699,9 +754,13 @@ mod tests {
 
     #[test]
     fn the_schema_parameter_is_taken_out_of_the_url() {
-        let (url, schema) = split_schema("postgres://db/x?schema=erp_a&sslmode=disable").unwrap();
-        assert_eq!(url, "postgres://db/x?sslmode=disable");
+        let t = split_url("postgres://db/x?schema=erp_a&connect_timeout=5").unwrap();
+        let (url, schema) = (t.url, t.schema);
+        assert_eq!(url, "postgres://db/x?connect_timeout=5");
         assert_eq!(schema.as_deref(), Some("erp_a"));
-        assert!(split_schema("postgres://db/x?schema=a;drop").is_err());
+        let t = split_url("postgres://db/x?sslmode=verify-ca&sslrootcert=%2Fca.pem").unwrap();
+        assert_eq!(t.url, "postgres://db/x");
+        assert_eq!(t.tls.mode, tls::SslMode::VerifyCa);
+        assert!(split_url("postgres://db/x?schema=a;drop").is_err());
     }
 }

@@ -562,3 +562,60 @@ async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
         "{got:?}"
     );
 }
+
+/// `url` with `params` added to its query.
+fn with_params(url: &str, params: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{params}")
+}
+
+#[test]
+fn sslmode_is_honoured_as_libpq_does() {
+    let Some(schema) = pg() else { return };
+    let plain = PostgresStore::open(&with_params(&schema.url, "sslmode=disable")).unwrap();
+    assert!(!plain.encrypted().unwrap());
+    let server_tls = PostgresStore::open(&schema.url)
+        .unwrap()
+        .encrypted()
+        .unwrap();
+    let required = PostgresStore::open(&with_params(&schema.url, "sslmode=require"));
+    if !server_tls {
+        // `prefer` fell back to plain: the server has no TLS, so `require` must refuse.
+        let err = required.unwrap_err().to_string();
+        assert!(err.contains("TLS") || err.contains("SSL"), "{err}");
+        eprintln!("skipped the certificate checks: the test server has TLS off");
+        return;
+    }
+    // `require` encrypts without asking whose certificate it is.
+    assert!(required.unwrap().encrypted().unwrap());
+
+    // The server's own certificate as the CA: its chain is good, but it names the machine,
+    // not 127.0.0.1, so only `verify-ca` accepts it.
+    let cert_file: String = {
+        let probe = PostgresStore::open(&schema.url).unwrap();
+        probe.setting("ssl_cert_file").unwrap()
+    };
+    if std::fs::metadata(&cert_file).is_err() {
+        eprintln!("skipped the certificate checks: `{cert_file}` is not readable here");
+        return;
+    }
+    let root = format!("sslrootcert={}", cert_file.replace('/', "%2F"));
+    let ca = PostgresStore::open(&with_params(
+        &schema.url,
+        &format!("sslmode=verify-ca&{root}"),
+    ))
+    .unwrap();
+    assert!(ca.encrypted().unwrap());
+    let full = PostgresStore::open(&with_params(
+        &schema.url,
+        &format!("sslmode=verify-full&{root}"),
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(full.contains("certificate"), "{full}");
+
+    let bad = PostgresStore::open(&with_params(&schema.url, "sslmode=always"))
+        .unwrap_err()
+        .to_string();
+    assert!(bad.contains("`sslmode=always`"), "{bad}");
+}

@@ -1,0 +1,271 @@
+//! TLS to PostgreSQL, with the meanings libpq gives `sslmode` so a URL that works with `psql`
+//! works here: `disable` (plain), `prefer` (the default: TLS when the server offers it),
+//! `require` (TLS or nothing), both without checking the certificate unless `sslrootcert`
+//! names a CA file (then as `verify-ca`); `verify-ca` (the chain must lead to `sslrootcert` or
+//! a CA the system trusts) and `verify-full` (that, and the name must be the host's).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
+};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How much the connection trusts the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+/// The TLS parameters of a database URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct TlsSettings {
+    pub mode: SslMode,
+    /// PEM file of the CA(s) the server's certificate must lead to.
+    pub root_cert: Option<PathBuf>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> Self {
+        TlsSettings {
+            mode: SslMode::Prefer,
+            root_cert: None,
+        }
+    }
+}
+
+impl TlsSettings {
+    /// Reads `sslmode=` / `sslrootcert=` from a query pair; false when the pair is not one of
+    /// them (the driver knows only three modes and no root file, so erpsync takes both).
+    pub fn take(&mut self, pair: &str) -> Result<bool, String> {
+        if let Some(v) = pair.strip_prefix("sslmode=") {
+            self.mode = match v {
+                "disable" => SslMode::Disable,
+                "prefer" | "allow" => SslMode::Prefer,
+                "require" => SslMode::Require,
+                "verify-ca" => SslMode::VerifyCa,
+                "verify-full" => SslMode::VerifyFull,
+                other => {
+                    return Err(format!(
+                        "`sslmode={other}` is not one of disable, prefer, require, verify-ca, verify-full"
+                    ));
+                }
+            };
+            return Ok(true);
+        }
+        if let Some(v) = pair.strip_prefix("sslrootcert=") {
+            let path = url::form_urlencoded::parse(format!("p={v}").as_bytes())
+                .next()
+                .map(|(_, p)| p.into_owned())
+                .unwrap_or_default();
+            self.root_cert = Some(PathBuf::from(path));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
+    /// The driver's mode: whether TLS is tried, and whether it is required.
+    pub fn driver_mode(&self) -> postgres::config::SslMode {
+        match self.mode {
+            SslMode::Disable => postgres::config::SslMode::Disable,
+            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+                postgres::config::SslMode::Require
+            }
+        }
+    }
+
+    /// The TLS connector for these settings.
+    pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let checks_chain = matches!(self.mode, SslMode::VerifyCa | SslMode::VerifyFull)
+            || self.root_cert.is_some();
+        let verifier: Arc<dyn ServerCertVerifier> = if !checks_chain {
+            Arc::new(EncryptOnly(provider.signature_verification_algorithms))
+        } else {
+            let roots = self.roots()?;
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+                    .build()
+                    .map_err(|e| format!("cannot verify server certificates: {e}"))?;
+            if self.mode == SslMode::VerifyFull {
+                webpki
+            } else {
+                Arc::new(AnyName(webpki))
+            }
+        };
+        let config = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier)
+            .with_no_client_auth();
+        Ok(MakeRustlsConnect::new(config))
+    }
+
+    /// `sslrootcert`, or the CAs the system trusts.
+    fn roots(&self) -> Result<RootCertStore, String> {
+        let mut roots = RootCertStore::empty();
+        match &self.root_cert {
+            Some(path) => {
+                for cert in read_pem(path)? {
+                    roots
+                        .add(cert)
+                        .map_err(|e| format!("`{}`: {e}", path.display()))?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                roots.add_parsable_certificates(found.certs);
+            }
+        }
+        if roots.is_empty() {
+            return Err("no CA certificate to verify the database server with".into());
+        }
+        Ok(roots)
+    }
+}
+
+fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("`{}` is not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("`{}` holds no certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// `prefer`/`require` without a CA file: the session is encrypted and the handshake's
+/// signatures are checked, but whose certificate it is is not (what libpq does).
+#[derive(Debug)]
+struct EncryptOnly(WebPkiSupportedAlgorithms);
+
+impl ServerCertVerifier for EncryptOnly {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
+/// `verify-ca`: the chain must lead to a trusted CA; the name on the certificate may be any.
+#[derive(Debug)]
+struct AnyName(Arc<WebPkiServerVerifier>);
+
+impl ServerCertVerifier for AnyName {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self
+            .0
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+        {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[&str]) -> Result<TlsSettings, String> {
+        let mut s = TlsSettings::default();
+        for p in pairs {
+            assert!(s.take(p)?, "{p} is a TLS parameter");
+        }
+        Ok(s)
+    }
+
+    #[test]
+    fn sslmode_and_root_file_are_read_as_libpq_does() {
+        assert_eq!(TlsSettings::default().mode, SslMode::Prefer);
+        let s = parse(&["sslmode=verify-full", "sslrootcert=%2Fetc%2Fca%20file.pem"]).unwrap();
+        assert_eq!(s.mode, SslMode::VerifyFull);
+        assert_eq!(s.root_cert.as_deref(), Some(Path::new("/etc/ca file.pem")));
+        assert_eq!(s.driver_mode(), postgres::config::SslMode::Require);
+        assert_eq!(
+            parse(&["sslmode=disable"]).unwrap().driver_mode(),
+            postgres::config::SslMode::Disable
+        );
+        let err = parse(&["sslmode=sometimes"]).unwrap_err();
+        assert!(err.contains("`sslmode=sometimes`"), "{err}");
+        assert!(!TlsSettings::default().take("connect_timeout=5").unwrap());
+    }
+
+    #[test]
+    fn a_missing_root_file_is_named() {
+        let s = parse(&["sslmode=verify-ca", "sslrootcert=/nonexistent/ca.pem"]).unwrap();
+        let err = s.connector().map(|_| ()).unwrap_err();
+        assert!(err.contains("/nonexistent/ca.pem"), "{err}");
+    }
+}
