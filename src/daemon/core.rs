@@ -14,7 +14,6 @@ use tokio::sync::{Notify, broadcast};
 
 use super::metrics::{Metrics, status_of};
 use super::scheduler::Plan;
-use super::webhook::Replays;
 use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::engine::{Counts, Engine, EngineBuildError, RunOptions, RunReport};
@@ -173,7 +172,6 @@ pub struct Daemon {
     pub(super) plan: Mutex<Plan>,
     /// Woken when the plan changes, so the scheduler loop does not sleep past a new firing.
     pub(super) replanned: Notify,
-    pub(super) replays: Replays,
     pub metrics: Metrics,
     events: broadcast::Sender<DaemonEvent>,
     stopping: AtomicBool,
@@ -281,7 +279,6 @@ impl Daemon {
             flows: Mutex::new(HashMap::new()),
             plan: Mutex::new(plan),
             replanned: Notify::new(),
-            replays: Replays::default(),
             metrics: Metrics::default(),
             events,
             stopping: AtomicBool::new(false),

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{
     Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
-    StateStoreError, json_column as json,
+    StateStoreError, json_column as json, keep_since,
 };
 
 const SCHEMA: &str = "
@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS firings (name TEXT PRIMARY KEY, fired_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    webhook TEXT NOT NULL, id TEXT NOT NULL, received_at TEXT NOT NULL,
+    PRIMARY KEY (webhook, id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
 ";
 
 /// State in one SQLite file.
@@ -535,6 +540,38 @@ impl StateStore for SqliteStore {
             params![name, ts(at)],
         )?;
         Ok(n > 0)
+    }
+
+    fn remember_delivery(
+        &self,
+        webhook: &str,
+        id: &str,
+        at: DateTime<Utc>,
+        keep: std::time::Duration,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        // One write transaction: a second daemon on the same file waits for it (busy
+        // timeout) and then finds the delivery.
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM deliveries WHERE received_at < ?1",
+            [ts(keep_since(at, keep))],
+        )?;
+        let n = tx.execute(
+            "INSERT INTO deliveries (webhook, id, received_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (webhook, id) DO NOTHING",
+            params![webhook, id, ts(at)],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM deliveries WHERE webhook = ?1 AND id = ?2",
+            params![webhook, id],
+        )?;
+        Ok(())
     }
 }
 

@@ -1,7 +1,7 @@
 //! The PostgreSQL state store: one conformance suite run against SQLite and PostgreSQL,
-//! leases between nodes, an engine run on PostgreSQL state, and two daemons sharing one
-//! database where a due flow runs on exactly one node. Each test works in a fresh schema it
-//! drops at the end. The server is `ERPSYNC_TEST_POSTGRES` (default
+//! leases and webhook deliveries between nodes, an engine run on PostgreSQL state, and two
+//! daemons sharing one database where a due flow runs on exactly one node. Each test works
+//! in a fresh schema it drops at the end. The server is `ERPSYNC_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); when it is not reachable the tests fail,
 //! unless `ERPSYNC_SKIP_POSTGRES=1`.
 
@@ -278,6 +278,7 @@ fn conformance(s: &dyn StateStore) {
     assert_eq!(s.runs(None, 10).unwrap()[0].finished_at, None);
 
     leases(s);
+    deliveries(s);
 }
 
 /// Leases: one holder at a time, renewed by its holder, free once expired or released.
@@ -314,6 +315,34 @@ fn leases(s: &dyn StateStore) {
     assert!(!s.claim_firing("stock:sync", t("15:00:00")).unwrap());
 }
 
+/// Webhook deliveries: remembered once per webhook and id, forgotten once older than what
+/// is kept, or on request.
+fn deliveries(s: &dyn StateStore) {
+    let keep = Duration::from_secs(3600);
+    // Whether the delivery `id` of `webhook`, arriving `m` minutes after 16:00, is new.
+    let new = |webhook: &str, id: &str, m: i64| {
+        let at = t("16:00:00") + chrono::Duration::minutes(m);
+        s.remember_delivery(webhook, id, at, keep).unwrap()
+    };
+    assert!(new("shop", "id:1", 0));
+    assert!(!new("shop", "id:1", 1));
+    // Ids are per webhook.
+    assert!(new("erp", "id:1", 0));
+    assert!(new("shop", "id:2", 30));
+    // Kept from its first arrival (a repeat does not extend it), for `keep` exactly...
+    assert!(!new("shop", "id:1", 60));
+    // ...and forgotten after: the same id is a new delivery again, a younger one is not.
+    assert!(new("shop", "id:1", 61));
+    assert!(!new("shop", "id:2", 61));
+    // Pruned by any call, whatever its webhook.
+    assert!(new("erp", "id:1", 61));
+    // Forgotten on request (its flows could not be started): the next attempt is accepted.
+    s.forget_delivery("shop", "id:2").unwrap();
+    assert!(new("shop", "id:2", 62));
+    assert!(!new("shop", "id:2", 62));
+    s.forget_delivery("shop", "never-seen").unwrap();
+}
+
 #[test]
 fn sqlite_store_conforms() {
     conformance(&SqliteStore::in_memory().unwrap());
@@ -346,27 +375,20 @@ async fn postgres_store_answers_from_async_code() {
     assert_eq!(got, Some(t("10:00:00")));
 }
 
-#[test]
-fn racing_nodes_get_a_lease_once() {
-    let Some(db) = pg() else { return };
+/// Runs `attempt` on `NODES` stores of one database at the same moment; how many won.
+fn race(db: &PgSchema, attempt: impl Fn(&PostgresStore, usize) -> bool + Sync) -> usize {
     const NODES: usize = 6;
     let stores: Vec<_> = (0..NODES).map(|_| db.open()).collect();
     let start = Arc::new(Barrier::new(NODES));
-    let winners = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = stores
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let start = start.clone();
+                let (start, attempt) = (start.clone(), &attempt);
                 scope.spawn(move || {
                     start.wait();
-                    s.try_lease(
-                        "flow:orders",
-                        &format!("node-{i}"),
-                        t("09:00:00"),
-                        Duration::from_secs(30),
-                    )
-                    .unwrap()
+                    attempt(s, i)
                 })
             })
             .collect();
@@ -375,8 +397,43 @@ fn racing_nodes_get_a_lease_once() {
             .map(|h| h.join().unwrap())
             .filter(|won| *won)
             .count()
+    })
+}
+
+#[test]
+fn racing_nodes_get_a_lease_once() {
+    let Some(db) = pg() else { return };
+    let winners = race(&db, |s, i| {
+        s.try_lease(
+            "flow:orders",
+            &format!("node-{i}"),
+            t("09:00:00"),
+            Duration::from_secs(30),
+        )
+        .unwrap()
     });
     assert_eq!(winners, 1);
+}
+
+#[test]
+fn racing_nodes_accept_a_delivery_once() {
+    let Some(db) = pg() else { return };
+    let keep = Duration::from_secs(3600);
+    // An old delivery every node would prune first.
+    db.open()
+        .remember_delivery("shop_orders", "id:old", t("07:00:00"), keep)
+        .unwrap();
+    let winners = race(&db, |s, _| {
+        s.remember_delivery("shop_orders", "id:d-1", t("09:00:00"), keep)
+            .unwrap()
+    });
+    assert_eq!(winners, 1);
+    let again = db.open();
+    assert!(
+        again
+            .remember_delivery("shop_orders", "id:old", t("09:00:00"), keep)
+            .unwrap()
+    );
 }
 
 #[test]
