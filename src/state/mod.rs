@@ -180,6 +180,32 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// A lease as the store keeps it. An expired lease stays until its holder releases it or
+/// another holder takes it over, so `held_at` tells whether anyone holds it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The name of a flow's lease.
+    pub fn of_flow(flow: &str) -> String {
+        format!("flow:{flow}")
+    }
+
+    /// The flow this lease is for, when it is a flow's lease.
+    pub fn flow(&self) -> Option<&str> {
+        self.name.strip_prefix("flow:")
+    }
+
+    /// Whether its holder holds it at `now`: once expired, any holder may take it.
+    pub fn held_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now
+    }
+}
+
 /// Where erpsync keeps its state. Implementations must make each call atomic.
 pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// The bindings of the given keys that exist.
@@ -249,6 +275,8 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ) -> Result<bool>;
     /// Gives a lease up, if `holder` still holds it.
     fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Every lease on record, by name, expired ones included (see `Lease::held_at`).
+    fn leases(&self) -> Result<Vec<Lease>>;
     /// Claims the firing of schedule `name` at `at`: true for the first node only, so a
     /// schedule that fires on every node runs once. Later firings are claimed afresh.
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool>;

@@ -14,7 +14,7 @@ use postgres::{Client, GenericClient, NoTls, Row};
 use serde_json::Value;
 
 use super::{
-    Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
+    Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
     StateStoreError, json_column as json, keep_since,
 };
 
@@ -664,6 +664,24 @@ impl StateStore for PostgresStore {
                 &[&name, &holder],
             )?;
             Ok(())
+        })
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        self.call(|c| {
+            let rows = c.query(
+                "SELECT name, holder, expires_at FROM leases ORDER BY name",
+                &[],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Lease {
+                        name: r.try_get(0)?,
+                        holder: r.try_get(1)?,
+                        expires_at: r.try_get(2)?,
+                    })
+                })
+                .collect()
         })
     }
 

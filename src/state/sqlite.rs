@@ -9,7 +9,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{
-    Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
+    Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
     StateStoreError, json_column as json, keep_since,
 };
 
@@ -530,6 +530,28 @@ impl StateStore for SqliteStore {
             params![name, holder],
         )?;
         Ok(())
+    }
+
+    fn leases(&self) -> Result<Vec<Lease>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT name, holder, expires_at FROM leases ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (name, holder, expires) = row?;
+            Ok(Lease {
+                name,
+                holder,
+                expires_at: parse_ts(&expires)?,
+            })
+        })
+        .collect()
     }
 
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {

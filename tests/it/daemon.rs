@@ -1,5 +1,5 @@
 //! The daemon against the simulators: schedules and overlap, signed webhooks (and their
-//! delivery ids across a restart), the admin API, metrics, shutdown
+//! delivery ids across a restart), the admin API with lease holders, metrics, shutdown
 //! during a run, reload, and several shops against one ERP. Time is a manual clock shared by
 //! the simulators and the daemon; nothing waits for real.
 
@@ -500,6 +500,99 @@ async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sen
     assert_eq!(erp.orders_by_reference(&order.number).len(), 1);
     let (status, _) = deliver(&url, &body, "delivery-1").await;
     assert_eq!(status, StatusCode::OK);
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
+    let r = rig(|y| y).await;
+    let (url, stop, served) = serve_http(&r.daemon).await;
+    let flows = || async {
+        http()
+            .get(format!("{url}/api/flows"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let of = |answer: &Value, id: &str| {
+        answer["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let answer = flows().await;
+    assert_eq!(answer["node"], r.daemon.node_id());
+    let stock = of(&answer, "stock");
+    assert_eq!(
+        (&stock["lease_holder"], &stock["lease_until"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // Another node runs `stock`: it holds the flow's lease in the shared state.
+    assert!(
+        r.store
+            .try_lease(
+                "flow:stock",
+                "node-b",
+                r.clock.now(),
+                Duration::from_secs(90)
+            )
+            .unwrap()
+    );
+    let answer = flows().await;
+    let stock = of(&answer, "stock");
+    assert_eq!(stock["lease_holder"], "node-b");
+    assert_eq!(stock["lease_until"], "2026-05-04T10:02:00Z");
+    assert_eq!(of(&answer, "products")["lease_holder"], Value::Null);
+    // So this node does not run it.
+    let mut events = r.daemon.subscribe();
+    r.daemon
+        .trigger("stock", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    wait_for(
+        &mut events,
+        |e| matches!(e, DaemonEvent::RunSkipped { flow } if flow == "stock"),
+    )
+    .await;
+
+    // Expired (node-b died), nobody holds it any more.
+    r.clock.advance(Duration::from_secs(90));
+    let stock = of(&flows().await, "stock");
+    assert_eq!(stock["lease_holder"], Value::Null);
+
+    // A run of this node holds the lease while it goes on.
+    r.daemon
+        .trigger("stock", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    wait_for(
+        &mut events,
+        |e| matches!(e, DaemonEvent::RunStarted { flow, .. } if flow == "stock"),
+    )
+    .await;
+    // The test's runtime has one thread: the run waits at its first request until this
+    // test awaits again, so it is still going on here.
+    let stock = r
+        .daemon
+        .flow_statuses()
+        .into_iter()
+        .find(|f| f.id == "stock")
+        .unwrap();
+    assert!(stock.running_since.is_some());
+    assert_eq!(stock.lease_holder.as_deref(), Some(r.daemon.node_id()));
+    assert!(stock.lease_until > Some(r.clock.now()));
+    wait_for(&mut events, finished("stock")).await;
+    assert!(
+        r.store.leases().unwrap().is_empty(),
+        "released after the run"
+    );
     stop.send(()).unwrap();
     assert!(served.await.unwrap());
 }

@@ -511,6 +511,9 @@ impl StateStore for CountingStore {
     fn release_lease(&self, name: &str, holder: &str) -> erpsync::state::Result<()> {
         self.inner.release_lease(name, holder)
     }
+    fn leases(&self) -> erpsync::state::Result<Vec<erpsync::state::Lease>> {
+        self.inner.leases()
+    }
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> erpsync::state::Result<bool> {
         self.inner.claim_firing(name, at)
     }

@@ -16,7 +16,8 @@ use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
 use erpsync::sim::seed_both;
 use erpsync::state::{
-    Binding, Failure, JournalEntry, JournalState, PostgresStore, Scope, SqliteStore, StateStore,
+    Binding, Failure, JournalEntry, JournalState, Lease, PostgresStore, Scope, SqliteStore,
+    StateStore,
 };
 use serde_json::json;
 
@@ -281,17 +282,41 @@ fn conformance(s: &dyn StateStore) {
     deliveries(s);
 }
 
-/// Leases: one holder at a time, renewed by its holder, free once expired or released.
+fn lease(name: &str, holder: &str, expires_at: DateTime<Utc>) -> Lease {
+    Lease {
+        name: name.into(),
+        holder: holder.into(),
+        expires_at,
+    }
+}
+
+/// Leases: one holder at a time, renewed by its holder, free once expired or released, and
+/// listed with their holders.
 fn leases(s: &dyn StateStore) {
     let ttl = Duration::from_secs(60);
     let now = t("14:00:00");
+    assert_eq!(s.leases().unwrap(), []);
     assert!(s.try_lease("flow:stock", "node-a", now, ttl).unwrap());
     assert!(!s.try_lease("flow:stock", "node-b", now, ttl).unwrap());
     // Another flow is another lease.
     assert!(s.try_lease("flow:orders", "node-b", now, ttl).unwrap());
+    let listed = s.leases().unwrap();
+    assert_eq!(
+        listed,
+        [
+            lease("flow:orders", "node-b", t("14:01:00")),
+            lease("flow:stock", "node-a", t("14:01:00")),
+        ]
+    );
+    assert_eq!(listed[0].flow(), Some("orders"));
+    assert_eq!(Lease::of_flow("orders"), "flow:orders");
     // Renewed by its holder, it lasts from the renewal.
     let later = now + chrono::Duration::seconds(50);
     assert!(s.try_lease("flow:stock", "node-a", later, ttl).unwrap());
+    assert_eq!(
+        s.leases().unwrap()[1],
+        lease("flow:stock", "node-a", t("14:01:50"))
+    );
     let after_first_ttl = now + chrono::Duration::seconds(70);
     assert!(
         !s.try_lease("flow:stock", "node-b", after_first_ttl, ttl)
@@ -301,10 +326,26 @@ fn leases(s: &dyn StateStore) {
     let expired = later + chrono::Duration::seconds(60);
     assert!(s.try_lease("flow:stock", "node-b", expired, ttl).unwrap());
     assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
+    // An expired lease is still listed, but nobody holds it.
+    let listed = s.leases().unwrap();
+    assert_eq!(
+        listed,
+        [
+            lease("flow:orders", "node-b", t("14:01:00")),
+            lease("flow:stock", "node-b", t("14:02:50")),
+        ]
+    );
+    assert!(!listed[0].held_at(expired));
+    assert!(listed[1].held_at(expired));
+    assert!(!listed[1].held_at(t("14:02:50")));
     // Only the holder releases it.
     s.release_lease("flow:stock", "node-a").unwrap();
     assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
     s.release_lease("flow:stock", "node-b").unwrap();
+    assert_eq!(
+        s.leases().unwrap(),
+        [lease("flow:orders", "node-b", t("14:01:00"))]
+    );
     assert!(s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
 
     // A firing is claimed once; the next one afresh.
