@@ -1,9 +1,13 @@
 //! `erpsync status FLOWS`: each flow's state from the state database — enabled, schedule,
-//! cursor, last run and its counts, failures kept — without contacting any system.
+//! cursor, last run and its counts, failures kept, the node holding its lease — without
+//! contacting any system.
 
+use std::collections::HashMap;
 use std::process::ExitCode;
 
 use super::common::{ProjectArgs, load_project, open_state_read_only};
+use crate::clock::{Clock as _, SystemClock};
+use crate::state::Lease;
 
 /// Arguments of `erpsync status`.
 #[derive(Debug, clap::Args)]
@@ -18,8 +22,18 @@ pub struct StatusArgs {
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let store = open_state_read_only(&args.project, &project)?;
+    let now = SystemClock.now();
+    let leases: HashMap<String, Lease> = store
+        .leases()?
+        .into_iter()
+        .filter(|l| l.held_at(now))
+        .filter_map(|l| Some((l.flow()?.to_string(), l)))
+        .collect();
     let mut rows = Vec::new();
     for flow in &project.flows {
+        let lease = leases
+            .get(&flow.id)
+            .map(|l| serde_json::json!({"holder": l.holder, "expires_at": l.expires_at}));
         let last = store.runs(Some(&flow.id), 1)?.into_iter().next();
         let failures = store.failures(Some(&flow.id))?.len();
         let cursor = store.cursor(&flow.id)?;
@@ -32,6 +46,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "cursor": cursor,
             "last_run": last,
             "failures": failures,
+            "lease": lease,
         }));
     }
     if args.json {
@@ -57,6 +72,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             last["status"].as_str().unwrap_or("-"),
             r["failures"],
         );
+    }
+    // Only while some node runs a flow: most of the time none does.
+    let held: Vec<_> = rows.iter().filter(|r| !r["lease"].is_null()).collect();
+    if !held.is_empty() {
+        println!(
+            "\n{:<26} {:<30} {:<22}",
+            "running on", "node", "lease until"
+        );
+        for r in held {
+            let lease = &r["lease"];
+            println!(
+                "{:<26} {:<30} {:<22}",
+                r["flow"].as_str().unwrap_or(""),
+                lease["holder"].as_str().unwrap_or(""),
+                lease["expires_at"]
+                    .as_str()
+                    .map(|s| s.chars().take(19).collect::<String>())
+                    .unwrap_or_default(),
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

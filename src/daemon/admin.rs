@@ -114,7 +114,8 @@ async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
 }
 
 async fn list_flows(State(d): State<Arc<Daemon>>) -> Response {
-    Json(json!({"flows": d.flow_statuses()})).into_response()
+    // The node's own name, to tell its leases from other nodes'.
+    Json(json!({"node": d.node_id(), "flows": d.flow_statuses()})).into_response()
 }
 
 async fn show_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {

@@ -14,12 +14,11 @@ use tokio::sync::{Notify, broadcast};
 
 use super::metrics::{Metrics, status_of};
 use super::scheduler::Plan;
-use super::webhook::Replays;
 use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::engine::{Counts, Engine, EngineBuildError, RunOptions, RunReport};
 use crate::redact::redact;
-use crate::state::StateStore;
+use crate::state::{Lease, StateStore};
 
 /// Seconds in-flight runs get to finish after a shutdown request, unless configured.
 const DEFAULT_GRACE_SECS: u64 = 30;
@@ -113,6 +112,12 @@ pub struct FlowStatus {
     pub last_error_at: Option<DateTime<Utc>>,
     pub skipped_runs: u64,
     pub queued_keys: usize,
+    /// The node running the flow now, by the flow's lease in the state database (any node
+    /// sharing it, this one included); absent when no node holds it, or when the database
+    /// cannot say (a warning is logged).
+    pub lease_holder: Option<String>,
+    /// Until when that node holds the lease unless it renews it.
+    pub lease_until: Option<DateTime<Utc>>,
 }
 
 /// A request to run a flow that was not accepted.
@@ -173,7 +178,6 @@ pub struct Daemon {
     pub(super) plan: Mutex<Plan>,
     /// Woken when the plan changes, so the scheduler loop does not sleep past a new firing.
     pub(super) replanned: Notify,
-    pub(super) replays: Replays,
     pub metrics: Metrics,
     events: broadcast::Sender<DaemonEvent>,
     stopping: AtomicBool,
@@ -211,10 +215,6 @@ impl Drop for LeaseGuard {
             tracing::warn!(lease = %self.name, error = %redact(&e.to_string()), "cannot release lease");
         }
     }
-}
-
-fn lease_name(flow: &str) -> String {
-    format!("flow:{flow}")
 }
 
 /// Host name and process id: unique per node, and a restarted daemon does not mistake the
@@ -281,7 +281,6 @@ impl Daemon {
             flows: Mutex::new(HashMap::new()),
             plan: Mutex::new(plan),
             replanned: Notify::new(),
-            replays: Replays::default(),
             metrics: Metrics::default(),
             events,
             stopping: AtomicBool::new(false),
@@ -362,7 +361,7 @@ impl Daemon {
     /// Takes the flow's lease for this node and keeps it renewed until the guard is dropped.
     /// None when another node runs the flow (or the state cannot say).
     fn take_lease(self: &Arc<Self>, flow: &str) -> Option<LeaseGuard> {
-        let name = lease_name(flow);
+        let name = Lease::of_flow(flow);
         let ttl = self.lease_ttl();
         match self
             .store
@@ -695,6 +694,19 @@ impl Daemon {
 
     /// Every flow with what the daemon knows of it.
     pub fn flow_statuses(&self) -> Vec<FlowStatus> {
+        // Asked before the locks are taken: the store may make us wait.
+        let now = self.clock.now();
+        let leases: HashMap<String, Lease> = match self.store.leases() {
+            Ok(list) => list
+                .into_iter()
+                .filter(|l| l.held_at(now))
+                .filter_map(|l| Some((l.flow()?.to_string(), l)))
+                .collect(),
+            Err(e) => {
+                tracing::warn!(error = %redact(&e.to_string()), "cannot read the flow leases");
+                HashMap::new()
+            }
+        };
         let engine = self.engine();
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
@@ -724,6 +736,8 @@ impl Daemon {
                     last_error_at: s.and_then(|s| s.last_error.as_ref().map(|e| e.0)),
                     skipped_runs: s.map_or(0, |s| s.skipped),
                     queued_keys: s.map_or(0, |s| s.pending.len()),
+                    lease_holder: leases.get(&f.id).map(|l| l.holder.clone()),
+                    lease_until: leases.get(&f.id).map(|l| l.expires_at),
                 }
             })
             .collect()

@@ -1,10 +1,11 @@
 //! Incoming webhooks: one endpoint per `daemon.webhooks` entry. A delivery must carry the
 //! base64 HMAC-SHA256 of its raw body (checked in constant time), be recent enough when the
-//! webhook names a timestamp, and not have been seen before; then every enabled flow whose
-//! `trigger.webhook` names the webhook runs at once for the notified record.
+//! webhook names a timestamp, and not have been seen before (delivery ids are remembered in
+//! the state database, so across restarts and by every node sharing it); then every enabled
+//! flow whose `trigger.webhook` names the webhook runs at once for the notified record.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -16,34 +17,20 @@ use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use super::core::{Cause, Daemon};
+use super::core::{Cause, Daemon, TriggerRefusedError};
 use crate::config::model::WebhookConfig;
 use crate::engine::RunOptions;
 use crate::expr::JsonPath;
+use crate::redact::redact;
 
 /// How long a delivery id is remembered, at least: senders retry for hours, not days.
-const REMEMBER_SECS: i64 = 24 * 3600;
+const REMEMBER_SECS: u64 = 24 * 3600;
 
-/// Deliveries already accepted, by webhook and delivery id (or signature, when the sender
-/// sends no id), with when they arrived.
-#[derive(Debug, Default)]
-pub(crate) struct Replays {
-    seen: Mutex<HashMap<(String, String), DateTime<Utc>>>,
-}
-
-impl Replays {
-    /// Remembers a delivery; false when it was seen already.
-    fn first_time(&self, webhook: &str, id: &str, now: DateTime<Utc>, keep_secs: i64) -> bool {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.retain(|_, at| (now - *at).num_seconds() <= keep_secs);
-        seen.insert((webhook.to_string(), id.to_string()), now)
-            .is_none()
-    }
-
-    fn forget(&self, webhook: &str, id: &str) {
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        seen.remove(&(webhook.to_string(), id.to_string()));
-    }
+/// How long a webhook's delivery ids are remembered: a day, and longer when a repeat could
+/// still pass the timestamp check after that. A delivery passes up to `max_age_secs` either
+/// side of its event time, so its repeat can come up to twice that after it.
+fn remember_for(cfg: &WebhookConfig) -> Duration {
+    Duration::from_secs(REMEMBER_SECS.max(cfg.max_age_secs.saturating_mul(2)))
 }
 
 /// Why a delivery was refused.
@@ -191,11 +178,29 @@ pub(super) async fn receive(
             json!({"error": "the daemon is shutting down"}),
         );
     }
-    let keep = REMEMBER_SECS.max(cfg.max_age_secs as i64);
-    if !daemon.replays.first_time(&name, &delivery.id, now, keep) {
-        daemon.metrics.webhook(&name, "duplicate");
-        tracing::info!(webhook = %name, key = %delivery.key, "repeated delivery ignored");
-        return answer(StatusCode::OK, json!({"status": "duplicate"}));
+    match daemon
+        .store()
+        .remember_delivery(&name, &delivery.id, now, remember_for(&cfg))
+    {
+        Ok(true) => {}
+        Ok(false) => {
+            daemon.metrics.webhook(&name, "duplicate");
+            tracing::info!(webhook = %name, key = %delivery.key, "repeated delivery ignored");
+            return answer(StatusCode::OK, json!({"status": "duplicate"}));
+        }
+        Err(e) => {
+            // Nothing ran and nothing is remembered: the sender's retry is a first delivery.
+            tracing::error!(
+                webhook = %name,
+                key = %delivery.key,
+                error = %redact(&e.to_string()),
+                "cannot remember the delivery; refused for the sender to deliver again"
+            );
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": "the state database is unavailable; deliver again later"}),
+            );
+        }
     }
     let engine = daemon.engine();
     let targets: Vec<String> = engine
@@ -206,6 +211,7 @@ pub(super) async fn receive(
         .map(|f| f.id.clone())
         .collect();
     let mut flows = Vec::new();
+    let mut stopped = false;
     for flow in targets {
         let opts = RunOptions {
             keys: Some(vec![delivery.key.clone()]),
@@ -213,12 +219,29 @@ pub(super) async fn receive(
         };
         let outcome = match daemon.trigger(&flow, opts, Cause::Webhook(name.clone())) {
             Ok(t) => json!(t),
-            Err(e) => json!(e.to_string()),
+            Err(e) => {
+                stopped |= e == TriggerRefusedError::ShuttingDown;
+                json!(e.to_string())
+            }
         };
         flows.push(json!({"flow": flow, "outcome": outcome}));
     }
-    if daemon.is_stopping() {
-        daemon.replays.forget(&name, &delivery.id);
+    if stopped {
+        // The shutdown began while the flows were being started: the sender delivers again
+        // after the restart, and the flows that did start run that record once more, which
+        // changes nothing.
+        if let Err(e) = daemon.store().forget_delivery(&name, &delivery.id) {
+            tracing::error!(
+                webhook = %name,
+                key = %delivery.key,
+                error = %redact(&e.to_string()),
+                "cannot forget the delivery; the sender's next attempt will count as repeated"
+            );
+        }
+        return answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "the daemon is shutting down", "flows": flows}),
+        );
     }
     daemon.metrics.webhook(&name, "accepted");
     tracing::info!(webhook = %name, key = %delivery.key, flows = flows.len(), "webhook accepted");
@@ -281,14 +304,18 @@ mod tests {
     }
 
     #[test]
-    fn a_delivery_id_is_accepted_once() {
-        let r = Replays::default();
-        let now = Utc::now();
-        assert!(r.first_time("w", "id:1", now, 60));
-        assert!(!r.first_time("w", "id:1", now, 60));
-        assert!(r.first_time("other", "id:1", now, 60));
-        // Forgotten once older than what is kept.
-        assert!(r.first_time("w", "id:1", now + chrono::Duration::seconds(61), 60));
+    fn delivery_ids_are_kept_a_day_or_as_long_as_a_repeat_passes_the_timestamp_check() {
+        assert_eq!(remember_for(&cfg()), Duration::from_secs(24 * 3600));
+        let wide = WebhookConfig {
+            max_age_secs: 18 * 3600,
+            ..cfg()
+        };
+        assert_eq!(remember_for(&wide), Duration::from_secs(36 * 3600));
+        let huge = WebhookConfig {
+            max_age_secs: u64::MAX,
+            ..cfg()
+        };
+        assert_eq!(remember_for(&huge), Duration::from_secs(u64::MAX));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! erpsync's memory: bindings between the records of two systems, incremental cursors, the
-//! write journal that makes exports exactly-once, failures kept for retry, and run history.
+//! write journal that makes exports exactly-once, failures kept for retry, run history, flow
+//! leases and the webhook deliveries already accepted.
 //! `StateStore` is the seam; SQLite is the embedded default, PostgreSQL serves several nodes.
 
 mod postgres;
@@ -181,6 +182,32 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// A lease as the store keeps it. An expired lease stays until its holder releases it or
+/// another holder takes it over, so `held_at` tells whether anyone holds it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The name of a flow's lease.
+    pub fn of_flow(flow: &str) -> String {
+        format!("flow:{flow}")
+    }
+
+    /// The flow this lease is for, when it is a flow's lease.
+    pub fn flow(&self) -> Option<&str> {
+        self.name.strip_prefix("flow:")
+    }
+
+    /// Whether its holder holds it at `now`: once expired, any holder may take it.
+    pub fn held_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now
+    }
+}
+
 /// Where erpsync keeps its state. Implementations must make each call atomic.
 pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// The bindings of the given keys that exist.
@@ -250,13 +277,41 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ) -> Result<bool>;
     /// Gives a lease up, if `holder` still holds it.
     fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
+    /// Every lease on record, by name, expired ones included (see `Lease::held_at`).
+    fn leases(&self) -> Result<Vec<Lease>>;
     /// Claims the firing of schedule `name` at `at`: true for the first node only, so a
     /// schedule that fires on every node runs once. Later firings are claimed afresh.
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Remembers that delivery `id` of webhook `webhook` arrived at `at`: true the first
+    /// time, false when it is remembered already, so of several nodes receiving the same
+    /// delivery at once exactly one is told true. Deliveries that arrived more than `keep`
+    /// before `at` are forgotten first (and one of them arriving again counts as new).
+    fn remember_delivery(
+        &self,
+        webhook: &str,
+        id: &str,
+        at: DateTime<Utc>,
+        keep: std::time::Duration,
+    ) -> Result<bool>;
+    /// Forgets a delivery, so the sender's next attempt is accepted (its flows could not be
+    /// started).
+    fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()>;
 }
 
 /// A store behind `open`: the one `state.url` names.
 pub type AnyStore = Box<dyn StateStore>;
+
+/// The moment before which remembered deliveries are forgotten. Never before 1970: both
+/// stores take that as "the beginning", and SQLite's text timestamps only sort by time for
+/// positive years.
+pub(crate) fn keep_since(at: DateTime<Utc>, keep: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(keep)
+        .ok()
+        .and_then(|k| at.checked_sub_signed(k))
+        .unwrap_or(DateTime::UNIX_EPOCH)
+        .max(DateTime::UNIX_EPOCH)
+}
 
 /// A JSON column stored as text (both stores keep JSON as text so key order is kept).
 pub(crate) fn json_column(s: Option<String>) -> Result<Option<serde_json::Value>> {

@@ -19,8 +19,8 @@ mod tls;
 use tls::TlsSettings;
 
 use super::{
-    Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
-    StateStoreError, json_column as json,
+    Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
+    StateStoreError, json_column as json, keep_since,
 };
 
 // JSON is kept as text, not `jsonb`: `jsonb` reorders keys, and records keep the order of
@@ -58,6 +58,11 @@ CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TIMESTAMPTZ NOT NULL
 );
 CREATE TABLE IF NOT EXISTS firings (name TEXT PRIMARY KEY, fired_at TIMESTAMPTZ NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    webhook TEXT NOT NULL, id TEXT NOT NULL, received_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (webhook, id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
 ";
 
 /// Nodes starting together would race on `CREATE TABLE IF NOT EXISTS` (it is not safe
@@ -717,6 +722,24 @@ impl StateStore for PostgresStore {
         })
     }
 
+    fn leases(&self) -> Result<Vec<Lease>> {
+        self.call(|c| {
+            let rows = c.query(
+                "SELECT name, holder, expires_at FROM leases ORDER BY name",
+                &[],
+            )?;
+            rows.iter()
+                .map(|r| {
+                    Ok(Lease {
+                        name: r.try_get(0)?,
+                        holder: r.try_get(1)?,
+                        expires_at: r.try_get(2)?,
+                    })
+                })
+                .collect()
+        })
+    }
+
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {
         let name = name.to_string();
         self.call(move |c| {
@@ -727,6 +750,48 @@ impl StateStore for PostgresStore {
                 &[&name, &at],
             )?;
             Ok(n > 0)
+        })
+    }
+
+    fn remember_delivery(
+        &self,
+        webhook: &str,
+        id: &str,
+        at: DateTime<Utc>,
+        keep: std::time::Duration,
+    ) -> Result<bool> {
+        let (webhook, id) = (webhook.to_string(), id.to_string());
+        let since = keep_since(at, keep);
+        self.call(move |c| {
+            let mut tx = c.transaction()?;
+            // Old rows another node is deleting right now are skipped, not waited for: two
+            // prunes locking the same rows in different orders could deadlock.
+            tx.execute(
+                "DELETE FROM deliveries WHERE (webhook, id) IN (
+                   SELECT webhook, id FROM deliveries WHERE received_at < $1
+                   FOR UPDATE SKIP LOCKED)",
+                &[&since],
+            )?;
+            // The unique key decides between nodes: a twin insert waits for this
+            // transaction and then finds the row, so exactly one node inserts it.
+            let n = tx.execute(
+                "INSERT INTO deliveries (webhook, id, received_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (webhook, id) DO NOTHING",
+                &[&webhook, &id, &at],
+            )?;
+            tx.commit()?;
+            Ok(n > 0)
+        })
+    }
+
+    fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()> {
+        let (webhook, id) = (webhook.to_string(), id.to_string());
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM deliveries WHERE webhook = $1 AND id = $2",
+                &[&webhook, &id],
+            )?;
+            Ok(())
         })
     }
 }

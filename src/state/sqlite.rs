@@ -9,8 +9,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{
-    Binding, Failure, JournalEntry, JournalState, Result, RunRecord, Scope, StateStore,
-    StateStoreError, json_column as json,
+    Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
+    StateStoreError, json_column as json, keep_since,
 };
 
 const SCHEMA: &str = "
@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS leases (
     name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS firings (name TEXT PRIMARY KEY, fired_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS deliveries (
+    webhook TEXT NOT NULL, id TEXT NOT NULL, received_at TEXT NOT NULL,
+    PRIMARY KEY (webhook, id)
+);
+CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
 ";
 
 /// State in one SQLite file.
@@ -527,6 +532,28 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
+    fn leases(&self) -> Result<Vec<Lease>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT name, holder, expires_at FROM leases ORDER BY name")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (name, holder, expires) = row?;
+            Ok(Lease {
+                name,
+                holder,
+                expires_at: parse_ts(&expires)?,
+            })
+        })
+        .collect()
+    }
+
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {
         let n = self.conn().execute(
             "INSERT INTO firings (name, fired_at) VALUES (?1, ?2)
@@ -535,6 +562,38 @@ impl StateStore for SqliteStore {
             params![name, ts(at)],
         )?;
         Ok(n > 0)
+    }
+
+    fn remember_delivery(
+        &self,
+        webhook: &str,
+        id: &str,
+        at: DateTime<Utc>,
+        keep: std::time::Duration,
+    ) -> Result<bool> {
+        let mut conn = self.conn();
+        // One write transaction: a second daemon on the same file waits for it (busy
+        // timeout) and then finds the delivery.
+        let tx = conn.transaction()?;
+        tx.execute(
+            "DELETE FROM deliveries WHERE received_at < ?1",
+            [ts(keep_since(at, keep))],
+        )?;
+        let n = tx.execute(
+            "INSERT INTO deliveries (webhook, id, received_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (webhook, id) DO NOTHING",
+            params![webhook, id, ts(at)],
+        )?;
+        tx.commit()?;
+        Ok(n > 0)
+    }
+
+    fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM deliveries WHERE webhook = ?1 AND id = ?2",
+            params![webhook, id],
+        )?;
+        Ok(())
     }
 }
 

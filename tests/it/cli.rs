@@ -1,11 +1,13 @@
-//! The commands as a user runs them: the demo, run/dry-run output and exit codes, and the
-//! failure store (list, show, retry, discard) after a record fails and the cause is fixed.
+//! The commands as a user runs them: the demo, run/dry-run output and exit codes, the
+//! failure store (list, show, retry, discard) after a record fails and the cause is fixed,
+//! and `status` naming the node that runs a flow.
 
 use std::process::Command;
 
 use erpsync::sim::erp::ErpProduct;
 use erpsync::sim::shop::{Order, Product};
 use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
+use erpsync::state::{SqliteStore, StateStore};
 
 use crate::engine::demo_project;
 
@@ -178,6 +180,51 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert_eq!(stdout.trim(), "no failures");
     let (code, _, stderr) = run(&["failures", "retry", &project]);
     assert_eq!(code, 1, "retry needs --id or --all: {stderr}");
+}
+
+#[test]
+fn status_names_the_node_running_a_flow_while_it_holds_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state.sqlite");
+    let state = format!("sqlite:{}", path.display());
+    let status = |json: bool| {
+        let mut args = vec!["status", "flows/demo", "--state", &state];
+        if json {
+            args.push("--json");
+        }
+        let out = erpsync().args(&args).output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(!status(false).contains("running on"));
+
+    // `erpsync status` reads the real time: an hour is far beyond how long it takes.
+    let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
+    let store = SqliteStore::open(&path).unwrap();
+    let hour = std::time::Duration::from_secs(3600);
+    assert!(store.try_lease("flow:stock", "node-b", now, hour).unwrap());
+    drop(store);
+    let rows: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
+    let row = |flow: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["flow"] == flow)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("stock")["lease"]["holder"], "node-b");
+    let shown: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(row("stock")["lease"]["expires_at"].clone()).unwrap();
+    assert_eq!(shown, now + chrono::Duration::hours(1));
+    assert_eq!(row("products")["lease"], serde_json::Value::Null);
+    let text = status(false);
+    let line = text
+        .lines()
+        .skip_while(|l| !l.starts_with("running on"))
+        .find(|l| l.starts_with("stock "))
+        .unwrap_or_else(|| panic!("no lease line for `stock` in:\n{text}"));
+    assert!(line.contains("node-b"), "{line}");
 }
 
 #[test]

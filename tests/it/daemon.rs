@@ -1,6 +1,7 @@
-//! The daemon against the simulators: schedules and overlap, signed webhooks, the admin API,
-//! metrics, shutdown during a run, reload, and several shops against one ERP. Time is a
-//! manual clock shared by the simulators and the daemon; nothing waits for real.
+//! The daemon against the simulators: schedules and overlap, signed webhooks (and their
+//! delivery ids across a restart), the admin API with lease holders, metrics, shutdown
+//! during a run, reload, and several shops against one ERP. Time is a manual clock shared by
+//! the simulators and the daemon; nothing waits for real.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -71,22 +72,25 @@ pub async fn sims(clock: &ManualClock) -> (ShopHandle, ErpHandle) {
 }
 
 fn start_daemon(project: &Path, clock: &ManualClock) -> (Arc<Daemon>, Arc<dyn StateStore>) {
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
+    (start_daemon_on(project, clock, store.clone()), store)
+}
+
+fn start_daemon_on(project: &Path, clock: &ManualClock, store: Arc<dyn StateStore>) -> Arc<Daemon> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let paths = vec![project.to_path_buf()];
     let (compiled, diags) = erpsync::cli::validate::check(&paths);
     let compiled = compiled.unwrap_or_else(|| {
         panic!("{}", erpsync::cli::validate::render_text(&diags));
     });
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let daemon = Daemon::new(
+    Daemon::new(
         paths,
         Arc::new(compiled),
-        store.clone(),
+        store,
         Arc::new(clock.clone()),
         Some(TOKEN.to_string()),
     )
-    .unwrap();
-    (daemon, store)
+    .unwrap()
 }
 
 /// The demo project against fresh simulators seeded with a small catalogue; `edit` changes
@@ -364,6 +368,232 @@ async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_ar
     );
     assert_eq!(r.erp.orders_by_reference(&order.number).len(), 1);
 
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
+}
+
+/// The demo project in a folder of its own, its state in `state.sqlite` beside it.
+fn demo_on_disk(shop: &ShopHandle, erp: &ErpHandle) -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let yaml = demo_yaml(&shop.base_url(), &erp.base_url(), dir.path());
+    std::fs::write(project.join("demo.yaml"), yaml).unwrap();
+    let state = dir.path().join("state.sqlite");
+    (dir, project, state)
+}
+
+/// Posts a delivery of the shop-orders webhook, signed, with delivery id `id`; the status
+/// and JSON body of the answer.
+async fn deliver(url: &str, body: &str, id: &str) -> (StatusCode, Value) {
+    let resp = http()
+        .post(format!("{url}/hooks/shop-orders"))
+        .header(SIGNATURE_HEADER, sign(body.as_bytes(), HOOK_SECRET))
+        .header(DELIVERY_ID_HEADER, id)
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    (resp.status(), resp.json().await.unwrap())
+}
+
+fn order_event(number: &str, at: DateTime<Utc>) -> String {
+    json!({"event": "order.status_changed", "number": number, "occurred_at": at.to_rfc3339()})
+        .to_string()
+}
+
+#[tokio::test]
+async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() {
+    let clock = ManualClock::new(start_time());
+    let (shop, erp) = sims(&clock).await;
+    erpsync::sim::seed_both(&shop, &erp, 5, 7);
+    let (_dir, project, state) = demo_on_disk(&shop, &erp);
+    let order = confirmed_order(&shop, "ana@example.com");
+    let body = order_event(&order.number, clock.now());
+
+    let first = start_daemon_on(
+        &project,
+        &clock,
+        Arc::new(SqliteStore::open(&state).unwrap()),
+    );
+    let (url, stop, served) = serve_http(&first).await;
+    let (status, answer) = deliver(&url, &body, "delivery-1").await;
+    assert_eq!(
+        (status, &answer["status"]),
+        (StatusCode::ACCEPTED, &json!("accepted"))
+    );
+    assert!(first.drain(Duration::from_secs(5)).await);
+    assert_eq!(erp.orders_by_reference(&order.number).len(), 1);
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
+    drop(first);
+
+    // The sender did not get the answer and delivers again, a minute later, well within
+    // `max_age_secs`, to the restarted daemon.
+    clock.advance(Duration::from_secs(60));
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).unwrap());
+    let runs_before = store.runs(Some("orders_to_erp"), 10).unwrap().len();
+    let second = start_daemon_on(&project, &clock, store.clone());
+    let (url, stop, served) = serve_http(&second).await;
+    let (status, answer) = deliver(&url, &body, "delivery-1").await;
+    assert_eq!(
+        (status, answer),
+        (StatusCode::OK, json!({"status": "duplicate"}))
+    );
+    assert!(second.drain(Duration::from_secs(5)).await);
+    assert_eq!(
+        store.runs(Some("orders_to_erp"), 10).unwrap().len(),
+        runs_before
+    );
+    assert_eq!(
+        second.metrics.value(
+            "erpsync_webhooks_total",
+            &[("webhook", "shop_orders"), ("outcome", "duplicate")]
+        ),
+        1.0
+    );
+    // Another delivery of the same event is a delivery of its own.
+    let (status, _) = deliver(&url, &body, "delivery-2").await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(second.drain(Duration::from_secs(5)).await);
+    assert_eq!(
+        store.runs(Some("orders_to_erp"), 10).unwrap().len(),
+        runs_before + 1
+    );
+    assert_eq!(erp.orders_by_reference(&order.number).len(), 1);
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
+}
+
+#[tokio::test]
+async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sent_again() {
+    let clock = ManualClock::new(start_time());
+    let (shop, erp) = sims(&clock).await;
+    erpsync::sim::seed_both(&shop, &erp, 5, 7);
+    let (_dir, project, state) = demo_on_disk(&shop, &erp);
+    let order = confirmed_order(&shop, "ana@example.com");
+    let body = order_event(&order.number, clock.now());
+    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).unwrap());
+    let d = start_daemon_on(&project, &clock, store.clone());
+    let (url, stop, served) = serve_http(&d).await;
+
+    // The table of deliveries goes missing under the daemon's feet.
+    let admin = rusqlite::Connection::open(&state).unwrap();
+    admin
+        .execute_batch("ALTER TABLE deliveries RENAME TO deliveries_away")
+        .unwrap();
+    let (status, answer) = deliver(&url, &body, "delivery-1").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(
+        answer["error"],
+        "the state database is unavailable; deliver again later"
+    );
+    assert!(d.drain(Duration::from_secs(5)).await);
+    assert!(store.runs(Some("orders_to_erp"), 10).unwrap().is_empty());
+
+    // Back: the sender's retry is a first delivery, and runs.
+    admin
+        .execute_batch("ALTER TABLE deliveries_away RENAME TO deliveries")
+        .unwrap();
+    let (status, answer) = deliver(&url, &body, "delivery-1").await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    assert!(d.drain(Duration::from_secs(5)).await);
+    assert_eq!(erp.orders_by_reference(&order.number).len(), 1);
+    let (status, _) = deliver(&url, &body, "delivery-1").await;
+    assert_eq!(status, StatusCode::OK);
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
+}
+
+#[tokio::test]
+async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
+    let r = rig(|y| y).await;
+    let (url, stop, served) = serve_http(&r.daemon).await;
+    let flows = || async {
+        http()
+            .get(format!("{url}/api/flows"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    let of = |answer: &Value, id: &str| {
+        answer["flows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let answer = flows().await;
+    assert_eq!(answer["node"], r.daemon.node_id());
+    let stock = of(&answer, "stock");
+    assert_eq!(
+        (&stock["lease_holder"], &stock["lease_until"]),
+        (&Value::Null, &Value::Null)
+    );
+
+    // Another node runs `stock`: it holds the flow's lease in the shared state.
+    assert!(
+        r.store
+            .try_lease(
+                "flow:stock",
+                "node-b",
+                r.clock.now(),
+                Duration::from_secs(90)
+            )
+            .unwrap()
+    );
+    let answer = flows().await;
+    let stock = of(&answer, "stock");
+    assert_eq!(stock["lease_holder"], "node-b");
+    assert_eq!(stock["lease_until"], "2026-05-04T10:02:00Z");
+    assert_eq!(of(&answer, "products")["lease_holder"], Value::Null);
+    // So this node does not run it.
+    let mut events = r.daemon.subscribe();
+    r.daemon
+        .trigger("stock", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    wait_for(
+        &mut events,
+        |e| matches!(e, DaemonEvent::RunSkipped { flow } if flow == "stock"),
+    )
+    .await;
+
+    // Expired (node-b died), nobody holds it any more.
+    r.clock.advance(Duration::from_secs(90));
+    let stock = of(&flows().await, "stock");
+    assert_eq!(stock["lease_holder"], Value::Null);
+
+    // A run of this node holds the lease while it goes on.
+    r.daemon
+        .trigger("stock", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    wait_for(
+        &mut events,
+        |e| matches!(e, DaemonEvent::RunStarted { flow, .. } if flow == "stock"),
+    )
+    .await;
+    // The test's runtime has one thread: the run waits at its first request until this
+    // test awaits again, so it is still going on here.
+    let stock = r
+        .daemon
+        .flow_statuses()
+        .into_iter()
+        .find(|f| f.id == "stock")
+        .unwrap();
+    assert!(stock.running_since.is_some());
+    assert_eq!(stock.lease_holder.as_deref(), Some(r.daemon.node_id()));
+    assert!(stock.lease_until > Some(r.clock.now()));
+    wait_for(&mut events, finished("stock")).await;
+    assert!(
+        r.store.leases().unwrap().is_empty(),
+        "released after the run"
+    );
     stop.send(()).unwrap();
     assert!(served.await.unwrap());
 }

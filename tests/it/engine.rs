@@ -511,8 +511,23 @@ impl StateStore for CountingStore {
     fn release_lease(&self, name: &str, holder: &str) -> erpsync::state::Result<()> {
         self.inner.release_lease(name, holder)
     }
+    fn leases(&self) -> erpsync::state::Result<Vec<erpsync::state::Lease>> {
+        self.inner.leases()
+    }
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> erpsync::state::Result<bool> {
         self.inner.claim_firing(name, at)
+    }
+    fn remember_delivery(
+        &self,
+        webhook: &str,
+        id: &str,
+        at: DateTime<Utc>,
+        keep: Duration,
+    ) -> erpsync::state::Result<bool> {
+        self.inner.remember_delivery(webhook, id, at, keep)
+    }
+    fn forget_delivery(&self, webhook: &str, id: &str) -> erpsync::state::Result<()> {
+        self.inner.forget_delivery(webhook, id)
     }
 }
 

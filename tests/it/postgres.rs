@@ -1,7 +1,7 @@
 //! The PostgreSQL state store: one conformance suite run against SQLite and PostgreSQL,
-//! leases between nodes, an engine run on PostgreSQL state, and two daemons sharing one
-//! database where a due flow runs on exactly one node. Each test works in a fresh schema it
-//! drops at the end. The server is `ERPSYNC_TEST_POSTGRES` (default
+//! leases and webhook deliveries between nodes, an engine run on PostgreSQL state, and two
+//! daemons sharing one database where a due flow runs on exactly one node. Each test works
+//! in a fresh schema it drops at the end. The server is `ERPSYNC_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); when it is not reachable the tests fail,
 //! unless `ERPSYNC_SKIP_POSTGRES=1`.
 
@@ -16,7 +16,8 @@ use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
 use erpsync::sim::seed_both;
 use erpsync::state::{
-    Binding, Failure, JournalEntry, JournalState, PostgresStore, Scope, SqliteStore, StateStore,
+    Binding, Failure, JournalEntry, JournalState, Lease, PostgresStore, Scope, SqliteStore,
+    StateStore,
 };
 use serde_json::json;
 
@@ -278,19 +279,44 @@ fn conformance(s: &dyn StateStore) {
     assert_eq!(s.runs(None, 10).unwrap()[0].finished_at, None);
 
     leases(s);
+    deliveries(s);
 }
 
-/// Leases: one holder at a time, renewed by its holder, free once expired or released.
+fn lease(name: &str, holder: &str, expires_at: DateTime<Utc>) -> Lease {
+    Lease {
+        name: name.into(),
+        holder: holder.into(),
+        expires_at,
+    }
+}
+
+/// Leases: one holder at a time, renewed by its holder, free once expired or released, and
+/// listed with their holders.
 fn leases(s: &dyn StateStore) {
     let ttl = Duration::from_secs(60);
     let now = t("14:00:00");
+    assert_eq!(s.leases().unwrap(), []);
     assert!(s.try_lease("flow:stock", "node-a", now, ttl).unwrap());
     assert!(!s.try_lease("flow:stock", "node-b", now, ttl).unwrap());
     // Another flow is another lease.
     assert!(s.try_lease("flow:orders", "node-b", now, ttl).unwrap());
+    let listed = s.leases().unwrap();
+    assert_eq!(
+        listed,
+        [
+            lease("flow:orders", "node-b", t("14:01:00")),
+            lease("flow:stock", "node-a", t("14:01:00")),
+        ]
+    );
+    assert_eq!(listed[0].flow(), Some("orders"));
+    assert_eq!(Lease::of_flow("orders"), "flow:orders");
     // Renewed by its holder, it lasts from the renewal.
     let later = now + chrono::Duration::seconds(50);
     assert!(s.try_lease("flow:stock", "node-a", later, ttl).unwrap());
+    assert_eq!(
+        s.leases().unwrap()[1],
+        lease("flow:stock", "node-a", t("14:01:50"))
+    );
     let after_first_ttl = now + chrono::Duration::seconds(70);
     assert!(
         !s.try_lease("flow:stock", "node-b", after_first_ttl, ttl)
@@ -300,10 +326,26 @@ fn leases(s: &dyn StateStore) {
     let expired = later + chrono::Duration::seconds(60);
     assert!(s.try_lease("flow:stock", "node-b", expired, ttl).unwrap());
     assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
+    // An expired lease is still listed, but nobody holds it.
+    let listed = s.leases().unwrap();
+    assert_eq!(
+        listed,
+        [
+            lease("flow:orders", "node-b", t("14:01:00")),
+            lease("flow:stock", "node-b", t("14:02:50")),
+        ]
+    );
+    assert!(!listed[0].held_at(expired));
+    assert!(listed[1].held_at(expired));
+    assert!(!listed[1].held_at(t("14:02:50")));
     // Only the holder releases it.
     s.release_lease("flow:stock", "node-a").unwrap();
     assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
     s.release_lease("flow:stock", "node-b").unwrap();
+    assert_eq!(
+        s.leases().unwrap(),
+        [lease("flow:orders", "node-b", t("14:01:00"))]
+    );
     assert!(s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
 
     // A firing is claimed once; the next one afresh.
@@ -312,6 +354,34 @@ fn leases(s: &dyn StateStore) {
     assert!(s.claim_firing("stock:reconcile", t("15:00:00")).unwrap());
     assert!(s.claim_firing("stock:sync", t("15:05:00")).unwrap());
     assert!(!s.claim_firing("stock:sync", t("15:00:00")).unwrap());
+}
+
+/// Webhook deliveries: remembered once per webhook and id, forgotten once older than what
+/// is kept, or on request.
+fn deliveries(s: &dyn StateStore) {
+    let keep = Duration::from_secs(3600);
+    // Whether the delivery `id` of `webhook`, arriving `m` minutes after 16:00, is new.
+    let new = |webhook: &str, id: &str, m: i64| {
+        let at = t("16:00:00") + chrono::Duration::minutes(m);
+        s.remember_delivery(webhook, id, at, keep).unwrap()
+    };
+    assert!(new("shop", "id:1", 0));
+    assert!(!new("shop", "id:1", 1));
+    // Ids are per webhook.
+    assert!(new("erp", "id:1", 0));
+    assert!(new("shop", "id:2", 30));
+    // Kept from its first arrival (a repeat does not extend it), for `keep` exactly...
+    assert!(!new("shop", "id:1", 60));
+    // ...and forgotten after: the same id is a new delivery again, a younger one is not.
+    assert!(new("shop", "id:1", 61));
+    assert!(!new("shop", "id:2", 61));
+    // Pruned by any call, whatever its webhook.
+    assert!(new("erp", "id:1", 61));
+    // Forgotten on request (its flows could not be started): the next attempt is accepted.
+    s.forget_delivery("shop", "id:2").unwrap();
+    assert!(new("shop", "id:2", 62));
+    assert!(!new("shop", "id:2", 62));
+    s.forget_delivery("shop", "never-seen").unwrap();
 }
 
 #[test]
@@ -346,27 +416,20 @@ async fn postgres_store_answers_from_async_code() {
     assert_eq!(got, Some(t("10:00:00")));
 }
 
-#[test]
-fn racing_nodes_get_a_lease_once() {
-    let Some(db) = pg() else { return };
+/// Runs `attempt` on `NODES` stores of one database at the same moment; how many won.
+fn race(db: &PgSchema, attempt: impl Fn(&PostgresStore, usize) -> bool + Sync) -> usize {
     const NODES: usize = 6;
     let stores: Vec<_> = (0..NODES).map(|_| db.open()).collect();
     let start = Arc::new(Barrier::new(NODES));
-    let winners = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let handles: Vec<_> = stores
             .iter()
             .enumerate()
             .map(|(i, s)| {
-                let start = start.clone();
+                let (start, attempt) = (start.clone(), &attempt);
                 scope.spawn(move || {
                     start.wait();
-                    s.try_lease(
-                        "flow:orders",
-                        &format!("node-{i}"),
-                        t("09:00:00"),
-                        Duration::from_secs(30),
-                    )
-                    .unwrap()
+                    attempt(s, i)
                 })
             })
             .collect();
@@ -375,8 +438,43 @@ fn racing_nodes_get_a_lease_once() {
             .map(|h| h.join().unwrap())
             .filter(|won| *won)
             .count()
+    })
+}
+
+#[test]
+fn racing_nodes_get_a_lease_once() {
+    let Some(db) = pg() else { return };
+    let winners = race(&db, |s, i| {
+        s.try_lease(
+            "flow:orders",
+            &format!("node-{i}"),
+            t("09:00:00"),
+            Duration::from_secs(30),
+        )
+        .unwrap()
     });
     assert_eq!(winners, 1);
+}
+
+#[test]
+fn racing_nodes_accept_a_delivery_once() {
+    let Some(db) = pg() else { return };
+    let keep = Duration::from_secs(3600);
+    // An old delivery every node would prune first.
+    db.open()
+        .remember_delivery("shop_orders", "id:old", t("07:00:00"), keep)
+        .unwrap();
+    let winners = race(&db, |s, _| {
+        s.remember_delivery("shop_orders", "id:d-1", t("09:00:00"), keep)
+            .unwrap()
+    });
+    assert_eq!(winners, 1);
+    let again = db.open();
+    assert!(
+        again
+            .remember_delivery("shop_orders", "id:old", t("09:00:00"), keep)
+            .unwrap()
+    );
 }
 
 #[test]
