@@ -173,6 +173,7 @@ pub(super) async fn receive(
     };
     if daemon.is_stopping() {
         // Not remembered: the sender's retry after the restart is welcome.
+        daemon.metrics.webhook(&name, "shutting_down");
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "the daemon is shutting down"}),
@@ -190,6 +191,7 @@ pub(super) async fn receive(
         }
         Err(e) => {
             // Nothing ran and nothing is remembered: the sender's retry is a first delivery.
+            daemon.metrics.webhook(&name, "state_unavailable");
             tracing::error!(
                 webhook = %name,
                 key = %delivery.key,
@@ -238,6 +240,7 @@ pub(super) async fn receive(
                 "cannot forget the delivery; the sender's next attempt will count as repeated"
             );
         }
+        daemon.metrics.webhook(&name, "shutting_down");
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
             json!({"error": "the daemon is shutting down", "flows": flows}),

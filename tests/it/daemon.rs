@@ -490,6 +490,13 @@ async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sen
     );
     assert!(d.drain(Duration::from_secs(5)).await);
     assert!(store.runs(Some("orders_to_erp"), 10).unwrap().is_empty());
+    assert_eq!(
+        d.metrics.value(
+            "erpsync_webhooks_total",
+            &[("webhook", "shop_orders"), ("outcome", "state_unavailable")]
+        ),
+        1.0
+    );
 
     // Back: the sender's retry is a first delivery, and runs.
     admin
