@@ -1,7 +1,8 @@
 //! The engine against the simulators: creation both ways, adoption, one-way and bidirectional
 //! updates with every conflict rule, nothing written when nothing changed, incremental reads
-//! from a start date, reconciliation, dry runs, and the order flows (status triggers,
-//! transitions, lock, poll-back, ERP-only orders, failures and retry).
+//! from a start date, reconciliation, dry runs, the order flows (status triggers,
+//! transitions, lock, poll-back, ERP-only orders, failures and retry), and full reads whose
+//! pages shift while they are read.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -966,4 +967,371 @@ async fn reconciling_a_bidirectional_flow_finds_changes_the_cursor_missed() {
     assert_eq!(decision_of(&r, "SKU-000004"), Decision::Update);
     assert_eq!(shop_price(&h, "SKU-000004"), 404.0);
     assert_eq!(r.counts.read, 12);
+}
+
+// ---------------------------------------------------------------------------------------
+// Full reads through shifting pages
+//
+// With `page_drift`, every list page that has a successor sees its first record modified
+// before the next page is read: that record moves to the end of the list order (and is
+// read twice), and the record that slides back across the page boundary is never served.
+
+fn drifting(faults: &erpsync::sim::FaultControl) {
+    faults.update(|f| f.page_drift = true);
+}
+
+async fn reconcile(h: &Harness, flow: &str) -> RunReport {
+    h.run_with(
+        flow,
+        RunOptions {
+            reconcile: true,
+            details: true,
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+/// No record was decided twice for the same system.
+fn reported_once(r: &RunReport) {
+    let mut seen = BTreeSet::new();
+    for x in &r.records {
+        assert!(
+            seen.insert((x.key.as_str(), x.target.as_deref())),
+            "{} decided twice: {:#?}",
+            x.key,
+            r.records
+                .iter()
+                .filter(|y| y.key == x.key)
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The records a run failed, for assertion messages.
+fn failed(r: &RunReport) -> Vec<(&str, Option<&str>)> {
+    r.records
+        .iter()
+        .filter(|x| x.decision == Decision::Failed)
+        .map(|x| (x.key.as_str(), x.reason.as_deref()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_bound_record_missed_by_a_shifted_target_read_is_not_reported_missing() {
+    let h = Harness::new(250, |_| {}).await;
+    h.run("stock").await;
+    h.later(10);
+    // Stock edited by hand in the shop: drift for the reconciliation to correct.
+    for p in h.shop.products() {
+        h.shop.update_product(p.id, |p| p.stock = Some(999));
+    }
+    h.later(1);
+    drifting(h.shop.faults());
+    h.reset_counters();
+    let r = reconcile(&h, "stock").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.corrected, 250, "{:#?}", r.counts);
+    for p in h.shop.products() {
+        let erp = h.erp.stock(&p.sku, WAREHOUSE).unwrap().quantity;
+        assert_eq!(p.stock, Some(erp), "{}: drift corrected", p.sku);
+    }
+    reported_once(&r);
+    assert_eq!(h.writes(), (250, 0), "one write per corrected record");
+}
+
+/// Products one way, from the ERP to the shop, created when missing.
+fn products_from_erp(doc: &mut Value) {
+    let f = &mut doc["flows"]["products"];
+    f["direction"] = json!("one_way");
+    f["from"] = json!("erp");
+    f["to"] = json!("shop");
+    f.as_object_mut().unwrap().remove("conflict");
+}
+
+#[tokio::test]
+async fn a_first_sync_through_shifted_target_pages_links_instead_of_creating_again() {
+    // 250 products unbound on both sides: after the first lookups, the shop is read in
+    // full and the rest matched in memory. Records the shifted read missed are in the shop.
+    let h = Harness::new(250, products_from_erp).await;
+    drifting(h.shop.faults());
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
+    assert_eq!(r.counts.adopted, 250, "{:#?}", r.counts);
+    assert_eq!(h.shop.product_count(), 250, "no product created twice");
+    assert_eq!(h.writes(), (0, 0));
+}
+
+#[tokio::test]
+async fn reconciling_an_unbound_catalogue_through_shifted_target_pages_creates_nothing() {
+    let h = Harness::new(250, products_from_erp).await;
+    drifting(h.shop.faults());
+    h.reset_counters();
+    let r = reconcile(&h, "products").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
+    assert_eq!(r.counts.adopted, 250, "{:#?}", r.counts);
+    assert_eq!(h.shop.product_count(), 250, "no product created twice");
+    assert_eq!(h.writes(), (0, 0));
+}
+
+#[tokio::test]
+async fn a_record_read_twice_by_a_shifted_source_read_is_written_once() {
+    // 300 stock levels in pages of 250: the first is read again at the end, the 251st is
+    // not served.
+    let h = Harness::new(300, |_| {}).await;
+    h.run("stock").await;
+    h.later(10);
+    for p in h.shop.products() {
+        h.shop.update_product(p.id, |p| p.stock = Some(999));
+    }
+    h.later(1);
+    drifting(h.erp.faults());
+    h.reset_counters();
+    let r = reconcile(&h, "stock").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    for p in h.shop.products() {
+        let erp = h.erp.stock(&p.sku, WAREHOUSE).unwrap().quantity;
+        assert_eq!(p.stock, Some(erp), "{}: drift corrected", p.sku);
+    }
+    assert_eq!(r.counts.corrected, 300, "{:#?}", r.counts);
+    assert_eq!(h.writes(), (300, 0), "one write per corrected record");
+}
+
+/// 250 products synced both ways, then the ERP's prices and the shop's names edited.
+async fn edited_on_both_sides() -> Harness {
+    let h = Harness::new(250, |_| {}).await;
+    h.run("products").await;
+    h.later(10);
+    for p in h.shop.products() {
+        h.erp.update_product(&p.sku, |e| e.price += 7.0);
+        h.shop
+            .update_product(p.id, |p| p.name = format!("{} nou", p.name));
+    }
+    h.later(1);
+    h
+}
+
+fn both_edits_kept(h: &Harness) {
+    for p in h.shop.products() {
+        let e = h.erp.product(&p.sku).unwrap();
+        assert_eq!(e.name, p.name, "{}: the shop's name reached the ERP", p.sku);
+        assert!(p.name.ends_with(" nou"), "{}: the shop's name kept", p.sku);
+        assert_eq!(
+            Some(e.price),
+            p.price_gross,
+            "{}: the ERP's price reached the shop",
+            p.sku
+        );
+    }
+}
+
+#[tokio::test]
+async fn reconciling_both_ways_through_shifted_target_pages_loses_no_edit() {
+    let h = edited_on_both_sides().await;
+    let prices: HashMap<String, f64> = h
+        .erp
+        .products()
+        .into_iter()
+        .map(|e| (e.code, e.price))
+        .collect();
+    drifting(h.erp.faults());
+    let r = reconcile(&h, "products").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    both_edits_kept(&h);
+    for e in h.erp.products() {
+        assert!(
+            (e.price - prices[&e.code]).abs() < 0.005,
+            "{}: the ERP's price kept",
+            e.code
+        );
+    }
+    assert_eq!(r.counts.updated, 250, "{:#?}", r.counts);
+}
+
+#[tokio::test]
+async fn reconciling_both_ways_through_shifted_source_pages_loses_no_edit() {
+    let h = edited_on_both_sides().await;
+    let prices: HashMap<String, f64> = h
+        .erp
+        .products()
+        .into_iter()
+        .map(|e| (e.code, e.price))
+        .collect();
+    drifting(h.shop.faults());
+    let r = reconcile(&h, "products").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    both_edits_kept(&h);
+    for e in h.erp.products() {
+        assert!(
+            (e.price - prices[&e.code]).abs() < 0.005,
+            "{}: the ERP's price kept",
+            e.code
+        );
+    }
+    assert_eq!(r.counts.updated, 250, "{:#?}", r.counts);
+}
+
+#[tokio::test]
+async fn shifting_target_pages_never_hide_a_change_from_later_runs() {
+    // As `shifting_pages_never_hide_a_change_from_later_runs`, for the other side of a
+    // bidirectional flow: the ERP's changes since the cursor, read while it shifts.
+    let h = Harness::new(250, |_| {}).await;
+    h.run("products").await;
+    drifting(h.erp.faults());
+    for round in 1..=3 {
+        h.later(10);
+        for p in h.shop.products() {
+            h.erp
+                .update_product(&p.sku, |e| e.name = format!("{} r{round}", e.code));
+        }
+        h.later(1);
+        let r = h.run("products").await;
+        assert!(r.ok(), "{:?}", r.errors);
+        let cursor = h.store.cursor("products").unwrap().unwrap();
+        for e in h.erp.products() {
+            if h.shop.product_by_sku(&e.code).unwrap().name != e.name {
+                assert!(
+                    e.updated_at > cursor,
+                    "round {round}: {} ({}) is behind the cursor {cursor}",
+                    e.code,
+                    e.updated_at
+                );
+            }
+        }
+    }
+    h.erp.faults().set(Faults::default());
+    h.later(10);
+    h.run("products").await;
+    for e in h.erp.products() {
+        assert_eq!(h.shop.product_by_sku(&e.code).unwrap().name, e.name);
+    }
+}
+
+/// Runs `flow` and, once the shop has been asked for the second page of its product list
+/// (the first one read), applies `change` to it: someone editing the shop while erpsync
+/// pages through it. A latency on the shop holds that page until the change is made.
+async fn run_changing_the_shop_mid_listing(
+    h: &Harness,
+    flow: &str,
+    opts: RunOptions,
+    change: impl FnOnce(&ShopHandle),
+) -> RunReport {
+    let lists = || h.shop.counters().count("GET", "/api/v2/products");
+    let before = lists();
+    h.shop.faults().update(|f| f.latency_ms = 300);
+    let edit = async {
+        while lists() < before + 2 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        change(&h.shop);
+        h.shop.faults().update(|f| f.latency_ms = 0);
+    };
+    let (r, ()) = tokio::join!(h.run_with(flow, opts), edit);
+    r
+}
+
+#[tokio::test]
+async fn a_record_changed_while_the_source_is_paged_is_merged_from_its_latest_reading() {
+    // SKU-000001 is read on the first page, with a price from the ERP to write back (held
+    // until the listing ends), then renamed again in the shop and read a second time.
+    let h = edited_on_both_sides().await;
+    let renamed = |shop: &ShopHandle| {
+        let p = shop.product_by_sku("SKU-000001").unwrap();
+        shop.update_product(p.id, |p| p.name = format!("{} din nou", p.name));
+    };
+    let opts = RunOptions {
+        reconcile: true,
+        details: true,
+        ..Default::default()
+    };
+    let r = run_changing_the_shop_mid_listing(&h, "products", opts, renamed).await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    let newest = h.shop.product_by_sku("SKU-000001").unwrap().name;
+    assert!(newest.ends_with("nou din nou"), "{newest}");
+    assert_eq!(h.erp.product("SKU-000001").unwrap().name, newest);
+    both_edits_kept(&h);
+}
+
+#[tokio::test]
+async fn a_record_changed_while_the_source_is_paged_reaches_the_target_by_the_next_run() {
+    let h = Harness::new(250, |_| {}).await;
+    h.run("products").await;
+    h.later(10);
+    for p in h.shop.products() {
+        h.shop
+            .update_product(p.id, |p| p.name = format!("{} nou", p.name));
+    }
+    h.later(1);
+    // One record already read, one not read yet.
+    let renamed = |shop: &ShopHandle| {
+        for sku in ["SKU-000001", "SKU-000240"] {
+            let p = shop.product_by_sku(sku).unwrap();
+            shop.update_product(p.id, |p| p.name = format!("{} din nou", p.sku));
+        }
+    };
+    let opts = RunOptions {
+        details: true,
+        ..Default::default()
+    };
+    let r = run_changing_the_shop_mid_listing(&h, "products", opts, renamed).await;
+    assert!(r.ok(), "{:?}", r.errors);
+    let cursor = h.store.cursor("products").unwrap().unwrap();
+    for p in h.shop.products() {
+        if h.erp.product(&p.sku).unwrap().name != p.name {
+            assert!(
+                p.updated_at > cursor,
+                "{} ({}) is behind the cursor {cursor}",
+                p.sku,
+                p.updated_at
+            );
+        }
+    }
+    h.later(10);
+    h.run("products").await;
+    for p in h.shop.products() {
+        assert_eq!(h.erp.product(&p.sku).unwrap().name, p.name, "{}", p.sku);
+    }
+    assert_eq!(
+        h.erp.product("SKU-000240").unwrap().name,
+        "SKU-000240 din nou"
+    );
+}
+
+#[tokio::test]
+async fn a_target_that_cannot_be_searched_is_read_again_when_its_pages_shifted() {
+    // Shop orders have no lookup by number, so the shop's orders are read in full and
+    // matched in memory. 150 orders exported, then the state is lost (a new store): the
+    // orders are in both systems, unbound.
+    let h = Harness::new(5, |_| {}).await;
+    for i in 0..150 {
+        place(&h, "confirmed", &[("SKU-000001", 1 + i % 3)]);
+    }
+    let exported = h.run("orders_to_erp").await;
+    assert_eq!(exported.counts.created, 150, "{:#?}", exported.counts);
+    h.later(10);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    let engine = build(&h.shop, &h.erp, &dir, store, &h.clock, |_| {});
+    drifting(h.shop.faults());
+    let r = engine
+        .run(
+            "orders_from_erp",
+            &RunOptions {
+                reconcile: true,
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
+    assert_eq!(h.shop.orders().len(), 150, "no order created twice");
 }

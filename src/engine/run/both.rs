@@ -14,28 +14,102 @@ impl<'e> Runner<'e> {
         let key = a.key.clone();
         let native = a.native.clone();
         match self.merge_sides(Some(a), b_seen, binding).await {
-            Ok(None) => self.succeeded(&key),
+            Ok(None) => {
+                self.drop_deferred(&key);
+                self.succeeded(&key)
+            }
             Ok(Some(merge)) => {
                 // Read again (the pages drifted): the latest reading replaces the first.
                 match self.deferred_index.get(&key) {
-                    Some(&i) => self.deferred_merges[i] = (merge, native),
+                    Some(&i) => self.deferred_merges[i] = Some((merge, native)),
                     None => {
                         self.deferred_index.insert(key, self.deferred_merges.len());
-                        self.deferred_merges.push((merge, native));
+                        self.deferred_merges.push(Some((merge, native)));
                     }
                 }
                 Ok(())
             }
-            Err(f) => self.fail(&key, &native, f),
+            Err(f) => {
+                self.drop_deferred(&key);
+                self.fail(&key, &native, f)
+            }
         }
     }
 
-    /// Bidirectional: a record only the target changed.
-    pub(super) async fn handle_reverse(&mut self, b_seen: Seen) -> Result<(), EngineRunError> {
+    /// A later reading of a record decided without the merge its first reading left waiting.
+    fn drop_deferred(&mut self, key: &str) {
+        if let Some(i) = self.deferred_index.remove(key) {
+            self.deferred_merges[i] = None;
+        }
+    }
+
+    /// The target's side of a record read from the source: its entry among the target's
+    /// records read; for a record read again, what its first reading was merged with;
+    /// `None` when the target is taken to hold what was last synced. A bound record missing
+    /// from a read of the whole target is asked for: the read may have missed it.
+    pub(super) async fn target_of(
+        &mut self,
+        key: &str,
+        binding: Option<&Binding>,
+    ) -> Result<Option<Seen>, Fail> {
+        if let Some(found) = self.dst_changes.remove(key) {
+            self.dst_taken.insert(key.to_string());
+            return Ok(Some(found));
+        }
+        if let Some((m, _)) = self
+            .deferred_index
+            .get(key)
+            .and_then(|&i| self.deferred_merges[i].as_ref())
+        {
+            // Its first merge waits to be written, so the binding still holds the state
+            // before it: merge the new reading against the same target record.
+            return Ok(Some(Seen {
+                key: key.to_string(),
+                id: m.bind.id(self.dst.is_a).map(str::to_string),
+                canon: m.bv.clone(),
+                native: Value::Null,
+            }));
+        }
+        // Taken before and merged: the binding holds what was written.
+        if !self.dst_complete || !self.dst_taken.insert(key.to_string()) {
+            return Ok(None);
+        }
+        let Some(id) = binding.and_then(|b| b.id(self.dst.is_a)) else {
+            return Ok(None);
+        };
+        self.confirm(false, key, Some(id)).await
+    }
+
+    /// Bidirectional: a record only the target changed. With `source_in_doubt` (the source
+    /// listing read everything or shifted), a bound record it did not serve is asked for
+    /// rather than taken as unchanged.
+    pub(super) async fn handle_reverse(
+        &mut self,
+        b_seen: Seen,
+        source_in_doubt: bool,
+    ) -> Result<(), EngineRunError> {
         let key = b_seen.key.clone();
         let binding = self.binding(&key)?;
         let native = b_seen.native.clone();
-        match self.merge_sides(None, Some(b_seen), binding).await {
+        let src_id = binding.as_ref().and_then(|b| b.id(self.src.is_a));
+        let mut a = None;
+        if source_in_doubt
+            && !self.listed.contains_key(&key)
+            && let Some(id) = src_id
+        {
+            match self.confirm(true, &key, Some(id)).await {
+                Ok(found) => a = found,
+                Err(f) => return self.fail(&key, &native, f),
+            }
+        }
+        if let Some(s) = &a {
+            self.report.counts.read += 1;
+            if !self.eligible(s, binding.as_ref()) {
+                // As when listed and filtered out: the source is left out of the merge.
+                a = None;
+            }
+        }
+        match self.merge_sides(a, Some(b_seen), binding).await {
             Ok(None) => self.succeeded(&key),
             Ok(Some(merge)) => match self.apply_merge(merge).await {
                 Ok(()) => self.succeeded(&key),
@@ -249,7 +323,8 @@ impl<'e> Runner<'e> {
             decision,
             reason,
         };
-        if to_a && self.listing_source {
+        // A record read again while its first merge waits replaces that merge.
+        if self.listing_source && (to_a || self.deferred_index.contains_key(key)) {
             return Ok(Some(merge));
         }
         self.apply_merge(merge).await?;

@@ -1,8 +1,10 @@
 //! One run of one flow: read, map, match, decide, apply. This file reads and matches;
-//! `one_way`, `both` and `write` decide and apply.
+//! `one_way`, `both` and `write` decide and apply; `shift` keeps full reads whole when the
+//! pages shift under them.
 
 mod both;
 mod one_way;
+mod shift;
 mod write;
 
 use std::borrow::Cow;
@@ -28,6 +30,9 @@ const BULK_LOOKUPS: usize = 50;
 /// Records a list page is taken to hold when weighing single lookups against a full read of
 /// the target: one lookup costs about one page request.
 const RECORDS_PER_PAGE: usize = 100;
+/// Times a full read of a target that cannot be searched by key is read again in one run
+/// because its pages shifted (see `Runner::reread_index`).
+const INDEX_REREADS: usize = 2;
 
 /// One side of a flow.
 struct Side<'e> {
@@ -45,6 +50,14 @@ struct Seen {
     id: Option<String>,
     canon: Value,
     native: Value,
+}
+
+/// What the source listing served under one key (see `Runner::note_listed`).
+struct Listed {
+    /// The record's `updated_at` when it was read.
+    stamp: Option<DateTime<Utc>>,
+    /// A digest of the reading, without volatile fields.
+    print: u64,
 }
 
 /// The outcome of a three-way merge of one record, ready to be written.
@@ -199,8 +212,18 @@ struct Runner<'e> {
     started: DateTime<Utc>,
     /// The target's records by key, when the whole target was read.
     index: Option<HashMap<String, Seen>>,
+    /// Whether the read behind `index` served a record twice: its pages shifted, so a
+    /// record missing from it may still be in the target and is asked for before created.
+    index_shifted: bool,
+    /// Times the index was read again in this run.
+    index_rereads: usize,
     /// Target records changed since the cursor (bidirectional flows).
     dst_changes: HashMap<String, Seen>,
+    /// Whether `dst_changes` holds the whole target (no cursor): a bound record missing
+    /// from it was missed by the read or deleted, not left unchanged.
+    dst_complete: bool,
+    /// Keys whose target record was taken from `dst_changes`, or asked for, in this run.
+    dst_taken: HashSet<String>,
     /// Keys with a stored failure, cleared when they succeed.
     failing: HashSet<String>,
     /// Target lookups made so far (see `lookup`).
@@ -214,12 +237,14 @@ struct Runner<'e> {
     listing_source: bool,
     /// Bidirectional merges that write to the source, applied once the listing is over,
     /// with the source record (for a failure) and by key, so a record read twice is
-    /// written once, from its latest reading.
-    deferred_merges: Vec<(Merge, Value)>,
+    /// written once, from its latest reading (`None`: a later reading decided otherwise).
+    deferred_merges: Vec<Option<(Merge, Value)>>,
     deferred_index: HashMap<String, usize>,
-    /// Keys read so far by an incremental listing, with the `updated_at` they had then:
-    /// a key read twice shows that the pages shifted while they were read.
-    listed: HashMap<String, Option<DateTime<Utc>>>,
+    /// Keys read so far by the source listing: a key read twice shows that the pages
+    /// shifted while they were read.
+    listed: HashMap<String, Listed>,
+    /// Whether the source listing served a record twice (its pages shifted).
+    source_shifted: bool,
     /// Whether a listing of this run shifted (see `note_reread`): `Some(Some(t))` holds
     /// the next cursor at or before `t`; `Some(None)` keeps the cursor where it was.
     drift: Option<Option<DateTime<Utc>>>,
@@ -285,7 +310,11 @@ impl<'e> Runner<'e> {
             cmp,
             started,
             index: None,
+            index_shifted: false,
+            index_rereads: 0,
             dst_changes: HashMap::new(),
+            dst_complete: false,
+            dst_taken: HashSet::new(),
             failing,
             lookups: 0,
             in_doubt: HashSet::new(),
@@ -294,6 +323,7 @@ impl<'e> Runner<'e> {
             deferred_merges: Vec::new(),
             deferred_index: HashMap::new(),
             listed: HashMap::new(),
+            source_shifted: false,
             drift: None,
             page_bindings: HashMap::new(),
             watch_overwrites: flow.config.allow_edit_after_export
@@ -337,10 +367,13 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
-            let changes = self.read_all_dst(since, true).await?;
+            let (changes, _) = self.read_all_dst(since, true).await?;
             self.dst_changes = changes;
+            self.dst_complete = since.is_none();
         } else if self.opts.reconcile {
-            self.index = Some(self.read_all_dst(None, false).await?);
+            let (index, shifted) = self.read_all_dst(None, false).await?;
+            self.index = Some(index);
+            self.index_shifted = shifted;
         }
 
         // The source, page by page.
@@ -375,22 +408,20 @@ impl<'e> Runner<'e> {
                     system: self.src.name.to_string(),
                     message: e.to_string(),
                 })?;
-                self.report.counts.read += page.records.len() as u64;
                 let mut mapped = Vec::with_capacity(page.records.len());
                 for native in page.records {
                     let seen = match self.seen(&self.src, native) {
                         Ok(s) => s,
                         Err(bad) => {
+                            self.report.counts.read += 1;
                             mapped.push(Err(bad));
                             continue;
                         }
                     };
-                    if incremental.is_some() {
-                        let stamp = self.stamp(&seen);
-                        if let Some(first) = self.listed.insert(seen.key.clone(), stamp) {
-                            self.note_reread(first);
-                        }
+                    if !self.note_listed(&seen) {
+                        continue;
                     }
+                    self.report.counts.read += 1;
                     if let Some(k) = &keys
                         && !k.contains(&seen.key)
                     {
@@ -423,11 +454,20 @@ impl<'e> Runner<'e> {
                 self.page_bindings.clear();
             }
             self.listing_source = false;
-            self.listed = HashMap::new();
+            if self.opts.reconcile && since.is_none() && keys.is_none() && !self.bidirectional() {
+                self.recover_unlisted().await?;
+            }
         }
+        // Whether a target record without a source reading in this run may have been missed
+        // by the source listing rather than left unchanged.
+        let source_in_doubt = !scoped_lookup
+            && ((since.is_none() && self.opts.keys.is_none()) || self.source_shifted);
 
         self.deferred_index.clear();
-        for (merge, native) in std::mem::take(&mut self.deferred_merges) {
+        for (merge, native) in std::mem::take(&mut self.deferred_merges)
+            .into_iter()
+            .flatten()
+        {
             let key = merge.key.clone();
             match self.apply_merge(merge).await {
                 Ok(()) => self.succeeded(&key)?,
@@ -444,9 +484,10 @@ impl<'e> Runner<'e> {
                 .into_values()
                 .collect();
             for seen in rest {
-                self.handle_reverse(seen).await?;
+                self.handle_reverse(seen, source_in_doubt).await?;
             }
         }
+        self.listed = HashMap::new();
 
         if !self.opts.dry_run
             && incremental.is_some()
@@ -542,16 +583,18 @@ impl<'e> Runner<'e> {
     /// catalogue is held for the rest of the run, and the native records (the bulk of it,
     /// needed only to report a failure of that record) would multiply its size.
     ///
-    /// A read since a cursor (the target's changes) watches for shifting pages as the
-    /// source listing does (see `note_reread`).
+    /// A record served twice keeps its later reading (later pages carry newer versions),
+    /// and tells that the pages shifted (`true` with the records): the read may then lack
+    /// records the target has. A read since a cursor (the target's changes) watches for
+    /// shifting pages as the source listing does (see `note_reread`).
     pub(super) async fn read_all_dst(
         &mut self,
         since: Option<DateTime<Utc>>,
         keep_native: bool,
-    ) -> Result<HashMap<String, Seen>, EngineRunError> {
+    ) -> Result<(HashMap<String, Seen>, bool), EngineRunError> {
         let mut out = HashMap::new();
         let Some(op) = list_operation(self.dst.ent, since) else {
-            return Ok(out);
+            return Ok((out, false));
         };
         let mut rereads = Vec::new();
         let http = self.dst.http;
@@ -573,18 +616,19 @@ impl<'e> Runner<'e> {
                     if !keep_native {
                         s.native = Value::Null;
                     }
-                    if let Some(first) = out.insert(s.key.clone(), s)
-                        && since.is_some()
-                    {
+                    if let Some(first) = out.insert(s.key.clone(), s) {
                         rereads.push(self.stamp(&first));
                     }
                 }
             }
         }
-        for first in rereads {
-            self.note_reread(first);
+        let shifted = !rereads.is_empty();
+        if since.is_some() {
+            for first in rereads {
+                self.note_reread(first);
+            }
         }
-        Ok(out)
+        Ok((out, shifted))
     }
 
     /// Finds one record by key on a side (`true`: the source). On the target, a system
@@ -595,6 +639,9 @@ impl<'e> Runner<'e> {
     /// so the full read pays only once the lookups outnumber the target's pages (estimated
     /// from the records bound so far). The 500 new products of a 100,000-product catalogue
     /// are looked up one by one, instead of reading 100,000 products to find them.
+    ///
+    /// A full read whose pages shifted is not trusted with a record it lacks: that record is
+    /// looked up, or, without a lookup operation, the target is read again.
     pub(super) async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
         if !source {
             let lookup_op = self.dst.ent.lookup.is_some();
@@ -613,16 +660,28 @@ impl<'e> Runner<'e> {
             };
             let bulk = self.lookups >= bulk_after;
             if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
-                let index = self
+                let (index, shifted) = self
                     .read_all_dst(None, false)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 self.index = Some(index);
+                self.index_shifted = shifted;
             }
             if let Some(index) = &self.index {
-                return Ok(index.get(key).cloned());
+                if let Some(found) = index.get(key) {
+                    return Ok(Some(found.clone()));
+                }
+                if !self.index_shifted {
+                    return Ok(None);
+                }
+                // The read shifted and may have missed it: ask, or read again, rather than
+                // create it a second time.
+                if !lookup_op {
+                    return self.reread_index(key).await;
+                }
+            } else {
+                self.lookups += 1;
             }
-            self.lookups += 1;
         }
         let side = if source { &self.src } else { &self.dst };
         let Some(op) = &side.ent.lookup else {
@@ -632,14 +691,29 @@ impl<'e> Runner<'e> {
             key: Some(key.to_string()),
             ..Default::default()
         };
-        let out = match side.http.call(op, &input).await {
+        self.ask(side, op, &input, key).await
+    }
+
+    /// Calls a `lookup` (by key) or `get` (by id) operation of a side and returns the
+    /// record it answers with under `key`, if any.
+    pub(super) async fn ask(
+        &self,
+        side: &Side<'_>,
+        op: &str,
+        input: &CallInput,
+        key: &str,
+    ) -> Result<Option<Seen>, Fail> {
+        let out = match side.http.call(op, input).await {
             Ok(o) => o,
             Err(CallError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(Fail::call(&e, None)),
         };
+        // A `get` by id may answer with the bare record, without a `record` path.
+        let by_id = input.id.is_some();
         let candidates: Vec<Value> = match out.record {
             Some(Value::Array(a)) => a,
             Some(r) => vec![r],
+            None if by_id => vec![out.body],
             None => out.records,
         };
         for native in candidates {

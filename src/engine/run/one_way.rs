@@ -25,7 +25,10 @@ impl<'e> Runner<'e> {
             return Ok(());
         }
         if self.bidirectional() {
-            let other = self.dst_changes.remove(&key);
+            let other = match self.target_of(&key, binding.as_ref()).await {
+                Ok(other) => other,
+                Err(f) => return self.fail(&key, &seen.native, f),
+            };
             return self.sync_both(seen, other, binding).await;
         }
         let outcome = self.one_way(&seen, binding).await;
@@ -82,7 +85,12 @@ impl<'e> Runner<'e> {
                 return Ok(());
             }
             let (current, corrected) = if self.opts.reconcile {
-                match self.index.as_ref().and_then(|i| i.get(&key)).cloned() {
+                let mut found = self.index.as_ref().and_then(|i| i.get(&key)).cloned();
+                if found.is_none() {
+                    // Missing from the full read: missed by shifting pages, or deleted.
+                    found = self.confirm(false, &key, b.id(self.dst.is_a)).await?;
+                }
+                match found {
                     Some(c) => (Some(c.canon), true),
                     None => {
                         // Bound but gone from the target: report, never delete or recreate blindly.

@@ -1,0 +1,145 @@
+//! Reading through shifting pages. Lists that page by position over an order by
+//! modification time shift when a record changes while they are read: the changed record is
+//! served again at the end and another one slides back across a page boundary unseen. A
+//! record served twice is handled once per version; a record a whole read should have served
+//! and did not is asked for one by one before anything is decided about it.
+
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use super::*;
+
+impl<'e> Runner<'e> {
+    /// Notes a record served by the source listing; `false` when it needs no handling. A
+    /// record served again shows that the pages shifted (see `note_reread`). Served again
+    /// unchanged, it is the same record twice and is handled once; changed, the later
+    /// reading is the newer version and is handled as well.
+    pub(super) fn note_listed(&mut self, seen: &Seen) -> bool {
+        let now = Listed {
+            stamp: self.stamp(seen),
+            print: self.fingerprint(&seen.canon),
+        };
+        let print = now.print;
+        match self.listed.insert(seen.key.clone(), now) {
+            None => true,
+            Some(first) => {
+                self.source_shifted = true;
+                self.note_reread(first.stamp);
+                first.print != print
+            }
+        }
+    }
+
+    /// A digest of a canonical record without its volatile fields (modification stamps),
+    /// which change when a record is merely touched.
+    fn fingerprint(&self, canon: &Value) -> u64 {
+        let mut h = DefaultHasher::new();
+        match canon {
+            Value::Object(fields) => {
+                for (name, value) in fields {
+                    let volatile = self.entity.updated_at.as_deref() == Some(name.as_str())
+                        || self.entity.fields.get(name).is_some_and(|c| c.volatile);
+                    if !volatile {
+                        name.hash(&mut h);
+                        value.to_string().hash(&mut h);
+                    }
+                }
+            }
+            other => other.to_string().hash(&mut h),
+        }
+        h.finish()
+    }
+
+    /// Asks a side (`true`: the source) for a bound record a whole read did not serve: by
+    /// id with the entity's `get` operation, else by key with its `lookup`. `None` when the
+    /// side says it is not there, or cannot be asked.
+    pub(super) async fn confirm(
+        &self,
+        source: bool,
+        key: &str,
+        id: Option<&str>,
+    ) -> Result<Option<Seen>, Fail> {
+        let side = if source { &self.src } else { &self.dst };
+        let (op, input) = match (&side.ent.get, id, &side.ent.lookup) {
+            (Some(get), Some(id), _) => (
+                get,
+                CallInput {
+                    id: Some(id.to_string()),
+                    ..Default::default()
+                },
+            ),
+            (_, _, Some(lookup)) => (
+                lookup,
+                CallInput {
+                    key: Some(key.to_string()),
+                    ..Default::default()
+                },
+            ),
+            _ => return Ok(None),
+        };
+        tracing::debug!(flow = %self.flow.id, system = side.name, key, "record missing from a full read; asking for it");
+        match self.ask(side, op, &input, key).await {
+            // A record asked for by id that is gone: some APIs answer 404 with an error
+            // body that their rules treat as a failure.
+            Err(f) if input.id.is_some() && f.status == Some(404) => Ok(None),
+            other => other,
+        }
+    }
+
+    /// Looks for `key` in the target, which cannot be searched by key, after a full read
+    /// that shifted and did not have it: the target is read in full again (a few times per
+    /// run at most) and the readings are joined, the later one winning.
+    pub(super) async fn reread_index(&mut self, key: &str) -> Result<Option<Seen>, Fail> {
+        if self.index_rereads >= INDEX_REREADS {
+            return Ok(None);
+        }
+        self.index_rereads += 1;
+        tracing::info!(flow = %self.flow.id, system = self.dst.name, key, "full read shifted and lacks a record; reading it again");
+        let (again, shifted) = self
+            .read_all_dst(None, false)
+            .await
+            .map_err(|e| Fail::msg(e.to_string()))?;
+        self.index_shifted = shifted;
+        let index = self.index.get_or_insert_with(HashMap::new);
+        index.extend(again);
+        Ok(index.get(key).cloned())
+    }
+
+    /// One-way reconciliation: bound records the target has but the whole source listing
+    /// did not serve (its pages shifted, or the record was deleted) are asked for, and those
+    /// the source still has are handled like listed ones.
+    pub(super) async fn recover_unlisted(&mut self) -> Result<(), EngineRunError> {
+        let Some(index) = &self.index else {
+            return Ok(());
+        };
+        let unlisted: Vec<String> = index
+            .keys()
+            .filter(|k| !self.listed.contains_key(*k))
+            .cloned()
+            .collect();
+        if unlisted.is_empty() {
+            return Ok(());
+        }
+        let src_a = self.src.is_a;
+        let mut bound: Vec<(String, String)> = self
+            .e
+            .store
+            .bindings(&self.scope, &unlisted)?
+            .into_values()
+            .filter_map(|b| b.id(src_a).map(|id| (b.key.clone(), id.to_string())))
+            .collect();
+        bound.sort();
+        for (key, id) in bound {
+            match self.confirm(true, &key, Some(&id)).await {
+                Ok(Some(seen)) => {
+                    self.report.counts.read += 1;
+                    self.note_listed(&seen);
+                    self.handle(seen).await?;
+                }
+                // Gone from the source: nothing to bring over, as when it is not listed.
+                Ok(None) => {}
+                Err(f) => self.fail(&key, &Value::Null, f)?,
+            }
+        }
+        Ok(())
+    }
+}
