@@ -46,7 +46,8 @@ impl<'e> Runner<'e> {
     /// The target's side of a record read from the source: its entry among the target's
     /// records read; for a record read again, what its first reading was merged with;
     /// `None` when the target is taken to hold what was last synced. A bound record missing
-    /// from a read of the whole target is asked for: the read may have missed it.
+    /// from a read of the whole target, or from a read of its changes that shifted, is asked
+    /// for: the read may have missed it.
     pub(super) async fn target_of(
         &mut self,
         key: &str,
@@ -71,7 +72,7 @@ impl<'e> Runner<'e> {
             }));
         }
         // Taken before and merged: the binding holds what was written.
-        if !self.dst_complete || !self.dst_taken.insert(key.to_string()) {
+        if !self.dst_in_doubt || !self.dst_taken.insert(key.to_string()) {
             return Ok(None);
         }
         let Some(id) = binding.and_then(|b| b.id(self.dst.is_a)) else {

@@ -219,9 +219,10 @@ struct Runner<'e> {
     index_rereads: usize,
     /// Target records changed since the cursor (bidirectional flows).
     dst_changes: HashMap<String, Seen>,
-    /// Whether `dst_changes` holds the whole target (no cursor): a bound record missing
-    /// from it was missed by the read or deleted, not left unchanged.
-    dst_complete: bool,
+    /// Whether a bound record missing from `dst_changes` may have been missed rather than
+    /// left unchanged — the whole target was read (no cursor), or the read of its changes
+    /// shifted: such a record is asked for before it is merged.
+    dst_in_doubt: bool,
     /// Keys whose target record was taken from `dst_changes`, or asked for, in this run.
     dst_taken: HashSet<String>,
     /// Keys with a stored failure, cleared when they succeed.
@@ -313,7 +314,7 @@ impl<'e> Runner<'e> {
             index_shifted: false,
             index_rereads: 0,
             dst_changes: HashMap::new(),
-            dst_complete: false,
+            dst_in_doubt: false,
             dst_taken: HashSet::new(),
             failing,
             lookups: 0,
@@ -367,9 +368,9 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
-            let (changes, _) = self.read_all_dst(since, true).await?;
+            let (changes, shifted) = self.read_all_dst(since, true).await?;
             self.dst_changes = changes;
-            self.dst_complete = since.is_none();
+            self.dst_in_doubt = since.is_none() || shifted;
         } else if self.opts.reconcile {
             let (index, shifted) = self.read_all_dst(None, false).await?;
             self.index = Some(index);
