@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,14 +25,13 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::counters::Counters;
-use super::faults::{FaultControl, Faults};
+use super::faults::Faults;
+use super::handle::SimHandle;
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, Server, cents, common_layer, control_routes, error_response, filter_key,
-    query_get, query_pairs,
+    Core, Flavor, cents, error_response, filter_key, query_get, query_pairs, serve,
 };
-use super::table::{Since, Stamped, Table, parse_time, rfc3339, stamp};
+use super::table::{Since, Stamped, Table, parse_time, rfc3339};
 use crate::clock::{SharedClock, SystemClock};
 
 mod suppliers;
@@ -271,7 +271,6 @@ struct Burst {
 #[derive(Debug)]
 struct ErpState {
     core: Arc<Core>,
-    base_url: String,
     client_id: String,
     client_secret: String,
     token_ttl: Duration,
@@ -335,16 +334,16 @@ impl ErpSim {
             "the ERP needs at least one warehouse"
         );
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
-        let addr = listener.local_addr()?;
-        let core = Arc::new(Core {
-            counters: Arc::new(Counters::default()),
-            faults: FaultControl::new(opts.faults.clone(), opts.seed),
-            clock: opts.clock.clone(),
-            flavor: Flavor::Erp,
-        });
+        let core = Core::new(
+            Flavor::Erp,
+            listener.local_addr()?,
+            opts.faults,
+            opts.seed,
+            opts.clock,
+        );
+        let credentials = (opts.client_id.clone(), opts.client_secret.clone());
         let state = Arc::new(ErpState {
             core: core.clone(),
-            base_url: format!("http://{addr}"),
             client_id: opts.client_id,
             client_secret: opts.client_secret,
             token_ttl: opts.token_ttl,
@@ -373,7 +372,7 @@ impl ErpSim {
                 rng: StdRng::seed_from_u64(opts.seed ^ 0x70_6b65),
             }),
         });
-        let router = Router::new()
+        let api = Router::new()
             .route(TOKEN_ROUTE, post(token))
             .route("/api/products", get(list_products).post(create_product))
             .route("/api/products/batch", post(batch_products))
@@ -392,17 +391,18 @@ impl ErpSim {
             .route("/api/orders", get(list_orders).post(create_order))
             .route("/api/orders/{id}", get(get_order))
             .route_layer(middleware::from_fn_with_state(state.clone(), erp_layer))
-            .route_layer(middleware::from_fn_with_state(core.clone(), common_layer))
-            .with_state(state.clone())
-            .merge(control_routes(core))
-            .merge(erp_control_routes(state.clone()));
-        let server = Server::start(listener, router)?;
-        Ok(ErpHandle { state, server })
+            .with_state(state.clone());
+        let server = serve(
+            listener,
+            core.clone(),
+            api,
+            erp_control_routes(state.clone()),
+        )?;
+        Ok(ErpHandle {
+            sim: SimHandle::new(core, server, "/api", credentials),
+            state,
+        })
     }
-}
-
-fn now(state: &ErpState) -> DateTime<Utc> {
-    stamp(state.core.clock.now())
 }
 
 fn ceil_secs(d: chrono::Duration) -> u64 {
@@ -540,15 +540,6 @@ fn since(pairs: &[(String, String)]) -> Result<Since, ErpError> {
         (None, Some(t)) => Since::AtOrAfter(t),
         (None, None) => Since::All,
     })
-}
-
-/// The served page's first record changes before the next page is read (fault `page_drift`).
-fn drift<T: Stamped + Clone>(state: &ErpState, table: &mut Table<T>, first: Option<u64>) {
-    if let Some(key) = first
-        && state.core.faults.get().page_drift
-    {
-        table.bump_to_end(key, now(state));
-    }
 }
 
 // ---------------------------------------------------------------- products
@@ -702,7 +693,7 @@ impl ErpState {
         create: bool,
         code: &str,
     ) -> Result<Value, ErpError> {
-        let now = now(self);
+        let now = self.core.now();
         self.check_warehouses(input.stock.as_ref())?;
         let key = data.codes.get(code).copied();
         match (key, create) {
@@ -761,7 +752,7 @@ async fn list_products(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery
         .iter()
         .map(|(_, p)| data.product_json(p, &state.warehouses))
         .collect();
-    drift(&state, &mut data.products, first);
+    state.core.drift(&mut data.products, first);
     ok(items)
 }
 
@@ -861,7 +852,7 @@ async fn list_stock(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -
     );
     let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items: Vec<StockLevel> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
-    drift(&state, &mut data.stock, first);
+    state.core.drift(&mut data.stock, first);
     ok(items)
 }
 
@@ -871,7 +862,7 @@ async fn put_stock(
     body: Bytes,
 ) -> ErpResult {
     let input: StockInput = json_body(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     let mut data = state.data.lock().unwrap();
     if !data.codes.contains_key(&code) {
         return Err(business(format!("Produsul cu codul {code} nu exista")));
@@ -947,7 +938,7 @@ async fn list_clients(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery)
 
 async fn create_client(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
     let input: ClientInput = json_body(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     let c = state.data.lock().unwrap().insert_client(&input, now)?;
     ok(c)
 }
@@ -979,7 +970,7 @@ impl ErpState {
     /// Creates a sales order, or returns the one created earlier with the same idempotency key
     /// (`true` in the second place).
     fn place_order(&self, req: OrderRequest) -> Result<(SalesOrder, bool), ErpError> {
-        let now = now(self);
+        let now = self.core.now();
         let mut data = self.data.lock().unwrap();
         if let Some(key) = &req.idempotency_key
             && let Some(id) = data.idempotency.get(key)
@@ -1113,7 +1104,7 @@ async fn list_orders(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) 
     );
     let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items: Vec<Value> = page.rows.iter().map(|(_, o)| order_json(o, None)).collect();
-    drift(&state, &mut data.orders, first);
+    state.core.drift(&mut data.orders, first);
     ok(items)
 }
 
@@ -1195,7 +1186,7 @@ fn erp_control_routes(state: Arc<ErpState>) -> Router {
                 |State(state): State<Arc<ErpState>>,
                  Path(code): Path<String>,
                  Json(edit): Json<StockEdit>| async move {
-                    let now = now(&state);
+                    let now = state.core.now();
                     let mut data = state.data.lock().unwrap();
                     if !data.codes.contains_key(&code) {
                         return Err(business(format!("Produsul cu codul {code} nu exista")));
@@ -1236,7 +1227,7 @@ impl ErpState {
         id: u64,
         f: impl FnOnce(&mut SalesOrder, &mut u64),
     ) -> Option<SalesOrder> {
-        let now = now(self);
+        let now = self.core.now();
         let mut data = self.data.lock().unwrap();
         let mut invoice_next = data.invoice_next;
         data.orders
@@ -1250,7 +1241,7 @@ impl ErpState {
     }
 
     fn edit_order(&self, id: u64, edit: SalesOrderEdit) -> Option<SalesOrder> {
-        let base = self.base_url.clone();
+        let base = self.core.base_url.clone();
         let series = self.invoice_series.clone();
         self.change_order(id, |o, invoice_next| {
             if let Some(s) = edit.status {
@@ -1279,48 +1270,24 @@ impl ErpState {
 
 // ---------------------------------------------------------------- handle
 
-/// A running ERP simulator. Dropping it stops the server.
+/// A running ERP simulator; what it shares with the shop's handle (address, counters, faults,
+/// clock, credentials) is on the [`SimHandle`] it dereferences to. Dropping it stops the
+/// server.
 #[derive(Debug)]
 pub struct ErpHandle {
+    sim: SimHandle,
     state: Arc<ErpState>,
-    server: Server,
+}
+
+impl Deref for ErpHandle {
+    type Target = SimHandle;
+
+    fn deref(&self) -> &SimHandle {
+        &self.sim
+    }
 }
 
 impl ErpHandle {
-    /// `http://127.0.0.1:PORT`.
-    pub fn base_url(&self) -> String {
-        self.state.base_url.clone()
-    }
-
-    /// `http://127.0.0.1:PORT/api`.
-    pub fn api_url(&self) -> String {
-        format!("{}/api", self.state.base_url)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.state.core.counters
-    }
-
-    pub fn faults(&self) -> &FaultControl {
-        &self.state.core.faults
-    }
-
-    pub fn clock(&self) -> &SharedClock {
-        &self.state.core.clock
-    }
-
-    /// The client id and secret.
-    pub fn credentials(&self) -> (String, String) {
-        (
-            self.state.client_id.clone(),
-            self.state.client_secret.clone(),
-        )
-    }
-
     pub fn warehouses(&self) -> Vec<String> {
         self.state.warehouses.clone()
     }
@@ -1371,7 +1338,7 @@ impl ErpHandle {
 
     /// Adds a product with zero stock in every warehouse; fails on a code in use.
     pub fn create_product(&self, p: ErpProduct) -> anyhow::Result<ErpProduct> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.insert_product(p, &self.state.warehouses, now)
             .map_err(|e| match e {
@@ -1385,7 +1352,7 @@ impl ErpHandle {
         code: &str,
         f: impl FnOnce(&mut ErpProduct),
     ) -> Option<ErpProduct> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         let key = *data.codes.get(code)?;
         data.products
@@ -1419,7 +1386,7 @@ impl ErpHandle {
 
     /// Sets stock as a stock movement would, bumping the row's `updatedAt` when it changes.
     pub fn set_stock(&self, code: &str, warehouse: &str, quantity: i64) -> Option<StockLevel> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.codes.contains_key(code).then_some(())?;
         Some(data.set_stock(code, warehouse, quantity, now))
@@ -1440,7 +1407,7 @@ impl ErpHandle {
     }
 
     pub fn create_client(&self, name: &str, email: &str, phone: &str) -> anyhow::Result<Client> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let input = ClientInput {
             name: Some(name.to_owned()),
             email: Some(email.to_owned()),
@@ -1530,7 +1497,7 @@ impl ErpHandle {
     /// Adds every catalogue item (codes already present are skipped); its stock goes to the
     /// first warehouse, the others start at zero.
     pub fn seed_catalogue(&self, items: &[CatalogueItem]) {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let warehouses = &self.state.warehouses;
         let mut data = self.state.data.lock().unwrap();
         for item in items {
@@ -1614,11 +1581,11 @@ impl ErpHandle {
 
     /// Stops the server and waits for it to end.
     pub async fn shutdown(self) {
-        self.server.shutdown().await
+        self.sim.shutdown().await
     }
 
     /// Serves until the server task ends (for the command-line runner).
     pub async fn wait(self) {
-        self.server.wait().await
+        self.sim.wait().await
     }
 }

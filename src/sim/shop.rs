@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,17 +23,16 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::counters::Counters;
-use super::faults::{FaultControl, Faults};
+use super::faults::Faults;
+use super::handle::SimHandle;
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, Server, cents, common_layer, control_routes, error_response, filter_key,
-    query_get, query_pairs,
+    Core, Flavor, cents, error_response, filter_key, query_get, query_pairs, serve,
 };
 mod suppliers;
 pub use suppliers::{Supplier, SupplierInput};
 
-use super::table::{Page, Since, Stamped, Table, parse_time, rfc3339, stamp};
+use super::table::{Page, Since, Stamped, Table, parse_time, rfc3339};
 use super::webhook::{WebhookConfig, WebhookDelivery, WebhookSender};
 use crate::clock::{SharedClock, SystemClock};
 
@@ -361,7 +361,6 @@ struct Limiter {
 #[derive(Debug)]
 struct ShopState {
     core: Arc<Core>,
-    base_url: String,
     api_key: String,
     api_secret: String,
     max_bad_auth: u32,
@@ -414,17 +413,17 @@ impl ShopSim {
     /// Binds, starts serving in the background and returns the handle.
     pub async fn start(opts: ShopOptions) -> anyhow::Result<ShopHandle> {
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
-        let addr = listener.local_addr()?;
         let now = opts.clock.now();
-        let core = Arc::new(Core {
-            counters: Arc::new(Counters::default()),
-            faults: FaultControl::new(opts.faults.clone(), opts.seed),
-            clock: opts.clock.clone(),
-            flavor: Flavor::Shop,
-        });
+        let core = Core::new(
+            Flavor::Shop,
+            listener.local_addr()?,
+            opts.faults,
+            opts.seed,
+            opts.clock,
+        );
+        let credentials = (opts.api_key.clone(), opts.api_secret.clone());
         let state = Arc::new(ShopState {
             core: core.clone(),
-            base_url: format!("http://{addr}"),
             api_key: opts.api_key,
             api_secret: opts.api_secret,
             max_bad_auth: opts.max_bad_auth,
@@ -451,7 +450,7 @@ impl ShopSim {
             }),
             webhooks: WebhookSender::start(opts.webhook)?,
         });
-        let router = Router::new()
+        let api = Router::new()
             .route("/api/v2/products", get(list_products).post(create_product))
             .route(
                 "/api/v2/products/{id}",
@@ -477,17 +476,18 @@ impl ShopSim {
                 get(suppliers::get_supplier).patch(suppliers::patch_supplier),
             )
             .route_layer(middleware::from_fn_with_state(state.clone(), shop_layer))
-            .route_layer(middleware::from_fn_with_state(core.clone(), common_layer))
-            .with_state(state.clone())
-            .merge(control_routes(core))
-            .merge(shop_control_routes(state.clone()));
-        let server = Server::start(listener, router)?;
-        Ok(ShopHandle { state, server })
+            .with_state(state.clone());
+        let server = serve(
+            listener,
+            core.clone(),
+            api,
+            shop_control_routes(state.clone()),
+        )?;
+        Ok(ShopHandle {
+            sim: SimHandle::new(core, server, "/api/v2", credentials),
+            state,
+        })
     }
-}
-
-fn now(state: &ShopState) -> DateTime<Utc> {
-    stamp(state.core.clock.now())
 }
 
 /// Rate limit, then Basic auth with lock-out after repeated failures.
@@ -611,7 +611,7 @@ fn page_url(state: &ShopState, path: &str, pairs: &[(String, String)], page: usi
         ser.append_pair(k, v);
     }
     ser.append_pair("page", &page.to_string());
-    format!("{}{path}?{}", state.base_url, ser.finish())
+    format!("{}{path}?{}", state.core.base_url, ser.finish())
 }
 
 fn list_body(
@@ -651,15 +651,6 @@ fn product_json(p: &Product, with_variants: bool, fields: Option<&str>) -> Value
         map.remove("variants");
     }
     project(v, fields)
-}
-
-/// The served page's first record changes before the next page is read (fault `page_drift`).
-fn drift<T: Stamped + Clone>(state: &ShopState, table: &mut Table<T>, first: Option<u64>) {
-    if let Some(key) = first
-        && state.core.faults.get().page_drift
-    {
-        table.bump_to_end(key, now(state));
-    }
 }
 
 /// Renders a page and notes the key a `page_drift` fault would change.
@@ -705,7 +696,7 @@ async fn list_products(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuer
         );
         finish_page(page, |p| product_json(p, with_variants, fields))
     };
-    drift(&state, &mut data.products, first);
+    state.core.drift(&mut data.products, first);
     Ok(list_body(
         &state,
         "/api/v2/products",
@@ -1005,7 +996,7 @@ async fn create_product(
 ) -> ShopResult {
     let pairs = query_pairs(q.as_deref());
     let body = body_object(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     let mut data = state.data.lock().unwrap();
     let mut p = Product {
         status: "active".to_owned(),
@@ -1033,7 +1024,7 @@ async fn patch_product(
     let key = parse_id(&id, "product")?;
     let body = body_object(&body)?;
     let ignore = ignore_unknown(&pairs);
-    let now = now(&state);
+    let now = state.core.now();
     let mut data = state.data.lock().unwrap();
     let p = data.update_product(key, now, |p, last| apply_product(p, &body, ignore, last))?;
     Ok(Json(json!({"data": product_json(&p, true, None)})).into_response())
@@ -1302,7 +1293,7 @@ impl ShopState {
         key: u64,
         f: impl FnOnce(&mut Order) -> Result<(), ShopError>,
     ) -> Result<Order, ShopError> {
-        let now = now(self);
+        let now = self.core.now();
         let (order, changed) = {
             let mut data = self.data.lock().unwrap();
             let before = data
@@ -1329,7 +1320,7 @@ impl ShopState {
     }
 
     fn add_order(&self, o: Order) -> Result<Order, ShopError> {
-        let now = now(self);
+        let now = self.core.now();
         let order = self.data.lock().unwrap().insert_order(o, now)?;
         self.notify(
             &order,
@@ -1363,7 +1354,7 @@ async fn list_orders(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery)
     let (items, has_more, first) = finish_page(page, |o| {
         project(serde_json::to_value(o).expect("orders serialize"), fields)
     });
-    drift(&state, &mut data.orders, first);
+    state.core.drift(&mut data.orders, first);
     Ok(list_body(
         &state,
         "/api/v2/orders",
@@ -1534,7 +1525,7 @@ async fn list_customers(State(state): State<Arc<ShopState>>, RawQuery(q): RawQue
     let (items, has_more, first) = finish_page(page, |c| {
         serde_json::to_value(c).expect("customers serialize")
     });
-    drift(&state, &mut data.customers, first);
+    state.core.drift(&mut data.customers, first);
     Ok(list_body(
         &state,
         "/api/v2/customers",
@@ -1562,7 +1553,7 @@ async fn create_customer(
 ) -> ShopResult {
     let pairs = query_pairs(q.as_deref());
     let input = customer_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
+    let now = state.core.now();
     let c = state.data.lock().unwrap().save_customer(None, input, now)?;
     Ok((StatusCode::CREATED, Json(json!({"data": c}))).into_response())
 }
@@ -1576,7 +1567,7 @@ async fn patch_customer(
     let pairs = query_pairs(q.as_deref());
     let key = parse_id(&id, "customer")?;
     let input = customer_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
+    let now = state.core.now();
     let c = state
         .data
         .lock()
@@ -1633,7 +1624,7 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
                  Path(id): Path<String>,
                  Json(edit): Json<ProductEdit>| async move {
                     let key = parse_id(&id, "product")?;
-                    let now = now(&state);
+                    let now = state.core.now();
                     let p = state
                         .data
                         .lock()
@@ -1685,45 +1676,24 @@ fn edit_product(p: &mut Product, edit: ProductEdit) {
 
 // ---------------------------------------------------------------- handle
 
-/// A running shop simulator. Dropping it stops the server.
+/// A running shop simulator; what it shares with the ERP's handle (address, counters, faults,
+/// clock, credentials) is on the [`SimHandle`] it dereferences to. Dropping it stops the
+/// server.
 #[derive(Debug)]
 pub struct ShopHandle {
+    sim: SimHandle,
     state: Arc<ShopState>,
-    server: Server,
+}
+
+impl Deref for ShopHandle {
+    type Target = SimHandle;
+
+    fn deref(&self) -> &SimHandle {
+        &self.sim
+    }
 }
 
 impl ShopHandle {
-    /// `http://127.0.0.1:PORT`, the shop's own domain.
-    pub fn base_url(&self) -> String {
-        self.state.base_url.clone()
-    }
-
-    /// `http://127.0.0.1:PORT/api/v2`.
-    pub fn api_url(&self) -> String {
-        format!("{}/api/v2", self.state.base_url)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.state.core.counters
-    }
-
-    pub fn faults(&self) -> &FaultControl {
-        &self.state.core.faults
-    }
-
-    pub fn clock(&self) -> &SharedClock {
-        &self.state.core.clock
-    }
-
-    /// The API key and secret.
-    pub fn credentials(&self) -> (String, String) {
-        (self.state.api_key.clone(), self.state.api_secret.clone())
-    }
-
     /// Changes (or with `None` removes) the rate limit; the bucket starts full.
     pub fn set_rate_limit(&self, bucket: Option<TokenBucket>) {
         let now = self.state.core.clock.now();
@@ -1778,7 +1748,7 @@ impl ShopHandle {
 
     /// Adds a product (id and stamps are assigned); fails on a SKU already in use.
     pub fn create_product(&self, p: Product) -> anyhow::Result<Product> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.insert_product(p, now)
             .map_err(|e| anyhow::anyhow!(e.message))
@@ -1786,7 +1756,7 @@ impl ShopHandle {
 
     /// Changes a product as a merchant would in the admin, bumping `updated_at`.
     pub fn update_product(&self, id: u64, f: impl FnOnce(&mut Product)) -> Option<Product> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.update_product(id, now, |p, _| {
             f(p);
@@ -1866,7 +1836,7 @@ impl ShopHandle {
         last_name: &str,
         phone: &str,
     ) -> anyhow::Result<Customer> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let input = CustomerInput {
             email: Some(email.to_owned()),
             first_name: Some(first_name.to_owned()),
@@ -1885,7 +1855,7 @@ impl ShopHandle {
 
     /// Changes a customer, bumping `updated_at`.
     pub fn update_customer(&self, id: u64, f: impl FnOnce(&mut Customer)) -> Option<Customer> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         let old = data.customers.get(id)?.email.to_lowercase();
         data.customers
@@ -1904,7 +1874,7 @@ impl ShopHandle {
 
     /// Adds one `basic` product per catalogue item (SKUs already present are skipped).
     pub fn seed_catalogue(&self, items: &[CatalogueItem]) {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         for item in items {
             if data.skus.contains_key(&item.sku) {
@@ -1942,7 +1912,7 @@ impl ShopHandle {
 
     /// Adds `n` generated customers.
     pub fn seed_customers(&self, n: usize, seed: u64) {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         for p in seed::people(n, seed) {
             let input = CustomerInput {
@@ -1963,7 +1933,7 @@ impl ShopHandle {
         if self.product_count() == 0 {
             self.seed_products(20, seed);
         }
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0_4de4);
         let people = seed::people(n.clamp(1, 50), seed);
         let mut data = self.state.data.lock().unwrap();
@@ -2036,11 +2006,11 @@ impl ShopHandle {
 
     /// Stops the server and waits for it to end.
     pub async fn shutdown(self) {
-        self.server.shutdown().await
+        self.sim.shutdown().await
     }
 
     /// Serves until the server task ends (for the command-line runner).
     pub async fn wait(self) {
-        self.server.wait().await
+        self.sim.wait().await
     }
 }

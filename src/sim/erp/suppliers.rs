@@ -12,8 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ErpData, ErpError, ErpHandle, ErpResult, ErpState, business, drift, json_body, now, ok, paging,
-    since,
+    ErpData, ErpError, ErpHandle, ErpResult, ErpState, business, json_body, ok, paging, since,
 };
 use crate::sim::seed::{self, fiscal_digits};
 use crate::sim::server::{filter_key, query_get, query_pairs};
@@ -161,7 +160,7 @@ pub(super) async fn list_suppliers(
     );
     let first = page.rows.first().map(|(k, _)| *k);
     let items: Vec<Supplier> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
-    drift(&state, &mut data.suppliers, first);
+    state.core.drift(&mut data.suppliers, first);
     ok(items)
 }
 
@@ -179,7 +178,7 @@ pub(super) async fn get_supplier(
 
 pub(super) async fn create_supplier(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
     let input: SupplierInput = json_body(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     ok(state.data.lock().unwrap().save_supplier(None, input, now)?)
 }
 
@@ -189,7 +188,7 @@ pub(super) async fn put_supplier(
     body: Bytes,
 ) -> ErpResult {
     let input: SupplierInput = json_body(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     ok(state
         .data
         .lock()
@@ -220,7 +219,7 @@ impl ErpHandle {
 
     /// Adds a supplier as a purchasing clerk would.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.save_supplier(None, input, now).map_err(anyhow_error)
     }
@@ -228,7 +227,7 @@ impl ErpHandle {
     /// Changes a supplier, bumping `updatedAt`; fails as the API would (duplicate or malformed
     /// fiscal code, no name).
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.save_supplier(Some(id), input, now)
             .map_err(anyhow_error)

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::{
-    ShopData, ShopError, ShopHandle, ShopResult, ShopState, body_object, drift, finish_page,
-    ignore_unknown, list_body, now, paging, parse_id, since,
+    ShopData, ShopError, ShopHandle, ShopResult, ShopState, body_object, finish_page,
+    ignore_unknown, list_body, paging, parse_id, since,
 };
 use crate::sim::seed::fiscal_digits;
 use crate::sim::server::{filter_key, query_get, query_pairs};
@@ -180,7 +180,7 @@ pub(super) async fn list_suppliers(
     let (items, has_more, first) = finish_page(page, |s| {
         serde_json::to_value(s).expect("suppliers serialize")
     });
-    drift(&state, &mut data.suppliers, first);
+    state.core.drift(&mut data.suppliers, first);
     Ok(list_body(
         &state,
         "/api/v2/suppliers",
@@ -211,7 +211,7 @@ pub(super) async fn create_supplier(
 ) -> ShopResult {
     let pairs = query_pairs(q.as_deref());
     let input = supplier_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
+    let now = state.core.now();
     let s = state.data.lock().unwrap().save_supplier(None, input, now)?;
     Ok((StatusCode::CREATED, Json(json!({"data": s}))).into_response())
 }
@@ -225,7 +225,7 @@ pub(super) async fn patch_supplier(
     let pairs = query_pairs(q.as_deref());
     let key = parse_id(&id, "supplier")?;
     let input = supplier_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
+    let now = state.core.now();
     let s = state
         .data
         .lock()
@@ -251,7 +251,7 @@ impl ShopHandle {
 
     /// Adds a supplier as the merchant would in the admin.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.save_supplier(None, input, now)
             .map_err(|e| anyhow::anyhow!(e.message))
@@ -259,7 +259,7 @@ impl ShopHandle {
 
     /// Changes a supplier, bumping `updated_at`; fails as the API would.
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.save_supplier(Some(id), input, now)
             .map_err(|e| anyhow::anyhow!(e.message))
