@@ -31,7 +31,7 @@ use super::seed::{self, CatalogueItem};
 use super::server::{
     Core, Flavor, cents, error_response, filter_key, query_get, query_pairs, serve,
 };
-use super::table::{Since, Stamped, Table, parse_time, rfc3339};
+use super::table::{Since, Table, parse_time, record, rfc3339};
 use crate::clock::{SharedClock, SystemClock};
 
 mod suppliers;
@@ -153,19 +153,27 @@ pub struct SalesOrder {
     pub updated_at: DateTime<Utc>,
 }
 
-macro_rules! stamped {
-    ($($t:ty),*) => {$(
-        impl Stamped for $t {
-            fn updated_at(&self) -> DateTime<Utc> {
-                self.updated_at
-            }
-            fn set_updated_at(&mut self, t: DateTime<Utc>) {
-                self.updated_at = t;
-            }
+record!(ErpProduct {
+    fn unique(&self) -> Vec<String> {
+        vec![self.code.clone()]
+    }
+});
+record!(StockLevel);
+record!(Client {
+    fn set_key(&mut self, key: u64) {
+        self.id = key;
+    }
+
+    /// Its e-mail, when it has one: clients without one are many.
+    fn unique(&self) -> Vec<String> {
+        if self.email.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.email.to_lowercase()]
         }
-    )*};
-}
-stamped!(ErpProduct, StockLevel, Client, SalesOrder);
+    }
+});
+record!(SalesOrder);
 
 /// "More than `max_calls` in `window`, then locked out for `lockout`" (SmartBill: 30 calls per
 /// 10 s, then 10 minutes).
@@ -245,14 +253,10 @@ impl ErpOptions {
 #[derive(Debug)]
 struct ErpData {
     products: Table<ErpProduct>,
-    codes: HashMap<String, u64>,
     stock: Table<StockLevel>,
     stock_keys: HashMap<(String, String), u64>,
     clients: Table<Client>,
-    client_emails: HashMap<String, u64>,
     suppliers: Table<Supplier>,
-    /// Fiscal-code digits → supplier.
-    supplier_codes: HashMap<String, u64>,
     orders: Table<SalesOrder>,
     idempotency: HashMap<String, u64>,
     series_next: HashMap<String, u64>,
@@ -282,11 +286,13 @@ struct ErpState {
 }
 
 /// A failed request.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ErpError {
     /// Non-2xx with `{"status","statusMessage"}`.
+    #[error("{1}")]
     Http(u16, String),
     /// HTTP 200 with a non-empty `errorText` and no data: only the body tells.
+    #[error("{0}")]
     Business(String),
 }
 
@@ -357,13 +363,10 @@ impl ErpSim {
             })),
             data: Mutex::new(ErpData {
                 products: Table::new(),
-                codes: HashMap::new(),
                 stock: Table::new(),
                 stock_keys: HashMap::new(),
                 clients: Table::new(),
-                client_emails: HashMap::new(),
                 suppliers: Table::new(),
-                supplier_codes: HashMap::new(),
                 orders: Table::new(),
                 idempotency: HashMap::new(),
                 series_next: HashMap::new(),
@@ -605,19 +608,12 @@ impl ErpData {
         warehouses: &[String],
         now: DateTime<Utc>,
     ) -> Result<ErpProduct, ErpError> {
-        if self.codes.contains_key(&p.code) {
-            return Err(business(format!(
-                "Produsul cu codul {} exista deja",
-                p.code
-            )));
-        }
-        p.updated_at = now;
-        let key = self.products.next_key();
-        self.codes.insert(p.code.clone(), key);
+        self.products
+            .save(None, &mut p, now)
+            .map_err(|code| business(format!("Produsul cu codul {code} exista deja")))?;
         for w in warehouses {
             self.set_stock(&p.code, w, 0, now);
         }
-        self.products.insert(key, p.clone());
         Ok(p)
     }
 }
@@ -695,8 +691,7 @@ impl ErpState {
     ) -> Result<Value, ErpError> {
         let now = self.core.now();
         self.check_warehouses(input.stock.as_ref())?;
-        let key = data.codes.get(code).copied();
-        match (key, create) {
+        match (data.products.key_of(code), create) {
             (None, true) => {
                 let mut p = ErpProduct::new(code, "", 0.0);
                 apply_product_input(&mut p, input)?;
@@ -717,8 +712,7 @@ impl ErpState {
         for s in input.stock.iter().flatten() {
             data.set_stock(code, &s.warehouse, s.quantity, now);
         }
-        let key = data.codes[code];
-        let p = data.products.get(key).expect("just saved");
+        let p = data.products.find(code).expect("just saved");
         Ok(data.product_json(p, &self.warehouses))
     }
 }
@@ -730,9 +724,8 @@ async fn list_products(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery
     let mut data = state.data.lock().unwrap();
     if let Some(code) = query_get(&pairs, "code") {
         let items: Vec<Value> = data
-            .codes
-            .get(code)
-            .and_then(|k| data.products.get(*k))
+            .products
+            .find(code)
             .filter(|_| paging.offset == 0)
             .map(|p| data.product_json(p, &state.warehouses))
             .into_iter()
@@ -759,9 +752,8 @@ async fn list_products(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery
 async fn get_product(State(state): State<Arc<ErpState>>, Path(code): Path<String>) -> ErpResult {
     let data = state.data.lock().unwrap();
     let p = data
-        .codes
-        .get(&code)
-        .and_then(|k| data.products.get(*k))
+        .products
+        .find(&code)
         .ok_or_else(|| business(format!("Produsul cu codul {code} nu exista")))?;
     ok(data.product_json(p, &state.warehouses))
 }
@@ -819,12 +811,10 @@ async fn batch_products(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpR
             if state.core.faults.roll(failure_rate) {
                 return Err("Eroare temporara, reincercati".to_owned());
             }
-            let create = !data.codes.contains_key(&code);
+            let create = data.products.key_of(&code).is_none();
             state
                 .save_product(&mut data, &input, create, &code)
-                .map_err(|e| match e {
-                    ErpError::Http(_, m) | ErpError::Business(m) => m,
-                })
+                .map_err(|e| e.to_string())
         })();
         results.push(match outcome {
             Ok(_) => json!({"code": code, "ok": true}),
@@ -864,7 +854,7 @@ async fn put_stock(
     let input: StockInput = json_body(&body)?;
     let now = state.core.now();
     let mut data = state.data.lock().unwrap();
-    if !data.codes.contains_key(&code) {
+    if data.products.key_of(&code).is_none() {
         return Err(business(format!("Produsul cu codul {code} nu exista")));
     }
     state.check_warehouses(Some(&vec![StockInput {
@@ -893,28 +883,22 @@ impl ErpData {
         input: &ClientInput,
         now: DateTime<Utc>,
     ) -> Result<Client, ErpError> {
-        let email = input.email.clone().unwrap_or_default();
         let name = input.name.clone().unwrap_or_default();
         if name.trim().is_empty() {
             return Err(business("Numele clientului lipseste"));
         }
-        if !email.is_empty() && self.client_emails.contains_key(&email.to_lowercase()) {
-            return Err(business(format!("Clientul cu emailul {email} exista deja")));
-        }
-        let key = self.clients.next_key();
-        let c = Client {
-            id: key,
+        let mut c = Client {
+            id: 0,
             name,
-            email: email.clone(),
+            email: input.email.clone().unwrap_or_default(),
             phone: input.phone.clone().unwrap_or_default(),
             vat_code: input.vat_code.clone().unwrap_or_default(),
             address: input.address.clone().unwrap_or_default(),
             updated_at: now,
         };
-        if !email.is_empty() {
-            self.client_emails.insert(email.to_lowercase(), key);
-        }
-        self.clients.insert(key, c.clone());
+        self.clients
+            .save(None, &mut c, now)
+            .map_err(|_| business(format!("Clientul cu emailul {} exista deja", c.email)))?;
         Ok(c)
     }
 }
@@ -990,9 +974,8 @@ impl ErpState {
         let mut lines = Vec::with_capacity(req.lines.len());
         for l in &req.lines {
             let p = data
-                .codes
-                .get(&l.code)
-                .and_then(|k| data.products.get(*k))
+                .products
+                .find(&l.code)
                 .ok_or_else(|| business(format!("Produsul cu codul {} nu exista", l.code)))?;
             if l.quantity <= 0 {
                 return Err(business(format!(
@@ -1017,11 +1000,7 @@ impl ErpState {
                             .cloned()
                             .ok_or_else(|| business(format!("Clientul cu id {id} nu exista")))?,
                     ),
-                    (None, Some(email)) => data
-                        .client_emails
-                        .get(&email.to_lowercase())
-                        .and_then(|k| data.clients.get(*k))
-                        .cloned(),
+                    (None, Some(email)) => data.clients.find(&email.to_lowercase()).cloned(),
                     (None, None) => None,
                 };
                 match found {
@@ -1188,7 +1167,7 @@ fn erp_control_routes(state: Arc<ErpState>) -> Router {
                  Json(edit): Json<StockEdit>| async move {
                     let now = state.core.now();
                     let mut data = state.data.lock().unwrap();
-                    if !data.codes.contains_key(&code) {
+                    if data.products.key_of(&code).is_none() {
                         return Err(business(format!("Produsul cu codul {code} nu exista")));
                     }
                     ok(data.set_stock(&code, &edit.warehouse, edit.quantity, now))
@@ -1322,14 +1301,12 @@ impl ErpHandle {
     // ---- products and stock
 
     pub fn product(&self, code: &str) -> Option<ErpProduct> {
-        let data = self.state.data.lock().unwrap();
-        data.products.get(*data.codes.get(code)?).cloned()
+        self.state.data.lock().unwrap().products.find(code).cloned()
     }
 
     /// Every product in creation order.
     pub fn products(&self) -> Vec<ErpProduct> {
-        let data = self.state.data.lock().unwrap();
-        data.products.iter().map(|(_, p)| p.clone()).collect()
+        self.state.data.lock().unwrap().products.all()
     }
 
     pub fn product_count(&self) -> usize {
@@ -1340,10 +1317,7 @@ impl ErpHandle {
     pub fn create_product(&self, p: ErpProduct) -> anyhow::Result<ErpProduct> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.insert_product(p, &self.state.warehouses, now)
-            .map_err(|e| match e {
-                ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-            })
+        Ok(data.insert_product(p, &self.state.warehouses, now)?)
     }
 
     /// Changes a product as an accountant would, bumping `updatedAt` (not the code).
@@ -1354,7 +1328,7 @@ impl ErpHandle {
     ) -> Option<ErpProduct> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        let key = *data.codes.get(code)?;
+        let key = data.products.key_of(code)?;
         data.products
             .try_update(key, now, |p| {
                 f(p);
@@ -1388,22 +1362,19 @@ impl ErpHandle {
     pub fn set_stock(&self, code: &str, warehouse: &str, quantity: i64) -> Option<StockLevel> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.codes.contains_key(code).then_some(())?;
+        data.products.key_of(code)?;
         Some(data.set_stock(code, warehouse, quantity, now))
     }
 
     // ---- clients
 
     pub fn clients(&self) -> Vec<Client> {
-        let data = self.state.data.lock().unwrap();
-        data.clients.iter().map(|(_, c)| c.clone()).collect()
+        self.state.data.lock().unwrap().clients.all()
     }
 
     pub fn client_by_email(&self, email: &str) -> Option<Client> {
         let data = self.state.data.lock().unwrap();
-        data.clients
-            .get(*data.client_emails.get(&email.to_lowercase())?)
-            .cloned()
+        data.clients.find(&email.to_lowercase()).cloned()
     }
 
     pub fn create_client(&self, name: &str, email: &str, phone: &str) -> anyhow::Result<Client> {
@@ -1414,14 +1385,7 @@ impl ErpHandle {
             phone: Some(phone.to_owned()),
             ..ClientInput::default()
         };
-        self.state
-            .data
-            .lock()
-            .unwrap()
-            .insert_client(&input, now)
-            .map_err(|e| match e {
-                ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-            })
+        Ok(self.state.data.lock().unwrap().insert_client(&input, now)?)
     }
 
     // ---- orders
@@ -1432,8 +1396,7 @@ impl ErpHandle {
 
     /// Every sales order in creation order.
     pub fn orders(&self) -> Vec<SalesOrder> {
-        let data = self.state.data.lock().unwrap();
-        data.orders.iter().map(|(_, o)| o.clone()).collect()
+        self.state.data.lock().unwrap().orders.all()
     }
 
     /// Sales orders carrying this shop reference (more than one means a duplicate export).
@@ -1448,12 +1411,7 @@ impl ErpHandle {
 
     /// Creates an order born in the ERP (no shop reference).
     pub fn create_order(&self, draft: ErpOrderDraft) -> anyhow::Result<SalesOrder> {
-        self.state
-            .place_order(draft_request(draft))
-            .map(|(o, _)| o)
-            .map_err(|e| match e {
-                ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-            })
+        Ok(self.state.place_order(draft_request(draft))?.0)
     }
 
     /// Changes an order as an accountant would, bumping `updatedAt`.
@@ -1501,24 +1459,19 @@ impl ErpHandle {
         let warehouses = &self.state.warehouses;
         let mut data = self.state.data.lock().unwrap();
         for item in items {
-            if data.codes.contains_key(&item.sku) {
+            let mut p = ErpProduct {
+                code: item.sku.clone(),
+                name: item.name.clone(),
+                price: item.price_gross,
+                vat_percentage: item.vat_percentage,
+                currency: "RON".to_owned(),
+                measuring_unit: "buc".to_owned(),
+                active: true,
+                updated_at: now,
+            };
+            if data.products.save(None, &mut p, now).is_err() {
                 continue;
             }
-            let key = data.products.next_key();
-            data.codes.insert(item.sku.clone(), key);
-            data.products.insert(
-                key,
-                ErpProduct {
-                    code: item.sku.clone(),
-                    name: item.name.clone(),
-                    price: item.price_gross,
-                    vat_percentage: item.vat_percentage,
-                    currency: "RON".to_owned(),
-                    measuring_unit: "buc".to_owned(),
-                    active: true,
-                    updated_at: now,
-                },
-            );
             for (i, w) in warehouses.iter().enumerate() {
                 data.set_stock(&item.sku, w, if i == 0 { item.stock } else { 0 }, now);
             }

@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::counters::Counters;
 use super::faults::{Decision, FailRule, FaultControl, Faults, Injected};
-use super::table::{Stamped, Table, stamp};
+use super::table::{Record, Table, stamp};
 use crate::clock::SharedClock;
 
 /// Which API's error shape to speak.
@@ -65,7 +65,7 @@ impl Core {
 
     /// The served page's first record changes before the next page is read (fault
     /// `page_drift`).
-    pub fn drift<T: Stamped + Clone>(&self, table: &mut Table<T>, first: Option<u64>) {
+    pub fn drift<T: Record>(&self, table: &mut Table<T>, first: Option<u64>) {
         if let Some(key) = first
             && self.faults.get().page_drift
         {

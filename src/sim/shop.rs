@@ -32,7 +32,7 @@ use super::server::{
 mod suppliers;
 pub use suppliers::{Supplier, SupplierInput};
 
-use super::table::{Page, Since, Stamped, Table, parse_time, rfc3339};
+use super::table::{Page, Record, Since, Table, parse_time, patch, record, rfc3339};
 use super::webhook::{WebhookConfig, WebhookDelivery, WebhookSender};
 use crate::clock::{SharedClock, SystemClock};
 
@@ -202,19 +202,29 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
 }
 
-macro_rules! stamped {
-    ($($t:ty),*) => {$(
-        impl Stamped for $t {
-            fn updated_at(&self) -> DateTime<Utc> {
-                self.updated_at
-            }
-            fn set_updated_at(&mut self, t: DateTime<Utc>) {
-                self.updated_at = t;
-            }
-        }
-    )*};
-}
-stamped!(Product, Order, Customer);
+record!(Product {
+    fn set_key(&mut self, key: u64) {
+        self.id = key;
+    }
+
+    /// Its SKU and its variants': a SKU names one product in the whole shop.
+    fn unique(&self) -> Vec<String> {
+        std::iter::once(&self.sku)
+            .chain(self.variants.iter().map(|v| &v.sku))
+            .cloned()
+            .collect()
+    }
+});
+record!(Order);
+record!(Customer {
+    fn set_key(&mut self, key: u64) {
+        self.id = key;
+    }
+
+    fn unique(&self) -> Vec<String> {
+        vec![self.email.to_lowercase()]
+    }
+});
 
 /// The shipping statuses in the order they are reached.
 const SHIPPING_FLOW: &[&str] = &[
@@ -332,17 +342,12 @@ impl ShopOptions {
 #[derive(Debug)]
 struct ShopData {
     products: Table<Product>,
-    skus: HashMap<String, u64>,
-    variant_skus: HashMap<String, u64>,
     last_variant_id: u64,
     orders: Table<Order>,
     order_numbers: HashMap<String, u64>,
     next_order_number: u64,
     customers: Table<Customer>,
-    emails: HashMap<String, u64>,
     suppliers: Table<Supplier>,
-    /// Fiscal-code digits → supplier.
-    supplier_codes: HashMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -373,7 +378,8 @@ struct ShopState {
 }
 
 /// An error answer: `{"error":{"name","message"}}`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 struct ShopError {
     status: u16,
     name: &'static str,
@@ -437,16 +443,12 @@ impl ShopSim {
             })),
             data: Mutex::new(ShopData {
                 products: Table::new(),
-                skus: HashMap::new(),
-                variant_skus: HashMap::new(),
                 last_variant_id: 0,
                 orders: Table::new(),
                 order_numbers: HashMap::new(),
                 next_order_number: opts.first_order_number,
                 customers: Table::new(),
-                emails: HashMap::new(),
                 suppliers: Table::new(),
-                supplier_codes: HashMap::new(),
             }),
             webhooks: WebhookSender::start(opts.webhook)?,
         });
@@ -654,7 +656,7 @@ fn product_json(p: &Product, with_variants: bool, fields: Option<&str>) -> Value
 }
 
 /// Renders a page and notes the key a `page_drift` fault would change.
-fn finish_page<T: Stamped + Clone>(
+fn finish_page<T: Record>(
     page: Page<'_, T>,
     render: impl Fn(&T) -> Value,
 ) -> (Vec<Value>, bool, Option<u64>) {
@@ -678,9 +680,9 @@ async fn list_products(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuer
     let data = &mut *data;
     let (items, has_more, first) = if let Some(sku) = sku {
         // An exact SKU (of the product or one of its variants) is an index lookup.
-        let key = data.skus.get(sku).or_else(|| data.variant_skus.get(sku));
-        let items: Vec<Value> = key
-            .and_then(|k| data.products.get(*k))
+        let items: Vec<Value> = data
+            .products
+            .find(sku)
             .filter(|p| paging.page == 1 && status.is_none_or(|s| p.status == s))
             .map(|p| product_json(p, with_variants, fields))
             .into_iter()
@@ -917,46 +919,13 @@ fn apply_variants(
 }
 
 impl ShopData {
-    fn index_product(&mut self, key: u64, p: &Product) {
-        self.skus.insert(p.sku.clone(), key);
-        for v in &p.variants {
-            self.variant_skus.insert(v.sku.clone(), key);
-        }
-    }
-
-    fn unindex_product(&mut self, p: &Product) {
-        self.skus.remove(&p.sku);
-        for v in &p.variants {
-            self.variant_skus.remove(&v.sku);
-        }
-    }
-
-    /// SKUs of `p` already used by another product.
-    fn sku_clash(&self, key: u64, p: &Product) -> Option<String> {
-        let taken = |sku: &str| {
-            [self.skus.get(sku), self.variant_skus.get(sku)]
-                .into_iter()
-                .flatten()
-                .any(|other| *other != key)
-        };
-        std::iter::once(&p.sku)
-            .chain(p.variants.iter().map(|v| &v.sku))
-            .find(|s| taken(s))
-            .cloned()
-    }
-
     fn insert_product(&mut self, mut p: Product, now: DateTime<Utc>) -> Result<Product, ShopError> {
+        // The id is handed out before the SKU check: a refused create still uses one up.
         let key = self.products.next_key();
-        if let Some(sku) = self.sku_clash(key, &p) {
-            return Err(ShopError::validation(format!(
-                "a product with SKU `{sku}` already exists"
-            )));
-        }
-        p.id = key;
         p.created_at = now;
-        p.updated_at = now;
-        self.index_product(key, &p);
-        self.products.insert(key, p.clone());
+        self.products
+            .save(Some(key), &mut p, now)
+            .map_err(sku_taken)?;
         Ok(p)
     }
 
@@ -967,26 +936,22 @@ impl ShopData {
         f: impl FnOnce(&mut Product, &mut u64) -> Result<(), ShopError>,
     ) -> Result<Product, ShopError> {
         let mut last_variant_id = self.last_variant_id;
-        let old = self
+        let mut p = self
             .products
             .get(key)
             .cloned()
             .ok_or_else(|| ShopError::not_found("product", &key.to_string()))?;
-        let mut p = old.clone();
         f(&mut p, &mut last_variant_id)?;
-        if let Some(sku) = self.sku_clash(key, &p) {
-            return Err(ShopError::validation(format!(
-                "a product with SKU `{sku}` already exists"
-            )));
-        }
+        self.products
+            .save(Some(key), &mut p, now)
+            .map_err(sku_taken)?;
         self.last_variant_id = last_variant_id;
-        p.id = key;
-        p.updated_at = now;
-        self.unindex_product(&old);
-        self.index_product(key, &p);
-        self.products.insert(key, p.clone());
         Ok(p)
     }
+}
+
+fn sku_taken(sku: String) -> ShopError {
+    ShopError::validation(format!("a product with SKU `{sku}` already exists"))
 }
 
 async fn create_product(
@@ -1033,11 +998,9 @@ async fn patch_product(
 async fn delete_product(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
     let key = parse_id(&id, "product")?;
     let mut data = state.data.lock().unwrap();
-    let p = data
-        .products
+    data.products
         .remove(key)
         .ok_or_else(|| ShopError::not_found("product", &id))?;
-    data.unindex_product(&p);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1464,47 +1427,25 @@ impl ShopData {
         input: CustomerInput,
         now: DateTime<Utc>,
     ) -> Result<Customer, ShopError> {
-        let mut c = match key {
-            Some(k) => self
-                .customers
-                .get(k)
-                .cloned()
-                .ok_or_else(|| ShopError::not_found("customer", &k.to_string()))?,
-            None => Customer::default(),
-        };
-        let old_email = c.email.clone();
-        if let Some(v) = input.email {
-            c.email = v.trim().to_owned();
-        }
+        let mut c = self
+            .customers
+            .draft(key, Customer::default)
+            .map_err(|k| ShopError::not_found("customer", &k.to_string()))?;
+        patch([
+            (&mut c.email, input.email.map(|v| v.trim().to_owned())),
+            (&mut c.first_name, input.first_name),
+            (&mut c.last_name, input.last_name),
+            (&mut c.phone, input.phone),
+        ]);
         if c.email.is_empty() {
             return Err(ShopError::validation("`email` is required"));
         }
-        let email_key = c.email.to_lowercase();
-        if self
-            .emails
-            .get(&email_key)
-            .is_some_and(|other| Some(*other) != key)
-        {
-            return Err(ShopError::validation(format!(
+        self.customers.save(key, &mut c, now).map_err(|_| {
+            ShopError::validation(format!(
                 "a customer with email `{}` already exists",
                 c.email
-            )));
-        }
-        if let Some(v) = input.first_name {
-            c.first_name = v;
-        }
-        if let Some(v) = input.last_name {
-            c.last_name = v;
-        }
-        if let Some(v) = input.phone {
-            c.phone = v;
-        }
-        let key = key.unwrap_or_else(|| self.customers.next_key());
-        c.id = key;
-        c.updated_at = now;
-        self.emails.remove(&old_email.to_lowercase());
-        self.emails.insert(email_key, key);
-        self.customers.insert(key, c.clone());
+            ))
+        })?;
         Ok(c)
     }
 }
@@ -1731,15 +1672,12 @@ impl ShopHandle {
 
     /// The product with this SKU, or the parent of the variant with it.
     pub fn product_by_sku(&self, sku: &str) -> Option<Product> {
-        let data = self.state.data.lock().unwrap();
-        let key = data.skus.get(sku).or_else(|| data.variant_skus.get(sku))?;
-        data.products.get(*key).cloned()
+        self.state.data.lock().unwrap().products.find(sku).cloned()
     }
 
     /// Every product in id order.
     pub fn products(&self) -> Vec<Product> {
-        let data = self.state.data.lock().unwrap();
-        data.products.iter().map(|(_, p)| p.clone()).collect()
+        self.state.data.lock().unwrap().products.all()
     }
 
     pub fn product_count(&self) -> usize {
@@ -1750,8 +1688,7 @@ impl ShopHandle {
     pub fn create_product(&self, p: Product) -> anyhow::Result<Product> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.insert_product(p, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(data.insert_product(p, now)?)
     }
 
     /// Changes a product as a merchant would in the admin, bumping `updated_at`.
@@ -1766,10 +1703,7 @@ impl ShopHandle {
     }
 
     pub fn delete_product(&self, id: u64) -> Option<Product> {
-        let mut data = self.state.data.lock().unwrap();
-        let p = data.products.remove(id)?;
-        data.unindex_product(&p);
-        Some(p)
+        self.state.data.lock().unwrap().products.remove(id)
     }
 
     // ---- orders
@@ -1787,16 +1721,13 @@ impl ShopHandle {
 
     /// Every order in id order.
     pub fn orders(&self) -> Vec<Order> {
-        let data = self.state.data.lock().unwrap();
-        data.orders.iter().map(|(_, o)| o.clone()).collect()
+        self.state.data.lock().unwrap().orders.all()
     }
 
     /// Places an order as a customer would (id, number, total and stamps are assigned);
     /// sends the `order.created` webhook.
     pub fn create_order(&self, o: Order) -> anyhow::Result<Order> {
-        self.state
-            .add_order(o)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(self.state.add_order(o)?)
     }
 
     /// Changes an order as a merchant would (no state machine, no lock), bumping `updated_at`
@@ -1819,14 +1750,12 @@ impl ShopHandle {
     // ---- customers
 
     pub fn customers(&self) -> Vec<Customer> {
-        let data = self.state.data.lock().unwrap();
-        data.customers.iter().map(|(_, c)| c.clone()).collect()
+        self.state.data.lock().unwrap().customers.all()
     }
 
     pub fn customer_by_email(&self, email: &str) -> Option<Customer> {
         let data = self.state.data.lock().unwrap();
-        let key = data.emails.get(&email.to_lowercase())?;
-        data.customers.get(*key).cloned()
+        data.customers.find(&email.to_lowercase()).cloned()
     }
 
     pub fn create_customer(
@@ -1845,28 +1774,22 @@ impl ShopHandle {
             _id: None,
             _updated_at: None,
         };
-        self.state
+        Ok(self
+            .state
             .data
             .lock()
             .unwrap()
-            .save_customer(None, input, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+            .save_customer(None, input, now)?)
     }
 
-    /// Changes a customer, bumping `updated_at`.
+    /// Changes a customer, bumping `updated_at`; `None` when there is no such customer or
+    /// another one has the e-mail it would get.
     pub fn update_customer(&self, id: u64, f: impl FnOnce(&mut Customer)) -> Option<Customer> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        let old = data.customers.get(id)?.email.to_lowercase();
-        data.customers
-            .try_update(id, now, |c| {
-                f(c);
-                Ok::<_, ()>(())
-            })?
-            .ok()?;
-        let c = data.customers.get(id).cloned()?;
-        data.emails.remove(&old);
-        data.emails.insert(c.email.to_lowercase(), id);
+        let mut c = data.customers.get(id)?.clone();
+        f(&mut c);
+        data.customers.save(Some(id), &mut c, now).ok()?;
         Some(c)
     }
 
@@ -1877,12 +1800,8 @@ impl ShopHandle {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         for item in items {
-            if data.skus.contains_key(&item.sku) {
-                continue;
-            }
-            let key = data.products.next_key();
-            let p = Product {
-                id: key,
+            let mut p = Product {
+                id: 0,
                 kind: ProductType::Basic,
                 sku: item.sku.clone(),
                 ext_ref: None,
@@ -1898,8 +1817,8 @@ impl ShopHandle {
                 created_at: now,
                 updated_at: now,
             };
-            data.skus.insert(p.sku.clone(), key);
-            data.products.insert(key, p);
+            // A SKU already present keeps its product.
+            let _ = data.products.save(None, &mut p, now);
         }
     }
 

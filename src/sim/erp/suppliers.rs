@@ -16,7 +16,7 @@ use super::{
 };
 use crate::sim::seed::{self, fiscal_digits};
 use crate::sim::server::{filter_key, query_get, query_pairs};
-use crate::sim::table::{Stamped, rfc3339};
+use crate::sim::table::{patch, record, rfc3339};
 
 /// A supplier of the ERP.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -37,14 +37,15 @@ pub struct Supplier {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Stamped for Supplier {
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+record!(Supplier {
+    fn set_key(&mut self, key: u64) {
+        self.id = key;
     }
-    fn set_updated_at(&mut self, t: DateTime<Utc>) {
-        self.updated_at = t;
+
+    fn unique(&self) -> Vec<String> {
+        vec![fiscal_digits(&self.vat_code)]
     }
-}
+});
 
 /// Supplier fields of a POST or PUT; absent fields are left as they are.
 #[derive(Debug, Default, Deserialize)]
@@ -68,42 +69,26 @@ impl ErpData {
         input: SupplierInput,
         now: DateTime<Utc>,
     ) -> Result<Supplier, ErpError> {
-        let mut s = match key {
-            Some(k) => self
-                .suppliers
-                .get(k)
-                .cloned()
-                .ok_or_else(|| ErpError::Http(404, format!("Furnizorul {k} nu exista")))?,
-            None => Supplier {
+        let mut s = self
+            .suppliers
+            .draft(key, || Supplier {
                 active: true,
                 ..Supplier::default()
-            },
-        };
-        let old_digits = fiscal_digits(&s.vat_code);
-        let SupplierInput {
-            name,
-            vat_code,
-            reg_com,
-            address,
-            email,
-            phone,
-            iban,
-            active,
-        } = input;
-        for (field, value) in [
-            (&mut s.name, name),
-            (&mut s.vat_code, vat_code.map(|v| v.trim().to_uppercase())),
-            (&mut s.reg_com, reg_com),
-            (&mut s.address, address),
-            (&mut s.email, email),
-            (&mut s.phone, phone),
-            (&mut s.iban, iban),
-        ] {
-            if let Some(v) = value {
-                *field = v;
-            }
-        }
-        if let Some(v) = active {
+            })
+            .map_err(|k| ErpError::Http(404, format!("Furnizorul {k} nu exista")))?;
+        patch([
+            (&mut s.name, input.name),
+            (
+                &mut s.vat_code,
+                input.vat_code.map(|v| v.trim().to_uppercase()),
+            ),
+            (&mut s.reg_com, input.reg_com),
+            (&mut s.address, input.address),
+            (&mut s.email, input.email),
+            (&mut s.phone, input.phone),
+            (&mut s.iban, input.iban),
+        ]);
+        if let Some(v) = input.active {
             s.active = v;
         }
         if s.name.trim().is_empty() {
@@ -118,22 +103,12 @@ impl ErpData {
                 s.vat_code
             )));
         }
-        if self
-            .supplier_codes
-            .get(&digits)
-            .is_some_and(|other| Some(*other) != key)
-        {
-            return Err(business(format!(
+        self.suppliers.save(key, &mut s, now).map_err(|_| {
+            business(format!(
                 "Furnizorul cu codul fiscal {} exista deja",
                 s.vat_code
-            )));
-        }
-        let key = key.unwrap_or_else(|| self.suppliers.next_key());
-        s.id = key;
-        s.updated_at = now;
-        self.supplier_codes.remove(&old_digits);
-        self.supplier_codes.insert(digits, key);
-        self.suppliers.insert(key, s.clone());
+            ))
+        })?;
         Ok(s)
     }
 }
@@ -196,32 +171,23 @@ pub(super) async fn put_supplier(
         .save_supplier(Some(id), input, now)?)
 }
 
-fn anyhow_error(e: ErpError) -> anyhow::Error {
-    match e {
-        ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-    }
-}
-
 impl ErpHandle {
     /// Every supplier in creation order.
     pub fn suppliers(&self) -> Vec<Supplier> {
-        let data = self.state.data.lock().unwrap();
-        data.suppliers.iter().map(|(_, s)| s.clone()).collect()
+        self.state.data.lock().unwrap().suppliers.all()
     }
 
     /// The supplier with this fiscal code (the `RO` prefix does not matter).
     pub fn supplier_by_vat(&self, vat_code: &str) -> Option<Supplier> {
         let data = self.state.data.lock().unwrap();
-        data.suppliers
-            .get(*data.supplier_codes.get(&fiscal_digits(vat_code))?)
-            .cloned()
+        data.suppliers.find(&fiscal_digits(vat_code)).cloned()
     }
 
     /// Adds a supplier as a purchasing clerk would.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(None, input, now).map_err(anyhow_error)
+        Ok(data.save_supplier(None, input, now)?)
     }
 
     /// Changes a supplier, bumping `updatedAt`; fails as the API would (duplicate or malformed
@@ -229,8 +195,7 @@ impl ErpHandle {
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(Some(id), input, now)
-            .map_err(anyhow_error)
+        Ok(data.save_supplier(Some(id), input, now)?)
     }
 
     /// Adds `n` generated suppliers (fiscal codes already present are skipped).

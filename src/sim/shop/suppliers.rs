@@ -22,7 +22,7 @@ use super::{
 };
 use crate::sim::seed::fiscal_digits;
 use crate::sim::server::{filter_key, query_get, query_pairs};
-use crate::sim::table::{Stamped, rfc3339};
+use crate::sim::table::{patch, record, rfc3339};
 
 /// A shop supplier.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -39,14 +39,15 @@ pub struct Supplier {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Stamped for Supplier {
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+record!(Supplier {
+    fn set_key(&mut self, key: u64) {
+        self.id = key;
     }
-    fn set_updated_at(&mut self, t: DateTime<Utc>) {
-        self.updated_at = t;
+
+    fn unique(&self) -> Vec<String> {
+        vec![fiscal_digits(&self.vat_code)]
     }
-}
+});
 
 /// Fields of a POST or PATCH; absent fields are left as they are.
 #[derive(Debug, Default, Deserialize)]
@@ -90,30 +91,21 @@ impl ShopData {
         input: SupplierInput,
         now: DateTime<Utc>,
     ) -> Result<Supplier, ShopError> {
-        let mut s = match key {
-            Some(k) => self
-                .suppliers
-                .get(k)
-                .cloned()
-                .ok_or_else(|| ShopError::not_found("supplier", &k.to_string()))?,
-            None => Supplier {
+        let mut s = self
+            .suppliers
+            .draft(key, || Supplier {
                 status: "active".to_owned(),
                 ..Supplier::default()
-            },
-        };
-        let old_digits = fiscal_digits(&s.vat_code);
-        for (field, value) in [
+            })
+            .map_err(|k| ShopError::not_found("supplier", &k.to_string()))?;
+        patch([
             (&mut s.name, input.name),
             (&mut s.vat_code, input.vat_code.map(|v| v.trim().to_owned())),
             (&mut s.email, input.email),
             (&mut s.phone, input.phone),
             (&mut s.address, input.address),
             (&mut s.status, input.status),
-        ] {
-            if let Some(v) = value {
-                *field = v;
-            }
-        }
+        ]);
         if s.name.trim().is_empty() {
             return Err(ShopError::validation("`name` is required"));
         }
@@ -134,26 +126,15 @@ impl ShopData {
                 s.email
             )));
         }
-        let digits = fiscal_digits(&s.vat_code);
-        if digits.is_empty() {
+        if fiscal_digits(&s.vat_code).is_empty() {
             return Err(ShopError::validation("`vat_code` is required"));
         }
-        if self
-            .supplier_codes
-            .get(&digits)
-            .is_some_and(|other| Some(*other) != key)
-        {
-            return Err(ShopError::validation(format!(
+        self.suppliers.save(key, &mut s, now).map_err(|_| {
+            ShopError::validation(format!(
                 "a supplier with vat_code `{}` already exists",
                 s.vat_code
-            )));
-        }
-        let key = key.unwrap_or_else(|| self.suppliers.next_key());
-        s.id = key;
-        s.updated_at = now;
-        self.supplier_codes.remove(&old_digits);
-        self.supplier_codes.insert(digits, key);
-        self.suppliers.insert(key, s.clone());
+            ))
+        })?;
         Ok(s)
     }
 }
@@ -237,31 +218,26 @@ pub(super) async fn patch_supplier(
 impl ShopHandle {
     /// Every supplier in creation order.
     pub fn suppliers(&self) -> Vec<Supplier> {
-        let data = self.state.data.lock().unwrap();
-        data.suppliers.iter().map(|(_, s)| s.clone()).collect()
+        self.state.data.lock().unwrap().suppliers.all()
     }
 
     /// The supplier with this fiscal code (the `RO` prefix does not matter).
     pub fn supplier_by_vat(&self, vat_code: &str) -> Option<Supplier> {
         let data = self.state.data.lock().unwrap();
-        data.suppliers
-            .get(*data.supplier_codes.get(&fiscal_digits(vat_code))?)
-            .cloned()
+        data.suppliers.find(&fiscal_digits(vat_code)).cloned()
     }
 
     /// Adds a supplier as the merchant would in the admin.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(None, input, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(data.save_supplier(None, input, now)?)
     }
 
     /// Changes a supplier, bumping `updated_at`; fails as the API would.
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
         let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(Some(id), input, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(data.save_supplier(Some(id), input, now)?)
     }
 }
