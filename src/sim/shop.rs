@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -29,7 +30,9 @@ use super::seed::{self, CatalogueItem};
 use super::server::{
     Core, Flavor, cents, error_response, filter_key, query_get, query_pairs, serve,
 };
+mod resource;
 mod suppliers;
+use resource::Resource;
 pub use suppliers::{Supplier, SupplierInput};
 
 use super::table::{Page, Record, Since, Table, parse_time, patch, record, rfc3339};
@@ -222,7 +225,7 @@ record!(Customer {
     }
 
     fn unique(&self) -> Vec<String> {
-        vec![self.email.to_lowercase()]
+        vec![Customer::lookup_form(&self.email)]
     }
 });
 
@@ -461,22 +464,8 @@ impl ShopSim {
             .route("/api/v2/orders", get(list_orders).post(create_order))
             .route("/api/v2/orders/{id}", get(get_order).patch(patch_order))
             .route("/api/v2/orders/{id}/lock", post(lock_order))
-            .route(
-                "/api/v2/customers",
-                get(list_customers).post(create_customer),
-            )
-            .route(
-                "/api/v2/customers/{id}",
-                get(get_customer).patch(patch_customer),
-            )
-            .route(
-                "/api/v2/suppliers",
-                get(suppliers::list_suppliers).post(suppliers::create_supplier),
-            )
-            .route(
-                "/api/v2/suppliers/{id}",
-                get(suppliers::get_supplier).patch(suppliers::patch_supplier),
-            )
+            .merge(resource::routes::<Customer>())
+            .merge(resource::routes::<Supplier>())
             .route_layer(middleware::from_fn_with_state(state.clone(), shop_layer))
             .with_state(state.clone());
         let server = serve(
@@ -738,6 +727,24 @@ fn body_object(body: &Bytes) -> Result<Map<String, Value>, ShopError> {
 
 fn ignore_unknown(pairs: &[(String, String)]) -> bool {
     query_get(pairs, "ignore_nonexistent_fields").is_some_and(|v| v == "1" || v == "true")
+}
+
+/// Reads a POST or PATCH body of a `what` into its input type: with `ignore`, fields not in
+/// `fields` are dropped first; the read-only `id` and `updated_at` a client may send back as it
+/// read them always are.
+fn parse_input<T: DeserializeOwned>(
+    mut body: Map<String, Value>,
+    ignore: bool,
+    fields: &[&str],
+    what: &str,
+) -> Result<T, ShopError> {
+    if ignore {
+        body.retain(|k, _| fields.contains(&k.as_str()));
+    }
+    body.remove("id");
+    body.remove("updated_at");
+    serde_json::from_value(Value::Object(body))
+        .map_err(|e| ShopError::validation(format!("invalid {what}: {e}")))
 }
 
 /// Real MerchantPro product fields the simulator accepts and does not model.
@@ -1055,12 +1062,8 @@ const ORDER_FIELDS: &[&str] = &[
     "updated_at",
 ];
 
-fn order_input(mut body: Map<String, Value>, ignore: bool) -> Result<OrderInput, ShopError> {
-    if ignore {
-        body.retain(|k, _| ORDER_FIELDS.contains(&k.as_str()));
-    }
-    serde_json::from_value(Value::Object(body))
-        .map_err(|e| ShopError::validation(format!("invalid order: {e}")))
+fn order_input(body: Map<String, Value>, ignore: bool) -> Result<OrderInput, ShopError> {
+    parse_input(body, ignore, ORDER_FIELDS, "order")
 }
 
 /// What changed in an order that a webhook reports.
@@ -1389,7 +1392,7 @@ async fn lock_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>)
 
 // ---------------------------------------------------------------- customers
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomerInput {
     email: Option<String>,
@@ -1402,32 +1405,35 @@ struct CustomerInput {
     _updated_at: Option<Value>,
 }
 
-fn customer_input(mut body: Map<String, Value>, ignore: bool) -> Result<CustomerInput, ShopError> {
-    if ignore {
-        body.retain(|k, _| {
-            [
-                "id",
-                "email",
-                "first_name",
-                "last_name",
-                "phone",
-                "updated_at",
-            ]
-            .contains(&k.as_str())
-        });
-    }
-    serde_json::from_value(Value::Object(body))
-        .map_err(|e| ShopError::validation(format!("invalid customer: {e}")))
-}
+impl Resource for Customer {
+    const NAME: &'static str = "customer";
+    const PATH: &'static str = "/api/v2/customers";
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "updated_at",
+    ];
+    const FILTER: &'static str = "email";
+    type Input = CustomerInput;
 
-impl ShopData {
-    fn save_customer(
-        &mut self,
+    fn lookup_form(value: &str) -> String {
+        value.to_lowercase()
+    }
+
+    fn table(data: &mut ShopData) -> &mut Table<Self> {
+        &mut data.customers
+    }
+
+    fn save(
+        data: &mut ShopData,
         key: Option<u64>,
         input: CustomerInput,
         now: DateTime<Utc>,
     ) -> Result<Customer, ShopError> {
-        let mut c = self
+        let mut c = data
             .customers
             .draft(key, Customer::default)
             .map_err(|k| ShopError::not_found("customer", &k.to_string()))?;
@@ -1440,7 +1446,7 @@ impl ShopData {
         if c.email.is_empty() {
             return Err(ShopError::validation("`email` is required"));
         }
-        self.customers.save(key, &mut c, now).map_err(|_| {
+        data.customers.save(key, &mut c, now).map_err(|_| {
             ShopError::validation(format!(
                 "a customer with email `{}` already exists",
                 c.email
@@ -1448,73 +1454,6 @@ impl ShopData {
         })?;
         Ok(c)
     }
-}
-
-async fn list_customers(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let email = query_get(&pairs, "email").map(str::to_lowercase);
-    let mut data = state.data.lock().unwrap();
-    let page = data.customers.page(
-        since,
-        &filter_key(&pairs),
-        (paging.page - 1) * paging.limit,
-        paging.limit,
-        |c| email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e),
-    );
-    let (items, has_more, first) = finish_page(page, |c| {
-        serde_json::to_value(c).expect("customers serialize")
-    });
-    state.core.drift(&mut data.customers, first);
-    Ok(list_body(
-        &state,
-        "/api/v2/customers",
-        &pairs,
-        &paging,
-        items,
-        has_more,
-    ))
-}
-
-async fn get_customer(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
-    let key = parse_id(&id, "customer")?;
-    let data = state.data.lock().unwrap();
-    let c = data
-        .customers
-        .get(key)
-        .ok_or_else(|| ShopError::not_found("customer", &id))?;
-    Ok(Json(json!({"data": c})).into_response())
-}
-
-async fn create_customer(
-    State(state): State<Arc<ShopState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let input = customer_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = state.core.now();
-    let c = state.data.lock().unwrap().save_customer(None, input, now)?;
-    Ok((StatusCode::CREATED, Json(json!({"data": c}))).into_response())
-}
-
-async fn patch_customer(
-    State(state): State<Arc<ShopState>>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let key = parse_id(&id, "customer")?;
-    let input = customer_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = state.core.now();
-    let c = state
-        .data
-        .lock()
-        .unwrap()
-        .save_customer(Some(key), input, now)?;
-    Ok(Json(json!({"data": c})).into_response())
 }
 
 // ---------------------------------------------------------------- control API
@@ -1771,15 +1710,10 @@ impl ShopHandle {
             first_name: Some(first_name.to_owned()),
             last_name: Some(last_name.to_owned()),
             phone: Some(phone.to_owned()),
-            _id: None,
-            _updated_at: None,
+            ..CustomerInput::default()
         };
-        Ok(self
-            .state
-            .data
-            .lock()
-            .unwrap()
-            .save_customer(None, input, now)?)
+        let mut data = self.state.data.lock().unwrap();
+        Ok(Customer::save(&mut data, None, input, now)?)
     }
 
     /// Changes a customer, bumping `updated_at`; `None` when there is no such customer or
@@ -1839,10 +1773,9 @@ impl ShopHandle {
                 first_name: Some(p.first_name),
                 last_name: Some(p.last_name),
                 phone: Some(p.phone),
-                _id: None,
-                _updated_at: None,
+                ..CustomerInput::default()
             };
-            let _ = data.save_customer(None, input, now);
+            let _ = Customer::save(&mut data, None, input, now);
         }
     }
 

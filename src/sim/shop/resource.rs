@@ -1,0 +1,134 @@
+//! The routes of the shop's customers and suppliers, which it serves alike: a list in
+//! modification order with `updated_after`, page links and a filter on the field that is
+//! unique; one record by id; POST creates and PATCH changes (unknown fields refused unless
+//! `ignore_nonexistent_fields`), every answer in a `data` envelope.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use super::{
+    ShopData, ShopError, ShopResult, ShopState, body_object, finish_page, ignore_unknown,
+    list_body, paging, parse_id, parse_input, since,
+};
+use crate::sim::server::{filter_key, query_get, query_pairs};
+use crate::sim::table::{Record, Table};
+
+/// A record type the shop serves this way.
+pub(super) trait Resource: Record + Serialize + Send + Sync + 'static {
+    /// Singular, as messages name it (`customer`).
+    const NAME: &'static str;
+    /// Where the list is (`/api/v2/customers`).
+    const PATH: &'static str;
+    /// Fields a body may carry; `ignore_nonexistent_fields` drops the others.
+    const FIELDS: &'static [&'static str];
+    /// The query parameter that filters the list on the unique field.
+    const FILTER: &'static str;
+
+    /// Fields of a POST or PATCH.
+    type Input: DeserializeOwned;
+
+    /// A value given in [`Resource::FILTER`], in the form [`Record::unique`] gives.
+    fn lookup_form(value: &str) -> String;
+
+    fn table(data: &mut ShopData) -> &mut Table<Self>;
+
+    /// Creates (`key` is `None`) or changes a record with the fields given.
+    fn save(
+        data: &mut ShopData,
+        key: Option<u64>,
+        input: Self::Input,
+        now: DateTime<Utc>,
+    ) -> Result<Self, ShopError>;
+}
+
+/// The list and the record routes of `R`.
+pub(super) fn routes<R: Resource>() -> Router<Arc<ShopState>> {
+    Router::new()
+        .route(R::PATH, get(list::<R>).post(create::<R>))
+        .route(
+            &format!("{}/{{id}}", R::PATH),
+            get(read::<R>).patch(change::<R>),
+        )
+}
+
+async fn list<R: Resource>(
+    State(state): State<Arc<ShopState>>,
+    RawQuery(q): RawQuery,
+) -> ShopResult {
+    let pairs = query_pairs(q.as_deref());
+    let paging = paging(&state, &pairs)?;
+    let since = since(&pairs)?;
+    let wanted = query_get(&pairs, R::FILTER).map(R::lookup_form);
+    let mut data = state.data.lock().unwrap();
+    let table = R::table(&mut data);
+    let page = table.page(
+        since,
+        &filter_key(&pairs),
+        (paging.page - 1) * paging.limit,
+        paging.limit,
+        |r| wanted.as_ref().is_none_or(|w| r.unique().contains(w)),
+    );
+    let (items, has_more, first) = finish_page(page, |r| {
+        serde_json::to_value(r).expect("records serialize")
+    });
+    state.core.drift(table, first);
+    Ok(list_body(&state, R::PATH, &pairs, &paging, items, has_more))
+}
+
+async fn read<R: Resource>(
+    State(state): State<Arc<ShopState>>,
+    Path(id): Path<String>,
+) -> ShopResult {
+    let key = parse_id(&id, R::NAME)?;
+    let mut data = state.data.lock().unwrap();
+    let r = R::table(&mut data)
+        .get(key)
+        .ok_or_else(|| ShopError::not_found(R::NAME, &id))?;
+    Ok(Json(json!({"data": r})).into_response())
+}
+
+async fn create<R: Resource>(
+    State(state): State<Arc<ShopState>>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ShopResult {
+    let pairs = query_pairs(q.as_deref());
+    let input = parse_input(
+        body_object(&body)?,
+        ignore_unknown(&pairs),
+        R::FIELDS,
+        R::NAME,
+    )?;
+    let now = state.core.now();
+    let r = R::save(&mut state.data.lock().unwrap(), None, input, now)?;
+    Ok((StatusCode::CREATED, Json(json!({"data": r}))).into_response())
+}
+
+async fn change<R: Resource>(
+    State(state): State<Arc<ShopState>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+    body: Bytes,
+) -> ShopResult {
+    let pairs = query_pairs(q.as_deref());
+    let key = parse_id(&id, R::NAME)?;
+    let input = parse_input(
+        body_object(&body)?,
+        ignore_unknown(&pairs),
+        R::FIELDS,
+        R::NAME,
+    )?;
+    let now = state.core.now();
+    let r = R::save(&mut state.data.lock().unwrap(), Some(key), input, now)?;
+    Ok(Json(json!({"data": r})).into_response())
+}
