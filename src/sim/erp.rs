@@ -29,7 +29,7 @@ use super::faults::Faults;
 use super::handle::SimHandle;
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, cents, error_response, filter_key, query_get, query_pairs, serve,
+    Core, Flavor, ListQuery, cents, error_response, query_get, query_pairs, serve,
 };
 use super::table::{Since, Table, parse_time, record, rfc3339};
 use crate::clock::{SharedClock, SystemClock};
@@ -159,11 +159,7 @@ record!(ErpProduct {
     }
 });
 record!(StockLevel);
-record!(Client {
-    fn set_key(&mut self, key: u64) {
-        self.id = key;
-    }
-
+record!(Client, id {
     /// Its e-mail, when it has one: clients without one are many.
     fn unique(&self) -> Vec<String> {
         if self.email.is_empty() {
@@ -506,14 +502,11 @@ async fn token(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
 
 // ---------------------------------------------------------------- paging
 
-struct Paging {
-    offset: usize,
-    limit: usize,
-}
-
-fn paging(pairs: &[(String, String)]) -> Result<Paging, ErpError> {
+/// Reads a list request: `limitPerPage`, `offset`, `updatedAfter` and `changedSince`.
+fn list_query(query: Option<&str>) -> Result<ListQuery, ErpError> {
+    let pairs = query_pairs(query);
     let number = |key: &str, default: usize| -> Result<usize, ErpError> {
-        match query_get(pairs, key) {
+        match query_get(&pairs, key) {
             None => Ok(default),
             Some(v) => v
                 .parse()
@@ -526,22 +519,22 @@ fn paging(pairs: &[(String, String)]) -> Result<Paging, ErpError> {
             "`limitPerPage` trebuie sa fie intre 1 si {MAX_LIMIT}"
         )));
     }
-    Ok(Paging {
-        offset: number("offset", 0)?,
-        limit,
-    })
-}
-
-fn since(pairs: &[(String, String)]) -> Result<Since, ErpError> {
-    let parse = |key: &str| -> Result<Option<DateTime<Utc>>, ErpError> {
-        query_get(pairs, key)
+    let offset = number("offset", 0)?;
+    let time = |key: &str| -> Result<Option<DateTime<Utc>>, ErpError> {
+        query_get(&pairs, key)
             .map(|v| parse_time(v).ok_or_else(|| bad(format!("`{key}` nu este o data RFC 3339"))))
             .transpose()
     };
-    Ok(match (parse("updatedAfter")?, parse("changedSince")?) {
+    let since = match (time("updatedAfter")?, time("changedSince")?) {
         (Some(t), _) => Since::After(t),
         (None, Some(t)) => Since::AtOrAfter(t),
         (None, None) => Since::All,
+    };
+    Ok(ListQuery {
+        pairs,
+        offset,
+        limit,
+        since,
     })
 }
 
@@ -718,28 +711,20 @@ impl ErpState {
 }
 
 async fn list_products(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
+    let list = list_query(q.as_deref())?;
     let mut data = state.data.lock().unwrap();
-    if let Some(code) = query_get(&pairs, "code") {
+    if let Some(code) = list.get("code") {
         let items: Vec<Value> = data
             .products
             .find(code)
-            .filter(|_| paging.offset == 0)
+            .filter(|_| list.offset == 0)
             .map(|p| data.product_json(p, &state.warehouses))
             .into_iter()
             .collect();
         return ok(items);
     }
-    let page = data.products.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |_| true,
-    );
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
+    let page = list.page(&data.products, |_| true);
+    let first = page.drift_key();
     let items: Vec<Value> = page
         .rows
         .iter()
@@ -827,20 +812,14 @@ async fn batch_products(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpR
 // ---------------------------------------------------------------- stock
 
 async fn list_stock(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
-    let warehouse = query_get(&pairs, "warehouse");
-    let code = query_get(&pairs, "code");
+    let list = list_query(q.as_deref())?;
+    let warehouse = list.get("warehouse");
+    let code = list.get("code");
     let mut data = state.data.lock().unwrap();
-    let page = data.stock.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |s| warehouse.is_none_or(|w| s.warehouse == w) && code.is_none_or(|c| s.code == c),
-    );
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
+    let page = list.page(&data.stock, |s| {
+        warehouse.is_none_or(|w| s.warehouse == w) && code.is_none_or(|c| s.code == c)
+    });
+    let first = page.drift_key();
     let items: Vec<StockLevel> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
     state.core.drift(&mut data.stock, first);
     ok(items)
@@ -904,18 +883,12 @@ impl ErpData {
 }
 
 async fn list_clients(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
-    let email = query_get(&pairs, "email").map(str::to_lowercase);
+    let list = list_query(q.as_deref())?;
+    let email = list.get("email").map(str::to_lowercase);
     let data = state.data.lock().unwrap();
-    let page = data.clients.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |c| email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e),
-    );
+    let page = list.page(&data.clients, |c| {
+        email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e)
+    });
     let items: Vec<Client> = page.rows.iter().map(|(_, c)| (*c).clone()).collect();
     ok(items)
 }
@@ -1065,23 +1038,15 @@ async fn create_order(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpRes
 }
 
 async fn list_orders(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
-    let reference = query_get(&pairs, "reference");
-    let status = query_get(&pairs, "status");
+    let list = list_query(q.as_deref())?;
+    let reference = list.get("reference");
+    let status = list.get("status");
     let mut data = state.data.lock().unwrap();
-    let page = data.orders.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |o| {
-            reference.is_none_or(|r| o.reference.as_deref() == Some(r))
-                && status.is_none_or(|s| o.status == s)
-        },
-    );
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
+    let page = list.page(&data.orders, |o| {
+        reference.is_none_or(|r| o.reference.as_deref() == Some(r))
+            && status.is_none_or(|s| o.status == s)
+    });
+    let first = page.drift_key();
     let items: Vec<Value> = page.rows.iter().map(|(_, o)| order_json(o, None)).collect();
     state.core.drift(&mut data.orders, first);
     ok(items)

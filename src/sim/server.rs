@@ -17,7 +17,7 @@ use tokio::task::JoinHandle;
 
 use super::counters::Counters;
 use super::faults::{Decision, FailRule, FaultControl, Faults, Injected};
-use super::table::{Record, Table, stamp};
+use super::table::{Page, Record, Since, Table, stamp};
 use crate::clock::SharedClock;
 
 /// Which API's error shape to speak.
@@ -257,6 +257,36 @@ pub(crate) fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
+}
+
+/// A list request as both APIs read it, each from its own parameters: the query, the rows to
+/// skip and to take, and from when.
+pub(crate) struct ListQuery {
+    pub pairs: Vec<(String, String)>,
+    pub offset: usize,
+    pub limit: usize,
+    pub since: Since,
+}
+
+impl ListQuery {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        query_get(&self.pairs, key)
+    }
+
+    /// The rows of `table` the request asks for, among those `keep` accepts.
+    pub fn page<'t, T: Record>(
+        &self,
+        table: &'t Table<T>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Page<'t, T> {
+        table.page(
+            self.since,
+            &filter_key(&self.pairs),
+            self.offset,
+            self.limit,
+            keep,
+        )
+    }
 }
 
 /// What a list query filters on: every parameter except paging and projection, so two page

@@ -28,7 +28,7 @@ use super::faults::Faults;
 use super::handle::SimHandle;
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, cents, error_response, filter_key, query_get, query_pairs, serve,
+    Core, Flavor, ListQuery, cents, error_response, query_get, query_pairs, serve,
 };
 mod resource;
 mod suppliers;
@@ -205,11 +205,7 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
 }
 
-record!(Product {
-    fn set_key(&mut self, key: u64) {
-        self.id = key;
-    }
-
+record!(Product, id {
     /// Its SKU and its variants': a SKU names one product in the whole shop.
     fn unique(&self) -> Vec<String> {
         std::iter::once(&self.sku)
@@ -219,11 +215,7 @@ record!(Product {
     }
 });
 record!(Order);
-record!(Customer {
-    fn set_key(&mut self, key: u64) {
-        self.id = key;
-    }
-
+record!(Customer, id {
     fn unique(&self) -> Vec<String> {
         vec![Customer::lookup_form(&self.email)]
     }
@@ -558,14 +550,11 @@ fn basic_credentials(req: &Request) -> Option<(String, String)> {
 
 // ---------------------------------------------------------------- paging
 
-struct Paging {
-    limit: usize,
-    page: usize,
-}
-
-fn paging(state: &ShopState, pairs: &[(String, String)]) -> Result<Paging, ShopError> {
+/// Reads a list request: `limit`, `page` and `updated_after`.
+fn list_query(state: &ShopState, query: Option<&str>) -> Result<ListQuery, ShopError> {
+    let pairs = query_pairs(query);
     let number = |key: &str, default: usize| -> Result<usize, ShopError> {
-        match query_get(pairs, key) {
+        match query_get(&pairs, key) {
             None => Ok(default),
             Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ShopError::validation(format!("`{key}` must be a positive integer"))
@@ -581,19 +570,19 @@ fn paging(state: &ShopState, pairs: &[(String, String)]) -> Result<Paging, ShopE
         }
         limit = MAX_LIMIT;
     }
-    Ok(Paging {
+    let page = number("page", 1)?;
+    let since = match query_get(&pairs, "updated_after") {
+        None => Since::All,
+        Some(v) => parse_time(v).map(Since::After).ok_or_else(|| {
+            ShopError::validation("`updated_after` must be an RFC 3339 timestamp")
+        })?,
+    };
+    Ok(ListQuery {
+        pairs,
+        offset: (page - 1) * limit,
         limit,
-        page: number("page", 1)?,
+        since,
     })
-}
-
-fn since(pairs: &[(String, String)]) -> Result<Since, ShopError> {
-    match query_get(pairs, "updated_after") {
-        None => Ok(Since::All),
-        Some(v) => parse_time(v)
-            .map(Since::After)
-            .ok_or_else(|| ShopError::validation("`updated_after` must be an RFC 3339 timestamp")),
-    }
 }
 
 fn page_url(state: &ShopState, path: &str, pairs: &[(String, String)], page: usize) -> String {
@@ -608,20 +597,20 @@ fn page_url(state: &ShopState, path: &str, pairs: &[(String, String)], page: usi
 fn list_body(
     state: &ShopState,
     path: &str,
-    pairs: &[(String, String)],
-    paging: &Paging,
+    list: &ListQuery,
     items: Vec<Value>,
     has_more: bool,
 ) -> Response {
+    let page = list.offset / list.limit + 1;
     let mut links = Map::new();
     links.insert(
         "current".into(),
-        page_url(state, path, pairs, paging.page).into(),
+        page_url(state, path, &list.pairs, page).into(),
     );
     if has_more {
         links.insert(
             "next".into(),
-            page_url(state, path, pairs, paging.page + 1).into(),
+            page_url(state, path, &list.pairs, page + 1).into(),
         );
     }
     Json(json!({"data": items, "meta": {"links": links}})).into_response()
@@ -649,50 +638,40 @@ fn finish_page<T: Record>(
     page: Page<'_, T>,
     render: impl Fn(&T) -> Value,
 ) -> (Vec<Value>, bool, Option<u64>) {
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items = page.rows.iter().map(|(_, r)| render(r)).collect();
-    (items, page.has_more, first)
+    (items, page.has_more, page.drift_key())
 }
 
 // ---------------------------------------------------------------- products
 
 async fn list_products(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let with_variants =
-        query_get(&pairs, "include").is_some_and(|i| i.split(',').any(|x| x == "variants"));
-    let fields = query_get(&pairs, "fields");
-    let sku = query_get(&pairs, "sku");
-    let status = query_get(&pairs, "status");
+    let list = list_query(&state, q.as_deref())?;
+    let with_variants = list
+        .get("include")
+        .is_some_and(|i| i.split(',').any(|x| x == "variants"));
+    let fields = list.get("fields");
+    let status = list.get("status");
     let mut data = state.data.lock().unwrap();
     let data = &mut *data;
-    let (items, has_more, first) = if let Some(sku) = sku {
+    let (items, has_more, first) = if let Some(sku) = list.get("sku") {
         // An exact SKU (of the product or one of its variants) is an index lookup.
         let items: Vec<Value> = data
             .products
             .find(sku)
-            .filter(|p| paging.page == 1 && status.is_none_or(|s| p.status == s))
+            .filter(|p| list.offset == 0 && status.is_none_or(|s| p.status == s))
             .map(|p| product_json(p, with_variants, fields))
             .into_iter()
             .collect();
         (items, false, None)
     } else {
-        let page = data.products.page(
-            since,
-            &filter_key(&pairs),
-            (paging.page - 1) * paging.limit,
-            paging.limit,
-            |p| status.is_none_or(|s| p.status == s),
-        );
+        let page = list.page(&data.products, |p| status.is_none_or(|s| p.status == s));
         finish_page(page, |p| product_json(p, with_variants, fields))
     };
     state.core.drift(&mut data.products, first);
     Ok(list_body(
         &state,
         "/api/v2/products",
-        &pairs,
-        &paging,
+        &list,
         items,
         has_more,
     ))
@@ -1154,34 +1133,36 @@ fn apply_order(o: &mut Order, input: OrderInput, override_lock: bool) -> Result<
         o.lines = lines;
         o.total_gross = total(&o.lines);
     }
-    if let Some(v) = input.number {
-        o.number = v;
-    }
-    if let Some(v) = input.channel_name {
-        o.channel_name = v;
-    }
-    if let Some(v) = input.payment_method_code {
-        o.payment_method_code = v;
-    }
+    patch([
+        (&mut o.number, input.number),
+        (&mut o.channel_name, input.channel_name),
+        (&mut o.payment_method_code, input.payment_method_code),
+    ]);
     if let Some(v) = input.customer {
         o.customer = v;
     }
-    if let Some(v) = input.billing_address {
-        o.billing_address = v;
-    }
-    if let Some(v) = input.shipping_address {
-        o.shipping_address = v;
-    }
-    if input.awb.is_some() {
-        o.awb = input.awb;
-    }
-    if input.invoice_number.is_some() {
-        o.invoice_number = input.invoice_number;
-    }
-    if input.invoice_url.is_some() {
-        o.invoice_url = input.invoice_url;
-    }
+    patch([
+        (&mut o.billing_address, input.billing_address),
+        (&mut o.shipping_address, input.shipping_address),
+    ]);
+    o.set_documents(input.awb, input.invoice_number, input.invoice_url);
     Ok(())
+}
+
+impl Order {
+    /// Sets the AWB and the invoice fields that are given; the others keep their value.
+    fn set_documents(
+        &mut self,
+        awb: Option<String>,
+        invoice_number: Option<String>,
+        invoice_url: Option<String>,
+    ) {
+        patch([
+            (&mut self.awb, awb.map(Some)),
+            (&mut self.invoice_number, invoice_number.map(Some)),
+            (&mut self.invoice_url, invoice_url.map(Some)),
+        ]);
+    }
 }
 
 impl ShopData {
@@ -1300,35 +1281,20 @@ impl ShopState {
 }
 
 async fn list_orders(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let shipping = query_get(&pairs, "shipping_status");
-    let payment = query_get(&pairs, "payment_status");
-    let fields = query_get(&pairs, "fields");
+    let list = list_query(&state, q.as_deref())?;
+    let shipping = list.get("shipping_status");
+    let payment = list.get("payment_status");
+    let fields = list.get("fields");
     let mut data = state.data.lock().unwrap();
-    let page = data.orders.page(
-        since,
-        &filter_key(&pairs),
-        (paging.page - 1) * paging.limit,
-        paging.limit,
-        |o| {
-            shipping.is_none_or(|s| s.split(',').any(|x| x == o.shipping_status))
-                && payment.is_none_or(|s| s.split(',').any(|x| x == o.payment_status))
-        },
-    );
+    let page = list.page(&data.orders, |o| {
+        shipping.is_none_or(|s| s.split(',').any(|x| x == o.shipping_status))
+            && payment.is_none_or(|s| s.split(',').any(|x| x == o.payment_status))
+    });
     let (items, has_more, first) = finish_page(page, |o| {
         project(serde_json::to_value(o).expect("orders serialize"), fields)
     });
     state.core.drift(&mut data.orders, first);
-    Ok(list_body(
-        &state,
-        "/api/v2/orders",
-        &pairs,
-        &paging,
-        items,
-        has_more,
-    ))
+    Ok(list_body(&state, "/api/v2/orders", &list, items, has_more))
 }
 
 async fn get_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
@@ -1521,21 +1487,11 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
 }
 
 fn edit_order(o: &mut Order, edit: OrderEdit) {
-    if let Some(v) = edit.shipping_status {
-        o.shipping_status = v;
-    }
-    if let Some(v) = edit.payment_status {
-        o.payment_status = v;
-    }
-    if edit.awb.is_some() {
-        o.awb = edit.awb;
-    }
-    if edit.invoice_number.is_some() {
-        o.invoice_number = edit.invoice_number;
-    }
-    if edit.invoice_url.is_some() {
-        o.invoice_url = edit.invoice_url;
-    }
+    patch([
+        (&mut o.shipping_status, edit.shipping_status),
+        (&mut o.payment_status, edit.payment_status),
+    ]);
+    o.set_documents(edit.awb, edit.invoice_number, edit.invoice_url);
 }
 
 fn edit_product(p: &mut Product, edit: ProductEdit) {
@@ -1546,12 +1502,7 @@ fn edit_product(p: &mut Product, edit: ProductEdit) {
         p.price_gross = Some(v);
         p.price_net = Some(cents(v / 1.19));
     }
-    if let Some(v) = edit.name {
-        p.name = v;
-    }
-    if let Some(v) = edit.status {
-        p.status = v;
-    }
+    patch([(&mut p.name, edit.name), (&mut p.status, edit.status)]);
 }
 
 // ---------------------------------------------------------------- handle
@@ -1704,7 +1655,6 @@ impl ShopHandle {
         last_name: &str,
         phone: &str,
     ) -> anyhow::Result<Customer> {
-        let now = self.state.core.now();
         let input = CustomerInput {
             email: Some(email.to_owned()),
             first_name: Some(first_name.to_owned()),
@@ -1712,8 +1662,7 @@ impl ShopHandle {
             phone: Some(phone.to_owned()),
             ..CustomerInput::default()
         };
-        let mut data = self.state.data.lock().unwrap();
-        Ok(Customer::save(&mut data, None, input, now)?)
+        Ok(self.state.save::<Customer>(None, input)?)
     }
 
     /// Changes a customer, bumping `updated_at`; `None` when there is no such customer or

@@ -25,10 +25,10 @@ pub(crate) trait Record: Clone {
     }
 }
 
-/// Implements [`Record`] for a type with an `updated_at` field; methods in braces after the
-/// type are added to the impl.
+/// Implements [`Record`] for a type with an `updated_at` field. `record!(T, id)` also makes
+/// the key the row's `id`; methods in braces at the end are added to the impl.
 macro_rules! record {
-    ($t:ident $({ $($methods:tt)* })?) => {
+    ($t:ident $(, $id:ident)? $({ $($methods:tt)* })?) => {
         impl $crate::sim::table::Record for $t {
             fn updated_at(&self) -> ::chrono::DateTime<::chrono::Utc> {
                 self.updated_at
@@ -36,6 +36,11 @@ macro_rules! record {
             fn set_updated_at(&mut self, t: ::chrono::DateTime<::chrono::Utc>) {
                 self.updated_at = t;
             }
+            $(
+                fn set_key(&mut self, key: u64) {
+                    self.$id = key;
+                }
+            )?
             $($($methods)*)?
         }
     };
@@ -57,6 +62,14 @@ pub(crate) enum Since {
 pub(crate) struct Page<'a, T> {
     pub rows: Vec<(u64, &'a T)>,
     pub has_more: bool,
+}
+
+impl<T> Page<'_, T> {
+    /// The key of the first row when more rows follow: the row a `page_drift` fault changes
+    /// before the next page is read.
+    pub fn drift_key(&self) -> Option<u64> {
+        self.rows.first().map(|(k, _)| *k).filter(|_| self.has_more)
+    }
 }
 
 /// Rows live in a vector indexed by key (keys are dense and never reused), so the lookups a
@@ -389,11 +402,7 @@ mod tests {
         name: String,
         updated_at: DateTime<Utc>,
     }
-    record!(Named {
-        fn set_key(&mut self, key: u64) {
-            self.id = key;
-        }
-
+    record!(Named, id {
         fn unique(&self) -> Vec<String> {
             vec![self.name.to_lowercase()]
         }

@@ -11,11 +11,8 @@ use axum::extract::{Path, RawQuery, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ErpData, ErpError, ErpHandle, ErpResult, ErpState, business, json_body, ok, paging, since,
-};
+use super::{ErpError, ErpHandle, ErpResult, ErpState, business, json_body, list_query, ok};
 use crate::sim::seed::{self, fiscal_digits};
-use crate::sim::server::{filter_key, query_get, query_pairs};
 use crate::sim::table::{patch, record, rfc3339};
 
 /// A supplier of the ERP.
@@ -37,11 +34,7 @@ pub struct Supplier {
     pub updated_at: DateTime<Utc>,
 }
 
-record!(Supplier {
-    fn set_key(&mut self, key: u64) {
-        self.id = key;
-    }
-
+record!(Supplier, id {
     fn unique(&self) -> Vec<String> {
         vec![fiscal_digits(&self.vat_code)]
     }
@@ -61,15 +54,12 @@ pub struct SupplierInput {
     pub active: Option<bool>,
 }
 
-impl ErpData {
+impl ErpState {
     /// Creates (`key` is `None`) or changes a supplier, keeping fiscal codes unique.
-    pub(super) fn save_supplier(
-        &mut self,
-        key: Option<u64>,
-        input: SupplierInput,
-        now: DateTime<Utc>,
-    ) -> Result<Supplier, ErpError> {
-        let mut s = self
+    fn save_supplier(&self, key: Option<u64>, input: SupplierInput) -> Result<Supplier, ErpError> {
+        let now = self.core.now();
+        let mut data = self.data.lock().unwrap();
+        let mut s = data
             .suppliers
             .draft(key, || Supplier {
                 active: true,
@@ -103,7 +93,7 @@ impl ErpData {
                 s.vat_code
             )));
         }
-        self.suppliers.save(key, &mut s, now).map_err(|_| {
+        data.suppliers.save(key, &mut s, now).map_err(|_| {
             business(format!(
                 "Furnizorul cu codul fiscal {} exista deja",
                 s.vat_code
@@ -117,22 +107,15 @@ pub(super) async fn list_suppliers(
     State(state): State<Arc<ErpState>>,
     RawQuery(q): RawQuery,
 ) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
+    let list = list_query(q.as_deref())?;
     // Searching by fiscal code ignores the `RO` prefix, as the ERP's own search does.
-    let code = query_get(&pairs, "vatCode").map(fiscal_digits);
+    let code = list.get("vatCode").map(fiscal_digits);
     let mut data = state.data.lock().unwrap();
-    let page = data.suppliers.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |s| {
-            code.as_ref()
-                .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
-        },
-    );
+    let page = list.page(&data.suppliers, |s| {
+        code.as_ref()
+            .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
+    });
+    // Unlike the other lists, this one drifts its first row on the last page too.
     let first = page.rows.first().map(|(k, _)| *k);
     let items: Vec<Supplier> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
     state.core.drift(&mut data.suppliers, first);
@@ -152,9 +135,7 @@ pub(super) async fn get_supplier(
 }
 
 pub(super) async fn create_supplier(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
-    let input: SupplierInput = json_body(&body)?;
-    let now = state.core.now();
-    ok(state.data.lock().unwrap().save_supplier(None, input, now)?)
+    ok(state.save_supplier(None, json_body(&body)?)?)
 }
 
 pub(super) async fn put_supplier(
@@ -162,13 +143,7 @@ pub(super) async fn put_supplier(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> ErpResult {
-    let input: SupplierInput = json_body(&body)?;
-    let now = state.core.now();
-    ok(state
-        .data
-        .lock()
-        .unwrap()
-        .save_supplier(Some(id), input, now)?)
+    ok(state.save_supplier(Some(id), json_body(&body)?)?)
 }
 
 impl ErpHandle {
@@ -185,17 +160,13 @@ impl ErpHandle {
 
     /// Adds a supplier as a purchasing clerk would.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = self.state.core.now();
-        let mut data = self.state.data.lock().unwrap();
-        Ok(data.save_supplier(None, input, now)?)
+        Ok(self.state.save_supplier(None, input)?)
     }
 
     /// Changes a supplier, bumping `updatedAt`; fails as the API would (duplicate or malformed
     /// fiscal code, no name).
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = self.state.core.now();
-        let mut data = self.state.data.lock().unwrap();
-        Ok(data.save_supplier(Some(id), input, now)?)
+        Ok(self.state.save_supplier(Some(id), input)?)
     }
 
     /// Adds `n` generated suppliers (fiscal codes already present are skipped).

@@ -18,9 +18,9 @@ use serde_json::json;
 
 use super::{
     ShopData, ShopError, ShopResult, ShopState, body_object, finish_page, ignore_unknown,
-    list_body, paging, parse_id, parse_input, since,
+    list_body, list_query, parse_id, parse_input,
 };
-use crate::sim::server::{filter_key, query_get, query_pairs};
+use crate::sim::server::query_pairs;
 use crate::sim::table::{Record, Table};
 
 /// A record type the shop serves this way.
@@ -65,24 +65,18 @@ async fn list<R: Resource>(
     State(state): State<Arc<ShopState>>,
     RawQuery(q): RawQuery,
 ) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let wanted = query_get(&pairs, R::FILTER).map(R::lookup_form);
+    let list = list_query(&state, q.as_deref())?;
+    let wanted = list.get(R::FILTER).map(R::lookup_form);
     let mut data = state.data.lock().unwrap();
     let table = R::table(&mut data);
-    let page = table.page(
-        since,
-        &filter_key(&pairs),
-        (paging.page - 1) * paging.limit,
-        paging.limit,
-        |r| wanted.as_ref().is_none_or(|w| r.unique().contains(w)),
-    );
+    let page = list.page(table, |r| {
+        wanted.as_ref().is_none_or(|w| r.unique().contains(w))
+    });
     let (items, has_more, first) = finish_page(page, |r| {
         serde_json::to_value(r).expect("records serialize")
     });
     state.core.drift(table, first);
-    Ok(list_body(&state, R::PATH, &pairs, &paging, items, has_more))
+    Ok(list_body(&state, R::PATH, &list, items, has_more))
 }
 
 async fn read<R: Resource>(
@@ -102,15 +96,7 @@ async fn create<R: Resource>(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let input = parse_input(
-        body_object(&body)?,
-        ignore_unknown(&pairs),
-        R::FIELDS,
-        R::NAME,
-    )?;
-    let now = state.core.now();
-    let r = R::save(&mut state.data.lock().unwrap(), None, input, now)?;
+    let r = save::<R>(&state, None, q, &body)?;
     Ok((StatusCode::CREATED, Json(json!({"data": r}))).into_response())
 }
 
@@ -120,15 +106,36 @@ async fn change<R: Resource>(
     RawQuery(q): RawQuery,
     body: Bytes,
 ) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
     let key = parse_id(&id, R::NAME)?;
+    let r = save::<R>(&state, Some(key), q, &body)?;
+    Ok(Json(json!({"data": r})).into_response())
+}
+
+/// Creates (`key` is `None`) or changes a record from a request's query and body.
+fn save<R: Resource>(
+    state: &ShopState,
+    key: Option<u64>,
+    query: Option<String>,
+    body: &Bytes,
+) -> Result<R, ShopError> {
+    let pairs = query_pairs(query.as_deref());
     let input = parse_input(
-        body_object(&body)?,
+        body_object(body)?,
         ignore_unknown(&pairs),
         R::FIELDS,
         R::NAME,
     )?;
-    let now = state.core.now();
-    let r = R::save(&mut state.data.lock().unwrap(), Some(key), input, now)?;
-    Ok(Json(json!({"data": r})).into_response())
+    state.save::<R>(key, input)
+}
+
+impl ShopState {
+    /// Creates (`key` is `None`) or changes a record with the fields given, stamped now.
+    pub(super) fn save<R: Resource>(
+        &self,
+        key: Option<u64>,
+        input: R::Input,
+    ) -> Result<R, ShopError> {
+        let now = self.core.now();
+        R::save(&mut self.data.lock().unwrap(), key, input, now)
+    }
 }

@@ -28,11 +28,7 @@ pub struct Supplier {
     pub updated_at: DateTime<Utc>,
 }
 
-record!(Supplier {
-    fn set_key(&mut self, key: u64) {
-        self.id = key;
-    }
-
+record!(Supplier, id {
     fn unique(&self) -> Vec<String> {
         vec![Supplier::lookup_form(&self.vat_code)]
     }
@@ -144,15 +140,11 @@ impl ShopHandle {
 
     /// Adds a supplier as the merchant would in the admin.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = self.state.core.now();
-        let mut data = self.state.data.lock().unwrap();
-        Ok(Supplier::save(&mut data, None, input, now)?)
+        Ok(self.state.save::<Supplier>(None, input)?)
     }
 
     /// Changes a supplier, bumping `updated_at`; fails as the API would.
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = self.state.core.now();
-        let mut data = self.state.data.lock().unwrap();
-        Ok(Supplier::save(&mut data, Some(id), input, now)?)
+        Ok(self.state.save::<Supplier>(Some(id), input)?)
     }
 }
