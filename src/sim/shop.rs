@@ -406,6 +406,16 @@ impl IntoResponse for ShopError {
 
 type ShopResult = Result<Response, ShopError>;
 
+/// A success answer: the record in the `data` envelope.
+fn ok(record: impl Serialize) -> ShopResult {
+    Ok(Json(json!({ "data": record })).into_response())
+}
+
+/// A `201 Created` answer with the new record.
+fn created(record: impl Serialize) -> ShopResult {
+    Ok((StatusCode::CREATED, Json(json!({ "data": record }))).into_response())
+}
+
 /// Starts shop simulators.
 #[derive(Debug)]
 pub struct ShopSim;
@@ -693,7 +703,7 @@ async fn get_product(
         .products
         .get(key)
         .ok_or_else(|| ShopError::not_found("product", &id))?;
-    Ok(Json(json!({"data": product_json(p, true, query_get(&pairs, "fields"))})).into_response())
+    ok(product_json(p, true, query_get(&pairs, "fields")))
 }
 
 fn body_object(body: &Bytes) -> Result<Map<String, Value>, ShopError> {
@@ -958,11 +968,7 @@ async fn create_product(
     apply_product(&mut p, &body, ignore_unknown(&pairs), &mut last_variant_id)?;
     data.last_variant_id = last_variant_id;
     let p = data.insert_product(p, now)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"data": product_json(&p, true, None)})),
-    )
-        .into_response())
+    created(product_json(&p, true, None))
 }
 
 async fn patch_product(
@@ -978,7 +984,7 @@ async fn patch_product(
     let now = state.core.now();
     let mut data = state.data.lock().unwrap();
     let p = data.update_product(key, now, |p, last| apply_product(p, &body, ignore, last))?;
-    Ok(Json(json!({"data": product_json(&p, true, None)})).into_response())
+    ok(product_json(&p, true, None))
 }
 
 async fn delete_product(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
@@ -1300,7 +1306,7 @@ async fn list_orders(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery)
 async fn get_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
     let data = state.data.lock().unwrap();
     let key = order_key(&data, &id)?;
-    Ok(Json(json!({"data": data.orders.get(key)})).into_response())
+    ok(data.orders.get(key))
 }
 
 async fn create_order(
@@ -1330,7 +1336,7 @@ async fn create_order(
         false,
     )?;
     let o = state.add_order(o)?;
-    Ok((StatusCode::CREATED, Json(json!({"data": o}))).into_response())
+    created(o)
 }
 
 async fn patch_order(
@@ -1344,7 +1350,7 @@ async fn patch_order(
     let key = order_key(&state.data.lock().unwrap(), &id)?;
     let override_lock = query_get(&pairs, "override_lock").is_some_and(|v| v == "1");
     let o = state.change_order(key, |o| apply_order(o, input, override_lock))?;
-    Ok(Json(json!({"data": o})).into_response())
+    ok(o)
 }
 
 async fn lock_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
@@ -1353,7 +1359,7 @@ async fn lock_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>)
         o.locked = true;
         Ok(())
     })?;
-    Ok(Json(json!({"data": o})).into_response())
+    ok(o)
 }
 
 // ---------------------------------------------------------------- customers
@@ -1459,7 +1465,7 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
                         edit_order(o, edit);
                         Ok(())
                     })?;
-                    Ok::<_, ShopError>(Json(json!({"data": o})))
+                    ok(o)
                 },
             ),
         )
@@ -1479,7 +1485,7 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
                             edit_product(p, edit);
                             Ok(())
                         })?;
-                    Ok::<_, ShopError>(Json(json!({"data": p})))
+                    ok(p)
                 },
             ),
         )

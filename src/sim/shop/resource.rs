@@ -5,20 +5,17 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use super::{
-    ShopData, ShopError, ShopResult, ShopState, body_object, finish_page, ignore_unknown,
-    list_body, list_query, parse_id, parse_input,
+    ShopData, ShopError, ShopResult, ShopState, body_object, created, finish_page, ignore_unknown,
+    list_body, list_query, ok, parse_id, parse_input,
 };
 use crate::sim::server::query_pairs;
 use crate::sim::table::{Record, Table};
@@ -88,7 +85,7 @@ async fn read<R: Resource>(
     let r = R::table(&mut data)
         .get(key)
         .ok_or_else(|| ShopError::not_found(R::NAME, &id))?;
-    Ok(Json(json!({"data": r})).into_response())
+    ok(r)
 }
 
 async fn create<R: Resource>(
@@ -97,7 +94,7 @@ async fn create<R: Resource>(
     body: Bytes,
 ) -> ShopResult {
     let r = save::<R>(&state, None, q, &body)?;
-    Ok((StatusCode::CREATED, Json(json!({"data": r}))).into_response())
+    created(r)
 }
 
 async fn change<R: Resource>(
@@ -108,7 +105,7 @@ async fn change<R: Resource>(
 ) -> ShopResult {
     let key = parse_id(&id, R::NAME)?;
     let r = save::<R>(&state, Some(key), q, &body)?;
-    Ok(Json(json!({"data": r})).into_response())
+    ok(r)
 }
 
 /// Creates (`key` is `None`) or changes a record from a request's query and body.
