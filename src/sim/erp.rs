@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,14 +25,13 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::counters::Counters;
-use super::faults::{FaultControl, Faults};
+use super::faults::Faults;
+use super::handle::SimHandle;
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, Server, cents, common_layer, control_routes, error_response, filter_key,
-    query_get, query_pairs,
+    Core, Flavor, ListQuery, cents, error_response, query_get, query_pairs, serve,
 };
-use super::table::{Since, Stamped, Table, parse_time, rfc3339, stamp};
+use super::table::{Since, Table, parse_time, record, rfc3339};
 use crate::clock::{SharedClock, SystemClock};
 
 mod suppliers;
@@ -153,19 +153,23 @@ pub struct SalesOrder {
     pub updated_at: DateTime<Utc>,
 }
 
-macro_rules! stamped {
-    ($($t:ty),*) => {$(
-        impl Stamped for $t {
-            fn updated_at(&self) -> DateTime<Utc> {
-                self.updated_at
-            }
-            fn set_updated_at(&mut self, t: DateTime<Utc>) {
-                self.updated_at = t;
-            }
+record!(ErpProduct {
+    fn unique(&self) -> Vec<String> {
+        vec![self.code.clone()]
+    }
+});
+record!(StockLevel);
+record!(Client, id {
+    /// Its e-mail, when it has one: clients without one are many.
+    fn unique(&self) -> Vec<String> {
+        if self.email.is_empty() {
+            Vec::new()
+        } else {
+            vec![self.email.to_lowercase()]
         }
-    )*};
-}
-stamped!(ErpProduct, StockLevel, Client, SalesOrder);
+    }
+});
+record!(SalesOrder);
 
 /// "More than `max_calls` in `window`, then locked out for `lockout`" (SmartBill: 30 calls per
 /// 10 s, then 10 minutes).
@@ -245,14 +249,10 @@ impl ErpOptions {
 #[derive(Debug)]
 struct ErpData {
     products: Table<ErpProduct>,
-    codes: HashMap<String, u64>,
     stock: Table<StockLevel>,
     stock_keys: HashMap<(String, String), u64>,
     clients: Table<Client>,
-    client_emails: HashMap<String, u64>,
     suppliers: Table<Supplier>,
-    /// Fiscal-code digits → supplier.
-    supplier_codes: HashMap<String, u64>,
     orders: Table<SalesOrder>,
     idempotency: HashMap<String, u64>,
     series_next: HashMap<String, u64>,
@@ -271,7 +271,6 @@ struct Burst {
 #[derive(Debug)]
 struct ErpState {
     core: Arc<Core>,
-    base_url: String,
     client_id: String,
     client_secret: String,
     token_ttl: Duration,
@@ -283,11 +282,13 @@ struct ErpState {
 }
 
 /// A failed request.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 enum ErpError {
     /// Non-2xx with `{"status","statusMessage"}`.
+    #[error("{1}")]
     Http(u16, String),
     /// HTTP 200 with a non-empty `errorText` and no data: only the body tells.
+    #[error("{0}")]
     Business(String),
 }
 
@@ -335,16 +336,16 @@ impl ErpSim {
             "the ERP needs at least one warehouse"
         );
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
-        let addr = listener.local_addr()?;
-        let core = Arc::new(Core {
-            counters: Arc::new(Counters::default()),
-            faults: FaultControl::new(opts.faults.clone(), opts.seed),
-            clock: opts.clock.clone(),
-            flavor: Flavor::Erp,
-        });
+        let core = Core::new(
+            Flavor::Erp,
+            listener.local_addr()?,
+            opts.faults,
+            opts.seed,
+            opts.clock,
+        );
+        let credentials = (opts.client_id.clone(), opts.client_secret.clone());
         let state = Arc::new(ErpState {
             core: core.clone(),
-            base_url: format!("http://{addr}"),
             client_id: opts.client_id,
             client_secret: opts.client_secret,
             token_ttl: opts.token_ttl,
@@ -358,13 +359,10 @@ impl ErpSim {
             })),
             data: Mutex::new(ErpData {
                 products: Table::new(),
-                codes: HashMap::new(),
                 stock: Table::new(),
                 stock_keys: HashMap::new(),
                 clients: Table::new(),
-                client_emails: HashMap::new(),
                 suppliers: Table::new(),
-                supplier_codes: HashMap::new(),
                 orders: Table::new(),
                 idempotency: HashMap::new(),
                 series_next: HashMap::new(),
@@ -373,7 +371,7 @@ impl ErpSim {
                 rng: StdRng::seed_from_u64(opts.seed ^ 0x70_6b65),
             }),
         });
-        let router = Router::new()
+        let api = Router::new()
             .route(TOKEN_ROUTE, post(token))
             .route("/api/products", get(list_products).post(create_product))
             .route("/api/products/batch", post(batch_products))
@@ -392,17 +390,18 @@ impl ErpSim {
             .route("/api/orders", get(list_orders).post(create_order))
             .route("/api/orders/{id}", get(get_order))
             .route_layer(middleware::from_fn_with_state(state.clone(), erp_layer))
-            .route_layer(middleware::from_fn_with_state(core.clone(), common_layer))
-            .with_state(state.clone())
-            .merge(control_routes(core))
-            .merge(erp_control_routes(state.clone()));
-        let server = Server::start(listener, router)?;
-        Ok(ErpHandle { state, server })
+            .with_state(state.clone());
+        let server = serve(
+            listener,
+            core.clone(),
+            api,
+            erp_control_routes(state.clone()),
+        )?;
+        Ok(ErpHandle {
+            sim: SimHandle::new(core, server, "/api", credentials),
+            state,
+        })
     }
-}
-
-fn now(state: &ErpState) -> DateTime<Utc> {
-    stamp(state.core.clock.now())
 }
 
 fn ceil_secs(d: chrono::Duration) -> u64 {
@@ -503,14 +502,11 @@ async fn token(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
 
 // ---------------------------------------------------------------- paging
 
-struct Paging {
-    offset: usize,
-    limit: usize,
-}
-
-fn paging(pairs: &[(String, String)]) -> Result<Paging, ErpError> {
+/// Reads a list request: `limitPerPage`, `offset`, `updatedAfter` and `changedSince`.
+fn list_query(query: Option<&str>) -> Result<ListQuery, ErpError> {
+    let pairs = query_pairs(query);
     let number = |key: &str, default: usize| -> Result<usize, ErpError> {
-        match query_get(pairs, key) {
+        match query_get(&pairs, key) {
             None => Ok(default),
             Some(v) => v
                 .parse()
@@ -523,32 +519,23 @@ fn paging(pairs: &[(String, String)]) -> Result<Paging, ErpError> {
             "`limitPerPage` trebuie sa fie intre 1 si {MAX_LIMIT}"
         )));
     }
-    Ok(Paging {
-        offset: number("offset", 0)?,
-        limit,
-    })
-}
-
-fn since(pairs: &[(String, String)]) -> Result<Since, ErpError> {
-    let parse = |key: &str| -> Result<Option<DateTime<Utc>>, ErpError> {
-        query_get(pairs, key)
+    let offset = number("offset", 0)?;
+    let time = |key: &str| -> Result<Option<DateTime<Utc>>, ErpError> {
+        query_get(&pairs, key)
             .map(|v| parse_time(v).ok_or_else(|| bad(format!("`{key}` nu este o data RFC 3339"))))
             .transpose()
     };
-    Ok(match (parse("updatedAfter")?, parse("changedSince")?) {
+    let since = match (time("updatedAfter")?, time("changedSince")?) {
         (Some(t), _) => Since::After(t),
         (None, Some(t)) => Since::AtOrAfter(t),
         (None, None) => Since::All,
+    };
+    Ok(ListQuery {
+        pairs,
+        offset,
+        limit,
+        since,
     })
-}
-
-/// The served page's first record changes before the next page is read (fault `page_drift`).
-fn drift<T: Stamped + Clone>(state: &ErpState, table: &mut Table<T>, first: Option<u64>) {
-    if let Some(key) = first
-        && state.core.faults.get().page_drift
-    {
-        table.bump_to_end(key, now(state));
-    }
 }
 
 // ---------------------------------------------------------------- products
@@ -614,19 +601,12 @@ impl ErpData {
         warehouses: &[String],
         now: DateTime<Utc>,
     ) -> Result<ErpProduct, ErpError> {
-        if self.codes.contains_key(&p.code) {
-            return Err(business(format!(
-                "Produsul cu codul {} exista deja",
-                p.code
-            )));
-        }
-        p.updated_at = now;
-        let key = self.products.next_key();
-        self.codes.insert(p.code.clone(), key);
+        self.products
+            .save(None, &mut p, now)
+            .map_err(|code| business(format!("Produsul cu codul {code} exista deja")))?;
         for w in warehouses {
             self.set_stock(&p.code, w, 0, now);
         }
-        self.products.insert(key, p.clone());
         Ok(p)
     }
 }
@@ -702,10 +682,9 @@ impl ErpState {
         create: bool,
         code: &str,
     ) -> Result<Value, ErpError> {
-        let now = now(self);
+        let now = self.core.now();
         self.check_warehouses(input.stock.as_ref())?;
-        let key = data.codes.get(code).copied();
-        match (key, create) {
+        match (data.products.key_of(code), create) {
             (None, true) => {
                 let mut p = ErpProduct::new(code, "", 0.0);
                 apply_product_input(&mut p, input)?;
@@ -726,51 +705,40 @@ impl ErpState {
         for s in input.stock.iter().flatten() {
             data.set_stock(code, &s.warehouse, s.quantity, now);
         }
-        let key = data.codes[code];
-        let p = data.products.get(key).expect("just saved");
+        let p = data.products.find(code).expect("just saved");
         Ok(data.product_json(p, &self.warehouses))
     }
 }
 
 async fn list_products(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
+    let list = list_query(q.as_deref())?;
     let mut data = state.data.lock().unwrap();
-    if let Some(code) = query_get(&pairs, "code") {
+    if let Some(code) = list.get("code") {
         let items: Vec<Value> = data
-            .codes
-            .get(code)
-            .and_then(|k| data.products.get(*k))
-            .filter(|_| paging.offset == 0)
+            .products
+            .find(code)
+            .filter(|_| list.offset == 0)
             .map(|p| data.product_json(p, &state.warehouses))
             .into_iter()
             .collect();
         return ok(items);
     }
-    let page = data.products.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |_| true,
-    );
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
+    let page = list.page(&data.products, |_| true);
+    let first = page.drift_key();
     let items: Vec<Value> = page
         .rows
         .iter()
         .map(|(_, p)| data.product_json(p, &state.warehouses))
         .collect();
-    drift(&state, &mut data.products, first);
+    state.core.drift(&mut data.products, first);
     ok(items)
 }
 
 async fn get_product(State(state): State<Arc<ErpState>>, Path(code): Path<String>) -> ErpResult {
     let data = state.data.lock().unwrap();
     let p = data
-        .codes
-        .get(&code)
-        .and_then(|k| data.products.get(*k))
+        .products
+        .find(&code)
         .ok_or_else(|| business(format!("Produsul cu codul {code} nu exista")))?;
     ok(data.product_json(p, &state.warehouses))
 }
@@ -828,12 +796,10 @@ async fn batch_products(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpR
             if state.core.faults.roll(failure_rate) {
                 return Err("Eroare temporara, reincercati".to_owned());
             }
-            let create = !data.codes.contains_key(&code);
+            let create = data.products.key_of(&code).is_none();
             state
                 .save_product(&mut data, &input, create, &code)
-                .map_err(|e| match e {
-                    ErpError::Http(_, m) | ErpError::Business(m) => m,
-                })
+                .map_err(|e| e.to_string())
         })();
         results.push(match outcome {
             Ok(_) => json!({"code": code, "ok": true}),
@@ -846,22 +812,16 @@ async fn batch_products(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpR
 // ---------------------------------------------------------------- stock
 
 async fn list_stock(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
-    let warehouse = query_get(&pairs, "warehouse");
-    let code = query_get(&pairs, "code");
+    let list = list_query(q.as_deref())?;
+    let warehouse = list.get("warehouse");
+    let code = list.get("code");
     let mut data = state.data.lock().unwrap();
-    let page = data.stock.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |s| warehouse.is_none_or(|w| s.warehouse == w) && code.is_none_or(|c| s.code == c),
-    );
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
+    let page = list.page(&data.stock, |s| {
+        warehouse.is_none_or(|w| s.warehouse == w) && code.is_none_or(|c| s.code == c)
+    });
+    let first = page.drift_key();
     let items: Vec<StockLevel> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
-    drift(&state, &mut data.stock, first);
+    state.core.drift(&mut data.stock, first);
     ok(items)
 }
 
@@ -871,9 +831,9 @@ async fn put_stock(
     body: Bytes,
 ) -> ErpResult {
     let input: StockInput = json_body(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     let mut data = state.data.lock().unwrap();
-    if !data.codes.contains_key(&code) {
+    if data.products.key_of(&code).is_none() {
         return Err(business(format!("Produsul cu codul {code} nu exista")));
     }
     state.check_warehouses(Some(&vec![StockInput {
@@ -902,52 +862,40 @@ impl ErpData {
         input: &ClientInput,
         now: DateTime<Utc>,
     ) -> Result<Client, ErpError> {
-        let email = input.email.clone().unwrap_or_default();
         let name = input.name.clone().unwrap_or_default();
         if name.trim().is_empty() {
             return Err(business("Numele clientului lipseste"));
         }
-        if !email.is_empty() && self.client_emails.contains_key(&email.to_lowercase()) {
-            return Err(business(format!("Clientul cu emailul {email} exista deja")));
-        }
-        let key = self.clients.next_key();
-        let c = Client {
-            id: key,
+        let mut c = Client {
+            id: 0,
             name,
-            email: email.clone(),
+            email: input.email.clone().unwrap_or_default(),
             phone: input.phone.clone().unwrap_or_default(),
             vat_code: input.vat_code.clone().unwrap_or_default(),
             address: input.address.clone().unwrap_or_default(),
             updated_at: now,
         };
-        if !email.is_empty() {
-            self.client_emails.insert(email.to_lowercase(), key);
-        }
-        self.clients.insert(key, c.clone());
+        self.clients
+            .save(None, &mut c, now)
+            .map_err(|_| business(format!("Clientul cu emailul {} exista deja", c.email)))?;
         Ok(c)
     }
 }
 
 async fn list_clients(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
-    let email = query_get(&pairs, "email").map(str::to_lowercase);
+    let list = list_query(q.as_deref())?;
+    let email = list.get("email").map(str::to_lowercase);
     let data = state.data.lock().unwrap();
-    let page = data.clients.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |c| email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e),
-    );
+    let page = list.page(&data.clients, |c| {
+        email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e)
+    });
     let items: Vec<Client> = page.rows.iter().map(|(_, c)| (*c).clone()).collect();
     ok(items)
 }
 
 async fn create_client(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
     let input: ClientInput = json_body(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     let c = state.data.lock().unwrap().insert_client(&input, now)?;
     ok(c)
 }
@@ -979,7 +927,7 @@ impl ErpState {
     /// Creates a sales order, or returns the one created earlier with the same idempotency key
     /// (`true` in the second place).
     fn place_order(&self, req: OrderRequest) -> Result<(SalesOrder, bool), ErpError> {
-        let now = now(self);
+        let now = self.core.now();
         let mut data = self.data.lock().unwrap();
         if let Some(key) = &req.idempotency_key
             && let Some(id) = data.idempotency.get(key)
@@ -999,9 +947,8 @@ impl ErpState {
         let mut lines = Vec::with_capacity(req.lines.len());
         for l in &req.lines {
             let p = data
-                .codes
-                .get(&l.code)
-                .and_then(|k| data.products.get(*k))
+                .products
+                .find(&l.code)
                 .ok_or_else(|| business(format!("Produsul cu codul {} nu exista", l.code)))?;
             if l.quantity <= 0 {
                 return Err(business(format!(
@@ -1026,11 +973,7 @@ impl ErpState {
                             .cloned()
                             .ok_or_else(|| business(format!("Clientul cu id {id} nu exista")))?,
                     ),
-                    (None, Some(email)) => data
-                        .client_emails
-                        .get(&email.to_lowercase())
-                        .and_then(|k| data.clients.get(*k))
-                        .cloned(),
+                    (None, Some(email)) => data.clients.find(&email.to_lowercase()).cloned(),
                     (None, None) => None,
                 };
                 match found {
@@ -1095,25 +1038,17 @@ async fn create_order(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpRes
 }
 
 async fn list_orders(State(state): State<Arc<ErpState>>, RawQuery(q): RawQuery) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
-    let reference = query_get(&pairs, "reference");
-    let status = query_get(&pairs, "status");
+    let list = list_query(q.as_deref())?;
+    let reference = list.get("reference");
+    let status = list.get("status");
     let mut data = state.data.lock().unwrap();
-    let page = data.orders.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |o| {
-            reference.is_none_or(|r| o.reference.as_deref() == Some(r))
-                && status.is_none_or(|s| o.status == s)
-        },
-    );
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
+    let page = list.page(&data.orders, |o| {
+        reference.is_none_or(|r| o.reference.as_deref() == Some(r))
+            && status.is_none_or(|s| o.status == s)
+    });
+    let first = page.drift_key();
     let items: Vec<Value> = page.rows.iter().map(|(_, o)| order_json(o, None)).collect();
-    drift(&state, &mut data.orders, first);
+    state.core.drift(&mut data.orders, first);
     ok(items)
 }
 
@@ -1195,9 +1130,9 @@ fn erp_control_routes(state: Arc<ErpState>) -> Router {
                 |State(state): State<Arc<ErpState>>,
                  Path(code): Path<String>,
                  Json(edit): Json<StockEdit>| async move {
-                    let now = now(&state);
+                    let now = state.core.now();
                     let mut data = state.data.lock().unwrap();
-                    if !data.codes.contains_key(&code) {
+                    if data.products.key_of(&code).is_none() {
                         return Err(business(format!("Produsul cu codul {code} nu exista")));
                     }
                     ok(data.set_stock(&code, &edit.warehouse, edit.quantity, now))
@@ -1236,7 +1171,7 @@ impl ErpState {
         id: u64,
         f: impl FnOnce(&mut SalesOrder, &mut u64),
     ) -> Option<SalesOrder> {
-        let now = now(self);
+        let now = self.core.now();
         let mut data = self.data.lock().unwrap();
         let mut invoice_next = data.invoice_next;
         data.orders
@@ -1250,7 +1185,7 @@ impl ErpState {
     }
 
     fn edit_order(&self, id: u64, edit: SalesOrderEdit) -> Option<SalesOrder> {
-        let base = self.base_url.clone();
+        let base = self.core.base_url.clone();
         let series = self.invoice_series.clone();
         self.change_order(id, |o, invoice_next| {
             if let Some(s) = edit.status {
@@ -1279,48 +1214,24 @@ impl ErpState {
 
 // ---------------------------------------------------------------- handle
 
-/// A running ERP simulator. Dropping it stops the server.
+/// A running ERP simulator; what it shares with the shop's handle (address, counters, faults,
+/// clock, credentials) is on the [`SimHandle`] it dereferences to. Dropping it stops the
+/// server.
 #[derive(Debug)]
 pub struct ErpHandle {
+    sim: SimHandle,
     state: Arc<ErpState>,
-    server: Server,
+}
+
+impl Deref for ErpHandle {
+    type Target = SimHandle;
+
+    fn deref(&self) -> &SimHandle {
+        &self.sim
+    }
 }
 
 impl ErpHandle {
-    /// `http://127.0.0.1:PORT`.
-    pub fn base_url(&self) -> String {
-        self.state.base_url.clone()
-    }
-
-    /// `http://127.0.0.1:PORT/api`.
-    pub fn api_url(&self) -> String {
-        format!("{}/api", self.state.base_url)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.state.core.counters
-    }
-
-    pub fn faults(&self) -> &FaultControl {
-        &self.state.core.faults
-    }
-
-    pub fn clock(&self) -> &SharedClock {
-        &self.state.core.clock
-    }
-
-    /// The client id and secret.
-    pub fn credentials(&self) -> (String, String) {
-        (
-            self.state.client_id.clone(),
-            self.state.client_secret.clone(),
-        )
-    }
-
     pub fn warehouses(&self) -> Vec<String> {
         self.state.warehouses.clone()
     }
@@ -1355,14 +1266,12 @@ impl ErpHandle {
     // ---- products and stock
 
     pub fn product(&self, code: &str) -> Option<ErpProduct> {
-        let data = self.state.data.lock().unwrap();
-        data.products.get(*data.codes.get(code)?).cloned()
+        self.state.data.lock().unwrap().products.find(code).cloned()
     }
 
     /// Every product in creation order.
     pub fn products(&self) -> Vec<ErpProduct> {
-        let data = self.state.data.lock().unwrap();
-        data.products.iter().map(|(_, p)| p.clone()).collect()
+        self.state.data.lock().unwrap().products.all()
     }
 
     pub fn product_count(&self) -> usize {
@@ -1371,12 +1280,9 @@ impl ErpHandle {
 
     /// Adds a product with zero stock in every warehouse; fails on a code in use.
     pub fn create_product(&self, p: ErpProduct) -> anyhow::Result<ErpProduct> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.insert_product(p, &self.state.warehouses, now)
-            .map_err(|e| match e {
-                ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-            })
+        Ok(data.insert_product(p, &self.state.warehouses, now)?)
     }
 
     /// Changes a product as an accountant would, bumping `updatedAt` (not the code).
@@ -1385,9 +1291,9 @@ impl ErpHandle {
         code: &str,
         f: impl FnOnce(&mut ErpProduct),
     ) -> Option<ErpProduct> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        let key = *data.codes.get(code)?;
+        let key = data.products.key_of(code)?;
         data.products
             .try_update(key, now, |p| {
                 f(p);
@@ -1419,42 +1325,32 @@ impl ErpHandle {
 
     /// Sets stock as a stock movement would, bumping the row's `updatedAt` when it changes.
     pub fn set_stock(&self, code: &str, warehouse: &str, quantity: i64) -> Option<StockLevel> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.codes.contains_key(code).then_some(())?;
+        data.products.key_of(code)?;
         Some(data.set_stock(code, warehouse, quantity, now))
     }
 
     // ---- clients
 
     pub fn clients(&self) -> Vec<Client> {
-        let data = self.state.data.lock().unwrap();
-        data.clients.iter().map(|(_, c)| c.clone()).collect()
+        self.state.data.lock().unwrap().clients.all()
     }
 
     pub fn client_by_email(&self, email: &str) -> Option<Client> {
         let data = self.state.data.lock().unwrap();
-        data.clients
-            .get(*data.client_emails.get(&email.to_lowercase())?)
-            .cloned()
+        data.clients.find(&email.to_lowercase()).cloned()
     }
 
     pub fn create_client(&self, name: &str, email: &str, phone: &str) -> anyhow::Result<Client> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let input = ClientInput {
             name: Some(name.to_owned()),
             email: Some(email.to_owned()),
             phone: Some(phone.to_owned()),
             ..ClientInput::default()
         };
-        self.state
-            .data
-            .lock()
-            .unwrap()
-            .insert_client(&input, now)
-            .map_err(|e| match e {
-                ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-            })
+        Ok(self.state.data.lock().unwrap().insert_client(&input, now)?)
     }
 
     // ---- orders
@@ -1465,8 +1361,7 @@ impl ErpHandle {
 
     /// Every sales order in creation order.
     pub fn orders(&self) -> Vec<SalesOrder> {
-        let data = self.state.data.lock().unwrap();
-        data.orders.iter().map(|(_, o)| o.clone()).collect()
+        self.state.data.lock().unwrap().orders.all()
     }
 
     /// Sales orders carrying this shop reference (more than one means a duplicate export).
@@ -1481,12 +1376,7 @@ impl ErpHandle {
 
     /// Creates an order born in the ERP (no shop reference).
     pub fn create_order(&self, draft: ErpOrderDraft) -> anyhow::Result<SalesOrder> {
-        self.state
-            .place_order(draft_request(draft))
-            .map(|(o, _)| o)
-            .map_err(|e| match e {
-                ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-            })
+        Ok(self.state.place_order(draft_request(draft))?.0)
     }
 
     /// Changes an order as an accountant would, bumping `updatedAt`.
@@ -1530,28 +1420,23 @@ impl ErpHandle {
     /// Adds every catalogue item (codes already present are skipped); its stock goes to the
     /// first warehouse, the others start at zero.
     pub fn seed_catalogue(&self, items: &[CatalogueItem]) {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let warehouses = &self.state.warehouses;
         let mut data = self.state.data.lock().unwrap();
         for item in items {
-            if data.codes.contains_key(&item.sku) {
+            let mut p = ErpProduct {
+                code: item.sku.clone(),
+                name: item.name.clone(),
+                price: item.price_gross,
+                vat_percentage: item.vat_percentage,
+                currency: "RON".to_owned(),
+                measuring_unit: "buc".to_owned(),
+                active: true,
+                updated_at: now,
+            };
+            if data.products.save(None, &mut p, now).is_err() {
                 continue;
             }
-            let key = data.products.next_key();
-            data.codes.insert(item.sku.clone(), key);
-            data.products.insert(
-                key,
-                ErpProduct {
-                    code: item.sku.clone(),
-                    name: item.name.clone(),
-                    price: item.price_gross,
-                    vat_percentage: item.vat_percentage,
-                    currency: "RON".to_owned(),
-                    measuring_unit: "buc".to_owned(),
-                    active: true,
-                    updated_at: now,
-                },
-            );
             for (i, w) in warehouses.iter().enumerate() {
                 data.set_stock(&item.sku, w, if i == 0 { item.stock } else { 0 }, now);
             }
@@ -1614,11 +1499,11 @@ impl ErpHandle {
 
     /// Stops the server and waits for it to end.
     pub async fn shutdown(self) {
-        self.server.shutdown().await
+        self.sim.shutdown().await
     }
 
     /// Serves until the server task ends (for the command-line runner).
     pub async fn wait(self) {
-        self.server.wait().await
+        self.sim.wait().await
     }
 }

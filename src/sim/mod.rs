@@ -1,8 +1,9 @@
 //! Stateful simulators of a shop API (MerchantPro-style) and an ERP API (SmartBill/Oblio-style),
 //! served over real HTTP on loopback, for tests, benchmarks and the demo.
 //!
-//! Start one with [`ShopSim::start`] or [`ErpSim::start`]; the returned handle gives the base
-//! URL, request counters, live fault settings and direct access to the records.
+//! Start one with [`ShopSim::start`] or [`ErpSim::start`]; the returned handle gives direct
+//! access to the records, and through the [`SimHandle`] both dereference to, the base URL,
+//! request counters and live fault settings.
 //!
 //! Both also answer a control API that is neither counted nor rate-limited, for people trying
 //! flows by hand and for out-of-process tests: `GET /__sim/counters`,
@@ -16,6 +17,7 @@ pub mod cli;
 pub mod counters;
 pub mod erp;
 pub mod faults;
+mod handle;
 pub mod seed;
 mod server;
 pub mod shop;
@@ -25,6 +27,7 @@ pub mod webhook;
 pub use counters::{Counters, RouteCount};
 pub use erp::{BurstLimit, ErpHandle, ErpOptions, ErpSim};
 pub use faults::{FailRule, FaultControl, Faults};
+pub use handle::SimHandle;
 pub use seed::{CatalogueItem, catalogue, seed_both};
 pub use shop::{ShopHandle, ShopOptions, ShopSim, TokenBucket};
 pub use webhook::{WebhookConfig, WebhookDelivery};

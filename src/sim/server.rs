@@ -11,11 +11,13 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use tokio::task::JoinHandle;
 
 use super::counters::Counters;
 use super::faults::{Decision, FailRule, FaultControl, Faults, Injected};
+use super::table::{Page, Record, Since, Table, stamp};
 use crate::clock::SharedClock;
 
 /// Which API's error shape to speak.
@@ -34,6 +36,42 @@ pub(crate) struct Core {
     pub faults: FaultControl,
     pub clock: SharedClock,
     pub flavor: Flavor,
+    /// `http://127.0.0.1:PORT`: links and document addresses the simulator hands out are
+    /// absolute.
+    pub base_url: String,
+}
+
+impl Core {
+    pub fn new(
+        flavor: Flavor,
+        addr: SocketAddr,
+        faults: Faults,
+        seed: u64,
+        clock: SharedClock,
+    ) -> Arc<Core> {
+        Arc::new(Core {
+            counters: Arc::new(Counters::default()),
+            faults: FaultControl::new(faults, seed),
+            clock,
+            flavor,
+            base_url: format!("http://{addr}"),
+        })
+    }
+
+    /// The stamp a change made now gets.
+    pub fn now(&self) -> DateTime<Utc> {
+        stamp(self.clock.now())
+    }
+
+    /// The served page's first record changes before the next page is read (fault
+    /// `page_drift`).
+    pub fn drift<T: Record>(&self, table: &mut Table<T>, first: Option<u64>) {
+        if let Some(key) = first
+            && self.faults.get().page_drift
+        {
+            table.bump_to_end(key, self.now());
+        }
+    }
 }
 
 /// An error answer in the simulator's own shape.
@@ -67,11 +105,7 @@ fn injected_response(flavor: Flavor, i: &Injected) -> Response {
 }
 
 /// Counts the request by its route template, then applies the fault decision.
-pub(crate) async fn common_layer(
-    State(core): State<Arc<Core>>,
-    req: Request,
-    next: Next,
-) -> Response {
+async fn common_layer(State(core): State<Arc<Core>>, req: Request, next: Next) -> Response {
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let route = req
@@ -107,7 +141,7 @@ pub(crate) async fn common_layer(
 }
 
 /// The `/__sim/` routes both simulators have: counters and faults.
-pub(crate) fn control_routes(core: Arc<Core>) -> Router {
+fn control_routes(core: Arc<Core>) -> Router {
     Router::new()
         .route(
             "/__sim/counters",
@@ -145,6 +179,23 @@ pub(crate) fn control_routes(core: Arc<Core>) -> Router {
             ),
         )
         .with_state(core)
+}
+
+/// Serves `api` behind counting and fault injection, with the control routes beside it.
+pub(crate) fn serve(
+    listener: tokio::net::TcpListener,
+    core: Arc<Core>,
+    api: Router,
+    control: Router,
+) -> anyhow::Result<Server> {
+    let router = api
+        .route_layer(axum::middleware::from_fn_with_state(
+            core.clone(),
+            common_layer,
+        ))
+        .merge(control_routes(core))
+        .merge(control);
+    Server::start(listener, router)
 }
 
 /// A running server; dropping it stops the server.
@@ -206,6 +257,36 @@ pub(crate) fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| v.as_str())
+}
+
+/// A list request as both APIs read it, each from its own parameters: the query, the rows to
+/// skip and to take, and from when.
+pub(crate) struct ListQuery {
+    pub pairs: Vec<(String, String)>,
+    pub offset: usize,
+    pub limit: usize,
+    pub since: Since,
+}
+
+impl ListQuery {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        query_get(&self.pairs, key)
+    }
+
+    /// The rows of `table` the request asks for, among those `keep` accepts.
+    pub fn page<'t, T: Record>(
+        &self,
+        table: &'t Table<T>,
+        keep: impl Fn(&T) -> bool,
+    ) -> Page<'t, T> {
+        table.page(
+            self.since,
+            &filter_key(&self.pairs),
+            self.offset,
+            self.limit,
+            keep,
+        )
+    }
 }
 
 /// What a list query filters on: every parameter except paging and projection, so two page

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,20 +20,22 @@ use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::counters::Counters;
-use super::faults::{FaultControl, Faults};
+use super::faults::Faults;
+use super::handle::SimHandle;
 use super::seed::{self, CatalogueItem};
 use super::server::{
-    Core, Flavor, Server, cents, common_layer, control_routes, error_response, filter_key,
-    query_get, query_pairs,
+    Core, Flavor, ListQuery, cents, error_response, query_get, query_pairs, serve,
 };
+mod resource;
 mod suppliers;
+use resource::Resource;
 pub use suppliers::{Supplier, SupplierInput};
 
-use super::table::{Page, Since, Stamped, Table, parse_time, rfc3339, stamp};
+use super::table::{Page, Record, Since, Table, parse_time, patch, record, rfc3339};
 use super::webhook::{WebhookConfig, WebhookDelivery, WebhookSender};
 use crate::clock::{SharedClock, SystemClock};
 
@@ -202,19 +205,21 @@ pub struct Customer {
     pub updated_at: DateTime<Utc>,
 }
 
-macro_rules! stamped {
-    ($($t:ty),*) => {$(
-        impl Stamped for $t {
-            fn updated_at(&self) -> DateTime<Utc> {
-                self.updated_at
-            }
-            fn set_updated_at(&mut self, t: DateTime<Utc>) {
-                self.updated_at = t;
-            }
-        }
-    )*};
-}
-stamped!(Product, Order, Customer);
+record!(Product, id {
+    /// Its SKU and its variants': a SKU names one product in the whole shop.
+    fn unique(&self) -> Vec<String> {
+        std::iter::once(&self.sku)
+            .chain(self.variants.iter().map(|v| &v.sku))
+            .cloned()
+            .collect()
+    }
+});
+record!(Order);
+record!(Customer, id {
+    fn unique(&self) -> Vec<String> {
+        vec![Customer::lookup_form(&self.email)]
+    }
+});
 
 /// The shipping statuses in the order they are reached.
 const SHIPPING_FLOW: &[&str] = &[
@@ -332,17 +337,12 @@ impl ShopOptions {
 #[derive(Debug)]
 struct ShopData {
     products: Table<Product>,
-    skus: HashMap<String, u64>,
-    variant_skus: HashMap<String, u64>,
     last_variant_id: u64,
     orders: Table<Order>,
     order_numbers: HashMap<String, u64>,
     next_order_number: u64,
     customers: Table<Customer>,
-    emails: HashMap<String, u64>,
     suppliers: Table<Supplier>,
-    /// Fiscal-code digits → supplier.
-    supplier_codes: HashMap<String, u64>,
 }
 
 #[derive(Debug, Default)]
@@ -361,7 +361,6 @@ struct Limiter {
 #[derive(Debug)]
 struct ShopState {
     core: Arc<Core>,
-    base_url: String,
     api_key: String,
     api_secret: String,
     max_bad_auth: u32,
@@ -374,7 +373,8 @@ struct ShopState {
 }
 
 /// An error answer: `{"error":{"name","message"}}`.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 struct ShopError {
     status: u16,
     name: &'static str,
@@ -406,6 +406,16 @@ impl IntoResponse for ShopError {
 
 type ShopResult = Result<Response, ShopError>;
 
+/// A success answer: the record in the `data` envelope.
+fn ok(record: impl Serialize) -> ShopResult {
+    Ok(Json(json!({ "data": record })).into_response())
+}
+
+/// A `201 Created` answer with the new record.
+fn created(record: impl Serialize) -> ShopResult {
+    Ok((StatusCode::CREATED, Json(json!({ "data": record }))).into_response())
+}
+
 /// Starts shop simulators.
 #[derive(Debug)]
 pub struct ShopSim;
@@ -414,17 +424,17 @@ impl ShopSim {
     /// Binds, starts serving in the background and returns the handle.
     pub async fn start(opts: ShopOptions) -> anyhow::Result<ShopHandle> {
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
-        let addr = listener.local_addr()?;
         let now = opts.clock.now();
-        let core = Arc::new(Core {
-            counters: Arc::new(Counters::default()),
-            faults: FaultControl::new(opts.faults.clone(), opts.seed),
-            clock: opts.clock.clone(),
-            flavor: Flavor::Shop,
-        });
+        let core = Core::new(
+            Flavor::Shop,
+            listener.local_addr()?,
+            opts.faults,
+            opts.seed,
+            opts.clock,
+        );
+        let credentials = (opts.api_key.clone(), opts.api_secret.clone());
         let state = Arc::new(ShopState {
             core: core.clone(),
-            base_url: format!("http://{addr}"),
             api_key: opts.api_key,
             api_secret: opts.api_secret,
             max_bad_auth: opts.max_bad_auth,
@@ -438,20 +448,16 @@ impl ShopSim {
             })),
             data: Mutex::new(ShopData {
                 products: Table::new(),
-                skus: HashMap::new(),
-                variant_skus: HashMap::new(),
                 last_variant_id: 0,
                 orders: Table::new(),
                 order_numbers: HashMap::new(),
                 next_order_number: opts.first_order_number,
                 customers: Table::new(),
-                emails: HashMap::new(),
                 suppliers: Table::new(),
-                supplier_codes: HashMap::new(),
             }),
             webhooks: WebhookSender::start(opts.webhook)?,
         });
-        let router = Router::new()
+        let api = Router::new()
             .route("/api/v2/products", get(list_products).post(create_product))
             .route(
                 "/api/v2/products/{id}",
@@ -460,34 +466,21 @@ impl ShopSim {
             .route("/api/v2/orders", get(list_orders).post(create_order))
             .route("/api/v2/orders/{id}", get(get_order).patch(patch_order))
             .route("/api/v2/orders/{id}/lock", post(lock_order))
-            .route(
-                "/api/v2/customers",
-                get(list_customers).post(create_customer),
-            )
-            .route(
-                "/api/v2/customers/{id}",
-                get(get_customer).patch(patch_customer),
-            )
-            .route(
-                "/api/v2/suppliers",
-                get(suppliers::list_suppliers).post(suppliers::create_supplier),
-            )
-            .route(
-                "/api/v2/suppliers/{id}",
-                get(suppliers::get_supplier).patch(suppliers::patch_supplier),
-            )
+            .merge(resource::routes::<Customer>())
+            .merge(resource::routes::<Supplier>())
             .route_layer(middleware::from_fn_with_state(state.clone(), shop_layer))
-            .route_layer(middleware::from_fn_with_state(core.clone(), common_layer))
-            .with_state(state.clone())
-            .merge(control_routes(core))
-            .merge(shop_control_routes(state.clone()));
-        let server = Server::start(listener, router)?;
-        Ok(ShopHandle { state, server })
+            .with_state(state.clone());
+        let server = serve(
+            listener,
+            core.clone(),
+            api,
+            shop_control_routes(state.clone()),
+        )?;
+        Ok(ShopHandle {
+            sim: SimHandle::new(core, server, "/api/v2", credentials),
+            state,
+        })
     }
-}
-
-fn now(state: &ShopState) -> DateTime<Utc> {
-    stamp(state.core.clock.now())
 }
 
 /// Rate limit, then Basic auth with lock-out after repeated failures.
@@ -567,14 +560,11 @@ fn basic_credentials(req: &Request) -> Option<(String, String)> {
 
 // ---------------------------------------------------------------- paging
 
-struct Paging {
-    limit: usize,
-    page: usize,
-}
-
-fn paging(state: &ShopState, pairs: &[(String, String)]) -> Result<Paging, ShopError> {
+/// Reads a list request: `limit`, `page` and `updated_after`.
+fn list_query(state: &ShopState, query: Option<&str>) -> Result<ListQuery, ShopError> {
+    let pairs = query_pairs(query);
     let number = |key: &str, default: usize| -> Result<usize, ShopError> {
-        match query_get(pairs, key) {
+        match query_get(&pairs, key) {
             None => Ok(default),
             Some(v) => v.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                 ShopError::validation(format!("`{key}` must be a positive integer"))
@@ -590,19 +580,19 @@ fn paging(state: &ShopState, pairs: &[(String, String)]) -> Result<Paging, ShopE
         }
         limit = MAX_LIMIT;
     }
-    Ok(Paging {
+    let page = number("page", 1)?;
+    let since = match query_get(&pairs, "updated_after") {
+        None => Since::All,
+        Some(v) => parse_time(v).map(Since::After).ok_or_else(|| {
+            ShopError::validation("`updated_after` must be an RFC 3339 timestamp")
+        })?,
+    };
+    Ok(ListQuery {
+        pairs,
+        offset: (page - 1) * limit,
         limit,
-        page: number("page", 1)?,
+        since,
     })
-}
-
-fn since(pairs: &[(String, String)]) -> Result<Since, ShopError> {
-    match query_get(pairs, "updated_after") {
-        None => Ok(Since::All),
-        Some(v) => parse_time(v)
-            .map(Since::After)
-            .ok_or_else(|| ShopError::validation("`updated_after` must be an RFC 3339 timestamp")),
-    }
 }
 
 fn page_url(state: &ShopState, path: &str, pairs: &[(String, String)], page: usize) -> String {
@@ -611,26 +601,26 @@ fn page_url(state: &ShopState, path: &str, pairs: &[(String, String)], page: usi
         ser.append_pair(k, v);
     }
     ser.append_pair("page", &page.to_string());
-    format!("{}{path}?{}", state.base_url, ser.finish())
+    format!("{}{path}?{}", state.core.base_url, ser.finish())
 }
 
 fn list_body(
     state: &ShopState,
     path: &str,
-    pairs: &[(String, String)],
-    paging: &Paging,
+    list: &ListQuery,
     items: Vec<Value>,
     has_more: bool,
 ) -> Response {
+    let page = list.offset / list.limit + 1;
     let mut links = Map::new();
     links.insert(
         "current".into(),
-        page_url(state, path, pairs, paging.page).into(),
+        page_url(state, path, &list.pairs, page).into(),
     );
     if has_more {
         links.insert(
             "next".into(),
-            page_url(state, path, pairs, paging.page + 1).into(),
+            page_url(state, path, &list.pairs, page + 1).into(),
         );
     }
     Json(json!({"data": items, "meta": {"links": links}})).into_response()
@@ -653,64 +643,45 @@ fn product_json(p: &Product, with_variants: bool, fields: Option<&str>) -> Value
     project(v, fields)
 }
 
-/// The served page's first record changes before the next page is read (fault `page_drift`).
-fn drift<T: Stamped + Clone>(state: &ShopState, table: &mut Table<T>, first: Option<u64>) {
-    if let Some(key) = first
-        && state.core.faults.get().page_drift
-    {
-        table.bump_to_end(key, now(state));
-    }
-}
-
 /// Renders a page and notes the key a `page_drift` fault would change.
-fn finish_page<T: Stamped + Clone>(
+fn finish_page<T: Record>(
     page: Page<'_, T>,
     render: impl Fn(&T) -> Value,
 ) -> (Vec<Value>, bool, Option<u64>) {
-    let first = page.rows.first().map(|(k, _)| *k).filter(|_| page.has_more);
     let items = page.rows.iter().map(|(_, r)| render(r)).collect();
-    (items, page.has_more, first)
+    (items, page.has_more, page.drift_key())
 }
 
 // ---------------------------------------------------------------- products
 
 async fn list_products(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let with_variants =
-        query_get(&pairs, "include").is_some_and(|i| i.split(',').any(|x| x == "variants"));
-    let fields = query_get(&pairs, "fields");
-    let sku = query_get(&pairs, "sku");
-    let status = query_get(&pairs, "status");
+    let list = list_query(&state, q.as_deref())?;
+    let with_variants = list
+        .get("include")
+        .is_some_and(|i| i.split(',').any(|x| x == "variants"));
+    let fields = list.get("fields");
+    let status = list.get("status");
     let mut data = state.data.lock().unwrap();
     let data = &mut *data;
-    let (items, has_more, first) = if let Some(sku) = sku {
+    let (items, has_more, first) = if let Some(sku) = list.get("sku") {
         // An exact SKU (of the product or one of its variants) is an index lookup.
-        let key = data.skus.get(sku).or_else(|| data.variant_skus.get(sku));
-        let items: Vec<Value> = key
-            .and_then(|k| data.products.get(*k))
-            .filter(|p| paging.page == 1 && status.is_none_or(|s| p.status == s))
+        let items: Vec<Value> = data
+            .products
+            .find(sku)
+            .filter(|p| list.offset == 0 && status.is_none_or(|s| p.status == s))
             .map(|p| product_json(p, with_variants, fields))
             .into_iter()
             .collect();
         (items, false, None)
     } else {
-        let page = data.products.page(
-            since,
-            &filter_key(&pairs),
-            (paging.page - 1) * paging.limit,
-            paging.limit,
-            |p| status.is_none_or(|s| p.status == s),
-        );
+        let page = list.page(&data.products, |p| status.is_none_or(|s| p.status == s));
         finish_page(page, |p| product_json(p, with_variants, fields))
     };
-    drift(&state, &mut data.products, first);
+    state.core.drift(&mut data.products, first);
     Ok(list_body(
         &state,
         "/api/v2/products",
-        &pairs,
-        &paging,
+        &list,
         items,
         has_more,
     ))
@@ -732,7 +703,7 @@ async fn get_product(
         .products
         .get(key)
         .ok_or_else(|| ShopError::not_found("product", &id))?;
-    Ok(Json(json!({"data": product_json(p, true, query_get(&pairs, "fields"))})).into_response())
+    ok(product_json(p, true, query_get(&pairs, "fields")))
 }
 
 fn body_object(body: &Bytes) -> Result<Map<String, Value>, ShopError> {
@@ -745,6 +716,24 @@ fn body_object(body: &Bytes) -> Result<Map<String, Value>, ShopError> {
 
 fn ignore_unknown(pairs: &[(String, String)]) -> bool {
     query_get(pairs, "ignore_nonexistent_fields").is_some_and(|v| v == "1" || v == "true")
+}
+
+/// Reads a POST or PATCH body of a `what` into its input type: with `ignore`, fields not in
+/// `fields` are dropped first; the read-only `id` and `updated_at` a client may send back as it
+/// read them always are.
+fn parse_input<T: DeserializeOwned>(
+    mut body: Map<String, Value>,
+    ignore: bool,
+    fields: &[&str],
+    what: &str,
+) -> Result<T, ShopError> {
+    if ignore {
+        body.retain(|k, _| fields.contains(&k.as_str()));
+    }
+    body.remove("id");
+    body.remove("updated_at");
+    serde_json::from_value(Value::Object(body))
+        .map_err(|e| ShopError::validation(format!("invalid {what}: {e}")))
 }
 
 /// Real MerchantPro product fields the simulator accepts and does not model.
@@ -926,46 +915,13 @@ fn apply_variants(
 }
 
 impl ShopData {
-    fn index_product(&mut self, key: u64, p: &Product) {
-        self.skus.insert(p.sku.clone(), key);
-        for v in &p.variants {
-            self.variant_skus.insert(v.sku.clone(), key);
-        }
-    }
-
-    fn unindex_product(&mut self, p: &Product) {
-        self.skus.remove(&p.sku);
-        for v in &p.variants {
-            self.variant_skus.remove(&v.sku);
-        }
-    }
-
-    /// SKUs of `p` already used by another product.
-    fn sku_clash(&self, key: u64, p: &Product) -> Option<String> {
-        let taken = |sku: &str| {
-            [self.skus.get(sku), self.variant_skus.get(sku)]
-                .into_iter()
-                .flatten()
-                .any(|other| *other != key)
-        };
-        std::iter::once(&p.sku)
-            .chain(p.variants.iter().map(|v| &v.sku))
-            .find(|s| taken(s))
-            .cloned()
-    }
-
     fn insert_product(&mut self, mut p: Product, now: DateTime<Utc>) -> Result<Product, ShopError> {
+        // The id is handed out before the SKU check: a refused create still uses one up.
         let key = self.products.next_key();
-        if let Some(sku) = self.sku_clash(key, &p) {
-            return Err(ShopError::validation(format!(
-                "a product with SKU `{sku}` already exists"
-            )));
-        }
-        p.id = key;
         p.created_at = now;
-        p.updated_at = now;
-        self.index_product(key, &p);
-        self.products.insert(key, p.clone());
+        self.products
+            .save(Some(key), &mut p, now)
+            .map_err(sku_taken)?;
         Ok(p)
     }
 
@@ -976,26 +932,22 @@ impl ShopData {
         f: impl FnOnce(&mut Product, &mut u64) -> Result<(), ShopError>,
     ) -> Result<Product, ShopError> {
         let mut last_variant_id = self.last_variant_id;
-        let old = self
+        let mut p = self
             .products
             .get(key)
             .cloned()
             .ok_or_else(|| ShopError::not_found("product", &key.to_string()))?;
-        let mut p = old.clone();
         f(&mut p, &mut last_variant_id)?;
-        if let Some(sku) = self.sku_clash(key, &p) {
-            return Err(ShopError::validation(format!(
-                "a product with SKU `{sku}` already exists"
-            )));
-        }
+        self.products
+            .save(Some(key), &mut p, now)
+            .map_err(sku_taken)?;
         self.last_variant_id = last_variant_id;
-        p.id = key;
-        p.updated_at = now;
-        self.unindex_product(&old);
-        self.index_product(key, &p);
-        self.products.insert(key, p.clone());
         Ok(p)
     }
+}
+
+fn sku_taken(sku: String) -> ShopError {
+    ShopError::validation(format!("a product with SKU `{sku}` already exists"))
 }
 
 async fn create_product(
@@ -1005,7 +957,7 @@ async fn create_product(
 ) -> ShopResult {
     let pairs = query_pairs(q.as_deref());
     let body = body_object(&body)?;
-    let now = now(&state);
+    let now = state.core.now();
     let mut data = state.data.lock().unwrap();
     let mut p = Product {
         status: "active".to_owned(),
@@ -1016,11 +968,7 @@ async fn create_product(
     apply_product(&mut p, &body, ignore_unknown(&pairs), &mut last_variant_id)?;
     data.last_variant_id = last_variant_id;
     let p = data.insert_product(p, now)?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"data": product_json(&p, true, None)})),
-    )
-        .into_response())
+    created(product_json(&p, true, None))
 }
 
 async fn patch_product(
@@ -1033,20 +981,18 @@ async fn patch_product(
     let key = parse_id(&id, "product")?;
     let body = body_object(&body)?;
     let ignore = ignore_unknown(&pairs);
-    let now = now(&state);
+    let now = state.core.now();
     let mut data = state.data.lock().unwrap();
     let p = data.update_product(key, now, |p, last| apply_product(p, &body, ignore, last))?;
-    Ok(Json(json!({"data": product_json(&p, true, None)})).into_response())
+    ok(product_json(&p, true, None))
 }
 
 async fn delete_product(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
     let key = parse_id(&id, "product")?;
     let mut data = state.data.lock().unwrap();
-    let p = data
-        .products
+    data.products
         .remove(key)
         .ok_or_else(|| ShopError::not_found("product", &id))?;
-    data.unindex_product(&p);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -1101,12 +1047,8 @@ const ORDER_FIELDS: &[&str] = &[
     "updated_at",
 ];
 
-fn order_input(mut body: Map<String, Value>, ignore: bool) -> Result<OrderInput, ShopError> {
-    if ignore {
-        body.retain(|k, _| ORDER_FIELDS.contains(&k.as_str()));
-    }
-    serde_json::from_value(Value::Object(body))
-        .map_err(|e| ShopError::validation(format!("invalid order: {e}")))
+fn order_input(body: Map<String, Value>, ignore: bool) -> Result<OrderInput, ShopError> {
+    parse_input(body, ignore, ORDER_FIELDS, "order")
 }
 
 /// What changed in an order that a webhook reports.
@@ -1197,34 +1139,36 @@ fn apply_order(o: &mut Order, input: OrderInput, override_lock: bool) -> Result<
         o.lines = lines;
         o.total_gross = total(&o.lines);
     }
-    if let Some(v) = input.number {
-        o.number = v;
-    }
-    if let Some(v) = input.channel_name {
-        o.channel_name = v;
-    }
-    if let Some(v) = input.payment_method_code {
-        o.payment_method_code = v;
-    }
+    patch([
+        (&mut o.number, input.number),
+        (&mut o.channel_name, input.channel_name),
+        (&mut o.payment_method_code, input.payment_method_code),
+    ]);
     if let Some(v) = input.customer {
         o.customer = v;
     }
-    if let Some(v) = input.billing_address {
-        o.billing_address = v;
-    }
-    if let Some(v) = input.shipping_address {
-        o.shipping_address = v;
-    }
-    if input.awb.is_some() {
-        o.awb = input.awb;
-    }
-    if input.invoice_number.is_some() {
-        o.invoice_number = input.invoice_number;
-    }
-    if input.invoice_url.is_some() {
-        o.invoice_url = input.invoice_url;
-    }
+    patch([
+        (&mut o.billing_address, input.billing_address),
+        (&mut o.shipping_address, input.shipping_address),
+    ]);
+    o.set_documents(input.awb, input.invoice_number, input.invoice_url);
     Ok(())
+}
+
+impl Order {
+    /// Sets the AWB and the invoice fields that are given; the others keep their value.
+    fn set_documents(
+        &mut self,
+        awb: Option<String>,
+        invoice_number: Option<String>,
+        invoice_url: Option<String>,
+    ) {
+        patch([
+            (&mut self.awb, awb.map(Some)),
+            (&mut self.invoice_number, invoice_number.map(Some)),
+            (&mut self.invoice_url, invoice_url.map(Some)),
+        ]);
+    }
 }
 
 impl ShopData {
@@ -1302,7 +1246,7 @@ impl ShopState {
         key: u64,
         f: impl FnOnce(&mut Order) -> Result<(), ShopError>,
     ) -> Result<Order, ShopError> {
-        let now = now(self);
+        let now = self.core.now();
         let (order, changed) = {
             let mut data = self.data.lock().unwrap();
             let before = data
@@ -1329,7 +1273,7 @@ impl ShopState {
     }
 
     fn add_order(&self, o: Order) -> Result<Order, ShopError> {
-        let now = now(self);
+        let now = self.core.now();
         let order = self.data.lock().unwrap().insert_order(o, now)?;
         self.notify(
             &order,
@@ -1343,41 +1287,26 @@ impl ShopState {
 }
 
 async fn list_orders(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let shipping = query_get(&pairs, "shipping_status");
-    let payment = query_get(&pairs, "payment_status");
-    let fields = query_get(&pairs, "fields");
+    let list = list_query(&state, q.as_deref())?;
+    let shipping = list.get("shipping_status");
+    let payment = list.get("payment_status");
+    let fields = list.get("fields");
     let mut data = state.data.lock().unwrap();
-    let page = data.orders.page(
-        since,
-        &filter_key(&pairs),
-        (paging.page - 1) * paging.limit,
-        paging.limit,
-        |o| {
-            shipping.is_none_or(|s| s.split(',').any(|x| x == o.shipping_status))
-                && payment.is_none_or(|s| s.split(',').any(|x| x == o.payment_status))
-        },
-    );
+    let page = list.page(&data.orders, |o| {
+        shipping.is_none_or(|s| s.split(',').any(|x| x == o.shipping_status))
+            && payment.is_none_or(|s| s.split(',').any(|x| x == o.payment_status))
+    });
     let (items, has_more, first) = finish_page(page, |o| {
         project(serde_json::to_value(o).expect("orders serialize"), fields)
     });
-    drift(&state, &mut data.orders, first);
-    Ok(list_body(
-        &state,
-        "/api/v2/orders",
-        &pairs,
-        &paging,
-        items,
-        has_more,
-    ))
+    state.core.drift(&mut data.orders, first);
+    Ok(list_body(&state, "/api/v2/orders", &list, items, has_more))
 }
 
 async fn get_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
     let data = state.data.lock().unwrap();
     let key = order_key(&data, &id)?;
-    Ok(Json(json!({"data": data.orders.get(key)})).into_response())
+    ok(data.orders.get(key))
 }
 
 async fn create_order(
@@ -1407,7 +1336,7 @@ async fn create_order(
         false,
     )?;
     let o = state.add_order(o)?;
-    Ok((StatusCode::CREATED, Json(json!({"data": o}))).into_response())
+    created(o)
 }
 
 async fn patch_order(
@@ -1421,7 +1350,7 @@ async fn patch_order(
     let key = order_key(&state.data.lock().unwrap(), &id)?;
     let override_lock = query_get(&pairs, "override_lock").is_some_and(|v| v == "1");
     let o = state.change_order(key, |o| apply_order(o, input, override_lock))?;
-    Ok(Json(json!({"data": o})).into_response())
+    ok(o)
 }
 
 async fn lock_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
@@ -1430,12 +1359,12 @@ async fn lock_order(State(state): State<Arc<ShopState>>, Path(id): Path<String>)
         o.locked = true;
         Ok(())
     })?;
-    Ok(Json(json!({"data": o})).into_response())
+    ok(o)
 }
 
 // ---------------------------------------------------------------- customers
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CustomerInput {
     email: Option<String>,
@@ -1448,141 +1377,55 @@ struct CustomerInput {
     _updated_at: Option<Value>,
 }
 
-fn customer_input(mut body: Map<String, Value>, ignore: bool) -> Result<CustomerInput, ShopError> {
-    if ignore {
-        body.retain(|k, _| {
-            [
-                "id",
-                "email",
-                "first_name",
-                "last_name",
-                "phone",
-                "updated_at",
-            ]
-            .contains(&k.as_str())
-        });
-    }
-    serde_json::from_value(Value::Object(body))
-        .map_err(|e| ShopError::validation(format!("invalid customer: {e}")))
-}
+impl Resource for Customer {
+    const NAME: &'static str = "customer";
+    const PATH: &'static str = "/api/v2/customers";
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "email",
+        "first_name",
+        "last_name",
+        "phone",
+        "updated_at",
+    ];
+    const FILTER: &'static str = "email";
+    type Input = CustomerInput;
 
-impl ShopData {
-    fn save_customer(
-        &mut self,
+    fn lookup_form(value: &str) -> String {
+        value.to_lowercase()
+    }
+
+    fn table(data: &mut ShopData) -> &mut Table<Self> {
+        &mut data.customers
+    }
+
+    fn save(
+        data: &mut ShopData,
         key: Option<u64>,
         input: CustomerInput,
         now: DateTime<Utc>,
     ) -> Result<Customer, ShopError> {
-        let mut c = match key {
-            Some(k) => self
-                .customers
-                .get(k)
-                .cloned()
-                .ok_or_else(|| ShopError::not_found("customer", &k.to_string()))?,
-            None => Customer::default(),
-        };
-        let old_email = c.email.clone();
-        if let Some(v) = input.email {
-            c.email = v.trim().to_owned();
-        }
+        let mut c = data
+            .customers
+            .draft(key, Customer::default)
+            .map_err(|k| ShopError::not_found("customer", &k.to_string()))?;
+        patch([
+            (&mut c.email, input.email.map(|v| v.trim().to_owned())),
+            (&mut c.first_name, input.first_name),
+            (&mut c.last_name, input.last_name),
+            (&mut c.phone, input.phone),
+        ]);
         if c.email.is_empty() {
             return Err(ShopError::validation("`email` is required"));
         }
-        let email_key = c.email.to_lowercase();
-        if self
-            .emails
-            .get(&email_key)
-            .is_some_and(|other| Some(*other) != key)
-        {
-            return Err(ShopError::validation(format!(
+        data.customers.save(key, &mut c, now).map_err(|_| {
+            ShopError::validation(format!(
                 "a customer with email `{}` already exists",
                 c.email
-            )));
-        }
-        if let Some(v) = input.first_name {
-            c.first_name = v;
-        }
-        if let Some(v) = input.last_name {
-            c.last_name = v;
-        }
-        if let Some(v) = input.phone {
-            c.phone = v;
-        }
-        let key = key.unwrap_or_else(|| self.customers.next_key());
-        c.id = key;
-        c.updated_at = now;
-        self.emails.remove(&old_email.to_lowercase());
-        self.emails.insert(email_key, key);
-        self.customers.insert(key, c.clone());
+            ))
+        })?;
         Ok(c)
     }
-}
-
-async fn list_customers(State(state): State<Arc<ShopState>>, RawQuery(q): RawQuery) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let email = query_get(&pairs, "email").map(str::to_lowercase);
-    let mut data = state.data.lock().unwrap();
-    let page = data.customers.page(
-        since,
-        &filter_key(&pairs),
-        (paging.page - 1) * paging.limit,
-        paging.limit,
-        |c| email.as_ref().is_none_or(|e| c.email.to_lowercase() == *e),
-    );
-    let (items, has_more, first) = finish_page(page, |c| {
-        serde_json::to_value(c).expect("customers serialize")
-    });
-    drift(&state, &mut data.customers, first);
-    Ok(list_body(
-        &state,
-        "/api/v2/customers",
-        &pairs,
-        &paging,
-        items,
-        has_more,
-    ))
-}
-
-async fn get_customer(State(state): State<Arc<ShopState>>, Path(id): Path<String>) -> ShopResult {
-    let key = parse_id(&id, "customer")?;
-    let data = state.data.lock().unwrap();
-    let c = data
-        .customers
-        .get(key)
-        .ok_or_else(|| ShopError::not_found("customer", &id))?;
-    Ok(Json(json!({"data": c})).into_response())
-}
-
-async fn create_customer(
-    State(state): State<Arc<ShopState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let input = customer_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
-    let c = state.data.lock().unwrap().save_customer(None, input, now)?;
-    Ok((StatusCode::CREATED, Json(json!({"data": c}))).into_response())
-}
-
-async fn patch_customer(
-    State(state): State<Arc<ShopState>>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let key = parse_id(&id, "customer")?;
-    let input = customer_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
-    let c = state
-        .data
-        .lock()
-        .unwrap()
-        .save_customer(Some(key), input, now)?;
-    Ok(Json(json!({"data": c})).into_response())
 }
 
 // ---------------------------------------------------------------- control API
@@ -1622,7 +1465,7 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
                         edit_order(o, edit);
                         Ok(())
                     })?;
-                    Ok::<_, ShopError>(Json(json!({"data": o})))
+                    ok(o)
                 },
             ),
         )
@@ -1633,7 +1476,7 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
                  Path(id): Path<String>,
                  Json(edit): Json<ProductEdit>| async move {
                     let key = parse_id(&id, "product")?;
-                    let now = now(&state);
+                    let now = state.core.now();
                     let p = state
                         .data
                         .lock()
@@ -1642,7 +1485,7 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
                             edit_product(p, edit);
                             Ok(())
                         })?;
-                    Ok::<_, ShopError>(Json(json!({"data": p})))
+                    ok(p)
                 },
             ),
         )
@@ -1650,21 +1493,11 @@ fn shop_control_routes(state: Arc<ShopState>) -> Router {
 }
 
 fn edit_order(o: &mut Order, edit: OrderEdit) {
-    if let Some(v) = edit.shipping_status {
-        o.shipping_status = v;
-    }
-    if let Some(v) = edit.payment_status {
-        o.payment_status = v;
-    }
-    if edit.awb.is_some() {
-        o.awb = edit.awb;
-    }
-    if edit.invoice_number.is_some() {
-        o.invoice_number = edit.invoice_number;
-    }
-    if edit.invoice_url.is_some() {
-        o.invoice_url = edit.invoice_url;
-    }
+    patch([
+        (&mut o.shipping_status, edit.shipping_status),
+        (&mut o.payment_status, edit.payment_status),
+    ]);
+    o.set_documents(edit.awb, edit.invoice_number, edit.invoice_url);
 }
 
 fn edit_product(p: &mut Product, edit: ProductEdit) {
@@ -1675,55 +1508,29 @@ fn edit_product(p: &mut Product, edit: ProductEdit) {
         p.price_gross = Some(v);
         p.price_net = Some(cents(v / 1.19));
     }
-    if let Some(v) = edit.name {
-        p.name = v;
-    }
-    if let Some(v) = edit.status {
-        p.status = v;
-    }
+    patch([(&mut p.name, edit.name), (&mut p.status, edit.status)]);
 }
 
 // ---------------------------------------------------------------- handle
 
-/// A running shop simulator. Dropping it stops the server.
+/// A running shop simulator; what it shares with the ERP's handle (address, counters, faults,
+/// clock, credentials) is on the [`SimHandle`] it dereferences to. Dropping it stops the
+/// server.
 #[derive(Debug)]
 pub struct ShopHandle {
+    sim: SimHandle,
     state: Arc<ShopState>,
-    server: Server,
+}
+
+impl Deref for ShopHandle {
+    type Target = SimHandle;
+
+    fn deref(&self) -> &SimHandle {
+        &self.sim
+    }
 }
 
 impl ShopHandle {
-    /// `http://127.0.0.1:PORT`, the shop's own domain.
-    pub fn base_url(&self) -> String {
-        self.state.base_url.clone()
-    }
-
-    /// `http://127.0.0.1:PORT/api/v2`.
-    pub fn api_url(&self) -> String {
-        format!("{}/api/v2", self.state.base_url)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.server.addr
-    }
-
-    pub fn counters(&self) -> &Counters {
-        &self.state.core.counters
-    }
-
-    pub fn faults(&self) -> &FaultControl {
-        &self.state.core.faults
-    }
-
-    pub fn clock(&self) -> &SharedClock {
-        &self.state.core.clock
-    }
-
-    /// The API key and secret.
-    pub fn credentials(&self) -> (String, String) {
-        (self.state.api_key.clone(), self.state.api_secret.clone())
-    }
-
     /// Changes (or with `None` removes) the rate limit; the bucket starts full.
     pub fn set_rate_limit(&self, bucket: Option<TokenBucket>) {
         let now = self.state.core.clock.now();
@@ -1761,15 +1568,12 @@ impl ShopHandle {
 
     /// The product with this SKU, or the parent of the variant with it.
     pub fn product_by_sku(&self, sku: &str) -> Option<Product> {
-        let data = self.state.data.lock().unwrap();
-        let key = data.skus.get(sku).or_else(|| data.variant_skus.get(sku))?;
-        data.products.get(*key).cloned()
+        self.state.data.lock().unwrap().products.find(sku).cloned()
     }
 
     /// Every product in id order.
     pub fn products(&self) -> Vec<Product> {
-        let data = self.state.data.lock().unwrap();
-        data.products.iter().map(|(_, p)| p.clone()).collect()
+        self.state.data.lock().unwrap().products.all()
     }
 
     pub fn product_count(&self) -> usize {
@@ -1778,15 +1582,14 @@ impl ShopHandle {
 
     /// Adds a product (id and stamps are assigned); fails on a SKU already in use.
     pub fn create_product(&self, p: Product) -> anyhow::Result<Product> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        data.insert_product(p, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(data.insert_product(p, now)?)
     }
 
     /// Changes a product as a merchant would in the admin, bumping `updated_at`.
     pub fn update_product(&self, id: u64, f: impl FnOnce(&mut Product)) -> Option<Product> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         data.update_product(id, now, |p, _| {
             f(p);
@@ -1796,10 +1599,7 @@ impl ShopHandle {
     }
 
     pub fn delete_product(&self, id: u64) -> Option<Product> {
-        let mut data = self.state.data.lock().unwrap();
-        let p = data.products.remove(id)?;
-        data.unindex_product(&p);
-        Some(p)
+        self.state.data.lock().unwrap().products.remove(id)
     }
 
     // ---- orders
@@ -1817,16 +1617,13 @@ impl ShopHandle {
 
     /// Every order in id order.
     pub fn orders(&self) -> Vec<Order> {
-        let data = self.state.data.lock().unwrap();
-        data.orders.iter().map(|(_, o)| o.clone()).collect()
+        self.state.data.lock().unwrap().orders.all()
     }
 
     /// Places an order as a customer would (id, number, total and stamps are assigned);
     /// sends the `order.created` webhook.
     pub fn create_order(&self, o: Order) -> anyhow::Result<Order> {
-        self.state
-            .add_order(o)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(self.state.add_order(o)?)
     }
 
     /// Changes an order as a merchant would (no state machine, no lock), bumping `updated_at`
@@ -1849,14 +1646,12 @@ impl ShopHandle {
     // ---- customers
 
     pub fn customers(&self) -> Vec<Customer> {
-        let data = self.state.data.lock().unwrap();
-        data.customers.iter().map(|(_, c)| c.clone()).collect()
+        self.state.data.lock().unwrap().customers.all()
     }
 
     pub fn customer_by_email(&self, email: &str) -> Option<Customer> {
         let data = self.state.data.lock().unwrap();
-        let key = data.emails.get(&email.to_lowercase())?;
-        data.customers.get(*key).cloned()
+        data.customers.find(&email.to_lowercase()).cloned()
     }
 
     pub fn create_customer(
@@ -1866,37 +1661,24 @@ impl ShopHandle {
         last_name: &str,
         phone: &str,
     ) -> anyhow::Result<Customer> {
-        let now = now(&self.state);
         let input = CustomerInput {
             email: Some(email.to_owned()),
             first_name: Some(first_name.to_owned()),
             last_name: Some(last_name.to_owned()),
             phone: Some(phone.to_owned()),
-            _id: None,
-            _updated_at: None,
+            ..CustomerInput::default()
         };
-        self.state
-            .data
-            .lock()
-            .unwrap()
-            .save_customer(None, input, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(self.state.save::<Customer>(None, input)?)
     }
 
-    /// Changes a customer, bumping `updated_at`.
+    /// Changes a customer, bumping `updated_at`; `None` when there is no such customer or
+    /// another one has the e-mail it would get.
     pub fn update_customer(&self, id: u64, f: impl FnOnce(&mut Customer)) -> Option<Customer> {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
-        let old = data.customers.get(id)?.email.to_lowercase();
-        data.customers
-            .try_update(id, now, |c| {
-                f(c);
-                Ok::<_, ()>(())
-            })?
-            .ok()?;
-        let c = data.customers.get(id).cloned()?;
-        data.emails.remove(&old);
-        data.emails.insert(c.email.to_lowercase(), id);
+        let mut c = data.customers.get(id)?.clone();
+        f(&mut c);
+        data.customers.save(Some(id), &mut c, now).ok()?;
         Some(c)
     }
 
@@ -1904,15 +1686,11 @@ impl ShopHandle {
 
     /// Adds one `basic` product per catalogue item (SKUs already present are skipped).
     pub fn seed_catalogue(&self, items: &[CatalogueItem]) {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         for item in items {
-            if data.skus.contains_key(&item.sku) {
-                continue;
-            }
-            let key = data.products.next_key();
-            let p = Product {
-                id: key,
+            let mut p = Product {
+                id: 0,
                 kind: ProductType::Basic,
                 sku: item.sku.clone(),
                 ext_ref: None,
@@ -1928,8 +1706,8 @@ impl ShopHandle {
                 created_at: now,
                 updated_at: now,
             };
-            data.skus.insert(p.sku.clone(), key);
-            data.products.insert(key, p);
+            // A SKU already present keeps its product.
+            let _ = data.products.save(None, &mut p, now);
         }
     }
 
@@ -1942,7 +1720,7 @@ impl ShopHandle {
 
     /// Adds `n` generated customers.
     pub fn seed_customers(&self, n: usize, seed: u64) {
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut data = self.state.data.lock().unwrap();
         for p in seed::people(n, seed) {
             let input = CustomerInput {
@@ -1950,10 +1728,9 @@ impl ShopHandle {
                 first_name: Some(p.first_name),
                 last_name: Some(p.last_name),
                 phone: Some(p.phone),
-                _id: None,
-                _updated_at: None,
+                ..CustomerInput::default()
             };
-            let _ = data.save_customer(None, input, now);
+            let _ = Customer::save(&mut data, None, input, now);
         }
     }
 
@@ -1963,7 +1740,7 @@ impl ShopHandle {
         if self.product_count() == 0 {
             self.seed_products(20, seed);
         }
-        let now = now(&self.state);
+        let now = self.state.core.now();
         let mut rng = StdRng::seed_from_u64(seed ^ 0x0_4de4);
         let people = seed::people(n.clamp(1, 50), seed);
         let mut data = self.state.data.lock().unwrap();
@@ -2036,11 +1813,11 @@ impl ShopHandle {
 
     /// Stops the server and waits for it to end.
     pub async fn shutdown(self) {
-        self.server.shutdown().await
+        self.sim.shutdown().await
     }
 
     /// Serves until the server task ends (for the command-line runner).
     pub async fn wait(self) {
-        self.server.wait().await
+        self.sim.wait().await
     }
 }

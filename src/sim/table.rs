@@ -1,18 +1,51 @@
 //! An in-memory table whose list order is (updated_at, key), oldest first: the order the
 //! simulated list endpoints page through, so a record that changes while a client pages moves
-//! to the end, exactly as in APIs that sort by modification time.
+//! to the end, exactly as in APIs that sort by modification time. The table also keeps the
+//! values its records must not share (a SKU, an e-mail, a fiscal code) unique and findable.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ops::Bound;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
-/// A record that carries its own modification stamp.
-pub(crate) trait Stamped {
+/// A row of a [`Table`]: it carries its own modification stamp and may show its key as an id
+/// and hold values no other row of the table may hold.
+pub(crate) trait Record: Clone {
     fn updated_at(&self) -> DateTime<Utc>;
     fn set_updated_at(&mut self, t: DateTime<Utc>);
+
+    /// Tells a row that shows its id the key [`Table::save`] stores it under.
+    fn set_key(&mut self, _key: u64) {}
+
+    /// Values no other row may hold, in the form they are looked up in (an e-mail lowercased,
+    /// a fiscal code's digits); none by default.
+    fn unique(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
+
+/// Implements [`Record`] for a type with an `updated_at` field. `record!(T, id)` also makes
+/// the key the row's `id`; methods in braces at the end are added to the impl.
+macro_rules! record {
+    ($t:ident $(, $id:ident)? $({ $($methods:tt)* })?) => {
+        impl $crate::sim::table::Record for $t {
+            fn updated_at(&self) -> ::chrono::DateTime<::chrono::Utc> {
+                self.updated_at
+            }
+            fn set_updated_at(&mut self, t: ::chrono::DateTime<::chrono::Utc>) {
+                self.updated_at = t;
+            }
+            $(
+                fn set_key(&mut self, key: u64) {
+                    self.$id = key;
+                }
+            )?
+            $($($methods)*)?
+        }
+    };
+}
+pub(crate) use record;
 
 /// Where a filtered list starts in time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +64,14 @@ pub(crate) struct Page<'a, T> {
     pub has_more: bool,
 }
 
+impl<T> Page<'_, T> {
+    /// The key of the first row when more rows follow: the row a `page_drift` fault changes
+    /// before the next page is read.
+    pub fn drift_key(&self) -> Option<u64> {
+        self.rows.first().map(|(k, _)| *k).filter(|_| self.has_more)
+    }
+}
+
 /// Rows live in a vector indexed by key (keys are dense and never reused), so the lookups a
 /// filtered page makes for every row it passes cost no tree walk.
 #[derive(Debug)]
@@ -43,6 +84,8 @@ pub(crate) struct Table<T> {
     /// still exactly what skipping `offset` rows would give.
     version: u64,
     resume: Mutex<Option<Resume>>,
+    /// Each unique value ([`Record::unique`]) of the rows → the key of the row holding it.
+    index: HashMap<String, u64>,
 }
 
 /// Where the last page ended: lets the next page of the same list start there instead of
@@ -56,7 +99,7 @@ struct Resume {
     after: (DateTime<Utc>, u64),
 }
 
-impl<T: Stamped + Clone> Table<T> {
+impl<T: Record> Table<T> {
     pub fn new() -> Self {
         Table {
             rows: Vec::new(),
@@ -65,6 +108,7 @@ impl<T: Stamped + Clone> Table<T> {
             last_key: 0,
             version: 0,
             resume: Mutex::new(None),
+            index: HashMap::new(),
         }
     }
 
@@ -74,7 +118,8 @@ impl<T: Stamped + Clone> Table<T> {
         self.last_key
     }
 
-    /// Stores `row` under `key` (from [`Table::next_key`]), replacing any row there.
+    /// Stores `row` under `key` (from [`Table::next_key`]), replacing any row there. Its unique
+    /// values find it from now on; [`Table::save`] is the way that checks them first.
     pub fn insert(&mut self, key: u64, row: T) {
         assert!(key > 0, "keys start at 1");
         self.last_key = self.last_key.max(key);
@@ -82,6 +127,9 @@ impl<T: Stamped + Clone> Table<T> {
         let idx = (key - 1) as usize;
         if self.rows.len() <= idx {
             self.rows.resize_with(idx + 1, || None);
+        }
+        for value in row.unique() {
+            self.index.insert(value, key);
         }
         self.order.insert((row.updated_at(), key));
         self.rows[idx] = Some(row);
@@ -112,11 +160,64 @@ impl<T: Stamped + Clone> Table<T> {
         self.live -= 1;
         self.version += 1;
         self.order.remove(&(row.updated_at(), key));
+        for value in row.unique() {
+            if self.index.get(&value) == Some(&key) {
+                self.index.remove(&value);
+            }
+        }
         Some(row)
     }
 
+    /// Copies of every row, in key (creation) order.
+    pub fn all(&self) -> Vec<T> {
+        self.iter().map(|(_, r)| r.clone()).collect()
+    }
+
+    /// The key of the row holding this unique value.
+    pub fn key_of(&self, value: &str) -> Option<u64> {
+        self.index.get(value).copied()
+    }
+
+    /// The row holding this unique value.
+    pub fn find(&self, value: &str) -> Option<&T> {
+        self.get(self.key_of(value)?)
+    }
+
+    /// The row a create (`key` is `None`: `new()`) or a change (a copy of row `key`) starts
+    /// from; the key when no row has it.
+    pub fn draft(&self, key: Option<u64>, new: impl FnOnce() -> T) -> Result<T, u64> {
+        match key {
+            Some(k) => self.get(k).cloned().ok_or(k),
+            None => Ok(new()),
+        }
+    }
+
+    /// Stores `row` as row `key`, or under a new key when `key` is `None`, stamped `now` and
+    /// told its key, unless another row holds one of its unique values: then nothing changes
+    /// (no key is used up) and that value is the error.
+    pub fn save(
+        &mut self,
+        key: Option<u64>,
+        row: &mut T,
+        now: DateTime<Utc>,
+    ) -> Result<u64, String> {
+        if let Some(taken) = row
+            .unique()
+            .into_iter()
+            .find(|v| self.key_of(v).is_some_and(|other| Some(other) != key))
+        {
+            return Err(taken);
+        }
+        let key = key.unwrap_or_else(|| self.next_key());
+        row.set_key(key);
+        row.set_updated_at(now);
+        self.insert(key, row.clone());
+        Ok(key)
+    }
+
     /// Applies `f` to a copy of the row and keeps the copy only when `f` succeeds, stamping it
-    /// with `now`; a rejected change leaves the row untouched.
+    /// with `now`; a rejected change leaves the row untouched. Unique values are not checked:
+    /// this is for changes that keep them.
     pub fn try_update<R, E>(
         &mut self,
         key: u64,
@@ -196,6 +297,16 @@ impl<T: Stamped + Clone> Table<T> {
     }
 }
 
+/// Sets each field that is given a value; a field given `None` keeps its own (how a POST, PATCH
+/// or PUT of only some fields changes a record).
+pub(crate) fn patch<'a, T: 'a>(fields: impl IntoIterator<Item = (&'a mut T, Option<T>)>) {
+    for (field, value) in fields {
+        if let Some(v) = value {
+            *field = v;
+        }
+    }
+}
+
 /// The stamp the simulators give a change: whole milliseconds, because that is what the API
 /// prints, so a client that echoes a printed stamp back as a filter means the same instant.
 pub(crate) fn stamp(now: DateTime<Utc>) -> DateTime<Utc> {
@@ -226,7 +337,7 @@ mod tests {
 
     #[derive(Clone)]
     struct Row(DateTime<Utc>);
-    impl Stamped for Row {
+    impl Record for Row {
         fn updated_at(&self) -> DateTime<Utc> {
             self.0
         }
@@ -283,6 +394,56 @@ mod tests {
             skipped.extend(keys(table.page(Since::All, "even", offset, 5, even)));
         }
         assert_eq!(resumed, skipped);
+    }
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Named {
+        id: u64,
+        name: String,
+        updated_at: DateTime<Utc>,
+    }
+    record!(Named, id {
+        fn unique(&self) -> Vec<String> {
+            vec![self.name.to_lowercase()]
+        }
+    });
+
+    fn named(name: &str) -> Named {
+        Named {
+            id: 0,
+            name: name.to_owned(),
+            updated_at: t(0),
+        }
+    }
+
+    #[test]
+    fn unique_values_are_kept_unique_and_findable() {
+        let mut table = Table::new();
+        let mut ana = named("Ana");
+        assert_eq!(table.save(None, &mut ana, t(1)), Ok(1));
+        assert_eq!((ana.id, ana.updated_at), (1, t(1)));
+        assert_eq!(
+            table.save(None, &mut named("ANA"), t(2)),
+            Err("ana".to_owned())
+        );
+        // A refused row uses up no key.
+        assert_eq!(table.save(None, &mut named("Ion"), t(2)), Ok(2));
+        assert_eq!(table.find("ion").map(|r| r.id), Some(2));
+
+        // A change may keep its own value, not take another row's.
+        let mut changed = table.draft(Some(1), || named("")).unwrap();
+        assert_eq!(table.save(Some(1), &mut changed, t(3)), Ok(1));
+        changed.name = "Ion".to_owned();
+        assert!(table.save(Some(1), &mut changed, t(4)).is_err());
+        changed.name = "Maria".to_owned();
+        assert_eq!(table.save(Some(1), &mut changed, t(4)), Ok(1));
+        assert_eq!(table.key_of("ana"), None);
+        assert_eq!(table.key_of("maria"), Some(1));
+        assert_eq!(table.draft(Some(9), || named("")), Err(9));
+
+        table.remove(1);
+        assert_eq!(table.find("maria"), None);
+        assert_eq!(table.save(None, &mut named("Maria"), t(5)), Ok(3));
     }
 
     #[test]

@@ -14,9 +14,17 @@ use axum::response::Response;
 use chrono::{TimeZone, Utc};
 use erpsync::clock::{Clock, ManualClock};
 use erpsync::config::model::{OperationConfig, SystemConfig};
-use erpsync::connector::{CallError, CallInput, HttpSystem, Operation, Page};
+use erpsync::connector::{CallError, CallInput, CallOutput, HttpSystem, Operation, Page};
 use futures::StreamExt;
 use serde_json::{Value, json};
+
+/// Asserts that a value matches a pattern, showing the value when it does not.
+macro_rules! assert_matches {
+    ($value:expr, $pattern:pat) => {{
+        let value = &$value;
+        assert!(matches!(value, $pattern), "{value:?}");
+    }};
+}
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
@@ -146,6 +154,16 @@ fn system(base: &str, mut settings: Value, ops: Value, clock: &ManualClock) -> H
     .unwrap()
 }
 
+/// Calls `op` with no input.
+async fn call(sys: &HttpSystem, op: &str) -> Result<CallOutput, CallError> {
+    sys.call(op, &CallInput::default()).await
+}
+
+/// The waits a test expects, in milliseconds.
+fn ms(waits: &[u64]) -> Vec<Duration> {
+    waits.iter().map(|w| Duration::from_millis(*w)).collect()
+}
+
 async fn pages(sys: &HttpSystem, op: &str) -> Vec<Result<Page, CallError>> {
     sys.list(op, CallInput::default()).collect().await
 }
@@ -197,7 +215,7 @@ async fn requests_are_rendered_from_templates() {
         }),
         &c,
     );
-    sys.call("list", &CallInput::default()).await.unwrap();
+    call(&sys, "list").await.unwrap();
     let since = Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap();
     let input = CallInput {
         since: Some(since),
@@ -261,7 +279,7 @@ async fn requests_are_rendered_from_templates() {
     );
     assert!(sys.is_read_only_op("list") && !sys.is_read_only_op("update"));
     assert!(matches!(
-        sys.call("nope", &CallInput::default()).await,
+        call(&sys, "nope").await,
         Err(CallError::UnknownOperation { .. })
     ));
     let mut extra = serde_json::Map::new();
@@ -276,7 +294,7 @@ async fn requests_are_rendered_from_templates() {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, CallError::Render { .. }), "{err:?}");
+    assert_matches!(err, CallError::Render { .. });
     assert_eq!(seen(&log).len(), 6, "nothing sent");
 }
 
@@ -325,33 +343,18 @@ async fn fixed_credentials_basic_bearer_and_api_keys() {
     .await;
     let c = clock();
     let ops = json!({"get": {"path": "/x"}, "echo": {"path": "/echo"}});
-    let basic = system(
-        &base,
-        json!({"auth": {"kind": "basic", "username": "mp-key", "password": "mp-secret-0001"}}),
-        ops.clone(),
-        &c,
+    let with_auth = |auth: Value| system(&base, json!({ "auth": auth }), ops.clone(), &c);
+    let basic =
+        with_auth(json!({"kind": "basic", "username": "mp-key", "password": "mp-secret-0001"}));
+    let bearer = with_auth(json!({"kind": "bearer", "token": "bearer-token-0002"}));
+    let header_key =
+        with_auth(json!({"kind": "api_key", "name": "X-Api-Key", "value": "api-key-0003"}));
+    let query_key = with_auth(
+        json!({"kind": "api_key", "name": "key", "value": "api-key-0004", "in": "query"}),
     );
-    let bearer = system(
-        &base,
-        json!({"auth": {"kind": "bearer", "token": "bearer-token-0002"}}),
-        ops.clone(),
-        &c,
-    );
-    let header_key = system(
-        &base,
-        json!({"auth": {"kind": "api_key", "name": "X-Api-Key", "value": "api-key-0003"}}),
-        ops.clone(),
-        &c,
-    );
-    let query_key = system(
-        &base,
-        json!({"auth": {"kind": "api_key", "name": "key", "value": "api-key-0004", "in": "query"}}),
-        ops.clone(),
-        &c,
-    );
-    let none = system(&base, json!({"auth": {"kind": "none"}}), ops, &c);
+    let none = with_auth(json!({"kind": "none"}));
     for sys in [&basic, &bearer, &header_key, &query_key, &none] {
-        sys.call("get", &CallInput::default()).await.unwrap();
+        call(sys, "get").await.unwrap();
     }
     let s = seen(&log);
     assert_eq!(
@@ -366,7 +369,7 @@ async fn fixed_credentials_basic_bearer_and_api_keys() {
     assert_eq!(s[3].q("key"), Some("api-key-0004"));
     assert_eq!(s[4].header("authorization"), None);
 
-    let err = basic.call("echo", &CallInput::default()).await.unwrap_err();
+    let err = call(&basic, "echo").await.unwrap_err();
     let CallError::Permanent {
         status,
         body,
@@ -405,12 +408,12 @@ async fn oauth2_token_is_reused_then_refreshed_when_it_expires() {
         json!({"products": {"path": "/nomenclature/products"}}),
         &c,
     );
-    sys.call("products", &CallInput::default()).await.unwrap();
+    call(&sys, "products").await.unwrap();
     c.advance(Duration::from_secs(3000));
-    sys.call("products", &CallInput::default()).await.unwrap();
+    call(&sys, "products").await.unwrap();
     // Within the margin before expiry: a new token.
     c.advance(Duration::from_secs(560));
-    sys.call("products", &CallInput::default()).await.unwrap();
+    call(&sys, "products").await.unwrap();
 
     let s = seen(&log);
     let paths: Vec<_> = s.iter().map(|r| r.path.as_str()).collect();
@@ -459,7 +462,7 @@ async fn oauth2_form_body_and_token_endpoint_failure() {
                         "client_id": "cid", "client_secret": "form-secret-1", "scope": scope, "body_format": "form"}})
     };
     let ok = system(&base, cfg("read"), json!({"get": {"path": "/x"}}), &c);
-    ok.call("get", &CallInput::default()).await.unwrap();
+    call(&ok, "get").await.unwrap();
     let s = seen(&log);
     assert_eq!(
         s[0].header("content-type"),
@@ -472,16 +475,13 @@ async fn oauth2_form_body_and_token_endpoint_failure() {
     assert_eq!(s[1].header("authorization"), Some("Bearer form-token-1"));
 
     let bad = system(&base, cfg("write"), json!({"get": {"path": "/x"}}), &c);
-    let err = bad.call("get", &CallInput::default()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::Auth {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err:?}"
+    let err = call(&bad, "get").await.unwrap_err();
+    assert_matches!(
+        err,
+        CallError::Auth {
+            status: Some(401),
+            ..
+        }
     );
 }
 
@@ -518,9 +518,9 @@ async fn login_token_is_fetched_again_once_on_a_401() {
                "always401": {"path": "/always401"}}),
         &c,
     );
-    sys.call("get", &CallInput::default()).await.unwrap();
+    call(&sys, "get").await.unwrap();
     // session-1 is now refused: a new login, then the same POST once more.
-    let out = sys.call("post", &CallInput::default()).await.unwrap();
+    let out = call(&sys, "post").await.unwrap();
     assert_eq!(out.body, json!({"ok": "Token session-2"}));
     let s = seen(&log);
     let paths: Vec<_> = s
@@ -544,27 +544,21 @@ async fn login_token_is_fetched_again_once_on_a_401() {
 
     // The login said 7200 s: the token is renewed a minute before that, not after a 401.
     c.advance(Duration::from_secs(7200 - 61));
-    sys.call("get", &CallInput::default()).await.unwrap();
+    call(&sys, "get").await.unwrap();
     c.advance(Duration::from_secs(2));
-    sys.call("get", &CallInput::default()).await.unwrap();
+    call(&sys, "get").await.unwrap();
     let tail: Vec<_> = seen(&log)[5..].iter().map(|r| r.path.clone()).collect();
     assert_eq!(tail, ["/api/orders", "/api/login", "/api/orders"]);
 
     // A 401 that a new token does not cure is an auth failure, after exactly one new login.
     let before = seen(&log).len();
-    let err = sys
-        .call("always401", &CallInput::default())
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::Auth {
-                status: Some(401),
-                ..
-            }
-        ),
-        "{err:?}"
+    let err = call(&sys, "always401").await.unwrap_err();
+    assert_matches!(
+        err,
+        CallError::Auth {
+            status: Some(401),
+            ..
+        }
     );
     let after: Vec<_> = seen(&log)[before..]
         .iter()
@@ -701,10 +695,7 @@ async fn cursor_pages_end_and_a_repeated_cursor_is_an_error() {
     let stuck = pages(&sys, "stuck").await;
     assert_eq!(ids(&stuck), [vec![3], vec![4]]);
     let err = stuck.last().unwrap().as_ref().unwrap_err();
-    assert!(
-        matches!(err, CallError::Pagination { page: 2, .. }),
-        "{err:?}"
-    );
+    assert_matches!(err, CallError::Pagination { page: 2, .. });
     assert!(
         err.to_string().contains("cursor `stuck` was already used"),
         "{err}"
@@ -843,10 +834,10 @@ async fn retry_after_in_seconds_and_as_a_date_is_waited_on_the_clock() {
         json!({"secs": {"path": "/secs"}, "date": {"path": "/date"}}),
         &c,
     );
-    sys.call("secs", &CallInput::default()).await.unwrap();
+    call(&sys, "secs").await.unwrap();
     assert_eq!(c.sleeps(), [Duration::from_secs(2)]);
     // Now 12:00:02; the 503 asks to wait until :07, then a 429 until :09.
-    sys.call("date", &CallInput::default()).await.unwrap();
+    call(&sys, "date").await.unwrap();
     assert_eq!(
         c.sleeps(),
         [
@@ -877,17 +868,11 @@ async fn rate_limited_until_the_attempts_run_out() {
         json!({"create": {"method": "POST", "path": "/invoice"}}),
         &c,
     );
-    let err = sys.call("create", &CallInput::default()).await.unwrap_err();
-    assert!(
-        matches!(err, CallError::RateLimited { attempts: 3, .. }),
-        "{err:?}"
-    );
+    let err = call(&sys, "create").await.unwrap_err();
+    assert_matches!(err, CallError::RateLimited { attempts: 3, .. });
     // A 429 means the write was not done, so even a POST is sent again.
     assert_eq!(seen(&log).len(), 3);
-    assert_eq!(
-        c.sleeps(),
-        [Duration::from_millis(100), Duration::from_millis(200)]
-    );
+    assert_eq!(c.sleeps(), ms(&[100, 200]));
 }
 
 #[tokio::test]
@@ -905,14 +890,11 @@ async fn a_lockout_pauses_every_caller_of_the_system() {
         json!({"invoice": {"method": "POST", "path": "/invoice"}, "stocks": {"path": "/stocks"}}),
         &c,
     ));
-    let err = sys
-        .call("invoice", &CallInput::default())
-        .await
-        .unwrap_err();
-    assert!(matches!(err, CallError::RateLimited { .. }), "{err:?}");
+    let err = call(&sys, "invoice").await.unwrap_err();
+    assert_matches!(err, CallError::RateLimited { .. });
     // Another flow, another operation: it waits out the lock-out before sending anything.
     let other = sys.clone();
-    tokio::spawn(async move { other.call("stocks", &CallInput::default()).await })
+    tokio::spawn(async move { call(&other, "stocks").await })
         .await
         .unwrap()
         .unwrap();
@@ -935,12 +917,9 @@ async fn the_token_bucket_spaces_requests_of_all_callers() {
         &c,
     );
     for _ in 0..4 {
-        sys.call("get", &CallInput::default()).await.unwrap();
+        call(&sys, "get").await.unwrap();
     }
-    assert_eq!(
-        c.sleeps(),
-        [Duration::from_millis(250), Duration::from_millis(250)]
-    );
+    assert_eq!(c.sleeps(), ms(&[250, 250]));
     assert_eq!(sys.stats().snapshot().rate_limit_waits, 2);
 }
 
@@ -964,13 +943,10 @@ async fn server_errors_are_retried_with_backoff_for_safe_requests() {
         json!({"get": {"path": "/x", "record": "$"}}),
         &c,
     );
-    let out = sys.call("get", &CallInput::default()).await.unwrap();
+    let out = call(&sys, "get").await.unwrap();
     assert_eq!(out.record, Some(json!({"id": 1})));
     assert_eq!(seen(&log).len(), 3);
-    assert_eq!(
-        c.sleeps(),
-        [Duration::from_millis(100), Duration::from_millis(200)]
-    );
+    assert_eq!(c.sleeps(), ms(&[100, 200]));
     assert_eq!(sys.stats().snapshot().retries, 2);
 }
 
@@ -984,17 +960,14 @@ async fn server_errors_that_persist_end_as_transport_errors() {
         json!({"get": {"path": "/x"}}),
         &c,
     );
-    let err = sys.call("get", &CallInput::default()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::Transport {
-                status: Some(500),
-                attempts: 2,
-                ..
-            }
-        ),
-        "{err:?}"
+    let err = call(&sys, "get").await.unwrap_err();
+    assert_matches!(
+        err,
+        CallError::Transport {
+            status: Some(500),
+            attempts: 2,
+            ..
+        }
     );
     assert!(err.is_transient());
     assert_eq!(seen(&log).len(), 2);
@@ -1019,7 +992,7 @@ async fn a_get_that_times_out_is_sent_again() {
         json!({"get": {"path": "/x", "records": "$.data"}}),
         &c,
     );
-    let out = sys.call("get", &CallInput::default()).await.unwrap();
+    let out = call(&sys, "get").await.unwrap();
     assert_eq!(out.records, [json!(1)]);
     assert_eq!(seen(&log).len(), 2);
     let st = sys.stats().snapshot();
@@ -1041,10 +1014,7 @@ async fn a_post_without_idempotency_key_that_times_out_is_in_doubt_and_not_resen
         ..Default::default()
     };
     let err = sys.call("invoice", &input).await.unwrap_err();
-    assert!(
-        matches!(err, CallError::InDoubt { status: None, .. }),
-        "{err:?}"
-    );
+    assert_matches!(err, CallError::InDoubt { status: None, .. });
     assert_eq!(seen(&log).len(), 1);
     assert!(c.sleeps().is_empty());
     assert_eq!(sys.stats().snapshot().in_doubt, 1);
@@ -1074,16 +1044,13 @@ async fn a_post_that_gets_a_server_error_is_in_doubt_unless_it_carries_a_key() {
         }),
         &c,
     );
-    let err = sys.call("plain", &CallInput::default()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::InDoubt {
-                status: Some(500),
-                ..
-            }
-        ),
-        "{err:?}"
+    let err = call(&sys, "plain").await.unwrap_err();
+    assert_matches!(
+        err,
+        CallError::InDoubt {
+            status: Some(500),
+            ..
+        }
     );
     assert_eq!(seen(&log).len(), 1);
 
@@ -1115,17 +1082,14 @@ async fn a_refused_connection_is_retried_even_for_a_post() {
         json!({"create": {"method": "POST", "path": "/x"}}),
         &c,
     );
-    let err = sys.call("create", &CallInput::default()).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::Transport {
-                attempts: 2,
-                status: None,
-                ..
-            }
-        ),
-        "{err:?}"
+    let err = call(&sys, "create").await.unwrap_err();
+    assert_matches!(
+        err,
+        CallError::Transport {
+            attempts: 2,
+            status: None,
+            ..
+        }
     );
 }
 
@@ -1163,11 +1127,7 @@ async fn errors_in_a_200_body_and_other_rules_classify_responses() {
         }),
         &c,
     );
-    let call = |op: &'static str| {
-        let sys = &sys;
-        async move { sys.call(op, &CallInput::default()).await }
-    };
-    let err = call("invoice").await.unwrap_err();
+    let err = call(&sys, "invoice").await.unwrap_err();
     let CallError::Permanent {
         status,
         message,
@@ -1182,21 +1142,21 @@ async fn errors_in_a_200_body_and_other_rules_classify_responses() {
         (200, "SmartBill: Seria nu exista")
     );
     assert_eq!(body["errorText"], "Seria nu exista");
-    assert!(!call("ok").await.unwrap().already_done);
-    assert!(call("dup").await.unwrap().already_done);
+    assert!(!call(&sys, "ok").await.unwrap().already_done);
+    assert!(call(&sys, "dup").await.unwrap().already_done);
     assert!(matches!(
-        call("gone").await,
+        call(&sys, "gone").await,
         Err(CallError::NotFound { status: 404, .. })
     ));
     assert!(matches!(
-        call("odd").await,
+        call(&sys, "odd").await,
         Err(CallError::NotFound { status: 418, .. })
     ));
     assert!(matches!(
-        call("moved").await,
+        call(&sys, "moved").await,
         Err(CallError::Permanent { status: 301, .. })
     ));
-    let err = call("send").await.unwrap_err();
+    let err = call(&sys, "send").await.unwrap_err();
     assert!(err.to_string().ends_with("code 3 (200)"), "{err}");
 }
 
@@ -1226,7 +1186,7 @@ async fn concurrent_callers_share_one_token_fetch() {
     let calls: Vec<_> = (0..5)
         .map(|_| {
             let sys = sys.clone();
-            tokio::spawn(async move { sys.call("get", &CallInput::default()).await })
+            tokio::spawn(async move { call(&sys, "get").await })
         })
         .collect();
     for call in calls {

@@ -16,7 +16,7 @@ use erpsync::sim::{
     BurstLimit, ErpHandle, ErpOptions, ErpSim, FailRule, Faults, ShopHandle, ShopOptions, ShopSim,
     TokenBucket, WebhookConfig,
 };
-use reqwest::{Client, Method, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
@@ -59,7 +59,23 @@ async fn erp() -> (ErpHandle, ManualClock) {
     erp_with(ErpOptions::unlimited()).await
 }
 
-/// Sends an authenticated shop request; returns status, headers and JSON body.
+/// Sends `req`, with `body` as JSON; returns status, headers and JSON body (null when the
+/// answer is not JSON).
+async fn send(mut req: RequestBuilder, body: Option<Value>) -> (StatusCode, HeaderMap, Value) {
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let (status, headers) = (resp.status(), resp.headers().clone());
+    let text = resp.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::Null),
+    )
+}
+
+/// Sends an authenticated shop request to a path below the API or to an absolute URL.
 async fn shop_call(
     shop: &ShopHandle,
     method: Method,
@@ -72,33 +88,28 @@ async fn shop_call(
     } else {
         format!("{}{path_or_url}", shop.api_url())
     };
-    let mut req = http().request(method, url).basic_auth(key, Some(secret));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
+    send(
+        http().request(method, url).basic_auth(key, Some(secret)),
+        body,
     )
+    .await
+}
+
+async fn shop_get(shop: &ShopHandle, path_or_url: &str) -> (StatusCode, HeaderMap, Value) {
+    shop_call(shop, Method::GET, path_or_url, None).await
+}
+
+/// Asks the ERP for a token with these client credentials.
+async fn token_request(erp: &ErpHandle, id: &str, secret: &str) -> (StatusCode, HeaderMap, Value) {
+    let body =
+        json!({"client_id": id, "client_secret": secret, "grant_type": "client_credentials"});
+    let url = format!("{}/authorize/token", erp.api_url());
+    send(http().post(url), Some(body)).await
 }
 
 async fn erp_token(erp: &ErpHandle) -> String {
     let (id, secret) = erp.credentials();
-    let resp: Value = http()
-        .post(format!("{}/authorize/token", erp.api_url()))
-        .json(
-            &json!({"client_id": id, "client_secret": secret, "grant_type": "client_credentials"}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, _, resp) = token_request(erp, &id, &secret).await;
     resp["access_token"].as_str().unwrap().to_owned()
 }
 
@@ -109,20 +120,17 @@ async fn erp_call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, HeaderMap, Value) {
-    let mut req = http()
-        .request(method, format!("{}{path}", erp.api_url()))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let (status, headers) = (resp.status(), resp.headers().clone());
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-    )
+    let url = format!("{}{path}", erp.api_url());
+    send(http().request(method, url).bearer_auth(token), body).await
+}
+
+async fn erp_get(erp: &ErpHandle, token: &str, path: &str) -> (StatusCode, HeaderMap, Value) {
+    erp_call(erp, token, Method::GET, path, None).await
+}
+
+/// Posts `body` to a control route (`/__sim/…`, which needs no credentials).
+async fn control(url: String, body: Value) -> (StatusCode, HeaderMap, Value) {
+    send(http().post(url), Some(body)).await
 }
 
 fn order_body(key: Option<&str>, reference: &str, code: &str) -> Value {
@@ -164,15 +172,9 @@ async fn shop_answers_401_to_bad_credentials_then_403_after_the_limit() {
     }
     assert_eq!(bad().await.status(), 403);
     // Locked out: even good credentials are refused until the lock-out ends.
-    assert_eq!(
-        shop_call(&shop, Method::GET, "/products", None).await.0,
-        403
-    );
+    assert_eq!(shop_get(&shop, "/products").await.0, 403);
     clock.advance(Duration::from_secs(901));
-    assert_eq!(
-        shop_call(&shop, Method::GET, "/products", None).await.0,
-        200
-    );
+    assert_eq!(shop_get(&shop, "/products").await.0, 200);
 }
 
 #[tokio::test]
@@ -183,7 +185,7 @@ async fn shop_pages_follow_absolute_next_links_until_absent() {
     let mut skus = Vec::new();
     let mut pages = 0;
     loop {
-        let (status, _, body) = shop_call(&shop, Method::GET, &url, None).await;
+        let (status, _, body) = shop_get(&shop, &url).await;
         assert_eq!(status, 200);
         pages += 1;
         for p in body["data"].as_array().unwrap() {
@@ -201,20 +203,14 @@ async fn shop_pages_follow_absolute_next_links_until_absent() {
     assert_eq!(pages, 3);
     assert_eq!(skus.len(), 250);
     assert_eq!(skus.iter().collect::<HashSet<_>>().len(), 250);
-    let (_, _, body) = shop_call(
-        &shop,
-        Method::GET,
-        "/products?limit=5&include=variants",
-        None,
-    )
-    .await;
+    let (_, _, body) = shop_get(&shop, "/products?limit=5&include=variants").await;
     assert!(body["data"][0]["variants"].is_array());
 }
 
 #[tokio::test]
 async fn shop_rejects_a_limit_over_100() {
     let (shop, _) = shop().await;
-    let (status, _, body) = shop_call(&shop, Method::GET, "/products?limit=101", None).await;
+    let (status, _, body) = shop_get(&shop, "/products?limit=101").await;
     assert_eq!(status, 400);
     assert_eq!(body["error"]["name"], "ValidationError");
     let (shop, _) = shop_with(ShopOptions {
@@ -222,12 +218,7 @@ async fn shop_rejects_a_limit_over_100() {
         ..ShopOptions::unlimited()
     })
     .await;
-    assert_eq!(
-        shop_call(&shop, Method::GET, "/products?limit=500", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(shop_get(&shop, "/products?limit=500").await.0, 200);
 }
 
 #[tokio::test]
@@ -242,7 +233,7 @@ async fn shop_rejects_a_duplicate_sku_with_the_error_shape() {
     assert_eq!(status, 400);
     assert_eq!(err["error"]["name"], "ValidationError");
     assert!(err["error"]["message"].as_str().unwrap().contains("LED-1"));
-    let (status, _, found) = shop_call(&shop, Method::GET, "/products?sku=LED-1", None).await;
+    let (status, _, found) = shop_get(&shop, "/products?sku=LED-1").await;
     assert_eq!(status, 200);
     assert_eq!(found["data"].as_array().unwrap().len(), 1);
 }
@@ -294,13 +285,7 @@ async fn shop_updated_after_returns_only_later_changes() {
     let (shop, clock) = shop().await;
     shop.seed_products(30, 1);
     let cursor = "2026-03-01T09:00:00.000Z";
-    let (_, _, body) = shop_call(
-        &shop,
-        Method::GET,
-        &format!("/products?updated_after={cursor}"),
-        None,
-    )
-    .await;
+    let (_, _, body) = shop_get(&shop, &format!("/products?updated_after={cursor}")).await;
     assert_eq!(body["data"].as_array().unwrap().len(), 0);
     clock.advance(Duration::from_secs(60));
     let changed = shop.update_product(12, |p| p.stock = Some(99)).unwrap();
@@ -308,24 +293,12 @@ async fn shop_updated_after_returns_only_later_changes() {
         changed.updated_at,
         start_time() + chrono::Duration::seconds(60)
     );
-    let (_, _, body) = shop_call(
-        &shop,
-        Method::GET,
-        &format!("/products?updated_after={cursor}"),
-        None,
-    )
-    .await;
+    let (_, _, body) = shop_get(&shop, &format!("/products?updated_after={cursor}")).await;
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 1);
     assert_eq!(data[0]["stock"], 99);
     assert_eq!(data[0]["updated_at"], "2026-03-01T09:01:00.000Z");
-    let (status, _, _) = shop_call(
-        &shop,
-        Method::GET,
-        "/products?updated_after=yesterday",
-        None,
-    )
-    .await;
+    let (status, _, _) = shop_get(&shop, "/products?updated_after=yesterday").await;
     assert_eq!(status, 400);
 }
 
@@ -385,13 +358,7 @@ async fn shop_orders_follow_the_state_machine_and_lock_after_export() {
             .0,
         200
     );
-    let (_, _, list) = shop_call(
-        &shop,
-        Method::GET,
-        "/orders?shipping_status=delivered",
-        None,
-    )
-    .await;
+    let (_, _, list) = shop_get(&shop, "/orders?shipping_status=delivered").await;
     assert_eq!(list["data"].as_array().unwrap().len(), 1);
     // An order born elsewhere can be posted.
     let born = json!({"channel_name": "erp", "customer": {"email": "b@example.com"},
@@ -469,27 +436,21 @@ async fn shop_token_bucket_answers_429_with_retry_after() {
     })
     .await;
     for _ in 0..4 {
-        assert_eq!(
-            shop_call(&shop, Method::GET, "/products", None).await.0,
-            200
-        );
+        assert_eq!(shop_get(&shop, "/products").await.0, 200);
     }
-    let (status, headers, body) = shop_call(&shop, Method::GET, "/products", None).await;
+    let (status, headers, body) = shop_get(&shop, "/products").await;
     assert_eq!(status, 429);
     assert_eq!(headers["retry-after"], "1");
     assert_eq!(body["error"]["name"], "TooManyRequests");
     clock.advance(Duration::from_millis(250));
-    assert_eq!(
-        shop_call(&shop, Method::GET, "/products", None).await.0,
-        200
-    );
+    assert_eq!(shop_get(&shop, "/products").await.0, 200);
     shop.set_rate_limit(Some(TokenBucket {
         rate_per_sec: 1.0,
         burst: 1.0,
         send_retry_after: false,
     }));
-    shop_call(&shop, Method::GET, "/products", None).await;
-    let (status, headers, _) = shop_call(&shop, Method::GET, "/products", None).await;
+    shop_get(&shop, "/products").await;
+    let (status, headers, _) = shop_get(&shop, "/products").await;
     assert_eq!(status, 429);
     assert!(headers.get("retry-after").is_none());
 }
@@ -503,15 +464,9 @@ async fn erp_tokens_expire_by_the_clock() {
         ..ErpOptions::unlimited()
     })
     .await;
-    let bad = http()
-        .post(format!("{}/authorize/token", erp.api_url()))
-        .json(&json!({"client_id": "x", "client_secret": "y", "grant_type": "client_credentials"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(bad.status(), 401);
+    assert_eq!(token_request(&erp, "x", "y").await.0, 401);
     let token = erp_token(&erp).await;
-    let (status, _, body) = erp_call(&erp, &token, Method::GET, "/products", None).await;
+    let (status, _, body) = erp_get(&erp, &token, "/products").await;
     assert_eq!(status, 200);
     assert_eq!(body["statusMessage"], "Success");
     assert_eq!(
@@ -521,7 +476,7 @@ async fn erp_tokens_expire_by_the_clock() {
         401
     );
     clock.advance(Duration::from_secs(600));
-    let (status, _, body) = erp_call(&erp, &token, Method::GET, "/products", None).await;
+    let (status, _, body) = erp_get(&erp, &token, "/products").await;
     assert_eq!(status, 401);
     assert_eq!(body["status"], 401);
     let fresh = erp_token(&erp).await;
@@ -610,10 +565,10 @@ async fn erp_idempotency_key_returns_the_same_document_and_numbers_are_per_serie
     web["seriesName"] = json!("WEB");
     assert_eq!(post(web.clone()).await["number"], 1);
     assert_eq!(post(web).await["number"], 2);
-    let (_, _, found) = erp_call(&erp, &token, Method::GET, "/orders?reference=1001", None).await;
+    let (_, _, found) = erp_get(&erp, &token, "/orders?reference=1001").await;
     assert_eq!(found["data"].as_array().unwrap().len(), 1);
     let id = first["id"].as_u64().unwrap();
-    let (_, _, one) = erp_call(&erp, &token, Method::GET, &format!("/orders/{id}"), None).await;
+    let (_, _, one) = erp_get(&erp, &token, &format!("/orders/{id}")).await;
     assert_eq!(one["data"]["lines"][0]["quantity"], 2);
 }
 
@@ -627,7 +582,7 @@ async fn erp_offset_paging_ends_with_a_short_page() {
     let mut pages = 0;
     loop {
         let path = format!("/products?offset={offset}&limitPerPage=100");
-        let (_, _, body) = erp_call(&erp, &token, Method::GET, &path, None).await;
+        let (_, _, body) = erp_get(&erp, &token, &path).await;
         let data = body["data"].as_array().unwrap();
         pages += 1;
         for p in data {
@@ -640,23 +595,9 @@ async fn erp_offset_paging_ends_with_a_short_page() {
         offset += 100;
     }
     assert_eq!((pages, codes.len()), (3, 260));
-    let (status, _, _) = erp_call(
-        &erp,
-        &token,
-        Method::GET,
-        "/products?limitPerPage=251",
-        None,
-    )
-    .await;
+    let (status, _, _) = erp_get(&erp, &token, "/products?limitPerPage=251").await;
     assert_eq!(status, 400);
-    let (_, _, stock) = erp_call(
-        &erp,
-        &token,
-        Method::GET,
-        "/stock?limitPerPage=250&warehouse=Magazin",
-        None,
-    )
-    .await;
+    let (_, _, stock) = erp_get(&erp, &token, "/stock?limitPerPage=250&warehouse=Magazin").await;
     assert_eq!(stock["data"].as_array().unwrap().len(), 250);
 }
 
@@ -668,10 +609,7 @@ async fn erp_stock_changes_carry_their_own_stamp() {
     clock.advance(Duration::from_secs(30));
     let since = "2026-03-01T09:00:30.000Z";
     let path = format!("/stock?changedSince={since}");
-    assert_eq!(
-        erp_call(&erp, &token, Method::GET, &path, None).await.2["data"],
-        json!([])
-    );
+    assert_eq!(erp_get(&erp, &token, &path).await.2["data"], json!([]));
     let (_, _, put) = erp_call(
         &erp,
         &token,
@@ -682,18 +620,16 @@ async fn erp_stock_changes_carry_their_own_stamp() {
     .await;
     assert_eq!(put["data"]["quantity"], 12);
     erp.set_stock("SKU-000005", "Depozit central", 1).unwrap();
-    let (_, _, body) = erp_call(&erp, &token, Method::GET, &path, None).await;
+    let (_, _, body) = erp_get(&erp, &token, &path).await;
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     assert_eq!(data[0]["code"], "SKU-000004");
     assert_eq!(data[0]["updatedAt"], since);
     // The product itself did not change.
-    let (_, _, products) = erp_call(
+    let (_, _, products) = erp_get(
         &erp,
         &token,
-        Method::GET,
         &format!("/products?updatedAfter={}", "2026-03-01T09:00:00.000Z"),
-        None,
     )
     .await;
     assert_eq!(products["data"], json!([]));
@@ -720,27 +656,17 @@ async fn erp_burst_of_calls_locks_the_client_out() {
     .await;
     let token = erp_token(&erp).await;
     for _ in 0..4 {
-        assert_eq!(
-            erp_call(&erp, &token, Method::GET, "/clients", None)
-                .await
-                .0,
-            200
-        );
+        assert_eq!(erp_get(&erp, &token, "/clients").await.0, 200);
     }
-    let (status, headers, _) = erp_call(&erp, &token, Method::GET, "/clients", None).await;
+    let (status, headers, _) = erp_get(&erp, &token, "/clients").await;
     assert_eq!(status, 429);
     assert_eq!(headers["retry-after"], "600");
     clock.advance(Duration::from_secs(300));
-    let (status, headers, _) = erp_call(&erp, &token, Method::GET, "/clients", None).await;
+    let (status, headers, _) = erp_get(&erp, &token, "/clients").await;
     assert_eq!(status, 429);
     assert_eq!(headers["retry-after"], "300");
     clock.advance(Duration::from_secs(300));
-    assert_eq!(
-        erp_call(&erp, &token, Method::GET, "/clients", None)
-            .await
-            .0,
-        200
-    );
+    assert_eq!(erp_get(&erp, &token, "/clients").await.0, 200);
     // Calls spread over the window never lock out.
     erp.set_burst_limit(Some(BurstLimit {
         max_calls: 2,
@@ -749,20 +675,10 @@ async fn erp_burst_of_calls_locks_the_client_out() {
     }));
     for _ in 0..6 {
         clock.advance(Duration::from_secs(5));
-        assert_eq!(
-            erp_call(&erp, &token, Method::GET, "/clients", None)
-                .await
-                .0,
-            200
-        );
+        assert_eq!(erp_get(&erp, &token, "/clients").await.0, 200);
     }
-    erp_call(&erp, &token, Method::GET, "/clients", None).await;
-    assert_eq!(
-        erp_call(&erp, &token, Method::GET, "/clients", None)
-            .await
-            .0,
-        403
-    );
+    erp_get(&erp, &token, "/clients").await;
+    assert_eq!(erp_get(&erp, &token, "/clients").await.0, 403);
 }
 
 #[tokio::test]
@@ -773,14 +689,11 @@ async fn erp_batch_answers_per_item_and_can_fail_in_part() {
         .map(|i| json!({"code": format!("B-{i}"), "name": format!("Produs {i}"), "price": 10.0}))
         .chain([json!({"name": "fara cod"})])
         .collect();
-    let (_, _, body) = erp_call(
-        &erp,
-        &token,
-        Method::POST,
-        "/products/batch",
-        Some(json!({"items": items})),
-    )
-    .await;
+    let batch = |items: Vec<Value>| {
+        let body = json!({"items": items});
+        erp_call(&erp, &token, Method::POST, "/products/batch", Some(body))
+    };
+    let (_, _, body) = batch(items).await;
     let results = body["data"].as_array().unwrap();
     assert_eq!(results.len(), 11);
     assert!(results[..10].iter().all(|r| r["ok"] == true));
@@ -789,14 +702,7 @@ async fn erp_batch_answers_per_item_and_can_fail_in_part() {
     let items: Vec<Value> = (0..20)
         .map(|i| json!({"code": format!("B-{i}"), "name": "Redenumit"}))
         .collect();
-    let (_, _, body) = erp_call(
-        &erp,
-        &token,
-        Method::POST,
-        "/products/batch",
-        Some(json!({"items": items})),
-    )
-    .await;
+    let (_, _, body) = batch(items).await;
     let results = body["data"].as_array().unwrap();
     let failed = results.iter().filter(|r| r["ok"] == false).count();
     assert!(failed > 0 && failed < 20, "partial: {failed}");
@@ -809,15 +715,7 @@ async fn erp_batch_answers_per_item_and_can_fail_in_part() {
     let too_many: Vec<Value> = (0..101)
         .map(|i| json!({"code": format!("C-{i}"), "name": "x"}))
         .collect();
-    let (status, _, _) = erp_call(
-        &erp,
-        &token,
-        Method::POST,
-        "/products/batch",
-        Some(json!({"items": too_many})),
-    )
-    .await;
-    assert_eq!(status, 400);
+    assert_eq!(batch(too_many).await.0, 400);
 }
 
 #[tokio::test]
@@ -857,20 +755,13 @@ async fn erp_handle_mutations_show_in_the_api() {
         .unwrap();
     assert_eq!(phone.reference, None);
     let path = "/orders?updatedAfter=2026-03-01T09:00:00.000Z";
-    let (_, _, body) = erp_call(&erp, &token, Method::GET, path, None).await;
+    let (_, _, body) = erp_get(&erp, &token, path).await;
     let data = body["data"].as_array().unwrap();
     assert_eq!(data.len(), 2);
     assert_eq!(data[0]["awb"], "AWB-9");
     assert_eq!(data[0]["invoice"]["series"], "FCT");
     assert_eq!(data[1]["channel"], "phone");
-    let (_, _, clients) = erp_call(
-        &erp,
-        &token,
-        Method::GET,
-        "/clients?email=ion@example.com",
-        None,
-    )
-    .await;
+    let (_, _, clients) = erp_get(&erp, &token, "/clients?email=ion@example.com").await;
     assert_eq!(clients["data"][0]["name"], "Ion Pop");
 }
 
@@ -886,7 +777,7 @@ async fn injected_server_errors_rate_limits_and_latency() {
         ..ShopOptions::unlimited()
     })
     .await;
-    let (status, _, body) = shop_call(&shop, Method::GET, "/products", None).await;
+    let (status, _, body) = shop_get(&shop, "/products").await;
     assert_eq!(status, 503);
     assert!(body["error"]["name"].is_string());
     shop.faults().set(Faults {
@@ -894,7 +785,7 @@ async fn injected_server_errors_rate_limits_and_latency() {
         retry_after_secs: Some(7),
         ..Faults::default()
     });
-    let (status, headers, _) = shop_call(&shop, Method::GET, "/products", None).await;
+    let (status, headers, _) = shop_get(&shop, "/products").await;
     assert_eq!(
         (status, &headers["retry-after"]),
         (StatusCode::TOO_MANY_REQUESTS, &"7".parse().unwrap())
@@ -903,10 +794,7 @@ async fn injected_server_errors_rate_limits_and_latency() {
         latency_ms: 5,
         ..Faults::default()
     });
-    assert_eq!(
-        shop_call(&shop, Method::GET, "/products", None).await.0,
-        200
-    );
+    assert_eq!(shop_get(&shop, "/products").await.0, 200);
     // A share below one fails some requests and not others.
     shop.faults().set(Faults {
         error_rate: 0.5,
@@ -914,7 +802,7 @@ async fn injected_server_errors_rate_limits_and_latency() {
     });
     let mut statuses = HashSet::new();
     for _ in 0..20 {
-        statuses.insert(shop_call(&shop, Method::GET, "/products", None).await.0);
+        statuses.insert(shop_get(&shop, "/products").await.0);
     }
     assert!(
         statuses.contains(&StatusCode::OK) && statuses.contains(&StatusCode::SERVICE_UNAVAILABLE)
@@ -927,10 +815,7 @@ async fn fail_next_rules_hit_only_matching_requests() {
     shop.seed_products(2, 1);
     shop.faults()
         .fail_next(FailRule::new("PATCH", "/api/v2/products", 502, 2));
-    assert_eq!(
-        shop_call(&shop, Method::GET, "/products/1", None).await.0,
-        200
-    );
+    assert_eq!(shop_get(&shop, "/products/1").await.0, 200);
     let patch = || {
         shop_call(
             &shop,
@@ -955,30 +840,21 @@ async fn a_held_response_trips_a_short_client_timeout() {
         .timeout(Duration::from_millis(50))
         .build()
         .unwrap();
-    let err = client
-        .get(format!("{}/products", shop.api_url()))
-        .basic_auth(&key, Some(&secret))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(err.is_timeout());
-    assert_eq!(
-        shop_call(&shop, Method::GET, "/products", None).await.0,
-        200
-    );
+    let impatient_get = || {
+        client
+            .get(format!("{}/products", shop.api_url()))
+            .basic_auth(&key, Some(&secret))
+            .send()
+    };
+    assert!(impatient_get().await.unwrap_err().is_timeout());
+    assert_eq!(shop_get(&shop, "/products").await.0, 200);
     // Random timeouts: a share of requests is held.
     shop.faults().set(Faults {
         timeout_rate: 1.0,
         timeout_ms: 5_000,
         ..Faults::default()
     });
-    let err = client
-        .get(format!("{}/products", shop.api_url()))
-        .basic_auth(&key, Some(&secret))
-        .send()
-        .await
-        .unwrap_err();
-    assert!(err.is_timeout());
+    assert!(impatient_get().await.unwrap_err().is_timeout());
 }
 
 #[tokio::test]
@@ -1025,7 +901,7 @@ async fn page_drift_makes_naive_paging_skip_one_and_repeat_one() {
     let mut url = format!("{}/products?limit=10", shop.api_url());
     let mut seen = Vec::new();
     loop {
-        let (_, _, body) = shop_call(&shop, Method::GET, &url, None).await;
+        let (_, _, body) = shop_get(&shop, &url).await;
         seen.extend(
             body["data"]
                 .as_array()
@@ -1049,7 +925,7 @@ async fn page_drift_makes_naive_paging_skip_one_and_repeat_one() {
     let mut codes = Vec::new();
     for offset in (0..).step_by(10) {
         let path = format!("/products?offset={offset}&limitPerPage=10");
-        let (_, _, body) = erp_call(&erp, &token, Method::GET, &path, None).await;
+        let (_, _, body) = erp_get(&erp, &token, &path).await;
         let data = body["data"].as_array().unwrap().clone();
         codes.extend(data.iter().map(|p| p["code"].as_str().unwrap().to_owned()));
         if data.len() < 10 {
@@ -1065,9 +941,9 @@ async fn page_drift_makes_naive_paging_skip_one_and_repeat_one() {
 async fn counters_count_by_route_template_and_skip_control_calls() {
     let (shop, _) = shop().await;
     shop.seed_products(3, 1);
-    shop_call(&shop, Method::GET, "/products", None).await;
-    shop_call(&shop, Method::GET, "/products/1", None).await;
-    shop_call(&shop, Method::GET, "/products/2", None).await;
+    shop_get(&shop, "/products").await;
+    shop_get(&shop, "/products/1").await;
+    shop_get(&shop, "/products/2").await;
     shop_call(
         &shop,
         Method::PATCH,
@@ -1080,29 +956,22 @@ async fn counters_count_by_route_template_and_skip_control_calls() {
     assert_eq!(c.count("GET", "/api/v2/products/{id}"), 2);
     assert_eq!(c.count("PATCH", "/api/v2/products/{id}"), 1);
     assert_eq!(c.writes(), 1);
-    let control: Value = http()
-        .get(format!("{}/__sim/counters", shop.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(control["total"], 4);
-    let resp = http()
-        .post(format!("{}/__sim/orders/999", shop.base_url()))
-        .json(&json!({"shipping_status": "shipped"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 404);
+    let (_, _, counted) = send(
+        http().get(format!("{}/__sim/counters", shop.base_url())),
+        None,
+    )
+    .await;
+    assert_eq!(counted["total"], 4);
+    let url = format!("{}/__sim/orders/999", shop.base_url());
+    let (status, _, _) = control(url, json!({"shipping_status": "shipped"})).await;
+    assert_eq!(status, 404);
     assert_eq!(c.total(), 4);
     c.reset();
     assert_eq!(c.total(), 0);
 
     let (erp, _) = erp().await;
     let token = erp_token(&erp).await;
-    erp_call(&erp, &token, Method::GET, "/clients", None).await;
+    erp_get(&erp, &token, "/clients").await;
     assert_eq!(erp.counters().count("POST", "/api/authorize/token"), 1);
     assert_eq!(erp.counters().writes(), 0);
 }
@@ -1114,52 +983,26 @@ async fn the_control_api_drives_faults_and_mutations() {
         .create_order(Order::new("x@example.com", &[("SKU-1", 1, 1.0)]))
         .unwrap();
     let base = shop.base_url();
-    let resp = http()
-        .post(format!("{base}/__sim/orders/{}", order.id))
-        .json(&json!({"shipping_status": "shipped", "awb": "A1"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    let edit = json!({"shipping_status": "shipped", "awb": "A1"});
+    let (status, _, _) = control(format!("{base}/__sim/orders/{}", order.id), edit).await;
+    assert_eq!(status, 200);
     assert_eq!(shop.order(&order.id).unwrap().awb.as_deref(), Some("A1"));
     let rule = json!({"method": "GET", "path_prefix": "/api/v2/orders", "status": 500, "count": 1});
-    http()
-        .post(format!("{base}/__sim/faults/fail-next"))
-        .json(&rule)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(shop_call(&shop, Method::GET, "/orders", None).await.0, 500);
-    http()
-        .post(format!("{base}/__sim/faults"))
-        .json(&json!({"error_rate": 1.0, "error_status": 502}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(shop_call(&shop, Method::GET, "/orders", None).await.0, 502);
+    control(format!("{base}/__sim/faults/fail-next"), rule).await;
+    assert_eq!(shop_get(&shop, "/orders").await.0, 500);
+    let faults = json!({"error_rate": 1.0, "error_status": 502});
+    control(format!("{base}/__sim/faults"), faults).await;
+    assert_eq!(shop_get(&shop, "/orders").await.0, 502);
 
     let (erp, _) = erp().await;
     erp.seed_products(2, 1);
-    let resp: Value = http()
-        .post(format!("{}/__sim/orders", erp.base_url()))
-        .json(&json!({"client_name": "Ion", "client_email": "i@example.com", "lines": [["SKU-000001", 2]]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = resp["data"]["id"].as_u64().unwrap();
-    let resp: Value = http()
-        .post(format!("{}/__sim/orders/{id}", erp.base_url()))
-        .json(&json!({"status": "confirmed", "invoice": true}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(resp["data"]["status"], "invoiced");
+    let base = erp.base_url();
+    let draft = json!({"client_name": "Ion", "client_email": "i@example.com", "lines": [["SKU-000001", 2]]});
+    let (_, _, placed) = control(format!("{base}/__sim/orders"), draft).await;
+    let id = placed["data"]["id"].as_u64().unwrap();
+    let edit = json!({"status": "confirmed", "invoice": true});
+    let (_, _, edited) = control(format!("{base}/__sim/orders/{id}"), edit).await;
+    assert_eq!(edited["data"]["status"], "invoiced");
 }
 
 #[tokio::test]
@@ -1213,8 +1056,7 @@ async fn shop_customers_filter_by_email_and_refuse_duplicates() {
     )
     .await;
     assert_eq!(status, 200);
-    let (_, _, found) =
-        shop_call(&shop, Method::GET, "/customers?email=ANA@example.com", None).await;
+    let (_, _, found) = shop_get(&shop, "/customers?email=ANA@example.com").await;
     assert_eq!(found["data"][0]["phone"], "0722");
 }
 
@@ -1242,7 +1084,7 @@ async fn suppliers_are_unique_by_fiscal_code_on_both_sides() {
         assert_eq!(status, 400, "{body}");
         assert_eq!(body["error"]["name"], "ValidationError");
     }
-    let (_, _, found) = shop_call(&shop, Method::GET, "/suppliers?vat_code=12345678", None).await;
+    let (_, _, found) = shop_get(&shop, "/suppliers?vat_code=12345678").await;
     assert_eq!(found["data"][0]["id"], created["data"]["id"]);
     assert_eq!(shop.suppliers().len(), 1);
 
@@ -1300,15 +1142,13 @@ async fn suppliers_are_unique_by_fiscal_code_on_both_sides() {
     assert_eq!(changed["data"]["email"], "a@vest.ro");
     assert_eq!(changed["data"]["phone"], "0256000111");
     let since = start_time() + chrono::Duration::seconds(30);
-    let (_, _, later) = erp_call(
+    let (_, _, later) = erp_get(
         &erp,
         &token,
-        Method::GET,
         &format!(
             "/suppliers?updatedAfter={}",
             since.to_rfc3339().replace('+', "%2B")
         ),
-        None,
     )
     .await;
     assert_eq!(
@@ -1317,13 +1157,6 @@ async fn suppliers_are_unique_by_fiscal_code_on_both_sides() {
         "only the changed one"
     );
     assert_eq!(later["data"][0]["id"], id);
-    let (_, _, by_code) = erp_call(
-        &erp,
-        &token,
-        Method::GET,
-        "/suppliers?vatCode=87654321",
-        None,
-    )
-    .await;
+    let (_, _, by_code) = erp_get(&erp, &token, "/suppliers?vatCode=87654321").await;
     assert_eq!(by_code["data"][0]["id"], id);
 }

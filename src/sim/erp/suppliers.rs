@@ -11,13 +11,9 @@ use axum::extract::{Path, RawQuery, State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{
-    ErpData, ErpError, ErpHandle, ErpResult, ErpState, business, drift, json_body, now, ok, paging,
-    since,
-};
+use super::{ErpError, ErpHandle, ErpResult, ErpState, business, json_body, list_query, ok};
 use crate::sim::seed::{self, fiscal_digits};
-use crate::sim::server::{filter_key, query_get, query_pairs};
-use crate::sim::table::{Stamped, rfc3339};
+use crate::sim::table::{patch, record, rfc3339};
 
 /// A supplier of the ERP.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -38,14 +34,11 @@ pub struct Supplier {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Stamped for Supplier {
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+record!(Supplier, id {
+    fn unique(&self) -> Vec<String> {
+        vec![fiscal_digits(&self.vat_code)]
     }
-    fn set_updated_at(&mut self, t: DateTime<Utc>) {
-        self.updated_at = t;
-    }
-}
+});
 
 /// Supplier fields of a POST or PUT; absent fields are left as they are.
 #[derive(Debug, Default, Deserialize)]
@@ -61,50 +54,31 @@ pub struct SupplierInput {
     pub active: Option<bool>,
 }
 
-impl ErpData {
+impl ErpState {
     /// Creates (`key` is `None`) or changes a supplier, keeping fiscal codes unique.
-    pub(super) fn save_supplier(
-        &mut self,
-        key: Option<u64>,
-        input: SupplierInput,
-        now: DateTime<Utc>,
-    ) -> Result<Supplier, ErpError> {
-        let mut s = match key {
-            Some(k) => self
-                .suppliers
-                .get(k)
-                .cloned()
-                .ok_or_else(|| ErpError::Http(404, format!("Furnizorul {k} nu exista")))?,
-            None => Supplier {
+    fn save_supplier(&self, key: Option<u64>, input: SupplierInput) -> Result<Supplier, ErpError> {
+        let now = self.core.now();
+        let mut data = self.data.lock().unwrap();
+        let mut s = data
+            .suppliers
+            .draft(key, || Supplier {
                 active: true,
                 ..Supplier::default()
-            },
-        };
-        let old_digits = fiscal_digits(&s.vat_code);
-        let SupplierInput {
-            name,
-            vat_code,
-            reg_com,
-            address,
-            email,
-            phone,
-            iban,
-            active,
-        } = input;
-        for (field, value) in [
-            (&mut s.name, name),
-            (&mut s.vat_code, vat_code.map(|v| v.trim().to_uppercase())),
-            (&mut s.reg_com, reg_com),
-            (&mut s.address, address),
-            (&mut s.email, email),
-            (&mut s.phone, phone),
-            (&mut s.iban, iban),
-        ] {
-            if let Some(v) = value {
-                *field = v;
-            }
-        }
-        if let Some(v) = active {
+            })
+            .map_err(|k| ErpError::Http(404, format!("Furnizorul {k} nu exista")))?;
+        patch([
+            (&mut s.name, input.name),
+            (
+                &mut s.vat_code,
+                input.vat_code.map(|v| v.trim().to_uppercase()),
+            ),
+            (&mut s.reg_com, input.reg_com),
+            (&mut s.address, input.address),
+            (&mut s.email, input.email),
+            (&mut s.phone, input.phone),
+            (&mut s.iban, input.iban),
+        ]);
+        if let Some(v) = input.active {
             s.active = v;
         }
         if s.name.trim().is_empty() {
@@ -119,22 +93,12 @@ impl ErpData {
                 s.vat_code
             )));
         }
-        if self
-            .supplier_codes
-            .get(&digits)
-            .is_some_and(|other| Some(*other) != key)
-        {
-            return Err(business(format!(
+        data.suppliers.save(key, &mut s, now).map_err(|_| {
+            business(format!(
                 "Furnizorul cu codul fiscal {} exista deja",
                 s.vat_code
-            )));
-        }
-        let key = key.unwrap_or_else(|| self.suppliers.next_key());
-        s.id = key;
-        s.updated_at = now;
-        self.supplier_codes.remove(&old_digits);
-        self.supplier_codes.insert(digits, key);
-        self.suppliers.insert(key, s.clone());
+            ))
+        })?;
         Ok(s)
     }
 }
@@ -143,25 +107,18 @@ pub(super) async fn list_suppliers(
     State(state): State<Arc<ErpState>>,
     RawQuery(q): RawQuery,
 ) -> ErpResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&pairs)?;
-    let since = since(&pairs)?;
+    let list = list_query(q.as_deref())?;
     // Searching by fiscal code ignores the `RO` prefix, as the ERP's own search does.
-    let code = query_get(&pairs, "vatCode").map(fiscal_digits);
+    let code = list.get("vatCode").map(fiscal_digits);
     let mut data = state.data.lock().unwrap();
-    let page = data.suppliers.page(
-        since,
-        &filter_key(&pairs),
-        paging.offset,
-        paging.limit,
-        |s| {
-            code.as_ref()
-                .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
-        },
-    );
+    let page = list.page(&data.suppliers, |s| {
+        code.as_ref()
+            .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
+    });
+    // Unlike the other lists, this one drifts its first row on the last page too.
     let first = page.rows.first().map(|(k, _)| *k);
     let items: Vec<Supplier> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
-    drift(&state, &mut data.suppliers, first);
+    state.core.drift(&mut data.suppliers, first);
     ok(items)
 }
 
@@ -178,9 +135,7 @@ pub(super) async fn get_supplier(
 }
 
 pub(super) async fn create_supplier(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
-    let input: SupplierInput = json_body(&body)?;
-    let now = now(&state);
-    ok(state.data.lock().unwrap().save_supplier(None, input, now)?)
+    ok(state.save_supplier(None, json_body(&body)?)?)
 }
 
 pub(super) async fn put_supplier(
@@ -188,50 +143,30 @@ pub(super) async fn put_supplier(
     Path(id): Path<u64>,
     body: Bytes,
 ) -> ErpResult {
-    let input: SupplierInput = json_body(&body)?;
-    let now = now(&state);
-    ok(state
-        .data
-        .lock()
-        .unwrap()
-        .save_supplier(Some(id), input, now)?)
-}
-
-fn anyhow_error(e: ErpError) -> anyhow::Error {
-    match e {
-        ErpError::Http(_, m) | ErpError::Business(m) => anyhow::anyhow!(m),
-    }
+    ok(state.save_supplier(Some(id), json_body(&body)?)?)
 }
 
 impl ErpHandle {
     /// Every supplier in creation order.
     pub fn suppliers(&self) -> Vec<Supplier> {
-        let data = self.state.data.lock().unwrap();
-        data.suppliers.iter().map(|(_, s)| s.clone()).collect()
+        self.state.data.lock().unwrap().suppliers.all()
     }
 
     /// The supplier with this fiscal code (the `RO` prefix does not matter).
     pub fn supplier_by_vat(&self, vat_code: &str) -> Option<Supplier> {
         let data = self.state.data.lock().unwrap();
-        data.suppliers
-            .get(*data.supplier_codes.get(&fiscal_digits(vat_code))?)
-            .cloned()
+        data.suppliers.find(&fiscal_digits(vat_code)).cloned()
     }
 
     /// Adds a supplier as a purchasing clerk would.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
-        let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(None, input, now).map_err(anyhow_error)
+        Ok(self.state.save_supplier(None, input)?)
     }
 
     /// Changes a supplier, bumping `updatedAt`; fails as the API would (duplicate or malformed
     /// fiscal code, no name).
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
-        let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(Some(id), input, now)
-            .map_err(anyhow_error)
+        Ok(self.state.save_supplier(Some(id), input)?)
     }
 
     /// Adds `n` generated suppliers (fiscal codes already present are skipped).

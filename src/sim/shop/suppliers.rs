@@ -2,27 +2,16 @@
 //! sourcing. MerchantPro's documentation shows no suppliers resource (nor, as far as it was
 //! read, a customers one): both are modelled on its product conventions — `data` envelope,
 //! `meta.links.next` paging, `updated_after`, PATCH with `ignore_nonexistent_fields`, unknown
-//! fields refused, validation errors as `{"error":{"name","message"}}`. A fiscal code is unique
-//! whether or not it carries the `RO` prefix.
+//! fields refused, validation errors as `{"error":{"name","message"}}` — and served by the same
+//! routes as customers ([`super::resource`]). A fiscal code is unique whether or not it carries
+//! the `RO` prefix.
 
-use std::sync::Arc;
-
-use axum::Json;
-use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
 
-use super::{
-    ShopData, ShopError, ShopHandle, ShopResult, ShopState, body_object, drift, finish_page,
-    ignore_unknown, list_body, now, paging, parse_id, since,
-};
+use super::{Resource, ShopData, ShopError, ShopHandle};
 use crate::sim::seed::fiscal_digits;
-use crate::sim::server::{filter_key, query_get, query_pairs};
-use crate::sim::table::{Stamped, rfc3339};
+use crate::sim::table::{Table, patch, record, rfc3339};
 
 /// A shop supplier.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -39,14 +28,11 @@ pub struct Supplier {
     pub updated_at: DateTime<Utc>,
 }
 
-impl Stamped for Supplier {
-    fn updated_at(&self) -> DateTime<Utc> {
-        self.updated_at
+record!(Supplier, id {
+    fn unique(&self) -> Vec<String> {
+        vec![Supplier::lookup_form(&self.vat_code)]
     }
-    fn set_updated_at(&mut self, t: DateTime<Utc>) {
-        self.updated_at = t;
-    }
-}
+});
 
 /// Fields of a POST or PATCH; absent fields are left as they are.
 #[derive(Debug, Default, Deserialize)]
@@ -60,60 +46,53 @@ pub struct SupplierInput {
     pub status: Option<String>,
 }
 
-const FIELDS: &[&str] = &[
-    "id",
-    "name",
-    "vat_code",
-    "email",
-    "phone",
-    "address",
-    "status",
-    "updated_at",
-];
+impl Resource for Supplier {
+    const NAME: &'static str = "supplier";
+    const PATH: &'static str = "/api/v2/suppliers";
+    const FIELDS: &'static [&'static str] = &[
+        "id",
+        "name",
+        "vat_code",
+        "email",
+        "phone",
+        "address",
+        "status",
+        "updated_at",
+    ];
+    /// A fiscal code is found with or without its `RO` prefix.
+    const FILTER: &'static str = "vat_code";
+    type Input = SupplierInput;
 
-fn supplier_input(mut body: Map<String, Value>, ignore: bool) -> Result<SupplierInput, ShopError> {
-    if ignore {
-        body.retain(|k, _| FIELDS.contains(&k.as_str()));
+    fn lookup_form(value: &str) -> String {
+        fiscal_digits(value)
     }
-    // Read-only fields a client may echo back.
-    body.remove("id");
-    body.remove("updated_at");
-    serde_json::from_value(Value::Object(body))
-        .map_err(|e| ShopError::validation(format!("invalid supplier: {e}")))
-}
 
-impl ShopData {
-    /// Creates (`key` is `None`) or changes a supplier, keeping fiscal codes unique.
-    pub(super) fn save_supplier(
-        &mut self,
+    fn table(data: &mut ShopData) -> &mut Table<Self> {
+        &mut data.suppliers
+    }
+
+    /// Keeps fiscal codes unique.
+    fn save(
+        data: &mut ShopData,
         key: Option<u64>,
         input: SupplierInput,
         now: DateTime<Utc>,
     ) -> Result<Supplier, ShopError> {
-        let mut s = match key {
-            Some(k) => self
-                .suppliers
-                .get(k)
-                .cloned()
-                .ok_or_else(|| ShopError::not_found("supplier", &k.to_string()))?,
-            None => Supplier {
+        let mut s = data
+            .suppliers
+            .draft(key, || Supplier {
                 status: "active".to_owned(),
                 ..Supplier::default()
-            },
-        };
-        let old_digits = fiscal_digits(&s.vat_code);
-        for (field, value) in [
+            })
+            .map_err(|k| ShopError::not_found("supplier", &k.to_string()))?;
+        patch([
             (&mut s.name, input.name),
             (&mut s.vat_code, input.vat_code.map(|v| v.trim().to_owned())),
             (&mut s.email, input.email),
             (&mut s.phone, input.phone),
             (&mut s.address, input.address),
             (&mut s.status, input.status),
-        ] {
-            if let Some(v) = value {
-                *field = v;
-            }
-        }
+        ]);
         if s.name.trim().is_empty() {
             return Err(ShopError::validation("`name` is required"));
         }
@@ -134,134 +113,38 @@ impl ShopData {
                 s.email
             )));
         }
-        let digits = fiscal_digits(&s.vat_code);
-        if digits.is_empty() {
+        if fiscal_digits(&s.vat_code).is_empty() {
             return Err(ShopError::validation("`vat_code` is required"));
         }
-        if self
-            .supplier_codes
-            .get(&digits)
-            .is_some_and(|other| Some(*other) != key)
-        {
-            return Err(ShopError::validation(format!(
+        data.suppliers.save(key, &mut s, now).map_err(|_| {
+            ShopError::validation(format!(
                 "a supplier with vat_code `{}` already exists",
                 s.vat_code
-            )));
-        }
-        let key = key.unwrap_or_else(|| self.suppliers.next_key());
-        s.id = key;
-        s.updated_at = now;
-        self.supplier_codes.remove(&old_digits);
-        self.supplier_codes.insert(digits, key);
-        self.suppliers.insert(key, s.clone());
+            ))
+        })?;
         Ok(s)
     }
-}
-
-pub(super) async fn list_suppliers(
-    State(state): State<Arc<ShopState>>,
-    RawQuery(q): RawQuery,
-) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let paging = paging(&state, &pairs)?;
-    let since = since(&pairs)?;
-    let code = query_get(&pairs, "vat_code").map(fiscal_digits);
-    let mut data = state.data.lock().unwrap();
-    let page = data.suppliers.page(
-        since,
-        &filter_key(&pairs),
-        (paging.page - 1) * paging.limit,
-        paging.limit,
-        |s| {
-            code.as_ref()
-                .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
-        },
-    );
-    let (items, has_more, first) = finish_page(page, |s| {
-        serde_json::to_value(s).expect("suppliers serialize")
-    });
-    drift(&state, &mut data.suppliers, first);
-    Ok(list_body(
-        &state,
-        "/api/v2/suppliers",
-        &pairs,
-        &paging,
-        items,
-        has_more,
-    ))
-}
-
-pub(super) async fn get_supplier(
-    State(state): State<Arc<ShopState>>,
-    Path(id): Path<String>,
-) -> ShopResult {
-    let key = parse_id(&id, "supplier")?;
-    let data = state.data.lock().unwrap();
-    let s = data
-        .suppliers
-        .get(key)
-        .ok_or_else(|| ShopError::not_found("supplier", &id))?;
-    Ok(Json(json!({"data": s})).into_response())
-}
-
-pub(super) async fn create_supplier(
-    State(state): State<Arc<ShopState>>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let input = supplier_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
-    let s = state.data.lock().unwrap().save_supplier(None, input, now)?;
-    Ok((StatusCode::CREATED, Json(json!({"data": s}))).into_response())
-}
-
-pub(super) async fn patch_supplier(
-    State(state): State<Arc<ShopState>>,
-    Path(id): Path<String>,
-    RawQuery(q): RawQuery,
-    body: Bytes,
-) -> ShopResult {
-    let pairs = query_pairs(q.as_deref());
-    let key = parse_id(&id, "supplier")?;
-    let input = supplier_input(body_object(&body)?, ignore_unknown(&pairs))?;
-    let now = now(&state);
-    let s = state
-        .data
-        .lock()
-        .unwrap()
-        .save_supplier(Some(key), input, now)?;
-    Ok(Json(json!({"data": s})).into_response())
 }
 
 impl ShopHandle {
     /// Every supplier in creation order.
     pub fn suppliers(&self) -> Vec<Supplier> {
-        let data = self.state.data.lock().unwrap();
-        data.suppliers.iter().map(|(_, s)| s.clone()).collect()
+        self.state.data.lock().unwrap().suppliers.all()
     }
 
     /// The supplier with this fiscal code (the `RO` prefix does not matter).
     pub fn supplier_by_vat(&self, vat_code: &str) -> Option<Supplier> {
         let data = self.state.data.lock().unwrap();
-        data.suppliers
-            .get(*data.supplier_codes.get(&fiscal_digits(vat_code))?)
-            .cloned()
+        data.suppliers.find(&fiscal_digits(vat_code)).cloned()
     }
 
     /// Adds a supplier as the merchant would in the admin.
     pub fn create_supplier(&self, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
-        let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(None, input, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(self.state.save::<Supplier>(None, input)?)
     }
 
     /// Changes a supplier, bumping `updated_at`; fails as the API would.
     pub fn update_supplier(&self, id: u64, input: SupplierInput) -> anyhow::Result<Supplier> {
-        let now = now(&self.state);
-        let mut data = self.state.data.lock().unwrap();
-        data.save_supplier(Some(id), input, now)
-            .map_err(|e| anyhow::anyhow!(e.message))
+        Ok(self.state.save::<Supplier>(Some(id), input)?)
     }
 }
