@@ -132,14 +132,25 @@ async fn killed_and_restarted_exports_send_every_order_exactly_once() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        // Early runs are killed at a random moment; later ones may finish.
-        let kill_after = (runs <= 25).then(|| Duration::from_millis(rng.random_range(20..400)));
-        let deadline = Instant::now() + kill_after.unwrap_or(Duration::from_secs(120));
+        // Early runs are killed: half at a random moment (start-up, listing, settling), half
+        // once a random number of further orders reached the ERP, so some kills land in the
+        // middle of the export however slow the machine is. Later runs may finish.
+        let killing = runs <= 25;
+        let at_progress = killing && rng.random_bool(0.5);
+        let kill_after = if killing && !at_progress {
+            Duration::from_millis(rng.random_range(20..400))
+        } else {
+            Duration::from_secs(120)
+        };
+        let deadline = Instant::now() + kill_after;
+        let before = erp.orders().len();
+        let kill_at_count = before + rng.random_range(1..30);
         let status = loop {
             if let Some(s) = child.try_wait().unwrap() {
                 break Some(s);
             }
-            if Instant::now() >= deadline {
+            let progressed = at_progress && erp.orders().len() >= kill_at_count;
+            if Instant::now() >= deadline || progressed {
                 child.kill().unwrap();
                 child.wait().unwrap();
                 kills += 1;
