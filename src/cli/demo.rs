@@ -205,20 +205,22 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     .await?;
 
     // Life goes on: the merchant edits prices and confirms orders, the warehouse receives
-    // goods, the ERP ships and invoices what it received and takes a phone order.
+    // goods from a supplier, the ERP ships and invoices what it received and takes a phone
+    // order.
     for sku in items.iter().take(3).map(|i| i.sku.clone()) {
         if let Some(p) = demo.shop.product_by_sku(&sku) {
             demo.shop
                 .update_product(p.id, |p| p.price_gross = p.price_gross.map(|x| x + 5.0));
         }
     }
-    for item in items.iter().skip(10).take(8) {
-        let now = demo
-            .erp
-            .stock(&item.sku, WAREHOUSE)
-            .map(|s| s.quantity)
-            .unwrap_or(0);
-        demo.erp.set_stock(&item.sku, WAREHOUSE, now + 25);
+    let delivery: Vec<(&str, i64, f64)> = items
+        .iter()
+        .skip(10)
+        .take(8)
+        .map(|i| (i.sku.as_str(), 25, i.price_net() * 0.6))
+        .collect();
+    if let Some(s) = suppliers.first() {
+        demo.erp.receive_goods(&s.vat_code, WAREHOUSE, &delivery)?;
     }
     for o in demo
         .shop

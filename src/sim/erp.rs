@@ -1,8 +1,8 @@
 //! The ERP simulator, SmartBill/Oblio-style: client-credentials tokens that expire, the
 //! `status`/`statusMessage`/`data` envelope with business errors answered as HTTP 200 and an
 //! `errorText`, offset paging without totals, per-warehouse stock with its own stamps, sales
-//! orders numbered per series with optional idempotency keys, suppliers keyed by fiscal code,
-//! and a burst limit that locks the client out.
+//! orders numbered per series with optional idempotency keys, suppliers keyed by fiscal code
+//! and the goods received from them, and a burst limit that locks the client out.
 //!
 //! Lists are ordered by modification time, oldest first; `updatedAfter` is exclusive,
 //! `changedSince` inclusive.
@@ -34,7 +34,9 @@ use super::server::{
 use super::table::{Since, Table, parse_time, record, rfc3339};
 use crate::clock::{SharedClock, SystemClock};
 
+mod purchases;
 mod suppliers;
+pub use purchases::{Purchase, PurchaseInput, PurchaseLine, PurchaseSupplier, RECEPTION_SERIES};
 pub use suppliers::{Supplier, SupplierInput};
 
 /// Route of the token endpoint (not behind the bearer check, not a write in the counters).
@@ -253,6 +255,7 @@ struct ErpData {
     stock_keys: HashMap<(String, String), u64>,
     clients: Table<Client>,
     suppliers: Table<Supplier>,
+    purchases: Table<Purchase>,
     orders: Table<SalesOrder>,
     idempotency: HashMap<String, u64>,
     series_next: HashMap<String, u64>,
@@ -363,6 +366,7 @@ impl ErpSim {
                 stock_keys: HashMap::new(),
                 clients: Table::new(),
                 suppliers: Table::new(),
+                purchases: Table::new(),
                 orders: Table::new(),
                 idempotency: HashMap::new(),
                 series_next: HashMap::new(),
@@ -387,6 +391,11 @@ impl ErpSim {
                 "/api/suppliers/{id}",
                 get(suppliers::get_supplier).put(suppliers::put_supplier),
             )
+            .route(
+                "/api/purchases",
+                get(purchases::list_purchases).post(purchases::create_purchase),
+            )
+            .route("/api/purchases/{id}", get(purchases::get_purchase))
             .route("/api/orders", get(list_orders).post(create_order))
             .route("/api/orders/{id}", get(get_order))
             .route_layer(middleware::from_fn_with_state(state.clone(), erp_layer))

@@ -1160,3 +1160,79 @@ async fn suppliers_are_unique_by_fiscal_code_on_both_sides() {
     let (_, _, by_code) = erp_get(&erp, &token, "/suppliers?vatCode=87654321").await;
     assert_eq!(by_code["data"][0]["id"], id);
 }
+
+#[tokio::test]
+async fn goods_received_from_a_supplier_raise_stock_all_or_nothing() {
+    let (erp, clock) = erp().await;
+    erp.seed_products(3, 2);
+    erp.create_supplier(erpsync::sim::erp::SupplierInput {
+        name: Some("Nord Distributie SRL".into()),
+        vat_code: Some("RO12345678".into()),
+        ..Default::default()
+    })
+    .unwrap();
+    let token = erp_token(&erp).await;
+    let warehouse = &erp.warehouses()[0];
+    let before = erp.stock("SKU-000002", warehouse).unwrap();
+    clock.advance(Duration::from_secs(60));
+
+    // One unknown product refuses the whole note: no stock moves.
+    let (status, _, refused) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/purchases",
+        Some(json!({
+            "supplierVatCode": "12345678",
+            "warehouse": warehouse,
+            "lines": [{"code": "SKU-000002", "quantity": 5}, {"code": "NU-EXISTA", "quantity": 1}],
+        })),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        refused["errorText"].as_str().unwrap().contains("NU-EXISTA"),
+        "{refused}"
+    );
+    assert_eq!(erp.stock("SKU-000002", warehouse).unwrap(), before);
+
+    let (_, _, note) = erp_call(
+        &erp,
+        &token,
+        Method::POST,
+        "/purchases",
+        Some(json!({
+            "supplierVatCode": "12345678",
+            "warehouse": warehouse,
+            "lines": [{"code": "SKU-000002", "quantity": 5, "price": 10.0}],
+        })),
+    )
+    .await;
+    assert_eq!(note["data"]["seriesName"], "NIR");
+    assert_eq!(note["data"]["number"], 1);
+    assert_eq!(note["data"]["supplier"]["vatCode"], "RO12345678");
+    assert_eq!(note["data"]["total"], 50.0);
+    let after = erp.stock("SKU-000002", warehouse).unwrap();
+    assert_eq!(after.quantity, before.quantity + 5);
+    assert!(
+        after.updated_at > before.updated_at,
+        "the stock row's stamp moved"
+    );
+    // An incremental stock read after the delivery sees exactly that row.
+    let since = (erpsync::clock::Clock::now(&clock) - chrono::Duration::seconds(1)).to_rfc3339();
+    let (_, _, changed) = erp_get(
+        &erp,
+        &token,
+        &format!("/stock?changedSince={}", since.replace('+', "%2B")),
+    )
+    .await;
+    let codes: Vec<&str> = changed["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["SKU-000002"]);
+    let (_, _, listed) = erp_get(&erp, &token, "/purchases").await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+}

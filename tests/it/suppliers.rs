@@ -8,7 +8,7 @@ use erpsync::sim::erp::SupplierInput as ErpSupplier;
 use erpsync::sim::shop::SupplierInput as ShopSupplier;
 use erpsync::state::StateStore;
 
-use crate::engine::Harness;
+use crate::engine::{Harness, WAREHOUSE};
 
 fn erp_supplier(name: &str, vat_code: &str, email: &str) -> ErpSupplier {
     ErpSupplier {
@@ -273,4 +273,33 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
         "comenzi@carpat.example.ro"
     );
     assert_eq!(h.shop.suppliers().len(), 2);
+}
+
+#[tokio::test]
+async fn goods_received_from_a_supplier_reach_the_shop_stock() {
+    let h = Harness::new(30, |_| {}).await;
+    let supplier = h.erp.seed_suppliers(1, 3).remove(0);
+    h.run("stock").await;
+    h.later(10);
+    let before = h.erp.stock("SKU-000004", WAREHOUSE).unwrap().quantity;
+    h.erp
+        .receive_goods(
+            &supplier.vat_code,
+            WAREHOUSE,
+            &[("SKU-000004", 40, 12.5), ("SKU-000009", 15, 3.0)],
+        )
+        .unwrap();
+    h.later(1);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.updated, 2, "{r:#?}");
+    assert_eq!(
+        h.writes(),
+        (2, 0),
+        "only the two received products are written"
+    );
+    assert_eq!(
+        h.shop.product_by_sku("SKU-000004").unwrap().stock,
+        Some(before + 40)
+    );
 }
