@@ -1,8 +1,9 @@
-//! Stateful simulators of a shop API (MerchantPro-style), WooCommerce's REST API and an ERP
-//! API (SmartBill/Oblio-style),
-//! served over real HTTP on loopback, for tests, benchmarks and the demo.
+//! Stateful simulators of a shop API (MerchantPro-style), WooCommerce's REST API v3 and an ERP
+//! API (SmartBill/Oblio-style), served over real HTTP on loopback, for tests, benchmarks and the
+//! demo.
 //!
-//! Start one with [`ShopSim::start`] or [`ErpSim::start`]; the returned handle gives direct
+//! Start one with [`ShopSim::start`], [`WooSim::start`] or [`ErpSim::start`]; the returned
+//! handle gives direct
 //! access to the records, and through the [`SimHandle`] both dereference to, the base URL,
 //! request counters and live fault settings.
 //!
