@@ -1,7 +1,9 @@
-//! Stateful simulators of a shop API (MerchantPro-style) and an ERP API (SmartBill/Oblio-style),
-//! served over real HTTP on loopback, for tests, benchmarks and the demo.
+//! Stateful simulators of a shop API (MerchantPro-style), WooCommerce's REST API v3 and an ERP
+//! API (SmartBill/Oblio-style), served over real HTTP on loopback, for tests, benchmarks and the
+//! demo.
 //!
-//! Start one with [`ShopSim::start`] or [`ErpSim::start`]; the returned handle gives direct
+//! Start one with [`ShopSim::start`], [`WooSim::start`] or [`ErpSim::start`]; the returned
+//! handle gives direct
 //! access to the records, and through the [`SimHandle`] both dereference to, the base URL,
 //! request counters and live fault settings.
 //!
@@ -23,6 +25,7 @@ mod server;
 pub mod shop;
 mod table;
 pub mod webhook;
+pub mod woo;
 
 pub use counters::{Counters, RouteCount};
 pub use erp::{BurstLimit, ErpHandle, ErpOptions, ErpSim};
@@ -31,3 +34,4 @@ pub use handle::SimHandle;
 pub use seed::{CatalogueItem, catalogue, seed_both};
 pub use shop::{ShopHandle, ShopOptions, ShopSim, TokenBucket};
 pub use webhook::{WebhookConfig, WebhookDelivery};
+pub use woo::{WooHandle, WooOptions, WooSim};

@@ -27,6 +27,8 @@ pub(crate) enum Flavor {
     Shop,
     /// `{"status","statusMessage"}`
     Erp,
+    /// WordPress REST: `{"code","message","data":{"status"}}`
+    Woo,
 }
 
 /// State every simulator has.
@@ -86,6 +88,9 @@ pub(crate) fn error_response(
     let body = match flavor {
         Flavor::Shop => json!({"error": {"name": name, "message": message}}),
         Flavor::Erp => json!({"status": status.as_u16(), "statusMessage": message}),
+        Flavor::Woo => {
+            json!({"code": name, "message": message, "data": {"status": status.as_u16()}})
+        }
     };
     let mut resp = (status, Json(body)).into_response();
     if let Some(secs) = retry_after {

@@ -351,11 +351,36 @@ struct AuthState {
     locked_until: Option<DateTime<Utc>>,
 }
 
+/// A [`TokenBucket`] in use (both shop simulators put one in front of their API).
 #[derive(Debug)]
-struct Limiter {
+pub(crate) struct Limiter {
     config: TokenBucket,
     tokens: f64,
     last: DateTime<Utc>,
+}
+
+impl Limiter {
+    /// A full bucket at `now`.
+    pub fn new(config: TokenBucket, now: DateTime<Utc>) -> Self {
+        Limiter {
+            config,
+            tokens: config.burst,
+            last: now,
+        }
+    }
+
+    /// Takes a token; without one, the `Retry-After` seconds to answer (when it is sent).
+    pub fn take(&mut self, now: DateTime<Utc>) -> Result<(), Option<u64>> {
+        let elapsed = (now - self.last).num_milliseconds().max(0) as f64 / 1000.0;
+        self.tokens = (self.tokens + elapsed * self.config.rate_per_sec).min(self.config.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        let wait = ((1.0 - self.tokens) / self.config.rate_per_sec).ceil() as u64;
+        Err(self.config.send_retry_after.then_some(wait.max(1)))
+    }
 }
 
 #[derive(Debug)]
@@ -441,11 +466,7 @@ impl ShopSim {
             auth_lockout: opts.auth_lockout,
             clamp_limit: opts.clamp_limit,
             auth: Mutex::new(AuthState::default()),
-            limiter: Mutex::new(opts.rate_limit.map(|config| Limiter {
-                config,
-                tokens: config.burst,
-                last: now,
-            })),
+            limiter: Mutex::new(opts.rate_limit.map(|config| Limiter::new(config, now))),
             data: Mutex::new(ShopData {
                 products: Table::new(),
                 last_variant_id: 0,
@@ -486,24 +507,16 @@ impl ShopSim {
 /// Rate limit, then Basic auth with lock-out after repeated failures.
 async fn shop_layer(State(state): State<Arc<ShopState>>, req: Request, next: Next) -> Response {
     let t = state.core.clock.now();
-    if let Some(limiter) = state.limiter.lock().unwrap().as_mut() {
-        let elapsed = (t - limiter.last).num_milliseconds().max(0) as f64 / 1000.0;
-        limiter.tokens =
-            (limiter.tokens + elapsed * limiter.config.rate_per_sec).min(limiter.config.burst);
-        limiter.last = t;
-        if limiter.tokens >= 1.0 {
-            limiter.tokens -= 1.0;
-        } else {
-            let wait = ((1.0 - limiter.tokens) / limiter.config.rate_per_sec).ceil() as u64;
-            let retry = limiter.config.send_retry_after.then_some(wait.max(1));
-            return error_response(
-                Flavor::Shop,
-                429,
-                "TooManyRequests",
-                "rate limit exceeded",
-                retry,
-            );
-        }
+    if let Some(limiter) = state.limiter.lock().unwrap().as_mut()
+        && let Err(retry) = limiter.take(t)
+    {
+        return error_response(
+            Flavor::Shop,
+            429,
+            "TooManyRequests",
+            "rate limit exceeded",
+            retry,
+        );
     }
     let good =
         basic_credentials(&req).is_some_and(|(k, s)| k == state.api_key && s == state.api_secret);
@@ -546,7 +559,7 @@ fn forbidden() -> Response {
     )
 }
 
-fn basic_credentials(req: &Request) -> Option<(String, String)> {
+pub(crate) fn basic_credentials(req: &Request) -> Option<(String, String)> {
     use base64::Engine as _;
     let value = req.headers().get("authorization")?.to_str().ok()?;
     let encoded = value.strip_prefix("Basic ")?;
@@ -1534,11 +1547,7 @@ impl ShopHandle {
     /// Changes (or with `None` removes) the rate limit; the bucket starts full.
     pub fn set_rate_limit(&self, bucket: Option<TokenBucket>) {
         let now = self.state.core.clock.now();
-        *self.state.limiter.lock().unwrap() = bucket.map(|config| Limiter {
-            config,
-            tokens: config.burst,
-            last: now,
-        });
+        *self.state.limiter.lock().unwrap() = bucket.map(|config| Limiter::new(config, now));
     }
 
     /// Ends a credentials lock-out and forgets failed attempts.

@@ -47,8 +47,24 @@ struct Job {
     id: String,
     event: String,
     body: String,
+    content_type: &'static str,
+    /// Headers besides the signature and delivery id.
+    extra: Vec<(&'static str, String)>,
     copies: usize,
 }
+
+/// The names of the headers a simulator signs and numbers its deliveries with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WebhookHeaders {
+    pub signature: &'static str,
+    pub delivery_id: &'static str,
+}
+
+/// The shop simulator's own headers.
+const DEFAULT_HEADERS: WebhookHeaders = WebhookHeaders {
+    signature: SIGNATURE_HEADER,
+    delivery_id: DELIVERY_ID_HEADER,
+};
 
 /// Queue and log of deliveries.
 #[derive(Debug)]
@@ -61,6 +77,15 @@ pub(crate) struct WebhookSender {
     log: Arc<Mutex<Vec<WebhookDelivery>>>,
 }
 
+/// What [`WebhookSender::send_raw`] posts.
+pub(crate) struct Outgoing<'a> {
+    pub event: &'a str,
+    pub body: String,
+    pub content_type: &'static str,
+    pub extra: Vec<(&'static str, String)>,
+    pub duplicate: bool,
+}
+
 impl std::fmt::Debug for Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Job").field("id", &self.id).finish()
@@ -70,6 +95,14 @@ impl std::fmt::Debug for Job {
 impl WebhookSender {
     /// Starts the delivery task; it ends when the sender is dropped.
     pub fn start(config: Option<WebhookConfig>) -> anyhow::Result<Self> {
+        Self::start_with(config, DEFAULT_HEADERS)
+    }
+
+    /// Starts the delivery task with other header names.
+    pub fn start_with(
+        config: Option<WebhookConfig>,
+        headers: WebhookHeaders,
+    ) -> anyhow::Result<Self> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
@@ -82,17 +115,18 @@ impl WebhookSender {
         tokio::spawn(async move {
             while let Some(job) = rx.recv().await {
                 for _ in 0..job.copies {
-                    let sent = client
+                    let mut request = client
                         .post(&job.config.url)
-                        .header("Content-Type", "application/json")
+                        .header("Content-Type", job.content_type)
                         .header(
-                            SIGNATURE_HEADER,
+                            headers.signature,
                             sign(job.body.as_bytes(), &job.config.secret),
                         )
-                        .header(DELIVERY_ID_HEADER, &job.id)
-                        .body(job.body.clone())
-                        .send()
-                        .await;
+                        .header(headers.delivery_id, &job.id);
+                    for (name, value) in &job.extra {
+                        request = request.header(*name, value);
+                    }
+                    let sent = request.body(job.body.clone()).send().await;
                     let (status, error) = match sent {
                         Ok(r) => (Some(r.status().as_u16()), None),
                         Err(e) => (None, Some(e.to_string())),
@@ -126,6 +160,17 @@ impl WebhookSender {
 
     /// Queues a delivery of `payload` (twice when `duplicate`); nothing when no target is set.
     pub fn send(&self, event: &str, payload: &serde_json::Value, duplicate: bool) {
+        self.send_raw(Outgoing {
+            event,
+            body: payload.to_string(),
+            content_type: "application/json",
+            extra: Vec::new(),
+            duplicate,
+        });
+    }
+
+    /// Queues a delivery of any body with extra headers; nothing when no target is set.
+    pub fn send_raw(&self, out: Outgoing<'_>) {
         let Some(config) = self.config.lock().unwrap().clone() else {
             return;
         };
@@ -133,9 +178,11 @@ impl WebhookSender {
         let job = Job {
             config,
             id: format!("whd-{n:06}"),
-            event: event.to_owned(),
-            body: payload.to_string(),
-            copies: if duplicate { 2 } else { 1 },
+            event: out.event.to_owned(),
+            body: out.body,
+            content_type: out.content_type,
+            extra: out.extra,
+            copies: if out.duplicate { 2 } else { 1 },
         };
         self.pending.fetch_add(1, Ordering::SeqCst);
         if self.tx.send(job).is_err() {

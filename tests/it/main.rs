@@ -11,3 +11,4 @@ mod settle;
 mod sim;
 mod suppliers;
 mod tryton;
+mod woo;

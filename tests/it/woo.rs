@@ -1,0 +1,785 @@
+//! The WooCommerce simulator over real HTTP (auth, paging bounds and headers, string prices,
+//! duplicate SKUs, batch per-item errors, webhooks), `flows/woocommerce` end to end against it
+//! and the ERP simulator on a manual clock, and a WooCommerce shop beside the MerchantPro one
+//! against one ERP in one state store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::HeaderMap;
+use erpsync::cli::validate::check_with_env;
+use erpsync::clock::ManualClock;
+use erpsync::config::env::Overrides;
+use erpsync::engine::{Engine, RunOptions, RunReport};
+use erpsync::sim::erp::ErpProduct;
+use erpsync::sim::shop::Order;
+use erpsync::sim::webhook::sign;
+use erpsync::sim::woo::{WooOrder, WooProduct};
+use erpsync::sim::{
+    ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, WebhookConfig, WooHandle,
+    WooOptions, WooSim, seed_both,
+};
+use erpsync::state::SqliteStore;
+use reqwest::{Client, Method, StatusCode};
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn manual_clock() -> ManualClock {
+    ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap())
+}
+
+async fn woo(clock: &ManualClock) -> WooHandle {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    WooSim::start(WooOptions::default().with_clock(Arc::new(clock.clone())))
+        .await
+        .unwrap()
+}
+
+fn http() -> Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A call with the simulator's own consumer key and secret.
+async fn call(
+    w: &WooHandle,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, HeaderMap, Value) {
+    let (key, secret) = w.credentials();
+    call_as(w, method, path, body, Some((&key, &secret))).await
+}
+
+async fn call_as(
+    w: &WooHandle,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+    auth: Option<(&str, &str)>,
+) -> (StatusCode, HeaderMap, Value) {
+    let mut req = http().request(method, format!("{}{path}", w.api_url()));
+    if let Some((k, s)) = auth {
+        req = req.basic_auth(k, Some(s));
+    }
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let bytes = resp.bytes().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+fn header(h: &HeaderMap, name: &str) -> String {
+    h.get(name).unwrap().to_str().unwrap().to_owned()
+}
+
+// ---------------------------------------------------------------------------------------
+// The simulator
+
+#[tokio::test]
+async fn woo_needs_the_consumer_key_and_answers_in_the_wordpress_error_shape() {
+    let w = woo(&manual_clock()).await;
+    let (s, _, b) = call_as(&w, Method::GET, "/products", None, None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b["code"], "woocommerce_rest_cannot_view");
+    assert_eq!(b["data"]["status"], 401);
+    let (s, _, b) = call_as(
+        &w,
+        Method::GET,
+        "/products",
+        None,
+        Some(("ck_wrong", "cs_demo")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert_eq!(b["code"], "woocommerce_rest_authentication_error");
+    assert!(b["message"].is_string());
+    let (s, _, _) = call_as(
+        &w,
+        Method::GET,
+        "/products",
+        None,
+        Some(("ck_demo", "cs_wrong")),
+    )
+    .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _, b) = call(&w, Method::GET, "/products", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b, json!([]));
+    let (s, _, b) = call(&w, Method::GET, "/products/999999", None).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(
+        b,
+        json!({"code": "woocommerce_rest_product_invalid_id", "message": "Invalid ID.", "data": {"status": 404}})
+    );
+}
+
+#[tokio::test]
+async fn woo_pages_with_total_headers_and_refuses_per_page_out_of_range() {
+    let clock = manual_clock();
+    let w = woo(&clock).await;
+    w.seed_products(25, 1);
+    for bad in ["0", "101", "x"] {
+        let (s, _, b) = call(&w, Method::GET, &format!("/products?per_page={bad}"), None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "per_page={bad}");
+        assert_eq!(b["code"], "rest_invalid_param");
+        assert!(b["data"]["params"]["per_page"].is_string(), "{b}");
+    }
+    let (s, _, b) = call(&w, Method::GET, "/products?page=0", None).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("rest_invalid_param"))
+    );
+
+    // The default is 10 a page, newest first.
+    let (_, h, b) = call(&w, Method::GET, "/products", None).await;
+    assert_eq!(b.as_array().unwrap().len(), 10);
+    assert_eq!(
+        (header(&h, "X-WP-Total"), header(&h, "X-WP-TotalPages")),
+        ("25".into(), "3".into())
+    );
+    assert_eq!(b[0]["sku"], "SKU-000025");
+    assert!(header(&h, "Link").contains("rel=\"next\""));
+
+    // Oldest change first, page by page, until X-WP-TotalPages.
+    clock.advance(Duration::from_secs(5));
+    let p = w.product_by_sku("SKU-000003").unwrap();
+    w.update_product(p.id, |p| p.name = "Schimbat".into());
+    let mut seen = Vec::new();
+    for page in 1..=3 {
+        let (_, h, b) = call(
+            &w,
+            Method::GET,
+            &format!("/products?orderby=modified&order=asc&per_page=10&page={page}"),
+            None,
+        )
+        .await;
+        assert_eq!(header(&h, "X-WP-TotalPages"), "3");
+        seen.extend(
+            b.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["sku"].as_str().unwrap().to_owned()),
+        );
+    }
+    assert_eq!(seen.len(), 25);
+    assert_eq!(seen.last().unwrap(), "SKU-000003");
+    let (_, h, b) = call(
+        &w,
+        Method::GET,
+        "/products?orderby=modified&order=asc&modified_after=2026-03-01T08:00:00",
+        None,
+    )
+    .await;
+    assert_eq!(header(&h, "X-WP-Total"), "1");
+    assert_eq!(b[0]["sku"], "SKU-000003");
+    assert_eq!(b[0]["date_modified_gmt"], "2026-03-01T08:00:05");
+}
+
+#[tokio::test]
+async fn woo_prices_are_strings_and_stock_status_follows_the_quantity() {
+    let w = woo(&manual_clock()).await;
+    let (s, _, b) = call(
+        &w,
+        Method::POST,
+        "/products",
+        Some(json!({"name": "Bec", "sku": "BEC-1", "regular_price": 12.5})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(b["code"], "rest_invalid_param");
+    assert_eq!(
+        b["data"]["params"]["regular_price"],
+        "regular_price is not of type string."
+    );
+    assert!(
+        w.product_by_sku("BEC-1").is_none(),
+        "a refused request changes nothing"
+    );
+
+    let (s, _, b) = call(
+        &w,
+        Method::POST,
+        "/products",
+        Some(json!({"name": "Bec", "sku": "BEC-1", "regular_price": "12.50", "manage_stock": true, "stock_quantity": 0})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(
+        (b["regular_price"].clone(), b["price"].clone()),
+        (json!("12.50"), json!("12.50"))
+    );
+    assert_eq!(b["stock_status"], "outofstock");
+    let id = b["id"].as_u64().unwrap();
+    let (_, _, b) = call(
+        &w,
+        Method::PUT,
+        &format!("/products/{id}"),
+        Some(json!({"stock_quantity": "7", "sale_price": "9.99"})),
+    )
+    .await;
+    assert_eq!(
+        (b["stock_quantity"].clone(), b["stock_status"].clone()),
+        (json!(7), json!("instock"))
+    );
+    assert_eq!(b["price"], "9.99");
+
+    // `?sku=` is an exact lookup, case-insensitive like the database.
+    let (_, _, b) = call(&w, Method::GET, "/products?sku=bec-1", None).await;
+    assert_eq!(b.as_array().unwrap().len(), 1);
+    let (_, _, b) = call(&w, Method::GET, "/products?sku=BEC", None).await;
+    assert_eq!(b, json!([]));
+}
+
+#[tokio::test]
+async fn woo_refuses_a_duplicate_sku_and_batches_report_errors_per_item() {
+    let w = woo(&manual_clock()).await;
+    w.create_product(WooProduct::simple("LED-1", "Banda LED", "45.00", 3))
+        .unwrap();
+    let (s, _, b) = call(
+        &w,
+        Method::POST,
+        "/products",
+        Some(json!({"name": "Alta", "sku": "led-1", "regular_price": "1.00"})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        b,
+        json!({"code": "product_invalid_sku", "message": "Invalid or duplicated SKU.", "data": {"status": 400}})
+    );
+
+    let led = w.product_by_sku("LED-1").unwrap();
+    let (s, _, b) = call(
+        &w,
+        Method::POST,
+        "/products/batch",
+        Some(json!({
+            "create": [
+                {"name": "Nou", "sku": "NOU-1", "regular_price": "10.00"},
+                {"name": "Dublura", "sku": "LED-1", "regular_price": "10.00"}
+            ],
+            "update": [
+                {"id": led.id, "regular_price": "39.90"},
+                {"id": 987654, "regular_price": "1.00"}
+            ]
+        })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "partial failure is still a 200");
+    assert_eq!(b["create"][0]["sku"], "NOU-1");
+    assert_eq!(b["create"][1]["id"], 0);
+    assert_eq!(b["create"][1]["error"]["code"], "product_invalid_sku");
+    assert_eq!(b["update"][0]["regular_price"], "39.90");
+    assert_eq!(b["update"][1]["id"], 987654);
+    assert_eq!(
+        b["update"][1]["error"]["code"],
+        "woocommerce_rest_product_invalid_id"
+    );
+    assert_eq!(w.product_by_sku("LED-1").unwrap().regular_price, "39.90");
+
+    let too_many: Vec<Value> = (0..101).map(|i| json!({"name": format!("P{i}")})).collect();
+    let (s, _, b) = call(
+        &w,
+        Method::POST,
+        "/products/batch",
+        Some(json!({ "create": too_many })),
+    )
+    .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(b["code"], "woocommerce_rest_request_entity_too_large");
+    assert!(w.product_by_sku("P0").is_none());
+}
+
+#[tokio::test]
+async fn woo_orders_filter_by_status_update_meta_and_send_signed_webhooks() {
+    let clock = manual_clock();
+    let w = woo(&clock).await;
+    w.seed_products(3, 1);
+    let (tx, mut rx) = mpsc::unbounded_channel::<(HeaderMap, Bytes)>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |h: HeaderMap, body: Bytes| {
+            let tx = tx.clone();
+            async move {
+                tx.send((h, body)).unwrap();
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    w.set_webhook(Some(WebhookConfig {
+        url,
+        secret: "s3cret".into(),
+    }));
+
+    let o = w.place_order(
+        WooOrder::new("ana@example.com", "Ana", "Pop", &[("SKU-000001", 2, 10.5)])
+            .with_status("processing"),
+    );
+    assert_eq!(o.total, "21.00");
+    assert_eq!(o.number, o.id.to_string());
+    w.place_order(WooOrder::new(
+        "ion@example.com",
+        "Ion",
+        "Rus",
+        &[("SKU-000002", 1, 3.0)],
+    ));
+    w.flush_webhooks().await;
+
+    let (h, body) = rx.recv().await.unwrap();
+    assert_eq!(&body[..], b"webhook_id=1", "a new webhook is pinged first");
+    assert!(header(&h, "content-type").starts_with("application/x-www-form-urlencoded"));
+    let (h, body) = rx.recv().await.unwrap();
+    assert_eq!(header(&h, "X-WC-Webhook-Signature"), sign(&body, "s3cret"));
+    assert_eq!(header(&h, "X-WC-Webhook-Topic"), "order.created");
+    assert_eq!(header(&h, "X-WC-Webhook-Resource"), "order");
+    assert_eq!(header(&h, "X-WC-Webhook-Event"), "created");
+    assert!(!header(&h, "X-WC-Webhook-Delivery-ID").is_empty());
+    let payload: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(payload["id"], o.id);
+    assert_eq!(payload["line_items"][0]["price"], 10.5);
+    assert_eq!(payload["total"], "21.00");
+
+    let (_, h, b) = call(&w, Method::GET, "/orders?status=processing", None).await;
+    assert_eq!(header(&h, "X-WP-Total"), "1");
+    assert_eq!(b[0]["billing"]["email"], "ana@example.com");
+    let (s, _, b) = call(&w, Method::GET, "/orders?status=paid", None).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("rest_invalid_param"))
+    );
+
+    clock.advance(Duration::from_secs(60));
+    let path = format!("/orders/{}", o.id);
+    let (s, _, b) = call(
+        &w,
+        Method::PUT,
+        &path,
+        Some(json!({"status": "completed", "meta_data": [{"key": "_awb", "value": "AWB-1"}]})),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(b["status"], "completed");
+    let (_, _, b) = call(
+        &w,
+        Method::PUT,
+        &path,
+        Some(json!({"meta_data": [{"key": "_awb", "value": "AWB-2"}]})),
+    )
+    .await;
+    assert_eq!(
+        b["meta_data"].as_array().unwrap().len(),
+        1,
+        "same key, same entry"
+    );
+    assert_eq!(w.order(o.id).unwrap().meta("_awb"), Some(&json!("AWB-2")));
+    let (s, _, b) = call(&w, Method::PUT, &path, Some(json!({"status": "shipped"}))).await;
+    assert_eq!(
+        (s, b["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("rest_invalid_param"))
+    );
+    w.flush_webhooks().await;
+    let (h, _) = rx.recv().await.unwrap();
+    assert_eq!(header(&h, "X-WC-Webhook-Topic"), "order.created");
+    let (h, _) = rx.recv().await.unwrap();
+    assert_eq!(header(&h, "X-WC-Webhook-Topic"), "order.updated");
+    assert_eq!(w.counters().writes(), 3);
+}
+
+// ---------------------------------------------------------------------------------------
+// flows/woocommerce end to end
+
+struct WooHarness {
+    woo: WooHandle,
+    erp: ErpHandle,
+    clock: ManualClock,
+    _dir: tempfile::TempDir,
+    engine: Engine,
+}
+
+/// `flows/woocommerce` as JSON, `include` made absolute and the state section dropped.
+fn woo_project() -> Value {
+    let text = std::fs::read_to_string(repo().join("flows/woocommerce/woocommerce.yaml")).unwrap();
+    let mut doc = erpsync::config::node::parse(&text).unwrap().value;
+    doc["include"] = json!([repo().join("flows/common").display().to_string()]);
+    doc.as_object_mut().unwrap().remove("state");
+    doc
+}
+
+fn engine_for(
+    doc: &Value,
+    dir: &tempfile::TempDir,
+    env: Vec<(&str, String)>,
+    clock: &ManualClock,
+) -> Engine {
+    let file = dir.path().join("project.yaml");
+    std::fs::write(&file, serde_json::to_string_pretty(doc).unwrap()).unwrap();
+    let env = Overrides(
+        env.into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect::<HashMap<_, _>>(),
+    );
+    let (project, diags) = check_with_env(&[file], &env);
+    let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    Engine::new(Arc::new(project), store, Arc::new(clock.clone())).unwrap()
+}
+
+fn env_of(woo: &WooHandle, erp: &ErpHandle) -> Vec<(&'static str, String)> {
+    let (key, secret) = woo.credentials();
+    let (id, client_secret) = erp.credentials();
+    vec![
+        ("WOO_URL", woo.base_url()),
+        ("WOO_CONSUMER_KEY", key),
+        ("WOO_CONSUMER_SECRET", secret),
+        ("ERP_URL", erp.base_url()),
+        ("ERP_CLIENT_ID", id),
+        ("ERP_CLIENT_SECRET", client_secret),
+    ]
+}
+
+impl WooHarness {
+    /// Both simulators seeded with the same `n` catalogue items.
+    async fn new(n: usize) -> WooHarness {
+        let clock = manual_clock();
+        let woo = woo(&clock).await;
+        let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
+            .await
+            .unwrap();
+        let items = woo.seed_products(n, 1);
+        erp.seed_catalogue(&items);
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_for(&woo_project(), &dir, env_of(&woo, &erp), &clock);
+        WooHarness {
+            woo,
+            erp,
+            clock,
+            _dir: dir,
+            engine,
+        }
+    }
+
+    async fn run(&self, flow: &str) -> RunReport {
+        let opts = RunOptions {
+            details: true,
+            ..Default::default()
+        };
+        self.engine
+            .run(flow, &opts)
+            .await
+            .unwrap_or_else(|e| panic!("{flow}: {e}"))
+    }
+
+    fn later(&self, minutes: u64) {
+        self.clock.advance(Duration::from_secs(minutes * 60));
+    }
+
+    fn reset_counters(&self) {
+        self.woo.counters().reset();
+        self.erp.counters().reset();
+    }
+
+    fn writes(&self) -> (u64, u64) {
+        (self.woo.counters().writes(), self.erp.counters().writes())
+    }
+}
+
+#[tokio::test]
+async fn woo_first_sync_adopts_matching_skus_creates_missing_ones_and_writes_nothing_unchanged() {
+    let h = WooHarness::new(20).await;
+    h.woo
+        .create_product(WooProduct::simple(
+            "WOO-ONLY-1",
+            "Doar in magazin",
+            "59.90",
+            3,
+        ))
+        .unwrap();
+    h.erp
+        .create_product(ErpProduct::new("ERP-ONLY-1", "Doar in ERP", 120.0))
+        .unwrap();
+    h.reset_counters();
+
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.adopted, r.counts.created, r.counts.failed),
+        (20, 2, 0),
+        "{r:#?}"
+    );
+    assert_eq!(h.erp.product("WOO-ONLY-1").unwrap().price, 59.9);
+    let created = h.woo.product_by_sku("ERP-ONLY-1").unwrap();
+    assert_eq!(created.regular_price, "120.00", "a string with cents");
+    assert_eq!(
+        (created.kind.as_str(), created.status.as_str()),
+        ("simple", "publish")
+    );
+    assert_eq!(h.writes(), (1, 1), "adoption wrote nothing");
+
+    // A price changed in the shop reaches the ERP; nothing else is written.
+    h.later(10);
+    let p = h.woo.product_by_sku("SKU-000004").unwrap();
+    h.woo
+        .update_product(p.id, |p| p.regular_price = "77.70".into());
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    assert_eq!(h.erp.product("SKU-000004").unwrap().price, 77.7);
+    assert_eq!(h.writes(), (0, 1));
+
+    h.later(10);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.created, r.counts.updated, r.counts.failed),
+        (0, 0, 0),
+        "{r:#?}"
+    );
+    assert_eq!(h.writes(), (0, 0), "nothing unchanged is written");
+}
+
+#[tokio::test]
+async fn woo_stock_from_the_erp_reaches_woocommerce_incrementally_and_by_reconciliation() {
+    let h = WooHarness::new(10).await;
+    h.run("products").await;
+    h.later(5);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    assert_eq!(h.writes().0, 0, "the seeded stock already agrees");
+
+    h.later(5);
+    h.erp.set_stock("SKU-000002", "Depozit central", 42);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let p = h.woo.product_by_sku("SKU-000002").unwrap();
+    assert_eq!(
+        (p.stock_quantity, p.stock_status.as_str()),
+        (Some(42), "instock")
+    );
+    assert_eq!(h.writes(), (1, 0));
+
+    // Drift behind erpsync's back is corrected by reconciliation.
+    h.later(5);
+    let id = h.woo.product_by_sku("SKU-000005").unwrap().id;
+    let erp_qty = h
+        .erp
+        .stock("SKU-000005", "Depozit central")
+        .unwrap()
+        .quantity;
+    h.woo
+        .update_product(id, |p| p.stock_quantity = Some(erp_qty + 13));
+    h.reset_counters();
+    let r = h
+        .engine
+        .run(
+            "stock",
+            &RunOptions {
+                reconcile: true,
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    assert_eq!(h.writes(), (1, 0));
+    assert_eq!(h.woo.product(id).unwrap().stock_quantity, Some(erp_qty));
+}
+
+#[tokio::test]
+async fn woo_a_processing_order_reaches_the_erp_once_and_status_and_awb_come_back() {
+    let h = WooHarness::new(5).await;
+    h.run("products").await;
+    let pending = h.woo.place_order(WooOrder::new(
+        "ion@example.com",
+        "Ion",
+        "Rus",
+        &[("SKU-000001", 1, 20.0)],
+    ));
+    let paid = h.woo.place_order(
+        WooOrder::new("ana@example.com", "Ana", "Pop", &[("SKU-000002", 2, 15.25)])
+            .with_status("processing"),
+    );
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("orders_to_erp").await;
+    assert_eq!((r.counts.created, r.counts.failed), (1, 0), "{r:#?}");
+    let number = format!("WC-{}", paid.number);
+    let in_erp = h.erp.orders_by_reference(&number);
+    assert_eq!(in_erp.len(), 1);
+    assert_eq!(in_erp[0].total, 30.5);
+    assert_eq!(in_erp[0].client.email, "ana@example.com");
+    assert!(
+        h.erp
+            .orders_by_reference(&format!("WC-{}", pending.number))
+            .is_empty()
+    );
+
+    // A second run sends nothing, even after the order changed in the shop.
+    h.later(3);
+    h.woo
+        .update_order(paid.id, |o| o.customer_note = "suna inainte".into());
+    h.reset_counters();
+    let r = h.run("orders_to_erp").await;
+    assert_eq!((r.counts.created, r.counts.failed), (0, 0), "{r:#?}");
+    assert_eq!(h.erp.counters().writes(), 0);
+    assert_eq!(h.erp.orders_by_reference(&number).len(), 1);
+
+    // The ERP ships it with an AWB and invoices it: all of it comes back.
+    h.later(3);
+    let erp_id = in_erp[0].id;
+    h.erp.set_awb(erp_id, "AWB-777");
+    h.erp.set_order_status(erp_id, "shipped");
+    h.later(3);
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let back = h.woo.order(paid.id).unwrap();
+    assert_eq!(back.status, "completed");
+    assert_eq!(back.meta("_erpsync_awb"), Some(&json!("AWB-777")));
+
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (0, 0), "{r:#?}");
+    assert_eq!(h.writes(), (0, 0));
+    let r = h.run("orders_to_erp").await;
+    assert_eq!((r.counts.created, r.counts.failed), (0, 0), "{r:#?}");
+    assert_eq!(h.erp.orders_by_reference(&number).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Two shops, one ERP
+
+#[tokio::test]
+async fn woo_and_merchantpro_shops_share_one_erp_and_each_order_reaches_it_once() {
+    let clock = manual_clock();
+    let woo = woo(&clock).await;
+    let shop: ShopHandle =
+        ShopSim::start(ShopOptions::unlimited().with_clock(Arc::new(clock.clone())))
+            .await
+            .unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
+        .await
+        .unwrap();
+    let items = seed_both(&shop, &erp, 5, 1);
+    woo.seed_catalogue(&items);
+
+    // One project: the WooCommerce file plus the MerchantPro shop of flows/demo and its
+    // order flows, in one state store.
+    let mut doc = woo_project();
+    let demo_text = std::fs::read_to_string(repo().join("flows/demo/demo.yaml")).unwrap();
+    let demo = erpsync::config::node::parse(&demo_text).unwrap().value;
+    doc["systems"]["shop"] = demo["systems"]["shop"].clone();
+    let flows = doc["flows"].as_object_mut().unwrap();
+    flows.insert(
+        "mp_customers_to_erp".into(),
+        json!({"entity": "customer", "from": "shop", "to": "erp", "mode": "create_missing",
+               "trigger": {"manual": true}}),
+    );
+    let mut mp_orders = demo["flows"]["orders_to_erp"].clone();
+    mp_orders["requires"] = json!([{ "flow": "mp_customers_to_erp", "record": "$.customer" }]);
+    mp_orders["after"] = json!([]);
+    mp_orders.as_object_mut().unwrap().remove("then");
+    mp_orders.as_object_mut().unwrap().remove("trigger");
+    mp_orders["trigger"] = json!({"schedule": "*/2 * * * *", "on_status": {"field": "status", "in": ["confirmed", "processing"]}});
+    flows.insert("mp_orders_to_erp".into(), mp_orders);
+    let dir = tempfile::tempdir().unwrap();
+    let (key, secret) = shop.credentials();
+    let mut env = env_of(&woo, &erp);
+    env.extend([
+        ("SHOP_URL", shop.base_url()),
+        ("SHOP_API_KEY", key),
+        ("SHOP_API_SECRET", secret),
+    ]);
+    let engine = engine_for(&doc, &dir, env, &clock);
+    let run = |flow: &'static str| {
+        let engine = &engine;
+        async move {
+            let r = engine.run(flow, &RunOptions::default()).await.unwrap();
+            assert_eq!(r.counts.failed, 0, "{flow}: {r:#?}");
+            r
+        }
+    };
+
+    // The same buyer in both shops; numbers that would collide without the `WC-` prefix.
+    let mut woo_numbers = Vec::new();
+    for item in &items[..3] {
+        let o = woo.place_order(
+            WooOrder::new(
+                "ana@example.com",
+                "Ana",
+                "Pop",
+                &[(item.sku.as_str(), 1, 10.0)],
+            )
+            .with_status("processing"),
+        );
+        woo_numbers.push(format!("WC-{}", o.number));
+    }
+    let mut mp_numbers = Vec::new();
+    for item in &items[..3] {
+        let mut o = Order::new("ana@example.com", &[(item.sku.as_str(), 1, 10.0)]);
+        o.shipping_status = "confirmed".into();
+        mp_numbers.push(shop.create_order(o).unwrap().number);
+    }
+    clock.advance(Duration::from_secs(120));
+    run("orders_to_erp").await;
+    run("mp_orders_to_erp").await;
+    // More orders arrive; both shops are read again.
+    clock.advance(Duration::from_secs(120));
+    let o = woo.place_order(
+        WooOrder::new(
+            "ion@example.com",
+            "Ion",
+            "Rus",
+            &[(items[3].sku.as_str(), 2, 5.0)],
+        )
+        .with_status("processing"),
+    );
+    woo_numbers.push(format!("WC-{}", o.number));
+    let mut o = Order::new("ion@example.com", &[(items[3].sku.as_str(), 2, 5.0)]);
+    o.shipping_status = "confirmed".into();
+    mp_numbers.push(shop.create_order(o).unwrap().number);
+    clock.advance(Duration::from_secs(120));
+    for _ in 0..2 {
+        run("orders_to_erp").await;
+        run("mp_orders_to_erp").await;
+        clock.advance(Duration::from_secs(120));
+    }
+
+    for number in woo_numbers.iter().chain(&mp_numbers) {
+        assert_eq!(erp.orders_by_reference(number).len(), 1, "order {number}");
+    }
+    assert_eq!(erp.orders().len(), woo_numbers.len() + mp_numbers.len());
+    // One client per buyer, whichever shop sent them first.
+    let clients: Vec<String> = erp
+        .orders()
+        .iter()
+        .map(|o| o.client.email.clone())
+        .collect();
+    assert!(
+        clients
+            .iter()
+            .all(|c| c == "ana@example.com" || c == "ion@example.com")
+    );
+}
