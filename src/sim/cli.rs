@@ -5,10 +5,13 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 
 use super::faults::Faults;
+use super::woo::{WooOptions, WooOrder, WooSim};
 use super::{ErpOptions, ErpSim, ShopOptions, ShopSim, WebhookConfig, seed_both};
 
 /// Suppliers seeded in the ERP.
 const SUPPLIERS: usize = 10;
+/// Orders seeded in the WooCommerce shop.
+const WOO_ORDERS: usize = 6;
 
 /// Arguments of `erpsync sim`.
 #[derive(Debug, clap::Args)]
@@ -22,6 +25,9 @@ pub struct SimArgs {
     /// Port of the ERP simulator.
     #[arg(long, default_value_t = 8702)]
     pub erp_port: u16,
+    /// Port of the WooCommerce shop simulator (what `flows/woocommerce` talks to).
+    #[arg(long, default_value_t = 8703)]
+    pub woo_port: u16,
     /// Products seeded on both sides (same SKUs, prices and stock).
     #[arg(long, default_value_t = 100)]
     pub products: usize,
@@ -125,9 +131,30 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
         shop_opts.rate_limit = None;
         erp_opts.burst_limit = None;
     }
+    let woo_opts = WooOptions {
+        bind: SocketAddr::new(args.host, args.woo_port),
+        faults: args.faults(),
+        seed: args.seed,
+        ..WooOptions::default()
+    };
     let shop = ShopSim::start(shop_opts).await?;
     let erp = ErpSim::start(erp_opts).await?;
-    seed_both(&shop, &erp, args.products, args.seed);
+    let woo = WooSim::start(woo_opts).await?;
+    let items = seed_both(&shop, &erp, args.products, args.seed);
+    woo.seed_catalogue(&items);
+    // A few WooCommerce orders, half of them paid (`processing`, what flows/woocommerce sends).
+    let buyers = super::seed::people(WOO_ORDERS, args.seed ^ 0x3c);
+    for (i, p) in buyers.iter().enumerate().filter(|_| !items.is_empty()) {
+        let item = &items[(i * 7) % items.len()];
+        let order = WooOrder::new(
+            &p.email,
+            &p.first_name,
+            &p.last_name,
+            &[(item.sku.as_str(), 1 + (i % 3) as i64, item.price_gross)],
+        );
+        let status = if i % 2 == 0 { "processing" } else { "pending" };
+        woo.place_order(order.with_status(status));
+    }
     shop.seed_customers(args.orders.clamp(1, 50), args.seed);
     shop.seed_orders(args.orders, args.seed);
     erp.seed_suppliers(SUPPLIERS, args.seed);
@@ -140,6 +167,8 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
         args.erp_client_id,
         args.erp_client_secret
     );
+    println!("shop simulator (WooCommerce-style): {}", woo.api_url());
+    println!("  basic auth: ck_demo / cs_demo");
     if let Some(url) = &args.webhook_url {
         println!(
             "shop webhooks go to {url}, signed with {}",
@@ -147,7 +176,7 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "seeded {} products on both sides, {} shop orders and {SUPPLIERS} ERP suppliers (seed {})",
+        "seeded {} products in each, {} MerchantPro and {WOO_ORDERS} WooCommerce orders, {SUPPLIERS} ERP suppliers (seed {})",
         args.products, args.orders, args.seed
     );
     println!(
@@ -157,5 +186,6 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
     tokio::signal::ctrl_c().await?;
     shop.shutdown().await;
     erp.shutdown().await;
+    woo.shutdown().await;
     Ok(())
 }
