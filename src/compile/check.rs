@@ -116,7 +116,12 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         .unwrap_or_default();
     if let Some(d) = &project.daemon {
         for (name, w) in &d.value.webhooks {
-            ck.path(d.file, &format!("daemon.webhooks.{name}.key"), &w.key);
+            let at = format!("daemon.webhooks.{name}.key");
+            if w.key.starts_with('$') {
+                ck.path(d.file, &at, &w.key);
+            } else if let Err(e) = crate::expr::Template::compile(&w.key) {
+                ck.at(d.file, Code::Template, &at, e.to_string());
+            }
             if let Some(t) = &w.timestamp {
                 ck.path(d.file, &format!("daemon.webhooks.{name}.timestamp"), t);
             }

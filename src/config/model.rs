@@ -1111,7 +1111,8 @@ pub struct WebhookConfig {
     /// Header with a delivery id used to drop repeated deliveries.
     #[serde(default)]
     pub delivery_id_header: Option<String>,
-    /// JSONPath to the record's match key in the payload.
+    /// The record's match key in the payload: a JSONPath (`$.number`), or a template when the
+    /// key is built (`WC-{{number}}`).
     pub key: String,
     /// JSONPath to the event time in the payload; deliveries older than `max_age_secs` are
     /// refused as replays.

@@ -119,9 +119,7 @@ fn verify(
             });
         }
     }
-    let key = JsonPath::parse(&cfg.key)
-        .ok()
-        .and_then(|p| p.first(&payload).and_then(crate::compile::types::key_text))
+    let key = delivery_key(&cfg.key, &payload)
         .filter(|k| !k.is_empty())
         .ok_or_else(|| DeliveryVerifyError::MissingKey(cfg.key.clone()))?;
     let id = cfg
@@ -132,6 +130,44 @@ fn verify(
         .map(|v| format!("id:{v}"))
         .unwrap_or_else(|| format!("sig:{}", signature.trim()));
     Ok(Delivery { key, id })
+}
+
+/// The record key a delivery names: a JSONPath's value, or a template rendered over the
+/// payload (checked at load, like every expression of a flow file).
+fn delivery_key(key: &str, payload: &Value) -> Option<String> {
+    if key.starts_with('$') {
+        let path = JsonPath::parse(key).ok()?;
+        return path
+            .first(payload)
+            .and_then(crate::compile::types::key_text);
+    }
+    let template = crate::expr::Template::compile(key).ok()?;
+    // A template over a missing field renders the fixed part only: not a key.
+    let needed = template_fields_present(key, payload);
+    let v = template
+        .render_value(&handlebars::Context::wraps(payload).ok()?)
+        .ok()?;
+    needed
+        .then(|| crate::compile::types::key_text(&v))
+        .flatten()
+}
+
+/// Whether every `{{name}}` a simple key template reads is in the payload.
+fn template_fields_present(key: &str, payload: &Value) -> bool {
+    key.split("{{")
+        .skip(1)
+        .filter_map(|part| part.split_once("}}").map(|(inner, _)| inner.trim()))
+        .filter(|inner| !inner.contains(' ') && !inner.starts_with(['#', '/']))
+        .all(|name| {
+            let mut v = payload;
+            for step in name.split('.') {
+                match v.get(step) {
+                    Some(next) if !next.is_null() => v = next,
+                    _ => return false,
+                }
+            }
+            true
+        })
 }
 
 /// An event time: RFC 3339 text, or Unix seconds (milliseconds when that large).
@@ -165,6 +201,14 @@ pub(super) async fn receive(
     let now = daemon.clock().now();
     let delivery = match verify(&cfg, &headers, &body, now) {
         Ok(d) => d,
+        Err(DeliveryVerifyError::NotJson) => {
+            // Signed, so from the sender: a ping such as the form-encoded one WooCommerce
+            // sends when a webhook is created. Refusing it would only make the sender
+            // retry it or turn the webhook off.
+            daemon.metrics.webhook(&name, "ignored");
+            tracing::info!(webhook = %name, "signed delivery that is not JSON acknowledged (a ping)");
+            return answer(StatusCode::OK, json!({"status": "ignored"}));
+        }
         Err(e) => {
             daemon.metrics.webhook(&name, e.outcome());
             tracing::warn!(webhook = %name, reason = %e, "webhook delivery refused");

@@ -13,6 +13,7 @@ use axum::http::HeaderMap;
 use erpsync::cli::validate::check_with_env;
 use erpsync::clock::ManualClock;
 use erpsync::config::env::Overrides;
+use erpsync::daemon::{Daemon, ServeOptions, serve};
 use erpsync::engine::{Engine, RunOptions, RunReport};
 use erpsync::sim::erp::ErpProduct;
 use erpsync::sim::shop::Order;
@@ -782,4 +783,98 @@ async fn woo_and_merchantpro_shops_share_one_erp_and_each_order_reaches_it_once(
             .iter()
             .all(|c| c == "ana@example.com" || c == "ion@example.com")
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Webhooks into the daemon
+
+#[tokio::test]
+async fn woo_order_webhooks_make_the_daemon_export_a_paid_order_at_once() {
+    let clock = manual_clock();
+    let w = woo(&clock).await;
+    let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
+        .await
+        .unwrap();
+    let items = w.seed_products(5, 1);
+    erp.seed_catalogue(&items);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("project.yaml");
+    std::fs::write(&file, serde_json::to_string_pretty(&woo_project()).unwrap()).unwrap();
+    let env = Overrides(
+        env_of(&w, &erp)
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    );
+    let (project, diags) = check_with_env(std::slice::from_ref(&file), &env);
+    let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    let d = Daemon::new(
+        vec![file],
+        Arc::new(project),
+        store,
+        Arc::new(clock.clone()),
+        None,
+    )
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(serve(
+        d.clone(),
+        Some(listener),
+        ServeOptions {
+            scheduler: false,
+            watch_every: None,
+        },
+        async {
+            let _ = stopped.await;
+        },
+    ));
+
+    // WooCommerce pings a new webhook with a form body: acknowledged, nothing runs.
+    w.set_webhook(Some(WebhookConfig {
+        url: format!("{url}/hooks/woocommerce-orders"),
+        secret: "demo-webhook-secret".into(),
+    }));
+    let pending = w.place_order(WooOrder::new(
+        "ion@example.com",
+        "Ion",
+        "Rus",
+        &[("SKU-000001", 1, 20.0)],
+    ));
+    let paid = w.place_order(
+        WooOrder::new("ana@example.com", "Ana", "Pop", &[("SKU-000002", 2, 15.25)])
+            .with_status("processing"),
+    );
+    w.flush_webhooks().await;
+    assert!(d.drain(Duration::from_secs(10)).await);
+    let answered: Vec<(String, Option<u16>)> = w
+        .webhook_deliveries()
+        .into_iter()
+        .map(|x| (x.event, x.status))
+        .collect();
+    assert_eq!(answered.len(), 3, "{answered:?}");
+    assert_eq!(answered[0].1, Some(200), "the ping: {answered:?}");
+    assert!(
+        answered[1..].iter().all(|(_, s)| *s == Some(202)),
+        "{answered:?}"
+    );
+    let number = format!("WC-{}", paid.number);
+    assert_eq!(erp.orders_by_reference(&number).len(), 1);
+    assert!(
+        erp.orders_by_reference(&format!("WC-{}", pending.number))
+            .is_empty(),
+        "a pending order waits"
+    );
+
+    // Later saves of the order notify again: it is not sent twice.
+    clock.advance(Duration::from_secs(60));
+    w.update_order(paid.id, |o| o.customer_note = "la usa".into());
+    w.flush_webhooks().await;
+    assert!(d.drain(Duration::from_secs(10)).await);
+    assert_eq!(erp.orders_by_reference(&number).len(), 1);
+    assert_eq!(erp.orders().len(), 1);
+    stop.send(()).unwrap();
+    served.await.unwrap();
 }
