@@ -1129,27 +1129,51 @@ fn both_edits_kept(h: &Harness) {
     }
 }
 
-#[tokio::test]
-async fn reconciling_both_ways_through_shifted_target_pages_loses_no_edit() {
-    let h = edited_on_both_sides().await;
-    let prices: HashMap<String, f64> = h
-        .erp
+/// The ERP's prices by code.
+fn erp_prices(h: &Harness) -> HashMap<String, f64> {
+    h.erp
         .products()
         .into_iter()
         .map(|e| (e.code, e.price))
-        .collect();
-    drifting(h.erp.faults());
-    let r = reconcile(&h, "products").await;
-    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
-    reported_once(&r);
-    both_edits_kept(&h);
+        .collect()
+}
+
+/// Every ERP price is still what it was (`before`).
+fn erp_prices_kept(h: &Harness, before: &HashMap<String, f64>) {
     for e in h.erp.products() {
         assert!(
-            (e.price - prices[&e.code]).abs() < 0.005,
+            (e.price - before[&e.code]).abs() < 0.005,
             "{}: the ERP's price kept",
             e.code
         );
     }
+}
+
+/// Both sides edited, then a run (reconciling or not) while the shop's or the ERP's pages
+/// shift: no failure, nothing decided twice, the ERP's prices kept.
+async fn run_through_shift(reconciling: bool, shop_shifts: bool) -> (Harness, RunReport) {
+    let h = edited_on_both_sides().await;
+    let prices = erp_prices(&h);
+    drifting(if shop_shifts {
+        h.shop.faults()
+    } else {
+        h.erp.faults()
+    });
+    let r = if reconciling {
+        reconcile(&h, "products").await
+    } else {
+        h.run("products").await
+    };
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    erp_prices_kept(&h, &prices);
+    (h, r)
+}
+
+#[tokio::test]
+async fn reconciling_both_ways_through_shifted_target_pages_loses_no_edit() {
+    let (h, r) = run_through_shift(true, false).await;
+    both_edits_kept(&h);
     assert_eq!(r.counts.updated, 250, "{:#?}", r.counts);
 }
 
@@ -1157,24 +1181,7 @@ async fn reconciling_both_ways_through_shifted_target_pages_loses_no_edit() {
 async fn an_incremental_run_through_shifted_target_pages_loses_no_edit() {
     // The ERP's changes since the cursor are read while its pages shift: a record the read
     // missed must not be taken as unchanged when the shop's edit of it is written.
-    let h = edited_on_both_sides().await;
-    let prices: HashMap<String, f64> = h
-        .erp
-        .products()
-        .into_iter()
-        .map(|e| (e.code, e.price))
-        .collect();
-    drifting(h.erp.faults());
-    let r = h.run("products").await;
-    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
-    reported_once(&r);
-    for e in h.erp.products() {
-        assert!(
-            (e.price - prices[&e.code]).abs() < 0.005,
-            "{}: the ERP's price kept",
-            e.code
-        );
-    }
+    let (h, _) = run_through_shift(false, false).await;
     h.erp.faults().set(Faults::default());
     h.later(10);
     let next = h.run("products").await;
@@ -1184,25 +1191,8 @@ async fn an_incremental_run_through_shifted_target_pages_loses_no_edit() {
 
 #[tokio::test]
 async fn reconciling_both_ways_through_shifted_source_pages_loses_no_edit() {
-    let h = edited_on_both_sides().await;
-    let prices: HashMap<String, f64> = h
-        .erp
-        .products()
-        .into_iter()
-        .map(|e| (e.code, e.price))
-        .collect();
-    drifting(h.shop.faults());
-    let r = reconcile(&h, "products").await;
-    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
-    reported_once(&r);
+    let (h, r) = run_through_shift(true, true).await;
     both_edits_kept(&h);
-    for e in h.erp.products() {
-        assert!(
-            (e.price - prices[&e.code]).abs() < 0.005,
-            "{}: the ERP's price kept",
-            e.code
-        );
-    }
     assert_eq!(r.counts.updated, 250, "{:#?}", r.counts);
 }
 
