@@ -371,39 +371,66 @@ async fn shifting_pages_never_hide_a_change_from_later_runs() {
     // that has a successor sees its first record modified, which shifts the list by one, so
     // a record slides across the page boundary and is not served in that run. The cursor
     // must stay early enough that the next run reads it.
+    changes_survive_shifting_pages(false).await;
+}
+
+/// A product's name and stamp on one side (`erp`, or the shop), by SKU.
+fn names(h: &Harness, erp: bool) -> Vec<(String, String, DateTime<Utc>)> {
+    if erp {
+        let all = h.erp.products().into_iter();
+        all.map(|e| (e.code, e.name, e.updated_at)).collect()
+    } else {
+        let all = h.shop.products().into_iter();
+        all.map(|p| (p.sku, p.name, p.updated_at)).collect()
+    }
+}
+
+/// Three rounds of renaming every product on one side (`erp`, or the shop) while that side's
+/// pages shift as the bidirectional product flow reads them: after each run, every rename not
+/// yet on the other side is after the cursor; once the shifting stops, all of them arrive.
+async fn changes_survive_shifting_pages(erp: bool) {
     let h = Harness::new(250, |_| {}).await;
     h.run("products").await;
-    h.shop.faults().set(Faults {
-        page_drift: true,
-        ..Faults::default()
-    });
+    let faults = if erp { h.erp.faults() } else { h.shop.faults() };
+    drifting(faults);
     for round in 1..=3 {
         h.later(10);
-        for p in h.shop.products() {
-            h.shop
-                .update_product(p.id, |p| p.name = format!("{} r{round}", p.sku));
+        for (sku, _, _) in names(&h, erp) {
+            let name = format!("{sku} r{round}");
+            if erp {
+                h.erp.update_product(&sku, |e| e.name = name);
+            } else {
+                let id = h.shop.product_by_sku(&sku).unwrap().id;
+                h.shop.update_product(id, |p| p.name = name);
+            }
         }
         h.later(1);
         let r = h.run("products").await;
         assert!(r.ok(), "{:?}", r.errors);
-        // Whatever is not yet in the ERP must be after the cursor, where the next run reads.
+        // Whatever has not crossed yet must be after the cursor, where the next run reads.
         let cursor = h.store.cursor("products").unwrap().unwrap();
-        for p in h.shop.products() {
-            if h.erp.product(&p.sku).unwrap().name != p.name {
+        let across: HashMap<String, String> = names(&h, !erp)
+            .into_iter()
+            .map(|(sku, name, _)| (sku, name))
+            .collect();
+        for (sku, name, at) in names(&h, erp) {
+            if across[&sku] != name {
                 assert!(
-                    p.updated_at > cursor,
-                    "round {round}: {} ({}) is behind the cursor {cursor}",
-                    p.sku,
-                    p.updated_at
+                    at > cursor,
+                    "round {round}: {sku} ({at}) is behind the cursor {cursor}"
                 );
             }
         }
     }
-    h.shop.faults().set(Faults::default());
+    faults.set(Faults::default());
     h.later(10);
     h.run("products").await;
-    for p in h.shop.products() {
-        assert_eq!(h.erp.product(&p.sku).unwrap().name, p.name, "{}", p.sku);
+    let across: HashMap<String, String> = names(&h, !erp)
+        .into_iter()
+        .map(|(sku, name, _)| (sku, name))
+        .collect();
+    for (sku, name, _) in names(&h, erp) {
+        assert_eq!(across[&sku], name, "{sku}");
     }
 }
 
@@ -1200,36 +1227,7 @@ async fn reconciling_both_ways_through_shifted_source_pages_loses_no_edit() {
 async fn shifting_target_pages_never_hide_a_change_from_later_runs() {
     // As `shifting_pages_never_hide_a_change_from_later_runs`, for the other side of a
     // bidirectional flow: the ERP's changes since the cursor, read while it shifts.
-    let h = Harness::new(250, |_| {}).await;
-    h.run("products").await;
-    drifting(h.erp.faults());
-    for round in 1..=3 {
-        h.later(10);
-        for p in h.shop.products() {
-            h.erp
-                .update_product(&p.sku, |e| e.name = format!("{} r{round}", e.code));
-        }
-        h.later(1);
-        let r = h.run("products").await;
-        assert!(r.ok(), "{:?}", r.errors);
-        let cursor = h.store.cursor("products").unwrap().unwrap();
-        for e in h.erp.products() {
-            if h.shop.product_by_sku(&e.code).unwrap().name != e.name {
-                assert!(
-                    e.updated_at > cursor,
-                    "round {round}: {} ({}) is behind the cursor {cursor}",
-                    e.code,
-                    e.updated_at
-                );
-            }
-        }
-    }
-    h.erp.faults().set(Faults::default());
-    h.later(10);
-    h.run("products").await;
-    for e in h.erp.products() {
-        assert_eq!(h.shop.product_by_sku(&e.code).unwrap().name, e.name);
-    }
+    changes_survive_shifting_pages(true).await;
 }
 
 /// Runs `flow` and, once the shop has been asked for the second page of its product list
