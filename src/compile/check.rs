@@ -331,6 +331,16 @@ fn compile_systems(
                 format!("system `{name}` has no `base_url` (set it, or mark the system `abstract: true`)"),
             );
         }
+        // Lookup tables of this system's mappings: the project's, overlaid by the tables in
+        // the system's own (merged) `vars`, so a template system carries its tables and a
+        // system extending it may replace one.
+        let mut tables = project.vars.clone();
+        for (k, v) in &merged.vars {
+            if v.is_object() {
+                tables.insert(k.clone(), v.clone());
+            }
+        }
+        let tables = Arc::new(Value::Object(tables));
         let op_names: Vec<&str> = merged.operations.keys().map(String::as_str).collect();
         for (var, r) in &decl.value.resolve {
             if !merged.operations.contains_key(&r.operation)
@@ -459,10 +469,11 @@ fn compile_systems(
                     }
                 }
                 for (p, table) in mapping.0.tables() {
-                    if !matches!(project.vars.get(&table), Some(Value::Object(_))) {
-                        let known: Vec<&str> = project
-                            .vars
-                            .iter()
+                    if !matches!(tables.get(&table), Some(Value::Object(_))) {
+                        let known: Vec<&str> = tables
+                            .as_object()
+                            .into_iter()
+                            .flatten()
                             .filter(|(_, v)| v.is_object())
                             .map(|(k, _)| k.as_str())
                             .collect();
@@ -493,6 +504,7 @@ fn compile_systems(
                         actions: se.actions.clone(),
                         read,
                         write,
+                        tables: tables.clone(),
                     }),
                 );
             }

@@ -149,6 +149,9 @@ pub struct SystemEntity {
     pub actions: BTreeMap<String, String>,
     pub read: Mapping,
     pub write: Mapping,
+    /// The lookup tables its mappings see: the project's `vars`, overlaid by the tables in
+    /// the system's own `vars`.
+    pub tables: Arc<Value>,
 }
 
 /// A canonical entity.

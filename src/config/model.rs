@@ -94,6 +94,9 @@ pub struct SystemConfig {
     #[serde(default)]
     pub errors: Vec<ErrorRuleConfig>,
     /// Values for this system's templates, as `{{system.NAME}}` (e.g. a company VAT code).
+    /// A map here is also a lookup table for this system's mappings, in place of a project
+    /// table of the same name: a template system carries its own tables, and a system that
+    /// extends it may replace one.
     #[serde(default)]
     pub vars: BTreeMap<String, Value>,
     /// Values only the system knows, such as the database id of a warehouse or of a unit,

@@ -297,3 +297,79 @@ proptest! {
         check_text(dir.path(), &text);
     }
 }
+
+#[test]
+fn a_system_carries_its_lookup_tables_and_a_child_may_replace_one() {
+    use erpsync::compile::{MapEnv, NoRefs};
+    use serde_json::json;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("p.yaml");
+    std::fs::write(
+        &file,
+        r#"
+entities:
+  order:
+    key: number
+    fields: { number: string, status: string, paid: string }
+vars:
+  paid_in: { "1": "yes" }
+systems:
+  template:
+    abstract: true
+    vars:
+      status_in: { new: pending, done: delivered }
+    entities:
+      order:
+        read:
+          number: $.no
+          status: { lookup: { table: status_in, key: $.st } }
+          paid: { lookup: { table: paid_in, key: $.paid } }
+  plain:
+    extends: template
+    base_url: http://127.0.0.1:1
+  custom:
+    extends: template
+    base_url: http://127.0.0.1:2
+    vars:
+      status_in: { new: processing, done: delivered }
+  broken:
+    base_url: http://127.0.0.1:3
+    entities:
+      order:
+        read:
+          status: { lookup: { table: status_in, key: $.st } }
+"#,
+    )
+    .unwrap();
+    let (project, diags) = check(std::slice::from_ref(&file));
+    // `status_in` is the template's, not the project's: a system of its own does not see it.
+    assert!(project.is_none());
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert!(
+        diags[0].path == "systems.broken.entities.order.read.status.lookup.table",
+        "{diags:#?}"
+    );
+
+    let text = std::fs::read_to_string(&file).unwrap();
+    let start = text.find("  broken:").unwrap();
+    std::fs::write(&file, &text[..start]).unwrap();
+    let (project, diags) = check(std::slice::from_ref(&file));
+    let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+    let read = |system: &str| {
+        let ent = &project.systems[system].entities["order"];
+        let env = MapEnv {
+            vars: &ent.tables,
+            refs: &NoRefs,
+        };
+        ent.read
+            .apply(&json!({"no": "7", "st": "new", "paid": "1"}), &env, None)
+            .unwrap()
+    };
+    assert_eq!(read("plain")["status"], "pending");
+    assert_eq!(
+        read("custom")["status"],
+        "processing",
+        "the child's table wins"
+    );
+    assert_eq!(read("custom")["paid"], "yes", "project tables stay visible");
+}

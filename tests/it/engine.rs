@@ -31,12 +31,33 @@ pub fn repo() -> PathBuf {
 }
 
 /// The demo project as JSON (valid YAML), with `include` made absolute so it can be written
-/// anywhere, and the state section dropped.
+/// anywhere, and the state section dropped. Its ERP system is written out in full (what it
+/// inherits from `simulated_erp` included), so tests can change any part of it.
 pub fn demo_project() -> Value {
     let text = std::fs::read_to_string(repo().join("flows/demo/demo.yaml")).unwrap();
     let mut doc = erpsync::config::node::parse(&text).unwrap().value;
     doc["include"] = json!([repo().join("flows/common").display().to_string()]);
     doc.as_object_mut().unwrap().remove("state");
+    let text = std::fs::read_to_string(repo().join("flows/common/simulated-erp.yaml")).unwrap();
+    let template = erpsync::config::node::parse(&text).unwrap().value["systems"]["simulated_erp"]
+        .as_object()
+        .unwrap()
+        .clone();
+    let erp = doc["systems"]["erp"].as_object_mut().unwrap();
+    assert_eq!(erp.remove("extends"), Some(json!("simulated_erp")));
+    for (k, v) in template.into_iter().filter(|(k, _)| k != "abstract") {
+        match (erp.get_mut(&k), v) {
+            (Some(Value::Object(own)), Value::Object(inherited)) => {
+                for (name, item) in inherited {
+                    own.entry(name).or_insert(item);
+                }
+            }
+            (Some(_), _) => {}
+            (None, v) => {
+                erp.insert(k, v);
+            }
+        }
+    }
     doc
 }
 

@@ -545,7 +545,7 @@ impl<'e> Runner<'e> {
         native: Value,
     ) -> Result<Seen, Box<(String, Value, Fail)>> {
         let env = MapEnv {
-            vars: &self.e.project.vars,
+            vars: &side.ent.tables,
             refs: &crate::compile::NoRefs,
         };
         let id = side.ent.id.of(&native);

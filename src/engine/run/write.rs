@@ -26,11 +26,12 @@ impl<'e> Runner<'e> {
             from,
             to,
         };
+        let ent = self.side(to_source).ent;
         let env = MapEnv {
-            vars: &self.e.project.vars,
+            vars: &ent.tables,
             refs: &refs,
         };
-        let write = &self.side(to_source).ent.write;
+        let write = &ent.write;
         let mapped = if update {
             write.apply_carried(canon, &env, &self.carried)
         } else {
