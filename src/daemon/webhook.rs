@@ -133,7 +133,8 @@ fn verify(
 }
 
 /// The record key a delivery names: a JSONPath's value, or a template rendered over the
-/// payload (checked at load, like every expression of a flow file).
+/// payload (checked at load, like every expression of a flow file). A template that renders
+/// the same over an empty payload took nothing from this one (`WC-` without a number): no key.
 fn delivery_key(key: &str, payload: &Value) -> Option<String> {
     if key.starts_with('$') {
         let path = JsonPath::parse(key).ok()?;
@@ -142,32 +143,12 @@ fn delivery_key(key: &str, payload: &Value) -> Option<String> {
             .and_then(crate::compile::types::key_text);
     }
     let template = crate::expr::Template::compile(key).ok()?;
-    // A template over a missing field renders the fixed part only: not a key.
-    let needed = template_fields_present(key, payload);
-    let v = template
-        .render_value(&handlebars::Context::wraps(payload).ok()?)
-        .ok()?;
-    needed
-        .then(|| crate::compile::types::key_text(&v))
-        .flatten()
-}
-
-/// Whether every `{{name}}` a simple key template reads is in the payload.
-fn template_fields_present(key: &str, payload: &Value) -> bool {
-    key.split("{{")
-        .skip(1)
-        .filter_map(|part| part.split_once("}}").map(|(inner, _)| inner.trim()))
-        .filter(|inner| !inner.contains(' ') && !inner.starts_with(['#', '/']))
-        .all(|name| {
-            let mut v = payload;
-            for step in name.split('.') {
-                match v.get(step) {
-                    Some(next) if !next.is_null() => v = next,
-                    _ => return false,
-                }
-            }
-            true
-        })
+    let render = |v: &Value| -> Option<String> {
+        let ctx = handlebars::Context::wraps(v).ok()?;
+        crate::compile::types::key_text(&template.render_value(&ctx).ok()?)
+    };
+    let found = render(payload)?;
+    (render(&json!({})).as_deref() != Some(found.as_str())).then_some(found)
 }
 
 /// An event time: RFC 3339 text, or Unix seconds (milliseconds when that large).
@@ -301,6 +282,23 @@ pub(super) async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_is_a_path_or_a_template_that_takes_something_from_the_payload() {
+        let order = json!({"id": 7, "number": "1042", "billing": {"email": "a@b.ro"}});
+        assert_eq!(delivery_key("$.number", &order).as_deref(), Some("1042"));
+        assert_eq!(delivery_key("$.id", &order).as_deref(), Some("7"));
+        assert_eq!(
+            delivery_key("WC-{{number}}", &order).as_deref(),
+            Some("WC-1042")
+        );
+        assert_eq!(
+            delivery_key("{{lower billing.email}}", &order).as_deref(),
+            Some("a@b.ro")
+        );
+        assert_eq!(delivery_key("WC-{{number}}", &json!({"id": 7})), None);
+        assert_eq!(delivery_key("$.missing", &order), None);
+    }
 
     fn cfg() -> WebhookConfig {
         WebhookConfig {
