@@ -93,6 +93,54 @@ impl SqliteStore {
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    /// Failures of one flow (or all), or the one with `id`, in id order.
+    fn select_failures(&self, flow: Option<&str>, id: Option<i64>) -> Result<Vec<Failure>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at
+             FROM failures WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) ORDER BY id",
+        )?;
+        let rows = stmt.query_map(rusqlite::params![flow, id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, Option<u16>>(6)?,
+                r.get::<_, u32>(8)?,
+                row_failure(r)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (
+                id,
+                status,
+                attempts,
+                [
+                    source,
+                    payload,
+                    error,
+                    response,
+                    created,
+                    updated,
+                    flow,
+                    key,
+                ],
+            ) = row?;
+            Ok(Failure {
+                id,
+                flow: flow.unwrap_or_default(),
+                key: key.unwrap_or_default(),
+                source_record: json(source)?.unwrap_or(Value::Null),
+                payload: json(payload)?,
+                error: error.unwrap_or_default(),
+                status,
+                response: json(response)?,
+                attempts,
+                created_at: parse_ts(created.as_deref().unwrap_or(""))?,
+                updated_at: parse_ts(updated.as_deref().unwrap_or(""))?,
+            })
+        })
+        .collect()
+    }
 }
 
 /// A binding row with its JSON and timestamp columns still as text.
@@ -388,54 +436,11 @@ impl StateStore for SqliteStore {
     }
 
     fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at
-             FROM failures WHERE (?1 IS NULL OR flow = ?1) ORDER BY id",
-        )?;
-        let rows = stmt.query_map([flow], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, Option<u16>>(6)?,
-                r.get::<_, u32>(8)?,
-                row_failure(r)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (
-                id,
-                status,
-                attempts,
-                [
-                    source,
-                    payload,
-                    error,
-                    response,
-                    created,
-                    updated,
-                    flow,
-                    key,
-                ],
-            ) = row?;
-            Ok(Failure {
-                id,
-                flow: flow.unwrap_or_default(),
-                key: key.unwrap_or_default(),
-                source_record: json(source)?.unwrap_or(Value::Null),
-                payload: json(payload)?,
-                error: error.unwrap_or_default(),
-                status,
-                response: json(response)?,
-                attempts,
-                created_at: parse_ts(created.as_deref().unwrap_or(""))?,
-                updated_at: parse_ts(updated.as_deref().unwrap_or(""))?,
-            })
-        })
-        .collect()
+        self.select_failures(flow, None)
     }
 
     fn failure(&self, id: i64) -> Result<Option<Failure>> {
-        Ok(self.failures(None)?.into_iter().find(|f| f.id == id))
+        Ok(self.select_failures(None, Some(id))?.pop())
     }
 
     fn discard_failure(&self, id: i64) -> Result<bool> {
