@@ -48,30 +48,28 @@ impl TlsSettings {
     /// Reads `sslmode=` / `sslrootcert=` from a query pair; false when the pair is not one of
     /// them (the driver knows only three modes and no root file, so erpsync takes both).
     pub fn take(&mut self, pair: &str) -> Result<bool, String> {
-        if let Some(v) = pair.strip_prefix("sslmode=") {
-            self.mode = match v {
-                "disable" => SslMode::Disable,
-                "prefer" | "allow" => SslMode::Prefer,
-                "require" => SslMode::Require,
-                "verify-ca" => SslMode::VerifyCa,
-                "verify-full" => SslMode::VerifyFull,
-                other => {
-                    return Err(format!(
-                        "`sslmode={other}` is not one of disable, prefer, require, verify-ca, verify-full"
-                    ));
+        let Some((key, value)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
+            return Ok(false);
+        };
+        match &*key {
+            "sslmode" => {
+                self.mode = match &*value {
+                    "disable" => SslMode::Disable,
+                    "prefer" | "allow" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" => SslMode::VerifyCa,
+                    "verify-full" => SslMode::VerifyFull,
+                    other => {
+                        return Err(format!(
+                            "`sslmode={other}` is not one of disable, prefer, require, verify-ca, verify-full"
+                        ));
+                    }
                 }
-            };
-            return Ok(true);
+            }
+            "sslrootcert" => self.root_cert = Some(PathBuf::from(&*value)),
+            _ => return Ok(false),
         }
-        if let Some(v) = pair.strip_prefix("sslrootcert=") {
-            let path = url::form_urlencoded::parse(format!("p={v}").as_bytes())
-                .next()
-                .map(|(_, p)| p.into_owned())
-                .unwrap_or_default();
-            self.root_cert = Some(PathBuf::from(path));
-            return Ok(true);
-        }
-        Ok(false)
+        Ok(true)
     }
 
     /// The driver's mode: whether TLS is tried, and whether it is required.
@@ -91,7 +89,10 @@ impl TlsSettings {
         let checks_chain = matches!(self.mode, SslMode::VerifyCa | SslMode::VerifyFull)
             || self.root_cert.is_some();
         let verifier: Arc<dyn ServerCertVerifier> = if !checks_chain {
-            Arc::new(EncryptOnly(provider.signature_verification_algorithms))
+            Arc::new(Lenient {
+                chain: None,
+                algorithms: provider.signature_verification_algorithms,
+            })
         } else {
             let roots = self.roots()?;
             let webpki =
@@ -101,7 +102,10 @@ impl TlsSettings {
             if self.mode == SslMode::VerifyFull {
                 webpki
             } else {
-                Arc::new(AnyName(webpki))
+                Arc::new(Lenient {
+                    chain: Some(webpki),
+                    algorithms: provider.signature_verification_algorithms,
+                })
             }
         };
         let config = ClientConfig::builder_with_provider(provider)
@@ -147,51 +151,16 @@ fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// `prefer`/`require` without a CA file: the session is encrypted and the handshake's
-/// signatures are checked, but whose certificate it is is not (what libpq does).
+/// What libpq checks short of `verify-full`: the handshake's signatures always; with a
+/// `chain` (`verify-ca`, or a CA file given) that the certificate leads to a trusted CA,
+/// whatever name it carries; without one (`prefer`/`require`), nothing about whose it is.
 #[derive(Debug)]
-struct EncryptOnly(WebPkiSupportedAlgorithms);
-
-impl ServerCertVerifier for EncryptOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_schemes()
-    }
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    algorithms: WebPkiSupportedAlgorithms,
 }
 
-/// `verify-ca`: the chain must lead to a trusted CA; the name on the certificate may be any.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -200,10 +169,10 @@ impl ServerCertVerifier for AnyName {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self
-            .0
-            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
-        {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -217,7 +186,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -226,11 +195,11 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.algorithms.supported_schemes()
     }
 }
 
