@@ -5,7 +5,7 @@
 use std::process::ExitCode;
 
 use super::common::{ProjectArgs, engine, load_project, open_state, summary_line};
-use crate::engine::{RunOptions, Settlement, settle_pending};
+use crate::engine::{Settlement, settle_pending};
 
 /// Arguments of `erpsync failures`.
 #[derive(Debug, clap::Args)]
@@ -206,26 +206,12 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             }
             let p = load_project(&project.paths)?;
             let store = open_state(&project, &p)?;
-            let chosen: Vec<_> = store
-                .failures(None)?
-                .into_iter()
-                .filter(|f| all || id.contains(&f.id))
-                .collect();
             let engine = engine(p.clone(), store.clone())?;
             let rt = tokio::runtime::Runtime::new()?;
-            let mut by_flow: std::collections::BTreeMap<String, Vec<String>> = Default::default();
-            for f in chosen {
-                by_flow.entry(f.flow).or_default().push(f.key);
-            }
+            let ids = (!all).then_some(id.as_slice());
             let mut ok = true;
-            for (flow, keys) in by_flow {
-                let opts = RunOptions {
-                    keys: Some(keys),
-                    force: true,
-                    details: true,
-                    ..Default::default()
-                };
-                match rt.block_on(engine.run(&flow, &opts)) {
+            for (flow, report) in rt.block_on(engine.retry_failures(ids))? {
+                match report {
                     Ok(r) => {
                         ok &= r.counts.failed == 0 && r.ok();
                         println!("{}", summary_line(&r));

@@ -219,12 +219,11 @@ async fn retry_failure(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Res
         Ok(None) => return error(StatusCode::NOT_FOUND, format!("no failure with id {id}")),
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
-    let opts = RunOptions {
-        keys: Some(vec![f.key.clone()]),
-        force: true,
-        ..Default::default()
-    };
-    match d.trigger(&f.flow, opts, Cause::Retry) {
+    match d.trigger(
+        &f.flow,
+        RunOptions::retry(vec![f.key.clone()]),
+        Cause::Retry,
+    ) {
         Ok(t) => (
             StatusCode::ACCEPTED,
             Json(json!({"flow": f.flow, "key": f.key, "outcome": t})),

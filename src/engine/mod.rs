@@ -64,6 +64,19 @@ pub struct RunOptions {
     pub force: bool,
 }
 
+impl RunOptions {
+    /// A manual re-sync of these records (what retrying a stored failure does): only those
+    /// keys, disabled flows included, a line per record in the report.
+    pub fn retry(keys: Vec<String>) -> Self {
+        RunOptions {
+            keys: Some(keys),
+            force: true,
+            details: true,
+            ..Default::default()
+        }
+    }
+}
+
 /// Runs the flows of a project against its systems, remembering in a state store.
 #[derive(Debug)]
 pub struct Engine {
@@ -124,5 +137,26 @@ impl Engine {
             return Err(EngineRunError::Disabled(flow_id.to_string()));
         }
         run::run_flow(self, &flow, opts).await
+    }
+
+    /// Runs the stored failures `ids` again (all of them with `None`), each flow once for its
+    /// failed keys, with the flow files as they are now; a record that succeeds leaves the
+    /// failure store. One report (or error) per flow, in flow-name order.
+    pub async fn retry_failures(
+        &self,
+        ids: Option<&[i64]>,
+    ) -> Result<Vec<(String, Result<RunReport, EngineRunError>)>, EngineRunError> {
+        let mut by_flow: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in self.store.failures(None)? {
+            if ids.is_none_or(|ids| ids.contains(&f.id)) {
+                by_flow.entry(f.flow).or_default().push(f.key);
+            }
+        }
+        let mut out = Vec::with_capacity(by_flow.len());
+        for (flow, keys) in by_flow {
+            let report = self.run(&flow, &RunOptions::retry(keys)).await;
+            out.push((flow, report));
+        }
+        Ok(out)
     }
 }

@@ -125,6 +125,15 @@ impl Harness {
             .unwrap_or_else(|e| panic!("{flow}: {e}"))
     }
 
+    /// Runs every stored failure again, as `erpsync failures retry --all` does; the report of
+    /// the one flow that had failures.
+    pub async fn retry_all(&self) -> RunReport {
+        let mut reports = self.engine.retry_failures(None).await.unwrap();
+        assert_eq!(reports.len(), 1, "one flow had failures");
+        let (flow, report) = reports.remove(0);
+        report.unwrap_or_else(|e| panic!("{flow}: {e}"))
+    }
+
     pub fn later(&self, minutes: u64) {
         self.clock.advance(Duration::from_secs(minutes * 60));
     }
@@ -962,21 +971,11 @@ async fn a_permanent_failure_is_kept_and_succeeds_when_retried_after_the_fix() {
     assert_eq!(f.source_record["number"], o.number);
     assert!(h.erp.orders().is_empty());
 
-    // Fixed in the ERP, then retried by hand (what `erpsync failures retry` does).
+    // Fixed in the ERP, then retried by hand (`erpsync failures retry --all`).
     h.erp
         .create_product(ErpProduct::new("GHOST-1", "Acum exista", 10.0))
         .unwrap();
-    let retry = h
-        .run_with(
-            "orders_to_erp",
-            RunOptions {
-                keys: Some(vec![o.number.clone()]),
-                force: true,
-                details: true,
-                ..Default::default()
-            },
-        )
-        .await;
+    let retry = h.retry_all().await;
     assert_eq!(retry.counts.created, 1, "{retry:#?}");
     assert!(h.store.failures(None).unwrap().is_empty());
     assert_eq!(h.erp.orders_by_reference(&o.number).len(), 1);

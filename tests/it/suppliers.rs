@@ -255,17 +255,7 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
             },
         )
         .unwrap();
-    let retry = h
-        .run_with(
-            "suppliers",
-            RunOptions {
-                keys: Some(vec![f.key.clone()]),
-                force: true,
-                details: true,
-                ..Default::default()
-            },
-        )
-        .await;
+    let retry = h.retry_all().await;
     assert_eq!(retry.counts.created, 1, "{retry:#?}");
     assert!(h.store.failures(None).unwrap().is_empty());
     assert_eq!(
