@@ -243,8 +243,8 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
     assert_eq!(f.source_record["vatCode"], "RO30111222");
     assert!(h.shop.supplier_by_vat("30111222").is_none());
 
-    // The accountant fixes the address; the merchant retries the record by hand (what
-    // `erpsync failures retry` does).
+    // The accountant fixes the address; the merchant retries the record by hand
+    // (`erpsync failures retry --all`).
     h.later(5);
     h.erp
         .update_supplier(
