@@ -134,7 +134,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The shop already knows one supplier, its fiscal code typed without the RO prefix and
     // with a space: matched, not duplicated.
     if let Some(s) = suppliers.first() {
-        let digits: String = s.vat_code.chars().filter(char::is_ascii_digit).collect();
+        let digits = crate::sim::seed::fiscal_digits(&s.vat_code);
         shop.create_supplier(crate::sim::shop::SupplierInput {
             name: Some(s.name.clone()),
             vat_code: Some(format!("{} {}", &digits[..4], &digits[4..])),

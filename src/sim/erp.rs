@@ -550,16 +550,20 @@ fn list_query(query: Option<&str>) -> Result<ListQuery, ErpError> {
 // ---------------------------------------------------------------- products
 
 impl ErpData {
+    /// The stock row of a product in a warehouse.
+    fn stock_level(&self, code: &str, warehouse: &str) -> Option<&StockLevel> {
+        let key = self
+            .stock_keys
+            .get(&(code.to_owned(), warehouse.to_owned()))?;
+        self.stock.get(*key)
+    }
+
     fn product_json(&self, p: &ErpProduct, warehouses: &[String]) -> Value {
         let mut v = serde_json::to_value(p).expect("products serialize");
         let stock: Vec<Value> = warehouses
             .iter()
             .map(|w| {
-                let quantity = self
-                    .stock_keys
-                    .get(&(p.code.clone(), w.clone()))
-                    .and_then(|k| self.stock.get(*k))
-                    .map_or(0, |s| s.quantity);
+                let quantity = self.stock_level(&p.code, w).map_or(0, |s| s.quantity);
                 json!({"warehouse": w, "quantity": quantity})
             })
             .collect();
@@ -1316,10 +1320,7 @@ impl ErpHandle {
     /// Stock of one product in one warehouse.
     pub fn stock(&self, code: &str, warehouse: &str) -> Option<StockLevel> {
         let data = self.state.data.lock().unwrap();
-        let key = data
-            .stock_keys
-            .get(&(code.to_owned(), warehouse.to_owned()))?;
-        data.stock.get(*key).cloned()
+        data.stock_level(code, warehouse).cloned()
     }
 
     /// Total stock of a product over every warehouse.

@@ -103,9 +103,7 @@ impl ErpState {
         }
         for line in &input.lines {
             let had = data
-                .stock_keys
-                .get(&(line.code.clone(), input.warehouse.clone()))
-                .and_then(|k| data.stock.get(*k))
+                .stock_level(&line.code, &input.warehouse)
                 .map_or(0, |s| s.quantity);
             data.set_stock(&line.code, &input.warehouse, had + line.quantity, now);
         }
