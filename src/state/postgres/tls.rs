@@ -3,6 +3,7 @@
 //! `require` (TLS or nothing), both without checking the certificate unless `sslrootcert`
 //! names a CA file (then as `verify-ca`); `verify-ca` (the chain must lead to `sslrootcert` or
 //! a CA the system trusts) and `verify-full` (that, and the name must be the host's).
+//! `allow` (plain first, TLS if refused) is taken as `prefer`: the driver tries TLS first.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
