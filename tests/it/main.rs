@@ -7,6 +7,7 @@ mod crash;
 mod daemon;
 mod engine;
 mod postgres;
+mod recovery;
 mod settle;
 mod sim;
 mod suppliers;

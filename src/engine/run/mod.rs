@@ -476,7 +476,7 @@ impl<'e> Runner<'e> {
             }
         }
 
-        for b in std::mem::take(&mut self.deferred_actions) {
+        for b in self.take_deferred_actions() {
             self.after_export(b).await?;
         }
 

@@ -51,12 +51,18 @@ impl<'e> Runner<'e> {
             key: key.clone(),
             ..Default::default()
         });
+        // A binding made without the source's id (a create settled from the journal) learns
+        // it here, and keeps it: post-actions and the flow back need it.
+        let learned = b.id(self.src.is_a).is_none() && seen.id.is_some();
         if let Some(id) = &seen.id {
             b.set_id(self.src.is_a, id.clone());
         }
         let dst_name = self.dst.name;
 
         if b.id(self.dst.is_a).is_some() {
+            if learned && !self.opts.dry_run {
+                self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
+            }
             if export_once && !b.actions_done && !self.flow.config.after_export.is_empty() {
                 // Exported, but its post-actions did not all succeed: try them again.
                 self.deferred_actions.push(b.clone());

@@ -192,34 +192,129 @@ impl<'e> Runner<'e> {
     /// Post-actions on the source record after it was exported (e.g. lock the order).
     /// Runs after the source was read to the end: writing to the source while paging through
     /// it would move records between pages and make the listing skip some.
-    pub(super) async fn after_export(&mut self, b: Binding) -> Result<(), EngineRunError> {
-        let mut all_done = true;
+    ///
+    /// The actions are marked done only once every one of them ran. A record whose actions
+    /// cannot run (its id in the source is unknown, or an action failed) is kept in the
+    /// failure store: the next reading of the record, or `failures retry`, runs them.
+    pub(super) async fn after_export(&mut self, queued: Binding) -> Result<(), EngineRunError> {
+        if self.flow.config.after_export.is_empty() || self.opts.dry_run {
+            return Ok(());
+        }
+        let src_a = self.src.is_a;
+        // The binding may have changed since the actions were queued: work on the stored one,
+        // with the source id the queued copy learned from the listing.
+        let mut b = self.binding(&queued.key)?.unwrap_or_else(|| queued.clone());
+        if b.actions_done {
+            return Ok(());
+        }
+        let learned = b.id(src_a).is_none() && queued.id(src_a).is_some();
+        if learned && let Some(id) = queued.id(src_a) {
+            b.set_id(src_a, id.to_string());
+        }
+        let key = b.key.clone();
+        if b.id(src_a).is_none() && self.src.ent.lookup.is_some() {
+            match self.lookup(true, &key).await {
+                Ok(Some(found)) => {
+                    if let Some(id) = found.id {
+                        b.set_id(src_a, id);
+                        self.put_binding(&b)?;
+                    }
+                }
+                Ok(None) => {}
+                Err(f) => return self.fail(&key, &Value::Null, f),
+            }
+        } else if learned {
+            self.put_binding(&b)?;
+        }
+        let Some(id) = b.id(src_a).map(str::to_string) else {
+            let actions = self.action_names();
+            return self.fail(
+                &key,
+                &Value::Null,
+                Fail::msg(format!(
+                    "{actions} cannot run yet: the id of `{key}` in `{}` is not known; it runs when the record is read again (or `erpsync failures retry`)",
+                    self.src.name
+                )),
+            );
+        };
         for action in self.flow.config.after_export.clone() {
             let Some(op) = self.src.ent.actions.get(&action.action) else {
                 continue;
             };
-            let Some(id) = b.id(self.src.is_a) else {
-                continue;
-            };
             let input = CallInput {
-                id: Some(id.to_string()),
-                key: Some(b.key.clone()),
+                id: Some(id.clone()),
+                key: Some(key.clone()),
                 ..Default::default()
             };
             if let Err(e) = self.src.http.call(op, &input).await {
-                all_done = false;
-                self.report
-                    .errors
-                    .push(format!("`{}` of `{}` failed: {e}", action.action, b.key));
+                let mut f = Fail::call(&e, None);
+                f.error = format!("`{}` of `{key}` failed: {}", action.action, f.error);
+                return self.fail(&key, &Value::Null, f);
             }
         }
-        if all_done && !self.opts.dry_run {
-            // The binding may have changed since the actions were queued: mark the stored one.
-            let mut current = self.binding(&b.key)?.unwrap_or(b);
-            current.actions_done = true;
-            self.put_binding(&current)?;
+        b.actions_done = true;
+        self.put_binding(&b)?;
+        self.succeeded(&key)
+    }
+
+    /// A binding settled from the journal knows the target's id only; the source record
+    /// kept with the write's failure (when there is one) names the source's.
+    fn source_id_from_failure(&self, b: &mut Binding, src_a: bool) -> Result<(), EngineRunError> {
+        if b.id(src_a).is_some() {
+            return Ok(());
+        }
+        let side = if src_a == self.src.is_a {
+            &self.src
+        } else {
+            &self.dst
+        };
+        let id = self
+            .e
+            .store
+            .failures(Some(&self.flow.id))?
+            .into_iter()
+            .find(|f| f.key == b.key)
+            .and_then(|f| side.ent.id.of(&f.source_record));
+        if let Some(id) = id {
+            b.set_id(src_a, id);
         }
         Ok(())
+    }
+
+    /// The flow's post-actions, for messages: "`lock`", "`lock`, `notify`".
+    fn action_names(&self) -> String {
+        self.flow
+            .config
+            .after_export
+            .iter()
+            .map(|a| format!("`{}`", a.action))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The exported records whose post-actions wait, once per key in the order they were
+    /// queued. A record settled from the journal is queued without its source id and again,
+    /// with it, when the listing reads it: the copies are merged so the id is not lost.
+    pub(super) fn take_deferred_actions(&mut self) -> Vec<Binding> {
+        let src_a = self.src.is_a;
+        let mut out: Vec<Binding> = Vec::new();
+        let mut at: HashMap<String, usize> = HashMap::new();
+        for b in std::mem::take(&mut self.deferred_actions) {
+            match at.get(&b.key) {
+                Some(&i) => {
+                    if out[i].id(src_a).is_none()
+                        && let Some(id) = b.id(src_a)
+                    {
+                        out[i].set_id(src_a, id.to_string());
+                    }
+                }
+                None => {
+                    at.insert(b.key.clone(), out.len());
+                    out.push(b);
+                }
+            }
+        }
+        out
     }
 
     /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
@@ -257,6 +352,7 @@ impl<'e> Runner<'e> {
                         b.set_id(side_a, id);
                     }
                     *b.base_mut(side_a) = Some(found.canon);
+                    self.source_id_from_failure(&mut b, !side_a)?;
                     if self.flow.config.export_once && b.exported_at.is_none() {
                         b.exported_at = Some(self.e.clock.now());
                     }

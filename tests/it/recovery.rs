@@ -1,0 +1,192 @@
+//! Recovery after crashes and retries, through the real binary: a process killed while a
+//! create's answer is lost and again while the order is being locked still ends with the order
+//! in the ERP once and locked in the shop; writes made for a required record are settled by
+//! the flow that made them; retrying one failure touches that failure only.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use erpsync::sim::seed::CatalogueItem;
+use erpsync::sim::shop::Order;
+use erpsync::sim::{
+    ErpHandle, ErpOptions, ErpSim, FailRule, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
+};
+use serde_json::{Value, json};
+
+use crate::engine::demo_project;
+
+/// A project written to a temporary folder, its state, and the simulators it talks to.
+pub struct Project {
+    pub shop: ShopHandle,
+    pub erp: ErpHandle,
+    pub items: Vec<CatalogueItem>,
+    pub dir: tempfile::TempDir,
+    pub path: PathBuf,
+    pub state: String,
+    pub env: HashMap<&'static str, String>,
+}
+
+impl Project {
+    /// The demo project against fresh simulators with `products` products on both sides,
+    /// without rate limits, with short retries, changed by `edit`.
+    pub async fn start(products: usize, edit: impl FnOnce(&mut Value)) -> Project {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+        let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+        let items = seed_both(&shop, &erp, products, 3);
+        let mut doc = demo_project();
+        for sys in ["shop", "erp"] {
+            doc["systems"][sys]["rate_limit"] = json!({"per_second": 1000.0, "burst": 1000});
+            doc["systems"][sys]["retry"] =
+                json!({"max_attempts": 3, "initial_backoff_ms": 5, "max_backoff_ms": 40});
+        }
+        edit(&mut doc);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("project.yaml");
+        std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+        let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
+        let (key, secret) = shop.credentials();
+        let (client_id, client_secret) = erp.credentials();
+        let env = HashMap::from([
+            ("SHOP_URL", shop.base_url()),
+            ("ERP_URL", erp.base_url()),
+            ("SHOP_API_KEY", key),
+            ("SHOP_API_SECRET", secret),
+            ("ERP_CLIENT_ID", client_id),
+            ("ERP_CLIENT_SECRET", client_secret),
+        ]);
+        Project {
+            shop,
+            erp,
+            items,
+            dir,
+            path,
+            state,
+            env,
+        }
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_erpsync"));
+        c.args(args)
+            .arg(&self.path)
+            .args(["--state", &self.state])
+            .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env("RUST_LOG", "off")
+            .current_dir(self.dir.path());
+        c
+    }
+
+    /// `erpsync ARGS… PROJECT --state STATE`, to the end.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// The same, in the background.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.command(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A confirmed order of `item`'s SKU in the shop; its number.
+    pub fn confirm_order(&self, i: usize) -> String {
+        let p = &self.items[i % self.items.len()];
+        let mut o = Order::new(
+            &format!("client{}@example.com", i % 7),
+            &[(p.sku.as_str(), 1 + (i % 3) as i64, p.price_gross)],
+        );
+        o.customer.first_name = format!("Client{}", i % 7);
+        o.customer.last_name = "Test".into();
+        o.shipping_status = "confirmed".into();
+        self.shop.create_order(o).unwrap().number
+    }
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Waits until `done` holds (at most `secs`), then kills the child with SIGKILL.
+pub async fn kill_when(child: &mut Child, secs: u64, what: &str, done: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended ({status}) before {what}");
+        }
+        assert!(Instant::now() < deadline, "no {what} within {secs}s");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+const EXPORT: [&str; 4] = ["run", "--once", "--flow", "orders_to_erp"];
+const LOCK_ROUTE: &str = "/api/v2/orders/{id}/lock";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_settled_from_the_journal_is_locked_after_a_second_crash() {
+    let p = Project::start(3, |doc| {
+        doc["flows"]
+            .as_object_mut()
+            .unwrap()
+            .remove("orders_from_erp");
+    })
+    .await;
+    let number = p.confirm_order(0);
+
+    // The ERP applies the create and holds its answer: the process dies with the create in
+    // doubt in its journal.
+    p.erp.faults().set(Faults {
+        rules: vec![
+            FailRule::new("POST", "/api/orders", 503, 1)
+                .after_apply()
+                .hold(Duration::from_secs(30)),
+        ],
+        ..Faults::default()
+    });
+    let mut child = p.spawn(&EXPORT);
+    kill_when(&mut child, 30, "order in the ERP", || {
+        p.erp.orders_by_reference(&number).len() == 1
+    })
+    .await;
+    p.erp.faults().clear();
+    let pending = p.run(&["failures", "pending"]);
+    assert!(text(&pending).contains(&number), "{}", text(&pending));
+
+    // The next run settles it from the journal and dies while the shop holds the lock call.
+    p.shop.faults().set(Faults {
+        rules: vec![FailRule::new("POST", "/api/v2/orders/", 503, 1).hold(Duration::from_secs(30))],
+        ..Faults::default()
+    });
+    let mut child = p.spawn(&EXPORT);
+    kill_when(&mut child, 30, "lock call", || {
+        p.shop.counters().count("POST", LOCK_ROUTE) >= 1
+    })
+    .await;
+    p.shop.faults().clear();
+
+    for _ in 0..2 {
+        let out = p.run(&EXPORT);
+        assert!(out.status.success(), "{}", text(&out));
+    }
+    assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
+    let order = p.shop.order_by_number(&number).unwrap();
+    assert!(order.locked, "order {number} was exported but never locked");
+    let list = p.run(&["failures", "list"]);
+    assert!(text(&list).contains("no failures"), "{}", text(&list));
+    let pending = p.run(&["failures", "pending"]);
+    assert!(
+        text(&pending).contains("no pending writes"),
+        "{}",
+        text(&pending)
+    );
+}
