@@ -109,10 +109,18 @@ pub fn summary_line(r: &RunReport) -> String {
         ("corrected", c.corrected),
         ("overwrites", c.overwrites),
         ("in-doubt settled", c.resolved_in_doubt),
+        ("failures cleared", c.failures_cleared),
     ] {
         if v > 0 {
             parts.push(format!("{n} {v}"));
         }
     }
     format!("{:<28} {}", r.flow, parts.join(", "))
+}
+
+/// The lines under a run's summary that name the failures it cleared.
+pub fn cleared_lines(r: &RunReport) -> impl Iterator<Item = String> + '_ {
+    r.cleared
+        .iter()
+        .map(|k| format!("    cleared {k}: synced; its kept failure is gone"))
 }

@@ -4,7 +4,7 @@
 
 use std::process::ExitCode;
 
-use super::common::{ProjectArgs, engine, load_project, open_state, summary_line};
+use super::common::{ProjectArgs, cleared_lines, engine, load_project, open_state, summary_line};
 use crate::engine::{Settlement, settle_pending};
 
 /// Arguments of `erpsync failures`.
@@ -219,6 +219,12 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
                             if let Some(reason) = &rec.reason {
                                 println!("    {:?} {}: {reason}", rec.decision, rec.key);
                             }
+                        }
+                        for line in cleared_lines(&r) {
+                            println!("{line}");
+                        }
+                        for e in &r.errors {
+                            println!("    error: {}", crate::redact::redact(e));
                         }
                     }
                     Err(e) => {

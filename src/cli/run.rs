@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use super::common::{ProjectArgs, engine, load_project, open_state, summary_line};
+use super::common::{ProjectArgs, cleared_lines, engine, load_project, open_state, summary_line};
 use crate::engine::RunOptions;
 
 /// Arguments of `erpsync run`.
@@ -83,6 +83,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                             rec.key,
                             rec.reason.as_deref().unwrap_or("")
                         );
+                    }
+                    for line in cleared_lines(&r) {
+                        println!("{line}");
                     }
                     for e in &r.errors {
                         println!("    error: {}", crate::redact::redact(e));

@@ -62,6 +62,8 @@ pub struct Counts {
     pub overwrites: u64,
     /// Writes whose outcome was unknown and that were settled by a lookup.
     pub resolved_in_doubt: u64,
+    /// Records kept in the failure store that this run synced: their failures are cleared.
+    pub failures_cleared: u64,
 }
 
 /// The report of one run.
@@ -73,8 +75,11 @@ pub struct RunReport {
     pub counts: Counts,
     /// Per-record lines (dry runs, or when details are asked for); failures always.
     pub records: Vec<RecordReport>,
-    /// Problems of the run as a whole (a listing that failed, a post-action that failed).
+    /// Problems of the run as a whole (a listing that failed, a system that went down).
     pub errors: Vec<String>,
+    /// Keys whose kept failure this run cleared, because they synced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cleared: Vec<String>,
     /// Canonical records written, for chained flows.
     #[serde(skip)]
     pub touched: Vec<Value>,

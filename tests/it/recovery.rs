@@ -190,3 +190,77 @@ async fn an_order_settled_from_the_journal_is_locked_after_a_second_crash() {
         text(&pending)
     );
 }
+
+/// Sets a shop product's gross price, as a merchant would.
+fn set_shop_price(p: &Project, sku: &str, price: f64) {
+    let id = p.shop.product_by_sku(sku).unwrap().id;
+    p.shop
+        .update_product(id, |x| x.price_gross = Some(price))
+        .unwrap();
+}
+
+fn failure_keys(p: &Project) -> Vec<(i64, String)> {
+    let out = p.run(&["failures", "list", "--json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["id"].as_i64().unwrap(),
+                f["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retrying_one_failure_leaves_the_others_and_a_run_that_syncs_a_record_says_so() {
+    let p = Project::start(6, |_| {}).await;
+    let products = ["run", "--once", "--flow", "products"];
+    let first = p.run(&products);
+    assert!(first.status.success(), "{}", text(&first));
+    let (a, b) = (p.items[0].sku.clone(), p.items[1].sku.clone());
+    set_shop_price(&p, &a, 111.0);
+    set_shop_price(&p, &b, 222.0);
+    // The ERP refuses both updates.
+    p.erp
+        .faults()
+        .fail_next(FailRule::new("PUT", "/api/products/", 400, 2));
+    let failed = p.run(&products);
+    assert_eq!(failed.status.code(), Some(1), "{}", text(&failed));
+    let kept = failure_keys(&p);
+    let mut keys: Vec<&str> = kept.iter().map(|(_, k)| k.as_str()).collect();
+    keys.sort();
+    let mut want = vec![a.as_str(), b.as_str()];
+    want.sort();
+    assert_eq!(keys, want);
+
+    // Only `a` is retried: `b` still disagrees, so its failure stays.
+    let id_a = kept.iter().find(|(_, k)| *k == a).unwrap().0.to_string();
+    let retry = p.run(&["failures", "retry", "--id", &id_a]);
+    assert!(retry.status.success(), "{}", text(&retry));
+    let left: Vec<String> = failure_keys(&p).into_iter().map(|(_, k)| k).collect();
+    assert_eq!(left, vec![b.clone()], "{}", text(&retry));
+    assert!(
+        text(&retry).contains(&format!("cleared {a}")),
+        "{}",
+        text(&retry)
+    );
+    assert_eq!(p.erp.product(&a).unwrap().price, 111.0);
+    assert_ne!(p.erp.product(&b).unwrap().price, 222.0);
+
+    // The merchant touches `b` again: the next run syncs it and says its failure is gone.
+    set_shop_price(&p, &b, 223.0);
+    let run = p.run(&products);
+    assert!(run.status.success(), "{}", text(&run));
+    assert!(
+        text(&run).contains(&format!("cleared {b}")),
+        "{}",
+        text(&run)
+    );
+    assert!(text(&run).contains("failures cleared 1"), "{}", text(&run));
+    assert!(failure_keys(&p).is_empty());
+    assert_eq!(p.erp.product(&b).unwrap().price, 223.0);
+}

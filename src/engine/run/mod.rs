@@ -368,7 +368,12 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
-            let (changes, shifted) = self.read_all_dst(since, true).await?;
+            let (mut changes, shifted) = self.read_all_dst(since, true).await?;
+            if let Some(keys) = &self.opts.keys {
+                // A run for some records (a retry, a webhook) merges those only: another
+                // record's merge could clear its failure without syncing it.
+                changes.retain(|k, _| keys.contains(k));
+            }
             self.dst_changes = changes;
             self.dst_in_doubt = since.is_none() || shifted;
         } else if self.opts.reconcile {
@@ -824,9 +829,13 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
+    /// A record synced: a failure kept for it is cleared, and the report says so.
     pub(super) fn succeeded(&mut self, key: &str) -> Result<(), EngineRunError> {
         if self.failing.remove(key) && !self.opts.dry_run {
             self.e.store.clear_failure(&self.flow.id, key)?;
+            tracing::info!(flow = %self.flow.id, key, "record synced; its failure is cleared");
+            self.report.counts.failures_cleared += 1;
+            self.report.cleared.push(key.to_string());
         }
         Ok(())
     }
