@@ -264,3 +264,56 @@ async fn retrying_one_failure_leaves_the_others_and_a_run_that_syncs_a_record_sa
     assert!(failure_keys(&p).is_empty());
     assert_eq!(p.erp.product(&b).unwrap().price, 223.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_created_on_demand_and_left_in_doubt_is_settled_by_the_order_flow() {
+    let p = Project::start(3, |doc| {
+        doc["flows"]
+            .as_object_mut()
+            .unwrap()
+            .remove("orders_from_erp");
+    })
+    .await;
+    let number = p.confirm_order(0);
+    let email = p.shop.order_by_number(&number).unwrap().customer.email;
+    // The ERP creates the customer the order needs, and the answer is lost.
+    p.erp
+        .faults()
+        .fail_next(FailRule::new("POST", "/api/clients", 503, 1).after_apply());
+    let first = p.run(&EXPORT);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    let pending = p.run(&["failures", "pending"]);
+    assert!(
+        text(&pending).contains("customers_to_erp"),
+        "{}",
+        text(&pending)
+    );
+
+    // `customers_to_erp` is manual-only; the order flow's next run settles what it wrote.
+    let second = p.run(&EXPORT);
+    assert!(second.status.success(), "{}", text(&second));
+    assert!(
+        text(&second).contains("in-doubt settled 1"),
+        "{}",
+        text(&second)
+    );
+    let pending = p.run(&["failures", "pending"]);
+    assert!(
+        text(&pending).contains("no pending writes"),
+        "{}",
+        text(&pending)
+    );
+
+    // The order (sent by that run when it read the order again, else by the retry) is in
+    // the ERP once, and so is its customer.
+    let retry = p.run(&["failures", "retry", "--all"]);
+    assert!(retry.status.success(), "{}", text(&retry));
+    assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
+    let clients = p
+        .erp
+        .clients()
+        .into_iter()
+        .filter(|c| c.email.eq_ignore_ascii_case(&email))
+        .count();
+    assert_eq!(clients, 1);
+}

@@ -231,6 +231,8 @@ struct Runner<'e> {
     lookups: usize,
     /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
     in_doubt: HashSet<String>,
+    /// The same, of the flows this one requires, by flow.
+    required_in_doubt: HashMap<String, HashSet<String>>,
     /// Exported records whose post-actions wait for the end of the listing.
     deferred_actions: Vec<Binding>,
     /// Whether the source is being paged through: writes to it now would move records
@@ -319,6 +321,7 @@ impl<'e> Runner<'e> {
             failing,
             lookups: 0,
             in_doubt: HashSet::new(),
+            required_in_doubt: HashMap::new(),
             deferred_actions: Vec::new(),
             listing_source: false,
             deferred_merges: Vec::new(),
@@ -350,6 +353,7 @@ impl<'e> Runner<'e> {
 
     pub(super) async fn execute(&mut self) -> Result<(), EngineRunError> {
         if !self.opts.dry_run {
+            self.settle_required_in_doubt().await?;
             self.settle_in_doubt().await?;
         }
         let incremental = self.flow.config.incremental.as_ref();

@@ -288,6 +288,9 @@ impl<'e> Runner<'e> {
             };
             let mut runner = Runner::new(self.e, &flow, &opts, self.started)
                 .map_err(|e| Fail::msg(e.to_string()))?;
+            if let Some(keys) = self.required_in_doubt.get(&flow_id) {
+                runner.in_doubt = keys.clone();
+            }
             let mapped = canonical::normalise(runner.entity, sub).map_err(Fail::msg)?;
             let Some(raw) = canonical::field_text(&mapped, &runner.flow.match_key) else {
                 continue;

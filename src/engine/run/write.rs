@@ -317,6 +317,38 @@ impl<'e> Runner<'e> {
         out
     }
 
+    /// Writes of unknown outcome that this flow's runs made for its required records (an
+    /// order's customer, created on demand) are settled here too, as the required flow would:
+    /// that flow may never run on its own. Keys still in doubt are never created again by
+    /// `requires` in this run.
+    pub(super) async fn settle_required_in_doubt(&mut self) -> Result<(), EngineRunError> {
+        for (flow_id, _) in self.flow.requires.clone() {
+            if self.e.store.journal_pending(Some(&flow_id))?.is_empty() {
+                continue;
+            }
+            let Some(flow) = self.e.project.flow(&flow_id).cloned() else {
+                continue;
+            };
+            let opts = RunOptions::default();
+            let mut sub = Runner::new(self.e, &flow, &opts, self.started)?;
+            Box::pin(sub.settle_in_doubt()).await?;
+            for b in sub.take_deferred_actions() {
+                Box::pin(sub.after_export(b)).await?;
+            }
+            let r = sub.report;
+            self.report.counts.resolved_in_doubt += r.counts.resolved_in_doubt;
+            self.report.counts.failed += r.counts.failed;
+            self.report.records.extend(r.records);
+            self.report.errors.extend(
+                r.errors
+                    .into_iter()
+                    .map(|e| format!("required flow `{flow_id}`: {e}")),
+            );
+            self.required_in_doubt.insert(flow_id, sub.in_doubt);
+        }
+        Ok(())
+    }
+
     /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
     /// sent: found in the target → bound; not found → sent again with the same idempotency key.
     pub(super) async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
