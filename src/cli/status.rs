@@ -1,6 +1,6 @@
 //! `erpsync status FLOWS`: each flow's state from the state database — enabled, schedule,
-//! cursor, last run and its counts, failures kept, the node holding its lease — without
-//! contacting any system.
+//! cursor, last run and its counts, failures kept, the node holding its lease, the systems
+//! last seen down — without contacting any system.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -29,6 +29,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .filter(|l| l.held_at(now))
         .filter_map(|l| Some((l.flow()?.to_string(), l)))
         .collect();
+    // Systems a run or a probe last saw down (by their circuit breaker).
+    let down: Vec<crate::state::SystemHealth> = store
+        .system_health()?
+        .into_iter()
+        .filter(|h| h.down && project.systems.contains_key(&h.system))
+        .collect();
     let mut rows = Vec::new();
     for flow in &project.flows {
         let lease = leases
@@ -47,6 +53,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "last_run": last,
             "failures": failures,
             "lease": lease,
+            "systems_down": down
+                .iter()
+                .filter(|h| h.system == flow.from || h.system == flow.to)
+                .map(|h| h.system.clone())
+                .collect::<Vec<_>>(),
         }));
     }
     if args.json {
@@ -90,6 +101,26 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                     .as_str()
                     .map(|s| s.chars().take(19).collect::<String>())
                     .unwrap_or_default(),
+            );
+        }
+    }
+    if !down.is_empty() {
+        let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        println!(
+            "\n{:<16} {:<20} {:>8}  {:<20} last error",
+            "system down", "since", "failures", "next probe"
+        );
+        for h in &down {
+            println!(
+                "{:<16} {:<20} {:>8}  {:<20} {}",
+                h.system,
+                time(h.down_since),
+                h.consecutive_failures,
+                time(h.next_probe),
+                crate::redact::redact(h.last_error.as_deref().unwrap_or("-")),
             );
         }
     }

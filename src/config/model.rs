@@ -88,6 +88,11 @@ pub struct SystemConfig {
     /// How failed requests that are safe to repeat are retried.
     #[serde(default)]
     pub retry: Option<RetryConfig>,
+    /// When the system is taken as down: after `failures` consecutive requests without any
+    /// response (connection refused or reset, timed out), runs stop calling it and end with one
+    /// error, and it is probed again with a growing pause. On by default.
+    #[serde(default)]
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
     /// Rules that classify responses, tried in order before the built-in defaults (2xx success,
     /// 429 rate-limited, 5xx retry, other 4xx fail). Some ERPs answer 200 with an error in the
     /// body: a rule with `when` catches it.
@@ -266,6 +271,43 @@ fn default_connect_ms() -> u64 {
 }
 fn default_request_ms() -> u64 {
     30_000
+}
+
+/// The circuit breaker of a system.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct CircuitBreakerConfig {
+    /// Consecutive requests without a response (refused, reset, timed out) after which the
+    /// system is taken as down. Retries count: with `retry.max_attempts: 5`, one call to a
+    /// system that refuses connections makes five. A response of any status resets the count.
+    #[serde(default = "default_breaker_failures")]
+    pub failures: u32,
+    /// Seconds before the first probe of a system that is down; each failed probe doubles it.
+    #[serde(default = "default_probe_initial_secs")]
+    pub probe_initial_secs: u64,
+    /// The longest pause between two probes, in seconds.
+    #[serde(default = "default_probe_max_secs")]
+    pub probe_max_secs: u64,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failures: default_breaker_failures(),
+            probe_initial_secs: default_probe_initial_secs(),
+            probe_max_secs: default_probe_max_secs(),
+        }
+    }
+}
+
+fn default_breaker_failures() -> u32 {
+    5
+}
+fn default_probe_initial_secs() -> u64 {
+    5
+}
+fn default_probe_max_secs() -> u64 {
+    300
 }
 
 /// A token bucket shared by every flow that calls the system.

@@ -48,6 +48,13 @@ pub enum CallError {
         attempts: u32,
         message: String,
     },
+    /// The system is taken as down (its circuit breaker is open): the call was not sent.
+    #[error("system `{system}` is down ({message}); `{operation}` not sent")]
+    Down {
+        system: String,
+        operation: String,
+        message: String,
+    },
     /// A listing would not end: a repeated page, a cursor seen before, or `max_pages`.
     #[error("`{system}.{operation}` pagination stopped at page {page}: {message}")]
     Pagination {
@@ -97,7 +104,7 @@ impl CallError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            CallError::RateLimited { .. } | CallError::Transport { .. }
+            CallError::RateLimited { .. } | CallError::Transport { .. } | CallError::Down { .. }
         )
     }
 }

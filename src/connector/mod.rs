@@ -2,6 +2,7 @@
 //! system's API with its auth, rate-limit budget, retry and error policy, and pagination.
 
 mod auth;
+mod breaker;
 mod decode;
 mod error;
 mod operation;
@@ -12,6 +13,7 @@ mod rules;
 mod stats;
 mod system;
 
+pub use breaker::Health;
 pub use error::CallError;
 pub use operation::{CompileProblem, Operation, ProblemKind};
 pub use stats::{ConnectorStats, StatsSnapshot};

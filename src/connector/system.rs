@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::auth::{Auth, Credentials};
+use super::breaker::{Breaker, Health, Open};
 use super::decode::decode;
 use super::error::CallError;
 use super::operation::{CompileProblem, Operation, Problems};
@@ -94,6 +95,7 @@ pub struct HttpSystem {
     headers: Vec<(String, Template)>,
     rules: Vec<Rule>,
     retry: RetryPolicy,
+    breaker: Breaker,
     limiter: RateLimiter,
     lockout: Option<LockoutConfig>,
     operations: BTreeMap<String, Arc<Operation>>,
@@ -215,6 +217,7 @@ impl HttpSystem {
                 headers,
                 rules,
                 retry: RetryPolicy::from_config(cfg.retry.as_ref()),
+                breaker: Breaker::new(cfg.circuit_breaker.as_ref()),
                 limiter: RateLimiter::new(cfg.rate_limit.as_ref()),
                 lockout: cfg.rate_limit.as_ref().and_then(|r| r.lockout.clone()),
                 operations,
@@ -235,6 +238,68 @@ impl HttpSystem {
 
     pub fn stats(&self) -> &ConnectorStats {
         &self.stats
+    }
+
+    /// Whether the system is reachable, by its circuit breaker.
+    pub fn health(&self) -> Health {
+        self.breaker.health()
+    }
+
+    /// Whether the system is taken as down now.
+    pub fn is_down(&self) -> bool {
+        self.breaker.is_down()
+    }
+
+    /// The health, when it changed since it was last taken (to keep it in the state store).
+    pub fn take_unreported_health(&self) -> Option<Health> {
+        self.breaker.take_unreported()
+    }
+
+    /// When a system that is down may be probed again (`None` while it is up).
+    pub fn next_probe(&self) -> Option<DateTime<Utc>> {
+        self.breaker.health().next_probe
+    }
+
+    /// Probes a system that is down, once its pause has run out: a plain GET of `base_url`
+    /// without credentials. Any response shows the system answers again and closes the
+    /// breaker; none makes the next pause longer. True when it answered.
+    pub async fn probe(&self) -> bool {
+        if self.breaker.admit(self.clock.now()).is_err() {
+            return false;
+        }
+        self.wait_for_budget().await;
+        match self.client.get(self.base_url.clone()).send().await {
+            Ok(resp) => {
+                self.stats.response(resp.status().as_u16());
+                self.breaker.success(&self.name, self.clock.now());
+                true
+            }
+            Err(e) => {
+                self.stats.transport_error();
+                let message = redact(&error_chain(&e)).into_owned();
+                tracing::info!(system = %self.name, error = %message, "probe: still down");
+                self.breaker.failure(&self.name, self.clock.now(), &message);
+                false
+            }
+        }
+    }
+
+    fn down(&self, op_name: &str, open: Open) -> CallError {
+        let mut message = format!("{} requests in a row got no response", open.failures);
+        if let Some(since) = open.since {
+            message.push_str(&format!(
+                " since {}",
+                since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ));
+        }
+        if let Some(e) = open.last_error {
+            message.push_str(&format!("; last: {e}"));
+        }
+        CallError::Down {
+            system: self.name.clone(),
+            operation: op_name.to_string(),
+            message,
+        }
     }
 
     /// Whether the operation only reads (GET), so a dry run may call it.
@@ -528,6 +593,9 @@ impl HttpSystem {
         let mut reauthenticated = false;
         loop {
             attempt += 1;
+            self.breaker
+                .admit(self.clock.now())
+                .map_err(|open| self.down(op_name, open))?;
             self.wait_for_budget().await;
             let creds = self.auth.credentials(self).await?;
             let started = Instant::now();
@@ -541,10 +609,22 @@ impl HttpSystem {
                         system = %self.name, operation = op_name, method = %rendered.method,
                         duration_ms, attempt, error = %message, "request failed"
                     );
+                    let down = self.breaker.failure(&self.name, self.clock.now(), &message);
                     // A refused connection never carried the request; anything later may
                     // have reached the system.
                     if !safe && !e.is_connect() {
                         return Err(self.in_doubt(op_name, None, message));
+                    }
+                    if down {
+                        // No retry against a system that is down: the caller stops.
+                        return Err(self.down(
+                            op_name,
+                            Open {
+                                since: self.breaker.health().down_since,
+                                failures: self.breaker.health().consecutive_failures,
+                                last_error: Some(message),
+                            },
+                        ));
                     }
                     if attempt >= max {
                         return Err(CallError::Transport {
@@ -567,6 +647,7 @@ impl HttpSystem {
             };
             let status = resp.status;
             self.stats.response(status);
+            self.breaker.success(&self.name, self.clock.now());
             tracing::debug!(
                 system = %self.name, operation = op_name, method = %rendered.method, status,
                 duration_ms, attempt, "request sent"
@@ -737,6 +818,9 @@ impl HttpSystem {
         format: BodyFormat,
     ) -> Result<(u16, Value), String> {
         let url = self.url_for(path)?;
+        if let Err(open) = self.breaker.admit(self.clock.now()) {
+            return Err(self.down("token", open).to_string());
+        }
         self.wait_for_budget().await;
         let mut b = self.client.request(method(method_), url);
         for (k, v) in headers {
@@ -746,9 +830,19 @@ impl HttpSystem {
             let (bytes, content_type) = encode_body(v, format);
             b = b.header(CONTENT_TYPE, content_type).body(bytes);
         }
-        let resp = b.send().await.map_err(|e| error_chain(&e))?;
+        let resp = match b.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let message = error_chain(&e);
+                self.stats.transport_error();
+                self.breaker
+                    .failure(&self.name, self.clock.now(), &redact(&message));
+                return Err(message);
+            }
+        };
         let status = resp.status().as_u16();
         self.stats.response(status);
+        self.breaker.success(&self.name, self.clock.now());
         let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
         Ok((status, parse_body(&bytes)))
     }

@@ -45,6 +45,16 @@ pub enum EngineRunError {
         system: String,
         message: String,
     },
+    /// A system the flow calls went down during the run: the run stopped; records it had not
+    /// synced stay behind the cursor for the next run, none is kept as a failure.
+    #[error(
+        "flow `{flow}` stopped: system `{system}` is down ({message}); records not synced yet are read again by the next run"
+    )]
+    SystemDown {
+        flow: String,
+        system: String,
+        message: String,
+    },
 }
 
 /// What a run does.
@@ -124,6 +134,32 @@ impl Engine {
             clock,
             key_normalize,
         })
+    }
+
+    /// Keeps in the state store what changed in the reachability of these systems, so
+    /// `erpsync status` (another process) shows a system that is down. A store that cannot
+    /// take it is logged, never fatal.
+    pub fn record_system_health<'a>(&self, systems: impl IntoIterator<Item = &'a str>) {
+        for name in systems {
+            let Some(http) = self.systems.get(name) else {
+                continue;
+            };
+            let Some(h) = http.take_unreported_health() else {
+                continue;
+            };
+            let health = crate::state::SystemHealth {
+                system: name.to_string(),
+                down: h.down,
+                down_since: h.down_since,
+                consecutive_failures: h.consecutive_failures,
+                last_error: h.last_error,
+                next_probe: h.next_probe,
+                checked_at: self.clock.now(),
+            };
+            if let Err(e) = self.store.put_system_health(&health) {
+                tracing::warn!(system = name, error = %crate::redact::redact(&e.to_string()), "cannot keep the system's health");
+            }
+        }
     }
 
     /// Runs one flow now.

@@ -182,6 +182,23 @@ pub struct RunRecord {
     pub error: Option<String>,
 }
 
+/// What was last seen of a system's reachability (its circuit breaker), by a run or a probe
+/// of any process sharing the state, so `erpsync status` can show a system that is down.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SystemHealth {
+    pub system: String,
+    /// Taken as down: runs stop calling it until a probe gets an answer.
+    pub down: bool,
+    pub down_since: Option<DateTime<Utc>>,
+    /// Requests in a row that got no response.
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// When it may be probed next (while down).
+    pub next_probe: Option<DateTime<Utc>>,
+    /// When this was seen.
+    pub checked_at: DateTime<Utc>,
+}
+
 /// A lease as the store keeps it. An expired lease stays until its holder releases it or
 /// another holder takes it over, so `held_at` tells whether anyone holds it now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -297,6 +314,11 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Forgets a delivery, so the sender's next attempt is accepted (its flows could not be
     /// started).
     fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()>;
+
+    /// Keeps what was last seen of a system's reachability (replacing what was kept).
+    fn put_system_health(&self, health: &SystemHealth) -> Result<()>;
+    /// What was last seen of each system, by name.
+    fn system_health(&self) -> Result<Vec<SystemHealth>>;
 }
 
 /// A store behind `open`: the one `state.url` names.

@@ -20,7 +20,7 @@ use tls::TlsSettings;
 
 use super::{
     Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
-    StateStoreError, json_column as json, keep_since,
+    StateStoreError, SystemHealth, json_column as json, keep_since,
 };
 
 // JSON is kept as text, not `jsonb`: `jsonb` reorders keys, and records keep the order of
@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
     PRIMARY KEY (webhook, id)
 );
 CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
+";
+
+/// A separate step after `SCHEMA`: what was last seen of each system's reachability, the
+/// health as JSON.
+const SYSTEM_HEALTH_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS system_health (
+    system TEXT PRIMARY KEY, health TEXT NOT NULL, checked_at TIMESTAMPTZ NOT NULL
+);
 ";
 
 /// Nodes starting together would race on `CREATE TABLE IF NOT EXISTS` (it is not safe
@@ -126,6 +134,7 @@ fn connect(
         ))?;
     }
     tx.batch_execute(SCHEMA)?;
+    tx.batch_execute(SYSTEM_HEALTH_SCHEMA)?;
     tx.commit()?;
     Ok(client)
 }
@@ -792,6 +801,32 @@ impl StateStore for PostgresStore {
                 &[&webhook, &id],
             )?;
             Ok(())
+        })
+    }
+
+    fn put_system_health(&self, h: &SystemHealth) -> Result<()> {
+        let health =
+            serde_json::to_string(h).map_err(|e| StateStoreError::Corrupt(e.to_string()))?;
+        let (system, at) = (h.system.clone(), h.checked_at);
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO system_health (system, health, checked_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (system) DO UPDATE SET health = excluded.health, checked_at = excluded.checked_at",
+                &[&system, &health, &at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn system_health(&self) -> Result<Vec<SystemHealth>> {
+        self.call(move |c| {
+            c.query("SELECT health FROM system_health ORDER BY system", &[])?
+                .iter()
+                .map(|r| {
+                    let text: String = r.try_get(0)?;
+                    serde_json::from_str(&text).map_err(|e| StateStoreError::Corrupt(e.to_string()))
+                })
+                .collect()
         })
     }
 }

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 use super::{
     Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
-    StateStoreError, json_column as json, keep_since,
+    StateStoreError, SystemHealth, json_column as json, keep_since,
 };
 
 const SCHEMA: &str = "
@@ -51,6 +51,14 @@ CREATE TABLE IF NOT EXISTS deliveries (
 CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
 ";
 
+/// A separate step after `SCHEMA`: what was last seen of each system's reachability, the
+/// health as JSON.
+const SYSTEM_HEALTH_SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS system_health (
+    system TEXT PRIMARY KEY, health TEXT NOT NULL, checked_at TEXT NOT NULL
+);
+";
+
 /// State in one SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -85,6 +93,7 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(SYSTEM_HEALTH_SCHEMA)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -599,6 +608,27 @@ impl StateStore for SqliteStore {
             params![webhook, id],
         )?;
         Ok(())
+    }
+
+    fn put_system_health(&self, h: &SystemHealth) -> Result<()> {
+        let health =
+            serde_json::to_string(h).map_err(|e| StateStoreError::Corrupt(e.to_string()))?;
+        self.conn().execute(
+            "INSERT INTO system_health (system, health, checked_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (system) DO UPDATE SET health = excluded.health, checked_at = excluded.checked_at",
+            params![h.system, health, ts(h.checked_at)],
+        )?;
+        Ok(())
+    }
+
+    fn system_health(&self) -> Result<Vec<SystemHealth>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT health FROM system_health ORDER BY system")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|row| {
+            serde_json::from_str(&row?).map_err(|e| StateStoreError::Corrupt(e.to_string()))
+        })
+        .collect()
     }
 }
 

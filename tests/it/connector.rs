@@ -1196,3 +1196,66 @@ async fn concurrent_callers_share_one_token_fetch() {
     assert_eq!(s.iter().filter(|r| r.path == "/api/token").count(), 1);
     assert_eq!(s.len(), 6);
 }
+
+/// A port nothing listens on (bound, then released).
+async fn closed_port() -> String {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    drop(l);
+    format!("http://{addr}")
+}
+
+#[tokio::test]
+async fn a_system_refusing_connections_is_taken_as_down_and_probed_with_a_growing_pause() {
+    let clock = clock();
+    let base = closed_port().await;
+    let sys = system(
+        &base,
+        json!({
+            "retry": {"max_attempts": 5, "initial_backoff_ms": 100, "max_backoff_ms": 1000, "jitter": false},
+            "circuit_breaker": {"failures": 3, "probe_initial_secs": 10, "probe_max_secs": 25}
+        }),
+        json!({"get": {"path": "/x"}}),
+        &clock,
+    );
+    // The third refused attempt opens the breaker: no fourth and fifth attempt.
+    assert_matches!(call(&sys, "get").await, Err(CallError::Down { .. }));
+    assert_eq!(clock.sleeps(), ms(&[100, 200]));
+    let h = sys.health();
+    assert!(h.down && h.consecutive_failures == 3, "{h:?}");
+    let opened = h.down_since.unwrap();
+    assert_eq!(h.next_probe, Some(opened + chrono::Duration::seconds(10)));
+    // Calls fail at once, without waiting or sending, until a probe is due.
+    let err = call(&sys, "get").await.unwrap_err();
+    assert!(err.to_string().contains("system `shop` is down"), "{err}");
+    assert_eq!(clock.sleeps().len(), 2);
+    assert_eq!(sys.stats().snapshot().transport_errors, 3);
+    assert!(!sys.probe().await, "not due yet: nothing sent");
+    assert_eq!(sys.stats().snapshot().transport_errors, 3);
+
+    // Probes fail with a doubling pause, capped.
+    clock.advance(Duration::from_secs(10));
+    assert!(!sys.probe().await);
+    assert_eq!(sys.stats().snapshot().transport_errors, 4);
+    assert_eq!(
+        sys.next_probe(),
+        Some(clock.now() + chrono::Duration::seconds(20))
+    );
+    clock.advance(Duration::from_secs(20));
+    assert!(!sys.probe().await);
+    assert_eq!(
+        sys.next_probe(),
+        Some(clock.now() + chrono::Duration::seconds(25))
+    );
+
+    // Something listens there again: the next probe closes the breaker.
+    let listener = tokio::net::TcpListener::bind(base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let app = Router::new().fallback(|| async { "ok" });
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    clock.advance(Duration::from_secs(25));
+    assert!(sys.probe().await);
+    assert!(!sys.health().down);
+    assert!(call(&sys, "get").await.is_ok());
+}

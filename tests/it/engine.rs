@@ -587,6 +587,12 @@ impl StateStore for CountingStore {
     fn forget_delivery(&self, webhook: &str, id: &str) -> erpsync::state::Result<()> {
         self.inner.forget_delivery(webhook, id)
     }
+    fn put_system_health(&self, h: &erpsync::state::SystemHealth) -> erpsync::state::Result<()> {
+        self.inner.put_system_health(h)
+    }
+    fn system_health(&self) -> erpsync::state::Result<Vec<erpsync::state::SystemHealth>> {
+        self.inner.system_health()
+    }
 }
 
 #[tokio::test]

@@ -68,7 +68,7 @@ impl Project {
         }
     }
 
-    fn command(&self, args: &[&str]) -> Command {
+    pub fn command(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_erpsync"));
         c.args(args)
             .arg(&self.path)
@@ -316,4 +316,95 @@ async fn a_customer_created_on_demand_and_left_in_doubt_is_settled_by_the_order_
         .filter(|c| c.email.eq_ignore_ascii_case(&email))
         .count();
     assert_eq!(clients, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erp_that_stops_answering_mid_run_stops_the_run_within_seconds_and_loses_nothing() {
+    const ORDERS: usize = 40;
+    let p = Project::start(5, |doc| {
+        doc["flows"]
+            .as_object_mut()
+            .unwrap()
+            .remove("orders_from_erp");
+        let erp = &mut doc["systems"]["erp"];
+        erp["timeouts"] = json!({"connect_ms": 1000, "request_ms": 300});
+        erp["circuit_breaker"] = json!({"failures": 3, "probe_initial_secs": 60});
+        // Slow enough that the outage starts with most orders still to send.
+        doc["systems"]["shop"]["rate_limit"] = json!({"per_second": 40.0, "burst": 1});
+    })
+    .await;
+    let numbers: Vec<String> = (0..ORDERS).map(|i| p.confirm_order(i)).collect();
+
+    let mut child = p
+        .command(&EXPORT)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while p.erp.orders().len() < 5 {
+        assert!(Instant::now() < deadline, "no order reached the ERP");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The ERP accepts connections and never answers.
+    p.erp.faults().set(Faults {
+        timeout_rate: 1.0,
+        timeout_ms: 60_000,
+        ..Faults::default()
+    });
+    let calls_before = p.erp.counters().total();
+    let outage = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if outage.elapsed() > Duration::from_secs(20) {
+            child.kill().unwrap();
+            panic!("the run went on for 20 s against an ERP that does not answer");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let stopped_after = outage.elapsed();
+    let out = child.wait_with_output().unwrap();
+    let shown = text(&Output { status, ..out });
+    let calls = p.erp.counters().total() - calls_before;
+    println!(
+        "run stopped {:.1}s into the outage after {calls} calls to the ERP",
+        stopped_after.as_secs_f64()
+    );
+    assert_eq!(status.code(), Some(1), "{shown}");
+    assert!(stopped_after < Duration::from_secs(5), "{shown}");
+    assert!(calls <= 4, "{calls} calls to a system that does not answer");
+    assert_eq!(
+        shown.matches("system `erp` is down").count(),
+        1,
+        "one flow-level error: {shown}"
+    );
+    // Records not tried stay for the next run, none is a stored failure; at most the one in
+    // flight when the ERP stopped answering is (its write is in doubt).
+    let kept = failure_keys(&p);
+    assert!(kept.len() <= 1, "{kept:?}");
+    let status_out = p.run(&["status"]);
+    let status_text = text(&status_out);
+    assert!(
+        status_text.contains("system down") && status_text.contains("erp "),
+        "{status_text}"
+    );
+
+    // Back up: the next run sends the rest, each order once, and the system is up again.
+    p.erp.faults().clear();
+    let again = p.run(&EXPORT);
+    assert!(again.status.success(), "{}", text(&again));
+    for n in &numbers {
+        assert_eq!(p.erp.orders_by_reference(n).len(), 1, "order {n}");
+    }
+    assert!(failure_keys(&p).is_empty());
+    let pending = p.run(&["failures", "pending"]);
+    assert!(
+        text(&pending).contains("no pending writes"),
+        "{}",
+        text(&pending)
+    );
+    let status_text = text(&p.run(&["status"]));
+    assert!(!status_text.contains("system down"), "{status_text}");
 }

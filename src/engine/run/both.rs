@@ -89,6 +89,9 @@ impl<'e> Runner<'e> {
         b_seen: Seen,
         source_in_doubt: bool,
     ) -> Result<(), EngineRunError> {
+        if let Some(down) = self.system_down() {
+            return Err(down);
+        }
         let key = b_seen.key.clone();
         let binding = self.binding(&key)?;
         let native = b_seen.native.clone();

@@ -167,6 +167,15 @@ pub(super) async fn run_flow(
     if let Err(e) = &result {
         report.errors.push(e.to_string());
     }
+    if !opts.dry_run {
+        let mut systems = vec![flow.from.as_str(), flow.to.as_str()];
+        for (required, _) in &flow.requires {
+            if let Some(f) = engine.project.flow(required) {
+                systems.extend([f.from.as_str(), f.to.as_str()]);
+            }
+        }
+        engine.record_system_health(systems);
+    }
     if let Some(id) = run_id {
         let status = if !report.ok() {
             "error"
@@ -413,11 +422,7 @@ impl<'e> Runner<'e> {
             // Dry runs write nothing, so they have nothing to hold back.
             self.listing_source = !self.opts.dry_run;
             while let Some(page) = pages.next().await {
-                let page = page.map_err(|e| EngineRunError::Read {
-                    flow: self.flow.id.clone(),
-                    system: self.src.name.to_string(),
-                    message: e.to_string(),
-                })?;
+                let page = page.map_err(|e| self.read_error(self.src.name, e))?;
                 let mut mapped = Vec::with_capacity(page.records.len());
                 for native in page.records {
                     let seen = match self.seen(&self.src, native) {
@@ -616,11 +621,7 @@ impl<'e> Runner<'e> {
             },
         ));
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| EngineRunError::Read {
-                flow: self.flow.id.clone(),
-                system: self.dst.name.to_string(),
-                message: e.to_string(),
-            })?;
+            let page = page.map_err(|e| self.read_error(self.dst.name, e))?;
             for native in page.records {
                 if let Ok(mut s) = self.seen(&self.dst, native) {
                     if !keep_native {
@@ -805,12 +806,49 @@ impl<'e> Runner<'e> {
         }
     }
 
+    /// A listing that failed: the flow stops either way; when the system went down, it says
+    /// so.
+    fn read_error(&self, system: &str, e: CallError) -> EngineRunError {
+        self.system_down().unwrap_or_else(|| EngineRunError::Read {
+            flow: self.flow.id.clone(),
+            system: system.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The error that stops the run when a system it calls is down. A record that fails
+    /// then failed for that reason: it is not kept as a failure, and the records after it
+    /// are not tried (each would wait out the same outage); the cursor stays where it was.
+    pub(super) fn system_down(&self) -> Option<EngineRunError> {
+        [&self.src, &self.dst]
+            .into_iter()
+            .find(|side| side.http.is_down())
+            .map(|side| {
+                let h = side.http.health();
+                let mut message = format!(
+                    "{} requests in a row got no response",
+                    h.consecutive_failures
+                );
+                if let Some(e) = &h.last_error {
+                    message.push_str(&format!("; last: {e}"));
+                }
+                EngineRunError::SystemDown {
+                    flow: self.flow.id.clone(),
+                    system: side.name.to_string(),
+                    message: crate::redact::redact(&message).into_owned(),
+                }
+            })
+    }
+
     pub(super) fn fail(
         &mut self,
         key: &str,
         native: &Value,
         f: Fail,
     ) -> Result<(), EngineRunError> {
+        if let Some(down) = self.system_down() {
+            return Err(down);
+        }
         tracing::warn!(flow = %self.flow.id, key, error = %crate::redact::redact(&f.error), "record failed");
         if !self.opts.dry_run {
             let now = self.e.clock.now();

@@ -6,6 +6,9 @@ use super::*;
 impl<'e> Runner<'e> {
     /// A record read from the source.
     pub(super) async fn handle(&mut self, seen: Seen) -> Result<(), EngineRunError> {
+        if let Some(down) = self.system_down() {
+            return Err(down);
+        }
         let key = seen.key.clone();
         let mut binding = self.binding(&key)?;
         if !self.eligible(&seen, binding.as_ref()) {

@@ -400,6 +400,9 @@ impl<'e> Runner<'e> {
                 }
                 Ok(None) => {}
                 Err(f) => {
+                    if let Some(down) = self.system_down() {
+                        return Err(down);
+                    }
                     self.in_doubt.insert(entry.key.clone());
                     self.report.errors.push(format!(
                         "in-doubt `{}` could not be checked: {}",
