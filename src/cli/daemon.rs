@@ -55,6 +55,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         let opts = ServeOptions {
             scheduler: true,
             watch_every: (!args.no_watch).then(|| Duration::from_secs(2)),
+            ..ServeOptions::default()
         };
         let exit = serve(daemon, Some(listener), opts, stop_signal()?).await;
         Ok(if exit.drained {

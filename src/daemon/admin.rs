@@ -25,6 +25,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/flows", get(list_flows))
         .route("/api/flows/{id}", get(show_flow))
         .route("/api/flows/{id}/run", post(run_flow))
+        .route("/api/systems", get(list_systems))
         .route("/api/runs", get(list_runs))
         .route("/api/failures", get(list_failures))
         .route(
@@ -171,6 +172,28 @@ async fn run_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>, body: By
             .into_response(),
         Err(e) => refused(e),
     }
+}
+
+/// Each system with what its circuit breaker knows: up or down, since when, the requests in a
+/// row without a response, the last of them, and the next probe.
+async fn list_systems(State(d): State<Arc<Daemon>>) -> Response {
+    let engine = d.engine();
+    let systems: Vec<Value> = engine
+        .systems
+        .iter()
+        .map(|(name, sys)| {
+            let h = sys.health();
+            json!({
+                "system": name,
+                "up": !h.down,
+                "down_since": h.down_since,
+                "consecutive_failures": h.consecutive_failures,
+                "last_error": h.last_error.as_deref().map(redact),
+                "next_probe": h.next_probe,
+            })
+        })
+        .collect();
+    Json(json!({"systems": systems})).into_response()
 }
 
 #[derive(Debug, Deserialize)]

@@ -255,6 +255,17 @@ impl Metrics {
                 let _ = writeln!(out, "{family}{labels} {}", pick(s));
             }
         }
+        header(
+            &mut out,
+            "erpsync_system_up",
+            "1 while a system answers, 0 while its circuit breaker holds it down.",
+            "gauge",
+        );
+        for (name, sys) in &engine.systems {
+            let labels = render_labels(&[("system", name)]);
+            let up = if sys.is_down() { 0 } else { 1 };
+            let _ = writeln!(out, "erpsync_system_up{labels} {up}");
+        }
         out
     }
 }

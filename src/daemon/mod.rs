@@ -17,5 +17,5 @@ pub use core::{
 };
 pub use metrics::Metrics;
 pub use reload::FileWatch;
-pub use serve::{DaemonExit, ServeOptions, serve};
+pub use serve::{DaemonExit, HttpLimits, ServeOptions, serve};
 pub use webhook::{DeliveryVerifyError, signature_matches};

@@ -193,8 +193,11 @@ pub(crate) fn serve(
     api: Router,
     control: Router,
 ) -> anyhow::Result<Server> {
+    // Every request to the API's address goes through the faults, also one to a path it
+    // does not serve: a server that stops answering does not pick which requests it drops.
     let router = api
-        .route_layer(axum::middleware::from_fn_with_state(
+        .fallback(|| async { axum::http::StatusCode::NOT_FOUND })
+        .layer(axum::middleware::from_fn_with_state(
             core.clone(),
             common_layer,
         ))

@@ -126,6 +126,7 @@ async fn serve_http(
     let opts = ServeOptions {
         scheduler: false,
         watch_every: None,
+        ..ServeOptions::default()
     };
     let d = d.clone();
     let task = tokio::spawn(async move {
@@ -958,4 +959,305 @@ flows:
     clock.set("2026-05-04T10:04:00Z".parse().unwrap());
     assert_eq!(d.tick(clock.now()).len(), 2);
     assert!(d.drain(Duration::from_secs(5)).await);
+}
+
+/// Waits (a few seconds at most, in real time) for the admin API's view of `system` to pass
+/// `pick`; returns it.
+async fn system_until(url: &str, system: &str, pick: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let body: Value = http()
+            .get(format!("{url}/api/systems"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let s = body["systems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["system"] == system)
+            .cloned()
+            .unwrap_or_else(|| panic!("no system `{system}` in {body}"));
+        if pick(&s) {
+            return s;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn metric_line(url: &str, prefix: &str) -> String {
+    let text = http()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no `{prefix}` in {text}"))
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers() {
+    let r = rig(|y| {
+        y.replace(
+            "    extends: simulated_erp\n",
+            "    extends: simulated_erp\n    timeouts: { connect_ms: 500, request_ms: 200 }\n    retry: { max_attempts: 2, initial_backoff_ms: 5, max_backoff_ms: 10 }\n    circuit_breaker: { failures: 1, probe_initial_secs: 30, probe_max_secs: 50 }\n",
+        )
+    })
+    .await;
+    let d = &r.daemon;
+    let order = confirmed_order(&r.shop, "ana@example.com");
+    let (url, stop, _task) = serve_http(d).await;
+    // The ERP accepts connections and never answers.
+    r.erp.faults().set(erpsync::sim::Faults {
+        timeout_rate: 1.0,
+        timeout_ms: 5_000,
+        ..Default::default()
+    });
+    let mut events = d.subscribe();
+    d.trigger("orders_to_erp", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let DaemonEvent::RunFinished { flow, status } = events.recv().await.unwrap()
+                && flow == "orders_to_erp"
+            {
+                return status;
+            }
+        }
+    })
+    .await
+    .expect("the run ends within seconds");
+    assert_eq!(status, "error");
+    let last = d
+        .flow_statuses()
+        .into_iter()
+        .find(|f| f.id == "orders_to_erp")
+        .unwrap();
+    let error = last.last_error.unwrap();
+    assert!(error.contains("system `erp` is down"), "{error}");
+    assert!(r.store.failures(None).unwrap().is_empty());
+
+    // Down in the admin API, the metrics and the state (what `erpsync status` shows).
+    let down = system_until(&url, "erp", |s| s["up"] == false).await;
+    let since: DateTime<Utc> = serde_json::from_value(down["down_since"].clone()).unwrap();
+    let first_probe: DateTime<Utc> = serde_json::from_value(down["next_probe"].clone()).unwrap();
+    assert_eq!(first_probe - since, chrono::Duration::seconds(30));
+    assert_eq!(
+        metric_line(&url, "erpsync_system_up{system=\"erp\"}").await,
+        "erpsync_system_up{system=\"erp\"} 0"
+    );
+    let kept = r.store.system_health().unwrap();
+    assert!(kept.iter().any(|h| h.system == "erp" && h.down), "{kept:?}");
+
+    // The daemon probes when the pause has run out; still no answer: the pause doubles (to
+    // its cap of 50 s).
+    r.clock.set(first_probe);
+    let second = first_probe + chrono::Duration::seconds(50);
+    let again = system_until(&url, "erp", |s| {
+        serde_json::from_value::<DateTime<Utc>>(s["next_probe"].clone()).ok() == Some(second)
+    })
+    .await;
+    assert_eq!(again["up"], false);
+    assert_eq!(again["consecutive_failures"], 2);
+
+    // It answers again: the next probe finds it up, and the order goes out.
+    r.erp.faults().clear();
+    r.clock.set(second);
+    system_until(&url, "erp", |s| s["up"] == true).await;
+    assert_eq!(
+        metric_line(&url, "erpsync_system_up{system=\"erp\"}").await,
+        "erpsync_system_up{system=\"erp\"} 1"
+    );
+    let kept = r.store.system_health().unwrap();
+    assert!(
+        kept.iter().any(|h| h.system == "erp" && !h.down),
+        "{kept:?}"
+    );
+    d.trigger("orders_to_erp", RunOptions::default(), Cause::Manual)
+        .unwrap();
+    let mut events = d.subscribe();
+    wait_for(&mut events, finished("orders_to_erp")).await;
+    assert_eq!(r.erp.orders_by_reference(&order.number).len(), 1);
+    let _ = stop.send(());
+}
+
+/// Serves the daemon's HTTP on a free port with these limits; the sender stops it.
+async fn serve_limited(
+    d: &Arc<Daemon>,
+    http: erpsync::daemon::HttpLimits,
+) -> (std::net::SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let opts = ServeOptions {
+        scheduler: false,
+        watch_every: None,
+        http,
+    };
+    tokio::spawn(serve(d.clone(), Some(listener), opts, async {
+        let _ = rx.await;
+    }));
+    (addr, tx)
+}
+
+/// Reads what the server sends until it closes the connection; `None` when it keeps it open
+/// past `within`.
+async fn until_closed(s: &mut tokio::net::TcpStream, within: Duration) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&got).into_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::AsyncWriteExt as _;
+    use tokio::net::TcpStream;
+    let r = rig(|y| y).await;
+    let limits = erpsync::daemon::HttpLimits {
+        header_timeout: Duration::from_millis(300),
+        body_timeout: Duration::from_millis(300),
+        max_connections: 64,
+        body_limit: 1024,
+    };
+    let (addr, stop) = serve_limited(&r.daemon, limits).await;
+
+    // Headers a line at a time, slower than the server waits for: cut off.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /hooks/shop-orders HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = slow.into_split();
+    let dribble = tokio::spawn(async move {
+        for i in 0..40 {
+            if wr
+                .write_all(format!("X-Slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    let started = std::time::Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        use tokio::io::AsyncReadExt as _;
+        let mut buf = [0u8; 256];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "headers held for 3 s were not cut off");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    dribble.abort();
+
+    // A body that never arrives: 408.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(
+        b"POST /hooks/shop-orders HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"number\"",
+    )
+    .await
+    .unwrap();
+    let answer = until_closed(&mut s, Duration::from_secs(3))
+        .await
+        .expect("the connection ends");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
+    // A body over the limit: 413.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let big = "x".repeat(2048);
+    s.write_all(
+        format!(
+            "POST /hooks/shop-orders HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{big}",
+            big.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let answer = until_closed(&mut s, Duration::from_secs(3)).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let _ = stop.send(());
+
+    // At most two connections: a third is closed at once; once one ends, a request passes.
+    let (addr, stop) = serve_limited(
+        &r.daemon,
+        erpsync::daemon::HttpLimits {
+            header_timeout: Duration::from_secs(30),
+            max_connections: 2,
+            ..limits
+        },
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        // Answered, so surely accepted, and kept open for the next request.
+        use tokio::io::AsyncReadExt as _;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 512];
+        while !String::from_utf8_lossy(&got).contains("\"ok\"}") {
+            let n = tokio::time::timeout(Duration::from_secs(3), s.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        held.push(s);
+    }
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    let _ = third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let answer = until_closed(&mut third, Duration::from_secs(2))
+        .await
+        .expect("the third connection is closed at once");
+    assert!(answer.is_empty(), "{answer}");
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let ok = http()
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK);
+        if ok {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection taken after the held ones ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
 }

@@ -826,6 +826,7 @@ async fn woo_order_webhooks_make_the_daemon_export_a_paid_order_at_once() {
         ServeOptions {
             scheduler: false,
             watch_every: None,
+            ..ServeOptions::default()
         },
         async {
             let _ = stopped.await;
