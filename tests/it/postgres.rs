@@ -280,6 +280,44 @@ fn conformance(s: &dyn StateStore) {
 
     leases(s);
     deliveries(s);
+    system_health(s);
+}
+
+/// What was last seen of each system: one entry per system, replaced, in name order.
+fn system_health(s: &dyn StateStore) {
+    assert!(s.system_health().unwrap().is_empty());
+    let down = erpsync::state::SystemHealth {
+        system: "erp".into(),
+        down: true,
+        down_since: Some(t("17:00:00")),
+        consecutive_failures: 5,
+        last_error: Some("connection refused".into()),
+        next_probe: Some(t("17:00:05")),
+        checked_at: t("17:00:00"),
+    };
+    s.put_system_health(&down).unwrap();
+    let shop = erpsync::state::SystemHealth {
+        system: "shop".into(),
+        down: false,
+        down_since: None,
+        consecutive_failures: 0,
+        last_error: None,
+        next_probe: None,
+        checked_at: t("17:00:01"),
+    };
+    s.put_system_health(&shop).unwrap();
+    assert_eq!(s.system_health().unwrap(), vec![down.clone(), shop.clone()]);
+    let up = erpsync::state::SystemHealth {
+        down: false,
+        down_since: None,
+        consecutive_failures: 0,
+        last_error: None,
+        next_probe: None,
+        checked_at: t("17:01:00"),
+        ..down
+    };
+    s.put_system_health(&up).unwrap();
+    assert_eq!(s.system_health().unwrap(), vec![up, shop]);
 }
 
 fn lease(name: &str, holder: &str, expires_at: DateTime<Utc>) -> Lease {
