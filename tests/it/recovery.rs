@@ -408,3 +408,43 @@ async fn an_erp_that_stops_answering_mid_run_stops_the_run_within_seconds_and_lo
     let status_text = text(&p.run(&["status"]));
     assert!(!status_text.contains("system down"), "{status_text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_that_fails_is_kept_as_a_failure_until_it_runs_and_a_dry_run_never_locks() {
+    let p = Project::start(3, |doc| {
+        doc["flows"]
+            .as_object_mut()
+            .unwrap()
+            .remove("orders_from_erp");
+    })
+    .await;
+    let number = p.confirm_order(0);
+    // The shop refuses the lock for good this time.
+    p.shop
+        .faults()
+        .fail_next(FailRule::new("POST", "/api/v2/orders/", 400, 1));
+    let first = p.run(&EXPORT);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
+    assert!(!p.shop.order_by_number(&number).unwrap().locked);
+    let kept = failure_keys(&p);
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(kept[0].1, number);
+    let list = text(&p.run(&["failures", "list"]));
+    assert!(list.contains("`lock` of"), "{list}");
+
+    // A dry run plans; it locks nothing.
+    let locks = || p.shop.counters().count("POST", LOCK_ROUTE);
+    let before = locks();
+    let plan = p.run(&["dry-run", "--flow", "orders_to_erp"]);
+    assert!(plan.status.success(), "{}", text(&plan));
+    assert_eq!(locks(), before);
+
+    // Retried: locked, the failure cleared, the order not sent again.
+    let id = kept[0].0.to_string();
+    let retry = p.run(&["failures", "retry", "--id", &id]);
+    assert!(retry.status.success(), "{}", text(&retry));
+    assert!(p.shop.order_by_number(&number).unwrap().locked);
+    assert!(failure_keys(&p).is_empty());
+    assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
+}
