@@ -1081,9 +1081,18 @@ pub struct DaemonConfig {
     /// Address of the HTTP server (webhooks, admin API, metrics), e.g. `127.0.0.1:8700`.
     #[serde(default)]
     pub listen: Option<String>,
-    /// Bearer token the admin API requires.
+    /// Bearer token the admin API and the console require; it may do everything (run,
+    /// switch flows, retry, discard, settle).
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Bearer token of read-only access to the admin API and the console: it sees
+    /// everything the admin token sees and changes nothing.
+    #[serde(default)]
+    pub viewer_token: Option<String>,
+    /// Address the console is reached at from outside, for the links in notifications
+    /// (default `http://LISTEN`), e.g. `https://sync.example.com`.
+    #[serde(default)]
+    pub console_url: Option<String>,
     /// Seconds in-flight work may take to finish after SIGTERM.
     #[serde(default)]
     pub shutdown_grace_secs: Option<u64>,

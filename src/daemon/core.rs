@@ -14,6 +14,7 @@ use tokio::sync::{Notify, broadcast};
 
 use super::metrics::{Metrics, status_of};
 use super::scheduler::Plan;
+use super::switches;
 use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::engine::{Counts, Engine, EngineBuildError, RunOptions, RunReport};
@@ -61,10 +62,28 @@ impl std::fmt::Display for Cause {
 /// What happened, for whoever listens (tests, future SSE of the admin API).
 #[derive(Debug, Clone, PartialEq)]
 pub enum DaemonEvent {
-    RunStarted { flow: String, cause: Cause },
-    RunFinished { flow: String, status: String },
-    RunSkipped { flow: String },
-    Reloaded { accepted: bool },
+    RunStarted {
+        flow: String,
+        cause: Cause,
+    },
+    RunFinished {
+        flow: String,
+        status: String,
+    },
+    RunSkipped {
+        flow: String,
+    },
+    Reloaded {
+        accepted: bool,
+    },
+    /// A run could not read this system (see `health.rs`).
+    SystemDown {
+        system: String,
+    },
+    /// A run read a system marked down again.
+    SystemUp {
+        system: String,
+    },
 }
 
 /// The last finished run of a flow.
@@ -98,7 +117,10 @@ struct FlowState {
 pub struct FlowStatus {
     pub id: String,
     pub description: Option<String>,
+    /// Whether the flow is on: its switch when a person set one, else its flow file.
     pub enabled: bool,
+    /// The switch a person set (console, admin API), if any.
+    pub switched: Option<bool>,
     pub from: String,
     pub to: String,
     pub schedule: Option<String>,
@@ -176,6 +198,10 @@ pub struct Daemon {
     engine: RwLock<Arc<Engine>>,
     flows: Mutex<HashMap<String, FlowState>>,
     pub(super) plan: Mutex<Plan>,
+    /// Flows switched on or off by a person, by flow (see `switches.rs`).
+    pub(super) switches: Mutex<HashMap<String, bool>>,
+    /// Systems marked down, by name (see `health.rs`).
+    pub(super) down: Mutex<BTreeMap<String, super::health::SystemDown>>,
     /// Woken when the plan changes, so the scheduler loop does not sleep past a new firing.
     pub(super) replanned: Notify,
     pub metrics: Metrics,
@@ -271,8 +297,13 @@ impl Daemon {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(default_node_id);
         let now = clock.now();
+        let switches = super::switches::read_switches(store.as_ref());
         let mut plan = Plan::default();
-        plan.sync(&engine.project, now);
+        plan.sync(
+            &engine.project,
+            |f| super::switches::enabled_with(&switches, f),
+            now,
+        );
         Ok(Arc::new(Daemon {
             paths,
             store,
@@ -280,6 +311,8 @@ impl Daemon {
             engine: RwLock::new(Arc::new(engine)),
             flows: Mutex::new(HashMap::new()),
             plan: Mutex::new(plan),
+            switches: Mutex::new(switches),
+            down: Mutex::new(BTreeMap::new()),
             replanned: Notify::new(),
             metrics: Metrics::default(),
             events,
@@ -312,7 +345,7 @@ impl Daemon {
         self.events.subscribe()
     }
 
-    fn emit(&self, e: DaemonEvent) {
+    pub(super) fn emit(&self, e: DaemonEvent) {
         let _ = self.events.send(e);
     }
 
@@ -326,6 +359,21 @@ impl Daemon {
                 .and_then(|d| d.admin_token.clone())
                 .filter(|t| !t.is_empty())
         })
+    }
+
+    /// The bearer token of read-only access (`daemon.viewer_token`), if one is set.
+    pub fn viewer_token(&self) -> Option<String> {
+        let t = self
+            .engine()
+            .project
+            .daemon
+            .as_ref()
+            .and_then(|d| d.viewer_token.clone())
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &t {
+            crate::redact::register(t);
+        }
+        t
     }
 
     /// How long in-flight runs may take after a shutdown request.
@@ -461,7 +509,7 @@ impl Daemon {
         let Some(f) = engine.project.flow(flow) else {
             return Err(TriggerRefusedError::UnknownFlow(flow.to_string()));
         };
-        if !f.config.enabled && !opts.force {
+        if !opts.force && !self.flow_enabled(f) {
             return Err(TriggerRefusedError::Disabled(flow.to_string()));
         }
         match self.acquire(flow, opts.keys.as_deref(), &cause) {
@@ -502,6 +550,17 @@ impl Daemon {
                 "sync"
             }
         );
+        let switched_off = self
+            .engine()
+            .project
+            .flow(&flow)
+            .is_some_and(|f| !self.flow_enabled_now(f));
+        if switched_off {
+            tracing::info!(flow, %cause, "flow is switched off; run skipped");
+            self.metrics.run_skipped(&flow);
+            self.emit(DaemonEvent::RunSkipped { flow });
+            return;
+        }
         match self.store.claim_firing(&firing, fired) {
             Ok(true) => {}
             Ok(false) => {
@@ -590,7 +649,12 @@ impl Daemon {
             cause: cause.clone(),
         });
         tracing::info!(flow, %cause, keys = opts.keys.as_ref().map(Vec::len), "run started");
-        let result = engine.run(flow, opts).await;
+        // Every record gets a line, so the run's per-record report is kept (bounded).
+        let opts = RunOptions {
+            details: true,
+            ..opts.clone()
+        };
+        let result = engine.run(flow, &opts).await;
         let finished = self.clock.now();
         let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
         let (status, last) = match &result {
@@ -646,6 +710,9 @@ impl Daemon {
             status: status.to_string(),
         });
         if let Ok(report) = &result {
+            if let Some(f) = engine.project.flow(flow) {
+                self.note_health(f, report);
+            }
             self.chain(&engine, flow, report);
         }
     }
@@ -707,6 +774,7 @@ impl Daemon {
                 HashMap::new()
             }
         };
+        let switches = self.flow_switches();
         let engine = self.engine();
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
@@ -719,7 +787,8 @@ impl Daemon {
                 FlowStatus {
                     id: f.id.clone(),
                     description: f.config.description.clone(),
-                    enabled: f.config.enabled,
+                    enabled: switches::enabled_with(&switches, f),
+                    switched: switches.get(&f.id).copied(),
                     from: f.from.clone(),
                     to: f.to.clone(),
                     schedule: f.schedule.as_ref().map(|s| s.source().to_string()),
@@ -812,13 +881,11 @@ impl Daemon {
         }
         let mut engine = Engine::new(Arc::new(project), self.store.clone(), self.clock.clone())?;
         keep_unchanged_systems(&old, &mut engine);
-        let now = self.clock.now();
-        self.plan
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sync(&engine.project, now);
+        *self.switches.lock().unwrap_or_else(|e| e.into_inner()) =
+            super::switches::read_switches(self.store.as_ref());
+        let project = engine.project.clone();
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
-        self.replanned.notify_waiters();
+        self.replan(&project);
         Ok(())
     }
 

@@ -3,11 +3,15 @@
 //! of the flow files and graceful shutdown. `Daemon` is the core every entry point drives.
 
 mod admin;
+pub mod api;
+mod console;
 mod core;
+mod health;
 mod metrics;
 mod reload;
 mod scheduler;
 mod serve;
+mod switches;
 mod webhook;
 
 pub use admin::router;
@@ -15,7 +19,9 @@ pub use core::{
     Cause, ConfigReloadError, Daemon, DaemonEvent, DaemonStartError, FlowStatus, LastRun,
     TriggerRefusedError, Triggered,
 };
+pub use health::SystemDown;
 pub use metrics::Metrics;
 pub use reload::FileWatch;
 pub use serve::{DaemonExit, ServeOptions, serve};
+pub use switches::FlowSwitchError;
 pub use webhook::{DeliveryVerifyError, signature_matches};

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod connector;
+mod console;
 mod crash;
 mod daemon;
 mod engine;
