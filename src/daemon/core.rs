@@ -202,6 +202,8 @@ pub struct Daemon {
     pub(super) switches: Mutex<HashMap<String, bool>>,
     /// Systems marked down, by name (see `health.rs`).
     pub(super) down: Mutex<BTreeMap<String, super::health::SystemDown>>,
+    /// What the notifier remembers (see `notify.rs`).
+    pub(super) notify: Mutex<super::notify::NotifyState>,
     /// Woken when the plan changes, so the scheduler loop does not sleep past a new firing.
     pub(super) replanned: Notify,
     pub metrics: Metrics,
@@ -304,7 +306,7 @@ impl Daemon {
             |f| super::switches::enabled_with(&switches, f),
             now,
         );
-        Ok(Arc::new(Daemon {
+        let daemon = Arc::new(Daemon {
             paths,
             store,
             clock,
@@ -313,6 +315,7 @@ impl Daemon {
             plan: Mutex::new(plan),
             switches: Mutex::new(switches),
             down: Mutex::new(BTreeMap::new()),
+            notify: Mutex::new(Default::default()),
             replanned: Notify::new(),
             metrics: Metrics::default(),
             events,
@@ -321,7 +324,9 @@ impl Daemon {
             idle: Notify::new(),
             admin_token,
             node_id,
-        }))
+        });
+        daemon.notify_baseline();
+        Ok(daemon)
     }
 
     /// The engine in force; a run keeps the one it started with across a reload.
@@ -705,15 +710,27 @@ impl Daemon {
             }
             s.last = Some(last);
         }
+        // Before the run is said to be finished, so whoever waits for that sees it.
+        if let (Ok(report), Some(f)) = (&result, engine.project.flow(flow)) {
+            self.note_health(f, report);
+        }
         self.emit(DaemonEvent::RunFinished {
             flow: flow.to_string(),
             status: status.to_string(),
         });
         if let Ok(report) = &result {
-            if let Some(f) = engine.project.flow(flow) {
-                self.note_health(f, report);
-            }
             self.chain(&engine, flow, report);
+        }
+        if engine
+            .project
+            .daemon
+            .as_ref()
+            .is_some_and(|d| d.notify.is_some())
+        {
+            let d = self.clone();
+            tokio::spawn(async move {
+                d.notify_check().await;
+            });
         }
     }
 

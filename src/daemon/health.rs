@@ -67,10 +67,12 @@ impl Daemon {
         for e in changes {
             match &e {
                 DaemonEvent::SystemDown { system } => {
-                    tracing::warn!(system, flow = %flow.id, "system marked down")
+                    tracing::warn!(system, flow = %flow.id, "system marked down");
+                    self.notify_system(system, true);
                 }
                 DaemonEvent::SystemUp { system } => {
-                    tracing::info!(system, flow = %flow.id, "system up again")
+                    tracing::info!(system, flow = %flow.id, "system up again");
+                    self.notify_system(system, false);
                 }
                 _ => {}
             }

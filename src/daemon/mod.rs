@@ -8,6 +8,7 @@ mod console;
 mod core;
 mod health;
 mod metrics;
+mod notify;
 mod reload;
 mod scheduler;
 mod serve;
@@ -21,6 +22,9 @@ pub use core::{
 };
 pub use health::SystemDown;
 pub use metrics::Metrics;
+pub use notify::{
+    Alert, Notification, SIGNATURE_HEADER as NOTIFY_SIGNATURE_HEADER, signature as notify_signature,
+};
 pub use reload::FileWatch;
 pub use serve::{DaemonExit, ServeOptions, serve};
 pub use switches::FlowSwitchError;

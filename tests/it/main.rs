@@ -7,6 +7,7 @@ mod console;
 mod crash;
 mod daemon;
 mod engine;
+mod notify;
 mod postgres;
 mod settle;
 mod sim;
