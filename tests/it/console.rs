@@ -642,3 +642,101 @@ async fn the_viewer_token_only_reads_and_forms_need_the_sessions_csrf_token() {
     assert_eq!(r.headers()["location"], "/console/login");
     let _ = stop.send(());
 }
+
+/// The real binary, started from a folder outside the checkout: the console's page and its
+/// assets come from inside the binary, and a login works end to end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_the_console_with_its_assets_built_in() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    // A free port, released for the daemon to take.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args(["run"])
+        .arg(repo.join("flows/demo"))
+        .arg("--state")
+        .arg(format!("sqlite:{}", dir.path().join("s.sqlite").display()))
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-watch"])
+        .env("ERPSYNC_ADMIN_TOKEN", ADMIN)
+        .env("ERPSYNC_LOG", "off")
+        .current_dir(dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill<'a>(&'a mut Child);
+    impl Drop for Kill<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _kill = Kill(&mut child);
+    let url = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let deadline = Instant::now() + PATIENCE;
+    let login = loop {
+        match http.get(format!("{url}/console/login")).send().await {
+            Ok(r) => break r,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!("the daemon did not answer: {e}"),
+        }
+    };
+    assert_eq!(login.status(), StatusCode::OK);
+    let html = login.text().await.unwrap();
+    assert!(html.contains("<label for=\"token\">"), "{html}");
+    for (path, kind, needle) in [
+        ("/console/assets/console.css", "text/css", ".cards"),
+        (
+            "/console/assets/console.js",
+            "text/javascript",
+            "select-all",
+        ),
+    ] {
+        let r = http.get(format!("{url}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(
+            r.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        assert!(r.text().await.unwrap().contains(needle), "{path}");
+    }
+    let r = http
+        .post(format!("{url}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("token", ADMIN)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let session = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let flows = http
+        .get(format!("{url}/console/flows"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(flows.contains("data-flow=\"orders_to_erp\""), "{flows}");
+}

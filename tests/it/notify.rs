@@ -17,7 +17,7 @@ use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
 use erpsync::sim::shop::Order;
 use erpsync::sim::{FailRule, Faults, seed_both};
-use erpsync::state::{SqliteStore, StateStore};
+use erpsync::state::{JournalEntry, JournalState, SqliteStore, StateStore};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -216,6 +216,9 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
             "burst": {"on": "failures", "count": 2, "within_secs": 300, "to": ["ops"]},
             "down": {"on": "system_down", "to": ["team"]},
             "up": {"on": "system_up", "to": ["team"]},
+            "stale": {"on": "flow_not_succeeded", "flows": ["orders_to_erp"],
+                      "after_secs": 1800, "to": ["ops"]},
+            "doubt": {"on": "write_in_doubt", "after_secs": 1800, "to": ["ops"]},
         },
     });
     let text = serde_json::to_string_pretty(&doc)
@@ -358,6 +361,51 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
             .unwrap()
             .contains("system `shop` is up again")
     );
+
+    // A write left in doubt, and no successful run for longer than their `after_secs`.
+    let now = erpsync::clock::Clock::now(&clock);
+    store
+        .journal_begin(&JournalEntry {
+            id: 0,
+            flow: "orders_to_erp".into(),
+            key: "CMD-77".into(),
+            target: "erp".into(),
+            operation: "create_order".into(),
+            idempotency_key: "k".into(),
+            payload: json!({}),
+            state: JournalState::Pending,
+            created_at: now,
+        })
+        .unwrap();
+    assert!(
+        d.notify_check().await.is_empty(),
+        "not waiting long enough yet"
+    );
+    clock.advance(Duration::from_secs(1801));
+    let sent = d.notify_check().await;
+    let mut rules: Vec<&str> = sent.iter().map(|n| n.rule.as_str()).collect();
+    rules.sort_unstable();
+    assert_eq!(rules, ["doubt", "stale"], "{sent:#?}");
+    let by = |r: &str| sent.iter().find(|n| n.rule == r).unwrap();
+    assert!(by("doubt").title.contains("`CMD-77`"), "{:?}", by("doubt"));
+    assert_eq!(
+        by("doubt").link,
+        "https://sync.example.com/console/failures?flow=orders_to_erp"
+    );
+    assert!(
+        by("stale")
+            .title
+            .contains("orders_to_erp has not succeeded since"),
+        "{:?}",
+        by("stale")
+    );
+    assert_eq!(
+        by("stale").link,
+        "https://sync.example.com/console/runs?flow=orders_to_erp"
+    );
+    clock.advance(Duration::from_secs(1801));
+    assert!(d.notify_check().await.is_empty(), "each fires once");
+
     // No secret in any message.
     for p in posts.all() {
         assert!(!p.2.to_string().contains(HOOK_SECRET));
