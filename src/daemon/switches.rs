@@ -39,6 +39,22 @@ pub(super) fn enabled_with(switches: &HashMap<String, bool>, flow: &Flow) -> boo
         .unwrap_or(flow.config.enabled)
 }
 
+/// The flows that are on (their switch, else their flow file), for a run of every flow
+/// outside the daemon (`run --once`).
+pub fn flows_on(project: &Project, store: &dyn StateStore) -> Result<Vec<String>, StateStoreError> {
+    let switches: HashMap<String, bool> = store
+        .flow_switches()?
+        .into_iter()
+        .map(|s| (s.flow, s.enabled))
+        .collect();
+    Ok(project
+        .flows
+        .iter()
+        .filter(|f| enabled_with(&switches, f))
+        .map(|f| f.id.clone())
+        .collect())
+}
+
 impl Daemon {
     /// Whether a flow is on now, as the daemon last read the switches.
     pub fn flow_enabled(&self, flow: &Flow) -> bool {

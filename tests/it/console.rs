@@ -740,3 +740,67 @@ async fn the_binary_serves_the_console_with_its_assets_built_in() {
         .unwrap();
     assert!(flows.contains("data-flow=\"orders_to_erp\""), "{flows}");
 }
+
+/// A flow switched off from the console (the switch is in the state) is left out of
+/// `run --once` as well; named with `--flow`, it runs (a person asked for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_once_follows_the_consoles_switches() {
+    use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim};
+    use erpsync::state::FlowSwitch;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    seed_both(&shop, &erp, 3, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project.yaml");
+    std::fs::write(
+        &project,
+        serde_json::to_string_pretty(&demo_project()).unwrap(),
+    )
+    .unwrap();
+    let state = dir.path().join("state.sqlite");
+    SqliteStore::open(&state)
+        .unwrap()
+        .set_flow_switch(&FlowSwitch {
+            flow: "products".into(),
+            enabled: false,
+            changed_at: Utc::now(),
+            changed_by: "console".into(),
+        })
+        .unwrap();
+    let (key, secret) = shop.credentials();
+    let (id, client_secret) = erp.credentials();
+    let run = |extra: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .args(["run", "--once", "--json"])
+            .arg(&project)
+            .arg("--state")
+            .arg(format!("sqlite:{}", state.display()))
+            .args(extra)
+            .envs([
+                ("SHOP_URL", shop.base_url()),
+                ("ERP_URL", erp.base_url()),
+                ("SHOP_API_KEY", key.clone()),
+                ("SHOP_API_SECRET", secret.clone()),
+                ("ERP_CLIENT_ID", id.clone()),
+                ("ERP_CLIENT_SECRET", client_secret.clone()),
+                ("ERPSYNC_LOG", "off".into()),
+            ])
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        let reports: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        let flows: Vec<String> = reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["flow"].as_str().unwrap().to_string())
+            .collect();
+        flows
+    };
+    let all = run(&[]);
+    assert!(!all.contains(&"products".to_string()), "{all:?}");
+    assert!(all.contains(&"stock".to_string()), "{all:?}");
+    assert_eq!(run(&["--flow", "products"]), ["products"]);
+}
