@@ -113,7 +113,24 @@ fn screenshots() -> PathBuf {
     dir
 }
 
+/// Writes a screenshot of the page, once every form control on it has a label a screen
+/// reader can say, and the page has one `h1`.
 async fn shot(b: &Client, name: &str) {
+    let unlabelled = b
+        .execute(
+            "return Array.from(document.querySelectorAll('input:not([type=hidden]), select, textarea, button'))
+                .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+                .map(e => e.outerHTML);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(unlabelled, json!([]), "{name}: controls without a label");
+    let h1 = b
+        .execute("return document.querySelectorAll('h1').length;", vec![])
+        .await
+        .unwrap();
+    assert_eq!(h1, json!(1), "{name}");
     let png = b.screenshot().await.unwrap();
     std::fs::write(screenshots().join(format!("{name}.png")), png).unwrap();
 }
