@@ -56,13 +56,24 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let project = load_project(&args.project.paths)?;
     let store = open_state(&args.project, &project)?;
-    let flows = project.select(&args.flows).map_err(anyhow::Error::msg)?;
+    // Every flow that is on: a switch set in the console wins over the flow file.
+    let names = if args.flows.is_empty() {
+        crate::daemon::flows_on(&project, store.as_ref())?
+    } else {
+        args.flows.clone()
+    };
+    let flows = if names.is_empty() {
+        Vec::new()
+    } else {
+        project.select(&names).map_err(anyhow::Error::msg)?
+    };
     let engine = engine(project.clone(), store)?;
     let rt = tokio::runtime::Runtime::new()?;
+    // What runs was chosen above, on or off included.
     let opts = RunOptions {
         reconcile: args.reconcile,
         full: args.full,
-        force: !args.flows.is_empty(),
+        force: true,
         ..Default::default()
     };
     let mut ok = true;

@@ -15,8 +15,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::core::{Cause, Daemon, TriggerRefusedError};
-use crate::engine::RunOptions;
+use super::api::{self, ApiResult, Role, RunRequest};
+use super::core::Daemon;
 use crate::redact::redact;
 
 /// The router of everything the daemon serves.
@@ -26,14 +26,22 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         .route("/api/flows/{id}", get(show_flow))
         .route("/api/flows/{id}/run", post(run_flow))
         .route("/api/systems", get(list_systems))
+        .route("/api/flows/{id}/enabled", post(switch_flow))
+        .route("/api/flows/{id}/dry-run", post(dry_run))
         .route("/api/runs", get(list_runs))
+        .route("/api/runs/{id}", get(show_run))
         .route("/api/failures", get(list_failures))
+        .route("/api/failures/retry", post(retry_failures))
+        .route("/api/failures/discard", post(discard_failures))
         .route(
             "/api/failures/{id}",
             get(show_failure).delete(discard_failure),
         )
         .route("/api/failures/{id}/retry", post(retry_failure))
         .route("/api/failures/{id}/discard", post(discard_failure))
+        .route("/api/pending", get(list_pending))
+        .route("/api/pending/settle", post(settle_pending))
+        .route("/api/records/{key}", get(show_record))
         .route("/api/reload", post(reload))
         .route_layer(middleware::from_fn_with_state(
             daemon.clone(),
@@ -41,6 +49,7 @@ pub fn router(daemon: Arc<Daemon>) -> Router {
         ));
     Router::new()
         .merge(admin)
+        .merge(super::console::router(daemon.clone()))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -53,9 +62,21 @@ fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(json!({"error": redact(&message)}))).into_response()
 }
 
+/// The JSON answer of an operation.
+fn answer(result: ApiResult) -> Response {
+    answer_with(StatusCode::OK, result)
+}
+
+fn answer_with(ok: StatusCode, result: ApiResult) -> Response {
+    match result {
+        Ok(v) => (ok, Json(v)).into_response(),
+        Err(e) => error(e.status, e.message),
+    }
+}
+
 /// Equality whose time does not depend on where the inputs differ: both sides are hashed
 /// first, so even the length of the token does not leak.
-fn same_secret(a: &str, b: &str) -> bool {
+pub(super) fn same_secret(a: &str, b: &str) -> bool {
     let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
     x.iter()
         .zip(y.iter())
@@ -63,22 +84,46 @@ fn same_secret(a: &str, b: &str) -> bool {
         == 0
 }
 
+/// The role a token gives, if any.
+pub(super) fn role_of(d: &Daemon, token: &str) -> Option<Role> {
+    let token = token.trim();
+    if token.is_empty() {
+        return None;
+    }
+    if d.admin_token().is_some_and(|t| same_secret(token, &t)) {
+        return Some(Role::Operator);
+    }
+    if d.viewer_token().is_some_and(|t| same_secret(token, &t)) {
+        return Some(Role::Viewer);
+    }
+    None
+}
+
 async fn require_token(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {
-    let Some(expected) = d.admin_token() else {
+    if d.admin_token().is_none() && d.viewer_token().is_none() {
         return unauthorized(
             "the admin API is off: set `daemon.admin_token` or ERPSYNC_ADMIN_TOKEN",
         );
-    };
+    }
     let given = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    match given {
-        Some(t) if same_secret(t.trim(), &expected) => next.run(req).await,
-        Some(_) => unauthorized("wrong bearer token"),
-        None => unauthorized("a bearer token is required"),
+    let role = match given {
+        Some(t) => match role_of(&d, t) {
+            Some(r) => r,
+            None => return unauthorized("wrong bearer token"),
+        },
+        None => return unauthorized("a bearer token is required"),
+    };
+    if role == Role::Viewer && req.method() != Method::GET {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the viewer token only reads; this needs the admin token",
+        );
     }
+    next.run(req).await
 }
 
 fn unauthorized(message: &str) -> Response {
@@ -114,64 +159,84 @@ async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
         .into_response()
 }
 
+/// A JSON body, or the default when the body is empty.
+fn body_or_default<T: serde::de::DeserializeOwned + Default>(
+    body: &Bytes,
+) -> Result<T, Box<Response>> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request: {e}"),
+        ))
+    })
+}
+
+fn body_of<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Response>> {
+    serde_json::from_slice(body).map_err(|e| {
+        Box::new(error(
+            StatusCode::BAD_REQUEST,
+            format!("invalid request: {e}"),
+        ))
+    })
+}
+
 async fn list_flows(State(d): State<Arc<Daemon>>) -> Response {
     // The node's own name, to tell its leases from other nodes'.
-    Json(json!({"node": d.node_id(), "flows": d.flow_statuses()})).into_response()
+    answer(api::flows(&d))
 }
 
 async fn show_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {
-    match d.flow_statuses().into_iter().find(|f| f.id == id) {
-        Some(f) => Json(f).into_response(),
-        None => error(StatusCode::NOT_FOUND, format!("unknown flow `{id}`")),
-    }
+    answer(api::flow(&d, &id))
 }
 
-/// Body of `POST /api/flows/{id}/run`; all optional.
+async fn run_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: RunRequest = match body_or_default(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    answer_with(StatusCode::ACCEPTED, api::run_flow(&d, &id, req))
+}
+
+/// Body of `POST /api/flows/{id}/enabled`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SwitchRequest {
+    enabled: bool,
+}
+
+async fn switch_flow(
+    State(d): State<Arc<Daemon>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    let req: SwitchRequest = match body_of(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    answer(api::switch_flow(&d, &id, req.enabled, "api"))
+}
+
+/// Body of `POST /api/flows/{id}/dry-run`; optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RunRequest {
-    #[serde(default)]
-    reconcile: bool,
-    #[serde(default)]
-    full: bool,
+struct DryRunRequest {
     #[serde(default)]
     keys: Option<Vec<String>>,
 }
 
-fn refused(e: TriggerRefusedError) -> Response {
-    let status = match e {
-        TriggerRefusedError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-        TriggerRefusedError::UnknownFlow(_) => StatusCode::NOT_FOUND,
-        TriggerRefusedError::Disabled(_) | TriggerRefusedError::Busy(_) => StatusCode::CONFLICT,
+async fn dry_run(State(d): State<Arc<Daemon>>, Path(id): Path<String>, body: Bytes) -> Response {
+    let req: DryRunRequest = match body_or_default(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
     };
-    error(status, e.to_string())
+    answer(api::dry_run(&d, &id, req.keys).await)
 }
 
-async fn run_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>, body: Bytes) -> Response {
-    let req: RunRequest = if body.iter().all(u8::is_ascii_whitespace) {
-        RunRequest::default()
-    } else {
-        match serde_json::from_slice(&body) {
-            Ok(r) => r,
-            Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid request: {e}")),
-        }
-    };
-    // A person asked for it: a disabled flow runs too, as with `run --flow`.
-    let opts = RunOptions {
-        reconcile: req.reconcile,
-        full: req.full,
-        keys: req.keys,
-        force: true,
-        ..Default::default()
-    };
-    match d.trigger(&id, opts, Cause::Manual) {
-        Ok(t) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"flow": id, "outcome": t})),
-        )
-            .into_response(),
-        Err(e) => refused(e),
-    }
+async fn list_runs(State(d): State<Arc<Daemon>>, Query(q): Query<api::RunsQuery>) -> Response {
+    answer(api::runs(&d, &q))
 }
 
 /// Each system with what its circuit breaker knows: up or down, since when, the requests in a
@@ -196,75 +261,89 @@ async fn list_systems(State(d): State<Arc<Daemon>>) -> Response {
     Json(json!({"systems": systems})).into_response()
 }
 
-#[derive(Debug, Deserialize)]
-struct RunsQuery {
-    flow: Option<String>,
-    limit: Option<usize>,
+async fn show_run(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
+    answer(api::run(&d, id))
 }
 
-async fn list_runs(State(d): State<Arc<Daemon>>, Query(q): Query<RunsQuery>) -> Response {
-    let limit = q.limit.unwrap_or(50).min(1000);
-    match d.store().runs(q.flow.as_deref(), limit) {
-        Ok(runs) => Json(json!({"runs": runs})).into_response(),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
-}
-
-#[derive(Debug, Deserialize)]
-struct FailuresQuery {
-    flow: Option<String>,
-}
-
-async fn list_failures(State(d): State<Arc<Daemon>>, Query(q): Query<FailuresQuery>) -> Response {
-    match d.store().failures(q.flow.as_deref()) {
-        Ok(list) => {
-            let list = serde_json::to_value(&list).unwrap_or(Value::Null);
-            Json(json!({"failures": crate::redact::redact_json(&list)})).into_response()
-        }
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+async fn list_failures(
+    State(d): State<Arc<Daemon>>,
+    Query(q): Query<api::FailuresQuery>,
+) -> Response {
+    answer(api::failures(&d, &q))
 }
 
 async fn show_failure(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
-    match d.store().failure(id) {
-        Ok(Some(f)) => {
-            let v = serde_json::to_value(&f).unwrap_or(Value::Null);
-            Json(crate::redact::redact_json(&v)).into_response()
-        }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no failure with id {id}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    }
+    answer(api::failure(&d, id))
+}
+
+/// Body of the batch operations on failures.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdsRequest {
+    ids: Vec<i64>,
 }
 
 async fn retry_failure(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
-    let f = match d.store().failure(id) {
-        Ok(Some(f)) => f,
-        Ok(None) => return error(StatusCode::NOT_FOUND, format!("no failure with id {id}")),
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-    };
-    match d.trigger(
-        &f.flow,
-        RunOptions::retry(vec![f.key.clone()]),
-        Cause::Retry,
-    ) {
-        Ok(t) => (
-            StatusCode::ACCEPTED,
-            Json(json!({"flow": f.flow, "key": f.key, "outcome": t})),
-        )
-            .into_response(),
-        Err(e) => refused(e),
+    // One failure answers as before: its flow, key and what became of the run.
+    match api::retry(&d, &[id]) {
+        Ok(v) => {
+            let one = &v["retried"][0];
+            let key = one["keys"][0].clone();
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({"flow": one["flow"], "key": key, "outcome": one["outcome"]})),
+            )
+                .into_response()
+        }
+        Err(e) => error(e.status, e.message),
     }
 }
 
+async fn retry_failures(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
+    let req: IdsRequest = match body_of(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    answer_with(StatusCode::ACCEPTED, api::retry(&d, &req.ids))
+}
+
 async fn discard_failure(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
-    match d.store().discard_failure(id) {
-        Ok(true) => {
-            tracing::info!(failure = id, "failure discarded");
-            Json(json!({"discarded": id})).into_response()
+    match api::discard(&d, &[id]) {
+        Ok(_) => Json(json!({"discarded": id})).into_response(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            error(StatusCode::NOT_FOUND, format!("no failure with id {id}"))
         }
-        Ok(false) => error(StatusCode::NOT_FOUND, format!("no failure with id {id}")),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(e.status, e.message),
     }
+}
+
+async fn discard_failures(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
+    let req: IdsRequest = match body_of(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    answer(api::discard(&d, &req.ids))
+}
+
+#[derive(Debug, Deserialize)]
+struct PendingQuery {
+    flow: Option<String>,
+}
+
+async fn list_pending(State(d): State<Arc<Daemon>>, Query(q): Query<PendingQuery>) -> Response {
+    answer(api::pending(&d, q.flow.as_deref()))
+}
+
+async fn settle_pending(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
+    let req: api::SettleRequest = match body_of(&body) {
+        Ok(r) => r,
+        Err(r) => return *r,
+    };
+    answer(api::settle(&d, &req))
+}
+
+async fn show_record(State(d): State<Arc<Daemon>>, Path(key): Path<String>) -> Response {
+    answer(api::record(&d, &key))
 }
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {

@@ -14,6 +14,7 @@ use tokio::sync::{Notify, broadcast};
 
 use super::metrics::{Metrics, status_of};
 use super::scheduler::Plan;
+use super::switches;
 use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::engine::{Counts, Engine, EngineBuildError, RunOptions, RunReport};
@@ -61,10 +62,28 @@ impl std::fmt::Display for Cause {
 /// What happened, for whoever listens (tests, future SSE of the admin API).
 #[derive(Debug, Clone, PartialEq)]
 pub enum DaemonEvent {
-    RunStarted { flow: String, cause: Cause },
-    RunFinished { flow: String, status: String },
-    RunSkipped { flow: String },
-    Reloaded { accepted: bool },
+    RunStarted {
+        flow: String,
+        cause: Cause,
+    },
+    RunFinished {
+        flow: String,
+        status: String,
+    },
+    RunSkipped {
+        flow: String,
+    },
+    Reloaded {
+        accepted: bool,
+    },
+    /// A run could not read this system (see `health.rs`).
+    SystemDown {
+        system: String,
+    },
+    /// A run read a system marked down again.
+    SystemUp {
+        system: String,
+    },
 }
 
 /// The last finished run of a flow.
@@ -98,7 +117,10 @@ struct FlowState {
 pub struct FlowStatus {
     pub id: String,
     pub description: Option<String>,
+    /// Whether the flow is on: its switch when a person set one, else its flow file.
     pub enabled: bool,
+    /// The switch a person set (console, admin API), if any.
+    pub switched: Option<bool>,
     pub from: String,
     pub to: String,
     pub schedule: Option<String>,
@@ -176,6 +198,12 @@ pub struct Daemon {
     engine: RwLock<Arc<Engine>>,
     flows: Mutex<HashMap<String, FlowState>>,
     pub(super) plan: Mutex<Plan>,
+    /// Flows switched on or off by a person, by flow (see `switches.rs`).
+    pub(super) switches: Mutex<HashMap<String, bool>>,
+    /// Systems marked down, by name (see `health.rs`).
+    pub(super) down: Mutex<BTreeMap<String, super::health::SystemDown>>,
+    /// What the notifier remembers (see `notify.rs`).
+    pub(super) notify: Mutex<super::notify::NotifyState>,
     /// Woken when the plan changes, so the scheduler loop does not sleep past a new firing.
     pub(super) replanned: Notify,
     pub metrics: Metrics,
@@ -271,15 +299,23 @@ impl Daemon {
             .filter(|n| !n.is_empty())
             .unwrap_or_else(default_node_id);
         let now = clock.now();
+        let switches = super::switches::read_switches(store.as_ref());
         let mut plan = Plan::default();
-        plan.sync(&engine.project, now);
-        Ok(Arc::new(Daemon {
+        plan.sync(
+            &engine.project,
+            |f| super::switches::enabled_with(&switches, f),
+            now,
+        );
+        let daemon = Arc::new(Daemon {
             paths,
             store,
             clock,
             engine: RwLock::new(Arc::new(engine)),
             flows: Mutex::new(HashMap::new()),
             plan: Mutex::new(plan),
+            switches: Mutex::new(switches),
+            down: Mutex::new(BTreeMap::new()),
+            notify: Mutex::new(Default::default()),
             replanned: Notify::new(),
             metrics: Metrics::default(),
             events,
@@ -288,7 +324,9 @@ impl Daemon {
             idle: Notify::new(),
             admin_token,
             node_id,
-        }))
+        });
+        daemon.notify_baseline();
+        Ok(daemon)
     }
 
     /// The engine in force; a run keeps the one it started with across a reload.
@@ -312,7 +350,7 @@ impl Daemon {
         self.events.subscribe()
     }
 
-    fn emit(&self, e: DaemonEvent) {
+    pub(super) fn emit(&self, e: DaemonEvent) {
         let _ = self.events.send(e);
     }
 
@@ -326,6 +364,21 @@ impl Daemon {
                 .and_then(|d| d.admin_token.clone())
                 .filter(|t| !t.is_empty())
         })
+    }
+
+    /// The bearer token of read-only access (`daemon.viewer_token`), if one is set.
+    pub fn viewer_token(&self) -> Option<String> {
+        let t = self
+            .engine()
+            .project
+            .daemon
+            .as_ref()
+            .and_then(|d| d.viewer_token.clone())
+            .filter(|t| !t.is_empty());
+        if let Some(t) = &t {
+            crate::redact::register(t);
+        }
+        t
     }
 
     /// How long in-flight runs may take after a shutdown request.
@@ -461,7 +514,7 @@ impl Daemon {
         let Some(f) = engine.project.flow(flow) else {
             return Err(TriggerRefusedError::UnknownFlow(flow.to_string()));
         };
-        if !f.config.enabled && !opts.force {
+        if !opts.force && !self.flow_enabled(f) {
             return Err(TriggerRefusedError::Disabled(flow.to_string()));
         }
         match self.acquire(flow, opts.keys.as_deref(), &cause) {
@@ -502,6 +555,17 @@ impl Daemon {
                 "sync"
             }
         );
+        let switched_off = self
+            .engine()
+            .project
+            .flow(&flow)
+            .is_some_and(|f| !self.flow_enabled_now(f));
+        if switched_off {
+            tracing::info!(flow, %cause, "flow is switched off; run skipped");
+            self.metrics.run_skipped(&flow);
+            self.emit(DaemonEvent::RunSkipped { flow });
+            return;
+        }
         match self.store.claim_firing(&firing, fired) {
             Ok(true) => {}
             Ok(false) => {
@@ -590,7 +654,12 @@ impl Daemon {
             cause: cause.clone(),
         });
         tracing::info!(flow, %cause, keys = opts.keys.as_ref().map(Vec::len), "run started");
-        let result = engine.run(flow, opts).await;
+        // Every record gets a line, so the run's per-record report is kept (bounded).
+        let opts = RunOptions {
+            details: true,
+            ..opts.clone()
+        };
+        let result = engine.run(flow, &opts).await;
         let finished = self.clock.now();
         let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
         let (status, last) = match &result {
@@ -641,12 +710,27 @@ impl Daemon {
             }
             s.last = Some(last);
         }
+        // Before the run is said to be finished, so whoever waits for that sees it.
+        if let (Ok(report), Some(f)) = (&result, engine.project.flow(flow)) {
+            self.note_health(f, report);
+        }
         self.emit(DaemonEvent::RunFinished {
             flow: flow.to_string(),
             status: status.to_string(),
         });
         if let Ok(report) = &result {
             self.chain(&engine, flow, report);
+        }
+        if engine
+            .project
+            .daemon
+            .as_ref()
+            .is_some_and(|d| d.notify.is_some())
+        {
+            let d = self.clone();
+            tokio::spawn(async move {
+                d.notify_check().await;
+            });
         }
     }
 
@@ -707,6 +791,7 @@ impl Daemon {
                 HashMap::new()
             }
         };
+        let switches = self.flow_switches();
         let engine = self.engine();
         let plan = self.plan.lock().unwrap_or_else(|e| e.into_inner());
         let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
@@ -719,7 +804,8 @@ impl Daemon {
                 FlowStatus {
                     id: f.id.clone(),
                     description: f.config.description.clone(),
-                    enabled: f.config.enabled,
+                    enabled: switches::enabled_with(&switches, f),
+                    switched: switches.get(&f.id).copied(),
                     from: f.from.clone(),
                     to: f.to.clone(),
                     schedule: f.schedule.as_ref().map(|s| s.source().to_string()),
@@ -812,13 +898,11 @@ impl Daemon {
         }
         let mut engine = Engine::new(Arc::new(project), self.store.clone(), self.clock.clone())?;
         keep_unchanged_systems(&old, &mut engine);
-        let now = self.clock.now();
-        self.plan
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .sync(&engine.project, now);
+        *self.switches.lock().unwrap_or_else(|e| e.into_inner()) =
+            super::switches::read_switches(self.store.as_ref());
+        let project = engine.project.clone();
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
-        self.replanned.notify_waiters();
+        self.replan(&project);
         Ok(())
     }
 

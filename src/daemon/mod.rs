@@ -3,11 +3,16 @@
 //! of the flow files and graceful shutdown. `Daemon` is the core every entry point drives.
 
 mod admin;
+pub mod api;
+mod console;
 mod core;
+mod health;
 mod metrics;
+mod notify;
 mod reload;
 mod scheduler;
 mod serve;
+mod switches;
 mod webhook;
 
 pub use admin::router;
@@ -15,7 +20,12 @@ pub use core::{
     Cause, ConfigReloadError, Daemon, DaemonEvent, DaemonStartError, FlowStatus, LastRun,
     TriggerRefusedError, Triggered,
 };
+pub use health::SystemDown;
 pub use metrics::Metrics;
+pub use notify::{
+    Alert, Notification, SIGNATURE_HEADER as NOTIFY_SIGNATURE_HEADER, signature as notify_signature,
+};
 pub use reload::FileWatch;
 pub use serve::{DaemonExit, HttpLimits, ServeOptions, serve};
+pub use switches::{FlowSwitchError, flows_on};
 pub use webhook::{DeliveryVerifyError, signature_matches};

@@ -12,7 +12,7 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 
 use super::core::{Cause, Daemon};
-use crate::compile::{Project, Schedule};
+use crate::compile::{Flow, Project, Schedule};
 
 /// Longest sleep of the loop, so a clock jump or a missed wake-up costs at most this.
 const MAX_NAP: Duration = Duration::from_secs(30);
@@ -35,9 +35,10 @@ struct Entry {
 impl Plan {
     /// Follows the project: new and changed schedules are planned from `now`, unchanged ones
     /// keep their next firing, those of removed or disabled flows are dropped.
-    pub fn sync(&mut self, project: &Project, now: DateTime<Utc>) {
+    /// `enabled` says whether a flow is on (its switch, else its flow file).
+    pub fn sync(&mut self, project: &Project, enabled: impl Fn(&Flow) -> bool, now: DateTime<Utc>) {
         let mut kept = BTreeMap::new();
-        for f in project.flows.iter().filter(|f| f.config.enabled) {
+        for f in project.flows.iter().filter(|f| enabled(f)) {
             let tz = f.config.trigger.timezone.as_deref().unwrap_or("UTC");
             for (reconcile, schedule) in [(false, &f.schedule), (true, &f.reconcile_schedule)] {
                 let Some(schedule) = schedule else {

@@ -18,7 +18,8 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 /// What runs besides the runs themselves.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// Fire cron schedules (tests drive `Daemon::tick` by hand instead).
+    /// Fire cron schedules and check the notification rules every half minute (tests drive
+    /// `Daemon::tick` and `Daemon::notify_check` by hand instead).
     pub scheduler: bool,
     /// Check the flow files for changes this often, and reload when they changed.
     pub watch_every: Option<Duration>,
@@ -79,6 +80,12 @@ pub async fn serve(
     let mut tasks = Vec::new();
     if opts.scheduler {
         tasks.push(tokio::spawn(daemon.clone().run_scheduler()));
+        // Notification rules that depend on time alone (writes in doubt, flows without
+        // success) are checked with the schedules.
+        tasks.push(tokio::spawn(super::notify::run(
+            daemon.clone(),
+            Duration::from_secs(30),
+        )));
     }
     if let Some(every) = opts.watch_every {
         let d = daemon.clone();

@@ -6,6 +6,7 @@
 pub mod canonical;
 mod report;
 mod run;
+mod run_lines;
 mod settle;
 
 use std::collections::{BTreeMap, HashMap};

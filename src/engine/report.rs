@@ -83,6 +83,10 @@ pub struct RunReport {
     /// Canonical records written, for chained flows.
     #[serde(skip)]
     pub touched: Vec<Value>,
+    /// The system whose listing could not be read, when that is what ended the run: the
+    /// daemon marks it down until a run reads it again.
+    #[serde(skip)]
+    pub unreachable: Option<String>,
 }
 
 impl RunReport {

@@ -3,6 +3,7 @@
 //! leases and the webhook deliveries already accepted.
 //! `StateStore` is the seam; SQLite is the embedded default, PostgreSQL serves several nodes.
 
+pub mod operator;
 mod postgres;
 mod sqlite;
 
@@ -12,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use operator::{FlowSwitch, RunLine};
 pub use postgres::{PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
 
@@ -319,6 +321,23 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn put_system_health(&self, health: &SystemHealth) -> Result<()>;
     /// What was last seen of each system, by name.
     fn system_health(&self) -> Result<Vec<SystemHealth>>;
+    // The operator's state (`state::operator`): its tables come in a migration step of their
+    // own.
+    /// Every flow switched on or off by a person, by flow.
+    fn flow_switches(&self) -> Result<Vec<FlowSwitch>>;
+    /// Switches a flow on or off (replacing an earlier switch).
+    fn set_flow_switch(&self, switch: &FlowSwitch) -> Result<()>;
+    /// Keeps the per-record lines of a finished run; lines of runs older than the newest
+    /// `operator::RUN_LINES_RUNS_KEPT` are dropped.
+    fn put_run_lines(&self, lines: &[RunLine]) -> Result<()>;
+    /// The per-record lines kept of a run, in the order the run made them.
+    fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>>;
+    /// The lines of one record key across runs, newest run first.
+    fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>>;
+    /// One run by id.
+    fn run(&self, id: i64) -> Result<Option<RunRecord>>;
+    /// The journal entries of a record key still kept (writes in doubt), oldest first.
+    fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>>;
 }
 
 /// A store behind `open`: the one `state.url` names.

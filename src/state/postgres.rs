@@ -14,10 +14,12 @@ use postgres::{Client, GenericClient, Row};
 use serde_json::Value;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+mod operator;
 mod tls;
 
 use tls::TlsSettings;
 
+use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
     StateStoreError, SystemHealth, json_column as json, keep_since,
@@ -135,6 +137,7 @@ fn connect(
     }
     tx.batch_execute(SCHEMA)?;
     tx.batch_execute(SYSTEM_HEALTH_SCHEMA)?;
+    tx.batch_execute(operator::OPERATOR_SCHEMA)?;
     tx.commit()?;
     Ok(client)
 }
@@ -828,6 +831,29 @@ impl StateStore for PostgresStore {
                 })
                 .collect()
         })
+    }
+
+    // The operator's state: see `state::operator` and `postgres/operator.rs`.
+    fn flow_switches(&self) -> Result<Vec<FlowSwitch>> {
+        self.op_flow_switches()
+    }
+    fn set_flow_switch(&self, switch: &FlowSwitch) -> Result<()> {
+        self.op_set_flow_switch(switch)
+    }
+    fn put_run_lines(&self, lines: &[RunLine]) -> Result<()> {
+        self.op_put_run_lines(lines)
+    }
+    fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
+        self.op_run_lines(run_id)
+    }
+    fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
+        self.op_run_lines_of_key(key, limit)
+    }
+    fn run(&self, id: i64) -> Result<Option<RunRecord>> {
+        self.op_run(id)
+    }
+    fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
+        self.op_journal_of_key(key)
     }
 }
 

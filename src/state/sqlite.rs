@@ -8,6 +8,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
+mod operator;
+
+use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
     StateStoreError, SystemHealth, json_column as json, keep_since,
@@ -94,6 +97,7 @@ impl SqliteStore {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(SYSTEM_HEALTH_SCHEMA)?;
+        conn.execute_batch(operator::OPERATOR_SCHEMA)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -629,6 +633,29 @@ impl StateStore for SqliteStore {
             serde_json::from_str(&row?).map_err(|e| StateStoreError::Corrupt(e.to_string()))
         })
         .collect()
+    }
+
+    // The operator's state: see `state::operator` and `sqlite/operator.rs`.
+    fn flow_switches(&self) -> Result<Vec<FlowSwitch>> {
+        self.op_flow_switches()
+    }
+    fn set_flow_switch(&self, switch: &FlowSwitch) -> Result<()> {
+        self.op_set_flow_switch(switch)
+    }
+    fn put_run_lines(&self, lines: &[RunLine]) -> Result<()> {
+        self.op_put_run_lines(lines)
+    }
+    fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
+        self.op_run_lines(run_id)
+    }
+    fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
+        self.op_run_lines_of_key(key, limit)
+    }
+    fn run(&self, id: i64) -> Result<Option<RunRecord>> {
+        self.op_run(id)
+    }
+    fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
+        self.op_journal_of_key(key)
     }
 }
 

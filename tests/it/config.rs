@@ -132,6 +132,13 @@ fn each_kind_of_problem_is_reported_at_its_place() {
             "did you mean `price`",
         ),
         ("bad_status_pattern", "E004", 5, 20, "`9xx`"),
+        (
+            "unknown_notify_channel",
+            "E008",
+            15,
+            40,
+            "unknown channel `opz`",
+        ),
     ];
     for (name, code, line, col, needle) in table {
         let path = root().join(format!("tests/fixtures/flows/invalid/single/{name}.yaml"));

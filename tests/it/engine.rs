@@ -593,6 +593,32 @@ impl StateStore for CountingStore {
     fn system_health(&self) -> erpsync::state::Result<Vec<erpsync::state::SystemHealth>> {
         self.inner.system_health()
     }
+
+    fn flow_switches(&self) -> erpsync::state::Result<Vec<erpsync::state::FlowSwitch>> {
+        self.inner.flow_switches()
+    }
+    fn set_flow_switch(&self, s: &erpsync::state::FlowSwitch) -> erpsync::state::Result<()> {
+        self.inner.set_flow_switch(s)
+    }
+    fn put_run_lines(&self, lines: &[erpsync::state::RunLine]) -> erpsync::state::Result<()> {
+        self.inner.put_run_lines(lines)
+    }
+    fn run_lines(&self, run_id: i64) -> erpsync::state::Result<Vec<erpsync::state::RunLine>> {
+        self.inner.run_lines(run_id)
+    }
+    fn run_lines_of_key(
+        &self,
+        key: &str,
+        limit: usize,
+    ) -> erpsync::state::Result<Vec<erpsync::state::RunLine>> {
+        self.inner.run_lines_of_key(key, limit)
+    }
+    fn run(&self, id: i64) -> erpsync::state::Result<Option<erpsync::state::RunRecord>> {
+        self.inner.run(id)
+    }
+    fn journal_of_key(&self, key: &str) -> erpsync::state::Result<Vec<JournalEntry>> {
+        self.inner.journal_of_key(key)
+    }
 }
 
 #[tokio::test]

@@ -3,9 +3,11 @@
 mod cli;
 mod config;
 mod connector;
+mod console;
 mod crash;
 mod daemon;
 mod engine;
+mod notify;
 mod postgres;
 mod recovery;
 mod settle;

@@ -420,6 +420,79 @@ fn deliveries(s: &dyn StateStore) {
     assert!(new("shop", "id:2", 62));
     assert!(!new("shop", "id:2", 62));
     s.forget_delivery("shop", "never-seen").unwrap();
+
+    operator_state(s);
+}
+
+/// The operator's state (flow switches, per-record run lines), alike in every store.
+fn operator_state(s: &dyn StateStore) {
+    use erpsync::state::{FlowSwitch, RunLine};
+    assert!(s.flow_switches().unwrap().is_empty());
+    let switch = |flow: &str, enabled: bool, at: &str| FlowSwitch {
+        flow: flow.into(),
+        enabled,
+        changed_at: t(at),
+        changed_by: "console".into(),
+    };
+    s.set_flow_switch(&switch("products", false, "10:00:00"))
+        .unwrap();
+    s.set_flow_switch(&switch("orders", false, "10:00:01"))
+        .unwrap();
+    // A later switch replaces the earlier one.
+    s.set_flow_switch(&switch("products", true, "10:00:02"))
+        .unwrap();
+    assert_eq!(
+        s.flow_switches().unwrap(),
+        vec![
+            switch("orders", false, "10:00:01"),
+            switch("products", true, "10:00:02")
+        ]
+    );
+
+    let run = s.run_start("products", "sync", t("10:01:00")).unwrap();
+    s.run_finish(run, t("10:01:05"), "partial", &json!({"failed": 1}), None)
+        .unwrap();
+    let line = |key: &str, decision: &str| RunLine {
+        run_id: run,
+        flow: "products".into(),
+        key: key.into(),
+        decision: decision.into(),
+        target: Some("erp".into()),
+        changes: Some(json!([{"field": "price", "old": 1, "new": 2}])),
+        reason: None,
+    };
+    s.put_run_lines(&[line("B2", "update"), line("A1", "failed")])
+        .unwrap();
+    assert_eq!(
+        s.run_lines(run).unwrap(),
+        vec![line("B2", "update"), line("A1", "failed")],
+        "in the order the run made them"
+    );
+    assert_eq!(
+        s.run_lines_of_key("A1", 10).unwrap(),
+        vec![line("A1", "failed")]
+    );
+    assert!(s.run_lines_of_key("nope", 10).unwrap().is_empty());
+    let got = s.run(run).unwrap().unwrap();
+    assert_eq!(
+        (got.flow.as_str(), got.status.as_str()),
+        ("products", "partial")
+    );
+    assert!(s.run(run + 1000).unwrap().is_none());
+
+    // Lines of runs older than the newest `RUN_LINES_RUNS_KEPT` go as new runs come.
+    for _ in 0..erpsync::state::operator::RUN_LINES_RUNS_KEPT {
+        s.run_start("products", "sync", t("10:02:00")).unwrap();
+    }
+    s.put_run_lines(&[]).unwrap();
+    assert!(s.run_lines(run).unwrap().is_empty());
+
+    // The journal of one key, whatever its state.
+    let id = s.journal_begin(&entry("orders", "K-9")).unwrap();
+    let of_key = s.journal_of_key("K-9").unwrap();
+    assert_eq!(of_key.len(), 1);
+    assert_eq!(of_key[0].id, id);
+    assert_eq!(of_key[0].state, JournalState::Pending);
 }
 
 #[test]

@@ -166,6 +166,9 @@ pub(super) async fn run_flow(
     let mut report = runner.report;
     if let Err(e) = &result {
         report.errors.push(e.to_string());
+        if let EngineRunError::Read { system, .. } = e {
+            report.unreachable = Some(system.clone());
+        }
     }
     if !opts.dry_run {
         let mut systems = vec![flow.from.as_str(), flow.to.as_str()];
@@ -192,6 +195,7 @@ pub(super) async fn run_flow(
         engine
             .store
             .run_finish(id, engine.clock.now(), status, &counts, error.as_deref())?;
+        super::run_lines::keep(engine, id, &report);
     }
     tracing::info!(
         flow = %flow.id,

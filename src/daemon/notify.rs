@@ -1,0 +1,598 @@
+//! Notifications when a sync needs a person (`daemon.notify`): rules watch for failed
+//! records, bursts of failures, systems down and up again, writes in doubt left too long and
+//! flows without a successful run, and send to webhook, Slack and email channels. Each alert
+//! is sent once (deduplicated by what it is about), and each rule sends at most one message
+//! per window: alerts that fire meanwhile go out together as a summary when it ends. Every
+//! message links to the console page to act on, and every text in it is masked.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, Mac};
+use serde::Serialize;
+use serde_json::json;
+use sha2::Sha256;
+
+use super::core::Daemon;
+use crate::compile::Project;
+use crate::config::model::{
+    NotifyChannelConfig, NotifyChannelKind, NotifyConfig, NotifyOn, NotifyRuleConfig, SmtpTls,
+};
+use crate::redact::redact;
+
+/// Seconds between two messages of one rule, unless configured.
+const DEFAULT_WINDOW_SECS: u64 = 900;
+/// Seconds of `write_in_doubt` and `flow_not_succeeded`, unless configured.
+const DEFAULT_AFTER_SECS: u64 = 3600;
+/// Alerts listed in a summary; the rest are counted.
+const SUMMARY_LINES: usize = 10;
+/// How long a channel may take to take a message.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Header of a webhook channel's signature.
+pub const SIGNATURE_HEADER: &str = "X-Erpsync-Signature";
+/// Subjects remembered per rule at most (the oldest are forgotten first).
+const SEEN_MAX: usize = 10_000;
+
+/// One thing a rule fired for.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// What it is about; the same subject fires once.
+    #[serde(skip)]
+    subject: String,
+    pub flow: Option<String>,
+    pub text: String,
+    /// The console page to act on.
+    pub link: String,
+}
+
+/// A message as channels get it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notification {
+    pub rule: String,
+    pub on: NotifyOn,
+    pub title: String,
+    pub text: String,
+    /// The console page of the first alert (the list page for a summary).
+    pub link: String,
+    pub alerts: Vec<Alert>,
+    /// Alerts left out of `alerts` in a long summary.
+    pub more: usize,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Default)]
+struct RuleState {
+    /// Subjects already alerted, with when.
+    seen: BTreeMap<String, DateTime<Utc>>,
+    /// Alerts waiting for the rule's window to end.
+    queue: Vec<Alert>,
+    last_sent: Option<DateTime<Utc>>,
+}
+
+/// What the notifier remembers between checks.
+#[derive(Debug, Default)]
+pub(super) struct NotifyState {
+    rules: BTreeMap<String, RuleState>,
+    /// System events since the last check: (system, down?).
+    systems: Vec<(String, bool, DateTime<Utc>)>,
+    /// Failures present when the daemon started, by (id, attempts): not news.
+    baseline: Option<BTreeSet<(i64, u32)>>,
+    /// When the daemon started: a flow without a successful run counts from here.
+    started: Option<DateTime<Utc>>,
+}
+
+impl RuleState {
+    fn fire(&mut self, alert: Alert, now: DateTime<Utc>) {
+        if self.seen.contains_key(&alert.subject) {
+            return;
+        }
+        self.seen.insert(alert.subject.clone(), now);
+        if self.seen.len() > SEEN_MAX
+            && let Some(oldest) = self
+                .seen
+                .iter()
+                .min_by_key(|(_, t)| **t)
+                .map(|(k, _)| k.clone())
+        {
+            self.seen.remove(&oldest);
+        }
+        self.queue.push(alert);
+    }
+}
+
+fn secs(n: u64) -> chrono::Duration {
+    chrono::Duration::seconds(i64::try_from(n).unwrap_or(i64::MAX / 1000))
+}
+
+/// The console's address for links: `daemon.console_url`, else the listen address.
+fn console_base(project: &Project) -> String {
+    let d = project.daemon.as_ref();
+    if let Some(u) = d.and_then(|d| d.console_url.clone()) {
+        return u.trim_end_matches('/').to_string();
+    }
+    let listen = d
+        .and_then(|d| d.listen.clone())
+        .unwrap_or_else(|| "127.0.0.1:8700".to_string());
+    format!("http://{listen}")
+}
+
+fn applies(rule: &NotifyRuleConfig, flow: &str, project: &Project) -> bool {
+    rule.flows.is_empty()
+        || rule
+            .flows
+            .iter()
+            .any(|f| f == flow || project.flow(flow).is_some_and(|fl| fl.name == *f))
+}
+
+impl Daemon {
+    /// Notes a system going down or coming up, for the next check.
+    pub(super) fn notify_system(&self, system: &str, down: bool) {
+        let now = self.clock.now();
+        self.notify
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .systems
+            .push((system.to_string(), down, now));
+    }
+
+    /// Starts the notifier's memory: failures kept at start are not news.
+    pub(super) fn notify_baseline(&self) {
+        let failures = match self.store.failures(None) {
+            Ok(list) => list.into_iter().map(|f| (f.id, f.attempts)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %redact(&e.to_string()), "cannot read failures for notifications");
+                BTreeSet::new()
+            }
+        };
+        let mut st = self.notify.lock().unwrap_or_else(|e| e.into_inner());
+        st.baseline = Some(failures);
+        st.started = Some(self.clock.now());
+    }
+
+    /// Checks every rule now and sends what is due; returns what was sent (each to every
+    /// channel of its rule that took it). The daemon calls it after each run and every
+    /// half minute; tests call it after moving a manual clock.
+    pub async fn notify_check(self: &Arc<Self>) -> Vec<Notification> {
+        let engine = self.engine();
+        let Some(cfg) = engine
+            .project
+            .daemon
+            .as_ref()
+            .and_then(|d| d.notify.clone())
+        else {
+            return Vec::new();
+        };
+        if cfg.rules.is_empty() {
+            return Vec::new();
+        }
+        let project = engine.project.clone();
+        let due = self.collect(&cfg, &project);
+        let mut sent = Vec::new();
+        for n in due {
+            let Some(rule) = cfg.rules.get(&n.rule) else {
+                continue;
+            };
+            let mut delivered = false;
+            for name in &rule.to {
+                let Some(ch) = cfg.channels.get(name) else {
+                    continue;
+                };
+                match send(ch, &n).await {
+                    Ok(()) => {
+                        delivered = true;
+                        tracing::info!(rule = %n.rule, channel = %name, alerts = n.alerts.len() + n.more, "notification sent")
+                    }
+                    Err(e) => {
+                        tracing::warn!(rule = %n.rule, channel = %name, error = %redact(&e), "notification not sent")
+                    }
+                }
+            }
+            if delivered {
+                sent.push(n);
+            }
+        }
+        sent
+    }
+
+    /// Fires the rules and takes out the messages whose window allows them.
+    fn collect(&self, cfg: &NotifyConfig, project: &Project) -> Vec<Notification> {
+        let now = self.clock.now();
+        let base = console_base(project);
+        // Read the store before taking the lock.
+        let needs = |on: NotifyOn| cfg.rules.values().any(|r| r.on == on);
+        let failures = if needs(NotifyOn::RecordFailed) || needs(NotifyOn::Failures) {
+            self.store.failures(None).unwrap_or_else(|e| {
+                tracing::warn!(error = %redact(&e.to_string()), "cannot read failures for notifications");
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        let pending = if needs(NotifyOn::WriteInDoubt) {
+            self.store.journal_pending(None).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let mut last_ok: BTreeMap<String, Option<DateTime<Utc>>> = BTreeMap::new();
+        if needs(NotifyOn::FlowNotSucceeded) {
+            for f in &project.flows {
+                if !self.flow_enabled(f) {
+                    continue;
+                }
+                let ok = self.store.runs(Some(&f.id), 200).ok().and_then(|runs| {
+                    runs.into_iter()
+                        .find(|r| r.status == "ok")
+                        .and_then(|r| r.finished_at)
+                });
+                last_ok.insert(f.id.clone(), ok);
+            }
+        }
+        let mut st = self.notify.lock().unwrap_or_else(|e| e.into_inner());
+        let systems = std::mem::take(&mut st.systems);
+        let baseline = st.baseline.clone().unwrap_or_default();
+        let started = st.started.unwrap_or(now);
+        let mut out = Vec::new();
+        for (name, rule) in &cfg.rules {
+            let rs = st.rules.entry(name.clone()).or_default();
+            let window = secs(rule.window_secs.unwrap_or(DEFAULT_WINDOW_SECS));
+            let after = secs(rule.after_secs.unwrap_or(DEFAULT_AFTER_SECS));
+            match rule.on {
+                NotifyOn::RecordFailed => {
+                    for f in failures.iter().filter(|f| applies(rule, &f.flow, project)) {
+                        if baseline.contains(&(f.id, f.attempts)) {
+                            continue;
+                        }
+                        rs.fire(
+                            Alert {
+                                subject: format!("{}:{}", f.id, f.attempts),
+                                flow: Some(f.flow.clone()),
+                                text: format!("{} `{}` failed: {}", f.flow, f.key, f.error),
+                                link: format!("{base}/console/failures/{}", f.id),
+                            },
+                            now,
+                        );
+                    }
+                }
+                NotifyOn::Failures => {
+                    let within = rule.within_secs.map(secs).unwrap_or(window);
+                    let recent: Vec<_> = failures
+                        .iter()
+                        .filter(|f| applies(rule, &f.flow, project))
+                        .filter(|f| f.updated_at > now - within)
+                        .collect();
+                    let count = rule.count.unwrap_or(1) as usize;
+                    if recent.len() >= count.max(1) {
+                        // One alert per span: the subject is the span's start.
+                        let span = within.num_seconds().max(1);
+                        let slot = now.timestamp().div_euclid(span);
+                        let flows: BTreeSet<&str> =
+                            recent.iter().map(|f| f.flow.as_str()).collect();
+                        rs.fire(
+                            Alert {
+                                subject: format!("burst:{slot}"),
+                                flow: None,
+                                text: format!(
+                                    "{} failures in the last {} min ({})",
+                                    recent.len(),
+                                    within.num_minutes().max(1),
+                                    flows.into_iter().collect::<Vec<_>>().join(", ")
+                                ),
+                                link: format!("{base}/console/failures"),
+                            },
+                            now,
+                        );
+                    }
+                }
+                NotifyOn::SystemDown | NotifyOn::SystemUp => {
+                    let want_down = rule.on == NotifyOn::SystemDown;
+                    for (system, down, at) in systems.iter().filter(|s| s.1 == want_down) {
+                        let text = if *down {
+                            format!("system `{system}` is down")
+                        } else {
+                            format!("system `{system}` is up again")
+                        };
+                        rs.fire(
+                            Alert {
+                                subject: format!("{system}:{down}:{}", at.timestamp_micros()),
+                                flow: None,
+                                text,
+                                link: format!("{base}/console/flows"),
+                            },
+                            now,
+                        );
+                    }
+                }
+                NotifyOn::WriteInDoubt => {
+                    for e in pending
+                        .iter()
+                        .filter(|e| applies(rule, &e.flow, project))
+                        .filter(|e| now - e.created_at >= after)
+                    {
+                        rs.fire(
+                            Alert {
+                                subject: format!("journal:{}", e.id),
+                                flow: Some(e.flow.clone()),
+                                text: format!(
+                                    "{} `{}`: a write to `{}` of unknown outcome waits since {}",
+                                    e.flow,
+                                    e.key,
+                                    e.target,
+                                    e.created_at.format("%Y-%m-%d %H:%M UTC")
+                                ),
+                                link: format!("{base}/console/failures?flow={}", e.flow),
+                            },
+                            now,
+                        );
+                    }
+                }
+                NotifyOn::FlowNotSucceeded => {
+                    for (flow, ok) in last_ok.iter().filter(|(f, _)| applies(rule, f, project)) {
+                        let since = ok.unwrap_or(started);
+                        if now - since < after {
+                            continue;
+                        }
+                        let text = match ok {
+                            Some(t) => format!(
+                                "{flow} has not succeeded since {}",
+                                t.format("%Y-%m-%d %H:%M UTC")
+                            ),
+                            None => format!(
+                                "{flow} has not succeeded since the daemon started ({})",
+                                started.format("%Y-%m-%d %H:%M UTC")
+                            ),
+                        };
+                        rs.fire(
+                            Alert {
+                                subject: format!("{flow}:{}", since.timestamp_micros()),
+                                flow: Some(flow.clone()),
+                                text,
+                                link: format!("{base}/console/runs?flow={flow}"),
+                            },
+                            now,
+                        );
+                    }
+                }
+            }
+            let open = rs.last_sent.is_none_or(|t| now - t >= window);
+            if open && !rs.queue.is_empty() {
+                let alerts = std::mem::take(&mut rs.queue);
+                rs.last_sent = Some(now);
+                out.push(message(name, rule.on, alerts, &base, now));
+            }
+        }
+        out
+    }
+}
+
+fn on_text(on: NotifyOn) -> &'static str {
+    match on {
+        NotifyOn::RecordFailed => "record failed",
+        NotifyOn::Failures => "failures",
+        NotifyOn::SystemDown => "system down",
+        NotifyOn::SystemUp => "system up",
+        NotifyOn::WriteInDoubt => "write in doubt",
+        NotifyOn::FlowNotSucceeded => "flow not succeeding",
+    }
+}
+
+/// One alert as it is, or a summary of several.
+fn message(
+    rule: &str,
+    on: NotifyOn,
+    mut alerts: Vec<Alert>,
+    base: &str,
+    now: DateTime<Utc>,
+) -> Notification {
+    for a in &mut alerts {
+        a.text = redact(&a.text).into_owned();
+    }
+    let n = alerts.len();
+    let (title, link) = if n == 1 {
+        (
+            format!("erpsync: {}", alerts[0].text),
+            alerts[0].link.clone(),
+        )
+    } else {
+        let page = match on {
+            NotifyOn::SystemDown | NotifyOn::SystemUp => "flows",
+            NotifyOn::FlowNotSucceeded => "runs",
+            _ => "failures",
+        };
+        (
+            format!("erpsync: {n} alerts of rule `{rule}` ({})", on_text(on)),
+            format!("{base}/console/{page}"),
+        )
+    };
+    let more = n.saturating_sub(SUMMARY_LINES);
+    alerts.truncate(SUMMARY_LINES);
+    let mut text = String::new();
+    for a in &alerts {
+        text.push_str(&format!("- {} ({})\n", a.text, a.link));
+    }
+    if more > 0 {
+        text.push_str(&format!("… and {more} more\n"));
+    }
+    text.push_str(&format!("Console: {link}\n"));
+    Notification {
+        rule: rule.to_string(),
+        on,
+        title,
+        text,
+        link,
+        alerts,
+        more,
+        at: now,
+    }
+}
+
+/// The hex HMAC-SHA256 of a webhook channel's body.
+pub fn signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
+        .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+    mac.update(body);
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+async fn send(ch: &NotifyChannelConfig, n: &Notification) -> Result<(), String> {
+    // Masked in whatever a failed send logs; a Slack URL is itself the credential.
+    for s in [&ch.secret, &ch.password].into_iter().flatten() {
+        crate::redact::register(s);
+    }
+    if ch.kind == NotifyChannelKind::Slack
+        && let Some(u) = &ch.url
+    {
+        crate::redact::register(u);
+    }
+    match ch.kind {
+        NotifyChannelKind::Webhook => {
+            let body = serde_json::to_vec(n).map_err(|e| e.to_string())?;
+            let mut req = http()?
+                .post(ch.url.as_deref().unwrap_or_default())
+                .header("content-type", "application/json");
+            if let Some(secret) = &ch.secret {
+                req = req.header(
+                    SIGNATURE_HEADER,
+                    format!("sha256={}", signature(secret, &body)),
+                );
+            }
+            check(req.body(body).send().await).await
+        }
+        NotifyChannelKind::Slack => {
+            let body = json!({"text": format!("*{}*\n{}", n.title, n.text)});
+            check(
+                http()?
+                    .post(ch.url.as_deref().unwrap_or_default())
+                    .json(&body)
+                    .send()
+                    .await,
+            )
+            .await
+        }
+        NotifyChannelKind::Email => email(ch, n).await,
+    }
+}
+
+fn http() -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .timeout(SEND_TIMEOUT)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
+async fn check(r: Result<reqwest::Response, reqwest::Error>) -> Result<(), String> {
+    let r = r.map_err(|e| e.without_url().to_string())?;
+    if r.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("the receiver answered {}", r.status()))
+    }
+}
+
+async fn email(ch: &NotifyChannelConfig, n: &Notification) -> Result<(), String> {
+    use lettre::transport::smtp::authentication::Credentials;
+    use lettre::transport::smtp::client::{Tls, TlsParameters};
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+    let server = ch.smtp.as_deref().unwrap_or_default();
+    let (host, port) = match server.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| format!("bad SMTP port in `{server}`"))?,
+        ),
+        None => (server, 587),
+    };
+    let tls = match ch.tls {
+        SmtpTls::Starttls => {
+            Tls::Required(TlsParameters::new(host.to_string()).map_err(|e| e.to_string())?)
+        }
+        SmtpTls::None => Tls::None,
+    };
+    let mut transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+        .port(port)
+        .tls(tls)
+        .timeout(Some(SEND_TIMEOUT));
+    if let (Some(u), Some(p)) = (&ch.username, &ch.password) {
+        transport = transport.credentials(Credentials::new(u.clone(), p.clone()));
+    }
+    let from = ch.from.as_deref().unwrap_or_default();
+    let mut msg = Message::builder()
+        .from(from.parse().map_err(|e| format!("`from` `{from}`: {e}"))?)
+        .subject(n.title.clone());
+    for to in &ch.to {
+        msg = msg.to(to.parse().map_err(|e| format!("`to` `{to}`: {e}"))?);
+    }
+    let msg = msg
+        .body(format!("{}\n", n.text))
+        .map_err(|e| e.to_string())?;
+    transport
+        .build()
+        .send(msg)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks the rules every `every` (wall time: this only polls; the rules' times come from
+/// the daemon's clock) until the daemon stops.
+pub(super) async fn run(d: Arc<Daemon>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !d.is_stopping() {
+        tick.tick().await;
+        d.notify_check().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alert(i: usize) -> Alert {
+        Alert {
+            subject: format!("s{i}"),
+            flow: Some("orders".into()),
+            text: format!("order {i} failed"),
+            link: format!("http://x/console/failures/{i}"),
+        }
+    }
+
+    #[test]
+    fn one_alert_is_sent_as_is_and_many_as_a_capped_summary() {
+        let now = Utc::now();
+        let one = message("r", NotifyOn::RecordFailed, vec![alert(1)], "http://x", now);
+        assert_eq!(one.title, "erpsync: order 1 failed");
+        assert_eq!(one.link, "http://x/console/failures/1");
+        let many: Vec<Alert> = (0..13).map(alert).collect();
+        let sum = message("r", NotifyOn::RecordFailed, many, "http://x", now);
+        assert_eq!(sum.title, "erpsync: 13 alerts of rule `r` (record failed)");
+        assert_eq!(sum.link, "http://x/console/failures");
+        assert_eq!((sum.alerts.len(), sum.more), (SUMMARY_LINES, 3));
+        assert!(sum.text.contains("… and 3 more"));
+    }
+
+    #[test]
+    fn a_subject_fires_once() {
+        let now = Utc::now();
+        let mut rs = RuleState::default();
+        rs.fire(alert(1), now);
+        rs.fire(alert(1), now);
+        rs.fire(alert(2), now);
+        assert_eq!(rs.queue.len(), 2);
+    }
+
+    #[test]
+    fn the_signature_is_the_hex_hmac_of_the_body() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            signature("Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! Flows switched on and off by a person (the console, the admin API). The switch lives in
+//! the state store, so it outlives restarts and reloads and every node sharing the state sees
+//! it; it wins over the flow file's `enabled`. The daemon keeps a copy for planning and reads
+//! the store again when a schedule fires, so a switch made on another node counts too.
+
+use std::collections::HashMap;
+
+use crate::compile::{Flow, Project};
+use crate::redact::redact;
+use crate::state::{FlowSwitch, StateStore, StateStoreError};
+
+use super::core::Daemon;
+
+/// A switch that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum FlowSwitchError {
+    #[error("unknown flow `{0}`")]
+    UnknownFlow(String),
+    #[error(transparent)]
+    State(#[from] StateStoreError),
+}
+
+/// The switches on record, by flow; an empty map (and a warning) when the store cannot say.
+pub(super) fn read_switches(store: &dyn StateStore) -> HashMap<String, bool> {
+    match store.flow_switches() {
+        Ok(list) => list.into_iter().map(|s| (s.flow, s.enabled)).collect(),
+        Err(e) => {
+            tracing::warn!(error = %redact(&e.to_string()), "cannot read the flow switches");
+            HashMap::new()
+        }
+    }
+}
+
+/// Whether a flow is on: its switch, else its flow file.
+pub(super) fn enabled_with(switches: &HashMap<String, bool>, flow: &Flow) -> bool {
+    switches
+        .get(&flow.id)
+        .copied()
+        .unwrap_or(flow.config.enabled)
+}
+
+/// The flows that are on (their switch, else their flow file), for a run of every flow
+/// outside the daemon (`run --once`).
+pub fn flows_on(project: &Project, store: &dyn StateStore) -> Result<Vec<String>, StateStoreError> {
+    let switches: HashMap<String, bool> = store
+        .flow_switches()?
+        .into_iter()
+        .map(|s| (s.flow, s.enabled))
+        .collect();
+    Ok(project
+        .flows
+        .iter()
+        .filter(|f| enabled_with(&switches, f))
+        .map(|f| f.id.clone())
+        .collect())
+}
+
+impl Daemon {
+    /// Whether a flow is on now, as the daemon last read the switches.
+    pub fn flow_enabled(&self, flow: &Flow) -> bool {
+        enabled_with(
+            &self.switches.lock().unwrap_or_else(|e| e.into_inner()),
+            flow,
+        )
+    }
+
+    /// Whether a flow is on by the store itself, for a run about to start: another node may
+    /// have switched it since.
+    pub(super) fn flow_enabled_now(&self, flow: &Flow) -> bool {
+        let fresh = match self.store.flow_switches() {
+            Ok(list) => list.into_iter().map(|s| (s.flow, s.enabled)).collect(),
+            Err(e) => {
+                tracing::warn!(error = %redact(&e.to_string()), "cannot read the flow switches; using the last known");
+                return self.flow_enabled(flow);
+            }
+        };
+        let on = enabled_with(&fresh, flow);
+        *self.switches.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        on
+    }
+
+    /// The switches on record, as last read.
+    pub fn flow_switches(&self) -> HashMap<String, bool> {
+        self.switches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Switches a flow on or off, for good: stored, then planned (a flow switched off keeps
+    /// no next firing; a run going on finishes).
+    pub fn switch_flow(
+        &self,
+        flow_id: &str,
+        enabled: bool,
+        by: &str,
+    ) -> Result<FlowSwitch, FlowSwitchError> {
+        let engine = self.engine();
+        if engine.project.flow(flow_id).is_none() {
+            return Err(FlowSwitchError::UnknownFlow(flow_id.to_string()));
+        }
+        let switch = FlowSwitch {
+            flow: flow_id.to_string(),
+            enabled,
+            changed_at: self.clock.now(),
+            changed_by: by.to_string(),
+        };
+        self.store.set_flow_switch(&switch)?;
+        self.switches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(flow_id.to_string(), enabled);
+        self.replan(&engine.project);
+        tracing::info!(flow = flow_id, enabled, by, "flow switched");
+        Ok(switch)
+    }
+
+    /// Plans the schedules of the flows that are on.
+    pub(super) fn replan(&self, project: &Project) {
+        let switches = self.flow_switches();
+        let now = self.clock.now();
+        self.plan.lock().unwrap_or_else(|e| e.into_inner()).sync(
+            project,
+            |f| enabled_with(&switches, f),
+            now,
+        );
+        self.replanned.notify_waiters();
+    }
+}
