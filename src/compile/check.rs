@@ -13,7 +13,7 @@ use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
 };
 use crate::config::{Code, Decl, Diagnostic, ProjectConfig};
-use crate::connector::{CompileProblem, HttpSystem, Operation, ProblemKind};
+use crate::connector::{CompileProblem, HttpSystem, Operation, ProblemKind, lint_rules};
 use crate::expr::{JsonPath, Predicate};
 
 struct Checker<'a> {
@@ -95,8 +95,16 @@ impl Checker<'_> {
                 ProblemKind::JsonPath => Code::JsonPath,
                 ProblemKind::Template => Code::Template,
                 ProblemKind::Invalid => Code::Invalid,
+                ProblemKind::Covers429 => Code::Covers429,
             };
-            self.at(file, code, &format!("{base}.{}", p.path), p.message);
+            let d = self.at(file, code, &format!("{base}.{}", p.path), p.message);
+            if code == Code::Covers429 {
+                d.help = Some(
+                    "say so with `- { status: [429], action: rate_limited }` before this rule, \
+                     or name 429 in a rule of its own to handle it otherwise"
+                        .into(),
+                );
+            }
         }
     }
 }
@@ -133,7 +141,7 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
     let mut seen = HashSet::new();
     diags.retain(|d| seen.insert((d.file.clone(), d.line, d.col, d.message.clone())));
     diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
-    if !diags.is_empty() {
+    if diags.iter().any(Diagnostic::is_error) {
         return (None, diags);
     }
     let project = Project {
@@ -287,7 +295,13 @@ fn compile_systems(
     for (name, decl) in &project.systems {
         let (file, path) = (decl.file, decl.path.clone());
         let s = &decl.value;
+        ck.problems(file, &path, lint_rules(&s.errors, "errors"));
         for (op_name, op) in &s.operations {
+            ck.problems(
+                file,
+                &format!("{path}.operations.{op_name}"),
+                lint_rules(&op.errors, "errors"),
+            );
             match Operation::compile(op) {
                 Ok(compiled) => {
                     operations.insert((name.clone(), op_name.clone()), Arc::new(compiled));

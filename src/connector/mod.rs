@@ -14,5 +14,6 @@ mod system;
 
 pub use error::CallError;
 pub use operation::{CompileProblem, Operation, ProblemKind};
+pub use rules::lint_rules;
 pub use stats::{ConnectorStats, StatsSnapshot};
 pub use system::{CallInput, CallOutput, HttpSystem, Page};

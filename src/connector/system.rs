@@ -589,7 +589,12 @@ impl HttpSystem {
             let verdict = if lockout.is_some() {
                 None
             } else {
-                Some(classify(&[&op.rules, &self.rules], status, &resp.body))
+                Some(classify(
+                    &[&op.rules, &self.rules],
+                    status,
+                    &resp.body,
+                    retry_after.is_some(),
+                ))
             };
             let action = verdict
                 .as_ref()
