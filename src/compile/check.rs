@@ -836,11 +836,7 @@ fn compile_flows(
                 from,
                 to,
                 match_key: key.clone(),
-                normalize: f
-                    .match_key
-                    .as_ref()
-                    .map(|m| m.normalize.clone())
-                    .unwrap_or_default(),
+                normalize: key_steps(entity, &key, f),
                 filter: filter.clone(),
                 schedule: schedule.clone(),
                 reconcile_schedule: reconcile_schedule.clone(),
@@ -851,6 +847,25 @@ fn compile_flows(
         }
     }
     out
+}
+
+/// How a flow's match keys are normalised: the match field's own normalisation (what its
+/// canonical records carry), then the flow's `match.normalize`. Every key the flow meets —
+/// read, required, referenced, looked up, named on the command line or by a webhook — goes
+/// through the same steps, so one record never has two keys.
+fn key_steps(
+    entity: Option<&Arc<Entity>>,
+    key: &str,
+    f: &FlowConfig,
+) -> Vec<crate::config::model::Normalize> {
+    let mut steps: Vec<_> = entity
+        .and_then(|e| e.fields.get(key))
+        .map(|c| c.normalize.clone())
+        .unwrap_or_default();
+    if let Some(m) = &f.match_key {
+        steps.extend(m.normalize.iter().copied());
+    }
+    steps
 }
 
 /// A chained flow copied per shop resolves to the copy for the same shop.

@@ -184,6 +184,7 @@ pub struct Flow {
     pub to: String,
     /// Canonical field the records are matched on.
     pub match_key: String,
+    /// Normalisation of match keys: the match field's own, then the flow's `match.normalize`.
     pub normalize: Vec<Normalize>,
     pub filter: Option<Predicate>,
     pub schedule: Option<Schedule>,

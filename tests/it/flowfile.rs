@@ -85,3 +85,51 @@ async fn shipped_flows_wait_out_injected_429s_without_failed_records() {
         assert!(h.store.failures(None).unwrap().is_empty());
     }
 }
+
+/// Issue 17.2: an order whose buyer's e-mail is written with capitals and a trailing space
+/// creates that customer through `requires` under its normalised key, and the order's `ref`
+/// to the customer finds it there; keys named from outside (`then`, a webhook, a retry) are
+/// normalised the same way.
+#[tokio::test]
+async fn requires_ref_and_named_keys_use_the_normalised_key() {
+    let h = Harness::new(5, |_| {}).await;
+    let order = place(
+        &h,
+        "Maria.Stan@Example.com ",
+        "confirmed",
+        &[("SKU-000001", 1)],
+    );
+    let r = h.run("orders_to_erp").await;
+    assert_eq!(failures(std::slice::from_ref(&r)), Vec::<String>::new());
+    assert_eq!(r.counts.created, 1, "{r:#?}");
+    let client = h.erp.client_by_email("maria.stan@example.com").unwrap();
+    let exported = h.erp.orders_by_reference(&order.number);
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].client.id, client.id);
+
+    // A key written as a person would type it selects the record all the same.
+    let quantity = h.shop.product_by_sku("SKU-000002").unwrap().stock.unwrap() + 5;
+    h.erp
+        .set_stock("SKU-000002", crate::engine::WAREHOUSE, quantity)
+        .unwrap();
+    let r = h
+        .run_with(
+            "stock",
+            erpsync::engine::RunOptions {
+                keys: Some(vec![" sku-000002".into()]),
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let keys: Vec<(&str, Decision)> = r
+        .records
+        .iter()
+        .map(|x| (x.key.as_str(), x.decision))
+        .collect();
+    assert_eq!(keys, [("SKU-000002", Decision::Update)], "{r:#?}");
+    assert_eq!(
+        h.shop.product_by_sku("SKU-000002").unwrap().stock,
+        Some(quantity)
+    );
+}

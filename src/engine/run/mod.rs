@@ -379,8 +379,15 @@ impl<'e> Runner<'e> {
 
         // The source, page by page.
         let scoped_lookup = self.opts.keys.is_some() && self.src.ent.lookup.is_some();
+        // Keys named from outside (a webhook, `then`, a retried failure) are normalised as
+        // the flow's own keys are.
+        let wanted: Option<Vec<String>> = self.opts.keys.as_ref().map(|k| {
+            k.iter()
+                .map(|k| normalize(k, &self.flow.normalize))
+                .collect()
+        });
         if scoped_lookup {
-            let keys = self.opts.keys.clone().unwrap_or_default();
+            let keys = wanted.clone().unwrap_or_default();
             for key in keys {
                 match self.lookup(true, &key).await {
                     Ok(Some(seen)) => self.handle(seen).await?,
@@ -392,8 +399,7 @@ impl<'e> Runner<'e> {
                 }
             }
         } else {
-            let keys: Option<HashSet<String>> =
-                self.opts.keys.as_ref().map(|k| k.iter().cloned().collect());
+            let keys: Option<HashSet<String>> = wanted.map(|k| k.into_iter().collect());
             let list_op = list_operation(self.src.ent, since).unwrap_or_default();
             let input = CallInput {
                 since,
