@@ -8,6 +8,7 @@ use erpsync::engine::{Decision, RunReport};
 use erpsync::sim::Faults;
 use erpsync::sim::shop::Order;
 use erpsync::state::StateStore;
+use serde_json::json;
 
 use crate::engine::Harness;
 
@@ -132,4 +133,101 @@ async fn requires_ref_and_named_keys_use_the_normalised_key() {
         h.shop.product_by_sku("SKU-000002").unwrap().stock,
         Some(quantity)
     );
+}
+
+/// Issue 17.3: a `create_missing` flow adopts a pair whose prices differ (it may not update);
+/// a one-way `update` flow on the same pair then compares the shop's price with the ERP's
+/// last known one, not with its own last reading of the shop, and corrects it on its first
+/// run — and only once.
+#[tokio::test]
+async fn an_adopted_pair_that_differs_is_updated_by_the_update_flow() {
+    let h = Harness::new(3, |doc| {
+        doc["flows"] = json!({
+            "adopt": {"entity": "product", "from": "shop", "to": "erp", "mode": "create_missing"},
+            "prices": {"entity": "product", "from": "shop", "to": "erp", "mode": "update",
+                       "fields": ["price"]},
+        });
+    })
+    .await;
+    let p = h.shop.product_by_sku("SKU-000001").unwrap();
+    h.shop.update_product(p.id, |p| {
+        p.price_gross = Some(p.price_gross.unwrap() + 10.0)
+    });
+    let shop_price = p.price_gross.unwrap() + 10.0;
+    let adopt = h.run("adopt").await;
+    assert_eq!(adopt.counts.adopted, 3, "{adopt:#?}");
+    assert_ne!(erp_price(&h, "SKU-000001"), shop_price);
+
+    h.reset_counters();
+    let prices = h.run("prices").await;
+    let updated: Vec<&str> = prices
+        .records
+        .iter()
+        .filter(|r| r.decision == Decision::Update)
+        .map(|r| r.key.as_str())
+        .collect();
+    assert_eq!(updated, ["SKU-000001"], "{prices:#?}");
+    assert_eq!(erp_price(&h, "SKU-000001"), shop_price);
+    assert_eq!(h.writes(), (0, 1));
+
+    h.reset_counters();
+    let again = h.run("prices").await;
+    assert_eq!(again.counts.updated, 0, "{again:#?}");
+    assert_eq!(h.writes(), (0, 0), "nothing unchanged is written");
+}
+
+fn erp_price(h: &Harness, sku: &str) -> f64 {
+    h.erp
+        .products()
+        .into_iter()
+        .find(|p| p.code == sku)
+        .unwrap()
+        .price
+}
+
+/// Issue 17.4: two flows from the ERP to the shop on the order pair, one carrying the status
+/// and one the AWB, each write their own field although the other ran first; what they wrote
+/// is not sent back by the flow going the other way.
+#[tokio::test]
+async fn two_flows_on_one_pair_each_see_their_own_fields() {
+    let h = Harness::new(3, |doc| {
+        let flows = doc["flows"].as_object_mut().unwrap();
+        flows.remove("orders_from_erp");
+        flows.insert(
+            "status_back".into(),
+            json!({"entity": "order", "from": "erp", "to": "shop", "mode": "update",
+                   "fields": ["status"], "skip_nulls": true}),
+        );
+        flows.insert(
+            "awb_back".into(),
+            json!({"entity": "order", "from": "erp", "to": "shop", "mode": "update",
+                   "fields": ["awb"], "skip_nulls": true}),
+        );
+    })
+    .await;
+    let order = place(&h, "ana@example.com", "confirmed", &[("SKU-000001", 1)]);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!(r.counts.created, 1, "{r:#?}");
+    let erp_order = h.erp.orders_by_reference(&order.number).remove(0);
+    h.erp.set_order_status(erp_order.id, "shipped").unwrap();
+    h.erp.set_awb(erp_order.id, "AWB-123").unwrap();
+
+    let status = h.run("status_back").await;
+    assert_eq!(status.counts.updated, 1, "{status:#?}");
+    let awb = h.run("awb_back").await;
+    assert_eq!(
+        awb.counts.updated, 1,
+        "the AWB flow saw its own change: {awb:#?}"
+    );
+    let shop_order = h.shop.order_by_number(&order.number).unwrap();
+    assert_eq!(shop_order.awb.as_deref(), Some("AWB-123"));
+    assert_eq!(shop_order.shipping_status, "shipped");
+
+    // Nothing to do the second time, in either flow; the export flow keeps the order locked.
+    h.reset_counters();
+    for f in ["status_back", "awb_back", "orders_to_erp"] {
+        let r = h.run(f).await;
+        assert_eq!(r.counts.updated + r.counts.created, 0, "{f}: {r:#?}");
+    }
+    assert_eq!(h.writes(), (0, 0));
 }

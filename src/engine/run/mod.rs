@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical::{self, FieldChange, compared_fields, diff, overlay, same};
+use super::canonical::{self, FieldChange, compared_fields, diff, overlay, overlay_fields, same};
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
 use crate::compile::types::normalize;
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};

@@ -107,11 +107,15 @@ impl<'e> Runner<'e> {
             } else {
                 (None, false)
             };
+            // What the target holds is what the source is compared with: the target's last
+            // known record (read, adopted or written), on this flow's fields. A pair adopted
+            // while it differed, or a field another flow on this pair left alone, is written
+            // on the first run; a record this flow or the opposite one already wrote is not.
             let unchanged = match &current {
                 Some(cur) => same(Some(cur), Some(&seen.canon), &cmp),
                 None => {
                     b.base(self.dst.is_a).is_some()
-                        && same(b.base(self.src.is_a), Some(&seen.canon), &cmp)
+                        && same(b.base(self.dst.is_a), Some(&seen.canon), &cmp)
                 }
             };
             if unchanged {
