@@ -30,7 +30,8 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let store = open_state_read_only(&args.project, &project)?;
     let flows = project.select(&args.flows).map_err(anyhow::Error::msg)?;
-    let engine = engine(project.clone(), store)?;
+    // One plan for every flow: what an earlier flow would bind, the next one sees.
+    let engine = engine(project.clone(), store)?.planning();
     let rt = tokio::runtime::Runtime::new()?;
     let opts = RunOptions {
         dry_run: true,

@@ -762,6 +762,23 @@ fn compile_flows(
                     );
                     return None;
                 }
+                let required = &project.flows[&r.flow].value;
+                if f.enabled && !required.enabled {
+                    let d = ck.at(
+                        file,
+                        Code::Conflict,
+                        &format!("{base}.requires.{i}.flow"),
+                        format!(
+                            "flow `{name}` requires flow `{}`, which is disabled and never runs",
+                            r.flow
+                        ),
+                    );
+                    d.help = Some(format!(
+                        "enable `{}` (a flow without `schedule` runs only when needed), or \
+                         disable `{name}` too",
+                        r.flow
+                    ));
+                }
                 let p = ck.path(file, &format!("{base}.requires.{i}.record"), &r.record)?;
                 Some((r.flow.clone(), p))
             })

@@ -9,7 +9,7 @@ mod run;
 mod settle;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use report::{Counts, Decision, RecordReport, RunReport};
 pub use settle::{PendingSettleError, Settlement, settle_pending};
@@ -18,7 +18,7 @@ use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::config::model::Normalize;
 use crate::connector::{CompileProblem, HttpSystem};
-use crate::state::StateStore;
+use crate::state::{Binding, Scope, StateStore};
 
 /// A project that cannot be turned into callable systems.
 #[derive(Debug, thiserror::Error)]
@@ -86,6 +86,9 @@ pub struct Engine {
     pub clock: SharedClock,
     /// Key normalisation per entity, from the flows that sync it (used to resolve `ref`).
     key_normalize: HashMap<String, Vec<Normalize>>,
+    /// The bindings the dry runs of this engine would have made, by scope and key: a dry run
+    /// of several flows carries one flow's effects into the next (see `planning`).
+    plan: Option<Mutex<HashMap<Scope, HashMap<String, Binding>>>>,
 }
 
 impl Engine {
@@ -123,7 +126,48 @@ impl Engine {
             store,
             clock,
             key_normalize,
+            plan: None,
         })
+    }
+
+    /// An engine whose dry runs remember, in memory, the bindings their decisions would make
+    /// (adoptions, and the bases updates would move), so that the dry run of the next flow
+    /// sees them as the real run would: one plan for a project, flow after flow.
+    pub fn planning(mut self) -> Self {
+        self.plan = Some(Mutex::new(HashMap::new()));
+        self
+    }
+
+    /// The stored bindings of `keys`, with the plan's over them.
+    pub(crate) fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<HashMap<String, Binding>, crate::state::StateStoreError> {
+        let mut found = self.store.bindings(scope, keys)?;
+        if let Some(plan) = &self.plan {
+            let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(planned) = plan.get(scope) {
+                for k in keys {
+                    if let Some(b) = planned.get(k) {
+                        found.insert(k.clone(), b.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Remembers a binding a dry run would write; false when this engine keeps no plan.
+    pub(crate) fn plan_binding(&self, scope: &Scope, b: &Binding) -> bool {
+        let Some(plan) = &self.plan else {
+            return false;
+        };
+        let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+        plan.entry(scope.clone())
+            .or_default()
+            .insert(b.key.clone(), b.clone());
+        true
     }
 
     /// Runs one flow now.

@@ -231,3 +231,122 @@ async fn two_flows_on_one_pair_each_see_their_own_fields() {
     }
     assert_eq!(h.writes(), (0, 0));
 }
+
+/// Issue 17.5: `run --once` without `--flow` runs the scheduled flows; the manual customers
+/// flow runs only for the buyers of exported orders (through `requires`), not for every
+/// customer of the shop. A disabled flow never runs through `requires`: `validate` refuses
+/// an enabled flow requiring one, and a disabled flow run by hand fails the record clearly.
+#[tokio::test]
+async fn manual_and_disabled_flows_run_only_when_they_should() {
+    let h = Harness::new(3, |_| {}).await;
+    let selected: Vec<String> = h
+        .engine
+        .project
+        .select(&[])
+        .unwrap()
+        .iter()
+        .map(|f| f.id.clone())
+        .collect();
+    assert!(
+        !selected.contains(&"customers_to_erp".to_string()),
+        "{selected:?}"
+    );
+    assert!(
+        selected.contains(&"orders_to_erp".to_string()),
+        "{selected:?}"
+    );
+    h.shop.seed_customers(6, 3);
+    place(&h, "buyer@example.com", "confirmed", &[("SKU-000001", 1)]);
+    let reports = run_all(&h).await;
+    assert_eq!(failures(&reports), Vec::<String>::new());
+    let clients: Vec<String> = h.erp.clients().into_iter().map(|c| c.email).collect();
+    assert_eq!(
+        clients,
+        ["buyer@example.com"],
+        "only the buyer of the exported order"
+    );
+
+    // Both disabled: valid; run by hand, the order fails and says why.
+    let mut h = h;
+    h.reload(|doc| {
+        doc["flows"]["customers_to_erp"]["enabled"] = json!(false);
+        doc["flows"]["orders_to_erp"]["enabled"] = json!(false);
+    });
+    place(&h, "other@example.com", "confirmed", &[("SKU-000002", 1)]);
+    let r = h
+        .run_with(
+            "orders_to_erp",
+            erpsync::engine::RunOptions {
+                force: true,
+                details: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    let failed = r.records.iter().find(|x| x.decision == Decision::Failed);
+    let reason = failed.and_then(|x| x.reason.clone()).unwrap_or_default();
+    assert!(
+        reason.contains("required flow `customers_to_erp` is disabled"),
+        "{reason}"
+    );
+    assert!(h.erp.client_by_email("other@example.com").is_none());
+}
+
+#[test]
+fn an_enabled_flow_requiring_a_disabled_one_is_invalid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc = crate::engine::demo_project();
+    doc["flows"]["customers_to_erp"]["enabled"] = json!(false);
+    let file = dir.path().join("project.yaml");
+    std::fs::write(&file, serde_yaml_text(&doc)).unwrap();
+    let (project, diags) = erpsync::cli::validate::check(std::slice::from_ref(&file));
+    assert!(project.is_none());
+    let d: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+    assert_eq!(diags.len(), 1, "{d:#?}");
+    assert_eq!(diags[0].code.as_str(), "E011");
+    assert_eq!(diags[0].path, "flows.orders_to_erp.requires.0.flow");
+    assert!(
+        d[0].contains("requires flow `customers_to_erp`, which is disabled"),
+        "{}",
+        d[0]
+    );
+}
+
+/// JSON is YAML; pretty-printed, every value is on a line of its own, so positions differ.
+fn serde_yaml_text(doc: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(doc).unwrap()
+}
+
+/// Issue 17.6: a dry run of two flows on one engine predicts the real run flow after flow:
+/// the products the first flow adopts are bound for the second, which skips them instead
+/// of adopting them a second time.
+#[tokio::test]
+async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
+    let edit = |doc: &mut serde_json::Value| {
+        doc["flows"] = json!({
+            "to_erp": {"entity": "product", "from": "shop", "to": "erp", "mode": "create_missing"},
+            "to_shop": {"entity": "product", "from": "erp", "to": "shop", "mode": "create_missing",
+                        "after": ["to_erp"]},
+        });
+    };
+    let h = Harness::new(6, edit).await;
+    let plan_engine =
+        crate::engine::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit).planning();
+    let dry = erpsync::engine::RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let mut planned = Vec::new();
+    for f in ["to_erp", "to_shop"] {
+        planned.push(plan_engine.run(f, &dry).await.unwrap().counts);
+    }
+    h.reset_counters();
+    let mut ran = Vec::new();
+    for f in ["to_erp", "to_shop"] {
+        ran.push(h.run(f).await.counts);
+    }
+    assert_eq!(ran[0].adopted, 6);
+    assert_eq!(ran[1].skipped, 6, "{:#?}", ran[1]);
+    assert_eq!(planned, ran, "the dry run predicted the run");
+}

@@ -124,7 +124,6 @@ impl RefResolver for Refs<'_> {
         let scope = Scope::new(entity, self.from, self.to);
         let found = self
             .engine
-            .store
             .bindings(&scope, std::slice::from_ref(&key))
             .ok()?;
         found
@@ -441,7 +440,7 @@ impl<'e> Runner<'e> {
                     .iter()
                     .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
                     .collect();
-                let mut found = self.e.store.bindings(&self.scope, &page_keys)?;
+                let mut found = self.e.bindings(&self.scope, &page_keys)?;
                 self.page_bindings = page_keys
                     .into_iter()
                     .map(|k| {
@@ -739,7 +738,6 @@ impl<'e> Runner<'e> {
         }
         Ok(self
             .e
-            .store
             .bindings(&self.scope, std::slice::from_ref(&key.to_string()))?
             .remove(key))
     }
@@ -750,8 +748,31 @@ impl<'e> Runner<'e> {
             self.e
                 .store
                 .put_bindings(&self.scope, std::slice::from_ref(b))?;
+        } else {
+            self.e.plan_binding(&self.scope, b);
         }
         Ok(())
+    }
+
+    /// The bases an update of `to_source`'s side with `canon` leaves, stored (or, in a dry
+    /// run, planned, so the next flow of the plan compares with them).
+    pub(super) fn move_bases(
+        &mut self,
+        to_source: bool,
+        b: &mut Binding,
+        canon: &Value,
+        source_now: Option<&Value>,
+    ) -> Result<(), Fail> {
+        let is_a = self.side(to_source).is_a;
+        let written = match b.base(is_a) {
+            Some(Value::Object(_)) => overlay_fields(b.base(is_a), canon, &self.carried),
+            _ => canon.clone(),
+        };
+        *b.base_mut(is_a) = Some(written);
+        if let Some(s) = source_now {
+            *b.base_mut(!is_a) = Some(s.clone());
+        }
+        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
 
     /// Whether a record is eligible under the flow's filter and status triggers.

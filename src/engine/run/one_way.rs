@@ -143,6 +143,8 @@ impl<'e> Runner<'e> {
             if !self.opts.dry_run {
                 self.update(false, &mut b, &to_write, Some(&seen.canon))
                     .await?;
+            } else {
+                self.move_bases(false, &mut b, &to_write, Some(&seen.canon))?;
             }
             if corrected {
                 self.report.counts.corrected += 1;
@@ -191,6 +193,9 @@ impl<'e> Runner<'e> {
             if !self.opts.dry_run {
                 self.update(false, &mut b, &to_write, Some(&seen.canon))
                     .await?;
+            } else {
+                *b.base_mut(self.dst.is_a) = Some(found.canon.clone());
+                self.move_bases(false, &mut b, &to_write, Some(&seen.canon))?;
             }
             self.report.counts.adopted += 1;
             self.touched(&seen.canon);
@@ -284,6 +289,13 @@ impl<'e> Runner<'e> {
             let Some(flow) = self.e.project.flow(&flow_id).cloned() else {
                 continue;
             };
+            if !flow.config.enabled {
+                // `validate` refuses this for enabled flows; a disabled one run by hand
+                // still never makes a disabled flow run.
+                return Err(Fail::msg(format!(
+                    "required flow `{flow_id}` is disabled; enable it to sync the related record"
+                )));
+            }
             let mut runner = Runner::new(self.e, &flow, &opts, self.started)
                 .map_err(|e| Fail::msg(e.to_string()))?;
             let mapped = canonical::normalise(runner.entity, sub).map_err(Fail::msg)?;

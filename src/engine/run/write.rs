@@ -180,20 +180,10 @@ impl<'e> Runner<'e> {
             .call(&op, &input)
             .await
             .map_err(|e| Fail::call(&e, Some(payload)))?;
-        let is_a = side.is_a;
         // Only what this flow wrote moves the side's base: a field the flow does not carry
         // keeps what was last known of it, so another flow carrying that field still sees
         // its own change.
-        let written = match b.base(is_a) {
-            Some(Value::Object(_)) => overlay_fields(b.base(is_a), canon, &self.carried),
-            _ => canon.clone(),
-        };
-        *b.base_mut(is_a) = Some(written);
-        if let Some(s) = source_now {
-            let other = !is_a;
-            *b.base_mut(other) = Some(s.clone());
-        }
-        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
+        self.move_bases(to_source, b, canon, source_now)
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
