@@ -89,6 +89,22 @@ pub struct Engine {
     /// The bindings the dry runs of this engine would have made, by scope and key: a dry run
     /// of several flows carries one flow's effects into the next (see `planning`).
     plan: Option<Mutex<HashMap<Scope, HashMap<String, Binding>>>>,
+    /// Per flow, the keys a full read of a target that cannot be searched by key did not
+    /// have, and when it was read: a later run of the same engine (the daemon's) does not
+    /// read the whole target again to learn the same thing, for `KNOWN_ABSENT_FOR`.
+    absent: Mutex<HashMap<String, KnownAbsent>>,
+}
+
+/// How long a key a full read of the target did not have is taken to be still missing: a
+/// record that appears in the target meanwhile is found at the latest this much later (or
+/// by the next reconciliation, which always reads the target).
+pub const KNOWN_ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Keys a full read of a flow's target lacked.
+#[derive(Debug, Default)]
+pub(crate) struct KnownAbsent {
+    pub read_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub keys: std::collections::HashSet<String>,
 }
 
 impl Engine {
@@ -127,6 +143,7 @@ impl Engine {
             clock,
             key_normalize,
             plan: None,
+            absent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -156,6 +173,47 @@ impl Engine {
             }
         }
         Ok(found)
+    }
+
+    /// Whether a full read of `flow`'s target, recent enough, lacked `key`.
+    pub(crate) fn known_absent(&self, flow: &str, key: &str) -> bool {
+        let now = self.clock.now();
+        let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        absent.get(flow).is_some_and(|a| {
+            a.read_at.is_some_and(|t| {
+                now - t < chrono::Duration::from_std(KNOWN_ABSENT_FOR).unwrap_or_default()
+            }) && a.keys.contains(key)
+        })
+    }
+
+    /// Remembers that the full read of `flow`'s target made at `read_at` lacked `key` (a read
+    /// made later starts the list afresh).
+    pub(crate) fn note_absent(
+        &self,
+        flow: &str,
+        read_at: chrono::DateTime<chrono::Utc>,
+        key: &str,
+    ) {
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        let a = absent.entry(flow.to_string()).or_default();
+        if a.read_at != Some(read_at) {
+            if a.read_at.is_some_and(|t| t > read_at) {
+                return;
+            }
+            *a = KnownAbsent {
+                read_at: Some(read_at),
+                keys: Default::default(),
+            };
+        }
+        a.keys.insert(key.to_string());
+    }
+
+    /// Forgets what `flow`'s target lacked (it was created there).
+    pub(crate) fn forget_absent(&self, flow: &str, key: &str) {
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = absent.get_mut(flow) {
+            a.keys.remove(key);
+        }
     }
 
     /// Remembers a binding a dry run would write; false when this engine keeps no plan.

@@ -350,3 +350,50 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
     assert_eq!(ran[1].skipped, 6, "{:#?}", ran[1]);
     assert_eq!(planned, ran, "the dry run predicted the run");
 }
+
+/// Issue 17.7: a stock record whose SKU the shop does not have, when the shop cannot be
+/// searched by SKU, costs one full read of the shop; the next runs within the bounded age
+/// remember that it is missing instead of reading the whole catalogue again, and after that
+/// age (or in a reconciliation) the shop is read again.
+#[tokio::test]
+async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
+    let h = Harness::new(5, |doc| {
+        doc["systems"]["shop"]["entities"] = json!({"stock": {
+            "list": "list_products", "update": "update_product",
+            "read": {"sku": "$.sku", "quantity": {"path": "$.stock", "default": 0}},
+            "write": {"stock": "$.quantity"}
+        }});
+        doc["flows"] = json!({"stock": {"entity": "stock", "from": "erp", "to": "shop",
+            "mode": "update", "incremental": {"start": "2026-01-01", "overlap_secs": 0}}});
+    })
+    .await;
+    let only_in_erp = h.erp.products().remove(0).code;
+    let p = h.shop.product_by_sku(&only_in_erp).unwrap();
+    h.shop.delete_product(p.id).unwrap();
+    let listings = || h.shop.counters().route("/api/v2/products");
+    let first = h.run("stock").await;
+    assert_eq!(first.counts.failed, 0, "{first:#?}");
+    let after_first = listings();
+    assert!(after_first >= 1, "the shop was read to look for the SKU");
+
+    for i in 0..3 {
+        h.later(5);
+        h.erp
+            .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 3 + i)
+            .unwrap();
+        let r = h.run("stock").await;
+        let missing = r.records.iter().find(|x| x.key == only_in_erp);
+        assert_eq!(missing.map(|x| x.decision), Some(Decision::Skip), "{r:#?}");
+    }
+    assert_eq!(listings(), after_first, "no further full read of the shop");
+
+    h.later(61);
+    h.erp
+        .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 40)
+        .unwrap();
+    h.run("stock").await;
+    assert!(
+        listings() > after_first,
+        "read again once the memory is too old"
+    );
+}

@@ -216,6 +216,8 @@ struct Runner<'e> {
     index_shifted: bool,
     /// Times the index was read again in this run.
     index_rereads: usize,
+    /// When the index was read by `lookup` (not by a reconciliation).
+    index_read_at: Option<DateTime<Utc>>,
     /// Target records changed since the cursor (bidirectional flows).
     dst_changes: HashMap<String, Seen>,
     /// Whether a bound record missing from `dst_changes` may have been missed rather than
@@ -312,6 +314,7 @@ impl<'e> Runner<'e> {
             index: None,
             index_shifted: false,
             index_rereads: 0,
+            index_read_at: None,
             dst_changes: HashMap::new(),
             dst_in_doubt: false,
             dst_taken: HashSet::new(),
@@ -665,19 +668,34 @@ impl<'e> Runner<'e> {
                 }
             };
             let bulk = self.lookups >= bulk_after;
+            // A target that cannot be searched is read in full to find one record; that a
+            // recent read lacked this key is remembered, so one unmatched record does not
+            // cost a full read on every run. Reconciliation always reads.
+            let remembered = !lookup_op
+                && !self.opts.reconcile
+                && self.index.is_none()
+                && self.e.known_absent(&self.flow.id, key);
+            if remembered {
+                return Ok(None);
+            }
             if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
+                let read_at = self.e.clock.now();
                 let (index, shifted) = self
                     .read_all_dst(None, false)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 self.index = Some(index);
                 self.index_shifted = shifted;
+                self.index_read_at = Some(read_at);
             }
             if let Some(index) = &self.index {
                 if let Some(found) = index.get(key) {
                     return Ok(Some(found.clone()));
                 }
                 if !self.index_shifted {
+                    if !lookup_op && let Some(t) = self.index_read_at {
+                        self.e.note_absent(&self.flow.id, t, key);
+                    }
                     return Ok(None);
                 }
                 // The read shifted and may have missed it: ask, or read again, rather than

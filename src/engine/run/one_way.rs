@@ -222,6 +222,7 @@ impl<'e> Runner<'e> {
         if !self.opts.dry_run {
             *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
             self.create(false, &mut b, &seen.canon).await?;
+            self.e.forget_absent(&self.flow.id, &key);
             self.deferred_actions.push(b.clone());
         }
         self.touched(&seen.canon);
