@@ -397,3 +397,145 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
         "read again once the memory is too old"
     );
 }
+
+/// Issue 17.8: flow files that passed `validate` but could only fail (or misbehave) at run
+/// time. Each is refused by the real binary with exit 78, its code and its place, and the
+/// message names the mistake.
+#[test]
+fn the_corpus_of_broken_flow_files_is_refused_with_code_and_place() {
+    let table: &[(&str, &str, u32, u32, &str)] = &[
+        ("jsonpath_rfc", "E005", 14, 35, "unexpected `b` at column 5"),
+        (
+            "write_unknown_field",
+            "E008",
+            15,
+            37,
+            "`nmae` is not a field of entity `product`",
+        ),
+        (
+            "write_unknown_variable",
+            "E008",
+            15,
+            36,
+            "`recod` is not a field of entity",
+        ),
+        (
+            "op_unknown_variable",
+            "E008",
+            8,
+            54,
+            "did you mean `record`?",
+        ),
+        (
+            "unknown_system_var",
+            "E008",
+            14,
+            35,
+            "did you mean `location`?",
+        ),
+        (
+            "webhook_key_system",
+            "E008",
+            8,
+            12,
+            "`system` and `vars` are not available",
+        ),
+        (
+            "filter_unknown_field",
+            "E008",
+            22,
+            13,
+            "unknown field of entity `product` `nmae`",
+        ),
+        (
+            "helper_missing_args",
+            "E006",
+            9,
+            33,
+            "helper `urlencode` needs 1 argument, given 0",
+        ),
+        (
+            "partial",
+            "E006",
+            9,
+            33,
+            "partials (`{{> name}}`) are not supported",
+        ),
+        ("cron_never", "E007", 22, 26, "`0 0 31 2 *` never fires"),
+        ("cron_past_year", "E007", 22, 26, "never fires"),
+        ("empty_project", "E012", 1, 1, "no systems and no flows"),
+    ];
+    let dir = crate::engine::repo().join("tests/fixtures/flows/invalid/single");
+    let outside = tempfile::tempdir().unwrap();
+    for (name, code, line, col, needle) in table {
+        let file = dir.join(format!("{name}.yaml"));
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .args(["validate", file.to_str().unwrap()])
+            .current_dir(outside.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{name}: {stderr}");
+        let head = format!("{}:{line}:{col}: error[{code}]", file.display());
+        assert!(
+            stderr.starts_with(&head),
+            "{name}: expected `{head}` in\n{stderr}"
+        );
+        assert!(
+            stderr.contains(needle),
+            "{name}: `{needle}` not in\n{stderr}"
+        );
+        assert!(stderr.contains("1 problem found"), "{name}: {stderr}");
+    }
+    // Helpers short of arguments, one by one.
+    for t in [
+        "{{concat}}",
+        "{{lookup}}",
+        "{{lookup record}}",
+        "{{replace a 'x'}}",
+        "{{#if}}x{{/if}}",
+    ] {
+        assert!(erpsync::expr::Template::compile(t).is_err(), "{t}");
+    }
+    for t in [
+        "{{now}}",
+        "{{concat a}}",
+        "{{lookup vars.t k}}",
+        "{{json (list)}}",
+    ] {
+        assert!(erpsync::expr::Template::compile(t).is_ok(), "{t}");
+    }
+}
+
+/// Issue 17.8: `system` values, the looked-up ones included, are available to read and write
+/// mappings as they are to operations: a stock read as `{{system.…}}` is not silently 0.
+#[tokio::test]
+async fn system_values_reach_read_mappings() {
+    let h = Harness::new(2, |doc| {
+        let erp = &mut doc["systems"]["erp"];
+        erp["vars"]["bonus"] = json!(1000);
+        erp["entities"]["stock"]["read"]["quantity"] =
+            json!({"template": "{{add quantity system.bonus}}", "type": "integer"});
+        doc["flows"] = json!({"stock": {"entity": "stock", "from": "erp", "to": "shop",
+            "mode": "update"}});
+    })
+    .await;
+    let dry = h
+        .run_with(
+            "stock",
+            erpsync::engine::RunOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await;
+    let changes: Vec<i64> = dry
+        .records
+        .iter()
+        .flat_map(|r| r.changes.iter())
+        .filter(|c| c.field == "quantity")
+        .map(|c| c.new.as_i64().unwrap())
+        .collect();
+    assert_eq!(changes.len(), 2, "{dry:#?}");
+    assert!(changes.iter().all(|q| *q >= 1000), "{changes:?}");
+}

@@ -554,6 +554,7 @@ impl<'e> Runner<'e> {
     ) -> Result<Seen, Box<(String, Value, Fail)>> {
         let env = MapEnv {
             vars: &side.ent.tables,
+            system: side.http.system_vars(),
             refs: &crate::compile::NoRefs,
         };
         let id = side.ent.id.of(&native);

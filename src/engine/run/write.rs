@@ -29,6 +29,7 @@ impl<'e> Runner<'e> {
         let ent = self.side(to_source).ent;
         let env = MapEnv {
             vars: &ent.tables,
+            system: self.side(to_source).http.system_vars(),
             refs: &refs,
         };
         let write = &ent.write;
