@@ -539,3 +539,68 @@ async fn system_values_reach_read_mappings() {
     assert_eq!(changes.len(), 2, "{dry:#?}");
     assert!(changes.iter().all(|q| *q >= 1000), "{changes:?}");
 }
+
+fn validate(dir: &std::path::Path, name: &str, text: &str) -> (i32, String) {
+    let file = dir.join(name);
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args(["validate", file.to_str().unwrap()])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Issue 17.9: messages that say what to do: a file over the YAML node budget, an unquoted
+/// JSONPath with `[ ]` inside a flow mapping, a filter whose existence test lets null
+/// through, and a status class covering 429.
+#[test]
+fn messages_say_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut big = String::from("vars:\n  big:\n");
+    for _ in 0..130_000 {
+        big.push_str("    - [1]\n");
+    }
+    let (code, err) = validate(dir.path(), "big.yaml", &big);
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("more than 250,000 YAML nodes"), "{err}");
+    assert!(!err.contains("Nodes {"), "{err}");
+
+    let (code, err) = validate(
+        dir.path(),
+        "flow_map.yaml",
+        "systems:\n  s:\n    entities:\n      product:\n        read: { price: $.variants[0].price }\n",
+    );
+    assert_eq!(code, 78, "{err}");
+    assert!(err.contains("quote a JSONPath"), "{err}");
+
+    let base = std::fs::read_to_string(
+        crate::engine::repo().join("tests/fixtures/flows/invalid/single/filter_unknown_field.yaml"),
+    )
+    .unwrap();
+    let filtered = base.replace("@.nmae != null", "@.name && @.sku == 'A'");
+    let (code, err) = validate(dir.path(), "filter.yaml", &filtered);
+    assert_eq!(code, 0, "a warning leaves the project valid: {err}");
+    assert!(
+        err.contains("warning[W002]: `@.name` only asks whether"),
+        "{err}"
+    );
+    assert!(err.contains("write `@.name != null`"), "{err}");
+    assert!(err.contains("1 warning"), "{err}");
+
+    let broad = base
+        .replace("    filter: \"@.nmae != null\"\n", "")
+        .replace(
+            "    base_url: http://127.0.0.1:1\n",
+            "    base_url: http://127.0.0.1:1\n    errors: [{ status: [\"4xx\"], action: fail }]\n",
+        );
+    let (code, err) = validate(dir.path(), "broad.yaml", &broad);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("warning[W001]: this status class covers 429"),
+        "{err}"
+    );
+}
