@@ -25,6 +25,11 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With `--once`: the longest a system may make the run wait (a `Retry-After`, a
+    /// lock-out), in seconds; a longer wait fails the call instead. Waits over 5 s are
+    /// always announced.
+    #[arg(long, value_name = "SECS")]
+    pub max_wait: Option<u64>,
     /// Daemon: address of the HTTP server (webhooks, admin API, metrics); overrides
     /// `daemon.listen` (default `127.0.0.1:8700`).
     #[arg(long)]
@@ -57,7 +62,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let store = open_state(&args.project, &project)?;
     let flows = project.select(&args.flows).map_err(anyhow::Error::msg)?;
-    let engine = engine(project.clone(), store)?;
+    let engine =
+        engine(project.clone(), store)?.one_shot(args.max_wait.map(std::time::Duration::from_secs));
     let rt = tokio::runtime::Runtime::new()?;
     let opts = RunOptions {
         reconcile: args.reconcile,

@@ -147,6 +147,19 @@ impl Engine {
         })
     }
 
+    /// An engine for a run watched from a terminal (`run --once`, `dry-run`): each wait of
+    /// a system longer than a few seconds is printed to stderr (system, why, until when) as
+    /// well as logged, and, with `max_wait`, a system asking for a longer one fails the call
+    /// at once instead of holding the run (a lock-out of ten minutes).
+    pub fn one_shot(self, max_wait: Option<std::time::Duration>) -> Self {
+        let announce: crate::connector::WaitAnnouncer =
+            Arc::new(|n: &crate::connector::WaitNotice| eprintln!("erpsync: {n}"));
+        for s in self.systems.values() {
+            s.set_waits(max_wait, Some(announce.clone()));
+        }
+        self
+    }
+
     /// An engine whose dry runs remember, in memory, the bindings their decisions would make
     /// (adoptions, and the bases updates would move), so that the dry run of the next flow
     /// sees them as the real run would: one plan for a project, flow after flow.
