@@ -150,11 +150,13 @@ impl Rule {
     }
 }
 
-/// Whether a response asks the client to slow down: a 429, or an error that carries a
-/// `Retry-After`. Such a response is rate limiting whatever a broader rule says: a `4xx`
-/// rule meant for validation errors must not turn a busy system into failed records.
+/// Whether a response asks the client to slow down: a 429, or a refusal that carries a
+/// `Retry-After` (a 4xx, or a 503). Such a response is rate limiting whatever a broader rule
+/// says: a `4xx` rule meant for validation errors must not turn a busy system into failed
+/// records. A 500, 502 or 504 stays a server error even with the header: the request may
+/// have been acted on, so a write is not sent again blindly.
 fn slow_down(status: u16, retry_after: bool) -> bool {
-    status == 429 || (retry_after && status >= 400)
+    status == 429 || (retry_after && ((400..500).contains(&status) || status == 503))
 }
 
 /// Warnings on rules that a status class or range would apply to 429 but no longer do: the
@@ -326,6 +328,10 @@ mod tests {
         assert_eq!(
             classify(&[], 200, &Value::Null, true).action,
             ErrorAction::Success
+        );
+        assert_eq!(
+            classify(&[], 504, &Value::Null, true).action,
+            ErrorAction::Retry
         );
         // A rule that names 429 itself decides.
         let named = rules(json!([{"status": [429], "when": "@.quota", "action": "fail"}]));

@@ -875,7 +875,8 @@ impl HttpSystem {
             // A token endpoint is rate limited like any other: a 429, a `Retry-After` on an
             // error or the system's lock-out status is waited out, not a failed flow.
             let lockout = self.lockout.as_ref().filter(|l| l.status == status);
-            let limited = status == 429 || (retry_after.is_some() && status >= 400);
+            let limited = status == 429
+                || (retry_after.is_some() && ((400..500).contains(&status) || status == 503));
             if !(limited || lockout.is_some()) || attempt >= self.retry.max_attempts {
                 return Ok((status, parse_body(&bytes)));
             }
