@@ -338,11 +338,18 @@ fn compile_systems(
         let (file, path) = (decl.file, decl.path.clone());
         let s = &decl.value;
         ck.problems(file, &path, lint_rules(&s.errors, "errors"));
+        check_rule_messages(ck, file, &format!("{path}.errors"), &s.errors);
         for (op_name, op) in &s.operations {
             ck.problems(
                 file,
                 &format!("{path}.operations.{op_name}"),
                 lint_rules(&op.errors, "errors"),
+            );
+            check_rule_messages(
+                ck,
+                file,
+                &format!("{path}.operations.{op_name}.errors"),
+                &op.errors,
             );
             match Operation::compile(op) {
                 Ok(compiled) => {
@@ -704,6 +711,35 @@ fn filter_members(text: &str) -> Vec<(String, bool)> {
         i += 1;
     }
     out
+}
+
+/// An error rule's `message` sees the response: `body` and `status`.
+fn check_rule_messages(
+    ck: &mut Checker,
+    file: usize,
+    base: &str,
+    rules: &[crate::config::model::ErrorRuleConfig],
+) {
+    for (i, r) in rules.iter().enumerate() {
+        let Some(Ok(t)) = r.message.as_deref().map(crate::expr::Template::compile) else {
+            continue;
+        };
+        for var in t.variables() {
+            if !matches!(var[0].as_str(), "body" | "status") {
+                let d = ck
+                    .project
+                    .at(
+                        file,
+                        Code::UnknownName,
+                        &format!("{base}.{i}.message"),
+                        format!("`{}` is not a variable of error messages", var[0]),
+                    )
+                    .with_names(&var[0], ["body", "status"])
+                    .with_help("an error rule's message reads the response: `body` and `status`");
+                ck.diags.push(d);
+            }
+        }
+    }
 }
 
 /// What an operation's templates see (`CallInput` and the system).
