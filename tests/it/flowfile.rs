@@ -441,6 +441,13 @@ fn the_corpus_of_broken_flow_files_is_refused_with_code_and_place() {
             "`system` and `vars` are not available",
         ),
         (
+            "error_message_variable",
+            "E008",
+            8,
+            91,
+            "did you mean `body`?",
+        ),
+        (
             "filter_unknown_field",
             "E008",
             22,
