@@ -90,8 +90,9 @@ pub struct Engine {
     /// of several flows carries one flow's effects into the next (see `planning`).
     plan: Option<Mutex<HashMap<Scope, HashMap<String, Binding>>>>,
     /// Per flow, the keys a full read of a target that cannot be searched by key did not
-    /// have, and when it was read: a later run of the same engine (the daemon's) does not
-    /// read the whole target again to learn the same thing, for `KNOWN_ABSENT_FOR`.
+    /// have, and when it was read: a later run does not read the whole target again to learn
+    /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it (SQLite),
+    /// in the state, so separate `run --once` processes profit as well.
     absent: Mutex<HashMap<String, KnownAbsent>>,
 }
 
@@ -188,25 +189,32 @@ impl Engine {
         Ok(found)
     }
 
-    /// Whether a full read of `flow`'s target, recent enough, lacked `key`.
+    /// Whether a full read of `flow`'s target, recent enough, lacked `key`: remembered by
+    /// this engine, or by the state store (so `run --once` from cron profits too).
     pub(crate) fn known_absent(&self, flow: &str, key: &str) -> bool {
         let now = self.clock.now();
-        let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
-        absent.get(flow).is_some_and(|a| {
-            a.read_at.is_some_and(|t| {
-                now - t < chrono::Duration::from_std(KNOWN_ABSENT_FOR).unwrap_or_default()
-            }) && a.keys.contains(key)
-        })
+        let age = chrono::Duration::from_std(KNOWN_ABSENT_FOR).unwrap_or_default();
+        let in_memory = {
+            let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+            absent
+                .get(flow)
+                .is_some_and(|a| a.read_at.is_some_and(|t| now - t < age) && a.keys.contains(key))
+        };
+        in_memory || self.store.is_absent(flow, key, now - age).unwrap_or(false)
     }
 
     /// Remembers that the full read of `flow`'s target made at `read_at` lacked `key` (a read
-    /// made later starts the list afresh).
+    /// made later starts the list afresh), in the state store too when `persist`.
     pub(crate) fn note_absent(
         &self,
         flow: &str,
         read_at: chrono::DateTime<chrono::Utc>,
         key: &str,
+        persist: bool,
     ) {
+        if persist && let Err(e) = self.store.note_absent(flow, key, read_at) {
+            tracing::warn!(flow, key, error = %e, "cannot remember a missing key");
+        }
         let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
         let a = absent.entry(flow.to_string()).or_default();
         if a.read_at != Some(read_at) {
@@ -223,6 +231,9 @@ impl Engine {
 
     /// Forgets what `flow`'s target lacked (it was created there).
     pub(crate) fn forget_absent(&self, flow: &str, key: &str) {
+        if let Err(e) = self.store.forget_absent(flow, key) {
+            tracing::warn!(flow, key, error = %e, "cannot forget a missing key");
+        }
         let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = absent.get_mut(flow) {
             a.keys.remove(key);

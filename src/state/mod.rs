@@ -297,6 +297,21 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     /// Forgets a delivery, so the sender's next attempt is accepted (its flows could not be
     /// started).
     fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()>;
+
+    /// Whether a full read of `flow`'s target made at or after `since` lacked `key` (a target
+    /// that cannot be searched by key is not read again to learn it). A store that does not
+    /// keep this answers false, and the engine remembers within its own process only.
+    fn is_absent(&self, _flow: &str, _key: &str, _since: DateTime<Utc>) -> Result<bool> {
+        Ok(false)
+    }
+    /// Remembers that the full read of `flow`'s target made at `at` lacked `key`.
+    fn note_absent(&self, _flow: &str, _key: &str, _at: DateTime<Utc>) -> Result<()> {
+        Ok(())
+    }
+    /// Forgets that `flow`'s target lacked `key` (the flow created it there).
+    fn forget_absent(&self, _flow: &str, _key: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A store behind `open`: the one `state.url` names.

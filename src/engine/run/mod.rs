@@ -695,7 +695,8 @@ impl<'e> Runner<'e> {
                 }
                 if !self.index_shifted {
                     if !lookup_op && let Some(t) = self.index_read_at {
-                        self.e.note_absent(&self.flow.id, t, key);
+                        self.e
+                            .note_absent(&self.flow.id, t, key, !self.opts.dry_run);
                     }
                     return Ok(None);
                 }
