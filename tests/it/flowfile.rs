@@ -721,3 +721,65 @@ fn shipped_budgets_leave_headroom_under_the_documented_limits() {
         );
     }
 }
+
+/// Issue 17.6, as a user runs it: `erpsync dry-run` of a project prints, flow after flow,
+/// the lines `erpsync run --once` then prints.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_of_a_project_prints_what_the_run_then_does() {
+    use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    seed_both(&shop, &erp, 6, 4);
+    let dir = tempfile::tempdir().unwrap();
+    let mut doc = crate::engine::demo_project();
+    doc["flows"] = json!({
+        "to_erp": {"entity": "product", "from": "shop", "to": "erp", "mode": "create_missing",
+                   "trigger": {"schedule": "*/15 * * * *"}},
+        "to_shop": {"entity": "product", "from": "erp", "to": "shop", "mode": "create_missing",
+                    "after": ["to_erp"], "trigger": {"schedule": "*/15 * * * *"}},
+    });
+    let project = dir.path().join("project.yaml");
+    std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
+    let (key, secret) = shop.credentials();
+    let (id, client_secret) = erp.credentials();
+    let envs = [
+        ("SHOP_URL", shop.base_url()),
+        ("ERP_URL", erp.base_url()),
+        ("SHOP_API_KEY", key),
+        ("SHOP_API_SECRET", secret),
+        ("ERP_CLIENT_ID", id),
+        ("ERP_CLIENT_SECRET", client_secret),
+        (
+            "ERPSYNC_STATE",
+            format!("sqlite:{}", dir.path().join("state.sqlite").display()),
+        ),
+    ];
+    let run = |args: Vec<&str>| {
+        let envs = envs.clone();
+        let dir = dir.path().to_path_buf();
+        let args: Vec<String> = args.into_iter().map(str::to_string).collect();
+        async move {
+            let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
+                .args(&args)
+                .envs(envs)
+                .current_dir(dir)
+                .output()
+                .await
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert_eq!(out.status.code(), Some(0), "{stdout}");
+            // The summary line of each flow.
+            stdout
+                .lines()
+                .filter(|l| l.starts_with("to_"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+                .collect::<Vec<_>>()
+        }
+    };
+    let p = project.to_str().unwrap();
+    let planned = run(vec!["dry-run", p]).await;
+    let ran = run(vec!["run", "--once", p]).await;
+    assert_eq!(planned.len(), 2, "{planned:?}");
+    assert!(ran[1].contains("adopted 0, skipped 6"), "{ran:?}");
+    assert_eq!(planned, ran);
+}
