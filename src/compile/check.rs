@@ -449,7 +449,23 @@ fn compile_systems(
                 }
             }
             let id = match RecordId::parse(&se.id) {
-                Ok(id) => Some(id),
+                Ok(id) => {
+                    if let RecordId::Template(t) = &id
+                        && t.variables()
+                            .iter()
+                            .any(|v| v[0] == "system" || v[0] == "vars")
+                    {
+                        ck.at(
+                            file,
+                            Code::UnknownName,
+                            &format!("{base}.id"),
+                            "an `id` template is rendered over the record alone: `system` and \
+                             `vars` are not available there"
+                                .into(),
+                        );
+                    }
+                    Some(id)
+                }
                 Err(e) => {
                     let code = if se.id.starts_with('$') {
                         Code::JsonPath
@@ -599,6 +615,31 @@ fn compile_systems(
         if !merged.is_abstract {
             let scope = Scopes::of(project, &merged);
             let known: Vec<String> = OPERATION_SCOPE.iter().map(|s| s.to_string()).collect();
+            for (header, text) in &merged.headers {
+                // Reported at the system that declares the header.
+                let Some(owner) = chain
+                    .iter()
+                    .find(|s| project.systems[**s].value.headers.contains_key(header))
+                else {
+                    continue;
+                };
+                let od = &project.systems[*owner];
+                let Ok(t) = crate::expr::Template::compile(text) else {
+                    continue;
+                };
+                let at = format!("{}.headers.{header}", od.path);
+                for var in t.variables() {
+                    scope.check(
+                        ck,
+                        od.file,
+                        &at,
+                        &var,
+                        Some((&known, "variable of request templates")),
+                        "a system's headers are rendered with each request: `record`, `id`, \
+                         `key`, `since`, `idempotency_key`, `system` and `vars`",
+                    );
+                }
+            }
             for (op_name, op) in &merged.operations {
                 let owner = chain
                     .iter()

@@ -448,6 +448,20 @@ fn the_corpus_of_broken_flow_files_is_refused_with_code_and_place() {
             "`system` and `vars` are not available",
         ),
         (
+            "system_header_variable",
+            "E008",
+            7,
+            27,
+            "did you mean `system`?",
+        ),
+        (
+            "id_template_system",
+            "E008",
+            12,
+            13,
+            "an `id` template is rendered over the record alone",
+        ),
+        (
             "error_message_variable",
             "E008",
             8,
