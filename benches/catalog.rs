@@ -535,6 +535,7 @@ fn mapping(n: usize) -> anyhow::Result<()> {
     let entity = &project.entities["product"];
     let env = MapEnv {
         vars: &project.vars,
+        system: &serde_json::Value::Null,
         refs: &NoRefs,
     };
 

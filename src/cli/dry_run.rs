@@ -24,13 +24,20 @@ pub struct DryRunArgs {
     /// Also list records that would be left alone.
     #[arg(long)]
     pub all: bool,
+    /// The longest a system may make the dry run wait (a `Retry-After`, a lock-out), in
+    /// seconds; a longer wait fails the read instead. Waits over 5 s are always announced.
+    #[arg(long, value_name = "SECS")]
+    pub max_wait: Option<u64>,
 }
 
 pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let store = open_state_read_only(&args.project, &project)?;
     let flows = project.select(&args.flows).map_err(anyhow::Error::msg)?;
-    let engine = engine(project.clone(), store)?;
+    // One plan for every flow: what an earlier flow would bind, the next one sees.
+    let engine = engine(project.clone(), store)?
+        .planning()
+        .one_shot(args.max_wait.map(std::time::Duration::from_secs));
     let rt = tokio::runtime::Runtime::new()?;
     let opts = RunOptions {
         dry_run: true,

@@ -25,6 +25,11 @@ pub struct RunArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// With `--once`: the longest a system may make the run wait (a `Retry-After`, a
+    /// lock-out), in seconds; a longer wait fails the call instead. Waits over 5 s are
+    /// always announced.
+    #[arg(long, value_name = "SECS")]
+    pub max_wait: Option<u64>,
     /// Daemon: address of the HTTP server (webhooks, admin API, metrics); overrides
     /// `daemon.listen` (default `127.0.0.1:8700`).
     #[arg(long)]
@@ -56,9 +61,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let project = load_project(&args.project.paths)?;
     let store = open_state(&args.project, &project)?;
-    // Every flow that is on: a switch set in the console wins over the flow file.
+    // Without `--flow`, the flows that run by themselves: on (a switch set in the console
+    // wins over the flow file) and with a schedule; a manual flow runs only when named.
     let names = if args.flows.is_empty() {
-        crate::daemon::flows_on(&project, store.as_ref())?
+        let on = crate::daemon::flows_on(&project, store.as_ref())?;
+        project
+            .flows
+            .iter()
+            .filter(|f| f.schedule.is_some() && on.contains(&f.id))
+            .map(|f| f.id.clone())
+            .collect()
     } else {
         args.flows.clone()
     };
@@ -67,7 +79,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         project.select(&names).map_err(anyhow::Error::msg)?
     };
-    let engine = engine(project.clone(), store)?;
+    let engine =
+        engine(project.clone(), store)?.one_shot(args.max_wait.map(std::time::Duration::from_secs));
     let rt = tokio::runtime::Runtime::new()?;
     // What runs was chosen above, on or off included.
     let opts = RunOptions {

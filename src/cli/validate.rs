@@ -41,10 +41,10 @@ pub fn check_with_env(
     let (compiled, more) = crate::compile::compile(&project);
     diags.extend(more);
     diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
-    if diags.is_empty() {
-        (compiled, diags)
-    } else {
+    if diags.iter().any(Diagnostic::is_error) {
         (None, diags)
+    } else {
+        (compiled, diags)
     }
 }
 
@@ -55,11 +55,18 @@ pub fn render_text(diags: &[Diagnostic]) -> String {
         out.push_str(&crate::redact::redact(&d.to_string()));
         out.push_str("\n\n");
     }
-    out.push_str(&format!(
-        "{} problem{} found\n",
-        diags.len(),
-        if diags.len() == 1 { "" } else { "s" }
-    ));
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if errors > 0 || warnings == 0 {
+        out.push_str(&format!("{errors} problem{} found", plural(errors)));
+        if warnings > 0 {
+            out.push_str(&format!(", and {warnings} warning{}", plural(warnings)));
+        }
+    } else {
+        out.push_str(&format!("{warnings} warning{}", plural(warnings)));
+    }
+    out.push('\n');
     out
 }
 
@@ -75,7 +82,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             .join(" ");
         reports.push(serde_json::json!({
             "project": name,
-            "valid": diags.is_empty(),
+            "valid": project.is_some(),
             "systems": project.as_ref().map(|p| p.systems.len()).unwrap_or(0),
             "flows": project.as_ref().map(|p| p.flows.len()).unwrap_or(0),
         }));
@@ -95,7 +102,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     match args.format {
         Format::Json => {
             let out = serde_json::json!({
-                "valid": diags.is_empty(),
+                "valid": !diags.iter().any(Diagnostic::is_error),
                 "projects": reports,
                 "diagnostics": diags,
             });
@@ -110,7 +117,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if diags.is_empty() {
+    Ok(if !diags.iter().any(Diagnostic::is_error) {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_CONFIG)

@@ -13,7 +13,7 @@ use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
 };
 use crate::config::{Code, Decl, Diagnostic, ProjectConfig};
-use crate::connector::{CompileProblem, HttpSystem, Operation, ProblemKind};
+use crate::connector::{CompileProblem, HttpSystem, Operation, ProblemKind, lint_rules};
 use crate::expr::{JsonPath, Predicate};
 
 struct Checker<'a> {
@@ -95,8 +95,16 @@ impl Checker<'_> {
                 ProblemKind::JsonPath => Code::JsonPath,
                 ProblemKind::Template => Code::Template,
                 ProblemKind::Invalid => Code::Invalid,
+                ProblemKind::Covers429 => Code::Covers429,
             };
-            self.at(file, code, &format!("{base}.{}", p.path), p.message);
+            let d = self.at(file, code, &format!("{base}.{}", p.path), p.message);
+            if code == Code::Covers429 {
+                d.help = Some(
+                    "say so with `- { status: [429], action: rate_limited }` before this rule, \
+                     or name 429 in a rule of its own to handle it otherwise"
+                        .into(),
+                );
+            }
         }
     }
 }
@@ -119,8 +127,28 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
             let at = format!("daemon.webhooks.{name}.key");
             if w.key.starts_with('$') {
                 ck.path(d.file, &at, &w.key);
-            } else if let Err(e) = crate::expr::Template::compile(&w.key) {
-                ck.at(d.file, Code::Template, &at, e.to_string());
+            } else {
+                match crate::expr::Template::compile(&w.key) {
+                    Err(e) => {
+                        ck.at(d.file, Code::Template, &at, e.to_string());
+                    }
+                    Ok(t) => {
+                        // A key is rendered over the payload alone.
+                        if t.variables()
+                            .iter()
+                            .any(|v| v[0] == "system" || v[0] == "vars")
+                        {
+                            ck.at(
+                                d.file,
+                                Code::UnknownName,
+                                &at,
+                                "a webhook key is rendered over the delivered payload alone: \
+                                 `system` and `vars` are not available there"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
             }
             if let Some(t) = &w.timestamp {
                 ck.path(d.file, &format!("daemon.webhooks.{name}.timestamp"), t);
@@ -133,12 +161,34 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
     {
         check_notify(&mut ck, d.file, n, &flows);
     }
+    // A folder of shared definitions declares systems (templates) or entities; a project
+    // with no system and no flow at all is a wrong path or an empty file.
+    if project.systems.is_empty()
+        && project.flows.is_empty()
+        && !project.files.is_empty()
+        && project.broken.is_empty()
+        && ck.diags.iter().all(|d| !d.is_error())
+    {
+        let d = ck
+            .project
+            .at(
+                0,
+                Code::EmptyProject,
+                "",
+                "the project declares no systems and no flows: there is nothing to run".into(),
+            )
+            .with_help(
+                "point erpsync at the folder of the project's flow files; a folder shared by \
+                 several projects is checked through the projects that `include` it",
+            );
+        ck.diags.push(d);
+    }
 
     let mut diags = ck.diags;
     let mut seen = HashSet::new();
     diags.retain(|d| seen.insert((d.file.clone(), d.line, d.col, d.message.clone())));
     diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
-    if !diags.is_empty() {
+    if diags.iter().any(Diagnostic::is_error) {
         return (None, diags);
     }
     let project = Project {
@@ -293,7 +343,20 @@ fn compile_systems(
     for (name, decl) in &project.systems {
         let (file, path) = (decl.file, decl.path.clone());
         let s = &decl.value;
+        ck.problems(file, &path, lint_rules(&s.errors, "errors"));
+        check_rule_messages(ck, file, &format!("{path}.errors"), &s.errors);
         for (op_name, op) in &s.operations {
+            ck.problems(
+                file,
+                &format!("{path}.operations.{op_name}"),
+                lint_rules(&op.errors, "errors"),
+            );
+            check_rule_messages(
+                ck,
+                file,
+                &format!("{path}.operations.{op_name}.errors"),
+                &op.errors,
+            );
             match Operation::compile(op) {
                 Ok(compiled) => {
                     operations.insert((name.clone(), op_name.clone()), Arc::new(compiled));
@@ -392,7 +455,23 @@ fn compile_systems(
                 }
             }
             let id = match RecordId::parse(&se.id) {
-                Ok(id) => Some(id),
+                Ok(id) => {
+                    if let RecordId::Template(t) = &id
+                        && t.variables()
+                            .iter()
+                            .any(|v| v[0] == "system" || v[0] == "vars")
+                    {
+                        ck.at(
+                            file,
+                            Code::UnknownName,
+                            &format!("{base}.id"),
+                            "an `id` template is rendered over the record alone: `system` and \
+                             `vars` are not available there"
+                                .into(),
+                        );
+                    }
+                    Some(id)
+                }
                 Err(e) => {
                     let code = if se.id.starts_with('$') {
                         Code::JsonPath
@@ -496,6 +575,30 @@ fn compile_systems(
             if !report {
                 ck.diags.truncate(before);
             }
+            if !merged.is_abstract {
+                let scope = Scopes::of(project, &merged);
+                let fields: Vec<String> = canonical
+                    .map(|c| c.fields.keys().cloned().collect())
+                    .unwrap_or_default();
+                for (p, var) in read.reads() {
+                    // The native record's names are the system's own: only `system` and
+                    // `vars` are known here.
+                    scope.check(ck, file, &format!("{base}.read.{p}"), &var, None, "");
+                }
+                if canonical.is_some() {
+                    for (p, var) in write.reads() {
+                        scope.check(
+                            ck,
+                            file,
+                            &format!("{base}.write.{p}"),
+                            &var,
+                            Some((&fields, &format!("field of entity `{entity_name}`"))),
+                            "a write mapping reads the canonical record: its fields, \
+                             `system` and `vars`",
+                        );
+                    }
+                }
+            }
             if let Some(id) = id {
                 compiled_entities.insert(
                     entity_name.clone(),
@@ -513,6 +616,60 @@ fn compile_systems(
                         tables: tables.clone(),
                     }),
                 );
+            }
+        }
+        if !merged.is_abstract {
+            let scope = Scopes::of(project, &merged);
+            let known: Vec<String> = OPERATION_SCOPE.iter().map(|s| s.to_string()).collect();
+            for (header, text) in &merged.headers {
+                // Reported at the system that declares the header.
+                let Some(owner) = chain
+                    .iter()
+                    .find(|s| project.systems[**s].value.headers.contains_key(header))
+                else {
+                    continue;
+                };
+                let od = &project.systems[*owner];
+                let Ok(t) = crate::expr::Template::compile(text) else {
+                    continue;
+                };
+                let at = format!("{}.headers.{header}", od.path);
+                for var in t.variables() {
+                    scope.check(
+                        ck,
+                        od.file,
+                        &at,
+                        &var,
+                        Some((&known, "variable of request templates")),
+                        "a system's headers are rendered with each request: `record`, `id`, \
+                         `key`, `since`, `idempotency_key`, `system` and `vars`",
+                    );
+                }
+            }
+            for (op_name, op) in &merged.operations {
+                let owner = chain
+                    .iter()
+                    .find(|s| project.systems[**s].value.operations.contains_key(op_name))
+                    .copied()
+                    .unwrap_or(name);
+                let od = &project.systems[owner];
+                for (rel, text) in operation_templates(op) {
+                    let Ok(t) = crate::expr::Template::compile(&text) else {
+                        continue;
+                    };
+                    let at = format!("{}.operations.{op_name}.{rel}", od.path);
+                    for var in t.variables() {
+                        scope.check(
+                            ck,
+                            od.file,
+                            &at,
+                            &var,
+                            Some((&known, "variable of operation templates")),
+                            "operation templates read `record`, `id`, `key`, `since`, \
+                             `idempotency_key`, `system` and `vars`",
+                        );
+                    }
+                }
             }
         }
         let compiled_ops = merged
@@ -542,6 +699,235 @@ fn compile_systems(
         );
     }
     out
+}
+
+/// The canonical fields a flow filter reads (`@.name`, first member only), each with
+/// whether it stands alone as a test of existence (`@.awb && …`), which RFC 9535 makes true
+/// for a null value as well.
+fn filter_members(text: &str) -> Vec<(String, bool)> {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = Vec::new();
+    let mut quote: Option<char> = None;
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        if let Some(q) = quote {
+            if c == q {
+                quote = None;
+            }
+            i += 1;
+            continue;
+        }
+        if c == '\'' || c == '"' {
+            quote = Some(c);
+            i += 1;
+            continue;
+        }
+        if c == '@' && chars.get(i + 1) == Some(&'.') {
+            let start = i + 2;
+            let mut end = start;
+            while end < chars.len() && (chars[end].is_alphanumeric() || chars[end] == '_') {
+                end += 1;
+            }
+            if end > start {
+                let name: String = chars[start..end].iter().collect();
+                // The whole member chain, then what comes after and before it.
+                let mut after = end;
+                while after < chars.len()
+                    && (chars[after].is_alphanumeric() || matches!(chars[after], '_' | '.'))
+                {
+                    after += 1;
+                }
+                let rest: String = chars[after..].iter().collect::<String>();
+                let rest = rest.trim_start();
+                let before: String = chars[..i].iter().collect::<String>();
+                let before = before.trim_end();
+                let alone_after = rest.is_empty()
+                    || rest.starts_with("&&")
+                    || rest.starts_with("||")
+                    || rest.starts_with(')');
+                let alone_before = before.is_empty()
+                    || before.ends_with("&&")
+                    || before.ends_with("||")
+                    || (before.ends_with('(') && !before.ends_with("!("));
+                out.push((name, alone_after && alone_before));
+            }
+            i = end;
+            continue;
+        }
+        i += 1;
+    }
+    out
+}
+
+/// An error rule's `message` sees the response: `body` and `status`.
+fn check_rule_messages(
+    ck: &mut Checker,
+    file: usize,
+    base: &str,
+    rules: &[crate::config::model::ErrorRuleConfig],
+) {
+    for (i, r) in rules.iter().enumerate() {
+        let Some(Ok(t)) = r.message.as_deref().map(crate::expr::Template::compile) else {
+            continue;
+        };
+        for var in t.variables() {
+            if !matches!(var[0].as_str(), "body" | "status") {
+                let d = ck
+                    .project
+                    .at(
+                        file,
+                        Code::UnknownName,
+                        &format!("{base}.{i}.message"),
+                        format!("`{}` is not a variable of error messages", var[0]),
+                    )
+                    .with_names(&var[0], ["body", "status"])
+                    .with_help("an error rule's message reads the response: `body` and `status`");
+                ck.diags.push(d);
+            }
+        }
+    }
+}
+
+/// What an operation's templates see (`CallInput` and the system).
+const OPERATION_SCOPE: &[&str] = &[
+    "record",
+    "id",
+    "key",
+    "since",
+    "idempotency_key",
+    "system",
+    "vars",
+];
+
+/// The strings of an operation that are templates, with their place in it.
+fn operation_templates(op: &crate::config::model::OperationConfig) -> Vec<(String, String)> {
+    fn body(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::String(s) => out.push((at.to_string(), s.clone())),
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    body(x, &format!("{at}.{i}"), out);
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    body(x, &format!("{at}.{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = vec![("path".to_string(), op.path.clone())];
+    for (k, v) in &op.query {
+        out.push((format!("query.{k}"), v.clone()));
+    }
+    for (k, v) in &op.headers {
+        out.push((format!("headers.{k}"), v.clone()));
+    }
+    if let Some(b) = &op.body {
+        body(b, "body", &mut out);
+    }
+    out
+}
+
+/// The names a template may read besides its record: the system's `vars` and `resolve`
+/// names (`{{system.NAME}}`) and the `vars` (`{{vars.NAME}}`).
+struct Scopes {
+    system: Vec<String>,
+    vars: Vec<String>,
+}
+
+impl Scopes {
+    fn of(project: &ProjectConfig, merged: &SystemConfig) -> Scopes {
+        let mut system: Vec<String> = merged
+            .vars
+            .keys()
+            .chain(merged.resolve.keys())
+            .cloned()
+            .collect();
+        system.sort();
+        system.dedup();
+        let mut vars: Vec<String> = project
+            .vars
+            .keys()
+            .chain(
+                merged
+                    .vars
+                    .iter()
+                    .filter(|(_, v)| v.is_object())
+                    .map(|(k, _)| k),
+            )
+            .cloned()
+            .collect();
+        vars.sort();
+        vars.dedup();
+        Scopes { system, vars }
+    }
+
+    /// Checks one variable a template reads. `roots`: the names its record has (and what
+    /// they are called), or `None` when they are not known (a native record).
+    fn check(
+        &self,
+        ck: &mut Checker,
+        file: usize,
+        at: &str,
+        var: &[String],
+        roots: Option<(&Vec<String>, &str)>,
+        place: &str,
+    ) {
+        let Some(root) = var.first() else {
+            return;
+        };
+        let second = var.get(1);
+        match root.as_str() {
+            "system" => {
+                if let Some(n) = second
+                    && !self.system.contains(n)
+                {
+                    ck.unknown(
+                        file,
+                        at,
+                        "system variable (in the system's `vars` or `resolve`)",
+                        n,
+                        self.system.iter().map(String::as_str),
+                    );
+                }
+            }
+            "vars" => {
+                if let Some(n) = second
+                    && !self.vars.contains(n)
+                {
+                    ck.unknown(
+                        file,
+                        at,
+                        "variable (in `vars`)",
+                        n,
+                        self.vars.iter().map(String::as_str),
+                    );
+                }
+            }
+            _ => {
+                if let Some((names, what)) = roots
+                    && !names.contains(root)
+                {
+                    let mut known: Vec<&str> = names.iter().map(String::as_str).collect();
+                    known.extend(["system", "vars"]);
+                    let d = ck
+                        .project
+                        .at(
+                            file,
+                            Code::UnknownName,
+                            at,
+                            format!("`{root}` is not a {what}"),
+                        )
+                        .with_names(root, known)
+                        .with_help(place);
+                    ck.diags.push(d);
+                }
+            }
+        }
+    }
 }
 
 const EACH: &str = "{{each}}";
@@ -628,6 +1014,30 @@ fn compile_flows(
             .filter
             .as_ref()
             .and_then(|t| ck.predicate(file, &format!("{base}.filter"), t));
+        if let (Some(text), Some(_)) = (&f.filter, &filter) {
+            let at = format!("{base}.filter");
+            for (member, bare) in filter_members(text) {
+                check_field(ck, &at, &member);
+                if bare {
+                    let d = ck
+                        .project
+                        .at(
+                            file,
+                            Code::FilterNull,
+                            &at,
+                            format!(
+                                "`@.{member}` only asks whether the record has `{member}`: it \
+                                 holds when `{member}` is null or empty too"
+                            ),
+                        )
+                        .with_help(format!(
+                            "to leave out records without a value, write `@.{member} != null` \
+                             (and `@.{member} != ''` for empty text)"
+                        ));
+                    ck.diags.push(d);
+                }
+            }
+        }
         let schedule = f.trigger.schedule.as_ref().and_then(|s| {
             ck.schedule(
                 file,
@@ -754,6 +1164,23 @@ fn compile_flows(
                     );
                     return None;
                 }
+                let required = &project.flows[&r.flow].value;
+                if f.enabled && !required.enabled {
+                    let d = ck.at(
+                        file,
+                        Code::Conflict,
+                        &format!("{base}.requires.{i}.flow"),
+                        format!(
+                            "flow `{name}` requires flow `{}`, which is disabled and never runs",
+                            r.flow
+                        ),
+                    );
+                    d.help = Some(format!(
+                        "enable `{}` (a flow without `schedule` runs only when needed), or \
+                         disable `{name}` too",
+                        r.flow
+                    ));
+                }
                 let p = ck.path(file, &format!("{base}.requires.{i}.record"), &r.record)?;
                 Some((r.flow.clone(), p))
             })
@@ -828,11 +1255,7 @@ fn compile_flows(
                 from,
                 to,
                 match_key: key.clone(),
-                normalize: f
-                    .match_key
-                    .as_ref()
-                    .map(|m| m.normalize.clone())
-                    .unwrap_or_default(),
+                normalize: key_steps(entity, &key, f),
                 filter: filter.clone(),
                 schedule: schedule.clone(),
                 reconcile_schedule: reconcile_schedule.clone(),
@@ -843,6 +1266,25 @@ fn compile_flows(
         }
     }
     out
+}
+
+/// How a flow's match keys are normalised: the match field's own normalisation (what its
+/// canonical records carry), then the flow's `match.normalize`. Every key the flow meets —
+/// read, required, referenced, looked up, named on the command line or by a webhook — goes
+/// through the same steps, so one record never has two keys.
+fn key_steps(
+    entity: Option<&Arc<Entity>>,
+    key: &str,
+    f: &FlowConfig,
+) -> Vec<crate::config::model::Normalize> {
+    let mut steps: Vec<_> = entity
+        .and_then(|e| e.fields.get(key))
+        .map(|c| c.normalize.clone())
+        .unwrap_or_default();
+    if let Some(m) = &f.match_key {
+        steps.extend(m.normalize.iter().copied());
+    }
+    steps
 }
 
 /// A chained flow copied per shop resolves to the copy for the same shop.
@@ -1076,5 +1518,27 @@ fn check_notify(
                 format!("rule `{name}` on `failures` needs a `count` of at least 1"),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::filter_members;
+
+    #[test]
+    fn existence_tests_are_told_from_comparisons() {
+        let m = |t: &str| filter_members(t);
+        let s = |n: &str, b: bool| (n.to_string(), b);
+        assert_eq!(
+            m("@.awb && @.status == 'shipped'"),
+            [s("awb", true), s("status", false)]
+        );
+        assert_eq!(m("@.awb != null"), [s("awb", false)]);
+        assert_eq!(
+            m("!@.awb || (@.total > 5)"),
+            [s("awb", false), s("total", false)]
+        );
+        assert_eq!(m("@.customer.email"), [s("customer", true)]);
+        assert_eq!(m("@.note == '@.x'"), [s("note", false)]);
     }
 }

@@ -61,6 +61,8 @@ enum Expr {
 #[derive(Debug, Clone)]
 struct Field {
     name: String,
+    /// Where the field's expression is, relative to the mapping (`price.path`, `title`).
+    at: String,
     target: Vec<String>,
     expr: Expr,
     ty: Option<FieldType>,
@@ -76,8 +78,10 @@ pub struct Mapping {
 
 /// What a mapping may consult besides the record.
 pub struct MapEnv<'a> {
-    /// Project `vars` (lookup tables live there).
+    /// Project `vars` (lookup tables live there), `{{vars.NAME}}` in templates.
     pub vars: &'a Value,
+    /// The system's `vars` (with its `resolve`d values), `{{system.NAME}}` in templates.
+    pub system: &'a Value,
     pub refs: &'a dyn RefResolver,
 }
 
@@ -104,6 +108,18 @@ impl Mapping {
     /// Names of the fields this mapping produces (top-level names).
     pub fn field_names(&self) -> impl Iterator<Item = &str> {
         self.fields.iter().map(|f| f.target[0].as_str())
+    }
+
+    /// What each top-level field reads from the record it maps: the place of its expression
+    /// and the path read (a JSONPath's first member, or a template variable), so `validate`
+    /// can check names against the record's fields. Lists mapped with `each` read their
+    /// elements, which are not checked.
+    pub fn reads(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            reads_of(&f.at, &f.expr, &mut out);
+        }
+        out
     }
 
     /// Names of the entities referenced through `ref`.
@@ -153,10 +169,14 @@ impl Mapping {
     ) -> Result<Value, FieldMapError> {
         let ctx = if self.needs_context {
             let mut data = source.clone();
-            if let Value::Object(m) = &mut data
-                && !m.contains_key("vars")
-            {
-                m.insert("vars".into(), env.vars.clone());
+            if let Value::Object(m) = &mut data {
+                // A record's own field of the same name wins.
+                if !m.contains_key("vars") {
+                    m.insert("vars".into(), env.vars.clone());
+                }
+                if !m.contains_key("system") {
+                    m.insert("system".into(), env.system.clone());
+                }
             }
             Some(Context::from(data))
         } else {
@@ -198,6 +218,29 @@ fn source_field(e: &Expr) -> Option<&str> {
         Expr::Lookup { key, .. } | Expr::Ref { key, .. } => source_field(key),
         Expr::Each { path, .. } => path.root_field(),
         Expr::Template(_) | Expr::Const(_) => None,
+    }
+}
+
+fn reads_of(at: &str, e: &Expr, out: &mut Vec<(String, Vec<String>)>) {
+    match e {
+        Expr::Path(p) => {
+            if let Some(root) = p.root_field() {
+                out.push((at.to_string(), vec![root.to_string()]));
+            }
+        }
+        Expr::Template(t) => {
+            for v in t.variables() {
+                out.push((at.to_string(), v));
+            }
+        }
+        Expr::Lookup { key, .. } => reads_of(&format!("{at}.lookup.key"), key, out),
+        Expr::Ref { key, .. } => reads_of(&format!("{at}.ref.key"), key, out),
+        Expr::Each { path, .. } => {
+            if let Some(root) = path.root_field() {
+                out.push((format!("{at}.each"), vec![root.to_string()]));
+            }
+        }
+        Expr::Const(_) => {}
     }
 }
 
@@ -349,6 +392,7 @@ fn compile_field(
     match cfg {
         FieldMapConfig::Short(text) => Some(Field {
             name: name.to_string(),
+            at: name.to_string(),
             target,
             expr: compile_expr_text(text, name, problems)?,
             ty: None,
@@ -356,8 +400,14 @@ fn compile_field(
         }),
         FieldMapConfig::Full(spec) => {
             let expr = compile_spec(name, spec, problems)?;
+            let at = match &expr {
+                Expr::Path(_) => format!("{name}.path"),
+                Expr::Template(_) => format!("{name}.template"),
+                _ => name.to_string(),
+            };
             Some(Field {
                 name: name.to_string(),
+                at,
                 target,
                 expr,
                 ty: spec.field_type,
@@ -499,6 +549,7 @@ mod tests {
         let vars = json!({"statuses": {"confirmed": "Confirmata"}});
         let env = MapEnv {
             vars: &vars,
+            system: &Value::Null,
             refs: &Refs,
         };
         let src = json!({"sku": "A1", "price_gross": "50.004", "name": "bec", "shipping_status": "confirmed",
@@ -520,6 +571,7 @@ mod tests {
         let vars = json!({});
         let env = MapEnv {
             vars: &vars,
+            system: &Value::Null,
             refs: &Refs,
         };
         let e = m

@@ -45,11 +45,13 @@ impl Project {
     }
 
     /// Flows selected by name (`orders` selects `orders` and every `orders.SHOP` copy), or
-    /// all enabled flows, in run order: a flow comes after the flows in its `after` list.
+    /// every scheduled flow (enabled, with a `trigger.schedule`), in run order: a flow comes
+    /// after the flows in its `after` list. A flow without a schedule is manual: it runs
+    /// when named, required by another flow, chained with `then`, or notified by a webhook.
     pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, String> {
         let mut chosen: Vec<Arc<Flow>> = Vec::new();
         if names.is_empty() {
-            chosen.extend(self.flows.iter().filter(|f| f.config.enabled).cloned());
+            chosen.extend(self.flows.iter().filter(|f| f.is_scheduled()).cloned());
         } else {
             for n in names {
                 let hits: Vec<_> = self
@@ -81,6 +83,13 @@ impl Project {
             ordered.push(remaining.remove(i));
         }
         Ok(ordered)
+    }
+}
+
+impl Flow {
+    /// Whether the flow runs by itself: enabled, with a schedule.
+    pub fn is_scheduled(&self) -> bool {
+        self.config.enabled && self.schedule.is_some()
     }
 }
 
@@ -184,6 +193,7 @@ pub struct Flow {
     pub to: String,
     /// Canonical field the records are matched on.
     pub match_key: String,
+    /// Normalisation of match keys: the match field's own, then the flow's `match.normalize`.
     pub normalize: Vec<Normalize>,
     pub filter: Option<Predicate>,
     pub schedule: Option<Schedule>,

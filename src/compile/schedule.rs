@@ -13,6 +13,10 @@ pub enum ScheduleParseError {
     Cron { expr: String, reason: String },
     #[error("unknown time zone `{0}`")]
     TimeZone(String),
+    #[error(
+        "cron expression `{expr}` never fires (a day the month does not have, or a year gone by)"
+    )]
+    Never { expr: String },
 }
 
 /// A compiled schedule.
@@ -52,6 +56,12 @@ impl Schedule {
                 .map_err(|_| ScheduleParseError::TimeZone(name.to_string()))?,
             None => Tz::UTC,
         };
+        // `0 0 31 2 *` (February 31st) or a year gone by parse, but never fire.
+        if cron.after(&Utc::now().with_timezone(&tz)).next().is_none() {
+            return Err(ScheduleParseError::Never {
+                expr: expr.to_string(),
+            });
+        }
         Ok(Schedule {
             source: expr.to_string(),
             cron,
@@ -91,5 +101,9 @@ mod tests {
         );
         assert!(Schedule::parse("61 * * * *", None).is_err());
         assert!(Schedule::parse("* * * * *", Some("Mars/Olympus")).is_err());
+        for never in ["0 0 31 2 *", "0 0 0 30 2 *", "0 0 0 1 1 * 2020"] {
+            let e = Schedule::parse(never, None).unwrap_err();
+            assert!(e.to_string().contains("never fires"), "{never}: {e}");
+        }
     }
 }

@@ -44,6 +44,17 @@ pub enum Code {
     /// Settings that contradict each other.
     #[serde(rename = "E011")]
     Conflict,
+    /// A project with nothing to run: no system or no flow.
+    #[serde(rename = "E012")]
+    EmptyProject,
+    /// Warning: an error rule's status class covers 429, which stays rate limiting unless a
+    /// rule names 429 itself.
+    #[serde(rename = "W001")]
+    Covers429,
+    /// Warning: a flow filter that lets records through that it probably means to leave out
+    /// (`@.awb` holds for `"awb": null`).
+    #[serde(rename = "W002")]
+    FilterNull,
 }
 
 impl Code {
@@ -60,14 +71,33 @@ impl Code {
             Code::Duplicate => "E009",
             Code::Secret => "E010",
             Code::Conflict => "E011",
+            Code::EmptyProject => "E012",
+            Code::Covers429 => "W001",
+            Code::FilterNull => "W002",
         }
     }
+
+    /// Whether problems of this kind are warnings: reported, but the project stays valid.
+    pub fn is_warning(self) -> bool {
+        matches!(self, Code::Covers429 | Code::FilterNull)
+    }
+}
+
+/// How bad a problem is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// The project cannot run.
+    Error,
+    /// The project runs, perhaps not as meant.
+    Warning,
 }
 
 /// One problem in a flow file.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnostic {
     pub code: Code,
+    pub severity: Severity,
     pub file: PathBuf,
     pub line: u32,
     pub col: u32,
@@ -80,12 +110,20 @@ pub struct Diagnostic {
     /// The valid names, for unknown keys and names.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expected: Vec<String>,
+    /// What to do about it, when the message alone does not say.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub help: Option<String>,
 }
 
 impl Diagnostic {
     pub fn new(code: Code, file: PathBuf, pos: Pos, path: &str, message: String) -> Self {
         Diagnostic {
             code,
+            severity: if code.is_warning() {
+                Severity::Warning
+            } else {
+                Severity::Error
+            },
             file,
             line: pos.line,
             col: pos.col,
@@ -93,7 +131,19 @@ impl Diagnostic {
             message,
             suggestion: None,
             expected: Vec::new(),
+            help: None,
         }
+    }
+
+    /// Adds a hint on what to do.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Whether the problem makes the project invalid.
+    pub fn is_error(&self) -> bool {
+        self.severity == Severity::Error
     }
 
     /// Adds "did you mean" and the list of known names.
@@ -121,10 +171,11 @@ impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(
             f,
-            "{}:{}:{}: error[{}]: {}",
+            "{}:{}:{}: {}[{}]: {}",
             self.file.display(),
             self.line,
             self.col,
+            if self.is_error() { "error" } else { "warning" },
             self.code.as_str(),
             self.message
         )?;
@@ -133,6 +184,9 @@ impl fmt::Display for Diagnostic {
         }
         if let Some(s) = &self.suggestion {
             write!(f, "\n  help: did you mean `{s}`?")?;
+        }
+        if let Some(h) = &self.help {
+            write!(f, "\n  help: {h}")?;
         }
         if !self.expected.is_empty() {
             const SHOWN: usize = 12;

@@ -185,7 +185,9 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
         let doc = match node::parse(&text) {
             Ok(d) => d,
             Err(e) => {
-                diags.push(Diagnostic::new(Code::Yaml, path, e.pos, "", e.message));
+                let mut d = Diagnostic::new(Code::Yaml, path, e.pos, "", e.message);
+                d.help = e.help;
+                diags.push(d);
                 continue;
             }
         };

@@ -7,5 +7,5 @@ pub mod model;
 pub mod node;
 pub mod schema_nav;
 
-pub use diagnostic::{Code, Diagnostic};
+pub use diagnostic::{Code, Diagnostic, Severity};
 pub use load::{Decl, ProjectConfig, load};

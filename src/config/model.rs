@@ -850,7 +850,9 @@ pub struct FlowConfig {
     /// What the flow is for, shown by `erpsync status` and the admin API.
     #[serde(default)]
     pub description: Option<String>,
-    /// A disabled flow is validated but never runs.
+    /// A disabled flow is validated but runs only when named by hand (`run --once --flow`,
+    /// `failures retry`): never on its schedule, by a webhook, by `then`, nor through
+    /// `requires` (an enabled flow requiring a disabled one is an error).
     #[serde(default = "default_true")]
     pub enabled: bool,
     /// Canonical entity the flow moves (`product`, `stock`, `order`, `customer`…).
@@ -964,6 +966,7 @@ pub struct MatchConfig {
 #[schemars(deny_unknown_fields)]
 pub struct TriggerConfig {
     /// Cron schedule with seconds (`0 */15 * * * *`) or classic five fields (`*/15 * * * *`).
+    /// Flows with a schedule are the ones `run --once` without `--flow` runs.
     #[serde(default)]
     pub schedule: Option<String>,
     /// Time zone of the schedule (IANA name); UTC by default.
@@ -979,7 +982,9 @@ pub struct TriggerConfig {
     /// Name of a webhook (under `daemon.webhooks`) that runs the flow for the notified record.
     #[serde(default)]
     pub webhook: Option<String>,
-    /// The flow can be run by hand (CLI or admin API). Always true; kept for explicitness.
+    /// Says that the flow is run by hand. Every flow can be (`run --once --flow`, the admin
+    /// API); a flow without `schedule` runs only that way, or when another flow requires or
+    /// chains it, or its webhook arrives — never by `run --once` without `--flow`.
     #[serde(default = "default_true")]
     pub manual: bool,
 }

@@ -58,6 +58,8 @@ impl LocatedDoc {
 pub struct YamlParseError {
     pub message: String,
     pub pos: Pos,
+    /// What to do about it, when the parser's words do not say.
+    pub help: Option<String>,
 }
 
 /// Parses YAML text. Booleans follow YAML 1.2 (`no` stays the string "no").
@@ -77,15 +79,50 @@ pub fn parse(text: &str) -> Result<LocatedDoc, YamlParseError> {
                 col: l.column() as u32,
             })
             .unwrap_or(Pos { line: 1, col: 1 });
-        let message = e.without_snippet().to_string();
-        YamlParseError {
-            message: first_line(&message),
-            pos,
-        }
+        let message = first_line(&e.without_snippet().to_string());
+        // The breach may come wrapped; its words are what the parser prints.
+        let message = match message.strip_prefix("budget breached: ") {
+            Some(rest) => budget_message(rest),
+            None => message,
+        };
+        // `{ path: $.variants[0].price }`: inside `{ }` the `[` and `]` are YAML's own.
+        let line = text
+            .lines()
+            .nth((pos.line as usize).saturating_sub(1))
+            .unwrap_or("");
+        let help = (message.contains("flow mapping") || message.contains("flow sequence"))
+            .then_some(())
+            .filter(|_| line.contains('$') && (line.contains('[') || line.contains(']')))
+            .map(|_| {
+                "inside `{ … }` or `[ … ]` YAML reads `[`, `]` and `,` itself: quote a JSONPath \
+                 that has them, e.g. `{ path: \"$.variants[0].price\" }`"
+                    .to_string()
+            });
+        YamlParseError { message, pos, help }
     })?;
     let mut doc = LocatedDoc::default();
     doc.value = flatten(root, String::new(), &mut doc.values, &mut doc.keys);
     Ok(doc)
+}
+
+/// A breached parser limit (`Nodes { nodes: 250001 } at line …`), in words.
+fn budget_message(breach: &str) -> String {
+    let kind = breach.split([' ', '{']).next().unwrap_or("");
+    match kind {
+        "Nodes" => "the file has more than 250,000 YAML nodes (values, lists and maps); split \
+                    it into several files of the project"
+            .into(),
+        "Events" => "the file is too large to read (more than 1,000,000 YAML events); split it \
+                     into several files of the project"
+            .into(),
+        "Depth" => "values are nested more than 64 levels deep".into(),
+        "Aliases" | "Anchors" | "AliasAnchorRatio" => {
+            "the file repeats too much through YAML anchors and aliases (`&a`, `*a`)".into()
+        }
+        "ScalarBytes" => "the file holds too much text in its values".into(),
+        "Documents" => "the file holds too many YAML documents (`---`)".into(),
+        _ => format!("the file exceeds a limit of the YAML reader ({breach})"),
+    }
 }
 
 fn first_line(s: &str) -> String {

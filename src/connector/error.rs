@@ -39,6 +39,19 @@ pub enum CallError {
         operation: String,
         attempts: u32,
     },
+    /// The system asked for a wait longer than this run may wait (`--max-wait`).
+    #[error(
+        "`{system}.{operation}`: `{system}` {reason}: a wait of {wait_secs} s, until {until}, \
+         longer than the {max_secs} s this run may wait"
+    )]
+    WaitTooLong {
+        system: String,
+        operation: String,
+        reason: String,
+        wait_secs: u64,
+        until: String,
+        max_secs: u64,
+    },
     /// The system could not be reached, or kept failing, until the attempts ran out.
     #[error("`{system}.{operation}` failed after {attempts} attempts: {message}")]
     Transport {
@@ -104,7 +117,10 @@ impl CallError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self,
-            CallError::RateLimited { .. } | CallError::Transport { .. } | CallError::Down { .. }
+            CallError::RateLimited { .. }
+                | CallError::Transport { .. }
+                | CallError::Down { .. }
+                | CallError::WaitTooLong { .. }
         )
     }
 }

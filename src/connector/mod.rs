@@ -16,5 +16,8 @@ mod system;
 pub use breaker::Health;
 pub use error::CallError;
 pub use operation::{CompileProblem, Operation, ProblemKind};
+pub use rules::lint_rules;
 pub use stats::{ConnectorStats, StatsSnapshot};
-pub use system::{CallInput, CallOutput, HttpSystem, Page};
+pub use system::{
+    ANNOUNCE_WAITS_FROM, CallInput, CallOutput, HttpSystem, Page, WaitAnnouncer, WaitNotice,
+};

@@ -24,6 +24,8 @@ pub enum ProblemKind {
     Template,
     /// Any other invalid value.
     Invalid,
+    /// A warning: an error rule's status class covers 429, which stays rate limiting.
+    Covers429,
 }
 
 /// One problem in an operation or a system, at a path relative to it (`query.limit`,

@@ -15,6 +15,8 @@ struct State {
     tokens: f64,
     refilled_at: Option<DateTime<Utc>>,
     paused_until: Option<DateTime<Utc>>,
+    /// Why the system paused, for the announcement of a long wait.
+    pause_reason: String,
 }
 
 /// A token bucket and a shared pause.
@@ -35,16 +37,26 @@ impl RateLimiter {
                 tokens: bucket.map_or(0.0, |(_, burst)| burst),
                 refilled_at: None,
                 paused_until: None,
+                pause_reason: String::new(),
             }),
         }
     }
 
     /// Makes every caller wait until `until` (a later pause wins over an earlier one).
-    pub fn pause_until(&self, until: DateTime<Utc>) {
+    pub fn pause_until(&self, until: DateTime<Utc>, reason: &str) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.paused_until.is_none_or(|p| p < until) {
             s.paused_until = Some(until);
+            s.pause_reason = reason.to_string();
         }
+    }
+
+    /// The pause in force at `now`, if any: until when, and why.
+    pub fn pause(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.paused_until
+            .filter(|until| *until > now)
+            .map(|until| (until, s.pause_reason.clone()))
     }
 
     /// Waits for the pause to end and for a token; returns the time waited.
@@ -121,8 +133,11 @@ mod tests {
         let clock: SharedClock = Arc::new(manual.clone());
         let rl = RateLimiter::new(None);
         assert_eq!(rl.acquire(&clock).await, Duration::ZERO);
-        rl.pause_until(clock.now() + chrono::Duration::seconds(600));
-        rl.pause_until(clock.now() + chrono::Duration::seconds(5));
+        rl.pause_until(clock.now() + chrono::Duration::seconds(600), "locked out");
+        rl.pause_until(clock.now() + chrono::Duration::seconds(5), "slow down");
+        let (until, reason) = rl.pause(clock.now()).unwrap();
+        assert_eq!(until, clock.now() + chrono::Duration::seconds(600));
+        assert_eq!(reason, "locked out");
         assert_eq!(rl.acquire(&clock).await, Duration::from_secs(600));
         assert_eq!(rl.acquire(&clock).await, Duration::ZERO);
     }

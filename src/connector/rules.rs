@@ -141,12 +141,72 @@ impl Rule {
         (self.statuses.is_empty() || self.statuses.iter().any(|r| r.contains(status)))
             && self.when.as_ref().is_none_or(|p| p.matches(body))
     }
+
+    /// Whether the rule lists `status` as a code of its own (`429`, not `4xx` or `400-499`).
+    fn names(&self, status: u16) -> bool {
+        self.statuses
+            .iter()
+            .any(|r| r.low == status && r.high == status)
+    }
+}
+
+/// Whether a response asks the client to slow down: a 429, or a refusal that carries a
+/// `Retry-After` (a 4xx, or a 503). Such a response is rate limiting whatever a broader rule
+/// says: a `4xx` rule meant for validation errors must not turn a busy system into failed
+/// records. A 500, 502 or 504 stays a server error even with the header: the request may
+/// have been acted on, so a write is not sent again blindly.
+fn slow_down(status: u16, retry_after: bool) -> bool {
+    status == 429 || (retry_after && ((400..500).contains(&status) || status == 503))
+}
+
+/// Warnings on rules that a status class or range would apply to 429 but no longer do: the
+/// rule is skipped for 429, which is rate limiting unless a rule names `429` itself. A rule
+/// is quiet when an earlier rule names 429, or when it rate-limits anyway.
+pub fn lint_rules(rules: &[ErrorRuleConfig], prefix: &str) -> Vec<CompileProblem> {
+    let mut out = Vec::new();
+    let mut named = false;
+    for (i, cfg) in rules.iter().enumerate() {
+        let ranges: Vec<(usize, StatusRange)> = cfg
+            .status
+            .iter()
+            .enumerate()
+            .filter_map(|(j, s)| parse_status_pattern(s).ok().map(|r| (j, r)))
+            .collect();
+        if ranges.iter().any(|(_, r)| r.low == 429 && r.high == 429) {
+            named = true;
+            continue;
+        }
+        if named || cfg.action == ErrorAction::RateLimited {
+            continue;
+        }
+        if let Some((j, _)) = ranges.iter().find(|(_, r)| r.contains(429)) {
+            out.push(CompileProblem::new(
+                format!("{prefix}.{i}.status.{j}"),
+                ProblemKind::Covers429,
+                "this status class covers 429, which is rate limiting (wait and retry) unless \
+                 a rule names 429 itself"
+                    .to_string(),
+            ));
+        }
+    }
+    out
 }
 
 /// Classifies a response: the first matching operation rule, then system rule, then the
 /// defaults (2xx success, 404 not found, 409 fail, 429 rate limited, 5xx retry, else fail).
-pub(crate) fn classify(layers: &[&[Rule]], status: u16, body: &Value) -> Verdict {
+/// A 429, or an error with a `Retry-After` (`retry_after`), is rate limiting unless the
+/// matching rule names its status as a code of its own.
+pub(crate) fn classify(
+    layers: &[&[Rule]],
+    status: u16,
+    body: &Value,
+    retry_after: bool,
+) -> Verdict {
+    let slow = slow_down(status, retry_after);
     for rule in layers.iter().flat_map(|l| l.iter()) {
+        if slow && !rule.names(status) {
+            continue;
+        }
         if rule.matches(status, body) {
             let message = rule.message.as_ref().map(|t| {
                 let ctx = Context::from(json!({"body": body, "status": status}));
@@ -160,9 +220,9 @@ pub(crate) fn classify(layers: &[&[Rule]], status: u16, body: &Value) -> Verdict
         }
     }
     let action = match status {
+        _ if slow => ErrorAction::RateLimited,
         200..=299 => ErrorAction::Success,
         404 => ErrorAction::NotFound,
-        429 => ErrorAction::RateLimited,
         500..=599 => ErrorAction::Retry,
         _ => ErrorAction::Fail,
     };
@@ -210,25 +270,35 @@ mod tests {
              "message": "smartbill: {{body.errorText}}"},
             {"status": ["409"], "action": "already_done"}
         ]));
-        let v = classify(&[&[], &sys], 200, &json!({"errorText": "Seria nu exista"}));
+        let v = classify(
+            &[&[], &sys],
+            200,
+            &json!({"errorText": "Seria nu exista"}),
+            false,
+        );
         assert_eq!(v.action, ErrorAction::Fail);
         assert_eq!(v.message.as_deref(), Some("smartbill: Seria nu exista"));
-        let ok = classify(&[&sys], 200, &json!({"errorText": "", "number": "12"}));
+        let ok = classify(
+            &[&sys],
+            200,
+            &json!({"errorText": "", "number": "12"}),
+            false,
+        );
         assert_eq!(ok.action, ErrorAction::Success);
         assert_eq!(
-            classify(&[&sys], 409, &Value::Null).action,
+            classify(&[&sys], 409, &Value::Null, false).action,
             ErrorAction::AlreadyDone
         );
         let op = rules(json!([{"status": ["4xx"], "action": "retry"}]));
         assert_eq!(
-            classify(&[&op, &sys], 409, &Value::Null).action,
+            classify(&[&op, &sys], 409, &Value::Null, false).action,
             ErrorAction::Retry
         );
     }
 
     #[test]
     fn defaults() {
-        let d = |s| classify(&[], s, &Value::Null).action;
+        let d = |s| classify(&[], s, &Value::Null, false).action;
         assert_eq!(d(204), ErrorAction::Success);
         assert_eq!(d(404), ErrorAction::NotFound);
         assert_eq!(d(409), ErrorAction::Fail);
@@ -236,6 +306,74 @@ mod tests {
         assert_eq!(d(503), ErrorAction::Retry);
         assert_eq!(d(400), ErrorAction::Fail);
         assert_eq!(d(301), ErrorAction::Fail);
+    }
+
+    #[test]
+    fn a_status_class_never_turns_rate_limiting_into_a_failure() {
+        let broad = rules(json!([
+            {"status": ["4xx"], "when": "@.error.message", "action": "fail"},
+            {"when": "@.statusMessage", "action": "fail"}
+        ]));
+        let body = json!({"error": {"message": "too many requests"}, "statusMessage": "x"});
+        let v = |status, retry_after| classify(&[&broad], status, &body, retry_after).action;
+        assert_eq!(v(429, false), ErrorAction::RateLimited);
+        assert_eq!(v(400, false), ErrorAction::Fail);
+        // A `Retry-After` on any error is a request to slow down.
+        assert_eq!(v(400, true), ErrorAction::RateLimited);
+        assert_eq!(v(503, true), ErrorAction::RateLimited);
+        assert_eq!(
+            classify(&[], 503, &Value::Null, true).action,
+            ErrorAction::RateLimited
+        );
+        assert_eq!(
+            classify(&[], 200, &Value::Null, true).action,
+            ErrorAction::Success
+        );
+        assert_eq!(
+            classify(&[], 504, &Value::Null, true).action,
+            ErrorAction::Retry
+        );
+        // A rule that names 429 itself decides.
+        let named = rules(json!([{"status": [429], "when": "@.quota", "action": "fail"}]));
+        assert_eq!(
+            classify(&[&named], 429, &json!({"quota": "exhausted"}), true).action,
+            ErrorAction::Fail
+        );
+        assert_eq!(
+            classify(&[&named], 429, &json!({}), true).action,
+            ErrorAction::RateLimited
+        );
+    }
+
+    #[test]
+    fn status_classes_covering_429_are_linted() {
+        let cfg = |v: Value| -> Vec<ErrorRuleConfig> { serde_json::from_value(v).unwrap() };
+        let paths = |v: Value| -> Vec<String> {
+            lint_rules(&cfg(v), "errors")
+                .into_iter()
+                .map(|p| p.path)
+                .collect()
+        };
+        assert_eq!(
+            paths(json!([{"status": [404], "action": "not_found"},
+                         {"status": [400, "4xx"], "action": "fail"}])),
+            ["errors.1.status.1"]
+        );
+        assert_eq!(
+            paths(json!([{"status": ["400-499"], "action": "fail"}])),
+            ["errors.0.status.0"]
+        );
+        assert!(
+            paths(json!([{"status": [429], "action": "rate_limited"},
+                             {"status": ["4xx"], "action": "fail"}]))
+            .is_empty()
+        );
+        assert!(paths(json!([{"status": ["4xx"], "action": "rate_limited"}])).is_empty());
+        assert!(
+            paths(json!([{"status": ["400-428", "5xx"], "action": "fail"},
+                             {"when": "@.x", "action": "fail"}]))
+            .is_empty()
+        );
     }
 
     #[test]

@@ -107,6 +107,47 @@ pub struct HttpSystem {
     pub(crate) vars: Value,
     pub(crate) clock: SharedClock,
     pub(crate) stats: ConnectorStats,
+    /// How waits are bounded and announced (one-shot runs set it; see `Waits`).
+    waits: std::sync::RwLock<Waits>,
+}
+
+/// A wait at least this long is announced: a person watching a run must not take it for a
+/// hang.
+pub const ANNOUNCE_WAITS_FROM: Duration = Duration::from_secs(5);
+
+/// Prints a wait to whoever watches (a terminal): system, why, how long, until when.
+pub type WaitAnnouncer = Arc<dyn Fn(&WaitNotice) + Send + Sync>;
+
+/// A wait a system imposes, as announced.
+#[derive(Debug, Clone)]
+pub struct WaitNotice {
+    pub system: String,
+    pub operation: String,
+    pub reason: String,
+    pub wait: Duration,
+    pub until: DateTime<Utc>,
+}
+
+impl std::fmt::Display for WaitNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "`{}` {}: waiting {} s, until {}",
+            self.system,
+            self.reason,
+            self.wait.as_secs_f64().ceil() as u64,
+            self.until
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        )
+    }
+}
+
+/// The bounds and witnesses of waits.
+#[derive(Default, Clone)]
+struct Waits {
+    /// Longest wait allowed: a longer one fails the call (`CallError::WaitTooLong`).
+    max: Option<Duration>,
+    announce: Option<WaitAnnouncer>,
 }
 
 impl std::fmt::Debug for HttpSystem {
@@ -227,6 +268,7 @@ impl HttpSystem {
                 vars,
                 clock,
                 stats: ConnectorStats::default(),
+                waits: Default::default(),
             }),
             _ => Err(p.0),
         }
@@ -234,6 +276,48 @@ impl HttpSystem {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Bounds every wait this system imposes (`None`: wait as long as it asks), and shows
+    /// each long one to `announce` as well as in the logs.
+    pub fn set_waits(&self, max: Option<Duration>, announce: Option<WaitAnnouncer>) {
+        let mut w = self.waits.write().unwrap_or_else(|e| e.into_inner());
+        *w = Waits { max, announce };
+    }
+
+    /// Before a wait of `wait`: announced when long, refused when longer than allowed.
+    fn before_wait(&self, op_name: &str, wait: Duration, reason: &str) -> Result<(), CallError> {
+        let until = self.clock.now() + chrono::Duration::from_std(wait).unwrap_or_default();
+        let waits = self.waits.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(max) = waits.max
+            && wait > max
+        {
+            return Err(CallError::WaitTooLong {
+                system: self.name.clone(),
+                operation: op_name.to_string(),
+                reason: reason.to_string(),
+                wait_secs: wait.as_secs_f64().ceil() as u64,
+                until: until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                max_secs: max.as_secs(),
+            });
+        }
+        if wait >= ANNOUNCE_WAITS_FROM {
+            let notice = WaitNotice {
+                system: self.name.clone(),
+                operation: op_name.to_string(),
+                reason: reason.to_string(),
+                wait,
+                until,
+            };
+            tracing::warn!(
+                system = %self.name, operation = op_name, reason, wait_secs = wait.as_secs(),
+                until = %notice.until, "{notice}"
+            );
+            if let Some(a) = &waits.announce {
+                a(&notice);
+            }
+        }
+        Ok(())
     }
 
     pub fn stats(&self) -> &ConnectorStats {
@@ -267,7 +351,10 @@ impl HttpSystem {
         if self.breaker.admit(self.clock.now()).is_err() {
             return false;
         }
-        self.wait_for_budget().await;
+        // A probe waits like any call; one the system would hold too long is no probe now.
+        if self.wait_for_budget("probe").await.is_err() {
+            return false;
+        }
         match self.client.get(self.base_url.clone()).send().await {
             Ok(resp) => {
                 self.stats.response(resp.status().as_u16());
@@ -596,7 +683,7 @@ impl HttpSystem {
             self.breaker
                 .admit(self.clock.now())
                 .map_err(|open| self.down(op_name, open))?;
-            self.wait_for_budget().await;
+            self.wait_for_budget(op_name).await?;
             let creds = self.auth.credentials(self).await?;
             let started = Instant::now();
             let sent = self.send(&rendered, &creds).await;
@@ -636,7 +723,9 @@ impl HttpSystem {
                         });
                     }
                     self.stats.retry();
-                    self.clock.sleep(self.retry.backoff(attempt)).await;
+                    let b = self.retry.backoff(attempt);
+                    self.before_wait(op_name, b, "cannot be reached; trying again")?;
+                    self.clock.sleep(b).await;
                     continue;
                 }
                 Ok(mut resp) => {
@@ -670,7 +759,12 @@ impl HttpSystem {
             let verdict = if lockout.is_some() {
                 None
             } else {
-                Some(classify(&[&op.rules, &self.rules], status, &resp.body))
+                Some(classify(
+                    &[&op.rules, &self.rules],
+                    status,
+                    &resp.body,
+                    retry_after.is_some(),
+                ))
             };
             let action = verdict
                 .as_ref()
@@ -714,9 +808,17 @@ impl HttpSystem {
                     // non-idempotent write may be sent again.
                     let wait = retry_after.or(lockout.map(|l| Duration::from_secs(l.seconds)));
                     if let Some(w) = wait {
+                        let reason = match (retry_after, lockout) {
+                            (Some(_), _) => {
+                                format!("asks to slow down (status {status}, Retry-After)")
+                            }
+                            (None, _) => format!("has locked erpsync out (status {status})"),
+                        };
                         // Shared: the budget is the system's, so every flow waits.
-                        self.limiter
-                            .pause_until(now + chrono::Duration::from_std(w).unwrap_or_default());
+                        self.limiter.pause_until(
+                            now + chrono::Duration::from_std(w).unwrap_or_default(),
+                            &reason,
+                        );
                         tracing::info!(
                             system = %self.name, operation = op_name, status,
                             wait_ms = w.as_millis() as u64, lockout = lockout.is_some(),
@@ -733,6 +835,8 @@ impl HttpSystem {
                     self.stats.retry();
                     if wait.is_none() {
                         let b = self.retry.backoff(attempt);
+                        let reason = format!("is rate limiting (status {status}); backing off");
+                        self.before_wait(op_name, b, &reason)?;
                         self.stats.rate_limit_wait(b);
                         self.clock.sleep(b).await;
                     }
@@ -752,6 +856,8 @@ impl HttpSystem {
                     }
                     self.stats.retry();
                     let wait = retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
+                    let reason = format!("answered {status}; trying again");
+                    self.before_wait(op_name, wait, &reason)?;
                     self.clock.sleep(wait).await;
                 }
             }
@@ -769,11 +875,18 @@ impl HttpSystem {
         }
     }
 
-    async fn wait_for_budget(&self) {
+    /// Waits for a pause the system imposed to end (announced when long, refused when
+    /// longer than allowed) and for a token of the budget.
+    async fn wait_for_budget(&self, op_name: &str) -> Result<(), CallError> {
+        let now = self.clock.now();
+        if let Some((until, reason)) = self.limiter.pause(now) {
+            self.before_wait(op_name, (until - now).to_std().unwrap_or_default(), &reason)?;
+        }
         let waited = self.limiter.acquire(&self.clock).await;
         if !waited.is_zero() {
             self.stats.rate_limit_wait(waited);
         }
+        Ok(())
     }
 
     async fn send(&self, req: &Rendered, creds: &Credentials) -> Result<Response, reqwest::Error> {
@@ -818,33 +931,72 @@ impl HttpSystem {
         format: BodyFormat,
     ) -> Result<(u16, Value), String> {
         let url = self.url_for(path)?;
-        if let Err(open) = self.breaker.admit(self.clock.now()) {
-            return Err(self.down("token", open).to_string());
-        }
-        self.wait_for_budget().await;
-        let mut b = self.client.request(method(method_), url);
-        for (k, v) in headers {
-            b = b.header(k.as_str(), v.as_str());
-        }
-        if let Some(v) = body {
-            let (bytes, content_type) = encode_body(v, format);
-            b = b.header(CONTENT_TYPE, content_type).body(bytes);
-        }
-        let resp = match b.send().await {
-            Ok(r) => r,
-            Err(e) => {
-                let message = error_chain(&e);
-                self.stats.transport_error();
-                self.breaker
-                    .failure(&self.name, self.clock.now(), &redact(&message));
-                return Err(message);
+        let op_name = "auth";
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            if let Err(open) = self.breaker.admit(self.clock.now()) {
+                return Err(self.down("token", open).to_string());
             }
-        };
-        let status = resp.status().as_u16();
-        self.stats.response(status);
-        self.breaker.success(&self.name, self.clock.now());
-        let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
-        Ok((status, parse_body(&bytes)))
+            self.wait_for_budget(op_name)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut b = self.client.request(method(method_), url.clone());
+            for (k, v) in headers {
+                b = b.header(k.as_str(), v.as_str());
+            }
+            if let Some(v) = body {
+                let (bytes, content_type) = encode_body(v, format);
+                b = b.header(CONTENT_TYPE, content_type).body(bytes);
+            }
+            let resp = match b.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    let message = error_chain(&e);
+                    self.stats.transport_error();
+                    self.breaker
+                        .failure(&self.name, self.clock.now(), &redact(&message));
+                    return Err(message);
+                }
+            };
+            let status = resp.status().as_u16();
+            self.stats.response(status);
+            self.breaker.success(&self.name, self.clock.now());
+            let now = self.clock.now();
+            let retry_after = resp
+                .headers()
+                .get(RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, now));
+            let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
+            // A token endpoint is rate limited like any other: a 429, a `Retry-After` on an
+            // error or the system's lock-out status is waited out, not a failed flow.
+            let lockout = self.lockout.as_ref().filter(|l| l.status == status);
+            let limited = status == 429
+                || (retry_after.is_some() && ((400..500).contains(&status) || status == 503));
+            if !(limited || lockout.is_some()) || attempt >= self.retry.max_attempts {
+                return Ok((status, parse_body(&bytes)));
+            }
+            self.stats.retry();
+            match retry_after.or(lockout.map(|l| Duration::from_secs(l.seconds))) {
+                Some(w) => {
+                    let reason = format!("token endpoint asks to slow down (status {status})");
+                    self.limiter.pause_until(
+                        now + chrono::Duration::from_std(w).unwrap_or_default(),
+                        &reason,
+                    );
+                }
+                None => {
+                    let b = self.retry.backoff(attempt);
+                    let reason =
+                        format!("token endpoint is rate limiting (status {status}); backing off");
+                    self.before_wait(op_name, b, &reason)
+                        .map_err(|e| e.to_string())?;
+                    self.stats.rate_limit_wait(b);
+                    self.clock.sleep(b).await;
+                }
+            }
+        }
     }
 }
 

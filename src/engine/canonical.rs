@@ -88,6 +88,18 @@ pub fn overlay(base: Option<&Value>, fields_from: &Value, fields: &[String]) -> 
     Value::Object(out)
 }
 
+/// `base` with the listed fields (and only those) taken from `fields_from`.
+pub fn overlay_fields(base: Option<&Value>, fields_from: &Value, fields: &[String]) -> Value {
+    let mut out = match base {
+        Some(Value::Object(m)) => m.clone(),
+        _ => Map::new(),
+    };
+    for f in fields {
+        out.insert(f.clone(), get(Some(fields_from), f).clone());
+    }
+    Value::Object(out)
+}
+
 /// A field's value as text, for keys.
 pub fn field_text(record: &Value, field: &str) -> Option<String> {
     crate::compile::types::key_text(record.get(field)?)

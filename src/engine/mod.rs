@@ -10,7 +10,7 @@ mod run_lines;
 mod settle;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use report::{Counts, Decision, RecordReport, RunReport};
 pub use settle::{PendingSettleError, Settlement, settle_pending};
@@ -19,7 +19,7 @@ use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::config::model::Normalize;
 use crate::connector::{CompileProblem, HttpSystem};
-use crate::state::StateStore;
+use crate::state::{Binding, Scope, StateStore};
 
 /// A project that cannot be turned into callable systems.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +97,26 @@ pub struct Engine {
     pub clock: SharedClock,
     /// Key normalisation per entity, from the flows that sync it (used to resolve `ref`).
     key_normalize: HashMap<String, Vec<Normalize>>,
+    /// The bindings the dry runs of this engine would have made, by scope and key: a dry run
+    /// of several flows carries one flow's effects into the next (see `planning`).
+    plan: Option<Mutex<HashMap<Scope, HashMap<String, Binding>>>>,
+    /// Per flow, the keys a full read of a target that cannot be searched by key did not
+    /// have, and when it was read: a later run does not read the whole target again to learn
+    /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it (SQLite),
+    /// in the state, so separate `run --once` processes profit as well.
+    absent: Mutex<HashMap<String, KnownAbsent>>,
+}
+
+/// How long a key a full read of the target did not have is taken to be still missing: a
+/// record that appears in the target meanwhile is found at the latest this much later (or
+/// by the next reconciliation, which always reads the target).
+pub const KNOWN_ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Keys a full read of a flow's target lacked.
+#[derive(Debug, Default)]
+pub(crate) struct KnownAbsent {
+    pub read_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub keys: std::collections::HashSet<String>,
 }
 
 impl Engine {
@@ -134,6 +154,8 @@ impl Engine {
             store,
             clock,
             key_normalize,
+            plan: None,
+            absent: Mutex::new(HashMap::new()),
         })
     }
 
@@ -161,6 +183,110 @@ impl Engine {
                 tracing::warn!(system = name, error = %crate::redact::redact(&e.to_string()), "cannot keep the system's health");
             }
         }
+    }
+
+    /// An engine for a run watched from a terminal (`run --once`, `dry-run`): each wait of
+    /// a system longer than a few seconds is printed to stderr (system, why, until when) as
+    /// well as logged, and, with `max_wait`, a system asking for a longer one fails the call
+    /// at once instead of holding the run (a lock-out of ten minutes).
+    pub fn one_shot(self, max_wait: Option<std::time::Duration>) -> Self {
+        let announce: crate::connector::WaitAnnouncer =
+            Arc::new(|n: &crate::connector::WaitNotice| eprintln!("erpsync: {n}"));
+        for s in self.systems.values() {
+            s.set_waits(max_wait, Some(announce.clone()));
+        }
+        self
+    }
+
+    /// An engine whose dry runs remember, in memory, the bindings their decisions would make
+    /// (adoptions, and the bases updates would move), so that the dry run of the next flow
+    /// sees them as the real run would: one plan for a project, flow after flow.
+    pub fn planning(mut self) -> Self {
+        self.plan = Some(Mutex::new(HashMap::new()));
+        self
+    }
+
+    /// The stored bindings of `keys`, with the plan's over them.
+    pub(crate) fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<HashMap<String, Binding>, crate::state::StateStoreError> {
+        let mut found = self.store.bindings(scope, keys)?;
+        if let Some(plan) = &self.plan {
+            let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(planned) = plan.get(scope) {
+                for k in keys {
+                    if let Some(b) = planned.get(k) {
+                        found.insert(k.clone(), b.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether a full read of `flow`'s target, recent enough, lacked `key`: remembered by
+    /// this engine, or by the state store (so `run --once` from cron profits too).
+    pub(crate) fn known_absent(&self, flow: &str, key: &str) -> bool {
+        let now = self.clock.now();
+        let age = chrono::Duration::from_std(KNOWN_ABSENT_FOR).unwrap_or_default();
+        let in_memory = {
+            let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+            absent
+                .get(flow)
+                .is_some_and(|a| a.read_at.is_some_and(|t| now - t < age) && a.keys.contains(key))
+        };
+        in_memory || self.store.is_absent(flow, key, now - age).unwrap_or(false)
+    }
+
+    /// Remembers that the full read of `flow`'s target made at `read_at` lacked `key` (a read
+    /// made later starts the list afresh), in the state store too when `persist`.
+    pub(crate) fn note_absent(
+        &self,
+        flow: &str,
+        read_at: chrono::DateTime<chrono::Utc>,
+        key: &str,
+        persist: bool,
+    ) {
+        if persist && let Err(e) = self.store.note_absent(flow, key, read_at) {
+            tracing::warn!(flow, key, error = %e, "cannot remember a missing key");
+        }
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        let a = absent.entry(flow.to_string()).or_default();
+        if a.read_at != Some(read_at) {
+            if a.read_at.is_some_and(|t| t > read_at) {
+                return;
+            }
+            *a = KnownAbsent {
+                read_at: Some(read_at),
+                keys: Default::default(),
+            };
+        }
+        a.keys.insert(key.to_string());
+    }
+
+    /// Forgets what `flow`'s target lacked (it was created there).
+    pub(crate) fn forget_absent(&self, flow: &str, key: &str) {
+        if let Err(e) = self.store.forget_absent(flow, key) {
+            tracing::warn!(flow, key, error = %e, "cannot forget a missing key");
+        }
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = absent.get_mut(flow) {
+            a.keys.remove(key);
+        }
+    }
+
+    /// Remembers a binding a dry run would write; false when this engine keeps no plan.
+    pub(crate) fn plan_binding(&self, scope: &Scope, b: &Binding) -> bool {
+        let Some(plan) = &self.plan else {
+            return false;
+        };
+        let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+        plan.entry(scope.clone())
+            .or_default()
+            .insert(b.key.clone(), b.clone());
+        true
     }
 
     /// Runs one flow now.

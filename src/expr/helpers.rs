@@ -146,6 +146,20 @@ const OURS: &[&str] = &[
     "part",
 ];
 
+/// How many arguments a helper needs at least (`None`: not a helper).
+pub(super) fn min_args(name: &str) -> Option<usize> {
+    Some(match name {
+        "now" | "list" | "object" | "raw" | "log" => 0,
+        "json" | "base64" | "base64url" | "json_base64url" | "upper" | "lower" | "trim" | "str"
+        | "num" | "concat" | "urlencode" | "coalesce" | "if" | "unless" | "each" | "with"
+        | "not" | "len" | "and" | "or" => 1,
+        "default" | "fixed" | "add" | "sub" | "mul" | "div" | "round" | "date" | "join"
+        | "part" | "lookup" | "eq" | "ne" | "gt" | "gte" | "lt" | "lte" => 2,
+        "replace" => 3,
+        _ => return None,
+    })
+}
+
 /// Every helper name a template may call.
 pub(super) fn names() -> impl Iterator<Item = &'static str> {
     BUILT_IN.iter().chain(OURS).copied()

@@ -45,6 +45,12 @@ impl fmt::Debug for JsonPath {
 
 impl JsonPath {
     pub fn parse(source: &str) -> Result<Self, JsonPathParseError> {
+        stray_text(source).map_or(Ok(()), |reason| {
+            Err(JsonPathParseError {
+                path: source.to_string(),
+                reason,
+            })
+        })?;
         let query = parse_json_path(source).map_err(|e| JsonPathParseError {
             path: source.to_string(),
             reason: one_line(&e.to_string()),
@@ -167,6 +173,50 @@ fn simple_steps(src: &str) -> Option<Vec<Step>> {
     Some(steps)
 }
 
+/// RFC 9535 allows blanks between segments, and every segment starts with `.` or `[`:
+/// `$.a b` is not a query (the parser would read `$.a` and drop the rest). Returns why.
+fn stray_text(src: &str) -> Option<String> {
+    let mut depth = 0usize;
+    let mut quote: Option<char> = None;
+    let mut escaped = false;
+    let mut chars = src.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if let Some(q) = quote {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == q {
+                quote = None;
+            }
+            continue;
+        }
+        match c {
+            '\'' | '"' => quote = Some(c),
+            '[' | '(' => depth += 1,
+            ']' | ')' => depth = depth.saturating_sub(1),
+            c if c.is_whitespace() && depth == 0 => {
+                while chars.peek().is_some_and(|(_, n)| n.is_whitespace()) {
+                    chars.next();
+                }
+                match chars.peek() {
+                    None | Some((_, '.' | '[')) => {}
+                    Some((j, n)) => {
+                        let _ = i;
+                        return Some(format!(
+                            "unexpected `{n}` at column {}: after a blank, a JSONPath goes on \
+                             with `.name` or `[…]` (a name with a space is written `['a b']`)",
+                            src[..*j].chars().count() + 1
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The parser's report reduced to one line: what was expected and at which column.
 fn one_line(s: &str) -> String {
     let column = s
@@ -240,9 +290,22 @@ mod tests {
 
     #[test]
     fn broken_paths_are_rejected() {
-        for p in ["$.data[", "data", "$..[?(@.a ==]"] {
+        for p in ["$.data[", "data", "$..[?(@.a ==]", "$.a b", "$.a  b.c"] {
             assert!(JsonPath::parse(p).is_err(), "{p} should not parse");
         }
+    }
+
+    #[test]
+    fn blanks_between_segments_are_allowed() {
+        for p in ["$.a .b", "$['a b']", "$[?@.a == 'x y']", "$.a[?@.b && @.c]"] {
+            assert!(JsonPath::parse(p).is_ok(), "{p} should parse");
+        }
+        let e = JsonPath::parse("$.a b").unwrap_err();
+        assert!(
+            e.reason.contains("unexpected `b` at column 5"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]

@@ -4,8 +4,9 @@
 use std::fmt;
 use std::sync::{Arc, LazyLock};
 
-use handlebars::template::{Parameter, TemplateElement};
+use handlebars::template::{HelperTemplate, Parameter, TemplateElement};
 use handlebars::{Context, Handlebars, RenderContext, Renderable, StringOutput};
+use handlebars::{Path, PathSeg};
 use serde_json::Value;
 
 use super::helpers;
@@ -115,6 +116,22 @@ impl Template {
         &self.source
     }
 
+    /// The variables the template reads from its own context, each as its path (`{{record.sku}}`
+    /// reads `["record", "sku"]`), so `validate` can check them against the template's scope.
+    /// What is read inside `each` and `with` blocks, whose context is another value, and
+    /// `this`, `..` and `@…` paths are left out.
+    pub fn variables(&self) -> Vec<Vec<String>> {
+        match &self.kind {
+            Kind::Literal(_) => Vec::new(),
+            Kind::Var(path) => vec![path.clone()],
+            Kind::Compiled(tpl) => {
+                let mut out = Vec::new();
+                collect_vars(&tpl.elements, &mut out);
+                out
+            }
+        }
+    }
+
     /// Whether the template is a plain string.
     pub fn is_literal(&self) -> bool {
         matches!(self.kind, Kind::Literal(_))
@@ -190,6 +207,72 @@ fn single_var(src: &str) -> Option<Vec<String>> {
     Some(segs)
 }
 
+fn collect_vars(elements: &[TemplateElement], out: &mut Vec<Vec<String>>) {
+    for el in elements {
+        match el {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                let is_call = !h.params.is_empty() || !h.hash.is_empty();
+                if !is_call {
+                    if let Parameter::Path(p) = &h.name
+                        && let Some(segs) = path_segments(p)
+                        && !(segs.len() == 1 && is_helper(&segs[0]))
+                    {
+                        out.push(segs);
+                    }
+                } else {
+                    collect_param_vars(h, out);
+                }
+            }
+            TemplateElement::HelperBlock(h) => {
+                collect_param_vars(h, out);
+                let name = match &h.name {
+                    Parameter::Name(n) => n.as_str(),
+                    _ => "",
+                };
+                // `each` and `with` render their body against another value.
+                if !matches!(name, "each" | "with")
+                    && let Some(t) = &h.template
+                {
+                    collect_vars(&t.elements, out);
+                }
+                if let Some(t) = &h.inverse {
+                    collect_vars(&t.elements, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn collect_param_vars(h: &HelperTemplate, out: &mut Vec<Vec<String>>) {
+    for p in h.params.iter().chain(h.hash.values()) {
+        match p {
+            Parameter::Path(path) => {
+                if let Some(segs) = path_segments(path) {
+                    out.push(segs);
+                }
+            }
+            Parameter::Subexpression(sub) => collect_vars(std::slice::from_ref(&*sub.element), out),
+            _ => {}
+        }
+    }
+}
+
+/// The named segments of a plain relative path; `None` for `this`, `../x` and `@index`.
+fn path_segments(p: &Path) -> Option<Vec<String>> {
+    match p {
+        Path::Relative((segs, _)) => segs
+            .iter()
+            .map(|s| match s {
+                PathSeg::Named(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| !v.is_empty()),
+        Path::Local(_) => None,
+    }
+}
+
 fn first_sentence(s: &str) -> String {
     s.lines().next().unwrap_or("").trim().to_string()
 }
@@ -204,11 +287,13 @@ fn check_helpers(elements: &[TemplateElement], source: &str) -> Result<(), Templ
                 if is_call {
                     check_name(&h.name, source)?;
                 }
+                check_arity(h, source)?;
                 check_params(&h.params, source)?;
                 check_params(&h.hash.values().cloned().collect::<Vec<_>>(), source)?;
             }
             TemplateElement::HelperBlock(h) => {
                 check_name(&h.name, source)?;
+                check_arity(h, source)?;
                 check_params(&h.params, source)?;
                 if let Some(t) = &h.template {
                     check_helpers(&t.elements, source)?;
@@ -217,8 +302,55 @@ fn check_helpers(elements: &[TemplateElement], source: &str) -> Result<(), Templ
                     check_helpers(&t.elements, source)?;
                 }
             }
+            TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => {
+                return Err(TemplateParseError {
+                    source_text: source.to_string(),
+                    reason: "partials (`{{> name}}`) are not supported: flow files have no \
+                             partials to include"
+                        .into(),
+                    pos: None,
+                    unknown_helper: None,
+                });
+            }
+            TemplateElement::DecoratorExpression(_) | TemplateElement::DecoratorBlock(_) => {
+                return Err(TemplateParseError {
+                    source_text: source.to_string(),
+                    reason: "decorators (`{{* name}}`) are not supported".into(),
+                    pos: None,
+                    unknown_helper: None,
+                });
+            }
             _ => {}
         }
+    }
+    Ok(())
+}
+
+/// A helper called with fewer arguments than it needs fails at every render: refuse it at
+/// load. `{{urlencode}}` alone is a call of `urlencode` with nothing to encode.
+fn check_arity(h: &HelperTemplate, source: &str) -> Result<(), TemplateParseError> {
+    let name = match &h.name {
+        Parameter::Name(n) => n.as_str(),
+        Parameter::Path(Path::Relative((segs, _))) if segs.len() == 1 => match &segs[0] {
+            PathSeg::Named(n) => n.as_str(),
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    let Some(need) = helpers::min_args(name) else {
+        return Ok(());
+    };
+    let given = h.params.len();
+    if given < need {
+        return Err(TemplateParseError {
+            source_text: source.to_string(),
+            reason: format!(
+                "helper `{name}` needs {need} argument{}, given {given}",
+                if need == 1 { "" } else { "s" }
+            ),
+            pos: None,
+            unknown_helper: None,
+        });
     }
     Ok(())
 }

@@ -338,6 +338,20 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn run(&self, id: i64) -> Result<Option<RunRecord>>;
     /// The journal entries of a record key still kept (writes in doubt), oldest first.
     fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>>;
+    /// Whether a full read of `flow`'s target made at or after `since` lacked `key` (a target
+    /// that cannot be searched by key is not read again to learn it). A store that does not
+    /// keep this answers false, and the engine remembers within its own process only.
+    fn is_absent(&self, _flow: &str, _key: &str, _since: DateTime<Utc>) -> Result<bool> {
+        Ok(false)
+    }
+    /// Remembers that the full read of `flow`'s target made at `at` lacked `key`.
+    fn note_absent(&self, _flow: &str, _key: &str, _at: DateTime<Utc>) -> Result<()> {
+        Ok(())
+    }
+    /// Forgets that `flow`'s target lacked `key` (the flow created it there).
+    fn forget_absent(&self, _flow: &str, _key: &str) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A store behind `open`: the one `state.url` names.

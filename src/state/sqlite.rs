@@ -16,6 +16,18 @@ use super::{
     StateStoreError, SystemHealth, json_column as json, keep_since,
 };
 
+/// Migration step "known absent": the keys a full read of a flow's target lacked, and when
+/// it was read (see `StateStore::is_absent`). A table of its own, created when missing, so
+/// a state file made before it opens as it is.
+const MIGRATION_KNOWN_ABSENT: &str = "
+CREATE TABLE IF NOT EXISTS known_absent (
+    flow TEXT NOT NULL,
+    key TEXT NOT NULL,
+    read_at TEXT NOT NULL,
+    PRIMARY KEY (flow, key)
+);
+";
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS bindings (
     entity TEXT NOT NULL, sys_a TEXT NOT NULL, sys_b TEXT NOT NULL, key TEXT NOT NULL,
@@ -98,6 +110,7 @@ impl SqliteStore {
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(SYSTEM_HEALTH_SCHEMA)?;
         conn.execute_batch(operator::OPERATOR_SCHEMA)?;
+        conn.execute_batch(MIGRATION_KNOWN_ABSENT)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
@@ -296,6 +309,35 @@ impl StateStore for SqliteStore {
             })
             .optional()?;
         s.as_deref().map(parse_ts).transpose()
+    }
+
+    fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+        let found: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM known_absent WHERE flow = ?1 AND key = ?2 AND read_at >= ?3",
+                params![flow, key, ts(since)],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(found.is_some())
+    }
+
+    fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO known_absent (flow, key, read_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (flow, key) DO UPDATE SET read_at = excluded.read_at",
+            params![flow, key, ts(at)],
+        )?;
+        Ok(())
+    }
+
+    fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM known_absent WHERE flow = ?1 AND key = ?2",
+            params![flow, key],
+        )?;
+        Ok(())
     }
 
     fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {

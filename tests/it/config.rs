@@ -366,6 +366,7 @@ systems:
         let ent = &project.systems[system].entities["order"];
         let env = MapEnv {
             vars: &ent.tables,
+            system: &serde_json::Value::Null,
             refs: &NoRefs,
         };
         ent.read

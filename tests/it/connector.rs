@@ -847,10 +847,12 @@ async fn retry_after_in_seconds_and_as_a_date_is_waited_on_the_clock() {
         ]
     );
     assert_eq!(seen(&log).len(), 5);
+    // A `Retry-After` makes the 503 a request to slow down as well: three waits of the
+    // system's budget, 2 + 5 + 2 seconds.
     let st = sys.stats().snapshot();
     assert_eq!(
         (st.retries, st.rate_limit_waits, st.rate_limit_wait_ms),
-        (3, 2, 4000)
+        (3, 3, 9000)
     );
     assert_eq!(
         (st.responses_2xx, st.responses_4xx, st.responses_5xx),
@@ -904,6 +906,102 @@ async fn a_lockout_pauses_every_caller_of_the_system() {
         c.now(),
         Utc.with_ymd_and_hms(2026, 3, 1, 12, 10, 0).unwrap()
     );
+}
+
+/// Issue 12 item 9: a wait of minutes is never silent: it is shown (system, why, until when)
+/// to whoever watches, and a one-shot run bounded by `--max-wait` fails the call at once
+/// instead of sleeping through a lock-out.
+#[tokio::test]
+async fn a_long_wait_is_announced_and_bounded() {
+    let (base, log) = serve(|s, _| match s.path.as_str() {
+        "/api/locked" => reply(429, json!({"errorText": "locked"})).header("retry-after", "600"),
+        _ => reply(200, json!({})),
+    })
+    .await;
+    let ops = json!({"locked": {"path": "/locked"}, "open": {"path": "/open"}});
+    let settings = json!({"retry": {"max_attempts": 2, "jitter": false}});
+    let c = clock();
+    let notices: Arc<Mutex<Vec<String>>> = Arc::default();
+    let sys = system(&base, settings.clone(), ops.clone(), &c);
+    let seen_notices = notices.clone();
+    sys.set_waits(
+        None,
+        Some(Arc::new(move |n: &erpsync::connector::WaitNotice| {
+            seen_notices.lock().unwrap().push(n.to_string())
+        })),
+    );
+    let err = call(&sys, "locked").await.unwrap_err();
+    assert_matches!(err, CallError::RateLimited { .. });
+    assert_eq!(c.sleeps(), [Duration::from_secs(600)]);
+    assert_eq!(
+        notices.lock().unwrap().clone(),
+        [
+            "`shop` asks to slow down (status 429, Retry-After): waiting 600 s, until 2026-03-01T12:10:00Z"
+        ]
+    );
+
+    // Bounded: nothing is slept, the call fails saying why, the next call goes through.
+    let c = clock();
+    let bounded = system(&base, settings, ops, &c);
+    bounded.set_waits(Some(Duration::from_secs(30)), None);
+    let before = seen(&log).len();
+    let err = call(&bounded, "locked").await.unwrap_err();
+    assert_matches!(
+        err,
+        CallError::WaitTooLong {
+            wait_secs: 600,
+            max_secs: 30,
+            ..
+        }
+    );
+    assert!(
+        err.to_string().contains("until 2026-03-01T12:10:00Z"),
+        "{err}"
+    );
+    assert!(c.sleeps().is_empty(), "{:?}", c.sleeps());
+    assert_eq!(seen(&log).len(), before + 1);
+    let err = call(&bounded, "open").await.unwrap_err();
+    assert_matches!(err, CallError::WaitTooLong { .. });
+    c.advance(Duration::from_secs(600));
+    call(&bounded, "open").await.unwrap();
+}
+
+/// Issue 12 item 9: an OAuth token endpoint that answers 429 is waited out like any call,
+/// instead of failing the whole flow with "token endpoint answered 429".
+#[tokio::test]
+async fn a_token_endpoint_429_is_waited_out() {
+    let (base, log) = serve(|s, n| match (s.path.as_str(), n) {
+        ("/api/authorize/token", 0) => {
+            reply(429, json!({"statusMessage": "slow down"})).header("retry-after", "3")
+        }
+        ("/api/authorize/token", 1) => reply(429, json!({"statusMessage": "slow down"})),
+        ("/api/authorize/token", _) => reply(
+            200,
+            json!({"access_token": "t-1", "token_type": "Bearer", "expires_in": 3600}),
+        ),
+        _ => reply(200, json!({"data": []})),
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({"auth": {"kind": "oauth2_client_credentials", "token_url": "/authorize/token",
+                        "client_id": "me", "client_secret": "token-secret-1", "body_format": "json"}}),
+        json!({"products": {"path": "/products"}}),
+        &c,
+    );
+    call(&sys, "products").await.unwrap();
+    let paths: Vec<String> = seen(&log).iter().map(|r| r.path.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/authorize/token",
+            "/api/authorize/token",
+            "/api/authorize/token",
+            "/api/products"
+        ]
+    );
+    assert_eq!(c.sleeps(), ms(&[3000, 200]));
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@ mod console;
 mod crash;
 mod daemon;
 mod engine;
+mod flowfile;
 mod notify;
 mod postgres;
 mod recovery;

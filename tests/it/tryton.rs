@@ -199,6 +199,10 @@ async fn flows_sync_a_shop_with_a_real_tryton() {
         &[("TS-001", 3, 19.90), ("MUG-002", 1, 8.50)],
     );
     order.shipping_status = "confirmed".into();
+    // The buyer as the order carries it: the manual customers flow runs only through
+    // `requires`, with the order's customer.
+    order.customer.first_name = "Alice".into();
+    order.customer.last_name = "Smith".into();
     let order = shop.create_order(order).unwrap();
 
     // A supplier entered in Tryton: a party in the `Suppliers` category with its fiscal code.

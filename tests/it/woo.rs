@@ -608,6 +608,46 @@ async fn woo_stock_from_the_erp_reaches_woocommerce_incrementally_and_by_reconci
     assert_eq!(h.woo.product(id).unwrap().stock_quantity, Some(erp_qty));
 }
 
+/// Issue 17.1 for `flows/woocommerce`: its `4xx` error rule no longer turns a 429 into a
+/// failed record: with one request in five answered 429 on both sides, every scheduled flow
+/// runs without a failure and the paid order reaches the ERP.
+#[tokio::test]
+async fn woo_flows_wait_out_injected_429s_without_failed_records() {
+    let h = WooHarness::new(20).await;
+    let faults = erpsync::sim::Faults {
+        rate_limit_rate: 0.2,
+        ..Default::default()
+    };
+    h.woo.faults().set(faults.clone());
+    h.erp.faults().set(faults);
+    let paid = h.woo.place_order(
+        WooOrder::new("ana@example.com", "Ana", "Pop", &[("SKU-000002", 2, 15.25)])
+            .with_status("processing"),
+    );
+    for f in h.engine.project.select(&[]).unwrap() {
+        let r = h.run(&f.id).await;
+        let failed: Vec<_> = r
+            .records
+            .iter()
+            .filter(|x| x.decision == erpsync::engine::Decision::Failed)
+            .collect();
+        assert!(failed.is_empty() && r.errors.is_empty(), "{}: {r:#?}", f.id);
+    }
+    assert_eq!(
+        h.erp
+            .orders_by_reference(&format!("WC-{}", paid.number))
+            .len(),
+        1
+    );
+    let limited: u64 = h
+        .engine
+        .systems
+        .values()
+        .map(|s| s.stats().snapshot().responses_4xx)
+        .sum();
+    assert!(limited >= 5, "429s were injected ({limited})");
+}
+
 #[tokio::test]
 async fn woo_a_processing_order_reaches_the_erp_once_and_status_and_awb_come_back() {
     let h = WooHarness::new(5).await;

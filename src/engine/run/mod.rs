@@ -16,7 +16,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical::{self, FieldChange, compared_fields, diff, overlay, same};
+use super::canonical::{self, FieldChange, compared_fields, diff, overlay, overlay_fields, same};
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
 use crate::compile::types::normalize;
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
@@ -124,7 +124,6 @@ impl RefResolver for Refs<'_> {
         let scope = Scope::new(entity, self.from, self.to);
         let found = self
             .engine
-            .store
             .bindings(&scope, std::slice::from_ref(&key))
             .ok()?;
         found
@@ -230,6 +229,8 @@ struct Runner<'e> {
     index_shifted: bool,
     /// Times the index was read again in this run.
     index_rereads: usize,
+    /// When the index was read by `lookup` (not by a reconciliation).
+    index_read_at: Option<DateTime<Utc>>,
     /// Target records changed since the cursor (bidirectional flows).
     dst_changes: HashMap<String, Seen>,
     /// Whether a bound record missing from `dst_changes` may have been missed rather than
@@ -328,6 +329,7 @@ impl<'e> Runner<'e> {
             index: None,
             index_shifted: false,
             index_rereads: 0,
+            index_read_at: None,
             dst_changes: HashMap::new(),
             dst_in_doubt: false,
             dst_taken: HashSet::new(),
@@ -401,8 +403,15 @@ impl<'e> Runner<'e> {
 
         // The source, page by page.
         let scoped_lookup = self.opts.keys.is_some() && self.src.ent.lookup.is_some();
+        // Keys named from outside (a webhook, `then`, a retried failure) are normalised as
+        // the flow's own keys are.
+        let wanted: Option<Vec<String>> = self.opts.keys.as_ref().map(|k| {
+            k.iter()
+                .map(|k| normalize(k, &self.flow.normalize))
+                .collect()
+        });
         if scoped_lookup {
-            let keys = self.opts.keys.clone().unwrap_or_default();
+            let keys = wanted.clone().unwrap_or_default();
             for key in keys {
                 match self.lookup(true, &key).await {
                     Ok(Some(seen)) => self.handle(seen).await?,
@@ -414,8 +423,7 @@ impl<'e> Runner<'e> {
                 }
             }
         } else {
-            let keys: Option<HashSet<String>> =
-                self.opts.keys.as_ref().map(|k| k.iter().cloned().collect());
+            let keys: Option<HashSet<String>> = wanted.map(|k| k.into_iter().collect());
             let list_op = list_operation(self.src.ent, since).unwrap_or_default();
             let input = CallInput {
                 since,
@@ -453,7 +461,7 @@ impl<'e> Runner<'e> {
                     .iter()
                     .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
                     .collect();
-                let mut found = self.e.store.bindings(&self.scope, &page_keys)?;
+                let mut found = self.e.bindings(&self.scope, &page_keys)?;
                 self.page_bindings = page_keys
                     .into_iter()
                     .map(|k| {
@@ -564,6 +572,7 @@ impl<'e> Runner<'e> {
     ) -> Result<Seen, Box<(String, Value, Fail)>> {
         let env = MapEnv {
             vars: &side.ent.tables,
+            system: side.http.system_vars(),
             refs: &crate::compile::NoRefs,
         };
         let id = side.ent.id.of(&native);
@@ -674,19 +683,35 @@ impl<'e> Runner<'e> {
                 }
             };
             let bulk = self.lookups >= bulk_after;
+            // A target that cannot be searched is read in full to find one record; that a
+            // recent read lacked this key is remembered, so one unmatched record does not
+            // cost a full read on every run. Reconciliation always reads.
+            let remembered = !lookup_op
+                && !self.opts.reconcile
+                && self.index.is_none()
+                && self.e.known_absent(&self.flow.id, key);
+            if remembered {
+                return Ok(None);
+            }
             if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
+                let read_at = self.e.clock.now();
                 let (index, shifted) = self
                     .read_all_dst(None, false)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 self.index = Some(index);
                 self.index_shifted = shifted;
+                self.index_read_at = Some(read_at);
             }
             if let Some(index) = &self.index {
                 if let Some(found) = index.get(key) {
                     return Ok(Some(found.clone()));
                 }
                 if !self.index_shifted {
+                    if !lookup_op && let Some(t) = self.index_read_at {
+                        self.e
+                            .note_absent(&self.flow.id, t, key, !self.opts.dry_run);
+                    }
                     return Ok(None);
                 }
                 // The read shifted and may have missed it: ask, or read again, rather than
@@ -747,7 +772,6 @@ impl<'e> Runner<'e> {
         }
         Ok(self
             .e
-            .store
             .bindings(&self.scope, std::slice::from_ref(&key.to_string()))?
             .remove(key))
     }
@@ -758,8 +782,31 @@ impl<'e> Runner<'e> {
             self.e
                 .store
                 .put_bindings(&self.scope, std::slice::from_ref(b))?;
+        } else {
+            self.e.plan_binding(&self.scope, b);
         }
         Ok(())
+    }
+
+    /// The bases an update of `to_source`'s side with `canon` leaves, stored (or, in a dry
+    /// run, planned, so the next flow of the plan compares with them).
+    pub(super) fn move_bases(
+        &mut self,
+        to_source: bool,
+        b: &mut Binding,
+        canon: &Value,
+        source_now: Option<&Value>,
+    ) -> Result<(), Fail> {
+        let is_a = self.side(to_source).is_a;
+        let written = match b.base(is_a) {
+            Some(Value::Object(_)) => overlay_fields(b.base(is_a), canon, &self.carried),
+            _ => canon.clone(),
+        };
+        *b.base_mut(is_a) = Some(written);
+        if let Some(s) = source_now {
+            *b.base_mut(!is_a) = Some(s.clone());
+        }
+        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
 
     /// Whether a record is eligible under the flow's filter and status triggers.

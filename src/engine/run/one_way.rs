@@ -116,11 +116,15 @@ impl<'e> Runner<'e> {
             } else {
                 (None, false)
             };
+            // What the target holds is what the source is compared with: the target's last
+            // known record (read, adopted or written), on this flow's fields. A pair adopted
+            // while it differed, or a field another flow on this pair left alone, is written
+            // on the first run; a record this flow or the opposite one already wrote is not.
             let unchanged = match &current {
                 Some(cur) => same(Some(cur), Some(&seen.canon), &cmp),
                 None => {
                     b.base(self.dst.is_a).is_some()
-                        && same(b.base(self.src.is_a), Some(&seen.canon), &cmp)
+                        && same(b.base(self.dst.is_a), Some(&seen.canon), &cmp)
                 }
             };
             if unchanged {
@@ -148,6 +152,8 @@ impl<'e> Runner<'e> {
             if !self.opts.dry_run {
                 self.update(false, &mut b, &to_write, Some(&seen.canon))
                     .await?;
+            } else {
+                self.move_bases(false, &mut b, &to_write, Some(&seen.canon))?;
             }
             if corrected {
                 self.report.counts.corrected += 1;
@@ -196,6 +202,9 @@ impl<'e> Runner<'e> {
             if !self.opts.dry_run {
                 self.update(false, &mut b, &to_write, Some(&seen.canon))
                     .await?;
+            } else {
+                *b.base_mut(self.dst.is_a) = Some(found.canon.clone());
+                self.move_bases(false, &mut b, &to_write, Some(&seen.canon))?;
             }
             self.report.counts.adopted += 1;
             self.touched(&seen.canon);
@@ -222,6 +231,7 @@ impl<'e> Runner<'e> {
         if !self.opts.dry_run {
             *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
             self.create(false, &mut b, &seen.canon).await?;
+            self.e.forget_absent(&self.flow.id, &key);
             self.deferred_actions.push(b.clone());
         }
         self.touched(&seen.canon);
@@ -289,6 +299,13 @@ impl<'e> Runner<'e> {
             let Some(flow) = self.e.project.flow(&flow_id).cloned() else {
                 continue;
             };
+            if !flow.config.enabled {
+                // `validate` refuses this for enabled flows; a disabled one run by hand
+                // still never makes a disabled flow run.
+                return Err(Fail::msg(format!(
+                    "required flow `{flow_id}` is disabled; enable it to sync the related record"
+                )));
+            }
             let mut runner = Runner::new(self.e, &flow, &opts, self.started)
                 .map_err(|e| Fail::msg(e.to_string()))?;
             if let Some(keys) = self.required_in_doubt.get(&flow_id) {

@@ -122,7 +122,6 @@ impl<'e> Runner<'e> {
         let src_a = self.src.is_a;
         let mut bound: Vec<(String, String)> = self
             .e
-            .store
             .bindings(&self.scope, &unlisted)?
             .into_values()
             .filter_map(|b| b.id(src_a).map(|id| (b.key.clone(), id.to_string())))

@@ -29,6 +29,7 @@ impl<'e> Runner<'e> {
         let ent = self.side(to_source).ent;
         let env = MapEnv {
             vars: &ent.tables,
+            system: self.side(to_source).http.system_vars(),
             refs: &refs,
         };
         let write = &ent.write;
@@ -180,13 +181,10 @@ impl<'e> Runner<'e> {
             .call(&op, &input)
             .await
             .map_err(|e| Fail::call(&e, Some(payload)))?;
-        let is_a = side.is_a;
-        *b.base_mut(is_a) = Some(canon.clone());
-        if let Some(s) = source_now {
-            let other = !is_a;
-            *b.base_mut(other) = Some(s.clone());
-        }
-        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
+        // Only what this flow wrote moves the side's base: a field the flow does not carry
+        // keeps what was last known of it, so another flow carrying that field still sees
+        // its own change.
+        self.move_bases(to_source, b, canon, source_now)
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
