@@ -1,5 +1,5 @@
-//! Command-line interface: one file per command. Exit codes: 0 ok, 1 a run failed, 2 usage,
-//! 78 invalid flow files.
+//! Command-line interface: one file per command. Exit codes: 0 ok, 1 a run failed or has
+//! failed records, 2 usage, 78 invalid flow files.
 
 use std::process::ExitCode;
 
@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 /// Exit code of a run that failed.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a command used wrongly.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code of invalid flow files (EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 
@@ -16,6 +18,8 @@ pub const EXIT_CONFIG: u8 = 78;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -37,13 +41,21 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
     Sim(Box<crate::sim::cli::SimArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), generated from these commands.
+    Man(docs::ManArgs),
 }
 
 pub mod common;
 pub mod daemon;
 pub mod demo;
+pub mod docs;
 pub mod dry_run;
 pub mod failures;
+pub mod logging;
+pub mod output;
+pub mod progress;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -51,6 +63,16 @@ pub mod validate;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon and the simulators say what they do; one-shot commands print a report and
+    // log only what goes wrong, unless asked (`-v`, `ERPSYNC_LOG`).
+    let daemon = matches!(&cli.command, Command::Run(a) if !a.once)
+        || matches!(cli.command, Command::Sim(_));
+    let level = if daemon {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
+    logging::init(&cli.log, level);
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
@@ -60,16 +82,40 @@ pub fn main() -> ExitCode {
         Command::Failures(args) => failures::run(args),
         Command::Status(args) => status::run(args),
         Command::Sim(args) => crate::sim::cli::run(*args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     };
     match result {
         Ok(code) => code,
         Err(err) if err.is::<common::InvalidProject>() => {
-            eprint!("{err}");
+            crate::errout!("{err}");
             ExitCode::from(EXIT_CONFIG)
         }
+        Err(err) if err.is::<common::UsageError>() => {
+            crate::errln!("error: {}", crate::redact::redact(&err.to_string()));
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(err) => {
-            eprintln!("error: {}", crate::redact::redact(&format!("{err:#}")));
+            crate::errln!("error: {}", crate::redact::redact(&error_chain(&err)));
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text its parent
+/// already carries (drivers often repeat their source) is left out.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let tail = text.rsplit(": ").next().unwrap_or(&text);
+        if out.contains(&text) || out.contains(tail) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -6,15 +6,8 @@ use std::process::ExitCode;
 use crate::config::Diagnostic;
 use crate::config::env::ProcessEnv;
 
-/// Output formats of diagnostics.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// For people: `file:line:col: error[CODE]: message` with help lines.
-    #[default]
-    Text,
-    /// For tools: a JSON object with a `diagnostics` list.
-    Json,
-}
+pub use super::output::Format;
+use super::output::FormatArgs;
 
 /// Arguments of `erpsync validate`.
 #[derive(Debug, clap::Args)]
@@ -22,9 +15,8 @@ pub struct ValidateArgs {
     /// Flow files or folders of flow files.
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    #[command(flatten)]
+    pub format: FormatArgs,
 }
 
 /// Loads and compiles a project, returning every problem found.
@@ -79,10 +71,10 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
             "systems": project.as_ref().map(|p| p.systems.len()).unwrap_or(0),
             "flows": project.as_ref().map(|p| p.flows.len()).unwrap_or(0),
         }));
-        if args.format == Format::Text
+        if args.format.get() == Format::Text
             && let Some(p) = &project
         {
-            println!(
+            crate::outln!(
                 "{name}: ok ({} systems, {} entities, {} flows)",
                 p.systems.len(),
                 p.entities.len(),
@@ -92,21 +84,18 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         all.extend(diags);
     }
     let diags = all;
-    match args.format {
+    match args.format.get() {
         Format::Json => {
             let out = serde_json::json!({
                 "valid": diags.is_empty(),
                 "projects": reports,
                 "diagnostics": diags,
             });
-            println!(
-                "{}",
-                crate::redact::redact(&serde_json::to_string_pretty(&out)?)
-            );
+            super::output::json(&out)?;
         }
         Format::Text => {
             if !diags.is_empty() {
-                eprint!("{}", render_text(&diags));
+                crate::errout!("{}", render_text(&diags));
             }
         }
     }

@@ -533,6 +533,13 @@ impl HttpSystem {
             let started = Instant::now();
             let sent = self.send(&rendered, &creds).await;
             let duration_ms = started.elapsed().as_millis() as u64;
+            if let Ok(r) = &sent {
+                tracing::debug!(
+                    system = %self.name, operation = op_name, method = %rendered.method,
+                    url = %redact(rendered.url.as_str()), status = r.status, duration_ms, attempt,
+                    "request"
+                );
+            }
             let resp = match sent {
                 Err(e) => {
                     self.stats.transport_error();

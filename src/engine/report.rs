@@ -1,5 +1,9 @@
 //! What a run did (or, in a dry run, would do), per record and in totals.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -67,7 +71,13 @@ pub struct Counts {
 /// The report of one run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
+    /// The run's id in the state store (`None` for a dry run, which records nothing).
+    pub run_id: Option<i64>,
     pub flow: String,
+    /// `ok`, `partial` (some records failed) or `error` (the run as a whole failed).
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
     pub kind: String,
     pub dry_run: bool,
     pub counts: Counts,
@@ -78,6 +88,28 @@ pub struct RunReport {
     /// Canonical records written, for chained flows.
     #[serde(skip)]
     pub touched: Vec<Value>,
+    /// Live totals shared with a progress display.
+    #[serde(skip)]
+    pub progress: Option<Arc<RunProgress>>,
+}
+
+/// Totals of a run while it goes on, read by a progress display on another thread.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    /// Records decided.
+    pub done: AtomicU64,
+    /// Records created or updated (or that would be, in a dry run).
+    pub written: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+impl RunProgress {
+    /// Starts counting a new run.
+    pub fn reset(&self) {
+        for c in [&self.done, &self.written, &self.failed] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl RunReport {
@@ -86,7 +118,30 @@ impl RunReport {
         self.errors.is_empty()
     }
 
+    /// The outcome as the run history and JSON reports name it.
+    pub fn outcome(&self) -> &'static str {
+        if !self.ok() {
+            "error"
+        } else if self.counts.failed > 0 {
+            "partial"
+        } else {
+            "ok"
+        }
+    }
+
     pub(crate) fn count(&mut self, d: Decision) {
+        if let Some(p) = &self.progress {
+            p.done.fetch_add(1, Ordering::Relaxed);
+            match d {
+                Decision::Create | Decision::Update | Decision::Conflict => {
+                    p.written.fetch_add(1, Ordering::Relaxed);
+                }
+                Decision::Failed => {
+                    p.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
         let c = &mut self.counts;
         match d {
             Decision::Create => c.created += 1,

@@ -106,7 +106,13 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
 
     // The dry run shows the two exports to come, field by field, and writes nothing (the
     // ERP's refusal can only show when it is asked).
-    let (code, stdout, _) = run(&["dry-run", &project, "--flow", "orders_to_erp"]);
+    let (code, stdout, _) = run(&[
+        "dry-run",
+        &project,
+        "--flow",
+        "orders_to_erp",
+        "--init-state",
+    ]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("created 2"), "{stdout}");
     assert!(
@@ -117,7 +123,14 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert!(stdout.contains("dry run: nothing was written"));
     assert_eq!(erp.counters().writes(), 0);
 
-    let (code, stdout, _) = run(&["run", "--once", &project, "--flow", "orders_to_erp"]);
+    let (code, stdout, _) = run(&[
+        "run",
+        "--once",
+        &project,
+        "--flow",
+        "orders_to_erp",
+        "--init-state",
+    ]);
     assert_eq!(code, 1, "failed records make the run exit 1: {stdout}");
     assert!(stdout.contains("failed 2"), "{stdout}");
 
@@ -158,7 +171,9 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     let error = first["error"].as_str().unwrap();
     assert!(error.contains("GHOST-9"), "{error}");
 
-    let (code, stdout, _) = run(&["failures", "show", &project, "--id", &first_id]);
+    let (code, stdout, _) = run(&[
+        "failures", "show", &project, "--id", &first_id, "--format", "json",
+    ]);
     assert_eq!(code, 0);
     let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(shown["payload"]["lines"][0]["code"], "GHOST-9");
@@ -179,7 +194,7 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "no failures");
     let (code, _, stderr) = run(&["failures", "retry", &project]);
-    assert_eq!(code, 1, "retry needs --id or --all: {stderr}");
+    assert_eq!(code, 2, "retry needs --id, --flow or --all: {stderr}");
 }
 
 #[test]
@@ -188,7 +203,7 @@ fn status_names_the_node_running_a_flow_while_it_holds_the_lease() {
     let path = dir.path().join("state.sqlite");
     let state = format!("sqlite:{}", path.display());
     let status = |json: bool| {
-        let mut args = vec!["status", "flows/demo", "--state", &state];
+        let mut args = vec!["status", "flows/demo", "--state", &state, "--init-state"];
         if json {
             args.push("--json");
         }

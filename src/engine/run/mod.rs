@@ -184,6 +184,10 @@ pub(super) async fn run_flow(
             .store
             .run_finish(id, engine.clock.now(), status, &counts, error.as_deref())?;
     }
+    report.run_id = run_id;
+    report.status = report.outcome().to_string();
+    report.started_at = Some(started);
+    report.finished_at = Some(engine.clock.now());
     tracing::info!(
         flow = %flow.id,
         kind,
@@ -339,6 +343,7 @@ impl<'e> Runner<'e> {
             report: RunReport {
                 flow: flow.id.clone(),
                 dry_run: opts.dry_run,
+                progress: opts.progress.clone(),
                 ..Default::default()
             },
         })
