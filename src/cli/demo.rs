@@ -27,6 +27,10 @@ pub struct DemoArgs {
     /// into erpsync, so the demo runs from any folder.
     #[arg(long)]
     pub flows: Option<PathBuf>,
+    /// Write the built-in demo project into DIR (`DIR/demo`, with the `DIR/common` it
+    /// includes) and exit, to run `erpsync run`, `dry-run`… on it against `erpsync sim`.
+    #[arg(long, value_name = "DIR", conflicts_with = "flows")]
+    pub write_flows: Option<PathBuf>,
     /// Products in both catalogues.
     #[arg(long, default_value_t = 200)]
     pub products: usize,
@@ -91,6 +95,16 @@ fn state_file(arg: &str) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.write_flows {
+        let project = write_embedded_flows(dir)
+            .with_context(|| format!("writing the demo project into `{}`", dir.display()))?;
+        crate::outln!(
+            "wrote the demo project to {}; try `erpsync validate {}`",
+            project.display(),
+            project.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(demo(args))
 }

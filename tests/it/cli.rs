@@ -255,3 +255,313 @@ fn an_invalid_project_is_refused_with_exit_78_by_every_command() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("5 problems found"));
     }
 }
+
+/// Runs `erpsync ARGS` in `dir` with its stdout's reader gone before anything is written.
+fn with_stdout_closed(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    let demo = format!("{repo}/flows/demo");
+    let bad = format!("{repo}/tests/fixtures/flows/invalid/five_problems.yaml");
+    for (args, code) in [
+        (vec!["validate", "--format", "json", &demo], 0),
+        (vec!["validate", "--format", "json", &bad], 78),
+        (vec!["validate", &demo], 0),
+        (vec!["schema"], 0),
+        (
+            vec!["failures", "list", &demo, "--state", &state, "--init-state"],
+            0,
+        ),
+        (vec!["status", &demo, "--state", &state, "--init-state"], 0),
+        (vec!["completions", "bash"], 0),
+        (vec!["man"], 0),
+        (vec!["demo", "--write-flows", "out"], 0),
+    ] {
+        let (got, stderr) = with_stdout_closed(dir.path(), &args);
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // Through a shell pipeline, as people type it.
+    let bin = env!("CARGO_BIN_EXE_erpsync");
+    let out = Command::new("bash")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {bin} validate --format json {demo} | head -c 10; \
+             {bin} failures list {demo} --state {state} --init-state | head -1"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn the_demo_runs_from_any_folder_and_refuses_a_bare_state_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "demo",
+        "--no-rate-limit",
+        "--products",
+        "30",
+        "--orders",
+        "3",
+        "--state",
+        "sqlite:demo.sqlite",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("0 disagreements, 0 failed records"),
+        "{stdout}"
+    );
+    // A relative `sqlite:` path is taken from the working directory.
+    assert!(dir.path().join("demo.sqlite").exists());
+
+    let out = run(&["demo", "--state", "demo.sqlite"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: `--state` takes `sqlite:PATH` (the demo keeps its state in SQLite), not `demo.sqlite`"
+    );
+    let out = run(&["demo", "--state", "sqlite:missing/dir/x.sqlite"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "said once: {stderr}");
+    assert!(stderr.contains("missing/dir"), "{stderr}");
+}
+
+#[test]
+fn schema_prints_to_stdout_and_writes_only_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let committed = erpsync::cli::schema::schema_text();
+    for args in [vec!["schema"], vec!["schema", "--output", "-"]] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "{args:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing written by default: {left:?}");
+
+    let out = run(&["schema", "--output", "project/flow.schema.json"]);
+    assert!(out.status.success());
+    let path = dir.path().join("project/flow.schema.json");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), committed);
+    let out = run(&["schema", "--check", "project/flow.schema.json"]);
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(&path, "{}").unwrap();
+    let out = run(&["schema", "--check", "project/flow.schema.json"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_state_that_does_not_exist_is_created_only_when_asked() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    // The demo project without its own `state.url`.
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let text = std::fs::read_to_string(format!("{repo}/flows/demo/demo.yaml")).unwrap();
+    let text = text
+        .replace(
+            "include: [../common]",
+            &format!("include: [{repo}/flows/common]"),
+        )
+        .replace(
+            "state:\n  url: sqlite:../../target/demo/erpsync.sqlite\n",
+            "",
+        );
+    std::fs::write(project.join("demo.yaml"), text).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(args)
+            // Nothing listens there: a run that got past the state check would fail (1).
+            .env("SHOP_URL", "http://127.0.0.1:9")
+            .env("ERP_URL", "http://127.0.0.1:9")
+            .env_remove("ERPSYNC_STATE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let typo = dir.path().join("nonexistent/dir/x.sqlite");
+    let typo_url = format!("sqlite:{}", typo.display());
+    for verb in [
+        vec!["run", "--once"],
+        vec!["dry-run"],
+        vec!["status"],
+        vec!["failures", "list"],
+    ] {
+        let mut args = verb.clone();
+        args.extend(["project", "--state", &typo_url]);
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--init-state"), "{stderr}");
+        assert!(!dir.path().join("nonexistent").exists(), "{args:?}");
+        // Nor the default state in the project folder.
+        let mut args = verb.clone();
+        args.push("project");
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(!project.join("erpsync.sqlite").exists(), "{args:?}");
+    }
+    // `--init-state` creates it (a command that writes: reading never creates); a relative
+    // path is taken from the working directory.
+    let (code, stderr) = run(&[
+        "failures",
+        "list",
+        "project",
+        "--state",
+        "sqlite:here.sqlite",
+        "--init-state",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(!dir.path().join("here.sqlite").exists());
+    let (code, stderr) = run(&[
+        "failures",
+        "retry",
+        "--all",
+        "project",
+        "--state",
+        "sqlite:here.sqlite",
+        "--init-state",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(dir.path().join("here.sqlite").exists());
+    assert!(!project.join("here.sqlite").exists());
+    // Now that it exists, no flag is needed.
+    let (code, stderr) = run(&["status", "project", "--state", "sqlite:here.sqlite"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_prints_the_settings_the_shipped_flows_take() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args([
+            "sim",
+            "--shop-port",
+            "0",
+            "--erp-port",
+            "0",
+            "--woo-port",
+            "0",
+            "--no-rate-limit",
+            "--products",
+            "5",
+            "--orders",
+            "2",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _sim = KillOnDrop(child);
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.contains("press Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for line in lines.iter().filter(|l| l.starts_with("  flows/")) {
+        for word in line.split_whitespace().filter(|w| w.contains('=')) {
+            let (k, v) = word.split_once('=').unwrap();
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    for name in ["SHOP_URL", "ERP_URL", "WOO_URL", "ERP_CLIENT_SECRET"] {
+        assert!(names.contains(&name), "{name} in {lines:#?}");
+    }
+    // The token request as printed is accepted.
+    let token = lines.iter().find(|l| l.contains("token: curl")).unwrap();
+    let url = token.split_whitespace().nth(5).unwrap();
+    let body = token.split("-d '").nth(1).unwrap().trim_end_matches('\'');
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{token}");
+
+    // And the flows run against the simulators with exactly those values.
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    for project in ["flows/demo", "flows/woocommerce"] {
+        let out = erpsync()
+            .args(["dry-run", project, "--state", &state, "--init-state"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SHOP_REQUESTS_PER_SECOND", "1000")
+            .env("ERP_REQUESTS_PER_SECOND", "1000")
+            .env("WOO_REQUESTS_PER_SECOND", "1000")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{project}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A child process that is stopped when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
