@@ -6,6 +6,7 @@ mod connector;
 mod crash;
 mod daemon;
 mod engine;
+mod install;
 mod postgres;
 mod settle;
 mod sim;
