@@ -174,16 +174,16 @@ pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Arc<d
     Ok(Arc::from(store))
 }
 
-/// Opens the state for reading (dry runs, status): an existing database is read; a missing
-/// one is never created, and is taken as empty when it may exist later (the project's own,
-/// or `--init-state`).
+/// Opens the state for reading (dry runs, status, listings): an existing database is read;
+/// a missing one is created only by `--init-state`, and is otherwise taken as empty when the
+/// project's own `state.url` names it (the first run will create it).
 pub fn open_state_read_only(
     args: &ProjectArgs,
     project: &Project,
 ) -> anyhow::Result<Arc<dyn StateStore>> {
     let loc = state_location(args, project)?;
     loc.check_exists(args.init_state)?;
-    if loc.missing() {
+    if loc.missing() && !args.init_state {
         return Ok(Arc::new(SqliteStore::in_memory()?));
     }
     open_state(args, project)
@@ -227,7 +227,27 @@ pub fn summary_line(r: &RunReport) -> String {
             parts.push(format!("{n} {v}"));
         }
     }
-    format!("{:<28} {}", r.flow, parts.join(", "))
+    let mut line = format!("{:<28} {}", r.flow, parts.join(", "));
+    for (flow, c) in &r.required {
+        let done: Vec<String> = [
+            ("created", c.created),
+            ("updated", c.updated),
+            ("adopted", c.adopted),
+            ("skipped", c.skipped),
+            ("failed", c.failed),
+        ]
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+        if !done.is_empty() {
+            line.push_str(&format!(
+                "; required first through `{flow}`: {}",
+                done.join(", ")
+            ));
+        }
+    }
+    line
 }
 
 /// A run's report as text: the totals, then each record with a reason (or, with `all`, each

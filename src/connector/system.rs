@@ -627,11 +627,18 @@ impl HttpSystem {
                     });
                 }
                 ErrorAction::Fail => {
+                    // The error names the status itself: the message is the body's part.
+                    let message = message();
+                    let message = match message.strip_prefix(&format!("status {status}")) {
+                        Some("") => "no body".to_string(),
+                        Some(rest) => rest.trim_start_matches(": ").to_string(),
+                        None => message,
+                    };
                     return Err(CallError::Permanent {
                         system: self.name.clone(),
                         operation: op_name.to_string(),
                         status,
-                        message: message(),
+                        message,
                         body: Box::new(redact_json(&resp.body)),
                     });
                 }

@@ -68,6 +68,39 @@ pub struct Counts {
     pub resolved_in_doubt: u64,
 }
 
+impl Counts {
+    /// Adds another run's totals to these.
+    pub fn add(&mut self, o: &Counts) {
+        self.read += o.read;
+        self.created += o.created;
+        self.updated += o.updated;
+        self.adopted += o.adopted;
+        self.skipped += o.skipped;
+        self.conflicts += o.conflicts;
+        self.parked += o.parked;
+        self.locked += o.locked;
+        self.filtered += o.filtered;
+        self.failed += o.failed;
+        self.corrected += o.corrected;
+        self.overwrites += o.overwrites;
+        self.resolved_in_doubt += o.resolved_in_doubt;
+    }
+
+    /// Records decided: each counted once, under one decision. A run's `read` equals this
+    /// (a reconciliation's `corrected` and `overwrites` are kinds of update, not records).
+    pub fn decided(&self) -> u64 {
+        self.created
+            + self.updated
+            + self.adopted
+            + self.skipped
+            + self.conflicts
+            + self.parked
+            + self.locked
+            + self.filtered
+            + self.failed
+    }
+}
+
 /// The report of one run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
@@ -85,6 +118,10 @@ pub struct RunReport {
     pub records: Vec<RecordReport>,
     /// Problems of the run as a whole (a listing that failed, a post-action that failed).
     pub errors: Vec<String>,
+    /// Records synced on demand through `requires` (e.g. the customers of exported orders),
+    /// per required flow.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub required: std::collections::BTreeMap<String, Counts>,
     /// Canonical records written, for chained flows.
     #[serde(skip)]
     pub touched: Vec<Value>,

@@ -48,6 +48,37 @@ fn the_demo_ends_with_both_sides_in_agreement() {
         stdout.contains("0 disagreements, 0 failed records"),
         "{stdout}"
     );
+    // Every flow's report adds up: each record read is counted once, under one decision.
+    for line in stdout.lines().filter(|l| l.contains(" read ")) {
+        let main = line.split("; required").next().unwrap();
+        let decided: u64 = main
+            .split(", ")
+            .skip(1)
+            .filter(|p| !p.starts_with("corrected") && !p.starts_with("overwrites"))
+            .filter(|p| !p.starts_with("in-doubt"))
+            .map(|p| p.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum();
+        let read: u64 = main
+            .split(", ")
+            .next()
+            .unwrap()
+            .rsplit_once(' ')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        assert_eq!(read, decided, "does not add up: {line}");
+        assert!(!line.contains(", locked"), "locked records say so: {line}");
+    }
+    // Customers created on demand for the orders are reported with them.
+    let orders = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("orders_to_erp"))
+        .unwrap();
+    assert!(
+        orders.contains("required first through `customers_to_erp`: created"),
+        "{orders}"
+    );
     // The quiet run wrote nothing.
     let quiet = stdout.split("quiet run").nth(1).unwrap();
     let quiet = quiet.split("== final check").next().unwrap();
@@ -446,22 +477,10 @@ fn a_state_that_does_not_exist_is_created_only_when_asked() {
         assert_eq!(code, Some(2), "{args:?}: {stderr}");
         assert!(!project.join("erpsync.sqlite").exists(), "{args:?}");
     }
-    // `--init-state` creates it (a command that writes: reading never creates); a relative
-    // path is taken from the working directory.
+    // `--init-state` creates it; a relative path is taken from the working directory.
     let (code, stderr) = run(&[
         "failures",
         "list",
-        "project",
-        "--state",
-        "sqlite:here.sqlite",
-        "--init-state",
-    ]);
-    assert_eq!(code, Some(0), "{stderr}");
-    assert!(!dir.path().join("here.sqlite").exists());
-    let (code, stderr) = run(&[
-        "failures",
-        "retry",
-        "--all",
         "project",
         "--state",
         "sqlite:here.sqlite",
@@ -564,4 +583,66 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_conflict_names_the_rule_as_the_flow_file_does() {
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    seed_both(&shop, &erp, 3, 4);
+    shop.create_product(Product::basic("DIFF-1", "Acelasi produs", 10.0, 0))
+        .unwrap();
+    erp.create_product(ErpProduct::new("DIFF-1", "Acelasi produs", 12.0))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    let (key, secret) = shop.credentials();
+    let (id, client_secret) = erp.credentials();
+    let out = erpsync()
+        .args([
+            "dry-run",
+            "flows/demo",
+            "--flow",
+            "products",
+            "--key",
+            "DIFF-1",
+            "--format",
+            "json",
+            "--state",
+            &state,
+            "--init-state",
+        ])
+        .envs([
+            ("SHOP_URL", shop.base_url()),
+            ("ERP_URL", erp.base_url()),
+            ("SHOP_API_KEY", key),
+            ("SHOP_API_SECRET", secret),
+            ("ERP_CLIENT_ID", id),
+            ("ERP_CLIENT_SECRET", client_secret),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let run = &doc["runs"][0];
+    assert_eq!(
+        (
+            run["flow"].as_str(),
+            run["status"].as_str(),
+            run["run_id"].is_null()
+        ),
+        (Some("products"), Some("ok"), true)
+    );
+    for t in ["started_at", "finished_at"] {
+        chrono::DateTime::parse_from_rfc3339(run[t].as_str().unwrap()).unwrap();
+    }
+    // `--key` picks the one record.
+    let records = run["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let reason = records[0]["reason"].as_str().unwrap();
+    assert_eq!(records[0]["decision"], "conflict");
+    assert!(reason.contains("resolved by `erp_wins`"), "{reason}");
+    assert!(!reason.contains("both sides changed"), "{reason}");
+    assert_eq!(run["counts"]["read"], 1, "{run:#}");
 }

@@ -388,12 +388,18 @@ impl<'e> Runner<'e> {
             let keys = self.opts.keys.clone().unwrap_or_default();
             for key in keys {
                 match self.lookup(true, &key).await {
-                    Ok(Some(seen)) => self.handle(seen).await?,
+                    Ok(Some(seen)) => {
+                        self.report.counts.read += 1;
+                        self.handle(seen).await?
+                    }
                     Ok(None) => self.report.errors.push(format!(
                         "`{}` has no {} `{key}`",
                         self.src.name, self.entity.name
                     )),
-                    Err(f) => self.fail(&key, &Value::Null, f)?,
+                    Err(f) => {
+                        self.report.counts.read += 1;
+                        self.fail(&key, &Value::Null, f)?
+                    }
                 }
             }
         } else {
@@ -427,12 +433,12 @@ impl<'e> Runner<'e> {
                     if !self.note_listed(&seen) {
                         continue;
                     }
-                    self.report.counts.read += 1;
                     if let Some(k) = &keys
                         && !k.contains(&seen.key)
                     {
                         continue;
                     }
+                    self.report.counts.read += 1;
                     mapped.push(Ok(seen));
                 }
                 // The page's bindings in one call rather than one query per record.

@@ -188,7 +188,6 @@ impl<'e> Runner<'e> {
                 self.update(false, &mut b, &to_write, Some(&seen.canon))
                     .await?;
             }
-            self.report.counts.adopted += 1;
             self.touched(&seen.canon);
             self.record(
                 &key,
@@ -300,6 +299,8 @@ impl<'e> Runner<'e> {
                     runner.entity.name, f.error
                 )));
             }
+            let done = runner.report.counts;
+            self.report.required.entry(flow_id).or_default().add(&done);
         }
         Ok(())
     }
