@@ -646,3 +646,151 @@ async fn a_first_sync_conflict_names_the_rule_as_the_flow_file_does() {
     assert!(!reason.contains("both sides changed"), "{reason}");
     assert_eq!(run["counts"]["read"], 1, "{run:#}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_log_like_the_daemon() {
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    seed_both(&shop, &erp, 3, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    let (key, secret) = shop.credentials();
+    let (id, client_secret) = erp.credentials();
+    let env = [
+        ("SHOP_URL", shop.base_url()),
+        ("ERP_URL", erp.base_url()),
+        ("SHOP_API_KEY", key),
+        ("SHOP_API_SECRET", secret.clone()),
+        ("ERP_CLIENT_ID", id),
+        ("ERP_CLIENT_SECRET", client_secret.clone()),
+    ];
+    let run = |extra: &[&str], log: Option<&str>| {
+        let mut c = erpsync();
+        c.args(["run", "--once", "flows/demo", "--flow", "products"])
+            .args(["--state", &state, "--init-state"])
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("ERPSYNC_LOG");
+        if let Some(l) = log {
+            c.env("ERPSYNC_LOG", l);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Quiet by default: the report on stdout, nothing on stderr.
+    let (stdout, stderr) = run(&[], None);
+    assert!(stdout.contains("products"), "{stdout}");
+    assert_eq!(stderr, "", "a one-shot run logs only problems by default");
+
+    // -vv: each HTTP request, as JSON lines with plain values and the area as target.
+    let (_, stderr) = run(&["-vv", "--log-format", "json"], None);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["target"] == "connector")
+        .unwrap_or_else(|| panic!("no request line in {stderr}"));
+    assert!(request["status"].is_u64(), "{request}");
+    assert!(request["duration_ms"].is_u64(), "{request}");
+    assert!(request["method"].is_string() && request["url"].is_string());
+    assert!(lines.iter().any(|l| l["target"] == "engine"), "{stderr}");
+    assert!(!stderr.contains("erpsync::"), "{stderr}");
+    assert!(!stderr.contains(&client_secret) && !stderr.contains(&secret));
+
+    // ERPSYNC_LOG takes the area words.
+    let (_, stderr) = run(&[], Some("connector=debug"));
+    assert!(stderr.contains(" connector: request"), "{stderr}");
+    assert!(!stderr.contains(" engine: "), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "no colours into a pipe: {stderr}");
+}
+
+#[test]
+fn diagnostics_say_what_to_do_and_print_config_shows_what_was_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    std::fs::write(
+        &file,
+        r#"entities:
+  product: { key: sku, fields: { sku: string } }
+systems:
+  shop:
+    base_url: ${ERPSYNC_T_SHOP_URLL}/api/v2
+    auth: { kind: basic, username: "${ERPSYNC_T_KEY}", password: "${ERPSYNC_T_SECRET}" }
+    rate_limit: { per_second: "${ERPSYNC_T_RATE}", burst: 4 }
+    operations:
+      list: { path: /p, records: $.data }
+    entities:
+      product: { list: list, lookup: list, update: list, read: { sku: $.sku } }
+flows:
+  f:
+    entity: product
+    from: shop
+    to: shop
+    mode: update
+    trigger: { schedule: "*/2 * * *" }
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = erpsync()
+        .args(["validate", file])
+        .env("ERPSYNC_T_SHOP_URL", "http://shop.example")
+        .env("ERPSYNC_T_KEY", "k")
+        .env("ERPSYNC_T_SECRET", "s3cret-value-77")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(
+            "environment variable `ERPSYNC_T_SHOP_URLL` is not set\n  at `systems.shop.base_url`\n  help: did you mean `ERPSYNC_T_SHOP_URL`?"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`*/2 * * *`: it has 4 fields; 5 (minute hour"),
+        "{stderr}"
+    );
+    // The unset rate is one problem, not also a wrong type.
+    assert!(!stderr.contains("E004"), "{stderr}");
+    assert!(stderr.contains("3 problems found"), "{stderr}");
+
+    let out = erpsync()
+        .args(["validate", "--print-config", file])
+        .env("ERPSYNC_T_SHOP_URLL", "http://shop.example")
+        .env("ERPSYNC_T_KEY", "k")
+        .env("ERPSYNC_T_SECRET", "s3cret-value-77")
+        .env("ERPSYNC_T_RATE", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Still invalid (the cron): nothing resolved to show, the problem on stderr.
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    let fixed = std::fs::read_to_string(file)
+        .unwrap()
+        .replace("*/2 * * *", "*/2 * * * *");
+    std::fs::write(file, fixed).unwrap();
+    let out = erpsync()
+        .args(["validate", "--print-config", file])
+        .env("ERPSYNC_T_SHOP_URLL", "http://shop.example")
+        .env("ERPSYNC_T_KEY", "k")
+        .env("ERPSYNC_T_SECRET", "s3cret-value-77")
+        .env("ERPSYNC_T_RATE", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let config: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let shop = &config["systems"]["shop"];
+    assert_eq!(shop["base_url"], "http://shop.example/api/v2");
+    assert_eq!(shop["auth"]["password"], "***");
+    assert_eq!(shop["rate_limit"]["per_second"], 2.0);
+    assert_eq!(config["flows"]["f"]["trigger"]["schedule"], "*/2 * * * *");
+    assert!(!stdout.contains("s3cret-value-77"));
+}

@@ -207,6 +207,15 @@ async fn the_installed_binary_works_from_any_folder_on_a_terminal_and_through_a_
             eprintln!("{how:?} {args:?}: {:.1?}", t.elapsed());
         }
     }
+    // Logs are coloured on a terminal, unless NO_COLOR says otherwise.
+    let args = ["run", "--once", "flows/demo", "-v"];
+    let (_, text) = run_in(bin, dir.path(), &args, &env, Through::Terminal);
+    assert!(text.contains("\x1b[32m"), "{text}");
+    let mut no_color = env.clone();
+    no_color.push(("NO_COLOR", "1".into()));
+    let (_, text) = run_in(bin, dir.path(), &args, &no_color, Through::Terminal);
+    assert!(text.contains(" INFO engine: run finished"), "{text}");
+    assert!(!text.contains("\x1b[32m"), "{text}");
     eprintln!("whole test: {:.1?}", started.elapsed());
 }
 
