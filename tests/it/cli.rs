@@ -165,6 +165,24 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert_eq!(code, 1, "failed records make the run exit 1: {stdout}");
     assert!(stdout.contains("failed 2"), "{stdout}");
 
+    // For people: a header, each failure with its time (and offset) and its error below.
+    let (code, stdout, _) = run(&["failures", "list", &project]);
+    assert_eq!(code, 0);
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap();
+    for column in ["id", "flow", "record", "attempts", "last failed"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = lines.next().unwrap();
+    assert!(row.contains("orders_to_erp"), "{row}");
+    let offset = regex_like_offset(row);
+    assert!(offset, "a time with its offset in: {row}");
+    assert!(lines.next().unwrap().starts_with("       "), "{stdout}");
+    let (code, stdout, _) = run(&["status", &project]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("partial"), "{stdout}");
+    assert!(stdout.contains("failed 2"), "{stdout}");
+
     let (code, stdout, _) = run(&["status", &project, "--json"]);
     assert_eq!(code, 0);
     let status: serde_json::Value = serde_json::from_str(&stdout).unwrap();
@@ -192,13 +210,6 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
         .find(|f| f["key"] == bad.number.as_str())
         .unwrap();
     let first_id = first["id"].as_i64().unwrap().to_string();
-    let second_id = list
-        .iter()
-        .find(|f| f["key"] == bad2.number.as_str())
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap()
-        .to_string();
     let error = first["error"].as_str().unwrap();
     assert!(error.contains("GHOST-9"), "{error}");
 
@@ -209,6 +220,11 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(shown["payload"]["lines"][0]["code"], "GHOST-9");
     assert_eq!(shown["source_record"]["number"], bad.number.as_str());
+    let (code, stdout, _) = run(&["failures", "show", &project, "--id", &first_id]);
+    assert_eq!(code, 0);
+    for part in ["error: ", "record:", "payload:", "response:", "GHOST-9"] {
+        assert!(stdout.contains(part), "no `{part}` in:\n{stdout}");
+    }
 
     // Fix the cause of the first, retry it by id: it goes through exactly once.
     erp.create_product(ErpProduct::new("GHOST-9", "Acum exista", 12.0))
@@ -218,9 +234,13 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert!(stdout.contains("created 1"), "{stdout}");
     assert_eq!(erp.orders_by_reference(&bad.number).len(), 1);
 
-    // The second is given up on.
-    let (code, _, _) = run(&["failures", "discard", &project, "--id", &second_id]);
+    let (_, stdout, _) = run(&["failures", "list", &project, "--format", "json"]);
+    let left: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(left[0]["key"], bad2.number.as_str(), "{left:#}");
+    // The second is given up on: every failure of the flow (that one now).
+    let (code, stdout, _) = run(&["failures", "discard", &project, "--flow", "orders_to_erp"]);
     assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "discarded 1 failure");
     let (code, stdout, _) = run(&["failures", "list", &project]);
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "no failures");
@@ -793,4 +813,14 @@ flows:
     assert_eq!(shop["rate_limit"]["per_second"], 2.0);
     assert_eq!(config["flows"]["f"]["trigger"]["schedule"], "*/2 * * * *");
     assert!(!stdout.contains("s3cret-value-77"));
+}
+
+/// Whether a line holds a time with its UTC offset (`2026-03-01 10:00:00 +02:00`).
+fn regex_like_offset(line: &str) -> bool {
+    line.split_whitespace().any(|w| {
+        (w.starts_with('+') || w.starts_with('-'))
+            && w.len() == 6
+            && w.as_bytes()[3] == b':'
+            && w[1..3].chars().all(|c| c.is_ascii_digit())
+    })
 }

@@ -207,6 +207,12 @@ async fn the_installed_binary_works_from_any_folder_on_a_terminal_and_through_a_
             eprintln!("{how:?} {args:?}: {:.1?}", t.elapsed());
         }
     }
+    // A run shows its progress on a terminal, and not into a pipe.
+    let args = ["dry-run", "flows/demo"];
+    let (_, text) = run_in(bin, dir.path(), &args, &env, Through::Terminal);
+    assert!(text.contains(" written, "), "no progress line in:\n{text}");
+    let (_, text) = run_in(bin, dir.path(), &args, &env, Through::Pipe);
+    assert!(!text.contains(" written, "), "{text}");
     // Logs are coloured on a terminal, unless NO_COLOR says otherwise.
     let args = ["run", "--once", "flows/demo", "-v"];
     let (_, text) = run_in(bin, dir.path(), &args, &env, Through::Terminal);
