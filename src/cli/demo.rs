@@ -40,8 +40,8 @@ pub struct DemoArgs {
     /// Seed of the generated data.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Where the state database goes, as `sqlite:PATH` (relative to the working directory);
-    /// a fresh temporary one by default.
+    /// Where the state database goes, as `sqlite:PATH` (relative to the working directory),
+    /// to look into after the demo; a new file (a fresh temporary one by default).
     #[arg(long, value_name = "sqlite:PATH")]
     pub state: Option<String>,
     /// Turn off the simulators' rate limits (and the flows' matching budgets) for a fast run.
@@ -89,6 +89,13 @@ fn state_file(arg: &str) -> anyhow::Result<PathBuf> {
         return Err(usage(format!(
             "the folder of `--state` `{}` does not exist",
             dir.display()
+        )));
+    }
+    if path.exists() {
+        return Err(usage(format!(
+            "`{}` exists: the demo starts from an empty state against fresh simulators; \
+             remove it or name another file",
+            path.display()
         )));
     }
     Ok(path)

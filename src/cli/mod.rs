@@ -26,13 +26,13 @@ pub struct Cli {
 pub enum Command {
     /// Check flow files and report every problem with its place.
     Validate(crate::cli::validate::ValidateArgs),
-    /// Write the JSON Schema of flow files, or check that the committed one is current.
+    /// Print the JSON Schema of flow files (`--output FILE` writes it), or check a copy.
     Schema(crate::cli::schema::SchemaArgs),
     /// Run flows: once (`--once`), or as a daemon.
     Run(run::RunArgs),
     /// Show what a run would do, record by record, without writing anything.
     DryRun(dry_run::DryRunArgs),
-    /// Each flow's state: schedule, last run, failures kept.
+    /// Each flow's state: schedule and next runs, last run and its counts, failures kept.
     Status(status::StatusArgs),
     /// List, show, retry or discard records that could not be synced; settle writes of
     /// unknown outcome.

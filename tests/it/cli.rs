@@ -399,6 +399,8 @@ fn the_demo_runs_from_any_folder_and_refuses_a_bare_state_path() {
     // A relative `sqlite:` path is taken from the working directory.
     assert!(dir.path().join("demo.sqlite").exists());
 
+    let out = run(&["demo", "--state", "sqlite:demo.sqlite"]);
+    assert_eq!(out.status.code(), Some(2), "an existing state is refused");
     let out = run(&["demo", "--state", "demo.sqlite"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
