@@ -284,6 +284,17 @@ fn status_names_the_node_running_a_flow_while_it_holds_the_lease() {
         serde_json::from_value(row("stock")["lease"]["expires_at"].clone()).unwrap();
     assert_eq!(shown, now + chrono::Duration::hours(1));
     assert_eq!(row("products")["lease"], serde_json::Value::Null);
+    // The next runs, scheduled and reconciliation, as times with their offset.
+    let next: chrono::DateTime<chrono::FixedOffset> =
+        serde_json::from_value(row("products")["next_run"].clone()).unwrap();
+    assert!(
+        next > now && next <= now + chrono::Duration::minutes(16),
+        "{next}"
+    );
+    assert!(row("stock")["next_reconcile"].is_string(), "{rows:#}");
+    let text = status(false);
+    let products = text.lines().find(|l| l.starts_with("products ")).unwrap();
+    assert!(regex_like_offset(products), "{products}");
     let text = status(false);
     let line = text
         .lines()
