@@ -28,13 +28,13 @@ pub struct ProjectArgs {
     pub init_state: bool,
 }
 
-/// Why a project could not be started.
+/// Why a project could not be started: its diagnostics.
 #[derive(Debug)]
-pub struct InvalidProject(pub String);
+pub struct InvalidProject(pub Vec<crate::config::Diagnostic>);
 
 impl std::fmt::Display for InvalidProject {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&super::validate::render_text(&self.0))
     }
 }
 
@@ -63,7 +63,7 @@ pub fn load_project(paths: &[PathBuf]) -> anyhow::Result<Arc<Project>> {
     let (project, diags) = super::validate::check(paths);
     match project {
         Some(p) => Ok(Arc::new(p)),
-        None => Err(InvalidProject(super::validate::render_text(&diags)).into()),
+        None => Err(InvalidProject(diags).into()),
     }
 }
 

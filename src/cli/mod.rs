@@ -47,6 +47,26 @@ pub enum Command {
     Man(docs::ManArgs),
 }
 
+impl Command {
+    /// Whether the command was asked for JSON output.
+    fn wants_json(&self) -> bool {
+        use failures::FailuresAction as F;
+        match self {
+            Command::Run(a) => a.format.is_json(),
+            Command::DryRun(a) => a.format.is_json(),
+            Command::Status(a) => a.format.is_json(),
+            Command::Failures(a) => match &a.action {
+                F::List { format, .. }
+                | F::Show { format, .. }
+                | F::Retry { format, .. }
+                | F::Pending { format, .. } => format.is_json(),
+                F::Discard { .. } | F::Settle { .. } => false,
+            },
+            _ => false,
+        }
+    }
+}
+
 pub mod common;
 pub mod daemon;
 pub mod demo;
@@ -73,6 +93,7 @@ pub fn main() -> ExitCode {
         tracing::Level::WARN
     };
     logging::init(&cli.log, level);
+    let json = cli.command.wants_json();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
@@ -89,6 +110,11 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(err) if err.is::<common::InvalidProject>() => {
             crate::errout!("{err}");
+            // A tool that asked for JSON gets the diagnostics as `validate` gives them.
+            if json && let Some(invalid) = err.downcast_ref::<common::InvalidProject>() {
+                let doc = serde_json::json!({"valid": false, "diagnostics": invalid.0});
+                let _ = output::json(&doc);
+            }
             ExitCode::from(EXIT_CONFIG)
         }
         Err(err) if err.is::<common::UsageError>() => {

@@ -315,6 +315,17 @@ fn an_invalid_project_is_refused_with_exit_78_by_every_command() {
         let out = erpsync().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(78), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("5 problems found"));
+        // Asked for JSON, a tool gets the diagnostics as JSON on stdout.
+        let out = erpsync()
+            .args(&args)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["valid"], false);
+        assert_eq!(doc["diagnostics"].as_array().unwrap().len(), 5, "{doc:#}");
+        assert!(doc["diagnostics"][0]["code"].is_string(), "{doc:#}");
     }
 }
 
