@@ -22,7 +22,20 @@ fn installed() -> &'static Path {
             .to_path_buf();
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let started = Instant::now();
-        let out = Command::new(cargo)
+        let mut install = Command::new(cargo);
+        // What `cargo test` sets for the test process (`OUT_DIR`, `CARGO_PKG_*`…) is not a
+        // user's environment: left in, build scripts that watch it (ring's) see a change and
+        // everything above them compiles again.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy().into_owned();
+            let set_by_cargo = (k.starts_with("CARGO_") && k != "CARGO_HOME")
+                || k == "OUT_DIR"
+                || k == "LD_LIBRARY_PATH";
+            if set_by_cargo {
+                install.env_remove(k);
+            }
+        }
+        let out = install
             .args(["install", "--debug", "--offline", "--locked", "--path"])
             .arg(env!("CARGO_MANIFEST_DIR"))
             .arg("--root")
