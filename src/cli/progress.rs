@@ -48,13 +48,7 @@ impl Progress {
                         since = Instant::now();
                     }
                     last_done = done;
-                    let secs = since.elapsed().as_secs_f64().max(0.1);
-                    bar.set_message(format!(
-                        "{done} records, {} written, {} failed, {:.0}/s",
-                        counter.written.load(Ordering::Relaxed),
-                        counter.failed.load(Ordering::Relaxed),
-                        done as f64 / secs,
-                    ));
+                    bar.set_message(line(&counter, since.elapsed()));
                     bar.tick();
                     std::thread::park_timeout(Duration::from_millis(120));
                 }
@@ -100,5 +94,49 @@ impl Drop for Progress {
             let _ = t.join();
         }
         self.bar.finish_and_clear();
+    }
+}
+
+/// The progress line: records decided (of how many, when known), written, failed, the rate,
+/// and, with a known total, the time left at that rate.
+fn line(c: &RunProgress, elapsed: Duration) -> String {
+    let done = c.done.load(Ordering::Relaxed);
+    let total = c.total.load(Ordering::Relaxed);
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.1);
+    let of = if total > 0 {
+        format!("/{total}")
+    } else {
+        String::new()
+    };
+    let mut text = format!(
+        "{done}{of} records, {} written, {} failed, {rate:.0}/s",
+        c.written.load(Ordering::Relaxed),
+        c.failed.load(Ordering::Relaxed),
+    );
+    if total > done && rate > 0.0 {
+        let left = ((total - done) as f64 / rate).ceil() as u64;
+        text.push_str(&format!(", about {left}s left"));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_line_has_an_eta_only_when_the_total_is_known() {
+        let c = RunProgress::default();
+        c.done.store(50, Ordering::Relaxed);
+        c.written.store(3, Ordering::Relaxed);
+        assert_eq!(
+            line(&c, Duration::from_secs(10)),
+            "50 records, 3 written, 0 failed, 5/s"
+        );
+        c.total.store(80, Ordering::Relaxed);
+        assert_eq!(
+            line(&c, Duration::from_secs(10)),
+            "50/80 records, 3 written, 0 failed, 5/s, about 6s left"
+        );
     }
 }

@@ -138,12 +138,15 @@ pub struct RunProgress {
     /// Records created or updated (or that would be, in a dry run).
     pub written: AtomicU64,
     pub failed: AtomicU64,
+    /// Records the run will decide, when known before it reads them (a run scoped to some
+    /// keys); 0 when not known.
+    pub total: AtomicU64,
 }
 
 impl RunProgress {
     /// Starts counting a new run.
     pub fn reset(&self) {
-        for c in [&self.done, &self.written, &self.failed] {
+        for c in [&self.done, &self.written, &self.failed, &self.total] {
             c.store(0, Ordering::Relaxed);
         }
     }

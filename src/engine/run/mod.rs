@@ -386,6 +386,10 @@ impl<'e> Runner<'e> {
         let scoped_lookup = self.opts.keys.is_some() && self.src.ent.lookup.is_some();
         if scoped_lookup {
             let keys = self.opts.keys.clone().unwrap_or_default();
+            if let Some(p) = &self.report.progress {
+                p.total
+                    .store(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             for key in keys {
                 match self.lookup(true, &key).await {
                     Ok(Some(seen)) => {
