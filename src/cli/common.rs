@@ -7,8 +7,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 
 use crate::clock::SystemClock;
-use crate::compile::Project;
-use crate::engine::{Engine, RunReport};
+use crate::compile::{Flow, Project};
+use crate::engine::{Decision, Engine, RunReport};
 use crate::state::{SqliteStore, StateStore};
 
 /// Arguments that locate the project and its state.
@@ -18,68 +18,173 @@ pub struct ProjectArgs {
     #[arg(required = true)]
     pub paths: Vec<PathBuf>,
     /// State database (`sqlite:PATH` or `postgres://…`); overrides the project's `state.url`.
+    /// A relative `sqlite:` path given here is taken from the working directory.
     #[arg(long, env = "ERPSYNC_STATE")]
     pub state: Option<String>,
+    /// Create the state database when it does not exist yet. Without it, only the database
+    /// the project's own `state.url` names is created; any other missing one is an error, as
+    /// a first sync against an empty state adopts or creates every record.
+    #[arg(long)]
+    pub init_state: bool,
 }
 
-/// Why a project could not be started.
+/// Why a project could not be started: its diagnostics.
 #[derive(Debug)]
-pub struct InvalidProject(pub String);
+pub struct InvalidProject(pub Vec<crate::config::Diagnostic>);
 
 impl std::fmt::Display for InvalidProject {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str(&super::validate::render_text(&self.0))
+    }
+}
+
+impl std::error::Error for InvalidProject {}
+
+/// A command used wrongly (exit 2): an unknown flow, a missing state, arguments that do not
+/// go together.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
         f.write_str(&self.0)
     }
 }
 
-impl std::error::Error for InvalidProject {}
+impl std::error::Error for UsageError {}
+
+/// Shorthand for a usage error.
+pub fn usage(message: impl Into<String>) -> anyhow::Error {
+    UsageError(message.into()).into()
+}
 
 /// Loads and compiles the project; invalid flow files are an `InvalidProject` error.
 pub fn load_project(paths: &[PathBuf]) -> anyhow::Result<Arc<Project>> {
     let (project, diags) = super::validate::check(paths);
     match project {
         Some(p) => Ok(Arc::new(p)),
-        None => Err(InvalidProject(super::validate::render_text(&diags)).into()),
+        None => Err(InvalidProject(diags).into()),
     }
 }
 
-/// The state URL in force: the flag, the project's `state.url`, or `sqlite:erpsync.sqlite`
-/// in the project folder.
-pub fn state_url(args: &ProjectArgs, project: &Project) -> String {
-    args.state
-        .clone()
-        .or_else(|| project.state_url.clone())
-        .unwrap_or_else(|| "sqlite:erpsync.sqlite".to_string())
+/// Selects flows by name; an unknown name is a usage error.
+pub fn select_flows(project: &Project, names: &[String]) -> anyhow::Result<Vec<Arc<Flow>>> {
+    project.select(names).map_err(usage)
 }
 
-/// Opens the state for writing.
+/// Where the state URL in force came from: it decides how a relative `sqlite:` path is read
+/// and whether a missing database may be created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateOrigin {
+    /// `--state` or `ERPSYNC_STATE`: relative to the working directory.
+    Argument,
+    /// The project's `state.url`: relative to the project folder, created when missing.
+    Project,
+    /// Nothing named one: `erpsync.sqlite` in the project folder.
+    Default,
+}
+
+/// The state database a command uses.
+#[derive(Debug, Clone)]
+pub struct StateLocation {
+    /// The URL, with a `sqlite:` path made absolute.
+    pub url: String,
+    pub origin: StateOrigin,
+    /// The SQLite file, for `sqlite:` URLs.
+    pub sqlite: Option<PathBuf>,
+}
+
+/// The file of a `sqlite:PATH` (or `sqlite://PATH`) URL, as written.
+pub fn sqlite_path(url: &str) -> Option<&str> {
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+}
+
+/// Resolves the state in force: the flag, the project's `state.url`, or `erpsync.sqlite` in
+/// the project folder. A relative `sqlite:` path from the command line is taken from the
+/// working directory, one from a flow file from the project folder.
+pub fn state_location(args: &ProjectArgs, project: &Project) -> anyhow::Result<StateLocation> {
+    let (url, origin) = match (&args.state, &project.state_url) {
+        (Some(u), _) => (u.clone(), StateOrigin::Argument),
+        (None, Some(u)) => (u.clone(), StateOrigin::Project),
+        (None, None) => ("sqlite:erpsync.sqlite".to_string(), StateOrigin::Default),
+    };
+    let base = match origin {
+        StateOrigin::Argument => std::env::current_dir()?,
+        StateOrigin::Project | StateOrigin::Default => project.root.clone(),
+    };
+    Ok(resolve_url(&url, origin, &base))
+}
+
+/// Makes a `sqlite:` path absolute against `base`; other URLs are kept as they are.
+pub fn resolve_url(url: &str, origin: StateOrigin, base: &Path) -> StateLocation {
+    match sqlite_path(url) {
+        Some(p) => {
+            let p = Path::new(p);
+            let full = if p.is_absolute() {
+                p.to_path_buf()
+            } else {
+                base.join(p)
+            };
+            StateLocation {
+                url: format!("sqlite:{}", full.display()),
+                origin,
+                sqlite: Some(full),
+            }
+        }
+        None => StateLocation {
+            url: url.to_string(),
+            origin,
+            sqlite: None,
+        },
+    }
+}
+
+impl StateLocation {
+    /// Whether the database is missing: a `sqlite:` file that does not exist.
+    pub fn missing(&self) -> bool {
+        self.sqlite.as_ref().is_some_and(|p| !p.exists())
+    }
+
+    /// Refuses a missing database unless it may be created here.
+    fn check_exists(&self, init_state: bool) -> anyhow::Result<()> {
+        if !self.missing() || init_state || self.origin == StateOrigin::Project {
+            return Ok(());
+        }
+        let path = self.sqlite.as_deref().unwrap_or(Path::new("")).display();
+        let named = match self.origin {
+            StateOrigin::Argument => "named by `--state` (or `ERPSYNC_STATE`)",
+            _ => "the default one, as the project has no `state.url`,",
+        };
+        Err(usage(format!(
+            "state database `{path}` {named} does not exist: check the path, or pass \
+             `--init-state` to start from an empty state (a first sync adopts or creates \
+             every record)"
+        )))
+    }
+}
+
+/// Opens the state for writing; a missing database is created only with `--init-state` or
+/// when the project's `state.url` names it.
 pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Arc<dyn StateStore>> {
-    let url = state_url(args, project);
-    let store = crate::state::open(&url, &project.root)
-        .with_context(|| format!("opening state `{}`", crate::state::redact_url(&url)))?;
+    let loc = state_location(args, project)?;
+    loc.check_exists(args.init_state)?;
+    let store = crate::state::open(&loc.url, &project.root)
+        .with_context(|| format!("opening state `{}`", crate::state::redact_url(&loc.url)))?;
     Ok(Arc::from(store))
 }
 
-/// Opens the state for a dry run: an existing database is read, a missing one is not
-/// created (an empty in-memory state stands in).
+/// Opens the state for reading (dry runs, status, listings): an existing database is read;
+/// a missing one is created only by `--init-state`, and is otherwise taken as empty when the
+/// project's own `state.url` names it (the first run will create it).
 pub fn open_state_read_only(
     args: &ProjectArgs,
     project: &Project,
 ) -> anyhow::Result<Arc<dyn StateStore>> {
-    let url = state_url(args, project);
-    let path = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"));
-    if let Some(p) = path {
-        let p = Path::new(p);
-        let full = if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            project.root.join(p)
-        };
-        if !full.exists() {
-            return Ok(Arc::new(SqliteStore::in_memory()?));
-        }
+    let loc = state_location(args, project)?;
+    loc.check_exists(args.init_state)?;
+    if loc.missing() && !args.init_state {
+        return Ok(Arc::new(SqliteStore::in_memory()?));
     }
     open_state(args, project)
 }
@@ -88,6 +193,14 @@ pub fn open_state_read_only(
 pub fn engine(project: Arc<Project>, store: Arc<dyn StateStore>) -> anyhow::Result<Engine> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(Engine::new(project, store, Arc::new(SystemClock))?)
+}
+
+/// A decision as reports print it: the same lowercase word as in JSON.
+pub fn decision_word(d: Decision) -> String {
+    serde_json::to_value(d)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 /// One line of totals for a run.
@@ -104,7 +217,7 @@ pub fn summary_line(r: &RunReport) -> String {
     ];
     for (n, v) in [
         ("parked", c.parked),
-        ("locked", c.locked),
+        ("already locked", c.locked),
         ("filtered", c.filtered),
         ("corrected", c.corrected),
         ("overwrites", c.overwrites),
@@ -115,12 +228,107 @@ pub fn summary_line(r: &RunReport) -> String {
             parts.push(format!("{n} {v}"));
         }
     }
-    format!("{:<28} {}", r.flow, parts.join(", "))
+    let mut line = format!("{:<28} {}", r.flow, parts.join(", "));
+    for (flow, c) in &r.required {
+        let done: Vec<String> = [
+            ("created", c.created),
+            ("updated", c.updated),
+            ("adopted", c.adopted),
+            ("skipped", c.skipped),
+            ("failed", c.failed),
+        ]
+        .iter()
+        .filter(|(_, v)| *v > 0)
+        .map(|(n, v)| format!("{n} {v}"))
+        .collect();
+        if !done.is_empty() {
+            line.push_str(&format!(
+                "; required first through `{flow}`: {}",
+                done.join(", ")
+            ));
+        }
+    }
+    line
+}
+
+/// A run's report as text: the totals, then each record with a reason (or, with `all`, each
+/// record) and the changes of its fields, then the run's errors.
+pub fn print_report(r: &RunReport, records: RecordLines) {
+    crate::outln!("{}", summary_line(r));
+    for rec in &r.records {
+        let shown = match records {
+            RecordLines::WithReason => rec.reason.is_some(),
+            RecordLines::Changes => !matches!(
+                rec.decision,
+                Decision::Skip | Decision::Filtered | Decision::Locked
+            ),
+            RecordLines::All => true,
+        };
+        if !shown {
+            continue;
+        }
+        let target = rec
+            .target
+            .as_deref()
+            .map(|t| format!(" → {t}"))
+            .unwrap_or_default();
+        let reason = rec
+            .reason
+            .as_deref()
+            .map(|r| format!("  ({})", crate::redact::redact(r)))
+            .unwrap_or_default();
+        crate::outln!(
+            "  {:<9} {}{target}{reason}",
+            decision_word(rec.decision),
+            rec.key
+        );
+        if records != RecordLines::WithReason {
+            for c in &rec.changes {
+                crate::outln!("      {}: {} → {}", c.field, c.old, c.new);
+            }
+        }
+    }
+    for line in cleared_lines(r) {
+        crate::outln!("{line}");
+    }
+    for e in &r.errors {
+        crate::outln!("  error: {}", crate::redact::redact(e));
+    }
+}
+
+/// Which records a text report lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordLines {
+    /// Those with something to say (failures, conflicts, locks).
+    WithReason,
+    /// Those that would be written, with their field changes (dry runs).
+    Changes,
+    /// Every record, with its field changes.
+    All,
+}
+
+/// The JSON document of `run --once`, `dry-run` and `failures retry`: every report, plus the
+/// flows that could not run at all.
+pub fn reports_json(
+    dry_run: bool,
+    reports: &[RunReport],
+    errors: &[(String, String)],
+) -> serde_json::Value {
+    let ok = errors.is_empty() && reports.iter().all(|r| r.ok() && r.counts.failed == 0);
+    serde_json::json!({
+        "ok": ok,
+        "dry_run": dry_run,
+        "runs": reports,
+        "errors": errors
+            .iter()
+            .map(|(flow, error)| serde_json::json!({"flow": flow, "error": crate::redact::redact(error)}))
+            .collect::<Vec<_>>(),
+    })
 }
 
 /// The lines under a run's summary that name the failures it cleared.
 pub fn cleared_lines(r: &RunReport) -> impl Iterator<Item = String> + '_ {
     r.cleared
         .iter()
-        .map(|k| format!("    cleared {k}: synced; its kept failure is gone"))
+        .map(|k| format!("  cleared {k}: synced; its kept failure is gone"))
 }

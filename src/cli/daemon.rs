@@ -6,10 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use tracing_subscriber::EnvFilter;
 
 use super::common::{load_project, open_state};
-use super::run::{LogFormat, RunArgs};
+use super::run::RunArgs;
 use crate::clock::SystemClock;
 use crate::daemon::{Daemon, ServeOptions, serve};
 
@@ -17,11 +16,16 @@ use crate::daemon::{Daemon, ServeOptions, serve};
 const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if !args.flows.is_empty() || args.reconcile || args.full || args.json {
-        eprintln!("error: `--flow`, `--reconcile`, `--full` and `--json` go with `--once`");
-        return Ok(ExitCode::from(2));
+    if !args.flows.is_empty()
+        || args.reconcile
+        || args.full
+        || !args.keys.is_empty()
+        || args.format.is_json()
+    {
+        return Err(super::common::usage(
+            "`--flow`, `--key`, `--reconcile`, `--full` and `--format json` go with `--once`",
+        ));
     }
-    init_logging(args.log_format);
     let paths = args.project.paths.clone();
     let project = load_project(&paths)?;
     let store = open_state(&args.project, &project)?;
@@ -64,19 +68,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(super::EXIT_FAILED)
         })
     })
-}
-
-fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_env("ERPSYNC_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
-    // Colours only on a terminal: a journal or a log file gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
 }
 
 #[cfg(unix)]

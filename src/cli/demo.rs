@@ -5,13 +5,14 @@
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::common::summary_line;
+use super::common::{StateOrigin, decision_word, resolve_url, summary_line, usage};
 use crate::clock::SystemClock;
 use crate::config::env::Overrides;
 use crate::engine::{Engine, RunOptions, RunReport};
@@ -22,9 +23,14 @@ use crate::state::SqliteStore;
 /// Arguments of `erpsync demo`.
 #[derive(Debug, clap::Args)]
 pub struct DemoArgs {
-    /// The demo project.
-    #[arg(long, default_value = "flows/demo")]
-    pub flows: PathBuf,
+    /// The demo project (a copy of `flows/demo` to try changes on); by default the one built
+    /// into erpsync, so the demo runs from any folder.
+    #[arg(long)]
+    pub flows: Option<PathBuf>,
+    /// Write the built-in demo project into DIR (`DIR/demo`, with the `DIR/common` it
+    /// includes) and exit, to run `erpsync run`, `dry-run`… on it against `erpsync sim`.
+    #[arg(long, value_name = "DIR", conflicts_with = "flows")]
+    pub write_flows: Option<PathBuf>,
     /// Products in both catalogues.
     #[arg(long, default_value_t = 200)]
     pub products: usize,
@@ -34,9 +40,10 @@ pub struct DemoArgs {
     /// Seed of the generated data.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
-    /// Where the state database goes (a fresh temporary one by default).
-    #[arg(long)]
-    pub state: Option<PathBuf>,
+    /// Where the state database goes, as `sqlite:PATH` (relative to the working directory),
+    /// to look into after the demo; a new file (a fresh temporary one by default).
+    #[arg(long, value_name = "sqlite:PATH")]
+    pub state: Option<String>,
     /// Turn off the simulators' rate limits (and the flows' matching budgets) for a fast run.
     #[arg(long)]
     pub no_rate_limit: bool,
@@ -48,7 +55,63 @@ const SUPPLIERS: usize = 12;
 /// The ERP warehouse the demo's stock flow reads.
 const WAREHOUSE: &str = "Depozit central";
 
+/// The demo's flow files, built into the binary (see `build.rs`).
+mod embedded {
+    include!(concat!(env!("OUT_DIR"), "/demo_flows.rs"));
+}
+
+/// Writes the built-in demo project into `dir` (as `demo/` beside the `common/` it
+/// includes) and returns the project folder.
+pub fn write_embedded_flows(dir: &Path) -> std::io::Result<PathBuf> {
+    for (name, text) in embedded::DEMO_FLOWS {
+        let path = dir.join(name);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(path, text)?;
+    }
+    Ok(dir.join("demo"))
+}
+
+/// The demo's state file from `--state sqlite:PATH`.
+fn state_file(arg: &str) -> anyhow::Result<PathBuf> {
+    if super::common::sqlite_path(arg).is_none() {
+        return Err(usage(format!(
+            "`--state` takes `sqlite:PATH` (the demo keeps its state in SQLite), not `{}`",
+            crate::state::redact_url(arg)
+        )));
+    }
+    let loc = resolve_url(arg, StateOrigin::Argument, &std::env::current_dir()?);
+    let path = loc.sqlite.unwrap_or_default();
+    if let Some(dir) = path.parent()
+        && !dir.is_dir()
+    {
+        return Err(usage(format!(
+            "the folder of `--state` `{}` does not exist",
+            dir.display()
+        )));
+    }
+    if path.exists() {
+        return Err(usage(format!(
+            "`{}` exists: the demo starts from an empty state against fresh simulators; \
+             remove it or name another file",
+            path.display()
+        )));
+    }
+    Ok(path)
+}
+
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.write_flows {
+        let project = write_embedded_flows(dir)
+            .with_context(|| format!("writing the demo project into `{}`", dir.display()))?;
+        crate::outln!(
+            "wrote the demo project to {}; try `erpsync validate {}`",
+            project.display(),
+            project.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(demo(args))
 }
@@ -62,12 +125,12 @@ struct Demo {
 }
 
 impl Demo {
-    /// A line above the progress bar, or plainly when there is none.
+    /// A line on stdout, above the progress bar when there is one.
     fn say(&self, line: String) {
         if self.bar.is_hidden() {
-            println!("{line}");
+            crate::outln!("{line}");
         } else {
-            self.say(line);
+            self.bar.suspend(|| crate::outln!("{line}"));
         }
     }
 
@@ -80,8 +143,8 @@ impl Demo {
             self.say(format!("  {}", summary_line(&report)));
             for r in report.records.iter().filter(|r| r.reason.is_some()) {
                 self.say(format!(
-                    "      {:?} {}: {}",
-                    r.decision,
+                    "      {} {}: {}",
+                    decision_word(r.decision),
                     r.key,
                     r.reason.as_deref().unwrap_or("")
                 ));
@@ -97,6 +160,8 @@ impl Demo {
 
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // A wrong `--state` is refused before the simulators start.
+    let state_path = args.state.as_deref().map(state_file).transpose()?;
     let (shop_opts, erp_opts) = if args.no_rate_limit {
         (ShopOptions::unlimited(), ErpOptions::unlimited())
     } else {
@@ -107,9 +172,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let items = seed_both(&shop, &erp, args.products, args.seed);
     shop.seed_orders(args.orders, args.seed);
     let suppliers = erp.seed_suppliers(SUPPLIERS, args.seed);
-    println!("shop simulator: {}", shop.api_url());
-    println!("ERP simulator:  {}", erp.api_url());
-    println!(
+    crate::outln!("shop simulator: {}", shop.api_url());
+    crate::outln!("ERP simulator:  {}", erp.api_url());
+    crate::outln!(
         "seeded {} products on both sides, {} shop orders and {} ERP suppliers",
         items.len(),
         args.orders,
@@ -157,18 +222,25 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         vars.insert("ERP_REQUESTS_PER_SECOND".into(), "1000".into());
     }
     let env = Overrides(vars);
-    let (project, diags) = super::validate::check_with_env(std::slice::from_ref(&args.flows), &env);
+    let tmp = tempfile::TempDir::new()?;
+    let flows = match &args.flows {
+        Some(dir) => dir.clone(),
+        None => write_embedded_flows(&tmp.path().join("flows"))?,
+    };
+    let (project, diags) = super::validate::check_with_env(std::slice::from_ref(&flows), &env);
     let Some(project) = project else {
-        eprint!("{}", super::validate::render_text(&diags));
+        crate::errout!("{}", super::validate::render_text(&diags));
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     };
-    let tmp = tempfile::TempDir::new()?;
-    let state_path = args
-        .state
-        .clone()
-        .unwrap_or_else(|| tmp.path().join("erpsync.sqlite"));
-    println!("state: {}", state_path.display());
-    let store = Arc::new(SqliteStore::open(&state_path)?);
+    let state_path = match &state_path {
+        Some(p) => p.clone(),
+        None => tmp.path().join("erpsync.sqlite"),
+    };
+    crate::outln!("state: {}", state_path.display());
+    let store = Arc::new(
+        SqliteStore::open(&state_path)
+            .with_context(|| format!("opening state `{}`", state_path.display()))?,
+    );
     let project = Arc::new(project);
     let order: Vec<String> = project
         .select(&[])
@@ -306,11 +378,11 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     demo.bar.finish_and_clear();
 
     let disagreements = compare(&demo.shop, &demo.erp);
-    println!("\n== final check");
+    crate::outln!("\n== final check");
     for d in &disagreements {
-        println!("  disagreement: {d}");
+        crate::outln!("  disagreement: {d}");
     }
-    println!(
+    crate::outln!(
         "  {} products, {} orders, {} suppliers compared: {} disagreement{}, {} failed record{}",
         demo.shop.product_count(),
         demo.shop.orders().len(),

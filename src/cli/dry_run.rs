@@ -1,11 +1,16 @@
 //! `erpsync dry-run FLOWS`: read live data, decide, and print what a run would do, with the
 //! field-level changes. Nothing is written anywhere: no request other than reads, no state.
+//! It exits 1 when it predicts failures, so it can gate a change in CI.
 
 use std::process::ExitCode;
 
-use super::common::{ProjectArgs, engine, load_project, open_state_read_only, summary_line};
-use super::validate::Format;
-use crate::engine::{Decision, RunOptions};
+use super::common::{
+    ProjectArgs, RecordLines, engine, load_project, open_state_read_only, print_report,
+    reports_json, select_flows,
+};
+use super::output::FormatArgs;
+use super::progress::Progress;
+use crate::engine::RunOptions;
 
 /// Arguments of `erpsync dry-run`.
 #[derive(Debug, clap::Args)]
@@ -15,12 +20,14 @@ pub struct DryRunArgs {
     /// Only these flows; repeatable.
     #[arg(long = "flow")]
     pub flows: Vec<String>,
+    /// Only the records with these keys (e.g. an order number); repeatable.
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
     /// Plan the reconciliation (full comparison) instead of the incremental run.
     #[arg(long)]
     pub reconcile: bool,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t)]
-    pub format: Format,
+    #[command(flatten)]
+    pub format: FormatArgs,
     /// Also list records that would be left alone.
     #[arg(long)]
     pub all: bool,
@@ -32,76 +39,56 @@ pub struct DryRunArgs {
 
 pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
+    let flows = select_flows(&project, &args.flows)?;
     let store = open_state_read_only(&args.project, &project)?;
-    let flows = project.select(&args.flows).map_err(anyhow::Error::msg)?;
     // One plan for every flow: what an earlier flow would bind, the next one sees.
     let engine = engine(project.clone(), store)?
         .planning()
         .one_shot(args.max_wait.map(std::time::Duration::from_secs));
     let rt = tokio::runtime::Runtime::new()?;
+    let progress = Progress::start();
     let opts = RunOptions {
         dry_run: true,
         reconcile: args.reconcile,
         force: !args.flows.is_empty(),
+        keys: (!args.keys.is_empty()).then(|| args.keys.clone()),
+        progress: progress.counter(),
         ..Default::default()
     };
+    let json = args.format.is_json();
+    let lines = if args.all {
+        RecordLines::All
+    } else {
+        RecordLines::Changes
+    };
     let mut reports = Vec::new();
-    let mut ok = true;
+    let mut errors = Vec::new();
     for flow in flows {
         if args.reconcile && flow.config.reconcile.is_none() {
             continue;
         }
-        match rt.block_on(engine.run(&flow.id, &opts)) {
+        progress.flow(&flow.id);
+        let result = rt.block_on(engine.run(&flow.id, &opts));
+        progress.suspend(|| match &result {
+            Ok(r) if !json => print_report(r, lines),
+            Err(e) if !json => {
+                crate::errln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()))
+            }
+            _ => {}
+        });
+        match result {
             Ok(r) => reports.push(r),
-            Err(e) => {
-                ok = false;
-                eprintln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()));
-            }
+            Err(e) => errors.push((flow.id.clone(), e.to_string())),
         }
     }
-    match args.format {
-        Format::Json => {
-            let text = serde_json::to_string_pretty(&reports)?;
-            println!("{}", crate::redact::redact(&text));
-        }
-        Format::Text => {
-            for r in &reports {
-                println!("{}", summary_line(r));
-                for rec in &r.records {
-                    let quiet = matches!(
-                        rec.decision,
-                        Decision::Skip | Decision::Filtered | Decision::Locked
-                    );
-                    if quiet && !args.all {
-                        continue;
-                    }
-                    let target = rec
-                        .target
-                        .as_deref()
-                        .map(|t| format!(" → {t}"))
-                        .unwrap_or_default();
-                    let reason = rec
-                        .reason
-                        .as_deref()
-                        .map(|r| format!("  ({r})"))
-                        .unwrap_or_default();
-                    println!(
-                        "  {:<9} {}{target}{reason}",
-                        format!("{:?}", rec.decision).to_lowercase(),
-                        rec.key
-                    );
-                    for c in &rec.changes {
-                        println!("      {}: {} → {}", c.field, c.old, c.new);
-                    }
-                }
-                for e in &r.errors {
-                    println!("  error: {}", crate::redact::redact(e));
-                }
-            }
-            println!("dry run: nothing was written");
-        }
+    progress.finish();
+    let doc = reports_json(true, &reports, &errors);
+    if json {
+        super::output::json(&doc)?;
+    } else {
+        crate::outln!("dry run: nothing was written");
     }
-    Ok(if ok {
+    Ok(if doc["ok"] == true {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_FAILED)

@@ -4,8 +4,14 @@
 
 use std::process::ExitCode;
 
-use super::common::{ProjectArgs, cleared_lines, engine, load_project, open_state, summary_line};
+use super::common::{
+    ProjectArgs, RecordLines, engine, load_project, open_state, open_state_read_only, print_report,
+    reports_json, select_flows, usage,
+};
+use super::output::FormatArgs;
+use crate::compile::Project;
 use crate::engine::{Settlement, settle_pending};
+use crate::state::StateStore;
 
 /// Arguments of `erpsync failures`.
 #[derive(Debug, clap::Args)]
@@ -23,9 +29,8 @@ pub enum FailuresAction {
         /// Only this flow.
         #[arg(long)]
         flow: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        format: FormatArgs,
     },
     /// Show one failure: source record, payload, error and response.
     Show {
@@ -34,25 +39,25 @@ pub enum FailuresAction {
         /// Failure id.
         #[arg(long)]
         id: i64,
+        #[command(flatten)]
+        format: FormatArgs,
     },
     /// Sync failed records again, with the current flow files.
     Retry {
         #[command(flatten)]
         project: ProjectArgs,
-        /// Failure id; repeatable.
-        #[arg(long)]
-        id: Vec<i64>,
-        /// Every kept failure.
-        #[arg(long)]
-        all: bool,
+        #[command(flatten)]
+        pick: Pick,
+        #[command(flatten)]
+        format: FormatArgs,
     },
-    /// Forget a failure.
+    /// Forget failures: the records are not retried (a later run that changes them still
+    /// syncs them).
     Discard {
         #[command(flatten)]
         project: ProjectArgs,
-        /// Failure id.
-        #[arg(long)]
-        id: i64,
+        #[command(flatten)]
+        pick: Pick,
     },
     /// List writes whose outcome is unknown (sent, answer lost), waiting to be settled.
     Pending {
@@ -61,9 +66,8 @@ pub enum FailuresAction {
         /// Only this flow.
         #[arg(long)]
         flow: Option<String>,
-        /// Print JSON.
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        format: FormatArgs,
     },
     /// Settle a write of unknown outcome after checking the target by hand.
     Settle {
@@ -88,60 +92,191 @@ pub enum FailuresAction {
     },
 }
 
+/// Which failures `retry` and `discard` act on: by id, every one of some flows, or all.
+#[derive(Debug, clap::Args)]
+#[group(required = true, multiple = true)]
+pub struct Pick {
+    /// Failure id; repeatable.
+    #[arg(long)]
+    id: Vec<i64>,
+    /// Every failure of this flow (a name selects every per-shop copy); repeatable.
+    #[arg(long = "flow")]
+    flows: Vec<String>,
+    /// Every kept failure (of the `--flow`s, when given).
+    #[arg(long)]
+    all: bool,
+}
+
+impl Pick {
+    /// The ids picked, checked against the store: an unknown id or flow is a usage error.
+    fn ids(&self, project: &Project, store: &dyn StateStore) -> anyhow::Result<Vec<i64>> {
+        if !self.id.is_empty() && (self.all || !self.flows.is_empty()) {
+            return Err(usage(
+                "give failures by `--id`, or by `--flow`/`--all`, not both",
+            ));
+        }
+        let failures = store.failures(None)?;
+        if !self.id.is_empty() {
+            for id in &self.id {
+                if !failures.iter().any(|f| f.id == *id) {
+                    return Err(usage(format!("no failure with id {id}")));
+                }
+            }
+            return Ok(self.id.clone());
+        }
+        let flows: Vec<String> = if self.flows.is_empty() {
+            Vec::new()
+        } else {
+            select_flows(project, &self.flows)?
+                .iter()
+                .map(|f| f.id.clone())
+                .collect()
+        };
+        Ok(failures
+            .iter()
+            .filter(|f| flows.is_empty() || flows.contains(&f.flow))
+            .map(|f| f.id)
+            .collect())
+    }
+}
+
+/// A time as the failure store's listings print it: local, with its offset.
+fn when(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.with_timezone(&chrono::Local)
+        .format("%Y-%m-%d %H:%M:%S %:z")
+        .to_string()
+}
+
+/// Text cut into lines of at most `width` characters, at spaces where it can.
+fn wrap(text: &str, width: usize) -> Vec<String> {
+    let mut lines = Vec::new();
+    for para in text.lines() {
+        let mut line = String::new();
+        for word in para.split(' ') {
+            if !line.is_empty() && line.chars().count() + 1 + word.chars().count() > width {
+                lines.push(std::mem::take(&mut line));
+            }
+            if !line.is_empty() {
+                line.push(' ');
+            }
+            line.push_str(word);
+        }
+        lines.push(line);
+    }
+    lines
+}
+
+/// A JSON value pretty-printed and indented under its heading.
+fn block(label: &str, value: Option<&serde_json::Value>) {
+    match value {
+        None | Some(serde_json::Value::Null) => crate::outln!("{label}: none"),
+        Some(v) => {
+            crate::outln!("{label}:");
+            let text = serde_json::to_string_pretty(v).unwrap_or_default();
+            for line in crate::redact::redact(&text).lines() {
+                crate::outln!("  {line}");
+            }
+        }
+    }
+}
+
 pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         FailuresAction::List {
             project,
             flow,
-            json,
+            format,
         } => {
             let p = load_project(&project.paths)?;
-            let store = open_state(&project, &p)?;
+            let store = open_state_read_only(&project, &p)?;
             let failures = store.failures(flow.as_deref())?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&failures)?);
+            if format.is_json() {
+                super::output::json(&failures)?;
             } else if failures.is_empty() {
-                println!("no failures");
+                crate::outln!("no failures");
             } else {
-                for f in failures {
-                    println!(
-                        "{:>5}  {:<24} {:<16} attempts {:<3} {}",
-                        f.id, f.flow, f.key, f.attempts, f.error
+                crate::outln!(
+                    "{:>5}  {:<24} {:<20} {:>8}  {:<26}",
+                    "id",
+                    "flow",
+                    "record",
+                    "attempts",
+                    "last failed"
+                );
+                for f in &failures {
+                    crate::outln!(
+                        "{:>5}  {:<24} {:<20} {:>8}  {:<26}",
+                        f.id,
+                        f.flow,
+                        f.key,
+                        f.attempts,
+                        when(f.updated_at)
                     );
+                    for line in wrap(&crate::redact::redact(&f.error), 90) {
+                        crate::outln!("       {line}");
+                    }
                 }
+                crate::outln!(
+                    "{} failure{}; `erpsync failures show --id N` for the record, payload and response",
+                    failures.len(),
+                    if failures.len() == 1 { "" } else { "s" }
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
-        FailuresAction::Show { project, id } => {
+        FailuresAction::Show {
+            project,
+            id,
+            format,
+        } => {
             let p = load_project(&project.paths)?;
-            let store = open_state(&project, &p)?;
-            match store.failure(id)? {
-                Some(f) => {
-                    println!("{}", serde_json::to_string_pretty(&f)?);
-                    Ok(ExitCode::SUCCESS)
-                }
-                None => anyhow::bail!("no failure with id {id}"),
+            let store = open_state_read_only(&project, &p)?;
+            let Some(f) = store.failure(id)? else {
+                return Err(usage(format!("no failure with id {id}")));
+            };
+            if format.is_json() {
+                super::output::json(&f)?;
+                return Ok(ExitCode::SUCCESS);
             }
+            crate::outln!("failure {}: flow `{}`, record `{}`", f.id, f.flow, f.key);
+            crate::outln!(
+                "attempts {}, first failed {}, last {}",
+                f.attempts,
+                when(f.created_at),
+                when(f.updated_at)
+            );
+            crate::outln!("error: {}", crate::redact::redact(&f.error));
+            if let Some(status) = f.status {
+                crate::outln!("status: {status}");
+            }
+            block("record", Some(&f.source_record));
+            block("payload", f.payload.as_ref());
+            block("response", f.response.as_ref());
+            Ok(ExitCode::SUCCESS)
         }
-        FailuresAction::Discard { project, id } => {
+        FailuresAction::Discard { project, pick } => {
             let p = load_project(&project.paths)?;
             let store = open_state(&project, &p)?;
-            if store.discard_failure(id)? {
-                println!("discarded failure {id}");
-                Ok(ExitCode::SUCCESS)
-            } else {
-                anyhow::bail!("no failure with id {id}")
+            let ids = pick.ids(&p, store.as_ref())?;
+            for id in &ids {
+                store.discard_failure(*id)?;
             }
+            crate::outln!(
+                "discarded {} failure{}",
+                ids.len(),
+                if ids.len() == 1 { "" } else { "s" }
+            );
+            Ok(ExitCode::SUCCESS)
         }
         FailuresAction::Pending {
             project,
             flow,
-            json,
+            format,
         } => {
             let p = load_project(&project.paths)?;
-            let store = open_state(&project, &p)?;
+            let store = open_state_read_only(&project, &p)?;
             let pending = store.journal_pending(flow.as_deref())?;
-            if json {
+            if format.is_json() {
                 // Payloads may carry personal data or secrets: masked like failures.
                 let masked: Vec<_> = pending
                     .into_iter()
@@ -150,19 +285,18 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
                         e
                     })
                     .collect();
-                println!("{}", serde_json::to_string_pretty(&masked)?);
+                super::output::json(&masked)?;
             } else if pending.is_empty() {
-                println!("no pending writes");
+                crate::outln!("no pending writes");
             } else {
                 for e in pending {
-                    println!(
+                    crate::outln!(
                         "{:<24} {:<16} to {:<12} {:<20} since {}",
                         e.flow,
                         e.key,
                         e.target,
                         e.operation,
-                        e.created_at
-                            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                        when(e.created_at)
                     );
                 }
             }
@@ -191,49 +325,52 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             )?;
             let target = settled.first().map(|e| e.target.as_str()).unwrap_or("?");
             match settlement {
-                Settlement::Sent { target_id } => println!(
+                Settlement::Sent { target_id } => crate::outln!(
                     "`{key}` bound to `{target_id}` in `{target}`; it will not be sent again"
                 ),
-                Settlement::NotSent => println!(
+                Settlement::NotSent => crate::outln!(
                     "pending write of `{key}` to `{target}` dropped; `erpsync failures retry` sends it again"
                 ),
             }
             Ok(ExitCode::SUCCESS)
         }
-        FailuresAction::Retry { project, id, all } => {
-            if id.is_empty() && !all {
-                anyhow::bail!("name failures with --id, or retry them all with --all");
-            }
+        FailuresAction::Retry {
+            project,
+            pick,
+            format,
+        } => {
             let p = load_project(&project.paths)?;
             let store = open_state(&project, &p)?;
+            let ids = pick.ids(&p, store.as_ref())?;
             let engine = engine(p.clone(), store.clone())?;
             let rt = tokio::runtime::Runtime::new()?;
-            let ids = (!all).then_some(id.as_slice());
-            let mut ok = true;
-            for (flow, report) in rt.block_on(engine.retry_failures(ids))? {
-                match report {
-                    Ok(r) => {
-                        ok &= r.counts.failed == 0 && r.ok();
-                        println!("{}", summary_line(&r));
-                        for rec in &r.records {
-                            if let Some(reason) = &rec.reason {
-                                println!("    {:?} {}: {reason}", rec.decision, rec.key);
+            let mut reports = Vec::new();
+            let mut errors = Vec::new();
+            if !ids.is_empty() {
+                for (flow, report) in rt.block_on(engine.retry_failures(Some(&ids)))? {
+                    match report {
+                        Ok(r) => {
+                            if !format.is_json() {
+                                print_report(&r, RecordLines::WithReason);
                             }
+                            reports.push(r);
                         }
-                        for line in cleared_lines(&r) {
-                            println!("{line}");
+                        Err(e) => {
+                            if !format.is_json() {
+                                crate::errln!("{flow}: {}", crate::redact::redact(&e.to_string()));
+                            }
+                            errors.push((flow, e.to_string()));
                         }
-                        for e in &r.errors {
-                            println!("    error: {}", crate::redact::redact(e));
-                        }
-                    }
-                    Err(e) => {
-                        ok = false;
-                        eprintln!("{flow}: {e}");
                     }
                 }
+            } else if !format.is_json() {
+                crate::outln!("no failures to retry");
             }
-            Ok(if ok {
+            let doc = reports_json(false, &reports, &errors);
+            if format.is_json() {
+                super::output::json(&doc)?;
+            }
+            Ok(if doc["ok"] == true {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(super::EXIT_FAILED)

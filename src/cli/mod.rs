@@ -1,5 +1,5 @@
-//! Command-line interface: one file per command. Exit codes: 0 ok, 1 a run failed, 2 usage,
-//! 78 invalid flow files.
+//! Command-line interface: one file per command. Exit codes: 0 ok, 1 a run failed or has
+//! failed records, 2 usage, 78 invalid flow files.
 
 use std::process::ExitCode;
 
@@ -7,6 +7,8 @@ use clap::{Parser, Subcommand};
 
 /// Exit code of a run that failed.
 pub const EXIT_FAILED: u8 = 1;
+/// Exit code of a command used wrongly.
+pub const EXIT_USAGE: u8 = 2;
 /// Exit code of invalid flow files (EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
 
@@ -16,19 +18,21 @@ pub const EXIT_CONFIG: u8 = 78;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    #[command(flatten)]
+    pub log: logging::LogArgs,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Check flow files and report every problem with its place.
     Validate(crate::cli::validate::ValidateArgs),
-    /// Write the JSON Schema of flow files, or check that the committed one is current.
+    /// Print the JSON Schema of flow files (`--output FILE` writes it), or check a copy.
     Schema(crate::cli::schema::SchemaArgs),
     /// Run flows: once (`--once`), or as a daemon.
     Run(run::RunArgs),
     /// Show what a run would do, record by record, without writing anything.
     DryRun(dry_run::DryRunArgs),
-    /// Each flow's state: schedule, last run, failures kept.
+    /// Each flow's state: schedule and next runs, last run and its counts, failures kept.
     Status(status::StatusArgs),
     /// List, show, retry or discard records that could not be synced; settle writes of
     /// unknown outcome.
@@ -37,13 +41,41 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
     Sim(Box<crate::sim::cli::SimArgs>),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions(docs::CompletionsArgs),
+    /// Print the man page (roff), generated from these commands.
+    Man(docs::ManArgs),
+}
+
+impl Command {
+    /// Whether the command was asked for JSON output.
+    fn wants_json(&self) -> bool {
+        use failures::FailuresAction as F;
+        match self {
+            Command::Run(a) => a.format.is_json(),
+            Command::DryRun(a) => a.format.is_json(),
+            Command::Status(a) => a.format.is_json(),
+            Command::Failures(a) => match &a.action {
+                F::List { format, .. }
+                | F::Show { format, .. }
+                | F::Retry { format, .. }
+                | F::Pending { format, .. } => format.is_json(),
+                F::Discard { .. } | F::Settle { .. } => false,
+            },
+            _ => false,
+        }
+    }
 }
 
 pub mod common;
 pub mod daemon;
 pub mod demo;
+pub mod docs;
 pub mod dry_run;
 pub mod failures;
+pub mod logging;
+pub mod output;
+pub mod progress;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -51,6 +83,17 @@ pub mod validate;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon and the simulators say what they do; one-shot commands print a report and
+    // log only what goes wrong, unless asked (`-v`, `ERPSYNC_LOG`).
+    let daemon = matches!(&cli.command, Command::Run(a) if !a.once)
+        || matches!(cli.command, Command::Sim(_));
+    let level = if daemon {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
+    logging::init(&cli.log, level);
+    let json = cli.command.wants_json();
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
@@ -60,16 +103,45 @@ pub fn main() -> ExitCode {
         Command::Failures(args) => failures::run(args),
         Command::Status(args) => status::run(args),
         Command::Sim(args) => crate::sim::cli::run(*args),
+        Command::Completions(args) => docs::completions(args),
+        Command::Man(args) => docs::man(args),
     };
     match result {
         Ok(code) => code,
         Err(err) if err.is::<common::InvalidProject>() => {
-            eprint!("{err}");
+            crate::errout!("{err}");
+            // A tool that asked for JSON gets the diagnostics as `validate` gives them.
+            if json && let Some(invalid) = err.downcast_ref::<common::InvalidProject>() {
+                let doc = serde_json::json!({"valid": false, "diagnostics": invalid.0});
+                let _ = output::json(&doc);
+            }
             ExitCode::from(EXIT_CONFIG)
         }
+        Err(err) if err.is::<common::UsageError>() => {
+            crate::errln!("error: {}", crate::redact::redact(&err.to_string()));
+            ExitCode::from(EXIT_USAGE)
+        }
         Err(err) => {
-            eprintln!("error: {}", crate::redact::redact(&format!("{err:#}")));
+            crate::errln!("error: {}", crate::redact::redact(&error_chain(&err)));
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// An error and its causes on one line, each said once: a cause whose text its parent
+/// already carries (drivers often repeat their source) is left out.
+pub fn error_chain(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        let tail = text.rsplit(": ").next().unwrap_or(&text);
+        if out.contains(&text) || out.contains(tail) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

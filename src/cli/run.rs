@@ -2,7 +2,12 @@
 
 use std::process::ExitCode;
 
-use super::common::{ProjectArgs, cleared_lines, engine, load_project, open_state, summary_line};
+use super::common::{
+    ProjectArgs, RecordLines, engine, load_project, open_state, print_report, reports_json,
+    select_flows,
+};
+use super::output::FormatArgs;
+use super::progress::Progress;
 use crate::engine::RunOptions;
 
 /// Arguments of `erpsync run`.
@@ -22,14 +27,16 @@ pub struct RunArgs {
     /// Ignore the incremental cursor and read everything.
     #[arg(long)]
     pub full: bool,
-    /// Print the report as JSON.
-    #[arg(long)]
-    pub json: bool,
     /// With `--once`: the longest a system may make the run wait (a `Retry-After`, a
     /// lock-out), in seconds; a longer wait fails the call instead. Waits over 5 s are
     /// always announced.
     #[arg(long, value_name = "SECS")]
     pub max_wait: Option<u64>,
+    /// Only the records with these keys (e.g. an order number); repeatable.
+    #[arg(long = "key", value_name = "KEY")]
+    pub keys: Vec<String>,
+    #[command(flatten)]
+    pub format: FormatArgs,
     /// Daemon: address of the HTTP server (webhooks, admin API, metrics); overrides
     /// `daemon.listen` (default `127.0.0.1:8700`).
     #[arg(long)]
@@ -37,22 +44,9 @@ pub struct RunArgs {
     /// Daemon: bearer token of the admin API; overrides `daemon.admin_token`.
     #[arg(long, env = "ERPSYNC_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
-    /// Daemon: log format.
-    #[arg(long, value_enum, default_value_t)]
-    pub log_format: LogFormat,
     /// Daemon: do not reload when the flow files change (SIGHUP still reloads).
     #[arg(long)]
     pub no_watch: bool,
-}
-
-/// How the daemon writes its logs (to stderr).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum LogFormat {
-    /// One readable line per event.
-    #[default]
-    Text,
-    /// One JSON object per line, for log collectors.
-    Json,
 }
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -60,73 +54,67 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         return super::daemon::run(args);
     }
     let project = load_project(&args.project.paths)?;
+    let flows = select_flows(&project, &args.flows)?;
     let store = open_state(&args.project, &project)?;
     // Without `--flow`, the flows that run by themselves: on (a switch set in the console
     // wins over the flow file) and with a schedule; a manual flow runs only when named.
-    let names = if args.flows.is_empty() {
+    let flows = if args.flows.is_empty() {
         let on = crate::daemon::flows_on(&project, store.as_ref())?;
-        project
+        let names: Vec<String> = project
             .flows
             .iter()
             .filter(|f| f.schedule.is_some() && on.contains(&f.id))
             .map(|f| f.id.clone())
-            .collect()
+            .collect();
+        if names.is_empty() {
+            Vec::new()
+        } else {
+            project.select(&names).map_err(anyhow::Error::msg)?
+        }
     } else {
-        args.flows.clone()
-    };
-    let flows = if names.is_empty() {
-        Vec::new()
-    } else {
-        project.select(&names).map_err(anyhow::Error::msg)?
+        flows
     };
     let engine =
         engine(project.clone(), store)?.one_shot(args.max_wait.map(std::time::Duration::from_secs));
     let rt = tokio::runtime::Runtime::new()?;
+    let progress = Progress::start();
     // What runs was chosen above, on or off included.
     let opts = RunOptions {
         reconcile: args.reconcile,
         full: args.full,
         force: true,
+        keys: (!args.keys.is_empty()).then(|| args.keys.clone()),
+        progress: progress.counter(),
         ..Default::default()
     };
-    let mut ok = true;
+    let json = args.format.is_json();
     let mut reports = Vec::new();
+    let mut errors = Vec::new();
     for flow in flows {
         if args.reconcile && flow.config.reconcile.is_none() {
             continue;
         }
-        match rt.block_on(engine.run(&flow.id, &opts)) {
-            Ok(r) => {
-                ok &= r.ok() && r.counts.failed == 0;
-                if !args.json {
-                    println!("{}", summary_line(&r));
-                    for rec in r.records.iter().filter(|r| r.reason.is_some()) {
-                        println!(
-                            "    {:?} {}: {}",
-                            rec.decision,
-                            rec.key,
-                            rec.reason.as_deref().unwrap_or("")
-                        );
-                    }
-                    for line in cleared_lines(&r) {
-                        println!("{line}");
-                    }
-                    for e in &r.errors {
-                        println!("    error: {}", crate::redact::redact(e));
-                    }
-                }
-                reports.push(r);
+        progress.flow(&flow.id);
+        let result = rt.block_on(engine.run(&flow.id, &opts));
+        progress.suspend(|| match &result {
+            Ok(r) if !json => print_report(r, RecordLines::WithReason),
+            Ok(_) => {}
+            Err(e) if !json => {
+                crate::errln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()))
             }
-            Err(e) => {
-                ok = false;
-                eprintln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()));
-            }
+            Err(_) => {}
+        });
+        match result {
+            Ok(r) => reports.push(r),
+            Err(e) => errors.push((flow.id.clone(), e.to_string())),
         }
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+    progress.finish();
+    let doc = reports_json(false, &reports, &errors);
+    if json {
+        super::output::json(&doc)?;
     }
-    Ok(if ok {
+    Ok(if doc["ok"] == true {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_FAILED)

@@ -1,18 +1,23 @@
-//! `erpsync schema [--check]`: the JSON Schema of flow files, generated from the model, so
-//! editors complete and check flow files while integrators type.
+//! `erpsync schema`: the JSON Schema of flow files, generated from the model, so editors
+//! complete and check flow files while integrators type. It prints to stdout unless
+//! `--output FILE` names a file; nothing is written anywhere by default.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+/// Where `--check` looks when given no file: the copy committed beside the shipped flows.
+const COMMITTED: &str = "schemas/flow.schema.json";
+
 /// Arguments of `erpsync schema`.
 #[derive(Debug, clap::Args)]
 pub struct SchemaArgs {
-    /// Exit 1 when the file differs from the model instead of writing it.
-    #[arg(long)]
-    pub check: bool,
-    /// Where the schema is.
-    #[arg(long, default_value = "schemas/flow.schema.json")]
-    pub output: PathBuf,
+    /// Write the schema to this file (`-`: stdout, the default). Point your flow files at it
+    /// with `# yaml-language-server: $schema=PATH`.
+    #[arg(long, short, value_name = "FILE", conflicts_with = "check")]
+    pub output: Option<PathBuf>,
+    /// Exit 1 when this file (default `schemas/flow.schema.json`) differs from the model.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = COMMITTED)]
+    pub check: Option<PathBuf>,
 }
 
 /// The schema text, as committed.
@@ -25,24 +30,30 @@ pub fn schema_text() -> String {
 
 pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
     let text = schema_text();
-    if args.check {
-        let current = std::fs::read_to_string(&args.output).unwrap_or_default();
+    if let Some(file) = &args.check {
+        let current = std::fs::read_to_string(file).unwrap_or_default();
         if current == text {
-            println!("{} is up to date", args.output.display());
+            crate::outln!("{} is up to date", file.display());
             return Ok(ExitCode::SUCCESS);
         }
-        eprintln!(
-            "{} is out of date with the flow model: run `erpsync schema` and commit it",
-            args.output.display()
+        crate::errln!(
+            "{} is out of date with the flow model: run `erpsync schema --output {}`",
+            file.display(),
+            file.display()
         );
         return Ok(ExitCode::from(super::EXIT_FAILED));
     }
-    if let Some(dir) = args.output.parent()
-        && !dir.as_os_str().is_empty()
-    {
-        std::fs::create_dir_all(dir)?;
+    match &args.output {
+        Some(file) if file.as_os_str() != "-" => {
+            if let Some(dir) = file.parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(file, text)?;
+            crate::errln!("wrote {}", file.display());
+        }
+        _ => crate::out!("{text}"),
     }
-    std::fs::write(&args.output, text)?;
-    println!("wrote {}", args.output.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -1,11 +1,13 @@
-//! `erpsync status FLOWS`: each flow's state from the state database — enabled, schedule,
-//! cursor, last run and its counts, failures kept, the node holding its lease, the systems
-//! last seen down — without contacting any system.
+//! `erpsync status FLOWS`: each flow's state from the state database — enabled, schedule
+//! and next run, reconciliation and its next run, cursor, last run with its outcome and
+//! counts, failures kept, the node holding its lease, the systems last seen down — without
+//! contacting any system.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
 
 use super::common::{ProjectArgs, load_project, open_state_read_only};
+use super::output::FormatArgs;
 use crate::clock::{Clock as _, SystemClock};
 use crate::state::Lease;
 
@@ -14,9 +16,36 @@ use crate::state::Lease;
 pub struct StatusArgs {
     #[command(flatten)]
     pub project: ProjectArgs,
-    /// Print JSON.
-    #[arg(long)]
-    pub json: bool,
+    #[command(flatten)]
+    pub format: FormatArgs,
+}
+
+/// A time as `status` prints it: local, with its offset.
+fn when(t: Option<&serde_json::Value>) -> String {
+    t.and_then(|v| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(v.clone()).ok())
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M %:z")
+                .to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// `created 3, updated 1, failed 2` — the non-zero counts of a run.
+fn counts_text(counts: &serde_json::Value) -> String {
+    let parts: Vec<String> = counts
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, v)| *k != "read" && v.as_u64().is_some_and(|n| n > 0))
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let read = counts["read"].as_u64().unwrap_or(0);
+    if parts.is_empty() {
+        format!("read {read}, nothing to do")
+    } else {
+        format!("read {read}, {}", parts.join(", "))
+    }
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
@@ -49,6 +78,9 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             "from": flow.from,
             "to": flow.to,
             "schedule": flow.schedule.as_ref().map(|s| s.source().to_string()),
+            "next_run": flow.schedule.as_ref().filter(|_| flow.config.enabled).and_then(|s| s.next_after(now)),
+            "reconcile": flow.reconcile_schedule.as_ref().map(|s| s.source().to_string()),
+            "next_reconcile": flow.reconcile_schedule.as_ref().filter(|_| flow.config.enabled).and_then(|s| s.next_after(now)),
             "cursor": cursor,
             "last_run": last,
             "failures": failures,
@@ -60,62 +92,93 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 .collect::<Vec<_>>(),
         }));
     }
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+    if args.format.is_json() {
+        super::output::json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<26} {:<8} {:<18} {:<22} {:<8} {:>8}",
-        "flow", "enabled", "schedule", "last run", "status", "failures"
+    crate::outln!(
+        "{:<26} {:<8} {:<16} {:<24} {:<16} {:<24} {:>8}",
+        "flow",
+        "enabled",
+        "schedule",
+        "next run",
+        "reconcile",
+        "next reconcile",
+        "failures"
     );
     for r in &rows {
-        let last = &r["last_run"];
-        let when = last["started_at"]
-            .as_str()
-            .map(|s| s.chars().take(19).collect::<String>())
-            .unwrap_or_else(|| "never".into());
-        println!(
-            "{:<26} {:<8} {:<18} {:<22} {:<8} {:>8}",
+        crate::outln!(
+            "{:<26} {:<8} {:<16} {:<24} {:<16} {:<24} {:>8}",
             r["flow"].as_str().unwrap_or(""),
             if r["enabled"] == true { "yes" } else { "no" },
             r["schedule"].as_str().unwrap_or("manual"),
-            when,
-            last["status"].as_str().unwrap_or("-"),
+            when(r.get("next_run")),
+            r["reconcile"].as_str().unwrap_or("-"),
+            when(r.get("next_reconcile")),
             r["failures"],
         );
+    }
+    crate::outln!(
+        "\n{:<26} {:<24} {:<8} counts",
+        "last run",
+        "started",
+        "outcome"
+    );
+    for r in &rows {
+        let last = &r["last_run"];
+        if last.is_null() {
+            crate::outln!(
+                "{:<26} {:<24} {:<8}",
+                r["flow"].as_str().unwrap_or(""),
+                "never",
+                "-"
+            );
+            continue;
+        }
+        crate::outln!(
+            "{:<26} {:<24} {:<8} {}",
+            r["flow"].as_str().unwrap_or(""),
+            when(last.get("started_at")),
+            last["status"].as_str().unwrap_or("-"),
+            counts_text(&last["counts"]),
+        );
+        if let Some(e) = last["error"].as_str() {
+            crate::outln!("{:<26} error: {}", "", crate::redact::redact(e));
+        }
     }
     // Only while some node runs a flow: most of the time none does.
     let held: Vec<_> = rows.iter().filter(|r| !r["lease"].is_null()).collect();
     if !held.is_empty() {
-        println!(
+        crate::outln!(
             "\n{:<26} {:<30} {:<22}",
-            "running on", "node", "lease until"
+            "running on",
+            "node",
+            "lease until"
         );
         for r in held {
             let lease = &r["lease"];
-            println!(
+            crate::outln!(
                 "{:<26} {:<30} {:<22}",
                 r["flow"].as_str().unwrap_or(""),
                 lease["holder"].as_str().unwrap_or(""),
-                lease["expires_at"]
-                    .as_str()
-                    .map(|s| s.chars().take(19).collect::<String>())
-                    .unwrap_or_default(),
+                when(lease.get("expires_at")),
             );
         }
     }
     if !down.is_empty() {
         let time = |t: Option<chrono::DateTime<chrono::Utc>>| {
-            t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
-                .unwrap_or_else(|| "-".into())
+            when(t.and_then(|t| serde_json::to_value(t).ok()).as_ref())
         };
-        println!(
-            "\n{:<16} {:<20} {:>8}  {:<20} last error",
-            "system down", "since", "failures", "next probe"
+        crate::outln!(
+            "\n{:<16} {:<24} {:>8}  {:<24} last error",
+            "system down",
+            "since",
+            "failures",
+            "next probe"
         );
         for h in &down {
-            println!(
-                "{:<16} {:<20} {:>8}  {:<20} {}",
+            crate::outln!(
+                "{:<16} {:<24} {:>8}  {:<24} {}",
                 h.system,
                 time(h.down_since),
                 h.consecutive_failures,

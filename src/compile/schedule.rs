@@ -30,6 +30,16 @@ pub struct Schedule {
 impl Schedule {
     pub fn parse(expr: &str, tz: Option<&str>) -> Result<Self, ScheduleParseError> {
         let fields = expr.split_whitespace().count();
+        if !(5..=7).contains(&fields) {
+            return Err(ScheduleParseError::Cron {
+                expr: expr.to_string(),
+                reason: format!(
+                    "it has {fields} field{}; 5 (minute hour day-of-month month day-of-week) \
+                     or 6 (seconds first) expected",
+                    if fields == 1 { "" } else { "s" }
+                ),
+            });
+        }
         let full = if fields == 5 {
             format!("0 {expr}")
         } else {
@@ -85,6 +95,16 @@ impl Schedule {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wrong_number_of_fields_says_how_many() {
+        let e = Schedule::parse("*/2 * * *", None).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid cron expression `*/2 * * *`: it has 4 fields; 5 (minute hour \
+             day-of-month month day-of-week) or 6 (seconds first) expected"
+        );
+    }
 
     #[test]
     fn five_and_six_fields_and_time_zones() {

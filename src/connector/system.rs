@@ -688,6 +688,13 @@ impl HttpSystem {
             let started = Instant::now();
             let sent = self.send(&rendered, &creds).await;
             let duration_ms = started.elapsed().as_millis() as u64;
+            if let Ok(r) = &sent {
+                tracing::debug!(
+                    system = %self.name, operation = op_name, method = %rendered.method,
+                    url = %redact(rendered.url.as_str()), status = r.status, duration_ms, attempt,
+                    "request"
+                );
+            }
             let resp = match sent {
                 Err(e) => {
                     self.stats.transport_error();
@@ -795,11 +802,18 @@ impl HttpSystem {
                     });
                 }
                 ErrorAction::Fail => {
+                    // The error names the status itself: the message is the body's part.
+                    let message = message();
+                    let message = match message.strip_prefix(&format!("status {status}")) {
+                        Some("") => "no body".to_string(),
+                        Some(rest) => rest.trim_start_matches(": ").to_string(),
+                        None => message,
+                    };
                     return Err(CallError::Permanent {
                         system: self.name.clone(),
                         operation: op_name.to_string(),
                         status,
-                        message: message(),
+                        message,
                         body: Box::new(redact_json(&resp.body)),
                     });
                 }

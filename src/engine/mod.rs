@@ -12,7 +12,7 @@ mod settle;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-pub use report::{Counts, Decision, RecordReport, RunReport};
+pub use report::{Counts, Decision, RecordReport, RunProgress, RunReport};
 pub use settle::{PendingSettleError, Settlement, settle_pending};
 
 use crate::clock::SharedClock;
@@ -73,6 +73,8 @@ pub struct RunOptions {
     pub details: bool,
     /// Run a disabled flow anyway (manual re-sync).
     pub force: bool,
+    /// Live totals for a progress display, updated as records are decided.
+    pub progress: Option<std::sync::Arc<RunProgress>>,
 }
 
 impl RunOptions {

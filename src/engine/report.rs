@@ -1,5 +1,9 @@
 //! What a run did (or, in a dry run, would do), per record and in totals.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -66,10 +70,50 @@ pub struct Counts {
     pub failures_cleared: u64,
 }
 
+impl Counts {
+    /// Adds another run's totals to these.
+    pub fn add(&mut self, o: &Counts) {
+        self.read += o.read;
+        self.created += o.created;
+        self.updated += o.updated;
+        self.adopted += o.adopted;
+        self.skipped += o.skipped;
+        self.conflicts += o.conflicts;
+        self.parked += o.parked;
+        self.locked += o.locked;
+        self.filtered += o.filtered;
+        self.failed += o.failed;
+        self.corrected += o.corrected;
+        self.overwrites += o.overwrites;
+        self.resolved_in_doubt += o.resolved_in_doubt;
+        self.failures_cleared += o.failures_cleared;
+    }
+
+    /// Records decided: each counted once, under one decision. A run's `read` equals this
+    /// (a reconciliation's `corrected` and `overwrites` are kinds of update, not records).
+    pub fn decided(&self) -> u64 {
+        self.created
+            + self.updated
+            + self.adopted
+            + self.skipped
+            + self.conflicts
+            + self.parked
+            + self.locked
+            + self.filtered
+            + self.failed
+    }
+}
+
 /// The report of one run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RunReport {
+    /// The run's id in the state store (`None` for a dry run, which records nothing).
+    pub run_id: Option<i64>,
     pub flow: String,
+    /// `ok`, `partial` (some records failed) or `error` (the run as a whole failed).
+    pub status: String,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
     pub kind: String,
     pub dry_run: bool,
     pub counts: Counts,
@@ -80,13 +124,42 @@ pub struct RunReport {
     /// Keys whose kept failure this run cleared, because they synced.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub cleared: Vec<String>,
-    /// Canonical records written, for chained flows.
-    #[serde(skip)]
-    pub touched: Vec<Value>,
     /// The system whose listing could not be read, when that is what ended the run: the
     /// daemon marks it down until a run reads it again.
     #[serde(skip)]
     pub unreachable: Option<String>,
+    /// Records synced on demand through `requires` (e.g. the customers of exported orders),
+    /// per required flow.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub required: std::collections::BTreeMap<String, Counts>,
+    /// Canonical records written, for chained flows.
+    #[serde(skip)]
+    pub touched: Vec<Value>,
+    /// Live totals shared with a progress display.
+    #[serde(skip)]
+    pub progress: Option<Arc<RunProgress>>,
+}
+
+/// Totals of a run while it goes on, read by a progress display on another thread.
+#[derive(Debug, Default)]
+pub struct RunProgress {
+    /// Records decided.
+    pub done: AtomicU64,
+    /// Records created or updated (or that would be, in a dry run).
+    pub written: AtomicU64,
+    pub failed: AtomicU64,
+    /// Records the run will decide, when known before it reads them (a run scoped to some
+    /// keys); 0 when not known.
+    pub total: AtomicU64,
+}
+
+impl RunProgress {
+    /// Starts counting a new run.
+    pub fn reset(&self) {
+        for c in [&self.done, &self.written, &self.failed, &self.total] {
+            c.store(0, Ordering::Relaxed);
+        }
+    }
 }
 
 impl RunReport {
@@ -95,7 +168,30 @@ impl RunReport {
         self.errors.is_empty()
     }
 
+    /// The outcome as the run history and JSON reports name it.
+    pub fn outcome(&self) -> &'static str {
+        if !self.ok() {
+            "error"
+        } else if self.counts.failed > 0 {
+            "partial"
+        } else {
+            "ok"
+        }
+    }
+
     pub(crate) fn count(&mut self, d: Decision) {
+        if let Some(p) = &self.progress {
+            p.done.fetch_add(1, Ordering::Relaxed);
+            match d {
+                Decision::Create | Decision::Update | Decision::Conflict => {
+                    p.written.fetch_add(1, Ordering::Relaxed);
+                }
+                Decision::Failed => {
+                    p.failed.fetch_add(1, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
         let c = &mut self.counts;
         match d {
             Decision::Create => c.created += 1,

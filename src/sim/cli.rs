@@ -158,31 +158,52 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
     shop.seed_customers(args.orders.clamp(1, 50), args.seed);
     shop.seed_orders(args.orders, args.seed);
     erp.seed_suppliers(SUPPLIERS, args.seed);
-    println!("shop simulator (MerchantPro-style): {}", shop.api_url());
-    println!("  basic auth: {} / {}", args.shop_key, args.shop_secret);
-    println!("ERP simulator (SmartBill/Oblio-style): {}", erp.api_url());
-    println!(
-        "  token: POST {}/api/authorize/token with client_id {} / client_secret {}",
+    // Exactly what the shipped flows read: their `base_url` adds the API path itself.
+    crate::outln!("shop simulator (MerchantPro-style): {}", shop.api_url());
+    crate::outln!(
+        "  flows/demo: SHOP_URL={} SHOP_API_KEY={} SHOP_API_SECRET={}",
+        shop.base_url(),
+        args.shop_key,
+        args.shop_secret
+    );
+    crate::outln!("ERP simulator (SmartBill/Oblio-style): {}", erp.api_url());
+    crate::outln!(
+        "  flows/demo, flows/woocommerce: ERP_URL={} ERP_CLIENT_ID={} ERP_CLIENT_SECRET={}",
         erp.base_url(),
         args.erp_client_id,
         args.erp_client_secret
     );
-    println!("shop simulator (WooCommerce-style): {}", woo.api_url());
-    println!("  basic auth: ck_demo / cs_demo");
+    let token_body = serde_json::json!({
+        "grant_type": "client_credentials",
+        "client_id": args.erp_client_id,
+        "client_secret": args.erp_client_secret,
+    });
+    crate::outln!(
+        "  token: curl -s -X POST {}/authorize/token -H 'content-type: application/json' -d '{}'",
+        erp.api_url(),
+        token_body
+    );
+    crate::outln!("shop simulator (WooCommerce-style): {}", woo.api_url());
+    crate::outln!(
+        "  flows/woocommerce: WOO_URL={} WOO_CONSUMER_KEY=ck_demo WOO_CONSUMER_SECRET=cs_demo",
+        woo.base_url()
+    );
     if let Some(url) = &args.webhook_url {
-        println!(
+        crate::outln!(
             "shop webhooks go to {url}, signed with {}",
             args.webhook_secret
         );
     }
-    println!(
+    crate::outln!(
         "seeded {} products in each, {} MerchantPro and {WOO_ORDERS} WooCommerce orders, {SUPPLIERS} ERP suppliers (seed {})",
-        args.products, args.orders, args.seed
+        args.products,
+        args.orders,
+        args.seed
     );
-    println!(
+    crate::outln!(
         "control API on each: GET /__sim/counters, POST /__sim/faults, POST /__sim/orders/{{id}}"
     );
-    println!("press Ctrl-C to stop");
+    crate::outln!("press Ctrl-C to stop");
     tokio::signal::ctrl_c().await?;
     shop.shutdown().await;
     erp.shutdown().await;

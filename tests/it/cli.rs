@@ -48,6 +48,37 @@ fn the_demo_ends_with_both_sides_in_agreement() {
         stdout.contains("0 disagreements, 0 failed records"),
         "{stdout}"
     );
+    // Every flow's report adds up: each record read is counted once, under one decision.
+    for line in stdout.lines().filter(|l| l.contains(" read ")) {
+        let main = line.split("; required").next().unwrap();
+        let decided: u64 = main
+            .split(", ")
+            .skip(1)
+            .filter(|p| !p.starts_with("corrected") && !p.starts_with("overwrites"))
+            .filter(|p| !p.starts_with("in-doubt"))
+            .map(|p| p.rsplit_once(' ').unwrap().1.parse::<u64>().unwrap())
+            .sum();
+        let read: u64 = main
+            .split(", ")
+            .next()
+            .unwrap()
+            .rsplit_once(' ')
+            .unwrap()
+            .1
+            .parse()
+            .unwrap();
+        assert_eq!(read, decided, "does not add up: {line}");
+        assert!(!line.contains(", locked"), "locked records say so: {line}");
+    }
+    // Customers created on demand for the orders are reported with them.
+    let orders = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("orders_to_erp"))
+        .unwrap();
+    assert!(
+        orders.contains("required first through `customers_to_erp`: created"),
+        "{orders}"
+    );
     // The quiet run wrote nothing.
     let quiet = stdout.split("quiet run").nth(1).unwrap();
     let quiet = quiet.split("== final check").next().unwrap();
@@ -106,7 +137,13 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
 
     // The dry run shows the two exports to come, field by field, and writes nothing (the
     // ERP's refusal can only show when it is asked).
-    let (code, stdout, _) = run(&["dry-run", &project, "--flow", "orders_to_erp"]);
+    let (code, stdout, _) = run(&[
+        "dry-run",
+        &project,
+        "--flow",
+        "orders_to_erp",
+        "--init-state",
+    ]);
     assert_eq!(code, 0, "{stdout}");
     assert!(stdout.contains("created 2"), "{stdout}");
     assert!(
@@ -117,8 +154,33 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert!(stdout.contains("dry run: nothing was written"));
     assert_eq!(erp.counters().writes(), 0);
 
-    let (code, stdout, _) = run(&["run", "--once", &project, "--flow", "orders_to_erp"]);
+    let (code, stdout, _) = run(&[
+        "run",
+        "--once",
+        &project,
+        "--flow",
+        "orders_to_erp",
+        "--init-state",
+    ]);
     assert_eq!(code, 1, "failed records make the run exit 1: {stdout}");
+    assert!(stdout.contains("failed 2"), "{stdout}");
+
+    // For people: a header, each failure with its time (and offset) and its error below.
+    let (code, stdout, _) = run(&["failures", "list", &project]);
+    assert_eq!(code, 0);
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap();
+    for column in ["id", "flow", "record", "attempts", "last failed"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let row = lines.next().unwrap();
+    assert!(row.contains("orders_to_erp"), "{row}");
+    let offset = regex_like_offset(row);
+    assert!(offset, "a time with its offset in: {row}");
+    assert!(lines.next().unwrap().starts_with("       "), "{stdout}");
+    let (code, stdout, _) = run(&["status", &project]);
+    assert_eq!(code, 0);
+    assert!(stdout.contains("partial"), "{stdout}");
     assert!(stdout.contains("failed 2"), "{stdout}");
 
     let (code, stdout, _) = run(&["status", &project, "--json"]);
@@ -148,21 +210,21 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
         .find(|f| f["key"] == bad.number.as_str())
         .unwrap();
     let first_id = first["id"].as_i64().unwrap().to_string();
-    let second_id = list
-        .iter()
-        .find(|f| f["key"] == bad2.number.as_str())
-        .unwrap()["id"]
-        .as_i64()
-        .unwrap()
-        .to_string();
     let error = first["error"].as_str().unwrap();
     assert!(error.contains("GHOST-9"), "{error}");
 
-    let (code, stdout, _) = run(&["failures", "show", &project, "--id", &first_id]);
+    let (code, stdout, _) = run(&[
+        "failures", "show", &project, "--id", &first_id, "--format", "json",
+    ]);
     assert_eq!(code, 0);
     let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(shown["payload"]["lines"][0]["code"], "GHOST-9");
     assert_eq!(shown["source_record"]["number"], bad.number.as_str());
+    let (code, stdout, _) = run(&["failures", "show", &project, "--id", &first_id]);
+    assert_eq!(code, 0);
+    for part in ["error: ", "record:", "payload:", "response:", "GHOST-9"] {
+        assert!(stdout.contains(part), "no `{part}` in:\n{stdout}");
+    }
 
     // Fix the cause of the first, retry it by id: it goes through exactly once.
     erp.create_product(ErpProduct::new("GHOST-9", "Acum exista", 12.0))
@@ -172,14 +234,18 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert!(stdout.contains("created 1"), "{stdout}");
     assert_eq!(erp.orders_by_reference(&bad.number).len(), 1);
 
-    // The second is given up on.
-    let (code, _, _) = run(&["failures", "discard", &project, "--id", &second_id]);
+    let (_, stdout, _) = run(&["failures", "list", &project, "--format", "json"]);
+    let left: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(left[0]["key"], bad2.number.as_str(), "{left:#}");
+    // The second is given up on: every failure of the flow (that one now).
+    let (code, stdout, _) = run(&["failures", "discard", &project, "--flow", "orders_to_erp"]);
     assert_eq!(code, 0);
+    assert_eq!(stdout.trim(), "discarded 1 failure");
     let (code, stdout, _) = run(&["failures", "list", &project]);
     assert_eq!(code, 0);
     assert_eq!(stdout.trim(), "no failures");
     let (code, _, stderr) = run(&["failures", "retry", &project]);
-    assert_eq!(code, 1, "retry needs --id or --all: {stderr}");
+    assert_eq!(code, 2, "retry needs --id, --flow or --all: {stderr}");
 }
 
 #[test]
@@ -188,7 +254,7 @@ fn status_names_the_node_running_a_flow_while_it_holds_the_lease() {
     let path = dir.path().join("state.sqlite");
     let state = format!("sqlite:{}", path.display());
     let status = |json: bool| {
-        let mut args = vec!["status", "flows/demo", "--state", &state];
+        let mut args = vec!["status", "flows/demo", "--state", &state, "--init-state"];
         if json {
             args.push("--json");
         }
@@ -218,6 +284,17 @@ fn status_names_the_node_running_a_flow_while_it_holds_the_lease() {
         serde_json::from_value(row("stock")["lease"]["expires_at"].clone()).unwrap();
     assert_eq!(shown, now + chrono::Duration::hours(1));
     assert_eq!(row("products")["lease"], serde_json::Value::Null);
+    // The next runs, scheduled and reconciliation, as times with their offset.
+    let next: chrono::DateTime<chrono::FixedOffset> =
+        serde_json::from_value(row("products")["next_run"].clone()).unwrap();
+    assert!(
+        next > now && next <= now + chrono::Duration::minutes(16),
+        "{next}"
+    );
+    assert!(row("stock")["next_reconcile"].is_string(), "{rows:#}");
+    let text = status(false);
+    let products = text.lines().find(|l| l.starts_with("products ")).unwrap();
+    assert!(regex_like_offset(products), "{products}");
     let text = status(false);
     let line = text
         .lines()
@@ -238,5 +315,536 @@ fn an_invalid_project_is_refused_with_exit_78_by_every_command() {
         let out = erpsync().args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(78), "{args:?}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("5 problems found"));
+        // Asked for JSON, a tool gets the diagnostics as JSON on stdout.
+        let out = erpsync()
+            .args(&args)
+            .args(["--format", "json"])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(78), "{args:?}");
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(doc["valid"], false);
+        assert_eq!(doc["diagnostics"].as_array().unwrap().len(), 5, "{doc:#}");
+        assert!(doc["diagnostics"][0]["code"].is_string(), "{doc:#}");
     }
+}
+
+/// Runs `erpsync ARGS` in `dir` with its stdout's reader gone before anything is written.
+fn with_stdout_closed(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .current_dir(dir)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    let demo = format!("{repo}/flows/demo");
+    let bad = format!("{repo}/tests/fixtures/flows/invalid/five_problems.yaml");
+    for (args, code) in [
+        (vec!["validate", "--format", "json", &demo], 0),
+        (vec!["validate", "--format", "json", &bad], 78),
+        (vec!["validate", &demo], 0),
+        (vec!["schema"], 0),
+        (
+            vec!["failures", "list", &demo, "--state", &state, "--init-state"],
+            0,
+        ),
+        (vec!["status", &demo, "--state", &state, "--init-state"], 0),
+        (vec!["completions", "bash"], 0),
+        (vec!["man"], 0),
+        (vec!["demo", "--write-flows", "out"], 0),
+    ] {
+        let (got, stderr) = with_stdout_closed(dir.path(), &args);
+        assert_eq!(got, Some(code), "{args:?}: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+    // Through a shell pipeline, as people type it.
+    let bin = env!("CARGO_BIN_EXE_erpsync");
+    let out = Command::new("bash")
+        .current_dir(dir.path())
+        .arg("-c")
+        .arg(format!(
+            "set -o pipefail; {bin} validate --format json {demo} | head -c 10; \
+             {bin} failures list {demo} --state {state} --init-state | head -1"
+        ))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn the_demo_runs_from_any_folder_and_refuses_a_bare_state_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&[
+        "demo",
+        "--no-rate-limit",
+        "--products",
+        "30",
+        "--orders",
+        "3",
+        "--state",
+        "sqlite:demo.sqlite",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("0 disagreements, 0 failed records"),
+        "{stdout}"
+    );
+    // A relative `sqlite:` path is taken from the working directory.
+    assert!(dir.path().join("demo.sqlite").exists());
+
+    let out = run(&["demo", "--state", "sqlite:demo.sqlite"]);
+    assert_eq!(out.status.code(), Some(2), "an existing state is refused");
+    let out = run(&["demo", "--state", "demo.sqlite"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(
+        stderr.trim(),
+        "error: `--state` takes `sqlite:PATH` (the demo keeps its state in SQLite), not `demo.sqlite`"
+    );
+    let out = run(&["demo", "--state", "sqlite:missing/dir/x.sqlite"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "said once: {stderr}");
+    assert!(stderr.contains("missing/dir"), "{stderr}");
+}
+
+#[test]
+fn schema_prints_to_stdout_and_writes_only_the_file_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let committed = erpsync::cli::schema::schema_text();
+    for args in [vec!["schema"], vec!["schema", "--output", "-"]] {
+        let out = run(&args);
+        assert!(out.status.success(), "{args:?}");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), committed, "{args:?}");
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(left.is_empty(), "nothing written by default: {left:?}");
+
+    let out = run(&["schema", "--output", "project/flow.schema.json"]);
+    assert!(out.status.success());
+    let path = dir.path().join("project/flow.schema.json");
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), committed);
+    let out = run(&["schema", "--check", "project/flow.schema.json"]);
+    assert_eq!(out.status.code(), Some(0));
+    std::fs::write(&path, "{}").unwrap();
+    let out = run(&["schema", "--check", "project/flow.schema.json"]);
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn a_state_that_does_not_exist_is_created_only_when_asked() {
+    let repo = env!("CARGO_MANIFEST_DIR");
+    let dir = tempfile::tempdir().unwrap();
+    // The demo project without its own `state.url`.
+    let project = dir.path().join("project");
+    std::fs::create_dir(&project).unwrap();
+    let text = std::fs::read_to_string(format!("{repo}/flows/demo/demo.yaml")).unwrap();
+    let text = text
+        .replace(
+            "include: [../common]",
+            &format!("include: [{repo}/flows/common]"),
+        )
+        .replace(
+            "state:\n  url: sqlite:../../target/demo/erpsync.sqlite\n",
+            "",
+        );
+    std::fs::write(project.join("demo.yaml"), text).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(args)
+            // Nothing listens there: a run that got past the state check would fail (1).
+            .env("SHOP_URL", "http://127.0.0.1:9")
+            .env("ERP_URL", "http://127.0.0.1:9")
+            .env_remove("ERPSYNC_STATE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let typo = dir.path().join("nonexistent/dir/x.sqlite");
+    let typo_url = format!("sqlite:{}", typo.display());
+    for verb in [
+        vec!["run", "--once"],
+        vec!["dry-run"],
+        vec!["status"],
+        vec!["failures", "list"],
+    ] {
+        let mut args = verb.clone();
+        args.extend(["project", "--state", &typo_url]);
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains("--init-state"), "{stderr}");
+        assert!(!dir.path().join("nonexistent").exists(), "{args:?}");
+        // Nor the default state in the project folder.
+        let mut args = verb.clone();
+        args.push("project");
+        let (code, stderr) = run(&args);
+        assert_eq!(code, Some(2), "{args:?}: {stderr}");
+        assert!(!project.join("erpsync.sqlite").exists(), "{args:?}");
+    }
+    // `--init-state` creates it; a relative path is taken from the working directory.
+    let (code, stderr) = run(&[
+        "failures",
+        "list",
+        "project",
+        "--state",
+        "sqlite:here.sqlite",
+        "--init-state",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(dir.path().join("here.sqlite").exists());
+    assert!(!project.join("here.sqlite").exists());
+    // Now that it exists, no flag is needed.
+    let (code, stderr) = run(&["status", "project", "--state", "sqlite:here.sqlite"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sim_prints_the_settings_the_shipped_flows_take() {
+    use std::io::BufRead as _;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args([
+            "sim",
+            "--shop-port",
+            "0",
+            "--erp-port",
+            "0",
+            "--woo-port",
+            "0",
+            "--no-rate-limit",
+            "--products",
+            "5",
+            "--orders",
+            "2",
+        ])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let _sim = KillOnDrop(child);
+    let mut lines = Vec::new();
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        let done = line.contains("press Ctrl-C");
+        lines.push(line);
+        if done {
+            break;
+        }
+    }
+    let mut env: Vec<(String, String)> = Vec::new();
+    for line in lines.iter().filter(|l| l.starts_with("  flows/")) {
+        for word in line.split_whitespace().filter(|w| w.contains('=')) {
+            let (k, v) = word.split_once('=').unwrap();
+            env.push((k.to_string(), v.to_string()));
+        }
+    }
+    let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    for name in ["SHOP_URL", "ERP_URL", "WOO_URL", "ERP_CLIENT_SECRET"] {
+        assert!(names.contains(&name), "{name} in {lines:#?}");
+    }
+    // The token request as printed is accepted.
+    let token = lines.iter().find(|l| l.contains("token: curl")).unwrap();
+    let url = token.split_whitespace().nth(5).unwrap();
+    let body = token.split("-d '").nth(1).unwrap().trim_end_matches('\'');
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let resp = reqwest::Client::new()
+        .post(url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "{token}");
+
+    // And the flows run against the simulators with exactly those values.
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    for project in ["flows/demo", "flows/woocommerce"] {
+        let out = erpsync()
+            .args(["dry-run", project, "--state", &state, "--init-state"])
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("SHOP_REQUESTS_PER_SECOND", "1000")
+            .env("ERP_REQUESTS_PER_SECOND", "1000")
+            .env("WOO_REQUESTS_PER_SECOND", "1000")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{project}: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// A child process that is stopped when the test ends, passed or not.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_conflict_names_the_rule_as_the_flow_file_does() {
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    seed_both(&shop, &erp, 3, 4);
+    shop.create_product(Product::basic("DIFF-1", "Acelasi produs", 10.0, 0))
+        .unwrap();
+    erp.create_product(ErpProduct::new("DIFF-1", "Acelasi produs", 12.0))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    let (key, secret) = shop.credentials();
+    let (id, client_secret) = erp.credentials();
+    let out = erpsync()
+        .args([
+            "dry-run",
+            "flows/demo",
+            "--flow",
+            "products",
+            "--key",
+            "DIFF-1",
+            "--format",
+            "json",
+            "--state",
+            &state,
+            "--init-state",
+        ])
+        .envs([
+            ("SHOP_URL", shop.base_url()),
+            ("ERP_URL", erp.base_url()),
+            ("SHOP_API_KEY", key),
+            ("SHOP_API_SECRET", secret),
+            ("ERP_CLIENT_ID", id),
+            ("ERP_CLIENT_SECRET", client_secret),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let run = &doc["runs"][0];
+    assert_eq!(
+        (
+            run["flow"].as_str(),
+            run["status"].as_str(),
+            run["run_id"].is_null()
+        ),
+        (Some("products"), Some("ok"), true)
+    );
+    for t in ["started_at", "finished_at"] {
+        chrono::DateTime::parse_from_rfc3339(run[t].as_str().unwrap()).unwrap();
+    }
+    // `--key` picks the one record.
+    let records = run["records"].as_array().unwrap();
+    assert_eq!(records.len(), 1, "{records:#?}");
+    let reason = records[0]["reason"].as_str().unwrap();
+    assert_eq!(records[0]["decision"], "conflict");
+    assert!(reason.contains("resolved by `erp_wins`"), "{reason}");
+    assert!(!reason.contains("both sides changed"), "{reason}");
+    assert_eq!(run["counts"]["read"], 1, "{run:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_shot_commands_log_like_the_daemon() {
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    seed_both(&shop, &erp, 3, 6);
+    let dir = tempfile::tempdir().unwrap();
+    let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
+    let (key, secret) = shop.credentials();
+    let (id, client_secret) = erp.credentials();
+    let env = [
+        ("SHOP_URL", shop.base_url()),
+        ("ERP_URL", erp.base_url()),
+        ("SHOP_API_KEY", key),
+        ("SHOP_API_SECRET", secret.clone()),
+        ("ERP_CLIENT_ID", id),
+        ("ERP_CLIENT_SECRET", client_secret.clone()),
+    ];
+    let run = |extra: &[&str], log: Option<&str>| {
+        let mut c = erpsync();
+        c.args(["run", "--once", "flows/demo", "--flow", "products"])
+            .args(["--state", &state, "--init-state"])
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("ERPSYNC_LOG");
+        if let Some(l) = log {
+            c.env("ERPSYNC_LOG", l);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    // Quiet by default: the report on stdout, nothing on stderr.
+    let (stdout, stderr) = run(&[], None);
+    assert!(stdout.contains("products"), "{stdout}");
+    assert_eq!(stderr, "", "a one-shot run logs only problems by default");
+
+    // -vv: each HTTP request, as JSON lines with plain values and the area as target.
+    let (_, stderr) = run(&["-vv", "--log-format", "json"], None);
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let request = lines
+        .iter()
+        .find(|l| l["message"] == "request" && l["target"] == "connector")
+        .unwrap_or_else(|| panic!("no request line in {stderr}"));
+    assert!(request["status"].is_u64(), "{request}");
+    assert!(request["duration_ms"].is_u64(), "{request}");
+    assert!(request["method"].is_string() && request["url"].is_string());
+    assert!(lines.iter().any(|l| l["target"] == "engine"), "{stderr}");
+    assert!(!stderr.contains("erpsync::"), "{stderr}");
+    assert!(!stderr.contains(&client_secret) && !stderr.contains(&secret));
+
+    // ERPSYNC_LOG takes the area words.
+    let (_, stderr) = run(&[], Some("connector=debug"));
+    assert!(stderr.contains(" connector: request"), "{stderr}");
+    assert!(!stderr.contains(" engine: "), "{stderr}");
+    assert!(!stderr.contains('\x1b'), "no colours into a pipe: {stderr}");
+}
+
+#[test]
+fn diagnostics_say_what_to_do_and_print_config_shows_what_was_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shop.yaml");
+    std::fs::write(
+        &file,
+        r#"entities:
+  product: { key: sku, fields: { sku: string } }
+systems:
+  shop:
+    base_url: ${ERPSYNC_T_SHOP_URLL}/api/v2
+    auth: { kind: basic, username: "${ERPSYNC_T_KEY}", password: "${ERPSYNC_T_SECRET}" }
+    rate_limit: { per_second: "${ERPSYNC_T_RATE}", burst: 4 }
+    operations:
+      list: { path: /p, records: $.data }
+    entities:
+      product: { list: list, lookup: list, update: list, read: { sku: $.sku } }
+flows:
+  f:
+    entity: product
+    from: shop
+    to: shop
+    mode: update
+    trigger: { schedule: "*/2 * * *" }
+"#,
+    )
+    .unwrap();
+    let file = file.to_str().unwrap();
+    let out = erpsync()
+        .args(["validate", file])
+        .env("ERPSYNC_T_SHOP_URL", "http://shop.example")
+        .env("ERPSYNC_T_KEY", "k")
+        .env("ERPSYNC_T_SECRET", "s3cret-value-77")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(
+        stderr.contains(
+            "environment variable `ERPSYNC_T_SHOP_URLL` is not set\n  at `systems.shop.base_url`\n  help: did you mean `ERPSYNC_T_SHOP_URL`?"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`*/2 * * *`: it has 4 fields; 5 (minute hour"),
+        "{stderr}"
+    );
+    // The unset rate is one problem, not also a wrong type.
+    assert!(!stderr.contains("E004"), "{stderr}");
+    assert!(stderr.contains("3 problems found"), "{stderr}");
+
+    let out = erpsync()
+        .args(["validate", "--print-config", file])
+        .env("ERPSYNC_T_SHOP_URLL", "http://shop.example")
+        .env("ERPSYNC_T_KEY", "k")
+        .env("ERPSYNC_T_SECRET", "s3cret-value-77")
+        .env("ERPSYNC_T_RATE", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Still invalid (the cron): nothing resolved to show, the problem on stderr.
+    assert_eq!(out.status.code(), Some(78), "{stdout}");
+    let fixed = std::fs::read_to_string(file)
+        .unwrap()
+        .replace("*/2 * * *", "*/2 * * * *");
+    std::fs::write(file, fixed).unwrap();
+    let out = erpsync()
+        .args(["validate", "--print-config", file])
+        .env("ERPSYNC_T_SHOP_URLL", "http://shop.example")
+        .env("ERPSYNC_T_KEY", "k")
+        .env("ERPSYNC_T_SECRET", "s3cret-value-77")
+        .env("ERPSYNC_T_RATE", "2")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let config: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let shop = &config["systems"]["shop"];
+    assert_eq!(shop["base_url"], "http://shop.example/api/v2");
+    assert_eq!(shop["auth"]["password"], "***");
+    assert_eq!(shop["rate_limit"]["per_second"], 2.0);
+    assert_eq!(config["flows"]["f"]["trigger"]["schedule"], "*/2 * * * *");
+    assert!(!stdout.contains("s3cret-value-77"));
+}
+
+/// Whether a line holds a time with its UTC offset (`2026-03-01 10:00:00 +02:00`).
+fn regex_like_offset(line: &str) -> bool {
+    line.split_whitespace().any(|w| {
+        (w.starts_with('+') || w.starts_with('-'))
+            && w.len() == 6
+            && w.as_bytes()[3] == b':'
+            && w[1..3].chars().all(|c| c.is_ascii_digit())
+    })
 }

@@ -185,7 +185,7 @@ fn committed_schema_matches_the_model() {
     let committed = std::fs::read_to_string(root().join("schemas/flow.schema.json")).unwrap();
     assert!(
         committed == erpsync::cli::schema::schema_text(),
-        "schemas/flow.schema.json is stale: run `cargo run -- schema`"
+        "schemas/flow.schema.json is stale: run `cargo run -- schema --output schemas/flow.schema.json`"
     );
     let (code, stdout, stderr) = erpsync(&["schema", "--check"]);
     assert_eq!(code, 0, "{stdout}{stderr}");

@@ -382,6 +382,8 @@ async fn fixed_credentials_basic_bearer_and_api_keys() {
     assert_eq!(*status, 400);
     assert_eq!(**body, json!({"error": "Basic ***"}));
     assert!(!message.contains("bXAta2V5") && !err.to_string().contains("bXAta2V5"));
+    // The status is said once ("failed with status 400: {…}"), not again in the message.
+    assert_eq!(err.to_string().matches("400").count(), 1, "{err}");
 }
 
 #[tokio::test]

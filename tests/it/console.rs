@@ -690,6 +690,7 @@ async fn the_binary_serves_the_console_with_its_assets_built_in() {
         .arg(repo.join("flows/demo"))
         .arg("--state")
         .arg(format!("sqlite:{}", dir.path().join("s.sqlite").display()))
+        .arg("--init-state")
         .args(["--listen", &format!("127.0.0.1:{port}"), "--no-watch"])
         .env("ERPSYNC_ADMIN_TOKEN", ADMIN)
         .env("ERPSYNC_LOG", "off")
@@ -805,6 +806,7 @@ async fn run_once_follows_the_consoles_switches() {
             .arg(&project)
             .arg("--state")
             .arg(format!("sqlite:{}", state.display()))
+            .arg("--init-state")
             .args(extra)
             .envs([
                 ("SHOP_URL", shop.base_url()),
@@ -820,7 +822,7 @@ async fn run_once_follows_the_consoles_switches() {
             .unwrap();
         let reports: Value = serde_json::from_slice(&out.stdout)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        let flows: Vec<String> = reports
+        let flows: Vec<String> = reports["runs"]
             .as_array()
             .unwrap()
             .iter()

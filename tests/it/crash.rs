@@ -124,6 +124,7 @@ async fn killed_and_restarted_exports_send_every_order_exactly_once() {
                 "orders_to_erp",
                 "--state",
                 &state,
+                "--init-state",
             ])
             .arg(&project)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -190,6 +191,7 @@ async fn killed_and_restarted_exports_send_every_order_exactly_once() {
             "orders_to_erp",
             "--state",
             &state,
+            "--init-state",
         ])
         .arg(&project)
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))

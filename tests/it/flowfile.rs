@@ -663,7 +663,7 @@ async fn run_once_with_max_wait_does_not_sleep_through_a_lockout() {
             "--flow",
             "stock",
         ])
-        .args(["--max-wait", "2"])
+        .args(["--max-wait", "2", "--init-state"])
         .envs([
             ("SHOP_URL", shop.base_url()),
             ("ERP_URL", erp.base_url()),
@@ -775,6 +775,7 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
         async move {
             let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
                 .args(&args)
+                .arg("--init-state")
                 .envs(envs)
                 .current_dir(dir)
                 .output()

@@ -8,6 +8,7 @@ mod crash;
 mod daemon;
 mod engine;
 mod flowfile;
+mod install;
 mod notify;
 mod postgres;
 mod recovery;

@@ -72,7 +72,7 @@ impl Project {
         let mut c = Command::new(env!("CARGO_BIN_EXE_erpsync"));
         c.args(args)
             .arg(&self.path)
-            .args(["--state", &self.state])
+            .args(["--state", &self.state, "--init-state"])
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "off")
             .current_dir(self.dir.path());

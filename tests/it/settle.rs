@@ -24,7 +24,7 @@ impl Cli {
         Command::new(env!("CARGO_BIN_EXE_erpsync"))
             .args(verb)
             .arg(&self.project)
-            .args(["--state", &self.state])
+            .args(["--state", &self.state, "--init-state"])
             .args(rest)
             .envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
             .env("RUST_LOG", "off")

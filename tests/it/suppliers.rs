@@ -80,10 +80,17 @@ async fn suppliers_reach_the_shop_matched_by_fiscal_code() {
 
     let r = h.run("suppliers").await;
     assert_eq!(r.counts, plan.counts, "the run did what the dry run said");
+    // The supplier the shop already had is linked and updated: counted once, as updated.
     assert_eq!(
-        (r.counts.created, r.counts.adopted, r.counts.failed),
-        (6, 1, 0)
+        (
+            r.counts.created,
+            r.counts.updated,
+            r.counts.adopted,
+            r.counts.failed
+        ),
+        (6, 1, 0, 0)
     );
+    assert_eq!(r.counts.read, r.counts.decided(), "{:?}", r.counts);
     assert_eq!(decision_of(&r, "18547290"), Decision::Update);
     assert_eq!(
         h.writes(),

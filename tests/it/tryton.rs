@@ -156,7 +156,7 @@ async fn erpsync(shop: &ShopHandle, tryton: &Tryton, state: &Path, extra: &[&str
     let started = Instant::now();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
         .current_dir(repo())
-        .args(["run", "flows/tryton", "--once", "--state"])
+        .args(["run", "flows/tryton", "--once", "--init-state", "--state"])
         .arg(format!("sqlite:{}", state.display()))
         .args(extra)
         .env("SHOP_URL", shop.base_url())

@@ -92,6 +92,14 @@ impl<'e> Runner<'e> {
         if let Some(down) = self.system_down() {
             return Err(down);
         }
+        // A run scoped to some keys leaves the others for a later run.
+        if let Some(keys) = &self.opts.keys
+            && !keys.contains(&b_seen.key)
+        {
+            return Ok(());
+        }
+        // Read from the target: counted here, once, whether or not the source is asked too.
+        self.report.counts.read += 1;
         let key = b_seen.key.clone();
         let binding = self.binding(&key)?;
         let native = b_seen.native.clone();
@@ -106,12 +114,11 @@ impl<'e> Runner<'e> {
                 Err(f) => return self.fail(&key, &native, f),
             }
         }
-        if let Some(s) = &a {
-            self.report.counts.read += 1;
-            if !self.eligible(s, binding.as_ref()) {
-                // As when listed and filtered out: the source is left out of the merge.
-                a = None;
-            }
+        // As when listed and filtered out: an ineligible source is left out of the merge.
+        if let Some(s) = &a
+            && !self.eligible(s, binding.as_ref())
+        {
+            a = None;
         }
         match self.merge_sides(a, Some(b_seen), binding).await {
             Ok(None) => self.succeeded(&key),
@@ -268,14 +275,16 @@ impl<'e> Runner<'e> {
         }
         let merged = Value::Object(merged);
         if !parked.is_empty() {
-            let reason = format!(
-                "both sides changed {}; parked for review",
-                parked
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            let fields = parked
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let reason = if first_sync {
+                format!("the sides differ on {fields} at the first sync; parked for review")
+            } else {
+                format!("both sides changed {fields}; parked for review")
+            };
             if !self.opts.dry_run {
                 bind.parked = Some(reason.clone());
                 self.put_binding(&bind)
@@ -302,19 +311,22 @@ impl<'e> Runner<'e> {
             Decision::Skip
         };
         let reason = (!conflicts.is_empty()).then(|| {
-            format!(
-                "both sides changed {}; resolved by `{}`",
-                conflicts
-                    .iter()
-                    .map(|f| format!("`{f}`"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                conflict
-                    .as_ref()
-                    .map(|c| format!("{:?}", c.rule))
-                    .unwrap_or_default()
-                    .to_lowercase()
-            )
+            let fields = conflicts
+                .iter()
+                .map(|f| format!("`{f}`"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            // The rule as the flow file spells it (`erp_wins`).
+            let rule = conflict
+                .as_ref()
+                .and_then(|c| serde_json::to_value(c.rule).ok())
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default();
+            if first_sync {
+                format!("the sides differ on {fields} at the first sync; resolved by `{rule}`")
+            } else {
+                format!("both sides changed {fields}; resolved by `{rule}`")
+            }
         });
         let merge = Merge {
             key: key.to_string(),

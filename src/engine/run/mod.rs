@@ -196,6 +196,10 @@ pub(super) async fn run_flow(
             .run_finish(id, engine.clock.now(), status, &counts, error.as_deref())?;
         super::run_lines::keep(engine, id, &report);
     }
+    report.run_id = run_id;
+    report.status = report.outcome().to_string();
+    report.started_at = Some(started);
+    report.finished_at = Some(engine.clock.now());
     tracing::info!(
         flow = %flow.id,
         kind,
@@ -357,6 +361,7 @@ impl<'e> Runner<'e> {
             report: RunReport {
                 flow: flow.id.clone(),
                 dry_run: opts.dry_run,
+                progress: opts.progress.clone(),
                 ..Default::default()
             },
         })
@@ -412,14 +417,24 @@ impl<'e> Runner<'e> {
         });
         if scoped_lookup {
             let keys = wanted.clone().unwrap_or_default();
+            if let Some(p) = &self.report.progress {
+                p.total
+                    .store(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
             for key in keys {
                 match self.lookup(true, &key).await {
-                    Ok(Some(seen)) => self.handle(seen).await?,
+                    Ok(Some(seen)) => {
+                        self.report.counts.read += 1;
+                        self.handle(seen).await?
+                    }
                     Ok(None) => self.report.errors.push(format!(
                         "`{}` has no {} `{key}`",
                         self.src.name, self.entity.name
                     )),
-                    Err(f) => self.fail(&key, &Value::Null, f)?,
+                    Err(f) => {
+                        self.report.counts.read += 1;
+                        self.fail(&key, &Value::Null, f)?
+                    }
                 }
             }
         } else {
@@ -448,12 +463,12 @@ impl<'e> Runner<'e> {
                     if !self.note_listed(&seen) {
                         continue;
                     }
-                    self.report.counts.read += 1;
                     if let Some(k) = &keys
                         && !k.contains(&seen.key)
                     {
                         continue;
                     }
+                    self.report.counts.read += 1;
                     mapped.push(Ok(seen));
                 }
                 // The page's bindings in one call rather than one query per record.

@@ -206,7 +206,6 @@ impl<'e> Runner<'e> {
                 *b.base_mut(self.dst.is_a) = Some(found.canon.clone());
                 self.move_bases(false, &mut b, &to_write, Some(&seen.canon))?;
             }
-            self.report.counts.adopted += 1;
             self.touched(&seen.canon);
             self.record(
                 &key,
@@ -329,6 +328,8 @@ impl<'e> Runner<'e> {
                     runner.entity.name, f.error
                 )));
             }
+            let done = runner.report.counts;
+            self.report.required.entry(flow_id).or_default().add(&done);
         }
         Ok(())
     }
