@@ -56,10 +56,19 @@ fn which(names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-fn start_driver() -> Driver {
-    let bin = which(&["chromedriver"]).expect(
-        "`chromedriver` is not installed: `apt-get install chromium chromium-driver` (.ci/run does)",
-    );
+/// chromedriver, started; None when it is missing and `ERPSYNC_SKIP_BROWSER=1` allows
+/// skipping (a newcomer's machine). CI installs it and must not skip silently.
+fn start_driver() -> Option<Driver> {
+    let Some(bin) = which(&["chromedriver"]) else {
+        if std::env::var("ERPSYNC_SKIP_BROWSER").as_deref() == Ok("1") {
+            eprintln!("skipped: chromedriver is not installed");
+            return None;
+        }
+        panic!(
+            "`chromedriver` is not installed: `apt-get install chromium chromium-driver` \
+             (.ci/run does), or set ERPSYNC_SKIP_BROWSER=1 to skip the browser test"
+        );
+    };
     let mut child = Command::new(bin)
         .arg("--port=0")
         .stdout(Stdio::piped())
@@ -82,10 +91,10 @@ fn start_driver() -> Driver {
     let port = rx
         .recv_timeout(Duration::from_secs(10))
         .expect("chromedriver says which port it listens on");
-    Driver {
+    Some(Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),
-    }
+    })
 }
 
 async fn browser(driver: &Driver) -> Client {
@@ -258,6 +267,9 @@ async fn serve_http(d: &Arc<Daemon>) -> (String, oneshot::Sender<()>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() {
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let Some(driver) = start_driver() else {
+        return;
+    };
     let started = Instant::now();
     let clock = ManualClock::new(at("10:00:30"));
     let (shop, erp) = sims(&clock).await;
@@ -296,7 +308,6 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
         ..Faults::default()
     });
 
-    let driver = start_driver();
     let b = browser(&driver).await;
 
     // Login: a wrong token is refused, the admin token lands on the flows.

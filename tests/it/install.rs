@@ -249,6 +249,10 @@ const NOT_RUN: &[(&str, &str)] = &[
         "`erpsync demo` is run (the same command)",
     ),
     ("cargo test", "this is the test suite"),
+    (
+        "ERPSYNC_SKIP_POSTGRES=1",
+        "this is the test suite, without PostgreSQL, Tryton and the browser",
+    ),
     ("cargo bench", "benchmarks, run by hand"),
     (
         "docker ",
