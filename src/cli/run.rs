@@ -2,8 +2,10 @@
 
 use std::process::ExitCode;
 
+use std::sync::{Arc, Mutex};
+
 use super::common::{ProjectArgs, engine, load_project, open_state, summary_line};
-use crate::engine::RunOptions;
+use crate::engine::{Interrupt, RunOptions};
 
 /// Arguments of `erpsync run`.
 #[derive(Debug, clap::Args)]
@@ -59,15 +61,25 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let flows = project.select(&args.flows).map_err(anyhow::Error::msg)?;
     let engine = engine(project.clone(), store)?;
     let rt = tokio::runtime::Runtime::new()?;
+    let interrupt = Interrupt::default();
+    let signal = Arc::new(Mutex::new(None));
+    {
+        let _entered = rt.enter();
+        watch_signals(interrupt.clone(), signal.clone())?;
+    }
     let opts = RunOptions {
         reconcile: args.reconcile,
         full: args.full,
         force: !args.flows.is_empty(),
+        interrupt: Some(interrupt.clone()),
         ..Default::default()
     };
     let mut ok = true;
     let mut reports = Vec::new();
     for flow in flows {
+        if interrupt.raised() {
+            break;
+        }
         if args.reconcile && flow.config.reconcile.is_none() {
             continue;
         }
@@ -88,6 +100,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                         println!("    error: {}", crate::redact::redact(e));
                     }
                 }
+                if r.interrupted {
+                    let which = signal
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .unwrap_or("a signal");
+                    eprintln!(
+                        "{}: interrupted by {which} after {} record(s); recorded as interrupted, the records not reached are read by the next run",
+                        flow.id, r.counts.read
+                    );
+                }
                 reports.push(r);
             }
             Err(e) => {
@@ -99,9 +121,60 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     }
+    if interrupt.raised() {
+        eprintln!("erpsync: run stopped early");
+        ok = false;
+    }
     Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_FAILED)
     })
+}
+
+/// SIGINT and SIGTERM stop the run between records (said on stderr); a second one quits at
+/// once (what was sent is journaled, the next run settles it).
+#[cfg(unix)]
+fn watch_signals(
+    interrupt: Interrupt,
+    seen: Arc<Mutex<Option<&'static str>>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(which);
+        eprintln!(
+            "erpsync: {which} received: finishing the record in hand, then stopping (again to quit at once)"
+        );
+        interrupt.raise();
+        let again = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!(
+            "erpsync: {again} again: quitting now; writes in flight are settled by the next run"
+        );
+        std::process::exit(130);
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn watch_signals(
+    interrupt: Interrupt,
+    seen: Arc<Mutex<Option<&'static str>>>,
+) -> anyhow::Result<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some("Ctrl-C");
+            eprintln!("erpsync: Ctrl-C received: finishing the record in hand, then stopping");
+            interrupt.raise();
+        }
+    });
+    Ok(())
 }

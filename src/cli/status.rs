@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use super::common::{ProjectArgs, load_project, open_state_read_only};
 use crate::clock::{Clock as _, SystemClock};
 use crate::state::Lease;
+use crate::state::lease::provably_dead;
 
 /// Arguments of `erpsync status`.
 #[derive(Debug, clap::Args)]
@@ -31,10 +32,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let mut rows = Vec::new();
     for flow in &project.flows {
-        let lease = leases
-            .get(&flow.id)
-            .map(|l| serde_json::json!({"holder": l.holder, "expires_at": l.expires_at}));
-        let last = store.runs(Some(&flow.id), 1)?.into_iter().next();
+        let held = leases.get(&flow.id);
+        let lease = held.map(
+            |l| serde_json::json!({"holder": l.holder, "node": l.node, "expires_at": l.expires_at}),
+        );
+        let mut last = store.runs(Some(&flow.id), 1)?.into_iter().next();
+        // A run still marked running whose process holds no live lease of the flow is not
+        // running: its process died or lost the flow (the next holder closes it for good).
+        if let Some(r) = last.as_mut()
+            && r.status == "running"
+            && held
+                .is_none_or(|l| Some(&l.holder) != r.instance.as_ref() || provably_dead(&l.holder))
+        {
+            r.status = "abandoned".into();
+        }
         let failures = store.failures(Some(&flow.id))?.len();
         let cursor = store.cursor(&flow.id)?;
         rows.push(serde_json::json!({
@@ -54,7 +65,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     println!(
-        "{:<26} {:<8} {:<18} {:<22} {:<8} {:>8}",
+        "{:<26} {:<8} {:<18} {:<22} {:<11} {:>8}  node",
         "flow", "enabled", "schedule", "last run", "status", "failures"
     );
     for r in &rows {
@@ -64,13 +75,14 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             .map(|s| s.chars().take(19).collect::<String>())
             .unwrap_or_else(|| "never".into());
         println!(
-            "{:<26} {:<8} {:<18} {:<22} {:<8} {:>8}",
+            "{:<26} {:<8} {:<18} {:<22} {:<11} {:>8}  {}",
             r["flow"].as_str().unwrap_or(""),
             if r["enabled"] == true { "yes" } else { "no" },
             r["schedule"].as_str().unwrap_or("manual"),
             when,
             last["status"].as_str().unwrap_or("-"),
             r["failures"],
+            last["node"].as_str().unwrap_or("-"),
         );
     }
     // Only while some node runs a flow: most of the time none does.
@@ -85,7 +97,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             println!(
                 "{:<26} {:<30} {:<22}",
                 r["flow"].as_str().unwrap_or(""),
-                lease["holder"].as_str().unwrap_or(""),
+                format!(
+                    "{} ({})",
+                    lease["node"].as_str().unwrap_or(""),
+                    lease["holder"].as_str().unwrap_or("")
+                ),
                 lease["expires_at"]
                     .as_str()
                     .map(|s| s.chars().take(19).collect::<String>())

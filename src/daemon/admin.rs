@@ -139,7 +139,10 @@ struct RunRequest {
 
 fn refused(e: TriggerRefusedError) -> Response {
     let status = match e {
-        TriggerRefusedError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        TriggerRefusedError::ShuttingDown | TriggerRefusedError::StateUnavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        TriggerRefusedError::Elsewhere { .. } => StatusCode::CONFLICT,
         TriggerRefusedError::UnknownFlow(_) => StatusCode::NOT_FOUND,
         TriggerRefusedError::Disabled(_) | TriggerRefusedError::Busy(_) => StatusCode::CONFLICT,
     };

@@ -4,13 +4,16 @@
 //! flows, not HTTP: it talks to systems only through their operations.
 
 pub mod canonical;
+mod lease;
 mod report;
 mod run;
 mod settle;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
+pub use lease::{DEFAULT_LEASE_TTL_SECS, HeldLease, LeaseTakeError};
 pub use report::{Counts, Decision, RecordReport, RunReport};
 pub use settle::{PendingSettleError, Settlement, settle_pending};
 
@@ -18,7 +21,7 @@ use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::config::model::Normalize;
 use crate::connector::{CompileProblem, HttpSystem};
-use crate::state::StateStore;
+use crate::state::{FencedStore, Instance, StateStore};
 
 /// A project that cannot be turned into callable systems.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +48,28 @@ pub enum EngineRunError {
         system: String,
         message: String,
     },
+    #[error(transparent)]
+    Lease(#[from] LeaseTakeError),
+    /// The run lost its lease mid-way and stopped: what it had in flight is journaled as in
+    /// doubt, and the next holder settles it.
+    #[error(
+        "flow `{0}` lost its lease mid-run and stopped; the next holder settles what was in flight"
+    )]
+    LeaseLost(String),
+}
+
+/// Asks a run to stop between records (SIGINT or SIGTERM on a one-shot run): the record in
+/// hand is finished, post-actions of the records exported go out, the cursor stays.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// What a run does.
@@ -62,6 +87,8 @@ pub struct RunOptions {
     pub details: bool,
     /// Run a disabled flow anyway (manual re-sync).
     pub force: bool,
+    /// Raised to stop the run between records.
+    pub interrupt: Option<Interrupt>,
 }
 
 impl RunOptions {
@@ -78,7 +105,7 @@ impl RunOptions {
 }
 
 /// Runs the flows of a project against its systems, remembering in a state store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Engine {
     pub project: Arc<Project>,
     pub systems: BTreeMap<String, Arc<HttpSystem>>,
@@ -86,6 +113,8 @@ pub struct Engine {
     pub clock: SharedClock,
     /// Key normalisation per entity, from the flows that sync it (used to resolve `ref`).
     key_normalize: HashMap<String, Vec<Normalize>>,
+    /// This process, as runs and leases name it.
+    pub instance: Instance,
 }
 
 impl Engine {
@@ -117,17 +146,33 @@ impl Engine {
                 .entry(f.config.entity.clone())
                 .or_insert_with(|| f.normalize.clone());
         }
+        let node = project.daemon.as_ref().and_then(|d| d.node_id.as_deref());
+        let instance = Instance::current(node);
         Ok(Engine {
             project,
             systems,
             store,
             clock,
             key_normalize,
+            instance,
         })
     }
 
-    /// Runs one flow now.
+    /// Runs one flow now, holding its lease (dry runs, which write nothing, take none).
     pub async fn run(&self, flow_id: &str, opts: &RunOptions) -> Result<RunReport, EngineRunError> {
+        self.check(flow_id, opts)?;
+        if opts.dry_run {
+            return self.run_leased(flow_id, opts, None).await;
+        }
+        let lease = self.take_lease(flow_id)?;
+        self.run_leased(flow_id, opts, Some(&lease)).await
+    }
+
+    fn check(
+        &self,
+        flow_id: &str,
+        opts: &RunOptions,
+    ) -> Result<Arc<crate::compile::Flow>, EngineRunError> {
         let flow = self
             .project
             .flow(flow_id)
@@ -136,7 +181,40 @@ impl Engine {
         if !flow.config.enabled && !opts.force {
             return Err(EngineRunError::Disabled(flow_id.to_string()));
         }
-        run::run_flow(self, &flow, opts).await
+        Ok(flow)
+    }
+
+    /// Runs one flow under a lease already taken (`take_lease`): every state write of the
+    /// run is fenced by the lease's grant, and every remote write checks the lease first.
+    pub async fn run_leased(
+        &self,
+        flow_id: &str,
+        opts: &RunOptions,
+        lease: Option<&HeldLease>,
+    ) -> Result<RunReport, EngineRunError> {
+        let flow = self.check(flow_id, opts)?;
+        let Some(lease) = lease else {
+            return run::run_flow(self, &flow, opts).await;
+        };
+        let fenced = Engine {
+            store: Arc::new(FencedStore::new(
+                self.store.clone(),
+                lease.watch.fence.clone(),
+            )),
+            ..self.clone()
+        };
+        let result = crate::state::lease::with_watch(
+            Some(lease.watch.clone()),
+            run::run_flow(&fenced, &flow, opts),
+        )
+        .await;
+        match result {
+            Err(EngineRunError::State(crate::state::StateStoreError::Fenced(_))) => {
+                lease.watch.lose();
+                Err(EngineRunError::LeaseLost(flow_id.to_string()))
+            }
+            other => other,
+        }
     }
 
     /// Runs the stored failures `ids` again (all of them with `None`), each flow once for its

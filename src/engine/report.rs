@@ -78,12 +78,16 @@ pub struct RunReport {
     /// Canonical records written, for chained flows.
     #[serde(skip)]
     pub touched: Vec<Value>,
+    /// The run was asked to stop (SIGINT/SIGTERM) and did so between records: the records
+    /// not reached are read again by the next run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 impl RunReport {
     /// Whether the run as a whole succeeded (records may still have failed).
     pub fn ok(&self) -> bool {
-        self.errors.is_empty()
+        self.errors.is_empty() && !self.interrupted
     }
 
     pub(crate) fn count(&mut self, d: Decision) {

@@ -6,6 +6,7 @@ mod connector;
 mod crash;
 mod daemon;
 mod engine;
+mod nodes;
 mod postgres;
 mod settle;
 mod sim;
