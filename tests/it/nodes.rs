@@ -7,6 +7,8 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use erpsync::sim::shop::Order;
@@ -764,4 +766,135 @@ async fn a_node_starting_on_an_existing_schema_is_quiet() {
             assert!(!text.contains(noise), "`{noise}` in {log}:\n{text}");
         }
     }
+}
+
+/// A TCP relay to PostgreSQL that can be held: while held, it forwards nothing (as a cut
+/// network would, without closing the connection).
+struct Relay {
+    port: u16,
+    held: Arc<AtomicBool>,
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    held: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while held.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+impl Relay {
+    async fn start(to: String) -> Relay {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let held = Arc::new(AtomicBool::new(false));
+        let h = held.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(&to).await else {
+                    continue;
+                };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(pipe(cr, sw, h.clone()));
+                tokio::spawn(pipe(sr, cw, h.clone()));
+            }
+        });
+        Relay { port, held }
+    }
+
+    fn hold(&self, on: bool) {
+        self.held.store(on, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost() {
+    let Some(db) = crate::postgres::pg() else {
+        return;
+    };
+    let rig = Rig::new(
+        24,
+        ErpOptions {
+            idempotency: false,
+            faults: Faults {
+                latency_ms: 60,
+                ..Faults::default()
+            },
+            ..ErpOptions::unlimited()
+        },
+        |doc| {
+            doc["daemon"]["lease_ttl_secs"] = json!(3);
+        },
+    )
+    .await;
+    // The first node reaches PostgreSQL through the relay; the URL's host and port are the
+    // test server's (`postgres://user@host:port/db?…`).
+    let url = db.url.clone();
+    let rest = url.split_once('@').map_or(url.as_str(), |(_, r)| r);
+    let hostport = rest.split(['/', '?']).next().unwrap().to_string();
+    let relay = Relay::start(hostport.clone()).await;
+    let relayed = url.replacen(&hostport, &format!("127.0.0.1:{}", relay.port), 1);
+    let first_args = [
+        "run",
+        "--once",
+        "--flow",
+        "orders_to_erp",
+        "--state",
+        relayed.as_str(),
+    ];
+    let mut first = rig.spawn(&first_args, "first.log");
+    until(60, "the first orders in the ERP", || {
+        rig.erp.orders().len() >= 3
+    })
+    .await;
+    relay.hold(true);
+    let store = db.open();
+    until(20, "the cut-off holder's lease to expire", || {
+        lease_of(&*store, "orders_to_erp").is_none_or(|l| !l.held_at(chrono::Utc::now()))
+    })
+    .await;
+    let args = [
+        "run",
+        "--once",
+        "--flow",
+        "orders_to_erp",
+        "--state",
+        db.url.as_str(),
+    ];
+    let mut second = rig.spawn(&args, "second.log");
+    assert_eq!(
+        exit_code(&mut second, 120).await,
+        Some(0),
+        "{}",
+        rig.log("second.log")
+    );
+    rig.each_order_once();
+    let writes = (rig.erp.counters().writes(), rig.shop.counters().writes());
+    // The connection comes back: the first node finds its lease gone and stops.
+    relay.hold(false);
+    let code = exit_code(&mut first, 60).await;
+    let log = rig.log("first.log");
+    assert_eq!(code, Some(1), "{log}");
+    assert!(log.contains("lost its lease"), "{log}");
+    assert_eq!(
+        (rig.erp.counters().writes(), rig.shop.counters().writes()),
+        writes,
+        "no remote write after the lease was lost\n{log}"
+    );
+    rig.each_order_once();
+    assert!(rig.shop.orders().iter().all(|o| o.locked));
 }
