@@ -243,13 +243,13 @@ impl Daemon {
             by_flow.entry(e.flow).or_default().insert(e.key);
         }
         for (flow, keys) in by_flow {
-            if engine.project.flow(&flow).is_none() {
+            // A disabled flow's writes wait for it to be enabled (or settled by hand).
+            if engine.project.flow(&flow).is_none_or(|f| !f.config.enabled) {
                 continue;
             }
             let n = keys.len();
             let opts = RunOptions {
                 keys: Some(keys.into_iter().collect()),
-                force: true,
                 ..Default::default()
             };
             match self.trigger(&flow, opts, Cause::Recovery) {
