@@ -2,13 +2,15 @@
 
 use std::process::ExitCode;
 
+use std::sync::{Arc, Mutex};
+
 use super::common::{
     ProjectArgs, RecordLines, engine, load_project, open_state, print_report, reports_json,
     select_flows,
 };
 use super::output::FormatArgs;
 use super::progress::Progress;
-use crate::engine::RunOptions;
+use crate::engine::{Interrupt, RunOptions};
 
 /// Arguments of `erpsync run`.
 #[derive(Debug, clap::Args)]
@@ -77,6 +79,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let engine =
         engine(project.clone(), store)?.one_shot(args.max_wait.map(std::time::Duration::from_secs));
     let rt = tokio::runtime::Runtime::new()?;
+    let interrupt = Interrupt::default();
+    let signal = Arc::new(Mutex::new(None));
+    {
+        let _entered = rt.enter();
+        watch_signals(interrupt.clone(), signal.clone())?;
+    }
     let progress = Progress::start();
     // What runs was chosen above, on or off included.
     let opts = RunOptions {
@@ -85,20 +93,38 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         force: true,
         keys: (!args.keys.is_empty()).then(|| args.keys.clone()),
         progress: progress.counter(),
+        interrupt: Some(interrupt.clone()),
         ..Default::default()
     };
     let json = args.format.is_json();
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for flow in flows {
+        if interrupt.raised() {
+            break;
+        }
         if args.reconcile && flow.config.reconcile.is_none() {
             continue;
         }
         progress.flow(&flow.id);
         let result = rt.block_on(engine.run(&flow.id, &opts));
         progress.suspend(|| match &result {
-            Ok(r) if !json => print_report(r, RecordLines::WithReason),
-            Ok(_) => {}
+            Ok(r) => {
+                if !json {
+                    print_report(r, RecordLines::WithReason);
+                }
+                if r.interrupted {
+                    let which = signal
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .unwrap_or("a signal");
+                    crate::errln!(
+                        "{}: interrupted by {which} after {} record(s); recorded as interrupted, the records not reached are read by the next run",
+                        flow.id,
+                        r.counts.read
+                    );
+                }
+            }
             Err(e) if !json => {
                 crate::errln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()))
             }
@@ -114,9 +140,61 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if json {
         super::output::json(&doc)?;
     }
-    Ok(if doc["ok"] == true {
+    let mut ok = doc["ok"] == true;
+    if interrupt.raised() {
+        crate::errln!("erpsync: run stopped early");
+        ok = false;
+    }
+    Ok(if ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_FAILED)
     })
+}
+
+/// SIGINT and SIGTERM stop the run between records (said on stderr); a second one quits at
+/// once (what was sent is journaled, the next run settles it).
+#[cfg(unix)]
+fn watch_signals(
+    interrupt: Interrupt,
+    seen: Arc<Mutex<Option<&'static str>>>,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::spawn(async move {
+        let which = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(which);
+        eprintln!(
+            "erpsync: {which} received: finishing the record in hand, then stopping (again to quit at once)"
+        );
+        interrupt.raise();
+        let again = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        eprintln!(
+            "erpsync: {again} again: quitting now; writes in flight are settled by the next run"
+        );
+        std::process::exit(130);
+    });
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn watch_signals(
+    interrupt: Interrupt,
+    seen: Arc<Mutex<Option<&'static str>>>,
+) -> anyhow::Result<()> {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            *seen.lock().unwrap_or_else(|e| e.into_inner()) = Some("Ctrl-C");
+            eprintln!("erpsync: Ctrl-C received: finishing the record in hand, then stopping");
+            interrupt.raise();
+        }
+    });
+    Ok(())
 }

@@ -10,6 +10,7 @@ use super::common::{ProjectArgs, load_project, open_state_read_only};
 use super::output::FormatArgs;
 use crate::clock::{Clock as _, SystemClock};
 use crate::state::Lease;
+use crate::state::lease::provably_dead;
 
 /// Arguments of `erpsync status`.
 #[derive(Debug, clap::Args)]
@@ -66,10 +67,20 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .collect();
     let mut rows = Vec::new();
     for flow in &project.flows {
-        let lease = leases
-            .get(&flow.id)
-            .map(|l| serde_json::json!({"holder": l.holder, "expires_at": l.expires_at}));
-        let last = store.runs(Some(&flow.id), 1)?.into_iter().next();
+        let held = leases.get(&flow.id);
+        let lease = held.map(
+            |l| serde_json::json!({"holder": l.holder, "node": l.node, "expires_at": l.expires_at}),
+        );
+        let mut last = store.runs(Some(&flow.id), 1)?.into_iter().next();
+        // A run still marked running whose process holds no live lease of the flow is not
+        // running: its process died or lost the flow (the next holder closes it for good).
+        if let Some(r) = last.as_mut()
+            && r.status == "running"
+            && held
+                .is_none_or(|l| Some(&l.holder) != r.instance.as_ref() || provably_dead(&l.holder))
+        {
+            r.status = "abandoned".into();
+        }
         let failures = store.failures(Some(&flow.id))?.len();
         let cursor = store.cursor(&flow.id)?;
         rows.push(serde_json::json!({
@@ -119,16 +130,17 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         );
     }
     crate::outln!(
-        "\n{:<26} {:<24} {:<8} counts",
+        "\n{:<26} {:<24} {:<11} {:<16} counts",
         "last run",
         "started",
-        "outcome"
+        "outcome",
+        "node"
     );
     for r in &rows {
         let last = &r["last_run"];
         if last.is_null() {
             crate::outln!(
-                "{:<26} {:<24} {:<8}",
+                "{:<26} {:<24} {:<11}",
                 r["flow"].as_str().unwrap_or(""),
                 "never",
                 "-"
@@ -136,10 +148,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         crate::outln!(
-            "{:<26} {:<24} {:<8} {}",
+            "{:<26} {:<24} {:<11} {:<16} {}",
             r["flow"].as_str().unwrap_or(""),
             when(last.get("started_at")),
             last["status"].as_str().unwrap_or("-"),
+            last["node"].as_str().unwrap_or("-"),
             counts_text(&last["counts"]),
         );
         if let Some(e) = last["error"].as_str() {
@@ -160,7 +173,11 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
             crate::outln!(
                 "{:<26} {:<30} {:<22}",
                 r["flow"].as_str().unwrap_or(""),
-                lease["holder"].as_str().unwrap_or(""),
+                format!(
+                    "{} ({})",
+                    lease["node"].as_str().unwrap_or(""),
+                    lease["holder"].as_str().unwrap_or("")
+                ),
                 when(lease.get("expires_at")),
             );
         }

@@ -1143,14 +1143,22 @@ pub struct DaemonConfig {
     /// Seconds in-flight work may take to finish after SIGTERM.
     #[serde(default)]
     pub shutdown_grace_secs: Option<u64>,
-    /// This node's name in flow leases, when several daemons share a PostgreSQL state
-    /// (default: host name and process id). Unique per node.
+    /// This node's label in leases, runs and logs, when several daemons share a PostgreSQL
+    /// state (default: the host name). Leases belong to the process, so two nodes with one
+    /// label never run a flow together, but each node should have its own: a label in use
+    /// by another live process is reported.
     #[serde(default)]
     pub node_id: Option<String>,
-    /// Seconds a flow's lease lasts unless renewed (default 120). A running flow renews it;
-    /// a node that dies frees its flows after this long.
+    /// Seconds a flow's lease lasts unless renewed (default 30). A running flow renews it
+    /// every third of this; a node that dies frees its flows after this long (at once when
+    /// the dead process was on the same host). A run stops writing when it could not renew
+    /// its lease for five sixths of this.
     #[serde(default)]
     pub lease_ttl_secs: Option<u64>,
+    /// Days finished runs stay in the run history of the state database (default 30; 0
+    /// keeps them for ever). The daemon prunes older ones every hour.
+    #[serde(default)]
+    pub retention_days: Option<u64>,
     /// Incoming webhooks.
     #[serde(default)]
     pub webhooks: BTreeMap<String, WebhookConfig>,

@@ -83,6 +83,13 @@ pub enum CallError {
         status: Option<u16>,
         message: String,
     },
+    /// The run lost its flow's lease: the write was not sent (another node runs the flow).
+    #[error("`{system}.{operation}` not sent: {source}")]
+    LeaseLost {
+        system: String,
+        operation: String,
+        source: crate::state::lease::LeaseLostError,
+    },
     /// A template of the operation could not be rendered with this input.
     #[error("`{system}.{operation}` could not be rendered: {message}")]
     Render {

@@ -685,6 +685,17 @@ impl HttpSystem {
                 .map_err(|open| self.down(op_name, open))?;
             self.wait_for_budget(op_name).await?;
             let creds = self.auth.credentials(self).await?;
+            // Checked last thing before each attempt: a run that lost its flow's lease (a
+            // pause, a cut to the state database) must not write beside the new holder.
+            if rendered.method != reqwest::Method::GET
+                && let Err(source) = crate::state::lease::check_remote_write()
+            {
+                return Err(CallError::LeaseLost {
+                    system: self.name.clone(),
+                    operation: op_name.to_string(),
+                    source,
+                });
+            }
             let started = Instant::now();
             let sent = self.send(&rendered, &creds).await;
             let duration_ms = started.elapsed().as_millis() as u64;

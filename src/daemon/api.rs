@@ -57,7 +57,10 @@ pub type ApiResult = Result<Value, ApiError>;
 
 fn refused(e: TriggerRefusedError) -> ApiError {
     let status = match e {
-        TriggerRefusedError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        TriggerRefusedError::ShuttingDown | TriggerRefusedError::StateUnavailable(_) => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
+        TriggerRefusedError::Elsewhere { .. } => StatusCode::CONFLICT,
         TriggerRefusedError::UnknownFlow(_) => StatusCode::NOT_FOUND,
         TriggerRefusedError::Disabled(_) | TriggerRefusedError::Busy(_) => StatusCode::CONFLICT,
     };

@@ -17,16 +17,14 @@ use super::scheduler::Plan;
 use super::switches;
 use crate::clock::SharedClock;
 use crate::compile::Project;
-use crate::engine::{Counts, Engine, EngineBuildError, RunOptions, RunReport};
+use crate::engine::{
+    Counts, Engine, EngineBuildError, HeldLease, LeaseTakeError, RunOptions, RunReport,
+};
 use crate::redact::redact;
 use crate::state::{Lease, StateStore};
 
 /// Seconds in-flight runs get to finish after a shutdown request, unless configured.
 const DEFAULT_GRACE_SECS: u64 = 30;
-
-/// Seconds a flow's lease lasts unless renewed, unless configured. A running flow renews it
-/// every third of this, so it only runs out when the node holding it is gone.
-const DEFAULT_LEASE_TTL_SECS: u64 = 120;
 
 /// Why a run was started.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,6 +42,8 @@ pub enum Cause {
     Webhook(String),
     /// The flow named here finished and lists this one under `then`.
     Chain(String),
+    /// Writes left in doubt by a process that died, settled at start-up.
+    Recovery,
 }
 
 impl std::fmt::Display for Cause {
@@ -55,6 +55,7 @@ impl std::fmt::Display for Cause {
             Cause::Retry => f.write_str("retry"),
             Cause::Webhook(n) => write!(f, "webhook `{n}`"),
             Cause::Chain(n) => write!(f, "chained from `{n}`"),
+            Cause::Recovery => f.write_str("recovery"),
         }
     }
 }
@@ -153,6 +154,12 @@ pub enum TriggerRefusedError {
     Disabled(String),
     #[error("flow `{0}` is already running")]
     Busy(String),
+    /// Another live process holds the flow's lease: nothing was started or queued here.
+    #[error("flow `{flow}` is running on node `{node}`")]
+    Elsewhere { flow: String, node: String },
+    /// The state database cannot say who holds the flow.
+    #[error("flow `{0}` cannot be started: the state database is unavailable")]
+    StateUnavailable(String),
 }
 
 /// A request to run a flow that was accepted.
@@ -212,8 +219,9 @@ pub struct Daemon {
     work: AtomicUsize,
     idle: Notify,
     admin_token: Option<String>,
-    /// This node's name in flow leases.
-    node_id: String,
+    /// Processes of the state database that carry this node's label, alive by their
+    /// heartbeat: `daemon.node_id` given to two nodes.
+    pub(super) clashes: Mutex<Vec<String>>,
 }
 
 /// Counts accepted work until dropped, even when a run panics.
@@ -225,36 +233,6 @@ impl Drop for WorkGuard {
             self.0.idle.notify_waiters();
         }
     }
-}
-
-/// Holds a flow's lease: renewed in the background, released when dropped (also by panic).
-struct LeaseGuard {
-    daemon: Arc<Daemon>,
-    name: String,
-    renewal: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        self.renewal.abort();
-        let d = &self.daemon;
-        if let Err(e) = d.store.release_lease(&self.name, &d.node_id) {
-            // It runs out after its ttl anyway.
-            tracing::warn!(lease = %self.name, error = %redact(&e.to_string()), "cannot release lease");
-        }
-    }
-}
-
-/// Host name and process id: unique per node, and a restarted daemon does not mistake the
-/// lease of its dead predecessor for its own (that one runs out).
-fn default_node_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "node".to_string());
-    format!("{host}-{}", std::process::id())
 }
 
 /// Frees a flow's slot if a run ends by panic; a run that ends normally frees it under the
@@ -291,13 +269,6 @@ impl Daemon {
             crate::redact::register(t);
         }
         let (events, _) = broadcast::channel(1024);
-        let node_id = engine
-            .project
-            .daemon
-            .as_ref()
-            .and_then(|d| d.node_id.clone())
-            .filter(|n| !n.is_empty())
-            .unwrap_or_else(default_node_id);
         let now = clock.now();
         let switches = super::switches::read_switches(store.as_ref());
         let mut plan = Plan::default();
@@ -323,7 +294,7 @@ impl Daemon {
             work: AtomicUsize::new(0),
             idle: Notify::new(),
             admin_token,
-            node_id,
+            clashes: Mutex::new(Vec::new()),
         });
         daemon.notify_baseline();
         Ok(daemon)
@@ -393,66 +364,38 @@ impl Daemon {
         Duration::from_secs(secs)
     }
 
-    /// This node's name in flow leases.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
+    /// This node's label (`daemon.node_id`, default the host name).
+    pub fn node_id(&self) -> String {
+        self.engine().instance.node.clone()
     }
 
-    /// How long a flow's lease lasts unless renewed.
-    fn lease_ttl(&self) -> Duration {
-        let secs = self
-            .engine()
-            .project
-            .daemon
-            .as_ref()
-            .and_then(|d| d.lease_ttl_secs)
-            .unwrap_or(DEFAULT_LEASE_TTL_SECS)
-            .max(1);
-        Duration::from_secs(secs)
+    /// This process, unique among the nodes sharing the state.
+    pub fn instance_id(&self) -> String {
+        self.engine().instance.id.clone()
     }
 
-    /// Takes the flow's lease for this node and keeps it renewed until the guard is dropped.
-    /// None when another node runs the flow (or the state cannot say).
-    fn take_lease(self: &Arc<Self>, flow: &str) -> Option<LeaseGuard> {
-        let name = Lease::of_flow(flow);
-        let ttl = self.lease_ttl();
-        match self
-            .store
-            .try_lease(&name, &self.node_id, self.clock.now(), ttl)
-        {
-            Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
+    /// Other live processes that carry this node's label.
+    pub fn node_clashes(&self) -> Vec<String> {
+        self.clashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes the flow's lease, or says why not (logged).
+    fn take_lease(&self, flow: &str) -> Result<HeldLease, TriggerRefusedError> {
+        match self.engine().take_lease(flow) {
+            Ok(l) => Ok(l),
+            Err(LeaseTakeError::Held { node, .. }) => Err(TriggerRefusedError::Elsewhere {
+                flow: flow.to_string(),
+                node,
+            }),
+            Err(LeaseTakeError::Busy(_)) => Err(TriggerRefusedError::Busy(flow.to_string())),
+            Err(e @ LeaseTakeError::State { .. }) => {
                 tracing::error!(flow, error = %redact(&e.to_string()), "cannot take the flow's lease");
-                return None;
+                Err(TriggerRefusedError::StateUnavailable(flow.to_string()))
             }
         }
-        let d = self.clone();
-        let (renew_name, renew_flow) = (name.clone(), flow.to_string());
-        // Renewal paces on wall time: it keeps the lease alive while the process really
-        // lives, whatever a test clock does.
-        let renewal = tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(ttl / 3).await;
-                match d
-                    .store
-                    .try_lease(&renew_name, &d.node_id, d.clock.now(), ttl)
-                {
-                    Ok(true) => {}
-                    Ok(false) => {
-                        tracing::error!(flow = %renew_flow, "lease lost to another node while running")
-                    }
-                    Err(e) => {
-                        tracing::warn!(flow = %renew_flow, error = %redact(&e.to_string()), "cannot renew the flow's lease")
-                    }
-                }
-            }
-        });
-        Some(LeaseGuard {
-            daemon: self.clone(),
-            name,
-            renewal,
-        })
     }
 
     pub fn is_stopping(&self) -> bool {
@@ -476,6 +419,14 @@ impl Daemon {
     pub(super) fn work_guard(self: &Arc<Self>) -> WorkGuard {
         self.work.fetch_add(1, Ordering::SeqCst);
         WorkGuard(self.clone())
+    }
+
+    /// Frees a flow's slot taken by `acquire` when its run does not start after all.
+    fn release_slot(&self, flow: &str) {
+        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = flows.get_mut(flow) {
+            s.running = None;
+        }
     }
 
     /// Takes the flow's slot; a busy flow queues the keys of a keyed request.
@@ -519,12 +470,23 @@ impl Daemon {
         }
         match self.acquire(flow, opts.keys.as_deref(), &cause) {
             Slot::Taken => {
+                // The lease is taken before answering: a request another node must serve
+                // is refused now, not accepted and then skipped.
+                let lease = match self.take_lease(flow) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        self.release_slot(flow);
+                        tracing::info!(flow, %cause, reason = %e, "run not started");
+                        self.metrics.run_skipped(flow);
+                        return Err(e);
+                    }
+                };
                 let guard = self.work_guard();
                 let d = self.clone();
                 let flow = flow.to_string();
                 tokio::spawn(async move {
                     let _guard = guard;
-                    d.run_held(flow, opts, cause).await;
+                    d.run_held(flow, opts, cause, Some(lease)).await;
                 });
                 Ok(Triggered::Started)
             }
@@ -585,7 +547,7 @@ impl Daemon {
                     reconcile: cause == Cause::Reconcile,
                     ..Default::default()
                 };
-                self.run_held(flow, opts, cause).await;
+                self.run_held(flow, opts, cause, None).await;
             }
             _ => {
                 tracing::warn!(flow, %cause, "previous run still going; this one is skipped");
@@ -596,22 +558,36 @@ impl Daemon {
     }
 
     /// Runs a flow whose slot is held, then the keys queued meanwhile, then frees the slot.
-    async fn run_held(self: &Arc<Self>, flow: String, mut opts: RunOptions, mut cause: Cause) {
+    async fn run_held(
+        self: &Arc<Self>,
+        flow: String,
+        mut opts: RunOptions,
+        mut cause: Cause,
+        lease: Option<HeldLease>,
+    ) {
         let mut slot = SlotGuard {
             daemon: self.clone(),
             flow: flow.clone(),
             armed: true,
         };
-        let Some(lease) = self.take_lease(&flow) else {
-            // Keys queued meanwhile stay queued for this node's next run; the scheduled
-            // poll finds those records anyway.
-            tracing::info!(flow, %cause, "flow is running on another node; run skipped");
-            self.metrics.run_skipped(&flow);
-            self.emit(DaemonEvent::RunSkipped { flow });
-            return;
+        let lease = match lease.map_or_else(|| self.take_lease(&flow), Ok) {
+            Ok(l) => l,
+            Err(e) => {
+                // Keys queued meanwhile stay queued for this node's next run; the scheduled
+                // poll finds those records anyway.
+                tracing::info!(flow, %cause, reason = %e, "run skipped");
+                self.metrics.run_skipped(&flow);
+                if matches!(e, TriggerRefusedError::Elsewhere { .. })
+                    && matches!(cause, Cause::Schedule | Cause::Reconcile)
+                {
+                    self.retry_when_lease_ends(flow.clone(), opts, cause);
+                }
+                self.emit(DaemonEvent::RunSkipped { flow });
+                return;
+            }
         };
         loop {
-            self.execute(&flow, &opts, &cause).await;
+            self.execute(&flow, &opts, &cause, &lease).await;
             let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
             let s = flows.entry(flow.clone()).or_default();
             if s.pending.is_empty() {
@@ -624,6 +600,18 @@ impl Daemon {
             }
             let keys: Vec<String> = std::mem::take(&mut s.pending).into_iter().collect();
             cause = s.pending_cause.take().unwrap_or(Cause::Manual);
+            if !lease.held() {
+                // Another node has the flow now; the scheduled poll there finds these.
+                tracing::warn!(
+                    flow,
+                    keys = keys.len(),
+                    "lease lost; queued keys left to the node that holds the flow"
+                );
+                drop(lease);
+                s.running = None;
+                slot.armed = false;
+                return;
+            }
             if self.is_stopping() {
                 // The scheduled poll picks these records up after the restart.
                 tracing::warn!(
@@ -645,8 +633,56 @@ impl Daemon {
         }
     }
 
+    /// A scheduled run skipped because another node holds the flow is tried once more just
+    /// after that node's lease would run out: if that node died, this one takes the flow over
+    /// then, not at the next firing. (A live holder has renewed it by then: nothing happens.)
+    /// Paced on wall time, like lease renewal.
+    fn retry_when_lease_ends(self: &Arc<Self>, flow: String, opts: RunOptions, cause: Cause) {
+        let name = Lease::of_flow(&flow);
+        let Ok(leases) = self.store.leases() else {
+            return;
+        };
+        let Some(until) = leases
+            .into_iter()
+            .find(|l| l.name == name)
+            .map(|l| l.expires_at)
+        else {
+            return;
+        };
+        let ttl = self.engine().lease_ttl();
+        let wait = (until - self.clock.now())
+            .to_std()
+            .unwrap_or_default()
+            .min(ttl)
+            + Duration::from_millis(500);
+        let d = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(wait).await;
+            if d.is_stopping() {
+                return;
+            }
+            if !matches!(d.acquire(&flow, None, &cause), Slot::Taken) {
+                return;
+            }
+            match d.take_lease(&flow) {
+                Ok(lease) => {
+                    let _guard = d.work_guard();
+                    tracing::info!(flow, %cause, "the flow's lease ran out; this node takes the flow over");
+                    d.run_held(flow, opts, cause, Some(lease)).await;
+                }
+                Err(_) => d.release_slot(&flow),
+            }
+        });
+    }
+
     /// One run: engine, metrics, state of the flow, events, chained flows.
-    async fn execute(self: &Arc<Self>, flow: &str, opts: &RunOptions, cause: &Cause) {
+    async fn execute(
+        self: &Arc<Self>,
+        flow: &str,
+        opts: &RunOptions,
+        cause: &Cause,
+        lease: &HeldLease,
+    ) {
         let engine = self.engine();
         let started = self.clock.now();
         self.emit(DaemonEvent::RunStarted {
@@ -659,7 +695,7 @@ impl Daemon {
             details: true,
             ..opts.clone()
         };
-        let result = engine.run(flow, &opts).await;
+        let result = engine.run_leased(flow, &opts, Some(lease)).await;
         let finished = self.clock.now();
         let seconds = (finished - started).num_milliseconds().max(0) as f64 / 1000.0;
         let (status, last) = match &result {
@@ -848,8 +884,17 @@ impl Daemon {
 
     /// The metrics page.
     pub fn render_metrics(&self) -> String {
-        self.metrics
-            .render(&self.engine(), &self.failures_pending(), self.in_flight())
+        let mut out =
+            self.metrics
+                .render(&self.engine(), &self.failures_pending(), self.in_flight());
+        let label = self.node_id().replace('\\', "\\\\").replace('"', "\\\"");
+        out.push_str(&format!(
+            "# HELP erpsync_node_id_clash Other live processes that use this node's `daemon.node_id`.\n\
+             # TYPE erpsync_node_id_clash gauge\n\
+             erpsync_node_id_clash{{node=\"{label}\"}} {}\n",
+            self.node_clashes().len()
+        ));
+        out
     }
 
     /// Validates the flow files again and, when they are valid, puts them in force. Runs going

@@ -3,7 +3,7 @@
 //! Flows due at the same moment run concurrently, except that a flow waits for the flows in
 //! its `after` list that fire with it (for a per-shop copy: the same shop's copies).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,9 +13,19 @@ use futures::future::{BoxFuture, Shared};
 
 use super::core::{Cause, Daemon};
 use crate::compile::{Flow, Project, Schedule};
+use crate::engine::RunOptions;
+use crate::redact::redact;
+use crate::state::Pruned;
+use crate::state::lease::provably_dead;
 
 /// Longest sleep of the loop, so a clock jump or a missed wake-up costs at most this.
 const MAX_NAP: Duration = Duration::from_secs(30);
+
+/// Days finished runs are kept unless `daemon.retention_days` says otherwise.
+pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+
+/// How often the daemon prunes the run history.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// The next firing of every schedule.
 #[derive(Debug, Default)]
@@ -158,8 +168,16 @@ impl Daemon {
         out
     }
 
-    /// Fires schedules until shutdown, sleeping on the clock in between.
+    /// Fires schedules until shutdown, sleeping on the clock in between. Before the first
+    /// firing it settles what a dead predecessor left; beside it, housekeeping runs.
     pub async fn run_scheduler(self: Arc<Self>) {
+        self.recover();
+        let housekeeping = tokio::spawn(self.clone().housekeeping());
+        self.schedule_loop().await;
+        housekeeping.abort();
+    }
+
+    async fn schedule_loop(self: &Arc<Self>) {
         while !self.is_stopping() {
             let now = self.clock.now();
             self.tick(now);
@@ -176,6 +194,189 @@ impl Daemon {
             tokio::select! {
                 _ = self.clock.sleep(nap) => {}
                 _ = replanned => {}
+            }
+        }
+    }
+
+    /// At start-up: runs left `running` by dead processes of this host are closed as
+    /// abandoned, and writes left in doubt are settled by a run of their flow scoped to
+    /// their records (with the flow's lease, taken at once from a dead holder).
+    pub fn recover(self: &Arc<Self>) {
+        let engine = self.engine();
+        let me = engine.instance.id.clone();
+        let now = self.clock.now();
+        match self.store.runs(None, 1000) {
+            Ok(runs) => {
+                let dead: BTreeSet<String> = runs
+                    .into_iter()
+                    .filter(|r| r.status == "running")
+                    .filter_map(|r| r.instance)
+                    .filter(|i| *i != me && provably_dead(i))
+                    .collect();
+                for instance in dead {
+                    let why = "abandoned: its process died";
+                    match self
+                        .store
+                        .abandon_runs(None, Some(&instance), &me, now, why)
+                    {
+                        Ok(n) => {
+                            tracing::warn!(process = %instance, runs = n, "runs of a dead process closed as abandoned")
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %redact(&e.to_string()), "cannot close abandoned runs")
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %redact(&e.to_string()), "cannot read the run history")
+            }
+        }
+        let pending = match self.store.journal_pending(None) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!(error = %redact(&e.to_string()), "cannot read the write journal");
+                return;
+            }
+        };
+        let mut by_flow: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for e in pending {
+            by_flow.entry(e.flow).or_default().insert(e.key);
+        }
+        for (flow, keys) in by_flow {
+            // A disabled flow's writes wait for it to be enabled (or settled by hand).
+            if engine.project.flow(&flow).is_none_or(|f| !f.config.enabled) {
+                continue;
+            }
+            let n = keys.len();
+            let opts = RunOptions {
+                keys: Some(keys.into_iter().collect()),
+                ..Default::default()
+            };
+            match self.trigger(&flow, opts, Cause::Recovery) {
+                Ok(_) => tracing::info!(flow, records = n, "settling writes left in doubt"),
+                Err(e) => {
+                    tracing::info!(flow, records = n, reason = %e, "writes left in doubt are settled by the flow's next run")
+                }
+            }
+        }
+    }
+
+    /// Says this process is alive every third of the lease ttl, reports other live
+    /// processes with this node's label, and prunes the run history every hour. Paced on
+    /// wall time, like lease renewal.
+    async fn housekeeping(self: Arc<Self>) {
+        let mut last_prune: Option<std::time::Instant> = None;
+        let mut reported: BTreeSet<String> = BTreeSet::new();
+        loop {
+            let engine = self.engine();
+            let ttl = engine.lease_ttl();
+            let me = engine.instance.clone();
+            let store = self.store.clone();
+            let now = self.clock.now();
+            let seen =
+                tokio::task::spawn_blocking(move || store.heartbeat(&me.id, &me.node, now)).await;
+            match seen {
+                Ok(Ok(nodes)) => {
+                    let live_since = now - chrono::Duration::from_std(ttl).unwrap_or_default();
+                    let twins: Vec<String> = nodes
+                        .into_iter()
+                        .filter(|n| {
+                            n.node == engine.instance.node && n.instance != engine.instance.id
+                        })
+                        .filter(|n| n.seen_at > live_since && !provably_dead(&n.instance))
+                        .map(|n| n.instance)
+                        .collect();
+                    for t in twins.iter().filter(|t| !reported.contains(*t)) {
+                        tracing::warn!(
+                            node = %engine.instance.node,
+                            other = %t,
+                            "another live process uses this node's `daemon.node_id`; give each node its own"
+                        );
+                    }
+                    reported = twins.iter().cloned().collect();
+                    *self.clashes.lock().unwrap_or_else(|e| e.into_inner()) = twins;
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %redact(&e.to_string()), "cannot record this node's heartbeat")
+                }
+                Err(_) => {}
+            }
+            self.take_over_stale_leases();
+            if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
+                last_prune = Some(std::time::Instant::now());
+                self.prune(now, ttl);
+            }
+            tokio::time::sleep(ttl / 3).await;
+        }
+    }
+
+    /// A flow whose lease ran out without being released (its node died mid-run, or lost
+    /// the state database), or whose holder on this host is gone, is run here now rather
+    /// than at its next firing: that run settles what the dead run left in doubt and sends
+    /// its pending post-actions. Only flows that run by themselves (a schedule or a
+    /// webhook) are taken over.
+    fn take_over_stale_leases(self: &Arc<Self>) {
+        let Ok(leases) = self.store.leases() else {
+            return;
+        };
+        let engine = self.engine();
+        let now = self.clock.now();
+        for l in leases {
+            let Some(flow) = engine.project.flow(l.flow().unwrap_or_default()) else {
+                continue;
+            };
+            let stale = !l.held_at(now) || provably_dead(&l.holder);
+            let automatic = flow.schedule.is_some() || flow.config.trigger.webhook.is_some();
+            if !stale
+                || !automatic
+                || !flow.config.enabled
+                || l.holder == engine.instance.id
+                || self.is_running(&flow.id)
+            {
+                continue;
+            }
+            match self.trigger(&flow.id, RunOptions::default(), Cause::Recovery) {
+                Ok(_) => tracing::warn!(
+                    flow = %flow.id, node = %l.node, holder = %l.holder,
+                    "the node running the flow stopped renewing its lease; this node takes the flow over"
+                ),
+                Err(e) => {
+                    tracing::debug!(flow = %flow.id, reason = %e, "stale lease not taken over")
+                }
+            }
+        }
+    }
+
+    /// Deletes runs older than the retention, and processes not seen for a day.
+    pub fn prune(&self, now: DateTime<Utc>, ttl: Duration) -> Option<Pruned> {
+        let days = self
+            .engine()
+            .project
+            .daemon
+            .as_ref()
+            .and_then(|d| d.retention_days)
+            .unwrap_or(DEFAULT_RETENTION_DAYS);
+        let far = DateTime::<Utc>::UNIX_EPOCH;
+        let runs_before = i64::try_from(days)
+            .ok()
+            .filter(|d| *d > 0)
+            .and_then(chrono::Duration::try_days)
+            .and_then(|d| now.checked_sub_signed(d))
+            .unwrap_or(far)
+            .max(far);
+        let nodes_before =
+            now - chrono::Duration::days(1) - chrono::Duration::from_std(ttl).unwrap_or_default();
+        match self.store.prune(runs_before, nodes_before) {
+            Ok(p) => {
+                if p.runs > 0 {
+                    tracing::info!(runs = p.runs, retention_days = days, "run history pruned");
+                }
+                Some(p)
+            }
+            Err(e) => {
+                tracing::warn!(error = %redact(&e.to_string()), "cannot prune the run history");
+                None
             }
         }
     }

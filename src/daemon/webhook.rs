@@ -238,7 +238,9 @@ pub(super) async fn receive(
         .map(|f| f.id.clone())
         .collect();
     let mut flows = Vec::new();
-    let mut stopped = false;
+    // Why a flow could not run here now, if one could not: then the delivery is refused
+    // and forgotten, so the sender's retry runs it (never accepted and dropped).
+    let mut cannot_run: Option<String> = None;
     for flow in targets {
         let opts = RunOptions {
             keys: Some(vec![delivery.key.clone()]),
@@ -247,16 +249,23 @@ pub(super) async fn receive(
         let outcome = match daemon.trigger(&flow, opts, Cause::Webhook(name.clone())) {
             Ok(t) => json!(t),
             Err(e) => {
-                stopped |= e == TriggerRefusedError::ShuttingDown;
+                if matches!(
+                    e,
+                    TriggerRefusedError::ShuttingDown
+                        | TriggerRefusedError::Elsewhere { .. }
+                        | TriggerRefusedError::StateUnavailable(_)
+                ) {
+                    cannot_run.get_or_insert_with(|| e.to_string());
+                }
                 json!(e.to_string())
             }
         };
         flows.push(json!({"flow": flow, "outcome": outcome}));
     }
-    if stopped {
-        // The shutdown began while the flows were being started: the sender delivers again
-        // after the restart, and the flows that did start run that record once more, which
-        // changes nothing.
+    if let Some(reason) = cannot_run {
+        // A shutdown began while the flows were being started, or a flow is held by another
+        // node (or the state cannot say): the sender delivers again later, and the flows
+        // that did start run that record once more, which changes nothing.
         if let Err(e) = daemon.store().forget_delivery(&name, &delivery.id) {
             tracing::error!(
                 webhook = %name,
@@ -265,10 +274,16 @@ pub(super) async fn receive(
                 "cannot forget the delivery; the sender's next attempt will count as repeated"
             );
         }
-        daemon.metrics.webhook(&name, "shutting_down");
+        let outcome = if daemon.is_stopping() {
+            "shutting_down"
+        } else {
+            "unavailable"
+        };
+        daemon.metrics.webhook(&name, outcome);
+        tracing::warn!(webhook = %name, key = %delivery.key, reason = %reason, "delivery refused for the sender to deliver again");
         return answer(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "the daemon is shutting down", "flows": flows}),
+            json!({"error": format!("{reason}; deliver again later"), "flows": flows}),
         );
     }
     daemon.metrics.webhook(&name, "accepted");

@@ -4,14 +4,17 @@
 //! flows, not HTTP: it talks to systems only through their operations.
 
 pub mod canonical;
+mod lease;
 mod report;
 mod run;
 mod run_lines;
 mod settle;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use lease::{DEFAULT_LEASE_TTL_SECS, HeldLease, LeaseTakeError};
 pub use report::{Counts, Decision, RecordReport, RunProgress, RunReport};
 pub use settle::{PendingSettleError, Settlement, settle_pending};
 
@@ -19,7 +22,7 @@ use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::config::model::Normalize;
 use crate::connector::{CompileProblem, HttpSystem};
-use crate::state::{Binding, Scope, StateStore};
+use crate::state::{Binding, FencedStore, Instance, Scope, StateStore};
 
 /// A project that cannot be turned into callable systems.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,28 @@ pub enum EngineRunError {
         system: String,
         message: String,
     },
+    #[error(transparent)]
+    Lease(#[from] LeaseTakeError),
+    /// The run lost its lease mid-way and stopped: what it had in flight is journaled as in
+    /// doubt, and the next holder settles it.
+    #[error(
+        "flow `{0}` lost its lease mid-run and stopped; the next holder settles what was in flight"
+    )]
+    LeaseLost(String),
+}
+
+/// Asks a run to stop between records (SIGINT or SIGTERM on a one-shot run): the record in
+/// hand is finished, post-actions of the records exported go out, the cursor stays.
+#[derive(Debug, Clone, Default)]
+pub struct Interrupt(Arc<AtomicBool>);
+
+impl Interrupt {
+    pub fn raise(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+    pub fn raised(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 /// What a run does.
@@ -75,6 +100,8 @@ pub struct RunOptions {
     pub force: bool,
     /// Live totals for a progress display, updated as records are decided.
     pub progress: Option<std::sync::Arc<RunProgress>>,
+    /// Raised to stop the run between records.
+    pub interrupt: Option<Interrupt>,
 }
 
 impl RunOptions {
@@ -91,7 +118,7 @@ impl RunOptions {
 }
 
 /// Runs the flows of a project against its systems, remembering in a state store.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Engine {
     pub project: Arc<Project>,
     pub systems: BTreeMap<String, Arc<HttpSystem>>,
@@ -101,13 +128,18 @@ pub struct Engine {
     key_normalize: HashMap<String, Vec<Normalize>>,
     /// The bindings the dry runs of this engine would have made, by scope and key: a dry run
     /// of several flows carries one flow's effects into the next (see `planning`).
-    plan: Option<Mutex<HashMap<Scope, HashMap<String, Binding>>>>,
+    plan: Option<Arc<Mutex<PlannedBindings>>>,
     /// Per flow, the keys a full read of a target that cannot be searched by key did not
     /// have, and when it was read: a later run does not read the whole target again to learn
     /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it (SQLite),
     /// in the state, so separate `run --once` processes profit as well.
-    absent: Mutex<HashMap<String, KnownAbsent>>,
+    absent: Arc<Mutex<HashMap<String, KnownAbsent>>>,
+    /// This process, as runs and leases name it.
+    pub instance: Instance,
 }
+
+/// The bindings a dry run of a project would make so far, by scope and key.
+type PlannedBindings = HashMap<Scope, HashMap<String, Binding>>;
 
 /// How long a key a full read of the target did not have is taken to be still missing: a
 /// record that appears in the target meanwhile is found at the latest this much later (or
@@ -150,6 +182,8 @@ impl Engine {
                 .entry(f.config.entity.clone())
                 .or_insert_with(|| f.normalize.clone());
         }
+        let node = project.daemon.as_ref().and_then(|d| d.node_id.as_deref());
+        let instance = Instance::current(node);
         Ok(Engine {
             project,
             systems,
@@ -157,7 +191,8 @@ impl Engine {
             clock,
             key_normalize,
             plan: None,
-            absent: Mutex::new(HashMap::new()),
+            absent: Arc::new(Mutex::new(HashMap::new())),
+            instance,
         })
     }
 
@@ -204,7 +239,7 @@ impl Engine {
     /// (adoptions, and the bases updates would move), so that the dry run of the next flow
     /// sees them as the real run would: one plan for a project, flow after flow.
     pub fn planning(mut self) -> Self {
-        self.plan = Some(Mutex::new(HashMap::new()));
+        self.plan = Some(Arc::new(Mutex::new(HashMap::new())));
         self
     }
 
@@ -291,8 +326,21 @@ impl Engine {
         true
     }
 
-    /// Runs one flow now.
+    /// Runs one flow now, holding its lease (dry runs, which write nothing, take none).
     pub async fn run(&self, flow_id: &str, opts: &RunOptions) -> Result<RunReport, EngineRunError> {
+        self.check(flow_id, opts)?;
+        if opts.dry_run {
+            return self.run_leased(flow_id, opts, None).await;
+        }
+        let lease = self.take_lease(flow_id)?;
+        self.run_leased(flow_id, opts, Some(&lease)).await
+    }
+
+    fn check(
+        &self,
+        flow_id: &str,
+        opts: &RunOptions,
+    ) -> Result<Arc<crate::compile::Flow>, EngineRunError> {
         let flow = self
             .project
             .flow(flow_id)
@@ -301,7 +349,40 @@ impl Engine {
         if !flow.config.enabled && !opts.force {
             return Err(EngineRunError::Disabled(flow_id.to_string()));
         }
-        run::run_flow(self, &flow, opts).await
+        Ok(flow)
+    }
+
+    /// Runs one flow under a lease already taken (`take_lease`): every state write of the
+    /// run is fenced by the lease's grant, and every remote write checks the lease first.
+    pub async fn run_leased(
+        &self,
+        flow_id: &str,
+        opts: &RunOptions,
+        lease: Option<&HeldLease>,
+    ) -> Result<RunReport, EngineRunError> {
+        let flow = self.check(flow_id, opts)?;
+        let Some(lease) = lease else {
+            return run::run_flow(self, &flow, opts).await;
+        };
+        let fenced = Engine {
+            store: Arc::new(FencedStore::new(
+                self.store.clone(),
+                lease.watch.fence.clone(),
+            )),
+            ..self.clone()
+        };
+        let result = crate::state::lease::with_watch(
+            Some(lease.watch.clone()),
+            run::run_flow(&fenced, &flow, opts),
+        )
+        .await;
+        match result {
+            Err(EngineRunError::State(crate::state::StateStoreError::Fenced(_))) => {
+                lease.watch.lose();
+                Err(EngineRunError::LeaseLost(flow_id.to_string()))
+            }
+            other => other,
+        }
     }
 
     /// Runs the stored failures `ids` again (all of them with `None`), each flow once for its

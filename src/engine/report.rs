@@ -138,6 +138,10 @@ pub struct RunReport {
     /// Live totals shared with a progress display.
     #[serde(skip)]
     pub progress: Option<Arc<RunProgress>>,
+    /// The run was asked to stop (SIGINT/SIGTERM) and did so between records: the records
+    /// not reached are read again by the next run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
 
 /// Totals of a run while it goes on, read by a progress display on another thread.
@@ -165,7 +169,7 @@ impl RunProgress {
 impl RunReport {
     /// Whether the run as a whole succeeded (records may still have failed).
     pub fn ok(&self) -> bool {
-        self.errors.is_empty()
+        self.errors.is_empty() && !self.interrupted
     }
 
     /// The outcome as the run history and JSON reports name it.

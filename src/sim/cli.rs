@@ -58,6 +58,10 @@ pub struct SimArgs {
     /// Turn off the shop's token bucket and the ERP's burst lock-out.
     #[arg(long)]
     pub no_rate_limit: bool,
+    /// The ERP ignores idempotency keys: an order sent twice is placed twice (as an ERP
+    /// that de-duplicates nothing would).
+    #[arg(long)]
+    pub no_idempotency: bool,
     /// Share of requests answered with a 5xx (both simulators).
     #[arg(long, default_value_t = 0.0)]
     pub error_rate: f64,
@@ -125,6 +129,7 @@ async fn serve(args: SimArgs) -> anyhow::Result<()> {
         client_secret: args.erp_client_secret.clone(),
         faults: args.faults(),
         seed: args.seed,
+        idempotency: !args.no_idempotency,
         ..ErpOptions::default()
     };
     if args.no_rate_limit {

@@ -213,6 +213,9 @@ pub struct ErpOptions {
     /// Seed of the fault generator and of tokens.
     pub seed: u64,
     pub clock: SharedClock,
+    /// Whether an order sent again with the idempotency key of one placed earlier returns
+    /// that order (true) or is placed once more (false: an ERP that de-duplicates nothing).
+    pub idempotency: bool,
 }
 
 impl Default for ErpOptions {
@@ -229,6 +232,7 @@ impl Default for ErpOptions {
             faults: Faults::default(),
             seed: 0,
             clock: Arc::new(SystemClock),
+            idempotency: true,
         }
     }
 }
@@ -282,6 +286,7 @@ struct ErpState {
     warehouses: Vec<String>,
     burst: Mutex<Option<Burst>>,
     data: Mutex<ErpData>,
+    idempotency: bool,
 }
 
 /// A failed request.
@@ -355,6 +360,7 @@ impl ErpSim {
             series: opts.series,
             invoice_series: opts.invoice_series,
             warehouses: opts.warehouses,
+            idempotency: opts.idempotency,
             burst: Mutex::new(opts.burst_limit.map(|config| Burst {
                 config,
                 calls: VecDeque::new(),
@@ -942,7 +948,7 @@ impl ErpState {
     fn place_order(&self, req: OrderRequest) -> Result<(SalesOrder, bool), ErpError> {
         let now = self.core.now();
         let mut data = self.data.lock().unwrap();
-        if let Some(key) = &req.idempotency_key
+        if let Some(key) = req.idempotency_key.as_ref().filter(|_| self.idempotency)
             && let Some(id) = data.idempotency.get(key)
         {
             return Ok((data.orders.get(*id).cloned().expect("indexed"), true));

@@ -3,6 +3,9 @@
 //! leases and the webhook deliveries already accepted.
 //! `StateStore` is the seam; SQLite is the embedded default, PostgreSQL serves several nodes.
 
+mod fenced;
+pub mod lease;
+mod migrate;
 pub mod operator;
 mod postgres;
 mod sqlite;
@@ -13,6 +16,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+pub use fenced::{FencedStore, StateWrite};
+pub use lease::{Fence, Instance};
 pub use operator::{FlowSwitch, RunLine};
 pub use postgres::{PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
@@ -34,6 +39,10 @@ pub enum StateStoreError {
     Tls(String),
     #[error("cannot create state folder `{path}`: {reason}")]
     Folder { path: String, reason: String },
+    /// A write of a run whose lease was granted to another holder since: refused, so a node
+    /// that lost a flow cannot change its state.
+    #[error("lease `{0}` was taken over by another holder; this run writes nothing more")]
+    Fenced(String),
 }
 
 impl From<::postgres::Error> for StateStoreError {
@@ -182,6 +191,26 @@ pub struct RunRecord {
     pub status: String,
     pub counts: Value,
     pub error: Option<String>,
+    /// The node (its `daemon.node_id` label) that ran it.
+    pub node: Option<String>,
+    /// The process that ran it (see `Instance`).
+    pub instance: Option<String>,
+}
+
+/// A process that shares the state, as it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    pub instance: String,
+    pub node: String,
+    pub started_at: DateTime<Utc>,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Rows deleted by `StateStore::prune`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub runs: usize,
+    pub nodes: usize,
 }
 
 /// What was last seen of a system's reachability (its circuit breaker), by a run or a probe
@@ -206,7 +235,12 @@ pub struct SystemHealth {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Lease {
     pub name: String,
+    /// The holding process (see `Instance::id`).
     pub holder: String,
+    /// The holder's node label.
+    pub node: String,
+    /// The fencing token of the grant: larger for every later grant.
+    pub token: i64,
     pub expires_at: DateTime<Utc>,
 }
 
@@ -272,7 +306,14 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn failure(&self, id: i64) -> Result<Option<Failure>>;
     fn discard_failure(&self, id: i64) -> Result<bool>;
 
-    fn run_start(&self, flow: &str, kind: &str, at: DateTime<Utc>) -> Result<i64>;
+    /// Records a run started by process `instance` of node `node`.
+    fn run_start(
+        &self,
+        flow: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+        instance: &Instance,
+    ) -> Result<i64>;
     fn run_finish(
         &self,
         id: i64,
@@ -283,17 +324,42 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     ) -> Result<()>;
     fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
 
-    /// Takes or renews the lease `name` for `holder` until `now + ttl`: true when `holder`
-    /// holds it now. A lease held by another holder is taken only once it has expired, so a
-    /// node that died frees its flows after `ttl`. Nodes must keep their clocks in step
-    /// (NTP) to well within `ttl`.
+    /// Grants the lease `name` to `holder` (labelled `node`) until `now + ttl`, with a
+    /// fencing token larger than any granted before: when nobody holds it, it expired, its
+    /// holder is `holder` itself, or its holder is `take_from` (a holder proven dead). None
+    /// when another holder keeps it. Nodes must keep their clocks in step (NTP) to well
+    /// within `ttl`.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        node: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+        take_from: Option<&str>,
+    ) -> Result<Option<i64>>;
+    /// Extends the grant `token` of `name` to `now + ttl`: false when it was replaced by
+    /// another grant (the lease is lost).
+    fn renew_lease(
+        &self,
+        name: &str,
+        token: i64,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<bool>;
+    /// Takes or renews a lease (`acquire_lease` labelled with the holder itself): true when
+    /// `holder` holds it now.
     fn try_lease(
         &self,
         name: &str,
         holder: &str,
         now: DateTime<Utc>,
         ttl: std::time::Duration,
-    ) -> Result<bool>;
+    ) -> Result<bool> {
+        Ok(self
+            .acquire_lease(name, holder, holder, now, ttl, None)?
+            .is_some())
+    }
     /// Gives a lease up, if `holder` still holds it.
     fn release_lease(&self, name: &str, holder: &str) -> Result<()>;
     /// Every lease on record, by name, expired ones included (see `Lease::held_at`).
@@ -352,6 +418,34 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
     fn forget_absent(&self, _flow: &str, _key: &str) -> Result<()> {
         Ok(())
     }
+    /// Makes `write` if the grant `fence` is still the lease's current one, checked in the
+    /// same transaction (a takeover waits for it or makes it fail with `Fenced`). Returns
+    /// what the plain call returns (an id, a count; 0 for none).
+    fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64>;
+
+    /// Closes as `abandoned` the runs still `running` of `flow` (or of every flow) that
+    /// another process than `keep` started (of process `of` only, when given): their
+    /// process lost its lease or died. Returns how many.
+    fn abandon_runs(
+        &self,
+        flow: Option<&str>,
+        of: Option<&str>,
+        keep: &str,
+        at: DateTime<Utc>,
+        why: &str,
+    ) -> Result<usize>;
+
+    /// Says that process `instance` (labelled `node`) is alive at `now`; returns every
+    /// process on record.
+    fn heartbeat(&self, instance: &str, node: &str, now: DateTime<Utc>) -> Result<Vec<NodeRecord>>;
+
+    /// Deletes finished runs that finished before `runs_before`, and processes not seen
+    /// since `nodes_before`.
+    fn prune(&self, runs_before: DateTime<Utc>, nodes_before: DateTime<Utc>) -> Result<Pruned>;
+
+    /// Bindings of a scope whose record was exported and whose post-actions have not all
+    /// run (an export whose run was cut short).
+    fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>>;
 }
 
 /// A store behind `open`: the one `state.url` names.

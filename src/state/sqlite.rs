@@ -5,74 +5,18 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::Value;
 
 mod operator;
 
+use super::migrate::{STEPS, latest};
 use super::operator::{FlowSwitch, RunLine};
 use super::{
-    Binding, Failure, JournalEntry, JournalState, Lease, Result, RunRecord, Scope, StateStore,
-    StateStoreError, SystemHealth, json_column as json, keep_since,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
+    Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth,
+    json_column as json, keep_since,
 };
-
-/// Migration step "known absent": the keys a full read of a flow's target lacked, and when
-/// it was read (see `StateStore::is_absent`). A table of its own, created when missing, so
-/// a state file made before it opens as it is.
-const MIGRATION_KNOWN_ABSENT: &str = "
-CREATE TABLE IF NOT EXISTS known_absent (
-    flow TEXT NOT NULL,
-    key TEXT NOT NULL,
-    read_at TEXT NOT NULL,
-    PRIMARY KEY (flow, key)
-);
-";
-
-const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS bindings (
-    entity TEXT NOT NULL, sys_a TEXT NOT NULL, sys_b TEXT NOT NULL, key TEXT NOT NULL,
-    id_a TEXT, id_b TEXT, base_a TEXT, base_b TEXT, exported_at TEXT, parked TEXT,
-    actions_done INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (entity, sys_a, sys_b, key)
-);
-CREATE INDEX IF NOT EXISTS bindings_id_a ON bindings (entity, sys_a, sys_b, id_a);
-CREATE INDEX IF NOT EXISTS bindings_id_b ON bindings (entity, sys_a, sys_b, id_b);
-CREATE TABLE IF NOT EXISTS cursors (flow TEXT PRIMARY KEY, since TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL, key TEXT NOT NULL,
-    target TEXT NOT NULL, operation TEXT NOT NULL, idempotency_key TEXT NOT NULL,
-    payload TEXT NOT NULL, state TEXT NOT NULL, created_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS journal_pending ON journal (flow, state);
-CREATE TABLE IF NOT EXISTS failures (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL, key TEXT NOT NULL,
-    source_record TEXT NOT NULL, payload TEXT, error TEXT NOT NULL, status INTEGER,
-    response TEXT, attempts INTEGER NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-    UNIQUE (flow, key)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, flow TEXT NOT NULL, kind TEXT NOT NULL,
-    started_at TEXT NOT NULL, finished_at TEXT, status TEXT NOT NULL, counts TEXT NOT NULL,
-    error TEXT
-);
-CREATE TABLE IF NOT EXISTS leases (
-    name TEXT PRIMARY KEY, holder TEXT NOT NULL, expires_at TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS firings (name TEXT PRIMARY KEY, fired_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS deliveries (
-    webhook TEXT NOT NULL, id TEXT NOT NULL, received_at TEXT NOT NULL,
-    PRIMARY KEY (webhook, id)
-);
-CREATE INDEX IF NOT EXISTS deliveries_received ON deliveries (received_at);
-";
-
-/// A separate step after `SCHEMA`: what was last seen of each system's reachability, the
-/// health as JSON.
-const SYSTEM_HEALTH_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS system_health (
-    system TEXT PRIMARY KEY, health TEXT NOT NULL, checked_at TEXT NOT NULL
-);
-";
 
 /// State in one SQLite file.
 #[derive(Debug)]
@@ -101,19 +45,39 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?)
     }
 
-    fn init(conn: Connection) -> Result<Self> {
+    fn init(mut conn: Connection) -> Result<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         // WAL keeps readers (admin API) from blocking the writer; NORMAL sync is durable
         // across process crashes, which is the failure that matters here.
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.execute_batch(SCHEMA)?;
-        conn.execute_batch(SYSTEM_HEALTH_SCHEMA)?;
-        conn.execute_batch(operator::OPERATOR_SCHEMA)?;
-        conn.execute_batch(MIGRATION_KNOWN_ABSENT)?;
+        migrate(&mut conn)?;
         Ok(SqliteStore {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Makes one write in a transaction of its own, under `fence` when given. The
+    /// transaction takes the write lock at once, so the fence check and the write see the
+    /// same lease row (another process on the file waits, up to the busy timeout).
+    fn apply(&self, fence: Option<&Fence>, w: &StateWrite) -> Result<i64> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        if let Some(f) = fence {
+            let current: Option<i64> = tx
+                .query_row(
+                    "SELECT token FROM leases WHERE name = ?1",
+                    [&f.lease],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if current != Some(f.token) {
+                return Err(StateStoreError::Fenced(f.lease.clone()));
+            }
+        }
+        let n = apply(&tx, w)?;
+        tx.commit()?;
+        Ok(n)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -225,6 +189,148 @@ fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
     Ok(())
 }
 
+/// Applies the schema steps the file lacks, in one transaction.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version >= latest() {
+        return Ok(());
+    }
+    // Another process may be migrating it too: read again under the write lock.
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for step in STEPS.iter().filter(|s| s.version > version) {
+        tx.execute_batch(step.sqlite)?;
+        tx.pragma_update(None, "user_version", step.version)?;
+        tracing::debug!(
+            version = step.version,
+            step = step.name,
+            "state schema step applied"
+        );
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn apply(c: &Connection, w: &StateWrite) -> Result<i64> {
+    match w {
+        StateWrite::PutBindings(scope, bindings) => {
+            for b in bindings {
+                upsert_binding(c, scope, b)?;
+            }
+            Ok(0)
+        }
+        StateWrite::SetCursor(flow, at) => {
+            c.execute(
+                "INSERT INTO cursors (flow, since) VALUES (?1, ?2)
+                 ON CONFLICT (flow) DO UPDATE SET since = excluded.since",
+                params![flow, ts(*at)],
+            )?;
+            Ok(0)
+        }
+        StateWrite::JournalBegin(e) => {
+            c.execute(
+                "INSERT INTO journal (flow, key, target, operation, idempotency_key, payload, state, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
+                params![
+                    e.flow,
+                    e.key,
+                    e.target,
+                    e.operation,
+                    e.idempotency_key,
+                    e.payload.to_string(),
+                    ts(e.created_at)
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        }
+        StateWrite::JournalFinish(id, state, binding) => {
+            if *state == JournalState::Pending {
+                c.execute(
+                    "UPDATE journal SET state = 'pending' WHERE id = ?1",
+                    params![id],
+                )?;
+            } else {
+                // Settled writes are not needed any more: keep the journal small.
+                c.execute("DELETE FROM journal WHERE id = ?1", params![id])?;
+            }
+            if let Some((scope, b)) = binding {
+                upsert_binding(c, scope, b)?;
+            }
+            Ok(0)
+        }
+        StateWrite::JournalSettle(flow, key, binding) => {
+            let n = c.execute(
+                "DELETE FROM journal WHERE flow = ?1 AND key = ?2 AND state = 'pending'",
+                params![flow, key],
+            )?;
+            if n > 0
+                && let Some((scope, b)) = binding
+            {
+                upsert_binding(c, scope, b)?;
+            }
+            Ok(n as i64)
+        }
+        StateWrite::PutFailure(f) => {
+            c.execute(
+                "INSERT INTO failures (flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
+                 ON CONFLICT (flow, key) DO UPDATE SET source_record = excluded.source_record,
+                   payload = excluded.payload, error = excluded.error, status = excluded.status,
+                   response = excluded.response, attempts = failures.attempts + 1,
+                   updated_at = excluded.updated_at",
+                params![
+                    f.flow,
+                    f.key,
+                    f.source_record.to_string(),
+                    f.payload.as_ref().map(Value::to_string),
+                    f.error,
+                    f.status,
+                    f.response.as_ref().map(Value::to_string),
+                    ts(f.updated_at),
+                ],
+            )?;
+            Ok(c.query_row(
+                "SELECT id FROM failures WHERE flow = ?1 AND key = ?2",
+                params![f.flow, f.key],
+                |r| r.get(0),
+            )?)
+        }
+        StateWrite::ClearFailure(flow, key) => {
+            c.execute(
+                "DELETE FROM failures WHERE flow = ?1 AND key = ?2",
+                params![flow, key],
+            )?;
+            Ok(0)
+        }
+        StateWrite::RunStart {
+            flow,
+            kind,
+            at,
+            instance,
+        } => {
+            c.execute(
+                "INSERT INTO runs (flow, kind, started_at, status, counts, node, instance)
+                 VALUES (?1, ?2, ?3, 'running', '{}', ?4, ?5)",
+                params![flow, kind, ts(*at), instance.node, instance.id],
+            )?;
+            Ok(c.last_insert_rowid())
+        }
+        StateWrite::RunFinish {
+            id,
+            at,
+            status,
+            counts,
+            error,
+        } => {
+            c.execute(
+                "UPDATE runs SET finished_at = ?2, status = ?3, counts = ?4, error = ?5 WHERE id = ?1",
+                params![id, ts(*at), status, counts.to_string(), error],
+            )?;
+            Ok(0)
+        }
+    }
+}
+
 fn row_failure(row: &rusqlite::Row) -> rusqlite::Result<[Option<String>; 8]> {
     Ok([
         row.get(3)?,
@@ -292,13 +398,222 @@ impl StateStore for SqliteStore {
     }
 
     fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
+        self.apply(
+            None,
+            &StateWrite::PutBindings(scope.clone(), bindings.to_vec()),
+        )
+        .map(drop)
+    }
+
+    fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
+        self.apply(None, &StateWrite::SetCursor(flow.to_string(), at))
+            .map(drop)
+    }
+
+    fn journal_begin(&self, e: &JournalEntry) -> Result<i64> {
+        self.apply(None, &StateWrite::JournalBegin(e.clone()))
+    }
+
+    fn journal_finish(
+        &self,
+        id: i64,
+        state: JournalState,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> Result<()> {
+        let binding = binding.map(|(s, b)| (s.clone(), b.clone()));
+        self.apply(None, &StateWrite::JournalFinish(id, state, binding))
+            .map(drop)
+    }
+
+    fn journal_settle(
+        &self,
+        flow: &str,
+        key: &str,
+        binding: Option<(&Scope, &Binding)>,
+    ) -> Result<usize> {
+        let binding = binding.map(|(s, b)| (s.clone(), b.clone()));
+        let w = StateWrite::JournalSettle(flow.to_string(), key.to_string(), binding);
+        Ok(usize::try_from(self.apply(None, &w)?).unwrap_or(0))
+    }
+
+    fn put_failure(&self, f: &Failure) -> Result<i64> {
+        self.apply(None, &StateWrite::PutFailure(f.clone()))
+    }
+
+    fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
+        self.apply(
+            None,
+            &StateWrite::ClearFailure(flow.to_string(), key.to_string()),
+        )
+        .map(drop)
+    }
+
+    fn run_start(
+        &self,
+        flow: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+        instance: &Instance,
+    ) -> Result<i64> {
+        self.apply(
+            None,
+            &StateWrite::RunStart {
+                flow: flow.to_string(),
+                kind: kind.to_string(),
+                at,
+                instance: instance.clone(),
+            },
+        )
+    }
+
+    fn run_finish(
+        &self,
+        id: i64,
+        at: DateTime<Utc>,
+        status: &str,
+        counts: &Value,
+        error: Option<&str>,
+    ) -> Result<()> {
+        self.apply(
+            None,
+            &StateWrite::RunFinish {
+                id,
+                at,
+                status: status.to_string(),
+                counts: counts.clone(),
+                error: error.map(str::to_string),
+            },
+        )
+        .map(drop)
+    }
+
+    fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64> {
+        self.apply(Some(fence), &write)
+    }
+
+    // One SQLite file serves one node, but the lease still keeps two processes started on
+    // the same file (a stray second daemon, a `run --once` beside it) from running a flow
+    // together.
+    fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        node: &str,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+        take_from: Option<&str>,
+    ) -> Result<Option<i64>> {
+        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        for b in bindings {
-            upsert_binding(&tx, scope, b)?;
-        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO lease_tokens (id, last) VALUES (1, 1)
+             ON CONFLICT (id) DO UPDATE SET last = last + 1",
+            [],
+        )?;
+        let token: i64 = tx.query_row("SELECT last FROM lease_tokens WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
+        // Timestamps share one fixed-width UTC format, so text order is time order.
+        let n = tx.execute(
+            "INSERT INTO leases (name, holder, node, token, expires_at) VALUES (?1, ?2, ?3, ?4, ?6)
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, node = excluded.node,
+               token = excluded.token, expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?5
+               OR leases.holder = ?7",
+            params![name, holder, node, token, ts(now), ts(until), take_from],
+        )?;
         tx.commit()?;
+        Ok((n > 0).then_some(token))
+    }
+
+    fn renew_lease(
+        &self,
+        name: &str,
+        token: i64,
+        now: DateTime<Utc>,
+        ttl: std::time::Duration,
+    ) -> Result<bool> {
+        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+        let n = self.conn().execute(
+            "UPDATE leases SET expires_at = ?3 WHERE name = ?1 AND token = ?2",
+            params![name, token, ts(until)],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        self.conn().execute(
+            "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
+            params![name, holder],
+        )?;
         Ok(())
+    }
+
+    fn abandon_runs(
+        &self,
+        flow: Option<&str>,
+        of: Option<&str>,
+        keep: &str,
+        at: DateTime<Utc>,
+        why: &str,
+    ) -> Result<usize> {
+        Ok(self.conn().execute(
+            "UPDATE runs SET status = 'abandoned', finished_at = ?4, error = ?5
+             WHERE status = 'running' AND (?1 IS NULL OR flow = ?1)
+               AND (?2 IS NULL OR instance = ?2) AND instance IS NOT ?3",
+            params![flow, of, keep, ts(at), why],
+        )?)
+    }
+
+    fn heartbeat(&self, instance: &str, node: &str, now: DateTime<Utc>) -> Result<Vec<NodeRecord>> {
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO nodes (instance, node, started_at, seen_at) VALUES (?1, ?2, ?3, ?3)
+             ON CONFLICT (instance) DO UPDATE SET node = excluded.node, seen_at = excluded.seen_at",
+            params![instance, node, ts(now)],
+        )?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT instance, node, started_at, seen_at FROM nodes ORDER BY node, instance",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (instance, node, started, seen) = row?;
+            Ok(NodeRecord {
+                instance,
+                node,
+                started_at: parse_ts(&started)?,
+                seen_at: parse_ts(&seen)?,
+            })
+        })
+        .collect()
+    }
+
+    fn prune(&self, runs_before: DateTime<Utc>, nodes_before: DateTime<Utc>) -> Result<Pruned> {
+        let conn = self.conn();
+        let runs = conn.execute(
+            "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1",
+            [ts(runs_before)],
+        )?;
+        let nodes = conn.execute("DELETE FROM nodes WHERE seen_at < ?1", [ts(nodes_before)])?;
+        Ok(Pruned { runs, nodes })
+    }
+
+    fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3
+             AND exported_at IS NOT NULL AND actions_done = 0 ORDER BY key"
+        ))?;
+        let rows = stmt.query_map(params![scope.entity, scope.a, scope.b], row_binding)?;
+        rows.map(|r| finish_binding(r?)).collect()
     }
 
     fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
@@ -340,62 +655,6 @@ impl StateStore for SqliteStore {
         Ok(())
     }
 
-    fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO cursors (flow, since) VALUES (?1, ?2)
-             ON CONFLICT (flow) DO UPDATE SET since = excluded.since",
-            params![flow, ts(at)],
-        )?;
-        Ok(())
-    }
-
-    fn journal_begin(&self, e: &JournalEntry) -> Result<i64> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO journal (flow, key, target, operation, idempotency_key, payload, state, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7)",
-            params![
-                e.flow,
-                e.key,
-                e.target,
-                e.operation,
-                e.idempotency_key,
-                e.payload.to_string(),
-                ts(e.created_at)
-            ],
-        )?;
-        Ok(conn.last_insert_rowid())
-    }
-
-    fn journal_finish(
-        &self,
-        id: i64,
-        state: JournalState,
-        binding: Option<(&Scope, &Binding)>,
-    ) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let s = match state {
-            JournalState::Pending => "pending",
-            JournalState::Done => "done",
-            JournalState::Failed => "failed",
-        };
-        if state == JournalState::Pending {
-            tx.execute(
-                "UPDATE journal SET state = ?2 WHERE id = ?1",
-                params![id, s],
-            )?;
-        } else {
-            // Settled writes are not needed any more: keep the journal small.
-            tx.execute("DELETE FROM journal WHERE id = ?1", params![id])?;
-        }
-        if let Some((scope, b)) = binding {
-            upsert_binding(&tx, scope, b)?;
-        }
-        tx.commit()?;
-        Ok(())
-    }
-
     fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
@@ -433,63 +692,6 @@ impl StateStore for SqliteStore {
         Ok(out)
     }
 
-    fn journal_settle(
-        &self,
-        flow: &str,
-        key: &str,
-        binding: Option<(&Scope, &Binding)>,
-    ) -> Result<usize> {
-        let mut conn = self.conn();
-        let tx = conn.transaction()?;
-        let n = tx.execute(
-            "DELETE FROM journal WHERE flow = ?1 AND key = ?2 AND state = 'pending'",
-            params![flow, key],
-        )?;
-        if n > 0
-            && let Some((scope, b)) = binding
-        {
-            upsert_binding(&tx, scope, b)?;
-        }
-        tx.commit()?;
-        Ok(n)
-    }
-
-    fn put_failure(&self, f: &Failure) -> Result<i64> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO failures (flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)
-             ON CONFLICT (flow, key) DO UPDATE SET source_record = excluded.source_record,
-               payload = excluded.payload, error = excluded.error, status = excluded.status,
-               response = excluded.response, attempts = failures.attempts + 1,
-               updated_at = excluded.updated_at",
-            params![
-                f.flow,
-                f.key,
-                f.source_record.to_string(),
-                f.payload.as_ref().map(Value::to_string),
-                f.error,
-                f.status,
-                f.response.as_ref().map(Value::to_string),
-                ts(f.updated_at),
-            ],
-        )?;
-        let id = conn.query_row(
-            "SELECT id FROM failures WHERE flow = ?1 AND key = ?2",
-            params![f.flow, f.key],
-            |r| r.get(0),
-        )?;
-        Ok(id)
-    }
-
-    fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
-        self.conn().execute(
-            "DELETE FROM failures WHERE flow = ?1 AND key = ?2",
-            params![flow, key],
-        )?;
-        Ok(())
-    }
-
     fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
         self.select_failures(flow, None)
     }
@@ -505,35 +707,11 @@ impl StateStore for SqliteStore {
             > 0)
     }
 
-    fn run_start(&self, flow: &str, kind: &str, at: DateTime<Utc>) -> Result<i64> {
-        let conn = self.conn();
-        conn.execute(
-            "INSERT INTO runs (flow, kind, started_at, status, counts) VALUES (?1, ?2, ?3, 'running', '{}')",
-            params![flow, kind, ts(at)],
-        )?;
-        Ok(conn.last_insert_rowid())
-    }
-
-    fn run_finish(
-        &self,
-        id: i64,
-        at: DateTime<Utc>,
-        status: &str,
-        counts: &Value,
-        error: Option<&str>,
-    ) -> Result<()> {
-        self.conn().execute(
-            "UPDATE runs SET finished_at = ?2, status = ?3, counts = ?4, error = ?5 WHERE id = ?1",
-            params![id, ts(at), status, counts.to_string(), error],
-        )?;
-        Ok(())
-    }
-
     fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, flow, kind, started_at, finished_at, status, counts, error FROM runs
-             WHERE (?1 IS NULL OR flow = ?1) ORDER BY id DESC LIMIT ?2",
+            "SELECT id, flow, kind, started_at, finished_at, status, counts, error, node, instance
+             FROM runs WHERE (?1 IS NULL OR flow = ?1) ORDER BY id DESC LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![flow, limit as i64], |r| {
             Ok((
@@ -545,10 +723,12 @@ impl StateStore for SqliteStore {
                 r.get::<_, String>(5)?,
                 r.get::<_, String>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?;
         rows.map(|row| {
-            let (id, flow, kind, started, finished, status, counts, error) = row?;
+            let (id, flow, kind, started, finished, status, counts, error, node, instance) = row?;
             Ok(RunRecord {
                 id,
                 flow,
@@ -558,56 +738,34 @@ impl StateStore for SqliteStore {
                 status,
                 counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
                 error,
+                node,
+                instance,
             })
         })
         .collect()
     }
 
-    // One SQLite file serves one node, but the lease still keeps two processes started on
-    // the same file (a stray second daemon) from running a flow together.
-    fn try_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        ttl: std::time::Duration,
-    ) -> Result<bool> {
-        let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        // Timestamps share one fixed-width UTC format, so text order is time order.
-        let n = self.conn().execute(
-            "INSERT INTO leases (name, holder, expires_at) VALUES (?1, ?2, ?4)
-             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder,
-               expires_at = excluded.expires_at
-             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?3",
-            params![name, holder, ts(now), ts(until)],
-        )?;
-        Ok(n > 0)
-    }
-
-    fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        self.conn().execute(
-            "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
-            params![name, holder],
-        )?;
-        Ok(())
-    }
-
     fn leases(&self) -> Result<Vec<Lease>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT name, holder, expires_at FROM leases ORDER BY name")?;
+        let mut stmt = conn.prepare_cached(
+            "SELECT name, holder, node, token, expires_at FROM leases ORDER BY name",
+        )?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?,
             ))
         })?;
         rows.map(|row| {
-            let (name, holder, expires) = row?;
+            let (name, holder, node, token, expires) = row?;
             Ok(Lease {
                 name,
                 holder,
+                node,
+                token,
                 expires_at: parse_ts(&expires)?,
             })
         })
@@ -705,6 +863,39 @@ impl StateStore for SqliteStore {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_file_made_before_versioning_is_adopted_with_its_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(STEPS[0].sqlite).unwrap();
+            conn.execute(
+                "INSERT INTO leases (name, holder, expires_at) VALUES ('flow:x', 'old', '2026-01-01T00:00:00.000000Z')",
+                [],
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO runs (flow, kind, started_at, status, counts) VALUES ('x', 'sync', '2026-01-01T00:00:00.000000Z', 'ok', '{}')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let lease = &s.leases().unwrap()[0];
+        assert_eq!((lease.holder.as_str(), lease.token), ("old", 0));
+        let run = &s.runs(None, 1).unwrap()[0];
+        assert_eq!((run.status.as_str(), run.node.as_deref()), ("ok", None));
+        let version: i64 = s
+            .conn()
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, latest());
+        // Opened again: nothing to do.
+        drop(s);
+        SqliteStore::open(&path).unwrap();
+    }
 
     #[test]
     fn bindings_survive_reopen_and_journal_is_atomic() {

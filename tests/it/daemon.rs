@@ -561,16 +561,17 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
     assert_eq!(stock["lease_holder"], "node-b");
     assert_eq!(stock["lease_until"], "2026-05-04T10:02:00Z");
     assert_eq!(of(&answer, "products")["lease_holder"], Value::Null);
-    // So this node does not run it.
+    // So this node does not run it, and says who does.
     let mut events = r.daemon.subscribe();
-    r.daemon
-        .trigger("stock", RunOptions::default(), Cause::Manual)
-        .unwrap();
-    wait_for(
-        &mut events,
-        |e| matches!(e, DaemonEvent::RunSkipped { flow } if flow == "stock"),
-    )
-    .await;
+    assert_eq!(
+        r.daemon
+            .trigger("stock", RunOptions::default(), Cause::Manual)
+            .unwrap_err(),
+        erpsync::daemon::TriggerRefusedError::Elsewhere {
+            flow: "stock".into(),
+            node: "node-b".into()
+        }
+    );
 
     // Expired (node-b died), nobody holds it any more.
     r.clock.advance(Duration::from_secs(90));
@@ -595,7 +596,7 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
         .find(|f| f.id == "stock")
         .unwrap();
     assert!(stock.running_since.is_some());
-    assert_eq!(stock.lease_holder.as_deref(), Some(r.daemon.node_id()));
+    assert_eq!(stock.lease_holder, Some(r.daemon.instance_id()));
     assert!(stock.lease_until > Some(r.clock.now()));
     wait_for(&mut events, finished("stock")).await;
     assert!(

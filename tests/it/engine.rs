@@ -541,8 +541,14 @@ impl StateStore for CountingStore {
     fn discard_failure(&self, id: i64) -> erpsync::state::Result<bool> {
         self.inner.discard_failure(id)
     }
-    fn run_start(&self, flow: &str, kind: &str, at: DateTime<Utc>) -> erpsync::state::Result<i64> {
-        self.inner.run_start(flow, kind, at)
+    fn run_start(
+        &self,
+        flow: &str,
+        kind: &str,
+        at: DateTime<Utc>,
+        instance: &erpsync::state::Instance,
+    ) -> erpsync::state::Result<i64> {
+        self.inner.run_start(flow, kind, at, instance)
     }
     fn run_finish(
         &self,
@@ -557,14 +563,61 @@ impl StateStore for CountingStore {
     fn runs(&self, flow: Option<&str>, limit: usize) -> erpsync::state::Result<Vec<RunRecord>> {
         self.inner.runs(flow, limit)
     }
-    fn try_lease(
+    fn acquire_lease(
         &self,
         name: &str,
         holder: &str,
+        node: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        take_from: Option<&str>,
+    ) -> erpsync::state::Result<Option<i64>> {
+        self.inner
+            .acquire_lease(name, holder, node, now, ttl, take_from)
+    }
+    fn renew_lease(
+        &self,
+        name: &str,
+        token: i64,
         now: DateTime<Utc>,
         ttl: Duration,
     ) -> erpsync::state::Result<bool> {
-        self.inner.try_lease(name, holder, now, ttl)
+        self.inner.renew_lease(name, token, now, ttl)
+    }
+    fn fenced(
+        &self,
+        fence: &erpsync::state::Fence,
+        write: erpsync::state::StateWrite,
+    ) -> erpsync::state::Result<i64> {
+        self.inner.fenced(fence, write)
+    }
+    fn abandon_runs(
+        &self,
+        flow: Option<&str>,
+        of: Option<&str>,
+        keep: &str,
+        at: DateTime<Utc>,
+        why: &str,
+    ) -> erpsync::state::Result<usize> {
+        self.inner.abandon_runs(flow, of, keep, at, why)
+    }
+    fn heartbeat(
+        &self,
+        instance: &str,
+        node: &str,
+        now: DateTime<Utc>,
+    ) -> erpsync::state::Result<Vec<erpsync::state::NodeRecord>> {
+        self.inner.heartbeat(instance, node, now)
+    }
+    fn prune(
+        &self,
+        runs_before: DateTime<Utc>,
+        nodes_before: DateTime<Utc>,
+    ) -> erpsync::state::Result<erpsync::state::Pruned> {
+        self.inner.prune(runs_before, nodes_before)
+    }
+    fn awaiting_actions(&self, scope: &Scope) -> erpsync::state::Result<Vec<Binding>> {
+        self.inner.awaiting_actions(scope)
     }
     fn release_lease(&self, name: &str, holder: &str) -> erpsync::state::Result<()> {
         self.inner.release_lease(name, holder)

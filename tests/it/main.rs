@@ -9,6 +9,7 @@ mod daemon;
 mod engine;
 mod flowfile;
 mod install;
+mod nodes;
 mod notify;
 mod postgres;
 mod recovery;

@@ -16,20 +16,20 @@ use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
 use erpsync::sim::seed_both;
 use erpsync::state::{
-    Binding, Failure, JournalEntry, JournalState, Lease, PostgresStore, Scope, SqliteStore,
-    StateStore,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, PostgresStore, Scope,
+    SqliteStore, StateStore, StateStoreError, StateWrite,
 };
 use serde_json::json;
 
 use crate::daemon::{demo_yaml, sims};
 
 /// A schema of its own on the test server, dropped with this value.
-struct PgSchema {
-    url: String,
+pub(crate) struct PgSchema {
+    pub(crate) url: String,
 }
 
 impl PgSchema {
-    fn open(&self) -> Arc<PostgresStore> {
+    pub(crate) fn open(&self) -> Arc<PostgresStore> {
         Arc::new(PostgresStore::open(&self.url).unwrap())
     }
 }
@@ -43,7 +43,7 @@ impl Drop for PgSchema {
 }
 
 /// A fresh schema, or None when PostgreSQL is unreachable and the caller allowed skipping.
-fn pg() -> Option<PgSchema> {
+pub(crate) fn pg() -> Option<PgSchema> {
     static N: AtomicUsize = AtomicUsize::new(0);
     let base = std::env::var("ERPSYNC_TEST_POSTGRES")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
@@ -257,9 +257,15 @@ fn conformance(s: &dyn StateStore) {
     assert!(s.failures(None).unwrap().is_empty());
 
     // Runs, newest first.
-    let r1 = s.run_start("stock", "sync", t("13:00:00")).unwrap();
-    let r2 = s.run_start("stock", "reconcile", t("13:01:00")).unwrap();
-    s.run_start("orders", "sync", t("13:02:00")).unwrap();
+    let me = Instance {
+        id: "host-a:41:b-7".into(),
+        node: "node-a".into(),
+    };
+    let r1 = s.run_start("stock", "sync", t("13:00:00"), &me).unwrap();
+    let r2 = s
+        .run_start("stock", "reconcile", t("13:01:00"), &me)
+        .unwrap();
+    s.run_start("orders", "sync", t("13:02:00"), &me).unwrap();
     s.run_finish(r1, t("13:00:05"), "ok", &json!({"read": 3}), None)
         .unwrap();
     s.run_finish(r2, t("13:01:09"), "error", &json!({}), Some("boom"))
@@ -272,6 +278,10 @@ fn conformance(s: &dyn StateStore) {
     );
     assert_eq!(runs[0].error.as_deref(), Some("boom"));
     assert_eq!(
+        (runs[0].node.as_deref(), runs[0].instance.as_deref()),
+        (Some("node-a"), Some("host-a:41:b-7"))
+    );
+    assert_eq!(
         (runs[1].finished_at, runs[1].counts.clone()),
         (Some(t("13:00:05")), json!({"read": 3}))
     );
@@ -279,6 +289,7 @@ fn conformance(s: &dyn StateStore) {
     assert_eq!(s.runs(None, 10).unwrap()[0].finished_at, None);
 
     leases(s);
+    fencing(s);
     deliveries(s);
     system_health(s);
 }
@@ -320,12 +331,15 @@ fn system_health(s: &dyn StateStore) {
     assert_eq!(s.system_health().unwrap(), vec![up, shop]);
 }
 
-fn lease(name: &str, holder: &str, expires_at: DateTime<Utc>) -> Lease {
-    Lease {
-        name: name.into(),
-        holder: holder.into(),
-        expires_at,
-    }
+/// A lease's name, holder and end (its token is checked by `fencing`).
+fn lease(name: &str, holder: &str, expires_at: DateTime<Utc>) -> (String, String, DateTime<Utc>) {
+    (name.into(), holder.into(), expires_at)
+}
+
+fn shown(list: Vec<Lease>) -> Vec<(String, String, DateTime<Utc>)> {
+    list.into_iter()
+        .map(|l| (l.name, l.holder, l.expires_at))
+        .collect()
 }
 
 /// Leases: one holder at a time, renewed by its holder, free once expired or released, and
@@ -335,24 +349,26 @@ fn leases(s: &dyn StateStore) {
     let now = t("14:00:00");
     assert_eq!(s.leases().unwrap(), []);
     assert!(s.try_lease("flow:stock", "node-a", now, ttl).unwrap());
+    let first = s.leases().unwrap()[0].token;
     assert!(!s.try_lease("flow:stock", "node-b", now, ttl).unwrap());
     // Another flow is another lease.
     assert!(s.try_lease("flow:orders", "node-b", now, ttl).unwrap());
     let listed = s.leases().unwrap();
+    assert_eq!(listed[0].flow(), Some("orders"));
+    assert!(listed[0].token > first, "each grant gets a larger token");
     assert_eq!(
-        listed,
+        shown(listed),
         [
             lease("flow:orders", "node-b", t("14:01:00")),
             lease("flow:stock", "node-a", t("14:01:00")),
         ]
     );
-    assert_eq!(listed[0].flow(), Some("orders"));
     assert_eq!(Lease::of_flow("orders"), "flow:orders");
     // Renewed by its holder, it lasts from the renewal.
     let later = now + chrono::Duration::seconds(50);
     assert!(s.try_lease("flow:stock", "node-a", later, ttl).unwrap());
     assert_eq!(
-        s.leases().unwrap()[1],
+        shown(s.leases().unwrap())[1],
         lease("flow:stock", "node-a", t("14:01:50"))
     );
     let after_first_ttl = now + chrono::Duration::seconds(70);
@@ -367,7 +383,7 @@ fn leases(s: &dyn StateStore) {
     // An expired lease is still listed, but nobody holds it.
     let listed = s.leases().unwrap();
     assert_eq!(
-        listed,
+        shown(listed.clone()),
         [
             lease("flow:orders", "node-b", t("14:01:00")),
             lease("flow:stock", "node-b", t("14:02:50")),
@@ -381,7 +397,7 @@ fn leases(s: &dyn StateStore) {
     assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
     s.release_lease("flow:stock", "node-b").unwrap();
     assert_eq!(
-        s.leases().unwrap(),
+        shown(s.leases().unwrap()),
         [lease("flow:orders", "node-b", t("14:01:00"))]
     );
     assert!(s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
@@ -392,6 +408,167 @@ fn leases(s: &dyn StateStore) {
     assert!(s.claim_firing("stock:reconcile", t("15:00:00")).unwrap());
     assert!(s.claim_firing("stock:sync", t("15:05:00")).unwrap());
     assert!(!s.claim_firing("stock:sync", t("15:00:00")).unwrap());
+}
+
+/// Fencing: a grant's token outlives renewals, a later grant (a takeover, or a grant after
+/// a release) has a larger one, and writes and renewals under a replaced grant are refused.
+/// Runs left by a holder are closed as abandoned; processes are registered; old runs pruned.
+fn fencing(s: &dyn StateStore) {
+    let ttl = Duration::from_secs(60);
+    let now = t("16:00:00");
+    let name = "flow:fenced";
+    let a = s
+        .acquire_lease(name, "host-a:1:x", "shop-node", now, ttl, None)
+        .unwrap()
+        .unwrap();
+    let fence_a = Fence {
+        lease: name.into(),
+        token: a,
+    };
+    s.fenced(
+        &fence_a,
+        StateWrite::SetCursor("fenced".into(), t("16:00:00")),
+    )
+    .unwrap();
+    assert!(s.renew_lease(name, a, now, ttl).unwrap());
+    let held = s
+        .leases()
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == name)
+        .unwrap();
+    assert_eq!((held.node.as_str(), held.token), ("shop-node", a));
+    // A live holder keeps it; one proven dead (`take_from`) gives it up at once.
+    let b_node = "shop-node";
+    assert_eq!(
+        s.acquire_lease(name, "host-a:2:y", b_node, now, ttl, None)
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        s.acquire_lease(name, "host-a:2:y", b_node, now, ttl, Some("someone-else"))
+            .unwrap(),
+        None
+    );
+    let b = s
+        .acquire_lease(name, "host-a:2:y", b_node, now, ttl, Some("host-a:1:x"))
+        .unwrap()
+        .unwrap();
+    assert!(b > a, "{b} > {a}");
+    // The old grant writes nothing more, and cannot renew.
+    let refused = s
+        .fenced(
+            &fence_a,
+            StateWrite::SetCursor("fenced".into(), t("17:00:00")),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(refused, StateStoreError::Fenced(ref l) if l == name),
+        "{refused}"
+    );
+    let refused = s
+        .fenced(&fence_a, StateWrite::JournalBegin(entry("fenced", "late")))
+        .unwrap_err();
+    assert!(matches!(refused, StateStoreError::Fenced(_)));
+    assert!(s.journal_pending(Some("fenced")).unwrap().is_empty());
+    assert_eq!(s.cursor("fenced").unwrap(), Some(t("16:00:00")));
+    assert!(!s.renew_lease(name, a, now, ttl).unwrap());
+    let fence_b = Fence {
+        lease: name.into(),
+        token: b,
+    };
+    let id = s
+        .fenced(&fence_b, StateWrite::JournalBegin(entry("fenced", "k1")))
+        .unwrap();
+    assert_eq!(s.journal_pending(Some("fenced")).unwrap()[0].id, id);
+    // Released and granted again: larger still, so a grant never comes back.
+    s.release_lease(name, "host-a:2:y").unwrap();
+    let c = s
+        .acquire_lease(name, "host-a:1:x", "shop-node", now, ttl, None)
+        .unwrap()
+        .unwrap();
+    assert!(c > b);
+    assert!(matches!(
+        s.fenced(
+            &fence_b,
+            StateWrite::ClearFailure("fenced".into(), "k1".into())
+        ),
+        Err(StateStoreError::Fenced(_))
+    ));
+    s.release_lease(name, "host-a:1:x").unwrap();
+    assert!(matches!(
+        s.fenced(
+            &fence_b,
+            StateWrite::ClearFailure("fenced".into(), "k1".into())
+        ),
+        Err(StateStoreError::Fenced(_))
+    ));
+
+    // Runs left open by another process are closed as abandoned, with why.
+    let dead = Instance {
+        id: "host-a:1:x".into(),
+        node: "shop-node".into(),
+    };
+    let alive = Instance {
+        id: "host-a:2:y".into(),
+        node: "shop-node".into(),
+    };
+    let r_dead = s.run_start("fenced", "sync", now, &dead).unwrap();
+    let r_mine = s.run_start("fenced", "sync", now, &alive).unwrap();
+    let r_other_flow = s.run_start("other", "sync", now, &dead).unwrap();
+    assert_eq!(
+        s.abandon_runs(Some("fenced"), None, &alive.id, t("16:05:00"), "lost")
+            .unwrap(),
+        1
+    );
+    let runs = s.runs(Some("fenced"), 10).unwrap();
+    let of = |id: i64| runs.iter().find(|r| r.id == id).unwrap().clone();
+    assert_eq!(
+        (of(r_dead).status.as_str(), of(r_dead).error.as_deref()),
+        ("abandoned", Some("lost"))
+    );
+    assert_eq!(of(r_dead).finished_at, Some(t("16:05:00")));
+    assert_eq!(of(r_mine).status, "running");
+    // By process, every flow.
+    assert_eq!(
+        s.abandon_runs(None, Some(&dead.id), &alive.id, t("16:06:00"), "died")
+            .unwrap(),
+        1
+    );
+    assert_eq!(s.runs(Some("other"), 1).unwrap()[0].id, r_other_flow);
+    assert_eq!(s.runs(Some("other"), 1).unwrap()[0].status, "abandoned");
+
+    // Processes: registered by heartbeat, pruned when not seen.
+    s.heartbeat(&dead.id, "shop-node", t("15:00:00")).unwrap();
+    let nodes = s.heartbeat(&alive.id, "shop-node", now).unwrap();
+    let listed: Vec<_> = nodes
+        .iter()
+        .map(|n| (n.instance.as_str(), n.seen_at))
+        .collect();
+    assert_eq!(
+        listed,
+        [(dead.id.as_str(), t("15:00:00")), (alive.id.as_str(), now)]
+    );
+    // Finished runs before the cutoff go; open ones and later ones stay.
+    s.run_finish(r_mine, t("16:07:00"), "ok", &json!({}), None)
+        .unwrap();
+    // (the two `stock` runs of the conformance suite finished at 13:00 and 13:01).
+    let pruned = s.prune(t("16:05:30"), t("15:30:00")).unwrap();
+    assert_eq!((pruned.runs, pruned.nodes), (3, 1));
+    let left: Vec<i64> = s
+        .runs(Some("fenced"), 10)
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    assert_eq!(left, [r_mine]);
+    assert!(s.runs(Some("stock"), 10).unwrap().is_empty());
+    assert_eq!(
+        s.runs(Some("other"), 1).unwrap().len(),
+        1,
+        "finished after the cutoff"
+    );
+    assert_eq!(s.runs(Some("orders"), 1).unwrap()[0].status, "running");
 }
 
 /// Webhook deliveries: remembered once per webhook and id, forgotten once older than what
@@ -449,7 +626,11 @@ fn operator_state(s: &dyn StateStore) {
         ]
     );
 
-    let run = s.run_start("products", "sync", t("10:01:00")).unwrap();
+    let me = Instance {
+        id: "host-a:41:b-7".into(),
+        node: "node-a".into(),
+    };
+    let run = s.run_start("products", "sync", t("10:01:00"), &me).unwrap();
     s.run_finish(run, t("10:01:05"), "partial", &json!({"failed": 1}), None)
         .unwrap();
     let line = |key: &str, decision: &str| RunLine {
@@ -482,7 +663,7 @@ fn operator_state(s: &dyn StateStore) {
 
     // Lines of runs older than the newest `RUN_LINES_RUNS_KEPT` go as new runs come.
     for _ in 0..erpsync::state::operator::RUN_LINES_RUNS_KEPT {
-        s.run_start("products", "sync", t("10:02:00")).unwrap();
+        s.run_start("products", "sync", t("10:02:00"), &me).unwrap();
     }
     s.put_run_lines(&[]).unwrap();
     assert!(s.run_lines(run).unwrap().is_empty());
@@ -737,19 +918,23 @@ async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
     let d = daemon(dir.path(), &yaml, "node-a", store.clone(), &clock);
     let mut events = d.subscribe();
 
-    d.trigger(
-        "stock",
-        RunOptions::default(),
-        erpsync::daemon::Cause::Manual,
-    )
-    .unwrap();
-    settle(&[&d]).await;
+    // Refused at once, saying who runs it: not accepted and then skipped.
+    let refused = d
+        .trigger(
+            "stock",
+            RunOptions::default(),
+            erpsync::daemon::Cause::Manual,
+        )
+        .unwrap_err();
     assert_eq!(
-        drained(&mut events),
-        [DaemonEvent::RunSkipped {
-            flow: "stock".into()
-        }]
+        refused,
+        erpsync::daemon::TriggerRefusedError::Elsewhere {
+            flow: "stock".into(),
+            node: "dead-node".into()
+        }
     );
+    settle(&[&d]).await;
+    assert_eq!(drained(&mut events), []);
 
     clock.advance(Duration::from_secs(91));
     d.trigger(

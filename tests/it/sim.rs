@@ -573,6 +573,30 @@ async fn erp_idempotency_key_returns_the_same_document_and_numbers_are_per_serie
 }
 
 #[tokio::test]
+async fn an_erp_without_idempotency_places_an_order_sent_twice_twice() {
+    let (erp, _) = erp_with(ErpOptions {
+        idempotency: false,
+        ..ErpOptions::unlimited()
+    })
+    .await;
+    erp.seed_products(1, 1);
+    let token = erp_token(&erp).await;
+    for _ in 0..2 {
+        let (status, _, answer) = erp_call(
+            &erp,
+            &token,
+            Method::POST,
+            "/orders",
+            Some(order_body(Some("shop-1001"), "1001", "SKU-000001")),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["data"]["duplicate"], false);
+    }
+    assert_eq!(erp.orders_by_reference("1001").len(), 2);
+}
+
+#[tokio::test]
 async fn erp_offset_paging_ends_with_a_short_page() {
     let (erp, _) = erp().await;
     erp.seed_products(260, 2);

@@ -157,7 +157,11 @@ pub(super) async fn run_flow(
     let run_id = if opts.dry_run {
         None
     } else {
-        Some(engine.store.run_start(&flow.id, kind, started)?)
+        Some(
+            engine
+                .store
+                .run_start(&flow.id, kind, started, &engine.instance)?,
+        )
     };
     let mut runner = Runner::new(engine, flow, opts, started)?;
     runner.report.kind = kind.to_string();
@@ -178,8 +182,33 @@ pub(super) async fn run_flow(
         }
         engine.record_system_health(systems);
     }
+    let lost = matches!(
+        result,
+        Err(EngineRunError::LeaseLost(_)
+            | EngineRunError::State(crate::state::StateStoreError::Fenced(_)))
+    );
+    if lost {
+        // Recorded only if no other holder has taken the flow yet (the write is fenced);
+        // else the new holder has closed it as abandoned already.
+        if let Some(id) = run_id {
+            let counts = serde_json::to_value(&report.counts).unwrap_or(Value::Null);
+            let _ = engine.store.run_finish(
+                id,
+                engine.clock.now(),
+                "abandoned",
+                &counts,
+                Some(
+                    "the flow's lease was lost mid-run; the next holder settles what was in flight",
+                ),
+            );
+        }
+        tracing::error!(flow = %flow.id, "lease lost mid-run: stopped; the next holder settles what was in flight");
+        return Err(EngineRunError::LeaseLost(flow.id.clone()));
+    }
     if let Some(id) = run_id {
-        let status = if !report.ok() {
+        let status = if report.interrupted {
+            "interrupted"
+        } else if !report.ok() {
             "error"
         } else if report.counts.failed > 0 {
             "partial"
@@ -204,6 +233,7 @@ pub(super) async fn run_flow(
         flow = %flow.id,
         kind,
         dry_run = opts.dry_run,
+        interrupted = report.interrupted,
         created = report.counts.created,
         updated = report.counts.updated,
         skipped = report.counts.skipped,
@@ -375,6 +405,7 @@ impl<'e> Runner<'e> {
         if !self.opts.dry_run {
             self.settle_required_in_doubt().await?;
             self.settle_in_doubt().await?;
+            self.pending_actions().await?;
         }
         let incremental = self.flow.config.incremental.as_ref();
         let since = if self.opts.reconcile || self.opts.full || self.opts.keys.is_some() {
@@ -422,6 +453,9 @@ impl<'e> Runner<'e> {
                     .store(keys.len() as u64, std::sync::atomic::Ordering::Relaxed);
             }
             for key in keys {
+                if !self.go_on()? {
+                    break;
+                }
                 match self.lookup(true, &key).await {
                     Ok(Some(seen)) => {
                         self.report.counts.read += 1;
@@ -448,7 +482,7 @@ impl<'e> Runner<'e> {
             let mut pages = Box::pin(http.list(&list_op, input));
             // Dry runs write nothing, so they have nothing to hold back.
             self.listing_source = !self.opts.dry_run;
-            while let Some(page) = pages.next().await {
+            'pages: while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| self.read_error(self.src.name, e))?;
                 let mut mapped = Vec::with_capacity(page.records.len());
                 for native in page.records {
@@ -485,6 +519,9 @@ impl<'e> Runner<'e> {
                     })
                     .collect();
                 for m in mapped {
+                    if !self.go_on()? {
+                        break 'pages;
+                    }
                     match m {
                         Ok(seen) => self.handle(seen).await?,
                         Err(bad) => {
@@ -495,10 +532,17 @@ impl<'e> Runner<'e> {
                 }
                 self.page_bindings.clear();
             }
+            self.page_bindings.clear();
             self.listing_source = false;
+            if self.report.interrupted {
+                return self.stop_interrupted().await;
+            }
             if self.opts.reconcile && since.is_none() && keys.is_none() && !self.bidirectional() {
                 self.recover_unlisted().await?;
             }
+        }
+        if self.report.interrupted {
+            return self.stop_interrupted().await;
         }
         // Whether a target record without a source reading in this run may have been missed
         // by the source listing rather than left unchanged.
@@ -518,6 +562,7 @@ impl<'e> Runner<'e> {
         }
 
         for b in self.take_deferred_actions() {
+            self.go_on()?;
             self.after_export(b).await?;
         }
 
@@ -526,6 +571,9 @@ impl<'e> Runner<'e> {
                 .into_values()
                 .collect();
             for seen in rest {
+                if !self.go_on()? {
+                    return Ok(());
+                }
                 self.handle_reverse(seen, source_in_doubt).await?;
             }
         }
@@ -548,6 +596,61 @@ impl<'e> Runner<'e> {
                     tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Whether to take another record: an error once the run's lease is lost (it may write
+    /// nothing more), false once the run was asked to stop.
+    pub(super) fn go_on(&mut self) -> Result<bool, EngineRunError> {
+        if crate::state::lease::lease_lost() {
+            return Err(EngineRunError::LeaseLost(self.flow.id.clone()));
+        }
+        if self.opts.interrupt.as_ref().is_some_and(|i| i.raised()) {
+            if !self.report.interrupted {
+                tracing::warn!(flow = %self.flow.id, "run interrupted: no new records are taken");
+            }
+            self.report.interrupted = true;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The end of an interrupted run: the post-actions of what it exported go out (an
+    /// exported order is locked), nothing else; the cursor stays where it was, so the next
+    /// run reads the records not reached.
+    async fn stop_interrupted(&mut self) -> Result<(), EngineRunError> {
+        for b in std::mem::take(&mut self.deferred_actions) {
+            self.go_on()?;
+            self.after_export(b).await?;
+        }
+        Ok(())
+    }
+
+    /// Post-actions of exports whose run was cut short (killed, or its lease lost) go out
+    /// first, so an exported order does not stay unlocked until its record is read again.
+    async fn pending_actions(&mut self) -> Result<(), EngineRunError> {
+        if !self.flow.config.export_once
+            || self.flow.config.after_export.is_empty()
+            || self.opts.keys.is_some()
+        {
+            return Ok(());
+        }
+        let waiting: Vec<Binding> = self
+            .e
+            .store
+            .awaiting_actions(&self.scope)?
+            .into_iter()
+            .filter(|b| b.id(self.src.is_a).is_some() && b.id(self.dst.is_a).is_some())
+            .collect();
+        if !waiting.is_empty() {
+            tracing::info!(flow = %self.flow.id, records = waiting.len(), "post-actions left by an earlier run go out first");
+        }
+        for b in waiting {
+            if !self.go_on()? {
+                break;
+            }
+            self.after_export(b).await?;
         }
         Ok(())
     }
@@ -914,6 +1017,11 @@ impl<'e> Runner<'e> {
     ) -> Result<(), EngineRunError> {
         if let Some(down) = self.system_down() {
             return Err(down);
+        }
+        if crate::state::lease::lease_lost() {
+            // Not the record's fault: the run stops, and a write it had begun stays in the
+            // journal as in doubt for the next holder.
+            return Err(EngineRunError::LeaseLost(self.flow.id.clone()));
         }
         tracing::warn!(flow = %self.flow.id, key, error = %crate::redact::redact(&f.error), "record failed");
         if !self.opts.dry_run {

@@ -9,21 +9,6 @@ use super::{SqliteStore, parse_ts, ts};
 use crate::state::operator::{FlowSwitch, RUN_LINES_RUNS_KEPT, RunLine};
 use crate::state::{JournalEntry, JournalState, Result, RunRecord, StateStoreError};
 
-/// Migration step "operator console": applied after the sync tables, idempotent.
-pub(super) const OPERATOR_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS flow_switches (
-    flow TEXT PRIMARY KEY, enabled INTEGER NOT NULL, changed_at TEXT NOT NULL,
-    changed_by TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS run_lines (
-    run_id INTEGER NOT NULL, flow TEXT NOT NULL, key TEXT NOT NULL, decision TEXT NOT NULL,
-    target TEXT, changes TEXT, reason TEXT
-);
-CREATE INDEX IF NOT EXISTS run_lines_run ON run_lines (run_id);
-CREATE INDEX IF NOT EXISTS run_lines_key ON run_lines (key);
-CREATE INDEX IF NOT EXISTS journal_key ON journal (key);
-";
-
 fn journal_state(s: &str) -> Result<JournalState> {
     match s {
         "pending" => Ok(JournalState::Pending),
@@ -167,8 +152,8 @@ impl SqliteStore {
     pub(super) fn op_run(&self, id: i64) -> Result<Option<RunRecord>> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, flow, kind, started_at, finished_at, status, counts, error FROM runs
-             WHERE id = ?1",
+            "SELECT id, flow, kind, started_at, finished_at, status, counts, error, node, instance
+             FROM runs WHERE id = ?1",
         )?;
         let mut rows = stmt.query_map([id], |r| {
             Ok((
@@ -180,12 +165,14 @@ impl SqliteStore {
                 r.get::<_, String>(5)?,
                 r.get::<_, String>(6)?,
                 r.get::<_, Option<String>>(7)?,
+                r.get::<_, Option<String>>(8)?,
+                r.get::<_, Option<String>>(9)?,
             ))
         })?;
         let Some(row) = rows.next() else {
             return Ok(None);
         };
-        let (id, flow, kind, started, finished, status, counts, error) = row?;
+        let (id, flow, kind, started, finished, status, counts, error, node, instance) = row?;
         Ok(Some(RunRecord {
             id,
             flow,
@@ -195,6 +182,8 @@ impl SqliteStore {
             status,
             counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
             error,
+            node,
+            instance,
         }))
     }
 

@@ -1,0 +1,255 @@
+//! A flow's lease as a run holds it: taken before the run (from a holder that expired, or
+//! at once from one proven dead), renewed on a task of its own every third of its ttl, and
+//! released when dropped. Taking it closes the runs its earlier holders left open.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::Engine;
+use crate::redact::redact;
+use crate::state::lease::{LeaseWatch, provably_dead};
+use crate::state::{Fence, Lease, StateStore, StateStoreError};
+
+/// Seconds a flow's lease lasts unless renewed, unless configured.
+pub const DEFAULT_LEASE_TTL_SECS: u64 = 30;
+
+/// A flow's lease that could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseTakeError {
+    #[error("flow `{flow}` is running on node `{node}` (process `{holder}`), lease until {until}")]
+    Held {
+        flow: String,
+        node: String,
+        holder: String,
+        until: DateTime<Utc>,
+    },
+    #[error("flow `{0}` is already running in this process")]
+    Busy(String),
+    #[error("cannot take the lease of flow `{flow}`: {source}")]
+    State {
+        flow: String,
+        source: StateStoreError,
+    },
+}
+
+/// Leases this process holds, by store and name: a second run of a flow in the same process
+/// is refused here (the store would renew the process's own lease for it).
+static HELD: Mutex<Option<HashSet<(usize, String)>>> = Mutex::new(None);
+
+fn held_here() -> std::sync::MutexGuard<'static, Option<HashSet<(usize, String)>>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A flow's lease, held until dropped.
+#[derive(Debug)]
+pub struct HeldLease {
+    store: Arc<dyn StateStore>,
+    key: (usize, String),
+    holder: String,
+    pub(crate) watch: Arc<LeaseWatch>,
+    renewal: tokio::task::JoinHandle<()>,
+}
+
+impl HeldLease {
+    /// The grant's fencing token.
+    pub fn token(&self) -> i64 {
+        self.watch.fence.token
+    }
+
+    /// Whether the run may still write under it.
+    pub fn held(&self) -> bool {
+        self.watch.held()
+    }
+}
+
+impl Drop for HeldLease {
+    fn drop(&mut self) {
+        self.renewal.abort();
+        if let Some(set) = held_here().as_mut() {
+            set.remove(&self.key);
+        }
+        if let Err(e) = self.store.release_lease(&self.key.1, &self.holder) {
+            // It runs out after its ttl anyway.
+            tracing::warn!(lease = %self.key.1, error = %redact(&e.to_string()), "cannot release lease");
+        }
+    }
+}
+
+impl Engine {
+    /// How long a flow's lease lasts unless renewed (`daemon.lease_ttl_secs`).
+    pub fn lease_ttl(&self) -> Duration {
+        let secs = self
+            .project
+            .daemon
+            .as_ref()
+            .and_then(|d| d.lease_ttl_secs)
+            .unwrap_or(DEFAULT_LEASE_TTL_SECS)
+            .max(1);
+        Duration::from_secs(secs)
+    }
+
+    /// Takes the lease of `flow` for this process, closes the runs of the flow that earlier
+    /// holders left open, and keeps the lease renewed until the value is dropped. Must be
+    /// called inside a tokio runtime.
+    pub fn take_lease(&self, flow: &str) -> Result<HeldLease, LeaseTakeError> {
+        let name = Lease::of_flow(flow);
+        let key = (Arc::as_ptr(&self.store) as *const () as usize, name.clone());
+        {
+            let mut held = held_here();
+            if !held.get_or_insert_with(HashSet::new).insert(key.clone()) {
+                return Err(LeaseTakeError::Busy(flow.to_string()));
+            }
+        }
+        let result = self.grant(flow, &name);
+        let token = match result {
+            Ok(t) => t,
+            Err(e) => {
+                if let Some(set) = held_here().as_mut() {
+                    set.remove(&key);
+                }
+                return Err(e);
+            }
+        };
+        let (ttl, asked) = (self.lease_ttl(), Instant::now());
+        let watch = Arc::new(LeaseWatch::new(
+            Fence {
+                lease: name.clone(),
+                token,
+            },
+            ttl,
+            asked,
+        ));
+        let renewal = tokio::spawn(renew(
+            self.store.clone(),
+            self.clock.clone(),
+            watch.clone(),
+            flow.to_string(),
+            ttl,
+        ));
+        Ok(HeldLease {
+            store: self.store.clone(),
+            key,
+            holder: self.instance.id.clone(),
+            watch,
+            renewal,
+        })
+    }
+
+    /// The token of a fresh grant of lease `name`.
+    fn grant(&self, flow: &str, name: &str) -> Result<i64, LeaseTakeError> {
+        let state = |source| LeaseTakeError::State {
+            flow: flow.to_string(),
+            source,
+        };
+        let me = &self.instance;
+        let ttl = self.lease_ttl();
+        let now = self.clock.now();
+        let mut token = self
+            .store
+            .acquire_lease(name, &me.id, &me.node, now, ttl, None)
+            .map_err(state)?;
+        if token.is_none() {
+            let current = self
+                .store
+                .leases()
+                .map_err(state)?
+                .into_iter()
+                .find(|l| l.name == name);
+            match current {
+                Some(l) if l.held_at(now) && !provably_dead(&l.holder) => {
+                    return Err(LeaseTakeError::Held {
+                        flow: flow.to_string(),
+                        node: l.node,
+                        holder: l.holder,
+                        until: l.expires_at,
+                    });
+                }
+                Some(l) => {
+                    if l.held_at(now) {
+                        tracing::warn!(flow, node = %l.node, holder = %l.holder, "the process holding the flow's lease is gone; taking it over now");
+                    }
+                    token = self
+                        .store
+                        .acquire_lease(name, &me.id, &me.node, now, ttl, Some(&l.holder))
+                        .map_err(state)?;
+                }
+                // Released meanwhile.
+                None => {
+                    token = self
+                        .store
+                        .acquire_lease(name, &me.id, &me.node, now, ttl, None)
+                        .map_err(state)?;
+                }
+            }
+        }
+        let Some(token) = token else {
+            // Another node took it between the two attempts.
+            let l = self
+                .store
+                .leases()
+                .map_err(state)?
+                .into_iter()
+                .find(|l| l.name == name);
+            return Err(LeaseTakeError::Held {
+                flow: flow.to_string(),
+                node: l.as_ref().map(|l| l.node.clone()).unwrap_or_default(),
+                holder: l.as_ref().map(|l| l.holder.clone()).unwrap_or_default(),
+                until: l.map_or(now, |l| l.expires_at),
+            });
+        };
+        let why = format!(
+            "abandoned: its process lost the flow's lease or died; node `{}` took the flow over",
+            me.node
+        );
+        match self.store.abandon_runs(Some(flow), None, &me.id, now, &why) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::warn!(
+                    flow,
+                    runs = n,
+                    "runs left open by a process that lost the flow or died are closed as abandoned"
+                )
+            }
+            Err(e) => {
+                tracing::warn!(flow, error = %redact(&e.to_string()), "cannot close abandoned runs")
+            }
+        }
+        Ok(token)
+    }
+}
+
+/// Renews the lease every third of its ttl until aborted or lost. Each renewal runs on a
+/// blocking thread: a state database that hangs must not hold up the runtime, and the
+/// watch counts the lease lost when renewals stop getting through.
+async fn renew(
+    store: Arc<dyn StateStore>,
+    clock: crate::clock::SharedClock,
+    watch: Arc<LeaseWatch>,
+    flow: String,
+    ttl: Duration,
+) {
+    loop {
+        tokio::time::sleep(ttl / 3).await;
+        let asked = Instant::now();
+        let (s, c, w) = (store.clone(), clock.clone(), watch.clone());
+        let renewed = tokio::task::spawn_blocking(move || {
+            s.renew_lease(&w.fence.lease, w.fence.token, c.now(), ttl)
+        })
+        .await;
+        match renewed {
+            Ok(Ok(true)) => watch.renewed(asked),
+            Ok(Ok(false)) => {
+                tracing::error!(flow, "lease lost to another holder; this run stops writing");
+                watch.lose();
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(flow, error = %redact(&e.to_string()), "cannot renew the flow's lease")
+            }
+            Err(_) => return,
+        }
+    }
+}
