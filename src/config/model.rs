@@ -1236,9 +1236,9 @@ pub enum NotifyOn {
     RecordFailed,
     /// At least `count` failures within `within_secs`.
     Failures,
-    /// A system could not be read.
+    /// A system's circuit breaker took it as down (requests in a row got no response).
     SystemDown,
-    /// A system marked down was read again.
+    /// A system that was down answers again (a probe or a run got a response).
     SystemUp,
     /// A write of unknown outcome has waited for a person longer than `after_secs`.
     WriteInDoubt,
