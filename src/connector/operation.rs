@@ -198,6 +198,8 @@ pub struct Operation {
     pub(crate) record: Option<JsonPath>,
     pub(crate) paginate: Option<Paginate>,
     pub(crate) max_pages: u32,
+    /// Where a list response tells the number of records of the whole listing.
+    pub(crate) total: Option<super::paginate::TotalPages>,
     pub(crate) since_format: SinceFormat,
     pub(crate) idempotent: Option<bool>,
     pub(crate) idempotency_key: Option<Option<String>>,
@@ -254,6 +256,10 @@ impl Operation {
         if let Some(PaginationConfig::Offset { limit: 0, .. }) = &cfg.paginate {
             p.invalid("paginate.limit", "the limit must be at least 1");
         }
+        let total = cfg
+            .total
+            .as_deref()
+            .and_then(|t| super::paginate::TotalPages::compile(t, "total", &mut p));
         if cfg.max_pages == 0 {
             p.invalid("max_pages", "`max_pages` must be at least 1");
         }
@@ -293,6 +299,7 @@ impl Operation {
             record,
             paginate,
             max_pages: cfg.max_pages,
+            total,
             since_format,
             idempotent: cfg.idempotent,
             idempotency_key: cfg.idempotency_key.as_ref().map(|k| k.header.clone()),
