@@ -370,6 +370,26 @@ mod tests {
     }
 
     #[test]
+    fn a_listings_total_is_read_from_a_header_or_the_body() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let op = |t: &str| {
+            compile(json!({"path": "/p", "records": "$.data", "total": t}))
+                .map(|o| o.total.unwrap())
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("X-WP-Total", HeaderValue::from_static(" 230 "));
+        let body = json!({"data": [], "meta": {"total": "41"}});
+        assert_eq!(
+            op("header:X-WP-Total").unwrap().read(&headers, &body),
+            Some(230)
+        );
+        assert_eq!(op("$.meta.total").unwrap().read(&headers, &body), Some(41));
+        assert_eq!(op("$.meta.count").unwrap().read(&headers, &body), None);
+        assert_eq!(op("header:").map(|_| ()).unwrap_err()[0].path, "total");
+        assert_eq!(op("$.meta[").map(|_| ()).unwrap_err()[0].path, "total");
+    }
+
+    #[test]
     fn paginated_operations_need_records() {
         let problems =
             compile(json!({"path": "/p", "paginate": {"kind": "link_header"}})).unwrap_err();
