@@ -468,6 +468,11 @@ pub struct OperationConfig {
     /// Upper bound on pages fetched in one listing; reaching it is an error, not a silent stop.
     #[serde(default = "default_max_pages")]
     pub max_pages: u32,
+    /// Where a list response tells how many records the whole listing has: a header name
+    /// (`header:X-WP-Total`) or a JSONPath in the body (`$.meta.total`). A run shows it as
+    /// its progress total, with the time left; the listing does not depend on it.
+    #[serde(default)]
+    pub total: Option<String>,
     /// Format of `{{since}}` for incremental lists: `rfc3339` (default), `unix`, or a chrono
     /// format string such as `%Y-%m-%d %H:%M:%S`.
     #[serde(default)]
@@ -1244,9 +1249,9 @@ pub enum NotifyOn {
     RecordFailed,
     /// At least `count` failures within `within_secs`.
     Failures,
-    /// A system could not be read.
+    /// A system's circuit breaker took it as down (requests in a row got no response).
     SystemDown,
-    /// A system marked down was read again.
+    /// A system that was down answers again (a probe or a run got a response).
     SystemUp,
     /// A write of unknown outcome has waited for a person longer than `after_secs`.
     WriteInDoubt,

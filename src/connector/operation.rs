@@ -198,6 +198,8 @@ pub struct Operation {
     pub(crate) record: Option<JsonPath>,
     pub(crate) paginate: Option<Paginate>,
     pub(crate) max_pages: u32,
+    /// Where a list response tells the number of records of the whole listing.
+    pub(crate) total: Option<super::paginate::TotalPages>,
     pub(crate) since_format: SinceFormat,
     pub(crate) idempotent: Option<bool>,
     pub(crate) idempotency_key: Option<Option<String>>,
@@ -254,6 +256,10 @@ impl Operation {
         if let Some(PaginationConfig::Offset { limit: 0, .. }) = &cfg.paginate {
             p.invalid("paginate.limit", "the limit must be at least 1");
         }
+        let total = cfg
+            .total
+            .as_deref()
+            .and_then(|t| super::paginate::TotalPages::compile(t, "total", &mut p));
         if cfg.max_pages == 0 {
             p.invalid("max_pages", "`max_pages` must be at least 1");
         }
@@ -293,6 +299,7 @@ impl Operation {
             record,
             paginate,
             max_pages: cfg.max_pages,
+            total,
             since_format,
             idempotent: cfg.idempotent,
             idempotency_key: cfg.idempotency_key.as_ref().map(|k| k.header.clone()),
@@ -360,6 +367,26 @@ mod tests {
         );
         assert_eq!(problems[1].kind, ProblemKind::Template);
         assert_eq!(problems[5].kind, ProblemKind::JsonPath);
+    }
+
+    #[test]
+    fn a_listings_total_is_read_from_a_header_or_the_body() {
+        use reqwest::header::{HeaderMap, HeaderValue};
+        let op = |t: &str| {
+            compile(json!({"path": "/p", "records": "$.data", "total": t}))
+                .map(|o| o.total.unwrap())
+        };
+        let mut headers = HeaderMap::new();
+        headers.insert("X-WP-Total", HeaderValue::from_static(" 230 "));
+        let body = json!({"data": [], "meta": {"total": "41"}});
+        assert_eq!(
+            op("header:X-WP-Total").unwrap().read(&headers, &body),
+            Some(230)
+        );
+        assert_eq!(op("$.meta.total").unwrap().read(&headers, &body), Some(41));
+        assert_eq!(op("$.meta.count").unwrap().read(&headers, &body), None);
+        assert_eq!(op("header:").map(|_| ()).unwrap_err()[0].path, "total");
+        assert_eq!(op("$.meta[").map(|_| ()).unwrap_err()[0].path, "total");
     }
 
     #[test]

@@ -11,10 +11,36 @@ use super::operation::Problems;
 use crate::config::model::PaginationConfig;
 use crate::expr::JsonPath;
 
+/// A number a response tells in a header or its body (pages of a listing, its records).
 #[derive(Debug, Clone)]
 pub(crate) enum TotalPages {
     Header(String),
     Body(JsonPath),
+}
+
+impl TotalPages {
+    /// `header:NAME` or a JSONPath; `field` names the setting in problems.
+    pub fn compile(text: &str, field: &str, p: &mut Problems) -> Option<TotalPages> {
+        match text.strip_prefix("header:") {
+            Some(h) if !h.trim().is_empty() => Some(TotalPages::Header(h.trim().into())),
+            Some(_) => {
+                p.invalid(field, "`header:` needs a header name");
+                None
+            }
+            None => Some(TotalPages::Body(p.path(field, text)?)),
+        }
+    }
+
+    /// The number in this response, when it has one.
+    pub fn read(&self, headers: &HeaderMap, body: &Value) -> Option<u64> {
+        match self {
+            TotalPages::Header(h) => headers
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.trim().parse::<u64>().ok()),
+            TotalPages::Body(path) => path.first(body).and_then(as_u64),
+        }
+    }
 }
 
 /// A compiled `paginate` section.
@@ -79,16 +105,7 @@ impl Paginate {
             } => {
                 let total_pages = match total_pages.as_deref() {
                     None => None,
-                    Some(t) => match t.strip_prefix("header:") {
-                        Some(h) if !h.trim().is_empty() => {
-                            Some(TotalPages::Header(h.trim().into()))
-                        }
-                        Some(_) => {
-                            p.invalid("paginate.total_pages", "`header:` needs a header name");
-                            return None;
-                        }
-                        None => Some(TotalPages::Body(p.path("paginate.total_pages", t)?)),
-                    },
+                    Some(t) => Some(TotalPages::compile(t, "paginate.total_pages", p)?),
                 };
                 Paginate::Page {
                     param: param.clone(),
@@ -160,20 +177,11 @@ impl Paginate {
                 if seen.records == 0 || size.is_some_and(|s| (seen.records as u64) < s) {
                     return Ok(None);
                 }
-                if let Some(total) = total_pages {
-                    let total = match total {
-                        TotalPages::Header(h) => seen
-                            .headers
-                            .get(h.as_str())
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok()),
-                        TotalPages::Body(path) => path.first(seen.body).and_then(as_u64),
-                    };
-                    if let Some(total) = total
-                        && progress.page + 1 >= start + total
-                    {
-                        return Ok(None);
-                    }
+                if let Some(total) = total_pages
+                    && let Some(total) = total.read(seen.headers, seen.body)
+                    && progress.page + 1 >= start + total
+                {
+                    return Ok(None);
                 }
                 progress.page += 1;
                 let mut q = vec![(param.clone(), progress.page.to_string())];

@@ -68,6 +68,8 @@ pub struct Page {
     pub records: Vec<Value>,
     /// 1 for the first page read.
     pub number: u32,
+    /// Records of the whole listing, when the response tells (the operation's `total`).
+    pub total: Option<u64>,
 }
 
 /// A response, decoded.
@@ -558,9 +560,14 @@ impl HttpSystem {
                             .map_err(|m| pagination_error(st.number, redact(&m).into_owned()))
                     }
                 };
+                let total = op
+                    .total
+                    .as_ref()
+                    .and_then(|t| t.read(&resp.headers, &resp.body));
                 let page = (!records.is_empty()).then_some(Ok(Page {
                     records,
                     number: st.number,
+                    total,
                 }));
                 Some((page, Some(st)))
             }

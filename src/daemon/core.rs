@@ -77,11 +77,11 @@ pub enum DaemonEvent {
     Reloaded {
         accepted: bool,
     },
-    /// A run could not read this system (see `health.rs`).
+    /// The circuit breaker of this system took it as down (see `health.rs`).
     SystemDown {
         system: String,
     },
-    /// A run read a system marked down again.
+    /// A system that was down answers again.
     SystemUp {
         system: String,
     },
@@ -207,8 +207,8 @@ pub struct Daemon {
     pub(super) plan: Mutex<Plan>,
     /// Flows switched on or off by a person, by flow (see `switches.rs`).
     pub(super) switches: Mutex<HashMap<String, bool>>,
-    /// Systems marked down, by name (see `health.rs`).
-    pub(super) down: Mutex<BTreeMap<String, super::health::SystemDown>>,
+    /// Systems last noticed down (see `health.rs`), so each change is told once.
+    pub(super) down: Mutex<BTreeSet<String>>,
     /// What the notifier remembers (see `notify.rs`).
     pub(super) notify: Mutex<super::notify::NotifyState>,
     /// Woken when the plan changes, so the scheduler loop does not sleep past a new firing.
@@ -285,7 +285,7 @@ impl Daemon {
             flows: Mutex::new(HashMap::new()),
             plan: Mutex::new(plan),
             switches: Mutex::new(switches),
-            down: Mutex::new(BTreeMap::new()),
+            down: Mutex::new(BTreeSet::new()),
             notify: Mutex::new(Default::default()),
             replanned: Notify::new(),
             metrics: Metrics::default(),
@@ -747,9 +747,7 @@ impl Daemon {
             s.last = Some(last);
         }
         // Before the run is said to be finished, so whoever waits for that sees it.
-        if let (Ok(report), Some(f)) = (&result, engine.project.flow(flow)) {
-            self.note_health(f, report);
-        }
+        self.note_health();
         self.emit(DaemonEvent::RunFinished {
             flow: flow.to_string(),
             status: status.to_string(),

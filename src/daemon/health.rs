@@ -1,5 +1,7 @@
-//! Systems marked down: a run that could not read a system's listing marks it down, and the
-//! next run that reads it again marks it up. The console shows them and notifications tell.
+//! Systems down, as their circuit breakers say (the same truth `erpsync status`, `GET
+//! /api/systems` and the metric `erpsync_system_up` show): the console's flows page and `GET
+//! /api/flows` list them, and each change, noticed after a run or a probe, is logged, sent as
+//! an event and noted for the `system_down` / `system_up` notifications.
 
 use std::collections::BTreeMap;
 
@@ -7,71 +9,101 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::core::{Daemon, DaemonEvent};
-use crate::compile::Flow;
-use crate::engine::RunReport;
 use crate::redact::redact;
 
-/// A system the daemon could not reach.
+/// A system whose circuit breaker holds it down: calls to it are not sent until a probe
+/// gets an answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SystemDown {
     pub system: String,
-    pub since: DateTime<Utc>,
-    /// The flow whose run found it down.
-    pub flow: String,
+    pub since: Option<DateTime<Utc>>,
+    /// Requests in a row that got no response.
+    pub consecutive_failures: u32,
+    /// The last of them (redacted).
     pub error: String,
+    /// When the next probe may go out.
+    pub next_probe: Option<DateTime<Utc>>,
 }
 
 impl Daemon {
-    /// Systems marked down now, by name.
+    /// Systems down now, by name, read from their circuit breakers.
     pub fn systems_down(&self) -> BTreeMap<String, SystemDown> {
-        self.down.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        let engine = self.engine();
+        engine
+            .systems
+            .iter()
+            .filter_map(|(name, sys)| {
+                let h = sys.health();
+                h.down.then(|| {
+                    (
+                        name.clone(),
+                        SystemDown {
+                            system: name.clone(),
+                            since: h.down_since,
+                            consecutive_failures: h.consecutive_failures,
+                            error: h
+                                .last_error
+                                .as_deref()
+                                .map(|e| redact(e).into_owned())
+                                .unwrap_or_default(),
+                            next_probe: h.next_probe,
+                        },
+                    )
+                })
+            })
+            .collect()
     }
 
-    /// Follows a finished run: the system it could not read is down; the systems of a run
-    /// that ended well are up.
-    pub(super) fn note_health(&self, flow: &Flow, report: &RunReport) {
+    /// Probes each system down whose pause has run out, keeps what changed in the state
+    /// store (for `erpsync status`) and notices the changes. The daemon calls it every second.
+    pub async fn probe_systems(&self) {
+        let engine = self.engine();
         let now = self.clock.now();
+        for (name, sys) in &engine.systems {
+            if sys.next_probe().is_some_and(|at| at <= now) && sys.probe().await {
+                tracing::info!(system = %name, "probe answered; the system is up again");
+            }
+        }
+        engine.record_system_health(engine.systems.keys().map(String::as_str));
+        self.note_health();
+    }
+
+    /// Compares the breakers with what was noticed last: a system that went down or came up
+    /// since is logged, sent as an event and noted for the notifications, once per change.
+    pub(super) fn note_health(&self) {
+        let down = self.systems_down();
+        let exists: Vec<String> = self.engine().systems.keys().cloned().collect();
         let mut changes = Vec::new();
         {
-            let mut down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(system) = &report.unreachable {
-                if !down.contains_key(system) {
-                    let error = report
-                        .errors
-                        .first()
-                        .map(|e| redact(e).into_owned())
-                        .unwrap_or_default();
-                    down.insert(
-                        system.clone(),
-                        SystemDown {
-                            system: system.clone(),
-                            since: now,
-                            flow: flow.id.clone(),
-                            error,
-                        },
-                    );
+            let mut known = self.down.lock().unwrap_or_else(|e| e.into_inner());
+            for system in down.keys() {
+                if known.insert(system.clone()) {
                     changes.push(DaemonEvent::SystemDown {
                         system: system.clone(),
                     });
                 }
-            } else if report.ok() {
-                for system in [&flow.from, &flow.to] {
-                    if down.remove(system).is_some() {
-                        changes.push(DaemonEvent::SystemUp {
-                            system: system.clone(),
-                        });
-                    }
-                }
             }
+            known.retain(|system| {
+                if down.contains_key(system) {
+                    return true;
+                }
+                // A system a reload took out of the project is not news.
+                if exists.contains(system) {
+                    changes.push(DaemonEvent::SystemUp {
+                        system: system.clone(),
+                    });
+                }
+                false
+            });
         }
         for e in changes {
             match &e {
                 DaemonEvent::SystemDown { system } => {
-                    tracing::warn!(system, flow = %flow.id, "system marked down");
+                    tracing::warn!(system, "system marked down");
                     self.notify_system(system, true);
                 }
                 DaemonEvent::SystemUp { system } => {
-                    tracing::info!(system, flow = %flow.id, "system up again");
+                    tracing::info!(system, "system up again");
                     self.notify_system(system, false);
                 }
                 _ => {}

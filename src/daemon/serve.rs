@@ -115,14 +115,7 @@ pub async fn serve(
                     _ = tokio::time::sleep(PROBE_EVERY) => {}
                     _ = stopped.changed() => return,
                 }
-                let engine = d.engine();
-                let now = d.clock.now();
-                for (name, sys) in &engine.systems {
-                    if sys.next_probe().is_some_and(|at| at <= now) && sys.probe().await {
-                        tracing::info!(system = %name, "probe answered; the system is up again");
-                    }
-                }
-                engine.record_system_health(engine.systems.keys().map(String::as_str));
+                d.probe_systems().await;
             }
         }));
     }

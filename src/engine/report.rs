@@ -152,8 +152,8 @@ pub struct RunProgress {
     /// Records created or updated (or that would be, in a dry run).
     pub written: AtomicU64,
     pub failed: AtomicU64,
-    /// Records the run will decide, when known before it reads them (a run scoped to some
-    /// keys); 0 when not known.
+    /// Records the run will decide, when known: the keys of a run scoped to some, or the
+    /// count a listing tells (its operation's `total`); 0 when not known.
     pub total: AtomicU64,
 }
 

@@ -991,6 +991,37 @@ async fn system_until(url: &str, system: &str, pick: impl Fn(&Value) -> bool) ->
     }
 }
 
+/// The console's flows page, logged in with the admin token.
+async fn console_flows_page(url: &str) -> String {
+    let client = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let login = client
+        .post(format!("{url}/console/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    let session = login.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    client
+        .get(format!("{url}/console/flows"))
+        .header("cookie", session)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn metric_line(url: &str, prefix: &str) -> String {
     let text = http()
         .get(format!("{url}/metrics"))
@@ -1059,6 +1090,24 @@ async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers
     );
     let kept = r.store.system_health().unwrap();
     assert!(kept.iter().any(|h| h.system == "erp" && h.down), "{kept:?}");
+    // The same truth on `GET /api/flows` and the console's flows page, and told once.
+    let flows: Value = http()
+        .get(format!("{url}/api/flows"))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let listed = &flows["systems_down"];
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{flows}");
+    assert_eq!(listed[0]["system"], "erp");
+    assert_eq!(listed[0]["since"], down["down_since"]);
+    assert_eq!(listed[0]["next_probe"], down["next_probe"]);
+    let page = console_flows_page(&url).await;
+    assert!(page.contains("Systems down"), "{page}");
+    assert!(page.contains("<strong>erp</strong>"), "{page}");
 
     // The daemon probes when the pause has run out; still no answer: the pause doubles (to
     // its cap of 50 s).
@@ -1075,6 +1124,8 @@ async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers
     r.erp.faults().clear();
     r.clock.set(second);
     system_until(&url, "erp", |s| s["up"] == true).await;
+    let page = console_flows_page(&url).await;
+    assert!(!page.contains("Systems down"), "{page}");
     assert_eq!(
         metric_line(&url, "erpsync_system_up{system=\"erp\"}").await,
         "erpsync_system_up{system=\"erp\"} 1"

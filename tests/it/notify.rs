@@ -200,6 +200,9 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
     doc["systems"]["shop"]["rate_limit"] = json!({"per_second": 1000.0, "burst": 1000});
     doc["systems"]["shop"]["retry"] =
         json!({"max_attempts": 2, "initial_backoff_ms": 5, "max_backoff_ms": 10});
+    doc["systems"]["shop"]["timeouts"] = json!({"connect_ms": 1000, "request_ms": 1000});
+    doc["systems"]["shop"]["circuit_breaker"] =
+        json!({"failures": 1, "probe_initial_secs": 30, "probe_max_secs": 60});
     doc["daemon"]["console_url"] = json!("https://sync.example.com/");
     doc["daemon"]["notify"] = json!({
         "channels": {
@@ -324,19 +327,19 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
     clock.advance(Duration::from_secs(601));
     assert!(d.notify_check().await.is_empty());
 
-    // The shop goes down, then comes back: Slack hears both.
+    // The shop stops answering: its circuit breaker takes it down, and Slack hears it once,
+    // however many runs find it still down.
     erp.faults().clear();
     shop.faults().set(Faults {
-        rules: vec![FailRule::new("GET", "/api/v2/orders", 500, 1000)],
+        timeout_rate: 1.0,
+        timeout_ms: 5_000,
         ..Faults::default()
     });
     run(RunOptions::default()).await;
     wait_for(&mut events, finished).await;
-    assert!(
-        d.systems_down().contains_key("shop"),
-        "{:?}",
-        store.runs(None, 1).unwrap()
-    );
+    let down = d.systems_down();
+    assert!(down.contains_key("shop"), "{down:?}");
+    assert_eq!(down["shop"].since, Some(erpsync::clock::Clock::now(&clock)));
     d.notify_check().await;
     let slack = posts.wait(4).await;
     let down = slack.iter().find(|p| p.0 == "/slack").unwrap();
@@ -347,9 +350,22 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
         text.contains("https://sync.example.com/console/flows"),
         "{text}"
     );
-    shop.faults().clear();
     run(RunOptions::default()).await;
     wait_for(&mut events, finished).await;
+    assert!(d.systems_down().contains_key("shop"));
+    d.probe_systems().await;
+    assert!(d.notify_check().await.is_empty());
+    assert_eq!(posts.all().len(), 4);
+
+    // It answers again: the probe, once its pause has run out, finds it up; Slack hears it.
+    shop.faults().clear();
+    d.probe_systems().await;
+    assert!(
+        d.systems_down().contains_key("shop"),
+        "no probe before the pause"
+    );
+    clock.advance(Duration::from_secs(31));
+    d.probe_systems().await;
     assert!(d.systems_down().is_empty());
     d.notify_check().await;
     let all = posts.wait(5).await;

@@ -448,3 +448,43 @@ async fn a_lock_that_fails_is_kept_as_a_failure_until_it_runs_and_a_dry_run_neve
     assert!(failure_keys(&p).is_empty());
     assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_that_predicts_a_failure_exits_1_and_a_clean_plan_exits_0() {
+    let p = Project::start(3, |doc| {
+        doc["flows"]
+            .as_object_mut()
+            .unwrap()
+            .remove("orders_from_erp");
+    })
+    .await;
+    let order = |who: &str| {
+        let item = &p.items[0];
+        let mut o = Order::new(
+            &format!("{who}@example.com"),
+            &[(item.sku.as_str(), 1, item.price_gross)],
+        );
+        o.customer.first_name = who.into();
+        o.customer.last_name = "Test".into();
+        o.shipping_status = "confirmed".into();
+        p.shop.create_order(o).unwrap().number
+    };
+    let plan = || p.run(&["dry-run", "--flow", "orders_to_erp"]);
+    order("ana");
+    let clean = plan();
+    assert_eq!(clean.status.code(), Some(0), "{}", text(&clean));
+
+    // The ERP refuses to look a new order up: the plan says it would fail.
+    let number = order("ion");
+    p.erp
+        .faults()
+        .fail_next(FailRule::new("GET", "/api/orders", 422, 1));
+    let failing = plan();
+    let out = text(&failing);
+    assert_eq!(failing.status.code(), Some(1), "{out}");
+    assert!(out.contains("failed 1"), "{out}");
+    assert!(out.contains("dry run: nothing was written"), "{out}");
+    // Nothing was written: the ERP has neither order, and no failure is kept.
+    assert!(p.erp.orders_by_reference(&number).is_empty());
+    assert!(failure_keys(&p).is_empty());
+}

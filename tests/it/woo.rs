@@ -919,3 +919,91 @@ async fn woo_order_webhooks_make_the_daemon_export_a_paid_order_at_once() {
     stop.send(()).unwrap();
     served.await.unwrap();
 }
+
+/// `flows/woocommerce` with the products flow one way (WooCommerce to the ERP), so every
+/// record decided is one the WooCommerce listing counts.
+fn one_way_products() -> Value {
+    let mut doc = woo_project();
+    let products = doc["flows"]["products"].as_object_mut().unwrap();
+    products.remove("direction");
+    products.remove("conflict");
+    for sys in ["woo", "erp"] {
+        doc["systems"][sys]["rate_limit"] = json!({"per_second": 1000.0, "burst": 1000});
+    }
+    doc
+}
+
+#[tokio::test]
+async fn the_total_a_woo_listing_tells_reaches_the_runs_progress() {
+    let clock = manual_clock();
+    let woo = woo(&clock).await;
+    let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
+        .await
+        .unwrap();
+    // Two pages of 100 and one of 30.
+    let items = woo.seed_products(230, 1);
+    erp.seed_catalogue(&items);
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine_for(&one_way_products(), &dir, env_of(&woo, &erp), &clock);
+    let progress = Arc::new(erpsync::engine::RunProgress::default());
+    let opts = RunOptions {
+        dry_run: true,
+        progress: Some(progress.clone()),
+        ..Default::default()
+    };
+    let r = engine.run("products", &opts).await.unwrap();
+    assert_eq!(r.counts.read, 230, "{r:#?}");
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&progress.total), 230);
+    assert_eq!(load(&progress.done), 230);
+
+    // Scoped to keys, the total is the keys, not the listing.
+    let opts = RunOptions {
+        keys: Some(vec![items[0].sku.clone(), items[1].sku.clone()]),
+        ..opts
+    };
+    progress.reset();
+    engine.run("products", &opts).await.unwrap();
+    assert_eq!(load(&progress.total), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_on_a_terminal_shows_the_listings_total_and_the_time_left() {
+    let clock = manual_clock();
+    let woo = woo(&clock).await;
+    let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
+        .await
+        .unwrap();
+    let items = woo.seed_products(230, 1);
+    erp.seed_catalogue(&items);
+    // Each WooCommerce page takes a while, so the line is drawn between pages.
+    woo.faults().set(erpsync::sim::Faults {
+        latency_ms: 500,
+        ..Default::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project.yaml");
+    std::fs::write(
+        &project,
+        serde_json::to_string_pretty(&one_way_products()).unwrap(),
+    )
+    .unwrap();
+    let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
+    let line = format!(
+        "{} dry-run --flow products {} --state {state} --init-state",
+        env!("CARGO_BIN_EXE_erpsync"),
+        project.display()
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .envs(env_of(&woo, &erp))
+        .env("RUST_LOG", "off")
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("/230 records"), "no total in:\n{text}");
+    assert!(text.contains("s left"), "no time left in:\n{text}");
+}

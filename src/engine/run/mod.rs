@@ -484,6 +484,16 @@ impl<'e> Runner<'e> {
             self.listing_source = !self.opts.dry_run;
             'pages: while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| self.read_error(self.src.name, e))?;
+                // The listing's own count is what the run will decide, unless it is scoped or
+                // the other side's records are decided too (both ways).
+                if let (Some(total), Some(p), None, false) = (
+                    page.total,
+                    &self.report.progress,
+                    &keys,
+                    self.bidirectional(),
+                ) {
+                    p.total.store(total, std::sync::atomic::Ordering::Relaxed);
+                }
                 let mut mapped = Vec::with_capacity(page.records.len());
                 for native in page.records {
                     let seen = match self.seen(&self.src, native) {
