@@ -75,6 +75,16 @@ CREATE TABLE IF NOT EXISTS system_health (
 );
 ";
 
+/// Migration step "known absent", after `SCHEMA`: the keys a full read of a flow's target
+/// lacked, and when it was read (see `StateStore::is_absent`). A table of its own, created
+/// when missing, so a database made before it opens as it is.
+const MIGRATION_KNOWN_ABSENT: &str = "
+CREATE TABLE IF NOT EXISTS known_absent (
+    flow TEXT NOT NULL, key TEXT NOT NULL, read_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (flow, key)
+);
+";
+
 /// Nodes starting together would race on `CREATE TABLE IF NOT EXISTS` (it is not safe
 /// against a concurrent twin), so schema creation takes this advisory lock.
 const SCHEMA_LOCK: i64 = 0x0065_7270_7379_6e63; // "erpsync" in ASCII
@@ -138,6 +148,7 @@ fn connect(
     tx.batch_execute(SCHEMA)?;
     tx.batch_execute(SYSTEM_HEALTH_SCHEMA)?;
     tx.batch_execute(operator::OPERATOR_SCHEMA)?;
+    tx.batch_execute(MIGRATION_KNOWN_ABSENT)?;
     tx.commit()?;
     Ok(client)
 }
@@ -488,6 +499,40 @@ impl StateStore for PostgresStore {
                 "INSERT INTO cursors (flow, since) VALUES ($1, $2)
                  ON CONFLICT (flow) DO UPDATE SET since = excluded.since",
                 &[&flow, &at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.call(move |c| {
+            Ok(c.query_opt(
+                "SELECT 1 FROM known_absent WHERE flow = $1 AND key = $2 AND read_at >= $3",
+                &[&flow, &key, &since],
+            )?
+            .is_some())
+        })
+    }
+
+    fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO known_absent (flow, key, read_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (flow, key) DO UPDATE SET read_at = excluded.read_at",
+                &[&flow, &key, &at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM known_absent WHERE flow = $1 AND key = $2",
+                &[&flow, &key],
             )?;
             Ok(())
         })
