@@ -351,6 +351,84 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
     assert_eq!(planned, ran, "the dry run predicted the run");
 }
 
+/// Issue 17.6: what a flow would create is part of the plan. The products the first flow
+/// would create in the shop are there for the stock flow's dry run after it, which predicts
+/// the stock updates the run then makes for them instead of "not in `shop`", whether the
+/// shop is searched by SKU or read in full.
+#[tokio::test]
+async fn a_dry_run_sees_the_records_an_earlier_flow_of_the_plan_would_create() {
+    for searchable in [true, false] {
+        let edit = move |doc: &mut serde_json::Value| {
+            if !searchable {
+                // The shop's stock without `lookup`: found by reading the shop in full.
+                doc["systems"]["shop"]["entities"] = json!({"stock": {
+                    "list": "list_products", "update": "update_product",
+                    "read": {"sku": "$.sku", "quantity": {"path": "$.stock", "default": 0}},
+                    "write": {"stock": "$.quantity"}
+                }});
+            }
+            doc["flows"] = json!({
+                "products": {"entity": "product", "from": "erp", "to": "shop",
+                             "mode": "create_missing"},
+                "stock": {"entity": "stock", "from": "erp", "to": "shop", "mode": "update",
+                          "after": ["products"],
+                          "incremental": {"start": "2026-01-01", "overlap_secs": 0}},
+            });
+        };
+        let h = Harness::new(6, edit).await;
+        let mut new_in_shop = Vec::new();
+        for p in h.erp.products().into_iter().take(2) {
+            let id = h.shop.product_by_sku(&p.code).unwrap().id;
+            h.shop.delete_product(id).unwrap();
+            h.erp
+                .set_stock(&p.code, crate::engine::WAREHOUSE, 7)
+                .unwrap();
+            new_in_shop.push(p.code);
+        }
+        let plan_engine =
+            crate::engine::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
+                .planning();
+        let dry = erpsync::engine::RunOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        let decisions = |r: &erpsync::engine::RunReport| {
+            let mut d: Vec<(String, Decision)> = r
+                .records
+                .iter()
+                .map(|x| (x.key.clone(), x.decision))
+                .collect();
+            d.sort_by(|a, b| a.0.cmp(&b.0));
+            d
+        };
+        h.reset_counters();
+        let mut planned = Vec::new();
+        for f in ["products", "stock"] {
+            let r = plan_engine.run(f, &dry).await.unwrap();
+            planned.push((r.counts.clone(), decisions(&r)));
+        }
+        assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
+        let mut ran = Vec::new();
+        for f in ["products", "stock"] {
+            let r = h.run(f).await;
+            ran.push((r.counts.clone(), decisions(&r)));
+        }
+        assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
+        for sku in &new_in_shop {
+            assert!(
+                ran[1].1.contains(&(sku.clone(), Decision::Update)),
+                "the run sets the stock of the new product {sku}: {:#?}",
+                ran[1]
+            );
+            assert_eq!(h.shop.product_by_sku(sku).unwrap().stock, Some(7));
+        }
+        assert_eq!(
+            planned, ran,
+            "the dry run predicted the run (shop searchable: {searchable})"
+        );
+    }
+}
+
 /// Issue 17.7: a stock record whose SKU the shop does not have, when the shop cannot be
 /// searched by SKU, costs one full read of the shop; the next runs within the bounded age
 /// remember that it is missing instead of reading the whole catalogue again, and after that

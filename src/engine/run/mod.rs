@@ -683,6 +683,21 @@ impl<'e> Runner<'e> {
     /// looked up, or, without a lookup operation, the target is read again.
     pub(super) async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
         if !source {
+            // In a dry run, a record an earlier flow of the plan would have created here is
+            // there, as it will be when the run gets to this flow.
+            if self.opts.dry_run
+                && let Some(native) = self.e.planned_create(
+                    self.dst.name,
+                    crate::engine::listing(&self.entity.name, self.dst.ent),
+                    key,
+                )
+                && let Ok(mut seen) = self.seen(&self.dst, native)
+                && seen.key == key
+            {
+                seen.id
+                    .get_or_insert_with(|| crate::engine::PLANNED_ID.to_string());
+                return Ok(Some(seen));
+            }
             let lookup_op = self.dst.ent.lookup.is_some();
             let bulk_after = match self.bulk_after {
                 Some(n) => n,
