@@ -822,6 +822,13 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
     let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
     let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
     seed_both(&shop, &erp, 6, 4);
+    // Two products only in the ERP: `to_shop` creates them, and `to_stock` then sets their
+    // stock in the shop.
+    for p in erp.products().into_iter().take(2) {
+        shop.delete_product(shop.product_by_sku(&p.code).unwrap().id)
+            .unwrap();
+        erp.set_stock(&p.code, crate::engine::WAREHOUSE, 7).unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut doc = crate::engine::demo_project();
     doc["flows"] = json!({
@@ -829,6 +836,8 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
                    "trigger": {"schedule": "*/15 * * * *"}},
         "to_shop": {"entity": "product", "from": "erp", "to": "shop", "mode": "create_missing",
                     "after": ["to_erp"], "trigger": {"schedule": "*/15 * * * *"}},
+        "to_stock": {"entity": "stock", "from": "erp", "to": "shop", "mode": "update",
+                     "after": ["to_shop"], "trigger": {"schedule": "*/15 * * * *"}},
     });
     let project = dir.path().join("project.yaml");
     std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
@@ -872,7 +881,11 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
     let p = project.to_str().unwrap();
     let planned = run(vec!["dry-run", p]).await;
     let ran = run(vec!["run", "--once", p]).await;
-    assert_eq!(planned.len(), 2, "{planned:?}");
-    assert!(ran[1].contains("adopted 0, skipped 6"), "{ran:?}");
+    assert_eq!(planned.len(), 3, "{planned:?}");
+    assert!(
+        ran[1].contains("created 2, updated 0, adopted 0, skipped 4"),
+        "{ran:?}"
+    );
+    assert!(ran[2].contains("updated 2"), "{ran:?}");
     assert_eq!(planned, ran);
 }
