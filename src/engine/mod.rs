@@ -345,6 +345,21 @@ impl Engine {
             .cloned()
     }
 
+    /// The native payloads of the records the dry runs of this plan would have created in
+    /// `system` (see `listing`), in key order.
+    pub(crate) fn planned_creates(&self, system: &str, listing: String) -> Vec<serde_json::Value> {
+        if self.plan.is_none() {
+            return Vec::new();
+        }
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(of) = created.get(&(system.to_string(), listing)) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<&String> = of.keys().collect();
+        keys.sort();
+        keys.into_iter().map(|k| of[k].clone()).collect()
+    }
+
     /// Runs one flow now.
     pub async fn run(&self, flow_id: &str, opts: &RunOptions) -> Result<RunReport, EngineRunError> {
         let flow = self

@@ -331,6 +331,11 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
         });
     };
     let h = Harness::new(6, edit).await;
+    // One product only in the shop: `to_erp` creates it, `to_shop` then reads it back from
+    // the ERP, bound.
+    let mut only_in_shop = h.shop.products().remove(0);
+    only_in_shop.sku = "SHOP-ONLY-1".into();
+    h.shop.create_product(only_in_shop).unwrap();
     let plan_engine =
         crate::engine::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit).planning();
     let dry = erpsync::engine::RunOptions {
@@ -346,8 +351,8 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
     for f in ["to_erp", "to_shop"] {
         ran.push(h.run(f).await.counts);
     }
-    assert_eq!(ran[0].adopted, 6);
-    assert_eq!(ran[1].skipped, 6, "{:#?}", ran[1]);
+    assert_eq!((ran[0].adopted, ran[0].created), (6, 1));
+    assert_eq!((ran[1].read, ran[1].skipped), (7, 7), "{:#?}", ran[1]);
     assert_eq!(planned, ran, "the dry run predicted the run");
 }
 

@@ -444,6 +444,16 @@ impl<'e> Runner<'e> {
                 since,
                 ..Default::default()
             };
+            // In a dry run, what earlier flows of the plan would have created in the source
+            // is listed too, after the rest, as the run will list it.
+            let planned = if self.opts.dry_run {
+                self.e.planned_creates(
+                    self.src.name,
+                    crate::engine::listing(&self.entity.name, self.src.ent),
+                )
+            } else {
+                Vec::new()
+            };
             let http = self.src.http;
             let mut pages = Box::pin(http.list(&list_op, input));
             // Dry runs write nothing, so they have nothing to hold back.
@@ -494,6 +504,20 @@ impl<'e> Runner<'e> {
                     }
                 }
                 self.page_bindings.clear();
+            }
+            for native in planned {
+                let Ok(mut seen) = self.seen(&self.src, native) else {
+                    continue;
+                };
+                if self.listed.contains_key(&seen.key)
+                    || keys.as_ref().is_some_and(|k| !k.contains(&seen.key))
+                {
+                    continue;
+                }
+                seen.id
+                    .get_or_insert_with(|| crate::engine::PLANNED_ID.to_string());
+                self.report.counts.read += 1;
+                self.handle(seen).await?;
             }
             self.listing_source = false;
             if self.opts.reconcile && since.is_none() && keys.is_none() && !self.bidirectional() {
