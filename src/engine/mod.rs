@@ -108,8 +108,8 @@ pub struct Engine {
     created: Mutex<HashMap<(String, String), HashMap<String, serde_json::Value>>>,
     /// Per flow, the keys a full read of a target that cannot be searched by key did not
     /// have, and when it was read: a later run does not read the whole target again to learn
-    /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it (SQLite),
-    /// in the state, so separate `run --once` processes profit as well.
+    /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it
+    /// (SQLite, PostgreSQL), in the state, so separate `run --once` processes profit too.
     absent: Mutex<HashMap<String, KnownAbsent>>,
 }
 

@@ -440,6 +440,11 @@ async fn a_dry_run_sees_the_records_an_earlier_flow_of_the_plan_would_create() {
 /// age (or in a reconciliation) the shop is read again.
 #[tokio::test]
 async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
+    a_missing_key_costs_one_full_read(None).await;
+}
+
+/// The behaviour above on a state store of the caller's (the harness's SQLite with `None`).
+pub async fn a_missing_key_costs_one_full_read(store: Option<std::sync::Arc<dyn StateStore>>) {
     let edit = |doc: &mut serde_json::Value| {
         doc["systems"]["shop"]["entities"] = json!({"stock": {
             "list": "list_products", "update": "update_product",
@@ -450,6 +455,12 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
             "mode": "update", "incremental": {"start": "2026-01-01", "overlap_secs": 0}}});
     };
     let mut h = Harness::new(5, edit).await;
+    let store: std::sync::Arc<dyn StateStore> = store.unwrap_or_else(|| h.store.clone());
+    // A new process each time, as `run --once` from cron: only the state remembers.
+    let reload = |h: &mut Harness| {
+        h.engine = crate::engine::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, edit);
+    };
+    reload(&mut h);
     let only_in_erp = h.erp.products().remove(0).code;
     let p = h.shop.product_by_sku(&only_in_erp).unwrap();
     h.shop.delete_product(p.id).unwrap();
@@ -464,8 +475,7 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
         h.erp
             .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 3 + i)
             .unwrap();
-        // A new process each time, as `run --once` from cron: the state remembers.
-        h.reload(edit);
+        reload(&mut h);
         let r = h.run("stock").await;
         let missing = r.records.iter().find(|x| x.key == only_in_erp);
         assert_eq!(missing.map(|x| x.decision), Some(Decision::Skip), "{r:#?}");
@@ -480,7 +490,7 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
     h.erp
         .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 40)
         .unwrap();
-    h.reload(edit);
+    reload(&mut h);
     h.run("stock").await;
     assert!(
         listings(&h) > after_first,

@@ -543,6 +543,15 @@ fn postgres_store_conforms_and_keeps_state_across_reopen() {
     );
 }
 
+/// Issue 17.7 on PostgreSQL state: a SKU the unsearchable shop lacks costs one full read of
+/// the shop, not one per `run --once` process.
+#[tokio::test]
+async fn a_missing_key_does_not_cost_a_full_read_on_every_run_on_postgres() {
+    let Some(db) = pg() else { return };
+    let store: Arc<dyn StateStore> = db.open();
+    crate::flowfile::a_missing_key_costs_one_full_read(Some(store)).await;
+}
+
 #[tokio::test]
 async fn postgres_store_answers_from_async_code() {
     let Some(db) = pg() else { return };
