@@ -129,6 +129,10 @@ pub struct Engine {
     /// The bindings the dry runs of this engine would have made, by scope and key: a dry run
     /// of several flows carries one flow's effects into the next (see `planning`).
     plan: Option<Arc<Mutex<PlannedBindings>>>,
+    /// The records the dry runs of this engine would create, as the native payload sent, by
+    /// system and listing (see `listing`) and key: a later flow of the plan looking for one
+    /// in that system finds it, as the real run would.
+    created: Arc<Mutex<PlannedCreates>>,
     /// Per flow, the keys a full read of a target that cannot be searched by key did not
     /// have, and when it was read: a later run does not read the whole target again to learn
     /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it (SQLite),
@@ -140,6 +144,22 @@ pub struct Engine {
 
 /// The bindings a dry run of a project would make so far, by scope and key.
 type PlannedBindings = HashMap<Scope, HashMap<String, Binding>>;
+
+/// The native payloads of the records a dry run would create, by (system, listing) and key.
+type PlannedCreates = HashMap<(String, String), HashMap<String, serde_json::Value>>;
+
+/// The id a record a dry run would create stands under in the plan: the real id is only
+/// known once the target answers.
+pub const PLANNED_ID: &str = "(planned)";
+
+/// What a system's entity lists its records with: entities of one system that list with
+/// the same operation (a shop's product and stock) see the same records.
+pub(crate) fn listing(entity: &str, def: &crate::compile::SystemEntity) -> String {
+    def.list
+        .clone()
+        .or_else(|| def.lookup.clone())
+        .unwrap_or_else(|| format!("entity {entity}"))
+}
 
 /// How long a key a full read of the target did not have is taken to be still missing: a
 /// record that appears in the target meanwhile is found at the latest this much later (or
@@ -191,6 +211,7 @@ impl Engine {
             clock,
             key_normalize,
             plan: None,
+            created: Arc::new(Mutex::new(HashMap::new())),
             absent: Arc::new(Mutex::new(HashMap::new())),
             instance,
         })
@@ -324,6 +345,57 @@ impl Engine {
             .or_default()
             .insert(b.key.clone(), b.clone());
         true
+    }
+
+    /// Remembers a record a dry run would create in `system` (see `listing`) under `key`,
+    /// with the native payload it would send; false when this engine keeps no plan.
+    pub(crate) fn plan_create(
+        &self,
+        system: &str,
+        listing: String,
+        key: &str,
+        payload: serde_json::Value,
+    ) -> bool {
+        if self.plan.is_none() {
+            return false;
+        }
+        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        created
+            .entry((system.to_string(), listing))
+            .or_default()
+            .insert(key.to_string(), payload);
+        true
+    }
+
+    /// The native payload of the record a dry run of this plan would have created in
+    /// `system` under `key`, if any.
+    pub(crate) fn planned_create(
+        &self,
+        system: &str,
+        listing: String,
+        key: &str,
+    ) -> Option<serde_json::Value> {
+        self.plan.as_ref()?;
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        created
+            .get(&(system.to_string(), listing))?
+            .get(key)
+            .cloned()
+    }
+
+    /// The native payloads of the records the dry runs of this plan would have created in
+    /// `system` (see `listing`), in key order.
+    pub(crate) fn planned_creates(&self, system: &str, listing: String) -> Vec<serde_json::Value> {
+        if self.plan.is_none() {
+            return Vec::new();
+        }
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(of) = created.get(&(system.to_string(), listing)) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<&String> = of.keys().collect();
+        keys.sort();
+        keys.into_iter().map(|k| of[k].clone()).collect()
     }
 
     /// Runs one flow now, holding its lease (dry runs, which write nothing, take none).

@@ -831,6 +831,40 @@ impl StateStore for PostgresStore {
         })
     }
 
+    fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.call(move |c| {
+            Ok(c.query_opt(
+                "SELECT 1 FROM known_absent WHERE flow = $1 AND key = $2 AND read_at >= $3",
+                &[&flow, &key, &since],
+            )?
+            .is_some())
+        })
+    }
+
+    fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.call(move |c| {
+            c.execute(
+                "INSERT INTO known_absent (flow, key, read_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (flow, key) DO UPDATE SET read_at = excluded.read_at",
+                &[&flow, &key, &at],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+        let (flow, key) = (flow.to_string(), key.to_string());
+        self.call(move |c| {
+            c.execute(
+                "DELETE FROM known_absent WHERE flow = $1 AND key = $2",
+                &[&flow, &key],
+            )?;
+            Ok(())
+        })
+    }
+
     fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
         let flow = flow.map(str::to_string);
         self.call(move |c| {

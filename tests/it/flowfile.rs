@@ -331,6 +331,11 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
         });
     };
     let h = Harness::new(6, edit).await;
+    // One product only in the shop: `to_erp` creates it, `to_shop` then reads it back from
+    // the ERP, bound.
+    let mut only_in_shop = h.shop.products().remove(0);
+    only_in_shop.sku = "SHOP-ONLY-1".into();
+    h.shop.create_product(only_in_shop).unwrap();
     let plan_engine =
         crate::engine::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit).planning();
     let dry = erpsync::engine::RunOptions {
@@ -346,9 +351,87 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
     for f in ["to_erp", "to_shop"] {
         ran.push(h.run(f).await.counts);
     }
-    assert_eq!(ran[0].adopted, 6);
-    assert_eq!(ran[1].skipped, 6, "{:#?}", ran[1]);
+    assert_eq!((ran[0].adopted, ran[0].created), (6, 1));
+    assert_eq!((ran[1].read, ran[1].skipped), (7, 7), "{:#?}", ran[1]);
     assert_eq!(planned, ran, "the dry run predicted the run");
+}
+
+/// Issue 17.6: what a flow would create is part of the plan. The products the first flow
+/// would create in the shop are there for the stock flow's dry run after it, which predicts
+/// the stock updates the run then makes for them instead of "not in `shop`", whether the
+/// shop is searched by SKU or read in full.
+#[tokio::test]
+async fn a_dry_run_sees_the_records_an_earlier_flow_of_the_plan_would_create() {
+    for searchable in [true, false] {
+        let edit = move |doc: &mut serde_json::Value| {
+            if !searchable {
+                // The shop's stock without `lookup`: found by reading the shop in full.
+                doc["systems"]["shop"]["entities"] = json!({"stock": {
+                    "list": "list_products", "update": "update_product",
+                    "read": {"sku": "$.sku", "quantity": {"path": "$.stock", "default": 0}},
+                    "write": {"stock": "$.quantity"}
+                }});
+            }
+            doc["flows"] = json!({
+                "products": {"entity": "product", "from": "erp", "to": "shop",
+                             "mode": "create_missing"},
+                "stock": {"entity": "stock", "from": "erp", "to": "shop", "mode": "update",
+                          "after": ["products"],
+                          "incremental": {"start": "2026-01-01", "overlap_secs": 0}},
+            });
+        };
+        let h = Harness::new(6, edit).await;
+        let mut new_in_shop = Vec::new();
+        for p in h.erp.products().into_iter().take(2) {
+            let id = h.shop.product_by_sku(&p.code).unwrap().id;
+            h.shop.delete_product(id).unwrap();
+            h.erp
+                .set_stock(&p.code, crate::engine::WAREHOUSE, 7)
+                .unwrap();
+            new_in_shop.push(p.code);
+        }
+        let plan_engine =
+            crate::engine::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
+                .planning();
+        let dry = erpsync::engine::RunOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        let decisions = |r: &erpsync::engine::RunReport| {
+            let mut d: Vec<(String, Decision)> = r
+                .records
+                .iter()
+                .map(|x| (x.key.clone(), x.decision))
+                .collect();
+            d.sort_by(|a, b| a.0.cmp(&b.0));
+            d
+        };
+        h.reset_counters();
+        let mut planned = Vec::new();
+        for f in ["products", "stock"] {
+            let r = plan_engine.run(f, &dry).await.unwrap();
+            planned.push((r.counts.clone(), decisions(&r)));
+        }
+        assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
+        let mut ran = Vec::new();
+        for f in ["products", "stock"] {
+            let r = h.run(f).await;
+            ran.push((r.counts.clone(), decisions(&r)));
+        }
+        assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
+        for sku in &new_in_shop {
+            assert!(
+                ran[1].1.contains(&(sku.clone(), Decision::Update)),
+                "the run sets the stock of the new product {sku}: {:#?}",
+                ran[1]
+            );
+            assert_eq!(h.shop.product_by_sku(sku).unwrap().stock, Some(7));
+        }
+        assert_eq!(
+            planned, ran,
+            "the dry run predicted the run (shop searchable: {searchable})"
+        );
+    }
 }
 
 /// Issue 17.7: a stock record whose SKU the shop does not have, when the shop cannot be
@@ -357,6 +440,11 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
 /// age (or in a reconciliation) the shop is read again.
 #[tokio::test]
 async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
+    a_missing_key_costs_one_full_read(None).await;
+}
+
+/// The behaviour above on a state store of the caller's (the harness's SQLite with `None`).
+pub async fn a_missing_key_costs_one_full_read(store: Option<std::sync::Arc<dyn StateStore>>) {
     let edit = |doc: &mut serde_json::Value| {
         doc["systems"]["shop"]["entities"] = json!({"stock": {
             "list": "list_products", "update": "update_product",
@@ -367,6 +455,12 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
             "mode": "update", "incremental": {"start": "2026-01-01", "overlap_secs": 0}}});
     };
     let mut h = Harness::new(5, edit).await;
+    let store: std::sync::Arc<dyn StateStore> = store.unwrap_or_else(|| h.store.clone());
+    // A new process each time, as `run --once` from cron: only the state remembers.
+    let reload = |h: &mut Harness| {
+        h.engine = crate::engine::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, edit);
+    };
+    reload(&mut h);
     let only_in_erp = h.erp.products().remove(0).code;
     let p = h.shop.product_by_sku(&only_in_erp).unwrap();
     h.shop.delete_product(p.id).unwrap();
@@ -381,8 +475,7 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
         h.erp
             .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 3 + i)
             .unwrap();
-        // A new process each time, as `run --once` from cron: the state remembers.
-        h.reload(edit);
+        reload(&mut h);
         let r = h.run("stock").await;
         let missing = r.records.iter().find(|x| x.key == only_in_erp);
         assert_eq!(missing.map(|x| x.decision), Some(Decision::Skip), "{r:#?}");
@@ -397,7 +490,7 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
     h.erp
         .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 40)
         .unwrap();
-    h.reload(edit);
+    reload(&mut h);
     h.run("stock").await;
     assert!(
         listings(&h) > after_first,
@@ -744,6 +837,13 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
     let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
     let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
     seed_both(&shop, &erp, 6, 4);
+    // Two products only in the ERP: `to_shop` creates them, and `to_stock` then sets their
+    // stock in the shop.
+    for p in erp.products().into_iter().take(2) {
+        shop.delete_product(shop.product_by_sku(&p.code).unwrap().id)
+            .unwrap();
+        erp.set_stock(&p.code, crate::engine::WAREHOUSE, 7).unwrap();
+    }
     let dir = tempfile::tempdir().unwrap();
     let mut doc = crate::engine::demo_project();
     doc["flows"] = json!({
@@ -751,6 +851,8 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
                    "trigger": {"schedule": "*/15 * * * *"}},
         "to_shop": {"entity": "product", "from": "erp", "to": "shop", "mode": "create_missing",
                     "after": ["to_erp"], "trigger": {"schedule": "*/15 * * * *"}},
+        "to_stock": {"entity": "stock", "from": "erp", "to": "shop", "mode": "update",
+                     "after": ["to_shop"], "trigger": {"schedule": "*/15 * * * *"}},
     });
     let project = dir.path().join("project.yaml");
     std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
@@ -794,7 +896,11 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
     let p = project.to_str().unwrap();
     let planned = run(vec!["dry-run", p]).await;
     let ran = run(vec!["run", "--once", p]).await;
-    assert_eq!(planned.len(), 2, "{planned:?}");
-    assert!(ran[1].contains("adopted 0, skipped 6"), "{ran:?}");
+    assert_eq!(planned.len(), 3, "{planned:?}");
+    assert!(
+        ran[1].contains("created 2, updated 0, adopted 0, skipped 4"),
+        "{ran:?}"
+    );
+    assert!(ran[2].contains("updated 2"), "{ran:?}");
     assert_eq!(planned, ran);
 }

@@ -292,6 +292,31 @@ fn conformance(s: &dyn StateStore) {
     fencing(s);
     deliveries(s);
     system_health(s);
+    known_absent(s);
+}
+
+/// Keys a full read of a flow's target lacked: known when read at or after the asked
+/// moment, per flow, moved by a later read, forgotten when the flow created the record.
+fn known_absent(s: &dyn StateStore) {
+    assert!(!s.is_absent("stock", "A1", t("09:00:00")).unwrap());
+    s.note_absent("stock", "A1", t("10:00:00")).unwrap();
+    assert!(s.is_absent("stock", "A1", t("10:00:00")).unwrap());
+    assert!(s.is_absent("stock", "A1", t("09:59:59")).unwrap());
+    assert!(
+        !s.is_absent("stock", "A1", t("10:00:01")).unwrap(),
+        "a read older than the asked moment is not trusted"
+    );
+    assert!(!s.is_absent("products", "A1", t("09:00:00")).unwrap());
+    assert!(!s.is_absent("stock", "B2", t("09:00:00")).unwrap());
+    // A later read of the target lacking it again moves the moment.
+    s.note_absent("stock", "A1", t("11:00:00")).unwrap();
+    assert!(s.is_absent("stock", "A1", t("10:30:00")).unwrap());
+    s.note_absent("stock", "B2", t("11:00:00")).unwrap();
+    s.forget_absent("stock", "A1").unwrap();
+    assert!(!s.is_absent("stock", "A1", t("09:00:00")).unwrap());
+    assert!(s.is_absent("stock", "B2", t("09:00:00")).unwrap());
+    // Forgetting what was never known is not an error.
+    s.forget_absent("stock", "C3").unwrap();
 }
 
 /// What was last seen of each system: one entry per system, replaced, in name order.
@@ -693,6 +718,19 @@ fn postgres_store_conforms_and_keeps_state_across_reopen() {
         2
     );
     assert_eq!(again.cursor("f").unwrap(), Some(t("11:00:00.000001")));
+    assert!(
+        again.is_absent("stock", "B2", t("11:00:00")).unwrap(),
+        "what the target lacked is kept across processes"
+    );
+}
+
+/// Issue 17.7 on PostgreSQL state: a SKU the unsearchable shop lacks costs one full read of
+/// the shop, not one per `run --once` process.
+#[tokio::test]
+async fn a_missing_key_does_not_cost_a_full_read_on_every_run_on_postgres() {
+    let Some(db) = pg() else { return };
+    let store: Arc<dyn StateStore> = db.open();
+    crate::flowfile::a_missing_key_costs_one_full_read(Some(store)).await;
 }
 
 #[tokio::test]

@@ -217,6 +217,8 @@ impl<'e> Runner<'e> {
         *bind.base_mut(from) = Some(canon.clone());
         if !self.opts.dry_run {
             self.create(to_source, &mut bind, &canon).await?;
+        } else {
+            self.plan_create(to_source, &mut bind, &canon)?;
         }
         let changes = diff(None, &canon, &self.cmp);
         self.record(key, Decision::Create, Some(to), changes, None);

@@ -478,6 +478,16 @@ impl<'e> Runner<'e> {
                 since,
                 ..Default::default()
             };
+            // In a dry run, what earlier flows of the plan would have created in the source
+            // is listed too, after the rest, as the run will list it.
+            let planned = if self.opts.dry_run {
+                self.e.planned_creates(
+                    self.src.name,
+                    crate::engine::listing(&self.entity.name, self.src.ent),
+                )
+            } else {
+                Vec::new()
+            };
             let http = self.src.http;
             let mut pages = Box::pin(http.list(&list_op, input));
             // Dry runs write nothing, so they have nothing to hold back.
@@ -543,6 +553,20 @@ impl<'e> Runner<'e> {
                 self.page_bindings.clear();
             }
             self.page_bindings.clear();
+            for native in planned {
+                let Ok(mut seen) = self.seen(&self.src, native) else {
+                    continue;
+                };
+                if self.listed.contains_key(&seen.key)
+                    || keys.as_ref().is_some_and(|k| !k.contains(&seen.key))
+                {
+                    continue;
+                }
+                seen.id
+                    .get_or_insert_with(|| crate::engine::PLANNED_ID.to_string());
+                self.report.counts.read += 1;
+                self.handle(seen).await?;
+            }
             self.listing_source = false;
             if self.report.interrupted {
                 return self.stop_interrupted().await;
@@ -796,6 +820,21 @@ impl<'e> Runner<'e> {
     /// looked up, or, without a lookup operation, the target is read again.
     pub(super) async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
         if !source {
+            // In a dry run, a record an earlier flow of the plan would have created here is
+            // there, as it will be when the run gets to this flow.
+            if self.opts.dry_run
+                && let Some(native) = self.e.planned_create(
+                    self.dst.name,
+                    crate::engine::listing(&self.entity.name, self.dst.ent),
+                    key,
+                )
+                && let Ok(mut seen) = self.seen(&self.dst, native)
+                && seen.key == key
+            {
+                seen.id
+                    .get_or_insert_with(|| crate::engine::PLANNED_ID.to_string());
+                return Ok(Some(seen));
+            }
             let lookup_op = self.dst.ent.lookup.is_some();
             let bulk_after = match self.bulk_after {
                 Some(n) => n,

@@ -227,11 +227,13 @@ impl<'e> Runner<'e> {
             return Ok(());
         }
         let changes = diff(None, &seen.canon, &cmp);
+        *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
         if !self.opts.dry_run {
-            *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
             self.create(false, &mut b, &seen.canon).await?;
             self.e.forget_absent(&self.flow.id, &key);
             self.deferred_actions.push(b.clone());
+        } else {
+            self.plan_create(false, &mut b, &seen.canon)?;
         }
         self.touched(&seen.canon);
         self.record(&key, Decision::Create, Some(dst_name), changes, None);

@@ -80,6 +80,26 @@ impl<'e> Runner<'e> {
             .await
     }
 
+    /// What a dry run does where the run would create: the record and the binding the create
+    /// would leave (the new record's id a placeholder) are planned, so the next flows of the
+    /// plan find them as the run would.
+    pub(super) fn plan_create(
+        &mut self,
+        to_source: bool,
+        b: &mut Binding,
+        canon: &Value,
+    ) -> Result<(), Fail> {
+        let side = self.side(to_source);
+        let (is_a, name) = (side.is_a, side.name);
+        let listing = crate::engine::listing(&self.entity.name, side.ent);
+        if let Ok(payload) = self.payload(to_source, canon, false) {
+            self.e.plan_create(name, listing, &b.key, payload);
+        }
+        b.set_id(is_a, crate::engine::PLANNED_ID.to_string());
+        *b.base_mut(is_a) = Some(canon.clone());
+        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
+    }
+
     pub(super) async fn send_create(
         &mut self,
         to_source: bool,
