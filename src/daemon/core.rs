@@ -156,7 +156,12 @@ pub enum TriggerRefusedError {
     Busy(String),
     /// Another live process holds the flow's lease: nothing was started or queued here.
     #[error("flow `{flow}` is running on node `{node}`")]
-    Elsewhere { flow: String, node: String },
+    Elsewhere {
+        flow: String,
+        node: String,
+        /// When the holder's lease runs out unless it renews it.
+        until: DateTime<Utc>,
+    },
     /// The state database cannot say who holds the flow.
     #[error("flow `{0}` cannot be started: the state database is unavailable")]
     StateUnavailable(String),
@@ -386,9 +391,10 @@ impl Daemon {
     fn take_lease(&self, flow: &str) -> Result<HeldLease, TriggerRefusedError> {
         match self.engine().take_lease(flow) {
             Ok(l) => Ok(l),
-            Err(LeaseTakeError::Held { node, .. }) => Err(TriggerRefusedError::Elsewhere {
+            Err(LeaseTakeError::Held { node, until, .. }) => Err(TriggerRefusedError::Elsewhere {
                 flow: flow.to_string(),
                 node,
+                until,
             }),
             Err(LeaseTakeError::Busy(_)) => Err(TriggerRefusedError::Busy(flow.to_string())),
             Err(e @ LeaseTakeError::State { .. }) => {

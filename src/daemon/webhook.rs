@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
@@ -171,6 +171,31 @@ fn answer(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
+/// How long a sender should wait before delivering again after a shutdown or a state outage:
+/// long enough for a supervised restart, short enough not to delay the record much.
+const RETRY_SOON_SECS: u64 = 10;
+
+/// A 503 with `Retry-After`, for a delivery that was neither run nor remembered.
+fn unavailable(retry_after_secs: u64, body: Value) -> Response {
+    let mut response = answer(StatusCode::SERVICE_UNAVAILABLE, body);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(retry_after_secs.max(1)),
+    );
+    response
+}
+
+/// When a refused flow is likely free again: another node's lease runs out (or is renewed,
+/// and the sender tries again), anything else soon.
+fn retry_after(e: &TriggerRefusedError, now: DateTime<Utc>) -> u64 {
+    match e {
+        TriggerRefusedError::Elsewhere { until, .. } => {
+            u64::try_from((*until - now).num_seconds().clamp(1, 300)).unwrap_or(RETRY_SOON_SECS)
+        }
+        _ => RETRY_SOON_SECS,
+    }
+}
+
 /// Handles a POST to a webhook's path.
 pub(super) async fn receive(
     daemon: Arc<Daemon>,
@@ -199,8 +224,8 @@ pub(super) async fn receive(
     if daemon.is_stopping() {
         // Not remembered: the sender's retry after the restart is welcome.
         daemon.metrics.webhook(&name, "shutting_down");
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return unavailable(
+            RETRY_SOON_SECS,
             json!({"error": "the daemon is shutting down"}),
         );
     }
@@ -223,8 +248,8 @@ pub(super) async fn receive(
                 error = %redact(&e.to_string()),
                 "cannot remember the delivery; refused for the sender to deliver again"
             );
-            return answer(
-                StatusCode::SERVICE_UNAVAILABLE,
+            return unavailable(
+                RETRY_SOON_SECS,
                 json!({"error": "the state database is unavailable; deliver again later"}),
             );
         }
@@ -240,7 +265,7 @@ pub(super) async fn receive(
     let mut flows = Vec::new();
     // Why a flow could not run here now, if one could not: then the delivery is refused
     // and forgotten, so the sender's retry runs it (never accepted and dropped).
-    let mut cannot_run: Option<String> = None;
+    let mut cannot_run: Option<(String, u64)> = None;
     for flow in targets {
         let opts = RunOptions {
             keys: Some(vec![delivery.key.clone()]),
@@ -255,14 +280,14 @@ pub(super) async fn receive(
                         | TriggerRefusedError::Elsewhere { .. }
                         | TriggerRefusedError::StateUnavailable(_)
                 ) {
-                    cannot_run.get_or_insert_with(|| e.to_string());
+                    cannot_run.get_or_insert_with(|| (e.to_string(), retry_after(&e, now)));
                 }
                 json!(e.to_string())
             }
         };
         flows.push(json!({"flow": flow, "outcome": outcome}));
     }
-    if let Some(reason) = cannot_run {
+    if let Some((reason, wait)) = cannot_run {
         // A shutdown began while the flows were being started, or a flow is held by another
         // node (or the state cannot say): the sender delivers again later, and the flows
         // that did start run that record once more, which changes nothing.
@@ -281,8 +306,8 @@ pub(super) async fn receive(
         };
         daemon.metrics.webhook(&name, outcome);
         tracing::warn!(webhook = %name, key = %delivery.key, reason = %reason, "delivery refused for the sender to deliver again");
-        return answer(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return unavailable(
+            wait,
             json!({"error": format!("{reason}; deliver again later"), "flows": flows}),
         );
     }

@@ -31,6 +31,14 @@ use super::{
 /// against a concurrent twin), so schema creation takes this advisory lock.
 const SCHEMA_LOCK: i64 = 0x0065_7270_7379_6e63; // "erpsync" in ASCII
 
+/// Limits every session sets, so a process that stops inside a transaction (paused by the
+/// host, a stalled disk, a cut connection) cannot block the other nodes for longer than a
+/// few seconds: the server ends a session idle in a transaction, which releases its locks
+/// (what it had not committed is not made, and a fenced write is refused on resume), and no
+/// statement waits on a lock for ever.
+const SESSION_LIMITS: &str =
+    "SET idle_in_transaction_session_timeout = '5s'; SET lock_timeout = '10s'";
+
 const BINDING_COLS: &str = "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done";
 
 /// A call the connection thread runs.
@@ -81,6 +89,7 @@ fn connect(
     // `… IF NOT EXISTS` on what exists is a NOTICE, which the driver logs at INFO: a
     // start on an existing schema must not chatter.
     client.batch_execute("SET client_min_messages TO warning")?;
+    client.batch_execute(SESSION_LIMITS)?;
     if let Some(s) = schema {
         // The session keeps it; the schema itself may not exist yet (created below).
         client.batch_execute(&format!("SET search_path TO {}", quote_ident(s)))?;
@@ -89,6 +98,8 @@ fn connect(
         return Ok(client);
     }
     let mut tx = client.transaction()?;
+    // Nodes starting together queue here for as long as a migration takes.
+    tx.batch_execute("SET LOCAL lock_timeout = '60s'")?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
     if let Some(s) = schema {
         tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(s)))?;
@@ -255,6 +266,15 @@ impl PostgresStore {
         // Connect now, so a wrong URL or a server that is down fails at start.
         store.call(|_| Ok(()))?;
         Ok(store)
+    }
+
+    /// A connection set up exactly as the store sets up its own (session limits, schema,
+    /// migrations), for tools and tests that must act as a node would. Blocking: call it off
+    /// the async runtime.
+    pub fn session(url: &str) -> Result<Client> {
+        let target = split_url(url)?;
+        let (config, tls) = target.config(&redact_url(url))?;
+        connect(&config, &tls, target.schema.as_deref())
     }
 
     /// Drops the store's schema with everything in it (tests clean up with it).
@@ -642,7 +662,7 @@ impl StateStore for PostgresStore {
         // nodes, with no read-then-write window. The sequence makes every grant's token
         // larger than the one before (a refused attempt only leaves a gap).
         self.call(move |c| {
-            let row = c.query_opt(
+            let row = match c.query_opt(
                 "INSERT INTO leases (name, holder, node, token, expires_at)
                  VALUES ($1, $2, $3, nextval('lease_tokens'), $5)
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, node = excluded.node,
@@ -651,7 +671,15 @@ impl StateStore for PostgresStore {
                    OR leases.holder = $6
                  RETURNING token",
                 &[&name, &holder, &node, &now, &until, &take_from],
-            )?;
+            ) {
+                Ok(row) => row,
+                // The row is locked past `lock_timeout` by a holder stuck in a write: it is
+                // still held, as far as this attempt can tell.
+                Err(e) if e.code() == Some(&postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(e.into()),
+            };
             Ok(row.map(|r| r.try_get(0)).transpose()?)
         })
     }

@@ -483,8 +483,18 @@ async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sen
     admin
         .execute_batch("ALTER TABLE deliveries RENAME TO deliveries_away")
         .unwrap();
-    let (status, answer) = deliver(&url, &body, "delivery-1").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    let resp = http()
+        .post(format!("{url}/hooks/shop-orders"))
+        .header(SIGNATURE_HEADER, sign(body.as_bytes(), HOOK_SECRET))
+        .header(DELIVERY_ID_HEADER, "delivery-1")
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // The sender is told when to deliver again.
+    assert_eq!(resp.headers()["retry-after"], "10");
+    let answer: Value = resp.json().await.unwrap();
     assert_eq!(
         answer["error"],
         "the state database is unavailable; deliver again later"
@@ -569,7 +579,8 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
             .unwrap_err(),
         erpsync::daemon::TriggerRefusedError::Elsewhere {
             flow: "stock".into(),
-            node: "node-b".into()
+            node: "node-b".into(),
+            until: "2026-05-04T10:02:00Z".parse().unwrap(),
         }
     );
 

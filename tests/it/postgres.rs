@@ -724,6 +724,77 @@ fn postgres_store_conforms_and_keeps_state_across_reopen() {
     );
 }
 
+/// A holder that stops inside a fenced write (its transaction holds the lease row, as a
+/// process paused by the host between the token check and the commit would) does not block
+/// the takeover for ever: the server ends its idle transaction, the other node takes the
+/// lease, and what the stopped holder had not committed is never made.
+#[test]
+fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
+    let Some(db) = pg() else { return };
+    let store = db.open();
+    let ttl = Duration::from_secs(3);
+    let now = t("18:00:00");
+    let name = "flow:stuck";
+    let a = store
+        .acquire_lease(name, "host-a:1:x", "node-a", now, ttl, None)
+        .unwrap()
+        .unwrap();
+    // The holder's session, set up as a store sets up its own, stops between the token
+    // check and the commit of a cursor write.
+    let mut stuck = PostgresStore::session(&db.url).unwrap();
+    let pid: i32 = stuck
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    // Should the server not end it, this ends it after 30 s, so that a regression fails
+    // below instead of hanging the suite.
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let url = db.url.clone();
+    let watchdog = std::thread::spawn(move || {
+        if watch.recv_timeout(Duration::from_secs(30)).is_ok() {
+            return false;
+        }
+        let mut c = PostgresStore::session(&url).unwrap();
+        c.query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .unwrap()
+            .get::<_, bool>(0)
+    });
+    let mut tx = stuck.transaction().unwrap();
+    let token: i64 = tx
+        .query_one(
+            "SELECT token FROM leases WHERE name = $1 FOR SHARE",
+            &[&name],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(token, a);
+    tx.execute(
+        "INSERT INTO cursors (flow, since) VALUES ('stuck', now())",
+        &[],
+    )
+    .unwrap();
+
+    // Past the TTL, another node asks for the lease: it gets it, once the server has ended
+    // the stopped session (rather than waiting on its row lock for as long as it is stopped).
+    let later = now + chrono::Duration::seconds(10);
+    let b = store
+        .acquire_lease(name, "host-b:2:y", "node-b", later, ttl, None)
+        .unwrap();
+    done.send(()).unwrap();
+    assert!(
+        !watchdog.join().unwrap(),
+        "the stopped holder's session had to be ended by hand"
+    );
+    assert!(
+        b.is_some_and(|b| b > a),
+        "the takeover was refused while the stopped holder kept its transaction: {b:?}"
+    );
+
+    // Resumed, the stopped holder's commit fails and its write was never made.
+    assert!(tx.commit().is_err(), "a write after the lease was lost");
+    assert_eq!(store.cursor("stuck").unwrap(), None);
+}
+
 /// Issue 17.7 on PostgreSQL state: a SKU the unsearchable shop lacks costs one full read of
 /// the shop, not one per `run --once` process.
 #[tokio::test]
@@ -968,7 +1039,8 @@ async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
         refused,
         erpsync::daemon::TriggerRefusedError::Elsewhere {
             flow: "stock".into(),
-            node: "dead-node".into()
+            node: "dead-node".into(),
+            until: clock.now() + chrono::Duration::seconds(90),
         }
     );
     settle(&[&d]).await;
