@@ -1,0 +1,180 @@
+//! How one entity lives in a system: its operations and the field mappings to and from the canonical record.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// How one entity lives in a system.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct SystemEntityConfig {
+    /// JSONPath to the system's own id in one of its records, e.g. `$.id`; or a template over
+    /// the record that joins several ids with `/` into a composite id, e.g.
+    /// `{{template}}/{{id}}` when updates go to one record and references to another. Operations
+    /// get the composite as `{{id}}` (split it with the `part` helper); `ref` picks a part.
+    #[serde(default = "default_id_path")]
+    pub id: String,
+    /// Operation that lists records (incremental with `{{since}}` when it uses it).
+    #[serde(default)]
+    pub list: Option<String>,
+    /// Operation that lists the records changed since `{{since}}`, for APIs where what changes
+    /// is found elsewhere than where the records are listed (stock levels found through the
+    /// stock moves written since). Incremental runs use it; full reads and reconciliation use
+    /// `list`.
+    #[serde(default)]
+    pub changes: Option<String>,
+    /// Operation that finds one record by the match key, `{{key}}`.
+    #[serde(default)]
+    pub lookup: Option<String>,
+    /// Operation that reads one record by id, `{{id}}`.
+    #[serde(default)]
+    pub get: Option<String>,
+    /// Operation that creates a record from `{{record}}`.
+    #[serde(default)]
+    pub create: Option<String>,
+    /// Operation that updates record `{{id}}` from `{{record}}`.
+    #[serde(default)]
+    pub update: Option<String>,
+    /// Named custom actions on one record (`{{id}}`), e.g. `lock: lock_order`; flows call them
+    /// as post-actions.
+    #[serde(default)]
+    pub actions: BTreeMap<String, String>,
+    /// Native record → canonical record: one entry per canonical field, evaluated on the
+    /// native record (`$` is the native record).
+    #[serde(default)]
+    pub read: BTreeMap<String, FieldMapConfig>,
+    /// Canonical record → native payload for create and update: one entry per native field
+    /// (dotted names build nested objects), evaluated on the canonical record.
+    #[serde(default)]
+    pub write: BTreeMap<String, FieldMapConfig>,
+}
+
+fn default_id_path() -> String {
+    "$.id".into()
+}
+
+/// Where a mapped field's value comes from. A plain string is a shorthand: one that starts
+/// with `$` is a JSONPath, any other is a Handlebars template.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum FieldMapConfig {
+    /// Shorthand: `$.path` or a template.
+    Short(String),
+    /// The full form.
+    Full(Box<FieldSpecConfig>),
+}
+
+impl<'de> Deserialize<'de> for FieldMapConfig {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Hand-written instead of `untagged`, so that a mistake in the full form is reported as
+        // itself ("unknown field `tmplate`") and not as "did not match any variant".
+        let value = Value::deserialize(d)?;
+        match value {
+            Value::String(s) => Ok(FieldMapConfig::Short(s)),
+            other @ Value::Object(_) => FieldSpecConfig::deserialize(other)
+                .map(|f| FieldMapConfig::Full(Box::new(f)))
+                .map_err(serde::de::Error::custom),
+            other => Err(serde::de::Error::custom(format!(
+                "expected a JSONPath, a template or a field map, found {}",
+                json_kind(&other)
+            ))),
+        }
+    }
+}
+
+pub(crate) fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "a map",
+    }
+}
+
+/// The full form of a mapped field: exactly one of `path`, `template`, `const`, `lookup`, `ref`
+/// or `each`, with an optional type and default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FieldSpecConfig {
+    /// JSONPath into the source record.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Handlebars template over the source record.
+    #[serde(default)]
+    pub template: Option<String>,
+    /// A constant value.
+    #[serde(default, rename = "const")]
+    pub constant: Option<Value>,
+    /// Translate a value through a table of `vars` (e.g. a shop status to an ERP status).
+    #[serde(default)]
+    pub lookup: Option<LookupConfig>,
+    /// The id, in the target system, of a related record erpsync has already synced (e.g. the
+    /// ERP id of the order's customer, or of a line's product).
+    #[serde(default, rename = "ref")]
+    pub reference: Option<RefConfig>,
+    /// A list: map every element selected by this JSONPath with `fields`.
+    #[serde(default)]
+    pub each: Option<String>,
+    /// Fields of each element, with `each`.
+    #[serde(default)]
+    pub fields: Option<BTreeMap<String, FieldMapConfig>>,
+    /// Type the value is converted to.
+    #[serde(default, rename = "type")]
+    pub field_type: Option<FieldType>,
+    /// Value used when the source has none (missing or null).
+    #[serde(default)]
+    pub default: Option<Value>,
+}
+
+/// A lookup of a value in a table.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct LookupConfig {
+    /// Name of a table in `vars` (an object from keys to values).
+    pub table: String,
+    /// JSONPath (or template) of the key in the source record.
+    pub key: String,
+    /// Fail the record when the key is not in the table (otherwise `default` applies).
+    #[serde(default)]
+    pub required: bool,
+}
+
+/// A reference to a related record through erpsync's bindings.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct RefConfig {
+    /// Entity of the related record, e.g. `customer`.
+    pub entity: String,
+    /// JSONPath (or template) of the related record's match key in the source record.
+    pub key: String,
+    /// When the related entity has a composite id (an `id` template joining ids with `/`), the
+    /// part to use, counted from 0.
+    #[serde(default)]
+    pub part: Option<usize>,
+}
+
+/// Types a mapped or canonical field can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FieldType {
+    /// Text.
+    String,
+    /// Whole number.
+    Integer,
+    /// Number.
+    Number,
+    /// Money or quantity with a fixed number of decimals (see `scale`); compared exactly.
+    Decimal,
+    /// true / false (also from "1"/"0", "yes"/"no", "on"/"off").
+    Boolean,
+    /// Date and time, normalised to RFC 3339 UTC.
+    Datetime,
+    /// Calendar date `YYYY-MM-DD`.
+    Date,
+    /// Any JSON value, kept as it is.
+    Json,
+}
