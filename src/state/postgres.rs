@@ -15,7 +15,15 @@ use serde_json::Value;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod operator;
+mod rows;
+mod session;
 mod tls;
+mod url;
+
+use rows::*;
+use session::*;
+pub use url::redact_url;
+use url::*;
 
 use tls::TlsSettings;
 
@@ -26,23 +34,6 @@ use super::{
     Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth,
     json_column as json, keep_since,
 };
-
-/// Nodes starting together would race on `CREATE TABLE IF NOT EXISTS` (it is not safe
-/// against a concurrent twin), so schema creation takes this advisory lock.
-const SCHEMA_LOCK: i64 = 0x0065_7270_7379_6e63; // "erpsync" in ASCII
-
-/// Limits every session sets, so a process that stops inside a transaction (paused by the
-/// host, a stalled disk, a cut connection) cannot block the other nodes for longer than a
-/// few seconds: the server ends a session idle in a transaction, which releases its locks
-/// (what it had not committed is not made, and a fenced write is refused on resume), and no
-/// statement waits on a lock for ever.
-const SESSION_LIMITS: &str =
-    "SET idle_in_transaction_session_timeout = '5s'; SET lock_timeout = '10s'";
-
-const BINDING_COLS: &str = "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done";
-
-/// A call the connection thread runs.
-type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 /// State in a PostgreSQL database, optionally in a schema of its own.
 pub struct PostgresStore {
@@ -57,182 +48,6 @@ impl std::fmt::Debug for PostgresStore {
             .field("url", &self.shown)
             .finish()
     }
-}
-
-/// The connection thread's side: reconnects when the server dropped the connection, so a
-/// restart of PostgreSQL costs the calls made while it was down, not the daemon.
-struct Connection {
-    config: postgres::Config,
-    tls: MakeRustlsConnect,
-    schema: Option<String>,
-    client: Option<Client>,
-}
-
-impl Connection {
-    fn client(&mut self) -> Result<&mut Client> {
-        if self.client.as_ref().is_none_or(Client::is_closed) {
-            self.client = None;
-            self.client = Some(connect(&self.config, &self.tls, self.schema.as_deref())?);
-        }
-        self.client
-            .as_mut()
-            .ok_or_else(|| StateStoreError::Disconnected(String::new()))
-    }
-}
-
-fn connect(
-    config: &postgres::Config,
-    tls: &MakeRustlsConnect,
-    schema: Option<&str>,
-) -> Result<Client> {
-    let mut client = config.connect(tls.clone())?;
-    // `… IF NOT EXISTS` on what exists is a NOTICE, which the driver logs at INFO: a
-    // start on an existing schema must not chatter.
-    client.batch_execute("SET client_min_messages TO warning")?;
-    client.batch_execute(SESSION_LIMITS)?;
-    if let Some(s) = schema {
-        // The session keeps it; the schema itself may not exist yet (created below).
-        client.batch_execute(&format!("SET search_path TO {}", quote_ident(s)))?;
-    }
-    if applied_version(&mut client)? >= latest() {
-        return Ok(client);
-    }
-    let mut tx = client.transaction()?;
-    // Nodes starting together queue here for as long as a migration takes.
-    tx.batch_execute("SET LOCAL lock_timeout = '60s'")?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK])?;
-    if let Some(s) = schema {
-        tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {}", quote_ident(s)))?;
-    }
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS schema_migrations (
-            version INTEGER PRIMARY KEY, name TEXT NOT NULL,
-            applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
-        )",
-    )?;
-    // Another node may have migrated it while this one waited for the lock.
-    let version = applied_version(&mut tx)?;
-    for step in STEPS.iter().filter(|s| s.version > version) {
-        tx.batch_execute(step.postgres)?;
-        let v = i32::try_from(step.version).unwrap_or(i32::MAX);
-        tx.execute(
-            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
-            &[&v, &step.name],
-        )?;
-        tracing::info!(
-            version = step.version,
-            step = step.name,
-            "state schema step applied"
-        );
-    }
-    tx.commit()?;
-    Ok(client)
-}
-
-/// The last schema step applied to the database (0: none, or made before versioning).
-fn applied_version(c: &mut impl GenericClient) -> Result<i64> {
-    let exists: bool = c
-        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])?
-        .try_get(0)?;
-    if !exists {
-        return Ok(0);
-    }
-    let v: i32 = c
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM schema_migrations",
-            &[],
-        )?
-        .try_get(0)?;
-    Ok(i64::from(v))
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-/// A database URL taken apart: what the driver reads, and the parameters erpsync handles
-/// itself (the driver refuses unknown ones and knows fewer TLS modes).
-struct Target {
-    /// The URL without `schema=`, `sslmode=` and `sslrootcert=`.
-    url: String,
-    schema: Option<String>,
-    tls: TlsSettings,
-}
-
-fn split_url(url: &str) -> Result<Target> {
-    let mut target = Target {
-        url: url.to_string(),
-        schema: None,
-        tls: TlsSettings::default(),
-    };
-    let Some((base, query)) = url.split_once('?') else {
-        return Ok(target);
-    };
-    let mut rest = Vec::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let is_tls = target.tls.take(pair).map_err(StateStoreError::Tls)?;
-        if is_tls {
-            continue;
-        }
-        match pair.strip_prefix("schema=") {
-            Some(s) => {
-                let valid = !s.is_empty()
-                    && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-                    && !s.starts_with(|c: char| c.is_ascii_digit());
-                if !valid {
-                    return Err(StateStoreError::Url(redact_url(url)));
-                }
-                target.schema = Some(s.to_string());
-            }
-            None => rest.push(pair),
-        }
-    }
-    target.url = if rest.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", rest.join("&"))
-    };
-    Ok(target)
-}
-
-impl Target {
-    /// The driver's configuration and the TLS connector.
-    fn config(&self, shown: &str) -> Result<(postgres::Config, MakeRustlsConnect)> {
-        let mut config: postgres::Config = self
-            .url
-            .parse()
-            .map_err(|_| StateStoreError::Url(shown.to_string()))?;
-        config.ssl_mode(self.tls.driver_mode());
-        let tls = self.tls.connector().map_err(StateStoreError::Tls)?;
-        Ok((config, tls))
-    }
-}
-
-/// A database URL fit to print: the password, in the user part or as a `password=`
-/// parameter, becomes `***`.
-pub fn redact_url(url: &str) -> String {
-    let mut out = url.to_string();
-    if let Some(start) = out.find("://").map(|i| i + 3) {
-        let end = out[start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| start + i);
-        if let Some(at) = out[start..end].rfind('@').map(|i| start + i)
-            && let Some(colon) = out[start..at].find(':').map(|i| start + i)
-        {
-            out.replace_range(colon + 1..at, "***");
-        }
-    }
-    if let Some((base, query)) = out.split_once('?') {
-        let query: Vec<String> = query
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                _ => p.to_string(),
-            })
-            .collect();
-        out = format!("{base}?{}", query.join("&"));
-    }
-    out
 }
 
 impl PostgresStore {
@@ -329,217 +144,6 @@ impl PostgresStore {
         let gone = || StateStoreError::Disconnected(self.shown.clone());
         self.jobs.send(job).map_err(|_| gone())?;
         answer.recv().map_err(|_| gone())?
-    }
-}
-
-fn row_binding(r: &Row) -> Result<Binding> {
-    Ok(Binding {
-        key: r.try_get(0)?,
-        id_a: r.try_get(1)?,
-        id_b: r.try_get(2)?,
-        base_a: json(r.try_get(3)?)?,
-        base_b: json(r.try_get(4)?)?,
-        exported_at: r.try_get(5)?,
-        parked: r.try_get(6)?,
-        actions_done: r.try_get(7)?,
-    })
-}
-
-fn upsert_binding(c: &mut impl GenericClient, scope: &Scope, b: &Binding) -> Result<()> {
-    c.execute(
-        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
-           id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
-           base_b = excluded.base_b, exported_at = excluded.exported_at, parked = excluded.parked,
-           actions_done = excluded.actions_done",
-        &[
-            &scope.entity,
-            &scope.a,
-            &scope.b,
-            &b.key,
-            &b.id_a,
-            &b.id_b,
-            &b.base_a.as_ref().map(Value::to_string),
-            &b.base_b.as_ref().map(Value::to_string),
-            &b.exported_at,
-            &b.parked,
-            &b.actions_done,
-        ],
-    )?;
-    Ok(())
-}
-
-const FAILURE_COLS: &str = "id, flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at";
-
-fn row_failure(r: &Row) -> Result<Failure> {
-    let status: Option<i32> = r.try_get(6)?;
-    let attempts: i32 = r.try_get(8)?;
-    Ok(Failure {
-        id: r.try_get(0)?,
-        flow: r.try_get(1)?,
-        key: r.try_get(2)?,
-        source_record: json(r.try_get(3)?)?.unwrap_or(Value::Null),
-        payload: json(r.try_get(4)?)?,
-        error: r.try_get(5)?,
-        status: status.and_then(|s| u16::try_from(s).ok()),
-        response: json(r.try_get(7)?)?,
-        attempts: u32::try_from(attempts).unwrap_or(0),
-        created_at: r.try_get(9)?,
-        updated_at: r.try_get(10)?,
-    })
-}
-
-fn row_journal(r: &Row) -> Result<JournalEntry> {
-    let payload: String = r.try_get(6)?;
-    Ok(JournalEntry {
-        id: r.try_get(0)?,
-        flow: r.try_get(1)?,
-        key: r.try_get(2)?,
-        target: r.try_get(3)?,
-        operation: r.try_get(4)?,
-        idempotency_key: r.try_get(5)?,
-        payload: serde_json::from_str(&payload)
-            .map_err(|e| StateStoreError::Corrupt(e.to_string()))?,
-        state: JournalState::Pending,
-        created_at: r.try_get(7)?,
-    })
-}
-
-fn owned_binding(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
-    binding.map(|(s, b)| (s.clone(), b.clone()))
-}
-
-/// Makes one write in a transaction, under `fence` when given: the lease row is read with a
-/// share lock, so a takeover (which updates that row) waits for this transaction, and a
-/// write after a takeover finds the new token and is refused.
-fn apply(c: &mut Client, fence: Option<&Fence>, w: &StateWrite) -> Result<i64> {
-    let mut tx = c.transaction()?;
-    if let Some(f) = fence {
-        let current: Option<i64> = tx
-            .query_opt(
-                "SELECT token FROM leases WHERE name = $1 FOR SHARE",
-                &[&f.lease],
-            )?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-        if current != Some(f.token) {
-            return Err(StateStoreError::Fenced(f.lease.clone()));
-        }
-    }
-    let n = apply_in(&mut tx, w)?;
-    tx.commit()?;
-    Ok(n)
-}
-
-fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64> {
-    match w {
-        StateWrite::PutBindings(scope, bindings) => {
-            for b in bindings {
-                upsert_binding(c, scope, b)?;
-            }
-            Ok(0)
-        }
-        StateWrite::SetCursor(flow, at) => {
-            c.execute(
-                "INSERT INTO cursors (flow, since) VALUES ($1, $2)
-                 ON CONFLICT (flow) DO UPDATE SET since = excluded.since",
-                &[flow, at],
-            )?;
-            Ok(0)
-        }
-        StateWrite::JournalBegin(e) => Ok(c
-            .query_one(
-                "INSERT INTO journal (flow, key, target, operation, idempotency_key, payload, state, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) RETURNING id",
-                &[
-                    &e.flow,
-                    &e.key,
-                    &e.target,
-                    &e.operation,
-                    &e.idempotency_key,
-                    &e.payload.to_string(),
-                    &e.created_at,
-                ],
-            )?
-            .try_get(0)?),
-        StateWrite::JournalFinish(id, state, binding) => {
-            if *state == JournalState::Pending {
-                c.execute("UPDATE journal SET state = 'pending' WHERE id = $1", &[id])?;
-            } else {
-                // Settled writes are not needed any more: keep the journal small.
-                c.execute("DELETE FROM journal WHERE id = $1", &[id])?;
-            }
-            if let Some((scope, b)) = binding {
-                upsert_binding(c, scope, b)?;
-            }
-            Ok(0)
-        }
-        StateWrite::JournalSettle(flow, key, binding) => {
-            let n = c.execute(
-                "DELETE FROM journal WHERE flow = $1 AND key = $2 AND state = 'pending'",
-                &[flow, key],
-            )?;
-            if n > 0
-                && let Some((scope, b)) = binding
-            {
-                upsert_binding(c, scope, b)?;
-            }
-            Ok(i64::try_from(n).unwrap_or(i64::MAX))
-        }
-        StateWrite::PutFailure(f) => Ok(c
-            .query_one(
-                "INSERT INTO failures (flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)
-                 ON CONFLICT (flow, key) DO UPDATE SET source_record = excluded.source_record,
-                   payload = excluded.payload, error = excluded.error, status = excluded.status,
-                   response = excluded.response, attempts = failures.attempts + 1,
-                   updated_at = excluded.updated_at
-                 RETURNING id",
-                &[
-                    &f.flow,
-                    &f.key,
-                    &f.source_record.to_string(),
-                    &f.payload.as_ref().map(Value::to_string),
-                    &f.error,
-                    &f.status.map(i32::from),
-                    &f.response.as_ref().map(Value::to_string),
-                    &f.updated_at,
-                ],
-            )?
-            .try_get(0)?),
-        StateWrite::ClearFailure(flow, key) => {
-            c.execute(
-                "DELETE FROM failures WHERE flow = $1 AND key = $2",
-                &[flow, key],
-            )?;
-            Ok(0)
-        }
-        StateWrite::RunStart {
-            flow,
-            kind,
-            at,
-            instance,
-        } => Ok(c
-            .query_one(
-                "INSERT INTO runs (flow, kind, started_at, status, counts, node, instance)
-                 VALUES ($1, $2, $3, 'running', '{}', $4, $5) RETURNING id",
-                &[flow, kind, at, &instance.node, &instance.id],
-            )?
-            .try_get(0)?),
-        StateWrite::RunFinish {
-            id,
-            at,
-            status,
-            counts,
-            error,
-        } => {
-            c.execute(
-                "UPDATE runs SET finished_at = $2, status = $3, counts = $4, error = $5 WHERE id = $1",
-                &[id, at, status, &counts.to_string(), error],
-            )?;
-            Ok(0)
-        }
     }
 }
 
@@ -941,28 +545,13 @@ impl StateStore for PostgresStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.call(move |c| {
             let rows = c.query(
-                "SELECT id, flow, kind, started_at, finished_at, status, counts, error, node,
-                   instance FROM runs WHERE ($1::text IS NULL OR flow = $1)
-                 ORDER BY id DESC LIMIT $2",
+                &format!(
+                    "SELECT {RUN_COLS} FROM runs WHERE ($1::text IS NULL OR flow = $1)
+                     ORDER BY id DESC LIMIT $2"
+                ),
                 &[&flow, &limit],
             )?;
-            rows.iter()
-                .map(|r| {
-                    let counts: String = r.try_get(6)?;
-                    Ok(RunRecord {
-                        id: r.try_get(0)?,
-                        flow: r.try_get(1)?,
-                        kind: r.try_get(2)?,
-                        started_at: r.try_get(3)?,
-                        finished_at: r.try_get(4)?,
-                        status: r.try_get(5)?,
-                        counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
-                        error: r.try_get(7)?,
-                        node: r.try_get(8)?,
-                        instance: r.try_get(9)?,
-                    })
-                })
-                .collect()
+            rows.iter().map(row_run).collect()
         })
     }
 
@@ -1088,39 +677,5 @@ impl StateStore for PostgresStore {
     }
     fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
         self.op_journal_of_key(key)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn passwords_never_show_in_urls() {
-        for (url, shown) in [
-            (
-                "postgres://erp:s3cret@db:5432/state?schema=a",
-                "postgres://erp:***@db:5432/state?schema=a",
-            ),
-            (
-                "postgresql://erp@db/state?password=s3cret&sslmode=disable",
-                "postgresql://erp@db/state?password=***&sslmode=disable",
-            ),
-            ("postgres://db/state", "postgres://db/state"),
-        ] {
-            assert_eq!(redact_url(url), shown);
-        }
-    }
-
-    #[test]
-    fn the_schema_parameter_is_taken_out_of_the_url() {
-        let t = split_url("postgres://db/x?schema=erp_a&connect_timeout=5").unwrap();
-        let (url, schema) = (t.url, t.schema);
-        assert_eq!(url, "postgres://db/x?connect_timeout=5");
-        assert_eq!(schema.as_deref(), Some("erp_a"));
-        let t = split_url("postgres://db/x?sslmode=verify-ca&sslrootcert=%2Fca.pem").unwrap();
-        assert_eq!(t.url, "postgres://db/x");
-        assert_eq!(t.tls.mode, tls::SslMode::VerifyCa);
-        assert!(split_url("postgres://db/x?schema=a;drop").is_err());
     }
 }

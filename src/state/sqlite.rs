@@ -708,41 +708,11 @@ impl StateStore for SqliteStore {
     }
 
     fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, flow, kind, started_at, finished_at, status, counts, error, node, instance
-             FROM runs WHERE (?1 IS NULL OR flow = ?1) ORDER BY id DESC LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![flow, limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, Option<String>>(9)?,
-            ))
-        })?;
-        rows.map(|row| {
-            let (id, flow, kind, started, finished, status, counts, error, node, instance) = row?;
-            Ok(RunRecord {
-                id,
-                flow,
-                kind,
-                started_at: parse_ts(&started)?,
-                finished_at: finished.as_deref().map(parse_ts).transpose()?,
-                status,
-                counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
-                error,
-                node,
-                instance,
-            })
-        })
-        .collect()
+        query_runs(
+            &self.conn(),
+            "WHERE (?1 IS NULL OR flow = ?1) ORDER BY id DESC LIMIT ?2",
+            params![flow, limit as i64],
+        )
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
@@ -857,6 +827,48 @@ impl StateStore for SqliteStore {
     fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
         self.op_journal_of_key(key)
     }
+}
+
+/// The runs a `WHERE …` tail picks, as records.
+fn query_runs(
+    conn: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<RunRecord>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, flow, kind, started_at, finished_at, status, counts, error, node, instance
+         FROM runs {tail}"
+    ))?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, Option<String>>(7)?,
+            r.get::<_, Option<String>>(8)?,
+            r.get::<_, Option<String>>(9)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (id, flow, kind, started, finished, status, counts, error, node, instance) = row?;
+        Ok(RunRecord {
+            id,
+            flow,
+            kind,
+            started_at: parse_ts(&started)?,
+            finished_at: finished.as_deref().map(parse_ts).transpose()?,
+            status,
+            counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
+            error,
+            node,
+            instance,
+        })
+    })
+    .collect()
 }
 
 #[cfg(test)]

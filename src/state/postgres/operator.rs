@@ -119,26 +119,10 @@ impl PostgresStore {
     pub(super) fn op_run(&self, id: i64) -> Result<Option<RunRecord>> {
         self.call(move |c| {
             let row = c.query_opt(
-                "SELECT id, flow, kind, started_at, finished_at, status, counts, error, node,
-                   instance FROM runs WHERE id = $1",
+                &format!("SELECT {} FROM runs WHERE id = $1", super::RUN_COLS),
                 &[&id],
             )?;
-            row.map(|r| {
-                let counts: String = r.try_get(6)?;
-                Ok(RunRecord {
-                    id: r.try_get(0)?,
-                    flow: r.try_get(1)?,
-                    kind: r.try_get(2)?,
-                    started_at: r.try_get(3)?,
-                    finished_at: r.try_get(4)?,
-                    status: r.try_get(5)?,
-                    counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
-                    error: r.try_get(7)?,
-                    node: r.try_get(8)?,
-                    instance: r.try_get(9)?,
-                })
-            })
-            .transpose()
+            row.as_ref().map(super::row_run).transpose()
         })
     }
 

@@ -150,41 +150,9 @@ impl SqliteStore {
     }
 
     pub(super) fn op_run(&self, id: i64) -> Result<Option<RunRecord>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, flow, kind, started_at, finished_at, status, counts, error, node, instance
-             FROM runs WHERE id = ?1",
-        )?;
-        let mut rows = stmt.query_map([id], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, Option<String>>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<String>>(7)?,
-                r.get::<_, Option<String>>(8)?,
-                r.get::<_, Option<String>>(9)?,
-            ))
-        })?;
-        let Some(row) = rows.next() else {
-            return Ok(None);
-        };
-        let (id, flow, kind, started, finished, status, counts, error, node, instance) = row?;
-        Ok(Some(RunRecord {
-            id,
-            flow,
-            kind,
-            started_at: parse_ts(&started)?,
-            finished_at: finished.as_deref().map(parse_ts).transpose()?,
-            status,
-            counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
-            error,
-            node,
-            instance,
-        }))
+        Ok(super::query_runs(&self.conn(), "WHERE id = ?1", [id])?
+            .into_iter()
+            .next())
     }
 
     pub(super) fn op_journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {

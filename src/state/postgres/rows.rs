@@ -1,0 +1,238 @@
+//! Rows to records and records to rows, and the writes a run makes (fenced or not), each in
+//! one transaction.
+
+use super::*;
+
+pub(super) const BINDING_COLS: &str =
+    "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done";
+
+pub(super) fn row_binding(r: &Row) -> Result<Binding> {
+    Ok(Binding {
+        key: r.try_get(0)?,
+        id_a: r.try_get(1)?,
+        id_b: r.try_get(2)?,
+        base_a: json(r.try_get(3)?)?,
+        base_b: json(r.try_get(4)?)?,
+        exported_at: r.try_get(5)?,
+        parked: r.try_get(6)?,
+        actions_done: r.try_get(7)?,
+    })
+}
+
+pub(super) fn upsert_binding(c: &mut impl GenericClient, scope: &Scope, b: &Binding) -> Result<()> {
+    c.execute(
+        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+         ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
+           id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
+           base_b = excluded.base_b, exported_at = excluded.exported_at, parked = excluded.parked,
+           actions_done = excluded.actions_done",
+        &[
+            &scope.entity,
+            &scope.a,
+            &scope.b,
+            &b.key,
+            &b.id_a,
+            &b.id_b,
+            &b.base_a.as_ref().map(Value::to_string),
+            &b.base_b.as_ref().map(Value::to_string),
+            &b.exported_at,
+            &b.parked,
+            &b.actions_done,
+        ],
+    )?;
+    Ok(())
+}
+
+pub(super) const FAILURE_COLS: &str = "id, flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at";
+
+pub(super) fn row_failure(r: &Row) -> Result<Failure> {
+    let status: Option<i32> = r.try_get(6)?;
+    let attempts: i32 = r.try_get(8)?;
+    Ok(Failure {
+        id: r.try_get(0)?,
+        flow: r.try_get(1)?,
+        key: r.try_get(2)?,
+        source_record: json(r.try_get(3)?)?.unwrap_or(Value::Null),
+        payload: json(r.try_get(4)?)?,
+        error: r.try_get(5)?,
+        status: status.and_then(|s| u16::try_from(s).ok()),
+        response: json(r.try_get(7)?)?,
+        attempts: u32::try_from(attempts).unwrap_or(0),
+        created_at: r.try_get(9)?,
+        updated_at: r.try_get(10)?,
+    })
+}
+
+pub(super) fn row_journal(r: &Row) -> Result<JournalEntry> {
+    let payload: String = r.try_get(6)?;
+    Ok(JournalEntry {
+        id: r.try_get(0)?,
+        flow: r.try_get(1)?,
+        key: r.try_get(2)?,
+        target: r.try_get(3)?,
+        operation: r.try_get(4)?,
+        idempotency_key: r.try_get(5)?,
+        payload: serde_json::from_str(&payload)
+            .map_err(|e| StateStoreError::Corrupt(e.to_string()))?,
+        state: JournalState::Pending,
+        created_at: r.try_get(7)?,
+    })
+}
+
+pub(super) fn owned_binding(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
+    binding.map(|(s, b)| (s.clone(), b.clone()))
+}
+
+/// Makes one write in a transaction, under `fence` when given: the lease row is read with a
+/// share lock, so a takeover (which updates that row) waits for this transaction, and a
+/// write after a takeover finds the new token and is refused.
+pub(super) fn apply(c: &mut Client, fence: Option<&Fence>, w: &StateWrite) -> Result<i64> {
+    let mut tx = c.transaction()?;
+    if let Some(f) = fence {
+        let current: Option<i64> = tx
+            .query_opt(
+                "SELECT token FROM leases WHERE name = $1 FOR SHARE",
+                &[&f.lease],
+            )?
+            .map(|r| r.try_get(0))
+            .transpose()?;
+        if current != Some(f.token) {
+            return Err(StateStoreError::Fenced(f.lease.clone()));
+        }
+    }
+    let n = apply_in(&mut tx, w)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64> {
+    match w {
+        StateWrite::PutBindings(scope, bindings) => {
+            for b in bindings {
+                upsert_binding(c, scope, b)?;
+            }
+            Ok(0)
+        }
+        StateWrite::SetCursor(flow, at) => {
+            c.execute(
+                "INSERT INTO cursors (flow, since) VALUES ($1, $2)
+                 ON CONFLICT (flow) DO UPDATE SET since = excluded.since",
+                &[flow, at],
+            )?;
+            Ok(0)
+        }
+        StateWrite::JournalBegin(e) => Ok(c
+            .query_one(
+                "INSERT INTO journal (flow, key, target, operation, idempotency_key, payload, state, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7) RETURNING id",
+                &[
+                    &e.flow,
+                    &e.key,
+                    &e.target,
+                    &e.operation,
+                    &e.idempotency_key,
+                    &e.payload.to_string(),
+                    &e.created_at,
+                ],
+            )?
+            .try_get(0)?),
+        StateWrite::JournalFinish(id, state, binding) => {
+            if *state == JournalState::Pending {
+                c.execute("UPDATE journal SET state = 'pending' WHERE id = $1", &[id])?;
+            } else {
+                // Settled writes are not needed any more: keep the journal small.
+                c.execute("DELETE FROM journal WHERE id = $1", &[id])?;
+            }
+            if let Some((scope, b)) = binding {
+                upsert_binding(c, scope, b)?;
+            }
+            Ok(0)
+        }
+        StateWrite::JournalSettle(flow, key, binding) => {
+            let n = c.execute(
+                "DELETE FROM journal WHERE flow = $1 AND key = $2 AND state = 'pending'",
+                &[flow, key],
+            )?;
+            if n > 0
+                && let Some((scope, b)) = binding
+            {
+                upsert_binding(c, scope, b)?;
+            }
+            Ok(i64::try_from(n).unwrap_or(i64::MAX))
+        }
+        StateWrite::PutFailure(f) => Ok(c
+            .query_one(
+                "INSERT INTO failures (flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)
+                 ON CONFLICT (flow, key) DO UPDATE SET source_record = excluded.source_record,
+                   payload = excluded.payload, error = excluded.error, status = excluded.status,
+                   response = excluded.response, attempts = failures.attempts + 1,
+                   updated_at = excluded.updated_at
+                 RETURNING id",
+                &[
+                    &f.flow,
+                    &f.key,
+                    &f.source_record.to_string(),
+                    &f.payload.as_ref().map(Value::to_string),
+                    &f.error,
+                    &f.status.map(i32::from),
+                    &f.response.as_ref().map(Value::to_string),
+                    &f.updated_at,
+                ],
+            )?
+            .try_get(0)?),
+        StateWrite::ClearFailure(flow, key) => {
+            c.execute(
+                "DELETE FROM failures WHERE flow = $1 AND key = $2",
+                &[flow, key],
+            )?;
+            Ok(0)
+        }
+        StateWrite::RunStart {
+            flow,
+            kind,
+            at,
+            instance,
+        } => Ok(c
+            .query_one(
+                "INSERT INTO runs (flow, kind, started_at, status, counts, node, instance)
+                 VALUES ($1, $2, $3, 'running', '{}', $4, $5) RETURNING id",
+                &[flow, kind, at, &instance.node, &instance.id],
+            )?
+            .try_get(0)?),
+        StateWrite::RunFinish {
+            id,
+            at,
+            status,
+            counts,
+            error,
+        } => {
+            c.execute(
+                "UPDATE runs SET finished_at = $2, status = $3, counts = $4, error = $5 WHERE id = $1",
+                &[id, at, status, &counts.to_string(), error],
+            )?;
+            Ok(0)
+        }
+    }
+}
+
+/// The columns `row_run` reads, in its order.
+pub(super) const RUN_COLS: &str =
+    "id, flow, kind, started_at, finished_at, status, counts, error, node, instance";
+
+pub(super) fn row_run(r: &Row) -> Result<RunRecord> {
+    let counts: String = r.try_get(6)?;
+    Ok(RunRecord {
+        id: r.try_get(0)?,
+        flow: r.try_get(1)?,
+        kind: r.try_get(2)?,
+        started_at: r.try_get(3)?,
+        finished_at: r.try_get(4)?,
+        status: r.try_get(5)?,
+        counts: serde_json::from_str(&counts).unwrap_or(Value::Null),
+        error: r.try_get(7)?,
+        node: r.try_get(8)?,
+        instance: r.try_get(9)?,
+    })
+}
