@@ -41,6 +41,14 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
     let store = open_state_read_only(&args.project, &project)?;
+    // Without `--flow`, what `run --once` would run: switches set in the console count.
+    let flows = if args.flows.is_empty() {
+        project
+            .select_with(&[], &crate::state::switches(store.as_ref())?)
+            .map_err(anyhow::Error::msg)?
+    } else {
+        flows
+    };
     // One plan for every flow: what an earlier flow would bind, the next one sees.
     let engine = engine(project.clone(), store)?
         .planning()

@@ -61,18 +61,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // Without `--flow`, the flows that run by themselves: on (a switch set in the console
     // wins over the flow file) and with a schedule; a manual flow runs only when named.
     let flows = if args.flows.is_empty() {
-        let on = crate::daemon::flows_on(&project, store.as_ref())?;
-        let names: Vec<String> = project
-            .flows
-            .iter()
-            .filter(|f| f.schedule.is_some() && on.contains(&f.id))
-            .map(|f| f.id.clone())
-            .collect();
-        if names.is_empty() {
-            Vec::new()
-        } else {
-            project.select(&names).map_err(anyhow::Error::msg)?
-        }
+        project
+            .select_with(&[], &crate::state::switches(store.as_ref())?)
+            .map_err(anyhow::Error::msg)?
     } else {
         flows
     };

@@ -8,7 +8,7 @@ pub mod types;
 
 mod check;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -49,9 +49,25 @@ impl Project {
     /// after the flows in its `after` list. A flow without a schedule is manual: it runs
     /// when named, required by another flow, chained with `then`, or notified by a webhook.
     pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, String> {
+        self.select_with(names, &HashMap::new())
+    }
+
+    /// The flows a run picks, in `after` order: those named, or without names those that run
+    /// by themselves — on (a switch in `switches`, set in the console, wins over the flow
+    /// file's `enabled`) and with a schedule. `run --once` and `dry-run` pick alike.
+    pub fn select_with(
+        &self,
+        names: &[String],
+        switches: &HashMap<String, bool>,
+    ) -> Result<Vec<Arc<Flow>>, String> {
         let mut chosen: Vec<Arc<Flow>> = Vec::new();
         if names.is_empty() {
-            chosen.extend(self.flows.iter().filter(|f| f.is_scheduled()).cloned());
+            chosen.extend(
+                self.flows
+                    .iter()
+                    .filter(|f| f.is_on(switches) && f.schedule.is_some())
+                    .cloned(),
+            );
         } else {
             for n in names {
                 let hits: Vec<_> = self
@@ -90,6 +106,14 @@ impl Flow {
     /// Whether the flow runs by itself: enabled, with a schedule.
     pub fn is_scheduled(&self) -> bool {
         self.config.enabled && self.schedule.is_some()
+    }
+
+    /// Whether the flow is on: its switch in `switches` (set by a person), else its flow file.
+    pub fn is_on(&self, switches: &HashMap<String, bool>) -> bool {
+        switches
+            .get(&self.id)
+            .copied()
+            .unwrap_or(self.config.enabled)
     }
 }
 

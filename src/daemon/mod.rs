@@ -27,5 +27,5 @@ pub use notify::{
 };
 pub use reload::FileWatch;
 pub use serve::{DaemonExit, HttpLimits, ServeOptions, serve};
-pub use switches::{FlowSwitchError, flows_on};
+pub use switches::FlowSwitchError;
 pub use webhook::{DeliveryVerifyError, signature_matches};

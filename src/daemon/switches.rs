@@ -33,26 +33,7 @@ pub(super) fn read_switches(store: &dyn StateStore) -> HashMap<String, bool> {
 
 /// Whether a flow is on: its switch, else its flow file.
 pub(super) fn enabled_with(switches: &HashMap<String, bool>, flow: &Flow) -> bool {
-    switches
-        .get(&flow.id)
-        .copied()
-        .unwrap_or(flow.config.enabled)
-}
-
-/// The flows that are on (their switch, else their flow file), for a run of every flow
-/// outside the daemon (`run --once`).
-pub fn flows_on(project: &Project, store: &dyn StateStore) -> Result<Vec<String>, StateStoreError> {
-    let switches: HashMap<String, bool> = store
-        .flow_switches()?
-        .into_iter()
-        .map(|s| (s.flow, s.enabled))
-        .collect();
-    Ok(project
-        .flows
-        .iter()
-        .filter(|f| enabled_with(&switches, f))
-        .map(|f| f.id.clone())
-        .collect())
+    flow.is_on(switches)
 }
 
 impl Daemon {

@@ -18,7 +18,7 @@ use serde_json::Value;
 
 pub use fenced::{FencedStore, StateWrite};
 pub use lease::{Fence, Instance};
-pub use operator::{FlowSwitch, RunLine};
+pub use operator::{FlowSwitch, RunLine, switches};
 pub use postgres::{PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
 

@@ -783,7 +783,8 @@ async fn the_binary_serves_the_console_with_its_assets_built_in() {
 }
 
 /// A flow switched off from the console (the switch is in the state) is left out of
-/// `run --once` as well; named with `--flow`, it runs (a person asked for it).
+/// `run --once` and of `dry-run` as well; named with `--flow`, it runs (a person asked for
+/// it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_follows_the_consoles_switches() {
     use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim};
@@ -811,9 +812,10 @@ async fn run_once_follows_the_consoles_switches() {
         .unwrap();
     let (key, secret) = shop.credentials();
     let (id, client_secret) = erp.credentials();
-    let run = |extra: &[&str]| {
+    let flows_of = |command: &[&str], extra: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
-            .args(["run", "--once", "--json"])
+            .args(command)
+            .arg("--json")
             .arg(&project)
             .arg("--state")
             .arg(format!("sqlite:{}", state.display()))
@@ -841,8 +843,18 @@ async fn run_once_follows_the_consoles_switches() {
             .collect();
         flows
     };
-    let all = run(&[]);
-    assert!(!all.contains(&"products".to_string()), "{all:?}");
-    assert!(all.contains(&"stock".to_string()), "{all:?}");
-    assert_eq!(run(&["--flow", "products"]), ["products"]);
+    // The dry run predicts what the run does: without the switched-off flow.
+    let planned = flows_of(&["dry-run"], &[]);
+    assert!(!planned.contains(&"products".to_string()), "{planned:?}");
+    assert!(planned.contains(&"stock".to_string()), "{planned:?}");
+    let all = flows_of(&["run", "--once"], &[]);
+    assert_eq!(all, planned);
+    assert_eq!(
+        flows_of(&["run", "--once"], &["--flow", "products"]),
+        ["products"]
+    );
+    assert_eq!(
+        flows_of(&["dry-run"], &["--flow", "products"]),
+        ["products"]
+    );
 }
