@@ -577,6 +577,69 @@ async fn ctrl_c_on_run_once_stops_between_records_says_so_and_records_the_run_in
     assert!(rig.shop.orders().iter().all(|o| o.locked));
 }
 
+/// Ctrl-C typed on the terminal `run --once` runs on (a pseudo-terminal through `script`,
+/// with the progress display on): the terminal's interrupt stops the run cleanly, it says
+/// so, and what it exported is locked and exported once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_typed_on_a_terminal_stops_run_once_cleanly() {
+    use std::io::Write;
+    let rig = Rig::new(
+        16,
+        ErpOptions {
+            faults: Faults {
+                latency_ms: 120,
+                ..Faults::default()
+            },
+            ..ErpOptions::unlimited()
+        },
+        |_| {},
+    )
+    .await;
+    let path = rig.dir.path().join("state.sqlite");
+    let line = format!(
+        "{} run --once --flow orders_to_erp --state sqlite:{} --init-state {}",
+        env!("CARGO_BIN_EXE_erpsync"),
+        path.display(),
+        rig.project.display()
+    );
+    let out = std::fs::File::create(rig.dir.path().join("terminal.log")).unwrap();
+    let mut run = Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(rig.dir.path())
+        .envs(rig.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("TERM", "xterm")
+        .stdin(Stdio::piped())
+        .stdout(out)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _watch = Watchdog::start(180, vec![run.id()]);
+    until(60, "the export to be under way", || {
+        rig.erp.orders().len() >= 3
+    })
+    .await;
+    // What a person types: the terminal turns it into SIGINT for the foreground process.
+    let mut keys = run.stdin.take().unwrap();
+    keys.write_all(b"\x03").unwrap();
+    keys.flush().unwrap();
+    let code = exit_code(&mut run, 60).await;
+    drop(keys);
+    let screen = rig.log("terminal.log");
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(screen.contains("SIGINT received"), "{screen}");
+    let exported = rig.erp.orders().len();
+    assert!(exported < 16, "stopped before the end ({exported})");
+    rig.each_order_once_exported();
+    for o in rig.shop.orders() {
+        if !rig.erp.orders_by_reference(&o.number).is_empty() {
+            assert!(o.locked, "exported order {} is locked", o.number);
+        }
+    }
+    let store = erpsync::state::SqliteStore::open(&path).unwrap();
+    let last = &store.runs(Some("orders_to_erp"), 1).unwrap()[0];
+    assert_eq!(last.status, "interrupted", "{last:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_live_nodes_with_one_node_id_are_reported() {
     let Some(db) = crate::postgres::pg() else {
