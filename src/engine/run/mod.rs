@@ -7,7 +7,6 @@ mod one_way;
 mod shift;
 mod write;
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -16,11 +15,14 @@ use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical::{self, FieldChange, compared_fields, diff, overlay, overlay_fields, same};
+use super::canonical::{self, FieldChange, compared_fields, diff, overlay, overlay_fields};
+use super::decide::{
+    self, Counterpart, Link, MergeRules, MergeVerdict, Merged, OneWayRules, Side, Sides, Verdict,
+};
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
 use crate::compile::types::normalize;
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
-use crate::config::model::{ConflictRule, Direction, SyncMode, SystemRole};
+use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
 use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
@@ -34,13 +36,14 @@ const RECORDS_PER_PAGE: usize = 100;
 /// because its pages shifted (see `Runner::reread_index`).
 const INDEX_REREADS: usize = 2;
 
-/// One side of a flow.
-struct Side<'e> {
+/// One end of a flow: its system and how the entity is read and written there.
+struct End<'e> {
     name: &'e str,
     ent: &'e SystemEntity,
     http: &'e HttpSystem,
+    /// Which of the binding's two columns holds this end: bindings are stored by system
+    /// pair (`a`, `b`), shared by the flows of both directions.
     is_a: bool,
-    role: Option<SystemRole>,
 }
 
 /// A record read from a side, mapped.
@@ -60,17 +63,14 @@ struct Listed {
     print: u64,
 }
 
-/// The outcome of a three-way merge of one record, ready to be written.
+/// A three-way merge of one record, ready to be written: the binding, what each side held
+/// when it was merged, and the merged record.
 struct Merge {
     key: String,
     bind: Binding,
-    av: Value,
-    bv: Value,
-    merged: Value,
-    to_a: bool,
-    to_b: bool,
-    decision: Decision,
-    reason: Option<String>,
+    source: Value,
+    target: Value,
+    merged: Merged,
 }
 
 /// Why a record could not be synced.
@@ -248,13 +248,15 @@ struct Runner<'e> {
     flow: &'e Flow,
     opts: &'e RunOptions,
     entity: &'e Entity,
-    src: Side<'e>,
-    dst: Side<'e>,
+    src: End<'e>,
+    dst: End<'e>,
     scope: Scope,
     /// Canonical fields the flow carries.
     carried: Vec<String>,
     /// Carried fields that take part in change detection.
     cmp: Vec<String>,
+    /// The flow's conflict rule, its owners named by side (bidirectional flows).
+    conflict: Option<decide::Conflict>,
     started: DateTime<Utc>,
     /// The target's records by key, when the whole target was read.
     index: Option<HashMap<String, Seen>>,
@@ -320,14 +322,13 @@ impl<'e> Runner<'e> {
     ) -> Result<Self, EngineRunError> {
         let entity: &Entity = &e.project.entities[&flow.config.entity];
         let scope = Scope::new(&entity.name, &flow.from, &flow.to);
-        let side = |name: &'e str| -> Side<'e> {
+        let end = |name: &'e str| -> End<'e> {
             let def = &e.project.systems[name];
-            Side {
+            End {
                 name,
                 ent: &def.entities[&entity.name],
                 http: &e.systems[name],
                 is_a: scope.is_a(name),
-                role: def.role,
             }
         };
         let carried: Vec<String> = if flow.config.fields.is_empty() {
@@ -340,6 +341,26 @@ impl<'e> Runner<'e> {
             f
         };
         let cmp = compared_fields(entity, &carried);
+        let conflict = flow.config.conflict.as_ref().map(|c| decide::Conflict {
+            rule: c.rule,
+            owners: c
+                .owners
+                .iter()
+                .map(|(field, owner)| {
+                    let side = if owner == &flow.from || owner == &flow.config.from {
+                        Side::Source
+                    } else {
+                        Side::Target
+                    };
+                    (field.clone(), side)
+                })
+                .collect(),
+            source_role: e.project.systems[&flow.from].role,
+            timestamp: c
+                .timestamp_field
+                .clone()
+                .or_else(|| entity.updated_at.clone()),
+        });
         let failing = if opts.dry_run {
             HashSet::new()
         } else {
@@ -354,11 +375,12 @@ impl<'e> Runner<'e> {
             flow,
             opts,
             entity,
-            src: side(&flow.from),
-            dst: side(&flow.to),
+            src: end(&flow.from),
+            dst: end(&flow.to),
             scope,
             carried,
             cmp,
+            conflict,
             started,
             index: None,
             index_shifted: false,
@@ -456,7 +478,7 @@ impl<'e> Runner<'e> {
                 if !self.go_on()? {
                     break;
                 }
-                match self.lookup(true, &key).await {
+                match self.lookup(Side::Source, &key).await {
                     Ok(Some(seen)) => {
                         self.report.counts.read += 1;
                         self.handle(seen).await?
@@ -719,16 +741,16 @@ impl<'e> Runner<'e> {
     /// Maps a native record of a side to its key, id and canonical record.
     pub(super) fn seen(
         &self,
-        side: &Side,
+        end: &End,
         native: Value,
     ) -> Result<Seen, Box<(String, Value, Fail)>> {
         let env = MapEnv {
-            vars: &side.ent.tables,
-            system: side.http.system_vars(),
+            vars: &end.ent.tables,
+            system: end.http.system_vars(),
             refs: &crate::compile::NoRefs,
         };
-        let id = side.ent.id.of(&native);
-        let mapped = side.ent.read.apply(&native, &env, None).map_err(|e| {
+        let id = end.ent.id.of(&native);
+        let mapped = end.ent.read.apply(&native, &env, None).map_err(|e| {
             Box::new((
                 id.clone().unwrap_or_default(),
                 native.clone(),
@@ -807,7 +829,7 @@ impl<'e> Runner<'e> {
         Ok((out, shifted))
     }
 
-    /// Finds one record by key on a side (`true`: the source). On the target, a system
+    /// Finds one record by key on a side. On the target, a system
     /// without a lookup operation, or a run that has already looked up many records (a first
     /// sync), is read once in full instead and searched in memory.
     ///
@@ -818,8 +840,8 @@ impl<'e> Runner<'e> {
     ///
     /// A full read whose pages shifted is not trusted with a record it lacks: that record is
     /// looked up, or, without a lookup operation, the target is read again.
-    pub(super) async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
-        if !source {
+    pub(super) async fn lookup(&mut self, side: Side, key: &str) -> Result<Option<Seen>, Fail> {
+        if side == Side::Target {
             // In a dry run, a record an earlier flow of the plan would have created here is
             // there, as it will be when the run gets to this flow.
             if self.opts.dry_run
@@ -890,22 +912,22 @@ impl<'e> Runner<'e> {
                 self.lookups += 1;
             }
         }
-        let side = if source { &self.src } else { &self.dst };
-        let Some(op) = &side.ent.lookup else {
+        let end = self.end(side);
+        let Some(op) = &end.ent.lookup else {
             return Ok(None);
         };
         let input = CallInput {
             key: Some(key.to_string()),
             ..Default::default()
         };
-        self.ask(side, op, &input, key).await
+        self.ask(end, op, &input, key).await
     }
 
     /// Calls a `lookup` (by key) or `get` (by id) operation of a side and returns the
     /// record it answers with under `key`, if any.
     pub(super) async fn ask(
         &self,
-        side: &Side<'_>,
+        side: &End<'_>,
         op: &str,
         input: &CallInput,
         key: &str,
@@ -955,16 +977,16 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
-    /// The bases an update of `to_source`'s side with `canon` leaves, stored (or, in a dry
+    /// The bases an update of `side` with `canon` leaves, stored (or, in a dry
     /// run, planned, so the next flow of the plan compares with them).
     pub(super) fn move_bases(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        let is_a = self.side(to_source).is_a;
+        let is_a = self.end(side).is_a;
         let written = match b.base(is_a) {
             Some(Value::Object(_)) => overlay_fields(b.base(is_a), canon, &self.carried),
             _ => canon.clone(),
@@ -1118,27 +1140,5 @@ impl<'e> Runner<'e> {
         let digest = Sha256::digest(format!("{}\u{0}{key}", self.flow.id).as_bytes());
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
         format!("erpsync-{hex}")
-    }
-
-    // -----------------------------------------------------------------------------------
-    // Deciding
-
-    /// The compared and carried fields for one source record: with `skip_nulls`, fields the
-    /// source leaves empty are neither compared nor written.
-    pub(super) fn fields_for(&self, canon: &Value) -> (Cow<'_, [String]>, Cow<'_, [String]>) {
-        if !self.flow.config.skip_nulls {
-            return (Cow::Borrowed(&self.cmp), Cow::Borrowed(&self.carried));
-        }
-        let present = |fields: &[String]| -> Vec<String> {
-            fields
-                .iter()
-                .filter(|f| canon.get(f.as_str()).is_some_and(|v| !v.is_null()))
-                .cloned()
-                .collect()
-        };
-        (
-            Cow::Owned(present(&self.cmp)),
-            Cow::Owned(present(&self.carried)),
-        )
     }
 }

@@ -49,17 +49,17 @@ impl<'e> Runner<'e> {
         h.finish()
     }
 
-    /// Asks a side (`true`: the source) for a bound record a whole read did not serve: by
+    /// Asks a side for a bound record a whole read did not serve: by
     /// id with the entity's `get` operation, else by key with its `lookup`. `None` when the
     /// side says it is not there, or cannot be asked.
     pub(super) async fn confirm(
         &self,
-        source: bool,
+        side: Side,
         key: &str,
         id: Option<&str>,
     ) -> Result<Option<Seen>, Fail> {
-        let side = if source { &self.src } else { &self.dst };
-        let (op, input) = match (&side.ent.get, id, &side.ent.lookup) {
+        let end = self.end(side);
+        let (op, input) = match (&end.ent.get, id, &end.ent.lookup) {
             (Some(get), Some(id), _) => (
                 get,
                 CallInput {
@@ -76,8 +76,8 @@ impl<'e> Runner<'e> {
             ),
             _ => return Ok(None),
         };
-        tracing::debug!(flow = %self.flow.id, system = side.name, key, "record missing from a full read; asking for it");
-        match self.ask(side, op, &input, key).await {
+        tracing::debug!(flow = %self.flow.id, system = end.name, key, "record missing from a full read; asking for it");
+        match self.ask(end, op, &input, key).await {
             // A record asked for by id that is gone: some APIs answer 404 with an error
             // body that their rules treat as a failure.
             Err(f) if input.id.is_some() && f.status == Some(404) => Ok(None),
@@ -128,7 +128,7 @@ impl<'e> Runner<'e> {
             .collect();
         bound.sort();
         for (key, id) in bound {
-            match self.confirm(true, &key, Some(&id)).await {
+            match self.confirm(Side::Source, &key, Some(&id)).await {
                 Ok(Some(seen)) => {
                     self.report.counts.read += 1;
                     self.note_listed(&seen);

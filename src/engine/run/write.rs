@@ -4,32 +4,26 @@
 use super::*;
 
 impl<'e> Runner<'e> {
-    pub(super) fn side(&self, to_source: bool) -> &Side<'e> {
-        if to_source { &self.src } else { &self.dst }
+    pub(super) fn end(&self, side: Side) -> &End<'e> {
+        match side {
+            Side::Source => &self.src,
+            Side::Target => &self.dst,
+        }
     }
 
     /// The native payload for a side: everything for a create, what the flow carries for an
     /// update.
-    pub(super) fn payload(
-        &self,
-        to_source: bool,
-        canon: &Value,
-        update: bool,
-    ) -> Result<Value, Fail> {
-        let (to, from) = if to_source {
-            (self.src.name, self.dst.name)
-        } else {
-            (self.dst.name, self.src.name)
-        };
+    pub(super) fn payload(&self, side: Side, canon: &Value, update: bool) -> Result<Value, Fail> {
+        let (to, from) = (self.end(side).name, self.end(side.other()).name);
         let refs = Refs {
             engine: self.e,
             from,
             to,
         };
-        let ent = self.side(to_source).ent;
+        let ent = self.end(side).ent;
         let env = MapEnv {
             vars: &ent.tables,
-            system: self.side(to_source).http.system_vars(),
+            system: self.end(side).http.system_vars(),
             refs: &refs,
         };
         let write = &ent.write;
@@ -46,16 +40,16 @@ impl<'e> Runner<'e> {
     /// settles it.
     pub(super) async fn create(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
-        let payload = self.payload(to_source, canon, false)?;
-        let side = self.side(to_source);
-        let Some(op) = side.ent.create.clone() else {
+        let payload = self.payload(side, canon, false)?;
+        let end = self.end(side);
+        let Some(op) = end.ent.create.clone() else {
             return Err(Fail::msg(format!(
                 "`{}` cannot create {}",
-                side.name, self.entity.name
+                end.name, self.entity.name
             )));
         };
         let key = b.key.clone();
@@ -63,7 +57,7 @@ impl<'e> Runner<'e> {
             id: 0,
             flow: self.flow.id.clone(),
             key: key.clone(),
-            target: side.name.to_string(),
+            target: end.name.to_string(),
             operation: op.clone(),
             idempotency_key: self.idempotency_key(&key),
             payload: payload.clone(),
@@ -76,7 +70,7 @@ impl<'e> Runner<'e> {
             .journal_begin(&entry)
             .map_err(|e| Fail::msg(e.to_string()))?;
         let written_base = canon.clone();
-        self.send_create(to_source, journal_id, &entry, b, written_base)
+        self.send_create(side, journal_id, &entry, b, written_base)
             .await
     }
 
@@ -85,14 +79,14 @@ impl<'e> Runner<'e> {
     /// plan find them as the run would.
     pub(super) fn plan_create(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
-        let side = self.side(to_source);
-        let (is_a, name) = (side.is_a, side.name);
-        let listing = crate::engine::listing(&self.entity.name, side.ent);
-        if let Ok(payload) = self.payload(to_source, canon, false) {
+        let end = self.end(side);
+        let (is_a, name) = (end.is_a, end.name);
+        let listing = crate::engine::listing(&self.entity.name, end.ent);
+        if let Ok(payload) = self.payload(side, canon, false) {
             self.e.plan_create(name, listing, &b.key, payload);
         }
         b.set_id(is_a, crate::engine::PLANNED_ID.to_string());
@@ -102,14 +96,14 @@ impl<'e> Runner<'e> {
 
     pub(super) async fn send_create(
         &mut self,
-        to_source: bool,
+        side: Side,
         journal_id: i64,
         entry: &JournalEntry,
         b: &mut Binding,
         written: Value,
     ) -> Result<(), Fail> {
-        let side = self.side(to_source);
-        let (is_a, http, ent, side_name) = (side.is_a, side.http, side.ent, side.name);
+        let end = self.end(side);
+        let (is_a, http, ent, side_name) = (end.is_a, end.http, end.ent, end.name);
         let input = CallInput {
             record: entry.payload.clone(),
             key: Some(entry.key.clone()),
@@ -126,7 +120,7 @@ impl<'e> Runner<'e> {
                 let id = match id {
                     Some(id) => Some(id),
                     None => self
-                        .lookup(to_source, &entry.key)
+                        .lookup(side, &entry.key)
                         .await
                         .ok()
                         .flatten()
@@ -174,21 +168,21 @@ impl<'e> Runner<'e> {
     /// Updates a side with `canon` (the full canonical record to hold there).
     pub(super) async fn update(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        let payload = self.payload(to_source, canon, true)?;
-        let side = self.side(to_source);
-        let Some(op) = side.ent.update.clone() else {
+        let payload = self.payload(side, canon, true)?;
+        let end = self.end(side);
+        let Some(op) = end.ent.update.clone() else {
             return Err(Fail::msg(format!(
                 "`{}` cannot update {}",
-                side.name, self.entity.name
+                end.name, self.entity.name
             )));
         };
-        let Some(id) = b.id(side.is_a).map(str::to_string) else {
-            return Err(Fail::msg(format!("no `{}` id for `{}`", side.name, b.key)));
+        let Some(id) = b.id(end.is_a).map(str::to_string) else {
+            return Err(Fail::msg(format!("no `{}` id for `{}`", end.name, b.key)));
         };
         let input = CallInput {
             record: payload.clone(),
@@ -197,14 +191,14 @@ impl<'e> Runner<'e> {
             idempotency_key: Some(self.idempotency_key(&b.key)),
             ..Default::default()
         };
-        side.http
+        end.http
             .call(&op, &input)
             .await
             .map_err(|e| Fail::call(&e, Some(payload)))?;
         // Only what this flow wrote moves the side's base: a field the flow does not carry
         // keeps what was last known of it, so another flow carrying that field still sees
         // its own change.
-        self.move_bases(to_source, b, canon, source_now)
+        self.move_bases(side, b, canon, source_now)
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
@@ -231,7 +225,7 @@ impl<'e> Runner<'e> {
         }
         let key = b.key.clone();
         if b.id(src_a).is_none() && self.src.ent.lookup.is_some() {
-            match self.lookup(true, &key).await {
+            match self.lookup(Side::Source, &key).await {
                 Ok(Some(found)) => {
                     if let Some(id) = found.id {
                         b.set_id(src_a, id);
@@ -275,24 +269,22 @@ impl<'e> Runner<'e> {
         self.succeeded(&key)
     }
 
-    /// A binding settled from the journal knows the target's id only; the source record
-    /// kept with the write's failure (when there is one) names the source's.
-    fn source_id_from_failure(&self, b: &mut Binding, src_a: bool) -> Result<(), EngineRunError> {
+    /// A binding settled from the journal knows the written side's id only; the record
+    /// kept with the write's failure (when there is one) names the id on `side`, where it
+    /// was read.
+    fn source_id_from_failure(&self, b: &mut Binding, side: Side) -> Result<(), EngineRunError> {
+        let end = self.end(side);
+        let src_a = end.is_a;
         if b.id(src_a).is_some() {
             return Ok(());
         }
-        let side = if src_a == self.src.is_a {
-            &self.src
-        } else {
-            &self.dst
-        };
         let id = self
             .e
             .store
             .failures(Some(&self.flow.id))?
             .into_iter()
             .find(|f| f.key == b.key)
-            .and_then(|f| side.ent.id.of(&f.source_record));
+            .and_then(|f| end.ent.id.of(&f.source_record));
         if let Some(id) = id {
             b.set_id(src_a, id);
         }
@@ -371,16 +363,18 @@ impl<'e> Runner<'e> {
     /// sent: found in the target → bound; not found → sent again with the same idempotency key.
     pub(super) async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
         for entry in self.e.store.journal_pending(Some(&self.flow.id))? {
-            let to_source = entry.target == self.src.name && entry.target != self.dst.name;
+            let side = if entry.target == self.src.name && entry.target != self.dst.name {
+                Side::Source
+            } else {
+                Side::Target
+            };
             let mut b = self.binding(&entry.key)?.unwrap_or_else(|| Binding {
                 key: entry.key.clone(),
                 ..Default::default()
             });
-            let side = self.side(to_source);
-            let (side_name, searchable) = (
-                side.name,
-                side.ent.lookup.is_some() || side.ent.list.is_some(),
-            );
+            let end = self.end(side);
+            let (side_name, searchable) =
+                (end.name, end.ent.lookup.is_some() || end.ent.list.is_some());
             let keyed = self.e.project.systems[side_name]
                 .operations
                 .get(&entry.operation)
@@ -395,14 +389,14 @@ impl<'e> Runner<'e> {
                 ));
                 continue;
             }
-            match self.lookup(to_source, &entry.key).await {
+            match self.lookup(side, &entry.key).await {
                 Ok(Some(found)) => {
-                    let side_a = self.side(to_source).is_a;
+                    let side_a = self.end(side).is_a;
                     if let Some(id) = found.id.clone() {
                         b.set_id(side_a, id);
                     }
                     *b.base_mut(side_a) = Some(found.canon);
-                    self.source_id_from_failure(&mut b, !side_a)?;
+                    self.source_id_from_failure(&mut b, side.other())?;
                     if self.flow.config.export_once && b.exported_at.is_none() {
                         b.exported_at = Some(self.e.clock.now());
                     }
@@ -431,14 +425,14 @@ impl<'e> Runner<'e> {
             }
             // Not there: it was never applied. Send it again, same key.
             match self
-                .send_create(to_source, entry.id, &entry, &mut b, entry.payload.clone())
+                .send_create(side, entry.id, &entry, &mut b, entry.payload.clone())
                 .await
             {
                 Ok(()) => {
                     self.report.counts.resolved_in_doubt += 1;
                     // The base must be canonical, not native: read it back.
-                    if let Ok(Some(found)) = self.lookup(to_source, &entry.key).await {
-                        *b.base_mut(self.side(to_source).is_a) = Some(found.canon);
+                    if let Ok(Some(found)) = self.lookup(side, &entry.key).await {
+                        *b.base_mut(self.end(side).is_a) = Some(found.canon);
                         self.put_binding(&b)?;
                     }
                     self.deferred_actions.push(b.clone());
