@@ -20,11 +20,13 @@ impl<'e> Runner<'e> {
             }
             Ok(Some(merge)) => {
                 // Read again (the pages drifted): the latest reading replaces the first.
-                match self.deferred_index.get(&key) {
-                    Some(&i) => self.deferred_merges[i] = Some((merge, native)),
+                match self.deferred.merge_at.get(&key) {
+                    Some(&i) => self.deferred.merges[i] = Some((merge, native)),
                     None => {
-                        self.deferred_index.insert(key, self.deferred_merges.len());
-                        self.deferred_merges.push(Some((merge, native)));
+                        self.deferred
+                            .merge_at
+                            .insert(key, self.deferred.merges.len());
+                        self.deferred.merges.push(Some((merge, native)));
                     }
                 }
                 Ok(())
@@ -38,8 +40,8 @@ impl<'e> Runner<'e> {
 
     /// A later reading of a record decided without the merge its first reading left waiting.
     fn drop_deferred(&mut self, key: &str) {
-        if let Some(i) = self.deferred_index.remove(key) {
-            self.deferred_merges[i] = None;
+        if let Some(i) = self.deferred.merge_at.remove(key) {
+            self.deferred.merges[i] = None;
         }
     }
 
@@ -53,14 +55,15 @@ impl<'e> Runner<'e> {
         key: &str,
         binding: Option<&Binding>,
     ) -> Result<Option<Seen>, Fail> {
-        if let Some(found) = self.dst_changes.remove(key) {
-            self.dst_taken.insert(key.to_string());
+        if let Some(found) = self.changes.records.remove(key) {
+            self.changes.taken.insert(key.to_string());
             return Ok(Some(found));
         }
         if let Some((m, _)) = self
-            .deferred_index
+            .deferred
+            .merge_at
             .get(key)
-            .and_then(|&i| self.deferred_merges[i].as_ref())
+            .and_then(|&i| self.deferred.merges[i].as_ref())
         {
             // Its first merge waits to be written, so the binding still holds the state
             // before it: merge the new reading against the same target record.
@@ -72,7 +75,7 @@ impl<'e> Runner<'e> {
             }));
         }
         // Taken before and merged: the binding holds what was written.
-        if !self.dst_in_doubt || !self.dst_taken.insert(key.to_string()) {
+        if !self.changes.in_doubt || !self.changes.taken.insert(key.to_string()) {
             return Ok(None);
         }
         let Some(id) = binding.and_then(|b| b.id(self.dst.is_a)) else {
@@ -106,7 +109,7 @@ impl<'e> Runner<'e> {
         let src_id = binding.as_ref().and_then(|b| b.id(self.src.is_a));
         let mut a = None;
         if source_in_doubt
-            && !self.listed.contains_key(&key)
+            && !self.listing.listed.contains_key(&key)
             && let Some(id) = src_id
         {
             match self.confirm(Side::Source, &key, Some(id)).await {
@@ -226,7 +229,8 @@ impl<'e> Runner<'e> {
                     merged,
                 };
                 // A record read again while its first merge waits replaces that merge.
-                if self.listing_source && (writes_source || self.deferred_index.contains_key(&key))
+                if self.listing.active
+                    && (writes_source || self.deferred.merge_at.contains_key(&key))
                 {
                     return Ok(Some(merge));
                 }

@@ -81,7 +81,7 @@ impl<'e> Runner<'e> {
             }
             if rules.export_once && !b.actions_done && !self.flow.config.after_export.is_empty() {
                 // Exported, but its post-actions did not all succeed: try them again.
-                self.deferred_actions.push(b.clone());
+                self.deferred.actions.push(b.clone());
             }
         }
         let dst_a = self.dst.is_a;
@@ -95,7 +95,13 @@ impl<'e> Runner<'e> {
             found = if bound {
                 // Reconciling: the target as it is now, from the full read; missing from it,
                 // it was missed by shifting pages, or deleted.
-                match self.index.as_ref().and_then(|i| i.get(&key)).cloned() {
+                match self
+                    .index
+                    .records
+                    .as_ref()
+                    .and_then(|i| i.get(&key))
+                    .cloned()
+                {
                     Some(f) => Some(f),
                     None => {
                         self.confirm(Side::Target, &key, b.id(self.dst.is_a))
@@ -104,7 +110,7 @@ impl<'e> Runner<'e> {
                 }
             } else {
                 // Not bound yet: is it already in the target?
-                if self.in_doubt.contains(&key) {
+                if self.unsettled.in_doubt.contains(&key) {
                     return Err(Fail::msg(
                         "an earlier write of this record has an unknown outcome; not sent again until it is settled",
                     ));
@@ -201,7 +207,7 @@ impl<'e> Runner<'e> {
                 if !self.opts.dry_run {
                     self.create(Side::Target, &mut b, &seen.canon).await?;
                     self.e.forget_absent(&self.flow.id, &key);
-                    self.deferred_actions.push(b.clone());
+                    self.deferred.actions.push(b.clone());
                 } else {
                     self.plan_create(Side::Target, &mut b, &seen.canon)?;
                 }
@@ -281,8 +287,8 @@ impl<'e> Runner<'e> {
             }
             let mut runner = Runner::new(self.e, &flow, &opts, self.started)
                 .map_err(|e| Fail::msg(e.to_string()))?;
-            if let Some(keys) = self.required_in_doubt.get(&flow_id) {
-                runner.in_doubt = keys.clone();
+            if let Some(keys) = self.unsettled.required.get(&flow_id) {
+                runner.unsettled.in_doubt = keys.clone();
             }
             let mapped = canonical::normalise(runner.entity, sub).map_err(Fail::msg)?;
             let Some(raw) = canonical::field_text(&mapped, &runner.flow.match_key) else {

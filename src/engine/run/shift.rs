@@ -19,10 +19,10 @@ impl<'e> Runner<'e> {
             print: self.fingerprint(&seen.canon),
         };
         let print = now.print;
-        match self.listed.insert(seen.key.clone(), now) {
+        match self.listing.listed.insert(seen.key.clone(), now) {
             None => true,
             Some(first) => {
-                self.source_shifted = true;
+                self.listing.shifted = true;
                 self.note_reread(first.stamp);
                 first.print != print
             }
@@ -89,17 +89,17 @@ impl<'e> Runner<'e> {
     /// that shifted and did not have it: the target is read in full again (a few times per
     /// run at most) and the readings are joined, the later one winning.
     pub(super) async fn reread_index(&mut self, key: &str) -> Result<Option<Seen>, Fail> {
-        if self.index_rereads >= INDEX_REREADS {
+        if self.index.rereads >= INDEX_REREADS {
             return Ok(None);
         }
-        self.index_rereads += 1;
+        self.index.rereads += 1;
         tracing::info!(flow = %self.flow.id, system = self.dst.name, key, "full read shifted and lacks a record; reading it again");
         let (again, shifted) = self
             .read_all_dst(None, false)
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
-        self.index_shifted = shifted;
-        let index = self.index.get_or_insert_with(HashMap::new);
+        self.index.shifted = shifted;
+        let index = self.index.records.get_or_insert_with(HashMap::new);
         index.extend(again);
         Ok(index.get(key).cloned())
     }
@@ -108,12 +108,12 @@ impl<'e> Runner<'e> {
     /// did not serve (its pages shifted, or the record was deleted) are asked for, and those
     /// the source still has are handled like listed ones.
     pub(super) async fn recover_unlisted(&mut self) -> Result<(), EngineRunError> {
-        let Some(index) = &self.index else {
+        let Some(index) = &self.index.records else {
             return Ok(());
         };
         let unlisted: Vec<String> = index
             .keys()
-            .filter(|k| !self.listed.contains_key(*k))
+            .filter(|k| !self.listing.listed.contains_key(*k))
             .cloned()
             .collect();
         if unlisted.is_empty() {

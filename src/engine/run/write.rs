@@ -137,7 +137,7 @@ impl<'e> Runner<'e> {
                 if self.flow.config.export_once && b.exported_at.is_none() {
                     b.exported_at = Some(self.e.clock.now());
                 }
-                self.page_bindings.remove(&b.key);
+                self.listing.page_bindings.remove(&b.key);
                 self.e
                     .store
                     .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
@@ -309,7 +309,7 @@ impl<'e> Runner<'e> {
         let src_a = self.src.is_a;
         let mut out: Vec<Binding> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
-        for b in std::mem::take(&mut self.deferred_actions) {
+        for b in std::mem::take(&mut self.deferred.actions) {
             match at.get(&b.key) {
                 Some(&i) => {
                     if out[i].id(src_a).is_none()
@@ -354,7 +354,9 @@ impl<'e> Runner<'e> {
                     .into_iter()
                     .map(|e| format!("required flow `{flow_id}`: {e}")),
             );
-            self.required_in_doubt.insert(flow_id, sub.in_doubt);
+            self.unsettled
+                .required
+                .insert(flow_id, sub.unsettled.in_doubt);
         }
         Ok(())
     }
@@ -382,7 +384,7 @@ impl<'e> Runner<'e> {
             if !searchable && !keyed {
                 // Neither a lookup nor an idempotency key can tell whether it was applied:
                 // sending it again could duplicate it. A person decides.
-                self.in_doubt.insert(entry.key.clone());
+                self.unsettled.in_doubt.insert(entry.key.clone());
                 self.report.errors.push(format!(
                     "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand and settle it (`erpsync failures settle`); it is held back until then",
                     entry.key
@@ -400,14 +402,14 @@ impl<'e> Runner<'e> {
                     if self.flow.config.export_once && b.exported_at.is_none() {
                         b.exported_at = Some(self.e.clock.now());
                     }
-                    self.page_bindings.remove(&b.key);
+                    self.listing.page_bindings.remove(&b.key);
                     self.e.store.journal_finish(
                         entry.id,
                         JournalState::Done,
                         Some((&self.scope, &b)),
                     )?;
                     self.report.counts.resolved_in_doubt += 1;
-                    self.deferred_actions.push(b.clone());
+                    self.deferred.actions.push(b.clone());
                     continue;
                 }
                 Ok(None) => {}
@@ -415,7 +417,7 @@ impl<'e> Runner<'e> {
                     if let Some(down) = self.system_down() {
                         return Err(down);
                     }
-                    self.in_doubt.insert(entry.key.clone());
+                    self.unsettled.in_doubt.insert(entry.key.clone());
                     self.report.errors.push(format!(
                         "in-doubt `{}` could not be checked: {}",
                         entry.key, f.error
@@ -435,7 +437,7 @@ impl<'e> Runner<'e> {
                         *b.base_mut(self.end(side).is_a) = Some(found.canon);
                         self.put_binding(&b)?;
                     }
-                    self.deferred_actions.push(b.clone());
+                    self.deferred.actions.push(b.clone());
                     self.succeeded(&entry.key)?;
                 }
                 Err(f) => self.fail(&entry.key.clone(), &entry.payload.clone(), f)?,
