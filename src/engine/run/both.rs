@@ -69,7 +69,7 @@ impl<'e> Runner<'e> {
             // before it: merge the new reading against the same target record.
             return Ok(Some(Seen {
                 key: key.to_string(),
-                id: m.bind.id(self.dst.is_a).map(str::to_string),
+                id: self.id_on(&m.bind, Side::Target).map(str::to_string),
                 canon: m.target.clone(),
                 native: Value::Null,
             }));
@@ -78,7 +78,7 @@ impl<'e> Runner<'e> {
         if !self.changes.in_doubt || !self.changes.taken.insert(key.to_string()) {
             return Ok(None);
         }
-        let Some(id) = binding.and_then(|b| b.id(self.dst.is_a)) else {
+        let Some(id) = binding.and_then(|b| self.id_on(b, Side::Target)) else {
             return Ok(None);
         };
         self.confirm(Side::Target, key, Some(id)).await
@@ -106,7 +106,7 @@ impl<'e> Runner<'e> {
         let key = b_seen.key.clone();
         let binding = self.binding(&key)?;
         let native = b_seen.native.clone();
-        let src_id = binding.as_ref().and_then(|b| b.id(self.src.is_a));
+        let src_id = binding.as_ref().and_then(|b| self.id_on(b, Side::Source));
         let mut a = None;
         if source_in_doubt
             && !self.listing.listed.contains_key(&key)
@@ -155,26 +155,26 @@ impl<'e> Runner<'e> {
         let read = [(Side::Source, source), (Side::Target, target)];
         for (side, seen) in &read {
             if let Some(id) = seen.as_ref().and_then(|s| s.id.clone()) {
-                bind.set_id(self.end(*side).is_a, id);
+                self.set_id_on(&mut bind, *side, id);
             }
         }
         // What each side holds now: as read, else as last synced, else as looked up.
         let mut now: [Option<Value>; 2] = [None, None];
         for (slot, (side, seen)) in now.iter_mut().zip(read) {
-            let col = self.end(side).is_a;
-            *slot = seen.map(|s| s.canon).or_else(|| bind.base(col).cloned());
+            *slot = seen
+                .map(|s| s.canon)
+                .or_else(|| self.base_on(&bind, side).cloned());
             if slot.is_none()
-                && bind.id(col).is_none()
+                && self.id_on(&bind, side).is_none()
                 && let Some(found) = self.lookup(side, &key).await?
             {
                 if let Some(id) = found.id {
-                    bind.set_id(col, id);
+                    self.set_id_on(&mut bind, side, id);
                 }
                 *slot = Some(found.canon);
             }
         }
         let [source, target] = now;
-        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
         let rules = MergeRules {
             mode: self.flow.config.mode,
             compared: &self.cmp,
@@ -187,8 +187,8 @@ impl<'e> Runner<'e> {
                 target: target.as_ref(),
             },
             Sides {
-                source: bind.base(src_a),
-                target: bind.base(dst_a),
+                source: self.base_on(&bind, Side::Source),
+                target: self.base_on(&bind, Side::Target),
             },
         );
         match (verdict, source, target) {
@@ -249,7 +249,7 @@ impl<'e> Runner<'e> {
         mut bind: Binding,
         canon: Value,
     ) -> Result<(), Fail> {
-        *bind.base_mut(self.end(side.other()).is_a) = Some(canon.clone());
+        *self.base_on_mut(&mut bind, side.other()) = Some(canon.clone());
         if !self.opts.dry_run {
             self.create(side, &mut bind, &canon).await?;
         } else {
@@ -282,8 +282,8 @@ impl<'e> Runner<'e> {
             .collect();
         if !self.opts.dry_run {
             bind.parked = None;
-            *bind.base_mut(self.src.is_a) = Some(source.clone());
-            *bind.base_mut(self.dst.is_a) = Some(target.clone());
+            *self.base_on_mut(&mut bind, Side::Source) = Some(source.clone());
+            *self.base_on_mut(&mut bind, Side::Target) = Some(target.clone());
             for &side in &written {
                 let write = overlay(Some(held(side)), &merged.merged, &self.cmp);
                 self.update(side, &mut bind, &write, None).await?;

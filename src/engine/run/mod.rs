@@ -738,7 +738,9 @@ impl<'e> Runner<'e> {
             .store
             .awaiting_actions(&self.scope)?
             .into_iter()
-            .filter(|b| b.id(self.src.is_a).is_some() && b.id(self.dst.is_a).is_some())
+            .filter(|b| {
+                self.id_on(b, Side::Source).is_some() && self.id_on(b, Side::Target).is_some()
+            })
             .collect();
         if !waiting.is_empty() {
             tracing::info!(flow = %self.flow.id, records = waiting.len(), "post-actions left by an earlier run go out first");
@@ -992,6 +994,25 @@ impl<'e> Runner<'e> {
         Ok(None)
     }
 
+    /// A binding's id on a side. Bindings keep their two columns by system pair (`a`, `b`),
+    /// shared by the flows of both directions; these four name them by this flow's sides.
+    pub(super) fn id_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b str> {
+        b.id(self.end(side).is_a)
+    }
+
+    pub(super) fn set_id_on(&self, b: &mut Binding, side: Side, id: String) {
+        b.set_id(self.end(side).is_a, id);
+    }
+
+    /// What a binding last knew a side to hold.
+    pub(super) fn base_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b Value> {
+        b.base(self.end(side).is_a)
+    }
+
+    pub(super) fn base_on_mut<'b>(&self, b: &'b mut Binding, side: Side) -> &'b mut Option<Value> {
+        b.base_mut(self.end(side).is_a)
+    }
+
     pub(super) fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
         if let Some(b) = self.listing.page_bindings.get(key) {
             return Ok(b.clone());
@@ -1023,14 +1044,13 @@ impl<'e> Runner<'e> {
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        let is_a = self.end(side).is_a;
-        let written = match b.base(is_a) {
-            Some(Value::Object(_)) => overlay_fields(b.base(is_a), canon, &self.carried),
+        let written = match self.base_on(b, side) {
+            Some(Value::Object(_)) => overlay_fields(self.base_on(b, side), canon, &self.carried),
             _ => canon.clone(),
         };
-        *b.base_mut(is_a) = Some(written);
+        *self.base_on_mut(b, side) = Some(written);
         if let Some(s) = source_now {
-            *b.base_mut(!is_a) = Some(s.clone());
+            *self.base_on_mut(b, side.other()) = Some(s.clone());
         }
         self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
@@ -1052,7 +1072,7 @@ impl<'e> Runner<'e> {
         if let Some(t) = &trigger.on_transition {
             let now = canonical::field_text(&seen.canon, &t.field).unwrap_or_default();
             let before = binding
-                .and_then(|b| b.base(self.src.is_a))
+                .and_then(|b| self.base_on(b, Side::Source))
                 .and_then(|b| canonical::field_text(b, &t.field));
             let moved = before.as_deref() != Some(now.as_str());
             let from_ok = t.from.is_empty() || before.as_ref().is_some_and(|b| t.from.contains(b));

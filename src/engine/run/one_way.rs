@@ -19,9 +19,9 @@ impl<'e> Runner<'e> {
                     ..Default::default()
                 });
                 if let Some(id) = &seen.id {
-                    b.set_id(self.src.is_a, id.clone());
+                    self.set_id_on(b, Side::Source, id.clone());
                 }
-                *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                *self.base_on_mut(b, Side::Source) = Some(seen.canon.clone());
                 self.put_binding(b)?;
             }
             self.record(&key, Decision::Filtered, None, Vec::new(), None);
@@ -69,12 +69,12 @@ impl<'e> Runner<'e> {
         });
         // A binding made without the source's id (a create settled from the journal) learns
         // it here, and keeps it: post-actions and the flow back need it.
-        let learned = b.id(self.src.is_a).is_none() && seen.id.is_some();
+        let learned = self.id_on(&b, Side::Source).is_none() && seen.id.is_some();
         if let Some(id) = &seen.id {
-            b.set_id(self.src.is_a, id.clone());
+            self.set_id_on(&mut b, Side::Source, id.clone());
         }
         let dst_name = self.dst.name;
-        let bound = b.id(self.dst.is_a).is_some();
+        let bound = self.id_on(&b, Side::Target).is_some();
         if bound {
             if learned && !self.opts.dry_run {
                 self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
@@ -84,10 +84,9 @@ impl<'e> Runner<'e> {
                 self.deferred.actions.push(b.clone());
             }
         }
-        let dst_a = self.dst.is_a;
         let link = Link {
             bound,
-            target_base: b.base(dst_a),
+            target_base: self.base_on(&b, Side::Target),
         };
         let mut verdict = decide::decide(&rules, &seen.canon, link, Counterpart::NotRead);
         let mut found = None;
@@ -104,7 +103,7 @@ impl<'e> Runner<'e> {
                 {
                     Some(f) => Some(f),
                     None => {
-                        self.confirm(Side::Target, &key, b.id(self.dst.is_a))
+                        self.confirm(Side::Target, &key, self.id_on(&b, Side::Target))
                             .await?
                     }
                 }
@@ -124,14 +123,14 @@ impl<'e> Runner<'e> {
             };
             let link = Link {
                 bound,
-                target_base: b.base(dst_a),
+                target_base: self.base_on(&b, Side::Target),
             };
             verdict = decide::decide(&rules, &seen.canon, link, counterpart);
             if !bound
                 && let Some(f) = &found
                 && let Some(id) = &f.id
             {
-                b.set_id(self.dst.is_a, id.clone());
+                self.set_id_on(&mut b, Side::Target, id.clone());
             }
         }
         let found = found.map(|f| f.canon);
@@ -153,15 +152,15 @@ impl<'e> Runner<'e> {
             }
             Verdict::Skip { why, rebase } => {
                 if rebase && !self.opts.dry_run {
-                    *b.base_mut(self.dst.is_a) = found;
-                    *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                    *self.base_on_mut(&mut b, Side::Target) = found;
+                    *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                     self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
                 }
                 self.record(&key, decision, None, Vec::new(), why.reason(dst_name));
             }
             Verdict::Adopt => {
-                *b.base_mut(self.dst.is_a) = found;
-                *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                *self.base_on_mut(&mut b, Side::Target) = found;
+                *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                 if rules.export_once && b.exported_at.is_none() {
                     b.exported_at = Some(self.e.clock.now());
                 }
@@ -192,7 +191,7 @@ impl<'e> Runner<'e> {
                         .await?;
                 } else {
                     if linked {
-                        *b.base_mut(self.dst.is_a) = found;
+                        *self.base_on_mut(&mut b, Side::Target) = found;
                     }
                     self.move_bases(Side::Target, &mut b, &write, Some(&seen.canon))?;
                 }
@@ -203,7 +202,7 @@ impl<'e> Runner<'e> {
                 self.record(&key, decision, Some(dst_name), changes, reason);
             }
             Verdict::Create { changes } => {
-                *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                 if !self.opts.dry_run {
                     self.create(Side::Target, &mut b, &seen.canon).await?;
                     self.e.forget_absent(&self.flow.id, &key);
@@ -226,8 +225,8 @@ impl<'e> Runner<'e> {
     ) -> Result<Option<String>, Fail> {
         let (Some(get), Some(id), Some(base)) = (
             &self.dst.ent.get,
-            b.id(self.dst.is_a),
-            b.base(self.dst.is_a),
+            self.id_on(b, Side::Target),
+            self.base_on(b, Side::Target),
         ) else {
             return Ok(None);
         };

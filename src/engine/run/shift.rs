@@ -119,12 +119,14 @@ impl<'e> Runner<'e> {
         if unlisted.is_empty() {
             return Ok(());
         }
-        let src_a = self.src.is_a;
         let mut bound: Vec<(String, String)> = self
             .e
             .bindings(&self.scope, &unlisted)?
             .into_values()
-            .filter_map(|b| b.id(src_a).map(|id| (b.key.clone(), id.to_string())))
+            .filter_map(|b| {
+                self.id_on(&b, Side::Source)
+                    .map(|id| (b.key.clone(), id.to_string()))
+            })
             .collect();
         bound.sort();
         for (key, id) in bound {

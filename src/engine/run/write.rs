@@ -84,13 +84,13 @@ impl<'e> Runner<'e> {
         canon: &Value,
     ) -> Result<(), Fail> {
         let end = self.end(side);
-        let (is_a, name) = (end.is_a, end.name);
+        let name = end.name;
         let listing = crate::engine::listing(&self.entity.name, end.ent);
         if let Ok(payload) = self.payload(side, canon, false) {
             self.e.plan_create(name, listing, &b.key, payload);
         }
-        b.set_id(is_a, crate::engine::PLANNED_ID.to_string());
-        *b.base_mut(is_a) = Some(canon.clone());
+        self.set_id_on(b, side, crate::engine::PLANNED_ID.to_string());
+        *self.base_on_mut(b, side) = Some(canon.clone());
         self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
 
@@ -103,7 +103,7 @@ impl<'e> Runner<'e> {
         written: Value,
     ) -> Result<(), Fail> {
         let end = self.end(side);
-        let (is_a, http, ent, side_name) = (end.is_a, end.http, end.ent, end.name);
+        let (http, ent, side_name) = (end.http, end.ent, end.name);
         let input = CallInput {
             record: entry.payload.clone(),
             key: Some(entry.key.clone()),
@@ -132,8 +132,8 @@ impl<'e> Runner<'e> {
                         "`{side_name}` accepted the record but its id could not be read; it will be looked up"
                     )));
                 };
-                b.set_id(is_a, id);
-                *b.base_mut(is_a) = Some(written);
+                self.set_id_on(b, side, id);
+                *self.base_on_mut(b, side) = Some(written);
                 if self.flow.config.export_once && b.exported_at.is_none() {
                     b.exported_at = Some(self.e.clock.now());
                 }
@@ -181,7 +181,7 @@ impl<'e> Runner<'e> {
                 end.name, self.entity.name
             )));
         };
-        let Some(id) = b.id(end.is_a).map(str::to_string) else {
+        let Some(id) = self.id_on(b, side).map(str::to_string) else {
             return Err(Fail::msg(format!("no `{}` id for `{}`", end.name, b.key)));
         };
         let input = CallInput {
@@ -212,23 +212,23 @@ impl<'e> Runner<'e> {
         if self.flow.config.after_export.is_empty() || self.opts.dry_run {
             return Ok(());
         }
-        let src_a = self.src.is_a;
         // The binding may have changed since the actions were queued: work on the stored one,
         // with the source id the queued copy learned from the listing.
         let mut b = self.binding(&queued.key)?.unwrap_or_else(|| queued.clone());
         if b.actions_done {
             return Ok(());
         }
-        let learned = b.id(src_a).is_none() && queued.id(src_a).is_some();
-        if learned && let Some(id) = queued.id(src_a) {
-            b.set_id(src_a, id.to_string());
+        let learned =
+            self.id_on(&b, Side::Source).is_none() && self.id_on(&queued, Side::Source).is_some();
+        if learned && let Some(id) = self.id_on(&queued, Side::Source) {
+            self.set_id_on(&mut b, Side::Source, id.to_string());
         }
         let key = b.key.clone();
-        if b.id(src_a).is_none() && self.src.ent.lookup.is_some() {
+        if self.id_on(&b, Side::Source).is_none() && self.src.ent.lookup.is_some() {
             match self.lookup(Side::Source, &key).await {
                 Ok(Some(found)) => {
                     if let Some(id) = found.id {
-                        b.set_id(src_a, id);
+                        self.set_id_on(&mut b, Side::Source, id);
                         self.put_binding(&b)?;
                     }
                 }
@@ -238,7 +238,7 @@ impl<'e> Runner<'e> {
         } else if learned {
             self.put_binding(&b)?;
         }
-        let Some(id) = b.id(src_a).map(str::to_string) else {
+        let Some(id) = self.id_on(&b, Side::Source).map(str::to_string) else {
             let actions = self.action_names();
             return self.fail(
                 &key,
@@ -274,8 +274,7 @@ impl<'e> Runner<'e> {
     /// was read.
     fn source_id_from_failure(&self, b: &mut Binding, side: Side) -> Result<(), EngineRunError> {
         let end = self.end(side);
-        let src_a = end.is_a;
-        if b.id(src_a).is_some() {
+        if self.id_on(b, side).is_some() {
             return Ok(());
         }
         let id = self
@@ -286,7 +285,7 @@ impl<'e> Runner<'e> {
             .find(|f| f.key == b.key)
             .and_then(|f| end.ent.id.of(&f.source_record));
         if let Some(id) = id {
-            b.set_id(src_a, id);
+            self.set_id_on(b, side, id);
         }
         Ok(())
     }
@@ -306,16 +305,16 @@ impl<'e> Runner<'e> {
     /// queued. A record settled from the journal is queued without its source id and again,
     /// with it, when the listing reads it: the copies are merged so the id is not lost.
     pub(super) fn take_deferred_actions(&mut self) -> Vec<Binding> {
-        let src_a = self.src.is_a;
         let mut out: Vec<Binding> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
         for b in std::mem::take(&mut self.deferred.actions) {
             match at.get(&b.key) {
                 Some(&i) => {
-                    if out[i].id(src_a).is_none()
-                        && let Some(id) = b.id(src_a)
+                    if self.id_on(&out[i], Side::Source).is_none()
+                        && let Some(id) = self.id_on(&b, Side::Source)
                     {
-                        out[i].set_id(src_a, id.to_string());
+                        let id = id.to_string();
+                        self.set_id_on(&mut out[i], Side::Source, id);
                     }
                 }
                 None => {
@@ -393,11 +392,10 @@ impl<'e> Runner<'e> {
             }
             match self.lookup(side, &entry.key).await {
                 Ok(Some(found)) => {
-                    let side_a = self.end(side).is_a;
                     if let Some(id) = found.id.clone() {
-                        b.set_id(side_a, id);
+                        self.set_id_on(&mut b, side, id);
                     }
-                    *b.base_mut(side_a) = Some(found.canon);
+                    *self.base_on_mut(&mut b, side) = Some(found.canon);
                     self.source_id_from_failure(&mut b, side.other())?;
                     if self.flow.config.export_once && b.exported_at.is_none() {
                         b.exported_at = Some(self.e.clock.now());
@@ -434,7 +432,7 @@ impl<'e> Runner<'e> {
                     self.report.counts.resolved_in_doubt += 1;
                     // The base must be canonical, not native: read it back.
                     if let Ok(Some(found)) = self.lookup(side, &entry.key).await {
-                        *b.base_mut(self.end(side).is_a) = Some(found.canon);
+                        *self.base_on_mut(&mut b, side) = Some(found.canon);
                         self.put_binding(&b)?;
                     }
                     self.deferred.actions.push(b.clone());
