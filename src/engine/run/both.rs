@@ -1,5 +1,5 @@
-//! Bidirectional flows: the three-way merge of one record against what was last synced,
-//! with the flow's conflict rule, and its deferred application.
+//! Bidirectional flows: both sides of a record gathered for the three-way merge
+//! (`decide::merge`), and its application, deferred while the source is being listed.
 
 use super::*;
 

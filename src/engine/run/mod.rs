@@ -1,6 +1,7 @@
 //! One run of one flow: read, map, match, decide, apply. This file reads and matches;
-//! `one_way`, `both` and `write` decide and apply; `shift` keeps full reads whole when the
-//! pages shift under them.
+//! `one_way` and `both` gather what `engine::decide` needs and apply its verdicts; `write`
+//! sends, journals and binds; `shift` keeps full reads whole when the pages shift under
+//! them.
 
 mod both;
 mod one_way;

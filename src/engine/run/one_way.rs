@@ -1,5 +1,6 @@
-//! One-way flows: the decision for a record read from the source (create, update, adopt,
-//! skip, locked…), overwrite reports, and related records synced first.
+//! One-way flows: a record read from the source is decided by `decide::decide` (create,
+//! update, adopt, skip, locked…) and applied; overwrite reports, and related records synced
+//! first.
 
 use super::*;
 
