@@ -418,7 +418,8 @@ pub(crate) fn merge(rules: &MergeRules, now: Sides, bases: Sides) -> MergeVerdic
 
 #[cfg(test)]
 mod tests {
-    //! One row per rule. A failing row names its rule and shows what was decided instead.
+    //! One row per rule. A table fails with the name of every rule that misfired, what it
+    //! should have decided and what it decided instead.
 
     use serde_json::json;
 
@@ -703,6 +704,7 @@ mod tests {
                 Want::Missing,
             ),
         ];
+        let mut misfired = Vec::new();
         for (rule, flow, link, counterpart, want) in rows {
             let rules = OneWayRules {
                 mode: flow.mode,
@@ -712,9 +714,16 @@ mod tests {
                 compared: &cmp,
                 carried: &carried,
             };
-            let got = decide(&rules, &src, link, counterpart);
-            assert_eq!(shape(&got), want, "rule misfired: {rule}");
+            let got = shape(&decide(&rules, &src, link, counterpart));
+            if got != want {
+                misfired.push(format!("{rule}\n    want {want:?}\n    got  {got:?}"));
+            }
         }
+        assert!(
+            misfired.is_empty(),
+            "rules that misfired:\n  {}",
+            misfired.join("\n  ")
+        );
     }
 
     #[test]
@@ -1091,6 +1100,7 @@ mod tests {
                 ),
             ),
         ];
+        let mut misfired = Vec::new();
         for (name, mode, conflict, (s, t), synced, want) in rows {
             let rules = MergeRules {
                 mode,
@@ -1106,8 +1116,15 @@ mod tests {
                 target: synced.as_ref(),
             };
             let got = merge_shape(merge(&rules, now, bases));
-            assert_eq!(got, want, "rule misfired: {name}");
+            if got != want {
+                misfired.push(format!("{name}\n    want {want:?}\n    got  {got:?}"));
+            }
         }
+        assert!(
+            misfired.is_empty(),
+            "rules that misfired:\n  {}",
+            misfired.join("\n  ")
+        );
     }
 
     #[test]
