@@ -8,8 +8,10 @@ use std::collections::BTreeMap;
 use serde_json::{Map, Value};
 
 use super::Decision;
-use super::canonical::{FieldChange, diff, overlay, same};
-use crate::config::model::{ConflictRule, SyncMode, SystemRole};
+use super::canonical::{FieldChange, diff, field_text, overlay, same};
+use crate::config::model::{
+    ConflictRule, StatusTriggerConfig, SyncMode, SystemRole, TransitionTriggerConfig,
+};
 
 /// One end of a flow: the system it reads (`from`) or the one it writes (`to`). A
 /// bidirectional flow writes to both.
@@ -197,6 +199,34 @@ pub(crate) fn decide(
             changes: diff(None, seen, cmp),
         },
     }
+}
+
+/// Whether a source record's status lets it through the flow's triggers: with `on_status`,
+/// its status is one of the values; with `on_transition`, its status moved since erpsync
+/// last saw the record (`before`, the source record then), from one of `from` (any, when
+/// empty; a record never seen before has moved from nothing) to one of `to`.
+pub(crate) fn triggered(
+    on_status: Option<&StatusTriggerConfig>,
+    on_transition: Option<&TransitionTriggerConfig>,
+    seen: &Value,
+    before: Option<&Value>,
+) -> bool {
+    if let Some(s) = on_status {
+        let now = field_text(seen, &s.field).unwrap_or_default();
+        if !s.values.contains(&now) {
+            return false;
+        }
+    }
+    if let Some(t) = on_transition {
+        let now = field_text(seen, &t.field).unwrap_or_default();
+        let was = before.and_then(|b| field_text(b, &t.field));
+        let moved = was.as_deref() != Some(now.as_str());
+        let from_ok = t.from.is_empty() || was.as_ref().is_some_and(|w| t.from.contains(w));
+        if !(moved && from_ok && t.to.contains(&now)) {
+            return false;
+        }
+    }
+    true
 }
 
 /// The compared and carried fields for one source record: with `skip_nulls`, fields the
@@ -724,6 +754,130 @@ mod tests {
             "rules that misfired:\n  {}",
             misfired.join("\n  ")
         );
+    }
+
+    #[test]
+    fn trigger_rules() {
+        let status = |values: &[&str]| StatusTriggerConfig {
+            field: "status".into(),
+            values: fields(values),
+        };
+        let transition = |from: &[&str], to: &[&str]| TransitionTriggerConfig {
+            field: "status".into(),
+            from: fields(from),
+            to: fields(to),
+        };
+        let at = |s: &str| json!({"status": s});
+        let pending = status(&["pending"]);
+        let to_paid = transition(&[], &["paid"]);
+        let pending_to_paid = transition(&["pending"], &["paid"]);
+        let (new, paid, shipped) = (at("pending"), at("paid"), at("shipped"));
+        let blank = json!({"number": 1});
+        type Row<'a> = (
+            &'a str,
+            Option<&'a StatusTriggerConfig>,
+            Option<&'a TransitionTriggerConfig>,
+            &'a Value,
+            Option<&'a Value>,
+            bool,
+        );
+        let rows: Vec<Row> = vec![
+            ("no trigger: every record", None, None, &paid, None, true),
+            (
+                "on_status: a listed status",
+                Some(&pending),
+                None,
+                &new,
+                None,
+                true,
+            ),
+            (
+                "on_status: another status",
+                Some(&pending),
+                None,
+                &paid,
+                None,
+                false,
+            ),
+            (
+                "on_status: no status at all",
+                Some(&pending),
+                None,
+                &blank,
+                None,
+                false,
+            ),
+            (
+                "on_transition: moved into `to`",
+                None,
+                Some(&to_paid),
+                &paid,
+                Some(&new),
+                true,
+            ),
+            (
+                "on_transition: first sight counts as moved",
+                None,
+                Some(&to_paid),
+                &paid,
+                None,
+                true,
+            ),
+            (
+                "on_transition: fires once, not again while it stays",
+                None,
+                Some(&to_paid),
+                &paid,
+                Some(&paid),
+                false,
+            ),
+            (
+                "on_transition: moved elsewhere",
+                None,
+                Some(&to_paid),
+                &shipped,
+                Some(&paid),
+                false,
+            ),
+            (
+                "on_transition: from a listed status",
+                None,
+                Some(&pending_to_paid),
+                &paid,
+                Some(&new),
+                true,
+            ),
+            (
+                "on_transition: from an unlisted status",
+                None,
+                Some(&pending_to_paid),
+                &paid,
+                Some(&shipped),
+                false,
+            ),
+            (
+                "on_transition: `from` needs a status seen before",
+                None,
+                Some(&pending_to_paid),
+                &paid,
+                None,
+                false,
+            ),
+            (
+                "both triggers: each must pass",
+                Some(&pending),
+                Some(&to_paid),
+                &paid,
+                Some(&new),
+                false,
+            ),
+        ];
+        let misfired: Vec<&str> = rows
+            .into_iter()
+            .filter(|(_, s, t, seen, before, want)| triggered(*s, *t, seen, *before) != *want)
+            .map(|(rule, ..)| rule)
+            .collect();
+        assert!(misfired.is_empty(), "rules that misfired: {misfired:#?}");
     }
 
     #[test]

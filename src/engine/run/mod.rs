@@ -1064,24 +1064,12 @@ impl<'e> Runner<'e> {
             return false;
         }
         let trigger = &self.flow.config.trigger;
-        if let Some(s) = &trigger.on_status {
-            let v = canonical::field_text(&seen.canon, &s.field).unwrap_or_default();
-            if !s.values.contains(&v) {
-                return false;
-            }
-        }
-        if let Some(t) = &trigger.on_transition {
-            let now = canonical::field_text(&seen.canon, &t.field).unwrap_or_default();
-            let before = binding
-                .and_then(|b| self.base_on(b, Side::Source))
-                .and_then(|b| canonical::field_text(b, &t.field));
-            let moved = before.as_deref() != Some(now.as_str());
-            let from_ok = t.from.is_empty() || before.as_ref().is_some_and(|b| t.from.contains(b));
-            if !(moved && from_ok && t.to.contains(&now)) {
-                return false;
-            }
-        }
-        true
+        decide::triggered(
+            trigger.on_status.as_ref(),
+            trigger.on_transition.as_ref(),
+            &seen.canon,
+            binding.and_then(|b| self.base_on(b, Side::Source)),
+        )
     }
 
     pub(super) fn record(
