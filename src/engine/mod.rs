@@ -4,6 +4,7 @@
 //! flows, not HTTP: it talks to systems only through their operations.
 
 pub mod canonical;
+mod decide;
 mod lease;
 mod report;
 mod run;

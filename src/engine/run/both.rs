@@ -1,5 +1,5 @@
-//! Bidirectional flows: the three-way merge of one record against what was last synced,
-//! with the flow's conflict rule, and its deferred application.
+//! Bidirectional flows: both sides of a record gathered for the three-way merge
+//! (`decide::merge`), and its application, deferred while the source is being listed.
 
 use super::*;
 
@@ -20,11 +20,13 @@ impl<'e> Runner<'e> {
             }
             Ok(Some(merge)) => {
                 // Read again (the pages drifted): the latest reading replaces the first.
-                match self.deferred_index.get(&key) {
-                    Some(&i) => self.deferred_merges[i] = Some((merge, native)),
+                match self.deferred.merge_at.get(&key) {
+                    Some(&i) => self.deferred.merges[i] = Some((merge, native)),
                     None => {
-                        self.deferred_index.insert(key, self.deferred_merges.len());
-                        self.deferred_merges.push(Some((merge, native)));
+                        self.deferred
+                            .merge_at
+                            .insert(key, self.deferred.merges.len());
+                        self.deferred.merges.push(Some((merge, native)));
                     }
                 }
                 Ok(())
@@ -38,8 +40,8 @@ impl<'e> Runner<'e> {
 
     /// A later reading of a record decided without the merge its first reading left waiting.
     fn drop_deferred(&mut self, key: &str) {
-        if let Some(i) = self.deferred_index.remove(key) {
-            self.deferred_merges[i] = None;
+        if let Some(i) = self.deferred.merge_at.remove(key) {
+            self.deferred.merges[i] = None;
         }
     }
 
@@ -53,32 +55,33 @@ impl<'e> Runner<'e> {
         key: &str,
         binding: Option<&Binding>,
     ) -> Result<Option<Seen>, Fail> {
-        if let Some(found) = self.dst_changes.remove(key) {
-            self.dst_taken.insert(key.to_string());
+        if let Some(found) = self.changes.records.remove(key) {
+            self.changes.taken.insert(key.to_string());
             return Ok(Some(found));
         }
         if let Some((m, _)) = self
-            .deferred_index
+            .deferred
+            .merge_at
             .get(key)
-            .and_then(|&i| self.deferred_merges[i].as_ref())
+            .and_then(|&i| self.deferred.merges[i].as_ref())
         {
             // Its first merge waits to be written, so the binding still holds the state
             // before it: merge the new reading against the same target record.
             return Ok(Some(Seen {
                 key: key.to_string(),
-                id: m.bind.id(self.dst.is_a).map(str::to_string),
-                canon: m.bv.clone(),
+                id: self.id_on(&m.bind, Side::Target).map(str::to_string),
+                canon: m.target.clone(),
                 native: Value::Null,
             }));
         }
         // Taken before and merged: the binding holds what was written.
-        if !self.dst_in_doubt || !self.dst_taken.insert(key.to_string()) {
+        if !self.changes.in_doubt || !self.changes.taken.insert(key.to_string()) {
             return Ok(None);
         }
-        let Some(id) = binding.and_then(|b| b.id(self.dst.is_a)) else {
+        let Some(id) = binding.and_then(|b| self.id_on(b, Side::Target)) else {
             return Ok(None);
         };
-        self.confirm(false, key, Some(id)).await
+        self.confirm(Side::Target, key, Some(id)).await
     }
 
     /// Bidirectional: a record only the target changed. With `source_in_doubt` (the source
@@ -103,13 +106,13 @@ impl<'e> Runner<'e> {
         let key = b_seen.key.clone();
         let binding = self.binding(&key)?;
         let native = b_seen.native.clone();
-        let src_id = binding.as_ref().and_then(|b| b.id(self.src.is_a));
+        let src_id = binding.as_ref().and_then(|b| self.id_on(b, Side::Source));
         let mut a = None;
         if source_in_doubt
-            && !self.listed.contains_key(&key)
+            && !self.listing.listed.contains_key(&key)
             && let Some(id) = src_id
         {
-            match self.confirm(true, &key, Some(id)).await {
+            match self.confirm(Side::Source, &key, Some(id)).await {
                 Ok(found) => a = found,
                 Err(f) => return self.fail(&key, &native, f),
             }
@@ -130,223 +133,132 @@ impl<'e> Runner<'e> {
         }
     }
 
-    /// Three-way merge of one record: `a` (source) and `b` (target) as read now, against
-    /// what was last synced. Sides not read this run are taken as unchanged. A merge that
-    /// writes to the source while it is being listed is returned instead of applied.
+    /// Three-way merge of one record: each side as read now (`None`: not read this run,
+    /// taken as unchanged), against what was last synced; decided by `decide::merge`. A
+    /// record not bound on a side is looked up there first. A merge that writes to the
+    /// source while it is being listed is returned instead of applied.
     pub(super) async fn merge_sides(
         &mut self,
-        a: Option<Seen>,
-        b: Option<Seen>,
+        source: Option<Seen>,
+        target: Option<Seen>,
         binding: Option<Binding>,
     ) -> Result<Option<Merge>, Fail> {
-        let key = a
+        let key = source
             .as_ref()
-            .or(b.as_ref())
+            .or(target.as_ref())
             .map(|s| s.key.clone())
             .unwrap_or_default();
         let mut bind = binding.unwrap_or_else(|| Binding {
             key: key.clone(),
             ..Default::default()
         });
-        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
-        if let Some(s) = &a
-            && let Some(id) = &s.id
-        {
-            bind.set_id(src_a, id.clone());
-        }
-        if let Some(s) = &b
-            && let Some(id) = &s.id
-        {
-            bind.set_id(dst_a, id.clone());
-        }
-        // What each side holds now.
-        let mut a_now = a
-            .as_ref()
-            .map(|s| s.canon.clone())
-            .or_else(|| bind.base(src_a).cloned());
-        let mut b_now = b
-            .as_ref()
-            .map(|s| s.canon.clone())
-            .or_else(|| bind.base(dst_a).cloned());
-        if a_now.is_none()
-            && bind.id(src_a).is_none()
-            && let Some(found) = self.lookup(true, &key).await?
-        {
-            if let Some(id) = &found.id {
-                bind.set_id(src_a, id.clone());
+        let read = [(Side::Source, source), (Side::Target, target)];
+        for (side, seen) in &read {
+            if let Some(id) = seen.as_ref().and_then(|s| s.id.clone()) {
+                self.set_id_on(&mut bind, *side, id);
             }
-            a_now = Some(found.canon);
         }
-        if b_now.is_none()
-            && bind.id(dst_a).is_none()
-            && let Some(found) = self.lookup(false, &key).await?
-        {
-            if let Some(id) = &found.id {
-                bind.set_id(dst_a, id.clone());
+        // What each side holds now: as read, else as last synced, else as looked up.
+        let mut now: [Option<Value>; 2] = [None, None];
+        for (slot, (side, seen)) in now.iter_mut().zip(read) {
+            *slot = seen
+                .map(|s| s.canon)
+                .or_else(|| self.base_on(&bind, side).cloned());
+            if slot.is_none()
+                && self.id_on(&bind, side).is_none()
+                && let Some(found) = self.lookup(side, &key).await?
+            {
+                if let Some(id) = found.id {
+                    self.set_id_on(&mut bind, side, id);
+                }
+                *slot = Some(found.canon);
             }
-            b_now = Some(found.canon);
         }
-        match (a_now, b_now) {
-            // Only on one side: create it on the other.
-            (Some(av), None) => self.create_on_other_side(&key, bind, av, false).await,
-            (None, Some(bv)) => self.create_on_other_side(&key, bind, bv, true).await,
-            (None, None) => Ok(None),
-            (Some(av), Some(bv)) => self.three_way(&key, bind, av, bv).await,
+        let [source, target] = now;
+        let rules = MergeRules {
+            mode: self.flow.config.mode,
+            compared: &self.cmp,
+            conflict: self.conflict.as_ref(),
+        };
+        let verdict = decide::merge(
+            &rules,
+            Sides {
+                source: source.as_ref(),
+                target: target.as_ref(),
+            },
+            Sides {
+                source: self.base_on(&bind, Side::Source),
+                target: self.base_on(&bind, Side::Target),
+            },
+        );
+        match (verdict, source, target) {
+            (MergeVerdict::Skip { on }, _, _) => {
+                let reason = format!("not in `{}`; mode updates only", self.end(on).name);
+                self.record(&key, Decision::Skip, None, Vec::new(), Some(reason));
+                Ok(None)
+            }
+            (MergeVerdict::Create { on }, s, t) => {
+                let Some(canon) = s.or(t) else {
+                    return Ok(None);
+                };
+                self.create_on(on, &key, bind, canon).await?;
+                Ok(None)
+            }
+            (
+                MergeVerdict::Park {
+                    reason, changes, ..
+                },
+                _,
+                _,
+            ) => {
+                if !self.opts.dry_run {
+                    bind.parked = Some(reason.clone());
+                    self.put_binding(&bind)
+                        .map_err(|e| Fail::msg(e.to_string()))?;
+                }
+                self.record(&key, Decision::Park, None, changes, Some(reason));
+                Ok(None)
+            }
+            (MergeVerdict::Merge(merged), Some(source), Some(target)) => {
+                let writes_source = merged.to_source;
+                let merge = Merge {
+                    key: key.clone(),
+                    bind,
+                    source,
+                    target,
+                    merged,
+                };
+                // A record read again while its first merge waits replaces that merge.
+                if self.listing.active
+                    && (writes_source || self.deferred.merge_at.contains_key(&key))
+                {
+                    return Ok(Some(merge));
+                }
+                self.apply_merge(merge).await?;
+                Ok(None)
+            }
+            _ => Ok(None),
         }
     }
 
-    /// A record that exists on one side only is created on the other (`to_source`: the
-    /// source), unless the flow only updates.
-    async fn create_on_other_side(
+    /// A record that exists on one side only is created on `side`, the other one.
+    async fn create_on(
         &mut self,
+        side: Side,
         key: &str,
         mut bind: Binding,
         canon: Value,
-        to_source: bool,
-    ) -> Result<Option<Merge>, Fail> {
-        let (from, to) = if to_source {
-            (self.dst.is_a, self.src.name)
-        } else {
-            (self.src.is_a, self.dst.name)
-        };
-        if self.flow.config.mode == SyncMode::Update {
-            let reason = format!("not in `{to}`; mode updates only");
-            self.record(key, Decision::Skip, None, Vec::new(), Some(reason));
-            return Ok(None);
-        }
-        *bind.base_mut(from) = Some(canon.clone());
+    ) -> Result<(), Fail> {
+        *self.base_on_mut(&mut bind, side.other()) = Some(canon.clone());
         if !self.opts.dry_run {
-            self.create(to_source, &mut bind, &canon).await?;
+            self.create(side, &mut bind, &canon).await?;
         } else {
-            self.plan_create(to_source, &mut bind, &canon)?;
+            self.plan_create(side, &mut bind, &canon)?;
         }
         let changes = diff(None, &canon, &self.cmp);
+        let to = self.end(side).name;
         self.record(key, Decision::Create, Some(to), changes, None);
-        Ok(None)
-    }
-
-    pub(super) async fn three_way(
-        &mut self,
-        key: &str,
-        mut bind: Binding,
-        av: Value,
-        bv: Value,
-    ) -> Result<Option<Merge>, Fail> {
-        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
-        let base_a = bind.base(src_a).cloned();
-        let base_b = bind.base(dst_a).cloned();
-        let first_sync = base_a.is_none() && base_b.is_none();
-        let mut merged = serde_json::Map::new();
-        let mut conflicts = Vec::new();
-        let mut parked = Vec::new();
-        let conflict = self.flow.config.conflict.clone();
-        for f in &self.cmp {
-            let (x, y) = (
-                av.get(f).cloned().unwrap_or(Value::Null),
-                bv.get(f).cloned().unwrap_or(Value::Null),
-            );
-            let a_changed = first_sync
-                || base_a
-                    .as_ref()
-                    .and_then(|v| v.get(f))
-                    .unwrap_or(&Value::Null)
-                    != &x;
-            let b_changed = first_sync
-                || base_b
-                    .as_ref()
-                    .and_then(|v| v.get(f))
-                    .unwrap_or(&Value::Null)
-                    != &y;
-            let value = if x == y || (a_changed && !b_changed) {
-                x
-            } else if b_changed && !a_changed {
-                y
-            } else {
-                // Both changed, differently.
-                conflicts.push(f.clone());
-                match self.resolve(f, &av, &bv, conflict.as_ref()) {
-                    Some(true) => x,
-                    Some(false) => y,
-                    None => {
-                        parked.push(f.clone());
-                        x
-                    }
-                }
-            };
-            merged.insert(f.clone(), value);
-        }
-        let merged = Value::Object(merged);
-        if !parked.is_empty() {
-            let fields = parked
-                .iter()
-                .map(|f| format!("`{f}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let reason = if first_sync {
-                format!("the sides differ on {fields} at the first sync; parked for review")
-            } else {
-                format!("both sides changed {fields}; parked for review")
-            };
-            if !self.opts.dry_run {
-                bind.parked = Some(reason.clone());
-                self.put_binding(&bind)
-                    .map_err(|e| Fail::msg(e.to_string()))?;
-            }
-            self.record(
-                key,
-                Decision::Park,
-                None,
-                diff(Some(&bv), &av, &parked),
-                Some(reason),
-            );
-            return Ok(None);
-        }
-        let to_b = !same(Some(&merged), Some(&bv), &self.cmp);
-        let to_a = !same(Some(&merged), Some(&av), &self.cmp);
-        let decision = if !conflicts.is_empty() {
-            Decision::Conflict
-        } else if to_a || to_b {
-            Decision::Update
-        } else if first_sync {
-            Decision::Adopt
-        } else {
-            Decision::Skip
-        };
-        let reason = (!conflicts.is_empty()).then(|| {
-            let fields = conflicts
-                .iter()
-                .map(|f| format!("`{f}`"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            // The rule as the flow file spells it (`erp_wins`).
-            let rule = conflict
-                .as_ref()
-                .and_then(|c| serde_json::to_value(c.rule).ok())
-                .and_then(|v| v.as_str().map(str::to_string))
-                .unwrap_or_default();
-            if first_sync {
-                format!("the sides differ on {fields} at the first sync; resolved by `{rule}`")
-            } else {
-                format!("both sides changed {fields}; resolved by `{rule}`")
-            }
-        });
-        let merge = Merge {
-            key: key.to_string(),
-            bind,
-            av,
-            bv,
-            merged,
-            to_a,
-            to_b,
-            decision,
-            reason,
-        };
-        // A record read again while its first merge waits replaces that merge.
-        if self.listing_source && (to_a || self.deferred_index.contains_key(key)) {
-            return Ok(Some(merge));
-        }
-        self.apply_merge(merge).await?;
-        Ok(None)
+        Ok(())
     }
 
     /// Writes a merged record to the sides that differ from it, binds it and reports it.
@@ -354,101 +266,59 @@ impl<'e> Runner<'e> {
         let Merge {
             key,
             mut bind,
-            av,
-            bv,
+            source,
+            target,
             merged,
-            to_a,
-            to_b,
-            decision,
-            reason,
         } = m;
         let key = key.as_str();
-        let (src_a, dst_a) = (self.src.is_a, self.dst.is_a);
-        let b_write = overlay(Some(&bv), &merged, &self.cmp);
-        let a_write = overlay(Some(&av), &merged, &self.cmp);
+        let held = |side: Side| match side {
+            Side::Source => &source,
+            Side::Target => &target,
+        };
+        // The target is written first, then the source.
+        let written: Vec<Side> = [Side::Target, Side::Source]
+            .into_iter()
+            .filter(|side| merged.writes(*side))
+            .collect();
         if !self.opts.dry_run {
             bind.parked = None;
-            *bind.base_mut(src_a) = Some(av.clone());
-            *bind.base_mut(dst_a) = Some(bv.clone());
-            if to_b {
-                self.update(false, &mut bind, &b_write, None).await?;
+            *self.base_on_mut(&mut bind, Side::Source) = Some(source.clone());
+            *self.base_on_mut(&mut bind, Side::Target) = Some(target.clone());
+            for &side in &written {
+                let write = overlay(Some(held(side)), &merged.merged, &self.cmp);
+                self.update(side, &mut bind, &write, None).await?;
             }
-            if to_a {
-                self.update(true, &mut bind, &a_write, None).await?;
-            }
-            if !to_a && !to_b {
+            if written.is_empty() {
                 self.put_binding(&bind)
                     .map_err(|e| Fail::msg(e.to_string()))?;
             }
         }
-        if to_b {
-            self.record(
-                key,
-                decision,
-                Some(self.dst.name),
-                diff(Some(&bv), &merged, &self.cmp),
-                reason.clone(),
-            );
-            if to_a {
+        let decision = merged.decision;
+        let reason = merged.reason;
+        let mut lines = written.iter().map(|&side| {
+            let changes = diff(Some(held(side)), &merged.merged, &self.cmp);
+            (self.end(side).name, changes)
+        });
+        let first = lines.next();
+        let rest: Vec<_> = lines.collect();
+        match first {
+            None => self.record(key, decision, None, Vec::new(), reason),
+            Some((name, changes)) => {
+                self.record(key, decision, Some(name), changes, reason.clone());
                 // Count one decision per record; list the other side's changes as well.
-                self.report
-                    .records
-                    .extend(
-                        (self.opts.dry_run || self.opts.details).then(|| RecordReport {
+                if self.opts.dry_run || self.opts.details {
+                    for (name, changes) in rest {
+                        self.report.records.push(RecordReport {
                             key: key.to_string(),
                             decision,
-                            target: Some(self.src.name.to_string()),
-                            changes: diff(Some(&av), &merged, &self.cmp),
+                            target: Some(name.to_string()),
+                            changes,
                             reason: reason.clone(),
-                        }),
-                    );
+                        });
+                    }
+                }
             }
-        } else if to_a {
-            self.record(
-                key,
-                decision,
-                Some(self.src.name),
-                diff(Some(&av), &merged, &self.cmp),
-                reason,
-            );
-        } else {
-            self.record(key, decision, None, Vec::new(), reason);
         }
         Ok(())
     }
-
-    /// Which side wins a conflicting field: `Some(true)` the source, `Some(false)` the
-    /// target, `None` a person decides.
-    pub(super) fn resolve(
-        &self,
-        field: &str,
-        av: &Value,
-        bv: &Value,
-        conflict: Option<&crate::config::model::ConflictConfig>,
-    ) -> Option<bool> {
-        let c = conflict?;
-        if let Some(owner) = c.owners.get(field) {
-            return Some(owner == self.src.name || owner == &self.flow.config.from);
-        }
-        match c.rule {
-            ConflictRule::ErpWins => Some(self.src.role == Some(SystemRole::Erp)),
-            ConflictRule::ShopWins => Some(self.src.role == Some(SystemRole::Shop)),
-            ConflictRule::NewestWins => {
-                let ts = c
-                    .timestamp_field
-                    .as_deref()
-                    .or(self.entity.updated_at.as_deref())?;
-                let t = |v: &Value| {
-                    v.get(ts)
-                        .and_then(Value::as_str)
-                        .and_then(crate::expr::parse_datetime)
-                };
-                Some(t(av) >= t(bv))
-            }
-            ConflictRule::Owner | ConflictRule::Park => None,
-        }
-    }
-
-    // -----------------------------------------------------------------------------------
-    // Applying
 }

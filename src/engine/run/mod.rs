@@ -1,13 +1,13 @@
 //! One run of one flow: read, map, match, decide, apply. This file reads and matches;
-//! `one_way`, `both` and `write` decide and apply; `shift` keeps full reads whole when the
-//! pages shift under them.
+//! `one_way` and `both` gather what `engine::decide` needs and apply its verdicts; `write`
+//! sends, journals and binds; `shift` keeps full reads whole when the pages shift under
+//! them.
 
 mod both;
 mod one_way;
 mod shift;
 mod write;
 
-use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -16,11 +16,14 @@ use futures::StreamExt;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::canonical::{self, FieldChange, compared_fields, diff, overlay, overlay_fields, same};
+use super::canonical::{self, FieldChange, compared_fields, diff, overlay, overlay_fields};
+use super::decide::{
+    self, Counterpart, Link, MergeRules, MergeVerdict, Merged, OneWayRules, Side, Sides, Verdict,
+};
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
 use crate::compile::types::normalize;
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
-use crate::config::model::{ConflictRule, Direction, SyncMode, SystemRole};
+use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
 use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
@@ -34,13 +37,14 @@ const RECORDS_PER_PAGE: usize = 100;
 /// because its pages shifted (see `Runner::reread_index`).
 const INDEX_REREADS: usize = 2;
 
-/// One side of a flow.
-struct Side<'e> {
+/// One end of a flow: its system and how the entity is read and written there.
+struct End<'e> {
     name: &'e str,
     ent: &'e SystemEntity,
     http: &'e HttpSystem,
+    /// Which of the binding's two columns holds this end: bindings are stored by system
+    /// pair (`a`, `b`), shared by the flows of both directions.
     is_a: bool,
-    role: Option<SystemRole>,
 }
 
 /// A record read from a side, mapped.
@@ -60,17 +64,14 @@ struct Listed {
     print: u64,
 }
 
-/// The outcome of a three-way merge of one record, ready to be written.
+/// A three-way merge of one record, ready to be written: the binding, what each side held
+/// when it was merged, and the merged record.
 struct Merge {
     key: String,
     bind: Binding,
-    av: Value,
-    bv: Value,
-    merged: Value,
-    to_a: bool,
-    to_b: bool,
-    decision: Decision,
-    reason: Option<String>,
+    source: Value,
+    target: Value,
+    merged: Merged,
 }
 
 /// Why a record could not be synced.
@@ -243,71 +244,125 @@ pub(super) async fn run_flow(
     Ok(report)
 }
 
+/// The target read in full, searched in memory instead of asked record by record (see
+/// `Runner::lookup`).
+#[derive(Default)]
+struct TargetIndex {
+    /// The target's records by key, once the whole target was read.
+    records: Option<HashMap<String, Seen>>,
+    /// Whether the read served a record twice: its pages shifted, so a record missing from
+    /// it may still be in the target and is asked for before it is created.
+    shifted: bool,
+    /// Times the target was read again in this run.
+    rereads: usize,
+    /// When `lookup` read it (not a reconciliation).
+    read_at: Option<DateTime<Utc>>,
+    /// Single lookups made so far.
+    lookups: usize,
+    /// Lookups after which the target is read in full; set at the first lookup.
+    bulk_after: Option<usize>,
+}
+
+/// What the target changed since the cursor: the target's half of a bidirectional flow.
+#[derive(Default)]
+struct TargetChanges {
+    /// Records not merged yet, by key.
+    records: HashMap<String, Seen>,
+    /// Whether a bound record missing from `records` may have been missed rather than left
+    /// unchanged — the whole target was read (no cursor), or the read shifted: such a
+    /// record is asked for before it is merged.
+    in_doubt: bool,
+    /// Keys whose target record was taken from `records`, or asked for, in this run.
+    taken: HashSet<String>,
+}
+
+/// The source listing in progress.
+#[derive(Default)]
+struct SourceListing {
+    /// Whether the source is being paged through: writes to it now would move records
+    /// between pages (lists ordered by modification time) and make the listing skip some.
+    active: bool,
+    /// Keys read so far: a key read twice shows that the pages shifted while they were read.
+    listed: HashMap<String, Listed>,
+    /// Whether a record was served twice.
+    shifted: bool,
+    /// The stored bindings of the page being handled (`None`: no binding), read in one
+    /// call; a key is dropped from it when its binding is written.
+    page_bindings: HashMap<String, Option<Binding>>,
+}
+
+/// Writes held back until the source listing is over.
+#[derive(Default)]
+struct DeferredWrites {
+    /// Exported records whose post-actions wait.
+    actions: Vec<Binding>,
+    /// Bidirectional merges that write to the source, with the source record (for a
+    /// failure), written once per key from its latest reading (`None`: a later reading
+    /// decided otherwise).
+    merges: Vec<Option<(Merge, Value)>>,
+    /// Where each key's merge is in `merges`.
+    merge_at: HashMap<String, usize>,
+}
+
+/// Keys with something left from earlier runs.
+#[derive(Default)]
+struct Unsettled {
+    /// Keys with a stored failure, cleared when they succeed.
+    failing: HashSet<String>,
+    /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
+    in_doubt: HashSet<String>,
+    /// The same, of the flows this one requires, by flow.
+    required: HashMap<String, HashSet<String>>,
+}
+
+/// Where the cursor goes at the end of the run (see `Runner::note_reread`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum CursorHold {
+    /// No listing shifted: the cursor moves to the run's start.
+    #[default]
+    Free,
+    /// A listing shifted: the cursor moves no further than this.
+    AtMost(DateTime<Utc>),
+    /// A listing shifted and nothing bounds what it missed: the cursor stays.
+    Kept,
+}
+
+impl CursorHold {
+    /// Holds the cursor at or before `floor`; `None`: where it was.
+    fn hold(self, floor: Option<DateTime<Utc>>) -> CursorHold {
+        match (self, floor) {
+            (CursorHold::Kept, _) | (_, None) => CursorHold::Kept,
+            (CursorHold::Free, Some(f)) => CursorHold::AtMost(f),
+            (CursorHold::AtMost(d), Some(f)) => CursorHold::AtMost(d.min(f)),
+        }
+    }
+}
+
 struct Runner<'e> {
     e: &'e Engine,
     flow: &'e Flow,
     opts: &'e RunOptions,
     entity: &'e Entity,
-    src: Side<'e>,
-    dst: Side<'e>,
+    src: End<'e>,
+    dst: End<'e>,
     scope: Scope,
     /// Canonical fields the flow carries.
     carried: Vec<String>,
     /// Carried fields that take part in change detection.
     cmp: Vec<String>,
-    started: DateTime<Utc>,
-    /// The target's records by key, when the whole target was read.
-    index: Option<HashMap<String, Seen>>,
-    /// Whether the read behind `index` served a record twice: its pages shifted, so a
-    /// record missing from it may still be in the target and is asked for before created.
-    index_shifted: bool,
-    /// Times the index was read again in this run.
-    index_rereads: usize,
-    /// When the index was read by `lookup` (not by a reconciliation).
-    index_read_at: Option<DateTime<Utc>>,
-    /// Target records changed since the cursor (bidirectional flows).
-    dst_changes: HashMap<String, Seen>,
-    /// Whether a bound record missing from `dst_changes` may have been missed rather than
-    /// left unchanged — the whole target was read (no cursor), or the read of its changes
-    /// shifted: such a record is asked for before it is merged.
-    dst_in_doubt: bool,
-    /// Keys whose target record was taken from `dst_changes`, or asked for, in this run.
-    dst_taken: HashSet<String>,
-    /// Keys with a stored failure, cleared when they succeed.
-    failing: HashSet<String>,
-    /// Target lookups made so far (see `lookup`).
-    lookups: usize,
-    /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
-    in_doubt: HashSet<String>,
-    /// The same, of the flows this one requires, by flow.
-    required_in_doubt: HashMap<String, HashSet<String>>,
-    /// Exported records whose post-actions wait for the end of the listing.
-    deferred_actions: Vec<Binding>,
-    /// Whether the source is being paged through: writes to it now would move records
-    /// between pages (lists ordered by modification time) and make the listing skip some.
-    listing_source: bool,
-    /// Bidirectional merges that write to the source, applied once the listing is over,
-    /// with the source record (for a failure) and by key, so a record read twice is
-    /// written once, from its latest reading (`None`: a later reading decided otherwise).
-    deferred_merges: Vec<Option<(Merge, Value)>>,
-    deferred_index: HashMap<String, usize>,
-    /// Keys read so far by the source listing: a key read twice shows that the pages
-    /// shifted while they were read.
-    listed: HashMap<String, Listed>,
-    /// Whether the source listing served a record twice (its pages shifted).
-    source_shifted: bool,
-    /// Whether a listing of this run shifted (see `note_reread`): `Some(Some(t))` holds
-    /// the next cursor at or before `t`; `Some(None)` keeps the cursor where it was.
-    drift: Option<Option<DateTime<Utc>>>,
-    /// The stored bindings of the source page being handled (`None`: no binding), read in
-    /// one call; a key is dropped from it when its binding is written.
-    page_bindings: HashMap<String, Option<Binding>>,
+    /// The flow's conflict rule, its owners named by side (bidirectional flows).
+    conflict: Option<decide::Conflict>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
     watch_overwrites: bool,
-    /// Lookups after which the target is read in full; set at the first target lookup.
-    bulk_after: Option<usize>,
+    started: DateTime<Utc>,
+    index: TargetIndex,
+    changes: TargetChanges,
+    listing: SourceListing,
+    deferred: DeferredWrites,
+    unsettled: Unsettled,
+    cursor: CursorHold,
     report: RunReport,
 }
 
@@ -320,14 +375,13 @@ impl<'e> Runner<'e> {
     ) -> Result<Self, EngineRunError> {
         let entity: &Entity = &e.project.entities[&flow.config.entity];
         let scope = Scope::new(&entity.name, &flow.from, &flow.to);
-        let side = |name: &'e str| -> Side<'e> {
+        let end = |name: &'e str| -> End<'e> {
             let def = &e.project.systems[name];
-            Side {
+            End {
                 name,
                 ent: &def.entities[&entity.name],
                 http: &e.systems[name],
                 is_a: scope.is_a(name),
-                role: def.role,
             }
         };
         let carried: Vec<String> = if flow.config.fields.is_empty() {
@@ -340,6 +394,26 @@ impl<'e> Runner<'e> {
             f
         };
         let cmp = compared_fields(entity, &carried);
+        let conflict = flow.config.conflict.as_ref().map(|c| decide::Conflict {
+            rule: c.rule,
+            owners: c
+                .owners
+                .iter()
+                .map(|(field, owner)| {
+                    let side = if owner == &flow.from || owner == &flow.config.from {
+                        Side::Source
+                    } else {
+                        Side::Target
+                    };
+                    (field.clone(), side)
+                })
+                .collect(),
+            source_role: e.project.systems[&flow.from].role,
+            timestamp: c
+                .timestamp_field
+                .clone()
+                .or_else(|| entity.updated_at.clone()),
+        });
         let failing = if opts.dry_run {
             HashSet::new()
         } else {
@@ -354,31 +428,22 @@ impl<'e> Runner<'e> {
             flow,
             opts,
             entity,
-            src: side(&flow.from),
-            dst: side(&flow.to),
+            src: end(&flow.from),
+            dst: end(&flow.to),
             scope,
             carried,
             cmp,
+            conflict,
             started,
-            index: None,
-            index_shifted: false,
-            index_rereads: 0,
-            index_read_at: None,
-            dst_changes: HashMap::new(),
-            dst_in_doubt: false,
-            dst_taken: HashSet::new(),
-            failing,
-            lookups: 0,
-            in_doubt: HashSet::new(),
-            required_in_doubt: HashMap::new(),
-            deferred_actions: Vec::new(),
-            listing_source: false,
-            deferred_merges: Vec::new(),
-            deferred_index: HashMap::new(),
-            listed: HashMap::new(),
-            source_shifted: false,
-            drift: None,
-            page_bindings: HashMap::new(),
+            index: TargetIndex::default(),
+            changes: TargetChanges::default(),
+            listing: SourceListing::default(),
+            deferred: DeferredWrites::default(),
+            unsettled: Unsettled {
+                failing,
+                ..Unsettled::default()
+            },
+            cursor: CursorHold::Free,
             watch_overwrites: flow.config.allow_edit_after_export
                 || flow.config.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -387,7 +452,6 @@ impl<'e> Runner<'e> {
                         && f.to == flow.from
                         && f.config.allow_edit_after_export
                 }),
-            bulk_after: None,
             report: RunReport {
                 flow: flow.id.clone(),
                 dry_run: opts.dry_run,
@@ -429,12 +493,12 @@ impl<'e> Runner<'e> {
                 // record's merge could clear its failure without syncing it.
                 changes.retain(|k, _| keys.contains(k));
             }
-            self.dst_changes = changes;
-            self.dst_in_doubt = since.is_none() || shifted;
+            self.changes.records = changes;
+            self.changes.in_doubt = since.is_none() || shifted;
         } else if self.opts.reconcile {
             let (index, shifted) = self.read_all_dst(None, false).await?;
-            self.index = Some(index);
-            self.index_shifted = shifted;
+            self.index.records = Some(index);
+            self.index.shifted = shifted;
         }
 
         // The source, page by page.
@@ -456,7 +520,7 @@ impl<'e> Runner<'e> {
                 if !self.go_on()? {
                     break;
                 }
-                match self.lookup(true, &key).await {
+                match self.lookup(Side::Source, &key).await {
                     Ok(Some(seen)) => {
                         self.report.counts.read += 1;
                         self.handle(seen).await?
@@ -491,7 +555,7 @@ impl<'e> Runner<'e> {
             let http = self.src.http;
             let mut pages = Box::pin(http.list(&list_op, input));
             // Dry runs write nothing, so they have nothing to hold back.
-            self.listing_source = !self.opts.dry_run;
+            self.listing.active = !self.opts.dry_run;
             'pages: while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| self.read_error(self.src.name, e))?;
                 // The listing's own count is what the run will decide, unless it is scoped or
@@ -531,7 +595,7 @@ impl<'e> Runner<'e> {
                     .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
                     .collect();
                 let mut found = self.e.bindings(&self.scope, &page_keys)?;
-                self.page_bindings = page_keys
+                self.listing.page_bindings = page_keys
                     .into_iter()
                     .map(|k| {
                         let b = found.remove(&k);
@@ -550,14 +614,14 @@ impl<'e> Runner<'e> {
                         }
                     }
                 }
-                self.page_bindings.clear();
+                self.listing.page_bindings.clear();
             }
-            self.page_bindings.clear();
+            self.listing.page_bindings.clear();
             for native in planned {
                 let Ok(mut seen) = self.seen(&self.src, native) else {
                     continue;
                 };
-                if self.listed.contains_key(&seen.key)
+                if self.listing.listed.contains_key(&seen.key)
                     || keys.as_ref().is_some_and(|k| !k.contains(&seen.key))
                 {
                     continue;
@@ -567,7 +631,7 @@ impl<'e> Runner<'e> {
                 self.report.counts.read += 1;
                 self.handle(seen).await?;
             }
-            self.listing_source = false;
+            self.listing.active = false;
             if self.report.interrupted {
                 return self.stop_interrupted().await;
             }
@@ -581,10 +645,10 @@ impl<'e> Runner<'e> {
         // Whether a target record without a source reading in this run may have been missed
         // by the source listing rather than left unchanged.
         let source_in_doubt = !scoped_lookup
-            && ((since.is_none() && self.opts.keys.is_none()) || self.source_shifted);
+            && ((since.is_none() && self.opts.keys.is_none()) || self.listing.shifted);
 
-        self.deferred_index.clear();
-        for (merge, native) in std::mem::take(&mut self.deferred_merges)
+        self.deferred.merge_at.clear();
+        for (merge, native) in std::mem::take(&mut self.deferred.merges)
             .into_iter()
             .flatten()
         {
@@ -601,7 +665,7 @@ impl<'e> Runner<'e> {
         }
 
         if self.bidirectional() {
-            let rest: Vec<Seen> = std::mem::take(&mut self.dst_changes)
+            let rest: Vec<Seen> = std::mem::take(&mut self.changes.records)
                 .into_values()
                 .collect();
             for seen in rest {
@@ -611,7 +675,7 @@ impl<'e> Runner<'e> {
                 self.handle_reverse(seen, source_in_doubt).await?;
             }
         }
-        self.listed = HashMap::new();
+        self.listing.listed = HashMap::new();
 
         if !self.opts.dry_run
             && incremental.is_some()
@@ -619,14 +683,14 @@ impl<'e> Runner<'e> {
             && self.report.ok()
         {
             // Failed records sit in the failure store, so the cursor may move past them.
-            match self.drift {
-                None => self.e.store.set_cursor(&self.flow.id, self.started)?,
-                Some(Some(floor)) => {
+            match self.cursor {
+                CursorHold::Free => self.e.store.set_cursor(&self.flow.id, self.started)?,
+                CursorHold::AtMost(floor) => {
                     let at = self.started.min(floor);
                     tracing::info!(flow = %self.flow.id, cursor = %at, "pages shifted while listing; cursor held back");
                     self.e.store.set_cursor(&self.flow.id, at)?;
                 }
-                Some(None) => {
+                CursorHold::Kept => {
                     tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
                 }
             }
@@ -654,7 +718,7 @@ impl<'e> Runner<'e> {
     /// exported order is locked), nothing else; the cursor stays where it was, so the next
     /// run reads the records not reached.
     async fn stop_interrupted(&mut self) -> Result<(), EngineRunError> {
-        for b in std::mem::take(&mut self.deferred_actions) {
+        for b in std::mem::take(&mut self.deferred.actions) {
             self.go_on()?;
             self.after_export(b).await?;
         }
@@ -675,7 +739,9 @@ impl<'e> Runner<'e> {
             .store
             .awaiting_actions(&self.scope)?
             .into_iter()
-            .filter(|b| b.id(self.src.is_a).is_some() && b.id(self.dst.is_a).is_some())
+            .filter(|b| {
+                self.id_on(b, Side::Source).is_some() && self.id_on(b, Side::Target).is_some()
+            })
             .collect();
         if !waiting.is_empty() {
             tracing::info!(flow = %self.flow.id, records = waiting.len(), "post-actions left by an earlier run go out first");
@@ -709,26 +775,22 @@ impl<'e> Runner<'e> {
     /// out by the operation, shifts it without a trace: reconciliation covers that.)
     pub(super) fn note_reread(&mut self, first_stamp: Option<DateTime<Utc>>) {
         let floor = first_stamp.map(|t| t - chrono::Duration::seconds(1));
-        self.drift = match (self.drift, floor) {
-            (Some(None), _) | (_, None) => Some(None),
-            (None, Some(f)) => Some(Some(f)),
-            (Some(Some(d)), Some(f)) => Some(Some(d.min(f))),
-        };
+        self.cursor = self.cursor.hold(floor);
     }
 
     /// Maps a native record of a side to its key, id and canonical record.
     pub(super) fn seen(
         &self,
-        side: &Side,
+        end: &End,
         native: Value,
     ) -> Result<Seen, Box<(String, Value, Fail)>> {
         let env = MapEnv {
-            vars: &side.ent.tables,
-            system: side.http.system_vars(),
+            vars: &end.ent.tables,
+            system: end.http.system_vars(),
             refs: &crate::compile::NoRefs,
         };
-        let id = side.ent.id.of(&native);
-        let mapped = side.ent.read.apply(&native, &env, None).map_err(|e| {
+        let id = end.ent.id.of(&native);
+        let mapped = end.ent.read.apply(&native, &env, None).map_err(|e| {
             Box::new((
                 id.clone().unwrap_or_default(),
                 native.clone(),
@@ -807,7 +869,7 @@ impl<'e> Runner<'e> {
         Ok((out, shifted))
     }
 
-    /// Finds one record by key on a side (`true`: the source). On the target, a system
+    /// Finds one record by key on a side. On the target, a system
     /// without a lookup operation, or a run that has already looked up many records (a first
     /// sync), is read once in full instead and searched in memory.
     ///
@@ -818,8 +880,8 @@ impl<'e> Runner<'e> {
     ///
     /// A full read whose pages shifted is not trusted with a record it lacks: that record is
     /// looked up, or, without a lookup operation, the target is read again.
-    pub(super) async fn lookup(&mut self, source: bool, key: &str) -> Result<Option<Seen>, Fail> {
-        if !source {
+    pub(super) async fn lookup(&mut self, side: Side, key: &str) -> Result<Option<Seen>, Fail> {
+        if side == Side::Target {
             // In a dry run, a record an earlier flow of the plan would have created here is
             // there, as it will be when the run gets to this flow.
             if self.opts.dry_run
@@ -836,7 +898,7 @@ impl<'e> Runner<'e> {
                 return Ok(Some(seen));
             }
             let lookup_op = self.dst.ent.lookup.is_some();
-            let bulk_after = match self.bulk_after {
+            let bulk_after = match self.index.bulk_after {
                 Some(n) => n,
                 None => {
                     let bound = self
@@ -845,37 +907,37 @@ impl<'e> Runner<'e> {
                         .binding_count(&self.scope)
                         .map_err(|e| Fail::msg(e.to_string()))?;
                     let n = BULK_LOOKUPS.max(bound / RECORDS_PER_PAGE);
-                    self.bulk_after = Some(n);
+                    self.index.bulk_after = Some(n);
                     n
                 }
             };
-            let bulk = self.lookups >= bulk_after;
+            let bulk = self.index.lookups >= bulk_after;
             // A target that cannot be searched is read in full to find one record; that a
             // recent read lacked this key is remembered, so one unmatched record does not
             // cost a full read on every run. Reconciliation always reads.
             let remembered = !lookup_op
                 && !self.opts.reconcile
-                && self.index.is_none()
+                && self.index.records.is_none()
                 && self.e.known_absent(&self.flow.id, key);
             if remembered {
                 return Ok(None);
             }
-            if self.index.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
+            if self.index.records.is_none() && self.dst.ent.list.is_some() && (!lookup_op || bulk) {
                 let read_at = self.e.clock.now();
                 let (index, shifted) = self
                     .read_all_dst(None, false)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
-                self.index = Some(index);
-                self.index_shifted = shifted;
-                self.index_read_at = Some(read_at);
+                self.index.records = Some(index);
+                self.index.shifted = shifted;
+                self.index.read_at = Some(read_at);
             }
-            if let Some(index) = &self.index {
+            if let Some(index) = &self.index.records {
                 if let Some(found) = index.get(key) {
                     return Ok(Some(found.clone()));
                 }
-                if !self.index_shifted {
-                    if !lookup_op && let Some(t) = self.index_read_at {
+                if !self.index.shifted {
+                    if !lookup_op && let Some(t) = self.index.read_at {
                         self.e
                             .note_absent(&self.flow.id, t, key, !self.opts.dry_run);
                     }
@@ -887,25 +949,25 @@ impl<'e> Runner<'e> {
                     return self.reread_index(key).await;
                 }
             } else {
-                self.lookups += 1;
+                self.index.lookups += 1;
             }
         }
-        let side = if source { &self.src } else { &self.dst };
-        let Some(op) = &side.ent.lookup else {
+        let end = self.end(side);
+        let Some(op) = &end.ent.lookup else {
             return Ok(None);
         };
         let input = CallInput {
             key: Some(key.to_string()),
             ..Default::default()
         };
-        self.ask(side, op, &input, key).await
+        self.ask(end, op, &input, key).await
     }
 
     /// Calls a `lookup` (by key) or `get` (by id) operation of a side and returns the
     /// record it answers with under `key`, if any.
     pub(super) async fn ask(
         &self,
-        side: &Side<'_>,
+        side: &End<'_>,
         op: &str,
         input: &CallInput,
         key: &str,
@@ -933,8 +995,27 @@ impl<'e> Runner<'e> {
         Ok(None)
     }
 
+    /// A binding's id on a side. Bindings keep their two columns by system pair (`a`, `b`),
+    /// shared by the flows of both directions; these four name them by this flow's sides.
+    pub(super) fn id_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b str> {
+        b.id(self.end(side).is_a)
+    }
+
+    pub(super) fn set_id_on(&self, b: &mut Binding, side: Side, id: String) {
+        b.set_id(self.end(side).is_a, id);
+    }
+
+    /// What a binding last knew a side to hold.
+    pub(super) fn base_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b Value> {
+        b.base(self.end(side).is_a)
+    }
+
+    pub(super) fn base_on_mut<'b>(&self, b: &'b mut Binding, side: Side) -> &'b mut Option<Value> {
+        b.base_mut(self.end(side).is_a)
+    }
+
     pub(super) fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
-        if let Some(b) = self.page_bindings.get(key) {
+        if let Some(b) = self.listing.page_bindings.get(key) {
             return Ok(b.clone());
         }
         Ok(self
@@ -944,7 +1025,7 @@ impl<'e> Runner<'e> {
     }
 
     pub(super) fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
-        self.page_bindings.remove(&b.key);
+        self.listing.page_bindings.remove(&b.key);
         if !self.opts.dry_run {
             self.e
                 .store
@@ -955,23 +1036,22 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
-    /// The bases an update of `to_source`'s side with `canon` leaves, stored (or, in a dry
+    /// The bases an update of `side` with `canon` leaves, stored (or, in a dry
     /// run, planned, so the next flow of the plan compares with them).
     pub(super) fn move_bases(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        let is_a = self.side(to_source).is_a;
-        let written = match b.base(is_a) {
-            Some(Value::Object(_)) => overlay_fields(b.base(is_a), canon, &self.carried),
+        let written = match self.base_on(b, side) {
+            Some(Value::Object(_)) => overlay_fields(self.base_on(b, side), canon, &self.carried),
             _ => canon.clone(),
         };
-        *b.base_mut(is_a) = Some(written);
+        *self.base_on_mut(b, side) = Some(written);
         if let Some(s) = source_now {
-            *b.base_mut(!is_a) = Some(s.clone());
+            *self.base_on_mut(b, side.other()) = Some(s.clone());
         }
         self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
@@ -984,24 +1064,12 @@ impl<'e> Runner<'e> {
             return false;
         }
         let trigger = &self.flow.config.trigger;
-        if let Some(s) = &trigger.on_status {
-            let v = canonical::field_text(&seen.canon, &s.field).unwrap_or_default();
-            if !s.values.contains(&v) {
-                return false;
-            }
-        }
-        if let Some(t) = &trigger.on_transition {
-            let now = canonical::field_text(&seen.canon, &t.field).unwrap_or_default();
-            let before = binding
-                .and_then(|b| b.base(self.src.is_a))
-                .and_then(|b| canonical::field_text(b, &t.field));
-            let moved = before.as_deref() != Some(now.as_str());
-            let from_ok = t.from.is_empty() || before.as_ref().is_some_and(|b| t.from.contains(b));
-            if !(moved && from_ok && t.to.contains(&now)) {
-                return false;
-            }
-        }
-        true
+        decide::triggered(
+            trigger.on_status.as_ref(),
+            trigger.on_transition.as_ref(),
+            &seen.canon,
+            binding.and_then(|b| self.base_on(b, Side::Source)),
+        )
     }
 
     pub(super) fn record(
@@ -1096,7 +1164,7 @@ impl<'e> Runner<'e> {
 
     /// A record synced: a failure kept for it is cleared, and the report says so.
     pub(super) fn succeeded(&mut self, key: &str) -> Result<(), EngineRunError> {
-        if self.failing.remove(key) && !self.opts.dry_run {
+        if self.unsettled.failing.remove(key) && !self.opts.dry_run {
             self.e.store.clear_failure(&self.flow.id, key)?;
             tracing::info!(flow = %self.flow.id, key, "record synced; its failure is cleared");
             self.report.counts.failures_cleared += 1;
@@ -1118,27 +1186,5 @@ impl<'e> Runner<'e> {
         let digest = Sha256::digest(format!("{}\u{0}{key}", self.flow.id).as_bytes());
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
         format!("erpsync-{hex}")
-    }
-
-    // -----------------------------------------------------------------------------------
-    // Deciding
-
-    /// The compared and carried fields for one source record: with `skip_nulls`, fields the
-    /// source leaves empty are neither compared nor written.
-    pub(super) fn fields_for(&self, canon: &Value) -> (Cow<'_, [String]>, Cow<'_, [String]>) {
-        if !self.flow.config.skip_nulls {
-            return (Cow::Borrowed(&self.cmp), Cow::Borrowed(&self.carried));
-        }
-        let present = |fields: &[String]| -> Vec<String> {
-            fields
-                .iter()
-                .filter(|f| canon.get(f.as_str()).is_some_and(|v| !v.is_null()))
-                .cloned()
-                .collect()
-        };
-        (
-            Cow::Owned(present(&self.cmp)),
-            Cow::Owned(present(&self.carried)),
-        )
     }
 }

@@ -1,5 +1,6 @@
-//! One-way flows: the decision for a record read from the source (create, update, adopt,
-//! skip, locked…), overwrite reports, and related records synced first.
+//! One-way flows: a record read from the source is decided by `decide::decide` (create,
+//! update, adopt, skip, locked…) and applied; overwrite reports, and related records synced
+//! first.
 
 use super::*;
 
@@ -19,9 +20,9 @@ impl<'e> Runner<'e> {
                     ..Default::default()
                 });
                 if let Some(id) = &seen.id {
-                    b.set_id(self.src.is_a, id.clone());
+                    self.set_id_on(b, Side::Source, id.clone());
                 }
-                *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+                *self.base_on_mut(b, Side::Source) = Some(seen.canon.clone());
                 self.put_binding(b)?;
             }
             self.record(&key, Decision::Filtered, None, Vec::new(), None);
@@ -41,202 +42,179 @@ impl<'e> Runner<'e> {
         }
     }
 
+    /// A record read from the source of a one-way flow: decided (see `decide::decide`),
+    /// reading the target when the decision needs it, then applied.
     pub(super) async fn one_way(
         &mut self,
         seen: &Seen,
         binding: Option<Binding>,
     ) -> Result<(), Fail> {
-        let (cmp, carried) = self.fields_for(&seen.canon);
-        let (cmp, carried) = (cmp.into_owned(), carried.into_owned());
+        let (cmp, carried) = decide::fields_for(
+            self.flow.config.skip_nulls,
+            &self.cmp,
+            &self.carried,
+            &seen.canon,
+        );
+        let rules = OneWayRules {
+            mode: self.flow.config.mode,
+            export_once: self.flow.config.export_once,
+            allow_edit_after_export: self.flow.config.allow_edit_after_export,
+            reconcile: self.opts.reconcile,
+            compared: &cmp,
+            carried: &carried,
+        };
         let key = seen.key.clone();
-        let export_once = self.flow.config.export_once;
         let mut b = binding.unwrap_or_else(|| Binding {
             key: key.clone(),
             ..Default::default()
         });
         // A binding made without the source's id (a create settled from the journal) learns
         // it here, and keeps it: post-actions and the flow back need it.
-        let learned = b.id(self.src.is_a).is_none() && seen.id.is_some();
+        let learned = self.id_on(&b, Side::Source).is_none() && seen.id.is_some();
         if let Some(id) = &seen.id {
-            b.set_id(self.src.is_a, id.clone());
+            self.set_id_on(&mut b, Side::Source, id.clone());
         }
         let dst_name = self.dst.name;
-
-        if b.id(self.dst.is_a).is_some() {
+        let bound = self.id_on(&b, Side::Target).is_some();
+        if bound {
             if learned && !self.opts.dry_run {
                 self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
             }
-            if export_once && !b.actions_done && !self.flow.config.after_export.is_empty() {
+            if rules.export_once && !b.actions_done && !self.flow.config.after_export.is_empty() {
                 // Exported, but its post-actions did not all succeed: try them again.
-                self.deferred_actions.push(b.clone());
+                self.deferred.actions.push(b.clone());
             }
-            if export_once && !self.flow.config.allow_edit_after_export {
-                self.record(
-                    &key,
-                    Decision::Locked,
-                    None,
-                    Vec::new(),
-                    Some("already exported; edits are locked".into()),
-                );
-                return Ok(());
-            }
-            if matches!(
-                self.flow.config.mode,
-                SyncMode::Create | SyncMode::CreateMissing
-            ) {
-                self.record(
-                    &key,
-                    Decision::Skip,
-                    None,
-                    Vec::new(),
-                    Some("exists in target; mode creates only".into()),
-                );
-                return Ok(());
-            }
-            let (current, corrected) = if self.opts.reconcile {
-                let mut found = self.index.as_ref().and_then(|i| i.get(&key)).cloned();
-                if found.is_none() {
-                    // Missing from the full read: missed by shifting pages, or deleted.
-                    found = self.confirm(false, &key, b.id(self.dst.is_a)).await?;
-                }
-                match found {
-                    Some(c) => (Some(c.canon), true),
+        }
+        let link = Link {
+            bound,
+            target_base: self.base_on(&b, Side::Target),
+        };
+        let mut verdict = decide::decide(&rules, &seen.canon, link, Counterpart::NotRead);
+        let mut found = None;
+        if verdict == Verdict::ReadTarget {
+            found = if bound {
+                // Reconciling: the target as it is now, from the full read; missing from it,
+                // it was missed by shifting pages, or deleted.
+                match self
+                    .index
+                    .records
+                    .as_ref()
+                    .and_then(|i| i.get(&key))
+                    .cloned()
+                {
+                    Some(f) => Some(f),
                     None => {
-                        // Bound but gone from the target: report, never delete or recreate blindly.
-                        self.record(
-                            &key,
-                            Decision::Failed,
-                            Some(dst_name),
-                            Vec::new(),
-                            Some(format!("bound record is missing in `{dst_name}`")),
-                        );
-                        return Ok(());
+                        self.confirm(Side::Target, &key, self.id_on(&b, Side::Target))
+                            .await?
                     }
                 }
             } else {
-                (None, false)
-            };
-            // What the target holds is what the source is compared with: the target's last
-            // known record (read, adopted or written), on this flow's fields. A pair adopted
-            // while it differed, or a field another flow on this pair left alone, is written
-            // on the first run; a record this flow or the opposite one already wrote is not.
-            let unchanged = match &current {
-                Some(cur) => same(Some(cur), Some(&seen.canon), &cmp),
-                None => {
-                    b.base(self.dst.is_a).is_some()
-                        && same(b.base(self.dst.is_a), Some(&seen.canon), &cmp)
+                // Not bound yet: is it already in the target?
+                if self.unsettled.in_doubt.contains(&key) {
+                    return Err(Fail::msg(
+                        "an earlier write of this record has an unknown outcome; not sent again until it is settled",
+                    ));
                 }
+                self.ensure_required(seen).await?;
+                self.lookup(Side::Target, &key).await?
             };
-            if unchanged {
-                if current.is_some()
-                    && !self.opts.dry_run
-                    && !same(b.base(self.dst.is_a), current.as_ref(), &cmp)
-                {
-                    *b.base_mut(self.dst.is_a) = current;
-                    *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
+            let counterpart = match &found {
+                Some(f) => Counterpart::Read(&f.canon),
+                None => Counterpart::Absent,
+            };
+            let link = Link {
+                bound,
+                target_base: self.base_on(&b, Side::Target),
+            };
+            verdict = decide::decide(&rules, &seen.canon, link, counterpart);
+            if !bound
+                && let Some(f) = &found
+                && let Some(id) = &f.id
+            {
+                self.set_id_on(&mut b, Side::Target, id.clone());
+            }
+        }
+        let found = found.map(|f| f.canon);
+        let decision = verdict.decision();
+        match verdict {
+            Verdict::ReadTarget => {
+                return Err(Fail::msg(format!(
+                    "`{key}` could not be decided without reading `{dst_name}`"
+                )));
+            }
+            Verdict::Locked => {
+                let reason = "already exported; edits are locked";
+                self.record(&key, decision, None, Vec::new(), Some(reason.into()));
+            }
+            Verdict::Missing => {
+                // Bound but gone from the target: report, never delete or recreate blindly.
+                let reason = format!("bound record is missing in `{dst_name}`");
+                self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
+            }
+            Verdict::Skip { why, rebase } => {
+                if rebase && !self.opts.dry_run {
+                    *self.base_on_mut(&mut b, Side::Target) = found;
+                    *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                     self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
                 }
-                self.record(&key, Decision::Skip, None, Vec::new(), None);
-                return Ok(());
+                self.record(&key, decision, None, Vec::new(), why.reason(dst_name));
             }
-            let old = current.clone().or_else(|| b.base(self.dst.is_a).cloned());
-            let changes = diff(old.as_ref(), &seen.canon, &cmp);
-            let mut reason = corrected.then(|| "drift corrected".to_string());
-            if self.watch_overwrites
-                && let Some(msg) = self.overwrites(&b, &seen.canon).await?
-            {
-                self.report.counts.overwrites += 1;
-                reason = Some(msg);
-            }
-            let to_write = overlay(old.as_ref(), &seen.canon, &carried);
-            if !self.opts.dry_run {
-                self.update(false, &mut b, &to_write, Some(&seen.canon))
-                    .await?;
-            } else {
-                self.move_bases(false, &mut b, &to_write, Some(&seen.canon))?;
-            }
-            if corrected {
-                self.report.counts.corrected += 1;
-            }
-            self.touched(&seen.canon);
-            self.record(&key, Decision::Update, Some(dst_name), changes, reason);
-            return Ok(());
-        }
-
-        // Not bound yet: is it already in the target?
-        if self.in_doubt.contains(&key) {
-            return Err(Fail::msg(
-                "an earlier write of this record has an unknown outcome; not sent again until it is settled",
-            ));
-        }
-        self.ensure_required(seen).await?;
-        if let Some(found) = self.lookup(false, &key).await? {
-            if let Some(id) = &found.id {
-                b.set_id(self.dst.is_a, id.clone());
-            }
-            let equal = same(Some(&found.canon), Some(&seen.canon), &cmp);
-            if equal
-                || matches!(
-                    self.flow.config.mode,
-                    SyncMode::Create | SyncMode::CreateMissing
-                )
-                || export_once
-            {
-                *b.base_mut(self.dst.is_a) = Some(found.canon.clone());
-                *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
-                if export_once && b.exported_at.is_none() {
+            Verdict::Adopt => {
+                *self.base_on_mut(&mut b, Side::Target) = found;
+                *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
+                if rules.export_once && b.exported_at.is_none() {
                     b.exported_at = Some(self.e.clock.now());
                 }
                 self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
-                self.record(
-                    &key,
-                    Decision::Adopt,
-                    Some(dst_name),
-                    Vec::new(),
-                    Some(format!("already in `{dst_name}`; linked")),
-                );
-                return Ok(());
+                let reason = format!("already in `{dst_name}`; linked");
+                self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
             }
-            let changes = diff(Some(&found.canon), &seen.canon, &cmp);
-            let to_write = overlay(Some(&found.canon), &seen.canon, &carried);
-            if !self.opts.dry_run {
-                self.update(false, &mut b, &to_write, Some(&seen.canon))
-                    .await?;
-            } else {
-                *b.base_mut(self.dst.is_a) = Some(found.canon.clone());
-                self.move_bases(false, &mut b, &to_write, Some(&seen.canon))?;
-            }
-            self.touched(&seen.canon);
-            self.record(
-                &key,
-                Decision::Update,
-                Some(dst_name),
+            Verdict::Update {
+                write,
                 changes,
-                Some(format!("already in `{dst_name}`; linked and updated")),
-            );
-            return Ok(());
+                linked,
+                corrected,
+            } => {
+                let mut reason = if linked {
+                    Some(format!("already in `{dst_name}`; linked and updated"))
+                } else {
+                    corrected.then(|| "drift corrected".to_string())
+                };
+                if !linked
+                    && self.watch_overwrites
+                    && let Some(msg) = self.overwrites(&b, &seen.canon).await?
+                {
+                    self.report.counts.overwrites += 1;
+                    reason = Some(msg);
+                }
+                if !self.opts.dry_run {
+                    self.update(Side::Target, &mut b, &write, Some(&seen.canon))
+                        .await?;
+                } else {
+                    if linked {
+                        *self.base_on_mut(&mut b, Side::Target) = found;
+                    }
+                    self.move_bases(Side::Target, &mut b, &write, Some(&seen.canon))?;
+                }
+                if corrected {
+                    self.report.counts.corrected += 1;
+                }
+                self.touched(&seen.canon);
+                self.record(&key, decision, Some(dst_name), changes, reason);
+            }
+            Verdict::Create { changes } => {
+                *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
+                if !self.opts.dry_run {
+                    self.create(Side::Target, &mut b, &seen.canon).await?;
+                    self.e.forget_absent(&self.flow.id, &key);
+                    self.deferred.actions.push(b.clone());
+                } else {
+                    self.plan_create(Side::Target, &mut b, &seen.canon)?;
+                }
+                self.touched(&seen.canon);
+                self.record(&key, decision, Some(dst_name), changes, None);
+            }
         }
-        if self.flow.config.mode == SyncMode::Update {
-            self.record(
-                &key,
-                Decision::Skip,
-                None,
-                Vec::new(),
-                Some(format!("not in `{dst_name}`; mode updates only")),
-            );
-            return Ok(());
-        }
-        let changes = diff(None, &seen.canon, &cmp);
-        *b.base_mut(self.src.is_a) = Some(seen.canon.clone());
-        if !self.opts.dry_run {
-            self.create(false, &mut b, &seen.canon).await?;
-            self.e.forget_absent(&self.flow.id, &key);
-            self.deferred_actions.push(b.clone());
-        } else {
-            self.plan_create(false, &mut b, &seen.canon)?;
-        }
-        self.touched(&seen.canon);
-        self.record(&key, Decision::Create, Some(dst_name), changes, None);
         Ok(())
     }
 
@@ -248,8 +226,8 @@ impl<'e> Runner<'e> {
     ) -> Result<Option<String>, Fail> {
         let (Some(get), Some(id), Some(base)) = (
             &self.dst.ent.get,
-            b.id(self.dst.is_a),
-            b.base(self.dst.is_a),
+            self.id_on(b, Side::Target),
+            self.base_on(b, Side::Target),
         ) else {
             return Ok(None);
         };
@@ -309,8 +287,8 @@ impl<'e> Runner<'e> {
             }
             let mut runner = Runner::new(self.e, &flow, &opts, self.started)
                 .map_err(|e| Fail::msg(e.to_string()))?;
-            if let Some(keys) = self.required_in_doubt.get(&flow_id) {
-                runner.in_doubt = keys.clone();
+            if let Some(keys) = self.unsettled.required.get(&flow_id) {
+                runner.unsettled.in_doubt = keys.clone();
             }
             let mapped = canonical::normalise(runner.entity, sub).map_err(Fail::msg)?;
             let Some(raw) = canonical::field_text(&mapped, &runner.flow.match_key) else {

@@ -19,10 +19,10 @@ impl<'e> Runner<'e> {
             print: self.fingerprint(&seen.canon),
         };
         let print = now.print;
-        match self.listed.insert(seen.key.clone(), now) {
+        match self.listing.listed.insert(seen.key.clone(), now) {
             None => true,
             Some(first) => {
-                self.source_shifted = true;
+                self.listing.shifted = true;
                 self.note_reread(first.stamp);
                 first.print != print
             }
@@ -49,17 +49,17 @@ impl<'e> Runner<'e> {
         h.finish()
     }
 
-    /// Asks a side (`true`: the source) for a bound record a whole read did not serve: by
+    /// Asks a side for a bound record a whole read did not serve: by
     /// id with the entity's `get` operation, else by key with its `lookup`. `None` when the
     /// side says it is not there, or cannot be asked.
     pub(super) async fn confirm(
         &self,
-        source: bool,
+        side: Side,
         key: &str,
         id: Option<&str>,
     ) -> Result<Option<Seen>, Fail> {
-        let side = if source { &self.src } else { &self.dst };
-        let (op, input) = match (&side.ent.get, id, &side.ent.lookup) {
+        let end = self.end(side);
+        let (op, input) = match (&end.ent.get, id, &end.ent.lookup) {
             (Some(get), Some(id), _) => (
                 get,
                 CallInput {
@@ -76,8 +76,8 @@ impl<'e> Runner<'e> {
             ),
             _ => return Ok(None),
         };
-        tracing::debug!(flow = %self.flow.id, system = side.name, key, "record missing from a full read; asking for it");
-        match self.ask(side, op, &input, key).await {
+        tracing::debug!(flow = %self.flow.id, system = end.name, key, "record missing from a full read; asking for it");
+        match self.ask(end, op, &input, key).await {
             // A record asked for by id that is gone: some APIs answer 404 with an error
             // body that their rules treat as a failure.
             Err(f) if input.id.is_some() && f.status == Some(404) => Ok(None),
@@ -89,17 +89,17 @@ impl<'e> Runner<'e> {
     /// that shifted and did not have it: the target is read in full again (a few times per
     /// run at most) and the readings are joined, the later one winning.
     pub(super) async fn reread_index(&mut self, key: &str) -> Result<Option<Seen>, Fail> {
-        if self.index_rereads >= INDEX_REREADS {
+        if self.index.rereads >= INDEX_REREADS {
             return Ok(None);
         }
-        self.index_rereads += 1;
+        self.index.rereads += 1;
         tracing::info!(flow = %self.flow.id, system = self.dst.name, key, "full read shifted and lacks a record; reading it again");
         let (again, shifted) = self
             .read_all_dst(None, false)
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
-        self.index_shifted = shifted;
-        let index = self.index.get_or_insert_with(HashMap::new);
+        self.index.shifted = shifted;
+        let index = self.index.records.get_or_insert_with(HashMap::new);
         index.extend(again);
         Ok(index.get(key).cloned())
     }
@@ -108,27 +108,29 @@ impl<'e> Runner<'e> {
     /// did not serve (its pages shifted, or the record was deleted) are asked for, and those
     /// the source still has are handled like listed ones.
     pub(super) async fn recover_unlisted(&mut self) -> Result<(), EngineRunError> {
-        let Some(index) = &self.index else {
+        let Some(index) = &self.index.records else {
             return Ok(());
         };
         let unlisted: Vec<String> = index
             .keys()
-            .filter(|k| !self.listed.contains_key(*k))
+            .filter(|k| !self.listing.listed.contains_key(*k))
             .cloned()
             .collect();
         if unlisted.is_empty() {
             return Ok(());
         }
-        let src_a = self.src.is_a;
         let mut bound: Vec<(String, String)> = self
             .e
             .bindings(&self.scope, &unlisted)?
             .into_values()
-            .filter_map(|b| b.id(src_a).map(|id| (b.key.clone(), id.to_string())))
+            .filter_map(|b| {
+                self.id_on(&b, Side::Source)
+                    .map(|id| (b.key.clone(), id.to_string()))
+            })
             .collect();
         bound.sort();
         for (key, id) in bound {
-            match self.confirm(true, &key, Some(&id)).await {
+            match self.confirm(Side::Source, &key, Some(&id)).await {
                 Ok(Some(seen)) => {
                     self.report.counts.read += 1;
                     self.note_listed(&seen);

@@ -4,32 +4,26 @@
 use super::*;
 
 impl<'e> Runner<'e> {
-    pub(super) fn side(&self, to_source: bool) -> &Side<'e> {
-        if to_source { &self.src } else { &self.dst }
+    pub(super) fn end(&self, side: Side) -> &End<'e> {
+        match side {
+            Side::Source => &self.src,
+            Side::Target => &self.dst,
+        }
     }
 
     /// The native payload for a side: everything for a create, what the flow carries for an
     /// update.
-    pub(super) fn payload(
-        &self,
-        to_source: bool,
-        canon: &Value,
-        update: bool,
-    ) -> Result<Value, Fail> {
-        let (to, from) = if to_source {
-            (self.src.name, self.dst.name)
-        } else {
-            (self.dst.name, self.src.name)
-        };
+    pub(super) fn payload(&self, side: Side, canon: &Value, update: bool) -> Result<Value, Fail> {
+        let (to, from) = (self.end(side).name, self.end(side.other()).name);
         let refs = Refs {
             engine: self.e,
             from,
             to,
         };
-        let ent = self.side(to_source).ent;
+        let ent = self.end(side).ent;
         let env = MapEnv {
             vars: &ent.tables,
-            system: self.side(to_source).http.system_vars(),
+            system: self.end(side).http.system_vars(),
             refs: &refs,
         };
         let write = &ent.write;
@@ -46,16 +40,16 @@ impl<'e> Runner<'e> {
     /// settles it.
     pub(super) async fn create(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
-        let payload = self.payload(to_source, canon, false)?;
-        let side = self.side(to_source);
-        let Some(op) = side.ent.create.clone() else {
+        let payload = self.payload(side, canon, false)?;
+        let end = self.end(side);
+        let Some(op) = end.ent.create.clone() else {
             return Err(Fail::msg(format!(
                 "`{}` cannot create {}",
-                side.name, self.entity.name
+                end.name, self.entity.name
             )));
         };
         let key = b.key.clone();
@@ -63,7 +57,7 @@ impl<'e> Runner<'e> {
             id: 0,
             flow: self.flow.id.clone(),
             key: key.clone(),
-            target: side.name.to_string(),
+            target: end.name.to_string(),
             operation: op.clone(),
             idempotency_key: self.idempotency_key(&key),
             payload: payload.clone(),
@@ -76,7 +70,7 @@ impl<'e> Runner<'e> {
             .journal_begin(&entry)
             .map_err(|e| Fail::msg(e.to_string()))?;
         let written_base = canon.clone();
-        self.send_create(to_source, journal_id, &entry, b, written_base)
+        self.send_create(side, journal_id, &entry, b, written_base)
             .await
     }
 
@@ -85,31 +79,31 @@ impl<'e> Runner<'e> {
     /// plan find them as the run would.
     pub(super) fn plan_create(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
-        let side = self.side(to_source);
-        let (is_a, name) = (side.is_a, side.name);
-        let listing = crate::engine::listing(&self.entity.name, side.ent);
-        if let Ok(payload) = self.payload(to_source, canon, false) {
+        let end = self.end(side);
+        let name = end.name;
+        let listing = crate::engine::listing(&self.entity.name, end.ent);
+        if let Ok(payload) = self.payload(side, canon, false) {
             self.e.plan_create(name, listing, &b.key, payload);
         }
-        b.set_id(is_a, crate::engine::PLANNED_ID.to_string());
-        *b.base_mut(is_a) = Some(canon.clone());
+        self.set_id_on(b, side, crate::engine::PLANNED_ID.to_string());
+        *self.base_on_mut(b, side) = Some(canon.clone());
         self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
 
     pub(super) async fn send_create(
         &mut self,
-        to_source: bool,
+        side: Side,
         journal_id: i64,
         entry: &JournalEntry,
         b: &mut Binding,
         written: Value,
     ) -> Result<(), Fail> {
-        let side = self.side(to_source);
-        let (is_a, http, ent, side_name) = (side.is_a, side.http, side.ent, side.name);
+        let end = self.end(side);
+        let (http, ent, side_name) = (end.http, end.ent, end.name);
         let input = CallInput {
             record: entry.payload.clone(),
             key: Some(entry.key.clone()),
@@ -126,7 +120,7 @@ impl<'e> Runner<'e> {
                 let id = match id {
                     Some(id) => Some(id),
                     None => self
-                        .lookup(to_source, &entry.key)
+                        .lookup(side, &entry.key)
                         .await
                         .ok()
                         .flatten()
@@ -138,12 +132,12 @@ impl<'e> Runner<'e> {
                         "`{side_name}` accepted the record but its id could not be read; it will be looked up"
                     )));
                 };
-                b.set_id(is_a, id);
-                *b.base_mut(is_a) = Some(written);
+                self.set_id_on(b, side, id);
+                *self.base_on_mut(b, side) = Some(written);
                 if self.flow.config.export_once && b.exported_at.is_none() {
                     b.exported_at = Some(self.e.clock.now());
                 }
-                self.page_bindings.remove(&b.key);
+                self.listing.page_bindings.remove(&b.key);
                 self.e
                     .store
                     .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
@@ -174,21 +168,21 @@ impl<'e> Runner<'e> {
     /// Updates a side with `canon` (the full canonical record to hold there).
     pub(super) async fn update(
         &mut self,
-        to_source: bool,
+        side: Side,
         b: &mut Binding,
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        let payload = self.payload(to_source, canon, true)?;
-        let side = self.side(to_source);
-        let Some(op) = side.ent.update.clone() else {
+        let payload = self.payload(side, canon, true)?;
+        let end = self.end(side);
+        let Some(op) = end.ent.update.clone() else {
             return Err(Fail::msg(format!(
                 "`{}` cannot update {}",
-                side.name, self.entity.name
+                end.name, self.entity.name
             )));
         };
-        let Some(id) = b.id(side.is_a).map(str::to_string) else {
-            return Err(Fail::msg(format!("no `{}` id for `{}`", side.name, b.key)));
+        let Some(id) = self.id_on(b, side).map(str::to_string) else {
+            return Err(Fail::msg(format!("no `{}` id for `{}`", end.name, b.key)));
         };
         let input = CallInput {
             record: payload.clone(),
@@ -197,14 +191,14 @@ impl<'e> Runner<'e> {
             idempotency_key: Some(self.idempotency_key(&b.key)),
             ..Default::default()
         };
-        side.http
+        end.http
             .call(&op, &input)
             .await
             .map_err(|e| Fail::call(&e, Some(payload)))?;
         // Only what this flow wrote moves the side's base: a field the flow does not carry
         // keeps what was last known of it, so another flow carrying that field still sees
         // its own change.
-        self.move_bases(to_source, b, canon, source_now)
+        self.move_bases(side, b, canon, source_now)
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
@@ -218,23 +212,23 @@ impl<'e> Runner<'e> {
         if self.flow.config.after_export.is_empty() || self.opts.dry_run {
             return Ok(());
         }
-        let src_a = self.src.is_a;
         // The binding may have changed since the actions were queued: work on the stored one,
         // with the source id the queued copy learned from the listing.
         let mut b = self.binding(&queued.key)?.unwrap_or_else(|| queued.clone());
         if b.actions_done {
             return Ok(());
         }
-        let learned = b.id(src_a).is_none() && queued.id(src_a).is_some();
-        if learned && let Some(id) = queued.id(src_a) {
-            b.set_id(src_a, id.to_string());
+        let learned =
+            self.id_on(&b, Side::Source).is_none() && self.id_on(&queued, Side::Source).is_some();
+        if learned && let Some(id) = self.id_on(&queued, Side::Source) {
+            self.set_id_on(&mut b, Side::Source, id.to_string());
         }
         let key = b.key.clone();
-        if b.id(src_a).is_none() && self.src.ent.lookup.is_some() {
-            match self.lookup(true, &key).await {
+        if self.id_on(&b, Side::Source).is_none() && self.src.ent.lookup.is_some() {
+            match self.lookup(Side::Source, &key).await {
                 Ok(Some(found)) => {
                     if let Some(id) = found.id {
-                        b.set_id(src_a, id);
+                        self.set_id_on(&mut b, Side::Source, id);
                         self.put_binding(&b)?;
                     }
                 }
@@ -244,7 +238,7 @@ impl<'e> Runner<'e> {
         } else if learned {
             self.put_binding(&b)?;
         }
-        let Some(id) = b.id(src_a).map(str::to_string) else {
+        let Some(id) = self.id_on(&b, Side::Source).map(str::to_string) else {
             let actions = self.action_names();
             return self.fail(
                 &key,
@@ -275,26 +269,23 @@ impl<'e> Runner<'e> {
         self.succeeded(&key)
     }
 
-    /// A binding settled from the journal knows the target's id only; the source record
-    /// kept with the write's failure (when there is one) names the source's.
-    fn source_id_from_failure(&self, b: &mut Binding, src_a: bool) -> Result<(), EngineRunError> {
-        if b.id(src_a).is_some() {
+    /// A binding settled from the journal knows the written side's id only; the record
+    /// kept with the write's failure (when there is one) names the id on `side`, where it
+    /// was read.
+    fn source_id_from_failure(&self, b: &mut Binding, side: Side) -> Result<(), EngineRunError> {
+        let end = self.end(side);
+        if self.id_on(b, side).is_some() {
             return Ok(());
         }
-        let side = if src_a == self.src.is_a {
-            &self.src
-        } else {
-            &self.dst
-        };
         let id = self
             .e
             .store
             .failures(Some(&self.flow.id))?
             .into_iter()
             .find(|f| f.key == b.key)
-            .and_then(|f| side.ent.id.of(&f.source_record));
+            .and_then(|f| end.ent.id.of(&f.source_record));
         if let Some(id) = id {
-            b.set_id(src_a, id);
+            self.set_id_on(b, side, id);
         }
         Ok(())
     }
@@ -314,16 +305,16 @@ impl<'e> Runner<'e> {
     /// queued. A record settled from the journal is queued without its source id and again,
     /// with it, when the listing reads it: the copies are merged so the id is not lost.
     pub(super) fn take_deferred_actions(&mut self) -> Vec<Binding> {
-        let src_a = self.src.is_a;
         let mut out: Vec<Binding> = Vec::new();
         let mut at: HashMap<String, usize> = HashMap::new();
-        for b in std::mem::take(&mut self.deferred_actions) {
+        for b in std::mem::take(&mut self.deferred.actions) {
             match at.get(&b.key) {
                 Some(&i) => {
-                    if out[i].id(src_a).is_none()
-                        && let Some(id) = b.id(src_a)
+                    if self.id_on(&out[i], Side::Source).is_none()
+                        && let Some(id) = self.id_on(&b, Side::Source)
                     {
-                        out[i].set_id(src_a, id.to_string());
+                        let id = id.to_string();
+                        self.set_id_on(&mut out[i], Side::Source, id);
                     }
                 }
                 None => {
@@ -362,7 +353,9 @@ impl<'e> Runner<'e> {
                     .into_iter()
                     .map(|e| format!("required flow `{flow_id}`: {e}")),
             );
-            self.required_in_doubt.insert(flow_id, sub.in_doubt);
+            self.unsettled
+                .required
+                .insert(flow_id, sub.unsettled.in_doubt);
         }
         Ok(())
     }
@@ -371,16 +364,18 @@ impl<'e> Runner<'e> {
     /// sent: found in the target → bound; not found → sent again with the same idempotency key.
     pub(super) async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
         for entry in self.e.store.journal_pending(Some(&self.flow.id))? {
-            let to_source = entry.target == self.src.name && entry.target != self.dst.name;
+            let side = if entry.target == self.src.name && entry.target != self.dst.name {
+                Side::Source
+            } else {
+                Side::Target
+            };
             let mut b = self.binding(&entry.key)?.unwrap_or_else(|| Binding {
                 key: entry.key.clone(),
                 ..Default::default()
             });
-            let side = self.side(to_source);
-            let (side_name, searchable) = (
-                side.name,
-                side.ent.lookup.is_some() || side.ent.list.is_some(),
-            );
+            let end = self.end(side);
+            let (side_name, searchable) =
+                (end.name, end.ent.lookup.is_some() || end.ent.list.is_some());
             let keyed = self.e.project.systems[side_name]
                 .operations
                 .get(&entry.operation)
@@ -388,32 +383,31 @@ impl<'e> Runner<'e> {
             if !searchable && !keyed {
                 // Neither a lookup nor an idempotency key can tell whether it was applied:
                 // sending it again could duplicate it. A person decides.
-                self.in_doubt.insert(entry.key.clone());
+                self.unsettled.in_doubt.insert(entry.key.clone());
                 self.report.errors.push(format!(
                     "`{}` may or may not have reached `{side_name}`, which cannot be searched: check it by hand and settle it (`erpsync failures settle`); it is held back until then",
                     entry.key
                 ));
                 continue;
             }
-            match self.lookup(to_source, &entry.key).await {
+            match self.lookup(side, &entry.key).await {
                 Ok(Some(found)) => {
-                    let side_a = self.side(to_source).is_a;
                     if let Some(id) = found.id.clone() {
-                        b.set_id(side_a, id);
+                        self.set_id_on(&mut b, side, id);
                     }
-                    *b.base_mut(side_a) = Some(found.canon);
-                    self.source_id_from_failure(&mut b, !side_a)?;
+                    *self.base_on_mut(&mut b, side) = Some(found.canon);
+                    self.source_id_from_failure(&mut b, side.other())?;
                     if self.flow.config.export_once && b.exported_at.is_none() {
                         b.exported_at = Some(self.e.clock.now());
                     }
-                    self.page_bindings.remove(&b.key);
+                    self.listing.page_bindings.remove(&b.key);
                     self.e.store.journal_finish(
                         entry.id,
                         JournalState::Done,
                         Some((&self.scope, &b)),
                     )?;
                     self.report.counts.resolved_in_doubt += 1;
-                    self.deferred_actions.push(b.clone());
+                    self.deferred.actions.push(b.clone());
                     continue;
                 }
                 Ok(None) => {}
@@ -421,7 +415,7 @@ impl<'e> Runner<'e> {
                     if let Some(down) = self.system_down() {
                         return Err(down);
                     }
-                    self.in_doubt.insert(entry.key.clone());
+                    self.unsettled.in_doubt.insert(entry.key.clone());
                     self.report.errors.push(format!(
                         "in-doubt `{}` could not be checked: {}",
                         entry.key, f.error
@@ -431,17 +425,17 @@ impl<'e> Runner<'e> {
             }
             // Not there: it was never applied. Send it again, same key.
             match self
-                .send_create(to_source, entry.id, &entry, &mut b, entry.payload.clone())
+                .send_create(side, entry.id, &entry, &mut b, entry.payload.clone())
                 .await
             {
                 Ok(()) => {
                     self.report.counts.resolved_in_doubt += 1;
                     // The base must be canonical, not native: read it back.
-                    if let Ok(Some(found)) = self.lookup(to_source, &entry.key).await {
-                        *b.base_mut(self.side(to_source).is_a) = Some(found.canon);
+                    if let Ok(Some(found)) = self.lookup(side, &entry.key).await {
+                        *self.base_on_mut(&mut b, side) = Some(found.canon);
                         self.put_binding(&b)?;
                     }
-                    self.deferred_actions.push(b.clone());
+                    self.deferred.actions.push(b.clone());
                     self.succeeded(&entry.key)?;
                 }
                 Err(f) => self.fail(&entry.key.clone(), &entry.payload.clone(), f)?,
