@@ -7,9 +7,14 @@ use std::collections::HashMap;
 
 use crate::compile::{Flow, Project};
 use crate::redact::redact;
-use crate::state::{FlowSwitch, StateStore, StateStoreError};
+use crate::state::{FlowSwitch, StateStoreError};
 
 use super::core::Daemon;
+
+mod stored;
+
+pub use stored::flows_on;
+pub(crate) use stored::{enabled_with, read_switches};
 
 /// A switch that could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -18,41 +23,6 @@ pub enum FlowSwitchError {
     UnknownFlow(String),
     #[error(transparent)]
     State(#[from] StateStoreError),
-}
-
-/// The switches on record, by flow; an empty map (and a warning) when the store cannot say.
-pub(super) fn read_switches(store: &dyn StateStore) -> HashMap<String, bool> {
-    match store.flow_switches() {
-        Ok(list) => list.into_iter().map(|s| (s.flow, s.enabled)).collect(),
-        Err(e) => {
-            tracing::warn!(error = %redact(&e.to_string()), "cannot read the flow switches");
-            HashMap::new()
-        }
-    }
-}
-
-/// Whether a flow is on: its switch, else its flow file.
-pub(super) fn enabled_with(switches: &HashMap<String, bool>, flow: &Flow) -> bool {
-    switches
-        .get(&flow.id)
-        .copied()
-        .unwrap_or(flow.config.enabled)
-}
-
-/// The flows that are on (their switch, else their flow file), for a run of every flow
-/// outside the daemon (`run --once`).
-pub fn flows_on(project: &Project, store: &dyn StateStore) -> Result<Vec<String>, StateStoreError> {
-    let switches: HashMap<String, bool> = store
-        .flow_switches()?
-        .into_iter()
-        .map(|s| (s.flow, s.enabled))
-        .collect();
-    Ok(project
-        .flows
-        .iter()
-        .filter(|f| enabled_with(&switches, f))
-        .map(|f| f.id.clone())
-        .collect())
 }
 
 impl Daemon {
