@@ -9,7 +9,7 @@ use erpsync::sim::shop::{Order, Product};
 use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
 use erpsync::state::{SqliteStore, StateStore};
 
-use crate::engine::demo_project;
+use crate::support::project::demo_project;
 
 fn erpsync() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_erpsync"));

@@ -17,5 +17,6 @@ mod recovery;
 mod settle;
 mod sim;
 mod suppliers;
+mod support;
 mod tryton;
 mod woo;
