@@ -105,7 +105,8 @@ fn tokens(text: &str) -> Vec<(Tok, usize)> {
             i += 1;
         } else if ch == '\'' {
             if next == Some('\\') {
-                i += 2;
+                // An escape: the escaped character (`'\''` too) is part of the literal.
+                i += 3;
                 while i < c.len() && c[i] != '\'' {
                     i += 1;
                 }
