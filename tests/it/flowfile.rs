@@ -11,6 +11,7 @@ use erpsync::state::StateStore;
 use serde_json::json;
 
 use crate::support::harness::Harness;
+use crate::support::project::sim_env;
 
 /// Every flow `run --once` runs, in its order, as one report per flow.
 async fn run_all(h: &Harness) -> Vec<RunReport> {
@@ -753,8 +754,6 @@ async fn run_once_with_max_wait_does_not_sleep_through_a_lockout() {
         serde_json::to_string_pretty(&crate::support::project::demo_project()).unwrap(),
     )
     .unwrap();
-    let (key, secret) = shop.credentials();
-    let (id, client_secret) = erp.credentials();
     let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
     let started = std::time::Instant::now();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
@@ -766,15 +765,8 @@ async fn run_once_with_max_wait_does_not_sleep_through_a_lockout() {
             "stock",
         ])
         .args(["--max-wait", "2", "--init-state"])
-        .envs([
-            ("SHOP_URL", shop.base_url()),
-            ("ERP_URL", erp.base_url()),
-            ("SHOP_API_KEY", key),
-            ("SHOP_API_SECRET", secret),
-            ("ERP_CLIENT_ID", id),
-            ("ERP_CLIENT_SECRET", client_secret),
-            ("ERPSYNC_STATE", state),
-        ])
+        .envs(sim_env(&shop, &erp))
+        .env("ERPSYNC_STATE", state)
         .current_dir(dir.path())
         .output()
         .await
@@ -866,20 +858,11 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
     });
     let project = dir.path().join("project.yaml");
     std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
-    let (key, secret) = shop.credentials();
-    let (id, client_secret) = erp.credentials();
-    let envs = [
-        ("SHOP_URL", shop.base_url()),
-        ("ERP_URL", erp.base_url()),
-        ("SHOP_API_KEY", key),
-        ("SHOP_API_SECRET", secret),
-        ("ERP_CLIENT_ID", id),
-        ("ERP_CLIENT_SECRET", client_secret),
-        (
-            "ERPSYNC_STATE",
-            format!("sqlite:{}", dir.path().join("state.sqlite").display()),
-        ),
-    ];
+    let mut envs = sim_env(&shop, &erp);
+    envs.push((
+        "ERPSYNC_STATE",
+        format!("sqlite:{}", dir.path().join("state.sqlite").display()),
+    ));
     let run = |args: Vec<&str>| {
         let envs = envs.clone();
         let dir = dir.path().to_path_buf();
