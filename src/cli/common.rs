@@ -34,7 +34,7 @@ pub struct InvalidProject(pub Vec<crate::config::Diagnostic>);
 
 impl std::fmt::Display for InvalidProject {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&super::validate::render_text(&self.0))
+        f.write_str(&crate::config::diagnostic::render_text(&self.0))
     }
 }
 
@@ -60,7 +60,7 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// Loads and compiles the project; invalid flow files are an `InvalidProject` error.
 pub fn load_project(paths: &[PathBuf]) -> anyhow::Result<Arc<Project>> {
-    let (project, diags) = super::validate::check(paths);
+    let (project, diags) = crate::compile::project::check(paths);
     match project {
         Some(p) => Ok(Arc::new(p)),
         None => Err(InvalidProject(diags).into()),

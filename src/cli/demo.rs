@@ -227,9 +227,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => write_embedded_flows(&tmp.path().join("flows"))?,
     };
-    let (project, diags) = super::validate::check_with_env(std::slice::from_ref(&flows), &env);
+    let (project, diags) =
+        crate::compile::project::check_with_env(std::slice::from_ref(&flows), &env);
     let Some(project) = project else {
-        crate::errout!("{}", super::validate::render_text(&diags));
+        crate::errout!("{}", crate::config::diagnostic::render_text(&diags));
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     };
     let state_path = match &state_path {

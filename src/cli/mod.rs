@@ -97,6 +97,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Validate(args) => validate::run(args),
         Command::Schema(args) => schema::run(args),
+        Command::Run(args) if !args.once => daemon::run(args),
         Command::Run(args) => run::run(args),
         Command::Demo(args) => demo::run(args),
         Command::DryRun(args) => dry_run::run(args),

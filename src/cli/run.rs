@@ -51,10 +51,8 @@ pub struct RunArgs {
     pub no_watch: bool,
 }
 
+/// `erpsync run --once`; without `--once` the command starts the daemon (`cli::daemon`).
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if !args.once {
-        return super::daemon::run(args);
-    }
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
     let store = open_state(&args.project, &project)?;

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+pub use crate::compile::project::{check, check_with_env};
 use crate::config::Diagnostic;
-use crate::config::diagnostic::Code;
-use crate::config::env::ProcessEnv;
+pub use crate::config::diagnostic::render_text;
 
 pub use super::output::Format;
 use super::output::FormatArgs;
@@ -90,93 +90,6 @@ fn mask_secrets(v: &mut serde_json::Value, in_auth: bool) {
         }
         _ => {}
     }
-}
-
-/// Loads and compiles a project, returning every problem found.
-pub fn check(paths: &[PathBuf]) -> (Option<crate::compile::Project>, Vec<Diagnostic>) {
-    check_with_env(paths, &ProcessEnv)
-}
-
-/// `check`, with `${VAR}` values from `env`.
-pub fn check_with_env(
-    paths: &[PathBuf],
-    env: &dyn crate::config::env::EnvSource,
-) -> (Option<crate::compile::Project>, Vec<Diagnostic>) {
-    let (project, mut diags) = crate::config::load(paths, env);
-    let (compiled, more) = crate::compile::compile(&project);
-    diags.extend(more);
-    explain_unset_variables(&mut diags);
-    diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
-    if diags.iter().any(Diagnostic::is_error) {
-        (None, diags)
-    } else {
-        (compiled, diags)
-    }
-}
-
-/// An unset `${VAR}` is one problem: the errors about the value it left behind at the same
-/// place are dropped, and a set variable with a close name is suggested.
-fn explain_unset_variables(diags: &mut Vec<Diagnostic>) {
-    let unset: Vec<(PathBuf, String)> = diags
-        .iter()
-        .filter(|d| d.code == Code::Secret)
-        .map(|d| (d.file.clone(), d.path.clone()))
-        .collect();
-    diags.retain(|d| {
-        d.code == Code::Secret
-            || !unset.iter().any(|(file, path)| {
-                *file == d.file && (d.path == *path || d.path.starts_with(&format!("{path}.")))
-            })
-    });
-    let names: Vec<String> = std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .collect();
-    for d in diags.iter_mut().filter(|d| d.code == Code::Secret) {
-        let Some(var) = d
-            .message
-            .strip_prefix("environment variable `")
-            .and_then(|m| m.strip_suffix("` is not set"))
-        else {
-            continue;
-        };
-        d.suggestion = similar_variable(var, &names);
-    }
-}
-
-/// A set variable that is likely what was meant: the same name in another case, or one a
-/// typo or two away (closer than for keys: variable names share long prefixes).
-fn similar_variable(var: &str, names: &[String]) -> Option<String> {
-    if let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(var)) {
-        return Some(n.clone());
-    }
-    names
-        .iter()
-        .map(|n| (strsim::damerau_levenshtein(var, n), n))
-        .filter(|(d, n)| *d <= (n.len().max(var.len()) / 6).max(1))
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, n)| n.clone())
-}
-
-/// Renders diagnostics as text, secrets masked.
-pub fn render_text(diags: &[Diagnostic]) -> String {
-    let mut out = String::new();
-    for d in diags {
-        out.push_str(&crate::redact::redact(&d.to_string()));
-        out.push_str("\n\n");
-    }
-    let errors = diags.iter().filter(|d| d.is_error()).count();
-    let warnings = diags.len() - errors;
-    let plural = |n: usize| if n == 1 { "" } else { "s" };
-    if errors > 0 || warnings == 0 {
-        out.push_str(&format!("{errors} problem{} found", plural(errors)));
-        if warnings > 0 {
-            out.push_str(&format!(", and {warnings} warning{}", plural(warnings)));
-        }
-    } else {
-        out.push_str(&format!("{warnings} warning{}", plural(warnings)));
-    }
-    out.push('\n');
-    out
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 //! expression compiled here, so a broken flow file fails `erpsync validate`, never a run.
 
 pub mod mapping;
+pub mod project;
 pub mod schedule;
 pub mod types;
 
@@ -18,6 +19,8 @@ use serde_json::Value;
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
+
+pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
     DaemonConfig, FieldType, FlowConfig, Normalize, SystemConfig, SystemRole,
@@ -164,9 +167,6 @@ impl RecordId {
         }
     }
 }
-
-/// Joins the parts of a composite id; `ref`'s `part` and the `part` helper split on it.
-pub const COMPOSITE_ID_SEPARATOR: char = '/';
 
 /// How an entity lives in one system.
 #[derive(Debug)]

@@ -206,6 +206,28 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// Renders diagnostics as text, secrets masked.
+pub fn render_text(diags: &[Diagnostic]) -> String {
+    let mut out = String::new();
+    for d in diags {
+        out.push_str(&crate::redact::redact(&d.to_string()));
+        out.push_str("\n\n");
+    }
+    let errors = diags.iter().filter(|d| d.is_error()).count();
+    let warnings = diags.len() - errors;
+    let plural = |n: usize| if n == 1 { "" } else { "s" };
+    if errors > 0 || warnings == 0 {
+        out.push_str(&format!("{errors} problem{} found", plural(errors)));
+        if warnings > 0 {
+            out.push_str(&format!(", and {warnings} warning{}", plural(warnings)));
+        }
+    } else {
+        out.push_str(&format!("{warnings} warning{}", plural(warnings)));
+    }
+    out.push('\n');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

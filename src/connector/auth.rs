@@ -11,8 +11,8 @@ use handlebars::Context;
 use serde_json::{Value, json};
 
 use super::error::CallError;
-use super::operation::{BodyTemplate, Problems};
-use super::system::HttpSystem;
+use super::operation::BodyTemplate;
+use super::problem::Problems;
 use crate::config::model::{ApiKeyLocation, AuthConfig, BodyFormat, HttpMethod};
 use crate::expr::{JsonPath, Template};
 use crate::redact;
@@ -20,6 +20,28 @@ use crate::redact;
 /// A token is dropped this long before the system says it expires, at most: a request
 /// signed just before the deadline must not arrive just after it.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// What fetching a token needs from the system it is for (`HttpSystem` is one): its name,
+/// clock, counters, template variables, and a request that goes around authentication.
+#[async_trait::async_trait]
+pub(crate) trait TokenEndpoint: Sync {
+    fn system_name(&self) -> &str;
+    fn now(&self) -> DateTime<Utc>;
+    /// Counts one token fetch.
+    fn token_fetched(&self);
+    /// `system` (with looked-up values) and `vars`, as templates see them.
+    fn system_vars(&self) -> &Value;
+    fn vars(&self) -> &Value;
+    /// Sends a token or login request: status and decoded body.
+    async fn token_request(
+        &self,
+        method: HttpMethod,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<&Value>,
+        format: BodyFormat,
+    ) -> Result<(u16, Value), String>;
+}
 
 #[derive(Debug)]
 enum Kind {
@@ -181,7 +203,7 @@ impl Auth {
     }
 
     /// The credentials for the next request, fetching a token when none is valid.
-    pub async fn credentials(&self, sys: &HttpSystem) -> Result<Credentials, CallError> {
+    pub async fn credentials(&self, sys: &impl TokenEndpoint) -> Result<Credentials, CallError> {
         if let Kind::Fixed { headers, query } = &self.kind {
             return Ok(Credentials {
                 headers: headers.clone(),
@@ -190,7 +212,7 @@ impl Auth {
             });
         }
         let mut cache = self.cache.lock().await;
-        let now = sys.clock.now();
+        let now = sys.now();
         let token = match &cache.0 {
             Some(t) if now < t.renew_at => t.clone(),
             _ => {
@@ -217,16 +239,16 @@ impl Auth {
 
     async fn fetch(
         &self,
-        sys: &HttpSystem,
+        sys: &impl TokenEndpoint,
         now: DateTime<Utc>,
         serial: u64,
     ) -> Result<Token, CallError> {
         let fail = |status: Option<u16>, message: String| CallError::Auth {
-            system: sys.name.clone(),
+            system: sys.system_name().to_owned(),
             status,
             message: redact::redact(&message).into_owned(),
         };
-        sys.stats.token_fetch();
+        sys.token_fetched();
         let (header, value, ttl) = match &self.kind {
             Kind::Fixed { .. } => unreachable!("fixed credentials are never fetched"),
             Kind::OAuth2 {
@@ -269,7 +291,7 @@ impl Auth {
                 ("Authorization".to_string(), format!("{kind} {access}"), ttl)
             }
             Kind::Login(login) => {
-                let ctx = Context::from(json!({"system": sys.system_vars(), "vars": sys.vars}));
+                let ctx = Context::from(json!({"system": sys.system_vars(), "vars": sys.vars()}));
                 let render = |e: crate::expr::TemplateRenderError| fail(None, e.to_string());
                 let path = login.path.render(&ctx).map_err(render)?;
                 let body = login
@@ -323,7 +345,7 @@ impl Auth {
                     .and_then(seconds)
                     .or(Some(login.default_ttl));
                 let value_ctx = Context::from(json!({
-                    "token": token, "system": sys.system_vars(), "vars": sys.vars
+                    "token": token, "system": sys.system_vars(), "vars": sys.vars()
                 }));
                 let value = login.format.render(&value_ctx).map_err(render)?;
                 redact::register(&value);
@@ -334,7 +356,7 @@ impl Auth {
         let margin = EXPIRY_MARGIN.min(ttl / 4);
         let renew_at =
             now + chrono::Duration::from_std(ttl - margin).unwrap_or(chrono::Duration::MAX);
-        tracing::debug!(system = %sys.name, ttl_secs = ttl.as_secs(), "token obtained");
+        tracing::debug!(system = %sys.system_name(), ttl_secs = ttl.as_secs(), "token obtained");
         Ok(Token {
             header,
             value,

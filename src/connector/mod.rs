@@ -7,6 +7,7 @@ mod decode;
 mod error;
 mod operation;
 mod paginate;
+mod problem;
 mod ratelimit;
 mod retry;
 mod rules;
@@ -15,7 +16,8 @@ mod system;
 
 pub use breaker::Health;
 pub use error::CallError;
-pub use operation::{CompileProblem, Operation, ProblemKind};
+pub use operation::Operation;
+pub use problem::{CompileProblem, ProblemKind};
 pub use rules::lint_rules;
 pub use stats::{ConnectorStats, StatsSnapshot};
 pub use system::{

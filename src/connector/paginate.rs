@@ -7,7 +7,7 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 use url::Url;
 
-use super::operation::Problems;
+use super::problem::Problems;
 use crate::config::model::PaginationConfig;
 use crate::expr::JsonPath;
 

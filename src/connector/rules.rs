@@ -4,7 +4,7 @@
 use handlebars::Context;
 use serde_json::{Value, json};
 
-use super::operation::{CompileProblem, ProblemKind};
+use super::problem::{CompileProblem, ProblemKind};
 use crate::config::model::{ErrorAction, ErrorRuleConfig, StatusPattern};
 use crate::expr::{Predicate, Template};
 

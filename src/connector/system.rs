@@ -14,12 +14,13 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, RETRY_AFTER};
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::auth::{Auth, Credentials};
+use super::auth::{Auth, Credentials, TokenEndpoint};
 use super::breaker::{Breaker, Health, Open};
 use super::decode::decode;
 use super::error::CallError;
-use super::operation::{CompileProblem, Operation, Problems};
+use super::operation::Operation;
 use super::paginate::{Next, PageSeen, Progress};
+use super::problem::{CompileProblem, Problems};
 use super::ratelimit::RateLimiter;
 use super::retry::{RetryPolicy, parse_retry_after};
 use super::rules::{Rule, classify};
@@ -1148,5 +1149,39 @@ fn set_field(value: &mut Value, path: &[String], v: Value) {
     }
     if let Value::Object(m) = cur {
         m.insert(last.clone(), v);
+    }
+}
+
+#[async_trait::async_trait]
+impl TokenEndpoint for HttpSystem {
+    fn system_name(&self) -> &str {
+        &self.name
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    fn token_fetched(&self) {
+        self.stats.token_fetch();
+    }
+
+    fn system_vars(&self) -> &Value {
+        HttpSystem::system_vars(self)
+    }
+
+    fn vars(&self) -> &Value {
+        &self.vars
+    }
+
+    async fn token_request(
+        &self,
+        method: HttpMethod,
+        path: &str,
+        headers: &[(String, String)],
+        body: Option<&Value>,
+        format: BodyFormat,
+    ) -> Result<(u16, Value), String> {
+        HttpSystem::token_request(self, method, path, headers, body, format).await
     }
 }

@@ -13,9 +13,10 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
-use super::api::{self, ApiResult, Role, RunRequest};
+#[cfg(test)]
+use super::api::same_secret;
+use super::api::{self, ApiResult, Role, RunRequest, role_of};
 use super::core::Daemon;
 use crate::redact::redact;
 
@@ -72,31 +73,6 @@ fn answer_with(ok: StatusCode, result: ApiResult) -> Response {
         Ok(v) => (ok, Json(v)).into_response(),
         Err(e) => error(e.status, e.message),
     }
-}
-
-/// Equality whose time does not depend on where the inputs differ: both sides are hashed
-/// first, so even the length of the token does not leak.
-pub(super) fn same_secret(a: &str, b: &str) -> bool {
-    let (x, y) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    x.iter()
-        .zip(y.iter())
-        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
-        == 0
-}
-
-/// The role a token gives, if any.
-pub(super) fn role_of(d: &Daemon, token: &str) -> Option<Role> {
-    let token = token.trim();
-    if token.is_empty() {
-        return None;
-    }
-    if d.admin_token().is_some_and(|t| same_secret(token, &t)) {
-        return Some(Role::Operator);
-    }
-    if d.viewer_token().is_some_and(|t| same_secret(token, &t)) {
-        return Some(Role::Viewer);
-    }
-    None
 }
 
 async fn require_token(State(d): State<Arc<Daemon>>, req: Request, next: Next) -> Response {

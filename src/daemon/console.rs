@@ -21,8 +21,9 @@ use handlebars::{
 use rand::RngCore as _;
 use serde_json::{Value, json};
 
-use super::admin::{role_of, same_secret};
-use super::api::{self, ApiError, FailuresQuery, Role, RunRequest, RunsQuery, SettleRequest};
+use super::api::{
+    self, ApiError, FailuresQuery, Role, RunRequest, RunsQuery, SettleRequest, role_of, same_secret,
+};
 use super::core::Daemon;
 
 /// Name of the session cookie.

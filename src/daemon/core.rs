@@ -14,7 +14,6 @@ use tokio::sync::{Notify, broadcast};
 
 use super::metrics::{Metrics, status_of};
 use super::scheduler::Plan;
-use super::switches;
 use crate::clock::SharedClock;
 use crate::compile::Project;
 use crate::engine::{
@@ -844,7 +843,7 @@ impl Daemon {
                 FlowStatus {
                     id: f.id.clone(),
                     description: f.config.description.clone(),
-                    enabled: switches::enabled_with(&switches, f),
+                    enabled: super::switches::enabled_with(&switches, f),
                     switched: switches.get(&f.id).copied(),
                     from: f.from.clone(),
                     to: f.to.clone(),
@@ -930,11 +929,11 @@ impl Daemon {
     }
 
     fn try_reload(&self) -> Result<(), ConfigReloadError> {
-        let (project, diags) = crate::cli::validate::check(&self.paths);
+        let (project, diags) = crate::compile::project::check(&self.paths);
         let Some(project) = project else {
             return Err(ConfigReloadError::Invalid {
                 count: diags.len(),
-                diagnostics: crate::cli::validate::render_text(&diags),
+                diagnostics: crate::config::diagnostic::render_text(&diags),
             });
         };
         let old = self.engine();

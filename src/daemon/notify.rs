@@ -22,6 +22,13 @@ use crate::config::model::{
 };
 use crate::redact::redact;
 
+mod state;
+
+pub use state::Alert;
+pub(super) use state::NotifyState;
+#[cfg(test)]
+use state::RuleState;
+
 /// Seconds between two messages of one rule, unless configured.
 const DEFAULT_WINDOW_SECS: u64 = 900;
 /// Seconds of `write_in_doubt` and `flow_not_succeeded`, unless configured.
@@ -32,20 +39,6 @@ const SUMMARY_LINES: usize = 10;
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Header of a webhook channel's signature.
 pub const SIGNATURE_HEADER: &str = "X-Erpsync-Signature";
-/// Subjects remembered per rule at most (the oldest are forgotten first).
-const SEEN_MAX: usize = 10_000;
-
-/// One thing a rule fired for.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Alert {
-    /// What it is about; the same subject fires once.
-    #[serde(skip)]
-    subject: String,
-    pub flow: Option<String>,
-    pub text: String,
-    /// The console page to act on.
-    pub link: String,
-}
 
 /// A message as channels get it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -60,46 +53,6 @@ pub struct Notification {
     /// Alerts left out of `alerts` in a long summary.
     pub more: usize,
     pub at: DateTime<Utc>,
-}
-
-#[derive(Debug, Default)]
-struct RuleState {
-    /// Subjects already alerted, with when.
-    seen: BTreeMap<String, DateTime<Utc>>,
-    /// Alerts waiting for the rule's window to end.
-    queue: Vec<Alert>,
-    last_sent: Option<DateTime<Utc>>,
-}
-
-/// What the notifier remembers between checks.
-#[derive(Debug, Default)]
-pub(super) struct NotifyState {
-    rules: BTreeMap<String, RuleState>,
-    /// System events since the last check: (system, down?).
-    systems: Vec<(String, bool, DateTime<Utc>)>,
-    /// Failures present when the daemon started, by (id, attempts): not news.
-    baseline: Option<BTreeSet<(i64, u32)>>,
-    /// When the daemon started: a flow without a successful run counts from here.
-    started: Option<DateTime<Utc>>,
-}
-
-impl RuleState {
-    fn fire(&mut self, alert: Alert, now: DateTime<Utc>) {
-        if self.seen.contains_key(&alert.subject) {
-            return;
-        }
-        self.seen.insert(alert.subject.clone(), now);
-        if self.seen.len() > SEEN_MAX
-            && let Some(oldest) = self
-                .seen
-                .iter()
-                .min_by_key(|(_, t)| **t)
-                .map(|(k, _)| k.clone())
-        {
-            self.seen.remove(&oldest);
-        }
-        self.queue.push(alert);
-    }
 }
 
 fn secs(n: u64) -> chrono::Duration {

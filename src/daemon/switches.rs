@@ -7,9 +7,13 @@ use std::collections::HashMap;
 
 use crate::compile::{Flow, Project};
 use crate::redact::redact;
-use crate::state::{FlowSwitch, StateStore, StateStoreError};
+use crate::state::{FlowSwitch, StateStoreError};
 
 use super::core::Daemon;
+
+mod stored;
+
+pub(crate) use stored::{enabled_with, read_switches};
 
 /// A switch that could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -18,22 +22,6 @@ pub enum FlowSwitchError {
     UnknownFlow(String),
     #[error(transparent)]
     State(#[from] StateStoreError),
-}
-
-/// The switches on record, by flow; an empty map (and a warning) when the store cannot say.
-pub(super) fn read_switches(store: &dyn StateStore) -> HashMap<String, bool> {
-    match store.flow_switches() {
-        Ok(list) => list.into_iter().map(|s| (s.flow, s.enabled)).collect(),
-        Err(e) => {
-            tracing::warn!(error = %redact(&e.to_string()), "cannot read the flow switches");
-            HashMap::new()
-        }
-    }
-}
-
-/// Whether a flow is on: its switch, else its flow file.
-pub(super) fn enabled_with(switches: &HashMap<String, bool>, flow: &Flow) -> bool {
-    flow.is_on(switches)
 }
 
 impl Daemon {

@@ -340,6 +340,14 @@ mod tests {
         assert_eq!(delivery_key("$.missing", &order), None);
     }
 
+    /// A sender's signature, computed here rather than taken from the simulators: the
+    /// daemon's check is tested against the definition (base64 of the HMAC-SHA256 of the body).
+    fn sign(body: &[u8], secret: &str) -> String {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(body);
+        base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+    }
+
     fn cfg() -> WebhookConfig {
         WebhookConfig {
             path: "/hooks/orders".into(),
@@ -363,11 +371,11 @@ mod tests {
     fn signed_fresh_deliveries_pass_and_others_are_refused() {
         let now: DateTime<Utc> = "2026-05-01T10:00:00Z".parse().unwrap();
         let body = br#"{"number":"1001","occurred_at":"2026-05-01T09:59:00Z"}"#;
-        let sig = crate::sim::webhook::sign(body, "s3cret-hook");
+        let sig = sign(body, "s3cret-hook");
         let d = verify(&cfg(), &headers(&sig, "d1"), body, now).unwrap();
         assert_eq!((d.key.as_str(), d.id.as_str()), ("1001", "id:d1"));
 
-        let forged = crate::sim::webhook::sign(body, "guessed");
+        let forged = sign(body, "guessed");
         assert_eq!(
             verify(&cfg(), &headers(&forged, "d1"), body, now).unwrap_err(),
             DeliveryVerifyError::BadSignature

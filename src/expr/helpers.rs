@@ -103,7 +103,7 @@ handlebars_helper!(object: |*args| {
     Value::Object(m)
 });
 handlebars_helper!(part: |v: Value, n: u64| {
-    text(&v).split(crate::compile::COMPOSITE_ID_SEPARATOR).nth(n as usize).unwrap_or_default().to_string()
+    text(&v).split(super::COMPOSITE_ID_SEPARATOR).nth(n as usize).unwrap_or_default().to_string()
 });
 handlebars_helper!(coalesce: |*args| {
     args.iter().find(|v| !matches!(v, Value::Null) && !matches!(v, Value::String(s) if s.is_empty()))
@@ -196,15 +196,15 @@ pub(super) fn register(hb: &mut Handlebars<'static>) {
 
 #[cfg(test)]
 mod tests {
-    use crate::expr::Template;
-    use handlebars::Context;
+    use handlebars::Handlebars;
     use serde_json::json;
 
+    /// Renders with these helpers alone, as `Template` registers them (no HTML escaping).
     fn r(src: &str, data: serde_json::Value) -> String {
-        Template::compile(src)
-            .unwrap()
-            .render(&Context::from(data))
-            .unwrap()
+        let mut hb = Handlebars::new();
+        hb.register_escape_fn(handlebars::no_escape);
+        super::register(&mut hb);
+        hb.render_template(src, &data).unwrap()
     }
 
     #[test]

@@ -8,3 +8,6 @@ mod template;
 pub use helpers::parse_datetime;
 pub use path::{JsonPath, JsonPathParseError, Predicate};
 pub use template::{Template, TemplateParseError, TemplateRenderError, Templates};
+
+/// Joins the parts of a composite id; `ref`'s `part` and the `part` helper split on it.
+pub const COMPOSITE_ID_SEPARATOR: char = '/';

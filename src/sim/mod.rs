@@ -31,7 +31,16 @@ pub use counters::{Counters, RouteCount};
 pub use erp::{BurstLimit, ErpHandle, ErpOptions, ErpSim};
 pub use faults::{FailRule, FaultControl, Faults};
 pub use handle::SimHandle;
-pub use seed::{CatalogueItem, catalogue, seed_both};
+pub use seed::{CatalogueItem, catalogue};
 pub use shop::{ShopHandle, ShopOptions, ShopSim, TokenBucket};
 pub use webhook::{WebhookConfig, WebhookDelivery};
 pub use woo::{WooHandle, WooOptions, WooSim};
+
+/// Fills both simulators with the same `n`-item catalogue (same SKUs, prices and stock): the
+/// usual start of a test or bench of product and stock flows. Returns the catalogue.
+pub fn seed_both(shop: &ShopHandle, erp: &ErpHandle, n: usize, seed: u64) -> Vec<CatalogueItem> {
+    let items = catalogue(n, seed);
+    shop.seed_catalogue(&items);
+    erp.seed_catalogue(&items);
+    items
+}

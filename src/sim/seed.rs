@@ -4,9 +4,7 @@
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::erp::ErpHandle;
 use super::server::cents;
-use super::shop::ShopHandle;
 
 /// One product as both sides know it: the SKU is the shop's `sku` and the ERP's `code`.
 #[derive(Debug, Clone, PartialEq)]
@@ -187,15 +185,6 @@ pub(crate) fn order_lines(rng: &mut StdRng, catalogue_len: usize) -> Vec<(usize,
         }
     }
     lines
-}
-
-/// Fills both simulators with the same `n`-item catalogue (same SKUs, prices and stock): the
-/// usual start of a test or bench of product and stock flows. Returns the catalogue.
-pub fn seed_both(shop: &ShopHandle, erp: &ErpHandle, n: usize, seed: u64) -> Vec<CatalogueItem> {
-    let items = catalogue(n, seed);
-    shop.seed_catalogue(&items);
-    erp.seed_catalogue(&items);
-    items
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@ use erpsync::sim::shop::{Order, Product};
 use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
 use erpsync::state::{SqliteStore, StateStore};
 
-use crate::engine::demo_project;
+use crate::support::project::{demo_project, sim_env};
 
 fn erpsync() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_erpsync"));
@@ -137,17 +137,8 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     .unwrap();
     let project = project.to_str().unwrap().to_string();
     let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
-    let (key, secret) = shop.credentials();
-    let (id, client_secret) = erp.credentials();
-    let envs = [
-        ("SHOP_URL", shop.base_url()),
-        ("ERP_URL", erp.base_url()),
-        ("SHOP_API_KEY", key),
-        ("SHOP_API_SECRET", secret),
-        ("ERP_CLIENT_ID", id),
-        ("ERP_CLIENT_SECRET", client_secret),
-        ("ERPSYNC_STATE", state),
-    ];
+    let mut envs = sim_env(&shop, &erp);
+    envs.push(("ERPSYNC_STATE", state));
     let run = |args: &[&str]| {
         let out = erpsync()
             .args(args)
@@ -666,8 +657,6 @@ async fn a_first_sync_conflict_names_the_rule_as_the_flow_file_does() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let state = format!("sqlite:{}", dir.path().join("s.sqlite").display());
-    let (key, secret) = shop.credentials();
-    let (id, client_secret) = erp.credentials();
     let out = erpsync()
         .args([
             "dry-run",
@@ -682,14 +671,7 @@ async fn a_first_sync_conflict_names_the_rule_as_the_flow_file_does() {
             &state,
             "--init-state",
         ])
-        .envs([
-            ("SHOP_URL", shop.base_url()),
-            ("ERP_URL", erp.base_url()),
-            ("SHOP_API_KEY", key),
-            ("SHOP_API_SECRET", secret),
-            ("ERP_CLIENT_ID", id),
-            ("ERP_CLIENT_SECRET", client_secret),
-        ])
+        .envs(sim_env(&shop, &erp))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -14,17 +14,19 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use erpsync::clock::{Clock as _, ManualClock};
-use erpsync::daemon::{Daemon, DaemonEvent, ServeOptions, serve};
-use erpsync::sim::shop::Order;
+use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::sim::{FailRule, Faults, seed_both};
 use erpsync::state::{SqliteStore, StateStore};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::broadcast;
 
-use crate::daemon::sims;
-use crate::engine::demo_project;
+use crate::support;
+use crate::support::daemon::{finished, serve_http};
+use crate::support::project::at_sims;
+use crate::support::project::demo_project;
+use crate::support::sims::{confirm_order, sims};
 
 const ADMIN: &str = "console-admin-token-4821";
 const VIEWER: &str = "console-viewer-token-9377";
@@ -56,17 +58,17 @@ fn which(names: &[&str]) -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
-/// chromedriver, started; None when it is missing and `ERPSYNC_SKIP_BROWSER=1` allows
+/// chromedriver, started; None when it is missing and `ERPSYNC_SKIP_BROWSER=1` (or `ERPSYNC_OFFLINE=1`) allows
 /// skipping (a newcomer's machine). CI installs it and must not skip silently.
 fn start_driver() -> Option<Driver> {
     let Some(bin) = which(&["chromedriver"]) else {
-        if std::env::var("ERPSYNC_SKIP_BROWSER").as_deref() == Ok("1") {
+        if crate::support::offline::may_skip_browser() {
             eprintln!("skipped: chromedriver is not installed");
             return None;
         }
         panic!(
             "`chromedriver` is not installed: `apt-get install chromium chromium-driver` \
-             (.ci/run does), or set ERPSYNC_SKIP_BROWSER=1 to skip the browser test"
+             (.ci/run does), or set ERPSYNC_SKIP_BROWSER=1 (or ERPSYNC_OFFLINE=1) to skip the browser test"
         );
     };
     let mut child = Command::new(bin)
@@ -181,20 +183,7 @@ async fn wait_for(
     rx: &mut broadcast::Receiver<DaemonEvent>,
     pick: impl Fn(&DaemonEvent) -> bool,
 ) -> DaemonEvent {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            let e = rx.recv().await.expect("event stream open");
-            if pick(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("the awaited daemon event")
-}
-
-fn finished(flow: &str) -> impl Fn(&DaemonEvent) -> bool + '_ {
-    move |e| matches!(e, DaemonEvent::RunFinished { flow: f, .. } if f == flow)
+    support::daemon::wait_for(rx, PATIENCE, pick).await
 }
 
 /// The demo project where orders can neither be looked up nor listed in the ERP, which takes
@@ -220,10 +209,11 @@ fn project(dir: &Path, shop_url: &str, erp_url: &str) -> PathBuf {
     doc["flows"]["products"]["trigger"]["schedule"] = json!("7 * * * *");
     doc["daemon"]["admin_token"] = json!(ADMIN);
     doc["daemon"]["viewer_token"] = json!(VIEWER);
-    let text = serde_json::to_string_pretty(&doc)
-        .unwrap()
-        .replace("${SHOP_URL:-http://127.0.0.1:8701}", shop_url)
-        .replace("${ERP_URL:-http://127.0.0.1:8702}", erp_url);
+    let text = at_sims(
+        &serde_json::to_string_pretty(&doc).unwrap(),
+        shop_url,
+        erp_url,
+    );
     let path = dir.join("project");
     std::fs::create_dir_all(&path).unwrap();
     std::fs::write(path.join("console.yaml"), text).unwrap();
@@ -231,37 +221,7 @@ fn project(dir: &Path, shop_url: &str, erp_url: &str) -> PathBuf {
 }
 
 fn daemon(project: &Path, clock: &ManualClock, store: Arc<dyn StateStore>) -> Arc<Daemon> {
-    let paths = vec![project.to_path_buf()];
-    let (compiled, diags) = erpsync::cli::validate::check(&paths);
-    let compiled =
-        compiled.unwrap_or_else(|| panic!("{}", erpsync::cli::validate::render_text(&diags)));
-    Daemon::new(
-        paths,
-        Arc::new(compiled),
-        store,
-        Arc::new(clock.clone()),
-        None,
-    )
-    .unwrap()
-}
-
-async fn serve_http(d: &Arc<Daemon>) -> (String, oneshot::Sender<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let opts = ServeOptions {
-        scheduler: false,
-        watch_every: None,
-        ..ServeOptions::default()
-    };
-    let d = d.clone();
-    tokio::spawn(async move {
-        serve(d, Some(listener), opts, async {
-            let _ = rx.await;
-        })
-        .await
-    });
-    (url, tx)
+    support::daemon::start(vec![project.to_path_buf()], clock, store, None)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -276,14 +236,7 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     let items = seed_both(&shop, &erp, 5, 3);
     let mut numbers = Vec::new();
     for (i, item) in items.iter().take(2).enumerate() {
-        let mut o = Order::new(
-            &format!("client{i}@example.com"),
-            &[(item.sku.as_str(), 1, item.price_gross)],
-        );
-        o.customer.first_name = format!("Client{i}");
-        o.customer.last_name = "Test".into();
-        o.shipping_status = "confirmed".into();
-        numbers.push(shop.create_order(o).unwrap().number);
+        numbers.push(confirm_order(&shop, i, &[(item, 1)]).number);
     }
     let dir = tempfile::tempdir().unwrap();
     let project = project(dir.path(), &shop.base_url(), &erp.base_url());
@@ -296,7 +249,7 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
         &clock,
         Arc::new(SqliteStore::open(&state).unwrap()),
     );
-    let (url, stop) = serve_http(&d).await;
+    let (url, stop, _) = serve_http(&d).await;
     let mut events = d.subscribe();
 
     // The ERP refuses one order for good and loses the other before applying it.
@@ -567,7 +520,7 @@ async fn the_viewer_token_only_reads_and_forms_need_the_sessions_csrf_token() {
     let project = project(dir.path(), &shop.base_url(), &erp.base_url());
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
     let d = daemon(&project, &clock, store.clone());
-    let (url, stop) = serve_http(&d).await;
+    let (url, stop, _) = serve_http(&d).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(5))

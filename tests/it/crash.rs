@@ -11,7 +11,7 @@ use erpsync::sim::{ErpOptions, ErpSim, Faults, ShopOptions, ShopSim, seed_both};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use crate::engine::demo_project;
+use crate::support::project::{demo_project, sim_env};
 
 const ORDERS: usize = 300;
 
@@ -82,16 +82,7 @@ async fn killed_and_restarted_exports_send_every_order_exactly_once() {
         ..Faults::default()
     });
 
-    let (key, secret) = shop.credentials();
-    let (client_id, client_secret) = erp.credentials();
-    let env: HashMap<&str, String> = HashMap::from([
-        ("SHOP_URL", shop.base_url()),
-        ("ERP_URL", erp.base_url()),
-        ("SHOP_API_KEY", key),
-        ("SHOP_API_SECRET", secret),
-        ("ERP_CLIENT_ID", client_id),
-        ("ERP_CLIENT_SECRET", client_secret),
-    ]);
+    let env: HashMap<&str, String> = sim_env(&shop, &erp).into_iter().collect();
     let exported = || {
         let mut refs: Vec<String> = erp
             .orders()
@@ -234,7 +225,7 @@ async fn killed_and_restarted_exports_send_every_order_exactly_once() {
 /// left pending. Seeded, bounded in kills and time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_kills_while_orders_are_confirmed_leave_each_order_once_and_locked() {
-    use crate::recovery::{Project, text};
+    use crate::support::binary::{Project, text};
     const ROUNDS: usize = 16;
     let p = Project::start(12, |doc| {
         doc["flows"]

@@ -8,46 +8,29 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use erpsync::clock::{Clock as _, ManualClock, SharedClock};
+use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{
     Cause, ConfigReloadError, Daemon, DaemonEvent, ServeOptions, TriggerRefusedError, serve,
 };
 use erpsync::engine::RunOptions;
 use erpsync::sim::shop::Order;
 use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
-use erpsync::sim::{
-    ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, WebhookConfig,
-};
+use erpsync::sim::{ErpHandle, ShopHandle, WebhookConfig};
 use erpsync::state::{Failure, SqliteStore, StateStore};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
+
+use crate::support;
+use crate::support::daemon::{finished, serve_http};
+use crate::support::project::demo_yaml;
+use crate::support::sims::sims;
 
 const TOKEN: &str = "test-admin-token-123";
 const HOOK_SECRET: &str = "demo-webhook-secret";
 
 fn start_time() -> DateTime<Utc> {
     "2026-05-04T10:00:30Z".parse().unwrap()
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `flows/demo/demo.yaml` pointed at the simulators and at a state file in `dir`.
-pub fn demo_yaml(shop_url: &str, erp_url: &str, dir: &Path) -> String {
-    let text = std::fs::read_to_string(repo().join("flows/demo/demo.yaml")).unwrap();
-    let common = repo().join("flows/common");
-    text.replace(
-        "include: [../common]",
-        &format!("include: [\"{}\"]", common.display()),
-    )
-    .replace(
-        "sqlite:../../target/demo/erpsync.sqlite",
-        &format!("sqlite:{}", dir.join("state.sqlite").display()),
-    )
-    .replace("${SHOP_URL:-http://127.0.0.1:8701}", shop_url)
-    .replace("${ERP_URL:-http://127.0.0.1:8702}", erp_url)
 }
 
 struct Rig {
@@ -60,37 +43,13 @@ struct Rig {
     store: Arc<dyn StateStore>,
 }
 
-pub async fn sims(clock: &ManualClock) -> (ShopHandle, ErpHandle) {
-    let shared: SharedClock = Arc::new(clock.clone());
-    let shop = ShopSim::start(ShopOptions::unlimited().with_clock(shared.clone()))
-        .await
-        .unwrap();
-    let erp = ErpSim::start(ErpOptions::unlimited().with_clock(shared))
-        .await
-        .unwrap();
-    (shop, erp)
+fn start_daemon_on(project: &Path, clock: &ManualClock, store: Arc<dyn StateStore>) -> Arc<Daemon> {
+    support::daemon::start(vec![project.to_path_buf()], clock, store, Some(TOKEN))
 }
 
 fn start_daemon(project: &Path, clock: &ManualClock) -> (Arc<Daemon>, Arc<dyn StateStore>) {
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
     (start_daemon_on(project, clock, store.clone()), store)
-}
-
-fn start_daemon_on(project: &Path, clock: &ManualClock, store: Arc<dyn StateStore>) -> Arc<Daemon> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let paths = vec![project.to_path_buf()];
-    let (compiled, diags) = erpsync::cli::validate::check(&paths);
-    let compiled = compiled.unwrap_or_else(|| {
-        panic!("{}", erpsync::cli::validate::render_text(&diags));
-    });
-    Daemon::new(
-        paths,
-        Arc::new(compiled),
-        store,
-        Arc::new(clock.clone()),
-        Some(TOKEN.to_string()),
-    )
-    .unwrap()
 }
 
 /// The demo project against fresh simulators seeded with a small catalogue; `edit` changes
@@ -116,35 +75,8 @@ async fn rig(edit: impl FnOnce(String) -> String) -> Rig {
     }
 }
 
-/// Serves the daemon's HTTP on a free port; the sender stops it.
-async fn serve_http(
-    d: &Arc<Daemon>,
-) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<bool>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let (tx, rx) = oneshot::channel::<()>();
-    let opts = ServeOptions {
-        scheduler: false,
-        watch_every: None,
-        ..ServeOptions::default()
-    };
-    let d = d.clone();
-    let task = tokio::spawn(async move {
-        serve(d, Some(listener), opts, async {
-            let _ = rx.await;
-        })
-        .await
-        .drained
-    });
-    (url, tx, task)
-}
-
 fn http() -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .unwrap()
+    support::http(Duration::from_secs(5))
 }
 
 /// Waits for the event `pick` accepts; a second at most (everything is local and instant).
@@ -152,20 +84,7 @@ async fn wait_for(
     rx: &mut broadcast::Receiver<DaemonEvent>,
     pick: impl Fn(&DaemonEvent) -> bool,
 ) -> DaemonEvent {
-    tokio::time::timeout(Duration::from_secs(1), async {
-        loop {
-            let e = rx.recv().await.expect("event stream open");
-            if pick(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("the awaited event within a second")
-}
-
-fn finished(flow: &str) -> impl Fn(&DaemonEvent) -> bool + '_ {
-    move |e| matches!(e, DaemonEvent::RunFinished { flow: f, .. } if f == flow)
+    support::daemon::wait_for(rx, Duration::from_secs(1), pick).await
 }
 
 /// A confirmed order of two catalogue SKUs.

@@ -5,176 +5,22 @@
 //! pages shift while they are read.
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use erpsync::cli::validate::check_with_env;
-use erpsync::clock::{Clock, ManualClock};
-use erpsync::config::env::Overrides;
+use erpsync::clock::Clock;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
 use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync::sim::shop::{Order, Product};
-use erpsync::sim::{
-    ErpHandle, ErpOptions, ErpSim, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
-};
+use erpsync::sim::{Faults, ShopHandle};
 use erpsync::state::{
     Binding, Failure, JournalEntry, JournalState, RunRecord, Scope, SqliteStore, StateStore,
 };
 use serde_json::{Value, json};
 
-pub const WAREHOUSE: &str = "Depozit central";
-
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// The demo project as JSON (valid YAML), with `include` made absolute so it can be written
-/// anywhere, and the state section dropped. Its ERP system is written out in full (what it
-/// inherits from `simulated_erp` included), so tests can change any part of it.
-pub fn demo_project() -> Value {
-    let text = std::fs::read_to_string(repo().join("flows/demo/demo.yaml")).unwrap();
-    let mut doc = erpsync::config::node::parse(&text).unwrap().value;
-    doc["include"] = json!([repo().join("flows/common").display().to_string()]);
-    doc.as_object_mut().unwrap().remove("state");
-    let text = std::fs::read_to_string(repo().join("flows/common/simulated-erp.yaml")).unwrap();
-    let template = erpsync::config::node::parse(&text).unwrap().value["systems"]["simulated_erp"]
-        .as_object()
-        .unwrap()
-        .clone();
-    let erp = doc["systems"]["erp"].as_object_mut().unwrap();
-    assert_eq!(erp.remove("extends"), Some(json!("simulated_erp")));
-    for (k, v) in template.into_iter().filter(|(k, _)| k != "abstract") {
-        match (erp.get_mut(&k), v) {
-            (Some(Value::Object(own)), Value::Object(inherited)) => {
-                for (name, item) in inherited {
-                    own.entry(name).or_insert(item);
-                }
-            }
-            (Some(_), _) => {}
-            (None, v) => {
-                erp.insert(k, v);
-            }
-        }
-    }
-    doc
-}
-
-pub struct Harness {
-    pub shop: ShopHandle,
-    pub erp: ErpHandle,
-    pub clock: ManualClock,
-    pub dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
-    pub engine: Engine,
-}
-
-impl Harness {
-    /// Simulators on a manual clock at 2026-03-01 08:00 UTC, `n` products on both sides.
-    pub async fn new(n: usize, edit: impl FnOnce(&mut Value)) -> Harness {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let clock = ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap());
-        let shop = ShopSim::start(ShopOptions::unlimited().with_clock(Arc::new(clock.clone())))
-            .await
-            .unwrap();
-        let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
-            .await
-            .unwrap();
-        seed_both(&shop, &erp, n, 1);
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
-        let engine = build(&shop, &erp, &dir, store.clone(), &clock, edit);
-        Harness {
-            shop,
-            erp,
-            clock,
-            dir,
-            store,
-            engine,
-        }
-    }
-
-    /// Reloads the project with other flow settings, keeping the state.
-    pub fn reload(&mut self, edit: impl FnOnce(&mut Value)) {
-        self.engine = build(
-            &self.shop,
-            &self.erp,
-            &self.dir,
-            self.store.clone(),
-            &self.clock,
-            edit,
-        );
-    }
-
-    pub async fn run(&self, flow: &str) -> RunReport {
-        self.run_with(
-            flow,
-            RunOptions {
-                details: true,
-                ..Default::default()
-            },
-        )
-        .await
-    }
-
-    pub async fn run_with(&self, flow: &str, opts: RunOptions) -> RunReport {
-        self.engine
-            .run(flow, &opts)
-            .await
-            .unwrap_or_else(|e| panic!("{flow}: {e}"))
-    }
-
-    /// Runs every stored failure again, as `erpsync failures retry --all` does; the report of
-    /// the one flow that had failures.
-    pub async fn retry_all(&self) -> RunReport {
-        let mut reports = self.engine.retry_failures(None).await.unwrap();
-        assert_eq!(reports.len(), 1, "one flow had failures");
-        let (flow, report) = reports.remove(0);
-        report.unwrap_or_else(|e| panic!("{flow}: {e}"))
-    }
-
-    pub fn later(&self, minutes: u64) {
-        self.clock.advance(Duration::from_secs(minutes * 60));
-    }
-
-    pub fn reset_counters(&self) {
-        self.shop.counters().reset();
-        self.erp.counters().reset();
-    }
-
-    pub fn writes(&self) -> (u64, u64) {
-        (self.shop.counters().writes(), self.erp.counters().writes())
-    }
-}
-
-/// The demo project (edited) against the simulators, on any store.
-pub fn build(
-    shop: &ShopHandle,
-    erp: &ErpHandle,
-    dir: &tempfile::TempDir,
-    store: Arc<dyn StateStore>,
-    clock: &ManualClock,
-    edit: impl FnOnce(&mut Value),
-) -> Engine {
-    let mut doc = demo_project();
-    edit(&mut doc);
-    let file = dir.path().join("project.yaml");
-    std::fs::write(&file, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
-    let (key, secret) = shop.credentials();
-    let (id, client_secret) = erp.credentials();
-    let env = Overrides(HashMap::from([
-        ("SHOP_URL".into(), shop.base_url()),
-        ("ERP_URL".into(), erp.base_url()),
-        ("SHOP_API_KEY".into(), key),
-        ("SHOP_API_SECRET".into(), secret),
-        ("ERP_CLIENT_ID".into(), id),
-        ("ERP_CLIENT_SECRET".into(), client_secret),
-    ]));
-    let (project, diags) = check_with_env(&[file], &env);
-    let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
-    Engine::new(Arc::new(project), store, Arc::new(clock.clone())).unwrap()
-}
+use crate::support::harness::{Harness, build};
+use crate::support::project::WAREHOUSE;
 
 fn decisions(r: &RunReport) -> BTreeSet<(String, String)> {
     r.records

@@ -10,7 +10,8 @@ use erpsync::sim::shop::Order;
 use erpsync::state::StateStore;
 use serde_json::json;
 
-use crate::engine::Harness;
+use crate::support::harness::Harness;
+use crate::support::project::sim_env;
 
 /// Every flow `run --once` runs, in its order, as one report per flow.
 async fn run_all(h: &Harness) -> Vec<RunReport> {
@@ -111,7 +112,7 @@ async fn requires_ref_and_named_keys_use_the_normalised_key() {
     // A key written as a person would type it selects the record all the same.
     let quantity = h.shop.product_by_sku("SKU-000002").unwrap().stock.unwrap() + 5;
     h.erp
-        .set_stock("SKU-000002", crate::engine::WAREHOUSE, quantity)
+        .set_stock("SKU-000002", crate::support::project::WAREHOUSE, quantity)
         .unwrap();
     let r = h
         .run_with(
@@ -296,7 +297,7 @@ async fn manual_and_disabled_flows_run_only_when_they_should() {
 #[test]
 fn an_enabled_flow_requiring_a_disabled_one_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
-    let mut doc = crate::engine::demo_project();
+    let mut doc = crate::support::project::demo_project();
     doc["flows"]["customers_to_erp"]["enabled"] = json!(false);
     let file = dir.path().join("project.yaml");
     std::fs::write(&file, serde_yaml_text(&doc)).unwrap();
@@ -337,7 +338,8 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
     only_in_shop.sku = "SHOP-ONLY-1".into();
     h.shop.create_product(only_in_shop).unwrap();
     let plan_engine =
-        crate::engine::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit).planning();
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
+            .planning();
     let dry = erpsync::engine::RunOptions {
         dry_run: true,
         ..Default::default()
@@ -386,13 +388,19 @@ async fn a_dry_run_sees_the_records_an_earlier_flow_of_the_plan_would_create() {
             let id = h.shop.product_by_sku(&p.code).unwrap().id;
             h.shop.delete_product(id).unwrap();
             h.erp
-                .set_stock(&p.code, crate::engine::WAREHOUSE, 7)
+                .set_stock(&p.code, crate::support::project::WAREHOUSE, 7)
                 .unwrap();
             new_in_shop.push(p.code);
         }
-        let plan_engine =
-            crate::engine::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
-                .planning();
+        let plan_engine = crate::support::harness::build(
+            &h.shop,
+            &h.erp,
+            &h.dir,
+            h.store.clone(),
+            &h.clock,
+            edit,
+        )
+        .planning();
         let dry = erpsync::engine::RunOptions {
             dry_run: true,
             ..Default::default()
@@ -458,7 +466,8 @@ pub async fn a_missing_key_costs_one_full_read(store: Option<std::sync::Arc<dyn 
     let store: std::sync::Arc<dyn StateStore> = store.unwrap_or_else(|| h.store.clone());
     // A new process each time, as `run --once` from cron: only the state remembers.
     let reload = |h: &mut Harness| {
-        h.engine = crate::engine::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, edit);
+        h.engine =
+            crate::support::harness::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, edit);
     };
     reload(&mut h);
     let only_in_erp = h.erp.products().remove(0).code;
@@ -473,7 +482,7 @@ pub async fn a_missing_key_costs_one_full_read(store: Option<std::sync::Arc<dyn 
     for i in 0..3 {
         h.later(5);
         h.erp
-            .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 3 + i)
+            .set_stock(&only_in_erp, crate::support::project::WAREHOUSE, 3 + i)
             .unwrap();
         reload(&mut h);
         let r = h.run("stock").await;
@@ -488,7 +497,7 @@ pub async fn a_missing_key_costs_one_full_read(store: Option<std::sync::Arc<dyn 
 
     h.later(61);
     h.erp
-        .set_stock(&only_in_erp, crate::engine::WAREHOUSE, 40)
+        .set_stock(&only_in_erp, crate::support::project::WAREHOUSE, 40)
         .unwrap();
     reload(&mut h);
     h.run("stock").await;
@@ -586,7 +595,7 @@ fn the_corpus_of_broken_flow_files_is_refused_with_code_and_place() {
         ("cron_past_year", "E007", 22, 26, "never fires"),
         ("empty_project", "E012", 1, 1, "no systems and no flows"),
     ];
-    let dir = crate::engine::repo().join("tests/fixtures/flows/invalid/single");
+    let dir = crate::support::repo().join("tests/fixtures/flows/invalid/single");
     let outside = tempfile::tempdir().unwrap();
     for (name, code, line, col, needle) in table {
         let file = dir.join(format!("{name}.yaml"));
@@ -699,7 +708,8 @@ fn messages_say_what_to_do() {
     assert!(err.contains("quote a JSONPath"), "{err}");
 
     let base = std::fs::read_to_string(
-        crate::engine::repo().join("tests/fixtures/flows/invalid/single/filter_unknown_field.yaml"),
+        crate::support::repo()
+            .join("tests/fixtures/flows/invalid/single/filter_unknown_field.yaml"),
     )
     .unwrap();
     let filtered = base.replace("@.nmae != null", "@.name && @.sku == 'A'");
@@ -741,11 +751,9 @@ async fn run_once_with_max_wait_does_not_sleep_through_a_lockout() {
     let project = dir.path().join("project.yaml");
     std::fs::write(
         &project,
-        serde_json::to_string_pretty(&crate::engine::demo_project()).unwrap(),
+        serde_json::to_string_pretty(&crate::support::project::demo_project()).unwrap(),
     )
     .unwrap();
-    let (key, secret) = shop.credentials();
-    let (id, client_secret) = erp.credentials();
     let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
     let started = std::time::Instant::now();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
@@ -757,15 +765,8 @@ async fn run_once_with_max_wait_does_not_sleep_through_a_lockout() {
             "stock",
         ])
         .args(["--max-wait", "2", "--init-state"])
-        .envs([
-            ("SHOP_URL", shop.base_url()),
-            ("ERP_URL", erp.base_url()),
-            ("SHOP_API_KEY", key),
-            ("SHOP_API_SECRET", secret),
-            ("ERP_CLIENT_ID", id),
-            ("ERP_CLIENT_SECRET", client_secret),
-            ("ERPSYNC_STATE", state),
-        ])
+        .envs(sim_env(&shop, &erp))
+        .env("ERPSYNC_STATE", state)
         .current_dir(dir.path())
         .output()
         .await
@@ -807,7 +808,7 @@ fn shipped_budgets_leave_headroom_under_the_documented_limits() {
         ("flows/woocommerce", "erp", 30.0, 10.0),
     ];
     for (dir, system, calls, window) in limits {
-        let path = crate::engine::repo().join(dir);
+        let path = crate::support::repo().join(dir);
         let (project, diags) = erpsync::cli::validate::check(std::slice::from_ref(&path));
         let project = project.unwrap_or_else(|| panic!("{dir}: {diags:#?}"));
         let rl = project.systems[system]
@@ -842,10 +843,11 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
     for p in erp.products().into_iter().take(2) {
         shop.delete_product(shop.product_by_sku(&p.code).unwrap().id)
             .unwrap();
-        erp.set_stock(&p.code, crate::engine::WAREHOUSE, 7).unwrap();
+        erp.set_stock(&p.code, crate::support::project::WAREHOUSE, 7)
+            .unwrap();
     }
     let dir = tempfile::tempdir().unwrap();
-    let mut doc = crate::engine::demo_project();
+    let mut doc = crate::support::project::demo_project();
     doc["flows"] = json!({
         "to_erp": {"entity": "product", "from": "shop", "to": "erp", "mode": "create_missing",
                    "trigger": {"schedule": "*/15 * * * *"}},
@@ -856,20 +858,11 @@ async fn dry_run_of_a_project_prints_what_the_run_then_does() {
     });
     let project = dir.path().join("project.yaml");
     std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
-    let (key, secret) = shop.credentials();
-    let (id, client_secret) = erp.credentials();
-    let envs = [
-        ("SHOP_URL", shop.base_url()),
-        ("ERP_URL", erp.base_url()),
-        ("SHOP_API_KEY", key),
-        ("SHOP_API_SECRET", secret),
-        ("ERP_CLIENT_ID", id),
-        ("ERP_CLIENT_SECRET", client_secret),
-        (
-            "ERPSYNC_STATE",
-            format!("sqlite:{}", dir.path().join("state.sqlite").display()),
-        ),
-    ];
+    let mut envs = sim_env(&shop, &erp);
+    envs.push((
+        "ERPSYNC_STATE",
+        format!("sqlite:{}", dir.path().join("state.sqlite").display()),
+    ));
     let run = |args: Vec<&str>| {
         let envs = envs.clone();
         let dir = dir.path().to_path_buf();

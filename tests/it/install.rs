@@ -250,7 +250,7 @@ const NOT_RUN: &[(&str, &str)] = &[
     ),
     ("cargo test", "this is the test suite"),
     (
-        "ERPSYNC_SKIP_POSTGRES=1",
+        "ERPSYNC_OFFLINE=1",
         "this is the test suite, without PostgreSQL, Tryton and the browser",
     ),
     ("cargo bench", "benchmarks, run by hand"),

@@ -1,5 +1,6 @@
 //! Integration tests, in one binary so the crate is linked once: each module covers one area.
 
+mod architecture;
 mod cli;
 mod config;
 mod connector;
@@ -16,5 +17,6 @@ mod recovery;
 mod settle;
 mod sim;
 mod suppliers;
+mod support;
 mod tryton;
 mod woo;

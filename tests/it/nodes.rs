@@ -11,14 +11,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use erpsync::sim::shop::Order;
 use erpsync::sim::{
     ErpHandle, ErpOptions, ErpSim, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
 };
 use erpsync::state::{Lease, StateStore};
 use serde_json::{Value, json};
 
-use crate::engine::demo_project;
+use crate::support::project::{demo_project, sim_env};
+use crate::support::sims::confirm_order;
 
 /// Simulators with confirmed orders, and a project file pointing at them.
 struct Rig {
@@ -40,15 +40,11 @@ impl Rig {
         let erp = ErpSim::start(ErpOptions { seed: 4, ..erp }).await.unwrap();
         let items = seed_both(&shop, &erp, 6, 5);
         for i in 0..orders {
-            let a = &items[i % items.len()];
-            let mut o = Order::new(
-                &format!("client{}@example.com", i % 7),
-                &[(a.sku.as_str(), 1 + (i % 3) as i64, a.price_gross)],
+            confirm_order(
+                &shop,
+                i % 7,
+                &[(&items[i % items.len()], 1 + (i % 3) as i64)],
             );
-            o.customer.first_name = format!("Client{}", i % 7);
-            o.customer.last_name = "Test".into();
-            o.shipping_status = "confirmed".into();
-            shop.create_order(o).unwrap();
         }
         let mut doc = demo_project();
         doc["systems"]["erp"]
@@ -60,16 +56,7 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let project = dir.path().join("project.yaml");
         std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
-        let (key, secret) = shop.credentials();
-        let (client_id, client_secret) = erp.credentials();
-        let env = HashMap::from([
-            ("SHOP_URL", shop.base_url()),
-            ("ERP_URL", erp.base_url()),
-            ("SHOP_API_KEY", key),
-            ("SHOP_API_SECRET", secret),
-            ("ERP_CLIENT_ID", client_id),
-            ("ERP_CLIENT_SECRET", client_secret),
-        ]);
+        let env = sim_env(&shop, &erp).into_iter().collect();
         Rig {
             shop,
             erp,
@@ -203,7 +190,7 @@ fn lease_of(store: &dyn StateStore, flow: &str) -> Option<Lease> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
-    let Some(db) = crate::postgres::pg() else {
+    let Some(db) = crate::support::postgres::pg() else {
         return;
     };
     // Every ERP request takes a while, so the run is still going when it is paused; the ERP
@@ -642,7 +629,7 @@ async fn ctrl_c_typed_on_a_terminal_stops_run_once_cleanly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_live_nodes_with_one_node_id_are_reported() {
-    let Some(db) = crate::postgres::pg() else {
+    let Some(db) = crate::support::postgres::pg() else {
         return;
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -761,7 +748,7 @@ async fn the_daemon_prunes_runs_older_than_the_retention() {
 /// (`ERPSYNC_TEST_LEASE_TTL` sets another, to measure the shipped default of 30 s).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_kill_9_the_other_node_takes_a_running_flow_over_within_the_ttl() {
-    let Some(db) = crate::postgres::pg() else {
+    let Some(db) = crate::support::postgres::pg() else {
         return;
     };
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -865,7 +852,7 @@ async fn after_kill_9_the_other_node_takes_a_running_flow_over_within_the_ttl() 
 /// left alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_starting_on_an_existing_schema_is_quiet() {
-    let Some(db) = crate::postgres::pg() else {
+    let Some(db) = crate::support::postgres::pg() else {
         return;
     };
     let rig = Rig::new(0, ErpOptions::unlimited(), |_| {}).await;
@@ -946,7 +933,7 @@ impl Relay {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost() {
-    let Some(db) = crate::postgres::pg() else {
+    let Some(db) = crate::support::postgres::pg() else {
         return;
     };
     let rig = Rig::new(

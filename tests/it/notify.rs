@@ -13,19 +13,20 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Uri};
 use chrono::{DateTime, Utc};
 use erpsync::clock::ManualClock;
-use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
-use erpsync::sim::shop::Order;
 use erpsync::sim::{FailRule, Faults, seed_both};
 use erpsync::state::{JournalEntry, JournalState, SqliteStore, StateStore};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 
-use crate::daemon::sims;
-use crate::engine::demo_project;
+use crate::support;
+use crate::support::daemon::{finished, wait_for};
+use crate::support::project::at_sims;
+use crate::support::project::demo_project;
+use crate::support::sims::{confirm_order, sims};
 
 const HOOK_SECRET: &str = "notify-hook-secret-5521";
 const PATIENCE: Duration = Duration::from_secs(10);
@@ -156,22 +157,6 @@ async fn smtp_sink() -> (String, Arc<Inbox<String>>) {
     (addr, inbox)
 }
 
-async fn wait_for(rx: &mut broadcast::Receiver<DaemonEvent>, pick: impl Fn(&DaemonEvent) -> bool) {
-    tokio::time::timeout(PATIENCE, async {
-        loop {
-            if pick(&rx.recv().await.unwrap()) {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("the awaited daemon event");
-}
-
-fn finished(e: &DaemonEvent) -> bool {
-    matches!(e, DaemonEvent::RunFinished { flow, .. } if flow == "orders_to_erp")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -180,14 +165,7 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
     let items = seed_both(&shop, &erp, 5, 3);
     let mut numbers = Vec::new();
     for (i, item) in items.iter().take(2).enumerate() {
-        let mut o = Order::new(
-            &format!("client{i}@example.com"),
-            &[(item.sku.as_str(), 1, item.price_gross)],
-        );
-        o.customer.first_name = format!("Client{i}");
-        o.customer.last_name = "Test".into();
-        o.shipping_status = "confirmed".into();
-        numbers.push(shop.create_order(o).unwrap().number);
+        numbers.push(confirm_order(&shop, i, &[(item, 1)]).number);
     }
     let (hooks, posts) = http_receiver().await;
     let (smtp, mails) = smtp_sink().await;
@@ -224,25 +202,15 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
             "doubt": {"on": "write_in_doubt", "after_secs": 1800, "to": ["ops"]},
         },
     });
-    let text = serde_json::to_string_pretty(&doc)
-        .unwrap()
-        .replace("${SHOP_URL:-http://127.0.0.1:8701}", &shop.base_url())
-        .replace("${ERP_URL:-http://127.0.0.1:8702}", &erp.base_url());
+    let text = at_sims(
+        &serde_json::to_string_pretty(&doc).unwrap(),
+        &shop.base_url(),
+        &erp.base_url(),
+    );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notify.yaml"), text).unwrap();
-    let paths = vec![dir.path().to_path_buf()];
-    let (compiled, diags) = erpsync::cli::validate::check(&paths);
-    let compiled =
-        compiled.unwrap_or_else(|| panic!("{}", erpsync::cli::validate::render_text(&diags)));
     let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let d = Daemon::new(
-        paths,
-        Arc::new(compiled),
-        store.clone(),
-        Arc::new(clock.clone()),
-        None,
-    )
-    .unwrap();
+    let d = support::daemon::start(vec![dir.path().to_path_buf()], &clock, store.clone(), None);
     let mut events = d.subscribe();
     let run = |opts: RunOptions| {
         let d = d.clone();
@@ -259,7 +227,7 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
         ..Faults::default()
     });
     run(RunOptions::default()).await;
-    wait_for(&mut events, finished).await;
+    wait_for(&mut events, PATIENCE, finished("orders_to_erp")).await;
     d.notify_check().await;
     let got = posts.wait(2).await;
     let failed: Vec<&Post> = got
@@ -306,7 +274,7 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
 
     // They fail again within the window: nothing is sent...
     run(RunOptions::retry(numbers.clone())).await;
-    wait_for(&mut events, finished).await;
+    wait_for(&mut events, PATIENCE, finished("orders_to_erp")).await;
     assert!(d.notify_check().await.is_empty());
     assert_eq!(posts.all().len(), 2);
     assert_eq!(
@@ -336,7 +304,7 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
         ..Faults::default()
     });
     run(RunOptions::default()).await;
-    wait_for(&mut events, finished).await;
+    wait_for(&mut events, PATIENCE, finished("orders_to_erp")).await;
     let down = d.systems_down();
     assert!(down.contains_key("shop"), "{down:?}");
     assert_eq!(down["shop"].since, Some(erpsync::clock::Clock::now(&clock)));
@@ -351,7 +319,7 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
         "{text}"
     );
     run(RunOptions::default()).await;
-    wait_for(&mut events, finished).await;
+    wait_for(&mut events, PATIENCE, finished("orders_to_erp")).await;
     assert!(d.systems_down().contains_key("shop"));
     d.probe_systems().await;
     assert!(d.notify_check().await.is_empty());

@@ -6,7 +6,6 @@
 //! unless `ERPSYNC_SKIP_POSTGRES=1`.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
@@ -21,54 +20,9 @@ use erpsync::state::{
 };
 use serde_json::json;
 
-use crate::daemon::{demo_yaml, sims};
-
-/// A schema of its own on the test server, dropped with this value.
-pub(crate) struct PgSchema {
-    pub(crate) url: String,
-}
-
-impl PgSchema {
-    pub(crate) fn open(&self) -> Arc<PostgresStore> {
-        Arc::new(PostgresStore::open(&self.url).unwrap())
-    }
-}
-
-impl Drop for PgSchema {
-    fn drop(&mut self) {
-        if let Err(e) = PostgresStore::drop_schema(&self.url) {
-            eprintln!("cannot drop test schema: {e}");
-        }
-    }
-}
-
-/// A fresh schema, or None when PostgreSQL is unreachable and the caller allowed skipping.
-pub(crate) fn pg() -> Option<PgSchema> {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let base = std::env::var("ERPSYNC_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string());
-    let nanos = Utc::now().timestamp_subsec_nanos();
-    let schema = format!(
-        "erpsync_t{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::SeqCst)
-    );
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let url = format!("{base}{sep}schema={schema}");
-    match PostgresStore::open(&url) {
-        Ok(_) => Some(PgSchema { url }),
-        Err(e) if std::env::var("ERPSYNC_SKIP_POSTGRES").as_deref() == Ok("1") => {
-            eprintln!("skipped: PostgreSQL not reachable ({e})");
-            None
-        }
-        Err(e) => panic!(
-            "PostgreSQL is not reachable at `{}`: {e}\n\
-             start it (`pg_ctlcluster <version> main start`), point ERPSYNC_TEST_POSTGRES at \
-             one, or set ERPSYNC_SKIP_POSTGRES=1 to skip these tests",
-            erpsync::state::redact_url(&base)
-        ),
-    }
-}
+use crate::support::postgres::{PgSchema, pg};
+use crate::support::project::demo_yaml;
+use crate::support::sims::sims;
 
 fn t(s: &str) -> DateTime<Utc> {
     format!("2026-11-26T{s}Z").parse().unwrap()
@@ -897,10 +851,11 @@ fn an_unreachable_server_is_a_clear_error_without_the_password() {
 #[tokio::test]
 async fn the_engine_syncs_on_postgres_state() {
     let Some(db) = pg() else { return };
-    let h = crate::engine::Harness::new(20, |_| {}).await;
+    let h = crate::support::harness::Harness::new(20, |_| {}).await;
     let store: Arc<dyn StateStore> =
         Arc::from(erpsync::state::open(&db.url, h.dir.path()).unwrap());
-    let engine = crate::engine::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, |_| {});
+    let engine =
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, |_| {});
     let opts = RunOptions::default();
     let r = engine.run("products", &opts).await.unwrap();
     assert_eq!((r.counts.adopted, r.counts.failed), (20, 0), "{r:#?}");
@@ -924,18 +879,7 @@ fn daemon(
     std::fs::create_dir(&project).unwrap();
     let yaml = yaml.replacen("daemon:\n", &format!("daemon:\n  node_id: {node}\n"), 1);
     std::fs::write(project.join("demo.yaml"), yaml).unwrap();
-    let paths = vec![project];
-    let (compiled, diags) = erpsync::cli::validate::check(&paths);
-    let compiled =
-        compiled.unwrap_or_else(|| panic!("{}", erpsync::cli::validate::render_text(&diags)));
-    let d = Daemon::new(
-        paths,
-        Arc::new(compiled),
-        store,
-        Arc::new(clock.clone()),
-        None,
-    )
-    .unwrap();
+    let d = crate::support::daemon::start(vec![project], clock, store, None);
     assert_eq!(d.node_id(), node);
     d
 }

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::process::{Command, Output};
 
-use erpsync::sim::shop::Order;
 use erpsync::sim::{ErpOptions, ErpSim, FailRule, Faults, ShopOptions, ShopSim, seed_both};
 use serde_json::json;
 
-use crate::engine::demo_project;
+use crate::support::binary::text;
+use crate::support::project::{demo_project, sim_env};
+use crate::support::sims::confirm_order;
 
 struct Cli {
     project: std::path::PathBuf,
@@ -33,14 +34,6 @@ impl Cli {
     }
 }
 
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_of_unknown_outcome_are_settled_by_hand() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -49,14 +42,7 @@ async fn writes_of_unknown_outcome_are_settled_by_hand() {
     let items = seed_both(&shop, &erp, 5, 3);
     let mut numbers = Vec::new();
     for (i, item) in items.iter().take(2).enumerate() {
-        let mut o = Order::new(
-            &format!("client{i}@example.com"),
-            &[(item.sku.as_str(), 1, item.price_gross)],
-        );
-        o.customer.first_name = format!("Client{i}");
-        o.customer.last_name = "Test".into();
-        o.shipping_status = "confirmed".into();
-        numbers.push(shop.create_order(o).unwrap().number);
+        numbers.push(confirm_order(&shop, i, &[(item, 1)]).number);
     }
     let (applied, lost) = (numbers[0].as_str(), numbers[1].as_str());
 
@@ -80,19 +66,10 @@ async fn writes_of_unknown_outcome_are_settled_by_hand() {
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("project.yaml");
     std::fs::write(&project, serde_json::to_string_pretty(&doc).unwrap()).unwrap();
-    let (key, secret) = shop.credentials();
-    let (client_id, client_secret) = erp.credentials();
     let cli = Cli {
         project,
         state: format!("sqlite:{}", dir.path().join("state.sqlite").display()),
-        env: HashMap::from([
-            ("SHOP_URL", shop.base_url()),
-            ("ERP_URL", erp.base_url()),
-            ("SHOP_API_KEY", key),
-            ("SHOP_API_SECRET", secret),
-            ("ERP_CLIENT_ID", client_id),
-            ("ERP_CLIENT_SECRET", client_secret),
-        ]),
+        env: sim_env(&shop, &erp).into_iter().collect(),
     };
 
     // The first export is applied and its answer lost; the second is lost before it applies.

@@ -32,11 +32,7 @@ fn clock() -> (ManualClock, SharedClock) {
 }
 
 fn http() -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    crate::support::http(Duration::from_secs(10))
 }
 
 async fn shop_with(opts: ShopOptions) -> (ShopHandle, ManualClock) {

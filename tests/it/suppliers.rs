@@ -8,7 +8,8 @@ use erpsync::sim::erp::SupplierInput as ErpSupplier;
 use erpsync::sim::shop::SupplierInput as ShopSupplier;
 use erpsync::state::StateStore;
 
-use crate::engine::{Harness, WAREHOUSE};
+use crate::support::harness::Harness;
+use crate::support::project::WAREHOUSE;
 
 fn erp_supplier(name: &str, vat_code: &str, email: &str) -> ErpSupplier {
     ErpSupplier {

@@ -6,20 +6,17 @@
 //! later runs reuse both from `$ERPSYNC_TRYTON_DIR` (default `target/tryton`). Without
 //! `python3` the test fails, unless `ERPSYNC_SKIP_TRYTON` is set: CI must not skip it silently.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::repo;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
 use erpsync::sim::shop::{Order, Product, SupplierInput};
 use erpsync::sim::{ShopHandle, ShopOptions, ShopSim};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 /// A running Tryton server; dropping it stops the server and removes its database copy, also
 /// when an assertion failed.
@@ -44,11 +41,15 @@ impl Tryton {
     fn start() -> Option<Tryton> {
         let python = Command::new("python3").arg("--version").output();
         if !python.is_ok_and(|o| o.status.success()) {
-            if std::env::var_os("ERPSYNC_SKIP_TRYTON").is_some() {
-                println!("SKIPPED: the Tryton test needs python3 (ERPSYNC_SKIP_TRYTON is set)");
+            if crate::support::offline::may_skip_tryton() {
+                println!(
+                    "SKIPPED: the Tryton test needs python3 (ERPSYNC_SKIP_TRYTON or ERPSYNC_OFFLINE is set)"
+                );
                 return None;
             }
-            panic!("the Tryton test needs python3; set ERPSYNC_SKIP_TRYTON=1 to skip it");
+            panic!(
+                "the Tryton test needs python3; set ERPSYNC_SKIP_TRYTON=1 (or ERPSYNC_OFFLINE=1) to skip it"
+            );
         }
         let started = Instant::now();
         let out = Command::new("bash")

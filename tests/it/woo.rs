@@ -4,10 +4,10 @@
 //! against one ERP in one state store.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::repo;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
 use erpsync::cli::validate::check_with_env;
@@ -28,10 +28,6 @@ use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn manual_clock() -> ManualClock {
     ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap())
 }
@@ -44,11 +40,7 @@ async fn woo(clock: &ManualClock) -> WooHandle {
 }
 
 fn http() -> Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap()
+    crate::support::http(Duration::from_secs(10))
 }
 
 /// A call with the simulator's own consumer key and secret.
