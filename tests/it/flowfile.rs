@@ -442,6 +442,64 @@ async fn a_dry_run_sees_the_records_an_earlier_flow_of_the_plan_would_create() {
     }
 }
 
+/// Issue 17.6, both ways: the products an earlier flow would create in the shop are among
+/// the shop's records when a later bidirectional flow's dry run reads it in full, so it
+/// predicts what the run then does with them (nothing: they are in step), instead of looking
+/// for them by an id they do not have yet.
+#[tokio::test]
+async fn a_bidirectional_dry_run_reads_what_an_earlier_flow_would_create_in_its_target() {
+    let edit = |doc: &mut serde_json::Value| {
+        doc["flows"] = json!({
+            "new_in_shop": {"entity": "product", "from": "erp", "to": "shop",
+                            "mode": "create_missing", "export_once": true},
+            "products": {"entity": "product", "from": "erp", "to": "shop",
+                         "direction": "bidirectional", "fields": ["sku", "name", "price"],
+                         "conflict": {"rule": "erp_wins"}, "after": ["new_in_shop"]},
+        });
+    };
+    let h = Harness::new(6, edit).await;
+    let mut new_in_shop = Vec::new();
+    for p in h.erp.products().into_iter().take(2) {
+        let id = h.shop.product_by_sku(&p.code).unwrap().id;
+        h.shop.delete_product(id).unwrap();
+        new_in_shop.push(p.code);
+    }
+    let plan_engine =
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
+            .planning();
+    let dry = erpsync::engine::RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let decisions = |r: &erpsync::engine::RunReport| {
+        let mut d: Vec<(String, Decision)> = r
+            .records
+            .iter()
+            .map(|x| (x.key.clone(), x.decision))
+            .collect();
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+        d
+    };
+    h.reset_counters();
+    let mut planned = Vec::new();
+    for f in ["new_in_shop", "products"] {
+        let r = plan_engine.run(f, &dry).await.unwrap();
+        planned.push((r.counts.clone(), decisions(&r)));
+    }
+    assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
+    let mut ran = Vec::new();
+    for f in ["new_in_shop", "products"] {
+        let r = h.run(f).await;
+        ran.push((r.counts.clone(), decisions(&r)));
+    }
+    assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
+    assert_eq!(ran[1].0.failed, 0, "{:#?}", ran[1]);
+    for sku in &new_in_shop {
+        assert!(h.shop.product_by_sku(sku).is_some());
+    }
+    assert_eq!(planned, ran, "the dry run predicted the run");
+}
+
 /// Issue 17.7: a stock record whose SKU the shop does not have, when the shop cannot be
 /// searched by SKU, costs one full read of the shop; the next runs within the bounded age
 /// remember that it is missing instead of reading the whole catalogue again, and after that

@@ -488,6 +488,18 @@ impl<'e> Runner<'e> {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
             let (mut changes, shifted) = self.read_all_dst(since, true).await?;
+            if self.opts.dry_run {
+                // What earlier flows of the plan would have created in the target is among
+                // its changes, as the run will read it.
+                let listing = crate::engine::listing(&self.entity.name, self.dst.ent);
+                for native in self.e.planned_creates(self.dst.name, listing) {
+                    if let Ok(mut seen) = self.seen(&self.dst, native) {
+                        seen.id
+                            .get_or_insert_with(|| crate::engine::PLANNED_ID.to_string());
+                        changes.entry(seen.key.clone()).or_insert(seen);
+                    }
+                }
+            }
             if let Some(keys) = &self.opts.keys {
                 // A run for some records (a retry, a webhook) merges those only: another
                 // record's merge could clear its failure without syncing it.

@@ -91,6 +91,10 @@ impl<'e> Runner<'e> {
         }
         self.set_id_on(b, side, crate::engine::PLANNED_ID.to_string());
         *self.base_on_mut(b, side) = Some(canon.clone());
+        // As the create would: an export-once record counts as exported from then on.
+        if self.flow.config.export_once && b.exported_at.is_none() {
+            b.exported_at = Some(self.e.clock.now());
+        }
         self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
 
