@@ -39,6 +39,14 @@ pub enum Command {
     Failures(failures::FailuresArgs),
     /// The whole sync against built-in simulators, with a final check that both sides agree.
     Demo(demo::DemoArgs),
+    /// Run one operation against the live system: the request, the raw response, the
+    /// records and each one mapped to its entity, field by field.
+    Call(call::CallArgs),
+    /// Run the projects' offline tests (`*.test.yaml`): recorded or hand-written exchanges
+    /// stand in for the systems; no network.
+    Test(test::TestArgs),
+    /// Start a project from a template: a shop platform and an ERP, with a test skeleton.
+    Init(init::InitArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
     Sim(Box<crate::sim::cli::SimArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -55,6 +63,8 @@ impl Command {
             Command::Run(a) => a.format.is_json(),
             Command::DryRun(a) => a.format.is_json(),
             Command::Status(a) => a.format.is_json(),
+            Command::Call(a) => a.format.is_json(),
+            Command::Test(a) => a.format.is_json(),
             Command::Failures(a) => match &a.action {
                 F::List { format, .. }
                 | F::Show { format, .. }
@@ -67,18 +77,21 @@ impl Command {
     }
 }
 
+pub mod call;
 pub mod common;
 pub mod daemon;
 pub mod demo;
 pub mod docs;
 pub mod dry_run;
 pub mod failures;
+pub mod init;
 pub mod logging;
 pub mod output;
 pub mod progress;
 pub mod run;
 pub mod schema;
 pub mod status;
+pub mod test;
 pub mod validate;
 
 pub fn main() -> ExitCode {
@@ -102,6 +115,9 @@ pub fn main() -> ExitCode {
         Command::DryRun(args) => dry_run::run(args),
         Command::Failures(args) => failures::run(args),
         Command::Status(args) => status::run(args),
+        Command::Call(args) => call::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Init(args) => init::run(args),
         Command::Sim(args) => crate::sim::cli::run(*args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

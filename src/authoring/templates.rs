@@ -1,0 +1,1 @@
+//! Project templates of `erpsync init`.
