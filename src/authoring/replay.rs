@@ -138,12 +138,22 @@ fn query_mismatch(
     let expected = expected.as_ref()?;
     let mut out = Vec::new();
     for (k, v) in expected {
-        match actual.iter().find(|(ak, _)| ak == k) {
-            None => out.push(format!("`{k}` missing (expected `{v}`)")),
-            Some((_, av)) if !wildcard(v) && av != v => {
-                out.push(format!("`{k}` is `{av}`, expected `{v}`"))
-            }
-            Some(_) => {}
+        // A repeated parameter (`f=a&f=b`) matches when one of its values does.
+        let values: Vec<&String> = actual
+            .iter()
+            .filter(|(ak, _)| ak == k)
+            .map(|(_, av)| av)
+            .collect();
+        match values.as_slice() {
+            [] => out.push(format!("`{k}` missing (expected `{v}`)")),
+            vs if wildcard(v) || vs.iter().any(|av| *av == v) => {}
+            vs => out.push(format!(
+                "`{k}` is `{}`, expected `{v}`",
+                vs.iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join("`, `")
+            )),
         }
     }
     for (k, v) in actual {

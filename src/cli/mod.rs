@@ -88,6 +88,7 @@ pub mod init;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod record;
 pub mod run;
 pub mod schema;
 pub mod status;
@@ -100,8 +101,13 @@ pub fn main() -> ExitCode {
     // log only what goes wrong, unless asked (`-v`, `ERPSYNC_LOG`).
     let daemon = matches!(&cli.command, Command::Run(a) if !a.once)
         || matches!(cli.command, Command::Sim(_));
+    // Offline tests report their own differences; the engine's warnings about the failures
+    // a test provokes would only bury them.
+    let quiet = matches!(cli.command, Command::Test(_));
     let level = if daemon {
         tracing::Level::INFO
+    } else if quiet {
+        tracing::Level::ERROR
     } else {
         tracing::Level::WARN
     };
