@@ -146,7 +146,7 @@ fn query_mismatch(
             .collect();
         match values.as_slice() {
             [] => out.push(format!("`{k}` missing (expected `{v}`)")),
-            vs if wildcard(v) || vs.iter().any(|av| *av == v) => {}
+            vs if wildcard(v) || vs.contains(&v) => {}
             vs => out.push(format!(
                 "`{k}` is `{}`, expected `{v}`",
                 vs.iter()

@@ -77,12 +77,12 @@ pub fn redirect(project: &Project, urls: &BTreeMap<String, String>) -> Project {
     }
 }
 
+/// Bindings by scope (entity, side a, side b).
+type SeededBindings = BTreeMap<(String, String, String), Vec<Binding>>;
+
 /// The bindings a test's state names, by scope.
-fn seed_bindings(
-    project: &Project,
-    seeds: &[BindingSeedConfig],
-) -> Result<BTreeMap<(String, String, String), Vec<Binding>>, String> {
-    let mut out: BTreeMap<(String, String, String), Vec<Binding>> = BTreeMap::new();
+fn seed_bindings(project: &Project, seeds: &[BindingSeedConfig]) -> Result<SeededBindings, String> {
+    let mut out = SeededBindings::new();
     for (i, b) in seeds.iter().enumerate() {
         let place = format!("state.bindings[{i}] (`{}`)", b.key);
         if !project.entities.contains_key(&b.entity) {
