@@ -232,13 +232,21 @@ pub fn subset_diff(expected: &Value, actual: &Value, at: &str, out: &mut Vec<Str
     }
 }
 
-/// Equal, taking `50` and `50.0` (and a number and its text in a form body) as the same.
+/// Equal, taking `50`, `50.0` and `"50.00"` as the same number (decimals, form bodies).
 fn same_scalar(e: &Value, a: &Value) -> bool {
     if e == a {
         return true;
     }
+    let number = |v: &Value| match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
     match (e, a) {
-        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        (Value::Number(_), Value::Number(_) | Value::String(_))
+        | (Value::String(_), Value::Number(_)) => {
+            number(e).is_some_and(|x| number(a) == Some(x))
+        }
         _ => false,
     }
 }

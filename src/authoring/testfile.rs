@@ -220,6 +220,19 @@ pub fn is_test_file(path: &Path) -> bool {
         .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
 }
 
+/// Whether a path names an exchanges file (`*.exchanges.yaml`, `*.exchanges.yml`): what
+/// `call --record` writes, served by a test's `exchanges_from`.
+pub fn is_exchanges_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".exchanges.yaml") || n.ends_with(".exchanges.yml"))
+}
+
+/// Whether a file beside the flow files belongs to the tests, not to the flows.
+pub fn is_test_material(path: &Path) -> bool {
+    is_test_file(path) || is_exchanges_file(path)
+}
+
 /// Reads a test file, with the exchanges of its `exchanges_from` files after its own.
 pub fn load(path: &Path) -> Result<TestFileConfig, TestFileLoadError> {
     let mut cfg = parse(path)?;

@@ -52,7 +52,9 @@ pub struct CallArgs {
     /// Send an operation that writes (anything but GET) to the live system.
     #[arg(long)]
     pub allow_write: bool,
-    /// Write the exchanges (secrets masked) to FILE, in the `exchanges` form of a test file.
+    /// Write the exchanges (secrets masked) to FILE, in the `exchanges` form of a test file;
+    /// name it `*.exchanges.yaml` to keep it in the project (a test's `exchanges_from`
+    /// serves it).
     #[arg(long, value_name = "FILE")]
     pub record: Option<PathBuf>,
     #[command(flatten)]
@@ -279,6 +281,16 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if let Some(file) = &args.record {
+        use crate::authoring::testfile::is_test_material;
+        let yaml = file
+            .extension()
+            .is_some_and(|e| e == "yaml" || e == "yml");
+        if yaml && !is_test_material(file) {
+            crate::errln!(
+                "note: name recordings `*.exchanges.yaml` (or `*.test.yaml`) to keep them beside \
+                 the flow files: other YAML files in a project folder are read as flow files"
+            );
+        }
         let doc = TestFileConfig {
             exchanges: exchanges.iter().map(|s| s.exchange.clone()).collect(),
             ..Default::default()

@@ -121,8 +121,9 @@ fn collect(
         for e in entries {
             collect(&e, out, false)?;
         }
-    } else if !explicit && crate::authoring::testfile::is_test_file(p) {
-        // Offline tests live beside the flow files; they are not flow files.
+    } else if !explicit && crate::authoring::testfile::is_test_material(p) {
+        // Offline tests and their recorded exchanges live beside the flow files; they are
+        // not flow files.
     } else if explicit
         || matches!(
             p.extension().and_then(|e| e.to_str()),

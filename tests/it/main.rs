@@ -1,5 +1,6 @@
 //! Integration tests, in one binary so the crate is linked once: each module covers one area.
 
+mod authoring;
 mod cli;
 mod config;
 mod connector;
