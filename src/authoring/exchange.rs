@@ -244,9 +244,7 @@ fn same_scalar(e: &Value, a: &Value) -> bool {
     };
     match (e, a) {
         (Value::Number(_), Value::Number(_) | Value::String(_))
-        | (Value::String(_), Value::Number(_)) => {
-            number(e).is_some_and(|x| number(a) == Some(x))
-        }
+        | (Value::String(_), Value::Number(_)) => number(e).is_some_and(|x| number(a) == Some(x)),
         _ => false,
     }
 }

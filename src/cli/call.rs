@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 
 use super::common::{load_project, usage};
 use super::output::FormatArgs;
+use crate::authoring::exchange::{BASE_URL_PLACEHOLDER, replace_in_json};
 use crate::authoring::proxy::Proxies;
 use crate::authoring::testfile::TestFileConfig;
 use crate::compile::{MapEnv, NoRefs, Project, SystemDef};
@@ -211,6 +212,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .ok_or_else(|| usage(format!("system `{}` has no `base_url`", args.system)))?;
     let rt = tokio::runtime::Runtime::new()?;
+    let shown_base = crate::redact::redact(upstream.trim_end_matches('/')).into_owned();
     let (records, error, exchanges, http) = rt.block_on(async {
         let proxies = Proxies::start(&BTreeMap::from([(args.system.clone(), upstream)])).await?;
         let redirected = crate::authoring::redirect(&project, &proxies.urls);
@@ -282,9 +284,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         .collect();
     if let Some(file) = &args.record {
         use crate::authoring::testfile::is_test_material;
-        let yaml = file
-            .extension()
-            .is_some_and(|e| e == "yaml" || e == "yml");
+        let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
         if yaml && !is_test_material(file) {
             crate::errln!(
                 "note: name recordings `*.exchanges.yaml` (or `*.test.yaml`) to keep them beside \
@@ -311,8 +311,11 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
                 "request_headers": s.exchange.request.headers,
                 "request_body": s.exchange.request.body,
                 "status": s.exchange.response.status,
-                "response_headers": s.exchange.response.headers,
-                "response_body": s.exchange.response.body,
+                "response_headers": s.exchange.response.headers.iter().map(|(k, v)| {
+                    (k.clone(), v.replace(BASE_URL_PLACEHOLDER, &shown_base))
+                }).collect::<BTreeMap<_, _>>(),
+                // As the system sent it: its own links, not the recording's placeholder.
+                "response_body": replace_in_json(&s.exchange.response.body, BASE_URL_PLACEHOLDER, &shown_base),
                 "duration_ms": s.duration.as_millis() as u64,
             })
         })

@@ -149,8 +149,11 @@ async fn a_new_project_is_written_against_a_live_shop_and_tested_offline() {
         stdout.contains("← template \"{{#if (eq status 'active')}}"),
         "{stdout}"
     );
-    let recorded =
-        std::fs::read_to_string(dir.path().join("shop-erp/recorded/shop-products.exchanges.yaml")).unwrap();
+    let recorded = std::fs::read_to_string(
+        dir.path()
+            .join("shop-erp/recorded/shop-products.exchanges.yaml"),
+    )
+    .unwrap();
     assert!(
         recorded.contains("SKU-A") && recorded.contains("***"),
         "{recorded}"
@@ -206,7 +209,9 @@ expect:
 
     // The shop's answer changes under the test: the diff says what differs, record by
     // record and request by request.
-    let path = dir.path().join("shop-erp/recorded/shop-products.exchanges.yaml");
+    let path = dir
+        .path()
+        .join("shop-erp/recorded/shop-products.exchanges.yaml");
     std::fs::write(&path, recorded.replace("SKU-B", "SKU-C")).unwrap();
     let (code, stdout, stderr) = run(&["test", "shop-erp"]);
     assert_eq!(code, Some(1), "{stdout}{stderr}");
@@ -221,6 +226,18 @@ expect:
     ] {
         assert!(stdout.contains(line), "no `{line}` in:\n{stdout}");
     }
+}
+
+#[test]
+fn committed_test_schema_matches_the_model() {
+    let committed = std::fs::read_to_string(root().join("schemas/test.schema.json")).unwrap();
+    assert!(
+        committed == erpsync::cli::schema::test_schema_text(),
+        "schemas/test.schema.json is stale: run `cargo run -- schema --test --output schemas/test.schema.json`"
+    );
+    // Unknown keys are refused by editors as by `erpsync test`.
+    let schema: serde_json::Value = serde_json::from_str(&committed).unwrap();
+    assert_eq!(schema["additionalProperties"], false, "{schema}");
 }
 
 #[test]
