@@ -143,8 +143,13 @@ impl Ctx {
             Ok((status, headers, bytes)) => {
                 // Links to the system point back at the proxy, so the next page is seen too.
                 let text = String::from_utf8(bytes.to_vec()).ok();
+                // JSON from PHP escapes slashes (`http:\/\/shop\/…`): those links too.
+                let escaped = |u: &str| u.replace('/', "\\/");
                 let body = match &text {
-                    Some(t) => t.replace(&self.upstream, &own).into_bytes(),
+                    Some(t) => t
+                        .replace(&self.upstream, &own)
+                        .replace(&escaped(&self.upstream), &escaped(&own))
+                        .into_bytes(),
                     None => bytes.to_vec(),
                 };
                 let mut out_headers = Vec::new();

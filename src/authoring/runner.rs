@@ -77,6 +77,16 @@ pub fn redirect(project: &Project, urls: &BTreeMap<String, String>) -> Project {
     }
 }
 
+/// The `${VARS}` of a test: its own `env` only. The machine's environment is never read,
+/// so a test passes or fails the same on a laptop with real credentials set and in CI.
+struct TestEnv<'a>(&'a BTreeMap<String, String>);
+
+impl crate::config::env::EnvSource for TestEnv<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
 /// Bindings by scope (entity, side a, side b).
 type SeededBindings = BTreeMap<(String, String, String), Vec<Binding>>;
 
@@ -141,7 +151,7 @@ pub async fn run_test(
         file: shown.clone(),
         message,
     };
-    let env = crate::config::env::Overrides(cfg.env.clone().into_iter().collect());
+    let env = TestEnv(&cfg.env);
     let (project, diagnostics) = crate::cli::validate::check_with_env(project_paths, &env);
     let Some(project) = project else {
         return Err(TestRunError::InvalidProject {

@@ -33,8 +33,9 @@ pub struct TestFileConfig {
     /// Only the records with these keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,
-    /// Values of the flow files' `${VARS}` for this test (the process environment fills in
-    /// the rest). Base URLs need none: every system is served by the test.
+    /// Values of the flow files' `${VARS}` for this test; the process environment is not
+    /// read, so a variable without a default must be given here. Base URLs need none:
+    /// every system is served by the test.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
     /// What erpsync knows before the run (empty: a first sync).
