@@ -290,3 +290,33 @@ fn answer(book: &Mutex<Book>, system: &str, own: &str, incoming: Incoming) -> Ou
         body: bytes,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(q: &[(&str, &str)]) -> Vec<(String, String)> {
+        q.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_query_matches_whole_with_wildcards_and_repeated_names() {
+        let want = Some(BTreeMap::from([
+            ("f".to_string(), "code".to_string()),
+            ("d".to_string(), "*".to_string()),
+            ("key".to_string(), MASK.to_string()),
+        ]));
+        let got = pairs(&[("f", "name"), ("f", "code"), ("d", "x"), ("key", "s3")]);
+        assert_eq!(query_mismatch(&want, &got), None);
+        assert_eq!(query_mismatch(&None, &got), None, "no query: any");
+        assert_eq!(
+            query_mismatch(&want, &pairs(&[("f", "name"), ("d", "x"), ("page", "2")])),
+            Some(
+                "`f` is `name`, expected `code`, `key` missing (expected `***`), `page=2` not expected"
+                    .to_string()
+            )
+        );
+    }
+}

@@ -241,6 +241,27 @@ fn committed_test_schema_matches_the_model() {
 }
 
 #[test]
+fn the_readme_example_test_file_is_a_valid_test_file() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let start = readme
+        .find("# yaml-language-server: $schema=../schemas/test.schema.json")
+        .expect("the README shows a test file");
+    let end = start + readme[start..].find("\n```").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.test.yaml"), &readme[start..end]).unwrap();
+    std::fs::write(
+        dir.path().join("shop-orders.exchanges.yaml"),
+        "exchanges:\n  - system: shop\n    request: { method: GET, path: /orders }\n    response: { body: { data: [] } }\n",
+    )
+    .unwrap();
+    let cfg = erpsync::authoring::testfile::load(&dir.path().join("x.test.yaml")).unwrap();
+    assert_eq!(cfg.flows, ["invoices"]);
+    assert_eq!(cfg.exchanges.len(), 3, "its own two, then the recorded one");
+    assert_eq!(cfg.exchanges[2].system, "shop");
+    assert!(cfg.expect.flows["invoices"].records.is_some());
+}
+
+#[test]
 fn the_shipped_projects_pass_their_offline_tests() {
     let out = erpsync_in(&root())
         .args(["test", "flows", "--format", "json"])
