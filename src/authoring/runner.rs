@@ -210,6 +210,7 @@ pub async fn run_test(
     let opts = RunOptions {
         dry_run: cfg.dry_run,
         reconcile: cfg.reconcile,
+        full: cfg.full,
         keys: (!cfg.keys.is_empty()).then(|| cfg.keys.clone()),
         details: true,
         force: true,

@@ -30,6 +30,9 @@ pub struct TestFileConfig {
     /// Run the flows' reconciliation (full comparison) instead of the incremental run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reconcile: bool,
+    /// Read everything, ignoring the incremental cursors (as `run --full`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub full: bool,
     /// Only the records with these keys.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub keys: Vec<String>,

@@ -15,6 +15,14 @@ use crate::compile::{Flow, Project};
 use crate::engine::RunReport;
 use crate::state::{Scope, StateStore};
 
+/// How the recorded run was asked for, so its replay runs the same way.
+pub struct RecordedRun<'a> {
+    pub flows: &'a [String],
+    pub reconcile: bool,
+    pub full: bool,
+    pub keys: &'a [String],
+}
+
 /// A run being recorded.
 pub struct Recorder {
     proxies: Proxies,
@@ -83,9 +91,10 @@ impl Recorder {
     pub fn write(
         &self,
         file: &Path,
-        flows: &[String],
+        run: RecordedRun<'_>,
         reports: &[RunReport],
     ) -> anyhow::Result<usize> {
+        let flows = run.flows;
         let exchanges: Vec<_> = self
             .proxies
             .recording
@@ -97,6 +106,9 @@ impl Recorder {
         let doc = TestFileConfig {
             description: Some(format!("recorded run of {}", flows.join(", "))),
             flows: flows.to_vec(),
+            reconcile: run.reconcile,
+            full: run.full,
+            keys: run.keys.to_vec(),
             state: self.seed.clone(),
             exchanges,
             expect: ExpectConfig {

@@ -156,7 +156,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     progress.finish();
     if let (Some(r), Some(file)) = (&recorder, &args.record) {
-        let n = r.write(file, &names, &reports)?;
+        let asked = super::record::RecordedRun {
+            flows: &names,
+            reconcile: args.reconcile,
+            full: args.full,
+            keys: &args.keys,
+        };
+        let n = r.write(file, asked, &reports)?;
         crate::errln!(
             "wrote the run as a test to {} ({n} exchange(s))",
             file.display()
