@@ -26,7 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Check flow files and report every problem with its place.
     Validate(crate::cli::validate::ValidateArgs),
-    /// Print the JSON Schema of flow files (`--output FILE` writes it), or check a copy.
+    /// Print the JSON Schema of flow files (`--test`: of test files; `--output FILE` writes
+    /// it), or check a copy.
     Schema(crate::cli::schema::SchemaArgs),
     /// Run flows: once (`--once`), or as a daemon.
     Run(run::RunArgs),
