@@ -468,3 +468,25 @@ pub fn write_yaml(file: &std::path::Path, doc: &TestFileConfig) -> anyhow::Resul
     )?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_builds_the_payload_with_nesting_and_json_types() {
+        let v = payload(&[
+            "sku=A-1".into(),
+            "price=12.5".into(),
+            "client.name=Ana Pop".into(),
+            "client.vat=false".into(),
+            "tags=[\"x\"]".into(),
+        ])
+        .unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"sku": "A-1", "price": 12.5, "client": {"name": "Ana Pop", "vat": false}, "tags": ["x"]})
+        );
+        assert!(payload(&["no-equals".into()]).is_err());
+    }
+}
