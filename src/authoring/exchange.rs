@@ -34,13 +34,26 @@ pub struct ExchangeConfig {
     pub optional: bool,
 }
 
-/// What a request must be to get this exchange's response.
+/// What a request must be to get this exchange's response: an `operation` of the system,
+/// or a `method` and `path`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RequestConfig {
+    /// The system's operation whose request this is: its method and path (with `id` and
+    /// `key` filled in) stand for `method` and `path`, which may still be given to override.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation: Option<String>,
+    /// `{{id}}` in the operation's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// `{{key}}` in the operation's path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     /// `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub method: String,
     /// The path after the system's `base_url` (`/products`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub path: String,
     /// Query parameters the request must carry with these values (`"*"`: any value).
     /// Without `query`, any query matches; with it, a parameter it does not name fails the

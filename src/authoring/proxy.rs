@@ -255,6 +255,9 @@ impl Ctx {
             Some(mask_json(&body_value(&incoming.body)))
         };
         RequestConfig {
+            operation: None,
+            id: None,
+            key: None,
             method: incoming.method.to_string(),
             path: incoming.path.clone(),
             query,

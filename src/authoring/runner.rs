@@ -10,7 +10,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use serde_json::Value;
 
-use super::exchange::{short, subset_diff};
+use super::exchange::{ExchangeConfig, short, subset_diff};
 use super::replay::Replay;
 use super::testfile::{BindingSeedConfig, FlowExpectConfig, TestFileConfig};
 use crate::compile::{Project, SystemDef};
@@ -140,6 +140,57 @@ fn seed_bindings(project: &Project, seeds: &[BindingSeedConfig]) -> Result<Seede
     Ok(out)
 }
 
+/// Checks an exchange's system, and fills in the method and path of one given by
+/// `operation`.
+fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), String> {
+    let Some(def) = project.systems.get(&e.system) else {
+        let known: Vec<&str> = project.systems.keys().map(String::as_str).collect();
+        return Err(format!(
+            "unknown system `{}` (known: {})",
+            e.system,
+            known.join(", ")
+        ));
+    };
+    let r = &mut e.request;
+    if let Some(name) = &r.operation {
+        let Some(op) = def.operations.get(name) else {
+            let known: Vec<&str> = def.operations.keys().map(String::as_str).collect();
+            return Err(format!(
+                "system `{}` has no operation `{name}` (known: {})",
+                e.system,
+                known.join(", ")
+            ));
+        };
+        if r.method.is_empty() {
+            r.method = serde_json::to_value(op.method())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_ascii_uppercase))
+                .unwrap_or_default();
+        }
+        if r.path.is_empty() {
+            let ctx = serde_json::json!({
+                "id": r.id, "key": r.key, "vars": project.vars,
+                "system": def.config.vars,
+            });
+            let rendered = op
+                .path
+                .render(&handlebars::Context::from(ctx))
+                .map_err(|err| format!("the path of `{name}`: {err}"))?;
+            // A path may carry fixed query parameters (`/x?f=a`): they are the query's.
+            let path = rendered.split('?').next().unwrap_or_default();
+            r.path = if path.starts_with('/') {
+                path.to_string()
+            } else {
+                format!("/{path}")
+            };
+        }
+    }
+    if r.method.is_empty() || r.path.is_empty() {
+        return Err("give the request an `operation`, or a `method` and a `path`".into());
+    }
+    Ok(())
+}
+
 /// Runs one test against the project at `project_paths`.
 pub async fn run_test(
     project_paths: &[PathBuf],
@@ -159,17 +210,11 @@ pub async fn run_test(
             diagnostics,
         });
     };
-    for (i, e) in cfg.exchanges.iter().enumerate() {
-        if !project.systems.contains_key(&e.system) {
-            let known: Vec<&str> = project.systems.keys().map(String::as_str).collect();
-            return Err(setup(format!(
-                "exchanges[{i}]: unknown system `{}` (known: {})",
-                e.system,
-                known.join(", ")
-            )));
-        }
+    let mut exchanges = cfg.exchanges.clone();
+    for (i, e) in exchanges.iter_mut().enumerate() {
+        resolve_request(&project, e).map_err(|m| setup(format!("exchanges[{i}]: {m}")))?;
     }
-    let replay = Replay::start(project.systems.keys().cloned(), cfg.exchanges.clone())
+    let replay = Replay::start(project.systems.keys().cloned(), exchanges)
         .await
         .map_err(|e| setup(format!("cannot start the replay servers: {e}")))?;
     let mut project = redirect(&project, &replay.urls);

@@ -324,8 +324,8 @@ fn a_changed_fixture_of_a_shipped_test_fails_with_a_readable_diff() {
             "- { code: SKU-1, name: Bec 230V, quantity: 3, price: 19.5, taxPercentage: 19 }",
         )
         .replace(
-            "      path: /orders/501/lock",
-            "      path: /orders/502/lock",
+            "request: { operation: lock_order, id: \"501\" }",
+            "request: { operation: lock_order, id: \"502\" }",
         );
     assert_ne!(changed, original);
     std::fs::write(&test, changed).unwrap();
@@ -360,6 +360,22 @@ fn a_changed_fixture_of_a_shipped_test_fails_with_a_readable_diff() {
     assert_eq!(out.status.code(), Some(78), "{stdout}{stderr}");
     assert!(
         stderr.contains("typo.test.yaml") && stderr.contains("count"),
+        "{stderr}"
+    );
+    // So is an exchange naming an operation the system does not have.
+    std::fs::write(
+        dir.path().join("flows/smartbill/tests/typo.test.yaml"),
+        "flows: [stock]\nexchanges:\n  - system: shop\n    request: { operation: lock_ordr, id: \"1\" }\n    response: { body: {} }\n",
+    )
+    .unwrap();
+    let out = erpsync_in(dir.path())
+        .args(["test", "flows/smartbill", "--filter", "typo"])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(78), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("exchanges[0]: system `shop` has no operation `lock_ordr`"),
         "{stderr}"
     );
     // A folder without tests is a usage error, not a pass.
