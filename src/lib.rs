@@ -4,6 +4,7 @@
 //! engine (`engine`) executes through the generic HTTP connector (`connector`), keeping its
 //! memory in a state store (`state`); the daemon (`daemon`) runs them unattended.
 
+pub mod authoring;
 pub mod cli;
 pub mod clock;
 pub mod compile;

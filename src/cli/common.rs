@@ -197,10 +197,7 @@ pub fn engine(project: Arc<Project>, store: Arc<dyn StateStore>) -> anyhow::Resu
 
 /// A decision as reports print it: the same lowercase word as in JSON.
 pub fn decision_word(d: Decision) -> String {
-    serde_json::to_value(d)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    d.word()
 }
 
 /// One line of totals for a run.

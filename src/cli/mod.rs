@@ -26,7 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Check flow files and report every problem with its place.
     Validate(crate::cli::validate::ValidateArgs),
-    /// Print the JSON Schema of flow files (`--output FILE` writes it), or check a copy.
+    /// Print the JSON Schema of flow files (`--test`: of test files; `--output FILE` writes
+    /// it), or check a copy.
     Schema(crate::cli::schema::SchemaArgs),
     /// Run flows: once (`--once`), or as a daemon.
     Run(run::RunArgs),
@@ -39,6 +40,14 @@ pub enum Command {
     Failures(failures::FailuresArgs),
     /// The whole sync against built-in simulators, with a final check that both sides agree.
     Demo(demo::DemoArgs),
+    /// Run one operation against the live system: the request, the raw response, the
+    /// records and each one mapped to its entity, field by field.
+    Call(call::CallArgs),
+    /// Run the projects' offline tests (`*.test.yaml`): recorded or hand-written exchanges
+    /// stand in for the systems; no network.
+    Test(test::TestArgs),
+    /// Start a project from a template: a shop platform and an ERP, with a test skeleton.
+    Init(init::InitArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
     Sim(Box<crate::sim::cli::SimArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
@@ -55,6 +64,8 @@ impl Command {
             Command::Run(a) => a.format.is_json(),
             Command::DryRun(a) => a.format.is_json(),
             Command::Status(a) => a.format.is_json(),
+            Command::Call(a) => a.format.is_json(),
+            Command::Test(a) => a.format.is_json(),
             Command::Failures(a) => match &a.action {
                 F::List { format, .. }
                 | F::Show { format, .. }
@@ -67,18 +78,22 @@ impl Command {
     }
 }
 
+pub mod call;
 pub mod common;
 pub mod daemon;
 pub mod demo;
 pub mod docs;
 pub mod dry_run;
 pub mod failures;
+pub mod init;
 pub mod logging;
 pub mod output;
 pub mod progress;
+pub mod record;
 pub mod run;
 pub mod schema;
 pub mod status;
+pub mod test;
 pub mod validate;
 
 pub fn main() -> ExitCode {
@@ -87,8 +102,13 @@ pub fn main() -> ExitCode {
     // log only what goes wrong, unless asked (`-v`, `ERPSYNC_LOG`).
     let daemon = matches!(&cli.command, Command::Run(a) if !a.once)
         || matches!(cli.command, Command::Sim(_));
+    // Offline tests report their own differences; the engine's warnings about the failures
+    // a test provokes would only bury them.
+    let quiet = matches!(cli.command, Command::Test(_));
     let level = if daemon {
         tracing::Level::INFO
+    } else if quiet {
+        tracing::Level::ERROR
     } else {
         tracing::Level::WARN
     };
@@ -103,6 +123,9 @@ pub fn main() -> ExitCode {
         Command::DryRun(args) => dry_run::run(args),
         Command::Failures(args) => failures::run(args),
         Command::Status(args) => status::run(args),
+        Command::Call(args) => call::run(args),
+        Command::Test(args) => test::run(args),
+        Command::Init(args) => init::run(args),
         Command::Sim(args) => crate::sim::cli::run(*args),
         Command::Completions(args) => docs::completions(args),
         Command::Man(args) => docs::man(args),

@@ -46,6 +46,11 @@ pub struct RunArgs {
     /// Daemon: bearer token of the admin API; overrides `daemon.admin_token`.
     #[arg(long, env = "ERPSYNC_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// With `--once`: write the run as an offline test to FILE (`erpsync test` replays it):
+    /// the state the flows started from, every HTTP exchange with secrets masked, and what
+    /// each flow did.
+    #[arg(long, value_name = "FILE", requires = "once")]
+    pub record: Option<std::path::PathBuf>,
     /// Daemon: do not reload when the flow files change (SIGHUP still reloads).
     #[arg(long)]
     pub no_watch: bool,
@@ -65,9 +70,21 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     } else {
         flows
     };
+    let rt = tokio::runtime::Runtime::new()?;
+    let recorder = match &args.record {
+        Some(_) => Some(rt.block_on(super::record::Recorder::start(
+            &project,
+            store.as_ref(),
+            &flows,
+        ))?),
+        None => None,
+    };
+    let project = match &recorder {
+        Some(r) => r.project(&project),
+        None => project,
+    };
     let engine =
         engine(project.clone(), store)?.one_shot(args.max_wait.map(std::time::Duration::from_secs));
-    let rt = tokio::runtime::Runtime::new()?;
     let interrupt = Interrupt::default();
     let signal = Arc::new(Mutex::new(None));
     {
@@ -83,8 +100,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         keys: (!args.keys.is_empty()).then(|| args.keys.clone()),
         progress: progress.counter(),
         interrupt: Some(interrupt.clone()),
+        details: recorder.is_some(),
         ..Default::default()
     };
+    let names: Vec<String> = flows.iter().map(|f| f.id.clone()).collect();
     let json = args.format.is_json();
     let mut reports = Vec::new();
     let mut errors = Vec::new();
@@ -125,6 +144,19 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     }
     progress.finish();
+    if let (Some(r), Some(file)) = (&recorder, &args.record) {
+        let asked = super::record::RecordedRun {
+            flows: &names,
+            reconcile: args.reconcile,
+            full: args.full,
+            keys: &args.keys,
+        };
+        let n = r.write(file, asked, &reports)?;
+        crate::errln!(
+            "wrote the run as a test to {} ({n} exchange(s))",
+            file.display()
+        );
+    }
     let doc = reports_json(false, &reports, &errors);
     if json {
         super::output::json(&doc)?;

@@ -140,6 +140,28 @@ impl Mapping {
         out
     }
 
+    /// Where each field comes from, as a person reads it (`$.price_gross as decimal`,
+    /// `template "{{name}}"`): `erpsync call` prints it beside each mapped value.
+    pub fn sources(&self) -> Vec<(String, String)> {
+        self.fields
+            .iter()
+            .map(|f| {
+                let mut from = describe(&f.expr);
+                if let Some(ty) = f.ty {
+                    let ty = serde_json::to_value(ty)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    from.push_str(&format!(" as {ty}"));
+                }
+                if let Some(d) = &f.default {
+                    from.push_str(&format!(", default {d}"));
+                }
+                (f.name.clone(), from)
+            })
+            .collect()
+    }
+
     /// Maps one record, leaving out fields computed only from source fields outside
     /// `carried` (an update sends what the flow carries; constants and templates always go).
     pub fn apply_carried(
@@ -208,6 +230,26 @@ impl Mapping {
             insert(&mut out, &f.target, v);
         }
         Ok(Value::Object(out))
+    }
+}
+
+/// An expression as a person reads it.
+fn describe(e: &Expr) -> String {
+    match e {
+        Expr::Path(p) => p.as_str().to_string(),
+        Expr::Template(t) => format!("template {:?}", t.source()),
+        Expr::Const(v) => format!("const {v}"),
+        Expr::Lookup { table, key, .. } => format!("lookup `{table}` by {}", describe(key)),
+        Expr::Ref { entity, key, part } => {
+            let mut text = format!("ref `{entity}` by {}", describe(key));
+            if let Some(n) = part {
+                text.push_str(&format!(", part {n}"));
+            }
+            text
+        }
+        Expr::Each { path, mapping } => {
+            format!("each {} ({} field(s))", path.as_str(), mapping.fields.len())
+        }
     }
 }
 

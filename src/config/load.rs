@@ -121,6 +121,9 @@ fn collect(
         for e in entries {
             collect(&e, out, false)?;
         }
+    } else if !explicit && is_test_material(p) {
+        // Offline tests and their recorded exchanges live beside the flow files; they are
+        // not flow files.
     } else if explicit
         || matches!(
             p.extension().and_then(|e| e.to_str()),
@@ -589,4 +592,24 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
         diags.push(duplicate("daemon"));
     }
     project.files = files;
+}
+
+/// Whether a path names a test file (`*.test.yaml`, `*.test.yml`).
+pub fn is_test_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".test.yaml") || n.ends_with(".test.yml"))
+}
+
+/// Whether a path names an exchanges file (`*.exchanges.yaml`, `*.exchanges.yml`): what
+/// `call --record` writes, served by a test's `exchanges_from`.
+pub fn is_exchanges_file(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".exchanges.yaml") || n.ends_with(".exchanges.yml"))
+}
+
+/// Whether a file beside the flow files belongs to the tests, not to the flows.
+pub fn is_test_material(path: &Path) -> bool {
+    is_test_file(path) || is_exchanges_file(path)
 }

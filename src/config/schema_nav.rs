@@ -119,6 +119,13 @@ fn child_schema<'a>(
     None
 }
 
+/// The flow schema's text, as committed in `schemas/flow.schema.json`.
+pub fn flow_schema_text() -> String {
+    let mut text = serde_json::to_string_pretty(flow_schema()).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

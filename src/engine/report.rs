@@ -33,6 +33,16 @@ pub enum Decision {
     Failed,
 }
 
+impl Decision {
+    /// The decision as reports and test files write it (`create`, `adopt`…).
+    pub fn word(self) -> String {
+        serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
+}
+
 /// One record's line in a report.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordReport {

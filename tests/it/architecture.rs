@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("compile", &["src/compile/"]),
     ("engine", &["src/engine/"]),
     ("daemon", &["src/daemon/"]),
+    ("authoring", &["src/authoring/"]),
     ("cli", &["src/cli/"]),
 ];
 

@@ -464,7 +464,7 @@ fn schema_prints_to_stdout_and_writes_only_the_file_named() {
             .output()
             .unwrap()
     };
-    let committed = erpsync::cli::schema::schema_text();
+    let committed = erpsync::config::schema_nav::flow_schema_text();
     for args in [vec!["schema"], vec!["schema", "--output", "-"]] {
         let out = run(&args);
         assert!(out.status.success(), "{args:?}");

@@ -184,7 +184,7 @@ fn secrets_never_appear_in_diagnostics() {
 fn committed_schema_matches_the_model() {
     let committed = std::fs::read_to_string(root().join("schemas/flow.schema.json")).unwrap();
     assert!(
-        committed == erpsync::cli::schema::schema_text(),
+        committed == erpsync::config::schema_nav::flow_schema_text(),
         "schemas/flow.schema.json is stale: run `cargo run -- schema --output schemas/flow.schema.json`"
     );
     let (code, stdout, stderr) = erpsync(&["schema", "--check"]);

@@ -1,6 +1,7 @@
 //! Integration tests, in one binary so the crate is linked once: each module covers one area.
 
 mod architecture;
+mod authoring;
 mod cli;
 mod config;
 mod connector;

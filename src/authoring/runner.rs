@@ -1,0 +1,497 @@
+//! Runs one offline test: the project compiled with the test's `${VARS}`, every system
+//! pointed at a replay server, a state in memory seeded from the test, the flows run (or
+//! planned), and the reports compared with the expectations. What differs is returned as
+//! readable lines, never panicked on.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde_json::Value;
+
+use super::exchange::{ExchangeConfig, short, subset_diff};
+use super::replay::Replay;
+use super::testfile::{BindingSeedConfig, FlowExpectConfig, TestFileConfig};
+use crate::compile::{Project, SystemDef};
+use crate::engine::{Decision, Engine, RunOptions, RunReport};
+use crate::state::{Binding, Scope, SqliteStore, StateStore};
+
+/// The result of one test.
+#[derive(Debug)]
+pub struct TestOutcome {
+    pub file: PathBuf,
+    pub description: Option<String>,
+    /// What differs from the expectations; empty when the test passed.
+    pub problems: Vec<String>,
+    /// The reports of the flows that ran.
+    pub reports: Vec<RunReport>,
+}
+
+impl TestOutcome {
+    pub fn passed(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// A test that could not be run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum TestRunError {
+    #[error("{file}: the project is not valid with this test's variables")]
+    InvalidProject {
+        file: String,
+        diagnostics: Vec<crate::config::Diagnostic>,
+    },
+    #[error("{file}: {message}")]
+    Setup { file: String, message: String },
+}
+
+/// The same project with each named system's `base_url` replaced.
+pub fn redirect(project: &Project, urls: &BTreeMap<String, String>) -> Project {
+    let systems = project
+        .systems
+        .iter()
+        .map(|(name, def)| {
+            let mut config = def.config.clone();
+            if let Some(u) = urls.get(name) {
+                config.base_url = Some(u.clone());
+            }
+            let def = SystemDef {
+                name: def.name.clone(),
+                role: def.role,
+                config,
+                operations: def.operations.clone(),
+                entities: def.entities.clone(),
+            };
+            (name.clone(), Arc::new(def))
+        })
+        .collect();
+    Project {
+        root: project.root.clone(),
+        vars: project.vars.clone(),
+        entities: project.entities.clone(),
+        systems,
+        flows: project.flows.clone(),
+        state_url: project.state_url.clone(),
+        daemon: project.daemon.clone(),
+    }
+}
+
+/// The `${VARS}` of a test: its own `env` only. The machine's environment is never read,
+/// so a test passes or fails the same on a laptop with real credentials set and in CI.
+struct TestEnv<'a>(&'a BTreeMap<String, String>);
+
+impl crate::config::env::EnvSource for TestEnv<'_> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.get(name).cloned()
+    }
+}
+
+/// Bindings by scope (entity, side a, side b).
+type SeededBindings = BTreeMap<(String, String, String), Vec<Binding>>;
+
+/// The bindings a test's state names, by scope.
+fn seed_bindings(project: &Project, seeds: &[BindingSeedConfig]) -> Result<SeededBindings, String> {
+    let mut out = SeededBindings::new();
+    for (i, b) in seeds.iter().enumerate() {
+        let place = format!("state.bindings[{i}] (`{}`)", b.key);
+        if !project.entities.contains_key(&b.entity) {
+            return Err(format!("{place}: unknown entity `{}`", b.entity));
+        }
+        let mut systems: Vec<String> = b
+            .systems
+            .iter()
+            .chain(b.ids.keys())
+            .chain(b.records.keys())
+            .cloned()
+            .collect();
+        systems.sort();
+        systems.dedup();
+        if systems.len() != 2 {
+            return Err(format!(
+                "{place}: a binding links two systems; it names {}",
+                if systems.is_empty() {
+                    "none".to_string()
+                } else {
+                    systems.join(", ")
+                }
+            ));
+        }
+        for s in &systems {
+            if !project.systems.contains_key(s) {
+                return Err(format!("{place}: unknown system `{s}`"));
+            }
+        }
+        let scope = Scope::new(&b.entity, &systems[0], &systems[1]);
+        let binding = Binding {
+            key: b.key.clone(),
+            id_a: b.ids.get(&scope.a).cloned(),
+            id_b: b.ids.get(&scope.b).cloned(),
+            base_a: b.records.get(&scope.a).cloned(),
+            base_b: b.records.get(&scope.b).cloned(),
+            exported_at: b.exported.then(Utc::now),
+            parked: None,
+            actions_done: b.actions_done,
+        };
+        out.entry((scope.entity, scope.a, scope.b))
+            .or_default()
+            .push(binding);
+    }
+    Ok(out)
+}
+
+/// Checks an exchange's system, and fills in the method and path of one given by
+/// `operation`.
+fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), String> {
+    let Some(def) = project.systems.get(&e.system) else {
+        let known: Vec<&str> = project.systems.keys().map(String::as_str).collect();
+        return Err(format!(
+            "unknown system `{}` (known: {})",
+            e.system,
+            known.join(", ")
+        ));
+    };
+    let r = &mut e.request;
+    if let Some(name) = &r.operation {
+        let Some(op) = def.operations.get(name) else {
+            let known: Vec<&str> = def.operations.keys().map(String::as_str).collect();
+            return Err(format!(
+                "system `{}` has no operation `{name}` (known: {})",
+                e.system,
+                known.join(", ")
+            ));
+        };
+        if r.method.is_empty() {
+            r.method = serde_json::to_value(op.method())
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_ascii_uppercase))
+                .unwrap_or_default();
+        }
+        if r.path.is_empty() {
+            let ctx = serde_json::json!({
+                "id": r.id, "key": r.key, "vars": project.vars,
+                "system": def.config.vars,
+            });
+            let rendered = op
+                .path
+                .render(&handlebars::Context::from(ctx))
+                .map_err(|err| format!("the path of `{name}`: {err}"))?;
+            // A path may carry fixed query parameters (`/x?f=a`): they are the query's.
+            let path = rendered.split('?').next().unwrap_or_default();
+            r.path = if path.starts_with('/') {
+                path.to_string()
+            } else {
+                format!("/{path}")
+            };
+        }
+    }
+    if r.method.is_empty() || r.path.is_empty() {
+        return Err("give the request an `operation`, or a `method` and a `path`".into());
+    }
+    Ok(())
+}
+
+/// Runs one test against the project at `project_paths`.
+pub async fn run_test(
+    project_paths: &[PathBuf],
+    file: &Path,
+    cfg: &TestFileConfig,
+) -> Result<TestOutcome, TestRunError> {
+    let shown = file.display().to_string();
+    let setup = |message: String| TestRunError::Setup {
+        file: shown.clone(),
+        message,
+    };
+    let env = TestEnv(&cfg.env);
+    let (project, diagnostics) = crate::compile::project::check_with_env(project_paths, &env);
+    let Some(project) = project else {
+        return Err(TestRunError::InvalidProject {
+            file: shown.clone(),
+            diagnostics,
+        });
+    };
+    let mut exchanges = cfg.exchanges.clone();
+    for (i, e) in exchanges.iter_mut().enumerate() {
+        resolve_request(&project, e).map_err(|m| setup(format!("exchanges[{i}]: {m}")))?;
+    }
+    let replay = Replay::start(project.systems.keys().cloned(), exchanges)
+        .await
+        .map_err(|e| setup(format!("cannot start the replay servers: {e}")))?;
+    let mut project = redirect(&project, &replay.urls);
+    // The replay answers at once: a system's budget would only make the test slow.
+    for def in project.systems.values_mut() {
+        if let Some(d) = Arc::get_mut(def) {
+            d.config.rate_limit = None;
+        }
+    }
+    let project = Arc::new(project);
+    let store = SqliteStore::in_memory().map_err(|e| setup(e.to_string()))?;
+    for ((entity, a, b), bindings) in seed_bindings(&project, &cfg.state.bindings).map_err(setup)? {
+        store
+            .put_bindings(&Scope::new(&entity, &a, &b), &bindings)
+            .map_err(|e| setup(e.to_string()))?;
+    }
+    for (flow, at) in &cfg.state.cursors {
+        if project.flow(flow).is_none() {
+            return Err(setup(format!("state.cursors: unknown flow `{flow}`")));
+        }
+        store
+            .set_cursor(flow, *at)
+            .map_err(|e| setup(e.to_string()))?;
+    }
+    let store: Arc<dyn StateStore> = Arc::new(store);
+    let flows = project
+        .select(&cfg.flows)
+        .map_err(|e| setup(format!("flows: {e}")))?;
+    let mut engine = Engine::new(project.clone(), store, Arc::new(crate::clock::SystemClock))
+        .map_err(|e| setup(e.to_string()))?;
+    if cfg.dry_run {
+        engine = engine.planning();
+    }
+    // A system asking to wait is answered at once: a test must not sleep.
+    for s in engine.systems.values() {
+        s.set_waits(Some(std::time::Duration::from_secs(5)), None);
+    }
+    let opts = RunOptions {
+        dry_run: cfg.dry_run,
+        reconcile: cfg.reconcile,
+        full: cfg.full,
+        keys: (!cfg.keys.is_empty()).then(|| cfg.keys.clone()),
+        details: true,
+        force: true,
+        ..Default::default()
+    };
+    let mut problems = Vec::new();
+    let mut reports = Vec::new();
+    let mut ran = Vec::new();
+    for flow in flows {
+        if cfg.reconcile && flow.config.reconcile.is_none() {
+            continue;
+        }
+        ran.push(flow.id.clone());
+        match engine.run(&flow.id, &opts).await {
+            Ok(r) => {
+                if let Some(exp) = cfg.expect.flows.get(&flow.id) {
+                    compare(&flow.id, &r, exp, &mut problems);
+                } else {
+                    for e in &r.errors {
+                        problems.push(format!("{}: run error: {e}", flow.id));
+                    }
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                let text = crate::redact::redact(&e.to_string()).into_owned();
+                let expected = cfg.expect.flows.get(&flow.id);
+                let wanted = expected.is_some_and(|x| {
+                    x.status.as_deref() == Some("error")
+                        && x.errors.iter().all(|w| text.contains(w.as_str()))
+                });
+                if !wanted {
+                    problems.push(format!("{}: the run failed: {text}", flow.id));
+                }
+            }
+        }
+    }
+    for name in cfg.expect.flows.keys() {
+        if !ran.contains(name) {
+            problems.push(format!(
+                "{name}: expected to run, but it did not (flows run: {})",
+                if ran.is_empty() {
+                    "none".to_string()
+                } else {
+                    ran.join(", ")
+                }
+            ));
+        }
+    }
+    problems.extend(replay.problems());
+    Ok(TestOutcome {
+        file: file.to_path_buf(),
+        description: cfg.description.clone(),
+        problems,
+        reports,
+    })
+}
+
+/// Whether a record with this decision must be listed when a flow's records are expected.
+fn must_be_listed(d: Decision) -> bool {
+    !matches!(d, Decision::Skip | Decision::Filtered | Decision::Locked)
+}
+
+fn decision_word(d: Decision) -> String {
+    d.word()
+}
+
+/// Compares a run's report with what the test expects of it.
+fn compare(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<String>) {
+    if let Some(status) = &exp.status
+        && status != &r.status
+    {
+        out.push(format!(
+            "{flow}: expected status `{status}`, got `{}`{}",
+            r.status,
+            if r.errors.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.errors.join("; "))
+            }
+        ));
+    }
+    let counts = serde_json::to_value(&r.counts).unwrap_or_default();
+    for (name, want) in exp.counts.pairs() {
+        let Some(want) = want else { continue };
+        let got = counts.get(name).and_then(Value::as_u64).unwrap_or(0);
+        if got != want {
+            out.push(format!("{flow}: expected {name} {want}, got {got}"));
+        }
+    }
+    for want in &exp.errors {
+        if !r.errors.iter().any(|e| e.contains(want.as_str())) {
+            out.push(format!(
+                "{flow}: expected an error containing `{want}`, got {}",
+                if r.errors.is_empty() {
+                    "none".to_string()
+                } else {
+                    r.errors.join("; ")
+                }
+            ));
+        }
+    }
+    if exp.status.is_none() && exp.errors.is_empty() {
+        for e in &r.errors {
+            out.push(format!("{flow}: run error: {e}"));
+        }
+    }
+    let Some(records) = &exp.records else {
+        return;
+    };
+    for want in records {
+        let Some(got) = r.records.iter().find(|g| g.key == want.key) else {
+            out.push(format!(
+                "{flow}: record `{}`: expected {}, but the run did not report it",
+                want.key, want.decision
+            ));
+            continue;
+        };
+        let place = format!("{flow}: record `{}`", want.key);
+        let decision = decision_word(got.decision);
+        if decision != want.decision {
+            let why = got
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            out.push(format!(
+                "{place}: expected {}, got {decision}{why}",
+                want.decision
+            ));
+        }
+        if let Some(t) = &want.target
+            && got.target.as_deref() != Some(t.as_str())
+        {
+            out.push(format!(
+                "{place}: expected target `{t}`, got `{}`",
+                got.target.as_deref().unwrap_or("none")
+            ));
+        }
+        if let Some(reason) = &want.reason
+            && !got
+                .reason
+                .as_deref()
+                .unwrap_or("")
+                .contains(reason.as_str())
+        {
+            out.push(format!(
+                "{place}: expected a reason containing `{reason}`, got `{}`",
+                got.reason.as_deref().unwrap_or("none")
+            ));
+        }
+        if let Some(changes) = &want.changes {
+            for (field, value) in changes {
+                match got.changes.iter().find(|c| &c.field == field) {
+                    None => out.push(format!(
+                        "{place}: expected `{field}` to change to {}, it does not change",
+                        short(value)
+                    )),
+                    Some(c) => {
+                        let mut d = Vec::new();
+                        subset_diff(value, &c.new, "", &mut d);
+                        if !d.is_empty() {
+                            out.push(format!(
+                                "{place}: `{field}` changes to {}, expected {}",
+                                short(&c.new),
+                                short(value)
+                            ));
+                        }
+                    }
+                }
+            }
+            for c in &got.changes {
+                if !changes.contains_key(&c.field) {
+                    out.push(format!(
+                        "{place}: `{}` changes ({} → {}), not expected",
+                        c.field,
+                        short(&c.old),
+                        short(&c.new)
+                    ));
+                }
+            }
+        }
+    }
+    for got in &r.records {
+        if must_be_listed(got.decision) && !records.iter().any(|w| w.key == got.key) {
+            let why = got
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
+            out.push(format!(
+                "{flow}: record `{}`: {} not expected{why}",
+                got.key,
+                decision_word(got.decision)
+            ));
+        }
+    }
+}
+
+/// The expectations a report meets exactly: what `run --record` writes down.
+pub fn expectations_of(r: &RunReport) -> FlowExpectConfig {
+    use super::testfile::{CountsExpectConfig, RecordExpectConfig};
+    let c = &r.counts;
+    let nz = |v: u64| (v > 0).then_some(v);
+    FlowExpectConfig {
+        status: Some(r.status.clone()),
+        counts: CountsExpectConfig {
+            read: Some(c.read),
+            created: nz(c.created),
+            updated: nz(c.updated),
+            adopted: nz(c.adopted),
+            skipped: nz(c.skipped),
+            conflicts: nz(c.conflicts),
+            parked: nz(c.parked),
+            locked: nz(c.locked),
+            filtered: nz(c.filtered),
+            failed: nz(c.failed),
+        },
+        records: Some(
+            r.records
+                .iter()
+                .filter(|g| must_be_listed(g.decision))
+                .map(|g| RecordExpectConfig {
+                    key: g.key.clone(),
+                    decision: decision_word(g.decision),
+                    target: g.target.clone(),
+                    changes: Some(
+                        g.changes
+                            .iter()
+                            .map(|c| (c.field.clone(), crate::redact::redact_json(&c.new)))
+                            .collect(),
+                    ),
+                    reason: None,
+                })
+                .collect(),
+        ),
+        errors: Vec::new(),
+    }
+}
