@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use clap::CommandFactory as _;
-
 /// Arguments of `erpsync completions`.
 #[derive(Debug, clap::Args)]
 pub struct CompletionsArgs {
@@ -17,8 +15,8 @@ pub struct CompletionsArgs {
 #[derive(Debug, clap::Args)]
 pub struct ManArgs {}
 
-pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
-    let mut cmd = super::Cli::command();
+/// `cmd`: the command definitions of `erpsync`.
+pub fn completions(args: CompletionsArgs, mut cmd: clap::Command) -> anyhow::Result<ExitCode> {
     let mut buf = Vec::new();
     clap_complete::generate(args.shell, &mut cmd, "erpsync", &mut buf);
     crate::out!("{}", String::from_utf8_lossy(&buf));
@@ -26,8 +24,7 @@ pub fn completions(args: CompletionsArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// The page documents `erpsync` and, one section each, its commands.
-pub fn man(_args: ManArgs) -> anyhow::Result<ExitCode> {
-    let cmd = super::Cli::command();
+pub fn man(_args: ManArgs, cmd: clap::Command) -> anyhow::Result<ExitCode> {
     let mut buf = Vec::new();
     let man = clap_mangen::Man::new(cmd.clone());
     man.render_title(&mut buf)?;

@@ -3,14 +3,9 @@
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
-/// Exit code of a run that failed.
-pub const EXIT_FAILED: u8 = 1;
-/// Exit code of a command used wrongly.
-pub const EXIT_USAGE: u8 = 2;
-/// Exit code of invalid flow files (EX_CONFIG).
-pub const EXIT_CONFIG: u8 = 78;
+pub use exit::{EXIT_CONFIG, EXIT_FAILED, EXIT_USAGE, error_chain};
 
 /// erpsync keeps online shops and an ERP in sync, driven by YAML flow files.
 #[derive(Debug, Parser)]
@@ -84,6 +79,7 @@ pub mod daemon;
 pub mod demo;
 pub mod docs;
 pub mod dry_run;
+mod exit;
 pub mod failures;
 pub mod init;
 pub mod logging;
@@ -127,8 +123,8 @@ pub fn main() -> ExitCode {
         Command::Test(args) => test::run(args),
         Command::Init(args) => init::run(args),
         Command::Sim(args) => crate::sim::cli::run(*args),
-        Command::Completions(args) => docs::completions(args),
-        Command::Man(args) => docs::man(args),
+        Command::Completions(args) => docs::completions(args, Cli::command()),
+        Command::Man(args) => docs::man(args, Cli::command()),
     };
     match result {
         Ok(code) => code,
@@ -150,22 +146,4 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
-}
-
-/// An error and its causes on one line, each said once: a cause whose text its parent
-/// already carries (drivers often repeat their source) is left out.
-pub fn error_chain(err: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in err.chain() {
-        let text = cause.to_string();
-        let tail = text.rsplit(": ").next().unwrap_or(&text);
-        if out.contains(&text) || out.contains(tail) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }

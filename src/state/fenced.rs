@@ -10,33 +10,8 @@ use serde_json::Value;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStore, SystemHealth,
+    Result, RunRecord, Scope, StateStore, StateWrite, SystemHealth,
 };
-
-/// A state write, owned so a store may hand it to another thread.
-#[derive(Debug, Clone)]
-pub enum StateWrite {
-    PutBindings(Scope, Vec<Binding>),
-    SetCursor(String, DateTime<Utc>),
-    JournalBegin(JournalEntry),
-    JournalFinish(i64, JournalState, Option<(Scope, Binding)>),
-    JournalSettle(String, String, Option<(Scope, Binding)>),
-    PutFailure(Failure),
-    ClearFailure(String, String),
-    RunStart {
-        flow: String,
-        kind: String,
-        at: DateTime<Utc>,
-        instance: Instance,
-    },
-    RunFinish {
-        id: i64,
-        at: DateTime<Utc>,
-        status: String,
-        counts: Value,
-        error: Option<String>,
-    },
-}
 
 fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
     binding.map(|(s, b)| (s.clone(), b.clone()))

@@ -3,8 +3,6 @@
 //! per-record report of each run. Its tables come in a migration step of their own
 //! (`OPERATOR_SCHEMA` in each store), after the sync tables.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -22,15 +20,6 @@ pub struct FlowSwitch {
     pub changed_at: DateTime<Utc>,
     /// Who switched it (`console`, `api`, or the role that did).
     pub changed_by: String,
-}
-
-/// The switches on record, by flow: what a person set wins over the flow file's `enabled`.
-pub fn switches(store: &dyn super::StateStore) -> super::Result<HashMap<String, bool>> {
-    Ok(store
-        .flow_switches()?
-        .into_iter()
-        .map(|s| (s.flow, s.enabled))
-        .collect())
 }
 
 /// One record's outcome in a run, as kept after it.

@@ -10,9 +10,8 @@ use std::collections::HashMap;
 use std::sync::mpsc;
 
 use chrono::{DateTime, Utc};
-use postgres::{Client, GenericClient, Row};
+use postgres::Client;
 use serde_json::Value;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 mod operator;
 mod rows;
@@ -25,14 +24,10 @@ use session::*;
 pub use url::redact_url;
 use url::*;
 
-use tls::TlsSettings;
-
-use super::migrate::{STEPS, latest};
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth,
-    json_column as json, keep_since,
+    Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth, keep_since,
 };
 
 /// State in a PostgreSQL database, optionally in a schema of its own.

@@ -1,7 +1,13 @@
 //! Rows to records and records to rows, and the writes a run makes (fenced or not), each in
 //! one transaction.
 
-use super::*;
+use postgres::{Client, GenericClient, Row};
+use serde_json::Value;
+
+use crate::state::{
+    Binding, Failure, Fence, JournalEntry, JournalState, Result, RunRecord, Scope, StateStoreError,
+    StateWrite, json_column as json,
+};
 
 pub(super) const BINDING_COLS: &str =
     "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done";

@@ -1,7 +1,11 @@
 //! A node's PostgreSQL session: how it connects (session limits, search path), migrates the
 //! schema at first connection, and reconnects after the server dropped it.
 
-use super::*;
+use postgres::{Client, GenericClient};
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use crate::state::migrate::{STEPS, latest};
+use crate::state::{Result, StateStoreError};
 
 /// Nodes starting together would race on `CREATE TABLE IF NOT EXISTS` (it is not safe
 /// against a concurrent twin), so schema creation takes this advisory lock.

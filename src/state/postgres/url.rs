@@ -1,7 +1,10 @@
 //! PostgreSQL URLs: the parameters erpsync reads itself (`schema=`, TLS modes), and printing
 //! a URL without its password.
 
-use super::*;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+use super::tls::TlsSettings;
+use crate::state::{Result, StateStoreError};
 
 /// A database URL taken apart: what the driver reads, and the parameters erpsync handles
 /// itself (the driver refuses unknown ones and knows fewer TLS modes).

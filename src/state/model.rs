@@ -1,0 +1,289 @@
+//! What the state holds, as records: bindings and their scopes, journal entries, failures,
+//! runs, leases, nodes, system health; the writes a run makes; and the store's errors.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::lease::Instance;
+
+/// A state operation that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StateStoreError {
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("state database error: {}", postgres_message(.0))]
+    Postgres(::postgres::Error),
+    #[error("state database `{0}` is gone: its connection thread stopped")]
+    Disconnected(String),
+    #[error("state data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("unsupported state url `{0}`: expected `sqlite:PATH` or `postgres://…`")]
+    Url(String),
+    #[error("TLS to the state database: {0}")]
+    Tls(String),
+    #[error("cannot create state folder `{path}`: {reason}")]
+    Folder { path: String, reason: String },
+    /// A write of a run whose lease was granted to another holder since: refused, so a node
+    /// that lost a flow cannot change its state.
+    #[error("lease `{0}` was taken over by another holder; this run writes nothing more")]
+    Fenced(String),
+}
+
+impl From<::postgres::Error> for StateStoreError {
+    fn from(e: ::postgres::Error) -> Self {
+        StateStoreError::Postgres(e)
+    }
+}
+
+/// The driver's own message is terse ("error connecting to server"): the cause is in its
+/// source, which the message carries (the variant keeps no source, so a chain printer does
+/// not repeat it).
+fn postgres_message(e: &::postgres::Error) -> String {
+    use std::error::Error as _;
+    match e.source() {
+        Some(cause) => format!("{e}: {cause}"),
+        None => e.to_string(),
+    }
+}
+
+pub type Result<T> = std::result::Result<T, StateStoreError>;
+
+/// The records of one entity shared by two systems. Both directions of a pair share one
+/// scope, so what one flow wrote is known to the flow going the other way (echo suppression).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub entity: String,
+    /// The two systems, in name order.
+    pub a: String,
+    pub b: String,
+}
+
+impl Scope {
+    pub fn new(entity: &str, x: &str, y: &str) -> Self {
+        let (a, b) = if x <= y { (x, y) } else { (y, x) };
+        Scope {
+            entity: entity.to_string(),
+            a: a.to_string(),
+            b: b.to_string(),
+        }
+    }
+
+    /// Whether `system` is side `a`.
+    pub fn is_a(&self, system: &str) -> bool {
+        self.a == system
+    }
+}
+
+/// What erpsync knows of one record on both sides.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Binding {
+    pub key: String,
+    pub id_a: Option<String>,
+    pub id_b: Option<String>,
+    /// The canonical record last known to be on side `a` (what was read or written).
+    pub base_a: Option<Value>,
+    pub base_b: Option<Value>,
+    /// When the record was first written to the other side by an export-once flow.
+    pub exported_at: Option<DateTime<Utc>>,
+    /// Why the record is parked for review, if it is.
+    pub parked: Option<String>,
+    /// The flow's post-actions (e.g. locking the order in the shop) have run for it.
+    pub actions_done: bool,
+}
+
+impl Binding {
+    pub fn id(&self, side_a: bool) -> Option<&str> {
+        if side_a {
+            self.id_a.as_deref()
+        } else {
+            self.id_b.as_deref()
+        }
+    }
+    pub fn set_id(&mut self, side_a: bool, id: String) {
+        if side_a {
+            self.id_a = Some(id)
+        } else {
+            self.id_b = Some(id)
+        }
+    }
+    pub fn base(&self, side_a: bool) -> Option<&Value> {
+        if side_a {
+            self.base_a.as_ref()
+        } else {
+            self.base_b.as_ref()
+        }
+    }
+    pub fn base_mut(&mut self, side_a: bool) -> &mut Option<Value> {
+        if side_a {
+            &mut self.base_a
+        } else {
+            &mut self.base_b
+        }
+    }
+}
+
+/// State of a journaled write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JournalState {
+    /// Intent recorded, request not yet answered.
+    Pending,
+    /// The target accepted it.
+    Done,
+    /// It failed for sure; nothing was written.
+    Failed,
+}
+
+/// A write erpsync intends to make, recorded before it is sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct JournalEntry {
+    pub id: i64,
+    pub flow: String,
+    pub key: String,
+    pub target: String,
+    pub operation: String,
+    pub idempotency_key: String,
+    pub payload: Value,
+    pub state: JournalState,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A record that could not be synced, kept for retry.
+#[derive(Debug, Clone, Serialize)]
+pub struct Failure {
+    pub id: i64,
+    pub flow: String,
+    pub key: String,
+    pub source_record: Value,
+    pub payload: Option<Value>,
+    pub error: String,
+    pub status: Option<u16>,
+    pub response: Option<Value>,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One run of a flow.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunRecord {
+    pub id: i64,
+    pub flow: String,
+    pub kind: String,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub status: String,
+    pub counts: Value,
+    pub error: Option<String>,
+    /// The node (its `daemon.node_id` label) that ran it.
+    pub node: Option<String>,
+    /// The process that ran it (see `Instance`).
+    pub instance: Option<String>,
+}
+
+/// A process that shares the state, as it last said it was alive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeRecord {
+    pub instance: String,
+    pub node: String,
+    pub started_at: DateTime<Utc>,
+    pub seen_at: DateTime<Utc>,
+}
+
+/// Rows deleted by `StateStore::prune`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Pruned {
+    pub runs: usize,
+    pub nodes: usize,
+}
+
+/// What was last seen of a system's reachability (its circuit breaker), by a run or a probe
+/// of any process sharing the state, so `erpsync status` can show a system that is down.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct SystemHealth {
+    pub system: String,
+    /// Taken as down: runs stop calling it until a probe gets an answer.
+    pub down: bool,
+    pub down_since: Option<DateTime<Utc>>,
+    /// Requests in a row that got no response.
+    pub consecutive_failures: u32,
+    pub last_error: Option<String>,
+    /// When it may be probed next (while down).
+    pub next_probe: Option<DateTime<Utc>>,
+    /// When this was seen.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// A lease as the store keeps it. An expired lease stays until its holder releases it or
+/// another holder takes it over, so `held_at` tells whether anyone holds it now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub name: String,
+    /// The holding process (see `Instance::id`).
+    pub holder: String,
+    /// The holder's node label.
+    pub node: String,
+    /// The fencing token of the grant: larger for every later grant.
+    pub token: i64,
+    pub expires_at: DateTime<Utc>,
+}
+
+impl Lease {
+    /// The name of a flow's lease.
+    pub fn of_flow(flow: &str) -> String {
+        format!("flow:{flow}")
+    }
+
+    /// The flow this lease is for, when it is a flow's lease.
+    pub fn flow(&self) -> Option<&str> {
+        self.name.strip_prefix("flow:")
+    }
+
+    /// Whether its holder holds it at `now`: once expired, any holder may take it.
+    pub fn held_at(&self, now: DateTime<Utc>) -> bool {
+        self.expires_at > now
+    }
+}
+
+/// The moment before which remembered deliveries are forgotten. Never before 1970: both
+/// stores take that as "the beginning", and SQLite's text timestamps only sort by time for
+/// positive years.
+pub(crate) fn keep_since(at: DateTime<Utc>, keep: std::time::Duration) -> DateTime<Utc> {
+    chrono::Duration::from_std(keep)
+        .ok()
+        .and_then(|k| at.checked_sub_signed(k))
+        .unwrap_or(DateTime::UNIX_EPOCH)
+        .max(DateTime::UNIX_EPOCH)
+}
+
+/// A JSON column stored as text (both stores keep JSON as text so key order is kept).
+pub(crate) fn json_column(s: Option<String>) -> Result<Option<serde_json::Value>> {
+    s.map(|s| serde_json::from_str(&s).map_err(|e| StateStoreError::Corrupt(e.to_string())))
+        .transpose()
+}
+
+/// A state write, owned so a store may hand it to another thread.
+#[derive(Debug, Clone)]
+pub enum StateWrite {
+    PutBindings(Scope, Vec<Binding>),
+    SetCursor(String, DateTime<Utc>),
+    JournalBegin(JournalEntry),
+    JournalFinish(i64, JournalState, Option<(Scope, Binding)>),
+    JournalSettle(String, String, Option<(Scope, Binding)>),
+    PutFailure(Failure),
+    ClearFailure(String, String),
+    RunStart {
+        flow: String,
+        kind: String,
+        at: DateTime<Utc>,
+        instance: Instance,
+    },
+    RunFinish {
+        id: i64,
+        at: DateTime<Utc>,
+        status: String,
+        counts: Value,
+        error: Option<String>,
+    },
+}

@@ -1,0 +1,33 @@
+//! Opening the store a `state.url` names.
+
+use super::model::{Result, StateStoreError};
+use super::postgres::{PostgresStore, redact_url};
+use super::sqlite::SqliteStore;
+use super::store::AnyStore;
+
+/// Opens the store a `state.url` names: `sqlite:PATH` (relative to `root`) or
+/// `postgres://…` / `postgresql://…` (optionally `?schema=NAME`).
+pub fn open(url: &str, root: &std::path::Path) -> Result<AnyStore> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Box::new(PostgresStore::open(url)?));
+    }
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| StateStoreError::Url(redact_url(url)))?;
+    let path = std::path::Path::new(path);
+    let path = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        root.join(path)
+    };
+    if let Some(dir) = path.parent()
+        && !dir.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(dir).map_err(|e| StateStoreError::Folder {
+            path: dir.display().to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(Box::new(SqliteStore::open(&path)?))
+}
