@@ -6,34 +6,14 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, Utc};
-
 use super::Engine;
+use super::error::LeaseTakeError;
 use crate::redact::redact;
 use crate::state::lease::{LeaseWatch, provably_dead};
-use crate::state::{Fence, Lease, StateStore, StateStoreError};
+use crate::state::{Fence, Lease, StateStore};
 
 /// Seconds a flow's lease lasts unless renewed, unless configured.
 pub const DEFAULT_LEASE_TTL_SECS: u64 = 30;
-
-/// A flow's lease that could not be taken.
-#[derive(Debug, thiserror::Error)]
-pub enum LeaseTakeError {
-    #[error("flow `{flow}` is running on node `{node}` (process `{holder}`), lease until {until}")]
-    Held {
-        flow: String,
-        node: String,
-        holder: String,
-        until: DateTime<Utc>,
-    },
-    #[error("flow `{0}` is already running in this process")]
-    Busy(String),
-    #[error("cannot take the lease of flow `{flow}`: {source}")]
-    State {
-        flow: String,
-        source: StateStoreError,
-    },
-}
 
 /// Leases this process holds, by store and name: a second run of a flow in the same process
 /// is refused here (the store would renew the process's own lease for it).

@@ -8,7 +8,7 @@ mod one_way;
 mod shift;
 mod write;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -20,13 +20,14 @@ use super::canonical::{self, FieldChange, compared_fields, diff, overlay, overla
 use super::decide::{
     self, Counterpart, Link, MergeRules, MergeVerdict, Merged, OneWayRules, Side, Sides, Verdict,
 };
+use super::lease::HeldLease;
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
 use crate::compile::types::normalize;
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
-use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
+use crate::state::{Binding, Failure, FencedStore, JournalEntry, JournalState, Scope};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -1198,5 +1199,87 @@ impl<'e> Runner<'e> {
         let digest = Sha256::digest(format!("{}\u{0}{key}", self.flow.id).as_bytes());
         let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
         format!("erpsync-{hex}")
+    }
+}
+
+impl Engine {
+    /// Runs one flow now, holding its lease (dry runs, which write nothing, take none).
+    pub async fn run(&self, flow_id: &str, opts: &RunOptions) -> Result<RunReport, EngineRunError> {
+        self.check(flow_id, opts)?;
+        if opts.dry_run {
+            return self.run_leased(flow_id, opts, None).await;
+        }
+        let lease = self.take_lease(flow_id)?;
+        self.run_leased(flow_id, opts, Some(&lease)).await
+    }
+
+    fn check(
+        &self,
+        flow_id: &str,
+        opts: &RunOptions,
+    ) -> Result<Arc<crate::compile::Flow>, EngineRunError> {
+        let flow = self
+            .project
+            .flow(flow_id)
+            .ok_or_else(|| EngineRunError::UnknownFlow(flow_id.to_string()))?
+            .clone();
+        if !flow.config.enabled && !opts.force {
+            return Err(EngineRunError::Disabled(flow_id.to_string()));
+        }
+        Ok(flow)
+    }
+
+    /// Runs one flow under a lease already taken (`take_lease`): every state write of the
+    /// run is fenced by the lease's grant, and every remote write checks the lease first.
+    pub async fn run_leased(
+        &self,
+        flow_id: &str,
+        opts: &RunOptions,
+        lease: Option<&HeldLease>,
+    ) -> Result<RunReport, EngineRunError> {
+        let flow = self.check(flow_id, opts)?;
+        let Some(lease) = lease else {
+            return run_flow(self, &flow, opts).await;
+        };
+        let fenced = Engine {
+            store: Arc::new(FencedStore::new(
+                self.store.clone(),
+                lease.watch.fence.clone(),
+            )),
+            ..self.clone()
+        };
+        let result = crate::state::lease::with_watch(
+            Some(lease.watch.clone()),
+            run_flow(&fenced, &flow, opts),
+        )
+        .await;
+        match result {
+            Err(EngineRunError::State(crate::state::StateStoreError::Fenced(_))) => {
+                lease.watch.lose();
+                Err(EngineRunError::LeaseLost(flow_id.to_string()))
+            }
+            other => other,
+        }
+    }
+
+    /// Runs the stored failures `ids` again (all of them with `None`), each flow once for its
+    /// failed keys, with the flow files as they are now; a record that succeeds leaves the
+    /// failure store. One report (or error) per flow, in flow-name order.
+    pub async fn retry_failures(
+        &self,
+        ids: Option<&[i64]>,
+    ) -> Result<Vec<(String, Result<RunReport, EngineRunError>)>, EngineRunError> {
+        let mut by_flow: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in self.store.failures(None)? {
+            if ids.is_none_or(|ids| ids.contains(&f.id)) {
+                by_flow.entry(f.flow).or_default().push(f.key);
+            }
+        }
+        let mut out = Vec::with_capacity(by_flow.len());
+        for (flow, keys) in by_flow {
+            let report = self.run(&flow, &RunOptions::retry(keys)).await;
+            out.push((flow, report));
+        }
+        Ok(out)
     }
 }
