@@ -513,6 +513,33 @@ fn an_override_changes_an_included_flow() {
     );
     assert!(diags[0].file.ends_with("mine/mine.yaml"), "{}", diags[0]);
 
+    // `correct` alone cannot make a reconciliation: it needs a schedule.
+    let (_dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_sync:\n      \
+         reconcile: { correct: false }\n",
+    );
+    let (_, diags) = check(std::slice::from_ref(&mine));
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].path, "overrides.flows.shared_sync.reconcile");
+    assert!(
+        diags[0].message.contains("give its `schedule`"),
+        "{}",
+        diags[0]
+    );
+
+    // One override per flow across the project.
+    let (dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_sync: { enabled: false }\n",
+    );
+    std::fs::write(
+        dir.path().join("shared/more.yaml"),
+        "overrides:\n  flows:\n    shared_sync: { enabled: true }\n",
+    )
+    .unwrap();
+    let (_, diags) = check(std::slice::from_ref(&mine));
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].code.as_str(), "E009", "{}", diags[0]);
+
     // Declaring it again is still refused, with the way out.
     let (_dir, mine) = shared_and_mine(
         "version: 1\ninclude: [../shared]\nflows:\n  shared_sync:\n    entity: product\n    \
