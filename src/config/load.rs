@@ -1,7 +1,7 @@
 //! Reads a project (flow files and folders of them) into one `ProjectConfig`, collecting every
 //! problem instead of stopping at the first.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -9,7 +9,10 @@ use serde_json::{Map, Value};
 
 use super::diagnostic::{Code, Diagnostic, did_you_mean};
 use super::env::{EnvSource, substitute};
-use super::model::{DaemonConfig, EntityConfig, FileConfig, FlowConfig, StateConfig, SystemConfig};
+use super::model::{
+    DaemonConfig, EntityConfig, FileConfig, FlowConfig, FlowOverrideConfig, IncludeConfig,
+    ReconcileConfig, Section, StateConfig, SystemConfig,
+};
 use super::node::{self, LocatedDoc, Pos};
 use super::schema_nav::allowed_keys;
 
@@ -45,11 +48,20 @@ pub struct ProjectConfig {
     /// Declarations left out because they could not be read (`systems.x`); references to them
     /// are not reported again.
     pub broken: HashSet<String>,
+    /// `overrides.flows`, already applied to `flows`.
+    pub overrides: BTreeMap<String, Decl<FlowOverrideConfig>>,
+    /// Values set by an override: (file, path of the declared value) → (file, path of the
+    /// override). Diagnostics about such a value point at the override.
+    pub overridden: HashMap<(usize, String), (usize, String)>,
 }
 
 impl ProjectConfig {
     /// A diagnostic pointing at the value at `path` of file `file`.
     pub fn at(&self, file: usize, code: Code, path: &str, message: String) -> Diagnostic {
+        if let Some((ofile, opath)) = self.overridden.get(&(file, path.to_string())) {
+            let f = &self.files[*ofile];
+            return Diagnostic::new(code, f.path.clone(), f.doc.value_pos(opath), opath, message);
+        }
         let f = &self.files[file];
         Diagnostic::new(code, f.path.clone(), f.doc.value_pos(path), path, message)
     }
@@ -165,13 +177,21 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
             return (project, diags);
         }
     };
-    let mut queue: std::collections::VecDeque<PathBuf> = files.into();
-    let mut seen: HashSet<PathBuf> = HashSet::new();
-    while let Some(path) = queue.pop_front() {
+    // Each file with the sections wanted from it; a file reached again (by another include)
+    // gives only the sections not taken yet.
+    let all: BTreeSet<Section> = Section::ALL.into_iter().collect();
+    let mut queue: std::collections::VecDeque<(PathBuf, BTreeSet<Section>)> =
+        files.into_iter().map(|f| (f, all.clone())).collect();
+    let mut taken: HashMap<PathBuf, BTreeSet<Section>> = HashMap::new();
+    while let Some((path, wanted)) = queue.pop_front() {
         let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        if !seen.insert(canonical) {
+        let before = taken.entry(canonical).or_default();
+        let again = !before.is_empty();
+        let sections: BTreeSet<Section> = wanted.difference(before).copied().collect();
+        if sections.is_empty() {
             continue;
         }
+        before.extend(sections.iter().copied());
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
@@ -196,15 +216,37 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
         };
         let index = project.files.len();
         project.files.push(SourceFile { path, doc });
-        let includes = read_file(&mut project, index, env, &mut diags);
+        let includes = if again {
+            // Its problems were reported the first time; only clashes of the newly taken
+            // sections are new.
+            let mut scratch = Vec::new();
+            let includes = read_file(&mut project, index, env, &mut scratch, &sections);
+            diags.extend(scratch.into_iter().filter(|d| d.code == Code::Duplicate));
+            includes
+        } else {
+            read_file(&mut project, index, env, &mut diags, &sections)
+        };
         let dir = project.files[index]
             .path
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_default();
         for (i, inc) in includes.iter().enumerate() {
-            match flow_files(&[dir.join(inc)]) {
-                Ok(found) => queue.extend(found),
+            // What an include brings is limited by its `only` and by what was wanted from
+            // the including file.
+            let wanted: BTreeSet<Section> = match inc.only() {
+                Some(only) => only
+                    .iter()
+                    .copied()
+                    .filter(|s| sections.contains(s))
+                    .collect(),
+                None => sections.clone(),
+            };
+            if wanted.is_empty() {
+                continue;
+            }
+            match flow_files(&[dir.join(inc.path())]) {
+                Ok(found) => queue.extend(found.into_iter().map(|f| (f, wanted.clone()))),
                 Err((p, e)) => diags.push(project.at(
                     index,
                     Code::Io,
@@ -214,16 +256,93 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
             }
         }
     }
+    apply_overrides(&mut project, &mut diags);
     (project, diags)
 }
 
-/// Reads one parsed file into the project; returns its `include` list.
+/// Applies `overrides.flows` to the declared flows; an override of a flow nobody declares is
+/// an error.
+fn apply_overrides(project: &mut ProjectConfig, diags: &mut Vec<Diagnostic>) {
+    let overrides = std::mem::take(&mut project.overrides);
+    for (name, o) in &overrides {
+        let Some(flow) = project.flows.get_mut(name) else {
+            if !project.is_broken("flows", name) {
+                let known: Vec<&str> = project.flows.keys().map(String::as_str).collect();
+                diags.push(
+                    project
+                        .at_key(
+                            o.file,
+                            Code::UnknownName,
+                            &o.path,
+                            format!("no flow `{name}` to override"),
+                        )
+                        .with_names(name, known),
+                );
+            }
+            continue;
+        };
+        let (file, base) = (flow.file, flow.path.clone());
+        let f = &mut flow.value;
+        let mut set = Vec::new();
+        if let Some(enabled) = o.value.enabled {
+            f.enabled = enabled;
+            set.push("enabled");
+        }
+        if let Some(t) = &o.value.trigger {
+            if let Some(s) = &t.schedule {
+                f.trigger.schedule = Some(s.clone());
+                set.push("trigger.schedule");
+            }
+            if let Some(tz) = &t.timezone {
+                f.trigger.timezone = Some(tz.clone());
+                set.push("trigger.timezone");
+            }
+        }
+        if let Some(r) = &o.value.reconcile {
+            match (&mut f.reconcile, &r.schedule) {
+                (Some(rc), _) => {
+                    if let Some(s) = &r.schedule {
+                        rc.schedule = s.clone();
+                        set.push("reconcile.schedule");
+                    }
+                    if let Some(c) = r.correct {
+                        rc.correct = c;
+                        set.push("reconcile.correct");
+                    }
+                }
+                (None, Some(s)) => {
+                    f.reconcile = Some(ReconcileConfig {
+                        schedule: s.clone(),
+                        correct: r.correct.unwrap_or(true),
+                    });
+                    set.extend(["reconcile", "reconcile.schedule", "reconcile.correct"]);
+                }
+                (None, None) => diags.push(project.at(
+                    o.file,
+                    Code::Invalid,
+                    &format!("{}.reconcile", o.path),
+                    format!("flow `{name}` has no `reconcile`: give its `schedule`"),
+                )),
+            }
+        }
+        for sub in set {
+            project.overridden.insert(
+                (file, format!("{base}.{sub}")),
+                (o.file, format!("{}.{sub}", o.path)),
+            );
+        }
+    }
+    project.overrides = overrides;
+}
+
+/// Reads the given sections of one parsed file into the project; returns its `include` list.
 fn read_file(
     project: &mut ProjectConfig,
     index: usize,
     env: &dyn EnvSource,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<String> {
+    sections: &BTreeSet<Section>,
+) -> Vec<IncludeConfig> {
     let mut value = project.files[index].doc.value.clone();
     if !value.is_object() {
         if value.is_null() {
@@ -297,6 +416,27 @@ fn read_file(
         }
     }
     let includes = file.include.clone();
+    let mut file = file;
+    let has = |s: Section| sections.contains(&s);
+    if !has(Section::Systems) {
+        file.systems.clear();
+    }
+    if !has(Section::Entities) {
+        file.entities.clear();
+    }
+    if !has(Section::Flows) {
+        file.flows.clear();
+        file.overrides.flows.clear();
+    }
+    if !has(Section::Vars) {
+        file.vars.clear();
+    }
+    if !has(Section::State) {
+        file.state = None;
+    }
+    if !has(Section::Daemon) {
+        file.daemon = None;
+    }
     merge(project, index, file, diags);
     includes
 }
@@ -414,6 +554,7 @@ fn item_of(path: &str) -> String {
     let depth = match segs.as_slice() {
         ["systems", _, "operations" | "entities", _, ..] => 4,
         ["systems" | "entities" | "flows" | "vars", _, ..] => 2,
+        ["overrides", "flows", _, ..] => 3,
         ["daemon", "webhooks", _, ..] => 3,
         _ => 1,
     };
@@ -498,7 +639,7 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
             let path = format!("{section}.{name}");
             if let Some(prev) = map.get(&name) {
                 let f = &project_files[index];
-                diags.push(Diagnostic::new(
+                let mut d = Diagnostic::new(
                     Code::Duplicate,
                     f.path.clone(),
                     f.doc.key_pos(&path),
@@ -507,7 +648,16 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
                         "`{name}` is already declared in {}",
                         project_files[prev.file].path.display()
                     ),
-                ));
+                );
+                if section == "flows" {
+                    d = d.with_help(format!(
+                        "to change an included flow, set `enabled`, `trigger.schedule` or \
+                         `reconcile` under `overrides.flows.{name}` instead of declaring it \
+                         again; to leave out an included project's flows, include it with \
+                         `{{path: …, only: [systems, entities]}}`"
+                    ));
+                }
+                diags.push(d);
                 continue;
             }
             map.insert(
@@ -543,6 +693,14 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
         "flows",
         index,
         file.flows,
+        diags,
+    );
+    put(
+        &files,
+        &mut project.overrides,
+        "overrides.flows",
+        index,
+        file.overrides.flows,
         diags,
     );
     for (k, v) in file.vars {

@@ -277,7 +277,14 @@ fn the_shipped_projects_pass_their_offline_tests() {
         .iter()
         .map(|t| t["file"].as_str().unwrap())
         .collect();
-    for project in ["demo", "smartbill", "oblio", "tryton", "woocommerce"] {
+    for project in [
+        "demo",
+        "demo-catalogue",
+        "smartbill",
+        "oblio",
+        "tryton",
+        "woocommerce",
+    ] {
         assert!(
             files
                 .iter()

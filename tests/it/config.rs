@@ -381,3 +381,199 @@ systems:
     );
     assert_eq!(read("custom")["paid"], "yes", "project tables stay visible");
 }
+
+/// A shared project with a system, an entity and a scheduled flow, and a folder beside it for
+/// the project that includes it, whose flow file is `text`.
+fn shared_and_mine(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("shared")).unwrap();
+    std::fs::create_dir_all(dir.path().join("mine")).unwrap();
+    std::fs::write(
+        dir.path().join("shared/shared.yaml"),
+        "version: 1\n\
+         entities:\n  product: { key: sku, fields: { sku: string, name: string } }\n\
+         systems:\n  shop:\n    base_url: http://127.0.0.1:1\n    operations:\n      \
+         list: { path: /p, records: $.data }\n    entities:\n      \
+         product: { list: list, lookup: list, update: list, read: { sku: $.sku, name: $.name } }\n\
+         flows:\n  shared_sync:\n    entity: product\n    from: shop\n    to: shop\n    \
+         mode: update\n    trigger: { schedule: \"0 */5 * * * *\" }\n",
+    )
+    .unwrap();
+    let mine = dir.path().join("mine");
+    std::fs::write(mine.join("mine.yaml"), text).unwrap();
+    (dir, mine)
+}
+
+/// The flow `own_sync` of the including project.
+const OWN_FLOW: &str = "flows:\n  own_sync:\n    entity: product\n    from: shop\n    to: shop\n    \
+                        mode: update\n    trigger: { schedule: \"0 0 * * * *\" }\n";
+
+fn scheduled(project: &erpsync::compile::Project) -> Vec<String> {
+    let mut names: Vec<String> = project
+        .select(&[])
+        .unwrap()
+        .iter()
+        .map(|f| f.id.clone())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Issue 18.4: `{path, only: [systems, entities]}` brings the systems and entities of a
+/// shared project and none of its flows.
+#[test]
+fn an_include_may_take_only_systems_and_entities() {
+    let (_dir, mine) = shared_and_mine(&format!(
+        "version: 1\ninclude: [{{path: ../shared, only: [systems, entities]}}]\n{OWN_FLOW}"
+    ));
+    let (project, diags) = check(std::slice::from_ref(&mine));
+    assert!(diags.is_empty(), "{diags:#?}");
+    let project = project.unwrap();
+    assert!(project.flow("shared_sync").is_none());
+    assert_eq!(scheduled(&project), ["own_sync"]);
+
+    // `run --once` runs the project's own flow only (its system is unreachable, so it fails:
+    // what matters is which flows it tried).
+    let state = format!("sqlite:{}", mine.join("state.sqlite").display());
+    let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args(["run", "--once", mine.to_str().unwrap(), "--state", &state])
+        .arg("--init-state")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("own_sync"), "{all}");
+    assert!(!all.contains("shared_sync"), "{all}");
+
+    // The string form still brings everything.
+    let (_dir, mine) = shared_and_mine("version: 1\ninclude: [../shared]\n");
+    let (project, diags) = check(std::slice::from_ref(&mine));
+    assert!(diags.is_empty(), "{diags:#?}");
+    assert_eq!(scheduled(&project.unwrap()), ["shared_sync"]);
+
+    // A file reached by a selective and a full include gives everything once.
+    let (_dir, mine) =
+        shared_and_mine("version: 1\ninclude: [{path: ../shared, only: [entities]}, ../shared]\n");
+    let (project, diags) = check(std::slice::from_ref(&mine));
+    assert!(diags.is_empty(), "{diags:#?}");
+    assert_eq!(scheduled(&project.unwrap()), ["shared_sync"]);
+
+    // A misspelt section is named.
+    let (_dir, mine) =
+        shared_and_mine("version: 1\ninclude: [{path: ../shared, only: [systems, entitis]}]\n");
+    let (_, diags) = check(std::slice::from_ref(&mine));
+    let d = diags.iter().find(|d| d.path == "include.0.only.1").unwrap();
+    assert!(d.to_string().contains("did you mean `entities`"), "{d}");
+}
+
+/// Issue 18.4: an override switches an included flow off or changes its schedule without
+/// redeclaring it; redeclaring it stays an error that says how to override.
+#[test]
+fn an_override_changes_an_included_flow() {
+    let (_dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_sync: { enabled: false }\n",
+    );
+    let (project, diags) = check(std::slice::from_ref(&mine));
+    assert!(diags.is_empty(), "{diags:#?}");
+    let project = project.unwrap();
+    assert!(!project.flow("shared_sync").unwrap().config.enabled);
+    assert!(scheduled(&project).is_empty());
+
+    let (_dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_sync:\n      \
+         trigger: { schedule: \"0 0 3 * * *\" }\n      reconcile: { schedule: \"0 0 4 * * *\" }\n",
+    );
+    let (project, diags) = check(std::slice::from_ref(&mine));
+    assert!(diags.is_empty(), "{diags:#?}");
+    let project = project.unwrap();
+    let flow = project.flow("shared_sync").unwrap();
+    assert!(flow.config.enabled);
+    assert_eq!(flow.config.trigger.schedule.as_deref(), Some("0 0 3 * * *"));
+    assert_eq!(
+        flow.config.reconcile.as_ref().unwrap().schedule,
+        "0 0 4 * * *"
+    );
+    assert!(flow.config.reconcile.as_ref().unwrap().correct);
+
+    // A wrong schedule in an override is reported at the override.
+    let (_dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_sync:\n      \
+         trigger: { schedule: \"every minute\" }\n",
+    );
+    let (_, diags) = check(std::slice::from_ref(&mine));
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(
+        (diags[0].code.as_str(), diags[0].line, diags[0].col),
+        ("E007", 6, 28),
+        "{}",
+        diags[0]
+    );
+    assert!(diags[0].file.ends_with("mine/mine.yaml"), "{}", diags[0]);
+
+    // `correct` alone cannot make a reconciliation: it needs a schedule.
+    let (_dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_sync:\n      \
+         reconcile: { correct: false }\n",
+    );
+    let (_, diags) = check(std::slice::from_ref(&mine));
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].path, "overrides.flows.shared_sync.reconcile");
+    assert!(
+        diags[0].message.contains("give its `schedule`"),
+        "{}",
+        diags[0]
+    );
+
+    // One override per flow across the project.
+    let (dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_sync: { enabled: false }\n",
+    );
+    std::fs::write(
+        dir.path().join("shared/more.yaml"),
+        "overrides:\n  flows:\n    shared_sync: { enabled: true }\n",
+    )
+    .unwrap();
+    let (_, diags) = check(std::slice::from_ref(&mine));
+    assert_eq!(diags.len(), 1, "{diags:#?}");
+    assert_eq!(diags[0].code.as_str(), "E009", "{}", diags[0]);
+
+    // Declaring it again is still refused, with the way out.
+    let (_dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\nflows:\n  shared_sync:\n    entity: product\n    \
+         from: shop\n    to: shop\n    mode: update\n    enabled: false\n",
+    );
+    let (_, diags) = check(std::slice::from_ref(&mine));
+    let d = diags.iter().find(|d| d.code.as_str() == "E009").unwrap();
+    let text = d.to_string();
+    assert!(text.contains("overrides.flows.shared_sync"), "{text}");
+    assert!(text.contains("only: [systems, entities]"), "{text}");
+}
+
+/// Issue 18.4: an override of a flow nobody declares is refused by `validate`, exit 78, with
+/// its code, place and the flow meant.
+#[test]
+fn an_override_of_an_unknown_flow_is_refused() {
+    let (_dir, mine) = shared_and_mine(
+        "version: 1\ninclude: [../shared]\noverrides:\n  flows:\n    shared_synk:\n      \
+         enabled: false\n",
+    );
+    let outside = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args(["validate", mine.to_str().unwrap()])
+        .current_dir(outside.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    let head = format!("{}:5:5: error[E008]", mine.join("mine.yaml").display());
+    assert!(stderr.starts_with(&head), "expected `{head}` in\n{stderr}");
+    assert!(
+        stderr.contains("no flow `shared_synk` to override"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("did you mean `shared_sync`"), "{stderr}");
+    assert!(stderr.contains("1 problem found"), "{stderr}");
+}

@@ -652,6 +652,13 @@ fn the_corpus_of_broken_flow_files_is_refused_with_code_and_place() {
         ("cron_never", "E007", 22, 26, "`0 0 31 2 *` never fires"),
         ("cron_past_year", "E007", 22, 26, "never fires"),
         ("empty_project", "E012", 1, 1, "no systems and no flows"),
+        (
+            "override_unknown_flow",
+            "E008",
+            24,
+            5,
+            "no flow `prodcts` to override",
+        ),
     ];
     let dir = crate::support::repo().join("tests/fixtures/flows/invalid/single");
     let outside = tempfile::tempdir().unwrap();
