@@ -25,6 +25,8 @@ pub struct RecordsPath {
 /// A nested path cut at its last wildcard but one.
 #[derive(Debug, Clone)]
 struct Nested {
+    /// Selects the elements of the outermost list, what a page is counted in.
+    outer: JsonPath,
     /// Selects the parents: the path up to and including that wildcard.
     parents: JsonPath,
     /// Selects a parent's records, from the parent.
@@ -40,6 +42,9 @@ pub struct Extracted {
     pub records: Vec<Value>,
     /// Empty, or one entry per record.
     pub parents: Vec<Option<Arc<Value>>>,
+    /// Elements of the outermost list the response holds: what a page's size counts (the
+    /// products of a page, not their variants). The number of records for a flat path.
+    pub listed: usize,
 }
 
 impl RecordsPath {
@@ -62,12 +67,17 @@ impl RecordsPath {
     /// The records a response body holds: the items of an array, one record for an object.
     pub fn extract(&self, body: &Value) -> Extracted {
         let Some(n) = &self.nested else {
+            let records = list_at(&self.whole, body);
             return Extracted {
-                records: list_at(&self.whole, body),
+                listed: records.len(),
+                records,
                 parents: Vec::new(),
             };
         };
-        let mut out = Extracted::default();
+        let mut out = Extracted {
+            listed: n.outer.query(body).len(),
+            ..Extracted::default()
+        };
         for parent in n.parents.query(body) {
             let children = list_at(&n.children, parent);
             if children.is_empty() {
@@ -100,6 +110,8 @@ fn list_at(path: &JsonPath, v: &Value) -> Vec<Value> {
 fn split(source: &str) -> Option<Nested> {
     let last = source.rfind(WILDCARD)?;
     let cut = source[..last].rfind(WILDCARD)? + WILDCARD.len();
+    let first = source.find(WILDCARD)? + WILDCARD.len();
+    let outer = JsonPath::parse(&source[..first]).ok()?;
     let parents = JsonPath::parse(&source[..cut]).ok()?;
     let rest = &source[cut..];
     let children = JsonPath::parse(&format!("${rest}")).ok()?;
@@ -109,6 +121,7 @@ fn split(source: &str) -> Option<Nested> {
         .filter(|m| !m.is_empty() && m.chars().all(|c| c.is_alphanumeric() || c == '_'))
         .map(str::to_string);
     Some(Nested {
+        outer,
         parents,
         children,
         member,
@@ -131,6 +144,7 @@ mod tests {
         let got = p.extract(&json!({"data": [{"sku": "A"}, {"sku": "B"}]}));
         assert_eq!(got.records, vec![json!({"sku": "A"}), json!({"sku": "B"})]);
         assert!(got.parents.is_empty());
+        assert_eq!(got.listed, 2);
         assert!(!path("$.data[*]").is_nested());
     }
 
@@ -146,6 +160,10 @@ mod tests {
         let got = p.extract(&body);
         let skus: Vec<&Value> = got.records.iter().map(|r| &r["sku"]).collect();
         assert_eq!(skus, vec!["S-1", "S-2", "C-1"]);
+        assert_eq!(
+            got.listed, 3,
+            "a page counts its products, the mug included"
+        );
         let names: Vec<Value> = got
             .parents
             .iter()
@@ -169,6 +187,7 @@ mod tests {
         ]}]});
         let got = path("$.shops[*].products[*].variants[*]").extract(&body);
         assert_eq!(got.records, vec![json!({"sku": "S-1"})]);
+        assert_eq!(got.listed, 1, "the shops");
         assert_eq!(*got.parents[0].clone().unwrap(), json!({"name": "Shirt"}));
         // Records below a member of their list's element: the parent keeps everything.
         let body = json!({"data": [{"name": "Shirt", "x": {"variants": [{"sku": "S-1"}]}}]});

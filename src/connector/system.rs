@@ -455,7 +455,9 @@ impl HttpSystem {
             .execute(op_name, op, input, &Next::Query(vec![]))
             .await?;
         let record = op.record.as_ref().and_then(|p| p.extract(&resp.body));
-        let super::Extracted { records, parents } = op
+        let super::Extracted {
+            records, parents, ..
+        } = op
             .records
             .as_ref()
             .map(|p| p.extract(&resp.body))
@@ -538,7 +540,11 @@ impl HttpSystem {
                     Err(e) => return Some((Some(Err(e)), None)),
                 };
                 st.number += 1;
-                let super::Extracted { records, parents } = op
+                let super::Extracted {
+                    records,
+                    parents,
+                    listed,
+                } = op
                     .records
                     .as_ref()
                     .map(|p| p.extract(&resp.body))
@@ -561,7 +567,8 @@ impl HttpSystem {
                             url: &resp.url,
                             headers: &resp.headers,
                             body: &resp.body,
-                            records: records.len(),
+                            // A nested listing's page holds its outer list's elements.
+                            records: listed,
                         };
                         p.next(&mut st.progress, &seen)
                             .map_err(|m| pagination_error(st.number, redact(&m).into_owned()))
