@@ -115,6 +115,7 @@ fn map_record(
     http: &HttpSystem,
     entity: &str,
     native: &Value,
+    parent: Option<&Value>,
 ) -> Value {
     let (Some(ent), Some(canon_ent)) = (def.entities.get(entity), project.entities.get(entity))
     else {
@@ -128,7 +129,7 @@ fn map_record(
     let id = ent.id.of(native);
     let mapped = ent
         .read
-        .apply(native, &env, None)
+        .apply_in(native, parent, &env, None)
         .map_err(|e| e.to_string())
         .and_then(|m| crate::engine::canonical::normalise(canon_ent, m));
     match mapped {
@@ -213,7 +214,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         .ok_or_else(|| usage(format!("system `{}` has no `base_url`", args.system)))?;
     let rt = tokio::runtime::Runtime::new()?;
     let shown_base = crate::redact::redact(upstream.trim_end_matches('/')).into_owned();
-    let (records, error, exchanges, http) = rt.block_on(async {
+    let (records, parents, error, exchanges, http) = rt.block_on(async {
         let proxies = Proxies::start(&BTreeMap::from([(args.system.clone(), upstream)])).await?;
         let redirected = crate::authoring::redirect(&project, &proxies.urls);
         let rdef = redirected
@@ -242,6 +243,8 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             Arc::new(|n: &crate::connector::WaitNotice| eprintln!("erpsync: {n}"));
         http.set_waits(Some(std::time::Duration::from_secs(60)), Some(announce));
         let mut records = Vec::new();
+        // Each record's parent when the `records` path is nested.
+        let mut parents: Vec<Option<Arc<Value>>> = Vec::new();
         let mut error = None;
         if op.paginate.is_some() {
             let mut pages = std::pin::pin!(http.list(&args.operation, input.clone()));
@@ -249,7 +252,11 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             while n < args.pages.max(1) {
                 match pages.next().await {
                     None => break,
-                    Some(Ok(page)) => records.extend(page.records),
+                    Some(Ok(page)) => {
+                        parents.resize(records.len(), None);
+                        parents.extend(page.parents);
+                        records.extend(page.records);
+                    }
                     Some(Err(e)) => {
                         error = Some(e.to_string());
                         break;
@@ -262,6 +269,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
                 Ok(out) => {
                     if !out.records.is_empty() {
                         records = out.records;
+                        parents = out.parents;
                     } else if let Some(r) = out.record {
                         records.push(r);
                     }
@@ -270,15 +278,21 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let exchanges = proxies.recording.exchanges();
-        Ok::<_, anyhow::Error>((records, error, exchanges, http))
+        Ok::<_, anyhow::Error>((records, parents, error, exchanges, http))
     })?;
     let records: Vec<Value> = records.iter().map(crate::redact::redact_json).collect();
+    let parents: Vec<Option<Value>> = parents
+        .iter()
+        .map(|p| p.as_deref().map(crate::redact::redact_json))
+        .collect();
     let mapped: Vec<Value> = records
         .iter()
-        .flat_map(|r| {
+        .enumerate()
+        .flat_map(|(i, r)| {
+            let parent = parents.get(i).and_then(Option::as_ref);
             entities
                 .iter()
-                .map(|e| map_record(&project, def, &http, e, r))
+                .map(|e| map_record(&project, def, &http, e, r, parent))
                 .collect::<Vec<_>>()
         })
         .collect();

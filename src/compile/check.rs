@@ -580,6 +580,45 @@ fn compile_systems(
                 let fields: Vec<String> = canonical
                     .map(|c| c.fields.keys().cloned().collect())
                     .unwrap_or_default();
+                // `parent` is there for records of a nested listing only.
+                let reading: Vec<(&str, &str)> = [
+                    ("list", &se.list),
+                    ("changes", &se.changes),
+                    ("lookup", &se.lookup),
+                ]
+                .into_iter()
+                .filter_map(|(role, op)| Some((role, op.as_deref()?)))
+                .collect();
+                let nested = reading.iter().any(|(_, op)| {
+                    merged
+                        .operations
+                        .get(*op)
+                        .and_then(|o| o.records.as_deref())
+                        .is_some_and(crate::connector::RecordsPath::nests)
+                });
+                if !nested {
+                    let ops = if reading.is_empty() {
+                        "the entity has no `list`, `changes` or `lookup` operation".to_string()
+                    } else {
+                        let named: Vec<String> = reading
+                            .iter()
+                            .map(|(role, op)| format!("`{role}` (`{op}`)"))
+                            .collect();
+                        format!("the `records` of {} are not nested", named.join(", "))
+                    };
+                    for p in read.parent_reads() {
+                        ck.at(
+                            file,
+                            Code::UnknownName,
+                            &format!("{base}.read.{p}"),
+                            format!(
+                                "`$parent` reads the element a record of a nested listing sits \
+                                 in (`records: $.products[*].variants[*]` gives each variant its \
+                                 product); {ops}"
+                            ),
+                        );
+                    }
+                }
                 for (p, var) in read.reads() {
                     // The native record's names are the system's own: only `system` and
                     // `vars` are known here.

@@ -40,6 +40,8 @@ pub type MappingProblem = (String, Code, String);
 #[derive(Debug, Clone)]
 enum Expr {
     Path(JsonPath),
+    /// `$parent.…`: a path into the parent of a record of a nested listing.
+    Parent(JsonPath),
     Template(Template),
     Const(Value),
     Lookup {
@@ -122,6 +124,24 @@ impl Mapping {
         out
     }
 
+    /// Places of the `$parent…` paths (a lookup's or ref's key included): they need a
+    /// nested `records` path.
+    pub fn parent_reads(&self) -> Vec<String> {
+        fn walk(at: &str, e: &Expr, out: &mut Vec<String>) {
+            match e {
+                Expr::Parent(_) => out.push(at.to_string()),
+                Expr::Lookup { key, .. } => walk(&format!("{at}.lookup.key"), key, out),
+                Expr::Ref { key, .. } => walk(&format!("{at}.ref.key"), key, out),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for f in &self.fields {
+            walk(&f.at, &f.expr, &mut out);
+        }
+        out
+    }
+
     /// Names of the entities referenced through `ref`.
     pub fn referenced_entities(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -189,6 +209,18 @@ impl Mapping {
         env: &MapEnv,
         only: Option<&[String]>,
     ) -> Result<Value, FieldMapError> {
+        self.apply_in(source, None, env, only)
+    }
+
+    /// Maps one record of a nested listing, with its parent (`$parent.…`,
+    /// `{{parent.…}}`); without one, `$parent` reads nothing.
+    pub fn apply_in(
+        &self,
+        source: &Value,
+        parent: Option<&Value>,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
         let ctx = if self.needs_context {
             let mut data = source.clone();
             if let Value::Object(m) = &mut data {
@@ -198,6 +230,11 @@ impl Mapping {
                 }
                 if !m.contains_key("system") {
                     m.insert("system".into(), env.system.clone());
+                }
+                if let Some(parent) = parent
+                    && !m.contains_key(PARENT)
+                {
+                    m.insert(PARENT.into(), parent.clone());
                 }
             }
             Some(Context::from(data))
@@ -211,11 +248,12 @@ impl Mapping {
             {
                 continue;
             }
-            let mut v =
-                eval(&f.expr, source, ctx.as_ref(), env).map_err(|reason| FieldMapError {
+            let mut v = eval(&f.expr, source, parent, ctx.as_ref(), env).map_err(|reason| {
+                FieldMapError {
                     field: f.name.clone(),
                     reason,
-                })?;
+                }
+            })?;
             if v.is_null()
                 && let Some(d) = &f.default
             {
@@ -233,10 +271,14 @@ impl Mapping {
     }
 }
 
+/// The name of a record's parent in read mappings: `$parent.title`, `{{parent.title}}`.
+pub const PARENT: &str = "parent";
+
 /// An expression as a person reads it.
 fn describe(e: &Expr) -> String {
     match e {
         Expr::Path(p) => p.as_str().to_string(),
+        Expr::Parent(p) => format!("${PARENT}{}", &p.as_str()[1..]),
         Expr::Template(t) => format!("template {:?}", t.source()),
         Expr::Const(v) => format!("const {v}"),
         Expr::Lookup { table, key, .. } => format!("lookup `{table}` by {}", describe(key)),
@@ -259,7 +301,7 @@ fn source_field(e: &Expr) -> Option<&str> {
         Expr::Path(p) => p.root_field(),
         Expr::Lookup { key, .. } | Expr::Ref { key, .. } => source_field(key),
         Expr::Each { path, .. } => path.root_field(),
-        Expr::Template(_) | Expr::Const(_) => None,
+        Expr::Template(_) | Expr::Const(_) | Expr::Parent(_) => None,
     }
 }
 
@@ -270,6 +312,8 @@ fn reads_of(at: &str, e: &Expr, out: &mut Vec<(String, Vec<String>)>) {
                 out.push((at.to_string(), vec![root.to_string()]));
             }
         }
+        // The parent's names are the system's own, as the record's are.
+        Expr::Parent(_) => {}
         Expr::Template(t) => {
             for v in t.variables() {
                 out.push((at.to_string(), v));
@@ -290,7 +334,7 @@ fn uses_template(e: &Expr) -> bool {
     match e {
         Expr::Template(t) => !t.is_literal(),
         Expr::Lookup { key, .. } | Expr::Ref { key, .. } => uses_template(key),
-        Expr::Each { .. } | Expr::Path(_) | Expr::Const(_) => false,
+        Expr::Each { .. } | Expr::Path(_) | Expr::Parent(_) | Expr::Const(_) => false,
     }
 }
 
@@ -338,9 +382,18 @@ fn insert(out: &mut Map<String, Value>, target: &[String], v: Value) {
     }
 }
 
-fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result<Value, String> {
+fn eval(
+    e: &Expr,
+    source: &Value,
+    parent: Option<&Value>,
+    ctx: Option<&Context>,
+    env: &MapEnv,
+) -> Result<Value, String> {
     match e {
         Expr::Path(p) => Ok(p.extract(source).unwrap_or(Value::Null)),
+        Expr::Parent(p) => Ok(parent
+            .and_then(|parent| p.extract(parent))
+            .unwrap_or(Value::Null)),
         Expr::Template(t) => {
             let ctx = match ctx {
                 Some(c) => c,
@@ -358,7 +411,7 @@ fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result
             key,
             required,
         } => {
-            let k = eval(key, source, ctx, env)?;
+            let k = eval(key, source, parent, ctx, env)?;
             let Some(k) = key_text(&k) else {
                 return if *required {
                     Err(format!("no key to look up in table `{table}`"))
@@ -373,7 +426,7 @@ fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result
             }
         }
         Expr::Ref { entity, key, part } => {
-            let k = eval(key, source, ctx, env)?;
+            let k = eval(key, source, parent, ctx, env)?;
             let Some(k) = key_text(&k) else {
                 return Ok(Value::Null);
             };
@@ -397,6 +450,7 @@ fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result
                 Some(Value::Array(a)) => a.iter().collect::<Vec<_>>(),
                 _ => path.query(source),
             };
+            // A list's elements see their own fields: the record's parent is not theirs.
             for item in selected {
                 items.push(mapping.apply(item, env, None).map_err(|e| e.to_string())?);
             }
@@ -405,15 +459,32 @@ fn eval(e: &Expr, source: &Value, ctx: Option<&Context>, env: &MapEnv) -> Result
     }
 }
 
+/// A path of a mapping: `$…` into the record, `$parent…` into its parent.
+fn compile_path(text: &str, at: &str, problems: &mut Vec<MappingProblem>) -> Option<Expr> {
+    let parent = text
+        .strip_prefix('$')
+        .and_then(|t| t.strip_prefix(PARENT))
+        .filter(|r| r.is_empty() || r.starts_with(['.', '[']));
+    let (source, note) = match parent {
+        Some(rest) => (
+            format!("${rest}"),
+            " (after `$parent`, read from the record's parent)",
+        ),
+        None => (text.to_string(), ""),
+    };
+    match JsonPath::parse(&source) {
+        Ok(p) if parent.is_some() => Some(Expr::Parent(p)),
+        Ok(p) => Some(Expr::Path(p)),
+        Err(e) => {
+            problems.push((at.to_string(), Code::JsonPath, format!("{e}{note}")));
+            None
+        }
+    }
+}
+
 fn compile_expr_text(text: &str, path: &str, problems: &mut Vec<MappingProblem>) -> Option<Expr> {
     if text.starts_with('$') {
-        match JsonPath::parse(text) {
-            Ok(p) => Some(Expr::Path(p)),
-            Err(e) => {
-                problems.push((path.to_string(), Code::JsonPath, e.to_string()));
-                None
-            }
-        }
+        compile_path(text, path, problems)
     } else {
         match Template::compile(text) {
             Ok(t) => Some(Expr::Template(t)),
@@ -443,7 +514,7 @@ fn compile_field(
         FieldMapConfig::Full(spec) => {
             let expr = compile_spec(name, spec, problems)?;
             let at = match &expr {
-                Expr::Path(_) => format!("{name}.path"),
+                Expr::Path(_) | Expr::Parent(_) => format!("{name}.path"),
                 Expr::Template(_) => format!("{name}.template"),
                 _ => name.to_string(),
             };
@@ -495,13 +566,7 @@ fn compile_spec(
         ));
     }
     if let Some(p) = &s.path {
-        return match JsonPath::parse(p) {
-            Ok(p) => Some(Expr::Path(p)),
-            Err(e) => {
-                problems.push((format!("{name}.path"), Code::JsonPath, e.to_string()));
-                None
-            }
-        };
+        return compile_path(p, &format!("{name}.path"), problems);
     }
     if let Some(t) = &s.template {
         return match Template::compile(t) {
@@ -635,5 +700,67 @@ mod tests {
         let (_, problems) = Mapping::compile(&cfg);
         let paths: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(paths, vec!["a", "b", "c", "d.fields.e"]);
+    }
+
+    #[test]
+    fn a_record_reads_its_parent_through_paths_and_templates() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "name": "$parent.title",
+            "label": "{{parent.title}} / {{colour}}",
+            "brand": {"path": "$parent['vendor']"},
+            "group": {"lookup": {"table": "groups", "key": "$parent.type"}},
+            "lines": {"each": "$.parts", "fields": {"p": "$parent.title", "code": "$.code"}}
+        }));
+        assert_eq!(
+            m.parent_reads(),
+            vec!["brand.path", "group.lookup.key", "name"],
+            "where `$parent` is read, for `validate`"
+        );
+        let vars = json!({"groups": {"shirt": "Textile"}});
+        let parent = json!({"title": "Tricou", "vendor": "Acme", "type": "shirt"});
+        let env = MapEnv {
+            vars: &vars,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let src = json!({"sku": "T-2", "colour": "alb", "parts": [{"code": "x"}]});
+        let out = m.apply_in(&src, Some(&parent), &env, None).unwrap();
+        assert_eq!(
+            out,
+            json!({"sku": "T-2", "name": "Tricou", "label": "Tricou / alb", "brand": "Acme",
+                "group": "Textile", "lines": [{"p": null, "code": "x"}]}),
+            "an `each` element sees its own fields, not the record's parent"
+        );
+        // Without a parent (a flat listing), `$parent` reads nothing.
+        let out = m.apply(&src, &env, None).unwrap();
+        assert_eq!(out["name"], Value::Null);
+        assert_eq!(out["brand"], Value::Null);
+        // A record's own `parent` field wins in templates, as `system` and `vars` do.
+        let own = json!({"sku": "T-3", "colour": "rosu", "parent": {"title": "propriu"}});
+        let out = m.apply_in(&own, Some(&parent), &env, None).unwrap();
+        assert_eq!(out["label"], "propriu / rosu");
+        assert_eq!(out["name"], "Tricou");
+        assert!(
+            m.sources()
+                .contains(&("name".to_string(), "$parent.title".to_string())),
+            "{:?}",
+            m.sources()
+        );
+    }
+
+    #[test]
+    fn a_broken_parent_path_is_reported_where_it_is() {
+        let cfg: BTreeMap<String, FieldMapConfig> =
+            serde_json::from_value(json!({"name": {"path": "$parent.[x"}})).unwrap();
+        let (_, problems) = Mapping::compile(&cfg);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "name.path");
+        assert_eq!(problems[0].1, Code::JsonPath);
+        assert!(problems[0].2.contains("$parent"), "{}", problems[0].2);
+        // `$parents` is an ordinary (invalid) path, not the parent.
+        let (m, _) =
+            Mapping::compile(&serde_json::from_value(json!({"a": "$.parents.x"})).unwrap());
+        assert!(m.parent_reads().is_empty());
     }
 }

@@ -9,6 +9,7 @@ mod operation;
 mod paginate;
 mod problem;
 mod ratelimit;
+mod records;
 mod retry;
 mod rules;
 mod stats;
@@ -18,6 +19,7 @@ pub use breaker::Health;
 pub use error::CallError;
 pub use operation::Operation;
 pub use problem::{CompileProblem, ProblemKind};
+pub use records::{Extracted, RecordsPath};
 pub use rules::lint_rules;
 pub use stats::{ConnectorStats, StatsSnapshot};
 pub use system::{

@@ -99,7 +99,7 @@ pub struct Operation {
     pub(crate) headers: Vec<(String, Template)>,
     pub(crate) body: Option<BodyTemplate>,
     pub(crate) body_format: BodyFormat,
-    pub(crate) records: Option<JsonPath>,
+    pub(crate) records: Option<super::RecordsPath>,
     pub(crate) record: Option<JsonPath>,
     pub(crate) paginate: Option<Paginate>,
     pub(crate) max_pages: u32,
@@ -143,7 +143,11 @@ impl Operation {
         {
             p.invalid("body", "a `form` body must be a map of fields");
         }
-        let records = cfg.records.as_deref().and_then(|s| p.path("records", s));
+        let records = cfg
+            .records
+            .as_deref()
+            .and_then(|s| p.path("records", s))
+            .map(super::RecordsPath::new);
         let record = cfg.record.as_deref().and_then(|s| p.path("record", s));
         let paginate = cfg
             .paginate

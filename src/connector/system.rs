@@ -59,6 +59,8 @@ pub struct CallOutput {
     pub record: Option<Value>,
     /// What the operation's `records` path selects (empty without one).
     pub records: Vec<Value>,
+    /// Each record's parent when the `records` path is nested; empty otherwise.
+    pub parents: Vec<Option<Arc<Value>>>,
     /// A rule said the write had already been applied (e.g. a duplicate idempotency key).
     pub already_done: bool,
 }
@@ -67,6 +69,9 @@ pub struct CallOutput {
 #[derive(Debug, Clone)]
 pub struct Page {
     pub records: Vec<Value>,
+    /// Each record's parent when the `records` path is nested (see `RecordsPath`); empty
+    /// otherwise.
+    pub parents: Vec<Option<Arc<Value>>>,
     /// 1 for the first page read.
     pub number: u32,
     /// Records of the whole listing, when the response tells (the operation's `total`).
@@ -450,16 +455,19 @@ impl HttpSystem {
             .execute(op_name, op, input, &Next::Query(vec![]))
             .await?;
         let record = op.record.as_ref().and_then(|p| p.extract(&resp.body));
-        let records = op
+        let super::Extracted {
+            records, parents, ..
+        } = op
             .records
             .as_ref()
-            .map(|p| records_at(p, &resp.body))
+            .map(|p| p.extract(&resp.body))
             .unwrap_or_default();
         Ok(CallOutput {
             status: resp.status,
             body: resp.body,
             record,
             records,
+            parents,
             already_done,
         })
     }
@@ -532,10 +540,14 @@ impl HttpSystem {
                     Err(e) => return Some((Some(Err(e)), None)),
                 };
                 st.number += 1;
-                let records = op
+                let super::Extracted {
+                    records,
+                    parents,
+                    listed,
+                } = op
                     .records
                     .as_ref()
-                    .map(|p| records_at(p, &resp.body))
+                    .map(|p| p.extract(&resp.body))
                     .unwrap_or_default();
                 if !records.is_empty() {
                     let hash = hash_records(&records);
@@ -555,7 +567,8 @@ impl HttpSystem {
                             url: &resp.url,
                             headers: &resp.headers,
                             body: &resp.body,
-                            records: records.len(),
+                            // A nested listing's page holds its outer list's elements.
+                            records: listed,
                         };
                         p.next(&mut st.progress, &seen)
                             .map_err(|m| pagination_error(st.number, redact(&m).into_owned()))
@@ -567,6 +580,7 @@ impl HttpSystem {
                     .and_then(|t| t.read(&resp.headers, &resp.body));
                 let page = (!records.is_empty()).then_some(Ok(Page {
                     records,
+                    parents,
                     number: st.number,
                     total,
                 }));
@@ -1079,15 +1093,6 @@ fn parse_body(bytes: &[u8]) -> Value {
     }
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
-}
-
-/// The list of records a path selects: the items of an array, one record for an object.
-fn records_at(path: &crate::expr::JsonPath, body: &Value) -> Vec<Value> {
-    match path.extract(body) {
-        None | Some(Value::Null) => Vec::new(),
-        Some(Value::Array(items)) => items,
-        Some(other) => vec![other],
-    }
 }
 
 fn hash_records(records: &[Value]) -> u64 {

@@ -133,6 +133,13 @@ fn each_kind_of_problem_is_reported_at_its_place() {
         ),
         ("bad_status_pattern", "E004", 5, 20, "`9xx`"),
         (
+            "parent_without_nesting",
+            "E008",
+            11,
+            35,
+            "the `records` of `list` (`list_products`) are not nested",
+        ),
+        (
             "unknown_notify_channel",
             "E008",
             15,
@@ -157,6 +164,23 @@ fn each_kind_of_problem_is_reported_at_its_place() {
             "{name}: `{needle}` not in:\n{rendered}"
         );
     }
+}
+
+/// `$parent` is meaningful under a nested `records` path: the same entity as the
+/// `parent_without_nesting` fixture validates once its listing nests.
+#[test]
+fn a_parent_path_is_valid_under_a_nested_records_path() {
+    let text = std::fs::read_to_string(
+        root().join("tests/fixtures/flows/invalid/single/parent_without_nesting.yaml"),
+    )
+    .unwrap();
+    let nested = text.replace("records: $.data }", "records: \"$.data[*].variants[*]\" }");
+    assert_ne!(nested, text);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("nested.yaml");
+    std::fs::write(&file, nested).unwrap();
+    let (project, diags) = check(std::slice::from_ref(&file));
+    assert!(project.is_some() && diags.is_empty(), "{diags:#?}");
 }
 
 #[test]

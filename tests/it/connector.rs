@@ -672,6 +672,61 @@ async fn offset_and_limit_end_on_a_short_page() {
     );
 }
 
+/// A nested listing's page is as long as its outer list: two products with three variants
+/// between them are a full page of two, one product with two variants a short one. Each
+/// variant comes with its product.
+#[tokio::test]
+async fn nested_records_are_paged_by_their_outer_list_and_keep_their_parent() {
+    let (base, log) = serve(|s, _| {
+        let offset: i64 = s.q("offset").unwrap().parse().unwrap();
+        let products = match offset {
+            0 => json!([
+                {"id": 1, "name": "Tricou", "variants": [{"id": 10}, {"id": 11}]},
+                {"id": 2, "name": "Cana", "variants": [{"id": 20}]}
+            ]),
+            2 => json!([
+                {"id": 3, "name": "Sapca", "variants": [{"id": 30}, {"id": 31}]}
+            ]),
+            _ => json!([]),
+        };
+        reply(200, json!({"data": products}))
+    })
+    .await;
+    let c = clock();
+    let sys = system(
+        &base,
+        json!({}),
+        json!({"variants": {"path": "/products", "records": "$.data[*].variants[*]",
+               "paginate": {"kind": "offset", "limit_param": "limit", "limit": 2}}}),
+        &c,
+    );
+    let got = pages(&sys, "variants").await;
+    assert_eq!(ids(&got), [vec![10, 11, 20], vec![30, 31]]);
+    assert_eq!(
+        seen(&log).len(),
+        2,
+        "the second page is short: the listing ends"
+    );
+    let names: Vec<Vec<String>> = got
+        .iter()
+        .map(|p| {
+            let p = p.as_ref().unwrap();
+            p.parents
+                .iter()
+                .map(|x| x.as_ref().unwrap()["name"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [vec!["Tricou", "Tricou", "Cana"], vec!["Sapca", "Sapca"]]
+    );
+    assert!(
+        got[0].as_ref().unwrap().parents[0].as_ref().unwrap()["variants"].is_null(),
+        "a parent leaves out the list its records came from"
+    );
+}
+
 #[tokio::test]
 async fn cursor_pages_end_and_a_repeated_cursor_is_an_error() {
     let (base, _log) = serve(|s, n| {

@@ -78,6 +78,114 @@ async fn first_sync_adopts_matches_and_creates_on_both_sides() {
     assert_eq!(h.writes(), (0, 0), "unchanged records must cause no write");
 }
 
+/// The demo project with variants listed from the shop's products
+/// (`$.data[*].variants[*]`): a variant's name is its product's, read through `$parent`.
+fn variant_names(doc: &mut Value) {
+    doc["entities"]["variant"] = json!({
+        "key": "sku",
+        "fields": {
+            "sku": { "type": "string", "normalize": ["trim", "uppercase"] },
+            "name": "string"
+        }
+    });
+    let shop = &mut doc["systems"]["shop"];
+    shop["operations"]["list_variants"] = json!({
+        "path": "/products",
+        "query": { "limit": "100", "include": "variants" },
+        "records": "$.data[*].variants[*]",
+        "paginate": { "kind": "next_url", "path": "$.meta.links.next" }
+    });
+    shop["entities"]["variant"] = json!({
+        "list": "list_variants",
+        "read": {
+            "sku": "$.sku",
+            "name": "$parent.name"
+        },
+        "write": { "sku": "$.sku" }
+    });
+    doc["systems"]["erp"]["entities"]["variant"] = json!({
+        "id": "$.code",
+        "list": "list_products",
+        "lookup": "find_product",
+        "update": "update_product",
+        "read": { "sku": "$.code", "name": "$.name" },
+        "write": { "code": "$.sku", "name": "$.name" }
+    });
+    doc["flows"]["variant_names"] = json!({
+        "entity": "variant",
+        "from": "shop",
+        "to": "erp",
+        "mode": "update",
+        "fields": ["name"]
+    });
+}
+
+#[tokio::test]
+async fn a_variant_reads_its_products_title_and_a_new_title_reaches_every_variant() {
+    use erpsync::sim::shop::{ProductType, Variant, VariantOption};
+    let h = Harness::new(2, variant_names).await;
+    let variant = |sku: &str, colour: &str| Variant {
+        sku: sku.into(),
+        variant_options: vec![VariantOption {
+            name: "Culoare".into(),
+            value: colour.into(),
+        }],
+        ..Variant::default()
+    };
+    let shirt = h
+        .shop
+        .create_product(Product {
+            kind: ProductType::MultiVariant,
+            sku: "TRICOU".into(),
+            name: "Tricou".into(),
+            status: "active".into(),
+            variants: vec![variant("TRICOU-ROSU", "rosu"), variant("TRICOU-ALB", "alb")],
+            ..Product::default()
+        })
+        .unwrap();
+    for sku in ["TRICOU-ROSU", "TRICOU-ALB"] {
+        h.erp
+            .create_product(ErpProduct::new(sku, "fara nume", 49.0))
+            .unwrap();
+    }
+    h.later(1);
+    let first = h.run("variant_names").await;
+    assert_eq!(
+        (first.counts.read, first.counts.updated, first.counts.failed),
+        (2, 2, 0),
+        "two variants read, the seeded basic products have none: {first:#?}"
+    );
+    assert_eq!(h.erp.product("TRICOU-ALB").unwrap().name, "Tricou");
+
+    // The merchant renames the product: the second variant's SKU takes the new title.
+    h.later(10);
+    h.shop
+        .update_product(shirt.id, |p| p.name = "Tricou de vara".into())
+        .unwrap();
+    h.later(1);
+    h.reset_counters();
+    let r = h.run("variant_names").await;
+    assert_eq!(r.counts.updated, 2, "{r:#?}");
+    assert_eq!(h.erp.product("TRICOU-ALB").unwrap().name, "Tricou de vara");
+    assert_eq!(h.erp.product("TRICOU-ROSU").unwrap().name, "Tricou de vara");
+    let change = &r
+        .records
+        .iter()
+        .find(|x| x.key == "TRICOU-ALB")
+        .unwrap()
+        .changes;
+    assert_eq!(
+        (change[0].field.as_str(), &change[0].new),
+        ("name", &json!("Tricou de vara"))
+    );
+    // The variant written is the record as served: the parent is context, not payload.
+    assert_eq!(
+        h.shop.product_by_sku("TRICOU-ALB").unwrap().variants.len(),
+        2
+    );
+    assert_eq!(h.writes(), (0, 2));
+}
+
 #[tokio::test]
 async fn one_way_stock_updates_only_what_changed() {
     let h = Harness::new(40, |_| {}).await;

@@ -32,7 +32,10 @@ pub struct OperationConfig {
     /// How the body is encoded.
     #[serde(default)]
     pub body_format: BodyFormat,
-    /// JSONPath to the list of records in a list response, e.g. `$.data`.
+    /// JSONPath to the list of records in a list response, e.g. `$.data`. A path with two
+    /// `[*]` or more (`$.data[*].variants[*]`) lists the records of nested lists; each keeps
+    /// the element of the `[*]` above its own as its parent, `$parent.…` and
+    /// `{{parent.…}}` in read mappings.
     #[serde(default)]
     pub records: Option<String>,
     /// JSONPath to the record in a single-record response (lookup, create, update), e.g.

@@ -582,8 +582,10 @@ impl<'e> Runner<'e> {
                     p.total.store(total, std::sync::atomic::Ordering::Relaxed);
                 }
                 let mut mapped = Vec::with_capacity(page.records.len());
+                let mut parents = page.parents.into_iter();
                 for native in page.records {
-                    let seen = match self.seen(&self.src, native) {
+                    let parent = parents.next().flatten();
+                    let seen = match self.seen_in(&self.src, native, parent.as_deref()) {
                         Ok(s) => s,
                         Err(bad) => {
                             self.report.counts.read += 1;
@@ -797,19 +799,33 @@ impl<'e> Runner<'e> {
         end: &End,
         native: Value,
     ) -> Result<Seen, Box<(String, Value, Fail)>> {
+        self.seen_in(end, native, None)
+    }
+
+    /// `seen` of a record a nested listing served, with its parent for the read mapping.
+    pub(super) fn seen_in(
+        &self,
+        end: &End,
+        native: Value,
+        parent: Option<&Value>,
+    ) -> Result<Seen, Box<(String, Value, Fail)>> {
         let env = MapEnv {
             vars: &end.ent.tables,
             system: end.http.system_vars(),
             refs: &crate::compile::NoRefs,
         };
         let id = end.ent.id.of(&native);
-        let mapped = end.ent.read.apply(&native, &env, None).map_err(|e| {
-            Box::new((
-                id.clone().unwrap_or_default(),
-                native.clone(),
-                Fail::msg(e.to_string()),
-            ))
-        })?;
+        let mapped = end
+            .ent
+            .read
+            .apply_in(&native, parent, &env, None)
+            .map_err(|e| {
+                Box::new((
+                    id.clone().unwrap_or_default(),
+                    native.clone(),
+                    Fail::msg(e.to_string()),
+                ))
+            })?;
         let canon = canonical::normalise(self.entity, mapped).map_err(|e| {
             Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)))
         })?;
@@ -862,8 +878,10 @@ impl<'e> Runner<'e> {
         ));
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.read_error(self.dst.name, e))?;
+            let mut parents = page.parents.into_iter();
             for native in page.records {
-                if let Ok(mut s) = self.seen(&self.dst, native) {
+                let parent = parents.next().flatten();
+                if let Ok(mut s) = self.seen_in(&self.dst, native, parent.as_deref()) {
                     if !keep_native {
                         s.native = Value::Null;
                     }
@@ -992,14 +1010,16 @@ impl<'e> Runner<'e> {
         };
         // A `get` by id may answer with the bare record, without a `record` path.
         let by_id = input.id.is_some();
-        let candidates: Vec<Value> = match out.record {
-            Some(Value::Array(a)) => a,
-            Some(r) => vec![r],
-            None if by_id => vec![out.body],
-            None => out.records,
+        let (candidates, parents): (Vec<Value>, _) = match out.record {
+            Some(Value::Array(a)) => (a, Vec::new()),
+            Some(r) => (vec![r], Vec::new()),
+            None if by_id => (vec![out.body], Vec::new()),
+            None => (out.records, out.parents),
         };
+        let mut parents = parents.into_iter();
         for native in candidates {
-            if let Ok(s) = self.seen(side, native)
+            let parent = parents.next().flatten();
+            if let Ok(s) = self.seen_in(side, native, parent.as_deref())
                 && s.key == key
             {
                 return Ok(Some(s));

@@ -1,0 +1,198 @@
+//! An operation's `records` path, and the parent each record of a nested listing keeps.
+//!
+//! A path with two wildcards or more (`$.products[*].variants[*]`) flattens a listing of
+//! listings. Each record it selects keeps the element of the wildcard above its own (the
+//! product of a variant) as its parent, read-only context for read mappings (`$parent.…`,
+//! `{{parent.…}}`). The parents are shared (`Arc`) by all their records, and a parent's copy
+//! leaves out the list its records came from, so a page is held about once.
+
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::expr::JsonPath;
+
+/// The wildcard that separates a nested path's levels.
+const WILDCARD: &str = "[*]";
+
+/// A compiled `records` path.
+#[derive(Debug, Clone)]
+pub struct RecordsPath {
+    whole: JsonPath,
+    nested: Option<Nested>,
+}
+
+/// A nested path cut at its last wildcard but one.
+#[derive(Debug, Clone)]
+struct Nested {
+    /// Selects the elements of the outermost list, what a page is counted in.
+    outer: JsonPath,
+    /// Selects the parents: the path up to and including that wildcard.
+    parents: JsonPath,
+    /// Selects a parent's records, from the parent.
+    children: JsonPath,
+    /// The member of the parent holding its records (`variants` of `$.variants[*]`), left
+    /// out of the parent's copy.
+    member: Option<String>,
+}
+
+/// What a `records` path selects: the records, and for a nested path each record's parent.
+#[derive(Debug, Clone, Default)]
+pub struct Extracted {
+    pub records: Vec<Value>,
+    /// Empty, or one entry per record.
+    pub parents: Vec<Option<Arc<Value>>>,
+    /// Elements of the outermost list the response holds: what a page's size counts (the
+    /// products of a page, not their variants). The number of records for a flat path.
+    pub listed: usize,
+}
+
+impl RecordsPath {
+    /// Compiles a `records` path.
+    pub fn new(whole: JsonPath) -> Self {
+        let nested = split(whole.as_str());
+        RecordsPath { whole, nested }
+    }
+
+    /// Whether the records a `records` path (as written) selects have a parent.
+    pub fn nests(source: &str) -> bool {
+        split(source).is_some()
+    }
+
+    /// Whether records selected by the path have a parent.
+    pub fn is_nested(&self) -> bool {
+        self.nested.is_some()
+    }
+
+    /// The records a response body holds: the items of an array, one record for an object.
+    pub fn extract(&self, body: &Value) -> Extracted {
+        let Some(n) = &self.nested else {
+            let records = list_at(&self.whole, body);
+            return Extracted {
+                listed: records.len(),
+                records,
+                parents: Vec::new(),
+            };
+        };
+        let mut out = Extracted {
+            listed: n.outer.query(body).len(),
+            ..Extracted::default()
+        };
+        for parent in n.parents.query(body) {
+            let children = list_at(&n.children, parent);
+            if children.is_empty() {
+                continue;
+            }
+            let mut copy = parent.clone();
+            if let (Some(member), Value::Object(m)) = (&n.member, &mut copy) {
+                m.remove(member);
+            }
+            let shared = Arc::new(copy);
+            out.parents
+                .extend(std::iter::repeat_n(Some(shared), children.len()));
+            out.records.extend(children);
+        }
+        out
+    }
+}
+
+/// The list a path selects: the items of an array, one value for anything else but null.
+fn list_at(path: &JsonPath, v: &Value) -> Vec<Value> {
+    match path.extract(v) {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items,
+        Some(other) => vec![other],
+    }
+}
+
+/// Cuts `$.a[*].b[*]` into `$.a[*]` and `$.b[*]`; `None` for a path with one wildcard or
+/// none.
+fn split(source: &str) -> Option<Nested> {
+    let last = source.rfind(WILDCARD)?;
+    let cut = source[..last].rfind(WILDCARD)? + WILDCARD.len();
+    let first = source.find(WILDCARD)? + WILDCARD.len();
+    let outer = JsonPath::parse(&source[..first]).ok()?;
+    let parents = JsonPath::parse(&source[..cut]).ok()?;
+    let rest = &source[cut..];
+    let children = JsonPath::parse(&format!("${rest}")).ok()?;
+    let member = rest
+        .strip_prefix('.')
+        .and_then(|r| r.strip_suffix(WILDCARD))
+        .filter(|m| !m.is_empty() && m.chars().all(|c| c.is_alphanumeric() || c == '_'))
+        .map(str::to_string);
+    Some(Nested {
+        outer,
+        parents,
+        children,
+        member,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn path(s: &str) -> RecordsPath {
+        RecordsPath::new(JsonPath::parse(s).unwrap())
+    }
+
+    #[test]
+    fn a_flat_path_has_no_parents() {
+        let p = path("$.data");
+        assert!(!p.is_nested());
+        let got = p.extract(&json!({"data": [{"sku": "A"}, {"sku": "B"}]}));
+        assert_eq!(got.records, vec![json!({"sku": "A"}), json!({"sku": "B"})]);
+        assert!(got.parents.is_empty());
+        assert_eq!(got.listed, 2);
+        assert!(!path("$.data[*]").is_nested());
+    }
+
+    #[test]
+    fn nested_records_keep_their_parent() {
+        let body = json!({"data": [
+            {"name": "Shirt", "variants": [{"sku": "S-1"}, {"sku": "S-2"}]},
+            {"name": "Mug", "variants": []},
+            {"name": "Cap", "variants": [{"sku": "C-1"}]}
+        ]});
+        let p = path("$.data[*].variants[*]");
+        assert!(p.is_nested());
+        let got = p.extract(&body);
+        let skus: Vec<&Value> = got.records.iter().map(|r| &r["sku"]).collect();
+        assert_eq!(skus, vec!["S-1", "S-2", "C-1"]);
+        assert_eq!(
+            got.listed, 3,
+            "a page counts its products, the mug included"
+        );
+        let names: Vec<Value> = got
+            .parents
+            .iter()
+            .map(|p| p.as_ref().unwrap()["name"].clone())
+            .collect();
+        assert_eq!(names, vec![json!("Shirt"), json!("Shirt"), json!("Cap")]);
+        // The records themselves are as served, the parent is shared and without the list.
+        assert_eq!(got.records[1], json!({"sku": "S-2"}));
+        let (a, b) = (
+            got.parents[0].as_ref().unwrap(),
+            got.parents[1].as_ref().unwrap(),
+        );
+        assert!(Arc::ptr_eq(a, b));
+        assert_eq!(**a, json!({"name": "Shirt"}));
+    }
+
+    #[test]
+    fn the_parent_is_the_nearest_level_up() {
+        let body = json!({"shops": [{"id": 1, "products": [
+            {"name": "Shirt", "variants": [{"sku": "S-1"}]}
+        ]}]});
+        let got = path("$.shops[*].products[*].variants[*]").extract(&body);
+        assert_eq!(got.records, vec![json!({"sku": "S-1"})]);
+        assert_eq!(got.listed, 1, "the shops");
+        assert_eq!(*got.parents[0].clone().unwrap(), json!({"name": "Shirt"}));
+        // Records below a member of their list's element: the parent keeps everything.
+        let body = json!({"data": [{"name": "Shirt", "x": {"variants": [{"sku": "S-1"}]}}]});
+        let got = path("$.data[*].x.variants[*]").extract(&body);
+        assert_eq!(got.parents[0].as_ref().unwrap()["name"], "Shirt");
+        assert!(got.parents[0].as_ref().unwrap()["x"].is_object());
+    }
+}
