@@ -173,8 +173,8 @@ fn target(name: &str, measured: String, limit: String, met: bool, always: bool) 
 fn print_targets(targets: &[Target], enforce: bool) {
     println!("\n== targets ==");
     println!(
-        "{:<58} {:>16} {:>16} {:>6}  {}",
-        "target", "measured", "limit", "", "enforced"
+        "{:<58} {:>16} {:>16} {:>6}  enforced",
+        "target", "measured", "limit", ""
     );
     for t in targets {
         let enforced = if t.always {
