@@ -245,7 +245,8 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
 
     let dir = tempfile::tempdir()?;
     let project = write_project(dir.path(), "bench.yaml", &shop, &erp, None)?;
-    let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
+    let state_file = dir.path().join("state.sqlite");
+    let state = format!("sqlite:{}", state_file.display());
     let mut phases = Vec::new();
     let measure = |name: &str, args: Vec<String>, expected: Option<u64>| -> anyhow::Result<Phase> {
         let (w0, t0, r0) = sim_counts(&shop, &erp);
@@ -268,6 +269,10 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
             "--state".into(),
             state.clone(),
         ];
+        // The first run starts from an empty state, which must be asked for.
+        if !state_file.exists() {
+            a.push("--init-state".into());
+        }
         if verb == "run" {
             a.extend(["--once".into(), "--json".into()]);
         } else {
