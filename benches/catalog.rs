@@ -1,19 +1,41 @@
-//! The catalogue benchmark of issue 5: a 100,000-SKU catalogue synced once and then
-//! incrementally between the simulators, and a micro-benchmark of one product mapping.
+//! The catalogue benchmark of issues 5 and 14: a catalogue of 14-field products synced from the
+//! ERP simulator into the shop simulator (first sync, incremental runs, a dry run, a
+//! rate-limited write phase), measured against a plain Rust loop that does the same job, and a
+//! micro-benchmark of one product mapping.
 //!
-//! Run with `cargo bench --bench catalog`. It prints figures, not pass/fail timings, and exits
-//! non-zero only when a hard target is missed: writes must equal the changed records and the
-//! engine's peak memory must stay under 200 MB.
+//! Run with `cargo bench --bench catalog`. Every phase prints wall time, CPU time, peak RSS,
+//! the read and write calls and the 429 answers the simulators counted, and its CPU as a
+//! ratio to the baseline loop; then every target with its measured value and PASS or MISS.
 //!
-//! The simulators live in this process; every sync runs as a child `erpsync run --once`, the
-//! command an integrator runs, so the peak RSS and CPU time reported are the engine's alone,
-//! not the simulators'. The child is started through a small launcher (this binary again):
-//! Linux carries the parent's high-water RSS into a child's `ru_maxrss` across `exec`, so a
-//! child of this simulator-laden process would report at least this process's size.
+//! Two sets of targets:
+//! - always enforced (the exit code fails on a miss): write calls equal the changed records,
+//!   the shop ends up holding what the ERP holds, and every engine run peaks under 200 MB;
+//! - the targets of issue 14 (first sync of 100k products: CPU ≤ half the baseline loop and
+//!   ≤ 3 CPU-s, peak RSS ≤ 80 MB; read + map ≥ 100k records/s; dry run ≤ 60 MB; 1M SKUs ≤
+//!   150 MB; rate-limited writes ≥ 95% of the limit with no 429): printed always, enforced
+//!   only with `BENCH_ENFORCE=1`. The engine misses several of them today; the output says
+//!   which.
 //!
-//! Knobs (environment): `BENCH_SKUS` (catalogue size, default 100000), `BENCH_MAP_RECORDS`
-//! (records in the mapping benchmark, default 200000), `BENCH_ONLY` (`catalog` or `mapping`).
+//! The simulators live in this process. Every measured run is a child process (`erpsync run
+//! --once`, `erpsync dry-run`, or this binary's baseline loop), so the peak RSS and CPU time
+//! reported are the child's alone, not the simulators'. The child is started through a small
+//! launcher (this binary again): Linux carries the parent's high-water RSS into a child's
+//! `ru_maxrss` across `exec`, so a child of this simulator-laden process would report at
+//! least this process's size.
+//!
+//! Knobs (environment):
+//! - `BENCH_SKUS`: catalogue size, default 100000. The CPU-seconds target scales with it; the
+//!   memory targets are stated for 100k and are not scaled.
+//! - `BENCH_1M=1`: also run a first sync of 1,000,000 SKUs (memory target 150 MB; several
+//!   minutes and a few GB of simulator memory). The baseline loop is left out at 1M: it
+//!   holds both sides as JSON values, about 1 GB per 100k products.
+//! - `BENCH_RATE`: the shop's rate limit (requests/s) in the rate-limited phase, default 20;
+//!   `BENCH_RATE_WRITES`: price changes written in that phase, default 10 × the rate.
+//! - `BENCH_ENFORCE=1`: a missed issue-14 target fails the exit code too.
+//! - `BENCH_MAP_RECORDS`: records in the mapping benchmark, default 200000.
+//! - `BENCH_ONLY`: `catalog` or `mapping`.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
@@ -21,11 +43,22 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use erpsync::compile::{MapEnv, NoRefs};
 use erpsync::sim::erp::ErpProduct;
-use erpsync::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
-use serde_json::{Value, json};
+use erpsync::sim::shop::TokenBucket;
+use erpsync::sim::{
+    CatalogueItem, ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both,
+};
+use serde_json::{Map, Value, json};
 
-/// Hard ceiling on the engine's peak resident memory.
+/// Hard ceiling on the engine's peak resident memory (always enforced).
 const MEMORY_LIMIT_MB: f64 = 200.0;
+/// Issue 14: first sync of 100k products.
+const FIRST_SYNC_RSS_MB: f64 = 80.0;
+const FIRST_SYNC_CPU_S_PER_100K: f64 = 3.0;
+const FIRST_SYNC_BASELINE_RATIO: f64 = 0.5;
+const READ_MAP_PER_SEC: f64 = 100_000.0;
+const DRY_RUN_RSS_MB: f64 = 60.0;
+const MILLION_RSS_MB: f64 = 150.0;
+const RATE_SHARE: f64 = 0.95;
 /// Mapping throughput the issue asks for (a target to report against, not a hard failure:
 /// it depends on the machine far more than memory or write counts do).
 const MAPPING_TARGET_PER_SEC: f64 = 50_000.0;
@@ -34,25 +67,41 @@ const WAREHOUSE: &str = "Depozit central";
 
 /// First argument that turns this binary into the launcher of one measured child.
 const LAUNCH: &str = "--measure-child";
+/// First argument that turns this binary into the baseline loop.
+const BASELINE: &str = "--baseline-loop";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(LAUNCH) {
-        return match launch(&args[2..]) {
+    let mode = args.get(1).map(String::as_str);
+    if mode == Some(LAUNCH) || mode == Some(BASELINE) {
+        let r = if mode == Some(LAUNCH) {
+            launch(&args[2..])
+        } else {
+            baseline_loop(&args[2..])
+        };
+        return match r {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                eprintln!("launcher: {e:#}");
+                eprintln!("{}: {e:#}", &args[1]);
                 ExitCode::FAILURE
             }
         };
     }
     let only = std::env::var("BENCH_ONLY").unwrap_or_default();
+    let enforce = std::env::var("BENCH_ENFORCE").is_ok_and(|v| v == "1");
+    let mut targets = Vec::new();
     let mut failed = Vec::new();
     if only.is_empty() || only == "catalog" {
         let skus = env_usize("BENCH_SKUS", 100_000);
-        match catalog(skus) {
-            Ok(missed) => failed.extend(missed),
+        match catalog(skus, false) {
+            Ok(t) => targets.extend(t),
             Err(e) => failed.push(format!("catalogue benchmark could not run: {e:#}")),
+        }
+        if std::env::var("BENCH_1M").is_ok_and(|v| v == "1") {
+            match catalog(1_000_000, true) {
+                Ok(t) => targets.extend(t),
+                Err(e) => failed.push(format!("1M-SKU benchmark could not run: {e:#}")),
+            }
         }
     }
     if only.is_empty() || only == "mapping" {
@@ -61,8 +110,27 @@ fn main() -> ExitCode {
             failed.push(format!("mapping benchmark could not run: {e:#}"));
         }
     }
+    if !targets.is_empty() {
+        print_targets(&targets, enforce);
+    }
+    for t in &targets {
+        if !t.met && (t.always || enforce) {
+            failed.push(format!("{}: {} (target {})", t.name, t.measured, t.limit));
+        }
+    }
+    let soft_missed = targets
+        .iter()
+        .filter(|t| !t.met && !t.always && !enforce)
+        .count();
     if failed.is_empty() {
-        println!("\nall hard targets met");
+        if soft_missed > 0 {
+            println!(
+                "\nall enforced targets met; {soft_missed} issue-14 target(s) MISSED \
+                 (not enforced: set BENCH_ENFORCE=1 to fail on them)"
+            );
+        } else {
+            println!("\nall hard targets met");
+        }
         ExitCode::SUCCESS
     } else {
         println!();
@@ -81,9 +149,57 @@ fn env_usize(name: &str, default: usize) -> usize {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Targets
+
+/// One target with what was measured.
+struct Target {
+    name: String,
+    measured: String,
+    limit: String,
+    met: bool,
+    /// Enforced by default (the older targets); the others only with `BENCH_ENFORCE=1`.
+    always: bool,
+}
+
+fn target(name: &str, measured: String, limit: String, met: bool, always: bool) -> Target {
+    Target {
+        name: name.to_string(),
+        measured,
+        limit,
+        met,
+        always,
+    }
+}
+
+fn print_targets(targets: &[Target], enforce: bool) {
+    println!("\n== targets ==");
+    println!(
+        "{:<58} {:>16} {:>16} {:>6}  enforced",
+        "target", "measured", "limit", ""
+    );
+    for t in targets {
+        let enforced = if t.always {
+            "always"
+        } else if enforce {
+            "BENCH_ENFORCE=1"
+        } else {
+            "no (issue 14)"
+        };
+        println!(
+            "{:<58} {:>16} {:>16} {:>6}  {enforced}",
+            t.name,
+            t.measured,
+            t.limit,
+            if t.met { "PASS" } else { "MISS" }
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Catalogue sync
 
-/// One measured `erpsync run`.
+/// One measured child run.
+#[derive(Default)]
 struct Phase {
     name: String,
     wall: Duration,
@@ -92,133 +208,367 @@ struct Phase {
     sim_cpu: Duration,
     peak_rss_mb: f64,
     counts: Value,
+    /// Calls the simulators counted: reads (anything but writes, token requests included),
+    /// writes, and 429 answers.
+    reads: u64,
     writes: u64,
+    rejected: u64,
     expected_writes: Option<u64>,
 }
 
-/// Catalogue benchmark; returns the hard targets it missed.
-fn catalog(skus: usize) -> anyhow::Result<Vec<String>> {
-    println!("== catalogue sync: {skus} SKUs, ERP → shop ==");
+/// Catalogue benchmark; returns its targets with what was measured. `million` runs the
+/// reduced 1M-SKU sequence (baseline and first sync only).
+fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
+    println!("== catalogue sync: {skus} SKUs of 14-field products, ERP → shop ==");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let shop = rt.block_on(ShopSim::start(ShopOptions::unlimited()))?;
+    let shop = rt.block_on(ShopSim::start(ShopOptions {
+        keep_unmodelled: true,
+        ..ShopOptions::unlimited()
+    }))?;
     let erp = rt.block_on(ErpSim::start(ErpOptions::unlimited()))?;
     let t = Instant::now();
     let items = seed_both(&shop, &erp, skus, 5);
+    widen(&shop, &erp, &items)?;
     println!("seeded both simulators in {:.1?}", t.elapsed());
 
+    // Before the first sync, 1% of the ERP's prices differ from the shop's: the first sync
+    // adopts 99% and updates 1%.
+    let first_prices: Vec<&str> = every(&items, 100, 11);
+    let mut shop_prices = Vec::new();
+    for code in &first_prices {
+        let s = shop.product_by_sku(code).context("seeded shop product")?;
+        shop_prices.push((s.id, s.price_gross));
+        bump_price(&erp, code)?;
+    }
+
     let dir = tempfile::tempdir()?;
-    let project = write_project(dir.path(), &shop, &erp)?;
-    let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
-    let run = |name: &str, flow: &str, expected: Option<u64>| -> anyhow::Result<Phase> {
-        let before = shop.counters().writes() + erp.counters().writes();
-        let mut phase = run_child(&project, &state, flow)?;
+    let project = write_project(dir.path(), "bench.yaml", &shop, &erp, None)?;
+    let state_file = dir.path().join("state.sqlite");
+    let state = format!("sqlite:{}", state_file.display());
+    let mut phases = Vec::new();
+    let measure = |name: &str, args: Vec<String>, expected: Option<u64>| -> anyhow::Result<Phase> {
+        let (w0, t0, r0) = sim_counts(&shop, &erp);
+        let mut phase = run_child(dir.path(), name, &args)?;
+        let (w1, t1, r1) = sim_counts(&shop, &erp);
         phase.name = name.to_string();
-        phase.writes = shop.counters().writes() + erp.counters().writes() - before;
+        phase.writes = w1 - w0;
+        phase.reads = (t1 - t0) - (w1 - w0);
+        phase.rejected = r1 - r0;
         phase.expected_writes = expected;
         Ok(phase)
     };
-
-    let mut phases = vec![
-        run("first sync: products", "products", Some(0))?,
-        run("first sync: stock", "stock", Some(0))?,
-    ];
-
-    // The day's changes, all on the ERP side. Strides keep the chosen SKUs distinct and
-    // spread over the catalogue; every change really changes the value.
-    let prices: Vec<&str> = every(&items, 100, 7);
-    let stock: Vec<&str> = every(&items, 50, 3);
-    for code in &prices {
-        erp.update_product(code, |p| {
-            p.price = ((p.price + 1.25) * 100.0).round() / 100.0
-        })
-        .context("price change")?;
-    }
-    for (i, code) in stock.iter().enumerate() {
-        let now = erp.stock(code, WAREHOUSE).map_or(0, |s| s.quantity);
-        erp.set_stock(code, WAREHOUSE, now + 1 + (i % 7) as i64)
-            .context("stock change")?;
-    }
-    let new = skus / 200;
-    for i in 0..new {
-        let code = erpsync::sim::seed::sku(skus + 1 + i);
-        let p = ErpProduct::new(&code, &format!("Produs nou {i}"), 10.0 + i as f64);
-        erp.create_product(p).context("new product")?;
-        // A new product arrives with stock, which the stock flow must carry too.
-        erp.set_stock(&code, WAREHOUSE, 3 + (i % 5) as i64)
-            .context("new product's stock")?;
-    }
-    println!(
-        "changed on the ERP: {} prices (1%), {} stock levels (2%), {} new products (0.5%, with stock)",
-        prices.len(),
-        stock.len(),
-        new
-    );
-
-    let product_changes = (prices.len() + new) as u64;
-    let stock_changes = (stock.len() + new) as u64;
-    phases.push(run(
-        "incremental: products",
-        "products",
-        Some(product_changes),
-    )?);
-    phases.push(run("incremental: stock", "stock", Some(stock_changes))?);
-    phases.push(run("incremental: nothing changed", "products", Some(0))?);
-
-    // The shop must now hold what the ERP holds.
-    let mut wrong = 0usize;
-    for code in prices.iter().chain(stock.iter()).copied() {
-        let (Some(e), Some(s)) = (erp.product(code), shop.product_by_sku(code)) else {
-            wrong += 1;
-            continue;
-        };
-        if s.price_gross != Some(e.price)
-            || s.stock.unwrap_or(0) != erp.stock(code, WAREHOUSE).map_or(0, |l| l.quantity)
-        {
-            wrong += 1;
+    let engine = |verb: &str, flow: &str, project: &Path| -> Vec<String> {
+        let mut a = vec![
+            env!("CARGO_BIN_EXE_erpsync").to_string(),
+            verb.to_string(),
+            project.display().to_string(),
+            "--flow".into(),
+            flow.into(),
+            "--state".into(),
+            state.clone(),
+        ];
+        // The first run starts from an empty state, which must be asked for.
+        if !state_file.exists() {
+            a.push("--init-state".into());
         }
+        if verb == "run" {
+            a.extend(["--once".into(), "--json".into()]);
+        } else {
+            a.extend(["--format".into(), "json".into()]);
+        }
+        a
+    };
+
+    // The baseline loop: the same job written plainly, against the same simulators.
+    let (key, secret) = shop.credentials();
+    let (client_id, client_secret) = erp.credentials();
+    let baseline_args = vec![
+        std::env::current_exe()?.display().to_string(),
+        BASELINE.to_string(),
+        shop.api_url(),
+        key,
+        secret,
+        erp.api_url(),
+        client_id,
+        client_secret,
+    ];
+    let changed = first_prices.len() as u64;
+    // The baseline loop holds both sides in memory as JSON values (about 1 GB per 100k
+    // products), so the 1M sequence leaves it out.
+    if !million {
+        let baseline = measure("baseline loop: first sync", baseline_args, Some(changed))?;
+        // Undo the baseline's writes so the engine finds the same differences.
+        for (id, price) in &shop_prices {
+            shop.update_product(*id, |p| p.price_gross = *price)
+                .context("restoring a shop price")?;
+        }
+        phases.push(baseline);
+
+        phases.push(measure(
+            "dry run: first sync (products)",
+            engine("dry-run", "products", &project),
+            Some(0),
+        )?);
+    }
+    phases.push(measure(
+        "first sync: products",
+        engine("run", "products", &project),
+        Some(changed),
+    )?);
+
+    let mut wrong = mismatches(&shop, &erp, &first_prices);
+    let mut expected_count = skus;
+    if !million {
+        phases.push(measure(
+            "first sync: stock",
+            engine("run", "stock", &project),
+            Some(0),
+        )?);
+        // The day's changes, all on the ERP side. Strides keep the chosen SKUs distinct and
+        // spread over the catalogue; every change really changes the value.
+        let prices: Vec<&str> = every(&items, 100, 7);
+        let stock: Vec<&str> = every(&items, 50, 3);
+        for code in &prices {
+            bump_price(&erp, code)?;
+        }
+        for (i, code) in stock.iter().enumerate() {
+            let now = erp.stock(code, WAREHOUSE).map_or(0, |s| s.quantity);
+            erp.set_stock(code, WAREHOUSE, now + 1 + (i % 7) as i64)
+                .context("stock change")?;
+        }
+        let new = skus / 200;
+        for i in 0..new {
+            let item = erpsync::sim::seed::catalogue(1, i as u64).remove(0);
+            let code = erpsync::sim::seed::sku(skus + 1 + i);
+            let mut p = ErpProduct::new(&code, &format!("Produs nou {i}"), 10.0 + i as f64);
+            p.extra = erp_extra(&CatalogueItem {
+                sku: code.clone(),
+                name: p.name.clone(),
+                price_gross: p.price,
+                ..item
+            });
+            erp.create_product(p).context("new product")?;
+            // A new product arrives with stock, which the stock flow must carry too.
+            erp.set_stock(&code, WAREHOUSE, 3 + (i % 5) as i64)
+                .context("new product's stock")?;
+        }
+        println!(
+            "changed on the ERP: {} prices (1%), {} stock levels (2%), {} new products (0.5%, with stock)",
+            prices.len(),
+            stock.len(),
+            new
+        );
+        expected_count = skus + new;
+        let product_changes = (prices.len() + new) as u64;
+        let stock_changes = (stock.len() + new) as u64;
+        phases.push(measure(
+            "incremental: products",
+            engine("run", "products", &project),
+            Some(product_changes),
+        )?);
+        phases.push(measure(
+            "incremental: stock",
+            engine("run", "stock", &project),
+            Some(stock_changes),
+        )?);
+        phases.push(measure(
+            "incremental: nothing changed",
+            engine("run", "products", &project),
+            Some(0),
+        )?);
+        wrong += mismatches(&shop, &erp, &prices);
+        wrong += stock
+            .iter()
+            .filter(|code| {
+                shop.product_by_sku(code).and_then(|s| s.stock)
+                    != erp.stock(code, WAREHOUSE).map(|l| l.quantity)
+            })
+            .count();
+
+        // Rate-limited writes: the shop answers 429 over `rate` requests a second, the
+        // project says so, and a batch of price changes must go out at that pace.
+        let rate = env_usize("BENCH_RATE", 20).max(1) as f64;
+        let n = env_usize("BENCH_RATE_WRITES", (rate * 10.0) as usize);
+        shop.set_rate_limit(Some(TokenBucket {
+            rate_per_sec: rate,
+            burst: rate,
+            send_retry_after: true,
+        }));
+        let limited = write_project(dir.path(), "limited.yaml", &shop, &erp, Some(rate))?;
+        let batch: Vec<&str> = every(&items, (skus / n.max(1)).max(1), 5)
+            .into_iter()
+            .take(n)
+            .collect();
+        for code in &batch {
+            bump_price(&erp, code)?;
+        }
+        let p = measure(
+            &format!("rate-limited: {} writes at {rate}/s", batch.len()),
+            engine("run", "products", &limited),
+            Some(batch.len() as u64),
+        )?;
+        shop.set_rate_limit(None);
+        wrong += mismatches(&shop, &erp, &batch);
+        phases.push(p);
     }
     let shop_count = shop.product_count();
 
     print_phases(&phases);
     println!(
-        "shop products after the runs: {shop_count} (expected {}); changed records not in the shop: {wrong}",
-        skus + new
+        "shop products after the runs: {shop_count} (expected {expected_count}); changed records not as on the ERP: {wrong}"
     );
     println!(
-        "peak MB: the high-water RSS of the `erpsync run` child (wait4's ru_maxrss, taken by a small launcher)"
+        "peak MB: the high-water RSS of the measured child (wait4's ru_maxrss, taken by a small launcher)"
     );
 
-    let mut missed = Vec::new();
+    let mut t = Vec::new();
+    let scale = if million { "1M SKUs, " } else { "" };
     for p in &phases {
-        if let Some(exp) = p.expected_writes
-            && p.writes != exp
-        {
-            missed.push(format!(
-                "{}: {} write calls for {exp} changed records",
-                p.name, p.writes
+        if let Some(exp) = p.expected_writes {
+            t.push(target(
+                &format!("{scale}{}: write calls = changed records", p.name),
+                p.writes.to_string(),
+                exp.to_string(),
+                p.writes == exp,
+                true,
             ));
         }
-        if p.peak_rss_mb >= MEMORY_LIMIT_MB {
-            missed.push(format!(
-                "{}: peak RSS {:.1} MB, limit {MEMORY_LIMIT_MB} MB",
-                p.name, p.peak_rss_mb
+        if !p.name.starts_with("baseline") {
+            t.push(target(
+                &format!("{scale}{}: peak RSS", p.name),
+                format!("{:.1} MB", p.peak_rss_mb),
+                format!("< {MEMORY_LIMIT_MB} MB"),
+                p.peak_rss_mb < MEMORY_LIMIT_MB,
+                true,
             ));
         }
     }
-    if wrong > 0 || shop_count != skus + new {
-        missed.push(format!(
-            "the shop does not match the ERP: {wrong} changed records wrong, {shop_count} products"
+    t.push(target(
+        &format!("{scale}shop matches the ERP after the runs"),
+        format!("{wrong} wrong, {shop_count} products"),
+        format!("0 wrong, {expected_count}"),
+        wrong == 0 && shop_count == expected_count,
+        true,
+    ));
+
+    let find = |prefix: &str| phases.iter().find(|p| p.name.starts_with(prefix));
+    let Some(first) = find("first sync: products") else {
+        bail!("no first sync measured");
+    };
+    if million {
+        t.push(target(
+            "1M first sync: peak RSS",
+            format!("{:.1} MB", first.peak_rss_mb),
+            format!("≤ {MILLION_RSS_MB} MB"),
+            first.peak_rss_mb <= MILLION_RSS_MB,
+            false,
+        ));
+        drop(rt);
+        return Ok(t);
+    }
+    let Some(base) = find("baseline") else {
+        bail!("no baseline measured");
+    };
+    let ratio = first.cpu.as_secs_f64() / base.cpu.as_secs_f64().max(1e-9);
+    t.push(target(
+        "first sync: CPU / baseline loop CPU",
+        format!("{ratio:.2}×"),
+        format!("≤ {FIRST_SYNC_BASELINE_RATIO}×"),
+        ratio <= FIRST_SYNC_BASELINE_RATIO,
+        false,
+    ));
+    let cpu_budget = FIRST_SYNC_CPU_S_PER_100K * skus as f64 / 100_000.0;
+    t.push(target(
+        "first sync: CPU seconds (3 s per 100k SKUs)",
+        format!("{:.2} s", first.cpu.as_secs_f64()),
+        format!("≤ {cpu_budget:.2} s"),
+        first.cpu.as_secs_f64() <= cpu_budget,
+        false,
+    ));
+    t.push(target(
+        "first sync: peak RSS (stated for 100k)",
+        format!("{:.1} MB", first.peak_rss_mb),
+        format!("≤ {FIRST_SYNC_RSS_MB} MB"),
+        first.peak_rss_mb <= FIRST_SYNC_RSS_MB,
+        false,
+    ));
+    if let Some(dry) = find("dry run") {
+        // Both sides are read in full and mapped: source records + target records.
+        let records = dry.counts["read"].as_u64().unwrap_or(0) + skus as u64;
+        let rate = records as f64 / dry.wall.as_secs_f64();
+        t.push(target(
+            "read + map rate (dry run: both sides' records / wall)",
+            format!("{rate:.0}/s"),
+            format!("≥ {READ_MAP_PER_SEC:.0}/s"),
+            rate >= READ_MAP_PER_SEC,
+            false,
+        ));
+        t.push(target(
+            "dry run: peak RSS (stated for 100k)",
+            format!("{:.1} MB", dry.peak_rss_mb),
+            format!("≤ {DRY_RUN_RSS_MB} MB"),
+            dry.peak_rss_mb <= DRY_RUN_RSS_MB,
+            false,
+        ));
+    }
+    if let Some(lim) = find("rate-limited") {
+        let rate = env_usize("BENCH_RATE", 20).max(1) as f64;
+        let achieved = lim.writes as f64 / lim.wall.as_secs_f64();
+        t.push(target(
+            "rate-limited: writes/s (whole run) / limit",
+            format!("{:.0}%", 100.0 * achieved / rate),
+            format!("≥ {:.0}%", 100.0 * RATE_SHARE),
+            achieved >= RATE_SHARE * rate,
+            false,
+        ));
+        t.push(target(
+            "rate-limited: 429 answers",
+            lim.rejected.to_string(),
+            "0".into(),
+            lim.rejected == 0,
+            false,
         ));
     }
     drop(rt);
-    Ok(missed)
+    Ok(t)
+}
+
+/// Writes, all calls and 429 answers counted by both simulators so far.
+fn sim_counts(shop: &ShopHandle, erp: &ErpHandle) -> (u64, u64, u64) {
+    (
+        shop.counters().writes() + erp.counters().writes(),
+        shop.counters().total() + erp.counters().total(),
+        shop.counters().status(429) + erp.counters().status(429),
+    )
+}
+
+/// Changes an ERP price (really changes it).
+fn bump_price(erp: &ErpHandle, code: &str) -> anyhow::Result<()> {
+    erp.update_product(code, |p| {
+        p.price = ((p.price + 1.25) * 100.0).round() / 100.0
+    })
+    .with_context(|| format!("price change of {code}"))?;
+    Ok(())
+}
+
+/// Products whose shop price is not the ERP's.
+fn mismatches(shop: &ShopHandle, erp: &ErpHandle, codes: &[&str]) -> usize {
+    codes
+        .iter()
+        .filter(|code| {
+            let (Some(e), Some(s)) = (erp.product(code), shop.product_by_sku(code)) else {
+                return true;
+            };
+            s.price_gross != Some(e.price)
+        })
+        .count()
 }
 
 /// Every `stride`-th SKU, starting at `start`.
-fn every(items: &[erpsync::sim::CatalogueItem], stride: usize, start: usize) -> Vec<&str> {
+fn every(items: &[CatalogueItem], stride: usize, start: usize) -> Vec<&str> {
     items
         .iter()
         .skip(start)
@@ -227,25 +577,173 @@ fn every(items: &[erpsync::sim::CatalogueItem], stride: usize, start: usize) -> 
         .collect()
 }
 
-/// The bench project: the MerchantPro template from `flows/common` for the shop, the demo's
-/// ERP operations, one-way product and stock flows from the ERP. Rate limits are lifted so
-/// the figures measure erpsync, not the simulated APIs' budgets; cursors have no overlap and
-/// are sent with milliseconds (the ERP keeps them), so an incremental run reads only what
-/// changed after the run before it.
-fn write_project(dir: &Path, shop: &ShopHandle, erp: &ErpHandle) -> anyhow::Result<PathBuf> {
+const CATEGORIES: &[&str] = &[
+    "Iluminat interior",
+    "Iluminat exterior",
+    "Cabluri si prelungitoare",
+    "Prize si intrerupatoare",
+    "Baterii si incarcatoare",
+    "Automatizari",
+    "Audio",
+    "Climatizare",
+];
+
+fn cents(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// The fields a 14-field product has beyond the simulators' own, as the ERP serves them.
+fn erp_extra(item: &CatalogueItem) -> Map<String, Value> {
+    let n: usize = item.sku.trim_start_matches("SKU-").parse().unwrap_or(0);
+    let mut m = Map::new();
+    m.insert(
+        "description".into(),
+        format!(
+            "{}: produs verificat, ambalat individual, garantie 24 de luni.",
+            item.name
+        )
+        .into(),
+    );
+    m.insert("priceNet".into(), json!(item.price_net()));
+    m.insert("weight".into(), json!(item.weight));
+    m.insert("oldPrice".into(), json!(cents(item.price_gross * 1.15)));
+    m.insert("costPrice".into(), json!(cents(item.price_gross * 0.6)));
+    m.insert("category".into(), CATEGORIES[n % CATEGORIES.len()].into());
+    m.insert("seoTitle".into(), format!("{} | Magazin", item.name).into());
+    m.insert(
+        "seoDescription".into(),
+        format!(
+            "Cumpara {} online, livrare in 24 de ore si retur gratuit in 30 de zile.",
+            item.name
+        )
+        .into(),
+    );
+    m
+}
+
+/// The same fields under the shop's names.
+fn shop_extra(erp: &Map<String, Value>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("tax_value".into(), json!(19.0));
+    for (from, to) in [
+        ("oldPrice", "old_price_gross"),
+        ("costPrice", "cost_gross"),
+        ("category", "category_name"),
+        ("seoTitle", "meta_title"),
+        ("seoDescription", "meta_description"),
+    ] {
+        m.insert(to.into(), erp[from].clone());
+    }
+    m
+}
+
+/// Gives every seeded product the fields of a 14-field product, equal on both sides.
+fn widen(shop: &ShopHandle, erp: &ErpHandle, items: &[CatalogueItem]) -> anyhow::Result<()> {
+    for item in items {
+        let extra = erp_extra(item);
+        let s = shop
+            .product_by_sku(&item.sku)
+            .context("seeded shop product")?;
+        let description = extra["description"].as_str().unwrap_or_default().to_owned();
+        let for_shop = shop_extra(&extra);
+        shop.update_product(s.id, |p| {
+            p.description = description;
+            p.extra = for_shop;
+        })
+        .context("widening a shop product")?;
+        erp.update_product(&item.sku, |p| p.extra = extra)
+            .context("widening an ERP product")?;
+    }
+    Ok(())
+}
+
+/// The bench project: the MerchantPro template from `flows/common` for the shop, with a
+/// 14-field `catalog_product` entity of the bench's own (the shipped flows keep theirs), the
+/// demo's ERP operations, one-way product and stock flows from the ERP. Rate limits are lifted
+/// unless `rate` is given, so the figures measure erpsync, not the simulated APIs' budgets;
+/// cursors have no overlap and are sent with milliseconds (the ERP keeps them), so an
+/// incremental run reads only what changed after the run before it.
+fn write_project(
+    dir: &Path,
+    file: &str,
+    shop: &ShopHandle,
+    erp: &ErpHandle,
+    rate: Option<f64>,
+) -> anyhow::Result<PathBuf> {
     let common = Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/common");
     let (key, secret) = shop.credentials();
     let (client_id, client_secret) = erp.credentials();
+    let shop_rate = match rate {
+        Some(r) => format!("{{ per_second: {r}, burst: 1 }}"),
+        None => "{ per_second: 1000000, burst: 1000000 }".to_string(),
+    };
     let yaml = format!(
         r#"version: 1
 include: ["{common}"]
+
+entities:
+  catalog_product:
+    key: sku
+    updated_at: updated_at
+    fields:
+      sku: {{ type: string, normalize: [trim, uppercase] }}
+      name: string
+      description: string
+      price: {{ type: decimal, scale: 2 }}
+      price_net: {{ type: decimal, scale: 2 }}
+      vat_rate: number
+      active: boolean
+      weight: number
+      old_price: {{ type: decimal, scale: 2 }}
+      cost: {{ type: decimal, scale: 2 }}
+      category: string
+      meta_title: string
+      meta_description: string
+      updated_at: {{ type: datetime, volatile: true }}
 
 systems:
   shop:
     extends: merchantpro
     base_url: {shop_url}
     auth: {{ kind: basic, username: "{key}", password: "{secret}" }}
-    rate_limit: {{ per_second: 1000000, burst: 1000000 }}
+    rate_limit: {shop_rate}
+    entities:
+      catalog_product:
+        list: list_products
+        lookup: find_product
+        get: get_product
+        create: create_product
+        update: update_product
+        read:
+          sku: $.sku
+          name: $.name
+          description: $.description
+          price: $.price_gross
+          price_net: $.price_net
+          vat_rate: $.tax_value
+          active: "{{{{#if (eq status 'active')}}}}true{{{{else}}}}false{{{{/if}}}}"
+          weight: $.weight
+          old_price: $.old_price_gross
+          cost: $.cost_gross
+          category: $.category_name
+          meta_title: $.meta_title
+          meta_description: $.meta_description
+          updated_at: $.updated_at
+        write:
+          type: {{ const: basic }}
+          sku: $.sku
+          name: $.name
+          description: $.description
+          price_gross: $.price
+          price_net: $.price_net
+          tax_value: $.vat_rate
+          status: {{ lookup: {{ table: active_status, key: $.active }} }}
+          weight: $.weight
+          old_price_gross: $.old_price
+          cost_gross: $.cost
+          category_name: $.category
+          meta_title: $.meta_title
+          meta_description: $.meta_description
 
   erp:
     role: erp
@@ -284,16 +782,24 @@ systems:
         query: {{ code: "{{{{key}}}}", warehouse: "{{{{system.warehouse}}}}" }}
         records: $.data
     entities:
-      product:
+      catalog_product:
         id: $.code
         list: list_products
         lookup: find_product
         read:
           sku: $.code
           name: $.name
+          description: $.description
           price: $.price
+          price_net: $.priceNet
           vat_rate: $.vatPercentage
           active: $.active
+          weight: $.weight
+          old_price: $.oldPrice
+          cost: $.costPrice
+          category: $.category
+          meta_title: $.seoTitle
+          meta_description: $.seoDescription
           updated_at: $.updatedAt
       stock:
         id: $.code
@@ -305,11 +811,10 @@ systems:
 
 flows:
   products:
-    description: Prices and new products from the ERP into the shop.
-    entity: product
+    description: Products (14 fields) from the ERP into the shop.
+    entity: catalog_product
     from: erp
     to: shop
-    fields: [sku, name, price, active]
     trigger: {{ manual: true }}
     incremental: {{ start: "2000-01-01", overlap_secs: 0 }}
 
@@ -326,26 +831,26 @@ flows:
         shop_url = shop.api_url(),
         erp_url = erp.api_url(),
     );
-    let path = dir.join("bench.yaml");
+    let path = dir.join(file);
     std::fs::write(&path, yaml)?;
     Ok(path)
 }
 
-/// Runs one flow in a child `erpsync run --once` and measures it.
-fn run_child(project: &Path, state: &str, flow: &str) -> anyhow::Result<Phase> {
-    let exe = env!("CARGO_BIN_EXE_erpsync");
-    let out_path = project.with_file_name(format!("{flow}.out.json"));
-    let err_path = project.with_file_name(format!("{flow}.err.log"));
-    let usage_path = project.with_file_name(format!("{flow}.usage.json"));
+/// Runs `args` (program first) as a measured child through the launcher.
+fn run_child(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Phase> {
+    let slug: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let out_path = dir.join(format!("{slug}.out.json"));
+    let err_path = dir.join(format!("{slug}.err.log"));
+    let usage_path = dir.join(format!("{slug}.usage.json"));
     let self_before = self_cpu();
     let started = Instant::now();
     let status = Command::new(std::env::current_exe()?)
         .arg(LAUNCH)
         .arg(&usage_path)
-        .arg(exe)
-        .arg("run")
-        .arg(project)
-        .args(["--once", "--json", "--flow", flow, "--state", state])
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(std::fs::File::create(&out_path)?)
@@ -356,26 +861,35 @@ fn run_child(project: &Path, state: &str, flow: &str) -> anyhow::Result<Phase> {
     let sim_cpu = self_cpu().saturating_sub(self_before);
     let stdout = std::fs::read_to_string(&out_path)?;
     let stderr = std::fs::read_to_string(&err_path).unwrap_or_default();
+    let head = |s: &str| s.chars().take(4000).collect::<String>();
     if !status.success() {
-        bail!("`erpsync run --flow {flow}` failed ({status}):\n{stdout}\n{stderr}");
+        bail!(
+            "`{name}` failed ({status}):\n{}\n{}",
+            head(&stdout),
+            head(&stderr)
+        );
     }
     let usage: Value = serde_json::from_str(&std::fs::read_to_string(&usage_path)?)?;
-    let reports: Value = serde_json::from_str(&stdout)
-        .with_context(|| format!("reading the report of `{flow}`: {stdout}"))?;
-    let counts = reports[0]["counts"].clone();
-    if let Some(errors) = reports[0]["errors"].as_array().filter(|e| !e.is_empty()) {
-        bail!("`{flow}` reported errors: {errors:?}");
+    let out: Value = serde_json::from_str(&stdout)
+        .with_context(|| format!("reading the report of `{name}`: {}", head(&stdout)))?;
+    // `run --json` prints the reports; `dry-run --format json` wraps them in `runs`; the
+    // baseline loop prints its own report.
+    let report = match &out {
+        Value::Array(a) => a.first().cloned().unwrap_or(Value::Null),
+        o if o.get("runs").is_some() => o["runs"][0].clone(),
+        o => o.clone(),
+    };
+    if let Some(errors) = report["errors"].as_array().filter(|e| !e.is_empty()) {
+        bail!("`{name}` reported errors: {errors:?}");
     }
     let secs = |k: &str| Duration::from_secs_f64(usage[k].as_f64().unwrap_or(0.0));
     Ok(Phase {
-        name: String::new(),
         wall,
         cpu: secs("user_s") + secs("system_s"),
         sim_cpu,
         peak_rss_mb: usage["max_rss_kib"].as_f64().unwrap_or(f64::MAX) / 1024.0,
-        counts,
-        writes: 0,
-        expected_writes: None,
+        counts: report["counts"].clone(),
+        ..Phase::default()
     })
 }
 
@@ -434,43 +948,196 @@ fn tv(t: libc::timeval) -> Duration {
 }
 
 fn print_phases(phases: &[Phase]) {
+    let base_cpu = phases
+        .iter()
+        .find(|p| p.name.starts_with("baseline"))
+        .map(|p| p.cpu.as_secs_f64());
     println!();
     println!(
-        "{:<30} {:>8} {:>8} {:>8} {:>9} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8}",
+        "{:<36} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "phase",
         "wall s",
         "cpu s",
         "sims s",
         "peak MB",
+        "reads",
+        "writes",
+        "429s",
+        "changed",
         "read",
         "adopted",
-        "created",
         "updated",
-        "writes",
-        "changed"
+        "× base"
     );
     for p in phases {
         let c = |k: &str| p.counts[k].as_u64().unwrap_or(0);
+        let ratio = base_cpu.map_or_else(
+            || "-".to_string(),
+            |b| format!("{:.2}", p.cpu.as_secs_f64() / b.max(1e-9)),
+        );
         println!(
-            "{:<30} {:>8.2} {:>8.2} {:>8.2} {:>9.1} {:>7} {:>8} {:>7} {:>7} {:>8} {:>8}",
+            "{:<36} {:>7.2} {:>7.2} {:>7.2} {:>8.1} {:>7} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
             p.name,
             p.wall.as_secs_f64(),
             p.cpu.as_secs_f64(),
             p.sim_cpu.as_secs_f64(),
             p.peak_rss_mb,
-            c("read"),
-            c("adopted"),
-            c("created"),
-            c("updated"),
+            p.reads,
             p.writes,
+            p.rejected,
             p.expected_writes
                 .map_or_else(|| "-".to_string(), |e| e.to_string()),
+            c("read"),
+            c("adopted"),
+            c("updated") + c("created"),
+            ratio,
         );
     }
     println!(
-        "(wall: the whole `erpsync run` child, start-up included; cpu: the child's user+system; \
-         sims: CPU the in-process simulators spent meanwhile)"
+        "(wall: the whole child, start-up included; cpu: the child's user+system; sims: CPU the \
+         in-process simulators spent meanwhile; reads/writes/429s: calls the simulators counted; \
+         updated: updated + created; × base: cpu / the baseline loop's cpu)"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Baseline loop
+
+/// Baseline mode: `--baseline-loop SHOP_API KEY SECRET ERP_API CLIENT_ID CLIENT_SECRET`. The
+/// job a first sync does, written plainly: read every ERP product and every shop product,
+/// index the shop's by SKU, compare the 13 synced fields, PATCH what differs and create what
+/// is missing, one call at a time. Prints `{"counts": …}` as JSON.
+fn baseline_loop(args: &[String]) -> anyhow::Result<()> {
+    let [shop_api, key, secret, erp_api, client_id, client_secret] = args else {
+        bail!("usage: {BASELINE} SHOP_API KEY SECRET ERP_API CLIENT_ID CLIENT_SECRET");
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let token: Value = http
+            .post(format!("{erp_api}/authorize/token"))
+            .json(&json!({
+                "grant_type": "client_credentials",
+                "client_id": client_id,
+                "client_secret": client_secret,
+            }))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        let bearer = token["access_token"]
+            .as_str()
+            .context("no access token")?
+            .to_owned();
+
+        let mut erp_products = Vec::new();
+        loop {
+            let page: Value = http
+                .get(format!("{erp_api}/products"))
+                .query(&[("offset", erp_products.len()), ("limitPerPage", 250)])
+                .bearer_auth(&bearer)
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            let data = page["data"].as_array().cloned().unwrap_or_default();
+            let n = data.len();
+            erp_products.extend(data);
+            if n < 250 {
+                break;
+            }
+        }
+
+        let mut shop_products: HashMap<String, Value> = HashMap::new();
+        let mut next = Some(format!("{shop_api}/products?limit=100"));
+        while let Some(url) = next.take() {
+            let page: Value = http
+                .get(&url)
+                .basic_auth(key, Some(secret))
+                .send()
+                .await?
+                .error_for_status()?
+                .json()
+                .await?;
+            for p in page["data"].as_array().into_iter().flatten() {
+                if let Some(sku) = p["sku"].as_str() {
+                    shop_products.insert(sku.trim().to_uppercase(), p.clone());
+                }
+            }
+            next = page["meta"]["links"]["next"].as_str().map(str::to_owned);
+        }
+
+        let (mut updated, mut created) = (0u64, 0u64);
+        let read = erp_products.len() + shop_products.len();
+        for e in &erp_products {
+            let sku = e["code"].as_str().unwrap_or_default();
+            let want = json!({
+                "name": e["name"],
+                "description": e["description"],
+                "price_gross": e["price"],
+                "price_net": e["priceNet"],
+                "tax_value": e["vatPercentage"],
+                "status": if e["active"].as_bool() == Some(true) { "active" } else { "inactive" },
+                "weight": e["weight"],
+                "old_price_gross": e["oldPrice"],
+                "cost_gross": e["costPrice"],
+                "category_name": e["category"],
+                "meta_title": e["seoTitle"],
+                "meta_description": e["seoDescription"],
+            });
+            match shop_products.get(&sku.trim().to_uppercase()) {
+                Some(s) => {
+                    let mut patch = Map::new();
+                    for (k, v) in want.as_object().into_iter().flatten() {
+                        if !same(v, &s[k]) {
+                            patch.insert(k.clone(), v.clone());
+                        }
+                    }
+                    if patch.is_empty() {
+                        continue;
+                    }
+                    http.patch(format!("{shop_api}/products/{}", s["id"]))
+                        .query(&[("ignore_nonexistent_fields", "1")])
+                        .basic_auth(key, Some(secret))
+                        .json(&patch)
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    updated += 1;
+                }
+                None => {
+                    let mut body = want;
+                    body["sku"] = sku.into();
+                    body["type"] = "basic".into();
+                    http.post(format!("{shop_api}/products"))
+                        .basic_auth(key, Some(secret))
+                        .json(&body)
+                        .send()
+                        .await?
+                        .error_for_status()?;
+                    created += 1;
+                }
+            }
+        }
+        println!(
+            "{}",
+            json!({"counts": {"read": read, "updated": updated, "created": created}})
+        );
+        anyhow::Ok(())
+    })
+}
+
+/// Equal as the shop would hold them: numbers by value, anything else exactly.
+fn same(a: &Value, b: &Value) -> bool {
+    match (a.as_f64(), b.as_f64()) {
+        (Some(x), Some(y)) => (x - y).abs() < 0.005,
+        _ => a == b,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

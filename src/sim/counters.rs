@@ -14,6 +14,8 @@ const NOT_WRITES: &[&str] = &["/api/authorize/token"];
 #[derive(Debug, Default)]
 pub struct Counters {
     counts: Mutex<BTreeMap<(String, String), u64>>,
+    /// Answers by HTTP status, so a run's 429s (the simulator's own or injected) can be told.
+    statuses: Mutex<BTreeMap<u16, u64>>,
 }
 
 /// One line of [`Counters::snapshot`].
@@ -30,6 +32,20 @@ impl Counters {
         *counts
             .entry((method.to_owned(), route.to_owned()))
             .or_default() += 1;
+    }
+
+    pub(crate) fn answered(&self, status: u16) {
+        *self.statuses.lock().unwrap().entry(status).or_default() += 1;
+    }
+
+    /// Counted requests answered with this HTTP status (`429`: rate-limited).
+    pub fn status(&self, status: u16) -> u64 {
+        self.statuses
+            .lock()
+            .unwrap()
+            .get(&status)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Requests with this method and route template.
@@ -89,6 +105,7 @@ impl Counters {
 
     pub fn reset(&self) {
         self.counts.lock().unwrap().clear();
+        self.statuses.lock().unwrap().clear();
     }
 }
 
@@ -108,7 +125,13 @@ mod tests {
         assert_eq!(c.writes(), 3);
         assert_eq!(c.count("PUT", "/api/stock/{code}"), 2);
         assert_eq!(c.route("/api/orders"), 1);
+        c.answered(200);
+        c.answered(429);
+        c.answered(429);
+        assert_eq!(c.status(429), 2);
+        assert_eq!(c.status(500), 0);
         c.reset();
         assert_eq!(c.total(), 0);
+        assert_eq!(c.status(429), 0);
     }
 }

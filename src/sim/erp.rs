@@ -61,6 +61,10 @@ pub struct ErpProduct {
     pub active: bool,
     #[serde(with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// Further fields served as they are (descriptions, SEO texts, costs…), set through the
+    /// handle: empty unless a test or bench wants a wider product.
+    #[serde(flatten)]
+    pub extra: serde_json::Map<String, Value>,
 }
 
 impl ErpProduct {
@@ -75,6 +79,7 @@ impl ErpProduct {
             measuring_unit: "buc".to_owned(),
             active: true,
             updated_at: DateTime::default(),
+            extra: serde_json::Map::new(),
         }
     }
 }
@@ -1449,6 +1454,7 @@ impl ErpHandle {
                 measuring_unit: "buc".to_owned(),
                 active: true,
                 updated_at: now,
+                extra: serde_json::Map::new(),
             };
             if data.products.save(None, &mut p, now).is_err() {
                 continue;

@@ -119,7 +119,7 @@ async fn common_layer(State(core): State<Arc<Core>>, req: Request, next: Next) -
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| path.clone());
     core.counters.hit(&method, &route);
-    match core.faults.decide(&method, &path) {
+    let resp = match core.faults.decide(&method, &path) {
         Decision::Answer(injected) => {
             // Holding uses real time on purpose: it exists to trip a client's real timeout.
             if let Some(hold) = injected.hold {
@@ -142,7 +142,9 @@ async fn common_layer(State(core): State<Arc<Core>>, req: Request, next: Next) -
                 }
             }
         }
-    }
+    };
+    core.counters.answered(resp.status().as_u16());
+    resp
 }
 
 /// The `/__sim/` routes both simulators have: counters and faults.

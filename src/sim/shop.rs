@@ -91,6 +91,10 @@ pub struct Product {
     pub created_at: DateTime<Utc>,
     #[serde(with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
+    /// Real MerchantPro fields the simulator does not model (`meta_title`, `cost_gross`…),
+    /// kept and served back only when [`ShopOptions::keep_unmodelled`] is on.
+    #[serde(flatten)]
+    pub extra: Map<String, Value>,
 }
 
 impl Product {
@@ -298,6 +302,9 @@ pub struct ShopOptions {
     pub clock: SharedClock,
     /// Number of the first order created here.
     pub first_order_number: u64,
+    /// Keep the real product fields the simulator does not model (SEO texts, costs, category
+    /// name…) and serve them back, instead of accepting and dropping them: for wider products.
+    pub keep_unmodelled: bool,
 }
 
 impl Default for ShopOptions {
@@ -315,6 +322,7 @@ impl Default for ShopOptions {
             seed: 0,
             clock: Arc::new(SystemClock),
             first_order_number: 1001,
+            keep_unmodelled: false,
         }
     }
 }
@@ -391,6 +399,7 @@ struct ShopState {
     max_bad_auth: u32,
     auth_lockout: Duration,
     clamp_limit: bool,
+    keep_unmodelled: bool,
     auth: Mutex<AuthState>,
     limiter: Mutex<Option<Limiter>>,
     data: Mutex<ShopData>,
@@ -465,6 +474,7 @@ impl ShopSim {
             max_bad_auth: opts.max_bad_auth,
             auth_lockout: opts.auth_lockout,
             clamp_limit: opts.clamp_limit,
+            keep_unmodelled: opts.keep_unmodelled,
             auth: Mutex::new(AuthState::default()),
             limiter: Mutex::new(opts.rate_limit.map(|config| Limiter::new(config, now))),
             data: Mutex::new(ShopData {
@@ -823,7 +833,7 @@ fn unknown_field(key: &str, ignore: bool) -> Result<(), ShopError> {
 fn apply_product(
     p: &mut Product,
     body: &Map<String, Value>,
-    ignore: bool,
+    (ignore, keep_unmodelled): (bool, bool),
     last_variant_id: &mut u64,
 ) -> Result<(), ShopError> {
     for (k, v) in body {
@@ -845,7 +855,11 @@ fn apply_product(
             "stock" => p.stock = opt(k, v, i64_of)?,
             "tax_id" => p.tax_id = i64_of(k, v)?.max(0) as u64,
             "variants" => apply_variants(p, v, ignore, last_variant_id)?,
-            k if PRODUCT_UNMODELLED.contains(&k) => {}
+            k if PRODUCT_UNMODELLED.contains(&k) => {
+                if keep_unmodelled {
+                    p.extra.insert(k.to_owned(), v.clone());
+                }
+            }
             k => unknown_field(k, ignore)?,
         }
     }
@@ -978,7 +992,8 @@ async fn create_product(
         ..Product::default()
     };
     let mut last_variant_id = data.last_variant_id;
-    apply_product(&mut p, &body, ignore_unknown(&pairs), &mut last_variant_id)?;
+    let flags = (ignore_unknown(&pairs), state.keep_unmodelled);
+    apply_product(&mut p, &body, flags, &mut last_variant_id)?;
     data.last_variant_id = last_variant_id;
     let p = data.insert_product(p, now)?;
     created(product_json(&p, true, None))
@@ -996,7 +1011,8 @@ async fn patch_product(
     let ignore = ignore_unknown(&pairs);
     let now = state.core.now();
     let mut data = state.data.lock().unwrap();
-    let p = data.update_product(key, now, |p, last| apply_product(p, &body, ignore, last))?;
+    let flags = (ignore, state.keep_unmodelled);
+    let p = data.update_product(key, now, |p, last| apply_product(p, &body, flags, last))?;
     ok(product_json(&p, true, None))
 }
 
@@ -1714,6 +1730,7 @@ impl ShopHandle {
                 variants: Vec::new(),
                 created_at: now,
                 updated_at: now,
+                extra: Map::new(),
             };
             // A SKU already present keeps its product.
             let _ = data.products.save(None, &mut p, now);

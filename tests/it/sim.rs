@@ -1256,3 +1256,52 @@ async fn goods_received_from_a_supplier_raise_stock_all_or_nothing() {
     let (_, _, listed) = erp_get(&erp, &token, "/purchases").await;
     assert_eq!(listed["data"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn shop_keeps_unmodelled_product_fields_only_when_asked() {
+    let body = json!({"sku": "WIDE-1", "name": "Lampa", "price_gross": 10.0, "meta_title": "Lampa | Magazin", "cost_gross": 6.0});
+    // By default the real fields the simulator does not model are accepted and dropped.
+    let (shop, _) = shop().await;
+    let (status, _, created) =
+        shop_call(&shop, Method::POST, "/products", Some(body.clone())).await;
+    assert_eq!(status, 201);
+    assert!(created["data"].get("meta_title").is_none());
+    // With `keep_unmodelled` they are kept and served back, and a PATCH changes them.
+    let (wide, _) = shop_with(ShopOptions {
+        keep_unmodelled: true,
+        ..ShopOptions::unlimited()
+    })
+    .await;
+    let (status, _, created) = shop_call(&wide, Method::POST, "/products", Some(body)).await;
+    assert_eq!(status, 201);
+    assert_eq!(created["data"]["meta_title"], "Lampa | Magazin");
+    let path = format!("/products/{}", created["data"]["id"]);
+    let (status, _, patched) = shop_call(
+        &wide,
+        Method::PATCH,
+        &path,
+        Some(json!({"cost_gross": 7.5})),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(patched["data"]["cost_gross"], 7.5);
+    assert_eq!(patched["data"]["meta_title"], "Lampa | Magazin");
+}
+
+#[tokio::test]
+async fn counters_count_rate_limited_answers() {
+    let (shop, _) = shop_with(ShopOptions {
+        rate_limit: Some(TokenBucket {
+            rate_per_sec: 1.0,
+            burst: 1.0,
+            send_retry_after: true,
+        }),
+        ..ShopOptions::default()
+    })
+    .await;
+    let (first, _, _) = shop_get(&shop, "/products").await;
+    let (second, _, _) = shop_get(&shop, "/products").await;
+    assert_eq!((first.as_u16(), second.as_u16()), (200, 429));
+    assert_eq!(shop.counters().status(429), 1);
+    assert_eq!(shop.counters().status(200), 1);
+}
