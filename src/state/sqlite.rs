@@ -656,40 +656,11 @@ impl StateStore for SqliteStore {
     }
 
     fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, flow, key, target, operation, idempotency_key, payload, created_at
-             FROM journal WHERE (?1 IS NULL OR flow = ?1) AND state = 'pending' ORDER BY id",
-        )?;
-        let rows = stmt.query_map([flow], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, flow, key, target, operation, idempotency_key, payload, created) = row?;
-            out.push(JournalEntry {
-                id,
-                flow,
-                key,
-                target,
-                operation,
-                idempotency_key,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|e| StateStoreError::Corrupt(e.to_string()))?,
-                state: JournalState::Pending,
-                created_at: parse_ts(&created)?,
-            });
-        }
-        Ok(out)
+        query_journal(
+            &self.conn(),
+            "WHERE (?1 IS NULL OR flow = ?1) AND state = 'pending' ORDER BY id",
+            [flow],
+        )
     }
 
     fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
@@ -826,6 +797,56 @@ impl StateStore for SqliteStore {
     }
     fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
         self.op_journal_of_key(key)
+    }
+}
+
+/// The journal entries a `WHERE …` tail picks.
+fn query_journal(
+    conn: &Connection,
+    tail: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<JournalEntry>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, flow, key, target, operation, idempotency_key, payload, state, created_at
+         FROM journal {tail}"
+    ))?;
+    let rows = stmt.query_map(params, |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
+            r.get::<_, String>(4)?,
+            r.get::<_, String>(5)?,
+            r.get::<_, String>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, String>(8)?,
+        ))
+    })?;
+    rows.map(|row| {
+        let (id, flow, key, target, operation, idempotency_key, payload, state, at) = row?;
+        Ok(JournalEntry {
+            id,
+            flow,
+            key,
+            target,
+            operation,
+            idempotency_key,
+            payload: serde_json::from_str(&payload)
+                .map_err(|e| StateStoreError::Corrupt(e.to_string()))?,
+            state: journal_state(&state)?,
+            created_at: parse_ts(&at)?,
+        })
+    })
+    .collect()
+}
+
+fn journal_state(s: &str) -> Result<JournalState> {
+    match s {
+        "pending" => Ok(JournalState::Pending),
+        "done" => Ok(JournalState::Done),
+        "failed" => Ok(JournalState::Failed),
+        other => Err(StateStoreError::Corrupt(format!("journal state `{other}`"))),
     }
 }
 

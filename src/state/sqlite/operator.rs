@@ -1,22 +1,12 @@
 //! The SQLite side of the operator's state (see `state::operator`): flow switches and the
 //! per-record lines of runs, in a migration step of their own.
 
-use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde_json::Value;
 
 use super::{SqliteStore, parse_ts, ts};
 use crate::state::operator::{FlowSwitch, RUN_LINES_RUNS_KEPT, RunLine};
-use crate::state::{JournalEntry, JournalState, Result, RunRecord, StateStoreError};
-
-fn journal_state(s: &str) -> Result<JournalState> {
-    match s {
-        "pending" => Ok(JournalState::Pending),
-        "done" => Ok(JournalState::Done),
-        "failed" => Ok(JournalState::Failed),
-        other => Err(StateStoreError::Corrupt(format!("journal state `{other}`"))),
-    }
-}
+use crate::state::{JournalEntry, Result, RunRecord};
 
 fn json_text(s: Option<String>) -> Option<Value> {
     s.and_then(|s| serde_json::from_str(&s).ok())
@@ -156,41 +146,6 @@ impl SqliteStore {
     }
 
     pub(super) fn op_journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT id, flow, key, target, operation, idempotency_key, payload, state, created_at
-             FROM journal WHERE key = ?1 ORDER BY id",
-        )?;
-        let rows = stmt.query_map([key], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, String>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, String>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, String>(7)?,
-                r.get::<_, String>(8)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (id, flow, key, target, operation, idempotency_key, payload, state, at) = row?;
-            let created_at: DateTime<Utc> = parse_ts(&at)?;
-            out.push(JournalEntry {
-                id,
-                flow,
-                key,
-                target,
-                operation,
-                idempotency_key,
-                payload: serde_json::from_str(&payload)
-                    .map_err(|e| StateStoreError::Corrupt(e.to_string()))?,
-                state: journal_state(&state)?,
-                created_at,
-            });
-        }
-        Ok(out)
+        super::query_journal(&self.conn(), "WHERE key = ?1 ORDER BY id", [key])
     }
 }
