@@ -319,10 +319,6 @@ fn must_be_listed(d: Decision) -> bool {
     !matches!(d, Decision::Skip | Decision::Filtered | Decision::Locked)
 }
 
-fn decision_word(d: Decision) -> String {
-    d.word()
-}
-
 /// Compares a run's report with what the test expects of it.
 fn compare(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<String>) {
     if let Some(status) = &exp.status
@@ -375,7 +371,7 @@ fn compare(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<Stri
             continue;
         };
         let place = format!("{flow}: record `{}`", want.key);
-        let decision = decision_word(got.decision);
+        let decision = got.decision.word();
         if decision != want.decision {
             let why = got
                 .reason
@@ -449,7 +445,7 @@ fn compare(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<Stri
             out.push(format!(
                 "{flow}: record `{}`: {} not expected{why}",
                 got.key,
-                decision_word(got.decision)
+                got.decision.word()
             ));
         }
     }
@@ -480,7 +476,7 @@ pub fn expectations_of(r: &RunReport) -> FlowExpectConfig {
                 .filter(|g| must_be_listed(g.decision))
                 .map(|g| RecordExpectConfig {
                     key: g.key.clone(),
-                    decision: decision_word(g.decision),
+                    decision: g.decision.word(),
                     target: g.target.clone(),
                     changes: Some(
                         g.changes

@@ -195,11 +195,6 @@ pub fn engine(project: Arc<Project>, store: Arc<dyn StateStore>) -> anyhow::Resu
     Ok(Engine::new(project, store, Arc::new(SystemClock))?)
 }
 
-/// A decision as reports print it: the same lowercase word as in JSON.
-pub fn decision_word(d: Decision) -> String {
-    d.word()
-}
-
 /// One line of totals for a run.
 pub fn summary_line(r: &RunReport) -> String {
     let c = &r.counts;
@@ -274,11 +269,7 @@ pub fn print_report(r: &RunReport, records: RecordLines) {
             .as_deref()
             .map(|r| format!("  ({})", crate::redact::redact(r)))
             .unwrap_or_default();
-        crate::outln!(
-            "  {:<9} {}{target}{reason}",
-            decision_word(rec.decision),
-            rec.key
-        );
+        crate::outln!("  {:<9} {}{target}{reason}", rec.decision.word(), rec.key);
         if records != RecordLines::WithReason {
             for c in &rec.changes {
                 crate::outln!("      {}: {} → {}", c.field, c.old, c.new);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::common::{StateOrigin, decision_word, resolve_url, summary_line, usage};
+use super::common::{StateOrigin, resolve_url, summary_line, usage};
 use crate::clock::SystemClock;
 use crate::config::env::Overrides;
 use crate::engine::{Engine, RunOptions, RunReport};
@@ -144,7 +144,7 @@ impl Demo {
             for r in report.records.iter().filter(|r| r.reason.is_some()) {
                 self.say(format!(
                     "      {} {}: {}",
-                    decision_word(r.decision),
+                    r.decision.word(),
                     r.key,
                     r.reason.as_deref().unwrap_or("")
                 ));

@@ -276,11 +276,7 @@ impl Daemon {
         let now = clock.now();
         let switches = super::switches::read_switches(store.as_ref());
         let mut plan = Plan::default();
-        plan.sync(
-            &engine.project,
-            |f| super::switches::enabled_with(&switches, f),
-            now,
-        );
+        plan.sync(&engine.project, |f| f.is_on(&switches), now);
         let daemon = Arc::new(Daemon {
             paths,
             store,
@@ -843,7 +839,7 @@ impl Daemon {
                 FlowStatus {
                     id: f.id.clone(),
                     description: f.config.description.clone(),
-                    enabled: super::switches::enabled_with(&switches, f),
+                    enabled: f.is_on(&switches),
                     switched: switches.get(&f.id).copied(),
                     from: f.from.clone(),
                     to: f.to.clone(),

@@ -13,7 +13,7 @@ use super::core::Daemon;
 
 mod stored;
 
-pub(crate) use stored::{enabled_with, read_switches};
+pub(crate) use stored::read_switches;
 
 /// A switch that could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -27,10 +27,7 @@ pub enum FlowSwitchError {
 impl Daemon {
     /// Whether a flow is on now, as the daemon last read the switches.
     pub fn flow_enabled(&self, flow: &Flow) -> bool {
-        enabled_with(
-            &self.switches.lock().unwrap_or_else(|e| e.into_inner()),
-            flow,
-        )
+        flow.is_on(&self.switches.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Whether a flow is on by the store itself, for a run about to start: another node may
@@ -43,7 +40,7 @@ impl Daemon {
                 return self.flow_enabled(flow);
             }
         };
-        let on = enabled_with(&fresh, flow);
+        let on = flow.is_on(&fresh);
         *self.switches.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         on
     }
@@ -90,7 +87,7 @@ impl Daemon {
         let now = self.clock.now();
         self.plan.lock().unwrap_or_else(|e| e.into_inner()).sync(
             project,
-            |f| enabled_with(&switches, f),
+            |f| f.is_on(&switches),
             now,
         );
         self.replanned.notify_waiters();

@@ -1,8 +1,7 @@
-//! The switches as the state store has them, and whether a flow is on given them.
+//! The switches as the state store has them (`Flow::is_on` says what they mean for a flow).
 
 use std::collections::HashMap;
 
-use crate::compile::Flow;
 use crate::redact::redact;
 use crate::state::StateStore;
 
@@ -15,9 +14,4 @@ pub(crate) fn read_switches(store: &dyn StateStore) -> HashMap<String, bool> {
             HashMap::new()
         }
     }
-}
-
-/// Whether a flow is on: its switch, else its flow file.
-pub(crate) fn enabled_with(switches: &HashMap<String, bool>, flow: &Flow) -> bool {
-    flow.is_on(switches)
 }
