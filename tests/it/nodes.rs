@@ -66,6 +66,47 @@ impl Rig {
         }
     }
 
+    /// The rig of the fencing tests: 24 confirmed orders, a 3 s lease, and an ERP whose
+    /// every request takes a while (so a run is still going when its holder is stopped) and
+    /// that places an order sent twice twice.
+    async fn fencing() -> Rig {
+        Rig::new(
+            24,
+            ErpOptions {
+                idempotency: false,
+                faults: Faults {
+                    latency_ms: 60,
+                    ..Faults::default()
+                },
+                ..ErpOptions::unlimited()
+            },
+            |doc| {
+                doc["daemon"]["lease_ttl_secs"] = json!(3);
+            },
+        )
+        .await
+    }
+
+    /// The holder that lost its lease (`first`, logging to `first.log`), running again:
+    /// it says it lost its lease, exits 1, and made no remote write since `writes` (ERP,
+    /// shop) were counted; every order is in the ERP once and locked.
+    async fn old_holder_stops_having_written_nothing(&self, first: &mut Child, writes: (u64, u64)) {
+        let code = exit_code(first, 60).await;
+        let log = self.log("first.log");
+        assert_eq!(code, Some(1), "{log}");
+        assert!(log.contains("lost its lease"), "{log}");
+        assert_eq!(
+            (self.erp.counters().writes(), self.shop.counters().writes()),
+            writes,
+            "no remote write after the lease was lost\n{log}"
+        );
+        self.each_order_once();
+        assert!(
+            self.shop.orders().iter().all(|o| o.locked),
+            "every order locked"
+        );
+    }
+
     /// The binary with `args` then the project, its stderr in `log` (in the rig's folder),
     /// started from a folder outside the checkout.
     fn spawn(&self, args: &[&str], log: &str) -> Child {
@@ -193,23 +234,7 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
     let Some(db) = crate::support::postgres::pg() else {
         return;
     };
-    // Every ERP request takes a while, so the run is still going when it is paused; the ERP
-    // places an order sent twice twice.
-    let rig = Rig::new(
-        24,
-        ErpOptions {
-            idempotency: false,
-            faults: Faults {
-                latency_ms: 60,
-                ..Faults::default()
-            },
-            ..ErpOptions::unlimited()
-        },
-        |doc| {
-            doc["daemon"]["lease_ttl_secs"] = json!(3);
-        },
-    )
-    .await;
+    let rig = Rig::fencing().await;
     let args = [
         "run",
         "--once",
@@ -244,24 +269,12 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
 
     // Resumed, the first process finds its lease gone and writes nothing more.
     signal(&first, libc::SIGCONT);
-    let code = exit_code(&mut first, 60).await;
-    let log = rig.log("first.log");
-    assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("lost its lease"), "{log}");
     assert!(
         paused_at.elapsed() > Duration::from_secs(3),
         "paused past the ttl"
     );
-    assert_eq!(
-        (rig.erp.counters().writes(), rig.shop.counters().writes()),
-        (erp_writes, shop_writes),
-        "no remote write after the lease was lost\n{log}"
-    );
-    rig.each_order_once();
-    assert!(
-        rig.shop.orders().iter().all(|o| o.locked),
-        "every order locked"
-    );
+    rig.old_holder_stops_having_written_nothing(&mut first, (erp_writes, shop_writes))
+        .await;
 
     // History: the paused run is closed as abandoned by the node that took over, with the
     // node and process that ran each.
@@ -936,21 +949,7 @@ async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost(
     let Some(db) = crate::support::postgres::pg() else {
         return;
     };
-    let rig = Rig::new(
-        24,
-        ErpOptions {
-            idempotency: false,
-            faults: Faults {
-                latency_ms: 60,
-                ..Faults::default()
-            },
-            ..ErpOptions::unlimited()
-        },
-        |doc| {
-            doc["daemon"]["lease_ttl_secs"] = json!(3);
-        },
-    )
-    .await;
+    let rig = Rig::fencing().await;
     // The first node reaches PostgreSQL through the relay; the URL's host and port are the
     // test server's (`postgres://user@host:port/db?…`).
     let url = db.url.clone();
@@ -998,15 +997,6 @@ async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost(
     let writes = (rig.erp.counters().writes(), rig.shop.counters().writes());
     // The connection comes back: the first node finds its lease gone and stops.
     relay.hold(false);
-    let code = exit_code(&mut first, 60).await;
-    let log = rig.log("first.log");
-    assert_eq!(code, Some(1), "{log}");
-    assert!(log.contains("lost its lease"), "{log}");
-    assert_eq!(
-        (rig.erp.counters().writes(), rig.shop.counters().writes()),
-        writes,
-        "no remote write after the lease was lost\n{log}"
-    );
-    rig.each_order_once();
-    assert!(rig.shop.orders().iter().all(|o| o.locked));
+    rig.old_holder_stops_having_written_nothing(&mut first, writes)
+        .await;
 }
