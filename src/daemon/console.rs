@@ -326,6 +326,28 @@ impl Console {
         )
     }
 
+    /// A page showing what the admin API answered (as `data`), or its error.
+    fn api_page(
+        &self,
+        v: &Viewer,
+        answer: Result<impl serde::Serialize, ApiError>,
+        template: &str,
+        page: &str,
+        title: &str,
+    ) -> Response {
+        match answer {
+            Ok(data) => self.render(
+                StatusCode::OK,
+                template,
+                Some(v),
+                page,
+                title,
+                json!({"data": data}),
+            ),
+            Err(e) => self.api_error(v, e),
+        }
+    }
+
     fn api_error(&self, v: &Viewer, e: ApiError) -> Response {
         let heading = if e.status == StatusCode::NOT_FOUND {
             "Not found"
@@ -351,6 +373,17 @@ macro_rules! viewer_or_login {
         match $c.viewer(&$headers) {
             Some(v) => v,
             None => return Redirect::to("/console/login").into_response(),
+        }
+    };
+}
+
+/// The operator who may change things, from the session and the form's CSRF token; or the
+/// answer that refuses the request.
+macro_rules! writer_or_refuse {
+    ($c:expr, $headers:expr, $form:expr) => {
+        match $c.writer(&$headers, &$form) {
+            Ok(v) => v,
+            Err(r) => return *r,
         }
     };
 }
@@ -462,17 +495,7 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) 
 
 async fn flows_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let v = viewer_or_login!(c, headers);
-    match api::flows(&c.daemon) {
-        Ok(data) => c.render(
-            StatusCode::OK,
-            "flows",
-            Some(&v),
-            "flows",
-            "Flows",
-            json!({"data": data}),
-        ),
-        Err(e) => c.api_error(&v, e),
-    }
+    c.api_page(&v, api::flows(&c.daemon), "flows", "flows", "Flows")
 }
 
 async fn switch(
@@ -482,10 +505,7 @@ async fn switch(
     body: Bytes,
 ) -> Response {
     let form = form(&body);
-    let v = match c.writer(&headers, &form) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let v = writer_or_refuse!(c, headers, form);
     let enabled = field(&form, "enabled") == Some("on");
     let result = api::switch_flow(&c.daemon, &id, enabled, "console")
         .map(|_| format!("Flow {id} switched {}.", if enabled { "on" } else { "off" }));
@@ -499,10 +519,7 @@ async fn run_now(
     body: Bytes,
 ) -> Response {
     let form = form(&body);
-    let v = match c.writer(&headers, &form) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let v = writer_or_refuse!(c, headers, form);
     let reconcile = field(&form, "mode") == Some("reconcile");
     let req = RunRequest {
         reconcile,
@@ -539,10 +556,7 @@ async fn dry_run(
     body: Bytes,
 ) -> Response {
     let form = form(&body);
-    let v = match c.writer(&headers, &form) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let v = writer_or_refuse!(c, headers, form);
     let keys_text = field(&form, "keys").unwrap_or("").to_string();
     let keys: Vec<String> = keys_text
         .split([',', '\n'])
@@ -589,17 +603,13 @@ async fn run_page(
     Path(id): Path<i64>,
 ) -> Response {
     let v = viewer_or_login!(c, headers);
-    match api::run(&c.daemon, id) {
-        Ok(data) => c.render(
-            StatusCode::OK,
-            "run",
-            Some(&v),
-            "runs",
-            &format!("Run #{id}"),
-            json!({"data": data}),
-        ),
-        Err(e) => c.api_error(&v, e),
-    }
+    c.api_page(
+        &v,
+        api::run(&c.daemon, id),
+        "run",
+        "runs",
+        &format!("Run #{id}"),
+    )
 }
 
 /// The choices of the failures' age filter.
@@ -664,17 +674,13 @@ async fn failure_page(
     Path(id): Path<i64>,
 ) -> Response {
     let v = viewer_or_login!(c, headers);
-    match api::failure(&c.daemon, id) {
-        Ok(data) => c.render(
-            StatusCode::OK,
-            "failure",
-            Some(&v),
-            "failures",
-            "Failure",
-            json!({"data": data}),
-        ),
-        Err(e) => c.api_error(&v, e),
-    }
+    c.api_page(
+        &v,
+        api::failure(&c.daemon, id),
+        "failure",
+        "failures",
+        "Failure",
+    )
 }
 
 async fn failures_action(
@@ -683,10 +689,7 @@ async fn failures_action(
     body: Bytes,
 ) -> Response {
     let form = form(&body);
-    let v = match c.writer(&headers, &form) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let v = writer_or_refuse!(c, headers, form);
     let ids: Vec<i64> = form
         .iter()
         .filter(|(k, _)| k == "id")
@@ -716,10 +719,7 @@ async fn failures_action(
 
 async fn settle(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) -> Response {
     let form = form(&body);
-    let v = match c.writer(&headers, &form) {
-        Ok(v) => v,
-        Err(r) => return *r,
-    };
+    let v = writer_or_refuse!(c, headers, form);
     let arrived = field(&form, "outcome") == Some("arrived");
     let target_id = field(&form, "target_id")
         .map(str::trim)
