@@ -500,6 +500,73 @@ async fn a_bidirectional_dry_run_reads_what_an_earlier_flow_would_create_in_its_
     assert_eq!(planned, ran, "the dry run predicted the run");
 }
 
+/// Issue 17.6, both ways, records only the target side holds: the bidirectional flow reads
+/// its source from a cursor that predates nothing new there, so the products an earlier flow
+/// would create in the shop reach it only through the shop's changes. The dry run reads them
+/// there, as the run will, instead of never seeing them.
+#[tokio::test]
+async fn a_bidirectional_dry_run_merges_back_what_an_earlier_flow_would_create_in_its_target() {
+    let edit = |doc: &mut serde_json::Value| {
+        doc["flows"] = json!({
+            "new_in_shop": {"entity": "product", "from": "erp", "to": "shop",
+                            "mode": "create_missing"},
+            "products": {"entity": "product", "from": "erp", "to": "shop",
+                         "direction": "bidirectional", "fields": ["sku", "name", "price"],
+                         "conflict": {"rule": "erp_wins"}, "after": ["new_in_shop"],
+                         "incremental": {"start": "2026-01-01", "overlap_secs": 0}},
+        });
+    };
+    let h = Harness::new(6, edit).await;
+    let mut new_in_shop = Vec::new();
+    for p in h.erp.products().into_iter().take(2) {
+        let id = h.shop.product_by_sku(&p.code).unwrap().id;
+        h.shop.delete_product(id).unwrap();
+        new_in_shop.push(p.code);
+    }
+    // The bidirectional flow last ran after every change there is: its source has nothing new.
+    h.later(10);
+    erpsync::state::StateStore::set_cursor(
+        &*h.store,
+        "products",
+        erpsync::clock::Clock::now(&h.clock),
+    )
+    .unwrap();
+    h.later(10);
+    let plan_engine =
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
+            .planning();
+    let dry = erpsync::engine::RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let decisions = |r: &erpsync::engine::RunReport| {
+        let mut d: Vec<(String, Decision)> = r
+            .records
+            .iter()
+            .map(|x| (x.key.clone(), x.decision))
+            .collect();
+        d.sort_by(|a, b| a.0.cmp(&b.0));
+        d
+    };
+    let mut planned = Vec::new();
+    for f in ["new_in_shop", "products"] {
+        let r = plan_engine.run(f, &dry).await.unwrap();
+        planned.push((r.counts.clone(), decisions(&r)));
+    }
+    let mut ran = Vec::new();
+    for f in ["new_in_shop", "products"] {
+        let r = h.run(f).await;
+        ran.push((r.counts.clone(), decisions(&r)));
+    }
+    assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
+    assert_eq!(
+        ran[1].0.read, 2,
+        "the run reads the two new products among the shop's changes: {:#?}",
+        ran[1]
+    );
+    assert_eq!(planned, ran, "the dry run predicted the run");
+}
+
 /// Issue 17.7: a stock record whose SKU the shop does not have, when the shop cannot be
 /// searched by SKU, costs one full read of the shop; the next runs within the bounded age
 /// remember that it is missing instead of reading the whole catalogue again, and after that
