@@ -162,9 +162,7 @@ impl<'e> Runner<'e> {
             Verdict::Adopt => {
                 *self.base_on_mut(&mut b, Side::Target) = found;
                 *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
-                if rules.export_once && b.exported_at.is_none() {
-                    b.exported_at = Some(self.e.clock.now());
-                }
+                self.mark_exported(&mut b);
                 self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
                 let reason = format!("already in `{dst_name}`; linked");
                 self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));

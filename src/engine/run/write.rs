@@ -77,6 +77,14 @@ impl<'e> Runner<'e> {
     /// What a dry run does where the run would create: the record and the binding the create
     /// would leave (the new record's id a placeholder) are planned, so the next flows of the
     /// plan find them as the run would.
+    /// An export-once flow's record counts as exported from its first write (or adoption)
+    /// on; later writes keep that moment.
+    pub(super) fn mark_exported(&self, b: &mut Binding) {
+        if self.flow.config.export_once && b.exported_at.is_none() {
+            b.exported_at = Some(self.e.clock.now());
+        }
+    }
+
     pub(super) fn plan_create(
         &mut self,
         side: Side,
@@ -92,9 +100,7 @@ impl<'e> Runner<'e> {
         self.set_id_on(b, side, crate::engine::PLANNED_ID.to_string());
         *self.base_on_mut(b, side) = Some(canon.clone());
         // As the create would: an export-once record counts as exported from then on.
-        if self.flow.config.export_once && b.exported_at.is_none() {
-            b.exported_at = Some(self.e.clock.now());
-        }
+        self.mark_exported(b);
         self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
     }
 
@@ -138,9 +144,7 @@ impl<'e> Runner<'e> {
                 };
                 self.set_id_on(b, side, id);
                 *self.base_on_mut(b, side) = Some(written);
-                if self.flow.config.export_once && b.exported_at.is_none() {
-                    b.exported_at = Some(self.e.clock.now());
-                }
+                self.mark_exported(b);
                 self.listing.page_bindings.remove(&b.key);
                 self.e
                     .store
@@ -401,9 +405,7 @@ impl<'e> Runner<'e> {
                     }
                     *self.base_on_mut(&mut b, side) = Some(found.canon);
                     self.source_id_from_failure(&mut b, side.other())?;
-                    if self.flow.config.export_once && b.exported_at.is_none() {
-                        b.exported_at = Some(self.e.clock.now());
-                    }
+                    self.mark_exported(&mut b);
                     self.listing.page_bindings.remove(&b.key);
                     self.e.store.journal_finish(
                         entry.id,
