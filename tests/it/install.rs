@@ -114,9 +114,7 @@ fn run_in(
                 .chain(args.iter().map(|a| shell_quote(a)))
                 .collect::<Vec<_>>()
                 .join(" ");
-            let mut c = Command::new("script");
-            c.args(["-qec", &line, "/dev/null"]);
-            c
+            crate::support::terminal::command(&line)
         }
     };
     let out: Output = cmd
@@ -131,7 +129,11 @@ fn run_in(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    (out.status.code(), text)
+    let code = match how {
+        Through::Pipe => out.status.code(),
+        Through::Terminal => crate::support::terminal::exit_status(&text),
+    };
+    (code, text)
 }
 
 fn shell_quote(s: &str) -> String {

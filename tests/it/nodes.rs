@@ -603,8 +603,7 @@ async fn ctrl_c_typed_on_a_terminal_stops_run_once_cleanly() {
         rig.project.display()
     );
     let out = std::fs::File::create(rig.dir.path().join("terminal.log")).unwrap();
-    let mut run = Command::new("script")
-        .args(["-qfec", &line, "/dev/null"])
+    let mut run = crate::support::terminal::command(&line)
         .current_dir(rig.dir.path())
         .envs(rig.env.iter().map(|(k, v)| (*k, v.as_str())))
         .env("TERM", "xterm")
@@ -622,10 +621,14 @@ async fn ctrl_c_typed_on_a_terminal_stops_run_once_cleanly() {
     let mut keys = run.stdin.take().unwrap();
     keys.write_all(b"\x03").unwrap();
     keys.flush().unwrap();
-    let code = exit_code(&mut run, 60).await;
+    exit_code(&mut run, 60).await;
     drop(keys);
     let screen = rig.log("terminal.log");
-    assert_eq!(code, Some(1), "{screen}");
+    assert_eq!(
+        crate::support::terminal::exit_status(&screen),
+        Some(1),
+        "{screen}"
+    );
     assert!(screen.contains("SIGINT received"), "{screen}");
     let exported = rig.erp.orders().len();
     assert!(exported < 16, "stopped before the end ({exported})");

@@ -986,8 +986,7 @@ async fn a_run_on_a_terminal_shows_the_listings_total_and_the_time_left() {
         env!("CARGO_BIN_EXE_erpsync"),
         project.display()
     );
-    let out = std::process::Command::new("script")
-        .args(["-qec", &line, "/dev/null"])
+    let out = crate::support::terminal::command(&line)
         .envs(env_of(&woo, &erp))
         .env("RUST_LOG", "off")
         .current_dir(dir.path())
@@ -995,7 +994,11 @@ async fn a_run_on_a_terminal_shows_the_listings_total_and_the_time_left() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        crate::support::terminal::exit_status(&text),
+        Some(0),
+        "{text}"
+    );
     assert!(text.contains("/230 records"), "no total in:\n{text}");
     assert!(text.contains("s left"), "no time left in:\n{text}");
 }

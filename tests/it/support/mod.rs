@@ -3,7 +3,8 @@
 //! skip (`offline`), the demo project, its variables and its variants (`project`),
 //! simulators on one clock and confirmed orders (`sims`), an engine over the demo project
 //! (`harness`), the real binary over a project on disk (`binary`), a daemon and its HTTP
-//! server (`daemon`) and a PostgreSQL schema of a test's own (`postgres`).
+//! server (`daemon`), a PostgreSQL schema of a test's own (`postgres`) and a command line on a
+//! pseudo-terminal (`terminal`).
 
 pub mod binary;
 pub mod daemon;
@@ -12,6 +13,7 @@ pub mod offline;
 pub mod postgres;
 pub mod project;
 pub mod sims;
+pub mod terminal;
 
 use std::path::PathBuf;
 use std::time::Duration;
