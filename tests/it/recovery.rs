@@ -201,6 +201,71 @@ async fn a_customer_created_on_demand_and_left_in_doubt_is_settled_by_the_order_
     assert_eq!(clients, 1);
 }
 
+/// A customer create left in doubt and not applied is sent again by the order flow's next
+/// run, and the ERP refuses that resend (`refusals` times: the settle's resend, then the
+/// order's own attempt). The customer flow is manual and its records come only from
+/// orders, so its kept failure must end when the order syncs the customer: in that run, or
+/// when `failures retry --all` retries the order before it (retrying the customer alone
+/// would look for it in the shop, which has none).
+async fn required_customer_refused_after_doubt(refusals: u32) {
+    let p = Project::start(3, |doc| {
+        doc["flows"]
+            .as_object_mut()
+            .unwrap()
+            .remove("orders_from_erp");
+    })
+    .await;
+    let number = p.confirm_order(0);
+    let email = p.shop.order_by_number(&number).unwrap().customer.email;
+    // The ERP cannot be reached for the customer create: its outcome is unknown.
+    p.erp
+        .faults()
+        .fail_next(FailRule::new("POST", "/api/clients", 503, 20));
+    let first = p.run(&EXPORT);
+    assert_eq!(first.status.code(), Some(1), "{}", text(&first));
+    p.erp.faults().clear();
+    let pending = p.run(&["failures", "pending"]);
+    assert!(
+        text(&pending).contains("customers_to_erp"),
+        "{}",
+        text(&pending)
+    );
+    p.erp
+        .faults()
+        .fail_next(FailRule::new("POST", "/api/clients", 422, refusals));
+    let second = p.run(&EXPORT);
+    let list = p.run(&["failures", "list"]);
+    assert_eq!(
+        text(&list).contains("customers_to_erp"),
+        refusals > 1,
+        "second run:\n{}\nfailures:\n{}",
+        text(&second),
+        text(&list)
+    );
+    let retry = p.run(&["failures", "retry", "--all"]);
+    assert!(retry.status.success(), "{}", text(&retry));
+    let list = p.run(&["failures", "list"]);
+    assert!(text(&list).contains("no failures"), "{}", text(&list));
+    assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
+    let clients = p
+        .erp
+        .clients()
+        .into_iter()
+        .filter(|c| c.email.eq_ignore_ascii_case(&email))
+        .count();
+    assert_eq!(clients, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_required_customer_that_failed_to_settle_is_cleared_when_its_order_syncs_it() {
+    required_customer_refused_after_doubt(1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_retry_all_retries_the_order_before_the_customer_it_brings() {
+    required_customer_refused_after_doubt(2).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erp_that_stops_answering_mid_run_stops_the_run_within_seconds_and_loses_nothing() {
     const ORDERS: usize = 40;

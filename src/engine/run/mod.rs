@@ -1295,8 +1295,27 @@ impl Engine {
                 by_flow.entry(f.flow).or_default().push(f.key);
             }
         }
-        let mut out = Vec::with_capacity(by_flow.len());
-        for (flow, keys) in by_flow {
+        // Flows that sync others' records on demand (orders their customers) go first: a
+        // required record they sync clears its own failure, which is then not retried.
+        let mut order: Vec<(String, Vec<String>)> = by_flow.into_iter().collect();
+        order.sort_by_key(|(flow, _)| {
+            self.project
+                .flows
+                .iter()
+                .any(|f| f.requires.iter().any(|(r, _)| r == flow))
+        });
+        let mut out = Vec::with_capacity(order.len());
+        for (flow, keys) in order {
+            let kept: HashSet<String> = self
+                .store
+                .failures(Some(&flow))?
+                .into_iter()
+                .map(|f| f.key)
+                .collect();
+            let keys: Vec<String> = keys.into_iter().filter(|k| kept.contains(k)).collect();
+            if keys.is_empty() {
+                continue;
+            }
             let report = self.run(&flow, &RunOptions::retry(keys)).await;
             out.push((flow, report));
         }

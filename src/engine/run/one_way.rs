@@ -306,6 +306,11 @@ impl<'e> Runner<'e> {
                     runner.entity.name, f.error
                 )));
             }
+            // Synced: a failure the required flow kept for it (a refused resend of a create
+            // left in doubt) is over, and no retry of that manual flow will look for it.
+            runner
+                .succeeded(&key)
+                .map_err(|e| Fail::msg(e.to_string()))?;
             let done = runner.report.counts;
             self.report.required.entry(flow_id).or_default().add(&done);
         }
