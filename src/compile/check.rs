@@ -619,6 +619,16 @@ fn compile_systems(
                         );
                     }
                 }
+                for p in read.target_reads() {
+                    ck.at(
+                        file,
+                        Code::UnknownName,
+                        &format!("{base}.read.{p}"),
+                        "`$target`, `{{target}}` and `merge` read the record the target holds \
+                         when it is updated: they belong in a `write` mapping"
+                            .to_string(),
+                    );
+                }
                 for (p, var) in read.reads() {
                     // The native record's names are the system's own: only `system` and
                     // `vars` are known here.
@@ -626,6 +636,13 @@ fn compile_systems(
                 }
                 if canonical.is_some() {
                     for (p, var) in write.reads() {
+                        // The target's current record has the system's own names.
+                        if var
+                            .first()
+                            .is_some_and(|r| r == crate::compile::mapping::TARGET)
+                        {
+                            continue;
+                        }
                         scope.check(
                             ck,
                             file,

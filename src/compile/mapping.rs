@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 
 use super::types::{convert, key_text};
 use crate::config::Code;
-use crate::config::model::{FieldMapConfig, FieldSpecConfig, FieldType};
+use crate::config::model::{FieldMapConfig, FieldSpecConfig, FieldType, MergeConfig};
 use crate::expr::{JsonPath, Template};
 
 /// Finds the id, in the flow's target system, of a related record already synced.
@@ -42,6 +42,8 @@ enum Expr {
     Path(JsonPath),
     /// `$parent.…`: a path into the parent of a record of a nested listing.
     Parent(JsonPath),
+    /// `$target.…`: a path into the record the target holds now (write mappings of updates).
+    Target(JsonPath),
     Template(Template),
     Const(Value),
     Lookup {
@@ -69,6 +71,21 @@ struct Field {
     expr: Expr,
     ty: Option<FieldType>,
     default: Option<Value>,
+    /// Merged with what the target holds at the field's place (see [`merge`]).
+    merge: Option<Merge>,
+}
+
+/// How a written value is merged with what the target holds at its place, so a write that
+/// replaces a list or an object keeps what only the target has (a buyer's note, an entry
+/// another system added).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Merge {
+    /// An object: the target's members the value lacks are kept.
+    Object,
+    /// A list of objects, paired on this member: a pair is merged as objects (the value's
+    /// members win), the target's unpaired elements are kept in place and the value's are
+    /// added after them.
+    ByKey(String),
 }
 
 /// A compiled mapping.
@@ -76,6 +93,15 @@ struct Field {
 pub struct Mapping {
     fields: Vec<Field>,
     needs_context: bool,
+    reads_target: bool,
+}
+
+/// What a record is mapped within besides itself: its parent in a nested listing (read
+/// mappings), the target's current record (write mappings of updates).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Around<'a> {
+    pub parent: Option<&'a Value>,
+    pub target: Option<&'a Value>,
 }
 
 /// What a mapping may consult besides the record.
@@ -98,10 +124,16 @@ impl Mapping {
             }
         }
         let needs_context = fields.iter().any(|f| uses_template(&f.expr));
+        let reads_target = fields.iter().any(|f| {
+            f.merge.is_some()
+                || !targets_of(&f.at, &f.expr).is_empty()
+                || template_reads(&f.expr, TARGET)
+        });
         (
             Mapping {
                 fields,
                 needs_context,
+                reads_target,
             },
             problems,
         )
@@ -140,6 +172,27 @@ impl Mapping {
             walk(&f.at, &f.expr, &mut out);
         }
         out
+    }
+
+    /// Places that read the target's current record (`$target…`, `{{target.…}}`, `merge`):
+    /// only write mappings have one.
+    pub fn target_reads(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            out.extend(targets_of(&f.at, &f.expr));
+            if template_reads(&f.expr, TARGET) {
+                out.push(f.at.clone());
+            }
+            if f.merge.is_some() {
+                out.push(format!("{}.merge", f.name));
+            }
+        }
+        out
+    }
+
+    /// Whether an update needs the target's current record to be mapped.
+    pub fn reads_target(&self) -> bool {
+        self.reads_target
     }
 
     /// Names of the entities referenced through `ref`.
@@ -184,9 +237,11 @@ impl Mapping {
 
     /// Maps one record, leaving out fields computed only from source fields outside
     /// `carried` (an update sends what the flow carries; constants and templates always go).
+    /// `target` is the record the target holds now, for `$target`, `{{target}}` and `merge`.
     pub fn apply_carried(
         &self,
         source: &Value,
+        target: Option<&Value>,
         env: &MapEnv,
         carried: &[String],
     ) -> Result<Value, FieldMapError> {
@@ -199,7 +254,11 @@ impl Mapping {
             })
             .map(|f| f.target[0].clone())
             .collect();
-        self.apply(source, env, Some(&only))
+        let around = Around {
+            parent: None,
+            target,
+        };
+        self.apply_around(source, around, env, Some(&only))
     }
 
     /// Maps one record. Only the listed fields are produced when `only` is given.
@@ -209,7 +268,7 @@ impl Mapping {
         env: &MapEnv,
         only: Option<&[String]>,
     ) -> Result<Value, FieldMapError> {
-        self.apply_in(source, None, env, only)
+        self.apply_around(source, Around::default(), env, only)
     }
 
     /// Maps one record of a nested listing, with its parent (`$parent.…`,
@@ -218,6 +277,21 @@ impl Mapping {
         &self,
         source: &Value,
         parent: Option<&Value>,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
+        let around = Around {
+            parent,
+            target: None,
+        };
+        self.apply_around(source, around, env, only)
+    }
+
+    /// Maps one record within what is around it.
+    pub fn apply_around(
+        &self,
+        source: &Value,
+        around: Around,
         env: &MapEnv,
         only: Option<&[String]>,
     ) -> Result<Value, FieldMapError> {
@@ -231,10 +305,15 @@ impl Mapping {
                 if !m.contains_key("system") {
                     m.insert("system".into(), env.system.clone());
                 }
-                if let Some(parent) = parent
+                if let Some(parent) = around.parent
                     && !m.contains_key(PARENT)
                 {
                     m.insert(PARENT.into(), parent.clone());
+                }
+                if let Some(target) = around.target
+                    && !m.contains_key(TARGET)
+                {
+                    m.insert(TARGET.into(), target.clone());
                 }
             }
             Some(Context::from(data))
@@ -248,7 +327,7 @@ impl Mapping {
             {
                 continue;
             }
-            let mut v = eval(&f.expr, source, parent, ctx.as_ref(), env).map_err(|reason| {
+            let mut v = eval(&f.expr, source, around, ctx.as_ref(), env).map_err(|reason| {
                 FieldMapError {
                     field: f.name.clone(),
                     reason,
@@ -265,6 +344,11 @@ impl Mapping {
                     reason: e.to_string(),
                 })?;
             }
+            if let (Some(how), Some(held)) =
+                (&f.merge, around.target.and_then(|t| at(t, &f.target)))
+            {
+                v = merge(held, v, how);
+            }
             insert(&mut out, &f.target, v);
         }
         Ok(Value::Object(out))
@@ -274,11 +358,79 @@ impl Mapping {
 /// The name of a record's parent in read mappings: `$parent.title`, `{{parent.title}}`.
 pub const PARENT: &str = "parent";
 
+/// The name of the target's current record in write mappings: `$target.note_attributes`,
+/// `{{target.note}}`.
+pub const TARGET: &str = "target";
+
+/// The value at `path` (a field's dotted place) in a native record.
+fn at<'v>(record: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(record, |v, name| v.get(name))
+}
+
+/// `value` merged with `held`, what the target holds at the same place. Shapes that do not
+/// fit the rule (a list where an object was expected, elements without the key) leave
+/// `value` as it is for those elements: the mapping's value is what the flow means to write.
+pub fn merge(held: &Value, value: Value, how: &Merge) -> Value {
+    match (how, held, value) {
+        (Merge::Object, Value::Object(held), Value::Object(mine)) => {
+            let mut out = held.clone();
+            out.extend(mine);
+            Value::Object(out)
+        }
+        (Merge::ByKey(key), Value::Array(held), Value::Array(mine)) => {
+            let key_of = |v: &Value| v.get(key).and_then(key_text);
+            let mut mine: Vec<Option<Value>> = mine.into_iter().map(Some).collect();
+            let mut out = Vec::with_capacity(held.len() + mine.len());
+            for h in held {
+                let paired = key_of(h).and_then(|k| {
+                    mine.iter_mut()
+                        .find(|m| m.as_ref().and_then(key_of).as_deref() == Some(k.as_str()))
+                });
+                match (paired.and_then(Option::take), h) {
+                    (Some(Value::Object(m)), Value::Object(h)) => {
+                        let mut both = h.clone();
+                        both.extend(m);
+                        out.push(Value::Object(both));
+                    }
+                    (Some(m), _) => out.push(m),
+                    (None, h) => out.push(h.clone()),
+                }
+            }
+            out.extend(mine.into_iter().flatten());
+            Value::Array(out)
+        }
+        (_, _, value) => value,
+    }
+}
+
+/// Places of the `$target…` paths of an expression (a lookup's or ref's key included).
+fn targets_of(at: &str, e: &Expr) -> Vec<String> {
+    match e {
+        Expr::Target(_) => vec![at.to_string()],
+        Expr::Lookup { key, .. } => targets_of(&format!("{at}.lookup.key"), key),
+        Expr::Ref { key, .. } => targets_of(&format!("{at}.ref.key"), key),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether an expression's template (a key's included) reads the scope `root`.
+fn template_reads(e: &Expr, root: &str) -> bool {
+    match e {
+        Expr::Template(t) => t
+            .variables()
+            .iter()
+            .any(|v| v.first().is_some_and(|r| r == root)),
+        Expr::Lookup { key, .. } | Expr::Ref { key, .. } => template_reads(key, root),
+        _ => false,
+    }
+}
+
 /// An expression as a person reads it.
 fn describe(e: &Expr) -> String {
     match e {
         Expr::Path(p) => p.as_str().to_string(),
         Expr::Parent(p) => format!("${PARENT}{}", &p.as_str()[1..]),
+        Expr::Target(p) => format!("${TARGET}{}", &p.as_str()[1..]),
         Expr::Template(t) => format!("template {:?}", t.source()),
         Expr::Const(v) => format!("const {v}"),
         Expr::Lookup { table, key, .. } => format!("lookup `{table}` by {}", describe(key)),
@@ -301,7 +453,7 @@ fn source_field(e: &Expr) -> Option<&str> {
         Expr::Path(p) => p.root_field(),
         Expr::Lookup { key, .. } | Expr::Ref { key, .. } => source_field(key),
         Expr::Each { path, .. } => path.root_field(),
-        Expr::Template(_) | Expr::Const(_) | Expr::Parent(_) => None,
+        Expr::Template(_) | Expr::Const(_) | Expr::Parent(_) | Expr::Target(_) => None,
     }
 }
 
@@ -312,8 +464,8 @@ fn reads_of(at: &str, e: &Expr, out: &mut Vec<(String, Vec<String>)>) {
                 out.push((at.to_string(), vec![root.to_string()]));
             }
         }
-        // The parent's names are the system's own, as the record's are.
-        Expr::Parent(_) => {}
+        // The parent's and the target's names are the system's own.
+        Expr::Parent(_) | Expr::Target(_) => {}
         Expr::Template(t) => {
             for v in t.variables() {
                 out.push((at.to_string(), v));
@@ -334,7 +486,9 @@ fn uses_template(e: &Expr) -> bool {
     match e {
         Expr::Template(t) => !t.is_literal(),
         Expr::Lookup { key, .. } | Expr::Ref { key, .. } => uses_template(key),
-        Expr::Each { .. } | Expr::Path(_) | Expr::Parent(_) | Expr::Const(_) => false,
+        Expr::Each { .. } | Expr::Path(_) | Expr::Parent(_) | Expr::Target(_) | Expr::Const(_) => {
+            false
+        }
     }
 }
 
@@ -385,14 +539,19 @@ fn insert(out: &mut Map<String, Value>, target: &[String], v: Value) {
 fn eval(
     e: &Expr,
     source: &Value,
-    parent: Option<&Value>,
+    around: Around,
     ctx: Option<&Context>,
     env: &MapEnv,
 ) -> Result<Value, String> {
     match e {
         Expr::Path(p) => Ok(p.extract(source).unwrap_or(Value::Null)),
-        Expr::Parent(p) => Ok(parent
+        Expr::Parent(p) => Ok(around
+            .parent
             .and_then(|parent| p.extract(parent))
+            .unwrap_or(Value::Null)),
+        Expr::Target(p) => Ok(around
+            .target
+            .and_then(|target| p.extract(target))
             .unwrap_or(Value::Null)),
         Expr::Template(t) => {
             let ctx = match ctx {
@@ -411,7 +570,7 @@ fn eval(
             key,
             required,
         } => {
-            let k = eval(key, source, parent, ctx, env)?;
+            let k = eval(key, source, around, ctx, env)?;
             let Some(k) = key_text(&k) else {
                 return if *required {
                     Err(format!("no key to look up in table `{table}`"))
@@ -426,7 +585,7 @@ fn eval(
             }
         }
         Expr::Ref { entity, key, part } => {
-            let k = eval(key, source, parent, ctx, env)?;
+            let k = eval(key, source, around, ctx, env)?;
             let Some(k) = key_text(&k) else {
                 return Ok(Value::Null);
             };
@@ -459,21 +618,30 @@ fn eval(
     }
 }
 
-/// A path of a mapping: `$…` into the record, `$parent…` into its parent.
+/// A path of a mapping: `$…` into the record, `$parent…` into its parent, `$target…` into
+/// the target's current record.
 fn compile_path(text: &str, at: &str, problems: &mut Vec<MappingProblem>) -> Option<Expr> {
-    let parent = text
-        .strip_prefix('$')
-        .and_then(|t| t.strip_prefix(PARENT))
-        .filter(|r| r.is_empty() || r.starts_with(['.', '[']));
-    let (source, note) = match parent {
-        Some(rest) => (
+    let scoped = |scope: &str| {
+        text.strip_prefix('$')
+            .and_then(|t| t.strip_prefix(scope))
+            .filter(|r| r.is_empty() || r.starts_with(['.', '[']))
+    };
+    let (scope, source, note) = match (scoped(PARENT), scoped(TARGET)) {
+        (Some(rest), _) => (
+            Some(PARENT),
             format!("${rest}"),
             " (after `$parent`, read from the record's parent)",
         ),
-        None => (text.to_string(), ""),
+        (None, Some(rest)) => (
+            Some(TARGET),
+            format!("${rest}"),
+            " (after `$target`, read from the target's current record)",
+        ),
+        (None, None) => (None, text.to_string(), ""),
     };
     match JsonPath::parse(&source) {
-        Ok(p) if parent.is_some() => Some(Expr::Parent(p)),
+        Ok(p) if scope == Some(PARENT) => Some(Expr::Parent(p)),
+        Ok(p) if scope == Some(TARGET) => Some(Expr::Target(p)),
         Ok(p) => Some(Expr::Path(p)),
         Err(e) => {
             problems.push((at.to_string(), Code::JsonPath, format!("{e}{note}")));
@@ -510,11 +678,12 @@ fn compile_field(
             expr: compile_expr_text(text, name, problems)?,
             ty: None,
             default: None,
+            merge: None,
         }),
         FieldMapConfig::Full(spec) => {
             let expr = compile_spec(name, spec, problems)?;
             let at = match &expr {
-                Expr::Path(_) | Expr::Parent(_) => format!("{name}.path"),
+                Expr::Path(_) | Expr::Parent(_) | Expr::Target(_) => format!("{name}.path"),
                 Expr::Template(_) => format!("{name}.template"),
                 _ => name.to_string(),
             };
@@ -525,6 +694,11 @@ fn compile_field(
                 expr,
                 ty: spec.field_type,
                 default: spec.default.clone(),
+                merge: spec.merge.as_ref().and_then(|m| match m {
+                    MergeConfig::Object(true) => Some(Merge::Object),
+                    MergeConfig::Object(false) => None,
+                    MergeConfig::ByKey(k) => Some(Merge::ByKey(k.clone())),
+                }),
             })
         }
     }
@@ -700,6 +874,73 @@ mod tests {
         let (_, problems) = Mapping::compile(&cfg);
         let paths: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
         assert_eq!(paths, vec!["a", "b", "c", "d.fields.e"]);
+    }
+
+    #[test]
+    fn an_update_merges_lists_by_key_and_objects_with_what_the_target_holds() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "note_attributes": {
+                "each": "$.docs",
+                "fields": {"name": "$.kind", "value": "$.number"},
+                "merge": "name"
+            },
+            "address": {"path": "$.address", "merge": true},
+            "note": "{{target.note}} / {{sku}}",
+            "was": "$target.status"
+        }));
+        assert!(m.reads_target());
+        assert_eq!(
+            m.target_reads(),
+            vec!["address.merge", "note", "note_attributes.merge", "was"],
+            "where the target is read, for `validate`"
+        );
+        let env = MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let canon = json!({"sku": "A-1", "address": {"city": "Cluj"},
+            "docs": [{"kind": "awb", "number": "AWB-2"}, {"kind": "invoice", "number": "F-9"}]});
+        let held = json!({"status": "open", "note": "ring twice",
+        "address": {"city": "Iasi", "floor": "3"},
+        "note_attributes": [
+            {"name": "gift_message", "value": "La multi ani"},
+            {"name": "awb", "value": "AWB-1", "id": 7},
+            "not an object"
+        ]});
+        let out = m
+            .apply_carried(
+                &canon,
+                Some(&held),
+                &env,
+                &["sku".into(), "docs".into(), "address".into()],
+            )
+            .unwrap();
+        assert_eq!(
+            out["note_attributes"],
+            json!([
+                {"name": "gift_message", "value": "La multi ani"},
+                {"name": "awb", "value": "AWB-2", "id": 7},
+                "not an object",
+                {"name": "invoice", "value": "F-9"}
+            ]),
+            "the buyer's entry stays, the paired one takes the new value and keeps its id, \
+             the new one is added"
+        );
+        assert_eq!(out["address"], json!({"city": "Cluj", "floor": "3"}));
+        assert_eq!(out["note"], "ring twice / A-1");
+        assert_eq!(out["was"], "open");
+        // A create has no target record: the mapped values go as they are.
+        let created = m.apply(&canon, &env, None).unwrap();
+        assert_eq!(
+            created["note_attributes"],
+            json!([{"name": "awb", "value": "AWB-2"}, {"name": "invoice", "value": "F-9"}])
+        );
+        assert_eq!(created["address"], json!({"city": "Cluj"}));
+        assert_eq!(created["was"], Value::Null);
+        // A mapping that never reads the target does not make the run fetch it.
+        assert!(!mapping(json!({"sku": "$.sku", "n": "{{name}}"})).reads_target());
     }
 
     #[test]

@@ -186,6 +186,110 @@ async fn a_variant_reads_its_products_title_and_a_new_title_reaches_every_varian
     assert_eq!(h.writes(), (0, 2));
 }
 
+/// The demo project with a flow of product categories from the ERP into the shop, whose
+/// `PATCH` replaces a product's whole `categories` list: the write merges by name with what
+/// the shop holds (`merge`), so categories the merchant set in the shop stay.
+fn erp_categories(doc: &mut Value) {
+    doc["entities"]["listing"] = json!({
+        "key": "sku",
+        "fields": {
+            "sku": { "type": "string", "normalize": ["trim", "uppercase"] },
+            "categories": "json"
+        }
+    });
+    doc["systems"]["shop"]["entities"]["listing"] = json!({
+        "list": "list_products",
+        "lookup": "find_product",
+        "get": "get_product",
+        "update": "update_product",
+        "read": { "sku": "$.sku", "categories": "$.categories" },
+        "write": {
+            "categories": {
+                "each": "$.categories",
+                "fields": { "name": "$.name" },
+                "merge": "name"
+            },
+            "meta_title": "{{target.name}} ({{sku}})"
+        }
+    });
+    doc["systems"]["erp"]["entities"]["listing"] = json!({
+        "id": "$.code",
+        "list": "list_products",
+        "lookup": "find_product",
+        "read": { "sku": "$.code", "categories": "$.categories" },
+        "write": { "code": "$.sku" }
+    });
+    doc["flows"]["erp_categories"] = json!({
+        "entity": "listing",
+        "from": "erp",
+        "to": "shop",
+        "mode": "update",
+        "fields": ["categories"]
+    });
+}
+
+#[tokio::test]
+async fn an_update_merges_into_the_list_the_shop_holds_and_keeps_the_merchants_entries() {
+    let clock = erpsync::clock::ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap());
+    let shared: erpsync::clock::SharedClock = Arc::new(clock.clone());
+    let shop = erpsync::sim::ShopSim::start(erpsync::sim::ShopOptions {
+        keep_unmodelled: true,
+        ..erpsync::sim::ShopOptions::unlimited().with_clock(shared.clone())
+    })
+    .await
+    .unwrap();
+    let erp = erpsync::sim::ErpSim::start(erpsync::sim::ErpOptions::unlimited().with_clock(shared))
+        .await
+        .unwrap();
+    let items = erpsync::sim::seed_both(&shop, &erp, 2, 1);
+    let sku = items[0].sku.clone();
+    let id = shop.product_by_sku(&sku).unwrap().id;
+    shop.update_product(id, |p| {
+        p.extra.insert(
+            "categories".into(),
+            json!([{"id": 4, "name": "Vara"}, {"id": 9, "name": "Reduceri"}]),
+        );
+    })
+    .unwrap();
+    let name = shop.product(id).unwrap().name;
+    erp.update_product(&sku, |p| {
+        p.extra.insert(
+            "categories".into(),
+            json!([{"name": "Reduceri"}, {"name": "Noutati"}]),
+        );
+    })
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    let engine = build(&shop, &erp, &dir, store, &clock, erp_categories);
+    clock.advance(Duration::from_secs(60));
+
+    let r = engine
+        .run("erp_categories", &RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    let p = shop.product(id).unwrap();
+    assert_eq!(
+        p.extra["categories"],
+        json!([{"id": 4, "name": "Vara"}, {"id": 9, "name": "Reduceri"}, {"name": "Noutati"}]),
+        "the merchant's category stays, the paired one keeps its id, the new one is added"
+    );
+    assert_eq!(p.extra["meta_title"], json!(format!("{name} ({sku})")));
+
+    // Nothing changed in the ERP since: nothing is written again.
+    clock.advance(Duration::from_secs(60));
+    let again = engine
+        .run("erp_categories", &RunOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (again.counts.updated, again.counts.failed),
+        (0, 0),
+        "{again:#?}"
+    );
+}
+
 #[tokio::test]
 async fn one_way_stock_updates_only_what_changed() {
     let h = Harness::new(40, |_| {}).await;

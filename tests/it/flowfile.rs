@@ -716,6 +716,13 @@ fn the_corpus_of_broken_flow_files_is_refused_with_code_and_place() {
             33,
             "partials (`{{> name}}`) are not supported",
         ),
+        (
+            "target_in_read",
+            "E008",
+            13,
+            35,
+            "they belong in a `write` mapping",
+        ),
         ("cron_never", "E007", 22, 26, "`0 0 31 2 *` never fires"),
         ("cron_past_year", "E007", 22, 26, "never fires"),
         ("empty_project", "E012", 1, 1, "no systems and no flows"),

@@ -128,6 +128,23 @@ pub struct FieldSpecConfig {
     /// Value used when the source has none (missing or null).
     #[serde(default)]
     pub default: Option<Value>,
+    /// In a write mapping, merge the value with what the target holds at the field's place
+    /// when a record is updated, so a write that replaces the whole list or object keeps what
+    /// only the target has: `true` for an object (the target's other members stay), or the
+    /// member a list's objects are paired on (e.g. `key` for `[{key, value}]`: paired entries
+    /// take the mapped members, the target's other entries stay, new ones are added).
+    #[serde(default)]
+    pub merge: Option<MergeConfig>,
+}
+
+/// How a written field is merged with the target's current value (`merge`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum MergeConfig {
+    /// `true`: an object keeps the target's members the value lacks.
+    Object(bool),
+    /// A list of objects paired on this member.
+    ByKey(String),
 }
 
 /// A lookup of a value in a table.

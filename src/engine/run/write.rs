@@ -12,8 +12,13 @@ impl<'e> Runner<'e> {
     }
 
     /// The native payload for a side: everything for a create, what the flow carries for an
-    /// update.
-    pub(super) fn payload(&self, side: Side, canon: &Value, update: bool) -> Result<Value, Fail> {
+    /// update (`Some(current)`: the record the side holds now, when the mapping reads it).
+    pub(super) fn payload(
+        &self,
+        side: Side,
+        canon: &Value,
+        update: Option<Option<&Value>>,
+    ) -> Result<Value, Fail> {
         let (to, from) = (self.end(side).name, self.end(side.other()).name);
         let refs = Refs {
             engine: self.e,
@@ -27,8 +32,8 @@ impl<'e> Runner<'e> {
             refs: &refs,
         };
         let write = &ent.write;
-        let mapped = if update {
-            write.apply_carried(canon, &env, &self.carried)
+        let mapped = if let Some(current) = update {
+            write.apply_carried(canon, current, &env, &self.carried)
         } else {
             write.apply(canon, &env, None)
         };
@@ -44,7 +49,7 @@ impl<'e> Runner<'e> {
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
-        let payload = self.payload(side, canon, false)?;
+        let payload = self.payload(side, canon, None)?;
         let end = self.end(side);
         let Some(op) = end.ent.create.clone() else {
             return Err(Fail::msg(format!(
@@ -94,7 +99,7 @@ impl<'e> Runner<'e> {
         let end = self.end(side);
         let name = end.name;
         let listing = crate::engine::listing(&self.entity.name, end.ent);
-        if let Ok(payload) = self.payload(side, canon, false) {
+        if let Ok(payload) = self.payload(side, canon, None) {
             self.e.plan_create(name, listing, &b.key, payload);
         }
         self.set_id_on(b, side, crate::engine::PLANNED_ID.to_string());
@@ -181,7 +186,8 @@ impl<'e> Runner<'e> {
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        let payload = self.payload(side, canon, true)?;
+        let current = self.current_record(side, b).await?;
+        let payload = self.payload(side, canon, Some(current.as_ref()))?;
         let end = self.end(side);
         let Some(op) = end.ent.update.clone() else {
             return Err(Fail::msg(format!(
@@ -207,6 +213,30 @@ impl<'e> Runner<'e> {
         // keeps what was last known of it, so another flow carrying that field still sees
         // its own change.
         self.move_bases(side, b, canon, source_now)
+    }
+
+    /// The record a side holds now, for a write mapping that reads it (`$target`, `merge`):
+    /// asked for just before the update (by id with `get`, else by key with `lookup`), else
+    /// as this run read it. A write that would replace what it cannot see fails instead.
+    async fn current_record(&self, side: Side, b: &Binding) -> Result<Option<Value>, Fail> {
+        let end = self.end(side);
+        if !end.ent.write.reads_target() {
+            return Ok(None);
+        }
+        if end.ent.get.is_some() || end.ent.lookup.is_some() {
+            let id = self.id_on(b, side);
+            return Ok(self.confirm(side, &b.key, id).await?.map(|s| s.native));
+        }
+        if side == Side::Target
+            && let Some(seen) = self.index.records.as_ref().and_then(|i| i.get(&b.key))
+        {
+            return Ok(Some(seen.native.clone()));
+        }
+        Err(Fail::msg(format!(
+            "the write mapping of {} in `{}` reads the record it holds (`$target`, `merge`), \
+             which `{}` can neither be asked for (no `get` or `lookup`) nor was read by this run",
+            self.entity.name, end.name, end.name
+        )))
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
