@@ -118,8 +118,6 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 struct Demo {
     engine: Engine,
-    shop: ShopHandle,
-    erp: ErpHandle,
     bar: ProgressBar,
     failed: u64,
 }
@@ -158,77 +156,22 @@ impl Demo {
     }
 }
 
+/// The demo as a scenario: the world before the first sync, then each phase with the
+/// changes people make before it, then the final check.
 async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     // A wrong `--state` is refused before the simulators start.
     let state_path = args.state.as_deref().map(state_file).transpose()?;
-    let (shop_opts, erp_opts) = if args.no_rate_limit {
-        (ShopOptions::unlimited(), ErpOptions::unlimited())
-    } else {
-        (ShopOptions::default(), ErpOptions::default())
-    };
-    let shop = ShopSim::start(shop_opts).await?;
-    let erp = ErpSim::start(erp_opts).await?;
-    let items = seed_both(&shop, &erp, args.products, args.seed);
-    shop.seed_orders(args.orders, args.seed);
-    let suppliers = erp.seed_suppliers(SUPPLIERS, args.seed);
-    crate::outln!("shop simulator: {}", shop.api_url());
-    crate::outln!("ERP simulator:  {}", erp.api_url());
-    crate::outln!(
-        "seeded {} products on both sides, {} shop orders and {} ERP suppliers",
-        items.len(),
-        args.orders,
-        suppliers.len()
-    );
-    // Differences a real first sync meets: products only in the shop, only in the ERP.
-    for i in 0..3 {
-        shop.create_product(Product::basic(
-            &format!("SHOP-NEW-{i}"),
-            &format!("Produs nou magazin {i}"),
-            49.9 + i as f64,
-            0,
-        ))?;
-        erp.create_product(crate::sim::erp::ErpProduct::new(
-            &format!("ERP-NEW-{i}"),
-            &format!("Produs nou ERP {i}"),
-            99.0 + i as f64,
-        ))?;
-        erp.set_stock(&format!("ERP-NEW-{i}"), WAREHOUSE, 10 + i);
-    }
-
-    // The shop already knows one supplier, its fiscal code typed without the RO prefix and
-    // with a space: matched, not duplicated.
-    if let Some(s) = suppliers.first() {
-        let digits = crate::sim::seed::fiscal_digits(&s.vat_code);
-        shop.create_supplier(crate::sim::shop::SupplierInput {
-            name: Some(s.name.clone()),
-            vat_code: Some(format!("{} {}", &digits[..4], &digits[4..])),
-            ..Default::default()
-        })?;
-    }
-
-    let (key, secret) = shop.credentials();
-    let (client_id, client_secret) = erp.credentials();
-    let mut vars = HashMap::from([
-        ("SHOP_URL".to_string(), shop.base_url()),
-        ("ERP_URL".to_string(), erp.base_url()),
-        ("SHOP_API_KEY".to_string(), key),
-        ("SHOP_API_SECRET".to_string(), secret),
-        ("ERP_CLIENT_ID".to_string(), client_id),
-        ("ERP_CLIENT_SECRET".to_string(), client_secret),
-    ]);
-    if args.no_rate_limit {
-        vars.insert("SHOP_REQUESTS_PER_SECOND".into(), "1000".into());
-        vars.insert("ERP_REQUESTS_PER_SECOND".into(), "1000".into());
-    }
-    let env = Overrides(vars);
+    let world = World::seed(&args).await?;
     let tmp = tempfile::TempDir::new()?;
     let flows = match &args.flows {
         Some(dir) => dir.clone(),
         None => write_embedded_flows(&tmp.path().join("flows"))?,
     };
-    let (project, diags) =
-        crate::compile::project::check_with_env(std::slice::from_ref(&flows), &env);
+    let (project, diags) = crate::compile::project::check_with_env(
+        std::slice::from_ref(&flows),
+        &world.env(args.no_rate_limit),
+    );
     let Some(project) = project else {
         crate::errout!("{}", crate::config::diagnostic::render_text(&diags));
         return Ok(ExitCode::from(super::EXIT_CONFIG));
@@ -249,10 +192,16 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .map(|f| f.id.clone())
         .collect();
+    let all: Vec<&str> = order.iter().map(String::as_str).collect();
+    let reconciled: Vec<&str> = project
+        .flows
+        .iter()
+        .filter(|f| f.config.reconcile.is_some())
+        .map(|f| f.id.as_str())
+        .collect();
     let engine = Engine::new(project.clone(), store, Arc::new(SystemClock))?;
-
     let bar = if std::io::stderr().is_terminal() {
-        let b = ProgressBar::new((order.len() * 3 + 2) as u64);
+        let b = ProgressBar::new((order.len() * 3 + reconciled.len()) as u64);
         b.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -263,146 +212,233 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let mut demo = Demo {
         engine,
-        shop,
-        erp,
         bar,
         failed: 0,
     };
-    let all: Vec<&str> = order.iter().map(String::as_str).collect();
 
+    let incremental = RunOptions::default();
+    let reconcile = RunOptions {
+        reconcile: true,
+        ..Default::default()
+    };
     demo.phase(
         "first sync: adopt what matches, create what is missing",
         &all,
-        RunOptions::default(),
+        incremental.clone(),
     )
     .await?;
-
-    // Life goes on: the merchant edits prices and confirms orders, the warehouse receives
-    // goods from a supplier, the ERP ships and invoices what it received and takes a phone
-    // order.
-    for sku in items.iter().take(3).map(|i| i.sku.clone()) {
-        if let Some(p) = demo.shop.product_by_sku(&sku) {
-            demo.shop
-                .update_product(p.id, |p| p.price_gross = p.price_gross.map(|x| x + 5.0));
-        }
-    }
-    // Products past the first few (whose prices were just edited), however small the
-    // catalogue.
-    let delivery: Vec<(&str, i64, f64)> = items
-        .iter()
-        .skip(10.min(items.len() / 2))
-        .take(8)
-        .map(|i| (i.sku.as_str(), 25, i.price_net() * 0.6))
-        .collect();
-    if let Some(s) = suppliers.first()
-        && !delivery.is_empty()
-    {
-        demo.erp.receive_goods(&s.vat_code, WAREHOUSE, &delivery)?;
-    }
-    for o in demo
-        .shop
-        .orders()
-        .into_iter()
-        .filter(|o| o.shipping_status == "awaiting")
-        .take(2)
-    {
-        demo.shop.set_shipping_status(&o.id, "confirmed");
-    }
-    for o in demo.erp.orders().into_iter().take(3) {
-        demo.erp.set_order_status(o.id, "shipped");
-        demo.erp.set_awb(o.id, &format!("AWB{:08}", o.id));
-        demo.erp.issue_invoice(o.id);
-    }
-    if let Some(s) = suppliers.get(1) {
-        demo.erp.update_supplier(
-            s.id,
-            crate::sim::erp::SupplierInput {
-                phone: Some("0212345678".into()),
-                ..Default::default()
-            },
-        )?;
-    }
-    demo.erp.create_supplier(crate::sim::erp::SupplierInput {
-        name: Some("Furnizor Nou SRL".into()),
-        vat_code: Some("RO49999999".into()),
-        email: Some("oferte@furnizor-nou.example.ro".into()),
-        ..Default::default()
-    })?;
-    let phone = demo.erp.create_order(crate::sim::erp::ErpOrderDraft {
-        channel: "phone".into(),
-        client_name: "Client Telefon".into(),
-        client_email: "telefon@example.com".into(),
-        lines: vec![(items[0].sku.clone(), 2)],
-        series: None,
-    })?;
-    let _ = phone;
+    world.life_goes_on()?;
     demo.phase(
         "incremental sync after changes on both sides",
         &all,
-        RunOptions::default(),
+        incremental.clone(),
     )
     .await?;
-
-    // Drift nobody told erpsync about: stock and a supplier edited by hand in the shop.
-    if let Some(s) = demo.shop.suppliers().get(2) {
-        demo.shop.update_supplier(
-            s.id,
-            crate::sim::shop::SupplierInput {
-                name: Some(format!("{} (vechi)", s.name)),
-                ..Default::default()
-            },
-        )?;
-    }
-    for item in items.iter().skip(20).take(4) {
-        if let Some(p) = demo.shop.product_by_sku(&item.sku) {
-            demo.shop
-                .update_product(p.id, |p| p.stock = Some(p.stock.unwrap_or(0) + 3));
-        }
-    }
-    let reconciled: Vec<&str> = project
-        .flows
-        .iter()
-        .filter(|f| f.config.reconcile.is_some())
-        .map(|f| f.id.as_str())
-        .collect();
+    world.drift()?;
     demo.phase(
         "reconciliation: compare everything and correct drift",
         &reconciled,
-        RunOptions {
-            reconcile: true,
-            ..Default::default()
-        },
+        reconcile,
     )
     .await?;
     demo.phase(
         "quiet run: nothing changed, nothing written",
         &all,
-        RunOptions::default(),
+        incremental,
     )
     .await?;
     demo.bar.finish_and_clear();
+    Ok(final_check(&world, demo.failed))
+}
 
-    let disagreements = compare(&demo.shop, &demo.erp);
+/// The two simulators and what was seeded in them.
+struct World {
+    shop: ShopHandle,
+    erp: ErpHandle,
+    items: Vec<crate::sim::seed::CatalogueItem>,
+    suppliers: Vec<crate::sim::erp::Supplier>,
+}
+
+impl World {
+    /// Both simulators, with matching catalogues, shop orders and ERP suppliers, and the
+    /// differences a real first sync meets: products on one side only, a supplier the shop
+    /// typed its own way.
+    async fn seed(args: &DemoArgs) -> anyhow::Result<World> {
+        let (shop_opts, erp_opts) = if args.no_rate_limit {
+            (ShopOptions::unlimited(), ErpOptions::unlimited())
+        } else {
+            (ShopOptions::default(), ErpOptions::default())
+        };
+        let shop = ShopSim::start(shop_opts).await?;
+        let erp = ErpSim::start(erp_opts).await?;
+        let items = seed_both(&shop, &erp, args.products, args.seed);
+        shop.seed_orders(args.orders, args.seed);
+        let suppliers = erp.seed_suppliers(SUPPLIERS, args.seed);
+        crate::outln!("shop simulator: {}", shop.api_url());
+        crate::outln!("ERP simulator:  {}", erp.api_url());
+        crate::outln!(
+            "seeded {} products on both sides, {} shop orders and {} ERP suppliers",
+            items.len(),
+            args.orders,
+            suppliers.len()
+        );
+        for i in 0..3 {
+            shop.create_product(Product::basic(
+                &format!("SHOP-NEW-{i}"),
+                &format!("Produs nou magazin {i}"),
+                49.9 + i as f64,
+                0,
+            ))?;
+            erp.create_product(crate::sim::erp::ErpProduct::new(
+                &format!("ERP-NEW-{i}"),
+                &format!("Produs nou ERP {i}"),
+                99.0 + i as f64,
+            ))?;
+            erp.set_stock(&format!("ERP-NEW-{i}"), WAREHOUSE, 10 + i);
+        }
+        // The shop already knows one supplier, its fiscal code typed without the RO prefix
+        // and with a space: matched, not duplicated.
+        if let Some(s) = suppliers.first() {
+            let digits = crate::sim::seed::fiscal_digits(&s.vat_code);
+            shop.create_supplier(crate::sim::shop::SupplierInput {
+                name: Some(s.name.clone()),
+                vat_code: Some(format!("{} {}", &digits[..4], &digits[4..])),
+                ..Default::default()
+            })?;
+        }
+        Ok(World {
+            shop,
+            erp,
+            items,
+            suppliers,
+        })
+    }
+
+    /// The variables the demo project reads, pointed at the simulators.
+    fn env(&self, no_rate_limit: bool) -> Overrides {
+        let (key, secret) = self.shop.credentials();
+        let (client_id, client_secret) = self.erp.credentials();
+        let mut vars = HashMap::from([
+            ("SHOP_URL".to_string(), self.shop.base_url()),
+            ("ERP_URL".to_string(), self.erp.base_url()),
+            ("SHOP_API_KEY".to_string(), key),
+            ("SHOP_API_SECRET".to_string(), secret),
+            ("ERP_CLIENT_ID".to_string(), client_id),
+            ("ERP_CLIENT_SECRET".to_string(), client_secret),
+        ]);
+        if no_rate_limit {
+            vars.insert("SHOP_REQUESTS_PER_SECOND".into(), "1000".into());
+            vars.insert("ERP_REQUESTS_PER_SECOND".into(), "1000".into());
+        }
+        Overrides(vars)
+    }
+
+    /// Life goes on: the merchant edits prices and confirms orders, the warehouse receives
+    /// goods from a supplier, the ERP ships and invoices what it received, a supplier changes
+    /// its phone, a new one appears and the ERP takes a phone order.
+    fn life_goes_on(&self) -> anyhow::Result<()> {
+        let (shop, erp, items) = (&self.shop, &self.erp, &self.items);
+        for sku in items.iter().take(3).map(|i| i.sku.clone()) {
+            if let Some(p) = shop.product_by_sku(&sku) {
+                shop.update_product(p.id, |p| p.price_gross = p.price_gross.map(|x| x + 5.0));
+            }
+        }
+        // Products past the first few (whose prices were just edited), however small the
+        // catalogue.
+        let delivery: Vec<(&str, i64, f64)> = items
+            .iter()
+            .skip(10.min(items.len() / 2))
+            .take(8)
+            .map(|i| (i.sku.as_str(), 25, i.price_net() * 0.6))
+            .collect();
+        if let Some(s) = self.suppliers.first()
+            && !delivery.is_empty()
+        {
+            erp.receive_goods(&s.vat_code, WAREHOUSE, &delivery)?;
+        }
+        for o in shop
+            .orders()
+            .into_iter()
+            .filter(|o| o.shipping_status == "awaiting")
+            .take(2)
+        {
+            shop.set_shipping_status(&o.id, "confirmed");
+        }
+        for o in erp.orders().into_iter().take(3) {
+            erp.set_order_status(o.id, "shipped");
+            erp.set_awb(o.id, &format!("AWB{:08}", o.id));
+            erp.issue_invoice(o.id);
+        }
+        if let Some(s) = self.suppliers.get(1) {
+            erp.update_supplier(
+                s.id,
+                crate::sim::erp::SupplierInput {
+                    phone: Some("0212345678".into()),
+                    ..Default::default()
+                },
+            )?;
+        }
+        erp.create_supplier(crate::sim::erp::SupplierInput {
+            name: Some("Furnizor Nou SRL".into()),
+            vat_code: Some("RO49999999".into()),
+            email: Some("oferte@furnizor-nou.example.ro".into()),
+            ..Default::default()
+        })?;
+        if let Some(first) = items.first() {
+            erp.create_order(crate::sim::erp::ErpOrderDraft {
+                channel: "phone".into(),
+                client_name: "Client Telefon".into(),
+                client_email: "telefon@example.com".into(),
+                lines: vec![(first.sku.clone(), 2)],
+                series: None,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Drift nobody told erpsync about: stock and a supplier edited by hand in the shop.
+    fn drift(&self) -> anyhow::Result<()> {
+        if let Some(s) = self.shop.suppliers().get(2) {
+            self.shop.update_supplier(
+                s.id,
+                crate::sim::shop::SupplierInput {
+                    name: Some(format!("{} (vechi)", s.name)),
+                    ..Default::default()
+                },
+            )?;
+        }
+        for item in self.items.iter().skip(20).take(4) {
+            if let Some(p) = self.shop.product_by_sku(&item.sku) {
+                self.shop
+                    .update_product(p.id, |p| p.stock = Some(p.stock.unwrap_or(0) + 3));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Both sides compared: what disagrees and what failed, and the exit code they make.
+fn final_check(world: &World, failed: u64) -> ExitCode {
+    let disagreements = compare(&world.shop, &world.erp);
     crate::outln!("\n== final check");
     for d in &disagreements {
         crate::outln!("  disagreement: {d}");
     }
     crate::outln!(
         "  {} products, {} orders, {} suppliers compared: {} disagreement{}, {} failed record{}",
-        demo.shop.product_count(),
-        demo.shop.orders().len(),
-        demo.erp.suppliers().len(),
+        world.shop.product_count(),
+        world.shop.orders().len(),
+        world.erp.suppliers().len(),
         disagreements.len(),
         if disagreements.len() == 1 { "" } else { "s" },
-        demo.failed,
-        if demo.failed == 1 { "" } else { "s" },
+        failed,
+        if failed == 1 { "" } else { "s" },
     );
-    let ok = disagreements.is_empty() && demo.failed == 0;
-    Ok(if ok {
+    if disagreements.is_empty() && failed == 0 {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_FAILED)
-    })
+    }
 }
 
 /// Everything the demo flows promise, checked on the simulators' own data.
