@@ -230,6 +230,25 @@ fn erp_categories(doc: &mut Value) {
 
 #[tokio::test]
 async fn an_update_merges_into_the_list_the_shop_holds_and_keeps_the_merchants_entries() {
+    merges_categories(erp_categories).await;
+}
+
+/// The same without `get` and `lookup` in the shop: the shop's products are read in full, and
+/// the merge takes each product as that reading served it.
+#[tokio::test]
+async fn a_merge_without_get_or_lookup_takes_the_record_the_run_read() {
+    merges_categories(|doc| {
+        erp_categories(doc);
+        let listing = doc["systems"]["shop"]["entities"]["listing"]
+            .as_object_mut()
+            .unwrap();
+        listing.remove("get");
+        listing.remove("lookup");
+    })
+    .await;
+}
+
+async fn merges_categories(edit: impl FnOnce(&mut Value)) {
     let clock = erpsync::clock::ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap());
     let shared: erpsync::clock::SharedClock = Arc::new(clock.clone());
     let shop = erpsync::sim::ShopSim::start(erpsync::sim::ShopOptions {
@@ -261,7 +280,7 @@ async fn an_update_merges_into_the_list_the_shop_holds_and_keeps_the_merchants_e
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
-    let engine = build(&shop, &erp, &dir, store, &clock, erp_categories);
+    let engine = build(&shop, &erp, &dir, store, &clock, edit);
     clock.advance(Duration::from_secs(60));
 
     let r = engine

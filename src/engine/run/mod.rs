@@ -867,6 +867,8 @@ impl<'e> Runner<'e> {
         let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok((out, false));
         };
+        // A write mapping that merges with what the target holds may have only this reading.
+        let keep_native = keep_native || self.dst.ent.write.reads_target();
         let mut rereads = Vec::new();
         let http = self.dst.http;
         let mut pages = Box::pin(http.list(

@@ -229,6 +229,7 @@ impl<'e> Runner<'e> {
         }
         if side == Side::Target
             && let Some(seen) = self.index.records.as_ref().and_then(|i| i.get(&b.key))
+            && !seen.native.is_null()
         {
             return Ok(Some(seen.native.clone()));
         }
