@@ -126,7 +126,7 @@ fn map_record(
         system: http.system_vars(),
         refs: &NoRefs,
     };
-    let id = ent.id.of(native);
+    let id = ent.id.of_in(native, parent);
     let mapped = ent
         .read
         .apply_in(native, parent, &env, None)

@@ -156,10 +156,22 @@ impl RecordId {
     /// The id of `record`, if it has one. A composite id with an empty part has none: a
     /// response that lacks one of the ids must not produce a half id.
     pub fn of(&self, record: &Value) -> Option<String> {
+        self.of_in(record, None)
+    }
+
+    /// The id of a record of a nested listing, whose template may read its parent
+    /// (`{{parent.id}}/{{id}}`: a variant known by its product's id and its own).
+    pub fn of_in(&self, record: &Value, parent: Option<&Value>) -> Option<String> {
         match self {
             RecordId::Path(p) => p.first(record).and_then(types::key_text),
             RecordId::Template(t) => {
-                let text = t.render(&handlebars::Context::from(record.clone())).ok()?;
+                let mut data = record.clone();
+                if let (Some(parent), Value::Object(m)) = (parent, &mut data)
+                    && !m.contains_key(mapping::PARENT)
+                {
+                    m.insert(mapping::PARENT.into(), parent.clone());
+                }
+                let text = t.render(&handlebars::Context::from(data)).ok()?;
                 let whole =
                     !text.is_empty() && text.split(COMPOSITE_ID_SEPARATOR).all(|p| !p.is_empty());
                 whole.then_some(text)

@@ -946,6 +946,11 @@ impl ShopData {
         // The id is handed out before the SKU check: a refused create still uses one up.
         let key = self.products.next_key();
         p.created_at = now;
+        // Variants placed through the handle get ids as the API gives them.
+        for v in p.variants.iter_mut().filter(|v| v.id == 0) {
+            self.last_variant_id += 1;
+            v.id = self.last_variant_id;
+        }
         self.products
             .save(Some(key), &mut p, now)
             .map_err(sku_taken)?;

@@ -149,13 +149,17 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
         1.0
     );
 
-    // 10:05: stock only; the disabled flow on the same schedule does not run.
+    // 10:05: the stock flows only (variants after the basic products' stock); the disabled
+    // flow on the same schedule does not run.
     r.clock.set(at("10:05:00"));
     assert_eq!(
         d.tick(r.clock.now()),
-        vec![("stock".to_string(), Cause::Schedule)]
+        vec![
+            ("stock".to_string(), Cause::Schedule),
+            ("variant_stock".to_string(), Cause::Schedule)
+        ]
     );
-    wait_for(&mut events, finished("stock")).await;
+    wait_for(&mut events, finished("variant_stock")).await;
 
     // 11:00: the reconcile stands in for the stock sync due with it; products run first.
     r.clock.set(at("11:00:00"));
@@ -167,7 +171,8 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
     assert!(fired.contains(&("products".to_string(), Cause::Schedule)));
     assert!(fired.contains(&("orders_to_erp".to_string(), Cause::Schedule)));
     assert!(fired.contains(&("suppliers".to_string(), Cause::Schedule)));
-    assert_eq!(fired.len(), 4, "{fired:?}");
+    assert!(fired.contains(&("variant_stock".to_string(), Cause::Reconcile)));
+    assert_eq!(fired.len(), 5, "{fired:?}");
     assert!(d.drain(Duration::from_secs(5)).await);
     let runs = r.store.runs(Some("stock"), 10).unwrap();
     assert_eq!(runs[0].kind, "reconcile");

@@ -309,6 +309,69 @@ async fn merges_categories(edit: impl FnOnce(&mut Value)) {
     );
 }
 
+/// The demo's `variant_stock` flow: the stock of a multi-variant product's variants, which
+/// MerchantPro keeps per variant and takes through the product (`{{parent.id}}` in the
+/// variant's id, `$target.id` for the variant's own id in the body).
+#[tokio::test]
+async fn variant_stock_reaches_each_variant_through_its_product() {
+    use erpsync::sim::shop::{ProductType, Variant};
+    let h = Harness::new(2, |_| {}).await;
+    let variant = |sku: &str| Variant {
+        sku: sku.into(),
+        stock: 0,
+        ..Variant::default()
+    };
+    let shirt = h
+        .shop
+        .create_product(Product {
+            kind: ProductType::MultiVariant,
+            sku: "TRICOU".into(),
+            name: "Tricou".into(),
+            status: "active".into(),
+            variants: vec![variant("TRICOU-ROSU"), variant("TRICOU-ALB")],
+            ..Product::default()
+        })
+        .unwrap();
+    for (sku, qty) in [("TRICOU-ROSU", 7), ("TRICOU-ALB", 3)] {
+        h.erp
+            .create_product(ErpProduct::new(sku, "Tricou", 49.0))
+            .unwrap();
+        h.erp.set_stock(sku, WAREHOUSE, qty).unwrap();
+    }
+    let stock_of = |sku: &str| {
+        h.shop
+            .product(shirt.id)
+            .unwrap()
+            .variants
+            .iter()
+            .find(|v| v.sku == sku)
+            .map(|v| v.stock)
+    };
+    h.later(1);
+    h.reset_counters();
+    let first = h.run("variant_stock").await;
+    assert_eq!(
+        (first.counts.updated, first.counts.failed),
+        (2, 0),
+        "{first:#?}"
+    );
+    assert_eq!(stock_of("TRICOU-ROSU"), Some(7));
+    assert_eq!(stock_of("TRICOU-ALB"), Some(3));
+    assert_eq!(h.shop.product(shirt.id).unwrap().variants.len(), 2);
+    assert_eq!(h.writes(), (2, 0), "one PATCH of the product per variant");
+
+    // One variant sells out in the ERP: only it is written.
+    h.later(10);
+    h.erp.set_stock("TRICOU-ALB", WAREHOUSE, 0).unwrap();
+    h.later(1);
+    h.reset_counters();
+    let r = h.run("variant_stock").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    assert_eq!(stock_of("TRICOU-ALB"), Some(0));
+    assert_eq!(stock_of("TRICOU-ROSU"), Some(7));
+    assert_eq!(h.writes(), (1, 0));
+}
+
 #[tokio::test]
 async fn one_way_stock_updates_only_what_changed() {
     let h = Harness::new(40, |_| {}).await;

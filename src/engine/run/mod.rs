@@ -814,7 +814,7 @@ impl<'e> Runner<'e> {
             system: end.http.system_vars(),
             refs: &crate::compile::NoRefs,
         };
-        let id = end.ent.id.of(&native);
+        let id = end.ent.id.of_in(&native, parent);
         let mapped = end
             .ent
             .read

@@ -217,27 +217,33 @@ impl<'e> Runner<'e> {
 
     /// The record a side holds now, for a write mapping that reads it (`$target`, `merge`):
     /// asked for just before the update (by id with `get`, else by key with `lookup`), else
-    /// as this run read it. A write that would replace what it cannot see fails instead.
-    async fn current_record(&self, side: Side, b: &Binding) -> Result<Option<Value>, Fail> {
+    /// as a whole reading of the side serves it (this run's, or one made now). A write that
+    /// would replace what it cannot see fails instead.
+    async fn current_record(&mut self, side: Side, b: &Binding) -> Result<Option<Value>, Fail> {
         let end = self.end(side);
         if !end.ent.write.reads_target() {
             return Ok(None);
         }
-        if end.ent.get.is_some() || end.ent.lookup.is_some() {
+        let found = if end.ent.get.is_some() || end.ent.lookup.is_some() {
             let id = self.id_on(b, side);
-            return Ok(self.confirm(side, &b.key, id).await?.map(|s| s.native));
+            self.confirm(side, &b.key, id).await?
+        } else if side == Side::Target && end.ent.list.is_some() {
+            self.lookup(side, &b.key).await?
+        } else {
+            None
+        };
+        match found {
+            Some(seen) if !seen.native.is_null() => Ok(Some(seen.native)),
+            _ => {
+                let end = self.end(side);
+                Err(Fail::msg(format!(
+                    "the write mapping of {} in `{}` reads the record it holds (`$target`, \
+                     `merge`), and `{}` did not serve `{}`: not written, so as not to replace \
+                     what it holds unseen",
+                    self.entity.name, end.name, end.name, b.key
+                )))
+            }
         }
-        if side == Side::Target
-            && let Some(seen) = self.index.records.as_ref().and_then(|i| i.get(&b.key))
-            && !seen.native.is_null()
-        {
-            return Ok(Some(seen.native.clone()));
-        }
-        Err(Fail::msg(format!(
-            "the write mapping of {} in `{}` reads the record it holds (`$target`, `merge`), \
-             which `{}` can neither be asked for (no `get` or `lookup`) nor was read by this run",
-            self.entity.name, end.name, end.name
-        )))
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
