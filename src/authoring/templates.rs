@@ -142,6 +142,33 @@ fn woo_system() -> Result<String, TemplateComposeError> {
     ))
 }
 
+/// The name of WooCommerce's order webhook in `flows/woocommerce`.
+const WOO_HOOK: &str = "woo_orders";
+
+/// The flow that sends the shop's orders to the ERP also takes WooCommerce's order webhook:
+/// `webhook: woo_orders` joins its trigger's schedule. Without such a flow, `text` is
+/// returned as it is.
+fn order_webhook(text: &str) -> String {
+    let Some(flow) = text.find("    entity: order\n    from: shop\n") else {
+        return text.to_string();
+    };
+    let Some(trigger) = text[flow..]
+        .find("    trigger:\n      schedule: ")
+        .map(|t| t + flow)
+    else {
+        return text.to_string();
+    };
+    let Some(line_end) = text[trigger + "    trigger:\n".len()..]
+        .find('\n')
+        .map(|e| e + trigger + "    trigger:\n".len() + 1)
+    else {
+        return text.to_string();
+    };
+    let mut out = text.to_string();
+    out.insert_str(line_end, &format!("      webhook: {WOO_HOOK}\n"));
+    out
+}
+
 const MERCHANTPRO_SHOP: &str = "  shop:
     extends: merchantpro
     base_url: ${SHOP_URL:-https://www.example.ro}/api/v2
@@ -296,6 +323,7 @@ pub fn compose(shop: Shop, erp: Erp) -> Result<Files, TemplateComposeError> {
                 // WooCommerce orders cannot be locked, and it keeps no suppliers.
                 body = body.replace("    after_export:\n      - action: lock\n", "");
                 body = remove(&body, "  suppliers:", 2);
+                body = order_webhook(&body);
             }
             let mut intro = format!("# From `{file}`:\n#\n{}", header(text));
             if shop == Shop::Woocommerce {
@@ -306,6 +334,24 @@ pub fn compose(shop: Shop, erp: Erp) -> Result<Files, TemplateComposeError> {
             }
             (intro, body)
         }
+    };
+    // The shop's order webhooks, when a flow takes them (see `order_webhook`).
+    let webhooks = if shop == Shop::Woocommerce && body.contains(&format!("webhook: {WOO_HOOK}")) {
+        let file = "flows/woocommerce/woocommerce.yaml";
+        format!(
+            "  # WooCommerce's order webhooks: create one (topic \"Order updated\", delivery URL\n  \
+             # …/hooks/woocommerce-orders, the secret below) and a paid order is exported as soon\n  \
+             # as WooCommerce says so.\n{}",
+            take(WOOCOMMERCE, file, "  webhooks:", 2)?
+                .trim_end()
+                // No shared default: a secret anybody can read would sign forgeries.
+                .replace(
+                    "${WOO_WEBHOOK_SECRET:-demo-webhook-secret}",
+                    "${WOO_WEBHOOK_SECRET:-}"
+                )
+        ) + "\n"
+    } else {
+        String::new()
     };
     let (flow, path) = first_shop_read(erp);
     let shop_name = shop.title();
@@ -333,7 +379,7 @@ daemon:
   # Webhooks, admin API, console and metrics (`erpsync run .` without `--once`). The admin
   # token comes from ERPSYNC_ADMIN_TOKEN or `--admin-token`.
   listen: 127.0.0.1:8700
-
+{webhooks}
 {body}"
     );
     let schema_line = "# yaml-language-server: $schema=../schemas/flow.schema.json";

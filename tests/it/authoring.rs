@@ -404,6 +404,16 @@ fn every_template_of_init_validates_and_passes_its_test() {
                 .output()
                 .unwrap();
             assert_eq!(out.status.code(), Some(0), "{name}: {:?}", text(&out));
+            // A WooCommerce shop's order flow takes its webhooks; the secret has no default.
+            let main =
+                std::fs::read_to_string(dir.path().join(&name).join("erpsync.yaml")).unwrap();
+            let wired = main.contains("      webhook: woo_orders\n")
+                && main.contains("secret: ${WOO_WEBHOOK_SECRET:-}");
+            assert_eq!(
+                wired,
+                shop == "woocommerce" && erp != "blank",
+                "{name}:\n{main}"
+            );
             let out = erpsync_in(dir.path())
                 .args(["validate", &name])
                 .output()
