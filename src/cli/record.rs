@@ -83,8 +83,11 @@ impl Recorder {
     }
 
     /// The project with every system behind its proxy.
-    pub fn project(&self, project: &Project) -> Arc<Project> {
-        Arc::new(crate::authoring::redirect(project, &self.proxies.urls))
+    pub fn project(&self, project: &Project) -> anyhow::Result<Arc<Project>> {
+        Ok(Arc::new(crate::authoring::redirect(
+            project,
+            &self.proxies.urls,
+        )?))
     }
 
     /// Writes the test: flows run, starting state, exchanges, and what each flow reported.

@@ -80,7 +80,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let project = match &recorder {
-        Some(r) => r.project(&project),
+        Some(r) => r.project(&project)?,
         None => project,
     };
     let engine =

@@ -8,12 +8,11 @@ use serde_json::Value;
 
 use super::mapping::Mapping;
 use super::{CanonField, Entity, Flow, Project, RecordId, Schedule, SystemDef, SystemEntity};
-use crate::clock::SystemClock;
 use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
 };
 use crate::config::{Code, Decl, Diagnostic, ProjectConfig};
-use crate::connector::{CompileProblem, HttpSystem, Operation, ProblemKind, lint_rules};
+use crate::connector::{CompileProblem, Operation, ProblemKind, SystemSpec, lint_rules};
 use crate::expr::{JsonPath, Predicate};
 
 struct Checker<'a> {
@@ -197,8 +196,7 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         entities,
         systems: systems
             .into_iter()
-            .filter(|(_, s)| !s.is_abstract)
-            .map(|(k, s)| (k, s.def))
+            .filter_map(|(k, s)| Some((k, s.into_def()?)))
             .collect(),
         flows,
         state_url: project.state.as_ref().map(|s| s.value.url.clone()),
@@ -261,9 +259,29 @@ fn compile_entities(ck: &mut Checker) -> BTreeMap<String, Arc<Entity>> {
     out
 }
 
+/// A system as compiled: a concrete one that has no problem has its spec.
 struct CompiledSystem {
+    name: String,
     is_abstract: bool,
-    def: Arc<SystemDef>,
+    role: Option<SystemRole>,
+    config: SystemConfig,
+    operations: BTreeMap<String, Arc<Operation>>,
+    entities: BTreeMap<String, Arc<SystemEntity>>,
+    spec: Option<Arc<SystemSpec>>,
+}
+
+impl CompiledSystem {
+    /// The system as a project holds it; `None` for an abstract or a broken one.
+    fn into_def(self) -> Option<Arc<SystemDef>> {
+        Some(Arc::new(SystemDef {
+            spec: self.spec?,
+            name: self.name,
+            role: self.role,
+            config: self.config,
+            operations: self.operations,
+            entities: self.entities,
+        }))
+    }
 }
 
 /// The chain `[system, parent, grandparent…]`, or None on an unknown parent or a cycle (both
@@ -340,6 +358,8 @@ fn compile_systems(
     let project = ck.project;
     // What each system declares itself is compiled and checked once, at its own place.
     let mut operations: BTreeMap<(String, String), Arc<Operation>> = BTreeMap::new();
+    // Systems whose own declaration has a problem.
+    let mut declared_bad: HashSet<String> = HashSet::new();
     for (name, decl) in &project.systems {
         let (file, path) = (decl.file, decl.path.clone());
         let s = &decl.value;
@@ -366,23 +386,12 @@ fn compile_systems(
                 }
             }
         }
-        // Auth, headers, error rules and limits: built as a system of their own, with a
-        // stand-in address where the declaration leaves it to the systems that extend it.
-        let mut own = s.clone();
-        own.operations.clear();
-        own.entities.clear();
-        if own.base_url.is_none() {
-            own.base_url = Some("http://inherited.invalid/".into());
+        // Address, auth, headers, error rules and limits: checked where they are declared.
+        let problems = SystemSpec::check_declaration(s);
+        if !problems.is_empty() {
+            declared_bad.insert(name.clone());
         }
-        if let Err(problems) = HttpSystem::build(
-            name,
-            &own,
-            BTreeMap::new(),
-            Value::Object(project.vars.clone()),
-            Arc::new(SystemClock),
-        ) {
-            ck.problems(file, &path, problems);
-        }
+        ck.problems(file, &path, problems);
     }
 
     let mut out = BTreeMap::new();
@@ -711,7 +720,7 @@ fn compile_systems(
                 }
             }
         }
-        let compiled_ops = merged
+        let compiled_ops: BTreeMap<String, Arc<Operation>> = merged
             .operations
             .keys()
             .filter_map(|op| {
@@ -722,18 +731,38 @@ fn compile_systems(
                 Some((op.clone(), compiled.clone()))
             })
             .collect();
-        let def = SystemDef {
-            name: name.clone(),
-            role: merged.role,
-            operations: compiled_ops,
-            entities: compiled_entities,
-            config: merged,
+        // The spec the engine runs: compiled once, here. What could fail in it was reported
+        // at the declarations above; should anything be left, it is reported at the system.
+        let spec = if merged.is_abstract {
+            None
+        } else {
+            match SystemSpec::compile(
+                name,
+                &merged,
+                compiled_ops.clone(),
+                Value::Object(project.vars.clone()),
+            ) {
+                Ok(spec) => Some(Arc::new(spec)),
+                Err(problems) => {
+                    let reported = merged.base_url.is_none()
+                        || chain.iter().any(|s| declared_bad.contains(*s));
+                    if !reported {
+                        ck.problems(decl.file, &decl.path, problems);
+                    }
+                    None
+                }
+            }
         };
         out.insert(
             name.clone(),
             CompiledSystem {
-                is_abstract: def.config.is_abstract,
-                def: Arc::new(def),
+                name: name.clone(),
+                is_abstract: merged.is_abstract,
+                role: merged.role,
+                operations: compiled_ops,
+                entities: compiled_entities,
+                config: merged,
+                spec,
             },
         );
     }
@@ -1274,7 +1303,7 @@ fn compile_flows(
             if !ok || entity.is_none() {
                 continue;
             }
-            check_sides(ck, file, &base, f, &systems[&from].def, &systems[&to].def);
+            check_sides(ck, file, &base, f, &systems[&from], &systems[&to]);
             let id = match each {
                 Some(s) => format!("{name}.{s}"),
                 None => name.clone(),
@@ -1340,24 +1369,28 @@ fn check_sides(
     file: usize,
     base: &str,
     f: &FlowConfig,
-    from: &SystemDef,
-    to: &SystemDef,
+    from: &CompiledSystem,
+    to: &CompiledSystem,
 ) {
     let entity = &f.entity;
-    let need =
-        |ck: &mut Checker, sys: &SystemDef, role: &str, present: bool, why: &str, path: &str| {
-            if !present {
-                ck.at(
-                    file,
-                    Code::Invalid,
-                    path,
-                    format!(
-                        "system `{}` has no `{role}` operation for entity `{entity}`, which {why}",
-                        sys.name
-                    ),
-                );
-            }
-        };
+    let need = |ck: &mut Checker,
+                sys: &CompiledSystem,
+                role: &str,
+                present: bool,
+                why: &str,
+                path: &str| {
+        if !present {
+            ck.at(
+                file,
+                Code::Invalid,
+                path,
+                format!(
+                    "system `{}` has no `{role}` operation for entity `{entity}`, which {why}",
+                    sys.name
+                ),
+            );
+        }
+    };
     let (Some(src), Some(dst)) = (from.entities.get(entity), to.entities.get(entity)) else {
         for (sys, path) in [(from, "from"), (to, "to")] {
             if !sys.entities.contains_key(entity) {
@@ -1563,6 +1596,75 @@ fn check_notify(
 #[cfg(test)]
 mod tests {
     use super::filter_members;
+    use crate::compile::Project;
+    use crate::config::Diagnostic;
+
+    /// Compiles a project of one file.
+    fn check(text: &str) -> (Option<Project>, Vec<Diagnostic>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("project.yaml");
+        std::fs::write(&file, text).unwrap();
+        let (loaded, mut diags) = crate::config::load(&[file], &crate::config::env::ProcessEnv);
+        let (project, more) = super::compile(&loaded);
+        diags.extend(more);
+        (project, diags)
+    }
+
+    #[test]
+    fn every_problem_of_a_system_is_found_by_compiling_once_at_the_declaration_that_has_it() {
+        let (project, diags) = check(
+            "version: 1
+systems:
+  base:
+    abstract: true
+    headers: { X-Tenant: \"{{nope x}}\" }
+    rate_limit: { per_second: 0 }
+  shop:
+    extends: base
+    base_url: ftp://shop.example
+  erp:
+    extends: base
+    base_url: https://erp.example
+    retry: { max_attempts: 0 }
+",
+        );
+        assert!(project.is_none());
+        let mut paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
+        paths.sort();
+        // Inherited problems are told once, at `base`, not again at each system using them.
+        assert_eq!(
+            paths,
+            [
+                "systems.base.headers.X-Tenant",
+                "systems.base.rate_limit.per_second",
+                "systems.erp.retry.max_attempts",
+                "systems.shop.base_url",
+            ],
+            "{diags:#?}"
+        );
+    }
+
+    #[test]
+    fn a_valid_project_has_the_spec_of_every_concrete_system_and_none_of_a_template() {
+        let (project, diags) = check(
+            "version: 1
+systems:
+  base:
+    abstract: true
+    headers: { X-Tenant: acme }
+    timeouts: { connect_ms: 1000, request_ms: 2000 }
+  shop:
+    extends: base
+    base_url: https://shop.example/api
+",
+        );
+        let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+        assert_eq!(project.systems.keys().collect::<Vec<_>>(), ["shop"]);
+        let spec = &project.systems["shop"].spec;
+        assert_eq!(spec.base_url().as_str(), "https://shop.example/api");
+        assert_eq!(spec.connect_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(spec.headers.len(), 1, "the template's header is inherited");
+    }
 
     #[test]
     fn existence_tests_are_told_from_comparisons() {

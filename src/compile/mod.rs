@@ -25,7 +25,7 @@ pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 use crate::config::model::{
     DaemonConfig, FieldType, FlowConfig, Normalize, SystemConfig, SystemRole,
 };
-use crate::connector::Operation;
+use crate::connector::{Operation, SystemSpec};
 use crate::expr::{JsonPath, Predicate, Template};
 
 /// A compiled project, ready to run.
@@ -125,9 +125,11 @@ impl Flow {
 pub struct SystemDef {
     pub name: String,
     pub role: Option<SystemRole>,
-    /// The merged configuration (operations included).
+    /// The merged configuration (operations included), as `validate --print-config` shows it.
     pub config: SystemConfig,
     pub operations: BTreeMap<String, Arc<Operation>>,
+    /// Everything the running system is built from, checked: the engine builds it as is.
+    pub spec: Arc<SystemSpec>,
     pub entities: BTreeMap<String, Arc<SystemEntity>>,
 }
 

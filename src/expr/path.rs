@@ -37,6 +37,13 @@ pub struct JsonPath {
     plan: Plan,
 }
 
+/// Paths parsed from the same text select alike: they are equal.
+impl PartialEq for JsonPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
 impl fmt::Debug for JsonPath {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "JsonPath({})", self.source)
@@ -239,7 +246,7 @@ fn one_line(s: &str) -> String {
 
 /// A condition written as the inside of a JSONPath filter, e.g.
 /// `@.errorText && @.errorText != ''`, tested against one value.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Predicate {
     query: JsonPath,
 }
