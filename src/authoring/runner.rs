@@ -75,6 +75,7 @@ pub fn redirect(
         entities: project.entities.clone(),
         systems,
         flows: project.flows.clone(),
+        webhooks: project.webhooks.clone(),
         state_url: project.state_url.clone(),
         daemon: project.daemon.clone(),
     })

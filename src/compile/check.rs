@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::mapping::Mapping;
+use super::webhook::Webhook;
 use super::{CanonField, Entity, Flow, Project, RecordId, Schedule, SystemDef, SystemEntity};
 use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
@@ -121,36 +122,23 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         .as_ref()
         .map(|d| d.value.webhooks.keys().cloned().collect())
         .unwrap_or_default();
+    let mut compiled_webhooks = BTreeMap::new();
     if let Some(d) = &project.daemon {
         for (name, w) in &d.value.webhooks {
-            let at = format!("daemon.webhooks.{name}.key");
-            if w.key.starts_with('$') {
-                ck.path(d.file, &at, &w.key);
-            } else {
-                match crate::expr::Template::compile(&w.key) {
-                    Err(e) => {
-                        ck.at(d.file, Code::Template, &at, e.to_string());
-                    }
-                    Ok(t) => {
-                        // A key is rendered over the payload alone.
-                        if t.variables()
-                            .iter()
-                            .any(|v| v[0] == "system" || v[0] == "vars")
-                        {
-                            ck.at(
-                                d.file,
-                                Code::UnknownName,
-                                &at,
-                                "a webhook key is rendered over the delivered payload alone: \
-                                 `system` and `vars` are not available there"
-                                    .into(),
-                            );
-                        }
+            match Webhook::compile(name, w) {
+                Ok(hook) => {
+                    compiled_webhooks.insert(name.clone(), Arc::new(hook));
+                }
+                Err(problems) => {
+                    for (at, code, message) in problems {
+                        ck.at(
+                            d.file,
+                            code,
+                            &format!("daemon.webhooks.{name}.{at}"),
+                            message,
+                        );
                     }
                 }
-            }
-            if let Some(t) = &w.timestamp {
-                ck.path(d.file, &format!("daemon.webhooks.{name}.timestamp"), t);
             }
         }
     }
@@ -199,6 +187,7 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
             .filter_map(|(k, s)| Some((k, s.into_def()?)))
             .collect(),
         flows,
+        webhooks: compiled_webhooks,
         state_url: project.state.as_ref().map(|s| s.value.url.clone()),
         daemon: project.daemon.as_ref().map(|d| d.value.clone()),
     };

@@ -6,6 +6,7 @@ pub mod mapping;
 pub mod project;
 pub mod schedule;
 pub mod types;
+pub mod webhook;
 
 mod check;
 
@@ -19,6 +20,7 @@ use serde_json::Value;
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
+pub use webhook::{Webhook, WebhookKey};
 
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
@@ -38,6 +40,8 @@ pub struct Project {
     pub systems: BTreeMap<String, Arc<SystemDef>>,
     /// Flows, with `for_each` expanded (`FLOW.SYSTEM`).
     pub flows: Vec<Arc<Flow>>,
+    /// Incoming webhooks (`daemon.webhooks`), by name.
+    pub webhooks: BTreeMap<String, Arc<Webhook>>,
     pub state_url: Option<String>,
     pub daemon: Option<DaemonConfig>,
 }
@@ -121,7 +125,7 @@ impl Flow {
 }
 
 /// A system with what it inherits merged in.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct SystemDef {
     pub name: String,
     pub role: Option<SystemRole>,
@@ -135,7 +139,7 @@ pub struct SystemDef {
 
 /// Where a system's own id is in one of its records: a JSONPath, or a template that joins
 /// several ids into a composite one (`{{template}}/{{id}}`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum RecordId {
     Path(JsonPath),
     Template(Template),
@@ -171,7 +175,7 @@ impl RecordId {
 }
 
 /// How an entity lives in one system.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct SystemEntity {
     pub id: RecordId,
     pub list: Option<String>,
@@ -190,7 +194,7 @@ pub struct SystemEntity {
 }
 
 /// A canonical entity.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Entity {
     pub name: String,
     pub key: String,
@@ -199,7 +203,7 @@ pub struct Entity {
 }
 
 /// A canonical field.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CanonField {
     pub ty: FieldType,
     pub scale: Option<u32>,
@@ -208,7 +212,7 @@ pub struct CanonField {
 }
 
 /// A runnable flow.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Flow {
     /// `NAME`, or `NAME.SYSTEM` for a `for_each` copy.
     pub id: String,

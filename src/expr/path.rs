@@ -105,6 +105,11 @@ impl JsonPath {
     }
 
     /// The first node selected, if any. `null` counts as a value.
+    /// The text the path was parsed from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         match &self.plan {
             Plan::Simple(steps) => walk(steps, value),

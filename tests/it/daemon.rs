@@ -755,8 +755,15 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
     assert_ne!(edited, text);
     std::fs::write(&file, &edited).unwrap();
     assert!(watch.changed());
-    r.daemon.reload().unwrap();
+    let erp = r.daemon.engine().systems["erp"].clone();
+    let changed = r.daemon.reload().unwrap();
+    assert_eq!(changed.flows, ["products"]);
+    assert!(changed.systems.is_empty(), "{changed:?}");
     assert_eq!(schedule(&r.daemon).as_deref(), Some("*/7 * * * *"));
+    assert!(
+        Arc::ptr_eq(&erp, &r.daemon.engine().systems["erp"]),
+        "an unchanged system keeps its client, token and budget"
+    );
 
     std::fs::write(&file, edited.replace("*/7 * * * *", "*/7 * * *")).unwrap();
     assert!(watch.changed());
