@@ -271,7 +271,7 @@ pub async fn run_test(
     let mut reports = Vec::new();
     let mut ran = Vec::new();
     for flow in flows {
-        if cfg.reconcile && flow.config.reconcile.is_none() {
+        if cfg.reconcile && flow.reconcile_schedule.is_none() {
             continue;
         }
         ran.push(flow.id.clone());

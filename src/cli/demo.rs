@@ -362,7 +362,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let reconciled: Vec<&str> = project
         .flows
         .iter()
-        .filter(|f| f.config.reconcile.is_some())
+        .filter(|f| f.reconcile_schedule.is_some())
         .map(|f| f.id.as_str())
         .collect();
     demo.phase(

@@ -40,7 +40,7 @@ impl Recorder {
         let mut seed = StateSeedConfig::default();
         let mut scopes = Vec::new();
         for f in flows {
-            let scope = Scope::new(&f.config.entity, &f.from, &f.to);
+            let scope = Scope::new(&f.entity, &f.from, &f.to);
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }

@@ -1305,10 +1305,37 @@ fn compile_flows(
                 .iter()
                 .map(|(target, p)| (resolve_chained(project, target, each), p.clone()))
                 .collect();
+            // An owner named as the flow file writes a side (`{{each}}`) is that side's system.
+            let conflict = f.conflict.clone().map(|mut c| {
+                for owner in c.owners.values_mut() {
+                    if *owner == f.from {
+                        owner.clone_from(&from);
+                    } else if *owner == f.to {
+                        owner.clone_from(&to);
+                    }
+                }
+                c
+            });
             out.push(Arc::new(Flow {
                 id,
                 name: name.clone(),
-                config: f.clone(),
+                description: f.description.clone(),
+                enabled: f.enabled,
+                entity: f.entity.clone(),
+                direction: f.direction,
+                mode: f.mode,
+                fields: f.fields.clone(),
+                skip_nulls: f.skip_nulls,
+                webhook: f.trigger.webhook.clone(),
+                on_status: f.trigger.on_status.clone(),
+                on_transition: f.trigger.on_transition.clone(),
+                incremental: f.incremental.clone(),
+                conflict,
+                after_export: f.after_export.clone(),
+                allow_edit_after_export: f.allow_edit_after_export,
+                export_once: f.export_once,
+                after: f.after.clone(),
+                declared: f.clone(),
                 from,
                 to,
                 match_key: key.clone(),
@@ -1631,6 +1658,40 @@ systems:
             ],
             "{diags:#?}"
         );
+    }
+
+    #[test]
+    fn a_flow_copy_has_its_settings_typed_and_its_owners_named_by_system() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let demo = std::fs::read_to_string(repo.join("demo/demo.yaml")).unwrap();
+        let common = repo.join("common").display().to_string();
+        let text = demo.replace("include: [../common]", &format!("include: [\"{common}\"]"))
+            + "
+  prices:
+    entity: product
+    from: \"{{each}}\"
+    to: erp
+    for_each: [shop]
+    direction: bidirectional
+    fields: [sku, price]
+    conflict: { rule: owner, owners: { price: \"{{each}}\", sku: erp } }
+    trigger: { webhook: shop_orders }
+";
+        let (project, diags) = check(&text);
+        let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+        let flow = project.flow("prices.shop").unwrap();
+        assert_eq!((flow.from.as_str(), flow.to.as_str()), ("shop", "erp"));
+        assert_eq!(flow.entity, "product");
+        assert_eq!(flow.fields, ["sku", "price"]);
+        assert_eq!(flow.webhook.as_deref(), Some("shop_orders"));
+        let owners = &flow.conflict.as_ref().unwrap().owners;
+        assert_eq!(
+            owners["price"], "shop",
+            "`{{{{each}}}}` is the copy's system"
+        );
+        assert_eq!(owners["sku"], "erp");
+        // What the file declares stays as written, for `validate --print-config`.
+        assert_eq!(flow.declared().from, "{{each}}");
     }
 
     #[test]

@@ -25,7 +25,9 @@ pub use webhook::{Webhook, WebhookKey};
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
-    DaemonConfig, FieldType, FlowConfig, Normalize, SystemConfig, SystemRole,
+    ConflictConfig, DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize,
+    PostActionConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
+    TransitionTriggerConfig,
 };
 use crate::connector::{Operation, SystemSpec};
 use crate::expr::{JsonPath, Predicate, Template};
@@ -96,8 +98,7 @@ impl Project {
         let mut remaining = chosen;
         while !remaining.is_empty() {
             let ready = remaining.iter().position(|f| {
-                f.config
-                    .after
+                f.after
                     .iter()
                     .all(|a| !remaining.iter().any(|r| &r.name == a && r.id != f.id))
             });
@@ -110,17 +111,20 @@ impl Project {
 }
 
 impl Flow {
+    /// The flow as its file declares it (includes and overrides applied, `for_each` not
+    /// expanded): what `validate --print-config` shows. Running code reads the fields above.
+    pub fn declared(&self) -> &FlowConfig {
+        &self.declared
+    }
+
     /// Whether the flow runs by itself: enabled, with a schedule.
     pub fn is_scheduled(&self) -> bool {
-        self.config.enabled && self.schedule.is_some()
+        self.enabled && self.schedule.is_some()
     }
 
     /// Whether the flow is on: its switch in `switches` (set by a person), else its flow file.
     pub fn is_on(&self, switches: &HashMap<String, bool>) -> bool {
-        switches
-            .get(&self.id)
-            .copied()
-            .unwrap_or(self.config.enabled)
+        switches.get(&self.id).copied().unwrap_or(self.enabled)
     }
 }
 
@@ -218,9 +222,34 @@ pub struct Flow {
     pub id: String,
     /// Name in the flow file.
     pub name: String,
-    pub config: FlowConfig,
+    /// What the flow is for.
+    pub description: Option<String>,
+    /// Whether the flow file enables it (a person's switch may override it: see `is_on`).
+    pub enabled: bool,
+    /// The canonical entity it moves.
+    pub entity: String,
+    /// The systems, `for_each` resolved.
     pub from: String,
     pub to: String,
+    pub direction: Direction,
+    pub mode: SyncMode,
+    /// Canonical fields carried; empty: every field the target's `write` mapping uses.
+    pub fields: Vec<String>,
+    pub skip_nulls: bool,
+    /// Runs for the record a delivery of this webhook names.
+    pub webhook: Option<String>,
+    /// Sends a record only when its status is one of these.
+    pub on_status: Option<StatusTriggerConfig>,
+    /// Sends a record only when its status moved this way.
+    pub on_transition: Option<TransitionTriggerConfig>,
+    pub incremental: Option<IncrementalConfig>,
+    /// The conflict rule, its `owners` naming the flow's own systems (`for_each` resolved).
+    pub conflict: Option<ConflictConfig>,
+    pub after_export: Vec<PostActionConfig>,
+    pub allow_edit_after_export: bool,
+    pub export_once: bool,
+    /// Flows (by name) this one runs after when they run together.
+    pub after: Vec<String>,
     /// Canonical field the records are matched on.
     pub match_key: String,
     /// Normalisation of match keys: the match field's own, then the flow's `match.normalize`.
@@ -233,4 +262,6 @@ pub struct Flow {
     pub then: Vec<(String, Option<JsonPath>)>,
     /// Flows that must sync a related record first, and where that record is.
     pub requires: Vec<(String, JsonPath)>,
+    /// The flow as its file declares it, overrides applied, for `validate --print-config`.
+    declared: FlowConfig,
 }

@@ -839,7 +839,7 @@ impl Daemon {
                 let s = flows.get(&f.id);
                 FlowStatus {
                     id: f.id.clone(),
-                    description: f.config.description.clone(),
+                    description: f.description.clone(),
                     enabled: f.is_on(&switches),
                     switched: switches.get(&f.id).copied(),
                     from: f.from.clone(),
@@ -849,7 +849,7 @@ impl Daemon {
                         .reconcile_schedule
                         .as_ref()
                         .map(|s| s.source().to_string()),
-                    webhook: f.config.trigger.webhook.clone(),
+                    webhook: f.webhook.clone(),
                     running_since: s.and_then(|s| s.running.as_ref().map(|r| r.0)),
                     next_run: plan.next(&f.id, false),
                     next_reconcile: plan.next(&f.id, true),

@@ -212,7 +212,7 @@ pub(super) async fn receive(
         .project
         .flows
         .iter()
-        .filter(|f| f.config.enabled && f.config.trigger.webhook.as_deref() == Some(&name))
+        .filter(|f| f.enabled && f.webhook.as_deref() == Some(&name))
         .map(|f| f.id.clone())
         .collect();
     let mut flows = Vec::new();

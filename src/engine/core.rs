@@ -86,7 +86,7 @@ impl Engine {
         let mut key_normalize = HashMap::new();
         for f in &project.flows {
             key_normalize
-                .entry(f.config.entity.clone())
+                .entry(f.entity.clone())
                 .or_insert_with(|| f.normalize.clone());
         }
         let node = project.daemon.as_ref().and_then(|d| d.node_id.as_deref());
