@@ -47,34 +47,38 @@ pub enum TestRunError {
 }
 
 /// The same project with each named system's `base_url` replaced.
-pub fn redirect(project: &Project, urls: &BTreeMap<String, String>) -> Project {
-    let systems = project
-        .systems
-        .iter()
-        .map(|(name, def)| {
-            let mut config = def.config.clone();
-            if let Some(u) = urls.get(name) {
-                config.base_url = Some(u.clone());
-            }
-            let def = SystemDef {
-                name: def.name.clone(),
-                role: def.role,
-                config,
-                operations: def.operations.clone(),
-                entities: def.entities.clone(),
-            };
-            (name.clone(), Arc::new(def))
-        })
-        .collect();
-    Project {
+pub fn redirect(
+    project: &Project,
+    urls: &BTreeMap<String, String>,
+) -> Result<Project, url::ParseError> {
+    let mut systems = BTreeMap::new();
+    for (name, def) in &project.systems {
+        let mut config = def.config.clone();
+        let mut spec = def.spec.clone();
+        if let Some(u) = urls.get(name) {
+            config.base_url = Some(u.clone());
+            spec = Arc::new(spec.at(url::Url::parse(u)?));
+        }
+        let def = SystemDef {
+            name: def.name.clone(),
+            role: def.role,
+            config,
+            operations: def.operations.clone(),
+            entities: def.entities.clone(),
+            spec,
+        };
+        systems.insert(name.clone(), Arc::new(def));
+    }
+    Ok(Project {
         root: project.root.clone(),
         vars: project.vars.clone(),
         entities: project.entities.clone(),
         systems,
         flows: project.flows.clone(),
+        webhooks: project.webhooks.clone(),
         state_url: project.state_url.clone(),
         daemon: project.daemon.clone(),
-    }
+    })
 }
 
 /// The `${VARS}` of a test: its own `env` only. The machine's environment is never read,
@@ -217,11 +221,13 @@ pub async fn run_test(
     let replay = Replay::start(project.systems.keys().cloned(), exchanges)
         .await
         .map_err(|e| setup(format!("cannot start the replay servers: {e}")))?;
-    let mut project = redirect(&project, &replay.urls);
+    let mut project = redirect(&project, &replay.urls)
+        .map_err(|e| setup(format!("a replay server's address: {e}")))?;
     // The replay answers at once: a system's budget would only make the test slow.
     for def in project.systems.values_mut() {
         if let Some(d) = Arc::get_mut(def) {
             d.config.rate_limit = None;
+            d.spec = Arc::new(d.spec.unlimited());
         }
     }
     let project = Arc::new(project);
@@ -265,7 +271,7 @@ pub async fn run_test(
     let mut reports = Vec::new();
     let mut ran = Vec::new();
     for flow in flows {
-        if cfg.reconcile && flow.config.reconcile.is_none() {
+        if cfg.reconcile && flow.reconcile_schedule.is_none() {
             continue;
         }
         ran.push(flow.id.clone());

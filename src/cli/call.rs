@@ -216,29 +216,13 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
     let shown_base = crate::redact::redact(upstream.trim_end_matches('/')).into_owned();
     let (records, parents, error, exchanges, http) = rt.block_on(async {
         let proxies = Proxies::start(&BTreeMap::from([(args.system.clone(), upstream)])).await?;
-        let redirected = crate::authoring::redirect(&project, &proxies.urls);
+        let redirected = crate::authoring::redirect(&project, &proxies.urls)?;
         let rdef = redirected
             .systems
             .get(&args.system)
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("system `{}` vanished", args.system))?;
-        let http = HttpSystem::build(
-            &args.system,
-            &rdef.config,
-            rdef.operations.clone(),
-            redirected.vars.clone(),
-            Arc::new(crate::clock::SystemClock),
-        )
-        .map_err(|p| {
-            anyhow::anyhow!(
-                "system `{}` cannot be built: {}",
-                args.system,
-                p.iter()
-                    .map(|p| p.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            )
-        })?;
+        let http = HttpSystem::new(rdef.spec.clone(), Arc::new(crate::clock::SystemClock))?;
         let announce: crate::connector::WaitAnnouncer =
             Arc::new(|n: &crate::connector::WaitNotice| eprintln!("erpsync: {n}"));
         http.set_waits(Some(std::time::Duration::from_secs(60)), Some(announce));

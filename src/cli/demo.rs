@@ -196,7 +196,7 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let reconciled: Vec<&str> = project
         .flows
         .iter()
-        .filter(|f| f.config.reconcile.is_some())
+        .filter(|f| f.reconcile_schedule.is_some())
         .map(|f| f.id.as_str())
         .collect();
     let engine = Engine::new(project.clone(), store, Arc::new(SystemClock))?;

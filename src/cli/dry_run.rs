@@ -72,7 +72,7 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for flow in flows {
-        if args.reconcile && flow.config.reconcile.is_none() {
+        if args.reconcile && flow.reconcile_schedule.is_none() {
             continue;
         }
         progress.flow(&flow.id);

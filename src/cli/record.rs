@@ -40,7 +40,7 @@ impl Recorder {
         let mut seed = StateSeedConfig::default();
         let mut scopes = Vec::new();
         for f in flows {
-            let scope = Scope::new(&f.config.entity, &f.from, &f.to);
+            let scope = Scope::new(&f.entity, &f.from, &f.to);
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }
@@ -83,8 +83,11 @@ impl Recorder {
     }
 
     /// The project with every system behind its proxy.
-    pub fn project(&self, project: &Project) -> Arc<Project> {
-        Arc::new(crate::authoring::redirect(project, &self.proxies.urls))
+    pub fn project(&self, project: &Project) -> anyhow::Result<Arc<Project>> {
+        Ok(Arc::new(crate::authoring::redirect(
+            project,
+            &self.proxies.urls,
+        )?))
     }
 
     /// Writes the test: flows run, starting state, exchanges, and what each flow reported.

@@ -80,7 +80,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let project = match &recorder {
-        Some(r) => r.project(&project),
+        Some(r) => r.project(&project)?,
         None => project,
     };
     let engine =
@@ -111,7 +111,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if interrupt.raised() {
             break;
         }
-        if args.reconcile && flow.config.reconcile.is_none() {
+        if args.reconcile && flow.reconcile_schedule.is_none() {
             continue;
         }
         progress.flow(&flow.id);

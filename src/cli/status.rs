@@ -85,13 +85,13 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let cursor = store.cursor(&flow.id)?;
         rows.push(serde_json::json!({
             "flow": flow.id,
-            "enabled": flow.config.enabled,
+            "enabled": flow.enabled,
             "from": flow.from,
             "to": flow.to,
             "schedule": flow.schedule.as_ref().map(|s| s.source().to_string()),
-            "next_run": flow.schedule.as_ref().filter(|_| flow.config.enabled).and_then(|s| s.next_after(now)),
+            "next_run": flow.schedule.as_ref().filter(|_| flow.enabled).and_then(|s| s.next_after(now)),
             "reconcile": flow.reconcile_schedule.as_ref().map(|s| s.source().to_string()),
-            "next_reconcile": flow.reconcile_schedule.as_ref().filter(|_| flow.config.enabled).and_then(|s| s.next_after(now)),
+            "next_reconcile": flow.reconcile_schedule.as_ref().filter(|_| flow.enabled).and_then(|s| s.next_after(now)),
             "cursor": cursor,
             "last_run": last,
             "failures": failures,

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use super::mapping::Mapping;
+use super::webhook::Webhook;
 use super::{CanonField, Entity, Flow, Project, RecordId, Schedule, SystemDef, SystemEntity};
-use crate::clock::SystemClock;
 use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
 };
 use crate::config::{Code, Decl, Diagnostic, ProjectConfig};
-use crate::connector::{CompileProblem, HttpSystem, Operation, ProblemKind, lint_rules};
+use crate::connector::{CompileProblem, Operation, ProblemKind, SystemSpec, lint_rules};
 use crate::expr::{JsonPath, Predicate};
 
 struct Checker<'a> {
@@ -122,36 +122,23 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         .as_ref()
         .map(|d| d.value.webhooks.keys().cloned().collect())
         .unwrap_or_default();
+    let mut compiled_webhooks = BTreeMap::new();
     if let Some(d) = &project.daemon {
         for (name, w) in &d.value.webhooks {
-            let at = format!("daemon.webhooks.{name}.key");
-            if w.key.starts_with('$') {
-                ck.path(d.file, &at, &w.key);
-            } else {
-                match crate::expr::Template::compile(&w.key) {
-                    Err(e) => {
-                        ck.at(d.file, Code::Template, &at, e.to_string());
-                    }
-                    Ok(t) => {
-                        // A key is rendered over the payload alone.
-                        if t.variables()
-                            .iter()
-                            .any(|v| v[0] == "system" || v[0] == "vars")
-                        {
-                            ck.at(
-                                d.file,
-                                Code::UnknownName,
-                                &at,
-                                "a webhook key is rendered over the delivered payload alone: \
-                                 `system` and `vars` are not available there"
-                                    .into(),
-                            );
-                        }
+            match Webhook::compile(name, w) {
+                Ok(hook) => {
+                    compiled_webhooks.insert(name.clone(), Arc::new(hook));
+                }
+                Err(problems) => {
+                    for (at, code, message) in problems {
+                        ck.at(
+                            d.file,
+                            code,
+                            &format!("daemon.webhooks.{name}.{at}"),
+                            message,
+                        );
                     }
                 }
-            }
-            if let Some(t) = &w.timestamp {
-                ck.path(d.file, &format!("daemon.webhooks.{name}.timestamp"), t);
             }
         }
     }
@@ -197,10 +184,10 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         entities,
         systems: systems
             .into_iter()
-            .filter(|(_, s)| !s.is_abstract)
-            .map(|(k, s)| (k, s.def))
+            .filter_map(|(k, s)| Some((k, s.into_def()?)))
             .collect(),
         flows,
+        webhooks: compiled_webhooks,
         state_url: project.state.as_ref().map(|s| s.value.url.clone()),
         daemon: project.daemon.as_ref().map(|d| d.value.clone()),
     };
@@ -261,9 +248,29 @@ fn compile_entities(ck: &mut Checker) -> BTreeMap<String, Arc<Entity>> {
     out
 }
 
+/// A system as compiled: a concrete one that has no problem has its spec.
 struct CompiledSystem {
+    name: String,
     is_abstract: bool,
-    def: Arc<SystemDef>,
+    role: Option<SystemRole>,
+    config: SystemConfig,
+    operations: BTreeMap<String, Arc<Operation>>,
+    entities: BTreeMap<String, Arc<SystemEntity>>,
+    spec: Option<Arc<SystemSpec>>,
+}
+
+impl CompiledSystem {
+    /// The system as a project holds it; `None` for an abstract or a broken one.
+    fn into_def(self) -> Option<Arc<SystemDef>> {
+        Some(Arc::new(SystemDef {
+            spec: self.spec?,
+            name: self.name,
+            role: self.role,
+            config: self.config,
+            operations: self.operations,
+            entities: self.entities,
+        }))
+    }
 }
 
 /// The chain `[system, parent, grandparent…]`, or None on an unknown parent or a cycle (both
@@ -340,6 +347,8 @@ fn compile_systems(
     let project = ck.project;
     // What each system declares itself is compiled and checked once, at its own place.
     let mut operations: BTreeMap<(String, String), Arc<Operation>> = BTreeMap::new();
+    // Systems whose own declaration has a problem.
+    let mut declared_bad: HashSet<String> = HashSet::new();
     for (name, decl) in &project.systems {
         let (file, path) = (decl.file, decl.path.clone());
         let s = &decl.value;
@@ -366,23 +375,12 @@ fn compile_systems(
                 }
             }
         }
-        // Auth, headers, error rules and limits: built as a system of their own, with a
-        // stand-in address where the declaration leaves it to the systems that extend it.
-        let mut own = s.clone();
-        own.operations.clear();
-        own.entities.clear();
-        if own.base_url.is_none() {
-            own.base_url = Some("http://inherited.invalid/".into());
+        // Address, auth, headers, error rules and limits: checked where they are declared.
+        let problems = SystemSpec::check_declaration(s);
+        if !problems.is_empty() {
+            declared_bad.insert(name.clone());
         }
-        if let Err(problems) = HttpSystem::build(
-            name,
-            &own,
-            BTreeMap::new(),
-            Value::Object(project.vars.clone()),
-            Arc::new(SystemClock),
-        ) {
-            ck.problems(file, &path, problems);
-        }
+        ck.problems(file, &path, problems);
     }
 
     let mut out = BTreeMap::new();
@@ -728,7 +726,7 @@ fn compile_systems(
                 }
             }
         }
-        let compiled_ops = merged
+        let compiled_ops: BTreeMap<String, Arc<Operation>> = merged
             .operations
             .keys()
             .filter_map(|op| {
@@ -739,18 +737,38 @@ fn compile_systems(
                 Some((op.clone(), compiled.clone()))
             })
             .collect();
-        let def = SystemDef {
-            name: name.clone(),
-            role: merged.role,
-            operations: compiled_ops,
-            entities: compiled_entities,
-            config: merged,
+        // The spec the engine runs: compiled once, here. What could fail in it was reported
+        // at the declarations above; should anything be left, it is reported at the system.
+        let spec = if merged.is_abstract {
+            None
+        } else {
+            match SystemSpec::compile(
+                name,
+                &merged,
+                compiled_ops.clone(),
+                Value::Object(project.vars.clone()),
+            ) {
+                Ok(spec) => Some(Arc::new(spec)),
+                Err(problems) => {
+                    let reported = merged.base_url.is_none()
+                        || chain.iter().any(|s| declared_bad.contains(*s));
+                    if !reported {
+                        ck.problems(decl.file, &decl.path, problems);
+                    }
+                    None
+                }
+            }
         };
         out.insert(
             name.clone(),
             CompiledSystem {
-                is_abstract: def.config.is_abstract,
-                def: Arc::new(def),
+                name: name.clone(),
+                is_abstract: merged.is_abstract,
+                role: merged.role,
+                operations: compiled_ops,
+                entities: compiled_entities,
+                config: merged,
+                spec,
             },
         );
     }
@@ -1291,7 +1309,7 @@ fn compile_flows(
             if !ok || entity.is_none() {
                 continue;
             }
-            check_sides(ck, file, &base, f, &systems[&from].def, &systems[&to].def);
+            check_sides(ck, file, &base, f, &systems[&from], &systems[&to]);
             let id = match each {
                 Some(s) => format!("{name}.{s}"),
                 None => name.clone(),
@@ -1304,10 +1322,37 @@ fn compile_flows(
                 .iter()
                 .map(|(target, p)| (resolve_chained(project, target, each), p.clone()))
                 .collect();
+            // An owner named as the flow file writes a side (`{{each}}`) is that side's system.
+            let conflict = f.conflict.clone().map(|mut c| {
+                for owner in c.owners.values_mut() {
+                    if *owner == f.from {
+                        owner.clone_from(&from);
+                    } else if *owner == f.to {
+                        owner.clone_from(&to);
+                    }
+                }
+                c
+            });
             out.push(Arc::new(Flow {
                 id,
                 name: name.clone(),
-                config: f.clone(),
+                description: f.description.clone(),
+                enabled: f.enabled,
+                entity: f.entity.clone(),
+                direction: f.direction,
+                mode: f.mode,
+                fields: f.fields.clone(),
+                skip_nulls: f.skip_nulls,
+                webhook: f.trigger.webhook.clone(),
+                on_status: f.trigger.on_status.clone(),
+                on_transition: f.trigger.on_transition.clone(),
+                incremental: f.incremental.clone(),
+                conflict,
+                after_export: f.after_export.clone(),
+                allow_edit_after_export: f.allow_edit_after_export,
+                export_once: f.export_once,
+                after: f.after.clone(),
+                declared: f.clone(),
                 from,
                 to,
                 match_key: key.clone(),
@@ -1357,24 +1402,28 @@ fn check_sides(
     file: usize,
     base: &str,
     f: &FlowConfig,
-    from: &SystemDef,
-    to: &SystemDef,
+    from: &CompiledSystem,
+    to: &CompiledSystem,
 ) {
     let entity = &f.entity;
-    let need =
-        |ck: &mut Checker, sys: &SystemDef, role: &str, present: bool, why: &str, path: &str| {
-            if !present {
-                ck.at(
-                    file,
-                    Code::Invalid,
-                    path,
-                    format!(
-                        "system `{}` has no `{role}` operation for entity `{entity}`, which {why}",
-                        sys.name
-                    ),
-                );
-            }
-        };
+    let need = |ck: &mut Checker,
+                sys: &CompiledSystem,
+                role: &str,
+                present: bool,
+                why: &str,
+                path: &str| {
+        if !present {
+            ck.at(
+                file,
+                Code::Invalid,
+                path,
+                format!(
+                    "system `{}` has no `{role}` operation for entity `{entity}`, which {why}",
+                    sys.name
+                ),
+            );
+        }
+    };
     let (Some(src), Some(dst)) = (from.entities.get(entity), to.entities.get(entity)) else {
         for (sys, path) in [(from, "from"), (to, "to")] {
             if !sys.entities.contains_key(entity) {
@@ -1580,6 +1629,109 @@ fn check_notify(
 #[cfg(test)]
 mod tests {
     use super::filter_members;
+    use crate::compile::Project;
+    use crate::config::Diagnostic;
+
+    /// Compiles a project of one file.
+    fn check(text: &str) -> (Option<Project>, Vec<Diagnostic>) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("project.yaml");
+        std::fs::write(&file, text).unwrap();
+        let (loaded, mut diags) = crate::config::load(&[file], &crate::config::env::ProcessEnv);
+        let (project, more) = super::compile(&loaded);
+        diags.extend(more);
+        (project, diags)
+    }
+
+    #[test]
+    fn every_problem_of_a_system_is_found_by_compiling_once_at_the_declaration_that_has_it() {
+        let (project, diags) = check(
+            "version: 1
+systems:
+  base:
+    abstract: true
+    headers: { X-Tenant: \"{{nope x}}\" }
+    rate_limit: { per_second: 0 }
+  shop:
+    extends: base
+    base_url: ftp://shop.example
+  erp:
+    extends: base
+    base_url: https://erp.example
+    retry: { max_attempts: 0 }
+",
+        );
+        assert!(project.is_none());
+        let mut paths: Vec<&str> = diags.iter().map(|d| d.path.as_str()).collect();
+        paths.sort();
+        // Inherited problems are told once, at `base`, not again at each system using them.
+        assert_eq!(
+            paths,
+            [
+                "systems.base.headers.X-Tenant",
+                "systems.base.rate_limit.per_second",
+                "systems.erp.retry.max_attempts",
+                "systems.shop.base_url",
+            ],
+            "{diags:#?}"
+        );
+    }
+
+    #[test]
+    fn a_flow_copy_has_its_settings_typed_and_its_owners_named_by_system() {
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let demo = std::fs::read_to_string(repo.join("demo/demo.yaml")).unwrap();
+        let common = repo.join("common").display().to_string();
+        let text = demo.replace("include: [../common]", &format!("include: [\"{common}\"]"))
+            + "
+  prices:
+    entity: product
+    from: \"{{each}}\"
+    to: erp
+    for_each: [shop]
+    direction: bidirectional
+    fields: [sku, price]
+    conflict: { rule: owner, owners: { price: \"{{each}}\", sku: erp } }
+    trigger: { webhook: shop_orders }
+";
+        let (project, diags) = check(&text);
+        let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+        let flow = project.flow("prices.shop").unwrap();
+        assert_eq!((flow.from.as_str(), flow.to.as_str()), ("shop", "erp"));
+        assert_eq!(flow.entity, "product");
+        assert_eq!(flow.fields, ["sku", "price"]);
+        assert_eq!(flow.webhook.as_deref(), Some("shop_orders"));
+        let owners = &flow.conflict.as_ref().unwrap().owners;
+        assert_eq!(
+            owners["price"], "shop",
+            "`{{{{each}}}}` is the copy's system"
+        );
+        assert_eq!(owners["sku"], "erp");
+        // What the file declares stays as written, for `validate --print-config`.
+        assert_eq!(flow.declared().from, "{{each}}");
+    }
+
+    #[test]
+    fn a_valid_project_has_the_spec_of_every_concrete_system_and_none_of_a_template() {
+        let (project, diags) = check(
+            "version: 1
+systems:
+  base:
+    abstract: true
+    headers: { X-Tenant: acme }
+    timeouts: { connect_ms: 1000, request_ms: 2000 }
+  shop:
+    extends: base
+    base_url: https://shop.example/api
+",
+        );
+        let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
+        assert_eq!(project.systems.keys().collect::<Vec<_>>(), ["shop"]);
+        let spec = &project.systems["shop"].spec;
+        assert_eq!(spec.base_url().as_str(), "https://shop.example/api");
+        assert_eq!(spec.connect_timeout, std::time::Duration::from_secs(1));
+        assert_eq!(spec.headers.len(), 1, "the template's header is inherited");
+    }
 
     #[test]
     fn existence_tests_are_told_from_comparisons() {

@@ -37,7 +37,7 @@ pub struct FieldMapError {
 /// A problem found while compiling a mapping: relative path, kind, message.
 pub type MappingProblem = (String, Code, String);
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 enum Expr {
     Path(JsonPath),
     /// `$parent.…`: a path into the parent of a record of a nested listing.
@@ -62,7 +62,7 @@ enum Expr {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Field {
     name: String,
     /// Where the field's expression is, relative to the mapping (`price.path`, `title`).
@@ -88,8 +88,8 @@ pub enum Merge {
     ByKey(String),
 }
 
-/// A compiled mapping.
-#[derive(Debug, Clone, Default)]
+/// A compiled mapping. Mappings compiled from equal declarations are equal.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Mapping {
     fields: Vec<Field>,
     needs_context: bool,

@@ -6,6 +6,7 @@ pub mod mapping;
 pub mod project;
 pub mod schedule;
 pub mod types;
+pub mod webhook;
 
 mod check;
 
@@ -19,13 +20,16 @@ use serde_json::Value;
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
+pub use webhook::{Webhook, WebhookKey};
 
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
-    DaemonConfig, FieldType, FlowConfig, Normalize, SystemConfig, SystemRole,
+    ConflictConfig, DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize,
+    PostActionConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
+    TransitionTriggerConfig,
 };
-use crate::connector::Operation;
+use crate::connector::{Operation, SystemSpec};
 use crate::expr::{JsonPath, Predicate, Template};
 
 /// A compiled project, ready to run.
@@ -38,6 +42,8 @@ pub struct Project {
     pub systems: BTreeMap<String, Arc<SystemDef>>,
     /// Flows, with `for_each` expanded (`FLOW.SYSTEM`).
     pub flows: Vec<Arc<Flow>>,
+    /// Incoming webhooks (`daemon.webhooks`), by name.
+    pub webhooks: BTreeMap<String, Arc<Webhook>>,
     pub state_url: Option<String>,
     pub daemon: Option<DaemonConfig>,
 }
@@ -92,8 +98,7 @@ impl Project {
         let mut remaining = chosen;
         while !remaining.is_empty() {
             let ready = remaining.iter().position(|f| {
-                f.config
-                    .after
+                f.after
                     .iter()
                     .all(|a| !remaining.iter().any(|r| &r.name == a && r.id != f.id))
             });
@@ -106,34 +111,39 @@ impl Project {
 }
 
 impl Flow {
+    /// The flow as its file declares it (includes and overrides applied, `for_each` not
+    /// expanded): what `validate --print-config` shows. Running code reads the fields above.
+    pub fn declared(&self) -> &FlowConfig {
+        &self.declared
+    }
+
     /// Whether the flow runs by itself: enabled, with a schedule.
     pub fn is_scheduled(&self) -> bool {
-        self.config.enabled && self.schedule.is_some()
+        self.enabled && self.schedule.is_some()
     }
 
     /// Whether the flow is on: its switch in `switches` (set by a person), else its flow file.
     pub fn is_on(&self, switches: &HashMap<String, bool>) -> bool {
-        switches
-            .get(&self.id)
-            .copied()
-            .unwrap_or(self.config.enabled)
+        switches.get(&self.id).copied().unwrap_or(self.enabled)
     }
 }
 
 /// A system with what it inherits merged in.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct SystemDef {
     pub name: String,
     pub role: Option<SystemRole>,
-    /// The merged configuration (operations included).
+    /// The merged configuration (operations included), as `validate --print-config` shows it.
     pub config: SystemConfig,
     pub operations: BTreeMap<String, Arc<Operation>>,
+    /// Everything the running system is built from, checked: the engine builds it as is.
+    pub spec: Arc<SystemSpec>,
     pub entities: BTreeMap<String, Arc<SystemEntity>>,
 }
 
 /// Where a system's own id is in one of its records: a JSONPath, or a template that joins
 /// several ids into a composite one (`{{template}}/{{id}}`).
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub enum RecordId {
     Path(JsonPath),
     Template(Template),
@@ -181,7 +191,7 @@ impl RecordId {
 }
 
 /// How an entity lives in one system.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct SystemEntity {
     pub id: RecordId,
     pub list: Option<String>,
@@ -200,7 +210,7 @@ pub struct SystemEntity {
 }
 
 /// A canonical entity.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Entity {
     pub name: String,
     pub key: String,
@@ -209,7 +219,7 @@ pub struct Entity {
 }
 
 /// A canonical field.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CanonField {
     pub ty: FieldType,
     pub scale: Option<u32>,
@@ -218,15 +228,40 @@ pub struct CanonField {
 }
 
 /// A runnable flow.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Flow {
     /// `NAME`, or `NAME.SYSTEM` for a `for_each` copy.
     pub id: String,
     /// Name in the flow file.
     pub name: String,
-    pub config: FlowConfig,
+    /// What the flow is for.
+    pub description: Option<String>,
+    /// Whether the flow file enables it (a person's switch may override it: see `is_on`).
+    pub enabled: bool,
+    /// The canonical entity it moves.
+    pub entity: String,
+    /// The systems, `for_each` resolved.
     pub from: String,
     pub to: String,
+    pub direction: Direction,
+    pub mode: SyncMode,
+    /// Canonical fields carried; empty: every field the target's `write` mapping uses.
+    pub fields: Vec<String>,
+    pub skip_nulls: bool,
+    /// Runs for the record a delivery of this webhook names.
+    pub webhook: Option<String>,
+    /// Sends a record only when its status is one of these.
+    pub on_status: Option<StatusTriggerConfig>,
+    /// Sends a record only when its status moved this way.
+    pub on_transition: Option<TransitionTriggerConfig>,
+    pub incremental: Option<IncrementalConfig>,
+    /// The conflict rule, its `owners` naming the flow's own systems (`for_each` resolved).
+    pub conflict: Option<ConflictConfig>,
+    pub after_export: Vec<PostActionConfig>,
+    pub allow_edit_after_export: bool,
+    pub export_once: bool,
+    /// Flows (by name) this one runs after when they run together.
+    pub after: Vec<String>,
     /// Canonical field the records are matched on.
     pub match_key: String,
     /// Normalisation of match keys: the match field's own, then the flow's `match.normalize`.
@@ -239,4 +274,6 @@ pub struct Flow {
     pub then: Vec<(String, Option<JsonPath>)>,
     /// Flows that must sync a related record first, and where that record is.
     pub requires: Vec<(String, JsonPath)>,
+    /// The flow as its file declares it, overrides applied, for `validate --print-config`.
+    declared: FlowConfig,
 }

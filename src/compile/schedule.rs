@@ -27,6 +27,13 @@ pub struct Schedule {
     tz: Tz,
 }
 
+/// Schedules parsed from the same expression in the same time zone fire alike.
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source && self.tz == other.tz
+    }
+}
+
 impl Schedule {
     pub fn parse(expr: &str, tz: Option<&str>) -> Result<Self, ScheduleParseError> {
         let fields = expr.split_whitespace().count();

@@ -43,7 +43,7 @@ pub(crate) trait TokenEndpoint: Sync {
     ) -> Result<(u16, Value), String>;
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 enum Kind {
     /// Headers and query parameters that never change (none, basic, bearer, API key).
     Fixed {
@@ -58,7 +58,7 @@ enum Kind {
     Login(Box<Login>),
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq)]
 struct Login {
     method: HttpMethod,
     path: Template,
@@ -89,6 +89,12 @@ pub(crate) struct Credentials {
     pub serial: Option<u64>,
 }
 
+/// How a system authenticates, checked: credentials in place, templates and paths compiled.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct AuthSpec {
+    kind: Kind,
+}
+
 /// A system's authentication, with its token cache.
 #[derive(Debug)]
 pub(crate) struct Auth {
@@ -98,9 +104,9 @@ pub(crate) struct Auth {
     cache: tokio::sync::Mutex<(Option<Token>, u64)>,
 }
 
-impl Auth {
+impl AuthSpec {
     /// Compiles `auth`; problem paths start with `auth.`.
-    pub fn compile(cfg: Option<&AuthConfig>, p: &mut Problems) -> Auth {
+    pub fn compile(cfg: Option<&AuthConfig>, p: &mut Problems) -> AuthSpec {
         let fixed = |headers, query| Kind::Fixed { headers, query };
         let kind = match cfg {
             None | Some(AuthConfig::None) => fixed(vec![], vec![]),
@@ -191,8 +197,15 @@ impl Auth {
                 }
             }
         };
+        AuthSpec { kind }
+    }
+}
+
+impl Auth {
+    /// The authentication of a running system, with no token yet.
+    pub fn new(spec: &AuthSpec) -> Auth {
         Auth {
-            kind,
+            kind: spec.kind.clone(),
             cache: tokio::sync::Mutex::new((None, 0)),
         }
     }

@@ -12,6 +12,7 @@ mod ratelimit;
 mod records;
 mod retry;
 mod rules;
+mod spec;
 mod stats;
 mod system;
 
@@ -21,7 +22,9 @@ pub use operation::Operation;
 pub use problem::{CompileProblem, ProblemKind};
 pub use records::{Extracted, RecordsPath};
 pub use rules::lint_rules;
+pub use spec::SystemSpec;
 pub use stats::{ConnectorStats, StatsSnapshot};
 pub use system::{
-    ANNOUNCE_WAITS_FROM, CallInput, CallOutput, HttpSystem, Page, WaitAnnouncer, WaitNotice,
+    ANNOUNCE_WAITS_FROM, CallInput, CallOutput, HttpSystem, Page, SystemStartError, WaitAnnouncer,
+    WaitNotice,
 };

@@ -15,7 +15,7 @@ use crate::config::model::{
 use crate::expr::{JsonPath, Template, TemplateRenderError};
 
 /// A JSON body whose string leaves are templates.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum BodyTemplate {
     Fixed(Value),
     Text(Template),
@@ -73,7 +73,7 @@ impl BodyTemplate {
 }
 
 /// How `{{since}}` is written.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum SinceFormat {
     Rfc3339,
     Unix,
@@ -90,8 +90,8 @@ impl SinceFormat {
     }
 }
 
-/// A compiled operation.
-#[derive(Debug, Clone)]
+/// A compiled operation. Operations compiled from equal declarations are equal.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Operation {
     pub(crate) method: HttpMethod,
     pub(crate) path: Template,

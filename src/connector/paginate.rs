@@ -12,7 +12,7 @@ use crate::config::model::PaginationConfig;
 use crate::expr::JsonPath;
 
 /// A number a response tells in a header or its body (pages of a listing, its records).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum TotalPages {
     Header(String),
     Body(JsonPath),
@@ -44,7 +44,7 @@ impl TotalPages {
 }
 
 /// A compiled `paginate` section.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Paginate {
     Page {
         param: String,

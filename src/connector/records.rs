@@ -16,14 +16,14 @@ use crate::expr::JsonPath;
 const WILDCARD: &str = "[*]";
 
 /// A compiled `records` path.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RecordsPath {
     whole: JsonPath,
     nested: Option<Nested>,
 }
 
 /// A nested path cut at its last wildcard but one.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 struct Nested {
     /// Selects the elements of the outermost list, what a page is counted in.
     outer: JsonPath,

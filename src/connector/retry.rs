@@ -13,7 +13,7 @@ use crate::config::model::RetryConfig;
 const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 
 /// The retry policy of a system, with defaults filled in.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RetryPolicy {
     pub max_attempts: u32,
     pub initial: Duration,

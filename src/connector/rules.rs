@@ -61,7 +61,7 @@ pub(crate) fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRang
 }
 
 /// A compiled classification rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Rule {
     statuses: Vec<StatusRange>,
     when: Option<Predicate>,

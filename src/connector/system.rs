@@ -2,7 +2,6 @@
 //! and error policy. One `HttpSystem` is shared (behind an `Arc`) by every flow and shop that
 //! uses it, so the budget, the pauses and the token are shared too.
 
-use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use handlebars::Context;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderName, RETRY_AFTER};
+use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde_json::{Map, Value};
 use url::Url;
 
@@ -20,14 +19,14 @@ use super::decode::decode;
 use super::error::CallError;
 use super::operation::Operation;
 use super::paginate::{Next, PageSeen, Progress};
-use super::problem::{CompileProblem, Problems};
 use super::ratelimit::RateLimiter;
-use super::retry::{RetryPolicy, parse_retry_after};
-use super::rules::{Rule, classify};
+use super::retry::parse_retry_after;
+use super::rules::classify;
+use super::spec::SystemSpec;
 use super::stats::ConnectorStats;
 use crate::clock::SharedClock;
-use crate::config::model::{BodyFormat, ErrorAction, HttpMethod, LockoutConfig, SystemConfig};
-use crate::expr::{JsonPath, Template};
+use crate::config::model::{BodyFormat, ErrorAction, HttpMethod, LockoutConfig};
+use crate::expr::Template;
 use crate::redact::{redact, redact_json};
 
 /// What an operation is called with; every field is offered to its templates.
@@ -94,29 +93,29 @@ struct Rendered {
     body: Option<(Vec<u8>, &'static str)>,
 }
 
-/// A system built from its `SystemConfig`.
+/// A system built from its `SystemSpec`.
 pub struct HttpSystem {
     pub(crate) name: String,
-    base_url: Url,
+    spec: Arc<SystemSpec>,
     client: reqwest::Client,
     auth: Auth,
-    headers: Vec<(String, Template)>,
-    rules: Vec<Rule>,
-    retry: RetryPolicy,
     breaker: Breaker,
     limiter: RateLimiter,
-    lockout: Option<LockoutConfig>,
-    operations: BTreeMap<String, Arc<Operation>>,
-    /// System vars looked up by a request: name, operation, where the value is.
-    resolve: Vec<(String, String, JsonPath)>,
     /// `system_vars` with the looked-up values, once they are known.
     resolved: tokio::sync::OnceCell<Value>,
-    pub(crate) system_vars: Value,
-    pub(crate) vars: Value,
     pub(crate) clock: SharedClock,
     pub(crate) stats: ConnectorStats,
     /// How waits are bounded and announced (one-shot runs set it; see `Waits`).
     waits: std::sync::RwLock<Waits>,
+}
+
+/// A running system that could not be built from its spec: only what the machine lacks (the
+/// HTTP client's TLS setup), never a problem of the flow files, which the spec has checked.
+#[derive(Debug, thiserror::Error)]
+#[error("the HTTP client of system `{system}` cannot be created: {message}")]
+pub struct SystemStartError {
+    pub system: String,
+    pub message: String,
 }
 
 /// A wait at least this long is announced: a person watching a run must not take it for a
@@ -162,124 +161,49 @@ impl std::fmt::Debug for HttpSystem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HttpSystem")
             .field("name", &self.name)
-            .field("base_url", &redact(self.base_url.as_str()))
+            .field("base_url", &redact(self.spec.base_url.as_str()))
             .finish_non_exhaustive()
     }
 }
 
 impl HttpSystem {
-    /// Builds a system from its merged config (secrets substituted, `extends` resolved) and
-    /// its compiled operations. Problem paths are relative to the system.
-    pub fn build(
-        name: &str,
-        cfg: &SystemConfig,
-        operations: BTreeMap<String, Arc<Operation>>,
-        vars: Value,
-        clock: SharedClock,
-    ) -> Result<HttpSystem, Vec<CompileProblem>> {
-        let mut p = Problems::default();
-        let base_url = match cfg.base_url.as_deref() {
-            None => {
-                p.invalid("base_url", format!("system `{name}` has no `base_url`"));
-                None
-            }
-            Some(u) => match Url::parse(u) {
-                Ok(url) if url.scheme() == "http" || url.scheme() == "https" => Some(url),
-                Ok(_) => {
-                    p.invalid("base_url", format!("`{}` is not an http(s) URL", redact(u)));
-                    None
-                }
-                Err(e) => {
-                    p.invalid(
-                        "base_url",
-                        format!("`{}` is not a valid URL: {e}", redact(u)),
-                    );
-                    None
-                }
-            },
-        };
-        for key in cfg.headers.keys() {
-            if HeaderName::from_bytes(key.as_bytes()).is_err() {
-                p.invalid(
-                    &format!("headers.{key}"),
-                    format!("`{key}` is not a valid header name"),
-                );
-            }
-        }
-        let headers = p.template_map("headers", &cfg.headers);
-        let mut resolve = Vec::new();
-        // That the operations exist is checked with the project, where inherited ones are known.
-        for (name, r) in &cfg.resolve {
-            if let Some(path) = p.path(&format!("resolve.{name}.path"), &r.path) {
-                resolve.push((name.clone(), r.operation.clone(), path));
-            }
-        }
-        let auth = Auth::compile(cfg.auth.as_ref(), &mut p);
-        let rules = Rule::compile_all(&cfg.errors, "errors", &mut p.0);
-        if let Some(rl) = &cfg.rate_limit {
-            if !(rl.per_second.is_finite() && rl.per_second > 0.0) {
-                p.invalid(
-                    "rate_limit.per_second",
-                    "`per_second` must be a positive number",
-                );
-            }
-            if let Some(l) = &rl.lockout
-                && !(100..=599).contains(&l.status)
-            {
-                p.invalid(
-                    "rate_limit.lockout.status",
-                    format!("`{}` is not an HTTP status", l.status),
-                );
-            }
-        }
-        if cfg.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
-            p.invalid(
-                "retry.max_attempts",
-                "`max_attempts` counts the first attempt: at least 1",
-            );
-        }
-        let (connect_ms, request_ms) = cfg
-            .timeouts
-            .as_ref()
-            .map_or((5_000, 30_000), |t| (t.connect_ms, t.request_ms));
+    /// Builds the running system of a spec: its HTTP client, token cache, breaker and
+    /// request budget start afresh.
+    pub fn new(spec: Arc<SystemSpec>, clock: SharedClock) -> Result<HttpSystem, SystemStartError> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(connect_ms))
-            .timeout(Duration::from_millis(request_ms))
+            .connect_timeout(spec.connect_timeout)
+            .timeout(spec.request_timeout)
             // A redirect means a wrong base URL (MerchantPro redirects the non-www host);
             // following it would resend credentials and bodies to another place.
             .redirect(reqwest::redirect::Policy::none())
-            .build();
-        let client = match client {
-            Ok(c) => Some(c),
-            Err(e) => {
-                p.invalid("timeouts", format!("cannot build the HTTP client: {e}"));
-                None
-            }
-        };
-        match (p.0.is_empty(), base_url, client) {
-            (true, Some(base_url), Some(client)) => Ok(HttpSystem {
-                name: name.to_string(),
-                base_url,
-                client,
-                auth,
-                headers,
-                rules,
-                retry: RetryPolicy::from_config(cfg.retry.as_ref()),
-                breaker: Breaker::new(cfg.circuit_breaker.as_ref()),
-                limiter: RateLimiter::new(cfg.rate_limit.as_ref()),
-                lockout: cfg.rate_limit.as_ref().and_then(|r| r.lockout.clone()),
-                operations,
-                resolve,
-                resolved: tokio::sync::OnceCell::new(),
-                system_vars: serde_json::to_value(&cfg.vars).unwrap_or(Value::Null),
-                vars,
-                clock,
-                stats: ConnectorStats::default(),
-                waits: Default::default(),
-            }),
-            _ => Err(p.0),
-        }
+            .build()
+            .map_err(|e| SystemStartError {
+                system: spec.name.clone(),
+                message: error_chain(&e),
+            })?;
+        Ok(HttpSystem {
+            name: spec.name.clone(),
+            client,
+            auth: Auth::new(&spec.auth),
+            breaker: Breaker::new(spec.circuit_breaker.as_ref()),
+            limiter: RateLimiter::new(spec.rate_limit.as_ref()),
+            resolved: tokio::sync::OnceCell::new(),
+            clock,
+            stats: ConnectorStats::default(),
+            waits: Default::default(),
+            spec,
+        })
+    }
+
+    /// The lock-out the system imposes after a burst, if it says.
+    fn lockout(&self) -> Option<&LockoutConfig> {
+        self.spec.rate_limit.as_ref()?.lockout.as_ref()
+    }
+
+    /// The spec this system was built from.
+    pub fn spec(&self) -> &Arc<SystemSpec> {
+        &self.spec
     }
 
     pub fn name(&self) -> &str {
@@ -363,7 +287,7 @@ impl HttpSystem {
         if self.wait_for_budget("probe").await.is_err() {
             return false;
         }
-        match self.client.get(self.base_url.clone()).send().await {
+        match self.client.get(self.spec.base_url.clone()).send().await {
             Ok(resp) => {
                 self.stats.response(resp.status().as_u16());
                 self.breaker.success(&self.name, self.clock.now());
@@ -399,27 +323,28 @@ impl HttpSystem {
 
     /// Whether the operation only reads (GET), so a dry run may call it.
     pub fn is_read_only_op(&self, op: &str) -> bool {
-        self.operations
+        self.spec
+            .operations
             .get(op)
             .is_some_and(|o| o.method == HttpMethod::Get)
     }
 
     pub fn operation_names(&self) -> impl Iterator<Item = &str> {
-        self.operations.keys().map(String::as_str)
+        self.spec.operations.keys().map(String::as_str)
     }
 
     /// Looks up the `resolve` values once; every call waits for them.
     async fn ensure_resolved(&self) -> Result<(), CallError> {
-        if self.resolve.is_empty() {
+        if self.spec.resolve.is_empty() {
             return Ok(());
         }
         self.resolved
             .get_or_try_init(|| async {
-                let mut vars = match &self.system_vars {
+                let mut vars = match &self.spec.system_vars {
                     Value::Object(m) => m.clone(),
                     _ => Map::new(),
                 };
-                for (name, op_name, path) in &self.resolve {
+                for (name, op_name, path) in &self.spec.resolve {
                     let op = self.operation(op_name)?;
                     let input = CallInput::default();
                     let (resp, _) = self
@@ -444,7 +369,7 @@ impl HttpSystem {
 
     /// The system's vars, with the looked-up ones when they are known.
     pub(crate) fn system_vars(&self) -> &Value {
-        self.resolved.get().unwrap_or(&self.system_vars)
+        self.resolved.get().unwrap_or(&self.spec.system_vars)
     }
 
     /// Calls an operation once (with its retries).
@@ -591,12 +516,13 @@ impl HttpSystem {
     }
 
     fn operation(&self, name: &str) -> Result<&Arc<Operation>, CallError> {
-        self.operations
+        self.spec
+            .operations
             .get(name)
             .ok_or_else(|| CallError::UnknownOperation {
                 system: self.name.clone(),
                 operation: name.to_string(),
-                known: self.operations.keys().cloned().collect(),
+                known: self.spec.operations.keys().cloned().collect(),
             })
     }
 
@@ -607,7 +533,7 @@ impl HttpSystem {
         }
         let joined = format!(
             "{}/{}",
-            self.base_url.as_str().trim_end_matches('/'),
+            self.spec.base_url.as_str().trim_end_matches('/'),
             path.trim_start_matches('/')
         );
         Url::parse(&joined).map_err(|e| format!("`{joined}` is not a valid URL: {e}"))
@@ -627,7 +553,7 @@ impl HttpSystem {
         );
         m.insert("idempotency_key".into(), opt(&input.idempotency_key));
         m.insert("system".into(), self.system_vars().clone());
-        m.insert("vars".into(), self.vars.clone());
+        m.insert("vars".into(), self.spec.vars.clone());
         Context::from(Value::Object(m))
     }
 
@@ -654,7 +580,7 @@ impl HttpSystem {
             }
         };
         let mut headers: Vec<(String, String)> = Vec::new();
-        for (k, t) in self.headers.iter().chain(&op.headers) {
+        for (k, t) in self.spec.headers.iter().chain(&op.headers) {
             let v = r(t)?;
             headers.retain(|(hk, _)| !hk.eq_ignore_ascii_case(k));
             headers.push((k.clone(), v));
@@ -697,7 +623,7 @@ impl HttpSystem {
                 message: redact(&m).into_owned(),
             })?;
         let safe = op.safe_to_repeat(input.idempotency_key.is_some());
-        let max = self.retry.max_attempts;
+        let max = self.spec.retry.max_attempts;
         let mut attempt = 0;
         let mut reauthenticated = false;
         loop {
@@ -763,7 +689,7 @@ impl HttpSystem {
                         });
                     }
                     self.stats.retry();
-                    let b = self.retry.backoff(attempt);
+                    let b = self.spec.retry.backoff(attempt);
                     self.before_wait(op_name, b, "cannot be reached; trying again")?;
                     self.clock.sleep(b).await;
                     continue;
@@ -795,12 +721,12 @@ impl HttpSystem {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, now));
-            let lockout = self.lockout.as_ref().filter(|l| l.status == status);
+            let lockout = self.lockout().filter(|l| l.status == status);
             let verdict = if lockout.is_some() {
                 None
             } else {
                 Some(classify(
-                    &[&op.rules, &self.rules],
+                    &[&op.rules, &self.spec.rules],
                     status,
                     &resp.body,
                     retry_after.is_some(),
@@ -881,7 +807,7 @@ impl HttpSystem {
                     }
                     self.stats.retry();
                     if wait.is_none() {
-                        let b = self.retry.backoff(attempt);
+                        let b = self.spec.retry.backoff(attempt);
                         let reason = format!("is rate limiting (status {status}); backing off");
                         self.before_wait(op_name, b, &reason)?;
                         self.stats.rate_limit_wait(b);
@@ -902,7 +828,7 @@ impl HttpSystem {
                         });
                     }
                     self.stats.retry();
-                    let wait = retry_after.unwrap_or_else(|| self.retry.backoff(attempt));
+                    let wait = retry_after.unwrap_or_else(|| self.spec.retry.backoff(attempt));
                     let reason = format!("answered {status}; trying again");
                     self.before_wait(op_name, wait, &reason)?;
                     self.clock.sleep(wait).await;
@@ -1018,10 +944,10 @@ impl HttpSystem {
             let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
             // A token endpoint is rate limited like any other: a 429, a `Retry-After` on an
             // error or the system's lock-out status is waited out, not a failed flow.
-            let lockout = self.lockout.as_ref().filter(|l| l.status == status);
+            let lockout = self.lockout().filter(|l| l.status == status);
             let limited = status == 429
                 || (retry_after.is_some() && ((400..500).contains(&status) || status == 503));
-            if !(limited || lockout.is_some()) || attempt >= self.retry.max_attempts {
+            if !(limited || lockout.is_some()) || attempt >= self.spec.retry.max_attempts {
                 return Ok((status, parse_body(&bytes)));
             }
             self.stats.retry();
@@ -1034,7 +960,7 @@ impl HttpSystem {
                     );
                 }
                 None => {
-                    let b = self.retry.backoff(attempt);
+                    let b = self.spec.retry.backoff(attempt);
                     let reason =
                         format!("token endpoint is rate limiting (status {status}); backing off");
                     self.before_wait(op_name, b, &reason)
@@ -1176,7 +1102,7 @@ impl TokenEndpoint for HttpSystem {
     }
 
     fn vars(&self) -> &Value {
-        &self.vars
+        &self.spec.vars
     }
 
     async fn token_request(

@@ -324,7 +324,7 @@ async fn show_record(State(d): State<Arc<Daemon>>, Path(key): Path<String>) -> R
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {
     match d.reload() {
-        Ok(()) => Json(json!({"reloaded": true})).into_response(),
+        Ok(changed) => Json(json!({"reloaded": true, "changed": changed})).into_response(),
         Err(e) => {
             let detail = match &e {
                 super::core::ConfigReloadError::Invalid { diagnostics, .. } => diagnostics.clone(),
@@ -349,10 +349,10 @@ async fn webhook_or_not_found(
     let engine = d.engine();
     let hook = engine
         .project
-        .daemon
-        .as_ref()
-        .and_then(|c| c.webhooks.iter().find(|(_, w)| w.path == uri.path()))
-        .map(|(name, w)| (name.clone(), w.clone()));
+        .webhooks
+        .values()
+        .find(|w| w.path == uri.path())
+        .cloned();
     drop(engine);
     match hook {
         None => error(
@@ -362,7 +362,7 @@ async fn webhook_or_not_found(
         Some(_) if method != Method::POST => {
             error(StatusCode::METHOD_NOT_ALLOWED, "webhooks take POST")
         }
-        Some((name, cfg)) => super::webhook::receive(d, name, cfg, headers, body).await,
+        Some(hook) => super::webhook::receive(d, hook, headers, body).await,
     }
 }
 

@@ -366,7 +366,7 @@ pub fn record(d: &Daemon, key: &str) -> ApiResult {
     for f in &engine.project.flows {
         let k = normalize(key, &f.normalize);
         keys.insert(k.clone());
-        let scope = Scope::new(&f.config.entity, &f.from, &f.to);
+        let scope = Scope::new(&f.entity, &f.from, &f.to);
         if !scopes.insert((
             scope.entity.clone(),
             scope.a.clone(),

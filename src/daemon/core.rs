@@ -13,6 +13,7 @@ use serde::Serialize;
 use tokio::sync::{Notify, broadcast};
 
 use super::metrics::{Metrics, status_of};
+use super::reload::ReloadChanges;
 use super::scheduler::Plan;
 use crate::clock::SharedClock;
 use crate::compile::Project;
@@ -838,7 +839,7 @@ impl Daemon {
                 let s = flows.get(&f.id);
                 FlowStatus {
                     id: f.id.clone(),
-                    description: f.config.description.clone(),
+                    description: f.description.clone(),
                     enabled: f.is_on(&switches),
                     switched: switches.get(&f.id).copied(),
                     from: f.from.clone(),
@@ -848,7 +849,7 @@ impl Daemon {
                         .reconcile_schedule
                         .as_ref()
                         .map(|s| s.source().to_string()),
-                    webhook: f.config.trigger.webhook.clone(),
+                    webhook: f.webhook.clone(),
                     running_since: s.and_then(|s| s.running.as_ref().map(|r| r.0)),
                     next_run: plan.next(&f.id, false),
                     next_reconcile: plan.next(&f.id, true),
@@ -898,13 +899,18 @@ impl Daemon {
 
     /// Validates the flow files again and, when they are valid, puts them in force. Runs going
     /// on finish with the configuration they started with; invalid files change nothing.
-    pub fn reload(&self) -> Result<(), ConfigReloadError> {
+    /// Says what changed (see `ReloadChanges`).
+    pub fn reload(&self) -> Result<ReloadChanges, ConfigReloadError> {
         let result = self.try_reload();
         match &result {
-            Ok(()) => {
+            Ok(changes) => {
                 self.metrics.reload("accepted");
                 tracing::info!(
                     flows = self.engine().project.flows.len(),
+                    changed_systems = ?changes.systems,
+                    changed_entities = ?changes.entities,
+                    changed_flows = ?changes.flows,
+                    changed_webhooks = ?changes.webhooks,
                     "configuration reloaded"
                 );
             }
@@ -924,7 +930,7 @@ impl Daemon {
         result
     }
 
-    fn try_reload(&self) -> Result<(), ConfigReloadError> {
+    fn try_reload(&self) -> Result<ReloadChanges, ConfigReloadError> {
         let (project, diags) = crate::compile::project::check(&self.paths);
         let Some(project) = project else {
             return Err(ConfigReloadError::Invalid {
@@ -940,6 +946,7 @@ impl Daemon {
         if project.daemon.as_ref().map(|d| &d.listen) != old_daemon {
             tracing::warn!("`daemon.listen` changed; it takes effect at the next start");
         }
+        let changes = ReloadChanges::between(&old.project, &project);
         let mut engine = Engine::new(Arc::new(project), self.store.clone(), self.clock.clone())?;
         keep_unchanged_systems(&old, &mut engine);
         *self.switches.lock().unwrap_or_else(|e| e.into_inner()) =
@@ -947,7 +954,7 @@ impl Daemon {
         let project = engine.project.clone();
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
         self.replan(&project);
-        Ok(())
+        Ok(changes)
     }
 
     /// Stops taking work: triggers are refused and the scheduler fires nothing more.
@@ -974,29 +981,14 @@ impl Daemon {
     }
 }
 
-/// A system whose configuration did not change keeps its client, token and rate-limit budget
-/// (an ERP that locks clients out after a burst must not see the budget reset by a reload),
-/// and its counters.
+/// A system whose spec did not change keeps its running self: client, token and rate-limit
+/// budget (an ERP that locks clients out after a burst must not see the budget reset by a
+/// reload), breaker and counters. A change of its entity mappings alone keeps it too.
 fn keep_unchanged_systems(old: &Engine, new: &mut Engine) {
-    if old.project.vars != new.project.vars {
-        return;
-    }
     for (name, sys) in new.systems.iter_mut() {
-        let (Some(prev), Some(a), Some(b)) = (
-            old.systems.get(name),
-            old.project.systems.get(name),
-            new.project.systems.get(name),
-        ) else {
-            continue;
-        };
-        let same = match (
-            serde_json::to_value(&a.config),
-            serde_json::to_value(&b.config),
-        ) {
-            (Ok(x), Ok(y)) => x == y,
-            _ => false,
-        };
-        if same {
+        if let Some(prev) = old.systems.get(name)
+            && prev.spec() == sys.spec()
+        {
             *sys = prev.clone();
         }
     }

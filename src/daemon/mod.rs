@@ -25,7 +25,7 @@ pub use metrics::Metrics;
 pub use notify::{
     Alert, Notification, SIGNATURE_HEADER as NOTIFY_SIGNATURE_HEADER, signature as notify_signature,
 };
-pub use reload::FileWatch;
+pub use reload::{FileWatch, ReloadChanges};
 pub use serve::{DaemonExit, HttpLimits, ServeOptions, serve};
 pub use switches::FlowSwitchError;
 pub use webhook::{DeliveryVerifyError, signature_matches};

@@ -73,7 +73,6 @@ impl Daemon {
             // not copied per shop.
             let suffix = flow.id.strip_prefix(flow.name.as_str()).unwrap_or("");
             let before: Vec<_> = flow
-                .config
                 .after
                 .iter()
                 .filter_map(|a| {
@@ -178,7 +177,7 @@ impl Daemon {
         }
         for (flow, keys) in by_flow {
             // A disabled flow's writes wait for it to be enabled (or settled by hand).
-            if engine.project.flow(&flow).is_none_or(|f| !f.config.enabled) {
+            if engine.project.flow(&flow).is_none_or(|f| !f.enabled) {
                 continue;
             }
             let n = keys.len();
@@ -260,10 +259,10 @@ impl Daemon {
                 continue;
             };
             let stale = !l.held_at(now) || provably_dead(&l.holder);
-            let automatic = flow.schedule.is_some() || flow.config.trigger.webhook.is_some();
+            let automatic = flow.schedule.is_some() || flow.webhook.is_some();
             if !stale
                 || !automatic
-                || !flow.config.enabled
+                || !flow.enabled
                 || l.holder == engine.instance.id
                 || self.is_running(&flow.id)
             {

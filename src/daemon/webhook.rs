@@ -5,7 +5,6 @@
 //! flow whose `trigger.webhook` names the webhook runs at once for the notified record.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::Bytes;
@@ -18,20 +17,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use super::core::{Cause, Daemon, TriggerRefusedError};
-use crate::config::model::WebhookConfig;
+use crate::compile::Webhook;
 use crate::engine::RunOptions;
-use crate::expr::JsonPath;
 use crate::redact::redact;
-
-/// How long a delivery id is remembered, at least: senders retry for hours, not days.
-const REMEMBER_SECS: u64 = 24 * 3600;
-
-/// How long a webhook's delivery ids are remembered: a day, and longer when a repeat could
-/// still pass the timestamp check after that. A delivery passes up to `max_age_secs` either
-/// side of its event time, so its repeat can come up to twice that after it.
-fn remember_for(cfg: &WebhookConfig) -> Duration {
-    Duration::from_secs(REMEMBER_SECS.max(cfg.max_age_secs.saturating_mul(2)))
-}
 
 /// Why a delivery was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -93,78 +81,43 @@ struct Delivery {
 }
 
 fn verify(
-    cfg: &WebhookConfig,
+    hook: &Webhook,
     headers: &HeaderMap,
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Delivery, DeliveryVerifyError> {
     let signature = headers
-        .get(cfg.signature_header.as_str())
+        .get(&hook.signature_header)
         .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| DeliveryVerifyError::MissingSignature(cfg.signature_header.clone()))?;
-    if !signature_matches(&cfg.secret, body, signature) {
+        .ok_or_else(|| DeliveryVerifyError::MissingSignature(hook.signature_header_text.clone()))?;
+    if !signature_matches(&hook.secret, body, signature) {
         return Err(DeliveryVerifyError::BadSignature);
     }
     let payload: Value = serde_json::from_slice(body).map_err(|_| DeliveryVerifyError::NotJson)?;
-    if let Some(path) = &cfg.timestamp {
-        let at = JsonPath::parse(path)
-            .ok()
-            .and_then(|p| p.first(&payload).and_then(event_time))
-            .ok_or_else(|| DeliveryVerifyError::MissingTimestamp(path.clone()))?;
+    if let Some(path) = &hook.timestamp {
+        let at = hook
+            .event_time(&payload)
+            .ok_or_else(|| DeliveryVerifyError::MissingTimestamp(path.source().to_string()))?;
         let age = (now - at).num_seconds();
-        if age.unsigned_abs() > cfg.max_age_secs {
+        if age.unsigned_abs() > hook.max_age_secs {
             return Err(DeliveryVerifyError::Stale {
                 age_secs: age,
-                max_secs: cfg.max_age_secs,
+                max_secs: hook.max_age_secs,
             });
         }
     }
-    let key = delivery_key(&cfg.key, &payload)
-        .filter(|k| !k.is_empty())
-        .ok_or_else(|| DeliveryVerifyError::MissingKey(cfg.key.clone()))?;
-    let id = cfg
+    let key = hook
+        .key
+        .of(&payload)
+        .ok_or_else(|| DeliveryVerifyError::MissingKey(hook.key.source().to_string()))?;
+    let id = hook
         .delivery_id_header
-        .as_deref()
+        .as_ref()
         .and_then(|h| headers.get(h))
         .and_then(|v| v.to_str().ok())
         .map(|v| format!("id:{v}"))
         .unwrap_or_else(|| format!("sig:{}", signature.trim()));
     Ok(Delivery { key, id })
-}
-
-/// The record key a delivery names: a JSONPath's value, or a template rendered over the
-/// payload (checked at load, like every expression of a flow file). A template that renders
-/// the same over an empty payload took nothing from this one (`WC-` without a number): no key.
-fn delivery_key(key: &str, payload: &Value) -> Option<String> {
-    if key.starts_with('$') {
-        let path = JsonPath::parse(key).ok()?;
-        return path
-            .first(payload)
-            .and_then(crate::compile::types::key_text);
-    }
-    let template = crate::expr::Template::compile(key).ok()?;
-    let render = |v: &Value| -> Option<String> {
-        let ctx = handlebars::Context::wraps(v).ok()?;
-        crate::compile::types::key_text(&template.render_value(&ctx).ok()?)
-    };
-    let found = render(payload)?;
-    (render(&json!({})).as_deref() != Some(found.as_str())).then_some(found)
-}
-
-/// An event time: RFC 3339 text, or Unix seconds (milliseconds when that large).
-fn event_time(v: &Value) -> Option<DateTime<Utc>> {
-    match v {
-        Value::String(s) => crate::expr::parse_datetime(s),
-        Value::Number(n) => {
-            let x = n.as_i64()?;
-            if x > 100_000_000_000 {
-                DateTime::from_timestamp_millis(x)
-            } else {
-                DateTime::from_timestamp(x, 0)
-            }
-        }
-        _ => None,
-    }
 }
 
 fn answer(status: StatusCode, body: Value) -> Response {
@@ -199,13 +152,13 @@ fn retry_after(e: &TriggerRefusedError, now: DateTime<Utc>) -> u64 {
 /// Handles a POST to a webhook's path.
 pub(super) async fn receive(
     daemon: Arc<Daemon>,
-    name: String,
-    cfg: WebhookConfig,
+    hook: Arc<Webhook>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    let name = hook.name.clone();
     let now = daemon.clock().now();
-    let delivery = match verify(&cfg, &headers, &body, now) {
+    let delivery = match verify(&hook, &headers, &body, now) {
         Ok(d) => d,
         Err(DeliveryVerifyError::NotJson) => {
             // Signed, so from the sender: a ping such as the form-encoded one WooCommerce
@@ -231,7 +184,7 @@ pub(super) async fn receive(
     }
     match daemon
         .store()
-        .remember_delivery(&name, &delivery.id, now, remember_for(&cfg))
+        .remember_delivery(&name, &delivery.id, now, hook.remember_for())
     {
         Ok(true) => {}
         Ok(false) => {
@@ -259,7 +212,7 @@ pub(super) async fn receive(
         .project
         .flows
         .iter()
-        .filter(|f| f.config.enabled && f.config.trigger.webhook.as_deref() == Some(&name))
+        .filter(|f| f.enabled && f.webhook.as_deref() == Some(&name))
         .map(|f| f.id.clone())
         .collect();
     let mut flows = Vec::new();
@@ -322,23 +275,7 @@ pub(super) async fn receive(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_key_is_a_path_or_a_template_that_takes_something_from_the_payload() {
-        let order = json!({"id": 7, "number": "1042", "billing": {"email": "a@b.ro"}});
-        assert_eq!(delivery_key("$.number", &order).as_deref(), Some("1042"));
-        assert_eq!(delivery_key("$.id", &order).as_deref(), Some("7"));
-        assert_eq!(
-            delivery_key("WC-{{number}}", &order).as_deref(),
-            Some("WC-1042")
-        );
-        assert_eq!(
-            delivery_key("{{lower billing.email}}", &order).as_deref(),
-            Some("a@b.ro")
-        );
-        assert_eq!(delivery_key("WC-{{number}}", &json!({"id": 7})), None);
-        assert_eq!(delivery_key("$.missing", &order), None);
-    }
+    use crate::config::model::WebhookConfig;
 
     /// A sender's signature, computed here rather than taken from the simulators: the
     /// daemon's check is tested against the definition (base64 of the HMAC-SHA256 of the body).
@@ -348,8 +285,8 @@ mod tests {
         base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
     }
 
-    fn cfg() -> WebhookConfig {
-        WebhookConfig {
+    fn hook() -> Webhook {
+        let cfg = WebhookConfig {
             path: "/hooks/orders".into(),
             secret: "s3cret-hook".into(),
             signature_header: "X-Webhook-Signature".into(),
@@ -357,7 +294,8 @@ mod tests {
             key: "$.number".into(),
             timestamp: Some("$.occurred_at".into()),
             max_age_secs: 300,
-        }
+        };
+        Webhook::compile("orders", &cfg).unwrap()
     }
 
     fn headers(sig: &str, id: &str) -> HeaderMap {
@@ -372,50 +310,38 @@ mod tests {
         let now: DateTime<Utc> = "2026-05-01T10:00:00Z".parse().unwrap();
         let body = br#"{"number":"1001","occurred_at":"2026-05-01T09:59:00Z"}"#;
         let sig = sign(body, "s3cret-hook");
-        let d = verify(&cfg(), &headers(&sig, "d1"), body, now).unwrap();
+        let d = verify(&hook(), &headers(&sig, "d1"), body, now).unwrap();
         assert_eq!((d.key.as_str(), d.id.as_str()), ("1001", "id:d1"));
 
         let forged = sign(body, "guessed");
         assert_eq!(
-            verify(&cfg(), &headers(&forged, "d1"), body, now).unwrap_err(),
+            verify(&hook(), &headers(&forged, "d1"), body, now).unwrap_err(),
             DeliveryVerifyError::BadSignature
         );
         let tampered = br#"{"number":"1002","occurred_at":"2026-05-01T09:59:00Z"}"#;
         assert_eq!(
-            verify(&cfg(), &headers(&sig, "d1"), tampered, now).unwrap_err(),
+            verify(&hook(), &headers(&sig, "d1"), tampered, now).unwrap_err(),
             DeliveryVerifyError::BadSignature
         );
         let later = now + chrono::Duration::minutes(10);
         assert!(matches!(
-            verify(&cfg(), &headers(&sig, "d1"), body, later),
+            verify(&hook(), &headers(&sig, "d1"), body, later),
             Err(DeliveryVerifyError::Stale { age_secs: 660, .. })
         ));
         assert_eq!(
-            verify(&cfg(), &HeaderMap::new(), body, now).unwrap_err(),
+            verify(&hook(), &HeaderMap::new(), body, now).unwrap_err(),
             DeliveryVerifyError::MissingSignature("X-Webhook-Signature".into())
         );
-    }
-
-    #[test]
-    fn delivery_ids_are_kept_a_day_or_as_long_as_a_repeat_passes_the_timestamp_check() {
-        assert_eq!(remember_for(&cfg()), Duration::from_secs(24 * 3600));
-        let wide = WebhookConfig {
-            max_age_secs: 18 * 3600,
-            ..cfg()
-        };
-        assert_eq!(remember_for(&wide), Duration::from_secs(36 * 3600));
-        let huge = WebhookConfig {
-            max_age_secs: u64::MAX,
-            ..cfg()
-        };
-        assert_eq!(remember_for(&huge), Duration::from_secs(u64::MAX));
-    }
-
-    #[test]
-    fn event_times_as_text_or_unix_time() {
-        let t = event_time(&json!("2026-05-01T10:00:00Z")).unwrap();
-        assert_eq!(event_time(&json!(t.timestamp())), Some(t));
-        assert_eq!(event_time(&json!(t.timestamp_millis())), Some(t));
-        assert_eq!(event_time(&json!(true)), None);
+        let undated = br#"{"number":"1001"}"#;
+        assert_eq!(
+            verify(
+                &hook(),
+                &headers(&sign(undated, "s3cret-hook"), "d2"),
+                undated,
+                now
+            )
+            .unwrap_err(),
+            DeliveryVerifyError::MissingTimestamp("$.occurred_at".into())
+        );
     }
 }

@@ -69,8 +69,10 @@ pub(crate) struct KnownAbsent {
 }
 
 impl Engine {
-    /// Builds every system of the project. Systems are shared by all flows, so a system's
-    /// rate-limit budget is shared by every flow and shop that calls it.
+    /// Builds every system of the project from its spec, as compiled. Systems are shared by
+    /// all flows, so a system's rate-limit budget is shared by every flow and shop that calls
+    /// it. Only what the machine lacks can stop it (see `SystemStartError`): the flow files
+    /// were checked when the project was compiled.
     pub fn new(
         project: Arc<Project>,
         store: Arc<dyn StateStore>,
@@ -78,23 +80,13 @@ impl Engine {
     ) -> Result<Self, EngineBuildError> {
         let mut systems = BTreeMap::new();
         for (name, def) in &project.systems {
-            let http = HttpSystem::build(
-                name,
-                &def.config,
-                def.operations.clone(),
-                project.vars.clone(),
-                clock.clone(),
-            )
-            .map_err(|problems| EngineBuildError::System {
-                system: name.clone(),
-                problems,
-            })?;
+            let http = HttpSystem::new(def.spec.clone(), clock.clone())?;
             systems.insert(name.clone(), Arc::new(http));
         }
         let mut key_normalize = HashMap::new();
         for f in &project.flows {
             key_normalize
-                .entry(f.config.entity.clone())
+                .entry(f.entity.clone())
                 .or_insert_with(|| f.normalize.clone());
         }
         let node = project.daemon.as_ref().and_then(|d| d.node_id.as_deref());
@@ -291,5 +283,37 @@ impl Engine {
         let mut keys: Vec<&String> = of.keys().collect();
         keys.sort();
         keys.into_iter().map(|k| of[k].clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped project that validates starts, and its engine runs the very specs that
+    /// validation compiled: none is compiled again, none can fail on the flow files.
+    #[test]
+    fn a_validated_project_starts_from_the_specs_it_was_compiled_with() {
+        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows");
+        let all = crate::config::load::projects(&[flows]);
+        assert!(!all.is_empty());
+        for paths in all {
+            let (project, diags) = crate::compile::project::check(&paths);
+            let project = Arc::new(project.unwrap_or_else(|| panic!("{paths:?}: {diags:?}")));
+            let store = Arc::new(crate::state::SqliteStore::in_memory().unwrap());
+            let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+            let engine = Engine::new(project.clone(), store, clock)
+                .unwrap_or_else(|e| panic!("{paths:?}: {e}"));
+            assert_eq!(
+                engine.systems.keys().collect::<Vec<_>>(),
+                project.systems.keys().collect::<Vec<_>>()
+            );
+            for (name, def) in &project.systems {
+                assert!(
+                    Arc::ptr_eq(engine.systems[name].spec(), &def.spec),
+                    "{paths:?}: system `{name}` was compiled again"
+                );
+            }
+        }
     }
 }

@@ -2,17 +2,15 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::connector::CompileProblem;
+use crate::connector::SystemStartError;
 use crate::state::StateStoreError;
 
-/// A project that cannot be turned into callable systems.
+/// A compiled project whose systems cannot be started on this machine. Nothing the flow files
+/// say ends here: compiling the project checked all of it.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineBuildError {
-    #[error("system `{system}` cannot be built: {}", problems.iter().map(|p| p.to_string()).collect::<Vec<_>>().join("; "))]
-    System {
-        system: String,
-        problems: Vec<CompileProblem>,
-    },
+    #[error(transparent)]
+    System(#[from] SystemStartError),
 }
 
 /// A run that could not be carried out at all (records that fail are reported, not errors).

@@ -57,7 +57,7 @@ pub fn settle_pending(
     };
     match settlement {
         Settlement::Sent { target_id } => {
-            let scope = Scope::new(&flow.config.entity, &flow.from, &flow.to);
+            let scope = Scope::new(&flow.entity, &flow.from, &flow.to);
             let mut b = store
                 .bindings(&scope, std::slice::from_ref(&key))?
                 .remove(&key)
@@ -81,13 +81,13 @@ pub fn settle_pending(
                     .failures(Some(&flow.id))?
                     .into_iter()
                     .find(|f| f.key == key)
-                && let Some(id) = project.systems[source].entities[&flow.config.entity]
+                && let Some(id) = project.systems[source].entities[&flow.entity]
                     .id
                     .of(&f.source_record)
             {
                 b.set_id(source_a, id);
             }
-            if flow.config.export_once && b.exported_at.is_none() {
+            if flow.export_once && b.exported_at.is_none() {
                 b.exported_at = Some(now);
             }
             store.journal_settle(&flow.id, &key, Some((&scope, &b)))?;

@@ -37,6 +37,13 @@ pub struct JsonPath {
     plan: Plan,
 }
 
+/// Paths parsed from the same text select alike: they are equal.
+impl PartialEq for JsonPath {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
 impl fmt::Debug for JsonPath {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "JsonPath({})", self.source)
@@ -98,6 +105,11 @@ impl JsonPath {
     }
 
     /// The first node selected, if any. `null` counts as a value.
+    /// The text the path was parsed from.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     pub fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
         match &self.plan {
             Plan::Simple(steps) => walk(steps, value),
@@ -239,7 +251,7 @@ fn one_line(s: &str) -> String {
 
 /// A condition written as the inside of a JSONPath filter, e.g.
 /// `@.errorText && @.errorText != ''`, tested against one value.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Predicate {
     query: JsonPath,
 }

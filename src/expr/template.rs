@@ -65,6 +65,13 @@ pub struct Template {
     kind: Kind,
 }
 
+/// Templates compiled from the same text behave alike: they are equal.
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
 impl fmt::Debug for Template {
     fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
         write!(f, "Template({:?})", self.source)

@@ -503,7 +503,7 @@ fn an_override_changes_an_included_flow() {
     let (project, diags) = check(std::slice::from_ref(&mine));
     assert!(diags.is_empty(), "{diags:#?}");
     let project = project.unwrap();
-    assert!(!project.flow("shared_sync").unwrap().config.enabled);
+    assert!(!project.flow("shared_sync").unwrap().enabled);
     assert!(scheduled(&project).is_empty());
 
     let (_dir, mine) = shared_and_mine(
@@ -514,13 +514,13 @@ fn an_override_changes_an_included_flow() {
     assert!(diags.is_empty(), "{diags:#?}");
     let project = project.unwrap();
     let flow = project.flow("shared_sync").unwrap();
-    assert!(flow.config.enabled);
-    assert_eq!(flow.config.trigger.schedule.as_deref(), Some("0 0 3 * * *"));
+    assert!(flow.enabled);
+    assert_eq!(flow.schedule.as_ref().unwrap().source(), "0 0 3 * * *");
     assert_eq!(
-        flow.config.reconcile.as_ref().unwrap().schedule,
+        flow.reconcile_schedule.as_ref().unwrap().source(),
         "0 0 4 * * *"
     );
-    assert!(flow.config.reconcile.as_ref().unwrap().correct);
+    assert!(flow.declared().reconcile.as_ref().unwrap().correct);
 
     // A wrong schedule in an override is reported at the override.
     let (_dir, mine) = shared_and_mine(

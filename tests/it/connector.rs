@@ -14,7 +14,9 @@ use axum::response::Response;
 use chrono::{TimeZone, Utc};
 use erpsync::clock::{Clock, ManualClock};
 use erpsync::config::model::{OperationConfig, SystemConfig};
-use erpsync::connector::{CallError, CallInput, CallOutput, HttpSystem, Operation, Page};
+use erpsync::connector::{
+    CallError, CallInput, CallOutput, HttpSystem, Operation, Page, SystemSpec,
+};
 use futures::StreamExt;
 use serde_json::{Value, json};
 
@@ -144,14 +146,8 @@ fn system(base: &str, mut settings: Value, ops: Value, clock: &ManualClock) -> H
         .iter()
         .map(|(k, c)| (k.clone(), Arc::new(Operation::compile(c).unwrap())))
         .collect();
-    HttpSystem::build(
-        "shop",
-        &cfg,
-        ops,
-        json!({"company": "ACME"}),
-        Arc::new(clock.clone()),
-    )
-    .unwrap()
+    let spec = SystemSpec::compile("shop", &cfg, ops, json!({"company": "ACME"})).unwrap();
+    HttpSystem::new(Arc::new(spec), Arc::new(clock.clone())).unwrap()
 }
 
 /// Calls `op` with no input.
@@ -307,8 +303,7 @@ async fn build_problems_carry_paths_relative_to_the_system() {
         "rate_limit": {"per_second": 0}
     }))
     .unwrap();
-    let problems =
-        HttpSystem::build("erp", &cfg, BTreeMap::new(), json!({}), Arc::new(clock())).unwrap_err();
+    let problems = SystemSpec::compile("erp", &cfg, BTreeMap::new(), json!({})).unwrap_err();
     let paths: Vec<_> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(
         paths,

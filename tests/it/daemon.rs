@@ -760,8 +760,15 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
     assert_ne!(edited, text);
     std::fs::write(&file, &edited).unwrap();
     assert!(watch.changed());
-    r.daemon.reload().unwrap();
+    let erp = r.daemon.engine().systems["erp"].clone();
+    let changed = r.daemon.reload().unwrap();
+    assert_eq!(changed.flows, ["products"]);
+    assert!(changed.systems.is_empty(), "{changed:?}");
     assert_eq!(schedule(&r.daemon).as_deref(), Some("*/7 * * * *"));
+    assert!(
+        Arc::ptr_eq(&erp, &r.daemon.engine().systems["erp"]),
+        "an unchanged system keeps its client, token and budget"
+    );
 
     std::fs::write(&file, edited.replace("*/7 * * * *", "*/7 * * *")).unwrap();
     assert!(watch.changed());
@@ -798,6 +805,67 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
             status: "ok".into()
         }
     );
+}
+
+#[tokio::test]
+async fn a_reload_through_the_admin_api_names_what_changed_and_puts_a_new_webhook_secret_in_force()
+{
+    let r = rig(|y| y).await;
+    let (url, stop, served) = serve_http(&r.daemon).await;
+    let client = http();
+    let reload = || async {
+        let resp = client
+            .post(format!("{url}/api/reload"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json::<Value>().await.unwrap()
+    };
+    let deliver = |secret: &str, id: &str| {
+        let body = json!({"number": "no-such-order", "occurred_at": r.clock.now().to_rfc3339()})
+            .to_string();
+        client
+            .post(format!("{url}/hooks/shop-orders"))
+            .header(SIGNATURE_HEADER, sign(body.as_bytes(), secret))
+            .header(DELIVERY_ID_HEADER, id)
+            .body(body)
+            .send()
+    };
+    let nothing = json!({"systems": [], "entities": [], "flows": [], "webhooks": []});
+
+    let answer = reload().await;
+    assert_eq!(answer, json!({"reloaded": true, "changed": nothing}));
+
+    let file = r.project.join("demo.yaml");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let edited = text.replace(
+        "${SHOP_WEBHOOK_SECRET:-demo-webhook-secret}",
+        "a-new-webhook-secret",
+    );
+    assert_ne!(edited, text);
+    std::fs::write(&file, edited).unwrap();
+    let answer = reload().await;
+    assert_eq!(
+        answer["changed"],
+        json!({"systems": [], "entities": [], "flows": [], "webhooks": ["shop_orders"]})
+    );
+    let old = deliver(HOOK_SECRET, "r-1").await.unwrap();
+    assert_eq!(
+        old.status(),
+        StatusCode::UNAUTHORIZED,
+        "the old secret is refused"
+    );
+    let new = deliver("a-new-webhook-secret", "r-2").await.unwrap();
+    assert_eq!(
+        new.status(),
+        StatusCode::ACCEPTED,
+        "the new secret is taken"
+    );
+
+    stop.send(()).unwrap();
+    assert!(served.await.unwrap());
 }
 
 #[tokio::test]

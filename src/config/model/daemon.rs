@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 /// Where state is kept.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct StateConfig {
     /// `sqlite:PATH` (default `sqlite:erpsync.sqlite`, relative to the flow folder), or
@@ -18,7 +18,7 @@ pub struct StateConfig {
 }
 
 /// Daemon settings.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct DaemonConfig {
     /// Address of the HTTP server (webhooks, admin API, metrics), e.g. `127.0.0.1:8700`.
@@ -65,7 +65,7 @@ pub struct DaemonConfig {
 
 /// Where notifications go and when they are sent. Each rule sends at most one message per
 /// window (`window_secs`); what fires meanwhile goes out as one summary when the window ends.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct NotifyConfig {
     /// Named channels.
@@ -100,7 +100,7 @@ pub enum SmtpTls {
 }
 
 /// A notification channel.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct NotifyChannelConfig {
     /// `webhook`, `slack` or `email`.
@@ -151,7 +151,7 @@ pub enum NotifyOn {
 }
 
 /// A notification rule.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct NotifyRuleConfig {
     /// What fires it.

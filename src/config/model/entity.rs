@@ -9,7 +9,7 @@ use serde_json::Value;
 use super::*;
 
 /// A canonical record type.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct EntityConfig {
     /// Field that identifies a record across systems (`sku`, `number`, `email`).
@@ -22,7 +22,7 @@ pub struct EntityConfig {
 }
 
 /// A canonical field: a type, or a type with options.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum CanonicalFieldConfig {
     /// Just the type.
@@ -50,7 +50,7 @@ impl<'de> Deserialize<'de> for CanonicalFieldConfig {
 }
 
 /// A canonical field with options.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanonicalFieldSpecConfig {
     /// Type of the field.

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::*;
 
 /// One entity moving between two systems.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct FlowConfig {
     /// What the flow is for, shown by `erpsync status` and the admin API.
@@ -114,7 +114,7 @@ pub enum SyncMode {
 }
 
 /// How the records of both sides are paired.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct MatchConfig {
     /// Canonical field compared; defaults to the entity's `key`.
@@ -126,7 +126,7 @@ pub struct MatchConfig {
 }
 
 /// When a flow runs. Several triggers may be combined.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct TriggerConfig {
     /// Cron schedule with seconds (`0 */15 * * * *`) or classic five fields (`*/15 * * * *`).
@@ -154,7 +154,7 @@ pub struct TriggerConfig {
 }
 
 /// A status-set trigger.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct StatusTriggerConfig {
     /// Canonical field holding the status.
@@ -170,7 +170,7 @@ fn default_status_field() -> String {
 }
 
 /// A status-transition trigger; fires once per transition.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct TransitionTriggerConfig {
     /// Canonical field holding the status.
@@ -184,7 +184,7 @@ pub struct TransitionTriggerConfig {
 }
 
 /// Incremental reading settings.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct IncrementalConfig {
     /// Where the first run starts (RFC 3339 or `YYYY-MM-DD`).
@@ -200,7 +200,7 @@ fn default_overlap() -> u64 {
 }
 
 /// Reconciliation settings.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ReconcileConfig {
     /// Cron schedule of the full comparison.
@@ -211,7 +211,7 @@ pub struct ReconcileConfig {
 }
 
 /// Conflict handling for bidirectional flows.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ConflictConfig {
     /// Rule for fields without an owner.
@@ -242,7 +242,7 @@ pub enum ConflictRule {
 }
 
 /// An action called on the source record after the target accepted it.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct PostActionConfig {
     /// Name of an action of the source system's entity (e.g. `lock`).
@@ -250,7 +250,7 @@ pub struct PostActionConfig {
 }
 
 /// A flow run when this one finishes.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ChainConfig {
     /// Flow to run.
@@ -262,7 +262,7 @@ pub struct ChainConfig {
 }
 
 /// A related record that must exist in the target before this one is sent.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RequireConfig {
     /// Flow that syncs the related entity.

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// How one entity lives in a system.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct SystemEntityConfig {
     /// JSONPath to the system's own id in one of its records, e.g. `$.id`; or a template over
@@ -57,7 +57,7 @@ fn default_id_path() -> String {
 
 /// Where a mapped field's value comes from. A plain string is a shorthand: one that starts
 /// with `$` is a JSONPath, any other is a Handlebars template.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum FieldMapConfig {
     /// Shorthand: `$.path` or a template.
@@ -97,7 +97,7 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
 
 /// The full form of a mapped field: exactly one of `path`, `template`, `const`, `lookup`, `ref`
 /// or `each`, with an optional type and default.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpecConfig {
     /// JSONPath into the source record.
@@ -148,7 +148,7 @@ pub enum MergeConfig {
 }
 
 /// A lookup of a value in a table.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct LookupConfig {
     /// Name of a table in `vars` (an object from keys to values).
@@ -161,7 +161,7 @@ pub struct LookupConfig {
 }
 
 /// A reference to a related record through erpsync's bindings.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RefConfig {
     /// Entity of the related record, e.g. `customer`.

@@ -27,7 +27,7 @@ pub use webhook::*;
 
 /// One flow file. A project is a folder of such files; their sections are merged, and a name
 /// (system, entity, flow, webhook) may be declared only once across the project.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct FileConfig {
     /// Version of the flow-file language. Only `1` exists.
@@ -66,7 +66,7 @@ pub struct FileConfig {
 }
 
 /// One entry of `include`.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum IncludeConfig {
     /// A file or folder, relative to this file: everything it declares is taken.
@@ -119,7 +119,7 @@ impl<'de> Deserialize<'de> for IncludeConfig {
 }
 
 /// An include that takes only some sections.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct IncludeOnlyConfig {
     /// File or folder, relative to this file.
@@ -162,7 +162,7 @@ impl Section {
 }
 
 /// Changes to declarations of other files.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct OverridesConfig {
     /// Per flow name: the settings changed. The flow must be declared in the project (an
@@ -173,7 +173,7 @@ pub struct OverridesConfig {
 
 /// Settings of a declared flow changed without redeclaring it. Unnamed settings keep their
 /// declared values.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct FlowOverrideConfig {
     /// Switches the flow on or off (see the flow's `enabled`).
@@ -189,7 +189,7 @@ pub struct FlowOverrideConfig {
 }
 
 /// Trigger settings an override may change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct TriggerOverrideConfig {
     /// New cron schedule (see the flow's `trigger.schedule`).
@@ -201,7 +201,7 @@ pub struct TriggerOverrideConfig {
 }
 
 /// Reconciliation settings an override may change.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ReconcileOverrideConfig {
     /// New cron schedule of the full comparison.

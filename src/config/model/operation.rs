@@ -11,7 +11,7 @@ use super::*;
 /// A named request on a system. Path, query, headers and body are Handlebars templates over the
 /// operation's inputs: `record` (the payload), `id`, `key`, `since`, `idempotency_key`,
 /// `system` (the system's vars) and `vars`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct OperationConfig {
     /// HTTP method.
@@ -82,7 +82,7 @@ fn default_max_pages() -> u32 {
 }
 
 /// How an idempotency key is sent.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct IdempotencyKeyConfig {
     /// Header that carries the key (e.g. `Idempotency-Key`).
@@ -95,7 +95,7 @@ pub struct IdempotencyKeyConfig {
 }
 
 /// Rewrites JSON objects that carry a type marker into a plain value.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct DecodeRuleConfig {
     /// Key whose presence marks a typed object, e.g. `__class__`.
@@ -110,7 +110,7 @@ pub struct DecodeRuleConfig {
 }
 
 /// How to fetch the following pages of a list.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum PaginationConfig {
     /// Page numbers: `?page=1`, `?page=2`…

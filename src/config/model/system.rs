@@ -19,7 +19,7 @@ pub enum SystemRole {
 }
 
 /// A named HTTP/JSON API.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct SystemConfig {
     /// Name of another system whose settings, operations and entity mappings this one inherits;
@@ -83,7 +83,7 @@ pub struct SystemConfig {
 }
 
 /// A system value looked up by a request.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ResolveConfig {
     /// Operation of this system that finds the value; it gets no record, id or key.
@@ -95,7 +95,7 @@ pub struct ResolveConfig {
 
 /// How requests to a system authenticate. Secrets come from `${ENV_VAR}` or `${file:/path}`
 /// and are never printed.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum AuthConfig {
     /// No authentication.
@@ -194,7 +194,7 @@ pub enum BodyFormat {
 }
 
 /// The request that obtains a token.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LoginRequestConfig {
     /// HTTP method.
@@ -218,7 +218,7 @@ fn default_post() -> HttpMethod {
 }
 
 /// Timeouts of a system's requests.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct TimeoutsConfig {
     /// Time to open a connection, in milliseconds.
@@ -274,7 +274,7 @@ fn default_probe_max_secs() -> u64 {
 }
 
 /// A token bucket shared by every flow that calls the system.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RateLimitConfig {
     /// Sustained requests per second.
@@ -293,7 +293,7 @@ fn default_burst() -> u32 {
 }
 
 /// A lock-out: the response that signals it and how long it lasts.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct LockoutConfig {
     /// Status code of the lock-out response.
@@ -303,7 +303,7 @@ pub struct LockoutConfig {
 }
 
 /// Retry policy for requests that are safe to repeat.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct RetryConfig {
     /// Attempts in all, the first included.
@@ -352,7 +352,7 @@ pub enum ErrorAction {
 }
 
 /// One response classification rule. All given conditions must hold.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct ErrorRuleConfig {
     /// Status codes this rule applies to: `200`, `"4xx"`, `"500-599"`. Empty means any status.
@@ -369,7 +369,7 @@ pub struct ErrorRuleConfig {
 }
 
 /// A status code, a class such as `"5xx"`, or a range such as `"400-499"`.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(untagged)]
 pub enum StatusPattern {
     /// One status code.

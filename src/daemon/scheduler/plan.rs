@@ -16,8 +16,8 @@ pub(crate) struct Plan {
 
 #[derive(Debug)]
 struct Entry {
-    /// What the entry was computed from; a reload that changes it recomputes `next`.
-    source: String,
+    /// What the entry was computed from (expression and time zone); a reload that changes it
+    /// recomputes `next`.
     schedule: Schedule,
     next: Option<DateTime<Utc>>,
 }
@@ -29,18 +29,15 @@ impl Plan {
     pub fn sync(&mut self, project: &Project, enabled: impl Fn(&Flow) -> bool, now: DateTime<Utc>) {
         let mut kept = BTreeMap::new();
         for f in project.flows.iter().filter(|f| enabled(f)) {
-            let tz = f.config.trigger.timezone.as_deref().unwrap_or("UTC");
             for (reconcile, schedule) in [(false, &f.schedule), (true, &f.reconcile_schedule)] {
                 let Some(schedule) = schedule else {
                     continue;
                 };
                 let key = (f.id.clone(), reconcile);
-                let source = format!("{} {tz}", schedule.source());
                 let entry = match self.entries.remove(&key) {
-                    Some(e) if e.source == source => e,
+                    Some(e) if e.schedule == *schedule => e,
                     _ => Entry {
                         next: schedule.next_after(now),
-                        source,
                         schedule: schedule.clone(),
                     },
                 };

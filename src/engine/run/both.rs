@@ -176,7 +176,7 @@ impl<'e> Runner<'e> {
         }
         let [source, target] = now;
         let rules = MergeRules {
-            mode: self.flow.config.mode,
+            mode: self.flow.mode,
             compared: &self.cmp,
             conflict: self.conflict.as_ref(),
         };

@@ -374,7 +374,7 @@ impl<'e> Runner<'e> {
         opts: &'e RunOptions,
         started: DateTime<Utc>,
     ) -> Result<Self, EngineRunError> {
-        let entity: &Entity = &e.project.entities[&flow.config.entity];
+        let entity: &Entity = &e.project.entities[&flow.entity];
         let scope = Scope::new(&entity.name, &flow.from, &flow.to);
         let end = |name: &'e str| -> End<'e> {
             let def = &e.project.systems[name];
@@ -385,23 +385,23 @@ impl<'e> Runner<'e> {
                 is_a: scope.is_a(name),
             }
         };
-        let carried: Vec<String> = if flow.config.fields.is_empty() {
+        let carried: Vec<String> = if flow.fields.is_empty() {
             entity.fields.keys().cloned().collect()
         } else {
-            let mut f = flow.config.fields.clone();
+            let mut f = flow.fields.clone();
             if !f.contains(&flow.match_key) {
                 f.push(flow.match_key.clone());
             }
             f
         };
         let cmp = compared_fields(entity, &carried);
-        let conflict = flow.config.conflict.as_ref().map(|c| decide::Conflict {
+        let conflict = flow.conflict.as_ref().map(|c| decide::Conflict {
             rule: c.rule,
             owners: c
                 .owners
                 .iter()
                 .map(|(field, owner)| {
-                    let side = if owner == &flow.from || owner == &flow.config.from {
+                    let side = if owner == &flow.from {
                         Side::Source
                     } else {
                         Side::Target
@@ -445,13 +445,13 @@ impl<'e> Runner<'e> {
                 ..Unsettled::default()
             },
             cursor: CursorHold::Free,
-            watch_overwrites: flow.config.allow_edit_after_export
-                || flow.config.conflict.is_some()
+            watch_overwrites: flow.allow_edit_after_export
+                || flow.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
-                    f.config.entity == flow.config.entity
+                    f.entity == flow.entity
                         && f.from == flow.to
                         && f.to == flow.from
-                        && f.config.allow_edit_after_export
+                        && f.allow_edit_after_export
                 }),
             report: RunReport {
                 flow: flow.id.clone(),
@@ -463,7 +463,7 @@ impl<'e> Runner<'e> {
     }
 
     pub(super) fn bidirectional(&self) -> bool {
-        self.flow.config.direction == Direction::Bidirectional
+        self.flow.direction == Direction::Bidirectional
     }
 
     pub(super) async fn execute(&mut self) -> Result<(), EngineRunError> {
@@ -472,7 +472,7 @@ impl<'e> Runner<'e> {
             self.settle_in_doubt().await?;
             self.pending_actions().await?;
         }
-        let incremental = self.flow.config.incremental.as_ref();
+        let incremental = self.flow.incremental.as_ref();
         let since = if self.opts.reconcile || self.opts.full || self.opts.keys.is_some() {
             None
         } else if let Some(inc) = incremental {
@@ -743,10 +743,7 @@ impl<'e> Runner<'e> {
     /// Post-actions of exports whose run was cut short (killed, or its lease lost) go out
     /// first, so an exported order does not stay unlocked until its record is read again.
     async fn pending_actions(&mut self) -> Result<(), EngineRunError> {
-        if !self.flow.config.export_once
-            || self.flow.config.after_export.is_empty()
-            || self.opts.keys.is_some()
-        {
+        if !self.flow.export_once || self.flow.after_export.is_empty() || self.opts.keys.is_some() {
             return Ok(());
         }
         let waiting: Vec<Binding> = self
@@ -1098,10 +1095,9 @@ impl<'e> Runner<'e> {
         {
             return false;
         }
-        let trigger = &self.flow.config.trigger;
         decide::triggered(
-            trigger.on_status.as_ref(),
-            trigger.on_transition.as_ref(),
+            self.flow.on_status.as_ref(),
+            self.flow.on_transition.as_ref(),
             &seen.canon,
             binding.and_then(|b| self.base_on(b, Side::Source)),
         )
@@ -1245,7 +1241,7 @@ impl Engine {
             .flow(flow_id)
             .ok_or_else(|| EngineRunError::UnknownFlow(flow_id.to_string()))?
             .clone();
-        if !flow.config.enabled && !opts.force {
+        if !flow.enabled && !opts.force {
             return Err(EngineRunError::Disabled(flow_id.to_string()));
         }
         Ok(flow)

@@ -13,7 +13,7 @@ impl<'e> Runner<'e> {
         let key = seen.key.clone();
         let mut binding = self.binding(&key)?;
         if !self.eligible(&seen, binding.as_ref()) {
-            if self.flow.config.trigger.on_transition.is_some() && !self.opts.dry_run {
+            if self.flow.on_transition.is_some() && !self.opts.dry_run {
                 // Remember what was seen, so the next transition is recognised.
                 let b = binding.get_or_insert_with(|| Binding {
                     key: key.clone(),
@@ -49,16 +49,12 @@ impl<'e> Runner<'e> {
         seen: &Seen,
         binding: Option<Binding>,
     ) -> Result<(), Fail> {
-        let (cmp, carried) = decide::fields_for(
-            self.flow.config.skip_nulls,
-            &self.cmp,
-            &self.carried,
-            &seen.canon,
-        );
+        let (cmp, carried) =
+            decide::fields_for(self.flow.skip_nulls, &self.cmp, &self.carried, &seen.canon);
         let rules = OneWayRules {
-            mode: self.flow.config.mode,
-            export_once: self.flow.config.export_once,
-            allow_edit_after_export: self.flow.config.allow_edit_after_export,
+            mode: self.flow.mode,
+            export_once: self.flow.export_once,
+            allow_edit_after_export: self.flow.allow_edit_after_export,
             reconcile: self.opts.reconcile,
             compared: &cmp,
             carried: &carried,
@@ -80,7 +76,7 @@ impl<'e> Runner<'e> {
             if learned && !self.opts.dry_run {
                 self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
             }
-            if rules.export_once && !b.actions_done && !self.flow.config.after_export.is_empty() {
+            if rules.export_once && !b.actions_done && !self.flow.after_export.is_empty() {
                 // Exported, but its post-actions did not all succeed: try them again.
                 self.deferred.actions.push(b.clone());
             }
@@ -276,7 +272,7 @@ impl<'e> Runner<'e> {
             let Some(flow) = self.e.project.flow(&flow_id).cloned() else {
                 continue;
             };
-            if !flow.config.enabled {
+            if !flow.enabled {
                 // `validate` refuses this for enabled flows; a disabled one run by hand
                 // still never makes a disabled flow run.
                 return Err(Fail::msg(format!(

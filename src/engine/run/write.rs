@@ -85,7 +85,7 @@ impl<'e> Runner<'e> {
     /// An export-once flow's record counts as exported from its first write (or adoption)
     /// on; later writes keep that moment.
     pub(super) fn mark_exported(&self, b: &mut Binding) {
-        if self.flow.config.export_once && b.exported_at.is_none() {
+        if self.flow.export_once && b.exported_at.is_none() {
             b.exported_at = Some(self.e.clock.now());
         }
     }
@@ -254,7 +254,7 @@ impl<'e> Runner<'e> {
     /// cannot run (its id in the source is unknown, or an action failed) is kept in the
     /// failure store: the next reading of the record, or `failures retry`, runs them.
     pub(super) async fn after_export(&mut self, queued: Binding) -> Result<(), EngineRunError> {
-        if self.flow.config.after_export.is_empty() || self.opts.dry_run {
+        if self.flow.after_export.is_empty() || self.opts.dry_run {
             return Ok(());
         }
         // The binding may have changed since the actions were queued: work on the stored one,
@@ -294,7 +294,7 @@ impl<'e> Runner<'e> {
                 )),
             );
         };
-        for action in self.flow.config.after_export.clone() {
+        for action in self.flow.after_export.clone() {
             let Some(op) = self.src.ent.actions.get(&action.action) else {
                 continue;
             };
@@ -338,7 +338,6 @@ impl<'e> Runner<'e> {
     /// The flow's post-actions, for messages: "`lock`", "`lock`, `notify`".
     fn action_names(&self) -> String {
         self.flow
-            .config
             .after_export
             .iter()
             .map(|a| format!("`{}`", a.action))
