@@ -44,6 +44,9 @@ impl<'e> Runner<'e> {
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
+        // What the run bound so far is written before anything is sent: the write mapping
+        // may resolve references through it.
+        self.write_held().map_err(|e| Fail::msg(e.to_string()))?;
         let payload = self.payload(side, canon, false)?;
         let end = self.end(side);
         let Some(op) = end.ent.create.clone() else {
@@ -145,7 +148,7 @@ impl<'e> Runner<'e> {
                 self.set_id_on(b, side, id);
                 *self.base_on_mut(b, side) = Some(written);
                 self.mark_exported(b);
-                self.listing.page_bindings.remove(&b.key);
+                self.forget_read(&b.key);
                 self.e
                     .store
                     .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
@@ -181,6 +184,7 @@ impl<'e> Runner<'e> {
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
+        self.write_held().map_err(|e| Fail::msg(e.to_string()))?;
         let payload = self.payload(side, canon, true)?;
         let end = self.end(side);
         let Some(op) = end.ent.update.clone() else {
@@ -352,6 +356,7 @@ impl<'e> Runner<'e> {
             for b in sub.take_deferred_actions() {
                 Box::pin(sub.after_export(b)).await?;
             }
+            sub.write_held()?;
             let r = sub.report;
             self.report.counts.resolved_in_doubt += r.counts.resolved_in_doubt;
             self.report.counts.failed += r.counts.failed;
@@ -406,7 +411,7 @@ impl<'e> Runner<'e> {
                     *self.base_on_mut(&mut b, side) = Some(found.canon);
                     self.source_id_from_failure(&mut b, side.other())?;
                     self.mark_exported(&mut b);
-                    self.listing.page_bindings.remove(&b.key);
+                    self.forget_read(&b.key);
                     self.e.store.journal_finish(
                         entry.id,
                         JournalState::Done,
