@@ -319,6 +319,19 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
         Some(changed),
     )?);
 
+    // What the first sync left in the state (bindings, mostly), WAL included.
+    let state_mb = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| {
+            let mut path = state_file.clone().into_os_string();
+            path.push(suffix);
+            std::fs::metadata(path).ok()
+        })
+        .map(|m| m.len())
+        .sum::<u64>() as f64
+        / 1e6;
+    println!("state file after the first product sync: {state_mb:.1} MB");
+
     let mut wrong = mismatches(&shop, &erp, &first_prices);
     let mut expected_count = skus;
     if !million {

@@ -191,6 +191,17 @@ CREATE TABLE IF NOT EXISTS known_absent (
 );
 ",
     },
+    Step {
+        version: 6,
+        name: "compact bindings: side b as its differences from side a",
+        // Rows kept before hold `base_b` whole and a NULL delta: they read as they did.
+        sqlite: "
+ALTER TABLE bindings ADD COLUMN base_b_delta TEXT;
+",
+        postgres: "
+ALTER TABLE bindings ADD COLUMN IF NOT EXISTS base_b_delta TEXT;
+",
+    },
 ];
 
 /// The version of the last step.

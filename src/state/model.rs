@@ -287,3 +287,156 @@ pub enum StateWrite {
         error: Option<String>,
     },
 }
+
+/// A binding's two bases as both stores keep them: side `a` whole, side `b` whole or, when
+/// it has the same fields in the same order as `a` (the common case: both are the same
+/// entity's canonical record), as the fields where it differs from `a` only — `{}` when
+/// both sides hold the same record. Lossless: `load_bases` gives back the same two records.
+/// Rows written before the delta column existed hold `b` whole and still read as they did.
+pub(crate) struct StoredBases {
+    pub base_a: Option<String>,
+    /// Side `b` whole (`None` when it is kept as a delta or there is none).
+    pub base_b: Option<String>,
+    /// Side `b` as its differences from side `a`.
+    pub b_delta: Option<String>,
+}
+
+impl StoredBases {
+    pub(crate) fn of(b: &Binding) -> Self {
+        let base_a = b.base_a.as_ref().map(Value::to_string);
+        match (&b.base_a, &b.base_b) {
+            (Some(Value::Object(a)), Some(Value::Object(other)))
+                if a.len() == other.len() && a.keys().eq(other.keys()) =>
+            {
+                let delta: serde_json::Map<String, Value> = a
+                    .iter()
+                    .zip(other.iter())
+                    .filter(|((_, x), (_, y))| x != y)
+                    .map(|(_, (k, y))| (k.clone(), y.clone()))
+                    .collect();
+                StoredBases {
+                    base_a,
+                    base_b: None,
+                    b_delta: Some(Value::Object(delta).to_string()),
+                }
+            }
+            (_, base_b) => StoredBases {
+                base_a,
+                base_b: base_b.as_ref().map(Value::to_string),
+                b_delta: None,
+            },
+        }
+    }
+
+    /// The two bases back, as `of` was given them.
+    pub(crate) fn load(self) -> Result<(Option<Value>, Option<Value>)> {
+        let base_a = json_column(self.base_a)?;
+        let base_b = match (json_column(self.b_delta)?, &base_a) {
+            (Some(Value::Object(delta)), Some(Value::Object(a))) => {
+                let mut b = a.clone();
+                for (k, v) in delta {
+                    match b.get_mut(&k) {
+                        Some(slot) => *slot = v,
+                        None => {
+                            return Err(StateStoreError::Corrupt(format!(
+                                "binding delta names `{k}`, which its base lacks"
+                            )));
+                        }
+                    }
+                }
+                Some(Value::Object(b))
+            }
+            (Some(_), _) => {
+                return Err(StateStoreError::Corrupt(
+                    "binding delta without a base to apply it to".into(),
+                ));
+            }
+            (None, _) => json_column(self.base_b)?,
+        };
+        Ok((base_a, base_b))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn round_trip(a: Option<Value>, b: Option<Value>) -> (StoredBases, Binding) {
+        let binding = Binding {
+            key: "K".into(),
+            base_a: a,
+            base_b: b,
+            ..Default::default()
+        };
+        let stored = StoredBases::of(&binding);
+        let kept = StoredBases {
+            base_a: stored.base_a.clone(),
+            base_b: stored.base_b.clone(),
+            b_delta: stored.b_delta.clone(),
+        };
+        let (base_a, base_b) = kept.load().unwrap();
+        assert_eq!(base_a, binding.base_a);
+        assert_eq!(base_b, binding.base_b);
+        // Same text, so the fields keep their order too.
+        assert_eq!(
+            base_b.as_ref().map(Value::to_string),
+            binding.base_b.as_ref().map(Value::to_string)
+        );
+        (stored, binding)
+    }
+
+    #[test]
+    fn equal_sides_keep_one_copy() {
+        let rec = json!({"sku": "A-1", "name": "Cana", "price": 10.5, "tags": ["x"]});
+        let (stored, _) = round_trip(Some(rec.clone()), Some(rec));
+        assert_eq!(stored.base_b, None);
+        assert_eq!(stored.b_delta.as_deref(), Some("{}"));
+    }
+
+    #[test]
+    fn sides_differing_in_a_field_keep_that_field_only() {
+        let a = json!({"sku": "A-1", "price": 10.5, "updated_at": "2026-03-01T08:00:00Z"});
+        let b = json!({"sku": "A-1", "price": 11.0, "updated_at": "2026-03-02T09:00:00Z"});
+        let (stored, _) = round_trip(Some(a), Some(b));
+        let delta: Value = serde_json::from_str(stored.b_delta.as_deref().unwrap()).unwrap();
+        assert_eq!(
+            delta,
+            json!({"price": 11.0, "updated_at": "2026-03-02T09:00:00Z"})
+        );
+    }
+
+    #[test]
+    fn other_shapes_are_kept_whole() {
+        // Other fields, other order, a missing side, a non-object: no delta.
+        let cases = [
+            (json!({"sku": "A"}), Some(json!({"sku": "A", "price": 1}))),
+            (
+                json!({"sku": "A", "price": 1}),
+                Some(json!({"price": 1, "sku": "A"})),
+            ),
+            (json!({"sku": "A"}), None),
+            (json!({"sku": "A"}), Some(json!("A"))),
+        ];
+        for (a, b) in cases {
+            let (stored, _) = round_trip(Some(a), b.clone());
+            assert_eq!(stored.b_delta, None);
+            assert_eq!(stored.base_b, b.map(|b| b.to_string()));
+        }
+        let (stored, _) = round_trip(None, Some(json!({"sku": "A"})));
+        assert_eq!(stored.b_delta, None);
+        round_trip(None, None);
+    }
+
+    #[test]
+    fn a_row_without_a_delta_reads_as_before() {
+        let old = StoredBases {
+            base_a: Some(r#"{"sku":"A","price":1}"#.into()),
+            base_b: Some(r#"{"sku":"A","price":2}"#.into()),
+            b_delta: None,
+        };
+        let (a, b) = old.load().unwrap();
+        assert_eq!(a, Some(json!({"sku": "A", "price": 1})));
+        assert_eq!(b, Some(json!({"sku": "A", "price": 2})));
+    }
+}

@@ -11,6 +11,7 @@ use serde_json::Value;
 mod operator;
 
 use super::migrate::{STEPS, latest};
+use super::model::StoredBases;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
@@ -134,7 +135,7 @@ impl SqliteStore {
 }
 
 /// A binding row with its JSON and timestamp columns still as text.
-type RawBinding = (Binding, Option<String>, Option<String>, Option<String>);
+type RawBinding = (Binding, StoredBases, Option<String>);
 
 fn row_binding(row: &rusqlite::Row) -> rusqlite::Result<RawBinding> {
     Ok((
@@ -148,44 +149,50 @@ fn row_binding(row: &rusqlite::Row) -> rusqlite::Result<RawBinding> {
             parked: row.get(6)?,
             actions_done: row.get(7)?,
         },
-        row.get(3)?,
-        row.get(4)?,
+        StoredBases {
+            base_a: row.get(3)?,
+            base_b: row.get(4)?,
+            b_delta: row.get(8)?,
+        },
         row.get(5)?,
     ))
 }
 
 fn finish_binding(parts: RawBinding) -> Result<Binding> {
-    let (mut b, base_a, base_b, exported) = parts;
-    b.base_a = json(base_a)?;
-    b.base_b = json(base_b)?;
+    let (mut b, bases, exported) = parts;
+    (b.base_a, b.base_b) = bases.load()?;
     b.exported_at = exported.as_deref().map(parse_ts).transpose()?;
     Ok(b)
 }
 
-const BINDING_COLS: &str = "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done";
+const BINDING_COLS: &str =
+    "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done, base_b_delta";
 
 fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
-    tx.execute(
-        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+    let bases = StoredBases::of(b);
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
            id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
-           base_b = excluded.base_b, exported_at = excluded.exported_at, parked = excluded.parked,
+           base_b = excluded.base_b, base_b_delta = excluded.base_b_delta,
+           exported_at = excluded.exported_at, parked = excluded.parked,
            actions_done = excluded.actions_done",
-        params![
-            scope.entity,
-            scope.a,
-            scope.b,
-            b.key,
-            b.id_a,
-            b.id_b,
-            b.base_a.as_ref().map(Value::to_string),
-            b.base_b.as_ref().map(Value::to_string),
-            b.exported_at.map(ts),
-            b.parked,
-            b.actions_done,
-        ],
     )?;
+    stmt.execute(params![
+        scope.entity,
+        scope.a,
+        scope.b,
+        b.key,
+        b.id_a,
+        b.id_b,
+        bases.base_a,
+        bases.base_b,
+        bases.b_delta,
+        b.exported_at.map(ts),
+        b.parked,
+        b.actions_done,
+    ])?;
     Ok(())
 }
 
@@ -928,6 +935,76 @@ mod tests {
         // Opened again: nothing to do.
         drop(s);
         SqliteStore::open(&path).unwrap();
+    }
+
+    #[test]
+    fn bindings_kept_before_the_compact_layout_still_read_and_new_ones_keep_one_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v5.sqlite");
+        let old_a = r#"{"sku":"A1","price":50,"updated_at":"2026-01-01T00:00:00Z"}"#;
+        let old_b = r#"{"sku":"A1","price":55,"updated_at":"2026-01-02T00:00:00Z"}"#;
+        {
+            // A file as the version before the compact layout left it, with a binding.
+            let mut conn = Connection::open(&path).unwrap();
+            let tx = conn.transaction().unwrap();
+            for step in STEPS.iter().filter(|s| s.version <= 5) {
+                tx.execute_batch(step.sqlite).unwrap();
+                tx.pragma_update(None, "user_version", step.version)
+                    .unwrap();
+            }
+            tx.execute(
+                "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b)
+                 VALUES ('product', 'erp', 'shop', 'A1', '7', '812', ?1, ?2)",
+                params![old_a, old_b],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let scope = Scope::new("product", "shop", "erp");
+        let got = s.bindings(&scope, &["A1".into()]).unwrap();
+        let old = &got["A1"];
+        assert_eq!(old.base_a, Some(serde_json::from_str(old_a).unwrap()));
+        assert_eq!(old.base_b, Some(serde_json::from_str(old_b).unwrap()));
+        assert_eq!(old.id_b.as_deref(), Some("812"));
+
+        // Written again, and a binding whose sides agree: each reads back as written, and
+        // the second side is kept as what differs from the first.
+        let same = json!({"sku": "B2", "name": "Cana", "price": 10});
+        let bindings = [
+            old.clone(),
+            Binding {
+                key: "B2".into(),
+                id_a: Some("8".into()),
+                id_b: Some("813".into()),
+                base_a: Some(same.clone()),
+                base_b: Some(same.clone()),
+                ..Default::default()
+            },
+        ];
+        s.put_bindings(&scope, &bindings).unwrap();
+        let got = s.bindings(&scope, &["A1".into(), "B2".into()]).unwrap();
+        assert_eq!(got["A1"], bindings[0]);
+        assert_eq!(got["B2"], bindings[1]);
+        assert_eq!(s.all_bindings(&scope).unwrap(), bindings.to_vec());
+        let stored: Vec<(Option<String>, Option<String>)> = s
+            .conn()
+            .prepare("SELECT base_b, base_b_delta FROM bindings ORDER BY key")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            vec![
+                (
+                    None,
+                    Some(r#"{"price":55,"updated_at":"2026-01-02T00:00:00Z"}"#.into())
+                ),
+                (None, Some("{}".into())),
+            ]
+        );
     }
 
     #[test]

@@ -1590,3 +1590,108 @@ async fn a_target_that_cannot_be_searched_is_read_again_when_its_pages_shifted()
     assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
     assert_eq!(h.shop.orders().len(), 150, "no order created twice");
 }
+
+/// Adopted records are bound in one write per page, not one per record: a run stopped in
+/// the middle of a page — interrupted, or its target gone — still keeps the binding of every
+/// record it reported adopted, and the next run finds them bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
+    const N: usize = 300;
+    for down in [false, true] {
+        let h = Harness::new(N, |doc| {
+            let shop = &mut doc["systems"]["shop"];
+            shop["timeouts"] = json!({"connect_ms": 500, "request_ms": 300});
+            shop["retry"] =
+                json!({"max_attempts": 1, "initial_backoff_ms": 5, "max_backoff_ms": 10});
+            shop["circuit_breaker"] = json!({"failures": 1, "probe_initial_secs": 60});
+        })
+        .await;
+        // Each lookup in the shop takes a while, so the run is stopped while it works through
+        // the ERP's first page (250 records).
+        h.shop.faults().set(Faults {
+            latency_ms: 5,
+            ..Faults::default()
+        });
+        h.reset_counters();
+        let interrupt = erpsync::engine::Interrupt::default();
+        let opts = RunOptions {
+            details: true,
+            interrupt: Some(interrupt.clone()),
+            ..Default::default()
+        };
+        let stop = async {
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while h.shop.counters().total() < 20 {
+                assert!(std::time::Instant::now() < deadline, "no lookups made");
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if down {
+                // The shop accepts connections and never answers: it is taken as down.
+                h.shop.faults().set(Faults {
+                    timeout_rate: 1.0,
+                    timeout_ms: 60_000,
+                    ..Faults::default()
+                });
+            } else {
+                interrupt.raise();
+            }
+        };
+        let (r, ()) = tokio::join!(h.run_with("stock", opts), stop);
+        if down {
+            assert!(
+                r.errors.iter().any(|e| e.contains("down")),
+                "{:?}",
+                r.errors
+            );
+        } else {
+            assert!(r.interrupted, "{r:#?}");
+        }
+        let adopted: Vec<String> = r
+            .records
+            .iter()
+            .filter(|x| x.decision == Decision::Adopt)
+            .map(|x| x.key.clone())
+            .collect();
+        assert!(
+            !adopted.is_empty() && adopted.len() < 250,
+            "stopped within the first page: {} adopted",
+            adopted.len()
+        );
+        let scope = Scope::new("stock", "erp", "shop");
+        let bound = h.store.bindings(&scope, &adopted).unwrap();
+        let missing: Vec<&String> = adopted
+            .iter()
+            .filter(|k| {
+                bound
+                    .get(*k)
+                    .is_none_or(|b| b.id_a.is_none() || b.id_b.is_none())
+            })
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "reported adopted but not bound (stopped {}): {missing:?}",
+            if down {
+                "by the shop going down"
+            } else {
+                "by an interrupt"
+            }
+        );
+        assert_eq!(h.store.binding_count(&scope).unwrap(), adopted.len());
+        assert_eq!(h.writes(), (0, 0));
+
+        if !down {
+            // The next run adopts the rest and finds the first ones bound: no write either way.
+            h.shop.faults().clear();
+            h.later(10);
+            let rest = h.run("stock").await;
+            assert_eq!(
+                (rest.counts.adopted, rest.counts.skipped, rest.counts.failed),
+                ((N - adopted.len()) as u64, adopted.len() as u64, 0),
+                "{:?}",
+                rest.counts
+            );
+            assert_eq!(h.writes(), (0, 0));
+            assert_eq!(h.store.binding_count(&scope).unwrap(), N);
+        }
+    }
+}

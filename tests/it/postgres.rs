@@ -89,6 +89,35 @@ fn conformance(s: &dyn StateStore) {
         Some(a1.clone())
     );
     assert_eq!(s.binding_by_id(&scope, true, "812").unwrap(), None);
+    // A page of bindings in one call (adoptions, written together): both sides alike, or
+    // differing in a field, read back as they were put; a key given twice keeps the last.
+    let page_scope = Scope::new("page", "shop", "erp");
+    let mut page: Vec<Binding> = (0..300)
+        .map(|i| {
+            let a = json!({"sku": format!("P{i}"), "name": "Cana", "price": i, "stamp": "x"});
+            let mut b = a.clone();
+            if i % 2 == 1 {
+                b["stamp"] = json!(format!("y{i}"));
+            }
+            Binding {
+                key: format!("P{i}"),
+                id_a: Some(format!("{i}")),
+                id_b: Some(format!("s{i}")),
+                base_a: Some(a),
+                base_b: Some(b),
+                ..Default::default()
+            }
+        })
+        .collect();
+    let mut again = page[7].clone();
+    again.base_b = Some(json!({"other": "shape"}));
+    page.push(again.clone());
+    s.put_bindings(&page_scope, &page).unwrap();
+    page[7] = page.pop().unwrap();
+    let mut got = s.all_bindings(&page_scope).unwrap();
+    got.sort_by_key(|b| b.key[1..].parse::<usize>().unwrap());
+    assert_eq!(got, page);
+    assert_eq!(got[7], again);
     let mut a1b = a1.clone();
     a1b.parked = None;
     a1b.id_a = Some("3".into());

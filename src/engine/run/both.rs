@@ -289,7 +289,8 @@ impl<'e> Runner<'e> {
                 self.update(side, &mut bind, &write, None).await?;
             }
             if written.is_empty() {
-                self.put_binding(&bind)
+                // Nothing written: both sides already agree (adopted or unchanged).
+                self.hold_binding(&bind)
                     .map_err(|e| Fail::msg(e.to_string()))?;
             }
         }

@@ -37,6 +37,9 @@ const RECORDS_PER_PAGE: usize = 100;
 /// Times a full read of a target that cannot be searched by key is read again in one run
 /// because its pages shifted (see `Runner::reread_index`).
 const INDEX_REREADS: usize = 2;
+/// Bindings held back (see `HeldBindings`) are written together once this many wait, even
+/// before the page ends.
+const BINDINGS_PER_WRITE: usize = 500;
 
 /// One end of a flow: its system and how the entity is read and written there.
 struct End<'e> {
@@ -167,7 +170,15 @@ pub(super) async fn run_flow(
     };
     let mut runner = Runner::new(engine, flow, opts, started)?;
     runner.report.kind = kind.to_string();
-    let result = runner.execute().await;
+    let mut result = runner.execute().await;
+    // Bindings held back are written however the run ended (a lost lease refuses them).
+    if let Err(e) = runner.write_held() {
+        if result.is_ok() {
+            result = Err(e);
+        } else {
+            tracing::warn!(flow = %flow.id, error = %e, "bindings held back could not be written");
+        }
+    }
     let mut report = runner.report;
     if let Err(e) = &result {
         report.errors.push(e.to_string());
@@ -245,12 +256,98 @@ pub(super) async fn run_flow(
     Ok(report)
 }
 
+/// What a full read of a side keeps of each record: all of it (`HashMap<String, Seen>`), or
+/// what a lookup needs (`KeyIndex`).
+trait ReadAll: Default {
+    /// Keeps a record read under its key. When the key was read before, the earlier reading
+    /// is replaced and its `updated_at` returned (`Some(None)`: it had none).
+    fn keep(
+        &mut self,
+        seen: Seen,
+        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
+    ) -> Option<Option<DateTime<Utc>>>;
+}
+
+impl ReadAll for HashMap<String, Seen> {
+    fn keep(
+        &mut self,
+        seen: Seen,
+        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
+    ) -> Option<Option<DateTime<Utc>>> {
+        self.insert(seen.key.clone(), seen)
+            .map(|first| stamp(&first))
+    }
+}
+
+/// A target record as an index of the whole target keeps it for the rest of the run: its id
+/// and its canonical record as JSON text, a few hundred bytes against the kilobytes of a
+/// parsed map; parsed again when the run asks for it (once per record of the source).
+struct Indexed {
+    id: Option<Box<str>>,
+    canon: Box<str>,
+    /// The native record, as text, only when the read kept it (a write mapping that merges
+    /// with what the target holds).
+    native: Option<Box<str>>,
+}
+
+/// The target's records by key, compact (see `Indexed`).
+#[derive(Default)]
+struct KeyIndex(HashMap<String, Indexed>);
+
+impl KeyIndex {
+    fn get(&self, key: &str) -> Option<Seen> {
+        self.0.get(key).map(|found| found.seen(key))
+    }
+
+    fn keys(&self) -> impl Iterator<Item = &String> {
+        self.0.keys()
+    }
+
+    fn extend(&mut self, other: KeyIndex) {
+        self.0.extend(other.0);
+    }
+}
+
+impl ReadAll for KeyIndex {
+    fn keep(
+        &mut self,
+        seen: Seen,
+        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
+    ) -> Option<Option<DateTime<Utc>>> {
+        let kept = Indexed {
+            id: seen.id.map(String::into_boxed_str),
+            canon: seen.canon.to_string().into_boxed_str(),
+            native: (!seen.native.is_null()).then(|| seen.native.to_string().into_boxed_str()),
+        };
+        let first = self.0.insert(seen.key.clone(), kept)?;
+        // Read twice (rare: the pages shifted): the first reading's stamp.
+        Some(stamp(&first.seen(&seen.key)))
+    }
+}
+
+impl Indexed {
+    fn seen(&self, key: &str) -> Seen {
+        // Written by `KeyIndex::keep` from a `Value`: it parses back to the same value.
+        let canon = serde_json::from_str(&self.canon).unwrap_or(Value::Null);
+        Seen {
+            key: key.to_string(),
+            id: self.id.as_deref().map(str::to_string),
+            canon,
+            native: self
+                .native
+                .as_deref()
+                .and_then(|n| serde_json::from_str(n).ok())
+                .unwrap_or(Value::Null),
+        }
+    }
+}
+
 /// The target read in full, searched in memory instead of asked record by record (see
 /// `Runner::lookup`).
 #[derive(Default)]
 struct TargetIndex {
     /// The target's records by key, once the whole target was read.
-    records: Option<HashMap<String, Seen>>,
+    records: Option<KeyIndex>,
     /// Whether the read served a record twice: its pages shifted, so a record missing from
     /// it may still be in the target and is asked for before it is created.
     shifted: bool,
@@ -303,6 +400,18 @@ struct DeferredWrites {
     merges: Vec<Option<(Merge, Value)>>,
     /// Where each key's merge is in `merges`.
     merge_at: HashMap<String, usize>,
+}
+
+/// Bindings whose loss no write depends on — records adopted, or found unchanged while
+/// the binding learns the target's current reading — written in one transaction per page
+/// (or per `BINDINGS_PER_WRITE`) instead of one per record. They are written before the cursor moves, before anything is sent, and
+/// at the end of the run however it ends (interrupted, failed); a crash loses at most these,
+/// and the next run, reading from the same cursor, decides them again without writing.
+/// Writes whose outcome matters (creates, updates, post-actions) bind at once, journaled as
+/// before.
+#[derive(Default)]
+struct HeldBindings {
+    by_key: HashMap<String, Binding>,
 }
 
 /// Keys with something left from earlier runs.
@@ -362,6 +471,7 @@ struct Runner<'e> {
     changes: TargetChanges,
     listing: SourceListing,
     deferred: DeferredWrites,
+    held: HeldBindings,
     unsettled: Unsettled,
     cursor: CursorHold,
     report: RunReport,
@@ -440,6 +550,7 @@ impl<'e> Runner<'e> {
             changes: TargetChanges::default(),
             listing: SourceListing::default(),
             deferred: DeferredWrites::default(),
+            held: HeldBindings::default(),
             unsettled: Unsettled {
                 failing,
                 ..Unsettled::default()
@@ -488,7 +599,8 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
-            let (mut changes, shifted) = self.read_all_dst(since, true).await?;
+            let (mut changes, shifted): (HashMap<String, Seen>, _) =
+                self.read_all_dst(since, true).await?;
             if self.opts.dry_run {
                 // What earlier flows of the plan would have created in the target is among
                 // its changes, as the run will read it.
@@ -629,6 +741,7 @@ impl<'e> Runner<'e> {
                         }
                     }
                 }
+                self.write_held()?;
                 self.listing.page_bindings.clear();
             }
             self.listing.page_bindings.clear();
@@ -651,6 +764,7 @@ impl<'e> Runner<'e> {
                 return self.stop_interrupted().await;
             }
             if self.opts.reconcile && since.is_none() && keys.is_none() && !self.bidirectional() {
+                self.write_held()?;
                 self.recover_unlisted().await?;
             }
         }
@@ -698,6 +812,8 @@ impl<'e> Runner<'e> {
             && self.report.ok()
         {
             // Failed records sit in the failure store, so the cursor may move past them.
+            // What the run bound goes first: the cursor never passes a binding not written.
+            self.write_held()?;
             match self.cursor {
                 CursorHold::Free => self.e.store.set_cursor(&self.flow.id, self.started)?,
                 CursorHold::AtMost(floor) => {
@@ -855,12 +971,12 @@ impl<'e> Runner<'e> {
     /// and tells that the pages shifted (`true` with the records): the read may then lack
     /// records the target has. A read since a cursor (the target's changes) watches for
     /// shifting pages as the source listing does (see `note_reread`).
-    pub(super) async fn read_all_dst(
+    pub(super) async fn read_all_dst<T: ReadAll>(
         &mut self,
         since: Option<DateTime<Utc>>,
         keep_native: bool,
-    ) -> Result<(HashMap<String, Seen>, bool), EngineRunError> {
-        let mut out = HashMap::new();
+    ) -> Result<(T, bool), EngineRunError> {
+        let mut out = T::default();
         let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok((out, false));
         };
@@ -884,8 +1000,8 @@ impl<'e> Runner<'e> {
                     if !keep_native {
                         s.native = Value::Null;
                     }
-                    if let Some(first) = out.insert(s.key.clone(), s) {
-                        rereads.push(self.stamp(&first));
+                    if let Some(first) = out.keep(s, |r| self.stamp(r)) {
+                        rereads.push(first);
                     }
                 }
             }
@@ -964,7 +1080,7 @@ impl<'e> Runner<'e> {
             }
             if let Some(index) = &self.index.records {
                 if let Some(found) = index.get(key) {
-                    return Ok(Some(found.clone()));
+                    return Ok(Some(found));
                 }
                 if !self.index.shifted {
                     if !lookup_op && let Some(t) = self.index.read_at {
@@ -1047,6 +1163,9 @@ impl<'e> Runner<'e> {
     }
 
     pub(super) fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
+        if let Some(b) = self.held.by_key.get(key) {
+            return Ok(Some(b.clone()));
+        }
         if let Some(b) = self.listing.page_bindings.get(key) {
             return Ok(b.clone());
         }
@@ -1057,7 +1176,7 @@ impl<'e> Runner<'e> {
     }
 
     pub(super) fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
-        self.listing.page_bindings.remove(&b.key);
+        self.forget_read(&b.key);
         if !self.opts.dry_run {
             self.e
                 .store
@@ -1066,6 +1185,39 @@ impl<'e> Runner<'e> {
             self.e.plan_binding(&self.scope, b);
         }
         Ok(())
+    }
+
+    /// Stores a binding that no write depends on (see `HeldBindings`): held back and written
+    /// with the others of its page. A dry run plans it as `put_binding` does.
+    pub(super) fn hold_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
+        if self.opts.dry_run {
+            return self.put_binding(b);
+        }
+        self.listing.page_bindings.remove(&b.key);
+        self.held.by_key.insert(b.key.clone(), b.clone());
+        if self.held.by_key.len() >= BINDINGS_PER_WRITE {
+            self.write_held()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the bindings held back, in one transaction.
+    pub(super) fn write_held(&mut self) -> Result<(), EngineRunError> {
+        if self.held.by_key.is_empty() {
+            return Ok(());
+        }
+        let held: Vec<Binding> = std::mem::take(&mut self.held.by_key)
+            .into_values()
+            .collect();
+        self.e.store.put_bindings(&self.scope, &held)?;
+        Ok(())
+    }
+
+    /// A binding about to be stored otherwise (at once, or with a journal entry): what was
+    /// read or held of it before is stale.
+    pub(super) fn forget_read(&mut self, key: &str) {
+        self.listing.page_bindings.remove(key);
+        self.held.by_key.remove(key);
     }
 
     /// The bases an update of `side` with `canon` leaves, stored (or, in a dry

@@ -91,13 +91,7 @@ impl<'e> Runner<'e> {
             found = if bound {
                 // Reconciling: the target as it is now, from the full read; missing from it,
                 // it was missed by shifting pages, or deleted.
-                match self
-                    .index
-                    .records
-                    .as_ref()
-                    .and_then(|i| i.get(&key))
-                    .cloned()
-                {
+                match self.index.records.as_ref().and_then(|i| i.get(&key)) {
                     Some(f) => Some(f),
                     None => {
                         self.confirm(Side::Target, &key, self.id_on(&b, Side::Target))
@@ -151,7 +145,8 @@ impl<'e> Runner<'e> {
                 if rebase && !self.opts.dry_run {
                     *self.base_on_mut(&mut b, Side::Target) = found;
                     *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
-                    self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
+                    self.hold_binding(&b)
+                        .map_err(|e| Fail::msg(e.to_string()))?;
                 }
                 self.record(&key, decision, None, Vec::new(), why.reason(dst_name));
             }
@@ -159,7 +154,8 @@ impl<'e> Runner<'e> {
                 *self.base_on_mut(&mut b, Side::Target) = found;
                 *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                 self.mark_exported(&mut b);
-                self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
+                self.hold_binding(&b)
+                    .map_err(|e| Fail::msg(e.to_string()))?;
                 let reason = format!("already in `{dst_name}`; linked");
                 self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
             }
@@ -296,7 +292,10 @@ impl<'e> Runner<'e> {
                 native: mapped,
             };
             let binding = runner.binding(&key).map_err(|e| Fail::msg(e.to_string()))?;
-            if let Err(f) = Box::pin(runner.one_way(&sub_seen, binding)).await {
+            let synced = Box::pin(runner.one_way(&sub_seen, binding)).await;
+            // What it bound is needed now: this record's write mapping refers to it.
+            runner.write_held().map_err(|e| Fail::msg(e.to_string()))?;
+            if let Err(f) = synced {
                 return Err(Fail::msg(format!(
                     "required {} `{key}` could not be synced: {}",
                     runner.entity.name, f.error

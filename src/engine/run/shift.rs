@@ -99,9 +99,9 @@ impl<'e> Runner<'e> {
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         self.index.shifted = shifted;
-        let index = self.index.records.get_or_insert_with(HashMap::new);
+        let index = self.index.records.get_or_insert_with(KeyIndex::default);
         index.extend(again);
-        Ok(index.get(key).cloned())
+        Ok(index.get(key))
     }
 
     /// One-way reconciliation: bound records the target has but the whole source listing

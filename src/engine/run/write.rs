@@ -49,6 +49,9 @@ impl<'e> Runner<'e> {
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
+        // What the run bound so far is written before anything is sent: the write mapping
+        // may resolve references through it.
+        self.write_held().map_err(|e| Fail::msg(e.to_string()))?;
         let payload = self.payload(side, canon, None)?;
         let end = self.end(side);
         let Some(op) = end.ent.create.clone() else {
@@ -150,7 +153,7 @@ impl<'e> Runner<'e> {
                 self.set_id_on(b, side, id);
                 *self.base_on_mut(b, side) = Some(written);
                 self.mark_exported(b);
-                self.listing.page_bindings.remove(&b.key);
+                self.forget_read(&b.key);
                 self.e
                     .store
                     .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
@@ -186,6 +189,7 @@ impl<'e> Runner<'e> {
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
+        self.write_held().map_err(|e| Fail::msg(e.to_string()))?;
         let current = self.current_record(side, b).await?;
         let payload = self.payload(side, canon, Some(current.as_ref()))?;
         let end = self.end(side);
@@ -388,6 +392,7 @@ impl<'e> Runner<'e> {
             for b in sub.take_deferred_actions() {
                 Box::pin(sub.after_export(b)).await?;
             }
+            sub.write_held()?;
             let r = sub.report;
             self.report.counts.resolved_in_doubt += r.counts.resolved_in_doubt;
             self.report.counts.failed += r.counts.failed;
@@ -442,7 +447,7 @@ impl<'e> Runner<'e> {
                     *self.base_on_mut(&mut b, side) = Some(found.canon);
                     self.source_id_from_failure(&mut b, side.other())?;
                     self.mark_exported(&mut b);
-                    self.listing.page_bindings.remove(&b.key);
+                    self.forget_read(&b.key);
                     self.e.store.journal_finish(
                         entry.id,
                         JournalState::Done,

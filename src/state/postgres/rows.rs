@@ -4,21 +4,28 @@
 use postgres::{Client, GenericClient, Row};
 use serde_json::Value;
 
+use crate::state::model::StoredBases;
 use crate::state::{
     Binding, Failure, Fence, JournalEntry, JournalState, Result, RunRecord, Scope, StateStoreError,
     StateWrite, json_column as json,
 };
 
 pub(super) const BINDING_COLS: &str =
-    "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done";
+    "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done, base_b_delta";
 
 pub(super) fn row_binding(r: &Row) -> Result<Binding> {
+    let (base_a, base_b) = StoredBases {
+        base_a: r.try_get(3)?,
+        base_b: r.try_get(4)?,
+        b_delta: r.try_get(8)?,
+    }
+    .load()?;
     Ok(Binding {
         key: r.try_get(0)?,
         id_a: r.try_get(1)?,
         id_b: r.try_get(2)?,
-        base_a: json(r.try_get(3)?)?,
-        base_b: json(r.try_get(4)?)?,
+        base_a,
+        base_b,
         exported_at: r.try_get(5)?,
         parked: r.try_get(6)?,
         actions_done: r.try_get(7)?,
@@ -26,25 +33,77 @@ pub(super) fn row_binding(r: &Row) -> Result<Binding> {
 }
 
 pub(super) fn upsert_binding(c: &mut impl GenericClient, scope: &Scope, b: &Binding) -> Result<()> {
+    upsert_bindings(c, scope, std::slice::from_ref(b))
+}
+
+/// Inserts or replaces bindings in one statement (one round trip however many there are).
+/// A key given twice keeps its last binding.
+pub(super) fn upsert_bindings(
+    c: &mut impl GenericClient,
+    scope: &Scope,
+    bindings: &[Binding],
+) -> Result<()> {
+    let mut last: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, b) in bindings.iter().enumerate() {
+        last.insert(b.key.as_str(), i);
+    }
+    let n = last.len();
+    let (mut keys, mut ids_a, mut ids_b) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut bases_a, mut bases_b, mut deltas) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut exported, mut parked, mut done) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for (i, b) in bindings.iter().enumerate() {
+        if last.get(b.key.as_str()) != Some(&i) {
+            continue;
+        }
+        let bases = StoredBases::of(b);
+        keys.push(b.key.as_str());
+        ids_a.push(b.id_a.as_deref());
+        ids_b.push(b.id_b.as_deref());
+        bases_a.push(bases.base_a);
+        bases_b.push(bases.base_b);
+        deltas.push(bases.b_delta);
+        exported.push(b.exported_at);
+        parked.push(b.parked.as_deref());
+        done.push(b.actions_done);
+    }
+    if keys.is_empty() {
+        return Ok(());
+    }
     c.execute(
-        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
+         SELECT $1, $2, $3, t.* FROM UNNEST(
+           $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[],
+           $10::timestamptz[], $11::text[], $12::bool[]) AS t
          ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
            id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
-           base_b = excluded.base_b, exported_at = excluded.exported_at, parked = excluded.parked,
+           base_b = excluded.base_b, base_b_delta = excluded.base_b_delta,
+           exported_at = excluded.exported_at, parked = excluded.parked,
            actions_done = excluded.actions_done",
         &[
             &scope.entity,
             &scope.a,
             &scope.b,
-            &b.key,
-            &b.id_a,
-            &b.id_b,
-            &b.base_a.as_ref().map(Value::to_string),
-            &b.base_b.as_ref().map(Value::to_string),
-            &b.exported_at,
-            &b.parked,
-            &b.actions_done,
+            &keys,
+            &ids_a,
+            &ids_b,
+            &bases_a,
+            &bases_b,
+            &deltas,
+            &exported,
+            &parked,
+            &done,
         ],
     )?;
     Ok(())
@@ -115,9 +174,7 @@ pub(super) fn apply(c: &mut Client, fence: Option<&Fence>, w: &StateWrite) -> Re
 pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64> {
     match w {
         StateWrite::PutBindings(scope, bindings) => {
-            for b in bindings {
-                upsert_binding(c, scope, b)?;
-            }
+            upsert_bindings(c, scope, bindings)?;
             Ok(0)
         }
         StateWrite::SetCursor(flow, at) => {
