@@ -212,6 +212,7 @@ pub fn summary_line(r: &RunReport) -> String {
         ("already locked", c.locked),
         ("filtered", c.filtered),
         ("corrected", c.corrected),
+        ("drift found (not corrected)", c.drifted),
         ("overwrites", c.overwrites),
         ("in-doubt settled", c.resolved_in_doubt),
         ("failures cleared", c.failures_cleared),

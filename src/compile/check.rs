@@ -1163,6 +1163,20 @@ fn compile_flows(
             }
             parsed
         });
+        if let Some(r) = &f.reconcile
+            && !r.correct
+            && f.direction == Direction::Bidirectional
+        {
+            ck.at(
+                file,
+                Code::Conflict,
+                &format!("{base}.reconcile.correct"),
+                "`correct: false` reports a one-way flow's drift without writing; a \
+                 bidirectional flow's reconciliation merges both sides and has no drift to \
+                 leave alone"
+                    .into(),
+            );
+        }
         let reconcile_schedule = f.reconcile.as_ref().and_then(|r| {
             ck.schedule(
                 file,
@@ -1360,6 +1374,7 @@ fn compile_flows(
                 filter: filter.clone(),
                 schedule: schedule.clone(),
                 reconcile_schedule: reconcile_schedule.clone(),
+                reconcile_corrects: f.reconcile.as_ref().is_none_or(|r| r.correct),
                 incremental_start,
                 then: chained,
                 requires: required,

@@ -269,6 +269,9 @@ pub struct Flow {
     pub filter: Option<Predicate>,
     pub schedule: Option<Schedule>,
     pub reconcile_schedule: Option<Schedule>,
+    /// Whether reconciliation corrects the drift it finds (`reconcile.correct`), or only
+    /// reports it.
+    pub reconcile_corrects: bool,
     pub incremental_start: Option<DateTime<Utc>>,
     /// Chained flows (ids, resolved per copy) and the path of the keys they are scoped to.
     pub then: Vec<(String, Option<JsonPath>)>,

@@ -89,6 +89,7 @@ impl Metrics {
                 ("filtered", c.filtered),
                 ("failed", c.failed),
                 ("corrected", c.corrected),
+                ("drifted", c.drifted),
             ] {
                 if n > 0 {
                     self.add(

@@ -72,6 +72,9 @@ pub struct Counts {
     pub failed: u64,
     /// Reconciliation: records whose target had drifted and was corrected.
     pub corrected: u64,
+    /// Reconciliation with `correct: false`: records whose target had drifted, reported and
+    /// left as they are (counted as skipped too).
+    pub drifted: u64,
     /// Updates that overwrote an edit made on the target since the last sync.
     pub overwrites: u64,
     /// Writes whose outcome was unknown and that were settled by a lookup.
@@ -94,6 +97,7 @@ impl Counts {
         self.filtered += o.filtered;
         self.failed += o.failed;
         self.corrected += o.corrected;
+        self.drifted += o.drifted;
         self.overwrites += o.overwrites;
         self.resolved_in_doubt += o.resolved_in_doubt;
         self.failures_cleared += o.failures_cleared;

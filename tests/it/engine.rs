@@ -489,6 +489,41 @@ async fn reconciliation_corrects_drift_the_incremental_run_cannot_see() {
     assert_eq!(line.changes[0].old, json!(999));
 }
 
+/// `reconcile: { correct: false }`, run as a person would (`run --once --reconcile`): the
+/// drift is found and said, record by record with what differs, and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reconciliation_that_only_reports_says_what_drifted_and_writes_nothing() {
+    use crate::support::binary::{Project, text};
+    let p = Project::start(10, |doc| {
+        doc["flows"]["stock"]["reconcile"]["correct"] = json!(false);
+    })
+    .await;
+    let first = p.run(&["run", "--once", "--flow", "stock"]);
+    assert!(first.status.success(), "{}", text(&first));
+    for sku in ["SKU-000003", "SKU-000004"] {
+        let id = p.shop.product_by_sku(sku).unwrap().id;
+        p.shop.update_product(id, |x| x.stock = Some(999));
+    }
+    let writes = p.shop.counters().writes();
+    let out = p.run(&["run", "--once", "--flow", "stock", "--reconcile"]);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("drift found (not corrected) 2"), "{said}");
+    assert!(
+        said.contains("SKU-000003") && said.contains("not corrected (`reconcile.correct: false`)"),
+        "{said}"
+    );
+    assert_eq!(
+        p.shop.counters().writes(),
+        writes,
+        "nothing written: {said}"
+    );
+    assert_eq!(
+        p.shop.product_by_sku("SKU-000004").unwrap().stock,
+        Some(999)
+    );
+}
+
 #[tokio::test]
 async fn bidirectional_writes_to_the_source_do_not_make_its_listing_skip_records() {
     // The shop lists by modification time, 100 a page: a write to a record already read

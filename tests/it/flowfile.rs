@@ -723,6 +723,13 @@ fn the_corpus_of_broken_flow_files_is_refused_with_code_and_place() {
             35,
             "they belong in a `write` mapping",
         ),
+        (
+            "reconcile_report_bidirectional",
+            "E011",
+            23,
+            52,
+            "has no drift to leave alone",
+        ),
         ("cron_never", "E007", 22, 26, "`0 0 31 2 *` never fires"),
         ("cron_past_year", "E007", 22, 26, "never fires"),
         ("empty_project", "E012", 1, 1, "no systems and no flows"),

@@ -160,6 +160,27 @@ impl<'e> Runner<'e> {
                 self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
             }
             Verdict::Update {
+                changes,
+                corrected: true,
+                ..
+            } if !self.flow.reconcile_corrects => {
+                // A reconciliation that only reports: the drift is said, with what differs,
+                // and the target keeps what it holds.
+                let fields: Vec<&str> = changes.iter().map(|c| c.field.as_str()).collect();
+                tracing::warn!(flow = %self.flow.id, key, fields = ?fields, "drift found; not corrected (`reconcile.correct: false`)");
+                self.report.counts.drifted += 1;
+                self.report.count(Decision::Skip);
+                self.report.records.push(RecordReport {
+                    key: key.clone(),
+                    decision: Decision::Skip,
+                    target: Some(dst_name.to_string()),
+                    changes,
+                    reason: Some(format!(
+                        "drift found in `{dst_name}`; not corrected (`reconcile.correct: false`)"
+                    )),
+                });
+            }
+            Verdict::Update {
                 write,
                 changes,
                 linked,
