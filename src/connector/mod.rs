@@ -13,15 +13,17 @@ mod records;
 mod retry;
 mod rules;
 mod stats;
+mod steps;
 mod system;
 
 pub use breaker::Health;
 pub use error::CallError;
-pub use operation::Operation;
+pub use operation::{Operation, Step};
 pub use problem::{CompileProblem, ProblemKind};
 pub use records::{Extracted, RecordsPath};
 pub use rules::lint_rules;
 pub use stats::{ConnectorStats, StatsSnapshot};
+pub use steps::{NoStepLog, PlannedStep, StepAnswer, StepLog};
 pub use system::{
     ANNOUNCE_WAITS_FROM, CallInput, CallOutput, HttpSystem, Page, WaitAnnouncer, WaitNotice,
 };

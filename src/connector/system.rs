@@ -79,10 +79,10 @@ pub struct Page {
 }
 
 /// A response, decoded.
-struct Response {
-    status: u16,
+pub(super) struct Response {
+    pub(super) status: u16,
     headers: HeaderMap,
-    body: Value,
+    pub(super) body: Value,
     url: String,
 }
 
@@ -404,12 +404,17 @@ impl HttpSystem {
             .is_some_and(|o| o.method == HttpMethod::Get)
     }
 
+    /// The steps of an operation (empty for a single request); none for an unknown one.
+    pub fn operation_steps(&self, op: &str) -> Option<&[super::operation::Step]> {
+        self.operations.get(op).map(|o| o.steps())
+    }
+
     pub fn operation_names(&self) -> impl Iterator<Item = &str> {
         self.operations.keys().map(String::as_str)
     }
 
     /// Looks up the `resolve` values once; every call waits for them.
-    async fn ensure_resolved(&self) -> Result<(), CallError> {
+    pub(super) async fn ensure_resolved(&self) -> Result<(), CallError> {
         if self.resolve.is_empty() {
             return Ok(());
         }
@@ -451,6 +456,21 @@ impl HttpSystem {
     pub async fn call(&self, op_name: &str, input: &CallInput) -> Result<CallOutput, CallError> {
         self.ensure_resolved().await?;
         let op = self.operation(op_name)?;
+        if !op.steps.is_empty() {
+            return self
+                .call_logged(op_name, input, &mut super::steps::NoStepLog)
+                .await;
+        }
+        self.call_single(op_name, op, input).await
+    }
+
+    /// Sends a single-request operation.
+    pub(super) async fn call_single(
+        &self,
+        op_name: &str,
+        op: &Operation,
+        input: &CallInput,
+    ) -> Result<CallOutput, CallError> {
         let (resp, already_done) = self
             .execute(op_name, op, input, &Next::Query(vec![]))
             .await?;
@@ -590,7 +610,7 @@ impl HttpSystem {
         .filter_map(futures::future::ready)
     }
 
-    fn operation(&self, name: &str) -> Result<&Arc<Operation>, CallError> {
+    pub(super) fn operation(&self, name: &str) -> Result<&Arc<Operation>, CallError> {
         self.operations
             .get(name)
             .ok_or_else(|| CallError::UnknownOperation {
@@ -613,7 +633,7 @@ impl HttpSystem {
         Url::parse(&joined).map_err(|e| format!("`{joined}` is not a valid URL: {e}"))
     }
 
-    fn context(&self, op: &Operation, input: &CallInput) -> Context {
+    pub(super) fn context(&self, op: &Operation, input: &CallInput) -> Context {
         let mut m = input.extra.clone();
         let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
         m.insert("record".into(), input.record.clone());
@@ -682,7 +702,7 @@ impl HttpSystem {
 
     /// Sends an operation's request with its retries; returns the response and whether a
     /// rule called it `already_done`.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         op_name: &str,
         op: &Operation,

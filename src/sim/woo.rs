@@ -372,10 +372,24 @@ impl WooOptions {
     }
 }
 
+/// The shipment tracking of an order (as the Shipment Tracking extension serves it under
+/// `/orders/{id}/shipment-trackings`). An order has at most one here: a second POST is
+/// refused with 422, so a changed AWB is an update of the one there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShipmentTracking {
+    pub tracking_id: String,
+    pub tracking_provider: String,
+    pub tracking_number: String,
+    pub date_shipped: String,
+}
+
 #[derive(Debug)]
 struct WooData {
     products: Table<WooProduct>,
     orders: Table<WooOrder>,
+    /// Shipment trackings by order id.
+    trackings: std::collections::BTreeMap<u64, ShipmentTracking>,
+    next_tracking: u64,
     next_id: u64,
     next_meta_id: u64,
     next_line_id: u64,
@@ -492,6 +506,8 @@ impl WooSim {
             data: Mutex::new(WooData {
                 products: Table::new(),
                 orders: Table::new(),
+                trackings: Default::default(),
+                next_tracking: 1,
                 next_id: opts.first_id.max(1),
                 next_meta_id: 1,
                 next_line_id: 1,
@@ -519,6 +535,14 @@ impl WooSim {
                     .put(update_order)
                     .patch(update_order)
                     .post(update_order),
+            )
+            .route(
+                "/wp-json/wc/v3/orders/{id}/shipment-trackings",
+                get(list_trackings).post(create_tracking),
+            )
+            .route(
+                "/wp-json/wc/v3/orders/{id}/shipment-trackings/{tracking_id}",
+                get(get_tracking).put(update_tracking),
             )
             .route_layer(middleware::from_fn_with_state(state.clone(), woo_layer))
             .with_state(state.clone());
@@ -1286,6 +1310,108 @@ async fn update_order(
     Ok(Json(to_json(&o)).into_response())
 }
 
+// ---------------------------------------------------------------- shipment trackings
+
+/// The order of a tracking path, which must exist (404 otherwise).
+fn tracked_order(data: &WooData, id: &str) -> Result<u64, WooError> {
+    let id = parse_id(id, "order", 404)?;
+    data.orders
+        .get(id)
+        .map(|_| id)
+        .ok_or_else(|| WooError::invalid_id("order", 404))
+}
+
+fn tracking_not_found() -> WooError {
+    WooError::new(
+        404,
+        "woocommerce_rest_shipment_tracking_invalid_id",
+        "Invalid tracking ID.",
+    )
+}
+
+/// Applies the fields of a tracking body; `tracking_number` must not end up empty.
+fn apply_tracking(t: &mut ShipmentTracking, body: &Map<String, Value>) -> Result<(), WooError> {
+    for (k, v) in body {
+        match k.as_str() {
+            "tracking_provider" => t.tracking_provider = string_of(k, v)?,
+            "tracking_number" => t.tracking_number = string_of(k, v)?,
+            "date_shipped" => t.date_shipped = string_of(k, v)?,
+            _ => {}
+        }
+    }
+    if t.tracking_number.trim().is_empty() {
+        return Err(WooError::param("tracking_number", "must not be empty"));
+    }
+    Ok(())
+}
+
+async fn list_trackings(State(state): State<Arc<WooState>>, Path(id): Path<String>) -> WooResult {
+    let data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    let list: Vec<Value> = data.trackings.get(&id).map(to_json).into_iter().collect();
+    Ok(Json(Value::Array(list)).into_response())
+}
+
+async fn get_tracking(
+    State(state): State<Arc<WooState>>,
+    Path((id, tracking_id)): Path<(String, String)>,
+) -> WooResult {
+    let data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    let t = data
+        .trackings
+        .get(&id)
+        .filter(|t| t.tracking_id == tracking_id)
+        .ok_or_else(tracking_not_found)?;
+    Ok(Json(to_json(t)).into_response())
+}
+
+async fn create_tracking(
+    State(state): State<Arc<WooState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> WooResult {
+    let body = body_object(&body)?;
+    let mut data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    if data.trackings.contains_key(&id) {
+        return Err(WooError::new(
+            422,
+            "woocommerce_rest_shipment_tracking_exists",
+            "The order already has a shipment tracking.",
+        ));
+    }
+    let mut t = ShipmentTracking {
+        tracking_id: format!("trk-{}", data.next_tracking),
+        tracking_provider: String::new(),
+        tracking_number: String::new(),
+        date_shipped: String::new(),
+    };
+    apply_tracking(&mut t, &body)?;
+    data.next_tracking += 1;
+    data.trackings.insert(id, t.clone());
+    Ok((StatusCode::CREATED, Json(to_json(&t))).into_response())
+}
+
+async fn update_tracking(
+    State(state): State<Arc<WooState>>,
+    Path((id, tracking_id)): Path<(String, String)>,
+    body: Bytes,
+) -> WooResult {
+    let body = body_object(&body)?;
+    let mut data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    let t = data
+        .trackings
+        .get_mut(&id)
+        .filter(|t| t.tracking_id == tracking_id)
+        .ok_or_else(tracking_not_found)?;
+    let mut changed = t.clone();
+    apply_tracking(&mut changed, &body)?;
+    *t = changed.clone();
+    Ok(Json(to_json(&changed)).into_response())
+}
+
 // ---------------------------------------------------------------- handle
 
 /// A running WooCommerce simulator; dereferences to the [`SimHandle`] (URL, counters, faults,
@@ -1386,6 +1512,17 @@ impl WooHandle {
                 Ok(())
             })
             .ok()
+    }
+
+    /// The shipment tracking of an order, if it has one.
+    pub fn tracking(&self, order_id: u64) -> Option<ShipmentTracking> {
+        self.state
+            .data
+            .lock()
+            .unwrap()
+            .trackings
+            .get(&order_id)
+            .cloned()
     }
 
     /// Sets an order's status as a merchant (or a payment gateway) would.

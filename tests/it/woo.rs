@@ -702,6 +702,188 @@ async fn woo_a_processing_order_reaches_the_erp_once_and_status_and_awb_come_bac
 }
 
 // ---------------------------------------------------------------------------------------
+// Multi-step operations: an order's shipment tracking
+
+const TRACKINGS: &str = "/wp-json/wc/v3/orders/{id}/shipment-trackings";
+const TRACKING: &str = "/wp-json/wc/v3/orders/{id}/shipment-trackings/{tracking_id}";
+
+/// A paid order exported to the ERP, shipped there with `awb`; returns the shop order id and
+/// the ERP order id.
+async fn shipped_order(h: &WooHarness, awb: &str) -> (u64, u64) {
+    h.run("products").await;
+    let paid = h.woo.place_order(
+        WooOrder::new("ana@example.com", "Ana", "Pop", &[("SKU-000002", 2, 15.25)])
+            .with_status("processing"),
+    );
+    h.later(3);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!((r.counts.created, r.counts.failed), (1, 0), "{r:#?}");
+    let erp_id = h.erp.orders_by_reference(&format!("WC-{}", paid.number))[0].id;
+    h.later(3);
+    h.erp.set_awb(erp_id, awb);
+    h.erp.set_order_status(erp_id, "shipped");
+    h.later(3);
+    (paid.id, erp_id)
+}
+
+#[tokio::test]
+async fn woo_the_first_awb_creates_the_tracking_and_a_changed_one_falls_back_to_updating_it() {
+    let h = WooHarness::new(5).await;
+    let (order, erp_id) = shipped_order(&h, "AWB-1").await;
+
+    // First AWB: the order and a new tracking; the fallback steps do not run.
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!(c.count("PUT", "/wp-json/wc/v3/orders/{id}"), 1);
+    assert_eq!(c.count("POST", TRACKINGS), 1);
+    assert_eq!(
+        (c.count("GET", TRACKINGS), c.count("PUT", TRACKING)),
+        (0, 0)
+    );
+    let first = h.woo.tracking(order).expect("a tracking was created");
+    assert_eq!(first.tracking_number, "AWB-1");
+    assert_eq!(first.tracking_provider, "Fan Courier");
+
+    // The carrier changes the AWB: the create is refused (422), the tracking there is found
+    // and updated through the id the find step read.
+    h.erp.set_awb(erp_id, "AWB-2");
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!(c.count("POST", TRACKINGS), 1);
+    assert_eq!(c.status(422), 1);
+    assert_eq!(
+        (c.count("GET", TRACKINGS), c.count("PUT", TRACKING)),
+        (1, 1)
+    );
+    let now = h.woo.tracking(order).unwrap();
+    assert_eq!(now.tracking_number, "AWB-2");
+    assert_eq!(
+        now.tracking_id, first.tracking_id,
+        "the same tracking, updated"
+    );
+    assert_eq!(
+        h.woo.order(order).unwrap().meta("_erpsync_awb"),
+        Some(&json!("AWB-2"))
+    );
+}
+
+#[tokio::test]
+async fn woo_a_dry_run_lists_the_steps_an_update_would_send() {
+    let h = WooHarness::new(5).await;
+    let (order, _) = shipped_order(&h, "AWB-9").await;
+    h.reset_counters();
+    let opts = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let r = h.engine.run("orders_from_erp", &opts).await.unwrap();
+    assert_eq!(h.woo.counters().writes(), 0);
+    let rec = r
+        .records
+        .iter()
+        .find(|r| r.decision == erpsync::engine::Decision::Update)
+        .expect("the order would be updated");
+    assert_eq!(
+        rec.steps,
+        [
+            format!("order: PUT /orders/{order}"),
+            format!(
+                "create_tracking: POST /orders/{order}/shipment-trackings (if `{{{{record.awb}}}}`)"
+            ),
+            format!(
+                "find_tracking: GET /orders/{order}/shipment-trackings (when `create_tracking` answered 422)"
+            ),
+            // A path that reads an earlier step's answer is shown as written.
+            "update_tracking: PUT /orders/{{id}}/shipment-trackings/\
+             {{steps.find_tracking.record.tracking_id}} (when `find_tracking` succeeded)"
+                .to_string(),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second_tracking() {
+    let h = WooHarness::new(5).await;
+    let (order, _) = shipped_order(&h, "AWB-5").await;
+    // The shop applies the create and then answers 503: the outcome is unknown to erpsync.
+    h.woo.faults().fail_next(
+        erpsync::sim::FailRule::new(
+            "POST",
+            &format!("/wp-json/wc/v3/orders/{order}/shipment-trackings"),
+            503,
+            1,
+        )
+        .after_apply(),
+    );
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    assert_eq!(h.woo.tracking(order).unwrap().tracking_number, "AWB-5");
+    let failure = h.engine.store.failures(Some("orders_from_erp")).unwrap();
+    assert_eq!(failure.len(), 1);
+    assert!(
+        failure[0].error.contains("step `create_tracking`"),
+        "{}",
+        failure[0].error
+    );
+    let response = failure[0]
+        .response
+        .as_ref()
+        .expect("the step's request is kept");
+    assert_eq!(response["step"], "create_tracking");
+    assert_eq!(response["request"]["method"], "POST");
+    assert_eq!(
+        response["request"]["path"],
+        format!("/orders/{order}/shipment-trackings")
+    );
+    assert_eq!(response["request"]["body"]["tracking_number"], "AWB-5");
+    let pending = h
+        .engine
+        .store
+        .journal_pending(Some("orders_from_erp"))
+        .unwrap();
+    assert_eq!(pending.len(), 1, "the step in doubt stays journaled");
+    assert_eq!(
+        pending[0].payload["steps"]["sent"],
+        json!(["create_tracking"])
+    );
+
+    // The next run resumes the write: the create is sent again only because a refusal is
+    // taken over (422 → find → update); no second tracking is made.
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    assert_eq!(r.counts.resolved_in_doubt, 1, "{r:#?}");
+    assert_eq!(h.woo.counters().status(201), 0, "nothing created twice");
+    assert!(h.woo.counters().status(422) >= 1);
+    let t = h.woo.tracking(order).unwrap();
+    assert_eq!(
+        (t.tracking_id.as_str(), t.tracking_number.as_str()),
+        ("trk-1", "AWB-5")
+    );
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("orders_from_erp"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.engine
+            .store
+            .failures(Some("orders_from_erp"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+// ---------------------------------------------------------------------------------------
 // Two shops, one ERP
 
 #[tokio::test]

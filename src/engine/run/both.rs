@@ -314,6 +314,7 @@ impl<'e> Runner<'e> {
                             target: Some(name.to_string()),
                             changes,
                             reason: reason.clone(),
+                            steps: Vec::new(),
                         });
                     }
                 }

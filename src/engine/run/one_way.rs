@@ -189,6 +189,7 @@ impl<'e> Runner<'e> {
                     self.update(Side::Target, &mut b, &write, Some(&seen.canon))
                         .await?;
                 } else {
+                    self.plan_steps(Side::Target, &b, &write, true);
                     if linked {
                         *self.base_on_mut(&mut b, Side::Target) = found;
                     }
@@ -207,6 +208,7 @@ impl<'e> Runner<'e> {
                     self.e.forget_absent(&self.flow.id, &key);
                     self.deferred.actions.push(b.clone());
                 } else {
+                    self.plan_steps(Side::Target, &b, &seen.canon, false);
                     self.plan_create(Side::Target, &mut b, &seen.canon)?;
                 }
                 self.touched(&seen.canon);
