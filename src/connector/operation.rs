@@ -327,7 +327,14 @@ impl Step {
                 if_,
             }),
             Err(problems) => {
-                p.0.extend(problems.into_iter().map(|q| q.prefixed(&at)));
+                // An empty path was reported above, in the terms of a step.
+                let missing_path = cfg.path.is_empty();
+                p.0.extend(
+                    problems
+                        .into_iter()
+                        .filter(|q| !(missing_path && q.path == "path"))
+                        .map(|q| q.prefixed(&at)),
+                );
                 None
             }
         }
@@ -382,7 +389,9 @@ impl Operation {
             if let Some(step) = Step::compile(sc, cfg, i, &names, &mut p) {
                 steps.push(step);
             }
-            names.push(sc.name.clone());
+            if !names.contains(&sc.name) {
+                names.push(sc.name.clone());
+            }
         }
         if !cfg.steps.is_empty() {
             for (key, set) in [
@@ -568,6 +577,88 @@ mod tests {
         );
         assert_eq!(problems[1].kind, ProblemKind::Template);
         assert_eq!(problems[5].kind, ProblemKind::JsonPath);
+    }
+
+    #[test]
+    fn steps_are_checked_against_the_steps_before_them() {
+        let problems = compile(json!({
+            "path": "/x",
+            "steps": [
+                {"name": "find", "path": "/p/{{steps.later.record.id}}"},
+                {"name": "find", "path": "/q"},
+                {"name": "update", "method": "PUT", "path": "/p/{{steps.find.record.id}}",
+                 "on": {"step": "nope", "status": [404]}},
+                {"name": "create", "method": "POST", "path": "/p",
+                 "on": {"step": "update", "status": ["4xy"], "when": "@.code =="}},
+                {"name": "again", "path": "", "if": "{{#if}}"}
+            ]
+        }))
+        .unwrap_err();
+        let got: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "steps.0.path",
+                    "`steps.later` is not an earlier step (no step comes before this one)"
+                ),
+                ("steps.1.name", "step `find` is named twice"),
+                (
+                    "steps.2.on.step",
+                    "`nope` is not an earlier step (earlier steps: find)"
+                ),
+                (
+                    "steps.3.on.status.0",
+                    "`4xy` is not a status code, class or range"
+                ),
+                ("steps.3.on.when", problems[4].message.as_str()),
+                ("steps.4.path", "a step needs a `path`"),
+                ("steps.4.if", problems[6].message.as_str()),
+                (
+                    "path",
+                    "an operation with `steps` has no `path` of its own: each step has its own"
+                ),
+            ]
+        );
+        assert_eq!(problems[4].kind, ProblemKind::JsonPath);
+        assert_eq!(problems[6].kind, ProblemKind::Template);
+        let none = compile(json!({"method": "POST"})).unwrap_err();
+        assert_eq!(none[0].message, "an operation needs a `path` (or `steps`)");
+    }
+
+    #[test]
+    fn a_step_runs_on_the_answer_it_names() {
+        let op = compile(json!({"steps": [
+            {"name": "update", "method": "PUT", "path": "/p"},
+            {"name": "create", "method": "POST", "path": "/p",
+             "on": {"step": "update", "status": [404]}},
+            {"name": "find", "path": "/p", "on": {"step": "create", "status": ["4xx"],
+             "when": "@.code == 'exists'"}},
+            {"name": "after", "method": "PUT", "path": "/q", "on": {"step": "find"}}
+        ]}))
+        .unwrap();
+        let [update, create, find, after] = &op.steps[..] else {
+            panic!("four steps")
+        };
+        let on = |s: &Step| s.on.clone().unwrap();
+        assert!(on(create).matches(Some(404), &Value::Null, true));
+        assert!(!on(create).matches(Some(200), &Value::Null, false));
+        assert!(on(find).matches(Some(422), &json!({"code": "exists"}), true));
+        assert!(!on(find).matches(Some(422), &json!({"code": "other"}), true));
+        assert!(on(after).matches(Some(200), &json!([]), false));
+        assert!(!on(after).matches(Some(404), &json!([]), true));
+        // Only writes that could be applied twice are journaled; a refusal taken over by a
+        // later step guards a resend.
+        assert!(!update.journaled() && create.journaled() && !find.journaled());
+        assert!(create.guarded_by(&op.steps[2..]));
+        assert!(!find.guarded_by(&op.steps[3..]));
+        assert_eq!(
+            find.condition().as_deref(),
+            Some("when `create` answered 400-499 and its body matches `when`")
+        );
     }
 
     #[test]

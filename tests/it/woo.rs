@@ -772,7 +772,7 @@ async fn woo_the_first_awb_creates_the_tracking_and_a_changed_one_falls_back_to_
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn woo_a_dry_run_lists_the_steps_an_update_would_send() {
     let h = WooHarness::new(5).await;
     let (order, _) = shipped_order(&h, "AWB-9").await;
@@ -804,6 +804,31 @@ async fn woo_a_dry_run_lists_the_steps_an_update_would_send() {
                 .to_string(),
         ]
     );
+
+    // The same plan as a person reads it from `erpsync dry-run`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args([
+            "dry-run",
+            h._dir.path().join("project.yaml").to_str().unwrap(),
+            "--flow",
+            "orders_from_erp",
+            "--state",
+            &format!("sqlite:{}", h._dir.path().join("state.sqlite").display()),
+        ])
+        .envs(env_of(&h.woo, &h.erp))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for line in [
+        format!("      step order: PUT /orders/{order}\n"),
+        format!("      step create_tracking: POST /orders/{order}/shipment-trackings (if"),
+        "      step find_tracking: GET".to_string(),
+        "      step update_tracking: PUT".to_string(),
+    ] {
+        assert!(stdout.contains(&line), "`{line}` not in:\n{stdout}");
+    }
+    assert_eq!(h.woo.counters().writes(), 0);
 }
 
 #[tokio::test]
