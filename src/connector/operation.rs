@@ -517,6 +517,18 @@ impl Operation {
         })
     }
 
+    /// The method of the first request that may change data (not a GET), of the operation or
+    /// of one of its steps; none when it only reads.
+    pub fn write_method(&self) -> Option<HttpMethod> {
+        if self.steps.is_empty() {
+            return (self.method != HttpMethod::Get).then_some(self.method);
+        }
+        self.steps
+            .iter()
+            .map(|s| s.op.method)
+            .find(|m| *m != HttpMethod::Get)
+    }
+
     /// The steps of a multi-step operation (empty for a single request).
     pub fn steps(&self) -> &[Step] {
         &self.steps
@@ -655,6 +667,11 @@ mod tests {
         assert!(!update.journaled() && create.journaled() && !find.journaled());
         assert!(create.guarded_by(&op.steps[2..]));
         assert!(!find.guarded_by(&op.steps[3..]));
+        assert_eq!(
+            op.write_method(),
+            Some(HttpMethod::Put),
+            "a PUT step writes"
+        );
         assert_eq!(
             find.condition().as_deref(),
             Some("when `create` answered 400-499 and its body matches `when`")

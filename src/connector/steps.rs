@@ -101,6 +101,12 @@ fn truthy(s: &str) -> bool {
 }
 
 impl HttpSystem {
+    /// Calls an operation once (with its retries); a multi-step operation sends its steps,
+    /// journaling none of them (see `call_logged`).
+    pub async fn call(&self, op_name: &str, input: &CallInput) -> Result<CallOutput, CallError> {
+        self.call_logged(op_name, input, &mut NoStepLog).await
+    }
+
     /// Calls an operation, journaling its steps in `log` (a single-request operation is
     /// called as `call` does).
     pub async fn call_logged(

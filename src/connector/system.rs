@@ -401,7 +401,7 @@ impl HttpSystem {
     pub fn is_read_only_op(&self, op: &str) -> bool {
         self.operations
             .get(op)
-            .is_some_and(|o| o.method == HttpMethod::Get)
+            .is_some_and(|o| o.write_method().is_none())
     }
 
     /// The steps of an operation (empty for a single request); none for an unknown one.
@@ -452,19 +452,8 @@ impl HttpSystem {
         self.resolved.get().unwrap_or(&self.system_vars)
     }
 
-    /// Calls an operation once (with its retries).
-    pub async fn call(&self, op_name: &str, input: &CallInput) -> Result<CallOutput, CallError> {
-        self.ensure_resolved().await?;
-        let op = self.operation(op_name)?;
-        if !op.steps.is_empty() {
-            return self
-                .call_logged(op_name, input, &mut super::steps::NoStepLog)
-                .await;
-        }
-        self.call_single(op_name, op, input).await
-    }
-
-    /// Sends a single-request operation.
+    /// Sends a single-request operation once (with its retries); `call` (in `steps`) is the
+    /// entry point for every operation.
     pub(super) async fn call_single(
         &self,
         op_name: &str,

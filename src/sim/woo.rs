@@ -33,6 +33,11 @@
 //! - Webhooks: `order.created` when an order is placed, `order.updated` on every later save,
 //!   the body being the order as `GET /orders/{id}` shows it; setting a target first sends the
 //!   ping `webhook_id=1` (form-encoded, not JSON). Stock is not reduced by orders.
+//! - Shipment trackings, as the Shipment Tracking extension serves them under
+//!   `/orders/{id}/shipment-trackings[/{tracking_id}]` (list, create, get, update), with one
+//!   tracking per order here: there is no upsert, so a second POST is 422
+//!   `woocommerce_rest_shipment_tracking_exists` and a changed AWB is a PUT of the one there
+//!   (an unknown tracking id is 404). An order that does not exist is 404.
 
 use std::net::SocketAddr;
 use std::ops::Deref;

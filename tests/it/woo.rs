@@ -454,6 +454,11 @@ fn env_of(woo: &WooHandle, erp: &ErpHandle) -> Vec<(&'static str, String)> {
 impl WooHarness {
     /// Both simulators seeded with the same `n` catalogue items.
     async fn new(n: usize) -> WooHarness {
+        Self::with(n, |_| {}).await
+    }
+
+    /// As `new`, with the project changed by `edit`.
+    async fn with(n: usize, edit: impl FnOnce(&mut Value)) -> WooHarness {
         let clock = manual_clock();
         let woo = woo(&clock).await;
         let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
@@ -462,7 +467,9 @@ impl WooHarness {
         let items = woo.seed_products(n, 1);
         erp.seed_catalogue(&items);
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine_for(&woo_project(), &dir, env_of(&woo, &erp), &clock);
+        let mut doc = woo_project();
+        edit(&mut doc);
+        let engine = engine_for(&doc, &dir, env_of(&woo, &erp), &clock);
         WooHarness {
             woo,
             erp,
@@ -905,6 +912,135 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
             .failures(Some("orders_from_erp"))
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A product created in WooCommerce in two steps: the product (a POST, journaled), then its
+/// stock through the id the first step answered.
+fn two_step_create(doc: &mut Value) {
+    doc["systems"]["woo"]["operations"]["create_product"] = json!({
+        "steps": [
+            {"name": "product", "method": "POST", "path": "/products",
+             "body": "{{record}}", "record": "$"},
+            {"name": "stock", "method": "PUT",
+             "path": "/products/{{steps.product.record.id}}",
+             "body": {"manage_stock": true, "stock_quantity": 7}, "record": "$"}
+        ]
+    });
+}
+
+#[tokio::test]
+async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_create() {
+    let h = WooHarness::with(3, two_step_create).await;
+    h.run("products").await;
+    h.erp
+        .create_product(ErpProduct::new("STEP-1", "Doi pasi", 12.5))
+        .unwrap();
+    h.later(3);
+    // The product is created; every attempt of the step after it fails.
+    h.woo.faults().fail_next(erpsync::sim::FailRule::new(
+        "PUT",
+        "/wp-json/wc/v3/products/",
+        503,
+        5,
+    ));
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    assert!(
+        r.records
+            .iter()
+            .any(|r| r.key == "STEP-1" && r.decision == erpsync::engine::Decision::Failed),
+        "{r:#?}"
+    );
+    let made = h
+        .woo
+        .product_by_sku("STEP-1")
+        .expect("the first step created it");
+    assert_eq!(h.woo.counters().count("POST", "/wp-json/wc/v3/products"), 1);
+    let failure = &h.engine.store.failures(Some("products")).unwrap()[0];
+    assert!(failure.error.contains("step `stock`"), "{}", failure.error);
+    assert_eq!(
+        failure.response.as_ref().unwrap()["request"]["path"],
+        format!("/products/{}", made.id),
+        "the failed step's request, with the id the first step answered"
+    );
+
+    // The next run resumes the create: the product is not posted again, its stock is set,
+    // and it is bound to the ERP's record.
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.failed, r.counts.resolved_in_doubt),
+        (0, 1),
+        "{r:#?}"
+    );
+    assert_eq!(h.woo.counters().count("POST", "/wp-json/wc/v3/products"), 0);
+    let woo: Vec<_> = h
+        .woo
+        .products()
+        .into_iter()
+        .filter(|p| p.sku == "STEP-1")
+        .collect();
+    assert_eq!(woo.len(), 1);
+    assert_eq!(woo[0].stock_quantity, Some(7));
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("products"))
+            .unwrap()
+            .is_empty()
+    );
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!((r.counts.created, r.counts.failed), (0, 0), "{r:#?}");
+    assert_eq!(h.woo.counters().writes(), 0);
+}
+
+#[tokio::test]
+async fn woo_a_step_whose_answer_was_lost_and_that_nothing_guards_is_not_sent_again() {
+    let h = WooHarness::with(3, two_step_create).await;
+    h.run("products").await;
+    h.erp
+        .create_product(ErpProduct::new("STEP-2", "Pierdut", 9.0))
+        .unwrap();
+    h.later(3);
+    // The shop creates the product and answers 503: erpsync cannot know it did.
+    h.woo.faults().fail_next(
+        erpsync::sim::FailRule::new("POST", "/wp-json/wc/v3/products", 503, 1).after_apply(),
+    );
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(h.woo.counters().count("POST", "/wp-json/wc/v3/products"), 0);
+    assert_eq!((r.counts.created, r.counts.adopted), (0, 0), "{r:#?}");
+    let said = |needle: &str| {
+        r.records.iter().any(|rec| {
+            rec.key == "STEP-2"
+                && rec.decision == erpsync::engine::Decision::Failed
+                && rec.reason.as_deref().is_some_and(|x| x.contains(needle))
+        })
+    };
+    assert!(
+        said("step `product`") && said("not sent a second time"),
+        "{r:#?}"
+    );
+    assert!(said("not sent again until it is settled"), "{r:#?}");
+    let failure = &h.engine.store.failures(Some("products")).unwrap()[0];
+    assert_eq!(failure.key, "STEP-2");
+    let pending = h.engine.store.journal_pending(Some("products")).unwrap();
+    assert_eq!(pending.len(), 1, "held for a person to settle");
+    assert_eq!(
+        h.woo
+            .products()
+            .iter()
+            .filter(|p| p.sku == "STEP-2")
+            .count(),
+        1
     );
 }
 

@@ -152,6 +152,16 @@ impl<'e> Runner<'e> {
             key: key.clone(),
             ..Default::default()
         });
+        // As one way: a record not bound on both sides whose earlier write is in doubt is
+        // neither created nor linked until that write is settled.
+        let unbound = [Side::Source, Side::Target]
+            .iter()
+            .any(|s| self.id_on(&bind, *s).is_none());
+        if unbound && self.unsettled.in_doubt.contains(&key) {
+            return Err(Fail::msg(
+                "an earlier write of this record has an unknown outcome; not sent again until it is settled",
+            ));
+        }
         let read = [(Side::Source, source), (Side::Target, target)];
         for (side, seen) in &read {
             if let Some(id) = seen.as_ref().and_then(|s| s.id.clone()) {

@@ -607,7 +607,14 @@ impl<'e> Runner<'e> {
                     self.deferred.actions.push(b.clone());
                     self.succeeded(&entry.key)?;
                 }
-                Err(f) => self.fail(&entry.key.clone(), &entry.payload.clone(), f)?,
+                Err(f) => {
+                    if stepped_create {
+                        // A step that may have been applied and that nothing guards: neither
+                        // created nor adopted again in this run, a person settles it.
+                        self.unsettled.in_doubt.insert(entry.key.clone());
+                    }
+                    self.fail(&entry.key.clone(), &entry.payload.clone(), f)?
+                }
             }
         }
         Ok(())
