@@ -937,6 +937,27 @@ async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_crea
         .create_product(ErpProduct::new("STEP-1", "Doi pasi", 12.5))
         .unwrap();
     h.later(3);
+    // A dry run of the bidirectional flow lists both steps of the create.
+    let plan = h
+        .engine
+        .run(
+            "products",
+            &RunOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let create = plan.records.iter().find(|r| r.key == "STEP-1").unwrap();
+    assert_eq!(
+        create.steps,
+        [
+            "product: POST /products",
+            "stock: PUT /products/{{steps.product.record.id}}"
+        ],
+        "{plan:#?}"
+    );
     // The product is created; every attempt of the step after it fails.
     h.woo.faults().fail_next(erpsync::sim::FailRule::new(
         "PUT",

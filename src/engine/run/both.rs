@@ -263,6 +263,7 @@ impl<'e> Runner<'e> {
         if !self.opts.dry_run {
             self.create(side, &mut bind, &canon).await?;
         } else {
+            self.plan_steps(side, &bind, &canon, false);
             self.plan_create(side, &mut bind, &canon)?;
         }
         let changes = diff(None, &canon, &self.cmp);
@@ -302,6 +303,12 @@ impl<'e> Runner<'e> {
                 self.put_binding(&bind)
                     .map_err(|e| Fail::msg(e.to_string()))?;
             }
+        }
+        if self.opts.dry_run
+            && let Some(&side) = written.first()
+        {
+            let write = overlay(Some(held(side)), &merged.merged, &self.cmp);
+            self.plan_steps(side, &bind, &write, true);
         }
         let decision = merged.decision;
         let reason = merged.reason;
