@@ -38,6 +38,11 @@
 //!   tracking per order here: there is no upsert, so a second POST is 422
 //!   `woocommerce_rest_shipment_tracking_exists` and a changed AWB is a PUT of the one there
 //!   (an unknown tracking id is 404). An order that does not exist is 404.
+//! - Stock levels per location (as multi-location inventory plugins add them) under
+//!   `/inventory-levels`: `GET ?sku=`, `POST {sku, location, quantity}` and
+//!   `PUT /inventory-levels/{sku}/{location} {quantity}`, with no upsert: a PUT of a level that
+//!   does not exist is 404 `woocommerce_rest_inventory_level_invalid`, a POST of one that does
+//!   is 400 `woocommerce_rest_inventory_level_exists`.
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -48,7 +53,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -394,6 +399,8 @@ struct WooData {
     orders: Table<WooOrder>,
     /// Shipment trackings by order id.
     trackings: std::collections::BTreeMap<u64, ShipmentTracking>,
+    /// Stock levels by (SKU, location).
+    levels: std::collections::BTreeMap<(String, String), i64>,
     next_tracking: u64,
     next_id: u64,
     next_meta_id: u64,
@@ -512,6 +519,7 @@ impl WooSim {
                 products: Table::new(),
                 orders: Table::new(),
                 trackings: Default::default(),
+                levels: Default::default(),
                 next_tracking: 1,
                 next_id: opts.first_id.max(1),
                 next_meta_id: 1,
@@ -548,6 +556,14 @@ impl WooSim {
             .route(
                 "/wp-json/wc/v3/orders/{id}/shipment-trackings/{tracking_id}",
                 get(get_tracking).put(update_tracking),
+            )
+            .route(
+                "/wp-json/wc/v3/inventory-levels",
+                get(list_levels).post(create_level),
+            )
+            .route(
+                "/wp-json/wc/v3/inventory-levels/{sku}/{location}",
+                put(update_level),
             )
             .route_layer(middleware::from_fn_with_state(state.clone(), woo_layer))
             .with_state(state.clone());
@@ -1417,6 +1433,71 @@ async fn update_tracking(
     Ok(Json(to_json(&changed)).into_response())
 }
 
+// ---------------------------------------------------------------- inventory levels
+
+fn level_json(sku: &str, location: &str, quantity: i64) -> Value {
+    json!({ "sku": sku, "location": location, "quantity": quantity })
+}
+
+async fn list_levels(State(state): State<Arc<WooState>>, RawQuery(q): RawQuery) -> WooResult {
+    let pairs = query_pairs(q.as_deref());
+    let sku = query_get(&pairs, "sku");
+    let data = state.data.lock().unwrap();
+    let list: Vec<Value> = data
+        .levels
+        .iter()
+        .filter(|((s, _), _)| sku.is_none_or(|w| w == s))
+        .map(|((s, l), q)| level_json(s, l, *q))
+        .collect();
+    Ok(Json(Value::Array(list)).into_response())
+}
+
+async fn create_level(State(state): State<Arc<WooState>>, body: Bytes) -> WooResult {
+    let body = body_object(&body)?;
+    let field = |k: &str| -> Result<String, WooError> {
+        let v = body
+            .get(k)
+            .ok_or_else(|| WooError::param(k, "is required"))?;
+        string_of(k, v)
+    };
+    let (sku, location) = (field("sku")?, field("location")?);
+    let quantity = integer_of("quantity", body.get("quantity").unwrap_or(&Value::Null))?;
+    let mut data = state.data.lock().unwrap();
+    let key = (sku.clone(), location.clone());
+    if data.levels.contains_key(&key) {
+        return Err(WooError::new(
+            400,
+            "woocommerce_rest_inventory_level_exists",
+            "The product already has a stock level at this location.",
+        ));
+    }
+    data.levels.insert(key, quantity);
+    Ok((
+        StatusCode::CREATED,
+        Json(level_json(&sku, &location, quantity)),
+    )
+        .into_response())
+}
+
+async fn update_level(
+    State(state): State<Arc<WooState>>,
+    Path((sku, location)): Path<(String, String)>,
+    body: Bytes,
+) -> WooResult {
+    let body = body_object(&body)?;
+    let quantity = integer_of("quantity", body.get("quantity").unwrap_or(&Value::Null))?;
+    let mut data = state.data.lock().unwrap();
+    let Some(level) = data.levels.get_mut(&(sku.clone(), location.clone())) else {
+        return Err(WooError::new(
+            404,
+            "woocommerce_rest_inventory_level_invalid",
+            "No stock level of this product at this location.",
+        ));
+    };
+    *level = quantity;
+    Ok(Json(level_json(&sku, &location, quantity)).into_response())
+}
+
 // ---------------------------------------------------------------- handle
 
 /// A running WooCommerce simulator; dereferences to the [`SimHandle`] (URL, counters, faults,
@@ -1517,6 +1598,17 @@ impl WooHandle {
                 Ok(())
             })
             .ok()
+    }
+
+    /// The stock level of a SKU at a location, if there is one.
+    pub fn level(&self, sku: &str, location: &str) -> Option<i64> {
+        self.state
+            .data
+            .lock()
+            .unwrap()
+            .levels
+            .get(&(sku.to_owned(), location.to_owned()))
+            .copied()
     }
 
     /// The shipment tracking of an order, if it has one.

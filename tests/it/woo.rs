@@ -1065,6 +1065,82 @@ async fn woo_a_step_whose_answer_was_lost_and_that_nothing_guards_is_not_sent_ag
     );
 }
 
+/// Stock written as a level per location, which the shop does not upsert: update it, and
+/// create it when the update answers 404.
+fn stock_levels(doc: &mut Value) {
+    let woo = &mut doc["systems"]["woo"];
+    woo["operations"]["set_level"] = json!({
+        "steps": [
+            {"name": "update", "method": "PUT", "path": "/inventory-levels/{{key}}/main",
+             "body": {"quantity": "{{record.stock_quantity}}"}},
+            {"name": "create", "method": "POST", "path": "/inventory-levels",
+             "on": {"step": "update", "status": [404]},
+             "body": {"sku": "{{key}}", "location": "main",
+                      "quantity": "{{record.stock_quantity}}"}}
+        ]
+    });
+    woo["entities"]["stock"]["update"] = json!("set_level");
+}
+
+#[tokio::test]
+async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
+    const LEVELS: &str = "/wp-json/wc/v3/inventory-levels";
+    const LEVEL: &str = "/wp-json/wc/v3/inventory-levels/{sku}/{location}";
+    let h = WooHarness::with(4, stock_levels).await;
+    h.run("products").await;
+    h.later(5);
+    h.erp.set_stock("SKU-000002", "Depozit central", 42);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!((c.count("PUT", LEVEL), c.status(404)), (1, 1));
+    assert_eq!(c.count("POST", LEVELS), 1, "the fallback created it");
+    assert_eq!(h.woo.level("SKU-000002", "main"), Some(42));
+
+    // Now it exists: the update succeeds and the create is not sent.
+    h.later(5);
+    h.erp.set_stock("SKU-000002", "Depozit central", 17);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!((c.count("PUT", LEVEL), c.count("POST", LEVELS)), (1, 0));
+    assert_eq!(h.woo.level("SKU-000002", "main"), Some(17));
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("stock"))
+            .unwrap()
+            .is_empty()
+    );
+
+    // A create the shop refuses (the level is missing, the POST is answered 400), with no
+    // step to take it over, fails the record with the step's request and answer.
+    h.later(5);
+    h.erp.set_stock("SKU-000003", "Depozit central", 5);
+    h.woo.faults().fail_next(erpsync::sim::FailRule::new(
+        "POST",
+        "/wp-json/wc/v3/inventory-levels",
+        400,
+        1,
+    ));
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    let failure = &h.engine.store.failures(Some("stock")).unwrap()[0];
+    assert!(failure.error.contains("step `create`"), "{}", failure.error);
+    let response = failure.response.as_ref().unwrap();
+    assert_eq!(response["status"], 400);
+    assert_eq!(response["request"]["body"]["sku"], "SKU-000003");
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("stock"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Two shops, one ERP
 
