@@ -41,6 +41,7 @@ pub struct ExchangeConfig {
 pub struct RequestConfig {
     /// The system's operation whose request this is: its method and path (with `id` and
     /// `key` filled in) stand for `method` and `path`, which may still be given to override.
+    /// A step of a multi-step operation is named `OPERATION.STEP` (`update_order.order`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operation: Option<String>,
     /// `{{id}}` in the operation's path.

@@ -157,14 +157,8 @@ fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), Stri
     };
     let r = &mut e.request;
     if let Some(name) = &r.operation {
-        let Some(op) = def.operations.get(name) else {
-            let known: Vec<&str> = def.operations.keys().map(String::as_str).collect();
-            return Err(format!(
-                "system `{}` has no operation `{name}` (known: {})",
-                e.system,
-                known.join(", ")
-            ));
-        };
+        let op =
+            request_of(&def.operations, name).map_err(|m| format!("system `{}` {m}", e.system))?;
         if r.method.is_empty() {
             r.method = serde_json::to_value(op.method())
                 .ok()
@@ -193,6 +187,46 @@ fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), Stri
         return Err("give the request an `operation`, or a `method` and a `path`".into());
     }
     Ok(())
+}
+
+/// The request an exchange's `operation` names: an operation's, or one step's of a
+/// multi-step operation (`update_order.create_tracking`). Errors finish "system `x` …".
+fn request_of<'a>(
+    operations: &'a BTreeMap<String, Arc<crate::connector::Operation>>,
+    name: &str,
+) -> Result<&'a crate::connector::Operation, String> {
+    let unknown = || {
+        let known: Vec<&str> = operations.keys().map(String::as_str).collect();
+        format!("has no operation `{name}` (known: {})", known.join(", "))
+    };
+    let (op_name, step) = match operations.get(name) {
+        Some(_) => (name, None),
+        None => match name.split_once('.') {
+            Some((op, step)) if operations.contains_key(op) => (op, Some(step)),
+            _ => return Err(unknown()),
+        },
+    };
+    let op = &operations[op_name];
+    let steps: Vec<&str> = op.steps().iter().map(|s| s.name()).collect();
+    match step {
+        None if steps.is_empty() => Ok(op),
+        None => Err(format!(
+            "operation `{op_name}` sends several requests: name one of its steps as \
+             `{op_name}.STEP` (steps: {})",
+            steps.join(", ")
+        )),
+        Some(step) => op
+            .steps()
+            .iter()
+            .find(|s| s.name() == step)
+            .map(|s| &s.op)
+            .ok_or_else(|| {
+                format!(
+                    "operation `{op_name}` has no step `{step}` (steps: {})",
+                    steps.join(", ")
+                )
+            }),
+    }
 }
 
 /// Runs one test against the project at `project_paths`.
@@ -495,5 +529,50 @@ pub fn expectations_of(r: &RunReport) -> FlowExpectConfig {
                 .collect(),
         ),
         errors: Vec::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::model::HttpMethod;
+    use crate::connector::Operation;
+    use serde_json::json;
+
+    #[test]
+    fn an_exchange_names_an_operation_or_one_of_its_steps() {
+        let op =
+            |v: Value| Arc::new(Operation::compile(&serde_json::from_value(v).unwrap()).unwrap());
+        let ops: BTreeMap<String, Arc<Operation>> = [
+            ("get".to_string(), op(json!({"path": "/p/{{id}}"}))),
+            (
+                "put".to_string(),
+                op(json!({"steps": [
+                    {"name": "update", "method": "PUT", "path": "/p/{{id}}"},
+                    {"name": "create", "method": "POST", "path": "/p",
+                     "on": {"step": "update", "status": [404]}}
+                ]})),
+            ),
+        ]
+        .into();
+        assert_eq!(request_of(&ops, "get").unwrap().path.source(), "/p/{{id}}");
+        let create = request_of(&ops, "put.create").unwrap();
+        assert_eq!(
+            (create.method(), create.path.source()),
+            (HttpMethod::Post, "/p")
+        );
+        assert_eq!(
+            request_of(&ops, "put").unwrap_err(),
+            "operation `put` sends several requests: name one of its steps as `put.STEP` \
+             (steps: update, create)"
+        );
+        assert_eq!(
+            request_of(&ops, "put.nope").unwrap_err(),
+            "operation `put` has no step `nope` (steps: update, create)"
+        );
+        assert_eq!(
+            request_of(&ops, "gte").unwrap_err(),
+            "has no operation `gte` (known: get, put)"
+        );
     }
 }

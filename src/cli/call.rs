@@ -18,7 +18,6 @@ use crate::authoring::exchange::{BASE_URL_PLACEHOLDER, replace_in_json};
 use crate::authoring::proxy::Proxies;
 use crate::authoring::testfile::TestFileConfig;
 use crate::compile::{MapEnv, NoRefs, Project, SystemDef};
-use crate::config::model::HttpMethod;
 use crate::connector::{CallInput, HttpSystem};
 
 /// Arguments of `erpsync call`.
@@ -184,13 +183,13 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             known.join(", ")
         )));
     };
-    if op.method() != HttpMethod::Get && !args.allow_write {
+    if let Some(method) = op.write_method()
+        && !args.allow_write
+    {
         return Err(usage(format!(
             "`{}.{}` is a {:?} request: it may change data in the live system; pass \
              `--allow-write` to send it",
-            args.system,
-            args.operation,
-            op.method()
+            args.system, args.operation, method
         )));
     }
     let entities: Vec<String> = match &args.entity {

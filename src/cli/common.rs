@@ -275,6 +275,9 @@ pub fn print_report(r: &RunReport, records: RecordLines) {
             for c in &rec.changes {
                 crate::outln!("      {}: {} → {}", c.field, c.old, c.new);
             }
+            for s in &rec.steps {
+                crate::outln!("      step {s}");
+            }
         }
     }
     for line in cleared_lines(r) {

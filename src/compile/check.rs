@@ -500,6 +500,23 @@ fn compile_systems(
                         op_names.clone(),
                     );
                 }
+                if let Some(op) = op
+                    && matches!(role, "list" | "changes")
+                    && merged
+                        .operations
+                        .get(op)
+                        .is_some_and(|o| !o.steps.is_empty())
+                {
+                    ck.at(
+                        file,
+                        Code::Invalid,
+                        &format!("{base}.{role}"),
+                        format!(
+                            "operation `{op}` has `steps`: a listing is one paginated request, \
+                             steps are for lookups and writes"
+                        ),
+                    );
+                }
             }
             for (action, op) in &se.actions {
                 if !merged.operations.contains_key(op) {
@@ -712,7 +729,12 @@ fn compile_systems(
                         continue;
                     };
                     let at = format!("{}.operations.{op_name}.{rel}", od.path);
+                    let in_step = rel.starts_with("steps.");
                     for var in t.variables() {
+                        if in_step && var[0] == "steps" {
+                            // Checked against the earlier steps when the step compiles.
+                            continue;
+                        }
                         scope.check(
                             ck,
                             od.file,
@@ -720,7 +742,8 @@ fn compile_systems(
                             &var,
                             Some((&known, "variable of operation templates")),
                             "operation templates read `record`, `id`, `key`, `since`, \
-                             `idempotency_key`, `system` and `vars`",
+                             `idempotency_key`, `system` and `vars`, and a step's templates \
+                             `steps` too",
                         );
                     }
                 }
@@ -901,6 +924,22 @@ fn operation_templates(op: &crate::config::model::OperationConfig) -> Vec<(Strin
     }
     if let Some(b) = &op.body {
         body(b, "body", &mut out);
+    }
+    for (i, step) in op.steps.iter().enumerate() {
+        let at = format!("steps.{i}");
+        out.push((format!("{at}.path"), step.path.clone()));
+        for (k, v) in &step.query {
+            out.push((format!("{at}.query.{k}"), v.clone()));
+        }
+        for (k, v) in &step.headers {
+            out.push((format!("{at}.headers.{k}"), v.clone()));
+        }
+        if let Some(b) = &step.body {
+            body(b, &format!("{at}.body"), &mut out);
+        }
+        if let Some(t) = &step.if_ {
+            out.push((format!("{at}.if"), t.clone()));
+        }
     }
     out
 }

@@ -142,4 +142,23 @@ mod tests {
         let keys = allowed_keys(&doc, &[]);
         assert!(keys.contains(&"flows".to_string()));
     }
+
+    /// An editor completes the keys of a step and of its `on`.
+    #[test]
+    fn keys_of_a_step_and_its_condition() {
+        let doc = json!({"systems": {"s": {"operations": {"o": {"steps": [
+            {"name": "a", "path": "/a", "on": {"step": "x"}}
+        ]}}}}});
+        let at = ["systems", "s", "operations", "o"];
+        assert!(allowed_keys(&doc, &at).contains(&"steps".to_string()));
+        let step = [&at[..], &["steps", "0"]].concat();
+        let keys = allowed_keys(&doc, &step);
+        for k in [
+            "name", "method", "path", "body", "record", "on", "if", "errors",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}: {keys:?}");
+        }
+        let on = [&step[..], &["on"]].concat();
+        assert_eq!(allowed_keys(&doc, &on), vec!["status", "step", "when"]);
+    }
 }

@@ -97,6 +97,16 @@ pub enum CallError {
         operation: String,
         message: String,
     },
+    /// A step of a multi-step operation failed; `request` is what the step sent (method,
+    /// path and body, secrets masked).
+    #[error("`{system}.{operation}` step `{step}` failed: {source}")]
+    Step {
+        system: String,
+        operation: String,
+        step: String,
+        request: Box<Value>,
+        source: Box<CallError>,
+    },
     /// The system has no operation of that name.
     #[error("system `{system}` has no operation `{operation}` (known: {})", known.join(", "))]
     UnknownOperation {
@@ -107,9 +117,26 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The error itself, out of the step it happened in.
+    pub fn root(&self) -> &CallError {
+        match self {
+            CallError::Step { source, .. } => source.root(),
+            other => other,
+        }
+    }
+
+    /// The response body behind the error, when the system refused the request.
+    pub fn body(&self) -> Option<&Value> {
+        match self.root() {
+            CallError::Permanent { body, .. } | CallError::NotFound { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+
     /// The HTTP status behind the error, when there was a response.
     pub fn status(&self) -> Option<u16> {
         match self {
+            CallError::Step { source, .. } => source.status(),
             CallError::Permanent { status, .. } | CallError::NotFound { status, .. } => {
                 Some(*status)
             }
@@ -123,7 +150,7 @@ impl CallError {
     /// Whether trying the same call later may succeed without changing the flow or the data.
     pub fn is_transient(&self) -> bool {
         matches!(
-            self,
+            self.root(),
             CallError::RateLimited { .. }
                 | CallError::Transport { .. }
                 | CallError::Down { .. }

@@ -14,16 +14,18 @@ mod retry;
 mod rules;
 mod spec;
 mod stats;
+mod steps;
 mod system;
 
 pub use breaker::Health;
 pub use error::CallError;
-pub use operation::Operation;
+pub use operation::{Operation, Step};
 pub use problem::{CompileProblem, ProblemKind};
 pub use records::{Extracted, RecordsPath};
 pub use rules::lint_rules;
 pub use spec::SystemSpec;
 pub use stats::{ConnectorStats, StatsSnapshot};
+pub use steps::{NoStepLog, PlannedStep, StepAnswer, StepLog};
 pub use system::{
     ANNOUNCE_WAITS_FROM, CallInput, CallOutput, HttpSystem, Page, SystemStartError, WaitAnnouncer,
     WaitNotice,

@@ -9,10 +9,11 @@ use serde_json::{Map, Value};
 use super::paginate::Paginate;
 use super::problem::{CompileProblem, Problems};
 use super::rules::Rule;
+use super::rules::{StatusRange, parse_status_pattern};
 use crate::config::model::{
-    BodyFormat, DecodeRuleConfig, HttpMethod, OperationConfig, PaginationConfig,
+    BodyFormat, DecodeRuleConfig, HttpMethod, OperationConfig, PaginationConfig, StepConfig,
 };
-use crate::expr::{JsonPath, Template, TemplateRenderError};
+use crate::expr::{JsonPath, Predicate, Template, TemplateRenderError};
 
 /// A JSON body whose string leaves are templates.
 #[derive(Debug, Clone, PartialEq)]
@@ -112,12 +113,305 @@ pub struct Operation {
     pub(crate) idempotency_field: Option<Vec<String>>,
     pub(crate) rules: Vec<Rule>,
     pub(crate) decode: Vec<DecodeRuleConfig>,
+    /// The requests of a multi-step operation, in order; empty for a single request.
+    pub(crate) steps: Vec<Step>,
+}
+
+/// One request of a multi-step operation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub(crate) name: String,
+    /// The request, compiled as a single-request operation (with the operation's headers,
+    /// error rules and decode rules).
+    pub(crate) op: Operation,
+    pub(crate) on: Option<StepOn>,
+    pub(crate) if_: Option<Template>,
+}
+
+/// A step's condition on the answer of an earlier step.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct StepOn {
+    pub step: String,
+    pub statuses: Vec<StatusRange>,
+    pub when: Option<Predicate>,
+}
+
+impl StepOn {
+    /// Whether an answer (status and body) of the named step lets the step run; `failed`
+    /// tells whether that answer failed the step.
+    pub fn matches(&self, status: Option<u16>, body: &Value, failed: bool) -> bool {
+        if self.statuses.is_empty() && self.when.is_none() {
+            return !failed;
+        }
+        let status_ok = self.statuses.is_empty()
+            || status.is_some_and(|s| self.statuses.iter().any(|r| r.contains(s)));
+        let when_ok = self.when.as_ref().is_none_or(|w| w.matches(body));
+        status.is_some() && status_ok && when_ok
+    }
+}
+
+impl Step {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn method(&self) -> HttpMethod {
+        self.op.method
+    }
+
+    /// Whether the step is journaled: sending it twice could write twice.
+    pub(crate) fn journaled(&self) -> bool {
+        !self.op.safe_to_repeat(self.op.idempotency_key.is_some())
+    }
+
+    /// Whether a step that may have been applied can be sent again because a later step
+    /// takes over when the system refuses it (e.g. "already exists").
+    pub(crate) fn guarded_by(&self, later: &[Step]) -> bool {
+        later.iter().any(|s| {
+            s.on.as_ref()
+                .is_some_and(|on| on.step == self.name && !on.statuses.is_empty())
+        })
+    }
+
+    /// The step's template sources, for messages: `POST /orders/{{id}}/trackings`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {}",
+            format!("{:?}", self.op.method).to_uppercase(),
+            self.op.path.source()
+        )
+    }
+
+    /// The step's condition, for plans: "when `update` answered 404".
+    pub fn condition(&self) -> Option<String> {
+        let on = self.on.as_ref()?;
+        let mut parts = Vec::new();
+        if !on.statuses.is_empty() {
+            let s: Vec<String> = on
+                .statuses
+                .iter()
+                .map(|r| {
+                    if r.low == r.high {
+                        r.low.to_string()
+                    } else {
+                        format!("{}-{}", r.low, r.high)
+                    }
+                })
+                .collect();
+            parts.push(format!("answered {}", s.join(" or ")));
+        }
+        if on.when.is_some() {
+            parts.push("its body matches `when`".to_string());
+        }
+        if parts.is_empty() {
+            parts.push("succeeded".into());
+        }
+        Some(format!("when `{}` {}", on.step, parts.join(" and ")))
+    }
+
+    fn compile(
+        cfg: &StepConfig,
+        parent: &OperationConfig,
+        index: usize,
+        earlier: &[String],
+        p: &mut Problems,
+    ) -> Option<Step> {
+        let at = format!("steps.{index}");
+        let mut headers = parent.headers.clone();
+        headers.extend(cfg.headers.clone());
+        let mut errors = cfg.errors.clone();
+        errors.extend(parent.errors.iter().cloned());
+        let single = OperationConfig {
+            method: cfg.method,
+            path: cfg.path.clone(),
+            query: cfg.query.clone(),
+            headers,
+            body: cfg.body.clone(),
+            body_format: cfg.body_format,
+            records: None,
+            record: cfg.record.clone(),
+            paginate: None,
+            max_pages: 1,
+            total: None,
+            since_format: parent.since_format.clone(),
+            idempotent: cfg.idempotent,
+            idempotency_key: cfg.idempotency_key.clone(),
+            errors,
+            decode: parent.decode.clone(),
+            steps: Vec::new(),
+        };
+        if cfg.path.is_empty() {
+            p.invalid(&format!("{at}.path"), "a step needs a `path`");
+        }
+        if cfg.name.is_empty() {
+            p.invalid(&format!("{at}.name"), "a step needs a `name`");
+        } else if earlier.contains(&cfg.name) {
+            p.invalid(
+                &format!("{at}.name"),
+                format!("step `{}` is named twice", cfg.name),
+            );
+        }
+        let on = cfg.on.as_ref().and_then(|on| {
+            if !earlier.contains(&on.step) {
+                let known = if earlier.is_empty() {
+                    "no step comes before it".to_string()
+                } else {
+                    format!("earlier steps: {}", earlier.join(", "))
+                };
+                p.invalid(
+                    &format!("{at}.on.step"),
+                    format!("`{}` is not an earlier step ({known})", on.step),
+                );
+                return None;
+            }
+            let mut statuses = Vec::new();
+            for (j, s) in on.status.iter().enumerate() {
+                match parse_status_pattern(s) {
+                    Ok(r) => statuses.push(r),
+                    Err(m) => p.invalid(&format!("{at}.on.status.{j}"), m),
+                }
+            }
+            let when = match on.when.as_deref().map(Predicate::parse).transpose() {
+                Ok(w) => w,
+                Err(e) => {
+                    p.0.push(CompileProblem::new(
+                        format!("{at}.on.when"),
+                        super::ProblemKind::JsonPath,
+                        e.to_string(),
+                    ));
+                    None
+                }
+            };
+            Some(StepOn {
+                step: on.step.clone(),
+                statuses,
+                when,
+            })
+        });
+        let if_ = cfg
+            .if_
+            .as_deref()
+            .and_then(|t| p.template(&format!("{at}.if"), t));
+        for (rel, text) in step_texts(cfg) {
+            let Ok(t) = Template::compile(&text) else {
+                continue;
+            };
+            for var in t.variables() {
+                if var[0] != "steps" {
+                    continue;
+                }
+                match var.get(1) {
+                    Some(name) if earlier.contains(name) => {}
+                    other => {
+                        let known = if earlier.is_empty() {
+                            "no step comes before this one".to_string()
+                        } else {
+                            format!("earlier steps: {}", earlier.join(", "))
+                        };
+                        p.invalid(
+                            &format!("{at}.{rel}"),
+                            format!(
+                                "`steps.{}` is not an earlier step ({known})",
+                                other.map_or("", String::as_str)
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+        match Operation::compile(&single) {
+            Ok(op) => Some(Step {
+                name: cfg.name.clone(),
+                op,
+                on,
+                if_,
+            }),
+            Err(problems) => {
+                // An empty path was reported above, in the terms of a step.
+                let missing_path = cfg.path.is_empty();
+                p.0.extend(
+                    problems
+                        .into_iter()
+                        .filter(|q| !(missing_path && q.path == "path"))
+                        .map(|q| q.prefixed(&at)),
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The template strings of a step, with their place in it.
+fn step_texts(cfg: &StepConfig) -> Vec<(String, String)> {
+    fn body(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+        match v {
+            Value::String(s) => out.push((at.to_string(), s.clone())),
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate() {
+                    body(x, &format!("{at}.{i}"), out);
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m {
+                    body(x, &format!("{at}.{k}"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = vec![("path".to_string(), cfg.path.clone())];
+    out.extend(
+        cfg.query
+            .iter()
+            .map(|(k, v)| (format!("query.{k}"), v.clone())),
+    );
+    out.extend(
+        cfg.headers
+            .iter()
+            .map(|(k, v)| (format!("headers.{k}"), v.clone())),
+    );
+    if let Some(b) = &cfg.body {
+        body(b, "body", &mut out);
+    }
+    if let Some(t) = &cfg.if_ {
+        out.push(("if".into(), t.clone()));
+    }
+    out
 }
 
 impl Operation {
     /// Compiles an operation, collecting every problem rather than stopping at the first.
     pub fn compile(cfg: &OperationConfig) -> Result<Operation, Vec<CompileProblem>> {
         let mut p = Problems::default();
+        let mut steps = Vec::new();
+        let mut names = Vec::new();
+        for (i, sc) in cfg.steps.iter().enumerate() {
+            if let Some(step) = Step::compile(sc, cfg, i, &names, &mut p) {
+                steps.push(step);
+            }
+            if !names.contains(&sc.name) {
+                names.push(sc.name.clone());
+            }
+        }
+        if !cfg.steps.is_empty() {
+            for (key, set) in [
+                ("path", !cfg.path.is_empty()),
+                ("body", cfg.body.is_some()),
+                ("record", cfg.record.is_some()),
+                ("records", cfg.records.is_some()),
+                ("paginate", cfg.paginate.is_some()),
+                ("query", !cfg.query.is_empty()),
+            ] {
+                if set {
+                    p.invalid(
+                        key,
+                        format!("an operation with `steps` has no `{key}` of its own: each step has its own"),
+                    );
+                }
+            }
+        } else if cfg.path.is_empty() {
+            p.invalid("path", "an operation needs a `path` (or `steps`)");
+        }
         let path = p.template("path", &cfg.path);
         let query = p.template_map("query", &cfg.query);
         for name in cfg
@@ -219,7 +513,25 @@ impl Operation {
                 .map(|f| f.split('.').map(str::to_string).collect()),
             rules,
             decode: cfg.decode.clone(),
+            steps,
         })
+    }
+
+    /// The method of the first request that may change data (not a GET), of the operation or
+    /// of one of its steps; none when it only reads.
+    pub fn write_method(&self) -> Option<HttpMethod> {
+        if self.steps.is_empty() {
+            return (self.method != HttpMethod::Get).then_some(self.method);
+        }
+        self.steps
+            .iter()
+            .map(|s| s.op.method)
+            .find(|m| *m != HttpMethod::Get)
+    }
+
+    /// The steps of a multi-step operation (empty for a single request).
+    pub fn steps(&self) -> &[Step] {
+        &self.steps
     }
 
     pub fn method(&self) -> HttpMethod {
@@ -277,6 +589,93 @@ mod tests {
         );
         assert_eq!(problems[1].kind, ProblemKind::Template);
         assert_eq!(problems[5].kind, ProblemKind::JsonPath);
+    }
+
+    #[test]
+    fn steps_are_checked_against_the_steps_before_them() {
+        let problems = compile(json!({
+            "path": "/x",
+            "steps": [
+                {"name": "find", "path": "/p/{{steps.later.record.id}}"},
+                {"name": "find", "path": "/q"},
+                {"name": "update", "method": "PUT", "path": "/p/{{steps.find.record.id}}",
+                 "on": {"step": "nope", "status": [404]}},
+                {"name": "create", "method": "POST", "path": "/p",
+                 "on": {"step": "update", "status": ["4xy"], "when": "@.code =="}},
+                {"name": "again", "path": "", "if": "{{#if}}"}
+            ]
+        }))
+        .unwrap_err();
+        let got: Vec<(&str, &str)> = problems
+            .iter()
+            .map(|p| (p.path.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "steps.0.path",
+                    "`steps.later` is not an earlier step (no step comes before this one)"
+                ),
+                ("steps.1.name", "step `find` is named twice"),
+                (
+                    "steps.2.on.step",
+                    "`nope` is not an earlier step (earlier steps: find)"
+                ),
+                (
+                    "steps.3.on.status.0",
+                    "`4xy` is not a status code, class or range"
+                ),
+                ("steps.3.on.when", problems[4].message.as_str()),
+                ("steps.4.path", "a step needs a `path`"),
+                ("steps.4.if", problems[6].message.as_str()),
+                (
+                    "path",
+                    "an operation with `steps` has no `path` of its own: each step has its own"
+                ),
+            ]
+        );
+        assert_eq!(problems[4].kind, ProblemKind::JsonPath);
+        assert_eq!(problems[6].kind, ProblemKind::Template);
+        let none = compile(json!({"method": "POST"})).unwrap_err();
+        assert_eq!(none[0].message, "an operation needs a `path` (or `steps`)");
+    }
+
+    #[test]
+    fn a_step_runs_on_the_answer_it_names() {
+        let op = compile(json!({"steps": [
+            {"name": "update", "method": "PUT", "path": "/p"},
+            {"name": "create", "method": "POST", "path": "/p",
+             "on": {"step": "update", "status": [404]}},
+            {"name": "find", "path": "/p", "on": {"step": "create", "status": ["4xx"],
+             "when": "@.code == 'exists'"}},
+            {"name": "after", "method": "PUT", "path": "/q", "on": {"step": "find"}}
+        ]}))
+        .unwrap();
+        let [update, create, find, after] = &op.steps[..] else {
+            panic!("four steps")
+        };
+        let on = |s: &Step| s.on.clone().unwrap();
+        assert!(on(create).matches(Some(404), &Value::Null, true));
+        assert!(!on(create).matches(Some(200), &Value::Null, false));
+        assert!(on(find).matches(Some(422), &json!({"code": "exists"}), true));
+        assert!(!on(find).matches(Some(422), &json!({"code": "other"}), true));
+        assert!(on(after).matches(Some(200), &json!([]), false));
+        assert!(!on(after).matches(Some(404), &json!([]), true));
+        // Only writes that could be applied twice are journaled; a refusal taken over by a
+        // later step guards a resend.
+        assert!(!update.journaled() && create.journaled() && !find.journaled());
+        assert!(create.guarded_by(&op.steps[2..]));
+        assert!(!find.guarded_by(&op.steps[3..]));
+        assert_eq!(
+            op.write_method(),
+            Some(HttpMethod::Put),
+            "a PUT step writes"
+        );
+        assert_eq!(
+            find.condition().as_deref(),
+            Some("when `create` answered 400-499 and its body matches `when`")
+        );
     }
 
     #[test]

@@ -78,10 +78,10 @@ pub struct Page {
 }
 
 /// A response, decoded.
-struct Response {
-    status: u16,
+pub(super) struct Response {
+    pub(super) status: u16,
     headers: HeaderMap,
-    body: Value,
+    pub(super) body: Value,
     url: String,
 }
 
@@ -326,7 +326,12 @@ impl HttpSystem {
         self.spec
             .operations
             .get(op)
-            .is_some_and(|o| o.method == HttpMethod::Get)
+            .is_some_and(|o| o.write_method().is_none())
+    }
+
+    /// The steps of an operation (empty for a single request); none for an unknown one.
+    pub fn operation_steps(&self, op: &str) -> Option<&[super::operation::Step]> {
+        self.spec.operations.get(op).map(|o| o.steps())
     }
 
     pub fn operation_names(&self) -> impl Iterator<Item = &str> {
@@ -334,7 +339,7 @@ impl HttpSystem {
     }
 
     /// Looks up the `resolve` values once; every call waits for them.
-    async fn ensure_resolved(&self) -> Result<(), CallError> {
+    pub(super) async fn ensure_resolved(&self) -> Result<(), CallError> {
         if self.spec.resolve.is_empty() {
             return Ok(());
         }
@@ -372,10 +377,14 @@ impl HttpSystem {
         self.resolved.get().unwrap_or(&self.spec.system_vars)
     }
 
-    /// Calls an operation once (with its retries).
-    pub async fn call(&self, op_name: &str, input: &CallInput) -> Result<CallOutput, CallError> {
-        self.ensure_resolved().await?;
-        let op = self.operation(op_name)?;
+    /// Sends a single-request operation once (with its retries); `call` (in `steps`) is the
+    /// entry point for every operation.
+    pub(super) async fn call_single(
+        &self,
+        op_name: &str,
+        op: &Operation,
+        input: &CallInput,
+    ) -> Result<CallOutput, CallError> {
         let (resp, already_done) = self
             .execute(op_name, op, input, &Next::Query(vec![]))
             .await?;
@@ -515,7 +524,7 @@ impl HttpSystem {
         .filter_map(futures::future::ready)
     }
 
-    fn operation(&self, name: &str) -> Result<&Arc<Operation>, CallError> {
+    pub(super) fn operation(&self, name: &str) -> Result<&Arc<Operation>, CallError> {
         self.spec
             .operations
             .get(name)
@@ -539,7 +548,7 @@ impl HttpSystem {
         Url::parse(&joined).map_err(|e| format!("`{joined}` is not a valid URL: {e}"))
     }
 
-    fn context(&self, op: &Operation, input: &CallInput) -> Context {
+    pub(super) fn context(&self, op: &Operation, input: &CallInput) -> Context {
         let mut m = input.extra.clone();
         let opt = |v: &Option<String>| v.clone().map_or(Value::Null, Value::String);
         m.insert("record".into(), input.record.clone());
@@ -608,7 +617,7 @@ impl HttpSystem {
 
     /// Sends an operation's request with its retries; returns the response and whether a
     /// rule called it `already_done`.
-    async fn execute(
+    pub(super) async fn execute(
         &self,
         op_name: &str,
         op: &Operation,

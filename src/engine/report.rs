@@ -55,6 +55,9 @@ pub struct RecordReport {
     pub changes: Vec<FieldChange>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The steps a multi-step write sends (dry runs): `create: POST /orders/12/trackings`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub steps: Vec<String>,
 }
 
 /// Totals of a run.

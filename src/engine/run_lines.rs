@@ -61,6 +61,7 @@ mod tests {
             target: None,
             changes: Vec::new(),
             reason: None,
+            steps: Vec::new(),
         }
     }
 

@@ -33,6 +33,16 @@
 //! - Webhooks: `order.created` when an order is placed, `order.updated` on every later save,
 //!   the body being the order as `GET /orders/{id}` shows it; setting a target first sends the
 //!   ping `webhook_id=1` (form-encoded, not JSON). Stock is not reduced by orders.
+//! - Shipment trackings, as the Shipment Tracking extension serves them under
+//!   `/orders/{id}/shipment-trackings[/{tracking_id}]` (list, create, get, update), with one
+//!   tracking per order here: there is no upsert, so a second POST is 422
+//!   `woocommerce_rest_shipment_tracking_exists` and a changed AWB is a PUT of the one there
+//!   (an unknown tracking id is 404). An order that does not exist is 404.
+//! - Stock levels per location (as multi-location inventory plugins add them) under
+//!   `/inventory-levels`: `GET ?sku=`, `POST {sku, location, quantity}` and
+//!   `PUT /inventory-levels/{sku}/{location} {quantity}`, with no upsert: a PUT of a level that
+//!   does not exist is 404 `woocommerce_rest_inventory_level_invalid`, a POST of one that does
+//!   is 400 `woocommerce_rest_inventory_level_exists`.
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -43,7 +53,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDateTime, SubsecRound, Utc};
 use serde::Serialize;
@@ -372,10 +382,26 @@ impl WooOptions {
     }
 }
 
+/// The shipment tracking of an order (as the Shipment Tracking extension serves it under
+/// `/orders/{id}/shipment-trackings`). An order has at most one here: a second POST is
+/// refused with 422, so a changed AWB is an update of the one there.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShipmentTracking {
+    pub tracking_id: String,
+    pub tracking_provider: String,
+    pub tracking_number: String,
+    pub date_shipped: String,
+}
+
 #[derive(Debug)]
 struct WooData {
     products: Table<WooProduct>,
     orders: Table<WooOrder>,
+    /// Shipment trackings by order id.
+    trackings: std::collections::BTreeMap<u64, ShipmentTracking>,
+    /// Stock levels by (SKU, location).
+    levels: std::collections::BTreeMap<(String, String), i64>,
+    next_tracking: u64,
     next_id: u64,
     next_meta_id: u64,
     next_line_id: u64,
@@ -492,6 +518,9 @@ impl WooSim {
             data: Mutex::new(WooData {
                 products: Table::new(),
                 orders: Table::new(),
+                trackings: Default::default(),
+                levels: Default::default(),
+                next_tracking: 1,
                 next_id: opts.first_id.max(1),
                 next_meta_id: 1,
                 next_line_id: 1,
@@ -519,6 +548,22 @@ impl WooSim {
                     .put(update_order)
                     .patch(update_order)
                     .post(update_order),
+            )
+            .route(
+                "/wp-json/wc/v3/orders/{id}/shipment-trackings",
+                get(list_trackings).post(create_tracking),
+            )
+            .route(
+                "/wp-json/wc/v3/orders/{id}/shipment-trackings/{tracking_id}",
+                get(get_tracking).put(update_tracking),
+            )
+            .route(
+                "/wp-json/wc/v3/inventory-levels",
+                get(list_levels).post(create_level),
+            )
+            .route(
+                "/wp-json/wc/v3/inventory-levels/{sku}/{location}",
+                put(update_level),
             )
             .route_layer(middleware::from_fn_with_state(state.clone(), woo_layer))
             .with_state(state.clone());
@@ -1286,6 +1331,173 @@ async fn update_order(
     Ok(Json(to_json(&o)).into_response())
 }
 
+// ---------------------------------------------------------------- shipment trackings
+
+/// The order of a tracking path, which must exist (404 otherwise).
+fn tracked_order(data: &WooData, id: &str) -> Result<u64, WooError> {
+    let id = parse_id(id, "order", 404)?;
+    data.orders
+        .get(id)
+        .map(|_| id)
+        .ok_or_else(|| WooError::invalid_id("order", 404))
+}
+
+fn tracking_not_found() -> WooError {
+    WooError::new(
+        404,
+        "woocommerce_rest_shipment_tracking_invalid_id",
+        "Invalid tracking ID.",
+    )
+}
+
+/// Applies the fields of a tracking body; `tracking_number` must not end up empty.
+fn apply_tracking(t: &mut ShipmentTracking, body: &Map<String, Value>) -> Result<(), WooError> {
+    for (k, v) in body {
+        match k.as_str() {
+            "tracking_provider" => t.tracking_provider = string_of(k, v)?,
+            "tracking_number" => t.tracking_number = string_of(k, v)?,
+            "date_shipped" => t.date_shipped = string_of(k, v)?,
+            _ => {}
+        }
+    }
+    if t.tracking_number.trim().is_empty() {
+        return Err(WooError::param("tracking_number", "must not be empty"));
+    }
+    Ok(())
+}
+
+async fn list_trackings(State(state): State<Arc<WooState>>, Path(id): Path<String>) -> WooResult {
+    let data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    let list: Vec<Value> = data.trackings.get(&id).map(to_json).into_iter().collect();
+    Ok(Json(Value::Array(list)).into_response())
+}
+
+async fn get_tracking(
+    State(state): State<Arc<WooState>>,
+    Path((id, tracking_id)): Path<(String, String)>,
+) -> WooResult {
+    let data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    let t = data
+        .trackings
+        .get(&id)
+        .filter(|t| t.tracking_id == tracking_id)
+        .ok_or_else(tracking_not_found)?;
+    Ok(Json(to_json(t)).into_response())
+}
+
+async fn create_tracking(
+    State(state): State<Arc<WooState>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> WooResult {
+    let body = body_object(&body)?;
+    let mut data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    if data.trackings.contains_key(&id) {
+        return Err(WooError::new(
+            422,
+            "woocommerce_rest_shipment_tracking_exists",
+            "The order already has a shipment tracking.",
+        ));
+    }
+    let mut t = ShipmentTracking {
+        tracking_id: format!("trk-{}", data.next_tracking),
+        tracking_provider: String::new(),
+        tracking_number: String::new(),
+        date_shipped: String::new(),
+    };
+    apply_tracking(&mut t, &body)?;
+    data.next_tracking += 1;
+    data.trackings.insert(id, t.clone());
+    Ok((StatusCode::CREATED, Json(to_json(&t))).into_response())
+}
+
+async fn update_tracking(
+    State(state): State<Arc<WooState>>,
+    Path((id, tracking_id)): Path<(String, String)>,
+    body: Bytes,
+) -> WooResult {
+    let body = body_object(&body)?;
+    let mut data = state.data.lock().unwrap();
+    let id = tracked_order(&data, &id)?;
+    let t = data
+        .trackings
+        .get_mut(&id)
+        .filter(|t| t.tracking_id == tracking_id)
+        .ok_or_else(tracking_not_found)?;
+    let mut changed = t.clone();
+    apply_tracking(&mut changed, &body)?;
+    *t = changed.clone();
+    Ok(Json(to_json(&changed)).into_response())
+}
+
+// ---------------------------------------------------------------- inventory levels
+
+fn level_json(sku: &str, location: &str, quantity: i64) -> Value {
+    json!({ "sku": sku, "location": location, "quantity": quantity })
+}
+
+async fn list_levels(State(state): State<Arc<WooState>>, RawQuery(q): RawQuery) -> WooResult {
+    let pairs = query_pairs(q.as_deref());
+    let sku = query_get(&pairs, "sku");
+    let data = state.data.lock().unwrap();
+    let list: Vec<Value> = data
+        .levels
+        .iter()
+        .filter(|((s, _), _)| sku.is_none_or(|w| w == s))
+        .map(|((s, l), q)| level_json(s, l, *q))
+        .collect();
+    Ok(Json(Value::Array(list)).into_response())
+}
+
+async fn create_level(State(state): State<Arc<WooState>>, body: Bytes) -> WooResult {
+    let body = body_object(&body)?;
+    let field = |k: &str| -> Result<String, WooError> {
+        let v = body
+            .get(k)
+            .ok_or_else(|| WooError::param(k, "is required"))?;
+        string_of(k, v)
+    };
+    let (sku, location) = (field("sku")?, field("location")?);
+    let quantity = integer_of("quantity", body.get("quantity").unwrap_or(&Value::Null))?;
+    let mut data = state.data.lock().unwrap();
+    let key = (sku.clone(), location.clone());
+    if data.levels.contains_key(&key) {
+        return Err(WooError::new(
+            400,
+            "woocommerce_rest_inventory_level_exists",
+            "The product already has a stock level at this location.",
+        ));
+    }
+    data.levels.insert(key, quantity);
+    Ok((
+        StatusCode::CREATED,
+        Json(level_json(&sku, &location, quantity)),
+    )
+        .into_response())
+}
+
+async fn update_level(
+    State(state): State<Arc<WooState>>,
+    Path((sku, location)): Path<(String, String)>,
+    body: Bytes,
+) -> WooResult {
+    let body = body_object(&body)?;
+    let quantity = integer_of("quantity", body.get("quantity").unwrap_or(&Value::Null))?;
+    let mut data = state.data.lock().unwrap();
+    let Some(level) = data.levels.get_mut(&(sku.clone(), location.clone())) else {
+        return Err(WooError::new(
+            404,
+            "woocommerce_rest_inventory_level_invalid",
+            "No stock level of this product at this location.",
+        ));
+    };
+    *level = quantity;
+    Ok(Json(level_json(&sku, &location, quantity)).into_response())
+}
+
 // ---------------------------------------------------------------- handle
 
 /// A running WooCommerce simulator; dereferences to the [`SimHandle`] (URL, counters, faults,
@@ -1386,6 +1598,28 @@ impl WooHandle {
                 Ok(())
             })
             .ok()
+    }
+
+    /// The stock level of a SKU at a location, if there is one.
+    pub fn level(&self, sku: &str, location: &str) -> Option<i64> {
+        self.state
+            .data
+            .lock()
+            .unwrap()
+            .levels
+            .get(&(sku.to_owned(), location.to_owned()))
+            .copied()
+    }
+
+    /// The shipment tracking of an order, if it has one.
+    pub fn tracking(&self, order_id: u64) -> Option<ShipmentTracking> {
+        self.state
+            .data
+            .lock()
+            .unwrap()
+            .trackings
+            .get(&order_id)
+            .cloned()
     }
 
     /// Sets an order's status as a merchant (or a payment gateway) would.

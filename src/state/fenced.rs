@@ -70,6 +70,10 @@ impl StateStore for FencedStore {
         self.write(StateWrite::JournalFinish(id, state, owned(binding)))
             .map(drop)
     }
+    fn journal_progress(&self, id: i64, payload: &Value) -> Result<()> {
+        self.write(StateWrite::JournalProgress(id, payload.clone()))
+            .map(drop)
+    }
     fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
         self.inner.journal_pending(flow)
     }

@@ -270,6 +270,8 @@ pub enum StateWrite {
     SetCursor(String, DateTime<Utc>),
     JournalBegin(JournalEntry),
     JournalFinish(i64, JournalState, Option<(Scope, Binding)>),
+    /// A pending write's payload, rewritten (the steps of a multi-step write done so far).
+    JournalProgress(i64, Value),
     JournalSettle(String, String, Option<(Scope, Binding)>),
     PutFailure(Failure),
     ClearFailure(String, String),

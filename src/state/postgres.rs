@@ -179,6 +179,11 @@ impl StateStore for PostgresStore {
         .map(drop)
     }
 
+    fn journal_progress(&self, id: i64, payload: &Value) -> Result<()> {
+        self.write(None, StateWrite::JournalProgress(id, payload.clone()))
+            .map(drop)
+    }
+
     fn journal_settle(
         &self,
         flow: &str,

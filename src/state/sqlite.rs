@@ -265,6 +265,13 @@ fn apply(c: &Connection, w: &StateWrite) -> Result<i64> {
             }
             Ok(0)
         }
+        StateWrite::JournalProgress(id, payload) => {
+            c.execute(
+                "UPDATE journal SET payload = ?2 WHERE id = ?1 AND state = 'pending'",
+                params![id, payload.to_string()],
+            )?;
+            Ok(0)
+        }
         StateWrite::JournalSettle(flow, key, binding) => {
             let n = c.execute(
                 "DELETE FROM journal WHERE flow = ?1 AND key = ?2 AND state = 'pending'",
@@ -429,6 +436,11 @@ impl StateStore for SqliteStore {
     ) -> Result<()> {
         let binding = binding.map(|(s, b)| (s.clone(), b.clone()));
         self.apply(None, &StateWrite::JournalFinish(id, state, binding))
+            .map(drop)
+    }
+
+    fn journal_progress(&self, id: i64, payload: &Value) -> Result<()> {
+        self.apply(None, &StateWrite::JournalProgress(id, payload.clone()))
             .map(drop)
     }
 

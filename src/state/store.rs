@@ -34,6 +34,9 @@ pub trait StateStore: Send + Sync + std::fmt::Debug {
         state: JournalState,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<()>;
+    /// Replaces the payload of a pending write: a multi-step write keeps in it the steps
+    /// sent and answered so far, so a crash between steps resumes where it stopped.
+    fn journal_progress(&self, id: i64, payload: &Value) -> Result<()>;
     /// Writes whose outcome is not known (crash or timeout after sending), of one flow or
     /// of every flow, oldest first.
     fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>>;

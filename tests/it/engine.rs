@@ -690,6 +690,9 @@ impl StateStore for CountingStore {
     ) -> erpsync::state::Result<()> {
         self.inner.journal_finish(id, state, binding)
     }
+    fn journal_progress(&self, id: i64, payload: &serde_json::Value) -> erpsync::state::Result<()> {
+        self.inner.journal_progress(id, payload)
+    }
     fn journal_pending(&self, flow: Option<&str>) -> erpsync::state::Result<Vec<JournalEntry>> {
         self.inner.journal_pending(flow)
     }

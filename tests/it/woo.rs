@@ -454,6 +454,11 @@ fn env_of(woo: &WooHandle, erp: &ErpHandle) -> Vec<(&'static str, String)> {
 impl WooHarness {
     /// Both simulators seeded with the same `n` catalogue items.
     async fn new(n: usize) -> WooHarness {
+        Self::with(n, |_| {}).await
+    }
+
+    /// As `new`, with the project changed by `edit`.
+    async fn with(n: usize, edit: impl FnOnce(&mut Value)) -> WooHarness {
         let clock = manual_clock();
         let woo = woo(&clock).await;
         let erp = ErpSim::start(ErpOptions::unlimited().with_clock(Arc::new(clock.clone())))
@@ -462,7 +467,9 @@ impl WooHarness {
         let items = woo.seed_products(n, 1);
         erp.seed_catalogue(&items);
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine_for(&woo_project(), &dir, env_of(&woo, &erp), &clock);
+        let mut doc = woo_project();
+        edit(&mut doc);
+        let engine = engine_for(&doc, &dir, env_of(&woo, &erp), &clock);
         WooHarness {
             woo,
             erp,
@@ -699,6 +706,439 @@ async fn woo_a_processing_order_reaches_the_erp_once_and_status_and_awb_come_bac
     let r = h.run("orders_to_erp").await;
     assert_eq!((r.counts.created, r.counts.failed), (0, 0), "{r:#?}");
     assert_eq!(h.erp.orders_by_reference(&number).len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------
+// Multi-step operations: an order's shipment tracking
+
+const TRACKINGS: &str = "/wp-json/wc/v3/orders/{id}/shipment-trackings";
+const TRACKING: &str = "/wp-json/wc/v3/orders/{id}/shipment-trackings/{tracking_id}";
+
+/// A paid order exported to the ERP, shipped there with `awb`; returns the shop order id and
+/// the ERP order id.
+async fn shipped_order(h: &WooHarness, awb: &str) -> (u64, u64) {
+    h.run("products").await;
+    let paid = h.woo.place_order(
+        WooOrder::new("ana@example.com", "Ana", "Pop", &[("SKU-000002", 2, 15.25)])
+            .with_status("processing"),
+    );
+    h.later(3);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!((r.counts.created, r.counts.failed), (1, 0), "{r:#?}");
+    let erp_id = h.erp.orders_by_reference(&format!("WC-{}", paid.number))[0].id;
+    h.later(3);
+    h.erp.set_awb(erp_id, awb);
+    h.erp.set_order_status(erp_id, "shipped");
+    h.later(3);
+    (paid.id, erp_id)
+}
+
+#[tokio::test]
+async fn woo_the_first_awb_creates_the_tracking_and_a_changed_one_falls_back_to_updating_it() {
+    let h = WooHarness::new(5).await;
+    let (order, erp_id) = shipped_order(&h, "AWB-1").await;
+
+    // First AWB: the order and a new tracking; the fallback steps do not run.
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!(c.count("PUT", "/wp-json/wc/v3/orders/{id}"), 1);
+    assert_eq!(c.count("POST", TRACKINGS), 1);
+    assert_eq!(
+        (c.count("GET", TRACKINGS), c.count("PUT", TRACKING)),
+        (0, 0)
+    );
+    let first = h.woo.tracking(order).expect("a tracking was created");
+    assert_eq!(first.tracking_number, "AWB-1");
+    assert_eq!(first.tracking_provider, "Fan Courier");
+
+    // The carrier changes the AWB: the create is refused (422), the tracking there is found
+    // and updated through the id the find step read.
+    h.erp.set_awb(erp_id, "AWB-2");
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!(c.count("POST", TRACKINGS), 1);
+    assert_eq!(c.status(422), 1);
+    assert_eq!(
+        (c.count("GET", TRACKINGS), c.count("PUT", TRACKING)),
+        (1, 1)
+    );
+    let now = h.woo.tracking(order).unwrap();
+    assert_eq!(now.tracking_number, "AWB-2");
+    assert_eq!(
+        now.tracking_id, first.tracking_id,
+        "the same tracking, updated"
+    );
+    assert_eq!(
+        h.woo.order(order).unwrap().meta("_erpsync_awb"),
+        Some(&json!("AWB-2"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn woo_a_dry_run_lists_the_steps_an_update_would_send() {
+    let h = WooHarness::new(5).await;
+    let (order, _) = shipped_order(&h, "AWB-9").await;
+    h.reset_counters();
+    let opts = RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let r = h.engine.run("orders_from_erp", &opts).await.unwrap();
+    assert_eq!(h.woo.counters().writes(), 0);
+    let rec = r
+        .records
+        .iter()
+        .find(|r| r.decision == erpsync::engine::Decision::Update)
+        .expect("the order would be updated");
+    assert_eq!(
+        rec.steps,
+        [
+            format!("order: PUT /orders/{order}"),
+            format!(
+                "create_tracking: POST /orders/{order}/shipment-trackings (if `{{{{record.awb}}}}`)"
+            ),
+            format!(
+                "find_tracking: GET /orders/{order}/shipment-trackings (when `create_tracking` answered 422)"
+            ),
+            // A path that reads an earlier step's answer is shown as written.
+            "update_tracking: PUT /orders/{{id}}/shipment-trackings/\
+             {{steps.find_tracking.record.tracking_id}} (when `find_tracking` succeeded)"
+                .to_string(),
+        ]
+    );
+
+    // The same plan as a person reads it from `erpsync dry-run`.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_erpsync"))
+        .args([
+            "dry-run",
+            h._dir.path().join("project.yaml").to_str().unwrap(),
+            "--flow",
+            "orders_from_erp",
+            "--state",
+            &format!("sqlite:{}", h._dir.path().join("state.sqlite").display()),
+        ])
+        .envs(env_of(&h.woo, &h.erp))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    for line in [
+        format!("      step order: PUT /orders/{order}\n"),
+        format!("      step create_tracking: POST /orders/{order}/shipment-trackings (if"),
+        "      step find_tracking: GET".to_string(),
+        "      step update_tracking: PUT".to_string(),
+    ] {
+        assert!(stdout.contains(&line), "`{line}` not in:\n{stdout}");
+    }
+    assert_eq!(h.woo.counters().writes(), 0);
+}
+
+#[tokio::test]
+async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second_tracking() {
+    let h = WooHarness::new(5).await;
+    let (order, _) = shipped_order(&h, "AWB-5").await;
+    // The shop applies the create and then answers 503: the outcome is unknown to erpsync.
+    h.woo.faults().fail_next(
+        erpsync::sim::FailRule::new(
+            "POST",
+            &format!("/wp-json/wc/v3/orders/{order}/shipment-trackings"),
+            503,
+            1,
+        )
+        .after_apply(),
+    );
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    assert_eq!(h.woo.tracking(order).unwrap().tracking_number, "AWB-5");
+    let failure = h.engine.store.failures(Some("orders_from_erp")).unwrap();
+    assert_eq!(failure.len(), 1);
+    assert!(
+        failure[0].error.contains("step `create_tracking`"),
+        "{}",
+        failure[0].error
+    );
+    let response = failure[0]
+        .response
+        .as_ref()
+        .expect("the step's request is kept");
+    assert_eq!(response["step"], "create_tracking");
+    assert_eq!(response["request"]["method"], "POST");
+    assert_eq!(
+        response["request"]["path"],
+        format!("/orders/{order}/shipment-trackings")
+    );
+    assert_eq!(response["request"]["body"]["tracking_number"], "AWB-5");
+    let pending = h
+        .engine
+        .store
+        .journal_pending(Some("orders_from_erp"))
+        .unwrap();
+    assert_eq!(pending.len(), 1, "the step in doubt stays journaled");
+    assert_eq!(
+        pending[0].payload["steps"]["sent"],
+        json!(["create_tracking"])
+    );
+
+    // The next run resumes the write: the create is sent again only because a refusal is
+    // taken over (422 → find → update); no second tracking is made.
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    assert_eq!(r.counts.resolved_in_doubt, 1, "{r:#?}");
+    assert_eq!(h.woo.counters().status(201), 0, "nothing created twice");
+    assert!(h.woo.counters().status(422) >= 1);
+    let t = h.woo.tracking(order).unwrap();
+    assert_eq!(
+        (t.tracking_id.as_str(), t.tracking_number.as_str()),
+        ("trk-1", "AWB-5")
+    );
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("orders_from_erp"))
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        h.engine
+            .store
+            .failures(Some("orders_from_erp"))
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A product created in WooCommerce in two steps: the product (a POST, journaled), then its
+/// stock through the id the first step answered.
+fn two_step_create(doc: &mut Value) {
+    doc["systems"]["woo"]["operations"]["create_product"] = json!({
+        "steps": [
+            {"name": "product", "method": "POST", "path": "/products",
+             "body": "{{record}}", "record": "$"},
+            {"name": "stock", "method": "PUT",
+             "path": "/products/{{steps.product.record.id}}",
+             "body": {"manage_stock": true, "stock_quantity": 7}, "record": "$"}
+        ]
+    });
+}
+
+#[tokio::test]
+async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_create() {
+    let h = WooHarness::with(3, two_step_create).await;
+    h.run("products").await;
+    h.erp
+        .create_product(ErpProduct::new("STEP-1", "Doi pasi", 12.5))
+        .unwrap();
+    h.later(3);
+    // A dry run of the bidirectional flow lists both steps of the create.
+    let plan = h
+        .engine
+        .run(
+            "products",
+            &RunOptions {
+                dry_run: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let create = plan.records.iter().find(|r| r.key == "STEP-1").unwrap();
+    assert_eq!(
+        create.steps,
+        [
+            "product: POST /products",
+            "stock: PUT /products/{{steps.product.record.id}}"
+        ],
+        "{plan:#?}"
+    );
+    // The product is created; every attempt of the step after it fails.
+    h.woo.faults().fail_next(erpsync::sim::FailRule::new(
+        "PUT",
+        "/wp-json/wc/v3/products/",
+        503,
+        5,
+    ));
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    assert!(
+        r.records
+            .iter()
+            .any(|r| r.key == "STEP-1" && r.decision == erpsync::engine::Decision::Failed),
+        "{r:#?}"
+    );
+    let made = h
+        .woo
+        .product_by_sku("STEP-1")
+        .expect("the first step created it");
+    assert_eq!(h.woo.counters().count("POST", "/wp-json/wc/v3/products"), 1);
+    let failure = &h.engine.store.failures(Some("products")).unwrap()[0];
+    assert!(failure.error.contains("step `stock`"), "{}", failure.error);
+    assert_eq!(
+        failure.response.as_ref().unwrap()["request"]["path"],
+        format!("/products/{}", made.id),
+        "the failed step's request, with the id the first step answered"
+    );
+
+    // The next run resumes the create: the product is not posted again, its stock is set,
+    // and it is bound to the ERP's record.
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.failed, r.counts.resolved_in_doubt),
+        (0, 1),
+        "{r:#?}"
+    );
+    assert_eq!(h.woo.counters().count("POST", "/wp-json/wc/v3/products"), 0);
+    let woo: Vec<_> = h
+        .woo
+        .products()
+        .into_iter()
+        .filter(|p| p.sku == "STEP-1")
+        .collect();
+    assert_eq!(woo.len(), 1);
+    assert_eq!(woo[0].stock_quantity, Some(7));
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("products"))
+            .unwrap()
+            .is_empty()
+    );
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!((r.counts.created, r.counts.failed), (0, 0), "{r:#?}");
+    assert_eq!(h.woo.counters().writes(), 0);
+}
+
+#[tokio::test]
+async fn woo_a_step_whose_answer_was_lost_and_that_nothing_guards_is_not_sent_again() {
+    let h = WooHarness::with(3, two_step_create).await;
+    h.run("products").await;
+    h.erp
+        .create_product(ErpProduct::new("STEP-2", "Pierdut", 9.0))
+        .unwrap();
+    h.later(3);
+    // The shop creates the product and answers 503: erpsync cannot know it did.
+    h.woo.faults().fail_next(
+        erpsync::sim::FailRule::new("POST", "/wp-json/wc/v3/products", 503, 1).after_apply(),
+    );
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(h.woo.counters().count("POST", "/wp-json/wc/v3/products"), 0);
+    assert_eq!((r.counts.created, r.counts.adopted), (0, 0), "{r:#?}");
+    let said = |needle: &str| {
+        r.records.iter().any(|rec| {
+            rec.key == "STEP-2"
+                && rec.decision == erpsync::engine::Decision::Failed
+                && rec.reason.as_deref().is_some_and(|x| x.contains(needle))
+        })
+    };
+    assert!(
+        said("step `product`") && said("not sent a second time"),
+        "{r:#?}"
+    );
+    assert!(said("not sent again until it is settled"), "{r:#?}");
+    let failure = &h.engine.store.failures(Some("products")).unwrap()[0];
+    assert_eq!(failure.key, "STEP-2");
+    let pending = h.engine.store.journal_pending(Some("products")).unwrap();
+    assert_eq!(pending.len(), 1, "held for a person to settle");
+    assert_eq!(
+        h.woo
+            .products()
+            .iter()
+            .filter(|p| p.sku == "STEP-2")
+            .count(),
+        1
+    );
+}
+
+/// Stock written as a level per location, which the shop does not upsert: update it, and
+/// create it when the update answers 404.
+fn stock_levels(doc: &mut Value) {
+    let woo = &mut doc["systems"]["woo"];
+    woo["operations"]["set_level"] = json!({
+        "steps": [
+            {"name": "update", "method": "PUT", "path": "/inventory-levels/{{key}}/main",
+             "body": {"quantity": "{{record.stock_quantity}}"}},
+            {"name": "create", "method": "POST", "path": "/inventory-levels",
+             "on": {"step": "update", "status": [404]},
+             "body": {"sku": "{{key}}", "location": "main",
+                      "quantity": "{{record.stock_quantity}}"}}
+        ]
+    });
+    woo["entities"]["stock"]["update"] = json!("set_level");
+}
+
+#[tokio::test]
+async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
+    const LEVELS: &str = "/wp-json/wc/v3/inventory-levels";
+    const LEVEL: &str = "/wp-json/wc/v3/inventory-levels/{sku}/{location}";
+    let h = WooHarness::with(4, stock_levels).await;
+    h.run("products").await;
+    h.later(5);
+    h.erp.set_stock("SKU-000002", "Depozit central", 42);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!((c.count("PUT", LEVEL), c.status(404)), (1, 1));
+    assert_eq!(c.count("POST", LEVELS), 1, "the fallback created it");
+    assert_eq!(h.woo.level("SKU-000002", "main"), Some(42));
+
+    // Now it exists: the update succeeds and the create is not sent.
+    h.later(5);
+    h.erp.set_stock("SKU-000002", "Depozit central", 17);
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let c = h.woo.counters();
+    assert_eq!((c.count("PUT", LEVEL), c.count("POST", LEVELS)), (1, 0));
+    assert_eq!(h.woo.level("SKU-000002", "main"), Some(17));
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("stock"))
+            .unwrap()
+            .is_empty()
+    );
+
+    // A create the shop refuses (the level is missing, the POST is answered 400), with no
+    // step to take it over, fails the record with the step's request and answer.
+    h.later(5);
+    h.erp.set_stock("SKU-000003", "Depozit central", 5);
+    h.woo.faults().fail_next(erpsync::sim::FailRule::new(
+        "POST",
+        "/wp-json/wc/v3/inventory-levels",
+        400,
+        1,
+    ));
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.failed, 1, "{r:#?}");
+    let failure = &h.engine.store.failures(Some("stock")).unwrap()[0];
+    assert!(failure.error.contains("step `create`"), "{}", failure.error);
+    let response = failure.response.as_ref().unwrap();
+    assert_eq!(response["status"], 400);
+    assert_eq!(response["request"]["body"]["sku"], "SKU-000003");
+    assert!(
+        h.engine
+            .store
+            .journal_pending(Some("stock"))
+            .unwrap()
+            .is_empty()
+    );
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,13 +11,19 @@ use super::*;
 /// A named request on a system. Path, query, headers and body are Handlebars templates over the
 /// operation's inputs: `record` (the payload), `id`, `key`, `since`, `idempotency_key`,
 /// `system` (the system's vars) and `vars`.
+///
+/// An operation with `steps` sends several requests instead of one (then `path`, `method`,
+/// `query`, `body` and `record` belong to the steps, and `headers`, `errors` and `decode`
+/// apply to every step).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct OperationConfig {
     /// HTTP method.
     #[serde(default = "default_get")]
     pub method: HttpMethod,
-    /// Path relative to the system's `base_url` (template).
+    /// Path relative to the system's `base_url` (template). Required unless the operation
+    /// has `steps`.
+    #[serde(default)]
     pub path: String,
     /// Query parameters (templates); a parameter whose value renders empty is left out.
     #[serde(default)]
@@ -72,6 +78,81 @@ pub struct OperationConfig {
     /// into plain values before mapping.
     #[serde(default)]
     pub decode: Vec<DecodeRuleConfig>,
+    /// The requests of a multi-step operation, tried in order. Each step's templates read the
+    /// operation's inputs and `steps.NAME` of every earlier step that ran: `status`, `body`
+    /// (the decoded response) and `record` (what the step's `record` path selects), e.g.
+    /// `{{steps.find.record.id}}`. A step without `on` runs whenever the operation goes on;
+    /// a step with `on` runs only when its condition holds. A step that fails ends the
+    /// operation with its error, unless a later step's `on` names that answer (the
+    /// fallback). The operation's result is that of the last step that ran.
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+}
+
+/// One request of a multi-step operation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Name of the step, unique in the operation; later steps read its result as
+    /// `steps.NAME`.
+    pub name: String,
+    /// HTTP method.
+    #[serde(default = "default_get")]
+    pub method: HttpMethod,
+    /// Path relative to the system's `base_url` (template).
+    pub path: String,
+    /// Query parameters (templates); a parameter whose value renders empty is left out.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Extra headers (templates), on top of the operation's.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// JSON body; string leaves are templates, as in an operation's `body`.
+    #[serde(default)]
+    pub body: Option<Value>,
+    /// How the body is encoded.
+    #[serde(default)]
+    pub body_format: BodyFormat,
+    /// JSONPath to the record in the response, offered as `steps.NAME.record`.
+    #[serde(default)]
+    pub record: Option<String>,
+    /// Whether repeating the request is safe. Default: GET, PUT and DELETE are; POST and PATCH
+    /// are only when an idempotency key is sent. A step that is not safe to repeat is
+    /// journaled: a crash or an unknown outcome never sends it twice blindly.
+    #[serde(default)]
+    pub idempotent: Option<bool>,
+    /// The API de-duplicates this step's writes by a key (see the operation's).
+    #[serde(default)]
+    pub idempotency_key: Option<IdempotencyKeyConfig>,
+    /// Response classification rules tried before the operation's and the system's.
+    #[serde(default)]
+    pub errors: Vec<ErrorRuleConfig>,
+    /// Run the step only when an earlier step answered so (fallbacks such as "create when
+    /// the update answered 404").
+    #[serde(default)]
+    pub on: Option<StepOnConfig>,
+    /// Run the step only when this template renders something other than empty, `false`,
+    /// `0` or `null`, e.g. `{{record.awb}}`.
+    #[serde(default, rename = "if")]
+    pub if_: Option<String>,
+}
+
+/// When a step runs, by the answer of an earlier one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct StepOnConfig {
+    /// The earlier step whose answer decides.
+    pub step: String,
+    /// Statuses of that step's answer that let this step run: `404`, `"4xx"`, `"400-422"`.
+    /// Without `status` (and `when`), this step runs when that step ran and succeeded. A
+    /// failed step named here with a matching status does not fail the operation: this step
+    /// takes over.
+    #[serde(default)]
+    pub status: Vec<StatusPattern>,
+    /// A JSONPath filter condition on that step's response body, e.g.
+    /// `@.code == 'already_exists'` (both `status` and `when` must hold when both are set).
+    #[serde(default)]
+    pub when: Option<String>,
 }
 
 fn default_get() -> HttpMethod {

@@ -152,6 +152,16 @@ impl<'e> Runner<'e> {
             key: key.clone(),
             ..Default::default()
         });
+        // As one way: a record not bound on both sides whose earlier write is in doubt is
+        // neither created nor linked until that write is settled.
+        let unbound = [Side::Source, Side::Target]
+            .iter()
+            .any(|s| self.id_on(&bind, *s).is_none());
+        if unbound && self.unsettled.in_doubt.contains(&key) {
+            return Err(Fail::msg(
+                "an earlier write of this record has an unknown outcome; not sent again until it is settled",
+            ));
+        }
         let read = [(Side::Source, source), (Side::Target, target)];
         for (side, seen) in &read {
             if let Some(id) = seen.as_ref().and_then(|s| s.id.clone()) {
@@ -253,6 +263,7 @@ impl<'e> Runner<'e> {
         if !self.opts.dry_run {
             self.create(side, &mut bind, &canon).await?;
         } else {
+            self.plan_steps(side, &bind, &canon, false);
             self.plan_create(side, &mut bind, &canon)?;
         }
         let changes = diff(None, &canon, &self.cmp);
@@ -294,6 +305,12 @@ impl<'e> Runner<'e> {
                     .map_err(|e| Fail::msg(e.to_string()))?;
             }
         }
+        if self.opts.dry_run
+            && let Some(&side) = written.first()
+        {
+            let write = overlay(Some(held(side)), &merged.merged, &self.cmp);
+            self.plan_steps(side, &bind, &write, true);
+        }
         let decision = merged.decision;
         let reason = merged.reason;
         let mut lines = written.iter().map(|&side| {
@@ -315,6 +332,7 @@ impl<'e> Runner<'e> {
                             target: Some(name.to_string()),
                             changes,
                             reason: reason.clone(),
+                            steps: Vec::new(),
                         });
                     }
                 }

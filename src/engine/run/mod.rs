@@ -6,6 +6,7 @@
 mod both;
 mod one_way;
 mod shift;
+mod steps;
 mod write;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -97,10 +98,14 @@ impl Fail {
     }
     fn call(e: &CallError, payload: Option<Value>) -> Self {
         let response = match e {
-            CallError::Permanent { body, .. } | CallError::NotFound { body, .. } => {
-                Some(body.clone())
-            }
-            _ => None,
+            // Which step failed, what it sent and what it got.
+            CallError::Step { step, request, .. } => Some(Box::new(serde_json::json!({
+                "step": step,
+                "request": request,
+                "status": e.status(),
+                "response": e.body(),
+            }))),
+            _ => e.body().cloned().map(Box::new),
         };
         Fail {
             error: e.to_string(),
@@ -475,6 +480,8 @@ struct Runner<'e> {
     unsettled: Unsettled,
     cursor: CursorHold,
     report: RunReport,
+    /// The steps the next reported write would send (dry runs).
+    planned_steps: Vec<String>,
 }
 
 impl<'e> Runner<'e> {
@@ -570,6 +577,7 @@ impl<'e> Runner<'e> {
                 progress: opts.progress.clone(),
                 ..Default::default()
             },
+            planned_steps: Vec::new(),
         })
     }
 
@@ -1120,7 +1128,7 @@ impl<'e> Runner<'e> {
     ) -> Result<Option<Seen>, Fail> {
         let out = match side.http.call(op, input).await {
             Ok(o) => o,
-            Err(CallError::NotFound { .. }) => return Ok(None),
+            Err(e) if matches!(e.root(), CallError::NotFound { .. }) => return Ok(None),
             Err(e) => return Err(Fail::call(&e, None)),
         };
         // A `get` by id may answer with the bare record, without a `record` path.
@@ -1271,6 +1279,7 @@ impl<'e> Runner<'e> {
                 target: target.map(str::to_string),
                 changes,
                 reason,
+                steps: std::mem::take(&mut self.planned_steps),
             });
         }
     }

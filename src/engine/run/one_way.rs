@@ -178,6 +178,7 @@ impl<'e> Runner<'e> {
                     reason: Some(format!(
                         "drift found in `{dst_name}`; not corrected (`reconcile.correct: false`)"
                     )),
+                    steps: Vec::new(),
                 });
             }
             Verdict::Update {
@@ -202,6 +203,7 @@ impl<'e> Runner<'e> {
                     self.update(Side::Target, &mut b, &write, Some(&seen.canon))
                         .await?;
                 } else {
+                    self.plan_steps(Side::Target, &b, &write, true);
                     if linked {
                         *self.base_on_mut(&mut b, Side::Target) = found;
                     }
@@ -220,6 +222,7 @@ impl<'e> Runner<'e> {
                     self.e.forget_absent(&self.flow.id, &key);
                     self.deferred.actions.push(b.clone());
                 } else {
+                    self.plan_steps(Side::Target, &b, &seen.canon, false);
                     self.plan_create(Side::Target, &mut b, &seen.canon)?;
                 }
                 self.touched(&seen.canon);

@@ -61,6 +61,11 @@ impl<'e> Runner<'e> {
             )));
         };
         let key = b.key.clone();
+        let payload = if self.has_steps(side, &op) {
+            steps::envelope(payload, None)
+        } else {
+            payload
+        };
         let entry = JournalEntry {
             id: 0,
             flow: self.flow.id.clone(),
@@ -122,13 +127,26 @@ impl<'e> Runner<'e> {
     ) -> Result<(), Fail> {
         let end = self.end(side);
         let (http, ent, side_name) = (end.http, end.ent, end.name);
+        let stepped = self.has_steps(side, &entry.operation);
+        let record = if stepped {
+            steps::record_of(&entry.payload)
+        } else {
+            entry.payload.clone()
+        };
         let input = CallInput {
-            record: entry.payload.clone(),
+            record: record.clone(),
             key: Some(entry.key.clone()),
             idempotency_key: Some(entry.idempotency_key.clone()),
             ..Default::default()
         };
-        match http.call(&entry.operation, &input).await {
+        let mut log = steps::StepJournal::new(&*self.e.store, journal_id, entry.payload.clone());
+        let called = http.call_logged(&entry.operation, &input, &mut log).await;
+        // A step that wrote keeps the entry pending whatever happens next: forgetting it
+        // would write it again.
+        let keep = stepped && log.wrote();
+        drop(log);
+        let entry_payload = record;
+        match called {
             Ok(out) => {
                 let id = out
                     .record
@@ -160,7 +178,9 @@ impl<'e> Runner<'e> {
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 Ok(())
             }
-            Err(e @ CallError::InDoubt { .. }) => Err(Fail::call(&e, Some(entry.payload.clone()))),
+            Err(e) if matches!(e.root(), CallError::InDoubt { .. }) || keep => {
+                Err(Fail::call(&e, Some(entry_payload)))
+            }
             Err(e) if e.is_transient() => {
                 // Not applied for sure? A transport failure after retries may still have been
                 // applied if the request is not idempotent; the connector reports that as in
@@ -169,14 +189,14 @@ impl<'e> Runner<'e> {
                     .e
                     .store
                     .journal_finish(journal_id, JournalState::Failed, None);
-                Err(Fail::call(&e, Some(entry.payload.clone())))
+                Err(Fail::call(&e, Some(entry_payload.clone())))
             }
             Err(e) => {
                 let _ = self
                     .e
                     .store
                     .journal_finish(journal_id, JournalState::Failed, None);
-                Err(Fail::call(&e, Some(entry.payload.clone())))
+                Err(Fail::call(&e, Some(entry_payload.clone())))
             }
         }
     }
@@ -204,15 +224,35 @@ impl<'e> Runner<'e> {
         };
         let input = CallInput {
             record: payload.clone(),
-            id: Some(id),
+            id: Some(id.clone()),
             key: Some(b.key.clone()),
             idempotency_key: Some(self.idempotency_key(&b.key)),
             ..Default::default()
         };
-        end.http
-            .call(&op, &input)
-            .await
-            .map_err(|e| Fail::call(&e, Some(payload)))?;
+        if self.journaled_steps(side, &op) {
+            let entry = JournalEntry {
+                id: 0,
+                flow: self.flow.id.clone(),
+                key: b.key.clone(),
+                target: end.name.to_string(),
+                operation: op.clone(),
+                idempotency_key: self.idempotency_key(&b.key),
+                payload: steps::envelope(payload.clone(), Some(&id)),
+                state: JournalState::Pending,
+                created_at: self.e.clock.now(),
+            };
+            let journal_id = self
+                .e
+                .store
+                .journal_begin(&entry)
+                .map_err(|e| Fail::msg(e.to_string()))?;
+            self.send_steps(side, journal_id, &entry, &input).await?;
+        } else {
+            end.http
+                .call(&op, &input)
+                .await
+                .map_err(|e| Fail::call(&e, Some(payload)))?;
+        }
         // Only what this flow wrote moves the side's base: a field the flow does not carry
         // keeps what was last known of it, so another flow carrying that field still sees
         // its own change.
@@ -248,6 +288,83 @@ impl<'e> Runner<'e> {
                 )))
             }
         }
+    }
+
+    /// In a dry run, notes the steps a multi-step create or update would send, for the
+    /// record's line of the plan.
+    pub(super) fn plan_steps(&mut self, side: Side, b: &Binding, canon: &Value, update: bool) {
+        let end = self.end(side);
+        let op = if update {
+            end.ent.update.clone()
+        } else {
+            end.ent.create.clone()
+        };
+        let Some(op) = op.filter(|op| self.has_steps(side, op)) else {
+            return;
+        };
+        let Ok(payload) = self.payload(side, canon, update.then_some(None)) else {
+            return;
+        };
+        let input = CallInput {
+            record: payload,
+            id: self.id_on(b, side).map(str::to_string),
+            key: Some(b.key.clone()),
+            idempotency_key: Some(self.idempotency_key(&b.key)),
+            ..Default::default()
+        };
+        self.planned_steps = end
+            .http
+            .plan_steps(&op, &input)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    }
+
+    /// Whether a side's operation has steps.
+    fn has_steps(&self, side: Side, op: &str) -> bool {
+        self.end(side)
+            .http
+            .operation_steps(op)
+            .is_some_and(|s| !s.is_empty())
+    }
+
+    /// Whether a side's operation has steps that must not be sent twice, so that an update
+    /// through it is journaled like a create.
+    fn journaled_steps(&self, side: Side, op: &str) -> bool {
+        self.end(side)
+            .http
+            .operation_steps(op)
+            .is_some_and(|s| s.iter().any(|s| s.journaled()))
+    }
+
+    /// Sends a journaled multi-step update; its entry is settled when it is done, or when it
+    /// failed before any step wrote, and kept pending otherwise (the next run resumes it).
+    async fn send_steps(
+        &self,
+        side: Side,
+        journal_id: i64,
+        entry: &JournalEntry,
+        input: &CallInput,
+    ) -> Result<(), Fail> {
+        let http = self.end(side).http;
+        let mut log = steps::StepJournal::new(&*self.e.store, journal_id, entry.payload.clone());
+        let called = http.call_logged(&entry.operation, input, &mut log).await;
+        let wrote = log.wrote();
+        drop(log);
+        let state = match &called {
+            Ok(_) => JournalState::Done,
+            Err(e) if matches!(e.root(), CallError::InDoubt { .. }) || wrote => {
+                return Err(Fail::call(e, Some(input.record.clone())));
+            }
+            Err(_) => JournalState::Failed,
+        };
+        self.e
+            .store
+            .journal_finish(journal_id, state, None)
+            .map_err(|e| Fail::msg(e.to_string()))?;
+        called
+            .map(drop)
+            .map_err(|e| Fail::call(&e, Some(input.record.clone())))
     }
 
     /// Post-actions on the source record after it was exported (e.g. lock the order).
@@ -423,13 +540,47 @@ impl<'e> Runner<'e> {
                 ..Default::default()
             });
             let end = self.end(side);
+            if self.has_steps(side, &entry.operation) {
+                // A multi-step write resumes where it stopped: the steps it journaled are not
+                // sent again, and a step whose answer was lost is sent again only where a
+                // later step takes over a refusal (see `StepLog`).
+                let is_create = end.ent.create.as_deref() == Some(entry.operation.as_str());
+                if !is_create {
+                    let input = CallInput {
+                        record: steps::record_of(&entry.payload),
+                        id: steps::id_of(&entry.payload),
+                        key: Some(entry.key.clone()),
+                        idempotency_key: Some(entry.idempotency_key.clone()),
+                        ..Default::default()
+                    };
+                    match self.send_steps(side, entry.id, &entry, &input).await {
+                        Ok(()) => {
+                            self.report.counts.resolved_in_doubt += 1;
+                            self.succeeded(&entry.key)?;
+                        }
+                        Err(f) => {
+                            if let Some(down) = self.system_down() {
+                                return Err(down);
+                            }
+                            self.unsettled.in_doubt.insert(entry.key.clone());
+                            self.report.errors.push(format!(
+                                "`{}`: an interrupted `{}` could not be finished: {}",
+                                entry.key, entry.operation, f.error
+                            ));
+                        }
+                    }
+                    continue;
+                }
+            }
+            let stepped_create = self.has_steps(side, &entry.operation);
+            let end = self.end(side);
             let (side_name, searchable) =
                 (end.name, end.ent.lookup.is_some() || end.ent.list.is_some());
             let keyed = self.e.project.systems[side_name]
                 .operations
                 .get(&entry.operation)
                 .is_some_and(|op| op.idempotency_key.is_some());
-            if !searchable && !keyed {
+            if !stepped_create && !searchable && !keyed {
                 // Neither a lookup nor an idempotency key can tell whether it was applied:
                 // sending it again could duplicate it. A person decides.
                 self.unsettled.in_doubt.insert(entry.key.clone());
@@ -439,7 +590,14 @@ impl<'e> Runner<'e> {
                 ));
                 continue;
             }
-            match self.lookup(side, &entry.key).await {
+            // A multi-step create resumes instead: a record found by key may still lack its
+            // later steps.
+            let found = if stepped_create {
+                Ok(None)
+            } else {
+                self.lookup(side, &entry.key).await
+            };
+            match found {
                 Ok(Some(found)) => {
                     if let Some(id) = found.id.clone() {
                         self.set_id_on(&mut b, side, id);
@@ -471,8 +629,13 @@ impl<'e> Runner<'e> {
                 }
             }
             // Not there: it was never applied. Send it again, same key.
+            let written = if stepped_create {
+                steps::record_of(&entry.payload)
+            } else {
+                entry.payload.clone()
+            };
             match self
-                .send_create(side, entry.id, &entry, &mut b, entry.payload.clone())
+                .send_create(side, entry.id, &entry, &mut b, written)
                 .await
             {
                 Ok(()) => {
@@ -485,7 +648,14 @@ impl<'e> Runner<'e> {
                     self.deferred.actions.push(b.clone());
                     self.succeeded(&entry.key)?;
                 }
-                Err(f) => self.fail(&entry.key.clone(), &entry.payload.clone(), f)?,
+                Err(f) => {
+                    if stepped_create {
+                        // A step that may have been applied and that nothing guards: neither
+                        // created nor adopted again in this run, a person settles it.
+                        self.unsettled.in_doubt.insert(entry.key.clone());
+                    }
+                    self.fail(&entry.key.clone(), &entry.payload.clone(), f)?
+                }
             }
         }
         Ok(())

@@ -212,6 +212,13 @@ pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64
             }
             Ok(0)
         }
+        StateWrite::JournalProgress(id, payload) => {
+            c.execute(
+                "UPDATE journal SET payload = $2 WHERE id = $1 AND state = 'pending'",
+                &[id, &payload.to_string()],
+            )?;
+            Ok(0)
+        }
         StateWrite::JournalSettle(flow, key, binding) => {
             let n = c.execute(
                 "DELETE FROM journal WHERE flow = $1 AND key = $2 AND state = 'pending'",
