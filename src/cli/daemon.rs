@@ -47,6 +47,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         if daemon.admin_token().is_none() {
             tracing::warn!("no admin token: the admin API answers 401 to everything");
         }
+        for hook in daemon.engine().project.webhooks.values().filter(|h| h.secret.is_empty()) {
+            tracing::warn!(webhook = %hook.name, path = %hook.path, "webhook without a secret: every delivery is refused (503) until its `secret` is set");
+        }
         let listener = tokio::net::TcpListener::bind(&listen)
             .await
             .with_context(|| format!("listening on `{listen}`"))?;

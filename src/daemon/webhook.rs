@@ -36,6 +36,9 @@ pub enum DeliveryVerifyError {
     Stale { age_secs: i64, max_secs: u64 },
     #[error("no record key at `{0}`")]
     MissingKey(String),
+    /// The webhook's secret is empty (an unset `${VAR:-}`): anybody could sign a delivery.
+    #[error("webhook `{0}` has no secret, so no delivery can be trusted: set its `secret`")]
+    NoSecret(String),
 }
 
 impl DeliveryVerifyError {
@@ -43,6 +46,7 @@ impl DeliveryVerifyError {
         match self {
             Self::MissingSignature(_) | Self::BadSignature => StatusCode::UNAUTHORIZED,
             Self::Stale { .. } => StatusCode::FORBIDDEN,
+            Self::NoSecret(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::NotJson | Self::MissingTimestamp(_) | Self::MissingKey(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
@@ -53,6 +57,7 @@ impl DeliveryVerifyError {
         match self {
             Self::MissingSignature(_) | Self::BadSignature => "bad_signature",
             Self::Stale { .. } => "stale",
+            Self::NoSecret(_) => "no_secret",
             _ => "invalid",
         }
     }
@@ -86,6 +91,9 @@ fn verify(
     body: &[u8],
     now: DateTime<Utc>,
 ) -> Result<Delivery, DeliveryVerifyError> {
+    if hook.secret.is_empty() {
+        return Err(DeliveryVerifyError::NoSecret(hook.name.clone()));
+    }
     let signature = headers
         .get(&hook.signature_header)
         .and_then(|v| v.to_str().ok())
@@ -303,6 +311,20 @@ mod tests {
         h.insert("X-Webhook-Signature", sig.parse().unwrap());
         h.insert("X-Webhook-Id", id.parse().unwrap());
         h
+    }
+
+    #[test]
+    fn a_webhook_without_a_secret_trusts_no_delivery() {
+        let now: DateTime<Utc> = "2026-05-01T10:00:00Z".parse().unwrap();
+        let body = br#"{"number":"1001","occurred_at":"2026-05-01T09:59:00Z"}"#;
+        let open = Webhook {
+            secret: String::new(),
+            ..hook()
+        };
+        // Signed with the empty key, as anybody could.
+        let err = verify(&open, &headers(&sign(body, ""), "d1"), body, now).unwrap_err();
+        assert_eq!(err, DeliveryVerifyError::NoSecret(open.name.clone()));
+        assert_eq!(err.status(), StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[test]

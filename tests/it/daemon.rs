@@ -196,6 +196,38 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
     assert_eq!(r.store.runs(Some("orders_from_erp"), 10).unwrap().len(), 1);
 }
 
+/// A webhook whose secret is empty (an unset `${VAR:-}`) trusts nothing: a delivery signed
+/// with the empty key, as anybody could sign it, is refused and exports nothing.
+#[tokio::test]
+async fn a_webhook_without_a_secret_refuses_every_delivery() {
+    let r = rig(|y| {
+        y.replace(
+            "${SHOP_WEBHOOK_SECRET:-demo-webhook-secret}",
+            "${SHOP_WEBHOOK_SECRET_UNSET_IN_TESTS:-}",
+        )
+    })
+    .await;
+    let (url, stop, _served) = serve_http(&r.daemon).await;
+    let order = confirmed_order(&r.shop, "ana@example.com");
+    let body = json!({"event": "order.status_changed", "number": order.number,
+        "occurred_at": r.clock.now().to_rfc3339()})
+    .to_string();
+    let resp = http()
+        .post(format!("{url}/hooks/shop-orders"))
+        .header(SIGNATURE_HEADER, sign(body.as_bytes(), ""))
+        .header(DELIVERY_ID_HEADER, "d-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let said = resp.text().await.unwrap();
+    assert!(said.contains("has no secret"), "{said}");
+    assert!(r.daemon.drain(Duration::from_secs(1)).await);
+    assert!(r.erp.orders_by_reference(&order.number).is_empty());
+    let _ = stop.send(());
+}
+
 #[tokio::test]
 async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_are_refused() {
     let r = rig(|y| y).await;
