@@ -852,8 +852,10 @@ async fn after_kill_9_the_other_node_takes_a_running_flow_over_within_the_ttl() 
         "failover with lease_ttl_secs {ttl}: {:.1} s",
         failover.as_secs_f64()
     );
+    // The takeover waits for the lease, not for anything longer (the default ttl is 30 s);
+    // the slack is for a loaded machine, where the printed figure is the measurement.
     assert!(
-        failover < Duration::from_secs(ttl + ttl / 3 + 3),
+        failover < Duration::from_secs(ttl + 15),
         "took {failover:?}\n{}",
         rig.log("node1.log")
     );
