@@ -11,7 +11,9 @@ use super::model::FileConfig;
 pub fn flow_schema() -> &'static Value {
     static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
         let schema = schemars::schema_for!(FileConfig);
-        serde_json::to_value(schema).unwrap_or(Value::Null)
+        let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
+        super::schema_doc::add_helper_def(&mut value);
+        value
     });
     &SCHEMA
 }
