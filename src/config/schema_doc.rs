@@ -5,8 +5,7 @@
 use schemars::Schema;
 use serde_json::{Value, json};
 
-use crate::compile::mapping::{PARENT, TARGET};
-use crate::expr::scope;
+use crate::expr::scope::{self, PARENT, TARGET};
 
 /// Name of the `$defs` entry that lists the template helpers.
 pub const HELPER_DEF: &str = "TemplateHelper";
