@@ -163,4 +163,22 @@ mod tests {
         let on = [&step[..], &["on"]].concat();
         assert_eq!(allowed_keys(&doc, &on), vec!["status", "step", "when"]);
     }
+
+    /// An editor completes the full form of a mapped field, `merge` included, in a write
+    /// mapping and in the `fields` of an `each` nested in it.
+    #[test]
+    fn keys_of_a_mapped_field_and_of_its_nested_fields() {
+        let doc = json!({"systems": {"s": {"entities": {"e": {"write": {
+            "lines": {"each": "$.lines", "fields": {"code": {"path": "$.sku"}}}
+        }}}}}});
+        let field = ["systems", "s", "entities", "e", "write", "lines"];
+        let keys = allowed_keys(&doc, &field);
+        for k in [
+            "path", "template", "each", "fields", "merge", "ref", "lookup",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}: {keys:?}");
+        }
+        let nested = [&field[..], &["fields", "code"]].concat();
+        assert_eq!(allowed_keys(&doc, &nested), keys);
+    }
 }
