@@ -869,7 +869,7 @@ fn check_rule_messages(
             continue;
         };
         for var in t.variables() {
-            if !matches!(var[0].as_str(), "body" | "status") {
+            if !crate::expr::scope::ERROR_MESSAGE.contains(&var[0].as_str()) {
                 let d = ck
                     .project
                     .at(
@@ -878,7 +878,7 @@ fn check_rule_messages(
                         &format!("{base}.{i}.message"),
                         format!("`{}` is not a variable of error messages", var[0]),
                     )
-                    .with_names(&var[0], ["body", "status"])
+                    .with_names(&var[0], crate::expr::scope::ERROR_MESSAGE.iter().copied())
                     .with_help("an error rule's message reads the response: `body` and `status`");
                 ck.diags.push(d);
             }
@@ -887,15 +887,7 @@ fn check_rule_messages(
 }
 
 /// What an operation's templates see (`CallInput` and the system).
-const OPERATION_SCOPE: &[&str] = &[
-    "record",
-    "id",
-    "key",
-    "since",
-    "idempotency_key",
-    "system",
-    "vars",
-];
+const OPERATION_SCOPE: &[&str] = crate::expr::scope::OPERATION;
 
 /// The strings of an operation that are templates, with their place in it.
 fn operation_templates(op: &crate::config::model::OperationConfig) -> Vec<(String, String)> {

@@ -356,11 +356,11 @@ impl Mapping {
 }
 
 /// The name of a record's parent in read mappings: `$parent.title`, `{{parent.title}}`.
-pub const PARENT: &str = "parent";
+pub const PARENT: &str = crate::expr::scope::PARENT;
 
 /// The name of the target's current record in write mappings: `$target.note_attributes`,
 /// `{{target.note}}`.
-pub const TARGET: &str = "target";
+pub const TARGET: &str = crate::expr::scope::TARGET;
 
 /// The value at `path` (a field's dotted place) in a native record.
 fn at<'v>(record: &'v Value, path: &[String]) -> Option<&'v Value> {

@@ -5,6 +5,7 @@ pub mod env;
 pub mod load;
 pub mod model;
 pub mod node;
+pub mod schema_doc;
 pub mod schema_nav;
 
 pub use diagnostic::{Code, Diagnostic, Severity};

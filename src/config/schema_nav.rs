@@ -11,7 +11,9 @@ use super::model::FileConfig;
 pub fn flow_schema() -> &'static Value {
     static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
         let schema = schemars::schema_for!(FileConfig);
-        serde_json::to_value(schema).unwrap_or(Value::Null)
+        let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
+        super::schema_doc::add_helper_def(&mut value);
+        value
     });
     &SCHEMA
 }
@@ -160,5 +162,23 @@ mod tests {
         }
         let on = [&step[..], &["on"]].concat();
         assert_eq!(allowed_keys(&doc, &on), vec!["status", "step", "when"]);
+    }
+
+    /// An editor completes the full form of a mapped field, `merge` included, in a write
+    /// mapping and in the `fields` of an `each` nested in it.
+    #[test]
+    fn keys_of_a_mapped_field_and_of_its_nested_fields() {
+        let doc = json!({"systems": {"s": {"entities": {"e": {"write": {
+            "lines": {"each": "$.lines", "fields": {"code": {"path": "$.sku"}}}
+        }}}}}});
+        let field = ["systems", "s", "entities", "e", "write", "lines"];
+        let keys = allowed_keys(&doc, &field);
+        for k in [
+            "path", "template", "each", "fields", "merge", "ref", "lookup",
+        ] {
+            assert!(keys.contains(&k.to_string()), "{k}: {keys:?}");
+        }
+        let nested = [&field[..], &["fields", "code"]].concat();
+        assert_eq!(allowed_keys(&doc, &nested), keys);
     }
 }

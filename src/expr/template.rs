@@ -25,6 +25,16 @@ pub fn helper_names() -> Vec<String> {
     names
 }
 
+/// Every helper a template may call, with how many arguments it needs at least, sorted by
+/// name.
+pub fn helper_arities() -> Vec<(&'static str, usize)> {
+    let mut out: Vec<(&'static str, usize)> = helpers::names()
+        .filter_map(|n| Some((n, helpers::min_args(n)?)))
+        .collect();
+    out.sort();
+    out
+}
+
 fn is_helper(name: &str) -> bool {
     helpers::names().any(|h| h == name)
 }

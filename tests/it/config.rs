@@ -601,3 +601,119 @@ fn an_override_of_an_unknown_flow_is_refused() {
     assert!(stderr.contains("did you mean `shared_sync`"), "{stderr}");
     assert!(stderr.contains("1 problem found"), "{stderr}");
 }
+
+/// An editor reading the schema sees, at the mapping fields, the `$parent` and `$target` paths
+/// and `merge`; in `$defs`, every helper a template may call with the arguments `validate`
+/// demands; and at each template-bearing place, the names its templates see.
+#[test]
+fn schema_describes_mapping_paths_helpers_and_template_scopes() {
+    use erpsync::config::model::FieldMapConfig;
+    use erpsync::expr::{Template, helper_arities, helper_names, scope};
+    use serde_json::Value;
+
+    let committed = std::fs::read_to_string(root().join("schemas/flow.schema.json")).unwrap();
+    let schema: Value = serde_json::from_str(&committed).unwrap();
+    let defs = &schema["$defs"];
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+
+    // (a) mapping fields: `$parent` in read mappings, `$target` and `merge` in write mappings.
+    let field_map = text(&defs["FieldMapConfig"]["description"]);
+    for needle in ["$parent.", "$target.", "{{parent.", "{{target."] {
+        assert!(field_map.contains(needle), "{needle}: {field_map}");
+    }
+    let path_examples = defs["FieldSpecConfig"]["properties"]["path"]["examples"].to_string();
+    assert!(
+        path_examples.contains("$parent.") && path_examples.contains("$target."),
+        "{path_examples}"
+    );
+    let merge = &defs["FieldSpecConfig"]["properties"]["merge"];
+    assert!(
+        text(&merge["description"]).contains("write mapping"),
+        "{merge}"
+    );
+    assert!(
+        merge["examples"]
+            .as_array()
+            .is_some_and(|e| e.contains(&Value::Bool(true)))
+    );
+    let entity = &defs["SystemEntityConfig"]["properties"];
+    for (mapping, scope_name, must) in [
+        ("read", "parent", "$parent."),
+        ("write", "target", "$target."),
+    ] {
+        let desc = text(&entity[mapping]["description"]);
+        assert!(
+            desc.contains(&format!("`{scope_name}`")),
+            "{mapping}: {desc}"
+        );
+        let each = &entity[mapping]["additionalProperties"];
+        assert!(
+            text(&each["description"]).contains(must),
+            "{mapping}: {each}"
+        );
+        let examples = each["examples"]
+            .as_array()
+            .expect("examples of mapping entries");
+        assert!(examples.iter().any(|e| text(e).starts_with(must)), "{each}");
+        // Every example an editor offers is a mapping entry the loader accepts.
+        for e in examples {
+            serde_json::from_value::<FieldMapConfig>(e.clone())
+                .unwrap_or_else(|err| panic!("{mapping} example {e}: {err}"));
+        }
+    }
+    let write_examples = entity["write"]["additionalProperties"]["examples"].to_string();
+    assert!(write_examples.contains("\"merge\""), "{write_examples}");
+
+    // (b) helpers: exactly those templates may call, with the arguments they need.
+    let helpers = defs["TemplateHelper"]["oneOf"]
+        .as_array()
+        .expect("helper list");
+    let consts: Vec<String> = helpers.iter().map(|h| text(&h["const"])).collect();
+    assert_eq!(consts, helper_names());
+    for ((name, need), h) in helper_arities().into_iter().zip(helpers) {
+        assert_eq!(h["x-min-args"], need, "{name}");
+        let call = |n: usize| format!("{{{{json ({name}{})}}}}", " x".repeat(n));
+        assert!(Template::compile(&call(need)).is_ok(), "{name} with {need}");
+        if need > 0 {
+            assert!(
+                Template::compile(&call(need - 1)).is_err(),
+                "{name} with {} accepted",
+                need - 1
+            );
+        }
+    }
+    let op_path = text(&defs["OperationConfig"]["properties"]["path"]["description"]);
+    for name in helper_names() {
+        assert!(op_path.contains(&format!("`{name}`")), "{name}: {op_path}");
+    }
+
+    // (c) template scopes, per place.
+    for name in scope::OPERATION {
+        assert!(op_path.contains(&format!("`{name}`")), "{name}: {op_path}");
+    }
+    assert!(
+        defs["OperationConfig"]["properties"]["path"]["examples"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
+    for field in ["query", "headers", "body"] {
+        let d = text(&defs["OperationConfig"]["properties"][field]["description"]);
+        assert!(d.contains("Template scope: `record`, `id`"), "{field}: {d}");
+    }
+    for field in ["path", "query", "headers", "body", "if"] {
+        let d = text(&defs["StepConfig"]["properties"][field]["description"]);
+        assert!(d.contains("`steps.NAME.status`"), "step {field}: {d}");
+    }
+    let id = text(&entity["id"]["description"]);
+    assert!(id.contains("`parent`"), "{id}");
+    let message = text(&defs["ErrorRuleConfig"]["properties"]["message"]["description"]);
+    assert!(
+        message.contains("Template scope: `body`, `status`"),
+        "{message}"
+    );
+    let key = text(&defs["WebhookConfig"]["properties"]["key"]["description"]);
+    assert!(
+        key.contains("Template scope: the delivered payload only"),
+        "{key}"
+    );
+}

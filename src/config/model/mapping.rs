@@ -15,6 +15,7 @@ pub struct SystemEntityConfig {
     /// `{{template}}/{{id}}` when updates go to one record and references to another. Operations
     /// get the composite as `{{id}}` (split it with the `part` helper); `ref` picks a part.
     #[serde(default = "default_id_path")]
+    #[schemars(transform = crate::config::schema_doc::id_template)]
     pub id: String,
     /// Operation that lists records (incremental with `{{since}}` when it uses it).
     #[serde(default)]
@@ -44,10 +45,12 @@ pub struct SystemEntityConfig {
     /// Native record → canonical record: one entry per canonical field, evaluated on the
     /// native record (`$` is the native record).
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::read_mapping)]
     pub read: BTreeMap<String, FieldMapConfig>,
     /// Canonical record → native payload for create and update: one entry per native field
     /// (dotted names build nested objects), evaluated on the canonical record.
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::write_mapping)]
     pub write: BTreeMap<String, FieldMapConfig>,
 }
 
@@ -56,11 +59,14 @@ fn default_id_path() -> String {
 }
 
 /// Where a mapped field's value comes from. A plain string is a shorthand: one that starts
-/// with `$` is a JSONPath, any other is a Handlebars template.
+/// with `$` is a JSONPath, any other is a Handlebars template. Besides `$.…` (the record
+/// mapped), a read mapping's paths may start at `$parent.…` (the element a record of a nested
+/// listing sits in) and a write mapping's at `$target.…` (the record the target holds now, on
+/// an update); templates read them as `{{parent.…}}` and `{{target.…}}`.
 #[derive(Debug, Clone, PartialEq, Serialize, JsonSchema)]
 #[serde(untagged)]
 pub enum FieldMapConfig {
-    /// Shorthand: `$.path` or a template.
+    /// Shorthand: `$.path`, `$parent.path` (read), `$target.path` (write) or a template.
     Short(String),
     /// The full form.
     Full(Box<FieldSpecConfig>),
@@ -100,11 +106,16 @@ pub(crate) fn json_kind(v: &Value) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FieldSpecConfig {
-    /// JSONPath into the source record.
+    /// JSONPath into the source record (`$.…`); in a read mapping of a nested listing,
+    /// `$parent.…` reads the record's parent; in a write mapping, `$target.…` reads the record
+    /// the target holds now (null on a create).
     #[serde(default)]
+    #[schemars(extend("examples" = ["$.price_gross", "$parent.name", "$target.meta_data"]))]
     pub path: Option<String>,
-    /// Handlebars template over the source record.
+    /// Handlebars template over the source record; `{{parent.…}}` in a read mapping of a
+    /// nested listing, `{{target.…}}` in a write mapping (see the mapping's template scope).
     #[serde(default)]
+    #[schemars(extend("examples" = ["{{parent.name}} / {{sku}}", "{{target.name}} ({{sku}})"]))]
     pub template: Option<String>,
     /// A constant value.
     #[serde(default, rename = "const")]
@@ -119,7 +130,7 @@ pub struct FieldSpecConfig {
     /// A list: map every element selected by this JSONPath with `fields`.
     #[serde(default)]
     pub each: Option<String>,
-    /// Fields of each element, with `each`.
+    /// Fields of each element, with `each`; their paths and templates read the element.
     #[serde(default)]
     pub fields: Option<BTreeMap<String, FieldMapConfig>>,
     /// Type the value is converted to.
@@ -134,6 +145,7 @@ pub struct FieldSpecConfig {
     /// member a list's objects are paired on (e.g. `key` for `[{key, value}]`: paired entries
     /// take the mapped members, the target's other entries stay, new ones are added).
     #[serde(default)]
+    #[schemars(extend("examples" = [true, "key", "name"]))]
     pub merge: Option<MergeConfig>,
 }
 
@@ -153,7 +165,8 @@ pub enum MergeConfig {
 pub struct LookupConfig {
     /// Name of a table in `vars` (an object from keys to values).
     pub table: String,
-    /// JSONPath (or template) of the key in the source record.
+    /// JSONPath (or template) of the key in the source record (`$parent.…` in a read mapping
+    /// of a nested listing).
     pub key: String,
     /// Fail the record when the key is not in the table (otherwise `default` applies).
     #[serde(default)]
@@ -166,7 +179,8 @@ pub struct LookupConfig {
 pub struct RefConfig {
     /// Entity of the related record, e.g. `customer`.
     pub entity: String,
-    /// JSONPath (or template) of the related record's match key in the source record.
+    /// JSONPath (or template) of the related record's match key in the source record
+    /// (`$parent.…` in a read mapping of a nested listing).
     pub key: String,
     /// When the related entity has a composite id (an `id` template joining ids with `/`), the
     /// part to use, counted from 0.

@@ -24,16 +24,20 @@ pub struct OperationConfig {
     /// Path relative to the system's `base_url` (template). Required unless the operation
     /// has `steps`.
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::operation_path)]
     pub path: String,
     /// Query parameters (templates); a parameter whose value renders empty is left out.
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::operation_template)]
     pub query: BTreeMap<String, String>,
     /// Extra headers (templates).
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::operation_template)]
     pub headers: BTreeMap<String, String>,
     /// JSON body. String leaves are templates; a leaf that is exactly `{{name}}` keeps the
     /// value's JSON type (a number stays a number, `{{record}}` inserts the whole payload).
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::operation_template)]
     pub body: Option<Value>,
     /// How the body is encoded.
     #[serde(default)]
@@ -100,15 +104,19 @@ pub struct StepConfig {
     #[serde(default = "default_get")]
     pub method: HttpMethod,
     /// Path relative to the system's `base_url` (template).
+    #[schemars(transform = crate::config::schema_doc::step_template)]
     pub path: String,
     /// Query parameters (templates); a parameter whose value renders empty is left out.
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::step_template)]
     pub query: BTreeMap<String, String>,
     /// Extra headers (templates), on top of the operation's.
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::step_template)]
     pub headers: BTreeMap<String, String>,
     /// JSON body; string leaves are templates, as in an operation's `body`.
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::step_template)]
     pub body: Option<Value>,
     /// How the body is encoded.
     #[serde(default)]
@@ -134,6 +142,7 @@ pub struct StepConfig {
     /// Run the step only when this template renders something other than empty, `false`,
     /// `0` or `null`, e.g. `{{record.awb}}`.
     #[serde(default, rename = "if")]
+    #[schemars(transform = crate::config::schema_doc::step_template)]
     pub if_: Option<String>,
 }
 

@@ -41,6 +41,7 @@ pub struct SystemConfig {
     pub auth: Option<AuthConfig>,
     /// Headers sent with every request (templates).
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::operation_template)]
     pub headers: BTreeMap<String, String>,
     /// Connect and request timeouts.
     #[serde(default)]
@@ -365,6 +366,7 @@ pub struct ErrorRuleConfig {
     pub action: ErrorAction,
     /// Template of the error message, over `body` and `status`, e.g. `{{body.errorText}}`.
     #[serde(default)]
+    #[schemars(transform = crate::config::schema_doc::error_message)]
     pub message: Option<String>,
 }
 

@@ -19,6 +19,7 @@ pub struct WebhookConfig {
     pub delivery_id_header: Option<String>,
     /// The record's match key in the payload: a JSONPath (`$.number`), or a template when the
     /// key is built (`WC-{{number}}`).
+    #[schemars(transform = crate::config::schema_doc::webhook_key)]
     pub key: String,
     /// JSONPath to the event time in the payload; deliveries older than `max_age_secs` are
     /// refused as replays.
