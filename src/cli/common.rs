@@ -8,7 +8,7 @@ use anyhow::Context as _;
 
 use crate::clock::SystemClock;
 use crate::compile::{Flow, Project};
-use crate::engine::{Decision, Engine, RunReport};
+use crate::engine::{Decision, Engine, RecordReport, RunReport};
 use crate::state::{SqliteStore, StateStore};
 
 /// Arguments that locate the project and its state.
@@ -249,35 +249,8 @@ pub fn summary_line(r: &RunReport) -> String {
 pub fn print_report(r: &RunReport, records: RecordLines) {
     crate::outln!("{}", summary_line(r));
     for rec in &r.records {
-        let shown = match records {
-            RecordLines::WithReason => rec.reason.is_some(),
-            RecordLines::Changes => !matches!(
-                rec.decision,
-                Decision::Skip | Decision::Filtered | Decision::Locked
-            ),
-            RecordLines::All => true,
-        };
-        if !shown {
-            continue;
-        }
-        let target = rec
-            .target
-            .as_deref()
-            .map(|t| format!(" → {t}"))
-            .unwrap_or_default();
-        let reason = rec
-            .reason
-            .as_deref()
-            .map(|r| format!("  ({})", crate::redact::redact(r)))
-            .unwrap_or_default();
-        crate::outln!("  {:<9} {}{target}{reason}", rec.decision.word(), rec.key);
-        if records != RecordLines::WithReason {
-            for c in &rec.changes {
-                crate::outln!("      {}: {} → {}", c.field, c.old, c.new);
-            }
-            for s in &rec.steps {
-                crate::outln!("      step {s}");
-            }
+        if let Some(text) = record_text(rec, records) {
+            crate::cli::output::stdout(format_args!("{text}"));
         }
     }
     for line in cleared_lines(r) {
@@ -286,6 +259,43 @@ pub fn print_report(r: &RunReport, records: RecordLines) {
     for e in &r.errors {
         crate::outln!("  error: {}", crate::redact::redact(e));
     }
+}
+
+/// One record as a text report lists it (its line, then its field changes and steps), or
+/// `None` when the report leaves it out.
+pub fn record_text(rec: &RecordReport, records: RecordLines) -> Option<String> {
+    use std::fmt::Write as _;
+    let shown = match records {
+        RecordLines::WithReason => rec.reason.is_some(),
+        RecordLines::Changes => !matches!(
+            rec.decision,
+            Decision::Skip | Decision::Filtered | Decision::Locked
+        ),
+        RecordLines::All => true,
+    };
+    if !shown {
+        return None;
+    }
+    let target = rec
+        .target
+        .as_deref()
+        .map(|t| format!(" → {t}"))
+        .unwrap_or_default();
+    let reason = rec
+        .reason
+        .as_deref()
+        .map(|r| format!("  ({})", crate::redact::redact(r)))
+        .unwrap_or_default();
+    let mut text = format!("  {:<9} {}{target}{reason}\n", rec.decision.word(), rec.key);
+    if records != RecordLines::WithReason {
+        for c in &rec.changes {
+            let _ = writeln!(text, "      {}: {} → {}", c.field, c.old, c.new);
+        }
+        for s in &rec.steps {
+            let _ = writeln!(text, "      step {s}");
+        }
+    }
+    Some(text)
 }
 
 /// Which records a text report lists.

@@ -4,13 +4,15 @@
 
 use std::process::ExitCode;
 
+use std::sync::{Arc, Mutex};
+
 use super::common::{
     ProjectArgs, RecordLines, engine, load_project, open_state_read_only, print_report,
-    reports_json, select_flows,
+    record_text, reports_json, select_flows,
 };
 use super::output::FormatArgs;
-use super::progress::Progress;
-use crate::engine::RunOptions;
+use super::progress::{Printer, Progress};
+use crate::engine::{RecordReport, RecordSink, RunOptions, RunReport};
 
 /// Arguments of `erpsync dry-run`.
 #[derive(Debug, clap::Args)]
@@ -69,6 +71,16 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     } else {
         RecordLines::Changes
     };
+    // Each record is printed as it is planned, not kept: a dry run of a large catalogue
+    // shows its first lines at once and holds only its totals.
+    let out = Arc::new(Mutex::new(Stream::new(json, lines, progress.printer())));
+    let opts = RunOptions {
+        sink: Some(RecordSink::new({
+            let out = out.clone();
+            move |rec| lock(&out).record(&rec)
+        })),
+        ..opts
+    };
     let mut reports = Vec::new();
     let mut errors = Vec::new();
     for flow in flows {
@@ -76,29 +88,176 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
             continue;
         }
         progress.flow(&flow.id);
+        lock(&out).flow(&flow.id);
         let result = rt.block_on(engine.run(&flow.id, &opts));
-        progress.suspend(|| match &result {
-            Ok(r) if !json => print_report(r, lines),
-            Err(e) if !json => {
-                crate::errln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()))
-            }
-            _ => {}
-        });
+        let mut out = lock(&out);
         match result {
-            Ok(r) => reports.push(r),
-            Err(e) => errors.push((flow.id.clone(), e.to_string())),
+            Ok(r) => {
+                out.finish_run(&r);
+                reports.push(r);
+            }
+            Err(e) => {
+                out.failed_run(&flow.id, &e.to_string());
+                errors.push((flow.id.clone(), e.to_string()));
+            }
         }
     }
     progress.finish();
     let doc = reports_json(true, &reports, &errors);
-    if json {
-        super::output::json(&doc)?;
-    } else {
-        crate::outln!("dry run: nothing was written");
-    }
+    lock(&out).finish(&doc);
     Ok(if doc["ok"] == true {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::EXIT_FAILED)
     })
+}
+
+fn lock(out: &Mutex<Stream>) -> std::sync::MutexGuard<'_, Stream> {
+    out.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The dry run's output, written as the records come: for people, each record's lines and
+/// then the flow's totals; for tools, the same JSON document `run --once --format json`
+/// prints, opened at the start and each run's `records` filled in as they are planned, the
+/// rest of the run (its totals, status, times) after them and `ok` at the very end.
+struct Stream {
+    json: bool,
+    lines: RecordLines,
+    printer: Printer,
+    /// The flow being planned.
+    flow: String,
+    /// Whether the JSON object of the flow being planned is open (its first record came).
+    open: bool,
+    /// Records written in the open run.
+    records: u64,
+    /// Runs written to the JSON document.
+    runs: u64,
+}
+
+impl Stream {
+    fn new(json: bool, lines: RecordLines, printer: Printer) -> Self {
+        if json {
+            out(r#"{
+  "dry_run": true,
+  "runs": ["#);
+        }
+        Stream {
+            json,
+            lines,
+            printer,
+            flow: String::new(),
+            open: false,
+            records: 0,
+            runs: 0,
+        }
+    }
+
+    fn flow(&mut self, flow: &str) {
+        self.flow = flow.to_string();
+    }
+
+    fn record(&mut self, rec: &RecordReport) {
+        if !self.json {
+            if let Some(text) = record_text(rec, self.lines) {
+                self.printer.suspend(|| out(&text));
+            }
+            return;
+        }
+        self.open_run();
+        let sep = if self.records == 0 { "" } else { "," };
+        self.records += 1;
+        out(&format!("{sep}\n        {}", indented(rec, 8)));
+    }
+
+    /// Starts the JSON object of the flow being planned.
+    fn open_run(&mut self) {
+        if self.open {
+            return;
+        }
+        let sep = if self.runs == 0 { "" } else { "," };
+        let flow = indented(&self.flow, 6);
+        out(&format!(
+            "{sep}\n    {{\n      \"flow\": {flow},\n      \"records\": ["
+        ));
+        self.open = true;
+        self.records = 0;
+    }
+
+    /// The flow's run is planned: its totals follow its records.
+    fn finish_run(&mut self, r: &RunReport) {
+        if !self.json {
+            self.printer.suspend(|| print_report(r, self.lines));
+            return;
+        }
+        // Lines the engine kept rather than streamed (none today) still belong to the run.
+        for rec in &r.records {
+            self.record(rec);
+        }
+        self.open_run();
+        let mut text = String::from(if self.records == 0 { "]" } else { "\n      ]" });
+        if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(r) {
+            for (k, v) in fields {
+                if k == "flow" || k == "records" {
+                    continue;
+                }
+                text.push_str(&format!(
+                    ",\n      {}: {}",
+                    indented(&k, 6),
+                    indented(&v, 6)
+                ));
+            }
+        }
+        text.push_str("\n    }");
+        out(&text);
+        self.open = false;
+        self.runs += 1;
+    }
+
+    /// The flow could not be planned. A run whose records were already written gets its
+    /// error as its status; one with none stays out of `runs`, as before (its error is in
+    /// the document's `errors`).
+    fn failed_run(&mut self, flow: &str, error: &str) {
+        if !self.json {
+            self.printer.suspend(|| {
+                crate::errln!("{flow}: {}", crate::redact::redact(error));
+            });
+            return;
+        }
+        if self.open {
+            let r = RunReport {
+                flow: flow.to_string(),
+                status: "error".into(),
+                dry_run: true,
+                errors: vec![error.to_string()],
+                ..Default::default()
+            };
+            self.finish_run(&r);
+        }
+    }
+
+    /// Ends the output: the document's `ok` and the flows that could not run.
+    fn finish(&mut self, doc: &serde_json::Value) {
+        if !self.json {
+            crate::outln!("dry run: nothing was written");
+            return;
+        }
+        let close = if self.runs == 0 { "]" } else { "\n  ]" };
+        out(&format!(
+            "{close},\n  \"ok\": {},\n  \"errors\": {}\n}}\n",
+            doc["ok"],
+            indented(&doc["errors"], 2)
+        ));
+    }
+}
+
+/// A value as pretty JSON whose lines after the first are indented by `by` spaces, to sit
+/// inside the document at that depth.
+fn indented<T: serde::Serialize + ?Sized>(value: &T, by: usize) -> String {
+    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
+    text.replace('\n', &format!("\n{}", " ".repeat(by)))
+}
+
+/// Writes to stdout, secrets masked.
+fn out(text: &str) {
+    super::output::stdout(format_args!("{}", crate::redact::redact(text)));
 }

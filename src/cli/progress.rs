@@ -75,15 +75,31 @@ impl Progress {
 
     /// Prints without tearing the progress line.
     pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
-        if self.bar.is_hidden() {
-            f()
-        } else {
-            self.bar.suspend(f)
-        }
+        self.printer().suspend(f)
+    }
+
+    /// Prints around the progress line from wherever output is made (records streamed while
+    /// the run goes on).
+    pub fn printer(&self) -> Printer {
+        Printer(self.bar.clone())
     }
 
     /// Removes the progress line.
     pub fn finish(self) {}
+}
+
+/// A handle that prints without tearing the progress line (see `Progress::printer`).
+#[derive(Clone)]
+pub struct Printer(ProgressBar);
+
+impl Printer {
+    pub fn suspend<R>(&self, f: impl FnOnce() -> R) -> R {
+        if self.0.is_hidden() {
+            f()
+        } else {
+            self.0.suspend(f)
+        }
+    }
 }
 
 impl Drop for Progress {

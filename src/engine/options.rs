@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use super::report::RunProgress;
+use super::report::{RecordReport, RunProgress};
 
 /// Asks a run to stop between records (SIGINT or SIGTERM on a one-shot run): the record in
 /// hand is finished, post-actions of the records exported go out, the cursor stays.
@@ -38,6 +38,30 @@ pub struct RunOptions {
     pub progress: Option<std::sync::Arc<RunProgress>>,
     /// Raised to stop the run between records.
     pub interrupt: Option<Interrupt>,
+    /// Where each record's line goes as soon as it is decided, instead of the report's
+    /// `records`: a long dry run is printed as it is planned, in memory that does not grow
+    /// with the catalogue.
+    pub sink: Option<RecordSink>,
+}
+
+/// Takes a run's record lines one by one, as they are decided (see `RunOptions::sink`).
+#[derive(Clone)]
+pub struct RecordSink(Arc<dyn Fn(RecordReport) + Send + Sync>);
+
+impl RecordSink {
+    pub fn new(f: impl Fn(RecordReport) + Send + Sync + 'static) -> Self {
+        RecordSink(Arc::new(f))
+    }
+
+    pub fn send(&self, record: RecordReport) {
+        (self.0)(record)
+    }
+}
+
+impl std::fmt::Debug for RecordSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RecordSink")
+    }
 }
 
 impl RunOptions {

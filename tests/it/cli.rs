@@ -856,3 +856,114 @@ fn regex_like_offset(line: &str) -> bool {
             && w[1..3].chars().all(|c| c.is_ascii_digit())
     })
 }
+
+/// Issue 14.4: `dry-run` prints each record as it is planned, through a pipe as in a script,
+/// for people and as one JSON document for tools, with every record of a listing of several
+/// pages and the flow's totals after its records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_dry_run_prints_every_record_and_one_json_document() {
+    let p = crate::support::binary::Project::start(0, |_| {}).await;
+    // 230 products only in the ERP: three pages of the shop's listing to create.
+    for i in 0..230 {
+        p.erp
+            .create_product(ErpProduct::new(&format!("STREAM-{i:03}"), "Produs", 10.0))
+            .unwrap();
+    }
+    let out = p.run(&["dry-run", "--flow", "products", "--format", "json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        crate::support::binary::text(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(
+        (doc["ok"].as_bool(), doc["dry_run"].as_bool()),
+        (Some(true), Some(true))
+    );
+    assert_eq!(doc["errors"], serde_json::json!([]));
+    let runs = doc["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "{doc:#}");
+    let run = &runs[0];
+    assert_eq!(
+        (run["flow"].as_str(), run["status"].as_str()),
+        (Some("products"), Some("ok"))
+    );
+    assert_eq!(run["counts"]["created"], 230, "{run:#}");
+    let records = run["records"].as_array().unwrap();
+    let mut keys: Vec<&str> = records.iter().map(|r| r["key"].as_str().unwrap()).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    assert_eq!(keys.len(), 230);
+    assert!(
+        records
+            .iter()
+            .all(|r| r["decision"] == "create" && r["target"] == "shop")
+    );
+    assert!(
+        records[0]["changes"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{:#}",
+        records[0]
+    );
+
+    // For people: the records' lines, then the flow's totals.
+    let out = p.run(&["dry-run", "--flow", "products"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let creates = lines
+        .iter()
+        .filter(|l| l.starts_with("  create    STREAM-"))
+        .count();
+    assert_eq!(creates, 230, "{stdout}");
+    let totals = lines
+        .iter()
+        .position(|l| l.starts_with("products"))
+        .unwrap();
+    assert!(lines[totals].contains("created 230"), "{stdout}");
+    assert!(
+        lines[..totals]
+            .iter()
+            .any(|l| l.starts_with("  create    STREAM-"))
+    );
+    assert_eq!(lines.last(), Some(&"dry run: nothing was written"));
+    assert_eq!(p.shop.products().len(), 0, "a dry run writes nothing");
+}
+
+/// A dry run whose flow cannot be planned (a system that does not answer) still exits 1 with
+/// a JSON document that parses, the flow's error in its run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_streamed_dry_run_json_says_why_a_flow_could_not_be_planned() {
+    let p = crate::support::binary::Project::start(3, |_| {}).await;
+    // Nothing listens there: the ERP's listing cannot be read.
+    let out = p
+        .command(&["dry-run", "--flow", "products", "--format", "json"])
+        .env("ERP_URL", "http://127.0.0.1:9")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        crate::support::binary::text(&out)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(doc["ok"], false, "{doc:#}");
+    let run = &doc["runs"][0];
+    assert_eq!(
+        (run["flow"].as_str(), run["status"].as_str()),
+        (Some("products"), Some("error"))
+    );
+    assert!(
+        run["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("reading `erp` failed"),
+        "{doc:#}"
+    );
+    assert_eq!(run["records"], serde_json::json!([]));
+}

@@ -326,7 +326,7 @@ impl<'e> Runner<'e> {
                 // Count one decision per record; list the other side's changes as well.
                 if self.opts.dry_run || self.opts.details {
                     for (name, changes) in rest {
-                        self.report.records.push(RecordReport {
+                        self.line(RecordReport {
                             key: key.to_string(),
                             decision,
                             target: Some(name.to_string()),

@@ -1273,14 +1273,23 @@ impl<'e> Runner<'e> {
     ) {
         self.report.count(decision);
         if self.opts.dry_run || self.opts.details || decision == Decision::Failed {
-            self.report.records.push(RecordReport {
+            let steps = std::mem::take(&mut self.planned_steps);
+            self.line(RecordReport {
                 key: key.to_string(),
                 decision,
                 target: target.map(str::to_string),
                 changes,
                 reason,
-                steps: std::mem::take(&mut self.planned_steps),
+                steps,
             });
+        }
+    }
+
+    /// A record's line: to the caller's sink when it streams them, else kept in the report.
+    pub(super) fn line(&mut self, record: RecordReport) {
+        match &self.opts.sink {
+            Some(sink) => sink.send(record),
+            None => self.report.records.push(record),
         }
     }
 

@@ -170,7 +170,7 @@ impl<'e> Runner<'e> {
                 tracing::warn!(flow = %self.flow.id, key, fields = ?fields, "drift found; not corrected (`reconcile.correct: false`)");
                 self.report.counts.drifted += 1;
                 self.report.count(Decision::Skip);
-                self.report.records.push(RecordReport {
+                self.line(RecordReport {
                     key: key.clone(),
                     decision: Decision::Skip,
                     target: Some(dst_name.to_string()),

@@ -513,7 +513,9 @@ impl<'e> Runner<'e> {
             let r = sub.report;
             self.report.counts.resolved_in_doubt += r.counts.resolved_in_doubt;
             self.report.counts.failed += r.counts.failed;
-            self.report.records.extend(r.records);
+            for record in r.records {
+                self.line(record);
+            }
             self.report.errors.extend(
                 r.errors
                     .into_iter()
