@@ -13,6 +13,7 @@ use crate::config::model::{
     CanonicalFieldConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemConfig, SystemRole,
 };
 use crate::config::{Code, Decl, Diagnostic, ProjectConfig};
+use crate::connector::request_texts;
 use crate::connector::{CompileProblem, Operation, ProblemKind, SystemSpec, lint_rules};
 use crate::expr::{JsonPath, Predicate};
 
@@ -891,46 +892,18 @@ const OPERATION_SCOPE: &[&str] = crate::expr::scope::OPERATION;
 
 /// The strings of an operation that are templates, with their place in it.
 fn operation_templates(op: &crate::config::model::OperationConfig) -> Vec<(String, String)> {
-    fn body(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
-        match v {
-            Value::String(s) => out.push((at.to_string(), s.clone())),
-            Value::Array(a) => {
-                for (i, x) in a.iter().enumerate() {
-                    body(x, &format!("{at}.{i}"), out);
-                }
-            }
-            Value::Object(m) => {
-                for (k, x) in m {
-                    body(x, &format!("{at}.{k}"), out);
-                }
-            }
-            _ => {}
-        }
-    }
-    let mut out = vec![("path".to_string(), op.path.clone())];
-    for (k, v) in &op.query {
-        out.push((format!("query.{k}"), v.clone()));
-    }
-    for (k, v) in &op.headers {
-        out.push((format!("headers.{k}"), v.clone()));
-    }
-    if let Some(b) = &op.body {
-        body(b, "body", &mut out);
-    }
+    let mut out = request_texts("", &op.path, &op.query, &op.headers, op.body.as_ref());
     for (i, step) in op.steps.iter().enumerate() {
-        let at = format!("steps.{i}");
-        out.push((format!("{at}.path"), step.path.clone()));
-        for (k, v) in &step.query {
-            out.push((format!("{at}.query.{k}"), v.clone()));
-        }
-        for (k, v) in &step.headers {
-            out.push((format!("{at}.headers.{k}"), v.clone()));
-        }
-        if let Some(b) = &step.body {
-            body(b, &format!("{at}.body"), &mut out);
-        }
+        let at = format!("steps.{i}.");
+        out.extend(request_texts(
+            &at,
+            &step.path,
+            &step.query,
+            &step.headers,
+            step.body.as_ref(),
+        ));
         if let Some(t) = &step.if_ {
-            out.push((format!("{at}.if"), t.clone()));
+            out.push((format!("{at}if"), t.clone()));
         }
     }
     out

@@ -19,6 +19,7 @@ mod system;
 
 pub use breaker::Health;
 pub use error::CallError;
+pub(crate) use operation::request_texts;
 pub use operation::{Operation, Step};
 pub use problem::{CompileProblem, ProblemKind};
 pub use records::{Extracted, RecordsPath};

@@ -1,6 +1,8 @@
 //! An operation compiled once from its `OperationConfig`: templates, JSONPaths, rules and
 //! pagination parsed up front, so a broken expression fails `erpsync validate`, not a run.
 
+use std::collections::BTreeMap;
+
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, SecondsFormat, Utc};
 use handlebars::Context;
@@ -341,38 +343,51 @@ impl Step {
     }
 }
 
-/// The template strings of a step, with their place in it.
-fn step_texts(cfg: &StepConfig) -> Vec<(String, String)> {
-    fn body(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
+/// The template strings of a request (`path`, `query`, `headers`, `body`), each with its
+/// place under `at` (`""` for the top level): what `validate` checks names in.
+pub(crate) fn request_texts(
+    at: &str,
+    path: &str,
+    query: &BTreeMap<String, String>,
+    headers: &BTreeMap<String, String>,
+    body: Option<&Value>,
+) -> Vec<(String, String)> {
+    fn walk(v: &Value, at: &str, out: &mut Vec<(String, String)>) {
         match v {
             Value::String(s) => out.push((at.to_string(), s.clone())),
             Value::Array(a) => {
                 for (i, x) in a.iter().enumerate() {
-                    body(x, &format!("{at}.{i}"), out);
+                    walk(x, &format!("{at}.{i}"), out);
                 }
             }
             Value::Object(m) => {
                 for (k, x) in m {
-                    body(x, &format!("{at}.{k}"), out);
+                    walk(x, &format!("{at}.{k}"), out);
                 }
             }
             _ => {}
         }
     }
-    let mut out = vec![("path".to_string(), cfg.path.clone())];
+    let mut out = vec![(format!("{at}path"), path.to_string())];
     out.extend(
-        cfg.query
+        query
             .iter()
-            .map(|(k, v)| (format!("query.{k}"), v.clone())),
+            .map(|(k, v)| (format!("{at}query.{k}"), v.clone())),
     );
     out.extend(
-        cfg.headers
+        headers
             .iter()
-            .map(|(k, v)| (format!("headers.{k}"), v.clone())),
+            .map(|(k, v)| (format!("{at}headers.{k}"), v.clone())),
     );
-    if let Some(b) = &cfg.body {
-        body(b, "body", &mut out);
+    if let Some(b) = body {
+        walk(b, &format!("{at}body"), &mut out);
     }
+    out
+}
+
+/// The template strings of a step, with their place in it.
+fn step_texts(cfg: &StepConfig) -> Vec<(String, String)> {
+    let mut out = request_texts("", &cfg.path, &cfg.query, &cfg.headers, cfg.body.as_ref());
     if let Some(t) = &cfg.if_ {
         out.push(("if".into(), t.clone()));
     }

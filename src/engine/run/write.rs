@@ -40,6 +40,21 @@ impl<'e> Runner<'e> {
         mapped.map_err(|e| Fail::msg(e.to_string()))
     }
 
+    /// A write's journal entry before it is sent: pending, with the record's idempotency key.
+    fn intent(&self, target: &str, key: &str, op: &str, payload: Value) -> JournalEntry {
+        JournalEntry {
+            id: 0,
+            flow: self.flow.id.clone(),
+            key: key.to_string(),
+            target: target.to_string(),
+            operation: op.to_string(),
+            idempotency_key: self.idempotency_key(key),
+            payload,
+            state: JournalState::Pending,
+            created_at: self.e.clock.now(),
+        }
+    }
+
     /// Creates `canon` on a side, exactly once: the intent is journaled first, an
     /// idempotency key goes with it, and an unknown outcome stays pending until a lookup
     /// settles it.
@@ -66,17 +81,7 @@ impl<'e> Runner<'e> {
         } else {
             payload
         };
-        let entry = JournalEntry {
-            id: 0,
-            flow: self.flow.id.clone(),
-            key: key.clone(),
-            target: end.name.to_string(),
-            operation: op.clone(),
-            idempotency_key: self.idempotency_key(&key),
-            payload: payload.clone(),
-            state: JournalState::Pending,
-            created_at: self.e.clock.now(),
-        };
+        let entry = self.intent(end.name, &key, &op, payload.clone());
         let journal_id = self
             .e
             .store
@@ -230,17 +235,12 @@ impl<'e> Runner<'e> {
             ..Default::default()
         };
         if self.journaled_steps(side, &op) {
-            let entry = JournalEntry {
-                id: 0,
-                flow: self.flow.id.clone(),
-                key: b.key.clone(),
-                target: end.name.to_string(),
-                operation: op.clone(),
-                idempotency_key: self.idempotency_key(&b.key),
-                payload: steps::envelope(payload.clone(), Some(&id)),
-                state: JournalState::Pending,
-                created_at: self.e.clock.now(),
-            };
+            let entry = self.intent(
+                end.name,
+                &b.key,
+                &op,
+                steps::envelope(payload.clone(), Some(&id)),
+            );
             let journal_id = self
                 .e
                 .store
