@@ -13,6 +13,46 @@ use serde_json::json;
 use crate::support::harness::Harness;
 use crate::support::project::sim_env;
 
+/// A flow's counts and its decisions by key.
+type Outcome = (erpsync::engine::Counts, Vec<(String, Decision)>);
+
+fn outcome(r: &RunReport) -> Outcome {
+    let mut d: Vec<(String, Decision)> = r
+        .records
+        .iter()
+        .map(|x| (x.key.clone(), x.decision))
+        .collect();
+    d.sort_by(|a, b| a.0.cmp(&b.0));
+    (r.counts.clone(), d)
+}
+
+/// `flows`, in order, planned by a dry run over the state as it is (which writes nothing),
+/// then run: what each was predicted to do and what it did.
+async fn plan_then_run(
+    h: &Harness,
+    edit: impl FnOnce(&mut serde_json::Value),
+    flows: &[&str],
+) -> (Vec<Outcome>, Vec<Outcome>) {
+    let plan_engine =
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
+            .planning();
+    let dry = erpsync::engine::RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    h.reset_counters();
+    let mut planned = Vec::new();
+    for f in flows {
+        planned.push(outcome(&plan_engine.run(f, &dry).await.unwrap()));
+    }
+    assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
+    let mut ran = Vec::new();
+    for f in flows {
+        ran.push(outcome(&h.run(f).await));
+    }
+    (planned, ran)
+}
+
 /// Every flow `run --once` runs, in its order, as one report per flow.
 async fn run_all(h: &Harness) -> Vec<RunReport> {
     let flows = h.engine.project.select(&[]).unwrap();
@@ -392,40 +432,7 @@ async fn a_dry_run_sees_the_records_an_earlier_flow_of_the_plan_would_create() {
                 .unwrap();
             new_in_shop.push(p.code);
         }
-        let plan_engine = crate::support::harness::build(
-            &h.shop,
-            &h.erp,
-            &h.dir,
-            h.store.clone(),
-            &h.clock,
-            edit,
-        )
-        .planning();
-        let dry = erpsync::engine::RunOptions {
-            dry_run: true,
-            ..Default::default()
-        };
-        let decisions = |r: &erpsync::engine::RunReport| {
-            let mut d: Vec<(String, Decision)> = r
-                .records
-                .iter()
-                .map(|x| (x.key.clone(), x.decision))
-                .collect();
-            d.sort_by(|a, b| a.0.cmp(&b.0));
-            d
-        };
-        h.reset_counters();
-        let mut planned = Vec::new();
-        for f in ["products", "stock"] {
-            let r = plan_engine.run(f, &dry).await.unwrap();
-            planned.push((r.counts.clone(), decisions(&r)));
-        }
-        assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
-        let mut ran = Vec::new();
-        for f in ["products", "stock"] {
-            let r = h.run(f).await;
-            ran.push((r.counts.clone(), decisions(&r)));
-        }
+        let (planned, ran) = plan_then_run(&h, edit, &["products", "stock"]).await;
         assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
         for sku in &new_in_shop {
             assert!(
@@ -464,34 +471,7 @@ async fn a_bidirectional_dry_run_reads_what_an_earlier_flow_would_create_in_its_
         h.shop.delete_product(id).unwrap();
         new_in_shop.push(p.code);
     }
-    let plan_engine =
-        crate::support::harness::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
-            .planning();
-    let dry = erpsync::engine::RunOptions {
-        dry_run: true,
-        ..Default::default()
-    };
-    let decisions = |r: &erpsync::engine::RunReport| {
-        let mut d: Vec<(String, Decision)> = r
-            .records
-            .iter()
-            .map(|x| (x.key.clone(), x.decision))
-            .collect();
-        d.sort_by(|a, b| a.0.cmp(&b.0));
-        d
-    };
-    h.reset_counters();
-    let mut planned = Vec::new();
-    for f in ["new_in_shop", "products"] {
-        let r = plan_engine.run(f, &dry).await.unwrap();
-        planned.push((r.counts.clone(), decisions(&r)));
-    }
-    assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
-    let mut ran = Vec::new();
-    for f in ["new_in_shop", "products"] {
-        let r = h.run(f).await;
-        ran.push((r.counts.clone(), decisions(&r)));
-    }
+    let (planned, ran) = plan_then_run(&h, edit, &["new_in_shop", "products"]).await;
     assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
     assert_eq!(ran[1].0.failed, 0, "{:#?}", ran[1]);
     for sku in &new_in_shop {
@@ -532,32 +512,7 @@ async fn a_bidirectional_dry_run_merges_back_what_an_earlier_flow_would_create_i
     )
     .unwrap();
     h.later(10);
-    let plan_engine =
-        crate::support::harness::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
-            .planning();
-    let dry = erpsync::engine::RunOptions {
-        dry_run: true,
-        ..Default::default()
-    };
-    let decisions = |r: &erpsync::engine::RunReport| {
-        let mut d: Vec<(String, Decision)> = r
-            .records
-            .iter()
-            .map(|x| (x.key.clone(), x.decision))
-            .collect();
-        d.sort_by(|a, b| a.0.cmp(&b.0));
-        d
-    };
-    let mut planned = Vec::new();
-    for f in ["new_in_shop", "products"] {
-        let r = plan_engine.run(f, &dry).await.unwrap();
-        planned.push((r.counts.clone(), decisions(&r)));
-    }
-    let mut ran = Vec::new();
-    for f in ["new_in_shop", "products"] {
-        let r = h.run(f).await;
-        ran.push((r.counts.clone(), decisions(&r)));
-    }
+    let (planned, ran) = plan_then_run(&h, edit, &["new_in_shop", "products"]).await;
     assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
     assert_eq!(
         ran[1].0.read, 2,

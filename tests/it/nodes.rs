@@ -1005,3 +1005,54 @@ async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost(
     rig.old_holder_stops_having_written_nothing(&mut first, writes)
         .await;
 }
+
+/// The daemon binary with a webhook whose secret came out empty (an unset `${VAR:-}`): it
+/// says so when it starts, and refuses a delivery signed with the empty key, as anybody
+/// could sign it, without exporting the order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_warns_of_a_webhook_without_a_secret_and_trusts_none_of_its_deliveries() {
+    use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
+    let rig = Rig::new(1, ErpOptions::unlimited(), |doc| {
+        doc["daemon"]["webhooks"]["shop_orders"]["secret"] = json!("${SHOP_HOOK_SECRET_NOT_SET:-}");
+    })
+    .await;
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let state = format!("sqlite:{}", rig.dir.path().join("state.sqlite").display());
+    let mut node = rig.spawn(
+        &[
+            "run",
+            "--no-watch",
+            "--listen",
+            &listen,
+            "--state",
+            &state,
+            "--init-state",
+        ],
+        "node.log",
+    );
+    let _watch = Watchdog::start(120, vec![node.id()]);
+    let base = format!("http://127.0.0.1:{port}");
+    until_async(30, "the node to serve", || healthy(&base)).await;
+    let number = &rig.shop.orders()[0].number;
+    let body = json!({"event": "order.status_changed", "number": number}).to_string();
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/hooks/shop-orders"))
+        .header(SIGNATURE_HEADER, sign(body.as_bytes(), ""))
+        .header(DELIVERY_ID_HEADER, "d-1")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    signal(&node, libc::SIGTERM);
+    assert_eq!(
+        exit_code(&mut node, 60).await,
+        Some(0),
+        "{}",
+        rig.log("node.log")
+    );
+    let log = rig.log("node.log");
+    assert!(log.contains("webhook without a secret"), "{log}");
+    assert!(rig.erp.orders_by_reference(number).is_empty());
+}

@@ -15,15 +15,31 @@ use crate::support::binary::{Project, kill_when, text};
 const EXPORT: [&str; 4] = ["run", "--once", "--flow", "orders_to_erp"];
 const LOCK_ROUTE: &str = "/api/v2/orders/{id}/lock";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_order_settled_from_the_journal_is_locked_after_a_second_crash() {
-    let p = Project::start(3, |doc| {
+/// The demo project without the flow that brings orders back from the ERP, so the tests
+/// watch the export alone; `edit` changes it further.
+async fn export_only(products: usize, edit: impl FnOnce(&mut Value)) -> Project {
+    Project::start(products, |doc| {
         doc["flows"]
             .as_object_mut()
             .unwrap()
             .remove("orders_from_erp");
+        edit(doc);
     })
-    .await;
+    .await
+}
+
+/// How many ERP clients have this e-mail address.
+fn clients_with(p: &Project, email: &str) -> usize {
+    p.erp
+        .clients()
+        .into_iter()
+        .filter(|c| c.email.eq_ignore_ascii_case(email))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_settled_from_the_journal_is_locked_after_a_second_crash() {
+    let p = export_only(3, |_| {}).await;
     let number = p.confirm_order(0);
 
     // The ERP applies the create and holds its answer: the process dies with the create in
@@ -150,13 +166,7 @@ async fn retrying_one_failure_leaves_the_others_and_a_run_that_syncs_a_record_sa
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_customer_created_on_demand_and_left_in_doubt_is_settled_by_the_order_flow() {
-    let p = Project::start(3, |doc| {
-        doc["flows"]
-            .as_object_mut()
-            .unwrap()
-            .remove("orders_from_erp");
-    })
-    .await;
+    let p = export_only(3, |_| {}).await;
     let number = p.confirm_order(0);
     let email = p.shop.order_by_number(&number).unwrap().customer.email;
     // The ERP creates the customer the order needs, and the answer is lost.
@@ -192,13 +202,7 @@ async fn a_customer_created_on_demand_and_left_in_doubt_is_settled_by_the_order_
     let retry = p.run(&["failures", "retry", "--all"]);
     assert!(retry.status.success(), "{}", text(&retry));
     assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
-    let clients = p
-        .erp
-        .clients()
-        .into_iter()
-        .filter(|c| c.email.eq_ignore_ascii_case(&email))
-        .count();
-    assert_eq!(clients, 1);
+    assert_eq!(clients_with(&p, &email), 1);
 }
 
 /// A customer create left in doubt and not applied is sent again by the order flow's next
@@ -208,13 +212,7 @@ async fn a_customer_created_on_demand_and_left_in_doubt_is_settled_by_the_order_
 /// when `failures retry --all` retries the order before it (retrying the customer alone
 /// would look for it in the shop, which has none).
 async fn required_customer_refused_after_doubt(refusals: u32) {
-    let p = Project::start(3, |doc| {
-        doc["flows"]
-            .as_object_mut()
-            .unwrap()
-            .remove("orders_from_erp");
-    })
-    .await;
+    let p = export_only(3, |_| {}).await;
     let number = p.confirm_order(0);
     let email = p.shop.order_by_number(&number).unwrap().customer.email;
     // The ERP cannot be reached for the customer create: its outcome is unknown.
@@ -247,13 +245,7 @@ async fn required_customer_refused_after_doubt(refusals: u32) {
     let list = p.run(&["failures", "list"]);
     assert!(text(&list).contains("no failures"), "{}", text(&list));
     assert_eq!(p.erp.orders_by_reference(&number).len(), 1);
-    let clients = p
-        .erp
-        .clients()
-        .into_iter()
-        .filter(|c| c.email.eq_ignore_ascii_case(&email))
-        .count();
-    assert_eq!(clients, 1);
+    assert_eq!(clients_with(&p, &email), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -269,11 +261,7 @@ async fn failures_retry_all_retries_the_order_before_the_customer_it_brings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_erp_that_stops_answering_mid_run_stops_the_run_within_seconds_and_loses_nothing() {
     const ORDERS: usize = 40;
-    let p = Project::start(5, |doc| {
-        doc["flows"]
-            .as_object_mut()
-            .unwrap()
-            .remove("orders_from_erp");
+    let p = export_only(5, |doc| {
         let erp = &mut doc["systems"]["erp"];
         erp["timeouts"] = json!({"connect_ms": 1000, "request_ms": 300});
         erp["circuit_breaker"] = json!({"failures": 3, "probe_initial_secs": 60});
@@ -359,13 +347,7 @@ async fn an_erp_that_stops_answering_mid_run_stops_the_run_within_seconds_and_lo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lock_that_fails_is_kept_as_a_failure_until_it_runs_and_a_dry_run_never_locks() {
-    let p = Project::start(3, |doc| {
-        doc["flows"]
-            .as_object_mut()
-            .unwrap()
-            .remove("orders_from_erp");
-    })
-    .await;
+    let p = export_only(3, |_| {}).await;
     let number = p.confirm_order(0);
     // The shop refuses the lock for good this time.
     p.shop
@@ -399,13 +381,7 @@ async fn a_lock_that_fails_is_kept_as_a_failure_until_it_runs_and_a_dry_run_neve
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_that_predicts_a_failure_exits_1_and_a_clean_plan_exits_0() {
-    let p = Project::start(3, |doc| {
-        doc["flows"]
-            .as_object_mut()
-            .unwrap()
-            .remove("orders_from_erp");
-    })
-    .await;
+    let p = export_only(3, |_| {}).await;
     let order = |who: &str| {
         let item = &p.items[0];
         let mut o = Order::new(
