@@ -1011,6 +1011,34 @@ mod tests {
     }
 
     #[test]
+    fn a_record_of_a_three_level_listing_reads_its_grandparent() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "warehouse": "$parent.parent.name",
+            "place": "{{parent.parent.name}}/{{parent.code}}"
+        }));
+        let listing = crate::connector::RecordsPath::new(
+            JsonPath::parse("$.data[*].aisles[*].bins[*]").unwrap(),
+        );
+        let body = json!({"data": [{"name": "Cluj", "aisles": [
+            {"code": "A", "bins": [{"sku": "B-1"}]}
+        ]}]});
+        let got = listing.extract(&body);
+        let env = MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let out = m
+            .apply_in(&got.records[0], got.parents[0].as_deref(), &env, None)
+            .unwrap();
+        assert_eq!(
+            out,
+            json!({"sku": "B-1", "warehouse": "Cluj", "place": "Cluj/A"})
+        );
+    }
+
+    #[test]
     fn a_record_reads_its_parent_through_paths_and_templates() {
         let m = mapping(json!({
             "sku": "$.sku",
