@@ -19,6 +19,8 @@ mod session;
 mod tls;
 mod url;
 
+use super::blocking::{Blocking, OffRuntime};
+use super::store::Store;
 use rows::*;
 use session::*;
 pub use url::redact_url;
@@ -27,7 +29,7 @@ use url::*;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth, keep_since,
+    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth, keep_since,
 };
 
 /// State in a PostgreSQL database, optionally in a schema of its own.
@@ -142,13 +144,19 @@ impl PostgresStore {
     }
 }
 
+impl From<PostgresStore> for Store {
+    fn from(s: PostgresStore) -> Store {
+        Store::of(std::sync::Arc::new(OffRuntime(std::sync::Arc::new(s))))
+    }
+}
+
 impl PostgresStore {
     fn write(&self, fence: Option<Fence>, w: StateWrite) -> Result<i64> {
         self.call(move |c| apply(c, fence.as_ref(), &w))
     }
 }
 
-impl StateStore for PostgresStore {
+impl Blocking for PostgresStore {
     fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
         self.write(
             None,

@@ -10,16 +10,20 @@ use serde_json::Value;
 
 mod operator;
 
+use super::blocking::{Blocking, OffRuntime};
+use super::store::Store;
+
 use super::migrate::{STEPS, latest};
 use super::model::StoredBases;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth,
-    json_column as json, keep_since,
+    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth, json_column as json,
+    keep_since,
 };
 
-/// State in one SQLite file.
+/// State in one SQLite file. Its calls block (on the file's lock, up to the busy timeout):
+/// as a `Store` they run on the blocking pool.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -27,6 +31,12 @@ pub struct SqliteStore {
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl From<SqliteStore> for Store {
+    fn from(s: SqliteStore) -> Store {
+        Store::of(std::sync::Arc::new(OffRuntime(std::sync::Arc::new(s))))
+    }
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
@@ -358,7 +368,7 @@ fn row_failure(row: &rusqlite::Row) -> rusqlite::Result<[Option<String>; 8]> {
     ])
 }
 
-impl StateStore for SqliteStore {
+impl Blocking for SqliteStore {
     fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
         /// Keys per query: a page of a list is one query, far below SQLite's bound on
         /// parameters.
