@@ -193,7 +193,7 @@ pub struct NodeRecord {
     pub seen_at: DateTime<Utc>,
 }
 
-/// Rows deleted by `StateStore::prune`.
+/// Rows deleted by `Coordination::prune`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
     pub runs: usize,

@@ -1122,6 +1122,47 @@ fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
     assert_eq!(rt.block_on(store.bindings.cursor("stuck")).unwrap(), None);
 }
 
+/// Flows share a store's connections: a call waiting on a row lock another session holds
+/// keeps one of them, and the other flows' calls go on meanwhile on the others.
+#[test]
+fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
+    let Some(db) = pg() else { return };
+    // The other session is a blocking client: the store's calls run on a runtime of their own.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = db.open();
+    for flow in ["locked", "free"] {
+        rt.block_on(store.bindings.set_cursor(flow, t("10:00:00")))
+            .unwrap();
+    }
+    let mut other = PostgresStore::session(&db.url).unwrap();
+    let mut tx = other.transaction().unwrap();
+    tx.query(
+        "SELECT 1 FROM cursors WHERE flow = 'locked' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let waiting = rt.spawn({
+        let store = store.clone();
+        async move { store.bindings.set_cursor("locked", t("11:00:00")).await }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let read = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3), store.bindings.cursor("free")).await
+    });
+    assert_eq!(
+        read.expect("a read waited for a write held up by another session's lock")
+            .unwrap(),
+        Some(t("10:00:00"))
+    );
+    assert!(!waiting.is_finished(), "the write waits for the row lock");
+    tx.rollback().unwrap();
+    rt.block_on(waiting).unwrap().unwrap();
+    assert_eq!(
+        rt.block_on(store.bindings.cursor("locked")).unwrap(),
+        Some(t("11:00:00"))
+    );
+}
+
 /// Issue 17.7 on PostgreSQL state: a SKU the unsearchable shop lacks costs one full read of
 /// the shop, not one per `run --once` process.
 #[tokio::test]
