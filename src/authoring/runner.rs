@@ -15,7 +15,7 @@ use super::replay::Replay;
 use super::testfile::{BindingSeedConfig, FlowExpectConfig, TestFileConfig};
 use crate::compile::{Project, SystemDef};
 use crate::engine::{Decision, Engine, RunOptions, RunReport};
-use crate::state::{Binding, Scope, SqliteStore, StateStore};
+use crate::state::{Binding, Scope, SqliteStore, Store};
 
 /// The result of one test.
 #[derive(Debug)]
@@ -265,10 +265,14 @@ pub async fn run_test(
         }
     }
     let project = Arc::new(project);
-    let store = SqliteStore::in_memory().map_err(|e| setup(e.to_string()))?;
+    let store: Store = SqliteStore::in_memory()
+        .map_err(|e| setup(e.to_string()))?
+        .into();
     for ((entity, a, b), bindings) in seed_bindings(&project, &cfg.state.bindings).map_err(setup)? {
         store
+            .bindings
             .put_bindings(&Scope::new(&entity, &a, &b), &bindings)
+            .await
             .map_err(|e| setup(e.to_string()))?;
     }
     for (flow, at) in &cfg.state.cursors {
@@ -276,10 +280,11 @@ pub async fn run_test(
             return Err(setup(format!("state.cursors: unknown flow `{flow}`")));
         }
         store
+            .bindings
             .set_cursor(flow, *at)
+            .await
             .map_err(|e| setup(e.to_string()))?;
     }
-    let store: Arc<dyn StateStore> = Arc::new(store);
     let flows = project
         .select(&cfg.flows)
         .map_err(|e| setup(format!("flows: {e}")))?;

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use crate::clock::SystemClock;
 use crate::compile::{Flow, Project};
 use crate::engine::{Decision, Engine, RecordReport, RunReport};
-use crate::state::{SqliteStore, StateStore};
+use crate::state::{SqliteStore, Store};
 
 /// Arguments that locate the project and its state.
 #[derive(Debug, Clone, clap::Args)]
@@ -166,31 +166,28 @@ impl StateLocation {
 
 /// Opens the state for writing; a missing database is created only with `--init-state` or
 /// when the project's `state.url` names it.
-pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Arc<dyn StateStore>> {
+pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store> {
     let loc = state_location(args, project)?;
     loc.check_exists(args.init_state)?;
     let store = crate::state::open(&loc.url, &project.root)
         .with_context(|| format!("opening state `{}`", crate::state::redact_url(&loc.url)))?;
-    Ok(Arc::from(store))
+    Ok(store)
 }
 
 /// Opens the state for reading (dry runs, status, listings): an existing database is read;
 /// a missing one is created only by `--init-state`, and is otherwise taken as empty when the
 /// project's own `state.url` names it (the first run will create it).
-pub fn open_state_read_only(
-    args: &ProjectArgs,
-    project: &Project,
-) -> anyhow::Result<Arc<dyn StateStore>> {
+pub fn open_state_read_only(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store> {
     let loc = state_location(args, project)?;
     loc.check_exists(args.init_state)?;
     if loc.missing() && !args.init_state {
-        return Ok(Arc::new(SqliteStore::in_memory()?));
+        return Ok(SqliteStore::in_memory()?.into());
     }
     open_state(args, project)
 }
 
 /// Builds the engine with the real clock.
-pub fn engine(project: Arc<Project>, store: Arc<dyn StateStore>) -> anyhow::Result<Engine> {
+pub fn engine(project: Arc<Project>, store: Store) -> anyhow::Result<Engine> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(Engine::new(project, store, Arc::new(SystemClock))?)
 }

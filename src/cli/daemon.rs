@@ -43,7 +43,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             store,
             Arc::new(SystemClock),
             args.admin_token.clone(),
-        )?;
+        ).await?;
         if daemon.admin_token().is_none() {
             tracing::warn!("no admin token: the admin API answers 401 to everything");
         }
@@ -102,7 +102,7 @@ fn spawn_reload_on_hangup(daemon: Arc<Daemon>) -> anyhow::Result<()> {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the flow files");
             // Rejections are logged with their diagnostics by `reload`.
-            let _ = daemon.reload();
+            let _ = daemon.reload().await;
         }
     });
     Ok(())

@@ -18,7 +18,7 @@ use crate::config::env::Overrides;
 use crate::engine::{Engine, RunOptions, RunReport};
 use crate::sim::shop::{Order, Product};
 use crate::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
-use crate::state::SqliteStore;
+use crate::state::{SqliteStore, Store};
 
 /// Arguments of `erpsync demo`.
 #[derive(Debug, clap::Args)]
@@ -181,10 +181,9 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         None => tmp.path().join("erpsync.sqlite"),
     };
     crate::outln!("state: {}", state_path.display());
-    let store = Arc::new(
-        SqliteStore::open(&state_path)
-            .with_context(|| format!("opening state `{}`", state_path.display()))?,
-    );
+    let store: Store = SqliteStore::open(&state_path)
+        .with_context(|| format!("opening state `{}`", state_path.display()))?
+        .into();
     let project = Arc::new(project);
     let order: Vec<String> = project
         .select(&[])

@@ -43,10 +43,11 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
     let store = open_state_read_only(&args.project, &project)?;
+    let rt = tokio::runtime::Runtime::new()?;
     // Without `--flow`, what `run --once` would run: switches set in the console count.
     let flows = if args.flows.is_empty() {
         project
-            .select_with(&[], &crate::state::switches(store.as_ref())?)
+            .select_with(&[], &rt.block_on(crate::state::switches(&store))?)
             .map_err(anyhow::Error::msg)?
     } else {
         flows
@@ -55,7 +56,6 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let engine = engine(project.clone(), store)?
         .planning()
         .one_shot(args.max_wait.map(std::time::Duration::from_secs));
-    let rt = tokio::runtime::Runtime::new()?;
     let progress = Progress::start();
     let opts = RunOptions {
         dry_run: true,

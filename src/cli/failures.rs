@@ -11,7 +11,7 @@ use super::common::{
 use super::output::FormatArgs;
 use crate::compile::Project;
 use crate::engine::{Settlement, settle_pending};
-use crate::state::StateStore;
+use crate::state::Store;
 
 /// Arguments of `erpsync failures`.
 #[derive(Debug, clap::Args)]
@@ -109,13 +109,13 @@ pub struct Pick {
 
 impl Pick {
     /// The ids picked, checked against the store: an unknown id or flow is a usage error.
-    fn ids(&self, project: &Project, store: &dyn StateStore) -> anyhow::Result<Vec<i64>> {
+    async fn ids(&self, project: &Project, store: &Store) -> anyhow::Result<Vec<i64>> {
         if !self.id.is_empty() && (self.all || !self.flows.is_empty()) {
             return Err(usage(
                 "give failures by `--id`, or by `--flow`/`--all`, not both",
             ));
         }
-        let failures = store.failures(None)?;
+        let failures = store.failures.failures(None).await?;
         if !self.id.is_empty() {
             for id in &self.id {
                 if !failures.iter().any(|f| f.id == *id) {
@@ -181,6 +181,10 @@ fn block(label: &str, value: Option<&serde_json::Value>) {
 }
 
 pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Runtime::new()?.block_on(act(args))
+}
+
+async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
     match args.action {
         FailuresAction::List {
             project,
@@ -189,7 +193,7 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         } => {
             let p = load_project(&project.paths)?;
             let store = open_state_read_only(&project, &p)?;
-            let failures = store.failures(flow.as_deref())?;
+            let failures = store.failures.failures(flow.as_deref()).await?;
             if format.is_json() {
                 super::output::json(&failures)?;
             } else if failures.is_empty() {
@@ -231,7 +235,7 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         } => {
             let p = load_project(&project.paths)?;
             let store = open_state_read_only(&project, &p)?;
-            let Some(f) = store.failure(id)? else {
+            let Some(f) = store.failures.failure(id).await? else {
                 return Err(usage(format!("no failure with id {id}")));
             };
             if format.is_json() {
@@ -257,9 +261,9 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         FailuresAction::Discard { project, pick } => {
             let p = load_project(&project.paths)?;
             let store = open_state(&project, &p)?;
-            let ids = pick.ids(&p, store.as_ref())?;
+            let ids = pick.ids(&p, &store).await?;
             for id in &ids {
-                store.discard_failure(*id)?;
+                store.failures.discard_failure(*id).await?;
             }
             crate::outln!(
                 "discarded {} failure{}",
@@ -275,7 +279,7 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         } => {
             let p = load_project(&project.paths)?;
             let store = open_state_read_only(&project, &p)?;
-            let pending = store.journal_pending(flow.as_deref())?;
+            let pending = store.journal.journal_pending(flow.as_deref()).await?;
             if format.is_json() {
                 // Payloads may carry personal data or secrets: masked like failures.
                 let masked: Vec<_> = pending
@@ -315,14 +319,8 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
                 Some(target_id) if !not_sent => Settlement::Sent { target_id },
                 _ => Settlement::NotSent,
             };
-            let settled = settle_pending(
-                &p,
-                store.as_ref(),
-                chrono::Utc::now(),
-                &flow,
-                &key,
-                &settlement,
-            )?;
+            let settled =
+                settle_pending(&p, &store, chrono::Utc::now(), &flow, &key, &settlement).await?;
             let target = settled.first().map(|e| e.target.as_str()).unwrap_or("?");
             match settlement {
                 Settlement::Sent { target_id } => crate::outln!(
@@ -341,13 +339,12 @@ pub fn run(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         } => {
             let p = load_project(&project.paths)?;
             let store = open_state(&project, &p)?;
-            let ids = pick.ids(&p, store.as_ref())?;
+            let ids = pick.ids(&p, &store).await?;
             let engine = engine(p.clone(), store.clone())?;
-            let rt = tokio::runtime::Runtime::new()?;
             let mut reports = Vec::new();
             let mut errors = Vec::new();
             if !ids.is_empty() {
-                for (flow, report) in rt.block_on(engine.retry_failures(Some(&ids)))? {
+                for (flow, report) in engine.retry_failures(Some(&ids)).await? {
                     match report {
                         Ok(r) => {
                             if !format.is_json() {

@@ -13,7 +13,7 @@ use crate::authoring::testfile::{
 };
 use crate::compile::{Flow, Project};
 use crate::engine::RunReport;
-use crate::state::{Scope, StateStore};
+use crate::state::{Scope, Store};
 
 /// How the recorded run was asked for, so its replay runs the same way.
 pub struct RecordedRun<'a> {
@@ -34,7 +34,7 @@ impl Recorder {
     /// runtime.
     pub async fn start(
         project: &Project,
-        store: &dyn StateStore,
+        store: &Store,
         flows: &[Arc<Flow>],
     ) -> anyhow::Result<Recorder> {
         let mut seed = StateSeedConfig::default();
@@ -44,12 +44,12 @@ impl Recorder {
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }
-            if let Some(at) = store.cursor(&f.id)? {
+            if let Some(at) = store.bindings.cursor(&f.id).await? {
                 seed.cursors.insert(f.id.clone(), at);
             }
         }
         for scope in scopes {
-            for b in store.all_bindings(&scope)? {
+            for b in store.bindings.all_bindings(&scope).await? {
                 let mut ids = BTreeMap::new();
                 let mut records = BTreeMap::new();
                 for (system, id, base) in

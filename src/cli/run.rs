@@ -61,22 +61,18 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
     let store = open_state(&args.project, &project)?;
+    let rt = tokio::runtime::Runtime::new()?;
     // Without `--flow`, the flows that run by themselves: on (a switch set in the console
     // wins over the flow file) and with a schedule; a manual flow runs only when named.
     let flows = if args.flows.is_empty() {
         project
-            .select_with(&[], &crate::state::switches(store.as_ref())?)
+            .select_with(&[], &rt.block_on(crate::state::switches(&store))?)
             .map_err(anyhow::Error::msg)?
     } else {
         flows
     };
-    let rt = tokio::runtime::Runtime::new()?;
     let recorder = match &args.record {
-        Some(_) => Some(rt.block_on(super::record::Recorder::start(
-            &project,
-            store.as_ref(),
-            &flows,
-        ))?),
+        Some(_) => Some(rt.block_on(super::record::Recorder::start(&project, &store, &flows))?),
         None => None,
     };
     let project = match &recorder {

@@ -50,18 +50,26 @@ fn counts_text(counts: &serde_json::Value) -> String {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Runtime::new()?.block_on(status(args))
+}
+
+async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let store = open_state_read_only(&args.project, &project)?;
     let now = SystemClock.now();
     let leases: HashMap<String, Lease> = store
-        .leases()?
+        .coordination
+        .leases()
+        .await?
         .into_iter()
         .filter(|l| l.held_at(now))
         .filter_map(|l| Some((l.flow()?.to_string(), l)))
         .collect();
     // Systems a run or a probe last saw down (by their circuit breaker).
     let down: Vec<crate::state::SystemHealth> = store
-        .system_health()?
+        .runs
+        .system_health()
+        .await?
         .into_iter()
         .filter(|h| h.down && project.systems.contains_key(&h.system))
         .collect();
@@ -71,7 +79,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let lease = held.map(
             |l| serde_json::json!({"holder": l.holder, "node": l.node, "expires_at": l.expires_at}),
         );
-        let mut last = store.runs(Some(&flow.id), 1)?.into_iter().next();
+        let mut last = store.runs.runs(Some(&flow.id), 1).await?.into_iter().next();
         // A run still marked running whose process holds no live lease of the flow is not
         // running: its process died or lost the flow (the next holder closes it for good).
         if let Some(r) = last.as_mut()
@@ -81,8 +89,8 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
         {
             r.status = "abandoned".into();
         }
-        let failures = store.failures(Some(&flow.id))?.len();
-        let cursor = store.cursor(&flow.id)?;
+        let failures = store.failures.failures(Some(&flow.id)).await?.len();
+        let cursor = store.bindings.cursor(&flow.id).await?;
         rows.push(serde_json::json!({
             "flow": flow.id,
             "enabled": flow.enabled,

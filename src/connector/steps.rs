@@ -43,6 +43,7 @@ impl StepAnswer {
 /// to repeat (see `Step::journaled`) is never sent twice blindly: its intent is logged before
 /// it is sent and its answer after. Steps safe to repeat are not logged: a resumed call
 /// sends them again and follows what they answer now.
+#[async_trait::async_trait]
 pub trait StepLog: Send {
     /// The answer a journaled step got in an earlier, interrupted call.
     fn answered_before(&self, step: &str) -> Option<StepAnswer>;
@@ -50,14 +51,15 @@ pub trait StepLog: Send {
     /// known (a crash, a timeout): it may have been applied.
     fn sent_before(&self, step: &str) -> bool;
     /// A journaled step is about to be sent.
-    fn sending(&mut self, step: &str) -> Result<(), String>;
+    async fn sending(&mut self, step: &str) -> Result<(), String>;
     /// A journaled step answered.
-    fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), String>;
+    async fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), String>;
 }
 
 /// A log that keeps nothing: a call that is not journaled (`erpsync call`, lookups).
 pub struct NoStepLog;
 
+#[async_trait::async_trait]
 impl StepLog for NoStepLog {
     fn answered_before(&self, _: &str) -> Option<StepAnswer> {
         None
@@ -65,10 +67,10 @@ impl StepLog for NoStepLog {
     fn sent_before(&self, _: &str) -> bool {
         false
     }
-    fn sending(&mut self, _: &str) -> Result<(), String> {
+    async fn sending(&mut self, _: &str) -> Result<(), String> {
         Ok(())
     }
-    fn answered(&mut self, _: &str, _: &StepAnswer) -> Result<(), String> {
+    async fn answered(&mut self, _: &str, _: &StepAnswer) -> Result<(), String> {
         Ok(())
     }
 }
@@ -234,6 +236,7 @@ impl HttpSystem {
                     }
                     if journaled {
                         log.sending(&step.name)
+                            .await
                             .map_err(|m| self.log_error(op_name, step, m))?;
                     }
                     let qualified = format!("{op_name}.{}", step.name);
@@ -273,6 +276,7 @@ impl HttpSystem {
                     };
                     if journaled {
                         log.answered(&step.name, &answer)
+                            .await
                             .map_err(|m| self.log_error(op_name, step, m))?;
                     }
                     answer

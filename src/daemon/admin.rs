@@ -130,7 +130,7 @@ async fn metrics(State(d): State<Arc<Daemon>>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        d.render_metrics(),
+        d.render_metrics().await,
     )
         .into_response()
 }
@@ -161,11 +161,11 @@ fn body_of<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Box<Respon
 
 async fn list_flows(State(d): State<Arc<Daemon>>) -> Response {
     // The node's own name, to tell its leases from other nodes'.
-    answer(api::flows(&d))
+    answer(api::flows(&d).await)
 }
 
 async fn show_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>) -> Response {
-    answer(api::flow(&d, &id))
+    answer(api::flow(&d, &id).await)
 }
 
 async fn run_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>, body: Bytes) -> Response {
@@ -173,7 +173,7 @@ async fn run_flow(State(d): State<Arc<Daemon>>, Path(id): Path<String>, body: By
         Ok(r) => r,
         Err(r) => return *r,
     };
-    answer_with(StatusCode::ACCEPTED, api::run_flow(&d, &id, req))
+    answer_with(StatusCode::ACCEPTED, api::run_flow(&d, &id, req).await)
 }
 
 /// Body of `POST /api/flows/{id}/enabled`.
@@ -192,7 +192,7 @@ async fn switch_flow(
         Ok(r) => r,
         Err(r) => return *r,
     };
-    answer(api::switch_flow(&d, &id, req.enabled, "api"))
+    answer(api::switch_flow(&d, &id, req.enabled, "api").await)
 }
 
 /// Body of `POST /api/flows/{id}/dry-run`; optional.
@@ -212,7 +212,7 @@ async fn dry_run(State(d): State<Arc<Daemon>>, Path(id): Path<String>, body: Byt
 }
 
 async fn list_runs(State(d): State<Arc<Daemon>>, Query(q): Query<api::RunsQuery>) -> Response {
-    answer(api::runs(&d, &q))
+    answer(api::runs(&d, &q).await)
 }
 
 /// Each system with what its circuit breaker knows: up or down, since when, the requests in a
@@ -238,18 +238,18 @@ async fn list_systems(State(d): State<Arc<Daemon>>) -> Response {
 }
 
 async fn show_run(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
-    answer(api::run(&d, id))
+    answer(api::run(&d, id).await)
 }
 
 async fn list_failures(
     State(d): State<Arc<Daemon>>,
     Query(q): Query<api::FailuresQuery>,
 ) -> Response {
-    answer(api::failures(&d, &q))
+    answer(api::failures(&d, &q).await)
 }
 
 async fn show_failure(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
-    answer(api::failure(&d, id))
+    answer(api::failure(&d, id).await)
 }
 
 /// Body of the batch operations on failures.
@@ -261,7 +261,7 @@ struct IdsRequest {
 
 async fn retry_failure(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
     // One failure answers as before: its flow, key and what became of the run.
-    match api::retry(&d, &[id]) {
+    match api::retry(&d, &[id]).await {
         Ok(v) => {
             let one = &v["retried"][0];
             let key = one["keys"][0].clone();
@@ -280,11 +280,11 @@ async fn retry_failures(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    answer_with(StatusCode::ACCEPTED, api::retry(&d, &req.ids))
+    answer_with(StatusCode::ACCEPTED, api::retry(&d, &req.ids).await)
 }
 
 async fn discard_failure(State(d): State<Arc<Daemon>>, Path(id): Path<i64>) -> Response {
-    match api::discard(&d, &[id]) {
+    match api::discard(&d, &[id]).await {
         Ok(_) => Json(json!({"discarded": id})).into_response(),
         Err(e) if e.status == StatusCode::NOT_FOUND => {
             error(StatusCode::NOT_FOUND, format!("no failure with id {id}"))
@@ -298,7 +298,7 @@ async fn discard_failures(State(d): State<Arc<Daemon>>, body: Bytes) -> Response
         Ok(r) => r,
         Err(r) => return *r,
     };
-    answer(api::discard(&d, &req.ids))
+    answer(api::discard(&d, &req.ids).await)
 }
 
 #[derive(Debug, Deserialize)]
@@ -307,7 +307,7 @@ struct PendingQuery {
 }
 
 async fn list_pending(State(d): State<Arc<Daemon>>, Query(q): Query<PendingQuery>) -> Response {
-    answer(api::pending(&d, q.flow.as_deref()))
+    answer(api::pending(&d, q.flow.as_deref()).await)
 }
 
 async fn settle_pending(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
@@ -315,15 +315,15 @@ async fn settle_pending(State(d): State<Arc<Daemon>>, body: Bytes) -> Response {
         Ok(r) => r,
         Err(r) => return *r,
     };
-    answer(api::settle(&d, &req))
+    answer(api::settle(&d, &req).await)
 }
 
 async fn show_record(State(d): State<Arc<Daemon>>, Path(key): Path<String>) -> Response {
-    answer(api::record(&d, &key))
+    answer(api::record(&d, &key).await)
 }
 
 async fn reload(State(d): State<Arc<Daemon>>) -> Response {
-    match d.reload() {
+    match d.reload().await {
         Ok(changed) => Json(json!({"reloaded": true, "changed": changed})).into_response(),
         Err(e) => {
             let detail = match &e {

@@ -73,26 +73,26 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// `GET /api/flows`: every flow with its status, and the systems marked down.
-pub fn flows(d: &Daemon) -> ApiResult {
+pub async fn flows(d: &Daemon) -> ApiResult {
     let down: Vec<_> = d.systems_down().into_values().collect();
     Ok(json!({
         "node": d.node_id(),
-        "flows": to_json(&d.flow_statuses()),
+        "flows": to_json(&d.flow_statuses().await),
         "systems_down": to_json(&down),
     }))
 }
 
 /// `GET /api/flows/{id}`.
-pub fn flow(d: &Daemon, id: &str) -> ApiResult {
-    match d.flow_statuses().into_iter().find(|f| f.id == id) {
+pub async fn flow(d: &Daemon, id: &str) -> ApiResult {
+    match d.flow_statuses().await.into_iter().find(|f| f.id == id) {
         Some(f) => Ok(to_json(&f)),
         None => Err(ApiError::not_found(format!("unknown flow `{id}`"))),
     }
 }
 
 /// `POST /api/flows/{id}/enabled`: switches a flow on or off for good.
-pub fn switch_flow(d: &Daemon, id: &str, enabled: bool, by: &str) -> ApiResult {
-    match d.switch_flow(id, enabled, by) {
+pub async fn switch_flow(d: &Daemon, id: &str, enabled: bool, by: &str) -> ApiResult {
+    match d.switch_flow(id, enabled, by).await {
         Ok(s) => Ok(to_json(&s)),
         Err(FlowSwitchError::UnknownFlow(f)) => {
             Err(ApiError::not_found(format!("unknown flow `{f}`")))
@@ -114,7 +114,7 @@ pub struct RunRequest {
 }
 
 /// `POST /api/flows/{id}/run`: a run now, in the background.
-pub fn run_flow(d: &Arc<Daemon>, id: &str, req: RunRequest) -> ApiResult {
+pub async fn run_flow(d: &Arc<Daemon>, id: &str, req: RunRequest) -> ApiResult {
     // A person asked for it: a disabled flow runs too, as with `run --flow`.
     let opts = RunOptions {
         reconcile: req.reconcile,
@@ -123,7 +123,7 @@ pub fn run_flow(d: &Arc<Daemon>, id: &str, req: RunRequest) -> ApiResult {
         force: true,
         ..Default::default()
     };
-    let t = d.trigger(id, opts, Cause::Manual).map_err(refused)?;
+    let t = d.trigger(id, opts, Cause::Manual).await.map_err(refused)?;
     Ok(json!({"flow": id, "outcome": t}))
 }
 
@@ -156,13 +156,18 @@ pub struct RunsQuery {
 }
 
 /// `GET /api/runs`: newest first.
-pub fn runs(d: &Daemon, q: &RunsQuery) -> ApiResult {
+pub async fn runs(d: &Daemon, q: &RunsQuery) -> ApiResult {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let flow = q.flow.as_deref().filter(|f| !f.is_empty());
     let status = q.status.as_deref().filter(|s| !s.is_empty());
     // A status filter reads further back, so it still finds `limit` runs.
     let read = if status.is_some() { 1000 } else { limit };
-    let runs = d.store().runs(flow, read).map_err(ApiError::internal)?;
+    let runs = d
+        .store()
+        .runs
+        .runs(flow, read)
+        .await
+        .map_err(ApiError::internal)?;
     let runs: Vec<_> = runs
         .into_iter()
         .filter(|r| status.is_none_or(|s| r.status == s))
@@ -172,13 +177,20 @@ pub fn runs(d: &Daemon, q: &RunsQuery) -> ApiResult {
 }
 
 /// `GET /api/runs/{id}`: a run with its per-record report.
-pub fn run(d: &Daemon, id: i64) -> ApiResult {
+pub async fn run(d: &Daemon, id: i64) -> ApiResult {
     let run = d
         .store()
+        .runs
         .run(id)
+        .await
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::not_found(format!("no run with id {id}")))?;
-    let lines = d.store().run_lines(id).map_err(ApiError::internal)?;
+    let lines = d
+        .store()
+        .runs
+        .run_lines(id)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(json!({"run": to_json(&run), "records": to_json(&lines)}))
 }
 
@@ -226,8 +238,13 @@ fn failure_matches(d: &Daemon, f: &Failure, q: &FailuresQuery) -> bool {
 }
 
 /// `GET /api/failures`: in id order.
-pub fn failures(d: &Daemon, q: &FailuresQuery) -> ApiResult {
-    let list = d.store().failures(None).map_err(ApiError::internal)?;
+pub async fn failures(d: &Daemon, q: &FailuresQuery) -> ApiResult {
+    let list = d
+        .store()
+        .failures
+        .failures(None)
+        .await
+        .map_err(ApiError::internal)?;
     let list: Vec<_> = list
         .into_iter()
         .filter(|f| failure_matches(d, f, q))
@@ -236,8 +253,14 @@ pub fn failures(d: &Daemon, q: &FailuresQuery) -> ApiResult {
 }
 
 /// `GET /api/failures/{id}`.
-pub fn failure(d: &Daemon, id: i64) -> ApiResult {
-    match d.store().failure(id).map_err(ApiError::internal)? {
+pub async fn failure(d: &Daemon, id: i64) -> ApiResult {
+    match d
+        .store()
+        .failures
+        .failure(id)
+        .await
+        .map_err(ApiError::internal)?
+    {
         Some(f) => Ok(to_json(&f)),
         None => Err(ApiError::not_found(format!("no failure with id {id}"))),
     }
@@ -245,7 +268,7 @@ pub fn failure(d: &Daemon, id: i64) -> ApiResult {
 
 /// `POST /api/failures/retry`: the records of these failures synced again, one keyed run
 /// per flow (queued behind a run going on).
-pub fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
+pub async fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
     if ids.is_empty() {
         return Err(ApiError::bad("no failure selected"));
     }
@@ -253,7 +276,9 @@ pub fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
     for id in ids {
         let f = d
             .store()
+            .failures
             .failure(*id)
+            .await
             .map_err(ApiError::internal)?
             .ok_or_else(|| ApiError::not_found(format!("no failure with id {id}")))?;
         by_flow.entry(f.flow).or_default().insert(f.key);
@@ -263,6 +288,7 @@ pub fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
         let keys: Vec<String> = keys.into_iter().collect();
         let t = d
             .trigger(&flow, RunOptions::retry(keys.clone()), Cause::Retry)
+            .await
             .map_err(refused)?;
         out.push(json!({"flow": flow, "keys": keys, "outcome": t}));
     }
@@ -270,13 +296,18 @@ pub fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
 }
 
 /// `POST /api/failures/discard`: forgets these failures (the records are not retried).
-pub fn discard(d: &Daemon, ids: &[i64]) -> ApiResult {
+pub async fn discard(d: &Daemon, ids: &[i64]) -> ApiResult {
     if ids.is_empty() {
         return Err(ApiError::bad("no failure selected"));
     }
     let mut done = Vec::new();
     for id in ids {
-        if d.store().discard_failure(*id).map_err(ApiError::internal)? {
+        if d.store()
+            .failures
+            .discard_failure(*id)
+            .await
+            .map_err(ApiError::internal)?
+        {
             tracing::info!(failure = id, "failure discarded");
             done.push(*id);
         }
@@ -288,11 +319,13 @@ pub fn discard(d: &Daemon, ids: &[i64]) -> ApiResult {
 }
 
 /// `GET /api/pending`: writes of unknown outcome, oldest first.
-pub fn pending(d: &Daemon, flow: Option<&str>) -> ApiResult {
+pub async fn pending(d: &Daemon, flow: Option<&str>) -> ApiResult {
     let flow = flow.filter(|f| !f.is_empty());
     let list = d
         .store()
+        .journal
         .journal_pending(flow)
+        .await
         .map_err(ApiError::internal)?;
     Ok(json!({"pending": to_json(&list)}))
 }
@@ -312,7 +345,7 @@ pub struct SettleRequest {
 }
 
 /// `POST /api/pending/settle`: a person's word on a write no run can settle.
-pub fn settle(d: &Daemon, req: &SettleRequest) -> ApiResult {
+pub async fn settle(d: &Daemon, req: &SettleRequest) -> ApiResult {
     let settlement = match (req.target_id.as_deref().map(str::trim), req.not_sent) {
         (Some(id), false) if !id.is_empty() => Settlement::Sent {
             target_id: id.to_string(),
@@ -329,12 +362,14 @@ pub fn settle(d: &Daemon, req: &SettleRequest) -> ApiResult {
     let now = d.clock().now();
     match settle_pending(
         &engine.project,
-        d.store().as_ref(),
+        d.store(),
         now,
         &req.flow,
         &req.key,
         &settlement,
-    ) {
+    )
+    .await
+    {
         Ok(entries) => {
             tracing::info!(flow = %req.flow, key = %req.key, arrived = matches!(settlement, Settlement::Sent { .. }), "write settled by hand");
             Ok(json!({
@@ -353,7 +388,7 @@ pub fn settle(d: &Daemon, req: &SettleRequest) -> ApiResult {
 
 /// `GET /api/records/{key}`: what erpsync knows of one record key: its bindings on each
 /// pair of systems, journal entries, failures and the runs that touched it.
-pub fn record(d: &Daemon, key: &str) -> ApiResult {
+pub async fn record(d: &Daemon, key: &str) -> ApiResult {
     let key = key.trim();
     if key.is_empty() {
         return Err(ApiError::bad("give a record key"));
@@ -376,7 +411,9 @@ pub fn record(d: &Daemon, key: &str) -> ApiResult {
             continue;
         }
         let found = store
+            .bindings
             .bindings(&scope, std::slice::from_ref(&k))
+            .await
             .map_err(ApiError::internal)?;
         if let Some(b) = found.get(&k) {
             bindings.push(json!({
@@ -390,12 +427,26 @@ pub fn record(d: &Daemon, key: &str) -> ApiResult {
     let mut journal = Vec::new();
     let mut runs = Vec::new();
     for k in &keys {
-        journal.extend(store.journal_of_key(k).map_err(ApiError::internal)?);
-        runs.extend(store.run_lines_of_key(k, 50).map_err(ApiError::internal)?);
+        journal.extend(
+            store
+                .journal
+                .journal_of_key(k)
+                .await
+                .map_err(ApiError::internal)?,
+        );
+        runs.extend(
+            store
+                .runs
+                .run_lines_of_key(k, 50)
+                .await
+                .map_err(ApiError::internal)?,
+        );
     }
     runs.sort_by_key(|l| std::cmp::Reverse(l.run_id));
     let failures: Vec<_> = store
+        .failures
         .failures(None)
+        .await
         .map_err(ApiError::internal)?
         .into_iter()
         .filter(|f| keys.contains(&f.key))

@@ -495,7 +495,7 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) 
 
 async fn flows_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
     let v = viewer_or_login!(c, headers);
-    c.api_page(&v, api::flows(&c.daemon), "flows", "flows", "Flows")
+    c.api_page(&v, api::flows(&c.daemon).await, "flows", "flows", "Flows")
 }
 
 async fn switch(
@@ -508,6 +508,7 @@ async fn switch(
     let v = writer_or_refuse!(c, headers, form);
     let enabled = field(&form, "enabled") == Some("on");
     let result = api::switch_flow(&c.daemon, &id, enabled, "console")
+        .await
         .map(|_| format!("Flow {id} switched {}.", if enabled { "on" } else { "off" }));
     c.done(&v, result, "/console/flows")
 }
@@ -526,7 +527,9 @@ async fn run_now(
         ..Default::default()
     };
     let what = if reconcile { "Reconcile" } else { "Run" };
-    let result = api::run_flow(&c.daemon, &id, req).map(|_| format!("{what} of {id} started."));
+    let result = api::run_flow(&c.daemon, &id, req)
+        .await
+        .map(|_| format!("{what} of {id} started."));
     c.done(&v, result, "/console/flows")
 }
 
@@ -536,7 +539,7 @@ async fn dry_run_page(
     Path(id): Path<String>,
 ) -> Response {
     let v = viewer_or_login!(c, headers);
-    if let Err(e) = api::flow(&c.daemon, &id) {
+    if let Err(e) = api::flow(&c.daemon, &id).await {
         return c.api_error(&v, e);
     }
     c.render(
@@ -579,7 +582,7 @@ async fn runs_page(
     Query(q): Query<RunsQuery>,
 ) -> Response {
     let v = viewer_or_login!(c, headers);
-    match api::runs(&c.daemon, &q) {
+    match api::runs(&c.daemon, &q).await {
         Ok(data) => c.render(
             StatusCode::OK,
             "runs",
@@ -605,7 +608,7 @@ async fn run_page(
     let v = viewer_or_login!(c, headers);
     c.api_page(
         &v,
-        api::run(&c.daemon, id),
+        api::run(&c.daemon, id).await,
         "run",
         "runs",
         &format!("Run #{id}"),
@@ -633,11 +636,11 @@ async fn failures_page(
         q: get("q"),
         min_age_secs: get("min_age_secs").and_then(|s| s.parse().ok()),
     };
-    let data = match api::failures(&c.daemon, &q) {
+    let data = match api::failures(&c.daemon, &q).await {
         Ok(d) => d,
         Err(e) => return c.api_error(&v, e),
     };
-    let pending = match api::pending(&c.daemon, q.flow.as_deref()) {
+    let pending = match api::pending(&c.daemon, q.flow.as_deref()).await {
         Ok(p) => p["pending"].clone(),
         Err(e) => return c.api_error(&v, e),
     };
@@ -676,7 +679,7 @@ async fn failure_page(
     let v = viewer_or_login!(c, headers);
     c.api_page(
         &v,
-        api::failure(&c.daemon, id),
+        api::failure(&c.daemon, id).await,
         "failure",
         "failures",
         "Failure",
@@ -697,13 +700,13 @@ async fn failures_action(
         .collect();
     // Back to the list either way: a retried record leaves it when it syncs.
     let result = match field(&form, "action") {
-        Some("retry") => api::retry(&c.daemon, &ids).map(|_| {
+        Some("retry") => api::retry(&c.daemon, &ids).await.map(|_| {
             format!(
                 "Retry of {} record(s) started; a record that syncs leaves the list.",
                 ids.len()
             )
         }),
-        Some("discard") => api::discard(&c.daemon, &ids).map(|v| {
+        Some("discard") => api::discard(&c.daemon, &ids).await.map(|v| {
             format!(
                 "{} failure(s) discarded.",
                 v["discarded"].as_array().map_or(0, Vec::len)
@@ -738,7 +741,7 @@ async fn settle(State(c): State<Arc<Console>>, headers: HeaderMap, body: Bytes) 
         target_id: if arrived { target_id } else { None },
         not_sent: !arrived,
     };
-    let result = api::settle(&c.daemon, &req).map(|_| {
+    let result = api::settle(&c.daemon, &req).await.map(|_| {
         if arrived {
             format!(
                 "{} settled: it arrived; it will not be sent again.",
@@ -761,7 +764,7 @@ async fn records_page(
     let data = if key.is_empty() {
         Value::Null
     } else {
-        match api::record(&c.daemon, key) {
+        match api::record(&c.daemon, key).await {
             Ok(d) => d,
             Err(e) => return c.api_error(&v, e),
         }

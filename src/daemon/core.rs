@@ -21,7 +21,7 @@ use crate::engine::{
     Counts, Engine, EngineBuildError, HeldLease, LeaseTakeError, RunOptions, RunReport,
 };
 use crate::redact::redact;
-use crate::state::{Lease, StateStore};
+use crate::state::{Lease, Store};
 
 /// Seconds in-flight runs get to finish after a shutdown request, unless configured.
 const DEFAULT_GRACE_SECS: u64 = 30;
@@ -205,7 +205,7 @@ enum Slot {
 #[derive(Debug)]
 pub struct Daemon {
     pub(super) paths: Vec<PathBuf>,
-    pub(super) store: Arc<dyn StateStore>,
+    pub(super) store: Store,
     pub(super) clock: SharedClock,
     engine: RwLock<Arc<Engine>>,
     flows: Mutex<HashMap<String, FlowState>>,
@@ -262,10 +262,10 @@ impl Drop for SlotGuard {
 
 impl Daemon {
     /// A daemon over a compiled project. `admin_token` overrides `daemon.admin_token`.
-    pub fn new(
+    pub async fn new(
         paths: Vec<PathBuf>,
         project: Arc<Project>,
-        store: Arc<dyn StateStore>,
+        store: Store,
         clock: SharedClock,
         admin_token: Option<String>,
     ) -> Result<Arc<Self>, DaemonStartError> {
@@ -275,7 +275,7 @@ impl Daemon {
         }
         let (events, _) = broadcast::channel(1024);
         let now = clock.now();
-        let switches = super::switches::read_switches(store.as_ref());
+        let switches = super::switches::read_switches(&store).await;
         let mut plan = Plan::default();
         plan.sync(&engine.project, |f| f.is_on(&switches), now);
         let daemon = Arc::new(Daemon {
@@ -297,7 +297,7 @@ impl Daemon {
             admin_token,
             clashes: Mutex::new(Vec::new()),
         });
-        daemon.notify_baseline();
+        daemon.notify_baseline().await;
         Ok(daemon)
     }
 
@@ -309,7 +309,7 @@ impl Daemon {
             .clone()
     }
 
-    pub fn store(&self) -> &Arc<dyn StateStore> {
+    pub fn store(&self) -> &Store {
         &self.store
     }
 
@@ -384,8 +384,8 @@ impl Daemon {
     }
 
     /// Takes the flow's lease, or says why not (logged).
-    fn take_lease(&self, flow: &str) -> Result<HeldLease, TriggerRefusedError> {
-        match self.engine().take_lease(flow) {
+    async fn take_lease(&self, flow: &str) -> Result<HeldLease, TriggerRefusedError> {
+        match self.engine().take_lease(flow).await {
             Ok(l) => Ok(l),
             Err(LeaseTakeError::Held { node, until, .. }) => Err(TriggerRefusedError::Elsewhere {
                 flow: flow.to_string(),
@@ -454,50 +454,53 @@ impl Daemon {
 
     /// Asks for a run now; it goes on in the background. A flow that is running takes the
     /// keys of a keyed request right after; an unkeyed request for it is refused.
-    pub fn trigger(
-        self: &Arc<Self>,
-        flow: &str,
+    pub fn trigger<'a>(
+        self: &'a Arc<Self>,
+        flow: &'a str,
         opts: RunOptions,
         cause: Cause,
-    ) -> Result<Triggered, TriggerRefusedError> {
-        if self.is_stopping() {
-            return Err(TriggerRefusedError::ShuttingDown);
-        }
-        let engine = self.engine();
-        let Some(f) = engine.project.flow(flow) else {
-            return Err(TriggerRefusedError::UnknownFlow(flow.to_string()));
-        };
-        if !opts.force && !self.flow_enabled(f) {
-            return Err(TriggerRefusedError::Disabled(flow.to_string()));
-        }
-        match self.acquire(flow, opts.keys.as_deref(), &cause) {
-            Slot::Taken => {
-                // The lease is taken before answering: a request another node must serve
-                // is refused now, not accepted and then skipped.
-                let lease = match self.take_lease(flow) {
-                    Ok(l) => l,
-                    Err(e) => {
-                        self.release_slot(flow);
-                        tracing::info!(flow, %cause, reason = %e, "run not started");
-                        self.metrics.run_skipped(flow);
-                        return Err(e);
-                    }
-                };
-                let guard = self.work_guard();
-                let d = self.clone();
-                let flow = flow.to_string();
-                tokio::spawn(async move {
-                    let _guard = guard;
-                    d.run_held(flow, opts, cause, Some(lease)).await;
-                });
-                Ok(Triggered::Started)
+    ) -> futures::future::BoxFuture<'a, Result<Triggered, TriggerRefusedError>> {
+        // Boxed: a run it starts may trigger the flows chained after it.
+        Box::pin(async move {
+            if self.is_stopping() {
+                return Err(TriggerRefusedError::ShuttingDown);
             }
-            Slot::Queued => {
-                tracing::debug!(flow, %cause, "flow is running; keys queued behind it");
-                Ok(Triggered::Queued)
+            let engine = self.engine();
+            let Some(f) = engine.project.flow(flow) else {
+                return Err(TriggerRefusedError::UnknownFlow(flow.to_string()));
+            };
+            if !opts.force && !self.flow_enabled(f) {
+                return Err(TriggerRefusedError::Disabled(flow.to_string()));
             }
-            Slot::Busy => Err(TriggerRefusedError::Busy(flow.to_string())),
-        }
+            match self.acquire(flow, opts.keys.as_deref(), &cause) {
+                Slot::Taken => {
+                    // The lease is taken before answering: a request another node must serve
+                    // is refused now, not accepted and then skipped.
+                    let lease = match self.take_lease(flow).await {
+                        Ok(l) => l,
+                        Err(e) => {
+                            self.release_slot(flow);
+                            tracing::info!(flow, %cause, reason = %e, "run not started");
+                            self.metrics.run_skipped(flow);
+                            return Err(e);
+                        }
+                    };
+                    let guard = self.work_guard();
+                    let d = self.clone();
+                    let flow = flow.to_string();
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        d.run_held(flow, opts, cause, Some(lease)).await;
+                    });
+                    Ok(Triggered::Started)
+                }
+                Slot::Queued => {
+                    tracing::debug!(flow, %cause, "flow is running; keys queued behind it");
+                    Ok(Triggered::Queued)
+                }
+                Slot::Busy => Err(TriggerRefusedError::Busy(flow.to_string())),
+            }
+        })
     }
 
     /// A scheduled run: skipped, and counted, when the previous run of the flow still goes on.
@@ -519,18 +522,18 @@ impl Daemon {
                 "sync"
             }
         );
-        let switched_off = self
-            .engine()
-            .project
-            .flow(&flow)
-            .is_some_and(|f| !self.flow_enabled_now(f));
+        let engine = self.engine();
+        let switched_off = match engine.project.flow(&flow) {
+            Some(f) => !self.flow_enabled_now(f).await,
+            None => false,
+        };
         if switched_off {
             tracing::info!(flow, %cause, "flow is switched off; run skipped");
             self.metrics.run_skipped(&flow);
             self.emit(DaemonEvent::RunSkipped { flow });
             return;
         }
-        match self.store.claim_firing(&firing, fired) {
+        match self.store.coordination.claim_firing(&firing, fired).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::debug!(flow, %cause, %fired, "another node took this firing");
@@ -559,6 +562,12 @@ impl Daemon {
         }
     }
 
+    /// Whether no keys are queued behind the flow's run.
+    fn pending_is_empty(&self, flow: &str) -> bool {
+        let flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+        flows.get(flow).is_none_or(|s| s.pending.is_empty())
+    }
+
     /// Runs a flow whose slot is held, then the keys queued meanwhile, then frees the slot.
     async fn run_held(
         self: &Arc<Self>,
@@ -572,7 +581,11 @@ impl Daemon {
             flow: flow.clone(),
             armed: true,
         };
-        let lease = match lease.map_or_else(|| self.take_lease(&flow), Ok) {
+        let lease = match lease {
+            Some(l) => Ok(l),
+            None => self.take_lease(&flow).await,
+        };
+        let mut lease = match lease {
             Ok(l) => l,
             Err(e) => {
                 // Keys queued meanwhile stay queued for this node's next run; the scheduled
@@ -582,7 +595,7 @@ impl Daemon {
                 if matches!(e, TriggerRefusedError::Elsewhere { .. })
                     && matches!(cause, Cause::Schedule | Cause::Reconcile)
                 {
-                    self.retry_when_lease_ends(flow.clone(), opts, cause);
+                    self.retry_when_lease_ends(flow.clone(), opts, cause).await;
                 }
                 self.emit(DaemonEvent::RunSkipped { flow });
                 return;
@@ -590,16 +603,39 @@ impl Daemon {
         };
         loop {
             self.execute(&flow, &opts, &cause, &lease).await;
+            if self.pending_is_empty(&flow) {
+                // Released before the slot is freed: a run this node starts next must not
+                // lose the lease to this release.
+                lease.release().await;
+                let done = {
+                    let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+                    let s = flows.entry(flow.clone()).or_default();
+                    if s.pending.is_empty() {
+                        s.running = None;
+                    }
+                    s.running.is_none()
+                };
+                if done {
+                    slot.armed = false;
+                    return;
+                }
+                // Keys came while the lease was being released: the flow's lease again.
+                lease = match self.take_lease(&flow).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
+                        let s = flows.entry(flow.clone()).or_default();
+                        tracing::warn!(flow, keys = s.pending.len(), reason = %e, "queued keys left to the node that holds the flow");
+                        s.pending.clear();
+                        s.pending_cause = None;
+                        s.running = None;
+                        slot.armed = false;
+                        return;
+                    }
+                };
+            }
             let mut flows = self.flows.lock().unwrap_or_else(|e| e.into_inner());
             let s = flows.entry(flow.clone()).or_default();
-            if s.pending.is_empty() {
-                // Released before the slot is freed, under its lock: a run this node starts
-                // next must not lose the lease to this release.
-                drop(lease);
-                s.running = None;
-                slot.armed = false;
-                return;
-            }
             let keys: Vec<String> = std::mem::take(&mut s.pending).into_iter().collect();
             cause = s.pending_cause.take().unwrap_or(Cause::Manual);
             if !lease.held() {
@@ -639,42 +675,50 @@ impl Daemon {
     /// after that node's lease would run out: if that node died, this one takes the flow over
     /// then, not at the next firing. (A live holder has renewed it by then: nothing happens.)
     /// Paced on wall time, like lease renewal.
-    fn retry_when_lease_ends(self: &Arc<Self>, flow: String, opts: RunOptions, cause: Cause) {
-        let name = Lease::of_flow(&flow);
-        let Ok(leases) = self.store.leases() else {
-            return;
-        };
-        let Some(until) = leases
-            .into_iter()
-            .find(|l| l.name == name)
-            .map(|l| l.expires_at)
-        else {
-            return;
-        };
-        let ttl = self.engine().lease_ttl();
-        let wait = (until - self.clock.now())
-            .to_std()
-            .unwrap_or_default()
-            .min(ttl)
-            + Duration::from_millis(500);
-        let d = self.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(wait).await;
-            if d.is_stopping() {
+    fn retry_when_lease_ends(
+        self: &Arc<Self>,
+        flow: String,
+        opts: RunOptions,
+        cause: Cause,
+    ) -> futures::future::BoxFuture<'_, ()> {
+        // Boxed: the run it starts may come back here.
+        Box::pin(async move {
+            let name = Lease::of_flow(&flow);
+            let Ok(leases) = self.store.coordination.leases().await else {
                 return;
-            }
-            if !matches!(d.acquire(&flow, None, &cause), Slot::Taken) {
+            };
+            let Some(until) = leases
+                .into_iter()
+                .find(|l| l.name == name)
+                .map(|l| l.expires_at)
+            else {
                 return;
-            }
-            match d.take_lease(&flow) {
-                Ok(lease) => {
-                    let _guard = d.work_guard();
-                    tracing::info!(flow, %cause, "the flow's lease ran out; this node takes the flow over");
-                    d.run_held(flow, opts, cause, Some(lease)).await;
+            };
+            let ttl = self.engine().lease_ttl();
+            let wait = (until - self.clock.now())
+                .to_std()
+                .unwrap_or_default()
+                .min(ttl)
+                + Duration::from_millis(500);
+            let d = self.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                if d.is_stopping() {
+                    return;
                 }
-                Err(_) => d.release_slot(&flow),
-            }
-        });
+                if !matches!(d.acquire(&flow, None, &cause), Slot::Taken) {
+                    return;
+                }
+                match d.take_lease(&flow).await {
+                    Ok(lease) => {
+                        let _guard = d.work_guard();
+                        tracing::info!(flow, %cause, "the flow's lease ran out; this node takes the flow over");
+                        d.run_held(flow, opts, cause, Some(lease)).await;
+                    }
+                    Err(_) => d.release_slot(&flow),
+                }
+            });
+        })
     }
 
     /// One run: engine, metrics, state of the flow, events, chained flows.
@@ -755,7 +799,7 @@ impl Daemon {
             status: status.to_string(),
         });
         if let Ok(report) = &result {
-            self.chain(&engine, flow, report);
+            self.chain(&engine, flow, report).await;
         }
         if engine
             .project
@@ -771,7 +815,7 @@ impl Daemon {
     }
 
     /// Runs the flows listed under `then`, scoped to the keys found in the records written.
-    fn chain(self: &Arc<Self>, engine: &Engine, flow: &str, report: &RunReport) {
+    async fn chain(self: &Arc<Self>, engine: &Engine, flow: &str, report: &RunReport) {
         let Some(f) = engine.project.flow(flow) else {
             return;
         };
@@ -801,7 +845,10 @@ impl Daemon {
                 keys,
                 ..Default::default()
             };
-            match self.trigger(target, opts, Cause::Chain(flow.to_string())) {
+            match self
+                .trigger(target, opts, Cause::Chain(flow.to_string()))
+                .await
+            {
                 Ok(how) => {
                     tracing::info!(flow = %target, from = flow, keys = n, ?how, "chained run")
                 }
@@ -813,10 +860,10 @@ impl Daemon {
     }
 
     /// Every flow with what the daemon knows of it.
-    pub fn flow_statuses(&self) -> Vec<FlowStatus> {
+    pub async fn flow_statuses(&self) -> Vec<FlowStatus> {
         // Asked before the locks are taken: the store may make us wait.
         let now = self.clock.now();
-        let leases: HashMap<String, Lease> = match self.store.leases() {
+        let leases: HashMap<String, Lease> = match self.store.coordination.leases().await {
             Ok(list) => list
                 .into_iter()
                 .filter(|l| l.held_at(now))
@@ -866,12 +913,12 @@ impl Daemon {
     }
 
     /// Failures waiting per flow, for metrics.
-    pub fn failures_pending(&self) -> BTreeMap<String, u64> {
+    pub async fn failures_pending(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for f in &self.engine().project.flows {
             out.insert(f.id.clone(), 0);
         }
-        match self.store.failures(None) {
+        match self.store.failures.failures(None).await {
             Ok(list) => {
                 for f in list {
                     *out.entry(f.flow).or_default() += 1;
@@ -883,10 +930,12 @@ impl Daemon {
     }
 
     /// The metrics page.
-    pub fn render_metrics(&self) -> String {
-        let mut out =
-            self.metrics
-                .render(&self.engine(), &self.failures_pending(), self.in_flight());
+    pub async fn render_metrics(&self) -> String {
+        let mut out = self.metrics.render(
+            &self.engine(),
+            &self.failures_pending().await,
+            self.in_flight(),
+        );
         let label = self.node_id().replace('\\', "\\\\").replace('"', "\\\"");
         out.push_str(&format!(
             "# HELP erpsync_node_id_clash Other live processes that use this node's `daemon.node_id`.\n\
@@ -900,8 +949,8 @@ impl Daemon {
     /// Validates the flow files again and, when they are valid, puts them in force. Runs going
     /// on finish with the configuration they started with; invalid files change nothing.
     /// Says what changed (see `ReloadChanges`).
-    pub fn reload(&self) -> Result<ReloadChanges, ConfigReloadError> {
-        let result = self.try_reload();
+    pub async fn reload(&self) -> Result<ReloadChanges, ConfigReloadError> {
+        let result = self.try_reload().await;
         match &result {
             Ok(changes) => {
                 self.metrics.reload("accepted");
@@ -930,7 +979,7 @@ impl Daemon {
         result
     }
 
-    fn try_reload(&self) -> Result<ReloadChanges, ConfigReloadError> {
+    async fn try_reload(&self) -> Result<ReloadChanges, ConfigReloadError> {
         let (project, diags) = crate::compile::project::check(&self.paths);
         let Some(project) = project else {
             return Err(ConfigReloadError::Invalid {
@@ -950,7 +999,7 @@ impl Daemon {
         let mut engine = Engine::new(Arc::new(project), self.store.clone(), self.clock.clone())?;
         keep_unchanged_systems(&old, &mut engine);
         *self.switches.lock().unwrap_or_else(|e| e.into_inner()) =
-            super::switches::read_switches(self.store.as_ref());
+            super::switches::read_switches(&self.store).await;
         let project = engine.project.clone();
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(engine);
         self.replan(&project);

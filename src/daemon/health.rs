@@ -64,7 +64,9 @@ impl Daemon {
                 tracing::info!(system = %name, "probe answered; the system is up again");
             }
         }
-        engine.record_system_health(engine.systems.keys().map(String::as_str));
+        engine
+            .record_system_health(engine.systems.keys().map(String::as_str))
+            .await;
         self.note_health();
     }
 

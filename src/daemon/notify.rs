@@ -91,8 +91,8 @@ impl Daemon {
     }
 
     /// Starts the notifier's memory: failures kept at start are not news.
-    pub(super) fn notify_baseline(&self) {
-        let failures = match self.store.failures(None) {
+    pub(super) async fn notify_baseline(&self) {
+        let failures = match self.store.failures.failures(None).await {
             Ok(list) => list.into_iter().map(|f| (f.id, f.attempts)).collect(),
             Err(e) => {
                 tracing::warn!(error = %redact(&e.to_string()), "cannot read failures for notifications");
@@ -121,7 +121,7 @@ impl Daemon {
             return Vec::new();
         }
         let project = engine.project.clone();
-        let due = self.collect(&cfg, &project);
+        let due = self.collect(&cfg, &project).await;
         let mut sent = Vec::new();
         for n in due {
             let Some(rule) = cfg.rules.get(&n.rule) else {
@@ -150,13 +150,13 @@ impl Daemon {
     }
 
     /// Fires the rules and takes out the messages whose window allows them.
-    fn collect(&self, cfg: &NotifyConfig, project: &Project) -> Vec<Notification> {
+    async fn collect(&self, cfg: &NotifyConfig, project: &Project) -> Vec<Notification> {
         let now = self.clock.now();
         let base = console_base(project);
         // Read the store before taking the lock.
         let needs = |on: NotifyOn| cfg.rules.values().any(|r| r.on == on);
         let failures = if needs(NotifyOn::RecordFailed) || needs(NotifyOn::Failures) {
-            self.store.failures(None).unwrap_or_else(|e| {
+            self.store.failures.failures(None).await.unwrap_or_else(|e| {
                 tracing::warn!(error = %redact(&e.to_string()), "cannot read failures for notifications");
                 Vec::new()
             })
@@ -164,7 +164,11 @@ impl Daemon {
             Vec::new()
         };
         let pending = if needs(NotifyOn::WriteInDoubt) {
-            self.store.journal_pending(None).unwrap_or_default()
+            self.store
+                .journal
+                .journal_pending(None)
+                .await
+                .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -174,11 +178,17 @@ impl Daemon {
                 if !self.flow_enabled(f) {
                     continue;
                 }
-                let ok = self.store.runs(Some(&f.id), 200).ok().and_then(|runs| {
-                    runs.into_iter()
-                        .find(|r| r.status == "ok")
-                        .and_then(|r| r.finished_at)
-                });
+                let ok = self
+                    .store
+                    .runs
+                    .runs(Some(&f.id), 200)
+                    .await
+                    .ok()
+                    .and_then(|runs| {
+                        runs.into_iter()
+                            .find(|r| r.status == "ok")
+                            .and_then(|r| r.finished_at)
+                    });
                 last_ok.insert(f.id.clone(), ok);
             }
         }

@@ -103,7 +103,7 @@ impl Daemon {
     /// Fires schedules until shutdown, sleeping on the clock in between. Before the first
     /// firing it settles what a dead predecessor left; beside it, housekeeping runs.
     pub async fn run_scheduler(self: Arc<Self>) {
-        self.recover();
+        self.recover().await;
         let housekeeping = tokio::spawn(self.clone().housekeeping());
         self.schedule_loop().await;
         housekeeping.abort();
@@ -133,11 +133,11 @@ impl Daemon {
     /// At start-up: runs left `running` by dead processes of this host are closed as
     /// abandoned, and writes left in doubt are settled by a run of their flow scoped to
     /// their records (with the flow's lease, taken at once from a dead holder).
-    pub fn recover(self: &Arc<Self>) {
+    pub async fn recover(self: &Arc<Self>) {
         let engine = self.engine();
         let me = engine.instance.id.clone();
         let now = self.clock.now();
-        match self.store.runs(None, 1000) {
+        match self.store.runs.runs(None, 1000).await {
             Ok(runs) => {
                 let dead: BTreeSet<String> = runs
                     .into_iter()
@@ -149,7 +149,9 @@ impl Daemon {
                     let why = "abandoned: its process died";
                     match self
                         .store
+                        .runs
                         .abandon_runs(None, Some(&instance), &me, now, why)
+                        .await
                     {
                         Ok(n) => {
                             tracing::warn!(process = %instance, runs = n, "runs of a dead process closed as abandoned")
@@ -164,7 +166,7 @@ impl Daemon {
                 tracing::warn!(error = %redact(&e.to_string()), "cannot read the run history")
             }
         }
-        let pending = match self.store.journal_pending(None) {
+        let pending = match self.store.journal.journal_pending(None).await {
             Ok(p) => p,
             Err(e) => {
                 tracing::error!(error = %redact(&e.to_string()), "cannot read the write journal");
@@ -185,7 +187,7 @@ impl Daemon {
                 keys: Some(keys.into_iter().collect()),
                 ..Default::default()
             };
-            match self.trigger(&flow, opts, Cause::Recovery) {
+            match self.trigger(&flow, opts, Cause::Recovery).await {
                 Ok(_) => tracing::info!(flow, records = n, "settling writes left in doubt"),
                 Err(e) => {
                     tracing::info!(flow, records = n, reason = %e, "writes left in doubt are settled by the flow's next run")
@@ -204,12 +206,14 @@ impl Daemon {
             let engine = self.engine();
             let ttl = engine.lease_ttl();
             let me = engine.instance.clone();
-            let store = self.store.clone();
             let now = self.clock.now();
-            let seen =
-                tokio::task::spawn_blocking(move || store.heartbeat(&me.id, &me.node, now)).await;
+            let seen = self
+                .store
+                .coordination
+                .heartbeat(&me.id, &me.node, now)
+                .await;
             match seen {
-                Ok(Ok(nodes)) => {
+                Ok(nodes) => {
                     let live_since = now - chrono::Duration::from_std(ttl).unwrap_or_default();
                     let twins: Vec<String> = nodes
                         .into_iter()
@@ -229,15 +233,14 @@ impl Daemon {
                     reported = twins.iter().cloned().collect();
                     *self.clashes.lock().unwrap_or_else(|e| e.into_inner()) = twins;
                 }
-                Ok(Err(e)) => {
+                Err(e) => {
                     tracing::warn!(error = %redact(&e.to_string()), "cannot record this node's heartbeat")
                 }
-                Err(_) => {}
             }
-            self.take_over_stale_leases();
+            self.take_over_stale_leases().await;
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 last_prune = Some(std::time::Instant::now());
-                self.prune(now, ttl);
+                self.prune(now, ttl).await;
             }
             tokio::time::sleep(ttl / 3).await;
         }
@@ -248,8 +251,8 @@ impl Daemon {
     /// than at its next firing: that run settles what the dead run left in doubt and sends
     /// its pending post-actions. Only flows that run by themselves (a schedule or a
     /// webhook) are taken over.
-    fn take_over_stale_leases(self: &Arc<Self>) {
-        let Ok(leases) = self.store.leases() else {
+    async fn take_over_stale_leases(self: &Arc<Self>) {
+        let Ok(leases) = self.store.coordination.leases().await else {
             return;
         };
         let engine = self.engine();
@@ -268,7 +271,10 @@ impl Daemon {
             {
                 continue;
             }
-            match self.trigger(&flow.id, RunOptions::default(), Cause::Recovery) {
+            match self
+                .trigger(&flow.id, RunOptions::default(), Cause::Recovery)
+                .await
+            {
                 Ok(_) => tracing::warn!(
                     flow = %flow.id, node = %l.node, holder = %l.holder,
                     "the node running the flow stopped renewing its lease; this node takes the flow over"
@@ -281,7 +287,7 @@ impl Daemon {
     }
 
     /// Deletes runs older than the retention, and processes not seen for a day.
-    pub fn prune(&self, now: DateTime<Utc>, ttl: Duration) -> Option<Pruned> {
+    pub async fn prune(&self, now: DateTime<Utc>, ttl: Duration) -> Option<Pruned> {
         let days = self
             .engine()
             .project
@@ -299,7 +305,12 @@ impl Daemon {
             .max(far);
         let nodes_before =
             now - chrono::Duration::days(1) - chrono::Duration::from_std(ttl).unwrap_or_default();
-        match self.store.prune(runs_before, nodes_before) {
+        match self
+            .store
+            .coordination
+            .prune(runs_before, nodes_before)
+            .await
+        {
             Ok(p) => {
                 if p.runs > 0 {
                     tracing::info!(runs = p.runs, retention_days = days, "run history pruned");

@@ -99,7 +99,7 @@ pub async fn serve(
                 }
                 if watch.changed() {
                     tracing::info!("flow files changed; reloading");
-                    let _ = d.reload();
+                    let _ = d.reload().await;
                 }
             }
         }));

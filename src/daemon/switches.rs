@@ -32,8 +32,8 @@ impl Daemon {
 
     /// Whether a flow is on by the store itself, for a run about to start: another node may
     /// have switched it since.
-    pub(super) fn flow_enabled_now(&self, flow: &Flow) -> bool {
-        let fresh = match self.store.flow_switches() {
+    pub(super) async fn flow_enabled_now(&self, flow: &Flow) -> bool {
+        let fresh = match self.store.runs.flow_switches().await {
             Ok(list) => list.into_iter().map(|s| (s.flow, s.enabled)).collect(),
             Err(e) => {
                 tracing::warn!(error = %redact(&e.to_string()), "cannot read the flow switches; using the last known");
@@ -55,7 +55,7 @@ impl Daemon {
 
     /// Switches a flow on or off, for good: stored, then planned (a flow switched off keeps
     /// no next firing; a run going on finishes).
-    pub fn switch_flow(
+    pub async fn switch_flow(
         &self,
         flow_id: &str,
         enabled: bool,
@@ -71,7 +71,7 @@ impl Daemon {
             changed_at: self.clock.now(),
             changed_by: by.to_string(),
         };
-        self.store.set_flow_switch(&switch)?;
+        self.store.runs.set_flow_switch(&switch).await?;
         self.switches
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -192,7 +192,9 @@ pub(super) async fn receive(
     }
     match daemon
         .store()
+        .coordination
         .remember_delivery(&name, &delivery.id, now, hook.remember_for())
+        .await
     {
         Ok(true) => {}
         Ok(false) => {
@@ -232,7 +234,10 @@ pub(super) async fn receive(
             keys: Some(vec![delivery.key.clone()]),
             ..Default::default()
         };
-        let outcome = match daemon.trigger(&flow, opts, Cause::Webhook(name.clone())) {
+        let outcome = match daemon
+            .trigger(&flow, opts, Cause::Webhook(name.clone()))
+            .await
+        {
             Ok(t) => json!(t),
             Err(e) => {
                 if matches!(
@@ -252,7 +257,12 @@ pub(super) async fn receive(
         // A shutdown began while the flows were being started, or a flow is held by another
         // node (or the state cannot say): the sender delivers again later, and the flows
         // that did start run that record once more, which changes nothing.
-        if let Err(e) = daemon.store().forget_delivery(&name, &delivery.id) {
+        if let Err(e) = daemon
+            .store()
+            .coordination
+            .forget_delivery(&name, &delivery.id)
+            .await
+        {
             tracing::error!(
                 webhook = %name,
                 key = %delivery.key,

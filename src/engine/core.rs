@@ -9,7 +9,7 @@ use crate::compile::Flow;
 use crate::compile::Project;
 use crate::config::model::Normalize;
 use crate::connector::HttpSystem;
-use crate::state::{Binding, Instance, Scope, StateStore};
+use crate::state::{Binding, Instance, Scope, Store};
 
 use super::error::EngineBuildError;
 
@@ -18,7 +18,7 @@ use super::error::EngineBuildError;
 pub struct Engine {
     pub project: Arc<Project>,
     pub systems: BTreeMap<String, Arc<HttpSystem>>,
-    pub store: Arc<dyn StateStore>,
+    pub store: Store,
     pub clock: SharedClock,
     /// Key normalisation per entity, from the flows that sync it (used to resolve `ref`).
     pub(super) key_normalize: HashMap<String, Vec<Normalize>>,
@@ -132,7 +132,7 @@ impl Engine {
     /// were checked when the project was compiled.
     pub fn new(
         project: Arc<Project>,
-        store: Arc<dyn StateStore>,
+        store: Store,
         clock: SharedClock,
     ) -> Result<Self, EngineBuildError> {
         let mut systems = BTreeMap::new();
@@ -165,7 +165,7 @@ impl Engine {
     /// Keeps in the state store what changed in the reachability of these systems, so
     /// `erpsync status` (another process) shows a system that is down. A store that cannot
     /// take it is logged, never fatal.
-    pub fn record_system_health<'a>(&self, systems: impl IntoIterator<Item = &'a str>) {
+    pub async fn record_system_health<'a>(&self, systems: impl IntoIterator<Item = &'a str>) {
         for name in systems {
             let Some(http) = self.systems.get(name) else {
                 continue;
@@ -182,7 +182,7 @@ impl Engine {
                 next_probe: h.next_probe,
                 checked_at: self.clock.now(),
             };
-            if let Err(e) = self.store.put_system_health(&health) {
+            if let Err(e) = self.store.runs.put_system_health(&health).await {
                 tracing::warn!(system = name, error = %crate::redact::redact(&e.to_string()), "cannot keep the system's health");
             }
         }
@@ -210,12 +210,12 @@ impl Engine {
     }
 
     /// The stored bindings of `keys`, with the plan's over them.
-    pub(crate) fn bindings(
+    pub(crate) async fn bindings(
         &self,
         scope: &Scope,
         keys: &[String],
     ) -> Result<HashMap<String, Binding>, crate::state::StateStoreError> {
-        let mut found = self.store.bindings(scope, keys)?;
+        let mut found = self.store.bindings.bindings(scope, keys).await?;
         if let Some(plan) = &self.plan {
             let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(planned) = plan.get(scope) {
@@ -231,7 +231,7 @@ impl Engine {
 
     /// Whether a full read of `flow`'s target, recent enough, lacked `key`: remembered by
     /// this engine, or by the state store (so `run --once` from cron profits too).
-    pub(crate) fn known_absent(&self, flow: &str, key: &str) -> bool {
+    pub(crate) async fn known_absent(&self, flow: &str, key: &str) -> bool {
         let now = self.clock.now();
         let age = chrono::Duration::from_std(KNOWN_ABSENT_FOR).unwrap_or_default();
         let in_memory = {
@@ -240,19 +240,25 @@ impl Engine {
                 .get(flow)
                 .is_some_and(|a| a.read_at.is_some_and(|t| now - t < age) && a.keys.contains(key))
         };
-        in_memory || self.store.is_absent(flow, key, now - age).unwrap_or(false)
+        in_memory
+            || self
+                .store
+                .bindings
+                .is_absent(flow, key, now - age)
+                .await
+                .unwrap_or(false)
     }
 
     /// Remembers that the full read of `flow`'s target made at `read_at` lacked `key` (a read
     /// made later starts the list afresh), in the state store too when `persist`.
-    pub(crate) fn note_absent(
+    pub(crate) async fn note_absent(
         &self,
         flow: &str,
         read_at: chrono::DateTime<chrono::Utc>,
         key: &str,
         persist: bool,
     ) {
-        if persist && let Err(e) = self.store.note_absent(flow, key, read_at) {
+        if persist && let Err(e) = self.store.bindings.note_absent(flow, key, read_at).await {
             tracing::warn!(flow, key, error = %e, "cannot remember a missing key");
         }
         let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
@@ -270,8 +276,8 @@ impl Engine {
     }
 
     /// Forgets what `flow`'s target lacked (it was created there).
-    pub(crate) fn forget_absent(&self, flow: &str, key: &str) {
-        if let Err(e) = self.store.forget_absent(flow, key) {
+    pub(crate) async fn forget_absent(&self, flow: &str, key: &str) {
+        if let Err(e) = self.store.bindings.forget_absent(flow, key).await {
             tracing::warn!(flow, key, error = %e, "cannot forget a missing key");
         }
         let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
@@ -412,7 +418,7 @@ mod tests {
         for paths in all {
             let (project, diags) = crate::compile::project::check(&paths);
             let project = Arc::new(project.unwrap_or_else(|| panic!("{paths:?}: {diags:?}")));
-            let store = Arc::new(crate::state::SqliteStore::in_memory().unwrap());
+            let store: crate::state::Store = crate::state::SqliteStore::in_memory().unwrap().into();
             let clock: SharedClock = Arc::new(crate::clock::SystemClock);
             let engine = Engine::new(project.clone(), store, clock)
                 .unwrap_or_else(|e| panic!("{paths:?}: {e}"));

@@ -1,6 +1,7 @@
 //! A flow's lease as a run holds it: taken before the run (from a holder that expired, or
 //! at once from one proven dead), renewed on a task of its own every third of its ttl, and
-//! released when dropped. Taking it closes the runs its earlier holders left open.
+//! released by `release` (or, when dropped unreleased, by a task released to the runtime).
+//! Taking it closes the runs its earlier holders left open.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use super::Engine;
 use super::error::LeaseTakeError;
 use crate::redact::redact;
 use crate::state::lease::{LeaseWatch, provably_dead};
-use crate::state::{Fence, Lease, StateStore};
+use crate::state::{Fence, Lease, Store};
 
 /// Seconds a flow's lease lasts unless renewed, unless configured.
 pub const DEFAULT_LEASE_TTL_SECS: u64 = 30;
@@ -23,14 +24,27 @@ fn held_here() -> std::sync::MutexGuard<'static, Option<HashSet<(usize, String)>
     HELD.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// A flow's lease, held until dropped.
+/// A flow's lease, held until released or dropped.
 #[derive(Debug)]
 pub struct HeldLease {
-    store: Arc<dyn StateStore>,
+    store: Store,
     key: (usize, String),
     holder: String,
     pub(crate) watch: Arc<LeaseWatch>,
     renewal: tokio::task::JoinHandle<()>,
+    released: bool,
+}
+
+/// Gives lease `key` up in the store, then lets this process take it again (not before: a
+/// run started meanwhile would lose its grant to the release).
+async fn give_up(store: &Store, key: &(usize, String), holder: &str) {
+    if let Err(e) = store.coordination.release_lease(&key.1, holder).await {
+        // It runs out after its ttl anyway.
+        tracing::warn!(lease = %key.1, error = %redact(&e.to_string()), "cannot release lease");
+    }
+    if let Some(set) = held_here().as_mut() {
+        set.remove(key);
+    }
 }
 
 impl HeldLease {
@@ -45,15 +59,33 @@ impl HeldLease {
     }
 }
 
+impl HeldLease {
+    /// Gives the lease up, once the store has it released.
+    pub async fn release(mut self) {
+        self.renewal.abort();
+        self.released = true;
+        give_up(&self.store, &self.key, &self.holder).await;
+    }
+}
+
 impl Drop for HeldLease {
+    /// A lease dropped unreleased (a run cut short) is released by a task of its own.
     fn drop(&mut self) {
         self.renewal.abort();
-        if let Some(set) = held_here().as_mut() {
-            set.remove(&self.key);
+        if self.released {
+            return;
         }
-        if let Err(e) = self.store.release_lease(&self.key.1, &self.holder) {
-            // It runs out after its ttl anyway.
-            tracing::warn!(lease = %self.key.1, error = %redact(&e.to_string()), "cannot release lease");
+        let (store, key, holder) = (self.store.clone(), self.key.clone(), self.holder.clone());
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn(async move { give_up(&store, &key, &holder).await });
+            }
+            // No runtime left to release it: it runs out after its ttl.
+            Err(_) => {
+                if let Some(set) = held_here().as_mut() {
+                    set.remove(&key);
+                }
+            }
         }
     }
 }
@@ -74,16 +106,19 @@ impl Engine {
     /// Takes the lease of `flow` for this process, closes the runs of the flow that earlier
     /// holders left open, and keeps the lease renewed until the value is dropped. Must be
     /// called inside a tokio runtime.
-    pub fn take_lease(&self, flow: &str) -> Result<HeldLease, LeaseTakeError> {
+    pub async fn take_lease(&self, flow: &str) -> Result<HeldLease, LeaseTakeError> {
         let name = Lease::of_flow(flow);
-        let key = (Arc::as_ptr(&self.store) as *const () as usize, name.clone());
+        let key = (
+            Arc::as_ptr(&self.store.coordination) as *const () as usize,
+            name.clone(),
+        );
         {
             let mut held = held_here();
             if !held.get_or_insert_with(HashSet::new).insert(key.clone()) {
                 return Err(LeaseTakeError::Busy(flow.to_string()));
             }
         }
-        let result = self.grant(flow, &name);
+        let result = self.grant(flow, &name).await;
         let token = match result {
             Ok(t) => t,
             Err(e) => {
@@ -115,11 +150,12 @@ impl Engine {
             holder: self.instance.id.clone(),
             watch,
             renewal,
+            released: false,
         })
     }
 
     /// The token of a fresh grant of lease `name`.
-    fn grant(&self, flow: &str, name: &str) -> Result<i64, LeaseTakeError> {
+    async fn grant(&self, flow: &str, name: &str) -> Result<i64, LeaseTakeError> {
         let state = |source| LeaseTakeError::State {
             flow: flow.to_string(),
             source,
@@ -129,12 +165,16 @@ impl Engine {
         let now = self.clock.now();
         let mut token = self
             .store
+            .coordination
             .acquire_lease(name, &me.id, &me.node, now, ttl, None)
+            .await
             .map_err(state)?;
         if token.is_none() {
             let current = self
                 .store
+                .coordination
                 .leases()
+                .await
                 .map_err(state)?
                 .into_iter()
                 .find(|l| l.name == name);
@@ -153,14 +193,18 @@ impl Engine {
                     }
                     token = self
                         .store
+                        .coordination
                         .acquire_lease(name, &me.id, &me.node, now, ttl, Some(&l.holder))
+                        .await
                         .map_err(state)?;
                 }
                 // Released meanwhile.
                 None => {
                     token = self
                         .store
+                        .coordination
                         .acquire_lease(name, &me.id, &me.node, now, ttl, None)
+                        .await
                         .map_err(state)?;
                 }
             }
@@ -169,7 +213,9 @@ impl Engine {
             // Another node took it between the two attempts.
             let l = self
                 .store
+                .coordination
                 .leases()
+                .await
                 .map_err(state)?
                 .into_iter()
                 .find(|l| l.name == name);
@@ -184,7 +230,12 @@ impl Engine {
             "abandoned: its process lost the flow's lease or died; node `{}` took the flow over",
             me.node
         );
-        match self.store.abandon_runs(Some(flow), None, &me.id, now, &why) {
+        match self
+            .store
+            .runs
+            .abandon_runs(Some(flow), None, &me.id, now, &why)
+            .await
+        {
             Ok(0) => {}
             Ok(n) => {
                 tracing::warn!(
@@ -201,11 +252,11 @@ impl Engine {
     }
 }
 
-/// Renews the lease every third of its ttl until aborted or lost. Each renewal runs on a
-/// blocking thread: a state database that hangs must not hold up the runtime, and the
-/// watch counts the lease lost when renewals stop getting through.
+/// Renews the lease every third of its ttl until aborted or lost. A state database that
+/// hangs holds up only this task, and the watch counts the lease lost when renewals stop
+/// getting through.
 async fn renew(
-    store: Arc<dyn StateStore>,
+    store: Store,
     clock: crate::clock::SharedClock,
     watch: Arc<LeaseWatch>,
     flow: String,
@@ -214,22 +265,21 @@ async fn renew(
     loop {
         tokio::time::sleep(ttl / 3).await;
         let asked = Instant::now();
-        let (s, c, w) = (store.clone(), clock.clone(), watch.clone());
-        let renewed = tokio::task::spawn_blocking(move || {
-            s.renew_lease(&w.fence.lease, w.fence.token, c.now(), ttl)
-        })
-        .await;
+        let fence = &watch.fence;
+        let renewed = store
+            .coordination
+            .renew_lease(&fence.lease, fence.token, clock.now(), ttl)
+            .await;
         match renewed {
-            Ok(Ok(true)) => watch.renewed(asked),
-            Ok(Ok(false)) => {
+            Ok(true) => watch.renewed(asked),
+            Ok(false) => {
                 tracing::error!(flow, "lease lost to another holder; this run stops writing");
                 watch.lose();
                 return;
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 tracing::warn!(flow, error = %redact(&e.to_string()), "cannot renew the flow's lease")
             }
-            Err(_) => return,
         }
     }
 }

@@ -39,12 +39,12 @@ pub(crate) fn lines_of(run_id: i64, report: &RunReport) -> Vec<RunLine> {
 }
 
 /// Stores them; a store that refuses costs the report, not the run.
-pub(crate) fn keep(engine: &Engine, run_id: i64, report: &RunReport) {
+pub(crate) async fn keep(engine: &Engine, run_id: i64, report: &RunReport) {
     let lines = lines_of(run_id, report);
     if lines.is_empty() {
         return;
     }
-    if let Err(e) = engine.store.put_run_lines(&lines) {
+    if let Err(e) = engine.store.runs.put_run_lines(&lines).await {
         tracing::warn!(flow = %report.flow, run = run_id, error = %redact(&e.to_string()), "cannot keep the run's per-record report");
     }
 }

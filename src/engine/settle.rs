@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::compile::Project;
 use crate::compile::types::normalize;
-use crate::state::{Binding, JournalEntry, Scope, StateStore, StateStoreError};
+use crate::state::{Binding, JournalEntry, Scope, StateStoreError, Store};
 
 /// What the person found in the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,9 +29,9 @@ pub enum PendingSettleError {
 }
 
 /// Settles the pending writes of one record of a flow; returns the entries settled.
-pub fn settle_pending(
+pub async fn settle_pending(
     project: &Project,
-    store: &dyn StateStore,
+    store: &Store,
     now: DateTime<Utc>,
     flow_id: &str,
     key: &str,
@@ -40,7 +40,7 @@ pub fn settle_pending(
     let flow = project
         .flow(flow_id)
         .ok_or_else(|| PendingSettleError::UnknownFlow(flow_id.to_string()))?;
-    let pending = store.journal_pending(Some(&flow.id))?;
+    let pending = store.journal.journal_pending(Some(&flow.id)).await?;
     // The journal holds normalised keys; accept the key as typed or as the flow normalises it.
     let normalised = normalize(key, &flow.normalize);
     let key = if pending.iter().any(|e| e.key == key) {
@@ -59,7 +59,9 @@ pub fn settle_pending(
         Settlement::Sent { target_id } => {
             let scope = Scope::new(&flow.entity, &flow.from, &flow.to);
             let mut b = store
-                .bindings(&scope, std::slice::from_ref(&key))?
+                .bindings
+                .bindings(&scope, std::slice::from_ref(&key))
+                .await?
                 .remove(&key)
                 .unwrap_or_else(|| Binding {
                     key: key.clone(),
@@ -78,7 +80,9 @@ pub fn settle_pending(
             let source_a = scope.is_a(source);
             if b.id(source_a).is_none()
                 && let Some(f) = store
-                    .failures(Some(&flow.id))?
+                    .failures
+                    .failures(Some(&flow.id))
+                    .await?
                     .into_iter()
                     .find(|f| f.key == key)
                 && let Some(id) = project.systems[source].entities[&flow.entity]
@@ -90,14 +94,17 @@ pub fn settle_pending(
             if flow.export_once && b.exported_at.is_none() {
                 b.exported_at = Some(now);
             }
-            store.journal_settle(&flow.id, &key, Some((&scope, &b)))?;
+            store
+                .journal
+                .journal_settle(&flow.id, &key, Some((&scope, &b)))
+                .await?;
             // Settled: the failure kept for the in-doubt write is resolved.
-            store.clear_failure(&flow.id, &key)?;
+            store.failures.clear_failure(&flow.id, &key).await?;
         }
         Settlement::NotSent => {
             // The failure kept for the write stays: `failures retry` (or a run that reads
             // the record again) sends it.
-            store.journal_settle(&flow.id, &key, None)?;
+            store.journal.journal_settle(&flow.id, &key, None).await?;
         }
     }
     Ok(entries)

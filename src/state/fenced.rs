@@ -4,80 +4,137 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::operator::{FlowSwitch, RunLine};
+use super::store::{Bindings, Coordination, Failures, Journal, Runs, Store};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStore, StateWrite, SystemHealth,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Result, RunRecord, Scope,
+    StateWrite, SystemHealth,
 };
 
 fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
     binding.map(|(s, b)| (s.clone(), b.clone()))
 }
 
-/// A store whose writes are fenced by one lease grant.
+impl Store {
+    /// This store with the writes of its sync roles fenced by one lease grant. Coordination
+    /// is left as it is: leases are what fences, not what is fenced.
+    pub fn fenced(&self, fence: Fence) -> Store {
+        Store {
+            bindings: Arc::new(Fenced {
+                inner: self.bindings.clone(),
+                coordination: self.coordination.clone(),
+                fence: fence.clone(),
+            }),
+            journal: Arc::new(Fenced {
+                inner: self.journal.clone(),
+                coordination: self.coordination.clone(),
+                fence: fence.clone(),
+            }),
+            failures: Arc::new(Fenced {
+                inner: self.failures.clone(),
+                coordination: self.coordination.clone(),
+                fence: fence.clone(),
+            }),
+            runs: Arc::new(Fenced {
+                inner: self.runs.clone(),
+                coordination: self.coordination.clone(),
+                fence: fence.clone(),
+            }),
+            coordination: self.coordination.clone(),
+        }
+    }
+}
+
+/// One role of a store whose writes are fenced by one lease grant.
 #[derive(Debug)]
-pub struct FencedStore {
-    inner: Arc<dyn StateStore>,
+struct Fenced<R: ?Sized> {
+    inner: Arc<R>,
+    coordination: Arc<dyn Coordination>,
     fence: Fence,
 }
 
-impl FencedStore {
-    pub fn new(inner: Arc<dyn StateStore>, fence: Fence) -> Self {
-        FencedStore { inner, fence }
-    }
-
-    fn write(&self, w: StateWrite) -> Result<i64> {
-        self.inner.fenced(&self.fence, w)
+impl<R: ?Sized> Fenced<R> {
+    async fn write(&self, w: StateWrite) -> Result<i64> {
+        self.coordination.fenced(&self.fence, w).await
     }
 }
 
-impl StateStore for FencedStore {
-    fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
-        self.inner.bindings(scope, keys)
+#[async_trait]
+impl Bindings for Fenced<dyn Bindings> {
+    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+        self.inner.bindings(scope, keys).await
     }
-    fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
-        self.inner.all_bindings(scope)
+    async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
+        self.inner.all_bindings(scope).await
     }
-    fn binding_count(&self, scope: &Scope) -> Result<usize> {
-        self.inner.binding_count(scope)
+    async fn binding_count(&self, scope: &Scope) -> Result<usize> {
+        self.inner.binding_count(scope).await
     }
-    fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side_a, id)
+    async fn binding_by_id(
+        &self,
+        scope: &Scope,
+        side_a: bool,
+        id: &str,
+    ) -> Result<Option<Binding>> {
+        self.inner.binding_by_id(scope, side_a, id).await
     }
-    fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
+    async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
         self.write(StateWrite::PutBindings(scope.clone(), bindings.to_vec()))
+            .await
             .map(drop)
     }
-    fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
-        self.inner.cursor(flow)
+    async fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
+        self.inner.cursor(flow).await
     }
-    fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
         self.write(StateWrite::SetCursor(flow.to_string(), at))
+            .await
             .map(drop)
     }
-    fn journal_begin(&self, entry: &JournalEntry) -> Result<i64> {
-        self.write(StateWrite::JournalBegin(entry.clone()))
+    // What a read of a target lacked is not sync state: a run that lost its lease may still
+    // note it; it cannot make a record be written twice or skipped.
+    async fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+        self.inner.is_absent(flow, key, since).await
     }
-    fn journal_finish(
+    async fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+        self.inner.note_absent(flow, key, at).await
+    }
+    async fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+        self.inner.forget_absent(flow, key).await
+    }
+    async fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>> {
+        self.inner.awaiting_actions(scope).await
+    }
+}
+
+#[async_trait]
+impl Journal for Fenced<dyn Journal> {
+    async fn journal_begin(&self, entry: &JournalEntry) -> Result<i64> {
+        self.write(StateWrite::JournalBegin(entry.clone())).await
+    }
+    async fn journal_finish(
         &self,
         id: i64,
         state: JournalState,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<()> {
         self.write(StateWrite::JournalFinish(id, state, owned(binding)))
+            .await
             .map(drop)
     }
-    fn journal_progress(&self, id: i64, payload: &Value) -> Result<()> {
+    async fn journal_progress(&self, id: i64, payload: &Value) -> Result<()> {
         self.write(StateWrite::JournalProgress(id, payload.clone()))
+            .await
             .map(drop)
     }
-    fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
-        self.inner.journal_pending(flow)
+    async fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
+        self.inner.journal_pending(flow).await
     }
-    fn journal_settle(
+    async fn journal_settle(
         &self,
         flow: &str,
         key: &str,
@@ -88,25 +145,38 @@ impl StateStore for FencedStore {
             key.to_string(),
             owned(binding),
         ))
+        .await
         .map(|n| usize::try_from(n).unwrap_or(0))
     }
-    fn put_failure(&self, failure: &Failure) -> Result<i64> {
-        self.write(StateWrite::PutFailure(failure.clone()))
+    async fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
+        self.inner.journal_of_key(key).await
     }
-    fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
+}
+
+#[async_trait]
+impl Failures for Fenced<dyn Failures> {
+    async fn put_failure(&self, failure: &Failure) -> Result<i64> {
+        self.write(StateWrite::PutFailure(failure.clone())).await
+    }
+    async fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
         self.write(StateWrite::ClearFailure(flow.to_string(), key.to_string()))
+            .await
             .map(drop)
     }
-    fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
-        self.inner.failures(flow)
+    async fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
+        self.inner.failures(flow).await
     }
-    fn failure(&self, id: i64) -> Result<Option<Failure>> {
-        self.inner.failure(id)
+    async fn failure(&self, id: i64) -> Result<Option<Failure>> {
+        self.inner.failure(id).await
     }
-    fn discard_failure(&self, id: i64) -> Result<bool> {
-        self.inner.discard_failure(id)
+    async fn discard_failure(&self, id: i64) -> Result<bool> {
+        self.inner.discard_failure(id).await
     }
-    fn run_start(
+}
+
+#[async_trait]
+impl Runs for Fenced<dyn Runs> {
+    async fn run_start(
         &self,
         flow: &str,
         kind: &str,
@@ -119,8 +189,9 @@ impl StateStore for FencedStore {
             at,
             instance: instance.clone(),
         })
+        .await
     }
-    fn run_finish(
+    async fn run_finish(
         &self,
         id: i64,
         at: DateTime<Utc>,
@@ -135,57 +206,16 @@ impl StateStore for FencedStore {
             counts: counts.clone(),
             error: error.map(str::to_string),
         })
+        .await
         .map(drop)
     }
-    fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        self.inner.runs(flow, limit)
+    async fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+        self.inner.runs(flow, limit).await
     }
-    fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        node: &str,
-        now: DateTime<Utc>,
-        ttl: std::time::Duration,
-        take_from: Option<&str>,
-    ) -> Result<Option<i64>> {
-        self.inner
-            .acquire_lease(name, holder, node, now, ttl, take_from)
+    async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
+        self.inner.run(id).await
     }
-    fn renew_lease(
-        &self,
-        name: &str,
-        token: i64,
-        now: DateTime<Utc>,
-        ttl: std::time::Duration,
-    ) -> Result<bool> {
-        self.inner.renew_lease(name, token, now, ttl)
-    }
-    fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        self.inner.release_lease(name, holder)
-    }
-    fn leases(&self) -> Result<Vec<Lease>> {
-        self.inner.leases()
-    }
-    fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {
-        self.inner.claim_firing(name, at)
-    }
-    fn remember_delivery(
-        &self,
-        webhook: &str,
-        id: &str,
-        at: DateTime<Utc>,
-        keep: std::time::Duration,
-    ) -> Result<bool> {
-        self.inner.remember_delivery(webhook, id, at, keep)
-    }
-    fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()> {
-        self.inner.forget_delivery(webhook, id)
-    }
-    fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64> {
-        self.inner.fenced(fence, write)
-    }
-    fn abandon_runs(
+    async fn abandon_runs(
         &self,
         flow: Option<&str>,
         of: Option<&str>,
@@ -193,54 +223,30 @@ impl StateStore for FencedStore {
         at: DateTime<Utc>,
         why: &str,
     ) -> Result<usize> {
-        self.inner.abandon_runs(flow, of, keep, at, why)
+        self.inner.abandon_runs(flow, of, keep, at, why).await
     }
-    fn heartbeat(&self, instance: &str, node: &str, now: DateTime<Utc>) -> Result<Vec<NodeRecord>> {
-        self.inner.heartbeat(instance, node, now)
+    // Not sync state: what an operator reads (health, switches, run lines). A run that lost
+    // its lease may still leave these; none of them can make a record be written twice or
+    // skipped.
+    async fn put_run_lines(&self, lines: &[RunLine]) -> Result<()> {
+        self.inner.put_run_lines(lines).await
     }
-    fn prune(&self, runs_before: DateTime<Utc>, nodes_before: DateTime<Utc>) -> Result<Pruned> {
-        self.inner.prune(runs_before, nodes_before)
+    async fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
+        self.inner.run_lines(run_id).await
     }
-    fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>> {
-        self.inner.awaiting_actions(scope)
+    async fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
+        self.inner.run_lines_of_key(key, limit).await
     }
-    // Not sync state: what an operator reads (health, switches, run lines) and what a read
-    // of a target lacked. A run that lost its lease may still leave these; none of them can
-    // make a record be written twice or skipped.
-    fn put_system_health(&self, health: &SystemHealth) -> Result<()> {
-        self.inner.put_system_health(health)
+    async fn flow_switches(&self) -> Result<Vec<FlowSwitch>> {
+        self.inner.flow_switches().await
     }
-    fn system_health(&self) -> Result<Vec<SystemHealth>> {
-        self.inner.system_health()
+    async fn set_flow_switch(&self, switch: &FlowSwitch) -> Result<()> {
+        self.inner.set_flow_switch(switch).await
     }
-    fn flow_switches(&self) -> Result<Vec<FlowSwitch>> {
-        self.inner.flow_switches()
+    async fn put_system_health(&self, health: &SystemHealth) -> Result<()> {
+        self.inner.put_system_health(health).await
     }
-    fn set_flow_switch(&self, switch: &FlowSwitch) -> Result<()> {
-        self.inner.set_flow_switch(switch)
-    }
-    fn put_run_lines(&self, lines: &[RunLine]) -> Result<()> {
-        self.inner.put_run_lines(lines)
-    }
-    fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
-        self.inner.run_lines(run_id)
-    }
-    fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
-        self.inner.run_lines_of_key(key, limit)
-    }
-    fn run(&self, id: i64) -> Result<Option<RunRecord>> {
-        self.inner.run(id)
-    }
-    fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
-        self.inner.journal_of_key(key)
-    }
-    fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
-        self.inner.is_absent(flow, key, since)
-    }
-    fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
-        self.inner.note_absent(flow, key, at)
-    }
-    fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
-        self.inner.forget_absent(flow, key)
+    async fn system_health(&self) -> Result<Vec<SystemHealth>> {
+        self.inner.system_health().await
     }
 }

@@ -3,7 +3,7 @@
 //! every remote write.
 //!
 //! A lease is granted with a token that grows with every grant. State writes of a run name
-//! the token and are refused once another grant replaced it (`FencedStore`), so a run that
+//! the token and are refused once another grant replaced it (`Store::fenced`), so a run that
 //! lost its lease cannot write state. Remote systems know nothing of tokens: before each
 //! write to one, the run asks its `LeaseWatch`, which counts the lease as lost a margin
 //! before it could expire anywhere, on the monotonic clock (which keeps running while the

@@ -1,8 +1,10 @@
 //! erpsync's memory: bindings between the records of two systems, incremental cursors, the
 //! write journal that makes exports exactly-once, failures kept for retry, run history, flow
 //! leases and the webhook deliveries already accepted.
-//! `StateStore` is the seam; SQLite is the embedded default, PostgreSQL serves several nodes.
+//! `Store` is the seam, one async handle per role (`Bindings`, `Journal`, `Failures`, `Runs`,
+//! `Coordination`); SQLite is the embedded default, PostgreSQL serves several nodes.
 
+mod blocking;
 mod fenced;
 pub mod lease;
 mod migrate;
@@ -13,7 +15,6 @@ mod postgres;
 mod sqlite;
 mod store;
 
-pub use fenced::FencedStore;
 pub use lease::{Fence, Instance};
 pub use model::*;
 pub(crate) use model::{json_column, keep_since};
@@ -21,4 +22,4 @@ pub use open::open;
 pub use operator::{FlowSwitch, RunLine};
 pub use postgres::{PostgresStore, redact_url};
 pub use sqlite::SqliteStore;
-pub use store::{AnyStore, StateStore, switches};
+pub use store::{Bindings, Coordination, Failures, Journal, Runs, Store, switches};

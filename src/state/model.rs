@@ -16,6 +16,8 @@ pub enum StateStoreError {
     Postgres(::postgres::Error),
     #[error("state database `{0}` is gone: its connection thread stopped")]
     Disconnected(String),
+    #[error("state call stopped before it answered: {0}")]
+    Stopped(String),
     #[error("state data is corrupt: {0}")]
     Corrupt(String),
     #[error("unsupported state url `{0}`: expected `sqlite:PATH` or `postgres://…`")]
@@ -191,7 +193,7 @@ pub struct NodeRecord {
     pub seen_at: DateTime<Utc>,
 }
 
-/// Rows deleted by `StateStore::prune`.
+/// Rows deleted by `Coordination::prune`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct Pruned {
     pub runs: usize,

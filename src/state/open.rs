@@ -3,13 +3,13 @@
 use super::model::{Result, StateStoreError};
 use super::postgres::{PostgresStore, redact_url};
 use super::sqlite::SqliteStore;
-use super::store::AnyStore;
+use super::store::Store;
 
 /// Opens the store a `state.url` names: `sqlite:PATH` (relative to `root`) or
 /// `postgres://…` / `postgresql://…` (optionally `?schema=NAME`).
-pub fn open(url: &str, root: &std::path::Path) -> Result<AnyStore> {
+pub fn open(url: &str, root: &std::path::Path) -> Result<Store> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(Box::new(PostgresStore::open(url)?));
+        return Ok(PostgresStore::open(url)?.into());
     }
     let path = url
         .strip_prefix("sqlite://")
@@ -29,5 +29,5 @@ pub fn open(url: &str, root: &std::path::Path) -> Result<AnyStore> {
             reason: e.to_string(),
         })?;
     }
-    Ok(Box::new(SqliteStore::open(&path)?))
+    Ok(SqliteStore::open(&path)?.into())
 }

@@ -1,13 +1,14 @@
 //! The PostgreSQL state store, for several nodes sharing one state: the tables and semantics
 //! of the SQLite store, every call one transaction, leases taken in one atomic statement.
 //!
-//! The sync `postgres::Client` drives its own runtime and panics inside a tokio runtime, while
-//! the engine calls the store from async code. So one OS thread owns the connection and runs
-//! the calls sent to it over a channel; a caller waits for the answer like it waits for the
-//! SQLite mutex, from sync and async code alike.
+//! The sync `postgres::Client` drives its own runtime and panics inside a tokio runtime. So
+//! a few OS threads each own a connection and take the calls sent to the store over one
+//! channel, whichever is free: a call that waits on a row lock holds one connection, not the
+//! others (the flows' other calls go on). As a `Store`, each call waits for its answer on
+//! tokio's blocking pool (`blocking::OffRuntime`), never on a runtime worker.
 
 use std::collections::HashMap;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 
 use chrono::{DateTime, Utc};
 use postgres::Client;
@@ -19,6 +20,8 @@ mod session;
 mod tls;
 mod url;
 
+use super::blocking::{Blocking, OffRuntime};
+use super::store::Store;
 use rows::*;
 use session::*;
 pub use url::redact_url;
@@ -27,8 +30,12 @@ use url::*;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth, keep_since,
+    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth, keep_since,
 };
+
+/// Connections a store opens, at most (one per connection thread, each opened at its first
+/// call).
+const CONNECTIONS: usize = 4;
 
 /// State in a PostgreSQL database, optionally in a schema of its own.
 pub struct PostgresStore {
@@ -57,21 +64,29 @@ impl PostgresStore {
             crate::redact::register(&String::from_utf8_lossy(p));
         }
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let mut conn = Connection {
-            config,
-            tls,
-            schema: target.schema,
-            client: None,
-        };
-        std::thread::Builder::new()
-            .name("erpsync-postgres".into())
-            .spawn(move || {
-                // Ends when the store, and with it the sender, is dropped.
-                for job in inbox {
-                    job(&mut conn);
-                }
-            })
-            .map_err(|_| StateStoreError::Disconnected(shown.clone()))?;
+        let inbox = Arc::new(Mutex::new(inbox));
+        for _ in 0..CONNECTIONS {
+            let mut conn = Connection {
+                config: config.clone(),
+                tls: tls.clone(),
+                schema: target.schema.clone(),
+                client: None,
+            };
+            let inbox = inbox.clone();
+            std::thread::Builder::new()
+                .name("erpsync-postgres".into())
+                .spawn(move || {
+                    // Ends when the store, and with it the sender, is dropped.
+                    loop {
+                        let job = inbox.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                        match job {
+                            Ok(job) => job(&mut conn),
+                            Err(_) => return,
+                        }
+                    }
+                })
+                .map_err(|_| StateStoreError::Disconnected(shown.clone()))?;
+        }
         let store = PostgresStore { jobs, shown };
         // Connect now, so a wrong URL or a server that is down fails at start.
         store.call(|_| Ok(()))?;
@@ -127,7 +142,7 @@ impl PostgresStore {
         })
     }
 
-    /// Runs `f` on the connection thread and waits for its answer.
+    /// Runs `f` on a free connection thread and waits for its answer.
     fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Client) -> Result<R> + Send + 'static,
@@ -142,13 +157,19 @@ impl PostgresStore {
     }
 }
 
+impl From<PostgresStore> for Store {
+    fn from(s: PostgresStore) -> Store {
+        Store::of(std::sync::Arc::new(OffRuntime(std::sync::Arc::new(s))))
+    }
+}
+
 impl PostgresStore {
     fn write(&self, fence: Option<Fence>, w: StateWrite) -> Result<i64> {
         self.call(move |c| apply(c, fence.as_ref(), &w))
     }
 }
 
-impl StateStore for PostgresStore {
+impl Blocking for PostgresStore {
     fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
         self.write(
             None,

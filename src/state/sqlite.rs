@@ -10,16 +10,20 @@ use serde_json::Value;
 
 mod operator;
 
+use super::blocking::{Blocking, OffRuntime};
+use super::store::Store;
+
 use super::migrate::{STEPS, latest};
 use super::model::StoredBases;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStore, StateStoreError, StateWrite, SystemHealth,
-    json_column as json, keep_since,
+    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth, json_column as json,
+    keep_since,
 };
 
-/// State in one SQLite file.
+/// State in one SQLite file. Its calls block (on the file's lock, up to the busy timeout):
+/// as a `Store` they run on the blocking pool.
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
@@ -27,6 +31,12 @@ pub struct SqliteStore {
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl From<SqliteStore> for Store {
+    fn from(s: SqliteStore) -> Store {
+        Store::of(std::sync::Arc::new(OffRuntime(std::sync::Arc::new(s))))
+    }
 }
 
 fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
@@ -358,7 +368,7 @@ fn row_failure(row: &rusqlite::Row) -> rusqlite::Result<[Option<String>; 8]> {
     ])
 }
 
-impl StateStore for SqliteStore {
+impl Blocking for SqliteStore {
     fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
         /// Keys per query: a page of a list is one query, far below SQLite's bound on
         /// parameters.
@@ -915,6 +925,58 @@ fn query_runs(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A write that waits for another process's lock of the SQLite file waits off the
+    /// runtime: on a runtime of one thread, a task beside it keeps running meanwhile.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_locked_sqlite_file_does_not_stall_the_other_tasks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.sqlite");
+        let store: Store = SqliteStore::open(&path).unwrap().into();
+        // Another process holds the file's write lock for a while.
+        let held = std::time::Duration::from_millis(600);
+        let (locked, is_locked) = std::sync::mpsc::channel();
+        let other = {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let c = rusqlite::Connection::open(&path).unwrap();
+                c.execute_batch("BEGIN IMMEDIATE").unwrap();
+                locked.send(()).unwrap();
+                std::thread::sleep(held);
+                c.execute_batch("COMMIT").unwrap();
+            })
+        };
+        is_locked.recv().unwrap();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ticker = tokio::spawn({
+            let ticks = ticks.clone();
+            async move {
+                loop {
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    ticks.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                }
+            }
+        });
+        let started = std::time::Instant::now();
+        store
+            .bindings
+            .set_cursor("f", chrono::Utc::now())
+            .await
+            .unwrap();
+        let waited = started.elapsed();
+        ticker.abort();
+        other.join().unwrap();
+        assert!(
+            waited >= held / 2,
+            "the write waited for the lock ({waited:?})"
+        );
+        let ticks = ticks.load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            ticks >= 10,
+            "the ticker ran {ticks} times while the write waited {waited:?}"
+        );
+        assert!(store.bindings.cursor("f").await.unwrap().is_some());
+    }
 
     #[test]
     fn a_file_made_before_versioning_is_adopted_with_its_rows() {

@@ -7,7 +7,7 @@ use std::process::Command;
 use erpsync::sim::erp::ErpProduct;
 use erpsync::sim::shop::{Order, Product};
 use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
-use erpsync::state::{SqliteStore, StateStore};
+use erpsync::state::SqliteStore;
 
 use crate::support::project::{demo_project, sim_env};
 
@@ -283,9 +283,17 @@ fn status_names_the_node_running_a_flow_while_it_holds_the_lease() {
 
     // `erpsync status` reads the real time: an hour is far beyond how long it takes.
     let now = chrono::SubsecRound::trunc_subsecs(chrono::Utc::now(), 0);
-    let store = SqliteStore::open(&path).unwrap();
+    let store = erpsync::state::Store::from(SqliteStore::open(&path).unwrap());
     let hour = std::time::Duration::from_secs(3600);
-    assert!(store.try_lease("flow:stock", "node-b", now, hour).unwrap());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert!(
+        rt.block_on(
+            store
+                .coordination
+                .try_lease("flow:stock", "node-b", now, hour)
+        )
+        .unwrap()
+    );
     drop(store);
     let rows: serde_json::Value = serde_json::from_str(&status(true)).unwrap();
     let row = |flow: &str| {

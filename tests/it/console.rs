@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::sim::{FailRule, Faults, seed_both};
-use erpsync::state::{SqliteStore, StateStore};
+use erpsync::state::{SqliteStore, Store};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -220,8 +220,8 @@ fn project(dir: &Path, shop_url: &str, erp_url: &str) -> PathBuf {
     path
 }
 
-fn daemon(project: &Path, clock: &ManualClock, store: Arc<dyn StateStore>) -> Arc<Daemon> {
-    support::daemon::start(vec![project.to_path_buf()], clock, store, None)
+async fn daemon(project: &Path, clock: &ManualClock, store: Store) -> Arc<Daemon> {
+    support::daemon::start(vec![project.to_path_buf()], clock, store, None).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,14 +241,15 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     let dir = tempfile::tempdir().unwrap();
     let project = project(dir.path(), &shop.base_url(), &erp.base_url());
     let state = dir.path().join("state.sqlite");
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).unwrap());
-    let d = daemon(&project, &clock, store.clone());
+    let store: Store = Store::from(SqliteStore::open(&state).unwrap());
+    let d = daemon(&project, &clock, store.clone()).await;
     // Another node sharing the state, started before anyone switches a flow.
     let other = daemon(
         &project,
         &clock,
-        Arc::new(SqliteStore::open(&state).unwrap()),
-    );
+        Store::from(SqliteStore::open(&state).unwrap()),
+    )
+    .await;
     let (url, stop, _) = serve_http(&d).await;
     let mut events = d.subscribe();
 
@@ -323,11 +324,15 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
 
     // Failures: both orders are kept; one lost its answer and waits to be settled.
     b.goto(&format!("{url}/console/failures")).await.unwrap();
-    let pending = store.journal_pending(None).unwrap();
+    let pending = store.journal.journal_pending(None).await.unwrap();
     assert_eq!(pending.len(), 1, "{pending:?}");
     let lost = pending[0].key.clone();
     let refused = numbers.iter().find(|n| **n != lost).unwrap().clone();
-    let failures = store.failures(Some("orders_to_erp")).unwrap();
+    let failures = store
+        .failures
+        .failures(Some("orders_to_erp"))
+        .await
+        .unwrap();
     let failure = failures.iter().find(|f| f.key == refused).unwrap();
     assert_eq!(failure.status, Some(422));
     let html = page(&b).await;
@@ -375,7 +380,14 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     let html = page(&b).await;
     assert!(html.contains("settled: not sent"), "{html}");
     assert!(!html.contains(&format!("data-pending=\"{lost}\"")));
-    assert!(store.journal_pending(None).unwrap().is_empty());
+    assert!(
+        store
+            .journal
+            .journal_pending(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         erp.orders_by_reference(&lost).len(),
         0,
@@ -430,7 +442,7 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     assert!(erp.counters().total() > calls, "the dry run read the ERP");
     assert_eq!(erp.counters().writes(), writes, "a dry run writes nothing");
     assert_eq!(
-        store.runs(Some("products"), 10).unwrap().len(),
+        store.runs.runs(Some("products"), 10).await.unwrap().len(),
         0,
         "a dry run is no run"
     );
@@ -447,14 +459,15 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
         .await
         .unwrap();
     page_with(&b, "Flow products switched off.").await;
-    let status = |d: &Daemon| {
+    let status = async |d: &Daemon| {
         d.flow_statuses()
+            .await
             .into_iter()
             .find(|f| f.id == "products")
             .unwrap()
     };
-    assert!(!status(&d).enabled);
-    assert_eq!(status(&d).next_run, None);
+    assert!(!status(&d).await.enabled);
+    assert_eq!(status(&d).await.next_run, None);
     let due = d.tick(at("10:07:00"));
     assert!(!due.is_empty(), "other flows are due by then");
     assert!(due.iter().all(|(f, _)| f != "products"), "{due:?}");
@@ -469,18 +482,22 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     .await;
     assert!(other.drain(PATIENCE).await);
     assert!(d.drain(PATIENCE).await);
-    assert_eq!(store.runs(Some("products"), 10).unwrap().len(), 0);
+    assert_eq!(
+        store.runs.runs(Some("products"), 10).await.unwrap().len(),
+        0
+    );
     // A reload and a restart keep it off.
-    d.reload().unwrap();
-    assert!(!status(&d).enabled);
+    d.reload().await.unwrap();
+    assert!(!status(&d).await.enabled);
     let restarted = daemon(
         &project,
         &clock,
-        Arc::new(SqliteStore::open(&state).unwrap()),
-    );
-    assert!(!status(&restarted).enabled);
-    assert_eq!(status(&restarted).switched, Some(false));
-    assert_eq!(status(&restarted).next_run, None);
+        Store::from(SqliteStore::open(&state).unwrap()),
+    )
+    .await;
+    assert!(!status(&restarted).await.enabled);
+    assert_eq!(status(&restarted).await.switched, Some(false));
+    assert_eq!(status(&restarted).await.next_run, None);
 
     // At phone width the flows page has no sideways scrolling.
     b.set_window_size(390, 844).await.unwrap();
@@ -518,8 +535,8 @@ async fn the_viewer_token_only_reads_and_forms_need_the_sessions_csrf_token() {
     let (shop, erp) = sims(&clock).await;
     let dir = tempfile::tempdir().unwrap();
     let project = project(dir.path(), &shop.base_url(), &erp.base_url());
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let d = daemon(&project, &clock, store.clone());
+    let store: Store = Store::from(SqliteStore::in_memory().unwrap());
+    let d = daemon(&project, &clock, store.clone()).await;
     let (url, stop, _) = serve_http(&d).await;
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
@@ -549,7 +566,7 @@ async fn the_viewer_token_only_reads_and_forms_need_the_sessions_csrf_token() {
             .unwrap();
         assert_eq!(r.status(), StatusCode::FORBIDDEN, "{path}");
     }
-    assert!(d.flow_statuses().iter().all(|f| f.switched.is_none()));
+    assert!(d.flow_statuses().await.iter().all(|f| f.switched.is_none()));
     // The admin token switches through the API, and the switch is in the state.
     let r = http
         .post(format!("{url}/api/flows/stock/enabled"))
@@ -559,7 +576,7 @@ async fn the_viewer_token_only_reads_and_forms_need_the_sessions_csrf_token() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
-    let switches = store.flow_switches().unwrap();
+    let switches = store.runs.flow_switches().await.unwrap();
     assert_eq!(switches.len(), 1);
     assert_eq!(
         (switches[0].flow.as_str(), switches[0].enabled),
@@ -622,6 +639,7 @@ async fn the_viewer_token_only_reads_and_forms_need_the_sessions_csrf_token() {
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(
         d.flow_statuses()
+            .await
             .iter()
             .any(|f| f.id == "products" && f.enabled)
     );
@@ -754,14 +772,15 @@ async fn run_once_follows_the_consoles_switches() {
     )
     .unwrap();
     let state = dir.path().join("state.sqlite");
-    SqliteStore::open(&state)
-        .unwrap()
+    Store::from(SqliteStore::open(&state).unwrap())
+        .runs
         .set_flow_switch(&FlowSwitch {
             flow: "products".into(),
             enabled: false,
             changed_at: Utc::now(),
             changed_by: "console".into(),
         })
+        .await
         .unwrap();
     let (key, secret) = shop.credentials();
     let (id, client_secret) = erp.credentials();

@@ -16,7 +16,7 @@ use erpsync::engine::RunOptions;
 use erpsync::sim::shop::Order;
 use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
 use erpsync::sim::{ErpHandle, ShopHandle, WebhookConfig};
-use erpsync::state::{Failure, SqliteStore, StateStore};
+use erpsync::state::{Failure, SqliteStore, Store};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
@@ -40,16 +40,16 @@ struct Rig {
     shop: ShopHandle,
     erp: ErpHandle,
     daemon: Arc<Daemon>,
-    store: Arc<dyn StateStore>,
+    store: Store,
 }
 
-fn start_daemon_on(project: &Path, clock: &ManualClock, store: Arc<dyn StateStore>) -> Arc<Daemon> {
-    support::daemon::start(vec![project.to_path_buf()], clock, store, Some(TOKEN))
+async fn start_daemon_on(project: &Path, clock: &ManualClock, store: Store) -> Arc<Daemon> {
+    support::daemon::start(vec![project.to_path_buf()], clock, store, Some(TOKEN)).await
 }
 
-fn start_daemon(project: &Path, clock: &ManualClock) -> (Arc<Daemon>, Arc<dyn StateStore>) {
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    (start_daemon_on(project, clock, store.clone()), store)
+async fn start_daemon(project: &Path, clock: &ManualClock) -> (Arc<Daemon>, Store) {
+    let store: Store = Store::from(SqliteStore::in_memory().unwrap());
+    (start_daemon_on(project, clock, store.clone()).await, store)
 }
 
 /// The demo project against fresh simulators seeded with a small catalogue; `edit` changes
@@ -63,7 +63,7 @@ async fn rig(edit: impl FnOnce(String) -> String) -> Rig {
     std::fs::create_dir(&project).unwrap();
     let yaml = edit(demo_yaml(&shop.base_url(), &erp.base_url(), dir.path()));
     std::fs::write(project.join("demo.yaml"), yaml).unwrap();
-    let (daemon, store) = start_daemon(&project, &clock);
+    let (daemon, store) = start_daemon(&project, &clock).await;
     Rig {
         _dir: dir,
         project,
@@ -112,7 +112,7 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
 
     // Nothing is due at the start.
     assert!(d.tick(r.clock.now()).is_empty());
-    let status = d.flow_statuses();
+    let status = d.flow_statuses().await;
     let next = |id: &str| status.iter().find(|f| f.id == id).unwrap().next_run;
     assert_eq!(next("orders_to_erp"), Some(at("10:02:00")));
     assert_eq!(
@@ -174,11 +174,13 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
     assert!(fired.contains(&("variant_stock".to_string(), Cause::Reconcile)));
     assert_eq!(fired.len(), 5, "{fired:?}");
     assert!(d.drain(Duration::from_secs(5)).await);
-    let runs = r.store.runs(Some("stock"), 10).unwrap();
+    let runs = r.store.runs.runs(Some("stock"), 10).await.unwrap();
     assert_eq!(runs[0].kind, "reconcile");
     assert!(
         r.store
+            .runs
             .runs(Some("orders_from_erp"), 10)
+            .await
             .unwrap()
             .is_empty()
     );
@@ -187,13 +189,24 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
         force: true,
         ..Default::default()
     };
-    d.trigger("orders_from_erp", forced, Cause::Manual).unwrap();
+    d.trigger("orders_from_erp", forced, Cause::Manual)
+        .await
+        .unwrap();
     assert_eq!(
-        d.trigger("orders_from_erp", RunOptions::default(), Cause::Manual),
+        d.trigger("orders_from_erp", RunOptions::default(), Cause::Manual)
+            .await,
         Err(TriggerRefusedError::Disabled("orders_from_erp".into()))
     );
     assert!(d.drain(Duration::from_secs(5)).await);
-    assert_eq!(r.store.runs(Some("orders_from_erp"), 10).unwrap().len(), 1);
+    assert_eq!(
+        r.store
+            .runs
+            .runs(Some("orders_from_erp"), 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 /// A webhook whose secret is empty (an unset `${VAR:-}`) trusts nothing: a delivery signed
@@ -258,13 +271,19 @@ async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_ar
         }
     );
     wait_for(&mut events, finished("stock")).await;
-    let stock_run = &r.store.runs(Some("stock"), 1).unwrap()[0];
+    let stock_run = &r.store.runs.runs(Some("stock"), 1).await.unwrap()[0];
     assert_eq!(stock_run.kind, "scoped");
     // The shop sent `order.created` and `order.status_changed`: both are handled, the order
     // is exported once.
     r.shop.flush_webhooks().await;
     assert!(r.daemon.drain(Duration::from_secs(1)).await);
-    let runs_before = r.store.runs(Some("orders_to_erp"), 10).unwrap().len();
+    let runs_before = r
+        .store
+        .runs
+        .runs(Some("orders_to_erp"), 10)
+        .await
+        .unwrap()
+        .len();
 
     let client = http();
     let body = json!({"event": "order.status_changed", "number": order.number,
@@ -320,7 +339,12 @@ async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_ar
     // Nothing ran because of them.
     assert!(r.daemon.drain(Duration::from_secs(1)).await);
     assert_eq!(
-        r.store.runs(Some("orders_to_erp"), 10).unwrap().len(),
+        r.store
+            .runs
+            .runs(Some("orders_to_erp"), 10)
+            .await
+            .unwrap()
+            .len(),
         runs_before
     );
     assert_eq!(r.erp.orders_by_reference(&order.number).len(), 1);
@@ -371,8 +395,9 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
     let first = start_daemon_on(
         &project,
         &clock,
-        Arc::new(SqliteStore::open(&state).unwrap()),
-    );
+        Store::from(SqliteStore::open(&state).unwrap()),
+    )
+    .await;
     let (url, stop, served) = serve_http(&first).await;
     let (status, answer) = deliver(&url, &body, "delivery-1").await;
     assert_eq!(
@@ -388,9 +413,14 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
     // The sender did not get the answer and delivers again, a minute later, well within
     // `max_age_secs`, to the restarted daemon.
     clock.advance(Duration::from_secs(60));
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).unwrap());
-    let runs_before = store.runs(Some("orders_to_erp"), 10).unwrap().len();
-    let second = start_daemon_on(&project, &clock, store.clone());
+    let store: Store = Store::from(SqliteStore::open(&state).unwrap());
+    let runs_before = store
+        .runs
+        .runs(Some("orders_to_erp"), 10)
+        .await
+        .unwrap()
+        .len();
+    let second = start_daemon_on(&project, &clock, store.clone()).await;
     let (url, stop, served) = serve_http(&second).await;
     let (status, answer) = deliver(&url, &body, "delivery-1").await;
     assert_eq!(
@@ -399,7 +429,12 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
     );
     assert!(second.drain(Duration::from_secs(5)).await);
     assert_eq!(
-        store.runs(Some("orders_to_erp"), 10).unwrap().len(),
+        store
+            .runs
+            .runs(Some("orders_to_erp"), 10)
+            .await
+            .unwrap()
+            .len(),
         runs_before
     );
     assert_eq!(
@@ -414,7 +449,12 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
     assert_eq!(status, StatusCode::ACCEPTED);
     assert!(second.drain(Duration::from_secs(5)).await);
     assert_eq!(
-        store.runs(Some("orders_to_erp"), 10).unwrap().len(),
+        store
+            .runs
+            .runs(Some("orders_to_erp"), 10)
+            .await
+            .unwrap()
+            .len(),
         runs_before + 1
     );
     assert_eq!(erp.orders_by_reference(&order.number).len(), 1);
@@ -430,8 +470,8 @@ async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sen
     let (_dir, project, state) = demo_on_disk(&shop, &erp);
     let order = confirmed_order(&shop, "ana@example.com");
     let body = order_event(&order.number, clock.now());
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::open(&state).unwrap());
-    let d = start_daemon_on(&project, &clock, store.clone());
+    let store: Store = Store::from(SqliteStore::open(&state).unwrap());
+    let d = start_daemon_on(&project, &clock, store.clone()).await;
     let (url, stop, served) = serve_http(&d).await;
 
     // The table of deliveries goes missing under the daemon's feet.
@@ -456,7 +496,14 @@ async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sen
         "the state database is unavailable; deliver again later"
     );
     assert!(d.drain(Duration::from_secs(5)).await);
-    assert!(store.runs(Some("orders_to_erp"), 10).unwrap().is_empty());
+    assert!(
+        store
+            .runs
+            .runs(Some("orders_to_erp"), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
         d.metrics.value(
             "erpsync_webhooks_total",
@@ -514,12 +561,14 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
     // Another node runs `stock`: it holds the flow's lease in the shared state.
     assert!(
         r.store
+            .coordination
             .try_lease(
                 "flow:stock",
                 "node-b",
                 r.clock.now(),
                 Duration::from_secs(90)
             )
+            .await
             .unwrap()
     );
     let answer = flows().await;
@@ -532,6 +581,7 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
     assert_eq!(
         r.daemon
             .trigger("stock", RunOptions::default(), Cause::Manual)
+            .await
             .unwrap_err(),
         erpsync::daemon::TriggerRefusedError::Elsewhere {
             flow: "stock".into(),
@@ -548,6 +598,7 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
     // A run of this node holds the lease while it goes on.
     r.daemon
         .trigger("stock", RunOptions::default(), Cause::Manual)
+        .await
         .unwrap();
     wait_for(
         &mut events,
@@ -559,6 +610,7 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
     let stock = r
         .daemon
         .flow_statuses()
+        .await
         .into_iter()
         .find(|f| f.id == "stock")
         .unwrap();
@@ -567,7 +619,7 @@ async fn the_admin_api_shows_which_node_holds_each_flows_lease() {
     assert!(stock.lease_until > Some(r.clock.now()));
     wait_for(&mut events, finished("stock")).await;
     assert!(
-        r.store.leases().unwrap().is_empty(),
+        r.store.coordination.leases().await.unwrap().is_empty(),
         "released after the run"
     );
     stop.send(()).unwrap();
@@ -653,6 +705,7 @@ async fn admin_api_needs_the_token_and_shows_flows_runs_failures_and_metrics() {
     let now = r.clock.now();
     let id = r
         .store
+        .failures
         .put_failure(&Failure {
             id: 0,
             flow: "products".into(),
@@ -666,6 +719,7 @@ async fn admin_api_needs_the_token_and_shows_flows_runs_failures_and_metrics() {
             created_at: now,
             updated_at: now,
         })
+        .await
         .unwrap();
     let list: Value = get("/api/failures", Some(TOKEN))
         .await
@@ -687,7 +741,10 @@ async fn admin_api_needs_the_token_and_shows_flows_runs_failures_and_metrics() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     wait_for(&mut events, finished("products")).await;
-    assert_eq!(r.store.runs(Some("products"), 1).unwrap()[0].kind, "scoped");
+    assert_eq!(
+        r.store.runs.runs(Some("products"), 1).await.unwrap()[0].kind,
+        "scoped"
+    );
     let resp = client
         .post(format!("{url}/api/failures/{id}/discard"))
         .bearer_auth(TOKEN)
@@ -695,7 +752,7 @@ async fn admin_api_needs_the_token_and_shows_flows_runs_failures_and_metrics() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    assert!(r.store.failure(id).unwrap().is_none());
+    assert!(r.store.failures.failure(id).await.unwrap().is_none());
 
     // Metrics: runs by flow and status, records by decision, requests by system and class,
     // retries, rate-limit waits, failures pending, durations.
@@ -732,6 +789,7 @@ async fn shutdown_during_a_run_lets_it_finish_and_loses_nothing() {
     let mut events = r.daemon.subscribe();
     r.daemon
         .trigger("orders_to_erp", RunOptions::default(), Cause::Manual)
+        .await
         .unwrap();
     wait_for(&mut events, |e| matches!(e, DaemonEvent::RunStarted { .. })).await;
     assert!(r.daemon.is_running("orders_to_erp"));
@@ -741,7 +799,8 @@ async fn shutdown_during_a_run_lets_it_finish_and_loses_nothing() {
     assert!(served.await.unwrap(), "drained within the grace period");
     assert_eq!(
         r.daemon
-            .trigger("products", RunOptions::default(), Cause::Manual),
+            .trigger("products", RunOptions::default(), Cause::Manual)
+            .await,
         Err(TriggerRefusedError::ShuttingDown)
     );
     for o in &orders {
@@ -752,16 +811,23 @@ async fn shutdown_during_a_run_lets_it_finish_and_loses_nothing() {
             o.number
         );
     }
-    let run = &r.store.runs(Some("orders_to_erp"), 1).unwrap()[0];
+    let run = &r.store.runs.runs(Some("orders_to_erp"), 1).await.unwrap()[0];
     assert_eq!(run.status, "ok");
     assert!(run.finished_at.is_some());
     assert!(
-        r.store.cursor("orders_to_erp").unwrap().is_some(),
+        r.store
+            .bindings
+            .cursor("orders_to_erp")
+            .await
+            .unwrap()
+            .is_some(),
         "cursor persisted"
     );
     assert!(
         r.store
+            .journal
             .journal_pending(Some("orders_to_erp"))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -776,8 +842,9 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
     let r = rig(|y| y).await;
     let file = r.project.join("demo.yaml");
     let text = std::fs::read_to_string(&file).unwrap();
-    let schedule = |d: &Daemon| {
+    let schedule = async |d: &Daemon| {
         d.flow_statuses()
+            .await
             .into_iter()
             .find(|f| f.id == "products")
             .unwrap()
@@ -793,10 +860,10 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
     std::fs::write(&file, &edited).unwrap();
     assert!(watch.changed());
     let erp = r.daemon.engine().systems["erp"].clone();
-    let changed = r.daemon.reload().unwrap();
+    let changed = r.daemon.reload().await.unwrap();
     assert_eq!(changed.flows, ["products"]);
     assert!(changed.systems.is_empty(), "{changed:?}");
-    assert_eq!(schedule(&r.daemon).as_deref(), Some("*/7 * * * *"));
+    assert_eq!(schedule(&r.daemon).await.as_deref(), Some("*/7 * * * *"));
     assert!(
         Arc::ptr_eq(&erp, &r.daemon.engine().systems["erp"]),
         "an unchanged system keeps its client, token and budget"
@@ -804,7 +871,7 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
 
     std::fs::write(&file, edited.replace("*/7 * * * *", "*/7 * * *")).unwrap();
     assert!(watch.changed());
-    match r.daemon.reload() {
+    match r.daemon.reload().await {
         Err(ConfigReloadError::Invalid { count, diagnostics }) => {
             assert_eq!(count, 1);
             assert!(
@@ -814,7 +881,7 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
         }
         other => panic!("expected a rejected reload, got {other:?}"),
     }
-    assert_eq!(schedule(&r.daemon).as_deref(), Some("*/7 * * * *"));
+    assert_eq!(schedule(&r.daemon).await.as_deref(), Some("*/7 * * * *"));
     let m = &r.daemon.metrics;
     assert_eq!(
         m.value("erpsync_reloads_total", &[("result", "accepted")]),
@@ -828,6 +895,7 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
     let mut events = r.daemon.subscribe();
     r.daemon
         .trigger("products", RunOptions::default(), Cause::Manual)
+        .await
         .unwrap();
     let done = wait_for(&mut events, finished("products")).await;
     assert_eq!(
@@ -951,7 +1019,7 @@ flows:
 "#,
     );
     std::fs::write(project.join("shops.yaml"), yaml).unwrap();
-    let (d, store) = start_daemon(&project, &clock);
+    let (d, store) = start_daemon(&project, &clock).await;
     let order = confirmed_order(&shop_ro, "ro@example.com");
 
     clock.set("2026-05-04T10:02:00Z".parse().unwrap());
@@ -968,14 +1036,28 @@ flows:
         1,
         "the Romanian order reached the ERP"
     );
-    let status = d.flow_statuses();
+    let status = d.flow_statuses().await;
     let of = |id: &str| status.iter().find(|f| f.id == id).unwrap().clone();
     assert_eq!(of("orders_to_erp.shop_ro").last_run.unwrap().status, "ok");
     let bg = of("orders_to_erp.shop_bg");
     assert_eq!(bg.last_run.unwrap().status, "error");
     assert!(bg.last_error.is_some());
-    assert!(store.cursor("orders_to_erp.shop_bg").unwrap().is_none());
-    assert!(store.cursor("orders_to_erp.shop_ro").unwrap().is_some());
+    assert!(
+        store
+            .bindings
+            .cursor("orders_to_erp.shop_bg")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .bindings
+            .cursor("orders_to_erp.shop_ro")
+            .await
+            .unwrap()
+            .is_some()
+    );
     // One ERP client, one rate-limit budget, shared by both shops' flows.
     let engine = d.engine();
     assert_eq!(engine.systems.len(), 3);
@@ -1092,6 +1174,7 @@ async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers
     });
     let mut events = d.subscribe();
     d.trigger("orders_to_erp", RunOptions::default(), Cause::Manual)
+        .await
         .unwrap();
     let status = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -1107,12 +1190,13 @@ async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers
     assert_eq!(status, "error");
     let last = d
         .flow_statuses()
+        .await
         .into_iter()
         .find(|f| f.id == "orders_to_erp")
         .unwrap();
     let error = last.last_error.unwrap();
     assert!(error.contains("system `erp` is down"), "{error}");
-    assert!(r.store.failures(None).unwrap().is_empty());
+    assert!(r.store.failures.failures(None).await.unwrap().is_empty());
 
     // Down in the admin API, the metrics and the state (what `erpsync status` shows).
     let down = system_until(&url, "erp", |s| s["up"] == false).await;
@@ -1123,7 +1207,7 @@ async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers
         metric_line(&url, "erpsync_system_up{system=\"erp\"}").await,
         "erpsync_system_up{system=\"erp\"} 0"
     );
-    let kept = r.store.system_health().unwrap();
+    let kept = r.store.runs.system_health().await.unwrap();
     assert!(kept.iter().any(|h| h.system == "erp" && h.down), "{kept:?}");
     // The same truth on `GET /api/flows` and the console's flows page, and told once.
     let flows: Value = http()
@@ -1165,12 +1249,13 @@ async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers
         metric_line(&url, "erpsync_system_up{system=\"erp\"}").await,
         "erpsync_system_up{system=\"erp\"} 1"
     );
-    let kept = r.store.system_health().unwrap();
+    let kept = r.store.runs.system_health().await.unwrap();
     assert!(
         kept.iter().any(|h| h.system == "erp" && !h.down),
         "{kept:?}"
     );
     d.trigger("orders_to_erp", RunOptions::default(), Cause::Manual)
+        .await
         .unwrap();
     let mut events = d.subscribe();
     wait_for(&mut events, finished("orders_to_erp")).await;

@@ -14,9 +14,7 @@ use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
 use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync::sim::shop::{Order, Product};
 use erpsync::sim::{Faults, ShopHandle};
-use erpsync::state::{
-    Binding, Failure, JournalEntry, JournalState, RunRecord, Scope, SqliteStore, StateStore,
-};
+use erpsync::state::{Binding, Bindings, Scope, SqliteStore, Store};
 use serde_json::{Value, json};
 
 use crate::support::harness::{Harness, build};
@@ -279,7 +277,7 @@ async fn merges_categories(edit: impl FnOnce(&mut Value)) {
     })
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    let store = Store::from(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
     let engine = build(&shop, &erp, &dir, store, &clock, edit);
     clock.advance(Duration::from_secs(60));
 
@@ -436,7 +434,7 @@ async fn incremental_stock_starts_at_the_configured_date() {
         h.shop.product_by_sku("SKU-000004").unwrap().stock,
         Some(erp4)
     );
-    let cursor = h.store.cursor("stock").unwrap().unwrap();
+    let cursor = h.store.bindings.cursor("stock").await.unwrap().unwrap();
     assert_eq!(cursor.to_rfc3339(), "2026-03-01T10:01:00+00:00");
 
     // The next run reads from the cursor less the 60 s overlap (10:00:00): the four records
@@ -613,7 +611,7 @@ async fn changes_survive_shifting_pages(erp: bool) {
         let r = h.run("products").await;
         assert!(r.ok(), "{:?}", r.errors);
         // Whatever has not crossed yet must be after the cursor, where the next run reads.
-        let cursor = h.store.cursor("products").unwrap().unwrap();
+        let cursor = h.store.bindings.cursor("products").await.unwrap().unwrap();
         let across: HashMap<String, String> = names(&h, !erp)
             .into_iter()
             .map(|(sku, name, _)| (sku, name))
@@ -639,238 +637,89 @@ async fn changes_survive_shifting_pages(erp: bool) {
     }
 }
 
-/// A store that counts the binding reads it serves.
+/// The bindings of a store, counting the reads they serve.
 #[derive(Debug)]
-struct CountingStore {
-    inner: Arc<SqliteStore>,
+struct CountingBindings {
+    inner: Arc<dyn Bindings>,
     binding_reads: std::sync::atomic::AtomicUsize,
 }
 
-impl StateStore for CountingStore {
-    fn bindings(
+#[async_trait::async_trait]
+impl Bindings for CountingBindings {
+    async fn bindings(
         &self,
         scope: &Scope,
         keys: &[String],
     ) -> erpsync::state::Result<HashMap<String, Binding>> {
         self.binding_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.inner.bindings(scope, keys)
+        self.inner.bindings(scope, keys).await
     }
-    fn all_bindings(&self, scope: &Scope) -> erpsync::state::Result<Vec<Binding>> {
-        self.inner.all_bindings(scope)
+    async fn all_bindings(&self, scope: &Scope) -> erpsync::state::Result<Vec<Binding>> {
+        self.inner.all_bindings(scope).await
     }
-    fn binding_count(&self, scope: &Scope) -> erpsync::state::Result<usize> {
-        self.inner.binding_count(scope)
+    async fn binding_count(&self, scope: &Scope) -> erpsync::state::Result<usize> {
+        self.inner.binding_count(scope).await
     }
-    fn binding_by_id(
+    async fn binding_by_id(
         &self,
         scope: &Scope,
         side_a: bool,
         id: &str,
     ) -> erpsync::state::Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side_a, id)
+        self.inner.binding_by_id(scope, side_a, id).await
     }
-    fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> erpsync::state::Result<()> {
-        self.inner.put_bindings(scope, bindings)
+    async fn put_bindings(&self, scope: &Scope, b: &[Binding]) -> erpsync::state::Result<()> {
+        self.inner.put_bindings(scope, b).await
     }
-    fn cursor(&self, flow: &str) -> erpsync::state::Result<Option<DateTime<Utc>>> {
-        self.inner.cursor(flow)
+    async fn cursor(&self, flow: &str) -> erpsync::state::Result<Option<DateTime<Utc>>> {
+        self.inner.cursor(flow).await
     }
-    fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> erpsync::state::Result<()> {
-        self.inner.set_cursor(flow, at)
+    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> erpsync::state::Result<()> {
+        self.inner.set_cursor(flow, at).await
     }
-    fn journal_begin(&self, entry: &JournalEntry) -> erpsync::state::Result<i64> {
-        self.inner.journal_begin(entry)
-    }
-    fn journal_finish(
-        &self,
-        id: i64,
-        state: JournalState,
-        binding: Option<(&Scope, &Binding)>,
-    ) -> erpsync::state::Result<()> {
-        self.inner.journal_finish(id, state, binding)
-    }
-    fn journal_progress(&self, id: i64, payload: &serde_json::Value) -> erpsync::state::Result<()> {
-        self.inner.journal_progress(id, payload)
-    }
-    fn journal_pending(&self, flow: Option<&str>) -> erpsync::state::Result<Vec<JournalEntry>> {
-        self.inner.journal_pending(flow)
-    }
-    fn journal_settle(
+    async fn is_absent(
         &self,
         flow: &str,
         key: &str,
-        binding: Option<(&Scope, &Binding)>,
-    ) -> erpsync::state::Result<usize> {
-        self.inner.journal_settle(flow, key, binding)
+        since: DateTime<Utc>,
+    ) -> erpsync::state::Result<bool> {
+        self.inner.is_absent(flow, key, since).await
     }
-    fn put_failure(&self, failure: &Failure) -> erpsync::state::Result<i64> {
-        self.inner.put_failure(failure)
-    }
-    fn clear_failure(&self, flow: &str, key: &str) -> erpsync::state::Result<()> {
-        self.inner.clear_failure(flow, key)
-    }
-    fn failures(&self, flow: Option<&str>) -> erpsync::state::Result<Vec<Failure>> {
-        self.inner.failures(flow)
-    }
-    fn failure(&self, id: i64) -> erpsync::state::Result<Option<Failure>> {
-        self.inner.failure(id)
-    }
-    fn discard_failure(&self, id: i64) -> erpsync::state::Result<bool> {
-        self.inner.discard_failure(id)
-    }
-    fn run_start(
+    async fn note_absent(
         &self,
         flow: &str,
-        kind: &str,
-        at: DateTime<Utc>,
-        instance: &erpsync::state::Instance,
-    ) -> erpsync::state::Result<i64> {
-        self.inner.run_start(flow, kind, at, instance)
-    }
-    fn run_finish(
-        &self,
-        id: i64,
-        at: DateTime<Utc>,
-        status: &str,
-        counts: &Value,
-        error: Option<&str>,
-    ) -> erpsync::state::Result<()> {
-        self.inner.run_finish(id, at, status, counts, error)
-    }
-    fn runs(&self, flow: Option<&str>, limit: usize) -> erpsync::state::Result<Vec<RunRecord>> {
-        self.inner.runs(flow, limit)
-    }
-    fn acquire_lease(
-        &self,
-        name: &str,
-        holder: &str,
-        node: &str,
-        now: DateTime<Utc>,
-        ttl: Duration,
-        take_from: Option<&str>,
-    ) -> erpsync::state::Result<Option<i64>> {
-        self.inner
-            .acquire_lease(name, holder, node, now, ttl, take_from)
-    }
-    fn renew_lease(
-        &self,
-        name: &str,
-        token: i64,
-        now: DateTime<Utc>,
-        ttl: Duration,
-    ) -> erpsync::state::Result<bool> {
-        self.inner.renew_lease(name, token, now, ttl)
-    }
-    fn fenced(
-        &self,
-        fence: &erpsync::state::Fence,
-        write: erpsync::state::StateWrite,
-    ) -> erpsync::state::Result<i64> {
-        self.inner.fenced(fence, write)
-    }
-    fn abandon_runs(
-        &self,
-        flow: Option<&str>,
-        of: Option<&str>,
-        keep: &str,
-        at: DateTime<Utc>,
-        why: &str,
-    ) -> erpsync::state::Result<usize> {
-        self.inner.abandon_runs(flow, of, keep, at, why)
-    }
-    fn heartbeat(
-        &self,
-        instance: &str,
-        node: &str,
-        now: DateTime<Utc>,
-    ) -> erpsync::state::Result<Vec<erpsync::state::NodeRecord>> {
-        self.inner.heartbeat(instance, node, now)
-    }
-    fn prune(
-        &self,
-        runs_before: DateTime<Utc>,
-        nodes_before: DateTime<Utc>,
-    ) -> erpsync::state::Result<erpsync::state::Pruned> {
-        self.inner.prune(runs_before, nodes_before)
-    }
-    fn awaiting_actions(&self, scope: &Scope) -> erpsync::state::Result<Vec<Binding>> {
-        self.inner.awaiting_actions(scope)
-    }
-    fn release_lease(&self, name: &str, holder: &str) -> erpsync::state::Result<()> {
-        self.inner.release_lease(name, holder)
-    }
-    fn leases(&self) -> erpsync::state::Result<Vec<erpsync::state::Lease>> {
-        self.inner.leases()
-    }
-    fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> erpsync::state::Result<bool> {
-        self.inner.claim_firing(name, at)
-    }
-    fn remember_delivery(
-        &self,
-        webhook: &str,
-        id: &str,
-        at: DateTime<Utc>,
-        keep: Duration,
-    ) -> erpsync::state::Result<bool> {
-        self.inner.remember_delivery(webhook, id, at, keep)
-    }
-    fn forget_delivery(&self, webhook: &str, id: &str) -> erpsync::state::Result<()> {
-        self.inner.forget_delivery(webhook, id)
-    }
-    fn put_system_health(&self, h: &erpsync::state::SystemHealth) -> erpsync::state::Result<()> {
-        self.inner.put_system_health(h)
-    }
-    fn system_health(&self) -> erpsync::state::Result<Vec<erpsync::state::SystemHealth>> {
-        self.inner.system_health()
-    }
-
-    fn flow_switches(&self) -> erpsync::state::Result<Vec<erpsync::state::FlowSwitch>> {
-        self.inner.flow_switches()
-    }
-    fn set_flow_switch(&self, s: &erpsync::state::FlowSwitch) -> erpsync::state::Result<()> {
-        self.inner.set_flow_switch(s)
-    }
-    fn put_run_lines(&self, lines: &[erpsync::state::RunLine]) -> erpsync::state::Result<()> {
-        self.inner.put_run_lines(lines)
-    }
-    fn run_lines(&self, run_id: i64) -> erpsync::state::Result<Vec<erpsync::state::RunLine>> {
-        self.inner.run_lines(run_id)
-    }
-    fn run_lines_of_key(
-        &self,
         key: &str,
-        limit: usize,
-    ) -> erpsync::state::Result<Vec<erpsync::state::RunLine>> {
-        self.inner.run_lines_of_key(key, limit)
+        at: DateTime<Utc>,
+    ) -> erpsync::state::Result<()> {
+        self.inner.note_absent(flow, key, at).await
     }
-    fn run(&self, id: i64) -> erpsync::state::Result<Option<erpsync::state::RunRecord>> {
-        self.inner.run(id)
+    async fn forget_absent(&self, flow: &str, key: &str) -> erpsync::state::Result<()> {
+        self.inner.forget_absent(flow, key).await
     }
-    fn journal_of_key(&self, key: &str) -> erpsync::state::Result<Vec<JournalEntry>> {
-        self.inner.journal_of_key(key)
+    async fn awaiting_actions(&self, scope: &Scope) -> erpsync::state::Result<Vec<Binding>> {
+        self.inner.awaiting_actions(scope).await
     }
 }
 
 #[tokio::test]
 async fn bindings_are_read_once_per_page() {
     let h = Harness::new(250, |_| {}).await;
-    let store = Arc::new(CountingStore {
-        inner: h.store.clone(),
+    let counted = Arc::new(CountingBindings {
+        inner: h.store.bindings.clone(),
         binding_reads: Default::default(),
     });
-    let engine = Engine::new(
-        h.engine.project.clone(),
-        store.clone(),
-        Arc::new(h.clock.clone()),
-    )
-    .unwrap();
+    let store = Store {
+        bindings: counted.clone(),
+        ..h.store.clone()
+    };
+    let engine = Engine::new(h.engine.project.clone(), store, Arc::new(h.clock.clone())).unwrap();
     let opts = RunOptions {
         details: true,
         ..Default::default()
     };
     let reads = || {
-        store
+        counted
             .binding_reads
             .swap(0, std::sync::atomic::Ordering::Relaxed)
     };
@@ -1008,11 +857,11 @@ async fn dry_run_writes_nothing_and_predicts_the_run() {
         assert!(plan.dry_run);
         assert_eq!(h.writes(), (0, 0), "{f}: a dry run sends no write");
         assert!(
-            h.store.runs(Some(f), 10).unwrap().is_empty(),
+            h.store.runs.runs(Some(f), 10).await.unwrap().is_empty(),
             "{f}: a dry run records no run"
         );
         assert!(
-            h.store.cursor(f).unwrap().is_none(),
+            h.store.bindings.cursor(f).await.unwrap().is_none(),
             "{f}: a dry run moves no cursor"
         );
         created += plan.counts.created;
@@ -1223,7 +1072,12 @@ async fn a_permanent_failure_is_kept_and_succeeds_when_retried_after_the_fix() {
     let o = place(&h, "confirmed", &[("GHOST-1", 1)]);
     let r = h.run("orders_to_erp").await;
     assert_eq!(r.counts.failed, 1, "{r:#?}");
-    let failures = h.store.failures(Some("orders_to_erp")).unwrap();
+    let failures = h
+        .store
+        .failures
+        .failures(Some("orders_to_erp"))
+        .await
+        .unwrap();
     assert_eq!(failures.len(), 1);
     let f = &failures[0];
     assert_eq!(f.key, o.number);
@@ -1240,7 +1094,7 @@ async fn a_permanent_failure_is_kept_and_succeeds_when_retried_after_the_fix() {
         .unwrap();
     let retry = h.retry_all().await;
     assert_eq!(retry.counts.created, 1, "{retry:#?}");
-    assert!(h.store.failures(None).unwrap().is_empty());
+    assert!(h.store.failures.failures(None).await.unwrap().is_empty());
     assert_eq!(h.erp.orders_by_reference(&o.number).len(), 1);
 }
 
@@ -1575,7 +1429,7 @@ async fn a_record_changed_while_the_source_is_paged_reaches_the_target_by_the_ne
     };
     let r = run_changing_the_shop_mid_listing(&h, "products", opts, renamed).await;
     assert!(r.ok(), "{:?}", r.errors);
-    let cursor = h.store.cursor("products").unwrap().unwrap();
+    let cursor = h.store.bindings.cursor("products").await.unwrap().unwrap();
     for p in h.shop.products() {
         if h.erp.product(&p.sku).unwrap().name != p.name {
             assert!(
@@ -1610,7 +1464,7 @@ async fn a_target_that_cannot_be_searched_is_read_again_when_its_pages_shifted()
     assert_eq!(exported.counts.created, 150, "{:#?}", exported.counts);
     h.later(10);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    let store = Store::from(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
     let engine = build(&h.shop, &h.erp, &dir, store, &h.clock, |_| {});
     drifting(h.shop.faults());
     let r = engine
@@ -1696,7 +1550,7 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
             adopted.len()
         );
         let scope = Scope::new("stock", "erp", "shop");
-        let bound = h.store.bindings(&scope, &adopted).unwrap();
+        let bound = h.store.bindings.bindings(&scope, &adopted).await.unwrap();
         let missing: Vec<&String> = adopted
             .iter()
             .filter(|k| {
@@ -1714,7 +1568,10 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
                 "by an interrupt"
             }
         );
-        assert_eq!(h.store.binding_count(&scope).unwrap(), adopted.len());
+        assert_eq!(
+            h.store.bindings.binding_count(&scope).await.unwrap(),
+            adopted.len()
+        );
         assert_eq!(h.writes(), (0, 0));
 
         if !down {
@@ -1729,7 +1586,7 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
                 rest.counts
             );
             assert_eq!(h.writes(), (0, 0));
-            assert_eq!(h.store.binding_count(&scope).unwrap(), N);
+            assert_eq!(h.store.bindings.binding_count(&scope).await.unwrap(), N);
         }
     }
 }

@@ -7,7 +7,7 @@
 use erpsync::engine::{Decision, RunReport};
 use erpsync::sim::Faults;
 use erpsync::sim::shop::Order;
-use erpsync::state::StateStore;
+use erpsync::state::Store;
 use serde_json::json;
 
 use crate::support::harness::Harness;
@@ -126,7 +126,7 @@ async fn shipped_flows_wait_out_injected_429s_without_failed_records() {
             .map(|s| s.stats().snapshot().responses_4xx)
             .sum();
         assert!(limited >= 10, "429s were injected ({limited})");
-        assert!(h.store.failures(None).unwrap().is_empty());
+        assert!(h.store.failures.failures(None).await.unwrap().is_empty());
     }
 }
 
@@ -567,12 +567,11 @@ async fn a_bidirectional_dry_run_merges_back_what_an_earlier_flow_would_create_i
     }
     // The bidirectional flow last ran after every change there is: its source has nothing new.
     h.later(10);
-    erpsync::state::StateStore::set_cursor(
-        &*h.store,
-        "products",
-        erpsync::clock::Clock::now(&h.clock),
-    )
-    .unwrap();
+    h.store
+        .bindings
+        .set_cursor("products", erpsync::clock::Clock::now(&h.clock))
+        .await
+        .unwrap();
     h.later(10);
     let (planned, ran) = plan_then_run(&h, edit, &["new_in_shop", "products"]).await;
     assert_eq!(ran[0].0.created, 2, "{:#?}", ran[0]);
@@ -594,7 +593,7 @@ async fn a_missing_key_does_not_cost_a_full_read_on_every_run() {
 }
 
 /// The behaviour above on a state store of the caller's (the harness's SQLite with `None`).
-pub async fn a_missing_key_costs_one_full_read(store: Option<std::sync::Arc<dyn StateStore>>) {
+pub async fn a_missing_key_costs_one_full_read(store: Option<Store>) {
     let edit = |doc: &mut serde_json::Value| {
         doc["systems"]["shop"]["entities"] = json!({"stock": {
             "list": "list_products", "update": "update_product",
@@ -605,7 +604,7 @@ pub async fn a_missing_key_costs_one_full_read(store: Option<std::sync::Arc<dyn 
             "mode": "update", "incremental": {"start": "2026-01-01", "overlap_secs": 0}}});
     };
     let mut h = Harness::new(5, edit).await;
-    let store: std::sync::Arc<dyn StateStore> = store.unwrap_or_else(|| h.store.clone());
+    let store: Store = store.unwrap_or_else(|| h.store.clone());
     // A new process each time, as `run --once` from cron: only the state remembers.
     let reload = |h: &mut Harness| {
         h.engine =

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use erpsync::sim::{
     ErpHandle, ErpOptions, ErpSim, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
 };
-use erpsync::state::{Lease, StateStore};
+use erpsync::state::{Lease, Store};
 use serde_json::{Value, json};
 
 use crate::support::project::{demo_project, sim_env};
@@ -224,9 +224,15 @@ async fn exit_code(child: &mut Child, secs: u64) -> Option<i32> {
     }
 }
 
-fn lease_of(store: &dyn StateStore, flow: &str) -> Option<Lease> {
+async fn lease_of(store: &Store, flow: &str) -> Option<Lease> {
     let name = Lease::of_flow(flow);
-    store.leases().unwrap().into_iter().find(|l| l.name == name)
+    store
+        .coordination
+        .leases()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|l| l.name == name)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -256,8 +262,10 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
 
     // The lease runs out (the paused process cannot renew it); then another node runs.
     let store = db.open();
-    until(20, "the paused holder's lease to expire", || {
-        lease_of(&*store, "orders_to_erp").is_none_or(|l| !l.held_at(chrono::Utc::now()))
+    until_async(20, "the paused holder's lease to expire", async || {
+        lease_of(&store, "orders_to_erp")
+            .await
+            .is_none_or(|l| !l.held_at(chrono::Utc::now()))
     })
     .await;
     let mut second = rig.spawn(&args, "second.log");
@@ -278,7 +286,7 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
 
     // History: the paused run is closed as abandoned by the node that took over, with the
     // node and process that ran each.
-    let runs = store.runs(Some("orders_to_erp"), 10).unwrap();
+    let runs = store.runs.runs(Some("orders_to_erp"), 10).await.unwrap();
     let pid = |r: &erpsync::state::RunRecord| {
         r.instance
             .as_deref()
@@ -297,7 +305,9 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
     // settles its own journal when it runs.)
     assert!(
         store
+            .journal
             .journal_pending(Some("orders_to_erp"))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -403,8 +413,12 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
         .find(|n| rig.erp.orders_by_reference(n).is_empty())
         .expect("an order not exported yet");
     assert!(exported < 16, "killed mid-export");
-    let store = erpsync::state::SqliteStore::open(&rig.dir.path().join("state.sqlite")).unwrap();
-    let dead = lease_of(&store, "orders_to_erp").expect("the killed daemon held the flow");
+    let store = erpsync::state::Store::from(
+        erpsync::state::SqliteStore::open(&rig.dir.path().join("state.sqlite")).unwrap(),
+    );
+    let dead = lease_of(&store, "orders_to_erp")
+        .await
+        .expect("the killed daemon held the flow");
     assert!(
         dead.held_at(chrono::Utc::now()),
         "its lease has not run out"
@@ -423,16 +437,18 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
     })
     .await;
     // What the dead daemon left in doubt is settled at start-up.
-    until(60, "writes left in doubt to be settled", || {
+    until_async(60, "writes left in doubt to be settled", async || {
         store
+            .journal
             .journal_pending(Some("orders_to_erp"))
+            .await
             .unwrap()
             .is_empty()
     })
     .await;
     // Its run is not shown as running any more.
-    until(30, "the dead daemon's run to be closed", || {
-        let runs = store.runs(Some("orders_to_erp"), 50).unwrap();
+    until_async(30, "the dead daemon's run to be closed", async || {
+        let runs = store.runs.runs(Some("orders_to_erp"), 50).await.unwrap();
         runs.iter().any(|r| r.status == "abandoned")
             && !runs.iter().any(|r| {
                 r.status == "running"
@@ -444,18 +460,20 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
 
     // A flow another live process holds: the delivery is refused with 503 and not
     // remembered, so the sender's retry of it is run once the flow is free.
-    until(60, "the restarted daemon's runs to end", || {
-        lease_of(&store, "orders_to_erp").is_none()
+    until_async(60, "the restarted daemon's runs to end", async || {
+        lease_of(&store, "orders_to_erp").await.is_none()
     })
     .await;
     assert!(
         store
+            .coordination
             .try_lease(
                 &Lease::of_flow("orders_to_erp"),
                 "elsewhere:1:x-1",
                 chrono::Utc::now(),
                 Duration::from_secs(3600)
             )
+            .await
             .unwrap()
     );
     let (status, answer, retry_after) = deliver(&base, &waiting, "d-2").await;
@@ -470,7 +488,9 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
         "{answer}"
     );
     store
+        .coordination
         .release_lease(&Lease::of_flow("orders_to_erp"), "elsewhere:1:x-1")
+        .await
         .unwrap();
     let (status, answer, _) = deliver(&base, &waiting, "d-2").await;
     assert_eq!(status, 202, "the retry is a first delivery: {answer}");
@@ -484,11 +504,7 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
 }
 
 /// Polls an async `done` every 50 ms until it holds, for at most `secs`.
-async fn until_async<F: std::future::Future<Output = bool>>(
-    secs: u64,
-    what: &str,
-    mut done: impl FnMut() -> F,
-) {
+async fn until_async(secs: u64, what: &str, mut done: impl AsyncFnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !done().await {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -540,14 +556,16 @@ async fn ctrl_c_on_run_once_stops_between_records_says_so_and_records_the_run_in
             assert!(o.locked, "exported order {} is locked", o.number);
         }
     }
-    let store = erpsync::state::SqliteStore::open(&path).unwrap();
+    let store = erpsync::state::Store::from(erpsync::state::SqliteStore::open(&path).unwrap());
     assert!(
         store
+            .journal
             .journal_pending(Some("orders_to_erp"))
+            .await
             .unwrap()
             .is_empty()
     );
-    let last = &store.runs(Some("orders_to_erp"), 1).unwrap()[0];
+    let last = &store.runs.runs(Some("orders_to_erp"), 1).await.unwrap()[0];
     assert_eq!(last.status, "interrupted", "{last:?}");
     assert!(last.finished_at.is_some());
     let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
@@ -638,8 +656,8 @@ async fn ctrl_c_typed_on_a_terminal_stops_run_once_cleanly() {
             assert!(o.locked, "exported order {} is locked", o.number);
         }
     }
-    let store = erpsync::state::SqliteStore::open(&path).unwrap();
-    let last = &store.runs(Some("orders_to_erp"), 1).unwrap()[0];
+    let store = erpsync::state::Store::from(erpsync::state::SqliteStore::open(&path).unwrap());
+    let last = &store.runs.runs(Some("orders_to_erp"), 1).await.unwrap()[0];
     assert_eq!(last.status, "interrupted", "{last:?}");
 }
 
@@ -706,12 +724,17 @@ async fn the_daemon_prunes_runs_older_than_the_retention() {
         id: "elsewhere:1:x-1".into(),
         node: "old-node".into(),
     };
-    let store = erpsync::state::SqliteStore::open(&path).unwrap();
-    let run_at = |days: i64, finished: bool| {
+    let store = erpsync::state::Store::from(erpsync::state::SqliteStore::open(&path).unwrap());
+    let run_at = async |days: i64, finished: bool| {
         let at = now - chrono::Duration::days(days);
-        let id = store.run_start("stock", "sync", at, &someone).unwrap();
+        let id = store
+            .runs
+            .run_start("stock", "sync", at, &someone)
+            .await
+            .unwrap();
         if finished {
             store
+                .runs
                 .run_finish(
                     id,
                     at + chrono::Duration::seconds(5),
@@ -719,11 +742,16 @@ async fn the_daemon_prunes_runs_older_than_the_retention() {
                     &json!({}),
                     None,
                 )
+                .await
                 .unwrap();
         }
         id
     };
-    let (old, recent, open) = (run_at(45, true), run_at(10, true), run_at(50, false));
+    let (old, recent, open) = (
+        run_at(45, true).await,
+        run_at(10, true).await,
+        run_at(50, false).await,
+    );
     let state = format!("sqlite:{}", path.display());
     let listen = format!("127.0.0.1:{}", free_port());
     let mut daemon = rig.spawn(
@@ -738,16 +766,20 @@ async fn the_daemon_prunes_runs_older_than_the_retention() {
         ],
         "daemon.log",
     );
-    until(30, "the old run to be pruned", || {
+    until_async(30, "the old run to be pruned", async || {
         store
+            .runs
             .runs(Some("stock"), 10)
+            .await
             .unwrap()
             .iter()
             .all(|r| r.id != old)
     })
     .await;
     let left: Vec<i64> = store
+        .runs
         .runs(Some("stock"), 10)
+        .await
         .unwrap()
         .iter()
         .map(|r| r.id)
@@ -978,8 +1010,10 @@ async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost(
     .await;
     relay.hold(true);
     let store = db.open();
-    until(20, "the cut-off holder's lease to expire", || {
-        lease_of(&*store, "orders_to_erp").is_none_or(|l| !l.held_at(chrono::Utc::now()))
+    until_async(20, "the cut-off holder's lease to expire", async || {
+        lease_of(&store, "orders_to_erp")
+            .await
+            .is_none_or(|l| !l.held_at(chrono::Utc::now()))
     })
     .await;
     let args = [

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use erpsync::clock::ManualClock;
 use erpsync::engine::RunOptions;
 use erpsync::sim::{FailRule, Faults, seed_both};
-use erpsync::state::{JournalEntry, JournalState, SqliteStore, StateStore};
+use erpsync::state::{JournalEntry, JournalState, SqliteStore, Store};
 use hmac::{Hmac, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -209,13 +209,15 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
     );
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("notify.yaml"), text).unwrap();
-    let store: Arc<dyn StateStore> = Arc::new(SqliteStore::in_memory().unwrap());
-    let d = support::daemon::start(vec![dir.path().to_path_buf()], &clock, store.clone(), None);
+    let store: Store = Store::from(SqliteStore::in_memory().unwrap());
+    let d =
+        support::daemon::start(vec![dir.path().to_path_buf()], &clock, store.clone(), None).await;
     let mut events = d.subscribe();
     let run = |opts: RunOptions| {
         let d = d.clone();
         async move {
             d.trigger("orders_to_erp", opts, erpsync::daemon::Cause::Manual)
+                .await
                 .unwrap();
         }
     };
@@ -352,6 +354,7 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
     // A write left in doubt, and no successful run for longer than their `after_secs`.
     let now = erpsync::clock::Clock::now(&clock);
     store
+        .journal
         .journal_begin(&JournalEntry {
             id: 0,
             flow: "orders_to_erp".into(),
@@ -363,6 +366,7 @@ async fn failures_and_a_system_down_are_notified_once_per_window_with_a_summary(
             state: JournalState::Pending,
             created_at: now,
         })
+        .await
         .unwrap();
     assert!(
         d.notify_check().await.is_empty(),

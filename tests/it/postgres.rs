@@ -6,7 +6,7 @@
 //! unless `ERPSYNC_SKIP_POSTGRES=1`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Barrier};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +16,7 @@ use erpsync::engine::RunOptions;
 use erpsync::sim::seed_both;
 use erpsync::state::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, PostgresStore, Scope,
-    SqliteStore, StateStore, StateStoreError, StateWrite,
+    SqliteStore, StateStoreError, StateWrite, Store,
 };
 use serde_json::json;
 
@@ -43,7 +43,7 @@ fn entry(flow: &str, key: &str) -> JournalEntry {
 }
 
 /// What every store must do alike.
-fn conformance(s: &dyn StateStore) {
+async fn conformance(s: &Store) {
     // Bindings: scopes are per entity and pair of systems, in name order.
     let scope = Scope::new("product", "shop", "erp");
     assert_eq!((scope.a.as_str(), scope.b.as_str()), ("erp", "shop"));
@@ -62,9 +62,14 @@ fn conformance(s: &dyn StateStore) {
         id_a: Some("7".into()),
         ..Default::default()
     };
-    s.put_bindings(&scope, &[a1.clone(), b2.clone()]).unwrap();
+    s.bindings
+        .put_bindings(&scope, &[a1.clone(), b2.clone()])
+        .await
+        .unwrap();
     let got = s
+        .bindings
         .bindings(&scope, &["A1".into(), "B2".into(), "C3".into()])
+        .await
         .unwrap();
     assert_eq!(
         got,
@@ -75,20 +80,28 @@ fn conformance(s: &dyn StateStore) {
         r#"{"sku":"A1","price":50,"attrs":{"z":1,"a":[1,2]}}"#
     );
     assert_eq!(
-        s.all_bindings(&scope).unwrap(),
+        s.bindings.all_bindings(&scope).await.unwrap(),
         vec![a1.clone(), b2.clone()]
     );
-    assert_eq!(s.binding_count(&scope).unwrap(), 2);
+    assert_eq!(s.bindings.binding_count(&scope).await.unwrap(), 2);
     assert_eq!(
-        s.binding_count(&Scope::new("stock", "shop", "erp"))
+        s.bindings
+            .binding_count(&Scope::new("stock", "shop", "erp"))
+            .await
             .unwrap(),
         0
     );
     assert_eq!(
-        s.binding_by_id(&scope, false, "812").unwrap(),
+        s.bindings
+            .binding_by_id(&scope, false, "812")
+            .await
+            .unwrap(),
         Some(a1.clone())
     );
-    assert_eq!(s.binding_by_id(&scope, true, "812").unwrap(), None);
+    assert_eq!(
+        s.bindings.binding_by_id(&scope, true, "812").await.unwrap(),
+        None
+    );
     // A page of bindings in one call (adoptions, written together): both sides alike, or
     // differing in a field, read back as they were put; a key given twice keeps the last.
     let page_scope = Scope::new("page", "shop", "erp");
@@ -112,32 +125,45 @@ fn conformance(s: &dyn StateStore) {
     let mut again = page[7].clone();
     again.base_b = Some(json!({"other": "shape"}));
     page.push(again.clone());
-    s.put_bindings(&page_scope, &page).unwrap();
+    s.bindings.put_bindings(&page_scope, &page).await.unwrap();
     page[7] = page.pop().unwrap();
-    let mut got = s.all_bindings(&page_scope).unwrap();
+    let mut got = s.bindings.all_bindings(&page_scope).await.unwrap();
     got.sort_by_key(|b| b.key[1..].parse::<usize>().unwrap());
     assert_eq!(got, page);
     assert_eq!(got[7], again);
     let mut a1b = a1.clone();
     a1b.parked = None;
     a1b.id_a = Some("3".into());
-    s.put_bindings(&scope, &[a1b.clone()]).unwrap();
+    s.bindings
+        .put_bindings(&scope, &[a1b.clone()])
+        .await
+        .unwrap();
     assert_eq!(
-        s.binding_by_id(&scope, true, "3").unwrap(),
+        s.bindings.binding_by_id(&scope, true, "3").await.unwrap(),
         Some(a1b.clone())
     );
 
     // Cursors.
-    assert_eq!(s.cursor("f").unwrap(), None);
-    s.set_cursor("f", t("10:00:00")).unwrap();
-    s.set_cursor("f", t("11:00:00.000001")).unwrap();
-    assert_eq!(s.cursor("f").unwrap(), Some(t("11:00:00.000001")));
+    assert_eq!(s.bindings.cursor("f").await.unwrap(), None);
+    s.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
+    s.bindings
+        .set_cursor("f", t("11:00:00.000001"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.bindings.cursor("f").await.unwrap(),
+        Some(t("11:00:00.000001"))
+    );
 
     // The journal: finishing a write stores its binding with it; pending writes are listed
     // oldest first and settled by hand.
     let order = Scope::new("order", "shop", "erp");
-    let id = s.journal_begin(&entry("orders", "A")).unwrap();
-    let pending = s.journal_pending(Some("orders")).unwrap();
+    let id = s
+        .journal
+        .journal_begin(&entry("orders", "A"))
+        .await
+        .unwrap();
+    let pending = s.journal.journal_pending(Some("orders")).await.unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(
         (pending[0].id, pending[0].state, pending[0].created_at),
@@ -152,50 +178,93 @@ fn conformance(s: &dyn StateStore) {
         id_b: Some("o-1".into()),
         ..Default::default()
     };
-    s.journal_finish(id, JournalState::Pending, None).unwrap();
-    assert_eq!(s.journal_pending(None).unwrap().len(), 1);
-    s.journal_finish(id, JournalState::Done, Some((&order, &bound)))
+    s.journal
+        .journal_finish(id, JournalState::Pending, None)
+        .await
         .unwrap();
-    assert!(s.journal_pending(None).unwrap().is_empty());
-    assert_eq!(s.bindings(&order, &["A".into()]).unwrap()["A"], bound);
+    assert_eq!(s.journal.journal_pending(None).await.unwrap().len(), 1);
+    s.journal
+        .journal_finish(id, JournalState::Done, Some((&order, &bound)))
+        .await
+        .unwrap();
+    assert!(s.journal.journal_pending(None).await.unwrap().is_empty());
+    assert_eq!(
+        s.bindings.bindings(&order, &["A".into()]).await.unwrap()["A"],
+        bound
+    );
 
     for (f, k) in [("orders", "B"), ("orders", "C"), ("other", "D")] {
-        s.journal_begin(&entry(f, k)).unwrap();
+        s.journal.journal_begin(&entry(f, k)).await.unwrap();
     }
     let keys: Vec<String> = s
+        .journal
         .journal_pending(None)
+        .await
         .unwrap()
         .into_iter()
         .map(|e| e.key)
         .collect();
     assert_eq!(keys, ["B", "C", "D"]);
-    assert_eq!(s.journal_pending(Some("orders")).unwrap().len(), 2);
+    assert_eq!(
+        s.journal
+            .journal_pending(Some("orders"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let b = Binding {
         key: "B".into(),
         id_a: Some("77".into()),
         ..Default::default()
     };
     assert_eq!(
-        s.journal_settle("orders", "B", Some((&order, &b))).unwrap(),
+        s.journal
+            .journal_settle("orders", "B", Some((&order, &b)))
+            .await
+            .unwrap(),
         1
     );
-    assert_eq!(s.bindings(&order, &["B".into()]).unwrap()["B"], b);
-    assert_eq!(s.journal_settle("orders", "C", None).unwrap(), 1);
-    assert!(s.bindings(&order, &["C".into()]).unwrap().is_empty());
+    assert_eq!(
+        s.bindings.bindings(&order, &["B".into()]).await.unwrap()["B"],
+        b
+    );
+    assert_eq!(
+        s.journal.journal_settle("orders", "C", None).await.unwrap(),
+        1
+    );
+    assert!(
+        s.bindings
+            .bindings(&order, &["C".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Nothing pending: nothing bound.
     let d = Binding {
         key: "D".into(),
         ..Default::default()
     };
     assert_eq!(
-        s.journal_settle("orders", "D", Some((&order, &d))).unwrap(),
+        s.journal
+            .journal_settle("orders", "D", Some((&order, &d)))
+            .await
+            .unwrap(),
         0
     );
-    assert!(s.bindings(&order, &["D".into()]).unwrap().is_empty());
-    let failed = s.journal_begin(&entry("other", "E")).unwrap();
-    s.journal_finish(failed, JournalState::Failed, None)
+    assert!(
+        s.bindings
+            .bindings(&order, &["D".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let failed = s.journal.journal_begin(&entry("other", "E")).await.unwrap();
+    s.journal
+        .journal_finish(failed, JournalState::Failed, None)
+        .await
         .unwrap();
-    let left = s.journal_pending(None).unwrap();
+    let left = s.journal.journal_pending(None).await.unwrap();
     assert_eq!((left.len(), left[0].key.as_str()), (1, "D"));
 
     // Failures: one per flow and key, counted.
@@ -212,15 +281,15 @@ fn conformance(s: &dyn StateStore) {
         created_at: t("12:00:00"),
         updated_at: t("12:00:00"),
     };
-    let fid = s.put_failure(&f).unwrap();
+    let fid = s.failures.put_failure(&f).await.unwrap();
     f.error = "again".into();
     f.status = None;
     f.updated_at = t("12:05:00");
-    assert_eq!(s.put_failure(&f).unwrap(), fid);
+    assert_eq!(s.failures.put_failure(&f).await.unwrap(), fid);
     f.key = "1002".into();
-    let other = s.put_failure(&f).unwrap();
+    let other = s.failures.put_failure(&f).await.unwrap();
     assert_ne!(other, fid);
-    let all = s.failures(Some("orders")).unwrap();
+    let all = s.failures.failures(Some("orders")).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(
         (all[0].attempts, all[0].error.as_str(), all[0].status),
@@ -231,29 +300,42 @@ fn conformance(s: &dyn StateStore) {
         (t("12:00:00"), t("12:05:00"))
     );
     assert_eq!(all[0].source_record, json!({"number": "1001"}));
-    assert!(s.failures(Some("stock")).unwrap().is_empty());
-    assert_eq!(s.failure(fid).unwrap().unwrap().key, "1001");
-    assert!(s.failure(fid + 1000).unwrap().is_none());
-    s.clear_failure("orders", "1002").unwrap();
-    assert!(s.discard_failure(fid).unwrap());
-    assert!(!s.discard_failure(fid).unwrap());
-    assert!(s.failures(None).unwrap().is_empty());
+    assert!(s.failures.failures(Some("stock")).await.unwrap().is_empty());
+    assert_eq!(s.failures.failure(fid).await.unwrap().unwrap().key, "1001");
+    assert!(s.failures.failure(fid + 1000).await.unwrap().is_none());
+    s.failures.clear_failure("orders", "1002").await.unwrap();
+    assert!(s.failures.discard_failure(fid).await.unwrap());
+    assert!(!s.failures.discard_failure(fid).await.unwrap());
+    assert!(s.failures.failures(None).await.unwrap().is_empty());
 
     // Runs, newest first.
     let me = Instance {
         id: "host-a:41:b-7".into(),
         node: "node-a".into(),
     };
-    let r1 = s.run_start("stock", "sync", t("13:00:00"), &me).unwrap();
+    let r1 = s
+        .runs
+        .run_start("stock", "sync", t("13:00:00"), &me)
+        .await
+        .unwrap();
     let r2 = s
+        .runs
         .run_start("stock", "reconcile", t("13:01:00"), &me)
+        .await
         .unwrap();
-    s.run_start("orders", "sync", t("13:02:00"), &me).unwrap();
-    s.run_finish(r1, t("13:00:05"), "ok", &json!({"read": 3}), None)
+    s.runs
+        .run_start("orders", "sync", t("13:02:00"), &me)
+        .await
         .unwrap();
-    s.run_finish(r2, t("13:01:09"), "error", &json!({}), Some("boom"))
+    s.runs
+        .run_finish(r1, t("13:00:05"), "ok", &json!({"read": 3}), None)
+        .await
         .unwrap();
-    let runs = s.runs(Some("stock"), 10).unwrap();
+    s.runs
+        .run_finish(r2, t("13:01:09"), "error", &json!({}), Some("boom"))
+        .await
+        .unwrap();
+    let runs = s.runs.runs(Some("stock"), 10).await.unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(
         (runs[0].id, runs[0].kind.as_str(), runs[0].status.as_str()),
@@ -268,43 +350,95 @@ fn conformance(s: &dyn StateStore) {
         (runs[1].finished_at, runs[1].counts.clone()),
         (Some(t("13:00:05")), json!({"read": 3}))
     );
-    assert_eq!(s.runs(None, 2).unwrap().len(), 2);
-    assert_eq!(s.runs(None, 10).unwrap()[0].finished_at, None);
+    assert_eq!(s.runs.runs(None, 2).await.unwrap().len(), 2);
+    assert_eq!(s.runs.runs(None, 10).await.unwrap()[0].finished_at, None);
 
-    leases(s);
-    fencing(s);
-    deliveries(s);
-    system_health(s);
-    known_absent(s);
+    leases(s).await;
+    fencing(s).await;
+    deliveries(s).await;
+    system_health(s).await;
+    known_absent(s).await;
 }
 
 /// Keys a full read of a flow's target lacked: known when read at or after the asked
 /// moment, per flow, moved by a later read, forgotten when the flow created the record.
-fn known_absent(s: &dyn StateStore) {
-    assert!(!s.is_absent("stock", "A1", t("09:00:00")).unwrap());
-    s.note_absent("stock", "A1", t("10:00:00")).unwrap();
-    assert!(s.is_absent("stock", "A1", t("10:00:00")).unwrap());
-    assert!(s.is_absent("stock", "A1", t("09:59:59")).unwrap());
+async fn known_absent(s: &Store) {
     assert!(
-        !s.is_absent("stock", "A1", t("10:00:01")).unwrap(),
+        !s.bindings
+            .is_absent("stock", "A1", t("09:00:00"))
+            .await
+            .unwrap()
+    );
+    s.bindings
+        .note_absent("stock", "A1", t("10:00:00"))
+        .await
+        .unwrap();
+    assert!(
+        s.bindings
+            .is_absent("stock", "A1", t("10:00:00"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.bindings
+            .is_absent("stock", "A1", t("09:59:59"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.bindings
+            .is_absent("stock", "A1", t("10:00:01"))
+            .await
+            .unwrap(),
         "a read older than the asked moment is not trusted"
     );
-    assert!(!s.is_absent("products", "A1", t("09:00:00")).unwrap());
-    assert!(!s.is_absent("stock", "B2", t("09:00:00")).unwrap());
+    assert!(
+        !s.bindings
+            .is_absent("products", "A1", t("09:00:00"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.bindings
+            .is_absent("stock", "B2", t("09:00:00"))
+            .await
+            .unwrap()
+    );
     // A later read of the target lacking it again moves the moment.
-    s.note_absent("stock", "A1", t("11:00:00")).unwrap();
-    assert!(s.is_absent("stock", "A1", t("10:30:00")).unwrap());
-    s.note_absent("stock", "B2", t("11:00:00")).unwrap();
-    s.forget_absent("stock", "A1").unwrap();
-    assert!(!s.is_absent("stock", "A1", t("09:00:00")).unwrap());
-    assert!(s.is_absent("stock", "B2", t("09:00:00")).unwrap());
+    s.bindings
+        .note_absent("stock", "A1", t("11:00:00"))
+        .await
+        .unwrap();
+    assert!(
+        s.bindings
+            .is_absent("stock", "A1", t("10:30:00"))
+            .await
+            .unwrap()
+    );
+    s.bindings
+        .note_absent("stock", "B2", t("11:00:00"))
+        .await
+        .unwrap();
+    s.bindings.forget_absent("stock", "A1").await.unwrap();
+    assert!(
+        !s.bindings
+            .is_absent("stock", "A1", t("09:00:00"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.bindings
+            .is_absent("stock", "B2", t("09:00:00"))
+            .await
+            .unwrap()
+    );
     // Forgetting what was never known is not an error.
-    s.forget_absent("stock", "C3").unwrap();
+    s.bindings.forget_absent("stock", "C3").await.unwrap();
 }
 
 /// What was last seen of each system: one entry per system, replaced, in name order.
-fn system_health(s: &dyn StateStore) {
-    assert!(s.system_health().unwrap().is_empty());
+async fn system_health(s: &Store) {
+    assert!(s.runs.system_health().await.unwrap().is_empty());
     let down = erpsync::state::SystemHealth {
         system: "erp".into(),
         down: true,
@@ -314,7 +448,7 @@ fn system_health(s: &dyn StateStore) {
         next_probe: Some(t("17:00:05")),
         checked_at: t("17:00:00"),
     };
-    s.put_system_health(&down).unwrap();
+    s.runs.put_system_health(&down).await.unwrap();
     let shop = erpsync::state::SystemHealth {
         system: "shop".into(),
         down: false,
@@ -324,8 +458,11 @@ fn system_health(s: &dyn StateStore) {
         next_probe: None,
         checked_at: t("17:00:01"),
     };
-    s.put_system_health(&shop).unwrap();
-    assert_eq!(s.system_health().unwrap(), vec![down.clone(), shop.clone()]);
+    s.runs.put_system_health(&shop).await.unwrap();
+    assert_eq!(
+        s.runs.system_health().await.unwrap(),
+        vec![down.clone(), shop.clone()]
+    );
     let up = erpsync::state::SystemHealth {
         down: false,
         down_since: None,
@@ -335,8 +472,8 @@ fn system_health(s: &dyn StateStore) {
         checked_at: t("17:01:00"),
         ..down
     };
-    s.put_system_health(&up).unwrap();
-    assert_eq!(s.system_health().unwrap(), vec![up, shop]);
+    s.runs.put_system_health(&up).await.unwrap();
+    assert_eq!(s.runs.system_health().await.unwrap(), vec![up, shop]);
 }
 
 /// A lease's name, holder and end (its token is checked by `fencing`).
@@ -352,16 +489,31 @@ fn shown(list: Vec<Lease>) -> Vec<(String, String, DateTime<Utc>)> {
 
 /// Leases: one holder at a time, renewed by its holder, free once expired or released, and
 /// listed with their holders.
-fn leases(s: &dyn StateStore) {
+async fn leases(s: &Store) {
     let ttl = Duration::from_secs(60);
     let now = t("14:00:00");
-    assert_eq!(s.leases().unwrap(), []);
-    assert!(s.try_lease("flow:stock", "node-a", now, ttl).unwrap());
-    let first = s.leases().unwrap()[0].token;
-    assert!(!s.try_lease("flow:stock", "node-b", now, ttl).unwrap());
+    assert_eq!(s.coordination.leases().await.unwrap(), []);
+    assert!(
+        s.coordination
+            .try_lease("flow:stock", "node-a", now, ttl)
+            .await
+            .unwrap()
+    );
+    let first = s.coordination.leases().await.unwrap()[0].token;
+    assert!(
+        !s.coordination
+            .try_lease("flow:stock", "node-b", now, ttl)
+            .await
+            .unwrap()
+    );
     // Another flow is another lease.
-    assert!(s.try_lease("flow:orders", "node-b", now, ttl).unwrap());
-    let listed = s.leases().unwrap();
+    assert!(
+        s.coordination
+            .try_lease("flow:orders", "node-b", now, ttl)
+            .await
+            .unwrap()
+    );
+    let listed = s.coordination.leases().await.unwrap();
     assert_eq!(listed[0].flow(), Some("orders"));
     assert!(listed[0].token > first, "each grant gets a larger token");
     assert_eq!(
@@ -374,22 +526,39 @@ fn leases(s: &dyn StateStore) {
     assert_eq!(Lease::of_flow("orders"), "flow:orders");
     // Renewed by its holder, it lasts from the renewal.
     let later = now + chrono::Duration::seconds(50);
-    assert!(s.try_lease("flow:stock", "node-a", later, ttl).unwrap());
+    assert!(
+        s.coordination
+            .try_lease("flow:stock", "node-a", later, ttl)
+            .await
+            .unwrap()
+    );
     assert_eq!(
-        shown(s.leases().unwrap())[1],
+        shown(s.coordination.leases().await.unwrap())[1],
         lease("flow:stock", "node-a", t("14:01:50"))
     );
     let after_first_ttl = now + chrono::Duration::seconds(70);
     assert!(
-        !s.try_lease("flow:stock", "node-b", after_first_ttl, ttl)
+        !s.coordination
+            .try_lease("flow:stock", "node-b", after_first_ttl, ttl)
+            .await
             .unwrap()
     );
     // A holder that stopped renewing (a dead node) loses it when it expires.
     let expired = later + chrono::Duration::seconds(60);
-    assert!(s.try_lease("flow:stock", "node-b", expired, ttl).unwrap());
-    assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
+    assert!(
+        s.coordination
+            .try_lease("flow:stock", "node-b", expired, ttl)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.coordination
+            .try_lease("flow:stock", "node-a", expired, ttl)
+            .await
+            .unwrap()
+    );
     // An expired lease is still listed, but nobody holds it.
-    let listed = s.leases().unwrap();
+    let listed = s.coordination.leases().await.unwrap();
     assert_eq!(
         shown(listed.clone()),
         [
@@ -401,46 +570,93 @@ fn leases(s: &dyn StateStore) {
     assert!(listed[1].held_at(expired));
     assert!(!listed[1].held_at(t("14:02:50")));
     // Only the holder releases it.
-    s.release_lease("flow:stock", "node-a").unwrap();
-    assert!(!s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
-    s.release_lease("flow:stock", "node-b").unwrap();
+    s.coordination
+        .release_lease("flow:stock", "node-a")
+        .await
+        .unwrap();
+    assert!(
+        !s.coordination
+            .try_lease("flow:stock", "node-a", expired, ttl)
+            .await
+            .unwrap()
+    );
+    s.coordination
+        .release_lease("flow:stock", "node-b")
+        .await
+        .unwrap();
     assert_eq!(
-        shown(s.leases().unwrap()),
+        shown(s.coordination.leases().await.unwrap()),
         [lease("flow:orders", "node-b", t("14:01:00"))]
     );
-    assert!(s.try_lease("flow:stock", "node-a", expired, ttl).unwrap());
+    assert!(
+        s.coordination
+            .try_lease("flow:stock", "node-a", expired, ttl)
+            .await
+            .unwrap()
+    );
 
     // A firing is claimed once; the next one afresh.
-    assert!(s.claim_firing("stock:sync", t("15:00:00")).unwrap());
-    assert!(!s.claim_firing("stock:sync", t("15:00:00")).unwrap());
-    assert!(s.claim_firing("stock:reconcile", t("15:00:00")).unwrap());
-    assert!(s.claim_firing("stock:sync", t("15:05:00")).unwrap());
-    assert!(!s.claim_firing("stock:sync", t("15:00:00")).unwrap());
+    assert!(
+        s.coordination
+            .claim_firing("stock:sync", t("15:00:00"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.coordination
+            .claim_firing("stock:sync", t("15:00:00"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.coordination
+            .claim_firing("stock:reconcile", t("15:00:00"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.coordination
+            .claim_firing("stock:sync", t("15:05:00"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.coordination
+            .claim_firing("stock:sync", t("15:00:00"))
+            .await
+            .unwrap()
+    );
 }
 
 /// Fencing: a grant's token outlives renewals, a later grant (a takeover, or a grant after
 /// a release) has a larger one, and writes and renewals under a replaced grant are refused.
 /// Runs left by a holder are closed as abandoned; processes are registered; old runs pruned.
-fn fencing(s: &dyn StateStore) {
+async fn fencing(s: &Store) {
     let ttl = Duration::from_secs(60);
     let now = t("16:00:00");
     let name = "flow:fenced";
     let a = s
+        .coordination
         .acquire_lease(name, "host-a:1:x", "shop-node", now, ttl, None)
+        .await
         .unwrap()
         .unwrap();
     let fence_a = Fence {
         lease: name.into(),
         token: a,
     };
-    s.fenced(
-        &fence_a,
-        StateWrite::SetCursor("fenced".into(), t("16:00:00")),
-    )
-    .unwrap();
-    assert!(s.renew_lease(name, a, now, ttl).unwrap());
+    s.coordination
+        .fenced(
+            &fence_a,
+            StateWrite::SetCursor("fenced".into(), t("16:00:00")),
+        )
+        .await
+        .unwrap();
+    assert!(s.coordination.renew_lease(name, a, now, ttl).await.unwrap());
     let held = s
+        .coordination
         .leases()
+        .await
         .unwrap()
         .into_iter()
         .find(|l| l.name == name)
@@ -449,66 +665,102 @@ fn fencing(s: &dyn StateStore) {
     // A live holder keeps it; one proven dead (`take_from`) gives it up at once.
     let b_node = "shop-node";
     assert_eq!(
-        s.acquire_lease(name, "host-a:2:y", b_node, now, ttl, None)
+        s.coordination
+            .acquire_lease(name, "host-a:2:y", b_node, now, ttl, None)
+            .await
             .unwrap(),
         None
     );
     assert_eq!(
-        s.acquire_lease(name, "host-a:2:y", b_node, now, ttl, Some("someone-else"))
+        s.coordination
+            .acquire_lease(name, "host-a:2:y", b_node, now, ttl, Some("someone-else"))
+            .await
             .unwrap(),
         None
     );
     let b = s
+        .coordination
         .acquire_lease(name, "host-a:2:y", b_node, now, ttl, Some("host-a:1:x"))
+        .await
         .unwrap()
         .unwrap();
     assert!(b > a, "{b} > {a}");
     // The old grant writes nothing more, and cannot renew.
     let refused = s
+        .coordination
         .fenced(
             &fence_a,
             StateWrite::SetCursor("fenced".into(), t("17:00:00")),
         )
+        .await
         .unwrap_err();
     assert!(
         matches!(refused, StateStoreError::Fenced(ref l) if l == name),
         "{refused}"
     );
     let refused = s
+        .coordination
         .fenced(&fence_a, StateWrite::JournalBegin(entry("fenced", "late")))
+        .await
         .unwrap_err();
     assert!(matches!(refused, StateStoreError::Fenced(_)));
-    assert!(s.journal_pending(Some("fenced")).unwrap().is_empty());
-    assert_eq!(s.cursor("fenced").unwrap(), Some(t("16:00:00")));
-    assert!(!s.renew_lease(name, a, now, ttl).unwrap());
+    assert!(
+        s.journal
+            .journal_pending(Some("fenced"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.bindings.cursor("fenced").await.unwrap(),
+        Some(t("16:00:00"))
+    );
+    assert!(!s.coordination.renew_lease(name, a, now, ttl).await.unwrap());
     let fence_b = Fence {
         lease: name.into(),
         token: b,
     };
     let id = s
+        .coordination
         .fenced(&fence_b, StateWrite::JournalBegin(entry("fenced", "k1")))
+        .await
         .unwrap();
-    assert_eq!(s.journal_pending(Some("fenced")).unwrap()[0].id, id);
+    assert_eq!(
+        s.journal.journal_pending(Some("fenced")).await.unwrap()[0].id,
+        id
+    );
     // Released and granted again: larger still, so a grant never comes back.
-    s.release_lease(name, "host-a:2:y").unwrap();
+    s.coordination
+        .release_lease(name, "host-a:2:y")
+        .await
+        .unwrap();
     let c = s
+        .coordination
         .acquire_lease(name, "host-a:1:x", "shop-node", now, ttl, None)
+        .await
         .unwrap()
         .unwrap();
     assert!(c > b);
     assert!(matches!(
-        s.fenced(
-            &fence_b,
-            StateWrite::ClearFailure("fenced".into(), "k1".into())
-        ),
+        s.coordination
+            .fenced(
+                &fence_b,
+                StateWrite::ClearFailure("fenced".into(), "k1".into())
+            )
+            .await,
         Err(StateStoreError::Fenced(_))
     ));
-    s.release_lease(name, "host-a:1:x").unwrap();
+    s.coordination
+        .release_lease(name, "host-a:1:x")
+        .await
+        .unwrap();
     assert!(matches!(
-        s.fenced(
-            &fence_b,
-            StateWrite::ClearFailure("fenced".into(), "k1".into())
-        ),
+        s.coordination
+            .fenced(
+                &fence_b,
+                StateWrite::ClearFailure("fenced".into(), "k1".into())
+            )
+            .await,
         Err(StateStoreError::Fenced(_))
     ));
 
@@ -521,15 +773,25 @@ fn fencing(s: &dyn StateStore) {
         id: "host-a:2:y".into(),
         node: "shop-node".into(),
     };
-    let r_dead = s.run_start("fenced", "sync", now, &dead).unwrap();
-    let r_mine = s.run_start("fenced", "sync", now, &alive).unwrap();
-    let r_other_flow = s.run_start("other", "sync", now, &dead).unwrap();
+    let r_dead = s
+        .runs
+        .run_start("fenced", "sync", now, &dead)
+        .await
+        .unwrap();
+    let r_mine = s
+        .runs
+        .run_start("fenced", "sync", now, &alive)
+        .await
+        .unwrap();
+    let r_other_flow = s.runs.run_start("other", "sync", now, &dead).await.unwrap();
     assert_eq!(
-        s.abandon_runs(Some("fenced"), None, &alive.id, t("16:05:00"), "lost")
+        s.runs
+            .abandon_runs(Some("fenced"), None, &alive.id, t("16:05:00"), "lost")
+            .await
             .unwrap(),
         1
     );
-    let runs = s.runs(Some("fenced"), 10).unwrap();
+    let runs = s.runs.runs(Some("fenced"), 10).await.unwrap();
     let of = |id: i64| runs.iter().find(|r| r.id == id).unwrap().clone();
     assert_eq!(
         (of(r_dead).status.as_str(), of(r_dead).error.as_deref()),
@@ -539,16 +801,31 @@ fn fencing(s: &dyn StateStore) {
     assert_eq!(of(r_mine).status, "running");
     // By process, every flow.
     assert_eq!(
-        s.abandon_runs(None, Some(&dead.id), &alive.id, t("16:06:00"), "died")
+        s.runs
+            .abandon_runs(None, Some(&dead.id), &alive.id, t("16:06:00"), "died")
+            .await
             .unwrap(),
         1
     );
-    assert_eq!(s.runs(Some("other"), 1).unwrap()[0].id, r_other_flow);
-    assert_eq!(s.runs(Some("other"), 1).unwrap()[0].status, "abandoned");
+    assert_eq!(
+        s.runs.runs(Some("other"), 1).await.unwrap()[0].id,
+        r_other_flow
+    );
+    assert_eq!(
+        s.runs.runs(Some("other"), 1).await.unwrap()[0].status,
+        "abandoned"
+    );
 
     // Processes: registered by heartbeat, pruned when not seen.
-    s.heartbeat(&dead.id, "shop-node", t("15:00:00")).unwrap();
-    let nodes = s.heartbeat(&alive.id, "shop-node", now).unwrap();
+    s.coordination
+        .heartbeat(&dead.id, "shop-node", t("15:00:00"))
+        .await
+        .unwrap();
+    let nodes = s
+        .coordination
+        .heartbeat(&alive.id, "shop-node", now)
+        .await
+        .unwrap();
     let listed: Vec<_> = nodes
         .iter()
         .map(|n| (n.instance.as_str(), n.seen_at))
@@ -558,76 +835,102 @@ fn fencing(s: &dyn StateStore) {
         [(dead.id.as_str(), t("15:00:00")), (alive.id.as_str(), now)]
     );
     // Finished runs before the cutoff go; open ones and later ones stay.
-    s.run_finish(r_mine, t("16:07:00"), "ok", &json!({}), None)
+    s.runs
+        .run_finish(r_mine, t("16:07:00"), "ok", &json!({}), None)
+        .await
         .unwrap();
     // (the two `stock` runs of the conformance suite finished at 13:00 and 13:01).
-    let pruned = s.prune(t("16:05:30"), t("15:30:00")).unwrap();
+    let pruned = s
+        .coordination
+        .prune(t("16:05:30"), t("15:30:00"))
+        .await
+        .unwrap();
     assert_eq!((pruned.runs, pruned.nodes), (3, 1));
     let left: Vec<i64> = s
+        .runs
         .runs(Some("fenced"), 10)
+        .await
         .unwrap()
         .iter()
         .map(|r| r.id)
         .collect();
     assert_eq!(left, [r_mine]);
-    assert!(s.runs(Some("stock"), 10).unwrap().is_empty());
+    assert!(s.runs.runs(Some("stock"), 10).await.unwrap().is_empty());
     assert_eq!(
-        s.runs(Some("other"), 1).unwrap().len(),
+        s.runs.runs(Some("other"), 1).await.unwrap().len(),
         1,
         "finished after the cutoff"
     );
-    assert_eq!(s.runs(Some("orders"), 1).unwrap()[0].status, "running");
+    assert_eq!(
+        s.runs.runs(Some("orders"), 1).await.unwrap()[0].status,
+        "running"
+    );
 }
 
 /// Webhook deliveries: remembered once per webhook and id, forgotten once older than what
 /// is kept, or on request.
-fn deliveries(s: &dyn StateStore) {
+async fn deliveries(s: &Store) {
     let keep = Duration::from_secs(3600);
     // Whether the delivery `id` of `webhook`, arriving `m` minutes after 16:00, is new.
-    let new = |webhook: &str, id: &str, m: i64| {
+    let new = async |webhook: &str, id: &str, m: i64| {
         let at = t("16:00:00") + chrono::Duration::minutes(m);
-        s.remember_delivery(webhook, id, at, keep).unwrap()
+        s.coordination
+            .remember_delivery(webhook, id, at, keep)
+            .await
+            .unwrap()
     };
-    assert!(new("shop", "id:1", 0));
-    assert!(!new("shop", "id:1", 1));
+    assert!(new("shop", "id:1", 0).await);
+    assert!(!new("shop", "id:1", 1).await);
     // Ids are per webhook.
-    assert!(new("erp", "id:1", 0));
-    assert!(new("shop", "id:2", 30));
+    assert!(new("erp", "id:1", 0).await);
+    assert!(new("shop", "id:2", 30).await);
     // Kept from its first arrival (a repeat does not extend it), for `keep` exactly...
-    assert!(!new("shop", "id:1", 60));
+    assert!(!new("shop", "id:1", 60).await);
     // ...and forgotten after: the same id is a new delivery again, a younger one is not.
-    assert!(new("shop", "id:1", 61));
-    assert!(!new("shop", "id:2", 61));
+    assert!(new("shop", "id:1", 61).await);
+    assert!(!new("shop", "id:2", 61).await);
     // Pruned by any call, whatever its webhook.
-    assert!(new("erp", "id:1", 61));
+    assert!(new("erp", "id:1", 61).await);
     // Forgotten on request (its flows could not be started): the next attempt is accepted.
-    s.forget_delivery("shop", "id:2").unwrap();
-    assert!(new("shop", "id:2", 62));
-    assert!(!new("shop", "id:2", 62));
-    s.forget_delivery("shop", "never-seen").unwrap();
+    s.coordination
+        .forget_delivery("shop", "id:2")
+        .await
+        .unwrap();
+    assert!(new("shop", "id:2", 62).await);
+    assert!(!new("shop", "id:2", 62).await);
+    s.coordination
+        .forget_delivery("shop", "never-seen")
+        .await
+        .unwrap();
 
-    operator_state(s);
+    operator_state(s).await;
 }
 
 /// The operator's state (flow switches, per-record run lines), alike in every store.
-fn operator_state(s: &dyn StateStore) {
+async fn operator_state(s: &Store) {
     use erpsync::state::{FlowSwitch, RunLine};
-    assert!(s.flow_switches().unwrap().is_empty());
+    assert!(s.runs.flow_switches().await.unwrap().is_empty());
     let switch = |flow: &str, enabled: bool, at: &str| FlowSwitch {
         flow: flow.into(),
         enabled,
         changed_at: t(at),
         changed_by: "console".into(),
     };
-    s.set_flow_switch(&switch("products", false, "10:00:00"))
+    s.runs
+        .set_flow_switch(&switch("products", false, "10:00:00"))
+        .await
         .unwrap();
-    s.set_flow_switch(&switch("orders", false, "10:00:01"))
+    s.runs
+        .set_flow_switch(&switch("orders", false, "10:00:01"))
+        .await
         .unwrap();
     // A later switch replaces the earlier one.
-    s.set_flow_switch(&switch("products", true, "10:00:02"))
+    s.runs
+        .set_flow_switch(&switch("products", true, "10:00:02"))
+        .await
         .unwrap();
     assert_eq!(
-        s.flow_switches().unwrap(),
+        s.runs.flow_switches().await.unwrap(),
         vec![
             switch("orders", false, "10:00:01"),
             switch("products", true, "10:00:02")
@@ -638,8 +941,14 @@ fn operator_state(s: &dyn StateStore) {
         id: "host-a:41:b-7".into(),
         node: "node-a".into(),
     };
-    let run = s.run_start("products", "sync", t("10:01:00"), &me).unwrap();
-    s.run_finish(run, t("10:01:05"), "partial", &json!({"failed": 1}), None)
+    let run = s
+        .runs
+        .run_start("products", "sync", t("10:01:00"), &me)
+        .await
+        .unwrap();
+    s.runs
+        .run_finish(run, t("10:01:05"), "partial", &json!({"failed": 1}), None)
+        .await
         .unwrap();
     let line = |key: &str, decision: &str| RunLine {
         run_id: run,
@@ -650,59 +959,83 @@ fn operator_state(s: &dyn StateStore) {
         changes: Some(json!([{"field": "price", "old": 1, "new": 2}])),
         reason: None,
     };
-    s.put_run_lines(&[line("B2", "update"), line("A1", "failed")])
+    s.runs
+        .put_run_lines(&[line("B2", "update"), line("A1", "failed")])
+        .await
         .unwrap();
     assert_eq!(
-        s.run_lines(run).unwrap(),
+        s.runs.run_lines(run).await.unwrap(),
         vec![line("B2", "update"), line("A1", "failed")],
         "in the order the run made them"
     );
     assert_eq!(
-        s.run_lines_of_key("A1", 10).unwrap(),
+        s.runs.run_lines_of_key("A1", 10).await.unwrap(),
         vec![line("A1", "failed")]
     );
-    assert!(s.run_lines_of_key("nope", 10).unwrap().is_empty());
-    let got = s.run(run).unwrap().unwrap();
+    assert!(
+        s.runs
+            .run_lines_of_key("nope", 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let got = s.runs.run(run).await.unwrap().unwrap();
     assert_eq!(
         (got.flow.as_str(), got.status.as_str()),
         ("products", "partial")
     );
-    assert!(s.run(run + 1000).unwrap().is_none());
+    assert!(s.runs.run(run + 1000).await.unwrap().is_none());
 
     // Lines of runs older than the newest `RUN_LINES_RUNS_KEPT` go as new runs come.
     for _ in 0..erpsync::state::operator::RUN_LINES_RUNS_KEPT {
-        s.run_start("products", "sync", t("10:02:00"), &me).unwrap();
+        s.runs
+            .run_start("products", "sync", t("10:02:00"), &me)
+            .await
+            .unwrap();
     }
-    s.put_run_lines(&[]).unwrap();
-    assert!(s.run_lines(run).unwrap().is_empty());
+    s.runs.put_run_lines(&[]).await.unwrap();
+    assert!(s.runs.run_lines(run).await.unwrap().is_empty());
 
     // The journal of one key, whatever its state.
-    let id = s.journal_begin(&entry("orders", "K-9")).unwrap();
-    let of_key = s.journal_of_key("K-9").unwrap();
+    let id = s
+        .journal
+        .journal_begin(&entry("orders", "K-9"))
+        .await
+        .unwrap();
+    let of_key = s.journal.journal_of_key("K-9").await.unwrap();
     assert_eq!(of_key.len(), 1);
     assert_eq!(of_key[0].id, id);
     assert_eq!(of_key[0].state, JournalState::Pending);
 }
 
-#[test]
-fn sqlite_store_conforms() {
-    conformance(&SqliteStore::in_memory().unwrap());
+#[tokio::test]
+async fn sqlite_store_conforms() {
+    conformance(&Store::from(SqliteStore::in_memory().unwrap())).await;
 }
 
-#[test]
-fn postgres_store_conforms_and_keeps_state_across_reopen() {
+#[tokio::test]
+async fn postgres_store_conforms_and_keeps_state_across_reopen() {
     let Some(db) = pg() else { return };
-    conformance(db.open().as_ref());
+    conformance(&db.open()).await;
     let again = db.open();
     assert_eq!(
         again
+            .bindings
             .binding_count(&Scope::new("product", "erp", "shop"))
+            .await
             .unwrap(),
         2
     );
-    assert_eq!(again.cursor("f").unwrap(), Some(t("11:00:00.000001")));
+    assert_eq!(
+        again.bindings.cursor("f").await.unwrap(),
+        Some(t("11:00:00.000001"))
+    );
     assert!(
-        again.is_absent("stock", "B2", t("11:00:00")).unwrap(),
+        again
+            .bindings
+            .is_absent("stock", "B2", t("11:00:00"))
+            .await
+            .unwrap(),
         "what the target lacked is kept across processes"
     );
 }
@@ -714,12 +1047,19 @@ fn postgres_store_conforms_and_keeps_state_across_reopen() {
 #[test]
 fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
     let Some(db) = pg() else { return };
+    // The stopped holder's session is a blocking client: the store's calls run on a runtime
+    // of their own.
+    let rt = tokio::runtime::Runtime::new().unwrap();
     let store = db.open();
     let ttl = Duration::from_secs(3);
     let now = t("18:00:00");
     let name = "flow:stuck";
-    let a = store
-        .acquire_lease(name, "host-a:1:x", "node-a", now, ttl, None)
+    let a = rt
+        .block_on(
+            store
+                .coordination
+                .acquire_lease(name, "host-a:1:x", "node-a", now, ttl, None),
+        )
         .unwrap()
         .unwrap();
     // The holder's session, set up as a store sets up its own, stops between the token
@@ -760,8 +1100,12 @@ fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
     // Past the TTL, another node asks for the lease: it gets it, once the server has ended
     // the stopped session (rather than waiting on its row lock for as long as it is stopped).
     let later = now + chrono::Duration::seconds(10);
-    let b = store
-        .acquire_lease(name, "host-b:2:y", "node-b", later, ttl, None)
+    let b = rt
+        .block_on(
+            store
+                .coordination
+                .acquire_lease(name, "host-b:2:y", "node-b", later, ttl, None),
+        )
         .unwrap();
     done.send(()).unwrap();
     assert!(
@@ -775,7 +1119,48 @@ fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
 
     // Resumed, the stopped holder's commit fails and its write was never made.
     assert!(tx.commit().is_err(), "a write after the lease was lost");
-    assert_eq!(store.cursor("stuck").unwrap(), None);
+    assert_eq!(rt.block_on(store.bindings.cursor("stuck")).unwrap(), None);
+}
+
+/// Flows share a store's connections: a call waiting on a row lock another session holds
+/// keeps one of them, and the other flows' calls go on meanwhile on the others.
+#[test]
+fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
+    let Some(db) = pg() else { return };
+    // The other session is a blocking client: the store's calls run on a runtime of their own.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = db.open();
+    for flow in ["locked", "free"] {
+        rt.block_on(store.bindings.set_cursor(flow, t("10:00:00")))
+            .unwrap();
+    }
+    let mut other = PostgresStore::session(&db.url).unwrap();
+    let mut tx = other.transaction().unwrap();
+    tx.query(
+        "SELECT 1 FROM cursors WHERE flow = 'locked' FOR UPDATE",
+        &[],
+    )
+    .unwrap();
+    let waiting = rt.spawn({
+        let store = store.clone();
+        async move { store.bindings.set_cursor("locked", t("11:00:00")).await }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let read = rt.block_on(async {
+        tokio::time::timeout(Duration::from_secs(3), store.bindings.cursor("free")).await
+    });
+    assert_eq!(
+        read.expect("a read waited for a write held up by another session's lock")
+            .unwrap(),
+        Some(t("10:00:00"))
+    );
+    assert!(!waiting.is_finished(), "the write waits for the row lock");
+    tx.rollback().unwrap();
+    rt.block_on(waiting).unwrap().unwrap();
+    assert_eq!(
+        rt.block_on(store.bindings.cursor("locked")).unwrap(),
+        Some(t("11:00:00"))
+    );
 }
 
 /// Issue 17.7 on PostgreSQL state: a SKU the unsearchable shop lacks costs one full read of
@@ -783,7 +1168,7 @@ fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
 #[tokio::test]
 async fn a_missing_key_does_not_cost_a_full_read_on_every_run_on_postgres() {
     let Some(db) = pg() else { return };
-    let store: Arc<dyn StateStore> = db.open();
+    let store: Store = db.open();
     crate::flowfile::a_missing_key_costs_one_full_read(Some(store)).await;
 }
 
@@ -792,71 +1177,82 @@ async fn postgres_store_answers_from_async_code() {
     let Some(db) = pg() else { return };
     // The sync driver would panic if it ran on this runtime's thread.
     let s = db.open();
-    s.set_cursor("f", t("10:00:00")).unwrap();
+    s.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
     let s2 = s.clone();
-    let got = tokio::spawn(async move { s2.cursor("f").unwrap() })
+    let got = tokio::spawn(async move { s2.bindings.cursor("f").await.unwrap() })
         .await
         .unwrap();
     assert_eq!(got, Some(t("10:00:00")));
 }
 
 /// Runs `attempt` on `NODES` stores of one database at the same moment; how many won.
-fn race(db: &PgSchema, attempt: impl Fn(&PostgresStore, usize) -> bool + Sync) -> usize {
+async fn race<F, Fut>(db: &PgSchema, attempt: F) -> usize
+where
+    F: Fn(Store, usize) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
     const NODES: usize = 6;
-    let stores: Vec<_> = (0..NODES).map(|_| db.open()).collect();
-    let start = Arc::new(Barrier::new(NODES));
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = stores
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let (start, attempt) = (start.clone(), &attempt);
-                scope.spawn(move || {
-                    start.wait();
-                    attempt(s, i)
-                })
+    let start = Arc::new(tokio::sync::Barrier::new(NODES));
+    let tasks: Vec<_> = (0..NODES)
+        .map(|i| {
+            let (start, attempt) = (start.clone(), attempt(db.open(), i));
+            tokio::spawn(async move {
+                start.wait().await;
+                attempt.await
             })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap())
-            .filter(|won| *won)
-            .count()
-    })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            won += 1;
+        }
+    }
+    won
 }
 
-#[test]
-fn racing_nodes_get_a_lease_once() {
+#[tokio::test]
+async fn racing_nodes_get_a_lease_once() {
     let Some(db) = pg() else { return };
-    let winners = race(&db, |s, i| {
-        s.try_lease(
-            "flow:orders",
-            &format!("node-{i}"),
-            t("09:00:00"),
-            Duration::from_secs(30),
-        )
-        .unwrap()
-    });
+    let winners = race(&db, |s, i| async move {
+        s.coordination
+            .try_lease(
+                "flow:orders",
+                &format!("node-{i}"),
+                t("09:00:00"),
+                Duration::from_secs(30),
+            )
+            .await
+            .unwrap()
+    })
+    .await;
     assert_eq!(winners, 1);
 }
 
-#[test]
-fn racing_nodes_accept_a_delivery_once() {
+#[tokio::test]
+async fn racing_nodes_accept_a_delivery_once() {
     let Some(db) = pg() else { return };
     let keep = Duration::from_secs(3600);
     // An old delivery every node would prune first.
     db.open()
+        .coordination
         .remember_delivery("shop_orders", "id:old", t("07:00:00"), keep)
+        .await
         .unwrap();
-    let winners = race(&db, |s, _| {
-        s.remember_delivery("shop_orders", "id:d-1", t("09:00:00"), keep)
+    let winners = race(&db, |s, _| async move {
+        s.coordination
+            .remember_delivery("shop_orders", "id:d-1", t("09:00:00"), keep)
+            .await
             .unwrap()
-    });
+    })
+    .await;
     assert_eq!(winners, 1);
     let again = db.open();
     assert!(
         again
+            .coordination
             .remember_delivery("shop_orders", "id:old", t("09:00:00"), keep)
+            .await
             .unwrap()
     );
 }
@@ -881,8 +1277,7 @@ fn an_unreachable_server_is_a_clear_error_without_the_password() {
 async fn the_engine_syncs_on_postgres_state() {
     let Some(db) = pg() else { return };
     let h = crate::support::harness::Harness::new(20, |_| {}).await;
-    let store: Arc<dyn StateStore> =
-        Arc::from(erpsync::state::open(&db.url, h.dir.path()).unwrap());
+    let store: Store = erpsync::state::open(&db.url, h.dir.path()).unwrap();
     let engine =
         crate::support::harness::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, |_| {});
     let opts = RunOptions::default();
@@ -893,22 +1288,25 @@ async fn the_engine_syncs_on_postgres_state() {
     let again = engine.run("products", &opts).await.unwrap();
     assert_eq!(again.counts.skipped, 20, "{again:#?}");
     assert_eq!(h.writes(), (0, 0), "unchanged records must cause no write");
-    assert_eq!(store.runs(Some("products"), 10).unwrap().len(), 2);
+    assert_eq!(
+        store.runs.runs(Some("products"), 10).await.unwrap().len(),
+        2
+    );
 }
 
 /// A daemon on the demo project and a shared store, named `node` in leases.
-fn daemon(
+async fn daemon(
     dir: &std::path::Path,
     yaml: &str,
     node: &str,
-    store: Arc<dyn StateStore>,
+    store: Store,
     clock: &ManualClock,
 ) -> Arc<Daemon> {
     let project = dir.join(node);
     std::fs::create_dir(&project).unwrap();
     let yaml = yaml.replacen("daemon:\n", &format!("daemon:\n  node_id: {node}\n"), 1);
     std::fs::write(project.join("demo.yaml"), yaml).unwrap();
-    let d = crate::support::daemon::start(vec![project], clock, store, None);
+    let d = crate::support::daemon::start(vec![project], clock, store, None).await;
     assert_eq!(d.node_id(), node);
     d
 }
@@ -933,8 +1331,8 @@ async fn two_daemons_on_one_database_run_a_due_flow_once() {
     seed_both(&shop, &erp, 5, 7);
     let dir = tempfile::tempdir().unwrap();
     let yaml = demo_yaml(&shop.base_url(), &erp.base_url(), dir.path());
-    let a = daemon(dir.path(), &yaml, "node-a", db.open(), &clock);
-    let b = daemon(dir.path(), &yaml, "node-b", db.open(), &clock);
+    let a = daemon(dir.path(), &yaml, "node-a", db.open(), &clock).await;
+    let b = daemon(dir.path(), &yaml, "node-b", db.open(), &clock).await;
     let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
 
     // Both nodes plan the same schedules and fire them at the same moments.
@@ -962,12 +1360,14 @@ async fn two_daemons_on_one_database_run_a_due_flow_once() {
         }
     }
     let store = db.open();
-    let runs = store.runs(None, 100).unwrap();
+    let runs = store.runs.runs(None, 100).await.unwrap();
     assert!(runs.iter().all(|r| r.finished_at.is_some()), "{runs:#?}");
     // Every lease was released after its run.
     assert!(
         store
+            .coordination
             .try_lease("flow:stock", "node-c", clock.now(), Duration::from_secs(1))
+            .await
             .unwrap()
     );
 }
@@ -989,15 +1389,17 @@ async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
     // A node took the flow and died without releasing it.
     assert!(
         store
+            .coordination
             .try_lease(
                 "flow:stock",
                 "dead-node",
                 clock.now(),
                 Duration::from_secs(90)
             )
+            .await
             .unwrap()
     );
-    let d = daemon(dir.path(), &yaml, "node-a", store.clone(), &clock);
+    let d = daemon(dir.path(), &yaml, "node-a", store.clone(), &clock).await;
     let mut events = d.subscribe();
 
     // Refused at once, saying who runs it: not accepted and then skipped.
@@ -1007,6 +1409,7 @@ async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
             RunOptions::default(),
             erpsync::daemon::Cause::Manual,
         )
+        .await
         .unwrap_err();
     assert_eq!(
         refused,
@@ -1025,6 +1428,7 @@ async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
         RunOptions::default(),
         erpsync::daemon::Cause::Manual,
     )
+    .await
     .unwrap();
     settle(&[&d]).await;
     let got = drained(&mut events);

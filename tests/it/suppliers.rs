@@ -6,7 +6,6 @@
 use erpsync::engine::{Decision, RunOptions};
 use erpsync::sim::erp::SupplierInput as ErpSupplier;
 use erpsync::sim::shop::SupplierInput as ShopSupplier;
-use erpsync::state::StateStore;
 
 use crate::support::harness::Harness;
 use crate::support::project::WAREHOUSE;
@@ -231,7 +230,7 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
         .unwrap();
     let r = h.run("suppliers").await;
     assert_eq!((r.counts.created, r.counts.failed), (1, 1), "{r:#?}");
-    let failures = h.store.failures(Some("suppliers")).unwrap();
+    let failures = h.store.failures.failures(Some("suppliers")).await.unwrap();
     assert_eq!(failures.len(), 1);
     let f = &failures[0];
     assert_eq!(f.key, "30111222");
@@ -265,7 +264,7 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
         .unwrap();
     let retry = h.retry_all().await;
     assert_eq!(retry.counts.created, 1, "{retry:#?}");
-    assert!(h.store.failures(None).unwrap().is_empty());
+    assert!(h.store.failures.failures(None).await.unwrap().is_empty());
     assert_eq!(
         h.shop.supplier_by_vat("30111222").unwrap().email,
         "comenzi@carpat.example.ro"

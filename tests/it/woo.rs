@@ -23,7 +23,7 @@ use erpsync::sim::{
     ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, WebhookConfig, WooHandle,
     WooOptions, WooSim, seed_both,
 };
-use erpsync::state::SqliteStore;
+use erpsync::state::{SqliteStore, Store};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -434,7 +434,7 @@ fn engine_for(
     );
     let (project, diags) = check_with_env(&[file], &env);
     let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
-    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    let store = Store::from(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
     Engine::new(Arc::new(project), store, Arc::new(clock.clone())).unwrap()
 }
 
@@ -957,7 +957,13 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
     let r = h.run("orders_from_erp").await;
     assert_eq!(r.counts.failed, 1, "{r:#?}");
     assert_eq!(h.woo.tracking(order).unwrap().tracking_number, "AWB-5");
-    let failure = h.engine.store.failures(Some("orders_from_erp")).unwrap();
+    let failure = h
+        .engine
+        .store
+        .failures
+        .failures(Some("orders_from_erp"))
+        .await
+        .unwrap();
     assert_eq!(failure.len(), 1);
     assert!(
         failure[0].error.contains("step `create_tracking`"),
@@ -978,7 +984,9 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
     let pending = h
         .engine
         .store
+        .journal
         .journal_pending(Some("orders_from_erp"))
+        .await
         .unwrap();
     assert_eq!(pending.len(), 1, "the step in doubt stays journaled");
     assert_eq!(
@@ -1003,14 +1011,18 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
     assert!(
         h.engine
             .store
+            .journal
             .journal_pending(Some("orders_from_erp"))
+            .await
             .unwrap()
             .is_empty()
     );
     assert!(
         h.engine
             .store
+            .failures
             .failures(Some("orders_from_erp"))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -1080,7 +1092,13 @@ async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_crea
         .product_by_sku("STEP-1")
         .expect("the first step created it");
     assert_eq!(h.woo.counters().count("POST", "/wp-json/wc/v3/products"), 1);
-    let failure = &h.engine.store.failures(Some("products")).unwrap()[0];
+    let failure = &h
+        .engine
+        .store
+        .failures
+        .failures(Some("products"))
+        .await
+        .unwrap()[0];
     assert!(failure.error.contains("step `stock`"), "{}", failure.error);
     assert_eq!(
         failure.response.as_ref().unwrap()["request"]["path"],
@@ -1110,7 +1128,9 @@ async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_crea
     assert!(
         h.engine
             .store
+            .journal
             .journal_pending(Some("products"))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -1152,9 +1172,21 @@ async fn woo_a_step_whose_answer_was_lost_and_that_nothing_guards_is_not_sent_ag
         "{r:#?}"
     );
     assert!(said("not sent again until it is settled"), "{r:#?}");
-    let failure = &h.engine.store.failures(Some("products")).unwrap()[0];
+    let failure = &h
+        .engine
+        .store
+        .failures
+        .failures(Some("products"))
+        .await
+        .unwrap()[0];
     assert_eq!(failure.key, "STEP-2");
-    let pending = h.engine.store.journal_pending(Some("products")).unwrap();
+    let pending = h
+        .engine
+        .store
+        .journal
+        .journal_pending(Some("products"))
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1, "held for a person to settle");
     assert_eq!(
         h.woo
@@ -1211,7 +1243,9 @@ async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
     assert!(
         h.engine
             .store
+            .journal
             .journal_pending(Some("stock"))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -1228,7 +1262,13 @@ async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
     ));
     let r = h.run("stock").await;
     assert_eq!(r.counts.failed, 1, "{r:#?}");
-    let failure = &h.engine.store.failures(Some("stock")).unwrap()[0];
+    let failure = &h
+        .engine
+        .store
+        .failures
+        .failures(Some("stock"))
+        .await
+        .unwrap()[0];
     assert!(failure.error.contains("step `create`"), "{}", failure.error);
     let response = failure.response.as_ref().unwrap();
     assert_eq!(response["status"], 400);
@@ -1236,7 +1276,9 @@ async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
     assert!(
         h.engine
             .store
+            .journal
             .journal_pending(Some("stock"))
+            .await
             .unwrap()
             .is_empty()
     );
@@ -1381,7 +1423,7 @@ async fn woo_order_webhooks_make_the_daemon_export_a_paid_order_at_once() {
     );
     let (project, diags) = check_with_env(std::slice::from_ref(&file), &env);
     let project = project.unwrap_or_else(|| panic!("{diags:#?}"));
-    let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+    let store = Store::from(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
     let d = Daemon::new(
         vec![file],
         Arc::new(project),
@@ -1389,6 +1431,7 @@ async fn woo_order_webhooks_make_the_daemon_export_a_paid_order_at_once() {
         Arc::new(clock.clone()),
         None,
     )
+    .await
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());

@@ -16,7 +16,7 @@ impl<'e> Runner<'e> {
         match self.merge_sides(Some(a), b_seen, binding).await {
             Ok(None) => {
                 self.drop_deferred(&key);
-                self.succeeded(&key)
+                self.succeeded(&key).await
             }
             Ok(Some(merge)) => {
                 // Read again (the pages drifted): the latest reading replaces the first.
@@ -33,7 +33,7 @@ impl<'e> Runner<'e> {
             }
             Err(f) => {
                 self.drop_deferred(&key);
-                self.fail(&key, &native, f)
+                self.fail(&key, &native, f).await
             }
         }
     }
@@ -104,7 +104,7 @@ impl<'e> Runner<'e> {
         // Read from the target: counted here, once, whether or not the source is asked too.
         self.report.counts.read += 1;
         let key = b_seen.key.clone();
-        let binding = self.binding(&key)?;
+        let binding = self.binding(&key).await?;
         let native = b_seen.native.clone();
         let src_id = binding.as_ref().and_then(|b| self.id_on(b, Side::Source));
         let mut a = None;
@@ -114,7 +114,7 @@ impl<'e> Runner<'e> {
         {
             match self.confirm(Side::Source, &key, Some(id)).await {
                 Ok(found) => a = found,
-                Err(f) => return self.fail(&key, &native, f),
+                Err(f) => return self.fail(&key, &native, f).await,
             }
         }
         // As when listed and filtered out: an ineligible source is left out of the merge.
@@ -124,12 +124,12 @@ impl<'e> Runner<'e> {
             a = None;
         }
         match self.merge_sides(a, Some(b_seen), binding).await {
-            Ok(None) => self.succeeded(&key),
+            Ok(None) => self.succeeded(&key).await,
             Ok(Some(merge)) => match self.apply_merge(merge).await {
-                Ok(()) => self.succeeded(&key),
-                Err(f) => self.fail(&key, &native, f),
+                Ok(()) => self.succeeded(&key).await,
+                Err(f) => self.fail(&key, &native, f).await,
             },
-            Err(f) => self.fail(&key, &native, f),
+            Err(f) => self.fail(&key, &native, f).await,
         }
     }
 
@@ -224,6 +224,7 @@ impl<'e> Runner<'e> {
                 if !self.opts.dry_run {
                     bind.parked = Some(reason.clone());
                     self.put_binding(&bind)
+                        .await
                         .map_err(|e| Fail::msg(e.to_string()))?;
                 }
                 self.record(&key, Decision::Park, None, changes, Some(reason));
@@ -263,8 +264,8 @@ impl<'e> Runner<'e> {
         if !self.opts.dry_run {
             self.create(side, &mut bind, &canon).await?;
         } else {
-            self.plan_steps(side, &bind, &canon, false);
-            self.plan_create(side, &mut bind, &canon)?;
+            self.plan_steps(side, &bind, &canon, false).await;
+            self.plan_create(side, &mut bind, &canon).await?;
         }
         let changes = diff(None, &canon, &self.cmp);
         let to = self.end(side).name;
@@ -302,6 +303,7 @@ impl<'e> Runner<'e> {
             if written.is_empty() {
                 // Nothing written: both sides already agree (adopted or unchanged).
                 self.hold_binding(&bind)
+                    .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
             }
         }
@@ -309,7 +311,7 @@ impl<'e> Runner<'e> {
             && let Some(&side) = written.first()
         {
             let write = overlay(Some(held(side)), &merged.merged, &self.cmp);
-            self.plan_steps(side, &bind, &write, true);
+            self.plan_steps(side, &bind, &write, true).await;
         }
         let decision = merged.decision;
         let reason = merged.reason;

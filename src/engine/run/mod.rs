@@ -10,7 +10,7 @@ mod steps;
 mod write;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -28,7 +28,7 @@ use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
-use crate::state::{Binding, Failure, FencedStore, JournalEntry, JournalState, Scope};
+use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -116,29 +116,72 @@ impl Fail {
     }
 }
 
+/// The ids of related records a mapping's `ref`s name, looked up in the state before the
+/// mapping runs: a mapping is sync, the state is not. A first pass asks for what it needs,
+/// the ids are fetched, and the mapping runs again with them (until it asks for nothing new).
 struct Refs<'a> {
     engine: &'a Engine,
     from: &'a str,
     to: &'a str,
+    /// What was looked up: the target id, by entity and normalised key.
+    found: HashMap<(String, String), Option<String>>,
+    /// What the last pass asked for and was not looked up yet.
+    asked: Mutex<Vec<(String, String)>>,
 }
 
-impl RefResolver for Refs<'_> {
-    fn resolve(&self, entity: &str, key: &str) -> Option<String> {
+impl<'a> Refs<'a> {
+    fn new(engine: &'a Engine, from: &'a str, to: &'a str) -> Self {
+        Refs {
+            engine,
+            from,
+            to,
+            found: HashMap::new(),
+            asked: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn normalized(&self, entity: &str, key: &str) -> String {
         let steps = self
             .engine
             .key_normalize
             .get(entity)
             .cloned()
             .unwrap_or_default();
-        let key = normalize(key, &steps);
-        let scope = Scope::new(entity, self.from, self.to);
-        let found = self
-            .engine
-            .bindings(&scope, std::slice::from_ref(&key))
-            .ok()?;
-        found
-            .get(&key)
-            .and_then(|b| b.id(scope.is_a(self.to)).map(str::to_string))
+        normalize(key, &steps)
+    }
+
+    /// Looks up what the last pass asked for; false when it asked for nothing new.
+    async fn fetch(&mut self) -> bool {
+        let asked = std::mem::take(&mut *self.asked.lock().unwrap_or_else(|e| e.into_inner()));
+        if asked.is_empty() {
+            return false;
+        }
+        for (entity, key) in asked {
+            let scope = Scope::new(&entity, self.from, self.to);
+            let id = self
+                .engine
+                .bindings(&scope, std::slice::from_ref(&key))
+                .await
+                .ok()
+                .and_then(|found| {
+                    found
+                        .get(&key)
+                        .and_then(|b| b.id(scope.is_a(self.to)).map(str::to_string))
+                });
+            self.found.insert((entity, key), id);
+        }
+        true
+    }
+}
+
+impl RefResolver for Refs<'_> {
+    fn resolve(&self, entity: &str, key: &str) -> Option<String> {
+        let k = (entity.to_string(), self.normalized(entity, key));
+        if let Some(id) = self.found.get(&k) {
+            return id.clone();
+        }
+        self.asked.lock().unwrap_or_else(|e| e.into_inner()).push(k);
+        None
     }
 }
 
@@ -170,14 +213,16 @@ pub(super) async fn run_flow(
         Some(
             engine
                 .store
-                .run_start(&flow.id, kind, started, &engine.instance)?,
+                .runs
+                .run_start(&flow.id, kind, started, &engine.instance)
+                .await?,
         )
     };
-    let mut runner = Runner::new(engine, flow, opts, started)?;
+    let mut runner = Runner::new(engine, flow, opts, started).await?;
     runner.report.kind = kind.to_string();
     let mut result = runner.execute().await;
     // Bindings held back are written however the run ended (a lost lease refuses them).
-    if let Err(e) = runner.write_held() {
+    if let Err(e) = runner.write_held().await {
         if result.is_ok() {
             result = Err(e);
         } else {
@@ -198,7 +243,7 @@ pub(super) async fn run_flow(
                 systems.extend([f.from.as_str(), f.to.as_str()]);
             }
         }
-        engine.record_system_health(systems);
+        engine.record_system_health(systems).await;
     }
     let lost = matches!(
         result,
@@ -210,7 +255,7 @@ pub(super) async fn run_flow(
         // else the new holder has closed it as abandoned already.
         if let Some(id) = run_id {
             let counts = serde_json::to_value(&report.counts).unwrap_or(Value::Null);
-            let _ = engine.store.run_finish(
+            let _ = engine.store.runs.run_finish(
                 id,
                 engine.clock.now(),
                 "abandoned",
@@ -218,7 +263,7 @@ pub(super) async fn run_flow(
                 Some(
                     "the flow's lease was lost mid-run; the next holder settles what was in flight",
                 ),
-            );
+            ).await;
         }
         tracing::error!(flow = %flow.id, "lease lost mid-run: stopped; the next holder settles what was in flight");
         return Err(EngineRunError::LeaseLost(flow.id.clone()));
@@ -240,8 +285,10 @@ pub(super) async fn run_flow(
             .map(|e| crate::redact::redact(e).into_owned());
         engine
             .store
-            .run_finish(id, engine.clock.now(), status, &counts, error.as_deref())?;
-        super::run_lines::keep(engine, id, &report);
+            .runs
+            .run_finish(id, engine.clock.now(), status, &counts, error.as_deref())
+            .await?;
+        super::run_lines::keep(engine, id, &report).await;
     }
     report.run_id = run_id;
     report.status = report.outcome().to_string();
@@ -485,7 +532,7 @@ struct Runner<'e> {
 }
 
 impl<'e> Runner<'e> {
-    pub(super) fn new(
+    pub(super) async fn new(
         e: &'e Engine,
         flow: &'e Flow,
         opts: &'e RunOptions,
@@ -536,7 +583,9 @@ impl<'e> Runner<'e> {
             HashSet::new()
         } else {
             e.store
-                .failures(Some(&flow.id))?
+                .failures
+                .failures(Some(&flow.id))
+                .await?
                 .into_iter()
                 .map(|f| f.key)
                 .collect()
@@ -596,7 +645,7 @@ impl<'e> Runner<'e> {
             None
         } else if let Some(inc) = incremental {
             let overlap = chrono::Duration::seconds(inc.overlap_secs as i64);
-            match self.e.store.cursor(&self.flow.id)? {
+            match self.e.store.bindings.cursor(&self.flow.id).await? {
                 Some(c) => Some(c - overlap),
                 None => self.flow.incremental_start,
             }
@@ -664,7 +713,7 @@ impl<'e> Runner<'e> {
                     )),
                     Err(f) => {
                         self.report.counts.read += 1;
-                        self.fail(&key, &Value::Null, f)?
+                        self.fail(&key, &Value::Null, f).await?
                     }
                 }
             }
@@ -729,7 +778,7 @@ impl<'e> Runner<'e> {
                     .iter()
                     .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
                     .collect();
-                let mut found = self.e.bindings(&self.scope, &page_keys)?;
+                let mut found = self.e.bindings(&self.scope, &page_keys).await?;
                 self.listing.page_bindings = page_keys
                     .into_iter()
                     .map(|k| {
@@ -745,11 +794,11 @@ impl<'e> Runner<'e> {
                         Ok(seen) => self.handle(seen).await?,
                         Err(bad) => {
                             let (key, native, f) = *bad;
-                            self.fail(&key, &native, f)?;
+                            self.fail(&key, &native, f).await?;
                         }
                     }
                 }
-                self.write_held()?;
+                self.write_held().await?;
                 self.listing.page_bindings.clear();
             }
             self.listing.page_bindings.clear();
@@ -772,7 +821,7 @@ impl<'e> Runner<'e> {
                 return self.stop_interrupted().await;
             }
             if self.opts.reconcile && since.is_none() && keys.is_none() && !self.bidirectional() {
-                self.write_held()?;
+                self.write_held().await?;
                 self.recover_unlisted().await?;
             }
         }
@@ -791,8 +840,8 @@ impl<'e> Runner<'e> {
         {
             let key = merge.key.clone();
             match self.apply_merge(merge).await {
-                Ok(()) => self.succeeded(&key)?,
-                Err(f) => self.fail(&key, &native, f)?,
+                Ok(()) => self.succeeded(&key).await?,
+                Err(f) => self.fail(&key, &native, f).await?,
             }
         }
 
@@ -821,13 +870,19 @@ impl<'e> Runner<'e> {
         {
             // Failed records sit in the failure store, so the cursor may move past them.
             // What the run bound goes first: the cursor never passes a binding not written.
-            self.write_held()?;
+            self.write_held().await?;
             match self.cursor {
-                CursorHold::Free => self.e.store.set_cursor(&self.flow.id, self.started)?,
+                CursorHold::Free => {
+                    self.e
+                        .store
+                        .bindings
+                        .set_cursor(&self.flow.id, self.started)
+                        .await?
+                }
                 CursorHold::AtMost(floor) => {
                     let at = self.started.min(floor);
                     tracing::info!(flow = %self.flow.id, cursor = %at, "pages shifted while listing; cursor held back");
-                    self.e.store.set_cursor(&self.flow.id, at)?;
+                    self.e.store.bindings.set_cursor(&self.flow.id, at).await?;
                 }
                 CursorHold::Kept => {
                     tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
@@ -873,7 +928,9 @@ impl<'e> Runner<'e> {
         let waiting: Vec<Binding> = self
             .e
             .store
-            .awaiting_actions(&self.scope)?
+            .bindings
+            .awaiting_actions(&self.scope)
+            .await?
             .into_iter()
             .filter(|b| {
                 self.id_on(b, Side::Source).is_some() && self.id_on(b, Side::Target).is_some()
@@ -1058,7 +1115,9 @@ impl<'e> Runner<'e> {
                     let bound = self
                         .e
                         .store
+                        .bindings
                         .binding_count(&self.scope)
+                        .await
                         .map_err(|e| Fail::msg(e.to_string()))?;
                     let n = BULK_LOOKUPS.max(bound / RECORDS_PER_PAGE);
                     self.index.bulk_after = Some(n);
@@ -1072,7 +1131,7 @@ impl<'e> Runner<'e> {
             let remembered = !lookup_op
                 && !self.opts.reconcile
                 && self.index.records.is_none()
-                && self.e.known_absent(&self.flow.id, key);
+                && self.e.known_absent(&self.flow.id, key).await;
             if remembered {
                 return Ok(None);
             }
@@ -1093,7 +1152,8 @@ impl<'e> Runner<'e> {
                 if !self.index.shifted {
                     if !lookup_op && let Some(t) = self.index.read_at {
                         self.e
-                            .note_absent(&self.flow.id, t, key, !self.opts.dry_run);
+                            .note_absent(&self.flow.id, t, key, !self.opts.dry_run)
+                            .await;
                     }
                     return Ok(None);
                 }
@@ -1170,7 +1230,7 @@ impl<'e> Runner<'e> {
         b.base_mut(self.end(side).is_a)
     }
 
-    pub(super) fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
+    pub(super) async fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
         if let Some(b) = self.held.by_key.get(key) {
             return Ok(Some(b.clone()));
         }
@@ -1179,16 +1239,19 @@ impl<'e> Runner<'e> {
         }
         Ok(self
             .e
-            .bindings(&self.scope, std::slice::from_ref(&key.to_string()))?
+            .bindings(&self.scope, std::slice::from_ref(&key.to_string()))
+            .await?
             .remove(key))
     }
 
-    pub(super) fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
+    pub(super) async fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
         self.forget_read(&b.key);
         if !self.opts.dry_run {
             self.e
                 .store
-                .put_bindings(&self.scope, std::slice::from_ref(b))?;
+                .bindings
+                .put_bindings(&self.scope, std::slice::from_ref(b))
+                .await?;
         } else {
             self.e.plan_binding(&self.scope, b);
         }
@@ -1197,27 +1260,31 @@ impl<'e> Runner<'e> {
 
     /// Stores a binding that no write depends on (see `HeldBindings`): held back and written
     /// with the others of its page. A dry run plans it as `put_binding` does.
-    pub(super) fn hold_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
+    pub(super) async fn hold_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
         if self.opts.dry_run {
-            return self.put_binding(b);
+            return self.put_binding(b).await;
         }
         self.listing.page_bindings.remove(&b.key);
         self.held.by_key.insert(b.key.clone(), b.clone());
         if self.held.by_key.len() >= BINDINGS_PER_WRITE {
-            self.write_held()?;
+            self.write_held().await?;
         }
         Ok(())
     }
 
     /// Writes the bindings held back, in one transaction.
-    pub(super) fn write_held(&mut self) -> Result<(), EngineRunError> {
+    pub(super) async fn write_held(&mut self) -> Result<(), EngineRunError> {
         if self.held.by_key.is_empty() {
             return Ok(());
         }
         let held: Vec<Binding> = std::mem::take(&mut self.held.by_key)
             .into_values()
             .collect();
-        self.e.store.put_bindings(&self.scope, &held)?;
+        self.e
+            .store
+            .bindings
+            .put_bindings(&self.scope, &held)
+            .await?;
         Ok(())
     }
 
@@ -1230,7 +1297,7 @@ impl<'e> Runner<'e> {
 
     /// The bases an update of `side` with `canon` leaves, stored (or, in a dry
     /// run, planned, so the next flow of the plan compares with them).
-    pub(super) fn move_bases(
+    pub(super) async fn move_bases(
         &mut self,
         side: Side,
         b: &mut Binding,
@@ -1245,7 +1312,9 @@ impl<'e> Runner<'e> {
         if let Some(s) = source_now {
             *self.base_on_mut(b, side.other()) = Some(s.clone());
         }
-        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
+        self.put_binding(b)
+            .await
+            .map_err(|e| Fail::msg(e.to_string()))
     }
 
     /// Whether a record is eligible under the flow's filter and status triggers.
@@ -1327,7 +1396,7 @@ impl<'e> Runner<'e> {
             })
     }
 
-    pub(super) fn fail(
+    pub(super) async fn fail(
         &mut self,
         key: &str,
         native: &Value,
@@ -1344,19 +1413,23 @@ impl<'e> Runner<'e> {
         tracing::warn!(flow = %self.flow.id, key, error = %crate::redact::redact(&f.error), "record failed");
         if !self.opts.dry_run {
             let now = self.e.clock.now();
-            self.e.store.put_failure(&Failure {
-                id: 0,
-                flow: self.flow.id.clone(),
-                key: key.to_string(),
-                source_record: redact_json(native),
-                payload: f.payload.as_deref().map(redact_json),
-                error: crate::redact::redact(&f.error).into_owned(),
-                status: f.status,
-                response: f.response.as_deref().map(redact_json),
-                attempts: 1,
-                created_at: now,
-                updated_at: now,
-            })?;
+            self.e
+                .store
+                .failures
+                .put_failure(&Failure {
+                    id: 0,
+                    flow: self.flow.id.clone(),
+                    key: key.to_string(),
+                    source_record: redact_json(native),
+                    payload: f.payload.as_deref().map(redact_json),
+                    error: crate::redact::redact(&f.error).into_owned(),
+                    status: f.status,
+                    response: f.response.as_deref().map(redact_json),
+                    attempts: 1,
+                    created_at: now,
+                    updated_at: now,
+                })
+                .await?;
         }
         let reason = crate::redact::redact(&f.error).into_owned();
         self.record(key, Decision::Failed, None, Vec::new(), Some(reason));
@@ -1364,9 +1437,13 @@ impl<'e> Runner<'e> {
     }
 
     /// A record synced: a failure kept for it is cleared, and the report says so.
-    pub(super) fn succeeded(&mut self, key: &str) -> Result<(), EngineRunError> {
+    pub(super) async fn succeeded(&mut self, key: &str) -> Result<(), EngineRunError> {
         if self.unsettled.failing.remove(key) && !self.opts.dry_run {
-            self.e.store.clear_failure(&self.flow.id, key)?;
+            self.e
+                .store
+                .failures
+                .clear_failure(&self.flow.id, key)
+                .await?;
             tracing::info!(flow = %self.flow.id, key, "record synced; its failure is cleared");
             self.report.counts.failures_cleared += 1;
             self.report.cleared.push(key.to_string());
@@ -1397,8 +1474,10 @@ impl Engine {
         if opts.dry_run {
             return self.run_leased(flow_id, opts, None).await;
         }
-        let lease = self.take_lease(flow_id)?;
-        self.run_leased(flow_id, opts, Some(&lease)).await
+        let lease = self.take_lease(flow_id).await?;
+        let report = self.run_leased(flow_id, opts, Some(&lease)).await;
+        lease.release().await;
+        report
     }
 
     fn check(
@@ -1430,10 +1509,7 @@ impl Engine {
             return run_flow(self, &flow, opts).await;
         };
         let fenced = Engine {
-            store: Arc::new(FencedStore::new(
-                self.store.clone(),
-                lease.watch.fence.clone(),
-            )),
+            store: self.store.fenced(lease.watch.fence.clone()),
             ..self.clone()
         };
         let result = crate::state::lease::with_watch(
@@ -1458,7 +1534,7 @@ impl Engine {
         ids: Option<&[i64]>,
     ) -> Result<Vec<(String, Result<RunReport, EngineRunError>)>, EngineRunError> {
         let mut by_flow: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for f in self.store.failures(None)? {
+        for f in self.store.failures.failures(None).await? {
             if ids.is_none_or(|ids| ids.contains(&f.id)) {
                 by_flow.entry(f.flow).or_default().push(f.key);
             }
@@ -1476,7 +1552,9 @@ impl Engine {
         for (flow, keys) in order {
             let kept: HashSet<String> = self
                 .store
-                .failures(Some(&flow))?
+                .failures
+                .failures(Some(&flow))
+                .await?
                 .into_iter()
                 .map(|f| f.key)
                 .collect();

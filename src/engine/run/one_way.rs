@@ -11,7 +11,7 @@ impl<'e> Runner<'e> {
             return Err(down);
         }
         let key = seen.key.clone();
-        let mut binding = self.binding(&key)?;
+        let mut binding = self.binding(&key).await?;
         if !self.eligible(&seen, binding.as_ref()) {
             if self.flow.on_transition.is_some() && !self.opts.dry_run {
                 // Remember what was seen, so the next transition is recognised.
@@ -23,7 +23,7 @@ impl<'e> Runner<'e> {
                     self.set_id_on(b, Side::Source, id.clone());
                 }
                 *self.base_on_mut(b, Side::Source) = Some(seen.canon.clone());
-                self.put_binding(b)?;
+                self.put_binding(b).await?;
             }
             self.record(&key, Decision::Filtered, None, Vec::new(), None);
             return Ok(());
@@ -31,14 +31,14 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             let other = match self.target_of(&key, binding.as_ref()).await {
                 Ok(other) => other,
-                Err(f) => return self.fail(&key, &seen.native, f),
+                Err(f) => return self.fail(&key, &seen.native, f).await,
             };
             return self.sync_both(seen, other, binding).await;
         }
         let outcome = self.one_way(&seen, binding).await;
         match outcome {
-            Ok(()) => self.succeeded(&key),
-            Err(f) => self.fail(&key, &seen.native, f),
+            Ok(()) => self.succeeded(&key).await,
+            Err(f) => self.fail(&key, &seen.native, f).await,
         }
     }
 
@@ -74,7 +74,9 @@ impl<'e> Runner<'e> {
         let bound = self.id_on(&b, Side::Target).is_some();
         if bound {
             if learned && !self.opts.dry_run {
-                self.put_binding(&b).map_err(|e| Fail::msg(e.to_string()))?;
+                self.put_binding(&b)
+                    .await
+                    .map_err(|e| Fail::msg(e.to_string()))?;
             }
             if rules.export_once && !b.actions_done && !self.flow.after_export.is_empty() {
                 // Exported, but its post-actions did not all succeed: try them again.
@@ -146,6 +148,7 @@ impl<'e> Runner<'e> {
                     *self.base_on_mut(&mut b, Side::Target) = found;
                     *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                     self.hold_binding(&b)
+                        .await
                         .map_err(|e| Fail::msg(e.to_string()))?;
                 }
                 self.record(&key, decision, None, Vec::new(), why.reason(dst_name));
@@ -155,6 +158,7 @@ impl<'e> Runner<'e> {
                 *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                 self.mark_exported(&mut b);
                 self.hold_binding(&b)
+                    .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 let reason = format!("already in `{dst_name}`; linked");
                 self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
@@ -203,11 +207,12 @@ impl<'e> Runner<'e> {
                     self.update(Side::Target, &mut b, &write, Some(&seen.canon))
                         .await?;
                 } else {
-                    self.plan_steps(Side::Target, &b, &write, true);
+                    self.plan_steps(Side::Target, &b, &write, true).await;
                     if linked {
                         *self.base_on_mut(&mut b, Side::Target) = found;
                     }
-                    self.move_bases(Side::Target, &mut b, &write, Some(&seen.canon))?;
+                    self.move_bases(Side::Target, &mut b, &write, Some(&seen.canon))
+                        .await?;
                 }
                 if corrected {
                     self.report.counts.corrected += 1;
@@ -219,11 +224,11 @@ impl<'e> Runner<'e> {
                 *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                 if !self.opts.dry_run {
                     self.create(Side::Target, &mut b, &seen.canon).await?;
-                    self.e.forget_absent(&self.flow.id, &key);
+                    self.e.forget_absent(&self.flow.id, &key).await;
                     self.deferred.actions.push(b.clone());
                 } else {
-                    self.plan_steps(Side::Target, &b, &seen.canon, false);
-                    self.plan_create(Side::Target, &mut b, &seen.canon)?;
+                    self.plan_steps(Side::Target, &b, &seen.canon, false).await;
+                    self.plan_create(Side::Target, &mut b, &seen.canon).await?;
                 }
                 self.touched(&seen.canon);
                 self.record(&key, decision, Some(dst_name), changes, None);
@@ -300,6 +305,7 @@ impl<'e> Runner<'e> {
                 )));
             }
             let mut runner = Runner::new(self.e, &flow, &opts, self.started)
+                .await
                 .map_err(|e| Fail::msg(e.to_string()))?;
             if let Some(keys) = self.unsettled.required.get(&flow_id) {
                 runner.unsettled.in_doubt = keys.clone();
@@ -315,10 +321,16 @@ impl<'e> Runner<'e> {
                 canon: mapped.clone(),
                 native: mapped,
             };
-            let binding = runner.binding(&key).map_err(|e| Fail::msg(e.to_string()))?;
+            let binding = runner
+                .binding(&key)
+                .await
+                .map_err(|e| Fail::msg(e.to_string()))?;
             let synced = Box::pin(runner.one_way(&sub_seen, binding)).await;
             // What it bound is needed now: this record's write mapping refers to it.
-            runner.write_held().map_err(|e| Fail::msg(e.to_string()))?;
+            runner
+                .write_held()
+                .await
+                .map_err(|e| Fail::msg(e.to_string()))?;
             if let Err(f) = synced {
                 return Err(Fail::msg(format!(
                     "required {} `{key}` could not be synced: {}",
@@ -329,6 +341,7 @@ impl<'e> Runner<'e> {
             // left in doubt) is over, and no retry of that manual flow will look for it.
             runner
                 .succeeded(&key)
+                .await
                 .map_err(|e| Fail::msg(e.to_string()))?;
             let done = runner.report.counts;
             self.report.required.entry(flow_id).or_default().add(&done);

@@ -121,7 +121,8 @@ impl<'e> Runner<'e> {
         }
         let mut bound: Vec<(String, String)> = self
             .e
-            .bindings(&self.scope, &unlisted)?
+            .bindings(&self.scope, &unlisted)
+            .await?
             .into_values()
             .filter_map(|b| {
                 self.id_on(&b, Side::Source)
@@ -138,7 +139,7 @@ impl<'e> Runner<'e> {
                 }
                 // Gone from the source: nothing to bring over, as when it is not listed.
                 Ok(None) => {}
-                Err(f) => self.fail(&key, &Value::Null, f)?,
+                Err(f) => self.fail(&key, &Value::Null, f).await?,
             }
         }
         Ok(())

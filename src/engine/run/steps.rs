@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use crate::connector::{StepAnswer, StepLog};
-use crate::state::StateStore;
+use crate::state::Store;
 
 /// A journal entry's payload for a multi-step write:
 /// `{"record": …, "id": …, "steps": {"sent": […], "answered": {NAME: answer}}}`.
@@ -32,13 +32,13 @@ pub(super) fn id_of(payload: &Value) -> Option<String> {
 
 /// A `StepLog` kept in one journal entry.
 pub(super) struct StepJournal<'s> {
-    store: &'s dyn StateStore,
+    store: &'s Store,
     id: i64,
     payload: Value,
 }
 
 impl<'s> StepJournal<'s> {
-    pub fn new(store: &'s dyn StateStore, id: i64, payload: Value) -> Self {
+    pub fn new(store: &'s Store, id: i64, payload: Value) -> Self {
         StepJournal { store, id, payload }
     }
 
@@ -68,13 +68,16 @@ impl<'s> StepJournal<'s> {
         sent || self.answers().any(|a| !a.failed)
     }
 
-    fn save(&self) -> Result<(), String> {
+    async fn save(&self) -> Result<(), String> {
         self.store
+            .journal
             .journal_progress(self.id, &self.payload)
+            .await
             .map_err(|e| e.to_string())
     }
 }
 
+#[async_trait::async_trait]
 impl StepLog for StepJournal<'_> {
     fn answered_before(&self, step: &str) -> Option<StepAnswer> {
         let v = self.payload.pointer("/steps/answered")?.get(step)?;
@@ -88,7 +91,7 @@ impl StepLog for StepJournal<'_> {
             .is_some_and(|s| s.iter().any(|n| n == step))
     }
 
-    fn sending(&mut self, step: &str) -> Result<(), String> {
+    async fn sending(&mut self, step: &str) -> Result<(), String> {
         if self.sent_before(step) {
             return Ok(());
         }
@@ -99,10 +102,10 @@ impl StepLog for StepJournal<'_> {
         {
             sent.push(Value::String(step.to_string()));
         }
-        self.save()
+        self.save().await
     }
 
-    fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), String> {
+    async fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), String> {
         let a = serde_json::to_value(answer).map_err(|e| e.to_string())?;
         if let Some(m) = self
             .payload
@@ -111,6 +114,6 @@ impl StepLog for StepJournal<'_> {
         {
             m.insert(step.to_string(), a);
         }
-        self.save()
+        self.save().await
     }
 }

@@ -13,31 +13,33 @@ impl<'e> Runner<'e> {
 
     /// The native payload for a side: everything for a create, what the flow carries for an
     /// update (`Some(current)`: the record the side holds now, when the mapping reads it).
-    pub(super) fn payload(
+    pub(super) async fn payload(
         &self,
         side: Side,
         canon: &Value,
         update: Option<Option<&Value>>,
     ) -> Result<Value, Fail> {
         let (to, from) = (self.end(side).name, self.end(side.other()).name);
-        let refs = Refs {
-            engine: self.e,
-            from,
-            to,
-        };
+        let mut refs = Refs::new(self.e, from, to);
         let ent = self.end(side).ent;
-        let env = MapEnv {
-            vars: &ent.tables,
-            system: self.end(side).http.system_vars(),
-            refs: &refs,
-        };
         let write = &ent.write;
-        let mapped = if let Some(current) = update {
-            write.apply_carried(canon, current, &env, &self.carried)
-        } else {
-            write.apply(canon, &env, None)
-        };
-        mapped.map_err(|e| Fail::msg(e.to_string()))
+        loop {
+            let mapped = {
+                let env = MapEnv {
+                    vars: &ent.tables,
+                    system: self.end(side).http.system_vars(),
+                    refs: &refs,
+                };
+                if let Some(current) = update {
+                    write.apply_carried(canon, current, &env, &self.carried)
+                } else {
+                    write.apply(canon, &env, None)
+                }
+            };
+            if !refs.fetch().await {
+                return mapped.map_err(|e| Fail::msg(e.to_string()));
+            }
+        }
     }
 
     /// A write's journal entry before it is sent: pending, with the record's idempotency key.
@@ -66,8 +68,10 @@ impl<'e> Runner<'e> {
     ) -> Result<(), Fail> {
         // What the run bound so far is written before anything is sent: the write mapping
         // may resolve references through it.
-        self.write_held().map_err(|e| Fail::msg(e.to_string()))?;
-        let payload = self.payload(side, canon, None)?;
+        self.write_held()
+            .await
+            .map_err(|e| Fail::msg(e.to_string()))?;
+        let payload = self.payload(side, canon, None).await?;
         let end = self.end(side);
         let Some(op) = end.ent.create.clone() else {
             return Err(Fail::msg(format!(
@@ -85,7 +89,9 @@ impl<'e> Runner<'e> {
         let journal_id = self
             .e
             .store
+            .journal
             .journal_begin(&entry)
+            .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         let written_base = canon.clone();
         self.send_create(side, journal_id, &entry, b, written_base)
@@ -103,7 +109,7 @@ impl<'e> Runner<'e> {
         }
     }
 
-    pub(super) fn plan_create(
+    pub(super) async fn plan_create(
         &mut self,
         side: Side,
         b: &mut Binding,
@@ -112,14 +118,16 @@ impl<'e> Runner<'e> {
         let end = self.end(side);
         let name = end.name;
         let listing = crate::engine::listing(&self.entity.name, end.ent);
-        if let Ok(payload) = self.payload(side, canon, None) {
+        if let Ok(payload) = self.payload(side, canon, None).await {
             self.e.plan_create(name, listing, &b.key, payload);
         }
         self.set_id_on(b, side, crate::engine::PLANNED_ID.to_string());
         *self.base_on_mut(b, side) = Some(canon.clone());
         // As the create would: an export-once record counts as exported from then on.
         self.mark_exported(b);
-        self.put_binding(b).map_err(|e| Fail::msg(e.to_string()))
+        self.put_binding(b)
+            .await
+            .map_err(|e| Fail::msg(e.to_string()))
     }
 
     pub(super) async fn send_create(
@@ -144,7 +152,7 @@ impl<'e> Runner<'e> {
             idempotency_key: Some(entry.idempotency_key.clone()),
             ..Default::default()
         };
-        let mut log = steps::StepJournal::new(&*self.e.store, journal_id, entry.payload.clone());
+        let mut log = steps::StepJournal::new(&self.e.store, journal_id, entry.payload.clone());
         let called = http.call_logged(&entry.operation, &input, &mut log).await;
         // A step that wrote keeps the entry pending whatever happens next: forgetting it
         // would write it again.
@@ -179,7 +187,9 @@ impl<'e> Runner<'e> {
                 self.forget_read(&b.key);
                 self.e
                     .store
+                    .journal
                     .journal_finish(journal_id, JournalState::Done, Some((&self.scope, b)))
+                    .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 Ok(())
             }
@@ -193,14 +203,18 @@ impl<'e> Runner<'e> {
                 let _ = self
                     .e
                     .store
-                    .journal_finish(journal_id, JournalState::Failed, None);
+                    .journal
+                    .journal_finish(journal_id, JournalState::Failed, None)
+                    .await;
                 Err(Fail::call(&e, Some(entry_payload.clone())))
             }
             Err(e) => {
                 let _ = self
                     .e
                     .store
-                    .journal_finish(journal_id, JournalState::Failed, None);
+                    .journal
+                    .journal_finish(journal_id, JournalState::Failed, None)
+                    .await;
                 Err(Fail::call(&e, Some(entry_payload.clone())))
             }
         }
@@ -214,9 +228,11 @@ impl<'e> Runner<'e> {
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        self.write_held().map_err(|e| Fail::msg(e.to_string()))?;
+        self.write_held()
+            .await
+            .map_err(|e| Fail::msg(e.to_string()))?;
         let current = self.current_record(side, b).await?;
-        let payload = self.payload(side, canon, Some(current.as_ref()))?;
+        let payload = self.payload(side, canon, Some(current.as_ref())).await?;
         let end = self.end(side);
         let Some(op) = end.ent.update.clone() else {
             return Err(Fail::msg(format!(
@@ -244,7 +260,9 @@ impl<'e> Runner<'e> {
             let journal_id = self
                 .e
                 .store
+                .journal
                 .journal_begin(&entry)
+                .await
                 .map_err(|e| Fail::msg(e.to_string()))?;
             self.send_steps(side, journal_id, &entry, &input).await?;
         } else {
@@ -256,7 +274,7 @@ impl<'e> Runner<'e> {
         // Only what this flow wrote moves the side's base: a field the flow does not carry
         // keeps what was last known of it, so another flow carrying that field still sees
         // its own change.
-        self.move_bases(side, b, canon, source_now)
+        self.move_bases(side, b, canon, source_now).await
     }
 
     /// The record a side holds now, for a write mapping that reads it (`$target`, `merge`):
@@ -292,7 +310,13 @@ impl<'e> Runner<'e> {
 
     /// In a dry run, notes the steps a multi-step create or update would send, for the
     /// record's line of the plan.
-    pub(super) fn plan_steps(&mut self, side: Side, b: &Binding, canon: &Value, update: bool) {
+    pub(super) async fn plan_steps(
+        &mut self,
+        side: Side,
+        b: &Binding,
+        canon: &Value,
+        update: bool,
+    ) {
         let end = self.end(side);
         let op = if update {
             end.ent.update.clone()
@@ -302,7 +326,7 @@ impl<'e> Runner<'e> {
         let Some(op) = op.filter(|op| self.has_steps(side, op)) else {
             return;
         };
-        let Ok(payload) = self.payload(side, canon, update.then_some(None)) else {
+        let Ok(payload) = self.payload(side, canon, update.then_some(None)).await else {
             return;
         };
         let input = CallInput {
@@ -347,7 +371,7 @@ impl<'e> Runner<'e> {
         input: &CallInput,
     ) -> Result<(), Fail> {
         let http = self.end(side).http;
-        let mut log = steps::StepJournal::new(&*self.e.store, journal_id, entry.payload.clone());
+        let mut log = steps::StepJournal::new(&self.e.store, journal_id, entry.payload.clone());
         let called = http.call_logged(&entry.operation, input, &mut log).await;
         let wrote = log.wrote();
         drop(log);
@@ -360,7 +384,9 @@ impl<'e> Runner<'e> {
         };
         self.e
             .store
+            .journal
             .journal_finish(journal_id, state, None)
+            .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         called
             .map(drop)
@@ -380,7 +406,10 @@ impl<'e> Runner<'e> {
         }
         // The binding may have changed since the actions were queued: work on the stored one,
         // with the source id the queued copy learned from the listing.
-        let mut b = self.binding(&queued.key)?.unwrap_or_else(|| queued.clone());
+        let mut b = self
+            .binding(&queued.key)
+            .await?
+            .unwrap_or_else(|| queued.clone());
         if b.actions_done {
             return Ok(());
         }
@@ -395,14 +424,14 @@ impl<'e> Runner<'e> {
                 Ok(Some(found)) => {
                     if let Some(id) = found.id {
                         self.set_id_on(&mut b, Side::Source, id);
-                        self.put_binding(&b)?;
+                        self.put_binding(&b).await?;
                     }
                 }
                 Ok(None) => {}
-                Err(f) => return self.fail(&key, &Value::Null, f),
+                Err(f) => return self.fail(&key, &Value::Null, f).await,
             }
         } else if learned {
-            self.put_binding(&b)?;
+            self.put_binding(&b).await?;
         }
         let Some(id) = self.id_on(&b, Side::Source).map(str::to_string) else {
             let actions = self.action_names();
@@ -413,7 +442,7 @@ impl<'e> Runner<'e> {
                     "{actions} cannot run yet: the id of `{key}` in `{}` is not known; it runs when the record is read again (or `erpsync failures retry`)",
                     self.src.name
                 )),
-            );
+            ).await;
         };
         for action in self.flow.after_export.clone() {
             let Some(op) = self.src.ent.actions.get(&action.action) else {
@@ -427,18 +456,22 @@ impl<'e> Runner<'e> {
             if let Err(e) = self.src.http.call(op, &input).await {
                 let mut f = Fail::call(&e, None);
                 f.error = format!("`{}` of `{key}` failed: {}", action.action, f.error);
-                return self.fail(&key, &Value::Null, f);
+                return self.fail(&key, &Value::Null, f).await;
             }
         }
         b.actions_done = true;
-        self.put_binding(&b)?;
-        self.succeeded(&key)
+        self.put_binding(&b).await?;
+        self.succeeded(&key).await
     }
 
     /// A binding settled from the journal knows the written side's id only; the record
     /// kept with the write's failure (when there is one) names the id on `side`, where it
     /// was read.
-    fn source_id_from_failure(&self, b: &mut Binding, side: Side) -> Result<(), EngineRunError> {
+    async fn source_id_from_failure(
+        &self,
+        b: &mut Binding,
+        side: Side,
+    ) -> Result<(), EngineRunError> {
         let end = self.end(side);
         if self.id_on(b, side).is_some() {
             return Ok(());
@@ -446,7 +479,9 @@ impl<'e> Runner<'e> {
         let id = self
             .e
             .store
-            .failures(Some(&self.flow.id))?
+            .failures
+            .failures(Some(&self.flow.id))
+            .await?
             .into_iter()
             .find(|f| f.key == b.key)
             .and_then(|f| end.ent.id.of(&f.source_record));
@@ -497,19 +532,26 @@ impl<'e> Runner<'e> {
     /// `requires` in this run.
     pub(super) async fn settle_required_in_doubt(&mut self) -> Result<(), EngineRunError> {
         for (flow_id, _) in self.flow.requires.clone() {
-            if self.e.store.journal_pending(Some(&flow_id))?.is_empty() {
+            if self
+                .e
+                .store
+                .journal
+                .journal_pending(Some(&flow_id))
+                .await?
+                .is_empty()
+            {
                 continue;
             }
             let Some(flow) = self.e.project.flow(&flow_id).cloned() else {
                 continue;
             };
             let opts = RunOptions::default();
-            let mut sub = Runner::new(self.e, &flow, &opts, self.started)?;
+            let mut sub = Runner::new(self.e, &flow, &opts, self.started).await?;
             Box::pin(sub.settle_in_doubt()).await?;
             for b in sub.take_deferred_actions() {
                 Box::pin(sub.after_export(b)).await?;
             }
-            sub.write_held()?;
+            sub.write_held().await?;
             let r = sub.report;
             self.report.counts.resolved_in_doubt += r.counts.resolved_in_doubt;
             self.report.counts.failed += r.counts.failed;
@@ -531,13 +573,19 @@ impl<'e> Runner<'e> {
     /// Writes whose outcome was unknown (timeout, crash) are settled before anything new is
     /// sent: found in the target → bound; not found → sent again with the same idempotency key.
     pub(super) async fn settle_in_doubt(&mut self) -> Result<(), EngineRunError> {
-        for entry in self.e.store.journal_pending(Some(&self.flow.id))? {
+        for entry in self
+            .e
+            .store
+            .journal
+            .journal_pending(Some(&self.flow.id))
+            .await?
+        {
             let side = if entry.target == self.src.name && entry.target != self.dst.name {
                 Side::Source
             } else {
                 Side::Target
             };
-            let mut b = self.binding(&entry.key)?.unwrap_or_else(|| Binding {
+            let mut b = self.binding(&entry.key).await?.unwrap_or_else(|| Binding {
                 key: entry.key.clone(),
                 ..Default::default()
             });
@@ -558,7 +606,7 @@ impl<'e> Runner<'e> {
                     match self.send_steps(side, entry.id, &entry, &input).await {
                         Ok(()) => {
                             self.report.counts.resolved_in_doubt += 1;
-                            self.succeeded(&entry.key)?;
+                            self.succeeded(&entry.key).await?;
                         }
                         Err(f) => {
                             if let Some(down) = self.system_down() {
@@ -605,14 +653,14 @@ impl<'e> Runner<'e> {
                         self.set_id_on(&mut b, side, id);
                     }
                     *self.base_on_mut(&mut b, side) = Some(found.canon);
-                    self.source_id_from_failure(&mut b, side.other())?;
+                    self.source_id_from_failure(&mut b, side.other()).await?;
                     self.mark_exported(&mut b);
                     self.forget_read(&b.key);
-                    self.e.store.journal_finish(
-                        entry.id,
-                        JournalState::Done,
-                        Some((&self.scope, &b)),
-                    )?;
+                    self.e
+                        .store
+                        .journal
+                        .journal_finish(entry.id, JournalState::Done, Some((&self.scope, &b)))
+                        .await?;
                     self.report.counts.resolved_in_doubt += 1;
                     self.deferred.actions.push(b.clone());
                     continue;
@@ -645,10 +693,10 @@ impl<'e> Runner<'e> {
                     // The base must be canonical, not native: read it back.
                     if let Ok(Some(found)) = self.lookup(side, &entry.key).await {
                         *self.base_on_mut(&mut b, side) = Some(found.canon);
-                        self.put_binding(&b)?;
+                        self.put_binding(&b).await?;
                     }
                     self.deferred.actions.push(b.clone());
-                    self.succeeded(&entry.key)?;
+                    self.succeeded(&entry.key).await?;
                 }
                 Err(f) => {
                     if stepped_create {
@@ -656,7 +704,8 @@ impl<'e> Runner<'e> {
                         // created nor adopted again in this run, a person settles it.
                         self.unsettled.in_doubt.insert(entry.key.clone());
                     }
-                    self.fail(&entry.key.clone(), &entry.payload.clone(), f)?
+                    self.fail(&entry.key.clone(), &entry.payload.clone(), f)
+                        .await?
                 }
             }
         }

@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use erpsync::clock::ManualClock;
 use erpsync::daemon::{Daemon, DaemonEvent, ServeOptions, serve};
-use erpsync::state::StateStore;
+use erpsync::state::Store;
 use tokio::sync::{broadcast, oneshot};
 
 /// A daemon over the flow files at `paths` (which must be valid), on `clock` and `store`,
 /// with `admin_token` for its admin API. The scheduler is not started: tests call `tick`.
-pub fn start(
+pub async fn start(
     paths: Vec<PathBuf>,
     clock: &ManualClock,
-    store: Arc<dyn StateStore>,
+    store: Store,
     admin_token: Option<&str>,
 ) -> Arc<Daemon> {
     super::install_tls_provider();
@@ -29,6 +29,7 @@ pub fn start(
         Arc::new(clock.clone()),
         admin_token.map(str::to_owned),
     )
+    .await
     .unwrap()
 }
 

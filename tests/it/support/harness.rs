@@ -9,7 +9,7 @@ use erpsync::compile::project::check_with_env;
 use erpsync::config::env::Overrides;
 use erpsync::engine::{Engine, RunOptions, RunReport};
 use erpsync::sim::{ErpHandle, ShopHandle, seed_both};
-use erpsync::state::{SqliteStore, StateStore};
+use erpsync::state::{SqliteStore, Store};
 use serde_json::Value;
 
 use super::project::{demo_project, sim_env};
@@ -21,7 +21,7 @@ pub struct Harness {
     pub erp: ErpHandle,
     pub clock: ManualClock,
     pub dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
+    pub store: Store,
     pub engine: Engine,
 }
 
@@ -33,7 +33,7 @@ impl Harness {
         let (shop, erp) = sims(&clock).await;
         seed_both(&shop, &erp, n, 1);
         let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
+        let store = Store::from(SqliteStore::open(&dir.path().join("state.sqlite")).unwrap());
         let engine = build(&shop, &erp, &dir, store.clone(), &clock, edit);
         Harness {
             shop,
@@ -103,7 +103,7 @@ pub fn build(
     shop: &ShopHandle,
     erp: &ErpHandle,
     dir: &tempfile::TempDir,
-    store: Arc<dyn StateStore>,
+    store: Store,
     clock: &ManualClock,
     edit: impl FnOnce(&mut Value),
 ) -> Engine {

@@ -1,11 +1,10 @@
 //! A PostgreSQL schema of a test's own on the test server (`ERPSYNC_TEST_POSTGRES`, default
 //! `postgres://postgres@127.0.0.1:5432/test`), dropped at the end of the test.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::Utc;
-use erpsync::state::PostgresStore;
+use erpsync::state::{PostgresStore, Store};
 
 /// A schema of its own on the test server, dropped with this value.
 pub struct PgSchema {
@@ -13,8 +12,8 @@ pub struct PgSchema {
 }
 
 impl PgSchema {
-    pub fn open(&self) -> Arc<PostgresStore> {
-        Arc::new(PostgresStore::open(&self.url).unwrap())
+    pub fn open(&self) -> Store {
+        PostgresStore::open(&self.url).unwrap().into()
     }
 }
 
