@@ -261,6 +261,11 @@ impl HttpSystem {
         self.breaker.health()
     }
 
+    /// Writes a run may have in flight to this system at once (its `concurrency`).
+    pub fn concurrency(&self) -> usize {
+        self.spec.concurrency
+    }
+
     /// Whether the system is taken as down now.
     pub fn is_down(&self) -> bool {
         self.breaker.is_down()

@@ -329,7 +329,8 @@ async fn build_problems_carry_paths_relative_to_the_system() {
         "auth": {"kind": "login", "request": {"path": "/login"}, "token_path": "$.data[", "format": "{{#if}}"},
         "headers": {"X-Bad": "{{nope x}}"},
         "errors": [{"action": "fail"}, {"when": "@.x ==", "action": "fail"}],
-        "rate_limit": {"per_second": 0}
+        "rate_limit": {"per_second": 0},
+        "concurrency": 0
     }))
     .unwrap();
     let problems = SystemSpec::compile("erp", &cfg, BTreeMap::new(), json!({})).unwrap_err();
@@ -342,10 +343,16 @@ async fn build_problems_carry_paths_relative_to_the_system() {
             "auth.token_path",
             "auth.format",
             "errors.1.when",
-            "rate_limit.per_second"
+            "rate_limit.per_second",
+            "concurrency"
         ]
     );
     assert_eq!(problems[0].message, "system `erp` has no `base_url`");
+    assert!(
+        problems[6].message.contains("1 to 64"),
+        "{}",
+        problems[6].message
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

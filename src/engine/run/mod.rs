@@ -5,6 +5,7 @@
 
 mod both;
 mod one_way;
+mod queued;
 mod shift;
 mod steps;
 mod write;
@@ -485,6 +486,8 @@ struct Runner<'e> {
     report: RunReport,
     /// The steps the next reported write would send (dry runs).
     planned_steps: Vec<String>,
+    /// Updates sent and not answered yet (see `queued`).
+    in_flight: queued::InFlight<'e>,
 }
 
 impl<'e> Runner<'e> {
@@ -566,6 +569,7 @@ impl<'e> Runner<'e> {
                 ..Unsettled::default()
             },
             cursor: CursorHold::Free,
+            in_flight: queued::InFlight::default(),
             watch_overwrites: flow.allow_edit_after_export
                 || flow.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -691,6 +695,9 @@ impl<'e> Runner<'e> {
             let mut pages = Box::pin(self.src.http.list_ahead(&list_op, input, READ_AHEAD));
             // Dry runs write nothing, so they have nothing to hold back.
             self.listing.active = !self.opts.dry_run;
+            if !self.bidirectional() {
+                self.in_flight.width = self.dst.http.concurrency();
+            }
             'pages: while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| self.read_error(self.src.name, e))?;
                 // The listing's own count is what the run will decide, unless it is scoped or
@@ -754,6 +761,10 @@ impl<'e> Runner<'e> {
                 self.write_held()?;
                 self.listing.page_bindings.clear();
             }
+            drop(pages);
+            self.finish_updates().await?;
+            self.in_flight.width = 1;
+            self.write_held()?;
             self.listing.page_bindings.clear();
             for native in planned {
                 let Ok(mut seen) = self.seen(&self.src, native) else {
