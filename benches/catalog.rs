@@ -30,7 +30,8 @@
 //!   minutes and a few GB of simulator memory). The baseline loop is left out at 1M: it
 //!   holds both sides as JSON values, about 1 GB per 100k products.
 //! - `BENCH_RATE`: the shop's rate limit (requests/s) in the rate-limited phase, default 20;
-//!   `BENCH_RATE_WRITES`: price changes written in that phase, default 10 × the rate.
+//!   `BENCH_RATE_WRITES`: price changes written in that phase, default 10 × the rate;
+//!   `BENCH_CONCURRENCY`: the shop's `concurrency` in that phase, default 4.
 //! - `BENCH_ENFORCE=1`: a missed issue-14 target fails the exit code too.
 //! - `BENCH_MAP_RECORDS`: records in the mapping benchmark, default 200000.
 //! - `BENCH_ONLY`: `catalog` or `mapping`.
@@ -690,6 +691,11 @@ fn write_project(
         Some(r) => format!("{{ per_second: {r}, burst: 1 }}"),
         None => "{ per_second: 1000000, burst: 1000000 }".to_string(),
     };
+    // The rate-limited phase sends its updates `BENCH_CONCURRENCY` at a time (default 4).
+    let concurrency = match rate {
+        Some(_) => env_usize("BENCH_CONCURRENCY", 4).clamp(1, 64),
+        None => 1,
+    };
     let yaml = format!(
         r#"version: 1
 include: ["{common}"]
@@ -720,6 +726,7 @@ systems:
     base_url: {shop_url}
     auth: {{ kind: basic, username: "{key}", password: "{secret}" }}
     rate_limit: {shop_rate}
+    concurrency: {concurrency}
     entities:
       catalog_product:
         list: list_products

@@ -91,6 +91,9 @@ pub(crate) struct Progress {
     page: u64,
     offset: u64,
     seen: HashSet<String>,
+    /// Where a `page` or `offset` listing ends (the page number or offset past its last
+    /// page), once a response told its size.
+    end: Option<u64>,
 }
 
 impl Paginate {
@@ -160,6 +163,72 @@ impl Paginate {
                 (offset_param.clone(), "0".into()),
                 (limit_param.clone(), limit.to_string()),
             ],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Notes the listing's size a page told: its number of pages (`total_pages`) or, from the
+    /// operation's `total`, its number of records. Only `page` and `offset` listings have pages
+    /// known in advance; a `page` listing needs its `size` to turn records into pages.
+    pub fn learn_size(&self, progress: &mut Progress, seen: &PageSeen, records: Option<u64>) {
+        let end = match self {
+            Paginate::Page {
+                start,
+                size,
+                total_pages,
+                ..
+            } => {
+                let pages = total_pages
+                    .as_ref()
+                    .and_then(|t| t.read(seen.headers, seen.body))
+                    .or_else(|| Some(records?.div_ceil((*size)?.max(1))));
+                pages.map(|p| start + p)
+            }
+            Paginate::Offset { .. } => records,
+            _ => None,
+        };
+        if end.is_some() {
+            progress.end = end;
+        }
+    }
+
+    /// Up to `n` pages that follow the one `next` last returned, when the listing's size is
+    /// known (see `learn_size`): what the listing will ask for next if every page is full.
+    /// Whether it does is still `next`'s to say, page by page.
+    pub fn ahead(&self, progress: &Progress, n: usize) -> Vec<Next> {
+        let Some(end) = progress.end else {
+            return Vec::new();
+        };
+        match self {
+            Paginate::Page {
+                param,
+                size_param,
+                size,
+                ..
+            } => (progress.page + 1..end)
+                .take(n)
+                .map(|page| {
+                    let mut q = vec![(param.clone(), page.to_string())];
+                    if let (Some(sp), Some(s)) = (size_param, size) {
+                        q.push((sp.clone(), s.to_string()));
+                    }
+                    Next::Query(q)
+                })
+                .collect(),
+            Paginate::Offset {
+                offset_param,
+                limit_param,
+                limit,
+            } => (1..=n as u64)
+                .map(|i| progress.offset + i * limit)
+                .take_while(|o| *o < end)
+                .map(|o| {
+                    Next::Query(vec![
+                        (offset_param.clone(), o.to_string()),
+                        (limit_param.clone(), limit.to_string()),
+                    ])
+                })
+                .collect(),
             _ => Vec::new(),
         }
     }

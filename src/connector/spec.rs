@@ -22,6 +22,8 @@ use crate::config::model::{CircuitBreakerConfig, RateLimitConfig, SystemConfig};
 use crate::expr::{JsonPath, Template};
 use crate::redact::redact;
 
+/// The most writes a system's `concurrency` may allow at once.
+const MAX_CONCURRENCY: u32 = 64;
 /// Connect timeout of a system whose `timeouts` do not say.
 const DEFAULT_CONNECT: Duration = Duration::from_millis(5_000);
 /// Request timeout of a system whose `timeouts` do not say.
@@ -40,6 +42,8 @@ pub struct SystemSpec {
     pub(crate) retry: RetryPolicy,
     pub(crate) circuit_breaker: Option<CircuitBreakerConfig>,
     pub(crate) rate_limit: Option<RateLimitConfig>,
+    /// Writes a run may have in flight at once (`concurrency`), at least 1.
+    pub(crate) concurrency: usize,
     pub(crate) operations: BTreeMap<String, Arc<Operation>>,
     /// System vars looked up by a request: name, operation, where the value is.
     pub(crate) resolve: Vec<(String, String, JsonPath)>,
@@ -101,6 +105,7 @@ impl SystemSpec {
                 retry: RetryPolicy::from_config(cfg.retry.as_ref()),
                 circuit_breaker: cfg.circuit_breaker.clone(),
                 rate_limit: cfg.rate_limit.clone(),
+                concurrency: cfg.concurrency.unwrap_or(1).clamp(1, MAX_CONCURRENCY) as usize,
                 operations,
                 resolve: parts.resolve,
                 system_vars: serde_json::to_value(&cfg.vars).unwrap_or(Value::Null),
@@ -202,6 +207,14 @@ fn parts(cfg: &SystemConfig, p: &mut Problems) -> Parts {
                 format!("`{}` is not an HTTP status", l.status),
             );
         }
+    }
+    if let Some(c) = cfg.concurrency
+        && !(1..=MAX_CONCURRENCY).contains(&c)
+    {
+        p.invalid(
+            "concurrency",
+            format!("`concurrency` is the writes sent at once: 1 to {MAX_CONCURRENCY}, not {c}"),
+        );
     }
     if cfg.retry.as_ref().is_some_and(|r| r.max_attempts == 0) {
         p.invalid(

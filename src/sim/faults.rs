@@ -71,6 +71,9 @@ pub struct FailRule {
     pub method: Option<String>,
     /// Request paths starting with this match, e.g. `/api/orders`.
     pub path_prefix: String,
+    /// Only requests whose query string holds this (`offset=200`), when set.
+    #[serde(default)]
+    pub query: Option<String>,
     /// Status of the injected answer.
     pub status: u16,
     /// How many more requests this rule fails.
@@ -97,6 +100,7 @@ impl FailRule {
         FailRule {
             method: Some(method.to_owned()),
             path_prefix: path_prefix.to_owned(),
+            query: None,
             status,
             count,
             after_apply: false,
@@ -111,6 +115,12 @@ impl FailRule {
         self
     }
 
+    /// Only requests whose query string holds `part` (one page of a listing: `offset=200`).
+    pub fn with_query(mut self, part: &str) -> Self {
+        self.query = Some(part.to_owned());
+        self
+    }
+
     /// The answer is held this long first.
     pub fn hold(mut self, d: Duration) -> Self {
         self.hold_ms = Some(d.as_millis() as u64);
@@ -122,13 +132,14 @@ impl FailRule {
         self
     }
 
-    fn matches(&self, method: &str, path: &str) -> bool {
+    fn matches(&self, method: &str, path: &str, query: &str) -> bool {
         self.count > 0
             && self
                 .method
                 .as_deref()
                 .is_none_or(|m| m.eq_ignore_ascii_case(method))
             && path.starts_with(&self.path_prefix)
+            && self.query.as_deref().is_none_or(|q| query.contains(q))
     }
 }
 
@@ -199,10 +210,14 @@ impl FaultControl {
         inner.1.random::<f64>() < share
     }
 
-    pub(crate) fn decide(&self, method: &str, path: &str) -> Decision {
+    pub(crate) fn decide(&self, method: &str, path: &str, query: &str) -> Decision {
         let mut guard = self.inner.lock().unwrap();
         let (faults, rng) = &mut *guard;
-        if let Some(rule) = faults.rules.iter_mut().find(|r| r.matches(method, path)) {
+        if let Some(rule) = faults
+            .rules
+            .iter_mut()
+            .find(|r| r.matches(method, path, query))
+        {
             rule.count -= 1;
             let injected = Injected {
                 status: rule.status,
@@ -265,15 +280,15 @@ mod tests {
             latency: None,
             lost: None,
         };
-        assert_eq!(faults.decide("GET", "/api/orders"), pass);
+        assert_eq!(faults.decide("GET", "/api/orders", ""), pass);
         assert!(
-            matches!(faults.decide("POST", "/api/orders"), Decision::Answer(i) if i.status == 500)
+            matches!(faults.decide("POST", "/api/orders", ""), Decision::Answer(i) if i.status == 500)
         );
         assert!(matches!(
-            faults.decide("post", "/api/orders/7"),
+            faults.decide("post", "/api/orders/7", ""),
             Decision::Answer(_)
         ));
-        assert_eq!(faults.decide("POST", "/api/orders"), pass);
+        assert_eq!(faults.decide("POST", "/api/orders", ""), pass);
         assert!(faults.get().rules.is_empty());
     }
 
@@ -288,7 +303,7 @@ mod tests {
                 42,
             );
             (0..32)
-                .map(|_| matches!(f.decide("GET", "/x"), Decision::Answer(_)))
+                .map(|_| matches!(f.decide("GET", "/x", ""), Decision::Answer(_)))
                 .collect::<Vec<_>>()
         };
         let a = draw();

@@ -118,8 +118,9 @@ async fn common_layer(State(core): State<Arc<Core>>, req: Request, next: Next) -
         .get::<MatchedPath>()
         .map(|m| m.as_str().to_owned())
         .unwrap_or_else(|| path.clone());
-    core.counters.hit(&method, &route);
-    let resp = match core.faults.decide(&method, &path) {
+    let query = req.uri().query().unwrap_or("").to_owned();
+    let ticket = core.counters.hit(&method, &route, &query);
+    let resp = match core.faults.decide(&method, &path, &query) {
         Decision::Answer(injected) => {
             // Holding uses real time on purpose: it exists to trip a client's real timeout.
             if let Some(hold) = injected.hold {
@@ -143,7 +144,7 @@ async fn common_layer(State(core): State<Arc<Core>>, req: Request, next: Next) -
             }
         }
     };
-    core.counters.answered(resp.status().as_u16());
+    core.counters.answered(ticket, resp.status().as_u16());
     resp
 }
 

@@ -165,6 +165,11 @@ pub async fn with_watch<F: std::future::Future>(watch: Option<Arc<LeaseWatch>>, 
     }
 }
 
+/// The lease of the current run, for a task it starts (`with_watch` there).
+pub fn current_watch() -> Option<Arc<LeaseWatch>> {
+    WATCH.try_with(Arc::clone).ok()
+}
+
 /// Whether the current run may write to a remote system now: always outside a leased run.
 pub fn check_remote_write() -> Result<(), LeaseLostError> {
     WATCH

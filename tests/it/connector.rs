@@ -77,19 +77,47 @@ impl Reply {
 
 type Log = Arc<Mutex<Vec<Seen>>>;
 
+/// Requests a server is answering now, and the most it answered at once.
+#[derive(Default)]
+struct InFlight {
+    now: std::sync::atomic::AtomicUsize,
+    max: std::sync::atomic::AtomicUsize,
+}
+
+impl InFlight {
+    fn max(&self) -> usize {
+        self.max.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// A loopback server that hands each request (and how many came before it) to `handler`.
 async fn serve<F>(handler: F) -> (String, Log)
 where
     F: Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
 {
+    let (base, log, _) = serve_counted(handler).await;
+    (base, log)
+}
+
+/// `serve`, counting the requests it answers at once.
+async fn serve_counted<F>(handler: F) -> (String, Log, Arc<InFlight>)
+where
+    F: Fn(&Seen, usize) -> Reply + Send + Sync + 'static,
+{
+    use std::sync::atomic::Ordering::SeqCst;
     let log: Log = Arc::default();
+    let flight = Arc::new(InFlight::default());
     let handler = Arc::new(handler);
     let app = Router::new().fallback({
         let log = log.clone();
+        let flight = flight.clone();
         move |req: Request| {
             let log = log.clone();
             let handler = handler.clone();
+            let flight = flight.clone();
             async move {
+                let now = flight.now.fetch_add(1, SeqCst) + 1;
+                flight.max.fetch_max(now, SeqCst);
                 let (parts, body) = req.into_parts();
                 let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
                 let seen = Seen {
@@ -110,6 +138,7 @@ where
                 if !r.delay.is_zero() {
                     tokio::time::sleep(r.delay).await;
                 }
+                flight.now.fetch_sub(1, SeqCst);
                 let mut resp = Response::new(Body::from(r.body));
                 *resp.status_mut() = StatusCode::from_u16(r.status).unwrap();
                 for (k, v) in r.headers {
@@ -122,7 +151,7 @@ where
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-    (format!("http://{addr}/api"), log)
+    (format!("http://{addr}/api"), log, flight)
 }
 
 fn seen(log: &Log) -> Vec<Seen> {
@@ -300,7 +329,8 @@ async fn build_problems_carry_paths_relative_to_the_system() {
         "auth": {"kind": "login", "request": {"path": "/login"}, "token_path": "$.data[", "format": "{{#if}}"},
         "headers": {"X-Bad": "{{nope x}}"},
         "errors": [{"action": "fail"}, {"when": "@.x ==", "action": "fail"}],
-        "rate_limit": {"per_second": 0}
+        "rate_limit": {"per_second": 0},
+        "concurrency": 0
     }))
     .unwrap();
     let problems = SystemSpec::compile("erp", &cfg, BTreeMap::new(), json!({})).unwrap_err();
@@ -313,10 +343,16 @@ async fn build_problems_carry_paths_relative_to_the_system() {
             "auth.token_path",
             "auth.format",
             "errors.1.when",
-            "rate_limit.per_second"
+            "rate_limit.per_second",
+            "concurrency"
         ]
     );
     assert_eq!(problems[0].message, "system `erp` has no `base_url`");
+    assert!(
+        problems[6].message.contains("1 to 64"),
+        "{}",
+        problems[6].message
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,6 +700,159 @@ async fn offset_and_limit_end_on_a_short_page() {
             ("2".into(), "2".into()),
             ("4".into(), "2".into())
         ]
+    );
+}
+
+/// A listing that tells its size keeps several pages in flight (`list_with`), and still
+/// yields the pages `list` yields, in order, ending where `list` ends: on the last page it was
+/// told of, or earlier on a short page. A listing of unknown size is read one page at a time.
+#[tokio::test]
+async fn a_listing_of_known_size_reads_pages_concurrently_in_order() {
+    let (base, log, flight) = serve_counted(|s, _| {
+        let page: i64 = s.q("page").map_or(0, |p| p.parse().unwrap());
+        let offset: i64 = s.q("offset").map_or(0, |p| p.parse().unwrap());
+        let wait = Duration::from_millis(150);
+        match s.path.as_str() {
+            "/api/pages" => reply(200, recs(page * 10..page * 10 + 2))
+                .header("x-wp-totalpages", "7")
+                .delayed(wait),
+            // Told 6 pages, but the 3rd is short: the listing ends there.
+            "/api/short" => {
+                let n = if page == 3 { 1 } else { 2 };
+                reply(200, recs(page * 10..page * 10 + n))
+                    .header("x-wp-totalpages", "6")
+                    .delayed(wait)
+            }
+            "/api/offset" => reply(
+                200,
+                json!({"data": recs(offset..(offset + 2).min(9)), "total": 9}),
+            )
+            .delayed(wait),
+            _ => reply(
+                200,
+                recs(page * 10..page * 10 + if page < 4 { 2 } else { 0 }),
+            )
+            .delayed(wait),
+        }
+    })
+    .await;
+    let c = clock();
+    let paged = |path: &str| {
+        json!({"path": path, "records": "$",
+               "paginate": {"kind": "page", "size_param": "per_page", "size": 2,
+                            "total_pages": "header:X-WP-TotalPages"}})
+    };
+    let sys = system(
+        &base,
+        json!({}),
+        json!({
+            "pages": paged("/pages"),
+            "short": paged("/short"),
+            "offset": {"path": "/offset", "records": "$.data", "total": "$.total",
+                       "paginate": {"kind": "offset", "limit_param": "limit", "limit": 2}},
+            "unknown": {"path": "/unknown", "records": "$",
+                        "paginate": {"kind": "page", "size": 2}}
+        }),
+        &c,
+    );
+    let with = |op: &'static str| {
+        let sys = &sys;
+        async move {
+            sys.list_with(op, CallInput::default(), 4)
+                .collect::<Vec<_>>()
+                .await
+        }
+    };
+    let sequential = ids(&pages(&sys, "pages").await);
+    assert_eq!(flight.max(), 1, "`list` reads one page at a time");
+    let all = with("pages").await;
+    assert_eq!(ids(&all), sequential);
+    assert_eq!(sequential.len(), 7);
+    assert_eq!(
+        all.iter()
+            .map(|p| p.as_ref().unwrap().number)
+            .collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 6, 7]
+    );
+    assert!(
+        (2..=4).contains(&flight.max()),
+        "up to 4 requests at once, more than one: {}",
+        flight.max()
+    );
+    let asked = |path: &str| {
+        seen(&log)
+            .iter()
+            .filter(|s| s.path == path)
+            .map(|s| s.q("page").unwrap().parse::<u64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        asked("/api/pages").iter().filter(|p| **p > 7).count(),
+        0,
+        "no page past the last one told"
+    );
+    assert_eq!(
+        ids(&with("short").await),
+        [vec![10, 11], vec![20, 21], vec![30]],
+        "a short page ends the listing as it does alone"
+    );
+    assert_eq!(
+        ids(&with("offset").await),
+        [vec![0, 1], vec![2, 3], vec![4, 5], vec![6, 7], vec![8]]
+    );
+    let before = seen(&log).len();
+    let unknown = with("unknown").await;
+    assert_eq!(ids(&unknown), [vec![10, 11], vec![20, 21], vec![30, 31]]);
+    assert_eq!(
+        seen(&log).len() - before,
+        4,
+        "size unknown: one page after another, up to the empty one"
+    );
+}
+
+/// A page read ahead that fails ends the listing where `list` ends it: every page before it
+/// is yielded, then the error, and nothing after it; dropping a listing read ahead stops it.
+#[tokio::test]
+async fn an_error_on_a_page_read_ahead_ends_the_listing_as_it_does_alone() {
+    let (base, log) = serve(|s, _| {
+        let page: i64 = s.q("page").unwrap().parse().unwrap();
+        if page == 3 {
+            return reply(400, json!({"error": "bad page"}));
+        }
+        reply(200, recs(page * 10..page * 10 + 2)).header("x-wp-totalpages", "6")
+    })
+    .await;
+    let c = clock();
+    let sys = Arc::new(system(
+        &base,
+        json!({}),
+        json!({"pages": {"path": "/pages", "records": "$",
+               "paginate": {"kind": "page", "size": 2, "total_pages": "header:X-WP-TotalPages"}}}),
+        &c,
+    ));
+    let alone = pages(&sys, "pages").await;
+    let ahead: Vec<_> = sys
+        .list_ahead("pages", CallInput::default(), 4)
+        .collect()
+        .await;
+    for got in [&alone, &ahead] {
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(ids(got), [vec![10, 11], vec![20, 21]]);
+        assert_matches!(got[2], Err(CallError::Permanent { status: 400, .. }));
+    }
+    // Taken one page, then dropped: the task reading ahead stops.
+    let before = seen(&log).len();
+    {
+        let mut stream = std::pin::pin!(sys.list_ahead("pages", CallInput::default(), 1));
+        assert!(stream.next().await.unwrap().is_ok());
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let read = seen(&log).len() - before;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        seen(&log).len() - before,
+        read,
+        "nothing read after the drop"
     );
 }
 

@@ -1590,3 +1590,167 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
         }
     }
 }
+
+/// The source is read ahead of the records being synced: the ERP's second page of stock
+/// levels is asked for while the updates of its first are still going out to the shop (one
+/// page after another, all 250 would be answered first). A page read ahead that fails leaves
+/// the run as a read page by page would: the pages before it synced, nothing of it or after
+/// it, the cursor where it was; the next run syncs the rest, and nothing is written twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_next_source_page_is_read_while_one_is_written_and_a_failed_one_loses_nothing() {
+    const N: usize = 750;
+    let h = Harness::new(N, |_| {}).await;
+    let first = h.run("stock").await;
+    assert_eq!(first.counts.adopted, N as u64, "{:#?}", first.counts);
+    let cursor = h.store.bindings.cursor("stock").await.unwrap();
+    assert!(cursor.is_some());
+    h.later(10);
+    let codes: Vec<String> = h.erp.products().into_iter().map(|p| p.code).collect();
+    for code in &codes {
+        let before = h.erp.stock(code, WAREHOUSE).unwrap().quantity;
+        h.erp.set_stock(code, WAREHOUSE, before + 11);
+    }
+    h.later(1);
+    h.reset_counters();
+    h.shop.faults().set(Faults {
+        latency_ms: 2,
+        ..Faults::default()
+    });
+    h.erp.counters().keep_log();
+    h.shop.counters().keep_log();
+    h.erp.faults().fail_next(
+        erpsync::sim::FailRule::new("GET", "/api/stock", 400, 1).with_query("offset=500"),
+    );
+    let opts = RunOptions {
+        details: true,
+        ..Default::default()
+    };
+    let failed = match h.engine.run("stock", &opts).await {
+        Ok(r) => !r.errors.is_empty(),
+        Err(_) => true,
+    };
+    assert!(failed, "the third page's error stops the run");
+    let erp_log = h.erp.counters().log();
+    let second = erp_log
+        .iter()
+        .find(|x| x.method == "GET" && x.query.contains("offset=250"))
+        .expect("the second page was read");
+    let written_before = h
+        .shop
+        .counters()
+        .log()
+        .iter()
+        .filter(|x| x.method != "GET" && x.answered != 0 && x.answered < second.arrived)
+        .count();
+    assert!(
+        written_before < 250,
+        "the second page is asked for before the first page's 250 updates are all answered \
+         ({written_before} were)"
+    );
+    // The first two pages synced, the third not at all; the cursor did not move.
+    let synced = || {
+        codes
+            .iter()
+            .filter(|c| {
+                h.shop.product_by_sku(c).unwrap().stock
+                    == Some(h.erp.stock(c, WAREHOUSE).unwrap().quantity)
+            })
+            .count()
+    };
+    assert_eq!(synced(), 500, "two pages of updates");
+    assert_eq!(h.writes(), (500, 0));
+    assert_eq!(
+        h.store.bindings.cursor("stock").await.unwrap(),
+        cursor,
+        "cursor kept"
+    );
+    // The next run reads from the same cursor and writes only what is left.
+    h.shop.faults().clear();
+    h.reset_counters();
+    let r = h.run("stock").await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.counts.updated, 250, "{:#?}", r.counts);
+    assert_eq!(h.writes(), (250, 0));
+    assert_eq!(synced(), N);
+}
+
+/// A shop with `concurrency: 4` gets up to four stock updates at once (one at a time with
+/// the default), and the run ends as the one-at-a-time run ends: the same stock levels, the
+/// same records updated and failed, every failure (refused, or applied and its answer lost)
+/// retried into the same final state, no update sent for a record that had nothing to write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn updates_go_out_concurrently_up_to_the_systems_concurrency_and_end_as_one_at_a_time() {
+    const N: usize = 120;
+    let mut ends = Vec::new();
+    for concurrency in [1, 4] {
+        let h = Harness::new(N, |doc| {
+            doc["systems"]["shop"]["concurrency"] = json!(concurrency);
+        })
+        .await;
+        let first = h.run("stock").await;
+        assert_eq!(first.counts.adopted, N as u64, "{:#?}", first.counts);
+        h.later(10);
+        let codes: Vec<String> = h.erp.products().into_iter().map(|p| p.code).collect();
+        for (i, code) in codes.iter().enumerate() {
+            if i % 5 != 0 {
+                let before = h.erp.stock(code, WAREHOUSE).unwrap().quantity;
+                h.erp.set_stock(code, WAREHOUSE, before + 3 + i as i64);
+            }
+        }
+        let changed = codes.len() - codes.len().div_ceil(5);
+        h.later(1);
+        h.reset_counters();
+        h.shop.faults().set(Faults {
+            latency_ms: 15,
+            ..Faults::default()
+        });
+        // Two updates refused, two applied with their answers lost.
+        let route = "/api/v2/products/";
+        h.shop
+            .faults()
+            .fail_next(erpsync::sim::FailRule::new("PATCH", route, 400, 2));
+        h.shop
+            .faults()
+            .fail_next(erpsync::sim::FailRule::new("PATCH", route, 500, 2).after_apply());
+        let r = h.run("stock").await;
+        assert_eq!(
+            (r.counts.updated, r.counts.failed),
+            (changed as u64 - 4, 4),
+            "{:#?}",
+            r.counts
+        );
+        assert_eq!(h.writes(), (changed as u64, 0), "one update per change");
+        let most = h.shop.counters().max_writes_in_flight();
+        if concurrency == 1 {
+            assert_eq!(most, 1);
+        } else {
+            assert!((2..=4).contains(&most), "{most} updates at once");
+        }
+        h.shop.faults().clear();
+        h.reset_counters();
+        let retried = h.retry_all().await;
+        assert_eq!(retried.counts.updated, 4, "{:#?}", retried.counts);
+        assert_eq!(h.writes(), (4, 0));
+        h.later(10);
+        let quiet = h.run("stock").await;
+        assert_eq!((quiet.counts.updated, quiet.counts.failed), (0, 0));
+        assert_eq!(h.writes(), (4, 0), "nothing left to write");
+        let stock: Vec<(String, Option<i64>)> = codes
+            .iter()
+            .map(|c| (c.clone(), h.shop.product_by_sku(c).unwrap().stock))
+            .collect();
+        for (c, s) in &stock {
+            assert_eq!(*s, Some(h.erp.stock(c, WAREHOUSE).unwrap().quantity), "{c}");
+        }
+        // Which four failed may differ (they are the first four answered); how many of each
+        // decision does not.
+        let mut decisions: Vec<String> = r
+            .records
+            .iter()
+            .map(|x| format!("{:?}", x.decision))
+            .collect();
+        decisions.sort();
+        ends.push((stock, decisions));
+    }
+    assert_eq!(ends[0], ends[1], "the same end, one at a time or four");
+}

@@ -91,6 +91,7 @@ fn merge_systems(chain: &[&str], systems: &BTreeMap<String, Decl<SystemConfig>>)
         merged.headers.extend(c.headers.clone());
         merged.timeouts = c.timeouts.clone().or(merged.timeouts);
         merged.rate_limit = c.rate_limit.clone().or(merged.rate_limit);
+        merged.concurrency = c.concurrency.or(merged.concurrency);
         merged.retry = c.retry.clone().or(merged.retry);
         merged.circuit_breaker = c.circuit_breaker.clone().or(merged.circuit_breaker);
         // A child's rules are tried before the ones it inherits.

@@ -49,6 +49,15 @@ pub struct SystemConfig {
     /// Request budget shared by every flow that uses this system.
     #[serde(default)]
     pub rate_limit: Option<RateLimitConfig>,
+    /// Updates one run sends to this system at once (1 to 64), each still within
+    /// `rate_limit`. The default, 1, sends one write after another in the order the records
+    /// are read. With more, a one-way flow sends the updates of the records it reads without
+    /// waiting for the answer to the one before (each record is still decided, bound and
+    /// reported on its own, and an update of a record waits for the last one of that record);
+    /// creates, multi-step updates that are journaled, updates whose write mapping reads the
+    /// target, and both-ways flows still go one at a time.
+    #[serde(default)]
+    pub concurrency: Option<u32>,
     /// How failed requests that are safe to repeat are retried.
     #[serde(default)]
     pub retry: Option<RetryConfig>,

@@ -5,6 +5,7 @@
 
 mod both;
 mod one_way;
+mod queued;
 mod shift;
 mod steps;
 mod write;
@@ -32,6 +33,9 @@ use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
+/// Pages a listing is read ahead of the page being decided, and the requests a listing of
+/// known size keeps in flight (see `HttpSystem::list_ahead`).
+const READ_AHEAD: usize = 4;
 /// Records a list page is taken to hold when weighing single lookups against a full read of
 /// the target: one lookup costs about one page request.
 const RECORDS_PER_PAGE: usize = 100;
@@ -46,7 +50,7 @@ const BINDINGS_PER_WRITE: usize = 500;
 struct End<'e> {
     name: &'e str,
     ent: &'e SystemEntity,
-    http: &'e HttpSystem,
+    http: &'e Arc<HttpSystem>,
     /// Which of the binding's two columns holds this end: bindings are stored by system
     /// pair (`a`, `b`), shared by the flows of both directions.
     is_a: bool,
@@ -529,6 +533,8 @@ struct Runner<'e> {
     report: RunReport,
     /// The steps the next reported write would send (dry runs).
     planned_steps: Vec<String>,
+    /// Updates sent and not answered yet (see `queued`).
+    in_flight: queued::InFlight<'e>,
 }
 
 impl<'e> Runner<'e> {
@@ -612,6 +618,7 @@ impl<'e> Runner<'e> {
                 ..Unsettled::default()
             },
             cursor: CursorHold::Free,
+            in_flight: queued::InFlight::default(),
             watch_overwrites: flow.allow_edit_after_export
                 || flow.conflict.is_some()
                 || e.project.flows.iter().any(|f| {
@@ -734,10 +741,12 @@ impl<'e> Runner<'e> {
             } else {
                 Vec::new()
             };
-            let http = self.src.http;
-            let mut pages = Box::pin(http.list(&list_op, input));
+            let mut pages = Box::pin(self.src.http.list_ahead(&list_op, input, READ_AHEAD));
             // Dry runs write nothing, so they have nothing to hold back.
             self.listing.active = !self.opts.dry_run;
+            if !self.bidirectional() {
+                self.in_flight.width = self.dst.http.concurrency();
+            }
             'pages: while let Some(page) = pages.next().await {
                 let page = page.map_err(|e| self.read_error(self.src.name, e))?;
                 // The listing's own count is what the run will decide, unless it is scoped or
@@ -801,6 +810,10 @@ impl<'e> Runner<'e> {
                 self.write_held().await?;
                 self.listing.page_bindings.clear();
             }
+            drop(pages);
+            self.finish_updates().await?;
+            self.in_flight.width = 1;
+            self.write_held().await?;
             self.listing.page_bindings.clear();
             for native in planned {
                 let Ok(mut seen) = self.seen(&self.src, native) else {
@@ -1048,13 +1061,13 @@ impl<'e> Runner<'e> {
         // A write mapping that merges with what the target holds may have only this reading.
         let keep_native = keep_native || self.dst.ent.write.reads_target();
         let mut rereads = Vec::new();
-        let http = self.dst.http;
-        let mut pages = Box::pin(http.list(
+        let mut pages = Box::pin(self.dst.http.list_ahead(
             &op,
             CallInput {
                 since,
                 ..Default::default()
             },
+            READ_AHEAD,
         ));
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.read_error(self.dst.name, e))?;

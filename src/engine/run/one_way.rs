@@ -35,7 +35,14 @@ impl<'e> Runner<'e> {
             };
             return self.sync_both(seen, other, binding).await;
         }
+        if self.in_flight.width > 1 {
+            self.room_for(&key).await?;
+        }
         let outcome = self.one_way(&seen, binding).await;
+        if std::mem::take(&mut self.in_flight.queued) {
+            // Sent; reported once answered.
+            return Ok(());
+        }
         match outcome {
             Ok(()) => self.succeeded(&key).await,
             Err(f) => self.fail(&key, &seen.native, f).await,
@@ -202,6 +209,21 @@ impl<'e> Runner<'e> {
                 {
                     self.report.counts.overwrites += 1;
                     reason = Some(msg);
+                }
+                if self.may_queue() {
+                    return self
+                        .queue_update(queued::Queued {
+                            binding: b,
+                            written: write,
+                            source: seen.canon.clone(),
+                            native: seen.native.clone(),
+                            payload: Value::Null,
+                            decision,
+                            changes,
+                            reason,
+                            corrected,
+                        })
+                        .await;
                 }
                 if !self.opts.dry_run {
                     self.update(Side::Target, &mut b, &write, Some(&seen.canon))

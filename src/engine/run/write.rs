@@ -354,7 +354,7 @@ impl<'e> Runner<'e> {
 
     /// Whether a side's operation has steps that must not be sent twice, so that an update
     /// through it is journaled like a create.
-    fn journaled_steps(&self, side: Side, op: &str) -> bool {
+    pub(super) fn journaled_steps(&self, side: Side, op: &str) -> bool {
         self.end(side)
             .http
             .operation_steps(op)
