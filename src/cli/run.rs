@@ -10,7 +10,7 @@ use super::common::{
 };
 use super::output::FormatArgs;
 use super::progress::Progress;
-use crate::engine::{Interrupt, RunOptions};
+use erpsync::engine::{Interrupt, RunOptions};
 
 /// Arguments of `erpsync run`.
 #[derive(Debug, clap::Args)]
@@ -65,7 +65,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // wins over the flow file) and with a schedule; a manual flow runs only when named.
     let flows = if args.flows.is_empty() {
         project
-            .select_with(&[], &crate::state::switches(store.as_ref())?)
+            .select_with(&[], &erpsync::state::switches(store.as_ref())?)
             .map_err(anyhow::Error::msg)?
     } else {
         flows
@@ -134,7 +134,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(e) if !json => {
-                crate::errln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()))
+                crate::errln!("{}: {}", flow.id, erpsync::redact::redact(&e.to_string()))
             }
             Err(_) => {}
         });

@@ -11,12 +11,12 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
-use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
-use erpsync::sim::shop::{Order, Product};
-use erpsync::sim::{Faults, ShopHandle};
 use erpsync::state::{
     Binding, Failure, JournalEntry, JournalState, RunRecord, Scope, SqliteStore, StateStore,
 };
+use erpsync_sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
+use erpsync_sim::shop::{Order, Product};
+use erpsync_sim::{Faults, ShopHandle};
 use serde_json::{Value, json};
 
 use crate::support::harness::{Harness, build};
@@ -122,7 +122,7 @@ fn variant_names(doc: &mut Value) {
 
 #[tokio::test]
 async fn a_variant_reads_its_products_title_and_a_new_title_reaches_every_variant() {
-    use erpsync::sim::shop::{ProductType, Variant, VariantOption};
+    use erpsync_sim::shop::{ProductType, Variant, VariantOption};
     let h = Harness::new(2, variant_names).await;
     let variant = |sku: &str, colour: &str| Variant {
         sku: sku.into(),
@@ -251,16 +251,16 @@ async fn a_merge_without_get_or_lookup_takes_the_record_the_run_read() {
 async fn merges_categories(edit: impl FnOnce(&mut Value)) {
     let clock = erpsync::clock::ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap());
     let shared: erpsync::clock::SharedClock = Arc::new(clock.clone());
-    let shop = erpsync::sim::ShopSim::start(erpsync::sim::ShopOptions {
+    let shop = erpsync_sim::ShopSim::start(erpsync_sim::ShopOptions {
         keep_unmodelled: true,
-        ..erpsync::sim::ShopOptions::unlimited().with_clock(shared.clone())
+        ..erpsync_sim::ShopOptions::unlimited().with_clock(shared.clone())
     })
     .await
     .unwrap();
-    let erp = erpsync::sim::ErpSim::start(erpsync::sim::ErpOptions::unlimited().with_clock(shared))
+    let erp = erpsync_sim::ErpSim::start(erpsync_sim::ErpOptions::unlimited().with_clock(shared))
         .await
         .unwrap();
-    let items = erpsync::sim::seed_both(&shop, &erp, 2, 1);
+    let items = erpsync_sim::seed_both(&shop, &erp, 2, 1);
     let sku = items[0].sku.clone();
     let id = shop.product_by_sku(&sku).unwrap().id;
     shop.update_product(id, |p| {
@@ -314,7 +314,7 @@ async fn merges_categories(edit: impl FnOnce(&mut Value)) {
 /// variant's id, `$target.id` for the variant's own id in the body).
 #[tokio::test]
 async fn variant_stock_reaches_each_variant_through_its_product() {
-    use erpsync::sim::shop::{ProductType, Variant};
+    use erpsync_sim::shop::{ProductType, Variant};
     let h = Harness::new(2, |_| {}).await;
     let variant = |sku: &str| Variant {
         sku: sku.into(),
@@ -1286,7 +1286,7 @@ async fn reconciling_a_bidirectional_flow_finds_changes_the_cursor_missed() {
 // before the next page is read: that record moves to the end of the list order (and is
 // read twice), and the record that slides back across the page boundary is never served.
 
-fn drifting(faults: &erpsync::sim::FaultControl) {
+fn drifting(faults: &erpsync_sim::FaultControl) {
     faults.update(|f| f.page_drift = true);
 }
 

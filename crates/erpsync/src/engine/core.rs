@@ -1,0 +1,319 @@
+//! The engine itself: a project, its systems and a state store, and what a dry run of several
+//! flows remembers between them (the plan).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use crate::clock::SharedClock;
+use crate::compile::Project;
+use crate::config::model::Normalize;
+use crate::connector::HttpSystem;
+use crate::state::{Binding, Instance, Scope, StateStore};
+
+use super::error::EngineBuildError;
+
+/// Runs the flows of a project against its systems, remembering in a state store.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub project: Arc<Project>,
+    pub systems: BTreeMap<String, Arc<HttpSystem>>,
+    pub store: Arc<dyn StateStore>,
+    pub clock: SharedClock,
+    /// Key normalisation per entity, from the flows that sync it (used to resolve `ref`).
+    pub(super) key_normalize: HashMap<String, Vec<Normalize>>,
+    /// The bindings the dry runs of this engine would have made, by scope and key: a dry run
+    /// of several flows carries one flow's effects into the next (see `planning`).
+    pub(super) plan: Option<Arc<Mutex<PlannedBindings>>>,
+    /// The records the dry runs of this engine would create, as the native payload sent, by
+    /// system and listing (see `listing`) and key: a later flow of the plan looking for one
+    /// in that system finds it, as the real run would.
+    pub(super) created: Arc<Mutex<PlannedCreates>>,
+    /// Per flow, the keys a full read of a target that cannot be searched by key did not
+    /// have, and when it was read: a later run does not read the whole target again to learn
+    /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it (SQLite),
+    /// in the state, so separate `run --once` processes profit as well.
+    pub(super) absent: Arc<Mutex<HashMap<String, KnownAbsent>>>,
+    /// This process, as runs and leases name it.
+    pub instance: Instance,
+}
+
+/// The bindings a dry run of a project would make so far, by scope and key.
+type PlannedBindings = HashMap<Scope, HashMap<String, Binding>>;
+
+/// The native payloads of the records a dry run would create, by (system, listing) and key.
+type PlannedCreates = HashMap<(String, String), HashMap<String, serde_json::Value>>;
+
+/// The id a record a dry run would create stands under in the plan: the real id is only
+/// known once the target answers.
+pub const PLANNED_ID: &str = "(planned)";
+
+/// What a system's entity lists its records with: entities of one system that list with
+/// the same operation (a shop's product and stock) see the same records.
+pub(crate) fn listing(entity: &str, def: &crate::compile::SystemEntity) -> String {
+    def.list
+        .clone()
+        .or_else(|| def.lookup.clone())
+        .unwrap_or_else(|| format!("entity {entity}"))
+}
+
+/// How long a key a full read of the target did not have is taken to be still missing: a
+/// record that appears in the target meanwhile is found at the latest this much later (or
+/// by the next reconciliation, which always reads the target).
+pub const KNOWN_ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Keys a full read of a flow's target lacked.
+#[derive(Debug, Default)]
+pub(crate) struct KnownAbsent {
+    pub read_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub keys: std::collections::HashSet<String>,
+}
+
+impl Engine {
+    /// Builds every system of the project from its spec, as compiled. Systems are shared by
+    /// all flows, so a system's rate-limit budget is shared by every flow and shop that calls
+    /// it. Only what the machine lacks can stop it (see `SystemStartError`): the flow files
+    /// were checked when the project was compiled.
+    pub fn new(
+        project: Arc<Project>,
+        store: Arc<dyn StateStore>,
+        clock: SharedClock,
+    ) -> Result<Self, EngineBuildError> {
+        let mut systems = BTreeMap::new();
+        for (name, def) in &project.systems {
+            let http = HttpSystem::new(def.spec.clone(), clock.clone())?;
+            systems.insert(name.clone(), Arc::new(http));
+        }
+        let mut key_normalize = HashMap::new();
+        for f in &project.flows {
+            key_normalize
+                .entry(f.entity.clone())
+                .or_insert_with(|| f.normalize.clone());
+        }
+        let node = project.daemon.as_ref().and_then(|d| d.node_id.as_deref());
+        let instance = Instance::current(node);
+        Ok(Engine {
+            project,
+            systems,
+            store,
+            clock,
+            key_normalize,
+            plan: None,
+            created: Arc::new(Mutex::new(HashMap::new())),
+            absent: Arc::new(Mutex::new(HashMap::new())),
+            instance,
+        })
+    }
+
+    /// Keeps in the state store what changed in the reachability of these systems, so
+    /// `erpsync status` (another process) shows a system that is down. A store that cannot
+    /// take it is logged, never fatal.
+    pub fn record_system_health<'a>(&self, systems: impl IntoIterator<Item = &'a str>) {
+        for name in systems {
+            let Some(http) = self.systems.get(name) else {
+                continue;
+            };
+            let Some(h) = http.take_unreported_health() else {
+                continue;
+            };
+            let health = crate::state::SystemHealth {
+                system: name.to_string(),
+                down: h.down,
+                down_since: h.down_since,
+                consecutive_failures: h.consecutive_failures,
+                last_error: h.last_error,
+                next_probe: h.next_probe,
+                checked_at: self.clock.now(),
+            };
+            if let Err(e) = self.store.put_system_health(&health) {
+                tracing::warn!(system = name, error = %crate::redact::redact(&e.to_string()), "cannot keep the system's health");
+            }
+        }
+    }
+
+    /// An engine for a run watched from a terminal (`run --once`, `dry-run`): each wait of
+    /// a system longer than a few seconds is printed to stderr (system, why, until when) as
+    /// well as logged, and, with `max_wait`, a system asking for a longer one fails the call
+    /// at once instead of holding the run (a lock-out of ten minutes).
+    pub fn one_shot(self, max_wait: Option<std::time::Duration>) -> Self {
+        let announce: crate::connector::WaitAnnouncer =
+            Arc::new(|n: &crate::connector::WaitNotice| eprintln!("erpsync: {n}"));
+        for s in self.systems.values() {
+            s.set_waits(max_wait, Some(announce.clone()));
+        }
+        self
+    }
+
+    /// An engine whose dry runs remember, in memory, the bindings their decisions would make
+    /// (adoptions, and the bases updates would move), so that the dry run of the next flow
+    /// sees them as the real run would: one plan for a project, flow after flow.
+    pub fn planning(mut self) -> Self {
+        self.plan = Some(Arc::new(Mutex::new(HashMap::new())));
+        self
+    }
+
+    /// The stored bindings of `keys`, with the plan's over them.
+    pub(crate) fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[String],
+    ) -> Result<HashMap<String, Binding>, crate::state::StateStoreError> {
+        let mut found = self.store.bindings(scope, keys)?;
+        if let Some(plan) = &self.plan {
+            let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(planned) = plan.get(scope) {
+                for k in keys {
+                    if let Some(b) = planned.get(k) {
+                        found.insert(k.clone(), b.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Whether a full read of `flow`'s target, recent enough, lacked `key`: remembered by
+    /// this engine, or by the state store (so `run --once` from cron profits too).
+    pub(crate) fn known_absent(&self, flow: &str, key: &str) -> bool {
+        let now = self.clock.now();
+        let age = chrono::Duration::from_std(KNOWN_ABSENT_FOR).unwrap_or_default();
+        let in_memory = {
+            let absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+            absent
+                .get(flow)
+                .is_some_and(|a| a.read_at.is_some_and(|t| now - t < age) && a.keys.contains(key))
+        };
+        in_memory || self.store.is_absent(flow, key, now - age).unwrap_or(false)
+    }
+
+    /// Remembers that the full read of `flow`'s target made at `read_at` lacked `key` (a read
+    /// made later starts the list afresh), in the state store too when `persist`.
+    pub(crate) fn note_absent(
+        &self,
+        flow: &str,
+        read_at: chrono::DateTime<chrono::Utc>,
+        key: &str,
+        persist: bool,
+    ) {
+        if persist && let Err(e) = self.store.note_absent(flow, key, read_at) {
+            tracing::warn!(flow, key, error = %e, "cannot remember a missing key");
+        }
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        let a = absent.entry(flow.to_string()).or_default();
+        if a.read_at != Some(read_at) {
+            if a.read_at.is_some_and(|t| t > read_at) {
+                return;
+            }
+            *a = KnownAbsent {
+                read_at: Some(read_at),
+                keys: Default::default(),
+            };
+        }
+        a.keys.insert(key.to_string());
+    }
+
+    /// Forgets what `flow`'s target lacked (it was created there).
+    pub(crate) fn forget_absent(&self, flow: &str, key: &str) {
+        if let Err(e) = self.store.forget_absent(flow, key) {
+            tracing::warn!(flow, key, error = %e, "cannot forget a missing key");
+        }
+        let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = absent.get_mut(flow) {
+            a.keys.remove(key);
+        }
+    }
+
+    /// Remembers a binding a dry run would write; false when this engine keeps no plan.
+    pub(crate) fn plan_binding(&self, scope: &Scope, b: &Binding) -> bool {
+        let Some(plan) = &self.plan else {
+            return false;
+        };
+        let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+        plan.entry(scope.clone())
+            .or_default()
+            .insert(b.key.clone(), b.clone());
+        true
+    }
+
+    /// Remembers a record a dry run would create in `system` (see `listing`) under `key`,
+    /// with the native payload it would send; false when this engine keeps no plan.
+    pub(crate) fn plan_create(
+        &self,
+        system: &str,
+        listing: String,
+        key: &str,
+        payload: serde_json::Value,
+    ) -> bool {
+        if self.plan.is_none() {
+            return false;
+        }
+        let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        created
+            .entry((system.to_string(), listing))
+            .or_default()
+            .insert(key.to_string(), payload);
+        true
+    }
+
+    /// The native payload of the record a dry run of this plan would have created in
+    /// `system` under `key`, if any.
+    pub(crate) fn planned_create(
+        &self,
+        system: &str,
+        listing: String,
+        key: &str,
+    ) -> Option<serde_json::Value> {
+        self.plan.as_ref()?;
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        created
+            .get(&(system.to_string(), listing))?
+            .get(key)
+            .cloned()
+    }
+
+    /// The native payloads of the records the dry runs of this plan would have created in
+    /// `system` (see `listing`), in key order.
+    pub(crate) fn planned_creates(&self, system: &str, listing: String) -> Vec<serde_json::Value> {
+        if self.plan.is_none() {
+            return Vec::new();
+        }
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(of) = created.get(&(system.to_string(), listing)) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<&String> = of.keys().collect();
+        keys.sort();
+        keys.into_iter().map(|k| of[k].clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every shipped project that validates starts, and its engine runs the very specs that
+    /// validation compiled: none is compiled again, none can fail on the flow files.
+    #[test]
+    fn a_validated_project_starts_from_the_specs_it_was_compiled_with() {
+        let flows = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../flows");
+        let all = crate::config::load::projects(&[flows]);
+        assert!(!all.is_empty());
+        for paths in all {
+            let (project, diags) = crate::compile::project::check(&paths);
+            let project = Arc::new(project.unwrap_or_else(|| panic!("{paths:?}: {diags:?}")));
+            let store = Arc::new(crate::state::SqliteStore::in_memory().unwrap());
+            let clock: SharedClock = Arc::new(crate::clock::SystemClock);
+            let engine = Engine::new(project.clone(), store, clock)
+                .unwrap_or_else(|e| panic!("{paths:?}: {e}"));
+            assert_eq!(
+                engine.systems.keys().collect::<Vec<_>>(),
+                project.systems.keys().collect::<Vec<_>>()
+            );
+            for (name, def) in &project.systems {
+                assert!(
+                    Arc::ptr_eq(engine.systems[name].spec(), &def.spec),
+                    "{paths:?}: system `{name}` was compiled again"
+                );
+            }
+        }
+    }
+}
