@@ -1269,24 +1269,6 @@ impl ErpHandle {
         });
     }
 
-    /// Ends a lock-out and forgets past calls.
-    pub fn reset_lockout(&self) {
-        if let Some(b) = self.state.burst.lock().unwrap().as_mut() {
-            b.calls.clear();
-            b.locked_until = None;
-        }
-    }
-
-    /// Invalidates every token issued so far (the next call answers 401).
-    pub fn revoke_tokens(&self) {
-        self.state.data.lock().unwrap().tokens.clear();
-    }
-
-    /// Tokens issued so far (expired ones included).
-    pub fn tokens_issued(&self) -> usize {
-        self.state.data.lock().unwrap().tokens.len()
-    }
-
     // ---- products and stock
 
     pub fn product(&self, code: &str) -> Option<ErpProduct> {
@@ -1470,17 +1452,6 @@ impl ErpHandle {
         let items = seed::catalogue(n, seed);
         self.seed_catalogue(&items);
         items
-    }
-
-    /// Adds `n` generated clients.
-    pub fn seed_clients(&self, n: usize, seed: u64) {
-        for p in seed::people(n, seed) {
-            let _ = self.create_client(
-                &format!("{} {}", p.first_name, p.last_name),
-                &p.email,
-                &p.phone,
-            );
-        }
     }
 
     /// Adds `n` orders born in the ERP (phone orders) over the products present, seeding a

@@ -1571,11 +1571,6 @@ impl ShopHandle {
         *self.state.limiter.lock().unwrap() = bucket.map(|config| Limiter::new(config, now));
     }
 
-    /// Ends a credentials lock-out and forgets failed attempts.
-    pub fn reset_auth_lockout(&self) {
-        *self.state.auth.lock().unwrap() = AuthState::default();
-    }
-
     pub fn set_webhook(&self, webhook: Option<WebhookConfig>) {
         self.state.webhooks.set_config(webhook);
     }
@@ -1699,17 +1694,6 @@ impl ShopHandle {
             ..CustomerInput::default()
         };
         Ok(self.state.save::<Customer>(None, input)?)
-    }
-
-    /// Changes a customer, bumping `updated_at`; `None` when there is no such customer or
-    /// another one has the e-mail it would get.
-    pub fn update_customer(&self, id: u64, f: impl FnOnce(&mut Customer)) -> Option<Customer> {
-        let now = self.state.core.now();
-        let mut data = self.state.data.lock().unwrap();
-        let mut c = data.customers.get(id)?.clone();
-        f(&mut c);
-        data.customers.save(Some(id), &mut c, now).ok()?;
-        Some(c)
     }
 
     // ---- seeding

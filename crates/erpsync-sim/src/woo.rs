@@ -1622,11 +1622,6 @@ impl WooHandle {
             .cloned()
     }
 
-    /// Sets an order's status as a merchant (or a payment gateway) would.
-    pub fn set_status(&self, id: u64, status: &str) -> Option<WooOrder> {
-        self.update_order(id, |o| o.status = status.to_owned())
-    }
-
     // ---- seeding
 
     /// Adds one simple product per catalogue item, prices as strings with cents (SKUs

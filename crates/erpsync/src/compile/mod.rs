@@ -117,11 +117,6 @@ impl Flow {
         &self.declared
     }
 
-    /// Whether the flow runs by itself: enabled, with a schedule.
-    pub fn is_scheduled(&self) -> bool {
-        self.enabled && self.schedule.is_some()
-    }
-
     /// Whether the flow is on: its switch in `switches` (set by a person), else its flow file.
     pub fn is_on(&self, switches: &HashMap<String, bool>) -> bool {
         switches.get(&self.id).copied().unwrap_or(self.enabled)

@@ -334,10 +334,6 @@ impl HttpSystem {
         self.spec.operations.get(op).map(|o| o.steps())
     }
 
-    pub fn operation_names(&self) -> impl Iterator<Item = &str> {
-        self.spec.operations.keys().map(String::as_str)
-    }
-
     /// Looks up the `resolve` values once; every call waits for them.
     pub(super) async fn ensure_resolved(&self) -> Result<(), CallError> {
         if self.spec.resolve.is_empty() {
