@@ -40,12 +40,12 @@ pub use purchases::{Purchase, PurchaseInput, PurchaseLine, PurchaseSupplier, REC
 pub use suppliers::{Supplier, SupplierInput};
 
 /// Route of the token endpoint (not behind the bearer check, not a write in the counters).
-pub const TOKEN_ROUTE: &str = "/api/authorize/token";
+pub(crate) const TOKEN_ROUTE: &str = "/api/authorize/token";
 const DEFAULT_LIMIT: usize = 100;
 /// Largest `limitPerPage` accepted.
-pub const MAX_LIMIT: usize = 250;
+pub(crate) const MAX_LIMIT: usize = 250;
 /// Largest batch accepted by `POST /api/products/batch`.
-pub const MAX_BATCH: usize = 100;
+pub(crate) const MAX_BATCH: usize = 100;
 
 /// A product of the ERP; `code` is the SKU. Stock lives in [`StockLevel`]s.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -1091,7 +1091,7 @@ async fn get_order(State(state): State<Arc<ErpState>>, Path(id): Path<String>) -
 /// An accountant's change to a sales order through the control API.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SalesOrderEdit {
+pub(crate) struct SalesOrderEdit {
     pub status: Option<String>,
     pub awb: Option<String>,
     /// Issue the invoice (status becomes `invoiced`).
@@ -1343,17 +1343,6 @@ impl ErpHandle {
     pub fn client_by_email(&self, email: &str) -> Option<Client> {
         let data = self.state.data.lock().unwrap();
         data.clients.find(&email.to_lowercase()).cloned()
-    }
-
-    pub fn create_client(&self, name: &str, email: &str, phone: &str) -> anyhow::Result<Client> {
-        let now = self.state.core.now();
-        let input = ClientInput {
-            name: Some(name.to_owned()),
-            email: Some(email.to_owned()),
-            phone: Some(phone.to_owned()),
-            ..ClientInput::default()
-        };
-        Ok(self.state.data.lock().unwrap().insert_client(&input, now)?)
     }
 
     // ---- orders

@@ -148,7 +148,7 @@ const CITIES: &[&str] = &[
 ];
 
 /// `n` suppliers with unique fiscal codes, about half of them VAT payers (`RO` prefix).
-pub fn companies(n: usize, seed: u64) -> Vec<Company> {
+pub(crate) fn companies(n: usize, seed: u64) -> Vec<Company> {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc0_4a41);
     (1..=n)
         .map(|i| {

@@ -40,7 +40,7 @@ use super::webhook::{WebhookConfig, WebhookDelivery, WebhookSender};
 use erpsync_clock::{SharedClock, SystemClock};
 
 /// Largest `limit` a list accepts.
-pub const MAX_LIMIT: usize = 100;
+pub(crate) const MAX_LIMIT: usize = 100;
 const DEFAULT_LIMIT: usize = 20;
 
 /// `basic` or `multi_variant`.
@@ -248,7 +248,7 @@ const PAYMENT_STATUSES: &[&str] = &[
 
 /// Whether the shop accepts a shipping status change: forward along the flow (steps may be
 /// skipped, as a poller that misses one would need), cancelled before shipping, returned after.
-pub fn shipping_transition_allowed(from: &str, to: &str) -> bool {
+pub(crate) fn shipping_transition_allowed(from: &str, to: &str) -> bool {
     if from == to {
         return true;
     }
@@ -1468,7 +1468,7 @@ impl Resource for Customer {
 /// lock), AWB and invoice fields.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct OrderEdit {
+pub(crate) struct OrderEdit {
     pub shipping_status: Option<String>,
     pub payment_status: Option<String>,
     pub awb: Option<String>,
@@ -1479,7 +1479,7 @@ pub struct OrderEdit {
 /// A merchant's change to a product through the control API.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ProductEdit {
+pub(crate) struct ProductEdit {
     pub stock: Option<i64>,
     pub price_gross: Option<f64>,
     pub name: Option<String>,

@@ -67,7 +67,7 @@ pub(crate) struct Page<'a, T> {
 impl<T> Page<'_, T> {
     /// The key of the first row when more rows follow: the row a `page_drift` fault changes
     /// before the next page is read.
-    pub fn drift_key(&self) -> Option<u64> {
+    pub(crate) fn drift_key(&self) -> Option<u64> {
         self.rows.first().map(|(k, _)| *k).filter(|_| self.has_more)
     }
 }
@@ -218,7 +218,7 @@ impl<T: Record> Table<T> {
     /// Applies `f` to a copy of the row and keeps the copy only when `f` succeeds, stamping it
     /// with `now`; a rejected change leaves the row untouched. Unique values are not checked:
     /// this is for changes that keep them.
-    pub fn try_update<R, E>(
+    pub(crate) fn try_update<R, E>(
         &mut self,
         key: u64,
         now: DateTime<Utc>,
@@ -236,13 +236,13 @@ impl<T: Record> Table<T> {
     }
 
     /// The latest stamp in the table.
-    pub fn last_stamp(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn last_stamp(&self) -> Option<DateTime<Utc>> {
         self.order.last().map(|(t, _)| *t)
     }
 
     /// Gives the row a stamp later than every other one, so it moves to the end of the list
     /// order even when the clock stands still (a `ManualClock`).
-    pub fn bump_to_end(&mut self, key: u64, now: DateTime<Utc>) {
+    pub(crate) fn bump_to_end(&mut self, key: u64, now: DateTime<Utc>) {
         let Some(last) = self.last_stamp() else {
             return;
         };
@@ -319,7 +319,7 @@ pub(crate) mod rfc3339 {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::Serializer;
 
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
     }
 }

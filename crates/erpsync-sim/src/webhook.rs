@@ -99,7 +99,7 @@ impl WebhookSender {
     }
 
     /// Starts the delivery task with other header names.
-    pub fn start_with(
+    pub(crate) fn start_with(
         config: Option<WebhookConfig>,
         headers: WebhookHeaders,
     ) -> anyhow::Result<Self> {
@@ -154,7 +154,7 @@ impl WebhookSender {
         })
     }
 
-    pub fn set_config(&self, config: Option<WebhookConfig>) {
+    pub(crate) fn set_config(&self, config: Option<WebhookConfig>) {
         *self.config.lock().unwrap() = config;
     }
 
@@ -170,7 +170,7 @@ impl WebhookSender {
     }
 
     /// Queues a delivery of any body with extra headers; nothing when no target is set.
-    pub fn send_raw(&self, out: Outgoing<'_>) {
+    pub(crate) fn send_raw(&self, out: Outgoing<'_>) {
         let Some(config) = self.config.lock().unwrap().clone() else {
             return;
         };

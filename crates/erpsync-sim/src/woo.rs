@@ -69,12 +69,12 @@ use super::webhook::{Outgoing, WebhookConfig, WebhookDelivery, WebhookHeaders, W
 use erpsync_clock::{SharedClock, SystemClock};
 
 /// Where the API lives below the site's address.
-pub const API_PATH: &str = "/wp-json/wc/v3";
+pub(crate) const API_PATH: &str = "/wp-json/wc/v3";
 /// Largest `per_page` and the most objects a `/batch` call takes.
-pub const MAX_PER_PAGE: usize = 100;
+pub(crate) const MAX_PER_PAGE: usize = 100;
 const DEFAULT_PER_PAGE: usize = 10;
 /// Order statuses the API accepts.
-pub const ORDER_STATUSES: &[&str] = &[
+pub(crate) const ORDER_STATUSES: &[&str] = &[
     "pending",
     "processing",
     "on-hold",
@@ -99,7 +99,7 @@ mod wp_date {
     use chrono::{DateTime, Utc};
     use serde::Serializer;
 
-    pub fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    pub(crate) fn serialize<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&t.format("%Y-%m-%dT%H:%M:%S").to_string())
     }
 }

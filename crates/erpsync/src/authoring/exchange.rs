@@ -15,7 +15,7 @@ use crate::redact::{MASK, redact};
 pub const BASE_URL_PLACEHOLDER: &str = "{{base_url}}";
 
 /// Matches any value in a fixture's `query` or `body` (as does a masked `***`).
-pub const ANY: &str = "*";
+pub(crate) const ANY: &str = "*";
 
 /// One request of a system and the response served for it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -124,7 +124,7 @@ fn secret_member(name: &str) -> bool {
 }
 
 /// A header's value as it may be written down.
-pub fn mask_header(name: &str, value: &str) -> String {
+pub(crate) fn mask_header(name: &str, value: &str) -> String {
     if secret_header(name) {
         MASK.to_string()
     } else {
@@ -133,7 +133,7 @@ pub fn mask_header(name: &str, value: &str) -> String {
 }
 
 /// A JSON value with every registered secret and every credential member masked.
-pub fn mask_json(value: &Value) -> Value {
+pub(crate) fn mask_json(value: &Value) -> Value {
     match value {
         Value::String(s) => Value::String(redact(s).into_owned()),
         Value::Array(items) => Value::Array(items.iter().map(mask_json).collect()),
@@ -154,7 +154,7 @@ pub fn mask_json(value: &Value) -> Value {
 }
 
 /// A form-encoded body with credential fields and registered secrets masked.
-pub fn mask_form(text: &str) -> String {
+pub(crate) fn mask_form(text: &str) -> String {
     let mut out = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in url::form_urlencoded::parse(text.as_bytes()) {
         let v = if secret_member(&k) {
@@ -184,7 +184,7 @@ pub fn replace_in_json(value: &Value, from: &str, to: &str) -> Value {
 }
 
 /// A body as bytes became a value: JSON when it parses, the text otherwise, null when empty.
-pub fn body_value(bytes: &[u8]) -> Value {
+pub(crate) fn body_value(bytes: &[u8]) -> Value {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Value::Null;
     }
@@ -195,7 +195,7 @@ pub fn body_value(bytes: &[u8]) -> Value {
 /// Where `actual` differs from what `expected` asks for, as `member: expected …, got …`
 /// lines; empty when it matches. Objects are compared on the members `expected` names,
 /// lists item by item and by length, `"*"` matches anything.
-pub fn subset_diff(expected: &Value, actual: &Value, at: &str, out: &mut Vec<String>) {
+pub(crate) fn subset_diff(expected: &Value, actual: &Value, at: &str, out: &mut Vec<String>) {
     let place = |at: &str| {
         if at.is_empty() {
             "body".to_string()

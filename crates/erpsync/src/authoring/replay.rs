@@ -32,7 +32,7 @@ struct Book {
 }
 
 /// The replay servers of one test.
-pub struct Replay {
+pub(crate) struct Replay {
     book: Arc<Mutex<Book>>,
     /// System → the server's URL, to put in place of its `base_url`.
     pub urls: BTreeMap<String, String>,
@@ -93,15 +93,6 @@ impl Replay {
             }
         }
         out
-    }
-
-    /// Every request received, in order (`system METHOD /path?query`).
-    pub fn requests(&self) -> Vec<String> {
-        self.book
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .requests
-            .clone()
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 /// A request as the server received it.
 #[derive(Debug, Clone)]
-pub struct Incoming {
+pub(crate) struct Incoming {
     pub method: Method,
     /// The path, from `/`.
     pub path: String,
@@ -45,7 +45,7 @@ type Handler =
     Arc<dyn Fn(Incoming) -> Pin<Box<dyn Future<Output = Outgoing> + Send>> + Send + Sync>;
 
 /// A running loopback server; dropping it stops it.
-pub struct Loopback {
+pub(crate) struct Loopback {
     pub addr: SocketAddr,
     task: Option<JoinHandle<()>>,
 }

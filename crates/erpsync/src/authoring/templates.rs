@@ -63,7 +63,7 @@ pub enum TemplateComposeError {
 }
 
 /// The files of a new project: path inside the project folder → text.
-pub type Files = BTreeMap<PathBuf, String>;
+pub(crate) type Files = BTreeMap<PathBuf, String>;
 
 /// The lines of `text` from the line that is exactly `start` (included) to the next line
 /// indented `indent` spaces or less that is not blank (excluded), as a byte range.

@@ -35,7 +35,7 @@ pub struct FieldMapError {
 }
 
 /// A problem found while compiling a mapping: relative path, kind, message.
-pub type MappingProblem = (String, Code, String);
+pub(crate) type MappingProblem = (String, Code, String);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
@@ -99,7 +99,7 @@ pub struct Mapping {
 /// What a record is mapped within besides itself: its parent in a nested listing (read
 /// mappings), the target's current record (write mappings of updates).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Around<'a> {
+pub(crate) struct Around<'a> {
     pub parent: Option<&'a Value>,
     pub target: Option<&'a Value>,
 }
@@ -139,11 +139,6 @@ impl Mapping {
         )
     }
 
-    /// Names of the fields this mapping produces (top-level names).
-    pub fn field_names(&self) -> impl Iterator<Item = &str> {
-        self.fields.iter().map(|f| f.target[0].as_str())
-    }
-
     /// What each top-level field reads from the record it maps: the place of its expression
     /// and the path read (a JSONPath's first member, or a template variable), so `validate`
     /// can check names against the record's fields. Lists mapped with `each` read their
@@ -158,7 +153,7 @@ impl Mapping {
 
     /// Places of the `$parent…` paths (a lookup's or ref's key included): they need a
     /// nested `records` path.
-    pub fn parent_reads(&self) -> Vec<String> {
+    pub(crate) fn parent_reads(&self) -> Vec<String> {
         fn walk(at: &str, e: &Expr, out: &mut Vec<String>) {
             match e {
                 Expr::Parent(_) => out.push(at.to_string()),
@@ -176,7 +171,7 @@ impl Mapping {
 
     /// Places that read the target's current record (`$target…`, `{{target.…}}`, `merge`):
     /// only write mappings have one.
-    pub fn target_reads(&self) -> Vec<String> {
+    pub(crate) fn target_reads(&self) -> Vec<String> {
         let mut out = Vec::new();
         for f in &self.fields {
             out.extend(targets_of(&f.at, &f.expr));
@@ -191,12 +186,12 @@ impl Mapping {
     }
 
     /// Whether an update needs the target's current record to be mapped.
-    pub fn reads_target(&self) -> bool {
+    pub(crate) fn reads_target(&self) -> bool {
         self.reads_target
     }
 
     /// Names of the entities referenced through `ref`.
-    pub fn referenced_entities(&self) -> Vec<(String, String)> {
+    pub(crate) fn referenced_entities(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         for f in &self.fields {
             collect_refs(&f.name, &f.expr, &mut out);
@@ -238,7 +233,7 @@ impl Mapping {
     /// Maps one record, leaving out fields computed only from source fields outside
     /// `carried` (an update sends what the flow carries; constants and templates always go).
     /// `target` is the record the target holds now, for `$target`, `{{target}}` and `merge`.
-    pub fn apply_carried(
+    pub(crate) fn apply_carried(
         &self,
         source: &Value,
         target: Option<&Value>,
@@ -288,7 +283,7 @@ impl Mapping {
     }
 
     /// Maps one record within what is around it.
-    pub fn apply_around(
+    pub(crate) fn apply_around(
         &self,
         source: &Value,
         around: Around,
@@ -356,11 +351,11 @@ impl Mapping {
 }
 
 /// The name of a record's parent in read mappings: `$parent.title`, `{{parent.title}}`.
-pub const PARENT: &str = crate::expr::scope::PARENT;
+pub(crate) const PARENT: &str = crate::expr::scope::PARENT;
 
 /// The name of the target's current record in write mappings: `$target.note_attributes`,
 /// `{{target.note}}`.
-pub const TARGET: &str = crate::expr::scope::TARGET;
+pub(crate) const TARGET: &str = crate::expr::scope::TARGET;
 
 /// The value at `path` (a field's dotted place) in a native record.
 fn at<'v>(record: &'v Value, path: &[String]) -> Option<&'v Value> {

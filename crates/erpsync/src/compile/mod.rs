@@ -118,7 +118,7 @@ impl Flow {
     }
 
     /// Whether the flow is on: its switch in `switches` (set by a person), else its flow file.
-    pub fn is_on(&self, switches: &HashMap<String, bool>) -> bool {
+    pub(crate) fn is_on(&self, switches: &HashMap<String, bool>) -> bool {
         switches.get(&self.id).copied().unwrap_or(self.enabled)
     }
 }

@@ -10,7 +10,7 @@ use crate::expr::parse_datetime;
 /// A value that cannot be converted to its declared type.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("cannot convert {value} to {to}")]
-pub struct ValueConvertError {
+pub(crate) struct ValueConvertError {
     pub value: String,
     pub to: &'static str,
 }
@@ -25,7 +25,11 @@ fn err(v: &Value, to: &'static str) -> ValueConvertError {
 }
 
 /// Converts `v` to `ty`; null stays null. `scale` applies to decimals (default 2).
-pub fn convert(v: Value, ty: FieldType, scale: Option<u32>) -> Result<Value, ValueConvertError> {
+pub(crate) fn convert(
+    v: Value,
+    ty: FieldType,
+    scale: Option<u32>,
+) -> Result<Value, ValueConvertError> {
     if v.is_null() {
         return Ok(v);
     }
@@ -139,7 +143,7 @@ pub fn normalize(s: &str, steps: &[Normalize]) -> String {
 }
 
 /// The text of a key value (numbers and strings alike), for matching.
-pub fn key_text(v: &Value) -> Option<String> {
+pub(crate) fn key_text(v: &Value) -> Option<String> {
     match v {
         Value::String(s) => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),

@@ -81,7 +81,7 @@ impl std::fmt::Debug for Webhook {
 }
 
 /// A problem of a webhook declaration: the key under the webhook it is at, its code, what.
-pub type WebhookProblem = (&'static str, Code, String);
+pub(crate) type WebhookProblem = (&'static str, Code, String);
 
 impl Webhook {
     /// Compiles a `daemon.webhooks` entry, collecting every problem.
@@ -167,12 +167,12 @@ impl Webhook {
     /// How long delivery ids are remembered: a day, and longer when a repeat could still
     /// pass the timestamp check after that. A delivery passes up to `max_age_secs` either
     /// side of its event time, so its repeat can come up to twice that after it.
-    pub fn remember_for(&self) -> Duration {
+    pub(crate) fn remember_for(&self) -> Duration {
         Duration::from_secs(REMEMBER_SECS.max(self.max_age_secs.saturating_mul(2)))
     }
 
     /// The event time of a delivery, when the webhook names where it is and it is there.
-    pub fn event_time(&self, payload: &Value) -> Option<DateTime<Utc>> {
+    pub(crate) fn event_time(&self, payload: &Value) -> Option<DateTime<Utc>> {
         event_time(self.timestamp.as_ref()?.first(payload)?)
     }
 }

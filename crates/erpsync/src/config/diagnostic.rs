@@ -78,7 +78,7 @@ impl Code {
     }
 
     /// Whether problems of this kind are warnings: reported, but the project stays valid.
-    pub fn is_warning(self) -> bool {
+    pub(crate) fn is_warning(self) -> bool {
         matches!(self, Code::Covers429 | Code::FilterNull)
     }
 }
@@ -136,7 +136,7 @@ impl Diagnostic {
     }
 
     /// Adds a hint on what to do.
-    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+    pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
         self.help = Some(help.into());
         self
     }
@@ -147,7 +147,11 @@ impl Diagnostic {
     }
 
     /// Adds "did you mean" and the list of known names.
-    pub fn with_names<'a>(mut self, wrong: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+    pub(crate) fn with_names<'a>(
+        mut self,
+        wrong: &str,
+        known: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
         let mut known: Vec<String> = known.into_iter().map(str::to_string).collect();
         known.sort();
         known.dedup();
@@ -158,7 +162,7 @@ impl Diagnostic {
 }
 
 /// The closest known name, when it is close enough to be a likely typo.
-pub fn did_you_mean<'a>(wrong: &str, known: &'a [String]) -> Option<&'a str> {
+pub(crate) fn did_you_mean<'a>(wrong: &str, known: &'a [String]) -> Option<&'a str> {
     known
         .iter()
         .map(|k| (strsim::damerau_levenshtein(wrong, k), k))

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 
 /// A reference that could not be resolved.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum SecretResolveError {
+pub(crate) enum SecretResolveError {
     #[error("environment variable `{0}` is not set")]
     MissingVar(String),
     #[error("cannot read secret file `{path}`: {reason}")]
@@ -19,7 +19,7 @@ pub trait EnvSource {
 }
 
 /// The process environment.
-pub struct ProcessEnv;
+pub(crate) struct ProcessEnv;
 
 impl EnvSource for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
@@ -39,7 +39,7 @@ impl EnvSource for Overrides {
 
 /// Substitutes every reference in `text`. Each substituted value is returned too, so the
 /// caller can register it as a secret. `$${` writes a literal `${`.
-pub fn substitute<'a>(
+pub(crate) fn substitute<'a>(
     text: &'a str,
     env: &dyn EnvSource,
     substituted: &mut Vec<String>,

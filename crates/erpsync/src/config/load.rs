@@ -67,13 +67,19 @@ impl ProjectConfig {
     }
 
     /// A diagnostic pointing at the key of `path`.
-    pub fn at_key(&self, file: usize, code: Code, path: &str, message: String) -> Diagnostic {
+    pub(crate) fn at_key(
+        &self,
+        file: usize,
+        code: Code,
+        path: &str,
+        message: String,
+    ) -> Diagnostic {
         let f = &self.files[file];
         Diagnostic::new(code, f.path.clone(), f.doc.key_pos(path), path, message)
     }
 
     /// Whether a name refers to a declaration that was dropped for its own errors.
-    pub fn is_broken(&self, section: &str, name: &str) -> bool {
+    pub(crate) fn is_broken(&self, section: &str, name: &str) -> bool {
         self.broken.contains(&format!("{section}.{name}"))
     }
 }
@@ -108,7 +114,7 @@ pub fn projects(paths: &[PathBuf]) -> Vec<Vec<PathBuf>> {
 
 /// Lists the flow files below the given paths: `.yaml` and `.yml` files, sorted, folders
 /// walked recursively.
-pub fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
+pub(crate) fn flow_files(paths: &[PathBuf]) -> Result<Vec<PathBuf>, (PathBuf, std::io::Error)> {
     let mut out = Vec::new();
     for p in paths {
         collect(p, &mut out, true)?;

@@ -27,12 +27,12 @@ pub struct LocatedDoc {
 
 impl LocatedDoc {
     /// Where the value at `path` is; falls back to the closest enclosing path.
-    pub fn value_pos(&self, path: &str) -> Pos {
+    pub(crate) fn value_pos(&self, path: &str) -> Pos {
         self.lookup(path, &self.values)
     }
 
     /// Where the key of `path` is (for "unknown key" problems); falls back to the value.
-    pub fn key_pos(&self, path: &str) -> Pos {
+    pub(crate) fn key_pos(&self, path: &str) -> Pos {
         self.keys
             .get(path)
             .copied()

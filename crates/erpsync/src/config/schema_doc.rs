@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use crate::expr::scope::{self, PARENT, TARGET};
 
 /// Name of the `$defs` entry that lists the template helpers.
-pub const HELPER_DEF: &str = "TemplateHelper";
+pub(crate) const HELPER_DEF: &str = "TemplateHelper";
 
 fn quoted(names: &[&str]) -> String {
     names
@@ -53,13 +53,13 @@ fn operation_scope() -> String {
 }
 
 /// A template of an operation (path, query, headers, body) or of a system's headers.
-pub fn operation_template(schema: &mut Schema) {
+pub(crate) fn operation_template(schema: &mut Schema) {
     append(schema, &operation_scope());
     append(schema, &helpers_sentence());
 }
 
 /// The path of an operation: its scope, and examples.
-pub fn operation_path(schema: &mut Schema) {
+pub(crate) fn operation_path(schema: &mut Schema) {
     operation_template(schema);
     examples(
         schema,
@@ -68,7 +68,7 @@ pub fn operation_path(schema: &mut Schema) {
 }
 
 /// A template of a step of a multi-step operation.
-pub fn step_template(schema: &mut Schema) {
+pub(crate) fn step_template(schema: &mut Schema) {
     append(
         schema,
         &format!(
@@ -82,7 +82,7 @@ pub fn step_template(schema: &mut Schema) {
 }
 
 /// A `read` mapping: native record to canonical record.
-pub fn read_mapping(schema: &mut Schema) {
+pub(crate) fn read_mapping(schema: &mut Schema) {
     append(
         schema,
         &format!(
@@ -101,7 +101,7 @@ pub fn read_mapping(schema: &mut Schema) {
 }
 
 /// A `write` mapping: canonical record to native payload.
-pub fn write_mapping(schema: &mut Schema) {
+pub(crate) fn write_mapping(schema: &mut Schema) {
     append(
         schema,
         &format!(
@@ -138,7 +138,7 @@ fn entry(schema: &mut Schema, description: &str, values: Value) {
 }
 
 /// An entity's `id`: a JSONPath or a template over the native record.
-pub fn id_template(schema: &mut Schema) {
+pub(crate) fn id_template(schema: &mut Schema) {
     append(
         schema,
         &format!(
@@ -151,13 +151,13 @@ pub fn id_template(schema: &mut Schema) {
 }
 
 /// A webhook's match key.
-pub fn webhook_key(schema: &mut Schema) {
+pub(crate) fn webhook_key(schema: &mut Schema) {
     append(schema, "Template scope: the delivered payload only.");
     append(schema, &helpers_sentence());
 }
 
 /// An error rule's message.
-pub fn error_message(schema: &mut Schema) {
+pub(crate) fn error_message(schema: &mut Schema) {
     append(
         schema,
         &format!(
@@ -169,7 +169,7 @@ pub fn error_message(schema: &mut Schema) {
 }
 
 /// Adds the `$defs` entry naming every template helper, each with the arguments it needs.
-pub fn add_helper_def(root: &mut Value) {
+pub(crate) fn add_helper_def(root: &mut Value) {
     let alternatives: Vec<Value> = crate::expr::helper_arities()
         .into_iter()
         .map(|(name, n)| {

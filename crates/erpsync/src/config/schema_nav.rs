@@ -8,7 +8,7 @@ use serde_json::Value;
 use super::model::FileConfig;
 
 /// The flow-file JSON Schema, as generated from the model.
-pub fn flow_schema() -> &'static Value {
+pub(crate) fn flow_schema() -> &'static Value {
     static SCHEMA: LazyLock<Value> = LazyLock::new(|| {
         let schema = schemars::schema_for!(FileConfig);
         let mut value = serde_json::to_value(schema).unwrap_or(Value::Null);
@@ -19,7 +19,7 @@ pub fn flow_schema() -> &'static Value {
 }
 
 /// Keys allowed in the map at `parent` (a path of segments) of `doc`.
-pub fn allowed_keys(doc: &Value, parent: &[&str]) -> Vec<String> {
+pub(crate) fn allowed_keys(doc: &Value, parent: &[&str]) -> Vec<String> {
     let root = flow_schema();
     let mut schema = root;
     let mut value = doc;

@@ -78,7 +78,7 @@ impl JsonPath {
 
     /// The first member a simple path reads (`$.customer.email` → `customer`), if it is
     /// simple.
-    pub fn root_field(&self) -> Option<&str> {
+    pub(crate) fn root_field(&self) -> Option<&str> {
         match &self.plan {
             Plan::Simple(steps) => match steps.first() {
                 Some(Step::Key(k)) => Some(k),

@@ -15,18 +15,18 @@ pub const OPERATION: &[&str] = &[
 
 /// What a step of a multi-step operation sees on top of [`OPERATION`]: `steps.NAME.status`,
 /// `.body` and `.record` of the earlier steps.
-pub const STEPS: &str = "steps";
+pub(crate) const STEPS: &str = "steps";
 
 /// What a mapping sees on top of its record's own fields.
-pub const MAPPING: &[&str] = &["system", "vars"];
+pub(crate) const MAPPING: &[&str] = &["system", "vars"];
 
 /// The name of a record's parent in read mappings of a nested listing: `$parent.title`,
 /// `{{parent.title}}`.
-pub const PARENT: &str = "parent";
+pub(crate) const PARENT: &str = "parent";
 
 /// The name of the target's current record in write mappings: `$target.note_attributes`,
 /// `{{target.note}}`.
-pub const TARGET: &str = "target";
+pub(crate) const TARGET: &str = "target";
 
 /// What an error rule's `message` sees: the response.
-pub const ERROR_MESSAGE: &[&str] = &["body", "status"];
+pub(crate) const ERROR_MESSAGE: &[&str] = &["body", "status"];

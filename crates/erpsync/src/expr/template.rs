@@ -150,7 +150,7 @@ impl Template {
     }
 
     /// Whether the template is a plain string.
-    pub fn is_literal(&self) -> bool {
+    pub(crate) fn is_literal(&self) -> bool {
         matches!(self.kind, Kind::Literal(_))
     }
 
@@ -181,7 +181,7 @@ impl Template {
 
     /// Renders to a JSON value: `{{x}}` alone keeps the type of `x` (missing gives null);
     /// anything else gives a string.
-    pub fn render_value(&self, ctx: &Context) -> Result<Value, TemplateRenderError> {
+    pub(crate) fn render_value(&self, ctx: &Context) -> Result<Value, TemplateRenderError> {
         match &self.kind {
             Kind::Var(path) => Ok(lookup(ctx.data(), path).cloned().unwrap_or(Value::Null)),
             _ => self.render(ctx).map(Value::String),
