@@ -83,10 +83,14 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     };
     let mut reports = Vec::new();
     let mut errors = Vec::new();
-    for flow in flows {
-        if args.reconcile && flow.reconcile_schedule.is_none() {
-            continue;
-        }
+    let flows: Vec<_> = flows
+        .into_iter()
+        .filter(|f| !args.reconcile || f.reconcile_schedule.is_some())
+        .collect();
+    for (i, flow) in flows.iter().enumerate() {
+        // The plan keeps only what the flows still to be planned can read.
+        let later: Vec<&str> = flows[i + 1..].iter().map(|f| f.id.as_str()).collect();
+        engine.plan_ahead(&flow.id, &later);
         progress.flow(&flow.id);
         lock(&out).flow(&flow.id);
         let result = rt.block_on(engine.run(&flow.id, &opts));

@@ -42,7 +42,9 @@ async fn plan_then_run(
     };
     h.reset_counters();
     let mut planned = Vec::new();
-    for f in flows {
+    for (i, f) in flows.iter().enumerate() {
+        // As `erpsync dry-run` does: the plan keeps only what the flows after it read.
+        plan_engine.plan_ahead(f, &flows[i + 1..]);
         planned.push(outcome(&plan_engine.run(f, &dry).await.unwrap()));
     }
     assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
@@ -385,7 +387,9 @@ async fn a_dry_run_of_several_flows_carries_each_flows_effects_into_the_next() {
         ..Default::default()
     };
     let mut planned = Vec::new();
-    for f in ["to_erp", "to_shop"] {
+    let flows = ["to_erp", "to_shop"];
+    for (i, f) in flows.iter().enumerate() {
+        plan_engine.plan_ahead(f, &flows[i + 1..]);
         planned.push(plan_engine.run(f, &dry).await.unwrap().counts);
     }
     h.reset_counters();
@@ -447,6 +451,64 @@ async fn a_dry_run_sees_the_records_an_earlier_flow_of_the_plan_would_create() {
             "the dry run predicted the run (shop searchable: {searchable})"
         );
     }
+}
+
+/// A plan holds only what the flows still to be planned read: the dry run of one flow keeps
+/// none of its records (so a catalogue of any size is planned in flat memory), and in a plan
+/// of products then stock, the products to be created in the shop stay for the stock flow
+/// while the product bindings, which the stock flow never reads, are let go.
+#[tokio::test]
+async fn a_plan_keeps_only_what_the_flows_after_it_read() {
+    let edit = |doc: &mut serde_json::Value| {
+        doc["flows"] = json!({
+            "products": {"entity": "product", "from": "erp", "to": "shop",
+                         "mode": "create_missing"},
+            "stock": {"entity": "stock", "from": "erp", "to": "shop", "mode": "update",
+                      "after": ["products"]},
+        });
+    };
+    let h = Harness::new(6, edit).await;
+    for p in h.erp.products().into_iter().take(2) {
+        let id = h.shop.product_by_sku(&p.code).unwrap().id;
+        h.shop.delete_product(id).unwrap();
+    }
+    let dry = erpsync::engine::RunOptions {
+        dry_run: true,
+        ..Default::default()
+    };
+    let plan = || {
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, edit)
+            .planning()
+    };
+
+    // Alone, `products` plans 2 creates and 4 adoptions and keeps none of them.
+    let alone = plan();
+    alone.plan_ahead("products", &[]);
+    let r = alone.run("products", &dry).await.unwrap();
+    assert_eq!((r.counts.created, r.counts.adopted), (2, 4), "{r:#?}");
+    assert_eq!(alone.plan_held(), (0, 0));
+
+    // Followed by `stock`: the creates in the shop are kept for it, the bindings are not.
+    let both = plan();
+    both.plan_ahead("products", &["stock"]);
+    both.run("products", &dry).await.unwrap();
+    assert_eq!(both.plan_held(), (0, 2));
+    both.plan_ahead("stock", &[]);
+    let r = both.run("stock", &dry).await.unwrap();
+    assert_eq!(r.counts.failed, 0, "{r:#?}");
+    assert_eq!(both.plan_held(), (0, 2), "still there for the stock flow");
+    // A flow the project does not have: the plan cannot tell what it reads, and keeps all.
+    both.plan_ahead("unrelated", &[]);
+    assert_eq!(
+        both.plan_held(),
+        (0, 2),
+        "an unknown flow: nothing is left out"
+    );
+
+    // Told nothing, a plan keeps everything, as before.
+    let all = plan();
+    all.run("products", &dry).await.unwrap();
+    assert_eq!(all.plan_held(), (6, 2));
 }
 
 /// Issue 17.6, both ways: the products an earlier flow would create in the shop are among

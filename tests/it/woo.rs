@@ -16,7 +16,7 @@ use erpsync::config::env::Overrides;
 use erpsync::daemon::{Daemon, ServeOptions, serve};
 use erpsync::engine::{Engine, RunOptions, RunReport};
 use erpsync::state::SqliteStore;
-use erpsync_sim::erp::ErpProduct;
+use erpsync_sim::erp::{ErpProduct, SalesLine};
 use erpsync_sim::shop::Order;
 use erpsync_sim::webhook::sign;
 use erpsync_sim::woo::{WooOrder, WooProduct};
@@ -776,6 +776,107 @@ async fn woo_the_first_awb_creates_the_tracking_and_a_changed_one_falls_back_to_
     assert_eq!(
         h.woo.order(order).unwrap().meta("_erpsync_awb"),
         Some(&json!("AWB-2"))
+    );
+}
+
+/// A paid order of two lines, exported; the ERP then changes one line's quantity, drops the
+/// other and adds a third. Returns the shop order and its line ids before the change.
+async fn order_whose_lines_the_erp_changed(h: &WooHarness) -> (u64, Vec<u64>) {
+    h.run("products").await;
+    let paid = h.woo.place_order(
+        WooOrder::new(
+            "ana@example.com",
+            "Ana",
+            "Pop",
+            &[("SKU-000001", 1, 20.0), ("SKU-000002", 2, 15.25)],
+        )
+        .with_status("processing"),
+    );
+    h.later(3);
+    let r = h.run("orders_to_erp").await;
+    assert_eq!((r.counts.created, r.counts.failed), (1, 0), "{r:#?}");
+    let erp = h.erp.orders_by_reference(&format!("WC-{}", paid.number))[0].clone();
+    let line = |code: &str, quantity, price| SalesLine {
+        code: code.into(),
+        name: erp
+            .lines
+            .iter()
+            .find(|l| l.code == code)
+            .map(|l| l.name.clone())
+            .unwrap_or_else(|| h.woo.product_by_sku(code).unwrap().name),
+        quantity,
+        price,
+    };
+    h.later(3);
+    h.erp.set_order_lines(
+        erp.id,
+        vec![line("SKU-000002", 3, 15.25), line("SKU-000003", 1, 9.5)],
+    );
+    h.later(3);
+    let ids = paid.line_items.iter().map(|l| l.id).collect();
+    (paid.id, ids)
+}
+
+#[tokio::test]
+async fn woo_lines_changed_in_the_erp_are_merged_into_the_orders_own_lines() {
+    let h = WooHarness::new(5).await;
+    let (order, ids) = order_whose_lines_the_erp_changed(&h).await;
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    assert_eq!(
+        h.woo.counters().count("PUT", "/wp-json/wc/v3/orders/{id}"),
+        1
+    );
+    let back = h.woo.order(order).unwrap();
+    let lines: Vec<(&str, i64, &str)> = back
+        .line_items
+        .iter()
+        .map(|l| (l.sku.as_str(), l.quantity, l.total.as_str()))
+        .collect();
+    assert_eq!(
+        lines,
+        vec![("SKU-000002", 3, "45.75"), ("SKU-000003", 1, "9.50")],
+        "the dropped line is removed, the changed one changed, the new one added"
+    );
+    assert_eq!(
+        back.line_items[0].id, ids[1],
+        "the changed line is the order's own, not a copy"
+    );
+    assert!(!ids.contains(&back.line_items[1].id));
+    assert_eq!(back.total, "55.25");
+
+    // Nothing changed since: nothing is written.
+    h.later(3);
+    h.reset_counters();
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (0, 0), "{r:#?}");
+    assert_eq!(h.writes(), (0, 0));
+}
+
+#[tokio::test]
+async fn woo_lines_written_without_merge_are_added_to_the_order_a_second_time() {
+    // The same write without `merge`: WooCommerce takes lines without ids as new ones.
+    let h = WooHarness::with(5, |doc| {
+        let items = &mut doc["systems"]["woo"]["entities"]["order"]["write"]["line_items"];
+        items.as_object_mut().unwrap().remove("merge");
+    })
+    .await;
+    let (order, _) = order_whose_lines_the_erp_changed(&h).await;
+    let r = h.run("orders_from_erp").await;
+    assert_eq!((r.counts.updated, r.counts.failed), (1, 0), "{r:#?}");
+    let skus: Vec<String> = h
+        .woo
+        .order(order)
+        .unwrap()
+        .line_items
+        .iter()
+        .map(|l| l.sku.clone())
+        .collect();
+    assert_eq!(
+        skus,
+        vec!["SKU-000001", "SKU-000002", "SKU-000002", "SKU-000003"],
+        "the old lines stay and the ERP's are added beside them"
     );
 }
 

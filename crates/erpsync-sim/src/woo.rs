@@ -1136,13 +1136,14 @@ async fn batch_products(State(state): State<Arc<WooState>>, body: Bytes) -> WooR
 fn apply_order(
     o: &mut WooOrder,
     body: &Map<String, Value>,
-    next_meta_id: &mut u64,
+    ids: &mut OrderIds,
 ) -> Result<(), WooError> {
     for (k, v) in body {
         match k.as_str() {
             "status" => o.status = one_of(k, v, ORDER_STATUSES)?,
             "customer_note" => o.customer_note = string_of(k, v)?,
-            "meta_data" => apply_meta(&mut o.meta_data, v, next_meta_id)?,
+            "meta_data" => apply_meta(&mut o.meta_data, v, &mut ids.meta)?,
+            "line_items" => apply_line_items(o, v, ids)?,
             "billing" | "shipping" => {
                 let fields = v
                     .as_object()
@@ -1173,6 +1174,126 @@ fn apply_order(
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// What an order change may take besides the order: the next meta and line ids, and the
+/// catalogue new lines are priced from.
+struct OrderIds<'a> {
+    meta: u64,
+    line: u64,
+    products: &'a Table<WooProduct>,
+}
+
+/// Applies `line_items` as WooCommerce does: an entry with an `id` changes that line of the
+/// order (an id of another order is refused) and a `quantity` of 0 removes it; an entry
+/// without one adds a new line for its `sku` (or `product_id`). Lines the body does not name
+/// stay as they are, so a body that lists the order's lines without their ids adds them a
+/// second time. Totals not given are the unit price times the quantity; the order's total
+/// follows its lines.
+fn apply_line_items(o: &mut WooOrder, v: &Value, ids: &mut OrderIds) -> Result<(), WooError> {
+    let items = v
+        .as_array()
+        .ok_or_else(|| WooError::param("line_items", "line_items is not of type array."))?;
+    for (i, item) in items.iter().enumerate() {
+        let item = item.as_object().ok_or_else(|| {
+            WooError::param(
+                "line_items",
+                format!("line_items[{i}] is not of type object."),
+            )
+        })?;
+        let quantity = match item.get("quantity") {
+            None | Some(Value::Null) => None,
+            Some(q) => Some(q.as_i64().filter(|q| *q >= 0).ok_or_else(|| {
+                WooError::param(
+                    "line_items",
+                    format!("line_items[{i}][quantity] is not of type integer."),
+                )
+            })?),
+        };
+        let text = |name: &str| -> Result<Option<String>, WooError> {
+            item.get(name)
+                .filter(|v| !v.is_null())
+                .map(|v| string_of(&format!("line_items[{i}][{name}]"), v))
+                .transpose()
+        };
+        let (name, subtotal, total) = (text("name")?, text("subtotal")?, text("total")?);
+        let id = item.get("id").and_then(Value::as_u64).filter(|id| *id > 0);
+        let line = match id {
+            Some(id) => {
+                let at = o
+                    .line_items
+                    .iter()
+                    .position(|l| l.id == id)
+                    .ok_or_else(|| {
+                        WooError::new(
+                            400,
+                            "woocommerce_rest_invalid_item_id",
+                            "Order item ID provided is not associated with order.",
+                        )
+                    })?;
+                if quantity == Some(0) {
+                    o.line_items.remove(at);
+                    continue;
+                }
+                &mut o.line_items[at]
+            }
+            // A zero quantity removes a line; without an id there is none to remove.
+            None if quantity == Some(0) => continue,
+            None => {
+                let product =
+                    match (text("sku")?, item.get("product_id").and_then(Value::as_u64)) {
+                        (Some(sku), _) => ids.products.find(&sku.to_lowercase()),
+                        (None, Some(pid)) => ids.products.get(pid),
+                        (None, None) => None,
+                    }
+                    .ok_or_else(|| {
+                        WooError::new(
+                            400,
+                            "woocommerce_rest_invalid_product_id",
+                            "Product ID or SKU provided is invalid.",
+                        )
+                    })?;
+                o.line_items.push(LineItem {
+                    id: ids.line,
+                    name: product.name.clone(),
+                    product_id: product.id,
+                    variation_id: 0,
+                    quantity: 1,
+                    subtotal: String::new(),
+                    total: String::new(),
+                    sku: product.sku.clone(),
+                    price: product.price.parse().unwrap_or(0.0),
+                });
+                ids.line += 1;
+                o.line_items.last_mut().expect("just added")
+            }
+        };
+        if let Some(q) = quantity.filter(|q| *q > 0) {
+            line.quantity = q;
+        }
+        if let Some(name) = name {
+            line.name = name;
+        }
+        let amount = |given: Option<String>, price: f64, q: i64| match given {
+            Some(t) => t.parse::<f64>().map(money).map_err(|_| {
+                WooError::param(
+                    "line_items",
+                    format!("line_items[{i}] has a total that is not a number."),
+                )
+            }),
+            None => Ok(money(price * q as f64)),
+        };
+        line.subtotal = amount(subtotal, line.price, line.quantity)?;
+        line.total = amount(total, line.price, line.quantity)?;
+        line.price = line.total.parse::<f64>().unwrap_or(0.0) / line.quantity as f64;
+    }
+    let total: f64 = o
+        .line_items
+        .iter()
+        .filter_map(|l| l.total.parse::<f64>().ok())
+        .sum();
+    o.total = money(total);
     Ok(())
 }
 
@@ -1218,17 +1339,28 @@ impl WooState {
     fn change_order(
         &self,
         id: u64,
-        f: impl FnOnce(&mut WooOrder, &mut u64) -> Result<(), WooError>,
+        f: impl FnOnce(&mut WooOrder, &mut OrderIds) -> Result<(), WooError>,
     ) -> Result<WooOrder, WooError> {
         let now = self.now();
         let order = {
             let mut data = self.data.lock().unwrap();
-            let mut next_meta_id = data.next_meta_id;
-            data.orders
-                .try_update(id, now, |o| f(o, &mut next_meta_id))
+            let WooData {
+                orders,
+                products,
+                next_meta_id,
+                next_line_id,
+                ..
+            } = &mut *data;
+            let mut ids = OrderIds {
+                meta: *next_meta_id,
+                line: *next_line_id,
+                products,
+            };
+            orders
+                .try_update(id, now, |o| f(o, &mut ids))
                 .ok_or_else(|| WooError::invalid_id("order", 400))??;
-            data.next_meta_id = next_meta_id;
-            data.orders.get(id).cloned().expect("the order exists")
+            (*next_meta_id, *next_line_id) = (ids.meta, ids.line);
+            orders.get(id).cloned().expect("the order exists")
         };
         self.notify(&order, "updated");
         Ok(order)
@@ -1327,7 +1459,7 @@ async fn update_order(
 ) -> WooResult {
     let id = parse_id(&id, "order", 400)?;
     let body = body_object(&body)?;
-    let o = state.change_order(id, |o, next_meta_id| apply_order(o, &body, next_meta_id))?;
+    let o = state.change_order(id, |o, ids| apply_order(o, &body, ids))?;
     Ok(Json(to_json(&o)).into_response())
 }
 

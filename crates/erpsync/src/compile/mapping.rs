@@ -82,10 +82,13 @@ struct Field {
 pub enum Merge {
     /// An object: the target's members the value lacks are kept.
     Object,
-    /// A list of objects, paired on this member: a pair is merged as objects (the value's
-    /// members win), the target's unpaired elements are kept in place and the value's are
-    /// added after them.
-    ByKey(String),
+    /// A list of objects, paired on `key`: a pair is merged as objects (the value's members
+    /// win), the target's unpaired elements are kept in place (with the `unpaired` members
+    /// set, when given) and the value's are added after them.
+    ByKey {
+        key: String,
+        unpaired: Option<Map<String, Value>>,
+    },
 }
 
 /// A compiled mapping. Mappings compiled from equal declarations are equal.
@@ -372,7 +375,7 @@ pub fn merge(held: &Value, value: Value, how: &Merge) -> Value {
             out.extend(mine);
             Value::Object(out)
         }
-        (Merge::ByKey(key), Value::Array(held), Value::Array(mine)) => {
+        (Merge::ByKey { key, unpaired }, Value::Array(held), Value::Array(mine)) => {
             let key_of = |v: &Value| v.get(key).and_then(key_text);
             let mut mine: Vec<Option<Value>> = mine.into_iter().map(Some).collect();
             let mut out = Vec::with_capacity(held.len() + mine.len());
@@ -388,6 +391,16 @@ pub fn merge(held: &Value, value: Value, how: &Merge) -> Value {
                         out.push(Value::Object(both));
                     }
                     (Some(m), _) => out.push(m),
+                    (None, Value::Object(h)) if unpaired.is_some() => {
+                        let mut gone = h.clone();
+                        gone.extend(
+                            unpaired
+                                .iter()
+                                .flatten()
+                                .map(|(k, v)| (k.clone(), v.clone())),
+                        );
+                        out.push(Value::Object(gone));
+                    }
                     (None, h) => out.push(h.clone()),
                 }
             }
@@ -692,7 +705,14 @@ fn compile_field(
                 merge: spec.merge.as_ref().and_then(|m| match m {
                     MergeConfig::Object(true) => Some(Merge::Object),
                     MergeConfig::Object(false) => None,
-                    MergeConfig::ByKey(k) => Some(Merge::ByKey(k.clone())),
+                    MergeConfig::ByKey(k) => Some(Merge::ByKey {
+                        key: k.clone(),
+                        unpaired: None,
+                    }),
+                    MergeConfig::Keyed(k) => Some(Merge::ByKey {
+                        key: k.key.clone(),
+                        unpaired: k.unpaired.clone(),
+                    }),
                 }),
             })
         }
@@ -936,6 +956,81 @@ mod tests {
         assert_eq!(created["was"], Value::Null);
         // A mapping that never reads the target does not make the run fetch it.
         assert!(!mapping(json!({"sku": "$.sku", "n": "{{name}}"})).reads_target());
+    }
+
+    #[test]
+    fn a_keyed_merge_sets_the_unpaired_members_on_the_entries_the_value_dropped() {
+        let m = mapping(json!({
+            "line_items": {
+                "each": "$.lines",
+                "fields": {"sku": "$.sku", "quantity": "$.quantity"},
+                "merge": {"key": "sku", "unpaired": {"quantity": 0}}
+            }
+        }));
+        assert_eq!(m.target_reads(), vec!["line_items.merge"]);
+        let env = MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let canon = json!({"lines": [{"sku": "B", "quantity": 5}, {"sku": "C", "quantity": 1}]});
+        let held = json!({"line_items": [
+            {"id": 1, "sku": "A", "quantity": 2, "name": "Apa"},
+            {"id": 2, "sku": "B", "quantity": 3, "name": "Bere"}
+        ]});
+        let out = m
+            .apply_carried(&canon, Some(&held), &env, &["lines".into()])
+            .unwrap();
+        assert_eq!(
+            out["line_items"],
+            json!([
+                {"id": 1, "sku": "A", "quantity": 0, "name": "Apa"},
+                {"id": 2, "sku": "B", "quantity": 5, "name": "Bere"},
+                {"sku": "C", "quantity": 1}
+            ]),
+            "the dropped line keeps its id and takes quantity 0, the paired one keeps its id, \
+             the new one is added"
+        );
+        // Without `unpaired`, the dropped line is sent as the target holds it.
+        let keep = mapping(json!({
+            "line_items": {
+                "each": "$.lines",
+                "fields": {"sku": "$.sku", "quantity": "$.quantity"},
+                "merge": {"key": "sku"}
+            }
+        }));
+        let out = keep
+            .apply_carried(&canon, Some(&held), &env, &["lines".into()])
+            .unwrap();
+        assert_eq!(out["line_items"][0]["quantity"], 2);
+    }
+
+    #[test]
+    fn a_record_of_a_three_level_listing_reads_its_grandparent() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "warehouse": "$parent.parent.name",
+            "place": "{{parent.parent.name}}/{{parent.code}}"
+        }));
+        let listing = crate::connector::RecordsPath::new(
+            JsonPath::parse("$.data[*].aisles[*].bins[*]").unwrap(),
+        );
+        let body = json!({"data": [{"name": "Cluj", "aisles": [
+            {"code": "A", "bins": [{"sku": "B-1"}]}
+        ]}]});
+        let got = listing.extract(&body);
+        let env = MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let out = m
+            .apply_in(&got.records[0], got.parents[0].as_deref(), &env, None)
+            .unwrap();
+        assert_eq!(
+            out,
+            json!({"sku": "B-1", "warehouse": "Cluj", "place": "Cluj/A"})
+        );
     }
 
     #[test]

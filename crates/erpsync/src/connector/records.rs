@@ -3,8 +3,10 @@
 //! A path with two wildcards or more (`$.products[*].variants[*]`) flattens a listing of
 //! listings. Each record it selects keeps the element of the wildcard above its own (the
 //! product of a variant) as its parent, read-only context for read mappings (`$parent.…`,
-//! `{{parent.…}}`). The parents are shared (`Arc`) by all their records, and a parent's copy
-//! leaves out the list its records came from, so a page is held about once.
+//! `{{parent.…}}`). With three levels or more, a parent holds its own parent as its member
+//! `parent` (`$parent.parent.…`, the shop of a variant's product), unless it has a member of
+//! that name. The parents are shared (`Arc`) by all their records, and a parent's copy leaves
+//! out the list its records came from, so a page is held about once.
 
 use std::sync::Arc;
 
@@ -22,19 +24,25 @@ pub struct RecordsPath {
     nested: Option<Nested>,
 }
 
-/// A nested path cut at its last wildcard but one.
+/// A nested path cut at each wildcard.
 #[derive(Debug, Clone, PartialEq)]
 struct Nested {
     /// Selects the elements of the outermost list, what a page is counted in.
     outer: JsonPath,
-    /// Selects the parents: the path up to and including that wildcard.
-    parents: JsonPath,
-    /// Selects a parent's records, from the parent.
-    children: JsonPath,
-    /// The member of the parent holding its records (`variants` of `$.variants[*]`), left
-    /// out of the parent's copy.
+    /// Each level below: selects the next level's elements from an element of this one.
+    levels: Vec<Level>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Level {
+    path: JsonPath,
+    /// The member holding the level's elements (`variants` of `$.variants[*]`), left out of
+    /// the copy its records keep as their parent.
     member: Option<String>,
 }
+
+/// The member of a parent's copy that holds its own parent.
+const PARENT: &str = "parent";
 
 /// What a `records` path selects: the records, and for a nested path each record's parent.
 #[derive(Debug, Clone, Default)]
@@ -74,25 +82,52 @@ impl RecordsPath {
                 parents: Vec::new(),
             };
         };
+        let outer = n.outer.query(body);
         let mut out = Extracted {
-            listed: n.outer.query(body).len(),
+            listed: outer.len(),
             ..Extracted::default()
         };
-        for parent in n.parents.query(body) {
-            let children = list_at(&n.children, parent);
-            if children.is_empty() {
-                continue;
-            }
-            let mut copy = parent.clone();
-            if let (Some(member), Value::Object(m)) = (&n.member, &mut copy) {
+        for element in outer {
+            n.descend(element, 0, None, &mut out);
+        }
+        out
+    }
+}
+
+impl Nested {
+    /// Collects the records below `element`, an element of level `depth`, whose own parent
+    /// (if any) is `above`.
+    fn descend(
+        &self,
+        element: &Value,
+        depth: usize,
+        above: Option<&Arc<Value>>,
+        out: &mut Extracted,
+    ) {
+        let level = &self.levels[depth];
+        let children = list_at(&level.path, element);
+        if children.is_empty() {
+            return;
+        }
+        let mut copy = element.clone();
+        if let Value::Object(m) = &mut copy {
+            if let Some(member) = &level.member {
                 m.remove(member);
             }
-            let shared = Arc::new(copy);
+            if let Some(above) = above {
+                m.entry(PARENT).or_insert_with(|| (**above).clone());
+            }
+        }
+        let shared = Arc::new(copy);
+        if depth + 1 == self.levels.len() {
             out.parents
                 .extend(std::iter::repeat_n(Some(shared), children.len()));
             out.records.extend(children);
+        } else {
+            for child in &children {
+                self.descend(child, depth + 1, Some(&shared), out);
+            }
         }
-        out
     }
 }
 
@@ -105,27 +140,29 @@ fn list_at(path: &JsonPath, v: &Value) -> Vec<Value> {
     }
 }
 
-/// Cuts `$.a[*].b[*]` into `$.a[*]` and `$.b[*]`; `None` for a path with one wildcard or
-/// none.
+/// Cuts `$.a[*].b[*].c[*]` into `$.a[*]`, `$.b[*]` and `$.c[*]`; `None` for a path with one
+/// wildcard or none.
 fn split(source: &str) -> Option<Nested> {
-    let last = source.rfind(WILDCARD)?;
-    let cut = source[..last].rfind(WILDCARD)? + WILDCARD.len();
-    let first = source.find(WILDCARD)? + WILDCARD.len();
-    let outer = JsonPath::parse(&source[..first]).ok()?;
-    let parents = JsonPath::parse(&source[..cut]).ok()?;
-    let rest = &source[cut..];
-    let children = JsonPath::parse(&format!("${rest}")).ok()?;
-    let member = rest
-        .strip_prefix('.')
-        .and_then(|r| r.strip_suffix(WILDCARD))
-        .filter(|m| !m.is_empty() && m.chars().all(|c| c.is_alphanumeric() || c == '_'))
-        .map(str::to_string);
-    Some(Nested {
-        outer,
-        parents,
-        children,
-        member,
-    })
+    let ends: Vec<usize> = source
+        .match_indices(WILDCARD)
+        .map(|(at, w)| at + w.len())
+        .collect();
+    if ends.len() < 2 {
+        return None;
+    }
+    let outer = JsonPath::parse(&source[..ends[0]]).ok()?;
+    let mut levels = Vec::with_capacity(ends.len() - 1);
+    for pair in ends.windows(2) {
+        let rest = &source[pair[0]..pair[1]];
+        let path = JsonPath::parse(&format!("${rest}")).ok()?;
+        let member = rest
+            .strip_prefix('.')
+            .and_then(|r| r.strip_suffix(WILDCARD))
+            .filter(|m| !m.is_empty() && m.chars().all(|c| c.is_alphanumeric() || c == '_'))
+            .map(str::to_string);
+        levels.push(Level { path, member });
+    }
+    Some(Nested { outer, levels })
 }
 
 #[cfg(test)]
@@ -181,6 +218,34 @@ mod tests {
     }
 
     #[test]
+    fn every_level_up_is_reached_through_the_parents_parent() {
+        let body = json!({"data": [
+            {"id": "w1", "name": "Cluj", "aisles": [
+                {"code": "A", "parent": "keep", "bins": [{"sku": "B-1"}, {"sku": "B-2"}]},
+                {"code": "B", "bins": []}
+            ]},
+            {"id": "w2", "name": "Iasi", "aisles": [{"code": "C", "bins": [{"sku": "B-3"}]}]}
+        ]});
+        let got = path("$.data[*].aisles[*].bins[*]").extract(&body);
+        let skus: Vec<&str> = got
+            .records
+            .iter()
+            .map(|r| r["sku"].as_str().unwrap())
+            .collect();
+        assert_eq!(skus, vec!["B-1", "B-2", "B-3"]);
+        assert_eq!(got.listed, 2, "the warehouses");
+        let third = got.parents[2].as_ref().unwrap();
+        assert_eq!(third["code"], "C");
+        assert_eq!(third["parent"], json!({"id": "w2", "name": "Iasi"}));
+        // An aisle with a `parent` of its own keeps it: the record's own data wins.
+        assert_eq!(got.parents[0].as_ref().unwrap()["parent"], "keep");
+        assert!(Arc::ptr_eq(
+            got.parents[0].as_ref().unwrap(),
+            got.parents[1].as_ref().unwrap()
+        ));
+    }
+
+    #[test]
     fn the_parent_is_the_nearest_level_up() {
         let body = json!({"shops": [{"id": 1, "products": [
             {"name": "Shirt", "variants": [{"sku": "S-1"}]}
@@ -188,7 +253,11 @@ mod tests {
         let got = path("$.shops[*].products[*].variants[*]").extract(&body);
         assert_eq!(got.records, vec![json!({"sku": "S-1"})]);
         assert_eq!(got.listed, 1, "the shops");
-        assert_eq!(*got.parents[0].clone().unwrap(), json!({"name": "Shirt"}));
+        assert_eq!(
+            *got.parents[0].clone().unwrap(),
+            json!({"name": "Shirt", "parent": {"id": 1}}),
+            "the product, holding its shop as its parent"
+        );
         // Records below a member of their list's element: the parent keeps everything.
         let body = json!({"data": [{"name": "Shirt", "x": {"variants": [{"sku": "S-1"}]}}]});
         let got = path("$.data[*].x.variants[*]").extract(&body);

@@ -1,10 +1,11 @@
 //! The engine itself: a project, its systems and a state store, and what a dry run of several
 //! flows remembers between them (the plan).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use crate::clock::SharedClock;
+use crate::compile::Flow;
 use crate::compile::Project;
 use crate::config::model::Normalize;
 use crate::connector::HttpSystem;
@@ -28,6 +29,9 @@ pub struct Engine {
     /// system and listing (see `listing`) and key: a later flow of the plan looking for one
     /// in that system finds it, as the real run would.
     pub(super) created: Arc<Mutex<PlannedCreates>>,
+    /// What the flows still to be planned can read of the plan (see `plan_ahead`); `None`:
+    /// not told, so the plan keeps everything.
+    pub(super) needs: Arc<Mutex<Option<PlanNeeds>>>,
     /// Per flow, the keys a full read of a target that cannot be searched by key did not
     /// have, and when it was read: a later run does not read the whole target again to learn
     /// the same thing, for `KNOWN_ABSENT_FOR`. Kept here and, where the store keeps it (SQLite),
@@ -42,6 +46,59 @@ type PlannedBindings = HashMap<Scope, HashMap<String, Binding>>;
 
 /// The native payloads of the records a dry run would create, by (system, listing) and key.
 type PlannedCreates = HashMap<(String, String), HashMap<String, serde_json::Value>>;
+
+/// What the flows a plan still serves can read of it: the bindings of these entities (the
+/// ones they sync or refer to) and the records planned to be created in these systems.
+#[derive(Debug, Default)]
+pub(super) struct PlanNeeds {
+    entities: HashSet<String>,
+    systems: HashSet<String>,
+    /// Flows already counted.
+    seen: HashSet<String>,
+}
+
+impl PlanNeeds {
+    /// Adds what `flow` reads, and what the flows it runs on the way read; false when a flow
+    /// it names is not in the project (then nothing can be left out).
+    fn add_flow(&mut self, project: &Project, flow: &Flow) -> bool {
+        if !self.seen.insert(flow.id.clone()) {
+            return true;
+        }
+        self.entities.insert(flow.entity.clone());
+        self.systems.insert(flow.from.clone());
+        self.systems.insert(flow.to.clone());
+        self.add_brought(project, flow)
+    }
+
+    /// Adds what `flow` brings with it: the entities its mappings refer to (`ref`), and the
+    /// flows it runs on the way (`requires`, `then`) with all they read.
+    fn add_brought(&mut self, project: &Project, flow: &Flow) -> bool {
+        for system in [&flow.from, &flow.to] {
+            if let Some(se) = project
+                .systems
+                .get(system)
+                .and_then(|d| d.entities.get(&flow.entity))
+            {
+                let refs = se.read.referenced_entities();
+                let refs = refs.into_iter().chain(se.write.referenced_entities());
+                self.entities.extend(refs.map(|(_, entity)| entity));
+            }
+        }
+        let brought = flow.requires.iter().map(|(id, _)| id);
+        let brought = brought.chain(flow.then.iter().map(|(id, _)| id));
+        for id in brought.collect::<Vec<_>>() {
+            match project.flow(id) {
+                Some(other) => {
+                    if !self.add_flow(project, other) {
+                        return false;
+                    }
+                }
+                None => return false,
+            }
+        }
+        true
+    }
+}
 
 /// The id a record a dry run would create stands under in the plan: the real id is only
 /// known once the target answers.
@@ -99,6 +156,7 @@ impl Engine {
             key_normalize,
             plan: None,
             created: Arc::new(Mutex::new(HashMap::new())),
+            needs: Arc::new(Mutex::new(None)),
             absent: Arc::new(Mutex::new(HashMap::new())),
             instance,
         })
@@ -222,11 +280,62 @@ impl Engine {
         }
     }
 
+    /// Tells a planning engine which flows its plan still serves: `current`, about to be
+    /// planned, and `later`, planned after it. From then on the plan keeps only what those can
+    /// read: the bindings of the entities they sync or refer to, and the records planned to
+    /// be created in the systems they touch. What `current` plans of its own entity is kept
+    /// only if a flow it runs on the way (`requires`, `then`) or a later flow reads it, so
+    /// the dry run of one flow holds none of its records. What earlier flows planned is kept
+    /// while `current` or a later flow can read it, and let go after.
+    pub fn plan_ahead(&self, current: &str, later: &[&str]) {
+        let project = &self.project;
+        let mut needs = PlanNeeds::default();
+        let complete = project
+            .flow(current)
+            .is_some_and(|f| needs.add_brought(project, f))
+            && later
+                .iter()
+                .all(|id| project.flow(id).is_some_and(|f| needs.add_flow(project, f)));
+        let needs = complete.then_some(needs);
+        if let (Some(plan), Some(n), Some(f)) = (&self.plan, &needs, project.flow(current)) {
+            // `current` reads what earlier flows planned for its own entity and systems.
+            let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+            plan.retain(|scope, _| scope.entity == f.entity || n.entities.contains(&scope.entity));
+            let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+            created.retain(|(system, _), _| {
+                *system == f.from || *system == f.to || n.systems.contains(system)
+            });
+        }
+        *self.needs.lock().unwrap_or_else(|e| e.into_inner()) = needs;
+    }
+
+    /// How many bindings and planned creates the plan holds now.
+    pub fn plan_held(&self) -> (usize, usize) {
+        let bindings = self.plan.as_ref().map_or(0, |plan| {
+            let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+            plan.values().map(HashMap::len).sum()
+        });
+        let created = self.created.lock().unwrap_or_else(|e| e.into_inner());
+        (bindings, created.values().map(HashMap::len).sum())
+    }
+
+    /// Whether the plan keeps what is planned for `entity`, or created in `system`.
+    fn plan_keeps(&self, entity: Option<&str>, system: Option<&str>) -> bool {
+        let needs = self.needs.lock().unwrap_or_else(|e| e.into_inner());
+        needs.as_ref().is_none_or(|n| {
+            entity.is_none_or(|e| n.entities.contains(e))
+                && system.is_none_or(|s| n.systems.contains(s))
+        })
+    }
+
     /// Remembers a binding a dry run would write; false when this engine keeps no plan.
     pub(crate) fn plan_binding(&self, scope: &Scope, b: &Binding) -> bool {
         let Some(plan) = &self.plan else {
             return false;
         };
+        if !self.plan_keeps(Some(&scope.entity), None) {
+            return true;
+        }
         let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
         plan.entry(scope.clone())
             .or_default()
@@ -245,6 +354,9 @@ impl Engine {
     ) -> bool {
         if self.plan.is_none() {
             return false;
+        }
+        if !self.plan_keeps(None, Some(system)) {
+            return true;
         }
         let mut created = self.created.lock().unwrap_or_else(|e| e.into_inner());
         created

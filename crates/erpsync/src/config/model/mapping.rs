@@ -143,9 +143,11 @@ pub struct FieldSpecConfig {
     /// when a record is updated, so a write that replaces the whole list or object keeps what
     /// only the target has: `true` for an object (the target's other members stay), or the
     /// member a list's objects are paired on (e.g. `key` for `[{key, value}]`: paired entries
-    /// take the mapped members, the target's other entries stay, new ones are added).
+    /// take the mapped members, the target's other entries stay, new ones are added), or
+    /// `{key, unpaired}` where the target's entries the value has no pair for are sent with
+    /// the `unpaired` members set (`{quantity: 0}` removes a WooCommerce order line).
     #[serde(default)]
-    #[schemars(extend("examples" = [true, "key", "name"]))]
+    #[schemars(extend("examples" = [true, "key", "name", {"key": "sku", "unpaired": {"quantity": 0}}]))]
     pub merge: Option<MergeConfig>,
 }
 
@@ -157,6 +159,23 @@ pub enum MergeConfig {
     Object(bool),
     /// A list of objects paired on this member.
     ByKey(String),
+    /// A list of objects paired on `key`, whose unpaired target entries take `unpaired`.
+    Keyed(KeyedMergeConfig),
+}
+
+/// `merge: {key, unpaired}`: a list merge that also says what becomes of the target's
+/// entries the written list has no pair for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct KeyedMergeConfig {
+    /// The member the lists' objects are paired on, e.g. `sku`.
+    pub key: String,
+    /// Members set on each of the target's entries that has no pair in the written list (the
+    /// entry keeps its other members, its `id` among them); without it they are sent as they
+    /// are. APIs that delete a list entry only when told to (a zero quantity, `_destroy`) need
+    /// this for an entry the source no longer has.
+    #[serde(default)]
+    pub unpaired: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// A lookup of a value in a table.

@@ -45,7 +45,8 @@ pub struct OperationConfig {
     /// JSONPath to the list of records in a list response, e.g. `$.data`. A path with two
     /// `[*]` or more (`$.data[*].variants[*]`) lists the records of nested lists; each keeps
     /// the element of the `[*]` above its own as its parent, `$parent.…` and
-    /// `{{parent.…}}` in read mappings.
+    /// `{{parent.…}}` in read mappings; with three levels, `$parent.parent.…` reads the one
+    /// above the parent.
     #[serde(default)]
     pub records: Option<String>,
     /// JSONPath to the record in a single-record response (lookup, create, update), e.g.

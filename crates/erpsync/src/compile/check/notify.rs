@@ -1,0 +1,84 @@
+//! The daemon's `notify` section: channels, and the flows their rules name.
+
+use std::sync::Arc;
+
+use super::Checker;
+use crate::compile::Flow;
+use crate::config::Code;
+
+/// `daemon.notify`: each channel has what its kind needs; rules name channels and flows that
+/// exist, and carry the numbers their event needs.
+pub(super) fn check_notify(
+    ck: &mut Checker,
+    file: usize,
+    n: &crate::config::model::NotifyConfig,
+    flows: &[Arc<Flow>],
+) {
+    use crate::config::model::{NotifyChannelKind as Kind, NotifyOn};
+    for (name, c) in &n.channels {
+        let at = format!("daemon.notify.channels.{name}");
+        let missing: &[(&str, bool)] = match c.kind {
+            Kind::Webhook | Kind::Slack => &[("url", c.url.is_none())],
+            Kind::Email => &[
+                ("smtp", c.smtp.is_none()),
+                ("from", c.from.is_none()),
+                ("to", c.to.is_empty()),
+            ],
+        };
+        for (key, absent) in missing {
+            if *absent {
+                ck.at(
+                    file,
+                    Code::Invalid,
+                    &at,
+                    format!("channel `{name}` needs `{key}`"),
+                );
+            }
+        }
+    }
+    let mut flow_names: Vec<&str> = flows.iter().map(|f| f.id.as_str()).collect();
+    flow_names.extend(flows.iter().map(|f| f.name.as_str()));
+    flow_names.sort_unstable();
+    flow_names.dedup();
+    for (name, r) in &n.rules {
+        let at = format!("daemon.notify.rules.{name}");
+        if r.to.is_empty() {
+            ck.at(
+                file,
+                Code::Invalid,
+                &format!("{at}.to"),
+                format!("rule `{name}` sends to no channel"),
+            );
+        }
+        for c in &r.to {
+            if !n.channels.contains_key(c) {
+                ck.unknown(
+                    file,
+                    &format!("{at}.to"),
+                    "channel",
+                    c,
+                    n.channels.keys().map(String::as_str),
+                );
+            }
+        }
+        for f in &r.flows {
+            if !flow_names.contains(&f.as_str()) {
+                ck.unknown(
+                    file,
+                    &format!("{at}.flows"),
+                    "flow",
+                    f,
+                    flow_names.iter().copied(),
+                );
+            }
+        }
+        if r.on == NotifyOn::Failures && r.count.is_none_or(|c| c == 0) {
+            ck.at(
+                file,
+                Code::Invalid,
+                &format!("{at}.count"),
+                format!("rule `{name}` on `failures` needs a `count` of at least 1"),
+            );
+        }
+    }
+}
