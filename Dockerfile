@@ -20,6 +20,7 @@ FROM rust:1.89-slim-bookworm AS build
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
+COPY crates ./crates
 COPY flows ./flows
 COPY schemas ./schemas
 COPY benches ./benches

@@ -43,9 +43,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use erpsync::compile::{MapEnv, NoRefs};
-use erpsync::sim::erp::ErpProduct;
-use erpsync::sim::shop::TokenBucket;
-use erpsync::sim::{
+use erpsync_sim::erp::ErpProduct;
+use erpsync_sim::shop::TokenBucket;
+use erpsync_sim::{
     CatalogueItem, ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both,
 };
 use serde_json::{Map, Value, json};
@@ -355,8 +355,8 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
         }
         let new = skus / 200;
         for i in 0..new {
-            let item = erpsync::sim::seed::catalogue(1, i as u64).remove(0);
-            let code = erpsync::sim::seed::sku(skus + 1 + i);
+            let item = erpsync_sim::seed::catalogue(1, i as u64).remove(0);
+            let code = erpsync_sim::seed::sku(skus + 1 + i);
             let mut p = ErpProduct::new(&code, &format!("Produs nou {i}"), 10.0 + i as f64);
             p.extra = erp_extra(&CatalogueItem {
                 sku: code.clone(),
@@ -1214,7 +1214,7 @@ fn mapping(n: usize) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let path = dir.path().join("mapping.yaml");
     std::fs::write(&path, MAPPING_PROJECT)?;
-    let (project, diags) = erpsync::cli::validate::check(std::slice::from_ref(&path));
+    let (project, diags) = erpsync::compile::project::check(std::slice::from_ref(&path));
     let Some(project) = project else {
         bail!("the mapping project is invalid: {diags:?}");
     };

@@ -1,5 +1,8 @@
-//! The `erpsync` command: parses arguments and hands over to `erpsync::cli`.
+//! The `erpsync` command: parses arguments and hands over to `cli`, which runs the commands on
+//! the `erpsync` library and, for `demo` and `sim`, the `erpsync-sim` simulators.
+
+mod cli;
 
 fn main() -> std::process::ExitCode {
-    erpsync::cli::main()
+    cli::main()
 }

@@ -14,11 +14,11 @@ use serde_json::{Map, Value};
 
 use super::common::{load_project, usage};
 use super::output::FormatArgs;
-use crate::authoring::exchange::{BASE_URL_PLACEHOLDER, replace_in_json};
-use crate::authoring::proxy::Proxies;
-use crate::authoring::testfile::TestFileConfig;
-use crate::compile::{MapEnv, NoRefs, Project, SystemDef};
-use crate::connector::{CallInput, HttpSystem};
+use erpsync::authoring::exchange::{BASE_URL_PLACEHOLDER, replace_in_json};
+use erpsync::authoring::proxy::Proxies;
+use erpsync::authoring::testfile::TestFileConfig;
+use erpsync::compile::{MapEnv, NoRefs, Project, SystemDef};
+use erpsync::connector::{CallInput, HttpSystem};
 
 /// Arguments of `erpsync call`.
 #[derive(Debug, clap::Args)]
@@ -89,7 +89,7 @@ fn payload(sets: &[String]) -> anyhow::Result<Value> {
 }
 
 fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    crate::expr::parse_datetime(text)
+    erpsync::expr::parse_datetime(text)
         .ok_or_else(|| usage(format!("`--since {text}`: expected RFC 3339 or YYYY-MM-DD")))
 }
 
@@ -130,7 +130,7 @@ fn map_record(
         .read
         .apply_in(native, parent, &env, None)
         .map_err(|e| e.to_string())
-        .and_then(|m| crate::engine::canonical::normalise(canon_ent, m));
+        .and_then(|m| erpsync::engine::canonical::normalise(canon_ent, m));
     match mapped {
         Err(e) => serde_json::json!({"entity": entity, "id": id, "error": e}),
         Ok(canon) => {
@@ -150,7 +150,7 @@ fn map_record(
             serde_json::json!({
                 "entity": entity,
                 "id": id,
-                "key": crate::engine::canonical::field_text(&canon, &canon_ent.key),
+                "key": erpsync::engine::canonical::field_text(&canon, &canon_ent.key),
                 "canonical": canon,
                 "fields": fields,
             })
@@ -212,24 +212,24 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .ok_or_else(|| usage(format!("system `{}` has no `base_url`", args.system)))?;
     let rt = tokio::runtime::Runtime::new()?;
-    let shown_base = crate::redact::redact(upstream.trim_end_matches('/')).into_owned();
+    let shown_base = erpsync::redact::redact(upstream.trim_end_matches('/')).into_owned();
     let (records, parents, error, exchanges, http) = rt.block_on(async {
         let proxies = Proxies::start(&BTreeMap::from([(args.system.clone(), upstream)])).await?;
-        let redirected = crate::authoring::redirect(&project, &proxies.urls)?;
+        let redirected = erpsync::authoring::redirect(&project, &proxies.urls)?;
         let rdef = redirected
             .systems
             .get(&args.system)
             .cloned()
             .ok_or_else(|| anyhow::anyhow!("system `{}` vanished", args.system))?;
-        let http = HttpSystem::new(rdef.spec.clone(), Arc::new(crate::clock::SystemClock))?;
-        let announce: crate::connector::WaitAnnouncer =
-            Arc::new(|n: &crate::connector::WaitNotice| eprintln!("erpsync: {n}"));
+        let http = HttpSystem::new(rdef.spec.clone(), Arc::new(erpsync::clock::SystemClock))?;
+        let announce: erpsync::connector::WaitAnnouncer =
+            Arc::new(|n: &erpsync::connector::WaitNotice| eprintln!("erpsync: {n}"));
         http.set_waits(Some(std::time::Duration::from_secs(60)), Some(announce));
         let mut records = Vec::new();
         // Each record's parent when the `records` path is nested.
         let mut parents: Vec<Option<Arc<Value>>> = Vec::new();
         let mut error = None;
-        if op.paginate.is_some() {
+        if op.paginated() {
             let mut pages = std::pin::pin!(http.list(&args.operation, input.clone()));
             let mut n = 0;
             while n < args.pages.max(1) {
@@ -263,10 +263,10 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         let exchanges = proxies.recording.exchanges();
         Ok::<_, anyhow::Error>((records, parents, error, exchanges, http))
     })?;
-    let records: Vec<Value> = records.iter().map(crate::redact::redact_json).collect();
+    let records: Vec<Value> = records.iter().map(erpsync::redact::redact_json).collect();
     let parents: Vec<Option<Value>> = parents
         .iter()
-        .map(|p| p.as_deref().map(crate::redact::redact_json))
+        .map(|p| p.as_deref().map(erpsync::redact::redact_json))
         .collect();
     let mapped: Vec<Value> = records
         .iter()
@@ -280,7 +280,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     if let Some(file) = &args.record {
-        use crate::authoring::testfile::is_test_material;
+        use erpsync::authoring::testfile::is_test_material;
         let yaml = file.extension().is_some_and(|e| e == "yaml" || e == "yml");
         if yaml && !is_test_material(file) {
             crate::errln!(
@@ -322,7 +322,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
             "system": args.system,
             "operation": args.operation,
             "ok": error.is_none(),
-            "error": error.as_deref().map(|e| crate::redact::redact(e).into_owned()),
+            "error": error.as_deref().map(|e| erpsync::redact::redact(e).into_owned()),
             "exchanges": shown,
             "records": records,
             "mapped": mapped,
@@ -403,7 +403,7 @@ fn print_text(
         args.operation
     );
     for (i, r) in records.iter().enumerate() {
-        crate::outln!("  [{}] {}", i + 1, crate::authoring::exchange::short(r));
+        crate::outln!("  [{}] {}", i + 1, erpsync::authoring::exchange::short(r));
     }
     if entities.is_empty() {
         crate::outln!(
@@ -441,13 +441,13 @@ fn print_text(
             crate::outln!(
                 "  {:<width$} = {:<24}  ← {}",
                 f["field"].as_str().unwrap_or(""),
-                crate::authoring::exchange::short(&f["value"]),
+                erpsync::authoring::exchange::short(&f["value"]),
                 f["from"].as_str().unwrap_or("")
             );
         }
     }
     if let Some(e) = error {
-        crate::outln!("── error ─ {}", crate::redact::redact(e));
+        crate::outln!("── error ─ {}", erpsync::redact::redact(e));
     }
 }
 

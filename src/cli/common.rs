@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 
-use crate::clock::SystemClock;
-use crate::compile::{Flow, Project};
-use crate::engine::{Decision, Engine, RecordReport, RunReport};
-use crate::state::{SqliteStore, Store};
+use erpsync::clock::SystemClock;
+use erpsync::compile::{Flow, Project};
+use erpsync::engine::{Decision, Engine, RecordReport, RunReport};
+use erpsync::state::{SqliteStore, Store};
 
 /// Arguments that locate the project and its state.
 #[derive(Debug, Clone, clap::Args)]
@@ -30,11 +30,11 @@ pub struct ProjectArgs {
 
 /// Why a project could not be started: its diagnostics.
 #[derive(Debug)]
-pub struct InvalidProject(pub Vec<crate::config::Diagnostic>);
+pub struct InvalidProject(pub Vec<erpsync::config::Diagnostic>);
 
 impl std::fmt::Display for InvalidProject {
     fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str(&crate::config::diagnostic::render_text(&self.0))
+        f.write_str(&erpsync::config::diagnostic::render_text(&self.0))
     }
 }
 
@@ -60,7 +60,7 @@ pub fn usage(message: impl Into<String>) -> anyhow::Error {
 
 /// Loads and compiles the project; invalid flow files are an `InvalidProject` error.
 pub fn load_project(paths: &[PathBuf]) -> anyhow::Result<Arc<Project>> {
-    let (project, diags) = crate::compile::project::check(paths);
+    let (project, diags) = erpsync::compile::project::check(paths);
     match project {
         Some(p) => Ok(Arc::new(p)),
         None => Err(InvalidProject(diags).into()),
@@ -169,8 +169,8 @@ impl StateLocation {
 pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store> {
     let loc = state_location(args, project)?;
     loc.check_exists(args.init_state)?;
-    let store = crate::state::open(&loc.url, &project.root)
-        .with_context(|| format!("opening state `{}`", crate::state::redact_url(&loc.url)))?;
+    let store = erpsync::state::open(&loc.url, &project.root)
+        .with_context(|| format!("opening state `{}`", erpsync::state::redact_url(&loc.url)))?;
     Ok(store)
 }
 
@@ -254,7 +254,7 @@ pub fn print_report(r: &RunReport, records: RecordLines) {
         crate::outln!("{line}");
     }
     for e in &r.errors {
-        crate::outln!("  error: {}", crate::redact::redact(e));
+        crate::outln!("  error: {}", erpsync::redact::redact(e));
     }
 }
 
@@ -281,7 +281,7 @@ pub fn record_text(rec: &RecordReport, records: RecordLines) -> Option<String> {
     let reason = rec
         .reason
         .as_deref()
-        .map(|r| format!("  ({})", crate::redact::redact(r)))
+        .map(|r| format!("  ({})", erpsync::redact::redact(r)))
         .unwrap_or_default();
     let mut text = format!("  {:<9} {}{target}{reason}\n", rec.decision.word(), rec.key);
     if records != RecordLines::WithReason {
@@ -320,7 +320,7 @@ pub fn reports_json(
         "runs": reports,
         "errors": errors
             .iter()
-            .map(|(flow, error)| serde_json::json!({"flow": flow, "error": crate::redact::redact(error)}))
+            .map(|(flow, error)| serde_json::json!({"flow": flow, "error": erpsync::redact::redact(error)}))
             .collect::<Vec<_>>(),
     })
 }

@@ -9,8 +9,8 @@ use anyhow::Context as _;
 
 use super::common::{load_project, open_state};
 use super::run::RunArgs;
-use crate::clock::SystemClock;
-use crate::daemon::{Daemon, ServeOptions, serve};
+use erpsync::clock::SystemClock;
+use erpsync::daemon::{Daemon, ServeOptions, serve};
 
 /// Where the daemon listens unless told otherwise: loopback, as the admin API is powerful.
 const DEFAULT_LISTEN: &str = "127.0.0.1:8700";

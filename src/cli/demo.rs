@@ -13,12 +13,12 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{StateOrigin, resolve_url, summary_line, usage};
-use crate::clock::SystemClock;
-use crate::config::env::Overrides;
-use crate::engine::{Engine, RunOptions, RunReport};
-use crate::sim::shop::{Order, Product};
-use crate::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
-use crate::state::{SqliteStore, Store};
+use erpsync::clock::SystemClock;
+use erpsync::config::env::Overrides;
+use erpsync::engine::{Engine, RunOptions, RunReport};
+use erpsync::state::{SqliteStore, Store};
+use erpsync_sim::shop::{Order, Product};
+use erpsync_sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
 
 /// Arguments of `erpsync demo`.
 #[derive(Debug, clap::Args)]
@@ -78,7 +78,7 @@ fn state_file(arg: &str) -> anyhow::Result<PathBuf> {
     if super::common::sqlite_path(arg).is_none() {
         return Err(usage(format!(
             "`--state` takes `sqlite:PATH` (the demo keeps its state in SQLite), not `{}`",
-            crate::state::redact_url(arg)
+            erpsync::state::redact_url(arg)
         )));
     }
     let loc = resolve_url(arg, StateOrigin::Argument, &std::env::current_dir()?);
@@ -168,12 +168,12 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir.clone(),
         None => write_embedded_flows(&tmp.path().join("flows"))?,
     };
-    let (project, diags) = crate::compile::project::check_with_env(
+    let (project, diags) = erpsync::compile::project::check_with_env(
         std::slice::from_ref(&flows),
         &world.env(args.no_rate_limit),
     );
     let Some(project) = project else {
-        crate::errout!("{}", crate::config::diagnostic::render_text(&diags));
+        crate::errout!("{}", erpsync::config::diagnostic::render_text(&diags));
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     };
     let state_path = match &state_path {
@@ -254,8 +254,8 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
 struct World {
     shop: ShopHandle,
     erp: ErpHandle,
-    items: Vec<crate::sim::seed::CatalogueItem>,
-    suppliers: Vec<crate::sim::erp::Supplier>,
+    items: Vec<erpsync_sim::seed::CatalogueItem>,
+    suppliers: Vec<erpsync_sim::erp::Supplier>,
 }
 
 impl World {
@@ -288,7 +288,7 @@ impl World {
                 49.9 + i as f64,
                 0,
             ))?;
-            erp.create_product(crate::sim::erp::ErpProduct::new(
+            erp.create_product(erpsync_sim::erp::ErpProduct::new(
                 &format!("ERP-NEW-{i}"),
                 &format!("Produs nou ERP {i}"),
                 99.0 + i as f64,
@@ -298,8 +298,8 @@ impl World {
         // The shop already knows one supplier, its fiscal code typed without the RO prefix
         // and with a space: matched, not duplicated.
         if let Some(s) = suppliers.first() {
-            let digits = crate::sim::seed::fiscal_digits(&s.vat_code);
-            shop.create_supplier(crate::sim::shop::SupplierInput {
+            let digits = erpsync_sim::seed::fiscal_digits(&s.vat_code);
+            shop.create_supplier(erpsync_sim::shop::SupplierInput {
                 name: Some(s.name.clone()),
                 vat_code: Some(format!("{} {}", &digits[..4], &digits[4..])),
                 ..Default::default()
@@ -371,20 +371,20 @@ impl World {
         if let Some(s) = self.suppliers.get(1) {
             erp.update_supplier(
                 s.id,
-                crate::sim::erp::SupplierInput {
+                erpsync_sim::erp::SupplierInput {
                     phone: Some("0212345678".into()),
                     ..Default::default()
                 },
             )?;
         }
-        erp.create_supplier(crate::sim::erp::SupplierInput {
+        erp.create_supplier(erpsync_sim::erp::SupplierInput {
             name: Some("Furnizor Nou SRL".into()),
             vat_code: Some("RO49999999".into()),
             email: Some("oferte@furnizor-nou.example.ro".into()),
             ..Default::default()
         })?;
         if let Some(first) = items.first() {
-            erp.create_order(crate::sim::erp::ErpOrderDraft {
+            erp.create_order(erpsync_sim::erp::ErpOrderDraft {
                 channel: "phone".into(),
                 client_name: "Client Telefon".into(),
                 client_email: "telefon@example.com".into(),
@@ -400,7 +400,7 @@ impl World {
         if let Some(s) = self.shop.suppliers().get(2) {
             self.shop.update_supplier(
                 s.id,
-                crate::sim::shop::SupplierInput {
+                erpsync_sim::shop::SupplierInput {
                     name: Some(format!("{} (vechi)", s.name)),
                     ..Default::default()
                 },
@@ -445,7 +445,7 @@ pub fn compare(shop: &ShopHandle, erp: &ErpHandle) -> Vec<String> {
     let mut out = Vec::new();
     let shop_products = shop.products();
     let erp_products = erp.products();
-    let by_code: HashMap<&str, &crate::sim::erp::ErpProduct> =
+    let by_code: HashMap<&str, &erpsync_sim::erp::ErpProduct> =
         erp_products.iter().map(|p| (p.code.as_str(), p)).collect();
     for p in &shop_products {
         match by_code.get(p.sku.as_str()) {

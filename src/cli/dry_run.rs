@@ -12,7 +12,7 @@ use super::common::{
 };
 use super::output::FormatArgs;
 use super::progress::{Printer, Progress};
-use crate::engine::{RecordReport, RecordSink, RunOptions, RunReport};
+use erpsync::engine::{RecordReport, RecordSink, RunOptions, RunReport};
 
 /// Arguments of `erpsync dry-run`.
 #[derive(Debug, clap::Args)]
@@ -47,7 +47,7 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     // Without `--flow`, what `run --once` would run: switches set in the console count.
     let flows = if args.flows.is_empty() {
         project
-            .select_with(&[], &rt.block_on(crate::state::switches(&store))?)
+            .select_with(&[], &rt.block_on(erpsync::state::switches(&store))?)
             .map_err(anyhow::Error::msg)?
     } else {
         flows
@@ -223,7 +223,7 @@ impl Stream {
     fn failed_run(&mut self, flow: &str, error: &str) {
         if !self.json {
             self.printer.suspend(|| {
-                crate::errln!("{flow}: {}", crate::redact::redact(error));
+                crate::errln!("{flow}: {}", erpsync::redact::redact(error));
             });
             return;
         }
@@ -263,5 +263,5 @@ fn indented<T: serde::Serialize + ?Sized>(value: &T, by: usize) -> String {
 
 /// Writes to stdout, secrets masked.
 fn out(text: &str) {
-    super::output::stdout(format_args!("{}", crate::redact::redact(text)));
+    super::output::stdout(format_args!("{}", erpsync::redact::redact(text)));
 }

@@ -9,9 +9,9 @@ use super::common::{
     reports_json, select_flows, usage,
 };
 use super::output::FormatArgs;
-use crate::compile::Project;
-use crate::engine::{Settlement, settle_pending};
-use crate::state::Store;
+use erpsync::compile::Project;
+use erpsync::engine::{Settlement, settle_pending};
+use erpsync::state::Store;
 
 /// Arguments of `erpsync failures`.
 #[derive(Debug, clap::Args)]
@@ -173,7 +173,7 @@ fn block(label: &str, value: Option<&serde_json::Value>) {
         Some(v) => {
             crate::outln!("{label}:");
             let text = serde_json::to_string_pretty(v).unwrap_or_default();
-            for line in crate::redact::redact(&text).lines() {
+            for line in erpsync::redact::redact(&text).lines() {
                 crate::outln!("  {line}");
             }
         }
@@ -216,7 +216,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
                         f.attempts,
                         when(f.updated_at)
                     );
-                    for line in wrap(&crate::redact::redact(&f.error), 90) {
+                    for line in wrap(&erpsync::redact::redact(&f.error), 90) {
                         crate::outln!("       {line}");
                     }
                 }
@@ -249,7 +249,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
                 when(f.created_at),
                 when(f.updated_at)
             );
-            crate::outln!("error: {}", crate::redact::redact(&f.error));
+            crate::outln!("error: {}", erpsync::redact::redact(&f.error));
             if let Some(status) = f.status {
                 crate::outln!("status: {status}");
             }
@@ -285,7 +285,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
                 let masked: Vec<_> = pending
                     .into_iter()
                     .map(|mut e| {
-                        e.payload = crate::redact::redact_json(&e.payload);
+                        e.payload = erpsync::redact::redact_json(&e.payload);
                         e
                     })
                     .collect();
@@ -354,7 +354,10 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
                         }
                         Err(e) => {
                             if !format.is_json() {
-                                crate::errln!("{flow}: {}", crate::redact::redact(&e.to_string()));
+                                crate::errln!(
+                                    "{flow}: {}",
+                                    erpsync::redact::redact(&e.to_string())
+                                );
                             }
                             errors.push((flow, e.to_string()));
                         }

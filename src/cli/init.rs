@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::common::usage;
-use crate::authoring::templates::{Erp, Shop, compose};
+use erpsync::authoring::templates::{Erp, Shop, compose};
 
 /// Arguments of `erpsync init`.
 #[derive(Debug, clap::Args)]

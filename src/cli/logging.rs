@@ -165,7 +165,7 @@ where
             area(meta.target()),
             fields.message,
         );
-        writeln!(w, "{}", crate::redact::redact(&text))
+        writeln!(w, "{}", erpsync::redact::redact(&text))
     }
 }
 
@@ -195,7 +195,7 @@ where
             obj.insert(k, v);
         }
         let text = serde_json::Value::Object(obj).to_string();
-        writeln!(w, "{}", crate::redact::redact(&text))
+        writeln!(w, "{}", erpsync::redact::redact(&text))
     }
 }
 

@@ -44,7 +44,7 @@ pub enum Command {
     /// Start a project from a template: a shop platform and an ERP, with a test skeleton.
     Init(init::InitArgs),
     /// Run the shop and ERP simulators (for trying flows by hand).
-    Sim(Box<crate::sim::cli::SimArgs>),
+    Sim(Box<crate::cli::sim::SimArgs>),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions(docs::CompletionsArgs),
     /// Print the man page (roff), generated from these commands.
@@ -88,6 +88,7 @@ pub mod progress;
 pub mod record;
 pub mod run;
 pub mod schema;
+pub mod sim;
 pub mod status;
 pub mod test;
 pub mod validate;
@@ -122,7 +123,7 @@ pub fn main() -> ExitCode {
         Command::Call(args) => call::run(args),
         Command::Test(args) => test::run(args),
         Command::Init(args) => init::run(args),
-        Command::Sim(args) => crate::sim::cli::run(*args),
+        Command::Sim(args) => crate::cli::sim::run(*args),
         Command::Completions(args) => docs::completions(args, Cli::command()),
         Command::Man(args) => docs::man(args, Cli::command()),
     };
@@ -138,11 +139,11 @@ pub fn main() -> ExitCode {
             ExitCode::from(EXIT_CONFIG)
         }
         Err(err) if err.is::<common::UsageError>() => {
-            crate::errln!("error: {}", crate::redact::redact(&err.to_string()));
+            crate::errln!("error: {}", erpsync::redact::redact(&err.to_string()));
             ExitCode::from(EXIT_USAGE)
         }
         Err(err) => {
-            crate::errln!("error: {}", crate::redact::redact(&error_chain(&err)));
+            crate::errln!("error: {}", erpsync::redact::redact(&error_chain(&err)));
             ExitCode::from(EXIT_FAILED)
         }
     }

@@ -67,7 +67,7 @@ fn write_to(closed: &AtomicBool, w: &mut dyn std::io::Write, args: std::fmt::Arg
 /// Prints a value as pretty JSON on stdout, secrets masked.
 pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(value)?;
-    stdout(format_args!("{}\n", crate::redact::redact(&text)));
+    stdout(format_args!("{}\n", erpsync::redact::redact(&text)));
     Ok(())
 }
 

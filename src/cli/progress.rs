@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::engine::RunProgress;
+use erpsync::engine::RunProgress;
 
 /// A spinner line fed by the engine's live totals.
 pub struct Progress {

@@ -6,14 +6,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::authoring::proxy::Proxies;
-use crate::authoring::runner::expectations_of;
-use crate::authoring::testfile::{
+use erpsync::authoring::proxy::Proxies;
+use erpsync::authoring::runner::expectations_of;
+use erpsync::authoring::testfile::{
     BindingSeedConfig, ExpectConfig, StateSeedConfig, TestFileConfig,
 };
-use crate::compile::{Flow, Project};
-use crate::engine::RunReport;
-use crate::state::{Scope, Store};
+use erpsync::compile::{Flow, Project};
+use erpsync::engine::RunReport;
+use erpsync::state::{Scope, Store};
 
 /// How the recorded run was asked for, so its replay runs the same way.
 pub struct RecordedRun<'a> {
@@ -59,7 +59,7 @@ impl Recorder {
                         ids.insert(system.clone(), id);
                     }
                     if let Some(base) = base {
-                        records.insert(system.clone(), crate::redact::redact_json(&base));
+                        records.insert(system.clone(), erpsync::redact::redact_json(&base));
                     }
                 }
                 seed.bindings.push(BindingSeedConfig {
@@ -84,7 +84,7 @@ impl Recorder {
 
     /// The project with every system behind its proxy.
     pub fn project(&self, project: &Project) -> anyhow::Result<Arc<Project>> {
-        Ok(Arc::new(crate::authoring::redirect(
+        Ok(Arc::new(erpsync::authoring::redirect(
             project,
             &self.proxies.urls,
         )?))

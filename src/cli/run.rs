@@ -10,7 +10,7 @@ use super::common::{
 };
 use super::output::FormatArgs;
 use super::progress::Progress;
-use crate::engine::{Interrupt, RunOptions};
+use erpsync::engine::{Interrupt, RunOptions};
 
 /// Arguments of `erpsync run`.
 #[derive(Debug, clap::Args)]
@@ -66,7 +66,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // wins over the flow file) and with a schedule; a manual flow runs only when named.
     let flows = if args.flows.is_empty() {
         project
-            .select_with(&[], &rt.block_on(crate::state::switches(&store))?)
+            .select_with(&[], &rt.block_on(erpsync::state::switches(&store))?)
             .map_err(anyhow::Error::msg)?
     } else {
         flows
@@ -130,7 +130,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
                 }
             }
             Err(e) if !json => {
-                crate::errln!("{}: {}", flow.id, crate::redact::redact(&e.to_string()))
+                crate::errln!("{}: {}", flow.id, erpsync::redact::redact(&e.to_string()))
             }
             Err(_) => {}
         });

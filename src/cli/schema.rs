@@ -30,13 +30,13 @@ pub struct SchemaArgs {
 pub fn run(args: SchemaArgs) -> anyhow::Result<ExitCode> {
     let (text, committed, model) = if args.test {
         (
-            crate::authoring::testfile::schema_text(),
+            erpsync::authoring::testfile::schema_text(),
             COMMITTED_TEST,
             "test-file model",
         )
     } else {
         (
-            crate::config::schema_nav::flow_schema_text(),
+            erpsync::config::schema_nav::flow_schema_text(),
             COMMITTED,
             "flow model",
         )

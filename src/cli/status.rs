@@ -8,9 +8,9 @@ use std::process::ExitCode;
 
 use super::common::{ProjectArgs, load_project, open_state_read_only};
 use super::output::FormatArgs;
-use crate::clock::{Clock as _, SystemClock};
-use crate::state::Lease;
-use crate::state::lease::provably_dead;
+use erpsync::clock::{Clock as _, SystemClock};
+use erpsync::state::Lease;
+use erpsync::state::lease::provably_dead;
 
 /// Arguments of `erpsync status`.
 #[derive(Debug, clap::Args)]
@@ -66,7 +66,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .filter_map(|l| Some((l.flow()?.to_string(), l)))
         .collect();
     // Systems a run or a probe last saw down (by their circuit breaker).
-    let down: Vec<crate::state::SystemHealth> = store
+    let down: Vec<erpsync::state::SystemHealth> = store
         .runs
         .system_health()
         .await?
@@ -164,7 +164,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             counts_text(&last["counts"]),
         );
         if let Some(e) = last["error"].as_str() {
-            crate::outln!("{:<26} error: {}", "", crate::redact::redact(e));
+            crate::outln!("{:<26} error: {}", "", erpsync::redact::redact(e));
         }
     }
     // Only while some node runs a flow: most of the time none does.
@@ -208,7 +208,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 time(h.down_since),
                 h.consecutive_failures,
                 time(h.next_probe),
-                crate::redact::redact(h.last_error.as_deref().unwrap_or("-")),
+                erpsync::redact::redact(h.last_error.as_deref().unwrap_or("-")),
             );
         }
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use super::output::FormatArgs;
-use crate::authoring::{TestRunError, run_test, testfile};
+use erpsync::authoring::{TestRunError, run_test, testfile};
 
 /// Arguments of `erpsync test`.
 #[derive(Debug, clap::Args)]
@@ -28,7 +28,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
     let json = args.format.is_json();
     let mut results = Vec::new();
     let (mut passed, mut failed, mut invalid) = (0usize, 0usize, 0usize);
-    for project in crate::config::load::projects(&args.paths) {
+    for project in erpsync::config::load::projects(&args.paths) {
         // Tests live in the project's folders; flow files given alone have none beside them
         // unless their folder holds some.
         let dirs: Vec<PathBuf> = project
@@ -60,7 +60,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                     let problems: Vec<String> = outcome
                         .problems
                         .iter()
-                        .map(|p| crate::redact::redact(p).into_owned())
+                        .map(|p| erpsync::redact::redact(p).into_owned())
                         .collect();
                     if outcome.passed() {
                         passed += 1;
@@ -111,7 +111,7 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => {
                     invalid += 1;
-                    let text = crate::redact::redact(&e.to_string()).into_owned();
+                    let text = erpsync::redact::redact(&e.to_string()).into_owned();
                     crate::errln!("{text}");
                     results.push(
                         serde_json::json!({"file": name, "result": "invalid", "problems": [text]}),

@@ -3,9 +3,9 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-pub use crate::compile::project::{check, check_with_env};
-use crate::config::Diagnostic;
-pub use crate::config::diagnostic::render_text;
+pub use erpsync::compile::project::check;
+use erpsync::config::Diagnostic;
+pub use erpsync::config::diagnostic::render_text;
 
 pub use super::output::Format;
 use super::output::FormatArgs;
@@ -37,7 +37,7 @@ const SECRET_KEYS: &[&str] = &[
 
 /// A project as it will run: every system merged with what it extends, every flow, the
 /// state and daemon settings. Secret values are masked.
-pub fn resolved(project: &crate::compile::Project) -> serde_json::Value {
+pub fn resolved(project: &erpsync::compile::Project) -> serde_json::Value {
     let systems: serde_json::Map<String, serde_json::Value> = project
         .systems
         .iter()
@@ -63,7 +63,7 @@ pub fn resolved(project: &crate::compile::Project) -> serde_json::Value {
     mask_secrets(&mut daemon, false);
     serde_json::json!({
         "root": project.root.display().to_string(),
-        "state": project.state_url.as_deref().map(crate::state::redact_url),
+        "state": project.state_url.as_deref().map(erpsync::state::redact_url),
         "daemon": daemon,
         "systems": systems,
         "flows": flows,
@@ -77,7 +77,7 @@ fn mask_secrets(v: &mut serde_json::Value, in_auth: bool) {
             for (k, val) in map.iter_mut() {
                 let secret = SECRET_KEYS.contains(&k.as_str()) && (k != "value" || in_auth);
                 if secret && val.is_string() {
-                    *val = crate::redact::MASK.into();
+                    *val = erpsync::redact::MASK.into();
                 } else {
                     mask_secrets(val, in_auth || k == "auth");
                 }
@@ -95,7 +95,7 @@ fn mask_secrets(v: &mut serde_json::Value, in_auth: bool) {
 pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let mut all = Vec::new();
     let mut reports = Vec::new();
-    for paths in crate::config::load::projects(&args.paths) {
+    for paths in erpsync::config::load::projects(&args.paths) {
         let (project, diags) = check(&paths);
         let name = paths
             .iter()

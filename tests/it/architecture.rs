@@ -1,12 +1,15 @@
-//! The shape of the crate: the import graph between the files under `src/` has no cycle, and
-//! the layers point one way (see `LAYERS`; the simulators serve the commands only).
+//! The shape of the workspace: the import graph between the files of its crates (the binary's
+//! `src/` and each `crates/*/src/`) has no cycle, and the layers point one way (see `LAYERS`;
+//! the simulators serve the commands only). The crates' manifests say the same: the simulators
+//! depend on no crate of erpsync but the clock, and the library not on the simulators.
 //!
 //! The graph is read from the source text, with no help from the compiler: a small tokenizer
 //! skips comments, strings and characters, then every path that names a module of the crate
 //! becomes an edge from the file it is written in to the file that defines what it names.
 //! Such paths are those of `use crate::…`, `use super::…`, `use self::…` and `use child::…`,
-//! paths in code (`crate::engine::Engine`, `super::Row`), and names a `use` brought in. Code in
-//! `#[cfg(test)]` modules counts like any other.
+//! paths through another crate of the workspace (`erpsync::engine::Engine`,
+//! `erpsync_clock::SharedClock`), paths in code (`crate::engine::Engine`, `super::Row`), and
+//! names a `use` brought in. Code in `#[cfg(test)]` modules counts like any other.
 //!
 //! Re-exports are followed: `use crate::connector::CompileProblem` is an edge to the file that
 //! defines `CompileProblem` (`connector/problem.rs`), not to `connector/mod.rs` that re-exports
@@ -24,23 +27,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// The layers, lowest first: a file may import from its own layer and those below it, never
-/// from one above. `clock.rs`, `redact.rs` and `lib.rs` (the output macros) are below them all.
+/// from one above. The clock crate, `redact.rs` and the library's `lib.rs` are below them all;
+/// the binary (`src/`: `main.rs` and the commands) is above them all.
 const LAYERS: &[(&str, &[&str])] = &[
-    ("base", &["src/clock.rs", "src/redact.rs", "src/lib.rs"]),
-    ("expr", &["src/expr/"]),
-    ("config", &["src/config/"]),
-    ("state", &["src/state/"]),
-    ("connector", &["src/connector/"]),
-    ("compile", &["src/compile/"]),
-    ("engine", &["src/engine/"]),
-    ("daemon", &["src/daemon/"]),
-    ("authoring", &["src/authoring/"]),
-    ("cli", &["src/cli/"]),
+    (
+        "base",
+        &[
+            "crates/erpsync-clock/src/",
+            "crates/erpsync/src/redact.rs",
+            "crates/erpsync/src/lib.rs",
+        ],
+    ),
+    ("expr", &["crates/erpsync/src/expr/"]),
+    ("config", &["crates/erpsync/src/config/"]),
+    ("state", &["crates/erpsync/src/state/"]),
+    ("connector", &["crates/erpsync/src/connector/"]),
+    ("compile", &["crates/erpsync/src/compile/"]),
+    ("engine", &["crates/erpsync/src/engine/"]),
+    ("daemon", &["crates/erpsync/src/daemon/"]),
+    ("authoring", &["crates/erpsync/src/authoring/"]),
+    ("cli", &["src/"]),
 ];
 
-/// The simulators stand beside the layers: they use the base only, and only `cli` (the `demo`
-/// and `sim` commands) uses them.
-const SIM: &str = "src/sim/";
+/// The simulators stand beside the layers: they use the clock crate only, and only `cli` (the
+/// `demo` and `sim` commands) uses them.
+const SIM: &str = "crates/erpsync-sim/src/";
+
+/// The clock crate: all of erpsync the simulators may use.
+const CLOCK: &str = "crates/erpsync-clock/src/";
+
+/// The binary's crate, above every layer.
+const CLI: &str = "src/";
 
 // ---------------------------------------------------------------------------------------------
 // Tokens
@@ -188,15 +205,58 @@ fn tokens(text: &str) -> Vec<(Tok, usize)> {
 // ---------------------------------------------------------------------------------------------
 // Modules and files
 
-/// One file of the crate and the module it defines.
+/// One file of the workspace and the module it defines.
 struct SourceFile {
-    /// Relative to the crate root, with `/` separators: `src/engine/report.rs`.
+    /// Relative to the workspace root, with `/` separators:
+    /// `crates/erpsync/src/engine/report.rs`.
     name: String,
+    /// The module path, starting with the crate's name: `["erpsync", "engine", "report"]`.
     module: Vec<String>,
     text: String,
 }
 
+/// The package name in the manifest of `dir`, as code spells it (`erpsync_sim`), or `fallback`.
+fn crate_name(dir: &Path, fallback: &str) -> String {
+    let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap_or_default();
+    let name = manifest
+        .split("[package]")
+        .nth(1)
+        .and_then(|package| {
+            package.lines().find_map(|l| {
+                let (key, value) = l.split_once('=')?;
+                (key.trim() == "name").then(|| value.trim().trim_matches('"').to_owned())
+            })
+        })
+        .unwrap_or_else(|| fallback.to_owned());
+    name.replace('-', "_")
+}
+
+/// The crates of the workspace at `root`: the root package's folder, then each of `crates/`,
+/// with the name code uses for it.
+fn crate_dirs(root: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = vec![(root.to_path_buf(), crate_name(root, "erpsync_cli"))];
+    if let Ok(entries) = std::fs::read_dir(root.join("crates")) {
+        let mut dirs: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
+        dirs.sort();
+        for dir in dirs {
+            let fallback = dir.file_name().unwrap().to_string_lossy().into_owned();
+            let name = crate_name(&dir, &fallback);
+            out.push((dir, name));
+        }
+    }
+    out.retain(|(dir, _)| dir.join("src").is_dir());
+    out
+}
+
 fn source_files(root: &Path) -> Vec<SourceFile> {
+    crate_dirs(root)
+        .into_iter()
+        .flat_map(|(dir, name)| crate_files(root, &dir, &name))
+        .collect()
+}
+
+/// The files under `dir/src`, their modules under the crate `krate`.
+fn crate_files(root: &Path, dir: &Path, krate: &str) -> Vec<SourceFile> {
     fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -208,25 +268,30 @@ fn source_files(root: &Path) -> Vec<SourceFile> {
         }
     }
     let mut paths = Vec::new();
-    walk(&root.join("src"), &mut paths);
+    walk(&dir.join("src"), &mut paths);
     paths.sort();
+    let slashed = |p: &Path| {
+        p.components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/")
+    };
     paths
         .into_iter()
-        .filter(|p| !p.ends_with("src/main.rs"))
         .map(|path| {
-            let rel = path.strip_prefix(root).unwrap();
-            let name = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect::<Vec<_>>()
-                .join("/");
-            let mut module: Vec<String> = name
-                .trim_end_matches(".rs")
-                .split('/')
-                .skip(1)
-                .map(str::to_owned)
+            let name = slashed(path.strip_prefix(root).unwrap());
+            let in_crate = slashed(path.strip_prefix(dir.join("src")).unwrap());
+            let mut module: Vec<String> = std::iter::once(krate.to_owned())
+                .chain(
+                    in_crate
+                        .trim_end_matches(".rs")
+                        .split('/')
+                        .map(str::to_owned),
+                )
                 .collect();
-            if matches!(module.last().map(String::as_str), Some("mod" | "lib")) {
+            // `mod.rs` is its folder's module; `lib.rs` and `main.rs` are the crate's root.
+            let last = module.last().map(String::as_str);
+            if last == Some("mod") || (module.len() == 2 && matches!(last, Some("lib" | "main"))) {
                 module.pop();
             }
             let text = std::fs::read_to_string(&path).unwrap();
@@ -259,20 +324,24 @@ struct Parsed {
 }
 
 /// Absolute form of `written` seen from module `current` of a file defining `module`, whose
-/// child modules are `children`; `None` for a path outside the crate.
+/// child modules are `children`, in a workspace whose crates are `crates`; `None` for a path
+/// outside the workspace.
 fn absolute(
     written: &[String],
     current: &[String],
     module: &[String],
     children: &BTreeSet<String>,
+    crates: &BTreeSet<String>,
     in_use: bool,
 ) -> Option<Vec<String>> {
     let first = written.first()?;
+    let krate = module.first()?;
     let mut out: Vec<String> = match first.as_str() {
-        "crate" => Vec::new(),
+        "crate" => vec![krate.clone()],
         "self" | "super" => current.to_vec(),
         _ if current == module && children.contains(first) => current.to_vec(),
-        _ if in_use && current.is_empty() => Vec::new(),
+        _ if crates.contains(first) => Vec::new(),
+        _ if in_use && current.len() == 1 => vec![krate.clone()],
         _ => return None,
     };
     let mut rest = if first == "crate" || first == "self" {
@@ -290,6 +359,7 @@ fn absolute(
 
 fn parse(file: &SourceFile, files: &[SourceFile]) -> Parsed {
     let toks = tokens(&file.text);
+    let crates: BTreeSet<String> = files.iter().map(|f| f.module[0].clone()).collect();
     let children: BTreeSet<String> = files
         .iter()
         .filter(|f| f.module.len() == file.module.len() + 1 && f.module.starts_with(&file.module))
@@ -354,7 +424,9 @@ fn parse(file: &SourceFile, files: &[SourceFile]) -> Parsed {
                     && (toks[i - 1].0 == Tok::Ident("pub".into())
                         || toks[i - 1].0 == Tok::Punct(')'));
                 for (path, line, alias, glob) in use_paths(&toks[i + 1..end]) {
-                    let Some(abs) = absolute(&path, &current, &file.module, &children, true) else {
+                    let Some(abs) =
+                        absolute(&path, &current, &file.module, &children, &crates, true)
+                    else {
                         continue;
                     };
                     if at_file_level {
@@ -385,7 +457,9 @@ fn parse(file: &SourceFile, files: &[SourceFile]) -> Parsed {
                     }
                     j += 2;
                 }
-                if let Some(abs) = absolute(&path, &current, &file.module, &children, false) {
+                if let Some(abs) =
+                    absolute(&path, &current, &file.module, &children, &crates, false)
+                {
                     parsed.uses.push((abs, toks[i].1, path.join("::")));
                     i = j;
                     continue;
@@ -471,7 +545,7 @@ fn resolve(
     (!strict).then_some(file)
 }
 
-/// The edges between the files under `src/`.
+/// The edges between the files of the workspace.
 fn import_graph(files: &[SourceFile]) -> Vec<Edge> {
     let parsed: Vec<Parsed> = files.iter().map(|f| parse(f, files)).collect();
     let mut edges = Vec::new();
@@ -685,13 +759,13 @@ fn layer_violations(files: &[SourceFile], edges: &[Edge]) -> Vec<String> {
         let (from, to) = (files[e.from].name.as_str(), files[e.to].name.as_str());
         let at = format!("{from}:{} `{}` -> {to}", e.line, e.path);
         if from.starts_with(SIM) {
-            if !(to.starts_with(SIM) || layer_of(to) == Some(0)) {
+            if !(to.starts_with(SIM) || to.starts_with(CLOCK)) {
                 out.push(format!(
-                    "{at}: the simulators use nothing of erpsync but the base"
+                    "{at}: the simulators use nothing of erpsync but the clock"
                 ));
             }
         } else if to.starts_with(SIM) {
-            if !from.starts_with("src/cli/") {
+            if !from.starts_with(CLI) {
                 out.push(format!("{at}: only `cli` uses the simulators"));
             }
         } else if let (Some(a), Some(b)) = (layer_of(from), layer_of(to))
@@ -712,7 +786,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The problems of the crate at `root`: cycles first, then imports against the layers.
+/// The problems of the workspace at `root`: cycles first, then imports against the layers.
 fn check(root: &Path) -> (Vec<String>, Vec<String>) {
     let files = source_files(root);
     let edges = import_graph(&files);
@@ -724,7 +798,7 @@ fn check(root: &Path) -> (Vec<String>, Vec<String>) {
 }
 
 #[test]
-fn the_files_under_src_import_each_other_without_a_cycle() {
+fn the_files_of_the_workspace_import_each_other_without_a_cycle() {
     let (found, _) = check(&repo());
     assert!(
         found.is_empty(),
@@ -737,6 +811,12 @@ fn the_files_under_src_import_each_other_without_a_cycle() {
 #[test]
 fn layers_point_one_way() {
     let files = source_files(&repo());
+    for krate in [CLI, CLOCK, SIM, "crates/erpsync/src/"] {
+        assert!(
+            files.iter().any(|f| f.name.starts_with(krate)),
+            "no file read under {krate}"
+        );
+    }
     assert!(
         files
             .iter()
@@ -752,11 +832,57 @@ fn layers_point_one_way() {
     );
 }
 
-/// A crate written for the check: each (path, text) goes under `src/` of a temporary folder.
+/// The crates of the workspace that depend on `package` in their manifest (dependencies of any
+/// kind), by manifest path.
+fn dependents(root: &Path, package: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for (dir, _) in crate_dirs(root) {
+        let manifest = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        let mut in_deps = false;
+        for line in manifest.lines().map(str::trim) {
+            if line.starts_with('[') {
+                // `[workspace.dependencies]` only lists versions for the members to pick from.
+                in_deps = line.contains("dependencies") && !line.starts_with("[workspace");
+                if line
+                    .trim_matches(['[', ']'])
+                    .ends_with(&format!("dependencies.{package}"))
+                {
+                    out.push(dir.join("Cargo.toml"));
+                }
+            } else if in_deps
+                && line
+                    .split(['=', '.'])
+                    .next()
+                    .is_some_and(|k| k.trim() == package)
+            {
+                out.push(dir.join("Cargo.toml"));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|p| p.strip_prefix(root).unwrap().display().to_string())
+        .collect()
+}
+
+#[test]
+fn the_crates_depend_on_each_other_as_the_layers_do() {
+    let root = repo();
+    // The simulators and the library build without each other: editing the engine does not
+    // compile the simulators again, and the simulators never reach into the engine.
+    assert_eq!(dependents(&root, "erpsync-sim"), ["Cargo.toml"]);
+    assert_eq!(dependents(&root, "erpsync"), ["Cargo.toml"]);
+    assert_eq!(
+        dependents(&root, "erpsync-clock"),
+        ["crates/erpsync/Cargo.toml", "crates/erpsync-sim/Cargo.toml"]
+    );
+}
+
+/// A workspace written for the check: each (path, text) goes at that path, relative to a
+/// temporary folder.
 fn fake_crate(files: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     for (path, text) in files {
-        let path = dir.path().join("src").join(path);
+        let path = dir.path().join(path);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, text).unwrap();
     }
@@ -766,39 +892,45 @@ fn fake_crate(files: &[(&str, &str)]) -> tempfile::TempDir {
 #[test]
 fn the_check_finds_a_cycle_through_a_re_export_and_names_its_imports() {
     let dir = fake_crate(&[
-        ("lib.rs", "pub mod config;\npub mod engine;\n"),
-        ("config/mod.rs", "mod model;\npub use model::Model;\n"),
+        (
+            "crates/erpsync/src/lib.rs",
+            "pub mod config;\npub mod engine;\n",
+        ),
+        (
+            "crates/erpsync/src/config/mod.rs",
+            "mod model;\npub use model::Model;\n",
+        ),
         // A string and a comment that look like imports are not.
         (
-            "config/model.rs",
+            "crates/erpsync/src/config/model.rs",
             "pub struct Model;\nfn f() { let _ = \"crate::engine::Run\"; } // use crate::engine;\nfn g(_: crate::engine::Run) {}\n",
         ),
         (
-            "engine/mod.rs",
+            "crates/erpsync/src/engine/mod.rs",
             "use crate::config::Model;\npub struct Run(Model);\n",
         ),
     ]);
     let (cycles, layers) = check(dir.path());
     assert_eq!(cycles.len(), 1, "{cycles:?}");
     assert!(
-        cycles[0].starts_with("files in a cycle: src/config/model.rs, src/engine/mod.rs\n"),
+        cycles[0].starts_with("files in a cycle: crates/erpsync/src/config/model.rs, crates/erpsync/src/engine/mod.rs\n"),
         "{}",
         cycles[0]
     );
     assert!(
-        cycles[0].contains("src/config/model.rs:3 `crate::engine::Run` -> src/engine/mod.rs"),
+        cycles[0].contains("crates/erpsync/src/config/model.rs:3 `crate::engine::Run` -> crates/erpsync/src/engine/mod.rs"),
         "{}",
         cycles[0]
     );
     assert!(
-        cycles[0].contains("src/engine/mod.rs:1 `crate::config::Model` -> src/config/model.rs"),
+        cycles[0].contains("crates/erpsync/src/engine/mod.rs:1 `crate::config::Model` -> crates/erpsync/src/config/model.rs"),
         "{}",
         cycles[0]
     );
     assert_eq!(
         layers,
         [
-            "src/config/model.rs:3 `crate::engine::Run` -> src/engine/mod.rs: `engine` is above `config`"
+            "crates/erpsync/src/config/model.rs:3 `crate::engine::Run` -> crates/erpsync/src/engine/mod.rs: `engine` is above `config`"
         ]
     );
 }
@@ -806,38 +938,94 @@ fn the_check_finds_a_cycle_through_a_re_export_and_names_its_imports() {
 #[test]
 fn a_parent_may_use_its_children_but_a_child_reaching_back_through_a_sibling_is_a_cycle() {
     let parent_only = fake_crate(&[
-        ("lib.rs", "pub mod state;\n"),
+        ("crates/erpsync/src/lib.rs", "pub mod state;\n"),
         (
-            "state/mod.rs",
+            "crates/erpsync/src/state/mod.rs",
             "mod sqlite;\nmod types;\npub use types::Binding;\npub fn open() -> sqlite::Store { sqlite::Store }\n",
         ),
-        ("state/types.rs", "pub struct Binding;\n"),
+        ("crates/erpsync/src/state/types.rs", "pub struct Binding;\n"),
         (
-            "state/sqlite.rs",
+            "crates/erpsync/src/state/sqlite.rs",
             "use super::Binding;\npub struct Store;\nimpl Store { fn b(&self) -> Binding { Binding } }\n",
         ),
     ]);
     assert_eq!(check(parent_only.path()), (vec![], vec![]));
     let through_sibling = fake_crate(&[
-        ("lib.rs", "pub mod state;\n"),
+        ("crates/erpsync/src/lib.rs", "pub mod state;\n"),
         (
-            "state/mod.rs",
+            "crates/erpsync/src/state/mod.rs",
             "mod sqlite;\nmod types;\npub use types::Binding;\n",
         ),
         (
-            "state/types.rs",
+            "crates/erpsync/src/state/types.rs",
             "pub struct Binding;\nfn s() -> super::sqlite::Store { todo!() }\n",
         ),
         (
-            "state/sqlite.rs",
+            "crates/erpsync/src/state/sqlite.rs",
             "use super::{Binding, types};\npub struct Store;\n",
         ),
     ]);
     let (cycles, _) = check(through_sibling.path());
     assert_eq!(cycles.len(), 1, "{cycles:?}");
     assert!(
-        cycles[0].starts_with("files in a cycle: src/state/sqlite.rs, src/state/types.rs\n"),
+        cycles[0].starts_with("files in a cycle: crates/erpsync/src/state/sqlite.rs, crates/erpsync/src/state/types.rs\n"),
         "{}",
         cycles[0]
+    );
+}
+
+#[test]
+fn paths_through_other_crates_are_edges_and_the_simulators_stand_apart() {
+    let dir = fake_crate(&[
+        (
+            "crates/erpsync-clock/src/lib.rs",
+            "pub type SharedClock = ();\n",
+        ),
+        (
+            "crates/erpsync/src/lib.rs",
+            "pub mod engine;\npub use erpsync_clock as clock;\n",
+        ),
+        (
+            "crates/erpsync/src/engine/mod.rs",
+            "use crate::clock::SharedClock;\npub struct Engine(SharedClock);\nfn f(_: erpsync_sim::Sim) {}\n",
+        ),
+        (
+            "crates/erpsync-sim/src/lib.rs",
+            "use erpsync_clock::SharedClock;\npub struct Sim(SharedClock);\nfn f(_: erpsync::engine::Engine) {}\n",
+        ),
+        ("src/main.rs", "mod cli;\nfn main() { cli::main() }\n"),
+        (
+            "src/cli/mod.rs",
+            "use erpsync::engine::Engine;\nuse erpsync_sim::Sim;\npub fn main() {}\n",
+        ),
+    ]);
+    let files = source_files(dir.path());
+    let edges: Vec<(String, String)> = import_graph(&files)
+        .iter()
+        .map(|e| (files[e.from].name.clone(), files[e.to].name.clone()))
+        .collect();
+    // `crate::clock` is the clock crate, through the library's re-export.
+    assert!(
+        edges.contains(&(
+            "crates/erpsync/src/engine/mod.rs".into(),
+            "crates/erpsync-clock/src/lib.rs".into()
+        )),
+        "{edges:?}"
+    );
+    assert!(
+        edges.contains(&(
+            "src/cli/mod.rs".into(),
+            "crates/erpsync/src/engine/mod.rs".into()
+        )),
+        "{edges:?}"
+    );
+    let (cycles, layers) = check(dir.path());
+    assert_eq!(cycles.len(), 1, "{cycles:?}");
+    assert_eq!(
+        layers,
+        [
+            "crates/erpsync-sim/src/lib.rs:3 `erpsync::engine::Engine` -> crates/erpsync/src/engine/mod.rs: the simulators use nothing of erpsync but the clock",
+            "crates/erpsync/src/engine/mod.rs:3 `erpsync_sim::Sim` -> crates/erpsync-sim/src/lib.rs: only `cli` uses the simulators",
+        ]
     );
 }

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use erpsync::sim::shop::Product;
-use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
+use erpsync_sim::shop::Product;
+use erpsync_sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
 
 fn erpsync_in(dir: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_erpsync"));

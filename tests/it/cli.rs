@@ -4,10 +4,10 @@
 
 use std::process::Command;
 
-use erpsync::sim::erp::ErpProduct;
-use erpsync::sim::shop::{Order, Product};
-use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
 use erpsync::state::SqliteStore;
+use erpsync_sim::erp::ErpProduct;
+use erpsync_sim::shop::{Order, Product};
+use erpsync_sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
 
 use crate::support::project::{demo_project, sim_env};
 

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use erpsync::cli::validate::check;
+use erpsync::compile::project::check;
 use erpsync::config::load::projects;
 use proptest::prelude::*;
 

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{Daemon, DaemonEvent};
-use erpsync::sim::{FailRule, Faults, seed_both};
 use erpsync::state::{SqliteStore, Store};
+use erpsync_sim::{FailRule, Faults, seed_both};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -758,8 +758,8 @@ async fn the_binary_serves_the_console_with_its_assets_built_in() {
 /// it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_follows_the_consoles_switches() {
-    use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim};
     use erpsync::state::FlowSwitch;
+    use erpsync_sim::{ErpOptions, ErpSim, ShopOptions, ShopSim};
     let _ = rustls::crypto::ring::default_provider().install_default();
     let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
     let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use erpsync::sim::shop::Order;
-use erpsync::sim::{ErpOptions, ErpSim, Faults, ShopOptions, ShopSim, seed_both};
+use erpsync_sim::shop::Order;
+use erpsync_sim::{ErpOptions, ErpSim, Faults, ShopOptions, ShopSim, seed_both};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 

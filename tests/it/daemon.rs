@@ -13,10 +13,10 @@ use erpsync::daemon::{
     Cause, ConfigReloadError, Daemon, DaemonEvent, ServeOptions, TriggerRefusedError, serve,
 };
 use erpsync::engine::RunOptions;
-use erpsync::sim::shop::Order;
-use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
-use erpsync::sim::{ErpHandle, ShopHandle, WebhookConfig};
 use erpsync::state::{Failure, SqliteStore, Store};
+use erpsync_sim::shop::Order;
+use erpsync_sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
+use erpsync_sim::{ErpHandle, ShopHandle, WebhookConfig};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, oneshot};
@@ -57,7 +57,7 @@ async fn start_daemon(project: &Path, clock: &ManualClock) -> (Arc<Daemon>, Stor
 async fn rig(edit: impl FnOnce(String) -> String) -> Rig {
     let clock = ManualClock::new(start_time());
     let (shop, erp) = sims(&clock).await;
-    erpsync::sim::seed_both(&shop, &erp, 5, 7);
+    erpsync_sim::seed_both(&shop, &erp, 5, 7);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
@@ -387,7 +387,7 @@ fn order_event(number: &str, at: DateTime<Utc>) -> String {
 async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() {
     let clock = ManualClock::new(start_time());
     let (shop, erp) = sims(&clock).await;
-    erpsync::sim::seed_both(&shop, &erp, 5, 7);
+    erpsync_sim::seed_both(&shop, &erp, 5, 7);
     let (_dir, project, state) = demo_on_disk(&shop, &erp);
     let order = confirmed_order(&shop, "ana@example.com");
     let body = order_event(&order.number, clock.now());
@@ -466,7 +466,7 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
 async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sent_again() {
     let clock = ManualClock::new(start_time());
     let (shop, erp) = sims(&clock).await;
-    erpsync::sim::seed_both(&shop, &erp, 5, 7);
+    erpsync_sim::seed_both(&shop, &erp, 5, 7);
     let (_dir, project, state) = demo_on_disk(&shop, &erp);
     let order = confirmed_order(&shop, "ana@example.com");
     let body = order_event(&order.number, clock.now());
@@ -977,7 +977,7 @@ async fn two_shops_one_erp_a_shop_down_does_not_stop_the_other() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         format!("http://{}", l.local_addr().unwrap())
     };
-    erpsync::sim::seed_both(&shop_ro, &erp, 3, 1);
+    erpsync_sim::seed_both(&shop_ro, &erp, 3, 1);
     let dir = tempfile::tempdir().unwrap();
     let project = dir.path().join("project");
     std::fs::create_dir(&project).unwrap();
@@ -1167,7 +1167,7 @@ async fn a_system_that_stops_answering_is_shown_down_and_probed_until_it_answers
     let order = confirmed_order(&r.shop, "ana@example.com");
     let (url, stop, _task) = serve_http(d).await;
     // The ERP accepts connections and never answers.
-    r.erp.faults().set(erpsync::sim::Faults {
+    r.erp.faults().set(erpsync_sim::Faults {
         timeout_rate: 1.0,
         timeout_ms: 5_000,
         ..Default::default()

@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
-use erpsync::sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
-use erpsync::sim::shop::{Order, Product};
-use erpsync::sim::{Faults, ShopHandle};
 use erpsync::state::{Binding, Bindings, Scope, SqliteStore, Store};
+use erpsync_sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
+use erpsync_sim::shop::{Order, Product};
+use erpsync_sim::{Faults, ShopHandle};
 use serde_json::{Value, json};
 
 use crate::support::harness::{Harness, build};
@@ -120,7 +120,7 @@ fn variant_names(doc: &mut Value) {
 
 #[tokio::test]
 async fn a_variant_reads_its_products_title_and_a_new_title_reaches_every_variant() {
-    use erpsync::sim::shop::{ProductType, Variant, VariantOption};
+    use erpsync_sim::shop::{ProductType, Variant, VariantOption};
     let h = Harness::new(2, variant_names).await;
     let variant = |sku: &str, colour: &str| Variant {
         sku: sku.into(),
@@ -249,16 +249,16 @@ async fn a_merge_without_get_or_lookup_takes_the_record_the_run_read() {
 async fn merges_categories(edit: impl FnOnce(&mut Value)) {
     let clock = erpsync::clock::ManualClock::new("2026-03-01T08:00:00Z".parse().unwrap());
     let shared: erpsync::clock::SharedClock = Arc::new(clock.clone());
-    let shop = erpsync::sim::ShopSim::start(erpsync::sim::ShopOptions {
+    let shop = erpsync_sim::ShopSim::start(erpsync_sim::ShopOptions {
         keep_unmodelled: true,
-        ..erpsync::sim::ShopOptions::unlimited().with_clock(shared.clone())
+        ..erpsync_sim::ShopOptions::unlimited().with_clock(shared.clone())
     })
     .await
     .unwrap();
-    let erp = erpsync::sim::ErpSim::start(erpsync::sim::ErpOptions::unlimited().with_clock(shared))
+    let erp = erpsync_sim::ErpSim::start(erpsync_sim::ErpOptions::unlimited().with_clock(shared))
         .await
         .unwrap();
-    let items = erpsync::sim::seed_both(&shop, &erp, 2, 1);
+    let items = erpsync_sim::seed_both(&shop, &erp, 2, 1);
     let sku = items[0].sku.clone();
     let id = shop.product_by_sku(&sku).unwrap().id;
     shop.update_product(id, |p| {
@@ -312,7 +312,7 @@ async fn merges_categories(edit: impl FnOnce(&mut Value)) {
 /// variant's id, `$target.id` for the variant's own id in the body).
 #[tokio::test]
 async fn variant_stock_reaches_each_variant_through_its_product() {
-    use erpsync::sim::shop::{ProductType, Variant};
+    use erpsync_sim::shop::{ProductType, Variant};
     let h = Harness::new(2, |_| {}).await;
     let variant = |sku: &str| Variant {
         sku: sku.into(),
@@ -1140,7 +1140,7 @@ async fn reconciling_a_bidirectional_flow_finds_changes_the_cursor_missed() {
 // before the next page is read: that record moves to the end of the list order (and is
 // read twice), and the record that slides back across the page boundary is never served.
 
-fn drifting(faults: &erpsync::sim::FaultControl) {
+fn drifting(faults: &erpsync_sim::FaultControl) {
     faults.update(|f| f.page_drift = true);
 }
 
@@ -1619,7 +1619,7 @@ async fn the_next_source_page_is_read_while_one_is_written_and_a_failed_one_lose
     h.erp.counters().keep_log();
     h.shop.counters().keep_log();
     h.erp.faults().fail_next(
-        erpsync::sim::FailRule::new("GET", "/api/stock", 400, 1).with_query("offset=500"),
+        erpsync_sim::FailRule::new("GET", "/api/stock", 400, 1).with_query("offset=500"),
     );
     let opts = RunOptions {
         details: true,
@@ -1708,10 +1708,10 @@ async fn updates_go_out_concurrently_up_to_the_systems_concurrency_and_end_as_on
         let route = "/api/v2/products/";
         h.shop
             .faults()
-            .fail_next(erpsync::sim::FailRule::new("PATCH", route, 400, 2));
+            .fail_next(erpsync_sim::FailRule::new("PATCH", route, 400, 2));
         h.shop
             .faults()
-            .fail_next(erpsync::sim::FailRule::new("PATCH", route, 500, 2).after_apply());
+            .fail_next(erpsync_sim::FailRule::new("PATCH", route, 500, 2).after_apply());
         let r = h.run("stock").await;
         assert_eq!(
             (r.counts.updated, r.counts.failed),

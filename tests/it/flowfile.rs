@@ -5,9 +5,9 @@
 //! predicts the run flow after flow.
 
 use erpsync::engine::{Decision, RunReport};
-use erpsync::sim::Faults;
-use erpsync::sim::shop::Order;
 use erpsync::state::Store;
+use erpsync_sim::Faults;
+use erpsync_sim::shop::Order;
 use serde_json::json;
 
 use crate::support::harness::Harness;
@@ -343,7 +343,7 @@ fn an_enabled_flow_requiring_a_disabled_one_is_invalid() {
     doc["flows"]["customers_to_erp"]["enabled"] = json!(false);
     let file = dir.path().join("project.yaml");
     std::fs::write(&file, serde_yaml_text(&doc)).unwrap();
-    let (project, diags) = erpsync::cli::validate::check(std::slice::from_ref(&file));
+    let (project, diags) = erpsync::compile::project::check(std::slice::from_ref(&file));
     assert!(project.is_none());
     let d: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
     assert_eq!(diags.len(), 1, "{d:#?}");
@@ -917,7 +917,7 @@ fn messages_say_what_to_do() {
 /// asked to wait, why and until when.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_once_with_max_wait_does_not_sleep_through_a_lockout() {
-    use erpsync::sim::{ErpOptions, ErpSim, FailRule, ShopOptions, ShopSim, seed_both};
+    use erpsync_sim::{ErpOptions, ErpSim, FailRule, ShopOptions, ShopSim, seed_both};
     let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
     let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
     seed_both(&shop, &erp, 3, 2);
@@ -985,7 +985,7 @@ fn shipped_budgets_leave_headroom_under_the_documented_limits() {
     ];
     for (dir, system, calls, window) in limits {
         let path = crate::support::repo().join(dir);
-        let (project, diags) = erpsync::cli::validate::check(std::slice::from_ref(&path));
+        let (project, diags) = erpsync::compile::project::check(std::slice::from_ref(&path));
         let project = project.unwrap_or_else(|| panic!("{dir}: {diags:#?}"));
         let rl = project.systems[system]
             .config
@@ -1010,7 +1010,7 @@ fn shipped_budgets_leave_headroom_under_the_documented_limits() {
 /// the lines `erpsync run --once` then prints.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_of_a_project_prints_what_the_run_then_does() {
-    use erpsync::sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
+    use erpsync_sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
     let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
     let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
     seed_both(&shop, &erp, 6, 4);

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use erpsync::sim::{
+use erpsync::state::{Lease, Store};
+use erpsync_sim::{
     ErpHandle, ErpOptions, ErpSim, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
 };
-use erpsync::state::{Lease, Store};
 use serde_json::{Value, json};
 
 use crate::support::project::{demo_project, sim_env};
@@ -332,7 +332,7 @@ async fn deliver(base: &str, number: &str, id: &str) -> (u16, Value, Option<u64>
         .post(format!("{base}/hooks/shop-orders"))
         .header(
             "X-Webhook-Signature",
-            erpsync::sim::webhook::sign(body.as_bytes(), "demo-webhook-secret"),
+            erpsync_sim::webhook::sign(body.as_bytes(), "demo-webhook-secret"),
         )
         .header("X-Webhook-Id", id)
         .body(body)
@@ -1045,7 +1045,7 @@ async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost(
 /// could sign it, without exporting the order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_warns_of_a_webhook_without_a_secret_and_trusts_none_of_its_deliveries() {
-    use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
+    use erpsync_sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
     let rig = Rig::new(1, ErpOptions::unlimited(), |doc| {
         doc["daemon"]["webhooks"]["shop_orders"]["secret"] = json!("${SHOP_HOOK_SECRET_NOT_SET:-}");
     })

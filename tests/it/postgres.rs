@@ -13,11 +13,11 @@ use chrono::{DateTime, Utc};
 use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
-use erpsync::sim::seed_both;
 use erpsync::state::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, PostgresStore, Scope,
     SqliteStore, StateStoreError, StateWrite, Store,
 };
+use erpsync_sim::seed_both;
 use serde_json::json;
 
 use crate::support::postgres::{PgSchema, pg};

@@ -6,8 +6,8 @@
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use erpsync::sim::shop::Order;
-use erpsync::sim::{FailRule, Faults};
+use erpsync_sim::shop::Order;
+use erpsync_sim::{FailRule, Faults};
 use serde_json::{Value, json};
 
 use crate::support::binary::{Project, kill_when, text};

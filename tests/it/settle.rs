@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::process::{Command, Output};
 
-use erpsync::sim::{ErpOptions, ErpSim, FailRule, Faults, ShopOptions, ShopSim, seed_both};
+use erpsync_sim::{ErpOptions, ErpSim, FailRule, Faults, ShopOptions, ShopSim, seed_both};
 use serde_json::json;
 
 use crate::support::binary::text;

@@ -9,10 +9,10 @@ use axum::body::Bytes;
 use axum::http::HeaderMap;
 use chrono::{DateTime, Utc};
 use erpsync::clock::{ManualClock, SharedClock};
-use erpsync::sim::erp::{ErpOrderDraft, ErpProduct};
-use erpsync::sim::shop::{Order, Product, ProductType};
-use erpsync::sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
-use erpsync::sim::{
+use erpsync_sim::erp::{ErpOrderDraft, ErpProduct};
+use erpsync_sim::shop::{Order, Product, ProductType};
+use erpsync_sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
+use erpsync_sim::{
     BurstLimit, ErpHandle, ErpOptions, ErpSim, FailRule, Faults, ShopHandle, ShopOptions, ShopSim,
     TokenBucket, WebhookConfig,
 };
@@ -1029,7 +1029,7 @@ async fn the_control_api_drives_faults_and_mutations() {
 async fn both_sides_share_a_seeded_catalogue_and_seeding_scales() {
     let (shop, _) = shop().await;
     let (erp, _) = erp().await;
-    let items = erpsync::sim::seed_both(&shop, &erp, 100_000, 9);
+    let items = erpsync_sim::seed_both(&shop, &erp, 100_000, 9);
     assert_eq!(
         (shop.product_count(), erp.product_count()),
         (100_000, 100_000)
@@ -1185,7 +1185,7 @@ async fn suppliers_are_unique_by_fiscal_code_on_both_sides() {
 async fn goods_received_from_a_supplier_raise_stock_all_or_nothing() {
     let (erp, clock) = erp().await;
     erp.seed_products(3, 2);
-    erp.create_supplier(erpsync::sim::erp::SupplierInput {
+    erp.create_supplier(erpsync_sim::erp::SupplierInput {
         name: Some("Nord Distributie SRL".into()),
         vat_code: Some("RO12345678".into()),
         ..Default::default()

@@ -4,8 +4,8 @@
 //! kept in the failure store until it is fixed and retried.
 
 use erpsync::engine::{Decision, RunOptions};
-use erpsync::sim::erp::SupplierInput as ErpSupplier;
-use erpsync::sim::shop::SupplierInput as ShopSupplier;
+use erpsync_sim::erp::SupplierInput as ErpSupplier;
+use erpsync_sim::shop::SupplierInput as ShopSupplier;
 
 use crate::support::harness::Harness;
 use crate::support::project::WAREHOUSE;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use crate::support::repo;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE;
-use erpsync::sim::shop::{Order, Product, SupplierInput};
-use erpsync::sim::{ShopHandle, ShopOptions, ShopSim};
+use erpsync_sim::shop::{Order, Product, SupplierInput};
+use erpsync_sim::{ShopHandle, ShopOptions, ShopSim};
 use reqwest::{Client, Method};
 use serde_json::{Value, json};
 

@@ -10,20 +10,20 @@ use std::time::Duration;
 use crate::support::repo;
 use axum::body::Bytes;
 use axum::http::HeaderMap;
-use erpsync::cli::validate::check_with_env;
 use erpsync::clock::ManualClock;
+use erpsync::compile::project::check_with_env;
 use erpsync::config::env::Overrides;
 use erpsync::daemon::{Daemon, ServeOptions, serve};
 use erpsync::engine::{Engine, RunOptions, RunReport};
-use erpsync::sim::erp::{ErpProduct, SalesLine};
-use erpsync::sim::shop::Order;
-use erpsync::sim::webhook::sign;
-use erpsync::sim::woo::{WooOrder, WooProduct};
-use erpsync::sim::{
+use erpsync::state::{SqliteStore, Store};
+use erpsync_sim::erp::{ErpProduct, SalesLine};
+use erpsync_sim::shop::Order;
+use erpsync_sim::webhook::sign;
+use erpsync_sim::woo::{WooOrder, WooProduct};
+use erpsync_sim::{
     ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, WebhookConfig, WooHandle,
     WooOptions, WooSim, seed_both,
 };
-use erpsync::state::{SqliteStore, Store};
 use reqwest::{Client, Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -613,7 +613,7 @@ async fn woo_stock_from_the_erp_reaches_woocommerce_incrementally_and_by_reconci
 #[tokio::test]
 async fn woo_flows_wait_out_injected_429s_without_failed_records() {
     let h = WooHarness::new(20).await;
-    let faults = erpsync::sim::Faults {
+    let faults = erpsync_sim::Faults {
         rate_limit_rate: 0.2,
         ..Default::default()
     };
@@ -945,7 +945,7 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
     let (order, _) = shipped_order(&h, "AWB-5").await;
     // The shop applies the create and then answers 503: the outcome is unknown to erpsync.
     h.woo.faults().fail_next(
-        erpsync::sim::FailRule::new(
+        erpsync_sim::FailRule::new(
             "POST",
             &format!("/wp-json/wc/v3/orders/{order}/shipment-trackings"),
             503,
@@ -1072,7 +1072,7 @@ async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_crea
         "{plan:#?}"
     );
     // The product is created; every attempt of the step after it fails.
-    h.woo.faults().fail_next(erpsync::sim::FailRule::new(
+    h.woo.faults().fail_next(erpsync_sim::FailRule::new(
         "PUT",
         "/wp-json/wc/v3/products/",
         503,
@@ -1151,7 +1151,7 @@ async fn woo_a_step_whose_answer_was_lost_and_that_nothing_guards_is_not_sent_ag
     h.later(3);
     // The shop creates the product and answers 503: erpsync cannot know it did.
     h.woo.faults().fail_next(
-        erpsync::sim::FailRule::new("POST", "/wp-json/wc/v3/products", 503, 1).after_apply(),
+        erpsync_sim::FailRule::new("POST", "/wp-json/wc/v3/products", 503, 1).after_apply(),
     );
     let r = h.run("products").await;
     assert_eq!(r.counts.failed, 1, "{r:#?}");
@@ -1254,7 +1254,7 @@ async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
     // step to take it over, fails the record with the step's request and answer.
     h.later(5);
     h.erp.set_stock("SKU-000003", "Depozit central", 5);
-    h.woo.faults().fail_next(erpsync::sim::FailRule::new(
+    h.woo.faults().fail_next(erpsync_sim::FailRule::new(
         "POST",
         "/wp-json/wc/v3/inventory-levels",
         400,
@@ -1553,7 +1553,7 @@ async fn a_run_on_a_terminal_shows_the_listings_total_and_the_time_left() {
     let items = woo.seed_products(230, 1);
     erp.seed_catalogue(&items);
     // Each WooCommerce page takes a while, so the line is drawn between pages.
-    woo.faults().set(erpsync::sim::Faults {
+    woo.faults().set(erpsync_sim::Faults {
         latency_ms: 500,
         ..Default::default()
     });

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use erpsync::sim::seed::CatalogueItem;
-use erpsync::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
+use erpsync_sim::seed::CatalogueItem;
+use erpsync_sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both};
 use serde_json::{Value, json};
 
 use super::project::{demo_project, sim_env};

@@ -19,9 +19,9 @@ pub async fn start(
     admin_token: Option<&str>,
 ) -> Arc<Daemon> {
     super::install_tls_provider();
-    let (compiled, diags) = erpsync::cli::validate::check(&paths);
+    let (compiled, diags) = erpsync::compile::project::check(&paths);
     let compiled =
-        compiled.unwrap_or_else(|| panic!("{}", erpsync::cli::validate::render_text(&diags)));
+        compiled.unwrap_or_else(|| panic!("{}", erpsync::config::diagnostic::render_text(&diags)));
     Daemon::new(
         paths,
         Arc::new(compiled),

@@ -8,8 +8,8 @@ use erpsync::clock::ManualClock;
 use erpsync::compile::project::check_with_env;
 use erpsync::config::env::Overrides;
 use erpsync::engine::{Engine, RunOptions, RunReport};
-use erpsync::sim::{ErpHandle, ShopHandle, seed_both};
 use erpsync::state::{SqliteStore, Store};
+use erpsync_sim::{ErpHandle, ShopHandle, seed_both};
 use serde_json::Value;
 
 use super::project::{demo_project, sim_env};

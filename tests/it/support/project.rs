@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use erpsync::sim::{ErpHandle, ShopHandle};
+use erpsync_sim::{ErpHandle, ShopHandle};
 use serde_json::{Value, json};
 
 use super::repo;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use erpsync::clock::{ManualClock, SharedClock};
-use erpsync::sim::seed::CatalogueItem;
-use erpsync::sim::shop::Order;
-use erpsync::sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim};
+use erpsync_sim::seed::CatalogueItem;
+use erpsync_sim::shop::Order;
+use erpsync_sim::{ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim};
 
 /// A shop and an ERP simulator without rate limits, both on `clock`.
 pub async fn sims(clock: &ManualClock) -> (ShopHandle, ErpHandle) {

@@ -1,0 +1,1097 @@
+//! Compiled field mappings: native record → canonical record, and canonical record → native
+//! payload. Each field is a JSONPath, a template, a constant, a table lookup, a reference to a
+//! related record's id, or a list mapped element by element.
+
+use std::collections::BTreeMap;
+
+use handlebars::Context;
+use serde_json::{Map, Value};
+
+use super::types::{convert, key_text};
+use crate::config::Code;
+use crate::config::model::{FieldMapConfig, FieldSpecConfig, FieldType, MergeConfig};
+use crate::expr::{JsonPath, Template};
+
+/// Finds the id, in the flow's target system, of a related record already synced.
+pub trait RefResolver {
+    fn resolve(&self, entity: &str, key: &str) -> Option<String>;
+}
+
+/// A resolver that knows nothing (mappings without `ref`).
+pub struct NoRefs;
+
+impl RefResolver for NoRefs {
+    fn resolve(&self, _: &str, _: &str) -> Option<String> {
+        None
+    }
+}
+
+/// A mapped field that could not be produced.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("field `{field}`: {reason}")]
+pub struct FieldMapError {
+    pub field: String,
+    pub reason: String,
+}
+
+/// A problem found while compiling a mapping: relative path, kind, message.
+pub(crate) type MappingProblem = (String, Code, String);
+
+#[derive(Debug, Clone, PartialEq)]
+enum Expr {
+    Path(JsonPath),
+    /// `$parent.…`: a path into the parent of a record of a nested listing.
+    Parent(JsonPath),
+    /// `$target.…`: a path into the record the target holds now (write mappings of updates).
+    Target(JsonPath),
+    Template(Template),
+    Const(Value),
+    Lookup {
+        table: String,
+        key: Box<Expr>,
+        required: bool,
+    },
+    Ref {
+        entity: String,
+        key: Box<Expr>,
+        part: Option<usize>,
+    },
+    Each {
+        path: JsonPath,
+        mapping: Mapping,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct Field {
+    name: String,
+    /// Where the field's expression is, relative to the mapping (`price.path`, `title`).
+    at: String,
+    target: Vec<String>,
+    expr: Expr,
+    ty: Option<FieldType>,
+    default: Option<Value>,
+    /// Merged with what the target holds at the field's place (see [`merge`]).
+    merge: Option<Merge>,
+}
+
+/// How a written value is merged with what the target holds at its place, so a write that
+/// replaces a list or an object keeps what only the target has (a buyer's note, an entry
+/// another system added).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Merge {
+    /// An object: the target's members the value lacks are kept.
+    Object,
+    /// A list of objects, paired on `key`: a pair is merged as objects (the value's members
+    /// win), the target's unpaired elements are kept in place (with the `unpaired` members
+    /// set, when given) and the value's are added after them.
+    ByKey {
+        key: String,
+        unpaired: Option<Map<String, Value>>,
+    },
+}
+
+/// A compiled mapping. Mappings compiled from equal declarations are equal.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Mapping {
+    fields: Vec<Field>,
+    needs_context: bool,
+    reads_target: bool,
+}
+
+/// What a record is mapped within besides itself: its parent in a nested listing (read
+/// mappings), the target's current record (write mappings of updates).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Around<'a> {
+    pub parent: Option<&'a Value>,
+    pub target: Option<&'a Value>,
+}
+
+/// What a mapping may consult besides the record.
+pub struct MapEnv<'a> {
+    /// Project `vars` (lookup tables live there), `{{vars.NAME}}` in templates.
+    pub vars: &'a Value,
+    /// The system's `vars` (with its `resolve`d values), `{{system.NAME}}` in templates.
+    pub system: &'a Value,
+    pub refs: &'a dyn RefResolver,
+}
+
+impl Mapping {
+    /// Compiles a mapping; problems carry paths relative to the mapping (`price.template`).
+    pub fn compile(map: &BTreeMap<String, FieldMapConfig>) -> (Mapping, Vec<MappingProblem>) {
+        let mut problems = Vec::new();
+        let mut fields = Vec::new();
+        for (name, cfg) in map {
+            if let Some(f) = compile_field(name, cfg, &mut problems) {
+                fields.push(f);
+            }
+        }
+        let needs_context = fields.iter().any(|f| uses_template(&f.expr));
+        let reads_target = fields.iter().any(|f| {
+            f.merge.is_some()
+                || !targets_of(&f.at, &f.expr).is_empty()
+                || template_reads(&f.expr, TARGET)
+        });
+        (
+            Mapping {
+                fields,
+                needs_context,
+                reads_target,
+            },
+            problems,
+        )
+    }
+
+    /// What each top-level field reads from the record it maps: the place of its expression
+    /// and the path read (a JSONPath's first member, or a template variable), so `validate`
+    /// can check names against the record's fields. Lists mapped with `each` read their
+    /// elements, which are not checked.
+    pub fn reads(&self) -> Vec<(String, Vec<String>)> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            reads_of(&f.at, &f.expr, &mut out);
+        }
+        out
+    }
+
+    /// Places of the `$parent…` paths (a lookup's or ref's key included): they need a
+    /// nested `records` path.
+    pub(crate) fn parent_reads(&self) -> Vec<String> {
+        fn walk(at: &str, e: &Expr, out: &mut Vec<String>) {
+            match e {
+                Expr::Parent(_) => out.push(at.to_string()),
+                Expr::Lookup { key, .. } => walk(&format!("{at}.lookup.key"), key, out),
+                Expr::Ref { key, .. } => walk(&format!("{at}.ref.key"), key, out),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        for f in &self.fields {
+            walk(&f.at, &f.expr, &mut out);
+        }
+        out
+    }
+
+    /// Places that read the target's current record (`$target…`, `{{target.…}}`, `merge`):
+    /// only write mappings have one.
+    pub(crate) fn target_reads(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            out.extend(targets_of(&f.at, &f.expr));
+            if template_reads(&f.expr, TARGET) {
+                out.push(f.at.clone());
+            }
+            if f.merge.is_some() {
+                out.push(format!("{}.merge", f.name));
+            }
+        }
+        out
+    }
+
+    /// Whether an update needs the target's current record to be mapped.
+    pub(crate) fn reads_target(&self) -> bool {
+        self.reads_target
+    }
+
+    /// Names of the entities referenced through `ref`.
+    pub(crate) fn referenced_entities(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            collect_refs(&f.name, &f.expr, &mut out);
+        }
+        out
+    }
+
+    /// Names of the lookup tables used.
+    pub fn tables(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for f in &self.fields {
+            collect_tables(&f.name, &f.expr, &mut out);
+        }
+        out
+    }
+
+    /// Where each field comes from, as a person reads it (`$.price_gross as decimal`,
+    /// `template "{{name}}"`): `erpsync call` prints it beside each mapped value.
+    pub fn sources(&self) -> Vec<(String, String)> {
+        self.fields
+            .iter()
+            .map(|f| {
+                let mut from = describe(&f.expr);
+                if let Some(ty) = f.ty {
+                    let ty = serde_json::to_value(ty)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default();
+                    from.push_str(&format!(" as {ty}"));
+                }
+                if let Some(d) = &f.default {
+                    from.push_str(&format!(", default {d}"));
+                }
+                (f.name.clone(), from)
+            })
+            .collect()
+    }
+
+    /// Maps one record, leaving out fields computed only from source fields outside
+    /// `carried` (an update sends what the flow carries; constants and templates always go).
+    /// `target` is the record the target holds now, for `$target`, `{{target}}` and `merge`.
+    pub(crate) fn apply_carried(
+        &self,
+        source: &Value,
+        target: Option<&Value>,
+        env: &MapEnv,
+        carried: &[String],
+    ) -> Result<Value, FieldMapError> {
+        let only: Vec<String> = self
+            .fields
+            .iter()
+            .filter(|f| match source_field(&f.expr) {
+                Some(src) => carried.iter().any(|c| c == src),
+                None => true,
+            })
+            .map(|f| f.target[0].clone())
+            .collect();
+        let around = Around {
+            parent: None,
+            target,
+        };
+        self.apply_around(source, around, env, Some(&only))
+    }
+
+    /// Maps one record. Only the listed fields are produced when `only` is given.
+    pub fn apply(
+        &self,
+        source: &Value,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
+        self.apply_around(source, Around::default(), env, only)
+    }
+
+    /// Maps one record of a nested listing, with its parent (`$parent.…`,
+    /// `{{parent.…}}`); without one, `$parent` reads nothing.
+    pub fn apply_in(
+        &self,
+        source: &Value,
+        parent: Option<&Value>,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
+        let around = Around {
+            parent,
+            target: None,
+        };
+        self.apply_around(source, around, env, only)
+    }
+
+    /// Maps one record within what is around it.
+    pub(crate) fn apply_around(
+        &self,
+        source: &Value,
+        around: Around,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
+        let ctx = if self.needs_context {
+            let mut data = source.clone();
+            if let Value::Object(m) = &mut data {
+                // A record's own field of the same name wins.
+                if !m.contains_key("vars") {
+                    m.insert("vars".into(), env.vars.clone());
+                }
+                if !m.contains_key("system") {
+                    m.insert("system".into(), env.system.clone());
+                }
+                if let Some(parent) = around.parent
+                    && !m.contains_key(PARENT)
+                {
+                    m.insert(PARENT.into(), parent.clone());
+                }
+                if let Some(target) = around.target
+                    && !m.contains_key(TARGET)
+                {
+                    m.insert(TARGET.into(), target.clone());
+                }
+            }
+            Some(Context::from(data))
+        } else {
+            None
+        };
+        let mut out = Map::new();
+        for f in &self.fields {
+            if let Some(only) = only
+                && !only.iter().any(|o| o == &f.target[0])
+            {
+                continue;
+            }
+            let mut v = eval(&f.expr, source, around, ctx.as_ref(), env).map_err(|reason| {
+                FieldMapError {
+                    field: f.name.clone(),
+                    reason,
+                }
+            })?;
+            if v.is_null()
+                && let Some(d) = &f.default
+            {
+                v = d.clone();
+            }
+            if let Some(ty) = f.ty {
+                v = convert(v, ty, None).map_err(|e| FieldMapError {
+                    field: f.name.clone(),
+                    reason: e.to_string(),
+                })?;
+            }
+            if let (Some(how), Some(held)) =
+                (&f.merge, around.target.and_then(|t| at(t, &f.target)))
+            {
+                v = merge(held, v, how);
+            }
+            insert(&mut out, &f.target, v);
+        }
+        Ok(Value::Object(out))
+    }
+}
+
+/// The name of a record's parent in read mappings: `$parent.title`, `{{parent.title}}`.
+pub(crate) const PARENT: &str = crate::expr::scope::PARENT;
+
+/// The name of the target's current record in write mappings: `$target.note_attributes`,
+/// `{{target.note}}`.
+pub(crate) const TARGET: &str = crate::expr::scope::TARGET;
+
+/// The value at `path` (a field's dotted place) in a native record.
+fn at<'v>(record: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(record, |v, name| v.get(name))
+}
+
+/// `value` merged with `held`, what the target holds at the same place. Shapes that do not
+/// fit the rule (a list where an object was expected, elements without the key) leave
+/// `value` as it is for those elements: the mapping's value is what the flow means to write.
+pub fn merge(held: &Value, value: Value, how: &Merge) -> Value {
+    match (how, held, value) {
+        (Merge::Object, Value::Object(held), Value::Object(mine)) => {
+            let mut out = held.clone();
+            out.extend(mine);
+            Value::Object(out)
+        }
+        (Merge::ByKey { key, unpaired }, Value::Array(held), Value::Array(mine)) => {
+            let key_of = |v: &Value| v.get(key).and_then(key_text);
+            let mut mine: Vec<Option<Value>> = mine.into_iter().map(Some).collect();
+            let mut out = Vec::with_capacity(held.len() + mine.len());
+            for h in held {
+                let paired = key_of(h).and_then(|k| {
+                    mine.iter_mut()
+                        .find(|m| m.as_ref().and_then(key_of).as_deref() == Some(k.as_str()))
+                });
+                match (paired.and_then(Option::take), h) {
+                    (Some(Value::Object(m)), Value::Object(h)) => {
+                        let mut both = h.clone();
+                        both.extend(m);
+                        out.push(Value::Object(both));
+                    }
+                    (Some(m), _) => out.push(m),
+                    (None, Value::Object(h)) if unpaired.is_some() => {
+                        let mut gone = h.clone();
+                        gone.extend(
+                            unpaired
+                                .iter()
+                                .flatten()
+                                .map(|(k, v)| (k.clone(), v.clone())),
+                        );
+                        out.push(Value::Object(gone));
+                    }
+                    (None, h) => out.push(h.clone()),
+                }
+            }
+            out.extend(mine.into_iter().flatten());
+            Value::Array(out)
+        }
+        (_, _, value) => value,
+    }
+}
+
+/// Places of the `$target…` paths of an expression (a lookup's or ref's key included).
+fn targets_of(at: &str, e: &Expr) -> Vec<String> {
+    match e {
+        Expr::Target(_) => vec![at.to_string()],
+        Expr::Lookup { key, .. } => targets_of(&format!("{at}.lookup.key"), key),
+        Expr::Ref { key, .. } => targets_of(&format!("{at}.ref.key"), key),
+        _ => Vec::new(),
+    }
+}
+
+/// Whether an expression's template (a key's included) reads the scope `root`.
+fn template_reads(e: &Expr, root: &str) -> bool {
+    match e {
+        Expr::Template(t) => t
+            .variables()
+            .iter()
+            .any(|v| v.first().is_some_and(|r| r == root)),
+        Expr::Lookup { key, .. } | Expr::Ref { key, .. } => template_reads(key, root),
+        _ => false,
+    }
+}
+
+/// An expression as a person reads it.
+fn describe(e: &Expr) -> String {
+    match e {
+        Expr::Path(p) => p.as_str().to_string(),
+        Expr::Parent(p) => format!("${PARENT}{}", &p.as_str()[1..]),
+        Expr::Target(p) => format!("${TARGET}{}", &p.as_str()[1..]),
+        Expr::Template(t) => format!("template {:?}", t.source()),
+        Expr::Const(v) => format!("const {v}"),
+        Expr::Lookup { table, key, .. } => format!("lookup `{table}` by {}", describe(key)),
+        Expr::Ref { entity, key, part } => {
+            let mut text = format!("ref `{entity}` by {}", describe(key));
+            if let Some(n) = part {
+                text.push_str(&format!(", part {n}"));
+            }
+            text
+        }
+        Expr::Each { path, mapping } => {
+            format!("each {} ({} field(s))", path.as_str(), mapping.fields.len())
+        }
+    }
+}
+
+/// The source field an expression reads, when it reads exactly one known field.
+fn source_field(e: &Expr) -> Option<&str> {
+    match e {
+        Expr::Path(p) => p.root_field(),
+        Expr::Lookup { key, .. } | Expr::Ref { key, .. } => source_field(key),
+        Expr::Each { path, .. } => path.root_field(),
+        Expr::Template(_) | Expr::Const(_) | Expr::Parent(_) | Expr::Target(_) => None,
+    }
+}
+
+fn reads_of(at: &str, e: &Expr, out: &mut Vec<(String, Vec<String>)>) {
+    match e {
+        Expr::Path(p) => {
+            if let Some(root) = p.root_field() {
+                out.push((at.to_string(), vec![root.to_string()]));
+            }
+        }
+        // The parent's and the target's names are the system's own.
+        Expr::Parent(_) | Expr::Target(_) => {}
+        Expr::Template(t) => {
+            for v in t.variables() {
+                out.push((at.to_string(), v));
+            }
+        }
+        Expr::Lookup { key, .. } => reads_of(&format!("{at}.lookup.key"), key, out),
+        Expr::Ref { key, .. } => reads_of(&format!("{at}.ref.key"), key, out),
+        Expr::Each { path, .. } => {
+            if let Some(root) = path.root_field() {
+                out.push((format!("{at}.each"), vec![root.to_string()]));
+            }
+        }
+        Expr::Const(_) => {}
+    }
+}
+
+fn uses_template(e: &Expr) -> bool {
+    match e {
+        Expr::Template(t) => !t.is_literal(),
+        Expr::Lookup { key, .. } | Expr::Ref { key, .. } => uses_template(key),
+        Expr::Each { .. } | Expr::Path(_) | Expr::Parent(_) | Expr::Target(_) | Expr::Const(_) => {
+            false
+        }
+    }
+}
+
+fn collect_refs(name: &str, e: &Expr, out: &mut Vec<(String, String)>) {
+    match e {
+        Expr::Ref { entity, .. } => out.push((format!("{name}.ref.entity"), entity.clone())),
+        Expr::Each { mapping, .. } => {
+            for f in &mapping.fields {
+                collect_refs(&format!("{name}.fields.{}", f.name), &f.expr, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn collect_tables(name: &str, e: &Expr, out: &mut Vec<(String, String)>) {
+    match e {
+        Expr::Lookup { table, .. } => out.push((format!("{name}.lookup.table"), table.clone())),
+        Expr::Each { mapping, .. } => {
+            for f in &mapping.fields {
+                collect_tables(&format!("{name}.fields.{}", f.name), &f.expr, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn insert(out: &mut Map<String, Value>, target: &[String], v: Value) {
+    match target {
+        [] => {}
+        [last] => {
+            out.insert(last.clone(), v);
+        }
+        [first, rest @ ..] => {
+            let child = out
+                .entry(first.clone())
+                .or_insert_with(|| Value::Object(Map::new()));
+            if !child.is_object() {
+                *child = Value::Object(Map::new());
+            }
+            if let Value::Object(m) = child {
+                insert(m, rest, v);
+            }
+        }
+    }
+}
+
+fn eval(
+    e: &Expr,
+    source: &Value,
+    around: Around,
+    ctx: Option<&Context>,
+    env: &MapEnv,
+) -> Result<Value, String> {
+    match e {
+        Expr::Path(p) => Ok(p.extract(source).unwrap_or(Value::Null)),
+        Expr::Parent(p) => Ok(around
+            .parent
+            .and_then(|parent| p.extract(parent))
+            .unwrap_or(Value::Null)),
+        Expr::Target(p) => Ok(around
+            .target
+            .and_then(|target| p.extract(target))
+            .unwrap_or(Value::Null)),
+        Expr::Template(t) => {
+            let ctx = match ctx {
+                Some(c) => c,
+                None => return Ok(Value::String(t.source().to_string())),
+            };
+            // A template that renders nothing means "no value", like a missing path.
+            match t.render_value(ctx).map_err(|e| e.reason)? {
+                Value::String(s) if s.is_empty() => Ok(Value::Null),
+                v => Ok(v),
+            }
+        }
+        Expr::Const(v) => Ok(v.clone()),
+        Expr::Lookup {
+            table,
+            key,
+            required,
+        } => {
+            let k = eval(key, source, around, ctx, env)?;
+            let Some(k) = key_text(&k) else {
+                return if *required {
+                    Err(format!("no key to look up in table `{table}`"))
+                } else {
+                    Ok(Value::Null)
+                };
+            };
+            match env.vars.get(table).and_then(|t| t.get(&k)) {
+                Some(v) => Ok(v.clone()),
+                None if *required => Err(format!("`{k}` is not in table `{table}`")),
+                None => Ok(Value::Null),
+            }
+        }
+        Expr::Ref { entity, key, part } => {
+            let k = eval(key, source, around, ctx, env)?;
+            let Some(k) = key_text(&k) else {
+                return Ok(Value::Null);
+            };
+            let Some(id) = env.refs.resolve(entity, &k) else {
+                return Err(format!("related {entity} `{k}` has not been synced yet"));
+            };
+            match part {
+                None => Ok(Value::String(id)),
+                Some(n) => id
+                    .split(super::COMPOSITE_ID_SEPARATOR)
+                    .nth(*n)
+                    .map(|p| Value::String(p.to_string()))
+                    .ok_or_else(|| {
+                        format!("the id `{id}` of related {entity} `{k}` has no part {n}")
+                    }),
+            }
+        }
+        Expr::Each { path, mapping } => {
+            let mut items = Vec::new();
+            let selected = match path.first(source) {
+                Some(Value::Array(a)) => a.iter().collect::<Vec<_>>(),
+                _ => path.query(source),
+            };
+            // A list's elements see their own fields: the record's parent is not theirs.
+            for item in selected {
+                items.push(mapping.apply(item, env, None).map_err(|e| e.to_string())?);
+            }
+            Ok(Value::Array(items))
+        }
+    }
+}
+
+/// A path of a mapping: `$…` into the record, `$parent…` into its parent, `$target…` into
+/// the target's current record.
+fn compile_path(text: &str, at: &str, problems: &mut Vec<MappingProblem>) -> Option<Expr> {
+    let scoped = |scope: &str| {
+        text.strip_prefix('$')
+            .and_then(|t| t.strip_prefix(scope))
+            .filter(|r| r.is_empty() || r.starts_with(['.', '[']))
+    };
+    let (scope, source, note) = match (scoped(PARENT), scoped(TARGET)) {
+        (Some(rest), _) => (
+            Some(PARENT),
+            format!("${rest}"),
+            " (after `$parent`, read from the record's parent)",
+        ),
+        (None, Some(rest)) => (
+            Some(TARGET),
+            format!("${rest}"),
+            " (after `$target`, read from the target's current record)",
+        ),
+        (None, None) => (None, text.to_string(), ""),
+    };
+    match JsonPath::parse(&source) {
+        Ok(p) if scope == Some(PARENT) => Some(Expr::Parent(p)),
+        Ok(p) if scope == Some(TARGET) => Some(Expr::Target(p)),
+        Ok(p) => Some(Expr::Path(p)),
+        Err(e) => {
+            problems.push((at.to_string(), Code::JsonPath, format!("{e}{note}")));
+            None
+        }
+    }
+}
+
+fn compile_expr_text(text: &str, path: &str, problems: &mut Vec<MappingProblem>) -> Option<Expr> {
+    if text.starts_with('$') {
+        compile_path(text, path, problems)
+    } else {
+        match Template::compile(text) {
+            Ok(t) => Some(Expr::Template(t)),
+            Err(e) => {
+                problems.push((path.to_string(), Code::Template, e.to_string()));
+                None
+            }
+        }
+    }
+}
+
+fn compile_field(
+    name: &str,
+    cfg: &FieldMapConfig,
+    problems: &mut Vec<MappingProblem>,
+) -> Option<Field> {
+    let target: Vec<String> = name.split('.').map(str::to_string).collect();
+    match cfg {
+        FieldMapConfig::Short(text) => Some(Field {
+            name: name.to_string(),
+            at: name.to_string(),
+            target,
+            expr: compile_expr_text(text, name, problems)?,
+            ty: None,
+            default: None,
+            merge: None,
+        }),
+        FieldMapConfig::Full(spec) => {
+            let expr = compile_spec(name, spec, problems)?;
+            let at = match &expr {
+                Expr::Path(_) | Expr::Parent(_) | Expr::Target(_) => format!("{name}.path"),
+                Expr::Template(_) => format!("{name}.template"),
+                _ => name.to_string(),
+            };
+            Some(Field {
+                name: name.to_string(),
+                at,
+                target,
+                expr,
+                ty: spec.field_type,
+                default: spec.default.clone(),
+                merge: spec.merge.as_ref().and_then(|m| match m {
+                    MergeConfig::Object(true) => Some(Merge::Object),
+                    MergeConfig::Object(false) => None,
+                    MergeConfig::ByKey(k) => Some(Merge::ByKey {
+                        key: k.clone(),
+                        unpaired: None,
+                    }),
+                    MergeConfig::Keyed(k) => Some(Merge::ByKey {
+                        key: k.key.clone(),
+                        unpaired: k.unpaired.clone(),
+                    }),
+                }),
+            })
+        }
+    }
+}
+
+fn compile_spec(
+    name: &str,
+    s: &FieldSpecConfig,
+    problems: &mut Vec<MappingProblem>,
+) -> Option<Expr> {
+    let given: Vec<&str> = [
+        ("path", s.path.is_some()),
+        ("template", s.template.is_some()),
+        ("const", s.constant.is_some()),
+        ("lookup", s.lookup.is_some()),
+        ("ref", s.reference.is_some()),
+        ("each", s.each.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(n, _)| *n)
+    .collect();
+    if given.len() != 1 {
+        problems.push((
+            name.to_string(),
+            Code::Conflict,
+            format!(
+                "a mapped field needs exactly one of `path`, `template`, `const`, `lookup`, `ref`, `each`; found {}",
+                if given.is_empty() { "none".to_string() } else { given.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ") }
+            ),
+        ));
+        return None;
+    }
+    if s.fields.is_some() && s.each.is_none() {
+        problems.push((
+            format!("{name}.fields"),
+            Code::Conflict,
+            "`fields` only goes with `each`".into(),
+        ));
+    }
+    if let Some(p) = &s.path {
+        return compile_path(p, &format!("{name}.path"), problems);
+    }
+    if let Some(t) = &s.template {
+        return match Template::compile(t) {
+            Ok(t) => Some(Expr::Template(t)),
+            Err(e) => {
+                problems.push((format!("{name}.template"), Code::Template, e.to_string()));
+                None
+            }
+        };
+    }
+    if let Some(c) = &s.constant {
+        return Some(Expr::Const(c.clone()));
+    }
+    if let Some(l) = &s.lookup {
+        let key = compile_expr_text(&l.key, &format!("{name}.lookup.key"), problems)?;
+        return Some(Expr::Lookup {
+            table: l.table.clone(),
+            key: Box::new(key),
+            required: l.required,
+        });
+    }
+    if let Some(r) = &s.reference {
+        let key = compile_expr_text(&r.key, &format!("{name}.ref.key"), problems)?;
+        return Some(Expr::Ref {
+            entity: r.entity.clone(),
+            key: Box::new(key),
+            part: r.part,
+        });
+    }
+    if let Some(each) = &s.each {
+        let path = match JsonPath::parse(each) {
+            Ok(p) => p,
+            Err(e) => {
+                problems.push((format!("{name}.each"), Code::JsonPath, e.to_string()));
+                return None;
+            }
+        };
+        let Some(fields) = &s.fields else {
+            problems.push((
+                name.to_string(),
+                Code::Invalid,
+                "`each` needs `fields`".into(),
+            ));
+            return None;
+        };
+        let (mapping, inner) = Mapping::compile(fields);
+        for (p, c, m) in inner {
+            problems.push((format!("{name}.fields.{p}"), c, m));
+        }
+        return Some(Expr::Each { path, mapping });
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn mapping(yaml_json: Value) -> Mapping {
+        let cfg: BTreeMap<String, FieldMapConfig> = serde_json::from_value(yaml_json).unwrap();
+        let (m, problems) = Mapping::compile(&cfg);
+        assert!(problems.is_empty(), "{problems:?}");
+        m
+    }
+
+    struct Refs;
+    impl RefResolver for Refs {
+        fn resolve(&self, entity: &str, key: &str) -> Option<String> {
+            (entity == "customer" && key == "a@x.ro").then(|| "C-7".to_string())
+        }
+    }
+
+    #[test]
+    fn maps_every_kind_of_field() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "price": {"path": "$.price_gross", "type": "decimal"},
+            "title": "{{upper name}} ({{sku}})",
+            "currency": {"const": "RON"},
+            "status": {"lookup": {"table": "statuses", "key": "$.shipping_status"}},
+            "customer_id": {"ref": {"entity": "customer", "key": "$.customer.email"}},
+            "client.email": "$.customer.email",
+            "lines": {"each": "$.lines", "fields": {"code": "$.sku", "qty": {"path": "$.quantity", "type": "integer"}}},
+            "note": {"path": "$.missing", "default": "-"}
+        }));
+        let vars = json!({"statuses": {"confirmed": "Confirmata"}});
+        let env = MapEnv {
+            vars: &vars,
+            system: &Value::Null,
+            refs: &Refs,
+        };
+        let src = json!({"sku": "A1", "price_gross": "50.004", "name": "bec", "shipping_status": "confirmed",
+            "customer": {"email": "a@x.ro"}, "lines": [{"sku": "A1", "quantity": "2"}]});
+        let out = m.apply(&src, &env, None).unwrap();
+        assert_eq!(
+            out,
+            json!({"client": {"email": "a@x.ro"}, "currency": "RON", "customer_id": "C-7",
+                "lines": [{"code": "A1", "qty": 2}], "note": "-", "price": 50, "sku": "A1",
+                "status": "Confirmata", "title": "BEC (A1)"})
+        );
+        let only = m.apply(&src, &env, Some(&["sku".to_string()])).unwrap();
+        assert_eq!(only, json!({"sku": "A1"}));
+    }
+
+    #[test]
+    fn unresolved_reference_fails_the_record() {
+        let m = mapping(json!({"customer_id": {"ref": {"entity": "customer", "key": "$.email"}}}));
+        let vars = json!({});
+        let env = MapEnv {
+            vars: &vars,
+            system: &Value::Null,
+            refs: &Refs,
+        };
+        let e = m
+            .apply(&json!({"email": "b@x.ro"}), &env, None)
+            .unwrap_err();
+        assert_eq!(e.field, "customer_id");
+        assert!(e.reason.contains("has not been synced"), "{}", e.reason);
+    }
+
+    #[test]
+    fn compile_problems_have_paths() {
+        let cfg: BTreeMap<String, FieldMapConfig> = serde_json::from_value(json!({
+            "a": "$.x[",
+            "b": "{{#if}}",
+            "c": {"path": "$.x", "const": 1},
+            "d": {"each": "$.l", "fields": {"e": "{{nohelper x}}"}}
+        }))
+        .unwrap();
+        let (_, problems) = Mapping::compile(&cfg);
+        let paths: Vec<&str> = problems.iter().map(|p| p.0.as_str()).collect();
+        assert_eq!(paths, vec!["a", "b", "c", "d.fields.e"]);
+    }
+
+    #[test]
+    fn an_update_merges_lists_by_key_and_objects_with_what_the_target_holds() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "note_attributes": {
+                "each": "$.docs",
+                "fields": {"name": "$.kind", "value": "$.number"},
+                "merge": "name"
+            },
+            "address": {"path": "$.address", "merge": true},
+            "note": "{{target.note}} / {{sku}}",
+            "was": "$target.status"
+        }));
+        assert!(m.reads_target());
+        assert_eq!(
+            m.target_reads(),
+            vec!["address.merge", "note", "note_attributes.merge", "was"],
+            "where the target is read, for `validate`"
+        );
+        let env = MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let canon = json!({"sku": "A-1", "address": {"city": "Cluj"},
+            "docs": [{"kind": "awb", "number": "AWB-2"}, {"kind": "invoice", "number": "F-9"}]});
+        let held = json!({"status": "open", "note": "ring twice",
+        "address": {"city": "Iasi", "floor": "3"},
+        "note_attributes": [
+            {"name": "gift_message", "value": "La multi ani"},
+            {"name": "awb", "value": "AWB-1", "id": 7},
+            "not an object"
+        ]});
+        let out = m
+            .apply_carried(
+                &canon,
+                Some(&held),
+                &env,
+                &["sku".into(), "docs".into(), "address".into()],
+            )
+            .unwrap();
+        assert_eq!(
+            out["note_attributes"],
+            json!([
+                {"name": "gift_message", "value": "La multi ani"},
+                {"name": "awb", "value": "AWB-2", "id": 7},
+                "not an object",
+                {"name": "invoice", "value": "F-9"}
+            ]),
+            "the buyer's entry stays, the paired one takes the new value and keeps its id, \
+             the new one is added"
+        );
+        assert_eq!(out["address"], json!({"city": "Cluj", "floor": "3"}));
+        assert_eq!(out["note"], "ring twice / A-1");
+        assert_eq!(out["was"], "open");
+        // A create has no target record: the mapped values go as they are.
+        let created = m.apply(&canon, &env, None).unwrap();
+        assert_eq!(
+            created["note_attributes"],
+            json!([{"name": "awb", "value": "AWB-2"}, {"name": "invoice", "value": "F-9"}])
+        );
+        assert_eq!(created["address"], json!({"city": "Cluj"}));
+        assert_eq!(created["was"], Value::Null);
+        // A mapping that never reads the target does not make the run fetch it.
+        assert!(!mapping(json!({"sku": "$.sku", "n": "{{name}}"})).reads_target());
+    }
+
+    #[test]
+    fn a_keyed_merge_sets_the_unpaired_members_on_the_entries_the_value_dropped() {
+        let m = mapping(json!({
+            "line_items": {
+                "each": "$.lines",
+                "fields": {"sku": "$.sku", "quantity": "$.quantity"},
+                "merge": {"key": "sku", "unpaired": {"quantity": 0}}
+            }
+        }));
+        assert_eq!(m.target_reads(), vec!["line_items.merge"]);
+        let env = MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let canon = json!({"lines": [{"sku": "B", "quantity": 5}, {"sku": "C", "quantity": 1}]});
+        let held = json!({"line_items": [
+            {"id": 1, "sku": "A", "quantity": 2, "name": "Apa"},
+            {"id": 2, "sku": "B", "quantity": 3, "name": "Bere"}
+        ]});
+        let out = m
+            .apply_carried(&canon, Some(&held), &env, &["lines".into()])
+            .unwrap();
+        assert_eq!(
+            out["line_items"],
+            json!([
+                {"id": 1, "sku": "A", "quantity": 0, "name": "Apa"},
+                {"id": 2, "sku": "B", "quantity": 5, "name": "Bere"},
+                {"sku": "C", "quantity": 1}
+            ]),
+            "the dropped line keeps its id and takes quantity 0, the paired one keeps its id, \
+             the new one is added"
+        );
+        // Without `unpaired`, the dropped line is sent as the target holds it.
+        let keep = mapping(json!({
+            "line_items": {
+                "each": "$.lines",
+                "fields": {"sku": "$.sku", "quantity": "$.quantity"},
+                "merge": {"key": "sku"}
+            }
+        }));
+        let out = keep
+            .apply_carried(&canon, Some(&held), &env, &["lines".into()])
+            .unwrap();
+        assert_eq!(out["line_items"][0]["quantity"], 2);
+    }
+
+    #[test]
+    fn a_record_of_a_three_level_listing_reads_its_grandparent() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "warehouse": "$parent.parent.name",
+            "place": "{{parent.parent.name}}/{{parent.code}}"
+        }));
+        let listing = crate::connector::RecordsPath::new(
+            JsonPath::parse("$.data[*].aisles[*].bins[*]").unwrap(),
+        );
+        let body = json!({"data": [{"name": "Cluj", "aisles": [
+            {"code": "A", "bins": [{"sku": "B-1"}]}
+        ]}]});
+        let got = listing.extract(&body);
+        let env = MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let out = m
+            .apply_in(&got.records[0], got.parents[0].as_deref(), &env, None)
+            .unwrap();
+        assert_eq!(
+            out,
+            json!({"sku": "B-1", "warehouse": "Cluj", "place": "Cluj/A"})
+        );
+    }
+
+    #[test]
+    fn a_record_reads_its_parent_through_paths_and_templates() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "name": "$parent.title",
+            "label": "{{parent.title}} / {{colour}}",
+            "brand": {"path": "$parent['vendor']"},
+            "group": {"lookup": {"table": "groups", "key": "$parent.type"}},
+            "lines": {"each": "$.parts", "fields": {"p": "$parent.title", "code": "$.code"}}
+        }));
+        assert_eq!(
+            m.parent_reads(),
+            vec!["brand.path", "group.lookup.key", "name"],
+            "where `$parent` is read, for `validate`"
+        );
+        let vars = json!({"groups": {"shirt": "Textile"}});
+        let parent = json!({"title": "Tricou", "vendor": "Acme", "type": "shirt"});
+        let env = MapEnv {
+            vars: &vars,
+            system: &Value::Null,
+            refs: &NoRefs,
+        };
+        let src = json!({"sku": "T-2", "colour": "alb", "parts": [{"code": "x"}]});
+        let out = m.apply_in(&src, Some(&parent), &env, None).unwrap();
+        assert_eq!(
+            out,
+            json!({"sku": "T-2", "name": "Tricou", "label": "Tricou / alb", "brand": "Acme",
+                "group": "Textile", "lines": [{"p": null, "code": "x"}]}),
+            "an `each` element sees its own fields, not the record's parent"
+        );
+        // Without a parent (a flat listing), `$parent` reads nothing.
+        let out = m.apply(&src, &env, None).unwrap();
+        assert_eq!(out["name"], Value::Null);
+        assert_eq!(out["brand"], Value::Null);
+        // A record's own `parent` field wins in templates, as `system` and `vars` do.
+        let own = json!({"sku": "T-3", "colour": "rosu", "parent": {"title": "propriu"}});
+        let out = m.apply_in(&own, Some(&parent), &env, None).unwrap();
+        assert_eq!(out["label"], "propriu / rosu");
+        assert_eq!(out["name"], "Tricou");
+        assert!(
+            m.sources()
+                .contains(&("name".to_string(), "$parent.title".to_string())),
+            "{:?}",
+            m.sources()
+        );
+    }
+
+    #[test]
+    fn a_broken_parent_path_is_reported_where_it_is() {
+        let cfg: BTreeMap<String, FieldMapConfig> =
+            serde_json::from_value(json!({"name": {"path": "$parent.[x"}})).unwrap();
+        let (_, problems) = Mapping::compile(&cfg);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].0, "name.path");
+        assert_eq!(problems[0].1, Code::JsonPath);
+        assert!(problems[0].2.contains("$parent"), "{}", problems[0].2);
+        // `$parents` is an ordinary (invalid) path, not the parent.
+        let (m, _) =
+            Mapping::compile(&serde_json::from_value(json!({"a": "$.parents.x"})).unwrap());
+        assert!(m.parent_reads().is_empty());
+    }
+}

@@ -1,0 +1,277 @@
+//! Turns a loaded project into runnable values: systems with their inheritance resolved,
+//! compiled mappings, canonical entities and flows. Every reference is resolved and every
+//! expression compiled here, so a broken flow file fails `erpsync validate`, never a run.
+
+pub mod mapping;
+pub mod project;
+pub mod schedule;
+pub mod types;
+pub mod webhook;
+
+mod check;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+pub use check::compile;
+pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
+pub use schedule::Schedule;
+pub use webhook::{Webhook, WebhookKey};
+
+pub use crate::expr::COMPOSITE_ID_SEPARATOR;
+
+use crate::config::model::{
+    ConflictConfig, DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize,
+    PostActionConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
+    TransitionTriggerConfig,
+};
+use crate::connector::{Operation, SystemSpec};
+use crate::expr::{JsonPath, Predicate, Template};
+
+/// A compiled project, ready to run.
+#[derive(Debug)]
+pub struct Project {
+    pub root: PathBuf,
+    pub vars: Value,
+    pub entities: BTreeMap<String, Arc<Entity>>,
+    /// Systems that can be called (abstract ones are only templates).
+    pub systems: BTreeMap<String, Arc<SystemDef>>,
+    /// Flows, with `for_each` expanded (`FLOW.SYSTEM`).
+    pub flows: Vec<Arc<Flow>>,
+    /// Incoming webhooks (`daemon.webhooks`), by name.
+    pub webhooks: BTreeMap<String, Arc<Webhook>>,
+    pub state_url: Option<String>,
+    pub daemon: Option<DaemonConfig>,
+}
+
+impl Project {
+    pub fn flow(&self, id: &str) -> Option<&Arc<Flow>> {
+        self.flows.iter().find(|f| f.id == id)
+    }
+
+    /// Flows selected by name (`orders` selects `orders` and every `orders.SHOP` copy), or
+    /// every scheduled flow (enabled, with a `trigger.schedule`), in run order: a flow comes
+    /// after the flows in its `after` list. A flow without a schedule is manual: it runs
+    /// when named, required by another flow, chained with `then`, or notified by a webhook.
+    pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, String> {
+        self.select_with(names, &HashMap::new())
+    }
+
+    /// The flows a run picks, in `after` order: those named, or without names those that run
+    /// by themselves — on (a switch in `switches`, set in the console, wins over the flow
+    /// file's `enabled`) and with a schedule. `run --once` and `dry-run` pick alike.
+    pub fn select_with(
+        &self,
+        names: &[String],
+        switches: &HashMap<String, bool>,
+    ) -> Result<Vec<Arc<Flow>>, String> {
+        let mut chosen: Vec<Arc<Flow>> = Vec::new();
+        if names.is_empty() {
+            chosen.extend(
+                self.flows
+                    .iter()
+                    .filter(|f| f.is_on(switches) && f.schedule.is_some())
+                    .cloned(),
+            );
+        } else {
+            for n in names {
+                let hits: Vec<_> = self
+                    .flows
+                    .iter()
+                    .filter(|f| &f.id == n || &f.name == n)
+                    .cloned()
+                    .collect();
+                if hits.is_empty() {
+                    let mut known: Vec<&str> = self.flows.iter().map(|f| f.id.as_str()).collect();
+                    known.sort();
+                    return Err(format!("unknown flow `{n}` (known: {})", known.join(", ")));
+                }
+                chosen.extend(hits);
+            }
+        }
+        // Stable topological order by `after`.
+        let mut ordered: Vec<Arc<Flow>> = Vec::new();
+        let mut remaining = chosen;
+        while !remaining.is_empty() {
+            let ready = remaining.iter().position(|f| {
+                f.after
+                    .iter()
+                    .all(|a| !remaining.iter().any(|r| &r.name == a && r.id != f.id))
+            });
+            // A cycle cannot stop a run: take the next one as it comes.
+            let i = ready.unwrap_or(0);
+            ordered.push(remaining.remove(i));
+        }
+        Ok(ordered)
+    }
+}
+
+impl Flow {
+    /// The flow as its file declares it (includes and overrides applied, `for_each` not
+    /// expanded): what `validate --print-config` shows. Running code reads the fields above.
+    pub fn declared(&self) -> &FlowConfig {
+        &self.declared
+    }
+
+    /// Whether the flow is on: its switch in `switches` (set by a person), else its flow file.
+    pub(crate) fn is_on(&self, switches: &HashMap<String, bool>) -> bool {
+        switches.get(&self.id).copied().unwrap_or(self.enabled)
+    }
+}
+
+/// A system with what it inherits merged in.
+#[derive(Debug, PartialEq)]
+pub struct SystemDef {
+    pub name: String,
+    pub role: Option<SystemRole>,
+    /// The merged configuration (operations included), as `validate --print-config` shows it.
+    pub config: SystemConfig,
+    pub operations: BTreeMap<String, Arc<Operation>>,
+    /// Everything the running system is built from, checked: the engine builds it as is.
+    pub spec: Arc<SystemSpec>,
+    pub entities: BTreeMap<String, Arc<SystemEntity>>,
+}
+
+/// Where a system's own id is in one of its records: a JSONPath, or a template that joins
+/// several ids into a composite one (`{{template}}/{{id}}`).
+#[derive(Debug, PartialEq)]
+pub enum RecordId {
+    Path(JsonPath),
+    Template(Template),
+}
+
+impl RecordId {
+    /// Compiles the `id` of a system entity: a text starting with `$` is a JSONPath.
+    pub fn parse(text: &str) -> Result<RecordId, String> {
+        if text.starts_with('$') {
+            JsonPath::parse(text)
+                .map(RecordId::Path)
+                .map_err(|e| e.to_string())
+        } else {
+            Template::compile(text)
+                .map(RecordId::Template)
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    /// The id of `record`, if it has one. A composite id with an empty part has none: a
+    /// response that lacks one of the ids must not produce a half id.
+    pub fn of(&self, record: &Value) -> Option<String> {
+        self.of_in(record, None)
+    }
+
+    /// The id of a record of a nested listing, whose template may read its parent
+    /// (`{{parent.id}}/{{id}}`: a variant known by its product's id and its own).
+    pub fn of_in(&self, record: &Value, parent: Option<&Value>) -> Option<String> {
+        match self {
+            RecordId::Path(p) => p.first(record).and_then(types::key_text),
+            RecordId::Template(t) => {
+                let mut data = record.clone();
+                if let (Some(parent), Value::Object(m)) = (parent, &mut data)
+                    && !m.contains_key(mapping::PARENT)
+                {
+                    m.insert(mapping::PARENT.into(), parent.clone());
+                }
+                let text = t.render(&handlebars::Context::from(data)).ok()?;
+                let whole =
+                    !text.is_empty() && text.split(COMPOSITE_ID_SEPARATOR).all(|p| !p.is_empty());
+                whole.then_some(text)
+            }
+        }
+    }
+}
+
+/// How an entity lives in one system.
+#[derive(Debug, PartialEq)]
+pub struct SystemEntity {
+    pub id: RecordId,
+    pub list: Option<String>,
+    /// Lists the records changed since `{{since}}`; incremental reads prefer it to `list`.
+    pub changes: Option<String>,
+    pub lookup: Option<String>,
+    pub get: Option<String>,
+    pub create: Option<String>,
+    pub update: Option<String>,
+    pub actions: BTreeMap<String, String>,
+    pub read: Mapping,
+    pub write: Mapping,
+    /// The lookup tables its mappings see: the project's `vars`, overlaid by the tables in
+    /// the system's own `vars`.
+    pub tables: Arc<Value>,
+}
+
+/// A canonical entity.
+#[derive(Debug, PartialEq)]
+pub struct Entity {
+    pub name: String,
+    pub key: String,
+    pub updated_at: Option<String>,
+    pub fields: BTreeMap<String, CanonField>,
+}
+
+/// A canonical field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CanonField {
+    pub ty: FieldType,
+    pub scale: Option<u32>,
+    pub normalize: Vec<Normalize>,
+    pub volatile: bool,
+}
+
+/// A runnable flow.
+#[derive(Debug, PartialEq)]
+pub struct Flow {
+    /// `NAME`, or `NAME.SYSTEM` for a `for_each` copy.
+    pub id: String,
+    /// Name in the flow file.
+    pub name: String,
+    /// What the flow is for.
+    pub description: Option<String>,
+    /// Whether the flow file enables it (a person's switch may override it: see `is_on`).
+    pub enabled: bool,
+    /// The canonical entity it moves.
+    pub entity: String,
+    /// The systems, `for_each` resolved.
+    pub from: String,
+    pub to: String,
+    pub direction: Direction,
+    pub mode: SyncMode,
+    /// Canonical fields carried; empty: every field the target's `write` mapping uses.
+    pub fields: Vec<String>,
+    pub skip_nulls: bool,
+    /// Runs for the record a delivery of this webhook names.
+    pub webhook: Option<String>,
+    /// Sends a record only when its status is one of these.
+    pub on_status: Option<StatusTriggerConfig>,
+    /// Sends a record only when its status moved this way.
+    pub on_transition: Option<TransitionTriggerConfig>,
+    pub incremental: Option<IncrementalConfig>,
+    /// The conflict rule, its `owners` naming the flow's own systems (`for_each` resolved).
+    pub conflict: Option<ConflictConfig>,
+    pub after_export: Vec<PostActionConfig>,
+    pub allow_edit_after_export: bool,
+    pub export_once: bool,
+    /// Flows (by name) this one runs after when they run together.
+    pub after: Vec<String>,
+    /// Canonical field the records are matched on.
+    pub match_key: String,
+    /// Normalisation of match keys: the match field's own, then the flow's `match.normalize`.
+    pub normalize: Vec<Normalize>,
+    pub filter: Option<Predicate>,
+    pub schedule: Option<Schedule>,
+    pub reconcile_schedule: Option<Schedule>,
+    /// Whether reconciliation corrects the drift it finds (`reconcile.correct`), or only
+    /// reports it.
+    pub reconcile_corrects: bool,
+    pub incremental_start: Option<DateTime<Utc>>,
+    /// Chained flows (ids, resolved per copy) and the path of the keys they are scoped to.
+    pub then: Vec<(String, Option<JsonPath>)>,
+    /// Flows that must sync a related record first, and where that record is.
+    pub requires: Vec<(String, JsonPath)>,
+    /// The flow as its file declares it, overrides applied, for `validate --print-config`.
+    declared: FlowConfig,
+}

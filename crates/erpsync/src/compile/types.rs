@@ -1,0 +1,218 @@
+//! Conversion of mapped values to their declared type, and text normalisation. Canonical
+//! values are normalised so that equal data always hashes equal (`50`, `50.0` and `"50.00"`
+//! are the same price).
+
+use serde_json::{Number, Value};
+
+use crate::config::model::{FieldType, Normalize};
+use crate::expr::parse_datetime;
+
+/// A value that cannot be converted to its declared type.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("cannot convert {value} to {to}")]
+pub(crate) struct ValueConvertError {
+    pub value: String,
+    pub to: &'static str,
+}
+
+fn err(v: &Value, to: &'static str) -> ValueConvertError {
+    let mut value = v.to_string();
+    if value.len() > 60 {
+        value.truncate(60);
+        value.push('…');
+    }
+    ValueConvertError { value, to }
+}
+
+/// Converts `v` to `ty`; null stays null. `scale` applies to decimals (default 2).
+pub(crate) fn convert(
+    v: Value,
+    ty: FieldType,
+    scale: Option<u32>,
+) -> Result<Value, ValueConvertError> {
+    if v.is_null() {
+        return Ok(v);
+    }
+    // A path with a filter or wildcard selects a list: one node is the value itself.
+    if ty != FieldType::Json
+        && let Value::Array(items) = &v
+        && items.len() == 1
+    {
+        return convert(items[0].clone(), ty, scale);
+    }
+    Ok(match ty {
+        FieldType::Json => v,
+        FieldType::String => match v {
+            Value::String(_) => v,
+            Value::Number(n) => Value::String(n.to_string()),
+            Value::Bool(b) => Value::String(b.to_string()),
+            other => Value::String(other.to_string()),
+        },
+        FieldType::Integer => {
+            let f = as_f64(&v).ok_or_else(|| err(&v, "an integer"))?;
+            if f.fract().abs() > 1e-9 {
+                return Err(err(&v, "an integer"));
+            }
+            Value::from(f.round() as i64)
+        }
+        FieldType::Number => {
+            let f = as_f64(&v).ok_or_else(|| err(&v, "a number"))?;
+            number(f)
+        }
+        FieldType::Decimal => {
+            let f = as_f64(&v).ok_or_else(|| err(&v, "a decimal"))?;
+            let s = scale.unwrap_or(2);
+            let factor = 10f64.powi(s as i32);
+            number((f * factor).round() / factor)
+        }
+        FieldType::Boolean => match &v {
+            Value::Bool(_) => v,
+            Value::Number(n) => Value::Bool(n.as_f64().unwrap_or(0.0) != 0.0),
+            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" | "y" => Value::Bool(true),
+                "false" | "0" | "no" | "off" | "n" | "" => Value::Bool(false),
+                _ => return Err(err(&v, "a boolean")),
+            },
+            _ => return Err(err(&v, "a boolean")),
+        },
+        FieldType::Datetime => {
+            let s = match &v {
+                Value::String(s) => s.clone(),
+                Value::Number(n) => {
+                    let secs = n.as_i64().ok_or_else(|| err(&v, "a date-time"))?;
+                    let d = chrono::DateTime::from_timestamp(secs, 0)
+                        .ok_or_else(|| err(&v, "a date-time"))?;
+                    return Ok(Value::String(
+                        d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+                    ));
+                }
+                _ => return Err(err(&v, "a date-time")),
+            };
+            let d = parse_datetime(&s).ok_or_else(|| err(&v, "a date-time"))?;
+            Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+        }
+        FieldType::Date => {
+            let s = v.as_str().ok_or_else(|| err(&v, "a date"))?;
+            let d = parse_datetime(s).ok_or_else(|| err(&v, "a date"))?;
+            Value::String(d.format("%Y-%m-%d").to_string())
+        }
+    })
+}
+
+fn as_f64(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().replace(',', ".").parse().ok(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+/// A number as JSON, whole numbers as integers so `50.0` and `50` are equal.
+fn number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9.0e15 {
+        Value::from(f as i64)
+    } else {
+        Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)
+    }
+}
+
+/// Applies normalisations to a text.
+pub fn normalize(s: &str, steps: &[Normalize]) -> String {
+    let mut out = s.to_string();
+    for step in steps {
+        out = match step {
+            Normalize::Trim => out.trim().to_string(),
+            Normalize::Lowercase => out.to_lowercase(),
+            Normalize::Uppercase => out.to_uppercase(),
+            Normalize::StripSpaces => out.chars().filter(|c| !c.is_whitespace()).collect(),
+            Normalize::DigitsOnly => out.chars().filter(char::is_ascii_digit).collect(),
+            Normalize::StripLeadingZeros => {
+                let t = out.trim_start_matches('0');
+                if t.is_empty() && !out.is_empty() {
+                    "0".into()
+                } else {
+                    t.to_string()
+                }
+            }
+        };
+    }
+    out
+}
+
+/// The text of a key value (numbers and strings alike), for matching.
+pub(crate) fn key_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn conversions() {
+        assert_eq!(
+            convert(json!("50.00"), FieldType::Decimal, None).unwrap(),
+            json!(50)
+        );
+        assert_eq!(
+            convert(json!(42.016), FieldType::Decimal, None).unwrap(),
+            json!(42.02)
+        );
+        assert_eq!(
+            convert(json!("12,5"), FieldType::Number, None).unwrap(),
+            json!(12.5)
+        );
+        assert_eq!(
+            convert(json!(37.0), FieldType::Integer, None).unwrap(),
+            json!(37)
+        );
+        assert!(convert(json!("abc"), FieldType::Integer, None).is_err());
+        assert!(convert(json!(1.5), FieldType::Integer, None).is_err());
+        assert_eq!(
+            convert(json!("on"), FieldType::Boolean, None).unwrap(),
+            json!(true)
+        );
+        assert_eq!(
+            convert(json!(812), FieldType::String, None).unwrap(),
+            json!("812")
+        );
+        assert_eq!(
+            convert(json!(["a@b.ro"]), FieldType::String, None).unwrap(),
+            json!("a@b.ro"),
+            "a filter that selected one node gives that node"
+        );
+        assert_eq!(
+            convert(json!([3]), FieldType::Json, None).unwrap(),
+            json!([3])
+        );
+        assert_eq!(
+            convert(json!("2026-11-26 10:00:00"), FieldType::Datetime, None).unwrap(),
+            json!("2026-11-26T10:00:00Z")
+        );
+        assert_eq!(
+            convert(json!("2026-11-26T12:00:00+02:00"), FieldType::Date, None).unwrap(),
+            json!("2026-11-26")
+        );
+        assert_eq!(
+            convert(Value::Null, FieldType::Integer, None).unwrap(),
+            Value::Null
+        );
+    }
+
+    #[test]
+    fn normalisation() {
+        use Normalize::*;
+        assert_eq!(normalize("  led-5050 ", &[Trim, Uppercase]), "LED-5050");
+        assert_eq!(normalize("+40 (721) 000", &[DigitsOnly]), "40721000");
+        assert_eq!(normalize("000120", &[StripLeadingZeros]), "120");
+    }
+}

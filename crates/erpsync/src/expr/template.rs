@@ -1,0 +1,445 @@
+//! Handlebars templates, compiled once. Output is never HTML-escaped (erpsync renders URLs and
+//! JSON, not pages); the `json` helper encodes a value as JSON.
+
+use std::fmt;
+use std::sync::{Arc, LazyLock};
+
+use handlebars::template::{HelperTemplate, Parameter, TemplateElement};
+use handlebars::{Context, Handlebars, RenderContext, Renderable, StringOutput};
+use handlebars::{Path, PathSeg};
+use serde_json::Value;
+
+use super::helpers;
+
+static REGISTRY: LazyLock<Handlebars<'static>> = LazyLock::new(|| {
+    let mut hb = Handlebars::new();
+    hb.register_escape_fn(handlebars::no_escape);
+    helpers::register(&mut hb);
+    hb
+});
+
+/// Names of every helper a template may call.
+pub fn helper_names() -> Vec<String> {
+    let mut names: Vec<String> = helpers::names().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+/// Every helper a template may call, with how many arguments it needs at least, sorted by
+/// name.
+pub fn helper_arities() -> Vec<(&'static str, usize)> {
+    let mut out: Vec<(&'static str, usize)> = helpers::names()
+        .filter_map(|n| Some((n, helpers::min_args(n)?)))
+        .collect();
+    out.sort();
+    out
+}
+
+fn is_helper(name: &str) -> bool {
+    helpers::names().any(|h| h == name)
+}
+
+/// A template that failed to compile.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid template `{source_text}`: {reason}")]
+pub struct TemplateParseError {
+    pub source_text: String,
+    pub reason: String,
+    /// Line and column inside the template, 1-based.
+    pub pos: Option<(usize, usize)>,
+    /// For an unknown helper: its name.
+    pub unknown_helper: Option<String>,
+}
+
+/// A template that failed to render.
+#[derive(Debug, thiserror::Error)]
+#[error("template `{template}` failed: {reason}")]
+pub struct TemplateRenderError {
+    pub template: String,
+    pub reason: String,
+}
+
+#[derive(Clone)]
+enum Kind {
+    /// No mustache at all.
+    Literal(String),
+    /// Exactly `{{a.b.c}}`: the value itself, with its JSON type.
+    Var(Vec<String>),
+    Compiled(Arc<handlebars::Template>),
+}
+
+/// A compiled template.
+#[derive(Clone)]
+pub struct Template {
+    source: Arc<str>,
+    kind: Kind,
+}
+
+/// Templates compiled from the same text behave alike: they are equal.
+impl PartialEq for Template {
+    fn eq(&self, other: &Self) -> bool {
+        self.source == other.source
+    }
+}
+
+impl fmt::Debug for Template {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "Template({:?})", self.source)
+    }
+}
+
+/// Facade over the helper registry (kept for symmetry with `JsonPath`).
+pub struct Templates;
+
+impl Templates {
+    pub fn helper_names() -> Vec<String> {
+        helper_names()
+    }
+}
+
+impl Template {
+    pub fn compile(source: &str) -> Result<Self, TemplateParseError> {
+        let kind = if !source.contains("{{") {
+            Kind::Literal(source.to_string())
+        } else if let Some(path) = single_var(source) {
+            Kind::Var(path)
+        } else {
+            let tpl = handlebars::Template::compile(source).map_err(|e| {
+                let mut reason = first_sentence(&e.reason().to_string());
+                if let Some((line, col)) = e.pos() {
+                    reason = if line > 1 {
+                        format!("{reason} at line {line}, column {col}")
+                    } else {
+                        format!("{reason} at column {col}")
+                    };
+                }
+                TemplateParseError {
+                    source_text: source.to_string(),
+                    reason,
+                    pos: e.pos(),
+                    unknown_helper: None,
+                }
+            })?;
+            check_helpers(&tpl.elements, source)?;
+            Kind::Compiled(Arc::new(tpl))
+        };
+        Ok(Template {
+            source: source.into(),
+            kind,
+        })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The variables the template reads from its own context, each as its path (`{{record.sku}}`
+    /// reads `["record", "sku"]`), so `validate` can check them against the template's scope.
+    /// What is read inside `each` and `with` blocks, whose context is another value, and
+    /// `this`, `..` and `@…` paths are left out.
+    pub fn variables(&self) -> Vec<Vec<String>> {
+        match &self.kind {
+            Kind::Literal(_) => Vec::new(),
+            Kind::Var(path) => vec![path.clone()],
+            Kind::Compiled(tpl) => {
+                let mut out = Vec::new();
+                collect_vars(&tpl.elements, &mut out);
+                out
+            }
+        }
+    }
+
+    /// Whether the template is a plain string.
+    pub(crate) fn is_literal(&self) -> bool {
+        matches!(self.kind, Kind::Literal(_))
+    }
+
+    /// Renders to text. A missing variable renders empty.
+    pub fn render(&self, ctx: &Context) -> Result<String, TemplateRenderError> {
+        match &self.kind {
+            Kind::Literal(s) => Ok(s.clone()),
+            Kind::Var(path) => Ok(match lookup(ctx.data(), path) {
+                None | Some(Value::Null) => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(other) => other.to_string(),
+            }),
+            Kind::Compiled(tpl) => {
+                let mut rc = RenderContext::new(None);
+                let mut out = StringOutput::new();
+                tpl.render(&REGISTRY, ctx, &mut rc, &mut out)
+                    .map_err(|e| TemplateRenderError {
+                        template: self.source.to_string(),
+                        reason: first_sentence(&e.to_string()),
+                    })?;
+                out.into_string().map_err(|e| TemplateRenderError {
+                    template: self.source.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Renders to a JSON value: `{{x}}` alone keeps the type of `x` (missing gives null);
+    /// anything else gives a string.
+    pub(crate) fn render_value(&self, ctx: &Context) -> Result<Value, TemplateRenderError> {
+        match &self.kind {
+            Kind::Var(path) => Ok(lookup(ctx.data(), path).cloned().unwrap_or(Value::Null)),
+            _ => self.render(ctx).map(Value::String),
+        }
+    }
+}
+
+fn lookup<'a>(mut v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    for seg in path {
+        v = match v {
+            Value::Object(m) => m.get(seg)?,
+            Value::Array(a) => a.get(seg.parse::<usize>().ok()?)?,
+            _ => return None,
+        };
+    }
+    Some(v)
+}
+
+/// `{{ a.b.0 }}` → `["a","b","0"]`; anything with a helper, a block or text around → None.
+fn single_var(src: &str) -> Option<Vec<String>> {
+    let inner = src.strip_prefix("{{")?.strip_suffix("}}")?.trim();
+    if inner.is_empty()
+        || inner.contains("{{")
+        || inner.contains("}}")
+        || inner == "this"
+        || !inner
+            .chars()
+            .all(|c| c.is_alphanumeric() || c == '_' || c == '.' || c == '-')
+        || inner.starts_with(['.', '-'])
+        || inner.ends_with('.')
+        || inner.contains("..")
+    {
+        return None;
+    }
+    let segs: Vec<String> = inner.split('.').map(str::to_string).collect();
+    // A single bare name may be a zero-argument helper such as `{{now}}`.
+    if segs.len() == 1 && is_helper(&segs[0]) {
+        return None;
+    }
+    Some(segs)
+}
+
+fn collect_vars(elements: &[TemplateElement], out: &mut Vec<Vec<String>>) {
+    for el in elements {
+        match el {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                let is_call = !h.params.is_empty() || !h.hash.is_empty();
+                if !is_call {
+                    if let Parameter::Path(p) = &h.name
+                        && let Some(segs) = path_segments(p)
+                        && !(segs.len() == 1 && is_helper(&segs[0]))
+                    {
+                        out.push(segs);
+                    }
+                } else {
+                    collect_param_vars(h, out);
+                }
+            }
+            TemplateElement::HelperBlock(h) => {
+                collect_param_vars(h, out);
+                let name = match &h.name {
+                    Parameter::Name(n) => n.as_str(),
+                    _ => "",
+                };
+                // `each` and `with` render their body against another value.
+                if !matches!(name, "each" | "with")
+                    && let Some(t) = &h.template
+                {
+                    collect_vars(&t.elements, out);
+                }
+                if let Some(t) = &h.inverse {
+                    collect_vars(&t.elements, out);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn collect_param_vars(h: &HelperTemplate, out: &mut Vec<Vec<String>>) {
+    for p in h.params.iter().chain(h.hash.values()) {
+        match p {
+            Parameter::Path(path) => {
+                if let Some(segs) = path_segments(path) {
+                    out.push(segs);
+                }
+            }
+            Parameter::Subexpression(sub) => collect_vars(std::slice::from_ref(&*sub.element), out),
+            _ => {}
+        }
+    }
+}
+
+/// The named segments of a plain relative path; `None` for `this`, `../x` and `@index`.
+fn path_segments(p: &Path) -> Option<Vec<String>> {
+    match p {
+        Path::Relative((segs, _)) => segs
+            .iter()
+            .map(|s| match s {
+                PathSeg::Named(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect::<Option<Vec<_>>>()
+            .filter(|v| !v.is_empty()),
+        Path::Local(_) => None,
+    }
+}
+
+fn first_sentence(s: &str) -> String {
+    s.lines().next().unwrap_or("").trim().to_string()
+}
+
+/// Every helper named in the template must be registered, so a typo fails `validate`, not a
+/// run.
+fn check_helpers(elements: &[TemplateElement], source: &str) -> Result<(), TemplateParseError> {
+    for el in elements {
+        match el {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                let is_call = !h.params.is_empty() || !h.hash.is_empty();
+                if is_call {
+                    check_name(&h.name, source)?;
+                }
+                check_arity(h, source)?;
+                check_params(&h.params, source)?;
+                check_params(&h.hash.values().cloned().collect::<Vec<_>>(), source)?;
+            }
+            TemplateElement::HelperBlock(h) => {
+                check_name(&h.name, source)?;
+                check_arity(h, source)?;
+                check_params(&h.params, source)?;
+                if let Some(t) = &h.template {
+                    check_helpers(&t.elements, source)?;
+                }
+                if let Some(t) = &h.inverse {
+                    check_helpers(&t.elements, source)?;
+                }
+            }
+            TemplateElement::PartialExpression(_) | TemplateElement::PartialBlock(_) => {
+                return Err(TemplateParseError {
+                    source_text: source.to_string(),
+                    reason: "partials (`{{> name}}`) are not supported: flow files have no \
+                             partials to include"
+                        .into(),
+                    pos: None,
+                    unknown_helper: None,
+                });
+            }
+            TemplateElement::DecoratorExpression(_) | TemplateElement::DecoratorBlock(_) => {
+                return Err(TemplateParseError {
+                    source_text: source.to_string(),
+                    reason: "decorators (`{{* name}}`) are not supported".into(),
+                    pos: None,
+                    unknown_helper: None,
+                });
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// A helper called with fewer arguments than it needs fails at every render: refuse it at
+/// load. `{{urlencode}}` alone is a call of `urlencode` with nothing to encode.
+fn check_arity(h: &HelperTemplate, source: &str) -> Result<(), TemplateParseError> {
+    let name = match &h.name {
+        Parameter::Name(n) => n.as_str(),
+        Parameter::Path(Path::Relative((segs, _))) if segs.len() == 1 => match &segs[0] {
+            PathSeg::Named(n) => n.as_str(),
+            _ => return Ok(()),
+        },
+        _ => return Ok(()),
+    };
+    let Some(need) = helpers::min_args(name) else {
+        return Ok(());
+    };
+    let given = h.params.len();
+    if given < need {
+        return Err(TemplateParseError {
+            source_text: source.to_string(),
+            reason: format!(
+                "helper `{name}` needs {need} argument{}, given {given}",
+                if need == 1 { "" } else { "s" }
+            ),
+            pos: None,
+            unknown_helper: None,
+        });
+    }
+    Ok(())
+}
+
+fn check_params(params: &[Parameter], source: &str) -> Result<(), TemplateParseError> {
+    for p in params {
+        if let Parameter::Subexpression(sub) = p {
+            check_helpers(std::slice::from_ref(&*sub.element), source)?;
+            if let TemplateElement::Expression(h) = &*sub.element {
+                check_name(&h.name, source)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_name(name: &Parameter, source: &str) -> Result<(), TemplateParseError> {
+    let name = match name {
+        Parameter::Name(n) => n.as_str(),
+        _ => return Ok(()),
+    };
+    if is_helper(name) {
+        Ok(())
+    } else {
+        Err(TemplateParseError {
+            source_text: source.to_string(),
+            reason: format!("unknown helper `{name}`"),
+            pos: None,
+            unknown_helper: Some(name.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn render(src: &str, data: Value) -> String {
+        Template::compile(src)
+            .unwrap()
+            .render(&Context::from(data))
+            .unwrap()
+    }
+
+    #[test]
+    fn no_html_escaping_and_json_helper() {
+        assert_eq!(render("{{a}} & <b>", json!({"a": "x<y"})), "x<y & <b>");
+        assert_eq!(
+            render(r#"{"name": {{json n}}}"#, json!({"n": "say \"hi\""})),
+            r#"{"name": "say \"hi\""}"#
+        );
+    }
+
+    #[test]
+    fn single_variable_keeps_its_type() {
+        let t = Template::compile("{{record.qty}}").unwrap();
+        let ctx = Context::from(json!({"record": {"qty": 3}}));
+        assert_eq!(t.render_value(&ctx).unwrap(), json!(3));
+        let t = Template::compile("{{record}}").unwrap();
+        assert_eq!(t.render_value(&ctx).unwrap(), json!({"qty": 3}));
+        let t = Template::compile("n={{record.qty}}").unwrap();
+        assert_eq!(t.render_value(&ctx).unwrap(), json!("n=3"));
+    }
+
+    #[test]
+    fn broken_templates_and_unknown_helpers_fail_to_compile() {
+        let e = Template::compile("{{#if a}}x").unwrap_err();
+        assert!(e.unknown_helper.is_none());
+        let e = Template::compile("{{uppercas name}}").unwrap_err();
+        assert_eq!(e.unknown_helper.as_deref(), Some("uppercas"));
+        let e = Template::compile("{{upper (jsn name)}}").unwrap_err();
+        assert_eq!(e.unknown_helper.as_deref(), Some("jsn"));
+    }
+}
