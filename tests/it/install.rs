@@ -15,6 +15,9 @@ fn installed() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let root = Path::new(env!("CARGO_TARGET_TMPDIR")).join("installed");
+        // A fresh root, as on a new machine: an earlier install of another package with the
+        // same binary (before the workspace, the package was `erpsync`) would be refused.
+        let _ = std::fs::remove_dir_all(&root);
         let target = Path::new(env!("CARGO_BIN_EXE_erpsync"))
             .ancestors()
             .nth(2)
