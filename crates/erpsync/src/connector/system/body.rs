@@ -1,0 +1,109 @@
+//! Request and response bodies and the texts made of them: encoding, parsing, the message of
+//! a failure no rule described.
+
+use reqwest::header::HeaderMap;
+use serde_json::Value;
+
+use crate::config::model::{BodyFormat, HttpMethod};
+
+pub(super) fn method(m: HttpMethod) -> reqwest::Method {
+    match m {
+        HttpMethod::Get => reqwest::Method::GET,
+        HttpMethod::Post => reqwest::Method::POST,
+        HttpMethod::Put => reqwest::Method::PUT,
+        HttpMethod::Patch => reqwest::Method::PATCH,
+        HttpMethod::Delete => reqwest::Method::DELETE,
+    }
+}
+
+pub(super) fn encode_body(value: &Value, format: BodyFormat) -> (Vec<u8>, &'static str) {
+    match format {
+        BodyFormat::Json => (
+            serde_json::to_vec(value).unwrap_or_default(),
+            "application/json",
+        ),
+        BodyFormat::Form => {
+            let mut form = url::form_urlencoded::Serializer::new(String::new());
+            if let Value::Object(m) = value {
+                for (k, v) in m {
+                    match v {
+                        Value::Null => {}
+                        Value::String(s) => {
+                            form.append_pair(k, s);
+                        }
+                        other => {
+                            form.append_pair(k, &other.to_string());
+                        }
+                    }
+                }
+            }
+            (
+                form.finish().into_bytes(),
+                "application/x-www-form-urlencoded",
+            )
+        }
+    }
+}
+
+/// JSON when it parses, the text otherwise, null when empty.
+pub(super) fn parse_body(bytes: &[u8]) -> Value {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Value::Null;
+    }
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// A message for a failure no rule described: the status and the start of the body.
+pub(super) fn default_message(status: u16, headers: &HeaderMap, body: &Value) -> String {
+    if (300..400).contains(&status) {
+        let to = headers
+            .get(reqwest::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("?");
+        return format!("status {status}: redirected to `{to}`; check the system's `base_url`");
+    }
+    let text = match body {
+        Value::Null => return format!("status {status}"),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut short: String = text.chars().take(300).collect();
+    if short.len() < text.len() {
+        short.push('…');
+    }
+    format!("status {status}: {short}")
+}
+
+/// An error with its causes: reqwest's own message hides whether it was a timeout.
+pub(super) fn error_chain(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// Sets a (nested) field of a JSON object, creating the objects on the way.
+pub(super) fn set_field(value: &mut Value, path: &[String], v: Value) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut cur = value;
+    for p in parents {
+        if !cur.get(p).is_some_and(Value::is_object) {
+            if let Value::Object(m) = cur {
+                m.insert(p.clone(), Value::Object(Default::default()));
+            } else {
+                return;
+            }
+        }
+        cur = cur.get_mut(p).expect("just ensured");
+    }
+    if let Value::Object(m) = cur {
+        m.insert(last.clone(), v);
+    }
+}

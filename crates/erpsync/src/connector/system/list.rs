@@ -1,0 +1,289 @@
+//! Reading a listing page by page along its `paginate` section, with pages asked for ahead
+//! when the listing has told its size, or by a task of its own ahead of the caller.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use futures::{Stream, StreamExt};
+use serde_json::Value;
+
+use super::execute::Response;
+use super::{CallInput, HttpSystem, Page};
+use crate::connector::Extracted;
+use crate::connector::error::CallError;
+use crate::connector::operation::Operation;
+use crate::connector::paginate::{Next, PageSeen, Progress};
+use crate::redact::redact;
+
+impl HttpSystem {
+    /// Lists an operation page by page, following its `paginate` section; empty pages are
+    /// not yielded. After an error the stream ends.
+    pub fn list<'a>(
+        &'a self,
+        op_name: &str,
+        input: CallInput,
+    ) -> impl Stream<Item = Result<Page, CallError>> + 'a {
+        self.list_with(op_name, input, 1)
+    }
+
+    /// `list`, with up to `width` requests in flight once a `page` or `offset` listing has
+    /// told its size (see `Paginate::learn_size`): the pages that follow are asked for while
+    /// the first of them is awaited, each through the rate limiter, retries and breaker as
+    /// any request. They are taken strictly in page order and only as far as the listing
+    /// goes: each page still decides, as it would alone, whether and where the listing goes
+    /// on (a short or empty page ends it, a repeated page is an error), and a page asked for
+    /// ahead that the listing does not reach is dropped unread.
+    pub fn list_with<'a>(
+        &'a self,
+        op_name: &str,
+        input: CallInput,
+        width: usize,
+    ) -> impl Stream<Item = Result<Page, CallError>> + 'a {
+        type Fetch<'f> = futures::future::BoxFuture<'f, Result<(Response, bool), CallError>>;
+        struct State<'s> {
+            next: Result<Option<Next>, CallError>,
+            progress: Progress,
+            number: u32,
+            last_hash: Option<u64>,
+            input: CallInput,
+            /// Requests in flight, in page order, and the page each asks for.
+            ahead: futures::stream::FuturesOrdered<Fetch<'s>>,
+            ahead_of: std::collections::VecDeque<Next>,
+        }
+        let op_name = op_name.to_string();
+        let width = width.max(1);
+        let mut progress = Progress::default();
+        let start = self.operation(&op_name).map(|op| {
+            Some(Next::Query(
+                op.paginate
+                    .as_ref()
+                    .map(|p| p.first(&mut progress))
+                    .unwrap_or_default(),
+            ))
+        });
+        let state = State {
+            next: start,
+            progress,
+            number: 0,
+            last_hash: None,
+            input,
+            ahead: futures::stream::FuturesOrdered::new(),
+            ahead_of: std::collections::VecDeque::new(),
+        };
+        futures::stream::unfold(Some(state), move |state| {
+            let op_name = op_name.clone();
+            async move {
+                let mut st = state?;
+                let target = match std::mem::replace(&mut st.next, Ok(None)) {
+                    Err(e) => return Some((Some(Err(e)), None)),
+                    Ok(None) => return None,
+                    Ok(Some(t)) => t,
+                };
+                let op = match self.operation(&op_name) {
+                    Ok(op) => op,
+                    Err(e) => return Some((Some(Err(e)), None)),
+                };
+                if let Err(e) = self.ensure_resolved().await {
+                    return Some((Some(Err(e)), None));
+                }
+                let pagination_error = |page: u32, message: String| CallError::Pagination {
+                    system: self.name.clone(),
+                    operation: op_name.clone(),
+                    page,
+                    message,
+                };
+                if st.number >= op.max_pages {
+                    let e = pagination_error(
+                        st.number,
+                        format!(
+                            "`max_pages` ({}) reached and the list goes on",
+                            op.max_pages
+                        ),
+                    );
+                    return Some((Some(Err(e)), None));
+                }
+                // Requests asked ahead are of use only while the listing goes where they
+                // guessed.
+                if st.ahead_of.front() != Some(&target) {
+                    st.ahead = futures::stream::FuturesOrdered::new();
+                    st.ahead_of.clear();
+                }
+                if width > 1
+                    && let Some(p) = &op.paginate
+                {
+                    // This page and those after it, up to `max_pages`.
+                    let room = (op.max_pages - st.number) as usize;
+                    let wanted: Vec<Next> = std::iter::once(target.clone())
+                        .chain(p.ahead(&st.progress, width - 1))
+                        .take(width.min(room))
+                        .collect();
+                    if st.ahead_of.is_empty() && wanted.len() > 1 {
+                        st.ahead_of.push_back(target.clone());
+                        st.ahead
+                            .push_back(self.fetch(&op_name, op, &st.input, target.clone()));
+                    }
+                    if !st.ahead_of.is_empty() {
+                        for t in wanted.into_iter().skip(st.ahead_of.len()) {
+                            st.ahead_of.push_back(t.clone());
+                            st.ahead.push_back(self.fetch(&op_name, op, &st.input, t));
+                        }
+                    }
+                }
+                let fetched = if st.ahead_of.pop_front().is_some() {
+                    st.ahead
+                        .next()
+                        .await
+                        .expect("a request for each page asked ahead")
+                } else {
+                    self.execute(&op_name, op, &st.input, &target).await
+                };
+                let resp = match fetched {
+                    Ok((resp, _)) => resp,
+                    Err(e) => return Some((Some(Err(e)), None)),
+                };
+                st.number += 1;
+                let Extracted {
+                    records,
+                    parents,
+                    listed,
+                } = op
+                    .records
+                    .as_ref()
+                    .map(|p| p.extract(&resp.body))
+                    .unwrap_or_default();
+                if !records.is_empty() {
+                    let hash = hash_records(&records);
+                    if st.last_hash == Some(hash) {
+                        let e = pagination_error(
+                            st.number,
+                            format!("page {} repeats page {}", st.number, st.number - 1),
+                        );
+                        return Some((Some(Err(e)), None));
+                    }
+                    st.last_hash = Some(hash);
+                }
+                let total = op
+                    .total
+                    .as_ref()
+                    .and_then(|t| t.read(&resp.headers, &resp.body));
+                st.next = match &op.paginate {
+                    None => Ok(None),
+                    Some(p) => {
+                        let seen = PageSeen {
+                            url: &resp.url,
+                            headers: &resp.headers,
+                            body: &resp.body,
+                            // A nested listing's page holds its outer list's elements.
+                            records: listed,
+                        };
+                        if width > 1 {
+                            p.learn_size(&mut st.progress, &seen, total);
+                        }
+                        p.next(&mut st.progress, &seen)
+                            .map_err(|m| pagination_error(st.number, redact(&m).into_owned()))
+                    }
+                };
+                let page = (!records.is_empty()).then_some(Ok(Page {
+                    records,
+                    parents,
+                    number: st.number,
+                    total,
+                }));
+                Some((page, Some(st)))
+            }
+        })
+        .filter_map(futures::future::ready)
+    }
+
+    /// A page's request, sent on its own: what `list_with` keeps in flight.
+    fn fetch<'f>(
+        &'f self,
+        op_name: &str,
+        op: &Arc<Operation>,
+        input: &CallInput,
+        target: Next,
+    ) -> futures::future::BoxFuture<'f, Result<(Response, bool), CallError>> {
+        let (op_name, op, input) = (op_name.to_string(), Arc::clone(op), input.clone());
+        Box::pin(async move { self.execute(&op_name, &op, &input, &target).await })
+    }
+
+    /// `list_with` run by a task of its own, `ahead` pages ahead of the caller: while the
+    /// caller works through one page, the next ones are read. Pages come in order, an error
+    /// ends the stream as it does `list`'s, and dropping the stream stops the task (a page
+    /// read ahead and not taken is never seen by the caller).
+    pub fn list_ahead(
+        self: &Arc<Self>,
+        op_name: &str,
+        input: CallInput,
+        ahead: usize,
+    ) -> impl Stream<Item = Result<Page, CallError>> + 'static {
+        let (tx, rx) = tokio::sync::mpsc::channel(ahead.max(1));
+        let (system, op_name) = (Arc::clone(self), op_name.to_string());
+        // A leased run's lease goes with the task, as it would with the caller.
+        let watch = crate::state::lease::current_watch();
+        let task = async move {
+            let mut pages = std::pin::pin!(system.list_with(&op_name, input, ahead));
+            while let Some(page) = pages.next().await {
+                if tx.send(page).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let task = tokio::spawn(tracing::Instrument::in_current_span(
+            crate::state::lease::with_watch(watch, task),
+        ));
+        let stop = AbortOnDrop(task);
+        futures::stream::unfold((rx, stop), |(mut rx, stop)| async move {
+            let page = rx.recv().await?;
+            Some((page, (rx, stop)))
+        })
+    }
+}
+
+/// Stops a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+fn hash_records(records: &[Value]) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    records.len().hash(&mut h);
+    for r in records {
+        hash_value(r, &mut h);
+    }
+    h.finish()
+}
+
+/// Feeds a value to a hasher as it is, without writing it out as text first.
+fn hash_value(v: &Value, h: &mut impl Hasher) {
+    match v {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => {
+            2u8.hash(h);
+            match (n.as_i64(), n.as_u64(), n.as_f64()) {
+                (Some(i), _, _) => i.hash(h),
+                (None, Some(u), _) => u.hash(h),
+                (None, None, f) => f.map(f64::to_bits).hash(h),
+            }
+        }
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            for i in items {
+                hash_value(i, h);
+            }
+        }
+        Value::Object(m) => {
+            (5u8, m.len()).hash(h);
+            for (k, v) in m {
+                k.hash(h);
+                hash_value(v, h);
+            }
+        }
+    }
+}
