@@ -83,10 +83,10 @@ struct Token {
 /// What to add to one request.
 #[derive(Debug, Default)]
 pub(crate) struct Credentials {
-    pub headers: Vec<(String, String)>,
-    pub query: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) query: Vec<(String, String)>,
     /// Which token was used, so a 401 drops that token and not a newer one.
-    pub serial: Option<u64>,
+    pub(crate) serial: Option<u64>,
 }
 
 /// How a system authenticates, checked: credentials in place, templates and paths compiled.
@@ -106,7 +106,7 @@ pub(crate) struct Auth {
 
 impl AuthSpec {
     /// Compiles `auth`; problem paths start with `auth.`.
-    pub fn compile(cfg: Option<&AuthConfig>, p: &mut Problems) -> AuthSpec {
+    pub(crate) fn compile(cfg: Option<&AuthConfig>, p: &mut Problems) -> AuthSpec {
         let fixed = |headers, query| Kind::Fixed { headers, query };
         let kind = match cfg {
             None | Some(AuthConfig::None) => fixed(vec![], vec![]),
@@ -203,7 +203,7 @@ impl AuthSpec {
 
 impl Auth {
     /// The authentication of a running system, with no token yet.
-    pub fn new(spec: &AuthSpec) -> Auth {
+    pub(crate) fn new(spec: &AuthSpec) -> Auth {
         Auth {
             kind: spec.kind.clone(),
             cache: tokio::sync::Mutex::new((None, 0)),
@@ -211,12 +211,15 @@ impl Auth {
     }
 
     /// Whether a 401 may be cured by fetching a new token.
-    pub fn refreshable(&self) -> bool {
+    pub(crate) fn refreshable(&self) -> bool {
         !matches!(self.kind, Kind::Fixed { .. })
     }
 
     /// The credentials for the next request, fetching a token when none is valid.
-    pub async fn credentials(&self, sys: &impl TokenEndpoint) -> Result<Credentials, CallError> {
+    pub(crate) async fn credentials(
+        &self,
+        sys: &impl TokenEndpoint,
+    ) -> Result<Credentials, CallError> {
         if let Kind::Fixed { headers, query } = &self.kind {
             return Ok(Credentials {
                 headers: headers.clone(),
@@ -243,7 +246,7 @@ impl Auth {
     }
 
     /// Drops the token a request was refused with (not a newer one another caller fetched).
-    pub async fn invalidate(&self, serial: Option<u64>) {
+    pub(crate) async fn invalidate(&self, serial: Option<u64>) {
         let mut cache = self.cache.lock().await;
         if cache.0.as_ref().is_some_and(|t| Some(t.serial) == serial) {
             cache.0 = None;

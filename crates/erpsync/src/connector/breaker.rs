@@ -21,7 +21,7 @@ pub struct Health {
     /// Requests without a response in a row.
     pub consecutive_failures: u32,
     /// The last of those failures (redacted).
-    pub last_error: Option<String>,
+    pub(crate) last_error: Option<String>,
     /// When the next probe may go out (while down).
     pub next_probe: Option<DateTime<Utc>>,
 }
@@ -47,13 +47,13 @@ pub(crate) struct Breaker {
 /// Why a call was not sent: the system is down and no probe is due.
 #[derive(Debug, Clone)]
 pub(crate) struct Open {
-    pub since: Option<DateTime<Utc>>,
-    pub failures: u32,
-    pub last_error: Option<String>,
+    pub(crate) since: Option<DateTime<Utc>>,
+    pub(crate) failures: u32,
+    pub(crate) last_error: Option<String>,
 }
 
 impl Breaker {
-    pub fn new(cfg: Option<&CircuitBreakerConfig>) -> Self {
+    pub(crate) fn new(cfg: Option<&CircuitBreakerConfig>) -> Self {
         let mut policy = cfg.cloned().unwrap_or_default();
         policy.failures = policy.failures.max(1);
         Breaker {
@@ -72,7 +72,7 @@ impl Breaker {
 
     /// Whether a request may go out now: always while up; while down, one probe each time
     /// the pause has run out (other callers keep failing at once meanwhile).
-    pub fn admit(&self, now: DateTime<Utc>) -> Result<(), Open> {
+    pub(crate) fn admit(&self, now: DateTime<Utc>) -> Result<(), Open> {
         let mut s = self.lock();
         if !s.health.down {
             return Ok(());
@@ -93,7 +93,7 @@ impl Breaker {
     }
 
     /// A response came (whatever its status): the system is reachable.
-    pub fn success(&self, system: &str, now: DateTime<Utc>) {
+    pub(crate) fn success(&self, system: &str, now: DateTime<Utc>) {
         let mut s = self.lock();
         s.observed = true;
         if s.health.down {
@@ -108,7 +108,7 @@ impl Breaker {
     }
 
     /// A request got no response. True when the system is (now) down.
-    pub fn failure(&self, system: &str, now: DateTime<Utc>, error: &str) -> bool {
+    pub(crate) fn failure(&self, system: &str, now: DateTime<Utc>, error: &str) -> bool {
         let mut s = self.lock();
         s.observed = true;
         s.unreported = true;
@@ -141,16 +141,16 @@ impl Breaker {
         true
     }
 
-    pub fn health(&self) -> Health {
+    pub(crate) fn health(&self) -> Health {
         self.lock().health.clone()
     }
 
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.lock().health.down
     }
 
     /// The health when it changed since it was last taken (for the state store).
-    pub fn take_unreported(&self) -> Option<Health> {
+    pub(crate) fn take_unreported(&self) -> Option<Health> {
         let mut s = self.lock();
         if !(s.unreported && s.observed) {
             return None;

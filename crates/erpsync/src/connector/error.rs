@@ -118,7 +118,7 @@ pub enum CallError {
 
 impl CallError {
     /// The error itself, out of the step it happened in.
-    pub fn root(&self) -> &CallError {
+    pub(crate) fn root(&self) -> &CallError {
         match self {
             CallError::Step { source, .. } => source.root(),
             other => other,
@@ -126,7 +126,7 @@ impl CallError {
     }
 
     /// The response body behind the error, when the system refused the request.
-    pub fn body(&self) -> Option<&Value> {
+    pub(crate) fn body(&self) -> Option<&Value> {
         match self.root() {
             CallError::Permanent { body, .. } | CallError::NotFound { body, .. } => Some(body),
             _ => None,
@@ -134,7 +134,7 @@ impl CallError {
     }
 
     /// The HTTP status behind the error, when there was a response.
-    pub fn status(&self) -> Option<u16> {
+    pub(crate) fn status(&self) -> Option<u16> {
         match self {
             CallError::Step { source, .. } => source.status(),
             CallError::Permanent { status, .. } | CallError::NotFound { status, .. } => {

@@ -19,15 +19,15 @@ mod system;
 
 pub use breaker::Health;
 pub use error::CallError;
+pub use operation::Operation;
 pub(crate) use operation::request_texts;
-pub use operation::{Operation, Step};
-pub use problem::{CompileProblem, ProblemKind};
-pub use records::{Extracted, RecordsPath};
-pub use rules::lint_rules;
+pub use problem::CompileProblem;
+pub(crate) use problem::ProblemKind;
+pub(crate) use records::{Extracted, RecordsPath};
+pub(crate) use rules::lint_rules;
 pub use spec::SystemSpec;
 pub use stats::{ConnectorStats, StatsSnapshot};
-pub use steps::{NoStepLog, PlannedStep, StepAnswer, StepLog};
+pub(crate) use steps::{StepAnswer, StepLog};
 pub use system::{
-    ANNOUNCE_WAITS_FROM, CallInput, CallOutput, HttpSystem, Page, SystemStartError, WaitAnnouncer,
-    WaitNotice,
+    CallInput, CallOutput, HttpSystem, Page, SystemStartError, WaitAnnouncer, WaitNotice,
 };

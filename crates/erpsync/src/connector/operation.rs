@@ -27,7 +27,7 @@ pub(crate) enum BodyTemplate {
 }
 
 impl BodyTemplate {
-    pub fn compile(value: &Value, path: &str, problems: &mut Problems) -> BodyTemplate {
+    pub(crate) fn compile(value: &Value, path: &str, problems: &mut Problems) -> BodyTemplate {
         match value {
             Value::String(s) => match problems.template(path, s) {
                 Some(t) if !t.is_literal() => BodyTemplate::Text(t),
@@ -54,7 +54,7 @@ impl BodyTemplate {
         }
     }
 
-    pub fn render(&self, ctx: &Context) -> Result<Value, TemplateRenderError> {
+    pub(crate) fn render(&self, ctx: &Context) -> Result<Value, TemplateRenderError> {
         Ok(match self {
             BodyTemplate::Fixed(v) => v.clone(),
             BodyTemplate::Text(t) => t.render_value(ctx)?,
@@ -84,7 +84,7 @@ pub(crate) enum SinceFormat {
 }
 
 impl SinceFormat {
-    pub fn format(&self, t: DateTime<Utc>) -> Value {
+    pub(crate) fn format(&self, t: DateTime<Utc>) -> Value {
         match self {
             SinceFormat::Rfc3339 => Value::String(t.to_rfc3339_opts(SecondsFormat::Secs, true)),
             SinceFormat::Unix => Value::from(t.timestamp()),
@@ -121,7 +121,7 @@ pub struct Operation {
 
 /// One request of a multi-step operation.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Step {
+pub(crate) struct Step {
     pub(crate) name: String,
     /// The request, compiled as a single-request operation (with the operation's headers,
     /// error rules and decode rules).
@@ -133,15 +133,15 @@ pub struct Step {
 /// A step's condition on the answer of an earlier step.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct StepOn {
-    pub step: String,
-    pub statuses: Vec<StatusRange>,
-    pub when: Option<Predicate>,
+    pub(crate) step: String,
+    pub(crate) statuses: Vec<StatusRange>,
+    pub(crate) when: Option<Predicate>,
 }
 
 impl StepOn {
     /// Whether an answer (status and body) of the named step lets the step run; `failed`
     /// tells whether that answer failed the step.
-    pub fn matches(&self, status: Option<u16>, body: &Value, failed: bool) -> bool {
+    pub(crate) fn matches(&self, status: Option<u16>, body: &Value, failed: bool) -> bool {
         if self.statuses.is_empty() && self.when.is_none() {
             return !failed;
         }
@@ -153,12 +153,8 @@ impl StepOn {
 }
 
 impl Step {
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         &self.name
-    }
-
-    pub fn method(&self) -> HttpMethod {
-        self.op.method
     }
 
     /// Whether the step is journaled: sending it twice could write twice.
@@ -175,17 +171,8 @@ impl Step {
         })
     }
 
-    /// The step's template sources, for messages: `POST /orders/{{id}}/trackings`.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} {}",
-            format!("{:?}", self.op.method).to_uppercase(),
-            self.op.path.source()
-        )
-    }
-
     /// The step's condition, for plans: "when `update` answered 404".
-    pub fn condition(&self) -> Option<String> {
+    pub(crate) fn condition(&self) -> Option<String> {
         let on = self.on.as_ref()?;
         let mut parts = Vec::new();
         if !on.statuses.is_empty() {
@@ -545,11 +532,11 @@ impl Operation {
     }
 
     /// The steps of a multi-step operation (empty for a single request).
-    pub fn steps(&self) -> &[Step] {
+    pub(crate) fn steps(&self) -> &[Step] {
         &self.steps
     }
 
-    pub fn method(&self) -> HttpMethod {
+    pub(crate) fn method(&self) -> HttpMethod {
         self.method
     }
 

@@ -20,7 +20,7 @@ pub(crate) enum TotalPages {
 
 impl TotalPages {
     /// `header:NAME` or a JSONPath; `field` names the setting in problems.
-    pub fn compile(text: &str, field: &str, p: &mut Problems) -> Option<TotalPages> {
+    pub(crate) fn compile(text: &str, field: &str, p: &mut Problems) -> Option<TotalPages> {
         match text.strip_prefix("header:") {
             Some(h) if !h.trim().is_empty() => Some(TotalPages::Header(h.trim().into())),
             Some(_) => {
@@ -32,7 +32,7 @@ impl TotalPages {
     }
 
     /// The number in this response, when it has one.
-    pub fn read(&self, headers: &HeaderMap, body: &Value) -> Option<u64> {
+    pub(crate) fn read(&self, headers: &HeaderMap, body: &Value) -> Option<u64> {
         match self {
             TotalPages::Header(h) => headers
                 .get(h.as_str())
@@ -79,10 +79,10 @@ pub(crate) enum Next {
 
 /// What the pager needs to know about the page just read.
 pub(crate) struct PageSeen<'a> {
-    pub url: &'a str,
-    pub headers: &'a HeaderMap,
-    pub body: &'a Value,
-    pub records: usize,
+    pub(crate) url: &'a str,
+    pub(crate) headers: &'a HeaderMap,
+    pub(crate) body: &'a Value,
+    pub(crate) records: usize,
 }
 
 /// Progress through one listing.
@@ -97,7 +97,7 @@ pub(crate) struct Progress {
 }
 
 impl Paginate {
-    pub fn compile(cfg: &PaginationConfig, p: &mut Problems) -> Option<Paginate> {
+    pub(crate) fn compile(cfg: &PaginationConfig, p: &mut Problems) -> Option<Paginate> {
         Some(match cfg {
             PaginationConfig::Page {
                 param,
@@ -139,7 +139,7 @@ impl Paginate {
     }
 
     /// Query parameters of the first page.
-    pub fn first(&self, progress: &mut Progress) -> Vec<(String, String)> {
+    pub(crate) fn first(&self, progress: &mut Progress) -> Vec<(String, String)> {
         match self {
             Paginate::Page {
                 param,
@@ -170,7 +170,12 @@ impl Paginate {
     /// Notes the listing's size a page told: its number of pages (`total_pages`) or, from the
     /// operation's `total`, its number of records. Only `page` and `offset` listings have pages
     /// known in advance; a `page` listing needs its `size` to turn records into pages.
-    pub fn learn_size(&self, progress: &mut Progress, seen: &PageSeen, records: Option<u64>) {
+    pub(crate) fn learn_size(
+        &self,
+        progress: &mut Progress,
+        seen: &PageSeen,
+        records: Option<u64>,
+    ) {
         let end = match self {
             Paginate::Page {
                 start,
@@ -195,7 +200,7 @@ impl Paginate {
     /// Up to `n` pages that follow the one `next` last returned, when the listing's size is
     /// known (see `learn_size`): what the listing will ask for next if every page is full.
     /// Whether it does is still `next`'s to say, page by page.
-    pub fn ahead(&self, progress: &Progress, n: usize) -> Vec<Next> {
+    pub(crate) fn ahead(&self, progress: &Progress, n: usize) -> Vec<Next> {
         let Some(end) = progress.end else {
             return Vec::new();
         };
@@ -234,7 +239,11 @@ impl Paginate {
     }
 
     /// The next page after `seen`, `None` at the end, or why the listing cannot go on.
-    pub fn next(&self, progress: &mut Progress, seen: &PageSeen) -> Result<Option<Next>, String> {
+    pub(crate) fn next(
+        &self,
+        progress: &mut Progress,
+        seen: &PageSeen,
+    ) -> Result<Option<Next>, String> {
         match self {
             Paginate::Page {
                 param,

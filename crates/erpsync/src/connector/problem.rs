@@ -7,7 +7,7 @@ use crate::expr::{JsonPath, Template};
 
 /// What kind of expression a problem is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemKind {
+pub(crate) enum ProblemKind {
     /// A JSONPath (or a JSONPath filter condition) that does not parse.
     JsonPath,
     /// A template that does not compile.
@@ -23,7 +23,7 @@ pub enum ProblemKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompileProblem {
     pub path: String,
-    pub kind: ProblemKind,
+    pub(crate) kind: ProblemKind,
     pub message: String,
 }
 
@@ -41,7 +41,7 @@ impl CompileProblem {
     }
 
     /// The same problem under a parent path (`operations.list_products.` + `query.limit`).
-    pub fn prefixed(mut self, prefix: &str) -> Self {
+    pub(crate) fn prefixed(mut self, prefix: &str) -> Self {
         self.path = format!("{prefix}.{}", self.path);
         self
     }
@@ -55,10 +55,10 @@ impl fmt::Display for CompileProblem {
 
 /// Collects problems while compiling; each helper records a failure and returns `None`.
 #[derive(Default)]
-pub(crate) struct Problems(pub Vec<CompileProblem>);
+pub(crate) struct Problems(pub(crate) Vec<CompileProblem>);
 
 impl Problems {
-    pub fn template(&mut self, path: &str, src: &str) -> Option<Template> {
+    pub(crate) fn template(&mut self, path: &str, src: &str) -> Option<Template> {
         Template::compile(src)
             .map_err(|e| {
                 self.0.push(CompileProblem::new(
@@ -70,7 +70,7 @@ impl Problems {
             .ok()
     }
 
-    pub fn path(&mut self, path: &str, src: &str) -> Option<JsonPath> {
+    pub(crate) fn path(&mut self, path: &str, src: &str) -> Option<JsonPath> {
         JsonPath::parse(src)
             .map_err(|e| {
                 self.0.push(CompileProblem::new(
@@ -82,13 +82,13 @@ impl Problems {
             .ok()
     }
 
-    pub fn invalid(&mut self, path: &str, message: impl Into<String>) {
+    pub(crate) fn invalid(&mut self, path: &str, message: impl Into<String>) {
         self.0
             .push(CompileProblem::new(path, ProblemKind::Invalid, message))
     }
 
     /// Templates of a map (`query`, `headers`), in key order.
-    pub fn template_map<'a>(
+    pub(crate) fn template_map<'a>(
         &mut self,
         prefix: &str,
         map: impl IntoIterator<Item = (&'a String, &'a String)>,

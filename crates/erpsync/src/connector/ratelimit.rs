@@ -27,7 +27,7 @@ pub(crate) struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(cfg: Option<&RateLimitConfig>) -> RateLimiter {
+    pub(crate) fn new(cfg: Option<&RateLimitConfig>) -> RateLimiter {
         let bucket = cfg
             .filter(|c| c.per_second > 0.0)
             .map(|c| (c.per_second, f64::from(c.burst.max(1))));
@@ -43,7 +43,7 @@ impl RateLimiter {
     }
 
     /// Makes every caller wait until `until` (a later pause wins over an earlier one).
-    pub fn pause_until(&self, until: DateTime<Utc>, reason: &str) {
+    pub(crate) fn pause_until(&self, until: DateTime<Utc>, reason: &str) {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         if s.paused_until.is_none_or(|p| p < until) {
             s.paused_until = Some(until);
@@ -52,7 +52,7 @@ impl RateLimiter {
     }
 
     /// The pause in force at `now`, if any: until when, and why.
-    pub fn pause(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> {
+    pub(crate) fn pause(&self, now: DateTime<Utc>) -> Option<(DateTime<Utc>, String)> {
         let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.paused_until
             .filter(|until| *until > now)
@@ -60,7 +60,7 @@ impl RateLimiter {
     }
 
     /// Waits for the pause to end and for a token; returns the time waited.
-    pub async fn acquire(&self, clock: &SharedClock) -> Duration {
+    pub(crate) async fn acquire(&self, clock: &SharedClock) -> Duration {
         let mut waited = Duration::ZERO;
         loop {
             let (wait, done) = self.try_take(clock.now());

@@ -19,7 +19,7 @@ const WILDCARD: &str = "[*]";
 
 /// A compiled `records` path.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RecordsPath {
+pub(crate) struct RecordsPath {
     whole: JsonPath,
     nested: Option<Nested>,
 }
@@ -46,34 +46,35 @@ const PARENT: &str = "parent";
 
 /// What a `records` path selects: the records, and for a nested path each record's parent.
 #[derive(Debug, Clone, Default)]
-pub struct Extracted {
-    pub records: Vec<Value>,
+pub(crate) struct Extracted {
+    pub(crate) records: Vec<Value>,
     /// Empty, or one entry per record.
-    pub parents: Vec<Option<Arc<Value>>>,
+    pub(crate) parents: Vec<Option<Arc<Value>>>,
     /// Elements of the outermost list the response holds: what a page's size counts (the
     /// products of a page, not their variants). The number of records for a flat path.
-    pub listed: usize,
+    pub(crate) listed: usize,
 }
 
 impl RecordsPath {
     /// Compiles a `records` path.
-    pub fn new(whole: JsonPath) -> Self {
+    pub(crate) fn new(whole: JsonPath) -> Self {
         let nested = split(whole.as_str());
         RecordsPath { whole, nested }
     }
 
     /// Whether the records a `records` path (as written) selects have a parent.
-    pub fn nests(source: &str) -> bool {
+    pub(crate) fn nests(source: &str) -> bool {
         split(source).is_some()
     }
 
     /// Whether records selected by the path have a parent.
-    pub fn is_nested(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_nested(&self) -> bool {
         self.nested.is_some()
     }
 
     /// The records a response body holds: the items of an array, one record for an object.
-    pub fn extract(&self, body: &Value) -> Extracted {
+    pub(crate) fn extract(&self, body: &Value) -> Extracted {
         let Some(n) = &self.nested else {
             let records = list_at(&self.whole, body);
             return Extracted {

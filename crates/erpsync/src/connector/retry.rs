@@ -15,14 +15,14 @@ const RETRY_AFTER_CAP: Duration = Duration::from_secs(3600);
 /// The retry policy of a system, with defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RetryPolicy {
-    pub max_attempts: u32,
-    pub initial: Duration,
-    pub max: Duration,
-    pub jitter: bool,
+    pub(crate) max_attempts: u32,
+    pub(crate) initial: Duration,
+    pub(crate) max: Duration,
+    pub(crate) jitter: bool,
 }
 
 impl RetryPolicy {
-    pub fn from_config(cfg: Option<&RetryConfig>) -> RetryPolicy {
+    pub(crate) fn from_config(cfg: Option<&RetryConfig>) -> RetryPolicy {
         match cfg {
             Some(c) => RetryPolicy {
                 max_attempts: c.max_attempts.max(1),
@@ -40,7 +40,7 @@ impl RetryPolicy {
     }
 
     /// Wait before retry number `retry` (1 for the first retry).
-    pub fn backoff(&self, retry: u32) -> Duration {
+    pub(crate) fn backoff(&self, retry: u32) -> Duration {
         let ceiling = backoff_ceiling(self.initial, self.max, retry);
         if !self.jitter || ceiling.is_zero() {
             return ceiling;

@@ -11,12 +11,12 @@ use crate::expr::{Predicate, Template};
 /// An inclusive range of status codes; a single code is a range of one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct StatusRange {
-    pub low: u16,
-    pub high: u16,
+    pub(crate) low: u16,
+    pub(crate) high: u16,
 }
 
 impl StatusRange {
-    pub fn contains(&self, status: u16) -> bool {
+    pub(crate) fn contains(&self, status: u16) -> bool {
         (self.low..=self.high).contains(&status)
     }
 }
@@ -65,20 +65,20 @@ pub(crate) fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRang
 pub(crate) struct Rule {
     statuses: Vec<StatusRange>,
     when: Option<Predicate>,
-    pub action: ErrorAction,
+    pub(crate) action: ErrorAction,
     message: Option<Template>,
 }
 
 /// What a response means, with the rule's message when it has one.
 #[derive(Debug, Clone)]
 pub(crate) struct Verdict {
-    pub action: ErrorAction,
-    pub message: Option<String>,
+    pub(crate) action: ErrorAction,
+    pub(crate) message: Option<String>,
 }
 
 impl Rule {
     /// Compiles `errors` rules; problem paths start with `prefix` (`errors`).
-    pub fn compile_all(
+    pub(crate) fn compile_all(
         rules: &[ErrorRuleConfig],
         prefix: &str,
         problems: &mut Vec<CompileProblem>,
@@ -162,7 +162,7 @@ fn slow_down(status: u16, retry_after: bool) -> bool {
 /// Warnings on rules that a status class or range would apply to 429 but no longer do: the
 /// rule is skipped for 429, which is rate limiting unless a rule names `429` itself. A rule
 /// is quiet when an earlier rule names 429, or when it rate-limits anyway.
-pub fn lint_rules(rules: &[ErrorRuleConfig], prefix: &str) -> Vec<CompileProblem> {
+pub(crate) fn lint_rules(rules: &[ErrorRuleConfig], prefix: &str) -> Vec<CompileProblem> {
     let mut out = Vec::new();
     let mut named = false;
     for (i, cfg) in rules.iter().enumerate() {

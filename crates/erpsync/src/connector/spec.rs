@@ -118,7 +118,7 @@ impl SystemSpec {
     /// The problems of what one declaration says itself (auth, headers, error rules, limits,
     /// its address when it gives one), before it is merged with what it extends or what
     /// extends it: each is reported once, at the declaration that has it.
-    pub fn check_declaration(cfg: &SystemConfig) -> Vec<CompileProblem> {
+    pub(crate) fn check_declaration(cfg: &SystemConfig) -> Vec<CompileProblem> {
         let mut p = Problems::default();
         if let Some(u) = cfg.base_url.as_deref() {
             base_url(u, &mut p);
@@ -127,16 +127,13 @@ impl SystemSpec {
         p.0
     }
 
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn base_url(&self) -> &Url {
+    #[cfg(test)]
+    pub(crate) fn base_url(&self) -> &Url {
         &self.base_url
     }
 
     /// The same system at another address (a recording or replaying proxy).
-    pub fn at(&self, base_url: Url) -> SystemSpec {
+    pub(crate) fn at(&self, base_url: Url) -> SystemSpec {
         SystemSpec {
             base_url,
             ..self.clone()
@@ -144,7 +141,7 @@ impl SystemSpec {
     }
 
     /// The same system without a request budget (a replay answers at once).
-    pub fn unlimited(&self) -> SystemSpec {
+    pub(crate) fn unlimited(&self) -> SystemSpec {
         SystemSpec {
             rate_limit: None,
             ..self.clone()

@@ -23,7 +23,7 @@ pub struct ConnectorStats {
 pub struct StatsSnapshot {
     /// Responses by status class.
     pub responses_2xx: u64,
-    pub responses_3xx: u64,
+    pub(crate) responses_3xx: u64,
     pub responses_4xx: u64,
     pub responses_5xx: u64,
     /// Requests that got no response (connection refused, reset, timeout).

@@ -16,17 +16,17 @@ use crate::redact::{redact, redact_json};
 
 /// The answer of one step, as later steps read it (`steps.NAME`) and as a journal keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StepAnswer {
+pub(crate) struct StepAnswer {
     /// The HTTP status; none when the step got no response.
-    pub status: Option<u16>,
+    pub(crate) status: Option<u16>,
     /// The decoded response body.
-    pub body: Value,
+    pub(crate) body: Value,
     /// What the step's `record` path selects.
     #[serde(default)]
-    pub record: Option<Value>,
+    pub(crate) record: Option<Value>,
     /// Whether the answer failed the step (a later step's `on` may take over).
     #[serde(default)]
-    pub failed: bool,
+    pub(crate) failed: bool,
 }
 
 impl StepAnswer {
@@ -44,7 +44,7 @@ impl StepAnswer {
 /// it is sent and its answer after. Steps safe to repeat are not logged: a resumed call
 /// sends them again and follows what they answer now.
 #[async_trait::async_trait]
-pub trait StepLog: Send {
+pub(crate) trait StepLog: Send {
     /// The answer a journaled step got in an earlier, interrupted call.
     fn answered_before(&self, step: &str) -> Option<StepAnswer>;
     /// Whether a journaled step was sent in an earlier call without its answer being
@@ -57,7 +57,7 @@ pub trait StepLog: Send {
 }
 
 /// A log that keeps nothing: a call that is not journaled (`erpsync call`, lookups).
-pub struct NoStepLog;
+pub(crate) struct NoStepLog;
 
 #[async_trait::async_trait]
 impl StepLog for NoStepLog {
@@ -77,14 +77,14 @@ impl StepLog for NoStepLog {
 
 /// One step of a plan, as a dry run shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PlannedStep {
-    pub name: String,
+pub(crate) struct PlannedStep {
+    pub(crate) name: String,
     /// `POST /orders/12/trackings`; a path that reads an earlier step's answer is shown as
     /// its template.
-    pub request: String,
+    pub(crate) request: String,
     /// When the step runs, if not always: "when `update` answered 404".
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub condition: Option<String>,
+    pub(crate) condition: Option<String>,
 }
 
 impl std::fmt::Display for PlannedStep {
@@ -111,7 +111,7 @@ impl HttpSystem {
 
     /// Calls an operation, journaling its steps in `log` (a single-request operation is
     /// called as `call` does).
-    pub async fn call_logged(
+    pub(crate) async fn call_logged(
         &self,
         op_name: &str,
         input: &CallInput,
@@ -126,7 +126,7 @@ impl HttpSystem {
     }
 
     /// The steps an operation would send for `input`, for a dry run (nothing is sent).
-    pub fn plan_steps(&self, op_name: &str, input: &CallInput) -> Vec<PlannedStep> {
+    pub(crate) fn plan_steps(&self, op_name: &str, input: &CallInput) -> Vec<PlannedStep> {
         let Ok(op) = self.operation(op_name) else {
             return Vec::new();
         };

@@ -15,14 +15,14 @@ use crate::redact::redact;
 /// gets an answer.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SystemDown {
-    pub system: String,
+    pub(crate) system: String,
     pub since: Option<DateTime<Utc>>,
     /// Requests in a row that got no response.
-    pub consecutive_failures: u32,
+    pub(crate) consecutive_failures: u32,
     /// The last of them (redacted).
-    pub error: String,
+    pub(crate) error: String,
     /// When the next probe may go out.
-    pub next_probe: Option<DateTime<Utc>>,
+    pub(crate) next_probe: Option<DateTime<Utc>>,
 }
 
 impl Daemon {

@@ -66,7 +66,7 @@ impl Metrics {
 
     /// Counts a finished run and its records, and times it.
     /// `Err(kind)` is a run that could not be carried out at all.
-    pub fn run_finished(&self, flow: &str, result: Result<&RunReport, &str>, seconds: f64) {
+    pub(crate) fn run_finished(&self, flow: &str, result: Result<&RunReport, &str>, seconds: f64) {
         let (kind, status) = match result {
             Ok(r) => (r.kind.as_str(), status_of(r)),
             Err(kind) => (kind, "error"),
@@ -115,12 +115,12 @@ impl Metrics {
     }
 
     /// Counts a scheduled run skipped because the previous one was still going.
-    pub fn run_skipped(&self, flow: &str) {
+    pub(crate) fn run_skipped(&self, flow: &str) {
         self.add("erpsync_runs_skipped_total", &[("flow", flow)], 1.0);
     }
 
     /// Counts a webhook delivery by what became of it.
-    pub fn webhook(&self, name: &str, outcome: &str) {
+    pub(crate) fn webhook(&self, name: &str, outcome: &str) {
         self.add(
             "erpsync_webhooks_total",
             &[("webhook", name), ("outcome", outcome)],
@@ -129,7 +129,7 @@ impl Metrics {
     }
 
     /// Counts a reload attempt.
-    pub fn reload(&self, result: &str) {
+    pub(crate) fn reload(&self, result: &str) {
         self.add("erpsync_reloads_total", &[("result", result)], 1.0);
     }
 
@@ -145,7 +145,7 @@ impl Metrics {
 
     /// Everything in the Prometheus text format. `pending` is the number of failures waiting
     /// per flow; `in_flight` the runs going on now.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         engine: &Engine,
         pending: &BTreeMap<String, u64>,
@@ -272,7 +272,7 @@ impl Metrics {
 }
 
 /// The status a run is filed under: `ok`, `partial` (some records failed) or `error`.
-pub fn status_of(r: &RunReport) -> &'static str {
+pub(crate) fn status_of(r: &RunReport) -> &'static str {
     if !r.ok() {
         "error"
     } else if r.counts.failed > 0 {

@@ -3,7 +3,7 @@
 //! of the flow files and graceful shutdown. `Daemon` is the core every entry point drives.
 
 mod admin;
-pub mod api;
+pub(crate) mod api;
 mod console;
 mod core;
 mod health;
@@ -15,17 +15,12 @@ mod serve;
 mod switches;
 mod webhook;
 
-pub use admin::router;
 pub use core::{
     Cause, ConfigReloadError, Daemon, DaemonEvent, DaemonStartError, FlowStatus, LastRun,
     TriggerRefusedError, Triggered,
 };
 pub use health::SystemDown;
 pub use metrics::Metrics;
-pub use notify::{
-    Alert, Notification, SIGNATURE_HEADER as NOTIFY_SIGNATURE_HEADER, signature as notify_signature,
-};
+pub use notify::Notification;
 pub use reload::{FileWatch, ReloadChanges};
 pub use serve::{DaemonExit, HttpLimits, ServeOptions, serve};
-pub use switches::FlowSwitchError;
-pub use webhook::{DeliveryVerifyError, signature_matches};

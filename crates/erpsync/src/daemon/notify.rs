@@ -24,7 +24,7 @@ use crate::redact::redact;
 
 mod state;
 
-pub use state::Alert;
+pub(crate) use state::Alert;
 pub(super) use state::NotifyState;
 #[cfg(test)]
 use state::RuleState;
@@ -38,21 +38,21 @@ const SUMMARY_LINES: usize = 10;
 /// How long a channel may take to take a message.
 const SEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Header of a webhook channel's signature.
-pub const SIGNATURE_HEADER: &str = "X-Erpsync-Signature";
+pub(crate) const SIGNATURE_HEADER: &str = "X-Erpsync-Signature";
 
 /// A message as channels get it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Notification {
     pub rule: String,
-    pub on: NotifyOn,
+    pub(crate) on: NotifyOn,
     pub title: String,
-    pub text: String,
+    pub(crate) text: String,
     /// The console page of the first alert (the list page for a summary).
     pub link: String,
-    pub alerts: Vec<Alert>,
+    pub(crate) alerts: Vec<Alert>,
     /// Alerts left out of `alerts` in a long summary.
-    pub more: usize,
-    pub at: DateTime<Utc>,
+    pub(crate) more: usize,
+    pub(crate) at: DateTime<Utc>,
 }
 
 fn secs(n: u64) -> chrono::Duration {
@@ -391,7 +391,7 @@ fn message(
 }
 
 /// The hex HMAC-SHA256 of a webhook channel's body.
-pub fn signature(secret: &str, body: &[u8]) -> String {
+pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(body);

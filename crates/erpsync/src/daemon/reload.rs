@@ -18,15 +18,15 @@ use crate::config::env::ProcessEnv;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct ReloadChanges {
     pub systems: Vec<String>,
-    pub entities: Vec<String>,
+    pub(crate) entities: Vec<String>,
     pub flows: Vec<String>,
-    pub webhooks: Vec<String>,
+    pub(crate) webhooks: Vec<String>,
 }
 
 impl ReloadChanges {
     /// What differs from `old` in `new`. Specs compare by what they were compiled from, so an
     /// edit that compiles to the same thing (a comment, a reordered key) is no change.
-    pub fn between(old: &Project, new: &Project) -> ReloadChanges {
+    pub(crate) fn between(old: &Project, new: &Project) -> ReloadChanges {
         let flows = |p: &Project| p.flows.iter().map(|f| (f.id.clone(), f.clone())).collect();
         ReloadChanges {
             systems: changed(&old.systems, &new.systems),
@@ -36,7 +36,8 @@ impl ReloadChanges {
         }
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.systems.is_empty()
             && self.entities.is_empty()
             && self.flows.is_empty()

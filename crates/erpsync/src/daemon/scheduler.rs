@@ -25,7 +25,7 @@ pub(crate) use plan::Plan;
 const MAX_NAP: Duration = Duration::from_secs(30);
 
 /// Days finished runs are kept unless `daemon.retention_days` says otherwise.
-pub const DEFAULT_RETENTION_DAYS: u64 = 30;
+pub(crate) const DEFAULT_RETENTION_DAYS: u64 = 30;
 
 /// How often the daemon prunes the run history.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
@@ -102,7 +102,7 @@ impl Daemon {
 
     /// Fires schedules until shutdown, sleeping on the clock in between. Before the first
     /// firing it settles what a dead predecessor left; beside it, housekeeping runs.
-    pub async fn run_scheduler(self: Arc<Self>) {
+    pub(crate) async fn run_scheduler(self: Arc<Self>) {
         self.recover().await;
         let housekeeping = tokio::spawn(self.clone().housekeeping());
         self.schedule_loop().await;
@@ -133,7 +133,7 @@ impl Daemon {
     /// At start-up: runs left `running` by dead processes of this host are closed as
     /// abandoned, and writes left in doubt are settled by a run of their flow scoped to
     /// their records (with the flow's lease, taken at once from a dead holder).
-    pub async fn recover(self: &Arc<Self>) {
+    pub(crate) async fn recover(self: &Arc<Self>) {
         let engine = self.engine();
         let me = engine.instance.id.clone();
         let now = self.clock.now();
@@ -287,7 +287,7 @@ impl Daemon {
     }
 
     /// Deletes runs older than the retention, and processes not seen for a day.
-    pub async fn prune(&self, now: DateTime<Utc>, ttl: Duration) -> Option<Pruned> {
+    pub(crate) async fn prune(&self, now: DateTime<Utc>, ttl: Duration) -> Option<Pruned> {
         let days = self
             .engine()
             .project

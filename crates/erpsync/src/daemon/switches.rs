@@ -17,7 +17,7 @@ pub(crate) use stored::read_switches;
 
 /// A switch that could not be made.
 #[derive(Debug, thiserror::Error)]
-pub enum FlowSwitchError {
+pub(crate) enum FlowSwitchError {
     #[error("unknown flow `{0}`")]
     UnknownFlow(String),
     #[error(transparent)]
@@ -26,7 +26,7 @@ pub enum FlowSwitchError {
 
 impl Daemon {
     /// Whether a flow is on now, as the daemon last read the switches.
-    pub fn flow_enabled(&self, flow: &Flow) -> bool {
+    pub(crate) fn flow_enabled(&self, flow: &Flow) -> bool {
         flow.is_on(&self.switches.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
@@ -46,7 +46,7 @@ impl Daemon {
     }
 
     /// The switches on record, as last read.
-    pub fn flow_switches(&self) -> HashMap<String, bool> {
+    pub(crate) fn flow_switches(&self) -> HashMap<String, bool> {
         self.switches
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -55,7 +55,7 @@ impl Daemon {
 
     /// Switches a flow on or off, for good: stored, then planned (a flow switched off keeps
     /// no next firing; a run going on finishes).
-    pub async fn switch_flow(
+    pub(crate) async fn switch_flow(
         &self,
         flow_id: &str,
         enabled: bool,

@@ -28,7 +28,7 @@ pub fn normalise(entity: &Entity, record: Value) -> Result<Value, String> {
 }
 
 /// Fields compared by a flow: the ones it carries, less volatile ones and the timestamp.
-pub fn compared_fields(entity: &Entity, carried: &[String]) -> Vec<String> {
+pub(crate) fn compared_fields(entity: &Entity, carried: &[String]) -> Vec<String> {
     carried
         .iter()
         .filter(|f| {
@@ -52,7 +52,7 @@ fn get<'a>(v: Option<&'a Value>, field: &str) -> &'a Value {
 }
 
 /// The compared fields whose values differ between `old` and `new`.
-pub fn diff(old: Option<&Value>, new: &Value, fields: &[String]) -> Vec<FieldChange> {
+pub(crate) fn diff(old: Option<&Value>, new: &Value, fields: &[String]) -> Vec<FieldChange> {
     fields
         .iter()
         .filter_map(|f| {
@@ -67,12 +67,12 @@ pub fn diff(old: Option<&Value>, new: &Value, fields: &[String]) -> Vec<FieldCha
 }
 
 /// Whether two records agree on the compared fields.
-pub fn same(a: Option<&Value>, b: Option<&Value>, fields: &[String]) -> bool {
+pub(crate) fn same(a: Option<&Value>, b: Option<&Value>, fields: &[String]) -> bool {
     fields.iter().all(|f| get(a, f) == get(b, f))
 }
 
 /// `base` with the compared fields taken from `fields_from`.
-pub fn overlay(base: Option<&Value>, fields_from: &Value, fields: &[String]) -> Value {
+pub(crate) fn overlay(base: Option<&Value>, fields_from: &Value, fields: &[String]) -> Value {
     let mut out = match base {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),
@@ -89,7 +89,11 @@ pub fn overlay(base: Option<&Value>, fields_from: &Value, fields: &[String]) -> 
 }
 
 /// `base` with the listed fields (and only those) taken from `fields_from`.
-pub fn overlay_fields(base: Option<&Value>, fields_from: &Value, fields: &[String]) -> Value {
+pub(crate) fn overlay_fields(
+    base: Option<&Value>,
+    fields_from: &Value,
+    fields: &[String],
+) -> Value {
     let mut out = match base {
         Some(Value::Object(m)) => m.clone(),
         _ => Map::new(),

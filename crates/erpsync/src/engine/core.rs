@@ -19,7 +19,7 @@ pub struct Engine {
     pub project: Arc<Project>,
     pub systems: BTreeMap<String, Arc<HttpSystem>>,
     pub store: Store,
-    pub clock: SharedClock,
+    pub(crate) clock: SharedClock,
     /// Key normalisation per entity, from the flows that sync it (used to resolve `ref`).
     pub(super) key_normalize: HashMap<String, Vec<Normalize>>,
     /// The bindings the dry runs of this engine would have made, by scope and key: a dry run
@@ -38,7 +38,7 @@ pub struct Engine {
     /// in the state, so separate `run --once` processes profit as well.
     pub(super) absent: Arc<Mutex<HashMap<String, KnownAbsent>>>,
     /// This process, as runs and leases name it.
-    pub instance: Instance,
+    pub(crate) instance: Instance,
 }
 
 /// The bindings a dry run of a project would make so far, by scope and key.
@@ -102,7 +102,7 @@ impl PlanNeeds {
 
 /// The id a record a dry run would create stands under in the plan: the real id is only
 /// known once the target answers.
-pub const PLANNED_ID: &str = "(planned)";
+pub(crate) const PLANNED_ID: &str = "(planned)";
 
 /// What a system's entity lists its records with: entities of one system that list with
 /// the same operation (a shop's product and stock) see the same records.
@@ -116,13 +116,13 @@ pub(crate) fn listing(entity: &str, def: &crate::compile::SystemEntity) -> Strin
 /// How long a key a full read of the target did not have is taken to be still missing: a
 /// record that appears in the target meanwhile is found at the latest this much later (or
 /// by the next reconciliation, which always reads the target).
-pub const KNOWN_ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+pub(crate) const KNOWN_ABSENT_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Keys a full read of a flow's target lacked.
 #[derive(Debug, Default)]
 pub(crate) struct KnownAbsent {
-    pub read_at: Option<chrono::DateTime<chrono::Utc>>,
-    pub keys: std::collections::HashSet<String>,
+    pub(crate) read_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) keys: std::collections::HashSet<String>,
 }
 
 impl Engine {
@@ -165,7 +165,10 @@ impl Engine {
     /// Keeps in the state store what changed in the reachability of these systems, so
     /// `erpsync status` (another process) shows a system that is down. A store that cannot
     /// take it is logged, never fatal.
-    pub async fn record_system_health<'a>(&self, systems: impl IntoIterator<Item = &'a str>) {
+    pub(crate) async fn record_system_health<'a>(
+        &self,
+        systems: impl IntoIterator<Item = &'a str>,
+    ) {
         for name in systems {
             let Some(http) = self.systems.get(name) else {
                 continue;

@@ -33,25 +33,25 @@ impl Side {
 /// The settings of a one-way flow that decide what happens to a record.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct OneWayRules<'a> {
-    pub mode: SyncMode,
+    pub(crate) mode: SyncMode,
     /// Each record is sent once; later edits are locked unless `allow_edit_after_export`.
-    pub export_once: bool,
-    pub allow_edit_after_export: bool,
+    pub(crate) export_once: bool,
+    pub(crate) allow_edit_after_export: bool,
     /// A reconciliation compares with the target as read now, not as last synced.
-    pub reconcile: bool,
+    pub(crate) reconcile: bool,
     /// Fields compared to detect a change.
-    pub compared: &'a [String],
+    pub(crate) compared: &'a [String],
     /// Fields written.
-    pub carried: &'a [String],
+    pub(crate) carried: &'a [String],
 }
 
 /// What a record's binding says, from the flow's point of view.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Link<'a> {
     /// The record is bound to one in the target (its id there is known).
-    pub bound: bool,
+    pub(crate) bound: bool,
     /// The target's record as last known there (read, adopted or written).
-    pub target_base: Option<&'a Value>,
+    pub(crate) target_base: Option<&'a Value>,
 }
 
 /// The other side's record, as far as this run knows it.
@@ -250,14 +250,14 @@ pub(crate) fn fields_for(
 /// A flow's conflict rule, with owners named by side.
 #[derive(Debug, Clone)]
 pub(crate) struct Conflict {
-    pub rule: ConflictRule,
+    pub(crate) rule: ConflictRule,
     /// Fields whose owner's value always wins.
-    pub owners: BTreeMap<String, Side>,
+    pub(crate) owners: BTreeMap<String, Side>,
     /// The source system's role, for `erp_wins` and `shop_wins`.
-    pub source_role: Option<SystemRole>,
+    pub(crate) source_role: Option<SystemRole>,
     /// The timestamp `newest_wins` compares: the rule's own field, else the entity's
     /// `updated_at`.
-    pub timestamp: Option<String>,
+    pub(crate) timestamp: Option<String>,
 }
 
 impl Conflict {
@@ -295,30 +295,30 @@ impl Conflict {
 /// The settings of a bidirectional flow that decide what happens to a record.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct MergeRules<'a> {
-    pub mode: SyncMode,
+    pub(crate) mode: SyncMode,
     /// Fields compared and merged.
-    pub compared: &'a [String],
-    pub conflict: Option<&'a Conflict>,
+    pub(crate) compared: &'a [String],
+    pub(crate) conflict: Option<&'a Conflict>,
 }
 
 /// A record's two sides: as held now, or as last synced.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Sides<'a> {
-    pub source: Option<&'a Value>,
-    pub target: Option<&'a Value>,
+    pub(crate) source: Option<&'a Value>,
+    pub(crate) target: Option<&'a Value>,
 }
 
 /// A merged record, to be written to the sides that differ from it.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Merged {
-    pub merged: Value,
-    pub to_source: bool,
-    pub to_target: bool,
+    pub(crate) merged: Value,
+    pub(crate) to_source: bool,
+    pub(crate) to_target: bool,
     /// `Conflict` when a rule settled a field, `Update` when a side is written, `Adopt` on a
     /// first sync that writes nothing, else `Skip`.
-    pub decision: Decision,
+    pub(crate) decision: Decision,
     /// The fields a rule settled, and by which rule.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 impl Merged {

@@ -14,7 +14,7 @@ use crate::state::lease::{LeaseWatch, provably_dead};
 use crate::state::{Fence, Lease, Store};
 
 /// Seconds a flow's lease lasts unless renewed, unless configured.
-pub const DEFAULT_LEASE_TTL_SECS: u64 = 30;
+pub(crate) const DEFAULT_LEASE_TTL_SECS: u64 = 30;
 
 /// Leases this process holds, by store and name: a second run of a flow in the same process
 /// is refused here (the store would renew the process's own lease for it).
@@ -26,7 +26,7 @@ fn held_here() -> std::sync::MutexGuard<'static, Option<HashSet<(usize, String)>
 
 /// A flow's lease, held until released or dropped.
 #[derive(Debug)]
-pub struct HeldLease {
+pub(crate) struct HeldLease {
     store: Store,
     key: (usize, String),
     holder: String,
@@ -48,20 +48,15 @@ async fn give_up(store: &Store, key: &(usize, String), holder: &str) {
 }
 
 impl HeldLease {
-    /// The grant's fencing token.
-    pub fn token(&self) -> i64 {
-        self.watch.fence.token
-    }
-
     /// Whether the run may still write under it.
-    pub fn held(&self) -> bool {
+    pub(crate) fn held(&self) -> bool {
         self.watch.held()
     }
 }
 
 impl HeldLease {
     /// Gives the lease up, once the store has it released.
-    pub async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         self.renewal.abort();
         self.released = true;
         give_up(&self.store, &self.key, &self.holder).await;
@@ -92,7 +87,7 @@ impl Drop for HeldLease {
 
 impl Engine {
     /// How long a flow's lease lasts unless renewed (`daemon.lease_ttl_secs`).
-    pub fn lease_ttl(&self) -> Duration {
+    pub(crate) fn lease_ttl(&self) -> Duration {
         let secs = self
             .project
             .daemon
@@ -106,7 +101,7 @@ impl Engine {
     /// Takes the lease of `flow` for this process, closes the runs of the flow that earlier
     /// holders left open, and keeps the lease renewed until the value is dropped. Must be
     /// called inside a tokio runtime.
-    pub async fn take_lease(&self, flow: &str) -> Result<HeldLease, LeaseTakeError> {
+    pub(crate) async fn take_lease(&self, flow: &str) -> Result<HeldLease, LeaseTakeError> {
         let name = Lease::of_flow(flow);
         let key = (
             Arc::as_ptr(&self.store.coordination) as *const () as usize,

@@ -53,7 +53,7 @@ impl RecordSink {
         RecordSink(Arc::new(f))
     }
 
-    pub fn send(&self, record: RecordReport) {
+    pub(crate) fn send(&self, record: RecordReport) {
         (self.0)(record)
     }
 }

@@ -88,7 +88,7 @@ pub struct Counts {
 
 impl Counts {
     /// Adds another run's totals to these.
-    pub fn add(&mut self, o: &Counts) {
+    pub(crate) fn add(&mut self, o: &Counts) {
         self.read += o.read;
         self.created += o.created;
         self.updated += o.updated;
@@ -190,7 +190,7 @@ impl RunReport {
     }
 
     /// The outcome as the run history and JSON reports name it.
-    pub fn outcome(&self) -> &'static str {
+    pub(crate) fn outcome(&self) -> &'static str {
         if !self.ok() {
             "error"
         } else if self.counts.failed > 0 {

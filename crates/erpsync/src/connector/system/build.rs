@@ -17,8 +17,8 @@ use crate::connector::stats::ConnectorStats;
 #[derive(Debug, thiserror::Error)]
 #[error("the HTTP client of system `{system}` cannot be created: {message}")]
 pub struct SystemStartError {
-    pub system: String,
-    pub message: String,
+    pub(crate) system: String,
+    pub(crate) message: String,
 }
 
 impl HttpSystem {

@@ -30,7 +30,7 @@ use crate::redact::redact;
 use waits::Waits;
 
 pub use build::SystemStartError;
-pub use waits::{ANNOUNCE_WAITS_FROM, WaitAnnouncer, WaitNotice};
+pub use waits::{WaitAnnouncer, WaitNotice};
 
 /// What an operation is called with; every field is offered to its templates.
 #[derive(Debug, Clone, Default)]
@@ -77,7 +77,7 @@ pub struct Page {
     /// 1 for the first page read.
     pub number: u32,
     /// Records of the whole listing, when the response tells (the operation's `total`).
-    pub total: Option<u64>,
+    pub(crate) total: Option<u64>,
 }
 
 /// A system built from its `SystemSpec`.
@@ -112,12 +112,8 @@ impl HttpSystem {
     }
 
     /// The spec this system was built from.
-    pub fn spec(&self) -> &Arc<SystemSpec> {
+    pub(crate) fn spec(&self) -> &Arc<SystemSpec> {
         &self.spec
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     pub fn stats(&self) -> &ConnectorStats {
@@ -130,17 +126,17 @@ impl HttpSystem {
     }
 
     /// Writes a run may have in flight to this system at once (its `concurrency`).
-    pub fn concurrency(&self) -> usize {
+    pub(crate) fn concurrency(&self) -> usize {
         self.spec.concurrency
     }
 
     /// Whether the system is taken as down now.
-    pub fn is_down(&self) -> bool {
+    pub(crate) fn is_down(&self) -> bool {
         self.breaker.is_down()
     }
 
     /// The health, when it changed since it was last taken (to keep it in the state store).
-    pub fn take_unreported_health(&self) -> Option<Health> {
+    pub(crate) fn take_unreported_health(&self) -> Option<Health> {
         self.breaker.take_unreported()
     }
 
@@ -158,7 +154,7 @@ impl HttpSystem {
     }
 
     /// The steps of an operation (empty for a single request); none for an unknown one.
-    pub fn operation_steps(&self, op: &str) -> Option<&[super::operation::Step]> {
+    pub(crate) fn operation_steps(&self, op: &str) -> Option<&[super::operation::Step]> {
         self.spec.operations.get(op).map(|o| o.steps())
     }
 

@@ -11,7 +11,7 @@ use crate::connector::error::CallError;
 
 /// A wait at least this long is announced: a person watching a run must not take it for a
 /// hang.
-pub const ANNOUNCE_WAITS_FROM: Duration = Duration::from_secs(5);
+pub(crate) const ANNOUNCE_WAITS_FROM: Duration = Duration::from_secs(5);
 
 /// Prints a wait to whoever watches (a terminal): system, why, how long, until when.
 pub type WaitAnnouncer = Arc<dyn Fn(&WaitNotice) + Send + Sync>;
@@ -19,11 +19,10 @@ pub type WaitAnnouncer = Arc<dyn Fn(&WaitNotice) + Send + Sync>;
 /// A wait a system imposes, as announced.
 #[derive(Debug, Clone)]
 pub struct WaitNotice {
-    pub system: String,
-    pub operation: String,
-    pub reason: String,
-    pub wait: Duration,
-    pub until: DateTime<Utc>,
+    pub(crate) system: String,
+    pub(crate) reason: String,
+    pub(crate) wait: Duration,
+    pub(crate) until: DateTime<Utc>,
 }
 
 impl std::fmt::Display for WaitNotice {
@@ -80,7 +79,6 @@ impl HttpSystem {
         if wait >= ANNOUNCE_WAITS_FROM {
             let notice = WaitNotice {
                 system: self.name.clone(),
-                operation: op_name.to_string(),
                 reason: reason.to_string(),
                 wait,
                 until,

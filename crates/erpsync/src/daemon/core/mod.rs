@@ -29,7 +29,8 @@ use crate::engine::{Engine, EngineBuildError};
 use crate::state::Store;
 
 pub use reload::ConfigReloadError;
-pub use status::{FlowStatus, LastRun};
+pub use status::FlowStatus;
+pub use status::LastRun;
 
 /// Seconds in-flight runs get to finish after a shutdown request, unless configured.
 const DEFAULT_GRACE_SECS: u64 = 30;
@@ -265,11 +266,11 @@ impl Daemon {
             .clone()
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
-    pub fn clock(&self) -> &SharedClock {
+    pub(crate) fn clock(&self) -> &SharedClock {
         &self.clock
     }
 
@@ -295,7 +296,7 @@ impl Daemon {
     }
 
     /// The bearer token of read-only access (`daemon.viewer_token`), if one is set.
-    pub fn viewer_token(&self) -> Option<String> {
+    pub(crate) fn viewer_token(&self) -> Option<String> {
         let t = self
             .engine()
             .project
@@ -310,7 +311,7 @@ impl Daemon {
     }
 
     /// How long in-flight runs may take after a shutdown request.
-    pub fn grace(&self) -> Duration {
+    pub(crate) fn grace(&self) -> Duration {
         let secs = self
             .engine()
             .project
@@ -332,19 +333,19 @@ impl Daemon {
     }
 
     /// Other live processes that carry this node's label.
-    pub fn node_clashes(&self) -> Vec<String> {
+    pub(crate) fn node_clashes(&self) -> Vec<String> {
         self.clashes
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
     }
 
-    pub fn is_stopping(&self) -> bool {
+    pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
     }
 
     /// Runs going on (or accepted and about to start) now.
-    pub fn in_flight(&self) -> usize {
+    pub(crate) fn in_flight(&self) -> usize {
         self.work.load(Ordering::SeqCst)
     }
 
@@ -392,7 +393,7 @@ impl Daemon {
     }
 
     /// Stops taking work: triggers are refused and the scheduler fires nothing more.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         if !self.stopping.swap(true, Ordering::SeqCst) {
             tracing::info!(in_flight = self.in_flight(), "shutting down");
             self.replanned.notify_waiters();

@@ -14,38 +14,38 @@ use crate::state::Lease;
 /// The last finished run of a flow.
 #[derive(Debug, Clone, Serialize)]
 pub struct LastRun {
-    pub kind: String,
-    pub cause: Cause,
-    pub started_at: DateTime<Utc>,
-    pub finished_at: DateTime<Utc>,
+    pub(crate) kind: String,
+    pub(crate) cause: Cause,
+    pub(crate) started_at: DateTime<Utc>,
+    pub(crate) finished_at: DateTime<Utc>,
     /// `ok`, `partial` (some records failed) or `error`.
     pub status: String,
-    pub counts: Counts,
-    pub error: Option<String>,
+    pub(crate) counts: Counts,
+    pub(crate) error: Option<String>,
 }
 
 /// A flow as the admin API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct FlowStatus {
     pub id: String,
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// Whether the flow is on: its switch when a person set one, else its flow file.
     pub enabled: bool,
     /// The switch a person set (console, admin API), if any.
     pub switched: Option<bool>,
-    pub from: String,
-    pub to: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
     pub schedule: Option<String>,
-    pub reconcile_schedule: Option<String>,
-    pub webhook: Option<String>,
+    pub(crate) reconcile_schedule: Option<String>,
+    pub(crate) webhook: Option<String>,
     pub running_since: Option<DateTime<Utc>>,
     pub next_run: Option<DateTime<Utc>>,
     pub next_reconcile: Option<DateTime<Utc>>,
     pub last_run: Option<LastRun>,
     pub last_error: Option<String>,
-    pub last_error_at: Option<DateTime<Utc>>,
-    pub skipped_runs: u64,
-    pub queued_keys: usize,
+    pub(crate) last_error_at: Option<DateTime<Utc>>,
+    pub(crate) skipped_runs: u64,
+    pub(crate) queued_keys: usize,
     /// The node running the flow now, by the flow's lease in the state database (any node
     /// sharing it, this one included); absent when no node holds it, or when the database
     /// cannot say (a warning is logged).
@@ -109,7 +109,7 @@ impl Daemon {
     }
 
     /// Failures waiting per flow, for metrics.
-    pub async fn failures_pending(&self) -> BTreeMap<String, u64> {
+    pub(crate) async fn failures_pending(&self) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
         for f in &self.engine().project.flows {
             out.insert(f.id.clone(), 0);
@@ -126,7 +126,7 @@ impl Daemon {
     }
 
     /// The metrics page.
-    pub async fn render_metrics(&self) -> String {
+    pub(crate) async fn render_metrics(&self) -> String {
         let mut out = self.metrics.render(
             &self.engine(),
             &self.failures_pending().await,

@@ -11,14 +11,14 @@ const SEEN_MAX: usize = 10_000;
 
 /// One thing a rule fired for.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Alert {
+pub(crate) struct Alert {
     /// What it is about; the same subject fires once.
     #[serde(skip)]
     pub(super) subject: String,
-    pub flow: Option<String>,
-    pub text: String,
+    pub(crate) flow: Option<String>,
+    pub(crate) text: String,
     /// The console page to act on.
-    pub link: String,
+    pub(crate) link: String,
 }
 
 #[derive(Debug, Default)]

@@ -26,7 +26,12 @@ impl Plan {
     /// Follows the project: new and changed schedules are planned from `now`, unchanged ones
     /// keep their next firing, those of removed or disabled flows are dropped.
     /// `enabled` says whether a flow is on (its switch, else its flow file).
-    pub fn sync(&mut self, project: &Project, enabled: impl Fn(&Flow) -> bool, now: DateTime<Utc>) {
+    pub(crate) fn sync(
+        &mut self,
+        project: &Project,
+        enabled: impl Fn(&Flow) -> bool,
+        now: DateTime<Utc>,
+    ) {
         let mut kept = BTreeMap::new();
         for f in project.flows.iter().filter(|f| enabled(f)) {
             for (reconcile, schedule) in [(false, &f.schedule), (true, &f.reconcile_schedule)] {
@@ -62,14 +67,14 @@ impl Plan {
     }
 
     /// The next firing of a flow's schedule.
-    pub fn next(&self, flow: &str, reconcile: bool) -> Option<DateTime<Utc>> {
+    pub(crate) fn next(&self, flow: &str, reconcile: bool) -> Option<DateTime<Utc>> {
         self.entries
             .get(&(flow.to_string(), reconcile))
             .and_then(|e| e.next)
     }
 
     /// The earliest next firing.
-    pub fn next_wake(&self) -> Option<DateTime<Utc>> {
+    pub(crate) fn next_wake(&self) -> Option<DateTime<Utc>> {
         self.entries.values().filter_map(|e| e.next).min()
     }
 }

@@ -1511,7 +1511,7 @@ impl Engine {
 
     /// Runs one flow under a lease already taken (`take_lease`): every state write of the
     /// run is fenced by the lease's grant, and every remote write checks the lease first.
-    pub async fn run_leased(
+    pub(crate) async fn run_leased(
         &self,
         flow_id: &str,
         opts: &RunOptions,

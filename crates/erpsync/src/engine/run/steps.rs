@@ -38,7 +38,7 @@ pub(super) struct StepJournal<'s> {
 }
 
 impl<'s> StepJournal<'s> {
-    pub fn new(store: &'s Store, id: i64, payload: Value) -> Self {
+    pub(crate) fn new(store: &'s Store, id: i64, payload: Value) -> Self {
         StepJournal { store, id, payload }
     }
 
@@ -53,7 +53,7 @@ impl<'s> StepJournal<'s> {
 
     /// Whether a step already wrote something (a journaled step that succeeded, or one sent
     /// whose outcome is unknown): the write cannot be forgotten as if nothing happened.
-    pub fn wrote(&self) -> bool {
+    pub(crate) fn wrote(&self) -> bool {
         let sent = self
             .payload
             .pointer("/steps/sent")
