@@ -21,7 +21,7 @@ use super::core::Daemon;
 use crate::redact::redact;
 
 /// The router of everything the daemon serves.
-pub fn router(daemon: Arc<Daemon>) -> Router {
+pub(crate) fn router(daemon: Arc<Daemon>) -> Router {
     let admin = Router::new()
         .route("/api/flows", get(list_flows))
         .route("/api/flows/{id}", get(show_flow))

@@ -21,7 +21,7 @@ use crate::state::{Failure, Scope};
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Role {
+pub(crate) enum Role {
     /// Reads everything, changes nothing (`daemon.viewer_token`).
     Viewer,
     /// Everything (`daemon.admin_token`).
@@ -30,14 +30,14 @@ pub enum Role {
 
 /// An operation the API refused or could not carry out, with the HTTP status it answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: StatusCode,
+pub(crate) struct ApiError {
+    pub(crate) status: StatusCode,
     /// Already masked.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, message: impl AsRef<str>) -> Self {
+    pub(crate) fn new(status: StatusCode, message: impl AsRef<str>) -> Self {
         ApiError {
             status,
             message: redact(message.as_ref()).into_owned(),
@@ -54,7 +54,7 @@ impl ApiError {
     }
 }
 
-pub type ApiResult = Result<Value, ApiError>;
+pub(crate) type ApiResult = Result<Value, ApiError>;
 
 fn refused(e: TriggerRefusedError) -> ApiError {
     let status = match e {
@@ -73,7 +73,7 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 }
 
 /// `GET /api/flows`: every flow with its status, and the systems marked down.
-pub async fn flows(d: &Daemon) -> ApiResult {
+pub(crate) async fn flows(d: &Daemon) -> ApiResult {
     let down: Vec<_> = d.systems_down().into_values().collect();
     Ok(json!({
         "node": d.node_id(),
@@ -83,7 +83,7 @@ pub async fn flows(d: &Daemon) -> ApiResult {
 }
 
 /// `GET /api/flows/{id}`.
-pub async fn flow(d: &Daemon, id: &str) -> ApiResult {
+pub(crate) async fn flow(d: &Daemon, id: &str) -> ApiResult {
     match d.flow_statuses().await.into_iter().find(|f| f.id == id) {
         Some(f) => Ok(to_json(&f)),
         None => Err(ApiError::not_found(format!("unknown flow `{id}`"))),
@@ -91,7 +91,7 @@ pub async fn flow(d: &Daemon, id: &str) -> ApiResult {
 }
 
 /// `POST /api/flows/{id}/enabled`: switches a flow on or off for good.
-pub async fn switch_flow(d: &Daemon, id: &str, enabled: bool, by: &str) -> ApiResult {
+pub(crate) async fn switch_flow(d: &Daemon, id: &str, enabled: bool, by: &str) -> ApiResult {
     match d.switch_flow(id, enabled, by).await {
         Ok(s) => Ok(to_json(&s)),
         Err(FlowSwitchError::UnknownFlow(f)) => {
@@ -104,17 +104,17 @@ pub async fn switch_flow(d: &Daemon, id: &str, enabled: bool, by: &str) -> ApiRe
 /// Body of `POST /api/flows/{id}/run`; all optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RunRequest {
+pub(crate) struct RunRequest {
     #[serde(default)]
-    pub reconcile: bool,
+    pub(crate) reconcile: bool,
     #[serde(default)]
-    pub full: bool,
+    pub(crate) full: bool,
     #[serde(default)]
-    pub keys: Option<Vec<String>>,
+    pub(crate) keys: Option<Vec<String>>,
 }
 
 /// `POST /api/flows/{id}/run`: a run now, in the background.
-pub async fn run_flow(d: &Arc<Daemon>, id: &str, req: RunRequest) -> ApiResult {
+pub(crate) async fn run_flow(d: &Arc<Daemon>, id: &str, req: RunRequest) -> ApiResult {
     // A person asked for it: a disabled flow runs too, as with `run --flow`.
     let opts = RunOptions {
         reconcile: req.reconcile,
@@ -128,7 +128,7 @@ pub async fn run_flow(d: &Arc<Daemon>, id: &str, req: RunRequest) -> ApiResult {
 }
 
 /// `POST /api/flows/{id}/dry-run`: what a run would do now, per record, writing nothing.
-pub async fn dry_run(d: &Daemon, id: &str, keys: Option<Vec<String>>) -> ApiResult {
+pub(crate) async fn dry_run(d: &Daemon, id: &str, keys: Option<Vec<String>>) -> ApiResult {
     let engine = d.engine();
     if engine.project.flow(id).is_none() {
         return Err(ApiError::not_found(format!("unknown flow `{id}`")));
@@ -148,15 +148,15 @@ pub async fn dry_run(d: &Daemon, id: &str, keys: Option<Vec<String>>) -> ApiResu
 
 /// Filters of `GET /api/runs`.
 #[derive(Debug, Default, Deserialize)]
-pub struct RunsQuery {
-    pub flow: Option<String>,
+pub(crate) struct RunsQuery {
+    pub(crate) flow: Option<String>,
     /// `ok`, `partial`, `error` or `running`.
-    pub status: Option<String>,
-    pub limit: Option<usize>,
+    pub(crate) status: Option<String>,
+    pub(crate) limit: Option<usize>,
 }
 
 /// `GET /api/runs`: newest first.
-pub async fn runs(d: &Daemon, q: &RunsQuery) -> ApiResult {
+pub(crate) async fn runs(d: &Daemon, q: &RunsQuery) -> ApiResult {
     let limit = q.limit.unwrap_or(50).clamp(1, 1000);
     let flow = q.flow.as_deref().filter(|f| !f.is_empty());
     let status = q.status.as_deref().filter(|s| !s.is_empty());
@@ -177,7 +177,7 @@ pub async fn runs(d: &Daemon, q: &RunsQuery) -> ApiResult {
 }
 
 /// `GET /api/runs/{id}`: a run with its per-record report.
-pub async fn run(d: &Daemon, id: i64) -> ApiResult {
+pub(crate) async fn run(d: &Daemon, id: i64) -> ApiResult {
     let run = d
         .store()
         .runs
@@ -196,14 +196,14 @@ pub async fn run(d: &Daemon, id: i64) -> ApiResult {
 
 /// Filters of `GET /api/failures`.
 #[derive(Debug, Default, Deserialize)]
-pub struct FailuresQuery {
-    pub flow: Option<String>,
+pub(crate) struct FailuresQuery {
+    pub(crate) flow: Option<String>,
     /// A system on either side of the flow.
-    pub system: Option<String>,
+    pub(crate) system: Option<String>,
     /// Text the error or the key contains (any case).
-    pub q: Option<String>,
+    pub(crate) q: Option<String>,
     /// Only failures last seen at least this long ago.
-    pub min_age_secs: Option<i64>,
+    pub(crate) min_age_secs: Option<i64>,
 }
 
 fn failure_matches(d: &Daemon, f: &Failure, q: &FailuresQuery) -> bool {
@@ -238,7 +238,7 @@ fn failure_matches(d: &Daemon, f: &Failure, q: &FailuresQuery) -> bool {
 }
 
 /// `GET /api/failures`: in id order.
-pub async fn failures(d: &Daemon, q: &FailuresQuery) -> ApiResult {
+pub(crate) async fn failures(d: &Daemon, q: &FailuresQuery) -> ApiResult {
     let list = d
         .store()
         .failures
@@ -253,7 +253,7 @@ pub async fn failures(d: &Daemon, q: &FailuresQuery) -> ApiResult {
 }
 
 /// `GET /api/failures/{id}`.
-pub async fn failure(d: &Daemon, id: i64) -> ApiResult {
+pub(crate) async fn failure(d: &Daemon, id: i64) -> ApiResult {
     match d
         .store()
         .failures
@@ -268,7 +268,7 @@ pub async fn failure(d: &Daemon, id: i64) -> ApiResult {
 
 /// `POST /api/failures/retry`: the records of these failures synced again, one keyed run
 /// per flow (queued behind a run going on).
-pub async fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
+pub(crate) async fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
     if ids.is_empty() {
         return Err(ApiError::bad("no failure selected"));
     }
@@ -296,7 +296,7 @@ pub async fn retry(d: &Arc<Daemon>, ids: &[i64]) -> ApiResult {
 }
 
 /// `POST /api/failures/discard`: forgets these failures (the records are not retried).
-pub async fn discard(d: &Daemon, ids: &[i64]) -> ApiResult {
+pub(crate) async fn discard(d: &Daemon, ids: &[i64]) -> ApiResult {
     if ids.is_empty() {
         return Err(ApiError::bad("no failure selected"));
     }
@@ -319,7 +319,7 @@ pub async fn discard(d: &Daemon, ids: &[i64]) -> ApiResult {
 }
 
 /// `GET /api/pending`: writes of unknown outcome, oldest first.
-pub async fn pending(d: &Daemon, flow: Option<&str>) -> ApiResult {
+pub(crate) async fn pending(d: &Daemon, flow: Option<&str>) -> ApiResult {
     let flow = flow.filter(|f| !f.is_empty());
     let list = d
         .store()
@@ -333,19 +333,19 @@ pub async fn pending(d: &Daemon, flow: Option<&str>) -> ApiResult {
 /// Body of `POST /api/pending/settle`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SettleRequest {
-    pub flow: String,
-    pub key: String,
+pub(crate) struct SettleRequest {
+    pub(crate) flow: String,
+    pub(crate) key: String,
     /// The record arrived, with this id in the target.
     #[serde(default)]
-    pub target_id: Option<String>,
+    pub(crate) target_id: Option<String>,
     /// The record was not sent: forget the write so the next run sends it.
     #[serde(default)]
-    pub not_sent: bool,
+    pub(crate) not_sent: bool,
 }
 
 /// `POST /api/pending/settle`: a person's word on a write no run can settle.
-pub async fn settle(d: &Daemon, req: &SettleRequest) -> ApiResult {
+pub(crate) async fn settle(d: &Daemon, req: &SettleRequest) -> ApiResult {
     let settlement = match (req.target_id.as_deref().map(str::trim), req.not_sent) {
         (Some(id), false) if !id.is_empty() => Settlement::Sent {
             target_id: id.to_string(),
@@ -388,7 +388,7 @@ pub async fn settle(d: &Daemon, req: &SettleRequest) -> ApiResult {
 
 /// `GET /api/records/{key}`: what erpsync knows of one record key: its bindings on each
 /// pair of systems, journal entries, failures and the runs that touched it.
-pub async fn record(d: &Daemon, key: &str) -> ApiResult {
+pub(crate) async fn record(d: &Daemon, key: &str) -> ApiResult {
     let key = key.trim();
     if key.is_empty() {
         return Err(ApiError::bad("give a record key"));

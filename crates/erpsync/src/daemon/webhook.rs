@@ -23,7 +23,7 @@ use crate::redact::redact;
 
 /// Why a delivery was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum DeliveryVerifyError {
+pub(crate) enum DeliveryVerifyError {
     #[error("no `{0}` header")]
     MissingSignature(String),
     #[error("the signature does not match the body")]
@@ -65,7 +65,7 @@ impl DeliveryVerifyError {
 
 /// Whether `signature` (base64, optionally `sha256=`-prefixed) is the HMAC-SHA256 of `body`.
 /// `verify_slice` compares in constant time, so timing reveals nothing of the expected value.
-pub fn signature_matches(secret: &str, body: &[u8], signature: &str) -> bool {
+pub(crate) fn signature_matches(secret: &str, body: &[u8], signature: &str) -> bool {
     let sig = signature.trim();
     let sig = sig.strip_prefix("sha256=").unwrap_or(sig);
     let Ok(sig) = base64::engine::general_purpose::STANDARD.decode(sig) else {
