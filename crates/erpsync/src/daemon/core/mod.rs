@@ -29,8 +29,7 @@ use crate::engine::{Engine, EngineBuildError};
 use crate::state::Store;
 
 pub use reload::ConfigReloadError;
-pub use status::FlowStatus;
-pub use status::LastRun;
+pub use status::{FlowStatus, LastRun};
 
 /// Seconds in-flight runs get to finish after a shutdown request, unless configured.
 const DEFAULT_GRACE_SECS: u64 = 30;
