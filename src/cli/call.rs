@@ -130,7 +130,9 @@ fn map_record(
         .read
         .apply_in(native, parent, &env, None)
         .map_err(|e| e.to_string())
-        .and_then(|m| erpsync::engine::canonical::normalise(canon_ent, m));
+        .and_then(|m| {
+            erpsync::engine::canonical::normalise(canon_ent, m).map_err(|e| e.to_string())
+        });
     match mapped {
         Err(e) => serde_json::json!({"entity": entity, "id": id, "error": e}),
         Ok(canon) => {

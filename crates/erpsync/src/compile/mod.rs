@@ -30,7 +30,7 @@ use crate::config::model::{
     TransitionTriggerConfig,
 };
 use crate::connector::{Operation, SystemSpec};
-use crate::expr::{JsonPath, Predicate, Template};
+use crate::expr::{JsonPath, JsonPathParseError, Predicate, Template, TemplateParseError};
 
 /// A compiled project, ready to run.
 #[derive(Debug)]
@@ -48,6 +48,15 @@ pub struct Project {
     pub daemon: Option<DaemonConfig>,
 }
 
+/// A flow named to run that the project does not have.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown flow `{name}` (known: {})", known.join(", "))]
+pub struct FlowSelectError {
+    pub name: String,
+    /// The ids of the project's flows, sorted.
+    pub known: Vec<String>,
+}
+
 impl Project {
     pub fn flow(&self, id: &str) -> Option<&Arc<Flow>> {
         self.flows.iter().find(|f| f.id == id)
@@ -57,7 +66,7 @@ impl Project {
     /// every scheduled flow (enabled, with a `trigger.schedule`), in run order: a flow comes
     /// after the flows in its `after` list. A flow without a schedule is manual: it runs
     /// when named, required by another flow, chained with `then`, or notified by a webhook.
-    pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, String> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, FlowSelectError> {
         self.select_with(names, &HashMap::new())
     }
 
@@ -68,7 +77,7 @@ impl Project {
         &self,
         names: &[String],
         switches: &HashMap<String, bool>,
-    ) -> Result<Vec<Arc<Flow>>, String> {
+    ) -> Result<Vec<Arc<Flow>>, FlowSelectError> {
         let mut chosen: Vec<Arc<Flow>> = Vec::new();
         if names.is_empty() {
             chosen.extend(
@@ -86,9 +95,12 @@ impl Project {
                     .cloned()
                     .collect();
                 if hits.is_empty() {
-                    let mut known: Vec<&str> = self.flows.iter().map(|f| f.id.as_str()).collect();
+                    let mut known: Vec<String> = self.flows.iter().map(|f| f.id.clone()).collect();
                     known.sort();
-                    return Err(format!("unknown flow `{n}` (known: {})", known.join(", ")));
+                    return Err(FlowSelectError {
+                        name: n.clone(),
+                        known,
+                    });
                 }
                 chosen.extend(hits);
             }
@@ -136,6 +148,15 @@ pub struct SystemDef {
     pub entities: BTreeMap<String, Arc<SystemEntity>>,
 }
 
+/// Why an entity's `id` does not compile: the JSONPath or the template it is does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordIdParseError {
+    #[error(transparent)]
+    Path(#[from] JsonPathParseError),
+    #[error(transparent)]
+    Template(#[from] TemplateParseError),
+}
+
 /// Where a system's own id is in one of its records: a JSONPath, or a template that joins
 /// several ids into a composite one (`{{template}}/{{id}}`).
 #[derive(Debug, PartialEq)]
@@ -146,15 +167,11 @@ pub enum RecordId {
 
 impl RecordId {
     /// Compiles the `id` of a system entity: a text starting with `$` is a JSONPath.
-    pub fn parse(text: &str) -> Result<RecordId, String> {
+    pub fn parse(text: &str) -> Result<RecordId, RecordIdParseError> {
         if text.starts_with('$') {
-            JsonPath::parse(text)
-                .map(RecordId::Path)
-                .map_err(|e| e.to_string())
+            Ok(RecordId::Path(JsonPath::parse(text)?))
         } else {
-            Template::compile(text)
-                .map(RecordId::Template)
-                .map_err(|e| e.to_string())
+            Ok(RecordId::Template(Template::compile(text)?))
         }
     }
 
