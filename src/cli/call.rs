@@ -208,11 +208,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         since: args.since.as_deref().map(parse_since).transpose()?,
         ..Default::default()
     };
-    let upstream = def
-        .config
-        .base_url
-        .clone()
-        .ok_or_else(|| usage(format!("system `{}` has no `base_url`", args.system)))?;
+    let upstream = def.base_url().to_string();
     let rt = tokio::runtime::Runtime::new()?;
     let shown_base = erpsync::redact::redact(upstream.trim_end_matches('/')).into_owned();
     let (records, parents, error, exchanges, http) = rt.block_on(async {

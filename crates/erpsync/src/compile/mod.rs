@@ -26,7 +26,7 @@ pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
     ConflictConfig, DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize,
-    PostActionConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
+    PostActionConfig, RateLimitConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
     TransitionTriggerConfig,
 };
 use crate::connector::{Operation, SystemSpec};
@@ -140,12 +140,65 @@ impl Flow {
 pub struct SystemDef {
     pub name: String,
     pub role: Option<SystemRole>,
-    /// The merged configuration (operations included), as `validate --print-config` shows it.
-    pub config: SystemConfig,
+    /// The merged configuration (operations included): only shown (`effective_config`),
+    /// never run from.
+    config: SystemConfig,
     pub operations: BTreeMap<String, Arc<Operation>>,
     /// Everything the running system is built from, checked: the engine builds it as is.
     pub spec: Arc<SystemSpec>,
     pub entities: BTreeMap<String, Arc<SystemEntity>>,
+}
+
+impl SystemDef {
+    /// The system as it will run, merged with what it extends, as `validate --print-config`
+    /// shows it (secrets not masked yet).
+    pub fn effective_config(&self) -> Value {
+        serde_json::to_value(&self.config).unwrap_or_default()
+    }
+
+    /// The address of the system's API, as the flow files write it.
+    pub fn base_url(&self) -> &str {
+        self.config
+            .base_url
+            .as_deref()
+            .unwrap_or(self.spec.base_url().as_str())
+    }
+
+    /// The system's own `vars` (`{{system.NAME}}` in templates).
+    pub fn system_vars(&self) -> &Value {
+        &self.spec.system_vars
+    }
+
+    /// The system's request budget, if it has one.
+    pub fn rate_limit(&self) -> Option<&RateLimitConfig> {
+        self.spec.rate_limit.as_ref()
+    }
+
+    /// The same system at another address (a recording or replaying proxy).
+    pub fn at(&self, base_url: &str) -> Result<SystemDef, url::ParseError> {
+        let spec = self.spec.at(url::Url::parse(base_url)?);
+        let mut config = self.config.clone();
+        config.base_url = Some(base_url.to_string());
+        Ok(self.with(config, spec))
+    }
+
+    /// The same system without a request budget (a replay answers at once).
+    pub fn unlimited(&self) -> SystemDef {
+        let mut config = self.config.clone();
+        config.rate_limit = None;
+        self.with(config, self.spec.unlimited())
+    }
+
+    fn with(&self, config: SystemConfig, spec: SystemSpec) -> SystemDef {
+        SystemDef {
+            name: self.name.clone(),
+            role: self.role,
+            config,
+            operations: self.operations.clone(),
+            entities: self.entities.clone(),
+            spec: Arc::new(spec),
+        }
+    }
 }
 
 /// Why an entity's `id` does not compile: the JSONPath or the template it is does not parse.

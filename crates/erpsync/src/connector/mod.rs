@@ -26,7 +26,7 @@ pub use records::{Extracted, RecordsPath};
 pub use rules::lint_rules;
 pub use spec::SystemSpec;
 pub use stats::{ConnectorStats, StatsSnapshot};
-pub use steps::{NoStepLog, PlannedStep, StepAnswer, StepLog};
+pub use steps::{NoStepLog, PlannedStep, StepAnswer, StepLog, StepLogError};
 pub use system::{
     ANNOUNCE_WAITS_FROM, CallInput, CallOutput, HttpSystem, Page, SystemStartError, WaitAnnouncer,
     WaitNotice,
