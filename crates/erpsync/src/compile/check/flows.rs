@@ -126,6 +126,7 @@ struct Systems<'a> {
     concrete: Vec<&'a str>,
 }
 
+/// Checks every flow and compiles one `Flow` per copy whose systems and entity exist.
 pub(super) fn compile_flows(
     ck: &mut Checker,
     entities: &BTreeMap<String, Arc<Entity>>,
@@ -167,7 +168,7 @@ pub(super) fn compile_flows(
     out
 }
 
-/// Checks what every copy of a flow shares, in the order of the flow's keys.
+/// Checks what every copy of a flow shares.
 fn check_declaration(ck: &mut Checker, fl: &FlowDecl, webhooks: &[String]) -> Checked {
     let key = check_match(ck, fl);
     let filter = check_filter(ck, fl);
