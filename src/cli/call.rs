@@ -130,7 +130,9 @@ fn map_record(
         .read
         .apply_in(native, parent, &env, None)
         .map_err(|e| e.to_string())
-        .and_then(|m| erpsync::engine::canonical::normalise(canon_ent, m));
+        .and_then(|m| {
+            erpsync::engine::canonical::normalise(canon_ent, m).map_err(|e| e.to_string())
+        });
     match mapped {
         Err(e) => serde_json::json!({"entity": entity, "id": id, "error": e}),
         Ok(canon) => {
@@ -206,11 +208,7 @@ pub fn run(args: CallArgs) -> anyhow::Result<ExitCode> {
         since: args.since.as_deref().map(parse_since).transpose()?,
         ..Default::default()
     };
-    let upstream = def
-        .config
-        .base_url
-        .clone()
-        .ok_or_else(|| usage(format!("system `{}` has no `base_url`", args.system)))?;
+    let upstream = def.base_url().to_string();
     let rt = tokio::runtime::Runtime::new()?;
     let shown_base = erpsync::redact::redact(upstream.trim_end_matches('/')).into_owned();
     let (records, parents, error, exchanges, http) = rt.block_on(async {

@@ -69,7 +69,7 @@ pub fn load_project(paths: &[PathBuf]) -> anyhow::Result<Arc<Project>> {
 
 /// Selects flows by name; an unknown name is a usage error.
 pub fn select_flows(project: &Project, names: &[String]) -> anyhow::Result<Vec<Arc<Flow>>> {
-    project.select(names).map_err(usage)
+    project.select(names).map_err(|e| usage(e.to_string()))
 }
 
 /// Where the state URL in force came from: it decides how a relative `sqlite:` path is read

@@ -76,7 +76,7 @@ impl Recorder {
         let upstreams: BTreeMap<String, String> = project
             .systems
             .iter()
-            .filter_map(|(n, d)| d.config.base_url.clone().map(|u| (n.clone(), u)))
+            .map(|(n, d)| (n.clone(), d.base_url().to_string()))
             .collect();
         let proxies = Proxies::start(&upstreams).await?;
         Ok(Recorder { proxies, seed })

@@ -42,7 +42,7 @@ pub fn resolved(project: &erpsync::compile::Project) -> serde_json::Value {
         .systems
         .iter()
         .map(|(name, s)| {
-            let mut v = serde_json::to_value(&s.config).unwrap_or_default();
+            let mut v = s.effective_config();
             mask_secrets(&mut v, false);
             (name.clone(), v)
         })

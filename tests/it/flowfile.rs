@@ -988,9 +988,8 @@ fn shipped_budgets_leave_headroom_under_the_documented_limits() {
         let (project, diags) = erpsync::compile::project::check(std::slice::from_ref(&path));
         let project = project.unwrap_or_else(|| panic!("{dir}: {diags:#?}"));
         let rl = project.systems[system]
-            .config
-            .rate_limit
-            .clone()
+            .rate_limit()
+            .cloned()
             .unwrap_or_else(|| panic!("{dir}: `{system}` has no budget"));
         let worst = f64::from(rl.burst) + rl.per_second * window;
         assert!(

@@ -13,7 +13,7 @@ use serde_json::Value;
 use super::exchange::{ExchangeConfig, short, subset_diff};
 use super::replay::Replay;
 use super::testfile::{BindingSeedConfig, FlowExpectConfig, TestFileConfig};
-use crate::compile::{Project, SystemDef};
+use crate::compile::Project;
 use crate::engine::{Decision, Engine, RunOptions, RunReport};
 use crate::state::{Binding, Scope, SqliteStore, Store};
 
@@ -53,21 +53,11 @@ pub fn redirect(
 ) -> Result<Project, url::ParseError> {
     let mut systems = BTreeMap::new();
     for (name, def) in &project.systems {
-        let mut config = def.config.clone();
-        let mut spec = def.spec.clone();
-        if let Some(u) = urls.get(name) {
-            config.base_url = Some(u.clone());
-            spec = Arc::new(spec.at(url::Url::parse(u)?));
-        }
-        let def = SystemDef {
-            name: def.name.clone(),
-            role: def.role,
-            config,
-            operations: def.operations.clone(),
-            entities: def.entities.clone(),
-            spec,
+        let def = match urls.get(name) {
+            Some(u) => Arc::new(def.at(u)?),
+            None => def.clone(),
         };
-        systems.insert(name.clone(), Arc::new(def));
+        systems.insert(name.clone(), def);
     }
     Ok(Project {
         root: project.root.clone(),
@@ -168,7 +158,7 @@ fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), Stri
         if r.path.is_empty() {
             let ctx = serde_json::json!({
                 "id": r.id, "key": r.key, "vars": project.vars,
-                "system": def.config.vars,
+                "system": def.system_vars(),
             });
             let rendered = op
                 .path
@@ -259,10 +249,7 @@ pub async fn run_test(
         .map_err(|e| setup(format!("a replay server's address: {e}")))?;
     // The replay answers at once: a system's budget would only make the test slow.
     for def in project.systems.values_mut() {
-        if let Some(d) = Arc::get_mut(def) {
-            d.config.rate_limit = None;
-            d.spec = Arc::new(d.spec.unlimited());
-        }
+        *def = Arc::new(def.unlimited());
     }
     let project = Arc::new(project);
     let store: Store = SqliteStore::in_memory()

@@ -14,7 +14,7 @@ use serde_json::Value;
 use super::webhook::Webhook;
 use super::{CanonField, Entity, Project, Schedule};
 use crate::config::model::CanonicalFieldConfig;
-use crate::config::{Code, Diagnostic, ProjectConfig};
+use crate::config::{Diagnostic, Problem, ProjectConfig};
 use crate::connector::{CompileProblem, ProblemKind};
 use crate::expr::{JsonPath, Predicate};
 
@@ -24,55 +24,31 @@ struct Checker<'a> {
 }
 
 impl Checker<'_> {
-    fn at(&mut self, file: usize, code: Code, path: &str, message: String) -> &mut Diagnostic {
-        let d = self.project.at(file, code, path, message);
+    /// Reports a problem at the value of `path`.
+    fn report(&mut self, file: usize, path: &str, problem: Problem) {
+        let d = self.project.at(file, path, problem);
         self.diags.push(d);
-        self.diags.last_mut().unwrap()
     }
 
-    fn unknown<'n>(
-        &mut self,
-        file: usize,
-        path: &str,
-        what: &str,
-        name: &str,
-        known: impl IntoIterator<Item = &'n str>,
-    ) {
-        let d = self
-            .project
-            .at(
-                file,
-                Code::UnknownName,
-                path,
-                format!("unknown {what} `{name}`"),
-            )
-            .with_names(name, known);
+    /// Reports a problem at the key of `path`.
+    fn report_key(&mut self, file: usize, path: &str, problem: Problem) {
+        let d = self.project.at_key(file, path, problem);
         self.diags.push(d);
     }
 
     fn path(&mut self, file: usize, path: &str, text: &str) -> Option<JsonPath> {
-        match JsonPath::parse(text) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                self.at(file, Code::JsonPath, path, e.to_string());
-                None
-            }
-        }
+        JsonPath::parse(text)
+            .map_err(|e| self.report(file, path, Problem::json_path(e.to_string())))
+            .ok()
     }
 
     fn predicate(&mut self, file: usize, path: &str, text: &str) -> Option<Predicate> {
-        match Predicate::parse(text) {
-            Ok(p) => Some(p),
-            Err(e) => {
-                self.at(
-                    file,
-                    Code::JsonPath,
-                    path,
-                    format!("invalid condition: {e}"),
-                );
-                None
-            }
-        }
+        Predicate::parse(text)
+            .map_err(|e| {
+                let problem = Problem::json_path(format!("invalid condition: {e}"));
+                self.report(file, path, problem);
+            })
+            .ok()
     }
 
     fn schedule(
@@ -82,31 +58,20 @@ impl Checker<'_> {
         expr: &str,
         tz: Option<&str>,
     ) -> Option<Schedule> {
-        match Schedule::parse(expr, tz) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                self.at(file, Code::Schedule, path, e.to_string());
-                None
-            }
-        }
+        Schedule::parse(expr, tz)
+            .map_err(|e| self.report(file, path, Problem::schedule(e.to_string())))
+            .ok()
     }
 
     fn problems(&mut self, file: usize, base: &str, problems: Vec<CompileProblem>) {
         for p in problems {
-            let code = match p.kind {
-                ProblemKind::JsonPath => Code::JsonPath,
-                ProblemKind::Template => Code::Template,
-                ProblemKind::Invalid => Code::Invalid,
-                ProblemKind::Covers429 => Code::Covers429,
+            let problem = match p.kind {
+                ProblemKind::JsonPath => Problem::json_path(p.message),
+                ProblemKind::Template => Problem::template(p.message),
+                ProblemKind::Invalid => Problem::invalid(p.message),
+                ProblemKind::Covers429 => Problem::covers_429(p.message),
             };
-            let d = self.at(file, code, &format!("{base}.{}", p.path), p.message);
-            if code == Code::Covers429 {
-                d.help = Some(
-                    "say so with `- { status: [429], action: rate_limited }` before this rule, \
-                     or name 429 in a rule of its own to handle it otherwise"
-                        .into(),
-                );
-            }
+            self.report(file, &format!("{base}.{}", p.path), problem);
         }
     }
 }
@@ -132,13 +97,8 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
                     compiled_webhooks.insert(name.clone(), Arc::new(hook));
                 }
                 Err(problems) => {
-                    for (at, code, message) in problems {
-                        ck.at(
-                            d.file,
-                            code,
-                            &format!("daemon.webhooks.{name}.{at}"),
-                            message,
-                        );
+                    for (at, problem) in problems {
+                        ck.report(d.file, &format!("daemon.webhooks.{name}.{at}"), problem);
                     }
                 }
             }
@@ -158,19 +118,7 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         && project.broken.is_empty()
         && ck.diags.iter().all(|d| !d.is_error())
     {
-        let d = ck
-            .project
-            .at(
-                0,
-                Code::EmptyProject,
-                "",
-                "the project declares no systems and no flows: there is nothing to run".into(),
-            )
-            .with_help(
-                "point erpsync at the folder of the project's flow files; a folder shared by \
-                 several projects is checked through the projects that `include` it",
-            );
-        ck.diags.push(d);
+        ck.report(0, "", Problem::empty_project());
     }
 
     let mut diags = ck.diags;
@@ -203,18 +151,14 @@ fn compile_entities(ck: &mut Checker) -> BTreeMap<String, Arc<Entity>> {
         let e = &decl.value;
         let names: Vec<&str> = e.fields.keys().map(String::as_str).collect();
         if !e.fields.contains_key(&e.key) {
-            ck.unknown(file, &format!("{path}.key"), "field", &e.key, names.clone());
+            let problem = Problem::unknown_name("field", &e.key, names.clone());
+            ck.report(file, &format!("{path}.key"), problem);
         }
         if let Some(u) = &e.updated_at
             && !e.fields.contains_key(u)
         {
-            ck.unknown(
-                file,
-                &format!("{path}.updated_at"),
-                "field",
-                u,
-                names.clone(),
-            );
+            let problem = Problem::unknown_name("field", u, names.clone());
+            ck.report(file, &format!("{path}.updated_at"), problem);
         }
         let fields = e
             .fields

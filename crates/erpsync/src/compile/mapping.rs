@@ -8,7 +8,7 @@ use handlebars::Context;
 use serde_json::{Map, Value};
 
 use super::types::{convert, key_text};
-use crate::config::Code;
+use crate::config::Problem;
 use crate::config::model::{FieldMapConfig, FieldSpecConfig, FieldType, MergeConfig};
 use crate::expr::{JsonPath, Template};
 
@@ -34,8 +34,8 @@ pub struct FieldMapError {
     pub reason: String,
 }
 
-/// A problem found while compiling a mapping: relative path, kind, message.
-pub(crate) type MappingProblem = (String, Code, String);
+/// A problem found while compiling a mapping, with its relative path.
+pub(crate) type MappingProblem = (String, Problem);
 
 #[derive(Debug, Clone, PartialEq)]
 enum Expr {
@@ -652,7 +652,7 @@ fn compile_path(text: &str, at: &str, problems: &mut Vec<MappingProblem>) -> Opt
         Ok(p) if scope == Some(TARGET) => Some(Expr::Target(p)),
         Ok(p) => Some(Expr::Path(p)),
         Err(e) => {
-            problems.push((at.to_string(), Code::JsonPath, format!("{e}{note}")));
+            problems.push((at.to_string(), Problem::json_path(format!("{e}{note}"))));
             None
         }
     }
@@ -665,7 +665,7 @@ fn compile_expr_text(text: &str, path: &str, problems: &mut Vec<MappingProblem>)
         match Template::compile(text) {
             Ok(t) => Some(Expr::Template(t)),
             Err(e) => {
-                problems.push((path.to_string(), Code::Template, e.to_string()));
+                problems.push((path.to_string(), Problem::template(e.to_string())));
                 None
             }
         }
@@ -739,19 +739,17 @@ fn compile_spec(
     if given.len() != 1 {
         problems.push((
             name.to_string(),
-            Code::Conflict,
-            format!(
+            Problem::conflict(format!(
                 "a mapped field needs exactly one of `path`, `template`, `const`, `lookup`, `ref`, `each`; found {}",
                 if given.is_empty() { "none".to_string() } else { given.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ") }
-            ),
+            )),
         ));
         return None;
     }
     if s.fields.is_some() && s.each.is_none() {
         problems.push((
             format!("{name}.fields"),
-            Code::Conflict,
-            "`fields` only goes with `each`".into(),
+            Problem::conflict("`fields` only goes with `each`"),
         ));
     }
     if let Some(p) = &s.path {
@@ -761,7 +759,7 @@ fn compile_spec(
         return match Template::compile(t) {
             Ok(t) => Some(Expr::Template(t)),
             Err(e) => {
-                problems.push((format!("{name}.template"), Code::Template, e.to_string()));
+                problems.push((format!("{name}.template"), Problem::template(e.to_string())));
                 None
             }
         };
@@ -789,21 +787,17 @@ fn compile_spec(
         let path = match JsonPath::parse(each) {
             Ok(p) => p,
             Err(e) => {
-                problems.push((format!("{name}.each"), Code::JsonPath, e.to_string()));
+                problems.push((format!("{name}.each"), Problem::json_path(e.to_string())));
                 return None;
             }
         };
         let Some(fields) = &s.fields else {
-            problems.push((
-                name.to_string(),
-                Code::Invalid,
-                "`each` needs `fields`".into(),
-            ));
+            problems.push((name.to_string(), Problem::invalid("`each` needs `fields`")));
             return None;
         };
         let (mapping, inner) = Mapping::compile(fields);
-        for (p, c, m) in inner {
-            problems.push((format!("{name}.fields.{p}"), c, m));
+        for (p, problem) in inner {
+            problems.push((format!("{name}.fields.{p}"), problem));
         }
         return Some(Expr::Each { path, mapping });
     }
@@ -1087,8 +1081,9 @@ mod tests {
         let (_, problems) = Mapping::compile(&cfg);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(problems[0].0, "name.path");
-        assert_eq!(problems[0].1, Code::JsonPath);
-        assert!(problems[0].2.contains("$parent"), "{}", problems[0].2);
+        assert_eq!(problems[0].1.code, crate::config::Code::JsonPath);
+        let message = &problems[0].1.message;
+        assert!(message.contains("$parent"), "{message}");
         // `$parents` is an ordinary (invalid) path, not the parent.
         let (m, _) =
             Mapping::compile(&serde_json::from_value(json!({"a": "$.parents.x"})).unwrap());

@@ -26,11 +26,11 @@ pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
     ConflictConfig, DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize,
-    PostActionConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
+    PostActionConfig, RateLimitConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
     TransitionTriggerConfig,
 };
 use crate::connector::{Operation, SystemSpec};
-use crate::expr::{JsonPath, Predicate, Template};
+use crate::expr::{JsonPath, JsonPathParseError, Predicate, Template, TemplateParseError};
 
 /// A compiled project, ready to run.
 #[derive(Debug)]
@@ -48,6 +48,15 @@ pub struct Project {
     pub daemon: Option<DaemonConfig>,
 }
 
+/// A flow named to run that the project does not have.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unknown flow `{name}` (known: {})", known.join(", "))]
+pub struct FlowSelectError {
+    pub name: String,
+    /// The ids of the project's flows, sorted.
+    pub known: Vec<String>,
+}
+
 impl Project {
     pub fn flow(&self, id: &str) -> Option<&Arc<Flow>> {
         self.flows.iter().find(|f| f.id == id)
@@ -57,7 +66,7 @@ impl Project {
     /// every scheduled flow (enabled, with a `trigger.schedule`), in run order: a flow comes
     /// after the flows in its `after` list. A flow without a schedule is manual: it runs
     /// when named, required by another flow, chained with `then`, or notified by a webhook.
-    pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, String> {
+    pub fn select(&self, names: &[String]) -> Result<Vec<Arc<Flow>>, FlowSelectError> {
         self.select_with(names, &HashMap::new())
     }
 
@@ -68,7 +77,7 @@ impl Project {
         &self,
         names: &[String],
         switches: &HashMap<String, bool>,
-    ) -> Result<Vec<Arc<Flow>>, String> {
+    ) -> Result<Vec<Arc<Flow>>, FlowSelectError> {
         let mut chosen: Vec<Arc<Flow>> = Vec::new();
         if names.is_empty() {
             chosen.extend(
@@ -86,9 +95,12 @@ impl Project {
                     .cloned()
                     .collect();
                 if hits.is_empty() {
-                    let mut known: Vec<&str> = self.flows.iter().map(|f| f.id.as_str()).collect();
+                    let mut known: Vec<String> = self.flows.iter().map(|f| f.id.clone()).collect();
                     known.sort();
-                    return Err(format!("unknown flow `{n}` (known: {})", known.join(", ")));
+                    return Err(FlowSelectError {
+                        name: n.clone(),
+                        known,
+                    });
                 }
                 chosen.extend(hits);
             }
@@ -128,12 +140,74 @@ impl Flow {
 pub struct SystemDef {
     pub name: String,
     pub role: Option<SystemRole>,
-    /// The merged configuration (operations included), as `validate --print-config` shows it.
-    pub config: SystemConfig,
+    /// The merged configuration (operations included): only shown (`effective_config`),
+    /// never run from.
+    config: SystemConfig,
     pub operations: BTreeMap<String, Arc<Operation>>,
     /// Everything the running system is built from, checked: the engine builds it as is.
     pub spec: Arc<SystemSpec>,
     pub entities: BTreeMap<String, Arc<SystemEntity>>,
+}
+
+impl SystemDef {
+    /// The system as it will run, merged with what it extends, as `validate --print-config`
+    /// shows it (secrets not masked yet).
+    pub fn effective_config(&self) -> Value {
+        serde_json::to_value(&self.config).unwrap_or_default()
+    }
+
+    /// The address of the system's API, as the flow files write it.
+    pub fn base_url(&self) -> &str {
+        self.config
+            .base_url
+            .as_deref()
+            .unwrap_or(self.spec.base_url.as_str())
+    }
+
+    /// The system's own `vars` (`{{system.NAME}}` in templates).
+    pub fn system_vars(&self) -> &Value {
+        &self.spec.system_vars
+    }
+
+    /// The system's request budget, if it has one.
+    pub fn rate_limit(&self) -> Option<&RateLimitConfig> {
+        self.spec.rate_limit.as_ref()
+    }
+
+    /// The same system at another address (a recording or replaying proxy).
+    pub fn at(&self, base_url: &str) -> Result<SystemDef, url::ParseError> {
+        let spec = self.spec.at(url::Url::parse(base_url)?);
+        let mut config = self.config.clone();
+        config.base_url = Some(base_url.to_string());
+        Ok(self.with(config, spec))
+    }
+
+    /// The same system without a request budget (a replay answers at once).
+    pub fn unlimited(&self) -> SystemDef {
+        let mut config = self.config.clone();
+        config.rate_limit = None;
+        self.with(config, self.spec.unlimited())
+    }
+
+    fn with(&self, config: SystemConfig, spec: SystemSpec) -> SystemDef {
+        SystemDef {
+            name: self.name.clone(),
+            role: self.role,
+            config,
+            operations: self.operations.clone(),
+            entities: self.entities.clone(),
+            spec: Arc::new(spec),
+        }
+    }
+}
+
+/// Why an entity's `id` does not compile: the JSONPath or the template it is does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordIdParseError {
+    #[error(transparent)]
+    Path(#[from] JsonPathParseError),
+    #[error(transparent)]
+    Template(#[from] TemplateParseError),
 }
 
 /// Where a system's own id is in one of its records: a JSONPath, or a template that joins
@@ -146,15 +220,11 @@ pub enum RecordId {
 
 impl RecordId {
     /// Compiles the `id` of a system entity: a text starting with `$` is a JSONPath.
-    pub fn parse(text: &str) -> Result<RecordId, String> {
+    pub fn parse(text: &str) -> Result<RecordId, RecordIdParseError> {
         if text.starts_with('$') {
-            JsonPath::parse(text)
-                .map(RecordId::Path)
-                .map_err(|e| e.to_string())
+            Ok(RecordId::Path(JsonPath::parse(text)?))
         } else {
-            Template::compile(text)
-                .map(RecordId::Template)
-                .map_err(|e| e.to_string())
+            Ok(RecordId::Template(Template::compile(text)?))
         }
     }
 

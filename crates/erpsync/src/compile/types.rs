@@ -10,7 +10,7 @@ use crate::expr::parse_datetime;
 /// A value that cannot be converted to its declared type.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("cannot convert {value} to {to}")]
-pub(crate) struct ValueConvertError {
+pub struct ValueConvertError {
     pub value: String,
     pub to: &'static str,
 }

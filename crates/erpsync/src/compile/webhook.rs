@@ -8,7 +8,7 @@ use reqwest::header::HeaderName;
 use serde_json::{Value, json};
 
 use super::types::key_text;
-use crate::config::diagnostic::Code;
+use crate::config::Problem;
 use crate::config::model::WebhookConfig;
 use crate::expr::{JsonPath, Template};
 
@@ -80,8 +80,8 @@ impl std::fmt::Debug for Webhook {
     }
 }
 
-/// A problem of a webhook declaration: the key under the webhook it is at, its code, what.
-pub(crate) type WebhookProblem = (&'static str, Code, String);
+/// A problem of a webhook declaration, with the key under the webhook it is at.
+pub(crate) type WebhookProblem = (&'static str, Problem);
 
 impl Webhook {
     /// Compiles a `daemon.webhooks` entry, collecting every problem.
@@ -93,8 +93,7 @@ impl Webhook {
                 Err(_) => {
                     problems.push((
                         at,
-                        Code::Invalid,
-                        format!("`{text}` is not a valid header name"),
+                        Problem::invalid(format!("`{text}` is not a valid header name")),
                     ));
                     None
                 }
@@ -108,14 +107,14 @@ impl Webhook {
             match JsonPath::parse(&cfg.key) {
                 Ok(p) => Some(WebhookKey::Path(p)),
                 Err(e) => {
-                    problems.push(("key", Code::JsonPath, e.to_string()));
+                    problems.push(("key", Problem::json_path(e.to_string())));
                     None
                 }
             }
         } else {
             match Template::compile(&cfg.key) {
                 Err(e) => {
-                    problems.push(("key", Code::Template, e.to_string()));
+                    problems.push(("key", Problem::template(e.to_string())));
                     None
                 }
                 // A key is rendered over the payload alone.
@@ -126,10 +125,9 @@ impl Webhook {
                 {
                     problems.push((
                         "key",
-                        Code::UnknownName,
-                        "a webhook key is rendered over the delivered payload alone: \
-                         `system` and `vars` are not available there"
-                            .into(),
+                        Problem::system_and_vars_unavailable(
+                            "a webhook key is rendered over the delivered payload alone",
+                        ),
                     ));
                     None
                 }
@@ -140,7 +138,7 @@ impl Webhook {
             None => Some(None),
             Some(Ok(p)) => Some(Some(p)),
             Some(Err(e)) => {
-                problems.push(("timestamp", Code::JsonPath, e.to_string()));
+                problems.push(("timestamp", Problem::json_path(e.to_string())));
                 None
             }
         };

@@ -115,8 +115,176 @@ pub struct Diagnostic {
     pub help: Option<String>,
 }
 
+/// What is wrong, before it is placed in a file: the kind, the message and the hints. Each
+/// kind of problem is worded here, once; the checks only say what they found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    pub code: Code,
+    pub message: String,
+    pub suggestion: Option<String>,
+    pub expected: Vec<String>,
+    pub help: Option<String>,
+}
+
+impl Problem {
+    fn new(code: Code, message: impl Into<String>) -> Self {
+        Problem {
+            code,
+            message: message.into(),
+            suggestion: None,
+            expected: Vec::new(),
+            help: None,
+        }
+    }
+
+    /// A key the language does not have, with the keys it has there.
+    pub fn unknown_key<'a>(key: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        Problem::new(Code::UnknownKey, format!("unknown key `{key}`")).with_names(key, known)
+    }
+
+    /// A misspelt key that leaves a required one missing.
+    pub fn misspelt_key<'a>(
+        key: &str,
+        missing: &str,
+        known: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Problem::new(
+            Code::UnknownKey,
+            format!("unknown key `{key}` (required key `{missing}` is missing)"),
+        )
+        .with_names(key, known)
+    }
+
+    /// A value that is not one of the values the key takes.
+    pub fn unknown_value<'a>(value: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        Problem::new(Code::Invalid, format!("unknown value `{value}`")).with_names(value, known)
+    }
+
+    /// A reference to a name that does not exist: "unknown {what} `{name}`".
+    pub fn unknown_name<'a>(
+        what: &str,
+        name: &str,
+        known: impl IntoIterator<Item = &'a str>,
+    ) -> Self {
+        Problem::new(Code::UnknownName, format!("unknown {what} `{name}`")).with_names(name, known)
+    }
+
+    /// A name read where it is not one of the names there: "`{name}` is not a {what}".
+    pub fn not_a<'a>(name: &str, what: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        Problem::new(Code::UnknownName, format!("`{name}` is not a {what}")).with_names(name, known)
+    }
+
+    /// A template that reads `system` or `vars` where it is rendered over one value alone.
+    pub fn system_and_vars_unavailable(rendered: &str) -> Self {
+        Problem::unresolved(format!(
+            "{rendered}: `system` and `vars` are not available there"
+        ))
+    }
+
+    /// A name declared twice: "{what} is already declared in {elsewhere}", `what` being the
+    /// name in backticks with what it is before it, if anything.
+    pub fn duplicate(kind: Option<&str>, name: &str, elsewhere: &str) -> Self {
+        let what = match kind {
+            Some(kind) => format!("{kind} `{name}`"),
+            None => format!("`{name}`"),
+        };
+        Problem::new(
+            Code::Duplicate,
+            format!("{what} is already declared in {elsewhere}"),
+        )
+    }
+
+    /// A project with nothing to run.
+    pub fn empty_project() -> Self {
+        Problem::new(
+            Code::EmptyProject,
+            "the project declares no systems and no flows: there is nothing to run",
+        )
+        .with_help(
+            "point erpsync at the folder of the project's flow files; a folder shared by \
+             several projects is checked through the projects that `include` it",
+        )
+    }
+
+    /// Warning: an error rule whose status class covers 429.
+    pub fn covers_429(message: impl Into<String>) -> Self {
+        Problem::new(Code::Covers429, message).with_help(
+            "say so with `- { status: [429], action: rate_limited }` before this rule, \
+             or name 429 in a rule of its own to handle it otherwise",
+        )
+    }
+
+    /// Warning: a filter's bare `@.member`, which holds for a null value too.
+    pub fn filter_null(member: &str) -> Self {
+        Problem::new(
+            Code::FilterNull,
+            format!(
+                "`@.{member}` only asks whether the record has `{member}`: it \
+                 holds when `{member}` is null or empty too"
+            ),
+        )
+        .with_help(format!(
+            "to leave out records without a value, write `@.{member} != null` \
+             (and `@.{member} != ''` for empty text)"
+        ))
+    }
+
+    /// Adds a hint on what to do.
+    pub fn with_help(mut self, help: impl Into<String>) -> Self {
+        self.help = Some(help.into());
+        self
+    }
+
+    /// Adds "did you mean" and the list of known names.
+    pub fn with_names<'a>(mut self, wrong: &str, known: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut known: Vec<String> = known.into_iter().map(str::to_string).collect();
+        known.sort();
+        known.dedup();
+        self.suggestion = did_you_mean(wrong, &known).map(str::to_string);
+        self.expected = known;
+        self
+    }
+}
+
+/// The kinds whose message says it all: `Problem::invalid(message)` and the like.
+macro_rules! plain_kinds {
+    ($($(#[$doc:meta])* $name:ident => $code:ident,)*) => {
+        impl Problem {
+            $(
+                $(#[$doc])*
+                pub fn $name(message: impl Into<String>) -> Self {
+                    Problem::new(Code::$code, message)
+                }
+            )*
+        }
+    };
+}
+
+plain_kinds! {
+    /// A file that cannot be read (or included).
+    io => Io,
+    /// Text that is not YAML.
+    yaml => Yaml,
+    /// A value of the wrong type or shape, or a required key missing.
+    invalid => Invalid,
+    /// A JSONPath (or a condition) that does not parse.
+    json_path => JsonPath,
+    /// A template that does not parse.
+    template => Template,
+    /// A cron expression or a time zone that does not parse.
+    schedule => Schedule,
+    /// A name that does not exist, or not where it is used, told in words of its own.
+    unresolved => UnknownName,
+    /// `${VAR}` or `${file:…}` that cannot be resolved.
+    secret => Secret,
+    /// Settings that contradict each other.
+    conflict => Conflict,
+}
+
 impl Diagnostic {
-    pub fn new(code: Code, file: PathBuf, pos: Pos, path: &str, message: String) -> Self {
+    /// A problem placed at `pos` of `file`, at `path` inside the document.
+    pub fn new(problem: Problem, file: PathBuf, pos: Pos, path: &str) -> Self {
+        let code = problem.code;
         Diagnostic {
             code,
             severity: if code.is_warning() {
@@ -128,36 +296,26 @@ impl Diagnostic {
             line: pos.line,
             col: pos.col,
             path: path.to_string(),
-            message,
-            suggestion: None,
-            expected: Vec::new(),
-            help: None,
+            message: problem.message,
+            suggestion: problem.suggestion,
+            expected: problem.expected,
+            help: problem.help,
         }
     }
 
-    /// Adds a hint on what to do.
-    pub(crate) fn with_help(mut self, help: impl Into<String>) -> Self {
-        self.help = Some(help.into());
-        self
+    /// A file that cannot be read, at its start.
+    pub fn unreadable(file: PathBuf, error: impl fmt::Display) -> Self {
+        Diagnostic::new(
+            Problem::io(format!("cannot read: {error}")),
+            file,
+            Pos { line: 1, col: 1 },
+            "",
+        )
     }
 
     /// Whether the problem makes the project invalid.
     pub fn is_error(&self) -> bool {
         self.severity == Severity::Error
-    }
-
-    /// Adds "did you mean" and the list of known names.
-    pub(crate) fn with_names<'a>(
-        mut self,
-        wrong: &str,
-        known: impl IntoIterator<Item = &'a str>,
-    ) -> Self {
-        let mut known: Vec<String> = known.into_iter().map(str::to_string).collect();
-        known.sort();
-        known.dedup();
-        self.suggestion = did_you_mean(wrong, &known).map(str::to_string);
-        self.expected = known;
-        self
     }
 }
 

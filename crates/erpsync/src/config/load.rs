@@ -7,13 +7,13 @@ use std::path::{Path, PathBuf};
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
-use super::diagnostic::{Code, Diagnostic, did_you_mean};
+use super::diagnostic::{Code, Diagnostic, Problem, did_you_mean};
 use super::env::{EnvSource, substitute};
 use super::model::{
     DaemonConfig, EntityConfig, FileConfig, FlowConfig, FlowOverrideConfig, IncludeConfig,
     ReconcileConfig, Section, StateConfig, SystemConfig,
 };
-use super::node::{self, LocatedDoc, Pos};
+use super::node::{self, LocatedDoc};
 use super::schema_nav::allowed_keys;
 
 /// One file of the project.
@@ -21,6 +21,13 @@ use super::schema_nav::allowed_keys;
 pub struct SourceFile {
     pub path: PathBuf,
     pub doc: LocatedDoc,
+}
+
+impl SourceFile {
+    /// A problem placed at the key of `path`.
+    fn at_key(&self, path: &str, problem: Problem) -> Diagnostic {
+        Diagnostic::new(problem, self.path.clone(), self.doc.key_pos(path), path)
+    }
 }
 
 /// A declaration and where it was made.
@@ -57,25 +64,18 @@ pub struct ProjectConfig {
 
 impl ProjectConfig {
     /// A diagnostic pointing at the value at `path` of file `file`.
-    pub fn at(&self, file: usize, code: Code, path: &str, message: String) -> Diagnostic {
+    pub fn at(&self, file: usize, path: &str, problem: Problem) -> Diagnostic {
         if let Some((ofile, opath)) = self.overridden.get(&(file, path.to_string())) {
             let f = &self.files[*ofile];
-            return Diagnostic::new(code, f.path.clone(), f.doc.value_pos(opath), opath, message);
+            return Diagnostic::new(problem, f.path.clone(), f.doc.value_pos(opath), opath);
         }
         let f = &self.files[file];
-        Diagnostic::new(code, f.path.clone(), f.doc.value_pos(path), path, message)
+        Diagnostic::new(problem, f.path.clone(), f.doc.value_pos(path), path)
     }
 
     /// A diagnostic pointing at the key of `path`.
-    pub(crate) fn at_key(
-        &self,
-        file: usize,
-        code: Code,
-        path: &str,
-        message: String,
-    ) -> Diagnostic {
-        let f = &self.files[file];
-        Diagnostic::new(code, f.path.clone(), f.doc.key_pos(path), path, message)
+    pub(crate) fn at_key(&self, file: usize, path: &str, problem: Problem) -> Diagnostic {
+        self.files[file].at_key(path, problem)
     }
 
     /// Whether a name refers to a declaration that was dropped for its own errors.
@@ -173,13 +173,7 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
     let files = match flow_files(paths) {
         Ok(f) => f,
         Err((path, e)) => {
-            diags.push(Diagnostic::new(
-                Code::Io,
-                path,
-                Pos { line: 1, col: 1 },
-                "",
-                format!("cannot read: {e}"),
-            ));
+            diags.push(Diagnostic::unreadable(path, e));
             return (project, diags);
         }
     };
@@ -201,22 +195,16 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                diags.push(Diagnostic::new(
-                    Code::Io,
-                    path,
-                    Pos { line: 1, col: 1 },
-                    "",
-                    format!("cannot read: {e}"),
-                ));
+                diags.push(Diagnostic::unreadable(path, e));
                 continue;
             }
         };
         let doc = match node::parse(&text) {
             Ok(d) => d,
             Err(e) => {
-                let mut d = Diagnostic::new(Code::Yaml, path, e.pos, "", e.message);
-                d.help = e.help;
-                diags.push(d);
+                let mut problem = Problem::yaml(e.message);
+                problem.help = e.help;
+                diags.push(Diagnostic::new(problem, path, e.pos, ""));
                 continue;
             }
         };
@@ -255,9 +243,8 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
                 Ok(found) => queue.extend(found.into_iter().map(|f| (f, wanted.clone()))),
                 Err((p, e)) => diags.push(project.at(
                     index,
-                    Code::Io,
                     &format!("include.{i}"),
-                    format!("cannot include `{}`: {e}", p.display()),
+                    Problem::io(format!("cannot include `{}`: {e}", p.display())),
                 )),
             }
         }
@@ -275,14 +262,12 @@ fn apply_overrides(project: &mut ProjectConfig, diags: &mut Vec<Diagnostic>) {
             if !project.is_broken("flows", name) {
                 let known: Vec<&str> = project.flows.keys().map(String::as_str).collect();
                 diags.push(
-                    project
-                        .at_key(
-                            o.file,
-                            Code::UnknownName,
-                            &o.path,
-                            format!("no flow `{name}` to override"),
-                        )
-                        .with_names(name, known),
+                    project.at_key(
+                        o.file,
+                        &o.path,
+                        Problem::unresolved(format!("no flow `{name}` to override"))
+                            .with_names(name, known),
+                    ),
                 );
             }
             continue;
@@ -325,9 +310,10 @@ fn apply_overrides(project: &mut ProjectConfig, diags: &mut Vec<Diagnostic>) {
                 }
                 (None, None) => diags.push(project.at(
                     o.file,
-                    Code::Invalid,
                     &format!("{}.reconcile", o.path),
-                    format!("flow `{name}` has no `reconcile`: give its `schedule`"),
+                    Problem::invalid(format!(
+                        "flow `{name}` has no `reconcile`: give its `schedule`"
+                    )),
                 )),
             }
         }
@@ -356,9 +342,8 @@ fn read_file(
         } else {
             diags.push(project.at(
                 index,
-                Code::Invalid,
                 "",
-                "a flow file must be a map with `systems`, `entities`, `flows`…".into(),
+                Problem::invalid("a flow file must be a map with `systems`, `entities`, `flows`…"),
             ));
             return Vec::new();
         }
@@ -366,7 +351,7 @@ fn read_file(
     let mut problems = Vec::new();
     substitute_all(&mut value, "", env, &mut problems);
     for (path, message) in problems {
-        diags.push(project.at(index, Code::Secret, &path, message));
+        diags.push(project.at(index, &path, Problem::secret(message)));
     }
 
     let mut removed = Vec::new();
@@ -381,16 +366,11 @@ fn read_file(
                     };
                     let segs: Vec<&str> = parent.split('.').filter(|s| !s.is_empty()).collect();
                     let known = allowed_keys(&value, &segs);
-                    diags.push(
-                        project
-                            .at_key(
-                                index,
-                                Code::UnknownKey,
-                                &path,
-                                format!("unknown key `{key}`"),
-                            )
-                            .with_names(&key, known.iter().map(String::as_str)),
-                    );
+                    diags.push(project.at_key(
+                        index,
+                        &path,
+                        Problem::unknown_key(&key, known.iter().map(String::as_str)),
+                    ));
                 }
                 break f;
             }
@@ -504,14 +484,11 @@ fn type_error(project: &ProjectConfig, index: usize, path: &str, message: &str) 
         && let Some((wrong, names)) = parse_choices(message)
     {
         let key_path = node::join(path, &wrong);
-        return project
-            .at_key(
-                index,
-                Code::UnknownKey,
-                &key_path,
-                format!("unknown key `{wrong}`"),
-            )
-            .with_names(&wrong, names.iter().map(String::as_str));
+        return project.at_key(
+            index,
+            &key_path,
+            Problem::unknown_key(&wrong, names.iter().map(String::as_str)),
+        );
     }
     // A required key reported missing is often a misspelt one: point at the misspelling.
     if message.starts_with("missing field")
@@ -528,30 +505,24 @@ fn type_error(project: &ProjectConfig, index: usize, path: &str, message: &str) 
                 .find(|k| !known.contains(k) && did_you_mean(k, &candidates).is_some())
             {
                 let key_path = node::join(path, wrong);
-                return project
-                    .at_key(
-                        index,
-                        Code::UnknownKey,
-                        &key_path,
-                        format!("unknown key `{wrong}` (required key `{missing}` is missing)"),
-                    )
-                    .with_names(wrong, known.iter().map(String::as_str));
+                return project.at_key(
+                    index,
+                    &key_path,
+                    Problem::misspelt_key(wrong, &missing, known.iter().map(String::as_str)),
+                );
             }
         }
     }
     if message.starts_with("unknown variant")
         && let Some((wrong, names)) = parse_choices(message)
     {
-        return project
-            .at(
-                index,
-                Code::Invalid,
-                path,
-                format!("unknown value `{wrong}`"),
-            )
-            .with_names(&wrong, names.iter().map(String::as_str));
+        return project.at(
+            index,
+            path,
+            Problem::unknown_value(&wrong, names.iter().map(String::as_str)),
+        );
     }
-    project.at(index, Code::Invalid, path, message.to_string())
+    project.at(index, path, Problem::invalid(message))
 }
 
 /// The declaration that contains `path`: what is dropped when it cannot be read.
@@ -644,26 +615,17 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
         for (name, value) in items {
             let path = format!("{section}.{name}");
             if let Some(prev) = map.get(&name) {
-                let f = &project_files[index];
-                let mut d = Diagnostic::new(
-                    Code::Duplicate,
-                    f.path.clone(),
-                    f.doc.key_pos(&path),
-                    &path,
-                    format!(
-                        "`{name}` is already declared in {}",
-                        project_files[prev.file].path.display()
-                    ),
-                );
+                let elsewhere = project_files[prev.file].path.display().to_string();
+                let mut problem = Problem::duplicate(None, &name, &elsewhere);
                 if section == "flows" {
-                    d = d.with_help(format!(
+                    problem = problem.with_help(format!(
                         "to change an included flow, set `enabled`, `trigger.schedule` or \
                          `reconcile` under `overrides.flows.{name}` instead of declaring it \
                          again; to leave out an included project's flows, include it with \
                          `{{path: …, only: [systems, entities]}}`"
                     ));
                 }
-                diags.push(d);
+                diags.push(project_files[index].at_key(&path, problem));
                 continue;
             }
             map.insert(
@@ -712,28 +674,16 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
     for (k, v) in file.vars {
         if project.vars.contains_key(&k) {
             let path = format!("vars.{k}");
-            let f = &files[index];
-            diags.push(Diagnostic::new(
-                Code::Duplicate,
-                f.path.clone(),
-                f.doc.key_pos(&path),
+            diags.push(files[index].at_key(
                 &path,
-                format!("variable `{k}` is already declared in another file"),
+                Problem::duplicate(Some("variable"), &k, "another file"),
             ));
         } else {
             project.vars.insert(k, v);
         }
     }
-    let f = &files[index];
-    let duplicate = |name: &str| {
-        Diagnostic::new(
-            Code::Duplicate,
-            f.path.clone(),
-            f.doc.key_pos(name),
-            name,
-            format!("`{name}` is already declared in another file"),
-        )
-    };
+    let duplicate =
+        |name: &str| files[index].at_key(name, Problem::duplicate(None, name, "another file"));
     // `state` and `daemon` may each be declared once across the project.
     fn single<T>(slot: &mut Option<Decl<T>>, value: Option<T>, index: usize, name: &str) -> bool {
         match (slot.is_some(), value) {

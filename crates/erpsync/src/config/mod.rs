@@ -8,5 +8,5 @@ pub mod node;
 pub mod schema_doc;
 pub mod schema_nav;
 
-pub use diagnostic::{Code, Diagnostic, Severity};
+pub use diagnostic::{Code, Diagnostic, Problem, Severity};
 pub use load::{Decl, ProjectConfig, load};

@@ -27,7 +27,7 @@ pub(crate) use records::{Extracted, RecordsPath};
 pub(crate) use rules::lint_rules;
 pub use spec::SystemSpec;
 pub use stats::{ConnectorStats, StatsSnapshot};
-pub(crate) use steps::{StepAnswer, StepLog};
+pub(crate) use steps::{StepAnswer, StepLog, StepLogError};
 pub use system::{
     CallInput, CallOutput, HttpSystem, Page, SystemStartError, WaitAnnouncer, WaitNotice,
 };

@@ -51,10 +51,16 @@ pub(crate) trait StepLog: Send {
     /// known (a crash, a timeout): it may have been applied.
     fn sent_before(&self, step: &str) -> bool;
     /// A journaled step is about to be sent.
-    async fn sending(&mut self, step: &str) -> Result<(), String>;
+    async fn sending(&mut self, step: &str) -> Result<(), StepLogError>;
     /// A journaled step answered.
-    async fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), String>;
+    async fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), StepLogError>;
 }
+
+/// Why a log could not keep a step's intent or answer (its store failed): the call stops
+/// rather than send a step it could not account for.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub struct StepLogError(#[from] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// A log that keeps nothing: a call that is not journaled (`erpsync call`, lookups).
 pub(crate) struct NoStepLog;
@@ -67,10 +73,10 @@ impl StepLog for NoStepLog {
     fn sent_before(&self, _: &str) -> bool {
         false
     }
-    async fn sending(&mut self, _: &str) -> Result<(), String> {
+    async fn sending(&mut self, _: &str) -> Result<(), StepLogError> {
         Ok(())
     }
-    async fn answered(&mut self, _: &str, _: &StepAnswer) -> Result<(), String> {
+    async fn answered(&mut self, _: &str, _: &StepAnswer) -> Result<(), StepLogError> {
         Ok(())
     }
 }
@@ -363,11 +369,11 @@ impl HttpSystem {
         }
     }
 
-    fn log_error(&self, op_name: &str, step: &Step, message: String) -> CallError {
+    fn log_error(&self, op_name: &str, step: &Step, error: StepLogError) -> CallError {
         CallError::Render {
             system: self.name.clone(),
             operation: format!("{op_name}.{}", step.name),
-            message: format!("the step could not be journaled: {message}"),
+            message: format!("the step could not be journaled: {error}"),
         }
     }
 }

@@ -4,18 +4,33 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::compile::Entity;
-use crate::compile::types::{convert, normalize};
+use crate::compile::types::{ValueConvertError, convert, normalize};
+
+/// Why a mapped record does not fit its entity.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RecordNormaliseError {
+    #[error("a mapping must produce a map")]
+    NotAMap,
+    #[error("field `{field}`: {error}")]
+    Field {
+        field: String,
+        error: ValueConvertError,
+    },
+}
 
 /// Normalises a mapped record to its entity: declared types, decimal scale and text
 /// normalisation, so equal data compares equal whatever side it came from.
-pub fn normalise(entity: &Entity, record: Value) -> Result<Value, String> {
+pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormaliseError> {
     let Value::Object(mut map) = record else {
-        return Err("a mapping must produce a map".into());
+        return Err(RecordNormaliseError::NotAMap);
     };
     for (name, field) in &entity.fields {
         if let Some(v) = map.remove(name) {
             let mut v =
-                convert(v, field.ty, field.scale).map_err(|e| format!("field `{name}`: {e}"))?;
+                convert(v, field.ty, field.scale).map_err(|error| RecordNormaliseError::Field {
+                    field: name.clone(),
+                    error,
+                })?;
             if !field.normalize.is_empty()
                 && let Value::String(s) = &v
             {

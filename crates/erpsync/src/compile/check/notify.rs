@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use super::Checker;
 use crate::compile::Flow;
-use crate::config::Code;
+use crate::config::Problem;
 
 /// `daemon.notify`: each channel has what its kind needs; rules name channels and flows that
 /// exist, and carry the numbers their event needs.
@@ -27,11 +27,10 @@ pub(super) fn check_notify(
         };
         for (key, absent) in missing {
             if *absent {
-                ck.at(
+                ck.report(
                     file,
-                    Code::Invalid,
                     &at,
-                    format!("channel `{name}` needs `{key}`"),
+                    Problem::invalid(format!("channel `{name}` needs `{key}`")),
                 );
             }
         }
@@ -43,41 +42,37 @@ pub(super) fn check_notify(
     for (name, r) in &n.rules {
         let at = format!("daemon.notify.rules.{name}");
         if r.to.is_empty() {
-            ck.at(
+            ck.report(
                 file,
-                Code::Invalid,
                 &format!("{at}.to"),
-                format!("rule `{name}` sends to no channel"),
+                Problem::invalid(format!("rule `{name}` sends to no channel")),
             );
         }
         for c in &r.to {
             if !n.channels.contains_key(c) {
-                ck.unknown(
+                ck.report(
                     file,
                     &format!("{at}.to"),
-                    "channel",
-                    c,
-                    n.channels.keys().map(String::as_str),
+                    Problem::unknown_name("channel", c, n.channels.keys().map(String::as_str)),
                 );
             }
         }
         for f in &r.flows {
             if !flow_names.contains(&f.as_str()) {
-                ck.unknown(
+                ck.report(
                     file,
                     &format!("{at}.flows"),
-                    "flow",
-                    f,
-                    flow_names.iter().copied(),
+                    Problem::unknown_name("flow", f, flow_names.iter().copied()),
                 );
             }
         }
         if r.on == NotifyOn::Failures && r.count.is_none_or(|c| c == 0) {
-            ck.at(
+            ck.report(
                 file,
-                Code::Invalid,
                 &format!("{at}.count"),
-                format!("rule `{name}` on `failures` needs a `count` of at least 1"),
+                Problem::invalid(format!(
+                    "rule `{name}` on `failures` needs a `count` of at least 1"
+                )),
             );
         }
     }

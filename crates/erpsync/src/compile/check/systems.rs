@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use super::Checker;
 use crate::compile::mapping::Mapping;
-use crate::compile::{Entity, RecordId, SystemDef, SystemEntity};
-use crate::config::model::{SystemConfig, SystemRole};
-use crate::config::{Code, Decl, ProjectConfig};
+use crate::compile::{Entity, RecordId, RecordIdParseError, SystemDef, SystemEntity};
+use crate::config::model::{FieldMapConfig, SystemConfig, SystemEntityConfig, SystemRole};
+use crate::config::{Decl, Problem, ProjectConfig};
 use crate::connector::request_texts;
 use crate::connector::{Operation, SystemSpec, lint_rules};
 
@@ -54,23 +54,23 @@ fn ancestry<'a>(ck: &mut Checker<'a>, name: &'a str) -> Option<Vec<&'a str>> {
         if !systems.contains_key(parent) {
             if current == name && !ck.project.is_broken("systems", parent) {
                 let known: Vec<&str> = systems.keys().map(String::as_str).collect();
-                ck.unknown(
+                ck.report(
                     decl.file,
                     &format!("{}.extends", decl.path),
-                    "system",
-                    parent,
-                    known,
+                    Problem::unknown_name("system", parent, known),
                 );
             }
             return None;
         }
         if chain.contains(&parent) {
             if current == name || parent == name {
-                ck.at(
+                ck.report(
                     decl.file,
-                    Code::Conflict,
                     &format!("{}.extends", decl.path),
-                    format!("`extends` forms a cycle: {} → {parent}", chain.join(" → ")),
+                    Problem::conflict(format!(
+                        "`extends` forms a cycle: {} → {parent}",
+                        chain.join(" → ")
+                    )),
                 );
             }
             return None;
@@ -215,45 +215,18 @@ fn compile_system(
     let chain = ancestry(ck, name)?;
     let merged = merge_systems(&chain, &project.systems);
     if !merged.is_abstract && merged.base_url.is_none() {
-        ck.at(
-            decl.file,
-            Code::Invalid,
-            &decl.path,
-            format!(
-                "system `{name}` has no `base_url` (set it, or mark the system `abstract: true`)"
-            ),
-        );
+        let problem = Problem::invalid(format!(
+            "system `{name}` has no `base_url` (set it, or mark the system `abstract: true`)"
+        ));
+        ck.report(decl.file, &decl.path, problem);
     }
-    // Lookup tables of this system's mappings: the project's, overlaid by the tables in
-    // the system's own (merged) `vars`, so a template system carries its tables and a
-    // system extending it may replace one.
-    let mut tables = project.vars.clone();
-    for (k, v) in &merged.vars {
-        if v.is_object() {
-            tables.insert(k.clone(), v.clone());
-        }
-    }
-    let tables = Arc::new(Value::Object(tables));
-    let op_names: Vec<&str> = merged.operations.keys().map(String::as_str).collect();
-    for (var, r) in &decl.value.resolve {
-        if !merged.operations.contains_key(&r.operation)
-            && !project.is_broken(&format!("operations.{name}"), &r.operation)
-        {
-            ck.unknown(
-                decl.file,
-                &format!("{}.resolve.{var}.operation", decl.path),
-                "operation",
-                &r.operation,
-                op_names.clone(),
-            );
-        }
-    }
+    check_resolve(ck, name, &merged);
     let sys = SystemCtx {
         project,
         name,
+        tables: mapping_tables(project, &merged),
         chain,
         merged,
-        tables,
     };
     let mut compiled_entities = BTreeMap::new();
     for (entity_name, se) in &sys.merged.entities {
@@ -266,49 +239,115 @@ fn compile_system(
     if !sys.merged.is_abstract {
         check_request_templates(ck, &sys);
     }
-    let SystemCtx { chain, merged, .. } = sys;
-    let compiled_ops: BTreeMap<String, Arc<Operation>> = merged
-        .operations
-        .keys()
-        .filter_map(|op| {
-            let owner = chain
-                .iter()
-                .find(|s| project.systems[**s].value.operations.contains_key(op))?;
-            let compiled = declared.operations.get(&(owner.to_string(), op.clone()))?;
-            Some((op.clone(), compiled.clone()))
-        })
-        .collect();
-    // The spec the engine runs: compiled once, here. What could fail in it was reported
-    // at the declarations above; should anything be left, it is reported at the system.
-    let spec = if merged.is_abstract {
-        None
-    } else {
-        match SystemSpec::compile(
-            name,
-            &merged,
-            compiled_ops.clone(),
-            Value::Object(project.vars.clone()),
-        ) {
-            Ok(spec) => Some(Arc::new(spec)),
-            Err(problems) => {
-                let reported =
-                    merged.base_url.is_none() || chain.iter().any(|s| declared.bad.contains(*s));
-                if !reported {
-                    ck.problems(decl.file, &decl.path, problems);
-                }
-                None
-            }
-        }
-    };
+    let operations = inherited_operations(&sys, declared);
+    let spec = compile_spec(ck, &sys, declared, &operations);
+    let merged = sys.merged;
     Some(CompiledSystem {
         name: name.to_string(),
         is_abstract: merged.is_abstract,
         role: merged.role,
-        operations: compiled_ops,
+        operations,
         entities: compiled_entities,
         config: merged,
         spec,
     })
+}
+
+/// Lookup tables of a system's mappings: the project's, overlaid by the tables in the
+/// system's own (merged) `vars`, so a template system carries its tables and a system
+/// extending it may replace one.
+fn mapping_tables(project: &ProjectConfig, merged: &SystemConfig) -> Arc<Value> {
+    let mut tables = project.vars.clone();
+    for (k, v) in &merged.vars {
+        if v.is_object() {
+            tables.insert(k.clone(), v.clone());
+        }
+    }
+    Arc::new(Value::Object(tables))
+}
+
+/// The operations a system's own `resolve` entries call exist.
+fn check_resolve(ck: &mut Checker, name: &str, merged: &SystemConfig) {
+    let project = ck.project;
+    let decl = &project.systems[name];
+    for (var, r) in &decl.value.resolve {
+        if !merged.operations.contains_key(&r.operation)
+            && !project.is_broken(&format!("operations.{name}"), &r.operation)
+        {
+            let known = merged.operations.keys().map(String::as_str);
+            let problem = Problem::unknown_name("operation", &r.operation, known);
+            ck.report(
+                decl.file,
+                &format!("{}.resolve.{var}.operation", decl.path),
+                problem,
+            );
+        }
+    }
+}
+
+/// A system's operations, each compiled once where it is declared.
+fn inherited_operations(sys: &SystemCtx, declared: &Declared) -> BTreeMap<String, Arc<Operation>> {
+    let systems = &sys.project.systems;
+    sys.merged
+        .operations
+        .keys()
+        .filter_map(|op| {
+            let owner = sys
+                .chain
+                .iter()
+                .find(|s| systems[**s].value.operations.contains_key(op))?;
+            let compiled = declared.operations.get(&(owner.to_string(), op.clone()))?;
+            Some((op.clone(), compiled.clone()))
+        })
+        .collect()
+}
+
+/// The spec the engine runs: compiled once, here; none for an abstract system. What could
+/// fail in it was reported at the declarations; should anything be left, it is reported at
+/// the system.
+fn compile_spec(
+    ck: &mut Checker,
+    sys: &SystemCtx,
+    declared: &Declared,
+    operations: &BTreeMap<String, Arc<Operation>>,
+) -> Option<Arc<SystemSpec>> {
+    let merged = &sys.merged;
+    if merged.is_abstract {
+        return None;
+    }
+    let vars = Value::Object(sys.project.vars.clone());
+    match SystemSpec::compile(sys.name, merged, operations.clone(), vars) {
+        Ok(spec) => Some(Arc::new(spec)),
+        Err(problems) => {
+            let reported =
+                merged.base_url.is_none() || sys.chain.iter().any(|s| declared.bad.contains(*s));
+            if !reported {
+                let decl = &sys.project.systems[sys.name];
+                ck.problems(decl.file, &decl.path, problems);
+            }
+            None
+        }
+    }
+}
+
+/// One entity mapping of a concrete or template system, and where its problems are told:
+/// at the system that declares it (the system itself or one it extends).
+struct EntityDecl<'a> {
+    sys: &'a SystemCtx<'a>,
+    name: &'a str,
+    se: &'a SystemEntityConfig,
+    /// The system that declares the mapping.
+    owner: &'a str,
+    file: usize,
+    base: String,
+    /// The canonical entity, when it exists.
+    canonical: Option<&'a Arc<Entity>>,
+}
+
+impl EntityDecl<'_> {
+    fn report(&self, ck: &mut Checker, rel: &str, problem: Problem) {
+        ck.report(self.file, &format!("{}.{rel}", self.base), problem);
+    }
 }
 
 /// Checks and compiles one entity mapping of a system; reported at the system that declares
@@ -318,20 +357,12 @@ fn compile_system_entity(
     sys: &SystemCtx,
     entities: &BTreeMap<String, Arc<Entity>>,
     checked_entities: &mut HashSet<(String, String)>,
-    entity_name: &String,
-    se: &crate::config::model::SystemEntityConfig,
+    entity_name: &str,
+    se: &SystemEntityConfig,
 ) -> Option<Arc<SystemEntity>> {
-    let SystemCtx {
-        project,
-        name,
-        chain,
-        merged,
-        tables,
-    } = sys;
-    let (project, name, merged) = (*project, *name, merged);
-    let op_names = sys.op_names();
-    // Report at the system that declares the entity mapping, once.
-    let owner = chain
+    let project = sys.project;
+    let owner = sys
+        .chain
         .iter()
         .find(|s| {
             project.systems[**s]
@@ -340,241 +371,39 @@ fn compile_system_entity(
                 .contains_key(entity_name)
         })
         .copied()
-        .unwrap_or(name);
+        .unwrap_or(sys.name);
     let owner_decl = &project.systems[owner];
-    let (file, base) = (
-        owner_decl.file,
-        format!("{}.entities.{entity_name}", owner_decl.path),
-    );
-    let report = checked_entities.insert((owner.to_string(), entity_name.clone()));
-    let before = ck.diags.len();
-    let canonical = entities.get(entity_name);
-    if canonical.is_none() && !project.is_broken("entities", entity_name) {
-        let known: Vec<&str> = entities.keys().map(String::as_str).collect();
-        ck.unknown(file, &base, "entity", entity_name, known);
-        if let Some(d) = ck.diags.last_mut() {
-            let pos = project.files[file].doc.key_pos(&base);
-            d.line = pos.line;
-            d.col = pos.col;
-        }
-    }
-    let id = match RecordId::parse(&se.id) {
-        Ok(id) => {
-            if let RecordId::Template(t) = &id
-                && t.variables()
-                    .iter()
-                    .any(|v| v[0] == "system" || v[0] == "vars")
-            {
-                ck.at(
-                    file,
-                    Code::UnknownName,
-                    &format!("{base}.id"),
-                    "an `id` template is rendered over the record alone: `system` and \
-                         `vars` are not available there"
-                        .into(),
-                );
-            }
-            Some(id)
-        }
-        Err(e) => {
-            let code = if se.id.starts_with('$') {
-                Code::JsonPath
-            } else {
-                Code::Template
-            };
-            ck.at(file, code, &format!("{base}.id"), e);
-            None
-        }
+    let ed = EntityDecl {
+        sys,
+        name: entity_name,
+        se,
+        owner,
+        file: owner_decl.file,
+        base: format!("{}.entities.{entity_name}", owner_decl.path),
+        canonical: entities.get(entity_name),
     };
-    for (role, op) in [
-        ("list", &se.list),
-        ("changes", &se.changes),
-        ("lookup", &se.lookup),
-        ("get", &se.get),
-        ("create", &se.create),
-        ("update", &se.update),
-    ] {
-        if let Some(op) = op
-            && !merged.operations.contains_key(op)
-            && !project.is_broken(&format!("operations.{owner}"), op)
-        {
-            ck.unknown(
-                file,
-                &format!("{base}.{role}"),
-                "operation",
-                op,
-                op_names.clone(),
-            );
-        }
-        if let Some(op) = op
-            && matches!(role, "list" | "changes")
-            && merged
-                .operations
-                .get(op)
-                .is_some_and(|o| !o.steps.is_empty())
-        {
-            ck.at(
-                file,
-                Code::Invalid,
-                &format!("{base}.{role}"),
-                format!(
-                    "operation `{op}` has `steps`: a listing is one paginated request, \
-                         steps are for lookups and writes"
-                ),
-            );
-        }
+    // What the declaration itself has wrong is told once, however many systems extend it.
+    let report = checked_entities.insert((owner.to_string(), entity_name.to_string()));
+    let before = ck.diags.len();
+    if ed.canonical.is_none() && !project.is_broken("entities", entity_name) {
+        let known = entities.keys().map(String::as_str);
+        let problem = Problem::unknown_name("entity", entity_name, known);
+        ck.report_key(ed.file, &ed.base, problem);
     }
-    for (action, op) in &se.actions {
-        if !merged.operations.contains_key(op) {
-            ck.unknown(
-                file,
-                &format!("{base}.actions.{action}"),
-                "operation",
-                op,
-                op_names.clone(),
-            );
-        }
-    }
-    let (read, read_problems) = Mapping::compile(&se.read);
-    for (p, code, m) in read_problems {
-        ck.at(file, code, &format!("{base}.read.{p}"), m);
-    }
-    if let Some(c) = canonical {
-        let fields: Vec<&str> = c.fields.keys().map(String::as_str).collect();
-        for f in se.read.keys() {
-            // `customer.email` fills field `customer`.
-            let top = f.split('.').next().unwrap_or(f);
-            if !c.fields.contains_key(top) {
-                let d = project
-                    .at_key(
-                        file,
-                        Code::UnknownName,
-                        &format!("{base}.read.{f}"),
-                        format!("`{f}` is not a field of entity `{entity_name}`"),
-                    )
-                    .with_names(f, fields.iter().copied());
-                ck.diags.push(d);
-            }
-        }
-    }
-    let (write, write_problems) = Mapping::compile(&se.write);
-    for (p, code, m) in write_problems {
-        ck.at(file, code, &format!("{base}.write.{p}"), m);
-    }
-    for mapping in [(&read, "read"), (&write, "write")] {
-        for (p, ent) in mapping.0.referenced_entities() {
-            if !entities.contains_key(&ent) {
-                let known: Vec<&str> = entities.keys().map(String::as_str).collect();
-                ck.unknown(
-                    file,
-                    &format!("{base}.{}.{p}", mapping.1),
-                    "entity",
-                    &ent,
-                    known,
-                );
-            }
-        }
-        for (p, table) in mapping.0.tables() {
-            if !matches!(tables.get(&table), Some(Value::Object(_))) {
-                let known: Vec<&str> = tables
-                    .as_object()
-                    .into_iter()
-                    .flatten()
-                    .filter(|(_, v)| v.is_object())
-                    .map(|(k, _)| k.as_str())
-                    .collect();
-                ck.unknown(
-                    file,
-                    &format!("{base}.{}.{p}", mapping.1),
-                    "table in `vars`",
-                    &table,
-                    known,
-                );
-            }
-        }
-    }
+    let id = compile_id(ck, &ed);
+    check_entity_operations(ck, &ed);
+    check_listings(ck, &ed);
+    let read = compile_mapping(ck, &ed, "read", &se.read);
+    check_read_fields(ck, &ed);
+    let write = compile_mapping(ck, &ed, "write", &se.write);
+    check_mapping_names(ck, &ed, entities, &read, "read");
+    check_mapping_names(ck, &ed, entities, &write, "write");
     if !report {
         ck.diags.truncate(before);
     }
-    if !merged.is_abstract {
-        let scope = Scopes::of(project, merged);
-        let fields: Vec<String> = canonical
-            .map(|c| c.fields.keys().cloned().collect())
-            .unwrap_or_default();
-        // `parent` is there for records of a nested listing only.
-        let reading: Vec<(&str, &str)> = [
-            ("list", &se.list),
-            ("changes", &se.changes),
-            ("lookup", &se.lookup),
-        ]
-        .into_iter()
-        .filter_map(|(role, op)| Some((role, op.as_deref()?)))
-        .collect();
-        let nested = reading.iter().any(|(_, op)| {
-            merged
-                .operations
-                .get(*op)
-                .and_then(|o| o.records.as_deref())
-                .is_some_and(crate::connector::RecordsPath::nests)
-        });
-        if !nested {
-            let ops = if reading.is_empty() {
-                "the entity has no `list`, `changes` or `lookup` operation".to_string()
-            } else {
-                let named: Vec<String> = reading
-                    .iter()
-                    .map(|(role, op)| format!("`{role}` (`{op}`)"))
-                    .collect();
-                format!("the `records` of {} are not nested", named.join(", "))
-            };
-            for p in read.parent_reads() {
-                ck.at(
-                    file,
-                    Code::UnknownName,
-                    &format!("{base}.read.{p}"),
-                    format!(
-                        "`$parent` reads the element a record of a nested listing sits \
-                             in (`records: $.products[*].variants[*]` gives each variant its \
-                             product); {ops}"
-                    ),
-                );
-            }
-        }
-        for p in read.target_reads() {
-            ck.at(
-                file,
-                Code::UnknownName,
-                &format!("{base}.read.{p}"),
-                "`$target`, `{{target}}` and `merge` read the record the target holds \
-                     when it is updated: they belong in a `write` mapping"
-                    .to_string(),
-            );
-        }
-        for (p, var) in read.reads() {
-            // The native record's names are the system's own: only `system` and
-            // `vars` are known here.
-            scope.check(ck, file, &format!("{base}.read.{p}"), &var, None, "");
-        }
-        if canonical.is_some() {
-            for (p, var) in write.reads() {
-                // The target's current record has the system's own names.
-                if var
-                    .first()
-                    .is_some_and(|r| r == crate::compile::mapping::TARGET)
-                {
-                    continue;
-                }
-                scope.check(
-                    ck,
-                    file,
-                    &format!("{base}.write.{p}"),
-                    &var,
-                    Some((&fields, &format!("field of entity `{entity_name}`"))),
-                    "a write mapping reads the canonical record: its fields, \
-                         `system` and `vars`",
-                );
-            }
-        }
+    if !sys.merged.is_abstract {
+        check_parent_reads(ck, &ed, &read);
+        check_mapping_variables(ck, &ed, &read, &write);
     }
     Some(Arc::new(SystemEntity {
         id: id?,
@@ -587,8 +416,226 @@ fn compile_system_entity(
         actions: se.actions.clone(),
         read,
         write,
-        tables: tables.clone(),
+        tables: sys.tables.clone(),
     }))
+}
+
+/// The entity's `id`: a JSONPath or a template over the record alone.
+fn compile_id(ck: &mut Checker, ed: &EntityDecl) -> Option<RecordId> {
+    match RecordId::parse(&ed.se.id) {
+        Ok(id) => {
+            if let RecordId::Template(t) = &id
+                && t.variables()
+                    .iter()
+                    .any(|v| v[0] == "system" || v[0] == "vars")
+            {
+                let problem = Problem::system_and_vars_unavailable(
+                    "an `id` template is rendered over the record alone",
+                );
+                ed.report(ck, "id", problem);
+            }
+            Some(id)
+        }
+        Err(e) => {
+            let problem = match e {
+                RecordIdParseError::Path(e) => Problem::json_path(e.to_string()),
+                RecordIdParseError::Template(e) => Problem::template(e.to_string()),
+            };
+            ed.report(ck, "id", problem);
+            None
+        }
+    }
+}
+
+/// The operations of the entity's roles, by role.
+fn roles(se: &SystemEntityConfig) -> [(&'static str, &Option<String>); 6] {
+    [
+        ("list", &se.list),
+        ("changes", &se.changes),
+        ("lookup", &se.lookup),
+        ("get", &se.get),
+        ("create", &se.create),
+        ("update", &se.update),
+    ]
+}
+
+/// The operations the entity's roles and actions name exist on the system.
+fn check_entity_operations(ck: &mut Checker, ed: &EntityDecl) {
+    let (project, merged) = (ed.sys.project, &ed.sys.merged);
+    for (role, op) in roles(ed.se) {
+        if let Some(op) = op
+            && !merged.operations.contains_key(op)
+            && !project.is_broken(&format!("operations.{}", ed.owner), op)
+        {
+            let problem = Problem::unknown_name("operation", op, ed.sys.op_names());
+            ed.report(ck, role, problem);
+        }
+    }
+    for (action, op) in &ed.se.actions {
+        if !merged.operations.contains_key(op) {
+            let problem = Problem::unknown_name("operation", op, ed.sys.op_names());
+            ed.report(ck, &format!("actions.{action}"), problem);
+        }
+    }
+}
+
+/// A listing (`list`, `changes`) is one paginated request, not a chain of steps.
+fn check_listings(ck: &mut Checker, ed: &EntityDecl) {
+    for (role, op) in roles(ed.se).into_iter().take(2) {
+        if let Some(op) = op
+            && ed
+                .sys
+                .merged
+                .operations
+                .get(op)
+                .is_some_and(|o| !o.steps.is_empty())
+        {
+            let problem = Problem::invalid(format!(
+                "operation `{op}` has `steps`: a listing is one paginated request, \
+                 steps are for lookups and writes"
+            ));
+            ed.report(ck, role, problem);
+        }
+    }
+}
+
+/// Compiles the `read` or `write` mapping, reporting its problems.
+fn compile_mapping(
+    ck: &mut Checker,
+    ed: &EntityDecl,
+    side: &str,
+    fields: &BTreeMap<String, FieldMapConfig>,
+) -> Mapping {
+    let (mapping, problems) = Mapping::compile(fields);
+    for (p, problem) in problems {
+        ed.report(ck, &format!("{side}.{p}"), problem);
+    }
+    mapping
+}
+
+/// A read mapping fills fields of the canonical entity (`customer.email` fills `customer`).
+fn check_read_fields(ck: &mut Checker, ed: &EntityDecl) {
+    let Some(c) = ed.canonical else {
+        return;
+    };
+    let what = format!("field of entity `{}`", ed.name);
+    for f in ed.se.read.keys() {
+        let top = f.split('.').next().unwrap_or(f);
+        if !c.fields.contains_key(top) {
+            let problem = Problem::not_a(f, &what, c.fields.keys().map(String::as_str));
+            ck.report_key(ed.file, &format!("{}.read.{f}", ed.base), problem);
+        }
+    }
+}
+
+/// The entities a mapping's `ref`s name and the tables its `lookup`s read exist.
+fn check_mapping_names(
+    ck: &mut Checker,
+    ed: &EntityDecl,
+    entities: &BTreeMap<String, Arc<Entity>>,
+    mapping: &Mapping,
+    side: &str,
+) {
+    for (p, ent) in mapping.referenced_entities() {
+        if !entities.contains_key(&ent) {
+            let known = entities.keys().map(String::as_str);
+            let problem = Problem::unknown_name("entity", &ent, known);
+            ed.report(ck, &format!("{side}.{p}"), problem);
+        }
+    }
+    let tables = &ed.sys.tables;
+    for (p, table) in mapping.tables() {
+        if !matches!(tables.get(&table), Some(Value::Object(_))) {
+            let known = tables
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(_, v)| v.is_object())
+                .map(|(k, _)| k.as_str());
+            let problem = Problem::unknown_name("table in `vars`", &table, known);
+            ed.report(ck, &format!("{side}.{p}"), problem);
+        }
+    }
+}
+
+/// `$parent` is there for records of a nested listing only.
+fn check_parent_reads(ck: &mut Checker, ed: &EntityDecl, read: &Mapping) {
+    let se = ed.se;
+    let reading: Vec<(&str, &str)> = roles(se)
+        .into_iter()
+        .take(3)
+        .filter_map(|(role, op)| Some((role, op.as_deref()?)))
+        .collect();
+    let nested = reading.iter().any(|(_, op)| {
+        ed.sys
+            .merged
+            .operations
+            .get(*op)
+            .and_then(|o| o.records.as_deref())
+            .is_some_and(crate::connector::RecordsPath::nests)
+    });
+    if nested {
+        return;
+    }
+    let ops = if reading.is_empty() {
+        "the entity has no `list`, `changes` or `lookup` operation".to_string()
+    } else {
+        let named: Vec<String> = reading
+            .iter()
+            .map(|(role, op)| format!("`{role}` (`{op}`)"))
+            .collect();
+        format!("the `records` of {} are not nested", named.join(", "))
+    };
+    for p in read.parent_reads() {
+        let problem = Problem::unresolved(format!(
+            "`$parent` reads the element a record of a nested listing sits \
+             in (`records: $.products[*].variants[*]` gives each variant its \
+             product); {ops}"
+        ));
+        ed.report(ck, &format!("read.{p}"), problem);
+    }
+}
+
+/// The variables the mappings' templates read exist where they are rendered: a read mapping
+/// over the native record, a write mapping over the canonical one.
+fn check_mapping_variables(ck: &mut Checker, ed: &EntityDecl, read: &Mapping, write: &Mapping) {
+    let scope = Scopes::of(ed.sys.project, &ed.sys.merged);
+    let (file, base) = (ed.file, &ed.base);
+    for p in read.target_reads() {
+        let problem = Problem::unresolved(
+            "`$target`, `{{target}}` and `merge` read the record the target holds \
+             when it is updated: they belong in a `write` mapping",
+        );
+        ed.report(ck, &format!("read.{p}"), problem);
+    }
+    for (p, var) in read.reads() {
+        // The native record's names are the system's own: only `system` and
+        // `vars` are known here.
+        scope.check(ck, file, &format!("{base}.read.{p}"), &var, None, "");
+    }
+    let Some(canonical) = ed.canonical else {
+        return;
+    };
+    let fields: Vec<String> = canonical.fields.keys().cloned().collect();
+    let what = format!("field of entity `{}`", ed.name);
+    for (p, var) in write.reads() {
+        // The target's current record has the system's own names.
+        if var
+            .first()
+            .is_some_and(|r| r == crate::compile::mapping::TARGET)
+        {
+            continue;
+        }
+        scope.check(
+            ck,
+            file,
+            &format!("{base}.write.{p}"),
+            &var,
+            Some((&fields, &what)),
+            "a write mapping reads the canonical record: its fields, \
+             `system` and `vars`",
+        );
+    }
 }
 
 /// Checks the templates of a concrete system's headers and operations against what they
@@ -668,17 +715,13 @@ fn check_rule_messages(
         };
         for var in t.variables() {
             if !crate::expr::scope::ERROR_MESSAGE.contains(&var[0].as_str()) {
-                let d = ck
-                    .project
-                    .at(
-                        file,
-                        Code::UnknownName,
-                        &format!("{base}.{i}.message"),
-                        format!("`{}` is not a variable of error messages", var[0]),
-                    )
-                    .with_names(&var[0], crate::expr::scope::ERROR_MESSAGE.iter().copied())
-                    .with_help("an error rule's message reads the response: `body` and `status`");
-                ck.diags.push(d);
+                let problem = Problem::not_a(
+                    &var[0],
+                    "variable of error messages",
+                    crate::expr::scope::ERROR_MESSAGE.iter().copied(),
+                )
+                .with_help("an error rule's message reads the response: `body` and `status`");
+                ck.report(file, &format!("{base}.{i}.message"), problem);
             }
         }
     }
@@ -754,53 +797,29 @@ impl Scopes {
         let Some(root) = var.first() else {
             return;
         };
-        let second = var.get(1);
-        match root.as_str() {
-            "system" => {
-                if let Some(n) = second
-                    && !self.system.contains(n)
-                {
-                    ck.unknown(
-                        file,
-                        at,
-                        "system variable (in the system's `vars` or `resolve`)",
-                        n,
-                        self.system.iter().map(String::as_str),
-                    );
-                }
-            }
-            "vars" => {
-                if let Some(n) = second
-                    && !self.vars.contains(n)
-                {
-                    ck.unknown(
-                        file,
-                        at,
-                        "variable (in `vars`)",
-                        n,
-                        self.vars.iter().map(String::as_str),
-                    );
-                }
-            }
+        let (names, what) = match root.as_str() {
+            "system" => (
+                &self.system,
+                "system variable (in the system's `vars` or `resolve`)",
+            ),
+            "vars" => (&self.vars, "variable (in `vars`)"),
             _ => {
                 if let Some((names, what)) = roots
                     && !names.contains(root)
                 {
                     let mut known: Vec<&str> = names.iter().map(String::as_str).collect();
                     known.extend(["system", "vars"]);
-                    let d = ck
-                        .project
-                        .at(
-                            file,
-                            Code::UnknownName,
-                            at,
-                            format!("`{root}` is not a {what}"),
-                        )
-                        .with_names(root, known)
-                        .with_help(place);
-                    ck.diags.push(d);
+                    let problem = Problem::not_a(root, what, known).with_help(place);
+                    ck.report(file, at, problem);
                 }
+                return;
             }
+        };
+        if let Some(n) = var.get(1)
+            && !names.contains(n)
+        {
+            let problem = Problem::unknown_name(what, n, names.iter().map(String::as_str));
+            ck.report(file, at, problem);
         }
     }
 }

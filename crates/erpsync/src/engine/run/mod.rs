@@ -1006,20 +1006,15 @@ impl<'e> Runner<'e> {
             refs: &crate::compile::NoRefs,
         };
         let id = end.ent.id.of_in(&native, parent);
+        let unmappable =
+            |e: String| Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)));
         let mapped = end
             .ent
             .read
             .apply_in(&native, parent, &env, None)
-            .map_err(|e| {
-                Box::new((
-                    id.clone().unwrap_or_default(),
-                    native.clone(),
-                    Fail::msg(e.to_string()),
-                ))
-            })?;
-        let canon = canonical::normalise(self.entity, mapped).map_err(|e| {
-            Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)))
-        })?;
+            .map_err(|e| unmappable(e.to_string()))?;
+        let canon =
+            canonical::normalise(self.entity, mapped).map_err(|e| unmappable(e.to_string()))?;
         let Some(raw_key) = canonical::field_text(&canon, &self.flow.match_key) else {
             let shown = id.clone().unwrap_or_else(|| "?".into());
             return Err(Box::new((

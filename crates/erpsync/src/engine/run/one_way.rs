@@ -332,7 +332,8 @@ impl<'e> Runner<'e> {
             if let Some(keys) = self.unsettled.required.get(&flow_id) {
                 runner.unsettled.in_doubt = keys.clone();
             }
-            let mapped = canonical::normalise(runner.entity, sub).map_err(Fail::msg)?;
+            let mapped =
+                canonical::normalise(runner.entity, sub).map_err(|e| Fail::msg(e.to_string()))?;
             let Some(raw) = canonical::field_text(&mapped, &runner.flow.match_key) else {
                 continue;
             };

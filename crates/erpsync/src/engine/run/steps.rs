@@ -4,7 +4,7 @@
 
 use serde_json::{Value, json};
 
-use crate::connector::{StepAnswer, StepLog};
+use crate::connector::{StepAnswer, StepLog, StepLogError};
 use crate::state::Store;
 
 /// A journal entry's payload for a multi-step write:
@@ -68,12 +68,12 @@ impl<'s> StepJournal<'s> {
         sent || self.answers().any(|a| !a.failed)
     }
 
-    async fn save(&self) -> Result<(), String> {
+    async fn save(&self) -> Result<(), StepLogError> {
         self.store
             .journal
             .journal_progress(self.id, &self.payload)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| StepLogError(e.into()))
     }
 }
 
@@ -91,7 +91,7 @@ impl StepLog for StepJournal<'_> {
             .is_some_and(|s| s.iter().any(|n| n == step))
     }
 
-    async fn sending(&mut self, step: &str) -> Result<(), String> {
+    async fn sending(&mut self, step: &str) -> Result<(), StepLogError> {
         if self.sent_before(step) {
             return Ok(());
         }
@@ -105,8 +105,8 @@ impl StepLog for StepJournal<'_> {
         self.save().await
     }
 
-    async fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), String> {
-        let a = serde_json::to_value(answer).map_err(|e| e.to_string())?;
+    async fn answered(&mut self, step: &str, answer: &StepAnswer) -> Result<(), StepLogError> {
+        let a = serde_json::to_value(answer).map_err(|e| StepLogError(e.into()))?;
         if let Some(m) = self
             .payload
             .pointer_mut("/steps/answered")
