@@ -1166,6 +1166,46 @@ async fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
     );
 }
 
+/// A run's lease dropped while its runtime shuts down (a command's runtime dropped in the
+/// middle of a run) is released all the same, on either store: the next process need not
+/// wait out its ttl.
+fn a_lease_dropped_as_its_runtime_shuts_down_is_released(
+    open: impl AsyncFnOnce(&tempfile::TempDir) -> Store,
+) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(crate::support::harness::Harness::new(1, |_| {}));
+    let store = rt.block_on(open(&h.dir));
+    let engine =
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, |_| {});
+    let lease = rt.block_on(engine.take_lease("products")).unwrap();
+    // A run holding it, cut short by the end of the runtime.
+    rt.spawn(async move {
+        let _held = lease;
+        std::future::pending::<()>().await
+    });
+    drop(rt);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leases = rt.block_on(store.coordination.leases()).unwrap();
+    assert_eq!(leases, [], "the dropped lease is still held");
+    drop(h);
+}
+
+#[test]
+fn a_lease_dropped_as_its_runtime_shuts_down_is_released_on_sqlite() {
+    a_lease_dropped_as_its_runtime_shuts_down_is_released(async |dir| {
+        SqliteStore::open(&dir.path().join("leases.sqlite"))
+            .unwrap()
+            .into()
+    });
+}
+
+#[test]
+fn a_lease_dropped_as_its_runtime_shuts_down_is_released_on_postgres() {
+    let Some(db) = pg() else { return };
+    a_lease_dropped_as_its_runtime_shuts_down_is_released(async |_| db.open().await);
+}
+
 /// Issue 17.7 on PostgreSQL state: a SKU the unsearchable shop lacks costs one full read of
 /// the shop, not one per `run --once` process.
 #[tokio::test]

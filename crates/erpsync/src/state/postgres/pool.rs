@@ -6,6 +6,7 @@
 use std::ops::{Deref, DerefMut};
 use std::sync::Mutex;
 
+use tokio::runtime::{Handle, Id};
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio_postgres::Client;
 
@@ -22,7 +23,13 @@ pub(super) struct Pool {
     session: Session,
     /// One permit per connection that may be in use.
     slots: Semaphore,
-    idle: Mutex<Vec<Client>>,
+    idle: Mutex<Vec<Idle>>,
+}
+
+/// A connection not in use, and the runtime its driver task runs on.
+struct Idle {
+    client: Client,
+    runtime: Option<Id>,
 }
 
 impl Pool {
@@ -42,17 +49,23 @@ impl Pool {
             .acquire()
             .await
             .map_err(|_| StateStoreError::Disconnected(self.session.shown.clone()))?;
+        // A connection serves only calls on the runtime that drives it: one of another
+        // runtime (one shutting down, whose tasks no longer run) could leave a call waiting
+        // for ever.
+        let runtime = Handle::try_current().ok().map(|h| h.id());
         loop {
             let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
             match idle {
-                Some(client) if !client.is_closed() => {
+                Some(i) if !i.client.is_closed() && i.runtime == runtime => {
                     return Ok(Pooled {
-                        client: Some(client),
+                        client: Some(i.client),
+                        runtime,
                         pool: self,
                         _slot: slot,
                     });
                 }
-                // Dropped by the server (restart, idle timeout) or its runtime: forget it.
+                // Dropped by the server (restart, idle timeout), or of another runtime:
+                // forget it.
                 Some(_) => continue,
                 None => break,
             }
@@ -60,6 +73,7 @@ impl Pool {
         let client = self.session.connect().await?;
         Ok(Pooled {
             client: Some(client),
+            runtime,
             pool: self,
             _slot: slot,
         })
@@ -76,6 +90,7 @@ impl Pool {
 /// rolled back first: the driver sends `ROLLBACK` when an unfinished one is dropped.
 pub(super) struct Pooled<'p> {
     client: Option<Client>,
+    runtime: Option<Id>,
     pool: &'p Pool,
     _slot: SemaphorePermit<'p>,
 }
@@ -106,7 +121,10 @@ impl Drop for Pooled<'_> {
                 .idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push(client);
+                .push(Idle {
+                    client,
+                    runtime: self.runtime,
+                });
         }
     }
 }
