@@ -1,6 +1,8 @@
 //! The PostgreSQL state store: one conformance suite run against SQLite and PostgreSQL,
 //! leases and webhook deliveries between nodes, an engine run on PostgreSQL state, and two
-//! daemons sharing one database where a due flow runs on exactly one node. Each test works
+//! daemons sharing one database where a due flow runs on exactly one node; the store's pool
+//! (a call waiting on a row lock, a connection the server ended) and a run's lease dropped
+//! as its runtime shuts down, released all the same. Each test works
 //! in a fresh schema it drops at the end. The server is `ERPSYNC_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); when it is not reachable the tests fail,
 //! unless `ERPSYNC_SKIP_POSTGRES=1`.
@@ -1163,6 +1165,34 @@ async fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
     assert_eq!(
         store.bindings.cursor("locked").await.unwrap(),
         Some(t("11:00:00"))
+    );
+}
+
+/// A connection the server ended (a restart, an administrator) is replaced by a fresh one
+/// at the store's next call, not kept in the pool.
+#[tokio::test]
+async fn a_connection_the_server_ended_is_replaced() {
+    let Some(db) = pg() else { return };
+    let app = db.url.rsplit("schema=").next().unwrap().to_string();
+    let url = with_params(&db.url, &format!("application_name={app}"));
+    let store: Store = PostgresStore::open(&url).await.unwrap().into();
+    store.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
+    let admin = PostgresStore::session(&db.url).await.unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended >= 1, "the store's connections were found");
+    // The driver learns of it when the server closes the socket.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.bindings.cursor("f").await.unwrap(),
+        Some(t("10:00:00"))
     );
 }
 
