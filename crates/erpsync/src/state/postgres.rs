@@ -5,7 +5,8 @@
 //! a connection of the store's own small pool (`pool.rs`), so a call that waits on a row
 //! lock holds one connection, not the others (the flows' other calls go on), and no call
 //! holds a runtime worker while it waits. Each connection is driven by a task on the runtime
-//! that opened it: a store serves the runtime it was opened on.
+//! that opened it and serves only calls made on that runtime (a call from another one, such
+//! as a lease released as a runtime shuts down, gets a connection of its own).
 //!
 //! `url.rs` reads the URL (`schema=`, TLS), `session.rs` connects and migrates, `rows.rs`
 //! maps rows and makes the writes; one file per role holds the role's calls.
@@ -27,8 +28,9 @@ mod url;
 use super::store::Store;
 use super::{Fence, Result, StateWrite};
 use pool::{CONNECTIONS, Pool};
+use session::quote_ident;
 pub use url::redact_url;
-use url::{quote_ident, split_url};
+use url::split_url;
 
 /// State in a PostgreSQL database, optionally in a schema of its own.
 pub struct PostgresStore {

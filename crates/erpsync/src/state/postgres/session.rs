@@ -5,7 +5,6 @@
 use tokio_postgres::{Client, GenericClient};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::url::quote_ident;
 use crate::state::Result;
 use crate::state::migrate::{STEPS, latest};
 
@@ -120,4 +119,9 @@ async fn applied_version(c: &impl GenericClient) -> Result<i64> {
         .await?
         .try_get(0)?;
     Ok(i64::from(v))
+}
+
+/// `s` as an SQL identifier (the schema's name).
+pub(super) fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
 }

@@ -69,11 +69,6 @@ impl Target {
     }
 }
 
-/// `s` as an SQL identifier (the schema's name).
-pub(super) fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
 /// A database URL fit to print: the password, in the user part or as a `password=`
 /// parameter, becomes `***`.
 pub fn redact_url(url: &str) -> String {
