@@ -166,10 +166,11 @@ impl StateLocation {
 
 /// Opens the state for writing; a missing database is created only with `--init-state` or
 /// when the project's `state.url` names it.
-pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store> {
+pub async fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store> {
     let loc = state_location(args, project)?;
     loc.check_exists(args.init_state)?;
     let store = erpsync::state::open(&loc.url, &project.root)
+        .await
         .with_context(|| format!("opening state `{}`", erpsync::state::redact_url(&loc.url)))?;
     Ok(store)
 }
@@ -177,13 +178,13 @@ pub fn open_state(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store
 /// Opens the state for reading (dry runs, status, listings): an existing database is read;
 /// a missing one is created only by `--init-state`, and is otherwise taken as empty when the
 /// project's own `state.url` names it (the first run will create it).
-pub fn open_state_read_only(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store> {
+pub async fn open_state_read_only(args: &ProjectArgs, project: &Project) -> anyhow::Result<Store> {
     let loc = state_location(args, project)?;
     loc.check_exists(args.init_state)?;
     if loc.missing() && !args.init_state {
         return Ok(SqliteStore::in_memory()?.into());
     }
-    open_state(args, project)
+    open_state(args, project).await
 }
 
 /// Builds the engine with the real clock.

@@ -28,7 +28,6 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let paths = args.project.paths.clone();
     let project = load_project(&paths)?;
-    let store = open_state(&args.project, &project)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let listen = args
         .listen
@@ -37,6 +36,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(async move {
+        let store = open_state(&args.project, &project).await?;
         let daemon = Daemon::new(
             paths,
             project,

@@ -42,8 +42,8 @@ pub struct DryRunArgs {
 pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
-    let store = open_state_read_only(&args.project, &project)?;
     let rt = tokio::runtime::Runtime::new()?;
+    let store = rt.block_on(open_state_read_only(&args.project, &project))?;
     // Without `--flow`, what `run --once` would run: switches set in the console count.
     let flows = if args.flows.is_empty() {
         project

@@ -192,7 +192,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let p = load_project(&project.paths)?;
-            let store = open_state_read_only(&project, &p)?;
+            let store = open_state_read_only(&project, &p).await?;
             let failures = store.failures.failures(flow.as_deref()).await?;
             if format.is_json() {
                 super::output::json(&failures)?;
@@ -234,7 +234,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let p = load_project(&project.paths)?;
-            let store = open_state_read_only(&project, &p)?;
+            let store = open_state_read_only(&project, &p).await?;
             let Some(f) = store.failures.failure(id).await? else {
                 return Err(usage(format!("no failure with id {id}")));
             };
@@ -260,7 +260,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         }
         FailuresAction::Discard { project, pick } => {
             let p = load_project(&project.paths)?;
-            let store = open_state(&project, &p)?;
+            let store = open_state(&project, &p).await?;
             let ids = pick.ids(&p, &store).await?;
             for id in &ids {
                 store.failures.discard_failure(*id).await?;
@@ -278,7 +278,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let p = load_project(&project.paths)?;
-            let store = open_state_read_only(&project, &p)?;
+            let store = open_state_read_only(&project, &p).await?;
             let pending = store.journal.journal_pending(flow.as_deref()).await?;
             if format.is_json() {
                 // Payloads may carry personal data or secrets: masked like failures.
@@ -314,7 +314,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             not_sent,
         } => {
             let p = load_project(&project.paths)?;
-            let store = open_state(&project, &p)?;
+            let store = open_state(&project, &p).await?;
             let settlement = match target_id {
                 Some(target_id) if !not_sent => Settlement::Sent { target_id },
                 _ => Settlement::NotSent,
@@ -338,7 +338,7 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             format,
         } => {
             let p = load_project(&project.paths)?;
-            let store = open_state(&project, &p)?;
+            let store = open_state(&project, &p).await?;
             let ids = pick.ids(&p, &store).await?;
             let engine = engine(p.clone(), store.clone())?;
             let mut reports = Vec::new();

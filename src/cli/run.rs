@@ -60,8 +60,8 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
-    let store = open_state(&args.project, &project)?;
     let rt = tokio::runtime::Runtime::new()?;
+    let store = rt.block_on(open_state(&args.project, &project))?;
     // Without `--flow`, the flows that run by themselves: on (a switch set in the console
     // wins over the flow file) and with a schedule; a manual flow runs only when named.
     let flows = if args.flows.is_empty() {

@@ -55,7 +55,7 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
 
 async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
-    let store = open_state_read_only(&args.project, &project)?;
+    let store = open_state_read_only(&args.project, &project).await?;
     let now = SystemClock.now();
     let leases: HashMap<String, Lease> = store
         .coordination

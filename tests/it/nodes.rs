@@ -261,7 +261,7 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
     assert!(at_pause < 24, "paused mid-export ({at_pause} of 24)");
 
     // The lease runs out (the paused process cannot renew it); then another node runs.
-    let store = db.open();
+    let store = db.open().await;
     until_async(20, "the paused holder's lease to expire", async || {
         lease_of(&store, "orders_to_erp")
             .await
@@ -1009,7 +1009,7 @@ async fn a_holder_cut_off_from_postgresql_writes_nothing_once_its_lease_is_lost(
     })
     .await;
     relay.hold(true);
-    let store = db.open();
+    let store = db.open().await;
     until_async(20, "the cut-off holder's lease to expire", async || {
         lease_of(&store, "orders_to_erp")
             .await

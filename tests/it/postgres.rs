@@ -1,6 +1,8 @@
 //! The PostgreSQL state store: one conformance suite run against SQLite and PostgreSQL,
 //! leases and webhook deliveries between nodes, an engine run on PostgreSQL state, and two
-//! daemons sharing one database where a due flow runs on exactly one node. Each test works
+//! daemons sharing one database where a due flow runs on exactly one node; the store's pool
+//! (a call waiting on a row lock, a connection the server ended) and a run's lease dropped
+//! as its runtime shuts down, released all the same. Each test works
 //! in a fresh schema it drops at the end. The server is `ERPSYNC_TEST_POSTGRES` (default
 //! `postgres://postgres@127.0.0.1:5432/test`); when it is not reachable the tests fail,
 //! unless `ERPSYNC_SKIP_POSTGRES=1`.
@@ -1016,8 +1018,8 @@ async fn sqlite_store_conforms() {
 #[tokio::test]
 async fn postgres_store_conforms_and_keeps_state_across_reopen() {
     let Some(db) = pg() else { return };
-    conformance(&db.open()).await;
-    let again = db.open();
+    conformance(&db.open().await).await;
+    let again = db.open().await;
     assert_eq!(
         again
             .bindings
@@ -1044,50 +1046,51 @@ async fn postgres_store_conforms_and_keeps_state_across_reopen() {
 /// process paused by the host between the token check and the commit would) does not block
 /// the takeover for ever: the server ends its idle transaction, the other node takes the
 /// lease, and what the stopped holder had not committed is never made.
-#[test]
-fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
     let Some(db) = pg() else { return };
-    // The stopped holder's session is a blocking client: the store's calls run on a runtime
-    // of their own.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = db.open();
+    let store = db.open().await;
     let ttl = Duration::from_secs(3);
     let now = t("18:00:00");
     let name = "flow:stuck";
-    let a = rt
-        .block_on(
-            store
-                .coordination
-                .acquire_lease(name, "host-a:1:x", "node-a", now, ttl, None),
-        )
+    let a = store
+        .coordination
+        .acquire_lease(name, "host-a:1:x", "node-a", now, ttl, None)
+        .await
         .unwrap()
         .unwrap();
     // The holder's session, set up as a store sets up its own, stops between the token
     // check and the commit of a cursor write.
-    let mut stuck = PostgresStore::session(&db.url).unwrap();
+    let mut stuck = PostgresStore::session(&db.url).await.unwrap();
     let pid: i32 = stuck
         .query_one("SELECT pg_backend_pid()", &[])
+        .await
         .unwrap()
         .get(0);
     // Should the server not end it, this ends it after 30 s, so that a regression fails
     // below instead of hanging the suite.
-    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let (done, watch) = tokio::sync::oneshot::channel::<()>();
     let url = db.url.clone();
-    let watchdog = std::thread::spawn(move || {
-        if watch.recv_timeout(Duration::from_secs(30)).is_ok() {
+    let watchdog = tokio::spawn(async move {
+        if tokio::time::timeout(Duration::from_secs(30), watch)
+            .await
+            .is_ok()
+        {
             return false;
         }
-        let mut c = PostgresStore::session(&url).unwrap();
+        let c = PostgresStore::session(&url).await.unwrap();
         c.query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
             .unwrap()
             .get::<_, bool>(0)
     });
-    let mut tx = stuck.transaction().unwrap();
+    let tx = stuck.transaction().await.unwrap();
     let token: i64 = tx
         .query_one(
             "SELECT token FROM leases WHERE name = $1 FOR SHARE",
             &[&name],
         )
+        .await
         .unwrap()
         .get(0);
     assert_eq!(token, a);
@@ -1095,21 +1098,20 @@ fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
         "INSERT INTO cursors (flow, since) VALUES ('stuck', now())",
         &[],
     )
+    .await
     .unwrap();
 
     // Past the TTL, another node asks for the lease: it gets it, once the server has ended
     // the stopped session (rather than waiting on its row lock for as long as it is stopped).
     let later = now + chrono::Duration::seconds(10);
-    let b = rt
-        .block_on(
-            store
-                .coordination
-                .acquire_lease(name, "host-b:2:y", "node-b", later, ttl, None),
-        )
+    let b = store
+        .coordination
+        .acquire_lease(name, "host-b:2:y", "node-b", later, ttl, None)
+        .await
         .unwrap();
     done.send(()).unwrap();
     assert!(
-        !watchdog.join().unwrap(),
+        !watchdog.await.unwrap(),
         "the stopped holder's session had to be ended by hand"
     );
     assert!(
@@ -1118,49 +1120,120 @@ fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
     );
 
     // Resumed, the stopped holder's commit fails and its write was never made.
-    assert!(tx.commit().is_err(), "a write after the lease was lost");
-    assert_eq!(rt.block_on(store.bindings.cursor("stuck")).unwrap(), None);
+    assert!(
+        tx.commit().await.is_err(),
+        "a write after the lease was lost"
+    );
+    assert_eq!(store.bindings.cursor("stuck").await.unwrap(), None);
 }
 
 /// Flows share a store's connections: a call waiting on a row lock another session holds
 /// keeps one of them, and the other flows' calls go on meanwhile on the others.
-#[test]
-fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
     let Some(db) = pg() else { return };
-    // The other session is a blocking client: the store's calls run on a runtime of their own.
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = db.open();
+    let store = db.open().await;
     for flow in ["locked", "free"] {
-        rt.block_on(store.bindings.set_cursor(flow, t("10:00:00")))
+        store
+            .bindings
+            .set_cursor(flow, t("10:00:00"))
+            .await
             .unwrap();
     }
-    let mut other = PostgresStore::session(&db.url).unwrap();
-    let mut tx = other.transaction().unwrap();
+    let mut other = PostgresStore::session(&db.url).await.unwrap();
+    let tx = other.transaction().await.unwrap();
     tx.query(
         "SELECT 1 FROM cursors WHERE flow = 'locked' FOR UPDATE",
         &[],
     )
+    .await
     .unwrap();
-    let waiting = rt.spawn({
+    let waiting = tokio::spawn({
         let store = store.clone();
         async move { store.bindings.set_cursor("locked", t("11:00:00")).await }
     });
-    std::thread::sleep(Duration::from_millis(300));
-    let read = rt.block_on(async {
-        tokio::time::timeout(Duration::from_secs(3), store.bindings.cursor("free")).await
-    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let read = tokio::time::timeout(Duration::from_secs(3), store.bindings.cursor("free")).await;
     assert_eq!(
         read.expect("a read waited for a write held up by another session's lock")
             .unwrap(),
         Some(t("10:00:00"))
     );
     assert!(!waiting.is_finished(), "the write waits for the row lock");
-    tx.rollback().unwrap();
-    rt.block_on(waiting).unwrap().unwrap();
+    tx.rollback().await.unwrap();
+    waiting.await.unwrap().unwrap();
     assert_eq!(
-        rt.block_on(store.bindings.cursor("locked")).unwrap(),
+        store.bindings.cursor("locked").await.unwrap(),
         Some(t("11:00:00"))
     );
+}
+
+/// A connection the server ended (a restart, an administrator) is replaced by a fresh one
+/// at the store's next call, not kept in the pool.
+#[tokio::test]
+async fn a_connection_the_server_ended_is_replaced() {
+    let Some(db) = pg() else { return };
+    let app = db.url.rsplit("schema=").next().unwrap().to_string();
+    let url = with_params(&db.url, &format!("application_name={app}"));
+    let store: Store = PostgresStore::open(&url).await.unwrap().into();
+    store.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
+    let admin = PostgresStore::session(&db.url).await.unwrap();
+    let ended: i64 = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(ended >= 1, "the store's connections were found");
+    // The driver learns of it when the server closes the socket.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.bindings.cursor("f").await.unwrap(),
+        Some(t("10:00:00"))
+    );
+}
+
+/// A run's lease dropped while its runtime shuts down (a command's runtime dropped in the
+/// middle of a run) is released all the same, on either store: the next process need not
+/// wait out its ttl.
+fn a_lease_dropped_as_its_runtime_shuts_down_is_released(
+    open: impl AsyncFnOnce(&tempfile::TempDir) -> Store,
+) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let h = rt.block_on(crate::support::harness::Harness::new(1, |_| {}));
+    let store = rt.block_on(open(&h.dir));
+    let engine =
+        crate::support::harness::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, |_| {});
+    let lease = rt.block_on(engine.take_lease("products")).unwrap();
+    // A run holding it, cut short by the end of the runtime.
+    rt.spawn(async move {
+        let _held = lease;
+        std::future::pending::<()>().await
+    });
+    drop(rt);
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leases = rt.block_on(store.coordination.leases()).unwrap();
+    assert_eq!(leases, [], "the dropped lease is still held");
+    drop(h);
+}
+
+#[test]
+fn a_lease_dropped_as_its_runtime_shuts_down_is_released_on_sqlite() {
+    a_lease_dropped_as_its_runtime_shuts_down_is_released(async |dir| {
+        SqliteStore::open(&dir.path().join("leases.sqlite"))
+            .unwrap()
+            .into()
+    });
+}
+
+#[test]
+fn a_lease_dropped_as_its_runtime_shuts_down_is_released_on_postgres() {
+    let Some(db) = pg() else { return };
+    a_lease_dropped_as_its_runtime_shuts_down_is_released(async |_| db.open().await);
 }
 
 /// Issue 17.7 on PostgreSQL state: a SKU the unsearchable shop lacks costs one full read of
@@ -1168,15 +1241,15 @@ fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
 #[tokio::test]
 async fn a_missing_key_does_not_cost_a_full_read_on_every_run_on_postgres() {
     let Some(db) = pg() else { return };
-    let store: Store = db.open();
+    let store: Store = db.open().await;
     crate::flowfile::a_missing_key_costs_one_full_read(Some(store)).await;
 }
 
 #[tokio::test]
 async fn postgres_store_answers_from_async_code() {
     let Some(db) = pg() else { return };
-    // The sync driver would panic if it ran on this runtime's thread.
-    let s = db.open();
+    // The store's calls and its connections' drivers share this runtime's one thread.
+    let s = db.open().await;
     s.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
     let s2 = s.clone();
     let got = tokio::spawn(async move { s2.bindings.cursor("f").await.unwrap() })
@@ -1193,15 +1266,14 @@ where
 {
     const NODES: usize = 6;
     let start = Arc::new(tokio::sync::Barrier::new(NODES));
-    let tasks: Vec<_> = (0..NODES)
-        .map(|i| {
-            let (start, attempt) = (start.clone(), attempt(db.open(), i));
-            tokio::spawn(async move {
-                start.wait().await;
-                attempt.await
-            })
-        })
-        .collect();
+    let mut tasks = Vec::new();
+    for i in 0..NODES {
+        let (start, attempt) = (start.clone(), attempt(db.open().await, i));
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            attempt.await
+        }));
+    }
     let mut won = 0;
     for t in tasks {
         if t.await.unwrap() {
@@ -1235,6 +1307,7 @@ async fn racing_nodes_accept_a_delivery_once() {
     let keep = Duration::from_secs(3600);
     // An old delivery every node would prune first.
     db.open()
+        .await
         .coordination
         .remember_delivery("shop_orders", "id:old", t("07:00:00"), keep)
         .await
@@ -1247,7 +1320,7 @@ async fn racing_nodes_accept_a_delivery_once() {
     })
     .await;
     assert_eq!(winners, 1);
-    let again = db.open();
+    let again = db.open().await;
     assert!(
         again
             .coordination
@@ -1257,14 +1330,16 @@ async fn racing_nodes_accept_a_delivery_once() {
     );
 }
 
-#[test]
-fn an_unreachable_server_is_a_clear_error_without_the_password() {
+#[tokio::test]
+async fn an_unreachable_server_is_a_clear_error_without_the_password() {
     let err = PostgresStore::open("postgres://erp:s3cret-pw@127.0.0.1:1/x?connect_timeout=2")
+        .await
         .unwrap_err()
         .to_string();
     assert!(err.contains("state database error"), "{err}");
     assert!(!err.contains("s3cret-pw"), "{err}");
     let err = erpsync::state::open("mysql://erp:s3cret-pw@db/x", std::path::Path::new("."))
+        .await
         .unwrap_err()
         .to_string();
     assert_eq!(
@@ -1277,7 +1352,7 @@ fn an_unreachable_server_is_a_clear_error_without_the_password() {
 async fn the_engine_syncs_on_postgres_state() {
     let Some(db) = pg() else { return };
     let h = crate::support::harness::Harness::new(20, |_| {}).await;
-    let store: Store = erpsync::state::open(&db.url, h.dir.path()).unwrap();
+    let store: Store = erpsync::state::open(&db.url, h.dir.path()).await.unwrap();
     let engine =
         crate::support::harness::build(&h.shop, &h.erp, &h.dir, store.clone(), &h.clock, |_| {});
     let opts = RunOptions::default();
@@ -1331,8 +1406,8 @@ async fn two_daemons_on_one_database_run_a_due_flow_once() {
     seed_both(&shop, &erp, 5, 7);
     let dir = tempfile::tempdir().unwrap();
     let yaml = demo_yaml(&shop.base_url(), &erp.base_url(), dir.path());
-    let a = daemon(dir.path(), &yaml, "node-a", db.open(), &clock).await;
-    let b = daemon(dir.path(), &yaml, "node-b", db.open(), &clock).await;
+    let a = daemon(dir.path(), &yaml, "node-a", db.open().await, &clock).await;
+    let b = daemon(dir.path(), &yaml, "node-b", db.open().await, &clock).await;
     let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
 
     // Both nodes plan the same schedules and fire them at the same moments.
@@ -1359,7 +1434,7 @@ async fn two_daemons_on_one_database_run_a_due_flow_once() {
             );
         }
     }
-    let store = db.open();
+    let store = db.open().await;
     let runs = store.runs.runs(None, 100).await.unwrap();
     assert!(runs.iter().all(|r| r.finished_at.is_some()), "{runs:#?}");
     // Every lease was released after its run.
@@ -1385,7 +1460,7 @@ async fn a_flow_leased_by_a_dead_node_waits_for_its_lease_to_expire() {
         "daemon:\n  lease_ttl_secs: 90\n",
         1,
     );
-    let store = db.open();
+    let store = db.open().await;
     // A node took the flow and died without releasing it.
     assert!(
         store
@@ -1450,16 +1525,20 @@ fn with_params(url: &str, params: &str) -> String {
     format!("{url}{sep}{params}")
 }
 
-#[test]
-fn sslmode_is_honoured_as_libpq_does() {
+#[tokio::test]
+async fn sslmode_is_honoured_as_libpq_does() {
     let Some(schema) = pg() else { return };
-    let plain = PostgresStore::open(&with_params(&schema.url, "sslmode=disable")).unwrap();
-    assert!(!plain.encrypted().unwrap());
+    let plain = PostgresStore::open(&with_params(&schema.url, "sslmode=disable"))
+        .await
+        .unwrap();
+    assert!(!plain.encrypted().await.unwrap());
     let server_tls = PostgresStore::open(&schema.url)
+        .await
         .unwrap()
         .encrypted()
+        .await
         .unwrap();
-    let required = PostgresStore::open(&with_params(&schema.url, "sslmode=require"));
+    let required = PostgresStore::open(&with_params(&schema.url, "sslmode=require")).await;
     if !server_tls {
         // `prefer` fell back to plain: the server has no TLS, so `require` must refuse.
         let err = required.unwrap_err().to_string();
@@ -1468,13 +1547,13 @@ fn sslmode_is_honoured_as_libpq_does() {
         return;
     }
     // `require` encrypts without asking whose certificate it is.
-    assert!(required.unwrap().encrypted().unwrap());
+    assert!(required.unwrap().encrypted().await.unwrap());
 
     // The server's own certificate as the CA: its chain is good, but it names the machine,
     // not 127.0.0.1, so only `verify-ca` accepts it.
     let cert_file: String = {
-        let probe = PostgresStore::open(&schema.url).unwrap();
-        probe.setting("ssl_cert_file").unwrap()
+        let probe = PostgresStore::open(&schema.url).await.unwrap();
+        probe.setting("ssl_cert_file").await.unwrap()
     };
     if std::fs::metadata(&cert_file).is_err() {
         eprintln!("skipped the certificate checks: `{cert_file}` is not readable here");
@@ -1485,17 +1564,20 @@ fn sslmode_is_honoured_as_libpq_does() {
         &schema.url,
         &format!("sslmode=verify-ca&{root}"),
     ))
+    .await
     .unwrap();
-    assert!(ca.encrypted().unwrap());
+    assert!(ca.encrypted().await.unwrap());
     let full = PostgresStore::open(&with_params(
         &schema.url,
         &format!("sslmode=verify-full&{root}"),
     ))
+    .await
     .unwrap_err()
     .to_string();
     assert!(full.contains("certificate"), "{full}");
 
     let bad = PostgresStore::open(&with_params(&schema.url, "sslmode=always"))
+        .await
         .unwrap_err()
         .to_string();
     assert!(bad.contains("`sslmode=always`"), "{bad}");

@@ -12,17 +12,37 @@ pub struct PgSchema {
 }
 
 impl PgSchema {
-    pub fn open(&self) -> Store {
-        PostgresStore::open(&self.url).unwrap().into()
+    /// A store on this schema, its connections on the current runtime.
+    pub async fn open(&self) -> Store {
+        PostgresStore::open(&self.url).await.unwrap().into()
     }
 }
 
 impl Drop for PgSchema {
     fn drop(&mut self) {
-        if let Err(e) = PostgresStore::drop_schema(&self.url) {
+        let url = self.url.clone();
+        if let Err(e) =
+            on_a_runtime_of_its_own(async move { PostgresStore::drop_schema(&url).await })
+        {
             eprintln!("cannot drop test schema: {e}");
         }
     }
+}
+
+/// Runs `f` to its end on a thread and runtime of its own, so a sync caller may be inside a
+/// runtime or not.
+fn on_a_runtime_of_its_own<T: Send + 'static>(
+    f: impl std::future::Future<Output = T> + Send + 'static,
+) -> T {
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    })
+    .join()
+    .unwrap()
 }
 
 /// A fresh schema, or None when PostgreSQL is unreachable and the caller allowed skipping.
@@ -38,8 +58,9 @@ pub fn pg() -> Option<PgSchema> {
     );
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}schema={schema}");
-    match PostgresStore::open(&url) {
-        Ok(_) => Some(PgSchema { url }),
+    let probe = url.clone();
+    match on_a_runtime_of_its_own(async move { PostgresStore::open(&probe).await.map(drop) }) {
+        Ok(()) => Some(PgSchema { url }),
         Err(e) if super::offline::may_skip_postgres() => {
             eprintln!("skipped: PostgreSQL not reachable ({e})");
             None

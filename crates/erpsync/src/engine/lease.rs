@@ -1,6 +1,7 @@
 //! A flow's lease as a run holds it: taken before the run (from a holder that expired, or
 //! at once from one proven dead), renewed on a task of its own every third of its ttl, and
-//! released by `release` (or, when dropped unreleased, by a task released to the runtime).
+//! released by `release` (or, when dropped unreleased, by a task of its own, or at once on a
+//! thread of its own when the runtime is shutting down and will not run that task).
 //! Taking it closes the runs its earlier holders left open.
 
 use std::collections::HashSet;
@@ -64,23 +65,82 @@ impl HeldLease {
 }
 
 impl Drop for HeldLease {
-    /// A lease dropped unreleased (a run cut short) is released by a task of its own.
+    /// A lease dropped unreleased (a run cut short) is released by a task of its own, or,
+    /// when no runtime will run that task, before this returns (see `Release`).
     fn drop(&mut self) {
         self.renewal.abort();
         if self.released {
             return;
         }
-        let (store, key, holder) = (self.store.clone(), self.key.clone(), self.holder.clone());
+        let release = Release {
+            store: self.store.clone(),
+            key: self.key.clone(),
+            holder: self.holder.clone(),
+            done: false,
+        };
         match tokio::runtime::Handle::try_current() {
             Ok(rt) => {
-                rt.spawn(async move { give_up(&store, &key, &holder).await });
+                rt.spawn(release.run());
             }
-            // No runtime left to release it: it runs out after its ttl.
-            Err(_) => {
-                if let Some(set) = held_here().as_mut() {
-                    set.remove(&key);
+            Err(_) => drop(release),
+        }
+    }
+}
+
+/// How long a lease dropped without a runtime to release it may hold up the thread that
+/// dropped it: past that, the lease runs out after its ttl.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// The release of a dropped lease. Run as a task, it gives the lease up there; dropped
+/// before it did (the runtime is shutting down: its tasks are dropped unrun, as when a
+/// command's runtime is dropped in the middle of a run; or there is no runtime), it gives
+/// the lease up on a thread and runtime of its own and waits for that, so the next holder
+/// (the same command started again, another node) does not wait out the ttl.
+struct Release {
+    store: Store,
+    key: (usize, String),
+    holder: String,
+    done: bool,
+}
+
+impl Release {
+    async fn run(mut self) {
+        give_up(&self.store, &self.key, &self.holder).await;
+        self.done = true;
+    }
+}
+
+impl Drop for Release {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (store, key, holder) = (self.store.clone(), self.key.clone(), self.holder.clone());
+        let released = std::thread::Builder::new()
+            .name("erpsync-lease-release".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build();
+                let done = rt.map(|rt| {
+                    rt.block_on(async {
+                        tokio::time::timeout(RELEASE_WAIT, give_up(&store, &key, &holder)).await
+                    })
+                });
+                if !matches!(done, Ok(Ok(()))) {
+                    // It runs out after its ttl.
+                    tracing::warn!(lease = %key.1, "cannot release lease");
+                    if let Some(set) = held_here().as_mut() {
+                        set.remove(&key);
+                    }
                 }
-            }
+            })
+            .map(|t| t.join());
+        // No thread, or it panicked: the lease runs out after its ttl.
+        if !matches!(released, Ok(Ok(())))
+            && let Some(set) = held_here().as_mut()
+        {
+            set.remove(&self.key);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! A store kept by blocking calls (SQLite, the file; PostgreSQL before its async driver):
+//! A store kept by blocking calls (SQLite, the file):
 //! the calls themselves, and the adapter that runs each on tokio's blocking pool so no
 //! runtime worker waits on a lock, a busy file or the network.
 

@@ -2,7 +2,8 @@
 //! write journal that makes exports exactly-once, failures kept for retry, run history, flow
 //! leases and the webhook deliveries already accepted.
 //! `Store` is the seam, one async handle per role (`Bindings`, `Journal`, `Failures`, `Runs`,
-//! `Coordination`); SQLite is the embedded default, PostgreSQL serves several nodes.
+//! `Coordination`); SQLite is the embedded default (blocking calls run off the runtime's
+//! workers), PostgreSQL serves several nodes (an async driver and a small pool).
 
 mod blocking;
 mod fenced;

@@ -13,8 +13,8 @@ pub enum StateStoreError {
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("state database error: {}", postgres_message(.0))]
-    Postgres(::postgres::Error),
-    #[error("state database `{0}` is gone: its connection thread stopped")]
+    Postgres(tokio_postgres::Error),
+    #[error("state database `{0}` is gone: its connections were closed")]
     Disconnected(String),
     #[error("state call stopped before it answered: {0}")]
     Stopped(String),
@@ -32,8 +32,8 @@ pub enum StateStoreError {
     Fenced(String),
 }
 
-impl From<::postgres::Error> for StateStoreError {
-    fn from(e: ::postgres::Error) -> Self {
+impl From<tokio_postgres::Error> for StateStoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
         StateStoreError::Postgres(e)
     }
 }
@@ -41,7 +41,7 @@ impl From<::postgres::Error> for StateStoreError {
 /// The driver's own message is terse ("error connecting to server"): the cause is in its
 /// source, which the message carries (the variant keeps no source, so a chain printer does
 /// not repeat it).
-fn postgres_message(e: &::postgres::Error) -> String {
+fn postgres_message(e: &tokio_postgres::Error) -> String {
     use std::error::Error as _;
     match e.source() {
         Some(cause) => format!("{e}: {cause}"),

@@ -6,10 +6,11 @@ use super::sqlite::SqliteStore;
 use super::store::Store;
 
 /// Opens the store a `state.url` names: `sqlite:PATH` (relative to `root`) or
-/// `postgres://…` / `postgresql://…` (optionally `?schema=NAME`).
-pub fn open(url: &str, root: &std::path::Path) -> Result<Store> {
+/// `postgres://…` / `postgresql://…` (optionally `?schema=NAME`). A PostgreSQL store's
+/// connections run on the current tokio runtime: open it on the runtime that uses it.
+pub async fn open(url: &str, root: &std::path::Path) -> Result<Store> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(PostgresStore::open(url)?.into());
+        return Ok(PostgresStore::open(url).await?.into());
     }
     let path = url
         .strip_prefix("sqlite://")

@@ -1,8 +1,8 @@
 //! Rows to records and records to rows, and the writes a run makes (fenced or not), each in
 //! one transaction.
 
-use postgres::{Client, GenericClient, Row};
 use serde_json::Value;
+use tokio_postgres::{Client, GenericClient, Row};
 
 use crate::state::model::StoredBases;
 use crate::state::{
@@ -32,14 +32,18 @@ pub(super) fn row_binding(r: &Row) -> Result<Binding> {
     })
 }
 
-pub(super) fn upsert_binding(c: &mut impl GenericClient, scope: &Scope, b: &Binding) -> Result<()> {
-    upsert_bindings(c, scope, std::slice::from_ref(b))
+pub(super) async fn upsert_binding(
+    c: &impl GenericClient,
+    scope: &Scope,
+    b: &Binding,
+) -> Result<()> {
+    upsert_bindings(c, scope, std::slice::from_ref(b)).await
 }
 
 /// Inserts or replaces bindings in one statement (one round trip however many there are).
 /// A key given twice keeps its last binding.
-pub(super) fn upsert_bindings(
-    c: &mut impl GenericClient,
+pub(super) async fn upsert_bindings(
+    c: &impl GenericClient,
     scope: &Scope,
     bindings: &[Binding],
 ) -> Result<()> {
@@ -105,7 +109,7 @@ pub(super) fn upsert_bindings(
             &parked,
             &done,
         ],
-    )?;
+    ).await?;
     Ok(())
 }
 
@@ -152,29 +156,30 @@ pub(super) fn owned_binding(binding: Option<(&Scope, &Binding)>) -> Option<(Scop
 /// Makes one write in a transaction, under `fence` when given: the lease row is read with a
 /// share lock, so a takeover (which updates that row) waits for this transaction, and a
 /// write after a takeover finds the new token and is refused.
-pub(super) fn apply(c: &mut Client, fence: Option<&Fence>, w: &StateWrite) -> Result<i64> {
-    let mut tx = c.transaction()?;
+pub(super) async fn apply(c: &mut Client, fence: Option<&Fence>, w: &StateWrite) -> Result<i64> {
+    let tx = c.transaction().await?;
     if let Some(f) = fence {
         let current: Option<i64> = tx
             .query_opt(
                 "SELECT token FROM leases WHERE name = $1 FOR SHARE",
                 &[&f.lease],
-            )?
+            )
+            .await?
             .map(|r| r.try_get(0))
             .transpose()?;
         if current != Some(f.token) {
             return Err(StateStoreError::Fenced(f.lease.clone()));
         }
     }
-    let n = apply_in(&mut tx, w)?;
-    tx.commit()?;
+    let n = apply_in(&tx, w).await?;
+    tx.commit().await?;
     Ok(n)
 }
 
-pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64> {
+async fn apply_in(c: &impl GenericClient, w: &StateWrite) -> Result<i64> {
     match w {
         StateWrite::PutBindings(scope, bindings) => {
-            upsert_bindings(c, scope, bindings)?;
+            upsert_bindings(c, scope, bindings).await?;
             Ok(0)
         }
         StateWrite::SetCursor(flow, at) => {
@@ -182,7 +187,7 @@ pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64
                 "INSERT INTO cursors (flow, since) VALUES ($1, $2)
                  ON CONFLICT (flow) DO UPDATE SET since = excluded.since",
                 &[flow, at],
-            )?;
+            ).await?;
             Ok(0)
         }
         StateWrite::JournalBegin(e) => Ok(c
@@ -198,17 +203,17 @@ pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64
                     &e.payload.to_string(),
                     &e.created_at,
                 ],
-            )?
+            ).await?
             .try_get(0)?),
         StateWrite::JournalFinish(id, state, binding) => {
             if *state == JournalState::Pending {
-                c.execute("UPDATE journal SET state = 'pending' WHERE id = $1", &[id])?;
+                c.execute("UPDATE journal SET state = 'pending' WHERE id = $1", &[id]).await?;
             } else {
                 // Settled writes are not needed any more: keep the journal small.
-                c.execute("DELETE FROM journal WHERE id = $1", &[id])?;
+                c.execute("DELETE FROM journal WHERE id = $1", &[id]).await?;
             }
             if let Some((scope, b)) = binding {
-                upsert_binding(c, scope, b)?;
+                upsert_binding(c, scope, b).await?;
             }
             Ok(0)
         }
@@ -216,18 +221,18 @@ pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64
             c.execute(
                 "UPDATE journal SET payload = $2 WHERE id = $1 AND state = 'pending'",
                 &[id, &payload.to_string()],
-            )?;
+            ).await?;
             Ok(0)
         }
         StateWrite::JournalSettle(flow, key, binding) => {
             let n = c.execute(
                 "DELETE FROM journal WHERE flow = $1 AND key = $2 AND state = 'pending'",
                 &[flow, key],
-            )?;
+            ).await?;
             if n > 0
                 && let Some((scope, b)) = binding
             {
-                upsert_binding(c, scope, b)?;
+                upsert_binding(c, scope, b).await?;
             }
             Ok(i64::try_from(n).unwrap_or(i64::MAX))
         }
@@ -250,13 +255,13 @@ pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64
                     &f.response.as_ref().map(Value::to_string),
                     &f.updated_at,
                 ],
-            )?
+            ).await?
             .try_get(0)?),
         StateWrite::ClearFailure(flow, key) => {
             c.execute(
                 "DELETE FROM failures WHERE flow = $1 AND key = $2",
                 &[flow, key],
-            )?;
+            ).await?;
             Ok(0)
         }
         StateWrite::RunStart {
@@ -269,7 +274,7 @@ pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64
                 "INSERT INTO runs (flow, kind, started_at, status, counts, node, instance)
                  VALUES ($1, $2, $3, 'running', '{}', $4, $5) RETURNING id",
                 &[flow, kind, at, &instance.node, &instance.id],
-            )?
+            ).await?
             .try_get(0)?),
         StateWrite::RunFinish {
             id,
@@ -281,7 +286,7 @@ pub(super) fn apply_in(c: &mut impl GenericClient, w: &StateWrite) -> Result<i64
             c.execute(
                 "UPDATE runs SET finished_at = $2, status = $3, counts = $4, error = $5 WHERE id = $1",
                 &[id, at, status, &counts.to_string(), error],
-            )?;
+            ).await?;
             Ok(0)
         }
     }

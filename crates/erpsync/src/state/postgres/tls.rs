@@ -74,12 +74,12 @@ impl TlsSettings {
     }
 
     /// The driver's mode: whether TLS is tried, and whether it is required.
-    pub fn driver_mode(&self) -> postgres::config::SslMode {
+    pub fn driver_mode(&self) -> tokio_postgres::config::SslMode {
         match self.mode {
-            SslMode::Disable => postgres::config::SslMode::Disable,
-            SslMode::Prefer => postgres::config::SslMode::Prefer,
+            SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+            SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
-                postgres::config::SslMode::Require
+                tokio_postgres::config::SslMode::Require
             }
         }
     }
@@ -222,10 +222,10 @@ mod tests {
         let s = parse(&["sslmode=verify-full", "sslrootcert=%2Fetc%2Fca%20file.pem"]).unwrap();
         assert_eq!(s.mode, SslMode::VerifyFull);
         assert_eq!(s.root_cert.as_deref(), Some(Path::new("/etc/ca file.pem")));
-        assert_eq!(s.driver_mode(), postgres::config::SslMode::Require);
+        assert_eq!(s.driver_mode(), tokio_postgres::config::SslMode::Require);
         assert_eq!(
             parse(&["sslmode=disable"]).unwrap().driver_mode(),
-            postgres::config::SslMode::Disable
+            tokio_postgres::config::SslMode::Disable
         );
         let err = parse(&["sslmode=sometimes"]).unwrap_err();
         assert!(err.contains("`sslmode=sometimes`"), "{err}");

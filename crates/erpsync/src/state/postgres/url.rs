@@ -1,8 +1,7 @@
 //! PostgreSQL URLs: the parameters erpsync reads itself (`schema=`, TLS modes), and printing
 //! a URL without its password.
 
-use tokio_postgres_rustls::MakeRustlsConnect;
-
+use super::session::Session;
 use super::tls::TlsSettings;
 use crate::state::{Result, StateStoreError};
 
@@ -52,15 +51,21 @@ pub(super) fn split_url(url: &str) -> Result<Target> {
 }
 
 impl Target {
-    /// The driver's configuration and the TLS connector.
-    pub(super) fn config(&self, shown: &str) -> Result<(postgres::Config, MakeRustlsConnect)> {
-        let mut config: postgres::Config = self
+    /// What the store's connections are opened with: the driver's configuration, the TLS
+    /// connector, the schema, and `shown` (the URL without its password) for messages.
+    pub(super) fn session(&self, shown: &str) -> Result<Session> {
+        let mut config: tokio_postgres::Config = self
             .url
             .parse()
             .map_err(|_| StateStoreError::Url(shown.to_string()))?;
         config.ssl_mode(self.tls.driver_mode());
         let tls = self.tls.connector().map_err(StateStoreError::Tls)?;
-        Ok((config, tls))
+        Ok(Session {
+            config,
+            tls,
+            schema: self.schema.clone(),
+            shown: shown.to_string(),
+        })
     }
 }
 
