@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -197,13 +196,7 @@ impl ErpSim {
             "the ERP needs at least one warehouse"
         );
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
-        let core = Core::new(
-            Flavor::Erp,
-            listener.local_addr()?,
-            opts.faults,
-            opts.seed,
-            opts.clock,
-        );
+        let core = Core::new(Flavor::Erp, &listener, opts.faults, opts.seed, opts.clock)?;
         let credentials = (opts.client_id.clone(), opts.client_secret.clone());
         let state = Arc::new(ErpState {
             core: core.clone(),
@@ -276,13 +269,7 @@ pub struct ErpHandle {
     state: Arc<ErpState>,
 }
 
-impl Deref for ErpHandle {
-    type Target = SimHandle;
-
-    fn deref(&self) -> &SimHandle {
-        &self.sim
-    }
-}
+crate::handle::deref_to_sim!(ErpHandle);
 
 impl ErpHandle {
     pub fn warehouses(&self) -> Vec<String> {

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -187,13 +186,7 @@ impl ShopSim {
     pub async fn start(opts: ShopOptions) -> anyhow::Result<ShopHandle> {
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
         let now = opts.clock.now();
-        let core = Core::new(
-            Flavor::Shop,
-            listener.local_addr()?,
-            opts.faults,
-            opts.seed,
-            opts.clock,
-        );
+        let core = Core::new(Flavor::Shop, &listener, opts.faults, opts.seed, opts.clock)?;
         let credentials = (opts.api_key.clone(), opts.api_secret.clone());
         let state = Arc::new(ShopState {
             core: core.clone(),
@@ -250,13 +243,7 @@ pub struct ShopHandle {
     state: Arc<ShopState>,
 }
 
-impl Deref for ShopHandle {
-    type Target = SimHandle;
-
-    fn deref(&self) -> &SimHandle {
-        &self.sim
-    }
-}
+crate::handle::deref_to_sim!(ShopHandle);
 
 impl ShopHandle {
     /// Changes (or with `None` removes) the rate limit; the bucket starts full.

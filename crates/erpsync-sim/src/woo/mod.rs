@@ -45,7 +45,6 @@
 //!   is 400 `woocommerce_rest_inventory_level_exists`.
 
 use std::net::SocketAddr;
-use std::ops::Deref;
 use std::sync::{Arc, Mutex};
 
 use axum::http::StatusCode;
@@ -231,13 +230,7 @@ impl WooSim {
     pub async fn start(opts: WooOptions) -> anyhow::Result<WooHandle> {
         let listener = tokio::net::TcpListener::bind(opts.bind).await?;
         let now = opts.clock.now();
-        let core = Core::new(
-            Flavor::Woo,
-            listener.local_addr()?,
-            opts.faults,
-            opts.seed,
-            opts.clock,
-        );
+        let core = Core::new(Flavor::Woo, &listener, opts.faults, opts.seed, opts.clock)?;
         let credentials = (opts.consumer_key.clone(), opts.consumer_secret.clone());
         let webhooks = WebhookSender::start_with(
             None,
@@ -311,13 +304,7 @@ pub struct WooHandle {
     state: Arc<WooState>,
 }
 
-impl Deref for WooHandle {
-    type Target = SimHandle;
-
-    fn deref(&self) -> &SimHandle {
-        &self.sim
-    }
-}
+crate::handle::deref_to_sim!(WooHandle);
 
 impl WooHandle {
     /// Changes (or with `None` removes) the rate limit; the bucket starts full.
