@@ -9,6 +9,21 @@ use super::faults::FaultControl;
 use super::server::{Core, Server};
 use erpsync_clock::SharedClock;
 
+/// Lets a simulator's handle, a struct with the [`SimHandle`] in its field `sim`, be used as
+/// that [`SimHandle`].
+macro_rules! deref_to_sim {
+    ($handle:ident) => {
+        impl ::std::ops::Deref for $handle {
+            type Target = $crate::handle::SimHandle;
+
+            fn deref(&self) -> &$crate::handle::SimHandle {
+                &self.sim
+            }
+        }
+    };
+}
+pub(crate) use deref_to_sim;
+
 /// The part of a running simulator that does not depend on which API it serves;
 /// [`ShopHandle`](super::ShopHandle) and [`ErpHandle`](super::ErpHandle) dereference to it.
 #[derive(Debug)]

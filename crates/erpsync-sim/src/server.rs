@@ -44,20 +44,22 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// The state of a simulator that will serve on `listener`.
     pub fn new(
         flavor: Flavor,
-        addr: SocketAddr,
+        listener: &tokio::net::TcpListener,
         faults: Faults,
         seed: u64,
         clock: SharedClock,
-    ) -> Arc<Core> {
-        Arc::new(Core {
+    ) -> anyhow::Result<Arc<Core>> {
+        let addr = listener.local_addr()?;
+        Ok(Arc::new(Core {
             counters: Arc::new(Counters::default()),
             faults: FaultControl::new(faults, seed),
             clock,
             flavor,
             base_url: format!("http://{addr}"),
-        })
+        }))
     }
 
     /// The stamp a change made now gets.

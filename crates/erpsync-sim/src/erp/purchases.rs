@@ -8,15 +8,18 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::State;
+use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ErpError, ErpHandle, ErpResult, ErpState, business, json_body, list_query, ok};
+use super::resource::{self, Drift, Listed, Read};
+use super::{ErpData, ErpError, ErpHandle, ErpResult, ErpState, business, json_body, ok};
 use crate::seed::fiscal_digits;
-use crate::server::cents;
-use crate::table::{record, rfc3339};
+use crate::server::{ListQuery, cents};
+use crate::table::{Table, record, rfc3339};
 
 /// Series of reception notes.
 pub const RECEPTION_SERIES: &str = "NIR";
@@ -143,30 +146,32 @@ impl ErpState {
     }
 }
 
-pub(super) async fn list_purchases(
-    State(state): State<Arc<ErpState>>,
-    RawQuery(q): RawQuery,
-) -> ErpResult {
-    let list = list_query(q.as_deref())?;
-    let data = state.data.lock().unwrap();
-    let page = list.page(&data.purchases, |_| true);
-    let items: Vec<Purchase> = page.rows.iter().map(|(_, p)| (*p).clone()).collect();
-    ok(items)
+impl Listed for Purchase {
+    const DRIFT: Drift = Drift::Never;
+
+    resource::table!(purchases);
+
+    fn keep(_list: &ListQuery) -> impl Fn(&Self) -> bool {
+        |_| true
+    }
 }
 
-pub(super) async fn get_purchase(
-    State(state): State<Arc<ErpState>>,
-    Path(id): Path<u64>,
-) -> ErpResult {
-    let data = state.data.lock().unwrap();
-    let p = data
-        .purchases
-        .get(id)
-        .ok_or_else(|| ErpError::Http(404, format!("Nota de receptie {id} nu exista")))?;
-    ok(p)
+impl Read for Purchase {
+    fn missing(id: u64) -> ErpError {
+        ErpError::Http(404, format!("Nota de receptie {id} nu exista"))
+    }
 }
 
-pub(super) async fn create_purchase(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
+pub(super) fn routes() -> Router<Arc<ErpState>> {
+    Router::new()
+        .route(
+            "/api/purchases",
+            get(resource::list::<Purchase>).post(create_purchase),
+        )
+        .route("/api/purchases/{id}", get(resource::read::<Purchase>))
+}
+
+async fn create_purchase(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
     ok(state.receive(json_body(&body)?)?)
 }
 

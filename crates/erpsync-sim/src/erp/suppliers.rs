@@ -6,14 +6,18 @@
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, State};
+use axum::routing::get;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{ErpError, ErpHandle, ErpResult, ErpState, business, json_body, list_query, ok};
+use super::resource::{self, Drift, Listed, Read};
+use super::{ErpData, ErpError, ErpHandle, ErpResult, ErpState, business, json_body, ok};
 use crate::seed::{self, fiscal_digits};
-use crate::table::{patch, record, rfc3339};
+use crate::server::ListQuery;
+use crate::table::{Table, patch, record, rfc3339};
 
 /// A supplier of the ERP.
 #[derive(Debug, Clone, PartialEq, Default, Serialize)]
@@ -103,42 +107,45 @@ impl ErpState {
     }
 }
 
-pub(super) async fn list_suppliers(
-    State(state): State<Arc<ErpState>>,
-    RawQuery(q): RawQuery,
-) -> ErpResult {
-    let list = list_query(q.as_deref())?;
-    // Searching by fiscal code ignores the `RO` prefix, as the ERP's own search does.
-    let code = list.get("vatCode").map(fiscal_digits);
-    let mut data = state.data.lock().unwrap();
-    let page = list.page(&data.suppliers, |s| {
-        code.as_ref()
-            .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
-    });
-    // Unlike the other lists, this one drifts its first row on the last page too.
-    let first = page.rows.first().map(|(k, _)| *k);
-    let items: Vec<Supplier> = page.rows.iter().map(|(_, s)| (*s).clone()).collect();
-    state.core.drift(&mut data.suppliers, first);
-    ok(items)
+impl Listed for Supplier {
+    /// Unlike the other lists, this one drifts its first row on the last page too.
+    const DRIFT: Drift = Drift::Always;
+
+    resource::table!(suppliers);
+
+    /// Searching by fiscal code ignores the `RO` prefix, as the ERP's own search does.
+    fn keep(list: &ListQuery) -> impl Fn(&Self) -> bool {
+        let code = list.get("vatCode").map(fiscal_digits);
+        move |s| {
+            code.as_ref()
+                .is_none_or(|c| fiscal_digits(&s.vat_code) == *c)
+        }
+    }
 }
 
-pub(super) async fn get_supplier(
-    State(state): State<Arc<ErpState>>,
-    Path(id): Path<u64>,
-) -> ErpResult {
-    let data = state.data.lock().unwrap();
-    let s = data
-        .suppliers
-        .get(id)
-        .ok_or_else(|| ErpError::Http(404, format!("Furnizorul {id} nu exista")))?;
-    ok(s)
+impl Read for Supplier {
+    fn missing(id: u64) -> ErpError {
+        ErpError::Http(404, format!("Furnizorul {id} nu exista"))
+    }
 }
 
-pub(super) async fn create_supplier(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
+pub(super) fn routes() -> Router<Arc<ErpState>> {
+    Router::new()
+        .route(
+            "/api/suppliers",
+            get(resource::list::<Supplier>).post(create_supplier),
+        )
+        .route(
+            "/api/suppliers/{id}",
+            get(resource::read::<Supplier>).put(put_supplier),
+        )
+}
+
+async fn create_supplier(State(state): State<Arc<ErpState>>, body: Bytes) -> ErpResult {
     ok(state.save_supplier(None, json_body(&body)?)?)
 }
 
-pub(super) async fn put_supplier(
+async fn put_supplier(
     State(state): State<Arc<ErpState>>,
     Path(id): Path<u64>,
     body: Bytes,

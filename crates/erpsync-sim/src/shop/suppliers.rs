@@ -9,7 +9,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::{Resource, ShopData, ShopError, ShopHandle};
+use super::resource::Plain;
+use super::{ShopData, ShopError, ShopHandle};
 use crate::seed::fiscal_digits;
 use crate::table::{Table, patch, record, rfc3339};
 
@@ -46,7 +47,7 @@ pub struct SupplierInput {
     pub status: Option<String>,
 }
 
-impl Resource for Supplier {
+impl Plain for Supplier {
     const NAME: &'static str = "supplier";
     const PATH: &'static str = "/api/v2/suppliers";
     const FIELDS: &'static [&'static str] = &[
