@@ -27,7 +27,7 @@ fn held_here() -> std::sync::MutexGuard<'static, Option<HashSet<(usize, String)>
 
 /// A flow's lease, held until released or dropped.
 #[derive(Debug)]
-pub(crate) struct HeldLease {
+pub struct HeldLease {
     store: Store,
     key: (usize, String),
     holder: String,
@@ -161,7 +161,7 @@ impl Engine {
     /// Takes the lease of `flow` for this process, closes the runs of the flow that earlier
     /// holders left open, and keeps the lease renewed until the value is dropped. Must be
     /// called inside a tokio runtime.
-    pub(crate) async fn take_lease(&self, flow: &str) -> Result<HeldLease, LeaseTakeError> {
+    pub async fn take_lease(&self, flow: &str) -> Result<HeldLease, LeaseTakeError> {
         let name = Lease::of_flow(flow);
         let key = (
             Arc::as_ptr(&self.store.coordination) as *const () as usize,

@@ -16,7 +16,7 @@ mod settle;
 
 pub use core::*;
 pub use error::{EngineBuildError, EngineRunError, LeaseTakeError};
-pub(crate) use lease::HeldLease;
+pub use lease::HeldLease;
 pub use options::{Interrupt, RecordSink, RunOptions};
 pub use report::{Counts, Decision, RecordReport, RunProgress, RunReport};
 pub use settle::{PendingSettleError, Settlement, settle_pending};
