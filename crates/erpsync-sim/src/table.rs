@@ -9,6 +9,14 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 
+/// A row refused by [`Table::save`]: another row holds one of its unique values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("another row holds `{value}`")]
+pub(crate) struct UniqueValueTakenError {
+    /// The value, as the row's `unique` gives it.
+    pub(crate) value: String,
+}
+
 /// A row of a [`Table`]: it carries its own modification stamp and may show its key as an id
 /// and hold values no other row of the table may hold.
 pub(crate) trait Record: Clone {
@@ -194,19 +202,19 @@ impl<T: Record> Table<T> {
 
     /// Stores `row` as row `key`, or under a new key when `key` is `None`, stamped `now` and
     /// told its key, unless another row holds one of its unique values: then nothing changes
-    /// (no key is used up) and that value is the error.
+    /// (no key is used up) and the error names that value.
     pub fn save(
         &mut self,
         key: Option<u64>,
         row: &mut T,
         now: DateTime<Utc>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, UniqueValueTakenError> {
         if let Some(taken) = row
             .unique()
             .into_iter()
             .find(|v| self.key_of(v).is_some_and(|other| Some(other) != key))
         {
-            return Err(taken);
+            return Err(UniqueValueTakenError { value: taken });
         }
         let key = key.unwrap_or_else(|| self.next_key());
         row.set_key(key);
@@ -424,7 +432,9 @@ mod tests {
         assert_eq!((ana.id, ana.updated_at), (1, t(1)));
         assert_eq!(
             table.save(None, &mut named("ANA"), t(2)),
-            Err("ana".to_owned())
+            Err(UniqueValueTakenError {
+                value: "ana".to_owned()
+            })
         );
         // A refused row uses up no key.
         assert_eq!(table.save(None, &mut named("Ion"), t(2)), Ok(2));

@@ -19,7 +19,7 @@ use super::resource::{self, Listed, Resource, Write, finish_page, parse_id, proj
 use super::{ShopData, ShopError, ShopHandle, ShopResult, ShopState};
 use crate::seed::{self, CatalogueItem};
 use crate::server::{ListQuery, cents, query_get};
-use crate::table::{Table, patch, record, rfc3339};
+use crate::table::{Table, UniqueValueTakenError, patch, record, rfc3339};
 
 /// `basic` or `multi_variant`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -392,7 +392,8 @@ impl ShopData {
     }
 }
 
-fn sku_taken(sku: String) -> ShopError {
+fn sku_taken(taken: UniqueValueTakenError) -> ShopError {
+    let sku = taken.value;
     ShopError::validation(format!("a product with SKU `{sku}` already exists"))
 }
 

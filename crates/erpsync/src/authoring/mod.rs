@@ -12,5 +12,8 @@ pub mod templates;
 pub mod testfile;
 
 pub use exchange::{ExchangeConfig, RequestConfig, ResponseConfig};
-pub use runner::{TestOutcome, TestRunError, redirect, run_test};
+pub use runner::{
+    BindingSeedError, ExchangeResolveError, OperationNameError, TestOutcome, TestRunError,
+    TestSetupError, redirect, run_test,
+};
 pub use testfile::TestFileConfig;

@@ -42,8 +42,92 @@ pub enum TestRunError {
         file: String,
         diagnostics: Vec<crate::config::Diagnostic>,
     },
-    #[error("{file}: {message}")]
-    Setup { file: String, message: String },
+    #[error("{file}: {source}")]
+    Setup {
+        file: String,
+        source: TestSetupError,
+    },
+}
+
+/// Why a test's offline world (replay servers, state, engine) could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TestSetupError {
+    #[error("exchanges[{index}]: {source}")]
+    Exchange {
+        index: usize,
+        source: ExchangeResolveError,
+    },
+    #[error("cannot start the replay servers: {0}")]
+    Replay(std::io::Error),
+    #[error("a replay server's address: {0}")]
+    ReplayAddress(url::ParseError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateStoreError),
+    #[error(transparent)]
+    Binding(#[from] BindingSeedError),
+    #[error("state.cursors: unknown flow `{0}`")]
+    UnknownCursorFlow(String),
+    #[error("flows: {0}")]
+    Flows(crate::compile::FlowSelectError),
+    #[error(transparent)]
+    Engine(#[from] crate::engine::EngineBuildError),
+}
+
+/// Why a test's `state.bindings` entry cannot be seeded; `place` names the entry.
+#[derive(Debug, thiserror::Error)]
+pub enum BindingSeedError {
+    #[error("{place}: unknown entity `{entity}`")]
+    UnknownEntity { place: String, entity: String },
+    #[error("{place}: a binding links two systems; it names {}", listed(.systems))]
+    NotTwoSystems { place: String, systems: Vec<String> },
+    #[error("{place}: unknown system `{system}`")]
+    UnknownSystem { place: String, system: String },
+}
+
+fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Why an exchange's request cannot be matched to its system.
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeResolveError {
+    #[error("unknown system `{system}` (known: {})", .known.join(", "))]
+    UnknownSystem { system: String, known: Vec<String> },
+    #[error("system `{system}` {source}")]
+    Operation {
+        system: String,
+        source: OperationNameError,
+    },
+    #[error("the path of `{name}`: {source}")]
+    Path {
+        name: String,
+        source: crate::expr::TemplateRenderError,
+    },
+    #[error("give the request an `operation`, or a `method` and a `path`")]
+    Incomplete,
+}
+
+/// Why an exchange's `operation` names no single request; the message follows "system `x`".
+#[derive(Debug, PartialEq, thiserror::Error)]
+pub enum OperationNameError {
+    #[error("has no operation `{name}` (known: {})", .known.join(", "))]
+    Unknown { name: String, known: Vec<String> },
+    #[error(
+        "operation `{op}` sends several requests: name one of its steps as `{op}.STEP` \
+         (steps: {})",
+        .steps.join(", ")
+    )]
+    SeveralSteps { op: String, steps: Vec<String> },
+    #[error("operation `{op}` has no step `{step}` (steps: {})", .steps.join(", "))]
+    UnknownStep {
+        op: String,
+        step: String,
+        steps: Vec<String>,
+    },
 }
 
 /// The same project with each named system's `base_url` replaced.
@@ -85,12 +169,18 @@ impl crate::config::env::EnvSource for TestEnv<'_> {
 type SeededBindings = BTreeMap<(String, String, String), Vec<Binding>>;
 
 /// The bindings a test's state names, by scope.
-fn seed_bindings(project: &Project, seeds: &[BindingSeedConfig]) -> Result<SeededBindings, String> {
+fn seed_bindings(
+    project: &Project,
+    seeds: &[BindingSeedConfig],
+) -> Result<SeededBindings, BindingSeedError> {
     let mut out = SeededBindings::new();
     for (i, b) in seeds.iter().enumerate() {
         let place = format!("state.bindings[{i}] (`{}`)", b.key);
         if !project.entities.contains_key(&b.entity) {
-            return Err(format!("{place}: unknown entity `{}`", b.entity));
+            return Err(BindingSeedError::UnknownEntity {
+                place,
+                entity: b.entity.clone(),
+            });
         }
         let mut systems: Vec<String> = b
             .systems
@@ -102,18 +192,14 @@ fn seed_bindings(project: &Project, seeds: &[BindingSeedConfig]) -> Result<Seede
         systems.sort();
         systems.dedup();
         if systems.len() != 2 {
-            return Err(format!(
-                "{place}: a binding links two systems; it names {}",
-                if systems.is_empty() {
-                    "none".to_string()
-                } else {
-                    systems.join(", ")
-                }
-            ));
+            return Err(BindingSeedError::NotTwoSystems { place, systems });
         }
         for s in &systems {
             if !project.systems.contains_key(s) {
-                return Err(format!("{place}: unknown system `{s}`"));
+                return Err(BindingSeedError::UnknownSystem {
+                    place,
+                    system: s.clone(),
+                });
             }
         }
         let scope = Scope::new(&b.entity, &systems[0], &systems[1]);
@@ -136,19 +222,21 @@ fn seed_bindings(project: &Project, seeds: &[BindingSeedConfig]) -> Result<Seede
 
 /// Checks an exchange's system, and fills in the method and path of one given by
 /// `operation`.
-fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), String> {
+fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), ExchangeResolveError> {
     let Some(def) = project.systems.get(&e.system) else {
-        let known: Vec<&str> = project.systems.keys().map(String::as_str).collect();
-        return Err(format!(
-            "unknown system `{}` (known: {})",
-            e.system,
-            known.join(", ")
-        ));
+        return Err(ExchangeResolveError::UnknownSystem {
+            system: e.system.clone(),
+            known: project.systems.keys().cloned().collect(),
+        });
     };
     let r = &mut e.request;
     if let Some(name) = &r.operation {
-        let op =
-            request_of(&def.operations, name).map_err(|m| format!("system `{}` {m}", e.system))?;
+        let op = request_of(&def.operations, name).map_err(|source| {
+            ExchangeResolveError::Operation {
+                system: e.system.clone(),
+                source,
+            }
+        })?;
         if r.method.is_empty() {
             r.method = serde_json::to_value(op.method())
                 .ok()
@@ -163,7 +251,10 @@ fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), Stri
             let rendered = op
                 .path
                 .render(&handlebars::Context::from(ctx))
-                .map_err(|err| format!("the path of `{name}`: {err}"))?;
+                .map_err(|source| ExchangeResolveError::Path {
+                    name: name.clone(),
+                    source,
+                })?;
             // A path may carry fixed query parameters (`/x?f=a`): they are the query's.
             let path = rendered.split('?').next().unwrap_or_default();
             r.path = if path.starts_with('/') {
@@ -174,7 +265,7 @@ fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), Stri
         }
     }
     if r.method.is_empty() || r.path.is_empty() {
-        return Err("give the request an `operation`, or a `method` and a `path`".into());
+        return Err(ExchangeResolveError::Incomplete);
     }
     Ok(())
 }
@@ -184,10 +275,10 @@ fn resolve_request(project: &Project, e: &mut ExchangeConfig) -> Result<(), Stri
 fn request_of<'a>(
     operations: &'a BTreeMap<String, Arc<crate::connector::Operation>>,
     name: &str,
-) -> Result<&'a crate::connector::Operation, String> {
-    let unknown = || {
-        let known: Vec<&str> = operations.keys().map(String::as_str).collect();
-        format!("has no operation `{name}` (known: {})", known.join(", "))
+) -> Result<&'a crate::connector::Operation, OperationNameError> {
+    let unknown = || OperationNameError::Unknown {
+        name: name.to_string(),
+        known: operations.keys().cloned().collect(),
     };
     let (op_name, step) = match operations.get(name) {
         Some(_) => (name, None),
@@ -197,24 +288,22 @@ fn request_of<'a>(
         },
     };
     let op = &operations[op_name];
-    let steps: Vec<&str> = op.steps().iter().map(|s| s.name()).collect();
+    let steps = || op.steps().iter().map(|s| s.name().to_string()).collect();
     match step {
-        None if steps.is_empty() => Ok(op),
-        None => Err(format!(
-            "operation `{op_name}` sends several requests: name one of its steps as \
-             `{op_name}.STEP` (steps: {})",
-            steps.join(", ")
-        )),
+        None if op.steps().is_empty() => Ok(op),
+        None => Err(OperationNameError::SeveralSteps {
+            op: op_name.to_string(),
+            steps: steps(),
+        }),
         Some(step) => op
             .steps()
             .iter()
             .find(|s| s.name() == step)
             .map(|s| &s.op)
-            .ok_or_else(|| {
-                format!(
-                    "operation `{op_name}` has no step `{step}` (steps: {})",
-                    steps.join(", ")
-                )
+            .ok_or_else(|| OperationNameError::UnknownStep {
+                op: op_name.to_string(),
+                step: step.to_string(),
+                steps: steps(),
             }),
     }
 }
@@ -226,9 +315,9 @@ pub async fn run_test(
     cfg: &TestFileConfig,
 ) -> Result<TestOutcome, TestRunError> {
     let shown = file.display().to_string();
-    let setup = |message: String| TestRunError::Setup {
+    let setup = |source: TestSetupError| TestRunError::Setup {
         file: shown.clone(),
-        message,
+        source,
     };
     let env = TestEnv(&cfg.env);
     let (project, diagnostics) = crate::compile::project::check_with_env(project_paths, &env);
@@ -240,43 +329,46 @@ pub async fn run_test(
     };
     let mut exchanges = cfg.exchanges.clone();
     for (i, e) in exchanges.iter_mut().enumerate() {
-        resolve_request(&project, e).map_err(|m| setup(format!("exchanges[{i}]: {m}")))?;
+        resolve_request(&project, e)
+            .map_err(|source| setup(TestSetupError::Exchange { index: i, source }))?;
     }
     let replay = Replay::start(project.systems.keys().cloned(), exchanges)
         .await
-        .map_err(|e| setup(format!("cannot start the replay servers: {e}")))?;
-    let mut project = redirect(&project, &replay.urls)
-        .map_err(|e| setup(format!("a replay server's address: {e}")))?;
+        .map_err(|e| setup(TestSetupError::Replay(e)))?;
+    let mut project =
+        redirect(&project, &replay.urls).map_err(|e| setup(TestSetupError::ReplayAddress(e)))?;
     // The replay answers at once: a system's budget would only make the test slow.
     for def in project.systems.values_mut() {
         *def = Arc::new(def.unlimited());
     }
     let project = Arc::new(project);
     let store: Store = SqliteStore::in_memory()
-        .map_err(|e| setup(e.to_string()))?
+        .map_err(|e| setup(e.into()))?
         .into();
-    for ((entity, a, b), bindings) in seed_bindings(&project, &cfg.state.bindings).map_err(setup)? {
+    for ((entity, a, b), bindings) in
+        seed_bindings(&project, &cfg.state.bindings).map_err(|e| setup(e.into()))?
+    {
         store
             .bindings
             .put_bindings(&Scope::new(&entity, &a, &b), &bindings)
             .await
-            .map_err(|e| setup(e.to_string()))?;
+            .map_err(|e| setup(e.into()))?;
     }
     for (flow, at) in &cfg.state.cursors {
         if project.flow(flow).is_none() {
-            return Err(setup(format!("state.cursors: unknown flow `{flow}`")));
+            return Err(setup(TestSetupError::UnknownCursorFlow(flow.clone())));
         }
         store
             .bindings
             .set_cursor(flow, *at)
             .await
-            .map_err(|e| setup(e.to_string()))?;
+            .map_err(|e| setup(e.into()))?;
     }
     let flows = project
         .select(&cfg.flows)
-        .map_err(|e| setup(format!("flows: {e}")))?;
+        .map_err(|e| setup(TestSetupError::Flows(e)))?;
     let mut engine = Engine::new(project.clone(), store, Arc::new(crate::clock::SystemClock))
-        .map_err(|e| setup(e.to_string()))?;
+        .map_err(|e| setup(e.into()))?;
     if cfg.dry_run {
         engine = engine.planning();
     }
@@ -554,16 +646,16 @@ mod tests {
             (HttpMethod::Post, "/p")
         );
         assert_eq!(
-            request_of(&ops, "put").unwrap_err(),
+            request_of(&ops, "put").unwrap_err().to_string(),
             "operation `put` sends several requests: name one of its steps as `put.STEP` \
              (steps: update, create)"
         );
         assert_eq!(
-            request_of(&ops, "put.nope").unwrap_err(),
+            request_of(&ops, "put.nope").unwrap_err().to_string(),
             "operation `put` has no step `nope` (steps: update, create)"
         );
         assert_eq!(
-            request_of(&ops, "gte").unwrap_err(),
+            request_of(&ops, "gte").unwrap_err().to_string(),
             "has no operation `gte` (known: get, put)"
         );
     }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use handlebars::Context;
 use serde_json::{Value, json};
 
-use super::error::CallError;
+use super::error::{CallError, TokenRequestError};
 use super::operation::BodyTemplate;
 use super::problem::Problems;
 use crate::config::model::{ApiKeyLocation, AuthConfig, BodyFormat, HttpMethod};
@@ -40,7 +40,7 @@ pub(crate) trait TokenEndpoint: Sync {
         headers: &[(String, String)],
         body: Option<&Value>,
         format: BodyFormat,
-    ) -> Result<(u16, Value), String>;
+    ) -> Result<(u16, Value), TokenRequestError>;
 }
 
 #[derive(Debug, Clone, PartialEq)]

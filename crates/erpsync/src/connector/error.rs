@@ -158,3 +158,44 @@ impl CallError {
         )
     }
 }
+
+/// A path or page link that does not make a URL.
+#[derive(Debug, thiserror::Error)]
+#[error("`{url}` is not a valid URL: {source}")]
+pub(crate) struct UrlParseError {
+    pub(crate) url: String,
+    pub(crate) source: url::ParseError,
+}
+
+impl UrlParseError {
+    /// Parses `url`, keeping the text that failed for the message.
+    pub(crate) fn parse(url: &str) -> Result<url::Url, UrlParseError> {
+        url::Url::parse(url).map_err(|source| UrlParseError {
+            url: url.to_string(),
+            source,
+        })
+    }
+}
+
+/// Why an operation's request could not be put together from its templates.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum RequestRenderError {
+    #[error(transparent)]
+    Url(#[from] UrlParseError),
+    #[error(transparent)]
+    Template(#[from] crate::expr::TemplateRenderError),
+}
+
+/// Why a token or login request got no answer: the caller words it as an authentication
+/// failure.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TokenRequestError {
+    #[error(transparent)]
+    Url(#[from] UrlParseError),
+    /// The system is marked down, or waiting for its budget was refused.
+    #[error(transparent)]
+    Call(#[from] CallError),
+    /// No response, or a body that could not be read; the message holds the causes.
+    #[error("{0}")]
+    Transport(String),
+}

@@ -257,7 +257,7 @@ impl Step {
             for (j, s) in on.status.iter().enumerate() {
                 match parse_status_pattern(s) {
                     Ok(r) => statuses.push(r),
-                    Err(m) => p.invalid(&format!("{at}.on.status.{j}"), m),
+                    Err(e) => p.invalid(&format!("{at}.on.status.{j}"), e.to_string()),
                 }
             }
             let when = match on.when.as_deref().map(Predicate::parse).transpose() {

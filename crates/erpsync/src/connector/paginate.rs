@@ -43,6 +43,20 @@ impl TotalPages {
     }
 }
 
+/// Why a listing cannot go on to its next page: the system leads it in a loop or nowhere.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum PageFollowError {
+    #[error("the cursor `{0}` was already used")]
+    CursorReused(String),
+    #[error("the next page URL `{next}` is not valid: {source}")]
+    InvalidUrl {
+        next: String,
+        source: url::ParseError,
+    },
+    #[error("the next page URL `{0}` was already read")]
+    UrlReread(String),
+}
+
 /// A compiled `paginate` section.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Paginate {
@@ -243,7 +257,7 @@ impl Paginate {
         &self,
         progress: &mut Progress,
         seen: &PageSeen,
-    ) -> Result<Option<Next>, String> {
+    ) -> Result<Option<Next>, PageFollowError> {
         match self {
             Paginate::Page {
                 param,
@@ -287,7 +301,7 @@ impl Paginate {
                     return Ok(None);
                 };
                 if !progress.seen.insert(cursor.clone()) {
-                    return Err(format!("the cursor `{cursor}` was already used"));
+                    return Err(PageFollowError::CursorReused(cursor));
                 }
                 Ok(Some(Next::Query(vec![(param.clone(), cursor)])))
             }
@@ -313,15 +327,15 @@ fn follow(
     progress: &mut Progress,
     current: &str,
     next: Option<String>,
-) -> Result<Option<Next>, String> {
+) -> Result<Option<Next>, PageFollowError> {
     progress.seen.insert(current.to_string());
     let Some(next) = next else { return Ok(None) };
-    let absolute = Url::parse(current)
-        .and_then(|base| base.join(&next))
-        .map_err(|e| format!("the next page URL `{next}` is not valid: {e}"))?
-        .to_string();
+    let absolute = match Url::parse(current).and_then(|base| base.join(&next)) {
+        Ok(url) => url.to_string(),
+        Err(source) => return Err(PageFollowError::InvalidUrl { next, source }),
+    };
     if progress.seen.contains(&absolute) {
-        return Err(format!("the next page URL `{absolute}` was already read"));
+        return Err(PageFollowError::UrlReread(absolute));
     }
     Ok(Some(Next::Url(absolute)))
 }

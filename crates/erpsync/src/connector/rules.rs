@@ -21,8 +21,23 @@ impl StatusRange {
     }
 }
 
+/// Why an `errors`/`on.status` entry is not a status code, class or range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum StatusPatternParseError {
+    #[error("`{0}` is not a status class such as `4xx`")]
+    Class(String),
+    #[error("`{0}` is not a status range such as `500-599`")]
+    Range(String),
+    #[error("`{0}` is not a status code, class or range")]
+    Code(String),
+    #[error("status codes lie between 100 and 599")]
+    OutOfBounds,
+}
+
 /// Reads `404`, `"404"`, `"4xx"` or `"500-504"`.
-pub(crate) fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRange, String> {
+pub(crate) fn parse_status_pattern(
+    pattern: &StatusPattern,
+) -> Result<StatusRange, StatusPatternParseError> {
     let valid = |c: u16| (100..=599).contains(&c);
     let range = match pattern {
         StatusPattern::Code(c) => StatusRange { low: *c, high: *c },
@@ -34,7 +49,7 @@ pub(crate) fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRang
                     .parse()
                     .ok()
                     .filter(|d| (1..=5).contains(d) && class.len() == 1)
-                    .ok_or_else(|| format!("`{p}` is not a status class such as `4xx`"))?;
+                    .ok_or_else(|| StatusPatternParseError::Class(p.to_string()))?;
                 StatusRange {
                     low: d * 100,
                     high: d * 100 + 99,
@@ -43,12 +58,12 @@ pub(crate) fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRang
                 let parse = |s: &str| s.trim().parse::<u16>().ok();
                 match (parse(a), parse(b)) {
                     (Some(low), Some(high)) if low <= high => StatusRange { low, high },
-                    _ => return Err(format!("`{p}` is not a status range such as `500-599`")),
+                    _ => return Err(StatusPatternParseError::Range(p.to_string())),
                 }
             } else {
                 let c = p
                     .parse::<u16>()
-                    .map_err(|_| format!("`{p}` is not a status code, class or range"))?;
+                    .map_err(|_| StatusPatternParseError::Code(p.to_string()))?;
                 StatusRange { low: c, high: c }
             }
         }
@@ -56,7 +71,7 @@ pub(crate) fn parse_status_pattern(pattern: &StatusPattern) -> Result<StatusRang
     if valid(range.low) && valid(range.high) {
         Ok(range)
     } else {
-        Err("status codes lie between 100 and 599".into())
+        Err(StatusPatternParseError::OutOfBounds)
     }
 }
 
@@ -91,12 +106,12 @@ impl Rule {
             for (j, s) in cfg.status.iter().enumerate() {
                 match parse_status_pattern(s) {
                     Ok(r) => statuses.push(r),
-                    Err(message) => {
+                    Err(e) => {
                         ok = false;
                         problems.push(CompileProblem::new(
                             format!("{at}.status.{j}"),
                             ProblemKind::Invalid,
-                            message,
+                            e.to_string(),
                         ));
                     }
                 }

@@ -21,6 +21,6 @@ pub use model::*;
 pub(crate) use model::{json_column, keep_since};
 pub use open::open;
 pub use operator::{FlowSwitch, RunLine};
-pub use postgres::{PostgresStore, redact_url};
+pub use postgres::{PostgresStore, TlsSetupError, redact_url};
 pub use sqlite::SqliteStore;
 pub use store::{Bindings, Coordination, Failures, Journal, Runs, Store, switches};

@@ -23,7 +23,7 @@ pub enum StateStoreError {
     #[error("unsupported state url `{0}`: expected `sqlite:PATH` or `postgres://…`")]
     Url(String),
     #[error("TLS to the state database: {0}")]
-    Tls(String),
+    Tls(super::postgres::TlsSetupError),
     #[error("cannot create state folder `{path}`: {reason}")]
     Folder { path: String, reason: String },
     /// A write of a run whose lease was granted to another holder since: refused, so a node

@@ -29,6 +29,7 @@ use super::store::Store;
 use super::{Fence, Result, StateWrite};
 use pool::{CONNECTIONS, Pool};
 use session::quote_ident;
+pub use tls::TlsSetupError;
 pub use url::redact_url;
 use url::split_url;
 

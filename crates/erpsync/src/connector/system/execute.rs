@@ -17,7 +17,7 @@ use crate::connector::Extracted;
 use crate::connector::auth::{Credentials, TokenEndpoint};
 use crate::connector::breaker::Open;
 use crate::connector::decode::decode;
-use crate::connector::error::CallError;
+use crate::connector::error::{CallError, RequestRenderError, TokenRequestError, UrlParseError};
 use crate::connector::operation::Operation;
 use crate::connector::paginate::Next;
 use crate::connector::retry::parse_retry_after;
@@ -151,16 +151,16 @@ impl HttpSystem {
     }
 
     /// The URL of a path: absolute URLs as they are, others appended to `base_url`.
-    fn url_for(&self, path: &str) -> Result<Url, String> {
+    fn url_for(&self, path: &str) -> Result<Url, UrlParseError> {
         if path.starts_with("http://") || path.starts_with("https://") {
-            return Url::parse(path).map_err(|e| format!("`{path}` is not a valid URL: {e}"));
+            return UrlParseError::parse(path);
         }
         let joined = format!(
             "{}/{}",
             self.spec.base_url.as_str().trim_end_matches('/'),
             path.trim_start_matches('/')
         );
-        Url::parse(&joined).map_err(|e| format!("`{joined}` is not a valid URL: {e}"))
+        UrlParseError::parse(&joined)
     }
 
     pub(crate) fn context(&self, op: &Operation, input: &CallInput) -> Context {
@@ -181,11 +181,16 @@ impl HttpSystem {
         Context::from(Value::Object(m))
     }
 
-    fn render(&self, op: &Operation, input: &CallInput, target: &Next) -> Result<Rendered, String> {
+    fn render(
+        &self,
+        op: &Operation,
+        input: &CallInput,
+        target: &Next,
+    ) -> Result<Rendered, RequestRenderError> {
         let ctx = self.context(op, input);
-        let r = |t: &Template| t.render(&ctx).map_err(|e| e.to_string());
+        let r = |t: &Template| t.render(&ctx);
         let url = match target {
-            Next::Url(u) => Url::parse(u).map_err(|e| format!("`{u}` is not a valid URL: {e}"))?,
+            Next::Url(u) => UrlParseError::parse(u)?,
             Next::Query(paging) => {
                 let mut url = self.url_for(&r(&op.path)?)?;
                 let mut query = Vec::new();
@@ -215,7 +220,7 @@ impl HttpSystem {
         let body = match &op.body {
             None => None,
             Some(b) => {
-                let mut value = b.render(&ctx).map_err(|e| e.to_string())?;
+                let mut value = b.render(&ctx)?;
                 if let (Some(field), Some(key)) = (&op.idempotency_field, &input.idempotency_key) {
                     set_field(&mut value, field, Value::String(key.clone()));
                 }
@@ -241,10 +246,10 @@ impl HttpSystem {
     ) -> Result<(Response, bool), CallError> {
         let rendered = self
             .render(op, input, target)
-            .map_err(|m| CallError::Render {
+            .map_err(|e| CallError::Render {
                 system: self.name.clone(),
                 operation: op_name.to_string(),
-                message: redact(&m).into_owned(),
+                message: redact(&e.to_string()).into_owned(),
             })?;
         let safe = op.safe_to_repeat(input.idempotency_key.is_some());
         let max = self.spec.retry.max_attempts;
@@ -512,18 +517,16 @@ impl HttpSystem {
         headers: &[(String, String)],
         body: Option<&Value>,
         format: BodyFormat,
-    ) -> Result<(u16, Value), String> {
+    ) -> Result<(u16, Value), TokenRequestError> {
         let url = self.url_for(path)?;
         let op_name = "auth";
         let mut attempt = 0;
         loop {
             attempt += 1;
             if let Err(open) = self.breaker.admit(self.clock.now()) {
-                return Err(self.down("token", open).to_string());
+                return Err(self.down("token", open).into());
             }
-            self.wait_for_budget(op_name)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.wait_for_budget(op_name).await?;
             let mut b = self.client.request(method(method_), url.clone());
             for (k, v) in headers {
                 b = b.header(k.as_str(), v.as_str());
@@ -539,7 +542,7 @@ impl HttpSystem {
                     self.stats.transport_error();
                     self.breaker
                         .failure(&self.name, self.clock.now(), &redact(&message));
-                    return Err(message);
+                    return Err(TokenRequestError::Transport(message));
                 }
             };
             let status = resp.status().as_u16();
@@ -551,7 +554,10 @@ impl HttpSystem {
                 .get(RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| parse_retry_after(v, now));
-            let bytes = resp.bytes().await.map_err(|e| error_chain(&e))?;
+            let bytes = resp
+                .bytes()
+                .await
+                .map_err(|e| TokenRequestError::Transport(error_chain(&e)))?;
             // A token endpoint is rate limited like any other: a 429, a `Retry-After` on an
             // error or the system's lock-out status is waited out, not a failed flow.
             let lockout = self.lockout().filter(|l| l.status == status);
@@ -573,8 +579,7 @@ impl HttpSystem {
                     let b = self.spec.retry.backoff(attempt);
                     let reason =
                         format!("token endpoint is rate limiting (status {status}); backing off");
-                    self.before_wait(op_name, b, &reason)
-                        .map_err(|e| e.to_string())?;
+                    self.before_wait(op_name, b, &reason)?;
                     self.stats.rate_limit_wait(b);
                     self.clock.sleep(b).await;
                 }
@@ -612,7 +617,7 @@ impl TokenEndpoint for HttpSystem {
         headers: &[(String, String)],
         body: Option<&Value>,
         format: BodyFormat,
-    ) -> Result<(u16, Value), String> {
+    ) -> Result<(u16, Value), TokenRequestError> {
         HttpSystem::token_request(self, method, path, headers, body, format).await
     }
 }

@@ -179,8 +179,9 @@ impl HttpSystem {
                         if width > 1 {
                             p.learn_size(&mut st.progress, &seen, total);
                         }
-                        p.next(&mut st.progress, &seen)
-                            .map_err(|m| pagination_error(st.number, redact(&m).into_owned()))
+                        p.next(&mut st.progress, &seen).map_err(|e| {
+                            pagination_error(st.number, redact(&e.to_string()).into_owned())
+                        })
                     }
                 };
                 let page = (!records.is_empty()).then_some(Ok(Page {

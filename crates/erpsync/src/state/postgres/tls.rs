@@ -18,6 +18,36 @@ use rustls::{
 };
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// Why a database URL's TLS settings cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("`sslmode={0}` is not one of disable, prefer, require, verify-ca, verify-full")]
+    UnknownMode(String),
+    #[error("cannot verify server certificates: {0}")]
+    Verifier(rustls::client::VerifierBuilderError),
+    #[error("TLS: {0}")]
+    Protocol(rustls::Error),
+    #[error("`{path}`: {source}")]
+    RootCert {
+        path: PathBuf,
+        source: rustls::Error,
+    },
+    #[error("no CA certificate to verify the database server with")]
+    NoRootCert,
+    #[error("cannot read `{path}`: {source}")]
+    Unreadable {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("`{path}` is not a PEM certificate file: {source}")]
+    NotPem {
+        path: PathBuf,
+        source: rustls::pki_types::pem::Error,
+    },
+    #[error("`{0}` holds no certificate")]
+    NoCertificate(PathBuf),
+}
+
 /// How much the connection trusts the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum SslMode {
@@ -48,7 +78,7 @@ impl Default for TlsSettings {
 impl TlsSettings {
     /// Reads `sslmode=` / `sslrootcert=` from a query pair; false when the pair is not one of
     /// them (the driver knows only three modes and no root file, so erpsync takes both).
-    pub fn take(&mut self, pair: &str) -> Result<bool, String> {
+    pub fn take(&mut self, pair: &str) -> Result<bool, TlsSetupError> {
         let Some((key, value)) = url::form_urlencoded::parse(pair.as_bytes()).next() else {
             return Ok(false);
         };
@@ -60,11 +90,7 @@ impl TlsSettings {
                     "require" => SslMode::Require,
                     "verify-ca" => SslMode::VerifyCa,
                     "verify-full" => SslMode::VerifyFull,
-                    other => {
-                        return Err(format!(
-                            "`sslmode={other}` is not one of disable, prefer, require, verify-ca, verify-full"
-                        ));
-                    }
+                    other => return Err(TlsSetupError::UnknownMode(other.to_string())),
                 }
             }
             "sslrootcert" => self.root_cert = Some(PathBuf::from(&*value)),
@@ -85,7 +111,7 @@ impl TlsSettings {
     }
 
     /// The TLS connector for these settings.
-    pub fn connector(&self) -> Result<MakeRustlsConnect, String> {
+    pub fn connector(&self) -> Result<MakeRustlsConnect, TlsSetupError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let checks_chain = matches!(self.mode, SslMode::VerifyCa | SslMode::VerifyFull)
             || self.root_cert.is_some();
@@ -99,7 +125,7 @@ impl TlsSettings {
             let webpki =
                 WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                     .build()
-                    .map_err(|e| format!("cannot verify server certificates: {e}"))?;
+                    .map_err(TlsSetupError::Verifier)?;
             if self.mode == SslMode::VerifyFull {
                 webpki
             } else {
@@ -111,7 +137,7 @@ impl TlsSettings {
         };
         let config = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS: {e}"))?
+            .map_err(TlsSetupError::Protocol)?
             .dangerous()
             .with_custom_certificate_verifier(verifier)
             .with_no_client_auth();
@@ -119,14 +145,15 @@ impl TlsSettings {
     }
 
     /// `sslrootcert`, or the CAs the system trusts.
-    fn roots(&self) -> Result<RootCertStore, String> {
+    fn roots(&self) -> Result<RootCertStore, TlsSetupError> {
         let mut roots = RootCertStore::empty();
         match &self.root_cert {
             Some(path) => {
                 for cert in read_pem(path)? {
-                    roots
-                        .add(cert)
-                        .map_err(|e| format!("`{}`: {e}", path.display()))?;
+                    roots.add(cert).map_err(|source| TlsSetupError::RootCert {
+                        path: path.clone(),
+                        source,
+                    })?;
                 }
             }
             None => {
@@ -135,19 +162,25 @@ impl TlsSettings {
             }
         }
         if roots.is_empty() {
-            return Err("no CA certificate to verify the database server with".into());
+            return Err(TlsSetupError::NoRootCert);
         }
         Ok(roots)
     }
 }
 
-fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+fn read_pem(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsSetupError> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?
+        .map_err(|source| TlsSetupError::Unreadable {
+            path: path.to_path_buf(),
+            source,
+        })?
         .collect::<Result<_, _>>()
-        .map_err(|e| format!("`{}` is not a PEM certificate file: {e}", path.display()))?;
+        .map_err(|source| TlsSetupError::NotPem {
+            path: path.to_path_buf(),
+            source,
+        })?;
     if certs.is_empty() {
-        return Err(format!("`{}` holds no certificate", path.display()));
+        return Err(TlsSetupError::NoCertificate(path.to_path_buf()));
     }
     Ok(certs)
 }
@@ -208,7 +241,7 @@ impl ServerCertVerifier for Lenient {
 mod tests {
     use super::*;
 
-    fn parse(pairs: &[&str]) -> Result<TlsSettings, String> {
+    fn parse(pairs: &[&str]) -> Result<TlsSettings, TlsSetupError> {
         let mut s = TlsSettings::default();
         for p in pairs {
             assert!(s.take(p)?, "{p} is a TLS parameter");
@@ -227,7 +260,7 @@ mod tests {
             parse(&["sslmode=disable"]).unwrap().driver_mode(),
             tokio_postgres::config::SslMode::Disable
         );
-        let err = parse(&["sslmode=sometimes"]).unwrap_err();
+        let err = parse(&["sslmode=sometimes"]).unwrap_err().to_string();
         assert!(err.contains("`sslmode=sometimes`"), "{err}");
         assert!(!TlsSettings::default().take("connect_timeout=5").unwrap());
     }
@@ -235,7 +268,7 @@ mod tests {
     #[test]
     fn a_missing_root_file_is_named() {
         let s = parse(&["sslmode=verify-ca", "sslrootcert=/nonexistent/ca.pem"]).unwrap();
-        let err = s.connector().map(|_| ()).unwrap_err();
+        let err = s.connector().map(|_| ()).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/ca.pem"), "{err}");
     }
 }
