@@ -34,6 +34,29 @@ pub struct FieldMapError {
     pub reason: String,
 }
 
+/// Why one field's expression has no value for a record; `FieldMapError` adds the field.
+#[derive(Debug, thiserror::Error)]
+enum FieldEvalError {
+    #[error("{}", .0.reason)]
+    Template(crate::expr::TemplateRenderError),
+    #[error("no key to look up in table `{table}`")]
+    NoLookupKey { table: String },
+    #[error("`{key}` is not in table `{table}`")]
+    NotInTable { key: String, table: String },
+    #[error("related {entity} `{key}` has not been synced yet")]
+    NotSynced { entity: String, key: String },
+    #[error("the id `{id}` of related {entity} `{key}` has no part {part}")]
+    NoIdPart {
+        id: String,
+        entity: String,
+        key: String,
+        part: usize,
+    },
+    /// An element of an `each` list failed its own mapping.
+    #[error(transparent)]
+    Element(Box<FieldMapError>),
+}
+
 /// A problem found while compiling a mapping, with its relative path.
 pub(crate) type MappingProblem = (String, Problem);
 
@@ -293,31 +316,9 @@ impl Mapping {
         env: &MapEnv,
         only: Option<&[String]>,
     ) -> Result<Value, FieldMapError> {
-        let ctx = if self.needs_context {
-            let mut data = source.clone();
-            if let Value::Object(m) = &mut data {
-                // A record's own field of the same name wins.
-                if !m.contains_key("vars") {
-                    m.insert("vars".into(), env.vars.clone());
-                }
-                if !m.contains_key("system") {
-                    m.insert("system".into(), env.system.clone());
-                }
-                if let Some(parent) = around.parent
-                    && !m.contains_key(PARENT)
-                {
-                    m.insert(PARENT.into(), parent.clone());
-                }
-                if let Some(target) = around.target
-                    && !m.contains_key(TARGET)
-                {
-                    m.insert(TARGET.into(), target.clone());
-                }
-            }
-            Some(Context::from(data))
-        } else {
-            None
-        };
+        let ctx = self
+            .needs_context
+            .then(|| template_context(source, around, env));
         let mut out = Map::new();
         for f in &self.fields {
             if let Some(only) = only
@@ -325,32 +326,64 @@ impl Mapping {
             {
                 continue;
             }
-            let mut v = eval(&f.expr, source, around, ctx.as_ref(), env).map_err(|reason| {
-                FieldMapError {
-                    field: f.name.clone(),
-                    reason,
-                }
-            })?;
-            if v.is_null()
-                && let Some(d) = &f.default
-            {
-                v = d.clone();
-            }
-            if let Some(ty) = f.ty {
-                v = convert(v, ty, None).map_err(|e| FieldMapError {
-                    field: f.name.clone(),
-                    reason: e.to_string(),
-                })?;
-            }
-            if let (Some(how), Some(held)) =
-                (&f.merge, around.target.and_then(|t| at(t, &f.target)))
-            {
-                v = merge(held, v, how);
-            }
+            let v = f.value(source, around, ctx.as_ref(), env)?;
             insert(&mut out, &f.target, v);
         }
         Ok(Value::Object(out))
     }
+}
+
+impl Field {
+    /// The field's value for a record: its expression's, else its default; converted to its
+    /// type and merged with what the target holds.
+    fn value(
+        &self,
+        source: &Value,
+        around: Around,
+        ctx: Option<&Context>,
+        env: &MapEnv,
+    ) -> Result<Value, FieldMapError> {
+        let failed = |reason: String| FieldMapError {
+            field: self.name.clone(),
+            reason,
+        };
+        let mut v =
+            eval(&self.expr, source, around, ctx, env).map_err(|e| failed(e.to_string()))?;
+        if v.is_null()
+            && let Some(d) = &self.default
+        {
+            v = d.clone();
+        }
+        if let Some(ty) = self.ty {
+            v = convert(v, ty, None).map_err(|e| failed(e.to_string()))?;
+        }
+        if let (Some(how), Some(held)) =
+            (&self.merge, around.target.and_then(|t| at(t, &self.target)))
+        {
+            v = merge(held, v, how);
+        }
+        Ok(v)
+    }
+}
+
+/// What a mapping's templates see: the record's fields, and `vars`, `system`, `parent` and
+/// `target` unless the record has fields of those names (a record's own field wins).
+fn template_context(source: &Value, around: Around, env: &MapEnv) -> Context {
+    let mut data = source.clone();
+    if let Value::Object(m) = &mut data {
+        let mut add = |name: &str, v: Option<&Value>| {
+            if let Some(v) = v
+                && !m.contains_key(name)
+            {
+                m.insert(name.into(), v.clone());
+            }
+        };
+        add("vars", Some(env.vars));
+        add("system", Some(env.system));
+        add(PARENT, around.parent);
+        add(TARGET, around.target);
+    }
+    Context::from(data)
 }
 
 /// The name of a record's parent in read mappings: `$parent.title`, `{{parent.title}}`.
@@ -544,34 +577,20 @@ fn insert(out: &mut Map<String, Value>, target: &[String], v: Value) {
     }
 }
 
+/// The value of one field's expression for a record.
 fn eval(
     e: &Expr,
     source: &Value,
     around: Around,
     ctx: Option<&Context>,
     env: &MapEnv,
-) -> Result<Value, String> {
+) -> Result<Value, FieldEvalError> {
+    let read = |p: &JsonPath, v: Option<&Value>| v.and_then(|v| p.extract(v));
     match e {
-        Expr::Path(p) => Ok(p.extract(source).unwrap_or(Value::Null)),
-        Expr::Parent(p) => Ok(around
-            .parent
-            .and_then(|parent| p.extract(parent))
-            .unwrap_or(Value::Null)),
-        Expr::Target(p) => Ok(around
-            .target
-            .and_then(|target| p.extract(target))
-            .unwrap_or(Value::Null)),
-        Expr::Template(t) => {
-            let ctx = match ctx {
-                Some(c) => c,
-                None => return Ok(Value::String(t.source().to_string())),
-            };
-            // A template that renders nothing means "no value", like a missing path.
-            match t.render_value(ctx).map_err(|e| e.reason)? {
-                Value::String(s) if s.is_empty() => Ok(Value::Null),
-                v => Ok(v),
-            }
-        }
+        Expr::Path(p) => Ok(read(p, Some(source)).unwrap_or(Value::Null)),
+        Expr::Parent(p) => Ok(read(p, around.parent).unwrap_or(Value::Null)),
+        Expr::Target(p) => Ok(read(p, around.target).unwrap_or(Value::Null)),
+        Expr::Template(t) => eval_template(t, ctx),
         Expr::Const(v) => Ok(v.clone()),
         Expr::Lookup {
             table,
@@ -579,51 +598,102 @@ fn eval(
             required,
         } => {
             let k = eval(key, source, around, ctx, env)?;
-            let Some(k) = key_text(&k) else {
-                return if *required {
-                    Err(format!("no key to look up in table `{table}`"))
-                } else {
-                    Ok(Value::Null)
-                };
-            };
-            match env.vars.get(table).and_then(|t| t.get(&k)) {
-                Some(v) => Ok(v.clone()),
-                None if *required => Err(format!("`{k}` is not in table `{table}`")),
-                None => Ok(Value::Null),
-            }
+            eval_lookup(table, key_text(&k), *required, env)
         }
         Expr::Ref { entity, key, part } => {
             let k = eval(key, source, around, ctx, env)?;
-            let Some(k) = key_text(&k) else {
-                return Ok(Value::Null);
-            };
-            let Some(id) = env.refs.resolve(entity, &k) else {
-                return Err(format!("related {entity} `{k}` has not been synced yet"));
-            };
-            match part {
-                None => Ok(Value::String(id)),
-                Some(n) => id
-                    .split(super::COMPOSITE_ID_SEPARATOR)
-                    .nth(*n)
-                    .map(|p| Value::String(p.to_string()))
-                    .ok_or_else(|| {
-                        format!("the id `{id}` of related {entity} `{k}` has no part {n}")
-                    }),
+            match key_text(&k) {
+                Some(k) => eval_ref(entity, k, *part, env),
+                None => Ok(Value::Null),
             }
         }
-        Expr::Each { path, mapping } => {
-            let mut items = Vec::new();
-            let selected = match path.first(source) {
-                Some(Value::Array(a)) => a.iter().collect::<Vec<_>>(),
-                _ => path.query(source),
-            };
-            // A list's elements see their own fields: the record's parent is not theirs.
-            for item in selected {
-                items.push(mapping.apply(item, env, None).map_err(|e| e.to_string())?);
-            }
-            Ok(Value::Array(items))
-        }
+        Expr::Each { path, mapping } => eval_each(path, mapping, source, env),
     }
+}
+
+/// A template's value; without a context (no field of the mapping needs one) its text.
+fn eval_template(t: &Template, ctx: Option<&Context>) -> Result<Value, FieldEvalError> {
+    let Some(ctx) = ctx else {
+        return Ok(Value::String(t.source().to_string()));
+    };
+    // A template that renders nothing means "no value", like a missing path.
+    match t.render_value(ctx).map_err(FieldEvalError::Template)? {
+        Value::String(s) if s.is_empty() => Ok(Value::Null),
+        v => Ok(v),
+    }
+}
+
+/// A value of a lookup table; a missing key or entry is no value unless `required`.
+fn eval_lookup(
+    table: &str,
+    key: Option<String>,
+    required: bool,
+    env: &MapEnv,
+) -> Result<Value, FieldEvalError> {
+    let Some(k) = key else {
+        return if required {
+            Err(FieldEvalError::NoLookupKey {
+                table: table.to_string(),
+            })
+        } else {
+            Ok(Value::Null)
+        };
+    };
+    match env.vars.get(table).and_then(|t| t.get(&k)) {
+        Some(v) => Ok(v.clone()),
+        None if required => Err(FieldEvalError::NotInTable {
+            key: k,
+            table: table.to_string(),
+        }),
+        None => Ok(Value::Null),
+    }
+}
+
+/// The id (or one `part` of a composite id) a related record has in the target.
+fn eval_ref(
+    entity: &str,
+    key: String,
+    part: Option<usize>,
+    env: &MapEnv,
+) -> Result<Value, FieldEvalError> {
+    let Some(id) = env.refs.resolve(entity, &key) else {
+        return Err(FieldEvalError::NotSynced {
+            entity: entity.to_string(),
+            key,
+        });
+    };
+    let Some(n) = part else {
+        return Ok(Value::String(id));
+    };
+    match id.split(super::COMPOSITE_ID_SEPARATOR).nth(n) {
+        Some(p) => Ok(Value::String(p.to_string())),
+        None => Err(FieldEvalError::NoIdPart {
+            id,
+            entity: entity.to_string(),
+            key,
+            part: n,
+        }),
+    }
+}
+
+/// The elements at `path`, each mapped on its own.
+fn eval_each(
+    path: &JsonPath,
+    mapping: &Mapping,
+    source: &Value,
+    env: &MapEnv,
+) -> Result<Value, FieldEvalError> {
+    let selected = match path.first(source) {
+        Some(Value::Array(a)) => a.iter().collect::<Vec<_>>(),
+        _ => path.query(source),
+    };
+    // A list's elements see their own fields: the record's parent is not theirs.
+    let items = selected
+        .into_iter()
+        .map(|item| mapping.apply(item, env, None))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| FieldEvalError::Element(Box::new(e)))?;
+    Ok(Value::Array(items))
 }
 
 /// A path of a mapping: `$…` into the record, `$parent…` into its parent, `$target…` into
@@ -719,31 +789,14 @@ fn compile_field(
     }
 }
 
+/// A field given as a map: exactly one of `path`, `template`, `const`, `lookup`, `ref`,
+/// `each`, compiled.
 fn compile_spec(
     name: &str,
     s: &FieldSpecConfig,
     problems: &mut Vec<MappingProblem>,
 ) -> Option<Expr> {
-    let given: Vec<&str> = [
-        ("path", s.path.is_some()),
-        ("template", s.template.is_some()),
-        ("const", s.constant.is_some()),
-        ("lookup", s.lookup.is_some()),
-        ("ref", s.reference.is_some()),
-        ("each", s.each.is_some()),
-    ]
-    .iter()
-    .filter(|(_, present)| *present)
-    .map(|(n, _)| *n)
-    .collect();
-    if given.len() != 1 {
-        problems.push((
-            name.to_string(),
-            Problem::conflict(format!(
-                "a mapped field needs exactly one of `path`, `template`, `const`, `lookup`, `ref`, `each`; found {}",
-                if given.is_empty() { "none".to_string() } else { given.iter().map(|g| format!("`{g}`")).collect::<Vec<_>>().join(", ") }
-            )),
-        ));
+    if !has_one_kind(name, s, problems) {
         return None;
     }
     if s.fields.is_some() && s.each.is_none() {
@@ -753,55 +806,96 @@ fn compile_spec(
         ));
     }
     if let Some(p) = &s.path {
-        return compile_path(p, &format!("{name}.path"), problems);
-    }
-    if let Some(t) = &s.template {
-        return match Template::compile(t) {
-            Ok(t) => Some(Expr::Template(t)),
-            Err(e) => {
-                problems.push((format!("{name}.template"), Problem::template(e.to_string())));
-                None
-            }
-        };
-    }
-    if let Some(c) = &s.constant {
-        return Some(Expr::Const(c.clone()));
-    }
-    if let Some(l) = &s.lookup {
+        compile_path(p, &format!("{name}.path"), problems)
+    } else if let Some(t) = &s.template {
+        compile_template(t, &format!("{name}.template"), problems)
+    } else if let Some(c) = &s.constant {
+        Some(Expr::Const(c.clone()))
+    } else if let Some(l) = &s.lookup {
         let key = compile_expr_text(&l.key, &format!("{name}.lookup.key"), problems)?;
-        return Some(Expr::Lookup {
+        Some(Expr::Lookup {
             table: l.table.clone(),
             key: Box::new(key),
             required: l.required,
-        });
-    }
-    if let Some(r) = &s.reference {
+        })
+    } else if let Some(r) = &s.reference {
         let key = compile_expr_text(&r.key, &format!("{name}.ref.key"), problems)?;
-        return Some(Expr::Ref {
+        Some(Expr::Ref {
             entity: r.entity.clone(),
             key: Box::new(key),
             part: r.part,
-        });
+        })
+    } else {
+        let each = s.each.as_deref()?;
+        compile_each(name, each, s.fields.as_ref(), problems)
     }
-    if let Some(each) = &s.each {
-        let path = match JsonPath::parse(each) {
-            Ok(p) => p,
-            Err(e) => {
-                problems.push((format!("{name}.each"), Problem::json_path(e.to_string())));
-                return None;
-            }
-        };
-        let Some(fields) = &s.fields else {
-            problems.push((name.to_string(), Problem::invalid("`each` needs `fields`")));
-            return None;
-        };
-        let (mapping, inner) = Mapping::compile(fields);
-        for (p, problem) in inner {
-            problems.push((format!("{name}.fields.{p}"), problem));
+}
+
+/// Whether a field map names exactly one kind of value; reports it when it does not.
+fn has_one_kind(name: &str, s: &FieldSpecConfig, problems: &mut Vec<MappingProblem>) -> bool {
+    let given: Vec<String> = [
+        ("path", s.path.is_some()),
+        ("template", s.template.is_some()),
+        ("const", s.constant.is_some()),
+        ("lookup", s.lookup.is_some()),
+        ("ref", s.reference.is_some()),
+        ("each", s.each.is_some()),
+    ]
+    .iter()
+    .filter(|(_, present)| *present)
+    .map(|(n, _)| format!("`{n}`"))
+    .collect();
+    if given.len() == 1 {
+        return true;
+    }
+    let found = if given.is_empty() {
+        "none".to_string()
+    } else {
+        given.join(", ")
+    };
+    problems.push((
+        name.to_string(),
+        Problem::conflict(format!(
+            "a mapped field needs exactly one of `path`, `template`, `const`, `lookup`, `ref`, \
+             `each`; found {found}"
+        )),
+    ));
+    false
+}
+
+fn compile_template(text: &str, at: &str, problems: &mut Vec<MappingProblem>) -> Option<Expr> {
+    match Template::compile(text) {
+        Ok(t) => Some(Expr::Template(t)),
+        Err(e) => {
+            problems.push((at.to_string(), Problem::template(e.to_string())));
+            None
         }
-        return Some(Expr::Each { path, mapping });
     }
-    None
+}
+
+/// `each` with its `fields`: a list whose elements are mapped on their own.
+fn compile_each(
+    name: &str,
+    each: &str,
+    fields: Option<&BTreeMap<String, FieldMapConfig>>,
+    problems: &mut Vec<MappingProblem>,
+) -> Option<Expr> {
+    let path = match JsonPath::parse(each) {
+        Ok(p) => p,
+        Err(e) => {
+            problems.push((format!("{name}.each"), Problem::json_path(e.to_string())));
+            return None;
+        }
+    };
+    let Some(fields) = fields else {
+        problems.push((name.to_string(), Problem::invalid("`each` needs `fields`")));
+        return None;
+    };
+    let (mapping, inner) = Mapping::compile(fields);
+    for (p, problem) in inner {
+        problems.push((format!("{name}.fields.{p}"), problem));
+    }
+    Some(Expr::Each { path, mapping })
 }
 
 #[cfg(test)]
