@@ -1,7 +1,7 @@
 //! Reads a project (flow files and folders of them) into one `ProjectConfig`, collecting every
 //! problem instead of stopping at the first.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
@@ -11,7 +11,7 @@ use super::diagnostic::{Code, Diagnostic, Problem, did_you_mean};
 use super::env::{EnvSource, substitute};
 use super::model::{
     DaemonConfig, EntityConfig, FileConfig, FlowConfig, FlowOverrideConfig, IncludeConfig,
-    ReconcileConfig, Section, StateConfig, SystemConfig,
+    ReconcileConfig, ReconcileOverrideConfig, Section, StateConfig, SystemConfig,
 };
 use super::node::{self, LocatedDoc};
 use super::schema_nav::allowed_keys;
@@ -157,16 +157,7 @@ fn collect(
 /// diagnostics say what could not.
 pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagnostic>) {
     let mut project = ProjectConfig {
-        root: paths
-            .first()
-            .map(|p| {
-                if p.is_dir() {
-                    p.clone()
-                } else {
-                    p.parent().map(Path::to_path_buf).unwrap_or_default()
-                }
-            })
-            .unwrap_or_default(),
+        root: project_root(paths),
         ..Default::default()
     };
     let mut diags = Vec::new();
@@ -177,34 +168,12 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
             return (project, diags);
         }
     };
-    // Each file with the sections wanted from it; a file reached again (by another include)
-    // gives only the sections not taken yet.
-    let all: BTreeSet<Section> = Section::ALL.into_iter().collect();
-    let mut queue: std::collections::VecDeque<(PathBuf, BTreeSet<Section>)> =
-        files.into_iter().map(|f| (f, all.clone())).collect();
-    let mut taken: HashMap<PathBuf, BTreeSet<Section>> = HashMap::new();
-    while let Some((path, wanted)) = queue.pop_front() {
-        let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
-        let before = taken.entry(canonical).or_default();
-        let again = !before.is_empty();
-        let sections: BTreeSet<Section> = wanted.difference(before).copied().collect();
-        if sections.is_empty() {
-            continue;
-        }
-        before.extend(sections.iter().copied());
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
+    let mut queue = FileQueue::new(files);
+    while let Some((path, sections, again)) = queue.next() {
+        let doc = match read_document(&path) {
+            Ok(doc) => doc,
             Err(e) => {
-                diags.push(Diagnostic::unreadable(path, e));
-                continue;
-            }
-        };
-        let doc = match node::parse(&text) {
-            Ok(d) => d,
-            Err(e) => {
-                let mut problem = Problem::yaml(e.message);
-                problem.help = e.help;
-                diags.push(Diagnostic::new(problem, path, e.pos, ""));
+                diags.push(e.into_diagnostic(path));
                 continue;
             }
         };
@@ -220,37 +189,129 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
         } else {
             read_file(&mut project, index, env, &mut diags, &sections)
         };
-        let dir = project.files[index]
-            .path
-            .parent()
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
-        for (i, inc) in includes.iter().enumerate() {
-            // What an include brings is limited by its `only` and by what was wanted from
-            // the including file.
-            let wanted: BTreeSet<Section> = match inc.only() {
-                Some(only) => only
-                    .iter()
-                    .copied()
-                    .filter(|s| sections.contains(s))
-                    .collect(),
-                None => sections.clone(),
-            };
-            if wanted.is_empty() {
-                continue;
-            }
-            match flow_files(&[dir.join(inc.path())]) {
-                Ok(found) => queue.extend(found.into_iter().map(|f| (f, wanted.clone()))),
-                Err((p, e)) => diags.push(project.at(
-                    index,
-                    &format!("include.{i}"),
-                    Problem::io(format!("cannot include `{}`: {e}", p.display())),
-                )),
-            }
-        }
+        queue_includes(
+            &project, index, &includes, &sections, &mut queue, &mut diags,
+        );
     }
     apply_overrides(&mut project, &mut diags);
     (project, diags)
+}
+
+/// Folder of the project: the first path given, or its folder when it is a file.
+fn project_root(paths: &[PathBuf]) -> PathBuf {
+    let Some(first) = paths.first() else {
+        return PathBuf::new();
+    };
+    if first.is_dir() {
+        first.clone()
+    } else {
+        first.parent().map(Path::to_path_buf).unwrap_or_default()
+    }
+}
+
+/// The files still to read, each with the sections wanted from it. A file reached again (by
+/// another include) gives only the sections not taken from it yet.
+struct FileQueue {
+    pending: VecDeque<(PathBuf, BTreeSet<Section>)>,
+    taken: HashMap<PathBuf, BTreeSet<Section>>,
+}
+
+impl FileQueue {
+    fn new(files: Vec<PathBuf>) -> FileQueue {
+        let all: BTreeSet<Section> = Section::ALL.into_iter().collect();
+        FileQueue {
+            pending: files.into_iter().map(|f| (f, all.clone())).collect(),
+            taken: HashMap::new(),
+        }
+    }
+
+    fn push(&mut self, path: PathBuf, wanted: BTreeSet<Section>) {
+        self.pending.push_back((path, wanted));
+    }
+
+    /// The next file with something new to take: its path, the sections to take, and whether
+    /// it was read before.
+    fn next(&mut self) -> Option<(PathBuf, BTreeSet<Section>, bool)> {
+        while let Some((path, wanted)) = self.pending.pop_front() {
+            let canonical = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            let before = self.taken.entry(canonical).or_default();
+            let again = !before.is_empty();
+            let sections: BTreeSet<Section> = wanted.difference(before).copied().collect();
+            if !sections.is_empty() {
+                before.extend(sections.iter().copied());
+                return Some((path, sections, again));
+            }
+        }
+        None
+    }
+}
+
+/// Why a flow file gives no document.
+#[derive(Debug, thiserror::Error)]
+enum DocumentReadError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{}", .0.message)]
+    Yaml(node::YamlParseError),
+}
+
+impl DocumentReadError {
+    fn into_diagnostic(self, path: PathBuf) -> Diagnostic {
+        match self {
+            DocumentReadError::Io(e) => Diagnostic::unreadable(path, e),
+            DocumentReadError::Yaml(e) => {
+                let mut problem = Problem::yaml(e.message);
+                problem.help = e.help;
+                Diagnostic::new(problem, path, e.pos, "")
+            }
+        }
+    }
+}
+
+/// Reads and parses one flow file.
+fn read_document(path: &Path) -> Result<LocatedDoc, DocumentReadError> {
+    let text = std::fs::read_to_string(path)?;
+    node::parse(&text).map_err(DocumentReadError::Yaml)
+}
+
+/// Queues the files a file includes, each with what is wanted from it: what its `only`
+/// allows of what was wanted from the including file.
+fn queue_includes(
+    project: &ProjectConfig,
+    index: usize,
+    includes: &[IncludeConfig],
+    sections: &BTreeSet<Section>,
+    queue: &mut FileQueue,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let dir = project.files[index]
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    for (i, inc) in includes.iter().enumerate() {
+        let wanted: BTreeSet<Section> = match inc.only() {
+            Some(only) => only
+                .iter()
+                .copied()
+                .filter(|s| sections.contains(s))
+                .collect(),
+            None => sections.clone(),
+        };
+        if wanted.is_empty() {
+            continue;
+        }
+        match flow_files(&[dir.join(inc.path())]) {
+            Ok(found) => found
+                .into_iter()
+                .for_each(|f| queue.push(f, wanted.clone())),
+            Err((p, e)) => diags.push(project.at(
+                index,
+                &format!("include.{i}"),
+                Problem::io(format!("cannot include `{}`: {e}", p.display())),
+            )),
+        }
+    }
 }
 
 /// Applies `overrides.flows` to the declared flows; an override of a flow nobody declares is
@@ -258,73 +319,98 @@ pub fn load(paths: &[PathBuf], env: &dyn EnvSource) -> (ProjectConfig, Vec<Diagn
 fn apply_overrides(project: &mut ProjectConfig, diags: &mut Vec<Diagnostic>) {
     let overrides = std::mem::take(&mut project.overrides);
     for (name, o) in &overrides {
-        let Some(flow) = project.flows.get_mut(name) else {
-            if !project.is_broken("flows", name) {
-                let known: Vec<&str> = project.flows.keys().map(String::as_str).collect();
-                diags.push(
-                    project.at_key(
-                        o.file,
-                        &o.path,
-                        Problem::unresolved(format!("no flow `{name}` to override"))
-                            .with_names(name, known),
-                    ),
-                );
-            }
-            continue;
-        };
-        let (file, base) = (flow.file, flow.path.clone());
-        let f = &mut flow.value;
-        let mut set = Vec::new();
-        if let Some(enabled) = o.value.enabled {
-            f.enabled = enabled;
-            set.push("enabled");
-        }
-        if let Some(t) = &o.value.trigger {
-            if let Some(s) = &t.schedule {
-                f.trigger.schedule = Some(s.clone());
-                set.push("trigger.schedule");
-            }
-            if let Some(tz) = &t.timezone {
-                f.trigger.timezone = Some(tz.clone());
-                set.push("trigger.timezone");
-            }
-        }
-        if let Some(r) = &o.value.reconcile {
-            match (&mut f.reconcile, &r.schedule) {
-                (Some(rc), _) => {
-                    if let Some(s) = &r.schedule {
-                        rc.schedule = s.clone();
-                        set.push("reconcile.schedule");
-                    }
-                    if let Some(c) = r.correct {
-                        rc.correct = c;
-                        set.push("reconcile.correct");
-                    }
-                }
-                (None, Some(s)) => {
-                    f.reconcile = Some(ReconcileConfig {
-                        schedule: s.clone(),
-                        correct: r.correct.unwrap_or(true),
-                    });
-                    set.extend(["reconcile", "reconcile.schedule", "reconcile.correct"]);
-                }
-                (None, None) => diags.push(project.at(
-                    o.file,
-                    &format!("{}.reconcile", o.path),
-                    Problem::invalid(format!(
-                        "flow `{name}` has no `reconcile`: give its `schedule`"
-                    )),
-                )),
-            }
-        }
-        for sub in set {
-            project.overridden.insert(
-                (file, format!("{base}.{sub}")),
-                (o.file, format!("{}.{sub}", o.path)),
-            );
+        if project.flows.contains_key(name) {
+            apply_override(project, name, o, diags);
+        } else if !project.is_broken("flows", name) {
+            let known: Vec<&str> = project.flows.keys().map(String::as_str).collect();
+            let problem = Problem::unresolved(format!("no flow `{name}` to override"))
+                .with_names(name, known);
+            diags.push(project.at_key(o.file, &o.path, problem));
         }
     }
     project.overrides = overrides;
+}
+
+/// Applies one override to its flow, and remembers which values it set.
+fn apply_override(
+    project: &mut ProjectConfig,
+    name: &str,
+    o: &Decl<FlowOverrideConfig>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let Some(flow) = project.flows.get_mut(name) else {
+        return;
+    };
+    let (file, base) = (flow.file, flow.path.clone());
+    let mut set = override_settings(&mut flow.value, &o.value);
+    if let Some(r) = &o.value.reconcile {
+        match override_reconcile(&mut flow.value, r) {
+            Some(places) => set.extend(places),
+            None => diags.push(project.at(
+                o.file,
+                &format!("{}.reconcile", o.path),
+                Problem::invalid(format!(
+                    "flow `{name}` has no `reconcile`: give its `schedule`"
+                )),
+            )),
+        }
+    }
+    for sub in set {
+        project.overridden.insert(
+            (file, format!("{base}.{sub}")),
+            (o.file, format!("{}.{sub}", o.path)),
+        );
+    }
+}
+
+/// Sets `enabled` and `trigger` from an override; returns the places set.
+fn override_settings(f: &mut FlowConfig, o: &FlowOverrideConfig) -> Vec<&'static str> {
+    let mut set = Vec::new();
+    if let Some(enabled) = o.enabled {
+        f.enabled = enabled;
+        set.push("enabled");
+    }
+    if let Some(t) = &o.trigger {
+        if let Some(s) = &t.schedule {
+            f.trigger.schedule = Some(s.clone());
+            set.push("trigger.schedule");
+        }
+        if let Some(tz) = &t.timezone {
+            f.trigger.timezone = Some(tz.clone());
+            set.push("trigger.timezone");
+        }
+    }
+    set
+}
+
+/// Sets `reconcile` from an override; returns the places set, or `None` when the flow has no
+/// `reconcile` and the override gives no `schedule` to make one.
+fn override_reconcile(
+    f: &mut FlowConfig,
+    r: &ReconcileOverrideConfig,
+) -> Option<Vec<&'static str>> {
+    let mut set = Vec::new();
+    match (&mut f.reconcile, &r.schedule) {
+        (Some(rc), _) => {
+            if let Some(s) = &r.schedule {
+                rc.schedule = s.clone();
+                set.push("reconcile.schedule");
+            }
+            if let Some(c) = r.correct {
+                rc.correct = c;
+                set.push("reconcile.correct");
+            }
+        }
+        (None, Some(s)) => {
+            f.reconcile = Some(ReconcileConfig {
+                schedule: s.clone(),
+                correct: r.correct.unwrap_or(true),
+            });
+            set.extend(["reconcile", "reconcile.schedule", "reconcile.correct"]);
+        }
+        (None, None) => return None,
+    }
+    Some(set)
 }
 
 /// Reads the given sections of one parsed file into the project; returns its `include` list.
@@ -335,74 +421,113 @@ fn read_file(
     diags: &mut Vec<Diagnostic>,
     sections: &BTreeSet<Section>,
 ) -> Vec<IncludeConfig> {
-    let mut value = project.files[index].doc.value.clone();
-    if !value.is_object() {
-        if value.is_null() {
-            value = Value::Object(Map::new());
-        } else {
-            diags.push(project.at(
-                index,
-                "",
-                Problem::invalid("a flow file must be a map with `systems`, `entities`, `flows`…"),
-            ));
-            return Vec::new();
-        }
-    }
+    let Some(mut value) = document_map(project, index, diags) else {
+        return Vec::new();
+    };
     let mut problems = Vec::new();
     substitute_all(&mut value, "", env, &mut problems);
     for (path, message) in problems {
         diags.push(project.at(index, &path, Problem::secret(message)));
     }
+    let Some(mut file) = deserialize_file(project, index, value, diags) else {
+        return Vec::new();
+    };
+    let includes = file.include.clone();
+    keep_sections(&mut file, sections);
+    merge(project, index, file, diags);
+    includes
+}
 
+/// The file's document, which must be a map (an empty file is an empty one).
+fn document_map(
+    project: &ProjectConfig,
+    index: usize,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<Value> {
+    match &project.files[index].doc.value {
+        Value::Object(_) => Some(project.files[index].doc.value.clone()),
+        Value::Null => Some(Value::Object(Map::new())),
+        _ => {
+            diags.push(project.at(
+                index,
+                "",
+                Problem::invalid("a flow file must be a map with `systems`, `entities`, `flows`…"),
+            ));
+            None
+        }
+    }
+}
+
+/// The file's settings. A declaration that cannot be read is reported, left out and marked
+/// broken, and the rest read again; `None` when nothing could be kept.
+fn deserialize_file(
+    project: &mut ProjectConfig,
+    index: usize,
+    mut value: Value,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<FileConfig> {
     let mut removed = Vec::new();
     let file: FileConfig = loop {
         let mut ignored = Vec::new();
         match deserialize_tracking::<FileConfig>(&value, &mut ignored) {
             Ok(f) => {
-                for path in ignored {
-                    let (parent, key) = match path.rsplit_once('.') {
-                        Some((p, k)) => (p.to_string(), k.to_string()),
-                        None => (String::new(), path.clone()),
-                    };
-                    let segs: Vec<&str> = parent.split('.').filter(|s| !s.is_empty()).collect();
-                    let known = allowed_keys(&value, &segs);
-                    diags.push(project.at_key(
-                        index,
-                        &path,
-                        Problem::unknown_key(&key, known.iter().map(String::as_str)),
-                    ));
-                }
+                report_ignored(project, index, &value, ignored, diags);
                 break f;
             }
             Err((path, message)) => {
                 diags.push(type_error(project, index, &path, &message));
                 let item = item_of(&path);
                 if item.is_empty() || !remove(&mut value, &item) || removed.len() > 64 {
-                    return Vec::new();
+                    return None;
                 }
                 removed.push(item);
             }
         }
     };
     for item in removed {
-        let segs: Vec<&str> = item.split('.').collect();
-        match segs.as_slice() {
-            [section, name] => {
-                project.broken.insert(format!("{section}.{name}"));
-            }
-            [_, system, "operations", op] => {
-                project.broken.insert(format!("operations.{system}.{op}"));
-            }
-            [_, system, "entities", e] => {
-                project
-                    .broken
-                    .insert(format!("system_entities.{system}.{e}"));
-            }
-            _ => {}
-        }
+        mark_broken(project, &item);
     }
-    let includes = file.include.clone();
-    let mut file = file;
+    Some(file)
+}
+
+/// Reports the keys no setting takes, with the keys allowed where they are.
+fn report_ignored(
+    project: &ProjectConfig,
+    index: usize,
+    value: &Value,
+    ignored: Vec<String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for path in ignored {
+        let (parent, key) = match path.rsplit_once('.') {
+            Some((p, k)) => (p.to_string(), k.to_string()),
+            None => (String::new(), path.clone()),
+        };
+        let segs: Vec<&str> = parent.split('.').filter(|s| !s.is_empty()).collect();
+        let known = allowed_keys(value, &segs);
+        diags.push(project.at_key(
+            index,
+            &path,
+            Problem::unknown_key(&key, known.iter().map(String::as_str)),
+        ));
+    }
+}
+
+/// Remembers a declaration left out for its own errors, so references to it are not
+/// reported again.
+fn mark_broken(project: &mut ProjectConfig, item: &str) {
+    let segs: Vec<&str> = item.split('.').collect();
+    let name = match segs.as_slice() {
+        [section, name] => format!("{section}.{name}"),
+        [_, system, "operations", op] => format!("operations.{system}.{op}"),
+        [_, system, "entities", e] => format!("system_entities.{system}.{e}"),
+        _ => return,
+    };
+    project.broken.insert(name);
+}
+
+/// Empties the sections not wanted from the file.
+fn keep_sections(file: &mut FileConfig, sections: &BTreeSet<Section>) {
     let has = |s: Section| sections.contains(&s);
     if !has(Section::Systems) {
         file.systems.clear();
@@ -423,8 +548,6 @@ fn read_file(
     if !has(Section::Daemon) {
         file.daemon = None;
     }
-    merge(project, index, file, diags);
-    includes
 }
 
 /// Deserializes, recording unknown keys; an error comes with its document path.
@@ -465,23 +588,9 @@ fn error_path(p: &serde_path_to_error::Path) -> String {
 
 /// A serde error turned into a diagnostic, with "did you mean" where serde lists the choices.
 fn type_error(project: &ProjectConfig, index: usize, path: &str, message: &str) -> Diagnostic {
-    // serde: "unknown variant `x`, expected one of `a`, `b`" / "unknown field `x`, expected …"
-    let parse_choices = |m: &str| -> Option<(String, Vec<String>)> {
-        let start = m.find('`')? + 1;
-        let end = start + m[start..].find('`')?;
-        let wrong = m[start..end].to_string();
-        let rest = &m[end + 1..];
-        let names = rest
-            .split('`')
-            .skip(1)
-            .step_by(2)
-            .map(str::to_string)
-            .collect::<Vec<_>>();
-        Some((wrong, names))
-    };
     let message = message.split(" at line ").next().unwrap_or(message);
     if message.starts_with("unknown field")
-        && let Some((wrong, names)) = parse_choices(message)
+        && let Some((wrong, names)) = quoted_names(message)
     {
         let key_path = node::join(path, &wrong);
         return project.at_key(
@@ -492,29 +601,13 @@ fn type_error(project: &ProjectConfig, index: usize, path: &str, message: &str) 
     }
     // A required key reported missing is often a misspelt one: point at the misspelling.
     if message.starts_with("missing field")
-        && let Some((missing, _)) = parse_choices(message)
+        && let Some((missing, _)) = quoted_names(message)
+        && let Some(d) = misspelt_key(project, index, path, &missing)
     {
-        let doc = &project.files[index].doc.value;
-        let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
-        let here = segs.iter().try_fold(doc, |v, s| v.get(*s));
-        if let Some(Value::Object(map)) = here {
-            let known = allowed_keys(doc, &segs);
-            let candidates = vec![missing.clone()];
-            if let Some(wrong) = map
-                .keys()
-                .find(|k| !known.contains(k) && did_you_mean(k, &candidates).is_some())
-            {
-                let key_path = node::join(path, wrong);
-                return project.at_key(
-                    index,
-                    &key_path,
-                    Problem::misspelt_key(wrong, &missing, known.iter().map(String::as_str)),
-                );
-            }
-        }
+        return d;
     }
     if message.starts_with("unknown variant")
-        && let Some((wrong, names)) = parse_choices(message)
+        && let Some((wrong, names)) = quoted_names(message)
     {
         return project.at(
             index,
@@ -523,6 +616,46 @@ fn type_error(project: &ProjectConfig, index: usize, path: &str, message: &str) 
         );
     }
     project.at(index, path, Problem::invalid(message))
+}
+
+/// The first back-quoted name of a serde message and the ones after it: "unknown variant
+/// `x`, expected one of `a`, `b`" / "unknown field `x`, expected …".
+fn quoted_names(m: &str) -> Option<(String, Vec<String>)> {
+    let start = m.find('`')? + 1;
+    let end = start + m[start..].find('`')?;
+    let wrong = m[start..end].to_string();
+    let rest = &m[end + 1..];
+    let names = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    Some((wrong, names))
+}
+
+/// A key beside `path` that looks like the `missing` one, as a diagnostic at that key.
+fn misspelt_key(
+    project: &ProjectConfig,
+    index: usize,
+    path: &str,
+    missing: &str,
+) -> Option<Diagnostic> {
+    let doc = &project.files[index].doc.value;
+    let segs: Vec<&str> = path.split('.').filter(|s| !s.is_empty()).collect();
+    let Some(Value::Object(map)) = segs.iter().try_fold(doc, |v, s| v.get(*s)) else {
+        return None;
+    };
+    let known = allowed_keys(doc, &segs);
+    let candidates = vec![missing.to_string()];
+    let wrong = map
+        .keys()
+        .find(|k| !known.contains(k) && did_you_mean(k, &candidates).is_some())?;
+    Some(project.at_key(
+        index,
+        &node::join(path, wrong),
+        Problem::misspelt_key(wrong, missing, known.iter().map(String::as_str)),
+    ))
 }
 
 /// The declaration that contains `path`: what is dropped when it cannot be read.
@@ -563,32 +696,11 @@ fn substitute_all(
     problems: &mut Vec<(String, String)>,
 ) {
     match value {
-        Value::String(s) => {
-            let mut substituted = Vec::new();
-            match substitute(s, env, &mut substituted) {
-                Ok(std::borrow::Cow::Owned(new)) => {
-                    let key = path.rsplit('.').next().unwrap_or("");
-                    if !NOT_SECRET_KEYS.contains(&key) {
-                        // Numbers (ports, rates) are settings, not secrets.
-                        for secret in substituted.iter().filter(|v| v.parse::<f64>().is_err()) {
-                            crate::redact::register(secret);
-                        }
-                    }
-                    // A value that is one whole reference takes the type of what it stands
-                    // for, so `per_second: ${RATE:-2.5}` is a number.
-                    let whole =
-                        s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
-                    *value = match (whole, new.parse::<serde_json::Number>(), new.as_str()) {
-                        (true, Ok(n), _) => Value::Number(n),
-                        (true, _, "true") => Value::Bool(true),
-                        (true, _, "false") => Value::Bool(false),
-                        _ => Value::String(new),
-                    };
-                }
-                Ok(_) => {}
-                Err(e) => problems.push((path.to_string(), e.to_string())),
-            }
-        }
+        Value::String(s) => match substitute_string(s, path, env) {
+            Ok(Some(new)) => *value = new,
+            Ok(None) => {}
+            Err(message) => problems.push((path.to_string(), message)),
+        },
         Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
                 substitute_all(v, &node::join(path, &i.to_string()), env, problems);
@@ -603,19 +715,78 @@ fn substitute_all(
     }
 }
 
+/// The value of a text with its `${VARS}` substituted, `None` when it has none. What came
+/// from the environment is masked from then on, unless the key or the value says it is no
+/// secret.
+fn substitute_string(s: &str, path: &str, env: &dyn EnvSource) -> Result<Option<Value>, String> {
+    let mut substituted = Vec::new();
+    let new = match substitute(s, env, &mut substituted) {
+        Ok(std::borrow::Cow::Owned(new)) => new,
+        Ok(_) => return Ok(None),
+        Err(e) => return Err(e.to_string()),
+    };
+    let key = path.rsplit('.').next().unwrap_or("");
+    if !NOT_SECRET_KEYS.contains(&key) {
+        // Numbers (ports, rates) are settings, not secrets.
+        for secret in substituted.iter().filter(|v| v.parse::<f64>().is_err()) {
+            crate::redact::register(secret);
+        }
+    }
+    // A value that is one whole reference takes the type of what it stands for, so
+    // `per_second: ${RATE:-2.5}` is a number.
+    let whole = s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1;
+    Ok(Some(
+        match (whole, new.parse::<serde_json::Number>(), new.as_str()) {
+            (true, Ok(n), _) => Value::Number(n),
+            (true, _, "true") => Value::Bool(true),
+            (true, _, "false") => Value::Bool(false),
+            _ => Value::String(new),
+        },
+    ))
+}
+
+/// Adds a file's declarations to the project; a name declared twice is reported at the
+/// second declaration.
 fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mut Vec<Diagnostic>) {
+    let files = std::mem::take(&mut project.files);
+    let mut m = Merger {
+        files: &files,
+        index,
+        diags,
+    };
+    m.put(&mut project.systems, "systems", file.systems);
+    m.put(&mut project.entities, "entities", file.entities);
+    m.put(&mut project.flows, "flows", file.flows);
+    m.put(
+        &mut project.overrides,
+        "overrides.flows",
+        file.overrides.flows,
+    );
+    m.vars(&mut project.vars, file.vars);
+    // `state` and `daemon` may each be declared once across the project.
+    m.single(&mut project.state, file.state, "state");
+    m.single(&mut project.daemon, file.daemon, "daemon");
+    project.files = files;
+}
+
+/// What merging one file needs: the project's files, the file's index, and where to report.
+struct Merger<'a> {
+    files: &'a [SourceFile],
+    index: usize,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Merger<'_> {
     fn put<T>(
-        project_files: &[SourceFile],
+        &mut self,
         map: &mut BTreeMap<String, Decl<T>>,
         section: &str,
-        index: usize,
         items: BTreeMap<String, T>,
-        diags: &mut Vec<Diagnostic>,
     ) {
         for (name, value) in items {
             let path = format!("{section}.{name}");
             if let Some(prev) = map.get(&name) {
-                let elsewhere = project_files[prev.file].path.display().to_string();
+                let elsewhere = self.files[prev.file].path.display().to_string();
                 let mut problem = Problem::duplicate(None, &name, &elsewhere);
                 if section == "flows" {
                     problem = problem.with_help(format!(
@@ -625,87 +796,41 @@ fn merge(project: &mut ProjectConfig, index: usize, file: FileConfig, diags: &mu
                          `{{path: …, only: [systems, entities]}}`"
                     ));
                 }
-                diags.push(project_files[index].at_key(&path, problem));
+                self.diags
+                    .push(self.files[self.index].at_key(&path, problem));
                 continue;
             }
-            map.insert(
-                name,
-                Decl {
-                    value,
-                    file: index,
-                    path,
-                },
-            );
+            let file = self.index;
+            map.insert(name, Decl { value, file, path });
         }
     }
-    let files = std::mem::take(&mut project.files);
-    put(
-        &files,
-        &mut project.systems,
-        "systems",
-        index,
-        file.systems,
-        diags,
-    );
-    put(
-        &files,
-        &mut project.entities,
-        "entities",
-        index,
-        file.entities,
-        diags,
-    );
-    put(
-        &files,
-        &mut project.flows,
-        "flows",
-        index,
-        file.flows,
-        diags,
-    );
-    put(
-        &files,
-        &mut project.overrides,
-        "overrides.flows",
-        index,
-        file.overrides.flows,
-        diags,
-    );
-    for (k, v) in file.vars {
-        if project.vars.contains_key(&k) {
-            let path = format!("vars.{k}");
-            diags.push(files[index].at_key(
-                &path,
-                Problem::duplicate(Some("variable"), &k, "another file"),
-            ));
-        } else {
-            project.vars.insert(k, v);
-        }
-    }
-    let duplicate =
-        |name: &str| files[index].at_key(name, Problem::duplicate(None, name, "another file"));
-    // `state` and `daemon` may each be declared once across the project.
-    fn single<T>(slot: &mut Option<Decl<T>>, value: Option<T>, index: usize, name: &str) -> bool {
-        match (slot.is_some(), value) {
-            (true, Some(_)) => false,
-            (false, Some(v)) => {
-                *slot = Some(Decl {
-                    value: v,
-                    file: index,
-                    path: name.into(),
-                });
-                true
+
+    fn vars(&mut self, vars: &mut Map<String, Value>, items: BTreeMap<String, Value>) {
+        for (k, v) in items {
+            if vars.contains_key(&k) {
+                let problem = Problem::duplicate(Some("variable"), &k, "another file");
+                let d = self.files[self.index].at_key(&format!("vars.{k}"), problem);
+                self.diags.push(d);
+            } else {
+                vars.insert(k, v);
             }
-            (_, None) => true,
         }
     }
-    if !single(&mut project.state, file.state, index, "state") {
-        diags.push(duplicate("state"));
+
+    fn single<T>(&mut self, slot: &mut Option<Decl<T>>, value: Option<T>, name: &str) {
+        let Some(value) = value else { return };
+        if slot.is_some() {
+            let problem = Problem::duplicate(None, name, "another file");
+            self.diags
+                .push(self.files[self.index].at_key(name, problem));
+            return;
+        }
+        *slot = Some(Decl {
+            value,
+            file: self.index,
+            path: name.into(),
+        });
     }
-    if !single(&mut project.daemon, file.daemon, index, "daemon") {
-        diags.push(duplicate("daemon"));
-    }
-    project.files = files;
 }
 
 /// Whether a path names a test file (`*.test.yaml`, `*.test.yml`).
