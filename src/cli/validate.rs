@@ -51,7 +51,7 @@ pub fn resolved(project: &erpsync::compile::Project) -> serde_json::Value {
         .flows
         .iter()
         .map(|f| {
-            let mut v = serde_json::to_value(f.declared()).unwrap_or_default();
+            let mut v = f.declared().to_json();
             if let Some(o) = v.as_object_mut() {
                 o.insert("from".into(), f.from.clone().into());
                 o.insert("to".into(), f.to.clone().into());

@@ -276,7 +276,7 @@ systems:
         );
         assert_eq!(owners["sku"], "erp");
         // What the file declares stays as written, for `validate --print-config`.
-        assert_eq!(flow.declared().from, "{{each}}");
+        assert_eq!(flow.declared().to_json()["from"], "{{each}}");
     }
 
     #[test]

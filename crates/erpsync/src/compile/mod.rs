@@ -125,7 +125,7 @@ impl Project {
 impl Flow {
     /// The flow as its file declares it (includes and overrides applied, `for_each` not
     /// expanded): what `validate --print-config` shows. Running code reads the fields above.
-    pub fn declared(&self) -> &FlowConfig {
+    pub fn declared(&self) -> &DeclaredFlow {
         &self.declared
     }
 
@@ -343,5 +343,21 @@ pub struct Flow {
     /// Flows that must sync a related record first, and where that record is.
     pub requires: Vec<(String, JsonPath)>,
     /// The flow as its file declares it, overrides applied, for `validate --print-config`.
-    declared: FlowConfig,
+    declared: DeclaredFlow,
+}
+
+/// A flow's configuration as its file declares it, kept only to be shown: running code reads
+/// the compiled fields of `Flow`, never this.
+#[derive(Debug, PartialEq)]
+pub struct DeclaredFlow(FlowConfig);
+
+impl DeclaredFlow {
+    pub(crate) fn new(config: FlowConfig) -> DeclaredFlow {
+        DeclaredFlow(config)
+    }
+
+    /// The declaration as JSON, keys as the flow file writes them.
+    pub fn to_json(&self) -> Value {
+        serde_json::to_value(&self.0).unwrap_or_default()
+    }
 }

@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 
 use super::Checker;
 use super::systems::CompiledSystem;
-use crate::compile::{Entity, Flow, Schedule, SystemEntity};
+use crate::compile::{DeclaredFlow, Entity, Flow, Schedule, SystemEntity};
 use crate::config::model::{ConflictRule, Direction, FlowConfig, SyncMode, SystemRole};
 use crate::config::{Problem, ProjectConfig};
 use crate::expr::{JsonPath, Predicate};
@@ -496,7 +496,7 @@ fn build_copy(
         allow_edit_after_export: f.allow_edit_after_export,
         export_once: f.export_once,
         after: f.after.clone(),
-        declared: f.clone(),
+        declared: DeclaredFlow::new(f.clone()),
         from,
         to,
         match_key: checked.key.clone(),
