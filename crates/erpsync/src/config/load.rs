@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use super::diagnostic::{Code, Diagnostic, Problem, did_you_mean};
-use super::env::{EnvSource, substitute};
+use super::env::{EnvSource, SecretResolveError, substitute};
 use super::model::{
     DaemonConfig, EntityConfig, FileConfig, FlowConfig, FlowOverrideConfig, IncludeConfig,
     ReconcileConfig, ReconcileOverrideConfig, Section, StateConfig, SystemConfig,
@@ -699,7 +699,7 @@ fn substitute_all(
         Value::String(s) => match substitute_string(s, path, env) {
             Ok(Some(new)) => *value = new,
             Ok(None) => {}
-            Err(message) => problems.push((path.to_string(), message)),
+            Err(e) => problems.push((path.to_string(), e.to_string())),
         },
         Value::Array(a) => {
             for (i, v) in a.iter_mut().enumerate() {
@@ -718,12 +718,14 @@ fn substitute_all(
 /// The value of a text with its `${VARS}` substituted, `None` when it has none. What came
 /// from the environment is masked from then on, unless the key or the value says it is no
 /// secret.
-fn substitute_string(s: &str, path: &str, env: &dyn EnvSource) -> Result<Option<Value>, String> {
+fn substitute_string(
+    s: &str,
+    path: &str,
+    env: &dyn EnvSource,
+) -> Result<Option<Value>, SecretResolveError> {
     let mut substituted = Vec::new();
-    let new = match substitute(s, env, &mut substituted) {
-        Ok(std::borrow::Cow::Owned(new)) => new,
-        Ok(_) => return Ok(None),
-        Err(e) => return Err(e.to_string()),
+    let std::borrow::Cow::Owned(new) = substitute(s, env, &mut substituted)? else {
+        return Ok(None);
     };
     let key = path.rsplit('.').next().unwrap_or("");
     if !NOT_SECRET_KEYS.contains(&key) {
