@@ -10,7 +10,7 @@ use super::common::{ProjectArgs, load_project, open_state_read_only};
 use super::output::FormatArgs;
 use erpsync::clock::{Clock as _, SystemClock};
 use erpsync::state::Lease;
-use erpsync::state::lease::provably_dead;
+use erpsync::state::provably_dead;
 
 /// Arguments of `erpsync status`.
 #[derive(Debug, clap::Args)]

@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
-use erpsync::state::{Binding, Bindings, Scope, SqliteStore, Store};
+use erpsync::state::{Binding, Bindings, PairSide, Scope, SqliteStore, Store};
 use erpsync_sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync_sim::shop::{Order, Product};
 use erpsync_sim::{Faults, ShopHandle};
@@ -664,10 +664,10 @@ impl Bindings for CountingBindings {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
+        side: PairSide,
         id: &str,
     ) -> erpsync::state::Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side_a, id).await
+        self.inner.binding_by_id(scope, side, id).await
     }
     async fn put_bindings(&self, scope: &Scope, b: &[Binding]) -> erpsync::state::Result<()> {
         self.inner.put_bindings(scope, b).await

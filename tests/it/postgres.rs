@@ -16,8 +16,8 @@ use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
 use erpsync::state::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, PostgresStore, Scope,
-    SqliteStore, StateStoreError, StateWrite, Store,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, PairSide, PostgresStore,
+    Scope, SqliteStore, StateStoreError, StateWrite, Store,
 };
 use erpsync_sim::seed_both;
 use serde_json::json;
@@ -95,13 +95,16 @@ async fn conformance(s: &Store) {
     );
     assert_eq!(
         s.bindings
-            .binding_by_id(&scope, false, "812")
+            .binding_by_id(&scope, PairSide::B, "812")
             .await
             .unwrap(),
         Some(a1.clone())
     );
     assert_eq!(
-        s.bindings.binding_by_id(&scope, true, "812").await.unwrap(),
+        s.bindings
+            .binding_by_id(&scope, PairSide::A, "812")
+            .await
+            .unwrap(),
         None
     );
     // A page of bindings in one call (adoptions, written together): both sides alike, or
@@ -141,7 +144,10 @@ async fn conformance(s: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        s.bindings.binding_by_id(&scope, true, "3").await.unwrap(),
+        s.bindings
+            .binding_by_id(&scope, PairSide::A, "3")
+            .await
+            .unwrap(),
         Some(a1b.clone())
     );
 
@@ -989,7 +995,7 @@ async fn operator_state(s: &Store) {
     assert!(s.runs.run(run + 1000).await.unwrap().is_none());
 
     // Lines of runs older than the newest `RUN_LINES_RUNS_KEPT` go as new runs come.
-    for _ in 0..erpsync::state::operator::RUN_LINES_RUNS_KEPT {
+    for _ in 0..erpsync::state::RUN_LINES_RUNS_KEPT {
         s.runs
             .run_start("products", "sync", t("10:02:00"), &me)
             .await

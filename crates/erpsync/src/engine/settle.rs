@@ -69,7 +69,7 @@ pub async fn settle_pending(
                 });
             // No base is known for the target side: what was sent is native, not canonical.
             // An update flow compares against none and brings the target up to date once.
-            b.set_id(scope.is_a(&first.target), target_id.clone());
+            b.set_id(scope.side_of(&first.target), target_id.clone());
             // The source record kept with the write's failure names its id there, so the
             // flow's post-actions (locking the order) can run when it is next read.
             let source = if first.target == flow.from {
@@ -77,8 +77,8 @@ pub async fn settle_pending(
             } else {
                 &flow.from
             };
-            let source_a = scope.is_a(source);
-            if b.id(source_a).is_none()
+            let source_side = scope.side_of(source);
+            if b.id(source_side).is_none()
                 && let Some(f) = store
                     .failures
                     .failures(Some(&flow.id))
@@ -89,7 +89,7 @@ pub async fn settle_pending(
                     .id
                     .of(&f.source_record)
             {
-                b.set_id(source_a, id);
+                b.set_id(source_side, id);
             }
             if flow.export_once && b.exported_at.is_none() {
                 b.exported_at = Some(now);

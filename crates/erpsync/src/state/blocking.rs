@@ -24,7 +24,7 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     /// How many bindings a scope has (how big the synced catalogue is).
     fn binding_count(&self, scope: &Scope) -> Result<usize>;
     /// The binding whose id on one side is `id`.
-    fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>>;
+    fn binding_by_id(&self, scope: &Scope, side: PairSide, id: &str) -> Result<Option<Binding>>;
     /// Inserts or replaces bindings, atomically.
     fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()>;
 
@@ -241,13 +241,12 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
+        side: PairSide,
         id: &str,
     ) -> Result<Option<Binding>> {
         let scope = scope.clone();
         let id = id.to_string();
-        self.call(move |s| s.binding_by_id(&scope, side_a, &id))
-            .await
+        self.call(move |s| s.binding_by_id(&scope, side, &id)).await
     }
     async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
         let scope = scope.clone();

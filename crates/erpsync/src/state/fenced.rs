@@ -11,8 +11,8 @@ use serde_json::Value;
 use super::operator::{FlowSwitch, RunLine};
 use super::store::{Bindings, Coordination, Failures, Journal, Runs, Store};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Result, RunRecord, Scope,
-    StateWrite, SystemHealth,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, PairSide, Result, RunRecord,
+    Scope, StateWrite, SystemHealth,
 };
 
 fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
@@ -22,7 +22,7 @@ fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
 impl Store {
     /// This store with the writes of its sync roles fenced by one lease grant. Coordination
     /// is left as it is: leases are what fences, not what is fenced.
-    pub fn fenced(&self, fence: Fence) -> Store {
+    pub(crate) fn fenced(&self, fence: Fence) -> Store {
         Store {
             bindings: Arc::new(Fenced {
                 inner: self.bindings.clone(),
@@ -77,10 +77,10 @@ impl Bindings for Fenced<dyn Bindings> {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
+        side: PairSide,
         id: &str,
     ) -> Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side_a, id).await
+        self.inner.binding_by_id(scope, side, id).await
     }
     async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
         self.write(StateWrite::PutBindings(scope.clone(), bindings.to_vec()))

@@ -17,9 +17,9 @@ use super::migrate::{STEPS, latest};
 use super::model::StoredBases;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth, json_column as json,
-    keep_since,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, PairSide,
+    Pruned, Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth,
+    json_column as json, keep_since,
 };
 
 /// State in one SQLite file. Its calls block (on the file's lock, up to the busy timeout):
@@ -409,9 +409,9 @@ impl Blocking for SqliteStore {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>> {
+    fn binding_by_id(&self, scope: &Scope, side: PairSide, id: &str) -> Result<Option<Binding>> {
         let conn = self.conn();
-        let col = if side_a { "id_a" } else { "id_b" };
+        let col = side.id_column();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 AND {col} = ?4"
         ))?;
@@ -1125,7 +1125,10 @@ mod tests {
         );
         assert_eq!(got["A1"].base_b, Some(json!({"sku": "A1", "price": 50})));
         assert_eq!(
-            s.binding_by_id(&scope, false, "812").unwrap().unwrap().key,
+            s.binding_by_id(&scope, PairSide::B, "812")
+                .unwrap()
+                .unwrap()
+                .key,
             "A1"
         );
         assert_eq!(

@@ -23,8 +23,12 @@ pub trait Bindings: Send + Sync + std::fmt::Debug {
     /// How many bindings a scope has (how big the synced catalogue is).
     async fn binding_count(&self, scope: &Scope) -> Result<usize>;
     /// The binding whose id on one side is `id`.
-    async fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str)
-    -> Result<Option<Binding>>;
+    async fn binding_by_id(
+        &self,
+        scope: &Scope,
+        side: PairSide,
+        id: &str,
+    ) -> Result<Option<Binding>>;
     /// Inserts or replaces bindings, atomically.
     async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()>;
 

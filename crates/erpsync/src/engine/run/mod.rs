@@ -29,7 +29,7 @@ use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
-use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
+use crate::state::{Binding, Failure, JournalEntry, JournalState, PairSide, Scope};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -53,7 +53,7 @@ struct End<'e> {
     http: &'e Arc<HttpSystem>,
     /// Which of the binding's two columns holds this end: bindings are stored by system
     /// pair (`a`, `b`), shared by the flows of both directions.
-    is_a: bool,
+    pair_side: PairSide,
 }
 
 /// A record read from a side, mapped.
@@ -170,7 +170,7 @@ impl<'a> Refs<'a> {
                 .and_then(|found| {
                     found
                         .get(&key)
-                        .and_then(|b| b.id(scope.is_a(self.to)).map(str::to_string))
+                        .and_then(|b| b.id(scope.side_of(self.to)).map(str::to_string))
                 });
             self.found.insert((entity, key), id);
         }
@@ -552,7 +552,7 @@ impl<'e> Runner<'e> {
                 name,
                 ent: &def.entities[&entity.name],
                 http: &e.systems[name],
-                is_a: scope.is_a(name),
+                pair_side: scope.side_of(name),
             }
         };
         let carried: Vec<String> = if flow.fields.is_empty() {
@@ -1222,20 +1222,20 @@ impl<'e> Runner<'e> {
     /// A binding's id on a side. Bindings keep their two columns by system pair (`a`, `b`),
     /// shared by the flows of both directions; these four name them by this flow's sides.
     pub(super) fn id_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b str> {
-        b.id(self.end(side).is_a)
+        b.id(self.end(side).pair_side)
     }
 
     pub(super) fn set_id_on(&self, b: &mut Binding, side: Side, id: String) {
-        b.set_id(self.end(side).is_a, id);
+        b.set_id(self.end(side).pair_side, id);
     }
 
     /// What a binding last knew a side to hold.
     pub(super) fn base_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b Value> {
-        b.base(self.end(side).is_a)
+        b.base(self.end(side).pair_side)
     }
 
     pub(super) fn base_on_mut<'b>(&self, b: &'b mut Binding, side: Side) -> &'b mut Option<Value> {
-        b.base_mut(self.end(side).is_a)
+        b.base_mut(self.end(side).pair_side)
     }
 
     pub(super) async fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::PostgresStore;
 use super::rows::{BINDING_COLS, row_binding};
 use crate::state::store::Bindings;
-use crate::state::{Binding, Result, Scope, StateWrite};
+use crate::state::{Binding, PairSide, Result, Scope, StateWrite};
 
 #[async_trait]
 impl Bindings for PostgresStore {
@@ -57,10 +57,10 @@ impl Bindings for PostgresStore {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
+        side: PairSide,
         id: &str,
     ) -> Result<Option<Binding>> {
-        let col = if side_a { "id_a" } else { "id_b" };
+        let col = side.id_column();
         let c = self.pool.get().await?;
         c.query_opt(
             &format!(
