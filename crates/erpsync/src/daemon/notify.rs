@@ -21,6 +21,7 @@ use crate::config::model::{
     NotifyChannelConfig, NotifyChannelKind, NotifyConfig, NotifyOn, NotifyRuleConfig, SmtpTls,
 };
 use crate::redact::redact;
+use crate::state::FlowName;
 
 mod state;
 
@@ -181,7 +182,7 @@ impl Daemon {
                 let ok = self
                     .store
                     .runs
-                    .runs(Some(&f.id), 200)
+                    .runs(Some(FlowName::new(&f.id)), 200)
                     .await
                     .ok()
                     .and_then(|runs| {

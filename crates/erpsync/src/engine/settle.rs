@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::compile::Project;
 use crate::compile::types::normalize;
-use crate::state::{Binding, JournalEntry, Scope, StateStoreError, Store};
+use crate::state::{Binding, FlowName, JournalEntry, RecordKey, Scope, StateStoreError, Store};
 
 /// What the person found in the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,10 @@ pub async fn settle_pending(
     let flow = project
         .flow(flow_id)
         .ok_or_else(|| PendingSettleError::UnknownFlow(flow_id.to_string()))?;
-    let pending = store.journal.journal_pending(Some(&flow.id)).await?;
+    let pending = store
+        .journal
+        .journal_pending(Some(FlowName::new(&flow.id)))
+        .await?;
     // The journal holds normalised keys; accept the key as typed or as the flow normalises it.
     let normalised = normalize(key, &flow.normalize);
     let key = if pending.iter().any(|e| e.key == key) {
@@ -81,7 +84,7 @@ pub async fn settle_pending(
             if b.id(source_side).is_none()
                 && let Some(f) = store
                     .failures
-                    .failures(Some(&flow.id))
+                    .failures(Some(FlowName::new(&flow.id)))
                     .await?
                     .into_iter()
                     .find(|f| f.key == key)
@@ -96,15 +99,25 @@ pub async fn settle_pending(
             }
             store
                 .journal
-                .journal_settle(&flow.id, &key, Some((&scope, &b)))
+                .journal_settle(
+                    FlowName::new(&flow.id),
+                    RecordKey::new(&key),
+                    Some((&scope, &b)),
+                )
                 .await?;
             // Settled: the failure kept for the in-doubt write is resolved.
-            store.failures.clear_failure(&flow.id, &key).await?;
+            store
+                .failures
+                .clear_failure(FlowName::new(&flow.id), RecordKey::new(&key))
+                .await?;
         }
         Settlement::NotSent => {
             // The failure kept for the write stays: `failures retry` (or a run that reads
             // the record again) sends it.
-            store.journal.journal_settle(&flow.id, &key, None).await?;
+            store
+                .journal
+                .journal_settle(FlowName::new(&flow.id), RecordKey::new(&key), None)
+                .await?;
         }
     }
     Ok(entries)

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::ids::{FlowName, NativeId, RecordKey};
 use super::lease::{Fence, Instance};
 use super::model::*;
 use super::operator::{FlowSwitch, RunLine};
@@ -242,7 +243,7 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
         &self,
         scope: &Scope,
         side: PairSide,
-        id: &str,
+        id: NativeId<'_>,
     ) -> Result<Option<Binding>> {
         let scope = scope.clone();
         let id = id.to_string();
@@ -253,25 +254,35 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
         let bindings = bindings.to_vec();
         self.call(move |s| s.put_bindings(&scope, &bindings)).await
     }
-    async fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
+    async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         let flow = flow.to_string();
         self.call(move |s| s.cursor(&flow)).await
     }
-    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()> {
         let flow = flow.to_string();
         self.call(move |s| s.set_cursor(&flow, at)).await
     }
-    async fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+    async fn is_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        since: DateTime<Utc>,
+    ) -> Result<bool> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.is_absent(&flow, &key, since)).await
     }
-    async fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn note_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.note_absent(&flow, &key, at)).await
     }
-    async fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+    async fn forget_absent(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.forget_absent(&flow, &key)).await
@@ -302,14 +313,14 @@ impl<S: Blocking> Journal for OffRuntime<S> {
         let payload = payload.clone();
         self.call(move |s| s.journal_progress(id, &payload)).await
     }
-    async fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
-        let flow = flow.map(str::to_string);
+    async fn journal_pending(&self, flow: Option<FlowName<'_>>) -> Result<Vec<JournalEntry>> {
+        let flow = flow.map(|f| f.to_string());
         self.call(move |s| s.journal_pending(flow.as_deref())).await
     }
     async fn journal_settle(
         &self,
-        flow: &str,
-        key: &str,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<usize> {
         let flow = flow.to_string();
@@ -318,7 +329,7 @@ impl<S: Blocking> Journal for OffRuntime<S> {
         self.call(move |s| s.journal_settle(&flow, &key, binding.as_ref().map(|(s, b)| (s, b))))
             .await
     }
-    async fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
+    async fn journal_of_key(&self, key: RecordKey<'_>) -> Result<Vec<JournalEntry>> {
         let key = key.to_string();
         self.call(move |s| s.journal_of_key(&key)).await
     }
@@ -330,13 +341,13 @@ impl<S: Blocking> Failures for OffRuntime<S> {
         let failure = failure.clone();
         self.call(move |s| s.put_failure(&failure)).await
     }
-    async fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
+    async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.clear_failure(&flow, &key)).await
     }
-    async fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
-        let flow = flow.map(str::to_string);
+    async fn failures(&self, flow: Option<FlowName<'_>>) -> Result<Vec<Failure>> {
+        let flow = flow.map(|f| f.to_string());
         self.call(move |s| s.failures(flow.as_deref())).await
     }
     async fn failure(&self, id: i64) -> Result<Option<Failure>> {
@@ -351,7 +362,7 @@ impl<S: Blocking> Failures for OffRuntime<S> {
 impl<S: Blocking> Runs for OffRuntime<S> {
     async fn run_start(
         &self,
-        flow: &str,
+        flow: FlowName<'_>,
         kind: &str,
         at: DateTime<Utc>,
         instance: &Instance,
@@ -376,8 +387,8 @@ impl<S: Blocking> Runs for OffRuntime<S> {
         self.call(move |s| s.run_finish(id, at, &status, &counts, error.as_deref()))
             .await
     }
-    async fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        let flow = flow.map(str::to_string);
+    async fn runs(&self, flow: Option<FlowName<'_>>, limit: usize) -> Result<Vec<RunRecord>> {
+        let flow = flow.map(|f| f.to_string());
         self.call(move |s| s.runs(flow.as_deref(), limit)).await
     }
     async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
@@ -385,13 +396,13 @@ impl<S: Blocking> Runs for OffRuntime<S> {
     }
     async fn abandon_runs(
         &self,
-        flow: Option<&str>,
+        flow: Option<FlowName<'_>>,
         of: Option<&str>,
         keep: &str,
         at: DateTime<Utc>,
         why: &str,
     ) -> Result<usize> {
-        let flow = flow.map(str::to_string);
+        let flow = flow.map(|f| f.to_string());
         let of = of.map(str::to_string);
         let keep = keep.to_string();
         let why = why.to_string();
@@ -405,7 +416,7 @@ impl<S: Blocking> Runs for OffRuntime<S> {
     async fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
         self.call(move |s| s.run_lines(run_id)).await
     }
-    async fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
+    async fn run_lines_of_key(&self, key: RecordKey<'_>, limit: usize) -> Result<Vec<RunLine>> {
         let key = key.to_string();
         self.call(move |s| s.run_lines_of_key(&key, limit)).await
     }

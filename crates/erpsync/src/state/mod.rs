@@ -7,6 +7,7 @@
 
 mod blocking;
 mod fenced;
+mod ids;
 pub(crate) mod lease;
 mod migrate;
 mod model;
@@ -16,6 +17,7 @@ mod postgres;
 mod sqlite;
 mod store;
 
+pub use ids::{FlowName, NativeId, RecordKey};
 pub use lease::{Fence, Instance, LeaseLostError, provably_dead};
 pub use model::{
     Binding, Failure, JournalEntry, JournalState, Lease, NodeRecord, PairSide, Pruned, Result,

@@ -924,6 +924,7 @@ fn query_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::FlowName;
     use serde_json::json;
 
     /// A write that waits for another process's lock of the SQLite file waits off the
@@ -960,7 +961,7 @@ mod tests {
         let started = std::time::Instant::now();
         store
             .bindings
-            .set_cursor("f", chrono::Utc::now())
+            .set_cursor(FlowName::new("f"), chrono::Utc::now())
             .await
             .unwrap();
         let waited = started.elapsed();
@@ -975,7 +976,14 @@ mod tests {
             ticks >= 10,
             "the ticker ran {ticks} times while the write waited {waited:?}"
         );
-        assert!(store.bindings.cursor("f").await.unwrap().is_some());
+        assert!(
+            store
+                .bindings
+                .cursor(FlowName::new("f"))
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]

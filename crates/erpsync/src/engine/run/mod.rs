@@ -29,7 +29,9 @@ use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
-use crate::state::{Binding, Failure, JournalEntry, JournalState, PairSide, Scope};
+use crate::state::{
+    Binding, Failure, FlowName, JournalEntry, JournalState, PairSide, RecordKey, Scope,
+};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -218,7 +220,7 @@ pub(super) async fn run_flow(
             engine
                 .store
                 .runs
-                .run_start(&flow.id, kind, started, &engine.instance)
+                .run_start(FlowName::new(&flow.id), kind, started, &engine.instance)
                 .await?,
         )
     };
@@ -590,7 +592,7 @@ impl<'e> Runner<'e> {
         } else {
             e.store
                 .failures
-                .failures(Some(&flow.id))
+                .failures(Some(FlowName::new(&flow.id)))
                 .await?
                 .into_iter()
                 .map(|f| f.key)
@@ -652,7 +654,13 @@ impl<'e> Runner<'e> {
             None
         } else if let Some(inc) = incremental {
             let overlap = chrono::Duration::seconds(inc.overlap_secs as i64);
-            match self.e.store.bindings.cursor(&self.flow.id).await? {
+            match self
+                .e
+                .store
+                .bindings
+                .cursor(FlowName::new(&self.flow.id))
+                .await?
+            {
                 Some(c) => Some(c - overlap),
                 None => self.flow.incremental_start,
             }
@@ -889,13 +897,17 @@ impl<'e> Runner<'e> {
                     self.e
                         .store
                         .bindings
-                        .set_cursor(&self.flow.id, self.started)
+                        .set_cursor(FlowName::new(&self.flow.id), self.started)
                         .await?
                 }
                 CursorHold::AtMost(floor) => {
                     let at = self.started.min(floor);
                     tracing::info!(flow = %self.flow.id, cursor = %at, "pages shifted while listing; cursor held back");
-                    self.e.store.bindings.set_cursor(&self.flow.id, at).await?;
+                    self.e
+                        .store
+                        .bindings
+                        .set_cursor(FlowName::new(&self.flow.id), at)
+                        .await?;
                 }
                 CursorHold::Kept => {
                     tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
@@ -1450,7 +1462,7 @@ impl<'e> Runner<'e> {
             self.e
                 .store
                 .failures
-                .clear_failure(&self.flow.id, key)
+                .clear_failure(FlowName::new(&self.flow.id), RecordKey::new(key))
                 .await?;
             tracing::info!(flow = %self.flow.id, key, "record synced; its failure is cleared");
             self.report.counts.failures_cleared += 1;
@@ -1561,7 +1573,7 @@ impl Engine {
             let kept: HashSet<String> = self
                 .store
                 .failures
-                .failures(Some(&flow))
+                .failures(Some(FlowName::new(&flow)))
                 .await?
                 .into_iter()
                 .map(|f| f.key)
