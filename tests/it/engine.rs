@@ -663,7 +663,7 @@ impl Bindings for CountingBindings {
     async fn bindings(
         &self,
         scope: &Scope,
-        keys: &[String],
+        keys: &[RecordKey<'_>],
     ) -> erpsync::state::Result<HashMap<String, Binding>> {
         self.binding_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -1588,7 +1588,8 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
             adopted.len()
         );
         let scope = Scope::new("stock", "erp", "shop");
-        let bound = h.store.bindings.bindings(&scope, &adopted).await.unwrap();
+        let keys: Vec<RecordKey> = adopted.iter().map(|k| RecordKey::new(k)).collect();
+        let bound = h.store.bindings.bindings(&scope, &keys).await.unwrap();
         let missing: Vec<&String> = adopted
             .iter()
             .filter(|k| {

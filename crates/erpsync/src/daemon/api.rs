@@ -412,7 +412,7 @@ pub(crate) async fn record(d: &Daemon, key: &str) -> ApiResult {
         }
         let found = store
             .bindings
-            .bindings(&scope, std::slice::from_ref(&k))
+            .bindings(&scope, &[RecordKey::new(&k)])
             .await
             .map_err(ApiError::internal)?;
         if let Some(b) = found.get(&k) {

@@ -218,7 +218,8 @@ impl Engine {
         scope: &Scope,
         keys: &[String],
     ) -> Result<HashMap<String, Binding>, crate::state::StateStoreError> {
-        let mut found = self.store.bindings.bindings(scope, keys).await?;
+        let typed: Vec<RecordKey> = keys.iter().map(|k| RecordKey::new(k)).collect();
+        let mut found = self.store.bindings.bindings(scope, &typed).await?;
         if let Some(plan) = &self.plan {
             let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(planned) = plan.get(scope) {

@@ -63,7 +63,7 @@ pub async fn settle_pending(
             let scope = Scope::new(&flow.entity, &flow.from, &flow.to);
             let mut b = store
                 .bindings
-                .bindings(&scope, std::slice::from_ref(&key))
+                .bindings(&scope, &[RecordKey::new(&key)])
                 .await?
                 .remove(&key)
                 .unwrap_or_else(|| Binding {

@@ -226,9 +226,13 @@ impl<S: Blocking> OffRuntime<S> {
 
 #[async_trait]
 impl<S: Blocking> Bindings for OffRuntime<S> {
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>> {
         let scope = scope.clone();
-        let keys = keys.to_vec();
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         self.call(move |s| s.bindings(&scope, &keys)).await
     }
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {

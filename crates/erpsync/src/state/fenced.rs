@@ -66,7 +66,11 @@ impl<R: ?Sized> Fenced<R> {
 
 #[async_trait]
 impl Bindings for Fenced<dyn Bindings> {
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>> {
         self.inner.bindings(scope, keys).await
     }
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {

@@ -17,8 +17,12 @@ use super::operator::{FlowSwitch, RunLine};
 
 #[async_trait]
 pub trait Bindings: Send + Sync + std::fmt::Debug {
-    /// The bindings of the given keys that exist.
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>>;
+    /// The bindings of the given keys that exist, by key.
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>>;
     /// Every binding of a scope.
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>>;
     /// How many bindings a scope has (how big the synced catalogue is).

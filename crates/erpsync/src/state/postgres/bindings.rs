@@ -12,7 +12,12 @@ use crate::state::{Binding, FlowName, NativeId, PairSide, RecordKey, Result, Sco
 
 #[async_trait]
 impl Bindings for PostgresStore {
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>> {
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
         let c = self.pool.get().await?;
         let rows = c
             .query(
