@@ -11,7 +11,7 @@ use super::common::{
 use super::output::FormatArgs;
 use erpsync::compile::Project;
 use erpsync::engine::{Settlement, settle_pending};
-use erpsync::state::Store;
+use erpsync::state::{FlowName, Store};
 
 /// Arguments of `erpsync failures`.
 #[derive(Debug, clap::Args)]
@@ -193,7 +193,10 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         } => {
             let p = load_project(&project.paths)?;
             let store = open_state_read_only(&project, &p).await?;
-            let failures = store.failures.failures(flow.as_deref()).await?;
+            let failures = store
+                .failures
+                .failures(flow.as_deref().map(FlowName::new))
+                .await?;
             if format.is_json() {
                 super::output::json(&failures)?;
             } else if failures.is_empty() {
@@ -279,7 +282,10 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
         } => {
             let p = load_project(&project.paths)?;
             let store = open_state_read_only(&project, &p).await?;
-            let pending = store.journal.journal_pending(flow.as_deref()).await?;
+            let pending = store
+                .journal
+                .journal_pending(flow.as_deref().map(FlowName::new))
+                .await?;
             if format.is_json() {
                 // Payloads may carry personal data or secrets: masked like failures.
                 let masked: Vec<_> = pending

@@ -13,7 +13,7 @@ use erpsync::authoring::testfile::{
 };
 use erpsync::compile::{Flow, Project};
 use erpsync::engine::RunReport;
-use erpsync::state::{Scope, Store};
+use erpsync::state::{FlowName, Scope, Store};
 
 /// How the recorded run was asked for, so its replay runs the same way.
 pub struct RecordedRun<'a> {
@@ -44,7 +44,7 @@ impl Recorder {
             if !scopes.contains(&scope) {
                 scopes.push(scope);
             }
-            if let Some(at) = store.bindings.cursor(&f.id).await? {
+            if let Some(at) = store.bindings.cursor(FlowName::new(&f.id)).await? {
                 seed.cursors.insert(f.id.clone(), at);
             }
         }

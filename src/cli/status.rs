@@ -9,8 +9,8 @@ use std::process::ExitCode;
 use super::common::{ProjectArgs, load_project, open_state_read_only};
 use super::output::FormatArgs;
 use erpsync::clock::{Clock as _, SystemClock};
-use erpsync::state::Lease;
-use erpsync::state::lease::provably_dead;
+use erpsync::state::provably_dead;
+use erpsync::state::{FlowName, Lease};
 
 /// Arguments of `erpsync status`.
 #[derive(Debug, clap::Args)]
@@ -79,7 +79,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         let lease = held.map(
             |l| serde_json::json!({"holder": l.holder, "node": l.node, "expires_at": l.expires_at}),
         );
-        let mut last = store.runs.runs(Some(&flow.id), 1).await?.into_iter().next();
+        let mut last = store
+            .runs
+            .runs(Some(FlowName::new(&flow.id)), 1)
+            .await?
+            .into_iter()
+            .next();
         // A run still marked running whose process holds no live lease of the flow is not
         // running: its process died or lost the flow (the next holder closes it for good).
         if let Some(r) = last.as_mut()
@@ -89,8 +94,12 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         {
             r.status = "abandoned".into();
         }
-        let failures = store.failures.failures(Some(&flow.id)).await?.len();
-        let cursor = store.bindings.cursor(&flow.id).await?;
+        let failures = store
+            .failures
+            .failures(Some(FlowName::new(&flow.id)))
+            .await?
+            .len();
+        let cursor = store.bindings.cursor(FlowName::new(&flow.id)).await?;
         rows.push(serde_json::json!({
             "flow": flow.id,
             "enabled": flow.enabled,

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{Daemon, DaemonEvent};
-use erpsync::state::{SqliteStore, Store};
+use erpsync::state::{FlowName, SqliteStore, Store};
 use erpsync_sim::{FailRule, Faults, seed_both};
 use fantoccini::{Client, ClientBuilder, Locator};
 use reqwest::StatusCode;
@@ -330,7 +330,7 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     let refused = numbers.iter().find(|n| **n != lost).unwrap().clone();
     let failures = store
         .failures
-        .failures(Some("orders_to_erp"))
+        .failures(Some(FlowName::new("orders_to_erp")))
         .await
         .unwrap();
     let failure = failures.iter().find(|f| f.key == refused).unwrap();
@@ -442,7 +442,12 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     assert!(erp.counters().total() > calls, "the dry run read the ERP");
     assert_eq!(erp.counters().writes(), writes, "a dry run writes nothing");
     assert_eq!(
-        store.runs.runs(Some("products"), 10).await.unwrap().len(),
+        store
+            .runs
+            .runs(Some(FlowName::new("products")), 10)
+            .await
+            .unwrap()
+            .len(),
         0,
         "a dry run is no run"
     );
@@ -483,7 +488,12 @@ async fn an_operator_runs_retries_settles_and_switches_flows_from_the_browser() 
     assert!(other.drain(PATIENCE).await);
     assert!(d.drain(PATIENCE).await);
     assert_eq!(
-        store.runs.runs(Some("products"), 10).await.unwrap().len(),
+        store
+            .runs
+            .runs(Some(FlowName::new("products")), 10)
+            .await
+            .unwrap()
+            .len(),
         0
     );
     // A reload and a restart keep it off.

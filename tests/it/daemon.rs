@@ -13,7 +13,7 @@ use erpsync::daemon::{
     Cause, ConfigReloadError, Daemon, DaemonEvent, ServeOptions, TriggerRefusedError, serve,
 };
 use erpsync::engine::RunOptions;
-use erpsync::state::{Failure, SqliteStore, Store};
+use erpsync::state::{Failure, FlowName, SqliteStore, Store};
 use erpsync_sim::shop::Order;
 use erpsync_sim::webhook::{DELIVERY_ID_HEADER, SIGNATURE_HEADER, sign};
 use erpsync_sim::{ErpHandle, ShopHandle, WebhookConfig};
@@ -174,12 +174,17 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
     assert!(fired.contains(&("variant_stock".to_string(), Cause::Reconcile)));
     assert_eq!(fired.len(), 5, "{fired:?}");
     assert!(d.drain(Duration::from_secs(5)).await);
-    let runs = r.store.runs.runs(Some("stock"), 10).await.unwrap();
+    let runs = r
+        .store
+        .runs
+        .runs(Some(FlowName::new("stock")), 10)
+        .await
+        .unwrap();
     assert_eq!(runs[0].kind, "reconcile");
     assert!(
         r.store
             .runs
-            .runs(Some("orders_from_erp"), 10)
+            .runs(Some(FlowName::new("orders_from_erp")), 10)
             .await
             .unwrap()
             .is_empty()
@@ -201,7 +206,7 @@ async fn schedules_fire_and_a_run_still_going_skips_the_next_tick() {
     assert_eq!(
         r.store
             .runs
-            .runs(Some("orders_from_erp"), 10)
+            .runs(Some(FlowName::new("orders_from_erp")), 10)
             .await
             .unwrap()
             .len(),
@@ -271,7 +276,12 @@ async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_ar
         }
     );
     wait_for(&mut events, finished("stock")).await;
-    let stock_run = &r.store.runs.runs(Some("stock"), 1).await.unwrap()[0];
+    let stock_run = &r
+        .store
+        .runs
+        .runs(Some(FlowName::new("stock")), 1)
+        .await
+        .unwrap()[0];
     assert_eq!(stock_run.kind, "scoped");
     // The shop sent `order.created` and `order.status_changed`: both are handled, the order
     // is exported once.
@@ -280,7 +290,7 @@ async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_ar
     let runs_before = r
         .store
         .runs
-        .runs(Some("orders_to_erp"), 10)
+        .runs(Some(FlowName::new("orders_to_erp")), 10)
         .await
         .unwrap()
         .len();
@@ -341,7 +351,7 @@ async fn a_signed_webhook_exports_the_order_at_once_and_forgeries_and_replays_ar
     assert_eq!(
         r.store
             .runs
-            .runs(Some("orders_to_erp"), 10)
+            .runs(Some(FlowName::new("orders_to_erp")), 10)
             .await
             .unwrap()
             .len(),
@@ -416,7 +426,7 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
     let store: Store = Store::from(SqliteStore::open(&state).unwrap());
     let runs_before = store
         .runs
-        .runs(Some("orders_to_erp"), 10)
+        .runs(Some(FlowName::new("orders_to_erp")), 10)
         .await
         .unwrap()
         .len();
@@ -431,7 +441,7 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
     assert_eq!(
         store
             .runs
-            .runs(Some("orders_to_erp"), 10)
+            .runs(Some(FlowName::new("orders_to_erp")), 10)
             .await
             .unwrap()
             .len(),
@@ -451,7 +461,7 @@ async fn a_delivery_accepted_before_a_restart_is_refused_as_repeated_after_it() 
     assert_eq!(
         store
             .runs
-            .runs(Some("orders_to_erp"), 10)
+            .runs(Some(FlowName::new("orders_to_erp")), 10)
             .await
             .unwrap()
             .len(),
@@ -499,7 +509,7 @@ async fn a_delivery_the_state_cannot_remember_is_answered_503_and_taken_when_sen
     assert!(
         store
             .runs
-            .runs(Some("orders_to_erp"), 10)
+            .runs(Some(FlowName::new("orders_to_erp")), 10)
             .await
             .unwrap()
             .is_empty()
@@ -742,7 +752,12 @@ async fn admin_api_needs_the_token_and_shows_flows_runs_failures_and_metrics() {
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
     wait_for(&mut events, finished("products")).await;
     assert_eq!(
-        r.store.runs.runs(Some("products"), 1).await.unwrap()[0].kind,
+        r.store
+            .runs
+            .runs(Some(FlowName::new("products")), 1)
+            .await
+            .unwrap()[0]
+            .kind,
         "scoped"
     );
     let resp = client
@@ -811,13 +826,18 @@ async fn shutdown_during_a_run_lets_it_finish_and_loses_nothing() {
             o.number
         );
     }
-    let run = &r.store.runs.runs(Some("orders_to_erp"), 1).await.unwrap()[0];
+    let run = &r
+        .store
+        .runs
+        .runs(Some(FlowName::new("orders_to_erp")), 1)
+        .await
+        .unwrap()[0];
     assert_eq!(run.status, "ok");
     assert!(run.finished_at.is_some());
     assert!(
         r.store
             .bindings
-            .cursor("orders_to_erp")
+            .cursor(FlowName::new("orders_to_erp"))
             .await
             .unwrap()
             .is_some(),
@@ -826,7 +846,7 @@ async fn shutdown_during_a_run_lets_it_finish_and_loses_nothing() {
     assert!(
         r.store
             .journal
-            .journal_pending(Some("orders_to_erp"))
+            .journal_pending(Some(FlowName::new("orders_to_erp")))
             .await
             .unwrap()
             .is_empty()
@@ -1045,7 +1065,7 @@ flows:
     assert!(
         store
             .bindings
-            .cursor("orders_to_erp.shop_bg")
+            .cursor(FlowName::new("orders_to_erp.shop_bg"))
             .await
             .unwrap()
             .is_none()
@@ -1053,7 +1073,7 @@ flows:
     assert!(
         store
             .bindings
-            .cursor("orders_to_erp.shop_ro")
+            .cursor(FlowName::new("orders_to_erp.shop_ro"))
             .await
             .unwrap()
             .is_some()

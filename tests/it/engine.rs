@@ -11,7 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
-use erpsync::state::{Binding, Bindings, Scope, SqliteStore, Store};
+use erpsync::state::{
+    Binding, Bindings, FlowName, NativeId, PairSide, RecordKey, Scope, SqliteStore, Store,
+};
 use erpsync_sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync_sim::shop::{Order, Product};
 use erpsync_sim::{Faults, ShopHandle};
@@ -434,7 +436,13 @@ async fn incremental_stock_starts_at_the_configured_date() {
         h.shop.product_by_sku("SKU-000004").unwrap().stock,
         Some(erp4)
     );
-    let cursor = h.store.bindings.cursor("stock").await.unwrap().unwrap();
+    let cursor = h
+        .store
+        .bindings
+        .cursor(FlowName::new("stock"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(cursor.to_rfc3339(), "2026-03-01T10:01:00+00:00");
 
     // The next run reads from the cursor less the 60 s overlap (10:00:00): the four records
@@ -611,7 +619,13 @@ async fn changes_survive_shifting_pages(erp: bool) {
         let r = h.run("products").await;
         assert!(r.ok(), "{:?}", r.errors);
         // Whatever has not crossed yet must be after the cursor, where the next run reads.
-        let cursor = h.store.bindings.cursor("products").await.unwrap().unwrap();
+        let cursor = h
+            .store
+            .bindings
+            .cursor(FlowName::new("products"))
+            .await
+            .unwrap()
+            .unwrap();
         let across: HashMap<String, String> = names(&h, !erp)
             .into_iter()
             .map(|(sku, name, _)| (sku, name))
@@ -649,7 +663,7 @@ impl Bindings for CountingBindings {
     async fn bindings(
         &self,
         scope: &Scope,
-        keys: &[String],
+        keys: &[RecordKey<'_>],
     ) -> erpsync::state::Result<HashMap<String, Binding>> {
         self.binding_reads
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -664,37 +678,45 @@ impl Bindings for CountingBindings {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
-        id: &str,
+        side: PairSide,
+        id: NativeId<'_>,
     ) -> erpsync::state::Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side_a, id).await
+        self.inner.binding_by_id(scope, side, id).await
     }
     async fn put_bindings(&self, scope: &Scope, b: &[Binding]) -> erpsync::state::Result<()> {
         self.inner.put_bindings(scope, b).await
     }
-    async fn cursor(&self, flow: &str) -> erpsync::state::Result<Option<DateTime<Utc>>> {
+    async fn cursor(&self, flow: FlowName<'_>) -> erpsync::state::Result<Option<DateTime<Utc>>> {
         self.inner.cursor(flow).await
     }
-    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> erpsync::state::Result<()> {
+    async fn set_cursor(
+        &self,
+        flow: FlowName<'_>,
+        at: DateTime<Utc>,
+    ) -> erpsync::state::Result<()> {
         self.inner.set_cursor(flow, at).await
     }
     async fn is_absent(
         &self,
-        flow: &str,
-        key: &str,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
         since: DateTime<Utc>,
     ) -> erpsync::state::Result<bool> {
         self.inner.is_absent(flow, key, since).await
     }
     async fn note_absent(
         &self,
-        flow: &str,
-        key: &str,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
         at: DateTime<Utc>,
     ) -> erpsync::state::Result<()> {
         self.inner.note_absent(flow, key, at).await
     }
-    async fn forget_absent(&self, flow: &str, key: &str) -> erpsync::state::Result<()> {
+    async fn forget_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+    ) -> erpsync::state::Result<()> {
         self.inner.forget_absent(flow, key).await
     }
     async fn awaiting_actions(&self, scope: &Scope) -> erpsync::state::Result<Vec<Binding>> {
@@ -857,11 +879,21 @@ async fn dry_run_writes_nothing_and_predicts_the_run() {
         assert!(plan.dry_run);
         assert_eq!(h.writes(), (0, 0), "{f}: a dry run sends no write");
         assert!(
-            h.store.runs.runs(Some(f), 10).await.unwrap().is_empty(),
+            h.store
+                .runs
+                .runs(Some(FlowName::new(f)), 10)
+                .await
+                .unwrap()
+                .is_empty(),
             "{f}: a dry run records no run"
         );
         assert!(
-            h.store.bindings.cursor(f).await.unwrap().is_none(),
+            h.store
+                .bindings
+                .cursor(FlowName::new(f))
+                .await
+                .unwrap()
+                .is_none(),
             "{f}: a dry run moves no cursor"
         );
         created += plan.counts.created;
@@ -1075,7 +1107,7 @@ async fn a_permanent_failure_is_kept_and_succeeds_when_retried_after_the_fix() {
     let failures = h
         .store
         .failures
-        .failures(Some("orders_to_erp"))
+        .failures(Some(FlowName::new("orders_to_erp")))
         .await
         .unwrap();
     assert_eq!(failures.len(), 1);
@@ -1429,7 +1461,13 @@ async fn a_record_changed_while_the_source_is_paged_reaches_the_target_by_the_ne
     };
     let r = run_changing_the_shop_mid_listing(&h, "products", opts, renamed).await;
     assert!(r.ok(), "{:?}", r.errors);
-    let cursor = h.store.bindings.cursor("products").await.unwrap().unwrap();
+    let cursor = h
+        .store
+        .bindings
+        .cursor(FlowName::new("products"))
+        .await
+        .unwrap()
+        .unwrap();
     for p in h.shop.products() {
         if h.erp.product(&p.sku).unwrap().name != p.name {
             assert!(
@@ -1550,7 +1588,8 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
             adopted.len()
         );
         let scope = Scope::new("stock", "erp", "shop");
-        let bound = h.store.bindings.bindings(&scope, &adopted).await.unwrap();
+        let keys: Vec<RecordKey> = adopted.iter().map(|k| RecordKey::new(k)).collect();
+        let bound = h.store.bindings.bindings(&scope, &keys).await.unwrap();
         let missing: Vec<&String> = adopted
             .iter()
             .filter(|k| {
@@ -1602,7 +1641,12 @@ async fn the_next_source_page_is_read_while_one_is_written_and_a_failed_one_lose
     let h = Harness::new(N, |_| {}).await;
     let first = h.run("stock").await;
     assert_eq!(first.counts.adopted, N as u64, "{:#?}", first.counts);
-    let cursor = h.store.bindings.cursor("stock").await.unwrap();
+    let cursor = h
+        .store
+        .bindings
+        .cursor(FlowName::new("stock"))
+        .await
+        .unwrap();
     assert!(cursor.is_some());
     h.later(10);
     let codes: Vec<String> = h.erp.products().into_iter().map(|p| p.code).collect();
@@ -1660,7 +1704,11 @@ async fn the_next_source_page_is_read_while_one_is_written_and_a_failed_one_lose
     assert_eq!(synced(), 500, "two pages of updates");
     assert_eq!(h.writes(), (500, 0));
     assert_eq!(
-        h.store.bindings.cursor("stock").await.unwrap(),
+        h.store
+            .bindings
+            .cursor(FlowName::new("stock"))
+            .await
+            .unwrap(),
         cursor,
         "cursor kept"
     );

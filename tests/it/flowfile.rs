@@ -5,7 +5,7 @@
 //! predicts the run flow after flow.
 
 use erpsync::engine::{Decision, RunReport};
-use erpsync::state::Store;
+use erpsync::state::{FlowName, Store};
 use erpsync_sim::Faults;
 use erpsync_sim::shop::Order;
 use serde_json::json;
@@ -569,7 +569,10 @@ async fn a_bidirectional_dry_run_merges_back_what_an_earlier_flow_would_create_i
     h.later(10);
     h.store
         .bindings
-        .set_cursor("products", erpsync::clock::Clock::now(&h.clock))
+        .set_cursor(
+            FlowName::new("products"),
+            erpsync::clock::Clock::now(&h.clock),
+        )
         .await
         .unwrap();
     h.later(10);

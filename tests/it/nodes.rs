@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use erpsync::state::{Lease, Store};
+use erpsync::state::{FlowName, Lease, Store};
 use erpsync_sim::{
     ErpHandle, ErpOptions, ErpSim, Faults, ShopHandle, ShopOptions, ShopSim, seed_both,
 };
@@ -286,7 +286,11 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
 
     // History: the paused run is closed as abandoned by the node that took over, with the
     // node and process that ran each.
-    let runs = store.runs.runs(Some("orders_to_erp"), 10).await.unwrap();
+    let runs = store
+        .runs
+        .runs(Some(FlowName::new("orders_to_erp")), 10)
+        .await
+        .unwrap();
     let pid = |r: &erpsync::state::RunRecord| {
         r.instance
             .as_deref()
@@ -306,7 +310,7 @@ async fn a_paused_holder_writes_nothing_once_its_lease_is_lost() {
     assert!(
         store
             .journal
-            .journal_pending(Some("orders_to_erp"))
+            .journal_pending(Some(FlowName::new("orders_to_erp")))
             .await
             .unwrap()
             .is_empty()
@@ -440,7 +444,7 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
     until_async(60, "writes left in doubt to be settled", async || {
         store
             .journal
-            .journal_pending(Some("orders_to_erp"))
+            .journal_pending(Some(FlowName::new("orders_to_erp")))
             .await
             .unwrap()
             .is_empty()
@@ -448,7 +452,11 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
     .await;
     // Its run is not shown as running any more.
     until_async(30, "the dead daemon's run to be closed", async || {
-        let runs = store.runs.runs(Some("orders_to_erp"), 50).await.unwrap();
+        let runs = store
+            .runs
+            .runs(Some(FlowName::new("orders_to_erp")), 50)
+            .await
+            .unwrap();
         runs.iter().any(|r| r.status == "abandoned")
             && !runs.iter().any(|r| {
                 r.status == "running"
@@ -560,12 +568,16 @@ async fn ctrl_c_on_run_once_stops_between_records_says_so_and_records_the_run_in
     assert!(
         store
             .journal
-            .journal_pending(Some("orders_to_erp"))
+            .journal_pending(Some(FlowName::new("orders_to_erp")))
             .await
             .unwrap()
             .is_empty()
     );
-    let last = &store.runs.runs(Some("orders_to_erp"), 1).await.unwrap()[0];
+    let last = &store
+        .runs
+        .runs(Some(FlowName::new("orders_to_erp")), 1)
+        .await
+        .unwrap()[0];
     assert_eq!(last.status, "interrupted", "{last:?}");
     assert!(last.finished_at.is_some());
     let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
@@ -657,7 +669,11 @@ async fn ctrl_c_typed_on_a_terminal_stops_run_once_cleanly() {
         }
     }
     let store = erpsync::state::Store::from(erpsync::state::SqliteStore::open(&path).unwrap());
-    let last = &store.runs.runs(Some("orders_to_erp"), 1).await.unwrap()[0];
+    let last = &store
+        .runs
+        .runs(Some(FlowName::new("orders_to_erp")), 1)
+        .await
+        .unwrap()[0];
     assert_eq!(last.status, "interrupted", "{last:?}");
 }
 
@@ -729,7 +745,7 @@ async fn the_daemon_prunes_runs_older_than_the_retention() {
         let at = now - chrono::Duration::days(days);
         let id = store
             .runs
-            .run_start("stock", "sync", at, &someone)
+            .run_start(FlowName::new("stock"), "sync", at, &someone)
             .await
             .unwrap();
         if finished {
@@ -769,7 +785,7 @@ async fn the_daemon_prunes_runs_older_than_the_retention() {
     until_async(30, "the old run to be pruned", async || {
         store
             .runs
-            .runs(Some("stock"), 10)
+            .runs(Some(FlowName::new("stock")), 10)
             .await
             .unwrap()
             .iter()
@@ -778,7 +794,7 @@ async fn the_daemon_prunes_runs_older_than_the_retention() {
     .await;
     let left: Vec<i64> = store
         .runs
-        .runs(Some("stock"), 10)
+        .runs(Some(FlowName::new("stock")), 10)
         .await
         .unwrap()
         .iter()

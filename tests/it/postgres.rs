@@ -16,8 +16,8 @@ use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
 use erpsync::state::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, PostgresStore, Scope,
-    SqliteStore, StateStoreError, StateWrite, Store,
+    Binding, Failure, Fence, FlowName, Instance, JournalEntry, JournalState, Lease, NativeId,
+    PairSide, PostgresStore, RecordKey, Scope, SqliteStore, StateStoreError, StateWrite, Store,
 };
 use erpsync_sim::seed_both;
 use serde_json::json;
@@ -95,13 +95,16 @@ async fn conformance(s: &Store) {
     );
     assert_eq!(
         s.bindings
-            .binding_by_id(&scope, false, "812")
+            .binding_by_id(&scope, PairSide::B, NativeId::new("812"))
             .await
             .unwrap(),
         Some(a1.clone())
     );
     assert_eq!(
-        s.bindings.binding_by_id(&scope, true, "812").await.unwrap(),
+        s.bindings
+            .binding_by_id(&scope, PairSide::A, NativeId::new("812"))
+            .await
+            .unwrap(),
         None
     );
     // A page of bindings in one call (adoptions, written together): both sides alike, or
@@ -141,19 +144,25 @@ async fn conformance(s: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        s.bindings.binding_by_id(&scope, true, "3").await.unwrap(),
+        s.bindings
+            .binding_by_id(&scope, PairSide::A, NativeId::new("3"))
+            .await
+            .unwrap(),
         Some(a1b.clone())
     );
 
     // Cursors.
-    assert_eq!(s.bindings.cursor("f").await.unwrap(), None);
-    s.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
+    assert_eq!(s.bindings.cursor(FlowName::new("f")).await.unwrap(), None);
     s.bindings
-        .set_cursor("f", t("11:00:00.000001"))
+        .set_cursor(FlowName::new("f"), t("10:00:00"))
+        .await
+        .unwrap();
+    s.bindings
+        .set_cursor(FlowName::new("f"), t("11:00:00.000001"))
         .await
         .unwrap();
     assert_eq!(
-        s.bindings.cursor("f").await.unwrap(),
+        s.bindings.cursor(FlowName::new("f")).await.unwrap(),
         Some(t("11:00:00.000001"))
     );
 
@@ -165,7 +174,11 @@ async fn conformance(s: &Store) {
         .journal_begin(&entry("orders", "A"))
         .await
         .unwrap();
-    let pending = s.journal.journal_pending(Some("orders")).await.unwrap();
+    let pending = s
+        .journal
+        .journal_pending(Some(FlowName::new("orders")))
+        .await
+        .unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(
         (pending[0].id, pending[0].state, pending[0].created_at),
@@ -209,7 +222,7 @@ async fn conformance(s: &Store) {
     assert_eq!(keys, ["B", "C", "D"]);
     assert_eq!(
         s.journal
-            .journal_pending(Some("orders"))
+            .journal_pending(Some(FlowName::new("orders")))
             .await
             .unwrap()
             .len(),
@@ -222,7 +235,11 @@ async fn conformance(s: &Store) {
     };
     assert_eq!(
         s.journal
-            .journal_settle("orders", "B", Some((&order, &b)))
+            .journal_settle(
+                FlowName::new("orders"),
+                RecordKey::new("B"),
+                Some((&order, &b))
+            )
             .await
             .unwrap(),
         1
@@ -232,7 +249,10 @@ async fn conformance(s: &Store) {
         b
     );
     assert_eq!(
-        s.journal.journal_settle("orders", "C", None).await.unwrap(),
+        s.journal
+            .journal_settle(FlowName::new("orders"), RecordKey::new("C"), None)
+            .await
+            .unwrap(),
         1
     );
     assert!(
@@ -249,7 +269,11 @@ async fn conformance(s: &Store) {
     };
     assert_eq!(
         s.journal
-            .journal_settle("orders", "D", Some((&order, &d)))
+            .journal_settle(
+                FlowName::new("orders"),
+                RecordKey::new("D"),
+                Some((&order, &d))
+            )
             .await
             .unwrap(),
         0
@@ -291,7 +315,11 @@ async fn conformance(s: &Store) {
     f.key = "1002".into();
     let other = s.failures.put_failure(&f).await.unwrap();
     assert_ne!(other, fid);
-    let all = s.failures.failures(Some("orders")).await.unwrap();
+    let all = s
+        .failures
+        .failures(Some(FlowName::new("orders")))
+        .await
+        .unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(
         (all[0].attempts, all[0].error.as_str(), all[0].status),
@@ -302,10 +330,19 @@ async fn conformance(s: &Store) {
         (t("12:00:00"), t("12:05:00"))
     );
     assert_eq!(all[0].source_record, json!({"number": "1001"}));
-    assert!(s.failures.failures(Some("stock")).await.unwrap().is_empty());
+    assert!(
+        s.failures
+            .failures(Some(FlowName::new("stock")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(s.failures.failure(fid).await.unwrap().unwrap().key, "1001");
     assert!(s.failures.failure(fid + 1000).await.unwrap().is_none());
-    s.failures.clear_failure("orders", "1002").await.unwrap();
+    s.failures
+        .clear_failure(FlowName::new("orders"), RecordKey::new("1002"))
+        .await
+        .unwrap();
     assert!(s.failures.discard_failure(fid).await.unwrap());
     assert!(!s.failures.discard_failure(fid).await.unwrap());
     assert!(s.failures.failures(None).await.unwrap().is_empty());
@@ -317,16 +354,16 @@ async fn conformance(s: &Store) {
     };
     let r1 = s
         .runs
-        .run_start("stock", "sync", t("13:00:00"), &me)
+        .run_start(FlowName::new("stock"), "sync", t("13:00:00"), &me)
         .await
         .unwrap();
     let r2 = s
         .runs
-        .run_start("stock", "reconcile", t("13:01:00"), &me)
+        .run_start(FlowName::new("stock"), "reconcile", t("13:01:00"), &me)
         .await
         .unwrap();
     s.runs
-        .run_start("orders", "sync", t("13:02:00"), &me)
+        .run_start(FlowName::new("orders"), "sync", t("13:02:00"), &me)
         .await
         .unwrap();
     s.runs
@@ -337,7 +374,7 @@ async fn conformance(s: &Store) {
         .run_finish(r2, t("13:01:09"), "error", &json!({}), Some("boom"))
         .await
         .unwrap();
-    let runs = s.runs.runs(Some("stock"), 10).await.unwrap();
+    let runs = s.runs.runs(Some(FlowName::new("stock")), 10).await.unwrap();
     assert_eq!(runs.len(), 2);
     assert_eq!(
         (runs[0].id, runs[0].kind.as_str(), runs[0].status.as_str()),
@@ -367,75 +404,85 @@ async fn conformance(s: &Store) {
 async fn known_absent(s: &Store) {
     assert!(
         !s.bindings
-            .is_absent("stock", "A1", t("09:00:00"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("A1"), t("09:00:00"))
             .await
             .unwrap()
     );
     s.bindings
-        .note_absent("stock", "A1", t("10:00:00"))
+        .note_absent(FlowName::new("stock"), RecordKey::new("A1"), t("10:00:00"))
         .await
         .unwrap();
     assert!(
         s.bindings
-            .is_absent("stock", "A1", t("10:00:00"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("A1"), t("10:00:00"))
             .await
             .unwrap()
     );
     assert!(
         s.bindings
-            .is_absent("stock", "A1", t("09:59:59"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("A1"), t("09:59:59"))
             .await
             .unwrap()
     );
     assert!(
         !s.bindings
-            .is_absent("stock", "A1", t("10:00:01"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("A1"), t("10:00:01"))
             .await
             .unwrap(),
         "a read older than the asked moment is not trusted"
     );
     assert!(
         !s.bindings
-            .is_absent("products", "A1", t("09:00:00"))
+            .is_absent(
+                FlowName::new("products"),
+                RecordKey::new("A1"),
+                t("09:00:00")
+            )
             .await
             .unwrap()
     );
     assert!(
         !s.bindings
-            .is_absent("stock", "B2", t("09:00:00"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("B2"), t("09:00:00"))
             .await
             .unwrap()
     );
     // A later read of the target lacking it again moves the moment.
     s.bindings
-        .note_absent("stock", "A1", t("11:00:00"))
+        .note_absent(FlowName::new("stock"), RecordKey::new("A1"), t("11:00:00"))
         .await
         .unwrap();
     assert!(
         s.bindings
-            .is_absent("stock", "A1", t("10:30:00"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("A1"), t("10:30:00"))
             .await
             .unwrap()
     );
     s.bindings
-        .note_absent("stock", "B2", t("11:00:00"))
+        .note_absent(FlowName::new("stock"), RecordKey::new("B2"), t("11:00:00"))
         .await
         .unwrap();
-    s.bindings.forget_absent("stock", "A1").await.unwrap();
+    s.bindings
+        .forget_absent(FlowName::new("stock"), RecordKey::new("A1"))
+        .await
+        .unwrap();
     assert!(
         !s.bindings
-            .is_absent("stock", "A1", t("09:00:00"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("A1"), t("09:00:00"))
             .await
             .unwrap()
     );
     assert!(
         s.bindings
-            .is_absent("stock", "B2", t("09:00:00"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("B2"), t("09:00:00"))
             .await
             .unwrap()
     );
     // Forgetting what was never known is not an error.
-    s.bindings.forget_absent("stock", "C3").await.unwrap();
+    s.bindings
+        .forget_absent(FlowName::new("stock"), RecordKey::new("C3"))
+        .await
+        .unwrap();
 }
 
 /// What was last seen of each system: one entry per system, replaced, in name order.
@@ -708,13 +755,13 @@ async fn fencing(s: &Store) {
     assert!(matches!(refused, StateStoreError::Fenced(_)));
     assert!(
         s.journal
-            .journal_pending(Some("fenced"))
+            .journal_pending(Some(FlowName::new("fenced")))
             .await
             .unwrap()
             .is_empty()
     );
     assert_eq!(
-        s.bindings.cursor("fenced").await.unwrap(),
+        s.bindings.cursor(FlowName::new("fenced")).await.unwrap(),
         Some(t("16:00:00"))
     );
     assert!(!s.coordination.renew_lease(name, a, now, ttl).await.unwrap());
@@ -728,7 +775,11 @@ async fn fencing(s: &Store) {
         .await
         .unwrap();
     assert_eq!(
-        s.journal.journal_pending(Some("fenced")).await.unwrap()[0].id,
+        s.journal
+            .journal_pending(Some(FlowName::new("fenced")))
+            .await
+            .unwrap()[0]
+            .id,
         id
     );
     // Released and granted again: larger still, so a grant never comes back.
@@ -777,23 +828,37 @@ async fn fencing(s: &Store) {
     };
     let r_dead = s
         .runs
-        .run_start("fenced", "sync", now, &dead)
+        .run_start(FlowName::new("fenced"), "sync", now, &dead)
         .await
         .unwrap();
     let r_mine = s
         .runs
-        .run_start("fenced", "sync", now, &alive)
+        .run_start(FlowName::new("fenced"), "sync", now, &alive)
         .await
         .unwrap();
-    let r_other_flow = s.runs.run_start("other", "sync", now, &dead).await.unwrap();
+    let r_other_flow = s
+        .runs
+        .run_start(FlowName::new("other"), "sync", now, &dead)
+        .await
+        .unwrap();
     assert_eq!(
         s.runs
-            .abandon_runs(Some("fenced"), None, &alive.id, t("16:05:00"), "lost")
+            .abandon_runs(
+                Some(FlowName::new("fenced")),
+                None,
+                &alive.id,
+                t("16:05:00"),
+                "lost"
+            )
             .await
             .unwrap(),
         1
     );
-    let runs = s.runs.runs(Some("fenced"), 10).await.unwrap();
+    let runs = s
+        .runs
+        .runs(Some(FlowName::new("fenced")), 10)
+        .await
+        .unwrap();
     let of = |id: i64| runs.iter().find(|r| r.id == id).unwrap().clone();
     assert_eq!(
         (of(r_dead).status.as_str(), of(r_dead).error.as_deref()),
@@ -810,11 +875,11 @@ async fn fencing(s: &Store) {
         1
     );
     assert_eq!(
-        s.runs.runs(Some("other"), 1).await.unwrap()[0].id,
+        s.runs.runs(Some(FlowName::new("other")), 1).await.unwrap()[0].id,
         r_other_flow
     );
     assert_eq!(
-        s.runs.runs(Some("other"), 1).await.unwrap()[0].status,
+        s.runs.runs(Some(FlowName::new("other")), 1).await.unwrap()[0].status,
         "abandoned"
     );
 
@@ -850,21 +915,31 @@ async fn fencing(s: &Store) {
     assert_eq!((pruned.runs, pruned.nodes), (3, 1));
     let left: Vec<i64> = s
         .runs
-        .runs(Some("fenced"), 10)
+        .runs(Some(FlowName::new("fenced")), 10)
         .await
         .unwrap()
         .iter()
         .map(|r| r.id)
         .collect();
     assert_eq!(left, [r_mine]);
-    assert!(s.runs.runs(Some("stock"), 10).await.unwrap().is_empty());
+    assert!(
+        s.runs
+            .runs(Some(FlowName::new("stock")), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert_eq!(
-        s.runs.runs(Some("other"), 1).await.unwrap().len(),
+        s.runs
+            .runs(Some(FlowName::new("other")), 1)
+            .await
+            .unwrap()
+            .len(),
         1,
         "finished after the cutoff"
     );
     assert_eq!(
-        s.runs.runs(Some("orders"), 1).await.unwrap()[0].status,
+        s.runs.runs(Some(FlowName::new("orders")), 1).await.unwrap()[0].status,
         "running"
     );
 }
@@ -945,7 +1020,7 @@ async fn operator_state(s: &Store) {
     };
     let run = s
         .runs
-        .run_start("products", "sync", t("10:01:00"), &me)
+        .run_start(FlowName::new("products"), "sync", t("10:01:00"), &me)
         .await
         .unwrap();
     s.runs
@@ -971,12 +1046,15 @@ async fn operator_state(s: &Store) {
         "in the order the run made them"
     );
     assert_eq!(
-        s.runs.run_lines_of_key("A1", 10).await.unwrap(),
+        s.runs
+            .run_lines_of_key(RecordKey::new("A1"), 10)
+            .await
+            .unwrap(),
         vec![line("A1", "failed")]
     );
     assert!(
         s.runs
-            .run_lines_of_key("nope", 10)
+            .run_lines_of_key(RecordKey::new("nope"), 10)
             .await
             .unwrap()
             .is_empty()
@@ -989,9 +1067,9 @@ async fn operator_state(s: &Store) {
     assert!(s.runs.run(run + 1000).await.unwrap().is_none());
 
     // Lines of runs older than the newest `RUN_LINES_RUNS_KEPT` go as new runs come.
-    for _ in 0..erpsync::state::operator::RUN_LINES_RUNS_KEPT {
+    for _ in 0..erpsync::state::RUN_LINES_RUNS_KEPT {
         s.runs
-            .run_start("products", "sync", t("10:02:00"), &me)
+            .run_start(FlowName::new("products"), "sync", t("10:02:00"), &me)
             .await
             .unwrap();
     }
@@ -1004,7 +1082,11 @@ async fn operator_state(s: &Store) {
         .journal_begin(&entry("orders", "K-9"))
         .await
         .unwrap();
-    let of_key = s.journal.journal_of_key("K-9").await.unwrap();
+    let of_key = s
+        .journal
+        .journal_of_key(RecordKey::new("K-9"))
+        .await
+        .unwrap();
     assert_eq!(of_key.len(), 1);
     assert_eq!(of_key[0].id, id);
     assert_eq!(of_key[0].state, JournalState::Pending);
@@ -1029,13 +1111,13 @@ async fn postgres_store_conforms_and_keeps_state_across_reopen() {
         2
     );
     assert_eq!(
-        again.bindings.cursor("f").await.unwrap(),
+        again.bindings.cursor(FlowName::new("f")).await.unwrap(),
         Some(t("11:00:00.000001"))
     );
     assert!(
         again
             .bindings
-            .is_absent("stock", "B2", t("11:00:00"))
+            .is_absent(FlowName::new("stock"), RecordKey::new("B2"), t("11:00:00"))
             .await
             .unwrap(),
         "what the target lacked is kept across processes"
@@ -1124,7 +1206,10 @@ async fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
         tx.commit().await.is_err(),
         "a write after the lease was lost"
     );
-    assert_eq!(store.bindings.cursor("stuck").await.unwrap(), None);
+    assert_eq!(
+        store.bindings.cursor(FlowName::new("stuck")).await.unwrap(),
+        None
+    );
 }
 
 /// Flows share a store's connections: a call waiting on a row lock another session holds
@@ -1136,7 +1221,7 @@ async fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
     for flow in ["locked", "free"] {
         store
             .bindings
-            .set_cursor(flow, t("10:00:00"))
+            .set_cursor(FlowName::new(flow), t("10:00:00"))
             .await
             .unwrap();
     }
@@ -1150,10 +1235,19 @@ async fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
     .unwrap();
     let waiting = tokio::spawn({
         let store = store.clone();
-        async move { store.bindings.set_cursor("locked", t("11:00:00")).await }
+        async move {
+            store
+                .bindings
+                .set_cursor(FlowName::new("locked"), t("11:00:00"))
+                .await
+        }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let read = tokio::time::timeout(Duration::from_secs(3), store.bindings.cursor("free")).await;
+    let read = tokio::time::timeout(
+        Duration::from_secs(3),
+        store.bindings.cursor(FlowName::new("free")),
+    )
+    .await;
     assert_eq!(
         read.expect("a read waited for a write held up by another session's lock")
             .unwrap(),
@@ -1163,7 +1257,11 @@ async fn a_call_waiting_on_a_row_lock_does_not_hold_up_the_other_calls() {
     tx.rollback().await.unwrap();
     waiting.await.unwrap().unwrap();
     assert_eq!(
-        store.bindings.cursor("locked").await.unwrap(),
+        store
+            .bindings
+            .cursor(FlowName::new("locked"))
+            .await
+            .unwrap(),
         Some(t("11:00:00"))
     );
 }
@@ -1176,7 +1274,11 @@ async fn a_connection_the_server_ended_is_replaced() {
     let app = db.url.rsplit("schema=").next().unwrap().to_string();
     let url = with_params(&db.url, &format!("application_name={app}"));
     let store: Store = PostgresStore::open(&url).await.unwrap().into();
-    store.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
+    store
+        .bindings
+        .set_cursor(FlowName::new("f"), t("10:00:00"))
+        .await
+        .unwrap();
     let admin = PostgresStore::session(&db.url).await.unwrap();
     let ended: i64 = admin
         .query_one(
@@ -1191,7 +1293,7 @@ async fn a_connection_the_server_ended_is_replaced() {
     // The driver learns of it when the server closes the socket.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        store.bindings.cursor("f").await.unwrap(),
+        store.bindings.cursor(FlowName::new("f")).await.unwrap(),
         Some(t("10:00:00"))
     );
 }
@@ -1250,9 +1352,12 @@ async fn postgres_store_answers_from_async_code() {
     let Some(db) = pg() else { return };
     // The store's calls and its connections' drivers share this runtime's one thread.
     let s = db.open().await;
-    s.bindings.set_cursor("f", t("10:00:00")).await.unwrap();
+    s.bindings
+        .set_cursor(FlowName::new("f"), t("10:00:00"))
+        .await
+        .unwrap();
     let s2 = s.clone();
-    let got = tokio::spawn(async move { s2.bindings.cursor("f").await.unwrap() })
+    let got = tokio::spawn(async move { s2.bindings.cursor(FlowName::new("f")).await.unwrap() })
         .await
         .unwrap();
     assert_eq!(got, Some(t("10:00:00")));
@@ -1364,7 +1469,12 @@ async fn the_engine_syncs_on_postgres_state() {
     assert_eq!(again.counts.skipped, 20, "{again:#?}");
     assert_eq!(h.writes(), (0, 0), "unchanged records must cause no write");
     assert_eq!(
-        store.runs.runs(Some("products"), 10).await.unwrap().len(),
+        store
+            .runs
+            .runs(Some(FlowName::new("products")), 10)
+            .await
+            .unwrap()
+            .len(),
         2
     );
 }

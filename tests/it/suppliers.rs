@@ -4,6 +4,7 @@
 //! kept in the failure store until it is fixed and retried.
 
 use erpsync::engine::{Decision, RunOptions};
+use erpsync::state::FlowName;
 use erpsync_sim::erp::SupplierInput as ErpSupplier;
 use erpsync_sim::shop::SupplierInput as ShopSupplier;
 
@@ -230,7 +231,12 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
         .unwrap();
     let r = h.run("suppliers").await;
     assert_eq!((r.counts.created, r.counts.failed), (1, 1), "{r:#?}");
-    let failures = h.store.failures.failures(Some("suppliers")).await.unwrap();
+    let failures = h
+        .store
+        .failures
+        .failures(Some(FlowName::new("suppliers")))
+        .await
+        .unwrap();
     assert_eq!(failures.len(), 1);
     let f = &failures[0];
     assert_eq!(f.key, "30111222");

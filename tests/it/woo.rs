@@ -15,7 +15,7 @@ use erpsync::compile::project::check_with_env;
 use erpsync::config::env::Overrides;
 use erpsync::daemon::{Daemon, ServeOptions, serve};
 use erpsync::engine::{Engine, RunOptions, RunReport};
-use erpsync::state::{SqliteStore, Store};
+use erpsync::state::{FlowName, SqliteStore, Store};
 use erpsync_sim::erp::{ErpProduct, SalesLine};
 use erpsync_sim::shop::Order;
 use erpsync_sim::webhook::sign;
@@ -961,7 +961,7 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
         .engine
         .store
         .failures
-        .failures(Some("orders_from_erp"))
+        .failures(Some(FlowName::new("orders_from_erp")))
         .await
         .unwrap();
     assert_eq!(failure.len(), 1);
@@ -985,7 +985,7 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
         .engine
         .store
         .journal
-        .journal_pending(Some("orders_from_erp"))
+        .journal_pending(Some(FlowName::new("orders_from_erp")))
         .await
         .unwrap();
     assert_eq!(pending.len(), 1, "the step in doubt stays journaled");
@@ -1012,7 +1012,7 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
         h.engine
             .store
             .journal
-            .journal_pending(Some("orders_from_erp"))
+            .journal_pending(Some(FlowName::new("orders_from_erp")))
             .await
             .unwrap()
             .is_empty()
@@ -1021,7 +1021,7 @@ async fn woo_a_tracking_create_whose_answer_was_lost_is_resumed_without_a_second
         h.engine
             .store
             .failures
-            .failures(Some("orders_from_erp"))
+            .failures(Some(FlowName::new("orders_from_erp")))
             .await
             .unwrap()
             .is_empty()
@@ -1096,7 +1096,7 @@ async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_crea
         .engine
         .store
         .failures
-        .failures(Some("products"))
+        .failures(Some(FlowName::new("products")))
         .await
         .unwrap()[0];
     assert!(failure.error.contains("step `stock`"), "{}", failure.error);
@@ -1129,7 +1129,7 @@ async fn woo_a_fault_between_the_steps_of_a_create_resumes_without_a_second_crea
         h.engine
             .store
             .journal
-            .journal_pending(Some("products"))
+            .journal_pending(Some(FlowName::new("products")))
             .await
             .unwrap()
             .is_empty()
@@ -1176,7 +1176,7 @@ async fn woo_a_step_whose_answer_was_lost_and_that_nothing_guards_is_not_sent_ag
         .engine
         .store
         .failures
-        .failures(Some("products"))
+        .failures(Some(FlowName::new("products")))
         .await
         .unwrap()[0];
     assert_eq!(failure.key, "STEP-2");
@@ -1184,7 +1184,7 @@ async fn woo_a_step_whose_answer_was_lost_and_that_nothing_guards_is_not_sent_ag
         .engine
         .store
         .journal
-        .journal_pending(Some("products"))
+        .journal_pending(Some(FlowName::new("products")))
         .await
         .unwrap();
     assert_eq!(pending.len(), 1, "held for a person to settle");
@@ -1244,7 +1244,7 @@ async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
         h.engine
             .store
             .journal
-            .journal_pending(Some("stock"))
+            .journal_pending(Some(FlowName::new("stock")))
             .await
             .unwrap()
             .is_empty()
@@ -1266,7 +1266,7 @@ async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
         .engine
         .store
         .failures
-        .failures(Some("stock"))
+        .failures(Some(FlowName::new("stock")))
         .await
         .unwrap()[0];
     assert!(failure.error.contains("step `create`"), "{}", failure.error);
@@ -1277,7 +1277,7 @@ async fn woo_a_missing_stock_level_is_created_when_its_update_answers_404() {
         h.engine
             .store
             .journal
-            .journal_pending(Some("stock"))
+            .journal_pending(Some(FlowName::new("stock")))
             .await
             .unwrap()
             .is_empty()

@@ -15,7 +15,7 @@ use super::replay::Replay;
 use super::testfile::{BindingSeedConfig, FlowExpectConfig, TestFileConfig};
 use crate::compile::Project;
 use crate::engine::{Decision, Engine, RunOptions, RunReport};
-use crate::state::{Binding, Scope, SqliteStore, Store};
+use crate::state::{Binding, FlowName, Scope, SqliteStore, Store};
 
 /// The result of one test.
 #[derive(Debug)]
@@ -360,7 +360,7 @@ pub async fn run_test(
         }
         store
             .bindings
-            .set_cursor(flow, *at)
+            .set_cursor(FlowName::new(flow), *at)
             .await
             .map_err(|e| setup(e.into()))?;
     }

@@ -16,7 +16,7 @@ use super::switches::FlowSwitchError;
 use crate::compile::types::normalize;
 use crate::engine::{PendingSettleError, RunOptions, Settlement, settle_pending};
 use crate::redact::{redact, redact_json};
-use crate::state::{Failure, Scope};
+use crate::state::{Failure, FlowName, RecordKey, Scope};
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -165,7 +165,7 @@ pub(crate) async fn runs(d: &Daemon, q: &RunsQuery) -> ApiResult {
     let runs = d
         .store()
         .runs
-        .runs(flow, read)
+        .runs(flow.map(FlowName::new), read)
         .await
         .map_err(ApiError::internal)?;
     let runs: Vec<_> = runs
@@ -324,7 +324,7 @@ pub(crate) async fn pending(d: &Daemon, flow: Option<&str>) -> ApiResult {
     let list = d
         .store()
         .journal
-        .journal_pending(flow)
+        .journal_pending(flow.map(FlowName::new))
         .await
         .map_err(ApiError::internal)?;
     Ok(json!({"pending": to_json(&list)}))
@@ -412,7 +412,7 @@ pub(crate) async fn record(d: &Daemon, key: &str) -> ApiResult {
         }
         let found = store
             .bindings
-            .bindings(&scope, std::slice::from_ref(&k))
+            .bindings(&scope, &[RecordKey::new(&k)])
             .await
             .map_err(ApiError::internal)?;
         if let Some(b) = found.get(&k) {
@@ -430,14 +430,14 @@ pub(crate) async fn record(d: &Daemon, key: &str) -> ApiResult {
         journal.extend(
             store
                 .journal
-                .journal_of_key(k)
+                .journal_of_key(RecordKey::new(k))
                 .await
                 .map_err(ApiError::internal)?,
         );
         runs.extend(
             store
                 .runs
-                .run_lines_of_key(k, 50)
+                .run_lines_of_key(RecordKey::new(k), 50)
                 .await
                 .map_err(ApiError::internal)?,
         );

@@ -16,6 +16,7 @@ use super::core::Daemon;
 use crate::compile::Project;
 use crate::config::model::{NotifyConfig, NotifyOn, NotifyRuleConfig};
 use crate::redact::redact;
+use crate::state::FlowName;
 
 mod send;
 mod state;
@@ -178,7 +179,7 @@ impl Daemon {
                 let ok = self
                     .store
                     .runs
-                    .runs(Some(&f.id), 200)
+                    .runs(Some(FlowName::new(&f.id)), 200)
                     .await
                     .ok()
                     .and_then(|runs| {

@@ -9,7 +9,7 @@ use crate::compile::Flow;
 use crate::compile::Project;
 use crate::config::model::Normalize;
 use crate::connector::HttpSystem;
-use crate::state::{Binding, Instance, Scope, Store};
+use crate::state::{Binding, FlowName, Instance, RecordKey, Scope, Store};
 
 use super::error::EngineBuildError;
 
@@ -218,7 +218,8 @@ impl Engine {
         scope: &Scope,
         keys: &[String],
     ) -> Result<HashMap<String, Binding>, crate::state::StateStoreError> {
-        let mut found = self.store.bindings.bindings(scope, keys).await?;
+        let typed: Vec<RecordKey> = keys.iter().map(|k| RecordKey::new(k)).collect();
+        let mut found = self.store.bindings.bindings(scope, &typed).await?;
         if let Some(plan) = &self.plan {
             let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(planned) = plan.get(scope) {
@@ -247,7 +248,7 @@ impl Engine {
             || self
                 .store
                 .bindings
-                .is_absent(flow, key, now - age)
+                .is_absent(FlowName::new(flow), RecordKey::new(key), now - age)
                 .await
                 .unwrap_or(false)
     }
@@ -261,7 +262,13 @@ impl Engine {
         key: &str,
         persist: bool,
     ) {
-        if persist && let Err(e) = self.store.bindings.note_absent(flow, key, read_at).await {
+        if persist
+            && let Err(e) = self
+                .store
+                .bindings
+                .note_absent(FlowName::new(flow), RecordKey::new(key), read_at)
+                .await
+        {
             tracing::warn!(flow, key, error = %e, "cannot remember a missing key");
         }
         let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());
@@ -280,7 +287,12 @@ impl Engine {
 
     /// Forgets what `flow`'s target lacked (it was created there).
     pub(crate) async fn forget_absent(&self, flow: &str, key: &str) {
-        if let Err(e) = self.store.bindings.forget_absent(flow, key).await {
+        if let Err(e) = self
+            .store
+            .bindings
+            .forget_absent(FlowName::new(flow), RecordKey::new(key))
+            .await
+        {
             tracing::warn!(flow, key, error = %e, "cannot forget a missing key");
         }
         let mut absent = self.absent.lock().unwrap_or_else(|e| e.into_inner());

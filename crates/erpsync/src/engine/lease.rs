@@ -12,7 +12,7 @@ use super::Engine;
 use super::error::LeaseTakeError;
 use crate::redact::redact;
 use crate::state::lease::{LeaseWatch, provably_dead};
-use crate::state::{Fence, Lease, Store};
+use crate::state::{Fence, FlowName, Lease, Store};
 
 /// Seconds a flow's lease lasts unless renewed, unless configured.
 pub(crate) const DEFAULT_LEASE_TTL_SECS: u64 = 30;
@@ -288,7 +288,7 @@ impl Engine {
         match self
             .store
             .runs
-            .abandon_runs(Some(flow), None, &me.id, now, &why)
+            .abandon_runs(Some(FlowName::new(flow)), None, &me.id, now, &why)
             .await
         {
             Ok(0) => {}

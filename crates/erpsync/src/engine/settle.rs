@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 
 use crate::compile::Project;
 use crate::compile::types::normalize;
-use crate::state::{Binding, JournalEntry, Scope, StateStoreError, Store};
+use crate::state::{Binding, FlowName, JournalEntry, RecordKey, Scope, StateStoreError, Store};
 
 /// What the person found in the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +40,10 @@ pub async fn settle_pending(
     let flow = project
         .flow(flow_id)
         .ok_or_else(|| PendingSettleError::UnknownFlow(flow_id.to_string()))?;
-    let pending = store.journal.journal_pending(Some(&flow.id)).await?;
+    let pending = store
+        .journal
+        .journal_pending(Some(FlowName::new(&flow.id)))
+        .await?;
     // The journal holds normalised keys; accept the key as typed or as the flow normalises it.
     let normalised = normalize(key, &flow.normalize);
     let key = if pending.iter().any(|e| e.key == key) {
@@ -60,7 +63,7 @@ pub async fn settle_pending(
             let scope = Scope::new(&flow.entity, &flow.from, &flow.to);
             let mut b = store
                 .bindings
-                .bindings(&scope, std::slice::from_ref(&key))
+                .bindings(&scope, &[RecordKey::new(&key)])
                 .await?
                 .remove(&key)
                 .unwrap_or_else(|| Binding {
@@ -69,7 +72,7 @@ pub async fn settle_pending(
                 });
             // No base is known for the target side: what was sent is native, not canonical.
             // An update flow compares against none and brings the target up to date once.
-            b.set_id(scope.is_a(&first.target), target_id.clone());
+            b.set_id(scope.side_of(&first.target), target_id.clone());
             // The source record kept with the write's failure names its id there, so the
             // flow's post-actions (locking the order) can run when it is next read.
             let source = if first.target == flow.from {
@@ -77,11 +80,11 @@ pub async fn settle_pending(
             } else {
                 &flow.from
             };
-            let source_a = scope.is_a(source);
-            if b.id(source_a).is_none()
+            let source_side = scope.side_of(source);
+            if b.id(source_side).is_none()
                 && let Some(f) = store
                     .failures
-                    .failures(Some(&flow.id))
+                    .failures(Some(FlowName::new(&flow.id)))
                     .await?
                     .into_iter()
                     .find(|f| f.key == key)
@@ -89,22 +92,32 @@ pub async fn settle_pending(
                     .id
                     .of(&f.source_record)
             {
-                b.set_id(source_a, id);
+                b.set_id(source_side, id);
             }
             if flow.export_once && b.exported_at.is_none() {
                 b.exported_at = Some(now);
             }
             store
                 .journal
-                .journal_settle(&flow.id, &key, Some((&scope, &b)))
+                .journal_settle(
+                    FlowName::new(&flow.id),
+                    RecordKey::new(&key),
+                    Some((&scope, &b)),
+                )
                 .await?;
             // Settled: the failure kept for the in-doubt write is resolved.
-            store.failures.clear_failure(&flow.id, &key).await?;
+            store
+                .failures
+                .clear_failure(FlowName::new(&flow.id), RecordKey::new(&key))
+                .await?;
         }
         Settlement::NotSent => {
             // The failure kept for the write stays: `failures retry` (or a run that reads
             // the record again) sends it.
-            store.journal.journal_settle(&flow.id, &key, None).await?;
+            store
+                .journal
+                .journal_settle(FlowName::new(&flow.id), RecordKey::new(&key), None)
+                .await?;
         }
     }
     Ok(entries)

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::ids::{FlowName, NativeId, RecordKey};
 use super::lease::{Fence, Instance};
 use super::model::*;
 use super::operator::{FlowSwitch, RunLine};
@@ -24,7 +25,7 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     /// How many bindings a scope has (how big the synced catalogue is).
     fn binding_count(&self, scope: &Scope) -> Result<usize>;
     /// The binding whose id on one side is `id`.
-    fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>>;
+    fn binding_by_id(&self, scope: &Scope, side: PairSide, id: &str) -> Result<Option<Binding>>;
     /// Inserts or replaces bindings, atomically.
     fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()>;
 
@@ -225,9 +226,13 @@ impl<S: Blocking> OffRuntime<S> {
 
 #[async_trait]
 impl<S: Blocking> Bindings for OffRuntime<S> {
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>> {
         let scope = scope.clone();
-        let keys = keys.to_vec();
+        let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
         self.call(move |s| s.bindings(&scope, &keys)).await
     }
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
@@ -241,38 +246,47 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
-        id: &str,
+        side: PairSide,
+        id: NativeId<'_>,
     ) -> Result<Option<Binding>> {
         let scope = scope.clone();
         let id = id.to_string();
-        self.call(move |s| s.binding_by_id(&scope, side_a, &id))
-            .await
+        self.call(move |s| s.binding_by_id(&scope, side, &id)).await
     }
     async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
         let scope = scope.clone();
         let bindings = bindings.to_vec();
         self.call(move |s| s.put_bindings(&scope, &bindings)).await
     }
-    async fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
+    async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         let flow = flow.to_string();
         self.call(move |s| s.cursor(&flow)).await
     }
-    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()> {
         let flow = flow.to_string();
         self.call(move |s| s.set_cursor(&flow, at)).await
     }
-    async fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+    async fn is_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        since: DateTime<Utc>,
+    ) -> Result<bool> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.is_absent(&flow, &key, since)).await
     }
-    async fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn note_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.note_absent(&flow, &key, at)).await
     }
-    async fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+    async fn forget_absent(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.forget_absent(&flow, &key)).await
@@ -303,14 +317,14 @@ impl<S: Blocking> Journal for OffRuntime<S> {
         let payload = payload.clone();
         self.call(move |s| s.journal_progress(id, &payload)).await
     }
-    async fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
-        let flow = flow.map(str::to_string);
+    async fn journal_pending(&self, flow: Option<FlowName<'_>>) -> Result<Vec<JournalEntry>> {
+        let flow = flow.map(|f| f.to_string());
         self.call(move |s| s.journal_pending(flow.as_deref())).await
     }
     async fn journal_settle(
         &self,
-        flow: &str,
-        key: &str,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<usize> {
         let flow = flow.to_string();
@@ -319,7 +333,7 @@ impl<S: Blocking> Journal for OffRuntime<S> {
         self.call(move |s| s.journal_settle(&flow, &key, binding.as_ref().map(|(s, b)| (s, b))))
             .await
     }
-    async fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
+    async fn journal_of_key(&self, key: RecordKey<'_>) -> Result<Vec<JournalEntry>> {
         let key = key.to_string();
         self.call(move |s| s.journal_of_key(&key)).await
     }
@@ -331,13 +345,13 @@ impl<S: Blocking> Failures for OffRuntime<S> {
         let failure = failure.clone();
         self.call(move |s| s.put_failure(&failure)).await
     }
-    async fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
+    async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
         self.call(move |s| s.clear_failure(&flow, &key)).await
     }
-    async fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
-        let flow = flow.map(str::to_string);
+    async fn failures(&self, flow: Option<FlowName<'_>>) -> Result<Vec<Failure>> {
+        let flow = flow.map(|f| f.to_string());
         self.call(move |s| s.failures(flow.as_deref())).await
     }
     async fn failure(&self, id: i64) -> Result<Option<Failure>> {
@@ -352,7 +366,7 @@ impl<S: Blocking> Failures for OffRuntime<S> {
 impl<S: Blocking> Runs for OffRuntime<S> {
     async fn run_start(
         &self,
-        flow: &str,
+        flow: FlowName<'_>,
         kind: &str,
         at: DateTime<Utc>,
         instance: &Instance,
@@ -377,8 +391,8 @@ impl<S: Blocking> Runs for OffRuntime<S> {
         self.call(move |s| s.run_finish(id, at, &status, &counts, error.as_deref()))
             .await
     }
-    async fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
-        let flow = flow.map(str::to_string);
+    async fn runs(&self, flow: Option<FlowName<'_>>, limit: usize) -> Result<Vec<RunRecord>> {
+        let flow = flow.map(|f| f.to_string());
         self.call(move |s| s.runs(flow.as_deref(), limit)).await
     }
     async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
@@ -386,13 +400,13 @@ impl<S: Blocking> Runs for OffRuntime<S> {
     }
     async fn abandon_runs(
         &self,
-        flow: Option<&str>,
+        flow: Option<FlowName<'_>>,
         of: Option<&str>,
         keep: &str,
         at: DateTime<Utc>,
         why: &str,
     ) -> Result<usize> {
-        let flow = flow.map(str::to_string);
+        let flow = flow.map(|f| f.to_string());
         let of = of.map(str::to_string);
         let keep = keep.to_string();
         let why = why.to_string();
@@ -406,7 +420,7 @@ impl<S: Blocking> Runs for OffRuntime<S> {
     async fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
         self.call(move |s| s.run_lines(run_id)).await
     }
-    async fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
+    async fn run_lines_of_key(&self, key: RecordKey<'_>, limit: usize) -> Result<Vec<RunLine>> {
         let key = key.to_string();
         self.call(move |s| s.run_lines_of_key(&key, limit)).await
     }

@@ -8,11 +8,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::ids::{FlowName, NativeId, RecordKey};
 use super::operator::{FlowSwitch, RunLine};
 use super::store::{Bindings, Coordination, Failures, Journal, Runs, Store};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Result, RunRecord, Scope,
-    StateWrite, SystemHealth,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, PairSide, Result, RunRecord,
+    Scope, StateWrite, SystemHealth,
 };
 
 fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
@@ -22,7 +23,7 @@ fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
 impl Store {
     /// This store with the writes of its sync roles fenced by one lease grant. Coordination
     /// is left as it is: leases are what fences, not what is fenced.
-    pub fn fenced(&self, fence: Fence) -> Store {
+    pub(crate) fn fenced(&self, fence: Fence) -> Store {
         Store {
             bindings: Arc::new(Fenced {
                 inner: self.bindings.clone(),
@@ -65,7 +66,11 @@ impl<R: ?Sized> Fenced<R> {
 
 #[async_trait]
 impl Bindings for Fenced<dyn Bindings> {
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>> {
         self.inner.bindings(scope, keys).await
     }
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
@@ -77,33 +82,43 @@ impl Bindings for Fenced<dyn Bindings> {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
-        id: &str,
+        side: PairSide,
+        id: NativeId<'_>,
     ) -> Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side_a, id).await
+        self.inner.binding_by_id(scope, side, id).await
     }
     async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
         self.write(StateWrite::PutBindings(scope.clone(), bindings.to_vec()))
             .await
             .map(drop)
     }
-    async fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
+    async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         self.inner.cursor(flow).await
     }
-    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()> {
         self.write(StateWrite::SetCursor(flow.to_string(), at))
             .await
             .map(drop)
     }
     // What a read of a target lacked is not sync state: a run that lost its lease may still
     // note it; it cannot make a record be written twice or skipped.
-    async fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+    async fn is_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        since: DateTime<Utc>,
+    ) -> Result<bool> {
         self.inner.is_absent(flow, key, since).await
     }
-    async fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn note_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
         self.inner.note_absent(flow, key, at).await
     }
-    async fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+    async fn forget_absent(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         self.inner.forget_absent(flow, key).await
     }
     async fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>> {
@@ -131,13 +146,13 @@ impl Journal for Fenced<dyn Journal> {
             .await
             .map(drop)
     }
-    async fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
+    async fn journal_pending(&self, flow: Option<FlowName<'_>>) -> Result<Vec<JournalEntry>> {
         self.inner.journal_pending(flow).await
     }
     async fn journal_settle(
         &self,
-        flow: &str,
-        key: &str,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<usize> {
         self.write(StateWrite::JournalSettle(
@@ -148,7 +163,7 @@ impl Journal for Fenced<dyn Journal> {
         .await
         .map(|n| usize::try_from(n).unwrap_or(0))
     }
-    async fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
+    async fn journal_of_key(&self, key: RecordKey<'_>) -> Result<Vec<JournalEntry>> {
         self.inner.journal_of_key(key).await
     }
 }
@@ -158,12 +173,12 @@ impl Failures for Fenced<dyn Failures> {
     async fn put_failure(&self, failure: &Failure) -> Result<i64> {
         self.write(StateWrite::PutFailure(failure.clone())).await
     }
-    async fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
+    async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         self.write(StateWrite::ClearFailure(flow.to_string(), key.to_string()))
             .await
             .map(drop)
     }
-    async fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
+    async fn failures(&self, flow: Option<FlowName<'_>>) -> Result<Vec<Failure>> {
         self.inner.failures(flow).await
     }
     async fn failure(&self, id: i64) -> Result<Option<Failure>> {
@@ -178,7 +193,7 @@ impl Failures for Fenced<dyn Failures> {
 impl Runs for Fenced<dyn Runs> {
     async fn run_start(
         &self,
-        flow: &str,
+        flow: FlowName<'_>,
         kind: &str,
         at: DateTime<Utc>,
         instance: &Instance,
@@ -209,7 +224,7 @@ impl Runs for Fenced<dyn Runs> {
         .await
         .map(drop)
     }
-    async fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+    async fn runs(&self, flow: Option<FlowName<'_>>, limit: usize) -> Result<Vec<RunRecord>> {
         self.inner.runs(flow, limit).await
     }
     async fn run(&self, id: i64) -> Result<Option<RunRecord>> {
@@ -217,7 +232,7 @@ impl Runs for Fenced<dyn Runs> {
     }
     async fn abandon_runs(
         &self,
-        flow: Option<&str>,
+        flow: Option<FlowName<'_>>,
         of: Option<&str>,
         keep: &str,
         at: DateTime<Utc>,
@@ -234,7 +249,7 @@ impl Runs for Fenced<dyn Runs> {
     async fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
         self.inner.run_lines(run_id).await
     }
-    async fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
+    async fn run_lines_of_key(&self, key: RecordKey<'_>, limit: usize) -> Result<Vec<RunLine>> {
         self.inner.run_lines_of_key(key, limit).await
     }
     async fn flow_switches(&self) -> Result<Vec<FlowSwitch>> {

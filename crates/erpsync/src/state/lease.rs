@@ -96,8 +96,8 @@ pub fn provably_dead(id: &str) -> bool {
 
 /// Whether a run still holds its lease, as far as it may act on it.
 #[derive(Debug)]
-pub struct LeaseWatch {
-    pub fence: Fence,
+pub(crate) struct LeaseWatch {
+    pub(crate) fence: Fence,
     ttl: Duration,
     /// The lease is counted as lost from then on, unless renewed first.
     deadline: Mutex<Instant>,
@@ -106,7 +106,7 @@ pub struct LeaseWatch {
 
 impl LeaseWatch {
     /// A lease granted for `ttl` by a request sent at `asked`.
-    pub fn new(fence: Fence, ttl: Duration, asked: Instant) -> Self {
+    pub(crate) fn new(fence: Fence, ttl: Duration, asked: Instant) -> Self {
         LeaseWatch {
             fence,
             ttl,
@@ -124,18 +124,18 @@ impl LeaseWatch {
     }
 
     /// The lease was renewed by a request sent at `asked`.
-    pub fn renewed(&self, asked: Instant) {
+    pub(crate) fn renewed(&self, asked: Instant) {
         let mut d = self.deadline.lock().unwrap_or_else(|e| e.into_inner());
         *d = (*d).max(asked + Self::usable(self.ttl));
     }
 
     /// The lease is gone (another holder has it): no more writes, whatever the time.
-    pub fn lose(&self) {
+    pub(crate) fn lose(&self) {
         self.lost.store(true, Ordering::SeqCst);
     }
 
     /// Whether the run may still write.
-    pub fn held(&self) -> bool {
+    pub(crate) fn held(&self) -> bool {
         if self.lost.load(Ordering::SeqCst) {
             return false;
         }
@@ -158,7 +158,10 @@ tokio::task_local! {
 }
 
 /// Runs `f` with `watch` as the lease every remote write in it is checked against.
-pub async fn with_watch<F: std::future::Future>(watch: Option<Arc<LeaseWatch>>, f: F) -> F::Output {
+pub(crate) async fn with_watch<F: std::future::Future>(
+    watch: Option<Arc<LeaseWatch>>,
+    f: F,
+) -> F::Output {
     match watch {
         Some(w) => WATCH.scope(w, f).await,
         None => f.await,
@@ -166,12 +169,12 @@ pub async fn with_watch<F: std::future::Future>(watch: Option<Arc<LeaseWatch>>, 
 }
 
 /// The lease of the current run, for a task it starts (`with_watch` there).
-pub fn current_watch() -> Option<Arc<LeaseWatch>> {
+pub(crate) fn current_watch() -> Option<Arc<LeaseWatch>> {
     WATCH.try_with(Arc::clone).ok()
 }
 
 /// Whether the current run may write to a remote system now: always outside a leased run.
-pub fn check_remote_write() -> Result<(), LeaseLostError> {
+pub(crate) fn check_remote_write() -> Result<(), LeaseLostError> {
     WATCH
         .try_with(|w| {
             if w.held() {
@@ -184,7 +187,7 @@ pub fn check_remote_write() -> Result<(), LeaseLostError> {
 }
 
 /// Whether the current run lost its lease.
-pub fn lease_lost() -> bool {
+pub(crate) fn lease_lost() -> bool {
     check_remote_write().is_err()
 }
 

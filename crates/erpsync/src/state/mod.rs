@@ -7,20 +7,25 @@
 
 mod blocking;
 mod fenced;
-pub mod lease;
+mod ids;
+pub(crate) mod lease;
 mod migrate;
 mod model;
 mod open;
-pub mod operator;
+pub(crate) mod operator;
 mod postgres;
 mod sqlite;
 mod store;
 
-pub use lease::{Fence, Instance};
-pub use model::*;
+pub use ids::{FlowName, NativeId, RecordKey};
+pub use lease::{Fence, Instance, LeaseLostError, provably_dead};
+pub use model::{
+    Binding, Failure, JournalEntry, JournalState, Lease, NodeRecord, PairSide, Pruned, Result,
+    RunRecord, Scope, StateStoreError, StateWrite, SystemHealth,
+};
 pub(crate) use model::{json_column, keep_since};
 pub use open::open;
-pub use operator::{FlowSwitch, RunLine};
+pub use operator::{FlowSwitch, RUN_LINES_RUNS_KEPT, RunLine};
 pub use postgres::{PostgresStore, TlsSetupError, redact_url};
 pub use sqlite::SqliteStore;
 pub use store::{Bindings, Coordination, Failures, Journal, Runs, Store, switches};

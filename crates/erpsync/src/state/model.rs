@@ -71,9 +71,32 @@ impl Scope {
         }
     }
 
-    /// Whether `system` is side `a`.
-    pub fn is_a(&self, system: &str) -> bool {
-        self.a == system
+    /// Which of the pair `system` is: `a` when it is named first, else `b`.
+    pub fn side_of(&self, system: &str) -> PairSide {
+        if self.a == system {
+            PairSide::A
+        } else {
+            PairSide::B
+        }
+    }
+}
+
+/// One of the two systems of a scope, as bindings keep them: `A` is the system named first,
+/// `B` the other. A flow's source may be either, so the engine speaks of its own sides
+/// (source, target) and maps them to these through `Scope::side_of`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PairSide {
+    A,
+    B,
+}
+
+impl PairSide {
+    /// The bindings table's column of this side's ids (both stores name it the same).
+    pub(crate) fn id_column(self) -> &'static str {
+        match self {
+            PairSide::A => "id_a",
+            PairSide::B => "id_b",
+        }
     }
 }
 
@@ -95,32 +118,30 @@ pub struct Binding {
 }
 
 impl Binding {
-    pub fn id(&self, side_a: bool) -> Option<&str> {
-        if side_a {
-            self.id_a.as_deref()
-        } else {
-            self.id_b.as_deref()
+    /// The record's id on one side, when known.
+    pub fn id(&self, side: PairSide) -> Option<&str> {
+        match side {
+            PairSide::A => self.id_a.as_deref(),
+            PairSide::B => self.id_b.as_deref(),
         }
     }
-    pub fn set_id(&mut self, side_a: bool, id: String) {
-        if side_a {
-            self.id_a = Some(id)
-        } else {
-            self.id_b = Some(id)
+    pub fn set_id(&mut self, side: PairSide, id: String) {
+        match side {
+            PairSide::A => self.id_a = Some(id),
+            PairSide::B => self.id_b = Some(id),
         }
     }
-    pub fn base(&self, side_a: bool) -> Option<&Value> {
-        if side_a {
-            self.base_a.as_ref()
-        } else {
-            self.base_b.as_ref()
+    /// The canonical record last known to be on one side.
+    pub fn base(&self, side: PairSide) -> Option<&Value> {
+        match side {
+            PairSide::A => self.base_a.as_ref(),
+            PairSide::B => self.base_b.as_ref(),
         }
     }
-    pub fn base_mut(&mut self, side_a: bool) -> &mut Option<Value> {
-        if side_a {
-            &mut self.base_a
-        } else {
-            &mut self.base_b
+    pub fn base_mut(&mut self, side: PairSide) -> &mut Option<Value> {
+        match side {
+            PairSide::A => &mut self.base_a,
+            PairSide::B => &mut self.base_b,
         }
     }
 }

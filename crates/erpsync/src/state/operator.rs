@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 /// Per-record lines kept of one run, at most: failures and writes first, then the rest.
-pub const RUN_LINES_PER_RUN: usize = 500;
+pub(crate) const RUN_LINES_PER_RUN: usize = 500;
 
 /// Runs whose per-record lines are kept: those of older runs are dropped as new ones come.
 pub const RUN_LINES_RUNS_KEPT: i64 = 1000;
@@ -39,7 +39,7 @@ pub struct RunLine {
 
 /// The order lines are kept in when a run has more than `RUN_LINES_PER_RUN`: what a person
 /// looks for first.
-pub fn line_rank(decision: &str) -> u8 {
+pub(crate) fn line_rank(decision: &str) -> u8 {
     match decision {
         "failed" => 0,
         "park" | "conflict" => 1,

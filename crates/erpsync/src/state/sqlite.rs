@@ -17,9 +17,9 @@ use super::migrate::{STEPS, latest};
 use super::model::StoredBases;
 use super::operator::{FlowSwitch, RunLine};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth, json_column as json,
-    keep_since,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, PairSide,
+    Pruned, Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth,
+    json_column as json, keep_since,
 };
 
 /// State in one SQLite file. Its calls block (on the file's lock, up to the busy timeout):
@@ -409,9 +409,9 @@ impl Blocking for SqliteStore {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
-    fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str) -> Result<Option<Binding>> {
+    fn binding_by_id(&self, scope: &Scope, side: PairSide, id: &str) -> Result<Option<Binding>> {
         let conn = self.conn();
-        let col = if side_a { "id_a" } else { "id_b" };
+        let col = side.id_column();
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 AND {col} = ?4"
         ))?;
@@ -924,6 +924,7 @@ fn query_runs(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::state::FlowName;
     use serde_json::json;
 
     /// A write that waits for another process's lock of the SQLite file waits off the
@@ -960,7 +961,7 @@ mod tests {
         let started = std::time::Instant::now();
         store
             .bindings
-            .set_cursor("f", chrono::Utc::now())
+            .set_cursor(FlowName::new("f"), chrono::Utc::now())
             .await
             .unwrap();
         let waited = started.elapsed();
@@ -975,7 +976,14 @@ mod tests {
             ticks >= 10,
             "the ticker ran {ticks} times while the write waited {waited:?}"
         );
-        assert!(store.bindings.cursor("f").await.unwrap().is_some());
+        assert!(
+            store
+                .bindings
+                .cursor(FlowName::new("f"))
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[test]
@@ -1125,7 +1133,10 @@ mod tests {
         );
         assert_eq!(got["A1"].base_b, Some(json!({"sku": "A1", "price": 50})));
         assert_eq!(
-            s.binding_by_id(&scope, false, "812").unwrap().unwrap().key,
+            s.binding_by_id(&scope, PairSide::B, "812")
+                .unwrap()
+                .unwrap()
+                .key,
             "A1"
         );
         assert_eq!(

@@ -10,38 +10,57 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
+use super::ids::{FlowName, NativeId, RecordKey};
 use super::lease::{Fence, Instance};
 use super::model::*;
 use super::operator::{FlowSwitch, RunLine};
 
 #[async_trait]
 pub trait Bindings: Send + Sync + std::fmt::Debug {
-    /// The bindings of the given keys that exist.
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>>;
+    /// The bindings of the given keys that exist, by key.
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>>;
     /// Every binding of a scope.
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>>;
     /// How many bindings a scope has (how big the synced catalogue is).
     async fn binding_count(&self, scope: &Scope) -> Result<usize>;
     /// The binding whose id on one side is `id`.
-    async fn binding_by_id(&self, scope: &Scope, side_a: bool, id: &str)
-    -> Result<Option<Binding>>;
+    async fn binding_by_id(
+        &self,
+        scope: &Scope,
+        side: PairSide,
+        id: NativeId<'_>,
+    ) -> Result<Option<Binding>>;
     /// Inserts or replaces bindings, atomically.
     async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()>;
 
-    async fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>>;
-    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()>;
+    async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>>;
+    async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()>;
     /// Whether a full read of `flow`'s target made at or after `since` lacked `key` (a target
     /// that cannot be searched by key is not read again to learn it). A store that does not
     /// keep this answers false, and the engine remembers within its own process only.
-    async fn is_absent(&self, _flow: &str, _key: &str, _since: DateTime<Utc>) -> Result<bool> {
+    async fn is_absent(
+        &self,
+        _flow: FlowName<'_>,
+        _key: RecordKey<'_>,
+        _since: DateTime<Utc>,
+    ) -> Result<bool> {
         Ok(false)
     }
     /// Remembers that the full read of `flow`'s target made at `at` lacked `key`.
-    async fn note_absent(&self, _flow: &str, _key: &str, _at: DateTime<Utc>) -> Result<()> {
+    async fn note_absent(
+        &self,
+        _flow: FlowName<'_>,
+        _key: RecordKey<'_>,
+        _at: DateTime<Utc>,
+    ) -> Result<()> {
         Ok(())
     }
     /// Forgets that `flow`'s target lacked `key` (the flow created it there).
-    async fn forget_absent(&self, _flow: &str, _key: &str) -> Result<()> {
+    async fn forget_absent(&self, _flow: FlowName<'_>, _key: RecordKey<'_>) -> Result<()> {
         Ok(())
     }
 
@@ -66,26 +85,26 @@ pub trait Journal: Send + Sync + std::fmt::Debug {
     async fn journal_progress(&self, id: i64, payload: &Value) -> Result<()>;
     /// Writes whose outcome is not known (crash or timeout after sending), of one flow or
     /// of every flow, oldest first.
-    async fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>>;
+    async fn journal_pending(&self, flow: Option<FlowName<'_>>) -> Result<Vec<JournalEntry>>;
     /// Settles by hand the pending writes of one record: they are removed, and `binding`,
     /// when given (the write was applied), is stored with them, atomically. Returns how many
     /// entries were settled.
     async fn journal_settle(
         &self,
-        flow: &str,
-        key: &str,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<usize>;
     /// The journal entries of a record key still kept (writes in doubt), oldest first.
-    async fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>>;
+    async fn journal_of_key(&self, key: RecordKey<'_>) -> Result<Vec<JournalEntry>>;
 }
 
 #[async_trait]
 pub trait Failures: Send + Sync + std::fmt::Debug {
     /// Keeps a failed record (one per flow and key; a repeated failure updates it).
     async fn put_failure(&self, failure: &Failure) -> Result<i64>;
-    async fn clear_failure(&self, flow: &str, key: &str) -> Result<()>;
-    async fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>>;
+    async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()>;
+    async fn failures(&self, flow: Option<FlowName<'_>>) -> Result<Vec<Failure>>;
     async fn failure(&self, id: i64) -> Result<Option<Failure>>;
     async fn discard_failure(&self, id: i64) -> Result<bool>;
 }
@@ -95,7 +114,7 @@ pub trait Runs: Send + Sync + std::fmt::Debug {
     /// Records a run started by process `instance` of node `node`.
     async fn run_start(
         &self,
-        flow: &str,
+        flow: FlowName<'_>,
         kind: &str,
         at: DateTime<Utc>,
         instance: &Instance,
@@ -108,7 +127,7 @@ pub trait Runs: Send + Sync + std::fmt::Debug {
         counts: &Value,
         error: Option<&str>,
     ) -> Result<()>;
-    async fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>>;
+    async fn runs(&self, flow: Option<FlowName<'_>>, limit: usize) -> Result<Vec<RunRecord>>;
     /// One run by id.
     async fn run(&self, id: i64) -> Result<Option<RunRecord>>;
 
@@ -117,7 +136,7 @@ pub trait Runs: Send + Sync + std::fmt::Debug {
     /// process lost its lease or died. Returns how many.
     async fn abandon_runs(
         &self,
-        flow: Option<&str>,
+        flow: Option<FlowName<'_>>,
         of: Option<&str>,
         keep: &str,
         at: DateTime<Utc>,
@@ -129,7 +148,7 @@ pub trait Runs: Send + Sync + std::fmt::Debug {
     /// The per-record lines kept of a run, in the order the run made them.
     async fn run_lines(&self, run_id: i64) -> Result<Vec<RunLine>>;
     /// The lines of one record key across runs, newest run first.
-    async fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>>;
+    async fn run_lines_of_key(&self, key: RecordKey<'_>, limit: usize) -> Result<Vec<RunLine>>;
     /// Every flow switched on or off by a person, by flow.
     async fn flow_switches(&self) -> Result<Vec<FlowSwitch>>;
     /// Switches a flow on or off (replacing an earlier switch).

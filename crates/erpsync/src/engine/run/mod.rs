@@ -29,7 +29,9 @@ use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
 use crate::redact::redact_json;
-use crate::state::{Binding, Failure, JournalEntry, JournalState, Scope};
+use crate::state::{
+    Binding, Failure, FlowName, JournalEntry, JournalState, PairSide, RecordKey, Scope,
+};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -53,7 +55,7 @@ struct End<'e> {
     http: &'e Arc<HttpSystem>,
     /// Which of the binding's two columns holds this end: bindings are stored by system
     /// pair (`a`, `b`), shared by the flows of both directions.
-    is_a: bool,
+    pair_side: PairSide,
 }
 
 /// A record read from a side, mapped.
@@ -170,7 +172,7 @@ impl<'a> Refs<'a> {
                 .and_then(|found| {
                     found
                         .get(&key)
-                        .and_then(|b| b.id(scope.is_a(self.to)).map(str::to_string))
+                        .and_then(|b| b.id(scope.side_of(self.to)).map(str::to_string))
                 });
             self.found.insert((entity, key), id);
         }
@@ -218,7 +220,7 @@ pub(super) async fn run_flow(
             engine
                 .store
                 .runs
-                .run_start(&flow.id, kind, started, &engine.instance)
+                .run_start(FlowName::new(&flow.id), kind, started, &engine.instance)
                 .await?,
         )
     };
@@ -552,7 +554,7 @@ impl<'e> Runner<'e> {
                 name,
                 ent: &def.entities[&entity.name],
                 http: &e.systems[name],
-                is_a: scope.is_a(name),
+                pair_side: scope.side_of(name),
             }
         };
         let carried: Vec<String> = if flow.fields.is_empty() {
@@ -590,7 +592,7 @@ impl<'e> Runner<'e> {
         } else {
             e.store
                 .failures
-                .failures(Some(&flow.id))
+                .failures(Some(FlowName::new(&flow.id)))
                 .await?
                 .into_iter()
                 .map(|f| f.key)
@@ -652,7 +654,13 @@ impl<'e> Runner<'e> {
             None
         } else if let Some(inc) = incremental {
             let overlap = chrono::Duration::seconds(inc.overlap_secs as i64);
-            match self.e.store.bindings.cursor(&self.flow.id).await? {
+            match self
+                .e
+                .store
+                .bindings
+                .cursor(FlowName::new(&self.flow.id))
+                .await?
+            {
                 Some(c) => Some(c - overlap),
                 None => self.flow.incremental_start,
             }
@@ -889,13 +897,17 @@ impl<'e> Runner<'e> {
                     self.e
                         .store
                         .bindings
-                        .set_cursor(&self.flow.id, self.started)
+                        .set_cursor(FlowName::new(&self.flow.id), self.started)
                         .await?
                 }
                 CursorHold::AtMost(floor) => {
                     let at = self.started.min(floor);
                     tracing::info!(flow = %self.flow.id, cursor = %at, "pages shifted while listing; cursor held back");
-                    self.e.store.bindings.set_cursor(&self.flow.id, at).await?;
+                    self.e
+                        .store
+                        .bindings
+                        .set_cursor(FlowName::new(&self.flow.id), at)
+                        .await?;
                 }
                 CursorHold::Kept => {
                     tracing::info!(flow = %self.flow.id, "pages shifted while listing; cursor kept");
@@ -1222,20 +1234,20 @@ impl<'e> Runner<'e> {
     /// A binding's id on a side. Bindings keep their two columns by system pair (`a`, `b`),
     /// shared by the flows of both directions; these four name them by this flow's sides.
     pub(super) fn id_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b str> {
-        b.id(self.end(side).is_a)
+        b.id(self.end(side).pair_side)
     }
 
     pub(super) fn set_id_on(&self, b: &mut Binding, side: Side, id: String) {
-        b.set_id(self.end(side).is_a, id);
+        b.set_id(self.end(side).pair_side, id);
     }
 
     /// What a binding last knew a side to hold.
     pub(super) fn base_on<'b>(&self, b: &'b Binding, side: Side) -> Option<&'b Value> {
-        b.base(self.end(side).is_a)
+        b.base(self.end(side).pair_side)
     }
 
     pub(super) fn base_on_mut<'b>(&self, b: &'b mut Binding, side: Side) -> &'b mut Option<Value> {
-        b.base_mut(self.end(side).is_a)
+        b.base_mut(self.end(side).pair_side)
     }
 
     pub(super) async fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
@@ -1450,7 +1462,7 @@ impl<'e> Runner<'e> {
             self.e
                 .store
                 .failures
-                .clear_failure(&self.flow.id, key)
+                .clear_failure(FlowName::new(&self.flow.id), RecordKey::new(key))
                 .await?;
             tracing::info!(flow = %self.flow.id, key, "record synced; its failure is cleared");
             self.report.counts.failures_cleared += 1;
@@ -1561,7 +1573,7 @@ impl Engine {
             let kept: HashSet<String> = self
                 .store
                 .failures
-                .failures(Some(&flow))
+                .failures(Some(FlowName::new(&flow)))
                 .await?
                 .into_iter()
                 .map(|f| f.key)

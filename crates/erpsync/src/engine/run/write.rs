@@ -480,7 +480,7 @@ impl<'e> Runner<'e> {
             .e
             .store
             .failures
-            .failures(Some(&self.flow.id))
+            .failures(Some(FlowName::new(&self.flow.id)))
             .await?
             .into_iter()
             .find(|f| f.key == b.key)
@@ -536,7 +536,7 @@ impl<'e> Runner<'e> {
                 .e
                 .store
                 .journal
-                .journal_pending(Some(&flow_id))
+                .journal_pending(Some(FlowName::new(&flow_id)))
                 .await?
                 .is_empty()
             {
@@ -577,7 +577,7 @@ impl<'e> Runner<'e> {
             .e
             .store
             .journal
-            .journal_pending(Some(&self.flow.id))
+            .journal_pending(Some(FlowName::new(&self.flow.id)))
             .await?
         {
             let side = if entry.target == self.src.name && entry.target != self.dst.name {

@@ -8,11 +8,16 @@ use chrono::{DateTime, Utc};
 use super::PostgresStore;
 use super::rows::{BINDING_COLS, row_binding};
 use crate::state::store::Bindings;
-use crate::state::{Binding, Result, Scope, StateWrite};
+use crate::state::{Binding, FlowName, NativeId, PairSide, RecordKey, Result, Scope, StateWrite};
 
 #[async_trait]
 impl Bindings for PostgresStore {
-    async fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
+    async fn bindings(
+        &self,
+        scope: &Scope,
+        keys: &[RecordKey<'_>],
+    ) -> Result<HashMap<String, Binding>> {
+        let keys: Vec<&str> = keys.iter().map(|k| k.as_str()).collect();
         let c = self.pool.get().await?;
         let rows = c
             .query(
@@ -57,10 +62,11 @@ impl Bindings for PostgresStore {
     async fn binding_by_id(
         &self,
         scope: &Scope,
-        side_a: bool,
-        id: &str,
+        side: PairSide,
+        id: NativeId<'_>,
     ) -> Result<Option<Binding>> {
-        let col = if side_a { "id_a" } else { "id_b" };
+        let id = id.as_str();
+        let col = side.id_column();
         let c = self.pool.get().await?;
         c.query_opt(
             &format!(
@@ -80,7 +86,8 @@ impl Bindings for PostgresStore {
         self.write(None, &w).await.map(drop)
     }
 
-    async fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
+    async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
+        let flow = flow.as_str();
         let c = self.pool.get().await?;
         Ok(
             c.query_opt("SELECT since FROM cursors WHERE flow = $1", &[&flow])
@@ -90,12 +97,20 @@ impl Bindings for PostgresStore {
         )
     }
 
-    async fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()> {
+        let flow = flow.as_str();
         let w = StateWrite::SetCursor(flow.to_string(), at);
         self.write(None, &w).await.map(drop)
     }
 
-    async fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
+    async fn is_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        since: DateTime<Utc>,
+    ) -> Result<bool> {
+        let flow = flow.as_str();
+        let key = key.as_str();
         let c = self.pool.get().await?;
         Ok(c.query_opt(
             "SELECT 1 FROM known_absent WHERE flow = $1 AND key = $2 AND read_at >= $3",
@@ -105,7 +120,14 @@ impl Bindings for PostgresStore {
         .is_some())
     }
 
-    async fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
+    async fn note_absent(
+        &self,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        let flow = flow.as_str();
+        let key = key.as_str();
         let c = self.pool.get().await?;
         c.execute(
             "INSERT INTO known_absent (flow, key, read_at) VALUES ($1, $2, $3)
@@ -116,7 +138,9 @@ impl Bindings for PostgresStore {
         Ok(())
     }
 
-    async fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
+    async fn forget_absent(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
+        let flow = flow.as_str();
+        let key = key.as_str();
         let c = self.pool.get().await?;
         c.execute(
             "DELETE FROM known_absent WHERE flow = $1 AND key = $2",

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use super::PostgresStore;
 use super::rows::{FAILURE_COLS, row_failure};
 use crate::state::store::Failures;
-use crate::state::{Failure, Result, StateWrite};
+use crate::state::{Failure, FlowName, RecordKey, Result, StateWrite};
 
 #[async_trait]
 impl Failures for PostgresStore {
@@ -14,12 +14,15 @@ impl Failures for PostgresStore {
             .await
     }
 
-    async fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
+    async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
+        let flow = flow.as_str();
+        let key = key.as_str();
         let w = StateWrite::ClearFailure(flow.to_string(), key.to_string());
         self.write(None, &w).await.map(drop)
     }
 
-    async fn failures(&self, flow: Option<&str>) -> Result<Vec<Failure>> {
+    async fn failures(&self, flow: Option<FlowName<'_>>) -> Result<Vec<Failure>> {
+        let flow = flow.map(|x| x.as_str());
         let c = self.pool.get().await?;
         let rows = c
             .query(

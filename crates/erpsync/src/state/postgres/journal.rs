@@ -6,7 +6,9 @@ use serde_json::Value;
 use super::PostgresStore;
 use super::rows::{owned_binding, row_journal};
 use crate::state::store::Journal;
-use crate::state::{Binding, JournalEntry, JournalState, Result, Scope, StateWrite};
+use crate::state::{
+    Binding, FlowName, JournalEntry, JournalState, RecordKey, Result, Scope, StateWrite,
+};
 
 #[async_trait]
 impl Journal for PostgresStore {
@@ -30,7 +32,8 @@ impl Journal for PostgresStore {
         self.write(None, &w).await.map(drop)
     }
 
-    async fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
+    async fn journal_pending(&self, flow: Option<FlowName<'_>>) -> Result<Vec<JournalEntry>> {
+        let flow = flow.map(|x| x.as_str());
         let c = self.pool.get().await?;
         let rows = c
             .query(
@@ -45,16 +48,19 @@ impl Journal for PostgresStore {
 
     async fn journal_settle(
         &self,
-        flow: &str,
-        key: &str,
+        flow: FlowName<'_>,
+        key: RecordKey<'_>,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<usize> {
+        let flow = flow.as_str();
+        let key = key.as_str();
         let w =
             StateWrite::JournalSettle(flow.to_string(), key.to_string(), owned_binding(binding));
         Ok(usize::try_from(self.write(None, &w).await?).unwrap_or(0))
     }
 
-    async fn journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
+    async fn journal_of_key(&self, key: RecordKey<'_>) -> Result<Vec<JournalEntry>> {
+        let key = key.as_str();
         self.op_journal_of_key(key).await
     }
 }

@@ -9,17 +9,20 @@ use super::PostgresStore;
 use super::rows::{RUN_COLS, row_run};
 use crate::state::operator::{FlowSwitch, RunLine};
 use crate::state::store::Runs;
-use crate::state::{Instance, Result, RunRecord, StateStoreError, StateWrite, SystemHealth};
+use crate::state::{
+    FlowName, Instance, RecordKey, Result, RunRecord, StateStoreError, StateWrite, SystemHealth,
+};
 
 #[async_trait]
 impl Runs for PostgresStore {
     async fn run_start(
         &self,
-        flow: &str,
+        flow: FlowName<'_>,
         kind: &str,
         at: DateTime<Utc>,
         instance: &Instance,
     ) -> Result<i64> {
+        let flow = flow.as_str();
         let w = StateWrite::RunStart {
             flow: flow.to_string(),
             kind: kind.to_string(),
@@ -47,7 +50,8 @@ impl Runs for PostgresStore {
         self.write(None, &w).await.map(drop)
     }
 
-    async fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
+    async fn runs(&self, flow: Option<FlowName<'_>>, limit: usize) -> Result<Vec<RunRecord>> {
+        let flow = flow.map(|x| x.as_str());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let c = self.pool.get().await?;
         let rows = c
@@ -75,12 +79,13 @@ impl Runs for PostgresStore {
 
     async fn abandon_runs(
         &self,
-        flow: Option<&str>,
+        flow: Option<FlowName<'_>>,
         of: Option<&str>,
         keep: &str,
         at: DateTime<Utc>,
         why: &str,
     ) -> Result<usize> {
+        let flow = flow.map(|x| x.as_str());
         let c = self.pool.get().await?;
         let n = c
             .execute(
@@ -102,7 +107,8 @@ impl Runs for PostgresStore {
         self.op_run_lines(run_id).await
     }
 
-    async fn run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
+    async fn run_lines_of_key(&self, key: RecordKey<'_>, limit: usize) -> Result<Vec<RunLine>> {
+        let key = key.as_str();
         self.op_run_lines_of_key(key, limit).await
     }
 
