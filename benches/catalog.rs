@@ -35,6 +35,10 @@
 //! - `BENCH_ENFORCE=1`: a missed issue-14 target fails the exit code too.
 //! - `BENCH_MAP_RECORDS`: records in the mapping benchmark, default 200000.
 //! - `BENCH_ONLY`: `catalog` or `mapping`.
+//! - `BENCH_WRAP`: a command prefix the measured program runs under, to find what holds a
+//!   peak (`heaptrack`, `valgrind --tool=massif`); `BENCH_WRAP_PHASE`: only the phases whose
+//!   name contains this (e.g. `dry run`). The profiler writes its files in the current
+//!   directory; the wrapped phase's figures are the profiler's, not erpsync's.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -865,11 +869,27 @@ fn run_child(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Phase> {
     let out_path = dir.join(format!("{slug}.out.json"));
     let err_path = dir.join(format!("{slug}.err.log"));
     let usage_path = dir.join(format!("{slug}.usage.json"));
+    // `BENCH_WRAP` runs the measured program under a profiler (a command prefix such as
+    // `heaptrack` or `valgrind --tool=massif`), in the phases whose name contains
+    // `BENCH_WRAP_PHASE` (all when unset). Its figures are then the profiler's.
+    let wrap: Vec<String> = std::env::var("BENCH_WRAP")
+        .ok()
+        .filter(|_| std::env::var("BENCH_WRAP_PHASE").map_or(true, |p| name.contains(p.as_str())))
+        .map(|w| w.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default();
+    if !wrap.is_empty() {
+        println!(
+            "`{name}` runs under `{}` (output in {}); its figures are the profiler's",
+            wrap.join(" "),
+            std::env::current_dir()?.display()
+        );
+    }
     let self_before = self_cpu();
     let started = Instant::now();
     let status = Command::new(std::env::current_exe()?)
         .arg(LAUNCH)
         .arg(&usage_path)
+        .args(&wrap)
         .args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -890,6 +910,12 @@ fn run_child(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Phase> {
         );
     }
     let usage: Value = serde_json::from_str(&std::fs::read_to_string(&usage_path)?)?;
+    // A profiler may print lines of its own around the report.
+    let stdout = if wrap.is_empty() {
+        stdout
+    } else {
+        report_lines(&stdout)
+    };
     let out: Value = serde_json::from_str(&stdout)
         .with_context(|| format!("reading the report of `{name}`: {}", head(&stdout)))?;
     // `run --json` prints the reports; `dry-run --format json` wraps them in `runs`; the
@@ -911,6 +937,22 @@ fn run_child(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Phase> {
         counts: report["counts"].clone(),
         ..Phase::default()
     })
+}
+
+/// The JSON document in `out`: from its first line that opens an array or object to the
+/// last line that closes one.
+fn report_lines(out: &str) -> String {
+    let lines: Vec<&str> = out.lines().collect();
+    let first = lines
+        .iter()
+        .position(|l| l.starts_with('[') || l.starts_with('{'));
+    let last = lines
+        .iter()
+        .rposition(|l| l.starts_with(']') || l.starts_with('}'));
+    match (first, last) {
+        (Some(a), Some(b)) if a <= b => lines[a..=b].join("\n"),
+        _ => out.to_string(),
+    }
 }
 
 /// Launcher mode: `--measure-child USAGE_FILE EXE ARGS…` runs `EXE ARGS…` with this

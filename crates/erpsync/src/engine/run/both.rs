@@ -109,7 +109,7 @@ impl<'e> Runner<'e> {
         let src_id = binding.as_ref().and_then(|b| self.id_on(b, Side::Source));
         let mut a = None;
         if source_in_doubt
-            && !self.listing.listed.contains_key(&key)
+            && !self.listing.listed.contains(&key)
             && let Some(id) = src_id
         {
             match self.confirm(Side::Source, &key, Some(id)).await {

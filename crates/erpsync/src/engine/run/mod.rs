@@ -4,6 +4,7 @@
 //! them.
 
 mod both;
+mod index;
 mod one_way;
 mod queued;
 mod shift;
@@ -32,6 +33,7 @@ use crate::redact::redact_json;
 use crate::state::{
     Binding, Failure, FlowName, JournalEntry, JournalState, PairSide, RecordKey, Scope,
 };
+use index::{KeyIndex, Listed, ListedKeys};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -65,14 +67,6 @@ struct Seen {
     id: Option<String>,
     canon: Value,
     native: Value,
-}
-
-/// What the source listing served under one key (see `Runner::note_listed`).
-struct Listed {
-    /// The record's `updated_at` when it was read.
-    stamp: Option<DateTime<Utc>>,
-    /// A digest of the reading, without volatile fields.
-    print: u64,
 }
 
 /// A three-way merge of one record, ready to be written: the binding, what each side held
@@ -337,69 +331,6 @@ impl ReadAll for HashMap<String, Seen> {
     }
 }
 
-/// A target record as an index of the whole target keeps it for the rest of the run: its id
-/// and its canonical record as JSON text, a few hundred bytes against the kilobytes of a
-/// parsed map; parsed again when the run asks for it (once per record of the source).
-struct Indexed {
-    id: Option<Box<str>>,
-    canon: Box<str>,
-    /// The native record, as text, only when the read kept it (a write mapping that merges
-    /// with what the target holds).
-    native: Option<Box<str>>,
-}
-
-/// The target's records by key, compact (see `Indexed`).
-#[derive(Default)]
-struct KeyIndex(HashMap<String, Indexed>);
-
-impl KeyIndex {
-    fn get(&self, key: &str) -> Option<Seen> {
-        self.0.get(key).map(|found| found.seen(key))
-    }
-
-    fn keys(&self) -> impl Iterator<Item = &String> {
-        self.0.keys()
-    }
-
-    fn extend(&mut self, other: KeyIndex) {
-        self.0.extend(other.0);
-    }
-}
-
-impl ReadAll for KeyIndex {
-    fn keep(
-        &mut self,
-        seen: Seen,
-        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
-    ) -> Option<Option<DateTime<Utc>>> {
-        let kept = Indexed {
-            id: seen.id.map(String::into_boxed_str),
-            canon: seen.canon.to_string().into_boxed_str(),
-            native: (!seen.native.is_null()).then(|| seen.native.to_string().into_boxed_str()),
-        };
-        let first = self.0.insert(seen.key.clone(), kept)?;
-        // Read twice (rare: the pages shifted): the first reading's stamp.
-        Some(stamp(&first.seen(&seen.key)))
-    }
-}
-
-impl Indexed {
-    fn seen(&self, key: &str) -> Seen {
-        // Written by `KeyIndex::keep` from a `Value`: it parses back to the same value.
-        let canon = serde_json::from_str(&self.canon).unwrap_or(Value::Null);
-        Seen {
-            key: key.to_string(),
-            id: self.id.as_deref().map(str::to_string),
-            canon,
-            native: self
-                .native
-                .as_deref()
-                .and_then(|n| serde_json::from_str(n).ok())
-                .unwrap_or(Value::Null),
-        }
-    }
-}
-
 /// The target read in full, searched in memory instead of asked record by record (see
 /// `Runner::lookup`).
 #[derive(Default)]
@@ -439,7 +370,7 @@ struct SourceListing {
     /// between pages (lists ordered by modification time) and make the listing skip some.
     active: bool,
     /// Keys read so far: a key read twice shows that the pages shifted while they were read.
-    listed: HashMap<String, Listed>,
+    listed: ListedKeys,
     /// Whether a record was served twice.
     shifted: bool,
     /// The stored bindings of the page being handled (`None`: no binding), read in one
@@ -827,7 +758,7 @@ impl<'e> Runner<'e> {
                 let Ok(mut seen) = self.seen(&self.src, native) else {
                     continue;
                 };
-                if self.listing.listed.contains_key(&seen.key)
+                if self.listing.listed.contains(&seen.key)
                     || keys.as_ref().is_some_and(|k| !k.contains(&seen.key))
                 {
                     continue;
@@ -882,7 +813,7 @@ impl<'e> Runner<'e> {
                 self.handle_reverse(seen, source_in_doubt).await?;
             }
         }
-        self.listing.listed = HashMap::new();
+        self.listing.listed = ListedKeys::default();
 
         if !self.opts.dry_run
             && incremental.is_some()
@@ -1166,7 +1097,7 @@ impl<'e> Runner<'e> {
                 self.index.read_at = Some(read_at);
             }
             if let Some(index) = &self.index.records {
-                if let Some(found) = index.get(key) {
+                if let Some(found) = index.get(key).map_err(Fail::msg)? {
                     return Ok(Some(found));
                 }
                 if !self.index.shifted {

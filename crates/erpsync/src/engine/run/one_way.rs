@@ -100,7 +100,11 @@ impl<'e> Runner<'e> {
             found = if bound {
                 // Reconciling: the target as it is now, from the full read; missing from it,
                 // it was missed by shifting pages, or deleted.
-                match self.index.records.as_ref().and_then(|i| i.get(&key)) {
+                let indexed = match &self.index.records {
+                    Some(i) => i.get(&key).map_err(Fail::msg)?,
+                    None => None,
+                };
+                match indexed {
                     Some(f) => Some(f),
                     None => {
                         self.confirm(Side::Target, &key, self.id_on(&b, Side::Target))

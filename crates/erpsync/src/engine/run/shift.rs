@@ -14,16 +14,13 @@ impl<'e> Runner<'e> {
     /// unchanged, it is the same record twice and is handled once; changed, the later
     /// reading is the newer version and is handled as well.
     pub(super) fn note_listed(&mut self, seen: &Seen) -> bool {
-        let now = Listed {
-            stamp: self.stamp(seen),
-            print: self.fingerprint(&seen.canon),
-        };
-        let print = now.print;
-        match self.listing.listed.insert(seen.key.clone(), now) {
+        let print = self.fingerprint(&seen.canon);
+        let now = Listed::new(self.stamp(seen), print);
+        match self.listing.listed.insert(&seen.key, now) {
             None => true,
             Some(first) => {
                 self.listing.shifted = true;
-                self.note_reread(first.stamp);
+                self.note_reread(first.stamp());
                 first.print != print
             }
         }
@@ -100,8 +97,8 @@ impl<'e> Runner<'e> {
             .map_err(|e| Fail::msg(e.to_string()))?;
         self.index.shifted = shifted;
         let index = self.index.records.get_or_insert_with(KeyIndex::default);
-        index.extend(again);
-        Ok(index.get(key))
+        index.extend(again).map_err(Fail::msg)?;
+        index.get(key).map_err(Fail::msg)
     }
 
     /// One-way reconciliation: bound records the target has but the whole source listing
@@ -111,11 +108,14 @@ impl<'e> Runner<'e> {
         let Some(index) = &self.index.records else {
             return Ok(());
         };
-        let unlisted: Vec<String> = index
-            .keys()
-            .filter(|k| !self.listing.listed.contains_key(*k))
-            .cloned()
-            .collect();
+        let listed = &self.listing.listed;
+        let unlisted = index
+            .keys_where(|k| !listed.contains(k))
+            .map_err(|message| EngineRunError::Read {
+                flow: self.flow.id.to_string(),
+                system: self.dst.name.to_string(),
+                message,
+            })?;
         if unlisted.is_empty() {
             return Ok(());
         }

@@ -1,0 +1,563 @@
+//! What a run holds of a whole side, in memory that stays flat as the catalogue grows.
+//!
+//! `KeyIndex` is the target read in full: per key, its id and canonical record (and the
+//! native record only when a write mapping merges with it). Past `SPILL_BYTES` of text it
+//! moves into a private temporary SQLite database, deleted when the run ends, and answers
+//! lookups from there: a catalogue of a million records costs a file, not a gigabyte.
+//!
+//! `ListedKeys` is what the source listing served: a 128-bit digest per key, with the
+//! reading's `updated_at` (to the microsecond) and a fingerprint, in 64 maps so that no
+//! single allocation doubles to a large size at once.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::sync::{Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use rusqlite::{Connection, OptionalExtension, params};
+use serde_json::Value;
+
+use super::{ReadAll, Seen};
+
+/// Text (keys, ids, canonical and native records) the index keeps in memory before it
+/// moves to a temporary database.
+const SPILL_BYTES: usize = 8 << 20;
+/// Pages of the temporary database SQLite caches (negative: KiB).
+const SPILL_CACHE: &str = "PRAGMA cache_size = -2048";
+
+/// A target record as the index keeps it: its id and its canonical record as JSON text,
+/// parsed again when the run asks for it (once per record of the source).
+#[derive(Debug, Clone, PartialEq)]
+struct Indexed {
+    id: Option<Box<str>>,
+    canon: Box<str>,
+    /// The native record, as text, only when the read kept it (a write mapping that merges
+    /// with what the target holds).
+    native: Option<Box<str>>,
+}
+
+impl Indexed {
+    fn of(seen: Seen) -> Indexed {
+        Indexed {
+            id: seen.id.map(String::into_boxed_str),
+            canon: seen.canon.to_string().into_boxed_str(),
+            native: (!seen.native.is_null()).then(|| seen.native.to_string().into_boxed_str()),
+        }
+    }
+
+    fn bytes(&self, key: &str) -> usize {
+        key.len()
+            + self.id.as_deref().map_or(0, str::len)
+            + self.canon.len()
+            + self.native.as_deref().map_or(0, str::len)
+    }
+
+    fn seen(&self, key: &str) -> Seen {
+        // Written by `Indexed::of` from a `Value`: it parses back to the same value.
+        let canon = serde_json::from_str(&self.canon).unwrap_or(Value::Null);
+        Seen {
+            key: key.to_string(),
+            id: self.id.as_deref().map(str::to_string),
+            canon,
+            native: self
+                .native
+                .as_deref()
+                .and_then(|n| serde_json::from_str(n).ok())
+                .unwrap_or(Value::Null),
+        }
+    }
+}
+
+/// The target's records by key (see the module's documentation).
+pub(super) struct KeyIndex {
+    /// Records in memory: all of them until the index spills; after, only those the
+    /// database refused (which shadow it).
+    mem: HashMap<String, Indexed>,
+    /// Text held in `mem`.
+    held: usize,
+    /// Text past which the index spills.
+    bound: usize,
+    /// The temporary database, once spilled. Behind a lock only so that the runner, which
+    /// is shared across awaits, stays `Sync`: one task uses it.
+    disk: Option<Mutex<Connection>>,
+    /// Set when the database could not be opened: the index stays in memory.
+    no_disk: bool,
+}
+
+impl Default for KeyIndex {
+    fn default() -> Self {
+        KeyIndex::with_bound(SPILL_BYTES)
+    }
+}
+
+impl KeyIndex {
+    /// An index that spills past `bound` bytes of text.
+    pub(super) fn with_bound(bound: usize) -> Self {
+        KeyIndex {
+            mem: HashMap::new(),
+            held: 0,
+            bound,
+            disk: None,
+            no_disk: false,
+        }
+    }
+
+    /// The record read under `key`. An error is a failure of the temporary database: the
+    /// record may be there, so the caller must not take it as absent.
+    pub(super) fn get(&self, key: &str) -> Result<Option<Seen>, String> {
+        if let Some(found) = self.mem.get(key) {
+            return Ok(Some(found.seen(key)));
+        }
+        match &self.disk {
+            Some(db) => Ok(disk_get(&lock(db), key)
+                .map_err(|e| format!("the target index could not be read: {e}"))?
+                .map(|found| found.seen(key))),
+            None => Ok(None),
+        }
+    }
+
+    /// The keys held for which `keep` says yes.
+    pub(super) fn keys_where(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+        let mut out: Vec<String> = self
+            .mem
+            .keys()
+            .filter(|k| keep(k.as_str()))
+            .cloned()
+            .collect();
+        if let Some(db) = &self.disk {
+            let db = lock(db);
+            let mut read = || -> rusqlite::Result<()> {
+                let mut stmt = db.prepare("SELECT key FROM idx")?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let key: String = row.get(0)?;
+                    if keep(&key) && !self.mem.contains_key(&key) {
+                        out.push(key);
+                    }
+                }
+                Ok(())
+            };
+            read().map_err(|e| format!("the target index could not be read: {e}"))?;
+        }
+        Ok(out)
+    }
+
+    /// Adds another reading of the target, whose records replace those held.
+    pub(super) fn extend(&mut self, other: KeyIndex) -> Result<(), String> {
+        let KeyIndex { mem, disk, .. } = other;
+        for (key, kept) in mem {
+            self.put(key, kept);
+        }
+        if let Some(db) = disk {
+            let db = db.into_inner().unwrap_or_else(|e| e.into_inner());
+            let mut read = || -> rusqlite::Result<()> {
+                let mut stmt = db.prepare("SELECT key, id, canon, native FROM idx")?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let key: String = row.get(0)?;
+                    let kept = indexed_row(row, 1)?;
+                    self.put(key, kept);
+                }
+                Ok(())
+            };
+            read().map_err(|e| format!("the target index could not be read: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Whether the index moved to its temporary database.
+    #[cfg(test)]
+    fn spilled(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Stores `kept` under `key` and returns what it replaced.
+    fn put(&mut self, key: String, kept: Indexed) -> Option<Indexed> {
+        if self.disk.is_none() {
+            let add = kept.bytes(&key);
+            let before = self.mem.insert(key.clone(), kept);
+            self.held += add;
+            if let Some(b) = &before {
+                self.held -= b.bytes(&key);
+            }
+            if self.held > self.bound && !self.no_disk {
+                self.spill();
+            }
+            return before;
+        }
+        if let Some(before) = self.mem.get_mut(&key) {
+            return Some(std::mem::replace(before, kept));
+        }
+        let db = lock(self.disk.as_ref().expect("spilled"));
+        match disk_put(&db, &key, &kept) {
+            Ok(before) => before,
+            Err(e) => {
+                drop(db);
+                // Kept in memory rather than lost: a record missing from the index would be
+                // created a second time.
+                tracing::warn!(error = %e, "the target index could not be written; keeping the record in memory");
+                self.mem.insert(key, kept);
+                None
+            }
+        }
+    }
+
+    /// Moves the records held in memory into a new temporary database.
+    fn spill(&mut self) {
+        let db = match open_disk() {
+            Ok(db) => db,
+            Err(e) => {
+                tracing::warn!(error = %e, "no temporary database for the target index; it stays in memory");
+                self.no_disk = true;
+                return;
+            }
+        };
+        let mut refused = HashMap::new();
+        for (key, kept) in std::mem::take(&mut self.mem) {
+            if let Err(e) = disk_put(&db, &key, &kept) {
+                tracing::warn!(error = %e, "the target index could not be written; keeping the record in memory");
+                refused.insert(key, kept);
+            }
+        }
+        self.mem = refused;
+        self.held = 0;
+        self.disk = Some(Mutex::new(db));
+    }
+}
+
+impl ReadAll for KeyIndex {
+    fn keep(
+        &mut self,
+        seen: Seen,
+        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
+    ) -> Option<Option<DateTime<Utc>>> {
+        let key = seen.key.clone();
+        let first = self.put(key.clone(), Indexed::of(seen))?;
+        // Read twice (rare: the pages shifted): the first reading's stamp.
+        Some(stamp(&first.seen(&key)))
+    }
+}
+
+fn lock(db: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    db.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A private temporary database (SQLite deletes it when it is closed), tuned for a scratch
+/// table: no journal, no syncing, a small cache, one transaction left open for the run.
+fn open_disk() -> rusqlite::Result<Connection> {
+    let db = Connection::open("")?;
+    db.execute_batch(&format!(
+        "PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; {SPILL_CACHE};
+         CREATE TABLE idx (key TEXT PRIMARY KEY, id TEXT, canon TEXT NOT NULL, native TEXT);
+         BEGIN;"
+    ))?;
+    Ok(db)
+}
+
+fn indexed_row(row: &rusqlite::Row, from: usize) -> rusqlite::Result<Indexed> {
+    Ok(Indexed {
+        id: row
+            .get::<_, Option<String>>(from)?
+            .map(String::into_boxed_str),
+        canon: row.get::<_, String>(from + 1)?.into_boxed_str(),
+        native: row
+            .get::<_, Option<String>>(from + 2)?
+            .map(String::into_boxed_str),
+    })
+}
+
+fn disk_get(db: &Connection, key: &str) -> rusqlite::Result<Option<Indexed>> {
+    db.prepare_cached("SELECT id, canon, native FROM idx WHERE key = ?1")?
+        .query_row([key], |row| indexed_row(row, 0))
+        .optional()
+}
+
+/// Stores a record; returns the one it replaced. A key is new nearly always, so the insert
+/// is tried first and the earlier reading fetched only when it conflicts.
+fn disk_put(db: &Connection, key: &str, kept: &Indexed) -> rusqlite::Result<Option<Indexed>> {
+    let (id, canon, native) = (kept.id.as_deref(), &*kept.canon, kept.native.as_deref());
+    let added = db
+        .prepare_cached(
+            "INSERT INTO idx (key, id, canon, native) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (key) DO NOTHING",
+        )?
+        .execute(params![key, id, canon, native])?;
+    if added == 1 {
+        return Ok(None);
+    }
+    let before = disk_get(db, key)?;
+    db.prepare_cached("UPDATE idx SET id = ?2, canon = ?3, native = ?4 WHERE key = ?1")?
+        .execute(params![key, id, canon, native])?;
+    Ok(before)
+}
+
+/// What the source listing served under one key (see `Runner::note_listed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Listed {
+    /// The reading's `updated_at` in microseconds since the epoch, rounded down
+    /// (`i64::MIN`: none).
+    stamp: i64,
+    /// A digest of the reading, without volatile fields.
+    pub(super) print: u64,
+}
+
+impl Listed {
+    pub(super) fn new(stamp: Option<DateTime<Utc>>, print: u64) -> Self {
+        Listed {
+            stamp: stamp.map_or(i64::MIN, |t| t.timestamp_micros()),
+            print,
+        }
+    }
+
+    /// The reading's `updated_at`, to the microsecond.
+    pub(super) fn stamp(&self) -> Option<DateTime<Utc>> {
+        (self.stamp != i64::MIN)
+            .then(|| DateTime::from_timestamp_micros(self.stamp))
+            .flatten()
+    }
+}
+
+/// Maps whose keys are digests already: the low bits serve as the hash.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+/// Maps `ListedKeys` splits its keys over.
+const SHARDS: usize = 64;
+
+/// The keys the source listing served, as 128-bit digests (see the module's
+/// documentation). Two keys with one digest would take a record read once for one read
+/// twice; at 128 bits that takes some 10^19 keys.
+pub(super) struct ListedKeys {
+    shards: Vec<HashMap<u128, Listed, BuildHasherDefault<Prehashed>>>,
+}
+
+impl Default for ListedKeys {
+    fn default() -> Self {
+        ListedKeys {
+            shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
+        }
+    }
+}
+
+impl ListedKeys {
+    /// Notes `key`; returns what was noted under it before.
+    pub(super) fn insert(&mut self, key: &str, listed: Listed) -> Option<Listed> {
+        let d = digest(key);
+        self.shards[shard(d)].insert(d, listed)
+    }
+
+    pub(super) fn contains(&self, key: &str) -> bool {
+        let d = digest(key);
+        self.shards[shard(d)].contains_key(&d)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+}
+
+fn shard(d: u128) -> usize {
+    (d >> 122) as usize % SHARDS
+}
+
+/// Two independent 64-bit SipHash digests of a key, side by side.
+fn digest(key: &str) -> u128 {
+    let mut lo = DefaultHasher::new();
+    key.hash(&mut lo);
+    let mut hi = DefaultHasher::new();
+    (0x5eed_u16, key).hash(&mut hi);
+    (u128::from(hi.finish()) << 64) | u128::from(lo.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn seen(key: &str, id: &str, price: u64) -> Seen {
+        Seen {
+            key: key.into(),
+            id: Some(id.into()),
+            canon: json!({"sku": key, "price": price, "name": format!("product {key}")}),
+            native: Value::Null,
+        }
+    }
+
+    fn no_stamp(_: &Seen) -> Option<DateTime<Utc>> {
+        None
+    }
+
+    /// An index that spills after a few records.
+    fn small() -> KeyIndex {
+        KeyIndex::with_bound(300)
+    }
+
+    #[test]
+    fn a_spilled_index_finds_every_record_it_was_given() {
+        let mut index = small();
+        for i in 0..500 {
+            assert!(
+                index
+                    .keep(seen(&format!("K{i}"), &format!("{i}"), i), no_stamp)
+                    .is_none()
+            );
+        }
+        assert!(index.spilled(), "500 records are past the bound");
+        for i in 0..500 {
+            let found = index.get(&format!("K{i}")).unwrap().expect("kept");
+            assert_eq!(found.id.as_deref(), Some(format!("{i}").as_str()));
+            assert_eq!(found.canon["price"], json!(i));
+            assert!(found.native.is_null());
+        }
+    }
+
+    #[test]
+    fn a_spilled_index_lacks_what_it_was_not_given() {
+        let mut index = small();
+        for i in 0..100 {
+            index.keep(seen(&format!("K{i}"), "1", 1), no_stamp);
+        }
+        assert!(index.spilled());
+        assert!(index.get("K100").unwrap().is_none());
+        assert!(index.get("").unwrap().is_none());
+        assert!(index.get("k1").unwrap().is_none(), "keys are exact");
+    }
+
+    #[test]
+    fn a_record_read_again_replaces_the_first_reading_before_and_after_the_spill() {
+        for count in [2, 100] {
+            let mut index = small();
+            let stamp_of = |s: &Seen| {
+                s.canon["price"]
+                    .as_i64()
+                    .and_then(|p| DateTime::from_timestamp(p, 0))
+            };
+            for i in 0..count {
+                index.keep(seen(&format!("K{i}"), "1", 7), stamp_of);
+            }
+            assert_eq!(index.spilled(), count == 100);
+            let first = index.keep(seen("K1", "2", 9), stamp_of);
+            assert_eq!(
+                first,
+                Some(DateTime::from_timestamp(7, 0)),
+                "the first reading's stamp ({count} records)"
+            );
+            let found = index.get("K1").unwrap().expect("kept");
+            assert_eq!(found.id.as_deref(), Some("2"), "{count} records");
+            assert_eq!(found.canon["price"], json!(9), "{count} records");
+            assert_eq!(
+                index.keys_where(|k| k == "K1").unwrap(),
+                vec!["K1".to_string()],
+                "one key, once"
+            );
+        }
+    }
+
+    #[test]
+    fn native_records_survive_the_spill() {
+        let mut index = small();
+        for i in 0..100 {
+            let mut s = seen(&format!("K{i}"), "1", i);
+            s.native = json!({"id": i, "sku": format!("K{i}")});
+            s.id = None;
+            index.keep(s, no_stamp);
+        }
+        assert!(index.spilled());
+        let found = index.get("K42").unwrap().expect("kept");
+        assert_eq!(found.native, json!({"id": 42, "sku": "K42"}));
+        assert_eq!(found.id, None);
+    }
+
+    #[test]
+    fn keys_and_extend_cover_memory_and_disk() {
+        let mut index = small();
+        for i in 0..100 {
+            index.keep(seen(&format!("K{i}"), "1", 1), no_stamp);
+        }
+        let mut keys = index.keys_where(|k| k.ends_with('7')).unwrap();
+        keys.sort();
+        assert_eq!(
+            keys,
+            [
+                "K17", "K27", "K37", "K47", "K57", "K67", "K7", "K77", "K87", "K97"
+            ]
+        );
+
+        // A second reading, itself spilled, with one record changed and one new.
+        let mut again = small();
+        for i in 0..100 {
+            again.keep(seen(&format!("K{i}"), "1", 1), no_stamp);
+        }
+        again.keep(seen("K5", "5", 55), no_stamp);
+        again.keep(seen("K100", "100", 100), no_stamp);
+        index.extend(again).unwrap();
+        assert_eq!(index.get("K5").unwrap().unwrap().canon["price"], json!(55));
+        assert_eq!(
+            index.get("K100").unwrap().unwrap().id.as_deref(),
+            Some("100")
+        );
+        assert_eq!(index.keys_where(|_| true).unwrap().len(), 101);
+    }
+
+    #[test]
+    fn an_index_under_the_bound_stays_in_memory() {
+        let mut index = KeyIndex::default();
+        for i in 0..100 {
+            index.keep(seen(&format!("K{i}"), "1", 1), no_stamp);
+        }
+        assert!(!index.spilled());
+        assert!(index.get("K99").unwrap().is_some());
+        assert!(index.get("K100").unwrap().is_none());
+    }
+
+    #[test]
+    fn listed_keys_tell_a_key_served_twice() {
+        let mut listed = ListedKeys::default();
+        let t = DateTime::parse_from_rfc3339("2026-12-04T10:00:00.123456789Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        for i in 0..10_000 {
+            assert_eq!(
+                listed.insert(&format!("K{i}"), Listed::new(Some(t), i)),
+                None
+            );
+        }
+        assert_eq!(listed.len(), 10_000);
+        assert!(listed.contains("K9999"));
+        assert!(!listed.contains("K10000"));
+        let first = listed
+            .insert("K42", Listed::new(None, 1))
+            .expect("served before");
+        assert_eq!(first.print, 42);
+        assert_eq!(
+            first.stamp(),
+            Some(
+                DateTime::parse_from_rfc3339("2026-12-04T10:00:00.123456Z")
+                    .unwrap()
+                    .with_timezone(&Utc)
+            ),
+            "rounded down to the microsecond"
+        );
+        assert_eq!(
+            listed.insert("K42", Listed::new(None, 2)).unwrap().stamp(),
+            None
+        );
+        let used = listed.shards.iter().filter(|s| !s.is_empty()).count();
+        assert_eq!(used, SHARDS, "keys spread over every map");
+    }
+}
