@@ -3,6 +3,11 @@
 
 mod cli;
 
+/// With `--features mimalloc`, mimalloc instead of the system's allocator.
+#[cfg(feature = "mimalloc")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::main()
 }

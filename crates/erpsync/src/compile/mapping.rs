@@ -119,6 +119,9 @@ pub enum Merge {
 pub struct Mapping {
     fields: Vec<Field>,
     needs_context: bool,
+    /// Whether no template can read what a context adds to the record (`vars`, `system`,
+    /// `parent`, `target`): such templates render over the record itself.
+    scope_free: bool,
     reads_target: bool,
 }
 
@@ -150,6 +153,7 @@ impl Mapping {
             }
         }
         let needs_context = fields.iter().any(|f| uses_template(&f.expr));
+        let scope_free = fields.iter().all(|f| !template_may_read_scope(&f.expr));
         let reads_target = fields.iter().any(|f| {
             f.merge.is_some()
                 || !targets_of(&f.at, &f.expr).is_empty()
@@ -159,6 +163,7 @@ impl Mapping {
             Mapping {
                 fields,
                 needs_context,
+                scope_free,
                 reads_target,
             },
             problems,
@@ -319,6 +324,41 @@ impl Mapping {
         let ctx = self
             .needs_context
             .then(|| template_context(source, around, env));
+        self.fields_of(source, around, ctx.as_ref(), env, only)
+    }
+
+    /// `apply_in` of a record the caller owns and gets back as it was. When no template can
+    /// read what a context adds to the record (see `scope_free`), the record itself is moved
+    /// into the templates' context and back, instead of copied into a new one.
+    pub fn apply_in_mut(
+        &self,
+        source: &mut Value,
+        parent: Option<&Value>,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
+        if !self.needs_context || !self.scope_free {
+            return self.apply_in(source, parent, env, only);
+        }
+        let around = Around {
+            parent,
+            target: None,
+        };
+        let mut ctx = Context::from(std::mem::take(source));
+        let out = self.fields_of(ctx.data(), around, Some(&ctx), env, only);
+        *source = std::mem::take(ctx.data_mut());
+        out
+    }
+
+    /// Maps the fields of one record, with templates rendered over `ctx`.
+    fn fields_of(
+        &self,
+        source: &Value,
+        around: Around,
+        ctx: Option<&Context>,
+        env: &MapEnv,
+        only: Option<&[String]>,
+    ) -> Result<Value, FieldMapError> {
         let mut out = Map::new();
         for f in &self.fields {
             if let Some(only) = only
@@ -326,7 +366,7 @@ impl Mapping {
             {
                 continue;
             }
-            let v = f.value(source, around, ctx.as_ref(), env)?;
+            let v = f.value(source, around, ctx, env)?;
             insert(&mut out, &f.target, v);
         }
         Ok(Value::Object(out))
@@ -530,6 +570,36 @@ fn uses_template(e: &Expr) -> bool {
         Expr::Each { .. } | Expr::Path(_) | Expr::Parent(_) | Expr::Target(_) | Expr::Const(_) => {
             false
         }
+    }
+}
+
+/// Whether an expression's template (a key's included) may read a name its context adds to
+/// the record (`vars`, `system`, `parent`, `target`). Read from the template's text, and
+/// erring towards yes: any mention of such a name, and anything that reaches the context as
+/// a whole or above a block's value (`this`, `.`, `..`, `@root`, `lookup`).
+fn template_may_read_scope(e: &Expr) -> bool {
+    match e {
+        Expr::Template(t) if !t.is_literal() => {
+            let src = t.source();
+            let names = crate::expr::scope::MAPPING
+                .iter()
+                .chain([&PARENT, &TARGET])
+                .any(|n| src.contains(n));
+            let whole = ["this", "@root", "lookup", ".."]
+                .iter()
+                .any(|w| src.contains(w));
+            // A path that starts with `.` (`{{.}}`, `{{#each ./x}}`).
+            let dot = src.char_indices().any(|(i, c)| {
+                c == '.'
+                    && src[..i]
+                        .chars()
+                        .next_back()
+                        .is_none_or(|p| !(p.is_alphanumeric() || p == '_' || p == ']'))
+            });
+            names || whole || dot
+        }
+        Expr::Lookup { key, .. } | Expr::Ref { key, .. } => template_may_read_scope(key),
+        _ => false,
     }
 }
 
@@ -914,6 +984,63 @@ mod tests {
     impl RefResolver for Refs {
         fn resolve(&self, entity: &str, key: &str) -> Option<String> {
             (entity == "customer" && key == "a@x.ro").then(|| "C-7".to_string())
+        }
+    }
+
+    #[test]
+    fn a_record_mapped_in_place_maps_as_a_copy_does_and_comes_back_whole() {
+        let vars = json!({"statuses": {"active": "on"}, "vars": "project"});
+        let system = json!({"warehouse": "W1"});
+        let env = MapEnv {
+            vars: &vars,
+            system: &system,
+            refs: &Refs,
+        };
+        let parent = json!({"title": "Tricou"});
+        let records = [
+            json!({"sku": "A", "status": "active", "name": "bec", "vars": "own",
+                   "tags": [{"n": "x"}, {"n": "y"}]}),
+            json!({"sku": "B", "status": "hidden"}),
+            json!("not an object"),
+        ];
+        let cases = [
+            (
+                json!({"active": "{{#if (eq status 'active')}}true{{else}}false{{/if}}"}),
+                true,
+            ),
+            (json!({"label": "{{sku}} / {{name}}", "sku": "$.sku"}), true),
+            (json!({"tags": "{{#each tags}}{{n}},{{/each}}"}), true),
+            (json!({"w": "{{system.warehouse}}-{{sku}}"}), false),
+            (json!({"v": "{{vars}}"}), false),
+            (json!({"p": "{{parent.title}}"}), false),
+            (json!({"all": "{{json this}}"}), false),
+            (json!({"up": "{{#each tags}}{{../sku}}{{/each}}"}), false),
+            (
+                json!({"root": "{{#each tags}}{{@root.vars}}{{/each}}"}),
+                false,
+            ),
+            (json!({"dot": "{{#each tags}}{{./n}}{{/each}}"}), false),
+            (
+                json!({"k": {"lookup": {"table": "statuses", "key": "{{status}}"}}}),
+                true,
+            ),
+            (
+                json!({"k": {"lookup": {"table": "statuses", "key": "{{vars.x}}"}}}),
+                false,
+            ),
+        ];
+        for (decl, scope_free) in cases {
+            let m = mapping(decl.clone());
+            assert_eq!(m.scope_free, scope_free, "{decl}");
+            for record in &records {
+                for parent in [None, Some(&parent)] {
+                    let copied = m.apply_in(record, parent, &env, None);
+                    let mut own = record.clone();
+                    let in_place = m.apply_in_mut(&mut own, parent, &env, None);
+                    assert_eq!(in_place, copied, "{decl} on {record}");
+                    assert_eq!(&own, record, "{decl} gave {record} back changed");
+                }
+            }
         }
     }
 

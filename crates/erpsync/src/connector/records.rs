@@ -95,6 +95,43 @@ impl RecordsPath {
     }
 }
 
+impl RecordsPath {
+    /// How many elements of the outermost list a response body holds (`listed` of
+    /// `extract`), without copying them.
+    pub(crate) fn count(&self, body: &Value) -> usize {
+        match &self.nested {
+            Some(n) => n.outer.query(body).len(),
+            None if self.whole.is_simple() => match self.whole.first(body) {
+                None | Some(Value::Null) => 0,
+                Some(Value::Array(items)) => items.len(),
+                Some(_) => 1,
+            },
+            None => self.whole.query(body).len(),
+        }
+    }
+
+    /// `extract`, taking the records out of the body instead of copying them where the path
+    /// is a plain chain of members (`$.data`, the common case): the body is left with
+    /// `null` where the records were. Other paths copy, as `extract` does.
+    pub(crate) fn take(&self, body: &mut Value) -> Extracted {
+        if self.nested.is_none()
+            && let Some(slot) = self.whole.first_mut(body)
+        {
+            let records = match std::mem::take(slot) {
+                Value::Null => Vec::new(),
+                Value::Array(items) => items,
+                other => vec![other],
+            };
+            return Extracted {
+                listed: records.len(),
+                records,
+                parents: Vec::new(),
+            };
+        }
+        self.extract(body)
+    }
+}
+
 impl Nested {
     /// Collects the records below `element`, an element of level `depth`, whose own parent
     /// (if any) is `above`.
@@ -184,6 +221,40 @@ mod tests {
         assert!(got.parents.is_empty());
         assert_eq!(got.listed, 2);
         assert!(!path("$.data[*]").is_nested());
+    }
+
+    #[test]
+    fn taking_records_gives_what_extracting_copies() {
+        let bodies = [
+            json!({"data": [{"sku": "A"}, {"sku": "B"}], "meta": {"total": 2}}),
+            json!({"data": {"sku": "A"}}),
+            json!({"data": null}),
+            json!({"other": []}),
+            json!([{"sku": "A"}]),
+            json!({"data": [{"name": "Shirt", "variants": [{"sku": "S-1"}]}]}),
+        ];
+        for p in [
+            "$.data",
+            "$",
+            "$.data[*]",
+            "$.data[*].variants[*]",
+            "$['data']",
+        ] {
+            let p = path(p);
+            for body in &bodies {
+                let copied = p.extract(body);
+                assert_eq!(p.count(body), copied.listed, "{p:?} on {body}");
+                let mut taken_from = body.clone();
+                let taken = p.take(&mut taken_from);
+                assert_eq!(taken.records, copied.records, "{p:?} on {body}");
+                assert_eq!(taken.listed, copied.listed, "{p:?} on {body}");
+                assert_eq!(taken.parents, copied.parents, "{p:?} on {body}");
+            }
+        }
+        // The records leave the body; the rest of it stays.
+        let mut body = json!({"data": [{"sku": "A"}], "meta": {"total": 1}});
+        path("$.data").take(&mut body);
+        assert_eq!(body, json!({"data": null, "meta": {"total": 1}}));
     }
 
     #[test]

@@ -4,9 +4,10 @@
 
 use std::fmt;
 
-use jsonpath_rust::parser::model::JpQuery;
+use jsonpath_rust::parser::model::{Filter, FilterAtom, JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
-use jsonpath_rust::query::js_path_process;
+use jsonpath_rust::query::state::State;
+use jsonpath_rust::query::{Query, js_path_process};
 use serde_json::Value;
 
 /// A JSONPath that failed to parse.
@@ -115,6 +116,31 @@ impl JsonPath {
             Plan::Simple(steps) => walk(steps, value),
             Plan::Full(_) => self.query(value).into_iter().next(),
         }
+    }
+
+    /// The node a simple path selects, to change or take; `None` for any other path (or
+    /// when nothing is there).
+    pub(crate) fn first_mut<'a>(&self, value: &'a mut Value) -> Option<&'a mut Value> {
+        let Plan::Simple(steps) = &self.plan else {
+            return None;
+        };
+        let mut v = value;
+        for step in steps {
+            v = match (step, v) {
+                (Step::Key(k), Value::Object(m)) => m.get_mut(k)?,
+                (Step::Index(i), Value::Array(a)) => {
+                    let idx = if *i < 0 { a.len() as i64 + i } else { *i };
+                    a.get_mut(usize::try_from(idx).ok()?)?
+                }
+                _ => return None,
+            };
+        }
+        Some(v)
+    }
+
+    /// Whether the path is a chain of members and indexes (at most one node).
+    pub(crate) fn is_simple(&self) -> bool {
+        matches!(self.plan, Plan::Simple(_))
     }
 
     /// The value at a single-node path: the node itself when the path can only select one,
@@ -254,6 +280,9 @@ fn one_line(s: &str) -> String {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Predicate {
     query: JsonPath,
+    /// The condition alone, tested on the value itself; `None` when the condition reads
+    /// the root (`$`), which is the list wrapping the value, so the value is wrapped.
+    filter: Option<Filter>,
 }
 
 impl Predicate {
@@ -263,14 +292,50 @@ impl Predicate {
                 path: condition.to_string(),
                 reason: e.reason,
             })?;
-        Ok(Predicate { query })
+        // Read on the value itself unless the condition reads the root (`$`, the list around
+        // the value) or filters again (`[?`), where the library treats the value it tests
+        // apart from the lists it selects from.
+        let filter = match &query.plan {
+            Plan::Full(q) if !condition.contains('$') && !condition.contains("[?") => {
+                match q.segments.as_slice() {
+                    [Segment::Selector(Selector::Filter(f))] => Some(f.clone()),
+                    [Segment::Selectors(s)] => match s.as_slice() {
+                        [Selector::Filter(f)] => Some(f.clone()),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            _ => None,
+        };
+        Ok(Predicate { query, filter })
     }
 
     /// Whether `value` satisfies the condition.
     pub fn matches(&self, value: &Value) -> bool {
-        // A filter selects children, so the value is wrapped in a one-element list.
-        let wrapped = Value::Array(vec![value.clone()]);
-        !self.query.query(&wrapped).is_empty()
+        match &self.filter {
+            // The condition evaluated on the value itself: no copy of it.
+            Some(f) => holds(f, value),
+            None => {
+                // A filter selects children, so the value is wrapped in a one-element list.
+                let wrapped = Value::Array(vec![value.clone()]);
+                !self.query.query(&wrapped).is_empty()
+            }
+        }
+    }
+}
+
+/// Whether `value` satisfies a filter condition, `@` being `value`.
+fn holds(f: &Filter, value: &Value) -> bool {
+    match f {
+        Filter::Or(any) => any.iter().any(|f| holds(f, value)),
+        Filter::And(all) => all.iter().all(|f| holds(f, value)),
+        Filter::Atom(FilterAtom::Filter { expr, not }) => holds(expr, value) != *not,
+        Filter::Atom(atom) => atom
+            .process(State::root(value))
+            .ok_val()
+            .and_then(|v| v.as_bool())
+            .unwrap_or_default(),
     }
 }
 
@@ -329,5 +394,47 @@ mod tests {
         let s = Predicate::parse("@.status != 200").unwrap();
         assert!(s.matches(&json!({"status": 400})));
         assert!(!s.matches(&json!({"status": 200})));
+    }
+
+    #[test]
+    fn a_predicate_on_the_value_agrees_with_the_wrapped_filter() {
+        let conditions = [
+            "@.errorText && @.errorText != ''",
+            "@.status != 200",
+            "@.error.message",
+            "!@.code",
+            "@.n > 1 || @.tags[0] == 'x'",
+            "length(@.tags) > 1",
+            "@.message == 'The web ID on the sale must be unique per shop.'",
+            "@ == 3",
+        ];
+        let values = [
+            json!({"errorText": "Seria nu exista", "status": 400}),
+            json!({"errorText": "", "status": 200}),
+            json!({"error": {"message": "no"}, "n": 2}),
+            json!({"code": "x", "tags": ["x", "y"]}),
+            json!({"message": "The web ID on the sale must be unique per shop."}),
+            json!([1, 2]),
+            json!(3),
+            json!("text"),
+            Value::Null,
+        ];
+        for c in conditions {
+            let p = Predicate::parse(c).unwrap();
+            assert!(
+                p.filter.is_some(),
+                "{c} should be tested on the value itself"
+            );
+            for v in &values {
+                let wrapped = Value::Array(vec![v.clone()]);
+                let expected = !p.query.query(&wrapped).is_empty();
+                assert_eq!(p.matches(v), expected, "{c} on {v}");
+            }
+        }
+        // A condition that reads the root still sees the list around the value.
+        let root = Predicate::parse("$[0].a == 1").unwrap();
+        assert!(root.filter.is_none());
+        assert!(root.matches(&json!({"a": 1})));
+        assert!(!root.matches(&json!({"a": 2})));
     }
 }

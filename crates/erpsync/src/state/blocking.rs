@@ -258,6 +258,10 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
         let bindings = bindings.to_vec();
         self.call(move |s| s.put_bindings(&scope, &bindings)).await
     }
+    async fn put_bindings_owned(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
+        let scope = scope.clone();
+        self.call(move |s| s.put_bindings(&scope, &bindings)).await
+    }
     async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         let flow = flow.to_string();
         self.call(move |s| s.cursor(&flow)).await

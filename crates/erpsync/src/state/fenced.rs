@@ -92,6 +92,11 @@ impl Bindings for Fenced<dyn Bindings> {
             .await
             .map(drop)
     }
+    async fn put_bindings_owned(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
+        self.write(StateWrite::PutBindings(scope.clone(), bindings))
+            .await
+            .map(drop)
+    }
     async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         self.inner.cursor(flow).await
     }

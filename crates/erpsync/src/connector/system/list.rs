@@ -1,7 +1,7 @@
 //! Reading a listing page by page along its `paginate` section, with pages asked for ahead
 //! when the listing has told its size, or by a task of its own ahead of the caller.
 
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
@@ -137,36 +137,19 @@ impl HttpSystem {
                 } else {
                     self.execute(&op_name, op, &st.input, &target).await
                 };
-                let resp = match fetched {
+                let mut resp = match fetched {
                     Ok((resp, _)) => resp,
                     Err(e) => return Some((Some(Err(e)), None)),
                 };
                 st.number += 1;
-                let Extracted {
-                    records,
-                    parents,
-                    listed,
-                } = op
-                    .records
-                    .as_ref()
-                    .map(|p| p.extract(&resp.body))
-                    .unwrap_or_default();
-                if !records.is_empty() {
-                    let hash = hash_records(&records);
-                    if st.last_hash == Some(hash) {
-                        let e = pagination_error(
-                            st.number,
-                            format!("page {} repeats page {}", st.number, st.number - 1),
-                        );
-                        return Some((Some(Err(e)), None));
-                    }
-                    st.last_hash = Some(hash);
-                }
+                // What the next page and the total are read from comes first: the records are
+                // then moved out of the body rather than copied.
+                let listed = op.records.as_ref().map_or(0, |p| p.count(&resp.body));
                 let total = op
                     .total
                     .as_ref()
                     .and_then(|t| t.read(&resp.headers, &resp.body));
-                st.next = match &op.paginate {
+                let next = match &op.paginate {
                     None => Ok(None),
                     Some(p) => {
                         let seen = PageSeen {
@@ -184,6 +167,28 @@ impl HttpSystem {
                         })
                     }
                 };
+                let Extracted {
+                    records,
+                    parents,
+                    listed: taken,
+                } = op
+                    .records
+                    .as_ref()
+                    .map(|p| p.take(&mut resp.body))
+                    .unwrap_or_default();
+                debug_assert_eq!(taken, listed, "a page's count and its records agree");
+                if !records.is_empty() {
+                    let hash = hash_records(&records);
+                    if st.last_hash == Some(hash) {
+                        let e = pagination_error(
+                            st.number,
+                            format!("page {} repeats page {}", st.number, st.number - 1),
+                        );
+                        return Some((Some(Err(e)), None));
+                    }
+                    st.last_hash = Some(hash);
+                }
+                st.next = next;
                 let page = (!records.is_empty()).then_some(Ok(Page {
                     records,
                     parents,
@@ -251,7 +256,8 @@ impl Drop for AbortOnDrop {
 }
 
 fn hash_records(records: &[Value]) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
+    // One fixed seed: pages of one listing are compared with each other.
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
     records.len().hash(&mut h);
     for r in records {
         hash_value(r, &mut h);

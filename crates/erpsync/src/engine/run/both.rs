@@ -302,7 +302,7 @@ impl<'e> Runner<'e> {
             }
             if written.is_empty() {
                 // Nothing written: both sides already agree (adopted or unchanged).
-                self.hold_binding(&bind)
+                self.hold_binding(bind.clone())
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
             }

@@ -46,6 +46,12 @@ const RECORDS_PER_PAGE: usize = 100;
 /// Times a full read of a target that cannot be searched by key is read again in one run
 /// because its pages shifted (see `Runner::reread_index`).
 const INDEX_REREADS: usize = 2;
+/// The runner's maps and sets by key: hashed with foldhash, several times cheaper than the
+/// standard library's SipHash on short keys. Keys come from the systems being synced, not
+/// from whoever reaches a listening port, and each map lives for one run.
+pub(super) type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub(super) type FastSet<T> = HashSet<T, foldhash::fast::RandomState>;
+
 /// Bindings held back (see `HeldBindings`) are written together once this many wait, even
 /// before the page ends.
 const BINDINGS_PER_WRITE: usize = 500;
@@ -320,7 +326,7 @@ trait ReadAll: Default {
     ) -> Option<Option<DateTime<Utc>>>;
 }
 
-impl ReadAll for HashMap<String, Seen> {
+impl<S: std::hash::BuildHasher + Default> ReadAll for HashMap<String, Seen, S> {
     fn keep(
         &mut self,
         seen: Seen,
@@ -354,13 +360,13 @@ struct TargetIndex {
 #[derive(Default)]
 struct TargetChanges {
     /// Records not merged yet, by key.
-    records: HashMap<String, Seen>,
+    records: FastMap<String, Seen>,
     /// Whether a bound record missing from `records` may have been missed rather than left
     /// unchanged — the whole target was read (no cursor), or the read shifted: such a
     /// record is asked for before it is merged.
     in_doubt: bool,
     /// Keys whose target record was taken from `records`, or asked for, in this run.
-    taken: HashSet<String>,
+    taken: FastSet<String>,
 }
 
 /// The source listing in progress.
@@ -375,7 +381,7 @@ struct SourceListing {
     shifted: bool,
     /// The stored bindings of the page being handled (`None`: no binding), read in one
     /// call; a key is dropped from it when its binding is written.
-    page_bindings: HashMap<String, Option<Binding>>,
+    page_bindings: FastMap<String, Option<Binding>>,
 }
 
 /// Writes held back until the source listing is over.
@@ -388,7 +394,7 @@ struct DeferredWrites {
     /// decided otherwise).
     merges: Vec<Option<(Merge, Value)>>,
     /// Where each key's merge is in `merges`.
-    merge_at: HashMap<String, usize>,
+    merge_at: FastMap<String, usize>,
 }
 
 /// Bindings whose loss no write depends on — records adopted, or found unchanged while
@@ -400,18 +406,18 @@ struct DeferredWrites {
 /// before.
 #[derive(Default)]
 struct HeldBindings {
-    by_key: HashMap<String, Binding>,
+    by_key: FastMap<String, Binding>,
 }
 
 /// Keys with something left from earlier runs.
 #[derive(Default)]
 struct Unsettled {
     /// Keys with a stored failure, cleared when they succeed.
-    failing: HashSet<String>,
+    failing: FastSet<String>,
     /// Keys with a write of unknown outcome still unsettled: never sent again blindly.
-    in_doubt: HashSet<String>,
+    in_doubt: FastSet<String>,
     /// The same, of the flows this one requires, by flow.
-    required: HashMap<String, HashSet<String>>,
+    required: FastMap<String, FastSet<String>>,
 }
 
 /// Where the cursor goes at the end of the run (see `Runner::note_reread`).
@@ -519,7 +525,7 @@ impl<'e> Runner<'e> {
                 .or_else(|| entity.updated_at.clone()),
         });
         let failing = if opts.dry_run {
-            HashSet::new()
+            FastSet::default()
         } else {
             e.store
                 .failures
@@ -602,7 +608,7 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
-            let (mut changes, shifted): (HashMap<String, Seen>, _) =
+            let (mut changes, shifted): (FastMap<String, Seen>, _) =
                 self.read_all_dst(since, true).await?;
             if self.opts.dry_run {
                 // What earlier flows of the plan would have created in the target is among
@@ -940,7 +946,7 @@ impl<'e> Runner<'e> {
     pub(super) fn seen_in(
         &self,
         end: &End,
-        native: Value,
+        mut native: Value,
         parent: Option<&Value>,
     ) -> Result<Seen, Box<(String, Value, Fail)>> {
         let env = MapEnv {
@@ -949,13 +955,10 @@ impl<'e> Runner<'e> {
             refs: &crate::compile::NoRefs,
         };
         let id = end.ent.id.of_in(&native, parent);
+        let mapped = end.ent.read.apply_in_mut(&mut native, parent, &env, None);
         let unmappable =
             |e: String| Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)));
-        let mapped = end
-            .ent
-            .read
-            .apply_in(&native, parent, &env, None)
-            .map_err(|e| unmappable(e.to_string()))?;
+        let mapped = mapped.map_err(|e| unmappable(e.to_string()))?;
         let canon =
             canonical::normalise(self.entity, mapped).map_err(|e| unmappable(e.to_string()))?;
         let Some(raw_key) = canonical::field_text(&canon, &self.flow.match_key) else {
@@ -1211,12 +1214,12 @@ impl<'e> Runner<'e> {
 
     /// Stores a binding that no write depends on (see `HeldBindings`): held back and written
     /// with the others of its page. A dry run plans it as `put_binding` does.
-    pub(super) async fn hold_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
+    pub(super) async fn hold_binding(&mut self, b: Binding) -> Result<(), EngineRunError> {
         if self.opts.dry_run {
-            return self.put_binding(b).await;
+            return self.put_binding(&b).await;
         }
         self.listing.page_bindings.remove(&b.key);
-        self.held.by_key.insert(b.key.clone(), b.clone());
+        self.held.by_key.insert(b.key.clone(), b);
         if self.held.by_key.len() >= BINDINGS_PER_WRITE {
             self.write_held().await?;
         }
@@ -1234,7 +1237,7 @@ impl<'e> Runner<'e> {
         self.e
             .store
             .bindings
-            .put_bindings(&self.scope, &held)
+            .put_bindings_owned(&self.scope, held)
             .await?;
         Ok(())
     }

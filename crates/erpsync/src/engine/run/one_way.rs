@@ -158,7 +158,7 @@ impl<'e> Runner<'e> {
                 if rebase && !self.opts.dry_run {
                     *self.base_on_mut(&mut b, Side::Target) = found;
                     *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
-                    self.hold_binding(&b)
+                    self.hold_binding(b)
                         .await
                         .map_err(|e| Fail::msg(e.to_string()))?;
                 }
@@ -168,7 +168,7 @@ impl<'e> Runner<'e> {
                 *self.base_on_mut(&mut b, Side::Target) = found;
                 *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
                 self.mark_exported(&mut b);
-                self.hold_binding(&b)
+                self.hold_binding(b)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
                 let reason = format!("already in `{dst_name}`; linked");
