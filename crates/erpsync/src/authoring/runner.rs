@@ -12,9 +12,9 @@ use serde_json::Value;
 
 use super::exchange::{ExchangeConfig, short, subset_diff};
 use super::replay::Replay;
-use super::testfile::{BindingSeedConfig, FlowExpectConfig, TestFileConfig};
-use crate::compile::Project;
-use crate::engine::{Decision, Engine, RunOptions, RunReport};
+use super::testfile::{BindingSeedConfig, FlowExpectConfig, RecordExpectConfig, TestFileConfig};
+use crate::compile::{Flow, Project};
+use crate::engine::{Decision, Engine, RecordReport, RunOptions, RunReport};
 use crate::state::{Binding, FlowName, Scope, SqliteStore, Store};
 
 /// The result of one test.
@@ -315,108 +315,23 @@ pub async fn run_test(
     cfg: &TestFileConfig,
 ) -> Result<TestOutcome, TestRunError> {
     let shown = file.display().to_string();
-    let setup = |source: TestSetupError| TestRunError::Setup {
-        file: shown.clone(),
-        source,
-    };
     let env = TestEnv(&cfg.env);
     let (project, diagnostics) = crate::compile::project::check_with_env(project_paths, &env);
     let Some(project) = project else {
         return Err(TestRunError::InvalidProject {
-            file: shown.clone(),
+            file: shown,
             diagnostics,
         });
     };
-    let mut exchanges = cfg.exchanges.clone();
-    for (i, e) in exchanges.iter_mut().enumerate() {
-        resolve_request(&project, e)
-            .map_err(|source| setup(TestSetupError::Exchange { index: i, source }))?;
-    }
-    let replay = Replay::start(project.systems.keys().cloned(), exchanges)
-        .await
-        .map_err(|e| setup(TestSetupError::Replay(e)))?;
-    let mut project =
-        redirect(&project, &replay.urls).map_err(|e| setup(TestSetupError::ReplayAddress(e)))?;
-    // The replay answers at once: a system's budget would only make the test slow.
-    for def in project.systems.values_mut() {
-        *def = Arc::new(def.unlimited());
-    }
-    let project = Arc::new(project);
-    let store: Store = SqliteStore::in_memory()
-        .map_err(|e| setup(e.into()))?
-        .into();
-    for ((entity, a, b), bindings) in
-        seed_bindings(&project, &cfg.state.bindings).map_err(|e| setup(e.into()))?
-    {
-        store
-            .bindings
-            .put_bindings(&Scope::new(&entity, &a, &b), &bindings)
+    let (engine, flows, replay) =
+        set_up(&project, cfg)
             .await
-            .map_err(|e| setup(e.into()))?;
-    }
-    for (flow, at) in &cfg.state.cursors {
-        if project.flow(flow).is_none() {
-            return Err(setup(TestSetupError::UnknownCursorFlow(flow.clone())));
-        }
-        store
-            .bindings
-            .set_cursor(FlowName::new(flow), *at)
-            .await
-            .map_err(|e| setup(e.into()))?;
-    }
-    let flows = project
-        .select(&cfg.flows)
-        .map_err(|e| setup(TestSetupError::Flows(e)))?;
-    let mut engine = Engine::new(project.clone(), store, Arc::new(crate::clock::SystemClock))
-        .map_err(|e| setup(e.into()))?;
-    if cfg.dry_run {
-        engine = engine.planning();
-    }
-    // A system asking to wait is answered at once: a test must not sleep.
-    for s in engine.systems.values() {
-        s.set_waits(Some(std::time::Duration::from_secs(5)), None);
-    }
-    let opts = RunOptions {
-        dry_run: cfg.dry_run,
-        reconcile: cfg.reconcile,
-        full: cfg.full,
-        keys: (!cfg.keys.is_empty()).then(|| cfg.keys.clone()),
-        details: true,
-        force: true,
-        ..Default::default()
-    };
+            .map_err(|source| TestRunError::Setup {
+                file: shown,
+                source,
+            })?;
     let mut problems = Vec::new();
-    let mut reports = Vec::new();
-    let mut ran = Vec::new();
-    for flow in flows {
-        if cfg.reconcile && flow.reconcile_schedule.is_none() {
-            continue;
-        }
-        ran.push(flow.id.clone());
-        match engine.run(&flow.id, &opts).await {
-            Ok(r) => {
-                if let Some(exp) = cfg.expect.flows.get(&flow.id) {
-                    compare(&flow.id, &r, exp, &mut problems);
-                } else {
-                    for e in &r.errors {
-                        problems.push(format!("{}: run error: {e}", flow.id));
-                    }
-                }
-                reports.push(r);
-            }
-            Err(e) => {
-                let text = crate::redact::redact(&e.to_string()).into_owned();
-                let expected = cfg.expect.flows.get(&flow.id);
-                let wanted = expected.is_some_and(|x| {
-                    x.status.as_deref() == Some("error")
-                        && x.errors.iter().all(|w| text.contains(w.as_str()))
-                });
-                if !wanted {
-                    problems.push(format!("{}: the run failed: {text}", flow.id));
-                }
-            }
-        }
-    }
+    let (reports, ran) = run_flows(&engine, &flows, cfg, &mut problems).await;
     for name in cfg.expect.flows.keys() {
         if !ran.contains(name) {
             problems.push(format!(
@@ -438,6 +353,105 @@ pub async fn run_test(
     })
 }
 
+/// The test's offline world: replay servers answering for every system, a state in memory
+/// seeded from the test, and an engine over both; with the flows the test runs.
+async fn set_up(
+    project: &Project,
+    cfg: &TestFileConfig,
+) -> Result<(Engine, Vec<Arc<Flow>>, Replay), TestSetupError> {
+    let mut exchanges = cfg.exchanges.clone();
+    for (index, e) in exchanges.iter_mut().enumerate() {
+        resolve_request(project, e).map_err(|source| TestSetupError::Exchange { index, source })?;
+    }
+    let replay = Replay::start(project.systems.keys().cloned(), exchanges)
+        .await
+        .map_err(TestSetupError::Replay)?;
+    let mut project = redirect(project, &replay.urls).map_err(TestSetupError::ReplayAddress)?;
+    // The replay answers at once: a system's budget would only make the test slow.
+    for def in project.systems.values_mut() {
+        *def = Arc::new(def.unlimited());
+    }
+    let project = Arc::new(project);
+    let store = seeded_store(&project, cfg).await?;
+    let flows = project.select(&cfg.flows).map_err(TestSetupError::Flows)?;
+    let mut engine = Engine::new(project.clone(), store, Arc::new(crate::clock::SystemClock))?;
+    if cfg.dry_run {
+        engine = engine.planning();
+    }
+    // A system asking to wait is answered at once: a test must not sleep.
+    for s in engine.systems.values() {
+        s.set_waits(Some(std::time::Duration::from_secs(5)), None);
+    }
+    Ok((engine, flows, replay))
+}
+
+/// A state in memory holding the test's bindings and cursors.
+async fn seeded_store(project: &Project, cfg: &TestFileConfig) -> Result<Store, TestSetupError> {
+    let store: Store = SqliteStore::in_memory()?.into();
+    for ((entity, a, b), bindings) in seed_bindings(project, &cfg.state.bindings)? {
+        let scope = Scope::new(&entity, &a, &b);
+        store.bindings.put_bindings(&scope, &bindings).await?;
+    }
+    for (flow, at) in &cfg.state.cursors {
+        if project.flow(flow).is_none() {
+            return Err(TestSetupError::UnknownCursorFlow(flow.clone()));
+        }
+        store.bindings.set_cursor(FlowName::new(flow), *at).await?;
+    }
+    Ok(store)
+}
+
+/// Runs the test's flows, comparing each report with what the test expects; returns the
+/// reports and the ids of the flows that ran.
+async fn run_flows(
+    engine: &Engine,
+    flows: &[Arc<Flow>],
+    cfg: &TestFileConfig,
+    problems: &mut Vec<String>,
+) -> (Vec<RunReport>, Vec<String>) {
+    let opts = RunOptions {
+        dry_run: cfg.dry_run,
+        reconcile: cfg.reconcile,
+        full: cfg.full,
+        keys: (!cfg.keys.is_empty()).then(|| cfg.keys.clone()),
+        details: true,
+        force: true,
+        ..Default::default()
+    };
+    let (mut reports, mut ran) = (Vec::new(), Vec::new());
+    for flow in flows {
+        if cfg.reconcile && flow.reconcile_schedule.is_none() {
+            continue;
+        }
+        ran.push(flow.id.clone());
+        let expected = cfg.expect.flows.get(&flow.id);
+        match engine.run(&flow.id, &opts).await {
+            Ok(r) => {
+                match expected {
+                    Some(exp) => compare(&flow.id, &r, exp, problems),
+                    None => problems.extend(
+                        r.errors
+                            .iter()
+                            .map(|e| format!("{}: run error: {e}", flow.id)),
+                    ),
+                }
+                reports.push(r);
+            }
+            Err(e) => {
+                let text = crate::redact::redact(&e.to_string()).into_owned();
+                let wanted = expected.is_some_and(|x| {
+                    x.status.as_deref() == Some("error")
+                        && x.errors.iter().all(|w| text.contains(w.as_str()))
+                });
+                if !wanted {
+                    problems.push(format!("{}: the run failed: {text}", flow.id));
+                }
+            }
+        }
+    }
+    (reports, ran)
+}
+
 /// Whether a record with this decision must be listed when a flow's records are expected.
 fn must_be_listed(d: Decision) -> bool {
     !matches!(d, Decision::Skip | Decision::Filtered | Decision::Locked)
@@ -445,17 +459,61 @@ fn must_be_listed(d: Decision) -> bool {
 
 /// Compares a run's report with what the test expects of it.
 fn compare(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<String>) {
+    compare_outcome(flow, r, exp, out);
+    let Some(records) = &exp.records else {
+        return;
+    };
+    for want in records {
+        match r.records.iter().find(|g| g.key == want.key) {
+            Some(got) => compare_record(&format!("{flow}: record `{}`", want.key), got, want, out),
+            None => out.push(format!(
+                "{flow}: record `{}`: expected {}, but the run did not report it",
+                want.key, want.decision
+            )),
+        }
+    }
+    for got in &r.records {
+        if must_be_listed(got.decision) && !records.iter().any(|w| w.key == got.key) {
+            out.push(format!(
+                "{flow}: record `{}`: {} not expected{}",
+                got.key,
+                got.decision.word(),
+                reason_note(got)
+            ));
+        }
+    }
+}
+
+/// ` (reason)` when the record has one.
+fn reason_note(got: &RecordReport) -> String {
+    got.reason
+        .as_deref()
+        .map(|r| format!(" ({r})"))
+        .unwrap_or_default()
+}
+
+/// `errors` joined, or `none`.
+fn errors_text(errors: &[String]) -> String {
+    if errors.is_empty() {
+        "none".to_string()
+    } else {
+        errors.join("; ")
+    }
+}
+
+/// Compares a run's status, counts and errors with the expected ones.
+fn compare_outcome(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<String>) {
     if let Some(status) = &exp.status
         && status != &r.status
     {
+        let errors = if r.errors.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", r.errors.join("; "))
+        };
         out.push(format!(
-            "{flow}: expected status `{status}`, got `{}`{}",
-            r.status,
-            if r.errors.is_empty() {
-                String::new()
-            } else {
-                format!(" ({})", r.errors.join("; "))
-            }
+            "{flow}: expected status `{status}`, got `{}`{errors}",
+            r.status
         ));
     }
     let counts = serde_json::to_value(&r.counts).unwrap_or_default();
@@ -470,11 +528,7 @@ fn compare(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<Stri
         if !r.errors.iter().any(|e| e.contains(want.as_str())) {
             out.push(format!(
                 "{flow}: expected an error containing `{want}`, got {}",
-                if r.errors.is_empty() {
-                    "none".to_string()
-                } else {
-                    r.errors.join("; ")
-                }
+                errors_text(&r.errors)
             ));
         }
     }
@@ -483,101 +537,92 @@ fn compare(flow: &str, r: &RunReport, exp: &FlowExpectConfig, out: &mut Vec<Stri
             out.push(format!("{flow}: run error: {e}"));
         }
     }
-    let Some(records) = &exp.records else {
-        return;
-    };
-    for want in records {
-        let Some(got) = r.records.iter().find(|g| g.key == want.key) else {
-            out.push(format!(
-                "{flow}: record `{}`: expected {}, but the run did not report it",
-                want.key, want.decision
-            ));
-            continue;
-        };
-        let place = format!("{flow}: record `{}`", want.key);
-        let decision = got.decision.word();
-        if decision != want.decision {
-            let why = got
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            out.push(format!(
-                "{place}: expected {}, got {decision}{why}",
-                want.decision
-            ));
-        }
-        if let Some(t) = &want.target
-            && got.target.as_deref() != Some(t.as_str())
-        {
-            out.push(format!(
-                "{place}: expected target `{t}`, got `{}`",
-                got.target.as_deref().unwrap_or("none")
-            ));
-        }
-        if let Some(reason) = &want.reason
-            && !got
-                .reason
-                .as_deref()
-                .unwrap_or("")
-                .contains(reason.as_str())
-        {
-            out.push(format!(
-                "{place}: expected a reason containing `{reason}`, got `{}`",
-                got.reason.as_deref().unwrap_or("none")
-            ));
-        }
-        if let Some(changes) = &want.changes {
-            for (field, value) in changes {
-                match got.changes.iter().find(|c| &c.field == field) {
-                    None => out.push(format!(
-                        "{place}: expected `{field}` to change to {}, it does not change",
-                        short(value)
-                    )),
-                    Some(c) => {
-                        let mut d = Vec::new();
-                        subset_diff(value, &c.new, "", &mut d);
-                        if !d.is_empty() {
-                            out.push(format!(
-                                "{place}: `{field}` changes to {}, expected {}",
-                                short(&c.new),
-                                short(value)
-                            ));
-                        }
-                    }
-                }
-            }
-            for c in &got.changes {
-                if !changes.contains_key(&c.field) {
+}
+
+/// Compares one reported record with its expectation; `place` names it in the messages.
+fn compare_record(
+    place: &str,
+    got: &RecordReport,
+    want: &RecordExpectConfig,
+    out: &mut Vec<String>,
+) {
+    let decision = got.decision.word();
+    if decision != want.decision {
+        out.push(format!(
+            "{place}: expected {}, got {decision}{}",
+            want.decision,
+            reason_note(got)
+        ));
+    }
+    if let Some(t) = &want.target
+        && got.target.as_deref() != Some(t.as_str())
+    {
+        out.push(format!(
+            "{place}: expected target `{t}`, got `{}`",
+            got.target.as_deref().unwrap_or("none")
+        ));
+    }
+    if let Some(reason) = &want.reason
+        && !got
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains(reason.as_str())
+    {
+        out.push(format!(
+            "{place}: expected a reason containing `{reason}`, got `{}`",
+            got.reason.as_deref().unwrap_or("none")
+        ));
+    }
+    if let Some(changes) = &want.changes {
+        compare_changes(place, got, changes, out);
+    }
+}
+
+/// Compares a record's changes with the expected ones: each expected field changes to (a
+/// superset of) its value, and no other field changes.
+fn compare_changes(
+    place: &str,
+    got: &RecordReport,
+    changes: &BTreeMap<String, Value>,
+    out: &mut Vec<String>,
+) {
+    for (field, value) in changes {
+        match got.changes.iter().find(|c| &c.field == field) {
+            None => out.push(format!(
+                "{place}: expected `{field}` to change to {}, it does not change",
+                short(value)
+            )),
+            Some(c) => {
+                let mut d = Vec::new();
+                subset_diff(value, &c.new, "", &mut d);
+                if !d.is_empty() {
                     out.push(format!(
-                        "{place}: `{}` changes ({} → {}), not expected",
-                        c.field,
-                        short(&c.old),
-                        short(&c.new)
+                        "{place}: `{field}` changes to {}, expected {}",
+                        short(&c.new),
+                        short(value)
                     ));
                 }
             }
         }
     }
-    for got in &r.records {
-        if must_be_listed(got.decision) && !records.iter().any(|w| w.key == got.key) {
-            let why = got
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default();
-            out.push(format!(
-                "{flow}: record `{}`: {} not expected{why}",
-                got.key,
-                got.decision.word()
-            ));
-        }
+    for c in got
+        .changes
+        .iter()
+        .filter(|c| !changes.contains_key(&c.field))
+    {
+        out.push(format!(
+            "{place}: `{}` changes ({} → {}), not expected",
+            c.field,
+            short(&c.old),
+            short(&c.new)
+        ));
     }
 }
 
 /// The expectations a report meets exactly: what `run --record` writes down.
 pub fn expectations_of(r: &RunReport) -> FlowExpectConfig {
-    use super::testfile::{CountsExpectConfig, RecordExpectConfig};
+    use super::testfile::CountsExpectConfig;
     let c = &r.counts;
     let nz = |v: u64| (v > 0).then_some(v);
     FlowExpectConfig {

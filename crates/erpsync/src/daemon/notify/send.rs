@@ -33,7 +33,7 @@ pub(super) enum NotifySendError {
 }
 
 /// The hex HMAC-SHA256 of a webhook channel's body.
-pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
+pub(super) fn signature(secret: &str, body: &[u8]) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes())
         .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
     mac.update(body);
@@ -44,6 +44,7 @@ pub(crate) fn signature(secret: &str, body: &[u8]) -> String {
         .collect()
 }
 
+/// Sends `n` to one channel; whatever a failed send logs is masked first.
 pub(super) async fn send(
     ch: &NotifyChannelConfig,
     n: &Notification,
