@@ -798,7 +798,10 @@ async fn fencing(s: &Store) {
         s.coordination
             .fenced(
                 &fence_b,
-                StateWrite::ClearFailure("fenced".into(), "k1".into())
+                StateWrite::ClearFailure {
+                    flow: "fenced".into(),
+                    key: "k1".into(),
+                }
             )
             .await,
         Err(StateStoreError::Fenced(_))
@@ -811,7 +814,10 @@ async fn fencing(s: &Store) {
         s.coordination
             .fenced(
                 &fence_b,
-                StateWrite::ClearFailure("fenced".into(), "k1".into())
+                StateWrite::ClearFailure {
+                    flow: "fenced".into(),
+                    key: "k1".into(),
+                }
             )
             .await,
         Err(StateStoreError::Fenced(_))

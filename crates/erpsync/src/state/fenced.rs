@@ -160,11 +160,11 @@ impl Journal for Fenced<dyn Journal> {
         key: RecordKey<'_>,
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<usize> {
-        self.write(StateWrite::JournalSettle(
-            flow.to_string(),
-            key.to_string(),
-            owned(binding),
-        ))
+        self.write(StateWrite::JournalSettle {
+            flow: flow.to_string(),
+            key: key.to_string(),
+            binding: owned(binding),
+        })
         .await
         .map(|n| usize::try_from(n).unwrap_or(0))
     }
@@ -179,9 +179,12 @@ impl Failures for Fenced<dyn Failures> {
         self.write(StateWrite::PutFailure(failure.clone())).await
     }
     async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
-        self.write(StateWrite::ClearFailure(flow.to_string(), key.to_string()))
-            .await
-            .map(drop)
+        self.write(StateWrite::ClearFailure {
+            flow: flow.to_string(),
+            key: key.to_string(),
+        })
+        .await
+        .map(drop)
     }
     async fn failures(&self, flow: Option<FlowName<'_>>) -> Result<Vec<Failure>> {
         self.inner.failures(flow).await

@@ -295,9 +295,17 @@ pub enum StateWrite {
     JournalFinish(i64, JournalState, Option<(Scope, Binding)>),
     /// A pending write's payload, rewritten (the steps of a multi-step write done so far).
     JournalProgress(i64, Value),
-    JournalSettle(String, String, Option<(Scope, Binding)>),
+    /// The pending writes of one record settled by hand (see `Journal::journal_settle`).
+    JournalSettle {
+        flow: String,
+        key: String,
+        binding: Option<(Scope, Binding)>,
+    },
     PutFailure(Failure),
-    ClearFailure(String, String),
+    ClearFailure {
+        flow: String,
+        key: String,
+    },
     RunStart {
         flow: String,
         kind: String,

@@ -282,7 +282,7 @@ fn apply(c: &Connection, w: &StateWrite) -> Result<i64> {
             )?;
             Ok(0)
         }
-        StateWrite::JournalSettle(flow, key, binding) => {
+        StateWrite::JournalSettle { flow, key, binding } => {
             let n = c.execute(
                 "DELETE FROM journal WHERE flow = ?1 AND key = ?2 AND state = 'pending'",
                 params![flow, key],
@@ -319,7 +319,7 @@ fn apply(c: &Connection, w: &StateWrite) -> Result<i64> {
                 |r| r.get(0),
             )?)
         }
-        StateWrite::ClearFailure(flow, key) => {
+        StateWrite::ClearFailure { flow, key } => {
             c.execute(
                 "DELETE FROM failures WHERE flow = ?1 AND key = ?2",
                 params![flow, key],
@@ -461,7 +461,11 @@ impl Blocking for SqliteStore {
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<usize> {
         let binding = binding.map(|(s, b)| (s.clone(), b.clone()));
-        let w = StateWrite::JournalSettle(flow.to_string(), key.to_string(), binding);
+        let w = StateWrite::JournalSettle {
+            flow: flow.to_string(),
+            key: key.to_string(),
+            binding,
+        };
         Ok(usize::try_from(self.apply(None, &w)?).unwrap_or(0))
     }
 
@@ -472,7 +476,10 @@ impl Blocking for SqliteStore {
     fn clear_failure(&self, flow: &str, key: &str) -> Result<()> {
         self.apply(
             None,
-            &StateWrite::ClearFailure(flow.to_string(), key.to_string()),
+            &StateWrite::ClearFailure {
+                flow: flow.to_string(),
+                key: key.to_string(),
+            },
         )
         .map(drop)
     }

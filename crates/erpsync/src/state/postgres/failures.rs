@@ -17,7 +17,10 @@ impl Failures for PostgresStore {
     async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         let flow = flow.as_str();
         let key = key.as_str();
-        let w = StateWrite::ClearFailure(flow.to_string(), key.to_string());
+        let w = StateWrite::ClearFailure {
+            flow: flow.to_string(),
+            key: key.to_string(),
+        };
         self.write(None, &w).await.map(drop)
     }
 

@@ -54,8 +54,11 @@ impl Journal for PostgresStore {
     ) -> Result<usize> {
         let flow = flow.as_str();
         let key = key.as_str();
-        let w =
-            StateWrite::JournalSettle(flow.to_string(), key.to_string(), owned_binding(binding));
+        let w = StateWrite::JournalSettle {
+            flow: flow.to_string(),
+            key: key.to_string(),
+            binding: owned_binding(binding),
+        };
         Ok(usize::try_from(self.write(None, &w).await?).unwrap_or(0))
     }
 

@@ -224,7 +224,7 @@ async fn apply_in(c: &impl GenericClient, w: &StateWrite) -> Result<i64> {
             ).await?;
             Ok(0)
         }
-        StateWrite::JournalSettle(flow, key, binding) => {
+        StateWrite::JournalSettle { flow, key, binding } => {
             let n = c.execute(
                 "DELETE FROM journal WHERE flow = $1 AND key = $2 AND state = 'pending'",
                 &[flow, key],
@@ -257,7 +257,7 @@ async fn apply_in(c: &impl GenericClient, w: &StateWrite) -> Result<i64> {
                 ],
             ).await?
             .try_get(0)?),
-        StateWrite::ClearFailure(flow, key) => {
+        StateWrite::ClearFailure { flow, key } => {
             c.execute(
                 "DELETE FROM failures WHERE flow = $1 AND key = $2",
                 &[flow, key],
