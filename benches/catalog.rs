@@ -940,15 +940,16 @@ fn run_child(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Phase> {
 }
 
 /// The JSON document in `out`: from its first line that opens an array or object to the
-/// last line that closes one.
+/// last line that ends one.
 fn report_lines(out: &str) -> String {
     let lines: Vec<&str> = out.lines().collect();
     let first = lines
         .iter()
         .position(|l| l.starts_with('[') || l.starts_with('{'));
-    let last = lines
-        .iter()
-        .rposition(|l| l.starts_with(']') || l.starts_with('}'));
+    let last = lines.iter().rposition(|l| {
+        let l = l.trim_end();
+        l.ends_with(']') || l.ends_with('}')
+    });
     match (first, last) {
         (Some(a), Some(b)) if a <= b => lines[a..=b].join("\n"),
         _ => out.to_string(),
