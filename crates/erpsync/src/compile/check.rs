@@ -89,42 +89,15 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         .as_ref()
         .map(|d| d.value.webhooks.keys().cloned().collect())
         .unwrap_or_default();
-    let mut compiled_webhooks = BTreeMap::new();
-    if let Some(d) = &project.daemon {
-        for (name, w) in &d.value.webhooks {
-            match Webhook::compile(name, w) {
-                Ok(hook) => {
-                    compiled_webhooks.insert(name.clone(), Arc::new(hook));
-                }
-                Err(problems) => {
-                    for (at, problem) in problems {
-                        ck.report(d.file, &format!("daemon.webhooks.{name}.{at}"), problem);
-                    }
-                }
-            }
-        }
-    }
+    let compiled_webhooks = compile_webhooks(&mut ck);
     let flows = flows::compile_flows(&mut ck, &entities, &systems, &webhooks);
     if let Some(d) = &project.daemon
         && let Some(n) = &d.value.notify
     {
         notify::check_notify(&mut ck, d.file, n, &flows);
     }
-    // A folder of shared definitions declares systems (templates) or entities; a project
-    // with no system and no flow at all is a wrong path or an empty file.
-    if project.systems.is_empty()
-        && project.flows.is_empty()
-        && !project.files.is_empty()
-        && project.broken.is_empty()
-        && ck.diags.iter().all(|d| !d.is_error())
-    {
-        ck.report(0, "", Problem::empty_project());
-    }
-
-    let mut diags = ck.diags;
-    let mut seen = HashSet::new();
-    diags.retain(|d| seen.insert((d.file.clone(), d.line, d.col, d.message.clone())));
-    diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    check_not_empty(&mut ck);
+    let diags = deduplicated_in_order(ck.diags);
     if diags.iter().any(Diagnostic::is_error) {
         return (None, diags);
     }
@@ -142,6 +115,50 @@ pub fn compile(project: &ProjectConfig) -> (Option<Project>, Vec<Diagnostic>) {
         daemon: project.daemon.as_ref().map(|d| d.value.clone()),
     };
     (Some(project), diags)
+}
+
+/// The project's `daemon.webhooks`, those that compile; the problems of the others are
+/// reported.
+fn compile_webhooks(ck: &mut Checker) -> BTreeMap<String, Arc<Webhook>> {
+    let mut compiled = BTreeMap::new();
+    let Some(d) = &ck.project.daemon else {
+        return compiled;
+    };
+    for (name, w) in &d.value.webhooks {
+        match Webhook::compile(name, w) {
+            Ok(hook) => {
+                compiled.insert(name.clone(), Arc::new(hook));
+            }
+            Err(problems) => {
+                for (at, problem) in problems {
+                    ck.report(d.file, &format!("daemon.webhooks.{name}.{at}"), problem);
+                }
+            }
+        }
+    }
+    compiled
+}
+
+/// A folder of shared definitions declares systems (templates) or entities; a project with no
+/// system and no flow at all is a wrong path or an empty file.
+fn check_not_empty(ck: &mut Checker) {
+    let project = ck.project;
+    if project.systems.is_empty()
+        && project.flows.is_empty()
+        && !project.files.is_empty()
+        && project.broken.is_empty()
+        && ck.diags.iter().all(|d| !d.is_error())
+    {
+        ck.report(0, "", Problem::empty_project());
+    }
+}
+
+/// The diagnostics told once each, in file and position order.
+fn deduplicated_in_order(mut diags: Vec<Diagnostic>) -> Vec<Diagnostic> {
+    let mut seen = HashSet::new();
+    diags.retain(|d| seen.insert((d.file.clone(), d.line, d.col, d.message.clone())));
+    diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    diags
 }
 
 fn compile_entities(ck: &mut Checker) -> BTreeMap<String, Arc<Entity>> {

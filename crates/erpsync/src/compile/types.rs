@@ -40,63 +40,87 @@ pub(crate) fn convert(
     {
         return convert(items[0].clone(), ty, scale);
     }
-    Ok(match ty {
-        FieldType::Json => v,
-        FieldType::String => match v {
-            Value::String(_) => v,
-            Value::Number(n) => Value::String(n.to_string()),
-            Value::Bool(b) => Value::String(b.to_string()),
-            other => Value::String(other.to_string()),
-        },
-        FieldType::Integer => {
-            let f = as_f64(&v).ok_or_else(|| err(&v, "an integer"))?;
-            if f.fract().abs() > 1e-9 {
-                return Err(err(&v, "an integer"));
-            }
-            Value::from(f.round() as i64)
-        }
+    match ty {
+        FieldType::Json => Ok(v),
+        FieldType::String => Ok(to_string(v)),
+        FieldType::Integer => to_integer(&v),
         FieldType::Number => {
             let f = as_f64(&v).ok_or_else(|| err(&v, "a number"))?;
-            number(f)
+            Ok(number(f))
         }
-        FieldType::Decimal => {
-            let f = as_f64(&v).ok_or_else(|| err(&v, "a decimal"))?;
-            let s = scale.unwrap_or(2);
-            let factor = 10f64.powi(s as i32);
-            number((f * factor).round() / factor)
-        }
-        FieldType::Boolean => match &v {
-            Value::Bool(_) => v,
-            Value::Number(n) => Value::Bool(n.as_f64().unwrap_or(0.0) != 0.0),
-            Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" | "y" => Value::Bool(true),
-                "false" | "0" | "no" | "off" | "n" | "" => Value::Bool(false),
-                _ => return Err(err(&v, "a boolean")),
-            },
+        FieldType::Decimal => to_decimal(&v, scale),
+        FieldType::Boolean => to_boolean(v),
+        FieldType::Datetime => to_datetime(&v),
+        FieldType::Date => to_date(&v),
+    }
+}
+
+/// A string as it is; anything else as its JSON text.
+fn to_string(v: Value) -> Value {
+    match v {
+        Value::String(_) => v,
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        other => Value::String(other.to_string()),
+    }
+}
+
+/// A number without a fraction.
+fn to_integer(v: &Value) -> Result<Value, ValueConvertError> {
+    let f = as_f64(v).ok_or_else(|| err(v, "an integer"))?;
+    if f.fract().abs() > 1e-9 {
+        return Err(err(v, "an integer"));
+    }
+    Ok(Value::from(f.round() as i64))
+}
+
+/// A number rounded to `scale` decimals (default 2).
+fn to_decimal(v: &Value, scale: Option<u32>) -> Result<Value, ValueConvertError> {
+    let f = as_f64(v).ok_or_else(|| err(v, "a decimal"))?;
+    let s = scale.unwrap_or(2);
+    let factor = 10f64.powi(s as i32);
+    Ok(number((f * factor).round() / factor))
+}
+
+/// A boolean, a number (non-zero is true) or one of the usual words.
+fn to_boolean(v: Value) -> Result<Value, ValueConvertError> {
+    Ok(match &v {
+        Value::Bool(_) => v,
+        Value::Number(n) => Value::Bool(n.as_f64().unwrap_or(0.0) != 0.0),
+        Value::String(s) => match s.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" | "y" => Value::Bool(true),
+            "false" | "0" | "no" | "off" | "n" | "" => Value::Bool(false),
             _ => return Err(err(&v, "a boolean")),
         },
-        FieldType::Datetime => {
-            let s = match &v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => {
-                    let secs = n.as_i64().ok_or_else(|| err(&v, "a date-time"))?;
-                    let d = chrono::DateTime::from_timestamp(secs, 0)
-                        .ok_or_else(|| err(&v, "a date-time"))?;
-                    return Ok(Value::String(
-                        d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                    ));
-                }
-                _ => return Err(err(&v, "a date-time")),
-            };
-            let d = parse_datetime(&s).ok_or_else(|| err(&v, "a date-time"))?;
-            Value::String(d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-        }
-        FieldType::Date => {
-            let s = v.as_str().ok_or_else(|| err(&v, "a date"))?;
-            let d = parse_datetime(s).ok_or_else(|| err(&v, "a date"))?;
-            Value::String(d.format("%Y-%m-%d").to_string())
-        }
+        _ => return Err(err(&v, "a boolean")),
     })
+}
+
+/// A date-time string, or seconds since the epoch, as RFC 3339 in UTC.
+fn to_datetime(v: &Value) -> Result<Value, ValueConvertError> {
+    let s = match v {
+        Value::String(s) => s,
+        Value::Number(n) => {
+            let secs = n.as_i64().ok_or_else(|| err(v, "a date-time"))?;
+            let d =
+                chrono::DateTime::from_timestamp(secs, 0).ok_or_else(|| err(v, "a date-time"))?;
+            return Ok(Value::String(
+                d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            ));
+        }
+        _ => return Err(err(v, "a date-time")),
+    };
+    let d = parse_datetime(s).ok_or_else(|| err(v, "a date-time"))?;
+    Ok(Value::String(
+        d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+    ))
+}
+
+/// A date-time string as its date.
+fn to_date(v: &Value) -> Result<Value, ValueConvertError> {
+    let s = v.as_str().ok_or_else(|| err(v, "a date"))?;
+    let d = parse_datetime(s).ok_or_else(|| err(v, "a date"))?;
+    Ok(Value::String(d.format("%Y-%m-%d").to_string()))
 }
 
 fn as_f64(v: &Value) -> Option<f64> {

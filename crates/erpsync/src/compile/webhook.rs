@@ -83,57 +83,70 @@ impl std::fmt::Debug for Webhook {
 /// A problem of a webhook declaration, with the key under the webhook it is at.
 pub(crate) type WebhookProblem = (&'static str, Problem);
 
+/// The header named `text`, declared at `at`; `None` after a problem.
+fn header_name(
+    problems: &mut Vec<WebhookProblem>,
+    at: &'static str,
+    text: &str,
+) -> Option<HeaderName> {
+    match HeaderName::from_bytes(text.as_bytes()) {
+        Ok(h) => Some(h),
+        Err(_) => {
+            problems.push((
+                at,
+                Problem::invalid(format!("`{text}` is not a valid header name")),
+            ));
+            None
+        }
+    }
+}
+
+/// The webhook's `key`: a JSONPath, or a template over the payload alone; `None` after a
+/// problem.
+fn compile_key(problems: &mut Vec<WebhookProblem>, key: &str) -> Option<WebhookKey> {
+    if key.starts_with('$') {
+        return match JsonPath::parse(key) {
+            Ok(p) => Some(WebhookKey::Path(p)),
+            Err(e) => {
+                problems.push(("key", Problem::json_path(e.to_string())));
+                None
+            }
+        };
+    }
+    match Template::compile(key) {
+        Err(e) => {
+            problems.push(("key", Problem::template(e.to_string())));
+            None
+        }
+        // A key is rendered over the payload alone.
+        Ok(t)
+            if t.variables()
+                .iter()
+                .any(|v| v[0] == "system" || v[0] == "vars") =>
+        {
+            problems.push((
+                "key",
+                Problem::system_and_vars_unavailable(
+                    "a webhook key is rendered over the delivered payload alone",
+                ),
+            ));
+            None
+        }
+        Ok(t) => Some(WebhookKey::Template(t)),
+    }
+}
+
 impl Webhook {
     /// Compiles a `daemon.webhooks` entry, collecting every problem.
     pub fn compile(name: &str, cfg: &WebhookConfig) -> Result<Webhook, Vec<WebhookProblem>> {
         let mut problems = Vec::new();
-        let mut header =
-            |at: &'static str, text: &str| match HeaderName::from_bytes(text.as_bytes()) {
-                Ok(h) => Some(h),
-                Err(_) => {
-                    problems.push((
-                        at,
-                        Problem::invalid(format!("`{text}` is not a valid header name")),
-                    ));
-                    None
-                }
-            };
-        let signature_header = header("signature_header", &cfg.signature_header);
+        let signature_header =
+            header_name(&mut problems, "signature_header", &cfg.signature_header);
         let delivery_id_header = match &cfg.delivery_id_header {
-            Some(h) => header("delivery_id_header", h).map(Some),
+            Some(h) => header_name(&mut problems, "delivery_id_header", h).map(Some),
             None => Some(None),
         };
-        let key = if cfg.key.starts_with('$') {
-            match JsonPath::parse(&cfg.key) {
-                Ok(p) => Some(WebhookKey::Path(p)),
-                Err(e) => {
-                    problems.push(("key", Problem::json_path(e.to_string())));
-                    None
-                }
-            }
-        } else {
-            match Template::compile(&cfg.key) {
-                Err(e) => {
-                    problems.push(("key", Problem::template(e.to_string())));
-                    None
-                }
-                // A key is rendered over the payload alone.
-                Ok(t)
-                    if t.variables()
-                        .iter()
-                        .any(|v| v[0] == "system" || v[0] == "vars") =>
-                {
-                    problems.push((
-                        "key",
-                        Problem::system_and_vars_unavailable(
-                            "a webhook key is rendered over the delivered payload alone",
-                        ),
-                    ));
-                    None
-                }
-                Ok(t) => Some(WebhookKey::Template(t)),
-            }
-        };
+        let key = compile_key(&mut problems, &cfg.key);
         let timestamp = match cfg.timestamp.as_deref().map(JsonPath::parse) {
             None => Some(None),
             Some(Ok(p)) => Some(Some(p)),

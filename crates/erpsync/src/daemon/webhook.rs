@@ -168,19 +168,7 @@ pub(super) async fn receive(
     let now = daemon.clock().now();
     let delivery = match verify(&hook, &headers, &body, now) {
         Ok(d) => d,
-        Err(DeliveryVerifyError::NotJson) => {
-            // Signed, so from the sender: a ping such as the form-encoded one WooCommerce
-            // sends when a webhook is created. Refusing it would only make the sender
-            // retry it or turn the webhook off.
-            daemon.metrics.webhook(&name, "ignored");
-            tracing::info!(webhook = %name, "signed delivery that is not JSON acknowledged (a ping)");
-            return answer(StatusCode::OK, json!({"status": "ignored"}));
-        }
-        Err(e) => {
-            daemon.metrics.webhook(&name, e.outcome());
-            tracing::warn!(webhook = %name, reason = %e, "webhook delivery refused");
-            return answer(e.status(), json!({"error": e.to_string()}));
-        }
+        Err(e) => return not_verified(&daemon, &name, e),
     };
     if daemon.is_stopping() {
         // Not remembered: the sender's retry after the restart is welcome.
@@ -190,39 +178,89 @@ pub(super) async fn receive(
             json!({"error": "the daemon is shutting down"}),
         );
     }
+    if let Some(response) = remember(&daemon, &hook, &delivery, now).await {
+        return response;
+    }
+    let (flows, cannot_run) = run_flows(&daemon, &name, &delivery, now).await;
+    if let Some((reason, wait)) = cannot_run {
+        return deliver_again(&daemon, &name, &delivery, flows, reason, wait).await;
+    }
+    daemon.metrics.webhook(&name, "accepted");
+    tracing::info!(webhook = %name, key = %delivery.key, flows = flows.len(), "webhook accepted");
+    answer(
+        StatusCode::ACCEPTED,
+        json!({"status": "accepted", "key": delivery.key, "flows": flows}),
+    )
+}
+
+/// The answer to a delivery that did not verify: a signed body that is not JSON is a ping,
+/// acknowledged; anything else is refused.
+fn not_verified(daemon: &Daemon, name: &str, e: DeliveryVerifyError) -> Response {
+    if let DeliveryVerifyError::NotJson = e {
+        // Signed, so from the sender: a ping such as the form-encoded one WooCommerce
+        // sends when a webhook is created. Refusing it would only make the sender
+        // retry it or turn the webhook off.
+        daemon.metrics.webhook(name, "ignored");
+        tracing::info!(webhook = %name, "signed delivery that is not JSON acknowledged (a ping)");
+        return answer(StatusCode::OK, json!({"status": "ignored"}));
+    }
+    daemon.metrics.webhook(name, e.outcome());
+    tracing::warn!(webhook = %name, reason = %e, "webhook delivery refused");
+    answer(e.status(), json!({"error": e.to_string()}))
+}
+
+/// Remembers the delivery; the answer instead when it is a repeat or cannot be remembered.
+async fn remember(
+    daemon: &Daemon,
+    hook: &Webhook,
+    delivery: &Delivery,
+    now: DateTime<Utc>,
+) -> Option<Response> {
+    let name = &hook.name;
     match daemon
         .store()
         .coordination
-        .remember_delivery(&name, &delivery.id, now, hook.remember_for())
+        .remember_delivery(name, &delivery.id, now, hook.remember_for())
         .await
     {
-        Ok(true) => {}
+        Ok(true) => None,
         Ok(false) => {
-            daemon.metrics.webhook(&name, "duplicate");
+            daemon.metrics.webhook(name, "duplicate");
             tracing::info!(webhook = %name, key = %delivery.key, "repeated delivery ignored");
-            return answer(StatusCode::OK, json!({"status": "duplicate"}));
+            Some(answer(StatusCode::OK, json!({"status": "duplicate"})))
         }
         Err(e) => {
             // Nothing ran and nothing is remembered: the sender's retry is a first delivery.
-            daemon.metrics.webhook(&name, "state_unavailable");
+            daemon.metrics.webhook(name, "state_unavailable");
             tracing::error!(
                 webhook = %name,
                 key = %delivery.key,
                 error = %redact(&e.to_string()),
                 "cannot remember the delivery; refused for the sender to deliver again"
             );
-            return unavailable(
+            Some(unavailable(
                 RETRY_SOON_SECS,
                 json!({"error": "the state database is unavailable; deliver again later"}),
-            );
+            ))
         }
     }
+}
+
+/// Triggers the enabled flows the webhook starts, for the delivered record: what each
+/// answered, and why a flow could not run here now, if one could not (with how long the
+/// sender should wait).
+async fn run_flows(
+    daemon: &Arc<Daemon>,
+    name: &str,
+    delivery: &Delivery,
+    now: DateTime<Utc>,
+) -> (Vec<Value>, Option<(String, u64)>) {
     let engine = daemon.engine();
     let targets: Vec<String> = engine
         .project
         .flows
         .iter()
-        .filter(|f| f.enabled && f.webhook.as_deref() == Some(&name))
+        .filter(|f| f.enabled && f.webhook.as_deref() == Some(name))
         .map(|f| f.id.clone())
         .collect();
     let mut flows = Vec::new();
@@ -235,7 +273,7 @@ pub(super) async fn receive(
             ..Default::default()
         };
         let outcome = match daemon
-            .trigger(&flow, opts, Cause::Webhook(name.clone()))
+            .trigger(&flow, opts, Cause::Webhook(name.to_string()))
             .await
         {
             Ok(t) => json!(t),
@@ -253,40 +291,44 @@ pub(super) async fn receive(
         };
         flows.push(json!({"flow": flow, "outcome": outcome}));
     }
-    if let Some((reason, wait)) = cannot_run {
-        // A shutdown began while the flows were being started, or a flow is held by another
-        // node (or the state cannot say): the sender delivers again later, and the flows
-        // that did start run that record once more, which changes nothing.
-        if let Err(e) = daemon
-            .store()
-            .coordination
-            .forget_delivery(&name, &delivery.id)
-            .await
-        {
-            tracing::error!(
-                webhook = %name,
-                key = %delivery.key,
-                error = %redact(&e.to_string()),
-                "cannot forget the delivery; the sender's next attempt will count as repeated"
-            );
-        }
-        let outcome = if daemon.is_stopping() {
-            "shutting_down"
-        } else {
-            "unavailable"
-        };
-        daemon.metrics.webhook(&name, outcome);
-        tracing::warn!(webhook = %name, key = %delivery.key, reason = %reason, "delivery refused for the sender to deliver again");
-        return unavailable(
-            wait,
-            json!({"error": format!("{reason}; deliver again later"), "flows": flows}),
+    (flows, cannot_run)
+}
+
+/// A shutdown began while the flows were being started, or a flow is held by another node
+/// (or the state cannot say): the delivery is forgotten and refused, the sender delivers
+/// again later, and the flows that did start run that record once more, which changes
+/// nothing.
+async fn deliver_again(
+    daemon: &Daemon,
+    name: &str,
+    delivery: &Delivery,
+    flows: Vec<Value>,
+    reason: String,
+    wait: u64,
+) -> Response {
+    if let Err(e) = daemon
+        .store()
+        .coordination
+        .forget_delivery(name, &delivery.id)
+        .await
+    {
+        tracing::error!(
+            webhook = %name,
+            key = %delivery.key,
+            error = %redact(&e.to_string()),
+            "cannot forget the delivery; the sender's next attempt will count as repeated"
         );
     }
-    daemon.metrics.webhook(&name, "accepted");
-    tracing::info!(webhook = %name, key = %delivery.key, flows = flows.len(), "webhook accepted");
-    answer(
-        StatusCode::ACCEPTED,
-        json!({"status": "accepted", "key": delivery.key, "flows": flows}),
+    let outcome = if daemon.is_stopping() {
+        "shutting_down"
+    } else {
+        "unavailable"
+    };
+    daemon.metrics.webhook(name, outcome);
+    tracing::warn!(webhook = %name, key = %delivery.key, reason = %reason, "delivery refused for the sender to deliver again");
+    unavailable(
+        wait,
+        json!({"error": format!("{reason}; deliver again later"), "flows": flows}),
     )
 }
 

@@ -10,7 +10,9 @@ use chrono::{DateTime, Utc};
 use super::Checker;
 use super::systems::CompiledSystem;
 use crate::compile::{DeclaredFlow, Entity, Flow, Schedule, SystemEntity};
-use crate::config::model::{ConflictRule, Direction, FlowConfig, SyncMode, SystemRole};
+use crate::config::model::{
+    ConflictConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemRole,
+};
 use crate::config::{Problem, ProjectConfig};
 use crate::expr::{JsonPath, Predicate};
 
@@ -44,26 +46,7 @@ pub(super) fn filter_members(text: &str) -> Vec<(String, bool)> {
             }
             if end > start {
                 let name: String = chars[start..end].iter().collect();
-                // The whole member chain, then what comes after and before it.
-                let mut after = end;
-                while after < chars.len()
-                    && (chars[after].is_alphanumeric() || matches!(chars[after], '_' | '.'))
-                {
-                    after += 1;
-                }
-                let rest: String = chars[after..].iter().collect::<String>();
-                let rest = rest.trim_start();
-                let before: String = chars[..i].iter().collect::<String>();
-                let before = before.trim_end();
-                let alone_after = rest.is_empty()
-                    || rest.starts_with("&&")
-                    || rest.starts_with("||")
-                    || rest.starts_with(')');
-                let alone_before = before.is_empty()
-                    || before.ends_with("&&")
-                    || before.ends_with("||")
-                    || (before.ends_with('(') && !before.ends_with("!("));
-                out.push((name, alone_after && alone_before));
+                out.push((name, stands_alone(&chars, i, end)));
             }
             i = end;
             continue;
@@ -71,6 +54,31 @@ pub(super) fn filter_members(text: &str) -> Vec<(String, bool)> {
         i += 1;
     }
     out
+}
+
+/// Whether the member at `chars[at..end]` (`@.name`) stands alone as a test: nothing but
+/// `&&`, `||` or a bracket between it and the ends of its operands.
+fn stands_alone(chars: &[char], at: usize, end: usize) -> bool {
+    // The whole member chain, then what comes after and before it.
+    let mut after = end;
+    while after < chars.len()
+        && (chars[after].is_alphanumeric() || matches!(chars[after], '_' | '.'))
+    {
+        after += 1;
+    }
+    let rest: String = chars[after..].iter().collect::<String>();
+    let rest = rest.trim_start();
+    let before: String = chars[..at].iter().collect::<String>();
+    let before = before.trim_end();
+    let alone_after = rest.is_empty()
+        || rest.starts_with("&&")
+        || rest.starts_with("||")
+        || rest.starts_with(')');
+    let alone_before = before.is_empty()
+        || before.ends_with("&&")
+        || before.ends_with("||")
+        || (before.ends_with('(') && !before.ends_with("!("));
+    alone_after && alone_before
 }
 
 const EACH: &str = "{{each}}";
@@ -451,6 +459,21 @@ fn check_endpoints(
     ok.then_some((from.0, to.0))
 }
 
+/// The flow's conflict rules for the copy between `from` and `to`: an owner named as the flow
+/// file writes a side (`{{each}}`) is that side's system.
+fn copy_conflict(f: &FlowConfig, from: &str, to: &str) -> Option<ConflictConfig> {
+    f.conflict.clone().map(|mut c| {
+        for owner in c.owners.values_mut() {
+            if *owner == f.from {
+                *owner = from.to_string();
+            } else if *owner == f.to {
+                *owner = to.to_string();
+            }
+        }
+        c
+    })
+}
+
 /// One compiled copy of a checked flow, between `from` and `to`.
 fn build_copy(
     fl: &FlowDecl,
@@ -466,17 +489,7 @@ fn build_copy(
     };
     let then = resolve_chained(project, &checked.then, each);
     let requires = resolve_chained(project, &checked.requires, each);
-    // An owner named as the flow file writes a side (`{{each}}`) is that side's system.
-    let conflict = f.conflict.clone().map(|mut c| {
-        for owner in c.owners.values_mut() {
-            if *owner == f.from {
-                owner.clone_from(&from);
-            } else if *owner == f.to {
-                owner.clone_from(&to);
-            }
-        }
-        c
-    });
+    let conflict = copy_conflict(f, &from, &to);
     Flow {
         id,
         name: name.to_string(),

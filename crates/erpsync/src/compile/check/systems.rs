@@ -207,19 +207,13 @@ fn compile_system(
     name: &str,
 ) -> Option<CompiledSystem> {
     let project = ck.project;
-    let decl = &project.systems[name];
     let name = project
         .systems
         .get_key_value(name)
         .map(|(k, _)| k.as_str())?;
     let chain = ancestry(ck, name)?;
     let merged = merge_systems(&chain, &project.systems);
-    if !merged.is_abstract && merged.base_url.is_none() {
-        let problem = Problem::invalid(format!(
-            "system `{name}` has no `base_url` (set it, or mark the system `abstract: true`)"
-        ));
-        ck.report(decl.file, &decl.path, problem);
-    }
+    check_base_url(ck, name, &merged);
     check_resolve(ck, name, &merged);
     let sys = SystemCtx {
         project,
@@ -251,6 +245,18 @@ fn compile_system(
         config: merged,
         spec,
     })
+}
+
+/// A concrete system has a `base_url`.
+fn check_base_url(ck: &mut Checker, name: &str, merged: &SystemConfig) {
+    if !merged.is_abstract && merged.base_url.is_none() {
+        let project = ck.project;
+        let decl = &project.systems[name];
+        let problem = Problem::invalid(format!(
+            "system `{name}` has no `base_url` (set it, or mark the system `abstract: true`)"
+        ));
+        ck.report(decl.file, &decl.path, problem);
+    }
 }
 
 /// Lookup tables of a system's mappings: the project's, overlaid by the tables in the
@@ -361,17 +367,7 @@ fn compile_system_entity(
     se: &SystemEntityConfig,
 ) -> Option<Arc<SystemEntity>> {
     let project = sys.project;
-    let owner = sys
-        .chain
-        .iter()
-        .find(|s| {
-            project.systems[**s]
-                .value
-                .entities
-                .contains_key(entity_name)
-        })
-        .copied()
-        .unwrap_or(sys.name);
+    let owner = declaring_system(sys, entity_name);
     let owner_decl = &project.systems[owner];
     let ed = EntityDecl {
         sys,
@@ -405,8 +401,34 @@ fn compile_system_entity(
         check_parent_reads(ck, &ed, &read);
         check_mapping_variables(ck, &ed, &read, &write);
     }
-    Some(Arc::new(SystemEntity {
-        id: id?,
+    Some(Arc::new(system_entity(sys, se, id?, read, write)))
+}
+
+/// The system of the chain that declares the entity mapping: the nearest that has it, or the
+/// system itself.
+fn declaring_system<'a>(sys: &SystemCtx<'a>, entity_name: &str) -> &'a str {
+    sys.chain
+        .iter()
+        .find(|s| {
+            sys.project.systems[**s]
+                .value
+                .entities
+                .contains_key(entity_name)
+        })
+        .copied()
+        .unwrap_or(sys.name)
+}
+
+/// The compiled entity mapping: its operations as declared, with what was compiled of it.
+fn system_entity(
+    sys: &SystemCtx,
+    se: &SystemEntityConfig,
+    id: RecordId,
+    read: Mapping,
+    write: Mapping,
+) -> SystemEntity {
+    SystemEntity {
+        id,
         list: se.list.clone(),
         changes: se.changes.clone(),
         lookup: se.lookup.clone(),
@@ -417,7 +439,7 @@ fn compile_system_entity(
         read,
         write,
         tables: sys.tables.clone(),
-    }))
+    }
 }
 
 /// The entity's `id`: a JSONPath or a template over the record alone.
@@ -641,12 +663,19 @@ fn check_mapping_variables(ck: &mut Checker, ed: &EntityDecl, read: &Mapping, wr
 /// Checks the templates of a concrete system's headers and operations against what they
 /// see, each reported at the system that declares it.
 fn check_request_templates(ck: &mut Checker, sys: &SystemCtx) {
-    let (project, name, chain, merged) = (sys.project, sys.name, &sys.chain, &sys.merged);
-    let scope = Scopes::of(project, merged);
+    let scope = Scopes::of(sys.project, &sys.merged);
+    check_header_templates(ck, sys, &scope);
+    check_operation_templates(ck, sys, &scope);
+}
+
+/// The templates of the system's headers, each reported at the system that declares it.
+fn check_header_templates(ck: &mut Checker, sys: &SystemCtx, scope: &Scopes) {
+    let project = sys.project;
     let known: Vec<String> = OPERATION_SCOPE.iter().map(|s| s.to_string()).collect();
-    for (header, text) in &merged.headers {
+    for (header, text) in &sys.merged.headers {
         // Reported at the system that declares the header.
-        let Some(owner) = chain
+        let Some(owner) = sys
+            .chain
             .iter()
             .find(|s| project.systems[**s].value.headers.contains_key(header))
         else {
@@ -669,12 +698,20 @@ fn check_request_templates(ck: &mut Checker, sys: &SystemCtx) {
             );
         }
     }
-    for (op_name, op) in &merged.operations {
-        let owner = chain
+}
+
+/// The templates of the system's operations, each reported at the system that declares the
+/// operation.
+fn check_operation_templates(ck: &mut Checker, sys: &SystemCtx, scope: &Scopes) {
+    let project = sys.project;
+    let known: Vec<String> = OPERATION_SCOPE.iter().map(|s| s.to_string()).collect();
+    for (op_name, op) in &sys.merged.operations {
+        let owner = sys
+            .chain
             .iter()
             .find(|s| project.systems[**s].value.operations.contains_key(op_name))
             .copied()
-            .unwrap_or(name);
+            .unwrap_or(sys.name);
         let od = &project.systems[owner];
         for (rel, text) in operation_templates(op) {
             let Ok(t) = crate::expr::Template::compile(&text) else {
