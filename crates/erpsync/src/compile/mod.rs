@@ -5,6 +5,7 @@
 pub mod mapping;
 pub mod project;
 pub mod schedule;
+pub mod settings;
 pub mod types;
 pub mod webhook;
 
@@ -20,13 +21,14 @@ use serde_json::Value;
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
+pub use settings::{Conflict, Side};
 pub use webhook::{Webhook, WebhookKey};
 
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
-    ConflictConfig, DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize,
-    PostActionConfig, RateLimitConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
+    DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize, PostActionConfig,
+    RateLimitConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
     TransitionTriggerConfig,
 };
 use crate::connector::{Operation, SystemSpec};
@@ -320,8 +322,8 @@ pub struct Flow {
     /// Sends a record only when its status moved this way.
     pub on_transition: Option<TransitionTriggerConfig>,
     pub incremental: Option<IncrementalConfig>,
-    /// The conflict rule, its `owners` naming the flow's own systems (`for_each` resolved).
-    pub conflict: Option<ConflictConfig>,
+    /// The conflict rule, its `owners` named by side (`for_each` resolved).
+    pub conflict: Option<Conflict>,
     pub after_export: Vec<PostActionConfig>,
     pub allow_edit_after_export: bool,
     pub export_once: bool,

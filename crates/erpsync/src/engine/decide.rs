@@ -3,32 +3,14 @@
 //! reads, writes or waits: the runner gathers what a decision needs, asks again when the
 //! answer is "read the target first", and applies the verdict.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 
 use super::Decision;
 use super::canonical::{FieldChange, diff, field_text, overlay, same};
+pub(crate) use crate::compile::{Conflict, Side};
 use crate::config::model::{
     ConflictRule, StatusTriggerConfig, SyncMode, SystemRole, TransitionTriggerConfig,
 };
-
-/// One end of a flow: the system it reads (`from`) or the one it writes (`to`). A
-/// bidirectional flow writes to both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    Source,
-    Target,
-}
-
-impl Side {
-    pub(crate) fn other(self) -> Side {
-        match self {
-            Side::Source => Side::Target,
-            Side::Target => Side::Source,
-        }
-    }
-}
 
 /// The settings of a one-way flow that decide what happens to a record.
 #[derive(Debug, Clone, Copy)]
@@ -247,19 +229,6 @@ pub(crate) fn fields_for(
     (present(compared), present(carried))
 }
 
-/// A flow's conflict rule, with owners named by side.
-#[derive(Debug, Clone)]
-pub(crate) struct Conflict {
-    pub(crate) rule: ConflictRule,
-    /// Fields whose owner's value always wins.
-    pub(crate) owners: BTreeMap<String, Side>,
-    /// The source system's role, for `erp_wins` and `shop_wins`.
-    pub(crate) source_role: Option<SystemRole>,
-    /// The timestamp `newest_wins` compares: the rule's own field, else the entity's
-    /// `updated_at`.
-    pub(crate) timestamp: Option<String>,
-}
-
 impl Conflict {
     /// Which side wins a field both sides changed differently; `None`: a person decides.
     pub(crate) fn winner(&self, field: &str, source: &Value, target: &Value) -> Option<Side> {
@@ -450,6 +419,8 @@ pub(crate) fn merge(rules: &MergeRules, now: Sides, bases: Sides) -> MergeVerdic
 mod tests {
     //! One row per rule. A table fails with the name of every rule that misfired, what it
     //! should have decided and what it decided instead.
+
+    use std::collections::BTreeMap;
 
     use serde_json::json;
 

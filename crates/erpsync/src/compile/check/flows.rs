@@ -9,7 +9,8 @@ use chrono::{DateTime, Utc};
 
 use super::Checker;
 use super::systems::CompiledSystem;
-use crate::compile::{DeclaredFlow, Entity, Flow, Schedule, SystemEntity};
+use crate::compile::settings::Ends;
+use crate::compile::{Conflict, DeclaredFlow, Entity, Flow, Schedule, SystemEntity};
 use crate::config::model::{ConflictRule, Direction, FlowConfig, SyncMode, SystemRole};
 use crate::config::{Problem, ProjectConfig};
 use crate::expr::{JsonPath, Predicate};
@@ -161,8 +162,9 @@ pub(super) fn compile_flows(
             if fl.entity.is_none() {
                 continue;
             }
-            check_sides(ck, &fl, &systems.all[&from], &systems.all[&to]);
-            out.push(Arc::new(build_copy(&fl, &checked, each, from, to)));
+            let source = &systems.all[&from];
+            check_sides(ck, &fl, source, &systems.all[&to]);
+            out.push(Arc::new(build_copy(&fl, &checked, each, source, from, to)));
         }
     }
     out
@@ -456,6 +458,7 @@ fn build_copy(
     fl: &FlowDecl,
     checked: &Checked,
     each: Option<&str>,
+    source: &CompiledSystem,
     from: String,
     to: String,
 ) -> Flow {
@@ -466,17 +469,16 @@ fn build_copy(
     };
     let then = resolve_chained(project, &checked.then, each);
     let requires = resolve_chained(project, &checked.requires, each);
-    // An owner named as the flow file writes a side (`{{each}}`) is that side's system.
-    let conflict = f.conflict.clone().map(|mut c| {
-        for owner in c.owners.values_mut() {
-            if *owner == f.from {
-                owner.clone_from(&from);
-            } else if *owner == f.to {
-                owner.clone_from(&to);
-            }
-        }
-        c
-    });
+    let ends = Ends {
+        declared_from: &f.from,
+        declared_to: &f.to,
+        from: &from,
+        to: &to,
+    };
+    let conflict = match (&f.conflict, fl.entity) {
+        (Some(c), Some(entity)) => Some(Conflict::compile(c, &ends, source.role, entity)),
+        _ => None,
+    };
     Flow {
         id,
         name: name.to_string(),

@@ -1,0 +1,87 @@
+//! A flow's settings in checked form: what the engine reads of its conflict rule, post-actions,
+//! triggers and incremental reading, resolved against the flow's systems and entity when the
+//! project compiles, so a run has nothing left to look up or parse.
+
+use std::collections::BTreeMap;
+
+use crate::config::model::{ConflictConfig, ConflictRule, SystemRole};
+
+use super::Entity;
+
+/// One end of a flow: the system it reads (`from`) or the one it writes (`to`). A
+/// bidirectional flow writes to both.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Source,
+    Target,
+}
+
+impl Side {
+    pub(crate) fn other(self) -> Side {
+        match self {
+            Side::Source => Side::Target,
+            Side::Target => Side::Source,
+        }
+    }
+}
+
+/// A flow's conflict rule, with owners named by side.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Conflict {
+    pub rule: ConflictRule,
+    /// Fields whose owner's value always wins.
+    pub owners: BTreeMap<String, Side>,
+    /// The source system's role, for `erp_wins` and `shop_wins`.
+    pub source_role: Option<SystemRole>,
+    /// The timestamp `newest_wins` compares: the rule's own field, else the entity's
+    /// `updated_at`.
+    pub timestamp: Option<String>,
+}
+
+/// The two systems of one flow copy: as the flow file writes them (`{{each}}` kept), and as
+/// the copy runs between them.
+pub(crate) struct Ends<'a> {
+    pub(crate) declared_from: &'a str,
+    pub(crate) declared_to: &'a str,
+    pub(crate) from: &'a str,
+    pub(crate) to: &'a str,
+}
+
+impl Conflict {
+    /// The rule of one flow copy. An owner named as the flow file writes a side (`{{each}}`)
+    /// is that side's system; the source's owners are its own, every other one the target's.
+    pub(crate) fn compile(
+        c: &ConflictConfig,
+        ends: &Ends,
+        source_role: Option<SystemRole>,
+        entity: &Entity,
+    ) -> Conflict {
+        let owner_side = |owner: &str| {
+            let system = if owner == ends.declared_from {
+                ends.from
+            } else if owner == ends.declared_to {
+                ends.to
+            } else {
+                owner
+            };
+            if system == ends.from {
+                Side::Source
+            } else {
+                Side::Target
+            }
+        };
+        Conflict {
+            rule: c.rule,
+            owners: c
+                .owners
+                .iter()
+                .map(|(field, owner)| (field.clone(), owner_side(owner)))
+                .collect(),
+            source_role,
+            timestamp: c
+                .timestamp_field
+                .clone()
+                .or_else(|| entity.updated_at.clone()),
+        }
+    }
+}
