@@ -21,15 +21,14 @@ use serde_json::Value;
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
-pub use settings::{Conflict, Side};
+pub use settings::{Conflict, PostAction, Side};
 pub use webhook::{Webhook, WebhookKey};
 
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
-    DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize, PostActionConfig,
-    RateLimitConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
-    TransitionTriggerConfig,
+    DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize, RateLimitConfig,
+    StatusTriggerConfig, SyncMode, SystemConfig, SystemRole, TransitionTriggerConfig,
 };
 use crate::connector::{Operation, SystemSpec};
 use crate::expr::{JsonPath, JsonPathParseError, Predicate, Template, TemplateParseError};
@@ -324,7 +323,8 @@ pub struct Flow {
     pub incremental: Option<IncrementalConfig>,
     /// The conflict rule, its `owners` named by side (`for_each` resolved).
     pub conflict: Option<Conflict>,
-    pub after_export: Vec<PostActionConfig>,
+    /// Actions on the source record after the target accepted it, each with its operation.
+    pub after_export: Vec<PostAction>,
     pub allow_edit_after_export: bool,
     pub export_once: bool,
     /// Flows (by name) this one runs after when they run together.

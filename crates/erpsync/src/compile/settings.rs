@@ -4,9 +4,9 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::model::{ConflictConfig, ConflictRule, SystemRole};
+use crate::config::model::{ConflictConfig, ConflictRule, PostActionConfig, SystemRole};
 
-use super::Entity;
+use super::{Entity, SystemEntity};
 
 /// One end of a flow: the system it reads (`from`) or the one it writes (`to`). A
 /// bidirectional flow writes to both.
@@ -83,5 +83,32 @@ impl Conflict {
                 .clone()
                 .or_else(|| entity.updated_at.clone()),
         }
+    }
+}
+
+/// An action called on the source record after the target accepted it, with the source
+/// operation that performs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostAction {
+    /// The action's name, as the flow file writes it (`lock`).
+    pub action: String,
+    /// The source entity's operation the action calls.
+    pub operation: String,
+}
+
+impl PostAction {
+    /// The post-actions of a flow whose source declares `source`'s entity; an action the
+    /// source does not declare is reported by the check and left out.
+    pub(crate) fn compile(actions: &[PostActionConfig], source: &SystemEntity) -> Vec<PostAction> {
+        actions
+            .iter()
+            .filter_map(|a| {
+                let operation = source.actions.get(&a.action)?;
+                Some(PostAction {
+                    action: a.action.clone(),
+                    operation: operation.clone(),
+                })
+            })
+            .collect()
     }
 }

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use super::Checker;
 use super::systems::CompiledSystem;
 use crate::compile::settings::Ends;
-use crate::compile::{Conflict, DeclaredFlow, Entity, Flow, Schedule, SystemEntity};
+use crate::compile::{Conflict, DeclaredFlow, Entity, Flow, PostAction, Schedule, SystemEntity};
 use crate::config::model::{ConflictRule, Direction, FlowConfig, SyncMode, SystemRole};
 use crate::config::{Problem, ProjectConfig};
 use crate::expr::{JsonPath, Predicate};
@@ -479,6 +479,11 @@ fn build_copy(
         (Some(c), Some(entity)) => Some(Conflict::compile(c, &ends, source.role, entity)),
         _ => None,
     };
+    let after_export = source
+        .entities
+        .get(&f.entity)
+        .map(|src| PostAction::compile(&f.after_export, src))
+        .unwrap_or_default();
     Flow {
         id,
         name: name.to_string(),
@@ -494,7 +499,7 @@ fn build_copy(
         on_transition: f.trigger.on_transition.clone(),
         incremental: f.incremental.clone(),
         conflict,
-        after_export: f.after_export.clone(),
+        after_export,
         allow_edit_after_export: f.allow_edit_after_export,
         export_once: f.export_once,
         after: f.after.clone(),
