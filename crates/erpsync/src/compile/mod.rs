@@ -21,14 +21,14 @@ use serde_json::Value;
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
-pub use settings::{Conflict, PostAction, Side};
+pub use settings::{Conflict, PostAction, Side, StatusTrigger, TransitionTrigger};
 pub use webhook::{Webhook, WebhookKey};
 
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
     DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize, RateLimitConfig,
-    StatusTriggerConfig, SyncMode, SystemConfig, SystemRole, TransitionTriggerConfig,
+    SyncMode, SystemConfig, SystemRole,
 };
 use crate::connector::{Operation, SystemSpec};
 use crate::expr::{JsonPath, JsonPathParseError, Predicate, Template, TemplateParseError};
@@ -317,9 +317,9 @@ pub struct Flow {
     /// Runs for the record a delivery of this webhook names.
     pub webhook: Option<String>,
     /// Sends a record only when its status is one of these.
-    pub on_status: Option<StatusTriggerConfig>,
+    pub on_status: Option<StatusTrigger>,
     /// Sends a record only when its status moved this way.
-    pub on_transition: Option<TransitionTriggerConfig>,
+    pub on_transition: Option<TransitionTrigger>,
     pub incremental: Option<IncrementalConfig>,
     /// The conflict rule, its `owners` named by side (`for_each` resolved).
     pub conflict: Option<Conflict>,

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::config::model::{ConflictConfig, ConflictRule, PostActionConfig, SystemRole};
+use crate::config::model::{
+    ConflictConfig, ConflictRule, PostActionConfig, StatusTriggerConfig, SystemRole,
+    TransitionTriggerConfig,
+};
 
 use super::{Entity, SystemEntity};
 
@@ -110,5 +113,45 @@ impl PostAction {
                 })
             })
             .collect()
+    }
+}
+
+/// Sends a record only when the canonical field holds one of the values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusTrigger {
+    /// Canonical field holding the status (checked against the flow's entity).
+    pub field: String,
+    /// Values that make a record eligible.
+    pub values: Vec<String>,
+}
+
+impl From<&StatusTriggerConfig> for StatusTrigger {
+    fn from(c: &StatusTriggerConfig) -> StatusTrigger {
+        StatusTrigger {
+            field: c.field.clone(),
+            values: c.values.clone(),
+        }
+    }
+}
+
+/// Sends a record only when the canonical field moved from one of `from` (any, when empty)
+/// to one of `to` since erpsync last saw the record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransitionTrigger {
+    /// Canonical field holding the status (checked against the flow's entity).
+    pub field: String,
+    /// Previous values (empty: any).
+    pub from: Vec<String>,
+    /// New values.
+    pub to: Vec<String>,
+}
+
+impl From<&TransitionTriggerConfig> for TransitionTrigger {
+    fn from(c: &TransitionTriggerConfig) -> TransitionTrigger {
+        TransitionTrigger {
+            field: c.field.clone(),
+            from: c.from.clone(),
+            to: c.to.clone(),
+        }
     }
 }

@@ -8,9 +8,8 @@ use serde_json::{Map, Value};
 use super::Decision;
 use super::canonical::{FieldChange, diff, field_text, overlay, same};
 pub(crate) use crate::compile::{Conflict, Side};
-use crate::config::model::{
-    ConflictRule, StatusTriggerConfig, SyncMode, SystemRole, TransitionTriggerConfig,
-};
+use crate::compile::{StatusTrigger, TransitionTrigger};
+use crate::config::model::{ConflictRule, SyncMode, SystemRole};
 
 /// The settings of a one-way flow that decide what happens to a record.
 #[derive(Debug, Clone, Copy)]
@@ -188,8 +187,8 @@ pub(crate) fn decide(
 /// last saw the record (`before`, the source record then), from one of `from` (any, when
 /// empty; a record never seen before has moved from nothing) to one of `to`.
 pub(crate) fn triggered(
-    on_status: Option<&StatusTriggerConfig>,
-    on_transition: Option<&TransitionTriggerConfig>,
+    on_status: Option<&StatusTrigger>,
+    on_transition: Option<&TransitionTrigger>,
     seen: &Value,
     before: Option<&Value>,
 ) -> bool {
@@ -729,11 +728,11 @@ mod tests {
 
     #[test]
     fn trigger_rules() {
-        let status = |values: &[&str]| StatusTriggerConfig {
+        let status = |values: &[&str]| StatusTrigger {
             field: "status".into(),
             values: fields(values),
         };
-        let transition = |from: &[&str], to: &[&str]| TransitionTriggerConfig {
+        let transition = |from: &[&str], to: &[&str]| TransitionTrigger {
             field: "status".into(),
             from: fields(from),
             to: fields(to),
@@ -746,8 +745,8 @@ mod tests {
         let blank = json!({"number": 1});
         type Row<'a> = (
             &'a str,
-            Option<&'a StatusTriggerConfig>,
-            Option<&'a TransitionTriggerConfig>,
+            Option<&'a StatusTrigger>,
+            Option<&'a TransitionTrigger>,
             &'a Value,
             Option<&'a Value>,
             bool,
