@@ -15,20 +15,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
-pub use settings::{Conflict, PostAction, Side, StatusTrigger, TransitionTrigger};
+pub use settings::{Conflict, Incremental, PostAction, Side, StatusTrigger, TransitionTrigger};
 pub use webhook::{Webhook, WebhookKey};
 
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
-    DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize, RateLimitConfig,
-    SyncMode, SystemConfig, SystemRole,
+    DaemonConfig, Direction, FieldType, FlowConfig, Normalize, RateLimitConfig, SyncMode,
+    SystemConfig, SystemRole,
 };
 use crate::connector::{Operation, SystemSpec};
 use crate::expr::{JsonPath, JsonPathParseError, Predicate, Template, TemplateParseError};
@@ -320,7 +319,8 @@ pub struct Flow {
     pub on_status: Option<StatusTrigger>,
     /// Sends a record only when its status moved this way.
     pub on_transition: Option<TransitionTrigger>,
-    pub incremental: Option<IncrementalConfig>,
+    /// Incremental reading: where the first run starts and the overlap of later runs.
+    pub incremental: Option<Incremental>,
     /// The conflict rule, its `owners` named by side (`for_each` resolved).
     pub conflict: Option<Conflict>,
     /// Actions on the source record after the target accepted it, each with its operation.
@@ -339,7 +339,6 @@ pub struct Flow {
     /// Whether reconciliation corrects the drift it finds (`reconcile.correct`), or only
     /// reports it.
     pub reconcile_corrects: bool,
-    pub incremental_start: Option<DateTime<Utc>>,
     /// Chained flows (ids, resolved per copy) and the path of the keys they are scoped to.
     pub then: Vec<(String, Option<JsonPath>)>,
     /// Flows that must sync a related record first, and where that record is.

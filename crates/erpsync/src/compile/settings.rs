@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, TimeDelta, Utc};
+
 use crate::config::model::{
     ConflictConfig, ConflictRule, PostActionConfig, StatusTriggerConfig, SystemRole,
     TransitionTriggerConfig,
@@ -153,5 +155,41 @@ impl From<&TransitionTriggerConfig> for TransitionTrigger {
             from: c.from.clone(),
             to: c.to.clone(),
         }
+    }
+}
+
+/// Incremental reading: where the first run starts, and how far back each later run reaches
+/// before the cursor.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Incremental {
+    /// Where the first run starts.
+    pub start: DateTime<Utc>,
+    /// Subtracted from the cursor on each run, to catch records written while the previous
+    /// run was reading.
+    pub overlap: TimeDelta,
+}
+
+impl Incremental {
+    /// `overlap_secs` as a span of time; `None` when it is too large to be one.
+    pub(crate) fn overlap(secs: u64) -> Option<TimeDelta> {
+        i64::try_from(secs).ok().and_then(TimeDelta::try_seconds)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_overlap_too_large_for_a_span_of_time_has_none() {
+        assert_eq!(Incremental::overlap(60), Some(TimeDelta::seconds(60)));
+        assert_eq!(Incremental::overlap(0), Some(TimeDelta::zero()));
+        let most = (i64::MAX / 1000) as u64;
+        assert_eq!(
+            Incremental::overlap(most),
+            TimeDelta::try_seconds(most as i64)
+        );
+        assert_eq!(Incremental::overlap(most + 1), None);
+        assert_eq!(Incremental::overlap(u64::MAX), None);
     }
 }

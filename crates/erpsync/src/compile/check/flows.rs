@@ -5,12 +5,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
 use super::Checker;
 use super::systems::CompiledSystem;
 use crate::compile::settings::Ends;
-use crate::compile::{Conflict, DeclaredFlow, Entity, Flow, PostAction, Schedule, SystemEntity};
+use crate::compile::{
+    Conflict, DeclaredFlow, Entity, Flow, Incremental, PostAction, Schedule, SystemEntity,
+};
 use crate::config::model::{ConflictRule, Direction, FlowConfig, SyncMode, SystemRole};
 use crate::config::{Problem, ProjectConfig};
 use crate::expr::{JsonPath, Predicate};
@@ -114,7 +114,7 @@ struct Checked {
     key: String,
     filter: Option<Predicate>,
     schedule: Option<Schedule>,
-    incremental_start: Option<DateTime<Utc>>,
+    incremental: Option<Incremental>,
     reconcile_schedule: Option<Schedule>,
     then: Vec<(String, Option<JsonPath>)>,
     requires: Vec<(String, JsonPath)>,
@@ -175,7 +175,7 @@ fn check_declaration(ck: &mut Checker, fl: &FlowDecl, webhooks: &[String]) -> Ch
     let key = check_match(ck, fl);
     let filter = check_filter(ck, fl);
     let schedule = check_trigger(ck, fl, webhooks);
-    let incremental_start = check_incremental(ck, fl);
+    let incremental = check_incremental(ck, fl);
     let reconcile_schedule = check_reconcile(ck, fl);
     check_conflict_fields(ck, fl);
     let then = check_then(ck, fl);
@@ -185,7 +185,7 @@ fn check_declaration(ck: &mut Checker, fl: &FlowDecl, webhooks: &[String]) -> Ch
         key,
         filter,
         schedule,
-        incremental_start,
+        incremental,
         reconcile_schedule,
         then,
         requires,
@@ -293,8 +293,8 @@ fn check_trigger(ck: &mut Checker, fl: &FlowDecl, webhooks: &[String]) -> Option
     schedule
 }
 
-/// Where an incremental flow starts the first time.
-fn check_incremental(ck: &mut Checker, fl: &FlowDecl) -> Option<DateTime<Utc>> {
+/// Where an incremental flow starts the first time, and how far back later runs reach.
+fn check_incremental(ck: &mut Checker, fl: &FlowDecl) -> Option<Incremental> {
     let inc = fl.f.incremental.as_ref()?;
     let parsed = crate::expr::parse_datetime(&inc.start);
     if parsed.is_none() {
@@ -304,7 +304,18 @@ fn check_incremental(ck: &mut Checker, fl: &FlowDecl) -> Option<DateTime<Utc>> {
         ));
         fl.report(ck, "incremental.start", problem);
     }
-    parsed
+    let overlap = Incremental::overlap(inc.overlap_secs);
+    if overlap.is_none() {
+        let problem = Problem::invalid(format!(
+            "`overlap_secs` {} is too large to be a span of time",
+            inc.overlap_secs
+        ));
+        fl.report(ck, "incremental.overlap_secs", problem);
+    }
+    Some(Incremental {
+        start: parsed?,
+        overlap: overlap?,
+    })
 }
 
 /// The reconciliation: its schedule, and `correct: false` only where it means something.
@@ -497,7 +508,7 @@ fn build_copy(
         webhook: f.trigger.webhook.clone(),
         on_status: f.trigger.on_status.as_ref().map(Into::into),
         on_transition: f.trigger.on_transition.as_ref().map(Into::into),
-        incremental: f.incremental.clone(),
+        incremental: checked.incremental.clone(),
         conflict,
         after_export,
         allow_edit_after_export: f.allow_edit_after_export,
@@ -512,7 +523,6 @@ fn build_copy(
         schedule: checked.schedule.clone(),
         reconcile_schedule: checked.reconcile_schedule.clone(),
         reconcile_corrects: f.reconcile.as_ref().is_none_or(|r| r.correct),
-        incremental_start: checked.incremental_start,
         then,
         requires,
     }

@@ -567,7 +567,6 @@ impl<'e> Runner<'e> {
         let since = if self.opts.reconcile || self.opts.full || self.opts.keys.is_some() {
             None
         } else if let Some(inc) = incremental {
-            let overlap = chrono::Duration::seconds(inc.overlap_secs as i64);
             match self
                 .e
                 .store
@@ -575,8 +574,8 @@ impl<'e> Runner<'e> {
                 .cursor(FlowName::new(&self.flow.id))
                 .await?
             {
-                Some(c) => Some(c - overlap),
-                None => self.flow.incremental_start,
+                Some(c) => Some(c - inc.overlap),
+                None => Some(inc.start),
             }
         } else {
             None
