@@ -288,10 +288,11 @@ systems:
         assert_eq!(flow.webhook.as_deref(), Some("shop_orders"));
         let owners = &flow.conflict.as_ref().unwrap().owners;
         assert_eq!(
-            owners["price"], "shop",
-            "`{{{{each}}}}` is the copy's system"
+            owners["price"],
+            crate::compile::Side::Source,
+            "`{{{{each}}}}` is the copy's system, its source"
         );
-        assert_eq!(owners["sku"], "erp");
+        assert_eq!(owners["sku"], crate::compile::Side::Target);
         // What the file declares stays as written, for `validate --print-config`.
         assert_eq!(flow.declared().to_json()["from"], "{{each}}");
     }

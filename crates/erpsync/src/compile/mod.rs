@@ -5,6 +5,7 @@
 pub mod mapping;
 pub mod project;
 pub mod schedule;
+pub mod settings;
 pub mod types;
 pub mod webhook;
 
@@ -14,20 +15,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 pub use check::compile;
 pub use mapping::{MapEnv, Mapping, NoRefs, RefResolver};
 pub use schedule::Schedule;
+pub use settings::{Conflict, Incremental, PostAction, Side, StatusTrigger, TransitionTrigger};
 pub use webhook::{Webhook, WebhookKey};
 
 pub use crate::expr::COMPOSITE_ID_SEPARATOR;
 
 use crate::config::model::{
-    ConflictConfig, DaemonConfig, Direction, FieldType, FlowConfig, IncrementalConfig, Normalize,
-    PostActionConfig, RateLimitConfig, StatusTriggerConfig, SyncMode, SystemConfig, SystemRole,
-    TransitionTriggerConfig,
+    DaemonConfig, Direction, FieldType, FlowConfig, Normalize, RateLimitConfig, SyncMode,
+    SystemConfig, SystemRole,
 };
 use crate::connector::{Operation, SystemSpec};
 use crate::expr::{JsonPath, JsonPathParseError, Predicate, Template, TemplateParseError};
@@ -316,13 +316,15 @@ pub struct Flow {
     /// Runs for the record a delivery of this webhook names.
     pub webhook: Option<String>,
     /// Sends a record only when its status is one of these.
-    pub on_status: Option<StatusTriggerConfig>,
+    pub on_status: Option<StatusTrigger>,
     /// Sends a record only when its status moved this way.
-    pub on_transition: Option<TransitionTriggerConfig>,
-    pub incremental: Option<IncrementalConfig>,
-    /// The conflict rule, its `owners` naming the flow's own systems (`for_each` resolved).
-    pub conflict: Option<ConflictConfig>,
-    pub after_export: Vec<PostActionConfig>,
+    pub on_transition: Option<TransitionTrigger>,
+    /// Incremental reading: where the first run starts and the overlap of later runs.
+    pub incremental: Option<Incremental>,
+    /// The conflict rule, its `owners` named by side (`for_each` resolved).
+    pub conflict: Option<Conflict>,
+    /// Actions on the source record after the target accepted it, each with its operation.
+    pub after_export: Vec<PostAction>,
     pub allow_edit_after_export: bool,
     pub export_once: bool,
     /// Flows (by name) this one runs after when they run together.
@@ -337,7 +339,6 @@ pub struct Flow {
     /// Whether reconciliation corrects the drift it finds (`reconcile.correct`), or only
     /// reports it.
     pub reconcile_corrects: bool,
-    pub incremental_start: Option<DateTime<Utc>>,
     /// Chained flows (ids, resolved per copy) and the path of the keys they are scoped to.
     pub then: Vec<(String, Option<JsonPath>)>,
     /// Flows that must sync a related record first, and where that record is.

@@ -3,32 +3,13 @@
 //! reads, writes or waits: the runner gathers what a decision needs, asks again when the
 //! answer is "read the target first", and applies the verdict.
 
-use std::collections::BTreeMap;
-
 use serde_json::{Map, Value};
 
 use super::Decision;
 use super::canonical::{FieldChange, diff, field_text, overlay, same};
-use crate::config::model::{
-    ConflictRule, StatusTriggerConfig, SyncMode, SystemRole, TransitionTriggerConfig,
-};
-
-/// One end of a flow: the system it reads (`from`) or the one it writes (`to`). A
-/// bidirectional flow writes to both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    Source,
-    Target,
-}
-
-impl Side {
-    pub(crate) fn other(self) -> Side {
-        match self {
-            Side::Source => Side::Target,
-            Side::Target => Side::Source,
-        }
-    }
-}
+pub(crate) use crate::compile::{Conflict, Side};
+use crate::compile::{StatusTrigger, TransitionTrigger};
+use crate::config::model::{ConflictRule, SyncMode, SystemRole};
 
 /// The settings of a one-way flow that decide what happens to a record.
 #[derive(Debug, Clone, Copy)]
@@ -206,8 +187,8 @@ pub(crate) fn decide(
 /// last saw the record (`before`, the source record then), from one of `from` (any, when
 /// empty; a record never seen before has moved from nothing) to one of `to`.
 pub(crate) fn triggered(
-    on_status: Option<&StatusTriggerConfig>,
-    on_transition: Option<&TransitionTriggerConfig>,
+    on_status: Option<&StatusTrigger>,
+    on_transition: Option<&TransitionTrigger>,
     seen: &Value,
     before: Option<&Value>,
 ) -> bool {
@@ -245,19 +226,6 @@ pub(crate) fn fields_for(
             .collect()
     };
     (present(compared), present(carried))
-}
-
-/// A flow's conflict rule, with owners named by side.
-#[derive(Debug, Clone)]
-pub(crate) struct Conflict {
-    pub(crate) rule: ConflictRule,
-    /// Fields whose owner's value always wins.
-    pub(crate) owners: BTreeMap<String, Side>,
-    /// The source system's role, for `erp_wins` and `shop_wins`.
-    pub(crate) source_role: Option<SystemRole>,
-    /// The timestamp `newest_wins` compares: the rule's own field, else the entity's
-    /// `updated_at`.
-    pub(crate) timestamp: Option<String>,
 }
 
 impl Conflict {
@@ -450,6 +418,8 @@ pub(crate) fn merge(rules: &MergeRules, now: Sides, bases: Sides) -> MergeVerdic
 mod tests {
     //! One row per rule. A table fails with the name of every rule that misfired, what it
     //! should have decided and what it decided instead.
+
+    use std::collections::BTreeMap;
 
     use serde_json::json;
 
@@ -758,11 +728,11 @@ mod tests {
 
     #[test]
     fn trigger_rules() {
-        let status = |values: &[&str]| StatusTriggerConfig {
+        let status = |values: &[&str]| StatusTrigger {
             field: "status".into(),
             values: fields(values),
         };
-        let transition = |from: &[&str], to: &[&str]| TransitionTriggerConfig {
+        let transition = |from: &[&str], to: &[&str]| TransitionTrigger {
             field: "status".into(),
             from: fields(from),
             to: fields(to),
@@ -775,8 +745,8 @@ mod tests {
         let blank = json!({"number": 1});
         type Row<'a> = (
             &'a str,
-            Option<&'a StatusTriggerConfig>,
-            Option<&'a TransitionTriggerConfig>,
+            Option<&'a StatusTrigger>,
+            Option<&'a TransitionTrigger>,
             &'a Value,
             Option<&'a Value>,
             bool,

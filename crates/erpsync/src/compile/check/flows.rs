@@ -5,14 +5,13 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
-
 use super::Checker;
 use super::systems::CompiledSystem;
-use crate::compile::{DeclaredFlow, Entity, Flow, Schedule, SystemEntity};
-use crate::config::model::{
-    ConflictConfig, ConflictRule, Direction, FlowConfig, SyncMode, SystemRole,
+use crate::compile::settings::Ends;
+use crate::compile::{
+    Conflict, DeclaredFlow, Entity, Flow, Incremental, PostAction, Schedule, SystemEntity,
 };
+use crate::config::model::{ConflictRule, Direction, FlowConfig, SyncMode, SystemRole};
 use crate::config::{Problem, ProjectConfig};
 use crate::expr::{JsonPath, Predicate};
 
@@ -121,7 +120,7 @@ struct Checked {
     key: String,
     filter: Option<Predicate>,
     schedule: Option<Schedule>,
-    incremental_start: Option<DateTime<Utc>>,
+    incremental: Option<Incremental>,
     reconcile_schedule: Option<Schedule>,
     then: Vec<(String, Option<JsonPath>)>,
     requires: Vec<(String, JsonPath)>,
@@ -169,8 +168,9 @@ pub(super) fn compile_flows(
             if fl.entity.is_none() {
                 continue;
             }
-            check_sides(ck, &fl, &systems.all[&from], &systems.all[&to]);
-            out.push(Arc::new(build_copy(&fl, &checked, each, from, to)));
+            let source = &systems.all[&from];
+            check_sides(ck, &fl, source, &systems.all[&to]);
+            out.push(Arc::new(build_copy(&fl, &checked, each, source, from, to)));
         }
     }
     out
@@ -181,7 +181,7 @@ fn check_declaration(ck: &mut Checker, fl: &FlowDecl, webhooks: &[String]) -> Ch
     let key = check_match(ck, fl);
     let filter = check_filter(ck, fl);
     let schedule = check_trigger(ck, fl, webhooks);
-    let incremental_start = check_incremental(ck, fl);
+    let incremental = check_incremental(ck, fl);
     let reconcile_schedule = check_reconcile(ck, fl);
     check_conflict_fields(ck, fl);
     let then = check_then(ck, fl);
@@ -191,7 +191,7 @@ fn check_declaration(ck: &mut Checker, fl: &FlowDecl, webhooks: &[String]) -> Ch
         key,
         filter,
         schedule,
-        incremental_start,
+        incremental,
         reconcile_schedule,
         then,
         requires,
@@ -299,8 +299,8 @@ fn check_trigger(ck: &mut Checker, fl: &FlowDecl, webhooks: &[String]) -> Option
     schedule
 }
 
-/// Where an incremental flow starts the first time.
-fn check_incremental(ck: &mut Checker, fl: &FlowDecl) -> Option<DateTime<Utc>> {
+/// Where an incremental flow starts the first time, and how far back later runs reach.
+fn check_incremental(ck: &mut Checker, fl: &FlowDecl) -> Option<Incremental> {
     let inc = fl.f.incremental.as_ref()?;
     let parsed = crate::expr::parse_datetime(&inc.start);
     if parsed.is_none() {
@@ -310,7 +310,18 @@ fn check_incremental(ck: &mut Checker, fl: &FlowDecl) -> Option<DateTime<Utc>> {
         ));
         fl.report(ck, "incremental.start", problem);
     }
-    parsed
+    let overlap = Incremental::overlap(inc.overlap_secs);
+    if overlap.is_none() {
+        let problem = Problem::invalid(format!(
+            "`overlap_secs` {} is too large to be a span of time",
+            inc.overlap_secs
+        ));
+        fl.report(ck, "incremental.overlap_secs", problem);
+    }
+    Some(Incremental {
+        start: parsed?,
+        overlap: overlap?,
+    })
 }
 
 /// The reconciliation: its schedule, and `correct: false` only where it means something.
@@ -459,19 +470,20 @@ fn check_endpoints(
     ok.then_some((from.0, to.0))
 }
 
-/// The flow's conflict rules for the copy between `from` and `to`: an owner named as the flow
+/// The flow's conflict rule for the copy between `from` and `to`: an owner named as the flow
 /// file writes a side (`{{each}}`) is that side's system.
-fn copy_conflict(f: &FlowConfig, from: &str, to: &str) -> Option<ConflictConfig> {
-    f.conflict.clone().map(|mut c| {
-        for owner in c.owners.values_mut() {
-            if *owner == f.from {
-                *owner = from.to_string();
-            } else if *owner == f.to {
-                *owner = to.to_string();
-            }
-        }
-        c
-    })
+fn copy_conflict(fl: &FlowDecl, source: &CompiledSystem, from: &str, to: &str) -> Option<Conflict> {
+    let f = fl.f;
+    let ends = Ends {
+        declared_from: &f.from,
+        declared_to: &f.to,
+        from,
+        to,
+    };
+    match (&f.conflict, fl.entity) {
+        (Some(c), Some(entity)) => Some(Conflict::compile(c, &ends, source.role, entity)),
+        _ => None,
+    }
 }
 
 /// One compiled copy of a checked flow, between `from` and `to`.
@@ -479,6 +491,7 @@ fn build_copy(
     fl: &FlowDecl,
     checked: &Checked,
     each: Option<&str>,
+    source: &CompiledSystem,
     from: String,
     to: String,
 ) -> Flow {
@@ -489,7 +502,12 @@ fn build_copy(
     };
     let then = resolve_chained(project, &checked.then, each);
     let requires = resolve_chained(project, &checked.requires, each);
-    let conflict = copy_conflict(f, &from, &to);
+    let conflict = copy_conflict(fl, source, &from, &to);
+    let after_export = source
+        .entities
+        .get(&f.entity)
+        .map(|src| PostAction::compile(&f.after_export, src))
+        .unwrap_or_default();
     Flow {
         id,
         name: name.to_string(),
@@ -501,11 +519,11 @@ fn build_copy(
         fields: f.fields.clone(),
         skip_nulls: f.skip_nulls,
         webhook: f.trigger.webhook.clone(),
-        on_status: f.trigger.on_status.clone(),
-        on_transition: f.trigger.on_transition.clone(),
-        incremental: f.incremental.clone(),
+        on_status: f.trigger.on_status.as_ref().map(Into::into),
+        on_transition: f.trigger.on_transition.as_ref().map(Into::into),
+        incremental: checked.incremental.clone(),
         conflict,
-        after_export: f.after_export.clone(),
+        after_export,
         allow_edit_after_export: f.allow_edit_after_export,
         export_once: f.export_once,
         after: f.after.clone(),
@@ -518,7 +536,6 @@ fn build_copy(
         schedule: checked.schedule.clone(),
         reconcile_schedule: checked.reconcile_schedule.clone(),
         reconcile_corrects: f.reconcile.as_ref().is_none_or(|r| r.correct),
-        incremental_start: checked.incremental_start,
         then,
         requires,
     }

@@ -188,7 +188,7 @@ impl<'e> Runner<'e> {
         let rules = MergeRules {
             mode: self.flow.mode,
             compared: &self.cmp,
-            conflict: self.conflict.as_ref(),
+            conflict: self.flow.conflict.as_ref(),
         };
         let verdict = decide::merge(
             &rules,

@@ -455,8 +455,6 @@ struct Runner<'e> {
     carried: Vec<String>,
     /// Carried fields that take part in change detection.
     cmp: Vec<String>,
-    /// The flow's conflict rule, its owners named by side (bidirectional flows).
-    conflict: Option<decide::Conflict>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -504,26 +502,6 @@ impl<'e> Runner<'e> {
             f
         };
         let cmp = compared_fields(entity, &carried);
-        let conflict = flow.conflict.as_ref().map(|c| decide::Conflict {
-            rule: c.rule,
-            owners: c
-                .owners
-                .iter()
-                .map(|(field, owner)| {
-                    let side = if owner == &flow.from {
-                        Side::Source
-                    } else {
-                        Side::Target
-                    };
-                    (field.clone(), side)
-                })
-                .collect(),
-            source_role: e.project.systems[&flow.from].role,
-            timestamp: c
-                .timestamp_field
-                .clone()
-                .or_else(|| entity.updated_at.clone()),
-        });
         let failing = if opts.dry_run {
             FastSet::default()
         } else {
@@ -545,7 +523,6 @@ impl<'e> Runner<'e> {
             scope,
             carried,
             cmp,
-            conflict,
             started,
             index: TargetIndex::default(),
             changes: TargetChanges::default(),
@@ -590,7 +567,6 @@ impl<'e> Runner<'e> {
         let since = if self.opts.reconcile || self.opts.full || self.opts.keys.is_some() {
             None
         } else if let Some(inc) = incremental {
-            let overlap = chrono::Duration::seconds(inc.overlap_secs as i64);
             match self
                 .e
                 .store
@@ -598,8 +574,8 @@ impl<'e> Runner<'e> {
                 .cursor(FlowName::new(&self.flow.id))
                 .await?
             {
-                Some(c) => Some(c - overlap),
-                None => self.flow.incremental_start,
+                Some(c) => Some(c - inc.overlap),
+                None => Some(inc.start),
             }
         } else {
             None

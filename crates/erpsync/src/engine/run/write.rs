@@ -444,16 +444,13 @@ impl<'e> Runner<'e> {
                 )),
             ).await;
         };
-        for action in self.flow.after_export.clone() {
-            let Some(op) = self.src.ent.actions.get(&action.action) else {
-                continue;
-            };
+        for action in &self.flow.after_export {
             let input = CallInput {
                 id: Some(id.clone()),
                 key: Some(key.clone()),
                 ..Default::default()
             };
-            if let Err(e) = self.src.http.call(op, &input).await {
+            if let Err(e) = self.src.http.call(&action.operation, &input).await {
                 let mut f = Fail::call(&e, None);
                 f.error = format!("`{}` of `{key}` failed: {}", action.action, f.error);
                 return self.fail(&key, &Value::Null, f).await;
