@@ -1802,3 +1802,125 @@ async fn updates_go_out_concurrently_up_to_the_systems_concurrency_and_end_as_on
     }
     assert_eq!(ends[0], ends[1], "the same end, one at a time or four");
 }
+
+// ---------------------------------------------------------------------------------------
+// The target index on disk
+//
+// A run that reads the target in full holds it in memory up to a bound, then in a private
+// temporary database. `index_spill_bytes: Some(0)` moves it there at its first record: a run
+// must decide the same with its index on disk as in memory.
+
+/// A run keeping a line per record, its index of the target on disk (`spill`) or in memory.
+fn index_on_disk(spill: bool, reconcile: bool) -> RunOptions {
+    RunOptions {
+        reconcile,
+        details: true,
+        index_spill_bytes: spill.then_some(0),
+        ..Default::default()
+    }
+}
+
+/// 250 products in both systems and unbound, synced one way from the ERP: ten prices
+/// changed in the ERP, one product only in the ERP. The first sync looks up its first
+/// records, then reads the shop in full and matches the rest against that index.
+async fn first_sync_over_a_catalogue_the_target_holds(spill: bool) -> RunReport {
+    let h = Harness::new(250, products_from_erp).await;
+    let mut codes: Vec<String> = h.erp.products().into_iter().map(|e| e.code).collect();
+    codes.sort();
+    let changed: Vec<String> = codes.iter().step_by(25).cloned().collect();
+    assert_eq!(changed.len(), 10);
+    for code in &changed {
+        h.erp.update_product(code, |e| e.price += 3.5);
+    }
+    h.erp
+        .create_product(ErpProduct::new("ERP-ONLY-1", "Doar in ERP", 120.0))
+        .unwrap();
+    h.later(1);
+    h.reset_counters();
+
+    let r = h.run_with("products", index_on_disk(spill, false)).await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(
+        (r.counts.adopted, r.counts.updated, r.counts.created),
+        (240, 10, 1),
+        "spilled: {spill}; {:#?}",
+        r.counts
+    );
+    reported_once(&r);
+    for code in &changed {
+        assert_eq!(decision_of(&r, code), Decision::Update, "{code}");
+        assert!(
+            (shop_price(&h, code) - h.erp.product(code).unwrap().price).abs() < 0.005,
+            "{code}: the ERP's new price reached the shop"
+        );
+    }
+    assert_eq!(decision_of(&r, "ERP-ONLY-1"), Decision::Create);
+    assert_eq!(h.shop.product_count(), 251, "no product created twice");
+    assert_eq!(
+        h.writes(),
+        (11, 0),
+        "a write per changed record, one create"
+    );
+
+    // Every record is bound and in step: reconciling the whole catalogue writes nothing.
+    h.later(10);
+    h.reset_counters();
+    let again = h.run_with("products", index_on_disk(spill, true)).await;
+    assert_eq!(again.counts.skipped, 251, "{:#?}", again.counts);
+    assert_eq!(h.writes(), (0, 0));
+    r
+}
+
+#[tokio::test]
+async fn a_first_sync_with_its_index_on_disk_adopts_and_updates_as_in_memory() {
+    let on_disk = first_sync_over_a_catalogue_the_target_holds(true).await;
+    let in_memory = first_sync_over_a_catalogue_the_target_holds(false).await;
+    assert_eq!(on_disk.counts, in_memory.counts);
+    assert_eq!(decisions(&on_disk), decisions(&in_memory));
+}
+
+/// 300 stock levels synced, every one then edited by hand in the shop, and reconciled while
+/// the ERP's pages shift (pages of 250: the first record is served twice, the 251st not at
+/// all, and is asked for as a bound record the listing did not serve).
+async fn stock_drift_reconciled_with_index(spill: bool) -> RunReport {
+    let h = Harness::new(300, |_| {}).await;
+    h.run("stock").await;
+    h.later(10);
+    for p in h.shop.products() {
+        h.shop.update_product(p.id, |p| p.stock = Some(999));
+    }
+    h.later(1);
+    drifting(h.erp.faults());
+    h.reset_counters();
+    let r = h.run_with("stock", index_on_disk(spill, true)).await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    for p in h.shop.products() {
+        let erp = h.erp.stock(&p.sku, WAREHOUSE).unwrap().quantity;
+        assert_eq!(p.stock, Some(erp), "{}: drift corrected", p.sku);
+    }
+    assert_eq!(
+        (r.counts.corrected, r.counts.created),
+        (300, 0),
+        "spilled: {spill}; {:#?}",
+        r.counts
+    );
+    assert_eq!(h.writes(), (300, 0), "one write per corrected record");
+    // The shop's records are found in the index, none asked for one by one: three pages of
+    // the shop's listing, then the writes.
+    assert_eq!(
+        h.shop.counters().total(),
+        3 + 300,
+        "{:#?}",
+        h.shop.counters().snapshot()
+    );
+    r
+}
+
+#[tokio::test]
+async fn a_reconciliation_with_its_index_on_disk_corrects_drift_as_in_memory() {
+    let on_disk = stock_drift_reconciled_with_index(true).await;
+    let in_memory = stock_drift_reconciled_with_index(false).await;
+    assert_eq!(on_disk.counts, in_memory.counts);
+    assert_eq!(decisions(&on_disk), decisions(&in_memory));
+}

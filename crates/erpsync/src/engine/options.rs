@@ -42,6 +42,11 @@ pub struct RunOptions {
     /// `records`: a long dry run is printed as it is planned, in memory that does not grow
     /// with the catalogue.
     pub sink: Option<RecordSink>,
+    /// Text (keys, ids and records) the index of the target a run reads in full keeps in
+    /// memory before it moves to a private temporary database, deleted when the run ends.
+    /// `None`: 8 MiB. A small bound trades memory for lookups on disk; `Some(0)` moves the
+    /// index to disk at its first record.
+    pub index_spill_bytes: Option<usize>,
 }
 
 /// Takes a run's record lines one by one, as they are decided (see `RunOptions::sink`).

@@ -18,9 +18,11 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{ReadAll, Seen};
+use crate::engine::RunOptions;
 
 /// Text (keys, ids, canonical and native records) the index keeps in memory before it
 /// moves to a temporary database.
+/// `RunOptions::index_spill_bytes` sets it for a run.
 const SPILL_BYTES: usize = 8 << 20;
 /// Pages of the temporary database SQLite caches (negative: KiB).
 const SPILL_CACHE: &str = "PRAGMA cache_size = -2048";
@@ -100,6 +102,11 @@ impl KeyIndex {
             disk: None,
             no_disk: false,
         }
+    }
+
+    /// An index that spills past the run's bound (`RunOptions::index_spill_bytes`).
+    pub(super) fn for_run(opts: &RunOptions) -> Self {
+        KeyIndex::with_bound(opts.index_spill_bytes.unwrap_or(SPILL_BYTES))
     }
 
     /// The record read under `key`. An error is a failure of the temporary database: the
@@ -226,6 +233,10 @@ impl KeyIndex {
 }
 
 impl ReadAll for KeyIndex {
+    fn for_run(opts: &RunOptions) -> Self {
+        KeyIndex::for_run(opts)
+    }
+
     fn keep(
         &mut self,
         seen: Seen,

@@ -317,6 +317,11 @@ pub(super) async fn run_flow(
 /// What a full read of a side keeps of each record: all of it (`HashMap<String, Seen>`), or
 /// what a lookup needs (`KeyIndex`).
 trait ReadAll: Default {
+    /// An empty holder for a run with these options.
+    fn for_run(_opts: &RunOptions) -> Self {
+        Self::default()
+    }
+
     /// Keeps a record read under its key. When the key was read before, the earlier reading
     /// is replaced and its `updated_at` returned (`Some(None)`: it had none).
     fn keep(
@@ -971,7 +976,7 @@ impl<'e> Runner<'e> {
         since: Option<DateTime<Utc>>,
         keep_native: bool,
     ) -> Result<(T, bool), EngineRunError> {
-        let mut out = T::default();
+        let mut out = T::for_run(self.opts);
         let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok((out, false));
         };

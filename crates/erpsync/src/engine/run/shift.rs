@@ -96,7 +96,11 @@ impl<'e> Runner<'e> {
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         self.index.shifted = shifted;
-        let index = self.index.records.get_or_insert_with(KeyIndex::default);
+        let opts = self.opts;
+        let index = self
+            .index
+            .records
+            .get_or_insert_with(|| KeyIndex::for_run(opts));
         index.extend(again).map_err(Fail::msg)?;
         index.get(key).map_err(Fail::msg)
     }
