@@ -27,6 +27,12 @@ const SPILL_BYTES: usize = 8 << 20;
 /// Pages of the temporary database SQLite caches (negative: KiB).
 const SPILL_CACHE: &str = "PRAGMA cache_size = -2048";
 
+/// A failure of a spilled index's temporary database. The record asked for may be there:
+/// a caller must not take it as absent.
+#[derive(Debug, thiserror::Error)]
+#[error("the target index could not be read: {0}")]
+pub(super) struct IndexReadError(#[from] rusqlite::Error);
+
 /// A target record as the index keeps it: its id and its canonical record as JSON text,
 /// parsed again when the run asks for it (once per record of the source).
 #[derive(Debug, Clone, PartialEq)]
@@ -111,20 +117,21 @@ impl KeyIndex {
 
     /// The record read under `key`. An error is a failure of the temporary database: the
     /// record may be there, so the caller must not take it as absent.
-    pub(super) fn get(&self, key: &str) -> Result<Option<Seen>, String> {
+    pub(super) fn get(&self, key: &str) -> Result<Option<Seen>, IndexReadError> {
         if let Some(found) = self.mem.get(key) {
             return Ok(Some(found.seen(key)));
         }
         match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), key)
-                .map_err(|e| format!("the target index could not be read: {e}"))?
-                .map(|found| found.seen(key))),
+            Some(db) => Ok(disk_get(&lock(db), key)?.map(|found| found.seen(key))),
             None => Ok(None),
         }
     }
 
     /// The keys held for which `keep` says yes.
-    pub(super) fn keys_where(&self, keep: impl Fn(&str) -> bool) -> Result<Vec<String>, String> {
+    pub(super) fn keys_where(
+        &self,
+        keep: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, IndexReadError> {
         let mut out: Vec<String> = self
             .mem
             .keys()
@@ -144,13 +151,13 @@ impl KeyIndex {
                 }
                 Ok(())
             };
-            read().map_err(|e| format!("the target index could not be read: {e}"))?;
+            read()?;
         }
         Ok(out)
     }
 
     /// Adds another reading of the target, whose records replace those held.
-    pub(super) fn extend(&mut self, other: KeyIndex) -> Result<(), String> {
+    pub(super) fn extend(&mut self, other: KeyIndex) -> Result<(), IndexReadError> {
         let KeyIndex { mem, disk, .. } = other;
         for (key, kept) in mem {
             self.put(key, kept);
@@ -167,7 +174,7 @@ impl KeyIndex {
                 }
                 Ok(())
             };
-            read().map_err(|e| format!("the target index could not be read: {e}"))?;
+            read()?;
         }
         Ok(())
     }
@@ -523,6 +530,18 @@ mod tests {
             Some("100")
         );
         assert_eq!(index.keys_where(|_| true).unwrap().len(), 101);
+    }
+
+    #[test]
+    fn a_read_error_says_the_index_could_not_be_read() {
+        let e = IndexReadError::from(rusqlite::Error::QueryReturnedNoRows);
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the target index could not be read: {}",
+                rusqlite::Error::QueryReturnedNoRows
+            )
+        );
     }
 
     #[test]

@@ -1081,7 +1081,7 @@ impl<'e> Runner<'e> {
                 self.index.read_at = Some(read_at);
             }
             if let Some(index) = &self.index.records {
-                if let Some(found) = index.get(key).map_err(Fail::msg)? {
+                if let Some(found) = index.get(key).map_err(|e| Fail::msg(e.to_string()))? {
                     return Ok(Some(found));
                 }
                 if !self.index.shifted {

@@ -101,7 +101,7 @@ impl<'e> Runner<'e> {
                 // Reconciling: the target as it is now, from the full read; missing from it,
                 // it was missed by shifting pages, or deleted.
                 let indexed = match &self.index.records {
-                    Some(i) => i.get(&key).map_err(Fail::msg)?,
+                    Some(i) => i.get(&key).map_err(|e| Fail::msg(e.to_string()))?,
                     None => None,
                 };
                 match indexed {

@@ -101,8 +101,8 @@ impl<'e> Runner<'e> {
             .index
             .records
             .get_or_insert_with(|| KeyIndex::for_run(opts));
-        index.extend(again).map_err(Fail::msg)?;
-        index.get(key).map_err(Fail::msg)
+        index.extend(again).map_err(|e| Fail::msg(e.to_string()))?;
+        index.get(key).map_err(|e| Fail::msg(e.to_string()))
     }
 
     /// One-way reconciliation: bound records the target has but the whole source listing
@@ -113,13 +113,14 @@ impl<'e> Runner<'e> {
             return Ok(());
         };
         let listed = &self.listing.listed;
-        let unlisted = index
-            .keys_where(|k| !listed.contains(k))
-            .map_err(|message| EngineRunError::Read {
-                flow: self.flow.id.to_string(),
-                system: self.dst.name.to_string(),
-                message,
-            })?;
+        let unlisted =
+            index
+                .keys_where(|k| !listed.contains(k))
+                .map_err(|e| EngineRunError::Read {
+                    flow: self.flow.id.to_string(),
+                    system: self.dst.name.to_string(),
+                    message: e.to_string(),
+                })?;
         if unlisted.is_empty() {
             return Ok(());
         }
