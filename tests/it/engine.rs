@@ -683,7 +683,7 @@ impl Bindings for CountingBindings {
     ) -> erpsync::state::Result<Option<Binding>> {
         self.inner.binding_by_id(scope, side, id).await
     }
-    async fn put_bindings(&self, scope: &Scope, b: &[Binding]) -> erpsync::state::Result<()> {
+    async fn put_bindings(&self, scope: &Scope, b: Vec<Binding>) -> erpsync::state::Result<()> {
         self.inner.put_bindings(scope, b).await
     }
     async fn cursor(&self, flow: FlowName<'_>) -> erpsync::state::Result<Option<DateTime<Utc>>> {

@@ -65,7 +65,7 @@ async fn conformance(s: &Store) {
         ..Default::default()
     };
     s.bindings
-        .put_bindings(&scope, &[a1.clone(), b2.clone()])
+        .put_bindings(&scope, vec![a1.clone(), b2.clone()])
         .await
         .unwrap();
     let got = s
@@ -130,7 +130,10 @@ async fn conformance(s: &Store) {
     let mut again = page[7].clone();
     again.base_b = Some(json!({"other": "shape"}));
     page.push(again.clone());
-    s.bindings.put_bindings(&page_scope, &page).await.unwrap();
+    s.bindings
+        .put_bindings(&page_scope, page.clone())
+        .await
+        .unwrap();
     page[7] = page.pop().unwrap();
     let mut got = s.bindings.all_bindings(&page_scope).await.unwrap();
     got.sort_by_key(|b| b.key[1..].parse::<usize>().unwrap());
@@ -140,7 +143,7 @@ async fn conformance(s: &Store) {
     a1b.parked = None;
     a1b.id_a = Some("3".into());
     s.bindings
-        .put_bindings(&scope, &[a1b.clone()])
+        .put_bindings(&scope, vec![a1b.clone()])
         .await
         .unwrap();
     assert_eq!(

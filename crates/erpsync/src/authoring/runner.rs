@@ -390,7 +390,7 @@ async fn seeded_store(project: &Project, cfg: &TestFileConfig) -> Result<Store, 
     let store: Store = SqliteStore::in_memory()?.into();
     for ((entity, a, b), bindings) in seed_bindings(project, &cfg.state.bindings)? {
         let scope = Scope::new(&entity, &a, &b);
-        store.bindings.put_bindings(&scope, &bindings).await?;
+        store.bindings.put_bindings(&scope, bindings).await?;
     }
     for (flow, at) in &cfg.state.cursors {
         if project.flow(flow).is_none() {

@@ -253,12 +253,7 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
         let id = id.to_string();
         self.call(move |s| s.binding_by_id(&scope, side, &id)).await
     }
-    async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
-        let scope = scope.clone();
-        let bindings = bindings.to_vec();
-        self.call(move |s| s.put_bindings(&scope, &bindings)).await
-    }
-    async fn put_bindings_owned(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
+    async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         let scope = scope.clone();
         self.call(move |s| s.put_bindings(&scope, &bindings)).await
     }

@@ -87,12 +87,7 @@ impl Bindings for Fenced<dyn Bindings> {
     ) -> Result<Option<Binding>> {
         self.inner.binding_by_id(scope, side, id).await
     }
-    async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
-        self.write(StateWrite::PutBindings(scope.clone(), bindings.to_vec()))
-            .await
-            .map(drop)
-    }
-    async fn put_bindings_owned(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
+    async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         self.write(StateWrite::PutBindings(scope.clone(), bindings))
             .await
             .map(drop)

@@ -34,13 +34,9 @@ pub trait Bindings: Send + Sync + std::fmt::Debug {
         side: PairSide,
         id: NativeId<'_>,
     ) -> Result<Option<Binding>>;
-    /// Inserts or replaces bindings, atomically.
-    async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()>;
-    /// `put_bindings` of bindings the caller no longer needs: a store that hands them to
-    /// another thread (or keeps them) takes them as they are instead of copying them.
-    async fn put_bindings_owned(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
-        self.put_bindings(scope, &bindings).await
-    }
+    /// Inserts or replaces bindings, atomically. The store takes them as they are: each
+    /// implementation hands them to another thread or keeps them in a write record.
+    async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()>;
 
     async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>>;
     async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()>;

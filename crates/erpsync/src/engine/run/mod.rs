@@ -1185,7 +1185,7 @@ impl<'e> Runner<'e> {
             self.e
                 .store
                 .bindings
-                .put_bindings(&self.scope, std::slice::from_ref(b))
+                .put_bindings(&self.scope, vec![b.clone()])
                 .await?;
         } else {
             self.e.plan_binding(&self.scope, b);
@@ -1218,7 +1218,7 @@ impl<'e> Runner<'e> {
         self.e
             .store
             .bindings
-            .put_bindings_owned(&self.scope, held)
+            .put_bindings(&self.scope, held)
             .await?;
         Ok(())
     }

@@ -81,8 +81,8 @@ impl Bindings for PostgresStore {
         .transpose()
     }
 
-    async fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
-        let w = StateWrite::PutBindings(scope.clone(), bindings.to_vec());
+    async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
+        let w = StateWrite::PutBindings(scope.clone(), bindings);
         self.write(None, &w).await.map(drop)
     }
 
