@@ -354,6 +354,38 @@ fn an_invalid_project_is_refused_with_exit_78_by_every_command() {
     }
 }
 
+/// A flow file whose incremental overlap is too large to be a span of time is refused by
+/// `validate` and by a run alike, run from a folder outside the checkout: the run never
+/// starts with a cursor moved forward by a wrapped overlap.
+#[test]
+fn an_overlap_too_large_for_a_span_of_time_is_refused_before_any_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let text =
+        crate::support::project::demo_yaml("http://127.0.0.1:9", "http://127.0.0.1:9", dir.path());
+    let huge = "overlap_secs: 18446744073709551615";
+    let mut parts = text.splitn(2, "overlap_secs: 60");
+    let text = format!("{}{huge}{}", parts.next().unwrap(), parts.next().unwrap());
+    let file = dir.path().join("demo.yaml");
+    std::fs::write(&file, text).unwrap();
+    let file = file.to_str().unwrap();
+    for args in [vec!["validate", file], vec!["run", "--once", file]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_erpsync"))
+            .current_dir(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "`overlap_secs` 18446744073709551615 is too large to be a span of time\n  at `flows.stock.incremental.overlap_secs`"
+            ),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert!(!dir.path().join("state.sqlite").exists(), "no run started");
+}
+
 /// Runs `erpsync ARGS` in `dir` with its stdout's reader gone before anything is written.
 fn with_stdout_closed(dir: &std::path::Path, args: &[&str]) -> (Option<i32>, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_erpsync"))
