@@ -250,14 +250,6 @@ impl Conflict {
             ConflictRule::Owner | ConflictRule::Park => None,
         }
     }
-
-    /// The rule as flow files spell it (`erp_wins`).
-    fn name(&self) -> String {
-        serde_json::to_value(self.rule)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    }
 }
 
 /// The settings of a bidirectional flow that decide what happens to a record.
@@ -402,7 +394,10 @@ pub(crate) fn merge(rules: &MergeRules, now: Sides, bases: Sides) -> MergeVerdic
         Decision::Skip
     };
     let reason = (!conflicts.is_empty()).then(|| {
-        let rule = rules.conflict.map(Conflict::name).unwrap_or_default();
+        let rule = rules
+            .conflict
+            .map(|c| c.rule.as_str().to_string())
+            .unwrap_or_default();
         format!("{}; resolved by `{rule}`", why(&conflicts))
     });
     MergeVerdict::Merge(Merged {

@@ -241,6 +241,19 @@ pub enum ConflictRule {
     Park,
 }
 
+impl ConflictRule {
+    /// The rule as flow files spell it (`erp_wins`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConflictRule::ErpWins => "erp_wins",
+            ConflictRule::ShopWins => "shop_wins",
+            ConflictRule::NewestWins => "newest_wins",
+            ConflictRule::Owner => "owner",
+            ConflictRule::Park => "park",
+        }
+    }
+}
+
 /// An action called on the source record after the target accepted it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[schemars(deny_unknown_fields)]
@@ -270,4 +283,23 @@ pub struct RequireConfig {
     /// JSONPath into this flow's canonical record that gives the related record, whose match
     /// key that flow uses (e.g. `$.customer`).
     pub record: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ConflictRule;
+
+    #[test]
+    fn a_conflict_rule_names_itself_as_flow_files_spell_it() {
+        for rule in [
+            ConflictRule::ErpWins,
+            ConflictRule::ShopWins,
+            ConflictRule::NewestWins,
+            ConflictRule::Owner,
+            ConflictRule::Park,
+        ] {
+            let read: ConflictRule = serde_json::from_value(rule.as_str().into()).unwrap();
+            assert_eq!(read, rule, "{}", rule.as_str());
+        }
+    }
 }
