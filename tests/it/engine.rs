@@ -436,13 +436,7 @@ async fn incremental_stock_starts_at_the_configured_date() {
         h.shop.product_by_sku("SKU-000004").unwrap().stock,
         Some(erp4)
     );
-    let cursor = h
-        .store
-        .bindings
-        .cursor(FlowName::new("stock"))
-        .await
-        .unwrap()
-        .unwrap();
+    let cursor = h.cursor("stock").await.unwrap();
     assert_eq!(cursor.to_rfc3339(), "2026-03-01T10:01:00+00:00");
 
     // The next run reads from the cursor less the 60 s overlap (10:00:00): the four records
@@ -619,13 +613,7 @@ async fn changes_survive_shifting_pages(erp: bool) {
         let r = h.run("products").await;
         assert!(r.ok(), "{:?}", r.errors);
         // Whatever has not crossed yet must be after the cursor, where the next run reads.
-        let cursor = h
-            .store
-            .bindings
-            .cursor(FlowName::new("products"))
-            .await
-            .unwrap()
-            .unwrap();
+        let cursor = h.cursor("products").await.unwrap();
         let across: HashMap<String, String> = names(&h, !erp)
             .into_iter()
             .map(|(sku, name, _)| (sku, name))
@@ -888,12 +876,7 @@ async fn dry_run_writes_nothing_and_predicts_the_run() {
             "{f}: a dry run records no run"
         );
         assert!(
-            h.store
-                .bindings
-                .cursor(FlowName::new(f))
-                .await
-                .unwrap()
-                .is_none(),
+            h.cursor(f).await.is_none(),
             "{f}: a dry run moves no cursor"
         );
         created += plan.counts.created;
@@ -1461,13 +1444,7 @@ async fn a_record_changed_while_the_source_is_paged_reaches_the_target_by_the_ne
     };
     let r = run_changing_the_shop_mid_listing(&h, "products", opts, renamed).await;
     assert!(r.ok(), "{:?}", r.errors);
-    let cursor = h
-        .store
-        .bindings
-        .cursor(FlowName::new("products"))
-        .await
-        .unwrap()
-        .unwrap();
+    let cursor = h.cursor("products").await.unwrap();
     for p in h.shop.products() {
         if h.erp.product(&p.sku).unwrap().name != p.name {
             assert!(
@@ -1641,12 +1618,7 @@ async fn the_next_source_page_is_read_while_one_is_written_and_a_failed_one_lose
     let h = Harness::new(N, |_| {}).await;
     let first = h.run("stock").await;
     assert_eq!(first.counts.adopted, N as u64, "{:#?}", first.counts);
-    let cursor = h
-        .store
-        .bindings
-        .cursor(FlowName::new("stock"))
-        .await
-        .unwrap();
+    let cursor = h.cursor("stock").await;
     assert!(cursor.is_some());
     h.later(10);
     let codes: Vec<String> = h.erp.products().into_iter().map(|p| p.code).collect();
@@ -1703,15 +1675,7 @@ async fn the_next_source_page_is_read_while_one_is_written_and_a_failed_one_lose
     };
     assert_eq!(synced(), 500, "two pages of updates");
     assert_eq!(h.writes(), (500, 0));
-    assert_eq!(
-        h.store
-            .bindings
-            .cursor(FlowName::new("stock"))
-            .await
-            .unwrap(),
-        cursor,
-        "cursor kept"
-    );
+    assert_eq!(h.cursor("stock").await, cursor, "cursor kept");
     // The next run reads from the same cursor and writes only what is left.
     h.shop.faults().clear();
     h.reset_counters();

@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+
 use erpsync::clock::ManualClock;
 use erpsync::compile::project::check_with_env;
 use erpsync::config::env::Overrides;
 use erpsync::engine::{Engine, RunOptions, RunReport};
-use erpsync::state::{SqliteStore, Store};
+use erpsync::state::{FlowName, SqliteStore, Store};
 use erpsync_sim::{ErpHandle, ShopHandle, seed_both};
 use serde_json::Value;
 
@@ -66,6 +68,15 @@ impl Harness {
             },
         )
         .await
+    }
+
+    /// The flow's cursor in the state, if it has one.
+    pub async fn cursor(&self, flow: &str) -> Option<DateTime<Utc>> {
+        self.store
+            .bindings
+            .cursor(FlowName::new(flow))
+            .await
+            .unwrap()
     }
 
     pub async fn run_with(&self, flow: &str, opts: RunOptions) -> RunReport {
