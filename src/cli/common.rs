@@ -188,6 +188,19 @@ pub async fn open_state_read_only(args: &ProjectArgs, project: &Project) -> anyh
 }
 
 /// Builds the engine with the real clock.
+/// The runtime of a command that runs flows and exits (`run --once`, `dry-run`): one thread
+/// for the engine, its reads ahead and its concurrent writes, beside tokio's blocking pool
+/// (the SQLite state). On a multi-thread runtime a page was parsed on one worker and its
+/// records freed on another, and the allocator's locks cost more than the parallel parsing
+/// won: the 100,000-product first sync of `cargo bench --bench catalog` took 5.95 CPU-s and
+/// 54 MB there, 4.81 CPU-s and 48 MB here, and less wall time too (docs/benchmarks.md). The
+/// daemon keeps the multi-thread runtime: it serves HTTP beside its runs.
+pub fn one_shot_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 pub fn engine(project: Arc<Project>, store: Store) -> anyhow::Result<Engine> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     Ok(Engine::new(project, store, Arc::new(SystemClock))?)

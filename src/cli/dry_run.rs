@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use super::common::{
-    ProjectArgs, RecordLines, engine, load_project, open_state_read_only, print_report,
-    record_text, reports_json, select_flows,
+    ProjectArgs, RecordLines, engine, load_project, one_shot_runtime, open_state_read_only,
+    print_report, record_text, reports_json, select_flows,
 };
 use super::output::FormatArgs;
 use super::progress::{Printer, Progress};
@@ -42,7 +42,7 @@ pub struct DryRunArgs {
 pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = one_shot_runtime()?;
     let store = rt.block_on(open_state_read_only(&args.project, &project))?;
     // Without `--flow`, what `run --once` would run: switches set in the console count.
     let flows = if args.flows.is_empty() {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use super::common::{
-    ProjectArgs, RecordLines, engine, load_project, open_state, print_report, reports_json,
-    select_flows,
+    ProjectArgs, RecordLines, engine, load_project, one_shot_runtime, open_state, print_report,
+    reports_json, select_flows,
 };
 use super::output::FormatArgs;
 use super::progress::Progress;
@@ -60,7 +60,7 @@ pub struct RunArgs {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let project = load_project(&args.project.paths)?;
     let flows = select_flows(&project, &args.flows)?;
-    let rt = tokio::runtime::Runtime::new()?;
+    let rt = one_shot_runtime()?;
     let store = rt.block_on(open_state(&args.project, &project))?;
     // Without `--flow`, the flows that run by themselves: on (a switch set in the console
     // wins over the flow file) and with a schedule; a manual flow runs only when named.

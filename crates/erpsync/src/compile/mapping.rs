@@ -359,7 +359,7 @@ impl Mapping {
         env: &MapEnv,
         only: Option<&[String]>,
     ) -> Result<Value, FieldMapError> {
-        let mut out = Map::new();
+        let mut out = Map::with_capacity(self.fields.len());
         for f in &self.fields {
             if let Some(only) = only
                 && !only.iter().any(|o| o == &f.target[0])

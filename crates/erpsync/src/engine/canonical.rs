@@ -21,25 +21,36 @@ pub enum RecordNormaliseError {
 /// Normalises a mapped record to its entity: declared types, decimal scale and text
 /// normalisation, so equal data compares equal whatever side it came from.
 pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormaliseError> {
-    let Value::Object(mut map) = record else {
+    let Value::Object(map) = record else {
         return Err(RecordNormaliseError::NotAMap);
     };
-    for (name, field) in &entity.fields {
-        if let Some(v) = map.remove(name) {
-            let mut v =
-                convert(v, field.ty, field.scale).map_err(|error| RecordNormaliseError::Field {
-                    field: name.clone(),
-                    error,
-                })?;
-            if !field.normalize.is_empty()
-                && let Value::String(s) = &v
-            {
-                v = Value::String(normalize(s, &field.normalize));
+    // Fields the entity does not declare keep their order and come first; declared ones
+    // follow in the entity's (name) order, so that records of either side line up field by
+    // field. Names and values are moved, not copied.
+    let mut out = Map::with_capacity(map.len());
+    let mut declared = Vec::with_capacity(map.len().min(entity.fields.len()));
+    for (name, v) in map {
+        match entity.fields.get(&name) {
+            Some(field) => declared.push((name, v, field)),
+            None => {
+                out.insert(name, v);
             }
-            map.insert(name.clone(), v);
         }
     }
-    Ok(Value::Object(map))
+    declared.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (name, v, field) in declared {
+        let mut v = match convert(v, field.ty, field.scale) {
+            Ok(v) => v,
+            Err(error) => return Err(RecordNormaliseError::Field { field: name, error }),
+        };
+        if !field.normalize.is_empty()
+            && let Value::String(s) = &v
+        {
+            v = Value::String(normalize(s, &field.normalize));
+        }
+        out.insert(name, v);
+    }
+    Ok(Value::Object(out))
 }
 
 /// Fields compared by a flow: the ones it carries, less volatile ones and the timestamp.
@@ -127,7 +138,73 @@ pub fn field_text(record: &Value, field: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::CanonField;
+    use crate::config::model::{FieldType, Normalize};
     use serde_json::json;
+
+    fn product() -> Entity {
+        let field = |ty, scale, normalize| CanonField {
+            ty,
+            scale,
+            normalize,
+            volatile: false,
+        };
+        Entity {
+            name: "product".into(),
+            key: "sku".into(),
+            updated_at: None,
+            fields: [
+                (
+                    "sku",
+                    field(
+                        FieldType::String,
+                        None,
+                        vec![Normalize::Trim, Normalize::Uppercase],
+                    ),
+                ),
+                ("price", field(FieldType::Decimal, Some(2), vec![])),
+                ("name", field(FieldType::String, None, vec![])),
+                ("stock", field(FieldType::Integer, None, vec![])),
+            ]
+            .into_iter()
+            .map(|(n, f)| (n.to_string(), f))
+            .collect(),
+        }
+    }
+
+    #[test]
+    fn normalising_puts_undeclared_fields_first_and_declared_ones_in_name_order() {
+        // Two sides' mappings emit their fields in different orders; their canonical
+        // records must line up field by field (a binding stores side b as its differences
+        // from side a only when the names come in the same order).
+        let shop = json!({"stock": "7", "extra": 1, "sku": " ab-1 ", "price": 10.005, "name": 5});
+        let erp = json!({"name": 5, "price": "10.01", "sku": "AB-1", "extra": 1, "stock": 7.0});
+        let (a, b) = (
+            normalise(&product(), shop).unwrap(),
+            normalise(&product(), erp).unwrap(),
+        );
+        let names = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
+        assert_eq!(names(&a), ["extra", "name", "price", "sku", "stock"]);
+        assert_eq!(names(&a), names(&b));
+        assert_eq!(
+            a,
+            json!({"extra": 1, "name": "5", "price": 10.01, "sku": "AB-1", "stock": 7})
+        );
+        assert_eq!(a.to_string(), b.to_string());
+    }
+
+    #[test]
+    fn normalising_names_the_first_field_in_name_order_that_does_not_convert() {
+        let e = normalise(&product(), json!({"stock": "many", "price": "dear"})).unwrap_err();
+        assert!(
+            matches!(&e, RecordNormaliseError::Field { field, .. } if field == "price"),
+            "{e}"
+        );
+        assert_eq!(
+            normalise(&product(), json!([1])),
+            Err(RecordNormaliseError::NotAMap)
+        );
+    }
 
     #[test]
     fn diff_and_overlay() {

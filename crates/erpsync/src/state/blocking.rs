@@ -26,8 +26,14 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     fn binding_count(&self, scope: &Scope) -> Result<usize>;
     /// The binding whose id on one side is `id`.
     fn binding_by_id(&self, scope: &Scope, side: PairSide, id: &str) -> Result<Option<Binding>>;
-    /// Inserts or replaces bindings, atomically.
-    fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()>;
+    /// A binding as the store writes it. Made by the caller, on its own thread, before
+    /// `put_binding_rows`: the thread that writes then frees a few strings instead of every
+    /// node of two records (memory freed on another thread than the one that allocated it
+    /// contends for the allocator's locks).
+    type BindingRow: Send + Sync + 'static;
+    fn binding_row(b: &Binding) -> Self::BindingRow;
+    /// Inserts or replaces bindings, already made rows, atomically.
+    fn put_binding_rows(&self, scope: &Scope, rows: &[Self::BindingRow]) -> Result<()>;
 
     fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>>;
     fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()>;
@@ -255,7 +261,9 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     }
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         let scope = scope.clone();
-        self.call(move |s| s.put_bindings(&scope, &bindings)).await
+        let rows: Vec<S::BindingRow> = bindings.iter().map(S::binding_row).collect();
+        drop(bindings);
+        self.call(move |s| s.put_binding_rows(&scope, &rows)).await
     }
     async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         let flow = flow.to_string();

@@ -33,6 +33,31 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// A binding as its row: the bases and the timestamp already written out as text.
+pub(crate) struct BindingRow {
+    key: String,
+    id_a: Option<String>,
+    id_b: Option<String>,
+    bases: StoredBases,
+    exported_at: Option<String>,
+    parked: Option<String>,
+    actions_done: bool,
+}
+
+impl BindingRow {
+    fn of(b: &Binding) -> Self {
+        BindingRow {
+            key: b.key.clone(),
+            id_a: b.id_a.clone(),
+            id_b: b.id_b.clone(),
+            bases: StoredBases::of(b),
+            exported_at: b.exported_at.map(ts),
+            parked: b.parked.clone(),
+            actions_done: b.actions_done,
+        }
+    }
+}
+
 impl From<SqliteStore> for Store {
     fn from(s: SqliteStore) -> Store {
         Store::of(std::sync::Arc::new(OffRuntime(std::sync::Arc::new(s))))
@@ -179,7 +204,10 @@ const BINDING_COLS: &str =
     "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done, base_b_delta";
 
 fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
-    let bases = StoredBases::of(b);
+    upsert_row(tx, scope, &BindingRow::of(b))
+}
+
+fn upsert_row(tx: &Connection, scope: &Scope, row: &BindingRow) -> Result<()> {
     let mut stmt = tx.prepare_cached(
         "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
@@ -193,15 +221,15 @@ fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
         scope.entity,
         scope.a,
         scope.b,
-        b.key,
-        b.id_a,
-        b.id_b,
-        bases.base_a,
-        bases.base_b,
-        bases.b_delta,
-        b.exported_at.map(ts),
-        b.parked,
-        b.actions_done,
+        row.key,
+        row.id_a,
+        row.id_b,
+        row.bases.base_a,
+        row.bases.base_b,
+        row.bases.b_delta,
+        row.exported_at,
+        row.parked,
+        row.actions_done,
     ])?;
     Ok(())
 }
@@ -421,12 +449,20 @@ impl Blocking for SqliteStore {
             .transpose()
     }
 
-    fn put_bindings(&self, scope: &Scope, bindings: &[Binding]) -> Result<()> {
-        self.apply(
-            None,
-            &StateWrite::PutBindings(scope.clone(), bindings.to_vec()),
-        )
-        .map(drop)
+    type BindingRow = BindingRow;
+
+    fn binding_row(b: &Binding) -> BindingRow {
+        BindingRow::of(b)
+    }
+
+    fn put_binding_rows(&self, scope: &Scope, rows: &[BindingRow]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for row in rows {
+            upsert_row(&tx, scope, row)?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
@@ -1071,7 +1107,8 @@ mod tests {
                 ..Default::default()
             },
         ];
-        s.put_bindings(&scope, &bindings).unwrap();
+        let rows: Vec<BindingRow> = bindings.iter().map(BindingRow::of).collect();
+        s.put_binding_rows(&scope, &rows).unwrap();
         let got = s.bindings(&scope, &["A1".into(), "B2".into()]).unwrap();
         assert_eq!(got["A1"], bindings[0]);
         assert_eq!(got["B2"], bindings[1]);

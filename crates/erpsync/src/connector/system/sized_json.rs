@@ -1,0 +1,133 @@
+//! JSON text to a `Value` whose objects are allocated once, at their final size.
+//!
+//! `serde_json`'s own `Value` parser starts every object empty and grows it key by key: a
+//! 20-field record reallocates its entries and its hash table several times over. Here the
+//! entries of the objects being read wait on one stack shared by the whole document, and
+//! each object is built from its finished slice in one allocation. The value is the one
+//! `serde_json::from_slice` gives, duplicate keys included (the last value wins, at the
+//! first one's place).
+
+use std::fmt;
+
+use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// Parses `bytes` as one JSON document.
+pub(super) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+    let mut entries = Vec::new();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = Sized(&mut entries).deserialize(&mut de)?;
+    de.end()?;
+    Ok(value)
+}
+
+/// One value, with the stack of entries of the objects it is inside.
+struct Sized<'s>(&'s mut Vec<(String, Value)>);
+
+impl<'de> DeserializeSeed<'de> for Sized<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for Sized<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(Value::Number(n.into()))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Number::from_f64(n).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::String(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Value, E> {
+        Ok(Value::String(s))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        self.deserialize(d)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(v) = seq.next_element_seed(Sized(&mut *self.0))? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let start = self.0.len();
+        while let Some(key) = map.next_key::<String>()? {
+            let value = map.next_value_seed(Sized(&mut *self.0))?;
+            self.0.push((key, value));
+        }
+        // `Map` reserves the drained slice's exact length, then inserts in order.
+        let object: Map<String, Value> = self.0.drain(start..).collect();
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documents_parse_to_the_value_serde_json_gives() {
+        let docs = [
+            r#"{"data":[{"id":1,"sku":"A-1","name":"Scaun \u0103","price":12.5,"tags":["x",{"k":null}],"on":true},{"id":2,"nested":{"a":{"b":{"c":[1,2,{"d":-3}]}}}}],"meta":{"total":2,"next":null}}"#,
+            r#"{"a":1,"b":2,"a":3}"#,
+            r#"[18446744073709551615,-9223372036854775808,1e308,-0.0,0,1.5e-7]"#,
+            r#""just text""#,
+            "  null ",
+            "[]",
+            "{}",
+            r#"[{"x":{}},{"y":[[],[{}]]}]"#,
+        ];
+        for doc in docs {
+            let ours = from_slice(doc.as_bytes()).unwrap();
+            let theirs: Value = serde_json::from_slice(doc.as_bytes()).unwrap();
+            assert_eq!(ours, theirs, "{doc}");
+            // Same keys in the same order, not only equal as maps.
+            assert_eq!(ours.to_string(), theirs.to_string(), "{doc}");
+        }
+    }
+
+    #[test]
+    fn what_serde_json_refuses_is_refused() {
+        for doc in ["{\"a\":1", "[1,]", "{\"a\":1} x", "nul", "{1:2}"] {
+            assert!(from_slice(doc.as_bytes()).is_err(), "{doc}");
+            assert!(
+                serde_json::from_slice::<Value>(doc.as_bytes()).is_err(),
+                "{doc}"
+            );
+        }
+    }
+}
