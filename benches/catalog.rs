@@ -11,8 +11,9 @@
 //! - always enforced (the exit code fails on a miss): write calls equal the changed records,
 //!   the shop ends up holding what the ERP holds, and every engine run peaks under 200 MB;
 //! - the targets of issue 14 (first sync of 100k products: CPU ≤ half the baseline loop and
-//!   ≤ 3 CPU-s, peak RSS ≤ 80 MB; read + map ≥ 100k records/s; dry run ≤ 60 MB; 1M SKUs ≤
-//!   150 MB; rate-limited writes ≥ 95% of the limit with no 429): printed always, enforced
+//!   ≤ 3 CPU-s, peak RSS ≤ 80 MB; read + map ≥ 100k records/s; dry run ≤ 60 MB; a
+//!   bidirectional reconciliation ≤ 80 MB; 1M SKUs ≤ 150 MB; rate-limited writes ≥ 95% of
+//!   the limit with no 429): printed always, enforced
 //!   only with `BENCH_ENFORCE=1`. The engine misses several of them today; the output says
 //!   which.
 //!
@@ -35,6 +36,8 @@
 //! - `BENCH_ENFORCE=1`: a missed issue-14 target fails the exit code too.
 //! - `BENCH_MAP_RECORDS`: records in the mapping benchmark, default 200000.
 //! - `BENCH_ONLY`: `catalog` or `mapping`.
+//! - `BENCH_ERPSYNC`: the `erpsync` binary to measure instead of this build's (an older
+//!   build, for a before/after against the same simulators).
 //! - `BENCH_WRAP`: a command prefix the measured program runs under, to find what holds a
 //!   peak (`heaptrack`, `valgrind --tool=massif`); `BENCH_WRAP_PHASE`: only the phases whose
 //!   name contains this (e.g. `dry run`). The profiler writes its files in the current
@@ -267,7 +270,7 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
     };
     let engine = |verb: &str, flow: &str, project: &Path| -> Vec<String> {
         let mut a = vec![
-            env!("CARGO_BIN_EXE_erpsync").to_string(),
+            erpsync_binary(),
             verb.to_string(),
             project.display().to_string(),
             "--flow".into(),
@@ -397,6 +400,11 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
             engine("run", "products", &project),
             Some(0),
         )?);
+        // Both ways: reconciling a bidirectional flow reads the whole shop and holds it until
+        // the ERP's listing has met its records. Everything is in step: nothing is written.
+        let mut both = engine("run", "products_both", &project);
+        both.push("--reconcile".into());
+        phases.push(measure("reconcile both ways: products", both, Some(0))?);
         wrong += mismatches(&shop, &erp, &prices);
         wrong += stock
             .iter()
@@ -513,6 +521,15 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
         first.peak_rss_mb <= FIRST_SYNC_RSS_MB,
         false,
     ));
+    if let Some(both) = find("reconcile both ways") {
+        t.push(target(
+            "reconcile both ways: peak RSS (stated for 100k)",
+            format!("{:.1} MB", both.peak_rss_mb),
+            format!("≤ {FIRST_SYNC_RSS_MB} MB"),
+            both.peak_rss_mb <= FIRST_SYNC_RSS_MB,
+            false,
+        ));
+    }
     if let Some(dry) = find("dry run") {
         // Both sides are read in full and mapped: source records + target records.
         let records = dry.counts["read"].as_u64().unwrap_or(0) + skus as u64;
@@ -795,6 +812,16 @@ systems:
         path: /products
         query: {{ code: "{{{{key}}}}" }}
         records: $.data
+      create_product:
+        method: POST
+        path: /products
+        body: "{{{{record}}}}"
+        record: $.data
+      update_product:
+        method: PUT
+        path: /products/{{{{urlencode id}}}}
+        body: "{{{{record}}}}"
+        record: $.data
       list_stock:
         path: /stock
         query: {{ changedSince: "{{{{since}}}}", warehouse: "{{{{system.warehouse}}}}" }}
@@ -810,6 +837,8 @@ systems:
         id: $.code
         list: list_products
         lookup: find_product
+        create: create_product
+        update: update_product
         read:
           sku: $.code
           name: $.name
@@ -825,6 +854,20 @@ systems:
           meta_title: $.seoTitle
           meta_description: $.seoDescription
           updated_at: $.updatedAt
+        write:
+          code: $.sku
+          name: $.name
+          description: $.description
+          price: $.price
+          priceNet: $.price_net
+          vatPercentage: $.vat_rate
+          active: $.active
+          weight: $.weight
+          oldPrice: $.old_price
+          costPrice: $.cost
+          category: $.category
+          seoTitle: $.meta_title
+          seoDescription: $.meta_description
       stock:
         id: $.code
         list: list_stock
@@ -842,6 +885,17 @@ flows:
     trigger: {{ manual: true }}
     incremental: {{ start: "2000-01-01", overlap_secs: 0 }}
 
+  products_both:
+    description: The same products both ways (the ERP wins a conflict), reconciled.
+    entity: catalog_product
+    from: erp
+    to: shop
+    direction: bidirectional
+    conflict: {{ rule: erp_wins }}
+    trigger: {{ manual: true }}
+    incremental: {{ start: "2000-01-01", overlap_secs: 0 }}
+    reconcile: {{ schedule: "0 0 3 * * *" }}
+
   stock:
     description: Stock of the main warehouse from the ERP into the shop.
     entity: stock
@@ -858,6 +912,12 @@ flows:
     let path = dir.join(file);
     std::fs::write(&path, yaml)?;
     Ok(path)
+}
+
+/// The `erpsync` binary the phases run: this build's, or `BENCH_ERPSYNC` (another build, to
+/// compare two versions against the same simulators and baseline).
+fn erpsync_binary() -> String {
+    std::env::var("BENCH_ERPSYNC").unwrap_or_else(|_| env!("CARGO_BIN_EXE_erpsync").to_string())
 }
 
 /// Runs `args` (program first) as a measured child through the launcher.

@@ -1888,3 +1888,88 @@ async fn a_reconciliation_with_its_index_on_disk_corrects_drift_as_in_memory() {
     assert_eq!(on_disk.counts, in_memory.counts);
     assert_eq!(decisions(&on_disk), decisions(&in_memory));
 }
+
+/// 200 products synced both ways, then edited: names in the shop, prices in the ERP, one
+/// price on both sides (the ERP wins), a product new in each system. Reconciled with the
+/// target's records (the ERP read in full, which a bidirectional run holds until the source
+/// has met them) on disk from the first record (`spill`) or in memory.
+async fn both_ways_reconciled_with_index(spill: bool) -> RunReport {
+    let h = Harness::new(200, |doc| {
+        doc["flows"]["products"]["reconcile"] = json!({"schedule": "0 0 * * * *"});
+    })
+    .await;
+    h.run("products").await;
+    h.later(10);
+    let mut skus: Vec<String> = h.shop.products().into_iter().map(|p| p.sku).collect();
+    skus.sort();
+    let renamed: Vec<&String> = skus.iter().skip(1).step_by(20).collect();
+    let repriced: Vec<&String> = skus.iter().skip(2).step_by(25).collect();
+    for sku in &renamed {
+        let p = h.shop.product_by_sku(sku).unwrap();
+        h.shop
+            .update_product(p.id, |p| p.name = format!("Redenumit {sku}"));
+    }
+    let both = &skus[0];
+    let p = h.shop.product_by_sku(both).unwrap();
+    h.shop.update_product(p.id, |p| p.price_gross = Some(111.0));
+    h.shop
+        .create_product(Product::basic("SHOP-NEW-1", "Doar in magazin", 15.0, 1))
+        .unwrap();
+    h.later(10);
+    for sku in &repriced {
+        h.erp.update_product(sku, |e| e.price += 7.25);
+    }
+    h.erp.update_product(both, |e| e.price = 222.0);
+    h.erp
+        .create_product(ErpProduct::new("ERP-NEW-1", "Doar in ERP", 120.0))
+        .unwrap();
+    h.later(1);
+    h.reset_counters();
+
+    let r = h.run_with("products", index_on_disk(spill, true)).await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    for sku in &renamed {
+        assert_eq!(
+            h.erp.product(sku).unwrap().name,
+            format!("Redenumit {sku}"),
+            "spilled: {spill}: the shop's rename reached the ERP"
+        );
+    }
+    for sku in &repriced {
+        let erp = h.erp.product(sku).unwrap().price;
+        assert!((shop_price(&h, sku) - erp).abs() < 0.005, "{sku}: {erp}");
+    }
+    assert_eq!(decision_of(&r, both), Decision::Conflict);
+    assert_eq!(shop_price(&h, both), 222.0, "the ERP wins");
+    assert_eq!(h.erp.product("SHOP-NEW-1").unwrap().name, "Doar in magazin");
+    assert_eq!(
+        h.shop.product_by_sku("ERP-NEW-1").map(|p| p.name),
+        Some("Doar in ERP".to_string()),
+        "a record only the target changed is merged after the source's"
+    );
+    assert_eq!(h.shop.product_count(), 202, "none created twice");
+    assert_eq!(h.erp.products().len(), 202, "none created twice");
+    assert_eq!(
+        h.writes(),
+        ((repriced.len() + 1 + 1) as u64, (renamed.len() + 1) as u64),
+        "one write per change: shop (prices, the conflict, the ERP's new product), ERP \
+         (names, the shop's new product)"
+    );
+
+    // In step: reconciling again writes nothing either way.
+    h.later(10);
+    h.reset_counters();
+    let again = h.run_with("products", index_on_disk(spill, true)).await;
+    assert_eq!(again.counts.failed, 0, "{:#?}", failed(&again));
+    assert_eq!(h.writes(), (0, 0), "{:#?}", again.counts);
+    r
+}
+
+#[tokio::test]
+async fn a_bidirectional_reconciliation_with_the_target_on_disk_merges_as_in_memory() {
+    let on_disk = both_ways_reconciled_with_index(true).await;
+    let in_memory = both_ways_reconciled_with_index(false).await;
+    assert_eq!(on_disk.counts, in_memory.counts);
+    assert_eq!(decisions(&on_disk), decisions(&in_memory));
+}

@@ -207,16 +207,20 @@ fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
     upsert_row(tx, scope, &BindingRow::of(b))
 }
 
+const UPSERT_BINDING: &str = "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+     ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
+       id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
+       base_b = excluded.base_b, base_b_delta = excluded.base_b_delta,
+       exported_at = excluded.exported_at, parked = excluded.parked,
+       actions_done = excluded.actions_done";
+
 fn upsert_row(tx: &Connection, scope: &Scope, row: &BindingRow) -> Result<()> {
-    let mut stmt = tx.prepare_cached(
-        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
-           id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
-           base_b = excluded.base_b, base_b_delta = excluded.base_b_delta,
-           exported_at = excluded.exported_at, parked = excluded.parked,
-           actions_done = excluded.actions_done",
-    )?;
+    let mut stmt = tx.prepare_cached(UPSERT_BINDING)?;
+    execute_upsert(&mut stmt, scope, row)
+}
+
+fn execute_upsert(stmt: &mut rusqlite::Statement, scope: &Scope, row: &BindingRow) -> Result<()> {
     stmt.execute(params![
         scope.entity,
         scope.a,
@@ -458,8 +462,12 @@ impl Blocking for SqliteStore {
     fn put_binding_rows(&self, scope: &Scope, rows: &[BindingRow]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for row in rows {
-            upsert_row(&tx, scope, row)?;
+        {
+            // One statement for the batch: a cached one is looked up by its text each time.
+            let mut stmt = tx.prepare_cached(UPSERT_BINDING)?;
+            for row in rows {
+                execute_upsert(&mut stmt, scope, row)?;
+            }
         }
         tx.commit()?;
         Ok(())

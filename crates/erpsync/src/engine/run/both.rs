@@ -55,7 +55,8 @@ impl<'e> Runner<'e> {
         key: &str,
         binding: Option<&Binding>,
     ) -> Result<Option<Seen>, Fail> {
-        if let Some(found) = self.changes.records.remove(key) {
+        let taken = self.changes.records.take(key);
+        if let Some(found) = taken.map_err(|e| Fail::msg(e.to_string()))? {
             self.changes.taken.insert(key.to_string());
             return Ok(Some(found));
         }

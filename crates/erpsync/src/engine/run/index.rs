@@ -118,13 +118,90 @@ impl KeyIndex {
     /// The record read under `key`. An error is a failure of the temporary database: the
     /// record may be there, so the caller must not take it as absent.
     pub(super) fn get(&self, key: &str) -> Result<Option<Seen>, IndexReadError> {
+        Ok(self.find(key)?.map(|found| found.seen(key)))
+    }
+
+    fn find(&self, key: &str) -> Result<Option<Indexed>, IndexReadError> {
         if let Some(found) = self.mem.get(key) {
-            return Ok(Some(found.seen(key)));
+            return Ok(Some(found.clone()));
         }
         match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), key)?.map(|found| found.seen(key))),
+            Some(db) => Ok(disk_get(&lock(db), key)?),
             None => Ok(None),
         }
+    }
+
+    /// Takes the record read under `key` out of the index. On an error nothing was taken.
+    pub(super) fn take(&mut self, key: &str) -> Result<Option<Seen>, IndexReadError> {
+        // The database's copy goes first: one in memory shadows it, and must not uncover
+        // it once taken.
+        let on_disk = match &self.disk {
+            Some(db) => {
+                let db = lock(db);
+                let found = disk_get(&db, key)?;
+                if found.is_some() {
+                    db.prepare_cached("DELETE FROM idx WHERE key = ?1")?
+                        .execute([key])?;
+                }
+                found
+            }
+            None => None,
+        };
+        let in_mem = self.mem.remove(key);
+        if let Some(found) = &in_mem
+            && self.disk.is_none()
+        {
+            self.held -= found.bytes(key);
+        }
+        Ok(in_mem.or(on_disk).map(|found| found.seen(key)))
+    }
+
+    /// Takes up to `n` records out of the index, those in memory first; none when it is
+    /// empty. On an error, the records not returned stay.
+    pub(super) fn take_some(&mut self, n: usize) -> Result<Vec<Seen>, IndexReadError> {
+        let mut keys: Vec<String> = self.mem.keys().take(n).cloned().collect();
+        if keys.len() < n
+            && let Some(db) = &self.disk
+        {
+            let db = lock(db);
+            let mut stmt = db.prepare_cached("SELECT key FROM idx LIMIT ?1")?;
+            let more = stmt
+                .query_map([i64::try_from(n - keys.len()).unwrap_or(i64::MAX)], |r| {
+                    r.get::<_, String>(0)
+                })?;
+            for key in more {
+                let key = key?;
+                if !self.mem.contains_key(&key) {
+                    keys.push(key);
+                }
+            }
+        }
+        let mut out = Vec::with_capacity(keys.len());
+        for key in keys {
+            if let Some(seen) = self.take(&key)? {
+                out.push(seen);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Adds a record unless one is held under its key.
+    pub(super) fn put_absent(&mut self, seen: Seen) -> Result<(), IndexReadError> {
+        if self.find(&seen.key)?.is_none() {
+            self.put(seen.key.clone(), Indexed::of(seen));
+        }
+        Ok(())
+    }
+
+    /// Only the records of these keys.
+    pub(super) fn only(self, keys: &[String]) -> Result<KeyIndex, IndexReadError> {
+        let mut kept = KeyIndex::with_bound(self.bound);
+        for key in keys {
+            if let Some(found) = self.find(key)? {
+                kept.put(key.clone(), found);
+            }
+        }
+        Ok(kept)
     }
 
     /// The keys held for which `keep` says yes.
@@ -441,6 +518,67 @@ mod tests {
             assert_eq!(found.id.as_deref(), Some(format!("{i}").as_str()));
             assert_eq!(found.canon["price"], json!(i));
             assert!(found.native.is_null());
+        }
+    }
+
+    /// The target's changes of a bidirectional flow are taken out one by one as the source
+    /// meets them, and the rest drained in batches: every record comes out exactly once,
+    /// with its native record, in memory and spilled alike.
+    #[test]
+    fn records_taken_out_come_out_once_and_the_rest_drains_in_batches() {
+        for mut index in [KeyIndex::with_bound(usize::MAX), small()] {
+            for i in 0..300u64 {
+                let mut s = seen(&format!("K{i}"), &format!("{i}"), i);
+                s.native = json!({"code": format!("K{i}"), "raw": i});
+                index.keep(s, no_stamp);
+            }
+            let taken = index.take("K7").unwrap().expect("held");
+            assert_eq!(taken.canon["price"], json!(7));
+            assert_eq!(taken.native, json!({"code": "K7", "raw": 7}));
+            assert!(index.take("K7").unwrap().is_none(), "taken once");
+            assert!(index.get("K7").unwrap().is_none());
+            assert!(index.take("nope").unwrap().is_none());
+
+            let mut drained = Vec::new();
+            loop {
+                let batch = index.take_some(64).unwrap();
+                assert!(batch.len() <= 64);
+                if batch.is_empty() {
+                    break;
+                }
+                drained.extend(batch);
+            }
+            let mut keys: Vec<String> = drained.iter().map(|s| s.key.clone()).collect();
+            keys.sort();
+            keys.dedup();
+            assert_eq!(keys.len(), 299, "every other record, once");
+            assert_eq!(drained.len(), 299);
+            assert!(!keys.contains(&"K7".to_string()));
+            let k42 = drained.iter().find(|s| s.key == "K42").expect("drained");
+            assert_eq!(k42.native["raw"], json!(42));
+            assert!(index.keys_where(|_| true).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn put_absent_keeps_the_reading_held_and_only_keeps_the_keys_asked_for() {
+        for mut index in [KeyIndex::with_bound(usize::MAX), small()] {
+            for i in 0..300u64 {
+                index.keep(seen(&format!("K{i}"), &format!("{i}"), i), no_stamp);
+            }
+            // A planned create of a dry run does not replace what the target sent.
+            index.put_absent(seen("K3", "planned", 999)).unwrap();
+            index.put_absent(seen("NEW", "planned", 5)).unwrap();
+            assert_eq!(index.get("K3").unwrap().unwrap().canon["price"], json!(3));
+            assert_eq!(index.get("NEW").unwrap().unwrap().canon["price"], json!(5));
+
+            let only = index
+                .only(&["K3".into(), "NEW".into(), "absent".into()])
+                .unwrap();
+            let mut keys = only.keys_where(|_| true).unwrap();
+            keys.sort();
+            assert_eq!(keys, ["K3", "NEW"]);
+            assert_eq!(only.get("K3").unwrap().unwrap().id.as_deref(), Some("3"));
         }
     }
 

@@ -33,7 +33,7 @@ use crate::redact::redact_json;
 use crate::state::{
     Binding, Failure, FlowName, JournalEntry, JournalState, PairSide, RecordKey, Scope,
 };
-use index::{KeyIndex, Listed, ListedKeys};
+use index::{IndexReadError, KeyIndex, Listed, ListedKeys};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -43,6 +43,9 @@ const READ_AHEAD: usize = 4;
 /// Records a list page is taken to hold when weighing single lookups against a full read of
 /// the target: one lookup costs about one page request.
 const RECORDS_PER_PAGE: usize = 100;
+/// Records that only the target changed, taken out of its index at a time to be merged
+/// (a bidirectional flow, after its source listing).
+const REVERSE_BATCH: usize = 250;
 /// Times a full read of a target that cannot be searched by key is read again in one run
 /// because its pages shifted (see `Runner::reread_index`).
 const INDEX_REREADS: usize = 2;
@@ -364,8 +367,9 @@ struct TargetIndex {
 /// What the target changed since the cursor: the target's half of a bidirectional flow.
 #[derive(Default)]
 struct TargetChanges {
-    /// Records not merged yet, by key.
-    records: FastMap<String, Seen>,
+    /// Records not merged yet, by key: in flat memory, as the target index of a one-way
+    /// flow keeps them (native records included, which a merge reports).
+    records: KeyIndex,
     /// Whether a bound record missing from `records` may have been missed rather than left
     /// unchanged — the whole target was read (no cursor), or the read shifted: such a
     /// record is asked for before it is merged.
@@ -589,8 +593,12 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
-            let (mut changes, shifted): (FastMap<String, Seen>, _) =
-                self.read_all_dst(since, true).await?;
+            let (mut changes, shifted): (KeyIndex, _) = self.read_all_dst(since, true).await?;
+            let unreadable = |e: IndexReadError| EngineRunError::Read {
+                flow: self.flow.id.clone(),
+                system: self.dst.name.to_string(),
+                message: e.to_string(),
+            };
             if self.opts.dry_run {
                 // What earlier flows of the plan would have created in the target is among
                 // its changes, as the run will read it.
@@ -599,14 +607,14 @@ impl<'e> Runner<'e> {
                     if let Ok(mut seen) = self.seen(&self.dst, native) {
                         seen.id
                             .get_or_insert_with(|| crate::engine::PLANNED_ID.to_string());
-                        changes.entry(seen.key.clone()).or_insert(seen);
+                        changes.put_absent(seen).map_err(unreadable)?;
                     }
                 }
             }
             if let Some(keys) = &self.opts.keys {
                 // A run for some records (a retry, a webhook) merges those only: another
                 // record's merge could clear its failure without syncing it.
-                changes.retain(|k, _| keys.contains(k));
+                changes = changes.only(keys).map_err(unreadable)?;
             }
             self.changes.records = changes;
             self.changes.in_doubt = since.is_none() || shifted;
@@ -790,14 +798,24 @@ impl<'e> Runner<'e> {
         }
 
         if self.bidirectional() {
-            let rest: Vec<Seen> = std::mem::take(&mut self.changes.records)
-                .into_values()
-                .collect();
-            for seen in rest {
-                if !self.go_on()? {
-                    return Ok(());
+            // What only the target changed, a page's worth at a time out of the index.
+            loop {
+                let rest = self.changes.records.take_some(REVERSE_BATCH).map_err(|e| {
+                    EngineRunError::Read {
+                        flow: self.flow.id.clone(),
+                        system: self.dst.name.to_string(),
+                        message: e.to_string(),
+                    }
+                })?;
+                if rest.is_empty() {
+                    break;
                 }
-                self.handle_reverse(seen, source_in_doubt).await?;
+                for seen in rest {
+                    if !self.go_on()? {
+                        return Ok(());
+                    }
+                    self.handle_reverse(seen, source_in_doubt).await?;
+                }
             }
         }
         self.listing.listed = ListedKeys::default();
