@@ -756,6 +756,26 @@ async fn fencing(s: &Store) {
         .await
         .unwrap_err();
     assert!(matches!(refused, StateStoreError::Fenced(_)));
+    // Bindings too (a SQLite store writes them as rows made before its thread takes them).
+    let fenced_scope = Scope::new("fenced_product", "shop", "erp");
+    let late = Binding {
+        key: "LATE-1".into(),
+        id_a: Some("1".into()),
+        id_b: Some("E1".into()),
+        base_a: Some(json!({"sku": "LATE-1", "price": 10})),
+        base_b: Some(json!({"sku": "LATE-1", "price": 11})),
+        ..Default::default()
+    };
+    let refused = s
+        .coordination
+        .fenced(
+            &fence_a,
+            StateWrite::PutBindings(fenced_scope.clone(), vec![late.clone()]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StateStoreError::Fenced(_)), "{refused}");
+    assert_eq!(s.bindings.binding_count(&fenced_scope).await.unwrap(), 0);
     assert!(
         s.journal
             .journal_pending(Some(FlowName::new("fenced")))
@@ -777,6 +797,19 @@ async fn fencing(s: &Store) {
         .fenced(&fence_b, StateWrite::JournalBegin(entry("fenced", "k1")))
         .await
         .unwrap();
+    s.coordination
+        .fenced(
+            &fence_b,
+            StateWrite::PutBindings(fenced_scope.clone(), vec![late.clone()]),
+        )
+        .await
+        .unwrap();
+    let stored = s
+        .bindings
+        .bindings(&fenced_scope, &[RecordKey::new("LATE-1")])
+        .await
+        .unwrap();
+    assert_eq!(stored.get("LATE-1"), Some(&late));
     assert_eq!(
         s.journal
             .journal_pending(Some(FlowName::new("fenced")))

@@ -32,8 +32,14 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     /// contends for the allocator's locks).
     type BindingRow: Send + Sync + 'static;
     fn binding_row(b: &Binding) -> Self::BindingRow;
-    /// Inserts or replaces bindings, already made rows, atomically.
-    fn put_binding_rows(&self, scope: &Scope, rows: &[Self::BindingRow]) -> Result<()>;
+    /// Inserts or replaces bindings, already made rows, atomically; under `fence` when
+    /// given (as `fenced` makes a `StateWrite::PutBindings`).
+    fn put_binding_rows(
+        &self,
+        fence: Option<&Fence>,
+        scope: &Scope,
+        rows: &[Self::BindingRow],
+    ) -> Result<()>;
 
     fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>>;
     fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()>;
@@ -263,7 +269,8 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
         let scope = scope.clone();
         let rows: Vec<S::BindingRow> = bindings.iter().map(S::binding_row).collect();
         drop(bindings);
-        self.call(move |s| s.put_binding_rows(&scope, &rows)).await
+        self.call(move |s| s.put_binding_rows(None, &scope, &rows))
+            .await
     }
     async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         let flow = flow.to_string();
@@ -519,6 +526,14 @@ impl<S: Blocking> Coordination for OffRuntime<S> {
     }
     async fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64> {
         let fence = fence.clone();
+        if let StateWrite::PutBindings(scope, bindings) = write {
+            // Made rows here, as `put_bindings` does (see `Blocking::binding_row`).
+            let rows: Vec<S::BindingRow> = bindings.iter().map(S::binding_row).collect();
+            drop(bindings);
+            return self
+                .call(move |s| s.put_binding_rows(Some(&fence), &scope, &rows).map(|()| 0))
+                .await;
+        }
         self.call(move |s| s.fenced(&fence, write)).await
     }
     async fn heartbeat(

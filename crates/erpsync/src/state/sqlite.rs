@@ -97,6 +97,15 @@ impl SqliteStore {
     /// transaction takes the write lock at once, so the fence check and the write see the
     /// same lease row (another process on the file waits, up to the busy timeout).
     fn apply(&self, fence: Option<&Fence>, w: &StateWrite) -> Result<i64> {
+        self.write(fence, |tx| apply(tx, w))
+    }
+
+    /// `write` in a transaction of its own, under `fence` when given (see `apply`).
+    fn write<R>(
+        &self,
+        fence: Option<&Fence>,
+        write: impl FnOnce(&Connection) -> Result<R>,
+    ) -> Result<R> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(f) = fence {
@@ -111,9 +120,9 @@ impl SqliteStore {
                 return Err(StateStoreError::Fenced(f.lease.clone()));
             }
         }
-        let n = apply(&tx, w)?;
+        let out = write(&tx)?;
         tx.commit()?;
-        Ok(n)
+        Ok(out)
     }
 
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
@@ -459,18 +468,20 @@ impl Blocking for SqliteStore {
         BindingRow::of(b)
     }
 
-    fn put_binding_rows(&self, scope: &Scope, rows: &[BindingRow]) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
+    fn put_binding_rows(
+        &self,
+        fence: Option<&Fence>,
+        scope: &Scope,
+        rows: &[BindingRow],
+    ) -> Result<()> {
+        self.write(fence, |tx| {
             // One statement for the batch: a cached one is looked up by its text each time.
             let mut stmt = tx.prepare_cached(UPSERT_BINDING)?;
             for row in rows {
                 execute_upsert(&mut stmt, scope, row)?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     fn set_cursor(&self, flow: &str, at: DateTime<Utc>) -> Result<()> {
@@ -1116,7 +1127,7 @@ mod tests {
             },
         ];
         let rows: Vec<BindingRow> = bindings.iter().map(BindingRow::of).collect();
-        s.put_binding_rows(&scope, &rows).unwrap();
+        s.put_binding_rows(None, &scope, &rows).unwrap();
         let got = s.bindings(&scope, &["A1".into(), "B2".into()]).unwrap();
         assert_eq!(got["A1"], bindings[0]);
         assert_eq!(got["B2"], bindings[1]);
