@@ -11,6 +11,7 @@ pub mod connector;
 pub mod daemon;
 pub mod engine;
 pub mod expr;
+pub(crate) mod json;
 pub mod redact;
 pub mod state;
 

@@ -10,7 +10,6 @@ mod body;
 mod build;
 mod execute;
 mod list;
-mod sized_json;
 mod waits;
 
 use std::sync::Arc;

@@ -12,19 +12,19 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
-/// Parses `bytes` as one JSON document.
-pub(super) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+/// Parses `bytes` as one JSON document (a response body, a record kept as text).
+pub(crate) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     let mut entries = Vec::new();
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = Sized(&mut entries).deserialize(&mut de)?;
+    let value = Node(&mut entries).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
 
 /// One value, with the stack of entries of the objects it is inside.
-struct Sized<'s>(&'s mut Vec<(String, Value)>);
+struct Node<'s>(&'s mut Vec<(String, Value)>);
 
-impl<'de> DeserializeSeed<'de> for Sized<'_> {
+impl<'de> DeserializeSeed<'de> for Node<'_> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -32,7 +32,7 @@ impl<'de> DeserializeSeed<'de> for Sized<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Sized<'_> {
+impl<'de> Visitor<'de> for Node<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -77,7 +77,7 @@ impl<'de> Visitor<'de> for Sized<'_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        while let Some(v) = seq.next_element_seed(Sized(&mut *self.0))? {
+        while let Some(v) = seq.next_element_seed(Node(&mut *self.0))? {
             items.push(v);
         }
         Ok(Value::Array(items))
@@ -86,7 +86,7 @@ impl<'de> Visitor<'de> for Sized<'_> {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let start = self.0.len();
         while let Some(key) = map.next_key::<String>()? {
-            let value = map.next_value_seed(Sized(&mut *self.0))?;
+            let value = map.next_value_seed(Node(&mut *self.0))?;
             self.0.push((key, value));
         }
         // `Map` reserves the drained slice's exact length, then inserts in order.
