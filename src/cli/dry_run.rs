@@ -136,7 +136,14 @@ struct Stream {
     records: u64,
     /// Runs written to the JSON document.
     runs: u64,
+    /// JSON of whole records not written yet: written once `JSON_CHUNK` bytes wait, and at
+    /// the end of each run. A write per record cost a system call per record (stdout is
+    /// line-buffered), about 7% of a 100,000-record plan.
+    pending: String,
 }
+
+/// Bytes of planned records the JSON output gathers before writing them.
+const JSON_CHUNK: usize = 64 << 10;
 
 impl Stream {
     fn new(json: bool, lines: RecordLines, printer: Printer) -> Self {
@@ -153,6 +160,22 @@ impl Stream {
             open: false,
             records: 0,
             runs: 0,
+            pending: String::new(),
+        }
+    }
+
+    /// Adds whole records' JSON to the output, written once a chunk's worth waits.
+    fn push(&mut self, text: &str) {
+        self.pending.push_str(text);
+        if self.pending.len() >= JSON_CHUNK {
+            self.flush();
+        }
+    }
+
+    fn flush(&mut self) {
+        if !self.pending.is_empty() {
+            out(&self.pending);
+            self.pending.clear();
         }
     }
 
@@ -170,7 +193,7 @@ impl Stream {
         self.open_run();
         let sep = if self.records == 0 { "" } else { "," };
         self.records += 1;
-        out(&format!("{sep}\n        {}", indented(rec, 8)));
+        self.push(&format!("{sep}\n        {}", indented(rec, 8)));
     }
 
     /// Starts the JSON object of the flow being planned.
@@ -180,7 +203,7 @@ impl Stream {
         }
         let sep = if self.runs == 0 { "" } else { "," };
         let flow = indented(&self.flow, 6);
-        out(&format!(
+        self.push(&format!(
             "{sep}\n    {{\n      \"flow\": {flow},\n      \"records\": ["
         ));
         self.open = true;
@@ -212,7 +235,8 @@ impl Stream {
             }
         }
         text.push_str("\n    }");
-        out(&text);
+        self.push(&text);
+        self.flush();
         self.open = false;
         self.runs += 1;
     }
@@ -245,12 +269,20 @@ impl Stream {
             crate::outln!("dry run: nothing was written");
             return;
         }
+        self.flush();
         let close = if self.runs == 0 { "]" } else { "\n  ]" };
         out(&format!(
             "{close},\n  \"ok\": {},\n  \"errors\": {}\n}}\n",
             doc["ok"],
             indented(&doc["errors"], 2)
         ));
+    }
+}
+
+impl Drop for Stream {
+    /// What was planned is written even when the command ends early.
+    fn drop(&mut self) {
+        self.flush();
     }
 }
 
