@@ -388,6 +388,10 @@ struct SourceListing {
     listed: ListedKeys,
     /// Whether a record was served twice.
     shifted: bool,
+    /// The hasher of readings' fingerprints: foldhash, seeded once per run (both readings of
+    /// a record must hash alike) at random (so no one can aim at a collision), several times
+    /// cheaper than SipHash over a whole record.
+    prints: foldhash::quality::RandomState,
     /// The stored bindings of the page being handled (`None`: no binding), read in one
     /// call; a key is dropped from it when its binding is written.
     page_bindings: FastMap<String, Option<Binding>>,

@@ -4,7 +4,7 @@
 //! record served twice is handled once per version; a record a whole read should have served
 //! and did not is asked for one by one before anything is decided about it.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::*;
 
@@ -29,7 +29,7 @@ impl<'e> Runner<'e> {
     /// A digest of a canonical record without its volatile fields (modification stamps),
     /// which change when a record is merely touched.
     fn fingerprint(&self, canon: &Value) -> u64 {
-        let mut h = DefaultHasher::new();
+        let mut h = self.listing.prints.build_hasher();
         match canon {
             Value::Object(fields) => {
                 for (name, value) in fields {
