@@ -917,6 +917,8 @@ async fn a_streamed_dry_run_prints_every_record_and_one_json_document() {
         "{}",
         crate::support::binary::text(&out)
     );
+    // Records are written in chunks of 64 KB: this document spans more than one.
+    assert!(stdout.len() > 65536, "{} bytes", stdout.len());
     let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(
         (doc["ok"].as_bool(), doc["dry_run"].as_bool()),
