@@ -598,11 +598,7 @@ impl<'e> Runner<'e> {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
             let (mut changes, shifted): (KeyIndex, _) = self.read_all_dst(since, true).await?;
-            let unreadable = |e: IndexReadError| EngineRunError::Read {
-                flow: self.flow.id.clone(),
-                system: self.dst.name.to_string(),
-                message: e.to_string(),
-            };
+            let unreadable = |e| self.index_unreadable(e);
             if self.opts.dry_run {
                 // What earlier flows of the plan would have created in the target is among
                 // its changes, as the run will read it.
@@ -804,13 +800,11 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // What only the target changed, a page's worth at a time out of the index.
             loop {
-                let rest = self.changes.records.take_some(REVERSE_BATCH).map_err(|e| {
-                    EngineRunError::Read {
-                        flow: self.flow.id.clone(),
-                        system: self.dst.name.to_string(),
-                        message: e.to_string(),
-                    }
-                })?;
+                let rest = self
+                    .changes
+                    .records
+                    .take_some(REVERSE_BATCH)
+                    .map_err(|e| self.index_unreadable(e))?;
                 if rest.is_empty() {
                     break;
                 }
@@ -1321,6 +1315,16 @@ impl<'e> Runner<'e> {
 
     /// A listing that failed: the flow stops either way; when the system went down, it says
     /// so.
+    /// The target's records held for the run could not be read back from their temporary
+    /// database: the run stops, as when the target itself cannot be read.
+    fn index_unreadable(&self, e: IndexReadError) -> EngineRunError {
+        EngineRunError::Read {
+            flow: self.flow.id.clone(),
+            system: self.dst.name.to_string(),
+            message: e.to_string(),
+        }
+    }
+
     fn read_error(&self, system: &str, e: CallError) -> EngineRunError {
         self.system_down().unwrap_or_else(|| EngineRunError::Read {
             flow: self.flow.id.clone(),
