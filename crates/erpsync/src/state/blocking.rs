@@ -236,6 +236,11 @@ impl<S: Blocking> OffRuntime<S> {
     }
 }
 
+/// Bindings made rows on the caller's thread, and freed there (see `Blocking::binding_row`).
+fn rows_of<S: Blocking>(bindings: Vec<Binding>) -> Vec<S::BindingRow> {
+    bindings.iter().map(S::binding_row).collect()
+}
+
 #[async_trait]
 impl<S: Blocking> Bindings for OffRuntime<S> {
     async fn bindings(
@@ -267,8 +272,7 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     }
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         let scope = scope.clone();
-        let rows: Vec<S::BindingRow> = bindings.iter().map(S::binding_row).collect();
-        drop(bindings);
+        let rows = rows_of::<S>(bindings);
         self.call(move |s| s.put_binding_rows(None, &scope, &rows))
             .await
     }
@@ -527,9 +531,7 @@ impl<S: Blocking> Coordination for OffRuntime<S> {
     async fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64> {
         let fence = fence.clone();
         if let StateWrite::PutBindings(scope, bindings) = write {
-            // Made rows here, as `put_bindings` does (see `Blocking::binding_row`).
-            let rows: Vec<S::BindingRow> = bindings.iter().map(S::binding_row).collect();
-            drop(bindings);
+            let rows = rows_of::<S>(bindings);
             return self
                 .call(move |s| s.put_binding_rows(Some(&fence), &scope, &rows).map(|()| 0))
                 .await;

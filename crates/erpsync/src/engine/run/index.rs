@@ -17,7 +17,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use super::{ReadAll, Seen};
+use super::Seen;
 use crate::engine::RunOptions;
 
 /// Text (keys, ids, canonical and native records) the index keeps in memory before it
@@ -119,7 +119,13 @@ impl KeyIndex {
     /// The record read under `key`. An error is a failure of the temporary database: the
     /// record may be there, so the caller must not take it as absent.
     pub(super) fn get(&self, key: &str) -> Result<Option<Seen>, IndexReadError> {
-        Ok(self.find(key)?.map(|found| found.seen(key)))
+        if let Some(found) = self.mem.get(key) {
+            return Ok(Some(found.seen(key)));
+        }
+        match &self.disk {
+            Some(db) => Ok(disk_get(&lock(db), key)?.map(|found| found.seen(key))),
+            None => Ok(None),
+        }
     }
 
     fn find(&self, key: &str) -> Result<Option<Indexed>, IndexReadError> {
@@ -317,12 +323,10 @@ impl KeyIndex {
     }
 }
 
-impl ReadAll for KeyIndex {
-    fn for_run(opts: &RunOptions) -> Self {
-        KeyIndex::for_run(opts)
-    }
-
-    fn keep(
+impl KeyIndex {
+    /// Keeps a record read under its key. When the key was read before, the earlier reading
+    /// is replaced and its `updated_at` returned (`Some(None)`: it had none).
+    pub(super) fn keep(
         &mut self,
         seen: Seen,
         stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,

@@ -317,34 +317,6 @@ pub(super) async fn run_flow(
     Ok(report)
 }
 
-/// What a full read of a side keeps of each record: all of it (`HashMap<String, Seen>`), or
-/// what a lookup needs (`KeyIndex`).
-trait ReadAll: Default {
-    /// An empty holder for a run with these options.
-    fn for_run(_opts: &RunOptions) -> Self {
-        Self::default()
-    }
-
-    /// Keeps a record read under its key. When the key was read before, the earlier reading
-    /// is replaced and its `updated_at` returned (`Some(None)`: it had none).
-    fn keep(
-        &mut self,
-        seen: Seen,
-        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
-    ) -> Option<Option<DateTime<Utc>>>;
-}
-
-impl<S: std::hash::BuildHasher + Default> ReadAll for HashMap<String, Seen, S> {
-    fn keep(
-        &mut self,
-        seen: Seen,
-        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
-    ) -> Option<Option<DateTime<Utc>>> {
-        self.insert(seen.key.clone(), seen)
-            .map(|first| stamp(&first))
-    }
-}
-
 /// The target read in full, searched in memory instead of asked record by record (see
 /// `Runner::lookup`).
 #[derive(Default)]
@@ -597,7 +569,7 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             // The target's side of the merge: what changed since the cursor, or — when
             // reconciling, `since` is None — everything, so drift on either side is seen.
-            let (mut changes, shifted): (KeyIndex, _) = self.read_all_dst(since, true).await?;
+            let (mut changes, shifted) = self.read_all_dst(since, true).await?;
             let unreadable = |e| self.index_unreadable(e);
             if self.opts.dry_run {
                 // What earlier flows of the plan would have created in the target is among
@@ -987,12 +959,12 @@ impl<'e> Runner<'e> {
     /// and tells that the pages shifted (`true` with the records): the read may then lack
     /// records the target has. A read since a cursor (the target's changes) watches for
     /// shifting pages as the source listing does (see `note_reread`).
-    pub(super) async fn read_all_dst<T: ReadAll>(
+    pub(super) async fn read_all_dst(
         &mut self,
         since: Option<DateTime<Utc>>,
         keep_native: bool,
-    ) -> Result<(T, bool), EngineRunError> {
-        let mut out = T::for_run(self.opts);
+    ) -> Result<(KeyIndex, bool), EngineRunError> {
+        let mut out = KeyIndex::for_run(self.opts);
         let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok((out, false));
         };
