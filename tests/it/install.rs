@@ -191,6 +191,12 @@ async fn the_installed_binary_works_from_any_folder_on_a_terminal_and_through_a_
             0,
             "dry run: nothing was written",
         ),
+        // The plan as JSON, written in chunks of whole records: the document reaches its end.
+        (
+            &["dry-run", "flows/demo", "--format", "json"],
+            0,
+            "\"ok\": true",
+        ),
         (&["run", "--once", "flows/demo"], 0, "suppliers"),
         (
             &["run", "--once", "flows/demo", "--format", "json"],
