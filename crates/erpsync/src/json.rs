@@ -21,6 +21,17 @@ pub(crate) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     Ok(value)
 }
 
+/// `value` as compact JSON text, as its `Display` writes it. Written straight into the
+/// string's bytes: `Display` goes through the formatter, one call per token.
+pub(crate) fn to_text(value: &Value) -> String {
+    let mut out = Vec::with_capacity(256);
+    match serde_json::to_writer(&mut out, value) {
+        // `serde_json` writes UTF-8 only.
+        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| value.to_string()),
+        Err(_) => value.to_string(),
+    }
+}
+
 /// One value, with the stack of entries of the objects it is inside.
 struct Node<'s>(&'s mut Vec<(String, Value)>);
 
@@ -117,7 +128,13 @@ mod tests {
             assert_eq!(ours, theirs, "{doc}");
             // Same keys in the same order, not only equal as maps.
             assert_eq!(ours.to_string(), theirs.to_string(), "{doc}");
+            // Written back as `Display` writes it, escapes and number forms included.
+            assert_eq!(to_text(&ours), theirs.to_string(), "{doc}");
+            assert_eq!(from_slice(to_text(&ours).as_bytes()).unwrap(), theirs);
         }
+        let escaped =
+            serde_json::json!({"q\"\\": "tab\t, nl\n, ctl\u{1}, ă 🙂", "long": "x".repeat(600)});
+        assert_eq!(to_text(&escaped), escaped.to_string());
     }
 
     #[test]

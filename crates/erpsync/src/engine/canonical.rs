@@ -21,36 +21,34 @@ pub enum RecordNormaliseError {
 /// Normalises a mapped record to its entity: declared types, decimal scale and text
 /// normalisation, so equal data compares equal whatever side it came from.
 pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormaliseError> {
-    let Value::Object(map) = record else {
+    let Value::Object(mut map) = record else {
         return Err(RecordNormaliseError::NotAMap);
     };
-    // Fields the entity does not declare keep their order and come first; declared ones
-    // follow in the entity's (name) order, so that records of either side line up field by
-    // field. Names and values are moved, not copied.
-    let mut out = Map::with_capacity(map.len());
-    let mut declared = Vec::with_capacity(map.len().min(entity.fields.len()));
-    for (name, v) in map {
-        match entity.fields.get(&name) {
-            Some(field) => declared.push((name, v, field)),
-            None => {
-                out.insert(name, v);
-            }
-        }
-    }
-    declared.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for (name, v, field) in declared {
-        let mut v = match convert(v, field.ty, field.scale) {
-            Ok(v) => v,
-            Err(error) => return Err(RecordNormaliseError::Field { field: name, error }),
+    // Every field in name order, declared or not, so that records of either side line up
+    // field by field. Sorted in place: the map keeps each name's hash, nothing is copied or
+    // hashed again, and the values are converted where they are.
+    map.sort_keys();
+    for (name, v) in map.iter_mut() {
+        let Some(field) = entity.fields.get(name) else {
+            continue;
         };
-        if !field.normalize.is_empty()
-            && let Value::String(s) = &v
-        {
-            v = Value::String(normalize(s, &field.normalize));
-        }
-        out.insert(name, v);
+        let converted = match convert(std::mem::take(v), field.ty, field.scale) {
+            Ok(c) => c,
+            Err(error) => {
+                return Err(RecordNormaliseError::Field {
+                    field: name.clone(),
+                    error,
+                });
+            }
+        };
+        *v = match converted {
+            Value::String(s) if !field.normalize.is_empty() => {
+                Value::String(normalize(&s, &field.normalize))
+            }
+            c => c,
+        };
     }
-    Ok(Value::Object(out))
+    Ok(Value::Object(map))
 }
 
 /// Fields compared by a flow: the ones it carries, less volatile ones and the timestamp.
@@ -94,7 +92,47 @@ pub(crate) fn diff(old: Option<&Value>, new: &Value, fields: &[String]) -> Vec<F
 
 /// Whether two records agree on the compared fields.
 pub(crate) fn same(a: Option<&Value>, b: Option<&Value>, fields: &[String]) -> bool {
-    fields.iter().all(|f| get(a, f) == get(b, f))
+    let (mut a, mut b) = (InOrder::of(a), InOrder::of(b));
+    fields.iter().all(|f| a.get(f) == b.get(f))
+}
+
+/// A record's fields looked up in the order they are asked for. Normalised records hold
+/// their fields in name order, and flows compare them in the same order, so the
+/// next field asked for is nearly always the next one held: checked first, before the name
+/// is hashed. Any order gives the same answers.
+struct InOrder<'a> {
+    map: Option<&'a Map<String, Value>>,
+    next: Option<std::iter::Peekable<serde_json::map::Iter<'a>>>,
+}
+
+impl<'a> InOrder<'a> {
+    fn of(v: Option<&'a Value>) -> Self {
+        let map = v.and_then(Value::as_object);
+        InOrder {
+            map,
+            next: map.map(|m| m.iter().peekable()),
+        }
+    }
+
+    fn get(&mut self, field: &str) -> &'a Value {
+        // Skips what lies before the field; a field asked for out of order is hashed.
+        if let Some(next) = &mut self.next {
+            while let Some((name, v)) = next.peek() {
+                match name.as_str().cmp(field) {
+                    std::cmp::Ordering::Equal => {
+                        let v = *v;
+                        next.next();
+                        return v;
+                    }
+                    std::cmp::Ordering::Less => {
+                        next.next();
+                    }
+                    std::cmp::Ordering::Greater => break,
+                }
+            }
+        }
+        self.map.and_then(|m| m.get(field)).unwrap_or(&Value::Null)
+    }
 }
 
 /// `base` with the compared fields taken from `fields_from`.
@@ -142,6 +180,45 @@ mod tests {
     use crate::config::model::{FieldType, Normalize};
     use serde_json::json;
 
+    /// `same` reads fields in order where it can; in any order, with fields missing, null,
+    /// undeclared or asked twice, it answers as comparing field by field by name does.
+    #[test]
+    fn same_answers_as_a_field_by_field_comparison_whatever_the_order() {
+        let by_name = |a: Option<&Value>, b: Option<&Value>, fields: &[String]| {
+            fields.iter().all(|f| get(a, f) == get(b, f))
+        };
+        let records = [
+            json!({"a": 1, "b": 2, "c": 3}),
+            json!({"c": 3, "b": 2, "a": 1}),
+            json!({"zz": 0, "a": 1, "b": 2, "c": 3}),
+            json!({"a": 1, "c": 3}),
+            json!({"a": 1, "b": null, "c": 3}),
+            json!({"a": 1, "b": 5, "c": 3}),
+            json!({"b": 2}),
+            json!("not a record"),
+        ];
+        let orders: [&[&str]; 6] = [
+            &["a", "b", "c"],
+            &["c", "b", "a"],
+            &["b", "a", "c", "a"],
+            &["a", "zz"],
+            &["b"],
+            &[],
+        ];
+        for fields in orders {
+            let fields: Vec<String> = fields.iter().map(|f| f.to_string()).collect();
+            for a in records.iter().map(Some).chain([None]) {
+                for b in records.iter().map(Some).chain([None]) {
+                    assert_eq!(
+                        same(a, b, &fields),
+                        by_name(a, b, &fields),
+                        "{a:?} and {b:?} on {fields:?}"
+                    );
+                }
+            }
+        }
+    }
+
     fn product() -> Entity {
         let field = |ty, scale, normalize| CanonField {
             ty,
@@ -173,22 +250,23 @@ mod tests {
     }
 
     #[test]
-    fn normalising_puts_undeclared_fields_first_and_declared_ones_in_name_order() {
+    fn normalising_puts_every_field_in_name_order() {
         // Two sides' mappings emit their fields in different orders; their canonical
         // records must line up field by field (a binding stores side b as its differences
         // from side a only when the names come in the same order).
-        let shop = json!({"stock": "7", "extra": 1, "sku": " ab-1 ", "price": 10.005, "name": 5});
-        let erp = json!({"name": 5, "price": "10.01", "sku": "AB-1", "extra": 1, "stock": 7.0});
+        let shop = json!({"stock": "7", "extra": 1, "sku": " ab-1 ", "zz": [], "price": 10.005, "name": 5});
+        let erp =
+            json!({"zz": [], "name": 5, "price": "10.01", "sku": "AB-1", "extra": 1, "stock": 7.0});
         let (a, b) = (
             normalise(&product(), shop).unwrap(),
             normalise(&product(), erp).unwrap(),
         );
         let names = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-        assert_eq!(names(&a), ["extra", "name", "price", "sku", "stock"]);
+        assert_eq!(names(&a), ["extra", "name", "price", "sku", "stock", "zz"]);
         assert_eq!(names(&a), names(&b));
         assert_eq!(
             a,
-            json!({"extra": 1, "name": "5", "price": 10.01, "sku": "AB-1", "stock": 7})
+            json!({"extra": 1, "name": "5", "price": 10.01, "sku": "AB-1", "stock": 7, "zz": []})
         );
         assert_eq!(a.to_string(), b.to_string());
     }

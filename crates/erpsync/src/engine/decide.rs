@@ -3,6 +3,8 @@
 //! reads, writes or waits: the runner gathers what a decision needs, asks again when the
 //! answer is "read the target first", and applies the verdict.
 
+use std::borrow::Cow;
+
 use serde_json::{Map, Value};
 
 use super::Decision;
@@ -212,16 +214,19 @@ pub(crate) fn triggered(
 
 /// The compared and carried fields for one source record: with `skip_nulls`, fields the
 /// source leaves empty are neither compared nor written.
-pub(crate) fn fields_for(
+pub(crate) fn fields_for<'a>(
     skip_nulls: bool,
-    compared: &[String],
-    carried: &[String],
+    compared: &'a [String],
+    carried: &'a [String],
     canon: &Value,
-) -> (Vec<String>, Vec<String>) {
-    let present = |fields: &[String]| -> Vec<String> {
+) -> (Cow<'a, [String]>, Cow<'a, [String]>) {
+    if !skip_nulls {
+        return (Cow::Borrowed(compared), Cow::Borrowed(carried));
+    }
+    let present = |fields: &'a [String]| -> Cow<'a, [String]> {
         fields
             .iter()
-            .filter(|f| !skip_nulls || canon.get(f.as_str()).is_some_and(|v| !v.is_null()))
+            .filter(|f| canon.get(f.as_str()).is_some_and(|v| !v.is_null()))
             .cloned()
             .collect()
     };
@@ -851,12 +856,12 @@ mod tests {
         let rec = json!({"price": 1, "stock": null});
         assert_eq!(
             fields_for(true, &cmp, &cmp, &rec),
-            (fields(&["price"]), fields(&["price"])),
+            (fields(&["price"]).into(), fields(&["price"]).into()),
             "rule misfired: skip_nulls"
         );
         assert_eq!(
             fields_for(false, &cmp, &cmp, &rec),
-            (cmp.clone(), cmp.clone()),
+            (cmp.as_slice().into(), cmp.as_slice().into()),
             "rule misfired: without skip_nulls every field counts"
         );
     }

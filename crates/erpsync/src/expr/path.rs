@@ -3,12 +3,13 @@
 //! jsonpath-rust.
 
 use std::fmt;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use jsonpath_rust::parser::model::{Filter, FilterAtom, JpQuery, Segment, Selector};
 use jsonpath_rust::parser::parse_json_path;
 use jsonpath_rust::query::state::State;
 use jsonpath_rust::query::{Query, js_path_process};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// A JSONPath that failed to parse.
 #[derive(Debug, thiserror::Error)]
@@ -20,8 +21,78 @@ pub struct JsonPathParseError {
 
 #[derive(Clone)]
 enum Step {
-    Key(String),
+    Key(Member),
     Index(i64),
+}
+
+/// A member name, with where it was last found. Records of one API list their members in
+/// the same order, so the position of the last record's member is nearly always this one's:
+/// one comparison instead of hashing the name (`serde_json`'s map hashes with SipHash).
+struct Member {
+    name: String,
+    at: AtomicU32,
+}
+
+/// Objects up to this size are scanned for a member the hint missed; larger ones hashed.
+const SCAN: usize = 32;
+
+impl Member {
+    fn new(name: String) -> Self {
+        Member {
+            name,
+            at: AtomicU32::new(0),
+        }
+    }
+
+    /// Where the member was last found: where to look first.
+    fn hint(&self) -> usize {
+        self.at.load(Ordering::Relaxed) as usize
+    }
+
+    fn found_at(&self, position: usize) {
+        self.at.store(position as u32, Ordering::Relaxed);
+    }
+
+    fn get<'a>(&self, m: &'a Map<String, Value>) -> Option<&'a Value> {
+        if let Some((name, v)) = m.iter().nth(self.hint())
+            && *name == self.name
+        {
+            return Some(v);
+        }
+        if m.len() > SCAN {
+            return m.get(&self.name);
+        }
+        let (i, (_, v)) = m.iter().enumerate().find(|(_, (n, _))| **n == self.name)?;
+        self.found_at(i);
+        Some(v)
+    }
+
+    fn get_mut<'a>(&self, m: &'a mut Map<String, Value>) -> Option<&'a mut Value> {
+        let hint = self.hint();
+        let hit = m
+            .iter()
+            .nth(hint)
+            .is_some_and(|(name, _)| *name == self.name);
+        let at = if hit {
+            hint
+        } else if m.len() > SCAN {
+            return m.get_mut(&self.name);
+        } else {
+            let i = m.keys().position(|n| *n == self.name)?;
+            self.found_at(i);
+            i
+        };
+        m.iter_mut().nth(at).map(|(_, v)| v)
+    }
+}
+
+impl Clone for Member {
+    fn clone(&self) -> Self {
+        Member {
+            name: self.name.clone(),
+            at: AtomicU32::new(self.at.load(Ordering::Relaxed)),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -82,7 +153,7 @@ impl JsonPath {
     pub(crate) fn root_field(&self) -> Option<&str> {
         match &self.plan {
             Plan::Simple(steps) => match steps.first() {
-                Some(Step::Key(k)) => Some(k),
+                Some(Step::Key(k)) => Some(&k.name),
                 _ => None,
             },
             Plan::Full(_) => {
@@ -127,7 +198,7 @@ impl JsonPath {
         let mut v = value;
         for step in steps {
             v = match (step, v) {
-                (Step::Key(k), Value::Object(m)) => m.get_mut(k)?,
+                (Step::Key(k), Value::Object(m)) => k.get_mut(m)?,
                 (Step::Index(i), Value::Array(a)) => {
                     let idx = if *i < 0 { a.len() as i64 + i } else { *i };
                     a.get_mut(usize::try_from(idx).ok()?)?
@@ -163,7 +234,7 @@ impl JsonPath {
 fn walk<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
     for step in steps {
         v = match (step, v) {
-            (Step::Key(k), Value::Object(m)) => m.get(k)?,
+            (Step::Key(k), Value::Object(m)) => k.get(m)?,
             (Step::Index(i), Value::Array(a)) => {
                 let idx = if *i < 0 { a.len() as i64 + i } else { *i };
                 a.get(usize::try_from(idx).ok()?)?
@@ -186,7 +257,7 @@ fn simple_steps(src: &str) -> Option<Vec<Step>> {
             if end == 0 {
                 return None;
             }
-            steps.push(Step::Key(r[..end].to_string()));
+            steps.push(Step::Key(Member::new(r[..end].to_string())));
             rest = &r[end..];
         } else if let Some(r) = rest.strip_prefix('[') {
             let close = r.find(']')?;
@@ -199,7 +270,7 @@ fn simple_steps(src: &str) -> Option<Vec<Step>> {
                 if q.contains(['\\', '\'', '"']) {
                     return None;
                 }
-                steps.push(Step::Key(q.to_string()));
+                steps.push(Step::Key(Member::new(q.to_string())));
             } else {
                 steps.push(Step::Index(inner.parse().ok()?));
             }
@@ -343,6 +414,50 @@ fn holds(f: &Filter, value: &Value) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// One compiled path over records whose members come in different orders, sizes and
+    /// absences: the position remembered from the record before never picks the wrong
+    /// member.
+    #[test]
+    fn a_member_is_found_whatever_the_order_of_the_record_before() {
+        let path = JsonPath::parse("$.item.price").unwrap();
+        let wide: serde_json::Map<String, Value> = (0..40)
+            .map(|i| (format!("f{i}"), json!(i)))
+            .chain([("price".to_string(), json!("wide"))])
+            .collect();
+        let records = [
+            (json!({"item": {"sku": "A", "price": 1}}), Some(json!(1))),
+            (json!({"item": {"price": 2, "sku": "B"}}), Some(json!(2))),
+            (json!({"item": {"sku": "C"}}), None),
+            (
+                json!({"item": {"a": 0, "b": 0, "price": 3}}),
+                Some(json!(3)),
+            ),
+            (json!({"item": {"price": 4}}), Some(json!(4))),
+            (json!({"item": wide}), Some(json!("wide"))),
+            (
+                json!({"price": 5, "item": {"sku": "D", "price": 6}}),
+                Some(json!(6)),
+            ),
+            (json!({"item": {"sku": "E", "prices": 7}}), None),
+        ];
+        for (record, expected) in records {
+            assert_eq!(path.extract(&record), expected, "in {record}");
+            let mut changed = record.clone();
+            match path.first_mut(&mut changed) {
+                Some(slot) => *slot = json!("set"),
+                None => assert!(expected.is_none(), "no slot in {record}"),
+            }
+            if expected.is_some() {
+                assert_eq!(path.first(&changed), Some(&json!("set")), "in {record}");
+                let mut others = changed.clone();
+                others["item"].as_object_mut().unwrap().remove("price");
+                let mut before = record.clone();
+                before["item"].as_object_mut().unwrap().remove("price");
+                assert_eq!(others, before, "only the member was set in {record}");
+            }
+        }
+    }
 
     #[test]
     fn simple_and_full_paths_agree() {

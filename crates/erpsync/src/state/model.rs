@@ -338,7 +338,7 @@ pub(crate) struct StoredBases {
 
 impl StoredBases {
     pub(crate) fn of(b: &Binding) -> Self {
-        let base_a = b.base_a.as_ref().map(Value::to_string);
+        let base_a = b.base_a.as_ref().map(crate::json::to_text);
         match (&b.base_a, &b.base_b) {
             (Some(Value::Object(a)), Some(Value::Object(other)))
                 if a.len() == other.len() && a.keys().eq(other.keys()) =>
@@ -352,12 +352,12 @@ impl StoredBases {
                 StoredBases {
                     base_a,
                     base_b: None,
-                    b_delta: Some(Value::Object(delta).to_string()),
+                    b_delta: Some(crate::json::to_text(&Value::Object(delta))),
                 }
             }
             (_, base_b) => StoredBases {
                 base_a,
-                base_b: base_b.as_ref().map(Value::to_string),
+                base_b: base_b.as_ref().map(crate::json::to_text),
                 b_delta: None,
             },
         }

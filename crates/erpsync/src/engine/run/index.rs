@@ -49,8 +49,9 @@ impl Indexed {
     fn of(seen: Seen) -> Indexed {
         Indexed {
             id: seen.id.map(String::into_boxed_str),
-            canon: seen.canon.to_string().into_boxed_str(),
-            native: (!seen.native.is_null()).then(|| seen.native.to_string().into_boxed_str()),
+            canon: crate::json::to_text(&seen.canon).into_boxed_str(),
+            native: (!seen.native.is_null())
+                .then(|| crate::json::to_text(&seen.native).into_boxed_str()),
         }
     }
 

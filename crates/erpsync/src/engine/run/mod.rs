@@ -436,10 +436,11 @@ struct Runner<'e> {
     src: End<'e>,
     dst: End<'e>,
     scope: Scope,
-    /// Canonical fields the flow carries.
-    carried: Vec<String>,
+    /// Canonical fields the flow carries (shared, so a record's rules can borrow them
+    /// while the runner works).
+    carried: Arc<[String]>,
     /// Carried fields that take part in change detection.
-    cmp: Vec<String>,
+    cmp: Arc<[String]>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -506,8 +507,8 @@ impl<'e> Runner<'e> {
             src: end(&flow.from),
             dst: end(&flow.to),
             scope,
-            carried,
-            cmp,
+            carried: carried.into(),
+            cmp: cmp.into(),
             started,
             index: TargetIndex::default(),
             changes: TargetChanges::default(),

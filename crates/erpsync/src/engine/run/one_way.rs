@@ -56,8 +56,9 @@ impl<'e> Runner<'e> {
         seen: &Seen,
         binding: Option<Binding>,
     ) -> Result<(), Fail> {
+        let (all_cmp, all_carried) = (self.cmp.clone(), self.carried.clone());
         let (cmp, carried) =
-            decide::fields_for(self.flow.skip_nulls, &self.cmp, &self.carried, &seen.canon);
+            decide::fields_for(self.flow.skip_nulls, &all_cmp, &all_carried, &seen.canon);
         let rules = OneWayRules {
             mode: self.flow.mode,
             export_once: self.flow.export_once,
