@@ -6,7 +6,7 @@ use super::*;
 
 impl<'e> Runner<'e> {
     /// A record read from the source.
-    pub(super) async fn handle(&mut self, seen: Seen) -> Result<(), EngineRunError> {
+    pub(super) async fn handle(&mut self, mut seen: Seen) -> Result<(), EngineRunError> {
         if let Some(down) = self.system_down() {
             return Err(down);
         }
@@ -38,7 +38,7 @@ impl<'e> Runner<'e> {
         if self.in_flight.width > 1 {
             self.room_for(&key).await?;
         }
-        let outcome = self.one_way(&seen, binding).await;
+        let outcome = self.one_way(&mut seen, binding).await;
         if std::mem::take(&mut self.in_flight.queued) {
             // Sent; reported once answered.
             return Ok(());
@@ -53,7 +53,7 @@ impl<'e> Runner<'e> {
     /// reading the target when the decision needs it, then applied.
     pub(super) async fn one_way(
         &mut self,
-        seen: &Seen,
+        seen: &mut Seen,
         binding: Option<Binding>,
     ) -> Result<(), Fail> {
         let (all_cmp, all_carried) = (self.cmp.clone(), self.carried.clone());
@@ -167,7 +167,8 @@ impl<'e> Runner<'e> {
             }
             Verdict::Adopt => {
                 *self.base_on_mut(&mut b, Side::Target) = found;
-                *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
+                // Its last use: the binding takes it (the caller keeps the native record).
+                *self.base_on_mut(&mut b, Side::Source) = Some(std::mem::take(&mut seen.canon));
                 self.mark_exported(&mut b);
                 self.hold_binding(b)
                     .await
@@ -343,7 +344,7 @@ impl<'e> Runner<'e> {
                 continue;
             };
             let key = normalize(&raw, &runner.flow.normalize);
-            let sub_seen = Seen {
+            let mut sub_seen = Seen {
                 key: key.clone(),
                 id: None,
                 canon: mapped.clone(),
@@ -353,7 +354,7 @@ impl<'e> Runner<'e> {
                 .binding(&key)
                 .await
                 .map_err(|e| Fail::msg(e.to_string()))?;
-            let synced = Box::pin(runner.one_way(&sub_seen, binding)).await;
+            let synced = Box::pin(runner.one_way(&mut sub_seen, binding)).await;
             // What it bound is needed now: this record's write mapping refers to it.
             runner
                 .write_held()
