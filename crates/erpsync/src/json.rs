@@ -13,9 +13,28 @@ use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
 /// Parses `bytes` as one JSON document (a response body, a record kept as text).
+///
+/// The whole document is checked to be UTF-8 once, up front, and parsed as text: parsed as
+/// bytes, `serde_json` checks every string on its own, which cost more than the check of
+/// the whole body (a string at a time was 3.7% of a first sync's instructions). Bytes that
+/// are not UTF-8 are parsed as bytes, for `serde_json`'s own error and its position.
 pub(crate) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => from_str(text),
+        Err(_) => {
+            let mut entries = Vec::new();
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let value = Node(&mut entries).deserialize(&mut de)?;
+            de.end()?;
+            Ok(value)
+        }
+    }
+}
+
+/// Parses `text` as one JSON document.
+pub(crate) fn from_str(text: &str) -> serde_json::Result<Value> {
     let mut entries = Vec::new();
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let mut de = serde_json::Deserializer::from_str(text);
     let value = Node(&mut entries).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
@@ -139,6 +158,12 @@ mod tests {
 
     #[test]
     fn what_serde_json_refuses_is_refused() {
+        let not_utf8: &[u8] = b"{\"name\":\"caf\xe9\"}";
+        let (ours, theirs) = (
+            from_slice(not_utf8).unwrap_err(),
+            serde_json::from_slice::<Value>(not_utf8).unwrap_err(),
+        );
+        assert_eq!(ours.to_string(), theirs.to_string());
         for doc in ["{\"a\":1", "[1,]", "{\"a\":1} x", "nul", "{1:2}"] {
             assert!(from_slice(doc.as_bytes()).is_err(), "{doc}");
             assert!(

@@ -282,10 +282,8 @@ pub(crate) fn keep_since(at: DateTime<Utc>, keep: std::time::Duration) -> DateTi
 
 /// A JSON column stored as text (both stores keep JSON as text so key order is kept).
 pub(crate) fn json_column(s: Option<String>) -> Result<Option<serde_json::Value>> {
-    s.map(|s| {
-        crate::json::from_slice(s.as_bytes()).map_err(|e| StateStoreError::Corrupt(e.to_string()))
-    })
-    .transpose()
+    s.map(|s| crate::json::from_str(&s).map_err(|e| StateStoreError::Corrupt(e.to_string())))
+        .transpose()
 }
 
 /// A state write, owned so a store may hand it to another thread.

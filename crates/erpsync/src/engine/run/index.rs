@@ -64,7 +64,7 @@ impl Indexed {
 
     fn seen(&self, key: &str) -> Seen {
         // Written by `Indexed::of` from a `Value`: it parses back to the same value.
-        let canon = crate::json::from_slice(self.canon.as_bytes()).unwrap_or(Value::Null);
+        let canon = crate::json::from_str(&self.canon).unwrap_or(Value::Null);
         Seen {
             key: key.to_string(),
             id: self.id.as_deref().map(str::to_string),
@@ -72,7 +72,7 @@ impl Indexed {
             native: self
                 .native
                 .as_deref()
-                .and_then(|n| crate::json::from_slice(n.as_bytes()).ok())
+                .and_then(|n| crate::json::from_str(n).ok())
                 .unwrap_or(Value::Null),
         }
     }
