@@ -26,8 +26,12 @@ pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormalis
     };
     // Every field in name order, declared or not, so that records of either side line up
     // field by field. Sorted in place: the map keeps each name's hash, nothing is copied or
-    // hashed again, and the values are converted where they are.
-    map.sort_keys();
+    // hashed again, and the values are converted where they are. A mapping produces its
+    // fields in name order already (its fields are compiled from a sorted map): checked,
+    // not sorted again, since sorting rebuilds the map's table.
+    if !map.keys().is_sorted() {
+        map.sort_keys();
+    }
     for (name, v) in map.iter_mut() {
         let Some(field) = entity.fields.get(name) else {
             continue;
