@@ -92,6 +92,9 @@ pub(super) struct KeyIndex {
     disk: Option<Mutex<Connection>>,
     /// Set when the database could not be opened: the index stays in memory.
     no_disk: bool,
+    /// A key's row in the database (see `row_of`); another function only in tests, to make
+    /// keys share rows.
+    row: fn(&str) -> i64,
 }
 
 impl Default for KeyIndex {
@@ -109,6 +112,7 @@ impl KeyIndex {
             bound,
             disk: None,
             no_disk: false,
+            row: row_of,
         }
     }
 
@@ -124,7 +128,7 @@ impl KeyIndex {
             return Ok(Some(found.seen(key)));
         }
         match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), key)?.map(|found| found.seen(key))),
+            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?.map(|found| found.seen(key))),
             None => Ok(None),
         }
     }
@@ -134,7 +138,7 @@ impl KeyIndex {
             return Ok(Some(found.clone()));
         }
         match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), key)?),
+            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?),
             None => Ok(None),
         }
     }
@@ -146,10 +150,11 @@ impl KeyIndex {
         let on_disk = match &self.disk {
             Some(db) => {
                 let db = lock(db);
-                let found = disk_get(&db, key)?;
+                let row = (self.row)(key);
+                let found = disk_get(&db, row, key)?;
                 if found.is_some() {
-                    db.prepare_cached("DELETE FROM idx WHERE key = ?1")?
-                        .execute([key])?;
+                    db.prepare_cached("DELETE FROM idx WHERE row = ?1")?
+                        .execute([row])?;
                 }
                 found
             }
@@ -204,6 +209,7 @@ impl KeyIndex {
     /// Only the records of these keys.
     pub(super) fn only(self, keys: &[String]) -> Result<KeyIndex, IndexReadError> {
         let mut kept = KeyIndex::with_bound(self.bound);
+        kept.row = self.row;
         for key in keys {
             if let Some(found) = self.find(key)? {
                 kept.put(key.clone(), found);
@@ -288,8 +294,16 @@ impl KeyIndex {
             return Some(std::mem::replace(before, kept));
         }
         let db = lock(self.disk.as_ref().expect("spilled"));
-        match disk_put(&db, &key, &kept) {
-            Ok(before) => before,
+        match disk_put(&db, (self.row)(&key), &key, &kept) {
+            Ok(Put::Added) => None,
+            Ok(Put::Replaced(before)) => Some(before),
+            Ok(Put::Taken) => {
+                drop(db);
+                // Another key holds its row: kept in memory, which the database never
+                // answers for first.
+                self.mem.insert(key, kept);
+                None
+            }
             Err(e) => {
                 drop(db);
                 // Kept in memory rather than lost: a record missing from the index would be
@@ -313,9 +327,15 @@ impl KeyIndex {
         };
         let mut refused = HashMap::new();
         for (key, kept) in std::mem::take(&mut self.mem) {
-            if let Err(e) = disk_put(&db, &key, &kept) {
-                tracing::warn!(error = %e, "the target index could not be written; keeping the record in memory");
-                refused.insert(key, kept);
+            match disk_put(&db, (self.row)(&key), &key, &kept) {
+                Ok(Put::Added | Put::Replaced(_)) => {}
+                Ok(Put::Taken) => {
+                    refused.insert(key, kept);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "the target index could not be written; keeping the record in memory");
+                    refused.insert(key, kept);
+                }
             }
         }
         self.mem = refused;
@@ -345,15 +365,26 @@ fn lock(db: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 /// A private temporary database (SQLite deletes it when it is closed), tuned for a scratch
 /// table: 16 KB pages (a row is a whole canonical record), no journal, no syncing, a
-/// bounded cache, one transaction left open for the run.
+/// bounded cache, one transaction left open for the run. Rows are found by a 64-bit hash of
+/// their key (`row_of`), the table's own integer key: one B-tree, compared as integers,
+/// where a text primary key took a second B-tree of keys compared as text.
 fn open_disk() -> rusqlite::Result<Connection> {
     let db = Connection::open("")?;
     db.execute_batch(&format!(
         "PRAGMA page_size = 16384; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; {SPILL_CACHE};
-         CREATE TABLE idx (key TEXT PRIMARY KEY, id TEXT, canon TEXT NOT NULL, native TEXT);
+         CREATE TABLE idx (row INTEGER PRIMARY KEY, key TEXT NOT NULL, id TEXT, canon TEXT NOT NULL, native TEXT);
          BEGIN;"
     ))?;
     Ok(db)
+}
+
+/// The row a key is kept at: a 64-bit hash of it. Two keys of one index may share a row
+/// (about one chance in 10^8 for a million keys); the second is then kept in memory.
+fn row_of(key: &str) -> i64 {
+    use std::hash::BuildHasher;
+    const ROWS: foldhash::quality::FixedState =
+        foldhash::quality::FixedState::with_seed(0x6572_7073_796e_6321);
+    ROWS.hash_one(key) as i64
 }
 
 fn indexed_row(row: &rusqlite::Row, from: usize) -> rusqlite::Result<Indexed> {
@@ -368,29 +399,50 @@ fn indexed_row(row: &rusqlite::Row, from: usize) -> rusqlite::Result<Indexed> {
     })
 }
 
-fn disk_get(db: &Connection, key: &str) -> rusqlite::Result<Option<Indexed>> {
-    db.prepare_cached("SELECT id, canon, native FROM idx WHERE key = ?1")?
-        .query_row([key], |row| indexed_row(row, 0))
+/// The record kept under `key`, at its `row`; a row holding another key holds nothing of
+/// this one.
+fn disk_get(db: &Connection, row: i64, key: &str) -> rusqlite::Result<Option<Indexed>> {
+    db.prepare_cached("SELECT key, id, canon, native FROM idx WHERE row = ?1")?
+        .query_row([row], |r| {
+            let held: String = r.get(0)?;
+            if held == key {
+                indexed_row(r, 1).map(Some)
+            } else {
+                Ok(None)
+            }
+        })
         .optional()
+        .map(Option::flatten)
 }
 
-/// Stores a record; returns the one it replaced. A key is new nearly always, so the insert
-/// is tried first and the earlier reading fetched only when it conflicts.
-fn disk_put(db: &Connection, key: &str, kept: &Indexed) -> rusqlite::Result<Option<Indexed>> {
+/// What storing a record did.
+enum Put {
+    Added,
+    /// The key was held: its earlier record, now replaced.
+    Replaced(Indexed),
+    /// Another key holds the row: nothing was stored.
+    Taken,
+}
+
+/// Stores a record at its key's row. A row is free nearly always, so the insert is tried
+/// first and the row read only when it conflicts.
+fn disk_put(db: &Connection, row: i64, key: &str, kept: &Indexed) -> rusqlite::Result<Put> {
     let (id, canon, native) = (kept.id.as_deref(), &*kept.canon, kept.native.as_deref());
     let added = db
         .prepare_cached(
-            "INSERT INTO idx (key, id, canon, native) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (key) DO NOTHING",
+            "INSERT INTO idx (row, key, id, canon, native) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (row) DO NOTHING",
         )?
-        .execute(params![key, id, canon, native])?;
+        .execute(params![row, key, id, canon, native])?;
     if added == 1 {
-        return Ok(None);
+        return Ok(Put::Added);
     }
-    let before = disk_get(db, key)?;
-    db.prepare_cached("UPDATE idx SET id = ?2, canon = ?3, native = ?4 WHERE key = ?1")?
-        .execute(params![key, id, canon, native])?;
-    Ok(before)
+    let Some(before) = disk_get(db, row, key)? else {
+        return Ok(Put::Taken);
+    };
+    db.prepare_cached("UPDATE idx SET id = ?2, canon = ?3, native = ?4 WHERE row = ?1")?
+        .execute(params![row, id, canon, native])?;
+    Ok(Put::Replaced(before))
 }
 
 /// What the source listing served under one key (see `Runner::note_listed`).
@@ -526,6 +578,71 @@ mod tests {
             assert_eq!(found.canon["price"], json!(i));
             assert!(found.native.is_null());
         }
+    }
+
+    /// Keys whose rows collide: the first to reach a row is kept there, the others in memory,
+    /// and every key answers with its own record, is replaced, taken and drained once.
+    #[test]
+    fn keys_that_share_a_row_each_keep_their_own_record() {
+        let mut index = small();
+        index.row = |key| (key.len() % 2) as i64;
+        for i in 0..120u64 {
+            index.keep(seen(&format!("K{i}"), &format!("{i}"), i), no_stamp);
+        }
+        assert!(index.spilled());
+        for i in 0..120u64 {
+            let found = index.get(&format!("K{i}")).unwrap().expect("kept");
+            assert_eq!(found.canon["price"], json!(i), "K{i}");
+        }
+        assert!(
+            index.get("K999").unwrap().is_none(),
+            "its row holds another key"
+        );
+        // Read again: replaced in place, on disk (K0 holds row 0) and in memory alike.
+        for key in ["K0", "K1", "K55"] {
+            assert!(
+                index.keep(seen(key, "new", 1000), no_stamp).is_some(),
+                "{key}"
+            );
+            assert_eq!(index.get(key).unwrap().unwrap().canon["price"], json!(1000));
+        }
+        let mut keys = index.keys_where(|_| true).unwrap();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), 120);
+        assert_eq!(
+            index.take("K0").unwrap().unwrap().canon["price"],
+            json!(1000)
+        );
+        assert!(index.take("K0").unwrap().is_none());
+        assert_eq!(
+            index.take("K12").unwrap().unwrap().canon["price"],
+            json!(12)
+        );
+        let mut drained = Vec::new();
+        loop {
+            let batch = index.take_some(16).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            drained.extend(batch.into_iter().map(|s| s.key));
+        }
+        drained.sort();
+        drained.dedup();
+        assert_eq!(drained.len(), 118, "every record not taken, once");
+
+        let mut index = small();
+        index.row = |_| 7;
+        for i in 0..60u64 {
+            index.keep(seen(&format!("K{i}"), &format!("{i}"), i), no_stamp);
+        }
+        let only = index
+            .only(&["K1".into(), "K2".into(), "nope".into()])
+            .unwrap();
+        assert_eq!(only.get("K1").unwrap().unwrap().canon["price"], json!(1));
+        assert_eq!(only.get("K2").unwrap().unwrap().canon["price"], json!(2));
+        assert!(only.get("K3").unwrap().is_none());
+        assert_eq!(only.keys_where(|_| true).unwrap().len(), 2);
     }
 
     /// The target's changes of a bidirectional flow are taken out one by one as the source
