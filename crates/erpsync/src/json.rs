@@ -21,20 +21,20 @@ use serde_json::{Map, Number, Value};
 pub(crate) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     match std::str::from_utf8(bytes) {
         Ok(text) => from_str(text),
-        Err(_) => {
-            let mut entries = Vec::new();
-            let mut de = serde_json::Deserializer::from_slice(bytes);
-            let value = Node(&mut entries).deserialize(&mut de)?;
-            de.end()?;
-            Ok(value)
-        }
+        Err(_) => parse(serde_json::Deserializer::from_slice(bytes)),
     }
 }
 
 /// Parses `text` as one JSON document.
 pub(crate) fn from_str(text: &str) -> serde_json::Result<Value> {
+    parse(serde_json::Deserializer::from_str(text))
+}
+
+/// The one document `de` reads, and nothing after it.
+fn parse<'de, R: serde_json::de::Read<'de>>(
+    mut de: serde_json::Deserializer<R>,
+) -> serde_json::Result<Value> {
     let mut entries = Vec::new();
-    let mut de = serde_json::Deserializer::from_str(text);
     let value = Node(&mut entries).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
