@@ -149,13 +149,14 @@ impl KeyIndex {
         // it once taken.
         let on_disk = match &self.disk {
             Some(db) => {
-                // Read and deleted in one statement (a row holding another key stays).
-                lock(db)
-                    .prepare_cached(
-                        "DELETE FROM idx WHERE row = ?1 AND key = ?2 RETURNING id, canon, native",
-                    )?
-                    .query_row(params![(self.row)(key), key], |r| indexed_row(r, 0))
-                    .optional()?
+                let db = lock(db);
+                let row = (self.row)(key);
+                let found = disk_get(&db, row, key)?;
+                if found.is_some() {
+                    db.prepare_cached("DELETE FROM idx WHERE row = ?1")?
+                        .execute([row])?;
+                }
+                found
             }
             None => None,
         };
