@@ -1,9 +1,10 @@
 //! What a run holds of a whole side, in memory that stays flat as the catalogue grows.
 //!
 //! `KeyIndex` is the target read in full: per key, its id and canonical record (and the
-//! native record only when a write mapping merges with it). Past `SPILL_BYTES` of text it
-//! moves into a private temporary SQLite database, deleted when the run ends, and answers
-//! lookups from there: a catalogue of a million records costs a file, not a gigabyte.
+//! native record only when a write mapping merges with it), packed (`packed`). Past
+//! `SPILL_BYTES` it moves into a private temporary SQLite database, deleted when the run
+//! ends, and answers lookups from there: a catalogue of a million records costs a file, not
+//! a gigabyte.
 //!
 //! `ListedKeys` is what the source listing served: a 128-bit digest per key, with the
 //! reading's `updated_at` (to the microsecond) and a fingerprint, in 64 maps so that no
@@ -17,10 +18,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
-use super::Seen;
+use super::{Seen, packed};
 use crate::engine::RunOptions;
 
-/// Text (keys, ids, canonical and native records) the index keeps in memory before it
+/// Bytes (keys, ids, packed canonical and native records) the index keeps in memory before it
 /// moves to a temporary database.
 /// `RunOptions::index_spill_bytes` sets it for a run.
 const SPILL_BYTES: usize = 8 << 20;
@@ -34,24 +35,23 @@ const SPILL_CACHE: &str = "PRAGMA cache_size = -8192";
 #[error("the target index could not be read: {0}")]
 pub(super) struct IndexReadError(#[from] rusqlite::Error);
 
-/// A target record as the index keeps it: its id and its canonical record as JSON text,
-/// parsed again when the run asks for it (once per record of the source).
+/// A target record as the index keeps it: its id and its canonical record packed
+/// (`packed`), read back when the run asks for it (once per record of the source).
 #[derive(Debug, Clone, PartialEq)]
 struct Indexed {
     id: Option<Box<str>>,
-    canon: Box<str>,
-    /// The native record, as text, only when the read kept it (a write mapping that merges
+    canon: Box<[u8]>,
+    /// The native record, packed, only when the read kept it (a write mapping that merges
     /// with what the target holds).
-    native: Option<Box<str>>,
+    native: Option<Box<[u8]>>,
 }
 
 impl Indexed {
     fn of(seen: Seen) -> Indexed {
         Indexed {
             id: seen.id.map(String::into_boxed_str),
-            canon: crate::json::to_text(&seen.canon).into_boxed_str(),
-            native: (!seen.native.is_null())
-                .then(|| crate::json::to_text(&seen.native).into_boxed_str()),
+            canon: packed::pack(&seen.canon),
+            native: (!seen.native.is_null()).then(|| packed::pack(&seen.native)),
         }
     }
 
@@ -59,12 +59,13 @@ impl Indexed {
         key.len()
             + self.id.as_deref().map_or(0, str::len)
             + self.canon.len()
-            + self.native.as_deref().map_or(0, str::len)
+            + self.native.as_deref().map_or(0, <[u8]>::len)
     }
 
     fn seen(&self, key: &str) -> Seen {
-        // Written by `Indexed::of` from a `Value`: it parses back to the same value.
-        let canon = crate::json::from_str(&self.canon).unwrap_or(Value::Null);
+        // Packed by `Indexed::of` (or read back from the database it was written to): it
+        // reads back to the same value.
+        let canon = packed::unpack(&self.canon).unwrap_or(Value::Null);
         Seen {
             key: key.to_string(),
             id: self.id.as_deref().map(str::to_string),
@@ -72,7 +73,7 @@ impl Indexed {
             native: self
                 .native
                 .as_deref()
-                .and_then(|n| crate::json::from_str(n).ok())
+                .and_then(packed::unpack)
                 .unwrap_or(Value::Null),
         }
     }
@@ -83,9 +84,9 @@ pub(super) struct KeyIndex {
     /// Records in memory: all of them until the index spills; after, only those the
     /// database refused (which shadow it).
     mem: HashMap<String, Indexed>,
-    /// Text held in `mem`.
+    /// Bytes held in `mem`.
     held: usize,
-    /// Text past which the index spills.
+    /// Bytes past which the index spills.
     bound: usize,
     /// The temporary database, once spilled. Behind a lock only so that the runner, which
     /// is shared across awaits, stays `Sync`: one task uses it.
@@ -104,7 +105,7 @@ impl Default for KeyIndex {
 }
 
 impl KeyIndex {
-    /// An index that spills past `bound` bytes of text.
+    /// An index that spills past `bound` bytes (keys, ids, packed records).
     pub(super) fn with_bound(bound: usize) -> Self {
         KeyIndex {
             mem: HashMap::new(),
@@ -372,7 +373,7 @@ fn open_disk() -> rusqlite::Result<Connection> {
     let db = Connection::open("")?;
     db.execute_batch(&format!(
         "PRAGMA page_size = 16384; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; {SPILL_CACHE};
-         CREATE TABLE idx (row INTEGER PRIMARY KEY, key TEXT NOT NULL, id TEXT, canon TEXT NOT NULL, native TEXT);
+         CREATE TABLE idx (row INTEGER PRIMARY KEY, key TEXT NOT NULL, id TEXT, canon BLOB NOT NULL, native BLOB);
          BEGIN;"
     ))?;
     Ok(db)
@@ -392,10 +393,10 @@ fn indexed_row(row: &rusqlite::Row, from: usize) -> rusqlite::Result<Indexed> {
         id: row
             .get::<_, Option<String>>(from)?
             .map(String::into_boxed_str),
-        canon: row.get::<_, String>(from + 1)?.into_boxed_str(),
+        canon: row.get::<_, Vec<u8>>(from + 1)?.into_boxed_slice(),
         native: row
-            .get::<_, Option<String>>(from + 2)?
-            .map(String::into_boxed_str),
+            .get::<_, Option<Vec<u8>>>(from + 2)?
+            .map(Vec::into_boxed_slice),
     })
 }
 

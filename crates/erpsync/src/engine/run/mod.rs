@@ -6,6 +6,7 @@
 mod both;
 mod index;
 mod one_way;
+mod packed;
 mod queued;
 mod shift;
 mod steps;
