@@ -1111,6 +1111,22 @@ mod tests {
         assert_eq!(old.base_a, Some(serde_json::from_str(old_a).unwrap()));
         assert_eq!(old.base_b, Some(serde_json::from_str(old_b).unwrap()));
         assert_eq!(old.id_b.as_deref(), Some("812"));
+        // Found by either id through the indexes the migration rebuilt, led by the id.
+        for (side, id) in [(PairSide::A, "7"), (PairSide::B, "812")] {
+            let by_id = s.binding_by_id(&scope, side, id).unwrap();
+            assert_eq!(by_id.map(|b| b.key), Some("A1".to_string()), "{id}");
+        }
+        for (index, first) in [("bindings_id_a", "id_a"), ("bindings_id_b", "id_b")] {
+            let led: String = s
+                .conn()
+                .query_row(
+                    &format!("SELECT name FROM pragma_index_info('{index}') WHERE seqno = 0"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(led, first);
+        }
 
         // Written again, and a binding whose sides agree: each reads back as written, and
         // the second side is kept as what differs from the first.
