@@ -1009,3 +1009,105 @@ async fn a_streamed_dry_run_json_says_why_a_flow_could_not_be_planned() {
     );
     assert_eq!(run["records"], serde_json::json!([]));
 }
+
+/// A state file as the release before this one left it (schema version 6: binding id
+/// indexes led by entity and systems, stored records with their fields in another order)
+/// is upgraded in place by the next run of the real binary, which finds every product in
+/// step and writes nothing; a price changed afterwards is the one write of the run after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_twice() {
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    let items = seed_both(&shop, &erp, 12, 7);
+    let dir = tempfile::tempdir().unwrap();
+    let project = dir.path().join("project.yaml");
+    std::fs::write(
+        &project,
+        serde_json::to_string_pretty(&demo_project()).unwrap(),
+    )
+    .unwrap();
+    let project = project.to_str().unwrap().to_string();
+    let path = dir.path().join("state.sqlite");
+    let mut envs = sim_env(&shop, &erp);
+    envs.push(("ERPSYNC_STATE", format!("sqlite:{}", path.display())));
+    let run = |extra: &[&str]| {
+        let mut args = vec!["run", "--once", &project, "--flow", "products"];
+        args.extend_from_slice(extra);
+        let out = erpsync()
+            .args(&args)
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(0), "{stdout}{out:?}");
+        stdout
+    };
+    run(&["--init-state"]);
+    let writes = shop.counters().writes();
+
+    // Back to what the release before wrote.
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX bindings_id_a; DROP INDEX bindings_id_b;
+             CREATE INDEX bindings_id_a ON bindings (entity, sys_a, sys_b, id_a);
+             CREATE INDEX bindings_id_b ON bindings (entity, sys_a, sys_b, id_b);
+             PRAGMA user_version = 6;",
+        )
+        .unwrap();
+        let rows: Vec<(String, String)> = conn
+            .prepare("SELECT key, base_a FROM bindings WHERE base_a IS NOT NULL")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(rows.len() >= items.len(), "{} bindings", rows.len());
+        for (key, base) in rows {
+            let serde_json::Value::Object(fields) = serde_json::from_str(&base).unwrap() else {
+                panic!("{base}");
+            };
+            let reversed: serde_json::Map<_, _> = fields.into_iter().rev().collect();
+            conn.execute(
+                "UPDATE bindings SET base_a = ?1 WHERE key = ?2",
+                rusqlite::params![serde_json::Value::Object(reversed).to_string(), key],
+            )
+            .unwrap();
+        }
+    }
+
+    // Read in full and compared with every stored record: all in step.
+    let stdout = run(&["--full"]);
+    let n = items.len();
+    assert!(
+        stdout.contains(&format!(
+            "read {n}, created 0, updated 0, adopted 0, skipped {n}"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(shop.counters().writes(), writes, "{stdout}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 7);
+    for (index, first) in [("bindings_id_a", "id_a"), ("bindings_id_b", "id_b")] {
+        let led: String = conn
+            .query_row(
+                &format!("SELECT name FROM pragma_index_info('{index}') WHERE seqno = 0"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(led, first);
+    }
+    drop(conn);
+
+    // One price changed in the ERP: one write, to that product.
+    let changed = &items[3];
+    erp.update_product(&changed.sku, |p| p.price += 7.0)
+        .unwrap();
+    let stdout = run(&[]);
+    assert!(stdout.contains("updated 1"), "{stdout}");
+    assert_eq!(shop.counters().writes(), writes + 1, "{stdout}");
+}
