@@ -7,12 +7,13 @@ impl<'e> Runner<'e> {
     /// Bidirectional: a record read from the source, and what the target changed, if anything.
     pub(super) async fn sync_both(
         &mut self,
-        a: Seen,
+        mut a: Seen,
         b_seen: Option<Seen>,
         binding: Option<Binding>,
     ) -> Result<(), EngineRunError> {
         let key = a.key.clone();
-        let native = a.native.clone();
+        // The merge reads the canonical records only; the native one is for a failure.
+        let native = std::mem::take(&mut a.native);
         match self.merge_sides(Some(a), b_seen, binding).await {
             Ok(None) => {
                 self.drop_deferred(&key);
@@ -90,7 +91,7 @@ impl<'e> Runner<'e> {
     /// rather than taken as unchanged.
     pub(super) async fn handle_reverse(
         &mut self,
-        b_seen: Seen,
+        mut b_seen: Seen,
         source_in_doubt: bool,
     ) -> Result<(), EngineRunError> {
         if let Some(down) = self.system_down() {
@@ -106,7 +107,7 @@ impl<'e> Runner<'e> {
         self.report.counts.read += 1;
         let key = b_seen.key.clone();
         let binding = self.binding(&key).await?;
-        let native = b_seen.native.clone();
+        let native = std::mem::take(&mut b_seen.native);
         let src_id = binding.as_ref().and_then(|b| self.id_on(b, Side::Source));
         let mut a = None;
         if source_in_doubt
@@ -293,6 +294,18 @@ impl<'e> Runner<'e> {
             .into_iter()
             .filter(|side| merged.writes(*side))
             .collect();
+        if !self.opts.dry_run && written.is_empty() {
+            // Nothing written: both sides already agree (adopted or unchanged). The binding
+            // takes the two records.
+            bind.parked = None;
+            *self.base_on_mut(&mut bind, Side::Source) = Some(source);
+            *self.base_on_mut(&mut bind, Side::Target) = Some(target);
+            self.hold_binding(bind)
+                .await
+                .map_err(|e| Fail::msg(e.to_string()))?;
+            self.record(key, merged.decision, None, Vec::new(), merged.reason);
+            return Ok(());
+        }
         if !self.opts.dry_run {
             bind.parked = None;
             *self.base_on_mut(&mut bind, Side::Source) = Some(source.clone());
@@ -300,12 +313,6 @@ impl<'e> Runner<'e> {
             for &side in &written {
                 let write = overlay(Some(held(side)), &merged.merged, &self.cmp);
                 self.update(side, &mut bind, &write, None).await?;
-            }
-            if written.is_empty() {
-                // Nothing written: both sides already agree (adopted or unchanged).
-                self.hold_binding(bind.clone())
-                    .await
-                    .map_err(|e| Fail::msg(e.to_string()))?;
             }
         }
         if self.opts.dry_run

@@ -1169,6 +1169,21 @@ impl<'e> Runner<'e> {
             .remove(key))
     }
 
+    /// The binding of a record about to be decided: as `binding`, but taken out of its
+    /// page's bindings instead of copied. Deciding stores what it makes of it; a second
+    /// reading of the key in the same page asks the store, which holds the same.
+    pub(super) async fn take_binding(
+        &mut self,
+        key: &str,
+    ) -> Result<Option<Binding>, EngineRunError> {
+        if !self.held.by_key.contains_key(key)
+            && let Some(b) = self.listing.page_bindings.remove(key)
+        {
+            return Ok(b);
+        }
+        self.binding(key).await
+    }
+
     pub(super) async fn put_binding(&mut self, b: &Binding) -> Result<(), EngineRunError> {
         self.forget_read(&b.key);
         if !self.opts.dry_run {

@@ -11,7 +11,7 @@ impl<'e> Runner<'e> {
             return Err(down);
         }
         let key = seen.key.clone();
-        let mut binding = self.binding(&key).await?;
+        let mut binding = self.take_binding(&key).await?;
         if !self.eligible(&seen, binding.as_ref()) {
             if self.flow.on_transition.is_some() && !self.opts.dry_run {
                 // Remember what was seen, so the next transition is recognised.
