@@ -121,13 +121,13 @@ pub(crate) fn same(a: Option<&Value>, b: Option<&Value>, fields: &[String]) -> b
 /// their fields in name order, and flows compare them in the same order, so the
 /// next field asked for is nearly always the next one held: checked first, before the name
 /// is hashed. Any order gives the same answers.
-struct InOrder<'a> {
+pub(crate) struct InOrder<'a> {
     map: Option<&'a Map<String, Value>>,
     next: Option<std::iter::Peekable<serde_json::map::Iter<'a>>>,
 }
 
 impl<'a> InOrder<'a> {
-    fn of(v: Option<&'a Value>) -> Self {
+    pub(crate) fn of(v: Option<&'a Value>) -> Self {
         let map = v.and_then(Value::as_object);
         InOrder {
             map,
@@ -135,7 +135,7 @@ impl<'a> InOrder<'a> {
         }
     }
 
-    fn get(&mut self, field: &str) -> &'a Value {
+    pub(crate) fn get(&mut self, field: &str) -> &'a Value {
         // Skips what lies before the field; a field asked for out of order is hashed.
         if let Some(next) = &mut self.next {
             while let Some((name, v)) = next.peek() {

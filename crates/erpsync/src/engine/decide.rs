@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde_json::{Map, Value};
 
 use super::Decision;
-use super::canonical::{FieldChange, diff, field_text, overlay, same};
+use super::canonical::{FieldChange, InOrder, diff, field_text, overlay, same};
 pub(crate) use crate::compile::{Conflict, Side};
 use crate::compile::{StatusTrigger, TransitionTrigger};
 use crate::config::model::{ConflictRule, SyncMode, SystemRole};
@@ -337,17 +337,17 @@ pub(crate) fn merge(rules: &MergeRules, now: Sides, bases: Sides) -> MergeVerdic
         (Some(s), Some(t)) => (s, t),
     };
     let first_sync = bases.source.is_none() && bases.target.is_none();
-    let changed = |base: Option<&Value>, field: &str, value: &Value| {
-        first_sync || base.and_then(|b| b.get(field)).unwrap_or(&Value::Null) != value
-    };
-    let mut merged = Map::new();
+    // The four records are read field by field in the order compared (see `InOrder`).
+    let (mut now_s, mut now_t) = (InOrder::of(Some(source)), InOrder::of(Some(target)));
+    let (mut base_s, mut base_t) = (InOrder::of(bases.source), InOrder::of(bases.target));
+    let mut merged = Map::with_capacity(rules.compared.len());
     let mut conflicts = Vec::new();
     let mut parked = Vec::new();
     for f in rules.compared {
-        let x = source.get(f).cloned().unwrap_or(Value::Null);
-        let y = target.get(f).cloned().unwrap_or(Value::Null);
-        let source_changed = changed(bases.source, f, &x);
-        let target_changed = changed(bases.target, f, &y);
+        let x = now_s.get(f).clone();
+        let y = now_t.get(f).clone();
+        let source_changed = first_sync || base_s.get(f) != &x;
+        let target_changed = first_sync || base_t.get(f) != &y;
         let value = if x == y || (source_changed && !target_changed) {
             x
         } else if target_changed && !source_changed {
