@@ -56,7 +56,8 @@ impl<'e> Runner<'e> {
         key: &str,
         binding: Option<&Binding>,
     ) -> Result<Option<Seen>, Fail> {
-        let taken = self.changes.records.take(key);
+        // The merge reads its canonical record only.
+        let taken = self.changes.records.take_as(key, index::Native::Left);
         if let Some(found) = taken.map_err(|e| Fail::msg(e.to_string()))? {
             self.changes.taken.insert(key.to_string());
             return Ok(Some(found));

@@ -63,21 +63,36 @@ impl Indexed {
     }
 
     fn seen(&self, key: &str) -> Seen {
+        self.seen_as(key, Native::Kept)
+    }
+
+    fn seen_as(&self, key: &str, native: Native) -> Seen {
         // Packed by `Indexed::of` (or read back from the database it was written to): it
         // reads back to the same value.
         let canon = packed::unpack(&self.canon).unwrap_or(Value::Null);
+        let native = match native {
+            Native::Kept => self.native.as_deref().and_then(packed::unpack),
+            Native::Left => None,
+        };
         Seen {
             key: key.to_string(),
             id: self.id.as_deref().map(str::to_string),
             canon,
-            native: self
-                .native
-                .as_deref()
-                .and_then(packed::unpack)
-                .unwrap_or(Value::Null),
+            native: native.unwrap_or(Value::Null),
         }
     }
 }
+
+/// Whether a record taken out of the index comes with its native record (when kept).
+#[derive(Clone, Copy)]
+pub(super) enum Native {
+    Kept,
+    /// Left out: the caller reads the canonical record only (a merge), and the native one,
+    /// often the bigger, is not read back for nothing.
+    Left,
+}
+
+impl Indexed {}
 
 /// The target's records by key (see the module's documentation).
 pub(super) struct KeyIndex {
@@ -146,6 +161,15 @@ impl KeyIndex {
 
     /// Takes the record read under `key` out of the index. On an error nothing was taken.
     pub(super) fn take(&mut self, key: &str) -> Result<Option<Seen>, IndexReadError> {
+        self.take_as(key, Native::Kept)
+    }
+
+    /// As `take`, with the native record or without it.
+    pub(super) fn take_as(
+        &mut self,
+        key: &str,
+        native: Native,
+    ) -> Result<Option<Seen>, IndexReadError> {
         // The database's copy goes first: one in memory shadows it, and must not uncover
         // it once taken.
         let on_disk = match &self.disk {
@@ -167,7 +191,7 @@ impl KeyIndex {
         {
             self.held -= found.bytes(key);
         }
-        Ok(in_mem.or(on_disk).map(|found| found.seen(key)))
+        Ok(in_mem.or(on_disk).map(|found| found.seen_as(key, native)))
     }
 
     /// Takes up to `n` records out of the index, those in memory first; none when it is
@@ -762,6 +786,15 @@ mod tests {
         let found = index.get("K42").unwrap().expect("kept");
         assert_eq!(found.native, json!({"id": 42, "sku": "K42"}));
         assert_eq!(found.id, None);
+        // Taken for its canonical record only: that, without the native one; taken all the
+        // same (not served again).
+        let bare = index.take_as("K42", Native::Left).unwrap().expect("kept");
+        assert_eq!((bare.canon, bare.native), (found.canon, Value::Null));
+        assert!(index.get("K42").unwrap().is_none());
+        assert_eq!(
+            index.take("K43").unwrap().expect("kept").native,
+            json!({"id": 43, "sku": "K43"})
+        );
     }
 
     #[test]
