@@ -9,7 +9,7 @@ use erpsync_sim::erp::ErpProduct;
 use erpsync_sim::shop::{Order, Product};
 use erpsync_sim::{ErpOptions, ErpSim, ShopOptions, ShopSim, seed_both};
 
-use crate::support::project::{demo_project, sim_env};
+use crate::support::project::{sim_env, write_demo_project};
 
 fn erpsync() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_erpsync"));
@@ -129,13 +129,7 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     let bad2 = shop.create_order(bad2).unwrap();
 
     let dir = tempfile::tempdir().unwrap();
-    let project = dir.path().join("project.yaml");
-    std::fs::write(
-        &project,
-        serde_json::to_string_pretty(&demo_project()).unwrap(),
-    )
-    .unwrap();
-    let project = project.to_str().unwrap().to_string();
+    let project = write_demo_project(dir.path());
     let state = format!("sqlite:{}", dir.path().join("state.sqlite").display());
     let mut envs = sim_env(&shop, &erp);
     envs.push(("ERPSYNC_STATE", state));
@@ -1020,13 +1014,7 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
     let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
     let items = seed_both(&shop, &erp, 12, 7);
     let dir = tempfile::tempdir().unwrap();
-    let project = dir.path().join("project.yaml");
-    std::fs::write(
-        &project,
-        serde_json::to_string_pretty(&demo_project()).unwrap(),
-    )
-    .unwrap();
-    let project = project.to_str().unwrap().to_string();
+    let project = write_demo_project(dir.path());
     let path = dir.path().join("state.sqlite");
     let mut envs = sim_env(&shop, &erp);
     envs.push(("ERPSYNC_STATE", format!("sqlite:{}", path.display())));

@@ -25,7 +25,7 @@ use tokio::sync::broadcast;
 use crate::support;
 use crate::support::daemon::{finished, serve_http};
 use crate::support::project::at_sims;
-use crate::support::project::demo_project;
+use crate::support::project::{demo_project, write_demo_project};
 use crate::support::sims::{confirm_order, sims};
 
 const ADMIN: &str = "console-admin-token-4821";
@@ -775,12 +775,7 @@ async fn run_once_follows_the_consoles_switches() {
     let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
     seed_both(&shop, &erp, 3, 2);
     let dir = tempfile::tempdir().unwrap();
-    let project = dir.path().join("project.yaml");
-    std::fs::write(
-        &project,
-        serde_json::to_string_pretty(&demo_project()).unwrap(),
-    )
-    .unwrap();
+    let project = write_demo_project(dir.path());
     let state = dir.path().join("state.sqlite");
     Store::from(SqliteStore::open(&state).unwrap())
         .runs

@@ -11,6 +11,17 @@ use super::repo;
 /// The ERP warehouse the demo project's stock flows read.
 pub const WAREHOUSE: &str = "Depozit central";
 
+/// The demo project (`demo_project`) written to `project.yaml` in `dir`; its path.
+pub fn write_demo_project(dir: &Path) -> String {
+    let project = dir.join("project.yaml");
+    std::fs::write(
+        &project,
+        serde_json::to_string_pretty(&demo_project()).unwrap(),
+    )
+    .unwrap();
+    project.to_str().unwrap().to_string()
+}
+
 /// The demo project as JSON (valid YAML), with `include` made absolute so it can be written
 /// anywhere, and the state section dropped. Its ERP system is written out in full (what it
 /// inherits from `simulated_erp` included), so tests can change any part of it.
