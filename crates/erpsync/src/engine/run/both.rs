@@ -295,20 +295,19 @@ impl<'e> Runner<'e> {
             .into_iter()
             .filter(|side| merged.writes(*side))
             .collect();
-        if !self.opts.dry_run && written.is_empty() {
-            // Nothing written: both sides already agree (adopted or unchanged). The binding
-            // takes the two records.
-            bind.parked = None;
-            *self.base_on_mut(&mut bind, Side::Source) = Some(source);
-            *self.base_on_mut(&mut bind, Side::Target) = Some(target);
-            self.hold_binding(bind)
-                .await
-                .map_err(|e| Fail::msg(e.to_string()))?;
-            self.record(key, merged.decision, None, Vec::new(), merged.reason);
-            return Ok(());
-        }
         if !self.opts.dry_run {
             bind.parked = None;
+            if written.is_empty() {
+                // Nothing written: both sides already agree (adopted or unchanged). The
+                // binding takes the two records.
+                *self.base_on_mut(&mut bind, Side::Source) = Some(source);
+                *self.base_on_mut(&mut bind, Side::Target) = Some(target);
+                self.hold_binding(bind)
+                    .await
+                    .map_err(|e| Fail::msg(e.to_string()))?;
+                self.record(key, merged.decision, None, Vec::new(), merged.reason);
+                return Ok(());
+            }
             *self.base_on_mut(&mut bind, Side::Source) = Some(source.clone());
             *self.base_on_mut(&mut bind, Side::Target) = Some(target.clone());
             for &side in &written {

@@ -92,8 +92,6 @@ pub(super) enum Native {
     Left,
 }
 
-impl Indexed {}
-
 /// The target's records by key (see the module's documentation).
 pub(super) struct KeyIndex {
     /// Records in memory: all of them until the index spills; after, only those the
