@@ -365,6 +365,17 @@ async fn healthy(base: &str) -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
+/// The orders export without its schedule, for tests that start it through the admin API:
+/// a firing (every other minute) falling in the test would start it first, and the request
+/// would be refused as a run already going on.
+fn orders_started_by_hand(doc: &mut Value) {
+    doc["flows"]["orders_to_erp"]["trigger"]
+        .as_object_mut()
+        .unwrap()
+        .remove("schedule")
+        .expect("the orders export has a schedule");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_webhook() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -377,7 +388,7 @@ async fn a_daemon_restarted_after_kill_9_takes_its_flows_at_once_and_drops_no_we
             },
             ..ErpOptions::unlimited()
         },
-        |_| {},
+        orders_started_by_hand,
     )
     .await;
     let state = format!("sqlite:{}", rig.dir.path().join("state.sqlite").display());
@@ -829,7 +840,10 @@ async fn after_kill_9_the_other_node_takes_a_running_flow_over_within_the_ttl() 
             },
             ..ErpOptions::unlimited()
         },
-        |doc| doc["daemon"]["lease_ttl_secs"] = json!(ttl),
+        |doc| {
+            orders_started_by_hand(doc);
+            doc["daemon"]["lease_ttl_secs"] = json!(ttl);
+        },
     )
     .await;
     let ports = [free_port(), free_port()];

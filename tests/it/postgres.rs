@@ -1254,6 +1254,51 @@ async fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
     );
 }
 
+/// An attempt to take a lease that had to wait on the lease row (its holder inside a fenced
+/// write) judges the expiry when its wait ended, not when it was sent: sent 50 ms before the
+/// lease runs out and kept waiting for a second, it takes the lease. (A holder cut off from
+/// the database mid-write, whose late renewal lands when the server ends its session, was
+/// otherwise still alive to every attempt sent before that.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_attempt_that_waited_on_the_row_judges_the_expiry_when_the_wait_ended() {
+    let Some(db) = pg() else { return };
+    let store = db.open().await;
+    let ttl = Duration::from_secs(1);
+    let name = "flow:waited";
+    let a = store
+        .coordination
+        .acquire_lease(name, "host-a:1:x", "node-a", t("18:00:00"), ttl, None)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut holder = PostgresStore::session(&db.url).await.unwrap();
+    let tx = holder.transaction().await.unwrap();
+    tx.query_one(
+        "SELECT token FROM leases WHERE name = $1 FOR SHARE",
+        &[&name],
+    )
+    .await
+    .unwrap();
+    let attempt = tokio::spawn({
+        let store = store.clone();
+        async move {
+            let sent = "2026-11-26T18:00:00.950Z".parse().unwrap();
+            store
+                .coordination
+                .acquire_lease(name, "host-b:2:y", "node-b", sent, ttl, None)
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!attempt.is_finished(), "the attempt waits for the row lock");
+    tx.rollback().await.unwrap();
+    let b = attempt.await.unwrap().unwrap();
+    assert!(
+        b.is_some_and(|b| b > a),
+        "a lease past its expiry when the wait ended was refused: {b:?}"
+    );
+}
+
 /// Flows share a store's connections: a call waiting on a row lock another session holds
 /// keeps one of them, and the other flows' calls go on meanwhile on the others.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -24,14 +24,19 @@ impl Coordination for PostgresStore {
         let c = self.pool.get().await?;
         // One statement: the row lock of the upsert makes take-or-renew atomic between
         // nodes, with no read-then-write window. The sequence makes every grant's token
-        // larger than the one before (a refused attempt only leaves a gap).
+        // larger than the one before (a refused attempt only leaves a gap). `now` is when
+        // the attempt was sent; an attempt that waited on the row lock (the holder inside a
+        // fenced write, or its renewal queued first) judges the expiry when the wait ended,
+        // as the server measured it: otherwise a holder cut off inside a write, whose late
+        // renewal lands as its session is ended, would look alive to an attempt sent before.
         let row = match c
             .query_opt(
                 "INSERT INTO leases (name, holder, node, token, expires_at)
                  VALUES ($1, $2, $3, nextval('lease_tokens'), $5)
                  ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, node = excluded.node,
                    token = excluded.token, expires_at = excluded.expires_at
-                 WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
+                 WHERE leases.holder = excluded.holder
+                   OR leases.expires_at <= $4::timestamptz + (clock_timestamp() - statement_timestamp())
                    OR leases.holder = $6
                  RETURNING token",
                 &[&name, &holder, &node, &now, &until, &take_from],
