@@ -147,6 +147,32 @@ impl KeyIndex {
         }
     }
 
+    /// As `get`, without the native record, for a caller holding a record `like` the one
+    /// it expects: when the kept canonical record is `like` exactly (as `packed::holds`
+    /// tells), it comes back as a copy of `like` instead of being read out of its packed
+    /// form. A first sync adopting a catalogue finds nearly every record so.
+    pub(super) fn get_like(&self, key: &str, like: &Value) -> Result<Option<Seen>, IndexReadError> {
+        let seen = |found: &Indexed| {
+            if packed::holds(&found.canon, like) {
+                Seen {
+                    key: key.to_string(),
+                    id: found.id.as_deref().map(str::to_string),
+                    canon: like.clone(),
+                    native: Value::Null,
+                }
+            } else {
+                found.seen_as(key, Native::Left)
+            }
+        };
+        if let Some(found) = self.mem.get(key) {
+            return Ok(Some(seen(found)));
+        }
+        match &self.disk {
+            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?.map(|found| seen(&found))),
+            None => Ok(None),
+        }
+    }
+
     fn find(&self, key: &str) -> Result<Option<Indexed>, IndexReadError> {
         if let Some(found) = self.mem.get(key) {
             return Ok(Some(found.clone()));
@@ -793,6 +819,36 @@ mod tests {
             index.take("K43").unwrap().expect("kept").native,
             json!({"id": 43, "sku": "K43"})
         );
+    }
+
+    /// Asked with a record like the one expected: the kept record either way, in its own
+    /// member order, without the native record, whether held in memory or spilled.
+    #[test]
+    fn a_record_asked_for_like_another_comes_back_as_it_was_kept() {
+        for (index_of, spilled) in [
+            (KeyIndex::default as fn() -> KeyIndex, false),
+            (small, true),
+        ] {
+            let mut index = index_of();
+            for i in 0..100 {
+                let mut s = seen(&format!("K{i}"), &format!("{i}"), i);
+                s.native = json!({"id": i});
+                index.keep(s, no_stamp);
+            }
+            assert_eq!(index.spilled(), spilled);
+            let kept = seen("K7", "7", 7).canon;
+            let same = index.get_like("K7", &kept).unwrap().expect("kept");
+            assert_eq!((&same.canon, same.id.as_deref()), (&kept, Some("7")));
+            assert!(same.native.is_null());
+            let other = index.get_like("K7", &seen("K7", "7", 8).canon).unwrap();
+            assert_eq!(other.expect("kept").canon, kept);
+            let reordered = json!({"name": "product K7", "price": 7, "sku": "K7"});
+            let found = index.get_like("K7", &reordered).unwrap().expect("kept");
+            assert_eq!(found.canon.to_string(), kept.to_string());
+            assert!(index.get_like("K100", &kept).unwrap().is_none());
+            // Asked, not taken.
+            assert!(index.get("K7").unwrap().is_some());
+        }
     }
 
     #[test]

@@ -1017,6 +1017,19 @@ impl<'e> Runner<'e> {
     /// A full read whose pages shifted is not trusted with a record it lacks: that record is
     /// looked up, or, without a lookup operation, the target is read again.
     pub(super) async fn lookup(&mut self, side: Side, key: &str) -> Result<Option<Seen>, Fail> {
+        self.lookup_like(side, key, None).await
+    }
+
+    /// As `lookup`, for a caller that expects a record `like` this canonical one and does
+    /// not read the native record of what it finds: a record the full read kept comes
+    /// without its native record, and as a copy of `like` when it is the same (see
+    /// `KeyIndex::get_like`).
+    pub(super) async fn lookup_like(
+        &mut self,
+        side: Side,
+        key: &str,
+        like: Option<&Value>,
+    ) -> Result<Option<Seen>, Fail> {
         if side == Side::Target {
             // In a dry run, a record an earlier flow of the plan would have created here is
             // there, as it will be when the run gets to this flow.
@@ -1071,7 +1084,11 @@ impl<'e> Runner<'e> {
                 self.index.read_at = Some(read_at);
             }
             if let Some(index) = &self.index.records {
-                if let Some(found) = index.get(key).map_err(|e| Fail::msg(e.to_string()))? {
+                let found = match like {
+                    Some(like) => index.get_like(key, like),
+                    None => index.get(key),
+                };
+                if let Some(found) = found.map_err(|e| Fail::msg(e.to_string()))? {
                     return Ok(Some(found));
                 }
                 if !self.index.shifted {

@@ -120,7 +120,9 @@ impl<'e> Runner<'e> {
                     ));
                 }
                 self.ensure_required(seen).await?;
-                self.lookup(Side::Target, &key).await?
+                // Only the canonical record and the id of what is found are read below.
+                self.lookup_like(Side::Target, &key, Some(&seen.canon))
+                    .await?
             };
             let counterpart = match &found {
                 Some(f) => Counterpart::Read(&f.canon),

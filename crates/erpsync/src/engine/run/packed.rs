@@ -38,6 +38,14 @@ pub(super) fn unpack(bytes: &[u8]) -> Option<Value> {
     (r.at == bytes.len()).then_some(value)
 }
 
+/// Whether `bytes` are what `pack` makes of `value` (the same members in the same order,
+/// numbers of the same kind), found without building a value. Bytes `pack` did not write
+/// hold nothing.
+pub(super) fn holds(bytes: &[u8], value: &Value) -> bool {
+    let mut r = Reader { bytes, at: 0 };
+    r.matches(value) && r.at == bytes.len()
+}
+
 fn write(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.push(NULL),
@@ -127,6 +135,55 @@ impl Reader<'_> {
         let s = std::str::from_utf8(&self.bytes[self.at..self.at + n]).ok()?;
         self.at += n;
         Some(s.to_owned())
+    }
+
+    /// Reads a string and tells whether it is `s`.
+    fn text_is(&mut self, s: &str) -> bool {
+        match self.count() {
+            Some(n) if n == s.len() => {
+                let same = &self.bytes[self.at..self.at + n] == s.as_bytes();
+                self.at += n;
+                same
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads a value and tells whether `write` made it of `v`; stops at the first difference.
+    fn matches(&mut self, v: &Value) -> bool {
+        let Some(tag) = self.byte() else {
+            return false;
+        };
+        match v {
+            Value::Null => tag == NULL,
+            Value::Bool(false) => tag == FALSE,
+            Value::Bool(true) => tag == TRUE,
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    tag == UINT && self.leb() == Some(u)
+                } else if let Some(i) = n.as_i64() {
+                    tag == NEG && self.leb() == Some(!(i as u64))
+                } else {
+                    let f = n.as_f64().unwrap_or(0.0).to_le_bytes();
+                    let Some(held) = self.bytes.get(self.at..self.at + 8) else {
+                        return false;
+                    };
+                    self.at += 8;
+                    tag == FLOAT && held == f
+                }
+            }
+            Value::String(s) => tag == STRING && self.text_is(s),
+            Value::Array(items) => {
+                tag == ARRAY
+                    && self.leb() == Some(items.len() as u64)
+                    && items.iter().all(|item| self.matches(item))
+            }
+            Value::Object(map) => {
+                tag == OBJECT
+                    && self.leb() == Some(map.len() as u64)
+                    && map.iter().all(|(k, v)| self.text_is(k) && self.matches(v))
+            }
+        }
     }
 
     fn value(&mut self) -> Option<Value> {
@@ -248,9 +305,67 @@ mod tests {
                 ),
             }
         }
+        let mut before = Value::Null;
         for _ in 0..2000 {
-            round_trips(&doc(&mut next, 0));
+            let v = doc(&mut next, 0);
+            round_trips(&v);
+            let packed = pack(&v);
+            assert!(holds(&packed, &v), "{v}");
+            // Two documents in a row: held exactly when they pack alike.
+            assert_eq!(holds(&packed, &before), pack(&before) == packed);
+            before = v;
         }
+    }
+
+    #[test]
+    fn a_packed_record_holds_the_value_it_was_packed_from_and_no_other() {
+        let record = json!({
+            "sku": "A-1", "price": 12.5, "stock": 3, "delta": -2,
+            "tags": ["x", 1], "on": true, "none": null, "dims": {"w": 1.5}
+        });
+        let bytes = pack(&record);
+        assert!(holds(&bytes, &record));
+        let with = |key: &str, v: Value| {
+            let mut r = record.clone();
+            r[key] = v;
+            r
+        };
+        let mut reordered: Map<String, Value> = Map::new();
+        for (k, v) in record.as_object().unwrap().iter().rev() {
+            reordered.insert(k.clone(), v.clone());
+        }
+        let mut fewer = record.clone();
+        fewer.as_object_mut().unwrap().shift_remove("none");
+        let others = [
+            with("sku", json!("A-2")),
+            with("sku", json!("A-1 ")),
+            with("price", json!(12.6)),
+            with("stock", json!(3.0)),
+            with("stock", json!(4)),
+            with("delta", json!(-3)),
+            with("delta", json!(2)),
+            with("tags", json!(["x"])),
+            with("tags", json!(["x", 1, 2])),
+            with("tags", json!(["x", "1"])),
+            with("on", json!(false)),
+            with("none", json!(0)),
+            with("dims", json!({"w": 1.5, "h": 2})),
+            with("dims", json!({"w": -1.5})),
+            with("extra", json!(null)),
+            Value::Object(reordered),
+            fewer,
+            json!(null),
+            json!([]),
+        ];
+        for other in &others {
+            assert!(!holds(&bytes, other), "{other}");
+        }
+        for end in 0..bytes.len() {
+            assert!(!holds(&bytes[..end], &record), "cut at {end}");
+        }
+        let mut longer = bytes.to_vec();
+        longer.push(NULL);
+        assert!(!holds(&longer, &record));
     }
 
     #[test]
