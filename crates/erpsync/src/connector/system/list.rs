@@ -255,12 +255,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// What tells a page served again: its count, its first and last records whole, and every
+/// record's first member (its id, in the APIs seen so far). A page that repeats the one
+/// before holds the same records in the same places; one that moved on differs in these
+/// nearly always, and hashing them costs a fraction of hashing every member of every
+/// record (which was 2.7% of a first sync's instructions).
 fn hash_records(records: &[Value]) -> u64 {
     // One fixed seed: pages of one listing are compared with each other.
     let mut h = foldhash::fast::FixedState::default().build_hasher();
     records.len().hash(&mut h);
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        hash_value(first, &mut h);
+        hash_value(last, &mut h);
+    }
     for r in records {
-        hash_value(r, &mut h);
+        match r {
+            Value::Object(m) => {
+                if let Some((k, v)) = m.iter().next() {
+                    k.hash(&mut h);
+                    hash_value(v, &mut h);
+                }
+            }
+            other => hash_value(other, &mut h),
+        }
     }
     h.finish()
 }
@@ -272,10 +289,12 @@ fn hash_value(v: &Value, h: &mut impl Hasher) {
         Value::Bool(b) => (1u8, b).hash(h),
         Value::Number(n) => {
             2u8.hash(h);
-            match (n.as_i64(), n.as_u64(), n.as_f64()) {
-                (Some(i), _, _) => i.hash(h),
-                (None, Some(u), _) => u.hash(h),
-                (None, None, f) => f.map(f64::to_bits).hash(h),
+            if let Some(i) = n.as_i64() {
+                i.hash(h)
+            } else if let Some(u) = n.as_u64() {
+                u.hash(h)
+            } else {
+                n.as_f64().map(f64::to_bits).hash(h)
             }
         }
         Value::String(s) => (3u8, s).hash(h),
@@ -292,5 +311,35 @@ fn hash_value(v: &Value, h: &mut impl Hasher) {
                 hash_value(v, h);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn page(ids: impl Iterator<Item = u64>) -> Vec<Value> {
+        ids.map(|id| json!({"id": id, "sku": format!("S{id}"), "price": 1.5}))
+            .collect()
+    }
+
+    #[test]
+    fn a_page_served_again_is_told_from_one_that_moved_on() {
+        let first = page(1..=10);
+        assert_eq!(hash_records(&first), hash_records(&page(1..=10)));
+        // The next page, a page shifted by one, one record replaced in the middle, and one
+        // record fewer: all differ from the first.
+        let mut replaced = page(1..=10);
+        replaced[4]["id"] = json!(99);
+        for other in [page(11..=20), page(2..=11), replaced, page(1..=9)] {
+            assert_ne!(hash_records(&first), hash_records(&other));
+        }
+        // Records without members to go by are hashed whole.
+        assert_ne!(
+            hash_records(&[json!(1), json!(2), json!(3)]),
+            hash_records(&[json!(1), json!(4), json!(3)])
+        );
     }
 }
