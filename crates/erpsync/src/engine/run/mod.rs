@@ -442,6 +442,9 @@ struct Runner<'e> {
     carried: Arc<[String]>,
     /// Carried fields that take part in change detection.
     cmp: Arc<[String]>,
+    /// Canonical fields a reading's fingerprint leaves out (see `fingerprint`): the
+    /// entity's modification stamp and its volatile fields.
+    volatile: Box<[String]>,
     /// Whether target edits can exist that an update would overwrite: this or the opposite
     /// flow allows editing after export, or this flow has a conflict rule. Such updates read
     /// the target first and report what they overwrite.
@@ -510,6 +513,18 @@ impl<'e> Runner<'e> {
             scope,
             carried: carried.into(),
             cmp: cmp.into(),
+            volatile: entity
+                .updated_at
+                .iter()
+                .chain(
+                    entity
+                        .fields
+                        .iter()
+                        .filter(|(_, f)| f.volatile)
+                        .map(|(name, _)| name),
+                )
+                .cloned()
+                .collect(),
             started,
             index: TargetIndex::default(),
             changes: TargetChanges::default(),

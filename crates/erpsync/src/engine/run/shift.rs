@@ -33,9 +33,9 @@ impl<'e> Runner<'e> {
         match canon {
             Value::Object(fields) => {
                 for (name, value) in fields {
-                    let volatile = self.entity.updated_at.as_deref() == Some(name.as_str())
-                        || self.entity.fields.get(name).is_some_and(|c| c.volatile);
-                    if !volatile {
+                    // A short list (a stamp, a volatile field or two), where a search of the
+                    // entity's fields cost several comparisons a field.
+                    if !self.volatile.contains(name) {
                         name.hash(&mut h);
                         hash_value(value, &mut h);
                     }
