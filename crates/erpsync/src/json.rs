@@ -40,15 +40,74 @@ fn parse<'de, R: serde_json::de::Read<'de>>(
     Ok(value)
 }
 
-/// `value` as compact JSON text, as its `Display` writes it. Written straight into the
-/// string's bytes: `Display` goes through the formatter, one call per token.
+/// `value` as compact JSON text, as its `Display` writes it, byte for byte. Written
+/// straight into a string: a string with nothing to escape (nearly all of them) is checked
+/// sixteen bytes at a step and copied whole, where `serde_json` looks each byte up in its
+/// escape table; one that needs escapes is written by `serde_json`.
 pub(crate) fn to_text(value: &Value) -> String {
-    let mut out = Vec::with_capacity(256);
-    match serde_json::to_writer(&mut out, value) {
-        // `serde_json` writes UTF-8 only.
-        Ok(()) => String::from_utf8(out).unwrap_or_else(|_| value.to_string()),
-        Err(_) => value.to_string(),
+    let mut out = String::with_capacity(256);
+    write_text(value, &mut out);
+    out
+}
+
+fn write_text(value: &Value, out: &mut String) {
+    match value {
+        Value::Null => out.push_str("null"),
+        Value::Bool(true) => out.push_str("true"),
+        Value::Bool(false) => out.push_str("false"),
+        // `Number`'s `Display` is its JSON form, as `serde_json` serialises it.
+        Value::Number(n) => {
+            use std::fmt::Write as _;
+            let _ = write!(out, "{n}");
+        }
+        Value::String(s) => write_str(s, out),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_text(item, out);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_str(k, out);
+                out.push(':');
+                write_text(v, out);
+            }
+            out.push('}');
+        }
     }
+}
+
+fn write_str(s: &str, out: &mut String) {
+    if needs_escape(s.as_bytes()) {
+        match serde_json::to_string(s) {
+            Ok(quoted) => out.push_str(&quoted),
+            Err(_) => out.push_str(&Value::String(s.to_owned()).to_string()),
+        }
+    } else {
+        out.push('"');
+        out.push_str(s);
+        out.push('"');
+    }
+}
+
+/// Whether JSON escapes a byte of `bytes`: a quote, a backslash or a control character.
+/// (Every other byte, UTF-8 sequences included, is written as it is.) Each chunk is folded
+/// without an early exit, which the compiler turns into a few wide instructions.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.chunks(16).any(|chunk| {
+        chunk.iter().fold(false, |any, &b| {
+            any | (b < 0x20) | (b == b'"') | (b == b'\\')
+        })
+    })
 }
 
 /// One value, with the stack of entries of the objects it is inside.
@@ -154,6 +213,50 @@ mod tests {
         let escaped =
             serde_json::json!({"q\"\\": "tab\t, nl\n, ctl\u{1}, ă 🙂", "long": "x".repeat(600)});
         assert_eq!(to_text(&escaped), escaped.to_string());
+    }
+
+    /// Strings written as `Display` writes them wherever the character to escape falls: in
+    /// every position around the sixteen-byte steps of the check, every control character,
+    /// DEL and multi-byte characters (not escaped).
+    #[test]
+    fn strings_are_written_as_display_writes_them() {
+        let mut strings: Vec<String> = (0u8..0x20).map(|c| format!("a{}b", c as char)).collect();
+        for special in ["\"", "\\", "\n", "\u{7f}", "ă", "🙂", "\u{1}"] {
+            for at in [0, 1, 14, 15, 16, 17, 31, 32, 33, 47] {
+                let mut s = "x".repeat(48);
+                s.insert_str(at, special);
+                strings.push(s);
+            }
+        }
+        strings.push(String::new());
+        strings.push("plain".into());
+        // Numbers of every kind and size, as they are written beside the strings.
+        let numbers = serde_json::json!([
+            0,
+            1,
+            -1,
+            u64::MAX,
+            i64::MIN,
+            12.0,
+            12.5,
+            0.1,
+            -0.0,
+            1e15,
+            1e16,
+            1e21,
+            1e-7,
+            123456789.125,
+            -1.5e-300,
+            f64::MAX,
+            5e-324
+        ]);
+        assert_eq!(to_text(&numbers), numbers.to_string());
+        for s in strings {
+            let v = Value::String(s.clone());
+            assert_eq!(to_text(&v), v.to_string(), "{s:?}");
+            let as_key = serde_json::json!({s.clone(): [1, -2, 2.5, null, true, {"k": s}]});
+            assert_eq!(to_text(&as_key), as_key.to_string());
+        }
     }
 
     #[test]
