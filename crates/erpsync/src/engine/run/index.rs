@@ -83,6 +83,14 @@ impl Indexed {
     }
 }
 
+/// A record found by `KeyIndex::get_like`.
+pub(super) enum Like {
+    /// Its canonical record is the one asked with; its id.
+    Same { id: Option<String> },
+    /// Another canonical record (without the native record).
+    Other(Seen),
+}
+
 /// Whether a record taken out of the index comes with its native record (when kept).
 #[derive(Clone, Copy)]
 pub(super) enum Native {
@@ -148,27 +156,25 @@ impl KeyIndex {
     }
 
     /// As `get`, without the native record, for a caller holding a record `like` the one
-    /// it expects: when the kept canonical record is `like` exactly (as `packed::holds`
-    /// tells), it comes back as a copy of `like` instead of being read out of its packed
-    /// form. A first sync adopting a catalogue finds nearly every record so.
-    pub(super) fn get_like(&self, key: &str, like: &Value) -> Result<Option<Seen>, IndexReadError> {
-        let seen = |found: &Indexed| {
-            if packed::holds(&found.canon, like) {
-                Seen {
-                    key: key.to_string(),
-                    id: found.id.as_deref().map(str::to_string),
-                    canon: like.clone(),
-                    native: Value::Null,
+    /// it expects: `Like::Same` when the kept canonical record is `like` exactly (as
+    /// `packed::holds` tells), without reading it out of its packed form; else the record,
+    /// its canonical record unpacked. A first sync adopting a catalogue finds nearly every
+    /// record the same.
+    pub(super) fn get_like(&self, key: &str, like: &Value) -> Result<Option<Like>, IndexReadError> {
+        let found = |kept: &Indexed| {
+            if packed::holds(&kept.canon, like) {
+                Like::Same {
+                    id: kept.id.as_deref().map(str::to_string),
                 }
             } else {
-                found.seen_as(key, Native::Left)
+                Like::Other(kept.seen_as(key, Native::Left))
             }
         };
-        if let Some(found) = self.mem.get(key) {
-            return Ok(Some(seen(found)));
+        if let Some(kept) = self.mem.get(key) {
+            return Ok(Some(found(kept)));
         }
         match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?.map(|found| seen(&found))),
+            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?.map(|kept| found(&kept))),
             None => Ok(None),
         }
     }
@@ -821,10 +827,11 @@ mod tests {
         );
     }
 
-    /// Asked with a record like the one expected: the kept record either way, in its own
-    /// member order, without the native record, whether held in memory or spilled.
+    /// Asked with a record like the one expected: `Same` with the id when the kept record is
+    /// that one exactly, else the kept record in its own member order, without the native
+    /// record; whether held in memory or spilled.
     #[test]
-    fn a_record_asked_for_like_another_comes_back_as_it_was_kept() {
+    fn a_record_asked_for_like_another_is_the_same_or_comes_back_as_it_was_kept() {
         for (index_of, spilled) in [
             (KeyIndex::default as fn() -> KeyIndex, false),
             (small, true),
@@ -837,14 +844,20 @@ mod tests {
             }
             assert_eq!(index.spilled(), spilled);
             let kept = seen("K7", "7", 7).canon;
-            let same = index.get_like("K7", &kept).unwrap().expect("kept");
-            assert_eq!((&same.canon, same.id.as_deref()), (&kept, Some("7")));
-            assert!(same.native.is_null());
-            let other = index.get_like("K7", &seen("K7", "7", 8).canon).unwrap();
-            assert_eq!(other.expect("kept").canon, kept);
-            let reordered = json!({"name": "product K7", "price": 7, "sku": "K7"});
-            let found = index.get_like("K7", &reordered).unwrap().expect("kept");
-            assert_eq!(found.canon.to_string(), kept.to_string());
+            let other = |like: &Value| match index.get_like("K7", like).unwrap() {
+                Some(Like::Other(found)) => found,
+                Some(Like::Same { .. }) => panic!("{like} is not the record kept"),
+                None => panic!("K7 is kept"),
+            };
+            assert!(matches!(
+                index.get_like("K7", &kept).unwrap(),
+                Some(Like::Same { id: Some(id) }) if id == "7"
+            ));
+            let changed = other(&seen("K7", "7", 8).canon);
+            assert_eq!((&changed.canon, changed.id.as_deref()), (&kept, Some("7")));
+            assert!(changed.native.is_null());
+            let reordered = other(&json!({"name": "product K7", "price": 7, "sku": "K7"}));
+            assert_eq!(reordered.canon.to_string(), kept.to_string());
             assert!(index.get_like("K100", &kept).unwrap().is_none());
             // Asked, not taken.
             assert!(index.get("K7").unwrap().is_some());

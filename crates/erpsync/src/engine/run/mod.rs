@@ -34,7 +34,7 @@ use crate::redact::redact_json;
 use crate::state::{
     Binding, Failure, FlowName, JournalEntry, JournalState, PairSide, RecordKey, Scope,
 };
-use index::{IndexReadError, KeyIndex, Listed, ListedKeys};
+use index::{IndexReadError, KeyIndex, Like, Listed, ListedKeys};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -1032,19 +1032,23 @@ impl<'e> Runner<'e> {
     /// A full read whose pages shifted is not trusted with a record it lacks: that record is
     /// looked up, or, without a lookup operation, the target is read again.
     pub(super) async fn lookup(&mut self, side: Side, key: &str) -> Result<Option<Seen>, Fail> {
-        self.lookup_like(side, key, None).await
+        Ok(match self.lookup_like(side, key, None).await? {
+            Some(Like::Other(found)) => Some(found),
+            Some(Like::Same { .. }) => unreachable!("only a record asked with is found the same"),
+            None => None,
+        })
     }
 
     /// As `lookup`, for a caller that expects a record `like` this canonical one and does
     /// not read the native record of what it finds: a record the full read kept comes
-    /// without its native record, and as a copy of `like` when it is the same (see
+    /// without its native record, or, when it holds exactly `like`, as `Like::Same` (see
     /// `KeyIndex::get_like`).
     pub(super) async fn lookup_like(
         &mut self,
         side: Side,
         key: &str,
         like: Option<&Value>,
-    ) -> Result<Option<Seen>, Fail> {
+    ) -> Result<Option<Like>, Fail> {
         if side == Side::Target {
             // In a dry run, a record an earlier flow of the plan would have created here is
             // there, as it will be when the run gets to this flow.
@@ -1059,7 +1063,7 @@ impl<'e> Runner<'e> {
             {
                 seen.id
                     .get_or_insert_with(|| crate::engine::PLANNED_ID.to_string());
-                return Ok(Some(seen));
+                return Ok(Some(Like::Other(seen)));
             }
             let lookup_op = self.dst.ent.lookup.is_some();
             let bulk_after = match self.index.bulk_after {
@@ -1101,7 +1105,7 @@ impl<'e> Runner<'e> {
             if let Some(index) = &self.index.records {
                 let found = match like {
                     Some(like) => index.get_like(key, like),
-                    None => index.get(key),
+                    None => index.get(key).map(|found| found.map(Like::Other)),
                 };
                 if let Some(found) = found.map_err(|e| Fail::msg(e.to_string()))? {
                     return Ok(Some(found));
@@ -1117,7 +1121,7 @@ impl<'e> Runner<'e> {
                 // The read shifted and may have missed it: ask, or read again, rather than
                 // create it a second time.
                 if !lookup_op {
-                    return self.reread_index(key).await;
+                    return Ok(self.reread_index(key).await?.map(Like::Other));
                 }
             } else {
                 self.index.lookups += 1;
@@ -1131,7 +1135,7 @@ impl<'e> Runner<'e> {
             key: Some(key.to_string()),
             ..Default::default()
         };
-        self.ask(end, op, &input, key).await
+        Ok(self.ask(end, op, &input, key).await?.map(Like::Other))
     }
 
     /// Calls a `lookup` (by key) or `get` (by id) operation of a side and returns the

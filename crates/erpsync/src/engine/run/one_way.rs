@@ -102,15 +102,17 @@ impl<'e> Runner<'e> {
                 // Reconciling: the target as it is now, from the full read; missing from it,
                 // it was missed by shifting pages, or deleted.
                 let indexed = match &self.index.records {
-                    Some(i) => i.get(&key).map_err(|e| Fail::msg(e.to_string()))?,
+                    Some(i) => i
+                        .get_like(&key, &seen.canon)
+                        .map_err(|e| Fail::msg(e.to_string()))?,
                     None => None,
                 };
                 match indexed {
                     Some(f) => Some(f),
-                    None => {
-                        self.confirm(Side::Target, &key, self.id_on(&b, Side::Target))
-                            .await?
-                    }
+                    None => self
+                        .confirm(Side::Target, &key, self.id_on(&b, Side::Target))
+                        .await?
+                        .map(Like::Other),
                 }
             } else {
                 // Not bound yet: is it already in the target?
@@ -124,8 +126,11 @@ impl<'e> Runner<'e> {
                 self.lookup_like(Side::Target, &key, Some(&seen.canon))
                     .await?
             };
+            // The same record as the source's is compared as the source's own (`same` takes
+            // one record twice as equal without looking at its fields).
             let counterpart = match &found {
-                Some(f) => Counterpart::Read(&f.canon),
+                Some(Like::Same { .. }) => Counterpart::Read(&seen.canon),
+                Some(Like::Other(f)) => Counterpart::Read(&f.canon),
                 None => Counterpart::Absent,
             };
             let link = Link {
@@ -134,13 +139,16 @@ impl<'e> Runner<'e> {
             };
             verdict = decide::decide(&rules, &seen.canon, link, counterpart);
             if !bound
-                && let Some(f) = &found
-                && let Some(id) = &f.id
+                && let Some(Like::Same { id: Some(id) } | Like::Other(Seen { id: Some(id), .. })) =
+                    &found
             {
                 self.set_id_on(&mut b, Side::Target, id.clone());
             }
         }
-        let found = found.map(|f| f.canon);
+        let found = found.map(|f| match f {
+            Like::Same { .. } => seen.canon.clone(),
+            Like::Other(f) => f.canon,
+        });
         let decision = verdict.decision();
         match verdict {
             Verdict::ReadTarget => {
