@@ -419,15 +419,25 @@ fn lock(db: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 }
 
 /// A private temporary database (SQLite deletes it when it is closed), tuned for a scratch
-/// table: 16 KB pages (a row is a whole canonical record), no journal, no syncing, a
-/// bounded cache, one transaction left open for the run. Rows are found by a 64-bit hash of
-/// their key (`row_of`), the table's own integer key: one B-tree, compared as integers,
-/// where a text primary key took a second B-tree of keys compared as text.
+/// table: no journal, no syncing, a bounded cache, one transaction left open for the run.
+///
+/// Records are stored in the order they were read (`seq`, the table's own key: every insert
+/// appends) and found through a small index of 64-bit hashes of their keys (`row`, see
+/// `row_of`; integers, where keys would be compared as text). A source that lists in about
+/// the target's order (both by SKU, or by creation) then asks for records in about the order
+/// they are stored, and finds most of them in pages the cache holds; a table ordered by the
+/// hash sent each lookup, and each insert, to a page anywhere in the file, read from or
+/// written to it outside the cache: the spill cost about 30% of a 100k first sync's CPU
+/// seconds, nearly all of it outside erpsync's own instructions (docs/benchmarks.md). Pages
+/// of 4 KB, not 16: a page read for one record of a few hundred bytes copies less.
 fn open_disk() -> rusqlite::Result<Connection> {
     let db = Connection::open("")?;
     db.execute_batch(&format!(
-        "PRAGMA page_size = 16384; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; {SPILL_CACHE};
-         CREATE TABLE idx (row INTEGER PRIMARY KEY, key TEXT NOT NULL, id TEXT, canon BLOB NOT NULL, native BLOB);
+        "PRAGMA page_size = 4096; PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF; {SPILL_CACHE};
+         CREATE TABLE idx (
+             seq INTEGER PRIMARY KEY, row INTEGER NOT NULL UNIQUE, key TEXT NOT NULL, id TEXT,
+             canon BLOB NOT NULL, native BLOB
+         );
          BEGIN;"
     ))?;
     Ok(db)
