@@ -212,6 +212,9 @@ struct Phase {
     name: String,
     wall: Duration,
     cpu: Duration,
+    /// The part of `cpu` spent in the kernel (file and socket reads and writes, page
+    /// faults): what instruction counts under callgrind do not see.
+    sys: Duration,
     /// CPU the simulators (this process) spent serving the run.
     sim_cpu: Duration,
     peak_rss_mb: f64,
@@ -992,6 +995,7 @@ fn run_child(dir: &Path, name: &str, args: &[String]) -> anyhow::Result<Phase> {
     Ok(Phase {
         wall,
         cpu: secs("user_s") + secs("system_s"),
+        sys: secs("system_s"),
         sim_cpu,
         peak_rss_mb: usage["max_rss_kib"].as_f64().unwrap_or(f64::MAX) / 1024.0,
         counts: report["counts"].clone(),
@@ -1077,10 +1081,11 @@ fn print_phases(phases: &[Phase]) {
         .map(|p| p.cpu.as_secs_f64());
     println!();
     println!(
-        "{:<36} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
+        "{:<36} {:>7} {:>7} {:>7} {:>7} {:>8} {:>7} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
         "phase",
         "wall s",
         "cpu s",
+        "sys s",
         "sims s",
         "peak MB",
         "reads",
@@ -1099,10 +1104,11 @@ fn print_phases(phases: &[Phase]) {
             |b| format!("{:.2}", p.cpu.as_secs_f64() / b.max(1e-9)),
         );
         println!(
-            "{:<36} {:>7.2} {:>7.2} {:>7.2} {:>8.1} {:>7} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
+            "{:<36} {:>7.2} {:>7.2} {:>7.2} {:>7.2} {:>8.1} {:>7} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>7}",
             p.name,
             p.wall.as_secs_f64(),
             p.cpu.as_secs_f64(),
+            p.sys.as_secs_f64(),
             p.sim_cpu.as_secs_f64(),
             p.peak_rss_mb,
             p.reads,
@@ -1117,7 +1123,8 @@ fn print_phases(phases: &[Phase]) {
         );
     }
     println!(
-        "(wall: the whole child, start-up included; cpu: the child's user+system; sims: CPU the \
+        "(wall: the whole child, start-up included; cpu: the child's user+system; sys: its system \
+         part; sims: CPU the \
          in-process simulators spent meanwhile; reads/writes/429s: calls the simulators counted; \
          updated: updated + created; × base: cpu / the baseline loop's cpu)"
     );
