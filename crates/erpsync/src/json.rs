@@ -8,6 +8,7 @@
 //! first one's place).
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
@@ -88,10 +89,9 @@ fn write_text(value: &Value, out: &mut String) {
 
 fn write_str(s: &str, out: &mut String) {
     if needs_escape(s.as_bytes()) {
-        match serde_json::to_string(s) {
-            Ok(quoted) => out.push_str(&quoted),
-            Err(_) => out.push_str(&Value::String(s.to_owned()).to_string()),
-        }
+        // `Display` of a string value: its JSON form, escapes included (and no error to
+        // handle, where serialising a `&str` returns one that cannot happen).
+        out.push_str(&Value::String(s.to_owned()).to_string());
     } else {
         out.push('"');
         out.push_str(s);
@@ -108,6 +108,37 @@ fn needs_escape(bytes: &[u8]) -> bool {
             any | (b < 0x20) | (b == b'"') | (b == b'\\')
         })
     })
+}
+
+/// Feeds a JSON value to a hasher without rendering it (a listing's pages, the fingerprints
+/// of what it served): kinds, numbers, strings, members in order.
+pub(crate) fn hash_value(v: &Value, h: &mut impl Hasher) {
+    match v {
+        Value::Null => 0u8.hash(h),
+        Value::Bool(b) => (1u8, b).hash(h),
+        Value::Number(n) => {
+            2u8.hash(h);
+            match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => i.hash(h),
+                (None, Some(u)) => u.hash(h),
+                _ => n.as_f64().unwrap_or(f64::NAN).to_bits().hash(h),
+            }
+        }
+        Value::String(s) => (3u8, s).hash(h),
+        Value::Array(items) => {
+            (4u8, items.len()).hash(h);
+            for item in items {
+                hash_value(item, h);
+            }
+        }
+        Value::Object(fields) => {
+            (5u8, fields.len()).hash(h);
+            for (k, item) in fields {
+                k.hash(h);
+                hash_value(item, h);
+            }
+        }
+    }
 }
 
 /// One value, with the stack of entries of the objects it is inside.

@@ -13,6 +13,7 @@ use crate::connector::Extracted;
 use crate::connector::error::CallError;
 use crate::connector::operation::Operation;
 use crate::connector::paginate::{Next, PageSeen, Progress};
+use crate::json::hash_value;
 use crate::redact::redact;
 
 impl HttpSystem {
@@ -280,38 +281,6 @@ fn hash_records(records: &[Value]) -> u64 {
         }
     }
     h.finish()
-}
-
-/// Feeds a value to a hasher as it is, without writing it out as text first.
-fn hash_value(v: &Value, h: &mut impl Hasher) {
-    match v {
-        Value::Null => 0u8.hash(h),
-        Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => {
-            2u8.hash(h);
-            if let Some(i) = n.as_i64() {
-                i.hash(h)
-            } else if let Some(u) = n.as_u64() {
-                u.hash(h)
-            } else {
-                n.as_f64().map(f64::to_bits).hash(h)
-            }
-        }
-        Value::String(s) => (3u8, s).hash(h),
-        Value::Array(items) => {
-            (4u8, items.len()).hash(h);
-            for i in items {
-                hash_value(i, h);
-            }
-        }
-        Value::Object(m) => {
-            (5u8, m.len()).hash(h);
-            for (k, v) in m {
-                k.hash(h);
-                hash_value(v, h);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -146,11 +146,20 @@ impl KeyIndex {
     /// The record read under `key`. An error is a failure of the temporary database: the
     /// record may be there, so the caller must not take it as absent.
     pub(super) fn get(&self, key: &str) -> Result<Option<Seen>, IndexReadError> {
+        self.read(key, |found| found.seen(key))
+    }
+
+    /// What `read` makes of the record kept under `key`, from memory or from the database.
+    fn read<R>(
+        &self,
+        key: &str,
+        read: impl FnOnce(&Indexed) -> R,
+    ) -> Result<Option<R>, IndexReadError> {
         if let Some(found) = self.mem.get(key) {
-            return Ok(Some(found.seen(key)));
+            return Ok(Some(read(found)));
         }
         match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?.map(|found| found.seen(key))),
+            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?.map(|found| read(&found))),
             None => Ok(None),
         }
     }
@@ -161,7 +170,7 @@ impl KeyIndex {
     /// its canonical record unpacked. A first sync adopting a catalogue finds nearly every
     /// record the same.
     pub(super) fn get_like(&self, key: &str, like: &Value) -> Result<Option<Like>, IndexReadError> {
-        let found = |kept: &Indexed| {
+        self.read(key, |kept| {
             if packed::holds(&kept.canon, like) {
                 Like::Same {
                     id: kept.id.as_deref().map(str::to_string),
@@ -169,24 +178,11 @@ impl KeyIndex {
             } else {
                 Like::Other(kept.seen_as(key, Native::Left))
             }
-        };
-        if let Some(kept) = self.mem.get(key) {
-            return Ok(Some(found(kept)));
-        }
-        match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?.map(|kept| found(&kept))),
-            None => Ok(None),
-        }
+        })
     }
 
     fn find(&self, key: &str) -> Result<Option<Indexed>, IndexReadError> {
-        if let Some(found) = self.mem.get(key) {
-            return Ok(Some(found.clone()));
-        }
-        match &self.disk {
-            Some(db) => Ok(disk_get(&lock(db), (self.row)(key), key)?),
-            None => Ok(None),
-        }
+        self.read(key, Indexed::clone)
     }
 
     /// Takes the record read under `key` out of the index. On an error nothing was taken.

@@ -7,6 +7,7 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 
 use super::*;
+use crate::json::hash_value;
 
 impl<'e> Runner<'e> {
     /// Notes a record served by the source listing; `false` when it needs no handling. A
@@ -148,35 +149,5 @@ impl<'e> Runner<'e> {
             }
         }
         Ok(())
-    }
-}
-
-/// Feeds a JSON value to a hasher without rendering it: this runs for every record listed.
-fn hash_value(v: &Value, h: &mut impl Hasher) {
-    match v {
-        Value::Null => 0u8.hash(h),
-        Value::Bool(b) => (1u8, b).hash(h),
-        Value::Number(n) => {
-            2u8.hash(h);
-            match (n.as_i64(), n.as_u64()) {
-                (Some(i), _) => i.hash(h),
-                (None, Some(u)) => u.hash(h),
-                _ => n.as_f64().unwrap_or(f64::NAN).to_bits().hash(h),
-            }
-        }
-        Value::String(s) => (3u8, s).hash(h),
-        Value::Array(items) => {
-            (4u8, items.len()).hash(h);
-            for item in items {
-                hash_value(item, h);
-            }
-        }
-        Value::Object(fields) => {
-            (5u8, fields.len()).hash(h);
-            for (k, item) in fields {
-                k.hash(h);
-                hash_value(item, h);
-            }
-        }
     }
 }
