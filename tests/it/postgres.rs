@@ -1256,9 +1256,9 @@ async fn a_holder_stuck_inside_a_write_does_not_block_the_takeover() {
 
 /// An attempt to take a lease that had to wait on the lease row (its holder inside a fenced
 /// write) judges the expiry when its wait ended, not when it was sent: sent 50 ms before the
-/// lease runs out and kept waiting for a second, it takes the lease. (A holder cut off from
-/// the database mid-write, whose late renewal lands when the server ends its session, was
-/// otherwise still alive to every attempt sent before that.)
+/// lease runs out and kept waiting 200 ms after it is seen blocked, it takes the lease. (A
+/// holder cut off from the database mid-write, whose late renewal lands when the server ends
+/// its session, was otherwise still alive to every attempt sent before that.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_attempt_that_waited_on_the_row_judges_the_expiry_when_the_wait_ended() {
     let Some(db) = pg() else { return };
@@ -1272,6 +1272,11 @@ async fn a_lease_attempt_that_waited_on_the_row_judges_the_expiry_when_the_wait_
         .unwrap()
         .unwrap();
     let mut holder = PostgresStore::session(&db.url).await.unwrap();
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
     let tx = holder.transaction().await.unwrap();
     tx.query_one(
         "SELECT token FROM leases WHERE name = $1 FOR SHARE",
@@ -1289,7 +1294,29 @@ async fn a_lease_attempt_that_waited_on_the_row_judges_the_expiry_when_the_wait_
                 .await
         }
     });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The attempt is seen blocked by the holder's session (not merely not started yet, as
+    // on a loaded machine), then kept waiting past the lease's end.
+    let observer = PostgresStore::session(&db.url).await.unwrap();
+    let blocked = async || {
+        observer
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                &[&holder_pid],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+            > 0
+    };
+    let since = std::time::Instant::now();
+    while !blocked().await {
+        assert!(
+            since.elapsed() < Duration::from_secs(30) && !attempt.is_finished(),
+            "the attempt never waited for the row lock"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!attempt.is_finished(), "the attempt waits for the row lock");
     tx.rollback().await.unwrap();
     let b = attempt.await.unwrap().unwrap();
