@@ -33,6 +33,10 @@
 //! - `BENCH_RATE`: the shop's rate limit (requests/s) in the rate-limited phase, default 20;
 //!   `BENCH_RATE_WRITES`: price changes written in that phase, default 10 × the rate;
 //!   `BENCH_CONCURRENCY`: the shop's `concurrency` in that phase, default 4.
+//! - `BENCH_ORDER=shuffled`: the shop is seeded in a shuffled order, so it lists its products
+//!   in an order unrelated to the ERP's (default: both in the same order). A run's lookups in
+//!   the shop's index then go anywhere in it, as with a shop whose products were created in
+//!   another order than the ERP's codes.
 //! - `BENCH_ENFORCE=1`: a missed issue-14 target fails the exit code too.
 //! - `BENCH_MAP_RECORDS`: records in the mapping benchmark, default 200000.
 //! - `BENCH_ONLY`: `catalog` or `mapping`.
@@ -53,7 +57,8 @@ use erpsync::compile::{MapEnv, NoRefs};
 use erpsync_sim::erp::ErpProduct;
 use erpsync_sim::shop::TokenBucket;
 use erpsync_sim::{
-    CatalogueItem, ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, seed_both,
+    CatalogueItem, ErpHandle, ErpOptions, ErpSim, ShopHandle, ShopOptions, ShopSim, catalogue,
+    seed_both,
 };
 use serde_json::{Map, Value, json};
 
@@ -241,7 +246,18 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
     }))?;
     let erp = rt.block_on(ErpSim::start(ErpOptions::unlimited()))?;
     let t = Instant::now();
-    let items = seed_both(&shop, &erp, skus, 5);
+    let items = match std::env::var("BENCH_ORDER").as_deref() {
+        Ok("shuffled") => {
+            let items = catalogue(skus, 5);
+            shop.seed_catalogue(&shuffled(&items, 5));
+            erp.seed_catalogue(&items);
+            items
+        }
+        Ok(other) if !other.is_empty() && other != "same" => {
+            anyhow::bail!("BENCH_ORDER is `same` or `shuffled`, not `{other}`")
+        }
+        _ => seed_both(&shop, &erp, skus, 5),
+    };
     widen(&shop, &erp, &items)?;
     println!("seeded both simulators in {:.1?}", t.elapsed());
 
@@ -606,6 +622,19 @@ fn mismatches(shop: &ShopHandle, erp: &ErpHandle, codes: &[&str]) -> usize {
 }
 
 /// Every `stride`-th SKU, starting at `start`.
+/// `items` in an order fixed by `seed` and unrelated to theirs (Fisher-Yates on xorshift).
+fn shuffled(items: &[CatalogueItem], seed: u64) -> Vec<CatalogueItem> {
+    let mut out = items.to_vec();
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    for i in (1..out.len()).rev() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.swap(i, (x % (i as u64 + 1)) as usize);
+    }
+    out
+}
+
 fn every(items: &[CatalogueItem], stride: usize, start: usize) -> Vec<&str> {
     items
         .iter()
