@@ -28,6 +28,23 @@ pub struct ProjectArgs {
     pub init_state: bool,
 }
 
+/// `--index-memory`: the memory a run gives the target it reads in full.
+#[derive(Debug, Clone, clap::Args)]
+pub struct IndexMemoryArgs {
+    /// MiB of the target a run reads in full (keys, ids, records) it keeps in memory before
+    /// moving the rest to a temporary file, deleted when the run ends (default 8). A larger
+    /// catalogue than the bound costs CPU on that file: more memory, less CPU.
+    #[arg(long, value_name = "MIB", env = "ERPSYNC_INDEX_MEMORY")]
+    pub index_memory: Option<usize>,
+}
+
+impl IndexMemoryArgs {
+    /// The bound in bytes, when one was given.
+    pub fn bytes(&self) -> Option<usize> {
+        self.index_memory.map(|mib| mib.saturating_mul(1 << 20))
+    }
+}
+
 /// Why a project could not be started: its diagnostics.
 #[derive(Debug)]
 pub struct InvalidProject(pub Vec<erpsync::config::Diagnostic>);

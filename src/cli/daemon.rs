@@ -44,6 +44,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             Arc::new(SystemClock),
             args.admin_token.clone(),
         ).await?;
+        daemon.set_index_memory(args.index_memory.bytes());
         if daemon.admin_token().is_none() {
             tracing::warn!("no admin token: the admin API answers 401 to everything");
         }

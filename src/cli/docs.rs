@@ -46,7 +46,8 @@ const EXIT_STATUS: &str = ".SH \"EXIT STATUS\"\n.TP\n0\nok\n.TP\n1\na run failed
 failed records\n.TP\n2\nusage: unknown flow, missing state, arguments that do not go together\n\
 .TP\n78\ninvalid flow files\n.SH ENVIRONMENT\n.TP\nERPSYNC_STATE\nthe state database, as \
 \\fB\\-\\-state\\fR\n.TP\nERPSYNC_LOG\nwhich log lines are shown, e.g. \\fBconnector=debug\\fR\n\
-.TP\nERPSYNC_ADMIN_TOKEN\nthe daemon's admin API token\n.TP\nNO_COLOR\nno colours in logs\n";
+.TP\nERPSYNC_ADMIN_TOKEN\nthe daemon's admin API token\n.TP\nERPSYNC_INDEX_MEMORY\nMiB of a \
+target index kept in memory, as \\fB\\-\\-index\\-memory\\fR\n.TP\nNO_COLOR\nno colours in logs\n";
 
 /// One command (and its own subcommands) as a man page section: usage, about, options.
 fn render_command(buf: &mut Vec<u8>, name: &str, cmd: &clap::Command) {

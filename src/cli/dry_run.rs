@@ -7,8 +7,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use super::common::{
-    ProjectArgs, RecordLines, engine, load_project, one_shot_runtime, open_state_read_only,
-    print_report, record_text, reports_json, select_flows,
+    IndexMemoryArgs, ProjectArgs, RecordLines, engine, load_project, one_shot_runtime,
+    open_state_read_only, print_report, record_text, reports_json, select_flows,
 };
 use super::output::FormatArgs;
 use super::progress::{Printer, Progress};
@@ -30,6 +30,8 @@ pub struct DryRunArgs {
     pub reconcile: bool,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub index_memory: IndexMemoryArgs,
     /// Also list records that would be left alone.
     #[arg(long)]
     pub all: bool,
@@ -55,7 +57,8 @@ pub fn run(args: DryRunArgs) -> anyhow::Result<ExitCode> {
     // One plan for every flow: what an earlier flow would bind, the next one sees.
     let engine = engine(project.clone(), store)?
         .planning()
-        .one_shot(args.max_wait.map(std::time::Duration::from_secs));
+        .one_shot(args.max_wait.map(std::time::Duration::from_secs))
+        .index_memory(args.index_memory.bytes());
     let progress = Progress::start();
     let opts = RunOptions {
         dry_run: true,
@@ -287,13 +290,153 @@ impl Drop for Stream {
 }
 
 /// A value as pretty JSON whose lines after the first are indented by `by` spaces, to sit
-/// inside the document at that depth.
+/// inside the document at that depth: what `serde_json::to_string_pretty` writes, with `by`
+/// spaces after every line break, written in one pass (it was about 4% of a dry run's
+/// instructions as pretty text whose line breaks were then replaced).
 fn indented<T: serde::Serialize + ?Sized>(value: &T, by: usize) -> String {
-    let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| "null".into());
-    text.replace('\n', &format!("\n{}", " ".repeat(by)))
+    let mut text = Vec::with_capacity(256);
+    let nested = Nested {
+        base: by,
+        level: 0,
+        has_value: false,
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut text, nested);
+    if value.serialize(&mut ser).is_err() {
+        return "null".into();
+    }
+    // The serialiser writes only what it was given as `str` and ASCII punctuation.
+    String::from_utf8(text).unwrap_or_else(|_| "null".into())
+}
+
+/// `serde_json`'s pretty layout (two spaces a level, `": "` after keys, empty arrays and
+/// objects as `[]` and `{}`) for a value whose every line after the first starts `base`
+/// spaces in.
+struct Nested {
+    base: usize,
+    level: usize,
+    has_value: bool,
+}
+
+impl Nested {
+    fn line<W: ?Sized + std::io::Write>(&self, w: &mut W) -> std::io::Result<()> {
+        const SPACES: &[u8; 64] = &[b' '; 64];
+        w.write_all(b"\n")?;
+        let mut n = self.base + 2 * self.level;
+        while n > 0 {
+            let step = n.min(SPACES.len());
+            w.write_all(&SPACES[..step])?;
+            n -= step;
+        }
+        Ok(())
+    }
+
+    fn open<W: ?Sized + std::io::Write>(&mut self, w: &mut W, c: &[u8]) -> std::io::Result<()> {
+        self.level += 1;
+        self.has_value = false;
+        w.write_all(c)
+    }
+
+    fn close<W: ?Sized + std::io::Write>(&mut self, w: &mut W, c: &[u8]) -> std::io::Result<()> {
+        self.level -= 1;
+        if self.has_value {
+            self.line(w)?;
+        }
+        w.write_all(c)
+    }
+
+    fn item<W: ?Sized + std::io::Write>(&self, w: &mut W, first: bool) -> std::io::Result<()> {
+        if !first {
+            w.write_all(b",")?;
+        }
+        self.line(w)
+    }
+}
+
+impl serde_json::ser::Formatter for Nested {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"[")
+    }
+
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"]")
+    }
+
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(w, first)
+    }
+
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
+
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.open(w, b"{")
+    }
+
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.close(w, b"}")
+    }
+
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.item(w, first)
+    }
+
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        w.write_all(b": ")
+    }
+
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, _: &mut W) -> std::io::Result<()> {
+        self.has_value = true;
+        Ok(())
+    }
 }
 
 /// Writes to stdout, secrets masked.
 fn out(text: &str) {
     super::output::stdout(format_args!("{}", erpsync::redact::redact(text)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What `indented` wrote before: the pretty text with its line breaks indented.
+    fn pretty_then_indented(value: &serde_json::Value, by: usize) -> String {
+        let text = serde_json::to_string_pretty(value).unwrap();
+        text.replace('\n', &format!("\n{}", " ".repeat(by)))
+    }
+
+    #[test]
+    fn records_are_indented_as_the_pretty_text_with_its_lines_moved_in() {
+        let values = [
+            serde_json::json!(null),
+            serde_json::json!("line\nbreak \"quoted\" ă"),
+            serde_json::json!(12.5),
+            serde_json::json!([]),
+            serde_json::json!({}),
+            serde_json::json!([[], {}, [1, [2, [3, {}]]], {"a": []}]),
+            serde_json::json!({
+                "key": "SKU-1",
+                "action": "update",
+                "changes": [{"field": "price", "from": 10.0, "to": 12.5}],
+                "record": {"name": "Scaun", "tags": ["a", "b"], "empty": {}, "none": null},
+                "deep": {"a": {"b": {"c": {"d": {"e": {"f": {"g": {"h": [1, 2]}}}}}}}}
+            }),
+        ];
+        for v in &values {
+            for by in [0, 2, 6, 8, 70] {
+                assert_eq!(indented(v, by), pretty_then_indented(v, by), "{v} at {by}");
+            }
+        }
+        assert_eq!(indented("flow-id", 6), "\"flow-id\"");
+    }
 }

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use super::common::{
-    ProjectArgs, RecordLines, engine, load_project, one_shot_runtime, open_state, print_report,
-    reports_json, select_flows,
+    IndexMemoryArgs, ProjectArgs, RecordLines, engine, load_project, one_shot_runtime, open_state,
+    print_report, reports_json, select_flows,
 };
 use super::output::FormatArgs;
 use super::progress::Progress;
@@ -39,6 +39,8 @@ pub struct RunArgs {
     pub keys: Vec<String>,
     #[command(flatten)]
     pub format: FormatArgs,
+    #[command(flatten)]
+    pub index_memory: IndexMemoryArgs,
     /// Daemon: address of the HTTP server (webhooks, admin API, metrics); overrides
     /// `daemon.listen` (default `127.0.0.1:8700`).
     #[arg(long)]
@@ -79,8 +81,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(r) => r.project(&project)?,
         None => project,
     };
-    let engine =
-        engine(project.clone(), store)?.one_shot(args.max_wait.map(std::time::Duration::from_secs));
+    let engine = engine(project.clone(), store)?
+        .one_shot(args.max_wait.map(std::time::Duration::from_secs))
+        .index_memory(args.index_memory.bytes());
     let interrupt = Interrupt::default();
     let signal = Arc::new(Mutex::new(None));
     {

@@ -1099,3 +1099,109 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
     assert!(stdout.contains("updated 1"), "{stdout}");
     assert_eq!(shop.counters().writes(), writes + 1, "{stdout}");
 }
+
+/// `--index-memory` (or `ERPSYNC_INDEX_MEMORY`) bounds what a run keeps of the target it
+/// reads in full: at 0 the shop's listing goes to a temporary file from its first record,
+/// `-v` says so, and the plan and the run are the ones the default bound gives. A value that
+/// is not a number is refused before anything runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decision() {
+    // Products from the ERP into the shop: the shop is the target read in full.
+    let p = crate::support::binary::Project::start(260, |doc| {
+        let flow = doc["flows"]["products"].as_object_mut().unwrap();
+        flow.remove("direction");
+        flow.remove("conflict");
+        flow.insert("from".into(), "erp".into());
+        flow.insert("to".into(), "shop".into());
+    })
+    .await;
+    let changed: Vec<String> = p.items.iter().step_by(13).map(|i| i.sku.clone()).collect();
+    for sku in &changed {
+        p.erp.update_product(sku, |e| e.price += 7.0).unwrap();
+    }
+    let moved = "it moves to a temporary database";
+    let plan = |extra: &[&str], env: Option<&str>| {
+        let mut c = p.command(&["dry-run", "--flow", "products", "--format", "json", "-v"]);
+        c.args(extra).env_remove("ERPSYNC_INDEX_MEMORY");
+        if let Some(v) = env {
+            c.env("ERPSYNC_INDEX_MEMORY", v);
+        }
+        let out = c.output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            crate::support::binary::text(&out)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let run = doc["runs"][0].clone();
+        let mut records: Vec<(String, String)> = run["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["key"].to_string(), r.to_string()))
+            .collect();
+        records.sort();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (run["counts"].clone(), records, stderr)
+    };
+    let (counts, records, stderr) = plan(&[], None);
+    assert!(
+        !stderr.contains(moved),
+        "260 products fit in 8 MiB: {stderr}"
+    );
+    assert_eq!(counts["adopted"], 260 - changed.len(), "{counts}");
+    assert_eq!(counts["updated"], changed.len(), "{counts}");
+    for (extra, env) in [(&["--index-memory", "0"][..], None), (&[][..], Some("0"))] {
+        let (c, r, stderr) = plan(extra, env);
+        assert!(stderr.contains(moved), "{extra:?} {env:?}: {stderr}");
+        assert_eq!((c, r.len()), (counts.clone(), records.len()));
+        assert!(r == records, "the same records planned, field for field");
+    }
+
+    // The run itself, on a file from the first record, writes the changed prices only.
+    let before = p.shop.products();
+    let out = p.run(&[
+        "run",
+        "--once",
+        "--flow",
+        "products",
+        "--index-memory",
+        "0",
+        "-v",
+    ]);
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains(moved), "{text}");
+    assert!(
+        text.contains(&format!("updated {}", changed.len())),
+        "{text}"
+    );
+    let after = p.shop.products();
+    let differ = before
+        .iter()
+        .zip(&after)
+        .filter(|(b, a)| b.price_gross != a.price_gross)
+        .count();
+    assert_eq!(differ, changed.len());
+    for sku in &changed {
+        let erp = p
+            .erp
+            .products()
+            .into_iter()
+            .find(|e| &e.code == sku)
+            .unwrap();
+        let shop = after.iter().find(|s| &s.sku == sku).unwrap();
+        assert_eq!(shop.price_gross, Some(erp.price), "{sku}");
+    }
+
+    // Not a number: a usage error naming the option, and nothing run.
+    let out = p
+        .command(&["run", "--once", "--flow", "products"])
+        .env("ERPSYNC_INDEX_MEMORY", "lots")
+        .output()
+        .unwrap();
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("--index-memory"), "{text}");
+}

@@ -39,6 +39,9 @@ pub struct Engine {
     pub(super) absent: Arc<Mutex<HashMap<String, KnownAbsent>>>,
     /// This process, as runs and leases name it.
     pub(crate) instance: Instance,
+    /// What a run's target index keeps in memory before it moves to a temporary database,
+    /// where the run's own options do not say (`index_memory`); `None`: the default bound.
+    pub(super) index_memory: Option<usize>,
 }
 
 /// The bindings a dry run of a project would make so far, by scope and key.
@@ -159,6 +162,7 @@ impl Engine {
             needs: Arc::new(Mutex::new(None)),
             absent: Arc::new(Mutex::new(HashMap::new())),
             instance,
+            index_memory: None,
         })
     }
 
@@ -201,6 +205,16 @@ impl Engine {
         for s in self.systems.values() {
             s.set_waits(max_wait, Some(announce.clone()));
         }
+        self
+    }
+
+    /// An engine whose runs keep at most `bytes` of their target index (keys, ids, packed
+    /// records) in memory before moving it to a private temporary database (`None`: 8 MiB).
+    /// More memory, fewer reads and writes of that file: the bound is the operator's trade
+    /// of memory for CPU (`--index-memory`). A run's own `RunOptions::index_spill_bytes`
+    /// wins.
+    pub fn index_memory(mut self, bytes: Option<usize>) -> Self {
+        self.index_memory = bytes;
         self
     }
 

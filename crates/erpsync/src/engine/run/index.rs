@@ -376,6 +376,12 @@ impl KeyIndex {
                 return;
             }
         };
+        tracing::info!(
+            records = self.mem.len(),
+            bytes = self.held,
+            bound = self.bound,
+            "the target index passed its memory bound (--index-memory); it moves to a temporary database"
+        );
         let mut refused = HashMap::new();
         for (key, kept) in std::mem::take(&mut self.mem) {
             match disk_put(&db, (self.row)(&key), &key, &kept) {

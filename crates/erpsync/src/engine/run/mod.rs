@@ -1491,6 +1491,17 @@ impl Engine {
         lease: Option<&HeldLease>,
     ) -> Result<RunReport, EngineRunError> {
         let flow = self.check(flow_id, opts)?;
+        let with_bound;
+        let opts = match (opts.index_spill_bytes, self.index_memory) {
+            (None, Some(bytes)) => {
+                with_bound = RunOptions {
+                    index_spill_bytes: Some(bytes),
+                    ..opts.clone()
+                };
+                &with_bound
+            }
+            _ => opts,
+        };
         let Some(lease) = lease else {
             return run_flow(self, &flow, opts).await;
         };
