@@ -27,9 +27,10 @@
 //! Knobs (environment):
 //! - `BENCH_SKUS`: catalogue size, default 100000. The CPU-seconds target scales with it; the
 //!   memory targets are stated for 100k and are not scaled.
-//! - `BENCH_1M=1`: also run a first sync of 1,000,000 SKUs (memory target 150 MB; several
-//!   minutes and a few GB of simulator memory). The baseline loop is left out at 1M: it
-//!   holds both sides as JSON values, about 1 GB per 100k products.
+//! - `BENCH_1M=1`: also run a first sync of 1,000,000 SKUs and a reconciliation of them both
+//!   ways (memory target 150 MB each; several minutes and a few GB of simulator memory).
+//!   The baseline loop is left out at 1M: it holds both sides as JSON values, about 1 GB
+//!   per 100k products.
 //! - `BENCH_RATE`: the shop's rate limit (requests/s) in the rate-limited phase, default 20;
 //!   `BENCH_RATE_WRITES`: price changes written in that phase, default 10 × the rate;
 //!   `BENCH_CONCURRENCY`: the shop's `concurrency` in that phase, default 4.
@@ -233,7 +234,7 @@ struct Phase {
 }
 
 /// Catalogue benchmark; returns its targets with what was measured. `million` runs the
-/// reduced 1M-SKU sequence (baseline and first sync only).
+/// reduced 1M-SKU sequence (first sync and both-ways reconciliation only).
 fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
     println!("== catalogue sync: {skus} SKUs of 14-field products, ERP → shop ==");
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -361,6 +362,13 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
 
     let mut wrong = mismatches(&shop, &erp, &first_prices);
     let mut expected_count = skus;
+    if million {
+        // Reconciling both ways reads both sides in full; everything is in step after the
+        // first sync, so it writes nothing, and its memory must stay flat at 1M too.
+        let mut both = engine("run", "products_both", &project);
+        both.push("--reconcile".into());
+        phases.push(measure("reconcile both ways: products", both, Some(0))?);
+    }
     if !million {
         phases.push(measure(
             "first sync: stock",
@@ -511,6 +519,15 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
             first.peak_rss_mb <= MILLION_RSS_MB,
             false,
         ));
+        if let Some(both) = find("reconcile both ways") {
+            t.push(target(
+                "1M reconcile both ways: peak RSS",
+                format!("{:.1} MB", both.peak_rss_mb),
+                format!("≤ {MILLION_RSS_MB} MB"),
+                both.peak_rss_mb <= MILLION_RSS_MB,
+                false,
+            ));
+        }
         drop(rt);
         return Ok(t);
     }

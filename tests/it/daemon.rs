@@ -883,7 +883,10 @@ async fn reload_takes_a_valid_file_and_keeps_running_on_a_broken_one() {
     std::fs::write(&file, &edited).unwrap();
     assert!(watch.changed());
     let erp = r.daemon.engine().systems["erp"].clone();
+    // `--index-memory` is the process's, not the file's: a reload keeps it.
+    r.daemon.set_index_memory(Some(3 << 20));
     let changed = r.daemon.reload().await.unwrap();
+    assert_eq!(r.daemon.engine().index_memory_bound(), Some(3 << 20));
     assert_eq!(changed.flows, ["products"]);
     assert!(changed.systems.is_empty(), "{changed:?}");
     assert_eq!(schedule(&r.daemon).await.as_deref(), Some("*/7 * * * *"));

@@ -218,6 +218,11 @@ impl Engine {
         self
     }
 
+    /// The bound `index_memory` set, if any.
+    pub fn index_memory_bound(&self) -> Option<usize> {
+        self.index_memory
+    }
+
     /// An engine whose dry runs remember, in memory, the bindings their decisions would make
     /// (adoptions, and the bases updates would move), so that the dry run of the next flow
     /// sees them as the real run would: one plan for a project, flow after flow.

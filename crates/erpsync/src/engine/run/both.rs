@@ -39,6 +39,16 @@ impl<'e> Runner<'e> {
         }
     }
 
+    /// Notes that `key`'s target record was taken (or asked for) in this run: whether it
+    /// was not yet. A listed key carries the mark in the listing's own entry; only keys
+    /// the listing did not serve (a run scoped to keys, records planned) need a set.
+    fn take_target(&mut self, key: &str) -> bool {
+        match self.listing.listed.take(key) {
+            Some(first) => first && !self.changes.taken.contains(key),
+            None => self.changes.taken.add(key),
+        }
+    }
+
     /// A later reading of a record decided without the merge its first reading left waiting.
     fn drop_deferred(&mut self, key: &str) {
         if let Some(i) = self.deferred.merge_at.remove(key) {
@@ -59,7 +69,7 @@ impl<'e> Runner<'e> {
         // The merge reads its canonical record only.
         let taken = self.changes.records.take_as(key, index::Native::Left);
         if let Some(found) = taken.map_err(|e| Fail::msg(e.to_string()))? {
-            self.changes.taken.insert(key.to_string());
+            self.take_target(key);
             return Ok(Some(found));
         }
         if let Some((m, _)) = self
@@ -78,7 +88,7 @@ impl<'e> Runner<'e> {
             }));
         }
         // Taken before and merged: the binding holds what was written.
-        if !self.changes.in_doubt || !self.changes.taken.insert(key.to_string()) {
+        if !self.changes.in_doubt || !self.take_target(key) {
             return Ok(None);
         }
         let Some(id) = binding.and_then(|b| self.id_on(b, Side::Target)) else {

@@ -8,7 +8,8 @@
 //!
 //! `ListedKeys` is what the source listing served: a 128-bit digest per key, with the
 //! reading's `updated_at` (to the microsecond) and a fingerprint, in 64 maps so that no
-//! single allocation doubles to a large size at once.
+//! single allocation doubles to a large size at once. `KeySet` keeps keys the same way,
+//! with nothing beside them (the target records a bidirectional run has taken).
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
@@ -512,21 +513,27 @@ fn disk_put(db: &Connection, row: i64, key: &str, kept: &Indexed) -> rusqlite::R
     Ok(Put::Replaced(before))
 }
 
-/// What the source listing served under one key (see `Runner::note_listed`).
+/// What the source listing served under one key (see `Runner::note_listed`), and whether
+/// a bidirectional run has taken the key's target record (see `ListedKeys::take`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Listed {
     /// The reading's `updated_at` in microseconds since the epoch, rounded down
     /// (`i64::MIN`: none).
     stamp: i64,
-    /// A digest of the reading, without volatile fields.
-    pub(super) print: u64,
+    /// A digest of the reading, without volatile fields, in every bit but the lowest; the
+    /// lowest is `TAKEN`. A reconciliation takes every key of the catalogue: a flag here
+    /// costs nothing, where a set of its own held a million keys a second time.
+    print: u64,
 }
+
+/// The bit of `Listed::print` that tells the key's target record was taken.
+const TAKEN: u64 = 1;
 
 impl Listed {
     pub(super) fn new(stamp: Option<DateTime<Utc>>, print: u64) -> Self {
         Listed {
             stamp: stamp.map_or(i64::MIN, |t| t.timestamp_micros()),
-            print,
+            print: print & !TAKEN,
         }
     }
 
@@ -535,6 +542,11 @@ impl Listed {
         (self.stamp != i64::MIN)
             .then(|| DateTime::from_timestamp_micros(self.stamp))
             .flatten()
+    }
+
+    /// Whether `other` is a reading of the same content (63 bits of the digest agree).
+    pub(super) fn same_reading(&self, other: &Listed) -> bool {
+        (self.print ^ other.print) & !TAKEN == 0
     }
 }
 
@@ -556,29 +568,35 @@ impl Hasher for Prehashed {
     }
 }
 
-/// Maps `ListedKeys` splits its keys over.
+/// Maps `KeyDigests` splits its keys over.
 const SHARDS: usize = 64;
 
-/// The keys the source listing served, as 128-bit digests (see the module's
-/// documentation). Two keys with one digest would take a record read once for one read
-/// twice; at 128 bits that takes some 10^19 keys.
-pub(super) struct ListedKeys {
-    shards: Vec<HashMap<u128, Listed, BuildHasherDefault<Prehashed>>>,
+/// Keys as 128-bit digests (see the module's documentation), each with a `V`: 16 bytes a
+/// key instead of the key's text and its `String`. Two keys with one digest would be taken
+/// for one; at 128 bits that takes some 10^19 keys.
+pub(super) struct KeyDigests<V> {
+    shards: Vec<HashMap<u128, V, BuildHasherDefault<Prehashed>>>,
 }
 
-impl Default for ListedKeys {
+/// The keys the source listing served, with what it served under each.
+pub(super) type ListedKeys = KeyDigests<Listed>;
+
+/// A set of keys (`KeyDigests` with nothing beside each).
+pub(super) type KeySet = KeyDigests<()>;
+
+impl<V> Default for KeyDigests<V> {
     fn default() -> Self {
-        ListedKeys {
+        KeyDigests {
             shards: (0..SHARDS).map(|_| HashMap::default()).collect(),
         }
     }
 }
 
-impl ListedKeys {
+impl<V> KeyDigests<V> {
     /// Notes `key`; returns what was noted under it before.
-    pub(super) fn insert(&mut self, key: &str, listed: Listed) -> Option<Listed> {
+    pub(super) fn insert(&mut self, key: &str, value: V) -> Option<V> {
         let d = digest(key);
-        self.shards[shard(d)].insert(d, listed)
+        self.shards[shard(d)].insert(d, value)
     }
 
     pub(super) fn contains(&self, key: &str) -> bool {
@@ -589,6 +607,42 @@ impl ListedKeys {
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards.iter().map(HashMap::len).sum()
+    }
+}
+
+impl ListedKeys {
+    /// Notes what the listing served under `key`; returns what it served before. A key
+    /// whose target record was taken stays taken.
+    pub(super) fn note(&mut self, key: &str, mut listed: Listed) -> Option<Listed> {
+        let d = digest(key);
+        let map = &mut self.shards[shard(d)];
+        match map.get_mut(&d) {
+            Some(slot) => {
+                listed.print |= slot.print & TAKEN;
+                Some(std::mem::replace(slot, listed))
+            }
+            None => {
+                map.insert(d, listed);
+                None
+            }
+        }
+    }
+
+    /// Marks the target record of the listed `key` taken: whether it was not yet, or
+    /// `None` when the listing has not served `key`.
+    pub(super) fn take(&mut self, key: &str) -> Option<bool> {
+        let d = digest(key);
+        let slot = self.shards[shard(d)].get_mut(&d)?;
+        let first = slot.print & TAKEN == 0;
+        slot.print |= TAKEN;
+        Some(first)
+    }
+}
+
+impl KeySet {
+    /// Adds `key`; whether it was not there yet.
+    pub(super) fn add(&mut self, key: &str) -> bool {
+        self.insert(key, ()).is_none()
     }
 }
 
@@ -946,9 +1000,10 @@ mod tests {
         assert!(listed.contains("K9999"));
         assert!(!listed.contains("K10000"));
         let first = listed
-            .insert("K42", Listed::new(None, 1))
+            .note("K42", Listed::new(None, 1))
             .expect("served before");
-        assert_eq!(first.print, 42);
+        assert!(first.same_reading(&Listed::new(None, 42)));
+        assert!(!first.same_reading(&Listed::new(None, 1)));
         assert_eq!(
             first.stamp(),
             Some(
@@ -959,9 +1014,22 @@ mod tests {
             "rounded down to the microsecond"
         );
         assert_eq!(
-            listed.insert("K42", Listed::new(None, 2)).unwrap().stamp(),
+            listed.note("K42", Listed::new(None, 2)).unwrap().stamp(),
             None
         );
+        // Taken once, and still taken when the key is served again; never served: `None`.
+        assert_eq!(listed.take("K7"), Some(true));
+        assert_eq!(listed.take("K7"), Some(false));
+        let again = listed.note("K7", Listed::new(None, 7)).unwrap();
+        assert!(
+            again.same_reading(&Listed::new(Some(t), 7)),
+            "the flag is not the reading"
+        );
+        assert_eq!(listed.take("K7"), Some(false));
+        assert_eq!(listed.take("K8"), Some(true));
+        assert_eq!(listed.take("not served"), None);
+        let mut set = KeySet::default();
+        assert!(set.add("not served") && !set.add("not served"));
         let used = listed.shards.iter().filter(|s| !s.is_empty()).count();
         assert_eq!(used, SHARDS, "keys spread over every map");
     }

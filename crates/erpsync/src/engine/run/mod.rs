@@ -34,7 +34,7 @@ use crate::redact::redact_json;
 use crate::state::{
     Binding, Failure, FlowName, JournalEntry, JournalState, PairSide, RecordKey, Scope,
 };
-use index::{IndexReadError, KeyIndex, Like, Listed, ListedKeys};
+use index::{IndexReadError, KeyIndex, KeySet, Like, Listed, ListedKeys};
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -347,8 +347,10 @@ struct TargetChanges {
     /// unchanged — the whole target was read (no cursor), or the read shifted: such a
     /// record is asked for before it is merged.
     in_doubt: bool,
-    /// Keys whose target record was taken from `records`, or asked for, in this run.
-    taken: FastSet<String>,
+    /// Keys the source listing did not serve whose target record was taken from `records`,
+    /// or asked for, in this run (a listed key is marked in `SourceListing::listed`; see
+    /// `Runner::take_target`).
+    taken: KeySet,
 }
 
 /// The source listing in progress.

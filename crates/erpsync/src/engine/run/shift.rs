@@ -17,12 +17,12 @@ impl<'e> Runner<'e> {
     pub(super) fn note_listed(&mut self, seen: &Seen) -> bool {
         let print = self.fingerprint(&seen.canon);
         let now = Listed::new(self.stamp(seen), print);
-        match self.listing.listed.insert(&seen.key, now) {
+        match self.listing.listed.note(&seen.key, now) {
             None => true,
             Some(first) => {
                 self.listing.shifted = true;
                 self.note_reread(first.stamp());
-                first.print != print
+                !first.same_reading(&now)
             }
         }
     }
