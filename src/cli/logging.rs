@@ -53,6 +53,24 @@ pub enum LogFormat {
     Json,
 }
 
+/// Standard error, written around the progress line (`progress::around`): the formatter
+/// writes each event whole, so a log line never lands in the middle of the line drawn.
+struct LogWriter;
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        super::progress::around(|| std::io::stderr().write(buf))
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        super::progress::around(|| std::io::stderr().lock().write_all(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
 /// The level a command logs at without `-v`/`-q`: the daemon says what it does (`info`); a
 /// one-shot command prints a report and logs only warnings.
 pub fn init(args: &LogArgs, default: Level) {
@@ -69,7 +87,7 @@ pub fn init(args: &LogArgs, default: Level) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(|| LogWriter);
     let _ = match args.log_format {
         LogFormat::Text => builder.event_format(TextLine { ansi }).try_init(),
         LogFormat::Json => builder.event_format(JsonLine).try_init(),

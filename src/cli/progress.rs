@@ -11,6 +11,19 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use erpsync::engine::RunProgress;
 
+/// The progress line on screen, if any: log lines are written around it (`around`).
+static SHOWN: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+
+/// Runs `write` with the progress line on screen, if one is, cleared first and drawn again
+/// after: what the log writes while a run goes on starts a line of its own.
+pub fn around<R>(write: impl FnOnce() -> R) -> R {
+    let shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match shown {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
 /// A spinner line fed by the engine's live totals.
 pub struct Progress {
     bar: ProgressBar,
@@ -54,6 +67,7 @@ impl Progress {
                 }
             })
         };
+        *SHOWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
         Progress {
             bar,
             counter,
@@ -104,6 +118,9 @@ impl Printer {
 
 impl Drop for Progress {
     fn drop(&mut self) {
+        if self.ticker.is_some() {
+            *SHOWN.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.ticker.take() {
             t.thread().unpark();

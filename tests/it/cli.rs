@@ -1205,3 +1205,68 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains("--index-memory"), "{text}");
 }
+
+/// `-v` on a terminal: a log line that comes while the progress line is drawn starts a line of
+/// its own (the progress line is cleared first and drawn again after it), rather than being
+/// glued to the end of the progress text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_on_a_terminal_do_not_tear_the_progress_line() {
+    let p = crate::support::binary::Project::start(300, |doc| {
+        let flow = doc["flows"]["products"].as_object_mut().unwrap();
+        flow.remove("direction");
+        flow.remove("conflict");
+        flow.insert("from".into(), "erp".into());
+        flow.insert("to".into(), "shop".into());
+    })
+    .await;
+    // Slow pages: the progress line is drawn before the shop's listing moves to its file.
+    p.shop.faults().set(erpsync_sim::Faults {
+        latency_ms: 60,
+        ..Default::default()
+    });
+    let line = format!(
+        "{} dry-run --flow products --index-memory 0 -v {} --state {} --init-state",
+        env!("CARGO_BIN_EXE_erpsync"),
+        p.path.display(),
+        p.state
+    );
+    let out = crate::support::terminal::command(&line)
+        .envs(p.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("ERPSYNC_LOG")
+        .env("NO_COLOR", "1")
+        .current_dir(p.dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        crate::support::terminal::exit_status(&screen),
+        Some(0),
+        "{screen}"
+    );
+    assert!(
+        screen.contains(" products: "),
+        "no progress line drawn:\n{screen}"
+    );
+    // What each log line's row holds before it, once the terminal has applied the carriage
+    // returns and line clears: nothing.
+    let logs: Vec<&str> = screen
+        .split('\n')
+        .filter(|row| row.contains(" INFO "))
+        .collect();
+    assert!(
+        logs.iter()
+            .any(|row| row.contains("moves to a temporary database")),
+        "{screen}"
+    );
+    for row in logs {
+        // The terminal ends each row with "\r\n".
+        let row = row.trim_end_matches('\r');
+        let shown = row.rsplit('\r').next().unwrap_or(row);
+        let shown = shown.trim_start_matches("\x1b[2K");
+        assert!(
+            shown.starts_with("20"),
+            "a log line glued to the progress line: {row:?}"
+        );
+    }
+}
