@@ -183,9 +183,6 @@ pub struct Daemon {
     /// Processes of the state database that carry this node's label, alive by their
     /// heartbeat: `daemon.node_id` given to two nodes.
     pub(super) clashes: Mutex<Vec<String>>,
-    /// The target index's memory bound of every run (`Engine::index_memory`), kept across
-    /// reloads; `None`: the engine's default.
-    pub(super) index_memory: Mutex<Option<usize>>,
 }
 
 /// Counts accepted work until dropped, even when a run panics.
@@ -255,7 +252,6 @@ impl Daemon {
             idle: Notify::new(),
             admin_token,
             clashes: Mutex::new(Vec::new()),
-            index_memory: Mutex::new(None),
         });
         daemon.notify_baseline().await;
         Ok(daemon)
@@ -271,9 +267,8 @@ impl Daemon {
 
     /// Sets what the target index of every run from now on keeps in memory before it moves to
     /// a temporary database (`--index-memory`; see `Engine::index_memory`). Runs already
-    /// going keep theirs; a reload keeps this one.
+    /// going keep theirs; a reload carries it into the new engine.
     pub fn set_index_memory(&self, bytes: Option<usize>) {
-        *self.index_memory.lock().unwrap_or_else(|e| e.into_inner()) = bytes;
         let mut engine = self.engine.write().unwrap_or_else(|e| e.into_inner());
         *engine = Arc::new((**engine).clone().index_memory(bytes));
     }

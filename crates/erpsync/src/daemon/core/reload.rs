@@ -69,9 +69,8 @@ impl Daemon {
             tracing::warn!("`daemon.listen` changed; it takes effect at the next start");
         }
         let changes = ReloadChanges::between(&old.project, &project);
-        let index_memory = *self.index_memory.lock().unwrap_or_else(|e| e.into_inner());
         let mut engine = Engine::new(Arc::new(project), self.store.clone(), self.clock.clone())?
-            .index_memory(index_memory);
+            .index_memory(old.index_memory_bound());
         keep_unchanged_systems(&old, &mut engine);
         *self.switches.lock().unwrap_or_else(|e| e.into_inner()) = read_switches(&self.store).await;
         let project = engine.project.clone();

@@ -41,12 +41,14 @@ impl<'e> Runner<'e> {
 
     /// Notes that `key`'s target record was taken (or asked for) in this run: whether it
     /// was not yet. A listed key carries the mark in the listing's own entry; only keys
-    /// the listing did not serve (a run scoped to keys, records planned) need a set.
+    /// the listing did not serve need a set: a run scoped to keys lists nothing, and records
+    /// planned by earlier flows are handled after the listing, so a key is never taken
+    /// unlisted and listed later.
     fn take_target(&mut self, key: &str) -> bool {
-        match self.listing.listed.take(key) {
-            Some(first) => first && !self.changes.taken.contains(key),
-            None => self.changes.taken.add(key),
-        }
+        self.listing
+            .listed
+            .take(key)
+            .unwrap_or_else(|| self.changes.taken.add(key))
     }
 
     /// A later reading of a record decided without the merge its first reading left waiting.

@@ -12,6 +12,7 @@
 //! with nothing beside them (the target records a bidirectional run has taken).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
@@ -20,12 +21,12 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 
 use super::{Seen, packed};
-use crate::engine::RunOptions;
 
 /// Bytes (keys, ids, packed canonical and native records) the index keeps in memory before it
 /// moves to a temporary database.
-/// `RunOptions::index_spill_bytes` sets it for a run.
-const SPILL_BYTES: usize = 8 << 20;
+/// `RunOptions::index_spill_bytes` sets it for a run, `Engine::index_memory` for an engine's
+/// runs (see `Runner::index_bound`).
+pub(super) const SPILL_BYTES: usize = 8 << 20;
 /// Pages of the temporary database SQLite caches (negative: KiB). 8 MB: with 2 MB, reading
 /// and writing its pages was a large part of a 100k dry run (docs/benchmarks.md).
 const SPILL_CACHE: &str = "PRAGMA cache_size = -8192";
@@ -137,11 +138,6 @@ impl KeyIndex {
             no_disk: false,
             row: row_of,
         }
-    }
-
-    /// An index that spills past the run's bound (`RunOptions::index_spill_bytes`).
-    pub(super) fn for_run(opts: &RunOptions) -> Self {
-        KeyIndex::with_bound(opts.index_spill_bytes.unwrap_or(SPILL_BYTES))
     }
 
     /// The record read under `key`. An error is a failure of the temporary database: the
@@ -593,10 +589,10 @@ impl<V> Default for KeyDigests<V> {
 }
 
 impl<V> KeyDigests<V> {
-    /// Notes `key`; returns what was noted under it before.
-    pub(super) fn insert(&mut self, key: &str, value: V) -> Option<V> {
+    /// The entry of `key`, in the map its digest falls in.
+    fn entry(&mut self, key: &str) -> Entry<'_, u128, V> {
         let d = digest(key);
-        self.shards[shard(d)].insert(d, value)
+        self.shards[shard(d)].entry(d)
     }
 
     pub(super) fn contains(&self, key: &str) -> bool {
@@ -614,15 +610,13 @@ impl ListedKeys {
     /// Notes what the listing served under `key`; returns what it served before. A key
     /// whose target record was taken stays taken.
     pub(super) fn note(&mut self, key: &str, mut listed: Listed) -> Option<Listed> {
-        let d = digest(key);
-        let map = &mut self.shards[shard(d)];
-        match map.get_mut(&d) {
-            Some(slot) => {
-                listed.print |= slot.print & TAKEN;
-                Some(std::mem::replace(slot, listed))
+        match self.entry(key) {
+            Entry::Occupied(mut slot) => {
+                listed.print |= slot.get().print & TAKEN;
+                Some(slot.insert(listed))
             }
-            None => {
-                map.insert(d, listed);
+            Entry::Vacant(slot) => {
+                slot.insert(listed);
                 None
             }
         }
@@ -632,9 +626,9 @@ impl ListedKeys {
     /// `None` when the listing has not served `key`.
     pub(super) fn take(&mut self, key: &str) -> Option<bool> {
         let d = digest(key);
-        let slot = self.shards[shard(d)].get_mut(&d)?;
-        let first = slot.print & TAKEN == 0;
-        slot.print |= TAKEN;
+        let listed = self.shards[shard(d)].get_mut(&d)?;
+        let first = listed.print & TAKEN == 0;
+        listed.print |= TAKEN;
         Some(first)
     }
 }
@@ -642,7 +636,13 @@ impl ListedKeys {
 impl KeySet {
     /// Adds `key`; whether it was not there yet.
     pub(super) fn add(&mut self, key: &str) -> bool {
-        self.insert(key, ()).is_none()
+        match self.entry(key) {
+            Entry::Occupied(_) => false,
+            Entry::Vacant(slot) => {
+                slot.insert(());
+                true
+            }
+        }
     }
 }
 
@@ -991,10 +991,7 @@ mod tests {
             .unwrap()
             .with_timezone(&Utc);
         for i in 0..10_000 {
-            assert_eq!(
-                listed.insert(&format!("K{i}"), Listed::new(Some(t), i)),
-                None
-            );
+            assert_eq!(listed.note(&format!("K{i}"), Listed::new(Some(t), i)), None);
         }
         assert_eq!(listed.len(), 10_000);
         assert!(listed.contains("K9999"));

@@ -983,7 +983,7 @@ impl<'e> Runner<'e> {
         since: Option<DateTime<Utc>>,
         keep_native: bool,
     ) -> Result<(KeyIndex, bool), EngineRunError> {
-        let mut out = KeyIndex::for_run(self.opts);
+        let mut out = KeyIndex::with_bound(self.index_bound());
         let Some(op) = list_operation(self.dst.ent, since) else {
             return Ok((out, false));
         };
@@ -1250,6 +1250,15 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
+    /// What the run's target index keeps in memory before it moves to a temporary database:
+    /// the run's own bound, else its engine's (`--index-memory`), else `SPILL_BYTES`.
+    pub(super) fn index_bound(&self) -> usize {
+        self.opts
+            .index_spill_bytes
+            .or(self.e.index_memory)
+            .unwrap_or(index::SPILL_BYTES)
+    }
+
     /// Writes the bindings held back, in one transaction.
     pub(super) async fn write_held(&mut self) -> Result<(), EngineRunError> {
         if self.held.by_key.is_empty() {
@@ -1493,17 +1502,6 @@ impl Engine {
         lease: Option<&HeldLease>,
     ) -> Result<RunReport, EngineRunError> {
         let flow = self.check(flow_id, opts)?;
-        let with_bound;
-        let opts = match (opts.index_spill_bytes, self.index_memory) {
-            (None, Some(bytes)) => {
-                with_bound = RunOptions {
-                    index_spill_bytes: Some(bytes),
-                    ..opts.clone()
-                };
-                &with_bound
-            }
-            _ => opts,
-        };
         let Some(lease) = lease else {
             return run_flow(self, &flow, opts).await;
         };

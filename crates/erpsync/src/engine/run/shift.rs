@@ -97,11 +97,11 @@ impl<'e> Runner<'e> {
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         self.index.shifted = shifted;
-        let opts = self.opts;
+        let bound = self.index_bound();
         let index = self
             .index
             .records
-            .get_or_insert_with(|| KeyIndex::for_run(opts));
+            .get_or_insert_with(|| KeyIndex::with_bound(bound));
         index.extend(again).map_err(|e| Fail::msg(e.to_string()))?;
         index.get(key).map_err(|e| Fail::msg(e.to_string()))
     }
