@@ -291,8 +291,8 @@ impl Drop for Stream {
 
 /// A value as pretty JSON whose lines after the first are indented by `by` spaces, to sit
 /// inside the document at that depth: what `serde_json::to_string_pretty` writes, with `by`
-/// spaces after every line break, written in one pass (it was about 4% of a dry run's
-/// instructions as pretty text whose line breaks were then replaced).
+/// spaces after every line break, written in one pass (pretty text whose line breaks were
+/// then replaced cost 1.3% more of a 25,000-record dry run's instructions).
 fn indented<T: serde::Serialize + ?Sized>(value: &T, by: usize) -> String {
     let mut text = Vec::with_capacity(256);
     let nested = Nested {

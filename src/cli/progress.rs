@@ -11,15 +11,16 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use erpsync::engine::RunProgress;
 
-/// The progress line on screen, if any: log lines are written around it (`around`).
-static SHOWN: std::sync::Mutex<Option<ProgressBar>> = std::sync::Mutex::new(None);
+/// The printer of the progress line on screen, if any: log lines are written around it
+/// (`around`).
+static SHOWN: std::sync::Mutex<Option<Printer>> = std::sync::Mutex::new(None);
 
 /// Runs `write` with the progress line on screen, if one is, cleared first and drawn again
 /// after: what the log writes while a run goes on starts a line of its own.
 pub fn around<R>(write: impl FnOnce() -> R) -> R {
     let shown = SHOWN.lock().unwrap_or_else(|e| e.into_inner()).clone();
     match shown {
-        Some(bar) => bar.suspend(write),
+        Some(printer) => printer.suspend(write),
         None => write(),
     }
 }
@@ -67,7 +68,7 @@ impl Progress {
                 }
             })
         };
-        *SHOWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+        *SHOWN.lock().unwrap_or_else(|e| e.into_inner()) = Some(Printer(bar.clone()));
         Progress {
             bar,
             counter,
