@@ -1100,21 +1100,23 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
     assert_eq!(shop.counters().writes(), writes + 1, "{stdout}");
 }
 
+/// The demo project's products flow made one way, from the ERP into the shop: the shop is
+/// the target a run reads in full.
+fn products_from_the_erp(doc: &mut serde_json::Value) {
+    let flow = doc["flows"]["products"].as_object_mut().unwrap();
+    flow.remove("direction");
+    flow.remove("conflict");
+    flow.insert("from".into(), "erp".into());
+    flow.insert("to".into(), "shop".into());
+}
+
 /// `--index-memory` (or `ERPSYNC_INDEX_MEMORY`) bounds what a run keeps of the target it
 /// reads in full: at 0 the shop's listing goes to a temporary file from its first record,
 /// `-v` says so, and the plan and the run are the ones the default bound gives. A value that
 /// is not a number is refused before anything runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decision() {
-    // Products from the ERP into the shop: the shop is the target read in full.
-    let p = crate::support::binary::Project::start(260, |doc| {
-        let flow = doc["flows"]["products"].as_object_mut().unwrap();
-        flow.remove("direction");
-        flow.remove("conflict");
-        flow.insert("from".into(), "erp".into());
-        flow.insert("to".into(), "shop".into());
-    })
-    .await;
+    let p = crate::support::binary::Project::start(260, products_from_the_erp).await;
     let changed: Vec<String> = p.items.iter().step_by(13).map(|i| i.sku.clone()).collect();
     for sku in &changed {
         p.erp.update_product(sku, |e| e.price += 7.0).unwrap();
@@ -1211,14 +1213,7 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
 /// glued to the end of the progress text.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn log_lines_on_a_terminal_do_not_tear_the_progress_line() {
-    let p = crate::support::binary::Project::start(300, |doc| {
-        let flow = doc["flows"]["products"].as_object_mut().unwrap();
-        flow.remove("direction");
-        flow.remove("conflict");
-        flow.insert("from".into(), "erp".into());
-        flow.insert("to".into(), "shop".into());
-    })
-    .await;
+    let p = crate::support::binary::Project::start(300, products_from_the_erp).await;
     // Slow pages: the progress line is drawn before the shop's listing moves to its file.
     p.shop.faults().set(erpsync_sim::Faults {
         latency_ms: 60,
@@ -1269,4 +1264,98 @@ async fn log_lines_on_a_terminal_do_not_tear_the_progress_line() {
             "a log line glued to the progress line: {row:?}"
         );
     }
+}
+
+/// The daemon takes `--index-memory` too: started as a person starts it (`erpsync run`, from
+/// its own folder, the admin token in the environment), a run asked for through the admin API
+/// moves the shop's listing to its file at once, says so in the daemon's log, and writes the
+/// changed prices.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_runs_with_the_index_memory_it_was_started_with() {
+    const TOKEN: &str = "index-memory-admin";
+    let p = crate::support::binary::Project::start(120, |doc| {
+        products_from_the_erp(doc);
+        // Run when asked only, so no firing of the schedule is running when the test asks.
+        doc["flows"]["products"]["trigger"] = serde_json::json!({"manual": true});
+    })
+    .await;
+    let changed: Vec<String> = p.items.iter().step_by(11).map(|i| i.sku.clone()).collect();
+    for sku in &changed {
+        p.erp.update_product(sku, |e| e.price += 3.0).unwrap();
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let log = p.dir.path().join("daemon.log");
+    let mut c = p.command(&["run", "--index-memory", "0", "--no-watch"]);
+    c.args(["--listen", &format!("127.0.0.1:{port}")])
+        .env("ERPSYNC_ADMIN_TOKEN", TOKEN)
+        .env_remove("ERPSYNC_LOG")
+        .env_remove("ERPSYNC_INDEX_MEMORY")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap());
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _daemon = Kill(c.spawn().unwrap());
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let wait = || tokio::time::sleep(std::time::Duration::from_millis(50));
+    // Asked as soon as the admin API answers.
+    loop {
+        let asked = http
+            .post(format!("http://127.0.0.1:{port}/api/flows/products/run"))
+            .bearer_auth(TOKEN)
+            .json(&serde_json::json!({}))
+            .send()
+            .await;
+        match asked {
+            Ok(r) if r.status().is_success() => break,
+            _ if std::time::Instant::now() < deadline => wait().await,
+            other => panic!("the daemon did not take the run: {other:?}"),
+        }
+    }
+    let written = || {
+        changed.iter().all(|sku| {
+            let erp = p
+                .erp
+                .products()
+                .into_iter()
+                .find(|e| &e.code == sku)
+                .unwrap();
+            p.shop
+                .products()
+                .iter()
+                .any(|s| &s.sku == sku && s.price_gross == Some(erp.price))
+        })
+    };
+    while !written() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "prices not written: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        wait().await;
+    }
+    let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+    while !logged().contains("run finished flow=products") {
+        assert!(std::time::Instant::now() < deadline, "{}", logged());
+        wait().await;
+    }
+    assert!(
+        logged().contains("it moves to a temporary database"),
+        "{}",
+        logged()
+    );
+    // One write per changed price (other flows may fire on their schedules meanwhile, and
+    // write elsewhere).
+    let updates = p.shop.counters().count("PATCH", "/api/v2/products/{id}")
+        + p.shop.counters().count("PUT", "/api/v2/products/{id}");
+    assert_eq!(updates, changed.len() as u64, "{}", logged());
 }
