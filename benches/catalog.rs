@@ -83,15 +83,18 @@ const WAREHOUSE: &str = "Depozit central";
 const LAUNCH: &str = "--measure-child";
 /// First argument that turns this binary into the baseline loop.
 const BASELINE: &str = "--baseline-loop";
+/// First argument that turns this binary into a client that reads both lists and skips their
+/// records: what the simulators serve, the ceiling of any read.
+const SERVED: &str = "--read-lists";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let mode = args.get(1).map(String::as_str);
-    if mode == Some(LAUNCH) || mode == Some(BASELINE) {
+    if mode == Some(LAUNCH) || mode == Some(BASELINE) || mode == Some(SERVED) {
         let r = if mode == Some(LAUNCH) {
             launch(&args[2..])
         } else {
-            baseline_loop(&args[2..])
+            baseline_loop(&args[2..], mode == Some(SERVED))
         };
         return match r {
             Ok(()) => ExitCode::SUCCESS,
@@ -313,21 +316,35 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
     // The baseline loop: the same job written plainly, against the same simulators.
     let (key, secret) = shop.credentials();
     let (client_id, client_secret) = erp.credentials();
-    let baseline_args = vec![
-        std::env::current_exe()?.display().to_string(),
-        BASELINE.to_string(),
-        shop.api_url(),
-        key,
-        secret,
-        erp.api_url(),
-        client_id,
-        client_secret,
-    ];
+    let loop_args = |mode: &str| -> anyhow::Result<Vec<String>> {
+        Ok(vec![
+            std::env::current_exe()?.display().to_string(),
+            mode.to_string(),
+            shop.api_url(),
+            key.clone(),
+            secret.clone(),
+            erp.api_url(),
+            client_id.clone(),
+            client_secret.clone(),
+        ])
+    };
     let changed = first_prices.len() as u64;
     // The baseline loop holds both sides in memory as JSON values (about 1 GB per 100k
     // products), so the 1M sequence leaves it out.
     if !million {
-        let baseline = measure("baseline loop: first sync", baseline_args, Some(changed))?;
+        // What the simulators serve when the client does nothing with the records: the
+        // ceiling of every read below, printed so each run says what its reads were up against.
+        let served = measure(
+            "served: both lists, records skipped",
+            loop_args(SERVED)?,
+            Some(0),
+        )?;
+        phases.push(served);
+        let baseline = measure(
+            "baseline loop: first sync",
+            loop_args(BASELINE)?,
+            Some(changed),
+        )?;
         // Undo the baseline's writes so the engine finds the same differences.
         for (id, price) in &shop_prices {
             shop.update_product(*id, |p| p.price_gross = *price)
@@ -470,6 +487,14 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
     let shop_count = shop.product_count();
 
     print_phases(&phases);
+    if let Some(served) = phases.iter().find(|p| p.name.starts_with("served")) {
+        let records = served.counts["read"].as_u64().unwrap_or(0);
+        println!(
+            "served: the simulators answered both lists ({records} records) at {:.0} records/s \
+             to a client that skips the records; every read above is bounded by it",
+            records as f64 / served.wall.as_secs_f64()
+        );
+    }
     println!(
         "shop products after the runs: {shop_count} (expected {expected_count}); changed records not as on the ERP: {wrong}"
     );
@@ -489,7 +514,7 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
                 true,
             ));
         }
-        if !p.name.starts_with("baseline") {
+        if !p.name.starts_with("baseline") && !p.name.starts_with("served") {
             t.push(target(
                 &format!("{scale}{}: peak RSS", p.name),
                 format!("{:.1} MB", p.peak_rss_mb),
@@ -1183,7 +1208,10 @@ fn print_phases(phases: &[Phase]) {
 /// job a first sync does, written plainly: read every ERP product and every shop product,
 /// index the shop's by SKU, compare the 13 synced fields, PATCH what differs and create what
 /// is missing, one call at a time. Prints `{"counts": …}` as JSON.
-fn baseline_loop(args: &[String]) -> anyhow::Result<()> {
+///
+/// With `skip` (`--read-lists`), it reads both lists the same way and stops there, checking
+/// each page's JSON but building none of its records: what the simulators serve.
+fn baseline_loop(args: &[String], skip: bool) -> anyhow::Result<()> {
     let [shop_api, key, secret, erp_api, client_id, client_secret] = args else {
         bail!("usage: {BASELINE} SHOP_API KEY SECRET ERP_API CLIENT_ID CLIENT_SECRET");
     };
@@ -1209,6 +1237,14 @@ fn baseline_loop(args: &[String]) -> anyhow::Result<()> {
             .as_str()
             .context("no access token")?
             .to_owned();
+        if skip {
+            let read = skim_lists(&http, shop_api, key, secret, erp_api, &bearer).await?;
+            println!(
+                "{}",
+                json!({"counts": {"read": read, "updated": 0, "created": 0}})
+            );
+            return anyhow::Ok(());
+        }
 
         let mut erp_products = Vec::new();
         loop {
@@ -1306,6 +1342,65 @@ fn baseline_loop(args: &[String]) -> anyhow::Result<()> {
         );
         anyhow::Ok(())
     })
+}
+
+/// Reads every page of both lists as the baseline loop does, skipping the records (their JSON
+/// is checked, nothing is built): the records served.
+async fn skim_lists(
+    http: &reqwest::Client,
+    shop_api: &str,
+    key: &str,
+    secret: &str,
+    erp_api: &str,
+    bearer: &str,
+) -> anyhow::Result<usize> {
+    #[derive(serde::Deserialize)]
+    struct Page {
+        data: Vec<serde::de::IgnoredAny>,
+        #[serde(default)]
+        meta: Option<Meta>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        links: Links,
+    }
+    #[derive(serde::Deserialize)]
+    struct Links {
+        next: Option<String>,
+    }
+    let mut erp = 0;
+    loop {
+        let body = http
+            .get(format!("{erp_api}/products"))
+            .query(&[("offset", erp), ("limitPerPage", 250)])
+            .bearer_auth(bearer)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let n = serde_json::from_slice::<Page>(&body)?.data.len();
+        erp += n;
+        if n < 250 {
+            break;
+        }
+    }
+    let mut shop = 0;
+    let mut next = Some(format!("{shop_api}/products?limit=100"));
+    while let Some(url) = next.take() {
+        let body = http
+            .get(&url)
+            .basic_auth(key, Some(secret))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let page: Page = serde_json::from_slice(&body)?;
+        shop += page.data.len();
+        next = page.meta.and_then(|m| m.links.next);
+    }
+    Ok(erp + shop)
 }
 
 /// Equal as the shop would hold them: numbers by value, anything else exactly.

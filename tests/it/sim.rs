@@ -203,6 +203,108 @@ async fn shop_pages_follow_absolute_next_links_until_absent() {
     assert!(body["data"][0]["variants"].is_array());
 }
 
+/// Lists are written straight from the simulators' records: a listed record must be the record
+/// as it is read alone, field for field (its variants only with `include=variants`), with every
+/// modelled field and the unmodelled ones the shop kept.
+#[tokio::test]
+async fn listed_records_are_the_records_read_alone() {
+    let (shop, _) = shop_with(ShopOptions {
+        keep_unmodelled: true,
+        ..ShopOptions::unlimited()
+    })
+    .await;
+    let mut extra = serde_json::Map::new();
+    extra.insert("meta_title".into(), json!("Lampă de birou"));
+    extra.insert("cost_gross".into(), json!(41.5));
+    let mut full = Product::basic("LMP-1", "Lampă", 99.9, 4);
+    full.ext_ref = Some("E-1".into());
+    full.description = "<p>cu braț</p>".into();
+    full.weight = Some(1.25);
+    full.extra = extra;
+    let full = shop.create_product(full).unwrap();
+    shop.create_product(Product::basic("LMP-2", "Bec", 5.0, 40))
+        .unwrap();
+
+    let (_, _, listed) = shop_get(&shop, "/products?limit=10").await;
+    let (_, _, with_variants) = shop_get(&shop, "/products?limit=10&include=variants").await;
+    let listed = listed["data"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    for (plain, with) in listed.iter().zip(with_variants["data"].as_array().unwrap()) {
+        let (_, _, alone) = shop_get(&shop, &format!("/products/{}", plain["id"])).await;
+        assert_eq!(with, &alone["data"], "with variants: as read alone");
+        let mut alone = alone["data"].as_object().unwrap().clone();
+        assert!(alone.remove("variants").unwrap().is_array());
+        assert_eq!(
+            plain.as_object().unwrap(),
+            &alone,
+            "without: the same less its variants"
+        );
+    }
+    let first = listed[0].as_object().unwrap();
+    let keys: Vec<&str> = first.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "id",
+            "type",
+            "sku",
+            "ext_ref",
+            "name",
+            "description",
+            "status",
+            "price_net",
+            "price_gross",
+            "tax_id",
+            "stock",
+            "weight",
+            "created_at",
+            "updated_at",
+            "meta_title",
+            "cost_gross"
+        ]
+    );
+    assert_eq!(first["id"], json!(full.id));
+    assert_eq!(first["type"], "basic");
+    assert_eq!(first["ext_ref"], "E-1");
+    assert_eq!(first["description"], "<p>cu braț</p>");
+    assert_eq!(first["price_gross"], json!(99.9));
+    assert_eq!(first["weight"], json!(1.25));
+    assert_eq!(first["cost_gross"], json!(41.5));
+    assert_eq!(first["updated_at"], "2026-03-01T09:00:00.000Z");
+    let (_, _, some) = shop_get(&shop, "/products?limit=10&fields=sku,stock").await;
+    assert_eq!(
+        some["data"][1],
+        json!({"id": listed[1]["id"], "sku": "LMP-2", "stock": 40})
+    );
+    let (_, _, none) = shop_get(&shop, "/products?limit=10&status=inactive").await;
+    assert_eq!(none["data"], json!([]));
+
+    let (erp, _) = erp().await;
+    let mut p = ErpProduct::new("LMP-1", "Lampă", 99.9);
+    p.extra.insert("seoTitle".into(), json!("Lampă de birou"));
+    erp.create_product(p).unwrap();
+    let token = erp_token(&erp).await;
+    let (_, _, listed) = erp_get(&erp, &token, "/products?limitPerPage=10").await;
+    let (_, _, alone) = erp_get(&erp, &token, "/products/LMP-1").await;
+    assert_eq!(listed["status"], 200);
+    assert_eq!(listed["statusMessage"], "Success");
+    assert_eq!(listed["data"][0], alone["data"]);
+    let product = listed["data"][0].as_object().unwrap();
+    assert_eq!(product["seoTitle"], "Lampă de birou");
+    assert_eq!(product["vatPercentage"], json!(19.0));
+    let stock = product["stock"].as_array().unwrap();
+    assert_eq!(stock.len(), erp.warehouses().len());
+    assert_eq!(
+        stock[0],
+        json!({"warehouse": erp.warehouses()[0], "quantity": 0})
+    );
+    assert_eq!(product.keys().next_back().unwrap(), "stock");
+    let (_, _, by_code) = erp_get(&erp, &token, "/products?code=LMP-1").await;
+    assert_eq!(by_code["data"], json!([alone["data"]]));
+    let (_, _, none) = erp_get(&erp, &token, "/products?code=NOPE").await;
+    assert_eq!(none["data"], json!([]));
+}
+
 #[tokio::test]
 async fn shop_rejects_a_limit_over_100() {
     let (shop, _) = shop().await;

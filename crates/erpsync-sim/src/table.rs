@@ -323,6 +323,15 @@ pub(crate) fn stamp(now: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// Serde format of every simulated timestamp: RFC 3339, milliseconds, `Z`.
+/// A time written as the simulators write every stamp: RFC 3339 in UTC, to the millisecond.
+pub(crate) struct Rfc3339<'a>(pub(crate) &'a DateTime<Utc>);
+
+impl serde::Serialize for Rfc3339<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        rfc3339::serialize(self.0, s)
+    }
+}
+
 pub(crate) mod rfc3339 {
     use chrono::{DateTime, SecondsFormat, Utc};
     use serde::Serializer;

@@ -24,7 +24,7 @@ use serde_json::json;
 
 use crate::faults::Faults;
 use crate::handle::SimHandle;
-use crate::server::{Core, Flavor, error_response, serve};
+use crate::server::{Core, Flavor, JsonList, error_response, list_answer, serve};
 use crate::table::Table;
 use erpsync_clock::{SharedClock, SystemClock};
 
@@ -180,7 +180,30 @@ impl IntoResponse for ErpError {
 type ErpResult = Result<Response, ErpError>;
 
 fn ok(data: impl Serialize) -> ErpResult {
-    Ok(Json(json!({"status": 200, "statusMessage": "Success", "data": data})).into_response())
+    Ok(Json(Answer {
+        status: 200,
+        status_message: "Success",
+        data,
+    })
+    .into_response())
+}
+
+/// The success envelope.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Answer<T> {
+    status: u16,
+    status_message: &'static str,
+    data: T,
+}
+
+/// A list in the success envelope, its records written as they were rendered.
+fn ok_list(items: JsonList) -> ErpResult {
+    Ok(list_answer(
+        r#"{"status":200,"statusMessage":"Success","data":"#,
+        items,
+        b"}",
+    ))
 }
 
 /// Starts ERP simulators.

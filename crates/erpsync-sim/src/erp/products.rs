@@ -64,18 +64,34 @@ record!(ErpProduct {
     }
 });
 
+/// A product as the ERP shows it: its fields, then its stock in every warehouse.
+#[derive(Serialize)]
+pub(super) struct ShownProduct<'a> {
+    #[serde(flatten)]
+    product: &'a ErpProduct,
+    stock: Vec<ShownLevel<'a>>,
+}
+
+#[derive(Serialize)]
+struct ShownLevel<'a> {
+    warehouse: &'a str,
+    quantity: i64,
+}
+
 impl ErpData {
-    fn product_json(&self, p: &ErpProduct, warehouses: &[String]) -> Value {
-        let mut v = serde_json::to_value(p).expect("products serialize");
-        let stock: Vec<Value> = warehouses
+    fn product_shown<'a>(&self, p: &'a ErpProduct, warehouses: &'a [String]) -> ShownProduct<'a> {
+        let stock = warehouses
             .iter()
-            .map(|w| {
-                let quantity = self.stock_level(&p.code, w).map_or(0, |s| s.quantity);
-                json!({"warehouse": w, "quantity": quantity})
+            .map(|w| ShownLevel {
+                warehouse: w,
+                quantity: self.stock_level(&p.code, w).map_or(0, |s| s.quantity),
             })
             .collect();
-        v["stock"] = Value::Array(stock);
-        v
+        ShownProduct { product: p, stock }
+    }
+
+    fn product_json(&self, p: &ErpProduct, warehouses: &[String]) -> Value {
+        serde_json::to_value(self.product_shown(p, warehouses)).expect("products serialize")
     }
 
     fn insert_product(
@@ -191,8 +207,8 @@ impl Listed for ErpProduct {
     }
 
     /// With its stock in every warehouse.
-    fn shown(&self, state: &ErpState, data: &ErpData) -> Value {
-        data.product_json(self, &state.warehouses)
+    fn shown<'a>(&'a self, state: &'a ErpState, data: &'a ErpData) -> impl Serialize + 'a {
+        data.product_shown(self, &state.warehouses)
     }
 }
 

@@ -8,10 +8,9 @@ use std::sync::Arc;
 use axum::extract::{Path, RawQuery, State};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::Value;
 
-use super::{DEFAULT_LIMIT, ErpData, ErpError, ErpResult, ErpState, MAX_LIMIT, bad, ok};
-use crate::server::{ListQuery, query_get, query_pairs};
+use super::{DEFAULT_LIMIT, ErpData, ErpError, ErpResult, ErpState, MAX_LIMIT, bad, ok, ok_list};
+use crate::server::{JsonList, ListQuery, query_get, query_pairs};
 use crate::table::{Record, Since, Table, parse_time};
 
 /// How a list moves a row to its end under a `page_drift` fault.
@@ -55,9 +54,9 @@ pub(super) trait Listed: Record + Serialize + Send + Sync + 'static {
         None
     }
 
-    /// How a row is shown.
-    fn shown(&self, _state: &ErpState, _data: &ErpData) -> Value {
-        serde_json::to_value(self).expect("records serialize")
+    /// How a row is shown, in a list and read alone.
+    fn shown<'a>(&'a self, _state: &'a ErpState, _data: &'a ErpData) -> impl Serialize + 'a {
+        self
     }
 }
 
@@ -74,13 +73,12 @@ pub(super) async fn list<R: Listed>(
     let list = list_query(q.as_deref())?;
     let mut data = state.data.lock().unwrap();
     let table = R::table(&data);
+    let mut items = JsonList::default();
     if let Some(row) = R::exact(&list, table) {
-        let items: Vec<Value> = row
-            .filter(|_| list.offset == 0)
-            .map(|r| r.shown(&state, &data))
-            .into_iter()
-            .collect();
-        return ok(items);
+        if let Some(r) = row.filter(|_| list.offset == 0) {
+            items.push(&r.shown(&state, &data));
+        }
+        return ok_list(items);
     }
     let page = list.page(table, R::keep(&list));
     let first = match R::DRIFT {
@@ -88,13 +86,11 @@ pub(super) async fn list<R: Listed>(
         Drift::WhenMore => page.drift_key(),
         Drift::Always => page.rows.first().map(|(k, _)| *k),
     };
-    let items: Vec<Value> = page
-        .rows
-        .iter()
-        .map(|(_, r)| r.shown(&state, &data))
-        .collect();
+    for (_, r) in &page.rows {
+        items.push(&r.shown(&state, &data));
+    }
     state.core.drift(R::table_mut(&mut data), first);
-    ok(items)
+    ok_list(items)
 }
 
 /// One row by its numeric id.

@@ -446,8 +446,12 @@ impl Resource for Order {
             shipping.is_none_or(|s| s.split(',').any(|x| x == o.shipping_status))
                 && payment.is_none_or(|s| s.split(',').any(|x| x == o.payment_status))
         });
-        finish_page(page, |o| {
-            project(serde_json::to_value(o).expect("orders serialize"), fields)
+        finish_page(page, |o, list| match fields {
+            None => list.push(o),
+            Some(_) => list.push(&project(
+                serde_json::to_value(o).expect("orders serialize"),
+                fields,
+            )),
         })
     }
 

@@ -12,14 +12,15 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::delete;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::resource::{self, Listed, Resource, Write, finish_page, parse_id, project};
 use super::{ShopData, ShopError, ShopHandle, ShopResult, ShopState};
 use crate::seed::{self, CatalogueItem};
-use crate::server::{ListQuery, cents, query_get};
-use crate::table::{Table, UniqueValueTakenError, patch, record, rfc3339};
+use crate::server::{JsonList, ListQuery, cents, query_get};
+use crate::table::{Rfc3339, Table, UniqueValueTakenError, patch, record};
 
 /// `basic` or `multi_variant`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -49,10 +50,9 @@ pub struct Variant {
 }
 
 /// A shop product.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Product {
     pub id: u64,
-    #[serde(rename = "type")]
     pub kind: ProductType,
     pub sku: String,
     pub ext_ref: Option<String>,
@@ -65,14 +65,58 @@ pub struct Product {
     pub stock: Option<i64>,
     pub weight: Option<f64>,
     pub variants: Vec<Variant>,
-    #[serde(with = "rfc3339")]
     pub created_at: DateTime<Utc>,
-    #[serde(with = "rfc3339")]
     pub updated_at: DateTime<Utc>,
     /// Real MerchantPro fields the simulator does not model (`meta_title`, `cost_gross`…),
     /// kept and served back only when [`ShopOptions::keep_unmodelled`] is on.
-    #[serde(flatten)]
     pub extra: Map<String, Value>,
+}
+
+/// A product as the shop shows it: its fields in the API's order, its variants only where
+/// they are asked for (a list shows them with `include=variants`), then the fields it does
+/// not model.
+struct ProductView<'a> {
+    product: &'a Product,
+    variants: bool,
+}
+
+impl Serialize for ProductView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let p = self.product;
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("id", &p.id)?;
+        m.serialize_entry("type", &p.kind)?;
+        m.serialize_entry("sku", &p.sku)?;
+        m.serialize_entry("ext_ref", &p.ext_ref)?;
+        m.serialize_entry("name", &p.name)?;
+        m.serialize_entry("description", &p.description)?;
+        m.serialize_entry("status", &p.status)?;
+        m.serialize_entry("price_net", &p.price_net)?;
+        m.serialize_entry("price_gross", &p.price_gross)?;
+        m.serialize_entry("tax_id", &p.tax_id)?;
+        m.serialize_entry("stock", &p.stock)?;
+        m.serialize_entry("weight", &p.weight)?;
+        if self.variants {
+            m.serialize_entry("variants", &p.variants)?;
+        }
+        m.serialize_entry("created_at", &Rfc3339(&p.created_at))?;
+        m.serialize_entry("updated_at", &Rfc3339(&p.updated_at))?;
+        for (k, v) in &p.extra {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
+    }
+}
+
+/// A product read alone, or answered to a write, shows its variants.
+impl Serialize for Product {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        ProductView {
+            product: self,
+            variants: true,
+        }
+        .serialize(s)
+    }
 }
 
 impl Product {
@@ -102,11 +146,26 @@ record!(Product, id {
 });
 
 fn product_json(p: &Product, with_variants: bool, fields: Option<&str>) -> Value {
-    let mut v = serde_json::to_value(p).expect("products serialize");
-    if !with_variants && let Value::Object(map) = &mut v {
-        map.remove("variants");
+    let view = ProductView {
+        product: p,
+        variants: with_variants,
+    };
+    project(
+        serde_json::to_value(view).expect("products serialize"),
+        fields,
+    )
+}
+
+/// Adds a product to a list page: written straight from the product unless only some
+/// `fields` are asked for.
+fn push_product(list: &mut JsonList, p: &Product, with_variants: bool, fields: Option<&str>) {
+    match fields {
+        None => list.push(&ProductView {
+            product: p,
+            variants: with_variants,
+        }),
+        Some(_) => list.push(&product_json(p, with_variants, fields)),
     }
-    project(v, fields)
 }
 
 impl Resource for Product {
@@ -126,16 +185,17 @@ impl Resource for Product {
         let fields = list.get("fields");
         let status = list.get("status");
         if let Some(sku) = list.get("sku") {
-            let items: Vec<Value> = table
+            let mut items = JsonList::default();
+            if let Some(p) = table
                 .find(sku)
                 .filter(|p| list.offset == 0 && status.is_none_or(|s| p.status == s))
-                .map(|p| product_json(p, with_variants, fields))
-                .into_iter()
-                .collect();
+            {
+                push_product(&mut items, p, with_variants, fields);
+            }
             return (items, false, None);
         }
         let page = list.page(table, |p| status.is_none_or(|s| p.status == s));
-        finish_page(page, |p| product_json(p, with_variants, fields))
+        finish_page(page, |p, list| push_product(list, p, with_variants, fields))
     }
 
     fn shown(&self, pairs: &[(String, String)]) -> Value {

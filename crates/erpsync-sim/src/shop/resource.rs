@@ -10,7 +10,6 @@ use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
-use axum::response::IntoResponse;
 use axum::response::Response;
 use axum::routing::{get, post};
 use chrono::{DateTime, Utc};
@@ -19,12 +18,12 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value, json};
 
 use super::{DEFAULT_LIMIT, MAX_LIMIT, ShopData, ShopError, ShopResult, ShopState, created, ok};
-use crate::server::{ListQuery, query_get, query_pairs};
+use crate::server::{JsonList, ListQuery, list_answer, query_get, query_pairs};
 use crate::table::{Page, Record, Since, Table, parse_time};
 
 /// A list page: the records as served, whether more follow, and the key a `page_drift` fault
 /// changes.
-pub(super) type Listed = (Vec<Value>, bool, Option<u64>);
+pub(super) type Listed = (JsonList, bool, Option<u64>);
 
 /// A record type the shop serves on the generic routes.
 pub(super) trait Resource: Record + Serialize + Send + Sync + 'static {
@@ -120,9 +119,7 @@ impl<R: Plain> Resource for R {
         let page = list.page(table, |r| {
             wanted.as_ref().is_none_or(|w| r.unique().contains(w))
         });
-        finish_page(page, |r| {
-            serde_json::to_value(r).expect("records serialize")
-        })
+        finish_page(page, |r, list| list.push(r))
     }
 
     fn create(state: &ShopState, req: &Write) -> Result<Self, ShopError> {
@@ -273,7 +270,7 @@ pub(super) fn list_body(
     state: &ShopState,
     path: &str,
     list: &ListQuery,
-    items: Vec<Value>,
+    items: JsonList,
     has_more: bool,
 ) -> Response {
     let page = list.offset / list.limit + 1;
@@ -288,15 +285,21 @@ pub(super) fn list_body(
             page_url(state, path, &list.pairs, page + 1).into(),
         );
     }
-    Json(json!({"data": items, "meta": {"links": links}})).into_response()
+    let mut tail = br#","meta":"#.to_vec();
+    serde_json::to_writer(&mut tail, &json!({ "links": links })).expect("links serialize");
+    tail.push(b'}');
+    list_answer(r#"{"data":"#, items, &tail)
 }
 
 /// Renders a page and notes the key a `page_drift` fault would change.
 pub(super) fn finish_page<T: Record>(
     page: Page<'_, T>,
-    render: impl Fn(&T) -> Value,
-) -> (Vec<Value>, bool, Option<u64>) {
-    let items = page.rows.iter().map(|(_, r)| render(r)).collect();
+    render: impl Fn(&T, &mut JsonList),
+) -> (JsonList, bool, Option<u64>) {
+    let mut items = JsonList::default();
+    for (_, r) in &page.rows {
+        render(r, &mut items);
+    }
     (items, page.has_more, page.drift_key())
 }
 
