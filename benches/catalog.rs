@@ -17,6 +17,9 @@
 //!   only with `BENCH_ENFORCE=1`. The engine misses several of them today; the output says
 //!   which.
 //!
+//! Before the baseline, a client that reads both lists and skips their records measures what
+//! the simulators serve (`served`, records/s): the ceiling every read of the run is under.
+//!
 //! The simulators live in this process. Every measured run is a child process (`erpsync run
 //! --once`, `erpsync dry-run`, or this binary's baseline loop), so the peak RSS and CPU time
 //! reported are the child's alone, not the simulators'. The child is started through a small

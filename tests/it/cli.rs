@@ -1121,7 +1121,7 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
     for sku in &changed {
         p.erp.update_product(sku, |e| e.price += 7.0).unwrap();
     }
-    let moved = "it moves to a temporary database";
+    let moved = "it moves to a temporary file";
     let plan = |extra: &[&str], env: Option<&str>| {
         let mut c = p.command(&["dry-run", "--flow", "products", "--format", "json", "-v"]);
         c.args(extra).env_remove("ERPSYNC_INDEX_MEMORY");
@@ -1251,7 +1251,7 @@ async fn log_lines_on_a_terminal_do_not_tear_the_progress_line() {
         .collect();
     assert!(
         logs.iter()
-            .any(|row| row.contains("moves to a temporary database")),
+            .any(|row| row.contains("moves to a temporary file")),
         "{screen}"
     );
     for row in logs {
@@ -1349,7 +1349,7 @@ async fn the_daemon_runs_with_the_index_memory_it_was_started_with() {
         wait().await;
     }
     assert!(
-        logged().contains("it moves to a temporary database"),
+        logged().contains("it moves to a temporary file"),
         "{}",
         logged()
     );

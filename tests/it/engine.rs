@@ -1771,7 +1771,7 @@ async fn updates_go_out_concurrently_up_to_the_systems_concurrency_and_end_as_on
 // The target index on disk
 //
 // A run that reads the target in full holds it in memory up to a bound, then in a private
-// temporary database. `index_spill_bytes: Some(0)` moves it there at its first record: a run
+// temporary file. `index_spill_bytes: Some(0)` moves it there at its first record: a run
 // must decide the same with its index on disk as in memory.
 
 /// A run keeping a line per record, its index of the target on disk (`spill`) or in memory.

@@ -39,7 +39,7 @@ pub struct Engine {
     pub(super) absent: Arc<Mutex<HashMap<String, KnownAbsent>>>,
     /// This process, as runs and leases name it.
     pub(crate) instance: Instance,
-    /// What a run's target index keeps in memory before it moves to a temporary database,
+    /// What a run's target index keeps in memory before it moves to a temporary file,
     /// where the run's own options do not say (`index_memory`); `None`: the default bound.
     pub(super) index_memory: Option<usize>,
 }
@@ -209,7 +209,7 @@ impl Engine {
     }
 
     /// An engine whose runs keep at most `bytes` of their target index (keys, ids, packed
-    /// records) in memory before moving it to a private temporary database (`None`: 8 MiB).
+    /// records) in memory before moving it to a private temporary file (`None`: 8 MiB).
     /// More memory, fewer reads and writes of that file: the bound is the operator's trade
     /// of memory for CPU (`--index-memory`). A run's own `RunOptions::index_spill_bytes`
     /// wins.

@@ -43,7 +43,7 @@ pub struct RunOptions {
     /// with the catalogue.
     pub sink: Option<RecordSink>,
     /// Text (keys, ids and records) the index of the target a run reads in full keeps in
-    /// memory before it moves to a private temporary database, deleted when the run ends.
+    /// memory before it moves to a private temporary file, deleted when the run ends.
     /// `None`: 8 MiB. A small bound trades memory for lookups on disk; `Some(0)` moves the
     /// index to disk at its first record.
     pub index_spill_bytes: Option<usize>,

@@ -266,7 +266,7 @@ impl Daemon {
     }
 
     /// Sets what the target index of every run from now on keeps in memory before it moves to
-    /// a temporary database (`--index-memory`; see `Engine::index_memory`). Runs already
+    /// a temporary file (`--index-memory`; see `Engine::index_memory`). Runs already
     /// going keep theirs; a reload carries it into the new engine.
     pub fn set_index_memory(&self, bytes: Option<usize>) {
         let mut engine = self.engine.write().unwrap_or_else(|e| e.into_inner());

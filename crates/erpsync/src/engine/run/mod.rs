@@ -9,6 +9,7 @@ mod one_way;
 mod packed;
 mod queued;
 mod shift;
+mod spill;
 mod steps;
 mod write;
 
@@ -1250,7 +1251,7 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
-    /// What the run's target index keeps in memory before it moves to a temporary database:
+    /// What the run's target index keeps in memory before it moves to a temporary file:
     /// the run's own bound, else its engine's (`--index-memory`), else `SPILL_BYTES`.
     pub(super) fn index_bound(&self) -> usize {
         self.opts
