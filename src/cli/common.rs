@@ -32,8 +32,8 @@ pub struct ProjectArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct IndexMemoryArgs {
     /// MiB of the target a run reads in full (keys, ids, records) it keeps in memory before
-    /// moving the rest to a temporary file, deleted when the run ends (default 8). A larger
-    /// catalogue than the bound costs CPU on that file: more memory, less CPU.
+    /// moving the rest to a temporary file, deleted when the run ends (default 8). Reading
+    /// that file costs little: a larger bound mostly holds more memory.
     #[arg(long, value_name = "MIB", env = "ERPSYNC_INDEX_MEMORY")]
     pub index_memory: Option<usize>,
 }
