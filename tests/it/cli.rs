@@ -1112,8 +1112,9 @@ fn products_from_the_erp(doc: &mut serde_json::Value) {
 
 /// `--index-memory` (or `ERPSYNC_INDEX_MEMORY`) bounds what a run keeps of the target it
 /// reads in full: at 0 the shop's listing goes to a temporary file from its first record,
-/// `-v` says so, and the plan and the run are the ones the default bound gives. A value that
-/// is not a number is refused before anything runs.
+/// `-v` says so, and the plan and the run are the ones the default bound gives. Where no
+/// temporary file can be made (`TMPDIR` names no folder), the index stays in memory, says
+/// so, and plans the same. A value that is not a number is refused before anything runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decision() {
     let p = crate::support::binary::Project::start(260, products_from_the_erp).await;
@@ -1122,11 +1123,14 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
         p.erp.update_product(sku, |e| e.price += 7.0).unwrap();
     }
     let moved = "it moves to a temporary file";
-    let plan = |extra: &[&str], env: Option<&str>| {
+    let plan_in = |extra: &[&str], env: Option<&str>, tmp: Option<&std::path::Path>| {
         let mut c = p.command(&["dry-run", "--flow", "products", "--format", "json", "-v"]);
         c.args(extra).env_remove("ERPSYNC_INDEX_MEMORY");
         if let Some(v) = env {
             c.env("ERPSYNC_INDEX_MEMORY", v);
+        }
+        if let Some(tmp) = tmp {
+            c.env("TMPDIR", tmp);
         }
         let out = c.output().unwrap();
         assert_eq!(
@@ -1147,6 +1151,7 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         (run["counts"].clone(), records, stderr)
     };
+    let plan = |extra: &[&str], env: Option<&str>| plan_in(extra, env, None);
     let (counts, records, stderr) = plan(&[], None);
     assert!(
         !stderr.contains(moved),
@@ -1160,6 +1165,15 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
         assert_eq!((c, r.len()), (counts.clone(), records.len()));
         assert!(r == records, "the same records planned, field for field");
     }
+    let nowhere = p.dir.path().join("no such folder");
+    let (c, r, stderr) = plan_in(&[], Some("0"), Some(&nowhere));
+    assert!(
+        stderr.contains("no temporary file for the target index; it stays in memory"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(moved), "{stderr}");
+    assert_eq!((c, r.len()), (counts.clone(), records.len()));
+    assert!(r == records, "the same records planned without a file");
 
     // The run itself, on a file from the first record, writes the changed prices only.
     let before = p.shop.products();

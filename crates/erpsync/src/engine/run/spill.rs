@@ -239,9 +239,15 @@ impl Spill {
         if at + 1 > OFFSET_MASK {
             return Err(io::Error::other("the target index's file passed 1 TB"));
         }
+        let before = self.pending.len();
         encode(key, kept, &mut self.pending);
-        if self.pending.len() >= WRITE_BUFFER {
-            self.flush()?;
+        if self.pending.len() >= WRITE_BUFFER
+            && let Err(e) = self.flush()
+        {
+            // This record goes elsewhere (the index keeps it in memory); those before it are
+            // still found in the buffer, and written with the next flush that succeeds.
+            self.pending.truncate(before);
+            return Err(e);
         }
         Ok(at)
     }
