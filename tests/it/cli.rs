@@ -1222,6 +1222,73 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
     assert!(text.contains("--index-memory"), "{text}");
 }
 
+/// A run killed (SIGKILL) while its target index is in its temporary file leaves nothing in
+/// the temporary folder, and the next run does the rest of the job: each changed price
+/// written once over the two runs, the shop then equal to the ERP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_with_its_index_in_a_file_leaves_no_file_and_the_next_run_finishes() {
+    use std::io::BufRead;
+    let p = crate::support::binary::Project::start(1000, products_from_the_erp).await;
+    let changed: Vec<String> = p.items.iter().step_by(20).map(|i| i.sku.clone()).collect();
+    for sku in &changed {
+        p.erp.update_product(sku, |e| e.price += 3.0).unwrap();
+    }
+    let tmp = p.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    // Slow pages: the shop's listing (ten pages) is still being read when the run is killed.
+    p.shop.faults().set(erpsync_sim::Faults {
+        latency_ms: 40,
+        ..Default::default()
+    });
+    let writes = p.shop.counters().writes();
+    let args = ["run", "--once", "--flow", "products", "--index-memory", "0"];
+    let mut child = p
+        .command(&args)
+        .arg("-v")
+        .env("TMPDIR", &tmp)
+        .env_remove("ERPSYNC_LOG")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (moved, moved_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains("it moves to a temporary file") {
+                let _ = moved.send(());
+            }
+        }
+    });
+    moved_rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the index moved to its file");
+    child.kill().unwrap();
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "killed before the end: {status}");
+    let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().collect();
+    assert!(left.is_empty(), "nothing left behind: {left:?}");
+
+    p.shop.faults().set(erpsync_sim::Faults::default());
+    let out = p.command(&args).env("TMPDIR", &tmp).output().unwrap();
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        p.shop.counters().writes() - writes,
+        changed.len() as u64,
+        "each changed price written once over the two runs: {text}"
+    );
+    for sku in &changed {
+        let erp = p.erp.product(sku).unwrap().price;
+        let shop = p.shop.product_by_sku(sku).unwrap().price_gross.unwrap();
+        assert!((erp - shop).abs() < 0.005, "{sku}: {erp} vs {shop}");
+    }
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
 /// `-v` on a terminal: a log line that comes while the progress line is drawn starts a line of
 /// its own (the progress line is cleared first and drawn again after it), rather than being
 /// glued to the end of the progress text.
