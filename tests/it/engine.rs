@@ -1498,6 +1498,52 @@ async fn a_target_that_cannot_be_searched_is_read_again_when_its_pages_shifted()
     assert_eq!(h.shop.orders().len(), 150, "no order created twice");
 }
 
+/// A first sync (nothing bound) whose first source page holds more records to look up than
+/// the single lookups allowed before a full read reads the shop in full at once: no record is
+/// asked for alone. Later, a few new products are still looked up one by one, without
+/// reading the shop again.
+#[tokio::test]
+async fn a_first_page_of_unbound_records_reads_the_target_at_once_and_new_ones_are_looked_up() {
+    let h = Harness::new(300, |_| {}).await;
+    h.shop.counters().keep_log();
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.adopted, 300, "{:#?}", r.counts);
+    let shop_reads = |log: &[erpsync_sim::counters::Exchange]| {
+        let products: Vec<_> = log
+            .iter()
+            .filter(|x| x.method == "GET" && x.route == "/api/v2/products")
+            .collect();
+        let single = products.iter().filter(|x| x.query.contains("sku=")).count();
+        (single, products.len() - single)
+    };
+    let (single, listed) = shop_reads(&h.shop.counters().log());
+    assert_eq!(single, 0, "no product asked for alone");
+    assert_eq!(listed, 3, "300 products in pages of 100, read once");
+
+    h.later(10);
+    for i in 0..3 {
+        let code = format!("NEW-{i}");
+        h.erp
+            .create_product(erpsync_sim::erp::ErpProduct::new(&code, "Nou", 10.0))
+            .unwrap();
+        h.shop
+            .create_product(erpsync_sim::shop::Product::basic(&code, "Nou", 10.0, 0))
+            .unwrap();
+    }
+    h.later(1);
+    h.shop.counters().reset();
+    h.shop.counters().keep_log();
+    let r = h.run("stock").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.adopted, 3, "{:#?}", r.counts);
+    assert_eq!(
+        shop_reads(&h.shop.counters().log()),
+        (3, 0),
+        "the three new products looked up alone, the shop not read in full"
+    );
+}
+
 /// Adopted records are bound in one write per page, not one per record: a run stopped in
 /// the middle of a page — interrupted, or its target gone — still keeps the binding of every
 /// record it reported adopted, and the next run finds them bound.
@@ -1511,10 +1557,19 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
             shop["retry"] =
                 json!({"max_attempts": 1, "initial_backoff_ms": 5, "max_backoff_ms": 10});
             shop["circuit_breaker"] = json!({"failures": 1, "probe_initial_secs": 60});
+            // Pages of 40: fewer than the single lookups a first sync makes before it reads
+            // the shop in full, so the first page's records are looked up one by one.
+            doc["systems"]["erp"]["operations"]["list_stock"] = json!({
+                "path": "/stock",
+                "query": {"changedSince": "{{since}}", "warehouse": "{{system.warehouse}}"},
+                "records": "$.data",
+                "paginate": {"kind": "offset", "offset_param": "offset",
+                             "limit_param": "limitPerPage", "limit": 40},
+            });
         })
         .await;
         // Each lookup in the shop takes a while, so the run is stopped while it works through
-        // the ERP's first page (250 records).
+        // the ERP's first page (40 records).
         h.shop.faults().set(Faults {
             latency_ms: 5,
             ..Faults::default()
@@ -1560,7 +1615,7 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
             .map(|x| x.key.clone())
             .collect();
         assert!(
-            !adopted.is_empty() && adopted.len() < 250,
+            !adopted.is_empty() && adopted.len() < 40,
             "stopped within the first page: {} adopted",
             adopted.len()
         );

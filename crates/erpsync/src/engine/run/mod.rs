@@ -37,6 +37,10 @@ use crate::state::{
 };
 use index::{IndexReadError, KeyIndex, KeySet, Like, Listed, ListedKeys};
 
+/// A record read and mapped, or why it could not be: its key (or `id:…`), its native record
+/// and the failure.
+type Mapped = Result<Seen, Box<(String, Value, Fail)>>;
+
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
 /// Pages a listing is read ahead of the page being decided, and the requests a listing of
@@ -336,6 +340,10 @@ struct TargetIndex {
     lookups: usize,
     /// Lookups after which the target is read in full; set at the first lookup.
     bulk_after: Option<usize>,
+    /// Set when a page of the source holds more records to look up than the lookups left
+    /// before `bulk_after`: the full read comes at the page's first lookup instead of after
+    /// the lookups it would replace (see `Runner::plan_lookups`).
+    bulk_now: bool,
 }
 
 /// What the target changed since the cursor: the target's half of a bidirectional flow.
@@ -721,6 +729,7 @@ impl<'e> Runner<'e> {
                         (k, b)
                     })
                     .collect();
+                self.plan_lookups(&mapped).await?;
                 for m in mapped {
                     if !self.go_on()? {
                         break 'pages;
@@ -932,12 +941,7 @@ impl<'e> Runner<'e> {
     }
 
     /// `seen` of a record a nested listing served, with its parent for the read mapping.
-    pub(super) fn seen_in(
-        &self,
-        end: &End,
-        mut native: Value,
-        parent: Option<&Value>,
-    ) -> Result<Seen, Box<(String, Value, Fail)>> {
+    pub(super) fn seen_in(&self, end: &End, mut native: Value, parent: Option<&Value>) -> Mapped {
         let env = MapEnv {
             vars: &end.ent.tables,
             system: end.http.system_vars(),
@@ -1042,6 +1046,49 @@ impl<'e> Runner<'e> {
         })
     }
 
+    /// Lookups after which the target is read in full (see `lookup`), from the records bound
+    /// so far; asked of the store once a run.
+    async fn bulk_after(&mut self) -> Result<usize, crate::state::StateStoreError> {
+        if let Some(n) = self.index.bulk_after {
+            return Ok(n);
+        }
+        let bound = self.e.store.bindings.binding_count(&self.scope).await?;
+        let n = BULK_LOOKUPS.max(bound / RECORDS_PER_PAGE);
+        self.index.bulk_after = Some(n);
+        Ok(n)
+    }
+
+    /// Before a page of a one-way source is decided: when its records that are not bound yet
+    /// and pass the flow's filter (each looked up in the target) are more than the lookups
+    /// left before the target is read in full, that read would come in this page anyway; it
+    /// comes at the page's first lookup instead, sparing the single lookups before it. A first
+    /// sync (nothing bound) of a listing whose first page holds more than `BULK_LOOKUPS`
+    /// records reads the target at once; against a shop answering 3 – 4 requests a second,
+    /// the first 50 lookups cost some 15 s.
+    async fn plan_lookups(&mut self, mapped: &[Mapped]) -> Result<(), EngineRunError> {
+        if self.index.bulk_now
+            || self.index.records.is_some()
+            || self.bidirectional()
+            || self.dst.ent.list.is_none()
+        {
+            return Ok(());
+        }
+        let to_look_up = mapped
+            .iter()
+            .filter_map(|m| m.as_ref().ok())
+            .filter(|seen| {
+                matches!(self.listing.page_bindings.get(&seen.key), Some(None))
+                    && !self.held.by_key.contains_key(&seen.key)
+                    && self.eligible(seen, None)
+            })
+            .count();
+        if to_look_up > 0 {
+            let after = self.bulk_after().await?;
+            self.index.bulk_now = self.index.lookups + to_look_up > after;
+        }
+        Ok(())
+    }
+
     /// As `lookup`, for a caller that expects a record `like` this canonical one and does
     /// not read the native record of what it finds: a record the full read kept comes
     /// without its native record, or, when it holds exactly `like`, as `Like::Same` (see
@@ -1069,22 +1116,11 @@ impl<'e> Runner<'e> {
                 return Ok(Some(Like::Other(seen)));
             }
             let lookup_op = self.dst.ent.lookup.is_some();
-            let bulk_after = match self.index.bulk_after {
-                Some(n) => n,
-                None => {
-                    let bound = self
-                        .e
-                        .store
-                        .bindings
-                        .binding_count(&self.scope)
-                        .await
-                        .map_err(|e| Fail::msg(e.to_string()))?;
-                    let n = BULK_LOOKUPS.max(bound / RECORDS_PER_PAGE);
-                    self.index.bulk_after = Some(n);
-                    n
-                }
-            };
-            let bulk = self.index.lookups >= bulk_after;
+            let bulk_after = self
+                .bulk_after()
+                .await
+                .map_err(|e| Fail::msg(e.to_string()))?;
+            let bulk = self.index.bulk_now || self.index.lookups >= bulk_after;
             // A target that cannot be searched is read in full to find one record; that a
             // recent read lacked this key is remembered, so one unmatched record does not
             // cost a full read on every run. Reconciliation always reads.
