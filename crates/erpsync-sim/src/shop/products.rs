@@ -49,7 +49,8 @@ pub struct Variant {
     pub variant_options: Vec<VariantOption>,
 }
 
-/// A shop product.
+/// A shop product. It is shown as `ProductView` writes it: a field added here is added
+/// there too (the test `sim::listed_records_are_the_records_read_alone` lists them).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Product {
     pub id: u64,

@@ -212,10 +212,13 @@ impl Spill {
         Ok(&self.window[4..4 + len])
     }
 
+    /// Where `key` is held, or the slot it would take (in a table with room for it only when
+    /// the caller made that room: `put`).
     fn locate(&mut self, hash: u64, key: &str) -> io::Result<Found> {
-        let table = (hash >> (64 - 6)) as usize % TABLES;
-        let bits = (hash >> (64 - 6 - HASH_BITS)) & ((1 << HASH_BITS) - 1);
-        self.tables[table].reserve_one();
+        let (table, bits) = (table_of(hash), bits_of(hash));
+        if self.tables[table].slots.is_empty() {
+            return Ok(Found::Free { table, slot: 0 });
+        }
         let mask = self.tables[table].slots.len() - 1;
         let mut slot = bits as usize & mask;
         loop {
@@ -266,14 +269,14 @@ impl Spill {
         key: &str,
         kept: Kept<'_>,
     ) -> io::Result<Option<Indexed>> {
+        self.tables[table_of(hash)].reserve_one();
         let found = self.locate(hash, key)?;
         let before = match found {
             Found::At { at, .. } => Some(self.stored(at)?.kept.owned()),
             Found::Free { .. } => None,
         };
         let at = self.append(key, kept)?;
-        let bits = (hash >> (64 - 6 - HASH_BITS)) & ((1 << HASH_BITS) - 1);
-        let slot = (bits << OFFSET_BITS) | (at + 1);
+        let slot = (bits_of(hash) << OFFSET_BITS) | (at + 1);
         match found {
             Found::At { table, slot: i, .. } => self.tables[table].slots[i] = slot,
             Found::Free { table, slot: i } => {
@@ -346,6 +349,16 @@ impl Spill {
     pub(super) fn kept_at(&mut self, at: u64) -> io::Result<Indexed> {
         Ok(self.stored(at)?.kept.owned())
     }
+}
+
+/// The table a key's hash falls in: its top 6 bits.
+fn table_of(hash: u64) -> usize {
+    (hash >> (64 - 6)) as usize % TABLES
+}
+
+/// The hash bits a slot keeps: the 24 below the table's.
+fn bits_of(hash: u64) -> u64 {
+    (hash >> (64 - 6 - HASH_BITS)) & ((1 << HASH_BITS) - 1)
 }
 
 /// The framed record starting at `start` of `bytes`: its bytes after the length, when they
