@@ -146,6 +146,9 @@ pub(super) struct Spill {
     window: Vec<u8>,
     window_at: u64,
     tables: Vec<Slots>,
+    /// Writes to the file fail (a full disk), in tests.
+    #[cfg(test)]
+    fail_writes: bool,
 }
 
 /// A record as the file holds it, borrowed from the bytes read.
@@ -163,6 +166,8 @@ impl Spill {
             window: Vec::new(),
             window_at: 0,
             tables: (0..TABLES).map(|_| Slots::default()).collect(),
+            #[cfg(test)]
+            fail_writes: false,
         })
     }
 
@@ -256,6 +261,10 @@ impl Spill {
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        #[cfg(test)]
+        if self.fail_writes {
+            return Err(io::Error::other("no space left on device (test)"));
+        }
         write_all_at(&self.file, &self.pending, self.written)?;
         self.written += self.pending.len() as u64;
         self.pending.clear();
@@ -477,6 +486,52 @@ mod tests {
             assert_eq!(stored.kept.native, native);
             assert!(decode(&body[..body.len() - 1]).is_none(), "cut short");
         }
+    }
+
+    /// A write that fails (a full disk) refuses the record that needed it and loses none
+    /// before it: they are found in the buffer, and written once writing works again.
+    #[test]
+    fn a_failed_write_refuses_its_record_and_keeps_the_others() {
+        let mut spill = Spill::new().unwrap();
+        let canon = [b'c'; 500];
+        let hash = |key: &str| {
+            use std::hash::BuildHasher;
+            foldhash::quality::FixedState::with_seed(2).hash_one(key)
+        };
+        let mut i = 0;
+        spill.fail_writes = true;
+        let refused = loop {
+            let key = format!("K{i}");
+            match spill.put(hash(&key), &key, kept(None, &canon, None)) {
+                Ok(_) => i += 1,
+                Err(_) => break key,
+            }
+        };
+        assert!(i > 100, "the buffer held {i} records first");
+        assert_eq!(spill.written, 0);
+        let mut kept_bytes = Vec::new();
+        for n in 0..i {
+            encode(&format!("K{n}"), kept(None, &canon, None), &mut kept_bytes);
+        }
+        assert_eq!(
+            spill.pending, kept_bytes,
+            "nothing of the refused record left behind"
+        );
+        let held = |spill: &mut Spill, key: &str| spill.get(hash(key), key, |_| ()).unwrap();
+        assert!(held(&mut spill, &refused).is_none(), "refused");
+        for n in 0..i {
+            assert!(held(&mut spill, &format!("K{n}")).is_some(), "K{n} kept");
+        }
+        spill.fail_writes = false;
+        spill
+            .put(hash("again"), "again", kept(None, &canon, None))
+            .unwrap();
+        assert!(spill.written > 0, "written now");
+        for n in 0..i {
+            assert!(held(&mut spill, &format!("K{n}")).is_some(), "K{n} written");
+        }
+        assert!(held(&mut spill, &refused).is_none());
+        assert_eq!(spill.len(), i + 1);
     }
 
     /// Many records through the file: past the write buffer, read in order (the window) and
