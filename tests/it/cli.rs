@@ -1289,6 +1289,50 @@ async fn a_run_killed_with_its_index_in_a_file_leaves_no_file_and_the_next_run_f
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
+/// A first stock sync as a person runs it, a dry run on a terminal from the project's folder:
+/// the shop's catalogue is read once, page by page, and no product is asked for alone
+/// before that read (each would cost a request of the shop's rate limit); every level is
+/// planned as adopted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_stock_dry_run_on_a_terminal_reads_the_shop_once_without_single_lookups() {
+    let p = crate::support::binary::Project::start(300, |_| {}).await;
+    p.shop.counters().keep_log();
+    let line = format!(
+        "{} dry-run --flow stock {} --state {} --init-state",
+        env!("CARGO_BIN_EXE_erpsync"),
+        p.path.display(),
+        p.state
+    );
+    let out = crate::support::terminal::command(&line)
+        .envs(p.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env_remove("ERPSYNC_LOG")
+        .env("NO_COLOR", "1")
+        .current_dir(p.dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        crate::support::terminal::exit_status(&screen),
+        Some(0),
+        "{screen}"
+    );
+    assert!(screen.contains("adopted 300"), "{screen}");
+    let reads: Vec<_> = p
+        .shop
+        .counters()
+        .log()
+        .into_iter()
+        .filter(|x| x.method == "GET" && x.route == "/api/v2/products")
+        .collect();
+    let single = reads.iter().filter(|x| x.query.contains("sku=")).count();
+    assert_eq!(
+        (single, reads.len()),
+        (0, 3),
+        "300 products read in 3 pages, none alone: {reads:#?}"
+    );
+}
+
 /// `-v` on a terminal: a log line that comes while the progress line is drawn starts a line of
 /// its own (the progress line is cleared first and drawn again after it), rather than being
 /// glued to the end of the progress text.
