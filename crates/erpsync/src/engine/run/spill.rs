@@ -151,12 +151,6 @@ pub(super) struct Spill {
     fail_writes: bool,
 }
 
-/// A record as the file holds it, borrowed from the bytes read.
-struct Stored<'a> {
-    key: &'a str,
-    kept: Kept<'a>,
-}
-
 impl Spill {
     pub(super) fn new() -> io::Result<Spill> {
         Ok(Spill {
@@ -176,10 +170,21 @@ impl Spill {
         self.written + self.pending.len() as u64
     }
 
-    /// The record at `at`.
-    fn stored(&mut self, at: u64) -> io::Result<Stored<'_>> {
+    /// The record at `at` (its key is `key_at`'s).
+    fn stored(&mut self, at: u64) -> io::Result<Kept<'_>> {
         let body = self.body(at)?;
-        decode(body).ok_or_else(|| corrupt(at))
+        decode(body)
+            .map(|(_, kept)| kept)
+            .ok_or_else(|| corrupt(at))
+    }
+
+    /// The key of the record at `at`, read without the rest of the record: what a probe
+    /// compares, once per lookup, before the record itself is decoded.
+    fn key_at(&mut self, at: u64) -> io::Result<&str> {
+        let body = self.body(at)?;
+        framed(body, 0)
+            .and_then(|key| std::str::from_utf8(key).ok())
+            .ok_or_else(|| corrupt(at))
     }
 
     /// The bytes of the record at `at`, after its length.
@@ -233,7 +238,7 @@ impl Spill {
             }
             if s >> OFFSET_BITS == bits {
                 let at = (s & OFFSET_MASK) - 1;
-                if self.stored(at)?.key == key {
+                if self.key_at(at)? == key {
                     return Ok(Found::At { table, slot, at });
                 }
             }
@@ -281,7 +286,7 @@ impl Spill {
         self.tables[table_of(hash)].reserve_one();
         let found = self.locate(hash, key)?;
         let before = match found {
-            Found::At { at, .. } => Some(self.stored(at)?.kept.owned()),
+            Found::At { at, .. } => Some(self.stored(at)?.owned()),
             Found::Free { .. } => None,
         };
         let at = self.append(key, kept)?;
@@ -304,7 +309,7 @@ impl Spill {
         read: impl FnOnce(Kept<'_>) -> R,
     ) -> io::Result<Option<R>> {
         match self.locate(hash, key)? {
-            Found::At { at, .. } => Ok(Some(read(self.stored(at)?.kept))),
+            Found::At { at, .. } => Ok(Some(read(self.stored(at)?))),
             Found::Free { .. } => Ok(None),
         }
     }
@@ -313,7 +318,7 @@ impl Spill {
     pub(super) fn take(&mut self, hash: u64, key: &str) -> io::Result<Option<Indexed>> {
         match self.locate(hash, key)? {
             Found::At { table, slot, at } => {
-                let kept = self.stored(at)?.kept.owned();
+                let kept = self.stored(at)?.owned();
                 self.tables[table].remove(slot);
                 Ok(Some(kept))
             }
@@ -339,9 +344,8 @@ impl Spill {
     ) -> io::Result<u64> {
         let mut at = from;
         while at < self.end() {
-            let body = self.body(at)?;
-            let next = at + 4 + body.len() as u64;
-            let key = decode(body).ok_or_else(|| corrupt(at))?.key.to_owned();
+            let next = at + 4 + self.body(at)?.len() as u64;
+            let key = self.key_at(at)?.to_owned();
             let held = matches!(
                 self.locate(hash(&key) as u64, &key)?,
                 Found::At { at: found, .. } if found == at
@@ -356,7 +360,7 @@ impl Spill {
 
     /// The record at `at` (an offset `each` gave), owned.
     pub(super) fn kept_at(&mut self, at: u64) -> io::Result<Indexed> {
-        Ok(self.stored(at)?.kept.owned())
+        Ok(self.stored(at)?.owned())
     }
 }
 
@@ -400,7 +404,8 @@ fn encode(key: &str, kept: Kept<'_>, out: &mut Vec<u8>) {
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-fn decode(body: &[u8]) -> Option<Stored<'_>> {
+/// A record's frame read back: its key and what is kept under it.
+fn decode(body: &[u8]) -> Option<(&str, Kept<'_>)> {
     let mut at = 0;
     let mut part = |optional: bool| -> Option<Option<&[u8]>> {
         let len = length(body, at)?;
@@ -424,10 +429,7 @@ fn decode(body: &[u8]) -> Option<Stored<'_>> {
     };
     let canon = part(false)??;
     let native = part(true)?;
-    (at == body.len()).then_some(Stored {
-        key,
-        kept: Kept { id, canon, native },
-    })
+    (at == body.len()).then_some((key, Kept { id, canon, native }))
 }
 
 fn corrupt(at: u64) -> io::Error {
@@ -479,11 +481,16 @@ mod tests {
             let mut out = vec![9, 9];
             encode(key, kept(id, canon, native), &mut out);
             let body = framed(&out, 2).expect("framed");
-            let stored = decode(body).expect("decoded");
-            assert_eq!(stored.key, key);
-            assert_eq!(stored.kept.id, id);
-            assert_eq!(stored.kept.canon, canon);
-            assert_eq!(stored.kept.native, native);
+            let (stored_key, stored) = decode(body).expect("decoded");
+            assert_eq!(stored_key, key);
+            assert_eq!(
+                framed(body, 0),
+                Some(key.as_bytes()),
+                "the key first, as key_at reads it"
+            );
+            assert_eq!(stored.id, id);
+            assert_eq!(stored.canon, canon);
+            assert_eq!(stored.native, native);
             assert!(decode(&body[..body.len() - 1]).is_none(), "cut short");
         }
     }
