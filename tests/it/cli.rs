@@ -1297,39 +1297,12 @@ async fn a_run_killed_with_its_index_in_a_file_leaves_no_file_and_the_next_run_f
 async fn a_first_stock_dry_run_on_a_terminal_reads_the_shop_once_without_single_lookups() {
     let p = crate::support::binary::Project::start(300, |_| {}).await;
     p.shop.counters().keep_log();
-    let line = format!(
-        "{} dry-run --flow stock {} --state {} --init-state",
-        env!("CARGO_BIN_EXE_erpsync"),
-        p.path.display(),
-        p.state
-    );
-    let out = crate::support::terminal::command(&line)
-        .envs(p.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env_remove("ERPSYNC_LOG")
-        .env("NO_COLOR", "1")
-        .current_dir(p.dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        crate::support::terminal::exit_status(&screen),
-        Some(0),
-        "{screen}"
-    );
+    let screen = p.on_terminal("dry-run --flow stock");
     assert!(screen.contains("adopted 300"), "{screen}");
-    let reads: Vec<_> = p
-        .shop
-        .counters()
-        .log()
-        .into_iter()
-        .filter(|x| x.method == "GET" && x.route == "/api/v2/products")
-        .collect();
-    let single = reads.iter().filter(|x| x.query.contains("sku=")).count();
     assert_eq!(
-        (single, reads.len()),
+        crate::support::sims::product_reads(&p.shop),
         (0, 3),
-        "300 products read in 3 pages, none alone: {reads:#?}"
+        "300 products read in 3 pages, none alone"
     );
 }
 
@@ -1344,26 +1317,7 @@ async fn log_lines_on_a_terminal_do_not_tear_the_progress_line() {
         latency_ms: 60,
         ..Default::default()
     });
-    let line = format!(
-        "{} dry-run --flow products --index-memory 0 -v {} --state {} --init-state",
-        env!("CARGO_BIN_EXE_erpsync"),
-        p.path.display(),
-        p.state
-    );
-    let out = crate::support::terminal::command(&line)
-        .envs(p.env.iter().map(|(k, v)| (*k, v.as_str())))
-        .env_remove("ERPSYNC_LOG")
-        .env("NO_COLOR", "1")
-        .current_dir(p.dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let screen = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        crate::support::terminal::exit_status(&screen),
-        Some(0),
-        "{screen}"
-    );
+    let screen = p.on_terminal("dry-run --flow products --index-memory 0 -v");
     assert!(
         screen.contains(" products: "),
         "no progress line drawn:\n{screen}"

@@ -1509,15 +1509,7 @@ async fn a_first_page_of_unbound_records_reads_the_target_at_once_and_new_ones_a
     let r = h.run("stock").await;
     assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
     assert_eq!(r.counts.adopted, 300, "{:#?}", r.counts);
-    let shop_reads = |log: &[erpsync_sim::counters::Exchange]| {
-        let products: Vec<_> = log
-            .iter()
-            .filter(|x| x.method == "GET" && x.route == "/api/v2/products")
-            .collect();
-        let single = products.iter().filter(|x| x.query.contains("sku=")).count();
-        (single, products.len() - single)
-    };
-    let (single, listed) = shop_reads(&h.shop.counters().log());
+    let (single, listed) = crate::support::sims::product_reads(&h.shop);
     assert_eq!(single, 0, "no product asked for alone");
     assert_eq!(listed, 3, "300 products in pages of 100, read once");
 
@@ -1538,7 +1530,7 @@ async fn a_first_page_of_unbound_records_reads_the_target_at_once_and_new_ones_a
     assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
     assert_eq!(r.counts.adopted, 3, "{:#?}", r.counts);
     assert_eq!(
-        shop_reads(&h.shop.counters().log()),
+        crate::support::sims::product_reads(&h.shop),
         (3, 0),
         "the three new products looked up alone, the shop not read in full"
     );

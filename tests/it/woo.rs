@@ -1570,19 +1570,11 @@ async fn a_run_on_a_terminal_shows_the_listings_total_and_the_time_left() {
         env!("CARGO_BIN_EXE_erpsync"),
         project.display()
     );
-    let out = crate::support::terminal::command(&line)
-        .envs(env_of(&woo, &erp))
+    let mut c = crate::support::terminal::command(&line);
+    c.envs(env_of(&woo, &erp))
         .env("RUST_LOG", "off")
-        .current_dir(dir.path())
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(
-        crate::support::terminal::exit_status(&text),
-        Some(0),
-        "{text}"
-    );
+        .current_dir(dir.path());
+    let text = crate::support::terminal::screen_of_success(c);
     assert!(text.contains("/230 records"), "no total in:\n{text}");
     assert!(text.contains("s left"), "no time left in:\n{text}");
 }

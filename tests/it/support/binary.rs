@@ -66,6 +66,24 @@ impl Project {
         c
     }
 
+    /// `erpsync ARGS PROJECT --state STATE --init-state` typed on a terminal in the project's
+    /// folder, with the simulators' settings, no log filter from the environment and no
+    /// colours: its screen, once it exited 0.
+    pub fn on_terminal(&self, args: &str) -> String {
+        let line = format!(
+            "{} {args} {} --state {} --init-state",
+            env!("CARGO_BIN_EXE_erpsync"),
+            self.path.display(),
+            self.state
+        );
+        let mut c = super::terminal::command(&line);
+        c.envs(self.env.iter().map(|(k, v)| (*k, v.as_str())))
+            .env_remove("ERPSYNC_LOG")
+            .env("NO_COLOR", "1")
+            .current_dir(self.dir.path());
+        super::terminal::screen_of_success(c)
+    }
+
     /// `erpsync ARGS… PROJECT --state STATE`, to the end.
     pub fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()

@@ -32,3 +32,15 @@ pub fn confirm_order(shop: &ShopHandle, client: usize, lines: &[(&CatalogueItem,
     o.shipping_status = "confirmed".into();
     shop.create_order(o).unwrap()
 }
+
+/// The shop's product reads in its log (`Counters::keep_log`): products asked for alone (by
+/// `sku`), and list pages read.
+pub fn product_reads(shop: &ShopHandle) -> (usize, usize) {
+    let log = shop.counters().log();
+    let products: Vec<_> = log
+        .iter()
+        .filter(|x| x.method == "GET" && x.route == "/api/v2/products")
+        .collect();
+    let single = products.iter().filter(|x| x.query.contains("sku=")).count();
+    (single, products.len() - single)
+}

@@ -20,6 +20,15 @@ pub fn command(line: &str) -> Command {
     c
 }
 
+/// Runs `c` (made by `command`) to its end with nothing typed: its screen, once the command
+/// exited 0 (else the test fails, showing the screen).
+pub fn screen_of_success(mut c: Command) -> String {
+    let out = c.stdin(std::process::Stdio::null()).output().unwrap();
+    let screen = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(exit_status(&screen), Some(0), "{screen}");
+    screen
+}
+
 /// The exit status of the command whose screen is `screen`, or `None` when the session
 /// ended before the command did.
 pub fn exit_status(screen: &str) -> Option<i32> {
