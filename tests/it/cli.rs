@@ -1118,10 +1118,7 @@ fn products_from_the_erp(doc: &mut serde_json::Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decision() {
     let p = crate::support::binary::Project::start(260, products_from_the_erp).await;
-    let changed: Vec<String> = p.items.iter().step_by(13).map(|i| i.sku.clone()).collect();
-    for sku in &changed {
-        p.erp.update_product(sku, |e| e.price += 7.0).unwrap();
-    }
+    let changed = p.raise_erp_prices(13, 7.0);
     let moved = "it moves to a temporary file";
     let plan_in = |extra: &[&str], env: Option<&str>, tmp: Option<&std::path::Path>| {
         let mut c = p.command(&["dry-run", "--flow", "products", "--format", "json", "-v"]);
@@ -1229,10 +1226,7 @@ async fn the_index_memory_bound_moves_the_target_to_a_file_and_changes_no_decisi
 async fn a_run_killed_with_its_index_in_a_file_leaves_no_file_and_the_next_run_finishes() {
     use std::io::BufRead;
     let p = crate::support::binary::Project::start(1000, products_from_the_erp).await;
-    let changed: Vec<String> = p.items.iter().step_by(20).map(|i| i.sku.clone()).collect();
-    for sku in &changed {
-        p.erp.update_product(sku, |e| e.price += 3.0).unwrap();
-    }
+    let changed = p.raise_erp_prices(20, 3.0);
     let tmp = p.dir.path().join("tmp");
     std::fs::create_dir(&tmp).unwrap();
     // Slow pages: the shop's listing (ten pages) is still being read when the run is killed.
@@ -1358,10 +1352,7 @@ async fn the_daemon_runs_with_the_index_memory_it_was_started_with() {
         doc["flows"]["products"]["trigger"] = serde_json::json!({"manual": true});
     })
     .await;
-    let changed: Vec<String> = p.items.iter().step_by(11).map(|i| i.sku.clone()).collect();
-    for sku in &changed {
-        p.erp.update_product(sku, |e| e.price += 3.0).unwrap();
-    }
+    let changed = p.raise_erp_prices(11, 3.0);
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

@@ -66,6 +66,20 @@ impl Project {
         c
     }
 
+    /// Raises the ERP's price of every `every`-th catalogue product by `by`: their SKUs.
+    pub fn raise_erp_prices(&self, every: usize, by: f64) -> Vec<String> {
+        let skus: Vec<String> = self
+            .items
+            .iter()
+            .step_by(every)
+            .map(|i| i.sku.clone())
+            .collect();
+        for sku in &skus {
+            self.erp.update_product(sku, |e| e.price += by).unwrap();
+        }
+        skus
+    }
+
     /// `erpsync ARGS PROJECT --state STATE --init-state` typed on a terminal in the project's
     /// folder, with the simulators' settings, no log filter from the environment and no
     /// colours: its screen, once it exited 0.
