@@ -56,11 +56,7 @@ fn write_text(value: &Value, out: &mut String) {
         Value::Null => out.push_str("null"),
         Value::Bool(true) => out.push_str("true"),
         Value::Bool(false) => out.push_str("false"),
-        // `Number`'s `Display` is its JSON form, as `serde_json` serialises it.
-        Value::Number(n) => {
-            use std::fmt::Write as _;
-            let _ = write!(out, "{n}");
-        }
+        Value::Number(n) => write_number(n, out),
         Value::String(s) => write_str(s, out),
         Value::Array(items) => {
             out.push('[');
@@ -84,6 +80,19 @@ fn write_text(value: &Value, out: &mut String) {
             }
             out.push('}');
         }
+    }
+}
+
+/// A number as its `Display` writes it (its JSON form): integers by `itoa`, floats (always
+/// finite in a `Value`) by `zmij`, the crates `serde_json` writes them with. Called
+/// directly, not through `write!`, whose formatting machinery cost more than the digits.
+fn write_number(n: &Number, out: &mut String) {
+    if let Some(u) = n.as_u64() {
+        out.push_str(itoa::Buffer::new().format(u));
+    } else if let Some(i) = n.as_i64() {
+        out.push_str(itoa::Buffer::new().format(i));
+    } else if let Some(f) = n.as_f64() {
+        out.push_str(zmij::Buffer::new().format_finite(f));
     }
 }
 

@@ -50,7 +50,7 @@ pub(crate) fn convert(
         }
         FieldType::Decimal => to_decimal(&v, scale),
         FieldType::Boolean => to_boolean(v),
-        FieldType::Datetime => to_datetime(&v),
+        FieldType::Datetime => to_datetime(v),
         FieldType::Date => to_date(&v),
     }
 }
@@ -97,23 +97,62 @@ fn to_boolean(v: Value) -> Result<Value, ValueConvertError> {
 }
 
 /// A date-time string, or seconds since the epoch, as RFC 3339 in UTC.
-fn to_datetime(v: &Value) -> Result<Value, ValueConvertError> {
-    let s = match v {
+fn to_datetime(v: Value) -> Result<Value, ValueConvertError> {
+    let s = match &v {
         Value::String(s) => s,
         Value::Number(n) => {
-            let secs = n.as_i64().ok_or_else(|| err(v, "a date-time"))?;
+            let secs = n.as_i64().ok_or_else(|| err(&v, "a date-time"))?;
             let d =
-                chrono::DateTime::from_timestamp(secs, 0).ok_or_else(|| err(v, "a date-time"))?;
+                chrono::DateTime::from_timestamp(secs, 0).ok_or_else(|| err(&v, "a date-time"))?;
             return Ok(Value::String(
                 d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             ));
         }
-        _ => return Err(err(v, "a date-time")),
+        _ => return Err(err(&v, "a date-time")),
     };
-    let d = parse_datetime(s).ok_or_else(|| err(v, "a date-time"))?;
+    let d = parse_datetime(s).ok_or_else(|| err(&v, "a date-time"))?;
+    // Most APIs already write what this would: a valid one is kept, not written again.
+    if written_as_canonical(s) {
+        return Ok(v);
+    }
     Ok(Value::String(
         d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     ))
+}
+
+/// Whether `s` has the form `to_datetime` writes: `YYYY-MM-DDTHH:MM:SS`, then a fraction
+/// only if it is not zero, of 3, 6 or 9 digits, the fewest that hold it (no trailing `000`),
+/// then `Z`. Seconds up to 59: a leap second is written again. The values themselves (month
+/// 13, February 30) are checked by parsing, before this.
+fn written_as_canonical(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[b.len() - 1] != b'Z' {
+        return false;
+    }
+    let digits = |from: usize, to: usize| b[from..to].iter().all(u8::is_ascii_digit);
+    let shape = digits(0, 4)
+        && b[4] == b'-'
+        && digits(5, 7)
+        && b[7] == b'-'
+        && digits(8, 10)
+        && b[10] == b'T'
+        && digits(11, 13)
+        && b[13] == b':'
+        && digits(14, 16)
+        && b[16] == b':'
+        && digits(17, 19)
+        && b[17] <= b'5';
+    let fraction = &b[19..b.len() - 1];
+    shape
+        && match fraction.len() {
+            0 => true,
+            4 | 7 | 10 => {
+                fraction[0] == b'.'
+                    && fraction[1..].iter().all(u8::is_ascii_digit)
+                    && !fraction.ends_with(b"000")
+            }
+            _ => false,
+        }
 }
 
 /// A date-time string as its date.
@@ -180,6 +219,68 @@ pub(crate) fn key_text(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// What `to_datetime` wrote before it kept canonical strings as they are.
+    fn written_again(s: &str) -> Option<String> {
+        parse_datetime(s).map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    }
+
+    /// A date-time kept as it came is the one writing it again gives, whatever its
+    /// fraction, offset, separator or range; what does not parse is still refused.
+    #[test]
+    fn a_date_time_kept_as_it_came_is_the_one_written_again() {
+        let fractions = [
+            "",
+            ".0",
+            ".1",
+            ".000",
+            ".120",
+            ".12",
+            ".1200",
+            ".120000",
+            ".000500",
+            ".120500",
+            ".000000001",
+            ".100000000",
+            ".1234567891",
+            ".12a",
+        ];
+        let (mut kept, mut checked) = (0, 0);
+        for year in [0, 2024, 2026, 9999] {
+            for month in [0, 2, 12, 13] {
+                for day in [0, 1, 29, 30, 32] {
+                    for (hour, minute) in [(0, 0), (23, 59), (24, 0), (12, 60)] {
+                        for second in [0, 59, 60, 61] {
+                            for fraction in fractions {
+                                for end in ["Z", "z", "+00:00", ""] {
+                                    for sep in ['T', ' '] {
+                                        let s = format!(
+                                            "{year:04}-{month:02}-{day:02}{sep}{hour:02}:{minute:02}:{second:02}{fraction}{end}"
+                                        );
+                                        let got = convert(
+                                            Value::String(s.clone()),
+                                            FieldType::Datetime,
+                                            None,
+                                        );
+                                        match written_again(&s) {
+                                            Some(want) => {
+                                                kept += usize::from(want == s);
+                                                assert_eq!(got.unwrap(), Value::String(want), "{s}")
+                                            }
+                                            None => assert!(got.is_err(), "{s}"),
+                                        }
+                                        checked += 1;
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        // Both ways were taken: many strings were canonical already, most were not.
+        assert!(kept >= 500 && kept < checked / 4, "{kept} of {checked}");
+    }
 
     #[test]
     fn conversions() {
