@@ -123,6 +123,11 @@ pub struct Mapping {
     /// `parent`, `target`): such templates render over the record itself.
     scope_free: bool,
     reads_target: bool,
+    /// When every field lands at a top-level name of its own: the mapped record with each
+    /// field present and null, in field order. A record is mapped into a copy of it, whose
+    /// members keep their hashes, instead of into an empty map each of its names is hashed
+    /// into (`serde_json` hashes with SipHash).
+    shape: Option<Map<String, Value>>,
 }
 
 /// What a record is mapped within besides itself: its parent in a nested listing (read
@@ -159,12 +164,19 @@ impl Mapping {
                 || !targets_of(&f.at, &f.expr).is_empty()
                 || template_reads(&f.expr, TARGET)
         });
+        let shape = fields.iter().all(|f| f.target.len() == 1).then(|| {
+            fields
+                .iter()
+                .map(|f| (f.target[0].clone(), Value::Null))
+                .collect::<Map<String, Value>>()
+        });
         (
             Mapping {
                 fields,
                 needs_context,
                 scope_free,
                 reads_target,
+                shape,
             },
             problems,
         )
@@ -359,6 +371,17 @@ impl Mapping {
         env: &MapEnv,
         only: Option<&[String]>,
     ) -> Result<Value, FieldMapError> {
+        if only.is_none()
+            && let Some(shape) = &self.shape
+        {
+            // The fields in order, each to its own member: the same record as inserting
+            // them one by one into an empty map.
+            let mut out = shape.clone();
+            for (slot, f) in out.values_mut().zip(&self.fields) {
+                *slot = f.value(source, around, ctx, env)?;
+            }
+            return Ok(Value::Object(out));
+        }
         let mut out = Map::with_capacity(self.fields.len());
         for f in &self.fields {
             if let Some(only) = only
@@ -1074,6 +1097,59 @@ mod tests {
         );
         let only = m.apply(&src, &env, Some(&["sku".to_string()])).unwrap();
         assert_eq!(only, json!({"sku": "A1"}));
+    }
+
+    /// A mapping whose fields all land at top-level names of their own maps a record into a
+    /// copy of its shape; the record is the one inserting the fields one by one gives (as a
+    /// mapping asked for some of its fields still does), members in the same order, and a
+    /// field that fails fails the record alike.
+    #[test]
+    fn a_record_mapped_into_its_shape_is_the_one_inserted_field_by_field() {
+        let m = mapping(json!({
+            "sku": "$.sku",
+            "price": {"path": "$.price_gross", "type": "decimal"},
+            "qty": {"path": "$.quantity", "type": "integer"},
+            "title": "{{upper name}} ({{sku}})",
+            "active": "{{#if (eq status 'active')}}true{{else}}false{{/if}}",
+            "currency": {"const": "RON"},
+            "status": {"lookup": {"table": "statuses", "key": "$.shipping_status"}},
+            "customer_id": {"ref": {"entity": "customer", "key": "$.customer.email"}},
+            "lines": {"each": "$.lines", "fields": {"code": "$.sku"}},
+            "note": {"path": "$.missing", "default": "-"},
+            "zero": "$.nothing"
+        }));
+        assert!(m.shape.is_some());
+        assert!(
+            mapping(json!({"sku": "$.sku", "client.email": "$.email"}))
+                .shape
+                .is_none()
+        );
+        let names: Vec<String> = m.fields.iter().map(|f| f.name.clone()).collect();
+        let vars = json!({"statuses": {"confirmed": "Confirmata"}});
+        let env = MapEnv {
+            vars: &vars,
+            system: &Value::Null,
+            refs: &Refs,
+        };
+        let records = [
+            json!({"sku": "A1", "price_gross": "50.004", "quantity": "2", "name": "bec",
+                   "status": "active", "shipping_status": "confirmed",
+                   "customer": {"email": "a@x.ro"}, "lines": [{"sku": "A1"}]}),
+            json!({"sku": "B2", "status": "hidden", "customer": {"email": "a@x.ro"}}),
+            json!({"sku": "C3", "quantity": "2.5", "customer": {"email": "a@x.ro"}}),
+            json!({"sku": "D4", "customer": {"email": "nobody@x.ro"}}),
+        ];
+        for record in &records {
+            let shaped = m.apply(record, &env, None);
+            let inserted = m.apply(record, &env, Some(&names));
+            assert_eq!(shaped, inserted, "{record}");
+            if let (Ok(a), Ok(b)) = (&shaped, &inserted) {
+                assert_eq!(a.to_string(), b.to_string(), "member order of {record}");
+            }
+        }
+        // Both ways taken: a record mapped whole, one refused by a field.
+        assert!(m.apply(&records[0], &env, None).is_ok());
+        assert!(m.apply(&records[2], &env, None).is_err());
     }
 
     #[test]
