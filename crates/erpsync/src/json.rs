@@ -3,8 +3,10 @@
 //! `serde_json`'s own `Value` parser starts every object empty and grows it key by key: a
 //! 20-field record reallocates its entries and its hash table several times over. Here the
 //! entries of the objects being read wait on one stack shared by the whole document, and
-//! each object is built from its finished slice in one allocation. The value is the one
-//! `serde_json::from_slice` gives, duplicate keys included (the last value wins, at the
+//! each object is built from its finished slice in one allocation; an object with the
+//! names of one built before, in the same order (the records of a listing), is built as a
+//! copy of that one's shape, its names neither allocated nor hashed again. The value is the
+//! one `serde_json::from_slice` gives, duplicate keys included (the last value wins, at the
 //! first one's place).
 
 use std::fmt;
@@ -35,8 +37,12 @@ pub(crate) fn from_str(text: &str) -> serde_json::Result<Value> {
 fn parse<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
 ) -> serde_json::Result<Value> {
-    let mut entries = Vec::new();
-    let value = Node(&mut entries).deserialize(&mut de)?;
+    let mut parser = Parser {
+        entries: Vec::new(),
+        shapes: Vec::new(),
+        next_shape: 0,
+    };
+    let value = Node(&mut parser).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
 }
@@ -150,10 +156,130 @@ pub(crate) fn hash_value(v: &Value, h: &mut impl Hasher) {
     }
 }
 
-/// One value, with the stack of entries of the objects it is inside.
-struct Node<'s>(&'s mut Vec<(String, Value)>);
+/// What parsing one document keeps between its values.
+struct Parser<'de> {
+    /// The entries of the objects being read, innermost last. A member name without
+    /// escapes is borrowed from the text until its object is built.
+    entries: Vec<(Name<'de>, Value)>,
+    /// Objects built before, as their members' names with null values: the records of one
+    /// listing share theirs. An object whose names are one of these, in the same order, is
+    /// built as a copy of it (its members keep their hashes) with its values put in place:
+    /// no name is allocated, hashed (SipHash, in `serde_json`'s maps) or looked up.
+    shapes: Vec<Map<String, Value>>,
+    /// The shape the next new one replaces once `SHAPES` are kept.
+    next_shape: usize,
+}
 
-impl<'de> DeserializeSeed<'de> for Node<'_> {
+/// Shapes kept while parsing one document.
+const SHAPES: usize = 8;
+
+/// Objects with fewer members are built as they are, not kept as shapes.
+const SHAPE_MEMBERS: usize = 4;
+
+impl Parser<'_> {
+    /// The kept shape with the names of the entries from `start`, in their order.
+    fn shape_of(&self, start: usize) -> Option<&Map<String, Value>> {
+        let entries = &self.entries[start..];
+        if entries.len() < SHAPE_MEMBERS {
+            return None;
+        }
+        self.shapes.iter().find(|shape| {
+            shape.len() == entries.len()
+                && shape
+                    .keys()
+                    .zip(entries)
+                    .all(|(name, (entry, _))| name == entry.as_str())
+        })
+    }
+
+    /// Builds the object of the entries from `start` and takes them off the stack.
+    fn object(&mut self, start: usize) -> Map<String, Value> {
+        if let Some(shape) = self.shape_of(start) {
+            let mut object = shape.clone();
+            for (slot, (_, value)) in object.values_mut().zip(self.entries.drain(start..)) {
+                *slot = value;
+            }
+            return object;
+        }
+        let members = self.entries.len() - start;
+        // `Map` reserves the drained slice's exact length, then inserts in order.
+        let object: Map<String, Value> = self
+            .entries
+            .drain(start..)
+            .map(|(name, value)| (name.into_string(), value))
+            .collect();
+        // A name given twice leaves fewer members than entries: not a shape to copy.
+        if members >= SHAPE_MEMBERS && object.len() == members {
+            let shape = object.keys().map(|k| (k.clone(), Value::Null)).collect();
+            if self.shapes.len() < SHAPES {
+                self.shapes.push(shape);
+            } else {
+                self.shapes[self.next_shape] = shape;
+                self.next_shape = (self.next_shape + 1) % SHAPES;
+            }
+        }
+        object
+    }
+}
+
+/// A member's name: borrowed from the text when it has no escapes.
+enum Name<'de> {
+    Borrowed(&'de str),
+    Owned(String),
+}
+
+impl Name<'_> {
+    fn as_str(&self) -> &str {
+        match self {
+            Name::Borrowed(s) => s,
+            Name::Owned(s) => s,
+        }
+    }
+
+    fn into_string(self) -> String {
+        match self {
+            Name::Borrowed(s) => s.to_owned(),
+            Name::Owned(s) => s,
+        }
+    }
+}
+
+/// Reads a member's name.
+struct NameSeed;
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = Name<'de>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Name<'de>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed {
+    type Value = Name<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Name<'de>, E> {
+        Ok(Name::Borrowed(s))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Name<'de>, E> {
+        Ok(Name::Owned(s.to_owned()))
+    }
+
+    fn visit_string<E>(self, s: String) -> Result<Name<'de>, E> {
+        Ok(Name::Owned(s))
+    }
+}
+
+/// One value, with what parsing its document keeps (the entries of the objects it is
+/// inside, the shapes of objects built before).
+struct Node<'s, 'de>(&'s mut Parser<'de>);
+
+impl<'de> DeserializeSeed<'de> for Node<'_, 'de> {
     type Value = Value;
 
     fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
@@ -161,7 +287,7 @@ impl<'de> DeserializeSeed<'de> for Node<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for Node<'_> {
+impl<'de> Visitor<'de> for Node<'_, 'de> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -213,14 +339,12 @@ impl<'de> Visitor<'de> for Node<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let start = self.0.len();
-        while let Some(key) = map.next_key::<String>()? {
+        let start = self.0.entries.len();
+        while let Some(name) = map.next_key_seed(NameSeed)? {
             let value = map.next_value_seed(Node(&mut *self.0))?;
-            self.0.push((key, value));
+            self.0.entries.push((name, value));
         }
-        // `Map` reserves the drained slice's exact length, then inserts in order.
-        let object: Map<String, Value> = self.0.drain(start..).collect();
-        Ok(Value::Object(object))
+        Ok(Value::Object(self.0.object(start)))
     }
 }
 
@@ -297,6 +421,44 @@ mod tests {
             let as_key = serde_json::json!({s.clone(): [1, -2, 2.5, null, true, {"k": s}]});
             assert_eq!(to_text(&as_key), as_key.to_string());
         }
+    }
+
+    /// Objects built as copies of an earlier object's shape are the ones `serde_json` gives:
+    /// repeated shapes, the same names in another order or with one changed, a name given
+    /// twice, names with escapes (equal to one without, or not), nested objects, and more
+    /// shapes than are kept, in turn.
+    #[test]
+    fn objects_of_one_shape_parse_as_serde_json_parses_them() {
+        let mut records = vec![
+            r#"{"id":1,"sku":"A","name":"x","price":1.5,"tags":{"k":1,"l":2,"m":3,"n":4}}"#
+                .to_string(),
+            r#"{"id":2,"sku":"B","name":"y","price":2,"tags":{"k":5,"l":6,"m":7,"n":8}}"#.into(),
+            r#"{"id":3,"sku":"C","name":"z","price":null,"tags":{}}"#.into(),
+            r#"{"sku":"D","id":4,"name":"w","price":3,"tags":[]}"#.into(),
+            r#"{"id":5,"sku":"E","nume":"v","price":4,"tags":1}"#.into(),
+            r#"{"id":6,"sku":"F","name":"u","id":7,"tags":2}"#.into(),
+            r#"{"id":8,"sku":"G","name":"t","price":5,"tags":3}"#.into(),
+            r#"{"i\"d":9,"sku":"H","name":"s","price":6,"tags":4}"#.into(),
+            r#"{"id":10,"sku":"I","name":"r","price":7,"tags":{"k":1,"l":2,"m":3,"n":4,"o":5}}"#
+                .into(),
+            r#"{"id":11,"sku":"J","name":"q","price":8,"tags":{"k":9,"l":9,"m":9,"n":9}}"#.into(),
+        ];
+        // More shapes than are kept, twice over, each seen again after the others.
+        for round in 0..2 {
+            for n in 0..(SHAPES + 3) {
+                let fields: Vec<String> = (0..SHAPE_MEMBERS + n % 3)
+                    .map(|i| format!(r#""f{n}_{i}":{}"#, round * 100 + i))
+                    .collect();
+                records.push(format!("{{{}}}", fields.join(",")));
+            }
+        }
+        records.extend(records.clone());
+        let doc = format!(r#"{{"data":[{}],"meta":{{"total":1}}}}"#, records.join(","));
+        let ours = from_slice(doc.as_bytes()).unwrap();
+        let theirs: Value = serde_json::from_slice(doc.as_bytes()).unwrap();
+        assert_eq!(ours, theirs);
+        assert_eq!(ours.to_string(), theirs.to_string());
+        assert_eq!(from_str(&doc).unwrap().to_string(), theirs.to_string());
     }
 
     #[test]
