@@ -78,6 +78,46 @@ async fn first_sync_adopts_matches_and_creates_on_both_sides() {
     assert_eq!(h.writes(), (0, 0), "unchanged records must cause no write");
 }
 
+/// A record adopted because both sides hold it alike is bound with a base on each side, the
+/// same record on both (stored once, read back for both), and the next run finds nothing to
+/// write. A binding lacking the target's base would hide later edits made in the target.
+#[tokio::test]
+async fn an_adopted_record_is_bound_with_the_same_base_on_both_sides() {
+    // More records in the ERP's first page than single lookups before a full read of the
+    // shop: the shop is read whole, and each record found there as it is in the ERP.
+    let h = Harness::new(120, |_| {}).await;
+    h.reset_counters();
+    let r = h.run("stock").await;
+    let adopted: Vec<String> = r
+        .records
+        .iter()
+        .filter(|x| x.decision == Decision::Adopt)
+        .map(|x| x.key.clone())
+        .collect();
+    assert_eq!(adopted.len(), 120, "{r:#?}");
+    assert_eq!(h.writes(), (0, 0));
+    let scope = Scope::new("stock", "erp", "shop");
+    let keys: Vec<RecordKey> = adopted.iter().map(|k| RecordKey::new(k)).collect();
+    let bound = h.store.bindings.bindings(&scope, &keys).await.unwrap();
+    for key in &adopted {
+        let b = &bound[key];
+        let (a, shop) = (b.base(PairSide::A), b.base(PairSide::B));
+        assert!(a.is_some_and(|a| a["sku"] == json!(key.as_str())), "{b:?}");
+        assert_eq!(a, shop, "{key}: the two sides' bases differ");
+        assert_eq!(
+            (b.base_a.is_some(), b.base_b.is_some()),
+            (true, true),
+            "{b:?}"
+        );
+    }
+
+    h.later(10);
+    h.reset_counters();
+    let again = h.run("stock").await;
+    assert_eq!(again.counts.adopted, 0, "{again:#?}");
+    assert_eq!(h.writes(), (0, 0), "unchanged records must cause no write");
+}
+
 /// The demo project with variants listed from the shop's products
 /// (`$.data[*].variants[*]`): a variant's name is its product's, read through `$parent`.
 fn variant_names(doc: &mut Value) {

@@ -212,6 +212,7 @@ fn seed_bindings(
             exported_at: b.exported.then(Utc::now),
             parked: None,
             actions_done: b.actions_done,
+            bases_equal: false,
         };
         out.entry((scope.entity, scope.a, scope.b))
             .or_default()

@@ -184,6 +184,36 @@ fn number(f: f64) -> Value {
 
 /// Applies normalisations to a text.
 pub fn normalize(s: &str, steps: &[Normalize]) -> String {
+    if leaves_as_is(s, steps) {
+        return s.to_owned();
+    }
+    normalized(s, steps)
+}
+
+/// `normalize` of a text the caller gives up: kept as it is, not built again, when no step
+/// changes it (keys and codes nearly always come already trimmed and in their case).
+pub fn normalize_owned(s: String, steps: &[Normalize]) -> String {
+    if leaves_as_is(&s, steps) {
+        return s;
+    }
+    normalized(&s, steps)
+}
+
+/// Whether every one of `steps` leaves `s` as it is, checked without building a text.
+/// Case steps are decided here only for ASCII text; any other text is normalised in full.
+fn leaves_as_is(s: &str, steps: &[Normalize]) -> bool {
+    steps.iter().all(|step| match step {
+        Normalize::Trim => s.trim().len() == s.len(),
+        Normalize::Lowercase => s.bytes().all(|b| b.is_ascii() && !b.is_ascii_uppercase()),
+        Normalize::Uppercase => s.bytes().all(|b| b.is_ascii() && !b.is_ascii_lowercase()),
+        Normalize::StripSpaces => !s.chars().any(char::is_whitespace),
+        Normalize::DigitsOnly => s.bytes().all(|b| b.is_ascii_digit()),
+        Normalize::StripLeadingZeros => !s.starts_with('0'),
+    })
+}
+
+/// Every step applied in turn.
+fn normalized(s: &str, steps: &[Normalize]) -> String {
     let mut out = s.to_string();
     for step in steps {
         out = match step {
@@ -339,5 +369,77 @@ mod tests {
         assert_eq!(normalize("  led-5050 ", &[Trim, Uppercase]), "LED-5050");
         assert_eq!(normalize("+40 (721) 000", &[DigitsOnly]), "40721000");
         assert_eq!(normalize("000120", &[StripLeadingZeros]), "120");
+    }
+
+    /// A text kept as it is because no step would change it is the text every step in
+    /// turn makes of it: for each step alone and in pairs, over texts with spaces inside
+    /// and around, both cases, non-ASCII letters whose case maps to more than one letter,
+    /// digits, leading zeros and the empty text.
+    #[test]
+    fn a_text_kept_as_it_is_is_the_one_normalised_in_full() {
+        use Normalize::*;
+        let texts = [
+            "",
+            " ",
+            "0",
+            "00",
+            "007",
+            "120",
+            "LED-5050",
+            "led-5050",
+            " LED",
+            "LED ",
+            "\tLED\n",
+            "A B",
+            "a b",
+            "Ab",
+            "ß",
+            "STRASSE",
+            "straße",
+            "ÉCLAIR",
+            "éclair",
+            "ǅ",
+            "İ",
+            "40721000",
+            "+40 (721) 000",
+            "0 1",
+            "\u{a0}X",
+            "X\u{2003}",
+            "Ω",
+            "ω",
+        ];
+        let all = [
+            Trim,
+            Lowercase,
+            Uppercase,
+            StripSpaces,
+            DigitsOnly,
+            StripLeadingZeros,
+        ];
+        let mut cases: Vec<Vec<Normalize>> = vec![Vec::new()];
+        for a in all {
+            cases.push(vec![a]);
+            for b in all {
+                cases.push(vec![a, b]);
+            }
+        }
+        let mut kept = 0;
+        for steps in &cases {
+            for text in texts {
+                let full = normalized(text, steps);
+                assert_eq!(normalize(text, steps), full, "{text:?} by {steps:?}");
+                assert_eq!(
+                    normalize_owned(text.to_owned(), steps),
+                    full,
+                    "{text:?} by {steps:?}"
+                );
+                kept += usize::from(leaves_as_is(text, steps));
+            }
+        }
+        // Both paths were taken: texts kept as they are, and texts normalised in full.
+        assert!(
+            kept > 100 && kept < cases.len() * texts.len() - 100,
+            "{kept}"
+        );
     }
 }

@@ -4,7 +4,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::compile::Entity;
-use crate::compile::types::{ValueConvertError, convert, normalize};
+use crate::compile::types::{ValueConvertError, convert, normalize_owned};
 
 /// Why a mapped record does not fit its entity.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -64,7 +64,7 @@ pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormalis
         };
         *v = match converted {
             Value::String(s) if !field.normalize.is_empty() => {
-                Value::String(normalize(&s, &field.normalize))
+                Value::String(normalize_owned(s, &field.normalize))
             }
             c => c,
         };

@@ -115,6 +115,12 @@ pub struct Binding {
     pub parked: Option<String>,
     /// The flow's post-actions (e.g. locking the order in the shop) have run for it.
     pub actions_done: bool,
+    /// The two sides' bases are one record, kept on the side that has one and not copied to
+    /// the other: a record adopted because both sides hold it alike. Read through `base`,
+    /// each side has it; `base_mut` and `settle_bases` make the copy. Stored, it is the one
+    /// copy a binding of equal sides keeps anyway (see `StoredBases`).
+    #[serde(skip)]
+    pub bases_equal: bool,
 }
 
 impl Binding {
@@ -133,15 +139,30 @@ impl Binding {
     }
     /// The canonical record last known to be on one side.
     pub fn base(&self, side: PairSide) -> Option<&Value> {
-        match side {
-            PairSide::A => self.base_a.as_ref(),
-            PairSide::B => self.base_b.as_ref(),
+        let (own, other) = match side {
+            PairSide::A => (&self.base_a, &self.base_b),
+            PairSide::B => (&self.base_b, &self.base_a),
+        };
+        match own {
+            None if self.bases_equal => other.as_ref(),
+            own => own.as_ref(),
         }
     }
     pub fn base_mut(&mut self, side: PairSide) -> &mut Option<Value> {
+        self.settle_bases();
         match side {
             PairSide::A => &mut self.base_a,
             PairSide::B => &mut self.base_b,
+        }
+    }
+    /// Copies a base kept for both sides (`bases_equal`) to the side without one.
+    pub fn settle_bases(&mut self) {
+        if std::mem::take(&mut self.bases_equal) {
+            match (&self.base_a, &self.base_b) {
+                (Some(a), None) => self.base_b = Some(a.clone()),
+                (None, Some(b)) => self.base_a = Some(b.clone()),
+                _ => {}
+            }
         }
     }
 }
@@ -336,6 +357,23 @@ pub(crate) struct StoredBases {
 
 impl StoredBases {
     pub(crate) fn of(b: &Binding) -> Self {
+        if b.bases_equal {
+            // One record for both sides: what two equal records are kept as below.
+            let one = b.base_a.as_ref().or(b.base_b.as_ref());
+            let text = one.map(crate::json::to_text);
+            return match one {
+                Some(Value::Object(_)) => StoredBases {
+                    base_a: text,
+                    base_b: None,
+                    b_delta: Some("{}".into()),
+                },
+                _ => StoredBases {
+                    base_a: text.clone(),
+                    base_b: text,
+                    b_delta: None,
+                },
+            };
+        }
         let base_a = b.base_a.as_ref().map(crate::json::to_text);
         match (&b.base_a, &b.base_b) {
             (Some(Value::Object(a)), Some(Value::Object(other)))
@@ -459,6 +497,51 @@ mod tests {
         let (stored, _) = round_trip(None, Some(json!({"sku": "A"})));
         assert_eq!(stored.b_delta, None);
         round_trip(None, None);
+    }
+
+    /// A binding whose sides share one base is stored, and read through `base`, as the
+    /// binding with the base copied to both sides: kept on either side, object or not, and
+    /// copied by `base_mut` before a side is changed.
+    #[test]
+    fn bases_kept_once_for_both_sides_are_those_of_both_sides() {
+        let records = [
+            json!({"sku": "A-1", "name": "Cana", "price": 10.5, "tags": ["x"]}),
+            json!({}),
+            json!("A-1"),
+        ];
+        for rec in records {
+            let copied = Binding {
+                key: "K".into(),
+                base_a: Some(rec.clone()),
+                base_b: Some(rec.clone()),
+                ..Default::default()
+            };
+            for (a, b) in [(Some(rec.clone()), None), (None, Some(rec.clone()))] {
+                let mut once = Binding {
+                    key: "K".into(),
+                    base_a: a,
+                    base_b: b,
+                    bases_equal: true,
+                    ..Default::default()
+                };
+                let (stored, of_copied) = (StoredBases::of(&once), StoredBases::of(&copied));
+                assert_eq!(stored.base_a, of_copied.base_a, "{rec}");
+                assert_eq!(stored.base_b, of_copied.base_b, "{rec}");
+                assert_eq!(stored.b_delta, of_copied.b_delta, "{rec}");
+                for side in [PairSide::A, PairSide::B] {
+                    assert_eq!(once.base(side), Some(&rec));
+                }
+                *once.base_mut(PairSide::A) = Some(json!({"changed": true}));
+                assert_eq!(once.base(PairSide::B), Some(&rec), "{rec}");
+                assert!(!once.bases_equal);
+            }
+        }
+        // Without the mark, a side without a base has none.
+        let one_side = Binding {
+            base_a: Some(json!({"sku": "A"})),
+            ..Default::default()
+        };
+        assert_eq!(one_side.base(PairSide::B), None);
     }
 
     #[test]

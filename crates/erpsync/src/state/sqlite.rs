@@ -192,6 +192,7 @@ fn row_binding(row: &rusqlite::Row) -> rusqlite::Result<RawBinding> {
             exported_at: None,
             parked: row.get(6)?,
             actions_done: row.get(7)?,
+            bases_equal: false,
         },
         StoredBases {
             base_a: row.get(3)?,

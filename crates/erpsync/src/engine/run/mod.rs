@@ -27,7 +27,7 @@ use super::decide::{
 };
 use super::lease::HeldLease;
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
-use crate::compile::types::normalize;
+use crate::compile::types::{normalize, normalize_owned};
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
@@ -965,7 +965,7 @@ impl<'e> Runner<'e> {
                 )),
             )));
         };
-        let key = normalize(&raw_key, &self.flow.normalize);
+        let key = normalize_owned(raw_key, &self.flow.normalize);
         Ok(Seen {
             key,
             id,
@@ -1232,7 +1232,9 @@ impl<'e> Runner<'e> {
 
     pub(super) async fn binding(&self, key: &str) -> Result<Option<Binding>, EngineRunError> {
         if let Some(b) = self.held.by_key.get(key) {
-            return Ok(Some(b.clone()));
+            let mut b = b.clone();
+            b.settle_bases();
+            return Ok(Some(b));
         }
         if let Some(b) = self.listing.page_bindings.get(key) {
             return Ok(b.clone());

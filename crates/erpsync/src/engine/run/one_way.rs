@@ -145,9 +145,14 @@ impl<'e> Runner<'e> {
                 self.set_id_on(&mut b, Side::Target, id.clone());
             }
         }
-        let found = found.map(|f| match f {
-            Like::Same { .. } => seen.canon.clone(),
-            Like::Other(f) => f.canon,
+        // Found the same as the source's, the target's base is the source's record: kept
+        // once for both sides where the binding is stored as it is (see `bases_equal`).
+        let found_same = matches!(found, Some(Like::Same { .. }));
+        let once = found_same && !self.opts.dry_run;
+        let found = found.and_then(|f| match f {
+            Like::Same { .. } if once => None,
+            Like::Same { .. } => Some(seen.canon.clone()),
+            Like::Other(f) => Some(f.canon),
         });
         let decision = verdict.decision();
         match verdict {
@@ -169,6 +174,7 @@ impl<'e> Runner<'e> {
                 if rebase && !self.opts.dry_run {
                     *self.base_on_mut(&mut b, Side::Target) = found;
                     *self.base_on_mut(&mut b, Side::Source) = Some(seen.canon.clone());
+                    b.bases_equal = once;
                     self.hold_binding(b)
                         .await
                         .map_err(|e| Fail::msg(e.to_string()))?;
@@ -179,6 +185,7 @@ impl<'e> Runner<'e> {
                 *self.base_on_mut(&mut b, Side::Target) = found;
                 // Its last use: the binding takes it (the caller keeps the native record).
                 *self.base_on_mut(&mut b, Side::Source) = Some(std::mem::take(&mut seen.canon));
+                b.bases_equal = once;
                 self.mark_exported(&mut b);
                 self.hold_binding(b)
                     .await

@@ -29,6 +29,7 @@ pub(super) fn row_binding(r: &Row) -> Result<Binding> {
         exported_at: r.try_get(5)?,
         parked: r.try_get(6)?,
         actions_done: r.try_get(7)?,
+        bases_equal: false,
     })
 }
 
