@@ -37,6 +37,15 @@ fn decision_of(r: &RunReport, key: &str) -> Decision {
         .decision
 }
 
+/// The keys of the records a run decided `decision` for, in the report's order.
+fn keys_decided(r: &RunReport, decision: Decision) -> Vec<String> {
+    r.records
+        .iter()
+        .filter(|x| x.decision == decision)
+        .map(|x| x.key.clone())
+        .collect()
+}
+
 fn shop_price(h: &Harness, sku: &str) -> f64 {
     h.shop.product_by_sku(sku).unwrap().price_gross.unwrap()
 }
@@ -88,12 +97,7 @@ async fn an_adopted_record_is_bound_with_the_same_base_on_both_sides() {
     let h = Harness::new(120, |_| {}).await;
     h.reset_counters();
     let r = h.run("stock").await;
-    let adopted: Vec<String> = r
-        .records
-        .iter()
-        .filter(|x| x.decision == Decision::Adopt)
-        .map(|x| x.key.clone())
-        .collect();
+    let adopted = keys_decided(&r, Decision::Adopt);
     assert_eq!(adopted.len(), 120, "{r:#?}");
     assert_eq!(h.writes(), (0, 0));
     let scope = Scope::new("stock", "erp", "shop");
@@ -1640,12 +1644,7 @@ async fn bindings_written_per_page_are_kept_when_a_run_stops_mid_page() {
         } else {
             assert!(r.interrupted, "{r:#?}");
         }
-        let adopted: Vec<String> = r
-            .records
-            .iter()
-            .filter(|x| x.decision == Decision::Adopt)
-            .map(|x| x.key.clone())
-            .collect();
+        let adopted = keys_decided(&r, Decision::Adopt);
         assert!(
             !adopted.is_empty() && adopted.len() < 40,
             "stopped within the first page: {} adopted",
