@@ -357,19 +357,20 @@ pub(crate) struct StoredBases {
 
 impl StoredBases {
     pub(crate) fn of(b: &Binding) -> Self {
-        if b.bases_equal {
+        if b.bases_equal
+            && let (Some(one), None) | (None, Some(one)) = (&b.base_a, &b.base_b)
+        {
             // One record for both sides: what two equal records are kept as below.
-            let one = b.base_a.as_ref().or(b.base_b.as_ref());
-            let text = one.map(crate::json::to_text);
+            let text = crate::json::to_text(one);
             return match one {
-                Some(Value::Object(_)) => StoredBases {
-                    base_a: text,
+                Value::Object(_) => StoredBases {
+                    base_a: Some(text),
                     base_b: None,
                     b_delta: Some("{}".into()),
                 },
                 _ => StoredBases {
-                    base_a: text.clone(),
-                    base_b: text,
+                    base_a: Some(text.clone()),
+                    base_b: Some(text),
                     b_delta: None,
                 },
             };

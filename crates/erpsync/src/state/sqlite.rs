@@ -218,30 +218,22 @@ const BINDING_COLS: &str =
     "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done, base_b_delta";
 
 fn upsert_binding(tx: &Connection, scope: &Scope, b: &Binding) -> Result<()> {
-    upsert_row(tx, scope, &BindingRow::of(b))
+    upsert_rows(tx, scope, &[BindingRow::of(b)])
 }
-
-const UPSERT_BINDING: &str = "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
-     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-     ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
-       id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
-       base_b = excluded.base_b, base_b_delta = excluded.base_b_delta,
-       exported_at = excluded.exported_at, parked = excluded.parked,
-       actions_done = excluded.actions_done";
 
 /// Binding rows written by one statement of a batch (`put_binding_rows`): each statement
 /// costs SQLite a program start, five cursors opened and closed and a halt, whatever its
 /// rows; the rows themselves cost the same either way.
 const ROWS_PER_UPSERT: usize = 32;
 
-/// `UPSERT_BINDING` for `ROWS_PER_UPSERT` rows at once. The scope's three values are
-/// bound once, as `?1` – `?3` in every row; row `i`'s own nine are `?(4 + 9i)` onwards.
-static UPSERT_BINDINGS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    let (head, tail) = UPSERT_BINDING
-        .split_once("VALUES")
-        .and_then(|(head, rest)| Some((head, rest.split_once(')')?.1)))
-        .expect("the upsert has one VALUES list");
-    let rows: Vec<String> = (0..ROWS_PER_UPSERT)
+/// The values of a binding row besides its scope.
+const ROW_VALUES: usize = 9;
+
+/// The upsert of `rows` binding rows in one statement. The scope's three values are bound
+/// once, as `?1` – `?3` in every row; row `i`'s own nine are `?(4 + 9i)` onwards, in the
+/// order of `BindingRow::values`.
+fn upsert_sql(rows: usize) -> String {
+    let rows: Vec<String> = (0..rows)
         .map(|i| {
             let own: Vec<String> = (0..ROW_VALUES)
                 .map(|j| format!("?{}", 4 + ROW_VALUES * i + j))
@@ -249,73 +241,73 @@ static UPSERT_BINDINGS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|
             format!("(?1, ?2, ?3, {})", own.join(", "))
         })
         .collect();
-    format!("{head}VALUES {}{tail}", rows.join(", "))
-});
+    format!(
+        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
+     VALUES {}
+     ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
+       id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
+       base_b = excluded.base_b, base_b_delta = excluded.base_b_delta,
+       exported_at = excluded.exported_at, parked = excluded.parked,
+       actions_done = excluded.actions_done",
+        rows.join(", ")
+    )
+}
 
-/// The values of a binding row besides its scope.
-const ROW_VALUES: usize = 9;
+static UPSERT_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| upsert_sql(1));
+static UPSERT_BATCH: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| upsert_sql(ROWS_PER_UPSERT));
+
+impl BindingRow {
+    /// The row's values in the upsert's order, after its scope.
+    fn values(&self) -> [&dyn rusqlite::ToSql; ROW_VALUES] {
+        [
+            &self.key,
+            &self.id_a,
+            &self.id_b,
+            &self.bases.base_a,
+            &self.bases.base_b,
+            &self.bases.b_delta,
+            &self.exported_at,
+            &self.parked,
+            &self.actions_done,
+        ]
+    }
+}
+
+/// Runs the upsert `stmt` (of `rows.len()` rows) for `rows`.
+fn execute_upsert(
+    stmt: &mut rusqlite::Statement,
+    scope: &Scope,
+    rows: &[BindingRow],
+) -> Result<()> {
+    stmt.raw_bind_parameter(1, &scope.entity)?;
+    stmt.raw_bind_parameter(2, &scope.a)?;
+    stmt.raw_bind_parameter(3, &scope.b)?;
+    let values = rows.iter().flat_map(BindingRow::values);
+    for (at, v) in (4..).zip(values) {
+        stmt.raw_bind_parameter(at, v)?;
+    }
+    stmt.raw_execute()?;
+    Ok(())
+}
 
 /// Writes `rows` in statements of `ROWS_PER_UPSERT` rows, the rest one at a time. A key
 /// given twice ends as its later row, as row-by-row upserts leave it.
 fn upsert_rows(tx: &Connection, scope: &Scope, rows: &[BindingRow]) -> Result<()> {
     let mut batches = rows.chunks_exact(ROWS_PER_UPSERT);
     if batches.len() > 0 {
-        let mut stmt = tx.prepare_cached(&UPSERT_BINDINGS)?;
+        let mut stmt = tx.prepare_cached(&UPSERT_BATCH)?;
         for batch in batches.by_ref() {
-            stmt.raw_bind_parameter(1, &scope.entity)?;
-            stmt.raw_bind_parameter(2, &scope.a)?;
-            stmt.raw_bind_parameter(3, &scope.b)?;
-            let mut at = 3;
-            for row in batch {
-                let values: [&dyn rusqlite::ToSql; ROW_VALUES] = [
-                    &row.key,
-                    &row.id_a,
-                    &row.id_b,
-                    &row.bases.base_a,
-                    &row.bases.base_b,
-                    &row.bases.b_delta,
-                    &row.exported_at,
-                    &row.parked,
-                    &row.actions_done,
-                ];
-                for v in values {
-                    at += 1;
-                    stmt.raw_bind_parameter(at, v)?;
-                }
-            }
-            stmt.raw_execute()?;
+            execute_upsert(&mut stmt, scope, batch)?;
         }
     }
     let rest = batches.remainder();
     if !rest.is_empty() {
-        let mut stmt = tx.prepare_cached(UPSERT_BINDING)?;
+        let mut stmt = tx.prepare_cached(&UPSERT_ONE)?;
         for row in rest {
-            execute_upsert(&mut stmt, scope, row)?;
+            execute_upsert(&mut stmt, scope, std::slice::from_ref(row))?;
         }
     }
-    Ok(())
-}
-
-fn upsert_row(tx: &Connection, scope: &Scope, row: &BindingRow) -> Result<()> {
-    let mut stmt = tx.prepare_cached(UPSERT_BINDING)?;
-    execute_upsert(&mut stmt, scope, row)
-}
-
-fn execute_upsert(stmt: &mut rusqlite::Statement, scope: &Scope, row: &BindingRow) -> Result<()> {
-    stmt.execute(params![
-        scope.entity,
-        scope.a,
-        scope.b,
-        row.key,
-        row.id_a,
-        row.id_b,
-        row.bases.base_a,
-        row.bases.base_b,
-        row.bases.b_delta,
-        row.exported_at,
-        row.parked,
-        row.actions_done,
-    ])?;
     Ok(())
 }
 
@@ -344,9 +336,8 @@ fn migrate(conn: &mut Connection) -> Result<()> {
 fn apply(c: &Connection, w: &StateWrite) -> Result<i64> {
     match w {
         StateWrite::PutBindings(scope, bindings) => {
-            for b in bindings {
-                upsert_binding(c, scope, b)?;
-            }
+            let rows: Vec<BindingRow> = bindings.iter().map(BindingRow::of).collect();
+            upsert_rows(c, scope, &rows)?;
             Ok(0)
         }
         StateWrite::SetCursor(flow, at) => {

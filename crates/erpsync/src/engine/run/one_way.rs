@@ -147,8 +147,7 @@ impl<'e> Runner<'e> {
         }
         // Found the same as the source's, the target's base is the source's record: kept
         // once for both sides where the binding is stored as it is (see `bases_equal`).
-        let found_same = matches!(found, Some(Like::Same { .. }));
-        let once = found_same && !self.opts.dry_run;
+        let once = !self.opts.dry_run && matches!(found, Some(Like::Same { .. }));
         let found = found.and_then(|f| match f {
             Like::Same { .. } if once => None,
             Like::Same { .. } => Some(seen.canon.clone()),
