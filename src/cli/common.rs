@@ -223,8 +223,11 @@ pub fn engine(project: Arc<Project>, store: Store) -> anyhow::Result<Engine> {
     Ok(Engine::new(project, store, Arc::new(SystemClock))?)
 }
 
+/// The width of the flow's name before a run's totals (`summary_line`).
+const FLOW_COLUMN: usize = 28;
+
 /// One line of totals for a run.
-pub fn summary_line(r: &RunReport) -> String {
+fn summary_line(r: &RunReport) -> String {
     let c = &r.counts;
     let mut parts = vec![
         format!("read {}", c.read),
@@ -249,7 +252,7 @@ pub fn summary_line(r: &RunReport) -> String {
             parts.push(format!("{n} {v}"));
         }
     }
-    let mut line = format!("{:<28} {}", r.flow, parts.join(", "));
+    let mut line = format!("{:<FLOW_COLUMN$} {}", r.flow, parts.join(", "));
     for (flow, c) in &r.required {
         let done: Vec<String> = [
             ("created", c.created),
@@ -272,10 +275,23 @@ pub fn summary_line(r: &RunReport) -> String {
     line
 }
 
+/// `summary_line` after `indent`, as stdout shows it: on a terminal narrower than the
+/// line, broken into lines that fit, the totals kept in their column (see `output::fit`).
+pub fn summary_shown(indent: &str, r: &RunReport) -> String {
+    let line = format!("{indent}{}", summary_line(r));
+    match crate::cli::output::screen_width() {
+        Some(width) => {
+            let totals_at = indent.chars().count() + r.flow.chars().count().max(FLOW_COLUMN) + 1;
+            crate::cli::output::fit(&line, totals_at, width)
+        }
+        None => line,
+    }
+}
+
 /// A run's report as text: the totals, then each record with a reason (or, with `all`, each
 /// record) and the changes of its fields, then the run's errors.
 pub fn print_report(r: &RunReport, records: RecordLines) {
-    crate::outln!("{}", summary_line(r));
+    crate::outln!("{}", summary_shown("", r));
     for rec in &r.records {
         if let Some(text) = record_text(rec, records) {
             crate::cli::output::stdout(format_args!("{text}"));

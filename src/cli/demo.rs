@@ -12,7 +12,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::common::{StateOrigin, resolve_url, summary_line, usage};
+use super::common::{StateOrigin, resolve_url, summary_shown, usage};
 use erpsync::clock::SystemClock;
 use erpsync::config::env::Overrides;
 use erpsync::engine::{Engine, RunOptions, RunReport};
@@ -138,7 +138,7 @@ impl Demo {
             self.bar.set_message(format!("{title}: {flow}"));
             let report: RunReport = self.engine.run(flow, &opts).await?;
             self.failed += report.counts.failed;
-            self.say(format!("  {}", summary_line(&report)));
+            self.say(summary_shown("  ", &report));
             for r in report.records.iter().filter(|r| r.reason.is_some()) {
                 self.say(format!(
                     "      {} {}: {}",
@@ -423,7 +423,7 @@ fn final_check(world: &World, failed: u64) -> ExitCode {
     for d in &disagreements {
         crate::outln!("  disagreement: {d}");
     }
-    crate::outln!(
+    let verdict = format!(
         "  {} products, {} orders, {} suppliers compared: {} disagreement{}, {} failed record{}",
         world.shop.product_count(),
         world.shop.orders().len(),
@@ -433,6 +433,10 @@ fn final_check(world: &World, failed: u64) -> ExitCode {
         failed,
         if failed == 1 { "" } else { "s" },
     );
+    match super::output::screen_width() {
+        Some(width) => crate::outln!("{}", super::output::fit(&verdict, 2, width)),
+        None => crate::outln!("{verdict}"),
+    }
     if disagreements.is_empty() && failed == 0 {
         ExitCode::SUCCESS
     } else {

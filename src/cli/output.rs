@@ -71,6 +71,66 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The width of the terminal stdout is, or `None` when stdout is not a terminal (a pipe, a
+/// file) or its size is not known.
+#[cfg(unix)]
+pub fn screen_width() -> Option<usize> {
+    use std::io::IsTerminal as _;
+    if !std::io::stdout().is_terminal() {
+        return None;
+    }
+    // SAFETY: TIOCGWINSZ fills the `winsize` it is given and touches nothing else; stdout is
+    // a terminal, so the call is meaningful, and a failure leaves the zeroed size.
+    let mut size: libc::winsize = unsafe { std::mem::zeroed() };
+    let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut size) } == 0;
+    (ok && size.ws_col > 0).then_some(usize::from(size.ws_col))
+}
+
+#[cfg(not(unix))]
+pub fn screen_width() -> Option<usize> {
+    None
+}
+
+/// A line of totals (`read 206, created 6, …`) as a terminal of `width` columns shows it:
+/// as it is when it fits, else broken into lines that fit, the ones after the first
+/// indented to where the totals start (`totals_at`). It breaks after a comma or semicolon,
+/// and between words only within a part too long for a line of its own. A terminal left to
+/// wrap a long line cuts it anywhere (`skip` / `ped 0`); a pipe or a file gets the line
+/// whole (see `screen_width`), so scripts and logs see one line per flow.
+pub fn fit(line: &str, totals_at: usize, width: usize) -> String {
+    let len = |s: &str| s.chars().count();
+    if len(line) <= width {
+        return line.to_string();
+    }
+    // Past half the screen, the indent would leave too little room for the totals.
+    let indent = if totals_at <= width / 2 { totals_at } else { 4 };
+    let room = width.saturating_sub(indent);
+    // The flow's name and its padding stay as they are, with the first total after them.
+    let at = line
+        .char_indices()
+        .nth(totals_at)
+        .map_or(line.len(), |(i, _)| i);
+    let (head, totals) = line.split_at(at);
+    let units = totals.split_inclusive([',', ';']).flat_map(|part| {
+        let words = len(part.trim_start()) > room;
+        part.split_inclusive(move |c| words && c == ' ')
+    });
+    let mut out = String::with_capacity(line.len() + 64);
+    let mut current = head.to_string();
+    for (i, unit) in units.enumerate() {
+        if i > 0 && len(&current) + len(unit.trim_end()) > width {
+            out.push_str(current.trim_end());
+            out.push('\n');
+            current = " ".repeat(indent);
+            current.push_str(unit.trim_start());
+        } else {
+            current.push_str(unit);
+        }
+    }
+    out.push_str(current.trim_end());
+    out
+}
+
 /// `println!` that ends quietly on a closed pipe.
 #[macro_export]
 macro_rules! outln {
@@ -99,4 +159,84 @@ macro_rules! errln {
 #[macro_export]
 macro_rules! errout {
     ($($arg:tt)*) => { $crate::cli::output::stderr(format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fit;
+
+    const DEMO: &str = "  products                     read 206, created 6, updated 0, adopted 200, \
+                        skipped 0, conflicts 0, failed 0";
+    const REQUIRED: &str = "  orders_to_erp                read 12, created 6, updated 0, adopted 0, \
+                            skipped 0, conflicts 0, failed 0, filtered 6; required first through \
+                            `customers_to_erp`: created 6";
+
+    /// The lines of `shown` joined back as they were broken (a line break and its indent
+    /// stand for the one space they replaced).
+    fn joined(shown: &str) -> String {
+        let mut lines = shown.lines();
+        let mut out = lines.next().unwrap_or_default().to_string();
+        for line in lines {
+            out.push(' ');
+            out.push_str(line.trim_start());
+        }
+        out
+    }
+
+    #[test]
+    fn a_line_that_fits_is_shown_as_it_is() {
+        assert_eq!(fit(DEMO, 31, 120), DEMO);
+        assert_eq!(fit(DEMO, 31, DEMO.chars().count()), DEMO);
+    }
+
+    #[test]
+    fn a_long_line_breaks_between_totals_into_lines_that_fit() {
+        let shown = fit(DEMO, 31, 80);
+        assert_eq!(
+            shown,
+            "  products                     read 206, created 6, updated 0, adopted 200,\n\
+             \x20                              skipped 0, conflicts 0, failed 0"
+        );
+        let shown = fit(REQUIRED, 31, 80);
+        for line in shown.lines() {
+            assert!(line.chars().count() <= 80, "{line:?} in\n{shown}");
+        }
+        assert!(
+            shown
+                .lines()
+                .skip(1)
+                .all(|l| l.starts_with(&" ".repeat(31)) && !l[31..].starts_with(' ')),
+            "{shown}"
+        );
+        assert_eq!(joined(&shown), REQUIRED);
+    }
+
+    #[test]
+    fn every_width_keeps_each_total_whole_and_loses_nothing() {
+        for line in [DEMO, REQUIRED] {
+            for width in 40..=160 {
+                let shown = fit(line, 31, width);
+                assert_eq!(joined(&shown), line, "width {width}:\n{shown}");
+                // A line is over the width only when it is a single word too long for it.
+                for l in shown.lines().skip(1) {
+                    let over = l.chars().count() > width;
+                    assert!(
+                        !over || l.split_whitespace().count() == 1,
+                        "width {width}: {l:?}\n{shown}"
+                    );
+                }
+                assert!(shown.lines().next().unwrap().chars().count() <= width.max(40));
+                // An indent of more than half the screen gives way to a small one.
+                if width < 62 {
+                    assert!(
+                        shown
+                            .lines()
+                            .skip(1)
+                            .all(|l| l.starts_with("    ") && !l.starts_with(&" ".repeat(5))),
+                        "width {width}:\n{shown}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -1429,3 +1429,73 @@ async fn the_daemon_runs_with_the_index_memory_it_was_started_with() {
         + p.shop.counters().count("PUT", "/api/v2/products/{id}");
     assert_eq!(updates, changed.len() as u64, "{}", logged());
 }
+
+/// The demo on a terminal of 80 columns, the width a new terminal window opens at: each
+/// flow's totals and the final verdict are broken between totals into rows that fit, the
+/// totals kept in their column, instead of being cut mid-word by the terminal (`skip` /
+/// `ped 0`). Through a pipe the same lines stay whole (the other demo tests read one line
+/// per flow).
+#[test]
+fn the_demo_on_an_80_column_terminal_breaks_totals_between_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let line = format!(
+        "stty cols 80 rows 24; {} demo --no-rate-limit --products 40 --orders 8",
+        env!("CARGO_BIN_EXE_erpsync")
+    );
+    let mut c = crate::support::terminal::command(&line);
+    c.current_dir(dir.path()).env("NO_COLOR", "1");
+    let screen = crate::support::terminal::screen_of_success(c);
+    // Each row as the terminal leaves it: what follows its last carriage return, without
+    // the line clears of the progress line drawn and taken away around it.
+    let rows: Vec<String> = screen
+        .split('\n')
+        .map(|row| {
+            let row = row.trim_end_matches('\r');
+            row.rsplit('\r')
+                .next()
+                .unwrap_or(row)
+                .replace("\x1b[2K", "")
+                .replace("\x1b[1A", "")
+                .replace("\x1b[1B", "")
+        })
+        .collect();
+    let flows = rows
+        .iter()
+        .filter(|r| r.starts_with("  ") && r.contains(" read "))
+        .count();
+    assert!(flows >= 20, "{flows} flows' totals in:\n{screen}");
+    let mut continued = 0;
+    let mut logical: Vec<String> = Vec::new();
+    for row in &rows {
+        assert!(
+            row.chars().count() <= 80,
+            "a row wider than the terminal: {row:?}\n{screen}"
+        );
+        if row.starts_with(&" ".repeat(31)) && !row.trim().is_empty() {
+            continued += 1;
+            let last = logical
+                .last_mut()
+                .expect("a continuation after a first row");
+            last.push(' ');
+            last.push_str(row.trim_start());
+        } else {
+            logical.push(row.clone());
+        }
+    }
+    assert!(
+        continued >= flows,
+        "{continued} continuation rows:\n{screen}"
+    );
+    for l in logical.iter().filter(|l| l.contains(" read ")) {
+        assert!(
+            l.contains(", skipped ") && l.contains(", conflicts 0, failed 0"),
+            "totals lost or cut: {l:?}"
+        );
+    }
+    // The verdict, 82 columns here, breaks after its comma and is whole when joined.
+    let at = rows
+        .iter()
+        .position(|r| r.contains("suppliers compared: 0 disagreements,"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert_eq!(rows[at + 1].trim(), "0 failed records", "{screen}");
+}
