@@ -93,8 +93,8 @@ pub fn screen_width() -> Option<usize> {
 
 /// A line of totals (`read 206, created 6, …`) as a terminal of `width` columns shows it:
 /// as it is when it fits, else broken into lines that fit, the ones after the first
-/// indented to where the totals start (`totals_at`). It breaks after a comma or semicolon,
-/// and between words only within a part too long for a line of its own. A terminal left to
+/// indented to where the totals start (`totals_at`). It breaks after a comma or semicolon;
+/// within a part too long for a row of its own, after a colon, then between words. A terminal left to
 /// wrap a long line cuts it anywhere (`skip` / `ped 0`); a pipe or a file gets the line
 /// whole (see `screen_width`), so scripts and logs see one line per flow.
 pub fn fit(line: &str, totals_at: usize, width: usize) -> String {
@@ -111,9 +111,15 @@ pub fn fit(line: &str, totals_at: usize, width: usize) -> String {
         .nth(totals_at)
         .map_or(line.len(), |(i, _)| i);
     let (head, totals) = line.split_at(at);
+    // A part too long for a row of its own breaks after a colon, then between words.
+    let too_long = |s: &str| len(s.trim_start()) > room;
     let units = totals.split_inclusive([',', ';']).flat_map(|part| {
-        let words = len(part.trim_start()) > room;
-        part.split_inclusive(move |c| words && c == ' ')
+        let by_colon = too_long(part);
+        part.split_inclusive(move |c| by_colon && c == ':')
+            .flat_map(move |piece| {
+                let words = too_long(piece);
+                piece.split_inclusive(move |c| words && c == ' ')
+            })
     });
     let mut out = String::with_capacity(line.len() + 64);
     let mut current = head.to_string();
@@ -209,6 +215,15 @@ mod tests {
             "{shown}"
         );
         assert_eq!(joined(&shown), REQUIRED);
+        // Too long for a row, the part about required records breaks after its colon:
+        // its totals stay whole.
+        assert!(
+            shown
+                .lines()
+                .any(|l| l.trim() == "required first through `customers_to_erp`:"),
+            "{shown}"
+        );
+        assert!(shown.lines().any(|l| l.trim() == "created 6"), "{shown}");
     }
 
     #[test]
