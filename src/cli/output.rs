@@ -137,6 +137,64 @@ pub fn fit(line: &str, totals_at: usize, width: usize) -> String {
     out
 }
 
+/// A table as a terminal `width` columns wide shows it when the table's fixed layout (the
+/// one a pipe gets) is wider: each column as wide as its widest cell, two spaces apart, and
+/// the columns that do not fit beside the first moved to a table of their own under it, the
+/// first column (what each row is about) repeated. Columns listed in `right` are aligned
+/// right. Each row ends with a line break.
+pub fn narrow_table(
+    header: &[&str],
+    rows: &[Vec<String>],
+    right: &[usize],
+    width: usize,
+) -> String {
+    let len = |s: &str| s.chars().count();
+    let cell = |row: &[String], c: usize| row.get(c).map_or("", String::as_str).to_string();
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            std::iter::once(&header)
+                .chain(rows)
+                .map(|r| len(&cell(r, c)))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    // The columns after the first, in groups that fit beside it.
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut group = Vec::new();
+    let mut used = widths[0];
+    for (c, w) in widths.iter().enumerate().skip(1) {
+        if !group.is_empty() && used + 2 + w > width {
+            groups.push(std::mem::take(&mut group));
+            used = widths[0];
+        }
+        group.push(c);
+        used += 2 + w;
+    }
+    groups.push(group);
+    let mut out = String::new();
+    for (g, columns) in groups.iter().enumerate() {
+        if g > 0 {
+            out.push('\n');
+        }
+        for row in std::iter::once(&header).chain(rows) {
+            let mut line = format!("{:<w$}", cell(row, 0), w = widths[0]);
+            for &c in columns {
+                let text = cell(row, c);
+                if right.contains(&c) {
+                    line.push_str(&format!("  {text:>w$}", w = widths[c]));
+                } else {
+                    line.push_str(&format!("  {text:<w$}", w = widths[c]));
+                }
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+        }
+    }
+    out
+}
+
 /// `println!` that ends quietly on a closed pipe.
 #[macro_export]
 macro_rules! outln {
@@ -187,6 +245,54 @@ mod tests {
             out.push_str(line.trim_start());
         }
         out
+    }
+
+    #[test]
+    fn a_table_too_wide_for_the_terminal_is_split_under_its_first_column() {
+        let header = ["flow", "enabled", "schedule", "next run", "failures"];
+        let rows = vec![
+            vec![
+                "customers_to_erp".into(),
+                "yes".into(),
+                "manual".into(),
+                "-".into(),
+                "0".into(),
+            ],
+            vec![
+                "stock".into(),
+                "no".into(),
+                "*/5 * * * *".into(),
+                "2026-12-05 15:35 +00:00".into(),
+                "12".into(),
+            ],
+        ];
+        let shown = super::narrow_table(&header, &rows, &[4], 64);
+        assert_eq!(
+            shown,
+            "flow              enabled  schedule     next run\n\
+             customers_to_erp  yes      manual       -\n\
+             stock             no       */5 * * * *  2026-12-05 15:35 +00:00\n\
+             \n\
+             flow              failures\n\
+             customers_to_erp         0\n\
+             stock                   12\n"
+        );
+        for line in shown.lines() {
+            assert!(line.chars().count() <= 64, "{line:?}");
+        }
+        // Wide enough, one table; a column wider than the screen still gets a table.
+        assert_eq!(
+            super::narrow_table(&header, &rows, &[4], 200)
+                .matches("flow ")
+                .count(),
+            1
+        );
+        assert_eq!(
+            super::narrow_table(&header, &rows, &[4], 10)
+                .matches("flow ")
+                .count(),
+            4
+        );
     }
 
     #[test]

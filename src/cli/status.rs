@@ -21,6 +21,23 @@ pub struct StatusArgs {
     pub format: FormatArgs,
 }
 
+/// Prints a table's `lines` (its fixed layout, the one a pipe gets) or, on a terminal
+/// narrower than one of them, what `narrow` lays out for it.
+fn print_table(lines: &[String], screen: Option<usize>, narrow: impl FnOnce() -> String) {
+    let too_wide = screen.is_some_and(|w| {
+        lines
+            .iter()
+            .any(|l| l.trim_start_matches('\n').chars().count() > w)
+    });
+    if too_wide {
+        crate::out!("{}", narrow());
+    } else {
+        for line in lines {
+            crate::outln!("{line}");
+        }
+    }
+}
+
 /// A time as `status` prints it: local, with its offset.
 fn when(t: Option<&serde_json::Value>) -> String {
     t.and_then(|v| serde_json::from_value::<chrono::DateTime<chrono::Utc>>(v.clone()).ok())
@@ -124,58 +141,92 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         super::output::json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    crate::outln!(
-        "{:<26} {:<8} {:<16} {:<24} {:<16} {:<24} {:>8}",
+    let screen = super::output::screen_width();
+    // The flows' schedules, as fixed columns; a terminal narrower than them gets them as
+    // `narrow_table` lays them out.
+    let header = [
         "flow",
         "enabled",
         "schedule",
         "next run",
         "reconcile",
         "next reconcile",
-        "failures"
-    );
-    for r in &rows {
-        crate::outln!(
+        "failures",
+    ];
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r["flow"].as_str().unwrap_or("").to_string(),
+                if r["enabled"] == true { "yes" } else { "no" }.to_string(),
+                r["schedule"].as_str().unwrap_or("manual").to_string(),
+                when(r.get("next_run")),
+                r["reconcile"].as_str().unwrap_or("-").to_string(),
+                when(r.get("next_reconcile")),
+                r["failures"].to_string(),
+            ]
+        })
+        .collect();
+    let fixed = |c: &[String]| {
+        format!(
             "{:<26} {:<8} {:<16} {:<24} {:<16} {:<24} {:>8}",
-            r["flow"].as_str().unwrap_or(""),
-            if r["enabled"] == true { "yes" } else { "no" },
-            r["schedule"].as_str().unwrap_or("manual"),
-            when(r.get("next_run")),
-            r["reconcile"].as_str().unwrap_or("-"),
-            when(r.get("next_reconcile")),
-            r["failures"],
-        );
-    }
-    crate::outln!(
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6]
+        )
+    };
+    let header_cells: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    let lines: Vec<String> = std::iter::once(&header_cells)
+        .chain(&cells)
+        .map(|c| fixed(c))
+        .collect();
+    print_table(&lines, screen, || {
+        super::output::narrow_table(&header, &cells, &[6], screen.unwrap_or(0))
+    });
+
+    // Each flow's last run: a row of fixed columns, its error on a row of its own.
+    let header = ["last run", "started", "outcome", "node", "counts"];
+    let mut lines = vec![format!(
         "\n{:<26} {:<24} {:<11} {:<16} counts",
-        "last run",
-        "started",
-        "outcome",
-        "node"
-    );
+        "last run", "started", "outcome", "node"
+    )];
+    let mut cells = Vec::new();
+    let mut errors = Vec::new();
     for r in &rows {
+        let flow = r["flow"].as_str().unwrap_or("");
         let last = &r["last_run"];
         if last.is_null() {
-            crate::outln!(
-                "{:<26} {:<24} {:<11}",
-                r["flow"].as_str().unwrap_or(""),
-                "never",
-                "-"
-            );
+            lines.push(format!("{:<26} {:<24} {:<11}", flow, "never", "-"));
+            cells.push(vec![flow.to_string(), "never".into(), "-".into()]);
             continue;
         }
-        crate::outln!(
-            "{:<26} {:<24} {:<11} {:<16} {}",
-            r["flow"].as_str().unwrap_or(""),
+        let row = vec![
+            flow.to_string(),
             when(last.get("started_at")),
-            last["status"].as_str().unwrap_or("-"),
-            last["node"].as_str().unwrap_or("-"),
+            last["status"].as_str().unwrap_or("-").to_string(),
+            last["node"].as_str().unwrap_or("-").to_string(),
             counts_text(&last["counts"]),
-        );
+        ];
+        lines.push(format!(
+            "{:<26} {:<24} {:<11} {:<16} {}",
+            row[0], row[1], row[2], row[3], row[4]
+        ));
+        cells.push(row);
         if let Some(e) = last["error"].as_str() {
-            crate::outln!("{:<26} error: {}", "", erpsync::redact::redact(e));
+            let e = erpsync::redact::redact(e);
+            lines.push(format!("{:<26} error: {}", "", e));
+            errors.push(format!("{flow}: error: {e}"));
         }
     }
+    print_table(&lines, screen, || {
+        let mut text = format!(
+            "\n{}",
+            super::output::narrow_table(&header, &cells, &[], screen.unwrap_or(0))
+        );
+        for e in &errors {
+            text.push_str(&super::output::fit(e, 2, screen.unwrap_or(usize::MAX)));
+            text.push('\n');
+        }
+        text
+    });
     // Only while some node runs a flow: most of the time none does.
     let held: Vec<_> = rows.iter().filter(|r| !r["lease"].is_null()).collect();
     if !held.is_empty() {

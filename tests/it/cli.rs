@@ -1499,3 +1499,66 @@ fn the_demo_on_an_80_column_terminal_breaks_totals_between_words() {
         .unwrap_or_else(|| panic!("{screen}"));
     assert_eq!(rows[at + 1].trim(), "0 failed records", "{screen}");
 }
+
+/// `status` on a terminal of 80 columns: its tables (128 columns and more when piped) are
+/// laid out to fit, the columns that do not fit beside the flow's name under it, every
+/// column still there; through a pipe the fixed layout stays, one row per flow.
+#[test]
+fn status_on_an_80_column_terminal_fits_its_tables_to_the_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/demo");
+    let args = format!(
+        "status {} --state sqlite:state.sqlite --init-state",
+        demo.display()
+    );
+    let line = format!(
+        "stty cols 80 rows 24; {} {args}",
+        env!("CARGO_BIN_EXE_erpsync")
+    );
+    let mut c = crate::support::terminal::command(&line);
+    c.current_dir(dir.path()).env("NO_COLOR", "1");
+    let screen = crate::support::terminal::screen_of_success(c);
+    let rows: Vec<&str> = screen
+        .lines()
+        .map(|r| r.trim_end_matches('\r'))
+        .filter(|r| !r.contains("stty") && !r.contains("[terminal session"))
+        .collect();
+    for row in &rows {
+        assert!(
+            row.chars().count() <= 80,
+            "wider than the terminal: {row:?}\n{screen}"
+        );
+    }
+    for column in [
+        "enabled",
+        "schedule",
+        "next run",
+        "reconcile",
+        "next reconcile",
+        "failures",
+        "started",
+        "outcome",
+    ] {
+        assert!(screen.contains(column), "no `{column}`:\n{screen}");
+    }
+    // Each flow named once per table it is split into, with its schedule and its last run.
+    let stock = rows.iter().filter(|r| r.starts_with("stock ")).count();
+    assert!(stock >= 3, "{screen}");
+
+    let out = erpsync()
+        .current_dir(dir.path())
+        .args(args.split(' '))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let header = stdout.lines().next().unwrap();
+    assert!(
+        header.starts_with("flow ") && header.ends_with("next reconcile           failures"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().filter(|r| r.starts_with("stock ")).count(),
+        2,
+        "{stdout}"
+    );
+}
