@@ -202,24 +202,50 @@ async fn act(args: FailuresArgs) -> anyhow::Result<ExitCode> {
             } else if failures.is_empty() {
                 crate::outln!("no failures");
             } else {
+                // Through a pipe, fixed columns and errors in rows of 90; on a terminal,
+                // the flow and record columns as wide as their longest name and errors
+                // broken to the screen's width, so rows do not wrap.
+                let screen = super::output::screen_width();
+                let (flow_w, key_w, error_w) = match screen {
+                    Some(w) => (
+                        failures
+                            .iter()
+                            .map(|f| f.flow.chars().count())
+                            .max()
+                            .unwrap_or(0)
+                            .max(4),
+                        failures
+                            .iter()
+                            .map(|f| f.key.chars().count())
+                            .max()
+                            .unwrap_or(0)
+                            .max(6),
+                        w.saturating_sub(8).clamp(30, 90),
+                    ),
+                    None => (24, 20, 90),
+                };
+                let row = |id: &dyn std::fmt::Display,
+                           flow: &str,
+                           key: &str,
+                           attempts: &dyn std::fmt::Display,
+                           last: &str| {
+                    let line =
+                        format!("{id:>5}  {flow:<flow_w$} {key:<key_w$} {attempts:>8}  {last:<26}");
+                    match screen {
+                        Some(_) => line.trim_end().to_string(),
+                        None => line,
+                    }
+                };
                 crate::outln!(
-                    "{:>5}  {:<24} {:<20} {:>8}  {:<26}",
-                    "id",
-                    "flow",
-                    "record",
-                    "attempts",
-                    "last failed"
+                    "{}",
+                    row(&"id", "flow", "record", &"attempts", "last failed")
                 );
                 for f in &failures {
                     crate::outln!(
-                        "{:>5}  {:<24} {:<20} {:>8}  {:<26}",
-                        f.id,
-                        f.flow,
-                        f.key,
-                        f.attempts,
-                        when(f.updated_at)
+                        "{}",
+                        row(&f.id, &f.flow, &f.key, &f.attempts, &when(f.updated_at))
                     );
-                    for line in wrap(&erpsync::redact::redact(&f.error), 90) {
+                    for line in wrap(&erpsync::redact::redact(&f.error), error_w) {
                         crate::outln!("       {line}");
                     }
                 }

@@ -189,6 +189,32 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     let offset = regex_like_offset(row);
     assert!(offset, "a time with its offset in: {row}");
     assert!(lines.next().unwrap().starts_with("       "), "{stdout}");
+    // On a terminal of 80 columns, the same list fits the screen: columns as wide as their
+    // content, the error broken to the width (through the pipe above, rows of 90).
+    let line = format!(
+        "stty cols 80 rows 24; {} failures list {project}",
+        env!("CARGO_BIN_EXE_erpsync")
+    );
+    let mut c = crate::support::terminal::command(&line);
+    c.envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NO_COLOR", "1");
+    let screen = crate::support::terminal::screen_of_success(c);
+    let rows: Vec<&str> = screen
+        .lines()
+        .map(|r| r.trim_end_matches('\r'))
+        .filter(|r| !r.contains("stty") && !r.contains("[terminal session"))
+        .collect();
+    assert!(rows.iter().any(|r| r.contains("attempts")), "{screen}");
+    for row in &rows {
+        assert!(
+            row.chars().count() <= 80,
+            "wider than the terminal: {row:?}\n{screen}"
+        );
+    }
+    assert!(
+        stdout.lines().any(|l| l.chars().count() > 80),
+        "the piped list keeps its wider rows: {stdout}"
+    );
     let (code, stdout, _) = run(&["status", &project]);
     assert_eq!(code, 0);
     assert!(stdout.contains("partial"), "{stdout}");
