@@ -191,26 +191,12 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert!(lines.next().unwrap().starts_with("       "), "{stdout}");
     // On a terminal of 80 columns, the same list fits the screen: columns as wide as their
     // content, the error broken to the width (through the pipe above, rows of 90).
-    let line = format!(
-        "stty cols 80 rows 24; {} failures list {project}",
-        env!("CARGO_BIN_EXE_erpsync")
-    );
-    let mut c = crate::support::terminal::command(&line);
-    c.envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-        .env("NO_COLOR", "1");
-    let screen = crate::support::terminal::screen_of_success(c);
-    let rows: Vec<&str> = screen
-        .lines()
-        .map(|r| r.trim_end_matches('\r'))
-        .filter(|r| !r.contains("stty") && !r.contains("[terminal session"))
-        .collect();
+    let line = format!("{} failures list {project}", env!("CARGO_BIN_EXE_erpsync"));
+    let (screen, rows) = crate::support::terminal::rows_at_width(80, &line, |c| {
+        c.envs(envs.iter().map(|(k, v)| (*k, v.as_str())));
+    });
     assert!(rows.iter().any(|r| r.contains("attempts")), "{screen}");
-    for row in &rows {
-        assert!(
-            row.chars().count() <= 80,
-            "wider than the terminal: {row:?}\n{screen}"
-        );
-    }
+    crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
     assert!(
         stdout.lines().any(|l| l.chars().count() > 80),
         "the piped list keeps its wider rows: {stdout}"
@@ -1465,26 +1451,13 @@ async fn the_daemon_runs_with_the_index_memory_it_was_started_with() {
 fn the_demo_on_an_80_column_terminal_breaks_totals_between_words() {
     let dir = tempfile::tempdir().unwrap();
     let line = format!(
-        "stty cols 80 rows 24; {} demo --no-rate-limit --products 40 --orders 8",
+        "{} demo --no-rate-limit --products 40 --orders 8",
         env!("CARGO_BIN_EXE_erpsync")
     );
-    let mut c = crate::support::terminal::command(&line);
-    c.current_dir(dir.path()).env("NO_COLOR", "1");
-    let screen = crate::support::terminal::screen_of_success(c);
-    // Each row as the terminal leaves it: what follows its last carriage return, without
-    // the line clears of the progress line drawn and taken away around it.
-    let rows: Vec<String> = screen
-        .split('\n')
-        .map(|row| {
-            let row = row.trim_end_matches('\r');
-            row.rsplit('\r')
-                .next()
-                .unwrap_or(row)
-                .replace("\x1b[2K", "")
-                .replace("\x1b[1A", "")
-                .replace("\x1b[1B", "")
-        })
-        .collect();
+    let (screen, rows) = crate::support::terminal::rows_at_width(80, &line, |c| {
+        c.current_dir(dir.path());
+    });
+    crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
     let flows = rows
         .iter()
         .filter(|r| r.starts_with("  ") && r.contains(" read "))
@@ -1493,10 +1466,6 @@ fn the_demo_on_an_80_column_terminal_breaks_totals_between_words() {
     let mut continued = 0;
     let mut logical: Vec<String> = Vec::new();
     for row in &rows {
-        assert!(
-            row.chars().count() <= 80,
-            "a row wider than the terminal: {row:?}\n{screen}"
-        );
         if row.starts_with(&" ".repeat(31)) && !row.trim().is_empty() {
             continued += 1;
             let last = logical
@@ -1537,24 +1506,11 @@ fn status_on_an_80_column_terminal_fits_its_tables_to_the_screen() {
         "status {} --state sqlite:state.sqlite --init-state",
         demo.display()
     );
-    let line = format!(
-        "stty cols 80 rows 24; {} {args}",
-        env!("CARGO_BIN_EXE_erpsync")
-    );
-    let mut c = crate::support::terminal::command(&line);
-    c.current_dir(dir.path()).env("NO_COLOR", "1");
-    let screen = crate::support::terminal::screen_of_success(c);
-    let rows: Vec<&str> = screen
-        .lines()
-        .map(|r| r.trim_end_matches('\r'))
-        .filter(|r| !r.contains("stty") && !r.contains("[terminal session"))
-        .collect();
-    for row in &rows {
-        assert!(
-            row.chars().count() <= 80,
-            "wider than the terminal: {row:?}\n{screen}"
-        );
-    }
+    let line = format!("{} {args}", env!("CARGO_BIN_EXE_erpsync"));
+    let (screen, rows) = crate::support::terminal::rows_at_width(80, &line, |c| {
+        c.current_dir(dir.path());
+    });
+    crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
     for column in [
         "enabled",
         "schedule",

@@ -37,6 +37,45 @@ pub fn exit_status(screen: &str) -> Option<i32> {
     rest[..rest.find(']')?].trim().parse().ok()
 }
 
+/// `line` run to success on a pseudo-terminal of `cols` columns (`configure` sets its
+/// folder and environment): its screen, and the rows the terminal leaves on it, each as what
+/// follows its last carriage return, without the line clears and cursor moves of a progress
+/// line drawn and taken away around them, and without the session's own lines.
+pub fn rows_at_width(
+    cols: usize,
+    line: &str,
+    configure: impl FnOnce(&mut Command),
+) -> (String, Vec<String>) {
+    let mut c = command(&format!("stty cols {cols} rows 24; {line}"));
+    c.env("NO_COLOR", "1");
+    configure(&mut c);
+    let screen = screen_of_success(c);
+    let rows = screen
+        .split('\n')
+        .map(|row| {
+            let row = row.trim_end_matches('\r');
+            row.rsplit('\r')
+                .next()
+                .unwrap_or(row)
+                .replace("\x1b[2K", "")
+                .replace("\x1b[1A", "")
+                .replace("\x1b[1B", "")
+        })
+        .filter(|r| !r.contains("stty cols") && !r.contains(EXIT_MARK))
+        .collect();
+    (screen, rows)
+}
+
+/// Fails unless every row of `screen` fits in `cols` columns.
+pub fn assert_rows_fit(rows: &[String], cols: usize, screen: &str) {
+    for row in rows {
+        assert!(
+            row.chars().count() <= cols,
+            "a row wider than the terminal's {cols} columns: {row:?}\n{screen}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
