@@ -282,7 +282,7 @@ pub fn summary_shown(indent: &str, r: &RunReport) -> String {
     match crate::cli::output::screen_width() {
         Some(width) => {
             let totals_at = indent.chars().count() + r.flow.chars().count().max(FLOW_COLUMN) + 1;
-            crate::cli::output::fit(&line, totals_at, width)
+            crate::cli::output::fit(&line, totals_at, totals_at, width)
         }
         None => line,
     }
@@ -332,8 +332,21 @@ pub fn record_text(rec: &RecordReport, records: RecordLines) -> Option<String> {
         .unwrap_or_default();
     let mut text = format!("  {:<9} {}{target}{reason}\n", rec.decision.word(), rec.key);
     if records != RecordLines::WithReason {
+        // On a terminal, a change too long for a row (a nested record's JSON) breaks after
+        // its commas, the rows after the first indented under the field's name.
+        let screen = (!rec.changes.is_empty())
+            .then(crate::cli::output::screen_width)
+            .flatten();
         for c in &rec.changes {
-            let _ = writeln!(text, "      {}: {} → {}", c.field, c.old, c.new);
+            let line = format!("      {}: {} → {}", c.field, c.old, c.new);
+            match screen {
+                Some(width) => {
+                    let _ = writeln!(text, "{}", crate::cli::output::fit(&line, 6, 8, width));
+                }
+                None => {
+                    let _ = writeln!(text, "{line}");
+                }
+            }
         }
         for s in &rec.steps {
             let _ = writeln!(text, "      step {s}");

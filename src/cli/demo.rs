@@ -434,7 +434,7 @@ fn final_check(world: &World, failed: u64) -> ExitCode {
         if failed == 1 { "" } else { "s" },
     );
     match super::output::screen_width() {
-        Some(width) => crate::outln!("{}", super::output::fit(&verdict, 2, width)),
+        Some(width) => crate::outln!("{}", super::output::fit(&verdict, 2, 2, width)),
         None => crate::outln!("{verdict}"),
     }
     if disagreements.is_empty() && failed == 0 {

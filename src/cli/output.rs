@@ -93,23 +93,21 @@ pub fn screen_width() -> Option<usize> {
 
 /// A line of totals (`read 206, created 6, …`) as a terminal of `width` columns shows it:
 /// as it is when it fits, else broken into lines that fit, the ones after the first
-/// indented to where the totals start (`totals_at`). It breaks after a comma or semicolon;
+/// indented by `indent` (where the totals start); its first `head` columns (a flow's name
+/// and its padding) stay as they are. It breaks after a comma or semicolon;
 /// within a part too long for a row of its own, after a colon, then between words. A terminal left to
 /// wrap a long line cuts it anywhere (`skip` / `ped 0`); a pipe or a file gets the line
 /// whole (see `screen_width`), so scripts and logs see one line per flow.
-pub fn fit(line: &str, totals_at: usize, width: usize) -> String {
+pub fn fit(line: &str, head: usize, indent: usize, width: usize) -> String {
     let len = |s: &str| s.chars().count();
     if len(line) <= width {
         return line.to_string();
     }
     // Past half the screen, the indent would leave too little room for the totals.
-    let indent = if totals_at <= width / 2 { totals_at } else { 4 };
+    let indent = if indent <= width / 2 { indent } else { 4 };
     let room = width.saturating_sub(indent);
     // The flow's name and its padding stay as they are, with the first total after them.
-    let at = line
-        .char_indices()
-        .nth(totals_at)
-        .map_or(line.len(), |(i, _)| i);
+    let at = line.char_indices().nth(head).map_or(line.len(), |(i, _)| i);
     let (head, totals) = line.split_at(at);
     // A part too long for a row of its own breaks after a colon, then between words.
     let too_long = |s: &str| len(s.trim_start()) > room;
@@ -297,19 +295,19 @@ mod tests {
 
     #[test]
     fn a_line_that_fits_is_shown_as_it_is() {
-        assert_eq!(fit(DEMO, 31, 120), DEMO);
-        assert_eq!(fit(DEMO, 31, DEMO.chars().count()), DEMO);
+        assert_eq!(fit(DEMO, 31, 31, 120), DEMO);
+        assert_eq!(fit(DEMO, 31, 31, DEMO.chars().count()), DEMO);
     }
 
     #[test]
     fn a_long_line_breaks_between_totals_into_lines_that_fit() {
-        let shown = fit(DEMO, 31, 80);
+        let shown = fit(DEMO, 31, 31, 80);
         assert_eq!(
             shown,
             "  products                     read 206, created 6, updated 0, adopted 200,\n\
              \x20                              skipped 0, conflicts 0, failed 0"
         );
-        let shown = fit(REQUIRED, 31, 80);
+        let shown = fit(REQUIRED, 31, 31, 80);
         for line in shown.lines() {
             assert!(line.chars().count() <= 80, "{line:?} in\n{shown}");
         }
@@ -336,7 +334,7 @@ mod tests {
     fn every_width_keeps_each_total_whole_and_loses_nothing() {
         for line in [DEMO, REQUIRED] {
             for width in 40..=160 {
-                let shown = fit(line, 31, width);
+                let shown = fit(line, 31, 31, width);
                 assert_eq!(joined(&shown), line, "width {width}:\n{shown}");
                 // A line is over the width only when it is a single word too long for it.
                 for l in shown.lines().skip(1) {

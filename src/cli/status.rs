@@ -222,7 +222,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             super::output::narrow_table(&header, &cells, &[], screen.unwrap_or(0))
         );
         for e in &errors {
-            text.push_str(&super::output::fit(e, 2, screen.unwrap_or(usize::MAX)));
+            text.push_str(&super::output::fit(e, 2, 4, screen.unwrap_or(usize::MAX)));
             text.push('\n');
         }
         text

@@ -164,6 +164,24 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
     assert!(stdout.contains("status: null → \"confirmed\""), "{stdout}");
     assert!(stdout.contains("dry run: nothing was written"));
     assert_eq!(erp.counters().writes(), 0);
+    // On a terminal of 80 columns, a change too long for a row (an order's customer as
+    // JSON) breaks after a comma, the rest indented under the field's name.
+    let line = format!(
+        "{} dry-run {project} --flow orders_to_erp --init-state",
+        env!("CARGO_BIN_EXE_erpsync")
+    );
+    let (screen, rows) = crate::support::terminal::rows_at_width(80, &line, |c| {
+        c.envs(envs.iter().map(|(k, v)| (*k, v.as_str())));
+    });
+    crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
+    let customer = rows
+        .iter()
+        .position(|r| r.starts_with("      customer: null → {"))
+        .unwrap_or_else(|| panic!("{screen}"));
+    assert!(
+        rows[customer].ends_with(',') && rows[customer + 1] == "        \"phone\":\"\"}",
+        "{screen}"
+    );
 
     let (code, stdout, _) = run(&[
         "run",
