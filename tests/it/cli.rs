@@ -1562,3 +1562,33 @@ fn status_on_an_80_column_terminal_fits_its_tables_to_the_screen() {
         "{stdout}"
     );
 }
+
+/// The demo's project copied alone to another folder, as a person copies an example to
+/// start from: its `include: [../common]` cannot be read there. `validate` says so once,
+/// with how many unknown names it leaves for later, instead of a screen of "unknown system
+/// `erp`" about systems the file itself declares.
+#[test]
+fn a_project_copied_without_its_shared_folder_is_told_what_is_missing_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("flows/demo/demo.yaml");
+    std::fs::create_dir_all(dir.path().join("mine")).unwrap();
+    std::fs::copy(demo, dir.path().join("mine/demo.yaml")).unwrap();
+    let out = erpsync()
+        .current_dir(dir.path())
+        .args(["validate", "mine"])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(78), "{text}");
+    assert!(text.contains("error[E001]: cannot include"), "{text}");
+    assert!(
+        text.contains("problems of unknown names are not shown"),
+        "{text}"
+    );
+    assert!(!text.contains("unknown system `erp`"), "{text}");
+    assert!(text.contains("1 problem found"), "{text}");
+}

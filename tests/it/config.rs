@@ -717,3 +717,44 @@ fn schema_describes_mapping_paths_helpers_and_template_scopes() {
         "{key}"
     );
 }
+
+/// An include that cannot be read is the one problem told about the names it would have
+/// declared: the flows that use its system and entity are not reported as naming unknown
+/// ones (each would be an echo of the include), the include says how many were left out, and
+/// a problem of another kind in the same file is still reported.
+#[test]
+fn a_missing_include_is_told_once_not_echoed_by_every_name_it_declared() {
+    let (_dir, mine) = shared_and_mine(&format!(
+        "version: 1\ninclude: [../sharde]\n{}",
+        OWN_FLOW.replace("mode: update", "mode: update\n    direciton: one_way")
+    ));
+    let (project, diags) = check(std::slice::from_ref(&mine));
+    assert!(project.is_none());
+    let include = diags
+        .iter()
+        .find(|d| d.path == "include.0")
+        .unwrap_or_else(|| panic!("{diags:#?}"));
+    assert_eq!(include.code, erpsync::config::diagnostic::Code::Io);
+    let help = include.help.as_deref().unwrap_or_default();
+    assert!(
+        help.starts_with("3 problems of unknown names are not shown"),
+        "{include}"
+    );
+    assert!(
+        diags
+            .iter()
+            .all(|d| d.code != erpsync::config::diagnostic::Code::UnknownName),
+        "{diags:#?}"
+    );
+    assert!(
+        diags.iter().any(|d| d.path == "flows.own_sync.direciton"),
+        "{diags:#?}"
+    );
+    assert_eq!(diags.len(), 2, "{diags:#?}");
+
+    // Read, the same include leaves nothing unknown and the flow is checked in full.
+    let (_dir, mine) = shared_and_mine(&format!("version: 1\ninclude: [../shared]\n{OWN_FLOW}"));
+    let (project, diags) = check(std::slice::from_ref(&mine));
+    assert!(diags.is_empty(), "{diags:#?}");
+    assert_eq!(scheduled(&project.unwrap()), ["own_sync", "shared_sync"]);
+}
