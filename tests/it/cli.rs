@@ -1592,3 +1592,18 @@ fn a_project_copied_without_its_shared_folder_is_told_what_is_missing_once() {
     assert!(!text.contains("unknown system `erp`"), "{text}");
     assert!(text.contains("1 problem found"), "{text}");
 }
+
+/// `--help` on a terminal of 80 columns wraps each command's line to the screen, the
+/// continuation under the description's column, rather than letting the terminal cut words.
+#[test]
+fn help_on_an_80_column_terminal_wraps_to_the_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in ["--help", "run --help", "failures --help"] {
+        let line = format!("{} {args}", env!("CARGO_BIN_EXE_erpsync"));
+        let (screen, rows) = crate::support::terminal::rows_at_width(80, &line, |c| {
+            c.current_dir(dir.path());
+        });
+        crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
+        assert!(screen.contains("Usage: erpsync"), "{screen}");
+    }
+}
