@@ -201,8 +201,10 @@ async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let engine = Engine::new(project.clone(), store, Arc::new(SystemClock))?;
     let bar = if std::io::stderr().is_terminal() {
         let b = ProgressBar::new((order.len() * 3 + reconciled.len()) as u64);
+        // `wide_msg`: the phase and flow are cut to the terminal's width (with `…`), so
+        // the bar keeps to one row on a narrow terminal.
         b.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            ProgressStyle::with_template("{bar:30} {pos}/{len} {wide_msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
         b

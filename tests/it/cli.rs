@@ -174,6 +174,7 @@ async fn failures_can_be_listed_shown_retried_and_discarded() {
         c.envs(envs.iter().map(|(k, v)| (*k, v.as_str())));
     });
     crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
+    crate::support::terminal::assert_drawn_fits(&screen, 80);
     let customer = rows
         .iter()
         .position(|r| r.starts_with("      customer: null → {"))
@@ -1476,6 +1477,12 @@ fn the_demo_on_an_80_column_terminal_breaks_totals_between_words() {
         c.current_dir(dir.path());
     });
     crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
+    // The progress bar too, each time it is drawn (its phase and flow cut to fit).
+    crate::support::terminal::assert_drawn_fits(&screen, 80);
+    assert!(
+        screen.contains("░ 0/21 first sync"),
+        "no progress bar drawn:\n{screen}"
+    );
     let flows = rows
         .iter()
         .filter(|r| r.starts_with("  ") && r.contains(" read "))

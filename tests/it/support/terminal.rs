@@ -66,6 +66,32 @@ pub fn rows_at_width(
     (screen, rows)
 }
 
+/// Fails unless everything drawn on `screen` fits in `cols` columns: each stretch between
+/// line breaks and carriage returns (a progress line redrawn in place included), without
+/// its escape sequences.
+pub fn assert_drawn_fits(screen: &str, cols: usize) {
+    for stretch in screen.split(['\n', '\r']) {
+        let mut shown = String::new();
+        let mut chars = stretch.chars();
+        while let Some(c) = chars.next() {
+            if c == '\x1b' {
+                // A CSI sequence: `ESC [`, parameters, then a final letter.
+                for d in chars.by_ref() {
+                    if d.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                shown.push(c);
+            }
+        }
+        assert!(
+            shown.chars().count() <= cols,
+            "drawn wider than the terminal's {cols} columns: {shown:?}\n{screen}"
+        );
+    }
+}
+
 /// Fails unless every row of `screen` fits in `cols` columns.
 pub fn assert_rows_fit(rows: &[String], cols: usize, screen: &str) {
     for row in rows {
