@@ -279,13 +279,8 @@ fn summary_line(r: &RunReport) -> String {
 /// line, broken into lines that fit, the totals kept in their column (see `output::fit`).
 pub fn summary_shown(indent: &str, r: &RunReport) -> String {
     let line = format!("{indent}{}", summary_line(r));
-    match crate::cli::output::screen_width() {
-        Some(width) => {
-            let totals_at = indent.chars().count() + r.flow.chars().count().max(FLOW_COLUMN) + 1;
-            crate::cli::output::fit(&line, totals_at, totals_at, width)
-        }
-        None => line,
-    }
+    let totals_at = indent.chars().count() + r.flow.chars().count().max(FLOW_COLUMN) + 1;
+    crate::cli::output::shown(&line, totals_at, totals_at)
 }
 
 /// A run's report as text: the totals, then each record with a reason (or, with `all`, each
@@ -334,19 +329,9 @@ pub fn record_text(rec: &RecordReport, records: RecordLines) -> Option<String> {
     if records != RecordLines::WithReason {
         // On a terminal, a change too long for a row (a nested record's JSON) breaks after
         // its commas, the rows after the first indented under the field's name.
-        let screen = (!rec.changes.is_empty())
-            .then(crate::cli::output::screen_width)
-            .flatten();
         for c in &rec.changes {
             let line = format!("      {}: {} → {}", c.field, c.old, c.new);
-            match screen {
-                Some(width) => {
-                    let _ = writeln!(text, "{}", crate::cli::output::fit(&line, 6, 8, width));
-                }
-                None => {
-                    let _ = writeln!(text, "{line}");
-                }
-            }
+            let _ = writeln!(text, "{}", crate::cli::output::shown(&line, 6, 8));
         }
         for s in &rec.steps {
             let _ = writeln!(text, "      step {s}");

@@ -435,10 +435,7 @@ fn final_check(world: &World, failed: u64) -> ExitCode {
         failed,
         if failed == 1 { "" } else { "s" },
     );
-    match super::output::screen_width() {
-        Some(width) => crate::outln!("{}", super::output::fit(&verdict, 2, 2, width)),
-        None => crate::outln!("{verdict}"),
-    }
+    crate::outln!("{}", super::output::shown(&verdict, 2, 2));
     if disagreements.is_empty() && failed == 0 {
         ExitCode::SUCCESS
     } else {

@@ -72,9 +72,15 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// The width of the terminal stdout is, or `None` when stdout is not a terminal (a pipe, a
-/// file) or its size is not known.
-#[cfg(unix)]
+/// file) or its size is not known. Read once a process: a dry run asks for every line of
+/// changes it prints, and a command's output keeps one layout.
 pub fn screen_width() -> Option<usize> {
+    static WIDTH: std::sync::OnceLock<Option<usize>> = std::sync::OnceLock::new();
+    *WIDTH.get_or_init(read_screen_width)
+}
+
+#[cfg(unix)]
+fn read_screen_width() -> Option<usize> {
     use std::io::IsTerminal as _;
     if !std::io::stdout().is_terminal() {
         return None;
@@ -87,7 +93,7 @@ pub fn screen_width() -> Option<usize> {
 }
 
 #[cfg(not(unix))]
-pub fn screen_width() -> Option<usize> {
+fn read_screen_width() -> Option<usize> {
     None
 }
 
@@ -133,6 +139,15 @@ pub fn fit(line: &str, head: usize, indent: usize, width: usize) -> String {
     }
     out.push_str(current.trim_end());
     out
+}
+
+/// `line` as stdout shows it: on a terminal narrower than it, broken by `fit` (its first
+/// `head` columns kept, the rows after the first indented by `indent`); elsewhere whole.
+pub fn shown(line: &str, head: usize, indent: usize) -> String {
+    match screen_width() {
+        Some(width) => fit(line, head, indent, width),
+        None => line.to_string(),
+    }
 }
 
 /// A table as a terminal `width` columns wide shows it when the table's fixed layout (the

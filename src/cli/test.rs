@@ -85,14 +85,17 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                                     )
                                 })
                                 .collect();
-                            crate::outln!("ok    {name}{what}");
+                            // On a terminal narrower than a line, it breaks to fit.
+                            let shown = super::output::shown;
+                            crate::outln!("{}", shown(&format!("ok    {name}{what}"), 6, 6));
                             for r in runs {
-                                crate::outln!("        {r}");
+                                crate::outln!("{}", shown(&format!("        {r}"), 8, 10));
                             }
                         } else {
-                            crate::outln!("FAIL  {name}{what}");
+                            let shown = super::output::shown;
+                            crate::outln!("{}", shown(&format!("FAIL  {name}{what}"), 6, 6));
                             for p in &problems {
-                                crate::outln!("        {p}");
+                                crate::outln!("{}", shown(&format!("        {p}"), 8, 10));
                             }
                         }
                     }

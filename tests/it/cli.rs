@@ -1614,3 +1614,41 @@ fn help_on_an_80_column_terminal_wraps_to_the_screen() {
         assert!(screen.contains("Usage: erpsync"), "{screen}");
     }
 }
+
+/// A project started with `init` and its offline tests run on a terminal of 80 columns: the
+/// line of a passed test (its file and description) breaks between words to fit, and so does
+/// every other row.
+#[test]
+fn offline_tests_on_an_80_column_terminal_fit_the_screen() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = erpsync()
+        .current_dir(dir.path())
+        .args([
+            "init",
+            "shopx",
+            "--shop",
+            "merchantpro",
+            "--erp",
+            "smartbill",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let line = format!("{} test .", env!("CARGO_BIN_EXE_erpsync"));
+    let (screen, rows) = crate::support::terminal::rows_at_width(80, &line, |c| {
+        c.current_dir(dir.path().join("shopx"));
+    });
+    crate::support::terminal::assert_rows_fit(&rows, 80, &screen);
+    crate::support::terminal::assert_drawn_fits(&screen, 80);
+    let ok = rows
+        .iter()
+        .position(|r| r.starts_with("ok    ./tests/invoices.test.yaml — "))
+        .unwrap_or_else(|| panic!("{screen}"));
+    // Its description continues on the next row, under the file's name.
+    let next = &rows[ok + 1];
+    assert!(
+        next.starts_with("      ") && !next[6..].starts_with(' '),
+        "{screen}"
+    );
+    assert!(screen.contains("1 passed, 0 failed"), "{screen}");
+}
