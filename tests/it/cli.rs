@@ -1585,11 +1585,7 @@ fn a_project_copied_without_its_shared_folder_is_told_what_is_missing_once() {
         .args(["validate", "mine"])
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::support::stdout_and_stderr(&out);
     assert_eq!(out.status.code(), Some(78), "{text}");
     assert!(text.contains("error[E001]: cannot include"), "{text}");
     assert!(

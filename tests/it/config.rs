@@ -464,11 +464,7 @@ fn an_include_may_take_only_systems_and_entities() {
         .arg("--init-state")
         .output()
         .unwrap();
-    let all = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let all = crate::support::stdout_and_stderr(&out);
     assert!(all.contains("own_sync"), "{all}");
     assert!(!all.contains("shared_sync"), "{all}");
 

@@ -950,11 +950,7 @@ async fn run_once_with_max_wait_does_not_sleep_through_a_lockout() {
         .output()
         .await
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::support::stdout_and_stderr(&out);
     assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(
         started.elapsed() < std::time::Duration::from_secs(60),

@@ -127,11 +127,7 @@ fn run_in(
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = crate::support::stdout_and_stderr(&out);
     let code = match how {
         Through::Pipe => out.status.code(),
         Through::Terminal => crate::support::terminal::exit_status(&text),

@@ -18,6 +18,15 @@ pub mod terminal;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// What a finished command wrote, stdout then stderr, as text.
+pub fn stdout_and_stderr(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The repository's root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
