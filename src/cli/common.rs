@@ -126,9 +126,13 @@ pub fn state_location(args: &ProjectArgs, project: &Project) -> anyhow::Result<S
         (None, Some(u)) => (u.clone(), StateOrigin::Project),
         (None, None) => ("sqlite:erpsync.sqlite".to_string(), StateOrigin::Default),
     };
+    // Made absolute here: `state::open` would otherwise join the project folder to a path
+    // that already starts with it (a project named by a relative path, `flows/demo`, kept
+    // its state in `flows/demo/flows/demo/…`, and `status` looked for it where it belonged).
+    let cwd = std::env::current_dir()?;
     let base = match origin {
-        StateOrigin::Argument => std::env::current_dir()?,
-        StateOrigin::Project | StateOrigin::Default => project.root.clone(),
+        StateOrigin::Argument => cwd,
+        StateOrigin::Project | StateOrigin::Default => cwd.join(&project.root),
     };
     Ok(resolve_url(&url, origin, &base))
 }

@@ -60,10 +60,30 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/demo_flows.rs"));
 }
 
+/// Where the shipped files point their editor at the schema, and keep the demo's state:
+/// paths from `flows/demo` and `flows/common` in the repository.
+const SCHEMA_IN_REPO: &str = "$schema=../../schemas/flow.schema.json";
+const STATE_IN_REPO: &str = "url: sqlite:../../target/demo/erpsync.sqlite";
+
 /// Writes the built-in demo project into `dir` (as `demo/` beside the `common/` it
-/// includes) and returns the project folder.
+/// includes, with `schemas/` for editors) and returns the project folder. What points
+/// outside the project in the repository points inside it here: the schema comment at
+/// `dir/schemas`, the state at `dir/demo/erpsync.sqlite` (in the repository, `target/`).
 pub fn write_embedded_flows(dir: &Path) -> std::io::Result<PathBuf> {
-    for (name, text) in embedded::DEMO_FLOWS {
+    let mut files: Vec<(String, String)> = embedded::DEMO_FLOWS
+        .iter()
+        .map(|(name, text)| {
+            let text = text
+                .replace(SCHEMA_IN_REPO, "$schema=../schemas/flow.schema.json")
+                .replace(STATE_IN_REPO, "url: sqlite:erpsync.sqlite");
+            (name.to_string(), text)
+        })
+        .collect();
+    files.push((
+        "schemas/flow.schema.json".into(),
+        erpsync::config::schema_nav::flow_schema_text(),
+    ));
+    for (name, text) in files {
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;

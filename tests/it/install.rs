@@ -199,7 +199,9 @@ async fn the_installed_binary_works_from_any_folder_on_a_terminal_and_through_a_
             0,
             "\"run_id\"",
         ),
-        (&["status", "flows/demo"], 0, "last run"),
+        // The runs above, found where they kept their state (a project named by a relative
+        // path once kept it in `flows/demo/flows/demo/`, and `status` showed none).
+        (&["status", "flows/demo"], 0, "read "),
         (&["failures", "list", "flows/demo"], 0, "no failures"),
         (
             &["failures", "pending", "flows/demo"],
@@ -242,6 +244,20 @@ async fn the_installed_binary_works_from_any_folder_on_a_terminal_and_through_a_
     let (_, text) = run_in(bin, dir.path(), &args, &no_color, Through::Terminal);
     assert!(text.contains(" INFO engine: run finished"), "{text}");
     assert!(!text.contains("\x1b[32m"), "{text}");
+    // The written project keeps to its folder: the state beside its flow file (not in a
+    // `target/` of the folder it was written from), and each file's schema comment names a
+    // schema written with it, for editors.
+    assert!(dir.path().join("flows/demo/erpsync.sqlite").is_file());
+    assert!(!dir.path().join("target").exists());
+    for file in ["flows/demo/demo.yaml", "flows/common/entities.yaml"] {
+        let text = std::fs::read_to_string(dir.path().join(file)).unwrap();
+        let schema = text
+            .lines()
+            .find_map(|l| l.strip_prefix("# yaml-language-server: $schema="))
+            .unwrap_or_else(|| panic!("{file}: no schema comment"));
+        let at = dir.path().join(file).parent().unwrap().join(schema);
+        assert!(at.is_file(), "{file}: its schema `{schema}` is not there");
+    }
     eprintln!("whole test: {:.1?}", started.elapsed());
 }
 
