@@ -100,10 +100,10 @@ fn read_screen_width() -> Option<usize> {
 /// A line of totals (`read 206, created 6, …`) as a terminal of `width` columns shows it:
 /// as it is when it fits, else broken into lines that fit, the ones after the first
 /// indented by `indent` (where the totals start); its first `head` columns (a flow's name
-/// and its padding) stay as they are. It breaks after a comma or semicolon;
-/// within a part too long for a row of its own, after a colon, then between words. A terminal left to
+/// and its padding) stay as they are. It breaks after a comma or semicolon; within a part
+/// too long for a row of its own, after a colon, then between words. A terminal left to
 /// wrap a long line cuts it anywhere (`skip` / `ped 0`); a pipe or a file gets the line
-/// whole (see `screen_width`), so scripts and logs see one line per flow.
+/// whole (see `shown`), so scripts and logs see one line per flow.
 pub fn fit(line: &str, head: usize, indent: usize, width: usize) -> String {
     let len = |s: &str| s.chars().count();
     if len(line) <= width {
