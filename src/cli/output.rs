@@ -161,14 +161,16 @@ pub fn narrow_table(
     right: &[usize],
     width: usize,
 ) -> String {
+    fn cell(row: &[String], c: usize) -> &str {
+        row.get(c).map_or("", String::as_str)
+    }
     let len = |s: &str| s.chars().count();
-    let cell = |row: &[String], c: usize| row.get(c).map_or("", String::as_str).to_string();
     let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|c| {
             std::iter::once(&header)
                 .chain(rows)
-                .map(|r| len(&cell(r, c)))
+                .map(|r| len(cell(r, c)))
                 .max()
                 .unwrap_or(0)
         })

@@ -22,18 +22,16 @@ pub struct StatusArgs {
 }
 
 /// Prints a table's `lines` (its fixed layout, the one a pipe gets) or, on a terminal
-/// narrower than one of them, what `narrow` lays out for it.
-fn print_table(lines: &[String], screen: Option<usize>, narrow: impl FnOnce() -> String) {
-    let too_wide = screen.is_some_and(|w| {
-        lines
-            .iter()
-            .any(|l| l.trim_start_matches('\n').chars().count() > w)
-    });
-    if too_wide {
-        crate::out!("{}", narrow());
-    } else {
-        for line in lines {
-            crate::outln!("{line}");
+/// narrower than one of them, what `narrow` lays out for the terminal's width.
+fn print_table(lines: &[String], screen: Option<usize>, narrow: impl FnOnce(usize) -> String) {
+    match screen {
+        Some(width) if lines.iter().any(|l| l.chars().count() > width) => {
+            crate::out!("{}", narrow(width));
+        }
+        _ => {
+            for line in lines {
+                crate::outln!("{line}");
+            }
         }
     }
 }
@@ -178,14 +176,14 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
         .chain(&cells)
         .map(|c| fixed(c))
         .collect();
-    print_table(&lines, screen, || {
-        super::output::narrow_table(&header, &cells, &[6], screen.unwrap_or(0))
+    print_table(&lines, screen, |width| {
+        super::output::narrow_table(&header, &cells, &[6], width)
     });
 
     // Each flow's last run: a row of fixed columns, its error on a row of its own.
     let header = ["last run", "started", "outcome", "node", "counts"];
     let mut lines = vec![format!(
-        "\n{:<26} {:<24} {:<11} {:<16} counts",
+        "{:<26} {:<24} {:<11} {:<16} counts",
         "last run", "started", "outcome", "node"
     )];
     let mut cells = Vec::new();
@@ -216,13 +214,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<ExitCode> {
             errors.push(format!("{flow}: error: {e}"));
         }
     }
-    print_table(&lines, screen, || {
-        let mut text = format!(
-            "\n{}",
-            super::output::narrow_table(&header, &cells, &[], screen.unwrap_or(0))
-        );
+    crate::outln!();
+    print_table(&lines, screen, |width| {
+        let mut text = super::output::narrow_table(&header, &cells, &[], width);
         for e in &errors {
-            text.push_str(&super::output::fit(e, 2, 4, screen.unwrap_or(usize::MAX)));
+            text.push_str(&super::output::fit(e, 2, 4, width));
             text.push('\n');
         }
         text

@@ -73,6 +73,8 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                             .as_deref()
                             .map(|d| format!(" — {d}"))
                             .unwrap_or_default();
+                        // On a terminal narrower than a line, it breaks to fit.
+                        let shown = super::output::shown;
                         if outcome.passed() {
                             let runs: Vec<String> = outcome
                                 .reports
@@ -85,14 +87,11 @@ pub fn run(args: TestArgs) -> anyhow::Result<ExitCode> {
                                     )
                                 })
                                 .collect();
-                            // On a terminal narrower than a line, it breaks to fit.
-                            let shown = super::output::shown;
                             crate::outln!("{}", shown(&format!("ok    {name}{what}"), 6, 6));
                             for r in runs {
                                 crate::outln!("{}", shown(&format!("        {r}"), 8, 10));
                             }
                         } else {
-                            let shown = super::output::shown;
                             crate::outln!("{}", shown(&format!("FAIL  {name}{what}"), 6, 6));
                             for p in &problems {
                                 crate::outln!("{}", shown(&format!("        {p}"), 8, 10));
