@@ -60,30 +60,18 @@ mod embedded {
     include!(concat!(env!("OUT_DIR"), "/demo_flows.rs"));
 }
 
-/// Where the shipped files point their editor at the schema, and keep the demo's state:
-/// paths from `flows/demo` and `flows/common` in the repository.
-const SCHEMA_IN_REPO: &str = "$schema=../../schemas/flow.schema.json";
+/// Where the demo's flow file keeps its state in the repository (`target/`, from
+/// `flows/demo`).
 const STATE_IN_REPO: &str = "url: sqlite:../../target/demo/erpsync.sqlite";
 
 /// Writes the built-in demo project into `dir` (as `demo/` beside the `common/` it
-/// includes, with `schemas/` for editors) and returns the project folder. What points
-/// outside the project in the repository points inside it here: the schema comment at
-/// `dir/schemas`, the state at `dir/demo/erpsync.sqlite` (in the repository, `target/`).
+/// includes) and returns the project folder. What points outside the project in the
+/// repository points inside it here: each file's schema comment at `dir/schemas` (see
+/// `write_schemas`), the state at `dir/demo/erpsync.sqlite`.
 pub fn write_embedded_flows(dir: &Path) -> std::io::Result<PathBuf> {
-    let mut files: Vec<(String, String)> = embedded::DEMO_FLOWS
-        .iter()
-        .map(|(name, text)| {
-            let text = text
-                .replace(SCHEMA_IN_REPO, "$schema=../schemas/flow.schema.json")
-                .replace(STATE_IN_REPO, "url: sqlite:erpsync.sqlite");
-            (name.to_string(), text)
-        })
-        .collect();
-    files.push((
-        "schemas/flow.schema.json".into(),
-        erpsync::config::schema_nav::flow_schema_text(),
-    ));
-    for (name, text) in files {
+    for (name, text) in embedded::DEMO_FLOWS {
+        let text = erpsync::authoring::templates::with_schema_of_its_project(text)
+            .replace(STATE_IN_REPO, "url: sqlite:erpsync.sqlite");
         let path = dir.join(name);
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
@@ -91,6 +79,16 @@ pub fn write_embedded_flows(dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::write(path, text)?;
     }
     Ok(dir.join("demo"))
+}
+
+/// The flow-file schema the written project's files name, for editors (`--write-flows`
+/// only: the demo's own run has no editor).
+fn write_schemas(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir.join("schemas"))?;
+    std::fs::write(
+        dir.join("schemas/flow.schema.json"),
+        erpsync::config::schema_nav::flow_schema_text(),
+    )
 }
 
 /// The demo's state file from `--state sqlite:PATH`.
@@ -124,6 +122,7 @@ fn state_file(arg: &str) -> anyhow::Result<PathBuf> {
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = &args.write_flows {
         let project = write_embedded_flows(dir)
+            .and_then(|project| write_schemas(dir).map(|()| project))
             .with_context(|| format!("writing the demo project into `{}`", dir.display()))?;
         crate::outln!(
             "wrote the demo project to {}; try `erpsync validate {}`",

@@ -288,6 +288,17 @@ fn first_shop_read(erp: Erp) -> (&'static str, &'static str) {
     }
 }
 
+/// A shipped flow file (two folders under the repository's `schemas/`, in `flows/NAME/`) as
+/// a project of its own holds it, one folder under the project's `schemas/`: its editor's
+/// schema comment names `../schemas/flow.schema.json`.
+pub fn with_schema_of_its_project(text: &str) -> String {
+    text.replacen(
+        "# yaml-language-server: $schema=../../schemas/flow.schema.json",
+        "# yaml-language-server: $schema=../schemas/flow.schema.json",
+        1,
+    )
+}
+
 /// Composes the project.
 pub fn compose(shop: Shop, erp: Erp) -> Result<Files, TemplateComposeError> {
     let mut files = Files::new();
@@ -382,18 +393,16 @@ daemon:
 {webhooks}
 {body}"
     );
-    let schema_line = "# yaml-language-server: $schema=../schemas/flow.schema.json";
-    let fix_schema = |t: &str| {
-        t.replacen(
-            "# yaml-language-server: $schema=../../schemas/flow.schema.json",
-            schema_line,
-            1,
-        )
-    };
-    files.insert("common/entities.yaml".into(), fix_schema(ENTITIES));
+    files.insert(
+        "common/entities.yaml".into(),
+        with_schema_of_its_project(ENTITIES),
+    );
     let mut texts = vec![main.as_str()];
     if shop == Shop::Merchantpro {
-        files.insert("common/merchantpro.yaml".into(), fix_schema(MERCHANTPRO));
+        files.insert(
+            "common/merchantpro.yaml".into(),
+            with_schema_of_its_project(MERCHANTPRO),
+        );
         texts.push(MERCHANTPRO);
     }
     let mut env = String::from(
