@@ -38,7 +38,8 @@ pub fn exit_status(screen: &str) -> Option<i32> {
 }
 
 /// `line` run to success on a pseudo-terminal of `cols` columns (`configure` sets its
-/// folder and environment): its screen, and the rows the terminal leaves on it, each as what
+/// folder and environment), failing unless everything it drew fits in `cols` columns
+/// (`assert_drawn_fits`): its screen, and the rows the terminal leaves on it, each as what
 /// follows its last carriage return, without the line clears and cursor moves of a progress
 /// line drawn and taken away around them, and without the session's own lines.
 pub fn rows_at_width(
@@ -50,6 +51,7 @@ pub fn rows_at_width(
     c.env("NO_COLOR", "1");
     configure(&mut c);
     let screen = screen_of_success(c);
+    assert_drawn_fits(&screen, cols);
     let rows = screen
         .split('\n')
         .map(|row| {
@@ -67,9 +69,9 @@ pub fn rows_at_width(
 }
 
 /// Fails unless everything drawn on `screen` fits in `cols` columns: each stretch between
-/// line breaks and carriage returns (a progress line redrawn in place included), without
-/// its escape sequences.
-pub fn assert_drawn_fits(screen: &str, cols: usize) {
+/// line breaks and carriage returns (a progress line redrawn in place included, and every
+/// row the terminal is left with), without its escape sequences.
+fn assert_drawn_fits(screen: &str, cols: usize) {
     for stretch in screen.split(['\n', '\r']) {
         let mut shown = String::new();
         let mut chars = stretch.chars();
@@ -88,16 +90,6 @@ pub fn assert_drawn_fits(screen: &str, cols: usize) {
         assert!(
             shown.chars().count() <= cols,
             "drawn wider than the terminal's {cols} columns: {shown:?}\n{screen}"
-        );
-    }
-}
-
-/// Fails unless every row of `screen` fits in `cols` columns.
-pub fn assert_rows_fit(rows: &[String], cols: usize, screen: &str) {
-    for row in rows {
-        assert!(
-            row.chars().count() <= cols,
-            "a row wider than the terminal's {cols} columns: {row:?}\n{screen}"
         );
     }
 }
