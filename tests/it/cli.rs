@@ -1032,8 +1032,9 @@ async fn a_streamed_dry_run_json_says_why_a_flow_could_not_be_planned() {
     assert_eq!(run["records"], serde_json::json!([]));
 }
 
-/// A state file as the release before this one left it (schema version 6: binding id
-/// indexes led by entity and systems, stored records with their fields in another order)
+/// A state file as an earlier release left it (schema version 6: bindings naming their scope
+/// by its entity and systems, binding id indexes led by those, stored records with their
+/// fields in another order)
 /// is upgraded in place by the next run of the real binary, which finds every product in
 /// step and writes nothing; a price changed afterwards is the one write of the run after.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1064,10 +1065,24 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
     // Back to what the release before wrote.
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
+        // Its bindings named their scope by its three texts, and its id indexes were led
+        // by them.
         conn.execute_batch(
-            "DROP INDEX bindings_id_a; DROP INDEX bindings_id_b;
+            "CREATE TABLE old_bindings (
+                 entity TEXT NOT NULL, sys_a TEXT NOT NULL, sys_b TEXT NOT NULL, key TEXT NOT NULL,
+                 id_a TEXT, id_b TEXT, base_a TEXT, base_b TEXT, exported_at TEXT, parked TEXT,
+                 actions_done INTEGER NOT NULL DEFAULT 0, base_b_delta TEXT,
+                 PRIMARY KEY (entity, sys_a, sys_b, key));
+             INSERT INTO old_bindings
+                 SELECT s.entity, s.sys_a, s.sys_b, b.key, b.id_a, b.id_b, b.base_a, b.base_b,
+                     b.exported_at, b.parked, b.actions_done, b.base_b_delta
+                 FROM bindings b JOIN scopes s ON s.id = b.scope;
+             DROP TABLE bindings; DROP TABLE scopes;
+             ALTER TABLE old_bindings RENAME TO bindings;
              CREATE INDEX bindings_id_a ON bindings (entity, sys_a, sys_b, id_a);
              CREATE INDEX bindings_id_b ON bindings (entity, sys_a, sys_b, id_b);
+             CREATE INDEX bindings_awaiting ON bindings (entity, sys_a, sys_b)
+                 WHERE exported_at IS NOT NULL AND actions_done = 0;
              PRAGMA user_version = 6;",
         )
         .unwrap();
@@ -1106,7 +1121,7 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 7);
+    assert_eq!(version, 8);
     for (index, first) in [("bindings_id_a", "id_a"), ("bindings_id_b", "id_b")] {
         let led: String = conn
             .query_row(

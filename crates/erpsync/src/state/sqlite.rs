@@ -229,22 +229,52 @@ const ROWS_PER_UPSERT: usize = 32;
 /// The values of a binding row besides its scope.
 const ROW_VALUES: usize = 9;
 
-/// The upsert of `rows` binding rows in one statement. The scope's three values are bound
-/// once, as `?1` – `?3` in every row; row `i`'s own nine are `?(4 + 9i)` onwards, in the
-/// order of `BindingRow::values`.
+/// The number `scopes` gives `scope`, given it first if it has none yet (in the caller's
+/// transaction: a write rolled back takes the new scope with it).
+fn scope_id(tx: &Connection, scope: &Scope) -> Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO scopes (entity, sys_a, sys_b) VALUES (?1, ?2, ?3)
+         ON CONFLICT (entity, sys_a, sys_b) DO NOTHING",
+    )?
+    .execute(params![scope.entity, scope.a, scope.b])?;
+    Ok(tx
+        .prepare_cached(&format!("SELECT {SCOPE_ID}"))?
+        .query_row(params![scope.entity, scope.a, scope.b], |r| r.get(0))?)
+}
+
+/// The number of the scope whose entity and systems are `?1` – `?3`, in a query's terms;
+/// null for a scope that has no bindings yet (so it matches no row).
+const SCOPE_ID: &str = "(SELECT id FROM scopes WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3)";
+
+/// The bindings of the scope `?1` – `?3` that `filter` (a condition led by `AND`, and an
+/// order) keeps.
+fn select_bindings(filter: &str) -> String {
+    format!("SELECT {BINDING_COLS} FROM bindings WHERE scope = {SCOPE_ID} {filter}")
+}
+
+const ALL_BINDINGS: &str = "ORDER BY key";
+const AWAITING_ACTIONS: &str = "AND exported_at IS NOT NULL AND actions_done = 0 ORDER BY key";
+
+fn count_bindings() -> String {
+    format!("SELECT COUNT(*) FROM bindings WHERE scope = {SCOPE_ID}")
+}
+
+/// The upsert of `rows` binding rows in one statement. The scope's number is bound once,
+/// as `?1` in every row; row `i`'s own nine are `?(2 + 9i)` onwards, in the order of
+/// `BindingRow::values`.
 fn upsert_sql(rows: usize) -> String {
     let rows: Vec<String> = (0..rows)
         .map(|i| {
             let own: Vec<String> = (0..ROW_VALUES)
-                .map(|j| format!("?{}", 4 + ROW_VALUES * i + j))
+                .map(|j| format!("?{}", 2 + ROW_VALUES * i + j))
                 .collect();
-            format!("(?1, ?2, ?3, {})", own.join(", "))
+            format!("(?1, {})", own.join(", "))
         })
         .collect();
     format!(
-        "INSERT INTO bindings (entity, sys_a, sys_b, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
+        "INSERT INTO bindings (scope, key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked, actions_done)
      VALUES {}
-     ON CONFLICT (entity, sys_a, sys_b, key) DO UPDATE SET
+     ON CONFLICT (scope, key) DO UPDATE SET
        id_a = excluded.id_a, id_b = excluded.id_b, base_a = excluded.base_a,
        base_b = excluded.base_b, base_b_delta = excluded.base_b_delta,
        exported_at = excluded.exported_at, parked = excluded.parked,
@@ -275,16 +305,10 @@ impl BindingRow {
 }
 
 /// Runs the upsert `stmt` (of `rows.len()` rows) for `rows`.
-fn execute_upsert(
-    stmt: &mut rusqlite::Statement,
-    scope: &Scope,
-    rows: &[BindingRow],
-) -> Result<()> {
-    stmt.raw_bind_parameter(1, &scope.entity)?;
-    stmt.raw_bind_parameter(2, &scope.a)?;
-    stmt.raw_bind_parameter(3, &scope.b)?;
+fn execute_upsert(stmt: &mut rusqlite::Statement, scope: i64, rows: &[BindingRow]) -> Result<()> {
+    stmt.raw_bind_parameter(1, scope)?;
     let values = rows.iter().flat_map(BindingRow::values);
-    for (at, v) in (4..).zip(values) {
+    for (at, v) in (2..).zip(values) {
         stmt.raw_bind_parameter(at, v)?;
     }
     stmt.raw_execute()?;
@@ -294,6 +318,10 @@ fn execute_upsert(
 /// Writes `rows` in statements of `ROWS_PER_UPSERT` rows, the rest one at a time. A key
 /// given twice ends as its later row, as row-by-row upserts leave it.
 fn upsert_rows(tx: &Connection, scope: &Scope, rows: &[BindingRow]) -> Result<()> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let scope = scope_id(tx, scope)?;
     let mut batches = rows.chunks_exact(ROWS_PER_UPSERT);
     if batches.len() > 0 {
         let mut stmt = tx.prepare_cached(&UPSERT_BATCH)?;
@@ -481,9 +509,8 @@ impl Blocking for SqliteStore {
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(CHUNK) {
             let marks = vec!["?"; chunk.len()].join(", ");
-            let mut stmt = conn.prepare_cached(&format!(
-                "SELECT {BINDING_COLS} FROM bindings WHERE entity = ? AND sys_a = ? AND sys_b = ? AND key IN ({marks})"
-            ))?;
+            let mut stmt =
+                conn.prepare_cached(&select_bindings(&format!("AND key IN ({marks})")))?;
             let mut args: Vec<&dyn rusqlite::ToSql> = vec![&scope.entity, &scope.a, &scope.b];
             args.extend(chunk.iter().map(|k| k as &dyn rusqlite::ToSql));
             let rows = stmt.query_map(args.as_slice(), row_binding)?;
@@ -497,16 +524,14 @@ impl Blocking for SqliteStore {
 
     fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 ORDER BY key"
-        ))?;
+        let mut stmt = conn.prepare_cached(&select_bindings(ALL_BINDINGS))?;
         let rows = stmt.query_map(params![scope.entity, scope.a, scope.b], row_binding)?;
         rows.map(|r| finish_binding(r?)).collect()
     }
 
     fn binding_count(&self, scope: &Scope) -> Result<usize> {
         let n: i64 = self.conn().query_row(
-            "SELECT COUNT(*) FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3",
+            &count_bindings(),
             params![scope.entity, scope.a, scope.b],
             |r| r.get(0),
         )?;
@@ -516,9 +541,7 @@ impl Blocking for SqliteStore {
     fn binding_by_id(&self, scope: &Scope, side: PairSide, id: &str) -> Result<Option<Binding>> {
         let conn = self.conn();
         let col = side.id_column();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3 AND {col} = ?4"
-        ))?;
+        let mut stmt = conn.prepare_cached(&select_bindings(&format!("AND {col} = ?4")))?;
         stmt.query_row(params![scope.entity, scope.a, scope.b, id], row_binding)
             .optional()?
             .map(finish_binding)
@@ -755,10 +778,7 @@ impl Blocking for SqliteStore {
 
     fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT {BINDING_COLS} FROM bindings WHERE entity = ?1 AND sys_a = ?2 AND sys_b = ?3
-             AND exported_at IS NOT NULL AND actions_done = 0 ORDER BY key"
-        ))?;
+        let mut stmt = conn.prepare_cached(&select_bindings(AWAITING_ACTIONS))?;
         let rows = stmt.query_map(params![scope.entity, scope.a, scope.b], row_binding)?;
         rows.map(|r| finish_binding(r?)).collect()
     }
@@ -1192,6 +1212,50 @@ mod tests {
             }
             assert_eq!(s.all_bindings(&scope).unwrap(), expected, "{n} rows again");
             assert_eq!(s.all_bindings(&other).unwrap(), vec![untouched], "{n} rows");
+        }
+    }
+
+    /// Each query of a flow's bindings goes through an index, the one for what it looks up:
+    /// a scan would cost every page of a run over 100,000 bindings a pass over all of them.
+    #[test]
+    fn binding_queries_search_the_index_of_what_they_look_up() {
+        let s = SqliteStore::in_memory().unwrap();
+        let key = "sqlite_autoindex_bindings_1";
+        let queries = [
+            (select_bindings("AND key IN (?4, ?5)"), key),
+            (select_bindings(ALL_BINDINGS), key),
+            (count_bindings(), key),
+            (select_bindings(AWAITING_ACTIONS), "bindings_awaiting"),
+            (
+                select_bindings(&format!("AND {} = ?4", PairSide::A.id_column())),
+                "bindings_id_a",
+            ),
+            (
+                select_bindings(&format!("AND {} = ?4", PairSide::B.id_column())),
+                "bindings_id_b",
+            ),
+        ];
+        let conn = s.conn();
+        for (query, index) in queries {
+            let mut explain = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {query}"))
+                .unwrap();
+            let unbound = vec![rusqlite::types::Null; explain.parameter_count()];
+            let plan: Vec<String> = explain
+                .query_map(rusqlite::params_from_iter(unbound), |r| r.get(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let on_bindings: Vec<&String> = plan
+                .iter()
+                .filter(|step| step.contains(" bindings "))
+                .collect();
+            assert!(
+                on_bindings.len() == 1
+                    && on_bindings[0].starts_with("SEARCH bindings USING ")
+                    && on_bindings[0].contains(&format!("INDEX {index} ")),
+                "{query}: {plan:?}"
+            );
         }
     }
 
