@@ -47,8 +47,10 @@ impl Progress {
             };
         }
         let bar = ProgressBar::new_spinner();
+        // `wide_msg`: the totals take the row's room and are cut (with `…`) where the row
+        // ends; a line wider than the terminal would wrap, and every redraw leave a row.
         bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix}: {msg} [{elapsed}]")
+            ProgressStyle::with_template("{spinner} {prefix}: {wide_msg} [{elapsed}]")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
         let ticker = {

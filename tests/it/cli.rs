@@ -1529,6 +1529,56 @@ fn the_demo_on_an_80_column_terminal_breaks_totals_between_words() {
     assert_eq!(rows[at + 1].trim(), "0 failed records", "{screen}");
 }
 
+/// `run` in a terminal pane of 50 columns (beside an editor, a split of a 100-column
+/// window): the progress line it redraws while a flow goes on is cut to the row with `…`,
+/// where it wrapped before and every redraw left a row behind; the run's totals break
+/// between words and nothing is lost from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_in_a_narrow_terminal_keeps_its_progress_line_to_one_row() {
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    // Products only the ERP has: each one a create in the shop, at the pace the flow keeps
+    // (40 requests a second), so the run lasts long enough for its line to be drawn.
+    for i in 0..60 {
+        erp.create_product(ErpProduct::new(
+            &format!("NARROW-{i:03}"),
+            "Produs de proba",
+            10.0 + f64::from(i),
+        ))
+        .unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let project = write_demo_project(dir.path());
+    let mut envs = sim_env(&shop, &erp);
+    envs.push((
+        "ERPSYNC_STATE",
+        format!("sqlite:{}", dir.path().join("state.sqlite").display()),
+    ));
+    envs.push(("SHOP_REQUESTS_PER_SECOND", "40".into()));
+    let line = format!(
+        "{} run --once {project} --flow products --init-state",
+        env!("CARGO_BIN_EXE_erpsync")
+    );
+    let (screen, rows) = tokio::task::block_in_place(|| {
+        crate::support::terminal::rows_at_width(50, &line, |c| {
+            c.current_dir(dir.path())
+                .envs(envs.iter().map(|(k, v)| (*k, v.as_str())));
+        })
+    });
+    assert!(
+        screen.contains("products: ") && screen.contains(" records, "),
+        "no progress line drawn:\n{screen}"
+    );
+    let totals = rows
+        .iter()
+        .skip_while(|r| !r.trim_start().starts_with("products"))
+        .map(|r| r.trim())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(totals.contains("created 60,"), "{screen}");
+    assert_eq!(shop.products().len(), 60);
+}
+
 /// `status` on a terminal of 80 columns: its tables (128 columns and more when piped) are
 /// laid out to fit, the columns that do not fit beside the flow's name under it, every
 /// column still there; through a pipe the fixed layout stays, one row per flow.
