@@ -156,6 +156,221 @@ pub(crate) fn hash_value(v: &Value, h: &mut impl Hasher) {
     }
 }
 
+/// A listing's page read for a reader that wants only some members of its records
+/// (`parse_listing`).
+#[derive(Debug)]
+pub(crate) struct Listed {
+    /// The page, its records' list holding a null for each record: what decides where the
+    /// listing goes (its size, its links) is read from it as from the page itself.
+    pub(crate) body: Value,
+    /// Each record as the values of the members asked for, in their order; null where a
+    /// record lacks one.
+    pub(crate) records: Vec<Vec<Value>>,
+}
+
+/// Parses a listing's page whose records are the list at the chain of members `chain`,
+/// reading of each record only the members `members` names: the others are skipped in the
+/// text, and no object is built for the record. A member given twice keeps its later value,
+/// as parsing the record whole does.
+///
+/// `None` when the page is not made that way (not JSON, no list at the chain, a record
+/// that is not an object, the chain's member given twice): the caller parses it whole, and
+/// reports what is wrong with it as it would have.
+pub(crate) fn parse_listing(bytes: &[u8], chain: &[String], members: &[String]) -> Option<Listed> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut de = serde_json::Deserializer::from_str(text);
+    let mut parser = Parser {
+        entries: Vec::new(),
+        shapes: Vec::new(),
+        next_shape: 0,
+    };
+    let mut found = Found {
+        records: None,
+        odd: false,
+    };
+    let body = Walk {
+        parser: &mut parser,
+        chain,
+        members,
+        found: &mut found,
+    }
+    .deserialize(&mut de)
+    .ok()?;
+    de.end().ok()?;
+    match found {
+        Found {
+            records: Some(records),
+            odd: false,
+        } => Some(Listed { body, records }),
+        _ => None,
+    }
+}
+
+/// What `parse_listing` found on its way down the chain.
+struct Found {
+    records: Option<Vec<Vec<Value>>>,
+    /// Something is not as the reader expects: the page is parsed whole instead.
+    odd: bool,
+}
+
+/// A value on the way down `chain` to a listing's records (`parse_listing`): objects along
+/// it are read member by member, the chain's member through a `Walk` one step further, the
+/// others as they are; at its end, the list of records.
+struct Walk<'s, 'de, 'c> {
+    parser: &'s mut Parser<'de>,
+    chain: &'c [String],
+    members: &'c [String],
+    found: &'s mut Found,
+}
+
+impl<'de> DeserializeSeed<'de> for Walk<'_, 'de, '_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        if self.chain.is_empty() {
+            d.deserialize_seq(self)
+        } else {
+            d.deserialize_map(self)
+        }
+    }
+}
+
+impl<'de> Visitor<'de> for Walk<'_, 'de, '_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.chain.is_empty() {
+            f.write_str("a list of records")
+        } else {
+            f.write_str("an object")
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        if !self.chain.is_empty() || self.found.records.is_some() {
+            self.found.odd = true;
+            return Node(self.parser).visit_seq(seq);
+        }
+        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        let mut guess = 0;
+        while let Some(record) = seq.next_element_seed(Members {
+            parser: &mut *self.parser,
+            members: self.members,
+            guess: &mut guess,
+        })? {
+            match record {
+                Some(values) => records.push(values),
+                None => self.found.odd = true,
+            }
+        }
+        let placeholders = vec![Value::Null; records.len()];
+        self.found.records = Some(records);
+        Ok(Value::Array(placeholders))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let Some((next, rest)) = self.chain.split_first() else {
+            self.found.odd = true;
+            return Node(self.parser).visit_map(map);
+        };
+        let start = self.parser.entries.len();
+        while let Some(name) = map.next_key_seed(NameSeed)? {
+            let value = if name.as_str() == next.as_str() {
+                map.next_value_seed(Walk {
+                    parser: &mut *self.parser,
+                    chain: rest,
+                    members: self.members,
+                    found: &mut *self.found,
+                })?
+            } else {
+                map.next_value_seed(Node(&mut *self.parser))?
+            };
+            self.parser.entries.push((name, value));
+        }
+        Ok(Value::Object(self.parser.object(start)))
+    }
+}
+
+/// One record of a listing read as the values of `members` (`parse_listing`); `None` for
+/// a record that is not an object, whose text is skipped.
+struct Members<'s, 'de, 'c> {
+    parser: &'s mut Parser<'de>,
+    members: &'c [String],
+    /// Where the next member name is looked for first: records of one listing come with
+    /// their members in one order, so it is nearly always the next one after the last found.
+    guess: &'s mut usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Members<'_, 'de, '_> {
+    type Value = Option<Vec<Value>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl Members<'_, '_, '_> {
+    /// The place of `name` among the members asked for.
+    fn slot(&mut self, name: &str) -> Option<usize> {
+        let n = self.members.len();
+        let found = (0..n)
+            .map(|i| (*self.guess + i) % n)
+            .find(|&i| self.members[i] == name)?;
+        *self.guess = found + 1;
+        Some(found)
+    }
+}
+
+impl<'de> Visitor<'de> for Members<'_, 'de, '_> {
+    type Value = Option<Vec<Value>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a record")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values = vec![Value::Null; self.members.len()];
+        while let Some(name) = map.next_key_seed(NameSeed)? {
+            match self.slot(name.as_str()) {
+                Some(i) => values[i] = map.next_value_seed(Node(&mut *self.parser))?,
+                None => {
+                    map.next_value::<serde::de::IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Some(values))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+        Ok(None)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+}
+
 /// What parsing one document keeps between its values.
 struct Parser<'de> {
     /// The entries of the objects being read, innermost last. A member name without

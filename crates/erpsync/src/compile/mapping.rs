@@ -429,6 +429,182 @@ impl Field {
     }
 }
 
+/// A read mapping, with the record's id, worked out over the values of the few members of a
+/// record they read, for a listing read straight into those values (`json::parse_listing`)
+/// instead of into whole records. Only mappings whose every field lands at a top-level name
+/// of its own and reads one member of the record — a path from a member (`$.price`,
+/// `$.stock.qty`), a `{{a.b}}` or `{{#if (eq a.b …)}}…{{/if}}` template — or none (a
+/// constant) have one, and an id that is such a path: what they give is what mapping the
+/// whole record gives.
+#[derive(Debug)]
+pub(crate) struct DirectRead {
+    /// The members read, in the order their values come in.
+    members: Vec<String>,
+    fields: Vec<DirectField>,
+    /// The id's path, from its member.
+    id: (usize, JsonPath),
+    shape: Map<String, Value>,
+}
+
+#[derive(Debug)]
+struct DirectField {
+    name: String,
+    from: DirectFrom,
+    ty: Option<FieldType>,
+    default: Option<Value>,
+}
+
+#[derive(Debug)]
+enum DirectFrom {
+    /// A path from the member `slot`; `take`: the member whole, read by nothing else, so
+    /// its value is moved, not copied.
+    Path {
+        slot: usize,
+        path: JsonPath,
+        take: bool,
+    },
+    Template {
+        slot: usize,
+        template: Template,
+    },
+    Const(Value),
+}
+
+impl Mapping {
+    /// The mapping as a `DirectRead` with the id `id`, when it can be one.
+    pub(crate) fn direct(&self, id: &super::RecordId) -> Option<DirectRead> {
+        let shape = self.shape.clone()?;
+        if self.reads_target || (self.needs_context && !self.scope_free) {
+            return None;
+        }
+        let mut members: Vec<String> = Vec::new();
+        let mut slot_of = |name: &str| match members.iter().position(|m| m == name) {
+            Some(i) => i,
+            None => {
+                members.push(name.to_owned());
+                members.len() - 1
+            }
+        };
+        let super::RecordId::Path(id_path) = id else {
+            return None;
+        };
+        let id = (slot_of(id_path.split_at_member()?.name), id_path.clone());
+        let mut fields = Vec::with_capacity(self.fields.len());
+        for f in &self.fields {
+            if f.merge.is_some() || f.target.len() != 1 {
+                return None;
+            }
+            let from = match &f.expr {
+                Expr::Path(p) => DirectFrom::Path {
+                    slot: slot_of(p.split_at_member()?.name),
+                    path: p.clone(),
+                    take: false,
+                },
+                Expr::Template(t) if self.needs_context => DirectFrom::Template {
+                    slot: slot_of(t.reads_one_member()?),
+                    template: t.clone(),
+                },
+                Expr::Const(v) => DirectFrom::Const(v.clone()),
+                _ => return None,
+            };
+            fields.push(DirectField {
+                name: f.name.clone(),
+                from,
+                ty: f.ty,
+                default: f.default.clone(),
+            });
+        }
+        // A member read whole by one field only, and not by the id, is moved to it.
+        let mut reads = vec![0usize; members.len()];
+        reads[id.0] += 1;
+        for f in &fields {
+            match &f.from {
+                DirectFrom::Path { slot, .. } | DirectFrom::Template { slot, .. } => {
+                    reads[*slot] += 1;
+                }
+                DirectFrom::Const(_) => {}
+            }
+        }
+        for f in &mut fields {
+            if let DirectFrom::Path { slot, path, take } = &mut f.from {
+                *take = reads[*slot] == 1 && path.split_at_member().is_some_and(|m| m.is_whole());
+            }
+        }
+        Some(DirectRead {
+            members,
+            fields,
+            id,
+            shape,
+        })
+    }
+}
+
+impl DirectRead {
+    /// The members of a record it reads, in the order `read` wants their values.
+    pub(crate) fn members(&self) -> &[String] {
+        &self.members
+    }
+
+    /// The id and the mapped record of a record whose members are `values` (in the order of
+    /// `members`, null where the record lacks one): what `RecordId::of` and `apply` give for
+    /// the whole record.
+    pub(crate) fn read(
+        &self,
+        mut values: Vec<Value>,
+    ) -> (Option<String>, Result<Value, FieldMapError>) {
+        let (slot, path) = &self.id;
+        let id = path
+            .split_at_member()
+            .and_then(|m| m.first(&values[*slot]))
+            .and_then(key_text);
+        let mut out = self.shape.clone();
+        for (place, f) in out.values_mut().zip(&self.fields) {
+            match f.value(&mut values) {
+                Ok(v) => *place = v,
+                Err(e) => return (id, Err(e)),
+            }
+        }
+        (id, Ok(Value::Object(out)))
+    }
+}
+
+impl DirectField {
+    /// `Field::value` of the whole record, from its members' values.
+    fn value(&self, values: &mut [Value]) -> Result<Value, FieldMapError> {
+        let failed = |reason: String| FieldMapError {
+            field: self.name.clone(),
+            reason,
+        };
+        let mut v = match &self.from {
+            DirectFrom::Path {
+                slot, take: true, ..
+            } => std::mem::take(&mut values[*slot]),
+            DirectFrom::Path { slot, path, .. } => path
+                .split_at_member()
+                .and_then(|m| m.first(&values[*slot]))
+                .cloned()
+                .unwrap_or(Value::Null),
+            DirectFrom::Template { slot, template } => {
+                match template.render_value_of_member(&values[*slot]) {
+                    Ok(Value::String(s)) if s.is_empty() => Value::Null,
+                    Ok(v) => v,
+                    Err(e) => return Err(failed(FieldEvalError::Template(e).to_string())),
+                }
+            }
+            DirectFrom::Const(v) => v.clone(),
+        };
+        if v.is_null()
+            && let Some(d) = &self.default
+        {
+            v = d.clone();
+        }
+        if let Some(ty) = self.ty {
+            v = convert(v, ty, None).map_err(|e| failed(e.to_string()))?;
+        }
+        Ok(v)
+    }
+}
+
 /// What a mapping's templates see: the record's fields, and `vars`, `system`, `parent` and
 /// `target` unless the record has fields of those names (a record's own field wins).
 fn template_context(source: &Value, around: Around, env: &MapEnv) -> Context {
@@ -1008,6 +1184,117 @@ mod tests {
         fn resolve(&self, entity: &str, key: &str) -> Option<String> {
             (entity == "customer" && key == "a@x.ro").then(|| "C-7".to_string())
         }
+    }
+
+    /// A listing read straight into the members a mapping and an id read (`DirectRead`,
+    /// `json::parse_listing`) gives each record the id and the mapped record (or the error)
+    /// that parsing the page whole and mapping each record gives: members missing, null,
+    /// out of order, given twice, escaped, nested, read by several fields or by the id too,
+    /// templates, constants, defaults and types. Pages not made as it expects are not read
+    /// that way.
+    #[test]
+    fn a_listing_read_into_its_members_maps_as_its_whole_records_do() {
+        let (vars, system) = (json!({}), json!({}));
+        let env = MapEnv {
+            vars: &vars,
+            system: &system,
+            refs: &NoRefs,
+        };
+        let records = r#"[
+            {"id":1,"sku":" a-1 ","name":"Scaun","price":"12.50","status":"active",
+             "stock":{"qty":4,"w":[1,2]},"extra":{"deep":[1,2,{"x":null}]}},
+            {"sku":"B","id":"2","price":7,"status":"hidden","stock":null},
+            {"id":3,"status":"active","price":null,"name":null},
+            {"name":"Mas\u0103 \"x\"","id":4,"sku":"D","sku":"D2","price":1e2,"stock":{"qty":"x"}},
+            {"id":5,"sku":"E","name":"q","status":["a","b"],"stock":[{"qty":1}]},
+            {},
+            {"id":null,"sku":7,"price":true,"status":"active","name":"ok"},
+            {"id":8,"sku":"H","price":"not a price"}
+        ]"#;
+        let page = format!(r#"{{"meta":{{"count":8}},"data":{records},"links":{{"next":null}}}}"#);
+        let cases = [
+            json!({
+                "sku": "$.sku",
+                "name": "$.name",
+                "price": {"path": "$.price", "type": "decimal"},
+                "qty": "$.stock.qty",
+                "first": "$.stock.w[0]",
+                "active": "{{#if (eq status 'active')}}true{{else}}false{{/if}}",
+                "state": "{{status}}",
+                "kind": {"const": "product"},
+                "label": {"path": "$.extra.deep[2]", "default": "none"}
+            }),
+            json!({"sku": "$.sku", "again": "$.sku", "id_too": "$.id", "price": "$.price"}),
+            json!({"sku": "$.sku", "on": {"template": "{{#if (eq status 'active')}}1{{/if}}", "type": "boolean"}}),
+        ];
+        let id = super::super::RecordId::parse("$.id").unwrap();
+        for cfg in cases {
+            let m = mapping(cfg.clone());
+            let direct = m
+                .direct(&id)
+                .unwrap_or_else(|| panic!("no direct read: {cfg}"));
+            let chain = ["data".to_string()];
+            let listed =
+                crate::json::parse_listing(page.as_bytes(), &chain, direct.members()).unwrap();
+            let whole = crate::json::from_slice(page.as_bytes()).unwrap();
+            let Value::Array(natives) = &whole["data"] else {
+                panic!("{whole}");
+            };
+            // The page as the listing sees it: a null in the place of each record.
+            let mut body = whole.clone();
+            body["data"] = Value::Array(vec![Value::Null; natives.len()]);
+            assert_eq!(listed.body, body);
+            assert_eq!(listed.records.len(), natives.len());
+            for (native, values) in natives.iter().zip(listed.records) {
+                let (got_id, got) = direct.read(values);
+                let mut native = native.clone();
+                let want_id = id.of(&native);
+                let want = m.apply_in_mut(&mut native, None, &env, None);
+                assert_eq!(got_id, want_id, "{cfg} {native}");
+                assert_eq!(got, want, "{cfg} {native}");
+                if let Ok(v) = &got {
+                    // Same members in the same order.
+                    assert_eq!(v.to_string(), want.unwrap().to_string());
+                }
+            }
+            // Records at the page itself.
+            let listed = crate::json::parse_listing(records.as_bytes(), &[], direct.members());
+            assert_eq!(listed.map(|l| l.records.len()), Some(natives.len()));
+        }
+        // Pages a reader does not read: the caller parses them whole.
+        let members = ["sku".to_string()];
+        let chain = ["data".to_string()];
+        for odd in [
+            r#"{"data":[{"sku":"A"},"text"]}"#,
+            r#"{"data":[{"sku":"A"},[1]]}"#,
+            r#"{"data":null}"#,
+            r#"{"data":{"sku":"A"}}"#,
+            r#"{"data":[],"data":[{"sku":"A"}]}"#,
+            r#"{"items":[{"sku":"A"}]}"#,
+            r#"[{"sku":"A"}]"#,
+            r#"{"data":[{"sku":"A"}]"#,
+            "not json",
+            "",
+        ] {
+            assert!(
+                crate::json::parse_listing(odd.as_bytes(), &chain, &members).is_none(),
+                "{odd}"
+            );
+        }
+        // Mappings it does not read that way: a template reading two members, a lookup, a
+        // template id.
+        for cfg in [
+            json!({"sku": "$.sku", "label": "{{sku}} {{name}}"}),
+            json!({"sku": "$.sku", "all": "$..price"}),
+        ] {
+            assert!(mapping(cfg.clone()).direct(&id).is_none(), "{cfg}");
+        }
+        let template_id = super::super::RecordId::parse("{{id}}/{{sku}}").unwrap();
+        assert!(
+            mapping(json!({"sku": "$.sku"}))
+                .direct(&template_id)
+                .is_none()
+        );
     }
 
     #[test]

@@ -67,6 +67,15 @@ impl RecordsPath {
         split(source).is_some()
     }
 
+    /// The chain of members a flat path's list is at (`$.data` → `data`): the records are
+    /// that list's elements. `None` for a nested path, or one with indexes or wildcards.
+    pub(crate) fn member_chain(&self) -> Option<Vec<String>> {
+        if self.nested.is_some() {
+            return None;
+        }
+        self.whole.member_names()
+    }
+
     /// Whether records selected by the path have a parent.
     #[cfg(test)]
     pub(crate) fn is_nested(&self) -> bool {

@@ -92,6 +92,19 @@ pub(crate) struct Verdict {
 }
 
 impl Rule {
+    /// Whether the rule's condition or message may read the member `name` of a body: its
+    /// text holds that name anywhere (so a rule that cannot be told apart counts; with
+    /// `name` empty, any condition or message).
+    pub(crate) fn may_read(&self, name: &str) -> bool {
+        self.when
+            .as_ref()
+            .is_some_and(|w| w.source().contains(name))
+            || self
+                .message
+                .as_ref()
+                .is_some_and(|m| m.source().contains(name))
+    }
+
     /// Compiles `errors` rules; problem paths start with `prefix` (`errors`).
     pub(crate) fn compile_all(
         rules: &[ErrorRuleConfig],

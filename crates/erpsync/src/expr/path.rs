@@ -209,6 +209,36 @@ impl JsonPath {
         Some(v)
     }
 
+    /// For a chain that starts with a member (`$.price`, `$.stock.qty`): that member's name,
+    /// and what the rest of the chain selects in a value of that member. `None` for other
+    /// paths.
+    pub(crate) fn split_at_member(&self) -> Option<AtMember<'_>> {
+        let Plan::Simple(steps) = &self.plan else {
+            return None;
+        };
+        match steps.split_first() {
+            Some((Step::Key(k), rest)) => Some(AtMember {
+                name: &k.name,
+                rest,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The names of a path that is a chain of members only (`$.data`, `$.result.items`).
+    pub(crate) fn member_names(&self) -> Option<Vec<String>> {
+        let Plan::Simple(steps) = &self.plan else {
+            return None;
+        };
+        steps
+            .iter()
+            .map(|s| match s {
+                Step::Key(k) => Some(k.name.clone()),
+                Step::Index(_) => None,
+            })
+            .collect()
+    }
+
     /// Whether the path is a chain of members and indexes (at most one node).
     pub(crate) fn is_simple(&self) -> bool {
         matches!(self.plan, Plan::Simple(_))
@@ -243,6 +273,26 @@ fn walk<'a>(steps: &[Step], mut v: &'a Value) -> Option<&'a Value> {
         };
     }
     Some(v)
+}
+
+/// A simple path split after its first member (`JsonPath::split_at_member`).
+#[derive(Clone, Copy)]
+pub(crate) struct AtMember<'p> {
+    pub(crate) name: &'p str,
+    rest: &'p [Step],
+}
+
+impl AtMember<'_> {
+    /// What the path selects in a record whose first member's value is `value`: the
+    /// path's `first` of that record.
+    pub(crate) fn first<'a>(&self, value: &'a Value) -> Option<&'a Value> {
+        walk(self.rest, value)
+    }
+
+    /// Whether the path is the member alone.
+    pub(crate) fn is_whole(&self) -> bool {
+        self.rest.is_empty()
+    }
 }
 
 /// Recognises `$`, `$.a.b`, `$['a b']`, `$.a[0]`, `$.a[-1]`.
@@ -380,6 +430,15 @@ impl Predicate {
             _ => None,
         };
         Ok(Predicate { query, filter })
+    }
+
+    /// The condition as written inside the filter.
+    pub(crate) fn source(&self) -> &str {
+        let whole = self.query.source();
+        whole
+            .strip_prefix("$[?")
+            .and_then(|c| c.strip_suffix(']'))
+            .unwrap_or(whole)
     }
 
     /// Whether `value` satisfies the condition.

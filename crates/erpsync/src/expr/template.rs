@@ -123,8 +123,14 @@ impl IfEq {
     /// The text chosen for `data`; `None` where the path indexes a list by a name, which
     /// handlebars refuses with an error of its own (rendered there).
     fn choose(&self, data: &Value) -> Option<&str> {
+        self.choose_below(data, &self.path)
+    }
+
+    /// `choose` along `path`, the end of the template's path, from `data`, the value its
+    /// first names led to.
+    fn choose_below(&self, data: &Value, path: &[String]) -> Option<&str> {
         let mut v = data;
-        for seg in &self.path {
+        for seg in path {
             v = match v {
                 Value::Object(m) => m.get(seg).unwrap_or(&Value::Null),
                 Value::Array(a) => a.get(seg.parse::<usize>().ok()?).unwrap_or(&Value::Null),
@@ -281,6 +287,47 @@ impl Template {
 
     /// Renders to a JSON value: `{{x}}` alone keeps the type of `x` (missing gives null);
     /// anything else gives a string.
+    /// The one member of its context a `{{a.b}}` or `{{#if (eq a.b …)}}…{{/if}}` template
+    /// reads (`a`); `None` for any other template.
+    pub(crate) fn reads_one_member(&self) -> Option<&str> {
+        match &self.kind {
+            Kind::Var(path) => path.first().map(String::as_str),
+            Kind::IfEq(if_eq) => if_eq.path.first().map(String::as_str),
+            _ => None,
+        }
+    }
+
+    /// `render_value` over a record whose member `reads_one_member` names holds `value`
+    /// (null when it lacks it, which these templates read alike), without the record.
+    pub(crate) fn render_value_of_member(
+        &self,
+        value: &Value,
+    ) -> Result<Value, TemplateRenderError> {
+        match &self.kind {
+            Kind::Var(path) if !path.is_empty() => {
+                Ok(lookup(value, &path[1..]).cloned().unwrap_or(Value::Null))
+            }
+            Kind::IfEq(if_eq) if !if_eq.path.is_empty() => {
+                match if_eq.choose_below(value, &if_eq.path[1..]) {
+                    Some(text) => Ok(Value::String(text.to_owned())),
+                    // A list indexed by a name: handlebars' own error, over the member.
+                    None => self.render_value(&Self::record_of(&if_eq.path[0], value)),
+                }
+            }
+            _ => self.render_value(&Self::record_of(
+                self.reads_one_member().unwrap_or_default(),
+                value,
+            )),
+        }
+    }
+
+    /// A context holding only `value`, as its member `name`.
+    fn record_of(name: &str, value: &Value) -> Context {
+        let mut m = serde_json::Map::new();
+        m.insert(name.to_owned(), value.clone());
+        Context::from(Value::Object(m))
+    }
+
     pub(crate) fn render_value(&self, ctx: &Context) -> Result<Value, TemplateRenderError> {
         match &self.kind {
             Kind::Var(path) => Ok(lookup(ctx.data(), path).cloned().unwrap_or(Value::Null)),

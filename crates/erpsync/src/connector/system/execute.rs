@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::body::{default_message, encode_body, error_chain, method, parse_body, set_field};
-use super::{CallInput, CallOutput, HttpSystem};
+use super::{CallInput, CallOutput, HttpSystem, ListingReader};
 use crate::config::model::{BodyFormat, ErrorAction, HttpMethod};
 use crate::connector::Extracted;
 use crate::connector::auth::{Credentials, TokenEndpoint};
@@ -31,6 +31,9 @@ pub(crate) struct Response {
     pub(super) headers: HeaderMap,
     pub(crate) body: Value,
     pub(super) url: String,
+    /// The records of a listing read for a `ListingReader`: each as the values of the
+    /// members it reads (`body` then holds a null for each).
+    pub(super) read: Option<Vec<Vec<Value>>>,
 }
 
 /// A request ready to send but for its credentials.
@@ -244,6 +247,18 @@ impl HttpSystem {
         input: &CallInput,
         target: &Next,
     ) -> Result<(Response, bool), CallError> {
+        self.execute_reading(op_name, op, input, target, None).await
+    }
+
+    /// `execute`, a listing's records read by `reader` when it is given.
+    pub(super) async fn execute_reading(
+        &self,
+        op_name: &str,
+        op: &Operation,
+        input: &CallInput,
+        target: &Next,
+        reader: Option<&ListingReader>,
+    ) -> Result<(Response, bool), CallError> {
         let rendered = self
             .render(op, input, target)
             .map_err(|e| CallError::Render {
@@ -274,7 +289,7 @@ impl HttpSystem {
                 });
             }
             let started = Instant::now();
-            let sent = self.send(&rendered, &creds).await;
+            let sent = self.send(&rendered, &creds, reader).await;
             let duration_ms = started.elapsed().as_millis() as u64;
             if let Ok(r) = &sent {
                 tracing::debug!(
@@ -477,7 +492,12 @@ impl HttpSystem {
         }
     }
 
-    async fn send(&self, req: &Rendered, creds: &Credentials) -> Result<Response, reqwest::Error> {
+    async fn send(
+        &self,
+        req: &Rendered,
+        creds: &Credentials,
+        reader: Option<&ListingReader>,
+    ) -> Result<Response, reqwest::Error> {
         let mut url = req.url.clone();
         if !creds.query.is_empty() {
             let kept: Vec<(String, String)> = url
@@ -501,11 +521,19 @@ impl HttpSystem {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let bytes = resp.bytes().await?;
+        // A listing's page for a reader is read as it asks, unless it is not made that way
+        // (an error's body, say): then whole, as any other.
+        let listed = reader.and_then(|r| crate::json::parse_listing(&bytes, &r.chain, &r.members));
+        let (body, read) = match listed {
+            Some(listed) => (listed.body, Some(listed.records)),
+            None => (parse_body(&bytes), None),
+        };
         Ok(Response {
             status,
             headers,
-            body: parse_body(&bytes),
+            body,
             url: req.url.to_string(),
+            read,
         })
     }
 

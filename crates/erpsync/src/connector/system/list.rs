@@ -8,7 +8,7 @@ use futures::{Stream, StreamExt};
 use serde_json::Value;
 
 use super::execute::Response;
-use super::{CallInput, HttpSystem, Page};
+use super::{CallInput, HttpSystem, ListingReader, Page};
 use crate::connector::Extracted;
 use crate::connector::error::CallError;
 use crate::connector::operation::Operation;
@@ -39,6 +39,17 @@ impl HttpSystem {
         op_name: &str,
         input: CallInput,
         width: usize,
+    ) -> impl Stream<Item = Result<Page, CallError>> + 'a {
+        self.list_reading(op_name, input, width, None)
+    }
+
+    /// `list_with`, each page's records read by `reader` when it is given (`Page::read`).
+    fn list_reading<'a>(
+        &'a self,
+        op_name: &str,
+        input: CallInput,
+        width: usize,
+        reader: Option<Arc<ListingReader>>,
     ) -> impl Stream<Item = Result<Page, CallError>> + 'a {
         type Fetch<'f> = futures::future::BoxFuture<'f, Result<(Response, bool), CallError>>;
         struct State<'s> {
@@ -72,7 +83,7 @@ impl HttpSystem {
             ahead_of: std::collections::VecDeque::new(),
         };
         futures::stream::unfold(Some(state), move |state| {
-            let op_name = op_name.clone();
+            let (op_name, reader) = (op_name.clone(), reader.clone());
             async move {
                 let mut st = state?;
                 let target = match std::mem::replace(&mut st.next, Ok(None)) {
@@ -120,13 +131,24 @@ impl HttpSystem {
                         .collect();
                     if st.ahead_of.is_empty() && wanted.len() > 1 {
                         st.ahead_of.push_back(target.clone());
-                        st.ahead
-                            .push_back(self.fetch(&op_name, op, &st.input, target.clone()));
+                        st.ahead.push_back(self.fetch(
+                            &op_name,
+                            op,
+                            &st.input,
+                            target.clone(),
+                            reader.clone(),
+                        ));
                     }
                     if !st.ahead_of.is_empty() {
                         for t in wanted.into_iter().skip(st.ahead_of.len()) {
                             st.ahead_of.push_back(t.clone());
-                            st.ahead.push_back(self.fetch(&op_name, op, &st.input, t));
+                            st.ahead.push_back(self.fetch(
+                                &op_name,
+                                op,
+                                &st.input,
+                                t,
+                                reader.clone(),
+                            ));
                         }
                     }
                 }
@@ -136,7 +158,8 @@ impl HttpSystem {
                         .await
                         .expect("a request for each page asked ahead")
                 } else {
-                    self.execute(&op_name, op, &st.input, &target).await
+                    self.execute_reading(&op_name, op, &st.input, &target, reader.as_deref())
+                        .await
                 };
                 let mut resp = match fetched {
                     Ok((resp, _)) => resp,
@@ -169,7 +192,7 @@ impl HttpSystem {
                     }
                 };
                 let Extracted {
-                    records,
+                    mut records,
                     parents,
                     listed: taken,
                 } = op
@@ -178,8 +201,21 @@ impl HttpSystem {
                     .map(|p| p.take(&mut resp.body))
                     .unwrap_or_default();
                 debug_assert_eq!(taken, listed, "a page's count and its records agree");
-                if !records.is_empty() {
-                    let hash = hash_records(&records);
+                // Read for a reader, the body's list holds a null for each record.
+                let read = match resp.read.take() {
+                    Some(read) => {
+                        debug_assert_eq!(read.len(), records.len());
+                        records = Vec::new();
+                        read
+                    }
+                    None => Vec::new(),
+                };
+                if !records.is_empty() || !read.is_empty() {
+                    let hash = if read.is_empty() {
+                        hash_records(&records)
+                    } else {
+                        hash_read(&read)
+                    };
                     if st.last_hash == Some(hash) {
                         let e = pagination_error(
                             st.number,
@@ -190,8 +226,9 @@ impl HttpSystem {
                     st.last_hash = Some(hash);
                 }
                 st.next = next;
-                let page = (!records.is_empty()).then_some(Ok(Page {
+                let page = (!records.is_empty() || !read.is_empty()).then_some(Ok(Page {
                     records,
+                    read,
                     parents,
                     number: st.number,
                     total,
@@ -209,9 +246,13 @@ impl HttpSystem {
         op: &Arc<Operation>,
         input: &CallInput,
         target: Next,
+        reader: Option<Arc<ListingReader>>,
     ) -> futures::future::BoxFuture<'f, Result<(Response, bool), CallError>> {
         let (op_name, op, input) = (op_name.to_string(), Arc::clone(op), input.clone());
-        Box::pin(async move { self.execute(&op_name, &op, &input, &target).await })
+        Box::pin(async move {
+            self.execute_reading(&op_name, &op, &input, &target, reader.as_deref())
+                .await
+        })
     }
 
     /// `list_with` run by a task of its own, `ahead` pages ahead of the caller: while the
@@ -224,12 +265,23 @@ impl HttpSystem {
         input: CallInput,
         ahead: usize,
     ) -> impl Stream<Item = Result<Page, CallError>> + 'static {
+        self.list_ahead_reading(op_name, input, ahead, None)
+    }
+
+    /// `list_ahead`, each page's records read by `reader` when it is given (`Page::read`).
+    pub(crate) fn list_ahead_reading(
+        self: &Arc<Self>,
+        op_name: &str,
+        input: CallInput,
+        ahead: usize,
+        reader: Option<Arc<ListingReader>>,
+    ) -> impl Stream<Item = Result<Page, CallError>> + 'static {
         let (tx, rx) = tokio::sync::mpsc::channel(ahead.max(1));
         let (system, op_name) = (Arc::clone(self), op_name.to_string());
         // A leased run's lease goes with the task, as it would with the caller.
         let watch = crate::state::lease::current_watch();
         let task = async move {
-            let mut pages = std::pin::pin!(system.list_with(&op_name, input, ahead));
+            let mut pages = std::pin::pin!(system.list_reading(&op_name, input, ahead, reader));
             while let Some(page) = pages.next().await {
                 if tx.send(page).await.is_err() {
                     break;
@@ -261,6 +313,24 @@ impl Drop for AbortOnDrop {
 /// before holds the same records in the same places; one that moved on differs in these
 /// nearly always, and hashing them costs a fraction of hashing every member of every
 /// record (which was 2.7% of a first sync's instructions).
+/// `hash_records` of a page read for a reader: its count, its first and last records' values
+/// whole, and every record's first value.
+fn hash_read(records: &[Vec<Value>]) -> u64 {
+    let mut h = foldhash::fast::FixedState::default().build_hasher();
+    records.len().hash(&mut h);
+    if let (Some(first), Some(last)) = (records.first(), records.last()) {
+        for v in first.iter().chain(last) {
+            hash_value(v, &mut h);
+        }
+    }
+    for r in records {
+        if let Some(v) = r.first() {
+            hash_value(v, &mut h);
+        }
+    }
+    h.finish()
+}
+
 fn hash_records(records: &[Value]) -> u64 {
     // One fixed seed: pages of one listing are compared with each other.
     let mut h = foldhash::fast::FixedState::default().build_hasher();

@@ -67,10 +67,23 @@ pub struct CallOutput {
     pub already_done: bool,
 }
 
+/// How a listing's records are read when its reader wants only some of their members:
+/// each record as the values of `members` (see `json::parse_listing`), not as a whole
+/// object. Made by `HttpSystem::listing_reader` for an operation whose pages allow it.
+#[derive(Debug)]
+pub(crate) struct ListingReader {
+    /// The members the records' list is at.
+    chain: Vec<String>,
+    members: Vec<String>,
+}
+
 /// One page of a listing.
 #[derive(Debug, Clone)]
 pub struct Page {
     pub records: Vec<Value>,
+    /// The records, for a listing read through a `ListingReader`: each as the values of
+    /// its members (`records` is then empty).
+    pub(crate) read: Vec<Vec<Value>>,
     /// Each record's parent when the `records` path is nested (see `RecordsPath`); empty
     /// otherwise.
     pub parents: Vec<Option<Arc<Value>>>,
@@ -161,6 +174,37 @@ impl HttpSystem {
     /// The system's vars, with the looked-up ones when they are known.
     pub fn system_vars(&self) -> &Value {
         self.resolved.get().unwrap_or(&self.spec.system_vars)
+    }
+
+    /// A reader of the members `members` of the records of the listing `op_name`, when its
+    /// pages can be read that way: records at a chain of members (`$.data`, or the page
+    /// itself), not nested, no `decode` rule (which rewrites values anywhere in a page), and
+    /// no error rule of the operation or the system that may read the records' list (their
+    /// conditions and messages would see it as nulls).
+    pub(crate) fn listing_reader(
+        &self,
+        op_name: &str,
+        members: &[String],
+    ) -> Option<Arc<ListingReader>> {
+        let op = self.operation(op_name).ok()?;
+        let chain = op.records.as_ref()?.member_chain()?;
+        if !op.decode.is_empty() {
+            return None;
+        }
+        // A page that is the list itself: any rule reading the body may read its records.
+        let list = chain.first().map_or("", String::as_str);
+        if op
+            .rules
+            .iter()
+            .chain(&self.spec.rules)
+            .any(|r| r.may_read(list))
+        {
+            return None;
+        }
+        Some(Arc::new(ListingReader {
+            chain,
+            members: members.to_vec(),
+        }))
     }
 
     pub(super) fn operation(&self, name: &str) -> Result<&Arc<Operation>, CallError> {

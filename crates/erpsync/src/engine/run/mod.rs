@@ -27,6 +27,7 @@ use super::decide::{
 };
 use super::lease::HeldLease;
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
+use crate::compile::mapping::DirectRead;
 use crate::compile::types::{normalize, normalize_owned};
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
@@ -949,6 +950,23 @@ impl<'e> Runner<'e> {
         };
         let id = end.ent.id.of_in(&native, parent);
         let mapped = end.ent.read.apply_in_mut(&mut native, parent, &env, None);
+        self.seen_mapped(id, mapped, native)
+    }
+
+    /// `seen` of a record read as the values of the members `direct` reads (a listing read
+    /// through a `ListingReader`): no native record.
+    pub(super) fn seen_read(&self, direct: &DirectRead, values: Vec<Value>) -> Mapped {
+        let (id, mapped) = direct.read(values);
+        self.seen_mapped(id, mapped, Value::Null)
+    }
+
+    /// A record's key, id and canonical record, from its id and mapped record.
+    fn seen_mapped(
+        &self,
+        id: Option<String>,
+        mapped: Result<Value, crate::compile::mapping::FieldMapError>,
+        native: Value,
+    ) -> Mapped {
         let unmappable =
             |e: String| Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)));
         let mapped = mapped.map_err(|e| unmappable(e.to_string()))?;
@@ -994,17 +1012,38 @@ impl<'e> Runner<'e> {
         };
         // A write mapping that merges with what the target holds may have only this reading.
         let keep_native = keep_native || self.dst.ent.write.reads_target();
+        // Without their native records, the records of a listing whose pages allow it are
+        // read straight into the members the read mapping and the id read: no record is
+        // built whole only to be mapped and dropped.
+        let direct = if keep_native {
+            None
+        } else {
+            self.dst.ent.read.direct(&self.dst.ent.id)
+        };
+        let reader = direct
+            .as_ref()
+            .and_then(|d| self.dst.http.listing_reader(&op, d.members()));
         let mut rereads = Vec::new();
-        let mut pages = Box::pin(self.dst.http.list_ahead(
+        let mut pages = Box::pin(self.dst.http.list_ahead_reading(
             &op,
             CallInput {
                 since,
                 ..Default::default()
             },
             READ_AHEAD,
+            reader,
         ));
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.read_error(self.dst.name, e))?;
+            if let Some(direct) = &direct {
+                for values in page.read {
+                    if let Ok(s) = self.seen_read(direct, values)
+                        && let Some(first) = out.keep(s, |r| self.stamp(r))
+                    {
+                        rereads.push(first);
+                    }
+                }
+            }
             let mut parents = page.parents.into_iter();
             for native in page.records {
                 let parent = parents.next().flatten();
