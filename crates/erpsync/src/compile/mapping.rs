@@ -471,6 +471,12 @@ enum DirectFrom {
 }
 
 impl Mapping {
+    /// The names of the record the mapping makes, in their order, when every record it makes
+    /// has exactly these (its fields all land at top-level names of their own).
+    pub(crate) fn shape_names(&self) -> Option<impl Iterator<Item = &str>> {
+        self.shape.as_ref().map(|s| s.keys().map(String::as_str))
+    }
+
     /// The mapping as a `DirectRead` with the id `id`, when it can be one.
     pub(crate) fn direct(&self, id: &super::RecordId) -> Option<DirectRead> {
         let shape = self.shape.clone()?;

@@ -3,8 +3,8 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::compile::Entity;
 use crate::compile::types::{ValueConvertError, convert, normalize_owned};
+use crate::compile::{CanonField, Entity, Mapping};
 
 /// Why a mapped record does not fit its entity.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -53,23 +53,72 @@ pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormalis
         let Some(field) = field else {
             continue;
         };
-        let converted = match convert(std::mem::take(v), field.ty, field.scale) {
-            Ok(c) => c,
-            Err(error) => {
-                return Err(RecordNormaliseError::Field {
-                    field: name.clone(),
-                    error,
-                });
-            }
-        };
-        *v = match converted {
-            Value::String(s) if !field.normalize.is_empty() => {
-                Value::String(normalize_owned(s, &field.normalize))
-            }
-            c => c,
-        };
+        *v = convert_field(name, std::mem::take(v), field)?;
     }
     Ok(Value::Object(map))
+}
+
+/// The canonical field of each name of the records one read mapping makes, in their order
+/// (`None` for a name the entity does not declare): `normalise_shaped` of such a record
+/// converts each value by position, without looking its name up.
+pub(crate) struct Shaped<'e> {
+    fields: Vec<Option<&'e CanonField>>,
+    /// The names, to check in debug builds that a record is the mapping's.
+    #[cfg(debug_assertions)]
+    names: Vec<String>,
+}
+
+impl<'e> Shaped<'e> {
+    /// For the records `mapping` makes, when they all have the same names in name order
+    /// (what `normalise` sorts them into).
+    pub(crate) fn of(entity: &'e Entity, mapping: &Mapping) -> Option<Shaped<'e>> {
+        let names: Vec<&str> = mapping.shape_names()?.collect();
+        if !names.is_sorted() {
+            return None;
+        }
+        Some(Shaped {
+            fields: names.iter().map(|n| entity.fields.get(*n)).collect(),
+            #[cfg(debug_assertions)]
+            names: names.iter().map(|n| (*n).to_owned()).collect(),
+        })
+    }
+}
+
+/// `normalise` of a record made by the mapping `shaped` was made `of`: the same record.
+/// A record with other names than the mapping's (not made by it) is normalised by name.
+pub(crate) fn normalise_shaped(
+    entity: &Entity,
+    shaped: &Shaped,
+    record: Value,
+) -> Result<Value, RecordNormaliseError> {
+    let mut map = match record {
+        Value::Object(map) if map.len() == shaped.fields.len() => map,
+        other => return normalise(entity, other),
+    };
+    #[cfg(debug_assertions)]
+    debug_assert!(map.keys().eq(&shaped.names), "not the mapping's record");
+    for ((name, v), field) in map.iter_mut().zip(&shaped.fields) {
+        let Some(field) = field else {
+            continue;
+        };
+        *v = convert_field(name, std::mem::take(v), field)?;
+    }
+    Ok(Value::Object(map))
+}
+
+/// A canonical field's value converted to its type and normalised.
+fn convert_field(name: &str, v: Value, field: &CanonField) -> Result<Value, RecordNormaliseError> {
+    let converted =
+        convert(v, field.ty, field.scale).map_err(|error| RecordNormaliseError::Field {
+            field: name.to_owned(),
+            error,
+        })?;
+    Ok(match converted {
+        Value::String(s) if !field.normalize.is_empty() => {
+            Value::String(normalize_owned(s, &field.normalize))
+        }
+        c => c,
+    })
 }
 
 /// Fields compared by a flow: the ones it carries, less volatile ones and the timestamp.
@@ -274,6 +323,47 @@ mod tests {
             .map(|(n, f)| (n.to_string(), f))
             .collect(),
         }
+    }
+
+    /// A record a mapping made, normalised by position (`normalise_shaped`), is the one
+    /// `normalise` makes of it by name: every declared type and text normalisation, names
+    /// the entity does not declare, nulls, and a value that does not convert (the same
+    /// error, naming the field). A record of other names is normalised by name.
+    #[test]
+    fn a_mapped_record_normalised_by_position_is_the_one_normalised_by_name() {
+        let entity = product();
+        let cfg: std::collections::BTreeMap<String, crate::config::model::FieldMapConfig> =
+            serde_json::from_value(json!({
+                "sku": "$.code", "price": "$.p", "name": "$.n", "stock": "$.q", "extra": "$.x"
+            }))
+            .unwrap();
+        let (mapping, problems) = Mapping::compile(&cfg);
+        assert!(problems.is_empty(), "{problems:?}");
+        let shaped = Shaped::of(&entity, &mapping).unwrap();
+        let env = crate::compile::MapEnv {
+            vars: &Value::Null,
+            system: &Value::Null,
+            refs: &crate::compile::NoRefs,
+        };
+        for native in [
+            json!({"code": " ab-1 ", "p": 10.005, "n": 5, "q": "7", "x": [1]}),
+            json!({"code": "x", "p": "12", "n": null, "q": 7.0}),
+            json!({}),
+            json!({"code": "y", "p": "not a price"}),
+            json!({"code": "z", "q": "seven"}),
+        ] {
+            let mapped = mapping.apply(&native, &env, None).unwrap();
+            assert_eq!(
+                normalise_shaped(&entity, &shaped, mapped.clone()),
+                normalise(&entity, mapped.clone()),
+                "{native}"
+            );
+        }
+        let other = json!({"stock": "7", "sku": " ab-1 "});
+        assert_eq!(
+            normalise_shaped(&entity, &shaped, other.clone()),
+            normalise(&entity, other)
+        );
     }
 
     #[test]

@@ -74,6 +74,8 @@ struct End<'e> {
     /// Which of the binding's two columns holds this end: bindings are stored by system
     /// pair (`a`, `b`), shared by the flows of both directions.
     pair_side: PairSide,
+    /// The canonical fields of the records its read mapping makes, by position.
+    shaped: Option<canonical::Shaped<'e>>,
 }
 
 /// A record read from a side, mapped.
@@ -487,11 +489,13 @@ impl<'e> Runner<'e> {
         let scope = Scope::new(&entity.name, &flow.from, &flow.to);
         let end = |name: &'e str| -> End<'e> {
             let def = &e.project.systems[name];
+            let ent = &def.entities[&entity.name];
             End {
                 name,
-                ent: &def.entities[&entity.name],
+                ent,
                 http: &e.systems[name],
                 pair_side: scope.side_of(name),
+                shaped: canonical::Shaped::of(entity, &ent.read),
             }
         };
         let carried: Vec<String> = if flow.fields.is_empty() {
@@ -950,19 +954,20 @@ impl<'e> Runner<'e> {
         };
         let id = end.ent.id.of_in(&native, parent);
         let mapped = end.ent.read.apply_in_mut(&mut native, parent, &env, None);
-        self.seen_mapped(id, mapped, native)
+        self.seen_mapped(end, id, mapped, native)
     }
 
     /// `seen` of a record read as the values of the members `direct` reads (a listing read
     /// through a `ListingReader`): no native record.
-    pub(super) fn seen_read(&self, direct: &DirectRead, values: Vec<Value>) -> Mapped {
+    pub(super) fn seen_read(&self, end: &End, direct: &DirectRead, values: Vec<Value>) -> Mapped {
         let (id, mapped) = direct.read(values);
-        self.seen_mapped(id, mapped, Value::Null)
+        self.seen_mapped(end, id, mapped, Value::Null)
     }
 
     /// A record's key, id and canonical record, from its id and mapped record.
     fn seen_mapped(
         &self,
+        end: &End,
         id: Option<String>,
         mapped: Result<Value, crate::compile::mapping::FieldMapError>,
         native: Value,
@@ -970,8 +975,11 @@ impl<'e> Runner<'e> {
         let unmappable =
             |e: String| Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)));
         let mapped = mapped.map_err(|e| unmappable(e.to_string()))?;
-        let canon =
-            canonical::normalise(self.entity, mapped).map_err(|e| unmappable(e.to_string()))?;
+        let canon = match &end.shaped {
+            Some(shaped) => canonical::normalise_shaped(self.entity, shaped, mapped),
+            None => canonical::normalise(self.entity, mapped),
+        }
+        .map_err(|e| unmappable(e.to_string()))?;
         let Some(raw_key) = canonical::field_text(&canon, &self.flow.match_key) else {
             let shown = id.clone().unwrap_or_else(|| "?".into());
             return Err(Box::new((
@@ -1037,7 +1045,7 @@ impl<'e> Runner<'e> {
             let page = page.map_err(|e| self.read_error(self.dst.name, e))?;
             if let Some(direct) = &direct {
                 for values in page.read {
-                    if let Ok(s) = self.seen_read(direct, values)
+                    if let Ok(s) = self.seen_read(&self.dst, direct, values)
                         && let Some(first) = out.keep(s, |r| self.stamp(r))
                     {
                         rereads.push(first);
