@@ -556,6 +556,28 @@ impl Operation {
     }
 }
 
+impl Operation {
+    /// The chain of members a listing's records are at (`$.data` → `data`; empty for the
+    /// page itself), when its pages may be read with each record as the values of some of
+    /// its members (`HttpSystem::listing_reader`), the page keeping a null in each record's
+    /// place: records at a chain of members, not nested; no `decode` rule (which rewrites
+    /// values anywhere in a page); and nothing else that reads the page — its error rules,
+    /// where its next page is, its total — that may read the records' list, by the text of
+    /// its path (any body path when the page is the list itself). A cursor taken from the
+    /// last record, read as a null, would end the listing after its first page.
+    pub(crate) fn records_chain_for_reader(&self) -> Option<Vec<String>> {
+        let chain = self.records.as_ref()?.member_chain()?;
+        if !self.decode.is_empty() {
+            return None;
+        }
+        let list = chain.first().map_or("", String::as_str);
+        let reads_list = self.rules.iter().any(|r| r.may_read(list))
+            || self.paginate.as_ref().is_some_and(|p| p.may_read(list))
+            || self.total.as_ref().is_some_and(|t| t.may_read(list));
+        (!reads_list).then_some(chain)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -683,6 +705,85 @@ mod tests {
             find.condition().as_deref(),
             Some("when `create` answered 400-499 and its body matches `when`")
         );
+    }
+
+    /// A listing's pages are read for a reader of some members of its records only when
+    /// nothing else reads the records' list in them: not where the next page or the total
+    /// is taken from, not an error rule, not a `decode` rule; and only for records at a
+    /// chain of members.
+    #[test]
+    fn a_listing_is_read_into_its_records_members_only_when_nothing_else_reads_its_list() {
+        let chain = |extra: &Value| {
+            let mut op = json!({"path": "/p", "records": "$.data"});
+            for (k, v) in extra.as_object().unwrap() {
+                op[k] = v.clone();
+            }
+            compile(op).unwrap().records_chain_for_reader()
+        };
+        let data = Some(vec!["data".to_string()]);
+        let cases = [
+            (json!({}), data.clone()),
+            (
+                json!({"paginate": {"kind": "next_url", "path": "$.meta.links.next"}}),
+                data.clone(),
+            ),
+            (
+                json!({"paginate": {"kind": "offset", "limit": 100}}),
+                data.clone(),
+            ),
+            (json!({"paginate": {"kind": "link_header"}}), data.clone()),
+            (
+                json!({"paginate": {"kind": "page", "total_pages": "$.meta.pages"}}),
+                data.clone(),
+            ),
+            (json!({"total": "header:X-Total"}), data.clone()),
+            (json!({"total": "$.meta.count"}), data.clone()),
+            // The cursor is the last record's id: read as a null, the listing would end.
+            (
+                json!({"paginate": {"kind": "cursor", "cursor_path": "$.data[-1].id", "param": "after"}}),
+                None,
+            ),
+            (
+                json!({"paginate": {"kind": "next_url", "path": "$.data[0].next"}}),
+                None,
+            ),
+            (
+                json!({"paginate": {"kind": "page", "total_pages": "$.data.length"}}),
+                None,
+            ),
+            (json!({"total": "$.data.length"}), None),
+            (
+                json!({"errors": [{"when": "@.data[0].error", "action": "fail"}]}),
+                None,
+            ),
+            (
+                json!({"errors": [{"status": [500], "action": "retry", "message": "{{body.data}}"}]}),
+                None,
+            ),
+            (
+                json!({"decode": [{"marker": "__class__", "equals": "Decimal", "value": "decimal"}]}),
+                None,
+            ),
+            (
+                json!({"records": "$.result.items"}),
+                Some(vec!["result".to_string(), "items".to_string()]),
+            ),
+            (json!({"records": "$.data[*]"}), None),
+            (json!({"records": "$.data[*].variants[*]"}), None),
+            (json!({"records": "$"}), Some(Vec::new())),
+            // The page is the list: any body path may read it.
+            (
+                json!({"records": "$", "paginate": {"kind": "next_url", "path": "$.next"}}),
+                None,
+            ),
+            (
+                json!({"records": "$", "paginate": {"kind": "link_header"}}),
+                Some(Vec::new()),
+            ),
+        ];
+        for (extra, want) in cases {
+            assert_eq!(chain(&extra), want, "{extra}");
+        }
     }
 
     #[test]

@@ -31,6 +31,12 @@ impl TotalPages {
         }
     }
 
+    /// Whether it may be read from the body's member `name`: a body path whose text holds
+    /// that name (any body path when `name` is empty).
+    pub(crate) fn may_read(&self, name: &str) -> bool {
+        matches!(self, TotalPages::Body(path) if path.source().contains(name))
+    }
+
     /// The number in this response, when it has one.
     pub(crate) fn read(&self, headers: &HeaderMap, body: &Value) -> Option<u64> {
         match self {
@@ -80,6 +86,23 @@ pub(crate) enum Paginate {
     NextUrl {
         path: JsonPath,
     },
+}
+
+impl Paginate {
+    /// Whether where the next page is, or how many pages there are, may be read from the
+    /// body's member `name` (see `TotalPages::may_read`).
+    pub(crate) fn may_read(&self, name: &str) -> bool {
+        match self {
+            Paginate::Page { total_pages, .. } => {
+                total_pages.as_ref().is_some_and(|t| t.may_read(name))
+            }
+            Paginate::Cursor {
+                cursor_path: path, ..
+            }
+            | Paginate::NextUrl { path } => path.source().contains(name),
+            Paginate::Offset { .. } | Paginate::LinkHeader => false,
+        }
+    }
 }
 
 /// Where the next page is.

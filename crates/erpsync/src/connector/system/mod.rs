@@ -177,28 +177,17 @@ impl HttpSystem {
     }
 
     /// A reader of the members `members` of the records of the listing `op_name`, when its
-    /// pages can be read that way: records at a chain of members (`$.data`, or the page
-    /// itself), not nested, no `decode` rule (which rewrites values anywhere in a page), and
-    /// no error rule of the operation or the system that may read the records' list (their
-    /// conditions and messages would see it as nulls).
+    /// pages can be read that way (`Operation::records_chain_for_reader`) and no error rule
+    /// of the system may read the records' list either.
     pub(crate) fn listing_reader(
         &self,
         op_name: &str,
         members: &[String],
     ) -> Option<Arc<ListingReader>> {
         let op = self.operation(op_name).ok()?;
-        let chain = op.records.as_ref()?.member_chain()?;
-        if !op.decode.is_empty() {
-            return None;
-        }
-        // A page that is the list itself: any rule reading the body may read its records.
+        let chain = op.records_chain_for_reader()?;
         let list = chain.first().map_or("", String::as_str);
-        if op
-            .rules
-            .iter()
-            .chain(&self.spec.rules)
-            .any(|r| r.may_read(list))
-        {
+        if self.spec.rules.iter().any(|r| r.may_read(list)) {
             return None;
         }
         Some(Arc::new(ListingReader {
