@@ -230,16 +230,19 @@ const ROWS_PER_UPSERT: usize = 32;
 const ROW_VALUES: usize = 9;
 
 /// The number `scopes` gives `scope`, given it first if it has none yet (in the caller's
-/// transaction: a write rolled back takes the new scope with it).
+/// transaction: a write rolled back takes the new scope with it). Every write of a binding
+/// asks; only the first of a scope inserts.
 fn scope_id(tx: &Connection, scope: &Scope) -> Result<i64> {
-    tx.prepare_cached(
-        "INSERT INTO scopes (entity, sys_a, sys_b) VALUES (?1, ?2, ?3)
-         ON CONFLICT (entity, sys_a, sys_b) DO NOTHING",
-    )?
-    .execute(params![scope.entity, scope.a, scope.b])?;
-    Ok(tx
+    let args = params![scope.entity, scope.a, scope.b];
+    let known: Option<i64> = tx
         .prepare_cached(&format!("SELECT {SCOPE_ID}"))?
-        .query_row(params![scope.entity, scope.a, scope.b], |r| r.get(0))?)
+        .query_row(args, |r| r.get(0))?;
+    if let Some(id) = known {
+        return Ok(id);
+    }
+    tx.prepare_cached("INSERT INTO scopes (entity, sys_a, sys_b) VALUES (?1, ?2, ?3)")?
+        .execute(args)?;
+    Ok(tx.last_insert_rowid())
 }
 
 /// The number of the scope whose entity and systems are `?1` – `?3`, in a query's terms;

@@ -308,47 +308,52 @@ impl Drop for AbortOnDrop {
     }
 }
 
+/// `hash_records` of a page read for a reader: its count, its first and last records'
+/// values whole, and every record's first value (its id, the reader's first member).
+fn hash_read(records: &[Vec<Value>]) -> u64 {
+    hash_page(
+        records,
+        |r, h| r.iter().for_each(|v| hash_value(v, h)),
+        |r, h| {
+            if let Some(v) = r.first() {
+                hash_value(v, h);
+            }
+        },
+    )
+}
+
 /// What tells a page served again: its count, its first and last records whole, and every
 /// record's first member (its id, in the APIs seen so far). A page that repeats the one
 /// before holds the same records in the same places; one that moved on differs in these
 /// nearly always, and hashing them costs a fraction of hashing every member of every
 /// record (which was 2.7% of a first sync's instructions).
-/// `hash_records` of a page read for a reader: its count, its first and last records' values
-/// whole, and every record's first value.
-fn hash_read(records: &[Vec<Value>]) -> u64 {
-    let mut h = foldhash::fast::FixedState::default().build_hasher();
-    records.len().hash(&mut h);
-    if let (Some(first), Some(last)) = (records.first(), records.last()) {
-        for v in first.iter().chain(last) {
-            hash_value(v, &mut h);
+fn hash_records(records: &[Value]) -> u64 {
+    hash_page(records, hash_value, |r, h| match r {
+        Value::Object(m) => {
+            if let Some((k, v)) = m.iter().next() {
+                k.hash(h);
+                hash_value(v, h);
+            }
         }
-    }
-    for r in records {
-        if let Some(v) = r.first() {
-            hash_value(v, &mut h);
-        }
-    }
-    h.finish()
+        other => hash_value(other, h),
+    })
 }
 
-fn hash_records(records: &[Value]) -> u64 {
-    // One fixed seed: pages of one listing are compared with each other.
+/// The hash of a page of `records`: their count, the first and last `whole`, and the
+/// `first` part of each. One fixed seed: pages of one listing are compared with each other.
+fn hash_page<R>(
+    records: &[R],
+    whole: impl Fn(&R, &mut foldhash::fast::FoldHasher<'static>),
+    first: impl Fn(&R, &mut foldhash::fast::FoldHasher<'static>),
+) -> u64 {
     let mut h = foldhash::fast::FixedState::default().build_hasher();
     records.len().hash(&mut h);
-    if let (Some(first), Some(last)) = (records.first(), records.last()) {
-        hash_value(first, &mut h);
-        hash_value(last, &mut h);
+    if let (Some(a), Some(z)) = (records.first(), records.last()) {
+        whole(a, &mut h);
+        whole(z, &mut h);
     }
     for r in records {
-        match r {
-            Value::Object(m) => {
-                if let Some((k, v)) = m.iter().next() {
-                    k.hash(&mut h);
-                    hash_value(v, &mut h);
-                }
-            }
-            other => hash_value(other, &mut h),
-        }
+        first(r, &mut h);
     }
     h.finish()
 }
