@@ -1,5 +1,8 @@
 //! JSON text to a `Value` whose objects are allocated once, at their final size.
 //!
+//! Text is read by `scan`, which falls back on `serde_json`'s deserializer for what it is
+//! not sure of (errors above all, so their messages and positions are `serde_json`'s).
+//!
 //! `serde_json`'s own `Value` parser starts every object empty and grows it key by key: a
 //! 20-field record reallocates its entries and its hash table several times over. Here the
 //! entries of the objects being read wait on one stack shared by the whole document, and
@@ -15,6 +18,8 @@ use std::hash::{Hash, Hasher};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+mod scan;
+
 /// Parses `bytes` as one JSON document (a response body, a record kept as text).
 ///
 /// The whole document is checked to be UTF-8 once, up front, and parsed as text: parsed as
@@ -28,8 +33,16 @@ pub(crate) fn from_slice(bytes: &[u8]) -> serde_json::Result<Value> {
     }
 }
 
-/// Parses `text` as one JSON document.
+/// Parses `text` as one JSON document: read by `scan`, or by `serde_json` where `scan` is
+/// not sure of it (a syntax error among them, for `serde_json`'s message and position).
 pub(crate) fn from_str(text: &str) -> serde_json::Result<Value> {
+    let mut scanner = scan::Scanner::new(text);
+    let mut parser = Parser::new();
+    if let Some(value) = scanner.value(&mut parser)
+        && scanner.end().is_some()
+    {
+        return Ok(value);
+    }
     parse(serde_json::Deserializer::from_str(text))
 }
 
@@ -37,11 +50,7 @@ pub(crate) fn from_str(text: &str) -> serde_json::Result<Value> {
 fn parse<'de, R: serde_json::de::Read<'de>>(
     mut de: serde_json::Deserializer<R>,
 ) -> serde_json::Result<Value> {
-    let mut parser = Parser {
-        entries: Vec::new(),
-        shapes: Vec::new(),
-        next_shape: 0,
-    };
+    let mut parser = Parser::new();
     let value = Node(&mut parser).deserialize(&mut de)?;
     de.end()?;
     Ok(value)
@@ -178,196 +187,102 @@ pub(crate) struct Listed {
 /// reports what is wrong with it as it would have.
 pub(crate) fn parse_listing(bytes: &[u8], chain: &[String], members: &[String]) -> Option<Listed> {
     let text = std::str::from_utf8(bytes).ok()?;
-    let mut de = serde_json::Deserializer::from_str(text);
-    let mut parser = Parser {
-        entries: Vec::new(),
-        shapes: Vec::new(),
-        next_shape: 0,
-    };
-    let mut found = Found {
-        records: None,
-        odd: false,
-    };
-    let body = Walk {
-        parser: &mut parser,
-        chain,
+    let mut scanner = scan::Scanner::new(text);
+    let mut listing = Listing {
+        parser: Parser::new(),
         members,
-        found: &mut found,
-    }
-    .deserialize(&mut de)
-    .ok()?;
-    de.end().ok()?;
-    match found {
-        Found {
-            records: Some(records),
-            odd: false,
-        } => Some(Listed { body, records }),
-        _ => None,
-    }
+        guess: 0,
+        records: None,
+    };
+    let body = listing.walk(&mut scanner, chain)?;
+    scanner.end()?;
+    Some(Listed {
+        body,
+        records: listing.records?,
+    })
 }
 
-/// What `parse_listing` found on its way down the chain.
-struct Found {
-    records: Option<Vec<Vec<Value>>>,
-    /// Something is not as the reader expects: the page is parsed whole instead.
-    odd: bool,
-}
-
-/// A value on the way down `chain` to a listing's records (`parse_listing`): objects along
-/// it are read member by member, the chain's member through a `Walk` one step further, the
-/// others as they are; at its end, the list of records.
-struct Walk<'s, 'de, 'c> {
-    parser: &'s mut Parser<'de>,
-    chain: &'c [String],
-    members: &'c [String],
-    found: &'s mut Found,
-}
-
-impl<'de> DeserializeSeed<'de> for Walk<'_, 'de, '_> {
-    type Value = Value;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        if self.chain.is_empty() {
-            d.deserialize_seq(self)
-        } else {
-            d.deserialize_map(self)
-        }
-    }
-}
-
-impl<'de> Visitor<'de> for Walk<'_, 'de, '_> {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        if self.chain.is_empty() {
-            f.write_str("a list of records")
-        } else {
-            f.write_str("an object")
-        }
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        if !self.chain.is_empty() || self.found.records.is_some() {
-            self.found.odd = true;
-            return Node(self.parser).visit_seq(seq);
-        }
-        let mut records = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-        let mut guess = 0;
-        while let Some(record) = seq.next_element_seed(Members {
-            parser: &mut *self.parser,
-            members: self.members,
-            guess: &mut guess,
-        })? {
-            match record {
-                Some(values) => records.push(values),
-                None => self.found.odd = true,
-            }
-        }
-        let placeholders = vec![Value::Null; records.len()];
-        self.found.records = Some(records);
-        Ok(Value::Array(placeholders))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
-        let Some((next, rest)) = self.chain.split_first() else {
-            self.found.odd = true;
-            return Node(self.parser).visit_map(map);
-        };
-        let start = self.parser.entries.len();
-        while let Some(name) = map.next_key_seed(NameSeed)? {
-            let value = if name.as_str() == next.as_str() {
-                map.next_value_seed(Walk {
-                    parser: &mut *self.parser,
-                    chain: rest,
-                    members: self.members,
-                    found: &mut *self.found,
-                })?
-            } else {
-                map.next_value_seed(Node(&mut *self.parser))?
-            };
-            self.parser.entries.push((name, value));
-        }
-        Ok(Value::Object(self.parser.object(start)))
-    }
-}
-
-/// One record of a listing read as the values of `members` (`parse_listing`); `None` for
-/// a record that is not an object, whose text is skipped.
-struct Members<'s, 'de, 'c> {
-    parser: &'s mut Parser<'de>,
+/// What `parse_listing` keeps on its way through a page.
+struct Listing<'a, 'c> {
+    parser: Parser<'a>,
     members: &'c [String],
     /// Where the next member name is looked for first: records of one listing come with
     /// their members in one order, so it is nearly always the next one after the last found.
-    guess: &'s mut usize,
+    guess: usize,
+    records: Option<Vec<Vec<Value>>>,
 }
 
-impl<'de> DeserializeSeed<'de> for Members<'_, 'de, '_> {
-    type Value = Option<Vec<Value>>;
-
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        d.deserialize_any(self)
+impl<'a> Listing<'a, '_> {
+    /// The value on the way down `chain` to the records: objects along it read member by
+    /// member, the chain's member one step further, the others whole; at its end, the list
+    /// of records, each read into `members` and left as a null in the list.
+    fn walk(&mut self, s: &mut scan::Scanner<'a>, chain: &[String]) -> Option<Value> {
+        let Some((next, rest)) = chain.split_first() else {
+            // The records' list, found once.
+            if self.records.is_some() {
+                return None;
+            }
+            let mut records = Vec::new();
+            if s.open(b'[', b']')? {
+                loop {
+                    records.push(self.record(s)?);
+                    if !s.more(b']')? {
+                        break;
+                    }
+                }
+                s.leave();
+            }
+            let placeholders = vec![Value::Null; records.len()];
+            self.records = Some(records);
+            return Some(Value::Array(placeholders));
+        };
+        let start = self.parser.entries.len();
+        if s.open(b'{', b'}')? {
+            loop {
+                let name = s.name()?;
+                let value = if name.as_str() == next.as_str() {
+                    self.walk(s, rest)?
+                } else {
+                    s.value(&mut self.parser)?
+                };
+                self.parser.entries.push((name, value));
+                if !s.more(b'}')? {
+                    break;
+                }
+            }
+            s.leave();
+        }
+        Some(Value::Object(self.parser.object(start)))
     }
-}
 
-impl Members<'_, '_, '_> {
+    /// One record, an object: the values of `members`, null where it has none. A member
+    /// given twice keeps its later value.
+    fn record(&mut self, s: &mut scan::Scanner<'a>) -> Option<Vec<Value>> {
+        let mut values = vec![Value::Null; self.members.len()];
+        if s.open(b'{', b'}')? {
+            loop {
+                let name = s.name()?;
+                match self.slot(name.as_str()) {
+                    Some(i) => values[i] = s.value(&mut self.parser)?,
+                    None => s.skip()?,
+                }
+                if !s.more(b'}')? {
+                    break;
+                }
+            }
+            s.leave();
+        }
+        Some(values)
+    }
+
     /// The place of `name` among the members asked for.
     fn slot(&mut self, name: &str) -> Option<usize> {
         let n = self.members.len();
         let found = (0..n)
-            .map(|i| (*self.guess + i) % n)
+            .map(|i| (self.guess + i) % n)
             .find(|&i| self.members[i] == name)?;
-        *self.guess = found + 1;
+        self.guess = found + 1;
         Some(found)
-    }
-}
-
-impl<'de> Visitor<'de> for Members<'_, 'de, '_> {
-    type Value = Option<Vec<Value>>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a record")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut values = vec![Value::Null; self.members.len()];
-        while let Some(name) = map.next_key_seed(NameSeed)? {
-            match self.slot(name.as_str()) {
-                Some(i) => values[i] = map.next_value_seed(Node(&mut *self.parser))?,
-                None => {
-                    map.next_value::<serde::de::IgnoredAny>()?;
-                }
-            }
-        }
-        Ok(Some(values))
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
-        Ok(None)
-    }
-
-    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
-        Ok(None)
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(None)
     }
 }
 
@@ -392,6 +307,14 @@ const SHAPES: usize = 8;
 const SHAPE_MEMBERS: usize = 4;
 
 impl Parser<'_> {
+    fn new() -> Self {
+        Parser {
+            entries: Vec::new(),
+            shapes: Vec::new(),
+            next_shape: 0,
+        }
+    }
+
     /// The kept shape with the names of the entries from `start`, in their order.
     fn shape_of(&self, start: usize) -> Option<&Map<String, Value>> {
         let entries = &self.entries[start..];
@@ -684,12 +607,23 @@ mod tests {
             serde_json::from_slice::<Value>(not_utf8).unwrap_err(),
         );
         assert_eq!(ours.to_string(), theirs.to_string());
-        for doc in ["{\"a\":1", "[1,]", "{\"a\":1} x", "nul", "{1:2}"] {
-            assert!(from_slice(doc.as_bytes()).is_err(), "{doc}");
-            assert!(
-                serde_json::from_slice::<Value>(doc.as_bytes()).is_err(),
-                "{doc}"
+        // The message and position are `serde_json`'s, wherever the text goes wrong.
+        for doc in [
+            "{\"a\":1",
+            "[1,]",
+            "{\"a\":1} x",
+            "nul",
+            "{1:2}",
+            "{\"a\":\"\\ud83d\"}",
+            "[1.5e999]",
+            "{\"data\":[{\"id\":01}]}",
+            "{\"name\":\"tab\there\"}",
+        ] {
+            let (ours, theirs) = (
+                from_slice(doc.as_bytes()).unwrap_err(),
+                serde_json::from_slice::<Value>(doc.as_bytes()).unwrap_err(),
             );
+            assert_eq!(ours.to_string(), theirs.to_string(), "{doc}");
         }
     }
 }
