@@ -1297,6 +1297,52 @@ async fn a_first_sync_through_shifted_target_pages_links_instead_of_creating_aga
     assert_eq!(h.writes(), (0, 0));
 }
 
+/// A page of the shop's listing answered with a 200 and a text that is not JSON (a
+/// maintenance page, a proxy's answer) is a failed attempt, not the listing's end. While the
+/// shop keeps answering so, the first sync stops with the reason and creates none of the
+/// products it could not see; a page answered so once is asked again, and nothing is lost.
+#[tokio::test]
+async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() {
+    let h = Harness::new(250, products_from_erp).await;
+    h.reset_counters();
+    let maintenance = |count| {
+        erpsync_sim::FailRule::new("GET", "/api/v2/products", 200, count)
+            .with_query("page=2")
+            .with_body("<html><body><h1>Magazinul este in mentenanta</h1></body></html>")
+    };
+    h.shop.faults().fail_next(maintenance(1_000));
+    let opts = RunOptions {
+        details: true,
+        ..Default::default()
+    };
+    let error = match h.engine.run("products", &opts).await {
+        Ok(r) => format!("{:?} {:?} {:#?}", r.errors, failed(&r), r.counts),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("not JSON (text/html") && error.contains("mentenanta"),
+        "the reason is given: {error}"
+    );
+    assert!(
+        !error.contains("already exists"),
+        "nothing created: {error}"
+    );
+    assert_eq!(h.shop.product_count(), 250, "no product created twice");
+    assert_eq!(h.writes(), (0, 0));
+
+    h.shop.faults().clear();
+    h.shop.faults().fail_next(maintenance(1));
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
+    // The products bound before the read failed are not adopted again.
+    assert_eq!(r.counts.adopted + r.counts.skipped, 250, "{:#?}", r.counts);
+    assert_eq!(h.shop.product_count(), 250);
+    assert_eq!(h.writes(), (0, 0));
+}
+
 #[tokio::test]
 async fn reconciling_an_unbound_catalogue_through_shifted_target_pages_creates_nothing() {
     let h = Harness::new(250, products_from_erp).await;

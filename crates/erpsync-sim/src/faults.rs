@@ -88,6 +88,10 @@ pub struct FailRule {
     /// `Retry-After` seconds to send with the answer.
     #[serde(default)]
     pub retry_after_secs: Option<u64>,
+    /// The answer's body, as text (`text/html`), instead of the simulator's error: a
+    /// maintenance page or a proxy's answer, say, with `status` 200.
+    #[serde(default)]
+    pub body: Option<String>,
 }
 
 fn one() -> u32 {
@@ -106,6 +110,7 @@ impl FailRule {
             after_apply: false,
             hold_ms: None,
             retry_after_secs: None,
+            body: None,
         }
     }
 
@@ -132,6 +137,12 @@ impl FailRule {
         self
     }
 
+    /// The answer is this text (`text/html`) instead of the simulator's error.
+    pub fn with_body(mut self, body: &str) -> Self {
+        self.body = Some(body.to_owned());
+        self
+    }
+
     fn matches(&self, method: &str, path: &str, query: &str) -> bool {
         self.count > 0
             && self
@@ -149,6 +160,8 @@ pub(crate) struct Injected {
     pub status: u16,
     pub hold: Option<Duration>,
     pub retry_after: Option<u64>,
+    /// Text answered instead of the simulator's error.
+    pub body: Option<String>,
 }
 
 /// What to do with one request.
@@ -223,6 +236,7 @@ impl FaultControl {
                 status: rule.status,
                 hold: rule.hold_ms.map(Duration::from_millis),
                 retry_after: rule.retry_after_secs,
+                body: rule.body.clone(),
             };
             let after_apply = rule.after_apply;
             faults.rules.retain(|r| r.count > 0);
@@ -241,6 +255,7 @@ impl FaultControl {
                 status: 504,
                 hold: Some(Duration::from_millis(faults.timeout_ms)),
                 retry_after: None,
+                body: None,
             });
         }
         if roll(faults.error_rate) {
@@ -248,6 +263,7 @@ impl FaultControl {
                 status: faults.error_status,
                 hold: None,
                 retry_after: None,
+                body: None,
             });
         }
         if roll(faults.rate_limit_rate) {
@@ -255,6 +271,7 @@ impl FaultControl {
                 status: 429,
                 hold: None,
                 retry_after: faults.retry_after_secs,
+                body: None,
             });
         }
         let is_write = method != "GET" && method != "HEAD";
@@ -262,6 +279,7 @@ impl FaultControl {
             status: faults.error_status,
             hold: None,
             retry_after: None,
+            body: None,
         });
         let latency = (faults.latency_ms > 0).then(|| Duration::from_millis(faults.latency_ms));
         Decision::Handle { latency, lost }

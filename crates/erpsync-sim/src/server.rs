@@ -104,6 +104,15 @@ pub(crate) fn error_response(
 }
 
 fn injected_response(flavor: Flavor, i: &Injected) -> Response {
+    if let Some(body) = &i.body {
+        let mut resp = Response::new(axum::body::Body::from(body.clone()));
+        *resp.status_mut() = StatusCode::from_u16(i.status).unwrap_or(StatusCode::OK);
+        resp.headers_mut().insert(
+            axum::http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        return resp;
+    }
     let (name, message) = match i.status {
         429 => ("TooManyRequests", "too many requests (injected)"),
         504 => ("GatewayTimeout", "upstream timed out (injected)"),

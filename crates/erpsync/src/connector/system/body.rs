@@ -47,11 +47,16 @@ pub(super) fn encode_body(value: &Value, format: BodyFormat) -> (Vec<u8>, &'stat
 
 /// JSON when it parses, the text otherwise, null when empty.
 pub(super) fn parse_body(bytes: &[u8]) -> Value {
+    parse_body_json(bytes).unwrap_or_else(|text| text)
+}
+
+/// `parse_body`, telling a body that is not JSON (`Err`, holding its text) from one that is.
+pub(super) fn parse_body_json(bytes: &[u8]) -> Result<Value, Value> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Value::Null;
+        return Ok(Value::Null);
     }
     crate::json::from_slice(bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+        .map_err(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
 /// A message for a failure no rule described: the status and the start of the body.

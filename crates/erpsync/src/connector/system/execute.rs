@@ -10,7 +10,9 @@ use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
 use serde_json::{Map, Value};
 use url::Url;
 
-use super::body::{default_message, encode_body, error_chain, method, parse_body, set_field};
+use super::body::{
+    default_message, encode_body, error_chain, method, parse_body, parse_body_json, set_field,
+};
 use super::{CallInput, CallOutput, HttpSystem, ListingReader};
 use crate::config::model::{BodyFormat, ErrorAction, HttpMethod};
 use crate::connector::Extracted;
@@ -34,6 +36,8 @@ pub(crate) struct Response {
     /// The records of a listing read for a `ListingReader`: each as the values of the
     /// members it reads (`body` then holds a null for each).
     pub(super) read: Option<Vec<Vec<Value>>>,
+    /// The body is not JSON (`body` holds its text): a maintenance page, a proxy's answer.
+    pub(super) not_json: bool,
 }
 
 /// A request ready to send but for its credentials.
@@ -379,11 +383,34 @@ impl HttpSystem {
             let action = verdict
                 .as_ref()
                 .map_or(ErrorAction::RateLimited, |v| v.action);
+            // An answer the rules call a success, but whose records or record cannot be read
+            // from it because it is not JSON (a maintenance page, a proxy's or a firewall's
+            // page served with a 200): read as no records, it would end a listing early and
+            // every record after it would look missing. It is a failed attempt instead.
+            let unreadable = resp.not_json
+                && (op.records.is_some() || op.record.is_some())
+                && matches!(action, ErrorAction::Success | ErrorAction::AlreadyDone);
+            let action = if unreadable {
+                ErrorAction::Retry
+            } else {
+                action
+            };
             let message = || {
                 let m = verdict
                     .as_ref()
+                    .filter(|_| !unreadable)
                     .and_then(|v| v.message.clone())
                     .unwrap_or_else(|| default_message(status, &resp.headers, &resp.body));
+                let m = if unreadable {
+                    let kind = resp
+                        .headers
+                        .get(CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("no content type");
+                    format!("the answer is not JSON ({kind}), {m}")
+                } else {
+                    m
+                };
                 redact(&m).into_owned()
             };
             match action {
@@ -473,7 +500,11 @@ impl HttpSystem {
                     }
                     self.stats.retry();
                     let wait = retry_after.unwrap_or_else(|| self.spec.retry.backoff(attempt));
-                    let reason = format!("answered {status}; trying again");
+                    let reason = if unreadable {
+                        format!("answered {status} with a body that is not JSON; trying again")
+                    } else {
+                        format!("answered {status}; trying again")
+                    };
                     self.before_wait(op_name, wait, &reason)?;
                     self.clock.sleep(wait).await;
                 }
@@ -524,9 +555,12 @@ impl HttpSystem {
         // A listing's page for a reader is read as it asks, unless it is not made that way
         // (an error's body, say): then whole, as any other.
         let listed = reader.and_then(|r| crate::json::parse_listing(&bytes, &r.chain, &r.members));
-        let (body, read) = match listed {
-            Some(listed) => (listed.body, Some(listed.records)),
-            None => (parse_body(&bytes), None),
+        let (body, read, not_json) = match listed {
+            Some(listed) => (listed.body, Some(listed.records), false),
+            None => match parse_body_json(&bytes) {
+                Ok(body) => (body, None, false),
+                Err(text) => (text, None, true),
+            },
         };
         Ok(Response {
             status,
@@ -534,6 +568,7 @@ impl HttpSystem {
             body,
             url: req.url.to_string(),
             read,
+            not_json,
         })
     }
 
