@@ -556,21 +556,36 @@ impl DirectRead {
     /// the whole record.
     pub(crate) fn read(
         &self,
-        mut values: Vec<Value>,
+        values: Vec<Value>,
     ) -> (Option<String>, Result<Value, FieldMapError>) {
+        let (id, mapped) = self.read_values(values);
+        let mapped = mapped.map(|mapped| {
+            let mut out = self.shape.clone();
+            for (place, v) in out.values_mut().zip(mapped) {
+                *place = v;
+            }
+            Value::Object(out)
+        });
+        (id, mapped)
+    }
+
+    /// `read`, with the mapped record as its values in the order of `names`.
+    pub(crate) fn read_values(
+        &self,
+        mut values: Vec<Value>,
+    ) -> (Option<String>, Result<Vec<Value>, FieldMapError>) {
         let (slot, path) = &self.id;
         let id = path
             .split_at_member()
             .and_then(|m| m.first(&values[*slot]))
             .and_then(key_text);
-        let mut out = self.shape.clone();
-        for (place, f) in out.values_mut().zip(&self.fields) {
-            match f.value(&mut values) {
-                Ok(v) => *place = v,
-                Err(e) => return (id, Err(e)),
-            }
-        }
-        (id, Ok(Value::Object(out)))
+        let mapped = self.fields.iter().map(|f| f.value(&mut values)).collect();
+        (id, mapped)
+    }
+
+    /// The names of the mapped record's fields, in their order.
+    pub(crate) fn names(&self) -> impl ExactSizeIterator<Item = &str> {
+        self.shape.keys().map(String::as_str)
     }
 }
 
@@ -1252,7 +1267,18 @@ mod tests {
             assert_eq!(listed.body, body);
             assert_eq!(listed.records.len(), natives.len());
             for (native, values) in natives.iter().zip(listed.records) {
+                // Read as values by position: the same fields, in the names' order.
+                let (values_id, as_values) = direct.read_values(values.clone());
                 let (got_id, got) = direct.read(values);
+                assert_eq!(values_id, got_id);
+                match (&as_values, &got) {
+                    (Ok(vs), Ok(Value::Object(map))) => {
+                        assert!(direct.names().eq(map.keys().map(String::as_str)));
+                        assert!(vs.iter().eq(map.values()), "{cfg} {native}");
+                    }
+                    (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+                    other => panic!("{cfg} {native}: {other:?}"),
+                }
                 let mut native = native.clone();
                 let want_id = id.of(&native);
                 let want = m.apply_in_mut(&mut native, None, &env, None);

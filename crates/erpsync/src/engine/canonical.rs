@@ -106,6 +106,23 @@ pub(crate) fn normalise_shaped(
     Ok(Value::Object(map))
 }
 
+/// `normalise_shaped` of the record whose fields are `names` with `values`, in the mapping's
+/// order, normalised where they are.
+pub(crate) fn normalise_values<'n>(
+    shaped: &Shaped,
+    names: impl Iterator<Item = &'n str>,
+    values: &mut [Value],
+) -> Result<(), RecordNormaliseError> {
+    debug_assert_eq!(values.len(), shaped.fields.len());
+    for ((name, v), field) in names.zip(values.iter_mut()).zip(&shaped.fields) {
+        let Some(field) = field else {
+            continue;
+        };
+        *v = convert_field(name, std::mem::take(v), field)?;
+    }
+    Ok(())
+}
+
 /// A canonical field's value converted to its type and normalised.
 fn convert_field(name: &str, v: Value, field: &CanonField) -> Result<Value, RecordNormaliseError> {
     let converted =

@@ -35,6 +35,15 @@ pub(super) const SPILL_BYTES: usize = 8 << 20;
 pub(super) struct IndexReadError(#[from] std::io::Error);
 
 impl Indexed {
+    /// A record of the target, its canonical record packed by `packed::pack_object`.
+    pub(super) fn packed(id: Option<String>, canon: Box<[u8]>) -> Indexed {
+        Indexed {
+            id: id.map(String::into_boxed_str),
+            canon,
+            native: None,
+        }
+    }
+
     fn of(seen: Seen) -> Indexed {
         Indexed {
             id: seen.id.map(String::into_boxed_str),
@@ -368,7 +377,17 @@ impl KeyIndex {
         stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
     ) -> Option<Option<DateTime<Utc>>> {
         let key = seen.key.clone();
-        let first = self.put(key.clone(), Indexed::of(seen))?;
+        self.keep_indexed(key, Indexed::of(seen), stamp)
+    }
+
+    /// `keep` of a record already packed (no native record).
+    pub(super) fn keep_indexed(
+        &mut self,
+        key: String,
+        indexed: Indexed,
+        stamp: impl Fn(&Seen) -> Option<DateTime<Utc>>,
+    ) -> Option<Option<DateTime<Utc>>> {
+        let first = self.put(key.clone(), indexed)?;
         // Read twice (rare: the pages shifted): the first reading's stamp.
         Some(stamp(&first.view().seen(&key)))
     }

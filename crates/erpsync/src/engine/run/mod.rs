@@ -964,6 +964,26 @@ impl<'e> Runner<'e> {
         self.seen_mapped(end, id, mapped, Value::Null)
     }
 
+    /// `seen_read` made straight into what the target index keeps, for a read mapping whose
+    /// records all have one shape: the record's values are mapped, normalised and packed where
+    /// they are, and no object is built for it. `None` for a record `seen_read` refuses (it
+    /// cannot be mapped, it has no key: `key_at` is the key's place among the fields).
+    fn indexed_read(
+        &self,
+        shaped: &canonical::Shaped,
+        direct: &DirectRead,
+        key_at: Option<usize>,
+        values: Vec<Value>,
+    ) -> Option<(String, spill::Indexed)> {
+        let (id, mapped) = direct.read_values(values);
+        let mut mapped = mapped.ok()?;
+        canonical::normalise_values(shaped, direct.names(), &mut mapped).ok()?;
+        let raw_key = crate::compile::types::key_text(mapped.get(key_at?)?)?;
+        let key = normalize_owned(raw_key, &self.flow.normalize);
+        let canon = packed::pack_object(direct.names(), &mapped);
+        Some((key, spill::Indexed::packed(id, canon)))
+    }
+
     /// A record's key, id and canonical record, from its id and mapped record.
     fn seen_mapped(
         &self,
@@ -1031,6 +1051,10 @@ impl<'e> Runner<'e> {
         let reader = direct
             .as_ref()
             .and_then(|d| self.dst.http.listing_reader(&op, d.members()));
+        // Where the match key is among a read record's fields (`indexed_read`).
+        let key_at = direct
+            .as_ref()
+            .and_then(|d| d.names().position(|n| n == self.flow.match_key));
         let mut rereads = Vec::new();
         let mut pages = Box::pin(self.dst.http.list_ahead_reading(
             &op,
@@ -1045,11 +1069,16 @@ impl<'e> Runner<'e> {
             let page = page.map_err(|e| self.read_error(self.dst.name, e))?;
             if let Some(direct) = &direct {
                 for values in page.read {
-                    if let Ok(s) = self.seen_read(&self.dst, direct, values)
-                        && let Some(first) = out.keep(s, |r| self.stamp(r))
-                    {
-                        rereads.push(first);
-                    }
+                    let first = match &self.dst.shaped {
+                        Some(shaped) => self
+                            .indexed_read(shaped, direct, key_at, values)
+                            .and_then(|(key, kept)| out.keep_indexed(key, kept, |r| self.stamp(r))),
+                        None => self
+                            .seen_read(&self.dst, direct, values)
+                            .ok()
+                            .and_then(|s| out.keep(s, |r| self.stamp(r))),
+                    };
+                    rereads.extend(first);
                 }
             }
             let mut parents = page.parents.into_iter();

@@ -31,6 +31,23 @@ pub(super) fn pack(value: &Value) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
+/// `pack` of the object whose members are `names` with `values`, in that order (names
+/// not repeated), built from them as they are: no object is made only to be packed.
+pub(super) fn pack_object<'n>(
+    names: impl ExactSizeIterator<Item = &'n str>,
+    values: &[Value],
+) -> Box<[u8]> {
+    debug_assert_eq!(names.len(), values.len());
+    let mut out = Vec::with_capacity(256);
+    out.push(OBJECT);
+    leb(names.len() as u64, &mut out);
+    for (k, v) in names.zip(values) {
+        text(k, &mut out);
+        write(v, &mut out);
+    }
+    out.into_boxed_slice()
+}
+
 /// The value `pack` was given, or None when `bytes` were not written by it.
 pub(super) fn unpack(bytes: &[u8]) -> Option<Value> {
     let mut r = Reader { bytes, at: 0 };
@@ -314,6 +331,26 @@ mod tests {
             // Two documents in a row: held exactly when they pack alike.
             assert_eq!(holds(&packed, &before), pack(&before) == packed);
             before = v;
+        }
+    }
+
+    /// An object packed from its names and values is the object packed whole, byte for
+    /// byte: the target index compares one with the other.
+    #[test]
+    fn an_object_packed_from_its_names_and_values_is_the_object_packed() {
+        let objects = [
+            json!({}),
+            json!({"a": 1}),
+            json!({"sku": "A-1", "name": "Scaun ă", "price": 12.5, "stock": -3, "on": true,
+                   "tags": ["x", {"k": null}], "big": u64::MAX, "meta": {"z": 1, "a": [1.5]}}),
+            json!({"z": null, "y": "", "x": 0.0}),
+        ];
+        for object in objects {
+            let map = object.as_object().unwrap();
+            let values: Vec<Value> = map.values().cloned().collect();
+            let packed = pack_object(map.keys().map(String::as_str), &values);
+            assert_eq!(packed, pack(&object), "{object}");
+            assert_eq!(unpack(&packed).as_ref(), Some(&object));
         }
     }
 
