@@ -58,11 +58,17 @@ fn parse<'de, R: serde_json::de::Read<'de>>(
 
 /// `value` as compact JSON text, as its `Display` writes it, byte for byte. Written
 /// straight into a string: a string with nothing to escape (nearly all of them) is checked
-/// sixteen bytes at a step and copied whole, where `serde_json` looks each byte up in its
+/// eight bytes at a step and copied whole, where `serde_json` looks each byte up in its
 /// escape table; one that needs escapes is written by `serde_json`.
 pub(crate) fn to_text(value: &Value) -> String {
-    let mut out = String::with_capacity(256);
+    // Texts written one after another are the records of one kind, of about one length:
+    // the last one's, with some room, is allocated at once instead of grown twice or more.
+    thread_local! {
+        static LAST: std::cell::Cell<usize> = const { std::cell::Cell::new(256) };
+    }
+    let mut out = String::with_capacity(LAST.get() + LAST.get() / 8);
     write_text(value, &mut out);
+    LAST.set(out.len().clamp(64, 64 * 1024));
     out
 }
 
@@ -124,14 +130,31 @@ fn write_str(s: &str, out: &mut String) {
 }
 
 /// Whether JSON escapes a byte of `bytes`: a quote, a backslash or a control character.
-/// (Every other byte, UTF-8 sequences included, is written as it is.) Each chunk is folded
-/// without an early exit, which the compiler turns into a few wide instructions.
+/// (Every other byte, UTF-8 sequences included, is written as it is.) Eight bytes at a step.
 fn needs_escape(bytes: &[u8]) -> bool {
-    bytes.chunks(16).any(|chunk| {
-        chunk.iter().fold(false, |any, &b| {
-            any | (b < 0x20) | (b == b'"') | (b == b'\\')
-        })
-    })
+    let mut chunks = bytes.chunks_exact(8);
+    let any_word = chunks.by_ref().any(|c| {
+        let word = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        specials(word) != 0
+    });
+    any_word
+        || chunks
+            .remainder()
+            .iter()
+            .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
+}
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGHS: u64 = 0x8080_8080_8080_8080;
+
+/// The high bit of each byte of `w` that is a quote, a backslash or a control character;
+/// the lowest set bit marks the first of them exactly (borrows only spill upwards).
+#[inline]
+fn specials(w: u64) -> u64 {
+    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+    zero(w ^ (ONES * u64::from(b'"')))
+        | zero(w ^ (ONES * u64::from(b'\\')))
+        | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
 }
 
 /// Feeds a JSON value to a hasher without rendering it (a listing's pages, the fingerprints

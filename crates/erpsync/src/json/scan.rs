@@ -14,7 +14,7 @@
 
 use serde_json::{Number, Value};
 
-use super::{Name, Parser};
+use super::{Name, Parser, specials};
 
 /// Containers nested deeper than this are left to `serde_json`, whose limit is 128.
 const DEPTH: u32 = 100;
@@ -25,19 +25,6 @@ const POW10: [f64; 23] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
     1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
 ];
-
-const ONES: u64 = 0x0101_0101_0101_0101;
-const HIGHS: u64 = 0x8080_8080_8080_8080;
-
-/// The high bit of each byte of `w` that is a quote, a backslash or a control character;
-/// the lowest set bit marks the first of them exactly (borrows only spill upwards).
-#[inline]
-fn specials(w: u64) -> u64 {
-    let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    zero(w ^ (ONES * u64::from(b'"')))
-        | zero(w ^ (ONES * u64::from(b'\\')))
-        | (w.wrapping_sub(ONES * 0x20) & !w & HIGHS)
-}
 
 /// Where a text is being read.
 pub(super) struct Scanner<'a> {
