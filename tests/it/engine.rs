@@ -1343,6 +1343,46 @@ async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() 
     assert_eq!(h.writes(), (0, 0));
 }
 
+/// A later page of the shop's listing answered with a 200 and JSON that is not a page (an
+/// error served as a success, without the `data` its records are read from) stops the read
+/// with the reason: it is not taken for an empty last page, and nothing is created twice.
+#[tokio::test]
+async fn a_later_target_page_without_its_records_member_creates_nothing_twice() {
+    let h = Harness::new(250, products_from_erp).await;
+    h.reset_counters();
+    h.shop.faults().fail_next(
+        erpsync_sim::FailRule::new("GET", "/api/v2/products", 200, 1)
+            .with_query("page=2")
+            .with_body(r#"{"error":"Too many requests, slow down"}"#),
+    );
+    let opts = RunOptions {
+        details: true,
+        ..Default::default()
+    };
+    let error = match h.engine.run("products", &opts).await {
+        Ok(r) => format!("{:?} {:?} {:#?}", r.errors, failed(&r), r.counts),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        error.contains("page 2") && error.contains("no `$.data`") && error.contains("slow down"),
+        "the reason is given: {error}"
+    );
+    assert!(
+        !error.contains("already exists"),
+        "nothing created: {error}"
+    );
+    assert_eq!(h.shop.product_count(), 250, "no product created twice");
+    assert_eq!(h.writes(), (0, 0));
+
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert!(r.errors.is_empty(), "{:?}", r.errors);
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
+    assert_eq!(r.counts.adopted + r.counts.skipped, 250, "{:#?}", r.counts);
+    assert_eq!(h.writes(), (0, 0));
+}
+
 #[tokio::test]
 async fn reconciling_an_unbound_catalogue_through_shifted_target_pages_creates_nothing() {
     let h = Harness::new(250, products_from_erp).await;

@@ -413,31 +413,42 @@ async fn a_dry_run_that_predicts_a_failure_exits_1_and_a_clean_plan_exits_0() {
     assert!(failure_keys(&p).is_empty());
 }
 
-/// The ERP answers a page of its product listing with a 200 and a maintenance page, as a
-/// system behind a proxy does while it is down. `erpsync run` says so and fails the flow; it
-/// does not take the page for the listing's end and create the products it could not see
-/// (on either side). Once the ERP is back, the next run ends the sync with nothing written
-/// twice.
+/// The ERP answers a page of its product listing with a 200 and what is not a page: a
+/// maintenance page, as a system behind a proxy does while it is down, or an error in JSON
+/// without the page's `data`. `erpsync run` says so and fails the flow; it does not take the
+/// page for the listing's end and create the products it could not see (on either side).
+/// Once the ERP is back, the next run ends the sync with nothing written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_maintenance_page_served_as_a_listing_page_fails_the_run_and_creates_nothing() {
-    let p = Project::start(250, |_| {}).await;
-    p.erp.faults().fail_next(
-        FailRule::new("GET", "/api/products", 200, 1_000)
-            .with_query("offset=100")
-            .with_body("<!doctype html><title>Maintenance</title><p>ERP in mentenanta</p>"),
-    );
-    let down = p.run(&["run", "--once", "--flow", "products"]);
-    let out = text(&down);
-    assert!(!down.status.success(), "{out}");
-    assert!(out.contains("not JSON (text/html"), "{out}");
-    assert!(out.contains("mentenanta"), "{out}");
-    assert_eq!(p.erp.product_count(), 250, "{out}");
-    assert_eq!(p.shop.product_count(), 250, "{out}");
+    for (body, reason) in [
+        (
+            "<!doctype html><title>Maintenance</title><p>ERP in mentenanta</p>",
+            "not JSON (text/html",
+        ),
+        (
+            r#"{"message":"ERP in mentenanta","code":503}"#,
+            "stopped at page 2: the answer has no `$.data`",
+        ),
+    ] {
+        let p = Project::start(250, |_| {}).await;
+        p.erp.faults().fail_next(
+            FailRule::new("GET", "/api/products", 200, 1_000)
+                .with_query("offset=100")
+                .with_body(body),
+        );
+        let down = p.run(&["run", "--once", "--flow", "products"]);
+        let out = text(&down);
+        assert!(!down.status.success(), "{out}");
+        assert!(out.contains(reason), "{out}");
+        assert!(out.contains("mentenanta"), "{out}");
+        assert_eq!(p.erp.product_count(), 250, "{out}");
+        assert_eq!(p.shop.product_count(), 250, "{out}");
 
-    p.erp.faults().clear();
-    let back = p.run(&["run", "--once", "--flow", "products"]);
-    let out = text(&back);
-    assert!(back.status.success(), "{out}");
-    assert_eq!(p.erp.product_count(), 250, "{out}");
-    assert_eq!(p.shop.product_count(), 250, "{out}");
+        p.erp.faults().clear();
+        let back = p.run(&["run", "--once", "--flow", "products"]);
+        let out = text(&back);
+        assert!(back.status.success(), "{out}");
+        assert_eq!(p.erp.product_count(), 250, "{out}");
+        assert_eq!(p.shop.product_count(), 250, "{out}");
+    }
 }

@@ -88,8 +88,9 @@ pub struct FailRule {
     /// `Retry-After` seconds to send with the answer.
     #[serde(default)]
     pub retry_after_secs: Option<u64>,
-    /// The answer's body, as text (`text/html`), instead of the simulator's error: a
-    /// maintenance page or a proxy's answer, say, with `status` 200.
+    /// The answer's body instead of the simulator's error (`application/json` when it is
+    /// JSON, `text/html` otherwise): a maintenance page, a proxy's answer or an error served
+    /// with `status` 200, say.
     #[serde(default)]
     pub body: Option<String>,
 }
@@ -137,7 +138,7 @@ impl FailRule {
         self
     }
 
-    /// The answer is this text (`text/html`) instead of the simulator's error.
+    /// The answer is this text instead of the simulator's error.
     pub fn with_body(mut self, body: &str) -> Self {
         self.body = Some(body.to_owned());
         self

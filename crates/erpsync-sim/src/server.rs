@@ -107,9 +107,14 @@ fn injected_response(flavor: Flavor, i: &Injected) -> Response {
     if let Some(body) = &i.body {
         let mut resp = Response::new(axum::body::Body::from(body.clone()));
         *resp.status_mut() = StatusCode::from_u16(i.status).unwrap_or(StatusCode::OK);
+        let kind = if serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok() {
+            "application/json"
+        } else {
+            "text/html; charset=utf-8"
+        };
         resp.headers_mut().insert(
             axum::http::header::CONTENT_TYPE,
-            HeaderValue::from_static("text/html; charset=utf-8"),
+            HeaderValue::from_static(kind),
         );
         return resp;
     }

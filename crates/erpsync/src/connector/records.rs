@@ -105,6 +105,21 @@ impl RecordsPath {
 }
 
 impl RecordsPath {
+    /// Whether a response body lacks the member the path reads its records from, where an
+    /// empty page holds it empty or null (`$.data` of `{"error": …}`). Only a plain chain of
+    /// members is asked; any other path is never said to be absent.
+    pub(crate) fn absent_from(&self, body: &Value) -> bool {
+        self.nested.is_none()
+            && self.whole.is_simple()
+            && matches!(body, Value::Object(_))
+            && self.whole.first(body).is_none()
+    }
+
+    /// The path as written.
+    pub(crate) fn source(&self) -> &str {
+        self.whole.source()
+    }
+
     /// How many elements of the outermost list a response body holds (`listed` of
     /// `extract`), without copying them.
     pub(crate) fn count(&self, body: &Value) -> usize {

@@ -14,7 +14,7 @@ use crate::connector::error::CallError;
 use crate::connector::operation::Operation;
 use crate::connector::paginate::{Next, PageSeen, Progress};
 use crate::json::hash_value;
-use crate::redact::redact;
+use crate::redact::{redact, redact_json};
 
 impl HttpSystem {
     /// Lists an operation page by page, following its `paginate` section; empty pages are
@@ -166,6 +166,24 @@ impl HttpSystem {
                     Err(e) => return Some((Some(Err(e)), None)),
                 };
                 st.number += 1;
+                // A later page without the member its records are read from is not an empty
+                // page that ends the listing (every record after it would look missing): it
+                // is an answer of another kind, an error served with a 2xx.
+                if st.number > 1
+                    && let Some(p) = &op.records
+                    && p.absent_from(&resp.body)
+                {
+                    let mut start = redact_json(&resp.body).to_string();
+                    if let Some((at, _)) = start.char_indices().nth(300) {
+                        start.truncate(at);
+                        start.push('…');
+                    }
+                    let e = pagination_error(
+                        st.number,
+                        format!("the answer has no `{}`: {start}", p.source()),
+                    );
+                    return Some((Some(Err(e)), None));
+                }
                 // What the next page and the total are read from comes first: the records are
                 // then moved out of the body rather than copied.
                 let listed = op.records.as_ref().map_or(0, |p| p.count(&resp.body));
