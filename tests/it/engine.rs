@@ -1303,14 +1303,40 @@ async fn a_first_sync_through_shifted_target_pages_links_instead_of_creating_aga
 /// products it could not see; a page answered so once is asked again, and nothing is lost.
 #[tokio::test]
 async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() {
+    first_sync_through_a_second_page_of(
+        "<html><body><h1>Magazinul este in mentenanta</h1></body></html>",
+        &["not JSON (text/html", "mentenanta"],
+        true,
+    )
+    .await;
+}
+
+/// A later page of the shop's listing answered with a 200 and JSON that is not a page (an
+/// error served as a success, without the `data` its records are read from) stops the read
+/// with the reason: it is not taken for an empty last page, and nothing is created twice.
+#[tokio::test]
+async fn a_later_target_page_without_its_records_member_creates_nothing_twice() {
+    first_sync_through_a_second_page_of(
+        r#"{"error":"Too many requests, slow down"}"#,
+        &["page 2", "no `$.data`", "slow down"],
+        false,
+    )
+    .await;
+}
+
+/// A first sync of 250 products one way while the shop answers the second page of its
+/// listing with `body` and a 200, every time: the run stops, its errors say each of
+/// `reasons`, and nothing is created. Then a run with the shop answering so once more
+/// (`once_more`: the page is asked again) or not at all adopts the rest, creating nothing.
+async fn first_sync_through_a_second_page_of(body: &str, reasons: &[&str], once_more: bool) {
     let h = Harness::new(250, products_from_erp).await;
     h.reset_counters();
-    let maintenance = |count| {
+    let answered = |count| {
         erpsync_sim::FailRule::new("GET", "/api/v2/products", 200, count)
             .with_query("page=2")
-            .with_body("<html><body><h1>Magazinul este in mentenanta</h1></body></html>")
+            .with_body(body)
     };
-    h.shop.faults().fail_next(maintenance(1_000));
+    h.shop.faults().fail_next(answered(1_000));
     let opts = RunOptions {
         details: true,
         ..Default::default()
@@ -1319,10 +1345,9 @@ async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() 
         Ok(r) => format!("{:?} {:?} {:#?}", r.errors, failed(&r), r.counts),
         Err(e) => e.to_string(),
     };
-    assert!(
-        error.contains("not JSON (text/html") && error.contains("mentenanta"),
-        "the reason is given: {error}"
-    );
+    for reason in reasons {
+        assert!(error.contains(reason), "the reason is given: {error}");
+    }
     assert!(
         !error.contains("already exists"),
         "nothing created: {error}"
@@ -1331,7 +1356,9 @@ async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() 
     assert_eq!(h.writes(), (0, 0));
 
     h.shop.faults().clear();
-    h.shop.faults().fail_next(maintenance(1));
+    if once_more {
+        h.shop.faults().fail_next(answered(1));
+    }
     h.reset_counters();
     let r = h.run("products").await;
     assert!(r.errors.is_empty(), "{:?}", r.errors);
@@ -1340,46 +1367,6 @@ async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() 
     // The products bound before the read failed are not adopted again.
     assert_eq!(r.counts.adopted + r.counts.skipped, 250, "{:#?}", r.counts);
     assert_eq!(h.shop.product_count(), 250);
-    assert_eq!(h.writes(), (0, 0));
-}
-
-/// A later page of the shop's listing answered with a 200 and JSON that is not a page (an
-/// error served as a success, without the `data` its records are read from) stops the read
-/// with the reason: it is not taken for an empty last page, and nothing is created twice.
-#[tokio::test]
-async fn a_later_target_page_without_its_records_member_creates_nothing_twice() {
-    let h = Harness::new(250, products_from_erp).await;
-    h.reset_counters();
-    h.shop.faults().fail_next(
-        erpsync_sim::FailRule::new("GET", "/api/v2/products", 200, 1)
-            .with_query("page=2")
-            .with_body(r#"{"error":"Too many requests, slow down"}"#),
-    );
-    let opts = RunOptions {
-        details: true,
-        ..Default::default()
-    };
-    let error = match h.engine.run("products", &opts).await {
-        Ok(r) => format!("{:?} {:?} {:#?}", r.errors, failed(&r), r.counts),
-        Err(e) => e.to_string(),
-    };
-    assert!(
-        error.contains("page 2") && error.contains("no `$.data`") && error.contains("slow down"),
-        "the reason is given: {error}"
-    );
-    assert!(
-        !error.contains("already exists"),
-        "nothing created: {error}"
-    );
-    assert_eq!(h.shop.product_count(), 250, "no product created twice");
-    assert_eq!(h.writes(), (0, 0));
-
-    h.reset_counters();
-    let r = h.run("products").await;
-    assert!(r.errors.is_empty(), "{:?}", r.errors);
-    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
-    assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
-    assert_eq!(r.counts.adopted + r.counts.skipped, 250, "{:#?}", r.counts);
     assert_eq!(h.writes(), (0, 0));
 }
 

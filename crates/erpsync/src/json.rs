@@ -246,35 +246,25 @@ impl<'a> Listing<'a, '_> {
                 return None;
             }
             let mut records = Vec::new();
-            if s.open(b'[', b']')? {
-                loop {
-                    records.push(self.record(s)?);
-                    if !s.more(b']')? {
-                        break;
-                    }
-                }
-                s.leave();
-            }
+            s.each(b'[', b']', |s| {
+                records.push(self.record(s)?);
+                Some(())
+            })?;
             let placeholders = vec![Value::Null; records.len()];
             self.records = Some(records);
             return Some(Value::Array(placeholders));
         };
         let start = self.parser.entries.len();
-        if s.open(b'{', b'}')? {
-            loop {
-                let name = s.name()?;
-                let value = if name.as_str() == next.as_str() {
-                    self.walk(s, rest)?
-                } else {
-                    s.value(&mut self.parser)?
-                };
-                self.parser.entries.push((name, value));
-                if !s.more(b'}')? {
-                    break;
-                }
-            }
-            s.leave();
-        }
+        s.each(b'{', b'}', |s| {
+            let name = s.name()?;
+            let value = if name.as_str() == next.as_str() {
+                self.walk(s, rest)?
+            } else {
+                s.value(&mut self.parser)?
+            };
+            self.parser.entries.push((name, value));
+            Some(())
+        })?;
         Some(Value::Object(self.parser.object(start)))
     }
 
@@ -282,19 +272,14 @@ impl<'a> Listing<'a, '_> {
     /// given twice keeps its later value.
     fn record(&mut self, s: &mut scan::Scanner<'a>) -> Option<Vec<Value>> {
         let mut values = vec![Value::Null; self.members.len()];
-        if s.open(b'{', b'}')? {
-            loop {
-                let name = s.name()?;
-                match self.slot(name.as_str()) {
-                    Some(i) => values[i] = s.value(&mut self.parser)?,
-                    None => s.skip()?,
-                }
-                if !s.more(b'}')? {
-                    break;
-                }
+        s.each(b'{', b'}', |s| {
+            let name = s.name()?;
+            match self.slot(name.as_str()) {
+                Some(i) => values[i] = s.value(&mut self.parser)?,
+                None => s.skip()?,
             }
-            s.leave();
-        }
+            Some(())
+        })?;
         Some(values)
     }
 

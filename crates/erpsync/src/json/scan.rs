@@ -76,45 +76,35 @@ impl<'a> Scanner<'a> {
 
     /// One more container entered, unless that nests too deep.
     #[inline]
-    pub(super) fn enter(&mut self) -> Option<()> {
+    fn enter(&mut self) -> Option<()> {
         self.depth += 1;
         (self.depth <= DEPTH).then_some(())
     }
 
+    /// An object (`open` `{`, `close` `}`) or an array (`[`, `]`), `item` reading each of its
+    /// members (name first) or elements in turn; `item` is not called for an empty one.
     #[inline]
-    pub(super) fn leave(&mut self) {
-        self.depth -= 1;
-    }
-
-    /// After a member or an element: `true` when another follows (a comma taken), `false`
-    /// at the container's `close`.
-    #[inline]
-    pub(super) fn more(&mut self, close: u8) -> Option<bool> {
-        match self.peek()? {
-            b',' => {
-                self.pos += 1;
-                Some(true)
-            }
-            b if b == close => {
-                self.pos += 1;
-                Some(false)
-            }
-            _ => None,
-        }
-    }
-
-    /// Takes the opening `{` of an object (or `[` of an array): `Some(false)` when it is
-    /// empty, its closing taken too.
-    #[inline]
-    pub(super) fn open(&mut self, open: u8, close: u8) -> Option<bool> {
+    pub(super) fn each(
+        &mut self,
+        open: u8,
+        close: u8,
+        mut item: impl FnMut(&mut Self) -> Option<()>,
+    ) -> Option<()> {
         self.eat(open)?;
         self.enter()?;
-        if self.peek()? == close {
-            self.pos += 1;
-            self.leave();
-            return Some(false);
+        if self.peek()? != close {
+            loop {
+                item(self)?;
+                match self.peek()? {
+                    b',' => self.pos += 1,
+                    b if b == close => break,
+                    _ => return None,
+                }
+            }
         }
-        Some(true)
+        self.pos += 1;
+        self.depth -= 1;
+        Some(())
     }
 
     /// A member's name and its colon.
@@ -134,30 +124,20 @@ impl<'a> Scanner<'a> {
             b'"' => Some(Value::String(self.string()?.into_string())),
             b'{' => {
                 let start = p.entries.len();
-                if self.open(b'{', b'}')? {
-                    loop {
-                        let name = self.name()?;
-                        let value = self.value(p)?;
-                        p.entries.push((name, value));
-                        if !self.more(b'}')? {
-                            break;
-                        }
-                    }
-                    self.leave();
-                }
+                self.each(b'{', b'}', |s| {
+                    let name = s.name()?;
+                    let value = s.value(p)?;
+                    p.entries.push((name, value));
+                    Some(())
+                })?;
                 Some(Value::Object(p.object(start)))
             }
             b'[' => {
                 let mut items = Vec::new();
-                if self.open(b'[', b']')? {
-                    loop {
-                        items.push(self.value(p)?);
-                        if !self.more(b']')? {
-                            break;
-                        }
-                    }
-                    self.leave();
-                }
+                self.each(b'[', b']', |s| {
+                    items.push(s.value(p)?);
+                    Some(())
+                })?;
                 Some(Value::Array(items))
             }
             b't' => self.literal("true", Value::Bool(true)),
@@ -171,31 +151,11 @@ impl<'a> Scanner<'a> {
     pub(super) fn skip(&mut self) -> Option<()> {
         match self.peek()? {
             b'"' => self.string().map(drop),
-            b'{' => {
-                if self.open(b'{', b'}')? {
-                    loop {
-                        self.name()?;
-                        self.skip()?;
-                        if !self.more(b'}')? {
-                            break;
-                        }
-                    }
-                    self.leave();
-                }
-                Some(())
-            }
-            b'[' => {
-                if self.open(b'[', b']')? {
-                    loop {
-                        self.skip()?;
-                        if !self.more(b']')? {
-                            break;
-                        }
-                    }
-                    self.leave();
-                }
-                Some(())
-            }
+            b'{' => self.each(b'{', b'}', |s| {
+                s.name()?;
+                s.skip()
+            }),
+            b'[' => self.each(b'[', b']', Self::skip),
             b't' => self.literal("true", ()),
             b'f' => self.literal("false", ()),
             b'n' => self.literal("null", ()),
