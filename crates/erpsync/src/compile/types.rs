@@ -55,6 +55,26 @@ pub(crate) fn convert(
     }
 }
 
+/// `convert` of the value in `v`, where it is. Null, a string to be a string, a boolean to be a
+/// boolean and anything to be JSON are already what `convert` gives, and are left as they
+/// are (most fields of most records); the others are converted. On an error `v` is left null.
+pub(crate) fn convert_in_place(
+    v: &mut Value,
+    ty: FieldType,
+    scale: Option<u32>,
+) -> Result<(), ValueConvertError> {
+    match (ty, &*v) {
+        (_, Value::Null)
+        | (FieldType::Json, _)
+        | (FieldType::String, Value::String(_))
+        | (FieldType::Boolean, Value::Bool(_)) => Ok(()),
+        _ => {
+            *v = convert(std::mem::take(v), ty, scale)?;
+            Ok(())
+        }
+    }
+}
+
 /// A string as it is; anything else as its JSON text.
 fn to_string(v: Value) -> Value {
     match v {
@@ -249,6 +269,53 @@ pub(crate) fn key_text(v: &Value) -> Option<String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Converting where the value is gives what `convert` gives, value, kind and error alike,
+    /// for every type and every kind of value.
+    #[test]
+    fn converting_in_place_is_converting() {
+        let values = [
+            json!(null),
+            json!("text"),
+            json!(" 12,50 "),
+            json!("2026-12-05T10:00:00Z"),
+            json!("2026-12-05 10:00:00"),
+            json!("yes"),
+            json!(""),
+            json!(true),
+            json!(false),
+            json!(0),
+            json!(12),
+            json!(12.5),
+            json!(-0.0),
+            json!([1]),
+            json!(["a"]),
+            json!([1, 2]),
+            json!({"a": 1}),
+        ];
+        let types = [
+            FieldType::String,
+            FieldType::Integer,
+            FieldType::Number,
+            FieldType::Decimal,
+            FieldType::Boolean,
+            FieldType::Datetime,
+            FieldType::Date,
+            FieldType::Json,
+        ];
+        for ty in types {
+            for v in &values {
+                let mut in_place = v.clone();
+                let got = convert_in_place(&mut in_place, ty, Some(2)).map(|()| in_place);
+                let want = convert(v.clone(), ty, Some(2));
+                assert_eq!(
+                    got.as_ref().map(Value::to_string),
+                    want.as_ref().map(Value::to_string),
+                    "{ty:?} {v}"
+                );
+            }
+        }
+    }
 
     /// What `to_datetime` wrote before it kept canonical strings as they are.
     fn written_again(s: &str) -> Option<String> {

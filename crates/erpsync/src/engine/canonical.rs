@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::compile::types::{ValueConvertError, convert, normalize_owned};
+use crate::compile::types::{ValueConvertError, convert_in_place, normalize_owned};
 use crate::compile::{CanonField, Entity, Mapping};
 
 /// Why a mapped record does not fit its entity.
@@ -53,7 +53,7 @@ pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormalis
         let Some(field) = field else {
             continue;
         };
-        *v = convert_field(name, std::mem::take(v), field)?;
+        convert_field(name, v, field)?;
     }
     Ok(Value::Object(map))
 }
@@ -101,7 +101,7 @@ pub(crate) fn normalise_shaped(
         let Some(field) = field else {
             continue;
         };
-        *v = convert_field(name, std::mem::take(v), field)?;
+        convert_field(name, v, field)?;
     }
     Ok(Value::Object(map))
 }
@@ -118,24 +118,27 @@ pub(crate) fn normalise_values<'n>(
         let Some(field) = field else {
             continue;
         };
-        *v = convert_field(name, std::mem::take(v), field)?;
+        convert_field(name, v, field)?;
     }
     Ok(())
 }
 
-/// A canonical field's value converted to its type and normalised.
-fn convert_field(name: &str, v: Value, field: &CanonField) -> Result<Value, RecordNormaliseError> {
-    let converted =
-        convert(v, field.ty, field.scale).map_err(|error| RecordNormaliseError::Field {
-            field: name.to_owned(),
-            error,
-        })?;
-    Ok(match converted {
-        Value::String(s) if !field.normalize.is_empty() => {
-            Value::String(normalize_owned(s, &field.normalize))
-        }
-        c => c,
-    })
+/// A canonical field's value converted to its type and normalised, where it is.
+fn convert_field(
+    name: &str,
+    v: &mut Value,
+    field: &CanonField,
+) -> Result<(), RecordNormaliseError> {
+    convert_in_place(v, field.ty, field.scale).map_err(|error| RecordNormaliseError::Field {
+        field: name.to_owned(),
+        error,
+    })?;
+    if let Value::String(s) = v
+        && !field.normalize.is_empty()
+    {
+        *s = normalize_owned(std::mem::take(s), &field.normalize);
+    }
+    Ok(())
 }
 
 /// Fields compared by a flow: the ones it carries, less volatile ones and the timestamp.
