@@ -97,12 +97,7 @@ pub(crate) fn normalise_shaped(
     };
     #[cfg(debug_assertions)]
     debug_assert!(map.keys().eq(&shaped.names), "not the mapping's record");
-    for ((name, v), field) in map.iter_mut().zip(&shaped.fields) {
-        let Some(field) = field else {
-            continue;
-        };
-        convert_field(name, v, field)?;
-    }
+    convert_by_position(shaped, map.iter_mut().map(|(k, v)| (k.as_str(), v)))?;
     Ok(Value::Object(map))
 }
 
@@ -114,11 +109,19 @@ pub(crate) fn normalise_values<'n>(
     values: &mut [Value],
 ) -> Result<(), RecordNormaliseError> {
     debug_assert_eq!(values.len(), shaped.fields.len());
-    for ((name, v), field) in names.zip(values.iter_mut()).zip(&shaped.fields) {
-        let Some(field) = field else {
-            continue;
-        };
-        convert_field(name, v, field)?;
+    convert_by_position(shaped, names.zip(values.iter_mut()))
+}
+
+/// Each field of a record of `shaped`'s mapping, in the mapping's order, converted by the
+/// canonical field at its place (a name the entity does not declare is left as it is).
+fn convert_by_position<'n, 'v>(
+    shaped: &Shaped,
+    fields: impl Iterator<Item = (&'n str, &'v mut Value)>,
+) -> Result<(), RecordNormaliseError> {
+    for ((name, v), field) in fields.zip(&shaped.fields) {
+        if let Some(field) = field {
+            convert_field(name, v, field)?;
+        }
     }
     Ok(())
 }

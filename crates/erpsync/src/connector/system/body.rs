@@ -68,8 +68,15 @@ pub(super) fn default_message(status: u16, headers: &HeaderMap, body: &Value) ->
             .unwrap_or("?");
         return format!("status {status}: redirected to `{to}`; check the system's `base_url`");
     }
+    if body.is_null() {
+        return format!("status {status}");
+    }
+    format!("status {status}: {}", body_start(body))
+}
+
+/// The first 300 characters of a body, its text or its JSON, with `…` where it goes on.
+pub(super) fn body_start(body: &Value) -> String {
     let text = match body {
-        Value::Null => return format!("status {status}"),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
@@ -77,7 +84,7 @@ pub(super) fn default_message(status: u16, headers: &HeaderMap, body: &Value) ->
     if short.len() < text.len() {
         short.push('…');
     }
-    format!("status {status}: {short}")
+    short
 }
 
 /// An error with its causes: reqwest's own message hides whether it was a timeout.

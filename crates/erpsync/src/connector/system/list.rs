@@ -7,6 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
+use super::body::body_start;
 use super::execute::Response;
 use super::{CallInput, HttpSystem, ListingReader, Page};
 use crate::connector::Extracted;
@@ -173,11 +174,7 @@ impl HttpSystem {
                     && let Some(p) = &op.records
                     && p.absent_from(&resp.body)
                 {
-                    let mut start = redact_json(&resp.body).to_string();
-                    if let Some((at, _)) = start.char_indices().nth(300) {
-                        start.truncate(at);
-                        start.push('…');
-                    }
+                    let start = body_start(&redact_json(&resp.body));
                     let e = pagination_error(
                         st.number,
                         format!("the answer has no `{}`: {start}", p.source()),
