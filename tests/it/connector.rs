@@ -703,6 +703,69 @@ async fn offset_and_limit_end_on_a_short_page() {
     );
 }
 
+/// A page without the member its records are read from fails the listing, first page or
+/// later (an error served with a 200 is not an empty page); an operation whose API leaves the
+/// member out when there is nothing to list says `absent_means_empty`, and such a page ends
+/// its listing as an empty one does.
+#[tokio::test]
+async fn a_page_without_its_records_member_is_an_error_unless_the_api_leaves_it_out() {
+    let (base, log) = serve(|s, _| {
+        let page: i64 = s.q("page").unwrap().parse().unwrap();
+        match (s.path.as_str(), page) {
+            ("/api/none", _) => reply(200, json!({"status": 200})),
+            (_, 1) => reply(200, json!({"status": 200, "data": recs(1..3)})),
+            _ => reply(200, json!({"status": 200})),
+        }
+    })
+    .await;
+    let c = clock();
+    let op = |path: &str, absent_means_empty: bool| {
+        json!({"path": path, "records": "$.data", "absent_means_empty": absent_means_empty,
+               "paginate": {"kind": "page", "size": 2}})
+    };
+    let sys = system(
+        &base,
+        json!({}),
+        json!({
+            "first": op("/none", false),
+            "later": op("/later", false),
+            "first_empty": op("/none", true),
+            "later_empty": op("/later", true),
+        }),
+        &c,
+    );
+    for (name, page) in [("first", 1), ("later", 2)] {
+        let listed = pages(&sys, name).await;
+        let Some(Err(e)) = listed.last() else {
+            panic!("`{name}` ends with an error: {:?}", ids(&listed))
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains(&format!(
+                "stopped at page {page}: the answer has no `$.data`"
+            )) && e.contains(r#"{"status":200}"#),
+            "{e}"
+        );
+        assert_eq!(listed.iter().filter(|p| p.is_ok()).count(), page - 1);
+    }
+    assert!(pages(&sys, "first_empty").await.is_empty());
+    assert_eq!(ids(&pages(&sys, "later_empty").await), [vec![1, 2]]);
+    assert_eq!(seen(&log).len(), 6);
+
+    let cfg: OperationConfig = serde_json::from_value(
+        json!({"path": "/one", "record": "$.data", "absent_means_empty": true}),
+    )
+    .unwrap();
+    let problems = Operation::compile(&cfg).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].path, "absent_means_empty");
+    assert!(
+        problems[0].message.contains("has no `records`"),
+        "{}",
+        problems[0].message
+    );
+}
+
 /// A listing that tells its size keeps several pages in flight (`list_with`), and still
 /// yields the pages `list` yields, in order, ending where `list` ends: on the last page it was
 /// told of, or earlier on a short page. A listing of unknown size is read one page at a time.

@@ -1303,7 +1303,8 @@ async fn a_first_sync_through_shifted_target_pages_links_instead_of_creating_aga
 /// products it could not see; a page answered so once is asked again, and nothing is lost.
 #[tokio::test]
 async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() {
-    first_sync_through_a_second_page_of(
+    first_sync_through_a_page_of(
+        "page=2",
         "<html><body><h1>Magazinul este in mentenanta</h1></body></html>",
         &["not JSON (text/html", "mentenanta"],
         true,
@@ -1316,7 +1317,8 @@ async fn a_target_page_answered_with_a_maintenance_page_creates_nothing_twice() 
 /// with the reason: it is not taken for an empty last page, and nothing is created twice.
 #[tokio::test]
 async fn a_later_target_page_without_its_records_member_creates_nothing_twice() {
-    first_sync_through_a_second_page_of(
+    first_sync_through_a_page_of(
+        "page=2",
         r#"{"error":"Too many requests, slow down"}"#,
         &["page 2", "no `$.data`", "slow down"],
         false,
@@ -1324,16 +1326,31 @@ async fn a_later_target_page_without_its_records_member_creates_nothing_twice() 
     .await;
 }
 
-/// A first sync of 250 products one way while the shop answers the second page of its
-/// listing with `body` and a 200, every time: the run stops, its errors say each of
-/// `reasons`, and nothing is created. Then a run with the shop answering so once more
-/// (`once_more`: the page is asked again) or not at all adopts the rest, creating nothing.
-async fn first_sync_through_a_second_page_of(body: &str, reasons: &[&str], once_more: bool) {
+/// The same on the first page: the shop's answer to the first request of its listing is not
+/// taken for an empty shop, which a first sync would fill again with all 250 products.
+#[tokio::test]
+async fn a_first_target_page_without_its_records_member_creates_nothing() {
+    first_sync_through_a_page_of(
+        // Every page's request (`limit=100`; the lookups ask `limit=1`): the first fails.
+        "limit=100",
+        r#"{"error":"Too many requests, slow down"}"#,
+        &["page 1", "no `$.data`", "slow down"],
+        false,
+    )
+    .await;
+}
+
+/// A first sync of 250 products one way while the shop answers the pages of its listing
+/// whose query holds `query` with `body` and a 200, every time: the run stops, its errors say
+/// each of `reasons`, and nothing is created. Then a run with the shop answering so once
+/// more (`once_more`: the page is asked again) or not at all adopts the rest, creating
+/// nothing.
+async fn first_sync_through_a_page_of(query: &str, body: &str, reasons: &[&str], once_more: bool) {
     let h = Harness::new(250, products_from_erp).await;
     h.reset_counters();
     let answered = |count| {
         erpsync_sim::FailRule::new("GET", "/api/v2/products", 200, count)
-            .with_query("page=2")
+            .with_query(query)
             .with_body(body)
     };
     h.shop.faults().fail_next(answered(1_000));
@@ -1367,6 +1384,46 @@ async fn first_sync_through_a_second_page_of(body: &str, reasons: &[&str], once_
     // The products bound before the read failed are not adopted again.
     assert_eq!(r.counts.adopted + r.counts.skipped, 250, "{:#?}", r.counts);
     assert_eq!(h.shop.product_count(), 250);
+    assert_eq!(h.writes(), (0, 0));
+}
+
+/// A lookup answered with a 200 and JSON without the `data` its records are read from (an
+/// error served as a success) did not say "none": each record it was asked for fails with the
+/// reason, none is created, and the next run, the shop answering again, adopts them all.
+#[tokio::test]
+async fn a_lookup_answered_without_its_records_member_creates_nothing() {
+    let h = Harness::new(10, products_from_erp).await;
+    h.reset_counters();
+    h.shop.faults().fail_next(
+        erpsync_sim::FailRule::new("GET", "/api/v2/products", 200, 1_000)
+            .with_query("sku=")
+            .with_body(r#"{"error":"Service temporarily unavailable"}"#),
+    );
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 10, "{:#?}", r.counts);
+    assert_eq!(r.counts.created, 0, "{:#?}", r.counts);
+    for (key, reason) in failed(&r) {
+        let reason = reason.unwrap_or_default();
+        assert!(
+            reason.contains("find_product")
+                && reason.contains("no `$.data`")
+                && reason.contains("temporarily"),
+            "{key}: {reason}"
+        );
+    }
+    assert_eq!(h.shop.product_count(), 10, "no product created twice");
+    assert_eq!(h.writes(), (0, 0));
+
+    h.shop.faults().clear();
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    assert_eq!(
+        (r.counts.created, r.counts.adopted),
+        (0, 10),
+        "{:#?}",
+        r.counts
+    );
     assert_eq!(h.writes(), (0, 0));
 }
 

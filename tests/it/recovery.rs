@@ -415,25 +415,34 @@ async fn a_dry_run_that_predicts_a_failure_exits_1_and_a_clean_plan_exits_0() {
 
 /// The ERP answers a page of its product listing with a 200 and what is not a page: a
 /// maintenance page, as a system behind a proxy does while it is down, or an error in JSON
-/// without the page's `data`. `erpsync run` says so and fails the flow; it does not take the
-/// page for the listing's end and create the products it could not see (on either side).
-/// Once the ERP is back, the next run ends the sync with nothing written twice.
+/// without the page's `data`, on a later page or on the first. `erpsync run` says so and
+/// fails the flow; it does not take the page for the listing's end (or the first for an
+/// empty ERP) and create the products it could not see (on either side). Once the ERP is
+/// back, the next run ends the sync with nothing written twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_maintenance_page_served_as_a_listing_page_fails_the_run_and_creates_nothing() {
-    for (body, reason) in [
+    let error = r#"{"message":"ERP in mentenanta","code":503}"#;
+    for (page, body, reason) in [
         (
+            "offset=100",
             "<!doctype html><title>Maintenance</title><p>ERP in mentenanta</p>",
             "not JSON (text/html",
         ),
         (
-            r#"{"message":"ERP in mentenanta","code":503}"#,
+            "offset=100",
+            error,
             "stopped at page 2: the answer has no `$.data`",
+        ),
+        (
+            "offset=0",
+            error,
+            "stopped at page 1: the answer has no `$.data`",
         ),
     ] {
         let p = Project::start(250, |_| {}).await;
         p.erp.faults().fail_next(
             FailRule::new("GET", "/api/products", 200, 1_000)
-                .with_query("offset=100")
+                .with_query(page)
                 .with_body(body),
         );
         let down = p.run(&["run", "--once", "--flow", "products"]);

@@ -69,7 +69,7 @@ pub enum CallError {
         message: String,
     },
     /// A listing would not end (a repeated page, a cursor seen before, `max_pages`), or a
-    /// later page is not one (no member to read its records from).
+    /// page is not one (no member to read its records from).
     #[error("`{system}.{operation}` pagination stopped at page {page}: {message}")]
     Pagination {
         system: String,

@@ -103,6 +103,8 @@ pub struct Operation {
     pub(crate) body: Option<BodyTemplate>,
     pub(crate) body_format: BodyFormat,
     pub(crate) records: Option<super::RecordsPath>,
+    /// A page without the member `records` reads is an empty page, not an error.
+    pub(crate) absent_means_empty: bool,
     pub(crate) record: Option<JsonPath>,
     pub(crate) paginate: Option<Paginate>,
     pub(crate) max_pages: u32,
@@ -218,6 +220,7 @@ impl Step {
             body: cfg.body.clone(),
             body_format: cfg.body_format,
             records: None,
+            absent_means_empty: false,
             record: cfg.record.clone(),
             paginate: None,
             max_pages: 1,
@@ -465,6 +468,12 @@ impl Operation {
             .total
             .as_deref()
             .and_then(|t| super::paginate::TotalPages::compile(t, "total", &mut p));
+        if cfg.absent_means_empty && cfg.records.is_none() {
+            p.invalid(
+                "absent_means_empty",
+                "`absent_means_empty` says how a page without its `records` reads; the operation has no `records`",
+            );
+        }
         if cfg.max_pages == 0 {
             p.invalid("max_pages", "`max_pages` must be at least 1");
         }
@@ -501,6 +510,7 @@ impl Operation {
             body,
             body_format: cfg.body_format,
             records,
+            absent_means_empty: cfg.absent_means_empty,
             record,
             paginate,
             max_pages: cfg.max_pages,

@@ -5,6 +5,8 @@ use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::config::model::{BodyFormat, HttpMethod};
+use crate::connector::operation::Operation;
+use crate::redact::redact_json;
 
 pub(super) fn method(m: HttpMethod) -> reqwest::Method {
     match m {
@@ -85,6 +87,22 @@ pub(super) fn body_start(body: &Value) -> String {
         short.push('…');
     }
     short
+}
+
+/// Why a page of `op` is not one, when its body lacks the member `records` reads (and the
+/// operation does not say its API leaves it out when there is nothing to list): such an
+/// answer is an error served with a 2xx, and read as empty it would make the records it
+/// should have held look missing.
+pub(super) fn records_absent(op: &Operation, body: &Value) -> Option<String> {
+    let path = op.records.as_ref()?;
+    if op.absent_means_empty || !path.absent_from(body) {
+        return None;
+    }
+    Some(format!(
+        "the answer has no `{}`: {}",
+        path.source(),
+        body_start(&redact_json(body))
+    ))
 }
 
 /// An error with its causes: reqwest's own message hides whether it was a timeout.

@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::body::{
-    default_message, encode_body, error_chain, method, parse_body, parse_body_json, set_field,
+    default_message, encode_body, error_chain, method, parse_body, parse_body_json, records_absent,
+    set_field,
 };
 use super::{CallInput, CallOutput, HttpSystem, ListingReader};
 use crate::config::model::{BodyFormat, ErrorAction, HttpMethod};
@@ -94,6 +95,20 @@ impl HttpSystem {
         let (resp, already_done) = self
             .execute(op_name, op, input, &Next::Query(vec![]))
             .await?;
+        // A lookup answered without the member its records are read from did not say
+        // "none": taken so, the record would be created again. Only a request safe to
+        // repeat fails so; a write's answer is kept whatever it holds.
+        if op.safe_to_repeat(false)
+            && let Some(why) = records_absent(op, &resp.body)
+        {
+            return Err(CallError::Permanent {
+                system: self.name.clone(),
+                operation: op_name.to_string(),
+                status: resp.status,
+                message: why,
+                body: Box::new(redact_json(&resp.body)),
+            });
+        }
         let record = op.record.as_ref().and_then(|p| p.extract(&resp.body));
         let Extracted {
             records, parents, ..

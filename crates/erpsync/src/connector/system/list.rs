@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::body::body_start;
+use super::body::records_absent;
 use super::execute::Response;
 use super::{CallInput, HttpSystem, ListingReader, Page};
 use crate::connector::Extracted;
@@ -15,7 +15,7 @@ use crate::connector::error::CallError;
 use crate::connector::operation::Operation;
 use crate::connector::paginate::{Next, PageSeen, Progress};
 use crate::json::hash_value;
-use crate::redact::{redact, redact_json};
+use crate::redact::redact;
 
 impl HttpSystem {
     /// Lists an operation page by page, following its `paginate` section; empty pages are
@@ -167,19 +167,12 @@ impl HttpSystem {
                     Err(e) => return Some((Some(Err(e)), None)),
                 };
                 st.number += 1;
-                // A later page without the member its records are read from is not an empty
-                // page that ends the listing (every record after it would look missing): it
-                // is an answer of another kind, an error served with a 2xx.
-                if st.number > 1
-                    && let Some(p) = &op.records
-                    && p.absent_from(&resp.body)
-                {
-                    let start = body_start(&redact_json(&resp.body));
-                    let e = pagination_error(
-                        st.number,
-                        format!("the answer has no `{}`: {start}", p.source()),
-                    );
-                    return Some((Some(Err(e)), None));
+                // A page without the member its records are read from is not an empty page
+                // that ends the listing (every record after it would look missing): it is an
+                // answer of another kind, an error served with a 2xx — unless the API is one
+                // that leaves the member out when it has nothing to list.
+                if let Some(why) = records_absent(op, &resp.body) {
+                    return Some((Some(Err(pagination_error(st.number, why))), None));
                 }
                 // What the next page and the total are read from comes first: the records are
                 // then moved out of the body rather than copied.
