@@ -713,6 +713,7 @@ async fn a_page_without_its_records_member_is_an_error_unless_the_api_leaves_it_
         let page: i64 = s.q("page").unwrap().parse().unwrap();
         match (s.path.as_str(), page) {
             ("/api/none", _) => reply(200, json!({"status": 200})),
+            ("/api/bare", 1) => reply(200, recs(1..3)),
             (_, 1) => reply(200, json!({"status": 200, "data": recs(1..3)})),
             _ => reply(200, json!({"status": 200})),
         }
@@ -731,26 +732,34 @@ async fn a_page_without_its_records_member_is_an_error_unless_the_api_leaves_it_
             "later": op("/later", false),
             "first_empty": op("/none", true),
             "later_empty": op("/later", true),
+            // The page is the list itself: an object is no page of it.
+            "bare": {"path": "/bare", "records": "$", "paginate": {"kind": "page", "size": 2}},
+            "bare_empty": {"path": "/bare", "records": "$", "absent_means_empty": true,
+                           "paginate": {"kind": "page", "size": 2}},
         }),
         &c,
     );
-    for (name, page) in [("first", 1), ("later", 2)] {
+    for (name, page, why) in [
+        ("first", 1, "the answer has no `$.data`"),
+        ("later", 2, "the answer has no `$.data`"),
+        ("bare", 2, "the answer is an object, not a list of records"),
+    ] {
         let listed = pages(&sys, name).await;
         let Some(Err(e)) = listed.last() else {
             panic!("`{name}` ends with an error: {:?}", ids(&listed))
         };
         let e = e.to_string();
         assert!(
-            e.contains(&format!(
-                "stopped at page {page}: the answer has no `$.data`"
-            )) && e.contains(r#"{"status":200}"#),
+            e.contains(&format!("stopped at page {page}: {why}"))
+                && e.contains(r#"{"status":200}"#),
             "{e}"
         );
         assert_eq!(listed.iter().filter(|p| p.is_ok()).count(), page - 1);
     }
     assert!(pages(&sys, "first_empty").await.is_empty());
     assert_eq!(ids(&pages(&sys, "later_empty").await), [vec![1, 2]]);
-    assert_eq!(seen(&log).len(), 6);
+    assert_eq!(ids(&pages(&sys, "bare_empty").await), [vec![1, 2]]);
+    assert_eq!(seen(&log).len(), 10);
 
     let cfg: OperationConfig = serde_json::from_value(
         json!({"path": "/one", "record": "$.data", "absent_means_empty": true}),

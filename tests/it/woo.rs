@@ -557,6 +557,67 @@ async fn woo_first_sync_adopts_matching_skus_creates_missing_ones_and_writes_not
     assert_eq!(h.writes(), (0, 0), "nothing unchanged is written");
 }
 
+/// WooCommerce's pages are the list itself (`records: $`). A listing page answered with a
+/// 200 and a JSON object (an error served as a success, by a plugin or a proxy) is not a page
+/// of one record whose listing then ends: the run stops with the reason, and neither side is
+/// given what it could not see. A lookup answered so fails its record instead of saying "not
+/// found". Once the shop answers again, everything is adopted and nothing created.
+#[tokio::test]
+async fn woo_an_object_answered_for_a_list_creates_nothing() {
+    let error = r#"{"code":"maintenance","message":"Magazinul este in mentenanta"}"#;
+    let answered = |query: &str| {
+        erpsync_sim::FailRule::new("GET", "/wp-json/wc/v3/products", 200, 1_000)
+            .with_query(query)
+            .with_body(error)
+    };
+
+    // The listing of the products flow, both ways.
+    let h = WooHarness::new(30).await;
+    h.reset_counters();
+    h.woo.faults().fail_next(answered("orderby=modified"));
+    let e = match h.engine.run("products", &RunOptions::default()).await {
+        Ok(r) => format!("{:?} {:#?}", r.errors, r.counts),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("page 1: the answer is an object, not a list of records")
+            && e.contains("mentenanta"),
+        "{e}"
+    );
+    assert_eq!((h.woo.products().len(), h.erp.product_count()), (30, 30));
+    assert_eq!(h.writes(), (0, 0));
+    h.woo.faults().clear();
+    let r = h.run("products").await;
+    assert_eq!((r.counts.adopted, r.counts.created), (30, 0), "{r:#?}");
+
+    // The lookups of a one-way flow from the ERP into the shop.
+    let h = WooHarness::with(10, |doc| {
+        let f = &mut doc["flows"]["products"];
+        f["direction"] = json!("one_way");
+        f["from"] = json!("erp");
+        f["to"] = json!("woo");
+        f.as_object_mut().unwrap().remove("conflict");
+    })
+    .await;
+    h.reset_counters();
+    h.woo.faults().fail_next(answered("sku="));
+    let r = h.run("products").await;
+    assert_eq!((r.counts.failed, r.counts.created), (10, 0), "{r:#?}");
+    for rec in &r.records {
+        let reason = rec.reason.as_deref().unwrap_or_default();
+        assert!(reason.contains("not a list of records"), "{reason}");
+    }
+    assert_eq!(h.writes(), (0, 0), "no create sent");
+    h.woo.faults().clear();
+    let r = h.run("products").await;
+    assert_eq!(
+        (r.counts.adopted, r.counts.created, r.counts.failed),
+        (10, 0, 0),
+        "{r:#?}"
+    );
+    assert_eq!(h.woo.products().len(), 10);
+}
+
 #[tokio::test]
 async fn woo_stock_from_the_erp_reaches_woocommerce_incrementally_and_by_reconciliation() {
     let h = WooHarness::new(10).await;

@@ -105,14 +105,22 @@ impl RecordsPath {
 }
 
 impl RecordsPath {
-    /// Whether a response body lacks the member the path reads its records from, where an
-    /// empty page holds it empty or null (`$.data` of `{"error": …}`). Only a plain chain of
-    /// members is asked; any other path is never said to be absent.
-    pub(crate) fn absent_from(&self, body: &Value) -> bool {
-        self.nested.is_none()
-            && self.whole.is_simple()
-            && matches!(body, Value::Object(_))
-            && self.whole.first(body).is_none()
+    /// Why a response body is not a page of the path's records, if it is not: it lacks the
+    /// member the records are read from (`$.data` of `{"error": …}`, where an empty page holds
+    /// it empty or null), or, for records that are the body itself (`$`), it is an object
+    /// rather than their list. Only a plain chain of members is asked; a body of any other
+    /// path is never refused.
+    pub(crate) fn not_a_page(&self, body: &Value) -> Option<String> {
+        if self.nested.is_some() || !self.whole.is_simple() || !body.is_object() {
+            return None;
+        }
+        match self.whole.first(body) {
+            None => Some(format!("the answer has no `{}`", self.source())),
+            Some(Value::Object(_)) if self.whole.member_names()?.is_empty() => {
+                Some("the answer is an object, not a list of records".to_string())
+            }
+            Some(_) => None,
+        }
     }
 
     /// The path as written.

@@ -49,11 +49,13 @@ pub struct OperationConfig {
     /// above the parent.
     #[serde(default)]
     pub records: Option<String>,
-    /// The API leaves the member `records` reads out of a page when it has nothing to list.
-    /// By default a page without it (`{"message": "…"}` where pages hold `data`) is an
-    /// answer of another kind, an error served with a 2xx, and fails the listing: read as an
-    /// empty page, it would make every record after it look missing, and a first sync would
-    /// create them again. With `true`, such a page reads as empty.
+    /// The API leaves the member `records` reads out of a page when it has nothing to list
+    /// (or, for `records: $`, answers an object instead of an empty list). By default a page
+    /// without it (`{"message": "…"}` where pages hold `data`; an object where the page is
+    /// the list) is an answer of another kind, an error served with a 2xx, and fails the
+    /// listing, or the lookup: read as an empty page, it would make every record after it
+    /// look missing, and a first sync would create them again. With `true`, such a page
+    /// reads as empty.
     #[serde(default)]
     pub absent_means_empty: bool,
     /// JSONPath to the record in a single-record response (lookup, create, update), e.g.

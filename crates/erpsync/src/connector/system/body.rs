@@ -89,20 +89,20 @@ pub(super) fn body_start(body: &Value) -> String {
     short
 }
 
-/// Why a page of `op` is not one, when its body lacks the member `records` reads (and the
-/// operation does not say its API leaves it out when there is nothing to list): such an
-/// answer is an error served with a 2xx, and read as empty it would make the records it
+/// Whether a body answering `op` holds its records (`RecordsPath::not_a_page`: it may lack
+/// the member `records` reads, or be an object where the body is the list): `Ok(true)` when
+/// it does; `Ok(false)` when it does not and the operation says its API answers so when it
+/// has nothing to list (`absent_means_empty`: an empty page); otherwise `Err` with the reason.
+/// Such an answer is an error served with a 2xx: read as empty, it would make the records it
 /// should have held look missing.
-pub(super) fn records_absent(op: &Operation, body: &Value) -> Option<String> {
-    let path = op.records.as_ref()?;
-    if op.absent_means_empty || !path.absent_from(body) {
-        return None;
+pub(super) fn holds_records(op: &Operation, body: &Value) -> Result<bool, String> {
+    let Some(why) = op.records.as_ref().and_then(|p| p.not_a_page(body)) else {
+        return Ok(true);
+    };
+    if op.absent_means_empty {
+        return Ok(false);
     }
-    Some(format!(
-        "the answer has no `{}`: {}",
-        path.source(),
-        body_start(&redact_json(body))
-    ))
+    Err(format!("{why}: {}", body_start(&redact_json(body))))
 }
 
 /// An error with its causes: reqwest's own message hides whether it was a timeout.

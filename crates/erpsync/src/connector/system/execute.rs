@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use url::Url;
 
 use super::body::{
-    default_message, encode_body, error_chain, method, parse_body, parse_body_json, records_absent,
+    default_message, encode_body, error_chain, holds_records, method, parse_body, parse_body_json,
     set_field,
 };
 use super::{CallInput, CallOutput, HttpSystem, ListingReader};
@@ -98,25 +98,26 @@ impl HttpSystem {
         // A lookup answered without the member its records are read from did not say
         // "none": taken so, the record would be created again. Only a request safe to
         // repeat fails so; a write's answer is kept whatever it holds.
-        if op.safe_to_repeat(false)
-            && let Some(why) = records_absent(op, &resp.body)
-        {
-            return Err(CallError::Permanent {
-                system: self.name.clone(),
-                operation: op_name.to_string(),
-                status: resp.status,
-                message: why,
-                body: Box::new(redact_json(&resp.body)),
-            });
-        }
+        let holds = match holds_records(op, &resp.body) {
+            Ok(holds) => holds,
+            Err(why) if op.safe_to_repeat(false) => {
+                return Err(CallError::Permanent {
+                    system: self.name.clone(),
+                    operation: op_name.to_string(),
+                    status: resp.status,
+                    message: why,
+                    body: Box::new(redact_json(&resp.body)),
+                });
+            }
+            Err(_) => true,
+        };
         let record = op.record.as_ref().and_then(|p| p.extract(&resp.body));
         let Extracted {
             records, parents, ..
-        } = op
-            .records
-            .as_ref()
-            .map(|p| p.extract(&resp.body))
-            .unwrap_or_default();
+        } = match &op.records {
+            Some(p) if holds => p.extract(&resp.body),
+            _ => Extracted::default(),
+        };
         Ok(CallOutput {
             status: resp.status,
             body: resp.body,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use serde_json::Value;
 
-use super::body::records_absent;
+use super::body::holds_records;
 use super::execute::Response;
 use super::{CallInput, HttpSystem, ListingReader, Page};
 use crate::connector::Extracted;
@@ -171,12 +171,16 @@ impl HttpSystem {
                 // that ends the listing (every record after it would look missing): it is an
                 // answer of another kind, an error served with a 2xx — unless the API is one
                 // that leaves the member out when it has nothing to list.
-                if let Some(why) = records_absent(op, &resp.body) {
-                    return Some((Some(Err(pagination_error(st.number, why))), None));
-                }
+                let holds = match holds_records(op, &resp.body) {
+                    Ok(holds) => holds,
+                    Err(why) => return Some((Some(Err(pagination_error(st.number, why))), None)),
+                };
                 // What the next page and the total are read from comes first: the records are
                 // then moved out of the body rather than copied.
-                let listed = op.records.as_ref().map_or(0, |p| p.count(&resp.body));
+                let listed = match &op.records {
+                    Some(p) if holds => p.count(&resp.body),
+                    _ => 0,
+                };
                 let total = op
                     .total
                     .as_ref()
@@ -203,11 +207,10 @@ impl HttpSystem {
                     mut records,
                     parents,
                     listed: taken,
-                } = op
-                    .records
-                    .as_ref()
-                    .map(|p| p.take(&mut resp.body))
-                    .unwrap_or_default();
+                } = match &op.records {
+                    Some(p) if holds => p.take(&mut resp.body),
+                    _ => Extracted::default(),
+                };
                 debug_assert_eq!(taken, listed, "a page's count and its records agree");
                 // Read for a reader, the body's list holds a null for each record.
                 let read = match resp.read.take() {
