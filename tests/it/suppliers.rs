@@ -10,6 +10,7 @@ use erpsync_sim::shop::SupplierInput as ShopSupplier;
 
 use crate::support::harness::Harness;
 use crate::support::project::WAREHOUSE;
+use crate::support::repo;
 
 fn erp_supplier(name: &str, vat_code: &str, email: &str) -> ErpSupplier {
     ErpSupplier {
@@ -210,6 +211,44 @@ async fn supplier_edits_flow_incrementally_and_reconciliation_undoes_shop_edits(
     );
 }
 
+/// A supplier whose ERP record cannot be mapped (here a read mapping that takes its `active`
+/// from a text) fails, and its failure keeps the record as the ERP listed it, whole, though
+/// the listing read only the members the mapping reads.
+#[tokio::test]
+async fn a_supplier_that_cannot_be_mapped_is_kept_whole_in_its_failure() {
+    let common = std::fs::read_to_string(repo().join("flows/common/simulated-erp.yaml")).unwrap();
+    let mut entities = erpsync::config::node::parse(&common).unwrap().value["systems"]
+        ["simulated_erp"]["entities"]
+        .take();
+    entities["supplier"]["read"]["active"] = "$.iban".into();
+    let h = Harness::new(0, |doc| doc["systems"]["erp"]["entities"] = entities).await;
+    let bad = h
+        .erp
+        .create_supplier(ErpSupplier {
+            iban: Some("RO49AAAA1B31007593840000".into()),
+            ..erp_supplier("Carpat Metal SRL", "RO30111222", "office@carpat.example.ro")
+        })
+        .unwrap();
+    let r = h.run("suppliers").await;
+    assert_eq!((r.counts.created, r.counts.failed), (0, 1), "{r:#?}");
+    let failures = h
+        .store
+        .failures
+        .failures(Some(FlowName::new("suppliers")))
+        .await
+        .unwrap();
+    assert_eq!(failures.len(), 1);
+    assert!(
+        failures[0].error.contains("active"),
+        "{}",
+        failures[0].error
+    );
+    assert_eq!(
+        failures[0].source_record,
+        serde_json::to_value(&bad).unwrap()
+    );
+}
+
 #[tokio::test]
 async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
     let h = Harness::new(0, |_| {}).await;
@@ -253,7 +292,10 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
         f.payload.as_ref().unwrap()["email"],
         "comenzi la carpat.example.ro"
     );
+    // The record as the ERP listed it, members the mapping does not read included.
+    assert_eq!(f.source_record, serde_json::to_value(&bad).unwrap());
     assert_eq!(f.source_record["vatCode"], "RO30111222");
+    assert!(f.source_record["iban"].is_string(), "{}", f.source_record);
     assert!(h.shop.supplier_by_vat("30111222").is_none());
 
     // The accountant fixes the address; the merchant retries the record by hand

@@ -198,6 +198,8 @@ pub(crate) struct Listed {
     /// Each record as the values of the members asked for, in their order; null where a
     /// record lacks one.
     pub(crate) records: Vec<Vec<Value>>,
+    /// Each record's own text, when asked for (empty otherwise).
+    pub(crate) texts: Vec<Box<str>>,
 }
 
 /// Parses a listing's page whose records are the list at the chain of members `chain`,
@@ -205,10 +207,18 @@ pub(crate) struct Listed {
 /// text, and no object is built for the record. A member given twice keeps its later value,
 /// as parsing the record whole does.
 ///
+/// With `texts`, each record's text is kept as well (`Listed::texts`): the record whole, for
+/// whoever needs it later, without parsing it whole now.
+///
 /// `None` when the page is not made that way (not JSON, no list at the chain, a record
 /// that is not an object, the chain's member given twice): the caller parses it whole, and
 /// reports what is wrong with it as it would have.
-pub(crate) fn parse_listing(bytes: &[u8], chain: &[String], members: &[String]) -> Option<Listed> {
+pub(crate) fn parse_listing(
+    bytes: &[u8],
+    chain: &[String],
+    members: &[String],
+    texts: bool,
+) -> Option<Listed> {
     let text = std::str::from_utf8(bytes).ok()?;
     let mut scanner = scan::Scanner::new(text);
     let mut listing = Listing {
@@ -216,12 +226,14 @@ pub(crate) fn parse_listing(bytes: &[u8], chain: &[String], members: &[String]) 
         members,
         guess: 0,
         records: None,
+        texts: texts.then(Vec::new),
     };
     let body = listing.walk(&mut scanner, chain)?;
     scanner.end()?;
     Some(Listed {
         body,
         records: listing.records?,
+        texts: listing.texts.unwrap_or_default(),
     })
 }
 
@@ -233,6 +245,8 @@ struct Listing<'a, 'c> {
     /// their members in one order, so it is nearly always the next one after the last found.
     guess: usize,
     records: Option<Vec<Vec<Value>>>,
+    /// Each record's text, when they are kept.
+    texts: Option<Vec<Box<str>>>,
 }
 
 impl<'a> Listing<'a, '_> {
@@ -247,7 +261,11 @@ impl<'a> Listing<'a, '_> {
             }
             let mut records = Vec::new();
             s.each(b'[', b']', |s| {
+                let start = s.next_at();
                 records.push(self.record(s)?);
+                if let Some(texts) = &mut self.texts {
+                    texts.push(s.since(start).into());
+                }
                 Some(())
             })?;
             let placeholders = vec![Value::Null; records.len()];

@@ -1256,7 +1256,8 @@ mod tests {
                 .unwrap_or_else(|| panic!("no direct read: {cfg}"));
             let chain = ["data".to_string()];
             let listed =
-                crate::json::parse_listing(page.as_bytes(), &chain, direct.members()).unwrap();
+                crate::json::parse_listing(page.as_bytes(), &chain, direct.members(), false)
+                    .unwrap();
             let whole = crate::json::from_slice(page.as_bytes()).unwrap();
             let Value::Array(natives) = &whole["data"] else {
                 panic!("{whole}");
@@ -1289,9 +1290,21 @@ mod tests {
                     assert_eq!(v.to_string(), want.unwrap().to_string());
                 }
             }
-            // Records at the page itself.
-            let listed = crate::json::parse_listing(records.as_bytes(), &[], direct.members());
+            // Records at the page itself; with their texts, each the record whole.
+            let listed =
+                crate::json::parse_listing(records.as_bytes(), &[], direct.members(), false);
             assert_eq!(listed.map(|l| l.records.len()), Some(natives.len()));
+            for (chain, text) in [(&chain[..], page.as_str()), (&[][..], records)] {
+                let listed =
+                    crate::json::parse_listing(text.as_bytes(), chain, direct.members(), true)
+                        .unwrap();
+                let texts: Vec<Value> = listed
+                    .texts
+                    .iter()
+                    .map(|t| crate::json::from_str(t).unwrap())
+                    .collect();
+                assert_eq!(&texts, natives, "{cfg}");
+            }
         }
         // Pages a reader does not read: the caller parses them whole.
         let members = ["sku".to_string()];
@@ -1309,7 +1322,7 @@ mod tests {
             "",
         ] {
             assert!(
-                crate::json::parse_listing(odd.as_bytes(), &chain, &members).is_none(),
+                crate::json::parse_listing(odd.as_bytes(), &chain, &members, false).is_none(),
                 "{odd}"
             );
         }

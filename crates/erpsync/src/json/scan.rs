@@ -68,6 +68,17 @@ impl<'a> Scanner<'a> {
         (self.peek()? == byte).then(|| self.pos += 1)
     }
 
+    /// Where the next value starts, after any whitespace.
+    pub(super) fn next_at(&mut self) -> usize {
+        self.ws();
+        self.pos
+    }
+
+    /// The text read since `start` (a place `next_at` gave).
+    pub(super) fn since(&self, start: usize) -> &'a str {
+        &self.text[start..self.pos]
+    }
+
     /// Nothing but whitespace is left.
     pub(super) fn end(&mut self) -> Option<()> {
         self.ws();

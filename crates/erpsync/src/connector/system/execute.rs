@@ -37,6 +37,8 @@ pub(crate) struct Response {
     /// The records of a listing read for a `ListingReader`: each as the values of the
     /// members it reads (`body` then holds a null for each).
     pub(super) read: Option<Vec<Vec<Value>>>,
+    /// With `read`, each record's text when the reader keeps them (`ListingReader::texts`).
+    pub(super) texts: Vec<Box<str>>,
     /// The body is not JSON (`body` holds its text): a maintenance page, a proxy's answer.
     pub(super) not_json: bool,
 }
@@ -570,12 +572,13 @@ impl HttpSystem {
         let bytes = resp.bytes().await?;
         // A listing's page for a reader is read as it asks, unless it is not made that way
         // (an error's body, say): then whole, as any other.
-        let listed = reader.and_then(|r| crate::json::parse_listing(&bytes, &r.chain, &r.members));
-        let (body, read, not_json) = match listed {
-            Some(listed) => (listed.body, Some(listed.records), false),
+        let listed =
+            reader.and_then(|r| crate::json::parse_listing(&bytes, &r.chain, &r.members, r.texts));
+        let (body, read, texts, not_json) = match listed {
+            Some(listed) => (listed.body, Some(listed.records), listed.texts, false),
             None => match parse_body_json(&bytes) {
-                Ok(body) => (body, None, false),
-                Err(text) => (text, None, true),
+                Ok(body) => (body, None, Vec::new(), false),
+                Err(text) => (text, None, Vec::new(), true),
             },
         };
         Ok(Response {
@@ -584,6 +587,7 @@ impl HttpSystem {
             body,
             url: req.url.to_string(),
             read,
+            texts,
             not_json,
         })
     }

@@ -221,6 +221,7 @@ impl HttpSystem {
                     }
                     None => Vec::new(),
                 };
+                let texts = std::mem::take(&mut resp.texts);
                 if !records.is_empty() || !read.is_empty() {
                     let hash = if read.is_empty() {
                         hash_records(&records)
@@ -240,6 +241,7 @@ impl HttpSystem {
                 let page = (!records.is_empty() || !read.is_empty()).then_some(Ok(Page {
                     records,
                     read,
+                    texts,
                     parents,
                     number: st.number,
                     total,

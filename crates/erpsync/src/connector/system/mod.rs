@@ -75,6 +75,8 @@ pub(crate) struct ListingReader {
     /// The members the records' list is at.
     chain: Vec<String>,
     members: Vec<String>,
+    /// Each record's text is kept too (`Page::texts`).
+    texts: bool,
 }
 
 /// One page of a listing.
@@ -84,6 +86,8 @@ pub struct Page {
     /// The records, for a listing read through a `ListingReader`: each as the values of
     /// its members (`records` is then empty).
     pub(crate) read: Vec<Vec<Value>>,
+    /// With `read`, each record's text, when the reader keeps them (empty otherwise).
+    pub(crate) texts: Vec<Box<str>>,
     /// Each record's parent when the `records` path is nested (see `RecordsPath`); empty
     /// otherwise.
     pub parents: Vec<Option<Arc<Value>>>,
@@ -178,11 +182,13 @@ impl HttpSystem {
 
     /// A reader of the members `members` of the records of the listing `op_name`, when its
     /// pages can be read that way (`Operation::records_chain_for_reader`) and no error rule
-    /// of the system may read the records' list either.
+    /// of the system may read the records' list either. With `texts`, each record's text is
+    /// kept as well.
     pub(crate) fn listing_reader(
         &self,
         op_name: &str,
         members: &[String],
+        texts: bool,
     ) -> Option<Arc<ListingReader>> {
         let op = self.operation(op_name).ok()?;
         let chain = op.records_chain_for_reader()?;
@@ -193,6 +199,7 @@ impl HttpSystem {
         Some(Arc::new(ListingReader {
             chain,
             members: members.to_vec(),
+            texts,
         }))
     }
 

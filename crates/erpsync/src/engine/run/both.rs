@@ -87,6 +87,7 @@ impl<'e> Runner<'e> {
                 id: self.id_on(&m.bind, Side::Target).map(str::to_string),
                 canon: m.target.clone(),
                 native: Value::Null,
+                text: None,
             }));
         }
         // Taken before and merged: the binding holds what was written.

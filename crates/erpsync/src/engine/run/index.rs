@@ -78,6 +78,7 @@ impl Kept<'_> {
             id: self.id.map(str::to_string),
             canon,
             native: native.unwrap_or(Value::Null),
+            text: None,
         }
     }
 }
@@ -566,6 +567,7 @@ mod tests {
             id: Some(id.into()),
             canon: json!({"sku": key, "price": price, "name": format!("product {key}")}),
             native: Value::Null,
+            text: None,
         }
     }
 

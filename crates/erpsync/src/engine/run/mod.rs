@@ -85,6 +85,24 @@ struct Seen {
     id: Option<String>,
     canon: Value,
     native: Value,
+    /// The record's own text, for a record read into its members only (`native` is then
+    /// null): what a failure of it reports, parsed only then (`Seen::native`).
+    text: Option<Box<str>>,
+}
+
+impl Seen {
+    /// The native record: as it was read whole, or parsed from its text.
+    fn native(&self) -> std::borrow::Cow<'_, Value> {
+        match &self.text {
+            Some(text) => std::borrow::Cow::Owned(native_of(text)),
+            None => std::borrow::Cow::Borrowed(&self.native),
+        }
+    }
+}
+
+/// A record's text as the native record it is (the text itself, should it not parse).
+fn native_of(text: &str) -> Value {
+    crate::json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
 /// A three-way merge of one record, ready to be written: the binding, what each side held
@@ -680,7 +698,23 @@ impl<'e> Runner<'e> {
             } else {
                 Vec::new()
             };
-            let mut pages = Box::pin(self.src.http.list_ahead(&list_op, input, READ_AHEAD));
+            // A one-way flow reads its source's records into the members its read mapping
+            // reads, where the listing's pages allow it; each keeps its text for a failure's
+            // report. No record is built whole only to be mapped and dropped. (Both ways, the
+            // source's native records take part in merges.)
+            let direct = if self.bidirectional() {
+                None
+            } else {
+                self.src.ent.read.direct(&self.src.ent.id)
+            };
+            let reader = direct
+                .as_ref()
+                .and_then(|d| self.src.http.listing_reader(&list_op, d.members(), true));
+            let mut pages = Box::pin(
+                self.src
+                    .http
+                    .list_ahead_reading(&list_op, input, READ_AHEAD, reader),
+            );
             // Dry runs write nothing, so they have nothing to hold back.
             self.listing.active = !self.opts.dry_run;
             if !self.bidirectional() {
@@ -698,11 +732,27 @@ impl<'e> Runner<'e> {
                 ) {
                     p.total.store(total, std::sync::atomic::Ordering::Relaxed);
                 }
-                let mut mapped = Vec::with_capacity(page.records.len());
-                let mut parents = page.parents.into_iter();
-                for native in page.records {
-                    let parent = parents.next().flatten();
-                    let seen = match self.seen_in(&self.src, native, parent.as_deref()) {
+                let read: Vec<Mapped> = match &direct {
+                    Some(direct) if !page.read.is_empty() => page
+                        .read
+                        .into_iter()
+                        .zip(page.texts)
+                        .map(|(values, text)| self.seen_read_text(&self.src, direct, values, text))
+                        .collect(),
+                    _ => {
+                        let mut parents = page.parents.into_iter();
+                        page.records
+                            .into_iter()
+                            .map(|native| {
+                                let parent = parents.next().flatten();
+                                self.seen_in(&self.src, native, parent.as_deref())
+                            })
+                            .collect()
+                    }
+                };
+                let mut mapped = Vec::with_capacity(read.len());
+                for seen in read {
+                    let seen = match seen {
                         Ok(s) => s,
                         Err(bad) => {
                             self.report.counts.read += 1;
@@ -964,6 +1014,27 @@ impl<'e> Runner<'e> {
         self.seen_mapped(end, id, mapped, Value::Null)
     }
 
+    /// `seen_read` of a record whose text is kept (`Seen::text`): a failure of it, mapping
+    /// included, reports the record whole.
+    fn seen_read_text(
+        &self,
+        end: &End,
+        direct: &DirectRead,
+        values: Vec<Value>,
+        text: Box<str>,
+    ) -> Mapped {
+        match self.seen_read(end, direct, values) {
+            Ok(mut seen) => {
+                seen.text = Some(text);
+                Ok(seen)
+            }
+            Err(mut bad) => {
+                bad.1 = native_of(&text);
+                Err(bad)
+            }
+        }
+    }
+
     /// `seen_read` made straight into what the target index keeps, for a read mapping whose
     /// records all have one shape: the record's values are mapped, normalised and packed where
     /// they are, and no object is built for it. `None` for a record `seen_read` refuses (it
@@ -1017,6 +1088,7 @@ impl<'e> Runner<'e> {
             id,
             canon,
             native,
+            text: None,
         })
     }
 
@@ -1050,7 +1122,7 @@ impl<'e> Runner<'e> {
         };
         let reader = direct
             .as_ref()
-            .and_then(|d| self.dst.http.listing_reader(&op, d.members()));
+            .and_then(|d| self.dst.http.listing_reader(&op, d.members(), false));
         // Where the match key is among a read record's fields (`indexed_read`).
         let key_at = direct
             .as_ref()

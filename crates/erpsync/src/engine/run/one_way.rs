@@ -31,7 +31,7 @@ impl<'e> Runner<'e> {
         if self.bidirectional() {
             let other = match self.target_of(&key, binding.as_ref()).await {
                 Ok(other) => other,
-                Err(f) => return self.fail(&key, &seen.native, f).await,
+                Err(f) => return self.fail(&key, &seen.native(), f).await,
             };
             return self.sync_both(seen, other, binding).await;
         }
@@ -45,7 +45,7 @@ impl<'e> Runner<'e> {
         }
         match outcome {
             Ok(()) => self.succeeded(&key).await,
-            Err(f) => self.fail(&key, &seen.native, f).await,
+            Err(f) => self.fail(&key, &seen.native(), f).await,
         }
     }
 
@@ -238,7 +238,7 @@ impl<'e> Runner<'e> {
                             binding: b,
                             written: write,
                             source: seen.canon.clone(),
-                            native: seen.native.clone(),
+                            native: seen.native().into_owned(),
                             payload: Value::Null,
                             decision,
                             changes,
@@ -365,6 +365,7 @@ impl<'e> Runner<'e> {
                 id: None,
                 canon: mapped.clone(),
                 native: mapped,
+                text: None,
             };
             let binding = runner
                 .binding(&key)
