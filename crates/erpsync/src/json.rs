@@ -225,6 +225,7 @@ pub(crate) fn parse_listing(
         parser: Parser::new(),
         members,
         guess: 0,
+        last: Vec::new(),
         records: None,
         texts: texts.then(Vec::new),
     };
@@ -244,6 +245,12 @@ struct Listing<'a, 'c> {
     /// Where the next member name is looked for first: records of one listing come with
     /// their members in one order, so it is nearly always the next one after the last found.
     guess: usize,
+    /// The members of the last record, in order: each one's text up to its colon, as it
+    /// stands in the page, and its place among the members asked for. Records of one listing
+    /// come with the same members in the same order, so a member whose text is the one in
+    /// the same place in the last record is that member again: its name is neither read nor
+    /// looked for.
+    last: Vec<(&'a str, Option<usize>)>,
     records: Option<Vec<Vec<Value>>>,
     /// Each record's text, when they are kept.
     texts: Option<Vec<Box<str>>>,
@@ -290,9 +297,24 @@ impl<'a> Listing<'a, '_> {
     /// given twice keeps its later value.
     fn record(&mut self, s: &mut scan::Scanner<'a>) -> Option<Vec<Value>> {
         let mut values = vec![Value::Null; self.members.len()];
+        let mut k = 0;
         s.each(b'{', b'}', |s| {
-            let name = s.name()?;
-            match self.slot(name.as_str()) {
+            let slot = match self.last.get(k) {
+                Some(&(seen, slot)) if s.take(seen) => slot,
+                _ => {
+                    let start = s.next_at();
+                    let name = s.name()?;
+                    let slot = self.slot(name.as_str());
+                    let seen = (s.since(start), slot);
+                    match self.last.get_mut(k) {
+                        Some(place) => *place = seen,
+                        None => self.last.push(seen),
+                    }
+                    slot
+                }
+            };
+            k += 1;
+            match slot {
                 Some(i) => values[i] = s.value(&mut self.parser)?,
                 None => s.skip()?,
             }
@@ -650,6 +672,71 @@ mod tests {
                 serde_json::from_slice::<Value>(doc.as_bytes()).unwrap_err(),
             );
             assert_eq!(ours.to_string(), theirs.to_string(), "{doc}");
+        }
+    }
+
+    /// Pages whose records come with members in one order, in another, with some left out,
+    /// given twice, written with escapes or spaces: each record read into its members is
+    /// what the record parsed whole holds under those names (the later of a member given
+    /// twice), and its kept text is the record.
+    #[test]
+    fn records_read_into_their_members_are_the_records_read_whole() {
+        const NAMES: &[&str] = &[
+            "\"sku\":",
+            "\"sku\" :",
+            "\"s\\u006bu\":",
+            "\"name\":",
+            "\"price\":",
+            "\"extra\":",
+            "\"pricey\":",
+            "\"nam\":",
+        ];
+        const VALUES: &[&str] = &[
+            "1",
+            "\"a\"",
+            "null",
+            "[1,{\"sku\":2}]",
+            "{\"name\":3}",
+            "-2.5",
+        ];
+        let members = ["sku".to_string(), "name".to_string(), "price".to_string()];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut below = |n: usize| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state % n as u64) as usize
+        };
+        for seed in 0..400 {
+            // A few orders of members, repeated from record to record as listings do.
+            let orders: Vec<Vec<&str>> = (0..1 + below(3))
+                .map(|_| (0..below(6)).map(|_| NAMES[below(NAMES.len())]).collect())
+                .collect();
+            let records: Vec<String> = (0..1 + below(12))
+                .map(|_| {
+                    let order = &orders[below(orders.len())];
+                    let members: Vec<String> = order
+                        .iter()
+                        .map(|name| format!("{name}{}", VALUES[below(VALUES.len())]))
+                        .collect();
+                    format!("{{{}}}", members.join(","))
+                })
+                .collect();
+            let page = format!("{{\"data\": [{}], \"next\": null}}", records.join(", "));
+            let chain = ["data".to_string()];
+            let listed = parse_listing(page.as_bytes(), &chain, &members, true)
+                .unwrap_or_else(|| panic!("seed {seed}: {page}"));
+            let whole: Value = serde_json::from_str(&page).unwrap();
+            let natives = whole["data"].as_array().unwrap();
+            assert_eq!(listed.records.len(), natives.len(), "seed {seed}: {page}");
+            for ((values, text), native) in listed.records.iter().zip(&listed.texts).zip(natives) {
+                let want: Vec<Value> = members
+                    .iter()
+                    .map(|m| native.get(m).cloned().unwrap_or(Value::Null))
+                    .collect();
+                assert_eq!(values, &want, "seed {seed}: {page}");
+                assert_eq!(&from_str(text).unwrap(), native, "seed {seed}: {text}");
+            }
         }
     }
 }

@@ -79,6 +79,18 @@ impl<'a> Scanner<'a> {
         &self.text[start..self.pos]
     }
 
+    /// Takes `text` if it comes next, after any whitespace.
+    #[inline]
+    pub(super) fn take(&mut self, text: &str) -> bool {
+        self.ws();
+        let here = self.text.as_bytes().get(self.pos..self.pos + text.len());
+        let found = here == Some(text.as_bytes());
+        if found {
+            self.pos += text.len();
+        }
+        found
+    }
+
     /// Nothing but whitespace is left.
     pub(super) fn end(&mut self) -> Option<()> {
         self.ws();
