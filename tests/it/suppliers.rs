@@ -23,6 +23,15 @@ fn erp_supplier(name: &str, vat_code: &str, email: &str) -> ErpSupplier {
     }
 }
 
+/// The failures the `suppliers` flow keeps.
+async fn supplier_failures(h: &Harness) -> Vec<erpsync::state::Failure> {
+    h.store
+        .failures
+        .failures(Some(FlowName::new("suppliers")))
+        .await
+        .unwrap()
+}
+
 fn decision_of(r: &erpsync::engine::RunReport, key: &str) -> Decision {
     r.records
         .iter()
@@ -231,12 +240,7 @@ async fn a_supplier_that_cannot_be_mapped_is_kept_whole_in_its_failure() {
         .unwrap();
     let r = h.run("suppliers").await;
     assert_eq!((r.counts.created, r.counts.failed), (0, 1), "{r:#?}");
-    let failures = h
-        .store
-        .failures
-        .failures(Some(FlowName::new("suppliers")))
-        .await
-        .unwrap();
+    let failures = supplier_failures(&h).await;
     assert_eq!(failures.len(), 1);
     assert!(
         failures[0].error.contains("active"),
@@ -270,12 +274,7 @@ async fn a_supplier_the_shop_refuses_is_kept_and_retried_after_the_fix() {
         .unwrap();
     let r = h.run("suppliers").await;
     assert_eq!((r.counts.created, r.counts.failed), (1, 1), "{r:#?}");
-    let failures = h
-        .store
-        .failures
-        .failures(Some(FlowName::new("suppliers")))
-        .await
-        .unwrap();
+    let failures = supplier_failures(&h).await;
     assert_eq!(failures.len(), 1);
     let f = &failures[0];
     assert_eq!(f.key, "30111222");
