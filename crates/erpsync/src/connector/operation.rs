@@ -103,7 +103,8 @@ pub struct Operation {
     pub(crate) body: Option<BodyTemplate>,
     pub(crate) body_format: BodyFormat,
     pub(crate) records: Option<super::RecordsPath>,
-    /// A page without the member `records` reads is an empty page, not an error.
+    /// A page without the member `records` reads (an object where the page is the list) is
+    /// an empty page, not an error.
     pub(crate) absent_means_empty: bool,
     pub(crate) record: Option<JsonPath>,
     pub(crate) paginate: Option<Paginate>,

@@ -102,7 +102,11 @@ pub(super) fn holds_records(op: &Operation, body: &Value) -> Result<bool, String
     if op.absent_means_empty {
         return Ok(false);
     }
-    Err(format!("{why}: {}", body_start(&redact_json(body))))
+    Err(format!(
+        "{why}: {} (if the API answers so when it has nothing to list, the operation takes \
+         `absent_means_empty: true`)",
+        body_start(&redact_json(body))
+    ))
 }
 
 /// An error with its causes: reqwest's own message hides whether it was a timeout.
