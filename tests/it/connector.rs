@@ -751,7 +751,8 @@ async fn a_page_without_its_records_member_is_an_error_unless_the_api_leaves_it_
         let e = e.to_string();
         assert!(
             e.contains(&format!("stopped at page {page}: {why}"))
-                && e.contains(r#"{"status":200}"#),
+                && e.contains(r#"{"status":200}"#)
+                && e.contains("the operation takes `absent_means_empty: true`"),
             "{e}"
         );
         assert_eq!(listed.iter().filter(|p| p.is_ok()).count(), page - 1);

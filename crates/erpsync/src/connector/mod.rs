@@ -28,6 +28,7 @@ pub(crate) use rules::lint_rules;
 pub use spec::SystemSpec;
 pub use stats::{ConnectorStats, StatsSnapshot};
 pub(crate) use steps::{StepAnswer, StepLog, StepLogError};
+pub(crate) use system::ListingReader;
 pub use system::{
     CallInput, CallOutput, HttpSystem, Page, SystemStartError, WaitAnnouncer, WaitNotice,
 };

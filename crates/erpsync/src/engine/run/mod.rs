@@ -100,6 +100,29 @@ impl Seen {
     }
 }
 
+/// How `end`'s listing `op` is read into the members its read mapping reads, where its pages
+/// allow it: the mapping's direct read and the pages' reader (each record's text kept too with
+/// `texts`). Neither when `whole` wants its records whole.
+fn direct_read(
+    end: &End,
+    op: &str,
+    whole: bool,
+    texts: bool,
+) -> (
+    Option<DirectRead>,
+    Option<Arc<crate::connector::ListingReader>>,
+) {
+    let direct = if whole {
+        None
+    } else {
+        end.ent.read.direct(&end.ent.id)
+    };
+    let reader = direct
+        .as_ref()
+        .and_then(|d| end.http.listing_reader(op, d.members(), texts));
+    (direct, reader)
+}
+
 /// A record's text as the native record it is (the text itself, should it not parse).
 fn native_of(text: &str) -> Value {
     crate::json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
@@ -702,14 +725,7 @@ impl<'e> Runner<'e> {
             // reads, where the listing's pages allow it; each keeps its text for a failure's
             // report. No record is built whole only to be mapped and dropped. (Both ways, the
             // source's native records take part in merges.)
-            let direct = if self.bidirectional() {
-                None
-            } else {
-                self.src.ent.read.direct(&self.src.ent.id)
-            };
-            let reader = direct
-                .as_ref()
-                .and_then(|d| self.src.http.listing_reader(&list_op, d.members(), true));
+            let (direct, reader) = direct_read(&self.src, &list_op, self.bidirectional(), true);
             let mut pages = Box::pin(
                 self.src
                     .http
@@ -1115,14 +1131,7 @@ impl<'e> Runner<'e> {
         // Without their native records, the records of a listing whose pages allow it are
         // read straight into the members the read mapping and the id read: no record is
         // built whole only to be mapped and dropped.
-        let direct = if keep_native {
-            None
-        } else {
-            self.dst.ent.read.direct(&self.dst.ent.id)
-        };
-        let reader = direct
-            .as_ref()
-            .and_then(|d| self.dst.http.listing_reader(&op, d.members(), false));
+        let (direct, reader) = direct_read(&self.dst, &op, keep_native, false);
         // Where the match key is among a read record's fields (`indexed_read`).
         let key_at = direct
             .as_ref()
