@@ -1062,6 +1062,31 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
     run(&["--init-state"]);
     let writes = shop.counters().writes();
 
+    // The bindings as this release keeps them: bases packed, read back whole.
+    let bindings = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let kinds: Vec<String> = conn
+            .prepare("SELECT DISTINCT typeof(base_a) FROM bindings")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(kinds, ["blob"]);
+        let (entity, a, b): (String, String, String) = conn
+            .query_row("SELECT entity, sys_a, sys_b FROM scopes", [], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap();
+        let store = erpsync::state::Store::from(SqliteStore::open(&path).unwrap());
+        store
+            .bindings
+            .all_bindings(&erpsync::state::Scope::new(&entity, &a, &b))
+            .await
+            .unwrap()
+    };
+    assert!(bindings.len() >= items.len(), "{} bindings", bindings.len());
+
     // Back to what the release before wrote.
     {
         let conn = rusqlite::Connection::open(&path).unwrap();
@@ -1086,22 +1111,20 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
              PRAGMA user_version = 6;",
         )
         .unwrap();
-        let rows: Vec<(String, String)> = conn
-            .prepare("SELECT key, base_a FROM bindings WHERE base_a IS NOT NULL")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert!(rows.len() >= items.len(), "{} bindings", rows.len());
-        for (key, base) in rows {
-            let serde_json::Value::Object(fields) = serde_json::from_str(&base).unwrap() else {
-                panic!("{base}");
+        // Its bases were JSON text (each side whole, here); their fields in another order
+        // are the same record.
+        for b in &bindings {
+            let Some(serde_json::Value::Object(fields)) = b.base_a.clone() else {
+                panic!("{b:?}");
             };
             let reversed: serde_json::Map<_, _> = fields.into_iter().rev().collect();
             conn.execute(
-                "UPDATE bindings SET base_a = ?1 WHERE key = ?2",
-                rusqlite::params![serde_json::Value::Object(reversed).to_string(), key],
+                "UPDATE bindings SET base_a = ?1, base_b = ?2, base_b_delta = NULL WHERE key = ?3",
+                rusqlite::params![
+                    serde_json::Value::Object(reversed).to_string(),
+                    b.base_b.as_ref().map(|v| v.to_string()),
+                    b.key
+                ],
             )
             .unwrap();
         }
@@ -1121,7 +1144,7 @@ async fn a_state_file_of_the_release_before_is_upgraded_and_nothing_is_written_t
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, 9);
     for (index, first) in [("bindings_id_a", "id_a"), ("bindings_id_b", "id_b")] {
         let led: String = conn
             .query_row(
@@ -1712,4 +1735,59 @@ fn offline_tests_on_an_80_column_terminal_fit_the_screen() {
         "{screen}"
     );
     assert!(screen.contains("1 passed, 0 failed"), "{screen}");
+}
+
+/// A state file of a later release (a schema step this one does not know) is refused before
+/// anything is read or written: what the step changed, this release cannot read right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_of_a_later_release_is_refused_and_left_as_it_is() {
+    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
+    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
+    seed_both(&shop, &erp, 3, 1);
+    let dir = tempfile::tempdir().unwrap();
+    let project = write_demo_project(dir.path());
+    let path = dir.path().join("state.sqlite");
+    let mut envs = sim_env(&shop, &erp);
+    envs.push(("ERPSYNC_STATE", format!("sqlite:{}", path.display())));
+    let run = || {
+        erpsync()
+            .args([
+                "run",
+                "--once",
+                &project,
+                "--flow",
+                "products",
+                "--init-state",
+            ])
+            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let later = {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        conn.pragma_update(None, "user_version", v + 1).unwrap();
+        v + 1
+    };
+    let writes = shop.counters().writes();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stderr.contains(&format!(
+            "written by a later release of erpsync (schema step {later}; this release knows steps up to {})",
+            later - 1
+        )),
+        "{stderr}"
+    );
+    assert_eq!(shop.counters().writes(), writes);
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let v: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, later);
 }

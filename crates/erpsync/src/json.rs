@@ -18,6 +18,7 @@ use std::hash::{Hash, Hasher};
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Number, Value};
 
+pub(crate) mod packed;
 mod scan;
 
 /// Parses `bytes` as one JSON document (a response body, a record kept as text).

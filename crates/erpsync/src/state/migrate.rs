@@ -260,6 +260,16 @@ CREATE INDEX bindings_awaiting ON bindings (scope, key)
 ",
         postgres: "",
     },
+    Step {
+        version: 9,
+        name: "SQLite: binding bases packed",
+        // Nothing to change in the tables: SQLite keeps a base written from now on as a
+        // blob (`json::packed::pack_stored`), and the rows written before as the text they
+        // hold, each read as what it is. The step marks a file that may hold packed bases,
+        // which a release before it cannot read: a release refuses a file of a later step.
+        sqlite: "",
+        postgres: "",
+    },
 ];
 
 /// The version of the last step.

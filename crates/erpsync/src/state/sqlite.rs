@@ -14,7 +14,7 @@ use super::blocking::{Blocking, OffRuntime};
 use super::store::Store;
 
 use super::migrate::{STEPS, latest};
-use super::model::StoredBases;
+use super::model::{SqliteBase, StoredBases};
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, PairSide,
@@ -33,12 +33,12 @@ fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
-/// A binding as its row: the bases and the timestamp already written out as text.
+/// A binding as its row: the bases packed and the timestamp written out as text.
 pub(crate) struct BindingRow {
     key: String,
     id_a: Option<String>,
     id_b: Option<String>,
-    bases: StoredBases,
+    bases: StoredBases<SqliteBase>,
     exported_at: Option<String>,
     parked: Option<String>,
     actions_done: bool,
@@ -182,8 +182,32 @@ impl SqliteStore {
     }
 }
 
-/// A binding row with its JSON and timestamp columns still as text.
-type RawBinding = (Binding, StoredBases, Option<String>);
+/// A binding row with its bases and timestamp columns as they are stored.
+type RawBinding = (Binding, StoredBases<SqliteBase>, Option<String>);
+
+/// A base as a blob (packed) or as text (a row written before bases were packed).
+impl rusqlite::ToSql for SqliteBase {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        Ok(ToSqlOutput::Borrowed(match self {
+            SqliteBase::Text(text) => ValueRef::Text(text.as_bytes()),
+            SqliteBase::Packed(bytes) => ValueRef::Blob(bytes),
+        }))
+    }
+}
+
+impl rusqlite::types::FromSql for SqliteBase {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::{FromSqlError, ValueRef};
+        match v {
+            ValueRef::Blob(bytes) => Ok(SqliteBase::Packed(bytes.to_vec())),
+            ValueRef::Text(text) => std::str::from_utf8(text)
+                .map(|t| SqliteBase::Text(t.to_owned()))
+                .map_err(|e| FromSqlError::Other(Box::new(e))),
+            _ => Err(FromSqlError::InvalidType),
+        }
+    }
+}
 
 fn row_binding(row: &rusqlite::Row) -> rusqlite::Result<RawBinding> {
     Ok((
@@ -345,7 +369,13 @@ fn upsert_rows(tx: &Connection, scope: &Scope, rows: &[BindingRow]) -> Result<()
 /// Applies the schema steps the file lacks, in one transaction.
 fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-    if version >= latest() {
+    if version > latest() {
+        return Err(StateStoreError::LaterRelease {
+            found: version,
+            known: latest(),
+        });
+    }
+    if version == latest() {
         return Ok(());
     }
     // Another process may be migrating it too: read again under the write lock.
@@ -1329,24 +1359,30 @@ mod tests {
         assert_eq!(got["A1"], bindings[0]);
         assert_eq!(got["B2"], bindings[1]);
         assert_eq!(s.all_bindings(&scope).unwrap(), bindings.to_vec());
-        let stored: Vec<(Option<String>, Option<String>)> = s
+        // Written again, the bases are packed: blobs, not text.
+        let stored: Vec<(Option<SqliteBase>, Option<SqliteBase>, Option<SqliteBase>)> = s
             .conn()
-            .prepare("SELECT base_b, base_b_delta FROM bindings ORDER BY key")
+            .prepare("SELECT base_a, base_b, base_b_delta FROM bindings ORDER BY key")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
+        let unpacked = |c: &Option<SqliteBase>| match c {
+            Some(SqliteBase::Packed(bytes)) => crate::json::packed::unpack_stored(bytes)
+                .unwrap()
+                .to_string(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(stored.len(), 2);
+        assert_eq!(unpacked(&stored[0].0), old_a);
+        assert_eq!(unpacked(&stored[1].0), same.to_string());
+        assert_eq!((&stored[0].1, &stored[1].1), (&None, &None));
         assert_eq!(
-            stored,
-            vec![
-                (
-                    None,
-                    Some(r#"{"price":55,"updated_at":"2026-01-02T00:00:00Z"}"#.into())
-                ),
-                (None, Some("{}".into())),
-            ]
+            unpacked(&stored[0].2),
+            r#"{"price":55,"updated_at":"2026-01-02T00:00:00Z"}"#
         );
+        assert_eq!(unpacked(&stored[1].2), "{}");
     }
 
     #[test]

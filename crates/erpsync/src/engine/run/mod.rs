@@ -6,7 +6,7 @@
 mod both;
 mod index;
 mod one_way;
-mod packed;
+use crate::json::packed;
 mod queued;
 mod shift;
 mod spill;

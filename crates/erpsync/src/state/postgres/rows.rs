@@ -14,7 +14,7 @@ pub(super) const BINDING_COLS: &str =
     "key, id_a, id_b, base_a, base_b, exported_at, parked, actions_done, base_b_delta";
 
 pub(super) fn row_binding(r: &Row) -> Result<Binding> {
-    let (base_a, base_b) = StoredBases {
+    let (base_a, base_b) = StoredBases::<String> {
         base_a: r.try_get(3)?,
         base_b: r.try_get(4)?,
         b_delta: r.try_get(8)?,
@@ -72,7 +72,7 @@ pub(super) async fn upsert_bindings(
         if last.get(b.key.as_str()) != Some(&i) {
             continue;
         }
-        let bases = StoredBases::of(b);
+        let bases: StoredBases = StoredBases::of(b);
         keys.push(b.key.as_str());
         ids_a.push(b.id_a.as_deref());
         ids_b.push(b.id_b.as_deref());

@@ -1,15 +1,21 @@
-//! A record as the target index keeps it: a `Value` in a compact binary form, read back to
-//! the same `Value` (keys in their order, numbers of the same kind and value).
+//! A `Value` in a compact binary form, read back to the same `Value` (keys in their order,
+//! numbers of the same kind and value): how a run's target index keeps its records, and how
+//! the SQLite state keeps a binding's bases.
 //!
 //! The index writes every target record once and reads it back once per source record.
 //! As JSON text, that was a serialiser escaping every string and formatting every number,
 //! then a parser scanning them back (11% of a first sync's instructions); here a string is
-//! its length and its bytes, a number its eight bytes or fewer.
+//! its length and its bytes, a number its eight bytes or fewer. A binding's bases were JSON
+//! text too, written for every binding a run stores.
 //!
 //! One byte says what follows: `null`, `false`, `true`; an unsigned or a negative integer
 //! (LEB128); a float (8 bytes, little-endian); a string (length, UTF-8 bytes); an array
 //! (count, items); an object (count, then per member its key as a string without the tag,
-//! and its value). Nothing outside the run reads it: the index is private to a run.
+//! and its value).
+//!
+//! What is stored outside a run (`pack_stored`) starts with a byte naming the form, so that
+//! a state file keeps reading after the form changes: a new form is a new first byte, and
+//! the old ones stay readable.
 
 use serde_json::{Map, Number, Value};
 
@@ -25,7 +31,7 @@ const ARRAY: u8 = 7;
 const OBJECT: u8 = 8;
 
 /// `value` in the packed form.
-pub(super) fn pack(value: &Value) -> Box<[u8]> {
+pub(crate) fn pack(value: &Value) -> Box<[u8]> {
     let mut out = Vec::with_capacity(256);
     write(value, &mut out);
     out.into_boxed_slice()
@@ -33,7 +39,7 @@ pub(super) fn pack(value: &Value) -> Box<[u8]> {
 
 /// `pack` of the object whose members are `names` with `values`, in that order (names
 /// not repeated), built from them as they are: no object is made only to be packed.
-pub(super) fn pack_object<'n>(
+pub(crate) fn pack_object<'n>(
     names: impl ExactSizeIterator<Item = &'n str>,
     values: &[Value],
 ) -> Box<[u8]> {
@@ -49,16 +55,41 @@ pub(super) fn pack_object<'n>(
 }
 
 /// The value `pack` was given, or None when `bytes` were not written by it.
-pub(super) fn unpack(bytes: &[u8]) -> Option<Value> {
+pub(crate) fn unpack(bytes: &[u8]) -> Option<Value> {
     let mut r = Reader { bytes, at: 0 };
-    let value = r.value()?;
+    let value = r.value(0)?;
     (r.at == bytes.len()).then_some(value)
 }
+
+/// The first byte of a value packed to be stored (`pack_stored`): the form described above.
+/// Not a tag of the form, nor a byte that starts JSON text.
+const STORED_FORM_1: u8 = 0xB1;
+
+/// `value` packed to be kept outside the run: the form's byte, then `pack` of it.
+pub(crate) fn pack_stored(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(STORED_FORM_1);
+    write(value, &mut out);
+    out
+}
+
+/// The value `pack_stored` was given, or None when `bytes` were not written by it (another
+/// form, damaged, cut short).
+pub(crate) fn unpack_stored(bytes: &[u8]) -> Option<Value> {
+    match bytes.split_first()? {
+        (&STORED_FORM_1, packed) => unpack(packed),
+        _ => None,
+    }
+}
+
+/// Arrays and objects within one another deeper than this are refused when read back, as
+/// `serde_json` refuses them in text: bytes from a damaged file cannot exhaust the stack.
+const MAX_DEPTH: usize = 128;
 
 /// Whether `bytes` are what `pack` makes of `value` (the same members in the same order,
 /// numbers of the same kind), found without building a value. Bytes `pack` did not write
 /// hold nothing.
-pub(super) fn holds(bytes: &[u8], value: &Value) -> bool {
+pub(crate) fn holds(bytes: &[u8], value: &Value) -> bool {
     let mut r = Reader { bytes, at: 0 };
     r.matches(value) && r.at == bytes.len()
 }
@@ -203,7 +234,10 @@ impl Reader<'_> {
         }
     }
 
-    fn value(&mut self) -> Option<Value> {
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
         Some(match self.byte()? {
             NULL => Value::Null,
             FALSE => Value::Bool(false),
@@ -221,7 +255,7 @@ impl Reader<'_> {
                 let n = self.count()?;
                 let mut items = Vec::with_capacity(n);
                 for _ in 0..n {
-                    items.push(self.value()?);
+                    items.push(self.value(depth + 1)?);
                 }
                 Value::Array(items)
             }
@@ -230,7 +264,7 @@ impl Reader<'_> {
                 let mut map = Map::with_capacity(n);
                 for _ in 0..n {
                     let k = self.text()?;
-                    let v = self.value()?;
+                    let v = self.value(depth + 1)?;
                     map.insert(k, v);
                 }
                 Value::Object(map)
@@ -423,5 +457,38 @@ mod tests {
         let mut nan = vec![FLOAT];
         nan.extend_from_slice(&f64::NAN.to_le_bytes());
         assert_eq!(unpack(&nan), None);
+    }
+
+    #[test]
+    fn a_stored_value_names_its_form_and_reads_back_as_it_was() {
+        let record =
+            json!({"sku": "A-1", "price": 12.5, "stock": -3, "tags": ["x", 1], "on": true});
+        let stored = pack_stored(&record);
+        assert_eq!(stored[0], STORED_FORM_1);
+        assert_eq!(&stored[1..], &*pack(&record));
+        let back = unpack_stored(&stored).unwrap();
+        assert_eq!(back.to_string(), record.to_string());
+        // Bytes of another form, JSON text, nothing, damaged: none read as a value.
+        assert_eq!(unpack_stored(&pack(&record)), None);
+        assert_eq!(unpack_stored(br#"{"sku":"A-1"}"#), None);
+        assert_eq!(unpack_stored(&[]), None);
+        assert_eq!(unpack_stored(&stored[..stored.len() - 1]), None);
+    }
+
+    #[test]
+    fn arrays_nested_past_the_limit_are_refused_not_a_stack_overflow() {
+        let nested = |depth: usize| {
+            let mut bytes = vec![STORED_FORM_1];
+            bytes.extend(std::iter::repeat_n([ARRAY, 1], depth).flatten());
+            bytes.push(NULL);
+            bytes
+        };
+        assert!(unpack_stored(&nested(MAX_DEPTH)).is_some());
+        assert_eq!(unpack_stored(&nested(MAX_DEPTH + 1)), None);
+        assert_eq!(unpack_stored(&nested(1_000_000)), None);
+        // What `serde_json` reads from text, at its own limit, is stored and read back.
+        let text = format!("{}{}", "[".repeat(127), "]".repeat(127));
+        let deep: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(unpack_stored(&pack_stored(&deep)), Some(deep));
     }
 }
