@@ -562,7 +562,7 @@ impl DirectRead {
         let mapped = mapped.map(|mapped| {
             let mut out = self.shape.clone();
             for (place, v) in out.values_mut().zip(mapped) {
-                *place = v;
+                crate::json::put_value(place, v);
             }
             Value::Object(out)
         });
@@ -580,6 +580,7 @@ impl DirectRead {
             .and_then(|m| m.first(&values[*slot]))
             .and_then(key_text);
         let mapped = self.fields.iter().map(|f| f.value(&mut values)).collect();
+        crate::json::drop_values(values);
         (id, mapped)
     }
 

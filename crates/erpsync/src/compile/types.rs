@@ -43,16 +43,24 @@ pub(crate) fn convert(
     match ty {
         FieldType::Json => Ok(v),
         FieldType::String => Ok(to_string(v)),
-        FieldType::Integer => to_integer(&v),
-        FieldType::Number => {
-            let f = as_f64(&v).ok_or_else(|| err(&v, "a number"))?;
+        FieldType::Integer => read_from(v, to_integer),
+        FieldType::Number => read_from(v, |v| {
+            let f = as_f64(v).ok_or_else(|| err(v, "a number"))?;
             Ok(number(f))
-        }
-        FieldType::Decimal => to_decimal(&v, scale),
+        }),
+        FieldType::Decimal => read_from(v, |v| to_decimal(v, scale)),
         FieldType::Boolean => to_boolean(v),
         FieldType::Datetime => to_datetime(v),
-        FieldType::Date => to_date(&v),
+        FieldType::Date => read_from(v, to_date),
     }
+}
+
+/// `read` of `v`, which is then dropped (see `json::drop_value`).
+#[inline(always)]
+fn read_from<T>(v: Value, read: impl FnOnce(&Value) -> T) -> T {
+    let out = read(&v);
+    crate::json::drop_value(v);
+    out
 }
 
 /// `convert` of the value in `v`, where it is. Null, a string to be a string, a boolean to be a
@@ -69,7 +77,8 @@ pub(crate) fn convert_in_place(
         | (FieldType::String, Value::String(_))
         | (FieldType::Boolean, Value::Bool(_)) => Ok(()),
         _ => {
-            *v = convert(std::mem::take(v), ty, scale)?;
+            let converted = convert(std::mem::take(v), ty, scale)?;
+            crate::json::put_value(v, converted);
             Ok(())
         }
     }
@@ -130,11 +139,12 @@ fn to_datetime(v: Value) -> Result<Value, ValueConvertError> {
         }
         _ => return Err(err(&v, "a date-time")),
     };
-    let d = parse_datetime(s).ok_or_else(|| err(&v, "a date-time"))?;
-    // Most APIs already write what this would: a valid one is kept, not written again.
-    if written_as_canonical(s) {
+    // Most APIs already write what this would: one in that form naming a real moment is
+    // kept as it came, neither parsed nor written again.
+    if written_as_canonical(s) && names_a_real_moment(s.as_bytes()) {
         return Ok(v);
     }
+    let d = parse_datetime(s).ok_or_else(|| err(&v, "a date-time"))?;
     Ok(Value::String(
         d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     ))
@@ -173,6 +183,28 @@ fn written_as_canonical(s: &str) -> bool {
             }
             _ => false,
         }
+}
+
+/// Whether `b`, in the form `written_as_canonical` checks, names a moment of the proleptic
+/// Gregorian calendar, as parsing it would find: a month of the year, a day of that month
+/// (29 February in leap years only), an hour before 24 and a minute before 60 (seconds
+/// were checked with the form).
+fn names_a_real_moment(b: &[u8]) -> bool {
+    let num = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    let (year, month, day) = (num(0, 4), num(5, 7), num(8, 10));
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day) && num(11, 13) < 24 && num(14, 16) < 60
 }
 
 /// A date-time string as its date.
@@ -343,9 +375,9 @@ mod tests {
             ".12a",
         ];
         let (mut kept, mut checked) = (0, 0);
-        for year in [0, 2024, 2026, 9999] {
-            for month in [0, 2, 12, 13] {
-                for day in [0, 1, 29, 30, 32] {
+        for year in [0, 1900, 2000, 2024, 2026, 9999] {
+            for month in [0, 2, 4, 12, 13] {
+                for day in [0, 1, 28, 29, 30, 31, 32] {
                     for (hour, minute) in [(0, 0), (23, 59), (24, 0), (12, 60)] {
                         for second in [0, 59, 60, 61] {
                             for fraction in fractions {

@@ -1068,6 +1068,7 @@ impl<'e> Runner<'e> {
         let raw_key = crate::compile::types::key_text(mapped.get(key_at?)?)?;
         let key = normalize_owned(raw_key, &self.flow.normalize);
         let canon = packed::pack_object(direct.names(), &mapped);
+        crate::json::drop_values(mapped);
         Some((key, spill::Indexed::packed(id, canon)))
     }
 
