@@ -579,9 +579,24 @@ impl DirectRead {
             .split_at_member()
             .and_then(|m| m.first(&values[*slot]))
             .and_then(key_text);
-        let mapped = self.fields.iter().map(|f| f.value(&mut values)).collect();
+        // Collected at its size: a `Result`'s collect cannot know it, and grew the vector
+        // twice for 14 fields.
+        let mut mapped = Vec::with_capacity(self.fields.len());
+        let mut failed = None;
+        for f in &self.fields {
+            match f.value(&mut values) {
+                Ok(v) => mapped.push(v),
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            }
+        }
         crate::json::drop_values(values);
-        (id, mapped)
+        match failed {
+            None => (id, Ok(mapped)),
+            Some(e) => (id, Err(e)),
+        }
     }
 
     /// The names of the mapped record's fields, in their order.
