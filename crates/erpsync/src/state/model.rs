@@ -348,21 +348,48 @@ pub enum StateWrite {
     },
 }
 
-/// How a store keeps one base (a record) in a column: `load` gives back the record `keep`
-/// was given.
-pub(crate) trait BaseColumn: Sized {
+/// How a store keeps one base (a record) in a column.
+pub(crate) trait KeepBase: Sized {
     fn keep(record: &Value) -> Self;
+}
+
+/// A base as read from its column: `load` gives back the record `KeepBase::keep` was given.
+pub(crate) trait LoadBase: Sized {
     fn load(self) -> Result<Value>;
 }
 
 /// JSON text: PostgreSQL's columns, and SQLite's rows written before `Packed`.
-impl BaseColumn for String {
+impl KeepBase for String {
     fn keep(record: &Value) -> Self {
         crate::json::to_text(record)
     }
+}
 
+impl LoadBase for String {
     fn load(self) -> Result<Value> {
-        crate::json::from_str(&self).map_err(|e| StateStoreError::Corrupt(e.to_string()))
+        base_of_text(&self)
+    }
+}
+
+/// A base kept as JSON text, read.
+pub(crate) fn base_of_text(text: &str) -> Result<Value> {
+    crate::json::from_str(text).map_err(|e| StateStoreError::Corrupt(e.to_string()))
+}
+
+/// A base kept packed (`json::packed::pack_stored`), read.
+pub(crate) fn base_of_packed(bytes: &[u8]) -> Result<Value> {
+    crate::json::packed::unpack_stored(bytes).ok_or_else(|| {
+        StateStoreError::Corrupt(format!(
+            "a binding base of {} bytes is not a packed record",
+            bytes.len()
+        ))
+    })
+}
+
+/// A base already read (where its column was, without a copy of the column kept).
+impl LoadBase for Result<Value> {
+    fn load(self) -> Result<Value> {
+        self
     }
 }
 
@@ -375,22 +402,17 @@ pub(crate) enum SqliteBase {
     Packed(Vec<u8>),
 }
 
-impl BaseColumn for SqliteBase {
+impl KeepBase for SqliteBase {
     fn keep(record: &Value) -> Self {
         SqliteBase::Packed(crate::json::packed::pack_stored(record))
     }
+}
 
+impl LoadBase for SqliteBase {
     fn load(self) -> Result<Value> {
         match self {
-            SqliteBase::Text(text) => text.load(),
-            SqliteBase::Packed(bytes) => {
-                crate::json::packed::unpack_stored(&bytes).ok_or_else(|| {
-                    StateStoreError::Corrupt(format!(
-                        "a binding base of {} bytes is not a packed record",
-                        bytes.len()
-                    ))
-                })
-            }
+            SqliteBase::Text(text) => base_of_text(&text),
+            SqliteBase::Packed(bytes) => base_of_packed(&bytes),
         }
     }
 }
@@ -400,7 +422,7 @@ impl BaseColumn for SqliteBase {
 /// entity's canonical record), as the fields where it differs from `a` only — `{}` when
 /// both sides hold the same record. Lossless: `load` gives back the same two records.
 /// Rows written before the delta column existed hold `b` whole and still read as they did.
-pub(crate) struct StoredBases<C: BaseColumn = String> {
+pub(crate) struct StoredBases<C = String> {
     pub base_a: Option<C>,
     /// Side `b` whole (`None` when it is kept as a delta or there is none).
     pub base_b: Option<C>,
@@ -408,7 +430,7 @@ pub(crate) struct StoredBases<C: BaseColumn = String> {
     pub b_delta: Option<C>,
 }
 
-impl<C: BaseColumn> StoredBases<C> {
+impl<C: KeepBase> StoredBases<C> {
     pub(crate) fn of(b: &Binding) -> Self {
         if b.bases_equal
             && let (Some(one), None) | (None, Some(one)) = (&b.base_a, &b.base_b)
@@ -451,7 +473,9 @@ impl<C: BaseColumn> StoredBases<C> {
             },
         }
     }
+}
 
+impl<C: LoadBase> StoredBases<C> {
     /// The two bases back, as `of` was given them.
     pub(crate) fn load(self) -> Result<(Option<Value>, Option<Value>)> {
         let base_a = self.base_a.map(C::load).transpose()?;

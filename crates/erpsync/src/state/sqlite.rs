@@ -14,7 +14,7 @@ use super::blocking::{Blocking, OffRuntime};
 use super::store::Store;
 
 use super::migrate::{STEPS, latest};
-use super::model::{SqliteBase, StoredBases};
+use super::model::{SqliteBase, StoredBases, base_of_packed, base_of_text};
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, PairSide,
@@ -182,8 +182,31 @@ impl SqliteStore {
     }
 }
 
-/// A binding row with its bases and timestamp columns as they are stored.
-type RawBinding = (Binding, StoredBases<SqliteBase>, Option<String>);
+/// A binding row with its bases read where SQLite held them (no copy of a column kept) and
+/// its timestamp still as text.
+type RawBinding = (Binding, StoredBases<Result<Value>>, Option<String>);
+
+/// A base column read in place: a blob unpacked, text parsed; an error is reported when the
+/// binding is finished, as a corrupt state.
+struct ReadBase(Result<Value>);
+
+impl rusqlite::types::FromSql for ReadBase {
+    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        use rusqlite::types::{FromSqlError, ValueRef};
+        Ok(ReadBase(match v {
+            ValueRef::Blob(bytes) => base_of_packed(bytes),
+            ValueRef::Text(text) => std::str::from_utf8(text)
+                .map_err(|e| StateStoreError::Corrupt(e.to_string()))
+                .and_then(base_of_text),
+            _ => return Err(FromSqlError::InvalidType),
+        }))
+    }
+}
+
+/// Column `i` of `row`, a base or null.
+fn read_base(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<Result<Value>>> {
+    Ok(row.get::<_, Option<ReadBase>>(i)?.map(|b| b.0))
+}
 
 /// A base as a blob (packed) or as text (a row written before bases were packed).
 impl rusqlite::ToSql for SqliteBase {
@@ -223,9 +246,9 @@ fn row_binding(row: &rusqlite::Row) -> rusqlite::Result<RawBinding> {
             bases_equal: false,
         },
         StoredBases {
-            base_a: row.get(3)?,
-            base_b: row.get(4)?,
-            b_delta: row.get(8)?,
+            base_a: read_base(row, 3)?,
+            base_b: read_base(row, 4)?,
+            b_delta: read_base(row, 8)?,
         },
         row.get(5)?,
     ))
@@ -1383,6 +1406,20 @@ mod tests {
             r#"{"price":55,"updated_at":"2026-01-02T00:00:00Z"}"#
         );
         assert_eq!(unpacked(&stored[1].2), "{}");
+
+        // A damaged base is an error of that binding's read, not a misread record.
+        s.conn()
+            .execute(
+                "UPDATE bindings SET base_a = x'B10801' WHERE key = 'B2'",
+                [],
+            )
+            .unwrap();
+        let err = s.bindings(&scope, &["B2".into()]).unwrap_err().to_string();
+        assert!(err.contains("is not a packed record"), "{err}");
+        assert_eq!(
+            s.bindings(&scope, &["A1".into()]).unwrap()["A1"],
+            bindings[0]
+        );
     }
 
     #[test]
