@@ -14,7 +14,7 @@ use super::blocking::{Blocking, OffRuntime};
 use super::store::Store;
 
 use super::migrate::{STEPS, latest};
-use super::model::{SqliteBase, StoredBases, base_of_packed, base_of_text};
+use super::model::{PackedBase, StoredBases, base_of_packed, base_of_text};
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, PairSide,
@@ -38,7 +38,7 @@ pub(crate) struct BindingRow {
     key: String,
     id_a: Option<String>,
     id_b: Option<String>,
-    bases: StoredBases<SqliteBase>,
+    bases: StoredBases<PackedBase>,
     exported_at: Option<String>,
     parked: Option<String>,
     actions_done: bool,
@@ -208,27 +208,12 @@ fn read_base(row: &rusqlite::Row, i: usize) -> rusqlite::Result<Option<Result<Va
     Ok(row.get::<_, Option<ReadBase>>(i)?.map(|b| b.0))
 }
 
-/// A base as a blob (packed) or as text (a row written before bases were packed).
-impl rusqlite::ToSql for SqliteBase {
+/// A base written packed, as a blob.
+impl rusqlite::ToSql for PackedBase {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        use rusqlite::types::{ToSqlOutput, ValueRef};
-        Ok(ToSqlOutput::Borrowed(match self {
-            SqliteBase::Text(text) => ValueRef::Text(text.as_bytes()),
-            SqliteBase::Packed(bytes) => ValueRef::Blob(bytes),
-        }))
-    }
-}
-
-impl rusqlite::types::FromSql for SqliteBase {
-    fn column_result(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        use rusqlite::types::{FromSqlError, ValueRef};
-        match v {
-            ValueRef::Blob(bytes) => Ok(SqliteBase::Packed(bytes.to_vec())),
-            ValueRef::Text(text) => std::str::from_utf8(text)
-                .map(|t| SqliteBase::Text(t.to_owned()))
-                .map_err(|e| FromSqlError::Other(Box::new(e))),
-            _ => Err(FromSqlError::InvalidType),
-        }
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Blob(&self.0),
+        ))
     }
 }
 
@@ -1383,7 +1368,8 @@ mod tests {
         assert_eq!(got["B2"], bindings[1]);
         assert_eq!(s.all_bindings(&scope).unwrap(), bindings.to_vec());
         // Written again, the bases are packed: blobs, not text.
-        let stored: Vec<(Option<SqliteBase>, Option<SqliteBase>, Option<SqliteBase>)> = s
+        type Blob = Option<Vec<u8>>;
+        let stored: Vec<(Blob, Blob, Blob)> = s
             .conn()
             .prepare("SELECT base_a, base_b, base_b_delta FROM bindings ORDER BY key")
             .unwrap()
@@ -1391,11 +1377,12 @@ mod tests {
             .unwrap()
             .collect::<rusqlite::Result<_>>()
             .unwrap();
-        let unpacked = |c: &Option<SqliteBase>| match c {
-            Some(SqliteBase::Packed(bytes)) => crate::json::packed::unpack_stored(bytes)
+        // (Text would not read as bytes.)
+        let unpacked = |c: &Blob| match c {
+            Some(bytes) => crate::json::packed::unpack_stored(bytes)
                 .unwrap()
                 .to_string(),
-            other => panic!("{other:?}"),
+            None => panic!("no base"),
         };
         assert_eq!(stored.len(), 2);
         assert_eq!(unpacked(&stored[0].0), old_a);
