@@ -1738,56 +1738,61 @@ fn offline_tests_on_an_80_column_terminal_fit_the_screen() {
 }
 
 /// A state file of a later release (a schema step this one does not know) is refused before
-/// anything is read or written: what the step changed, this release cannot read right.
+/// anything is read or written: what the step changed, this release cannot read right. Run
+/// from the project's folder, through a pipe and on a terminal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_file_of_a_later_release_is_refused_and_left_as_it_is() {
-    let shop = ShopSim::start(ShopOptions::unlimited()).await.unwrap();
-    let erp = ErpSim::start(ErpOptions::unlimited()).await.unwrap();
-    seed_both(&shop, &erp, 3, 1);
-    let dir = tempfile::tempdir().unwrap();
-    let project = write_demo_project(dir.path());
-    let path = dir.path().join("state.sqlite");
-    let mut envs = sim_env(&shop, &erp);
-    envs.push(("ERPSYNC_STATE", format!("sqlite:{}", path.display())));
-    let run = || {
-        erpsync()
-            .args([
-                "run",
-                "--once",
-                &project,
-                "--flow",
-                "products",
-                "--init-state",
-            ])
-            .envs(envs.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
+    let p = crate::support::binary::Project::start(3, |_| {}).await;
+    let args = ["run", "--once", "--flow", "products"];
+    let out = p.run(&args);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let path = p.dir.path().join("state.sqlite");
+    let version = |set: Option<i64>| {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        if let Some(v) = set {
+            conn.pragma_update(None, "user_version", v).unwrap();
+        }
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))
             .unwrap()
     };
-    let out = run();
-    assert_eq!(out.status.code(), Some(0), "{out:?}");
-    let later = {
-        let conn = rusqlite::Connection::open(&path).unwrap();
-        let v: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        conn.pragma_update(None, "user_version", v + 1).unwrap();
-        v + 1
-    };
-    let writes = shop.counters().writes();
-    let out = run();
+    let later = version(None) + 1;
+    version(Some(later));
+    let writes = p.shop.counters().writes();
+    let refusal = format!(
+        "the state file was written by a later release of erpsync (schema step {later}; this release knows steps up to {})",
+        later - 1
+    );
+
+    let out = p.run(&args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_ne!(out.status.code(), Some(0), "{out:?}");
-    assert!(
-        stderr.contains(&format!(
-            "written by a later release of erpsync (schema step {later}; this release knows steps up to {})",
-            later - 1
-        )),
-        "{stderr}"
+    assert!(stderr.contains(&refusal), "{stderr}");
+
+    let line = format!(
+        "{} {} {} --state {}",
+        env!("CARGO_BIN_EXE_erpsync"),
+        args.join(" "),
+        p.path.display(),
+        p.state
     );
-    assert_eq!(shop.counters().writes(), writes);
-    let conn = rusqlite::Connection::open(&path).unwrap();
-    let v: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
-    assert_eq!(v, later);
+    let mut c = crate::support::terminal::command(&line);
+    c.envs(p.env.iter().map(|(k, v)| (*k, v.as_str())))
+        .env("NO_COLOR", "1")
+        .current_dir(p.dir.path())
+        .stdin(std::process::Stdio::null());
+    let screen = String::from_utf8_lossy(&c.output().unwrap().stdout).into_owned();
+    assert!(screen.contains(&refusal), "{screen}");
+    assert_ne!(
+        crate::support::terminal::exit_status(&screen),
+        Some(0),
+        "{screen}"
+    );
+    assert_ne!(
+        crate::support::terminal::exit_status(&screen),
+        None,
+        "{screen}"
+    );
+
+    assert_eq!(p.shop.counters().writes(), writes);
+    assert_eq!(version(None), later);
 }

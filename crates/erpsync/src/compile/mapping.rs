@@ -582,21 +582,12 @@ impl DirectRead {
         // Collected at its size: a `Result`'s collect cannot know it, and grew the vector
         // twice for 14 fields.
         let mut mapped = Vec::with_capacity(self.fields.len());
-        let mut failed = None;
-        for f in &self.fields {
-            match f.value(&mut values) {
-                Ok(v) => mapped.push(v),
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
-            }
-        }
+        let read = self
+            .fields
+            .iter()
+            .try_for_each(|f| f.value(&mut values).map(|v| mapped.push(v)));
         crate::json::drop_values(values);
-        match failed {
-            None => (id, Ok(mapped)),
-            Some(e) => (id, Err(e)),
-        }
+        (id, read.map(|()| mapped))
     }
 
     /// The names of the mapped record's fields, in their order.

@@ -309,8 +309,12 @@ pub(crate) fn keep_since(at: DateTime<Utc>, keep: std::time::Duration) -> DateTi
 
 /// A JSON column stored as text (both stores keep JSON as text so key order is kept).
 pub(crate) fn json_column(s: Option<String>) -> Result<Option<serde_json::Value>> {
-    s.map(|s| crate::json::from_str(&s).map_err(|e| StateStoreError::Corrupt(e.to_string())))
-        .transpose()
+    s.as_deref().map(json_text).transpose()
+}
+
+/// JSON text read from a column.
+pub(crate) fn json_text(text: &str) -> Result<Value> {
+    crate::json::from_str(text).map_err(|e| StateStoreError::Corrupt(e.to_string()))
 }
 
 /// A state write, owned so a store may hand it to another thread.
@@ -367,13 +371,8 @@ impl KeepBase for String {
 
 impl LoadBase for String {
     fn load(self) -> Result<Value> {
-        base_of_text(&self)
+        json_text(&self)
     }
-}
-
-/// A base kept as JSON text, read.
-pub(crate) fn base_of_text(text: &str) -> Result<Value> {
-    crate::json::from_str(text).map_err(|e| StateStoreError::Corrupt(e.to_string()))
 }
 
 /// A base kept packed (`json::packed::pack_stored`), read.

@@ -14,7 +14,7 @@ use super::blocking::{Blocking, OffRuntime};
 use super::store::Store;
 
 use super::migrate::{STEPS, latest};
-use super::model::{PackedBase, StoredBases, base_of_packed, base_of_text};
+use super::model::{PackedBase, StoredBases, base_of_packed, json_text};
 use super::operator::{FlowSwitch, RunLine};
 use super::{
     Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, PairSide,
@@ -197,7 +197,7 @@ impl rusqlite::types::FromSql for ReadBase {
             ValueRef::Blob(bytes) => base_of_packed(bytes),
             ValueRef::Text(text) => std::str::from_utf8(text)
                 .map_err(|e| StateStoreError::Corrupt(e.to_string()))
-                .and_then(base_of_text),
+                .and_then(json_text),
             _ => return Err(FromSqlError::InvalidType),
         }))
     }
