@@ -11,9 +11,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
-use erpsync::state::{
-    Binding, Bindings, FlowName, NativeId, PairSide, RecordKey, Scope, SqliteStore, Store,
-};
+use erpsync::state::{Binding, Bindings, FlowName, PairSide, RecordKey, Scope, SqliteStore, Store};
 use erpsync_sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync_sim::shop::{Order, Product};
 use erpsync_sim::{Faults, ShopHandle};
@@ -706,14 +704,6 @@ impl Bindings for CountingBindings {
     }
     async fn binding_count(&self, scope: &Scope) -> erpsync::state::Result<usize> {
         self.inner.binding_count(scope).await
-    }
-    async fn binding_by_id(
-        &self,
-        scope: &Scope,
-        side: PairSide,
-        id: NativeId<'_>,
-    ) -> erpsync::state::Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side, id).await
     }
     async fn put_bindings(&self, scope: &Scope, b: Vec<Binding>) -> erpsync::state::Result<()> {
         self.inner.put_bindings(scope, b).await

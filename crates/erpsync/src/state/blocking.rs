@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::ids::{FlowName, NativeId, RecordKey};
+use super::ids::{FlowName, RecordKey};
 use super::lease::{Fence, Instance};
 use super::model::*;
 use super::operator::{FlowSwitch, RunLine};
@@ -24,8 +24,6 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>>;
     /// How many bindings a scope has (how big the synced catalogue is).
     fn binding_count(&self, scope: &Scope) -> Result<usize>;
-    /// The binding whose id on one side is `id`.
-    fn binding_by_id(&self, scope: &Scope, side: PairSide, id: &str) -> Result<Option<Binding>>;
     /// A binding as the store writes it. Made by the caller, on its own thread, before
     /// `put_binding_rows`: the thread that writes then frees a few strings instead of every
     /// node of two records (memory freed on another thread than the one that allocated it
@@ -259,16 +257,6 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     async fn binding_count(&self, scope: &Scope) -> Result<usize> {
         let scope = scope.clone();
         self.call(move |s| s.binding_count(&scope)).await
-    }
-    async fn binding_by_id(
-        &self,
-        scope: &Scope,
-        side: PairSide,
-        id: NativeId<'_>,
-    ) -> Result<Option<Binding>> {
-        let scope = scope.clone();
-        let id = id.to_string();
-        self.call(move |s| s.binding_by_id(&scope, side, &id)).await
     }
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         let scope = scope.clone();

@@ -8,12 +8,12 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::ids::{FlowName, NativeId, RecordKey};
+use super::ids::{FlowName, RecordKey};
 use super::operator::{FlowSwitch, RunLine};
 use super::store::{Bindings, Coordination, Failures, Journal, Runs, Store};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, PairSide, Result, RunRecord,
-    Scope, StateWrite, SystemHealth,
+    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Result, RunRecord, Scope,
+    StateWrite, SystemHealth,
 };
 
 fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
@@ -78,14 +78,6 @@ impl Bindings for Fenced<dyn Bindings> {
     }
     async fn binding_count(&self, scope: &Scope) -> Result<usize> {
         self.inner.binding_count(scope).await
-    }
-    async fn binding_by_id(
-        &self,
-        scope: &Scope,
-        side: PairSide,
-        id: NativeId<'_>,
-    ) -> Result<Option<Binding>> {
-        self.inner.binding_by_id(scope, side, id).await
     }
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         self.write(StateWrite::PutBindings(scope.clone(), bindings))

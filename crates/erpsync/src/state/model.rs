@@ -96,16 +96,6 @@ pub enum PairSide {
     B,
 }
 
-impl PairSide {
-    /// The bindings table's column of this side's ids (both stores name it the same).
-    pub(crate) fn id_column(self) -> &'static str {
-        match self {
-            PairSide::A => "id_a",
-            PairSide::B => "id_b",
-        }
-    }
-}
-
 /// What erpsync knows of one record on both sides.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Binding {

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::ids::{FlowName, NativeId, RecordKey};
+use super::ids::{FlowName, RecordKey};
 use super::lease::{Fence, Instance};
 use super::model::*;
 use super::operator::{FlowSwitch, RunLine};
@@ -27,13 +27,6 @@ pub trait Bindings: Send + Sync + std::fmt::Debug {
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>>;
     /// How many bindings a scope has (how big the synced catalogue is).
     async fn binding_count(&self, scope: &Scope) -> Result<usize>;
-    /// The binding whose id on one side is `id`.
-    async fn binding_by_id(
-        &self,
-        scope: &Scope,
-        side: PairSide,
-        id: NativeId<'_>,
-    ) -> Result<Option<Binding>>;
     /// Inserts or replaces bindings, atomically. The store takes them as they are: each
     /// implementation hands them to another thread or keeps them in a write record.
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()>;

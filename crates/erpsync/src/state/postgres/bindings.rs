@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use super::PostgresStore;
 use super::rows::{BINDING_COLS, row_binding};
 use crate::state::store::Bindings;
-use crate::state::{Binding, FlowName, NativeId, PairSide, RecordKey, Result, Scope, StateWrite};
+use crate::state::{Binding, FlowName, RecordKey, Result, Scope, StateWrite};
 
 #[async_trait]
 impl Bindings for PostgresStore {
@@ -57,28 +57,6 @@ impl Bindings for PostgresStore {
             .await?
             .try_get(0)?;
         Ok(usize::try_from(n).unwrap_or(0))
-    }
-
-    async fn binding_by_id(
-        &self,
-        scope: &Scope,
-        side: PairSide,
-        id: NativeId<'_>,
-    ) -> Result<Option<Binding>> {
-        let id = id.as_str();
-        let col = side.id_column();
-        let c = self.pool.get().await?;
-        c.query_opt(
-            &format!(
-                "SELECT {BINDING_COLS} FROM bindings
-                 WHERE entity = $1 AND sys_a = $2 AND sys_b = $3 AND {col} = $4 LIMIT 1"
-            ),
-            &[&scope.entity, &scope.a, &scope.b, &id],
-        )
-        .await?
-        .as_ref()
-        .map(row_binding)
-        .transpose()
     }
 
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
