@@ -5,7 +5,7 @@
 use serde_json::{Number, Value};
 
 use crate::config::model::{FieldType, Normalize};
-use crate::expr::parse_datetime;
+use crate::expr::{parse_datetime, written_as_canonical};
 
 /// A value that cannot be converted to its declared type.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -148,41 +148,6 @@ fn to_datetime(v: Value) -> Result<Value, ValueConvertError> {
     Ok(Value::String(
         d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     ))
-}
-
-/// Whether `s` has the form `to_datetime` writes: `YYYY-MM-DDTHH:MM:SS`, then a fraction
-/// only if it is not zero, of 3, 6 or 9 digits, the fewest that hold it (no trailing `000`),
-/// then `Z`. Seconds up to 59: a leap second is written again. The values themselves (month
-/// 13, February 30) are checked by parsing, before this.
-fn written_as_canonical(s: &str) -> bool {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[b.len() - 1] != b'Z' {
-        return false;
-    }
-    let digits = |from: usize, to: usize| b[from..to].iter().all(u8::is_ascii_digit);
-    let shape = digits(0, 4)
-        && b[4] == b'-'
-        && digits(5, 7)
-        && b[7] == b'-'
-        && digits(8, 10)
-        && b[10] == b'T'
-        && digits(11, 13)
-        && b[13] == b':'
-        && digits(14, 16)
-        && b[16] == b':'
-        && digits(17, 19)
-        && b[17] <= b'5';
-    let fraction = &b[19..b.len() - 1];
-    shape
-        && match fraction.len() {
-            0 => true,
-            4 | 7 | 10 => {
-                fraction[0] == b'.'
-                    && fraction[1..].iter().all(u8::is_ascii_digit)
-                    && !fraction.ends_with(b"000")
-            }
-            _ => false,
-        }
 }
 
 /// Whether `b`, in the form `written_as_canonical` checks, names a moment of the proleptic

@@ -36,6 +36,11 @@ fn num_value(x: f64) -> Value {
 }
 
 pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
+    // The form erpsync writes (every canonical date-time, each record's modification stamp
+    // among them) read from its digits: what RFC 3339 parsing gives, at a tenth of the cost.
+    if let Some(d) = canonical_moment(s) {
+        return Some(d);
+    }
     let s = s.trim();
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
         return Some(d.with_timezone(&Utc));
@@ -52,6 +57,70 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
         .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| d.and_utc())
+}
+
+/// Whether `s` has the form `to_datetime` writes: `YYYY-MM-DDTHH:MM:SS`, then a fraction
+/// only if it is not zero, of 3, 6 or 9 digits, the fewest that hold it (no trailing `000`),
+/// then `Z`. Seconds up to 59: a leap second is written again. Only the form: the values
+/// themselves (month 13, February 30) are not checked.
+pub(crate) fn written_as_canonical(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[b.len() - 1] != b'Z' {
+        return false;
+    }
+    let digits = |from: usize, to: usize| b[from..to].iter().all(u8::is_ascii_digit);
+    let shape = digits(0, 4)
+        && b[4] == b'-'
+        && digits(5, 7)
+        && b[7] == b'-'
+        && digits(8, 10)
+        && b[10] == b'T'
+        && digits(11, 13)
+        && b[13] == b':'
+        && digits(14, 16)
+        && b[16] == b':'
+        && digits(17, 19)
+        && b[17] <= b'5';
+    let fraction = &b[19..b.len() - 1];
+    shape
+        && match fraction.len() {
+            0 => true,
+            4 | 7 | 10 => {
+                fraction[0] == b'.'
+                    && fraction[1..].iter().all(u8::is_ascii_digit)
+                    && !fraction.ends_with(b"000")
+            }
+            _ => false,
+        }
+}
+
+/// `s` read from its digits, when it has the form `written_as_canonical` checks and names a
+/// real moment.
+fn canonical_moment(s: &str) -> Option<DateTime<Utc>> {
+    if !written_as_canonical(s) {
+        return None;
+    }
+    let b = s.as_bytes();
+    let digits_at = |from: usize, to: usize| {
+        b[from..to]
+            .iter()
+            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+    };
+    // After the seconds: `Z`, or `.`, 3, 6 or 9 digits and `Z`.
+    let fraction = b.len().saturating_sub(21);
+    let nanos = match fraction {
+        0 => 0,
+        _ => digits_at(20, 20 + fraction) * 10u32.pow(9 - fraction as u32),
+    };
+    let year = i32::try_from(digits_at(0, 4)).ok()?;
+    NaiveDate::from_ymd_opt(year, digits_at(5, 7), digits_at(8, 10))?
+        .and_hms_nano_opt(
+            digits_at(11, 13),
+            digits_at(14, 16),
+            digits_at(17, 19),
+            nanos,
+        )
         .map(|d| d.and_utc())
 }
 
@@ -205,6 +274,41 @@ mod tests {
         hb.register_escape_fn(handlebars::no_escape);
         super::register(&mut hb);
         hb.render_template(src, &data).unwrap()
+    }
+
+    /// A date-time in erpsync's own form, read from its digits, is the moment RFC 3339
+    /// parsing finds, and one that names no moment is none: years across the range, each
+    /// month's last days with leap years, the ends of the clock, fractions of each length.
+    #[test]
+    fn a_date_time_in_erpsync_form_is_read_as_rfc_3339_reads_it() {
+        let rfc = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|d| d.with_timezone(&chrono::Utc))
+        };
+        let mut checked = 0;
+        for year in [0, 1, 1900, 1970, 2000, 2024, 2026, 2100, 9999] {
+            for month in [0, 1, 2, 4, 12, 13] {
+                for day in [0, 1, 28, 29, 30, 31, 32] {
+                    for time in ["00:00:00", "23:59:59", "24:00:00", "12:60:00", "07:08:09"] {
+                        for fraction in ["", ".5", ".500", ".123", ".000001", ".123456789"] {
+                            let s = format!("{year:04}-{month:02}-{day:02}T{time}{fraction}Z");
+                            let fast = super::canonical_moment(&s);
+                            if super::written_as_canonical(&s) {
+                                assert_eq!(fast, rfc(&s), "{s}");
+                                checked += 1;
+                            } else {
+                                assert_eq!(fast, None, "{s}");
+                            }
+                            assert_eq!(super::parse_datetime(&s), rfc(&s), "{s}");
+                        }
+                    }
+                }
+            }
+        }
+        assert!(checked > 5000, "{checked}");
+        assert!(rfc("2024-02-29T23:59:59.123456789Z").is_some());
+        assert_eq!(super::canonical_moment("2023-02-29T00:00:00Z"), None);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod scope;
 mod template;
 
 pub use helpers::parse_datetime;
+pub(crate) use helpers::written_as_canonical;
 pub use path::{JsonPath, JsonPathParseError, Predicate};
 pub use template::{
     Template, TemplateParseError, TemplateRenderError, Templates, helper_arities, helper_names,

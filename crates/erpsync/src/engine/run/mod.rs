@@ -28,7 +28,7 @@ use super::decide::{
 use super::lease::HeldLease;
 use super::{Decision, Engine, EngineRunError, RecordReport, RunOptions, RunReport};
 use crate::compile::mapping::DirectRead;
-use crate::compile::types::{normalize, normalize_owned};
+use crate::compile::types::{key_text, normalize, normalize_owned};
 use crate::compile::{Entity, Flow, MapEnv, RefResolver, SystemEntity};
 use crate::config::model::Direction;
 use crate::connector::{CallError, CallInput, HttpSystem};
@@ -982,7 +982,11 @@ impl<'e> Runner<'e> {
     /// The `updated_at` of a record, when its entity maps one.
     pub(super) fn stamp(&self, seen: &Seen) -> Option<DateTime<Utc>> {
         let field = self.entity.updated_at.as_deref()?;
-        canonical::field_text(&seen.canon, field).and_then(|t| crate::expr::parse_datetime(&t))
+        match seen.canon.get(field)? {
+            // Read where it is (a stamp of every record a listing serves).
+            Value::String(text) => crate::expr::parse_datetime(text),
+            other => key_text(other).and_then(|t| crate::expr::parse_datetime(&t)),
+        }
     }
 
     /// A record came back a second time in one listing, so the list order changed while it
@@ -1065,7 +1069,7 @@ impl<'e> Runner<'e> {
         let (id, mapped) = direct.read_values(values);
         let mut mapped = mapped.ok()?;
         canonical::normalise_values(shaped, direct.names(), &mut mapped).ok()?;
-        let raw_key = crate::compile::types::key_text(mapped.get(key_at?)?)?;
+        let raw_key = key_text(mapped.get(key_at?)?)?;
         let key = normalize_owned(raw_key, &self.flow.normalize);
         let canon = packed::pack_object(direct.names(), &mapped);
         crate::json::drop_values(mapped);
