@@ -11,7 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
 use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
-use erpsync::state::{Binding, Bindings, FlowName, PairSide, RecordKey, Scope, SqliteStore, Store};
+use erpsync::state::{
+    Binding, Bindings, Coordination, Fence, FlowName, Lease, NodeRecord, PairSide, Pruned,
+    RecordKey, Scope, SqliteStore, StateWrite, Store,
+};
 use erpsync_sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
 use erpsync_sim::shop::{Order, Product};
 use erpsync_sim::{Faults, ShopHandle};
@@ -746,6 +749,83 @@ impl Bindings for CountingBindings {
     }
 }
 
+/// A store's coordination, noting how many bindings each write of bindings a run makes
+/// under its lease holds (each write one transaction).
+#[derive(Debug)]
+struct CountingCoordination {
+    inner: Arc<dyn Coordination>,
+    binding_writes: std::sync::Mutex<Vec<usize>>,
+}
+
+#[async_trait::async_trait]
+impl Coordination for CountingCoordination {
+    async fn acquire_lease(
+        &self,
+        name: &str,
+        holder: &str,
+        node: &str,
+        now: DateTime<Utc>,
+        ttl: Duration,
+        take_from: Option<&str>,
+    ) -> erpsync::state::Result<Option<i64>> {
+        let inner = &self.inner;
+        inner
+            .acquire_lease(name, holder, node, now, ttl, take_from)
+            .await
+    }
+    async fn renew_lease(
+        &self,
+        name: &str,
+        token: i64,
+        now: DateTime<Utc>,
+        ttl: Duration,
+    ) -> erpsync::state::Result<bool> {
+        self.inner.renew_lease(name, token, now, ttl).await
+    }
+    async fn release_lease(&self, name: &str, holder: &str) -> erpsync::state::Result<()> {
+        self.inner.release_lease(name, holder).await
+    }
+    async fn leases(&self) -> erpsync::state::Result<Vec<Lease>> {
+        self.inner.leases().await
+    }
+    async fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> erpsync::state::Result<bool> {
+        self.inner.claim_firing(name, at).await
+    }
+    async fn remember_delivery(
+        &self,
+        webhook: &str,
+        id: &str,
+        at: DateTime<Utc>,
+        keep: Duration,
+    ) -> erpsync::state::Result<bool> {
+        self.inner.remember_delivery(webhook, id, at, keep).await
+    }
+    async fn forget_delivery(&self, webhook: &str, id: &str) -> erpsync::state::Result<()> {
+        self.inner.forget_delivery(webhook, id).await
+    }
+    async fn fenced(&self, fence: &Fence, write: StateWrite) -> erpsync::state::Result<i64> {
+        if let StateWrite::PutBindings(_, b) = &write {
+            self.binding_writes.lock().unwrap().push(b.len());
+        }
+        self.inner.fenced(fence, write).await
+    }
+    async fn heartbeat(
+        &self,
+        instance: &str,
+        node: &str,
+        now: DateTime<Utc>,
+    ) -> erpsync::state::Result<Vec<NodeRecord>> {
+        self.inner.heartbeat(instance, node, now).await
+    }
+    async fn prune(
+        &self,
+        runs_before: DateTime<Utc>,
+        nodes_before: DateTime<Utc>,
+    ) -> erpsync::state::Result<Pruned> {
+        self.inner.prune(runs_before, nodes_before).await
+    }
+}
+
 #[tokio::test]
 async fn bindings_are_read_once_per_page() {
     let h = Harness::new(250, |_| {}).await;
@@ -794,6 +874,55 @@ async fn bindings_are_read_once_per_page() {
         h.shop.product_by_sku("SKU-000100").unwrap().stock,
         Some(4321)
     );
+}
+
+/// A first sync that updates a few records among those it adopts binds the adopted ones
+/// with their page, in one write, not in one write before each update (the demo's write
+/// mapping resolves no reference); every record ends bound, the updated ones with the
+/// price sent. Products one way, from the ERP to the shop.
+#[tokio::test]
+async fn updates_among_adoptions_do_not_split_the_page_s_binding_write() {
+    let h = Harness::new(200, products_from_erp).await;
+    let changed = [
+        "SKU-000010",
+        "SKU-000050",
+        "SKU-000090",
+        "SKU-000130",
+        "SKU-000170",
+    ];
+    for sku in changed {
+        h.erp.update_product(sku, |p| p.price += 7.0).unwrap();
+    }
+    h.later(1);
+    let counted = Arc::new(CountingCoordination {
+        inner: h.store.coordination.clone(),
+        binding_writes: Default::default(),
+    });
+    let store = Store {
+        coordination: counted.clone(),
+        ..h.store.clone()
+    };
+    let engine = Engine::new(h.engine.project.clone(), store, Arc::new(h.clock.clone())).unwrap();
+    let r = engine
+        .run("products", &RunOptions::default())
+        .await
+        .unwrap();
+    let c = &r.counts;
+    assert_eq!((c.read, c.adopted, c.updated), (200, 195, 5), "{c:#?}");
+    // Each update binds its record at once; the adoptions of each of the ERP's two pages
+    // of 100 go in one write.
+    let mut writes = counted.binding_writes.lock().unwrap().clone();
+    writes.sort();
+    assert_eq!(writes, [1, 1, 1, 1, 1, 97, 98]);
+    let scope = Scope::new("product", "erp", "shop");
+    let bound = h.store.bindings.all_bindings(&scope).await.unwrap();
+    assert_eq!(bound.len(), 200);
+    assert!(bound.iter().all(|b| b.id_a.is_some() && b.id_b.is_some()));
+    for sku in changed {
+        let erp_price = h.erp.product(sku).unwrap().price;
+        let shop_price = h.shop.product_by_sku(sku).unwrap().price_gross;
+        assert_eq!(shop_price, Some(erp_price), "{sku}");
+    }
 }
 
 /// Changes the price of SKU-000001 on both sides: the shop first, the ERP ten minutes later.

@@ -233,6 +233,12 @@ impl Mapping {
         self.reads_target
     }
 
+    /// Whether mapping a record resolves a reference (`ref`, in a field or among the
+    /// fields of an `each`).
+    pub(crate) fn resolves_refs(&self) -> bool {
+        self.fields.iter().any(|f| resolves_refs(&f.expr))
+    }
+
     /// Names of the entities referenced through `ref`.
     pub(crate) fn referenced_entities(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
@@ -830,6 +836,17 @@ fn template_may_read_scope(e: &Expr) -> bool {
     }
 }
 
+fn resolves_refs(e: &Expr) -> bool {
+    match e {
+        Expr::Ref { .. } => true,
+        Expr::Lookup { key, .. } => resolves_refs(key),
+        Expr::Each { mapping, .. } => mapping.resolves_refs(),
+        Expr::Path(_) | Expr::Parent(_) | Expr::Target(_) | Expr::Template(_) | Expr::Const(_) => {
+            false
+        }
+    }
+}
+
 fn collect_refs(name: &str, e: &Expr, out: &mut Vec<(String, String)>) {
     match e {
         Expr::Ref { entity, .. } => out.push((format!("{name}.ref.entity"), entity.clone())),
@@ -1403,6 +1420,27 @@ mod tests {
                     assert_eq!(&own, record, "{decl} gave {record} back changed");
                 }
             }
+        }
+    }
+
+    /// Whether a mapping resolves references, wherever a `ref` sits: a run writes the
+    /// bindings it holds back before such a mapping reads them from the store.
+    #[test]
+    fn a_mapping_resolves_references_wherever_a_ref_sits() {
+        let none = mapping(json!({
+            "sku": "$.sku",
+            "status": {"lookup": {"table": "statuses", "key": "$.status"}},
+            "lines": {"each": "$.lines", "fields": {"code": "$.sku"}}
+        }));
+        assert!(!none.resolves_refs());
+        let cases = [
+            json!({"customer_id": {"ref": {"entity": "customer", "key": "$.email"}}}),
+            json!({"lines": {"each": "$.lines", "fields": {
+                "product_id": {"ref": {"entity": "product", "key": "$.sku"}}
+            }}}),
+        ];
+        for case in cases {
+            assert!(mapping(case.clone()).resolves_refs(), "{case}");
         }
     }
 

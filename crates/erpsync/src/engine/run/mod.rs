@@ -440,7 +440,8 @@ struct DeferredWrites {
 
 /// Bindings whose loss no write depends on — records adopted, or found unchanged while
 /// the binding learns the target's current reading — written in one transaction per page
-/// (or per `BINDINGS_PER_WRITE`) instead of one per record. They are written before the cursor moves, before anything is sent, and
+/// (or per `BINDINGS_PER_WRITE`) instead of one per record. They are written before the
+/// cursor moves, before a write whose mapping resolves references (`write_held_for`), and
 /// at the end of the run however it ends (interrupted, failed); a crash loses at most these,
 /// and the next run, reading from the same cursor, decides them again without writing.
 /// Writes whose outcome matters (creates, updates, post-actions) bind at once, journaled as
@@ -1458,6 +1459,17 @@ impl<'e> Runner<'e> {
             .index_spill_bytes
             .or(self.e.index_memory)
             .unwrap_or(index::SPILL_BYTES)
+    }
+
+    /// Before a write to `side`: the bindings held back are written first when the side's
+    /// write mapping resolves references (`ref`), which it reads from the stored bindings
+    /// and may find among those held. Otherwise they stay held and go with their page,
+    /// instead of a transaction of their own before each write.
+    pub(super) async fn write_held_for(&mut self, side: Side) -> Result<(), EngineRunError> {
+        if self.end(side).ent.write.resolves_refs() {
+            self.write_held().await?;
+        }
+        Ok(())
     }
 
     /// Writes the bindings held back, in one transaction.

@@ -78,8 +78,8 @@ impl<'e> Runner<'e> {
     /// Sends the update of a record on the target (see `update`) and returns without
     /// waiting for the answer; `finish_update` takes it.
     pub(super) async fn queue_update(&mut self, q: Queued) -> Result<(), Fail> {
-        // As `update`: what the run bound so far is written before anything is sent.
-        self.write_held()
+        // As `update`.
+        self.write_held_for(Side::Target)
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         let mut q = q;

@@ -66,9 +66,7 @@ impl<'e> Runner<'e> {
         b: &mut Binding,
         canon: &Value,
     ) -> Result<(), Fail> {
-        // What the run bound so far is written before anything is sent: the write mapping
-        // may resolve references through it.
-        self.write_held()
+        self.write_held_for(side)
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         let payload = self.payload(side, canon, None).await?;
@@ -228,7 +226,7 @@ impl<'e> Runner<'e> {
         canon: &Value,
         source_now: Option<&Value>,
     ) -> Result<(), Fail> {
-        self.write_held()
+        self.write_held_for(side)
             .await
             .map_err(|e| Fail::msg(e.to_string()))?;
         let current = self.current_record(side, b).await?;
