@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
-use erpsync::engine::{Decision, Engine, RunOptions, RunReport};
+use erpsync::engine::{Decision, RunOptions, RunReport};
 use erpsync::state::{
     Binding, Bindings, Coordination, Fence, FlowName, Lease, NodeRecord, PairSide, Pruned,
     RecordKey, Scope, SqliteStore, StateWrite, Store,
@@ -837,7 +837,7 @@ async fn bindings_are_read_once_per_page() {
         bindings: counted.clone(),
         ..h.store.clone()
     };
-    let engine = Engine::new(h.engine.project.clone(), store, Arc::new(h.clock.clone())).unwrap();
+    let engine = h.engine_on(store);
     let opts = RunOptions {
         details: true,
         ..Default::default()
@@ -902,7 +902,7 @@ async fn updates_among_adoptions_do_not_split_the_page_s_binding_write() {
         coordination: counted.clone(),
         ..h.store.clone()
     };
-    let engine = Engine::new(h.engine.project.clone(), store, Arc::new(h.clock.clone())).unwrap();
+    let engine = h.engine_on(store);
     let r = engine
         .run("products", &RunOptions::default())
         .await

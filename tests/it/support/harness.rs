@@ -95,6 +95,17 @@ impl Harness {
         report.unwrap_or_else(|e| panic!("{flow}: {e}"))
     }
 
+    /// An engine of the same project and clock on `store` (the harness's store with a role
+    /// wrapped, say).
+    pub fn engine_on(&self, store: Store) -> Engine {
+        Engine::new(
+            self.engine.project.clone(),
+            store,
+            Arc::new(self.clock.clone()),
+        )
+        .unwrap()
+    }
+
     pub fn later(&self, minutes: u64) {
         self.clock.advance(Duration::from_secs(minutes * 60));
     }
