@@ -876,13 +876,16 @@ async fn bindings_are_read_once_per_page() {
     );
 }
 
-/// A first sync that updates a few records among those it adopts binds the adopted ones
-/// with their page, in one write, not in one write before each update (the demo's write
-/// mapping resolves no reference); every record ends bound, the updated ones with the
-/// price sent. Products one way, from the ERP to the shop.
-#[tokio::test]
-async fn updates_among_adoptions_do_not_split_the_page_s_binding_write() {
-    let h = Harness::new(200, products_from_erp).await;
+/// A first sync of 200 products one way, from the ERP to the shop (`edit` changes the project
+/// further), where 5 prices differ, spread over the ERP's two pages of 100: its counts, the
+/// sizes of the writes of bindings it made under its lease (each one transaction), sorted;
+/// every record ends bound and every price sent.
+async fn first_sync_updating_five(edit: impl FnOnce(&mut Value)) -> (RunReport, Vec<usize>) {
+    let h = Harness::new(200, |doc| {
+        products_from_erp(doc);
+        edit(doc);
+    })
+    .await;
     let changed = [
         "SKU-000010",
         "SKU-000050",
@@ -902,18 +905,13 @@ async fn updates_among_adoptions_do_not_split_the_page_s_binding_write() {
         coordination: counted.clone(),
         ..h.store.clone()
     };
-    let engine = h.engine_on(store);
-    let r = engine
+    let r = h
+        .engine_on(store)
         .run("products", &RunOptions::default())
         .await
         .unwrap();
     let c = &r.counts;
     assert_eq!((c.read, c.adopted, c.updated), (200, 195, 5), "{c:#?}");
-    // Each update binds its record at once; the adoptions of each of the ERP's two pages
-    // of 100 go in one write.
-    let mut writes = counted.binding_writes.lock().unwrap().clone();
-    writes.sort();
-    assert_eq!(writes, [1, 1, 1, 1, 1, 97, 98]);
     let scope = Scope::new("product", "erp", "shop");
     let bound = h.store.bindings.all_bindings(&scope).await.unwrap();
     assert_eq!(bound.len(), 200);
@@ -923,6 +921,57 @@ async fn updates_among_adoptions_do_not_split_the_page_s_binding_write() {
         let shop_price = h.shop.product_by_sku(sku).unwrap().price_gross;
         assert_eq!(shop_price, Some(erp_price), "{sku}");
     }
+    let mut writes = counted.binding_writes.lock().unwrap().clone();
+    writes.sort();
+    (r, writes)
+}
+
+/// A first sync that updates a few records among those it adopts binds the adopted ones
+/// with their page, in one write, not in one write before each update (the demo's write
+/// mapping resolves no reference).
+#[tokio::test]
+async fn updates_among_adoptions_do_not_split_the_page_s_binding_write() {
+    let (_, writes) = first_sync_updating_five(|_| {}).await;
+    // Each update binds its record at once; the adoptions of each page go in one write.
+    assert_eq!(writes, [1, 1, 1, 1, 1, 97, 98]);
+}
+
+/// A write mapping that resolves a reference reads bindings from the store: the ones held
+/// back are written before each update, so a reference to a product the page adopted just
+/// before resolves (held, it would not be found and the update would fail).
+#[tokio::test]
+async fn a_write_mapping_resolving_references_finds_the_page_s_adoptions() {
+    let (r, writes) = first_sync_updating_five(|doc| {
+        // The shop's product entity of flows/common/merchantpro.yaml, with one field more.
+        doc["systems"]["shop"]["entities"]["product"] = json!({
+            "list": "list_products",
+            "lookup": "find_product",
+            "get": "get_product",
+            "create": "create_product",
+            "update": "update_product",
+            "read": {
+                "sku": "$.sku",
+                "name": "$.name",
+                "price": "$.price_gross",
+                "active": "{{#if (eq status 'active')}}true{{else}}false{{/if}}",
+                "updated_at": "$.updated_at"
+            },
+            "write": {
+                "type": {"const": "basic"},
+                "sku": "$.sku",
+                "name": "$.name",
+                "price_gross": "$.price",
+                "status": {"lookup": {"table": "active_status", "key": "$.active"}},
+                "parent_id": {"ref": {"entity": "product", "key": "{{#if sku}}SKU-000001{{/if}}"}}
+            }
+        });
+    })
+    .await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    // Before each update, what its page had adopted so far: one write more a page than
+    // updates in it.
+    assert!(writes.len() > 7, "{writes:?}");
+    assert_eq!(writes.iter().sum::<usize>(), 200, "{writes:?}");
 }
 
 /// Changes the price of SKU-000001 on both sides: the shop first, the ERP ten minutes later.

@@ -236,7 +236,7 @@ impl Mapping {
     /// Whether mapping a record resolves a reference (`ref`, in a field or among the
     /// fields of an `each`).
     pub(crate) fn resolves_refs(&self) -> bool {
-        self.fields.iter().any(|f| resolves_refs(&f.expr))
+        !self.referenced_entities().is_empty()
     }
 
     /// Names of the entities referenced through `ref`.
@@ -833,17 +833,6 @@ fn template_may_read_scope(e: &Expr) -> bool {
         }
         Expr::Lookup { key, .. } | Expr::Ref { key, .. } => template_may_read_scope(key),
         _ => false,
-    }
-}
-
-fn resolves_refs(e: &Expr) -> bool {
-    match e {
-        Expr::Ref { .. } => true,
-        Expr::Lookup { key, .. } => resolves_refs(key),
-        Expr::Each { mapping, .. } => mapping.resolves_refs(),
-        Expr::Path(_) | Expr::Parent(_) | Expr::Target(_) | Expr::Template(_) | Expr::Const(_) => {
-            false
-        }
     }
 }
 

@@ -5,7 +5,7 @@
 use serde_json::{Number, Value};
 
 use crate::config::model::{FieldType, Normalize};
-use crate::expr::{parse_datetime, written_as_canonical};
+use crate::expr::{is_canonical_moment, parse_datetime};
 
 /// A value that cannot be converted to its declared type.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -141,35 +141,13 @@ fn to_datetime(v: Value) -> Result<Value, ValueConvertError> {
     };
     // Most APIs already write what this would: one in that form naming a real moment is
     // kept as it came, neither parsed nor written again.
-    if written_as_canonical(s) && names_a_real_moment(s.as_bytes()) {
+    if is_canonical_moment(s) {
         return Ok(v);
     }
     let d = parse_datetime(s).ok_or_else(|| err(&v, "a date-time"))?;
     Ok(Value::String(
         d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
     ))
-}
-
-/// Whether `b`, in the form `written_as_canonical` checks, names a moment of the proleptic
-/// Gregorian calendar, as parsing it would find: a month of the year, a day of that month
-/// (29 February in leap years only), an hour before 24 and a minute before 60 (seconds
-/// were checked with the form).
-fn names_a_real_moment(b: &[u8]) -> bool {
-    let num = |from: usize, to: usize| {
-        b[from..to]
-            .iter()
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
-    };
-    let (year, month, day) = (num(0, 4), num(5, 7), num(8, 10));
-    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
-    let days = match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if leap => 29,
-        2 => 28,
-        _ => return false,
-    };
-    (1..=days).contains(&day) && num(11, 13) < 24 && num(14, 16) < 60
 }
 
 /// A date-time string as its date.

@@ -64,7 +64,7 @@ pub fn parse_datetime(s: &str) -> Option<DateTime<Utc>> {
 /// only if it is not zero, of 3, 6 or 9 digits, the fewest that hold it (no trailing `000`),
 /// then `Z`. Seconds up to 59: a leap second is written again. Only the form: the values
 /// themselves (month 13, February 30) are not checked.
-pub(crate) fn written_as_canonical(s: &str) -> bool {
+fn written_as_canonical(s: &str) -> bool {
     let b = s.as_bytes();
     if b.len() < 20 || b[b.len() - 1] != b'Z' {
         return false;
@@ -95,18 +95,44 @@ pub(crate) fn written_as_canonical(s: &str) -> bool {
         }
 }
 
-/// `s` read from its digits, when it has the form `written_as_canonical` checks and names a
-/// real moment.
+/// Whether `b`, in the form `written_as_canonical` checks, names a moment of the proleptic
+/// Gregorian calendar, as parsing it would find: a month of the year, a day of that month
+/// (29 February in leap years only), an hour before 24 and a minute before 60 (seconds
+/// were checked with the form).
+fn names_a_real_moment(b: &[u8]) -> bool {
+    let at = |from, to| digits_at(b, from, to);
+    let (year, month, day) = (at(0, 4), at(5, 7), at(8, 10));
+    let leap = year.is_multiple_of(4) && (!year.is_multiple_of(100) || year.is_multiple_of(400));
+    let days = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if leap => 29,
+        2 => 28,
+        _ => return false,
+    };
+    (1..=days).contains(&day) && at(11, 13) < 24 && at(14, 16) < 60
+}
+
+/// Whether `s` is a date-time as erpsync writes it: the form `written_as_canonical`
+/// checks, naming a real moment (`canonical_moment` reads it).
+pub(crate) fn is_canonical_moment(s: &str) -> bool {
+    written_as_canonical(s) && names_a_real_moment(s.as_bytes())
+}
+
+/// The number the ASCII digits `b[from..to]` write.
+fn digits_at(b: &[u8], from: usize, to: usize) -> u32 {
+    b[from..to]
+        .iter()
+        .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
+}
+
+/// `s` read from its digits, when it is a date-time as erpsync writes it.
 fn canonical_moment(s: &str) -> Option<DateTime<Utc>> {
-    if !written_as_canonical(s) {
+    if !is_canonical_moment(s) {
         return None;
     }
     let b = s.as_bytes();
-    let digits_at = |from: usize, to: usize| {
-        b[from..to]
-            .iter()
-            .fold(0u32, |n, d| n * 10 + u32::from(d - b'0'))
-    };
+    let digits_at = |from, to| digits_at(b, from, to);
     // After the seconds: `Z`, or `.`, 3, 6 or 9 digits and `Z`.
     let fraction = b.len().saturating_sub(21);
     let nanos = match fraction {

@@ -6,8 +6,8 @@ mod path;
 pub mod scope;
 mod template;
 
+pub(crate) use helpers::is_canonical_moment;
 pub use helpers::parse_datetime;
-pub(crate) use helpers::written_as_canonical;
 pub use path::{JsonPath, JsonPathParseError, Predicate};
 pub use template::{
     Template, TemplateParseError, TemplateRenderError, Templates, helper_arities, helper_names,
