@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use erpsync::clock::Clock;
 use erpsync::engine::{Decision, RunOptions, RunReport};
 use erpsync::state::{
-    Binding, Bindings, Coordination, Fence, FlowName, Lease, NodeRecord, PairSide, Pruned,
+    Adopted, Binding, Bindings, Coordination, Fence, FlowName, Lease, NodeRecord, PairSide, Pruned,
     RecordKey, Scope, SqliteStore, StateWrite, Store,
 };
 use erpsync_sim::erp::{ErpOrderDraft, ErpProduct, SalesLine};
@@ -711,6 +711,14 @@ impl Bindings for CountingBindings {
     async fn put_bindings(&self, scope: &Scope, b: Vec<Binding>) -> erpsync::state::Result<()> {
         self.inner.put_bindings(scope, b).await
     }
+    async fn put_held(
+        &self,
+        scope: &Scope,
+        b: Vec<Binding>,
+        adopted: Vec<Adopted>,
+    ) -> erpsync::state::Result<()> {
+        self.inner.put_held(scope, b, adopted).await
+    }
     async fn cursor(&self, flow: FlowName<'_>) -> erpsync::state::Result<Option<DateTime<Utc>>> {
         self.inner.cursor(flow).await
     }
@@ -755,6 +763,8 @@ impl Bindings for CountingBindings {
 struct CountingCoordination {
     inner: Arc<dyn Coordination>,
     binding_writes: std::sync::Mutex<Vec<usize>>,
+    /// Of those bindings, the records adopted alike (written from their packed form).
+    adopted_alike: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait::async_trait]
@@ -804,8 +814,14 @@ impl Coordination for CountingCoordination {
         self.inner.forget_delivery(webhook, id).await
     }
     async fn fenced(&self, fence: &Fence, write: StateWrite) -> erpsync::state::Result<i64> {
-        if let StateWrite::PutBindings(_, b) = &write {
-            self.binding_writes.lock().unwrap().push(b.len());
+        match &write {
+            StateWrite::PutBindings(_, b) => self.binding_writes.lock().unwrap().push(b.len()),
+            StateWrite::PutHeld(_, b, a) => {
+                self.binding_writes.lock().unwrap().push(b.len() + a.len());
+                self.adopted_alike
+                    .fetch_add(a.len(), std::sync::atomic::Ordering::Relaxed);
+            }
+            _ => {}
         }
         self.inner.fenced(fence, write).await
     }
@@ -876,6 +892,159 @@ async fn bindings_are_read_once_per_page() {
     );
 }
 
+/// Runs `flow` on `h`'s store under a coordination that counts the writes of bindings.
+async fn counted_run(h: &Harness, flow: &str) -> (RunReport, Arc<CountingCoordination>) {
+    let counted = Arc::new(CountingCoordination {
+        inner: h.store.coordination.clone(),
+        binding_writes: Default::default(),
+        adopted_alike: Default::default(),
+    });
+    let store = Store {
+        coordination: counted.clone(),
+        ..h.store.clone()
+    };
+    let r = h
+        .engine_on(store)
+        .run(flow, &RunOptions::default())
+        .await
+        .unwrap();
+    (r, counted)
+}
+
+/// A binding row as the state file holds it: key, ids, the bytes of its base columns,
+/// exported_at, parked, actions_done.
+type StoredRow = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<Vec<u8>>,
+    Option<String>,
+    Option<String>,
+    bool,
+);
+
+/// Every binding row of `h`'s state file, in key order.
+fn stored_rows(h: &Harness) -> Vec<StoredRow> {
+    let conn = rusqlite::Connection::open(h.dir.path().join("state.sqlite")).unwrap();
+    let mut q = conn
+        .prepare(
+            "SELECT key, id_a, id_b, base_a, base_b, base_b_delta, exported_at, parked,
+                    actions_done
+             FROM bindings ORDER BY key",
+        )
+        .unwrap();
+    q.query_map([], |r| {
+        Ok((
+            r.get(0)?,
+            r.get(1)?,
+            r.get(2)?,
+            r.get(3)?,
+            r.get(4)?,
+            r.get(5)?,
+            r.get(6)?,
+            r.get(7)?,
+            r.get(8)?,
+        ))
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
+}
+
+/// A first sync adopts the records its target holds alike from the packed form it compared
+/// them in; what it stores is, byte for byte, what deciding each record whole stores (a
+/// filter that keeps every record makes a run decide them whole): records the same on both
+/// sides kept once, records alike but for their stamps kept as one and its differences.
+#[tokio::test]
+async fn records_adopted_alike_are_stored_as_records_decided_whole() {
+    let changed = ["SKU-000007", "SKU-000120", "SKU-000233"];
+    let mut runs = Vec::new();
+    for keep_all in [false, true] {
+        let h = Harness::new(250, |doc| {
+            products_from_erp(doc);
+            // Both sides' records of the same fields (the shop maps no VAT rate).
+            let read = &mut doc["systems"]["erp"]["entities"]["product"]["read"];
+            read.as_object_mut().unwrap().remove("vat_rate");
+            if keep_all {
+                doc["flows"]["products"]["filter"] = json!("@.sku != null");
+            }
+        })
+        .await;
+        for sku in changed {
+            h.erp.update_product(sku, |p| p.price += 7.0).unwrap();
+        }
+        h.later(1);
+        // Every other shop product touched: the same fields, a later stamp.
+        for p in h.shop.products().iter().step_by(2) {
+            h.shop.update_product(p.id, |_| {});
+        }
+        h.later(1);
+        let (r, counted) = counted_run(&h, "products").await;
+        let c = &r.counts;
+        assert_eq!(
+            (c.read, c.adopted, c.updated, c.failed),
+            (250, 247, 3, 0),
+            "{c:#?}"
+        );
+        let alike = counted
+            .adopted_alike
+            .load(std::sync::atomic::Ordering::Relaxed);
+        runs.push((stored_rows(&h), alike));
+    }
+    let [(alike_rows, alike), (whole_rows, whole)] = <[_; 2]>::try_from(runs).unwrap();
+    // Every adoption but the first, whose lookup reads the shop in full.
+    assert_eq!((alike, whole), (246, 0));
+    assert_eq!(alike_rows.len(), 250);
+    // Kept once (no side `b`, no difference) and kept as side `a` and its differences.
+    let empty: Option<Vec<u8>> = Some(vec![0xB1, 8, 0]);
+    let once = alike_rows.iter().filter(|r| r.4.is_none() && r.5 == empty);
+    let apart = alike_rows
+        .iter()
+        .filter(|r| r.4.is_none() && r.5.is_some() && r.5 != empty);
+    assert_eq!((once.count(), apart.count()), (125, 125));
+    assert_eq!(alike_rows, whole_rows);
+}
+
+/// A key the source serves twice in one page (two ERP codes that normalise alike): the first
+/// reading is adopted alike and held back; the second, different, is decided against it as
+/// bound, and its update binds at once. The held adoption, stale, is not written after it.
+#[tokio::test]
+async fn a_key_served_again_after_its_alike_adoption_keeps_the_later_binding() {
+    // 81 records in the ERP's first page: the shop is read in full at the first lookup.
+    let h = Harness::new(80, products_from_erp).await;
+    let later = "Acelasi cod, alt produs";
+    h.erp
+        .create_product(ErpProduct::new("sku-000003", later, 99.5))
+        .unwrap();
+    h.later(1);
+    let (r, counted) = counted_run(&h, "products").await;
+    let c = &r.counts;
+    assert_eq!(
+        (c.read, c.adopted, c.updated, c.failed, c.created),
+        (81, 80, 1, 0, 0),
+        "{c:#?}"
+    );
+    assert!(
+        counted
+            .adopted_alike
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "records adopted alike"
+    );
+    let shop = h.shop.product_by_sku("SKU-000003").unwrap();
+    assert_eq!((shop.name.as_str(), shop.price_gross), (later, Some(99.5)));
+    assert_eq!(h.shop.product_count(), 80);
+    let scope = Scope::new("product", "erp", "shop");
+    let bound = h.store.bindings.all_bindings(&scope).await.unwrap();
+    assert_eq!(bound.len(), 80);
+    let b = bound.iter().find(|b| b.key == "SKU-000003").unwrap();
+    for side in [PairSide::A, PairSide::B] {
+        assert_eq!(b.base(side).unwrap()["name"], later, "{side:?}");
+    }
+}
+
 /// A first sync of 200 products one way, from the ERP to the shop (`edit` changes the project
 /// further), where 5 prices differ, spread over the ERP's two pages of 100: its counts, the
 /// sizes of the writes of bindings it made under its lease (each one transaction), sorted;
@@ -897,19 +1066,7 @@ async fn first_sync_updating_five(edit: impl FnOnce(&mut Value)) -> (RunReport, 
         h.erp.update_product(sku, |p| p.price += 7.0).unwrap();
     }
     h.later(1);
-    let counted = Arc::new(CountingCoordination {
-        inner: h.store.coordination.clone(),
-        binding_writes: Default::default(),
-    });
-    let store = Store {
-        coordination: counted.clone(),
-        ..h.store.clone()
-    };
-    let r = h
-        .engine_on(store)
-        .run("products", &RunOptions::default())
-        .await
-        .unwrap();
+    let (r, counted) = counted_run(&h, "products").await;
     let c = &r.counts;
     assert_eq!((c.read, c.adopted, c.updated), (200, 195, 5), "{c:#?}");
     let scope = Scope::new("product", "erp", "shop");

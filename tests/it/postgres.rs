@@ -16,8 +16,8 @@ use erpsync::clock::{Clock as _, ManualClock};
 use erpsync::daemon::{Daemon, DaemonEvent};
 use erpsync::engine::RunOptions;
 use erpsync::state::{
-    Binding, Failure, Fence, FlowName, Instance, JournalEntry, JournalState, Lease, PostgresStore,
-    RecordKey, Scope, SqliteStore, StateStoreError, StateWrite, Store,
+    Adopted, Binding, Failure, Fence, FlowName, Instance, JournalEntry, JournalState, Lease,
+    PostgresStore, RecordKey, Scope, SqliteStore, StateStoreError, StateWrite, Store,
 };
 use erpsync_sim::seed_both;
 use serde_json::json;
@@ -125,6 +125,57 @@ async fn conformance(s: &Store) {
     got.sort_by_key(|b| b.key[1..].parse::<usize>().unwrap());
     assert_eq!(got, page);
     assert_eq!(got[7], again);
+    // Adoptions kept packed, written with bindings in one call, read back as the bindings
+    // they stand for: one record for both sides, records differing in a field, records of
+    // different shapes; an adoption replaces a binding of its key.
+    let held_scope = Scope::new("held", "shop", "erp");
+    let record = |i: usize| json!({"sku": format!("H{i}"), "price": i, "stamp": "x"});
+    let adopted: Vec<Adopted> = (0..90)
+        .map(|i| {
+            let b = match i % 3 {
+                0 => None,
+                1 => Some(json!({"sku": format!("H{i}"), "price": i, "stamp": "y"})),
+                _ => Some(json!({"other": "shape", "n": -0.0})),
+            };
+            Adopted::of(
+                format!("H{i}"),
+                Some(format!("{i}")),
+                Some(format!("s{i}")),
+                &record(i),
+                b.as_ref(),
+            )
+        })
+        .collect();
+    let plain = Binding {
+        key: "PLAIN".into(),
+        id_a: Some("p".into()),
+        base_b: Some(json!({"sku": "PLAIN"})),
+        ..Default::default()
+    };
+    let replaced = Binding {
+        key: "H4".into(),
+        id_a: Some("old".into()),
+        ..Default::default()
+    };
+    s.bindings
+        .put_bindings(&held_scope, vec![replaced])
+        .await
+        .unwrap();
+    s.bindings
+        .put_held(&held_scope, vec![plain.clone()], adopted.clone())
+        .await
+        .unwrap();
+    let mut want: Vec<Binding> = adopted
+        .iter()
+        .map(|a| {
+            let mut b = a.binding().unwrap();
+            b.settle_bases();
+            b
+        })
+        .collect();
+    want.push(plain);
+    want.sort_by(|x, y| x.key.cmp(&y.key));
+    assert_eq!(s.bindings.all_bindings(&held_scope).await.unwrap(), want);
     let mut a1b = a1.clone();
     a1b.parked = None;
     a1b.id_a = Some("3".into());
@@ -754,6 +805,16 @@ async fn fencing(s: &Store) {
         .fenced(
             &fence_a,
             StateWrite::PutBindings(fenced_scope.clone(), vec![late.clone()]),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, StateStoreError::Fenced(_)), "{refused}");
+    let late_adoption = Adopted::of("LATE-2".into(), None, None, &json!({"sku": "LATE-2"}), None);
+    let refused = s
+        .coordination
+        .fenced(
+            &fence_a,
+            StateWrite::PutHeld(fenced_scope.clone(), vec![], vec![late_adoption]),
         )
         .await
         .unwrap_err();

@@ -565,14 +565,16 @@ impl DirectRead {
         values: Vec<Value>,
     ) -> (Option<String>, Result<Value, FieldMapError>) {
         let (id, mapped) = self.read_values(values);
-        let mapped = mapped.map(|mapped| {
-            let mut out = self.shape.clone();
-            for (place, v) in out.values_mut().zip(mapped) {
-                crate::json::put_value(place, v);
-            }
-            Value::Object(out)
-        });
-        (id, mapped)
+        (id, mapped.map(|mapped| self.object_of(mapped)))
+    }
+
+    /// The mapped record whose values `read_values` gave, as an object.
+    pub(crate) fn object_of(&self, values: Vec<Value>) -> Value {
+        let mut out = self.shape.clone();
+        for (place, v) in out.values_mut().zip(values) {
+            crate::json::put_value(place, v);
+        }
+        Value::Object(out)
     }
 
     /// `read`, with the mapped record as its values in the order of `names`.

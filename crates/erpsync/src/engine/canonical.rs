@@ -61,6 +61,7 @@ pub fn normalise(entity: &Entity, record: Value) -> Result<Value, RecordNormalis
 /// The canonical field of each name of the records one read mapping makes, in their order
 /// (`None` for a name the entity does not declare): `normalise_shaped` of such a record
 /// converts each value by position, without looking its name up.
+#[derive(Clone)]
 pub(crate) struct Shaped<'e> {
     fields: Vec<Option<&'e CanonField>>,
     /// The names, to check in debug builds that a record is the mapping's.

@@ -73,6 +73,14 @@ pub(crate) fn pack_stored(value: &Value) -> Vec<u8> {
     out
 }
 
+/// `pack_stored` of the value `packed` is the `pack` of: the form's byte before it.
+pub(crate) fn stored_of_packed(packed: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + packed.len());
+    out.push(STORED_FORM_1);
+    out.extend_from_slice(packed);
+    out
+}
+
 /// The value `pack_stored` was given, or None when `bytes` were not written by it (another
 /// form, damaged, cut short).
 pub(crate) fn unpack_stored(bytes: &[u8]) -> Option<Value> {
@@ -80,6 +88,64 @@ pub(crate) fn unpack_stored(bytes: &[u8]) -> Option<Value> {
         (&STORED_FORM_1, packed) => unpack(packed),
         _ => None,
     }
+}
+
+/// The members of the packed object `bytes`, in order: each one's name and the bytes of its
+/// value (a `pack` of it). `None` when `bytes` are not a packed object.
+pub(crate) fn members(bytes: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+    let mut r = Reader { bytes, at: 0 };
+    if r.byte()? != OBJECT {
+        return None;
+    }
+    let n = r.count()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = r.count()?;
+        let name = std::str::from_utf8(&bytes[r.at..r.at + len]).ok()?;
+        r.at += len;
+        let start = r.at;
+        r.skip(0)?;
+        out.push((name, &bytes[start..r.at]));
+    }
+    (r.at == bytes.len()).then_some(out)
+}
+
+/// Whether two packed values are equal as values: the same bytes, or (a float's zero, say,
+/// written with either sign) the same value read back. `None` when either is not a packed
+/// value.
+pub(crate) fn same_value(x: &[u8], y: &[u8]) -> Option<bool> {
+    if x == y {
+        return Some(true);
+    }
+    Some(unpack(x)? == unpack(y)?)
+}
+
+/// `pack` of the object of `b`'s members where they differ from `a`'s, as values (members as
+/// `members` gives them): what side `b` is kept as beside side `a` (`state::StoredBases`).
+/// `None` unless both have the same names in the same order, or a value is not packed.
+pub(crate) fn delta(a: &[(&str, &[u8])], b: &[(&str, &[u8])]) -> Option<Vec<u8>> {
+    if a.len() != b.len() || a.iter().zip(b).any(|((x, _), (y, _))| x != y) {
+        return None;
+    }
+    let mut differ = Vec::new();
+    for ((name, x), (_, y)) in a.iter().zip(b) {
+        if !same_value(x, y)? {
+            differ.push((*name, *y));
+        }
+    }
+    let mut out = Vec::with_capacity(
+        8 + differ
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 2)
+            .sum::<usize>(),
+    );
+    out.push(OBJECT);
+    leb(differ.len() as u64, &mut out);
+    for (name, value) in differ {
+        text(name, &mut out);
+        out.extend_from_slice(value);
+    }
+    Some(out)
 }
 
 /// Arrays and objects within one another deeper than this are refused when read back, as
@@ -232,6 +298,37 @@ impl Reader<'_> {
                     && map.iter().all(|(k, v)| self.text_is(k) && self.matches(v))
             }
         }
+    }
+
+    /// Reads past a value.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        if depth > MAX_DEPTH {
+            return None;
+        }
+        match self.byte()? {
+            NULL | FALSE | TRUE => {}
+            UINT | NEG => {
+                self.leb()?;
+            }
+            FLOAT => {
+                self.bytes.get(self.at..self.at + 8)?;
+                self.at += 8;
+            }
+            STRING => self.at += self.count()?,
+            ARRAY => {
+                for _ in 0..self.count()? {
+                    self.skip(depth + 1)?;
+                }
+            }
+            OBJECT => {
+                for _ in 0..self.count()? {
+                    self.at += self.count()?;
+                    self.skip(depth + 1)?;
+                }
+            }
+            _ => return None,
+        }
+        Some(())
     }
 
     fn value(&mut self, depth: usize) -> Option<Value> {

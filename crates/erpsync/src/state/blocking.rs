@@ -30,6 +30,10 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     /// contends for the allocator's locks).
     type BindingRow: Send + Sync + 'static;
     fn binding_row(b: &Binding) -> Self::BindingRow;
+    /// The row of the binding `a` stands for.
+    fn adopted_row(a: &Adopted) -> Result<Self::BindingRow> {
+        Ok(Self::binding_row(&a.binding()?))
+    }
     /// Inserts or replaces bindings, already made rows, atomically; under `fence` when
     /// given (as `fenced` makes a `StateWrite::PutBindings`).
     fn put_binding_rows(
@@ -239,6 +243,19 @@ fn rows_of<S: Blocking>(bindings: Vec<Binding>) -> Vec<S::BindingRow> {
     bindings.iter().map(S::binding_row).collect()
 }
 
+/// Bindings and adoptions made rows on the caller's thread (as `rows_of`).
+fn held_rows_of<S: Blocking>(
+    bindings: Vec<Binding>,
+    adopted: Vec<Adopted>,
+) -> Result<Vec<S::BindingRow>> {
+    let mut rows = rows_of::<S>(bindings);
+    rows.reserve(adopted.len());
+    for a in &adopted {
+        rows.push(S::adopted_row(a)?);
+    }
+    Ok(rows)
+}
+
 #[async_trait]
 impl<S: Blocking> Bindings for OffRuntime<S> {
     async fn bindings(
@@ -261,6 +278,17 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         let scope = scope.clone();
         let rows = rows_of::<S>(bindings);
+        self.call(move |s| s.put_binding_rows(None, &scope, &rows))
+            .await
+    }
+    async fn put_held(
+        &self,
+        scope: &Scope,
+        bindings: Vec<Binding>,
+        adopted: Vec<Adopted>,
+    ) -> Result<()> {
+        let scope = scope.clone();
+        let rows = held_rows_of::<S>(bindings, adopted)?;
         self.call(move |s| s.put_binding_rows(None, &scope, &rows))
             .await
     }
@@ -518,13 +546,15 @@ impl<S: Blocking> Coordination for OffRuntime<S> {
     }
     async fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64> {
         let fence = fence.clone();
-        if let StateWrite::PutBindings(scope, bindings) = write {
-            let rows = rows_of::<S>(bindings);
-            return self
-                .call(move |s| s.put_binding_rows(Some(&fence), &scope, &rows).map(|()| 0))
-                .await;
-        }
-        self.call(move |s| s.fenced(&fence, write)).await
+        let (scope, rows) = match write {
+            StateWrite::PutBindings(scope, bindings) => (scope, rows_of::<S>(bindings)),
+            StateWrite::PutHeld(scope, bindings, adopted) => {
+                (scope, held_rows_of::<S>(bindings, adopted)?)
+            }
+            write => return self.call(move |s| s.fenced(&fence, write)).await,
+        };
+        self.call(move |s| s.put_binding_rows(Some(&fence), &scope, &rows).map(|()| 0))
+            .await
     }
     async fn heartbeat(
         &self,

@@ -12,8 +12,8 @@ use super::ids::{FlowName, RecordKey};
 use super::operator::{FlowSwitch, RunLine};
 use super::store::{Bindings, Coordination, Failures, Journal, Runs, Store};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Result, RunRecord, Scope,
-    StateWrite, SystemHealth,
+    Adopted, Binding, Failure, Fence, Instance, JournalEntry, JournalState, Result, RunRecord,
+    Scope, StateWrite, SystemHealth,
 };
 
 fn owned(binding: Option<(&Scope, &Binding)>) -> Option<(Scope, Binding)> {
@@ -81,6 +81,16 @@ impl Bindings for Fenced<dyn Bindings> {
     }
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
         self.write(StateWrite::PutBindings(scope.clone(), bindings))
+            .await
+            .map(drop)
+    }
+    async fn put_held(
+        &self,
+        scope: &Scope,
+        bindings: Vec<Binding>,
+        adopted: Vec<Adopted>,
+    ) -> Result<()> {
+        self.write(StateWrite::PutHeld(scope.clone(), bindings, adopted))
             .await
             .map(drop)
     }

@@ -20,8 +20,8 @@ mod store;
 pub use ids::{FlowName, NativeId, RecordKey};
 pub use lease::{Fence, Instance, LeaseLostError, provably_dead};
 pub use model::{
-    Binding, Failure, JournalEntry, JournalState, Lease, NodeRecord, PairSide, Pruned, Result,
-    RunRecord, Scope, StateStoreError, StateWrite, SystemHealth,
+    Adopted, Binding, Failure, JournalEntry, JournalState, Lease, NodeRecord, PairSide, Pruned,
+    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth,
 };
 pub(crate) use model::{json_column, keep_since};
 pub use open::open;

@@ -163,6 +163,81 @@ impl Binding {
     }
 }
 
+/// A binding made by adopting a record both sides hold alike, as a first sync makes nearly
+/// every one, with each side's record kept packed (`json::packed::pack`, objects): the form
+/// the run compared them in, so no object is built for them only to be packed again. It
+/// stands for the `Binding` with those records as its bases (`binding`), and is stored as
+/// that binding is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Adopted {
+    pub key: String,
+    pub id_a: Option<String>,
+    pub id_b: Option<String>,
+    a: Box<[u8]>,
+    /// Side `b`'s record; `None` when it is side `a`'s, the same bytes (`bases_equal`).
+    b: Option<Box<[u8]>>,
+}
+
+impl Adopted {
+    /// An adoption of the records `a` and `b` (`None`: the same as `a`), each what
+    /// `json::packed::pack` (or `pack_object`) made of an object.
+    pub(crate) fn new(
+        key: String,
+        id_a: Option<String>,
+        id_b: Option<String>,
+        a: Box<[u8]>,
+        b: Option<Box<[u8]>>,
+    ) -> Self {
+        Adopted {
+            key,
+            id_a,
+            id_b,
+            a,
+            b,
+        }
+    }
+
+    /// The adoption of the records `a` and `b` (`None`: the same as `a`), packed here.
+    pub fn of(
+        key: String,
+        id_a: Option<String>,
+        id_b: Option<String>,
+        a: &Value,
+        b: Option<&Value>,
+    ) -> Self {
+        use crate::json::packed::pack;
+        Adopted::new(key, id_a, id_b, pack(a), b.map(pack))
+    }
+
+    /// Side `a`'s record and side `b`'s (`None`: the same), packed.
+    pub(crate) fn packed(&self) -> (&[u8], Option<&[u8]>) {
+        (&self.a, self.b.as_deref())
+    }
+
+    /// The binding it stands for.
+    pub fn binding(&self) -> Result<Binding> {
+        let record = |bytes: &[u8]| {
+            crate::json::packed::unpack(bytes)
+                .filter(Value::is_object)
+                .ok_or_else(|| {
+                    StateStoreError::Corrupt(format!(
+                        "the adoption of `{}` holds no packed record",
+                        self.key
+                    ))
+                })
+        };
+        Ok(Binding {
+            key: self.key.clone(),
+            id_a: self.id_a.clone(),
+            id_b: self.id_b.clone(),
+            base_a: Some(record(&self.a)?),
+            base_b: self.b.as_deref().map(record).transpose()?,
+            bases_equal: self.b.is_none(),
+            ..Default::default()
+        })
+    }
+}
+
 /// State of a journaled write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -311,6 +386,9 @@ pub(crate) fn json_text(text: &str) -> Result<Value> {
 #[derive(Debug, Clone)]
 pub enum StateWrite {
     PutBindings(Scope, Vec<Binding>),
+    /// Bindings, and records adopted alike (see `Adopted`) stored as `PutBindings` stores
+    /// the bindings they stand for, in one write.
+    PutHeld(Scope, Vec<Binding>, Vec<Adopted>),
     SetCursor(String, DateTime<Utc>),
     JournalBegin(JournalEntry),
     JournalFinish(i64, JournalState, Option<(Scope, Binding)>),
@@ -452,6 +530,35 @@ impl<C: KeepBase> StoredBases<C> {
     }
 }
 
+impl StoredBases<PackedBase> {
+    /// `of` the binding `adopted` stands for, from its packed records as they are.
+    pub(crate) fn adopted(adopted: &Adopted) -> Self {
+        use crate::json::packed::{delta, members, stored_of_packed};
+        let (a, b) = adopted.packed();
+        let base_a = Some(PackedBase(stored_of_packed(a)));
+        let Some(b) = b else {
+            // One record for both sides, as `of` keeps two equal ones.
+            return StoredBases {
+                base_a,
+                base_b: None,
+                b_delta: Some(PackedBase::keep(&Value::Object(Default::default()))),
+            };
+        };
+        match members(a).zip(members(b)).and_then(|(a, b)| delta(&a, &b)) {
+            Some(delta) => StoredBases {
+                base_a,
+                base_b: None,
+                b_delta: Some(PackedBase(stored_of_packed(&delta))),
+            },
+            None => StoredBases {
+                base_a,
+                base_b: Some(PackedBase(stored_of_packed(b))),
+                b_delta: None,
+            },
+        }
+    }
+}
+
 impl<C: LoadBase> StoredBases<C> {
     /// The two bases back, as `of` was given them.
     pub(crate) fn load(self) -> Result<(Option<Value>, Option<Value>)> {
@@ -573,6 +680,34 @@ mod tests {
     /// A binding whose sides share one base is stored, and read through `base`, as the
     /// binding with the base copied to both sides: kept on either side, object or not, and
     /// copied by `base_mut` before a side is changed.
+    /// An adoption is stored, from its packed records, as the binding it stands for is:
+    /// records the same, differing in fields (a zero of either sign the same value), of
+    /// other shapes; and it reads back as that binding.
+    #[test]
+    fn an_adoption_is_stored_as_the_binding_it_stands_for() {
+        let a = json!({"sku": "A-1", "name": "Cana", "price": 10.5, "zero": 0.0, "at": "x"});
+        let others = [
+            None,
+            Some(a.clone()),
+            Some(json!({"sku": "A-1", "name": "Cana", "price": 10.5, "zero": -0.0, "at": "y"})),
+            Some(json!({"sku": "A-1", "name": "Ceas", "price": 11, "zero": 0.0, "at": "x"})),
+            Some(json!({"sku": "A-1", "price": 10.5})),
+            Some(json!({"name": "Cana", "sku": "A-1", "price": 10.5, "zero": 0.0, "at": "x"})),
+            Some(json!({})),
+        ];
+        for b in &others {
+            let adopted = Adopted::of("K".into(), Some("1".into()), None, &a, b.as_ref());
+            let binding = adopted.binding().unwrap();
+            assert_eq!(binding.base(PairSide::A), Some(&a));
+            assert_eq!(binding.base(PairSide::B), Some(b.as_ref().unwrap_or(&a)));
+            let (packed, of_binding): (StoredBases<PackedBase>, StoredBases<PackedBase>) =
+                (StoredBases::adopted(&adopted), StoredBases::of(&binding));
+            assert_eq!(packed.base_a, of_binding.base_a, "{b:?}");
+            assert_eq!(packed.base_b, of_binding.base_b, "{b:?}");
+            assert_eq!(packed.b_delta, of_binding.b_delta, "{b:?}");
+        }
+    }
+
     #[test]
     fn bases_kept_once_for_both_sides_are_those_of_both_sides() {
         let records = [

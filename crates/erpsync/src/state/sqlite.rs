@@ -17,9 +17,9 @@ use super::migrate::{STEPS, latest};
 use super::model::{PackedBase, StoredBases, base_of_packed, json_text};
 use super::operator::{FlowSwitch, RunLine};
 use super::{
-    Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord, Pruned,
-    Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth, json_column as json,
-    keep_since,
+    Adopted, Binding, Failure, Fence, Instance, JournalEntry, JournalState, Lease, NodeRecord,
+    Pruned, Result, RunRecord, Scope, StateStoreError, StateWrite, SystemHealth,
+    json_column as json, keep_since,
 };
 
 /// State in one SQLite file. Its calls block (on the file's lock, up to the busy timeout):
@@ -54,6 +54,19 @@ impl BindingRow {
             exported_at: b.exported_at.map(ts),
             parked: b.parked.clone(),
             actions_done: b.actions_done,
+        }
+    }
+
+    /// `of` the binding `a` stands for, its record stored as it was packed.
+    fn adopted(a: &Adopted) -> Self {
+        BindingRow {
+            key: a.key.clone(),
+            id_a: a.id_a.clone(),
+            id_b: a.id_b.clone(),
+            bases: StoredBases::adopted(a),
+            exported_at: None,
+            parked: None,
+            actions_done: false,
         }
     }
 }
@@ -409,6 +422,13 @@ fn apply(c: &Connection, w: &StateWrite) -> Result<i64> {
             upsert_rows(c, scope, &rows)?;
             Ok(0)
         }
+        StateWrite::PutHeld(scope, bindings, adopted) => {
+            let rows: Vec<BindingRow> = (bindings.iter().map(BindingRow::of))
+                .chain(adopted.iter().map(BindingRow::adopted))
+                .collect();
+            upsert_rows(c, scope, &rows)?;
+            Ok(0)
+        }
         StateWrite::SetCursor(flow, at) => {
             c.execute(
                 "INSERT INTO cursors (flow, since) VALUES (?1, ?2)
@@ -583,6 +603,9 @@ impl Blocking for SqliteStore {
 
     fn binding_row(b: &Binding) -> BindingRow {
         BindingRow::of(b)
+    }
+    fn adopted_row(a: &Adopted) -> Result<BindingRow> {
+        Ok(BindingRow::adopted(a))
     }
 
     fn put_binding_rows(

@@ -30,6 +30,19 @@ pub trait Bindings: Send + Sync + std::fmt::Debug {
     /// Inserts or replaces bindings, atomically. The store takes them as they are: each
     /// implementation hands them to another thread or keeps them in a write record.
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()>;
+    /// `put_bindings` of `bindings` and of the bindings `adopted` stand for, atomically. A
+    /// store that keeps bases packed stores each adoption's packed record as it is.
+    async fn put_held(
+        &self,
+        scope: &Scope,
+        mut bindings: Vec<Binding>,
+        adopted: Vec<Adopted>,
+    ) -> Result<()> {
+        for a in &adopted {
+            bindings.push(a.binding()?);
+        }
+        self.put_bindings(scope, bindings).await
+    }
 
     async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>>;
     async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()>;

@@ -179,6 +179,16 @@ impl KeyIndex {
         })
     }
 
+    /// What `read` makes of the id and the packed canonical record kept under `key`, when
+    /// one is kept.
+    pub(super) fn kept<R>(
+        &self,
+        key: &str,
+        read: impl FnOnce(Option<&str>, &[u8]) -> R,
+    ) -> Result<Option<R>, IndexReadError> {
+        self.read(key, |kept| read(kept.id, kept.canon))
+    }
+
     fn find(&self, key: &str) -> Result<Option<Indexed>, IndexReadError> {
         self.read(key, |kept| kept.owned())
     }

@@ -1,8 +1,9 @@
 //! One run of one flow: read, map, match, decide, apply. This file reads and matches;
-//! `one_way` and `both` gather what `engine::decide` needs and apply its verdicts; `write`
-//! sends, journals and binds; `shift` keeps full reads whole when the pages shift under
-//! them.
+//! `one_way` and `both` gather what `engine::decide` needs and apply its verdicts; `adopt`
+//! links the records a first sync finds alike without building them whole; `write` sends,
+//! journals and binds; `shift` keeps full reads whole when the pages shift under them.
 
+mod adopt;
 mod both;
 mod index;
 mod one_way;
@@ -36,11 +37,15 @@ use crate::redact::redact_json;
 use crate::state::{
     Binding, Failure, FlowName, JournalEntry, JournalState, PairSide, RecordKey, Scope,
 };
+use adopt::{Positional, Positions, Served};
 use index::{IndexReadError, KeyIndex, KeySet, Like, Listed, ListedKeys};
 
 /// A record read and mapped, or why it could not be: its key (or `id:…`), its native record
 /// and the failure.
 type Mapped = Result<Seen, Box<(String, Value, Fail)>>;
+
+/// A record of a source page, mapped (whole or by position), or why it could not be.
+type Page = Result<Served, Box<(String, Value, Fail)>>;
 
 /// After this many single lookups in one run, the target may be read in full instead.
 const BULK_LOOKUPS: usize = 50;
@@ -121,6 +126,28 @@ fn direct_read(
         .as_ref()
         .and_then(|d| end.http.listing_reader(op, d.members(), texts));
     (direct, reader)
+}
+
+/// Why the record with the id `id` could not be mapped or normalised.
+fn unmappable(
+    id: &Option<String>,
+    native: Value,
+    e: impl std::fmt::Display,
+) -> Box<(String, Value, Fail)> {
+    Box::new((
+        id.clone().unwrap_or_default(),
+        native,
+        Fail::msg(e.to_string()),
+    ))
+}
+
+/// The moment a record's `updated_at` value says.
+fn stamp_of(value: &Value) -> Option<DateTime<Utc>> {
+    match value {
+        // Read where it is (a stamp of every record a listing serves).
+        Value::String(text) => crate::expr::parse_datetime(text),
+        other => key_text(other).and_then(|t| crate::expr::parse_datetime(&t)),
+    }
 }
 
 /// A record's text as the native record it is (the text itself, should it not parse).
@@ -445,10 +472,24 @@ struct DeferredWrites {
 /// at the end of the run however it ends (interrupted, failed); a crash loses at most these,
 /// and the next run, reading from the same cursor, decides them again without writing.
 /// Writes whose outcome matters (creates, updates, post-actions) bind at once, journaled as
-/// before.
+/// before. Records adopted alike (`adopt`) are held as their packed records, and written in
+/// the same transaction as the others.
 #[derive(Default)]
 struct HeldBindings {
     by_key: FastMap<String, Binding>,
+    /// Records adopted alike (see `adopt`), by key: a key is held here or in `by_key`,
+    /// never both.
+    adopted: FastMap<String, crate::state::Adopted>,
+}
+
+impl HeldBindings {
+    fn len(&self) -> usize {
+        self.by_key.len() + self.adopted.len()
+    }
+
+    fn holds(&self, key: &str) -> bool {
+        self.by_key.contains_key(key) || self.adopted.contains_key(key)
+    }
 }
 
 /// Keys with something left from earlier runs.
@@ -727,6 +768,8 @@ impl<'e> Runner<'e> {
             // report. No record is built whole only to be mapped and dropped. (Both ways, the
             // source's native records take part in merges.)
             let (direct, reader) = direct_read(&self.src, &list_op, self.bidirectional(), true);
+            // Where records may be adopted alike, they are read by position (`adopt`).
+            let positions = self.positions(direct.as_ref());
             let mut pages = Box::pin(
                 self.src
                     .http
@@ -749,12 +792,21 @@ impl<'e> Runner<'e> {
                 ) {
                     p.total.store(total, std::sync::atomic::Ordering::Relaxed);
                 }
-                let read: Vec<Mapped> = match &direct {
-                    Some(direct) if !page.read.is_empty() => page
+                let read: Vec<Page> = match (&direct, &positions) {
+                    (Some(_), Some(at)) if !page.read.is_empty() => page
                         .read
                         .into_iter()
                         .zip(page.texts)
-                        .map(|(values, text)| self.seen_read_text(&self.src, direct, values, text))
+                        .map(|(values, text)| self.positional(at, values, text).map(Served::Values))
+                        .collect(),
+                    (Some(direct), None) if !page.read.is_empty() => page
+                        .read
+                        .into_iter()
+                        .zip(page.texts)
+                        .map(|(values, text)| {
+                            self.seen_read_text(&self.src, direct, values, text)
+                                .map(Served::Whole)
+                        })
                         .collect(),
                     _ => {
                         let mut parents = page.parents.into_iter();
@@ -763,13 +815,14 @@ impl<'e> Runner<'e> {
                             .map(|native| {
                                 let parent = parents.next().flatten();
                                 self.seen_in(&self.src, native, parent.as_deref())
+                                    .map(Served::Whole)
                             })
                             .collect()
                     }
                 };
                 let mut mapped = Vec::with_capacity(read.len());
-                for seen in read {
-                    let seen = match seen {
+                for served in read {
+                    let served = match served {
                         Ok(s) => s,
                         Err(bad) => {
                             self.report.counts.read += 1;
@@ -777,21 +830,28 @@ impl<'e> Runner<'e> {
                             continue;
                         }
                     };
-                    if !self.note_listed(&seen) {
+                    let handled = match (&served, &positions) {
+                        (Served::Values(read), Some(at)) => self.note_listed_values(read, at),
+                        (Served::Values(read), None) => {
+                            unreachable!("`{}` read by position without positions", read.key)
+                        }
+                        (Served::Whole(seen), _) => self.note_listed(seen),
+                    };
+                    if !handled {
                         continue;
                     }
                     if let Some(k) = &keys
-                        && !k.contains(&seen.key)
+                        && !k.contains(served.key())
                     {
                         continue;
                     }
                     self.report.counts.read += 1;
-                    mapped.push(Ok(seen));
+                    mapped.push(Ok(served));
                 }
                 // The page's bindings in one call rather than one query per record.
                 let page_keys: Vec<String> = mapped
                     .iter()
-                    .filter_map(|m| m.as_ref().ok().map(|s| s.key.clone()))
+                    .filter_map(|m| m.as_ref().ok().map(|s| s.key().to_string()))
                     .collect();
                 let mut found = self.e.bindings(&self.scope, &page_keys).await?;
                 self.listing.page_bindings = page_keys
@@ -807,7 +867,11 @@ impl<'e> Runner<'e> {
                         break 'pages;
                     }
                     match m {
-                        Ok(seen) => self.handle(seen).await?,
+                        Ok(Served::Whole(seen)) => self.handle(seen).await?,
+                        Ok(Served::Values(read)) => match &positions {
+                            Some(at) => self.handle_values(read, at).await?,
+                            None => unreachable!("records are read by position with positions"),
+                        },
                         Err(bad) => {
                             let (key, native, f) = *bad;
                             self.fail(&key, &native, f).await?;
@@ -983,11 +1047,7 @@ impl<'e> Runner<'e> {
     /// The `updated_at` of a record, when its entity maps one.
     pub(super) fn stamp(&self, seen: &Seen) -> Option<DateTime<Utc>> {
         let field = self.entity.updated_at.as_deref()?;
-        match seen.canon.get(field)? {
-            // Read where it is (a stamp of every record a listing serves).
-            Value::String(text) => crate::expr::parse_datetime(text),
-            other => key_text(other).and_then(|t| crate::expr::parse_datetime(&t)),
-        }
+        stamp_of(seen.canon.get(field)?)
     }
 
     /// A record came back a second time in one listing, so the list order changed while it
@@ -1085,24 +1145,14 @@ impl<'e> Runner<'e> {
         mapped: Result<Value, crate::compile::mapping::FieldMapError>,
         native: Value,
     ) -> Mapped {
-        let unmappable =
-            |e: String| Box::new((id.clone().unwrap_or_default(), native.clone(), Fail::msg(e)));
-        let mapped = mapped.map_err(|e| unmappable(e.to_string()))?;
+        let mapped = mapped.map_err(|e| unmappable(&id, native.clone(), e))?;
         let canon = match &end.shaped {
             Some(shaped) => canonical::normalise_shaped(self.entity, shaped, mapped),
             None => canonical::normalise(self.entity, mapped),
         }
-        .map_err(|e| unmappable(e.to_string()))?;
+        .map_err(|e| unmappable(&id, native.clone(), e))?;
         let Some(raw_key) = canonical::field_text(&canon, &self.flow.match_key) else {
-            let shown = id.clone().unwrap_or_else(|| "?".into());
-            return Err(Box::new((
-                format!("id:{shown}"),
-                native,
-                Fail::msg(format!(
-                    "record has no `{}` to match on",
-                    self.flow.match_key
-                )),
-            )));
+            return Err(self.keyless(&id, native));
         };
         let key = normalize_owned(raw_key, &self.flow.normalize);
         Ok(Seen {
@@ -1112,6 +1162,19 @@ impl<'e> Runner<'e> {
             native,
             text: None,
         })
+    }
+
+    /// Why a record with the id `id` and no match key cannot be synced.
+    fn keyless(&self, id: &Option<String>, native: Value) -> Box<(String, Value, Fail)> {
+        let shown = id.as_deref().unwrap_or("?");
+        Box::new((
+            format!("id:{shown}"),
+            native,
+            Fail::msg(format!(
+                "record has no `{}` to match on",
+                self.flow.match_key
+            )),
+        ))
     }
 
     /// Reads every record of the target (or those changed since `since`). Without
@@ -1228,7 +1291,7 @@ impl<'e> Runner<'e> {
     /// sync (nothing bound) of a listing whose first page holds more than `BULK_LOOKUPS`
     /// records reads the target at once; against a shop answering 3 – 4 requests a second,
     /// the first 50 lookups cost some 15 s.
-    async fn plan_lookups(&mut self, mapped: &[Mapped]) -> Result<(), EngineRunError> {
+    async fn plan_lookups(&mut self, mapped: &[Page]) -> Result<(), EngineRunError> {
         if self.index.bulk_now
             || self.index.records.is_some()
             || self.bidirectional()
@@ -1239,10 +1302,14 @@ impl<'e> Runner<'e> {
         let to_look_up = mapped
             .iter()
             .filter_map(|m| m.as_ref().ok())
-            .filter(|seen| {
-                matches!(self.listing.page_bindings.get(&seen.key), Some(None))
-                    && !self.held.by_key.contains_key(&seen.key)
-                    && self.eligible(seen, None)
+            .filter(|served| {
+                matches!(self.listing.page_bindings.get(served.key()), Some(None))
+                    && !self.held.holds(served.key())
+                    && match served {
+                        Served::Whole(seen) => self.eligible(seen, None),
+                        // Read by position only where every record is eligible.
+                        Served::Values(_) => true,
+                    }
             })
             .count();
         if to_look_up > 0 {
@@ -1399,6 +1466,11 @@ impl<'e> Runner<'e> {
             b.settle_bases();
             return Ok(Some(b));
         }
+        if let Some(a) = self.held.adopted.get(key) {
+            let mut b = a.binding()?;
+            b.settle_bases();
+            return Ok(Some(b));
+        }
         if let Some(b) = self.listing.page_bindings.get(key) {
             return Ok(b.clone());
         }
@@ -1416,7 +1488,7 @@ impl<'e> Runner<'e> {
         &mut self,
         key: &str,
     ) -> Result<Option<Binding>, EngineRunError> {
-        if !self.held.by_key.contains_key(key)
+        if !self.held.holds(key)
             && let Some(b) = self.listing.page_bindings.remove(key)
         {
             return Ok(b);
@@ -1445,8 +1517,9 @@ impl<'e> Runner<'e> {
             return self.put_binding(&b).await;
         }
         self.listing.page_bindings.remove(&b.key);
+        self.held.adopted.remove(&b.key);
         self.held.by_key.insert(b.key.clone(), b);
-        if self.held.by_key.len() >= BINDINGS_PER_WRITE {
+        if self.held.len() >= BINDINGS_PER_WRITE {
             self.write_held().await?;
         }
         Ok(())
@@ -1474,17 +1547,21 @@ impl<'e> Runner<'e> {
 
     /// Writes the bindings held back, in one transaction.
     pub(super) async fn write_held(&mut self) -> Result<(), EngineRunError> {
-        if self.held.by_key.is_empty() {
+        if self.held.len() == 0 {
             return Ok(());
         }
         let held: Vec<Binding> = std::mem::take(&mut self.held.by_key)
             .into_values()
             .collect();
-        self.e
-            .store
-            .bindings
-            .put_bindings(&self.scope, held)
-            .await?;
+        let adopted: Vec<_> = std::mem::take(&mut self.held.adopted)
+            .into_values()
+            .collect();
+        let bindings = &self.e.store.bindings;
+        if adopted.is_empty() {
+            bindings.put_bindings(&self.scope, held).await?;
+        } else {
+            bindings.put_held(&self.scope, held, adopted).await?;
+        }
         Ok(())
     }
 
@@ -1493,6 +1570,7 @@ impl<'e> Runner<'e> {
     pub(super) fn forget_read(&mut self, key: &str) {
         self.listing.page_bindings.remove(key);
         self.held.by_key.remove(key);
+        self.held.adopted.remove(key);
     }
 
     /// The bases an update of `side` with `canon` leaves, stored (or, in a dry

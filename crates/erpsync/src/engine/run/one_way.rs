@@ -189,7 +189,7 @@ impl<'e> Runner<'e> {
                 self.hold_binding(b)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
-                let reason = format!("already in `{dst_name}`; linked");
+                let reason = adopt::adopted_reason(dst_name);
                 self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
             }
             Verdict::Update {

@@ -17,7 +17,21 @@ impl<'e> Runner<'e> {
     pub(super) fn note_listed(&mut self, seen: &Seen) -> bool {
         let print = self.fingerprint(&seen.canon);
         let now = Listed::new(self.stamp(seen), print);
-        match self.listing.listed.note(&seen.key, now) {
+        self.note_reading(&seen.key, now)
+    }
+
+    /// `note_listed` of a record read positionally: the same reading as of its object.
+    pub(super) fn note_listed_values(&mut self, read: &Positional, at: &Positions) -> bool {
+        let print = self.fingerprint_fields(at.names.iter().copied().zip(&read.values));
+        let stamp = at
+            .stamp_at
+            .and_then(|i| read.values.get(i))
+            .and_then(stamp_of);
+        self.note_reading(&read.key, Listed::new(stamp, print))
+    }
+
+    fn note_reading(&mut self, key: &str, now: Listed) -> bool {
+        match self.listing.listed.note(key, now) {
             None => true,
             Some(first) => {
                 self.listing.shifted = true;
@@ -30,19 +44,28 @@ impl<'e> Runner<'e> {
     /// A digest of a canonical record without its volatile fields (modification stamps),
     /// which change when a record is merely touched.
     fn fingerprint(&self, canon: &Value) -> u64 {
-        let mut h = self.listing.prints.build_hasher();
         match canon {
             Value::Object(fields) => {
-                for (name, value) in fields {
-                    // A short list (a stamp, a volatile field or two), where a search of the
-                    // entity's fields cost several comparisons a field.
-                    if !self.volatile.contains(name) {
-                        name.hash(&mut h);
-                        hash_value(value, &mut h);
-                    }
-                }
+                self.fingerprint_fields(fields.iter().map(|(n, v)| (n.as_str(), v)))
             }
-            other => hash_value(other, &mut h),
+            other => {
+                let mut h = self.listing.prints.build_hasher();
+                hash_value(other, &mut h);
+                h.finish()
+            }
+        }
+    }
+
+    /// `fingerprint` of the object whose fields are `fields`, in their order.
+    fn fingerprint_fields<'v>(&self, fields: impl Iterator<Item = (&'v str, &'v Value)>) -> u64 {
+        let mut h = self.listing.prints.build_hasher();
+        for (name, value) in fields {
+            // A short list (a stamp, a volatile field or two), where a search of the
+            // entity's fields cost several comparisons a field.
+            if !self.volatile.iter().any(|v| v.as_str() == name) {
+                name.hash(&mut h);
+                hash_value(value, &mut h);
+            }
         }
         h.finish()
     }

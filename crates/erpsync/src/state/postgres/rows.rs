@@ -183,6 +183,14 @@ async fn apply_in(c: &impl GenericClient, w: &StateWrite) -> Result<i64> {
             upsert_bindings(c, scope, bindings).await?;
             Ok(0)
         }
+        StateWrite::PutHeld(scope, bindings, adopted) => {
+            let mut bindings = bindings.clone();
+            for a in adopted {
+                bindings.push(a.binding()?);
+            }
+            upsert_bindings(c, scope, &bindings).await?;
+            Ok(0)
+        }
         StateWrite::SetCursor(flow, at) => {
             c.execute(
                 "INSERT INTO cursors (flow, since) VALUES ($1, $2)

@@ -1,0 +1,356 @@
+//! Source records adopted as they were read. A first sync finds nearly every record of the
+//! source already in the target, alike: read into its canonical values by position, such a
+//! record is compared with the target index's packed copy byte for byte, and bound from
+//! those bytes (`Adopted`). No object is built for it, compared field by field, or packed
+//! again to be stored.
+//!
+//! Anything else about a record — a binding, a difference, a record the index does not
+//! hold, a write of unknown outcome — makes it a `Seen`, decided as every record is; so does
+//! any run where adopting is more than linking (filters, triggers, required flows,
+//! export-once flows, both ways, dry runs: `Runner::adopts_alike`). What it is adopted as
+//! is what `one_way` adopts it as: the same binding, decision, report and failure cleared.
+
+use super::*;
+use crate::config::model::SyncMode;
+use crate::state::Adopted;
+
+/// A source record read into its canonical values, in its read mapping's order.
+pub(super) struct Positional {
+    pub(super) key: String,
+    id: Option<String>,
+    pub(super) values: Vec<Value>,
+    /// The record's text, for a failure's report (as `Seen::text`).
+    text: Box<str>,
+}
+
+impl Positional {
+    /// The record as `seen_read_text` makes it: its values as the mapping's object.
+    pub(super) fn into_seen(self, direct: &DirectRead) -> Seen {
+        Seen {
+            key: self.key,
+            id: self.id,
+            canon: direct.object_of(self.values),
+            native: Value::Null,
+            text: Some(self.text),
+        }
+    }
+}
+
+/// A record of a source page: read whole into a `Seen`, or by position.
+pub(super) enum Served {
+    Whole(Seen),
+    Values(Positional),
+}
+
+impl Served {
+    pub(super) fn key(&self) -> &str {
+        match self {
+            Served::Whole(seen) => &seen.key,
+            Served::Values(read) => &read.key,
+        }
+    }
+}
+
+/// How a listing's records are read by position: the read mapping's direct read, the names
+/// of its fields in their order, and where the match key and the modification stamp are
+/// among them.
+pub(super) struct Positions<'d> {
+    pub(super) direct: &'d DirectRead,
+    shaped: canonical::Shaped<'d>,
+    pub(super) names: Vec<&'d str>,
+    key_at: Option<usize>,
+    pub(super) stamp_at: Option<usize>,
+}
+
+impl<'e> Runner<'e> {
+    /// Whether this run adopts source records alike by position (see the module): a
+    /// one-way flow that writes, whose records are eligible whatever they hold and are
+    /// linked by adopting them (its source must also be read into its members by a mapping
+    /// of one shape: `positions`).
+    pub(super) fn adopts_alike(&self) -> bool {
+        !self.opts.dry_run
+            && !self.bidirectional()
+            && self.flow.filter.is_none()
+            && self.flow.on_status.is_none()
+            && self.flow.on_transition.is_none()
+            && self.flow.requires.is_empty()
+            && !self.flow.export_once
+    }
+
+    /// How the source's records are read by position through `direct`, when this run
+    /// adopts them alike.
+    pub(super) fn positions<'d>(&self, direct: Option<&'d DirectRead>) -> Option<Positions<'d>>
+    where
+        'e: 'd,
+    {
+        let direct = direct.filter(|_| self.adopts_alike())?;
+        let shaped = self.src.shaped.clone()?;
+        let names: Vec<&str> = direct.names().collect();
+        let at = |field: &str| names.iter().position(|n| *n == field);
+        let key_at = at(&self.flow.match_key);
+        let stamp_at = self.entity.updated_at.as_deref().and_then(at);
+        Some(Positions {
+            direct,
+            shaped,
+            names,
+            key_at,
+            stamp_at,
+        })
+    }
+
+    /// A source record read into `values` (the members `at.direct` reads), mapped and
+    /// normalised where they are: what `seen_read_text` makes of it, failures included,
+    /// without the object.
+    pub(super) fn positional(
+        &self,
+        at: &Positions,
+        values: Vec<Value>,
+        text: Box<str>,
+    ) -> Result<Positional, Box<(String, Value, Fail)>> {
+        let (id, mapped) = at.direct.read_values(values);
+        let mut values = mapped.map_err(|e| unmappable(&id, native_of(&text), e))?;
+        if let Err(e) =
+            canonical::normalise_values(&at.shaped, at.names.iter().copied(), &mut values)
+        {
+            crate::json::drop_values(values);
+            return Err(unmappable(&id, native_of(&text), e));
+        }
+        let Some(raw_key) = at.key_at.and_then(|k| key_text(&values[k])) else {
+            crate::json::drop_values(values);
+            return Err(self.keyless(&id, native_of(&text)));
+        };
+        Ok(Positional {
+            key: normalize_owned(raw_key, &self.flow.normalize),
+            id,
+            values,
+            text,
+        })
+    }
+
+    /// A record of a source page read by position: adopted when it can be (see
+    /// `adopt_alike`), else decided as a `Seen`.
+    pub(super) async fn handle_values(
+        &mut self,
+        read: Positional,
+        at: &Positions<'_>,
+    ) -> Result<(), EngineRunError> {
+        match self.adopt_alike(read, at).await? {
+            None => Ok(()),
+            Some(read) => self.handle(read.into_seen(at.direct)).await,
+        }
+    }
+
+    /// Adopts `read` when the target index holds it alike and nothing is known of it (no
+    /// binding, stored or held; no write of unknown outcome); otherwise gives it back.
+    async fn adopt_alike(
+        &mut self,
+        read: Positional,
+        at: &Positions<'_>,
+    ) -> Result<Option<Positional>, EngineRunError> {
+        if let Some(down) = self.system_down() {
+            return Err(down);
+        }
+        if self.in_flight.width > 1 {
+            // An update of this key still in flight binds it when answered.
+            self.room_for(&read.key).await?;
+        }
+        let key = &read.key;
+        let unbound = matches!(self.listing.page_bindings.get(key), Some(None))
+            && !self.held.by_key.contains_key(key)
+            && !self.held.adopted.contains_key(key)
+            && !self.unsettled.in_doubt.contains(key);
+        let Some(index) = self.index.records.as_ref().filter(|_| unbound) else {
+            return Ok(Some(read));
+        };
+        let packed = packed::pack_object(at.names.iter().copied(), &read.values);
+        // The target's id, and its record when it is not the same bytes; nothing when it is
+        // not adopted here (a record the index cannot give is decided as a `Seen`, which
+        // reports why).
+        let adopted = index.kept(key, |target_id, target| {
+            let same = target == &packed[..];
+            let adopt = same || self.adopts_unlike() || self.alike(&packed, target)?;
+            adopt.then(|| {
+                (
+                    target_id.map(str::to_string),
+                    (!same).then(|| Box::from(target)),
+                )
+            })
+        });
+        let Ok(Some(Some((target_id, target)))) = adopted else {
+            return Ok(Some(read));
+        };
+        let Positional {
+            key, id, values, ..
+        } = read;
+        crate::json::drop_values(values);
+        let (id_a, id_b) = match self.src.pair_side {
+            PairSide::A => (id, target_id),
+            PairSide::B => (target_id, id),
+        };
+        let (a, b) = match (self.src.pair_side, target) {
+            (_, None) => (packed, None),
+            (PairSide::A, Some(target)) => (packed, Some(target)),
+            (PairSide::B, Some(target)) => (target, Some(packed)),
+        };
+        self.listing.page_bindings.remove(&key);
+        self.held
+            .adopted
+            .insert(key.clone(), Adopted::new(key.clone(), id_a, id_b, a, b));
+        if self.held.len() >= BINDINGS_PER_WRITE {
+            self.write_held().await?;
+        }
+        let dst_name = self.dst.name;
+        self.record(
+            &key,
+            Decision::Adopt,
+            Some(dst_name),
+            Vec::new(),
+            Some(adopted_reason(dst_name)),
+        );
+        self.succeeded(&key).await.map(|()| None)
+    }
+}
+
+impl Runner<'_> {
+    /// Whether an unbound record found in the target is adopted however it differs: a flow
+    /// that only creates (`decide::decide`).
+    fn adopts_unlike(&self) -> bool {
+        matches!(self.flow.mode, SyncMode::Create | SyncMode::CreateMissing)
+    }
+
+    /// Whether the packed canonical records `source` and `target` hold the same compared
+    /// fields (`fields_alike`). `None` when either cannot be read.
+    fn alike(&self, source: &[u8], target: &[u8]) -> Option<bool> {
+        fields_alike(source, target, &self.cmp, self.flow.skip_nulls)
+    }
+}
+
+/// Whether the packed records `source` and `target` hold the same values in `compared`
+/// (with `skip_nulls`, in those of them the source holds): what `decide::same` answers for
+/// the fields `decide::fields_for` gives, a field missing counting as null. `None` when
+/// either cannot be read.
+fn fields_alike(
+    source: &[u8],
+    target: &[u8],
+    compared: &[String],
+    skip_nulls: bool,
+) -> Option<bool> {
+    const NULL: &[u8] = &[0];
+    let (source, target) = (packed::members(source)?, packed::members(target)?);
+    let (mut s, mut t) = (InOrder(&source, 0), InOrder(&target, 0));
+    for field in compared {
+        let x = s.get(field).unwrap_or(NULL);
+        if skip_nulls && x == NULL {
+            continue;
+        }
+        let y = t.get(field).unwrap_or(NULL);
+        if !packed::same_value(x, y)? {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// A packed record's members looked up in the order they are asked for: the next one held
+/// is checked first (records and compared fields are both in name order), then all.
+struct InOrder<'m, 'b>(&'m [(&'b str, &'b [u8])], usize);
+
+impl<'b> InOrder<'_, 'b> {
+    fn get(&mut self, name: &str) -> Option<&'b [u8]> {
+        let ahead = self.0[self.1..].iter().position(|(n, _)| *n == name);
+        let at = match ahead {
+            Some(i) => self.1 + i,
+            None => self.0.iter().position(|(n, _)| *n == name)?,
+        };
+        self.1 = at + 1;
+        Some(self.0[at].1)
+    }
+}
+
+/// What a report says of a record adopted into `target`.
+pub(super) fn adopted_reason(target: &str) -> String {
+    format!("already in `{target}`; linked")
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    /// Records of a few fields in name order, each field missing or one of a few values
+    /// (null, zeros of both signs, an integer and its float, strings, a nested value).
+    fn records() -> Vec<Value> {
+        let values = [
+            json!(null),
+            json!(0.0),
+            json!(-0.0),
+            json!(1),
+            json!(1.0),
+            json!("1"),
+            json!(""),
+            json!({"a": [1, null]}),
+        ];
+        let mut out = Vec::new();
+        let mut n = 7u64;
+        for _ in 0..400 {
+            let mut record = serde_json::Map::new();
+            for field in ["active", "name", "price", "sku"] {
+                n = n
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let pick = (n >> 33) as usize % (values.len() + 2);
+                if let Some(v) = values.get(pick) {
+                    record.insert(field.to_string(), v.clone());
+                }
+            }
+            out.push(Value::Object(record));
+        }
+        out
+    }
+
+    /// `fields_alike` of two packed records answers as comparing them as values does, for
+    /// every pair of records, with and without `skip_nulls`, for fields held or not.
+    #[test]
+    fn packed_records_are_alike_as_their_values_are_the_same() {
+        let records = records();
+        let compared: Vec<String> = ["name", "price", "missing", "sku"]
+            .map(String::from)
+            .to_vec();
+        let (mut alike, mut unlike) = (0, 0);
+        for (i, pair) in records.chunks(2).enumerate() {
+            // Half the pairs a record and a copy of it with one field from the other.
+            let (x, mut y) = (&pair[0], pair[1].clone());
+            if i % 2 == 0 {
+                let field = ["name", "price", "sku", "active"][i / 2 % 4];
+                let mut copy = x.clone();
+                match y.get(field) {
+                    Some(v) => copy[field] = v.clone(),
+                    None => drop(copy.as_object_mut().and_then(|m| m.remove(field))),
+                }
+                y = copy;
+            }
+            let y = &y;
+            for skip_nulls in [false, true] {
+                let (fields, _) = decide::fields_for(skip_nulls, &compared, &[], x);
+                let want = canonical::same(Some(x), Some(y), &fields);
+                let got = fields_alike(&packed::pack(x), &packed::pack(y), &compared, skip_nulls);
+                assert_eq!(got, Some(want), "{x} / {y}, skip_nulls {skip_nulls}");
+                if want { alike += 1 } else { unlike += 1 }
+            }
+            // A record is alike itself.
+            let own = fields_alike(&packed::pack(x), &packed::pack(x), &compared, false);
+            assert_eq!(own, Some(true));
+        }
+        assert!(alike > 20 && unlike > 20, "{alike} alike, {unlike} not");
+    }
+
+    /// Bytes that are not a packed record are not judged.
+    #[test]
+    fn damaged_records_are_not_judged_alike() {
+        let x = packed::pack(&json!({"sku": "A"}));
+        let compared = vec!["sku".to_string()];
+        assert_eq!(fields_alike(&x, &x[..x.len() - 1], &compared, false), None);
+        assert_eq!(fields_alike(&[0xff], &x, &compared, false), None);
+    }
+}
