@@ -54,6 +54,26 @@ pub(crate) fn pack_object<'n>(
     out.into_boxed_slice()
 }
 
+/// `pack_object`, and where each value's bytes are in it, in the order of `values`: the
+/// object's `members` without reading them back.
+pub(crate) fn pack_object_spans<'n>(
+    names: impl ExactSizeIterator<Item = &'n str>,
+    values: &[Value],
+) -> (Box<[u8]>, Vec<std::ops::Range<usize>>) {
+    debug_assert_eq!(names.len(), values.len());
+    let mut out = Vec::with_capacity(256);
+    let mut spans = Vec::with_capacity(values.len());
+    out.push(OBJECT);
+    leb(names.len() as u64, &mut out);
+    for (k, v) in names.zip(values) {
+        text(k, &mut out);
+        let start = out.len();
+        write(v, &mut out);
+        spans.push(start..out.len());
+    }
+    (out.into_boxed_slice(), spans)
+}
+
 /// The value `pack` was given, or None when `bytes` were not written by it.
 pub(crate) fn unpack(bytes: &[u8]) -> Option<Value> {
     let mut r = Reader { bytes, at: 0 };
@@ -90,9 +110,13 @@ pub(crate) fn unpack_stored(bytes: &[u8]) -> Option<Value> {
     }
 }
 
-/// The members of the packed object `bytes`, in order: each one's name and the bytes of its
-/// value (a `pack` of it). `None` when `bytes` are not a packed object.
-pub(crate) fn members(bytes: &[u8]) -> Option<Vec<(&str, &[u8])>> {
+/// A member of a packed object: its name's bytes (UTF-8 when the object was packed), and its
+/// value's (a `pack` of it).
+pub(crate) type Member<'b> = (&'b [u8], &'b [u8]);
+
+/// The members of the packed object `bytes`, in order. `None` when `bytes` are not a packed
+/// object.
+pub(crate) fn members(bytes: &[u8]) -> Option<Vec<Member<'_>>> {
     let mut r = Reader { bytes, at: 0 };
     if r.byte()? != OBJECT {
         return None;
@@ -101,7 +125,7 @@ pub(crate) fn members(bytes: &[u8]) -> Option<Vec<(&str, &[u8])>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let len = r.count()?;
-        let name = std::str::from_utf8(&bytes[r.at..r.at + len]).ok()?;
+        let name = &bytes[r.at..r.at + len];
         r.at += len;
         let start = r.at;
         r.skip(0)?;
@@ -110,40 +134,50 @@ pub(crate) fn members(bytes: &[u8]) -> Option<Vec<(&str, &[u8])>> {
     (r.at == bytes.len()).then_some(out)
 }
 
-/// Whether two packed values are equal as values: the same bytes, or (a float's zero, say,
-/// written with either sign) the same value read back. `None` when either is not a packed
-/// value.
+/// Whether two packed values are equal as values. Values of other kinds, or scalars other
+/// than floats whose bytes differ, are not; floats are compared as numbers (a zero is one
+/// value, whatever its sign), arrays and objects read back. `None` when they cannot be read.
 pub(crate) fn same_value(x: &[u8], y: &[u8]) -> Option<bool> {
     if x == y {
         return Some(true);
     }
-    Some(unpack(x)? == unpack(y)?)
+    match (*x.first()?, *y.first()?) {
+        (FLOAT, FLOAT) => {
+            let f = |b: &[u8]| Some(f64::from_le_bytes(b.get(1..9)?.try_into().ok()?));
+            Some(f(x)? == f(y)?)
+        }
+        (ARRAY, ARRAY) | (OBJECT, OBJECT) => Some(unpack(x)? == unpack(y)?),
+        (tag, other) if tag <= OBJECT && other <= OBJECT => Some(false),
+        _ => None,
+    }
 }
 
-/// `pack` of the object of `b`'s members where they differ from `a`'s, as values (members as
-/// `members` gives them): what side `b` is kept as beside side `a` (`state::StoredBases`).
-/// `None` unless both have the same names in the same order, or a value is not packed.
-pub(crate) fn delta(a: &[(&str, &[u8])], b: &[(&str, &[u8])]) -> Option<Vec<u8>> {
+/// `pack` of the object of `b`'s members where they differ from `a`'s, as values: what side
+/// `b` is kept as beside side `a` (`state::StoredBases`). `None` unless both have the same
+/// names in the same order, or a value cannot be read.
+pub(crate) fn delta(a: &[Member<'_>], b: &[Member<'_>]) -> Option<Vec<u8>> {
     if a.len() != b.len() || a.iter().zip(b).any(|((x, _), (y, _))| x != y) {
         return None;
     }
-    let mut differ = Vec::new();
+    let mut out = Vec::with_capacity(64);
+    out.push(OBJECT);
+    // The count, once known, replaces this placeholder (a count under 128 is one byte).
+    out.push(0);
+    let mut differ = 0u64;
     for ((name, x), (_, y)) in a.iter().zip(b) {
         if !same_value(x, y)? {
-            differ.push((*name, *y));
+            differ += 1;
+            leb(name.len() as u64, &mut out);
+            out.extend_from_slice(name);
+            out.extend_from_slice(y);
         }
     }
-    let mut out = Vec::with_capacity(
-        8 + differ
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 2)
-            .sum::<usize>(),
-    );
-    out.push(OBJECT);
-    leb(differ.len() as u64, &mut out);
-    for (name, value) in differ {
-        text(name, &mut out);
-        out.extend_from_slice(value);
+    if differ < 0x80 {
+        out[1] = differ as u8;
+    } else {
+        let mut count = Vec::new();
+        leb(differ, &mut count);
+        out.splice(1..2, count);
     }
     Some(out)
 }
@@ -383,6 +417,71 @@ mod tests {
         let back = unpack(&pack(v)).unwrap_or_else(|| panic!("{v} did not read back"));
         assert_eq!(&back, v);
         assert_eq!(back.to_string(), v.to_string());
+    }
+
+    /// An object's members are its names and its values' packed bytes; bytes cut short or
+    /// not an object have none, and a value that cannot be read is not compared.
+    #[test]
+    fn members_are_the_names_and_packed_values_of_an_object() {
+        let record = json!({"sku": "A", "n": 1.5, "tags": [1, {"k": null}], "z": -0.0});
+        let x = pack(&record);
+        let got = members(&x).unwrap();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = record
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.as_bytes().to_vec(), pack(v).to_vec()))
+            .collect();
+        let got: Vec<(Vec<u8>, Vec<u8>)> =
+            got.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect();
+        assert_eq!(got, want);
+        let (spans_packed, spans) = pack_object_spans(
+            ["sku", "n", "tags", "z"].into_iter(),
+            &record
+                .as_object()
+                .unwrap()
+                .values()
+                .cloned()
+                .collect::<Vec<_>>(),
+        );
+        assert_eq!(spans_packed, x);
+        let from_spans: Vec<Vec<u8>> = spans.iter().map(|s| x[s.clone()].to_vec()).collect();
+        assert_eq!(
+            from_spans,
+            want.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>()
+        );
+        for cut in 1..x.len() {
+            assert_eq!(members(&x[..cut]), None, "cut at {cut}");
+        }
+        assert_eq!(members(&pack(&json!([1]))), None);
+        assert_eq!(same_value(&[], &x), None);
+    }
+
+    /// Two packed values are the same as the values are, whatever their bytes.
+    #[test]
+    fn packed_values_are_the_same_as_their_values_are() {
+        let values = [
+            json!(null),
+            json!(false),
+            json!(0),
+            json!(0.0),
+            json!(-0.0),
+            json!(1),
+            json!(1.0),
+            json!(-1),
+            json!("1"),
+            json!(""),
+            json!([0.0]),
+            json!([-0.0]),
+            json!({"a": 0.0}),
+            json!({"a": -0.0}),
+            json!({"b": 0.0}),
+        ];
+        for x in &values {
+            for y in &values {
+                assert_eq!(same_value(&pack(x), &pack(y)), Some(x == y), "{x} / {y}");
+            }
+        }
     }
 
     #[test]

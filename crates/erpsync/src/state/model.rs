@@ -176,24 +176,37 @@ pub struct Adopted {
     a: Box<[u8]>,
     /// Side `b`'s record; `None` when it is side `a`'s, the same bytes (`bases_equal`).
     b: Option<Box<[u8]>>,
+    /// Side `b` as its differences from side `a` (`json::packed::delta`), when it has the
+    /// same fields in the same order: how it is stored (`StoredBases`).
+    b_delta: Option<Box<[u8]>>,
 }
+
+/// Side `b` of an adoption whose sides differ: its record packed, and its differences from
+/// side `a` packed (`json::packed::delta`; `None` when it makes none).
+pub(crate) type PackedOther = (Box<[u8]>, Option<Vec<u8>>);
 
 impl Adopted {
     /// An adoption of the records `a` and `b` (`None`: the same as `a`), each what
-    /// `json::packed::pack` (or `pack_object`) made of an object.
+    /// `json::packed::pack` (or `pack_object`) made of an object, and `b_delta`, what
+    /// `json::packed::delta` makes of their members (`None` when it makes nothing).
     pub(crate) fn new(
         key: String,
         id_a: Option<String>,
         id_b: Option<String>,
         a: Box<[u8]>,
-        b: Option<Box<[u8]>>,
+        b: Option<PackedOther>,
     ) -> Self {
+        let (b, b_delta) = match b {
+            Some((b, delta)) => (Some(b), delta.map(Vec::into_boxed_slice)),
+            None => (None, None),
+        };
         Adopted {
             key,
             id_a,
             id_b,
             a,
             b,
+            b_delta,
         }
     }
 
@@ -205,13 +218,22 @@ impl Adopted {
         a: &Value,
         b: Option<&Value>,
     ) -> Self {
-        use crate::json::packed::pack;
-        Adopted::new(key, id_a, id_b, pack(a), b.map(pack))
+        use crate::json::packed::{delta, members, pack};
+        let a = pack(a);
+        let b = b.map(|b| {
+            let b = pack(b);
+            let delta = members(&a)
+                .zip(members(&b))
+                .and_then(|(a, b)| delta(&a, &b));
+            (b, delta)
+        });
+        Adopted::new(key, id_a, id_b, a, b)
     }
 
-    /// Side `a`'s record and side `b`'s (`None`: the same), packed.
-    pub(crate) fn packed(&self) -> (&[u8], Option<&[u8]>) {
-        (&self.a, self.b.as_deref())
+    /// Side `a`'s record; side `b`'s (`None`: the same); side `b` as its differences from
+    /// side `a`, when it has the same fields in the same order. Packed.
+    pub(crate) fn packed(&self) -> (&[u8], Option<&[u8]>, Option<&[u8]>) {
+        (&self.a, self.b.as_deref(), self.b_delta.as_deref())
     }
 
     /// The binding it stands for.
@@ -533,24 +555,22 @@ impl<C: KeepBase> StoredBases<C> {
 impl StoredBases<PackedBase> {
     /// `of` the binding `adopted` stands for, from its packed records as they are.
     pub(crate) fn adopted(adopted: &Adopted) -> Self {
-        use crate::json::packed::{delta, members, stored_of_packed};
-        let (a, b) = adopted.packed();
+        use crate::json::packed::stored_of_packed;
+        let (a, b, b_delta) = adopted.packed();
         let base_a = Some(PackedBase(stored_of_packed(a)));
-        let Some(b) = b else {
+        match (b, b_delta) {
             // One record for both sides, as `of` keeps two equal ones.
-            return StoredBases {
+            (None, _) => StoredBases {
                 base_a,
                 base_b: None,
                 b_delta: Some(PackedBase::keep(&Value::Object(Default::default()))),
-            };
-        };
-        match members(a).zip(members(b)).and_then(|(a, b)| delta(&a, &b)) {
-            Some(delta) => StoredBases {
+            },
+            (Some(_), Some(delta)) => StoredBases {
                 base_a,
                 base_b: None,
-                b_delta: Some(PackedBase(stored_of_packed(&delta))),
+                b_delta: Some(PackedBase(stored_of_packed(delta))),
             },
-            None => StoredBases {
+            (Some(b), None) => StoredBases {
                 base_a,
                 base_b: Some(PackedBase(stored_of_packed(b))),
                 b_delta: None,

@@ -162,19 +162,26 @@ impl<'e> Runner<'e> {
         let Some(index) = self.index.records.as_ref().filter(|_| unbound) else {
             return Ok(Some(read));
         };
-        let packed = packed::pack_object(at.names.iter().copied(), &read.values);
-        // The target's id, and its record when it is not the same bytes; nothing when it is
-        // not adopted here (a record the index cannot give is decided as a `Seen`, which
-        // reports why).
+        let (packed, spans) = packed::pack_object_spans(at.names.iter().copied(), &read.values);
+        // The target's id, and its record and side `b`'s differences when they are not the
+        // same bytes; nothing when it is not adopted here (a record the index cannot give
+        // is decided as a `Seen`, which reports why).
         let adopted = index.kept(key, |target_id, target| {
-            let same = target == &packed[..];
-            let adopt = same || self.adopts_unlike() || self.alike(&packed, target)?;
-            adopt.then(|| {
-                (
-                    target_id.map(str::to_string),
-                    (!same).then(|| Box::from(target)),
-                )
-            })
+            let id = target_id.map(str::to_string);
+            if target == &packed[..] {
+                return Some((id, None));
+            }
+            let source: Vec<packed::Member> = (at.names.iter().zip(&spans))
+                .map(|(name, span)| (name.as_bytes(), &packed[span.clone()]))
+                .collect();
+            let target_members = packed::members(target)?;
+            let adopt = self.adopts_unlike()
+                || fields_alike(&source, &target_members, &self.cmp, self.flow.skip_nulls)?;
+            let b_delta = match self.src.pair_side {
+                PairSide::A => packed::delta(&source, &target_members),
+                PairSide::B => packed::delta(&target_members, &source),
+            };
+            adopt.then(|| (id, Some((Box::from(target), b_delta))))
         });
         let Ok(Some(Some((target_id, target)))) = adopted else {
             return Ok(Some(read));
@@ -189,8 +196,8 @@ impl<'e> Runner<'e> {
         };
         let (a, b) = match (self.src.pair_side, target) {
             (_, None) => (packed, None),
-            (PairSide::A, Some(target)) => (packed, Some(target)),
-            (PairSide::B, Some(target)) => (target, Some(packed)),
+            (PairSide::A, Some((target, delta))) => (packed, Some((target, delta))),
+            (PairSide::B, Some((target, delta))) => (target, Some((packed, delta))),
         };
         self.listing.page_bindings.remove(&key);
         self.held
@@ -217,27 +224,20 @@ impl Runner<'_> {
     fn adopts_unlike(&self) -> bool {
         matches!(self.flow.mode, SyncMode::Create | SyncMode::CreateMissing)
     }
-
-    /// Whether the packed canonical records `source` and `target` hold the same compared
-    /// fields (`fields_alike`). `None` when either cannot be read.
-    fn alike(&self, source: &[u8], target: &[u8]) -> Option<bool> {
-        fields_alike(source, target, &self.cmp, self.flow.skip_nulls)
-    }
 }
 
-/// Whether the packed records `source` and `target` hold the same values in `compared`
-/// (with `skip_nulls`, in those of them the source holds): what `decide::same` answers for
-/// the fields `decide::fields_for` gives, a field missing counting as null. `None` when
-/// either cannot be read.
+/// Whether the packed records of members `source` and `target` hold the same values in
+/// `compared` (with `skip_nulls`, in those of them the source holds): what `decide::same`
+/// answers for the fields `decide::fields_for` gives, a field missing counting as null.
+/// `None` when a value cannot be read.
 fn fields_alike(
-    source: &[u8],
-    target: &[u8],
+    source: &[packed::Member],
+    target: &[packed::Member],
     compared: &[String],
     skip_nulls: bool,
 ) -> Option<bool> {
     const NULL: &[u8] = &[0];
-    let (source, target) = (packed::members(source)?, packed::members(target)?);
-    let (mut s, mut t) = (InOrder(&source, 0), InOrder(&target, 0));
+    let (mut s, mut t) = (InOrder(source, 0), InOrder(target, 0));
     for field in compared {
         let x = s.get(field).unwrap_or(NULL);
         if skip_nulls && x == NULL {
@@ -253,10 +253,11 @@ fn fields_alike(
 
 /// A packed record's members looked up in the order they are asked for: the next one held
 /// is checked first (records and compared fields are both in name order), then all.
-struct InOrder<'m, 'b>(&'m [(&'b str, &'b [u8])], usize);
+struct InOrder<'m, 'b>(&'m [packed::Member<'b>], usize);
 
 impl<'b> InOrder<'_, 'b> {
     fn get(&mut self, name: &str) -> Option<&'b [u8]> {
+        let name = name.as_bytes();
         let ahead = self.0[self.1..].iter().position(|(n, _)| *n == name);
         let at = match ahead {
             Some(i) => self.1 + i,
@@ -334,23 +335,21 @@ mod tests {
             for skip_nulls in [false, true] {
                 let (fields, _) = decide::fields_for(skip_nulls, &compared, &[], x);
                 let want = canonical::same(Some(x), Some(y), &fields);
-                let got = fields_alike(&packed::pack(x), &packed::pack(y), &compared, skip_nulls);
+                let got = alike_packed(x, y, &compared, skip_nulls);
                 assert_eq!(got, Some(want), "{x} / {y}, skip_nulls {skip_nulls}");
                 if want { alike += 1 } else { unlike += 1 }
             }
             // A record is alike itself.
-            let own = fields_alike(&packed::pack(x), &packed::pack(x), &compared, false);
+            let own = alike_packed(x, x, &compared, false);
             assert_eq!(own, Some(true));
         }
         assert!(alike > 20 && unlike > 20, "{alike} alike, {unlike} not");
     }
 
-    /// Bytes that are not a packed record are not judged.
-    #[test]
-    fn damaged_records_are_not_judged_alike() {
-        let x = packed::pack(&json!({"sku": "A"}));
-        let compared = vec!["sku".to_string()];
-        assert_eq!(fields_alike(&x, &x[..x.len() - 1], &compared, false), None);
-        assert_eq!(fields_alike(&[0xff], &x, &compared, false), None);
+    /// `fields_alike` of the records `x` and `y`, packed.
+    fn alike_packed(x: &Value, y: &Value, compared: &[String], skip_nulls: bool) -> Option<bool> {
+        let (x, y) = (packed::pack(x), packed::pack(y));
+        let (x, y) = (packed::members(&x)?, packed::members(&y)?);
+        fields_alike(&x, &y, compared, skip_nulls)
     }
 }
