@@ -159,27 +159,27 @@ pub(crate) fn delta(a: &[Member<'_>], b: &[Member<'_>]) -> Option<Vec<u8>> {
     if a.len() != b.len() || a.iter().zip(b).any(|((x, _), (y, _))| x != y) {
         return None;
     }
-    let mut out = Vec::with_capacity(64);
-    out.push(OBJECT);
-    // The count, once known, replaces this placeholder (a count under 128 is one byte).
-    out.push(0);
-    let mut differ = 0u64;
+    let mut differ = Vec::new();
     for ((name, x), (_, y)) in a.iter().zip(b) {
         if !same_value(x, y)? {
-            differ += 1;
-            leb(name.len() as u64, &mut out);
-            out.extend_from_slice(name);
-            out.extend_from_slice(y);
+            differ.push((*name, *y));
         }
     }
-    if differ < 0x80 {
-        out[1] = differ as u8;
-    } else {
-        let mut count = Vec::new();
-        leb(differ, &mut count);
-        out.splice(1..2, count);
+    Some(object_of(&differ))
+}
+
+/// `pack` of the object whose members are `members`, their values packed already.
+pub(crate) fn object_of(members: &[Member<'_>]) -> Vec<u8> {
+    let size: usize = members.iter().map(|(n, v)| n.len() + v.len() + 2).sum();
+    let mut out = Vec::with_capacity(size + 4);
+    out.push(OBJECT);
+    leb(members.len() as u64, &mut out);
+    for (name, value) in members {
+        leb(name.len() as u64, &mut out);
+        out.extend_from_slice(name);
+        out.extend_from_slice(value);
     }
-    Some(out)
+    out
 }
 
 /// Arrays and objects within one another deeper than this are refused when read back, as

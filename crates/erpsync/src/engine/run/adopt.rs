@@ -175,13 +175,26 @@ impl<'e> Runner<'e> {
                 .map(|(name, span)| (name.as_bytes(), &packed[span.clone()]))
                 .collect();
             let target_members = packed::members(target)?;
-            let adopt = self.adopts_unlike()
-                || fields_alike(&source, &target_members, &self.cmp, self.flow.skip_nulls)?;
-            let b_delta = match self.src.pair_side {
-                PairSide::A => packed::delta(&source, &target_members),
-                PairSide::B => packed::delta(&target_members, &source),
+            let source_is_a = self.src.pair_side == PairSide::A;
+            let (skip_nulls, compared) = (self.flow.skip_nulls, &self.cmp);
+            let (alike, b_delta) = match alike_and_delta(
+                &source,
+                &target_members,
+                source_is_a,
+                compared,
+                skip_nulls,
+            ) {
+                Some((alike, delta)) => (alike, Some(delta)),
+                None => {
+                    let alike = fields_alike(&source, &target_members, compared, skip_nulls)?;
+                    let delta = match source_is_a {
+                        true => packed::delta(&source, &target_members),
+                        false => packed::delta(&target_members, &source),
+                    };
+                    (alike, delta)
+                }
             };
-            adopt.then(|| (id, Some((Box::from(target), b_delta))))
+            (alike || self.adopts_unlike()).then(|| (id, Some((Box::from(target), b_delta))))
         });
         let Ok(Some(Some((target_id, target)))) = adopted else {
             return Ok(Some(read));
@@ -249,6 +262,37 @@ fn fields_alike(
         }
     }
     Some(true)
+}
+
+/// `fields_alike` of `source` and `target`, and `packed::delta` of side `b` from side `a`
+/// (`source_is_a` tells which is which), at once: for records of the same names in the same
+/// order (both sides' read mappings make the entity's fields), each member's bytes compared
+/// once and only those that differ looked at. `None` when the names do not line up (or a
+/// value cannot be read): `fields_alike` and `packed::delta` then answer apart.
+fn alike_and_delta(
+    source: &[packed::Member],
+    target: &[packed::Member],
+    source_is_a: bool,
+    compared: &[String],
+    skip_nulls: bool,
+) -> Option<(bool, Vec<u8>)> {
+    const NULL: &[u8] = &[0];
+    if source.len() != target.len() || source.iter().zip(target).any(|(s, t)| s.0 != t.0) {
+        return None;
+    }
+    let mut alike = true;
+    let mut differ = Vec::new();
+    for (&(name, x), &(_, y)) in source.iter().zip(target) {
+        if packed::same_value(x, y)? {
+            continue;
+        }
+        differ.push((name, if source_is_a { y } else { x }));
+        // Compared unless, with `skip_nulls`, the source holds none (`decide::fields_for`).
+        if alike && !(skip_nulls && x == NULL) && compared.iter().any(|c| c.as_bytes() == name) {
+            alike = false;
+        }
+    }
+    Some((alike, packed::object_of(&differ)))
 }
 
 /// A packed record's members looked up in the order they are asked for: the next one held
@@ -344,6 +388,60 @@ mod tests {
             assert_eq!(own, Some(true));
         }
         assert!(alike > 20 && unlike > 20, "{alike} alike, {unlike} not");
+    }
+
+    /// For records of the same names in the same order, `alike_and_delta` answers what
+    /// `fields_alike` and `packed::delta` answer apart, either side the source.
+    #[test]
+    fn alike_and_delta_at_once_answer_as_apart() {
+        let full: Vec<Value> = records()
+            .into_iter()
+            .map(|r| {
+                let fields = ["active", "name", "price", "sku"];
+                let held = fields.map(|f| (f.to_string(), r.get(f).cloned().unwrap_or(json!("x"))));
+                Value::Object(held.into_iter().collect())
+            })
+            .collect();
+        let compared: Vec<String> = ["name", "price", "sku"].map(String::from).to_vec();
+        let mut differing = 0;
+        let mut skipped = 0;
+        for (i, pair) in full.chunks(2).enumerate() {
+            // Most pairs a record and a copy of it with one field from the other.
+            let mut other = pair[0].clone();
+            let field = ["active", "name", "price", "sku"][i % 4];
+            other[field] = pair[1][field].clone();
+            let pair = if i % 5 == 0 {
+                [pair[0].clone(), pair[1].clone()]
+            } else {
+                [pair[0].clone(), other]
+            };
+            skipped += usize::from(
+                pair[0][field].is_null() && !pair[1][field].is_null() && field != "active",
+            );
+            let (x, y) = (packed::pack(&pair[0]), packed::pack(&pair[1]));
+            let (x, y) = (packed::members(&x).unwrap(), packed::members(&y).unwrap());
+            for (skip_nulls, source_is_a) in [(false, true), (true, true), (false, false)] {
+                let (a, b) = if source_is_a { (&x, &y) } else { (&y, &x) };
+                let apart = (
+                    fields_alike(&x, &y, &compared, skip_nulls).unwrap(),
+                    packed::delta(a, b).unwrap(),
+                );
+                let at_once = alike_and_delta(&x, &y, source_is_a, &compared, skip_nulls);
+                assert_eq!(at_once, Some(apart), "{:?} / {:?}", pair[0], pair[1]);
+            }
+            differing += usize::from(pair[0]["active"] != pair[1]["active"]);
+        }
+        assert!(
+            differing > 20 && skipped > 5,
+            "{differing} differing, {skipped} skipped"
+        );
+        // Names that do not line up: answered apart.
+        let (x, y) = (
+            packed::pack(&json!({"a": 1})),
+            packed::pack(&json!({"b": 1})),
+        );
+        let (x, y) = (packed::members(&x).unwrap(), packed::members(&y).unwrap());
+        assert_eq!(alike_and_delta(&x, &y, true, &compared, false), None);
     }
 
     /// `fields_alike` of the records `x` and `y`, packed.
