@@ -41,6 +41,11 @@
 //!   in an order unrelated to the ERP's (default: both in the same order). A run's lookups in
 //!   the shop's index then go anywhere in it, as with a shop whose products were created in
 //!   another order than the ERP's codes.
+//! - `BENCH_STAMPS=same`: both simulators' products are widened within the same second, so
+//!   a product's `updated_at` is the same on both sides and its two canonical records are
+//!   the same bytes (default `apart`: the shop's are widened first and the ERP's a second
+//!   later, as two systems' stamps differ; the records are then alike in every synced field
+//!   but the stamp).
 //! - `BENCH_REPEAT`: how many times the baseline loop and the 100k first sync of products
 //!   run, default 3 (the first sync from an empty state each time, the shop's prices put
 //!   back between runs); the table shows each one's median run and the CPU of every run,
@@ -279,7 +284,12 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
         }
         _ => seed_both(&shop, &erp, skus, 5),
     };
-    widen(&shop, &erp, &items)?;
+    let apart = match std::env::var("BENCH_STAMPS").as_deref() {
+        Ok("same") => false,
+        Ok("apart") | Err(_) => true,
+        Ok(other) => anyhow::bail!("BENCH_STAMPS is `apart` or `same`, not `{other}`"),
+    };
+    widen(&shop, &erp, &items, apart)?;
     println!("seeded both simulators in {:.1?}", t.elapsed());
 
     // Before the first sync, 1% of the ERP's prices differ from the shop's: the first sync
@@ -789,9 +799,16 @@ fn shop_extra(erp: &Map<String, Value>) -> Map<String, Value> {
     m
 }
 
-/// Gives every seeded product the fields of a 14-field product, equal on both sides.
-fn widen(shop: &ShopHandle, erp: &ErpHandle, items: &[CatalogueItem]) -> anyhow::Result<()> {
-    for item in items {
+/// Gives every seeded product the fields of a 14-field product, equal on both sides. With
+/// `apart`, the shop's are all widened first and the ERP's from the next second on, so no
+/// product has the same `updated_at` on both sides (stamps are compared to the second).
+fn widen(
+    shop: &ShopHandle,
+    erp: &ErpHandle,
+    items: &[CatalogueItem],
+    apart: bool,
+) -> anyhow::Result<()> {
+    let widen_shop = |item: &CatalogueItem| -> anyhow::Result<()> {
         let extra = erp_extra(item);
         let s = shop
             .product_by_sku(&item.sku)
@@ -803,10 +820,33 @@ fn widen(shop: &ShopHandle, erp: &ErpHandle, items: &[CatalogueItem]) -> anyhow:
             p.extra = for_shop;
         })
         .context("widening a shop product")?;
-        erp.update_product(&item.sku, |p| p.extra = extra)
+        Ok(())
+    };
+    let widen_erp = |item: &CatalogueItem| -> anyhow::Result<()> {
+        erp.update_product(&item.sku, |p| p.extra = erp_extra(item))
             .context("widening an ERP product")?;
+        Ok(())
+    };
+    if !apart {
+        for item in items {
+            widen_shop(item)?;
+            widen_erp(item)?;
+        }
+        return Ok(());
     }
-    Ok(())
+    items.iter().try_for_each(widen_shop)?;
+    let last = shop
+        .products()
+        .iter()
+        .map(|p| p.updated_at)
+        .max()
+        .unwrap_or_default();
+    // The ERP's stamps start in the second after the shop's last one.
+    let next_second = last.timestamp() + 1;
+    while chrono::Utc::now().timestamp() < next_second {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    items.iter().try_for_each(widen_erp)
 }
 
 /// The bench project: the MerchantPro template from `flows/common` for the shop, with a
