@@ -74,17 +74,6 @@ pub(crate) fn pack_object_spans<'n>(
     (out.into_boxed_slice(), spans)
 }
 
-/// The bytes a member's name takes in a packed object: its length, then its UTF-8.
-pub(crate) fn name_len(name: &str) -> usize {
-    let mut n = name.len() as u64;
-    let mut bytes = 1;
-    while n >= 0x80 {
-        n >>= 7;
-        bytes += 1;
-    }
-    bytes + name.len()
-}
-
 /// The value `pack` was given, or None when `bytes` were not written by it.
 pub(crate) fn unpack(bytes: &[u8]) -> Option<Value> {
     let mut r = Reader { bytes, at: 0 };

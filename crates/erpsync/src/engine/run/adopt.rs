@@ -19,10 +19,6 @@ pub(super) struct Positional {
     pub(super) key: String,
     id: Option<String>,
     pub(super) values: Vec<Value>,
-    /// The values packed as the record's object (`packed::pack_object_spans`), and where
-    /// each member's bytes (name and value) are in it.
-    pub(super) packed: Box<[u8]>,
-    pub(super) members: Vec<std::ops::Range<usize>>,
     /// The record's text, for a failure's report (as `Seen::text`).
     text: Box<str>,
 }
@@ -64,8 +60,6 @@ pub(super) struct Positions<'d> {
     pub(super) names: Vec<&'d str>,
     key_at: Option<usize>,
     pub(super) stamp_at: Option<usize>,
-    /// Which fields a reading's fingerprint leaves out (`Runner::volatile`).
-    pub(super) volatile: Vec<bool>,
 }
 
 impl<'e> Runner<'e> {
@@ -95,12 +89,7 @@ impl<'e> Runner<'e> {
         let at = |field: &str| names.iter().position(|n| *n == field);
         let key_at = at(&self.flow.match_key);
         let stamp_at = self.entity.updated_at.as_deref().and_then(at);
-        let volatile = names
-            .iter()
-            .map(|n| self.volatile.iter().any(|v| v == n))
-            .collect();
         Some(Positions {
-            volatile,
             direct,
             shaped,
             names,
@@ -130,25 +119,10 @@ impl<'e> Runner<'e> {
             crate::json::drop_values(values);
             return Err(self.keyless(&id, native_of(&text)));
         };
-        let (packed, spans) = packed::pack_object_spans(at.names.iter().copied(), &values);
-        // Each member from the end of the one before (the first after the count).
-        let mut start = spans
-            .first()
-            .map_or(0, |s| s.start - packed::name_len(at.names[0]));
-        let members = spans
-            .iter()
-            .map(|s| {
-                let member = start..s.end;
-                start = s.end;
-                member
-            })
-            .collect();
         Ok(Positional {
             key: normalize_owned(raw_key, &self.flow.normalize),
             id,
             values,
-            packed,
-            members,
             text,
         })
     }
@@ -188,19 +162,17 @@ impl<'e> Runner<'e> {
         let Some(index) = self.index.records.as_ref().filter(|_| unbound) else {
             return Ok(Some(read));
         };
+        let (packed, spans) = packed::pack_object_spans(at.names.iter().copied(), &read.values);
         // The target's id, and its record and side `b`'s differences when they are not the
         // same bytes; nothing when it is not adopted here (a record the index cannot give
         // is decided as a `Seen`, which reports why).
         let adopted = index.kept(key, |target_id, target| {
             let id = target_id.map(str::to_string);
-            if target == &read.packed[..] {
+            if target == &packed[..] {
                 return Some((id, None));
             }
-            let source: Vec<packed::Member> = (at.names.iter().zip(&read.members))
-                .map(|(name, member)| {
-                    let value = member.start + packed::name_len(name)..member.end;
-                    (name.as_bytes(), &read.packed[value])
-                })
+            let source: Vec<packed::Member> = (at.names.iter().zip(&spans))
+                .map(|(name, span)| (name.as_bytes(), &packed[span.clone()]))
                 .collect();
             let target_members = packed::members(target)?;
             let source_is_a = self.src.pair_side == PairSide::A;
@@ -228,11 +200,7 @@ impl<'e> Runner<'e> {
             return Ok(Some(read));
         };
         let Positional {
-            key,
-            id,
-            values,
-            packed,
-            ..
+            key, id, values, ..
         } = read;
         crate::json::drop_values(values);
         let (id_a, id_b) = match self.src.pair_side {
@@ -252,11 +220,13 @@ impl<'e> Runner<'e> {
             self.write_held().await?;
         }
         let dst_name = self.dst.name;
-        // A reason is made only for a line that shows it (100,000 of them a first sync).
-        let reason = self
-            .lines(Decision::Adopt)
-            .then(|| adopted_reason(dst_name));
-        self.record(&key, Decision::Adopt, Some(dst_name), Vec::new(), reason);
+        self.record(
+            &key,
+            Decision::Adopt,
+            Some(dst_name),
+            Vec::new(),
+            Some(adopted_reason(dst_name)),
+        );
         self.succeeded(&key).await.map(|()| None)
     }
 }

@@ -189,10 +189,8 @@ impl<'e> Runner<'e> {
                 self.hold_binding(b)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
-                let reason = self
-                    .lines(decision)
-                    .then(|| adopt::adopted_reason(dst_name));
-                self.record(&key, decision, Some(dst_name), Vec::new(), reason);
+                let reason = adopt::adopted_reason(dst_name);
+                self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
             }
             Verdict::Update {
                 changes,

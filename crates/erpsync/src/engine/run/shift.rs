@@ -21,17 +21,8 @@ impl<'e> Runner<'e> {
     }
 
     /// `note_listed` of a record read positionally: the same reading as of its object.
-    /// Its fingerprint is of the record's packed members, those `fingerprint` leaves out
-    /// left out: one listing's readings are all fingerprinted alike.
     pub(super) fn note_listed_values(&mut self, read: &Positional, at: &Positions) -> bool {
-        let mut h = self.listing.prints.build_hasher();
-        for (member, volatile) in read.members.iter().zip(&at.volatile) {
-            if !volatile {
-                // Each member's bytes say where they end: no two records hash the same bytes.
-                h.write(&read.packed[member.clone()]);
-            }
-        }
-        let print = h.finish();
+        let print = self.fingerprint_fields(at.names.iter().copied().zip(&read.values));
         let stamp = at
             .stamp_at
             .and_then(|i| read.values.get(i))
