@@ -1622,6 +1622,26 @@ async fn a_first_sync_through_shifted_target_pages_links_instead_of_creating_aga
     assert_eq!(h.writes(), (0, 0));
 }
 
+/// The same first sync while the ERP's pages shift as they are read: a record served again
+/// with only its stamp changed is the same reading, adopted once (its stamp is left out of
+/// the fingerprint of a record read by position, as of one read whole).
+#[tokio::test]
+async fn a_first_sync_through_shifted_source_pages_adopts_each_record_once() {
+    let h = Harness::new(250, products_from_erp).await;
+    drifting(h.erp.faults());
+    h.reset_counters();
+    let r = h.run("products").await;
+    assert_eq!(r.counts.failed, 0, "{:#?}", failed(&r));
+    reported_once(&r);
+    assert_eq!(
+        (r.counts.adopted, r.counts.created),
+        (r.counts.read, 0),
+        "{:#?}",
+        r.counts
+    );
+    assert_eq!(h.writes(), (0, 0));
+}
+
 /// A page of the shop's listing answered with a 200 and a text that is not JSON (a
 /// maintenance page, a proxy's answer) is a failed attempt, not the listing's end. While the
 /// shop keeps answering so, the first sync stops with the reason and creates none of the

@@ -220,13 +220,11 @@ impl<'e> Runner<'e> {
             self.write_held().await?;
         }
         let dst_name = self.dst.name;
-        self.record(
-            &key,
-            Decision::Adopt,
-            Some(dst_name),
-            Vec::new(),
-            Some(adopted_reason(dst_name)),
-        );
+        // A reason is made only for a line that shows it (100,000 of them a first sync).
+        let reason = self
+            .lines(Decision::Adopt)
+            .then(|| adopted_reason(dst_name));
+        self.record(&key, Decision::Adopt, Some(dst_name), Vec::new(), reason);
         self.succeeded(&key).await.map(|()| None)
     }
 }

@@ -1619,7 +1619,7 @@ impl<'e> Runner<'e> {
         reason: Option<String>,
     ) {
         self.report.count(decision);
-        if self.opts.dry_run || self.opts.details || decision == Decision::Failed {
+        if self.lines(decision) {
             let steps = std::mem::take(&mut self.planned_steps);
             self.line(RecordReport {
                 key: key.to_string(),
@@ -1630,6 +1630,12 @@ impl<'e> Runner<'e> {
                 steps,
             });
         }
+    }
+
+    /// Whether a record decided so gets a line (`record`): what a reason only it shows is
+    /// made for.
+    pub(super) fn lines(&self, decision: Decision) -> bool {
+        self.opts.dry_run || self.opts.details || decision == Decision::Failed
     }
 
     /// A record's line: to the caller's sink when it streams them, else kept in the report.

@@ -189,8 +189,10 @@ impl<'e> Runner<'e> {
                 self.hold_binding(b)
                     .await
                     .map_err(|e| Fail::msg(e.to_string()))?;
-                let reason = adopt::adopted_reason(dst_name);
-                self.record(&key, decision, Some(dst_name), Vec::new(), Some(reason));
+                let reason = self
+                    .lines(decision)
+                    .then(|| adopt::adopted_reason(dst_name));
+                self.record(&key, decision, Some(dst_name), Vec::new(), reason);
             }
             Verdict::Update {
                 changes,
