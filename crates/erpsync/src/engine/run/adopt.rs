@@ -1,8 +1,9 @@
 //! Source records adopted as they were read. A first sync finds nearly every record of the
-//! source already in the target, alike: read into its canonical values by position, such a
-//! record is compared with the target index's packed copy byte for byte, and bound from
-//! those bytes (`Adopted`). No object is built for it, compared field by field, or packed
-//! again to be stored.
+//! source already in the target, alike: read into its canonical values by position and
+//! packed, such a record is compared with the target index's packed copy on the bytes (the
+//! same bytes, or the same compared fields, as values only where the bytes differ) and
+//! bound from those bytes (`Adopted`). No object is built for it, compared by name, or
+//! packed again to be stored.
 //!
 //! Anything else about a record — a binding, a difference, a record the index does not
 //! hold, a write of unknown outcome — makes it a `Seen`, decided as every record is; so does
@@ -156,8 +157,7 @@ impl<'e> Runner<'e> {
         }
         let key = &read.key;
         let unbound = matches!(self.listing.page_bindings.get(key), Some(None))
-            && !self.held.by_key.contains_key(key)
-            && !self.held.adopted.contains_key(key)
+            && !self.held.holds(key)
             && !self.unsettled.in_doubt.contains(key);
         let Some(index) = self.index.records.as_ref().filter(|_| unbound) else {
             return Ok(Some(read));
@@ -187,9 +187,10 @@ impl<'e> Runner<'e> {
                 Some((alike, delta)) => (alike, Some(delta)),
                 None => {
                     let alike = fields_alike(&source, &target_members, compared, skip_nulls)?;
-                    let delta = match source_is_a {
-                        true => packed::delta(&source, &target_members),
-                        false => packed::delta(&target_members, &source),
+                    let delta = if source_is_a {
+                        packed::delta(&source, &target_members)
+                    } else {
+                        packed::delta(&target_members, &source)
                     };
                     (alike, delta)
                 }
@@ -227,9 +228,7 @@ impl<'e> Runner<'e> {
         self.record(&key, Decision::Adopt, Some(dst_name), Vec::new(), reason);
         self.succeeded(&key).await.map(|()| None)
     }
-}
 
-impl Runner<'_> {
     /// Whether an unbound record found in the target is adopted however it differs: a flow
     /// that only creates (`decide::decide`).
     fn adopts_unlike(&self) -> bool {
