@@ -152,20 +152,30 @@ pub(crate) fn same_value(x: &[u8], y: &[u8]) -> Option<bool> {
     }
 }
 
-/// `pack` of the object of `b`'s members where they differ from `a`'s, as values: what side
-/// `b` is kept as beside side `a` (`state::StoredBases`). `None` unless both have the same
-/// names in the same order, or a value cannot be read.
-pub(crate) fn delta(a: &[Member<'_>], b: &[Member<'_>]) -> Option<Vec<u8>> {
+/// A member two packed objects hold with different values: its name, `a`'s value and `b`'s.
+pub(crate) type Differing<'b> = (&'b [u8], &'b [u8], &'b [u8]);
+
+/// The members where `b`'s values differ from `a`'s, as values. `None` unless both have the
+/// same names in the same order, or a value cannot be read.
+pub(crate) fn differing<'b>(a: &[Member<'b>], b: &[Member<'b>]) -> Option<Vec<Differing<'b>>> {
     if a.len() != b.len() || a.iter().zip(b).any(|((x, _), (y, _))| x != y) {
         return None;
     }
     let mut differ = Vec::new();
-    for ((name, x), (_, y)) in a.iter().zip(b) {
+    for (&(name, x), &(_, y)) in a.iter().zip(b) {
         if !same_value(x, y)? {
-            differ.push((*name, *y));
+            differ.push((name, x, y));
         }
     }
-    Some(object_of(&differ))
+    Some(differ)
+}
+
+/// `pack` of the object of `b`'s members where they differ from `a`'s (`differing`): what
+/// side `b` is kept as beside side `a` (`state::StoredBases`).
+pub(crate) fn delta(a: &[Member<'_>], b: &[Member<'_>]) -> Option<Vec<u8>> {
+    let differ = differing(a, b)?;
+    let members: Vec<Member> = differ.iter().map(|&(name, _, y)| (name, y)).collect();
+    Some(object_of(&members))
 }
 
 /// `pack` of the object whose members are `members`, their values packed already.

@@ -276,10 +276,7 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
         self.call(move |s| s.binding_count(&scope)).await
     }
     async fn put_bindings(&self, scope: &Scope, bindings: Vec<Binding>) -> Result<()> {
-        let scope = scope.clone();
-        let rows = rows_of::<S>(bindings);
-        self.call(move |s| s.put_binding_rows(None, &scope, &rows))
-            .await
+        self.put_held(scope, bindings, Vec::new()).await
     }
     async fn put_held(
         &self,

@@ -274,22 +274,17 @@ fn alike_and_delta(
     skip_nulls: bool,
 ) -> Option<(bool, Vec<u8>)> {
     const NULL: &[u8] = &[0];
-    if source.len() != target.len() || source.iter().zip(target).any(|(s, t)| s.0 != t.0) {
-        return None;
-    }
-    let mut alike = true;
-    let mut differ = Vec::new();
-    for (&(name, x), &(_, y)) in source.iter().zip(target) {
-        if packed::same_value(x, y)? {
-            continue;
-        }
-        differ.push((name, if source_is_a { y } else { x }));
-        // Compared unless, with `skip_nulls`, the source holds none (`decide::fields_for`).
-        if alike && !(skip_nulls && x == NULL) && compared.iter().any(|c| c.as_bytes() == name) {
-            alike = false;
-        }
-    }
-    Some((alike, packed::object_of(&differ)))
+    let differ = packed::differing(source, target)?;
+    // A differing field is compared unless, with `skip_nulls`, the source holds none
+    // (`decide::fields_for`).
+    let alike = !differ.iter().any(|&(name, x, _)| {
+        !(skip_nulls && x == NULL) && compared.iter().any(|c| c.as_bytes() == name)
+    });
+    let side_b: Vec<packed::Member> = differ
+        .iter()
+        .map(|&(name, x, y)| (name, if source_is_a { y } else { x }))
+        .collect();
+    Some((alike, packed::object_of(&side_b)))
 }
 
 /// A packed record's members looked up in the order they are asked for: the next one held
