@@ -1355,6 +1355,73 @@ async fn a_run_killed_with_its_index_in_a_file_leaves_no_file_and_the_next_run_f
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
+/// A first sync killed (SIGKILL) once a page of adoptions is in the state file and the
+/// next page's still held in memory: the next run adopts the rest and writes each changed
+/// price once over the two runs; every product ends bound, and a run after that writes
+/// nothing. Run from the project's folder, outside the checkout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_killed_between_pages_of_adoptions_loses_and_repeats_nothing() {
+    let p = crate::support::binary::Project::start(1000, products_from_the_erp).await;
+    let changed = p.raise_erp_prices(20, 3.0);
+    // Slow ERP pages (ten of 100): the run is still reading them when it is killed.
+    p.erp.faults().set(erpsync_sim::Faults {
+        latency_ms: 60,
+        ..Default::default()
+    });
+    let writes = p.shop.counters().writes();
+    let db = p.dir.path().join("state.sqlite");
+    let bound = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM bindings", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let args = ["run", "--once", "--flow", "products"];
+    let mut child = p.spawn(&args);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    // More than the updates bound one at a time: a page's adoptions written together.
+    while bound() < 100 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before a page of adoptions was stored"
+        );
+        assert!(std::time::Instant::now() < deadline, "no page stored");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    assert!(!child.wait().unwrap().success(), "killed before the end");
+    let partial = bound();
+    assert!(
+        (100..1000).contains(&partial),
+        "{partial} bound when killed"
+    );
+
+    p.erp.faults().set(erpsync_sim::Faults::default());
+    let out = p.run(&args);
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        p.shop.counters().writes() - writes,
+        changed.len() as u64,
+        "each changed price written once over the two runs: {text}"
+    );
+    assert_eq!(bound(), 1000, "{text}");
+    for sku in &changed {
+        let erp = p.erp.product(sku).unwrap().price;
+        let shop = p.shop.product_by_sku(sku).unwrap().price_gross.unwrap();
+        assert!((erp - shop).abs() < 0.005, "{sku}: {erp} vs {shop}");
+    }
+    let before = p.shop.counters().writes();
+    let out = p.run(&args);
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        p.shop.counters().writes(),
+        before,
+        "nothing written again: {text}"
+    );
+    assert!(text.contains("created 0, updated 0, adopted 0"), "{text}");
+}
+
 /// A first stock sync as a person runs it, a dry run on a terminal from the project's folder:
 /// the shop's catalogue is read once, page by page, and no product is asked for alone
 /// before that read (each would cost a request of the shop's rate limit); every level is
