@@ -17,6 +17,7 @@ use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
+use indexmap::IndexMap;
 use serde_json::Value;
 
 use super::spill::{Indexed, Kept, Spill};
@@ -102,9 +103,13 @@ pub(super) enum Native {
 
 /// The target's records by key (see the module's documentation).
 pub(super) struct KeyIndex {
-    /// Records in memory: all of them until the index spills; after, only those the file
-    /// could not take (which shadow it).
-    mem: HashMap<String, Indexed>,
+    /// Records in memory, in the order they were read: all of them until the index spills;
+    /// after, only those the file could not take (which shadow it). The file takes them in
+    /// that order, so that a source listed in the target's order finds them through the
+    /// file's read window, as it finds the records appended after them. In the map's own
+    /// order (a hash's), they were spread over the file's first megabytes, and each lookup
+    /// of one was a read of its own (17,714 of a 100k first sync).
+    mem: IndexMap<String, Indexed>,
     /// Bytes held in `mem`.
     held: usize,
     /// Bytes past which the index spills.
@@ -131,7 +136,7 @@ impl KeyIndex {
     /// An index that spills past `bound` bytes (keys, ids, packed records).
     pub(super) fn with_bound(bound: usize) -> Self {
         KeyIndex {
-            mem: HashMap::new(),
+            mem: IndexMap::new(),
             held: 0,
             bound,
             disk: None,
@@ -210,7 +215,7 @@ impl KeyIndex {
             Some(disk) => lock(disk).take((self.hash)(key) as u64, key)?,
             None => None,
         };
-        let in_mem = self.mem.remove(key);
+        let in_mem = self.mem.swap_remove(key);
         if let Some(found) = &in_mem
             && self.disk.is_none()
         {
@@ -366,7 +371,7 @@ impl KeyIndex {
             bound = self.bound,
             "the target index passed its memory bound (--index-memory); it moves to a temporary file"
         );
-        let mut refused = HashMap::new();
+        let mut refused = IndexMap::new();
         for (key, kept) in std::mem::take(&mut self.mem) {
             if let Err(e) = disk.put((self.hash)(&key) as u64, &key, kept.view()) {
                 tracing::warn!(error = %e, "the target index could not be written; keeping the record in memory");
@@ -672,6 +677,32 @@ mod tests {
         assert_eq!(only.get("K2").unwrap().unwrap().canon["price"], json!(2));
         assert!(only.get("K3").unwrap().is_none());
         assert_eq!(only.keys_where(|_| true).unwrap().len(), 2);
+    }
+
+    /// The records held in memory when the index spills go to the file in the order they
+    /// were read, before those read after: the file holds the whole listing in its order,
+    /// which a source listed in the same order walks through the read window.
+    #[test]
+    fn a_spilled_index_keeps_its_records_in_the_order_they_were_read() {
+        let read: Vec<String> = (0..200u64).map(|i| format!("K{}", i * 37 % 200)).collect();
+        let mut index = KeyIndex::with_bound(4_000);
+        for (i, key) in read.iter().enumerate() {
+            index.keep(seen(key, &format!("{i}"), i as u64), no_stamp);
+            if i == 30 {
+                assert!(!index.spilled(), "the first records are held in memory");
+            }
+        }
+        assert!(index.spilled());
+        assert!(index.mem.is_empty(), "the file took every record");
+        let mut drained = Vec::new();
+        loop {
+            let batch = index.take_some(64).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            drained.extend(batch.into_iter().map(|s| s.key));
+        }
+        assert_eq!(drained, read, "the file's order is the reading's");
     }
 
     /// The target's changes of a bidirectional flow are taken out one by one as the source
