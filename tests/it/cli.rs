@@ -1439,6 +1439,72 @@ async fn a_first_stock_dry_run_on_a_terminal_reads_the_shop_once_without_single_
     );
 }
 
+/// A first product sync's dry run as a person runs it (on a terminal) and as a script runs it
+/// (through a pipe, as JSON), from the project's folder: the records the shop holds alike
+/// planned as adopted, the changed prices as updates of `price`, and nothing stored, so the
+/// run that follows adopts and updates exactly those; a second run has nothing to do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_dry_run_plans_what_the_run_does_and_stores_nothing() {
+    let p = crate::support::binary::Project::start(300, products_from_the_erp).await;
+    let changed = p.raise_erp_prices(17, 5.0);
+    let alike = 300 - changed.len();
+    let screen = p.on_terminal("dry-run --flow products");
+    for said in [
+        format!("adopted {alike}"),
+        format!("updated {}", changed.len()),
+        "dry run: nothing was written".to_string(),
+    ] {
+        assert!(screen.contains(&said), "{said}: {screen}");
+    }
+    let out = p.run(&["dry-run", "--flow", "products", "--format", "json"]);
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let run = &doc["runs"][0];
+    assert_eq!(
+        (
+            run["counts"]["adopted"].as_u64(),
+            run["counts"]["updated"].as_u64()
+        ),
+        (Some(alike as u64), Some(changed.len() as u64)),
+        "{text}"
+    );
+    let records = run["records"].as_array().unwrap();
+    let mut updates: Vec<&str> = records
+        .iter()
+        .filter(|r| r["decision"] == "update")
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    updates.sort_unstable();
+    assert_eq!(updates, changed, "the changed prices, and only they");
+    assert!(
+        records
+            .iter()
+            .filter(|r| r["decision"] == "update")
+            .all(|r| r["changes"].to_string().contains("price")),
+        "{text}"
+    );
+    assert_eq!(
+        records.iter().filter(|r| r["decision"] == "adopt").count(),
+        alike
+    );
+
+    let out = p.run(&["run", "--once", "--flow", "products"]);
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(&format!("adopted {alike}"))
+            && text.contains(&format!("updated {}", changed.len())),
+        "the dry runs stored no binding: {text}"
+    );
+    let out = p.run(&["run", "--once", "--flow", "products"]);
+    let text = crate::support::binary::text(&out);
+    assert!(
+        text.contains("updated 0") && text.contains("adopted 0"),
+        "{text}"
+    );
+}
+
 /// `-v` on a terminal: a log line that comes while the progress line is drawn starts a line of
 /// its own (the progress line is cleared first and drawn again after it), rather than being
 /// glued to the end of the progress text.

@@ -953,6 +953,76 @@ fn stored_rows(h: &Harness) -> Vec<StoredRow> {
     .collect()
 }
 
+/// Products from the ERP with both sides' records of the same fields (the shop maps no VAT
+/// rate); with `keep_all`, a filter that keeps every record, which makes a run decide each
+/// record whole.
+fn alike_flows(doc: &mut Value, keep_all: bool) {
+    products_from_erp(doc);
+    let read = &mut doc["systems"]["erp"]["entities"]["product"]["read"];
+    read.as_object_mut().unwrap().remove("vat_rate");
+    if keep_all {
+        doc["flows"]["products"]["filter"] = json!("@.sku != null");
+    }
+}
+
+/// 250 products on both sides before a first sync (`alike_flows`): the ERP's price of
+/// `changed` raised, every other shop product touched (the same fields, a later stamp).
+async fn alike_first_sync(keep_all: bool, changed: &[&str]) -> Harness {
+    let h = Harness::new(250, |doc| alike_flows(doc, keep_all)).await;
+    for sku in changed {
+        h.erp.update_product(sku, |p| p.price += 7.0).unwrap();
+    }
+    h.later(1);
+    for p in h.shop.products().iter().step_by(2) {
+        h.shop.update_product(p.id, |_| {});
+    }
+    h.later(1);
+    h
+}
+
+/// A dry run of a first sync adopts records alike as the run does, writing nothing: the
+/// same decisions as deciding each record whole, and the bindings the run would store
+/// planned, so that a second dry run over the plan finds every record bound and plans what
+/// it plans after records decided whole. The run then does what the first dry run said.
+#[tokio::test]
+async fn a_dry_run_adopts_alike_and_plans_the_bindings_the_run_stores() {
+    let changed = ["SKU-000007", "SKU-000120", "SKU-000233"];
+    let mut outcomes = Vec::new();
+    for keep_all in [false, true] {
+        let h = alike_first_sync(keep_all, &changed).await;
+        let planner = build(&h.shop, &h.erp, &h.dir, h.store.clone(), &h.clock, |doc| {
+            alike_flows(doc, keep_all)
+        })
+        .planning();
+        let dry = RunOptions {
+            dry_run: true,
+            ..Default::default()
+        };
+        h.reset_counters();
+        let plan = planner.run("products", &dry).await.unwrap();
+        let c = &plan.counts;
+        assert_eq!(
+            (c.read, c.adopted, c.updated, c.failed),
+            (250, 247, 3, 0),
+            "keep_all {keep_all}: {c:#?}"
+        );
+        assert_eq!(planner.plan_held().0, 250, "every binding planned");
+        let again = planner.run("products", &dry).await.unwrap();
+        assert_eq!(
+            (again.counts.adopted, again.counts.failed),
+            (0, 0),
+            "keep_all {keep_all}: the plan binds every record: {:#?}",
+            again.counts
+        );
+        assert_eq!(h.writes(), (0, 0), "a dry run writes nothing");
+        let r = h.run("products").await;
+        assert_eq!(decisions(&r), decisions(&plan), "keep_all {keep_all}");
+        assert_eq!(r.counts, plan.counts);
+        outcomes.push((decisions(&plan), decisions(&again), again.counts));
+    }
+    assert_eq!(outcomes[0], outcomes[1], "adopted alike and decided whole");
+}
+
 /// A first sync adopts the records its target holds alike from the packed form it compared
 /// them in; what it stores is, byte for byte, what deciding each record whole stores (a
 /// filter that keeps every record makes a run decide them whole): records the same on both
@@ -962,25 +1032,7 @@ async fn records_adopted_alike_are_stored_as_records_decided_whole() {
     let changed = ["SKU-000007", "SKU-000120", "SKU-000233"];
     let mut runs = Vec::new();
     for keep_all in [false, true] {
-        let h = Harness::new(250, |doc| {
-            products_from_erp(doc);
-            // Both sides' records of the same fields (the shop maps no VAT rate).
-            let read = &mut doc["systems"]["erp"]["entities"]["product"]["read"];
-            read.as_object_mut().unwrap().remove("vat_rate");
-            if keep_all {
-                doc["flows"]["products"]["filter"] = json!("@.sku != null");
-            }
-        })
-        .await;
-        for sku in changed {
-            h.erp.update_product(sku, |p| p.price += 7.0).unwrap();
-        }
-        h.later(1);
-        // Every other shop product touched: the same fields, a later stamp.
-        for p in h.shop.products().iter().step_by(2) {
-            h.shop.update_product(p.id, |_| {});
-        }
-        h.later(1);
+        let h = alike_first_sync(keep_all, &changed).await;
         let (r, counted) = counted_run(&h, "products").await;
         let c = &r.counts;
         assert_eq!(

@@ -368,6 +368,12 @@ impl Engine {
         })
     }
 
+    /// Whether `plan_binding` keeps the bindings of `scope`: what a caller asks before it
+    /// makes a binding only the plan would read.
+    pub(crate) fn plans_bindings_of(&self, scope: &Scope) -> bool {
+        self.plan.is_some() && self.plan_keeps(Some(&scope.entity), None)
+    }
+
     /// Remembers a binding a dry run would write; false when this engine keeps no plan.
     pub(crate) fn plan_binding(&self, scope: &Scope, b: &Binding) -> bool {
         let Some(plan) = &self.plan else {

@@ -8,8 +8,10 @@
 //! Anything else about a record — a binding, a difference, a record the index does not
 //! hold, a write of unknown outcome — makes it a `Seen`, decided as every record is; so does
 //! any run where adopting is more than linking (filters, triggers, required flows,
-//! export-once flows, both ways, dry runs: `Runner::adopts_alike`). What it is adopted as
-//! is what `one_way` adopts it as: the same binding, decision, report and failure cleared.
+//! export-once flows, both ways: `Runner::adopts_alike`). What it is adopted as is what
+//! `one_way` adopts it as: the same binding, decision, report and failure cleared. A dry run
+//! adopts the same way and stores nothing: it plans the binding where a flow planned after
+//! it reads it, as `one_way` plans one.
 
 use super::*;
 use crate::config::model::SyncMode;
@@ -65,12 +67,11 @@ pub(super) struct Positions<'d> {
 
 impl<'e> Runner<'e> {
     /// Whether this run adopts source records alike by position (see the module): a
-    /// one-way flow that writes, whose records are eligible whatever they hold and are
-    /// linked by adopting them (its source must also be read into its members by a mapping
-    /// of one shape: `positions`).
+    /// one-way flow (or its dry run), whose records are eligible whatever they hold and
+    /// are linked by adopting them (its source must also be read into its members by a
+    /// mapping of one shape: `positions`).
     pub(super) fn adopts_alike(&self) -> bool {
-        !self.opts.dry_run
-            && !self.bidirectional()
+        !self.bidirectional()
             && self.flow.filter.is_none()
             && self.flow.on_status.is_none()
             && self.flow.on_transition.is_none()
@@ -214,11 +215,18 @@ impl<'e> Runner<'e> {
             (PairSide::B, Some((target, delta))) => (target, Some((packed, delta))),
         };
         self.listing.page_bindings.remove(&key);
-        self.held
-            .adopted
-            .insert(key.clone(), Adopted::new(key.clone(), id_a, id_b, a, b));
-        if self.held.len() >= BINDINGS_PER_WRITE {
-            self.write_held().await?;
+        let adopted = Adopted::new(key.clone(), id_a, id_b, a, b);
+        if self.opts.dry_run {
+            // Planned as the binding it stands for, where a flow planned later reads it (one
+            // base for both sides when they are the same bytes, as stored: `Binding::base`).
+            if self.e.plans_bindings_of(&self.scope) {
+                self.e.plan_binding(&self.scope, &adopted.binding()?);
+            }
+        } else {
+            self.held.adopted.insert(key.clone(), adopted);
+            if self.held.len() >= BINDINGS_PER_WRITE {
+                self.write_held().await?;
+            }
         }
         let dst_name = self.dst.name;
         // A reason is made only for a line that shows it (100,000 of them a first sync).
