@@ -1340,19 +1340,31 @@ async fn a_run_killed_with_its_index_in_a_file_leaves_no_file_and_the_next_run_f
 
     p.shop.faults().set(erpsync_sim::Faults::default());
     let out = p.command(&args).env("TMPDIR", &tmp).output().unwrap();
-    let text = crate::support::binary::text(&out);
+    finished_after_kill(&p, &out, writes, &changed);
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
+}
+
+/// The run after a killed first sync (`out`): it exits 0, each of the `changed` prices was
+/// written once over the two runs (the shop had taken `writes` before them), and the shop's
+/// prices are the ERP's.
+fn finished_after_kill(
+    p: &crate::support::binary::Project,
+    out: &std::process::Output,
+    writes: u64,
+    changed: &[String],
+) {
+    let text = crate::support::binary::text(out);
     assert_eq!(out.status.code(), Some(0), "{text}");
     assert_eq!(
         p.shop.counters().writes() - writes,
         changed.len() as u64,
         "each changed price written once over the two runs: {text}"
     );
-    for sku in &changed {
+    for sku in changed {
         let erp = p.erp.product(sku).unwrap().price;
         let shop = p.shop.product_by_sku(sku).unwrap().price_gross.unwrap();
         assert!((erp - shop).abs() < 0.005, "{sku}: {erp} vs {shop}");
     }
-    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
 /// A first sync killed (SIGKILL) once a page of adoptions is in the state file and the
@@ -1397,19 +1409,8 @@ async fn a_first_sync_killed_between_pages_of_adoptions_loses_and_repeats_nothin
 
     p.erp.faults().set(erpsync_sim::Faults::default());
     let out = p.run(&args);
-    let text = crate::support::binary::text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert_eq!(
-        p.shop.counters().writes() - writes,
-        changed.len() as u64,
-        "each changed price written once over the two runs: {text}"
-    );
-    assert_eq!(bound(), 1000, "{text}");
-    for sku in &changed {
-        let erp = p.erp.product(sku).unwrap().price;
-        let shop = p.shop.product_by_sku(sku).unwrap().price_gross.unwrap();
-        assert!((erp - shop).abs() < 0.005, "{sku}: {erp} vs {shop}");
-    }
+    finished_after_kill(&p, &out, writes, &changed);
+    assert_eq!(bound(), 1000, "{}", crate::support::binary::text(&out));
     let before = p.shop.counters().writes();
     let out = p.run(&args);
     let text = crate::support::binary::text(&out);

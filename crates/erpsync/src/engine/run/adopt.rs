@@ -214,20 +214,8 @@ impl<'e> Runner<'e> {
             (PairSide::A, Some((target, delta))) => (packed, Some((target, delta))),
             (PairSide::B, Some((target, delta))) => (target, Some((packed, delta))),
         };
-        self.listing.page_bindings.remove(&key);
-        let adopted = Adopted::new(key.clone(), id_a, id_b, a, b);
-        if self.opts.dry_run {
-            // Planned as the binding it stands for, where a flow planned later reads it (one
-            // base for both sides when they are the same bytes, as stored: `Binding::base`).
-            if self.e.plans_bindings_of(&self.scope) {
-                self.e.plan_binding(&self.scope, &adopted.binding()?);
-            }
-        } else {
-            self.held.adopted.insert(key.clone(), adopted);
-            if self.held.len() >= BINDINGS_PER_WRITE {
-                self.write_held().await?;
-            }
-        }
+        self.hold_adopted(Adopted::new(key.clone(), id_a, id_b, a, b))
+            .await?;
         let dst_name = self.dst.name;
         // A reason is made only for a line that shows it (100,000 of them a first sync).
         let reason = self

@@ -1525,6 +1525,28 @@ impl<'e> Runner<'e> {
         Ok(())
     }
 
+    /// `hold_binding` of an adoption, kept as its packed records (`Adopted`) until its page is
+    /// written. A dry run plans the binding it stands for, only where a flow planned later
+    /// reads it (one base for both sides when they are the same bytes, as stored).
+    pub(super) async fn hold_adopted(
+        &mut self,
+        a: crate::state::Adopted,
+    ) -> Result<(), EngineRunError> {
+        self.listing.page_bindings.remove(&a.key);
+        if self.opts.dry_run {
+            if self.e.plans_bindings_of(&self.scope) {
+                self.e.plan_binding(&self.scope, &a.binding()?);
+            }
+            return Ok(());
+        }
+        self.held.by_key.remove(&a.key);
+        self.held.adopted.insert(a.key.clone(), a);
+        if self.held.len() >= BINDINGS_PER_WRITE {
+            self.write_held().await?;
+        }
+        Ok(())
+    }
+
     /// What the run's target index keeps in memory before it moves to a temporary file:
     /// the run's own bound, else its engine's (`--index-memory`), else `SPILL_BYTES`.
     pub(super) fn index_bound(&self) -> usize {
