@@ -1007,6 +1007,8 @@ async fn a_dry_run_adopts_alike_and_plans_the_bindings_the_run_stores() {
             "keep_all {keep_all}: {c:#?}"
         );
         assert_eq!(planner.plan_held().0, 250, "every binding planned");
+        let scope = Scope::new("product", "erp", "shop");
+        let planned = planner.planned_bindings(&scope);
         let again = planner.run("products", &dry).await.unwrap();
         assert_eq!(
             (again.counts.adopted, again.counts.failed),
@@ -1018,6 +1020,29 @@ async fn a_dry_run_adopts_alike_and_plans_the_bindings_the_run_stores() {
         let r = h.run("products").await;
         assert_eq!(decisions(&r), decisions(&plan), "keep_all {keep_all}");
         assert_eq!(r.counts, plan.counts);
+        // Each adoption planned as the binding the run stored, ids and bases alike.
+        let settled = |mut b: Binding| {
+            b.settle_bases();
+            b
+        };
+        let stored: HashMap<String, Binding> = h
+            .store
+            .bindings
+            .all_bindings(&scope)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.key.clone(), settled(b)))
+            .collect();
+        let adopted: Vec<Binding> = planned
+            .into_iter()
+            .filter(|b| !changed.contains(&b.key.as_str()))
+            .map(settled)
+            .collect();
+        assert_eq!(adopted.len(), 247);
+        for b in &adopted {
+            assert_eq!(Some(b), stored.get(&b.key), "keep_all {keep_all}");
+        }
         outcomes.push((decisions(&plan), decisions(&again), again.counts));
     }
     assert_eq!(outcomes[0], outcomes[1], "adopted alike and decided whole");

@@ -349,6 +349,23 @@ impl Engine {
         *self.needs.lock().unwrap_or_else(|e| e.into_inner()) = needs;
     }
 
+    /// The bindings the plan holds for `scope`, by key: what the dry runs so far would have
+    /// stored there (none when this engine keeps no plan).
+    pub fn planned_bindings(&self, scope: &Scope) -> Vec<Binding> {
+        let Some(plan) = &self.plan else {
+            return Vec::new();
+        };
+        let plan = plan.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<Binding> = plan
+            .get(scope)
+            .into_iter()
+            .flatten()
+            .map(|(_, b)| b.clone())
+            .collect();
+        out.sort_by(|x, y| x.key.cmp(&y.key));
+        out
+    }
+
     /// How many bindings and planned creates the plan holds now.
     pub fn plan_held(&self) -> (usize, usize) {
         let bindings = self.plan.as_ref().map_or(0, |plan| {
