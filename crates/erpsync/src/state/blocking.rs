@@ -1,6 +1,8 @@
 //! A store kept by blocking calls (SQLite, the file):
 //! the calls themselves, and the adapter that runs each on tokio's blocking pool so no
-//! runtime worker waits on a lock, a busy file or the network.
+//! runtime worker waits on a lock, a busy file or the network. The short calls a run makes
+//! for each page and record are made on the caller's thread when nothing makes them wait
+//! (`Blocking::at_once`), and only otherwise on the pool.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,6 +20,15 @@ use super::store::{Bindings, Coordination, Failures, Journal, Runs};
 
 /// A store whose calls block. Implementations must make each call atomic.
 pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
+    /// Makes the call `f` on the caller's thread if it can be made without waiting: `None`
+    /// when it would have had to wait (the store busy with another call, another process
+    /// holding its lock), and then `f` changed nothing. Only for calls of one atomic step
+    /// (one transaction, or one read). By default every call goes to the blocking pool.
+    fn at_once<R>(&self, f: &dyn Fn(&Self) -> Result<R>) -> Option<Result<R>> {
+        let _ = f;
+        None
+    }
+
     /// The bindings of the given keys that exist.
     fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>>;
     /// Every binding of a scope.
@@ -193,7 +204,7 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     /// Makes `write` if the grant `fence` is still the lease's current one, checked in the
     /// same transaction (a takeover waits for it or makes it fail with `Fenced`). Returns
     /// what the plain call returns (an id, a count; 0 for none).
-    fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64>;
+    fn fenced(&self, fence: &Fence, write: &StateWrite) -> Result<i64>;
 
     /// Closes as `abandoned` the runs still `running` of `flow` (or of every flow) that
     /// another process than `keep` started (of process `of` only, when given): their
@@ -220,9 +231,10 @@ pub(crate) trait Blocking: Send + Sync + std::fmt::Debug + 'static {
     fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>>;
 }
 
-/// A blocking store served async: each call runs on tokio's blocking pool, and the caller's
+/// A blocking store served async: a call runs on tokio's blocking pool, and the caller's
 /// task waits for it without holding a worker (a write waiting up to the busy timeout for
-/// another process's lock leaves the other tasks running).
+/// another process's lock leaves the other tasks running); a run's short calls are made at
+/// once when they need not wait (`call_at_once`).
 #[derive(Debug)]
 pub(crate) struct OffRuntime<S>(pub Arc<S>);
 
@@ -235,6 +247,21 @@ impl<S: Blocking> OffRuntime<S> {
         tokio::task::spawn_blocking(move || f(&store))
             .await
             .map_err(|e| StateStoreError::Stopped(e.to_string()))?
+    }
+
+    /// A call a run makes for each page or record (a page's bindings, a journal entry, a
+    /// cursor): made at once on the caller's thread when nothing makes it wait, and
+    /// otherwise on the blocking pool as `call`. The hand-over to the pool and back cost
+    /// two thread switches a call, a tenth of a 100,000-product first sync's CPU
+    /// (docs/benchmarks.md).
+    async fn call_at_once<R: Send + 'static>(
+        &self,
+        f: impl Fn(&S) -> Result<R> + Send + 'static,
+    ) -> Result<R> {
+        match self.0.at_once(&f) {
+            Some(out) => out,
+            None => self.call(f).await,
+        }
     }
 }
 
@@ -265,7 +292,7 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     ) -> Result<HashMap<String, Binding>> {
         let scope = scope.clone();
         let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-        self.call(move |s| s.bindings(&scope, &keys)).await
+        self.call_at_once(move |s| s.bindings(&scope, &keys)).await
     }
     async fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
         let scope = scope.clone();
@@ -286,16 +313,16 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     ) -> Result<()> {
         let scope = scope.clone();
         let rows = held_rows_of::<S>(bindings, adopted)?;
-        self.call(move |s| s.put_binding_rows(None, &scope, &rows))
+        self.call_at_once(move |s| s.put_binding_rows(None, &scope, &rows))
             .await
     }
     async fn cursor(&self, flow: FlowName<'_>) -> Result<Option<DateTime<Utc>>> {
         let flow = flow.to_string();
-        self.call(move |s| s.cursor(&flow)).await
+        self.call_at_once(move |s| s.cursor(&flow)).await
     }
     async fn set_cursor(&self, flow: FlowName<'_>, at: DateTime<Utc>) -> Result<()> {
         let flow = flow.to_string();
-        self.call(move |s| s.set_cursor(&flow, at)).await
+        self.call_at_once(move |s| s.set_cursor(&flow, at)).await
     }
     async fn is_absent(
         &self,
@@ -305,7 +332,8 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     ) -> Result<bool> {
         let flow = flow.to_string();
         let key = key.to_string();
-        self.call(move |s| s.is_absent(&flow, &key, since)).await
+        self.call_at_once(move |s| s.is_absent(&flow, &key, since))
+            .await
     }
     async fn note_absent(
         &self,
@@ -315,12 +343,14 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
     ) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
-        self.call(move |s| s.note_absent(&flow, &key, at)).await
+        self.call_at_once(move |s| s.note_absent(&flow, &key, at))
+            .await
     }
     async fn forget_absent(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
-        self.call(move |s| s.forget_absent(&flow, &key)).await
+        self.call_at_once(move |s| s.forget_absent(&flow, &key))
+            .await
     }
     async fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>> {
         let scope = scope.clone();
@@ -332,7 +362,7 @@ impl<S: Blocking> Bindings for OffRuntime<S> {
 impl<S: Blocking> Journal for OffRuntime<S> {
     async fn journal_begin(&self, entry: &JournalEntry) -> Result<i64> {
         let entry = entry.clone();
-        self.call(move |s| s.journal_begin(&entry)).await
+        self.call_at_once(move |s| s.journal_begin(&entry)).await
     }
     async fn journal_finish(
         &self,
@@ -341,12 +371,15 @@ impl<S: Blocking> Journal for OffRuntime<S> {
         binding: Option<(&Scope, &Binding)>,
     ) -> Result<()> {
         let binding = binding.map(|(s, b)| (s.clone(), b.clone()));
-        self.call(move |s| s.journal_finish(id, state, binding.as_ref().map(|(s, b)| (s, b))))
-            .await
+        self.call_at_once(move |s| {
+            s.journal_finish(id, state, binding.as_ref().map(|(s, b)| (s, b)))
+        })
+        .await
     }
     async fn journal_progress(&self, id: i64, payload: &Value) -> Result<()> {
         let payload = payload.clone();
-        self.call(move |s| s.journal_progress(id, &payload)).await
+        self.call_at_once(move |s| s.journal_progress(id, &payload))
+            .await
     }
     async fn journal_pending(&self, flow: Option<FlowName<'_>>) -> Result<Vec<JournalEntry>> {
         let flow = flow.map(|f| f.to_string());
@@ -374,12 +407,13 @@ impl<S: Blocking> Journal for OffRuntime<S> {
 impl<S: Blocking> Failures for OffRuntime<S> {
     async fn put_failure(&self, failure: &Failure) -> Result<i64> {
         let failure = failure.clone();
-        self.call(move |s| s.put_failure(&failure)).await
+        self.call_at_once(move |s| s.put_failure(&failure)).await
     }
     async fn clear_failure(&self, flow: FlowName<'_>, key: RecordKey<'_>) -> Result<()> {
         let flow = flow.to_string();
         let key = key.to_string();
-        self.call(move |s| s.clear_failure(&flow, &key)).await
+        self.call_at_once(move |s| s.clear_failure(&flow, &key))
+            .await
     }
     async fn failures(&self, flow: Option<FlowName<'_>>) -> Result<Vec<Failure>> {
         let flow = flow.map(|f| f.to_string());
@@ -548,9 +582,9 @@ impl<S: Blocking> Coordination for OffRuntime<S> {
             StateWrite::PutHeld(scope, bindings, adopted) => {
                 (scope, held_rows_of::<S>(bindings, adopted)?)
             }
-            write => return self.call(move |s| s.fenced(&fence, write)).await,
+            write => return self.call_at_once(move |s| s.fenced(&fence, &write)).await,
         };
-        self.call(move |s| s.put_binding_rows(Some(&fence), &scope, &rows).map(|()| 0))
+        self.call_at_once(move |s| s.put_binding_rows(Some(&fence), &scope, &rows).map(|()| 0))
             .await
     }
     async fn heartbeat(

@@ -1,8 +1,10 @@
 //! The embedded SQLite state store: one file, WAL mode, every call one transaction.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, TryLockError};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -83,6 +85,77 @@ fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
         .map_err(|e| StateStoreError::Corrupt(format!("timestamp `{s}`: {e}")))
 }
 
+/// How long a call waits for another process's lock of the file before it fails.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Set on a thread while it makes a call at once (`Blocking::at_once`).
+    static AT_ONCE: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears `AT_ONCE` when the call made at once ends, however it ends.
+struct AtOnce;
+
+impl AtOnce {
+    fn begin() -> Self {
+        AT_ONCE.set(true);
+        AtOnce
+    }
+}
+
+impl Drop for AtOnce {
+    fn drop(&mut self) {
+        AT_ONCE.set(false);
+    }
+}
+
+/// SQLite's own answer for a file locked by another connection, for a call made at once
+/// that found the connection in use.
+fn busy(why: &str) -> StateStoreError {
+    rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        Some(why.to_string()),
+    )
+    .into()
+}
+
+/// Whether a call failed only because it would have had to wait.
+fn is_busy(e: &StateStoreError) -> bool {
+    matches!(
+        e,
+        StateStoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
+/// The connection, held (`SqliteStore::conn`). Taken for a call made at once, it waits for
+/// other processes' locks again once released.
+struct Held<'a> {
+    conn: MutexGuard<'a, Connection>,
+    at_once: bool,
+}
+
+impl std::ops::Deref for Held<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Held<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        if self.at_once {
+            let _ = self.conn.busy_timeout(BUSY_TIMEOUT);
+        }
+    }
+}
+
 impl SqliteStore {
     pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
@@ -95,7 +168,7 @@ impl SqliteStore {
     }
 
     fn init(mut conn: Connection) -> Result<Self> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
         // WAL keeps readers (admin API) from blocking the writer; NORMAL sync is durable
         // across process crashes, which is the failure that matters here.
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -123,7 +196,7 @@ impl SqliteStore {
         fence: Option<&Fence>,
         write: impl FnOnce(&Connection) -> Result<R>,
     ) -> Result<R> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(f) = fence {
             let current: Option<i64> = tx
@@ -142,13 +215,32 @@ impl SqliteStore {
         Ok(out)
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    /// The connection, held until the guard drops. In a call made at once (`at_once`) only
+    /// a free connection is taken, and SQLite does not wait for another process's lock
+    /// while it is held: either fails the call as busy, before it changed anything.
+    fn conn(&self) -> Result<Held<'_>> {
+        if !AT_ONCE.get() {
+            let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            return Ok(Held {
+                conn,
+                at_once: false,
+            });
+        }
+        let conn = match self.conn.try_lock() {
+            Ok(conn) => conn,
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(TryLockError::WouldBlock) => return Err(busy("the state connection is in use")),
+        };
+        conn.busy_timeout(Duration::ZERO)?;
+        Ok(Held {
+            conn,
+            at_once: true,
+        })
     }
 
     /// Failures of one flow (or all), or the one with `id`, in id order.
     fn select_failures(&self, flow: Option<&str>, id: Option<i64>) -> Result<Vec<Failure>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT id, flow, key, source_record, payload, error, status, response, attempts, created_at, updated_at
              FROM failures WHERE (?1 IS NULL OR flow = ?1) AND (?2 IS NULL OR id = ?2) ORDER BY id",
@@ -562,11 +654,22 @@ fn row_failure(row: &rusqlite::Row) -> rusqlite::Result<[Option<String>; 8]> {
 }
 
 impl Blocking for SqliteStore {
+    fn at_once<R>(&self, f: &dyn Fn(&Self) -> Result<R>) -> Option<Result<R>> {
+        let out = {
+            let _at_once = AtOnce::begin();
+            f(self)
+        };
+        match out {
+            Err(e) if is_busy(&e) => None,
+            out => Some(out),
+        }
+    }
+
     fn bindings(&self, scope: &Scope, keys: &[String]) -> Result<HashMap<String, Binding>> {
         /// Keys per query: a page of a list is one query, far below SQLite's bound on
         /// parameters.
         const CHUNK: usize = 250;
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(CHUNK) {
             let marks = vec!["?"; chunk.len()].join(", ");
@@ -584,14 +687,14 @@ impl Blocking for SqliteStore {
     }
 
     fn all_bindings(&self, scope: &Scope) -> Result<Vec<Binding>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(&select_bindings(ALL_BINDINGS))?;
         let rows = stmt.query_map(params![scope.entity, scope.a, scope.b], row_binding)?;
         rows.map(|r| finish_binding(r?)).collect()
     }
 
     fn binding_count(&self, scope: &Scope) -> Result<usize> {
-        let n: i64 = self.conn().query_row(
+        let n: i64 = self.conn()?.query_row(
             &count_bindings(),
             params![scope.entity, scope.a, scope.b],
             |r| r.get(0),
@@ -711,8 +814,8 @@ impl Blocking for SqliteStore {
         .map(drop)
     }
 
-    fn fenced(&self, fence: &Fence, write: StateWrite) -> Result<i64> {
-        self.apply(Some(fence), &write)
+    fn fenced(&self, fence: &Fence, write: &StateWrite) -> Result<i64> {
+        self.apply(Some(fence), write)
     }
 
     // One SQLite file serves one node, but the lease still keeps two processes started on
@@ -728,7 +831,7 @@ impl Blocking for SqliteStore {
         take_from: Option<&str>,
     ) -> Result<Option<i64>> {
         let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO lease_tokens (id, last) VALUES (1, 1)
@@ -759,7 +862,7 @@ impl Blocking for SqliteStore {
         ttl: std::time::Duration,
     ) -> Result<bool> {
         let until = now + chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
-        let n = self.conn().execute(
+        let n = self.conn()?.execute(
             "UPDATE leases SET expires_at = ?3 WHERE name = ?1 AND token = ?2",
             params![name, token, ts(until)],
         )?;
@@ -767,7 +870,7 @@ impl Blocking for SqliteStore {
     }
 
     fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "DELETE FROM leases WHERE name = ?1 AND holder = ?2",
             params![name, holder],
         )?;
@@ -782,7 +885,7 @@ impl Blocking for SqliteStore {
         at: DateTime<Utc>,
         why: &str,
     ) -> Result<usize> {
-        Ok(self.conn().execute(
+        Ok(self.conn()?.execute(
             "UPDATE runs SET status = 'abandoned', finished_at = ?4, error = ?5
              WHERE status = 'running' AND (?1 IS NULL OR flow = ?1)
                AND (?2 IS NULL OR instance = ?2) AND instance IS NOT ?3",
@@ -791,7 +894,7 @@ impl Blocking for SqliteStore {
     }
 
     fn heartbeat(&self, instance: &str, node: &str, now: DateTime<Utc>) -> Result<Vec<NodeRecord>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         conn.execute(
             "INSERT INTO nodes (instance, node, started_at, seen_at) VALUES (?1, ?2, ?3, ?3)
              ON CONFLICT (instance) DO UPDATE SET node = excluded.node, seen_at = excluded.seen_at",
@@ -821,7 +924,7 @@ impl Blocking for SqliteStore {
     }
 
     fn prune(&self, runs_before: DateTime<Utc>, nodes_before: DateTime<Utc>) -> Result<Pruned> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let runs = conn.execute(
             "DELETE FROM runs WHERE finished_at IS NOT NULL AND finished_at < ?1",
             [ts(runs_before)],
@@ -831,14 +934,14 @@ impl Blocking for SqliteStore {
     }
 
     fn awaiting_actions(&self, scope: &Scope) -> Result<Vec<Binding>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(&select_bindings(AWAITING_ACTIONS))?;
         let rows = stmt.query_map(params![scope.entity, scope.a, scope.b], row_binding)?;
         rows.map(|r| finish_binding(r?)).collect()
     }
 
     fn cursor(&self, flow: &str) -> Result<Option<DateTime<Utc>>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let s: Option<String> = conn
             .query_row("SELECT since FROM cursors WHERE flow = ?1", [flow], |r| {
                 r.get(0)
@@ -849,7 +952,7 @@ impl Blocking for SqliteStore {
 
     fn is_absent(&self, flow: &str, key: &str, since: DateTime<Utc>) -> Result<bool> {
         let found: Option<i64> = self
-            .conn()
+            .conn()?
             .query_row(
                 "SELECT 1 FROM known_absent WHERE flow = ?1 AND key = ?2 AND read_at >= ?3",
                 params![flow, key, ts(since)],
@@ -860,7 +963,7 @@ impl Blocking for SqliteStore {
     }
 
     fn note_absent(&self, flow: &str, key: &str, at: DateTime<Utc>) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO known_absent (flow, key, read_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (flow, key) DO UPDATE SET read_at = excluded.read_at",
             params![flow, key, ts(at)],
@@ -869,7 +972,7 @@ impl Blocking for SqliteStore {
     }
 
     fn forget_absent(&self, flow: &str, key: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "DELETE FROM known_absent WHERE flow = ?1 AND key = ?2",
             params![flow, key],
         )?;
@@ -878,7 +981,7 @@ impl Blocking for SqliteStore {
 
     fn journal_pending(&self, flow: Option<&str>) -> Result<Vec<JournalEntry>> {
         query_journal(
-            &self.conn(),
+            &*self.conn()?,
             "WHERE (?1 IS NULL OR flow = ?1) AND state = 'pending' ORDER BY id",
             [flow],
         )
@@ -894,21 +997,21 @@ impl Blocking for SqliteStore {
 
     fn discard_failure(&self, id: i64) -> Result<bool> {
         Ok(self
-            .conn()
+            .conn()?
             .execute("DELETE FROM failures WHERE id = ?1", [id])?
             > 0)
     }
 
     fn runs(&self, flow: Option<&str>, limit: usize) -> Result<Vec<RunRecord>> {
         query_runs(
-            &self.conn(),
+            &*self.conn()?,
             "WHERE (?1 IS NULL OR flow = ?1) ORDER BY id DESC LIMIT ?2",
             params![flow, limit as i64],
         )
     }
 
     fn leases(&self) -> Result<Vec<Lease>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT name, holder, node, token, expires_at FROM leases ORDER BY name",
         )?;
@@ -935,7 +1038,7 @@ impl Blocking for SqliteStore {
     }
 
     fn claim_firing(&self, name: &str, at: DateTime<Utc>) -> Result<bool> {
-        let n = self.conn().execute(
+        let n = self.conn()?.execute(
             "INSERT INTO firings (name, fired_at) VALUES (?1, ?2)
              ON CONFLICT (name) DO UPDATE SET fired_at = excluded.fired_at
              WHERE firings.fired_at < excluded.fired_at",
@@ -951,7 +1054,7 @@ impl Blocking for SqliteStore {
         at: DateTime<Utc>,
         keep: std::time::Duration,
     ) -> Result<bool> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         // One write transaction: a second daemon on the same file waits for it (busy
         // timeout) and then finds the delivery.
         let tx = conn.transaction()?;
@@ -969,7 +1072,7 @@ impl Blocking for SqliteStore {
     }
 
     fn forget_delivery(&self, webhook: &str, id: &str) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "DELETE FROM deliveries WHERE webhook = ?1 AND id = ?2",
             params![webhook, id],
         )?;
@@ -979,7 +1082,7 @@ impl Blocking for SqliteStore {
     fn put_system_health(&self, h: &SystemHealth) -> Result<()> {
         let health =
             serde_json::to_string(h).map_err(|e| StateStoreError::Corrupt(e.to_string()))?;
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO system_health (system, health, checked_at) VALUES (?1, ?2, ?3)
              ON CONFLICT (system) DO UPDATE SET health = excluded.health, checked_at = excluded.checked_at",
             params![h.system, health, ts(h.checked_at)],
@@ -988,7 +1091,7 @@ impl Blocking for SqliteStore {
     }
 
     fn system_health(&self) -> Result<Vec<SystemHealth>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare("SELECT health FROM system_health ORDER BY system")?;
         let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
         rows.map(|row| {
@@ -1178,6 +1281,137 @@ mod tests {
         );
     }
 
+    /// The calls a run makes for each page and record (a page's bindings, held bindings,
+    /// journal entries, the cursor, failures) are made on the caller's thread when nothing
+    /// makes them wait, fenced or not: with tokio's only blocking thread taken, they still
+    /// answer, while a call kept on the pool waits for it.
+    #[test]
+    fn a_runs_calls_are_made_at_once_beside_a_busy_blocking_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Store = SqliteStore::open(&dir.path().join("state.sqlite"))
+            .unwrap()
+            .into();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .max_blocking_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let ttl = std::time::Duration::from_secs(60);
+            let token = store
+                .coordination
+                .acquire_lease("flow:f", "me", "node", Utc::now(), ttl, None)
+                .await
+                .unwrap()
+                .unwrap();
+            let (release, released) = std::sync::mpsc::channel::<()>();
+            let pool = tokio::task::spawn_blocking(move || released.recv());
+            let run = store.fenced(Fence {
+                lease: "flow:f".into(),
+                token,
+            });
+            let soon = std::time::Duration::from_secs(10);
+            let scope = Scope {
+                entity: "product".into(),
+                a: "erp".into(),
+                b: "shop".into(),
+            };
+            let bound = Binding {
+                key: "A1".into(),
+                id_a: Some("7".into()),
+                base_a: Some(json!({"sku": "A1", "price": 5})),
+                ..Default::default()
+            };
+            let adopted = crate::state::Adopted::new(
+                "B2".into(),
+                Some("8".into()),
+                Some("9".into()),
+                crate::json::packed::pack(&json!({"sku": "B2"})),
+                None,
+            );
+            tokio::time::timeout(
+                soon,
+                run.bindings
+                    .put_held(&scope, vec![bound.clone()], vec![adopted]),
+            )
+            .await
+            .expect("held bindings written at once")
+            .unwrap();
+            for s in [&store, &run] {
+                let found = tokio::time::timeout(
+                    soon,
+                    s.bindings.bindings(
+                        &scope,
+                        &[
+                            crate::state::RecordKey::new("A1"),
+                            crate::state::RecordKey::new("B2"),
+                        ],
+                    ),
+                )
+                .await
+                .expect("a page's bindings read at once")
+                .unwrap();
+                assert_eq!(found["A1"].id_a.as_deref(), Some("7"));
+                assert_eq!(found["B2"].id_b.as_deref(), Some("9"));
+            }
+            let entry = JournalEntry {
+                id: 0,
+                flow: "f".into(),
+                key: "A1".into(),
+                target: "shop".into(),
+                operation: "create".into(),
+                idempotency_key: "k".into(),
+                payload: json!({"sku": "A1"}),
+                state: JournalState::Pending,
+                created_at: Utc::now(),
+            };
+            let id = tokio::time::timeout(soon, run.journal.journal_begin(&entry))
+                .await
+                .expect("journal entry begun at once")
+                .unwrap();
+            let mut done = bound.clone();
+            done.id_b = Some("70".into());
+            tokio::time::timeout(
+                soon,
+                run.journal
+                    .journal_finish(id, JournalState::Done, Some((&scope, &done))),
+            )
+            .await
+            .expect("journal entry finished at once")
+            .unwrap();
+            let at: DateTime<Utc> = "2026-12-06T10:00:00Z".parse().unwrap();
+            tokio::time::timeout(soon, run.bindings.set_cursor(FlowName::new("f"), at))
+                .await
+                .expect("cursor moved at once")
+                .unwrap();
+            let cursor = tokio::time::timeout(soon, run.bindings.cursor(FlowName::new("f")))
+                .await
+                .expect("cursor read at once")
+                .unwrap();
+            assert_eq!(cursor, Some(at));
+
+            // A call that is not one of them (the run history) waits for the pool.
+            let history = store.runs.runs(None, 10);
+            assert!(
+                tokio::time::timeout(std::time::Duration::from_millis(200), history)
+                    .await
+                    .is_err(),
+                "the blocking pool was not taken"
+            );
+            release.send(()).unwrap();
+            pool.await.unwrap().unwrap();
+        });
+        let s = SqliteStore::open(&dir.path().join("state.sqlite")).unwrap();
+        let scope = Scope {
+            entity: "product".into(),
+            a: "erp".into(),
+            b: "shop".into(),
+        };
+        let got = s.bindings(&scope, &["A1".into()]).unwrap();
+        assert_eq!(got["A1"].id_b.as_deref(), Some("70"));
+        assert!(s.journal_pending(Some("f")).unwrap().is_empty());
+    }
+
     #[test]
     fn a_file_made_before_versioning_is_adopted_with_its_rows() {
         let dir = tempfile::tempdir().unwrap();
@@ -1203,6 +1437,7 @@ mod tests {
         assert_eq!((run.status.as_str(), run.node.as_deref()), ("ok", None));
         let version: i64 = s
             .conn()
+            .unwrap()
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, latest());
@@ -1283,7 +1518,7 @@ mod tests {
             (count_bindings(), key),
             (select_bindings(AWAITING_ACTIONS), "bindings_awaiting"),
         ];
-        let conn = s.conn();
+        let conn = s.conn().unwrap();
         let mut searched: Vec<&str> = queries.iter().map(|(_, index)| *index).collect();
         searched.sort();
         searched.dedup();
@@ -1354,8 +1589,8 @@ mod tests {
         // The upgraded file keeps the indexes of a new one: the id indexes, rebuilt by step
         // 7, dropped by step 10.
         assert_eq!(
-            binding_indexes(&s.conn()),
-            binding_indexes(&SqliteStore::in_memory().unwrap().conn())
+            binding_indexes(&s.conn().unwrap()),
+            binding_indexes(&SqliteStore::in_memory().unwrap().conn().unwrap())
         );
 
         // Written again, and a binding whose sides agree: each reads back as written, and
@@ -1382,6 +1617,7 @@ mod tests {
         type Blob = Option<Vec<u8>>;
         let stored: Vec<(Blob, Blob, Blob)> = s
             .conn()
+            .unwrap()
             .prepare("SELECT base_a, base_b, base_b_delta FROM bindings ORDER BY key")
             .unwrap()
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -1407,6 +1643,7 @@ mod tests {
 
         // A damaged base is an error of that binding's read, not a misread record.
         s.conn()
+            .unwrap()
             .execute(
                 "UPDATE bindings SET base_a = x'B10801' WHERE key = 'B2'",
                 [],

@@ -48,7 +48,7 @@ fn line((run_id, flow, key, decision, target, changes, reason): RawLine) -> RunL
 
 impl SqliteStore {
     pub(super) fn op_flow_switches(&self) -> Result<Vec<FlowSwitch>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT flow, enabled, changed_at, changed_by FROM flow_switches ORDER BY flow",
         )?;
@@ -73,7 +73,7 @@ impl SqliteStore {
     }
 
     pub(super) fn op_set_flow_switch(&self, s: &FlowSwitch) -> Result<()> {
-        self.conn().execute(
+        self.conn()?.execute(
             "INSERT INTO flow_switches (flow, enabled, changed_at, changed_by) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (flow) DO UPDATE SET enabled = excluded.enabled,
                  changed_at = excluded.changed_at, changed_by = excluded.changed_by",
@@ -83,7 +83,7 @@ impl SqliteStore {
     }
 
     pub(super) fn op_put_run_lines(&self, lines: &[RunLine]) -> Result<()> {
-        let mut conn = self.conn();
+        let mut conn = self.conn()?;
         let tx = conn.transaction()?;
         {
             let mut stmt = tx.prepare_cached(
@@ -112,7 +112,7 @@ impl SqliteStore {
     }
 
     pub(super) fn op_run_lines(&self, run_id: i64) -> Result<Vec<RunLine>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT run_id, flow, key, decision, target, changes, reason FROM run_lines
              WHERE run_id = ?1 ORDER BY rowid",
@@ -126,7 +126,7 @@ impl SqliteStore {
     }
 
     pub(super) fn op_run_lines_of_key(&self, key: &str, limit: usize) -> Result<Vec<RunLine>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         let mut stmt = conn.prepare_cached(
             "SELECT run_id, flow, key, decision, target, changes, reason FROM run_lines
              WHERE key = ?1 ORDER BY run_id DESC, rowid LIMIT ?2",
@@ -140,12 +140,12 @@ impl SqliteStore {
     }
 
     pub(super) fn op_run(&self, id: i64) -> Result<Option<RunRecord>> {
-        Ok(super::query_runs(&self.conn(), "WHERE id = ?1", [id])?
+        Ok(super::query_runs(&*self.conn()?, "WHERE id = ?1", [id])?
             .into_iter()
             .next())
     }
 
     pub(super) fn op_journal_of_key(&self, key: &str) -> Result<Vec<JournalEntry>> {
-        super::query_journal(&self.conn(), "WHERE key = ?1 ORDER BY id", [key])
+        super::query_journal(&*self.conn()?, "WHERE key = ?1 ORDER BY id", [key])
     }
 }
