@@ -1340,14 +1340,14 @@ async fn a_run_killed_with_its_index_in_a_file_leaves_no_file_and_the_next_run_f
 
     p.shop.faults().set(erpsync_sim::Faults::default());
     let out = p.command(&args).env("TMPDIR", &tmp).output().unwrap();
-    finished_after_kill(&p, &out, writes, &changed);
+    finished_with_each_change_once(&p, &out, writes, &changed);
     assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
 
-/// The run after a killed first sync (`out`): it exits 0, each of the `changed` prices was
-/// written once over the two runs (the shop had taken `writes` before them), and the shop's
-/// prices are the ERP's.
-fn finished_after_kill(
+/// A first sync that finished after a kill or a wait (`out`, the run that finished): it exits
+/// 0, each of the `changed` prices was written once since the shop had taken `writes`, and the
+/// shop's prices are the ERP's.
+fn finished_with_each_change_once(
     p: &crate::support::binary::Project,
     out: &std::process::Output,
     writes: u64,
@@ -1358,7 +1358,7 @@ fn finished_after_kill(
     assert_eq!(
         p.shop.counters().writes() - writes,
         changed.len() as u64,
-        "each changed price written once over the two runs: {text}"
+        "each changed price written once: {text}"
     );
     for sku in changed {
         let erp = p.erp.product(sku).unwrap().price;
@@ -1409,7 +1409,70 @@ async fn a_first_sync_killed_between_pages_of_adoptions_loses_and_repeats_nothin
 
     p.erp.faults().set(erpsync_sim::Faults::default());
     let out = p.run(&args);
-    finished_after_kill(&p, &out, writes, &changed);
+    finished_with_each_change_once(&p, &out, writes, &changed);
+    assert_eq!(bound(), 1000, "{}", crate::support::binary::text(&out));
+    let before = p.shop.counters().writes();
+    let out = p.run(&args);
+    let text = crate::support::binary::text(&out);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert_eq!(
+        p.shop.counters().writes(),
+        before,
+        "nothing written again: {text}"
+    );
+    assert!(text.contains("created 0, updated 0, adopted 0"), "{text}");
+}
+
+/// A first sync whose state file another process locks while the run is writing to it (an
+/// `sqlite3` shell, a backup): the run waits for the lock rather than failing or giving up,
+/// then goes on; each changed price is written once, every product ends bound, and a run
+/// after it has nothing to do. Run from the project's folder, outside the checkout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_sync_waits_for_a_state_file_another_process_locks_and_loses_nothing() {
+    let p = crate::support::binary::Project::start(1000, products_from_the_erp).await;
+    let changed = p.raise_erp_prices(20, 3.0);
+    // Slow ERP pages (ten of 100): the run is still reading them when the file is locked.
+    p.erp.faults().set(erpsync_sim::Faults {
+        latency_ms: 60,
+        ..Default::default()
+    });
+    let writes = p.shop.counters().writes();
+    let db = p.dir.path().join("state.sqlite");
+    let bound = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM bindings", [], |r| r.get(0)))
+            .unwrap_or(0)
+    };
+    let args = ["run", "--once", "--flow", "products"];
+    let child = p
+        .command(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while bound() < 100 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended before a page of adoptions was stored"
+        );
+        assert!(std::time::Instant::now() < deadline, "no page stored");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let other = rusqlite::Connection::open(&db).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let at_lock = bound();
+    // Longer than the rest of the run takes unlocked (nine pages of 60 ms).
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the run waits for the lock: it has bindings to store"
+    );
+    assert_eq!(bound(), at_lock, "nothing stored while the file was locked");
+    other.execute_batch("COMMIT").unwrap();
+    let out = child.wait_with_output().unwrap();
+    finished_with_each_change_once(&p, &out, writes, &changed);
     assert_eq!(bound(), 1000, "{}", crate::support::binary::text(&out));
     let before = p.shop.counters().writes();
     let out = p.run(&args);
