@@ -1367,60 +1367,95 @@ fn finished_with_each_change_once(
     }
 }
 
+/// A first sync of 1,000 products, 50 of them with a price changed on the ERP, whose ERP
+/// pages are slow (ten of 100, 60 ms each): still reading them when a test steps in.
+struct SlowFirstSync {
+    p: crate::support::binary::Project,
+    changed: Vec<String>,
+    /// The shop's writes before the first sync.
+    writes: u64,
+    db: std::path::PathBuf,
+}
+
+const FIRST_SYNC: [&str; 4] = ["run", "--once", "--flow", "products"];
+
+impl SlowFirstSync {
+    async fn start() -> Self {
+        let p = crate::support::binary::Project::start(1000, products_from_the_erp).await;
+        let changed = p.raise_erp_prices(20, 3.0);
+        p.erp.faults().set(erpsync_sim::Faults {
+            latency_ms: 60,
+            ..Default::default()
+        });
+        let writes = p.shop.counters().writes();
+        let db = p.dir.path().join("state.sqlite");
+        SlowFirstSync {
+            p,
+            changed,
+            writes,
+            db,
+        }
+    }
+
+    /// How many bindings the state file holds.
+    fn bound(&self) -> i64 {
+        rusqlite::Connection::open(&self.db)
+            .and_then(|c| c.query_row("SELECT COUNT(*) FROM bindings", [], |r| r.get(0)))
+            .unwrap_or(0)
+    }
+
+    /// Waits, the run still going, until more than the updates bound one at a time are
+    /// stored: a page's adoptions written together.
+    fn until_a_page_is_stored(&self, child: &mut std::process::Child) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while self.bound() < 100 {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the run ended before a page of adoptions was stored"
+            );
+            assert!(std::time::Instant::now() < deadline, "no page stored");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    /// The run that finished the first sync (`out`): it exits 0, each changed price was
+    /// written once, every product is bound, and a run after it writes nothing.
+    fn finished(&self, out: &std::process::Output) {
+        let p = &self.p;
+        finished_with_each_change_once(p, out, self.writes, &self.changed);
+        assert_eq!(self.bound(), 1000, "{}", crate::support::binary::text(out));
+        let before = p.shop.counters().writes();
+        let out = p.run(&FIRST_SYNC);
+        let text = crate::support::binary::text(&out);
+        assert_eq!(out.status.code(), Some(0), "{text}");
+        assert_eq!(
+            p.shop.counters().writes(),
+            before,
+            "nothing written again: {text}"
+        );
+        assert!(text.contains("created 0, updated 0, adopted 0"), "{text}");
+    }
+}
+
 /// A first sync killed (SIGKILL) once a page of adoptions is in the state file and the
 /// next page's still held in memory: the next run adopts the rest and writes each changed
 /// price once over the two runs; every product ends bound, and a run after that writes
 /// nothing. Run from the project's folder, outside the checkout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_sync_killed_between_pages_of_adoptions_loses_and_repeats_nothing() {
-    let p = crate::support::binary::Project::start(1000, products_from_the_erp).await;
-    let changed = p.raise_erp_prices(20, 3.0);
-    // Slow ERP pages (ten of 100): the run is still reading them when it is killed.
-    p.erp.faults().set(erpsync_sim::Faults {
-        latency_ms: 60,
-        ..Default::default()
-    });
-    let writes = p.shop.counters().writes();
-    let db = p.dir.path().join("state.sqlite");
-    let bound = || -> i64 {
-        rusqlite::Connection::open(&db)
-            .and_then(|c| c.query_row("SELECT COUNT(*) FROM bindings", [], |r| r.get(0)))
-            .unwrap_or(0)
-    };
-    let args = ["run", "--once", "--flow", "products"];
-    let mut child = p.spawn(&args);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    // More than the updates bound one at a time: a page's adoptions written together.
-    while bound() < 100 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before a page of adoptions was stored"
-        );
-        assert!(std::time::Instant::now() < deadline, "no page stored");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
+    let sync = SlowFirstSync::start().await;
+    let mut child = sync.p.spawn(&FIRST_SYNC);
+    sync.until_a_page_is_stored(&mut child);
     child.kill().unwrap();
     assert!(!child.wait().unwrap().success(), "killed before the end");
-    let partial = bound();
+    let partial = sync.bound();
     assert!(
         (100..1000).contains(&partial),
         "{partial} bound when killed"
     );
 
-    p.erp.faults().set(erpsync_sim::Faults::default());
-    let out = p.run(&args);
-    finished_with_each_change_once(&p, &out, writes, &changed);
-    assert_eq!(bound(), 1000, "{}", crate::support::binary::text(&out));
-    let before = p.shop.counters().writes();
-    let out = p.run(&args);
-    let text = crate::support::binary::text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
-    assert_eq!(
-        p.shop.counters().writes(),
-        before,
-        "nothing written again: {text}"
-    );
-    assert!(text.contains("created 0, updated 0, adopted 0"), "{text}");
+    sync.p.erp.faults().set(erpsync_sim::Faults::default());
+    sync.finished(&sync.p.run(&FIRST_SYNC));
 }
 
 /// A first sync whose state file another process locks while the run is writing to it (an
@@ -1429,61 +1464,31 @@ async fn a_first_sync_killed_between_pages_of_adoptions_loses_and_repeats_nothin
 /// after it has nothing to do. Run from the project's folder, outside the checkout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_first_sync_waits_for_a_state_file_another_process_locks_and_loses_nothing() {
-    let p = crate::support::binary::Project::start(1000, products_from_the_erp).await;
-    let changed = p.raise_erp_prices(20, 3.0);
-    // Slow ERP pages (ten of 100): the run is still reading them when the file is locked.
-    p.erp.faults().set(erpsync_sim::Faults {
-        latency_ms: 60,
-        ..Default::default()
-    });
-    let writes = p.shop.counters().writes();
-    let db = p.dir.path().join("state.sqlite");
-    let bound = || -> i64 {
-        rusqlite::Connection::open(&db)
-            .and_then(|c| c.query_row("SELECT COUNT(*) FROM bindings", [], |r| r.get(0)))
-            .unwrap_or(0)
-    };
-    let args = ["run", "--once", "--flow", "products"];
-    let child = p
-        .command(&args)
+    let sync = SlowFirstSync::start().await;
+    let mut child = sync
+        .p
+        .command(&FIRST_SYNC)
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = child;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    while bound() < 100 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before a page of adoptions was stored"
-        );
-        assert!(std::time::Instant::now() < deadline, "no page stored");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    let other = rusqlite::Connection::open(&db).unwrap();
+    sync.until_a_page_is_stored(&mut child);
+    let other = rusqlite::Connection::open(&sync.db).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let at_lock = bound();
+    let at_lock = sync.bound();
     // Longer than the rest of the run takes unlocked (nine pages of 60 ms).
     std::thread::sleep(std::time::Duration::from_millis(1500));
     assert!(
         child.try_wait().unwrap().is_none(),
         "the run waits for the lock: it has bindings to store"
     );
-    assert_eq!(bound(), at_lock, "nothing stored while the file was locked");
-    other.execute_batch("COMMIT").unwrap();
-    let out = child.wait_with_output().unwrap();
-    finished_with_each_change_once(&p, &out, writes, &changed);
-    assert_eq!(bound(), 1000, "{}", crate::support::binary::text(&out));
-    let before = p.shop.counters().writes();
-    let out = p.run(&args);
-    let text = crate::support::binary::text(&out);
-    assert_eq!(out.status.code(), Some(0), "{text}");
     assert_eq!(
-        p.shop.counters().writes(),
-        before,
-        "nothing written again: {text}"
+        sync.bound(),
+        at_lock,
+        "nothing stored while the file was locked"
     );
-    assert!(text.contains("created 0, updated 0, adopted 0"), "{text}");
+    other.execute_batch("COMMIT").unwrap();
+    sync.finished(&child.wait_with_output().unwrap());
 }
 
 /// A first stock sync as a person runs it, a dry run on a terminal from the project's folder:
