@@ -385,25 +385,27 @@ impl Engine {
         })
     }
 
-    /// Whether `plan_binding` keeps the bindings of `scope`: what a caller asks before it
-    /// makes a binding only the plan would read.
-    pub(crate) fn plans_bindings_of(&self, scope: &Scope) -> bool {
+    /// Whether the plan keeps the bindings of `scope` (a flow planned later reads them).
+    fn plans_bindings_of(&self, scope: &Scope) -> bool {
         self.plan.is_some() && self.plan_keeps(Some(&scope.entity), None)
     }
 
-    /// Remembers a binding a dry run would write; false when this engine keeps no plan.
-    pub(crate) fn plan_binding(&self, scope: &Scope, b: &Binding) -> bool {
-        let Some(plan) = &self.plan else {
-            return false;
+    /// Remembers a binding a dry run would write, where `plans_bindings_of` says the plan
+    /// keeps it; `binding` makes it only then.
+    pub(crate) fn plan_binding<E>(
+        &self,
+        scope: &Scope,
+        binding: impl FnOnce() -> Result<Binding, E>,
+    ) -> Result<(), E> {
+        let Some(plan) = self.plan.as_ref().filter(|_| self.plans_bindings_of(scope)) else {
+            return Ok(());
         };
-        if !self.plan_keeps(Some(&scope.entity), None) {
-            return true;
-        }
+        let b = binding()?;
         let mut plan = plan.lock().unwrap_or_else(|e| e.into_inner());
         plan.entry(scope.clone())
             .or_default()
-            .insert(b.key.clone(), b.clone());
-        true
+            .insert(b.key.clone(), b);
+        Ok(())
     }
 
     /// Remembers a record a dry run would create in `system` (see `listing`) under `key`,

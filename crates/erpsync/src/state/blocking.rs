@@ -251,9 +251,9 @@ impl<S: Blocking> OffRuntime<S> {
 
     /// A call a run makes for each page or record (a page's bindings, a journal entry, a
     /// cursor): made at once on the caller's thread when nothing makes it wait, and
-    /// otherwise on the blocking pool as `call`. The hand-over to the pool and back cost
-    /// two thread switches a call, a tenth of a 100,000-product first sync's CPU
-    /// (docs/benchmarks.md).
+    /// otherwise on the blocking pool as `call`. The hand-over to the pool and back costs
+    /// two thread switches a call: without it a 100,000-product first sync took 6 – 27%
+    /// less CPU (docs/benchmarks.md).
     async fn call_at_once<R: Send + 'static>(
         &self,
         f: impl Fn(&S) -> Result<R> + Send + 'static,

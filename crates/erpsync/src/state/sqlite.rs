@@ -1282,7 +1282,7 @@ mod tests {
     }
 
     /// The calls a run makes for each page and record (a page's bindings, held bindings,
-    /// journal entries, the cursor, failures) are made on the caller's thread when nothing
+    /// journal entries, the cursor, absent keys, failures) are made on the caller's thread when nothing
     /// makes them wait, fenced or not: with tokio's only blocking thread taken, they still
     /// answer, while a call kept on the pool waits for it.
     #[test]
@@ -1389,6 +1389,41 @@ mod tests {
                 .expect("cursor read at once")
                 .unwrap();
             assert_eq!(cursor, Some(at));
+            let (flow, key) = (FlowName::new("f"), crate::state::RecordKey::new("C3"));
+            tokio::time::timeout(soon, run.bindings.note_absent(flow, key, at))
+                .await
+                .expect("an absent key noted at once")
+                .unwrap();
+            let absent = tokio::time::timeout(soon, run.bindings.is_absent(flow, key, at))
+                .await
+                .expect("an absent key read at once")
+                .unwrap();
+            assert!(absent);
+            tokio::time::timeout(soon, run.bindings.forget_absent(flow, key))
+                .await
+                .expect("an absent key forgotten at once")
+                .unwrap();
+            let failure = Failure {
+                id: 0,
+                flow: "f".into(),
+                key: "C3".into(),
+                source_record: json!({"sku": "C3"}),
+                payload: None,
+                error: "refused".into(),
+                status: Some(422),
+                response: None,
+                attempts: 1,
+                created_at: at,
+                updated_at: at,
+            };
+            tokio::time::timeout(soon, run.failures.put_failure(&failure))
+                .await
+                .expect("a failure kept at once")
+                .unwrap();
+            tokio::time::timeout(soon, run.failures.clear_failure(flow, key))
+                .await
+                .expect("a failure cleared at once")
+                .unwrap();
 
             // A call that is not one of them (the run history) waits for the pool.
             let history = store.runs.runs(None, 10);
@@ -1410,6 +1445,11 @@ mod tests {
         let got = s.bindings(&scope, &["A1".into()]).unwrap();
         assert_eq!(got["A1"].id_b.as_deref(), Some("70"));
         assert!(s.journal_pending(Some("f")).unwrap().is_empty());
+        assert!(
+            !s.is_absent("f", "C3", "2026-12-06T10:00:00Z".parse().unwrap())
+                .unwrap()
+        );
+        assert!(s.failures(Some("f")).unwrap().is_empty());
     }
 
     #[test]

@@ -1505,7 +1505,8 @@ impl<'e> Runner<'e> {
                 .put_bindings(&self.scope, vec![b.clone()])
                 .await?;
         } else {
-            self.e.plan_binding(&self.scope, b);
+            self.e
+                .plan_binding(&self.scope, || Ok::<_, EngineRunError>(b.clone()))?;
         }
         Ok(())
     }
@@ -1534,9 +1535,7 @@ impl<'e> Runner<'e> {
     ) -> Result<(), EngineRunError> {
         self.listing.page_bindings.remove(&a.key);
         if self.opts.dry_run {
-            if self.e.plans_bindings_of(&self.scope) {
-                self.e.plan_binding(&self.scope, &a.binding()?);
-            }
+            self.e.plan_binding(&self.scope, || a.binding())?;
             return Ok(());
         }
         self.held.by_key.remove(&a.key);
