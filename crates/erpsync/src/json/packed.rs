@@ -74,6 +74,33 @@ pub(crate) fn pack_object_spans<'n>(
     (out.into_boxed_slice(), spans)
 }
 
+/// A member of an object as `pack` writes it within the object: its name, then its value.
+pub(crate) fn pack_member(name: &str, value: &Value, out: &mut Vec<u8>) {
+    text(name, out);
+    write(value, out);
+}
+
+/// Where each member of the packed object `packed` is (its name, then its value, as
+/// `pack_member` writes them), given where its values are (`pack_object_spans`' spans, in
+/// order): a member starts where the one before it ends.
+pub(crate) fn member_spans<'b>(
+    packed: &[u8],
+    spans: &'b [std::ops::Range<usize>],
+) -> impl Iterator<Item = std::ops::Range<usize>> + 'b {
+    let first = {
+        let mut r = Reader {
+            bytes: packed,
+            at: 1,
+        };
+        r.count().map_or(packed.len(), |_| r.at)
+    };
+    spans.iter().scan(first, |start, span| {
+        let member = *start..span.end;
+        *start = span.end;
+        Some(member)
+    })
+}
+
 /// The value `pack` was given, or None when `bytes` were not written by it.
 pub(crate) fn unpack(bytes: &[u8]) -> Option<Value> {
     let mut r = Reader { bytes, at: 0 };

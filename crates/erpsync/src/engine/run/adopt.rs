@@ -22,6 +22,11 @@ pub(super) struct Positional {
     pub(super) key: String,
     id: Option<String>,
     pub(super) values: Vec<Value>,
+    /// The record as its read mapping's object, packed (`packed::pack_object_spans`): what
+    /// an adoption stores and its listing's fingerprint is taken from.
+    pub(super) packed: Box<[u8]>,
+    /// Where each value is in `packed`, in the order of `values`.
+    pub(super) spans: Vec<std::ops::Range<usize>>,
     /// The record's text, for a failure's report (as `Seen::text`).
     text: Box<str>,
 }
@@ -121,10 +126,13 @@ impl<'e> Runner<'e> {
             crate::json::drop_values(values);
             return Err(self.keyless(&id, native_of(&text)));
         };
+        let (packed, spans) = packed::pack_object_spans(at.names.iter().copied(), &values);
         Ok(Positional {
             key: normalize_owned(raw_key, &self.flow.normalize),
             id,
             values,
+            packed,
+            spans,
             text,
         })
     }
@@ -163,7 +171,7 @@ impl<'e> Runner<'e> {
         let Some(index) = self.index.records.as_ref().filter(|_| unbound) else {
             return Ok(Some(read));
         };
-        let (packed, spans) = packed::pack_object_spans(at.names.iter().copied(), &read.values);
+        let (packed, spans) = (&read.packed, &read.spans);
         // The target's id, and its record and side `b`'s differences when they are not the
         // same bytes; nothing when it is not adopted here (a record the index cannot give
         // is decided as a `Seen`, which reports why).
@@ -172,7 +180,7 @@ impl<'e> Runner<'e> {
             if target == &packed[..] {
                 return Some((id, None));
             }
-            let source: Vec<packed::Member> = (at.names.iter().zip(&spans))
+            let source: Vec<packed::Member> = (at.names.iter().zip(spans))
                 .map(|(name, span)| (name.as_bytes(), &packed[span.clone()]))
                 .collect();
             let target_members = packed::members(target)?;
@@ -202,7 +210,11 @@ impl<'e> Runner<'e> {
             return Ok(Some(read));
         };
         let Positional {
-            key, id, values, ..
+            key,
+            id,
+            values,
+            packed,
+            ..
         } = read;
         crate::json::drop_values(values);
         let (id_a, id_b) = match self.src.pair_side {

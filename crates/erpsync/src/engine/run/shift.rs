@@ -4,10 +4,10 @@
 //! record served twice is handled once per version; a record a whole read should have served
 //! and did not is asked for one by one before anything is decided about it.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
 use super::*;
-use crate::json::hash_value;
+use crate::json::{hash_value, packed};
 
 impl<'e> Runner<'e> {
     /// Notes a record served by the source listing; `false` when it needs no handling. A
@@ -20,14 +20,29 @@ impl<'e> Runner<'e> {
         self.note_reading(&seen.key, now)
     }
 
-    /// `note_listed` of a record read positionally: the same reading as of its object.
+    /// `note_listed` of a record read positionally: the same reading as of its object,
+    /// its fingerprint taken from the record as packed (`Positional::packed`).
     pub(super) fn note_listed_values(&mut self, read: &Positional, at: &Positions) -> bool {
-        let print = self.fingerprint_fields(at.names.iter().copied().zip(&read.values));
+        let mut h = self.listing.prints.build_hasher();
+        // Consecutive members are consecutive bytes of the record: a run of them is hashed
+        // where it lies.
+        let mut run: Option<std::ops::Range<usize>> = None;
+        let members = packed::member_spans(&read.packed, &read.spans);
+        for (name, member) in at.names.iter().zip(members) {
+            if !self.is_volatile(name) {
+                run = Some(run.map_or(member.clone(), |r| r.start..member.end));
+            } else if let Some(r) = run.take() {
+                h.write(&read.packed[r]);
+            }
+        }
+        if let Some(r) = run {
+            h.write(&read.packed[r]);
+        }
         let stamp = at
             .stamp_at
             .and_then(|i| read.values.get(i))
             .and_then(stamp_of);
-        self.note_reading(&read.key, Listed::new(stamp, print))
+        self.note_reading(&read.key, Listed::new(stamp, h.finish()))
     }
 
     fn note_reading(&mut self, key: &str, now: Listed) -> bool {
@@ -41,31 +56,35 @@ impl<'e> Runner<'e> {
         }
     }
 
-    /// A digest of a canonical record without its volatile fields (modification stamps),
-    /// which change when a record is merely touched.
-    fn fingerprint(&self, canon: &Value) -> u64 {
-        match canon {
-            Value::Object(fields) => {
-                self.fingerprint_fields(fields.iter().map(|(n, v)| (n.as_str(), v)))
-            }
-            other => {
-                let mut h = self.listing.prints.build_hasher();
-                hash_value(other, &mut h);
-                h.finish()
-            }
-        }
+    /// A field whose changes are not a new reading (a modification stamp, changed when a
+    /// record is merely touched). A short list: a search of the entity's fields cost
+    /// several comparisons a field.
+    fn is_volatile(&self, name: &str) -> bool {
+        self.volatile.iter().any(|v| v.as_str() == name)
     }
 
-    /// `fingerprint` of the object whose fields are `fields`, in their order.
-    fn fingerprint_fields<'v>(&self, fields: impl Iterator<Item = (&'v str, &'v Value)>) -> u64 {
+    /// A digest of a canonical record without its volatile fields: its other members as
+    /// the record packed holds them (`packed::pack_member`), each run of them between two
+    /// volatile ones one write, so that a record read by position (`note_listed_values`)
+    /// has the digest of its object.
+    fn fingerprint(&self, canon: &Value) -> u64 {
         let mut h = self.listing.prints.build_hasher();
-        for (name, value) in fields {
-            // A short list (a stamp, a volatile field or two), where a search of the
-            // entity's fields cost several comparisons a field.
-            if !self.volatile.iter().any(|v| v.as_str() == name) {
-                name.hash(&mut h);
-                hash_value(value, &mut h);
+        match canon {
+            Value::Object(fields) => {
+                let mut run = Vec::with_capacity(512);
+                for (name, value) in fields {
+                    if !self.is_volatile(name) {
+                        packed::pack_member(name, value, &mut run);
+                    } else if !run.is_empty() {
+                        h.write(&run);
+                        run.clear();
+                    }
+                }
+                if !run.is_empty() {
+                    h.write(&run);
+                }
             }
+            other => hash_value(other, &mut h),
         }
         h.finish()
     }
