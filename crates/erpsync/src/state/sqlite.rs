@@ -672,6 +672,25 @@ impl Blocking for SqliteStore {
         let conn = self.conn()?;
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(CHUNK) {
+            // Whether the scope has any binding between the chunk's least and greatest key
+            // (SQLite orders text as Rust does, by its UTF-8 bytes): one descent, where
+            // the lookup below is one a key. A first sync, and a catalogue listed in key
+            // order, has none ahead of its pages.
+            let (Some(least), Some(greatest)) = (chunk.iter().min(), chunk.iter().max()) else {
+                continue;
+            };
+            let any: bool = conn
+                .prepare_cached(&format!(
+                    "SELECT EXISTS (SELECT 1 FROM bindings WHERE scope = {SCOPE_ID}
+                         AND key BETWEEN ?4 AND ?5)"
+                ))?
+                .query_row(
+                    params![scope.entity, scope.a, scope.b, least, greatest],
+                    |r| r.get(0),
+                )?;
+            if !any {
+                continue;
+            }
             let marks = vec!["?"; chunk.len()].join(", ");
             let mut stmt =
                 conn.prepare_cached(&select_bindings(&format!("AND key IN ({marks})")))?;
@@ -1744,6 +1763,44 @@ mod tests {
         assert_eq!(
             s.cursor("f").unwrap().unwrap().to_rfc3339(),
             "2026-11-26T10:00:00+00:00"
+        );
+    }
+
+    /// A page's keys are asked for in the order the page lists them: a stored binding is
+    /// found whichever of them come first or last, one outside the keys' span is not
+    /// asked for, and keys of which none is stored find nothing.
+    #[test]
+    fn a_pages_bindings_are_found_whatever_the_order_of_its_keys() {
+        let s = SqliteStore::in_memory().unwrap();
+        let scope = Scope::new("product", "shop", "erp");
+        let other = Scope::new("product", "shop2", "erp");
+        let binding = |key: &str| Binding {
+            key: key.into(),
+            id_a: Some(format!("id-{key}")),
+            base_a: Some(json!({"sku": key})),
+            ..Default::default()
+        };
+        let put = |scope: &Scope, keys: &[&str]| {
+            let rows: Vec<BindingRow> = keys.iter().map(|k| BindingRow::of(&binding(k))).collect();
+            s.put_binding_rows(None, scope, &rows).unwrap();
+        };
+        put(&scope, &["M-2", "SKU-Ă"]);
+        put(&other, &["B"]);
+        let found = |keys: &[&str]| {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            let mut got: Vec<String> = s.bindings(&scope, &keys).unwrap().into_keys().collect();
+            got.sort();
+            got
+        };
+        assert_eq!(found(&["Z", "M-2", "A"]), ["M-2"]);
+        assert_eq!(found(&["SKU-Ă", "SKU-A", "M-1"]), ["SKU-Ă"]);
+        assert_eq!(found(&["M-3", "M-1", "SKU-B"]), Vec::<String>::new());
+        assert_eq!(found(&["N", "Z"]), Vec::<String>::new());
+        assert_eq!(found(&["B", "A", "C"]), Vec::<String>::new());
+        assert_eq!(found(&[]), Vec::<String>::new());
+        assert_eq!(
+            binding("M-2"),
+            s.bindings(&scope, &["M-2".into()]).unwrap()["M-2"]
         );
     }
 }
