@@ -47,9 +47,10 @@
 //!   later, as two systems' stamps differ; the records are then alike in every synced field
 //!   but the stamp).
 //! - `BENCH_REPEAT`: how many times the baseline loop and the 100k first sync of products
-//!   run, default 3 (the first sync from an empty state each time, the shop's prices put
-//!   back between runs); the table shows each one's median run and the CPU of every run,
-//!   and the ratio target compares the two medians. With `BENCH_WRAP`, 1 profiles one run.
+//!   run, default 3, in turn (a loop, then a first sync from an empty state, the shop's
+//!   prices put back after each); the table shows each one's median run and the CPU of
+//!   every run, and the ratio target compares the two medians. With `BENCH_WRAP`, 1
+//!   profiles one run.
 //! - `BENCH_ENFORCE=1`: a missed issue-14 target fails the exit code too.
 //! - `BENCH_MAP_RECORDS`: records in the mapping benchmark, default 200000.
 //! - `BENCH_ONLY`: `catalog` or `mapping`.
@@ -371,8 +372,7 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
         ])
     };
     let changed = first_prices.len() as u64;
-    // The baseline loop holds both sides in memory as JSON values (about 1 GB per 100k
-    // products), so the 1M sequence leaves it out.
+    let mut dry_run = None;
     if !million {
         // What the simulators serve when the client does nothing with the records: the
         // ceiling of every read below, printed so each run says what its reads were up against.
@@ -382,33 +382,33 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
             Some(0),
         )?;
         phases.push(served);
-        // Both sides of the ratio are measured `repeat` times and their medians compared:
-        // one run of either moves by a third on a shared machine.
-        let mut loops = Vec::new();
-        for _ in 0..repeat {
-            loops.push(measure(
-                "baseline loop: first sync",
-                loop_args(BASELINE)?,
-                Some(changed),
-            )?);
-            // Undo the baseline's writes so the engine (or the next loop) finds the same
-            // differences.
-            restore_prices()?;
-        }
-        phases.push(median_of(loops));
-
-        phases.push(measure(
+        // A dry run of the first sync, on the empty state and the prices as seeded.
+        dry_run = Some(measure(
             "dry run: first sync (products)",
             engine("dry-run", "products", &project),
             Some(0),
         )?);
     }
-    // The first sync again from an empty state, `repeat` times at 100k (the shop's prices put
-    // back and the state removed between runs); at 1M once.
+    // Both sides of the ratio are measured `repeat` times and their medians compared: one
+    // run of either moves by a third on a shared machine. Each loop is followed by a first
+    // sync, so that a machine slowing down or speeding up in the meantime weighs on both
+    // medians alike. The first sync starts from an empty state each time (the shop's prices
+    // put back and the state removed between runs); at 1M it runs once, without the loop
+    // (which holds both sides in memory as JSON values, about 1 GB per 100k products).
+    let mut loops = Vec::new();
     let mut firsts = Vec::new();
-    for run in 0..if million { 1 } else { repeat } {
-        if run > 0 {
+    let runs = if million { 1 } else { repeat };
+    for run in 0..runs {
+        if !million {
+            loops.push(measure(
+                "baseline loop: first sync",
+                loop_args(BASELINE)?,
+                Some(changed),
+            )?);
+            // Undo the baseline's writes so the engine finds the same differences.
             restore_prices()?;
+        }
+        if run > 0 {
             for suffix in ["", "-wal", "-shm"] {
                 let _ = std::fs::remove_file(state_part(suffix));
             }
@@ -418,7 +418,14 @@ fn catalog(skus: usize, million: bool) -> anyhow::Result<Vec<Target>> {
             engine("run", "products", &project),
             Some(changed),
         )?);
+        if run + 1 < runs {
+            restore_prices()?;
+        }
     }
+    if !million {
+        phases.push(median_of(loops));
+    }
+    phases.extend(dry_run);
     phases.push(median_of(firsts));
 
     // What the first sync left in the state (bindings, mostly), WAL included.
