@@ -20,6 +20,23 @@ struct Mimalloc;
 #[cfg(feature = "mimalloc")]
 const WORD: usize = 8;
 
+/// `plain` of `size` for an alignment of a word at most (`Mimalloc`), else `aligned` of
+/// `size` and `align`.
+#[cfg(feature = "mimalloc")]
+#[inline(always)]
+fn by_alignment(
+    size: usize,
+    align: usize,
+    plain: impl FnOnce(usize) -> *mut std::ffi::c_void,
+    aligned: impl FnOnce(usize, usize) -> *mut std::ffi::c_void,
+) -> *mut u8 {
+    if align <= WORD {
+        plain(size).cast()
+    } else {
+        aligned(size, align).cast()
+    }
+}
+
 #[cfg(feature = "mimalloc")]
 // SAFETY: each call hands the layout's size and alignment to mimalloc, whose blocks of the
 // plain calls are aligned to a word at least (`WORD`): alignments above it go to the aligned
@@ -27,26 +44,26 @@ const WORD: usize = 8;
 unsafe impl std::alloc::GlobalAlloc for Mimalloc {
     #[inline]
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_malloc, mi_malloc_aligned};
         // SAFETY: as above.
-        unsafe {
-            if layout.align() <= WORD {
-                libmimalloc_sys::mi_malloc(layout.size()).cast()
-            } else {
-                libmimalloc_sys::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        by_alignment(
+            layout.size(),
+            layout.align(),
+            |size| unsafe { mi_malloc(size) },
+            |size, align| unsafe { mi_malloc_aligned(size, align) },
+        )
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_zalloc, mi_zalloc_aligned};
         // SAFETY: as above.
-        unsafe {
-            if layout.align() <= WORD {
-                libmimalloc_sys::mi_zalloc(layout.size()).cast()
-            } else {
-                libmimalloc_sys::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            }
-        }
+        by_alignment(
+            layout.size(),
+            layout.align(),
+            |size| unsafe { mi_zalloc(size) },
+            |size, align| unsafe { mi_zalloc_aligned(size, align) },
+        )
     }
 
     #[inline]
@@ -57,14 +74,14 @@ unsafe impl std::alloc::GlobalAlloc for Mimalloc {
 
     #[inline]
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        use libmimalloc_sys::{mi_realloc, mi_realloc_aligned};
         // SAFETY: `ptr` came from this allocator with `layout`; as above.
-        unsafe {
-            if layout.align() <= WORD {
-                libmimalloc_sys::mi_realloc(ptr.cast(), size).cast()
-            } else {
-                libmimalloc_sys::mi_realloc_aligned(ptr.cast(), size, layout.align()).cast()
-            }
-        }
+        by_alignment(
+            size,
+            layout.align(),
+            |size| unsafe { mi_realloc(ptr.cast(), size) },
+            |size, align| unsafe { mi_realloc_aligned(ptr.cast(), size, align) },
+        )
     }
 }
 

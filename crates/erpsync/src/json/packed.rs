@@ -87,14 +87,10 @@ pub(crate) fn member_spans<'b>(
     packed: &[u8],
     spans: &'b [std::ops::Range<usize>],
 ) -> impl Iterator<Item = std::ops::Range<usize>> + 'b {
-    let first = {
-        let mut r = Reader {
-            bytes: packed,
-            at: 1,
-        };
-        r.count().map_or(packed.len(), |_| r.at)
-    };
-    spans.iter().scan(first, |start, span| {
+    debug_assert_eq!(packed.first(), Some(&OBJECT));
+    // The object's tag and its count of members come first.
+    let head = 1 + leb_len(spans.len() as u64);
+    spans.iter().scan(head, |start, span| {
         let member = *start..span.end;
         *start = span.end;
         Some(member)
@@ -276,6 +272,11 @@ fn text(s: &str, out: &mut Vec<u8>) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// How many bytes `leb` writes for `n`.
+fn leb_len(n: u64) -> usize {
+    (64 - (n | 1).leading_zeros() as usize).div_ceil(7)
+}
+
 fn leb(mut n: u64, out: &mut Vec<u8>) {
     while n >= 0x80 {
         out.push((n as u8) | 0x80);
@@ -454,6 +455,25 @@ mod tests {
         let back = unpack(&pack(v)).unwrap_or_else(|| panic!("{v} did not read back"));
         assert_eq!(&back, v);
         assert_eq!(back.to_string(), v.to_string());
+    }
+
+    /// `leb_len` is the length `leb` writes, at every boundary of seven bits.
+    #[test]
+    fn leb_len_is_what_leb_writes() {
+        for n in [
+            0,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut out = Vec::new();
+            leb(n, &mut out);
+            assert_eq!(leb_len(n), out.len(), "{n}");
+        }
     }
 
     /// An object's members are its names and its values' packed bytes; bytes cut short or

@@ -423,6 +423,13 @@ fn upsert_sql(rows: usize) -> String {
     )
 }
 
+/// Whether the scope `?1` – `?3` has a binding whose key is between `?4` and `?5`.
+static ANY_BINDING_BETWEEN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT EXISTS (SELECT 1 FROM bindings WHERE scope = {SCOPE_ID} AND key BETWEEN ?4 AND ?5)"
+    )
+});
+
 static UPSERT_ONE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| upsert_sql(1));
 static UPSERT_BATCH: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| upsert_sql(ROWS_PER_UPSERT));
@@ -679,15 +686,10 @@ impl Blocking for SqliteStore {
             let (Some(least), Some(greatest)) = (chunk.iter().min(), chunk.iter().max()) else {
                 continue;
             };
-            let any: bool = conn
-                .prepare_cached(&format!(
-                    "SELECT EXISTS (SELECT 1 FROM bindings WHERE scope = {SCOPE_ID}
-                         AND key BETWEEN ?4 AND ?5)"
-                ))?
-                .query_row(
-                    params![scope.entity, scope.a, scope.b, least, greatest],
-                    |r| r.get(0),
-                )?;
+            let any: bool = conn.prepare_cached(&ANY_BINDING_BETWEEN)?.query_row(
+                params![scope.entity, scope.a, scope.b, least, greatest],
+                |r| r.get(0),
+            )?;
             if !any {
                 continue;
             }
